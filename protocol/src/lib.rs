@@ -1,0 +1,295 @@
+//! Wire types and frame codec spoken between the mymcp processes.
+//!
+//! ```text
+//! MCP client ──HTTPS──▶ mymcp-frontend ──executor.sock──▶ mymcp-executor (root)
+//! mymcpctl (root) ─────────────────────control.sock────▶
+//! ```
+//!
+//! Each socket has its own closed request set: [`FrontendRequest`] on `executor.sock`,
+//! [`ControlRequest`] on `control.sock`. A connection starts with a [`Hello`] in both
+//! directions (the wire version and build id must match exactly, since postcard is not
+//! self-describing), then carries [`ClientFrame::Request`]s, each with a caller-chosen id that
+//! its single [`ServerFrame::Response`] echoes, so many requests can be in flight on one
+//! connection. Anything else — an unknown variant, a malformed, oversized or out-of-state
+//! frame — is a *protocol violation*: the executor logs it and drops the connection. Ordinary
+//! failures (not found, protected path, timeout) are typed [`ToolFailure`]s inside a response.
+//!
+//! This crate does no I/O beyond the codec and has no async runtime dependency.
+//!
+//! ```
+//! use mymcp_protocol::{frame, ClientFrame, FrontendRequest, Hello};
+//!
+//! let bytes = frame::encode(&ClientFrame::<FrontendRequest>::Hello(Hello::current())).unwrap();
+//! let len = frame::body_len(bytes[..4].try_into().unwrap(), frame::MAX_FRAME_LEN).unwrap();
+//! let back: ClientFrame<FrontendRequest> = frame::decode(&bytes[4..4 + len]).unwrap();
+//! assert!(matches!(back, ClientFrame::Hello(h) if h.is_compatible()));
+//! ```
+
+pub mod frame;
+mod tools;
+
+pub use tools::*;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Version of the wire format. Bumped on any incompatible change.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Identifies the exact build of the protocol types: the crate version plus a hash of this
+/// crate's sources. Both ends must carry the same value.
+pub const BUILD_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("MYMCP_PROTOCOL_HASH"));
+
+/// Correlates a request with its response on one connection. Chosen by the client.
+pub type RequestId = u64;
+
+/// The first frame in each direction of every connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub wire_version: u32,
+    pub build_id: String,
+}
+
+impl Hello {
+    /// The hello this build sends.
+    pub fn current() -> Self {
+        Hello {
+            wire_version: WIRE_VERSION,
+            build_id: BUILD_ID.to_owned(),
+        }
+    }
+
+    /// Whether a peer's hello matches this build exactly.
+    pub fn is_compatible(&self) -> bool {
+        self.wire_version == WIRE_VERSION && self.build_id == BUILD_ID
+    }
+}
+
+/// Frames a client (frontend or mymcpctl) sends. `R` is the socket's request set.
+///
+/// Valid order: exactly one `Hello`, then any number of `Request` and `Cancel` frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame<R> {
+    Hello(Hello),
+    Request {
+        id: RequestId,
+        body: R,
+    },
+    /// Abandon the request with this id (the HTTP client went away). The executor stops its
+    /// work (killing a command's process group) and answers that request with
+    /// [`ErrorCode::Cancelled`]; an unknown or finished id is ignored. Has no response itself.
+    Cancel {
+        id: RequestId,
+    },
+}
+
+/// Frames the executor sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame<R> {
+    /// Answer to a compatible `Hello`.
+    Welcome(Hello),
+    /// Answer to an incompatible `Hello`; the executor closes the connection after it.
+    Refused {
+        reason: String,
+    },
+    Response {
+        id: RequestId,
+        body: R,
+    },
+}
+
+/// SHA-256 digest of a bearer token. The token itself never crosses the socket: the frontend
+/// hashes what the client sent, and the executor looks the digest up in its store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TokenDigest(pub [u8; 32]);
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Enough to correlate in logs, not enough to matter.
+        write!(
+            f,
+            "TokenDigest({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+/// What a token may do. `Ro` and `Rw` are for MCP clients; `Admin` manages tokens over HTTP;
+/// `Metrics` reads `/metrics`. Roles are not ordered beyond `Rw` ⊃ `Ro` (see [`Role::allows`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Ro,
+    Rw,
+    Admin,
+    Metrics,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ro => "ro",
+            Role::Rw => "rw",
+            Role::Admin => "admin",
+            Role::Metrics => "metrics",
+        }
+    }
+
+    /// Parses the role names used in token files, the CLI and the admin API.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "ro" => Some(Role::Ro),
+            "rw" => Some(Role::Rw),
+            "admin" => Some(Role::Admin),
+            "metrics" => Some(Role::Metrics),
+            _ => None,
+        }
+    }
+
+    /// Whether a holder of `self` may use something that requires `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        self == needed || (self == Role::Rw && needed == Role::Ro)
+    }
+
+    /// Whether this role may call MCP tools at all.
+    pub fn is_client(self) -> bool {
+        matches!(self, Role::Ro | Role::Rw)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The caller as the executor knows it after looking the digest up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub name: String,
+    pub role: Role,
+}
+
+/// Where a call came from, for the audit log. Informational only: never used to authorize.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallOrigin {
+    /// The client's address as the frontend saw it.
+    pub peer: String,
+    /// The HTTP request id (`x-request-id`).
+    pub request_id: String,
+}
+
+/// Requests accepted on `executor.sock`, from the frontend's uid only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrontendRequest {
+    /// Who holds this token? Answered with [`FrontendResponse::Identity`] or
+    /// [`FrontendResponse::Unauthenticated`]. Used for HTTP-level 401s and `tools/list`.
+    Identify { token: TokenDigest },
+    /// Run a tool for the holder of `token`. The executor authenticates and authorizes it.
+    Call {
+        token: TokenDigest,
+        origin: CallOrigin,
+        call: ToolCall,
+    },
+}
+
+/// Responses on `executor.sock`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrontendResponse {
+    Identity(Identity),
+    /// The digest is unknown, disabled, or belongs to a role that may not use this socket's
+    /// operation (admin and metrics tokens cannot call tools). The frontend answers HTTP 401.
+    Unauthenticated,
+    /// The outcome of a `Call`: a tool result or a typed failure.
+    Tool(Result<ToolOutput, ToolFailure>),
+}
+
+/// Requests accepted on `control.sock`, from root only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// Create a token; its value is returned once and only its digest is stored.
+    TokenAdd {
+        name: String,
+        role: Role,
+    },
+    TokenList,
+    /// Revoke by token value or by id (the first hex digits of its digest, unique prefix).
+    TokenRevoke {
+        selector: String,
+    },
+    Status,
+}
+
+/// Responses on `control.sock`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    TokenAdded { token: String, info: TokenInfo },
+    Tokens(Vec<TokenInfo>),
+    Revoked(TokenInfo),
+    Status(StatusInfo),
+    Error { code: ErrorCode, message: String },
+}
+
+/// A token as listed: never its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// First 12 hex digits of the digest: stable, safe to show, accepted by revoke.
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+    pub last_used: Option<String>,
+    pub enabled: bool,
+}
+
+/// What `mymcpctl status` shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub version: String,
+    pub build_id: String,
+    pub uptime_secs: u64,
+    pub tokens: u64,
+    pub running_commands: u64,
+    pub token_file: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rw_allows_ro_but_not_the_reverse() {
+        assert!(Role::Rw.allows(Role::Ro));
+        assert!(Role::Rw.allows(Role::Rw));
+        assert!(!Role::Ro.allows(Role::Rw));
+        assert!(!Role::Admin.allows(Role::Ro));
+        assert!(!Role::Metrics.allows(Role::Ro));
+    }
+
+    #[test]
+    fn role_names_round_trip() {
+        for r in [Role::Ro, Role::Rw, Role::Admin, Role::Metrics] {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(Role::parse("RW"), None);
+    }
+
+    #[test]
+    fn hello_mismatch_is_detected() {
+        assert!(Hello::current().is_compatible());
+        let mut h = Hello::current();
+        h.build_id.push('x');
+        assert!(!h.is_compatible());
+        let h = Hello {
+            wire_version: WIRE_VERSION + 1,
+            ..Hello::current()
+        };
+        assert!(!h.is_compatible());
+    }
+
+    #[test]
+    fn digest_debug_does_not_print_the_whole_digest() {
+        let d = TokenDigest([0xab; 32]);
+        let s = format!("{d:?}");
+        assert!(s.len() < 30, "{s}");
+    }
+}
