@@ -1,1 +1,23 @@
+//! mymcp-executor: the privileged half of mymcp.
+//!
+//! The executor runs as root and has no network listener. It accepts connections on two Unix
+//! sockets — `executor.sock` for the frontend's uid, `control.sock` for root — checks the peer
+//! with `SO_PEERCRED` on every accept, and speaks only the closed request sets of
+//! [`mymcp_protocol`]. Every tool call carries the caller's token digest; the executor looks it
+//! up in its own token store, derives name and role itself, re-validates every argument and
+//! only then runs the tool. The frontend's checks are an optimisation, never the decision.
+//!
+//! Modules: [`config`] (settings), [`server`] (sockets, peer checks, connection state),
+//! [`tokens`] (the digest-only token store), [`auth`] (authorization as types),
+//! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`files`] (`read_file`),
+//! [`control`] (`control.sock` requests), [`sys`] (every raw syscall).
 
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod dispatch;
+pub mod files;
+pub mod server;
+pub mod spawn;
+pub mod sys;
+pub mod tokens;

@@ -1,0 +1,1 @@
+//! `read_file`: streamed, paginated reads with bounded memory.

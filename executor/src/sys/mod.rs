@@ -1,0 +1,3 @@
+//! Every `unsafe` block and raw syscall of the executor, each with its `SAFETY:` argument.
+
+pub mod process;

@@ -1,0 +1,1 @@
+//! Process-related syscalls for `spawn` (setsid, signals to process groups, fd hygiene).
