@@ -1,1 +1,111 @@
-//! auth
+//! Authentication and authorization, expressed as types.
+//!
+//! A tool handler takes an [`Authorized<L>`] for its role level `L`. The only way to obtain one
+//! is [`Caller::authorize`], and the only way to obtain a [`Caller`] is [`authenticate`], which
+//! looks the caller's token digest up in the executor's own store. So a handler that runs
+//! without a valid token of the right role does not compile.
+
+use crate::tokens::TokenStore;
+use mymcp_protocol::{ErrorCode, Identity, Role, TokenDigest, ToolFailure, ToolName};
+use std::marker::PhantomData;
+
+/// A token holder that may call MCP tools (role `ro` or `rw`).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    identity: Identity,
+}
+
+impl Caller {
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Checks that this caller may use `tool` at level `L`.
+    pub fn authorize<L: Level>(&self, tool: ToolName) -> Result<Authorized<L>, ToolFailure> {
+        debug_assert_eq!(tool.required_role(), L::ROLE, "tool level mismatch for {tool}");
+        if self.identity.role.allows(L::ROLE) && self.identity.role.allows(tool.required_role()) {
+            Ok(Authorized { identity: self.identity.clone(), _level: PhantomData })
+        } else {
+            Err(ToolFailure::new(
+                ErrorCode::PermissionDenied,
+                format!("Permission denied: tool '{tool}' requires {} role", tool.required_role()),
+            ))
+        }
+    }
+}
+
+/// Looks a digest up. Only `ro`/`rw` tokens are MCP callers; admin and metrics tokens and
+/// unknown or disabled tokens are refused alike.
+pub fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Caller> {
+    let identity = store.lookup(token)?;
+    identity.role.is_client().then_some(Caller { identity })
+}
+
+/// A role level a handler can require.
+pub trait Level: sealed::Sealed {
+    const ROLE: Role;
+}
+
+/// Read-only tools.
+#[derive(Debug)]
+pub enum Ro {}
+/// Tools that change the host.
+#[derive(Debug)]
+pub enum Rw {}
+
+impl Level for Ro {
+    const ROLE: Role = Role::Ro;
+}
+impl Level for Rw {
+    const ROLE: Role = Role::Rw;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Ro {}
+    impl Sealed for super::Rw {}
+}
+
+/// Proof that the caller was authenticated and holds level `L`. Not constructible outside
+/// this module.
+#[derive(Debug)]
+pub struct Authorized<L: Level> {
+    identity: Identity,
+    _level: PhantomData<L>,
+}
+
+impl<L: Level> Authorized<L> {
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::digest;
+
+    #[test]
+    fn roles_map_to_tools() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::open(&dir.path().join("t.json")).unwrap();
+        let (ro, _) = store.add("r", Role::Ro).unwrap();
+        let (rw, _) = store.add("w", Role::Rw).unwrap();
+        let (admin, _) = store.add("a", Role::Admin).unwrap();
+        let (metrics, _) = store.add("m", Role::Metrics).unwrap();
+
+        let ro = authenticate(&store, &digest(&ro)).unwrap();
+        let err = ro.authorize::<Rw>(ToolName::BashExecute).unwrap_err();
+        assert_eq!(err.code, ErrorCode::PermissionDenied);
+        assert_eq!(err.message, "Permission denied: tool 'bash_execute' requires rw role");
+        assert!(ro.authorize::<Ro>(ToolName::ReadFile).is_ok());
+
+        let rw = authenticate(&store, &digest(&rw)).unwrap();
+        assert!(rw.authorize::<Rw>(ToolName::BashExecute).is_ok());
+        assert!(rw.authorize::<Ro>(ToolName::ReadFile).is_ok());
+
+        assert!(authenticate(&store, &digest(&admin)).is_none());
+        assert!(authenticate(&store, &digest(&metrics)).is_none());
+        assert!(authenticate(&store, &TokenDigest([0; 32])).is_none());
+    }
+}

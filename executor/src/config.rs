@@ -1,1 +1,156 @@
-//! config
+//! Executor settings: `MYMCP_*` environment variables (names and defaults of the reference
+//! server) plus the executor's own (`MYMCP_RUNTIME_DIR`, `MYMCP_FRONTEND_USER`, …).
+//!
+//! An invalid value stops start-up with one line naming the variable, the value and what is
+//! allowed.
+
+use crate::files::ReadConfig;
+use crate::spawn::BashConfig;
+use mymcp_protocol::frame::MAX_FRAME_LEN;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct ConfigError {
+    pub name: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(name: &str, problem: impl Into<String>) -> Self {
+        ConfigError { name: name.to_owned(), problem: problem.into() }
+    }
+}
+
+/// Where the settings come from: the process environment by default, a map in tests.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug)]
+pub struct Env;
+
+impl Source for Env {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Source for std::collections::HashMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// Reads a non-negative integer setting within `[min, max]`.
+pub fn integer(src: &dyn Source, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    let Some(raw) = src.get(name) else { return Ok(default) };
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(default);
+    }
+    let v: u64 = raw
+        .parse()
+        .map_err(|_| ConfigError::new(name, format!("invalid integer {raw:?} (expected a whole number from {min} to {max})")))?;
+    if v < min || v > max {
+        return Err(ConfigError::new(name, format!("{v} is out of range (allowed: {min} to {max})")));
+    }
+    Ok(v)
+}
+
+/// Reads a comma-separated list setting (empty entries dropped).
+pub fn list(src: &dyn Source, name: &str) -> Vec<String> {
+    src.get(name)
+        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Everything the executor needs to run.
+#[derive(Debug)]
+pub struct Config {
+    pub runtime_dir: PathBuf,
+    pub token_file: PathBuf,
+    /// The only uid accepted on `executor.sock`.
+    pub frontend_uid: u32,
+    /// Group that owns `executor.sock` (the frontend user's primary group).
+    pub frontend_gid: u32,
+    /// The only uid accepted on `control.sock`: 0, or the executor's own uid when it does not
+    /// run as root (quick try by an ordinary user).
+    pub control_uid: u32,
+    pub bash: BashConfig,
+    pub read: ReadConfig,
+    /// Commands running at once, across all tokens.
+    pub bash_max_concurrent: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// Settings that only matter for the tools, read from `src`.
+pub fn tool_settings(src: &dyn Source) -> Result<(BashConfig, ReadConfig, usize), ConfigError> {
+    let mut bash = BashConfig::default();
+    bash.hard_max_output = integer(src, "MYMCP_BASH_MAX_OUTPUT_BYTES_HARD", bash.hard_max_output, 1, 8 << 20)?;
+    bash.default_max_output =
+        integer(src, "MYMCP_BASH_MAX_OUTPUT_BYTES", bash.default_max_output, 1, bash.hard_max_output)?;
+    if let Some(shell) = src.get("MYMCP_BASH_SHELL").filter(|s| !s.trim().is_empty()) {
+        let shell = PathBuf::from(shell.trim());
+        if !shell.is_absolute() {
+            return Err(ConfigError::new("MYMCP_BASH_SHELL", format!("{} is not an absolute path", shell.display())));
+        }
+        bash.shell = shell;
+    }
+    bash.env = BashConfig::default_env(&list(src, "MYMCP_BASH_ENV_PASSTHROUGH"));
+    // Two streams of captured output must fit in one response frame.
+    if bash.hard_max_output * 2 + 4096 > MAX_FRAME_LEN as u64 {
+        return Err(ConfigError::new("MYMCP_BASH_MAX_OUTPUT_BYTES_HARD", "too large for one response"));
+    }
+
+    let mut read = ReadConfig::default();
+    read.max_limit = integer(src, "MYMCP_READ_FILE_MAX_LIMIT", read.max_limit, 1, 10_000_000)?;
+    read.default_limit = integer(src, "MYMCP_READ_FILE_DEFAULT_LIMIT", read.default_limit, 1, read.max_limit)?;
+    read.max_line_bytes =
+        integer(src, "MYMCP_READ_FILE_MAX_LINE_BYTES", read.max_line_bytes as u64, 1, 1 << 20)? as usize;
+
+    let concurrent = integer(src, "MYMCP_BASH_MAX_CONCURRENT", 64, 1, 4096)? as usize;
+    Ok((bash, read, concurrent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn src(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let (bash, read, n) = tool_settings(&src(&[])).unwrap();
+        assert_eq!(bash.default_max_output, 102_400);
+        assert_eq!(bash.hard_max_output, 1_048_576);
+        assert_eq!(read.default_limit, 2000);
+        assert_eq!(read.max_limit, 50_000);
+        assert_eq!(read.max_line_bytes, 32_768);
+        assert_eq!(n, 64);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_allowed_range() {
+        let e = tool_settings(&src(&[("MYMCP_READ_FILE_MAX_LIMIT", "abc")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "MYMCP_READ_FILE_MAX_LIMIT: invalid integer \"abc\" (expected a whole number from 1 to 10000000)"
+        );
+        let e = tool_settings(&src(&[("MYMCP_BASH_MAX_OUTPUT_BYTES", "2000000")])).unwrap_err();
+        assert!(e.to_string().starts_with("MYMCP_BASH_MAX_OUTPUT_BYTES: 2000000 is out of range"), "{e}");
+        let e = tool_settings(&src(&[("MYMCP_BASH_SHELL", "bash")])).unwrap_err();
+        assert_eq!(e.name, "MYMCP_BASH_SHELL");
+    }
+
+    #[test]
+    fn lists_drop_empty_entries() {
+        assert_eq!(list(&src(&[("X", " a, ,b ,")]), "X"), vec!["a", "b"]);
+    }
+}

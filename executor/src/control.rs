@@ -1,1 +1,62 @@
-//! control
+//! The request set of `control.sock` (root only): token management and status.
+
+use crate::dispatch::Executor;
+use crate::server::{CancelSignal, Peer, Service};
+use crate::tokens::TokenError;
+use mymcp_protocol::{ControlRequest, ControlResponse, ErrorCode, StatusInfo};
+use std::sync::Arc;
+
+/// The administration service behind `control.sock`.
+#[derive(Debug)]
+pub struct Control {
+    executor: Arc<Executor>,
+}
+
+impl Control {
+    pub fn new(executor: Arc<Executor>) -> Self {
+        Control { executor }
+    }
+}
+
+fn error(e: TokenError) -> ControlResponse {
+    let code = match e {
+        TokenError::NotFound(_) => ErrorCode::NotFound,
+        TokenError::InvalidName(_) | TokenError::Ambiguous(_) => ErrorCode::InvalidArguments,
+        TokenError::Io { .. } | TokenError::Corrupt { .. } => ErrorCode::InternalError,
+    };
+    ControlResponse::Error { code, message: e.to_string() }
+}
+
+impl Service for Control {
+    type Request = ControlRequest;
+    type Response = ControlResponse;
+
+    async fn handle(self: Arc<Self>, request: ControlRequest, peer: Peer, _cancel: CancelSignal) -> ControlResponse {
+        let tokens = self.executor.tokens();
+        match request {
+            ControlRequest::TokenAdd { name, role } => match tokens.add(&name, role) {
+                Ok((token, info)) => {
+                    tracing::info!(name = %info.name, role = %info.role, id = %info.id, peer_pid = ?peer.pid, "token created");
+                    ControlResponse::TokenAdded { token, info }
+                }
+                Err(e) => error(e),
+            },
+            ControlRequest::TokenList => ControlResponse::Tokens(tokens.list()),
+            ControlRequest::TokenRevoke { selector } => match tokens.revoke(&selector) {
+                Ok(info) => {
+                    tracing::info!(name = %info.name, id = %info.id, peer_pid = ?peer.pid, "token revoked");
+                    ControlResponse::Revoked(info)
+                }
+                Err(e) => error(e),
+            },
+            ControlRequest::Status => ControlResponse::Status(StatusInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                build_id: mymcp_protocol::BUILD_ID.to_owned(),
+                uptime_secs: self.executor.started.elapsed().as_secs(),
+                tokens: tokens.count() as u64,
+                running_commands: self.executor.running_commands(),
+                token_file: tokens.path().display().to_string(),
+            }),
+        }
+    }
+}

@@ -1,1 +1,140 @@
-//! dispatch
+//! The request set of `executor.sock`: authenticate, authorize, re-validate, run.
+//!
+//! Every call is decided here, from the executor's own token store: the frontend forwards the
+//! caller's token digest and nothing it says about roles is trusted. Tool entry points take an
+//! [`Authorized`] proof of the right level, so a tool cannot run without the check.
+
+use crate::auth::{self, Authorized, Caller, Ro, Rw};
+use crate::files::{self, ReadConfig};
+use crate::server::{CancelSignal, Peer, Service};
+use crate::spawn::{self, BashConfig};
+use crate::tokens::TokenStore;
+use mymcp_protocol::{
+    BashExecute, ErrorCode, FrontendRequest, FrontendResponse, ReadFile, ToolCall, ToolFailure, ToolName,
+    ToolOutput,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// Longest accepted path argument, in bytes (Linux `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest accepted command, in bytes: one `execve` argument cannot be longer anyway.
+pub const MAX_COMMAND_BYTES: usize = 128 * 1024;
+
+/// The tool executor behind `executor.sock`.
+#[derive(Debug)]
+pub struct Executor {
+    tokens: Arc<TokenStore>,
+    bash: BashConfig,
+    read: ReadConfig,
+    bash_slots: Arc<Semaphore>,
+    running_commands: AtomicU64,
+    pub started: Instant,
+}
+
+impl Executor {
+    pub fn new(tokens: Arc<TokenStore>, bash: BashConfig, read: ReadConfig, bash_max_concurrent: usize) -> Self {
+        Executor {
+            tokens,
+            bash,
+            read,
+            bash_slots: Arc::new(Semaphore::new(bash_max_concurrent)),
+            running_commands: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn tokens(&self) -> &Arc<TokenStore> {
+        &self.tokens
+    }
+
+    pub fn running_commands(&self) -> u64 {
+        self.running_commands.load(Ordering::Relaxed)
+    }
+
+    async fn run(&self, caller: &Caller, call: ToolCall, cancel: CancelSignal) -> Result<ToolOutput, ToolFailure> {
+        match call {
+            ToolCall::BashExecute(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::BashExecute)?;
+                self.bash_execute(&auth, args, cancel).await
+            }
+            ToolCall::ReadFile(args) => {
+                let auth = caller.authorize::<Ro>(ToolName::ReadFile)?;
+                self.read_file(&auth, args).await
+            }
+        }
+    }
+
+    async fn bash_execute(
+        &self,
+        _auth: &Authorized<Rw>,
+        args: BashExecute,
+        cancel: CancelSignal,
+    ) -> Result<ToolOutput, ToolFailure> {
+        if args.command.len() > MAX_COMMAND_BYTES {
+            return Err(ToolFailure::new(
+                ErrorCode::InvalidArguments,
+                format!("command is {} bytes, max is {MAX_COMMAND_BYTES}", args.command.len()),
+            ));
+        }
+        check_path_len("working_dir", args.working_dir.as_deref())?;
+        let _slot = self.bash_slots.clone().try_acquire_owned().map_err(|_| {
+            ToolFailure::new(ErrorCode::Busy, "Too many commands are running; try again shortly")
+                .with_suggestion("Wait for running commands to finish")
+        })?;
+        self.running_commands.fetch_add(1, Ordering::Relaxed);
+        let out = spawn::bash_execute(&args, &self.bash, cancel.cancelled()).await;
+        self.running_commands.fetch_sub(1, Ordering::Relaxed);
+        out.map(ToolOutput::Bash)
+    }
+
+    async fn read_file(&self, _auth: &Authorized<Ro>, args: ReadFile) -> Result<ToolOutput, ToolFailure> {
+        check_path_len("file_path", Some(&args.file_path))?;
+        let cfg = self.read.clone();
+        tokio::task::spawn_blocking(move || files::read_file(&args, &cfg))
+            .await
+            .map_err(|e| ToolFailure::new(ErrorCode::InternalError, format!("read_file failed: {e}")))?
+            .map(ToolOutput::ReadFile)
+    }
+}
+
+fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {
+    match path {
+        Some(p) if p.len() > MAX_PATH_BYTES => Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("{field} is {} bytes long, max is {MAX_PATH_BYTES}", p.len()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl Service for Executor {
+    type Request = FrontendRequest;
+    type Response = FrontendResponse;
+
+    async fn handle(self: Arc<Self>, request: FrontendRequest, _peer: Peer, cancel: CancelSignal) -> FrontendResponse {
+        match request {
+            FrontendRequest::Identify { token } => match auth::authenticate(&self.tokens, &token) {
+                Some(caller) => FrontendResponse::Identity(caller.identity().clone()),
+                None => FrontendResponse::Unauthenticated,
+            },
+            FrontendRequest::Call { token, origin, call } => {
+                let Some(caller) = auth::authenticate(&self.tokens, &token) else {
+                    tracing::info!(peer = %origin.peer, request_id = %origin.request_id, tool = %call.name(), "call with an unknown token refused");
+                    return FrontendResponse::Unauthenticated;
+                };
+                let tool = call.name();
+                let started = Instant::now();
+                let result = self.run(&caller, call, cancel).await;
+                let id = caller.identity();
+                match &result {
+                    Ok(_) => tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms = started.elapsed().as_millis() as u64, "tool call ok"),
+                    Err(f) => tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms = started.elapsed().as_millis() as u64, code = %f.code, "tool call failed"),
+                }
+                FrontendResponse::Tool(result)
+            }
+        }
+    }
+}

@@ -13,6 +13,7 @@
 //! [`control`] (`control.sock` requests), [`sys`] (every raw syscall).
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dispatch;

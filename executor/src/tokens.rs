@@ -1,1 +1,524 @@
-//! tokens
+//! The token store: SHA-256 digests of bearer tokens with their name and role.
+//!
+//! The store never holds a token value: a token is shown once when created and only its
+//! digest is kept, so reading the file (or a backup of it) yields nothing usable. The file is
+//! JSON, mode 0600, replaced atomically (temp file, fsync, rename, fsync of the directory).
+//!
+//! The executor is the only writer, but an operator may edit the file by hand: before every
+//! lookup the file's identity (device, inode, size, mtime, ctime) is compared with what was
+//! last loaded, and a changed file is re-read at once. A file that no longer parses is not
+//! applied and never overwritten; the last good set stays in force and changes are refused
+//! until it is fixed. `last_used` is kept in memory and written lazily ([`TokenStore::flush`]),
+//! never once per request.
+
+use crate::clock;
+use mymcp_protocol::{Identity, Role, TokenDigest, TokenInfo};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Prefix of every token value.
+pub const TOKEN_PREFIX: &str = "tok_";
+/// Random bytes per token (256 bits, printed as 64 hex digits).
+const TOKEN_RANDOM_BYTES: usize = 32;
+/// Hex digits of the digest shown as a token's id.
+pub const ID_LEN: usize = 12;
+const FORMAT: &str = "mymcp-tokens-v1";
+const MAX_NAME_LEN: usize = 64;
+
+/// Why the store could not be used or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token file {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("token file {path} is not a valid mymcp token store: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("invalid token name {0:?}: use 1-64 printable characters")]
+    InvalidName(String),
+    #[error("no token matches {0:?}")]
+    NotFound(String),
+    #[error("{0:?} matches more than one token; give more digits of the id")]
+    Ambiguous(String),
+}
+
+/// Computes the digest the store keys on.
+pub fn digest(token: &str) -> TokenDigest {
+    TokenDigest(Sha256::digest(token.as_bytes()).into())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        let pair = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// One token as stored on disk.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredToken {
+    sha256: String,
+    name: String,
+    role: String,
+    created_at: String,
+    #[serde(default)]
+    last_used: Option<String>,
+    #[serde(default = "enabled_default")]
+    enabled: bool,
+}
+
+fn enabled_default() -> bool {
+    true
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoreFile {
+    format: String,
+    tokens: Vec<StoredToken>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    name: String,
+    role: Role,
+    created_at: String,
+    last_used: Option<String>,
+    enabled: bool,
+}
+
+/// What identifies a version of the file on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    entries: HashMap<TokenDigest, Entry>,
+    /// The stamp of the file version `entries` came from (or was written as).
+    stamp: Option<Stamp>,
+    /// The file on disk changed into something unparsable; writes are refused.
+    corrupt: Option<String>,
+    last_used_dirty: bool,
+}
+
+/// The executor's token store. Cheap to share behind an `Arc`; all methods take `&self`.
+#[derive(Debug)]
+pub struct TokenStore {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+impl TokenStore {
+    /// Opens the store at `path`, creating an empty one (mode 0600) if the file is missing.
+    /// A file that exists but does not parse is an error: the executor must not start on it.
+    pub fn open(path: &Path) -> Result<TokenStore, TokenError> {
+        let io_err = |source| TokenError::Io { path: path.to_owned(), source };
+        let store = TokenStore {
+            path: path.to_owned(),
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                stamp: None,
+                corrupt: None,
+                last_used_dirty: false,
+            }),
+        };
+        match fs::metadata(path) {
+            Ok(meta) => {
+                let entries = store.parse(&fs::read(path).map_err(io_err)?)?;
+                let mut inner = store.inner.lock().expect("token store lock");
+                inner.entries = entries;
+                inner.stamp = Some(Stamp::of(&meta));
+                if meta.mode() & 0o077 != 0 {
+                    // A store readable by others leaks nothing usable (digests only), but keep
+                    // it private anyway.
+                    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                        .map_err(io_err)?;
+                    tracing::warn!(path = %path.display(), "token file was group/world accessible; set to 0600");
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(io_err)?;
+                }
+                let mut inner = store.inner.lock().expect("token store lock");
+                store.save(&mut inner)?;
+            }
+            Err(e) => return Err(io_err(e)),
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Result<HashMap<TokenDigest, Entry>, TokenError> {
+        let corrupt = |reason: String| TokenError::Corrupt { path: self.path.clone(), reason };
+        let file: StoreFile = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+        if file.format != FORMAT {
+            return Err(corrupt(format!("unknown format {:?} (expected {FORMAT:?})", file.format)));
+        }
+        let mut entries = HashMap::with_capacity(file.tokens.len());
+        for t in file.tokens {
+            let d = unhex(&t.sha256)
+                .ok_or_else(|| corrupt(format!("token {:?}: sha256 is not 64 hex digits", t.name)))?;
+            let role = Role::parse(&t.role)
+                .ok_or_else(|| corrupt(format!("token {:?}: unknown role {:?}", t.name, t.role)))?;
+            let entry = Entry {
+                name: t.name,
+                role,
+                created_at: t.created_at,
+                last_used: t.last_used,
+                enabled: t.enabled,
+            };
+            if entries.insert(TokenDigest(d), entry).is_some() {
+                return Err(corrupt(format!("digest {} appears twice", t.sha256)));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Re-reads the file if it changed since it was loaded or written.
+    fn refresh(&self, inner: &mut Inner) {
+        let meta = match fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) => {
+                // Deleted or unreadable: keep the last good set, and say so once.
+                if inner.corrupt.is_none() {
+                    tracing::error!(path = %self.path.display(), error = %e, "token file unreadable; keeping the last loaded tokens");
+                    inner.corrupt = Some(e.to_string());
+                }
+                return;
+            }
+        };
+        let stamp = Stamp::of(&meta);
+        if inner.stamp == Some(stamp) {
+            return;
+        }
+        let parsed = fs::read(&self.path)
+            .map_err(|source| TokenError::Io { path: self.path.clone(), source })
+            .and_then(|b| self.parse(&b));
+        match parsed {
+            Ok(mut entries) => {
+                // Keep more recent in-memory last_used values of tokens that still exist.
+                for (d, e) in entries.iter_mut() {
+                    if let Some(old) = inner.entries.get(d) {
+                        if old.last_used > e.last_used {
+                            e.last_used = old.last_used.clone();
+                        }
+                    }
+                }
+                tracing::info!(path = %self.path.display(), tokens = entries.len(), "token file changed on disk; reloaded");
+                inner.entries = entries;
+                inner.corrupt = None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "token file changed but does not parse; keeping the last loaded tokens and refusing changes until it is fixed");
+                inner.corrupt = Some(e.to_string());
+            }
+        }
+        inner.stamp = Some(stamp);
+    }
+
+    /// Looks a digest up. Disabled tokens are treated as unknown. Records the use in memory.
+    pub fn lookup(&self, digest: &TokenDigest) -> Option<Identity> {
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        let entry = inner.entries.get_mut(digest)?;
+        if !entry.enabled {
+            return None;
+        }
+        entry.last_used = Some(clock::now_rfc3339());
+        let id = Identity { name: entry.name.clone(), role: entry.role };
+        inner.last_used_dirty = true;
+        Some(id)
+    }
+
+    /// Creates a token and returns its value (shown once) with its listing.
+    pub fn add(&self, name: &str, role: Role) -> Result<(String, TokenInfo), TokenError> {
+        if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+            return Err(TokenError::InvalidName(name.to_owned()));
+        }
+        let mut raw = [0u8; TOKEN_RANDOM_BYTES];
+        crate::sys::fill_random(&mut raw)
+            .map_err(|source| TokenError::Io { path: self.path.clone(), source })?;
+        let token = format!("{TOKEN_PREFIX}{}", hex(&raw));
+        let d = digest(&token);
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        self.refuse_if_corrupt(&inner)?;
+        let entry = Entry {
+            name: name.to_owned(),
+            role,
+            created_at: clock::now_rfc3339(),
+            last_used: None,
+            enabled: true,
+        };
+        inner.entries.insert(d, entry.clone());
+        if let Err(e) = self.save(&mut inner) {
+            inner.entries.remove(&d);
+            return Err(e);
+        }
+        Ok((token, info(&d, &entry)))
+    }
+
+    /// All tokens, sorted by creation time then name. Never includes token values.
+    pub fn list(&self) -> Vec<TokenInfo> {
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        let mut out: Vec<TokenInfo> = inner.entries.iter().map(|(d, e)| info(d, e)).collect();
+        out.sort_by(|a, b| (&a.created_at, &a.name, &a.id).cmp(&(&b.created_at, &b.name, &b.id)));
+        out
+    }
+
+    /// Number of enabled tokens.
+    pub fn count(&self) -> usize {
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        inner.entries.values().filter(|e| e.enabled).count()
+    }
+
+    /// Removes a token given its value or a unique prefix (≥ 6 hex digits) of its id.
+    pub fn revoke(&self, selector: &str) -> Result<TokenInfo, TokenError> {
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        self.refuse_if_corrupt(&inner)?;
+        let d = if selector.starts_with(TOKEN_PREFIX) {
+            let d = digest(selector);
+            if !inner.entries.contains_key(&d) {
+                return Err(TokenError::NotFound(selector.to_owned()));
+            }
+            d
+        } else {
+            let sel = selector.to_ascii_lowercase();
+            if sel.len() < 6 || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(TokenError::NotFound(selector.to_owned()));
+            }
+            let mut matches = inner.entries.keys().filter(|d| hex(&d.0).starts_with(&sel));
+            let first = *matches.next().ok_or_else(|| TokenError::NotFound(selector.to_owned()))?;
+            if matches.next().is_some() {
+                return Err(TokenError::Ambiguous(selector.to_owned()));
+            }
+            first
+        };
+        let entry = inner.entries.remove(&d).expect("checked above");
+        if let Err(e) = self.save(&mut inner) {
+            inner.entries.insert(d, entry);
+            return Err(e);
+        }
+        Ok(info(&d, &entry))
+    }
+
+    /// Writes `last_used` changes, if any. Called periodically and at shutdown.
+    pub fn flush(&self) -> Result<(), TokenError> {
+        let mut inner = self.inner.lock().expect("token store lock");
+        if !inner.last_used_dirty {
+            return Ok(());
+        }
+        self.refresh(&mut inner);
+        if inner.corrupt.is_some() {
+            return Ok(());
+        }
+        self.save(&mut inner)
+    }
+
+    fn refuse_if_corrupt(&self, inner: &Inner) -> Result<(), TokenError> {
+        match &inner.corrupt {
+            Some(reason) => Err(TokenError::Corrupt { path: self.path.clone(), reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Atomically replaces the file with the in-memory set.
+    fn save(&self, inner: &mut Inner) -> Result<(), TokenError> {
+        let io_err = |source| TokenError::Io { path: self.path.clone(), source };
+        let mut tokens: Vec<StoredToken> = inner
+            .entries
+            .iter()
+            .map(|(d, e)| StoredToken {
+                sha256: hex(&d.0),
+                name: e.name.clone(),
+                role: e.role.as_str().to_owned(),
+                created_at: e.created_at.clone(),
+                last_used: e.last_used.clone(),
+                enabled: e.enabled,
+            })
+            .collect();
+        tokens.sort_by(|a, b| (&a.created_at, &a.name, &a.sha256).cmp(&(&b.created_at, &b.name, &b.sha256)));
+        let mut body = serde_json::to_vec_pretty(&StoreFile { format: FORMAT.to_owned(), tokens })
+            .map_err(|e| io_err(io::Error::other(e)))?;
+        body.push(b'\n');
+
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        let file_name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+        let write = || -> io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            fs::File::open(dir)?.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(e));
+        }
+        let meta = fs::metadata(&self.path).map_err(io_err)?;
+        inner.stamp = Some(Stamp::of(&meta));
+        inner.last_used_dirty = false;
+        Ok(())
+    }
+}
+
+fn info(d: &TokenDigest, e: &Entry) -> TokenInfo {
+    TokenInfo {
+        id: hex(&d.0[..ID_LEN / 2]),
+        name: e.name.clone(),
+        role: e.role,
+        created_at: e.created_at.clone(),
+        last_used: e.last_used.clone(),
+        enabled: e.enabled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn store() -> (tempfile::TempDir, TokenStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TokenStore::open(&dir.path().join("tokens.json")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn new_store_is_private_and_holds_no_token_values() {
+        let (dir, s) = store();
+        let (token, info) = s.add("laptop", Role::Rw).unwrap();
+        assert!(token.starts_with("tok_") && token.len() == 4 + 64);
+        let text = fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+        assert!(!text.contains(&token), "the token value must never be stored");
+        assert!(!text.contains(&token[4..]));
+        let mode = fs::metadata(dir.path().join("tokens.json")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(info.role, Role::Rw);
+        assert_eq!(s.lookup(&digest(&token)).unwrap(), Identity { name: "laptop".into(), role: Role::Rw });
+        assert_eq!(s.lookup(&digest("tok_wrong")), None);
+    }
+
+    #[test]
+    fn another_process_sees_changes_at_once_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let a = TokenStore::open(&path).unwrap();
+        let b = TokenStore::open(&path).unwrap();
+        let (t1, _) = a.add("one", Role::Ro).unwrap();
+        // b picks up a's write before answering.
+        assert!(b.lookup(&digest(&t1)).is_some());
+        let (t2, _) = b.add("two", Role::Rw).unwrap();
+        // a's next write must not drop b's token (no stale in-memory copy).
+        let (t3, _) = a.add("three", Role::Rw).unwrap();
+        for t in [&t1, &t2, &t3] {
+            assert!(a.lookup(&digest(t)).is_some());
+            assert!(b.lookup(&digest(t)).is_some());
+        }
+        b.revoke(&t2).unwrap();
+        assert!(a.lookup(&digest(&t2)).is_none());
+    }
+
+    #[test]
+    fn revoke_by_id_prefix() {
+        let (_d, s) = store();
+        let (t, info) = s.add("x", Role::Ro).unwrap();
+        assert!(matches!(s.revoke("abc"), Err(TokenError::NotFound(_))));
+        let revoked = s.revoke(&info.id[..8]).unwrap();
+        assert_eq!(revoked.name, "x");
+        assert!(s.lookup(&digest(&t)).is_none());
+        assert!(matches!(s.revoke(&info.id), Err(TokenError::NotFound(_))));
+    }
+
+    #[test]
+    fn disabled_tokens_are_refused() {
+        let (dir, s) = store();
+        let (t, _) = s.add("x", Role::Rw).unwrap();
+        let path = dir.path().join("tokens.json");
+        let text = fs::read_to_string(&path).unwrap().replace("\"enabled\": true", "\"enabled\": false");
+        fs::write(&path, text).unwrap();
+        assert!(s.lookup(&digest(&t)).is_none());
+    }
+
+    #[test]
+    fn corrupt_file_refuses_start_and_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(TokenStore::open(&path), Err(TokenError::Corrupt { .. })));
+
+        // Corrupted while running: the last good set stays, changes are refused, file untouched.
+        fs::remove_file(&path).unwrap();
+        let s = TokenStore::open(&path).unwrap();
+        let (t, _) = s.add("x", Role::Rw).unwrap();
+        fs::write(&path, b"garbage").unwrap();
+        assert!(s.lookup(&digest(&t)).is_some());
+        assert!(matches!(s.add("y", Role::Rw), Err(TokenError::Corrupt { .. })));
+        s.flush().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"garbage");
+    }
+
+    #[test]
+    fn last_used_is_written_lazily() {
+        let (dir, s) = store();
+        let path = dir.path().join("tokens.json");
+        let (t, _) = s.add("x", Role::Rw).unwrap();
+        let before = fs::read(&path).unwrap();
+        assert!(s.lookup(&digest(&t)).is_some());
+        assert_eq!(fs::read(&path).unwrap(), before, "a lookup must not write the file");
+        s.flush().unwrap();
+        let after = fs::read_to_string(&path).unwrap();
+        assert!(!after.contains("\"last_used\": null"), "{after}");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        let (_d, s) = store();
+        assert!(matches!(s.add("", Role::Rw), Err(TokenError::InvalidName(_))));
+        assert!(matches!(s.add("a\nb", Role::Rw), Err(TokenError::InvalidName(_))));
+        assert!(matches!(s.add(&"x".repeat(65), Role::Rw), Err(TokenError::InvalidName(_))));
+    }
+}
