@@ -1,0 +1,261 @@
+//! `mymcpctl serve`: the quick try. Starts the executor and the frontend as two processes with
+//! all state in a private temporary directory, prints the URL and two temporary tokens, and on
+//! Ctrl-C or SIGTERM stops both and deletes the directory, so the tokens really vanish.
+//!
+//! Layout of the temporary directory (mode 0710, group = the frontend's group when root):
+//!
+//! ```text
+//! /tmp/mymcp-XXXXXXXX/          0710 root:<frontend group>
+//!   tokens.json                 0600 root   (digests only)
+//!   run/                        0750 root:<frontend group>
+//!     executor.sock             0660 root:<frontend group>
+//!     control.sock              0600 root
+//! ```
+
+use crate::client::ControlClient;
+use crate::sys::{self, Signals};
+use anyhow::{bail, Context};
+use mymcp_protocol::{ControlRequest, ControlResponse, Role};
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// What `serve` was asked for.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub host: String,
+    pub port: u16,
+    /// User the frontend runs as when mymcpctl runs as root.
+    pub frontend_user: Option<String>,
+    pub log_level: String,
+}
+
+/// The frontend's account: uid, gid, and a name for messages.
+#[derive(Debug, Clone)]
+struct FrontendAccount {
+    uid: u32,
+    gid: u32,
+    name: String,
+}
+
+fn lookup(name: &str) -> anyhow::Result<Option<FrontendAccount>> {
+    // getent keeps this crate free of NSS bindings; the executor does its own lookup anyway.
+    let out = Command::new("getent").args(["passwd", name]).output().context("running getent")?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = line.trim().split(':').collect();
+    if fields.len() < 4 {
+        return Ok(None);
+    }
+    Ok(Some(FrontendAccount { name: fields[0].to_owned(), uid: fields[2].parse()?, gid: fields[3].parse()? }))
+}
+
+fn frontend_account(requested: Option<&str>) -> anyhow::Result<FrontendAccount> {
+    match requested {
+        Some(name) => lookup(name)?.with_context(|| format!("frontend user {name:?} does not exist")),
+        None => match lookup("mymcp")? {
+            Some(a) => Ok(a),
+            None => {
+                eprintln!("[mymcp] warning: user 'mymcp' does not exist; the frontend runs as 'nobody' (create it with: useradd --system --no-create-home mymcp)");
+                lookup("nobody")?.context("neither user 'mymcp' nor 'nobody' exists")
+            }
+        },
+    }
+}
+
+/// Creates `/tmp/mymcp-<random>` with mode 0700 (the caller widens it as needed).
+fn private_temp_dir() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    let mut rnd = [0u8; 6];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut rnd)?;
+    let name: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+    let dir = base.join(format!("mymcp-{name}"));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Finds a sibling binary of this executable.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("locating mymcpctl")?;
+    let path = me.parent().unwrap_or(Path::new(".")).join(name);
+    if !path.is_file() {
+        bail!("{} not found (expected beside mymcpctl)", path.display());
+    }
+    Ok(path)
+}
+
+struct Running {
+    executor: Child,
+    frontend: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Running {
+    /// Frontend first (no new requests), then the executor (finishes or kills commands).
+    fn stop(&mut self) {
+        if let Some(f) = self.frontend.as_mut() {
+            stop_child(f, Duration::from_secs(5));
+        }
+        stop_child(&mut self.executor, Duration::from_secs(10));
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("[mymcp] warning: could not remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+fn stop_child(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(s)) = child.try_wait() {
+        return Some(s);
+    }
+    let _ = sys::kill(child.id(), libc::SIGTERM);
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+fn wait_for_socket(path: &Path, executor: &mut Child) -> anyhow::Result<ControlClient> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = executor.try_wait()? {
+            bail!("mymcp-executor exited during start-up ({status})");
+        }
+        if path.exists() {
+            if let Ok(c) = ControlClient::connect(path) {
+                return Ok(c);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("mymcp-executor did not open {} within 15 s", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn add_token(client: &mut ControlClient, name: &str, role: Role) -> anyhow::Result<String> {
+    match client.call(ControlRequest::TokenAdd { name: name.to_owned(), role })? {
+        ControlResponse::TokenAdded { token, .. } => Ok(token),
+        ControlResponse::Error { message, .. } => bail!("creating token {name}: {message}"),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+/// Runs the quick try until a signal arrives or a process dies. Returns the exit code.
+pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
+    let executor_bin = sibling("mymcp-executor")?;
+    let frontend_bin = sibling("mymcp-frontend")?;
+    let root = sys::euid() == 0;
+    let account = if root {
+        frontend_account(opts.frontend_user.as_deref())?
+    } else {
+        if opts.frontend_user.is_some() {
+            bail!("--frontend-user needs root; as an ordinary user both processes run as you");
+        }
+        let uid = sys::euid();
+        FrontendAccount { uid, gid: 0, name: format!("uid {uid}") }
+    };
+
+    // Bind first, so that a busy port fails before anything else starts.
+    let listener = TcpListener::bind((opts.host.as_str(), opts.port))
+        .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
+    let addr = listener.local_addr()?;
+
+    let signals = Signals::block()?;
+    let dir = private_temp_dir()?;
+    let run_dir = dir.join("run");
+    let token_file = dir.join("tokens.json");
+    if root {
+        std::os::unix::fs::chown(&dir, Some(0), Some(account.gid))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o710))?;
+    }
+
+    let mut executor_cmd = Command::new(&executor_bin);
+    executor_cmd
+        .env("MYMCP_RUNTIME_DIR", &run_dir)
+        .env("MYMCP_TOKEN_FILE", &token_file)
+        .env("MYMCP_FRONTEND_USER", account.uid.to_string())
+        .env("MYMCP_LOG_LEVEL", &opts.log_level)
+        .process_group(0);
+    unsafe_pre_exec(&mut executor_cmd, || sys::parent_death_signal());
+    let executor = executor_cmd.spawn().with_context(|| format!("starting {}", executor_bin.display()))?;
+    let mut running = Running { executor, frontend: None, dir: dir.clone() };
+
+    let result = (|| -> anyhow::Result<i32> {
+        let mut control = wait_for_socket(&run_dir.join("control.sock"), &mut running.executor)?;
+        let admin = add_token(&mut control, "temp-admin", Role::Admin)?;
+        let rw = add_token(&mut control, "temp-rw", Role::Rw)?;
+        drop(control);
+
+        let mut frontend_cmd = Command::new(&frontend_bin);
+        frontend_cmd
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("MYMCP_EXECUTOR_SOCKET", run_dir.join("executor.sock"))
+            .env("MYMCP_LOG_LEVEL", &opts.log_level)
+            .arg("--listen-fd")
+            .arg("3")
+            .current_dir("/")
+            .process_group(0);
+        let (uid, gid, fd) = (account.uid, account.gid, listener.as_raw_fd());
+        unsafe_pre_exec(&mut frontend_cmd, move || sys::drop_privileges_in_child(uid, gid, root, Some(fd)));
+        running.frontend = Some(frontend_cmd.spawn().with_context(|| format!("starting {}", frontend_bin.display()))?);
+        drop(listener);
+
+        let url = format!("http://{addr}/mcp");
+        eprintln!("[mymcp] serving on {url}");
+        eprintln!("[mymcp] temp admin token: {admin}");
+        eprintln!("[mymcp] temp rw token:    {rw}");
+        eprintln!("[mymcp] tokens live in {} and vanish on exit.", dir.display());
+        eprintln!(
+            "[mymcp] frontend runs as {} without privileges; executor as {}",
+            account.name,
+            if root { "root" } else { "you" }
+        );
+        eprintln!("[mymcp] more tokens: mymcpctl --runtime-dir {} token add --name NAME --role ro", run_dir.display());
+        eprintln!("[mymcp] Claude Code: claude mcp add --transport http mymcp {url} --header \"Authorization: Bearer {rw}\"");
+        eprintln!("[mymcp] press Ctrl-C to stop");
+
+        loop {
+            if let Some(sig) = signals.wait(Duration::from_millis(250)) {
+                if sig != libc::SIGCHLD {
+                    eprintln!("[mymcp] stopping");
+                    return Ok(0);
+                }
+            }
+            if let Some(s) = running.executor.try_wait()? {
+                eprintln!("[mymcp] mymcp-executor exited unexpectedly ({s}); stopping");
+                return Ok(1);
+            }
+            if let Some(s) = running.frontend.as_mut().map(Child::try_wait).transpose()?.flatten() {
+                eprintln!("[mymcp] mymcp-frontend exited unexpectedly ({s}); stopping");
+                return Ok(1);
+            }
+        }
+    })();
+    running.stop();
+    result
+}
+
+/// Registers `f` to run in the child between fork and exec.
+fn unsafe_pre_exec<F>(cmd: &mut Command, f: F)
+where
+    F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+{
+    // SAFETY: mymcpctl is single-threaded when it spawns, and every closure passed here calls
+    // only async-signal-safe functions (prctl, dup2, setgroups, setresgid, setresuid; see sys).
+    unsafe {
+        cmd.pre_exec(f);
+    }
+}

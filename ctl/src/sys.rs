@@ -1,0 +1,106 @@
+//! Every `unsafe` block and raw syscall of mymcpctl, each with its `SAFETY:` argument.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// The effective uid of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs in the forked child before `exec` of the frontend: gives up every privilege for good.
+///
+/// Drops the whole capability bounding set (while still root), clears supplementary groups,
+/// switches gid then uid, forbids regaining privileges (`no_new_privs`), asks for SIGTERM if
+/// mymcpctl dies, and places the listening socket at fd 3.
+///
+/// Only async-signal-safe calls are made: this runs between `fork` and `exec`.
+pub fn drop_privileges_in_child(uid: u32, gid: u32, switch_user: bool, listener: Option<RawFd>) -> io::Result<()> {
+    if let Some(fd) = listener {
+        // SAFETY: dup2 on two valid descriptor numbers; `fd` is owned by the parent's listener,
+        // which outlives the fork. The copy at 3 has no CLOEXEC, so exec keeps it.
+        check(unsafe { libc::dup2(fd, 3) })?;
+    }
+    if switch_user {
+        // Capabilities above the last one the kernel knows are ignored with EINVAL; stop there.
+        for cap in 0..64 {
+            // SAFETY: PR_CAPBSET_DROP takes a capability number and has no memory arguments.
+            if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } == -1 {
+                if io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                    break;
+                }
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: setgroups with a zero length never dereferences the (null) list.
+        check(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+        // SAFETY: plain integer arguments.
+        check(unsafe { libc::setresgid(gid, gid, gid) })?;
+        // SAFETY: plain integer arguments. Going from root to a non-zero uid without
+        // SECBIT_KEEP_CAPS clears the permitted, effective and ambient capability sets.
+        check(unsafe { libc::setresuid(uid, uid, uid) })?;
+    }
+    // SAFETY: PR_SET_NO_NEW_PRIVS with constant integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+    parent_death_signal()
+}
+
+/// Asks the kernel to send SIGTERM to this (child) process when mymcpctl exits. Must be
+/// called after any uid change, which resets it.
+pub fn parent_death_signal() -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG with a valid signal number and no memory arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) })
+}
+
+/// Sends `sig` to process `pid`.
+pub fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill with a positive pid of our own child and a valid signal number.
+    check(unsafe { libc::kill(pid as libc::pid_t, sig) })
+}
+
+/// The shutdown signals, blocked in this process so that they can be waited for synchronously.
+#[derive(Debug)]
+pub struct Signals {
+    set: libc::sigset_t,
+}
+
+impl Signals {
+    /// Blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD for this (single-threaded) process. Children
+    /// start with an empty mask again (the standard library resets it before exec).
+    pub fn block() -> io::Result<Signals> {
+        // SAFETY: sigset_t is a plain bit set; sigemptyset initialises it before any use.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid, exclusively borrowed sigset_t; the signal numbers are valid.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD] {
+                libc::sigaddset(&mut set, s);
+            }
+        }
+        // SAFETY: `set` is initialised; the old mask is not needed (null).
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(Signals { set })
+    }
+
+    /// Waits up to `timeout` for one of the blocked signals; returns it, or `None` on timeout.
+    pub fn wait(&self, timeout: Duration) -> Option<libc::c_int> {
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+        // SAFETY: `self.set` is an initialised sigset_t, `ts` a valid timespec, and a null
+        // siginfo pointer is allowed.
+        let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+        (sig > 0).then_some(sig)
+    }
+}
