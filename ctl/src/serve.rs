@@ -188,7 +188,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         .env("MYMCP_FRONTEND_USER", account.uid.to_string())
         .env("MYMCP_LOG_LEVEL", &opts.log_level)
         .process_group(0);
-    unsafe_pre_exec(&mut executor_cmd, || sys::parent_death_signal());
+    unsafe_pre_exec(&mut executor_cmd, sys::parent_death_signal);
     let executor = executor_cmd.spawn().with_context(|| format!("starting {}", executor_bin.display()))?;
     let mut running = Running { executor, frontend: None, dir: dir.clone() };
 
