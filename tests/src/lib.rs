@@ -1,1 +1,259 @@
+//! Harness for the end-to-end tests: starts the real binaries as real users.
+//!
+//! The tests need root (the executor runs as root and the frontend as `nobody`, as in
+//! production). Binaries are taken from the cargo target directory that built this crate, or
+//! from `MYMCP_BIN_DIR`.
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Directory holding `mymcp-executor`, `mymcp-frontend`, `mymcpctl`, `mymcp-test-peer`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("MYMCP_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    // target/<profile>/deps/<test-binary> → target/<profile>
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("deps dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_owned()
+    } else {
+        dir.to_owned()
+    }
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.is_file(), "{} is missing: build the workspace first (cargo build --workspace)", p.display());
+    p
+}
+
+/// Panics unless running as root: these tests start the executor as root, as in production.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "end-to-end tests must run as root (the executor is a root daemon)");
+}
+
+/// uid and gid of a user, via getent.
+pub fn user_ids(name: &str) -> (u32, u32) {
+    let out = Command::new("getent").args(["passwd", name]).output().expect("getent");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<&str> = line.trim().split(':').collect();
+    (f[2].parse().expect("uid"), f[3].parse().expect("gid"))
+}
+
+/// A running executor with private state.
+#[derive(Debug)]
+pub struct ExecutorProcess {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub runtime_dir: PathBuf,
+    pub token_file: PathBuf,
+}
+
+impl ExecutorProcess {
+    /// Starts `mymcp-executor` as root with `frontend_user` allowed on executor.sock.
+    pub fn start(frontend_user: &str) -> ExecutorProcess {
+        Self::start_with_env(frontend_user, &[])
+    }
+
+    pub fn start_with_env(frontend_user: &str, env: &[(&str, &str)]) -> ExecutorProcess {
+        require_root();
+        let dir = tempfile::Builder::new().prefix("mymcp-e2e-").tempdir().expect("tempdir");
+        let (_, gid) = user_ids(frontend_user);
+        // The frontend's group must be able to traverse to the socket.
+        std::os::unix::fs::chown(dir.path(), Some(0), Some(gid)).expect("chown");
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o710)).expect("chmod");
+        let runtime_dir = dir.path().join("run");
+        let token_file = dir.path().join("tokens.json");
+        let mut cmd = Command::new(bin("mymcp-executor"));
+        cmd.env("MYMCP_RUNTIME_DIR", &runtime_dir)
+            .env("MYMCP_TOKEN_FILE", &token_file)
+            .env("MYMCP_FRONTEND_USER", frontend_user)
+            .env("MYMCP_LOG_LEVEL", "info")
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn executor");
+        let stderr = child.stderr.take().expect("stderr");
+        // Forward the executor's log to the test output and wait for readiness.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[executor] {line}");
+                if line.contains("executor ready") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("executor did not become ready");
+        ExecutorProcess { child, dir, runtime_dir, token_file }
+    }
+
+    pub fn executor_socket(&self) -> PathBuf {
+        self.runtime_dir.join("executor.sock")
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.runtime_dir.join("control.sock")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Creates a token through `mymcpctl token add` and returns its value.
+    pub fn add_token(&self, name: &str, role: &str) -> String {
+        let out = ctl(&self.runtime_dir, &["token", "add", "--name", name, "--role", role]);
+        assert!(out.status.success(), "token add failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    }
+
+    /// SIGTERM and wait; returns how long the executor took to exit.
+    pub fn terminate(&mut self) -> Duration {
+        let t = Instant::now();
+        // SAFETY: kill on our own child's pid with a valid signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        t.elapsed()
+    }
+}
+
+impl Drop for ExecutorProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Runs `mymcpctl --runtime-dir DIR ARGS…`.
+pub fn ctl(runtime_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin("mymcpctl")).arg("--runtime-dir").arg(runtime_dir).args(args).output().expect("mymcpctl")
+}
+
+/// SHA-256 of a token, hex: what the executor stores and the frontend sends.
+pub fn digest_hex(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs the hostile peer as `uid:gid` against `socket`; returns its output lines.
+pub fn peer(uid: u32, gid: u32, socket: &Path, scenario: &str, arg: &str) -> Vec<String> {
+    let out = Command::new(bin("mymcp-test-peer"))
+        .arg(socket)
+        .arg(scenario)
+        .arg(arg)
+        .uid(uid)
+        .gid(gid)
+        .output()
+        .expect("run peer");
+    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf8").lines().map(str::to_owned).collect()
+}
+
+/// A running `mymcpctl serve` (quick try) with its URL and tokens.
+#[derive(Debug)]
+pub struct QuickTry {
+    child: Child,
+    pub url: String,
+    pub rw_token: String,
+    pub admin_token: String,
+    pub runtime_dir: PathBuf,
+}
+
+impl QuickTry {
+    pub fn start() -> QuickTry {
+        require_root();
+        let mut child = Command::new(bin("mymcpctl"))
+            .args(["serve", "--port", "0", "--log-level", "info"])
+            .env("MYMCP_FRONTEND_USER", "nobody")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mymcpctl serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[serve] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let (mut url, mut rw, mut admin, mut run) = (None, None, None, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while url.is_none() || rw.is_none() || admin.is_none() || run.is_none() {
+            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("serve banner");
+            if let Some(v) = line.strip_prefix("[mymcp] serving on ") {
+                url = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("[mymcp] temp rw token:") {
+                rw = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("[mymcp] temp admin token:") {
+                admin = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("[mymcp] more tokens: mymcpctl --runtime-dir ") {
+                run = Some(PathBuf::from(v.split_whitespace().next().expect("dir")));
+            }
+        }
+        QuickTry {
+            child,
+            url: url.unwrap(),
+            rw_token: rw.unwrap(),
+            admin_token: admin.unwrap(),
+            runtime_dir: run.unwrap(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM to mymcpctl; waits for it.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill on our own child's pid with a valid signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait serve")
+    }
+}
+
+impl Drop for QuickTry {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
+
+/// Children of `pid` (from /proc).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        // Fields after the parenthesised command name: state ppid …
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f.get(1).and_then(|s| s.parse::<u32>().ok()) == Some(pid) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The value of a `Key:` line of `/proc/<pid>/status`.
+pub fn proc_status(pid: u32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The executable name of a process.
+pub fn proc_comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+}

@@ -1,0 +1,172 @@
+//! mymcp-test-peer: a hostile stand-in for the frontend, used by the end-to-end tests.
+//!
+//! It is started as the frontend's uid (or another one) and speaks raw frames to a socket:
+//!
+//! ```text
+//! mymcp-test-peer SOCKET SCENARIO [ARG]
+//! ```
+//!
+//! and prints one line per answer it gets (`Identity rw`, `Unauthenticated`, `Tool Err
+//! PermissionDenied`, `Closed`, …) so that the test can assert on what the executor did.
+
+use mymcp_protocol::frame::{self, FrameError, MAX_FRAME_LEN};
+use mymcp_protocol::{
+    BashExecute, CallOrigin, ClientFrame, FrontendRequest, FrontendResponse, Hello, ServerFrame, TokenDigest,
+    ToolCall,
+};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+type Req = ClientFrame<FrontendRequest>;
+type Resp = ServerFrame<FrontendResponse>;
+
+fn connect(path: &str) -> UnixStream {
+    let s = UnixStream::connect(path).unwrap_or_else(|e| {
+        println!("ConnectFailed {e}");
+        std::process::exit(0)
+    });
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Reads one answer and prints it; returns false when the connection is closed.
+fn answer(s: &mut UnixStream) -> bool {
+    match frame::read_from::<Resp, _>(s) {
+        Ok(ServerFrame::Welcome(_)) => println!("Welcome"),
+        Ok(ServerFrame::Refused { reason }) => println!("Refused {reason}"),
+        Ok(ServerFrame::Response { id, body }) => match body {
+            FrontendResponse::Identity(i) => println!("Identity {} id={id}", i.role),
+            FrontendResponse::Unauthenticated => println!("Unauthenticated id={id}"),
+            FrontendResponse::Tool(Ok(_)) => println!("Tool Ok id={id}"),
+            FrontendResponse::Tool(Err(f)) => println!("Tool Err {} id={id}", f.code),
+        },
+        Err(FrameError::Io(e))
+            if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) =>
+        {
+            println!("Closed");
+            return false;
+        }
+        Err(e) => {
+            println!("Error {e}");
+            return false;
+        }
+    }
+    true
+}
+
+fn hello(s: &mut UnixStream) -> bool {
+    if frame::write_to(s, &Req::Hello(Hello::current())).is_err() {
+        println!("Closed");
+        return false;
+    }
+    answer(s)
+}
+
+fn digest_of(token: &str) -> TokenDigest {
+    TokenDigest(Sha256::digest(token.as_bytes()).into())
+}
+
+fn parse_digest(hex: &str) -> TokenDigest {
+    let mut d = [0u8; 32];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex digest");
+    }
+    TokenDigest(d)
+}
+
+fn bash(token: TokenDigest, command: &str) -> FrontendRequest {
+    FrontendRequest::Call {
+        token,
+        origin: CallOrigin { peer: "evil".into(), request_id: "evil".into() },
+        call: ToolCall::BashExecute(BashExecute {
+            command: command.into(),
+            timeout: Some(5),
+            working_dir: None,
+            max_output_bytes: None,
+        }),
+    }
+}
+
+fn send(s: &mut UnixStream, f: &Req) {
+    if frame::write_to(s, f).is_err() {
+        println!("WriteFailed");
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (path, scenario) = (&args[1], args[2].as_str());
+    let arg = args.get(3).map(String::as_str).unwrap_or("");
+    let mut s = connect(path);
+    match scenario {
+        // Only the handshake: shows whether the executor accepts this uid at all.
+        "hello" => {
+            hello(&mut s);
+        }
+        // Identify with a token value given in ARG (the peer hashes it like the frontend).
+        "identify" => {
+            if hello(&mut s) {
+                send(&mut s, &Req::Request { id: 1, body: FrontendRequest::Identify { token: digest_of(arg) } });
+                answer(&mut s);
+            }
+        }
+        // A well-formed call with the digest of an empty token, of a wrong token, and with
+        // the raw digest given in ARG (e.g. an ro token's); each runs `touch` on a marker.
+        "bash-without-token" | "bash-wrong-token" | "bash-with-digest" => {
+            let (token, marker) = match scenario {
+                "bash-without-token" => (digest_of(""), arg),
+                "bash-wrong-token" => (digest_of("tok_guessed0000000000000000000000"), arg),
+                _ => {
+                    let (hex, marker) = arg.split_once(':').expect("DIGEST:MARKER");
+                    (parse_digest(hex), marker)
+                }
+            };
+            if hello(&mut s) {
+                send(&mut s, &Req::Request { id: 9, body: bash(token, &format!("touch {marker}")) });
+                answer(&mut s);
+            }
+        }
+        // Bytes that are no frame at all.
+        "garbage" => {
+            let _ = s.write_all(&[0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0xff]);
+            answer(&mut s);
+        }
+        // Garbage after a good handshake.
+        "garbage-after-hello" => {
+            if hello(&mut s) {
+                let _ = s.write_all(&[0, 0, 0, 3, 0x7f, 0x7f, 0x7f]);
+                answer(&mut s);
+            }
+        }
+        // A header announcing more than the maximum frame size.
+        "oversized" => {
+            let _ = s.write_all(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes());
+            answer(&mut s);
+        }
+        // A request before the handshake (out of state).
+        "request-before-hello" => {
+            send(&mut s, &Req::Request { id: 1, body: FrontendRequest::Identify { token: digest_of(arg) } });
+            answer(&mut s);
+        }
+        // A second Hello after the handshake (out of state).
+        "second-hello" => {
+            if hello(&mut s) {
+                send(&mut s, &Req::Hello(Hello::current()));
+                answer(&mut s);
+            }
+        }
+        // A Hello from another build.
+        "wrong-build" => {
+            let h = Hello { build_id: "0.0.0+other".into(), ..Hello::current() };
+            send(&mut s, &Req::Hello(h));
+            answer(&mut s);
+            answer(&mut s);
+        }
+        other => {
+            eprintln!("unknown scenario {other}");
+            std::process::exit(2);
+        }
+    }
+}
