@@ -1,0 +1,151 @@
+"""Fixtures: a real quick-try server (executor as root, frontend as nobody) and MCP clients.
+
+The binaries come from MYMCP_BIN_DIR (default: the cargo target dir's debug profile).
+"""
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bin_dir() -> Path:
+    if os.environ.get("MYMCP_BIN_DIR"):
+        return Path(os.environ["MYMCP_BIN_DIR"])
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return target / "debug"
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    rw_token: str
+    admin_token: str
+    runtime_dir: str
+    log: list = field(default_factory=list)
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(bin_dir() / "mymcpctl"), "--runtime-dir", self.runtime_dir, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def add_token(self, name: str, role: str) -> str:
+        r = self.ctl("token", "add", "--name", name, "--role", role)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    def children(self) -> dict:
+        """pid → comm of mymcpctl's children."""
+        out = {}
+        for p in Path("/proc").iterdir():
+            if not p.name.isdigit():
+                continue
+            try:
+                stat = (p / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                if ppid == self.proc.pid:
+                    out[int(p.name)] = (p / "comm").read_text().strip()
+            except (OSError, IndexError, ValueError):
+                continue
+        return out
+
+
+def start_server() -> Server:
+    assert os.geteuid() == 0, "the end-to-end tests start the executor as root"
+    env = dict(os.environ, MYMCP_FRONTEND_USER="nobody")
+    proc = subprocess.Popen(
+        [str(bin_dir() / "mymcpctl"), "serve", "--port", "0", "--log-level", "info"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    found: dict = {}
+    log: list = []
+    ready = threading.Event()
+
+    def pump():
+        for line in proc.stderr:
+            log.append(line.rstrip("\n"))
+            for key, rx in [
+                ("url", r"^\[mymcp\] serving on (\S+)"),
+                ("rw", r"^\[mymcp\] temp rw token:\s+(\S+)"),
+                ("admin", r"^\[mymcp\] temp admin token:\s+(\S+)"),
+                ("run", r"^\[mymcp\] more tokens: mymcpctl --runtime-dir (\S+)"),
+            ]:
+                m = re.match(rx, line)
+                if m:
+                    found[key] = m.group(1)
+            if len(found) == 4:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(30):
+        proc.kill()
+        raise AssertionError("mymcpctl serve did not start:\n" + "\n".join(log))
+    return Server(proc, found["url"], found["rw"], found["admin"], found["run"], log)
+
+
+def stop_server(s: Server) -> int:
+    if s.proc.poll() is None:
+        s.proc.terminate()
+    try:
+        return s.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        s.proc.kill()
+        raise
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = start_server()
+    yield s
+    stop_server(s)
+
+
+@pytest.fixture(scope="session")
+def ro_token(server) -> str:
+    return server.add_token("e2e-reader", "ro")
+
+
+async def _with_session(url: str, token: str, fn):
+    headers = {"Authorization": f"Bearer {token}"}
+    async with create_mcp_http_client(headers=headers) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                init = await session.initialize()
+                return await fn(session, init)
+
+
+def with_session(url: str, token: str, fn):
+    """Runs `fn(session, initialize_result)` in a fresh MCP client session."""
+    return anyio.run(_with_session, url, token, fn)
+
+
+def tool_json(result) -> dict:
+    """The tool JSON inside a tools/call result's single text item."""
+    assert len(result.content) == 1 and result.content[0].type == "text", result
+    return json.loads(result.content[0].text)
+
+
+def wait_until(pred, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
