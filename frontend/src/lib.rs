@@ -1,1 +1,50 @@
+//! mymcp-frontend: the unprivileged, network-facing half of mymcp.
+//!
+//! It speaks MCP Streamable HTTP to AI clients (Claude, Cursor, Gemini CLI, any MCP client)
+//! and turns each request into a small typed request to `mymcp-executor`, the privileged
+//! process that actually runs tools:
+//!
+//! ```text
+//! MCP client ──HTTP──▶ mymcp-frontend ──executor.sock (postcard frames)──▶ mymcp-executor
+//!                      unprivileged user                                    root
+//! ```
+//!
+//! The frontend holds no privilege and decides nothing about who may do what. It hashes the
+//! bearer token it receives and sends only the digest; the executor looks the digest up,
+//! answers who the caller is, and authorizes and re-validates every call itself. The checks
+//! made here — origin, header shape, body size and depth, JSON-RPC well-formedness, argument
+//! types — only reject bad requests early and give clients precise errors. If this process is
+//! compromised, the attacker can do no more than the holders of the tokens it sees in flight.
+//!
+//! Modules, by responsibility:
+//! - [`http`]: the axum router, HTTP-level checks and status codes;
+//! - [`mcp`]: JSON-RPC 2.0 / MCP processing, independent of the transport;
+//! - [`catalogue`]: the tools `tools/list` shows, with schemas and descriptions;
+//! - [`arguments`]: `tools/call` arguments → typed [`mymcp_protocol::ToolCall`]s;
+//! - [`results`]: typed tool outcomes → MCP results;
+//! - [`forward`]: the multiplexed, reconnecting, cancellation-aware executor client;
+//! - [`listen`]: the TCP listener, from systemd socket activation or `--host`/`--port`;
+//! - `sys`: the few raw system calls, each `unsafe` justified.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use mymcp_frontend::{forward::Forwarder, http, listen::ListenSource};
+//! use std::net::SocketAddr;
+//!
+//! let forwarder = Forwarder::new("/run/mymcp/executor.sock");
+//! let app = http::router(forwarder, http::HttpConfig::default());
+//! let listener = ListenSource::Bind { host: "127.0.0.1".into(), port: 8765 }.open().await?;
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+//! # }
+//! ```
 
+pub mod arguments;
+pub mod catalogue;
+pub mod forward;
+pub mod http;
+pub mod listen;
+pub mod mcp;
+pub mod results;
+mod sys;
+
+pub use sys::effective_uid;

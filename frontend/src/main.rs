@@ -1,1 +1,141 @@
-fn main() {}
+//! `mymcp-frontend`: wires configuration, the listener, the executor connection, logging and
+//! signals around the library. See the crate documentation of `mymcp_frontend`.
+
+use anyhow::Context;
+use clap::Parser;
+use mymcp_frontend::forward::Forwarder;
+use mymcp_frontend::http::{self, HttpConfig, OriginPolicy};
+use mymcp_frontend::listen::ListenSource;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long open connections may take to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The network-facing half of mymcp: serves MCP over HTTP and forwards every request to
+/// mymcp-executor over its Unix socket. Runs unprivileged.
+#[derive(Debug, Parser)]
+#[command(name = "mymcp-frontend", version)]
+struct Cli {
+    /// Address to bind (ignored under systemd socket activation).
+    #[arg(long, env = "MYMCP_HOST", default_value = "127.0.0.1")]
+    host: String,
+
+    /// Port to bind (ignored under systemd socket activation).
+    #[arg(long, env = "MYMCP_PORT", default_value_t = 8765)]
+    port: u16,
+
+    /// The executor's socket.
+    #[arg(
+        long,
+        env = "MYMCP_EXECUTOR_SOCKET",
+        default_value = "/run/mymcp/executor.sock"
+    )]
+    executor_socket: PathBuf,
+
+    /// Largest accepted POST /mcp body, in bytes.
+    #[arg(long, env = "MYMCP_MAX_BODY_BYTES", default_value_t = http::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+
+    /// Browser origins allowed besides loopback ones, comma-separated (`*` = any).
+    #[arg(long, env = "MYMCP_ALLOWED_ORIGINS", default_value = "")]
+    allowed_origins: String,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
+    #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if mymcp_frontend::effective_uid() == 0 {
+        eprintln!(
+            "mymcp-frontend must not run as root: start it as an unprivileged user (e.g. mymcp)"
+        );
+        return ExitCode::from(2);
+    }
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "mymcp-frontend: invalid --log-level {:?}: {e}",
+                cli.log_level
+            );
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    // Touches the environment, so it runs before the runtime starts any thread.
+    let source = ListenSource::from_env(&cli.host, cli.port)
+        .context("cannot use the socket passed by the service manager")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(serve(cli, source));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(cli: Cli, source: ListenSource) -> anyhow::Result<()> {
+    let listener = source.open().await?;
+    let forwarder = Forwarder::new(&cli.executor_socket);
+    let config = HttpConfig {
+        max_body_bytes: cli.max_body_bytes,
+        origins: OriginPolicy::from_list(&cli.allowed_origins),
+    };
+    let app = http::router(forwarder, config);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        match wait_for_signal().await {
+            Ok(signal) => tracing::info!("received {signal}; shutting down"),
+            Err(e) => tracing::error!("cannot listen for signals ({e}); shutting down"),
+        }
+        let _ = stop_tx.send(true);
+    });
+
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
+    tokio::select! {
+        result = server => result.context("HTTP server failed")?,
+        () = async { stopped(stop_rx).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+        }
+    }
+    Ok(())
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -1,0 +1,220 @@
+//! The tool catalogue that `tools/list` shows: names, descriptions written for the model,
+//! input schemas and behaviour annotations.
+//!
+//! The list is filtered by the caller's role with the protocol's policy table
+//! ([`ToolName::required_role`]); that filter is a courtesy to the model, not a control: the
+//! executor authorizes every call itself.
+
+use mymcp_protocol::{Role, ToolName};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// One entry of the `tools/list` result.
+#[derive(Clone, Debug, Serialize)]
+pub struct ToolEntry {
+    pub name: &'static str,
+    pub description: &'static str,
+    #[serde(rename = "inputSchema")]
+    pub input_schema: Value,
+    pub annotations: Annotations,
+}
+
+/// MCP tool annotations: hints for clients deciding whether to ask the user first.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Annotations {
+    #[serde(rename = "readOnlyHint")]
+    pub read_only: bool,
+    #[serde(rename = "destructiveHint", skip_serializing_if = "Option::is_none")]
+    pub destructive: Option<bool>,
+    #[serde(rename = "idempotentHint", skip_serializing_if = "Option::is_none")]
+    pub idempotent: Option<bool>,
+    #[serde(rename = "openWorldHint")]
+    pub open_world: bool,
+}
+
+const BASH_EXECUTE_DESCRIPTION: &str = "\
+Run a shell command on the server and return its result as JSON: \
+{\"stdout\": str, \"stderr\": str, \"exit_code\": int, \"timed_out\": bool}.
+
+The command runs with /bin/sh -c (a POSIX shell, not bash: wrap it in bash -c '...' for bash \
+features) with the service's privileges, stdin from /dev/null, in its own process group, in \
+working_dir (an absolute path, default /).
+
+- timeout: seconds before the command's whole process group is killed (default 30, range \
+1-600). Output captured until then is returned with timed_out true.
+- max_output_bytes: bytes kept per stream (default 102400); longer output is cut and ends with \
+a [TRUNCATED: total N bytes, showing first M bytes] line. Redirect large output to a file and \
+read it with read_file instead.
+- exit_code is the exit status, or -N when the command was killed by signal N.
+
+Each call starts a fresh shell: cd and variables do not carry over. Requires an rw token.";
+
+const READ_FILE_DESCRIPTION: &str = "\
+Read a text file on the server, a page of lines at a time. Returns JSON: \
+{\"content\": str, \"total_lines\": int, \"truncated\": bool}.
+
+content holds the selected lines, each prefixed with its line number and a tab (like cat -n), \
+joined by newlines.
+
+- file_path: absolute path of the file.
+- offset: first line to return, 1-based (default 1).
+- limit: number of lines to return (default 2000, at most 50000).
+
+truncated is true when more lines follow: call again with offset increased by limit to read \
+on. Lines longer than 32768 bytes are cut and end with [LINE TRUNCATED]; bytes that are not \
+valid UTF-8 are shown as U+FFFD. For very large files total_lines may be a lower bound, \
+marked by \"total_lines_exact\": false. Directories, devices and protected paths cannot be \
+read.";
+
+/// The catalogue entry of one tool.
+pub fn entry(tool: ToolName) -> ToolEntry {
+    match tool {
+        ToolName::BashExecute => ToolEntry {
+            name: tool.as_str(),
+            description: BASH_EXECUTE_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "command": {
+                        "type": "string",
+                        "description": "Shell command line, run with /bin/sh -c.",
+                    },
+                    "timeout": {
+                        "type": "integer",
+                        "default": 30,
+                        "description": "Seconds before the command is killed (1-600).",
+                    },
+                    "working_dir": {
+                        "type": "string",
+                        "default": "/",
+                        "description": "Absolute directory to run the command in.",
+                    },
+                    "max_output_bytes": {
+                        "type": "integer",
+                        "default": 102400,
+                        "description": "Bytes of stdout and of stderr to return; the rest is cut.",
+                    },
+                },
+                "required": ["command"],
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(false),
+                open_world: true,
+            },
+        },
+        ToolName::ReadFile => ToolEntry {
+            name: tool.as_str(),
+            description: READ_FILE_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "file_path": {
+                        "type": "string",
+                        "description": "Absolute path of the file to read.",
+                    },
+                    "offset": {
+                        "type": "integer",
+                        "default": 1,
+                        "description": "First line to return, 1-based.",
+                    },
+                    "limit": {
+                        "type": "integer",
+                        "default": 2000,
+                        "description": "Number of lines to return (at most 50000).",
+                    },
+                },
+                "required": ["file_path"],
+            }),
+            annotations: Annotations {
+                read_only: true,
+                destructive: None,
+                idempotent: None,
+                open_world: false,
+            },
+        },
+    }
+}
+
+/// The tools a holder of `role` may call, in [`ToolName::ALL`] order.
+pub fn visible_to(role: Role) -> Vec<ToolEntry> {
+    ToolName::ALL
+        .into_iter()
+        .filter(|t| role.allows(t.required_role()))
+        .map(entry)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(role: Role) -> Vec<&'static str> {
+        visible_to(role).iter().map(|e| e.name).collect()
+    }
+
+    #[test]
+    fn ro_sees_only_read_tools_and_rw_sees_all_in_order() {
+        assert_eq!(names(Role::Ro), ["read_file"]);
+        assert_eq!(names(Role::Rw), ["bash_execute", "read_file"]);
+        assert!(names(Role::Admin).is_empty());
+        assert!(names(Role::Metrics).is_empty());
+    }
+
+    #[test]
+    fn schemas_name_required_fields_and_defaults() {
+        let bash = serde_json::to_value(entry(ToolName::BashExecute)).unwrap();
+        assert_eq!(bash["inputSchema"]["required"], json!(["command"]));
+        assert_eq!(bash["inputSchema"]["properties"]["timeout"]["default"], 30);
+        assert_eq!(
+            bash["inputSchema"]["properties"]["max_output_bytes"]["default"],
+            102400
+        );
+        assert_eq!(
+            bash["annotations"],
+            json!({"readOnlyHint": false, "destructiveHint": true,
+                   "idempotentHint": false, "openWorldHint": true})
+        );
+        let read = serde_json::to_value(entry(ToolName::ReadFile)).unwrap();
+        assert_eq!(read["inputSchema"]["required"], json!(["file_path"]));
+        assert_eq!(read["inputSchema"]["properties"]["limit"]["default"], 2000);
+        assert_eq!(
+            read["annotations"],
+            json!({"readOnlyHint": true, "openWorldHint": false})
+        );
+    }
+
+    #[test]
+    fn every_schema_property_is_one_the_decoder_reads() {
+        // A property advertised but not decoded would be silently ignored.
+        let samples = [
+            (ToolName::BashExecute, json!("x"), json!(1)),
+            (ToolName::ReadFile, json!("/x"), json!(1)),
+        ];
+        for (tool, string, integer) in samples {
+            let schema = entry(tool).input_schema;
+            let props = schema["properties"].as_object().unwrap();
+            for (name, prop) in props {
+                let mut args = serde_json::Map::new();
+                for (n, p) in props {
+                    let v = if p["type"] == "string" {
+                        &string
+                    } else {
+                        &integer
+                    };
+                    args.insert(n.clone(), v.clone());
+                }
+                // Now give this one property the wrong type: decoding must complain about it.
+                let wrong = if prop["type"] == "string" {
+                    json!(1)
+                } else {
+                    json!("1")
+                };
+                args.insert(name.clone(), wrong);
+                let err = crate::arguments::decode(tool, Some(&Value::Object(args))).unwrap_err();
+                assert!(err.to_string().contains(name.as_str()), "{tool}: {err}");
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The executor client: one persistent, multiplexed connection to `executor.sock`.
+//!
+//! Every HTTP request that needs the executor becomes one [`ClientFrame::Request`] with a fresh
+//! id on a single shared Unix-socket connection; a reader task routes each
+//! [`ServerFrame::Response`] back to the waiting caller by id. While the connection is down,
+//! requests fail at once with [`ForwardError::Unavailable`] (the HTTP layer answers 503) and a
+//! background task reconnects with exponential backoff (50 ms doubling to 2 s, forever).
+//!
+//! Cancellation follows the future: if the future returned by [`Forwarder::request`] is dropped
+//! before its answer arrives (the HTTP client went away and hyper dropped the handler), a guard
+//! sends [`ClientFrame::Cancel`] so the executor stops the work, e.g. kills the command's
+//! process group.
+
+use mymcp_protocol::frame::{self, FrameError, HEADER_LEN, MAX_FRAME_LEN};
+use mymcp_protocol::{
+    ClientFrame, FrontendRequest, FrontendResponse, Hello, RequestId, ServerFrame,
+};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// First delay before reconnecting; doubled after each failed attempt.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest delay between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long the executor may take to answer our `Hello`.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// There is no connection to the executor, or it dropped before the answer arrived.
+    #[error("executor unavailable")]
+    Unavailable,
+    /// The request does not fit in a frame (cannot happen below the HTTP body limit).
+    #[error("request cannot be sent to the executor: {0}")]
+    Encode(#[source] FrameError),
+}
+
+/// Anything that answers [`FrontendRequest`]s: the real [`Forwarder`], or a fake in tests of
+/// the MCP layer.
+pub trait ExecutorClient: Sync {
+    /// Sends one request and waits for its answer. Dropping the future abandons the request.
+    fn request(
+        &self,
+        request: FrontendRequest,
+    ) -> impl Future<Output = Result<FrontendResponse, ForwardError>> + Send;
+}
+
+/// The connection to the executor, shared by all HTTP requests.
+///
+/// Created with [`Forwarder::new`], which must run inside a tokio runtime (it spawns the task
+/// that keeps the connection up). Dropping the forwarder stops that task and closes the
+/// connection.
+pub struct Forwarder {
+    shared: Arc<Shared>,
+    maintainer: JoinHandle<()>,
+}
+
+struct Shared {
+    socket_path: PathBuf,
+    next_id: AtomicU64,
+    link: Mutex<Option<Link>>,
+    connected: watch::Sender<bool>,
+}
+
+/// An established connection, present only while the handshake has succeeded and neither
+/// direction has failed.
+struct Link {
+    generation: u64,
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    pending: HashMap<RequestId, oneshot::Sender<FrontendResponse>>,
+}
+
+impl fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("socket_path", &self.shared.socket_path)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.maintainer.abort();
+    }
+}
+
+impl Forwarder {
+    /// Starts connecting to the executor socket at `socket_path` in the background and returns
+    /// at once; use [`Forwarder::wait_connected`] to wait for the first connection.
+    pub fn new(socket_path: impl Into<PathBuf>) -> Arc<Forwarder> {
+        let shared = Arc::new(Shared {
+            socket_path: socket_path.into(),
+            next_id: AtomicU64::new(1),
+            link: Mutex::new(None),
+            connected: watch::Sender::new(false),
+        });
+        let maintainer = tokio::spawn(maintain(Arc::clone(&shared)));
+        Arc::new(Forwarder { shared, maintainer })
+    }
+
+    /// The executor socket this forwarder connects to.
+    pub fn socket_path(&self) -> &Path {
+        &self.shared.socket_path
+    }
+
+    /// Whether a handshaken connection to the executor is up right now.
+    pub fn is_connected(&self) -> bool {
+        *self.shared.connected.borrow()
+    }
+
+    /// Waits until the connection is up, at most `timeout`. Returns whether it is.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.shared.connected.subscribe();
+        let up = tokio::time::timeout(timeout, rx.wait_for(|up| *up)).await;
+        matches!(up, Ok(Ok(_)))
+    }
+
+    /// Sends `request` and waits for the executor's answer.
+    ///
+    /// Fails fast with [`ForwardError::Unavailable`] when the connection is down, and with the
+    /// same error if it drops while waiting. Dropping the returned future before it completes
+    /// sends `Cancel` for the request.
+    pub async fn request(
+        &self,
+        request: FrontendRequest,
+    ) -> Result<FrontendResponse, ForwardError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = frame::encode(&ClientFrame::Request { id, body: request })
+            .map_err(ForwardError::Encode)?;
+        let (tx, rx) = oneshot::channel();
+        let generation = {
+            let mut link = self.shared.lock_link();
+            let link = link.as_mut().ok_or(ForwardError::Unavailable)?;
+            link.pending.insert(id, tx);
+            if link.frames.send(bytes).is_err() {
+                link.pending.remove(&id);
+                return Err(ForwardError::Unavailable);
+            }
+            link.generation
+        };
+        let mut guard = InFlight {
+            shared: &self.shared,
+            id,
+            generation,
+            answered: false,
+        };
+        // A closed channel means the link went down and took the pending entry with it.
+        let answer = rx.await.map_err(|_| ForwardError::Unavailable);
+        guard.answered = true;
+        answer
+    }
+}
+
+impl ExecutorClient for Forwarder {
+    fn request(
+        &self,
+        request: FrontendRequest,
+    ) -> impl Future<Output = Result<FrontendResponse, ForwardError>> + Send {
+        Forwarder::request(self, request)
+    }
+}
+
+impl Shared {
+    fn lock_link(&self) -> MutexGuard<'_, Option<Link>> {
+        // The map stays consistent even if a holder panicked: every critical section is a
+        // single insert, remove or replace.
+        self.link.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sends `Cancel` for a request whose future is dropped before its answer arrived.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    id: RequestId,
+    generation: u64,
+    answered: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut link = self.shared.lock_link();
+        let Some(link) = link.as_mut().filter(|l| l.generation == self.generation) else {
+            // The connection the request went out on is gone; the executor drops its work
+            // with it.
+            return;
+        };
+        // If the entry is gone, the answer already arrived: nothing left to stop.
+        if link.pending.remove(&self.id).is_some() {
+            match frame::encode(&ClientFrame::<FrontendRequest>::Cancel { id: self.id }) {
+                Ok(bytes) => {
+                    let _ = link.frames.send(bytes);
+                    tracing::debug!(id = self.id, "request abandoned by its caller; cancelling");
+                }
+                Err(e) => tracing::error!(id = self.id, "cannot encode cancel frame: {e}"),
+            }
+        }
+    }
+}
+
+/// Why a connection attempt or an established connection failed.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("executor refused our hello: {0}")]
+    Refused(String),
+    #[error(
+        "executor speaks another protocol build (wire {}, build {}); ours is wire {}, build {}",
+        .0.wire_version, .0.build_id, mymcp_protocol::WIRE_VERSION, mymcp_protocol::BUILD_ID
+    )]
+    Incompatible(Hello),
+    #[error("executor did not answer our hello within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("protocol violation by the executor: {0}")]
+    Violation(&'static str),
+}
+
+/// Keeps a connection up for as long as the forwarder lives.
+async fn maintain(shared: Arc<Shared>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut generation = 0u64;
+    // Log the first failure of a streak loudly, the rest quietly: a stopped executor should
+    // not flood the journal every two seconds.
+    let mut failing = false;
+    loop {
+        match connect(&shared.socket_path).await {
+            Ok(stream) => {
+                generation += 1;
+                backoff = BACKOFF_MIN;
+                failing = false;
+                tracing::info!(socket = %shared.socket_path.display(), "connected to the executor");
+                let reason = run_link(&shared, stream, generation).await;
+                tracing::warn!("connection to the executor lost ({reason}); reconnecting");
+            }
+            Err(e) => {
+                let socket = shared.socket_path.display();
+                match (&e, failing) {
+                    (LinkError::Refused(_) | LinkError::Incompatible(_), false) => {
+                        tracing::error!(%socket, "cannot use the executor: {e}")
+                    }
+                    (_, false) => tracing::warn!(%socket, "cannot connect to the executor: {e}"),
+                    (_, true) => tracing::debug!(%socket, "cannot connect to the executor: {e}"),
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Connects and exchanges hellos.
+async fn connect(path: &Path) -> Result<UnixStream, LinkError> {
+    let mut stream = UnixStream::connect(path).await?;
+    let hello = frame::encode(&ClientFrame::<FrontendRequest>::Hello(Hello::current()))?;
+    stream.write_all(&hello).await?;
+    let answer = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_frame::<ServerFrame<FrontendResponse>>(&mut stream),
+    )
+    .await
+    .map_err(|_| LinkError::HandshakeTimeout(HANDSHAKE_TIMEOUT))??;
+    match answer {
+        ServerFrame::Welcome(h) if h.is_compatible() => Ok(stream),
+        ServerFrame::Welcome(h) => Err(LinkError::Incompatible(h)),
+        ServerFrame::Refused { reason } => Err(LinkError::Refused(reason)),
+        ServerFrame::Response { .. } => Err(LinkError::Violation("response before welcome")),
+    }
+}
+
+/// Serves one established connection until either direction fails; then fails every pending
+/// request. Returns why the connection ended.
+async fn run_link(shared: &Shared, stream: UnixStream, generation: u64) -> LinkError {
+    let (mut reader, mut writer) = stream.into_split();
+    let (frames, mut outgoing) = mpsc::unbounded_channel();
+    *shared.lock_link() = Some(Link {
+        generation,
+        frames,
+        pending: HashMap::new(),
+    });
+    shared.connected.send_replace(true);
+
+    let reason = tokio::select! {
+        e = read_responses(shared, &mut reader) => e,
+        e = write_frames(&mut writer, &mut outgoing) => e,
+    };
+
+    // Dropping the link drops every pending sender: their callers see Unavailable.
+    let link = shared.lock_link().take();
+    shared.connected.send_replace(false);
+    if let Some(link) = link {
+        if !link.pending.is_empty() {
+            tracing::warn!(
+                requests = link.pending.len(),
+                "failing requests that were in flight"
+            );
+        }
+    }
+    reason
+}
+
+async fn read_responses(shared: &Shared, reader: &mut OwnedReadHalf) -> LinkError {
+    loop {
+        let frame = match read_frame::<ServerFrame<FrontendResponse>>(reader).await {
+            Ok(f) => f,
+            Err(e) => return e,
+        };
+        let ServerFrame::Response { id, body } = frame else {
+            tracing::error!("executor sent a handshake frame mid-connection; dropping it");
+            return LinkError::Violation("handshake frame after welcome");
+        };
+        let waiter = shared
+            .lock_link()
+            .as_mut()
+            .and_then(|l| l.pending.remove(&id));
+        match waiter {
+            // The caller may have gone in the meantime; that is fine.
+            Some(tx) => {
+                let _ = tx.send(body);
+            }
+            // Normal after a Cancel: the executor still answers the cancelled id.
+            None => tracing::debug!(id, "answer for a request nobody waits for"),
+        }
+    }
+}
+
+async fn write_frames(
+    writer: &mut OwnedWriteHalf,
+    outgoing: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+) -> LinkError {
+    while let Some(bytes) = outgoing.recv().await {
+        if let Err(e) = writer.write_all(&bytes).await {
+            return e.into();
+        }
+    }
+    // The sender lives in the link, which outlives this loop.
+    LinkError::Violation("outgoing queue closed")
+}
+
+async fn read_frame<T: serde::de::DeserializeOwned>(
+    r: &mut (impl AsyncReadExt + Unpin),
+) -> Result<T, LinkError> {
+    let mut header = [0u8; HEADER_LEN];
+    r.read_exact(&mut header).await?;
+    let len = frame::body_len(header, MAX_FRAME_LEN)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(frame::decode(&body)?)
+}

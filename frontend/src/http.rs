@@ -1,0 +1,613 @@
+//! The HTTP surface: `POST /mcp` (MCP Streamable HTTP, stateless), `GET /health`,
+//! `GET /version`, and JSON 404/405 answers for everything else.
+//!
+//! `POST /mcp` checks, in this order, and stops at the first failure:
+//! 1. `Origin`, when present, must be loopback or configured (403) — a browser page elsewhere
+//!    must not be able to drive the server through a user's token (DNS rebinding, CSRF);
+//! 2. `Authorization: Bearer <token>` must be present (401);
+//! 3. `Content-Type` must be `application/json` (415);
+//! 4. `Accept` must allow JSON or SSE (406);
+//! 5. `MCP-Protocol-Version`, when present, must be supported (400);
+//! 6. the body must fit the configured limit (413), checked from `Content-Length` before
+//!    reading and again while reading;
+//! 7. then [`mcp::handle`] authenticates through the executor and answers.
+//!
+//! The token itself never leaves this module: it is hashed into a [`TokenDigest`] at once.
+//! Every response carries `x-request-id` (the client's, if sane, else a fresh random one),
+//! which also goes to the executor for the audit log.
+
+use crate::forward::Forwarder;
+use crate::mcp::{self, Caller, Outcome};
+use crate::sys;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use mymcp_protocol::{CallOrigin, TokenDigest};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Default largest accepted `POST /mcp` body: room for a 10 MiB file written through a tool,
+/// JSON-escaped (up to 2× for typical text), plus the envelope.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 24 * 1024 * 1024;
+
+/// Longest inbound `X-Request-ID` that is echoed rather than replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const MCP_PROTOCOL_VERSION: &str = "mcp-protocol-version";
+
+/// Settings of the HTTP layer.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Largest accepted `POST /mcp` body in bytes.
+    pub max_body_bytes: usize,
+    /// Which browser origins may call `/mcp`.
+    pub origins: OriginPolicy,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            origins: OriginPolicy::default(),
+        }
+    }
+}
+
+/// Which `Origin` header values are allowed: loopback origins always, plus configured ones.
+///
+/// Requests without `Origin` (every non-browser MCP client) are not affected.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OriginPolicy {
+    any: bool,
+    exact: Vec<String>,
+}
+
+impl OriginPolicy {
+    /// Parses a comma-separated list of exact origins (`https://app.example.com`); `*` allows
+    /// any origin. Blank entries are ignored; a trailing `/` is not significant.
+    pub fn from_list(csv: &str) -> OriginPolicy {
+        let mut policy = OriginPolicy::default();
+        for item in csv.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if item == "*" {
+                policy.any = true;
+            } else {
+                policy
+                    .exact
+                    .push(item.trim_end_matches('/').to_ascii_lowercase());
+            }
+        }
+        policy
+    }
+
+    /// Whether a request carrying `Origin: origin` may proceed.
+    pub fn allows(&self, origin: &str) -> bool {
+        if self.any || is_loopback_origin(origin) {
+            return true;
+        }
+        let origin = origin.trim_end_matches('/');
+        self.exact.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+}
+
+/// `http(s)://localhost`, `127.0.0.1` or `[::1]`, with or without a port.
+fn is_loopback_origin(origin: &str) -> bool {
+    let origin = origin.to_ascii_lowercase();
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    ["localhost", "127.0.0.1", "[::1]"].iter().any(|host| {
+        rest.strip_prefix(host).is_some_and(|after| {
+            after.is_empty()
+                || after.strip_prefix(':').is_some_and(|port| {
+                    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+                })
+        })
+    })
+}
+
+/// Why a request carries no usable bearer token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BearerError {
+    /// No `Authorization` header, or another scheme.
+    Missing,
+    /// `Bearer ` followed by nothing.
+    Empty,
+}
+
+/// Extracts the token from an `Authorization` header value. The scheme is matched without
+/// regard to case; the token is everything after the single space, exactly as sent.
+pub fn bearer_token(value: Option<&HeaderValue>) -> Result<&[u8], BearerError> {
+    let bytes = value.ok_or(BearerError::Missing)?.as_bytes();
+    match bytes.split_at_checked(7) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case(b"bearer ") => {
+            if token.is_empty() {
+                Err(BearerError::Empty)
+            } else {
+                Ok(token)
+            }
+        }
+        _ => Err(BearerError::Missing),
+    }
+}
+
+/// The digest the executor knows tokens by.
+pub fn token_digest(token: &[u8]) -> TokenDigest {
+    TokenDigest(Sha256::digest(token).into())
+}
+
+/// How to frame a JSON-RPC reply, from the request's `Accept` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyFormat {
+    Json,
+    /// One server-sent event: `event: message`, `data: <json>`.
+    EventStream,
+}
+
+/// Picks the reply format: JSON when `Accept` is absent or allows JSON (`application/json`,
+/// `application/*`, `*/*`), else SSE when it allows `text/event-stream`, else `None` (406).
+/// Media ranges with `q=0` are treated as refused.
+pub fn reply_format(headers: &HeaderMap) -> Option<ReplyFormat> {
+    let mut values = headers.get_all(header::ACCEPT).iter().peekable();
+    if values.peek().is_none() {
+        return Some(ReplyFormat::Json);
+    }
+    let (mut json, mut sse) = (false, false);
+    for value in values {
+        let Ok(value) = value.to_str() else { continue };
+        for range in value.split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let refused = parts.any(|p| {
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("q")
+                        && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+                })
+            });
+            if refused {
+                continue;
+            }
+            match media.as_str() {
+                "application/json" | "application/*" | "*/*" => json = true,
+                "text/event-stream" | "text/*" => sse = true,
+                _ => {}
+            }
+        }
+    }
+    if json {
+        Some(ReplyFormat::Json)
+    } else if sse {
+        Some(ReplyFormat::EventStream)
+    } else {
+        None
+    }
+}
+
+/// Whether a `Content-Type` value is `application/json`, with any parameters.
+pub fn is_json_content_type(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// The request id of an HTTP request, chosen by [`request_id`] middleware.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The client's `X-Request-ID` if it is 1–128 visible ASCII characters, else a fresh one.
+pub fn choose_request_id(inbound: Option<&HeaderValue>) -> String {
+    match inbound.map(HeaderValue::as_bytes) {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_REQUEST_ID_LEN
+                && id.iter().all(|b| b.is_ascii_graphic()) =>
+        {
+            String::from_utf8_lossy(id).into_owned()
+        }
+        _ => fresh_request_id(),
+    }
+}
+
+/// 32 random hex digits.
+pub fn fresh_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    if let Err(e) = sys::fill_random(&mut bytes) {
+        // Request ids correlate logs; they protect nothing. Degrade rather than fail.
+        tracing::warn!("getrandom failed ({e}); using a time-based request id");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes = nanos.to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Clone, Debug)]
+struct AppState {
+    forwarder: Arc<Forwarder>,
+    config: Arc<HttpConfig>,
+}
+
+/// The application router. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: `POST /mcp` needs the peer address.
+pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
+    let state = AppState {
+        forwarder,
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route("/mcp", post(mcp_post).fallback(mcp_wrong_method))
+        .route("/health", get(health).fallback(get_wrong_method))
+        .route("/version", get(version).fallback(get_wrong_method))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(middleware::from_fn(request_id))
+}
+
+/// Assigns the request id, exposes it to handlers, stamps it on the response, logs the
+/// request.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = choose_request_id(request.headers().get(X_REQUEST_ID));
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    tracing::info!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        request_id = %id,
+        "http"
+    );
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    response
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    detail: &'a str,
+}
+
+fn detail(status: StatusCode, text: &str) -> Response {
+    (status, Json(Detail { detail: text })).into_response()
+}
+
+fn unauthorized(text: &str) -> Response {
+    let mut response = detail(StatusCode::UNAUTHORIZED, text);
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn json_body(status: StatusCode, json: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        json,
+    )
+        .into_response()
+}
+
+fn reply(format: ReplyFormat, json: String) -> Response {
+    match format {
+        ReplyFormat::Json => json_body(StatusCode::OK, json),
+        ReplyFormat::EventStream => (
+            StatusCode::OK,
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
+            format!("event: message\ndata: {json}\n\n"),
+        )
+            .into_response(),
+    }
+}
+
+fn body_too_large() -> Response {
+    detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
+}
+
+async fn mcp_post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // 1. Origin.
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| state.config.origins.allows(o));
+        if !allowed {
+            tracing::warn!(origin = ?origin, %peer, "refused request from a foreign origin");
+            return detail(StatusCode::FORBIDDEN, "Forbidden origin");
+        }
+    }
+
+    // 2. Bearer token, hashed at once.
+    let token = match bearer_token(headers.get(header::AUTHORIZATION)) {
+        Ok(token) => token_digest(token),
+        Err(BearerError::Missing) => return unauthorized("Missing Bearer token"),
+        Err(BearerError::Empty) => return unauthorized("Invalid or disabled token"),
+    };
+
+    // 3. Content type.
+    if !headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(is_json_content_type)
+    {
+        return detail(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        );
+    }
+
+    // 4. Accept.
+    let Some(format) = reply_format(&headers) else {
+        return json_body(
+            StatusCode::NOT_ACCEPTABLE,
+            mcp::error_response(
+                mcp::codes::INVALID_REQUEST,
+                "Not Acceptable: Client must accept application/json or text/event-stream",
+            ),
+        );
+    };
+
+    // 5. Protocol version header.
+    if let Some(version) = headers.get(MCP_PROTOCOL_VERSION) {
+        let version = String::from_utf8_lossy(version.as_bytes());
+        if !mcp::is_supported_version(&version) {
+            let message = format!(
+                "Bad Request: Unsupported protocol version: {version}. Supported versions: {}",
+                mcp::SUPPORTED_PROTOCOL_VERSIONS.join(", ")
+            );
+            return json_body(
+                StatusCode::BAD_REQUEST,
+                mcp::error_response(mcp::codes::INVALID_REQUEST, &message),
+            );
+        }
+    }
+
+    // 6. Body size: refuse by announced length without reading, then bound the read.
+    let limit = state.config.max_body_bytes;
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|len| len > limit as u64) {
+        return body_too_large();
+    }
+    let bytes: Bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => return body_too_large(),
+        Err(e) => {
+            tracing::debug!(%peer, "failed to read request body: {e}");
+            return detail(StatusCode::BAD_REQUEST, "Failed to read request body");
+        }
+    };
+
+    // 7. MCP.
+    let caller = Caller {
+        token,
+        origin: CallOrigin {
+            peer: peer.ip().to_canonical().to_string(),
+            request_id,
+        },
+    };
+    match mcp::handle(state.forwarder.as_ref(), &caller, &bytes).await {
+        Outcome::Reply(json) => reply(format, json),
+        Outcome::BadRequest(json) => json_body(StatusCode::BAD_REQUEST, json),
+        Outcome::Accepted => StatusCode::ACCEPTED.into_response(),
+        Outcome::Unauthenticated => unauthorized("Invalid or disabled token"),
+        Outcome::Unavailable => {
+            let mut response = detail(StatusCode::SERVICE_UNAVAILABLE, "Executor unavailable");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        Outcome::BadGateway => detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"),
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+async fn mcp_wrong_method() -> Response {
+    // Stateless: no server-initiated SSE stream (GET) and no sessions to delete (DELETE).
+    method_not_allowed("POST")
+}
+
+async fn get_wrong_method() -> Response {
+    method_not_allowed("GET, HEAD")
+}
+
+async fn not_found() -> Response {
+    detail(StatusCode::NOT_FOUND, "Not Found")
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    executor: &'static str,
+}
+
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        executor: if state.forwarder.is_connected() {
+            "connected"
+        } else {
+            "unavailable"
+        },
+    })
+}
+
+#[derive(Serialize)]
+struct Version {
+    version: &'static str,
+}
+
+async fn version() -> Json<Version> {
+    Json(Version {
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    fn accept(values: &[&str]) -> Option<ReplyFormat> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(header::ACCEPT, hv(v));
+        }
+        reply_format(&headers)
+    }
+
+    #[test]
+    fn accept_prefers_json_and_falls_back_to_sse() {
+        assert_eq!(accept(&[]), Some(ReplyFormat::Json));
+        assert_eq!(
+            accept(&["application/json, text/event-stream"]),
+            Some(ReplyFormat::Json)
+        );
+        assert_eq!(accept(&["*/*"]), Some(ReplyFormat::Json));
+        assert_eq!(accept(&["application/*;q=0.5"]), Some(ReplyFormat::Json));
+        assert_eq!(
+            accept(&["text/event-stream"]),
+            Some(ReplyFormat::EventStream)
+        );
+        assert_eq!(
+            accept(&["text/html", "Text/Event-Stream; charset=utf-8"]),
+            Some(ReplyFormat::EventStream)
+        );
+        assert_eq!(accept(&["text/html"]), None);
+        assert_eq!(accept(&["application/xml"]), None);
+        assert_eq!(
+            accept(&["application/json;q=0, text/event-stream"]),
+            Some(ReplyFormat::EventStream)
+        );
+    }
+
+    #[test]
+    fn content_type_allows_parameters_only() {
+        assert!(is_json_content_type(&hv("application/json")));
+        assert!(is_json_content_type(&hv("Application/JSON; charset=utf-8")));
+        assert!(!is_json_content_type(&hv("application/jsonx")));
+        assert!(!is_json_content_type(&hv("text/plain")));
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_token_exact() {
+        assert_eq!(bearer_token(Some(&hv("Bearer abc"))), Ok(&b"abc"[..]));
+        assert_eq!(bearer_token(Some(&hv("bearer abc"))), Ok(&b"abc"[..]));
+        assert_eq!(bearer_token(Some(&hv("BEARER  abc"))), Ok(&b" abc"[..]));
+        assert_eq!(bearer_token(Some(&hv("Bearer "))), Err(BearerError::Empty));
+        assert_eq!(bearer_token(Some(&hv("Bearer"))), Err(BearerError::Missing));
+        assert_eq!(
+            bearer_token(Some(&hv("Basic dXNlcjpwdw=="))),
+            Err(BearerError::Missing)
+        );
+        assert_eq!(
+            bearer_token(Some(&hv("Bearerabc"))),
+            Err(BearerError::Missing)
+        );
+        assert_eq!(bearer_token(None), Err(BearerError::Missing));
+    }
+
+    #[test]
+    fn token_digest_is_sha256_of_the_token() {
+        // sha256("abc")
+        let d = token_digest(b"abc");
+        assert_eq!(d.0[..4], [0xba, 0x78, 0x16, 0xbf]);
+    }
+
+    #[test]
+    fn loopback_origins_are_allowed_with_any_port() {
+        let p = OriginPolicy::default();
+        for ok in [
+            "http://localhost",
+            "http://localhost:6274",
+            "https://127.0.0.1:8443",
+            "http://[::1]:1",
+            "HTTP://LOCALHOST",
+        ] {
+            assert!(p.allows(ok), "{ok}");
+        }
+        for bad in [
+            "http://localhost.evil.com",
+            "http://127.0.0.1.nip.io",
+            "http://localhost:",
+            "http://localhost:80a",
+            "file://localhost",
+            "null",
+            "https://example.com",
+        ] {
+            assert!(!p.allows(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn configured_origins_are_exact_and_star_allows_all() {
+        let p = OriginPolicy::from_list(" https://app.example.com/ , ,http://x:81");
+        assert!(p.allows("https://app.example.com"));
+        assert!(p.allows("HTTPS://APP.EXAMPLE.COM"));
+        assert!(p.allows("http://x:81"));
+        assert!(!p.allows("https://app.example.com:444"));
+        assert!(!p.allows("https://evil.app.example.com"));
+        assert!(OriginPolicy::from_list("*").allows("https://anything.test"));
+    }
+
+    #[test]
+    fn request_ids_are_echoed_only_when_sane() {
+        assert_eq!(choose_request_id(Some(&hv("abc-123"))), "abc-123");
+        let long = "a".repeat(129);
+        for bad in [long.as_str(), "has space", ""] {
+            let id = choose_request_id(Some(&hv(bad)));
+            assert_eq!(id.len(), 32, "{bad:?}");
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_eq!(choose_request_id(Some(&hv(&"a".repeat(128)))).len(), 128);
+        assert_ne!(fresh_request_id(), fresh_request_id());
+    }
+}

@@ -1,0 +1,255 @@
+//! Turning typed tool outcomes into MCP `tools/call` results.
+//!
+//! Every outcome becomes one text content item holding the *tool JSON*: compact, raw UTF-8,
+//! keys in a fixed order (these are `Serialize` structs, not maps, because `serde_json`'s map
+//! sorts keys). Domain failures keep the reference's `{"success":false,"error":…}` shape and
+//! are additionally flagged with `isError: true`, so clients that look only at the flag notice
+//! them too; argument validation errors are plain text, also with `isError: true`.
+
+use mymcp_protocol::{BashOutput, CapturedStream, ReadFileOutput, ToolFailure, ToolOutput};
+use serde::Serialize;
+
+/// The `result` of a `tools/call` response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallToolResult {
+    pub content: Vec<TextContent>,
+    #[serde(rename = "isError")]
+    pub is_error: bool,
+}
+
+/// An MCP text content item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TextContent {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub text: String,
+}
+
+impl CallToolResult {
+    fn text(text: String, is_error: bool) -> Self {
+        CallToolResult {
+            content: vec![TextContent { kind: "text", text }],
+            is_error,
+        }
+    }
+
+    /// The result for a tool outcome from the executor.
+    pub fn from_outcome(outcome: &Result<ToolOutput, ToolFailure>) -> Self {
+        match outcome {
+            Ok(output) => CallToolResult::text(output_json(output), false),
+            Err(failure) => CallToolResult::failure(failure),
+        }
+    }
+
+    /// The result for a failure, whether the executor or the frontend produced it.
+    pub fn failure(failure: &ToolFailure) -> Self {
+        CallToolResult::text(failure_json(failure), true)
+    }
+
+    /// The result for arguments that do not match the tool's schema: plain text.
+    pub fn validation_error(message: String) -> Self {
+        CallToolResult::text(message, true)
+    }
+}
+
+#[derive(Serialize)]
+struct BashJson {
+    stdout: String,
+    stderr: String,
+    exit_code: i32,
+    timed_out: bool,
+}
+
+#[derive(Serialize)]
+struct ReadFileJson<'a> {
+    content: &'a str,
+    total_lines: u64,
+    truncated: bool,
+    #[serde(skip_serializing_if = "is_true")]
+    total_lines_exact: bool,
+}
+
+#[derive(Serialize)]
+struct FailureJson<'a> {
+    success: bool,
+    error: &'static str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suggestion: Option<&'a str>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // These structs hold only strings, integers and booleans: serialization cannot fail.
+    serde_json::to_string(value).expect("tool JSON serializes")
+}
+
+/// The tool JSON of a successful result.
+pub fn output_json(output: &ToolOutput) -> String {
+    match output {
+        ToolOutput::Bash(bash) => bash_json(bash),
+        ToolOutput::ReadFile(read) => read_file_json(read),
+    }
+}
+
+fn bash_json(out: &BashOutput) -> String {
+    let mut stderr = stream_text(&out.stderr);
+    if out.timed_out {
+        if !stderr.is_empty() {
+            stderr.push('\n');
+        }
+        stderr.push_str(&format!("Command timed out after {}s", out.timeout_secs));
+    }
+    to_json(&BashJson {
+        stdout: stream_text(&out.stdout),
+        stderr,
+        exit_code: out.exit_code,
+        timed_out: out.timed_out,
+    })
+}
+
+/// A captured stream as text, with the reference's marker when it was cut.
+fn stream_text(stream: &CapturedStream) -> String {
+    let mut text = String::from_utf8_lossy(&stream.head).into_owned();
+    if stream.truncated() {
+        text.push_str(&format!(
+            "\n[TRUNCATED: total {} bytes, showing first {} bytes]",
+            stream.total_bytes,
+            stream.head.len()
+        ));
+    }
+    text
+}
+
+fn read_file_json(out: &ReadFileOutput) -> String {
+    to_json(&ReadFileJson {
+        content: &out.content,
+        total_lines: out.total_lines,
+        truncated: out.truncated,
+        total_lines_exact: out.total_lines_exact,
+    })
+}
+
+/// The tool JSON of a failure.
+pub fn failure_json(failure: &ToolFailure) -> String {
+    to_json(&FailureJson {
+        success: false,
+        error: failure.code.as_str(),
+        message: &failure.message,
+        suggestion: failure.suggestion.as_deref(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mymcp_protocol::ErrorCode;
+
+    fn stream(head: &[u8], total: u64) -> CapturedStream {
+        CapturedStream {
+            head: head.to_vec(),
+            total_bytes: total,
+        }
+    }
+
+    fn bash(stdout: CapturedStream, stderr: CapturedStream, timed_out: bool) -> BashOutput {
+        BashOutput {
+            stdout,
+            stderr,
+            exit_code: if timed_out { -1 } else { 0 },
+            timed_out,
+            timeout_secs: 5,
+        }
+    }
+
+    #[test]
+    fn bash_result_has_the_reference_keys_in_order() {
+        let out = bash(stream(b"hi\n", 3), stream(b"", 0), false);
+        let result = CallToolResult::from_outcome(&Ok(ToolOutput::Bash(out)));
+        assert!(!result.is_error);
+        assert_eq!(
+            result.content[0].text,
+            r#"{"stdout":"hi\n","stderr":"","exit_code":0,"timed_out":false}"#
+        );
+    }
+
+    #[test]
+    fn truncated_stream_gets_the_marker_and_a_cut_character_becomes_replacement() {
+        // "é" is two bytes; the head ends in the middle of it.
+        let out = bash(stream(b"ab\xc3", 10), stream(b"", 0), false);
+        let json: serde_json::Value = serde_json::from_str(&bash_json(&out)).unwrap();
+        assert_eq!(
+            json["stdout"],
+            "ab\u{fffd}\n[TRUNCATED: total 10 bytes, showing first 3 bytes]"
+        );
+    }
+
+    #[test]
+    fn timeout_text_is_appended_to_stderr() {
+        let out = bash(stream(b"partial", 7), stream(b"", 0), true);
+        let json: serde_json::Value = serde_json::from_str(&bash_json(&out)).unwrap();
+        assert_eq!(json["stderr"], "Command timed out after 5s");
+        assert_eq!(json["stdout"], "partial");
+        assert_eq!(json["timed_out"], true);
+        assert_eq!(json["exit_code"], -1);
+
+        let out = bash(stream(b"", 0), stream(b"warning", 7), true);
+        let json: serde_json::Value = serde_json::from_str(&bash_json(&out)).unwrap();
+        assert_eq!(json["stderr"], "warning\nCommand timed out after 5s");
+    }
+
+    #[test]
+    fn output_is_raw_utf8_not_escaped() {
+        let text = "ü <&>".as_bytes();
+        let out = bash(stream(text, text.len() as u64), stream(b"", 0), false);
+        assert!(bash_json(&out).contains(r#""stdout":"ü <&>""#));
+    }
+
+    #[test]
+    fn read_file_marks_only_inexact_line_counts() {
+        let mut out = ReadFileOutput {
+            content: "   1\thello".into(),
+            total_lines: 1,
+            total_lines_exact: true,
+            truncated: false,
+        };
+        assert_eq!(
+            read_file_json(&out),
+            r#"{"content":"   1\thello","total_lines":1,"truncated":false}"#
+        );
+        out.total_lines_exact = false;
+        assert_eq!(
+            read_file_json(&out),
+            r#"{"content":"   1\thello","total_lines":1,"truncated":false,"total_lines_exact":false}"#
+        );
+    }
+
+    #[test]
+    fn failure_json_key_order_and_is_error() {
+        let f = ToolFailure::new(ErrorCode::FileNotFoundError, "File not found: /nope")
+            .with_suggestion("Check the file path");
+        let result = CallToolResult::from_outcome(&Err(f));
+        assert!(result.is_error);
+        assert_eq!(
+            result.content[0].text,
+            r#"{"success":false,"error":"FileNotFoundError","message":"File not found: /nope","suggestion":"Check the file path"}"#
+        );
+        let f = ToolFailure::new(ErrorCode::UnknownTool, "Unknown tool: x");
+        assert_eq!(
+            failure_json(&f),
+            r#"{"success":false,"error":"UnknownTool","message":"Unknown tool: x"}"#
+        );
+    }
+
+    #[test]
+    fn mcp_result_shape() {
+        let r = CallToolResult::validation_error("Input validation error: boom".into());
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"content":[{"type":"text","text":"Input validation error: boom"}],"isError":true}"#
+        );
+    }
+}
