@@ -1,1 +1,729 @@
 //! `read_file`: streamed, paginated reads with bounded memory.
+//!
+//! The reference read whole files into memory (a read of `/dev/zero` or a multi-GB log exhausted
+//! it). Here the file is streamed through a 64 KiB buffer:
+//!
+//! * lines before `offset` are skipped without being stored;
+//! * each returned line keeps at most `max_line_bytes` bytes, the rest of an over-long line is
+//!   scanned past, never buffered;
+//! * the page stops at `limit` lines or `max_page_bytes` bytes;
+//! * after the page, newlines are counted for `total_lines` only within `count_budget_bytes`;
+//!   past that, `total_lines` is a lower bound and `total_lines_exact` is false.
+//!
+//! Bytes scanned without being stored (the tails of over-long returned lines and the count after
+//! the page) share that one budget, so a call reads at most the skipped prefix, the page and
+//! `count_budget_bytes`. Skipping to `offset` is not budgeted: it is what the client asked for.
+//!
+//! Only regular files are read. The path is opened with `O_PATH`, which never opens a device or
+//! a FIFO (opening some devices has side effects, e.g. arming a watchdog); that descriptor is
+//! checked with `fstat` and only then reopened for reading through `/proc/self/fd`, so the check
+//! and the read concern the same inode.
+
+use mymcp_protocol::{ErrorCode, ReadFile, ReadFileOutput, ToolFailure};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+/// Size of the read buffer.
+const CHUNK: usize = 64 * 1024;
+/// Appended to a line that was cut at `max_line_bytes`.
+const LINE_TRUNCATED: &str = " [LINE TRUNCATED]";
+
+/// Limits of `read_file`. Built by `config`; the defaults match the reference where it has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadConfig {
+    /// Lines returned when the client gives no `limit`.
+    pub default_limit: u64,
+    /// Upper clamp of `limit`.
+    pub max_limit: u64,
+    /// Bytes kept of one line; longer lines get `" [LINE TRUNCATED]"`.
+    pub max_line_bytes: usize,
+    /// Largest `content` returned; the page stops before the line that would exceed it.
+    pub max_page_bytes: usize,
+    /// Bytes scanned without being stored (over-long line tails, the count after the page).
+    pub count_budget_bytes: u64,
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        ReadConfig {
+            default_limit: 2000,
+            max_limit: 50_000,
+            max_line_bytes: 32_768,
+            max_page_bytes: 8 << 20,
+            count_budget_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The number of lines to return: default `cfg.default_limit`, clamped to [1, `cfg.max_limit`].
+pub fn clamp_limit(limit: Option<i64>, cfg: &ReadConfig) -> u64 {
+    let max = cfg.max_limit.max(1);
+    match limit {
+        None => cfg.default_limit.clamp(1, max),
+        Some(l) => (l.max(1) as u64).min(max),
+    }
+}
+
+/// Runs one `read_file` call. Blocking: run it on a blocking thread.
+pub fn read_file(args: &ReadFile, cfg: &ReadConfig) -> Result<ReadFileOutput, ToolFailure> {
+    let path = args.file_path.as_str();
+    check_path(path)?;
+    let file = open_regular(path)?;
+    read_page(file, args.offset, args.limit, cfg)
+        .map_err(|e| ToolFailure::new(ErrorCode::InternalError, os_message(&e, path)))
+}
+
+/// `file_path` must be absolute and free of NUL bytes.
+fn check_path(path: &str) -> Result<(), ToolFailure> {
+    if path.contains('\0') {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            "file_path contains a NUL byte",
+        ));
+    }
+    if !path.starts_with('/') {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("file_path must be an absolute path: {path}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Opens `path` for reading if, and only if, it is a regular file. Devices, FIFOs and sockets
+/// are refused without ever being opened.
+pub fn open_regular(path: &str) -> Result<File, ToolFailure> {
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .map_err(|e| open_failure(path, &e))?;
+    let meta = handle.metadata().map_err(|e| open_failure(path, &e))?;
+    if meta.is_dir() {
+        return Err(ToolFailure::new(
+            ErrorCode::IsADirectoryError,
+            format!("{path} is a directory"),
+        )
+        .with_suggestion("Use glob to list directory contents"));
+    }
+    if !meta.is_file() {
+        return Err(not_regular(path));
+    }
+    let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&reopen)
+    {
+        Ok(file) => Ok(file),
+        // No /proc: open by name again, without blocking on a FIFO swapped in meanwhile, and
+        // make sure it is still the inode that was checked.
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                && !std::path::Path::new("/proc/self").exists() =>
+        {
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|e| open_failure(path, &e))?;
+            let now = file.metadata().map_err(|e| open_failure(path, &e))?;
+            if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+                return Err(ToolFailure::new(
+                    ErrorCode::InternalError,
+                    format!("{path} changed while it was being opened"),
+                ));
+            }
+            Ok(file)
+        }
+        Err(e) => Err(open_failure(path, &e)),
+    }
+}
+
+fn not_regular(path: &str) -> ToolFailure {
+    ToolFailure::new(
+        ErrorCode::NotARegularFile,
+        format!("{path} is not a regular file"),
+    )
+}
+
+fn open_failure(path: &str, e: &io::Error) -> ToolFailure {
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR) => ToolFailure::new(
+            ErrorCode::FileNotFoundError,
+            format!("File not found: {path}"),
+        )
+        .with_suggestion("Check the file path"),
+        Some(libc::EACCES | libc::EPERM) => {
+            ToolFailure::new(ErrorCode::PermissionError, os_message(e, path))
+                .with_suggestion("Check file read permissions")
+        }
+        Some(libc::ENAMETOOLONG) => ToolFailure::new(ErrorCode::InvalidPath, os_message(e, path)),
+        // What open(2) says of a socket.
+        Some(libc::ENXIO) => not_regular(path),
+        _ => ToolFailure::new(ErrorCode::InternalError, os_message(e, path)),
+    }
+}
+
+/// The OS text of `e` followed by `path`, as in `Permission denied: /root/x`
+/// (without std's `(os error N)` suffix).
+pub(crate) fn os_message(e: &io::Error, path: &str) -> String {
+    let text = e.to_string();
+    let text = match text.rsplit_once(" (os error ") {
+        Some((head, _)) => head.to_string(),
+        None => text,
+    };
+    if path.is_empty() {
+        text
+    } else {
+        format!("{text}: {path}")
+    }
+}
+
+/// Reads one page of numbered lines from `reader`. `offset` and `limit` are the client's values
+/// before clamping. See the module documentation for the bounds.
+pub fn read_page(
+    reader: impl Read,
+    offset: Option<i64>,
+    limit: Option<i64>,
+    cfg: &ReadConfig,
+) -> io::Result<ReadFileOutput> {
+    let offset = offset.unwrap_or(1).max(1) as u64;
+    let limit = clamp_limit(limit, cfg);
+    let mut lines = Lines::new(reader);
+
+    // Lines read so far (returned or not); after the loop, the number of the last one.
+    let mut lineno: u64 = 0;
+    while lineno + 1 < offset {
+        if !lines.skip_line()? {
+            return Ok(ReadFileOutput {
+                content: String::new(),
+                total_lines: lineno,
+                total_lines_exact: true,
+                truncated: false,
+            });
+        }
+        lineno += 1;
+    }
+
+    let mut budget = cfg.count_budget_bytes;
+    let mut content = String::new();
+    let mut taken: u64 = 0;
+    let mut line = Vec::with_capacity(cfg.max_line_bytes.min(CHUNK));
+    let stop = loop {
+        if taken == limit {
+            break Stop::Limit;
+        }
+        let Some(read) = lines.read_line(&mut line, cfg.max_line_bytes, &mut budget)? else {
+            break Stop::Eof;
+        };
+        lineno += 1;
+        let entry = format_line(lineno, &line, read.cut);
+        if taken > 0 && content.len() + 1 + entry.len() > cfg.max_page_bytes {
+            break Stop::PageFull {
+                mid_line: read.out_of_budget,
+            };
+        }
+        if taken > 0 {
+            content.push('\n');
+        }
+        content.push_str(&entry);
+        taken += 1;
+        if read.out_of_budget {
+            break Stop::OutOfBudget;
+        }
+    };
+
+    let (extra, exact) = match stop {
+        Stop::Eof => (0, true),
+        Stop::Limit => lines.count_rest(false, &mut budget)?,
+        Stop::PageFull { mid_line } => lines.count_rest(mid_line, &mut budget)?,
+        Stop::OutOfBudget => lines.count_rest(true, &mut budget)?,
+    };
+    // When the count stopped early it is unknown whether more lines follow; say so rather than
+    // let the client believe it saw the end.
+    let truncated = matches!(stop, Stop::PageFull { .. }) || extra > 0 || !exact;
+    Ok(ReadFileOutput {
+        content,
+        total_lines: lineno + extra,
+        total_lines_exact: exact,
+        truncated,
+    })
+}
+
+/// Why the page ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// The file ended.
+    Eof,
+    /// `limit` lines were taken.
+    Limit,
+    /// The next line (already read, not returned) would not fit in `max_page_bytes`;
+    /// `mid_line` when even that line could not be scanned to its end.
+    PageFull { mid_line: bool },
+    /// The last returned line could not be scanned to its end within the budget.
+    OutOfBudget,
+}
+
+/// `"%4d\t%s"` of one line: lossy UTF-8, with the marker when it was cut.
+fn format_line(lineno: u64, kept: &[u8], cut: bool) -> String {
+    let text = if cut {
+        kept
+    } else {
+        let end = kept.iter().rposition(|&b| b != b'\r').map_or(0, |i| i + 1);
+        &kept[..end]
+    };
+    let marker = if cut { LINE_TRUNCATED } else { "" };
+    format!("{lineno:>4}\t{}{marker}", String::from_utf8_lossy(text))
+}
+
+/// One line as [`Lines::read_line`] returned it.
+#[derive(Clone, Copy, Debug)]
+struct ReadLine {
+    /// Longer than the limit after stripping trailing `\r`: the kept bytes are a prefix.
+    cut: bool,
+    /// The budget ran out before the end of the line; the reader is in the middle of it.
+    out_of_budget: bool,
+}
+
+/// A byte stream split into lines after each `\n`.
+struct Lines<R> {
+    r: BufReader<R>,
+}
+
+impl<R: Read> Lines<R> {
+    fn new(reader: R) -> Self {
+        Lines {
+            r: BufReader::with_capacity(CHUNK, reader),
+        }
+    }
+
+    /// The buffered bytes, reading more if the buffer is empty; empty at EOF.
+    fn fill(&mut self) -> io::Result<&[u8]> {
+        loop {
+            match self.r.fill_buf() {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+                Ok(_) => break,
+            }
+        }
+        // Already filled: this returns the buffer without reading.
+        self.r.fill_buf()
+    }
+
+    /// Consumes one line without storing it. False at EOF (no line left).
+    fn skip_line(&mut self) -> io::Result<bool> {
+        let mut any = false;
+        loop {
+            let buf = self.fill()?;
+            if buf.is_empty() {
+                return Ok(any);
+            }
+            any = true;
+            match memchr::memchr(b'\n', buf) {
+                Some(i) => {
+                    self.r.consume(i + 1);
+                    return Ok(true);
+                }
+                None => {
+                    let n = buf.len();
+                    self.r.consume(n);
+                }
+            }
+        }
+    }
+
+    /// Reads the next line into `kept` (without its `\n`), storing at most `max` bytes and
+    /// scanning the rest against `budget`. `None` at EOF.
+    fn read_line(
+        &mut self,
+        kept: &mut Vec<u8>,
+        max: usize,
+        budget: &mut u64,
+    ) -> io::Result<Option<ReadLine>> {
+        kept.clear();
+        let mut any = false;
+        // Whether the part past `max` holds anything but `\r` (which stripping would remove).
+        let mut cut = false;
+        loop {
+            let buf = self.fill()?;
+            if buf.is_empty() {
+                return Ok(any.then_some(ReadLine {
+                    cut,
+                    out_of_budget: false,
+                }));
+            }
+            any = true;
+            let (len, newline) = match memchr::memchr(b'\n', buf) {
+                Some(i) => (i, true),
+                None => (buf.len(), false),
+            };
+            let keep = (max - kept.len()).min(len);
+            kept.extend_from_slice(&buf[..keep]);
+            let rest = &buf[keep..len];
+            if !rest.is_empty() {
+                let allowed = usize::try_from(*budget).unwrap_or(usize::MAX);
+                if rest.len() > allowed {
+                    *budget = 0;
+                    self.r.consume(keep + allowed);
+                    return Ok(Some(ReadLine {
+                        cut: true,
+                        out_of_budget: true,
+                    }));
+                }
+                *budget -= rest.len() as u64;
+                cut = cut || rest.iter().any(|&b| b != b'\r');
+            }
+            self.r.consume(len + usize::from(newline));
+            if newline {
+                return Ok(Some(ReadLine {
+                    cut,
+                    out_of_budget: false,
+                }));
+            }
+        }
+    }
+
+    /// Counts the lines after the current position within `budget`: `(lines, reached_eof)`.
+    /// `mid_line`: the reader is inside a line that was already counted.
+    fn count_rest(&mut self, mid_line: bool, budget: &mut u64) -> io::Result<(u64, bool)> {
+        let mut newlines: u64 = 0;
+        // Bytes follow the last newline seen: a line (or the current one) goes on.
+        let mut pending = false;
+        let exact = loop {
+            let buf = self.fill()?;
+            if buf.is_empty() {
+                break true;
+            }
+            if *budget == 0 {
+                break false;
+            }
+            let n = buf
+                .len()
+                .min(usize::try_from(*budget).unwrap_or(usize::MAX));
+            let part = &buf[..n];
+            newlines += memchr::memchr_iter(b'\n', part).count() as u64;
+            pending = part[n - 1] != b'\n';
+            self.r.consume(n);
+            *budget -= n as u64;
+        };
+        let lines = newlines + u64::from(pending);
+        Ok((
+            if mid_line {
+                lines.saturating_sub(1)
+            } else {
+                lines
+            },
+            exact,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn page(bytes: &[u8], offset: Option<i64>, limit: Option<i64>) -> ReadFileOutput {
+        read_page(bytes, offset, limit, &ReadConfig::default()).unwrap()
+    }
+
+    fn args(path: &str) -> ReadFile {
+        ReadFile {
+            file_path: path.to_string(),
+            offset: None,
+            limit: None,
+        }
+    }
+
+    #[test]
+    fn numbers_lines_width_four_and_wider() {
+        let out = page(b"alpha\nbeta\n", None, None);
+        assert_eq!(out.content, "   1\talpha\n   2\tbeta");
+        assert_eq!(out.total_lines, 2);
+        assert!(out.total_lines_exact);
+        assert!(!out.truncated);
+
+        let many: String = (1..=10_001).map(|i| format!("l{i}\n")).collect();
+        let out = page(many.as_bytes(), Some(10_000), Some(2));
+        assert_eq!(out.content, "10000\tl10000\n10001\tl10001");
+        assert_eq!(out.total_lines, 10_001);
+    }
+
+    #[test]
+    fn line_splitting_matches_the_reference() {
+        assert_eq!(page(b"", None, None).total_lines, 0);
+        assert_eq!(page(b"", None, None).content, "");
+        assert_eq!(page(b"a\n", None, None).total_lines, 1);
+        let out = page(b"a\n\n", None, None);
+        assert_eq!(out.total_lines, 2);
+        assert_eq!(out.content, "   1\ta\n   2\t");
+        let out = page(b"a\nb", None, None);
+        assert_eq!(out.total_lines, 2);
+        assert_eq!(out.content, "   1\ta\n   2\tb");
+    }
+
+    #[test]
+    fn trailing_carriage_returns_are_stripped_inner_ones_kept() {
+        let out = page(b"dos\r\nmulti\r\r\nin\rside\nnul\0byte\n", None, None);
+        assert_eq!(
+            out.content,
+            "   1\tdos\n   2\tmulti\n   3\tin\rside\n   4\tnul\0byte"
+        );
+    }
+
+    #[test]
+    fn offset_and_limit_select_and_flag_truncation() {
+        let text = b"1\n2\n3\n4\n5\n";
+        let out = page(text, Some(2), Some(2));
+        assert_eq!(out.content, "   2\t2\n   3\t3");
+        assert!(out.truncated);
+        assert_eq!(out.total_lines, 5);
+        assert!(out.total_lines_exact);
+
+        let out = page(text, Some(4), Some(2));
+        assert_eq!(out.content, "   4\t4\n   5\t5");
+        assert!(!out.truncated, "nothing after line 5");
+
+        let out = page(text, Some(0), Some(-3));
+        assert_eq!(out.content, "   1\t1", "offset 0 → 1, limit -3 → 1");
+        assert!(out.truncated);
+    }
+
+    #[test]
+    fn offset_past_eof_is_empty_and_exact() {
+        let out = page(b"1\n2\n3\n", Some(10), None);
+        assert_eq!(out.content, "");
+        assert!(!out.truncated);
+        assert_eq!(out.total_lines, 3);
+        assert!(out.total_lines_exact);
+        let out = page(b"1\n2\n3\n", Some(4), None);
+        assert_eq!(
+            (out.content.as_str(), out.truncated, out.total_lines),
+            ("", false, 3)
+        );
+    }
+
+    #[test]
+    fn line_truncation_marker_starts_past_max_line_bytes() {
+        let cfg = ReadConfig {
+            max_line_bytes: 5,
+            ..ReadConfig::default()
+        };
+        let read = |b: &[u8]| read_page(b, None, None, &cfg).unwrap().content;
+        assert_eq!(read(b"12345\n"), "   1\t12345");
+        assert_eq!(read(b"123456\n"), "   1\t12345 [LINE TRUNCATED]");
+        // Stripping happens before the length check.
+        assert_eq!(read(b"12345\r\r\r\n"), "   1\t12345");
+        assert_eq!(read(b"1234\r\r\r\n"), "   1\t1234");
+        assert_eq!(read(b"12345\r\rx\n"), "   1\t12345 [LINE TRUNCATED]");
+        // A character cut at the limit becomes U+FFFD.
+        assert_eq!(
+            read("1234é\n".as_bytes()),
+            "   1\t1234\u{FFFD} [LINE TRUNCATED]"
+        );
+        let long = [b"x".repeat(200_000), b"\nnext\n".to_vec()].concat();
+        let out = read_page(&long[..], None, None, &cfg).unwrap();
+        assert_eq!(out.content, "   1\txxxxx [LINE TRUNCATED]\n   2\tnext");
+        assert_eq!(out.total_lines, 2);
+    }
+
+    #[test]
+    fn default_line_limit_is_32768_bytes() {
+        let exact = [b"y".repeat(32_768), b"\n".to_vec()].concat();
+        let out = page(&exact, None, None);
+        assert!(!out.content.ends_with(LINE_TRUNCATED));
+        assert_eq!(out.content.len(), 5 + 32_768);
+        let over = [b"y".repeat(32_769), b"\n".to_vec()].concat();
+        let out = page(&over, None, None);
+        assert_eq!(
+            out.content,
+            format!("   1\t{} [LINE TRUNCATED]", "y".repeat(32_768))
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_numbering_kept() {
+        let out = page(b"ok\n\xff\xfebad\nend\n", None, None);
+        assert_eq!(
+            out.content,
+            "   1\tok\n   2\t\u{FFFD}\u{FFFD}bad\n   3\tend"
+        );
+        assert_eq!(out.total_lines, 3);
+    }
+
+    #[test]
+    fn page_stops_at_max_page_bytes() {
+        let cfg = ReadConfig {
+            max_page_bytes: 30,
+            ..ReadConfig::default()
+        };
+        // Each entry is "   N\tline" = 9 bytes; three fit with separators (29), four do not.
+        let out = read_page(&b"line\nline\nline\nline\nline\n"[..], None, None, &cfg).unwrap();
+        assert_eq!(out.content.lines().count(), 3);
+        assert!(out.content.len() <= 30);
+        assert!(out.truncated);
+        assert_eq!(out.total_lines, 5);
+        assert!(out.total_lines_exact);
+    }
+
+    #[test]
+    fn counting_stops_at_the_budget() {
+        let cfg = ReadConfig {
+            count_budget_bytes: 10,
+            ..ReadConfig::default()
+        };
+        let text: String = (0..100).map(|_| "abcd\n").collect();
+        let out = read_page(text.as_bytes(), None, Some(1), &cfg).unwrap();
+        assert_eq!(out.content, "   1\tabcd");
+        assert!(out.truncated);
+        assert!(!out.total_lines_exact);
+        // 1 returned + 2 whole lines in the 10 budget bytes.
+        assert_eq!(out.total_lines, 3);
+        // The same with a budget that reaches the end is exact.
+        let out = read_page(text.as_bytes(), None, Some(1), &ReadConfig::default()).unwrap();
+        assert_eq!((out.total_lines, out.total_lines_exact), (100, true));
+    }
+
+    #[test]
+    fn relative_empty_and_nul_paths_are_invalid() {
+        let cfg = ReadConfig::default();
+        for p in ["etc/passwd", "", "tokens.json", "/etc/pass\0wd"] {
+            let e = read_file(&args(p), &cfg).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidPath, "{p:?}");
+        }
+        let e = read_file(&args("tokens.json"), &cfg).unwrap_err();
+        assert_eq!(e.message, "file_path must be an absolute path: tokens.json");
+    }
+
+    #[test]
+    fn missing_file_and_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ReadConfig::default();
+        let missing = dir.path().join("nope");
+        let missing = missing.to_str().unwrap();
+        let e = read_file(&args(missing), &cfg).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FileNotFoundError);
+        assert_eq!(e.message, format!("File not found: {missing}"));
+        assert_eq!(e.suggestion.as_deref(), Some("Check the file path"));
+
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x\n").unwrap();
+        let below_file = format!("{}/x", file.display());
+        let e = read_file(&args(&below_file), &cfg).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FileNotFoundError);
+
+        let d = dir.path().to_str().unwrap();
+        let e = read_file(&args(d), &cfg).unwrap_err();
+        assert_eq!(e.code, ErrorCode::IsADirectoryError);
+        assert_eq!(e.message, format!("{d} is a directory"));
+        assert_eq!(
+            e.suggestion.as_deref(),
+            Some("Use glob to list directory contents")
+        );
+    }
+
+    #[test]
+    fn reads_a_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.txt");
+        std::fs::write(&file, "one\r\ntwo\nthree").unwrap();
+        let out = read_file(
+            &ReadFile {
+                file_path: file.to_str().unwrap().to_string(),
+                offset: Some(2),
+                limit: Some(5),
+            },
+            &ReadConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(out.content, "   2\ttwo\n   3\tthree");
+        assert_eq!((out.total_lines, out.truncated), (3, false));
+    }
+
+    #[test]
+    fn devices_and_fifos_are_refused_without_blocking() {
+        let cfg = ReadConfig::default();
+        let start = Instant::now();
+        let e = read_file(&args("/dev/zero"), &cfg).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotARegularFile);
+        assert_eq!(e.message, "/dev/zero is not a regular file");
+
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let e = read_file(&args(fifo.to_str().unwrap()), &cfg).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotARegularFile);
+
+        let sock = dir.path().join("sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let e = read_file(&args(sock.to_str().unwrap()), &cfg).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotARegularFile);
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn huge_sparse_file_answers_within_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = ReadConfig::default();
+
+        // 20 short lines, then a 10 GiB hole (one enormous line of NUL bytes).
+        let path = dir.path().join("big");
+        let head: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &head).unwrap();
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(10 << 30)
+            .unwrap();
+        let start = Instant::now();
+        let out = read_file(
+            &ReadFile {
+                file_path: path.to_str().unwrap().to_string(),
+                offset: None,
+                limit: Some(10),
+            },
+            &cfg,
+        )
+        .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(out.content.lines().count(), 10);
+        assert!(out.truncated);
+        assert!(!out.total_lines_exact);
+        assert!(out.total_lines >= 20, "{}", out.total_lines);
+
+        // Nothing but the hole: the first line is 10 GiB long.
+        let path = dir.path().join("hole");
+        File::create(&path).unwrap().set_len(10 << 30).unwrap();
+        let start = Instant::now();
+        let out = read_file(&args(path.to_str().unwrap()), &cfg).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(out.content.starts_with("   1\t\0"));
+        assert!(out.content.ends_with(LINE_TRUNCATED));
+        assert_eq!(out.content.len(), 5 + 32_768 + LINE_TRUNCATED.len());
+        assert!(!out.total_lines_exact);
+        assert_eq!(out.total_lines, 1);
+        assert!(out.truncated, "the end was not seen");
+    }
+
+    #[test]
+    fn os_message_drops_the_errno_suffix() {
+        let e = io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(os_message(&e, "/x"), "Permission denied: /x");
+    }
+}

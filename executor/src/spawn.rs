@@ -1,1 +1,823 @@
 //! `bash_execute`: runs a shell command in its own session with bounded capture and a hard deadline.
+//!
+//! How a command runs:
+//!
+//! * `<shell> -c <command>` with stdin `/dev/null`, stdout and stderr piped, the working
+//!   directory given, and exactly the environment of [`BashConfig::env`] (the executor's own
+//!   variables and secrets never reach the child).
+//! * The child calls `setsid`, so it leads a new session and process group whose id equals its
+//!   pid. That id is recorded at spawn time and every signal goes to the whole group; it is never
+//!   looked up again (the references' `getpgid` after the leader was reaped is what let a
+//!   background job hold a call open forever). Descriptors from 3 up are marked close-on-exec in
+//!   the child, and signal dispositions and mask are reset.
+//! * stdout and stderr are read concurrently. Each keeps only its first `max_output_bytes` in
+//!   memory and counts the rest, so memory stays bounded whatever the command prints and the
+//!   command never blocks on a full pipe.
+//! * The command is done when the shell has exited **and** both pipes are at EOF. At the
+//!   deadline: SIGTERM to the group, up to [`BashConfig::kill_grace`] to finish, SIGKILL, at most
+//!   one more second for the pipes, then the pipes are dropped whatever still holds them. A call
+//!   therefore returns within `timeout + kill_grace + 1 s`, keeping the partial output.
+//! * However the call ends (completion, deadline, cancellation, or the future being dropped),
+//!   the group gets a final SIGKILL, so no process the command started outlives the call.
+//!   Processes that left the group themselves (`setsid`, `setpgid`) are out of reach of this;
+//!   they no longer hold the call open, but they are not killed either.
+//! * The shell is not reaped until that final SIGKILL has been sent: while it is a zombie its
+//!   pid, and so the group id, cannot be given to another process, so the signal can never hit
+//!   an unrelated group.
+
+use crate::files::os_message;
+use crate::sys::process::{self, GroupSignal, Pid, PidFd};
+use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
+use std::ffi::{CString, OsString};
+use std::future::Future;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::pin::{pin, Pin};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::{sleep, sleep_until, Instant};
+
+/// Timeout when the client gives none, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u32 = 30;
+/// Longest timeout a client may ask for, in seconds.
+pub const MAX_TIMEOUT_SECS: u32 = 600;
+/// The shell used when none is configured.
+pub const DEFAULT_SHELL: &str = "/bin/bash";
+/// `PATH` of every command.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// How long the pipes may stay open after the group was sent SIGKILL.
+const PIPE_DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
+/// How long a cancelled call waits for the killed shell before leaving it to tokio's reaper.
+const REAP_AFTER_CANCEL: Duration = Duration::from_secs(1);
+/// Size of each pipe read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Poll interval of the exit check when pidfds are not available (Linux < 5.3).
+const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How commands run. Built by `config`; the defaults match the reference.
+#[derive(Clone, Debug)]
+pub struct BashConfig {
+    /// The shell, run as `<shell> -c <command>`.
+    pub shell: PathBuf,
+    /// Per-stream capture when the client gives no `max_output_bytes`.
+    pub default_max_output: u64,
+    /// Upper clamp of `max_output_bytes`.
+    pub hard_max_output: u64,
+    /// Time between SIGTERM and SIGKILL at the deadline.
+    pub kill_grace: Duration,
+    /// The complete environment of every command.
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl Default for BashConfig {
+    fn default() -> Self {
+        BashConfig {
+            shell: PathBuf::from(DEFAULT_SHELL),
+            default_max_output: 102_400,
+            hard_max_output: 1_048_576,
+            kill_grace: Duration::from_secs(2),
+            env: BashConfig::default_env(&[]),
+        }
+    }
+}
+
+impl BashConfig {
+    /// The environment commands get: a fixed `PATH`, `HOME`/`USER`/`LOGNAME` of the executing
+    /// user, `SHELL=/bin/bash`, `LANG` (the executor's, else `C.UTF-8`), `LC_ALL` (only if the
+    /// executor has one), `TERM=dumb`, plus every variable named in `passthrough` that is set in
+    /// the executor's environment (overriding the defaults above). Nothing else is inherited.
+    pub fn default_env(passthrough: &[String]) -> Vec<(OsString, OsString)> {
+        let (user, home) = match process::current_user() {
+            Some(u) => (u.name, u.home),
+            None => match process::effective_uid() {
+                0 => ("root".into(), "/root".into()),
+                uid => (uid.to_string().into(), "/".into()),
+            },
+        };
+        let mut env: Vec<(OsString, OsString)> = Vec::new();
+        set_var(&mut env, "PATH", DEFAULT_PATH);
+        set_var(&mut env, "HOME", home);
+        set_var(&mut env, "USER", user.clone());
+        set_var(&mut env, "LOGNAME", user);
+        set_var(&mut env, "SHELL", DEFAULT_SHELL);
+        set_var(
+            &mut env,
+            "LANG",
+            std::env::var_os("LANG").unwrap_or_else(|| "C.UTF-8".into()),
+        );
+        // LC_ALL overrides every other locale variable, so it is only set when the operator set
+        // it: forcing C.UTF-8 here would make a passed-through LANG pointless.
+        if let Some(lc_all) = std::env::var_os("LC_ALL") {
+            set_var(&mut env, "LC_ALL", lc_all);
+        }
+        set_var(&mut env, "TERM", "dumb");
+        for name in passthrough {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                continue;
+            }
+            if let Some(value) = std::env::var_os(name) {
+                set_var(&mut env, name, value);
+            }
+        }
+        env
+    }
+}
+
+fn set_var(env: &mut Vec<(OsString, OsString)>, name: &str, value: impl Into<OsString>) {
+    let value = value.into();
+    match env.iter_mut().find(|(k, _)| k == name) {
+        Some(entry) => entry.1 = value,
+        None => env.push((name.into(), value)),
+    }
+}
+
+/// The timeout that applies, in seconds: default 30, clamped to [1, 600].
+pub fn clamp_timeout(timeout: Option<i64>) -> u32 {
+    match timeout {
+        None => DEFAULT_TIMEOUT_SECS,
+        Some(t) => t.clamp(1, MAX_TIMEOUT_SECS as i64) as u32,
+    }
+}
+
+/// The per-stream capture size: default `cfg.default_max_output`, clamped to
+/// [1, `cfg.hard_max_output`].
+pub fn clamp_max_output(max: Option<i64>, cfg: &BashConfig) -> u64 {
+    let hard = cfg.hard_max_output.max(1);
+    match max {
+        None => cfg.default_max_output.clamp(1, hard),
+        Some(m) => (m.max(1) as u64).min(hard),
+    }
+}
+
+/// Runs one `bash_execute` call. See the module documentation for the process model.
+///
+/// `cancelled` resolving first kills the command's group and fails the call with
+/// [`ErrorCode::Cancelled`].
+pub async fn bash_execute(
+    args: &BashExecute,
+    cfg: &BashConfig,
+    cancelled: impl Future<Output = ()> + Send,
+) -> Result<BashOutput, ToolFailure> {
+    let timeout_secs = clamp_timeout(args.timeout);
+    let max_output = clamp_max_output(args.max_output_bytes, cfg);
+    if args.command.contains('\0') {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidArguments,
+            "command contains a NUL byte",
+        ));
+    }
+    let dir = check_working_dir(args.working_dir.as_deref().unwrap_or("/"))?;
+
+    let mut cmd = tokio::process::Command::new(&cfg.shell);
+    cmd.arg("-c")
+        .arg(&args.command)
+        .current_dir(&dir)
+        .env_clear()
+        .envs(cfg.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    process::isolate_child(&mut cmd);
+    let child = cmd.spawn().map_err(|e| spawn_failure(cfg, e))?;
+    let Some(pid) = child.id() else {
+        return Err(ToolFailure::new(
+            ErrorCode::InternalError,
+            "the shell exited before its pid was known",
+        ));
+    };
+    // setsid ran in the child before exec, and spawn returns only after exec: the group exists.
+    let mut group = Group::new(pid as Pid, child);
+    let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
+    tracing::debug!(pgid = group.pgid, timeout_secs, "command started");
+
+    let stdout = group.child.stdout.take();
+    let stderr = group.child.stderr.take();
+    let exit = ExitWatch::new(group.pgid);
+    let mut out = Capture::new(max_output);
+    let mut err = Capture::new(max_output);
+    let ending = {
+        let work = pin!(async {
+            tokio::join!(exit.wait(), out.drain(stdout), err.drain(stderr));
+        });
+        supervise(work, pin!(cancelled), deadline, group.pgid, cfg.kill_grace).await
+        // Dropping `work` here closes both pipes, whoever still holds their other ends.
+    };
+
+    if ending == Ending::Cancelled {
+        group.signal(GroupSignal::Kill);
+        let _ = tokio::time::timeout(REAP_AFTER_CANCEL, exit.wait()).await;
+        group.finish();
+        tracing::debug!(pgid = group.pgid, "command cancelled");
+        return Err(ToolFailure::new(
+            ErrorCode::Cancelled,
+            "Command cancelled: the client went away",
+        ));
+    }
+    let status = group.finish();
+    Ok(BashOutput {
+        stdout: out.into_stream(),
+        stderr: err.into_stream(),
+        exit_code: status.map_or(-1, exit_code),
+        timed_out: ending == Ending::TimedOut,
+        timeout_secs,
+    })
+}
+
+/// How the supervised part of a call ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The shell exited and both pipes reached EOF before the deadline.
+    Completed,
+    /// The deadline passed first; the group was signalled and the pipes given up on.
+    TimedOut,
+    Cancelled,
+}
+
+/// Drives `work` (exit + both pipes) against the deadline and the cancellation signal.
+async fn supervise(
+    mut work: Pin<&mut impl Future<Output = ()>>,
+    mut cancelled: Pin<&mut impl Future<Output = ()>>,
+    deadline: Instant,
+    pgid: Pid,
+    grace: Duration,
+) -> Ending {
+    tokio::select! {
+        biased;
+        () = &mut cancelled => return Ending::Cancelled,
+        () = &mut work => return Ending::Completed,
+        () = sleep_until(deadline) => {}
+    }
+    send(pgid, GroupSignal::Term);
+    tokio::select! {
+        biased;
+        () = &mut cancelled => return Ending::Cancelled,
+        () = &mut work => return Ending::TimedOut,
+        () = sleep(grace) => {}
+    }
+    send(pgid, GroupSignal::Kill);
+    tokio::select! {
+        biased;
+        () = &mut cancelled => Ending::Cancelled,
+        () = &mut work => Ending::TimedOut,
+        () = sleep(PIPE_DRAIN_AFTER_KILL) => {
+            tracing::debug!(pgid, "output pipes still open after SIGKILL; giving up on them");
+            Ending::TimedOut
+        }
+    }
+}
+
+fn send(pgid: Pid, signal: GroupSignal) {
+    match process::signal_group(pgid, signal) {
+        Ok(_) => tracing::debug!(pgid, ?signal, "signalled command group"),
+        Err(e) => tracing::warn!(pgid, ?signal, "cannot signal command group: {e}"),
+    }
+}
+
+/// The shell and its process group. Dropping it kills the group (unless the shell has been
+/// reaped, after which the group id could belong to someone else).
+#[derive(Debug)]
+struct Group {
+    pgid: Pid,
+    /// False once the shell is reaped: from then on the id is not ours to signal.
+    armed: bool,
+    child: tokio::process::Child,
+}
+
+impl Group {
+    fn new(pgid: Pid, child: tokio::process::Child) -> Self {
+        Group {
+            pgid,
+            armed: true,
+            child,
+        }
+    }
+
+    fn signal(&self, signal: GroupSignal) {
+        if self.armed {
+            send(self.pgid, signal);
+        }
+    }
+
+    /// Kills whatever is left of the group, then reaps the shell if it has exited.
+    /// Returns its status, or `None` if it is still running (it then stays with the
+    /// `kill_on_drop` child, which tokio reaps in the background).
+    fn finish(&mut self) -> Option<ExitStatus> {
+        self.signal(GroupSignal::Kill);
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.armed = false;
+                Some(status)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(pgid = self.pgid, "cannot reap the shell: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // Runs when the call's future is dropped mid-way; `child` (kill_on_drop) drops after.
+        self.signal(GroupSignal::Kill);
+    }
+}
+
+/// Exit status → `exit_code`: the status, `-signo` when killed by a signal.
+fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signo)) => -signo,
+        (None, None) => -1,
+    }
+}
+
+/// Notices that the shell terminated without reaping it.
+#[derive(Debug)]
+enum ExitWatch {
+    PidFd { pid: Pid, fd: AsyncFd<PidFd> },
+    Poll { pid: Pid },
+}
+
+impl ExitWatch {
+    fn new(pid: Pid) -> Self {
+        match PidFd::open(pid).and_then(process::register_pidfd) {
+            Ok(fd) => ExitWatch::PidFd { pid, fd },
+            Err(e) => {
+                tracing::debug!("no pidfd ({e}); polling for the shell's exit");
+                ExitWatch::Poll { pid }
+            }
+        }
+    }
+
+    async fn wait(&self) {
+        let pid = match self {
+            ExitWatch::PidFd { pid, fd } => {
+                loop {
+                    match fd.readable().await {
+                        Ok(mut ready) => {
+                            if has_exited(*pid) {
+                                return;
+                            }
+                            ready.clear_ready();
+                        }
+                        Err(_) => break,
+                    }
+                }
+                *pid
+            }
+            ExitWatch::Poll { pid } => *pid,
+        };
+        while !has_exited(pid) {
+            sleep(EXIT_POLL_INTERVAL).await;
+        }
+    }
+}
+
+fn has_exited(pid: Pid) -> bool {
+    // An error (there is no such child any more) cannot change by waiting: count it as exited.
+    process::child_has_exited(pid).unwrap_or(true)
+}
+
+/// The head of one output stream and its total length.
+#[derive(Debug)]
+struct Capture {
+    head: Vec<u8>,
+    total: u64,
+    cap: usize,
+}
+
+impl Capture {
+    fn new(cap: u64) -> Self {
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        Capture {
+            head: Vec::with_capacity(cap.min(READ_CHUNK)),
+            total: 0,
+            cap,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let room = self.cap - self.head.len();
+        self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        self.total += bytes.len() as u64;
+    }
+
+    /// Reads `pipe` to EOF, keeping the head and counting everything.
+    async fn drain(&mut self, pipe: Option<impl AsyncRead + Unpin>) {
+        let Some(mut pipe) = pipe else { return };
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            match pipe.read(&mut buf).await {
+                Ok(0) => return,
+                Ok(n) => self.push(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!("reading command output failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn into_stream(self) -> CapturedStream {
+        CapturedStream {
+            head: self.head,
+            total_bytes: self.total,
+        }
+    }
+}
+
+/// Validates `working_dir`; the shell is started there.
+fn check_working_dir(dir: &str) -> Result<PathBuf, ToolFailure> {
+    let Ok(c_dir) = CString::new(dir) else {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidArguments,
+            "working_dir contains a NUL byte",
+        ));
+    };
+    if !dir.starts_with('/') {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("working_dir must be an absolute path: {dir}"),
+        ));
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| dir_failure(dir, &e))?;
+    if !meta.is_dir() {
+        return Err(ToolFailure::new(
+            ErrorCode::NotADirectoryError,
+            format!("Working directory is not a directory: {dir}"),
+        )
+        .with_suggestion("Pass a directory as working_dir"));
+    }
+    process::check_search_access(&c_dir).map_err(|e| dir_failure(dir, &e))?;
+    Ok(PathBuf::from(dir))
+}
+
+fn dir_failure(dir: &str, e: &io::Error) -> ToolFailure {
+    match e.raw_os_error() {
+        Some(libc::ENOENT | libc::ENOTDIR) => ToolFailure::new(
+            ErrorCode::FileNotFoundError,
+            format!("Working directory not found: {dir}"),
+        )
+        .with_suggestion("Check that the working_dir path exists"),
+        Some(libc::EACCES | libc::EPERM) => {
+            ToolFailure::new(ErrorCode::PermissionError, os_message(e, dir))
+                .with_suggestion("Check directory permissions")
+        }
+        Some(libc::ENAMETOOLONG) => ToolFailure::new(ErrorCode::InvalidPath, os_message(e, dir)),
+        _ => ToolFailure::new(ErrorCode::InternalError, os_message(e, dir)),
+    }
+}
+
+fn spawn_failure(cfg: &BashConfig, e: io::Error) -> ToolFailure {
+    if e.raw_os_error() == Some(libc::E2BIG) {
+        return ToolFailure::new(
+            ErrorCode::InvalidArguments,
+            "command is too long for the operating system (E2BIG)",
+        );
+    }
+    ToolFailure::new(
+        ErrorCode::InternalError,
+        format!(
+            "cannot start {}: {}",
+            cfg.shell.display(),
+            os_message(&e, "")
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::time::Instant as StdInstant;
+
+    fn cfg() -> BashConfig {
+        BashConfig {
+            kill_grace: Duration::from_millis(500),
+            ..BashConfig::default()
+        }
+    }
+
+    fn call(command: &str) -> BashExecute {
+        BashExecute {
+            command: command.to_string(),
+            timeout: None,
+            working_dir: None,
+            max_output_bytes: None,
+        }
+    }
+
+    fn with_timeout(command: &str, timeout: i64) -> BashExecute {
+        BashExecute {
+            timeout: Some(timeout),
+            ..call(command)
+        }
+    }
+
+    async fn run(args: BashExecute) -> Result<BashOutput, ToolFailure> {
+        bash_execute(&args, &cfg(), std::future::pending()).await
+    }
+
+    fn text(s: &CapturedStream) -> String {
+        String::from_utf8_lossy(&s.head).into_owned()
+    }
+
+    /// Whether `pid` is a live (not zombie) process.
+    fn alive(pid: i32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => {
+                let state = stat
+                    .rsplit_once(") ")
+                    .and_then(|(_, rest)| rest.chars().next());
+                !matches!(state, Some('Z' | 'X') | None)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Waits up to a second for `pid` to disappear.
+    async fn gone(pid: i32) -> bool {
+        for _ in 0..50 {
+            if !alive(pid) {
+                return true;
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    fn first_pid(s: &CapturedStream) -> i32 {
+        text(s).lines().next().unwrap().trim().parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn captures_stdout_stderr_and_exit_code() {
+        let out = run(call("echo out; echo err >&2")).await.unwrap();
+        assert_eq!(text(&out.stdout), "out\n");
+        assert_eq!(out.stdout.total_bytes, 4);
+        assert_eq!(text(&out.stderr), "err\n");
+        assert_eq!(out.exit_code, 0);
+        assert!(!out.timed_out);
+        assert_eq!(out.timeout_secs, 30);
+    }
+
+    #[tokio::test]
+    async fn exit_status_is_reported() {
+        assert_eq!(run(call("exit 3")).await.unwrap().exit_code, 3);
+    }
+
+    #[tokio::test]
+    async fn death_by_signal_is_minus_signo() {
+        assert_eq!(run(call("kill -9 $$")).await.unwrap().exit_code, -9);
+    }
+
+    #[tokio::test]
+    async fn empty_command_runs() {
+        let out = run(call("")).await.unwrap();
+        assert_eq!(out.exit_code, 0);
+        assert!(out.stdout.head.is_empty() && out.stderr.head.is_empty());
+    }
+
+    #[test]
+    fn clamps() {
+        assert_eq!(clamp_timeout(None), 30);
+        assert_eq!(clamp_timeout(Some(0)), 1);
+        assert_eq!(clamp_timeout(Some(-7)), 1);
+        assert_eq!(clamp_timeout(Some(10_000)), 600);
+        let c = BashConfig::default();
+        assert_eq!(clamp_max_output(None, &c), 102_400);
+        assert_eq!(clamp_max_output(Some(0), &c), 1);
+        assert_eq!(clamp_max_output(Some(-1), &c), 1);
+        assert_eq!(clamp_max_output(Some(i64::MAX), &c), 1_048_576);
+    }
+
+    #[tokio::test]
+    async fn timeout_zero_means_one_second() {
+        let start = StdInstant::now();
+        let out = run(with_timeout("echo before; sleep 10", 0)).await.unwrap();
+        let took = start.elapsed();
+        assert!(out.timed_out);
+        assert_eq!(out.timeout_secs, 1);
+        assert_eq!(out.exit_code, -15, "sleep dies of the SIGTERM");
+        assert_eq!(text(&out.stdout), "before\n", "partial output is kept");
+        assert!(took >= Duration::from_millis(900), "{took:?}");
+        assert!(took < Duration::from_millis(2500), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn background_job_holding_stdout_ends_at_the_deadline_and_dies() {
+        let start = StdInstant::now();
+        let out = run(with_timeout("sleep 1000 & echo $!; echo started", 1))
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(1 + 2 + 1), "{took:?}");
+        assert!(out.timed_out);
+        assert_eq!(out.exit_code, 0, "the shell itself had exited normally");
+        assert!(text(&out.stdout).contains("started"));
+        assert!(
+            gone(first_pid(&out.stdout)).await,
+            "background sleep survived"
+        );
+    }
+
+    #[tokio::test]
+    async fn term_ignoring_command_is_killed_after_grace() {
+        let start = StdInstant::now();
+        let out = run(with_timeout("trap '' TERM; sleep 30; echo never", 1))
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        assert!(out.timed_out);
+        assert_eq!(out.exit_code, -9);
+        assert!(took >= Duration::from_millis(1400), "no grace: {took:?}");
+        assert!(took < Duration::from_millis(3000), "{took:?}");
+        assert!(!text(&out.stdout).contains("never"));
+    }
+
+    #[tokio::test]
+    async fn escaped_grandchild_holding_stdout_cannot_hold_the_call() {
+        let start = StdInstant::now();
+        let out = run(with_timeout("setsid sleep 30 & echo $!", 1))
+            .await
+            .unwrap();
+        let took = start.elapsed();
+        let pid = first_pid(&out.stdout);
+        // It left the group, so it is out of reach; clean up before asserting.
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        assert!(out.timed_out);
+        assert_eq!(out.exit_code, 0);
+        // timeout 1 s + grace 0.5 s + 1 s for the pipes.
+        assert!(took < Duration::from_millis(3000), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn output_beyond_the_cap_is_counted_not_kept() {
+        let args = BashExecute {
+            max_output_bytes: Some(1000),
+            ..call("head -c 50000000 /dev/zero; echo tail >&2")
+        };
+        let out = run(args).await.unwrap();
+        assert_eq!(out.stdout.head, vec![0u8; 1000]);
+        assert_eq!(out.stdout.total_bytes, 50_000_000);
+        assert!(out.stdout.truncated());
+        assert_eq!(text(&out.stderr), "tail\n");
+        assert_eq!(out.exit_code, 0);
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_kept_as_bytes() {
+        let out = run(call(r"printf 'a\377\376b'")).await.unwrap();
+        assert_eq!(out.stdout.head, b"a\xff\xfeb");
+    }
+
+    #[tokio::test]
+    async fn environment_is_exactly_the_configured_one() {
+        // Edition 2021: set_var is safe; the variable is unique to this test.
+        std::env::set_var("MYMCP_SECRET_MARKER", "leaked");
+        std::env::set_var("MYMCP_PASS_MARKER", "passed");
+        let cfg = BashConfig {
+            env: BashConfig::default_env(&["MYMCP_PASS_MARKER".to_string()]),
+            ..cfg()
+        };
+        let out = bash_execute(&call("env"), &cfg, std::future::pending())
+            .await
+            .unwrap();
+        let env = text(&out.stdout);
+        assert!(!env.contains("MYMCP_SECRET_MARKER"), "{env}");
+        assert!(env.lines().any(|l| l == "TERM=dumb"), "{env}");
+        assert!(
+            env.lines().any(|l| l == "MYMCP_PASS_MARKER=passed"),
+            "{env}"
+        );
+        assert!(
+            env.lines().any(|l| l == format!("PATH={DEFAULT_PATH}")),
+            "{env}"
+        );
+        if process::effective_uid() == 0 {
+            assert!(env.lines().any(|l| l == "HOME=/root"), "{env}");
+            assert!(env.lines().any(|l| l == "USER=root"), "{env}");
+        }
+    }
+
+    #[tokio::test]
+    async fn inherited_descriptors_do_not_reach_the_child() {
+        let file = tempfile::tempfile().unwrap();
+        let leaked = process::dup_inheritable(file.as_fd()).unwrap();
+        // `; true` keeps bash from exec'ing ls, so $$ is the shell.
+        let out = run(call("ls /proc/$$/fd; true")).await.unwrap();
+        drop(leaked);
+        let fds: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+        assert_eq!(fds, ["0", "1", "2"]);
+    }
+
+    #[tokio::test]
+    async fn working_dir_is_used_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_string();
+        let args = BashExecute {
+            working_dir: Some(path.clone()),
+            ..call("pwd")
+        };
+        assert_eq!(text(&run(args).await.unwrap().stdout), format!("{path}\n"));
+
+        let at = |d: &str| BashExecute {
+            working_dir: Some(d.to_string()),
+            ..call("pwd")
+        };
+        let missing = format!("{path}/missing");
+        let e = run(at(&missing)).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::FileNotFoundError);
+        assert_eq!(e.message, format!("Working directory not found: {missing}"));
+        assert_eq!(
+            e.suggestion.as_deref(),
+            Some("Check that the working_dir path exists")
+        );
+
+        let e = run(at("tmp")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPath);
+        assert_eq!(e.message, "working_dir must be an absolute path: tmp");
+        assert_eq!(run(at("")).await.unwrap_err().code, ErrorCode::InvalidPath);
+
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = run(at(file.to_str().unwrap())).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotADirectoryError);
+
+        let e = run(at("/tmp\0x")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArguments);
+    }
+
+    #[tokio::test]
+    async fn nul_in_command_is_refused() {
+        let e = run(call("echo a\0b")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArguments);
+    }
+
+    #[tokio::test]
+    async fn missing_shell_is_an_internal_error() {
+        let cfg = BashConfig {
+            shell: PathBuf::from("/nonexistent/shell"),
+            ..cfg()
+        };
+        let e = bash_execute(&call("true"), &cfg, std::future::pending())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InternalError);
+        assert!(
+            e.message.contains("No such file or directory"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[tokio::test]
+    async fn cancellation_kills_the_group_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let command = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let start = StdInstant::now();
+        let e = bash_execute(&call(&command), &cfg(), sleep(Duration::from_millis(200)))
+            .await
+            .unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(e.code, ErrorCode::Cancelled);
+        assert_eq!(e.message, "Command cancelled: the client went away");
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(gone(pid).await, "sleep survived the cancellation");
+    }
+
+    #[tokio::test]
+    async fn dropping_the_call_kills_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let command = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let args = call(&command);
+        let c = cfg();
+        let call = bash_execute(&args, &c, std::future::pending());
+        let _ = tokio::time::timeout(Duration::from_millis(300), call).await;
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(gone(pid).await, "sleep survived the dropped call");
+    }
+}
