@@ -259,9 +259,19 @@ struct RpcResponse {
 #[derive(Debug, Serialize)]
 enum RpcBody {
     #[serde(rename = "result")]
-    Result(Value),
+    Result(RpcResult),
     #[serde(rename = "error")]
     Error { code: i64, message: String },
+}
+
+/// A `result`, kept typed so that its keys serialize in declaration order (a `Value` would
+/// sort them).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum RpcResult {
+    Tool(CallToolResult),
+    Tools { tools: Vec<catalogue::ToolEntry> },
+    Other(Value),
 }
 
 impl RpcResponse {
@@ -286,7 +296,7 @@ impl RpcResponse {
 
 impl RpcBody {
     fn tool(result: CallToolResult) -> Self {
-        RpcBody::Result(serde_json::to_value(result).expect("tool results serialize"))
+        RpcBody::Result(RpcResult::Tool(result))
     }
 
     fn error(code: i64, message: impl Into<String>) -> Self {
@@ -433,9 +443,11 @@ impl<E: ExecutorClient> Session<'_, E> {
         };
         tracing::debug!(%method, role = %self.role, "MCP request");
         let body = match method.as_str() {
-            "initialize" => RpcBody::Result(initialize_result(params.as_ref())),
-            "ping" => RpcBody::Result(json!({})),
-            "tools/list" => RpcBody::Result(json!({ "tools": catalogue::visible_to(self.role) })),
+            "initialize" => RpcBody::Result(RpcResult::Other(initialize_result(params.as_ref()))),
+            "ping" => RpcBody::Result(RpcResult::Other(json!({}))),
+            "tools/list" => RpcBody::Result(RpcResult::Tools {
+                tools: catalogue::visible_to(self.role),
+            }),
             "tools/call" => self.tools_call(params).await?,
             _ => RpcBody::error(codes::METHOD_NOT_FOUND, "Method not found"),
         };

@@ -1,0 +1,551 @@
+//! `POST /mcp` and the other routes, end to end through the router and a real executor
+//! connection (to a fake executor speaking the real protocol).
+
+mod support;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use mymcp_frontend::forward::Forwarder;
+use mymcp_frontend::http::{router, HttpConfig, OriginPolicy};
+use mymcp_protocol::{ClientFrame, FrontendRequest, ToolCall};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use support::{FakeExecutor, ADMIN_TOKEN, RO_TOKEN, RW_TOKEN};
+use tower::ServiceExt;
+
+const PEER: &str = "192.0.2.7:40000";
+
+struct Harness {
+    app: Router,
+    forwarder: Arc<Forwarder>,
+    executor: FakeExecutor,
+}
+
+async fn harness_with(config: HttpConfig) -> Harness {
+    let executor = FakeExecutor::start();
+    let forwarder = Forwarder::new(&executor.socket);
+    assert!(forwarder.wait_connected(Duration::from_secs(5)).await);
+    let app = router(Arc::clone(&forwarder), config)
+        .layer(MockConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
+    Harness {
+        app,
+        forwarder,
+        executor,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with(HttpConfig::default()).await
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+async fn send(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+fn mcp(token: &str, body: &str) -> Request<Body> {
+    Request::post("/mcp")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::ACCEPT, "application/json, text/event-stream")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn tools_call(tool: &str, arguments: Value) -> String {
+    json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+           "params":{"name": tool, "arguments": arguments}})
+    .to_string()
+}
+
+const LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+
+fn assert_401(reply: &Reply, detail: &str) {
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(reply.body, format!(r#"{{"detail":"{detail}"}}"#));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn missing_or_non_bearer_authorization_is_missing_bearer_token() {
+    let h = harness().await;
+    let no_auth = Request::post("/mcp")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(LIST))
+        .unwrap();
+    assert_401(&send(&h.app, no_auth).await, "Missing Bearer token");
+    let basic = Request::post("/mcp")
+        .header(header::AUTHORIZATION, "Basic dTpw")
+        .body(Body::from(LIST))
+        .unwrap();
+    assert_401(&send(&h.app, basic).await, "Missing Bearer token");
+}
+
+#[tokio::test]
+async fn empty_unknown_and_admin_tokens_are_invalid() {
+    let mut h = harness().await;
+    assert_401(
+        &send(&h.app, mcp("", LIST)).await,
+        "Invalid or disabled token",
+    );
+    // An empty token never reaches the executor.
+    assert!(h.executor.drain().is_empty());
+    assert_401(
+        &send(&h.app, mcp("tok_nobody", LIST)).await,
+        "Invalid or disabled token",
+    );
+    assert_401(
+        &send(&h.app, mcp(ADMIN_TOKEN, LIST)).await,
+        "Invalid or disabled token",
+    );
+    // Even a well-formed tools/call with an unknown token.
+    let call = tools_call("read_file", json!({"file_path": "/etc/hostname"}));
+    assert_401(
+        &send(&h.app, mcp("tok_nobody", &call)).await,
+        "Invalid or disabled token",
+    );
+}
+
+#[tokio::test]
+async fn lowercase_bearer_scheme_is_accepted() {
+    let h = harness().await;
+    let mut req = mcp(RO_TOKEN, LIST);
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("bearer {RO_TOKEN}").parse().unwrap(),
+    );
+    assert_eq!(send(&h.app, req).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn foreign_origin_is_forbidden_before_anything_else() {
+    let h = harness_with(HttpConfig {
+        origins: OriginPolicy::from_list("https://app.example.com"),
+        ..HttpConfig::default()
+    })
+    .await;
+    let mut req = mcp("", LIST);
+    req.headers_mut()
+        .insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+    let reply = send(&h.app, req).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.body, r#"{"detail":"Forbidden origin"}"#);
+
+    for ok in ["http://localhost:6274", "https://app.example.com"] {
+        let mut req = mcp(RO_TOKEN, LIST);
+        req.headers_mut()
+            .insert(header::ORIGIN, ok.parse().unwrap());
+        assert_eq!(send(&h.app, req).await.status, StatusCode::OK, "{ok}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415() {
+    let h = harness().await;
+    for ct in [Some("text/plain"), None] {
+        let mut req = mcp(RO_TOKEN, LIST);
+        match ct {
+            Some(ct) => req
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, ct.parse().unwrap()),
+            None => req.headers_mut().remove(header::CONTENT_TYPE),
+        };
+        let reply = send(&h.app, req).await;
+        assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            reply.body,
+            r#"{"detail":"Content-Type must be application/json"}"#
+        );
+    }
+    let mut req = mcp(RO_TOKEN, LIST);
+    req.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/json; charset=utf-8".parse().unwrap(),
+    );
+    assert_eq!(send(&h.app, req).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unacceptable_accept_is_406_with_a_json_rpc_error() {
+    let h = harness().await;
+    let mut req = mcp(RO_TOKEN, LIST);
+    req.headers_mut()
+        .insert(header::ACCEPT, "text/html".parse().unwrap());
+    let reply = send(&h.app, req).await;
+    assert_eq!(reply.status, StatusCode::NOT_ACCEPTABLE);
+    let v = reply.json();
+    assert_eq!(v["error"]["code"], -32600);
+    assert_eq!(
+        v["error"]["message"],
+        "Not Acceptable: Client must accept application/json or text/event-stream"
+    );
+}
+
+#[tokio::test]
+async fn absent_accept_gets_json_and_sse_only_gets_one_event() {
+    let h = harness().await;
+    let mut req = mcp(RO_TOKEN, LIST);
+    req.headers_mut().remove(header::ACCEPT);
+    let reply = send(&h.app, req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.json()["id"], 1);
+
+    let mut req = mcp(RO_TOKEN, LIST);
+    req.headers_mut()
+        .insert(header::ACCEPT, "text/event-stream".parse().unwrap());
+    let reply = send(&h.app, req).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    let data = reply
+        .body
+        .strip_prefix("event: message\ndata: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("not one SSE event: {:?}", reply.body));
+    let v: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(v["result"]["tools"][0]["name"], "read_file");
+}
+
+#[tokio::test]
+async fn unsupported_protocol_version_header_is_400() {
+    let h = harness().await;
+    let mut req = mcp(RO_TOKEN, LIST);
+    req.headers_mut()
+        .insert("mcp-protocol-version", "2023-01-01".parse().unwrap());
+    let reply = send(&h.app, req).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.json()["error"]["message"],
+        "Bad Request: Unsupported protocol version: 2023-01-01. Supported versions: \
+         2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25"
+    );
+    let mut req = mcp(RO_TOKEN, LIST);
+    req.headers_mut()
+        .insert("mcp-protocol-version", "2025-06-18".parse().unwrap());
+    assert_eq!(send(&h.app, req).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_by_length_and_while_reading() {
+    let h = harness_with(HttpConfig {
+        max_body_bytes: 1024,
+        ..HttpConfig::default()
+    })
+    .await;
+    // Announced too large: refused without reading the (here absent) body.
+    let mut req = mcp(RO_TOKEN, "");
+    req.headers_mut()
+        .insert(header::CONTENT_LENGTH, "1025".parse().unwrap());
+    let reply = send(&h.app, req).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.body, r#"{"detail":"Request body too large"}"#);
+
+    // No length announced (as with chunked encoding): cut off while reading.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","pad":"{}"}}"#,
+        "x".repeat(2000)
+    );
+    let reply = send(&h.app, mcp(RO_TOKEN, &big)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let small = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    assert_eq!(
+        send(&h.app, mcp(RO_TOKEN, small)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn tools_list_is_filtered_by_role() {
+    let h = harness().await;
+    let names = |v: Value| -> Vec<String> {
+        v["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(send(&h.app, mcp(RO_TOKEN, LIST)).await.json()),
+        ["read_file"]
+    );
+    let rw = send(&h.app, mcp(RW_TOKEN, LIST)).await.json();
+    assert_eq!(names(rw.clone()), ["bash_execute", "read_file"]);
+    assert_eq!(
+        rw["result"]["tools"][0]["annotations"]["destructiveHint"],
+        true
+    );
+    assert!(rw["result"]["tools"][0]["inputSchema"]["properties"]["command"].is_object());
+}
+
+#[tokio::test]
+async fn tools_call_returns_the_formatted_tool_json() {
+    let mut h = harness().await;
+    let call = tools_call("bash_execute", json!({"command": "echo hi", "timeout": 5}));
+    let v = send(&h.app, mcp(RW_TOKEN, &call)).await.json();
+    assert_eq!(v["jsonrpc"], "2.0");
+    assert_eq!(v["id"], 1);
+    assert_eq!(v["result"]["isError"], false);
+    assert_eq!(
+        v["result"]["content"],
+        json!([{"type":"text",
+                "text":"{\"stdout\":\"echo hi\",\"stderr\":\"\",\"exit_code\":0,\"timed_out\":false}"}])
+    );
+    // Exactly one executor round trip, carrying the typed call.
+    let frames = h.executor.drain();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    let ClientFrame::Request {
+        body: FrontendRequest::Call { call, origin, .. },
+        ..
+    } = &frames[0]
+    else {
+        panic!("expected a Call, got {:?}", frames[0]);
+    };
+    assert_eq!(origin.peer, "192.0.2.7");
+    assert_eq!(origin.request_id.len(), 32);
+    let ToolCall::BashExecute(b) = call else {
+        panic!("wrong call {call:?}")
+    };
+    assert_eq!((b.command.as_str(), b.timeout), ("echo hi", Some(5)));
+}
+
+#[tokio::test]
+async fn timed_out_commands_say_so_in_stderr() {
+    let h = harness().await;
+    let call = tools_call(
+        "bash_execute",
+        json!({"command": "sleep-out", "timeout": 2}),
+    );
+    let v = send(&h.app, mcp(RW_TOKEN, &call)).await.json();
+    let tool: Value =
+        serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(tool["stderr"], "Command timed out after 2s");
+    assert_eq!(tool["timed_out"], true);
+}
+
+#[tokio::test]
+async fn tool_failures_are_results_flagged_as_errors() {
+    let h = harness().await;
+    let call = tools_call("read_file", json!({"file_path": "/missing"}));
+    let v = send(&h.app, mcp(RO_TOKEN, &call)).await.json();
+    assert_eq!(v["result"]["isError"], true);
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        r#"{"success":false,"error":"FileNotFoundError","message":"File not found: /missing","suggestion":"Check the file path"}"#
+    );
+
+    let call = tools_call("bash_execute", json!({"command": "id"}));
+    let v = send(&h.app, mcp(RO_TOKEN, &call)).await.json();
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        r#"{"success":false,"error":"PermissionDenied","message":"Permission denied: tool 'bash_execute' requires rw role"}"#
+    );
+}
+
+#[tokio::test]
+async fn invalid_arguments_are_validation_errors() {
+    let h = harness().await;
+    let call = tools_call("read_file", json!({"offset": "2"}));
+    let v = send(&h.app, mcp(RO_TOKEN, &call)).await.json();
+    assert_eq!(v["result"]["isError"], true);
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        "Input validation error: 'file_path' is a required property"
+    );
+}
+
+#[tokio::test]
+async fn notifications_are_accepted_with_an_empty_body() {
+    let h = harness().await;
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let reply = send(&h.app, mcp(RO_TOKEN, note)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert!(reply.body.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_parse_error_after_auth() {
+    let h = harness().await;
+    assert_401(
+        &send(&h.app, mcp("tok_nobody", "{oops")).await,
+        "Invalid or disabled token",
+    );
+    let reply = send(&h.app, mcp(RO_TOKEN, "{oops")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let v = reply.json();
+    assert_eq!(v["error"]["code"], -32700);
+    assert_eq!(v["id"], Value::Null);
+
+    let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+    let reply = send(&h.app, mcp(RO_TOKEN, &deep)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nested deeper than 64"));
+}
+
+#[tokio::test]
+async fn batches_get_an_array_of_responses() {
+    let h = harness().await;
+    let body = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},
+                   {"jsonrpc":"2.0","method":"notifications/initialized"},
+                   {"jsonrpc":"2.0","id":"two","method":"tools/list"}]"#;
+    let v = send(&h.app, mcp(RO_TOKEN, body)).await.json();
+    let items = v.as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0], json!({"jsonrpc":"2.0","id":1,"result":{}}));
+    assert_eq!(items[1]["id"], "two");
+}
+
+#[tokio::test]
+async fn executor_socket_absent_is_503() {
+    let dir = support::TempDir::new();
+    let forwarder = Forwarder::new(dir.path().join("nothing-here.sock"));
+    let app = router(Arc::clone(&forwarder), HttpConfig::default())
+        .layer(MockConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
+    let reply = send(&app, mcp(RO_TOKEN, LIST)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body, r#"{"detail":"Executor unavailable"}"#);
+    let call = tools_call("read_file", json!({"file_path": "/x"}));
+    assert_eq!(
+        send(&app, mcp(RO_TOKEN, &call)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    let health = send(&app, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json()["executor"], "unavailable");
+}
+
+#[tokio::test]
+async fn health_version_and_unknown_routes() {
+    let h = harness().await;
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let health = send(&h.app, get("/health")).await;
+    assert_eq!(
+        health.body,
+        format!(
+            r#"{{"status":"ok","version":"{}","executor":"connected"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert!(h.forwarder.is_connected());
+    let version = send(&h.app, get("/version")).await;
+    assert_eq!(
+        version.json(),
+        json!({"version": env!("CARGO_PKG_VERSION")})
+    );
+    let head = Request::head("/health").body(Body::empty()).unwrap();
+    let head = send(&h.app, head).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+
+    for path in ["/nope", "/mcp/", "/docs", "/openapi.json"] {
+        let reply = send(&h.app, get(path)).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(reply.body, r#"{"detail":"Not Found"}"#);
+    }
+}
+
+#[tokio::test]
+async fn other_methods_on_mcp_are_405_allow_post() {
+    let h = harness().await;
+    for method in [Method::GET, Method::DELETE, Method::PUT, Method::HEAD] {
+        let req = Request::builder()
+            .method(method.clone())
+            .uri("/mcp")
+            .header(header::AUTHORIZATION, format!("Bearer {RW_TOKEN}"))
+            .body(Body::empty())
+            .unwrap();
+        let reply = send(&h.app, req).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(reply.header("allow"), Some("POST"), "{method}");
+    }
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated_on_every_response() {
+    let mut h = harness().await;
+    let mut req = mcp(
+        RO_TOKEN,
+        &tools_call("read_file", json!({"file_path": "/x"})),
+    );
+    req.headers_mut()
+        .insert("x-request-id", "trace-abc-123".parse().unwrap());
+    let reply = send(&h.app, req).await;
+    assert_eq!(reply.header("x-request-id"), Some("trace-abc-123"));
+    let ClientFrame::Request {
+        body: FrontendRequest::Call { origin, .. },
+        ..
+    } = h.executor.next_frame().await
+    else {
+        panic!("expected a call")
+    };
+    assert_eq!(origin.request_id, "trace-abc-123");
+
+    // On error responses and other routes too, and a bad inbound id is replaced.
+    let mut req = Request::get("/nope").body(Body::empty()).unwrap();
+    req.headers_mut()
+        .insert("x-request-id", "a b".parse().unwrap());
+    let reply = send(&h.app, req).await;
+    let id = reply.header("x-request-id").unwrap();
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let reply = send(&h.app, mcp("", LIST)).await;
+    assert!(reply.header("x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn dropping_an_in_flight_call_cancels_it_in_the_executor() {
+    let mut h = harness().await;
+    let call = tools_call("bash_execute", json!({"command": "hang"}));
+    let app = h.app.clone();
+    let in_flight = tokio::spawn(async move { app.oneshot(mcp(RW_TOKEN, &call)).await });
+    let ClientFrame::Request { id, body } = h.executor.next_frame().await else {
+        panic!("expected the call first")
+    };
+    assert!(matches!(body, FrontendRequest::Call { .. }));
+    // The HTTP client goes away: hyper drops the handler future.
+    in_flight.abort();
+    match h.executor.next_frame().await {
+        ClientFrame::Cancel { id: cancelled } => assert_eq!(cancelled, id),
+        other => panic!("expected Cancel, got {other:?}"),
+    }
+    // The connection is still usable afterwards.
+    assert_eq!(
+        send(&h.app, mcp(RO_TOKEN, LIST)).await.status,
+        StatusCode::OK
+    );
+}

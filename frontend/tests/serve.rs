@@ -1,0 +1,125 @@
+//! The frontend served on a real TCP port, as clients reach it: HTTP/1.1 with the real peer
+//! address, client disconnects cancelling the executor's work, and HTTP/2 with prior knowledge.
+
+mod support;
+
+use axum::body::Bytes;
+use axum::http::{Request, StatusCode};
+use mymcp_frontend::forward::Forwarder;
+use mymcp_frontend::http::{router, HttpConfig};
+use mymcp_frontend::listen::ListenSource;
+use mymcp_protocol::{ClientFrame, FrontendRequest};
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::{FakeExecutor, RO_TOKEN, RW_TOKEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn serve(executor: &FakeExecutor) -> SocketAddr {
+    let forwarder = Forwarder::new(&executor.socket);
+    assert!(forwarder.wait_connected(Duration::from_secs(5)).await);
+    let listener = ListenSource::Bind {
+        host: "127.0.0.1".into(),
+        port: 0,
+    }
+    .open()
+    .await
+    .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(forwarder, HttpConfig::default());
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+fn http1_post(token: &str, body: &str) -> String {
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn http1_call_reaches_the_executor_with_the_real_peer_address() {
+    let mut executor = FakeExecutor::start();
+    let addr = serve(&executor).await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"read_file","arguments":{"file_path":"/etc/hostname"}}}"#;
+    tcp.write_all(http1_post(RO_TOKEN, body).as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("\r\nx-request-id: "));
+    assert!(response.ends_with(r#"{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":"{\"content\":\"   1\\t/etc/hostname\",\"total_lines\":1,\"truncated\":false}"}],"isError":false}}"#), "{response}");
+
+    let ClientFrame::Request {
+        body: FrontendRequest::Call { origin, .. },
+        ..
+    } = executor.next_frame().await
+    else {
+        panic!("expected a call")
+    };
+    assert_eq!(origin.peer, "127.0.0.1");
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_running_command() {
+    let mut executor = FakeExecutor::start();
+    let addr = serve(&executor).await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"bash_execute","arguments":{"command":"hang"}}}"#;
+    tcp.write_all(http1_post(RW_TOKEN, body).as_bytes())
+        .await
+        .unwrap();
+    let ClientFrame::Request { id, .. } = executor.next_frame().await else {
+        panic!("expected the call")
+    };
+    drop(tcp);
+    assert_eq!(executor.next_frame().await, ClientFrame::Cancel { id });
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served() {
+    let executor = FakeExecutor::start();
+    let addr = serve(&executor).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = Request::post(format!("http://{addr}/mcp"))
+        .header("authorization", format!("Bearer {RO_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    stream
+        .send_data(
+            Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
+            true,
+        )
+        .unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("x-request-id"));
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        bytes.extend_from_slice(&chunk);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["result"]["tools"][0]["name"], "read_file");
+}

@@ -1,0 +1,262 @@
+//! A fake `mymcp-executor` for tests: a Unix socket in a temporary directory that speaks the
+//! real wire protocol (hello, multiplexed requests, cancel) with canned, predictable answers,
+//! and reports every frame it receives.
+//!
+//! Tokens: [`RW_TOKEN`] and [`RO_TOKEN`] are MCP clients, [`ADMIN_TOKEN`] is an admin token;
+//! anything else is unknown. Calls: `bash_execute` echoes its command on stdout, except
+//! `"hang"` (never answered until cancelled) and `"sleep-out"` (reported as timed out);
+//! `read_file` returns one numbered line holding the path.
+
+#![allow(dead_code)]
+
+use mymcp_frontend::http::token_digest;
+use mymcp_protocol::frame::{self, HEADER_LEN, MAX_FRAME_LEN};
+use mymcp_protocol::{
+    BashOutput, CapturedStream, ClientFrame, ErrorCode, FrontendRequest, FrontendResponse, Hello,
+    Identity, ReadFileOutput, Role, ServerFrame, TokenDigest, ToolCall, ToolFailure, ToolOutput,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub const RW_TOKEN: &str = "tok_rw_0123456789";
+pub const RO_TOKEN: &str = "tok_ro_0123456789";
+pub const ADMIN_TOKEN: &str = "tok_admin_0123456789";
+
+/// How the fake answers a hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Greeting {
+    Welcome,
+    Refuse,
+}
+
+/// A running fake executor. Dropping it stops it and removes its directory.
+pub struct FakeExecutor {
+    pub socket: PathBuf,
+    dir: TempDir,
+    frames: mpsc::UnboundedReceiver<ClientFrame<FrontendRequest>>,
+    task: AbortOnDrop,
+}
+
+impl FakeExecutor {
+    pub fn start() -> FakeExecutor {
+        FakeExecutor::start_in(TempDir::new(), Greeting::Welcome)
+    }
+
+    pub fn start_in(dir: TempDir, greeting: Greeting) -> FakeExecutor {
+        let socket = dir.path().join("executor.sock");
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket).expect("bind fake executor socket");
+        let (tx, frames) = mpsc::unbounded_channel();
+        let task = AbortOnDrop(tokio::spawn(accept_loop(listener, tx, greeting)));
+        FakeExecutor {
+            socket,
+            dir,
+            frames,
+            task,
+        }
+    }
+
+    /// Stops answering, closes every connection and the socket; keeps the directory.
+    pub fn stop(self) -> TempDir {
+        drop(self.task);
+        let _ = std::fs::remove_file(&self.socket);
+        self.dir
+    }
+
+    /// The next frame received after a hello (a request or a cancel), waiting up to 5 s.
+    pub async fn next_frame(&mut self) -> ClientFrame<FrontendRequest> {
+        tokio::time::timeout(Duration::from_secs(5), self.frames.recv())
+            .await
+            .expect("fake executor waited 5 s for a frame")
+            .expect("fake executor stopped")
+    }
+
+    /// Every frame received so far, without waiting.
+    pub fn drain(&mut self) -> Vec<ClientFrame<FrontendRequest>> {
+        let mut out = Vec::new();
+        while let Ok(f) = self.frames.try_recv() {
+            out.push(f);
+        }
+        out
+    }
+}
+
+pub fn identity_of(token: &TokenDigest) -> Option<Identity> {
+    [
+        (RW_TOKEN, Role::Rw),
+        (RO_TOKEN, Role::Ro),
+        (ADMIN_TOKEN, Role::Admin),
+    ]
+    .into_iter()
+    .find(|(t, _)| token_digest(t.as_bytes()) == *token)
+    .map(|(_, role)| Identity {
+        name: format!("{role}-client"),
+        role,
+    })
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    frames: mpsc::UnboundedSender<ClientFrame<FrontendRequest>>,
+    greeting: Greeting,
+) {
+    // Aborting this task drops the set, which aborts every connection task.
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        connections.spawn(serve(stream, frames.clone(), greeting));
+    }
+}
+
+async fn read_frame(
+    stream: &mut (impl AsyncReadExt + Unpin),
+) -> Option<ClientFrame<FrontendRequest>> {
+    let mut header = [0u8; HEADER_LEN];
+    stream.read_exact(&mut header).await.ok()?;
+    let len = frame::body_len(header, MAX_FRAME_LEN).ok()?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(frame::decode(&body).expect("frontend sent an undecodable frame"))
+}
+
+async fn serve(
+    stream: UnixStream,
+    frames: mpsc::UnboundedSender<ClientFrame<FrontendRequest>>,
+    greeting: Greeting,
+) {
+    let (mut rd, wr) = stream.into_split();
+    let (out, mut outgoing) = mpsc::unbounded_channel::<ServerFrame<FrontendResponse>>();
+    let writer = tokio::spawn(async move {
+        let mut wr = wr;
+        while let Some(f) = outgoing.recv().await {
+            if wr.write_all(&frame::encode(&f).unwrap()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let _writer = AbortOnDrop(writer);
+
+    match read_frame(&mut rd).await {
+        Some(ClientFrame::Hello(h)) if h.is_compatible() => {}
+        other => panic!("expected a compatible hello first, got {other:?}"),
+    }
+    if greeting == Greeting::Refuse {
+        let _ = out.send(ServerFrame::Refused {
+            reason: "build mismatch (test)".into(),
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return;
+    }
+    let _ = out.send(ServerFrame::Welcome(Hello::current()));
+
+    while let Some(f) = read_frame(&mut rd).await {
+        let _ = frames.send(f.clone());
+        match f {
+            ClientFrame::Hello(_) => panic!("second hello"),
+            ClientFrame::Cancel { id } => {
+                let _ = out.send(ServerFrame::Response {
+                    id,
+                    body: FrontendResponse::Tool(Err(ToolFailure::new(
+                        ErrorCode::Cancelled,
+                        "cancelled",
+                    ))),
+                });
+            }
+            ClientFrame::Request { id, body } => {
+                if let Some(body) = answer(body) {
+                    let _ = out.send(ServerFrame::Response { id, body });
+                }
+            }
+        }
+    }
+}
+
+/// The canned answer, or `None` to leave the request pending.
+fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
+    Some(match request {
+        FrontendRequest::Identify { token } => match identity_of(&token) {
+            Some(identity) => FrontendResponse::Identity(identity),
+            None => FrontendResponse::Unauthenticated,
+        },
+        FrontendRequest::Call { token, call, .. } => {
+            let Some(identity) = identity_of(&token).filter(|i| i.role.is_client()) else {
+                return Some(FrontendResponse::Unauthenticated);
+            };
+            let needed = call.name().required_role();
+            if !identity.role.allows(needed) {
+                return Some(FrontendResponse::Tool(Err(ToolFailure::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "Permission denied: tool '{}' requires {needed} role",
+                        call.name()
+                    ),
+                ))));
+            }
+            FrontendResponse::Tool(match call {
+                ToolCall::BashExecute(b) if b.command == "hang" => return None,
+                ToolCall::BashExecute(b) => Ok(ToolOutput::Bash(BashOutput {
+                    stdout: CapturedStream {
+                        head: b.command.clone().into_bytes(),
+                        total_bytes: b.command.len() as u64,
+                    },
+                    stderr: CapturedStream::default(),
+                    exit_code: if b.command == "sleep-out" { -1 } else { 0 },
+                    timed_out: b.command == "sleep-out",
+                    timeout_secs: b.timeout.unwrap_or(30).clamp(1, 600) as u32,
+                })),
+                ToolCall::ReadFile(r) if r.file_path == "/missing" => Err(ToolFailure::new(
+                    ErrorCode::FileNotFoundError,
+                    "File not found: /missing",
+                )
+                .with_suggestion("Check the file path")),
+                ToolCall::ReadFile(r) => Ok(ToolOutput::ReadFile(ReadFileOutput {
+                    content: format!("   1\t{}", r.file_path),
+                    total_lines: 1,
+                    total_lines_exact: true,
+                    truncated: false,
+                })),
+            })
+        }
+    })
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A temporary directory removed on drop (short path: Unix socket paths are limited).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "mymcp-fe-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
