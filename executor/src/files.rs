@@ -6,7 +6,8 @@
 //! * lines before `offset` are skipped without being stored;
 //! * each returned line keeps at most `max_line_bytes` bytes, the rest of an over-long line is
 //!   scanned past, never buffered;
-//! * the page stops at `limit` lines or `max_page_bytes` bytes;
+//! * the page stops at `limit` lines or before the line that would make it exceed
+//!   `max_page_bytes` (the first line is always returned: it is at most `max_line_bytes` long);
 //! * after the page, newlines are counted for `total_lines` only within `count_budget_bytes`;
 //!   past that, `total_lines` is a lower bound and `total_lines_exact` is false.
 //!

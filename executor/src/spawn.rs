@@ -358,16 +358,13 @@ impl ExitWatch {
     async fn wait(&self) {
         let pid = match self {
             ExitWatch::PidFd { pid, fd } => {
-                loop {
-                    match fd.readable().await {
-                        Ok(mut ready) => {
-                            if has_exited(*pid) {
-                                return;
-                            }
-                            ready.clear_ready();
-                        }
-                        Err(_) => break,
+                // Readiness may be spurious: confirm with waitid before believing it. A reactor
+                // error (runtime shutting down) falls back to polling.
+                while let Ok(mut ready) = fd.readable().await {
+                    if has_exited(*pid) {
+                        return;
                     }
+                    ready.clear_ready();
                 }
                 *pid
             }
@@ -586,6 +583,13 @@ mod tests {
     }
 
     #[test]
+    fn the_call_can_be_spawned_on_a_multi_threaded_runtime() {
+        fn assert_send<T: Send>(_: &T) {}
+        let (args, cfg) = (call("true"), cfg());
+        assert_send(&bash_execute(&args, &cfg, std::future::pending()));
+    }
+
+    #[test]
     fn clamps() {
         assert_eq!(clamp_timeout(None), 30);
         assert_eq!(clamp_timeout(Some(0)), 1);
@@ -626,6 +630,39 @@ mod tests {
             gone(first_pid(&out.stdout)).await,
             "background sleep survived"
         );
+    }
+
+    #[tokio::test]
+    async fn detached_background_job_is_killed_when_the_call_ends() {
+        // Its output goes elsewhere, so the call completes at once; the job must not outlive it.
+        let out = run(call("sleep 1000 >/dev/null 2>&1 & echo $!"))
+            .await
+            .unwrap();
+        assert!(!out.timed_out);
+        assert_eq!(out.exit_code, 0);
+        assert!(
+            gone(first_pid(&out.stdout)).await,
+            "background sleep survived"
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_stays_bounded_whatever_the_command_prints() {
+        fn peak_rss_kib() -> u64 {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        }
+        let before = peak_rss_kib();
+        let args = BashExecute {
+            max_output_bytes: Some(i64::MAX),
+            ..call("head -c 200000000 /dev/zero")
+        };
+        let out = run(args).await.unwrap();
+        assert_eq!(out.stdout.total_bytes, 200_000_000);
+        assert_eq!(out.stdout.head.len(), 1_048_576, "clamped to the hard cap");
+        let grown_mib = (peak_rss_kib() - before) / 1024;
+        assert!(grown_mib < 64, "peak RSS grew by {grown_mib} MiB");
     }
 
     #[tokio::test]
