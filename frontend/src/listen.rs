@@ -1,5 +1,6 @@
-//! Where the HTTP listener comes from: a socket passed by systemd (socket activation), or one
-//! we bind ourselves from `--host`/`--port`.
+//! Where the HTTP listener comes from: a socket passed by systemd (socket activation), one
+//! handed over by a parent process (`--listen-fd`, used by `mymcpctl serve`), or one we bind
+//! ourselves from `--host`/`--port`.
 //!
 //! Socket activation lets the service manager own the privileged-looking part (binding a port,
 //! possibly below 1024) while this process runs with no capabilities at all.
@@ -15,7 +16,7 @@ const LISTEN_FDS_START: RawFd = 3;
 /// How the listener will be obtained.
 #[derive(Debug)]
 pub enum ListenSource {
-    /// A listening socket inherited from the service manager.
+    /// A listening socket inherited from the service manager or the parent process.
     Activated(std::net::TcpListener),
     /// Bind this host and port.
     Bind { host: String, port: u16 },
@@ -56,12 +57,19 @@ impl ListenSource {
         Ok(ListenSource::Activated(listener))
     }
 
+    /// Adopts an already listening socket inherited as `fd` (from `--listen-fd`).
+    pub fn from_fd(fd: RawFd) -> io::Result<ListenSource> {
+        let listener = sys::adopt_listening_socket(fd)?;
+        listener.set_nonblocking(true)?;
+        Ok(ListenSource::Activated(listener))
+    }
+
     /// Turns the source into a tokio listener and logs where it listens.
     pub async fn open(self) -> io::Result<tokio::net::TcpListener> {
         let (listener, how) = match self {
             ListenSource::Activated(std_listener) => (
                 tokio::net::TcpListener::from_std(std_listener)?,
-                "socket activation",
+                "inherited socket",
             ),
             ListenSource::Bind { host, port } => {
                 let listener = tokio::net::TcpListener::bind((host.as_str(), port))
@@ -93,6 +101,22 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         assert!(addr.ip().is_loopback());
         assert_ne!(addr.port(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_inherited_listening_fd_is_served_as_is() {
+        use std::os::fd::IntoRawFd;
+        let parent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = parent.local_addr().unwrap();
+        let listener = ListenSource::from_fd(parent.into_raw_fd())
+            .unwrap()
+            .open()
+            .await
+            .unwrap();
+        assert_eq!(listener.local_addr().unwrap(), addr);
+        let client = tokio::net::TcpStream::connect(addr);
+        let (accepted, connected) = tokio::join!(listener.accept(), client);
+        assert!(accepted.is_ok() && connected.is_ok());
     }
 
     #[tokio::test]

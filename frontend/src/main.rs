@@ -6,6 +6,7 @@ use clap::Parser;
 use mymcp_frontend::forward::Forwarder;
 use mymcp_frontend::http::{self, HttpConfig, OriginPolicy};
 use mymcp_frontend::listen::ListenSource;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,11 @@ struct Cli {
     /// Port to bind (ignored under systemd socket activation).
     #[arg(long, env = "MYMCP_PORT", default_value_t = 8765)]
     port: u16,
+
+    /// Serve on this inherited, already listening socket instead of binding (as passed by
+    /// `mymcpctl serve`). Systemd socket activation (LISTEN_FDS) is detected without it.
+    #[arg(long, value_name = "FD")]
+    listen_fd: Option<i32>,
 
     /// The executor's socket.
     #[arg(
@@ -70,6 +76,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     match run(cli) {
@@ -83,8 +90,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     // Touches the environment, so it runs before the runtime starts any thread.
-    let source = ListenSource::from_env(&cli.host, cli.port)
-        .context("cannot use the socket passed by the service manager")?;
+    let source = match cli.listen_fd {
+        Some(fd) => {
+            ListenSource::from_fd(fd).with_context(|| format!("cannot use --listen-fd {fd}"))?
+        }
+        None => ListenSource::from_env(&cli.host, cli.port)
+            .context("cannot use the socket passed by the service manager")?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
