@@ -24,17 +24,19 @@
 //! - [`results`]: typed tool outcomes → MCP results;
 //! - [`forward`]: the multiplexed, reconnecting, cancellation-aware executor client;
 //! - [`listen`]: the TCP listener, from systemd socket activation or `--host`/`--port`;
+//! - [`server`]: the accept loop, connection timeouts and graceful shutdown;
 //! - `sys`: the few raw system calls, each `unsafe` justified.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
-//! use mymcp_frontend::{forward::Forwarder, http, listen::ListenSource};
-//! use std::net::SocketAddr;
+//! use mymcp_frontend::{forward::Forwarder, http, listen::ListenSource, server};
 //!
 //! let forwarder = Forwarder::new("/run/mymcp/executor.sock");
 //! let app = http::router(forwarder, http::HttpConfig::default());
 //! let listener = ListenSource::Bind { host: "127.0.0.1".into(), port: 8765 }.open().await?;
-//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+//! let stop = async { let _ = tokio::signal::ctrl_c().await; };
+//! server::serve(listener, app, server::ServerConfig::default(), stop).await;
+//! # Ok(())
 //! # }
 //! ```
 
@@ -45,6 +47,7 @@ pub mod http;
 pub mod listen;
 pub mod mcp;
 pub mod results;
+pub mod server;
 mod sys;
 
 pub use sys::effective_uid;

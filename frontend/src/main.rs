@@ -6,12 +6,11 @@ use clap::Parser;
 use mymcp_frontend::forward::Forwarder;
 use mymcp_frontend::http::{self, HttpConfig, OriginPolicy};
 use mymcp_frontend::listen::ListenSource;
+use mymcp_frontend::server::{self, ServerConfig};
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// How long open connections may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -115,31 +114,19 @@ async fn serve(cli: Cli, source: ListenSource) -> anyhow::Result<()> {
     };
     let app = http::router(forwarder, config);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
+    let stopped = async {
         match wait_for_signal().await {
             Ok(signal) => tracing::info!("received {signal}; shutting down"),
             Err(e) => tracing::error!("cannot listen for signals ({e}); shutting down"),
         }
-        let _ = stop_tx.send(true);
-    });
+    };
 
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    tokio::select! {
-        result = server => result.context("HTTP server failed")?,
-        () = async { stopped(stop_rx).await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
-        }
-    }
+    let server_config = ServerConfig {
+        shutdown_grace: SHUTDOWN_GRACE,
+        ..ServerConfig::default()
+    };
+    server::serve(listener, app, server_config, stopped).await;
     Ok(())
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 async fn wait_for_signal() -> std::io::Result<&'static str> {

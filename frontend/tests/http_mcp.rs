@@ -286,6 +286,16 @@ async fn oversized_bodies_are_413_by_length_and_while_reading() {
 }
 
 #[tokio::test]
+async fn bodies_above_axums_default_limit_but_within_ours_are_accepted() {
+    // axum's extractors default to 2 MiB; a 10 MiB write must still fit under our 24 MiB.
+    let h = harness().await;
+    let pad = "x".repeat(3 * 1024 * 1024);
+    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{pad}"}}}}"#);
+    let reply = send(&h.app, mcp(RO_TOKEN, &body)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn tools_list_is_filtered_by_role() {
     let h = harness().await;
     let names = |v: Value| -> Vec<String> {

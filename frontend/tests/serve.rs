@@ -8,6 +8,7 @@ use axum::http::{Request, StatusCode};
 use mymcp_frontend::forward::Forwarder;
 use mymcp_frontend::http::{router, HttpConfig};
 use mymcp_frontend::listen::ListenSource;
+use mymcp_frontend::server::{self, ServerConfig};
 use mymcp_protocol::{ClientFrame, FrontendRequest};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,6 +17,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn serve(executor: &FakeExecutor) -> SocketAddr {
+    serve_with(executor, ServerConfig::default(), std::future::pending()).await
+}
+
+async fn serve_with(
+    executor: &FakeExecutor,
+    config: ServerConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> SocketAddr {
     let forwarder = Forwarder::new(&executor.socket);
     assert!(forwarder.wait_connected(Duration::from_secs(5)).await);
     let listener = ListenSource::Bind {
@@ -27,14 +36,7 @@ async fn serve(executor: &FakeExecutor) -> SocketAddr {
     .unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(forwarder, HttpConfig::default());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    tokio::spawn(server::serve(listener, app, config, stop));
     addr
 }
 
@@ -122,4 +124,74 @@ async fn http2_with_prior_knowledge_is_served() {
     }
     let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(v["result"]["tools"][0]["name"], "read_file");
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_headers_is_disconnected() {
+    let executor = FakeExecutor::start();
+    let config = ServerConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let addr = serve_with(&executor, config, std::future::pending()).await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server kept a silent connection open");
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_running_request_finish_within_the_grace() {
+    let executor = FakeExecutor::start();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let config = ServerConfig {
+        shutdown_grace: Duration::from_secs(5),
+        ..ServerConfig::default()
+    };
+    let addr = serve_with(&executor, config, async {
+        let _ = stop_rx.await;
+    })
+    .await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"bash_execute","arguments":{"command":"slow"}}}"#;
+    tcp.write_all(http1_post(RW_TOKEN, body).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop_tx.send(()).unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.contains(r#"\"stdout\":\"slow\""#), "{response}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_what_is_left_after_the_grace_and_cancels_its_calls() {
+    let mut executor = FakeExecutor::start();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let config = ServerConfig {
+        shutdown_grace: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let addr = serve_with(&executor, config, async {
+        let _ = stop_rx.await;
+    })
+    .await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"bash_execute","arguments":{"command":"hang"}}}"#;
+    tcp.write_all(http1_post(RW_TOKEN, body).as_bytes())
+        .await
+        .unwrap();
+    let ClientFrame::Request { id, .. } = executor.next_frame().await else {
+        panic!("expected the call")
+    };
+    stop_tx.send(()).unwrap();
+    // New connections are refused once the listener is closed.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(TcpStream::connect(addr).await.is_err());
+    // The hanging call outlives the grace: its connection is dropped, which cancels it.
+    assert_eq!(executor.next_frame().await, ClientFrame::Cancel { id });
 }

@@ -4,7 +4,8 @@
 //!
 //! Tokens: [`RW_TOKEN`] and [`RO_TOKEN`] are MCP clients, [`ADMIN_TOKEN`] is an admin token;
 //! anything else is unknown. Calls: `bash_execute` echoes its command on stdout, except
-//! `"hang"` (never answered until cancelled) and `"sleep-out"` (reported as timed out);
+//! `"hang"` (never answered until cancelled), `"slow"` (answered after 300 ms) and
+//! `"sleep-out"` (reported as timed out);
 //! `read_file` returns one numbered line holding the path.
 
 #![allow(dead_code)]
@@ -170,8 +171,15 @@ async fn serve(
                 });
             }
             ClientFrame::Request { id, body } => {
+                let slow = matches!(&body, FrontendRequest::Call { call: ToolCall::BashExecute(b), .. } if b.command == "slow");
                 if let Some(body) = answer(body) {
-                    let _ = out.send(ServerFrame::Response { id, body });
+                    let out = out.clone();
+                    tokio::spawn(async move {
+                        if slow {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        let _ = out.send(ServerFrame::Response { id, body });
+                    });
                 }
             }
         }
