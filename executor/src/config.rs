@@ -101,6 +101,12 @@ pub fn tool_settings(src: &dyn Source) -> Result<(BashConfig, ReadConfig, usize)
         bash.shell = shell;
     }
     bash.env = BashConfig::default_env(&list(src, "MYMCP_BASH_ENV_PASSTHROUGH"));
+    // The child's SHELL names the shell that really runs it.
+    for (k, v) in bash.env.iter_mut() {
+        if k == "SHELL" {
+            *v = bash.shell.clone().into_os_string();
+        }
+    }
     // Two streams of captured output must fit in one response frame.
     if bash.hard_max_output * 2 + 4096 > MAX_FRAME_LEN as u64 {
         return Err(ConfigError::new("MYMCP_BASH_MAX_OUTPUT_BYTES_HARD", "too large for one response"));
@@ -147,6 +153,13 @@ mod tests {
         assert!(e.to_string().starts_with("MYMCP_BASH_MAX_OUTPUT_BYTES: 2000000 is out of range"), "{e}");
         let e = tool_settings(&src(&[("MYMCP_BASH_SHELL", "bash")])).unwrap_err();
         assert_eq!(e.name, "MYMCP_BASH_SHELL");
+    }
+
+    #[test]
+    fn the_child_shell_variable_follows_the_configured_shell() {
+        let (bash, _, _) = tool_settings(&src(&[("MYMCP_BASH_SHELL", "/bin/sh")])).unwrap();
+        let shell = bash.env.iter().find(|(k, _)| k == "SHELL").map(|(_, v)| v.clone());
+        assert_eq!(shell.as_deref(), Some(std::ffi::OsStr::new("/bin/sh")));
     }
 
     #[test]

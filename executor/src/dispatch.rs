@@ -20,8 +20,8 @@ use tokio::sync::Semaphore;
 
 /// Longest accepted path argument, in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
-/// Longest accepted command, in bytes: one `execve` argument cannot be longer anyway.
-pub const MAX_COMMAND_BYTES: usize = 128 * 1024;
+/// Longest accepted command, in bytes: one `execve` argument (with its NUL) cannot be longer.
+pub const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
 
 /// The tool executor behind `executor.sock`.
 #[derive(Debug)]

@@ -50,7 +50,7 @@ pub struct CancelSignal {
 impl CancelSignal {
     /// Resolves when the work should stop.
     pub async fn cancelled(mut self) {
-        let force_fired = forced(&mut self.force);
+        let force_fired = until_set(&mut self.force);
         tokio::select! {
             r = &mut self.request => {
                 if r.is_ok() {
@@ -60,7 +60,7 @@ impl CancelSignal {
             _ = force_fired => return,
         }
         // The request's sender went away without cancelling: only shutdown can stop us now.
-        forced(&mut self.force).await;
+        until_set(&mut self.force).await;
     }
 
     /// A signal that never fires (for tests and internal callers).
@@ -73,9 +73,10 @@ impl CancelSignal {
     }
 }
 
-/// Resolves once shutdown forces work to stop (never, if the shutdown state is gone).
-async fn forced(force: &mut watch::Receiver<bool>) {
-    if force.wait_for(|f| *f).await.is_err() {
+/// Resolves once the flag turns true (never, if its sender is gone). Returns `()` so that no
+/// `watch::Ref` (not `Send`) lives inside the caller's future.
+async fn until_set(flag: &mut watch::Receiver<bool>) {
+    if flag.wait_for(|f| *f).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
@@ -220,7 +221,7 @@ pub async fn serve<S: Service>(
                     continue;
                 }
             },
-            _ = stop.wait_for(|s| *s) => return,
+            _ = until_set(&mut stop) => return,
         };
         let peer = match stream.peer_cred() {
             Ok(c) => Peer { pid: c.pid(), uid: c.uid() },
