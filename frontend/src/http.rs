@@ -263,23 +263,47 @@ pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
 /// request.
 async fn request_id(mut request: Request, next: Next) -> Response {
     let id = choose_request_id(request.headers().get(X_REQUEST_ID));
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let mut log = AccessLog {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+        request_id: id.clone(),
+        started: Instant::now(),
+        status: None,
+    };
     request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(request).await;
-    tracing::info!(
-        %method,
-        %path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        request_id = %id,
-        "http"
-    );
+    log.status = Some(response.status().as_u16());
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
     response
+}
+
+/// One access-log line per request, written when the request ends — including when the
+/// client goes away first and the request's future is dropped unfinished.
+struct AccessLog {
+    method: String,
+    path: String,
+    request_id: String,
+    started: Instant,
+    status: Option<u16>,
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        let (method, path, request_id) = (&self.method, &self.path, &self.request_id);
+        match self.status {
+            Some(status) => tracing::info!(%method, %path, status, ms, %request_id, "http"),
+            None => tracing::info!(
+                %method,
+                %path,
+                ms,
+                %request_id,
+                "http request abandoned by the client"
+            ),
+        }
+    }
 }
 
 #[derive(Serialize)]
