@@ -204,7 +204,8 @@ pub fn is_json_content_type(value: &HeaderValue) -> bool {
     })
 }
 
-/// The request id of an HTTP request, chosen by [`request_id`] middleware.
+/// The request id of an HTTP request (see [`choose_request_id`]), available to handlers as an
+/// extension.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestId(pub String);
 

@@ -26,7 +26,7 @@ use mymcp_protocol::{
     ToolFailure, ToolName,
 };
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// MCP protocol versions this server speaks, oldest first.
 pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 4] =
@@ -492,7 +492,7 @@ impl<E: ExecutorClient> Session<'_, E> {
 fn initialize_result(params: Option<&Value>) -> Value {
     let requested = params
         .and_then(Value::as_object)
-        .and_then(|p: &Map<String, Value>| p.get("protocolVersion"))
+        .and_then(|p| p.get("protocolVersion"))
         .and_then(Value::as_str);
     json!({
         "protocolVersion": negotiate_version(requested),
