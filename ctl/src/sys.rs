@@ -26,10 +26,14 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 ///
 /// Only async-signal-safe calls are made: this runs between `fork` and `exec`.
 pub fn drop_privileges_in_child(uid: u32, gid: u32, switch_user: bool, listener: Option<RawFd>) -> io::Result<()> {
-    if let Some(fd) = listener {
+    match listener {
+        // dup2(3, 3) would do nothing and leave CLOEXEC set: clear the flag instead.
+        // SAFETY: fcntl F_SETFD on a descriptor number this process owns; no memory arguments.
+        Some(3) => check(unsafe { libc::fcntl(3, libc::F_SETFD, 0) })?,
         // SAFETY: dup2 on two valid descriptor numbers; `fd` is owned by the parent's listener,
         // which outlives the fork. The copy at 3 has no CLOEXEC, so exec keeps it.
-        check(unsafe { libc::dup2(fd, 3) })?;
+        Some(fd) => check(unsafe { libc::dup2(fd, 3) })?,
+        None => {}
     }
     if switch_user {
         // Capabilities above the last one the kernel knows are ignored with EINVAL; stop there.

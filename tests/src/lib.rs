@@ -257,3 +257,150 @@ pub fn proc_status(pid: u32, key: &str) -> String {
 pub fn proc_comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
 }
+
+/// A `mymcp-frontend` started as `nobody` in front of an executor.
+#[derive(Debug)]
+pub struct FrontendProcess {
+    child: Child,
+    pub addr: std::net::SocketAddr,
+}
+
+impl FrontendProcess {
+    pub fn start(executor_socket: &Path) -> FrontendProcess {
+        let (uid, gid) = user_ids("nobody");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let mut child = Command::new(bin("mymcp-frontend"))
+            .env_clear()
+            .env("MYMCP_EXECUTOR_SOCKET", executor_socket)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--log-level", "info"])
+            .uid(uid)
+            .gid(gid)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn frontend");
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[frontend] {line}");
+            }
+        });
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "frontend did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        FrontendProcess { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for FrontendProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response as the tests need it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// The tool JSON inside a tools/call result.
+    pub fn tool_json(&self) -> serde_json::Value {
+        let v = self.json();
+        let text = v["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no tool result: {v}"));
+        serde_json::from_str(text).expect("tool JSON")
+    }
+}
+
+/// The request line, headers and body of a JSON-RPC POST to /mcp.
+pub fn mcp_request(addr: std::net::SocketAddr, token: &str, body: &serde_json::Value) -> String {
+    let body = body.to_string();
+    format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Sends a JSON-RPC POST to /mcp over a fresh connection and reads the whole response.
+pub fn post_mcp(addr: std::net::SocketAddr, token: &str, body: &serde_json::Value) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    s.write_all(mcp_request(addr, token, body).as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    HttpResponse { status, headers, body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+/// A tools/call JSON-RPC request.
+pub fn tools_call(id: u64, name: &str, arguments: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name,"arguments":arguments}})
+}
+
+/// Pids whose command line contains `needle`.
+pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(c) = std::fs::read(format!("/proc/{p}/cmdline")) {
+            if String::from_utf8_lossy(&c).replace('\0', " ").contains(needle) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Polls `pred` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pred()
+}
