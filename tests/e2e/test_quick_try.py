@@ -133,9 +133,9 @@ def post(url, body, headers):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
@@ -146,7 +146,7 @@ def test_missing_or_unknown_token_gets_401(server):
     status, headers, body = post(server.url, PING, JSON_HEADERS)
     assert status == 401
     assert json.loads(body) == {"detail": "Missing Bearer token"}
-    assert headers.get("WWW-Authenticate", "").startswith("Bearer")
+    assert headers.get("www-authenticate", "").startswith("Bearer")
 
     status, _, body = post(server.url, PING, dict(JSON_HEADERS, Authorization="Bearer tok_unknown"))
     assert status == 401
