@@ -18,11 +18,19 @@ impl ControlClient {
     /// Connects and performs the `Hello` exchange.
     pub fn connect(path: &Path) -> anyhow::Result<ControlClient> {
         let mut stream = UnixStream::connect(path).with_context(|| {
-            format!("cannot reach the executor at {} (is mymcp-executor running, and are you root?)", path.display())
+            format!(
+                "cannot reach the executor at {} (is mymcp-executor running, and are you root?)",
+                path.display()
+            )
         })?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        frame::write_to(&mut stream, &ClientFrame::<ControlRequest>::Hello(Hello::current()))?;
-        match frame::read_from::<ServerFrame<ControlResponse>, _>(&mut stream).context("executor handshake")? {
+        frame::write_to(
+            &mut stream,
+            &ClientFrame::<ControlRequest>::Hello(Hello::current()),
+        )?;
+        match frame::read_from::<ServerFrame<ControlResponse>, _>(&mut stream)
+            .context("executor handshake")?
+        {
             ServerFrame::Welcome(_) => Ok(ControlClient { stream, next_id: 1 }),
             ServerFrame::Refused { reason } => bail!("executor refused the connection: {reason}"),
             ServerFrame::Response { .. } => bail!("executor answered the handshake out of order"),

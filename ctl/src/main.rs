@@ -12,7 +12,12 @@ use std::path::PathBuf;
 #[command(version, about, long_about = None)]
 struct Cli {
     /// Runtime directory of the executor (where control.sock lives).
-    #[arg(long, global = true, env = "MYMCP_RUNTIME_DIR", default_value = "/run/mymcp")]
+    #[arg(
+        long,
+        global = true,
+        env = "MYMCP_RUNTIME_DIR",
+        default_value = "/run/mymcp"
+    )]
     runtime_dir: PathBuf,
 
     #[command(subcommand)]
@@ -105,9 +110,17 @@ fn info_json(t: &TokenInfo) -> serde_json::Value {
 
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Cmd::Serve { host, port, frontend_user, log_level } => {
-            serve(&ServeOptions { host, port, frontend_user, log_level })
-        }
+        Cmd::Serve {
+            host,
+            port,
+            frontend_user,
+            log_level,
+        } => serve(&ServeOptions {
+            host,
+            port,
+            frontend_user,
+            log_level,
+        }),
         Cmd::Token(TokenCmd::Add(a)) => {
             let Some(name) = a.name_flag.or(a.name) else {
                 bail!("give the token a name: mymcpctl token add --name NAME [--role ro|rw]");
@@ -121,39 +134,55 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                         println!("{v}");
                     } else {
                         println!("{token}");
-                        eprintln!("created {} token {:?} (id {}); it is shown only now", info.role, info.name, info.id);
+                        eprintln!(
+                            "created {} token {:?} (id {}); it is shown only now",
+                            info.role, info.name, info.id
+                        );
                     }
                     Ok(0)
                 }
                 other => bail!("unexpected answer: {other:?}"),
             }
         }
-        Cmd::Token(TokenCmd::List { json }) => match control(&cli.runtime_dir, ControlRequest::TokenList)? {
-            ControlResponse::Tokens(list) => {
-                if json {
-                    println!("{}", serde_json::Value::Array(list.iter().map(info_json).collect()));
-                } else if list.is_empty() {
-                    println!("(no tokens)");
-                } else {
-                    println!("{:<12}  {:<7}  {:<20}  {:<20}  {:<20}  ENABLED", "ID", "ROLE", "NAME", "CREATED", "LAST USED");
-                    for t in &list {
+        Cmd::Token(TokenCmd::List { json }) => {
+            match control(&cli.runtime_dir, ControlRequest::TokenList)? {
+                ControlResponse::Tokens(list) => {
+                    if json {
                         println!(
-                            "{:<12}  {:<7}  {:<20}  {:<20}  {:<20}  {}",
-                            t.id,
-                            t.role.as_str(),
-                            t.name,
-                            t.created_at,
-                            t.last_used.as_deref().unwrap_or("-"),
-                            if t.enabled { "yes" } else { "no" }
+                            "{}",
+                            serde_json::Value::Array(list.iter().map(info_json).collect())
                         );
+                    } else if list.is_empty() {
+                        println!("(no tokens)");
+                    } else {
+                        println!(
+                            "{:<12}  {:<7}  {:<20}  {:<20}  {:<20}  ENABLED",
+                            "ID", "ROLE", "NAME", "CREATED", "LAST USED"
+                        );
+                        for t in &list {
+                            println!(
+                                "{:<12}  {:<7}  {:<20}  {:<20}  {:<20}  {}",
+                                t.id,
+                                t.role.as_str(),
+                                t.name,
+                                t.created_at,
+                                t.last_used.as_deref().unwrap_or("-"),
+                                if t.enabled { "yes" } else { "no" }
+                            );
+                        }
                     }
+                    Ok(0)
                 }
-                Ok(0)
+                other => bail!("unexpected answer: {other:?}"),
             }
-            other => bail!("unexpected answer: {other:?}"),
-        },
+        }
         Cmd::Token(TokenCmd::Revoke { selector }) => {
-            match control(&cli.runtime_dir, ControlRequest::TokenRevoke { selector: selector.clone() }) {
+            match control(
+                &cli.runtime_dir,
+                ControlRequest::TokenRevoke {
+                    selector: selector.clone(),
+                },
+            ) {
                 Ok(ControlResponse::Revoked(info)) => {
                     println!("revoked {} ({} token {:?})", info.id, info.role, info.name);
                     Ok(0)
@@ -175,7 +204,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                             "token_file":s.token_file})
                     );
                 } else {
-                    println!("executor:         running (version {}, build {})", s.version, s.build_id);
+                    println!(
+                        "executor:         running (version {}, build {})",
+                        s.version, s.build_id
+                    );
                     println!("uptime:           {} s", s.uptime_secs);
                     println!("tokens:           {} ({})", s.tokens, s.token_file);
                     println!("running commands: {}", s.running_commands);

@@ -45,7 +45,10 @@ struct FrontendAccount {
 
 fn lookup(name: &str) -> anyhow::Result<Option<FrontendAccount>> {
     // getent keeps this crate free of NSS bindings; the executor does its own lookup anyway.
-    let out = Command::new("getent").args(["passwd", name]).output().context("running getent")?;
+    let out = Command::new("getent")
+        .args(["passwd", name])
+        .output()
+        .context("running getent")?;
     if !out.status.success() {
         return Ok(None);
     }
@@ -54,12 +57,18 @@ fn lookup(name: &str) -> anyhow::Result<Option<FrontendAccount>> {
     if fields.len() < 4 {
         return Ok(None);
     }
-    Ok(Some(FrontendAccount { name: fields[0].to_owned(), uid: fields[2].parse()?, gid: fields[3].parse()? }))
+    Ok(Some(FrontendAccount {
+        name: fields[0].to_owned(),
+        uid: fields[2].parse()?,
+        gid: fields[3].parse()?,
+    }))
 }
 
 fn frontend_account(requested: Option<&str>) -> anyhow::Result<FrontendAccount> {
     match requested {
-        Some(name) => lookup(name)?.with_context(|| format!("frontend user {name:?} does not exist")),
+        Some(name) => {
+            lookup(name)?.with_context(|| format!("frontend user {name:?} does not exist"))
+        }
         None => match lookup("mymcp")? {
             Some(a) => Ok(a),
             None => {
@@ -77,7 +86,10 @@ fn private_temp_dir() -> anyhow::Result<PathBuf> {
     std::fs::File::open("/dev/urandom")?.read_exact(&mut rnd)?;
     let name: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
     let dir = base.join(format!("mymcp-{name}"));
-    std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -105,7 +117,10 @@ impl Running {
         }
         stop_child(&mut self.executor, Duration::from_secs(10));
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            eprintln!("[mymcp] warning: could not remove {}: {e}", self.dir.display());
+            eprintln!(
+                "[mymcp] warning: could not remove {}: {e}",
+                self.dir.display()
+            );
         }
     }
 }
@@ -145,7 +160,10 @@ fn wait_for_socket(path: &Path, executor: &mut Child) -> anyhow::Result<ControlC
 }
 
 fn add_token(client: &mut ControlClient, name: &str, role: Role) -> anyhow::Result<String> {
-    match client.call(ControlRequest::TokenAdd { name: name.to_owned(), role })? {
+    match client.call(ControlRequest::TokenAdd {
+        name: name.to_owned(),
+        role,
+    })? {
         ControlResponse::TokenAdded { token, .. } => Ok(token),
         ControlResponse::Error { message, .. } => bail!("creating token {name}: {message}"),
         other => bail!("unexpected answer: {other:?}"),
@@ -164,7 +182,11 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             bail!("--frontend-user needs root; as an ordinary user both processes run as you");
         }
         let uid = sys::euid();
-        FrontendAccount { uid, gid: 0, name: format!("uid {uid}") }
+        FrontendAccount {
+            uid,
+            gid: 0,
+            name: format!("uid {uid}"),
+        }
     };
 
     // Bind first, so that a busy port fails before anything else starts.
@@ -189,8 +211,14 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         .env("MYMCP_LOG_LEVEL", &opts.log_level)
         .process_group(0);
     unsafe_pre_exec(&mut executor_cmd, sys::parent_death_signal);
-    let executor = executor_cmd.spawn().with_context(|| format!("starting {}", executor_bin.display()))?;
-    let mut running = Running { executor, frontend: None, dir: dir.clone() };
+    let executor = executor_cmd
+        .spawn()
+        .with_context(|| format!("starting {}", executor_bin.display()))?;
+    let mut running = Running {
+        executor,
+        frontend: None,
+        dir: dir.clone(),
+    };
 
     let result = (|| -> anyhow::Result<i32> {
         let mut control = wait_for_socket(&run_dir.join("control.sock"), &mut running.executor)?;
@@ -209,21 +237,33 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             .current_dir("/")
             .process_group(0);
         let (uid, gid, fd) = (account.uid, account.gid, listener.as_raw_fd());
-        unsafe_pre_exec(&mut frontend_cmd, move || sys::drop_privileges_in_child(uid, gid, root, Some(fd)));
-        running.frontend = Some(frontend_cmd.spawn().with_context(|| format!("starting {}", frontend_bin.display()))?);
+        unsafe_pre_exec(&mut frontend_cmd, move || {
+            sys::drop_privileges_in_child(uid, gid, root, Some(fd))
+        });
+        running.frontend = Some(
+            frontend_cmd
+                .spawn()
+                .with_context(|| format!("starting {}", frontend_bin.display()))?,
+        );
         drop(listener);
 
         let url = format!("http://{addr}/mcp");
         eprintln!("[mymcp] serving on {url}");
         eprintln!("[mymcp] temp admin token: {admin}");
         eprintln!("[mymcp] temp rw token:    {rw}");
-        eprintln!("[mymcp] tokens live in {} and vanish on exit.", dir.display());
+        eprintln!(
+            "[mymcp] tokens live in {} and vanish on exit.",
+            dir.display()
+        );
         eprintln!(
             "[mymcp] frontend runs as {} without privileges; executor as {}",
             account.name,
             if root { "root" } else { "you" }
         );
-        eprintln!("[mymcp] more tokens: mymcpctl --runtime-dir {} token add --name NAME --role ro", run_dir.display());
+        eprintln!(
+            "[mymcp] more tokens: mymcpctl --runtime-dir {} token add --name NAME --role ro",
+            run_dir.display()
+        );
         eprintln!("[mymcp] Claude Code: claude mcp add --transport http mymcp {url} --header \"Authorization: Bearer {rw}\"");
         eprintln!("[mymcp] press Ctrl-C to stop");
 
@@ -238,7 +278,13 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
                 eprintln!("[mymcp] mymcp-executor exited unexpectedly ({s}); stopping");
                 return Ok(1);
             }
-            if let Some(s) = running.frontend.as_mut().map(Child::try_wait).transpose()?.flatten() {
+            if let Some(s) = running
+                .frontend
+                .as_mut()
+                .map(Child::try_wait)
+                .transpose()?
+                .flatten()
+            {
                 eprintln!("[mymcp] mymcp-frontend exited unexpectedly ({s}); stopping");
                 return Ok(1);
             }

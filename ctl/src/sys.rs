@@ -25,7 +25,12 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 /// mymcpctl dies, and places the listening socket at fd 3.
 ///
 /// Only async-signal-safe calls are made: this runs between `fork` and `exec`.
-pub fn drop_privileges_in_child(uid: u32, gid: u32, switch_user: bool, listener: Option<RawFd>) -> io::Result<()> {
+pub fn drop_privileges_in_child(
+    uid: u32,
+    gid: u32,
+    switch_user: bool,
+    listener: Option<RawFd>,
+) -> io::Result<()> {
     match listener {
         // dup2(3, 3) would do nothing and leave CLOEXEC set: clear the flag instead.
         // SAFETY: fcntl F_SETFD on a descriptor number this process owns; no memory arguments.
@@ -63,7 +68,15 @@ pub fn drop_privileges_in_child(uid: u32, gid: u32, switch_user: bool, listener:
 /// called after any uid change, which resets it.
 pub fn parent_death_signal() -> io::Result<()> {
     // SAFETY: PR_SET_PDEATHSIG with a valid signal number and no memory arguments.
-    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) })
+    check(unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGTERM as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })
 }
 
 /// Sends `sig` to process `pid`.
@@ -101,7 +114,10 @@ impl Signals {
 
     /// Waits up to `timeout` for one of the blocked signals; returns it, or `None` on timeout.
     pub fn wait(&self, timeout: Duration) -> Option<libc::c_int> {
-        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as _ };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
         // SAFETY: `self.set` is an initialised sigset_t, `ts` a valid timespec, and a null
         // siginfo pointer is allowed.
         let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };

@@ -22,13 +22,23 @@ impl Caller {
 
     /// Checks that this caller may use `tool` at level `L`.
     pub fn authorize<L: Level>(&self, tool: ToolName) -> Result<Authorized<L>, ToolFailure> {
-        debug_assert_eq!(tool.required_role(), L::ROLE, "tool level mismatch for {tool}");
+        debug_assert_eq!(
+            tool.required_role(),
+            L::ROLE,
+            "tool level mismatch for {tool}"
+        );
         if self.identity.role.allows(L::ROLE) && self.identity.role.allows(tool.required_role()) {
-            Ok(Authorized { identity: self.identity.clone(), _level: PhantomData })
+            Ok(Authorized {
+                identity: self.identity.clone(),
+                _level: PhantomData,
+            })
         } else {
             Err(ToolFailure::new(
                 ErrorCode::PermissionDenied,
-                format!("Permission denied: tool '{tool}' requires {} role", tool.required_role()),
+                format!(
+                    "Permission denied: tool '{tool}' requires {} role",
+                    tool.required_role()
+                ),
             ))
         }
     }
@@ -97,7 +107,10 @@ mod tests {
         let ro = authenticate(&store, &digest(&ro)).unwrap();
         let err = ro.authorize::<Rw>(ToolName::BashExecute).unwrap_err();
         assert_eq!(err.code, ErrorCode::PermissionDenied);
-        assert_eq!(err.message, "Permission denied: tool 'bash_execute' requires rw role");
+        assert_eq!(
+            err.message,
+            "Permission denied: tool 'bash_execute' requires rw role"
+        );
         assert!(ro.authorize::<Ro>(ToolName::ReadFile).is_ok());
 
         let rw = authenticate(&store, &digest(&rw)).unwrap();

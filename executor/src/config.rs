@@ -20,7 +20,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(name: &str, problem: impl Into<String>) -> Self {
-        ConfigError { name: name.to_owned(), problem: problem.into() }
+        ConfigError {
+            name: name.to_owned(),
+            problem: problem.into(),
+        }
     }
 }
 
@@ -46,17 +49,31 @@ impl Source for std::collections::HashMap<String, String> {
 }
 
 /// Reads a non-negative integer setting within `[min, max]`.
-pub fn integer(src: &dyn Source, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let Some(raw) = src.get(name) else { return Ok(default) };
+pub fn integer(
+    src: &dyn Source,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = src.get(name) else {
+        return Ok(default);
+    };
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(default);
     }
-    let v: u64 = raw
-        .parse()
-        .map_err(|_| ConfigError::new(name, format!("invalid integer {raw:?} (expected a whole number from {min} to {max})")))?;
+    let v: u64 = raw.parse().map_err(|_| {
+        ConfigError::new(
+            name,
+            format!("invalid integer {raw:?} (expected a whole number from {min} to {max})"),
+        )
+    })?;
     if v < min || v > max {
-        return Err(ConfigError::new(name, format!("{v} is out of range (allowed: {min} to {max})")));
+        return Err(ConfigError::new(
+            name,
+            format!("{v} is out of range (allowed: {min} to {max})"),
+        ));
     }
     Ok(v)
 }
@@ -64,7 +81,13 @@ pub fn integer(src: &dyn Source, name: &str, default: u64, min: u64, max: u64) -
 /// Reads a comma-separated list setting (empty entries dropped).
 pub fn list(src: &dyn Source, name: &str) -> Vec<String> {
     src.get(name)
-        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -90,13 +113,27 @@ pub struct Config {
 /// Settings that only matter for the tools, read from `src`.
 pub fn tool_settings(src: &dyn Source) -> Result<(BashConfig, ReadConfig, usize), ConfigError> {
     let mut bash = BashConfig::default();
-    bash.hard_max_output = integer(src, "MYMCP_BASH_MAX_OUTPUT_BYTES_HARD", bash.hard_max_output, 1, 8 << 20)?;
-    bash.default_max_output =
-        integer(src, "MYMCP_BASH_MAX_OUTPUT_BYTES", bash.default_max_output, 1, bash.hard_max_output)?;
+    bash.hard_max_output = integer(
+        src,
+        "MYMCP_BASH_MAX_OUTPUT_BYTES_HARD",
+        bash.hard_max_output,
+        1,
+        8 << 20,
+    )?;
+    bash.default_max_output = integer(
+        src,
+        "MYMCP_BASH_MAX_OUTPUT_BYTES",
+        bash.default_max_output,
+        1,
+        bash.hard_max_output,
+    )?;
     if let Some(shell) = src.get("MYMCP_BASH_SHELL").filter(|s| !s.trim().is_empty()) {
         let shell = PathBuf::from(shell.trim());
         if !shell.is_absolute() {
-            return Err(ConfigError::new("MYMCP_BASH_SHELL", format!("{} is not an absolute path", shell.display())));
+            return Err(ConfigError::new(
+                "MYMCP_BASH_SHELL",
+                format!("{} is not an absolute path", shell.display()),
+            ));
         }
         bash.shell = shell;
     }
@@ -109,14 +146,34 @@ pub fn tool_settings(src: &dyn Source) -> Result<(BashConfig, ReadConfig, usize)
     }
     // Two streams of captured output must fit in one response frame.
     if bash.hard_max_output * 2 + 4096 > MAX_FRAME_LEN as u64 {
-        return Err(ConfigError::new("MYMCP_BASH_MAX_OUTPUT_BYTES_HARD", "too large for one response"));
+        return Err(ConfigError::new(
+            "MYMCP_BASH_MAX_OUTPUT_BYTES_HARD",
+            "too large for one response",
+        ));
     }
 
     let mut read = ReadConfig::default();
-    read.max_limit = integer(src, "MYMCP_READ_FILE_MAX_LIMIT", read.max_limit, 1, 10_000_000)?;
-    read.default_limit = integer(src, "MYMCP_READ_FILE_DEFAULT_LIMIT", read.default_limit, 1, read.max_limit)?;
-    read.max_line_bytes =
-        integer(src, "MYMCP_READ_FILE_MAX_LINE_BYTES", read.max_line_bytes as u64, 1, 1 << 20)? as usize;
+    read.max_limit = integer(
+        src,
+        "MYMCP_READ_FILE_MAX_LIMIT",
+        read.max_limit,
+        1,
+        10_000_000,
+    )?;
+    read.default_limit = integer(
+        src,
+        "MYMCP_READ_FILE_DEFAULT_LIMIT",
+        read.default_limit,
+        1,
+        read.max_limit,
+    )?;
+    read.max_line_bytes = integer(
+        src,
+        "MYMCP_READ_FILE_MAX_LINE_BYTES",
+        read.max_line_bytes as u64,
+        1,
+        1 << 20,
+    )? as usize;
 
     let concurrent = integer(src, "MYMCP_BASH_MAX_CONCURRENT", 64, 1, 4096)? as usize;
     Ok((bash, read, concurrent))
@@ -128,7 +185,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn src(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -150,7 +210,11 @@ mod tests {
             "MYMCP_READ_FILE_MAX_LIMIT: invalid integer \"abc\" (expected a whole number from 1 to 10000000)"
         );
         let e = tool_settings(&src(&[("MYMCP_BASH_MAX_OUTPUT_BYTES", "2000000")])).unwrap_err();
-        assert!(e.to_string().starts_with("MYMCP_BASH_MAX_OUTPUT_BYTES: 2000000 is out of range"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("MYMCP_BASH_MAX_OUTPUT_BYTES: 2000000 is out of range"),
+            "{e}"
+        );
         let e = tool_settings(&src(&[("MYMCP_BASH_SHELL", "bash")])).unwrap_err();
         assert_eq!(e.name, "MYMCP_BASH_SHELL");
     }
@@ -158,7 +222,11 @@ mod tests {
     #[test]
     fn the_child_shell_variable_follows_the_configured_shell() {
         let (bash, _, _) = tool_settings(&src(&[("MYMCP_BASH_SHELL", "/bin/sh")])).unwrap();
-        let shell = bash.env.iter().find(|(k, _)| k == "SHELL").map(|(_, v)| v.clone());
+        let shell = bash
+            .env
+            .iter()
+            .find(|(k, _)| k == "SHELL")
+            .map(|(_, v)| v.clone());
         assert_eq!(shell.as_deref(), Some(std::ffi::OsStr::new("/bin/sh")));
     }
 

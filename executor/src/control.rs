@@ -24,14 +24,22 @@ fn error(e: TokenError) -> ControlResponse {
         TokenError::InvalidName(_) | TokenError::Ambiguous(_) => ErrorCode::InvalidArguments,
         TokenError::Io { .. } | TokenError::Corrupt { .. } => ErrorCode::InternalError,
     };
-    ControlResponse::Error { code, message: e.to_string() }
+    ControlResponse::Error {
+        code,
+        message: e.to_string(),
+    }
 }
 
 impl Service for Control {
     type Request = ControlRequest;
     type Response = ControlResponse;
 
-    async fn handle(self: Arc<Self>, request: ControlRequest, peer: Peer, _cancel: CancelSignal) -> ControlResponse {
+    async fn handle(
+        self: Arc<Self>,
+        request: ControlRequest,
+        peer: Peer,
+        _cancel: CancelSignal,
+    ) -> ControlResponse {
         let tokens = self.executor.tokens();
         match request {
             ControlRequest::TokenAdd { name, role } => match tokens.add(&name, role) {

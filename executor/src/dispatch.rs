@@ -10,8 +10,8 @@ use crate::server::{CancelSignal, Peer, Service};
 use crate::spawn::{self, BashConfig};
 use crate::tokens::TokenStore;
 use mymcp_protocol::{
-    BashExecute, ErrorCode, FrontendRequest, FrontendResponse, ReadFile, ToolCall, ToolFailure, ToolName,
-    ToolOutput,
+    BashExecute, ErrorCode, FrontendRequest, FrontendResponse, ReadFile, ToolCall, ToolFailure,
+    ToolName, ToolOutput,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,7 +35,12 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(tokens: Arc<TokenStore>, bash: BashConfig, read: ReadConfig, bash_max_concurrent: usize) -> Self {
+    pub fn new(
+        tokens: Arc<TokenStore>,
+        bash: BashConfig,
+        read: ReadConfig,
+        bash_max_concurrent: usize,
+    ) -> Self {
         Executor {
             tokens,
             bash,
@@ -54,7 +59,12 @@ impl Executor {
         self.running_commands.load(Ordering::Relaxed)
     }
 
-    async fn run(&self, caller: &Caller, call: ToolCall, cancel: CancelSignal) -> Result<ToolOutput, ToolFailure> {
+    async fn run(
+        &self,
+        caller: &Caller,
+        call: ToolCall,
+        cancel: CancelSignal,
+    ) -> Result<ToolOutput, ToolFailure> {
         match call {
             ToolCall::BashExecute(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::BashExecute)?;
@@ -76,13 +86,19 @@ impl Executor {
         if args.command.len() > MAX_COMMAND_BYTES {
             return Err(ToolFailure::new(
                 ErrorCode::InvalidArguments,
-                format!("command is {} bytes, max is {MAX_COMMAND_BYTES}", args.command.len()),
+                format!(
+                    "command is {} bytes, max is {MAX_COMMAND_BYTES}",
+                    args.command.len()
+                ),
             ));
         }
         check_path_len("working_dir", args.working_dir.as_deref())?;
         let _slot = self.bash_slots.clone().try_acquire_owned().map_err(|_| {
-            ToolFailure::new(ErrorCode::Busy, "Too many commands are running; try again shortly")
-                .with_suggestion("Wait for running commands to finish")
+            ToolFailure::new(
+                ErrorCode::Busy,
+                "Too many commands are running; try again shortly",
+            )
+            .with_suggestion("Wait for running commands to finish")
         })?;
         self.running_commands.fetch_add(1, Ordering::Relaxed);
         let out = spawn::bash_execute(&args, &self.bash, cancel.cancelled()).await;
@@ -90,12 +106,18 @@ impl Executor {
         out.map(ToolOutput::Bash)
     }
 
-    async fn read_file(&self, _auth: &Authorized<Ro>, args: ReadFile) -> Result<ToolOutput, ToolFailure> {
+    async fn read_file(
+        &self,
+        _auth: &Authorized<Ro>,
+        args: ReadFile,
+    ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("file_path", Some(&args.file_path))?;
         let cfg = self.read.clone();
         tokio::task::spawn_blocking(move || files::read_file(&args, &cfg))
             .await
-            .map_err(|e| ToolFailure::new(ErrorCode::InternalError, format!("read_file failed: {e}")))?
+            .map_err(|e| {
+                ToolFailure::new(ErrorCode::InternalError, format!("read_file failed: {e}"))
+            })?
             .map(ToolOutput::ReadFile)
     }
 }
@@ -114,13 +136,22 @@ impl Service for Executor {
     type Request = FrontendRequest;
     type Response = FrontendResponse;
 
-    async fn handle(self: Arc<Self>, request: FrontendRequest, _peer: Peer, cancel: CancelSignal) -> FrontendResponse {
+    async fn handle(
+        self: Arc<Self>,
+        request: FrontendRequest,
+        _peer: Peer,
+        cancel: CancelSignal,
+    ) -> FrontendResponse {
         match request {
             FrontendRequest::Identify { token } => match auth::authenticate(&self.tokens, &token) {
                 Some(caller) => FrontendResponse::Identity(caller.identity().clone()),
                 None => FrontendResponse::Unauthenticated,
             },
-            FrontendRequest::Call { token, origin, call } => {
+            FrontendRequest::Call {
+                token,
+                origin,
+                call,
+            } => {
                 let Some(caller) = auth::authenticate(&self.tokens, &token) else {
                     tracing::info!(peer = %origin.peer, request_id = %origin.request_id, tool = %call.name(), "call with an unknown token refused");
                     return FrontendResponse::Unauthenticated;
@@ -130,8 +161,12 @@ impl Service for Executor {
                 let result = self.run(&caller, call, cancel).await;
                 let id = caller.identity();
                 match &result {
-                    Ok(_) => tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms = started.elapsed().as_millis() as u64, "tool call ok"),
-                    Err(f) => tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms = started.elapsed().as_millis() as u64, code = %f.code, "tool call failed"),
+                    Ok(_) => {
+                        tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms = started.elapsed().as_millis() as u64, "tool call ok")
+                    }
+                    Err(f) => {
+                        tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms = started.elapsed().as_millis() as u64, code = %f.code, "tool call failed")
+                    }
                 }
                 FrontendResponse::Tool(result)
             }

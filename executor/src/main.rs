@@ -25,7 +25,11 @@ struct Args {
     runtime_dir: PathBuf,
 
     /// Token store (SHA-256 digests only; created if missing).
-    #[arg(long, env = "MYMCP_TOKEN_FILE", default_value = "/etc/mymcp/tokens.json")]
+    #[arg(
+        long,
+        env = "MYMCP_TOKEN_FILE",
+        default_value = "/etc/mymcp/tokens.json"
+    )]
     token_file: PathBuf,
 
     /// The user the frontend runs as (name or numeric uid): the only one allowed on executor.sock.
@@ -47,8 +51,13 @@ fn main() {
 }
 
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
@@ -64,26 +73,52 @@ fn run(args: Args) -> anyhow::Result<()> {
             frontend.0
         );
     }
-    let (bash, read, bash_max_concurrent) = config::tool_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let grace = Duration::from_secs(config::integer(&Env, "MYMCP_SHUTDOWN_GRACE_SEC", 5, 0, 3600).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let (bash, read, bash_max_concurrent) =
+        config::tool_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let grace = Duration::from_secs(
+        config::integer(&Env, "MYMCP_SHUTDOWN_GRACE_SEC", 5, 0, 3600)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
 
     let tokens = Arc::new(TokenStore::open(&args.token_file)?);
-    let executor = Arc::new(Executor::new(tokens.clone(), bash, read, bash_max_concurrent));
+    let executor = Arc::new(Executor::new(
+        tokens.clone(),
+        bash,
+        read,
+        bash_max_concurrent,
+    ));
     let control = Arc::new(Control::new(executor.clone()));
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     rt.block_on(async move {
         let group = (euid == 0).then_some(frontend.1);
         server::prepare_runtime_dir(&args.runtime_dir, group)
             .with_context(|| format!("runtime directory {}", args.runtime_dir.display()))?;
         let (exec_path, control_path) = server::socket_paths(&args.runtime_dir);
-        let exec_listener = server::bind(&exec_path, 0o660, group).with_context(|| format!("bind {}", exec_path.display()))?;
-        let control_listener = server::bind(&control_path, 0o600, None).with_context(|| format!("bind {}", control_path.display()))?;
+        let exec_listener = server::bind(&exec_path, 0o660, group)
+            .with_context(|| format!("bind {}", exec_path.display()))?;
+        let control_listener = server::bind(&control_path, 0o600, None)
+            .with_context(|| format!("bind {}", control_path.display()))?;
 
         let shutdown = Arc::new(Shutdown::default());
         let control_uid = euid;
-        tokio::spawn(server::serve("executor.sock", exec_listener, frontend.0, executor.clone(), shutdown.clone()));
-        tokio::spawn(server::serve("control.sock", control_listener, control_uid, control, shutdown.clone()));
+        tokio::spawn(server::serve(
+            "executor.sock",
+            exec_listener,
+            frontend.0,
+            executor.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(server::serve(
+            "control.sock",
+            control_listener,
+            control_uid,
+            control,
+            shutdown.clone(),
+        ));
         let flusher = tokio::spawn({
             let tokens = tokens.clone();
             async move {
@@ -106,7 +141,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
 
         wait_for_signal().await?;
-        tracing::info!(running = shutdown.in_flight(), grace_secs = grace.as_secs(), "stopping");
+        tracing::info!(
+            running = shutdown.in_flight(),
+            grace_secs = grace.as_secs(),
+            "stopping"
+        );
         shutdown.run(grace).await;
         flusher.abort();
         if let Err(e) = tokens.flush() {

@@ -135,7 +135,10 @@ impl Shutdown {
             }
         };
         if tokio::time::timeout(grace, wait_idle).await.is_err() {
-            tracing::warn!(running = self.in_flight(), "grace period over; stopping running requests");
+            tracing::warn!(
+                running = self.in_flight(),
+                "grace period over; stopping running requests"
+            );
             self.force.send_replace(true);
             let _ = tokio::time::timeout(Duration::from_secs(3), async {
                 while self.in_flight() > 0 {
@@ -163,11 +166,17 @@ pub fn prepare_runtime_dir(dir: &Path, group: Option<u32>) -> io::Result<()> {
     match std::fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => {
             if meta.permissions().mode() & 0o002 != 0 {
-                return Err(io::Error::other(format!("{} is world-writable; refusing to use it", dir.display())));
+                return Err(io::Error::other(format!(
+                    "{} is world-writable; refusing to use it",
+                    dir.display()
+                )));
             }
             Ok(())
         }
-        Ok(_) => Err(io::Error::other(format!("{} exists and is not a directory", dir.display()))),
+        Ok(_) => Err(io::Error::other(format!(
+            "{} exists and is not a directory",
+            dir.display()
+        ))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir)?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
@@ -186,7 +195,10 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> io::Result<UnixListen
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
         Ok(_) => {
-            return Err(io::Error::other(format!("{} exists and is not a socket; refusing to replace it", path.display())))
+            return Err(io::Error::other(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -224,7 +236,10 @@ pub async fn serve<S: Service>(
             _ = until_set(&mut stop) => return,
         };
         let peer = match stream.peer_cred() {
-            Ok(c) => Peer { pid: c.pid(), uid: c.uid() },
+            Ok(c) => Peer {
+                pid: c.pid(),
+                uid: c.uid(),
+            },
             Err(e) => {
                 tracing::error!(socket = name, error = %e, "SO_PEERCRED failed; closing connection");
                 continue;
@@ -239,7 +254,8 @@ pub async fn serve<S: Service>(
             continue;
         }
         connections.fetch_add(1, Ordering::SeqCst);
-        let (service, shutdown, connections) = (service.clone(), shutdown.clone(), connections.clone());
+        let (service, shutdown, connections) =
+            (service.clone(), shutdown.clone(), connections.clone());
         tokio::spawn(async move {
             if let Err(v) = connection(stream, peer, service, &shutdown).await {
                 tracing::error!(socket = name, peer_uid = peer.uid, peer_pid = ?peer.pid, violation = %v, "protocol violation; connection dropped");
@@ -273,13 +289,19 @@ enum Read<T> {
 
 /// Reads one frame. The body buffer grows only as bytes arrive, so a header promising a large
 /// body costs nothing until the body is really sent.
-async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(r: &mut R) -> Result<Read<T>, FrameError> {
+async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Read<T>, FrameError> {
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
         let n = r.read(&mut header[got..]).await?;
         if n == 0 {
-            return if got == 0 { Ok(Read::Eof) } else { Err(io::Error::from(io::ErrorKind::UnexpectedEof).into()) };
+            return if got == 0 {
+                Ok(Read::Eof)
+            } else {
+                Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())
+            };
         }
         got += n;
     }
@@ -320,9 +342,12 @@ async fn connection<S: Service>(
     });
 
     // AwaitHello
-    let first = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<ClientFrame<S::Request>, _>(&mut rd))
-        .await
-        .map_err(|_| Violation::HelloTimeout(HELLO_TIMEOUT))??;
+    let first = tokio::time::timeout(
+        HELLO_TIMEOUT,
+        read_frame::<ClientFrame<S::Request>, _>(&mut rd),
+    )
+    .await
+    .map_err(|_| Violation::HelloTimeout(HELLO_TIMEOUT))??;
     match first {
         Read::Eof => return Ok(()),
         Read::Frame(ClientFrame::Hello(h)) if h.is_compatible() => {
@@ -373,9 +398,16 @@ async fn connection<S: Service>(
                     }
                     map.insert(id, ctx);
                 }
-                let cancel = CancelSignal { request: crx, force: shutdown.force.subscribe() };
-                let (service, tx, in_flight, shutdown) =
-                    (service.clone(), tx.clone(), in_flight.clone(), shutdown.clone());
+                let cancel = CancelSignal {
+                    request: crx,
+                    force: shutdown.force.subscribe(),
+                };
+                let (service, tx, in_flight, shutdown) = (
+                    service.clone(),
+                    tx.clone(),
+                    in_flight.clone(),
+                    shutdown.clone(),
+                );
                 shutdown.begin();
                 tokio::spawn(async move {
                     let body = service.handle(body, peer, cancel).await;
@@ -401,5 +433,8 @@ async fn connection<S: Service>(
 
 /// Paths of the two sockets inside a runtime directory.
 pub fn socket_paths(runtime_dir: &Path) -> (PathBuf, PathBuf) {
-    (runtime_dir.join("executor.sock"), runtime_dir.join("control.sock"))
+    (
+        runtime_dir.join("executor.sock"),
+        runtime_dir.join("control.sock"),
+    )
 }

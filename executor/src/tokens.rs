@@ -142,7 +142,10 @@ impl TokenStore {
     /// Opens the store at `path`, creating an empty one (mode 0600) if the file is missing.
     /// A file that exists but does not parse is an error: the executor must not start on it.
     pub fn open(path: &Path) -> Result<TokenStore, TokenError> {
-        let io_err = |source| TokenError::Io { path: path.to_owned(), source };
+        let io_err = |source| TokenError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let store = TokenStore {
             path: path.to_owned(),
             inner: Mutex::new(Inner {
@@ -183,15 +186,22 @@ impl TokenStore {
     }
 
     fn parse(&self, bytes: &[u8]) -> Result<HashMap<TokenDigest, Entry>, TokenError> {
-        let corrupt = |reason: String| TokenError::Corrupt { path: self.path.clone(), reason };
+        let corrupt = |reason: String| TokenError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
         let file: StoreFile = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
         if file.format != FORMAT {
-            return Err(corrupt(format!("unknown format {:?} (expected {FORMAT:?})", file.format)));
+            return Err(corrupt(format!(
+                "unknown format {:?} (expected {FORMAT:?})",
+                file.format
+            )));
         }
         let mut entries = HashMap::with_capacity(file.tokens.len());
         for t in file.tokens {
-            let d = unhex(&t.sha256)
-                .ok_or_else(|| corrupt(format!("token {:?}: sha256 is not 64 hex digits", t.name)))?;
+            let d = unhex(&t.sha256).ok_or_else(|| {
+                corrupt(format!("token {:?}: sha256 is not 64 hex digits", t.name))
+            })?;
             let role = Role::parse(&t.role)
                 .ok_or_else(|| corrupt(format!("token {:?}: unknown role {:?}", t.name, t.role)))?;
             let entry = Entry {
@@ -226,7 +236,10 @@ impl TokenStore {
             return;
         }
         let parsed = fs::read(&self.path)
-            .map_err(|source| TokenError::Io { path: self.path.clone(), source })
+            .map_err(|source| TokenError::Io {
+                path: self.path.clone(),
+                source,
+            })
             .and_then(|b| self.parse(&b));
         match parsed {
             Ok(mut entries) => {
@@ -259,19 +272,27 @@ impl TokenStore {
             return None;
         }
         entry.last_used = Some(clock::now_rfc3339());
-        let id = Identity { name: entry.name.clone(), role: entry.role };
+        let id = Identity {
+            name: entry.name.clone(),
+            role: entry.role,
+        };
         inner.last_used_dirty = true;
         Some(id)
     }
 
     /// Creates a token and returns its value (shown once) with its listing.
     pub fn add(&self, name: &str, role: Role) -> Result<(String, TokenInfo), TokenError> {
-        if name.is_empty() || name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        if name.is_empty()
+            || name.chars().count() > MAX_NAME_LEN
+            || name.chars().any(char::is_control)
+        {
             return Err(TokenError::InvalidName(name.to_owned()));
         }
         let mut raw = [0u8; TOKEN_RANDOM_BYTES];
-        crate::sys::fill_random(&mut raw)
-            .map_err(|source| TokenError::Io { path: self.path.clone(), source })?;
+        crate::sys::fill_random(&mut raw).map_err(|source| TokenError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         let token = format!("{TOKEN_PREFIX}{}", hex(&raw));
         let d = digest(&token);
         let mut inner = self.inner.lock().expect("token store lock");
@@ -325,7 +346,9 @@ impl TokenStore {
                 return Err(TokenError::NotFound(selector.to_owned()));
             }
             let mut matches = inner.entries.keys().filter(|d| hex(&d.0).starts_with(&sel));
-            let first = *matches.next().ok_or_else(|| TokenError::NotFound(selector.to_owned()))?;
+            let first = *matches
+                .next()
+                .ok_or_else(|| TokenError::NotFound(selector.to_owned()))?;
             if matches.next().is_some() {
                 return Err(TokenError::Ambiguous(selector.to_owned()));
             }
@@ -354,14 +377,20 @@ impl TokenStore {
 
     fn refuse_if_corrupt(&self, inner: &Inner) -> Result<(), TokenError> {
         match &inner.corrupt {
-            Some(reason) => Err(TokenError::Corrupt { path: self.path.clone(), reason: reason.clone() }),
+            Some(reason) => Err(TokenError::Corrupt {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            }),
             None => Ok(()),
         }
     }
 
     /// Atomically replaces the file with the in-memory set.
     fn save(&self, inner: &mut Inner) -> Result<(), TokenError> {
-        let io_err = |source| TokenError::Io { path: self.path.clone(), source };
+        let io_err = |source| TokenError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let mut tokens: Vec<StoredToken> = inner
             .entries
             .iter()
@@ -374,13 +403,22 @@ impl TokenStore {
                 enabled: e.enabled,
             })
             .collect();
-        tokens.sort_by(|a, b| (&a.created_at, &a.name, &a.sha256).cmp(&(&b.created_at, &b.name, &b.sha256)));
-        let mut body = serde_json::to_vec_pretty(&StoreFile { format: FORMAT.to_owned(), tokens })
-            .map_err(|e| io_err(io::Error::other(e)))?;
+        tokens.sort_by(|a, b| {
+            (&a.created_at, &a.name, &a.sha256).cmp(&(&b.created_at, &b.name, &b.sha256))
+        });
+        let mut body = serde_json::to_vec_pretty(&StoreFile {
+            format: FORMAT.to_owned(),
+            tokens,
+        })
+        .map_err(|e| io_err(io::Error::other(e)))?;
         body.push(b'\n');
 
         let dir = self.path.parent().unwrap_or(Path::new("/"));
-        let file_name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
         let write = || -> io::Result<()> {
             let mut f = fs::OpenOptions::new()
@@ -433,12 +471,24 @@ mod tests {
         let (token, info) = s.add("laptop", Role::Rw).unwrap();
         assert!(token.starts_with("tok_") && token.len() == 4 + 64);
         let text = fs::read_to_string(dir.path().join("tokens.json")).unwrap();
-        assert!(!text.contains(&token), "the token value must never be stored");
+        assert!(
+            !text.contains(&token),
+            "the token value must never be stored"
+        );
         assert!(!text.contains(&token[4..]));
-        let mode = fs::metadata(dir.path().join("tokens.json")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("tokens.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(info.role, Role::Rw);
-        assert_eq!(s.lookup(&digest(&token)).unwrap(), Identity { name: "laptop".into(), role: Role::Rw });
+        assert_eq!(
+            s.lookup(&digest(&token)).unwrap(),
+            Identity {
+                name: "laptop".into(),
+                role: Role::Rw
+            }
+        );
         assert_eq!(s.lookup(&digest("tok_wrong")), None);
     }
 
@@ -478,7 +528,9 @@ mod tests {
         let (dir, s) = store();
         let (t, _) = s.add("x", Role::Rw).unwrap();
         let path = dir.path().join("tokens.json");
-        let text = fs::read_to_string(&path).unwrap().replace("\"enabled\": true", "\"enabled\": false");
+        let text = fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"enabled\": true", "\"enabled\": false");
         fs::write(&path, text).unwrap();
         assert!(s.lookup(&digest(&t)).is_none());
     }
@@ -488,7 +540,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.json");
         fs::write(&path, b"{not json").unwrap();
-        assert!(matches!(TokenStore::open(&path), Err(TokenError::Corrupt { .. })));
+        assert!(matches!(
+            TokenStore::open(&path),
+            Err(TokenError::Corrupt { .. })
+        ));
 
         // Corrupted while running: the last good set stays, changes are refused, file untouched.
         fs::remove_file(&path).unwrap();
@@ -496,7 +551,10 @@ mod tests {
         let (t, _) = s.add("x", Role::Rw).unwrap();
         fs::write(&path, b"garbage").unwrap();
         assert!(s.lookup(&digest(&t)).is_some());
-        assert!(matches!(s.add("y", Role::Rw), Err(TokenError::Corrupt { .. })));
+        assert!(matches!(
+            s.add("y", Role::Rw),
+            Err(TokenError::Corrupt { .. })
+        ));
         s.flush().unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"garbage");
     }
@@ -508,7 +566,11 @@ mod tests {
         let (t, _) = s.add("x", Role::Rw).unwrap();
         let before = fs::read(&path).unwrap();
         assert!(s.lookup(&digest(&t)).is_some());
-        assert_eq!(fs::read(&path).unwrap(), before, "a lookup must not write the file");
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            before,
+            "a lookup must not write the file"
+        );
         s.flush().unwrap();
         let after = fs::read_to_string(&path).unwrap();
         assert!(!after.contains("\"last_used\": null"), "{after}");
@@ -517,8 +579,17 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         let (_d, s) = store();
-        assert!(matches!(s.add("", Role::Rw), Err(TokenError::InvalidName(_))));
-        assert!(matches!(s.add("a\nb", Role::Rw), Err(TokenError::InvalidName(_))));
-        assert!(matches!(s.add(&"x".repeat(65), Role::Rw), Err(TokenError::InvalidName(_))));
+        assert!(matches!(
+            s.add("", Role::Rw),
+            Err(TokenError::InvalidName(_))
+        ));
+        assert!(matches!(
+            s.add("a\nb", Role::Rw),
+            Err(TokenError::InvalidName(_))
+        ));
+        assert!(matches!(
+            s.add(&"x".repeat(65), Role::Rw),
+            Err(TokenError::InvalidName(_))
+        ));
     }
 }

@@ -27,7 +27,11 @@ pub fn bin_dir() -> PathBuf {
 
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.is_file(), "{} is missing: build the workspace first (cargo build --workspace)", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
     p
 }
 
@@ -35,12 +39,18 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "end-to-end tests must run as root (the executor is a root daemon)");
+    assert_eq!(
+        euid, 0,
+        "end-to-end tests must run as root (the executor is a root daemon)"
+    );
 }
 
 /// uid and gid of a user, via getent.
 pub fn user_ids(name: &str) -> (u32, u32) {
-    let out = Command::new("getent").args(["passwd", name]).output().expect("getent");
+    let out = Command::new("getent")
+        .args(["passwd", name])
+        .output()
+        .expect("getent");
     let line = String::from_utf8_lossy(&out.stdout);
     let f: Vec<&str> = line.trim().split(':').collect();
     (f[2].parse().expect("uid"), f[3].parse().expect("gid"))
@@ -63,11 +73,18 @@ impl ExecutorProcess {
 
     pub fn start_with_env(frontend_user: &str, env: &[(&str, &str)]) -> ExecutorProcess {
         require_root();
-        let dir = tempfile::Builder::new().prefix("mymcp-e2e-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("mymcp-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let (_, gid) = user_ids(frontend_user);
         // The frontend's group must be able to traverse to the socket.
         std::os::unix::fs::chown(dir.path(), Some(0), Some(gid)).expect("chown");
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o710)).expect("chmod");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o710),
+        )
+        .expect("chmod");
         let runtime_dir = dir.path().join("run");
         let token_file = dir.path().join("tokens.json");
         let mut cmd = Command::new(bin("mymcp-executor"));
@@ -91,8 +108,14 @@ impl ExecutorProcess {
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(20)).expect("executor did not become ready");
-        ExecutorProcess { child, dir, runtime_dir, token_file }
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("executor did not become ready");
+        ExecutorProcess {
+            child,
+            dir,
+            runtime_dir,
+            token_file,
+        }
     }
 
     pub fn executor_socket(&self) -> PathBuf {
@@ -109,9 +132,19 @@ impl ExecutorProcess {
 
     /// Creates a token through `mymcpctl token add` and returns its value.
     pub fn add_token(&self, name: &str, role: &str) -> String {
-        let out = ctl(&self.runtime_dir, &["token", "add", "--name", name, "--role", role]);
-        assert!(out.status.success(), "token add failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+        let out = ctl(
+            &self.runtime_dir,
+            &["token", "add", "--name", name, "--role", role],
+        );
+        assert!(
+            out.status.success(),
+            "token add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
     }
 
     /// SIGTERM and wait; returns how long the executor took to exit.
@@ -134,13 +167,21 @@ impl Drop for ExecutorProcess {
 
 /// Runs `mymcpctl --runtime-dir DIR ARGS…`.
 pub fn ctl(runtime_dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(bin("mymcpctl")).arg("--runtime-dir").arg(runtime_dir).args(args).output().expect("mymcpctl")
+    Command::new(bin("mymcpctl"))
+        .arg("--runtime-dir")
+        .arg(runtime_dir)
+        .args(args)
+        .output()
+        .expect("mymcpctl")
 }
 
 /// SHA-256 of a token, hex: what the executor stores and the frontend sends.
 pub fn digest_hex(token: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Runs the hostile peer as `uid:gid` against `socket`; returns its output lines.
@@ -153,8 +194,16 @@ pub fn peer(uid: u32, gid: u32, socket: &Path, scenario: &str, arg: &str) -> Vec
         .gid(gid)
         .output()
         .expect("run peer");
-    assert!(out.status.success(), "peer failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf8").lines().map(str::to_owned).collect()
+    assert!(
+        out.status.success(),
+        "peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A running `mymcpctl serve` (quick try) with its URL and tokens.
@@ -187,14 +236,18 @@ impl QuickTry {
         let (mut url, mut rw, mut admin, mut run) = (None, None, None, None);
         let deadline = Instant::now() + Duration::from_secs(30);
         while url.is_none() || rw.is_none() || admin.is_none() || run.is_none() {
-            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("serve banner");
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("serve banner");
             if let Some(v) = line.strip_prefix("[mymcp] serving on ") {
                 url = Some(v.trim().to_owned());
             } else if let Some(v) = line.strip_prefix("[mymcp] temp rw token:") {
                 rw = Some(v.trim().to_owned());
             } else if let Some(v) = line.strip_prefix("[mymcp] temp admin token:") {
                 admin = Some(v.trim().to_owned());
-            } else if let Some(v) = line.strip_prefix("[mymcp] more tokens: mymcpctl --runtime-dir ") {
+            } else if let Some(v) =
+                line.strip_prefix("[mymcp] more tokens: mymcpctl --runtime-dir ")
+            {
                 run = Some(PathBuf::from(v.split_whitespace().next().expect("dir")));
             }
         }
@@ -231,8 +284,12 @@ impl Drop for QuickTry {
 pub fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
         // Fields after the parenthesised command name: state ppid …
         if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
             let f: Vec<&str> = rest.split_whitespace().collect();
@@ -255,7 +312,10 @@ pub fn proc_status(pid: u32, key: &str) -> String {
 
 /// The executable name of a process.
 pub fn proc_comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// A `mymcp-frontend` started as `nobody` in front of an executor.
@@ -268,11 +328,22 @@ pub struct FrontendProcess {
 impl FrontendProcess {
     pub fn start(executor_socket: &Path) -> FrontendProcess {
         let (uid, gid) = user_ids("nobody");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("addr")
+            .port();
         let mut child = Command::new(bin("mymcp-frontend"))
             .env_clear()
             .env("MYMCP_EXECUTOR_SOCKET", executor_socket)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--log-level", "info"])
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--log-level",
+                "info",
+            ])
             .uid(uid)
             .gid(gid)
             .stderr(Stdio::piped())
@@ -287,7 +358,10 @@ impl FrontendProcess {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "frontend did not listen on {addr}");
+            assert!(
+                Instant::now() < deadline,
+                "frontend did not listen on {addr}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         FrontendProcess { child, addr }
@@ -321,7 +395,9 @@ impl HttpResponse {
     /// The tool JSON inside a tools/call result.
     pub fn tool_json(&self) -> serde_json::Value {
         let v = self.json();
-        let text = v["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no tool result: {v}"));
+        let text = v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no tool result: {v}"));
         serde_json::from_str(text).expect("tool JSON")
     }
 }
@@ -340,8 +416,10 @@ pub fn mcp_request(addr: std::net::SocketAddr, token: &str, body: &serde_json::V
 pub fn post_mcp(addr: std::net::SocketAddr, token: &str, body: &serde_json::Value) -> HttpResponse {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-    s.write_all(mcp_request(addr, token, body).as_bytes()).expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    s.write_all(mcp_request(addr, token, body).as_bytes())
+        .expect("send");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read");
     parse_response(&raw)
@@ -351,14 +429,28 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head");
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).expect("status");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status");
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
-    HttpResponse { status, headers, body }
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -383,9 +475,14 @@ pub fn tools_call(id: u64, name: &str, arguments: serde_json::Value) -> serde_js
 pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if let Ok(c) = std::fs::read(format!("/proc/{p}/cmdline")) {
-            if String::from_utf8_lossy(&c).replace('\0', " ").contains(needle) {
+            if String::from_utf8_lossy(&c)
+                .replace('\0', " ")
+                .contains(needle)
+            {
                 out.push(p);
             }
         }

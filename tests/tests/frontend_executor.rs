@@ -1,7 +1,8 @@
 //! The frontend and executor together: forwarding, outages, cancellation, privileges.
 
 use mymcp_tests::{
-    mcp_request, pids_with_cmdline, post_mcp, proc_status, tools_call, wait_until, ExecutorProcess, FrontendProcess,
+    mcp_request, pids_with_cmdline, post_mcp, proc_status, tools_call, wait_until, ExecutorProcess,
+    FrontendProcess,
 };
 use serde_json::json;
 use std::io::Write;
@@ -13,7 +14,10 @@ fn frontend_answers_503_while_the_executor_is_down_and_recovers_by_itself() {
     let rw = exec.add_token("writer", "rw");
     let front = FrontendProcess::start(&exec.executor_socket());
     let echo = tools_call(1, "bash_execute", json!({"command": "echo up"}));
-    assert_eq!(post_mcp(front.addr, &rw, &echo).tool_json()["stdout"], "up\n");
+    assert_eq!(
+        post_mcp(front.addr, &rw, &echo).tool_json()["stdout"],
+        "up\n"
+    );
 
     exec.terminate();
     let r = post_mcp(front.addr, &rw, &echo);
@@ -27,14 +31,22 @@ fn frontend_answers_503_while_the_executor_is_down_and_recovers_by_itself() {
         "nobody",
         &[
             ("MYMCP_RUNTIME_DIR", dir.join("run").to_str().unwrap()),
-            ("MYMCP_TOKEN_FILE", dir.join("tokens.json").to_str().unwrap()),
+            (
+                "MYMCP_TOKEN_FILE",
+                dir.join("tokens.json").to_str().unwrap(),
+            ),
         ],
     );
     assert!(
-        wait_until(Duration::from_secs(10), || post_mcp(front.addr, &rw, &echo).status == 200),
+        wait_until(Duration::from_secs(10), || post_mcp(front.addr, &rw, &echo)
+            .status
+            == 200),
         "frontend did not reconnect"
     );
-    assert_eq!(post_mcp(front.addr, &rw, &echo).tool_json()["stdout"], "up\n");
+    assert_eq!(
+        post_mcp(front.addr, &rw, &echo).tool_json()["stdout"],
+        "up\n"
+    );
     drop(exec2);
 }
 
@@ -44,17 +56,31 @@ fn a_client_that_goes_away_has_its_command_killed() {
     let rw = exec.add_token("writer", "rw");
     let front = FrontendProcess::start(&exec.executor_socket());
     let marker = "31.4159";
-    let call = tools_call(7, "bash_execute", json!({"command": format!("sleep {marker}"), "timeout": 60}));
+    let call = tools_call(
+        7,
+        "bash_execute",
+        json!({"command": format!("sleep {marker}"), "timeout": 60}),
+    );
     let mut s = std::net::TcpStream::connect(front.addr).unwrap();
-    s.write_all(mcp_request(front.addr, &rw, &call).as_bytes()).unwrap();
-    assert!(wait_until(Duration::from_secs(5), || !pids_with_cmdline(&format!("sleep {marker}")).is_empty()));
+    s.write_all(mcp_request(front.addr, &rw, &call).as_bytes())
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !pids_with_cmdline(
+        &format!("sleep {marker}")
+    )
+    .is_empty()));
     let t = Instant::now();
     drop(s);
     assert!(
-        wait_until(Duration::from_secs(1), || pids_with_cmdline(&format!("sleep {marker}")).is_empty()),
+        wait_until(Duration::from_secs(1), || pids_with_cmdline(&format!(
+            "sleep {marker}"
+        ))
+        .is_empty()),
         "the command survived its client"
     );
-    eprintln!("killed {} ms after the client left", t.elapsed().as_millis());
+    eprintln!(
+        "killed {} ms after the client left",
+        t.elapsed().as_millis()
+    );
 }
 
 #[test]
@@ -68,7 +94,15 @@ fn many_calls_in_flight_share_one_executor_connection() {
             let rw = rw.clone();
             let addr = front.addr;
             std::thread::spawn(move || {
-                post_mcp(addr, &rw, &tools_call(i, "bash_execute", json!({"command": format!("sleep 1; echo {i}")})))
+                post_mcp(
+                    addr,
+                    &rw,
+                    &tools_call(
+                        i,
+                        "bash_execute",
+                        json!({"command": format!("sleep 1; echo {i}")}),
+                    ),
+                )
             })
         })
         .collect();
@@ -86,7 +120,11 @@ fn the_frontend_process_holds_no_privilege() {
     let uid = proc_status(front.pid(), "Uid");
     assert!(uid.split_whitespace().all(|u| u == "65534"), "{uid}");
     for cap in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
-        assert_eq!(u64::from_str_radix(&proc_status(front.pid(), cap), 16).unwrap(), 0, "{cap}");
+        assert_eq!(
+            u64::from_str_radix(&proc_status(front.pid(), cap), 16).unwrap(),
+            0,
+            "{cap}"
+        );
     }
 }
 

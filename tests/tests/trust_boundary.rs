@@ -29,11 +29,21 @@ fn forged_calls_from_the_frontend_uid_are_refused_and_nothing_runs() {
 
     // A real ro token's digest, as a frontend that saw it in flight would have it.
     let m3 = marker(&exec, "ro-token");
-    let out = peer(uid, gid, &sock, "bash-with-digest", &format!("{}:{}", digest_hex(&ro), m3.display()));
+    let out = peer(
+        uid,
+        gid,
+        &sock,
+        "bash-with-digest",
+        &format!("{}:{}", digest_hex(&ro), m3.display()),
+    );
     assert_eq!(out, ["Welcome", "Tool Err PermissionDenied id=9"]);
 
     for m in [&m1, &m2, &m3] {
-        assert!(!m.exists(), "{} was created: a refused command ran", m.display());
+        assert!(
+            !m.exists(),
+            "{} was created: a refused command ran",
+            m.display()
+        );
     }
 }
 
@@ -43,7 +53,13 @@ fn an_rw_digest_does_run_so_the_refusals_above_are_real() {
     let rw = exec.add_token("writer", "rw");
     let (uid, gid) = nobody();
     let m = marker(&exec, "rw-ran");
-    let out = peer(uid, gid, &exec.executor_socket(), "bash-with-digest", &format!("{}:{}", digest_hex(&rw), m.display()));
+    let out = peer(
+        uid,
+        gid,
+        &exec.executor_socket(),
+        "bash-with-digest",
+        &format!("{}:{}", digest_hex(&rw), m.display()),
+    );
     assert_eq!(out, ["Welcome", "Tool Ok id=9"]);
     assert!(m.exists());
 }
@@ -54,7 +70,10 @@ fn admin_and_metrics_tokens_cannot_call_tools() {
     let (uid, gid) = nobody();
     for role in ["admin", "metrics"] {
         let t = exec.add_token(&format!("{role}-token"), role);
-        assert_eq!(peer(uid, gid, &exec.executor_socket(), "identify", &t), ["Welcome", "Unauthenticated id=1"]);
+        assert_eq!(
+            peer(uid, gid, &exec.executor_socket(), "identify", &t),
+            ["Welcome", "Unauthenticated id=1"]
+        );
     }
 }
 
@@ -66,10 +85,17 @@ fn another_uid_is_refused_at_accept_even_with_the_right_group() {
     // uid 1 (daemon) with the frontend's group: the socket file's mode lets it connect, so
     // only the SO_PEERCRED check stands between it and the executor.
     let out = peer(1, gid, &exec.executor_socket(), "identify", &rw);
-    assert_eq!(out, ["Closed"], "a connection from uid 1 must be closed without a Welcome");
+    assert_eq!(
+        out,
+        ["Closed"],
+        "a connection from uid 1 must be closed without a Welcome"
+    );
     // The right uid with the same token is served.
     let (uid, gid) = nobody();
-    assert_eq!(peer(uid, gid, &exec.executor_socket(), "identify", &rw), ["Welcome", "Identity rw id=1"]);
+    assert_eq!(
+        peer(uid, gid, &exec.executor_socket(), "identify", &rw),
+        ["Welcome", "Identity rw id=1"]
+    );
 }
 
 #[test]
@@ -78,7 +104,10 @@ fn the_control_socket_refuses_the_frontend_uid() {
     let (uid, gid) = nobody();
     // control.sock is 0600 root: the frontend cannot even connect.
     let out = peer(uid, gid, &exec.control_socket(), "hello", "");
-    assert!(out[0].starts_with("ConnectFailed") || out == ["Closed"], "{out:?}");
+    assert!(
+        out[0].starts_with("ConnectFailed") || out == ["Closed"],
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -87,11 +116,24 @@ fn garbage_drops_only_that_connection() {
     let rw = exec.add_token("writer", "rw");
     let (uid, gid) = nobody();
     let sock = exec.executor_socket();
-    for scenario in ["garbage", "garbage-after-hello", "oversized", "second-hello"] {
+    for scenario in [
+        "garbage",
+        "garbage-after-hello",
+        "oversized",
+        "second-hello",
+    ] {
         let out = peer(uid, gid, &sock, scenario, "");
-        assert_eq!(out.last().map(String::as_str), Some("Closed"), "{scenario}: {out:?}");
+        assert_eq!(
+            out.last().map(String::as_str),
+            Some("Closed"),
+            "{scenario}: {out:?}"
+        );
         // The executor still serves a well-behaved peer.
-        assert_eq!(peer(uid, gid, &sock, "identify", &rw), ["Welcome", "Identity rw id=1"], "after {scenario}");
+        assert_eq!(
+            peer(uid, gid, &sock, "identify", &rw),
+            ["Welcome", "Identity rw id=1"],
+            "after {scenario}"
+        );
     }
     let out = peer(uid, gid, &sock, "request-before-hello", &rw);
     assert_eq!(out, ["Closed"], "a request before Hello is out of state");
@@ -113,7 +155,9 @@ fn token_store_holds_digests_only_and_is_private() {
     let text = std::fs::read_to_string(&exec.token_file).unwrap();
     assert!(!text.contains(&t[4..]), "token value found in the store");
     assert!(text.contains(&digest_hex(&t)));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&exec.token_file).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&exec.token_file).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     assert!(Path::new(&exec.executor_socket()).exists());
 }

@@ -91,11 +91,20 @@ fn lookup_user(
         // NUL-terminated strings inside `buf`, which is still alive here.
         let (name, home) = unsafe {
             (
-                std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned(),
-                std::ffi::CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned(),
+                std::ffi::CStr::from_ptr(pwd.pw_name)
+                    .to_string_lossy()
+                    .into_owned(),
+                std::ffi::CStr::from_ptr(pwd.pw_dir)
+                    .to_string_lossy()
+                    .into_owned(),
             )
         };
-        return Ok(Some(Account { name, uid: pwd.pw_uid, gid: pwd.pw_gid, home }));
+        return Ok(Some(Account {
+            name,
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+            home,
+        }));
     }
 }
 

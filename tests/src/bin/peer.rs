@@ -11,8 +11,8 @@
 
 use mymcp_protocol::frame::{self, FrameError, MAX_FRAME_LEN};
 use mymcp_protocol::{
-    BashExecute, CallOrigin, ClientFrame, FrontendRequest, FrontendResponse, Hello, ServerFrame, TokenDigest,
-    ToolCall,
+    BashExecute, CallOrigin, ClientFrame, FrontendRequest, FrontendResponse, Hello, ServerFrame,
+    TokenDigest, ToolCall,
 };
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -43,7 +43,10 @@ fn answer(s: &mut UnixStream) -> bool {
             FrontendResponse::Tool(Err(f)) => println!("Tool Err {} id={id}", f.code),
         },
         Err(FrameError::Io(e))
-            if matches!(e.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset) =>
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
         {
             println!("Closed");
             return false;
@@ -79,7 +82,10 @@ fn parse_digest(hex: &str) -> TokenDigest {
 fn bash(token: TokenDigest, command: &str) -> FrontendRequest {
     FrontendRequest::Call {
         token,
-        origin: CallOrigin { peer: "evil".into(), request_id: "evil".into() },
+        origin: CallOrigin {
+            peer: "evil".into(),
+            request_id: "evil".into(),
+        },
         call: ToolCall::BashExecute(BashExecute {
             command: command.into(),
             timeout: Some(5),
@@ -108,7 +114,15 @@ fn main() {
         // Identify with a token value given in ARG (the peer hashes it like the frontend).
         "identify" => {
             if hello(&mut s) {
-                send(&mut s, &Req::Request { id: 1, body: FrontendRequest::Identify { token: digest_of(arg) } });
+                send(
+                    &mut s,
+                    &Req::Request {
+                        id: 1,
+                        body: FrontendRequest::Identify {
+                            token: digest_of(arg),
+                        },
+                    },
+                );
                 answer(&mut s);
             }
         }
@@ -124,7 +138,13 @@ fn main() {
                 }
             };
             if hello(&mut s) {
-                send(&mut s, &Req::Request { id: 9, body: bash(token, &format!("touch {marker}")) });
+                send(
+                    &mut s,
+                    &Req::Request {
+                        id: 9,
+                        body: bash(token, &format!("touch {marker}")),
+                    },
+                );
                 answer(&mut s);
             }
         }
@@ -147,7 +167,15 @@ fn main() {
         }
         // A request before the handshake (out of state).
         "request-before-hello" => {
-            send(&mut s, &Req::Request { id: 1, body: FrontendRequest::Identify { token: digest_of(arg) } });
+            send(
+                &mut s,
+                &Req::Request {
+                    id: 1,
+                    body: FrontendRequest::Identify {
+                        token: digest_of(arg),
+                    },
+                },
+            );
             answer(&mut s);
         }
         // A second Hello after the handshake (out of state).
@@ -159,7 +187,10 @@ fn main() {
         }
         // A Hello from another build.
         "wrong-build" => {
-            let h = Hello { build_id: "0.0.0+other".into(), ..Hello::current() };
+            let h = Hello {
+                build_id: "0.0.0+other".into(),
+                ..Hello::current()
+            };
             send(&mut s, &Req::Hello(h));
             answer(&mut s);
             answer(&mut s);
