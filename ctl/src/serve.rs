@@ -210,7 +210,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         .env("MYMCP_FRONTEND_USER", account.uid.to_string())
         .env("MYMCP_LOG_LEVEL", &opts.log_level)
         .process_group(0);
-    unsafe_pre_exec(&mut executor_cmd, sys::parent_death_signal);
+    unsafe_pre_exec(&mut executor_cmd, sys::prepare_executor_child);
     let executor = executor_cmd
         .spawn()
         .with_context(|| format!("starting {}", executor_bin.display()))?;
@@ -300,7 +300,8 @@ where
     F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
 {
     // SAFETY: mymcpctl is single-threaded when it spawns, and every closure passed here calls
-    // only async-signal-safe functions (prctl, dup2, setgroups, setresgid, setresuid; see sys).
+    // only async-signal-safe functions (prctl, dup2, fcntl, setgroups, setresgid, setresuid,
+    // pthread_sigmask; see sys).
     unsafe {
         cmd.pre_exec(f);
     }

@@ -61,6 +61,30 @@ pub fn drop_privileges_in_child(
     }
     // SAFETY: PR_SET_NO_NEW_PRIVS with constant integer arguments.
     check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+    unblock_all_signals()?;
+    parent_death_signal()
+}
+
+/// Unblocks every signal. mymcpctl blocks its shutdown signals to wait for them; children
+/// inherit the mask through fork and exec, so each child must clear it before exec or it would
+/// never see SIGTERM.
+pub fn unblock_all_signals() -> io::Result<()> {
+    // SAFETY: sigset_t is a plain bit set, initialised by sigemptyset before use.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `empty` is a valid, exclusively borrowed sigset_t.
+    unsafe { libc::sigemptyset(&mut empty) };
+    // SAFETY: `empty` is initialised; the old mask is not needed (null).
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Runs in the forked executor child before exec: a clean signal mask, and SIGTERM when
+/// mymcpctl dies.
+pub fn prepare_executor_child() -> io::Result<()> {
+    unblock_all_signals()?;
     parent_death_signal()
 }
 

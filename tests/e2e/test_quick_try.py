@@ -211,7 +211,14 @@ def test_stopping_the_quick_try_deletes_its_state():
     state_dir = os.path.dirname(s.runtime_dir)
     assert os.path.isdir(state_dir)
     assert os.stat(state_dir).st_mode & 0o777 == 0o710
-    kids = list(s.children())
+    kids = s.children()
+    assert sorted(kids.values()) == ["mymcp-executor", "mymcp-frontend"], kids
+    for pid in kids:
+        # mymcpctl waits for signals with them blocked; its children must not inherit that.
+        blocked = int(_proc_status(pid)["SigBlk"], 16)
+        assert blocked & (1 << 14) == 0, f"SIGTERM blocked in {kids[pid]}"
     assert stop_server(s) == 0
     assert not os.path.exists(state_dir), "the temporary tokens must vanish with the server"
     assert wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in kids))
+    # The executor shut down on SIGTERM (it logs "stopped"), rather than being killed.
+    assert any("stopped" in line for line in s.log), "\n".join(s.log[-20:])
