@@ -1,0 +1,1000 @@
+//! `grep` and `glob`: in-process searches with ripgrep's own crates.
+//!
+//! No child process is started, so a pattern or a path can never be read as an option
+//! (`"--pre=/bin/sh"` is just a regex), and there is one engine with one documented behaviour
+//! (the references switched between ripgrep and a fallback scanner that disagreed on hidden
+//! files, ignore files, binary files, regex dialect, counts and order).
+//!
+//! **grep** walks like ripgrep (hidden files and directories skipped, `.gitignore`/`.ignore`
+//! honoured inside git repositories, symlinks not followed, binary files — a NUL byte — skipped)
+//! in **sorted path order**, and searches the files on a pool of threads. Results are emitted in
+//! walk order, so the output is deterministic, and the walk stops as soon as more than
+//! `max_results` output lines are known. Each directory is opened below the checked root without
+//! following symlinks and checked by inode and path; each file is opened `O_NOFOLLOW` inside its
+//! checked directory and refused if its inode is a protected file, so protected content (or a
+//! context line of it) is never read, whatever is swapped in during the walk.
+//!
+//! Output lines (ripgrep's format):
+//! * `content`: `path:line:text` for a match, `path-line-text` for a context line, `--` between
+//!   non-adjacent groups when `context_lines` > 0; `path` is omitted when `path` names a file.
+//! * `files`: one path per file with a match.
+//! * `count`: `path:N` (N matching lines; just `N` when `path` names a file).
+//!
+//! **glob** walks in parallel (order does not matter: results are sorted by mtime, newest
+//! first, ties by path), skips hidden names, prunes protected directories, keeps only the newest
+//! `MYMCP_GLOB_MAX_RESULTS` in memory and counts the rest. Unreadable directories and symlink
+//! loops are skipped, never fatal.
+
+use crate::paths::{self, CheckedDir, Policy, SearchRoot};
+use crate::sys::fs::{self as sysfs, Base};
+use globset::GlobBuilder;
+use grep_regex::{RegexMatcher, RegexMatcherBuilder};
+use grep_searcher::{
+    BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContext, SinkContextKind, SinkMatch,
+};
+use ignore::{DirEntry, WalkBuilder, WalkState};
+use mymcp_protocol::{ErrorCode, Glob, GlobOutput, Grep, GrepMode, GrepOutput, ToolFailure};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// Appended to an output line cut at `max_line_bytes`.
+const LINE_TRUNCATED: &str = " [LINE TRUNCATED]";
+/// Longest accepted regex or glob, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 64 * 1024;
+/// Largest `context_lines`.
+const MAX_CONTEXT_LINES: u64 = 1000;
+
+/// Limits of `grep` and `glob`. Built by `config`; defaults are the reference's where it has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchConfig {
+    /// `MYMCP_GLOB_MAX_RESULTS`.
+    pub glob_max_results: u64,
+    /// `MYMCP_GREP_DEFAULT_MAX_RESULTS`.
+    pub grep_default_max_results: u64,
+    /// `MYMCP_GREP_MAX_RESULTS`.
+    pub grep_max_results: u64,
+    /// Bytes kept of one output line.
+    pub max_line_bytes: usize,
+    /// Largest `results` text; the output stops (truncated) before it would exceed this.
+    pub max_output_bytes: usize,
+    /// Most memory one file's search may use for a line (longer lines: the file is skipped).
+    pub heap_limit: usize,
+    /// `MYMCP_SEARCH_TIMEOUT_SEC`: the whole call.
+    pub timeout: Duration,
+    /// Search threads (0: one per CPU).
+    pub threads: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            glob_max_results: 1000,
+            grep_default_max_results: 500,
+            grep_max_results: 5000,
+            max_line_bytes: 4096,
+            max_output_bytes: 8 << 20,
+            heap_limit: 64 << 20,
+            timeout: Duration::from_secs(60),
+            threads: 0,
+        }
+    }
+}
+
+impl SearchConfig {
+    fn threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}
+
+/// Why a search stopped before its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Abort {
+    Timeout,
+    Cancelled,
+}
+
+/// The deadline and the cancellation flag of one call.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    deadline: Instant,
+    timeout: Duration,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Budget {
+    pub fn new(timeout: Duration, cancelled: Arc<AtomicBool>) -> Self {
+        Budget {
+            deadline: Instant::now() + timeout,
+            timeout,
+            cancelled,
+        }
+    }
+
+    fn check(&self) -> Result<(), Abort> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            Err(Abort::Cancelled)
+        } else if Instant::now() >= self.deadline {
+            Err(Abort::Timeout)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn failure(&self, tool: &str, abort: Abort) -> ToolFailure {
+        match abort {
+            Abort::Timeout => ToolFailure::new(
+                ErrorCode::TimeoutError,
+                format!("{tool} timed out after {}s", self.timeout.as_secs()),
+            )
+            .with_suggestion("Narrow the path or the pattern"),
+            Abort::Cancelled => ToolFailure::new(ErrorCode::Cancelled, "The call was cancelled"),
+        }
+    }
+}
+
+fn check_pattern_len(field: &str, p: &str) -> Result<(), ToolFailure> {
+    if p.len() > MAX_PATTERN_BYTES {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidArguments,
+            format!("{field} is {} bytes, max is {MAX_PATTERN_BYTES}", p.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// `shown` joined with a relative path, without doubling a trailing `/`.
+fn display_join(shown: &str, rel: &Path) -> String {
+    let rel = rel.to_string_lossy();
+    if rel.is_empty() {
+        shown.to_owned()
+    } else if shown.ends_with('/') {
+        format!("{shown}{rel}")
+    } else {
+        format!("{shown}/{rel}")
+    }
+}
+
+/// Whether a walked entry must be pruned: a protected directory (by path or inode) or a
+/// protected entry by path.
+fn protected_entry(policy: &Policy, e: &DirEntry) -> bool {
+    if policy.entry_for_path(e.path()).is_some() {
+        return true;
+    }
+    if e.file_type().is_some_and(|t| t.is_dir()) {
+        if let Ok(m) = e.metadata() {
+            return policy.is_protected_id(m.dev(), m.ino());
+        }
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------------------------
+// grep
+// ---------------------------------------------------------------------------------------------
+
+/// The clamped parameters of one grep.
+#[derive(Clone, Debug)]
+struct GrepPlan {
+    mode: GrepMode,
+    context: usize,
+    max_results: u64,
+    max_line_bytes: usize,
+    max_output_bytes: usize,
+}
+
+/// Runs one `grep` call. Blocking.
+pub fn grep(
+    args: &Grep,
+    cfg: &SearchConfig,
+    policy: &Policy,
+    budget: &Budget,
+) -> Result<GrepOutput, ToolFailure> {
+    let path = args.path.as_deref().unwrap_or("/");
+    paths::check_absolute("path", path)?;
+    check_pattern_len("pattern", &args.pattern)?;
+    if let Some(g) = &args.glob {
+        check_pattern_len("glob", g)?;
+    }
+    let matcher = RegexMatcherBuilder::new()
+        .case_insensitive(args.case_insensitive.unwrap_or(false))
+        .line_terminator(Some(b'\n'))
+        .build(&args.pattern)
+        .map_err(|e| {
+            ToolFailure::new(ErrorCode::InvalidRegex, e.to_string())
+                .with_suggestion("The pattern is a Rust regex (ripgrep's syntax)")
+        })?;
+    let max_cap = cfg.grep_max_results.max(1);
+    let plan = GrepPlan {
+        mode: args.output_mode.unwrap_or_default(),
+        context: args
+            .context_lines
+            .unwrap_or(0)
+            .clamp(0, MAX_CONTEXT_LINES as i64) as usize,
+        max_results: match args.max_results {
+            None => cfg.grep_default_max_results.clamp(1, max_cap),
+            Some(n) => (n.max(1) as u64).min(max_cap),
+        },
+        max_line_bytes: cfg.max_line_bytes,
+        max_output_bytes: cfg.max_output_bytes,
+    };
+    let mut searcher = build_searcher(&plan, cfg);
+    let mut out = Emitter::new(&plan);
+    match paths::open_search_root(policy, path)? {
+        None => {}
+        Some(SearchRoot::File(f)) => {
+            let r = search_one(&mut searcher, &matcher, &plan, &f.file, None);
+            out.emit(r);
+        }
+        Some(SearchRoot::Dir(root)) => {
+            let filter = match &args.glob {
+                None => None,
+                Some(g) => {
+                    let mut ob = ignore::overrides::OverrideBuilder::new(&root.real);
+                    ob.add(g).map_err(|e| invalid_glob(g, &e))?;
+                    Some(ob.build().map_err(|e| invalid_glob(g, &e))?)
+                }
+            };
+            walk_and_search(
+                root, path, filter, &matcher, &plan, cfg, policy, budget, &mut out,
+            )
+            .map_err(|a| budget.failure("grep", a))?;
+        }
+    }
+    Ok(out.finish())
+}
+
+fn invalid_glob(g: &str, e: &dyn std::fmt::Display) -> ToolFailure {
+    ToolFailure::new(
+        ErrorCode::InvalidArguments,
+        format!("invalid glob {g:?}: {e}"),
+    )
+}
+
+fn build_searcher(plan: &GrepPlan, cfg: &SearchConfig) -> Searcher {
+    let mut b = SearcherBuilder::new();
+    b.line_number(true)
+        .binary_detection(BinaryDetection::quit(0))
+        .heap_limit(Some(cfg.heap_limit));
+    if plan.mode == GrepMode::Content {
+        b.before_context(plan.context).after_context(plan.context);
+    }
+    if plan.mode == GrepMode::Files {
+        b.max_matches(Some(1));
+    }
+    b.build()
+}
+
+/// What one file contributed.
+#[derive(Debug, Default)]
+struct FileResult {
+    /// Output lines, each ending in `\n`.
+    text: String,
+    lines: u64,
+}
+
+/// Searches one open file. `prefix` is the display path (`None`: a single-file search).
+fn search_one(
+    searcher: &mut Searcher,
+    matcher: &RegexMatcher,
+    plan: &GrepPlan,
+    file: &File,
+    prefix: Option<&str>,
+) -> FileResult {
+    let mut sink = FileSink {
+        plan,
+        prefix,
+        out: FileResult::default(),
+        matched_lines: 0,
+        binary: false,
+        full: false,
+    };
+    let ok = searcher.search_file(matcher, file, &mut sink).is_ok();
+    if !ok || sink.binary {
+        return FileResult::default();
+    }
+    match plan.mode {
+        GrepMode::Content => sink.out,
+        GrepMode::Files => {
+            let mut r = FileResult::default();
+            if sink.matched_lines > 0 {
+                r.text = format!("{}\n", prefix.unwrap_or(""));
+                r.lines = 1;
+            }
+            r
+        }
+        GrepMode::Count => {
+            let mut r = FileResult::default();
+            if sink.matched_lines > 0 {
+                r.text = match prefix {
+                    Some(p) => format!("{p}:{}\n", sink.matched_lines),
+                    None => format!("{}\n", sink.matched_lines),
+                };
+                r.lines = 1;
+            }
+            r
+        }
+    }
+}
+
+struct FileSink<'a> {
+    plan: &'a GrepPlan,
+    prefix: Option<&'a str>,
+    out: FileResult,
+    matched_lines: u64,
+    binary: bool,
+    /// Enough lines for the whole answer: stop reading this file.
+    full: bool,
+}
+
+impl FileSink<'_> {
+    fn push(&mut self, sep: char, lineno: Option<u64>, bytes: &[u8]) -> bool {
+        let mut line = bytes;
+        while let [rest @ .., b'\n' | b'\r'] = line {
+            line = rest;
+        }
+        let cut = line.len() > self.plan.max_line_bytes;
+        let kept = &line[..line.len().min(self.plan.max_line_bytes)];
+        let text = String::from_utf8_lossy(kept);
+        let n = lineno.unwrap_or(0);
+        let o = &mut self.out.text;
+        if let Some(p) = self.prefix {
+            o.push_str(p);
+            o.push(sep);
+        }
+        o.push_str(&n.to_string());
+        o.push(sep);
+        o.push_str(&text);
+        if cut {
+            o.push_str(LINE_TRUNCATED);
+        }
+        o.push('\n');
+        self.out.lines += 1;
+        self.keep_going()
+    }
+
+    fn keep_going(&mut self) -> bool {
+        if self.out.lines > self.plan.max_results
+            || self.out.text.len() > self.plan.max_output_bytes
+        {
+            self.full = true;
+        }
+        !self.full
+    }
+}
+
+impl Sink for FileSink<'_> {
+    type Error = io::Error;
+
+    fn matched(&mut self, _: &Searcher, mat: &SinkMatch<'_>) -> Result<bool, io::Error> {
+        self.matched_lines += 1;
+        match self.plan.mode {
+            GrepMode::Content => Ok(self.push(':', mat.line_number(), mat.bytes())),
+            GrepMode::Files => Ok(false),
+            GrepMode::Count => Ok(true),
+        }
+    }
+
+    fn context(&mut self, _: &Searcher, ctx: &SinkContext<'_>) -> Result<bool, io::Error> {
+        match ctx.kind() {
+            SinkContextKind::Before | SinkContextKind::After => {
+                Ok(self.push('-', ctx.line_number(), ctx.bytes()))
+            }
+            SinkContextKind::Other => Ok(true),
+        }
+    }
+
+    fn context_break(&mut self, _: &Searcher) -> Result<bool, io::Error> {
+        self.out.text.push_str("--\n");
+        self.out.lines += 1;
+        Ok(self.keep_going())
+    }
+
+    fn binary_data(&mut self, _: &Searcher, _offset: u64) -> Result<bool, io::Error> {
+        self.binary = true;
+        Ok(false)
+    }
+}
+
+/// Collects file results in order into the answer.
+struct Emitter<'a> {
+    plan: &'a GrepPlan,
+    text: String,
+    /// Lines in `text`.
+    shown: u64,
+    /// Lines seen in all emitted results.
+    total: u64,
+    /// More lines were found than can be shown: the search may stop.
+    full: bool,
+    /// The walk ended before its natural end (so `total` is a lower bound).
+    stopped_early: bool,
+}
+
+impl<'a> Emitter<'a> {
+    fn new(plan: &'a GrepPlan) -> Self {
+        Emitter {
+            plan,
+            text: String::new(),
+            shown: 0,
+            total: 0,
+            full: false,
+            stopped_early: false,
+        }
+    }
+
+    fn emit(&mut self, r: FileResult) {
+        if r.lines == 0 {
+            return;
+        }
+        let separate =
+            self.plan.mode == GrepMode::Content && self.plan.context > 0 && self.total > 0;
+        let lines = r
+            .text
+            .split_terminator('\n')
+            .map(|l| l.to_owned())
+            .collect::<Vec<_>>();
+        let mut all = Vec::with_capacity(lines.len() + 1);
+        if separate {
+            all.push("--".to_owned());
+        }
+        all.extend(lines);
+        for l in all {
+            self.total += 1;
+            if self.shown < self.plan.max_results
+                && !self.full
+                && self.text.len() + l.len() + 1 <= self.plan.max_output_bytes
+            {
+                if self.shown > 0 {
+                    self.text.push('\n');
+                }
+                self.text.push_str(&l);
+                self.shown += 1;
+            } else {
+                self.full = true;
+            }
+        }
+    }
+
+    fn finish(mut self) -> GrepOutput {
+        let exact = !self.stopped_early;
+        if self.total > self.shown {
+            let more = self.total - self.shown;
+            if exact {
+                self.text
+                    .push_str(&format!("\n[TRUNCATED: {more} more matches not shown]"));
+            } else {
+                self.text.push_str(&format!(
+                    "\n[TRUNCATED: at least {more} more matches not shown; the search stopped at max_results]"
+                ));
+            }
+        }
+        GrepOutput {
+            results: self.text,
+            match_count: self.total,
+            match_count_exact: exact,
+        }
+    }
+}
+
+/// One file for the search threads.
+struct Job {
+    seq: u64,
+    dir: Arc<CheckedDir>,
+    name: OsString,
+    display: String,
+}
+
+/// Limits how far the walk may run ahead of the in-order emission.
+struct Window {
+    state: Mutex<(usize, usize)>,
+    changed: Condvar,
+}
+
+const WINDOW_FILES: usize = 1024;
+const WINDOW_BYTES: usize = 16 << 20;
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            state: Mutex::new((0, 0)),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits for room for one more file; false when `stop` was raised meanwhile.
+    fn enter(&self, stop: &AtomicBool) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.0 >= WINDOW_FILES || s.1 >= WINDOW_BYTES {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        s.0 += 1;
+        true
+    }
+
+    fn add_bytes(&self, n: usize) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 += n;
+    }
+
+    fn leave(&self, bytes: usize) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = s.0.saturating_sub(1);
+        s.1 = s.1.saturating_sub(bytes);
+        self.changed.notify_all();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk_and_search(
+    root: CheckedDir,
+    shown: &str,
+    filter: Option<ignore::overrides::Override>,
+    matcher: &RegexMatcher,
+    plan: &GrepPlan,
+    cfg: &SearchConfig,
+    policy: &Policy,
+    budget: &Budget,
+    out: &mut Emitter<'_>,
+) -> Result<(), Abort> {
+    let root = Arc::new(root);
+    let policy_arc = Arc::new(policy.clone());
+    let mut wb = WalkBuilder::new(&root.real);
+    wb.follow_links(false)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .filter_entry(move |e| !protected_entry(&policy_arc, e));
+    if let Some(f) = filter {
+        wb.overrides(f);
+    }
+    let walk = wb.build();
+
+    let stop = AtomicBool::new(false);
+    let window = Window::new();
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(256);
+    let job_rx = Mutex::new(job_rx);
+    let (res_tx, res_rx) = mpsc::channel::<(u64, FileResult)>();
+    let mut abort = None;
+
+    std::thread::scope(|s| {
+        for _ in 0..cfg.threads() {
+            let res_tx = res_tx.clone();
+            let (job_rx, stop, window) = (&job_rx, &stop, &window);
+            let matcher = matcher.clone();
+            s.spawn(move || {
+                let mut searcher = build_searcher(plan, cfg);
+                loop {
+                    let job = {
+                        let rx = job_rx.lock().unwrap_or_else(|p| p.into_inner());
+                        rx.recv()
+                    };
+                    let Ok(job) = job else { break };
+                    let r = if stop.load(Ordering::Relaxed) {
+                        FileResult::default()
+                    } else {
+                        search_in_dir(&mut searcher, &matcher, plan, policy, &job)
+                    };
+                    window.add_bytes(r.text.len());
+                    if res_tx.send((job.seq, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(res_tx);
+
+        let walker = {
+            let (stop, window, root) = (&stop, &window, root.clone());
+            s.spawn(move || -> Result<(), Abort> {
+                let mut dirs: Vec<Option<Arc<CheckedDir>>> = vec![Some(root.clone())];
+                let mut seq = 0u64;
+                for (i, entry) in walk.enumerate() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if i % 64 == 0 {
+                        budget.check()?;
+                    }
+                    let Ok(entry) = entry else { continue };
+                    let depth = entry.depth();
+                    let Some(ft) = entry.file_type() else {
+                        continue;
+                    };
+                    if depth == 0 {
+                        continue;
+                    }
+                    if ft.is_dir() {
+                        dirs.truncate(depth);
+                        let sub = match dirs.get(depth - 1) {
+                            Some(Some(parent)) => {
+                                paths::open_subdir(policy, parent, entry.file_name())
+                                    .ok()
+                                    .flatten()
+                                    .map(Arc::new)
+                            }
+                            _ => None,
+                        };
+                        dirs.push(sub);
+                    } else if ft.is_file() {
+                        let Some(Some(parent)) = dirs.get(depth - 1) else {
+                            continue;
+                        };
+                        let rel = entry
+                            .path()
+                            .strip_prefix(&root.real)
+                            .unwrap_or(entry.path());
+                        let job = Job {
+                            seq,
+                            dir: parent.clone(),
+                            name: entry.file_name().to_owned(),
+                            display: display_join(shown, rel),
+                        };
+                        if !window.enter(stop) {
+                            break;
+                        }
+                        if job_tx.send(job).is_err() {
+                            break;
+                        }
+                        seq += 1;
+                    }
+                }
+                drop(job_tx);
+                Ok(())
+            })
+        };
+
+        // Emit in walk order.
+        let mut next = 0u64;
+        let mut pending: BTreeMap<u64, FileResult> = BTreeMap::new();
+        loop {
+            match res_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok((seq, r)) => {
+                    pending.insert(seq, r);
+                    while let Some(r) = pending.remove(&next) {
+                        let bytes = r.text.len();
+                        out.emit(r);
+                        window.leave(bytes);
+                        next += 1;
+                    }
+                    if out.full {
+                        out.stopped_early = true;
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(a) = budget.check() {
+                        abort = Some(a);
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        drop(res_rx);
+        if let Ok(Err(a)) = walker.join() {
+            abort.get_or_insert(a);
+        }
+    });
+    match abort {
+        Some(a) => Err(a),
+        None => Ok(()),
+    }
+}
+
+/// Opens one walked file inside its checked directory and searches it.
+fn search_in_dir(
+    searcher: &mut Searcher,
+    matcher: &RegexMatcher,
+    plan: &GrepPlan,
+    policy: &Policy,
+    job: &Job,
+) -> FileResult {
+    let Ok(fd) = sysfs::openat(
+        Base::Dir(job.dir.fd()),
+        &job.name,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0,
+    ) else {
+        return FileResult::default();
+    };
+    let file = File::from(fd);
+    let Ok(meta) = file.metadata() else {
+        return FileResult::default();
+    };
+    if !meta.is_file() || policy.is_protected_id(meta.dev(), meta.ino()) {
+        return FileResult::default();
+    }
+    search_one(searcher, matcher, plan, &file, Some(&job.display))
+}
+
+// ---------------------------------------------------------------------------------------------
+// glob
+// ---------------------------------------------------------------------------------------------
+
+fn has_glob_meta(component: &str) -> bool {
+    component.contains(['*', '?', '[', '{', '\\'])
+}
+
+/// One match: (mtime in ns, display path).
+type Found = (i128, String);
+
+/// Keeps the newest `cap` matches and counts all of them.
+#[derive(Debug, Default)]
+struct Newest {
+    cap: usize,
+    items: Vec<Found>,
+    count: u64,
+}
+
+impl Newest {
+    fn new(cap: usize) -> Self {
+        Newest {
+            cap,
+            items: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, f: Found) {
+        self.count += 1;
+        self.items.push(f);
+        if self.items.len() >= self.cap.saturating_mul(4).max(64) {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        self.items
+            .sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        self.items.truncate(self.cap);
+    }
+
+    fn merge(&mut self, other: Newest) {
+        self.count += other.count;
+        self.items.extend(other.items);
+        self.compact();
+    }
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Runs one `glob` call. Blocking.
+pub fn glob(
+    args: &Glob,
+    cfg: &SearchConfig,
+    policy: &Policy,
+    budget: &Budget,
+) -> Result<GlobOutput, ToolFailure> {
+    let base = args.path.as_deref().unwrap_or("/");
+    paths::check_absolute("path", base)?;
+    check_pattern_len("pattern", &args.pattern)?;
+    let cap = cfg.glob_max_results.max(1) as usize;
+
+    // An absolute pattern ignores `path`. Literal leading components join the base, so the walk
+    // starts as deep as it can.
+    let (mut shown, pattern) = match args.pattern.strip_prefix('/') {
+        Some(rest) => (String::from("/"), rest.to_owned()),
+        None => (base.to_owned(), args.pattern.clone()),
+    };
+    let parts: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    let literal = parts.iter().take_while(|c| !has_glob_meta(c)).count();
+    for c in &parts[..literal] {
+        if !shown.ends_with('/') {
+            shown.push('/');
+        }
+        shown.push_str(c);
+    }
+    let rest = parts[literal..].join("/");
+    let empty = GlobOutput {
+        files: Vec::new(),
+        count: 0,
+        truncated: false,
+    };
+
+    if rest.is_empty() {
+        // Nothing to expand: the path itself, if it exists and is not protected.
+        return Ok(match literal_match(policy, &shown) {
+            Some(p) => GlobOutput {
+                files: vec![p],
+                count: 1,
+                truncated: false,
+            },
+            None => empty,
+        });
+    }
+    let matcher = GlobBuilder::new(&rest)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| {
+            ToolFailure::new(
+                ErrorCode::InvalidArguments,
+                format!("invalid glob pattern {:?}: {}", args.pattern, e.kind()),
+            )
+        })?
+        .compile_matcher();
+
+    let root = match paths::open_search_root(policy, &shown) {
+        Ok(Some(SearchRoot::Dir(d))) => d,
+        // Missing, a file, or protected: nothing to list (the reference filters silently).
+        Ok(_) => return Ok(empty),
+        Err(f) if f.code == ErrorCode::ProtectedPath => return Ok(empty),
+        Err(f) => return Err(f),
+    };
+    let recursive = rest.split('/').any(|c| c.contains("**"));
+    let explicit_hidden = rest.split('/').any(|c| c.starts_with('.'));
+    let include_root = rest == "**";
+
+    let policy_arc = Arc::new(policy.clone());
+    let mut wb = WalkBuilder::new(&root.real);
+    wb.standard_filters(false)
+        .hidden(!explicit_hidden)
+        .follow_links(false)
+        .threads(cfg.threads())
+        .max_depth(if recursive {
+            None
+        } else {
+            Some(rest.split('/').count())
+        })
+        .filter_entry(move |e| !protected_entry(&policy_arc, e));
+    let walk = wb.build_parallel();
+
+    let results = Mutex::new(Newest::new(cap));
+    let abort: Mutex<Option<Abort>> = Mutex::new(None);
+    let root_real = root.real.clone();
+    {
+        let mut builder = GlobVisitorBuilder {
+            matcher: &matcher,
+            root: &root_real,
+            shown: &shown,
+            policy,
+            budget,
+            results: &results,
+            abort: &abort,
+            cap,
+            include_root,
+        };
+        walk.visit(&mut builder);
+    }
+    if let Some(a) = *abort.lock().unwrap_or_else(|p| p.into_inner()) {
+        return Err(budget.failure("glob", a));
+    }
+    let mut all = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    all.compact();
+    // A last check of what is returned: the real path of each result (catches a symlink into a
+    // protected directory, and a directory swapped for one during the walk).
+    let mut files = Vec::with_capacity(all.items.len());
+    let mut count = all.count;
+    for (_, p) in all.items {
+        let protected = std::fs::canonicalize(&p)
+            .map(|r| policy.entry_for_path(&r).is_some())
+            .unwrap_or(false);
+        if protected {
+            count -= 1;
+        } else {
+            files.push(p);
+        }
+    }
+    Ok(GlobOutput {
+        truncated: count > files.len() as u64,
+        files,
+        count,
+    })
+}
+
+/// A literal path (no wildcard), if it exists and neither it nor its real path is protected.
+fn literal_match(policy: &Policy, p: &str) -> Option<String> {
+    let meta = std::fs::symlink_metadata(p).ok()?;
+    if policy.is_protected_id(meta.dev(), meta.ino()) {
+        return None;
+    }
+    let real = std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p));
+    policy.entry_for_path(&real).is_none().then(|| p.to_owned())
+}
+
+struct GlobVisitorBuilder<'a> {
+    matcher: &'a globset::GlobMatcher,
+    root: &'a Path,
+    shown: &'a str,
+    policy: &'a Policy,
+    budget: &'a Budget,
+    results: &'a Mutex<Newest>,
+    abort: &'a Mutex<Option<Abort>>,
+    cap: usize,
+    include_root: bool,
+}
+
+impl<'s> ignore::ParallelVisitorBuilder<'s> for GlobVisitorBuilder<'s> {
+    fn build(&mut self) -> Box<dyn ignore::ParallelVisitor + 's> {
+        Box::new(GlobVisitor {
+            matcher: self.matcher,
+            root: self.root,
+            shown: self.shown,
+            policy: self.policy,
+            budget: self.budget,
+            results: self.results,
+            abort: self.abort,
+            local: Newest::new(self.cap),
+            include_root: self.include_root,
+            seen: 0,
+        })
+    }
+}
+
+struct GlobVisitor<'a> {
+    matcher: &'a globset::GlobMatcher,
+    root: &'a Path,
+    shown: &'a str,
+    policy: &'a Policy,
+    budget: &'a Budget,
+    results: &'a Mutex<Newest>,
+    abort: &'a Mutex<Option<Abort>>,
+    local: Newest,
+    include_root: bool,
+    seen: u64,
+}
+
+impl ignore::ParallelVisitor for GlobVisitor<'_> {
+    fn visit(&mut self, entry: Result<DirEntry, ignore::Error>) -> WalkState {
+        self.seen += 1;
+        if self.seen % 256 == 0 {
+            if let Err(a) = self.budget.check() {
+                self.abort
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(a);
+                return WalkState::Quit;
+            }
+        }
+        let Ok(entry) = entry else {
+            return WalkState::Continue;
+        };
+        let rel = entry.path().strip_prefix(self.root).unwrap_or(entry.path());
+        let matched = if entry.depth() == 0 {
+            self.include_root
+        } else {
+            self.matcher.is_match(rel)
+        };
+        if matched {
+            if let Ok(m) = entry.metadata() {
+                if !self.policy.is_protected_id(m.dev(), m.ino()) {
+                    self.local
+                        .push((mtime_ns(&m), display_join(self.shown, rel)));
+                }
+            }
+        }
+        WalkState::Continue
+    }
+}
+
+impl Drop for GlobVisitor<'_> {
+    fn drop(&mut self) {
+        let local = std::mem::take(&mut self.local);
+        self.results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .merge(local);
+    }
+}
