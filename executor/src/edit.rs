@@ -299,3 +299,280 @@ impl Drop for FileLock {
         b.freed.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::ProtectedPaths;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    fn policy(entries: &[&Path]) -> Policy {
+        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy()
+    }
+
+    fn write(path: &Path, content: &str) -> Result<WriteFileOutput, ToolFailure> {
+        write_file(
+            &WriteFile {
+                file_path: path.to_str().unwrap().into(),
+                content: content.into(),
+            },
+            &WriteConfig::default(),
+            &policy(&[]),
+        )
+    }
+
+    fn edit(path: &Path, old: &str, new: &str, all: bool) -> Result<u64, ToolFailure> {
+        edit_file(
+            &EditFile {
+                file_path: path.to_str().unwrap().into(),
+                old_string: old.into(),
+                new_string: new.into(),
+                replace_all: Some(all),
+            },
+            &WriteConfig::default(),
+            &policy(&[]),
+        )
+        .map(|o| o.replacements)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn write_creates_parents_and_a_0644_file_without_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a/b/new.txt");
+        let out = write(&f, "héllo\r\n").unwrap();
+        assert_eq!(out.bytes_written, 8);
+        assert_eq!(std::fs::read(&f).unwrap(), "héllo\r\n".as_bytes());
+        assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o7777, 0o644);
+        assert_eq!(names(&dir.path().join("a/b")), ["new.txt"]);
+        // Empty content is allowed.
+        write(&f, "").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"");
+    }
+
+    #[test]
+    fn write_keeps_mode_and_owner_of_the_file_it_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("conf");
+        std::fs::write(&f, "old").unwrap();
+        std::fs::set_permissions(&f, Permissions::from_mode(0o640)).unwrap();
+        let owner = if crate::sys::euid() == 0 {
+            std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+            (65534, 65534)
+        } else {
+            let m = std::fs::metadata(&f).unwrap();
+            (m.uid(), m.gid())
+        };
+        let ino = std::fs::metadata(&f).unwrap().ino();
+        write(&f, "new").unwrap();
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
+        assert_eq!(m.mode() & 0o7777, 0o640);
+        assert_eq!((m.uid(), m.gid()), owner);
+        assert_ne!(m.ino(), ino, "replaced by rename, not rewritten in place");
+    }
+
+    #[test]
+    fn write_through_a_symlink_replaces_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("real", &link).unwrap();
+        write(&link, "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn write_limit_names_the_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WriteConfig {
+            max_write_bytes: 4,
+            ..WriteConfig::default()
+        };
+        let e = write_file(
+            &WriteFile {
+                file_path: dir.path().join("x").to_str().unwrap().into(),
+                content: "12345".into(),
+            },
+            &cfg,
+            &policy(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::FileTooLarge);
+        assert_eq!(e.message, "Content is 5 bytes, max is 4 (4 bytes)");
+        assert!(!dir.path().join("x").exists());
+        assert_eq!(human(10_485_760), "10MB");
+    }
+
+    #[test]
+    fn write_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = write(Path::new("rel.txt"), "x").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPath);
+        let e = write(dir.path(), "x").unwrap_err();
+        assert_eq!(e.code, ErrorCode::IsADirectoryError);
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let e = write(&dir.path().join("file/below"), "x").unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotADirectoryError, "{e}");
+        let e = write(Path::new("/dev/null"), "x").unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotARegularFile, "{e}");
+    }
+
+    #[test]
+    fn edit_changes_only_the_replaced_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("dos.txt");
+        let before: &[u8] =
+            b"line one\r\n\xff\xfe bad \x80 bytes\r\nold value\r\nlone\rcr\r\nno newline";
+        std::fs::write(&f, before).unwrap();
+        assert_eq!(edit(&f, "old value", "new value", false).unwrap(), 1);
+        let after = std::fs::read(&f).unwrap();
+        let expected: &[u8] =
+            b"line one\r\n\xff\xfe bad \x80 bytes\r\nnew value\r\nlone\rcr\r\nno newline";
+        assert_eq!(after, expected);
+        // CRLF inside old_string matches.
+        assert_eq!(edit(&f, "cr\r\nno", "CR\r\nNO", false).unwrap(), 1);
+        assert!(std::fs::read(&f)
+            .unwrap()
+            .ends_with(b"lone\rCR\r\nNO newline"));
+    }
+
+    #[test]
+    fn edit_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "a-a-a").unwrap();
+        let e = edit(&f, "zzz", "y", false).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::StringNotFound, "old_string not found in file")
+        );
+        let e = edit(&f, "a", "b", false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AmbiguousMatch);
+        assert_eq!(
+            e.message,
+            "old_string appears 3 times. Set replace_all=true to replace all occurrences."
+        );
+        assert_eq!(edit(&f, "a", "bb", true).unwrap(), 3);
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "bb-bb-bb");
+        // Non-overlapping, left to right.
+        std::fs::write(&f, "aaaa").unwrap();
+        assert_eq!(edit(&f, "aa", "b", true).unwrap(), 2);
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "bb");
+        let e = edit(&f, "", "x", true).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArguments);
+        let e = edit(&dir.path().join("missing"), "a", "b", false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FileNotFoundError);
+        assert_eq!(
+            e.message,
+            format!("File not found: {}", dir.path().join("missing").display())
+        );
+        let e = edit(dir.path(), "a", "b", false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::IsADirectoryError);
+        assert_eq!(names(dir.path()), ["f"], "no temporary file left");
+    }
+
+    #[test]
+    fn no_op_edit_does_not_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "same").unwrap();
+        let before = std::fs::metadata(&f).unwrap();
+        assert_eq!(edit(&f, "same", "same", false).unwrap(), 1);
+        let after = std::fs::metadata(&f).unwrap();
+        assert_eq!(before.ino(), after.ino());
+        assert_eq!(before.mtime_nsec(), after.mtime_nsec());
+    }
+
+    #[test]
+    fn edit_string_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "abc").unwrap();
+        let cfg = WriteConfig {
+            max_edit_string_bytes: 2,
+            ..WriteConfig::default()
+        };
+        let call = |old: &str, new: &str| {
+            edit_file(
+                &EditFile {
+                    file_path: f.to_str().unwrap().into(),
+                    old_string: old.into(),
+                    new_string: new.into(),
+                    replace_all: None,
+                },
+                &cfg,
+                &policy(&[]),
+            )
+        };
+        let e = call("abc", "x").unwrap_err();
+        assert_eq!(e.message, "old_string exceeds 2 bytes limit");
+        let e = call("ab", "xyz").unwrap_err();
+        assert_eq!(e.message, "new_string exceeds 2 bytes limit");
+    }
+
+    #[test]
+    fn protected_targets_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let prot = dir.path().join("prot");
+        std::fs::create_dir(&prot).unwrap();
+        std::fs::write(prot.join("secret"), "s").unwrap();
+        let p = policy(&[&prot]);
+        let e = write_file(
+            &WriteFile {
+                file_path: prot.join("secret").to_str().unwrap().into(),
+                content: "x".into(),
+            },
+            &WriteConfig::default(),
+            &p,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtectedPath);
+        let e = edit_file(
+            &EditFile {
+                file_path: prot.join("secret").to_str().unwrap().into(),
+                old_string: "s".into(),
+                new_string: "x".into(),
+                replace_all: None,
+            },
+            &WriteConfig::default(),
+            &p,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtectedPath);
+        assert_eq!(std::fs::read_to_string(prot.join("secret")).unwrap(), "s");
+        assert_eq!(names(&prot), ["secret"]);
+    }
+
+    #[test]
+    fn concurrent_edits_do_not_lose_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("counter");
+        let slots: String = (0..16).map(|i| format!("[{i}]")).collect();
+        std::fs::write(&f, &slots).unwrap();
+        std::thread::scope(|s| {
+            for i in 0..16 {
+                let f = f.clone();
+                s.spawn(move || {
+                    edit(&f, &format!("[{i}]"), &format!("<{i}>"), false).unwrap();
+                });
+            }
+        });
+        let done: String = (0..16).map(|i| format!("<{i}>")).collect();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), done);
+    }
+}

@@ -282,6 +282,8 @@ struct FileResult {
     /// Output lines, each ending in `\n`.
     text: String,
     lines: u64,
+    /// The file's search stopped before its end (enough lines for the answer).
+    incomplete: bool,
 }
 
 /// Searches one open file. `prefix` is the display path (`None`: a single-file search).
@@ -305,7 +307,10 @@ fn search_one(
         return FileResult::default();
     }
     match plan.mode {
-        GrepMode::Content => sink.out,
+        GrepMode::Content => FileResult {
+            incomplete: sink.full,
+            ..sink.out
+        },
         GrepMode::Files => {
             let mut r = FileResult::default();
             if sink.matched_lines > 0 {
@@ -437,28 +442,22 @@ impl<'a> Emitter<'a> {
         if r.lines == 0 {
             return;
         }
+        if r.incomplete {
+            self.stopped_early = true;
+        }
         let separate =
             self.plan.mode == GrepMode::Content && self.plan.context > 0 && self.total > 0;
-        let lines = r
-            .text
-            .split_terminator('\n')
-            .map(|l| l.to_owned())
-            .collect::<Vec<_>>();
-        let mut all = Vec::with_capacity(lines.len() + 1);
-        if separate {
-            all.push("--".to_owned());
-        }
-        all.extend(lines);
-        for l in all {
+        let sep = separate.then_some("--");
+        for l in sep.into_iter().chain(r.text.split_terminator('\n')) {
             self.total += 1;
-            if self.shown < self.plan.max_results
-                && !self.full
-                && self.text.len() + l.len() + 1 <= self.plan.max_output_bytes
+            if !self.full
+                && self.shown < self.plan.max_results
+                && self.text.len() + l.len() < self.plan.max_output_bytes
             {
                 if self.shown > 0 {
                     self.text.push('\n');
                 }
-                self.text.push_str(&l);
+                self.text.push_str(l);
                 self.shown += 1;
             } else {
                 self.full = true;
@@ -493,6 +492,13 @@ struct Job {
     dir: Arc<CheckedDir>,
     name: OsString,
     display: String,
+}
+
+/// What the walk sent to the search threads.
+struct Walked {
+    files: u64,
+    /// The walk reached its end (it was not stopped).
+    complete: bool,
 }
 
 /// Limits how far the walk may run ahead of the in-order emission.
@@ -600,11 +606,13 @@ fn walk_and_search(
 
         let walker = {
             let (stop, window, root) = (&stop, &window, root.clone());
-            s.spawn(move || -> Result<(), Abort> {
+            s.spawn(move || -> Result<Walked, Abort> {
                 let mut dirs: Vec<Option<Arc<CheckedDir>>> = vec![Some(root.clone())];
                 let mut seq = 0u64;
+                let mut complete = true;
                 for (i, entry) in walk.enumerate() {
                     if stop.load(Ordering::Relaxed) {
+                        complete = false;
                         break;
                     }
                     if i % 64 == 0 {
@@ -644,17 +652,18 @@ fn walk_and_search(
                             name: entry.file_name().to_owned(),
                             display: display_join(shown, rel),
                         };
-                        if !window.enter(stop) {
-                            break;
-                        }
-                        if job_tx.send(job).is_err() {
+                        if !window.enter(stop) || job_tx.send(job).is_err() {
+                            complete = false;
                             break;
                         }
                         seq += 1;
                     }
                 }
                 drop(job_tx);
-                Ok(())
+                Ok(Walked {
+                    files: seq,
+                    complete,
+                })
             })
         };
 
@@ -665,14 +674,16 @@ fn walk_and_search(
             match res_rx.recv_timeout(Duration::from_millis(100)) {
                 Ok((seq, r)) => {
                     pending.insert(seq, r);
-                    while let Some(r) = pending.remove(&next) {
+                    while !out.full {
+                        let Some(r) = pending.remove(&next) else {
+                            break;
+                        };
                         let bytes = r.text.len();
                         out.emit(r);
                         window.leave(bytes);
                         next += 1;
                     }
                     if out.full {
-                        out.stopped_early = true;
                         stop.store(true, Ordering::Relaxed);
                         break;
                     }
@@ -688,8 +699,17 @@ fn walk_and_search(
             }
         }
         drop(res_rx);
-        if let Ok(Err(a)) = walker.join() {
-            abort.get_or_insert(a);
+        match walker.join() {
+            Ok(Err(a)) => {
+                abort.get_or_insert(a);
+            }
+            // Every file the walk found was emitted: the count is complete.
+            Ok(Ok(Walked { files, complete })) => {
+                if out.full && !(complete && next == files) {
+                    out.stopped_early = true;
+                }
+            }
+            Err(_) => out.stopped_early = true,
         }
     });
     match abort {
@@ -977,6 +997,17 @@ impl ignore::ParallelVisitor for GlobVisitor<'_> {
         } else {
             self.matcher.is_match(rel)
         };
+        if matched && entry.path_is_symlink() {
+            // Listed, not followed; but not when it points into a protected place.
+            if let Ok(real) = std::fs::canonicalize(entry.path()) {
+                let target_id = std::fs::metadata(&real).map(|m| (m.dev(), m.ino()));
+                if self.policy.entry_for_path(&real).is_some()
+                    || target_id.is_ok_and(|(d, i)| self.policy.is_protected_id(d, i))
+                {
+                    return WalkState::Continue;
+                }
+            }
+        }
         if matched {
             if let Ok(m) = entry.metadata() {
                 if !self.policy.is_protected_id(m.dev(), m.ino()) {
@@ -996,5 +1027,400 @@ impl Drop for GlobVisitor<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .merge(local);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::ProtectedPaths;
+    use std::fs;
+
+    fn policy(entries: &[&Path]) -> Policy {
+        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy()
+    }
+
+    fn budget() -> Budget {
+        Budget::new(Duration::from_secs(30), Arc::new(AtomicBool::new(false)))
+    }
+
+    fn grep_args(pattern: &str, path: &Path) -> Grep {
+        Grep {
+            pattern: pattern.into(),
+            path: Some(path.to_str().unwrap().into()),
+            glob: None,
+            output_mode: None,
+            context_lines: None,
+            max_results: None,
+            case_insensitive: None,
+        }
+    }
+
+    fn run_grep(args: &Grep, p: &Policy) -> Result<GrepOutput, ToolFailure> {
+        grep(args, &SearchConfig::default(), p, &budget())
+    }
+
+    /// A small tree: sorted walk order is a.txt, b/c.txt, b/d.rs, z.txt.
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("z.txt"), "needle in z\n").unwrap();
+        fs::write(
+            d.join("a.txt"),
+            "one\nneedle two\nthree\nfour\nfive\nneedle six\n",
+        )
+        .unwrap();
+        fs::create_dir(d.join("b")).unwrap();
+        fs::write(d.join("b/c.txt"), "NEEDLE upper\n").unwrap();
+        fs::write(d.join("b/d.rs"), "fn needle() {}\r\n").unwrap();
+        fs::write(d.join(".hidden"), "needle hidden\n").unwrap();
+        fs::write(d.join("bin.dat"), b"needle\0binary\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn content_mode_is_ripgrep_format_in_path_order() {
+        let dir = tree();
+        let root = dir.path().to_str().unwrap();
+        let out = run_grep(&grep_args("needle", dir.path()), &policy(&[])).unwrap();
+        assert_eq!(
+            out.results,
+            format!(
+                "{root}/a.txt:2:needle two\n{root}/a.txt:6:needle six\n{root}/b/d.rs:1:fn needle() {{}}\n{root}/z.txt:1:needle in z"
+            )
+        );
+        assert_eq!((out.match_count, out.match_count_exact), (4, true));
+    }
+
+    #[test]
+    fn case_insensitive_count_and_files_modes() {
+        let dir = tree();
+        let root = dir.path().to_str().unwrap();
+        let mut a = grep_args("needle", dir.path());
+        a.case_insensitive = Some(true);
+        a.output_mode = Some(GrepMode::Count);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert_eq!(
+            out.results,
+            format!("{root}/a.txt:2\n{root}/b/c.txt:1\n{root}/b/d.rs:1\n{root}/z.txt:1")
+        );
+        assert_eq!(out.match_count, 4);
+        a.output_mode = Some(GrepMode::Files);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert_eq!(
+            out.results,
+            format!("{root}/a.txt\n{root}/b/c.txt\n{root}/b/d.rs\n{root}/z.txt")
+        );
+    }
+
+    #[test]
+    fn context_lines_and_separators_and_single_file_has_no_prefix() {
+        let dir = tree();
+        let file = dir.path().join("a.txt");
+        let mut a = grep_args("needle", &file);
+        a.context_lines = Some(1);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert_eq!(
+            out.results,
+            "1-one\n2:needle two\n3-three\n--\n5-five\n6:needle six"
+        );
+        assert_eq!(out.match_count, 6);
+        // Negative context means none.
+        a.context_lines = Some(-3);
+        assert_eq!(
+            run_grep(&a, &policy(&[])).unwrap().results,
+            "2:needle two\n6:needle six"
+        );
+        // Between files too.
+        let mut a = grep_args("needle (two|in)", dir.path());
+        a.context_lines = Some(1);
+        let root = dir.path().to_str().unwrap();
+        assert_eq!(
+            run_grep(&a, &policy(&[])).unwrap().results,
+            format!("{root}/a.txt-1-one\n{root}/a.txt:2:needle two\n{root}/a.txt-3-three\n--\n{root}/z.txt:1:needle in z")
+        );
+    }
+
+    #[test]
+    fn glob_filter_and_gitignore_in_a_repository() {
+        let dir = tree();
+        let root = dir.path().to_str().unwrap();
+        let mut a = grep_args("needle", dir.path());
+        a.glob = Some("*.rs".into());
+        assert_eq!(
+            run_grep(&a, &policy(&[])).unwrap().results,
+            format!("{root}/b/d.rs:1:fn needle() {{}}")
+        );
+        fs::create_dir(dir.path().join(".git")).unwrap();
+        fs::write(dir.path().join(".gitignore"), "z.txt\n").unwrap();
+        let out = run_grep(&grep_args("needle", dir.path()), &policy(&[])).unwrap();
+        assert!(!out.results.contains("z.txt"), "{}", out.results);
+        assert_eq!(out.match_count, 3);
+    }
+
+    #[test]
+    fn max_results_cuts_and_marks_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..50 {
+            fs::write(dir.path().join(format!("f{i:02}")), "hit\nhit\n").unwrap();
+        }
+        let mut a = grep_args("hit", dir.path());
+        a.max_results = Some(3);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        let lines: Vec<&str> = out.results.lines().collect();
+        let root = dir.path().to_str().unwrap();
+        assert_eq!(
+            lines[..3],
+            [
+                format!("{root}/f00:1:hit"),
+                format!("{root}/f00:2:hit"),
+                format!("{root}/f01:1:hit")
+            ]
+        );
+        assert!(
+            lines[3].starts_with("[TRUNCATED: at least 1 more matches not shown"),
+            "{}",
+            lines[3]
+        );
+        assert!(!out.match_count_exact);
+        assert!(
+            out.match_count >= 4 && out.match_count < 100,
+            "{}",
+            out.match_count
+        );
+        // max_results 0 means 1.
+        let file = dir.path().join("f00");
+        let mut a = grep_args("hit", &file);
+        a.max_results = Some(0);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert_eq!(out.results, "1:hit\n[TRUNCATED: at least 1 more matches not shown; the search stopped at max_results]");
+        assert_eq!((out.match_count, out.match_count_exact), (2, false));
+        // When every file was searched the count is exact and the marker the reference's.
+        let small = tempfile::tempdir().unwrap();
+        for f in ["a", "b", "c"] {
+            fs::write(small.path().join(f), "hit\n").unwrap();
+        }
+        let mut a = grep_args("hit", small.path());
+        a.max_results = Some(2);
+        a.output_mode = Some(GrepMode::Files);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert!(
+            out.results
+                .ends_with("/b\n[TRUNCATED: 1 more matches not shown]"),
+            "{}",
+            out.results
+        );
+        assert_eq!((out.match_count, out.match_count_exact), (3, true));
+        // A single file with many matches stops reading early and says so.
+        let many = dir.path().join("many");
+        fs::write(&many, "hit\n".repeat(10_000)).unwrap();
+        let mut a = grep_args("hit", &many);
+        a.max_results = Some(2);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert_eq!((out.match_count, out.match_count_exact), (3, false));
+        assert!(out.results.ends_with(
+            "[TRUNCATED: at least 1 more matches not shown; the search stopped at max_results]"
+        ));
+    }
+
+    #[test]
+    fn invalid_regex_and_option_like_patterns() {
+        let dir = tree();
+        let e = run_grep(&grep_args("(unclosed", dir.path()), &policy(&[])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRegex);
+        assert!(e.message.contains("unclosed"), "{}", e.message);
+        // An option is just a regex: nothing runs, nothing is created.
+        let marker = dir.path().join("pwned");
+        let out = run_grep(
+            &grep_args(
+                &format!("--pre=/bin/touch {}", marker.display()),
+                dir.path(),
+            ),
+            &policy(&[]),
+        )
+        .unwrap();
+        assert_eq!(out.match_count, 0);
+        assert!(!marker.exists());
+        let mut a = grep_args("x", dir.path());
+        a.path = Some("-rf".into());
+        assert_eq!(
+            run_grep(&a, &policy(&[])).unwrap_err().code,
+            ErrorCode::InvalidPath
+        );
+        // A missing path is an empty result, as in the reference.
+        let out = run_grep(&grep_args("x", &dir.path().join("nope")), &policy(&[])).unwrap();
+        assert_eq!((out.results.as_str(), out.match_count), ("", 0));
+    }
+
+    #[test]
+    fn protected_files_are_never_searched_nor_named() {
+        let dir = tree();
+        let prot = dir.path().join("prot");
+        fs::create_dir(&prot).unwrap();
+        fs::write(prot.join("secret"), "needle SECRET\n").unwrap();
+        let loose = dir.path().join("loose-secret");
+        fs::write(&loose, "needle LOOSE\n").unwrap();
+        fs::hard_link(&loose, dir.path().join("alias")).unwrap();
+        std::os::unix::fs::symlink(prot.join("secret"), dir.path().join("link")).unwrap();
+        let p = policy(&[&prot, &loose]);
+        let mut a = grep_args("needle", dir.path());
+        a.context_lines = Some(5);
+        let out = run_grep(&a, &p).unwrap();
+        assert!(
+            !out.results.contains("SECRET") && !out.results.contains("LOOSE"),
+            "{}",
+            out.results
+        );
+        for bad in [
+            prot.join("secret"),
+            dir.path().join("link"),
+            prot.clone(),
+            loose.clone(),
+            dir.path().join("alias"),
+        ] {
+            let e = run_grep(&grep_args("needle", &bad), &p).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ProtectedPath, "{bad:?}");
+        }
+    }
+
+    fn run_glob(pattern: &str, path: &Path, p: &Policy) -> GlobOutput {
+        glob(
+            &Glob {
+                pattern: pattern.into(),
+                path: Some(path.to_str().unwrap().into()),
+            },
+            &SearchConfig::default(),
+            p,
+            &budget(),
+        )
+        .unwrap()
+    }
+
+    fn set_mtime(p: &Path, secs: u64) {
+        let f = fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn glob_recursive_braces_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("src/deep/er")).unwrap();
+        for (i, f) in [
+            "main.c",
+            "src/a.c",
+            "src/a.h",
+            "src/deep/er/b.c",
+            "src/x.txt",
+            ".hidden.c",
+        ]
+        .iter()
+        .enumerate()
+        {
+            fs::write(d.join(f), "").unwrap();
+            set_mtime(&d.join(f), 1_000 + i as u64);
+        }
+        let root = d.to_str().unwrap();
+        let out = run_glob("**/*.c", d, &policy(&[]));
+        assert_eq!(
+            out.files,
+            [
+                format!("{root}/src/deep/er/b.c"),
+                format!("{root}/src/a.c"),
+                format!("{root}/main.c")
+            ]
+        );
+        assert_eq!((out.count, out.truncated), (3, false));
+        let out = run_glob("src/*.{c,h}", d, &policy(&[]));
+        assert_eq!(
+            out.files,
+            [format!("{root}/src/a.h"), format!("{root}/src/a.c")]
+        );
+        // Absolute pattern ignores path; `*` matches within one name only.
+        let out = run_glob(
+            &format!("{root}/*.c"),
+            Path::new("/nonexistent"),
+            &policy(&[]),
+        );
+        assert_eq!(out.files, [format!("{root}/main.c")]);
+        // Explicit dot component matches hidden names.
+        assert_eq!(
+            run_glob(".*.c", d, &policy(&[])).files,
+            [format!("{root}/.hidden.c")]
+        );
+        // A literal pattern names one path.
+        assert_eq!(
+            run_glob("src/a.h", d, &policy(&[])).files,
+            [format!("{root}/src/a.h")]
+        );
+        // `**` includes the base; missing base is empty.
+        assert!(run_glob("**", d, &policy(&[]))
+            .files
+            .contains(&root.to_owned()));
+        assert_eq!(run_glob("*.c", &d.join("missing"), &policy(&[])).count, 0);
+    }
+
+    #[test]
+    fn glob_caps_counts_prunes_and_survives_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for i in 0..30 {
+            fs::write(d.join(format!("f{i:02}.log")), "").unwrap();
+            set_mtime(&d.join(format!("f{i:02}.log")), 1_000 + i);
+        }
+        let prot = d.join("prot");
+        fs::create_dir(&prot).unwrap();
+        fs::write(prot.join("in.log"), "").unwrap();
+        std::os::unix::fs::symlink(prot.join("in.log"), d.join("zz-link.log")).unwrap();
+        std::os::unix::fs::symlink(".", d.join("loop")).unwrap();
+        let cfg = SearchConfig {
+            glob_max_results: 5,
+            ..SearchConfig::default()
+        };
+        let out = glob(
+            &Glob {
+                pattern: "**/*.log".into(),
+                path: Some(d.to_str().unwrap().into()),
+            },
+            &cfg,
+            &policy(&[&prot]),
+            &budget(),
+        )
+        .unwrap();
+        assert_eq!(out.count, 30, "{:?}", out.files);
+        assert!(out.truncated);
+        assert_eq!(out.files.len(), 5);
+        assert!(out.files[0].ends_with("f29.log"), "{:?}", out.files);
+        assert!(out
+            .files
+            .iter()
+            .all(|f| !f.contains("prot") && !f.contains("zz-link")));
+        let e = glob(
+            &Glob {
+                pattern: "[".into(),
+                path: Some(d.to_str().unwrap().into()),
+            },
+            &cfg,
+            &policy(&[]),
+            &budget(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArguments);
+    }
+
+    #[test]
+    fn an_exhausted_budget_is_a_timeout() {
+        let dir = tree();
+        let b = Budget::new(Duration::from_secs(0), Arc::new(AtomicBool::new(false)));
+        let e = grep(
+            &grep_args("needle", dir.path()),
+            &SearchConfig::default(),
+            &policy(&[]),
+            &b,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::TimeoutError);
+        assert_eq!(e.message, "grep timed out after 0s");
     }
 }
