@@ -221,11 +221,11 @@ impl Policy {
     /// The full check of an opened object: its real path, its inode, and its ancestors'
     /// inodes. Returns the real path.
     fn check_fd(&self, fd: BorrowedFd<'_>, meta: &Metadata) -> Result<PathBuf, Denied> {
+        let real = sysfs::fd_path(fd).map_err(|_| Denied(String::from("(unknown)")))?;
+        self.check_real_path(&real)?;
         if let Some(e) = self.entry_for_id(meta.dev(), meta.ino()) {
             return Err(Denied(e.to_owned()));
         }
-        let real = sysfs::fd_path(fd).map_err(|_| Denied(String::from("(unknown)")))?;
-        self.check_real_path(&real)?;
         Ok(real)
     }
 
