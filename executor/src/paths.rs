@@ -107,8 +107,10 @@ impl ProtectedPaths {
         let mut entries = Vec::with_capacity(self.entries.len());
         let mut ids = HashSet::new();
         let mut dir_ids = HashSet::new();
+        let mut exact = HashSet::new();
         for e in &self.entries {
             let path = resolve_lenient(e);
+            exact.insert(path.as_os_str().as_bytes().to_vec());
             let meta = std::fs::metadata(&path).ok();
             if let Some(m) = &meta {
                 ids.insert((m.dev(), m.ino()));
@@ -126,6 +128,7 @@ impl ProtectedPaths {
             entries,
             ids,
             dir_ids,
+            exact,
         }
     }
 }
@@ -180,6 +183,8 @@ pub struct Policy {
     ids: HashSet<(u64, u64)>,
     /// `(dev, ino)` of the entries that are directories.
     dir_ids: HashSet<(u64, u64)>,
+    /// The entries' real paths, for walks (see [`Policy::is_entry_path`]).
+    exact: HashSet<Vec<u8>>,
 }
 
 impl Policy {
@@ -201,6 +206,13 @@ impl Policy {
             .iter()
             .find(|e| e.id == Some((dev, ino)))
             .map(|e| e.shown.as_str())
+    }
+
+    /// Whether `real` is exactly a protected entry. Enough for a walk that starts at a checked,
+    /// unprotected root and never descends into a pruned directory: the first protected path it
+    /// meets is an entry itself. A hash lookup instead of a component-wise prefix test per entry.
+    pub fn is_entry_path(&self, real: &Path) -> bool {
+        self.exact.contains(real.as_os_str().as_bytes())
     }
 
     /// Whether `(dev, ino)` is a protected directory (used to prune walks).

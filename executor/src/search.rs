@@ -169,7 +169,7 @@ fn display_join(shown: &str, rel: &Path) -> String {
 /// Whether a walked entry must be pruned: a protected directory (by path or inode) or a
 /// protected entry by path.
 fn protected_entry(policy: &Policy, e: &DirEntry) -> bool {
-    if policy.entry_for_path(e.path()).is_some() {
+    if policy.is_entry_path(e.path()) {
         return true;
     }
     if e.file_type().is_some_and(|t| t.is_dir()) {
@@ -488,15 +488,18 @@ impl<'a> Emitter<'a> {
 
 /// One file for the search threads.
 struct Job {
-    seq: u64,
     dir: Arc<CheckedDir>,
     name: OsString,
     display: String,
 }
 
+/// Files handed to the search threads together (fewer wake-ups than one at a time).
+const BATCH: usize = 64;
+
 /// What the walk sent to the search threads.
 struct Walked {
-    files: u64,
+    /// Batches sent.
+    batches: u64,
     /// The walk reached its end (it was not stopped).
     complete: bool,
 }
@@ -507,7 +510,7 @@ struct Window {
     changed: Condvar,
 }
 
-const WINDOW_FILES: usize = 1024;
+const WINDOW_BATCHES: usize = 32;
 const WINDOW_BYTES: usize = 16 << 20;
 
 impl Window {
@@ -518,10 +521,10 @@ impl Window {
         }
     }
 
-    /// Waits for room for one more file; false when `stop` was raised meanwhile.
+    /// Waits for room for one more batch; false when `stop` was raised meanwhile.
     fn enter(&self, stop: &AtomicBool) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while s.0 >= WINDOW_FILES || s.1 >= WINDOW_BYTES {
+        while s.0 >= WINDOW_BATCHES || s.1 >= WINDOW_BYTES {
             if stop.load(Ordering::Relaxed) {
                 return false;
             }
@@ -572,9 +575,9 @@ fn walk_and_search(
 
     let stop = AtomicBool::new(false);
     let window = Window::new();
-    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(256);
+    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<Job>)>(WINDOW_BATCHES);
     let job_rx = Mutex::new(job_rx);
-    let (res_tx, res_rx) = mpsc::channel::<(u64, FileResult)>();
+    let (res_tx, res_rx) = mpsc::channel::<(u64, Vec<FileResult>)>();
     let mut abort = None;
 
     std::thread::scope(|s| {
@@ -585,18 +588,21 @@ fn walk_and_search(
             s.spawn(move || {
                 let mut searcher = build_searcher(plan, cfg);
                 loop {
-                    let job = {
+                    let batch = {
                         let rx = job_rx.lock().unwrap_or_else(|p| p.into_inner());
                         rx.recv()
                     };
-                    let Ok(job) = job else { break };
-                    let r = if stop.load(Ordering::Relaxed) {
-                        FileResult::default()
-                    } else {
-                        search_in_dir(&mut searcher, &matcher, plan, policy, &job)
-                    };
-                    window.add_bytes(r.text.len());
-                    if res_tx.send((job.seq, r)).is_err() {
+                    let Ok((seq, jobs)) = batch else { break };
+                    let mut results = Vec::with_capacity(jobs.len());
+                    for job in &jobs {
+                        results.push(if stop.load(Ordering::Relaxed) {
+                            FileResult::default()
+                        } else {
+                            search_in_dir(&mut searcher, &matcher, plan, policy, job)
+                        });
+                    }
+                    window.add_bytes(results.iter().map(|r| r.text.len()).sum());
+                    if res_tx.send((seq, results)).is_err() {
                         break;
                     }
                 }
@@ -608,8 +614,16 @@ fn walk_and_search(
             let (stop, window, root) = (&stop, &window, root.clone());
             s.spawn(move || -> Result<Walked, Abort> {
                 let mut dirs: Vec<Option<Arc<CheckedDir>>> = vec![Some(root.clone())];
-                let mut seq = 0u64;
+                let mut batches = 0u64;
+                let mut batch = Vec::with_capacity(BATCH);
                 let mut complete = true;
+                let send = |batch: Vec<Job>, batches: &mut u64| -> bool {
+                    if !window.enter(stop) || job_tx.send((*batches, batch)).is_err() {
+                        return false;
+                    }
+                    *batches += 1;
+                    true
+                };
                 for (i, entry) in walk.enumerate() {
                     if stop.load(Ordering::Relaxed) {
                         complete = false;
@@ -646,40 +660,53 @@ fn walk_and_search(
                             .path()
                             .strip_prefix(&root.real)
                             .unwrap_or(entry.path());
-                        let job = Job {
-                            seq,
+                        batch.push(Job {
                             dir: parent.clone(),
                             name: entry.file_name().to_owned(),
                             display: display_join(shown, rel),
-                        };
-                        if !window.enter(stop) || job_tx.send(job).is_err() {
+                        });
+                        if batch.len() == BATCH
+                            && !send(
+                                std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                                &mut batches,
+                            )
+                        {
                             complete = false;
                             break;
                         }
-                        seq += 1;
                     }
                 }
+                if complete && !batch.is_empty() && !send(batch, &mut batches) {
+                    complete = false;
+                }
                 drop(job_tx);
-                Ok(Walked {
-                    files: seq,
-                    complete,
-                })
+                Ok(Walked { batches, complete })
             })
         };
 
         // Emit in walk order.
         let mut next = 0u64;
-        let mut pending: BTreeMap<u64, FileResult> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, Vec<FileResult>> = BTreeMap::new();
         loop {
             match res_rx.recv_timeout(Duration::from_millis(100)) {
                 Ok((seq, r)) => {
                     pending.insert(seq, r);
                     while !out.full {
-                        let Some(r) = pending.remove(&next) else {
+                        let Some(results) = pending.remove(&next) else {
                             break;
                         };
-                        let bytes = r.text.len();
-                        out.emit(r);
+                        let bytes = results.iter().map(|r| r.text.len()).sum();
+                        let mut rest = results.into_iter();
+                        for r in rest.by_ref() {
+                            out.emit(r);
+                            if out.full {
+                                break;
+                            }
+                        }
+                        // Lines left unseen in this batch: the count is only a lower bound.
+                        if rest.any(|r| r.lines > 0) {
+                            out.stopped_early = true;
+                        }
                         window.leave(bytes);
                         next += 1;
                     }
@@ -704,8 +731,8 @@ fn walk_and_search(
                 abort.get_or_insert(a);
             }
             // Every file the walk found was emitted: the count is complete.
-            Ok(Ok(Walked { files, complete })) => {
-                if out.full && !(complete && next == files) {
+            Ok(Ok(Walked { batches, complete })) => {
+                if out.full && !(complete && next == batches) {
                     out.stopped_early = true;
                 }
             }
@@ -761,20 +788,25 @@ struct Newest {
     cap: usize,
     items: Vec<Found>,
     count: u64,
+    /// Once `cap` items are kept: anything older than this cannot make the cut.
+    floor: Option<i128>,
 }
 
 impl Newest {
     fn new(cap: usize) -> Self {
         Newest {
             cap,
-            items: Vec::new(),
-            count: 0,
+            ..Newest::default()
         }
     }
 
-    fn push(&mut self, f: Found) {
+    /// Counts a match and keeps it if it may be among the newest; `path` is only built then.
+    fn push(&mut self, mtime: i128, path: impl FnOnce() -> String) {
         self.count += 1;
-        self.items.push(f);
+        if self.floor.is_some_and(|f| mtime < f) {
+            return;
+        }
+        self.items.push((mtime, path()));
         if self.items.len() >= self.cap.saturating_mul(4).max(64) {
             self.compact();
         }
@@ -784,6 +816,9 @@ impl Newest {
         self.items
             .sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         self.items.truncate(self.cap);
+        if self.items.len() == self.cap {
+            self.floor = self.items.last().map(|f| f.0);
+        }
     }
 
     fn merge(&mut self, other: Newest) {
@@ -1012,7 +1047,7 @@ impl ignore::ParallelVisitor for GlobVisitor<'_> {
             if let Ok(m) = entry.metadata() {
                 if !self.policy.is_protected_id(m.dev(), m.ino()) {
                     self.local
-                        .push((mtime_ns(&m), display_join(self.shown, rel)));
+                        .push(mtime_ns(&m), || display_join(self.shown, rel));
                 }
             }
         }
