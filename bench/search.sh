@@ -5,7 +5,7 @@
 #
 # Generates a source-like tree of ~50,000 files / ~300 MB (BENCH_DIR, default
 # /var/tmp/mymcp-bench-tree; kept between runs), starts `mymcpctl serve` from a release build,
-# and times, warm cache, the median of RUNS (default 7) runs of:
+# and times, warm cache, the median of RUNS (default 11) runs of:
 #   grep through the tool (HTTP + MCP + executor)   vs   rg -n --no-heading PATTERN TREE
 #   glob **/*.c through the tool                    vs   rg --files -g '*.c' TREE
 # Installs ripgrep with apt when it is missing. Must run as root (the executor is a root daemon).
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
 tree=${BENCH_DIR:-/var/tmp/mymcp-bench-tree}
-runs=${RUNS:-7}
+runs=${RUNS:-11}
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "bench/search.sh: run as root (sudo bench/search.sh)" >&2
@@ -82,14 +82,14 @@ def call(name, args):
         out = json.loads(r.read())
     return json.loads(out["result"]["content"][0]["text"])
 
-def timed(fn):
-    fn()  # warm the page cache and the server
-    samples = []
+def timed_pair(a, b):
+    """Medians of a and b, run alternately so that load from elsewhere hits both alike."""
+    a(); b()  # warm the page cache and the server
+    sa, sb = [], []
     for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
+        t = time.perf_counter(); a(); sa.append(time.perf_counter() - t)
+        t = time.perf_counter(); b(); sb.append(time.perf_counter() - t)
+    return statistics.median(sa), statistics.median(sb)
 
 def rg(*args):
     return subprocess.run(["rg", *args], stdout=subprocess.PIPE, check=False).stdout
@@ -102,15 +102,18 @@ gl = call("glob", {"pattern": "**/*.c", "path": tree})
 rg_c = rg("--files", "-g", "*.c", tree).decode().splitlines()
 assert gl["count"] == len(rg_c), (gl["count"], len(rg_c))
 
+grep_tool, grep_rg = timed_pair(
+    lambda: call("grep", {"pattern": pattern, "path": tree, "max_results": 5000}),
+    lambda: rg("-n", "--no-heading", pattern, tree))
+glob_tool, glob_rg = timed_pair(
+    lambda: call("glob", {"pattern": "**/*.c", "path": tree}),
+    lambda: rg("--files", "-g", "*.c", tree))
 rows = [
-    (f"grep `{pattern}` ({g['match_count']} matches)",
-     timed(lambda: call("grep", {"pattern": pattern, "path": tree, "max_results": 5000})),
-     timed(lambda: rg("-n", "--no-heading", pattern, tree)), f"rg -n --no-heading '{pattern}'"),
-    (f"glob `**/*.c` ({gl['count']} files)",
-     timed(lambda: call("glob", {"pattern": "**/*.c", "path": tree})),
-     timed(lambda: rg("--files", "-g", "*.c", tree)), "rg --files -g '*.c'"),
+    (f"grep `{pattern}` ({g['match_count']} matches)", grep_tool, grep_rg,
+     f"rg -n --no-heading '{pattern}'"),
+    (f"glob `**/*.c` ({gl['count']} files)", glob_tool, glob_rg, "rg --files -g '*.c'"),
 ]
-print(f"\ntree: {nfiles} files, {size} MB; median of {runs} warm runs\n")
+print(f"\ntree: {nfiles} files, {size} MB; median of {runs} warm runs, tool and rg alternating; load {open('/proc/loadavg').read().split()[0]}\n")
 print("| operation | mymcp tool (HTTP+MCP) | ripgrep | ratio |")
 print("|---|---|---|---|")
 for name, tool_s, rg_s, rg_cmd in rows:
