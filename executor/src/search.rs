@@ -35,7 +35,6 @@ use grep_searcher::{
 use ignore::{DirEntry, WalkBuilder, WalkState};
 use mymcp_protocol::{ErrorCode, Glob, GlobOutput, Grep, GrepMode, GrepOutput, ToolFailure};
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -234,7 +233,7 @@ pub fn grep(
     match paths::open_search_root(policy, path)? {
         None => {}
         Some(SearchRoot::File(f)) => {
-            let r = search_one(&mut searcher, &matcher, &plan, &f.file, None);
+            let r = search_file(&mut searcher, &matcher, &plan, &f.file, Prefix::None);
             out.emit(r);
         }
         Some(SearchRoot::Dir(root)) => {
@@ -286,13 +285,38 @@ struct FileResult {
     incomplete: bool,
 }
 
-/// Searches one open file. `prefix` is the display path (`None`: a single-file search).
-fn search_one(
+/// The path shown before each output line of a file.
+enum Prefix<'a> {
+    /// A single-file search: no prefix.
+    None,
+    /// Built at the first output line (most files have none).
+    Lazy {
+        shown: &'a str,
+        rel: &'a Path,
+        built: Option<String>,
+    },
+}
+
+impl Prefix<'_> {
+    fn get(&mut self) -> Option<&str> {
+        match self {
+            Prefix::None => None,
+            Prefix::Lazy { shown, rel, built } => Some(
+                built
+                    .get_or_insert_with(|| display_join(shown, rel))
+                    .as_str(),
+            ),
+        }
+    }
+}
+
+/// Searches one open file.
+fn search_file(
     searcher: &mut Searcher,
     matcher: &RegexMatcher,
     plan: &GrepPlan,
     file: &File,
-    prefix: Option<&str>,
+    prefix: Prefix<'_>,
 ) -> FileResult {
     let mut sink = FileSink {
         plan,
@@ -306,25 +330,32 @@ fn search_one(
     if !ok || sink.binary {
         return FileResult::default();
     }
+    let FileSink {
+        out,
+        mut prefix,
+        matched_lines,
+        full,
+        ..
+    } = sink;
     match plan.mode {
         GrepMode::Content => FileResult {
-            incomplete: sink.full,
-            ..sink.out
+            incomplete: full,
+            ..out
         },
         GrepMode::Files => {
             let mut r = FileResult::default();
-            if sink.matched_lines > 0 {
-                r.text = format!("{}\n", prefix.unwrap_or(""));
+            if matched_lines > 0 {
+                r.text = format!("{}\n", prefix.get().unwrap_or(""));
                 r.lines = 1;
             }
             r
         }
         GrepMode::Count => {
             let mut r = FileResult::default();
-            if sink.matched_lines > 0 {
-                r.text = match prefix {
-                    Some(p) => format!("{p}:{}\n", sink.matched_lines),
-                    None => format!("{}\n", sink.matched_lines),
+            if matched_lines > 0 {
+                r.text = match prefix.get() {
+                    Some(p) => format!("{p}:{matched_lines}\n"),
+                    None => format!("{matched_lines}\n"),
                 };
                 r.lines = 1;
             }
@@ -335,7 +366,7 @@ fn search_one(
 
 struct FileSink<'a> {
     plan: &'a GrepPlan,
-    prefix: Option<&'a str>,
+    prefix: Prefix<'a>,
     out: FileResult,
     matched_lines: u64,
     binary: bool,
@@ -354,7 +385,7 @@ impl FileSink<'_> {
         let text = String::from_utf8_lossy(kept);
         let n = lineno.unwrap_or(0);
         let o = &mut self.out.text;
-        if let Some(p) = self.prefix {
+        if let Some(p) = self.prefix.get() {
             o.push_str(p);
             o.push(sep);
         }
@@ -489,8 +520,8 @@ impl<'a> Emitter<'a> {
 /// One file for the search threads.
 struct Job {
     dir: Arc<CheckedDir>,
-    name: OsString,
-    display: String,
+    /// The walked path (below the root's real path); the display path is built only on a match.
+    path: PathBuf,
 }
 
 /// Files handed to the search threads together (fewer wake-ups than one at a time).
@@ -585,6 +616,10 @@ fn walk_and_search(
             let res_tx = res_tx.clone();
             let (job_rx, stop, window) = (&job_rx, &stop, &window);
             let matcher = matcher.clone();
+            let names = Names {
+                root: &root.real,
+                shown,
+            };
             s.spawn(move || {
                 let mut searcher = build_searcher(plan, cfg);
                 loop {
@@ -598,7 +633,7 @@ fn walk_and_search(
                         results.push(if stop.load(Ordering::Relaxed) {
                             FileResult::default()
                         } else {
-                            search_in_dir(&mut searcher, &matcher, plan, policy, job)
+                            search_in_dir(&mut searcher, &matcher, plan, policy, job, &names)
                         });
                     }
                     window.add_bytes(results.iter().map(|r| r.text.len()).sum());
@@ -656,14 +691,9 @@ fn walk_and_search(
                         let Some(Some(parent)) = dirs.get(depth - 1) else {
                             continue;
                         };
-                        let rel = entry
-                            .path()
-                            .strip_prefix(&root.real)
-                            .unwrap_or(entry.path());
                         batch.push(Job {
                             dir: parent.clone(),
-                            name: entry.file_name().to_owned(),
-                            display: display_join(shown, rel),
+                            path: entry.into_path(),
                         });
                         if batch.len() == BATCH
                             && !send(
@@ -745,6 +775,13 @@ fn walk_and_search(
     }
 }
 
+/// How walked paths are shown: the caller's `path` with the part below the root.
+#[derive(Clone, Copy)]
+struct Names<'a> {
+    root: &'a Path,
+    shown: &'a str,
+}
+
 /// Opens one walked file inside its checked directory and searches it.
 fn search_in_dir(
     searcher: &mut Searcher,
@@ -752,10 +789,14 @@ fn search_in_dir(
     plan: &GrepPlan,
     policy: &Policy,
     job: &Job,
+    names: &Names<'_>,
 ) -> FileResult {
+    let Some(name) = job.path.file_name() else {
+        return FileResult::default();
+    };
     let Ok(fd) = sysfs::openat(
         Base::Dir(job.dir.fd()),
-        &job.name,
+        name,
         libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
         0,
     ) else {
@@ -768,7 +809,13 @@ fn search_in_dir(
     if !meta.is_file() || policy.is_protected_id(meta.dev(), meta.ino()) {
         return FileResult::default();
     }
-    search_one(searcher, matcher, plan, &file, Some(&job.display))
+    let rel = job.path.strip_prefix(names.root).unwrap_or(&job.path);
+    let prefix = Prefix::Lazy {
+        shown: names.shown,
+        rel,
+        built: None,
+    };
+    search_file(searcher, matcher, plan, &file, prefix)
 }
 
 // ---------------------------------------------------------------------------------------------
