@@ -108,12 +108,14 @@ impl ProtectedPaths {
         let mut ids = HashSet::new();
         let mut dir_ids = HashSet::new();
         let mut exact = HashSet::new();
+        let mut linked_files = false;
         for e in &self.entries {
             let path = resolve_lenient(e);
             exact.insert(path.as_os_str().as_bytes().to_vec());
             let meta = std::fs::metadata(&path).ok();
             if let Some(m) = &meta {
                 ids.insert((m.dev(), m.ino()));
+                linked_files |= !m.is_dir() && m.nlink() > 1;
                 if m.is_dir() {
                     dir_ids.insert((m.dev(), m.ino()));
                 }
@@ -129,6 +131,7 @@ impl ProtectedPaths {
             ids,
             dir_ids,
             exact,
+            linked_files,
         }
     }
 }
@@ -185,6 +188,8 @@ pub struct Policy {
     dir_ids: HashSet<(u64, u64)>,
     /// The entries' real paths, for walks (see [`Policy::is_entry_path`]).
     exact: HashSet<Vec<u8>>,
+    /// A protected file has more than one name (a hard link elsewhere).
+    linked_files: bool,
 }
 
 impl Policy {
@@ -213,6 +218,13 @@ impl Policy {
     /// meets is an entry itself. A hash lookup instead of a component-wise prefix test per entry.
     pub fn is_entry_path(&self, real: &Path) -> bool {
         self.exact.contains(real.as_os_str().as_bytes())
+    }
+
+    /// Whether some protected file is also reachable under another name (its link count is
+    /// above one), so that files met in a walk must be checked by inode. When it is not, a file
+    /// opened inside a checked directory cannot be a protected one.
+    pub fn has_linked_files(&self) -> bool {
+        self.linked_files
     }
 
     /// Whether `(dev, ino)` is a protected directory (used to prune walks).

@@ -803,11 +803,17 @@ fn search_in_dir(
         return FileResult::default();
     };
     let file = File::from(fd);
-    let Ok(meta) = file.metadata() else {
-        return FileResult::default();
-    };
-    if !meta.is_file() || policy.is_protected_id(meta.dev(), meta.ino()) {
-        return FileResult::default();
+    // The file is an entry of a checked directory, opened without following a symlink. It can
+    // only be protected content if it is a second name of a protected file: check its inode
+    // whenever such a name exists. (Anything but a regular file — swapped in after the walk
+    // saw one — fails to read: FIFOs are opened non-blocking, directories give EISDIR.)
+    if policy.has_linked_files() {
+        let Ok(meta) = file.metadata() else {
+            return FileResult::default();
+        };
+        if !meta.is_file() || policy.is_protected_id(meta.dev(), meta.ino()) {
+            return FileResult::default();
+        }
     }
     let rel = job.path.strip_prefix(names.root).unwrap_or(&job.path);
     let prefix = Prefix::Lazy {
@@ -945,6 +951,23 @@ pub fn glob(
         Err(f) if f.code == ErrorCode::ProtectedPath => return Ok(empty),
         Err(f) => return Err(f),
     };
+    // `**/x` matches `x` in any directory: test the file name alone (no path to build).
+    let name_matcher = match rest.strip_prefix("**/") {
+        Some(name) if !name.contains('/') && !name.contains("**") => Some(
+            GlobBuilder::new(name)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| {
+                    ToolFailure::new(
+                        ErrorCode::InvalidArguments,
+                        format!("invalid glob pattern {:?}: {}", args.pattern, e.kind()),
+                    )
+                })?
+                .compile_matcher(),
+        ),
+        _ => None,
+    };
     let recursive = rest.split('/').any(|c| c.contains("**"));
     let explicit_hidden = rest.split('/').any(|c| c.starts_with('.'));
     let include_root = rest == "**";
@@ -969,6 +992,7 @@ pub fn glob(
     {
         let mut builder = GlobVisitorBuilder {
             matcher: &matcher,
+            name_matcher: name_matcher.as_ref(),
             root: &root_real,
             shown: &shown,
             policy,
@@ -1018,6 +1042,7 @@ fn literal_match(policy: &Policy, p: &str) -> Option<String> {
 
 struct GlobVisitorBuilder<'a> {
     matcher: &'a globset::GlobMatcher,
+    name_matcher: Option<&'a globset::GlobMatcher>,
     root: &'a Path,
     shown: &'a str,
     policy: &'a Policy,
@@ -1032,6 +1057,7 @@ impl<'s> ignore::ParallelVisitorBuilder<'s> for GlobVisitorBuilder<'s> {
     fn build(&mut self) -> Box<dyn ignore::ParallelVisitor + 's> {
         Box::new(GlobVisitor {
             matcher: self.matcher,
+            name_matcher: self.name_matcher,
             root: self.root,
             shown: self.shown,
             policy: self.policy,
@@ -1047,6 +1073,8 @@ impl<'s> ignore::ParallelVisitorBuilder<'s> for GlobVisitorBuilder<'s> {
 
 struct GlobVisitor<'a> {
     matcher: &'a globset::GlobMatcher,
+    /// For `**/<name glob>`: the name glob, matched against the file name alone.
+    name_matcher: Option<&'a globset::GlobMatcher>,
     root: &'a Path,
     shown: &'a str,
     policy: &'a Policy,
@@ -1073,12 +1101,15 @@ impl ignore::ParallelVisitor for GlobVisitor<'_> {
         let Ok(entry) = entry else {
             return WalkState::Continue;
         };
-        let rel = entry.path().strip_prefix(self.root).unwrap_or(entry.path());
         let matched = if entry.depth() == 0 {
             self.include_root
+        } else if let Some(name) = self.name_matcher {
+            name.is_match(entry.file_name())
         } else {
-            self.matcher.is_match(rel)
+            self.matcher
+                .is_match(entry.path().strip_prefix(self.root).unwrap_or(entry.path()))
         };
+        let rel = || entry.path().strip_prefix(self.root).unwrap_or(entry.path());
         if matched && entry.path_is_symlink() {
             // Listed, not followed; but not when it points into a protected place.
             if let Ok(real) = std::fs::canonicalize(entry.path()) {
@@ -1094,7 +1125,7 @@ impl ignore::ParallelVisitor for GlobVisitor<'_> {
             if let Ok(m) = entry.metadata() {
                 if !self.policy.is_protected_id(m.dev(), m.ino()) {
                     self.local
-                        .push(mtime_ns(&m), || display_join(self.shown, rel));
+                        .push(mtime_ns(&m), || display_join(self.shown, rel()));
                 }
             }
         }
