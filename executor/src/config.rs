@@ -4,7 +4,10 @@
 //! An invalid value stops start-up with one line naming the variable, the value and what is
 //! allowed.
 
+use crate::edit::WriteConfig;
 use crate::files::ReadConfig;
+use crate::paths::{DefaultProtected, ProtectedPaths};
+use crate::search::SearchConfig;
 use crate::spawn::BashConfig;
 use mymcp_protocol::frame::MAX_FRAME_LEN;
 use std::path::PathBuf;
@@ -179,6 +182,136 @@ pub fn tool_settings(src: &dyn Source) -> Result<(BashConfig, ReadConfig, usize)
     Ok((bash, read, concurrent))
 }
 
+/// Settings of the file tools (`write_file`, `edit_file`, `glob`, `grep`) and the protected
+/// paths that every file tool enforces.
+#[derive(Clone, Debug)]
+pub struct FileTools {
+    pub write: WriteConfig,
+    pub search: SearchConfig,
+    pub protected: ProtectedPaths,
+}
+
+/// Reads the file-tool settings. `token_file` and `runtime_dir` are the executor's own (from
+/// its flags): they are always protected, with the configuration directory (the token file's
+/// directory), `MYMCP_STATE_DIR`, `MYMCP_AUDIT_LOG_DIR`, `MYMCP_ENV_FILE`, the installed mymcp
+/// binaries beside this executable, and each entry of `MYMCP_PROTECTED_PATHS`.
+pub fn file_tools(
+    src: &dyn Source,
+    token_file: &std::path::Path,
+    runtime_dir: &std::path::Path,
+) -> Result<FileTools, ConfigError> {
+    let mut write = WriteConfig::default();
+    // A write_file request (content plus JSON escaping) must fit in one frame.
+    let frame_room = (MAX_FRAME_LEN as u64) - (1 << 20);
+    write.max_write_bytes = integer(
+        src,
+        "MYMCP_WRITE_FILE_MAX_BYTES",
+        write.max_write_bytes,
+        0,
+        frame_room,
+    )?;
+    write.max_edit_string_bytes = integer(
+        src,
+        "MYMCP_EDIT_STRING_MAX_BYTES",
+        write.max_edit_string_bytes,
+        1,
+        frame_room / 2,
+    )?;
+    write.max_edit_file_bytes = integer(
+        src,
+        "MYMCP_EDIT_FILE_MAX_BYTES",
+        write.max_edit_file_bytes,
+        1,
+        1 << 30,
+    )?;
+
+    let mut search = SearchConfig::default();
+    search.glob_max_results = integer(
+        src,
+        "MYMCP_GLOB_MAX_RESULTS",
+        search.glob_max_results,
+        1,
+        100_000,
+    )?;
+    search.grep_max_results = integer(
+        src,
+        "MYMCP_GREP_MAX_RESULTS",
+        search.grep_max_results,
+        1,
+        100_000,
+    )?;
+    search.grep_default_max_results = integer(
+        src,
+        "MYMCP_GREP_DEFAULT_MAX_RESULTS",
+        search.grep_default_max_results.min(search.grep_max_results),
+        1,
+        search.grep_max_results,
+    )?;
+    search.timeout = Duration::from_secs(integer(
+        src,
+        "MYMCP_SEARCH_TIMEOUT_SEC",
+        search.timeout.as_secs(),
+        1,
+        3600,
+    )?);
+
+    let dir = |name: &str, default: &str| -> Result<PathBuf, ConfigError> {
+        let v = src
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned());
+        let p = PathBuf::from(&v);
+        if !p.is_absolute() {
+            return Err(ConfigError::new(
+                name,
+                format!("{v} is not an absolute path"),
+            ));
+        }
+        Ok(p)
+    };
+    let extra = list(src, "MYMCP_PROTECTED_PATHS");
+    for e in &extra {
+        if !e.starts_with('/') {
+            return Err(ConfigError::new(
+                "MYMCP_PROTECTED_PATHS",
+                format!("{e} is not an absolute path"),
+            ));
+        }
+    }
+    let defaults = DefaultProtected {
+        token_file: absolute_or_cwd(token_file),
+        runtime_dir: absolute_or_cwd(runtime_dir),
+        state_dir: dir("MYMCP_STATE_DIR", "/var/lib/mymcp")?,
+        audit_log_dir: dir("MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
+        env_file: src
+            .get("MYMCP_ENV_FILE")
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .map(|v| absolute_or_cwd(std::path::Path::new(&v))),
+        binary_dir: std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|p| p.to_owned())),
+        extra: extra.into_iter().map(PathBuf::from).collect(),
+    };
+    Ok(FileTools {
+        write,
+        search,
+        protected: ProtectedPaths::with_defaults(&defaults),
+    })
+}
+
+/// The executor's own paths may be given relative on the command line; protect what they name.
+fn absolute_or_cwd(p: &std::path::Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +361,72 @@ mod tests {
             .find(|(k, _)| k == "SHELL")
             .map(|(_, v)| v.clone());
         assert_eq!(shell.as_deref(), Some(std::ffi::OsStr::new("/bin/sh")));
+    }
+
+    #[test]
+    fn file_tool_defaults_match_the_reference_and_protect_the_executors_own_paths() {
+        let f = file_tools(
+            &src(&[]),
+            std::path::Path::new("/etc/mymcp/tokens.json"),
+            std::path::Path::new("/run/mymcp"),
+        )
+        .unwrap();
+        assert_eq!(f.write.max_write_bytes, 10_485_760);
+        assert_eq!(f.write.max_edit_string_bytes, 1_048_576);
+        assert_eq!(f.search.glob_max_results, 1000);
+        assert_eq!(f.search.grep_default_max_results, 500);
+        assert_eq!(f.search.grep_max_results, 5000);
+        let e: Vec<String> = f
+            .protected
+            .entries()
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        for want in [
+            "/etc/mymcp",
+            "/etc/mymcp/tokens.json",
+            "/var/lib/mymcp",
+            "/var/log/mymcp",
+            "/run/mymcp",
+        ] {
+            assert!(e.iter().any(|x| x == want), "{want} not in {e:?}");
+        }
+        assert!(e.iter().any(|x| x.ends_with("/mymcp-executor")), "{e:?}");
+        assert!(e.iter().any(|x| x.ends_with("/mymcpctl")), "{e:?}");
+    }
+
+    #[test]
+    fn protected_paths_setting_adds_entries_and_audit_dir_moves() {
+        let f = file_tools(
+            &src(&[
+                ("MYMCP_PROTECTED_PATHS", "/srv/a, /srv/b ,"),
+                ("MYMCP_AUDIT_LOG_DIR", "/srv/audit"),
+            ]),
+            std::path::Path::new("/etc/mymcp/tokens.json"),
+            std::path::Path::new("/run/mymcp"),
+        )
+        .unwrap();
+        let e = f.protected.entries();
+        for want in ["/srv/a", "/srv/b", "/srv/audit"] {
+            assert!(e.iter().any(|x| x == std::path::Path::new(want)), "{want}");
+        }
+        assert!(!e
+            .iter()
+            .any(|x| x == std::path::Path::new("/var/log/mymcp")));
+        let err = file_tools(
+            &src(&[("MYMCP_PROTECTED_PATHS", "relative/dir")]),
+            std::path::Path::new("/etc/mymcp/tokens.json"),
+            std::path::Path::new("/run/mymcp"),
+        )
+        .unwrap_err();
+        assert_eq!(err.name, "MYMCP_PROTECTED_PATHS");
+        let err = file_tools(
+            &src(&[("MYMCP_GREP_DEFAULT_MAX_RESULTS", "6000")]),
+            std::path::Path::new("/etc/mymcp/tokens.json"),
+            std::path::Path::new("/run/mymcp"),
+        )
+        .unwrap_err();
+        assert_eq!(err.name, "MYMCP_GREP_DEFAULT_MAX_RESULTS");
     }
 
     #[test]

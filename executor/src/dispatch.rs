@@ -5,15 +5,17 @@
 //! [`Authorized`] proof of the right level, so a tool cannot run without the check.
 
 use crate::auth::{self, Authorized, Caller, Ro, Rw};
+use crate::config::FileTools;
 use crate::files::{self, ReadConfig};
 use crate::server::{CancelSignal, Peer, Service};
 use crate::spawn::{self, BashConfig};
 use crate::tokens::TokenStore;
+use crate::{edit, search};
 use mymcp_protocol::{
-    BashExecute, ErrorCode, FrontendRequest, FrontendResponse, ReadFile, ToolCall, ToolFailure,
-    ToolName, ToolOutput,
+    BashExecute, EditFile, ErrorCode, FrontendRequest, FrontendResponse, Glob, Grep, ReadFile,
+    ToolCall, ToolFailure, ToolName, ToolOutput, WriteFile,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
@@ -29,6 +31,7 @@ pub struct Executor {
     tokens: Arc<TokenStore>,
     bash: BashConfig,
     read: ReadConfig,
+    files: Arc<FileTools>,
     bash_slots: Arc<Semaphore>,
     running_commands: AtomicU64,
     pub started: Instant,
@@ -39,12 +42,14 @@ impl Executor {
         tokens: Arc<TokenStore>,
         bash: BashConfig,
         read: ReadConfig,
+        files: FileTools,
         bash_max_concurrent: usize,
     ) -> Self {
         Executor {
             tokens,
             bash,
             read,
+            files: Arc::new(files),
             bash_slots: Arc::new(Semaphore::new(bash_max_concurrent)),
             running_commands: AtomicU64::new(0),
             started: Instant::now(),
@@ -73,6 +78,22 @@ impl Executor {
             ToolCall::ReadFile(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::ReadFile)?;
                 self.read_file(&auth, args).await
+            }
+            ToolCall::WriteFile(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::WriteFile)?;
+                self.write_file(&auth, args).await
+            }
+            ToolCall::EditFile(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::EditFile)?;
+                self.edit_file(&auth, args).await
+            }
+            ToolCall::Glob(args) => {
+                let auth = caller.authorize::<Ro>(ToolName::Glob)?;
+                self.glob(&auth, args, cancel).await
+            }
+            ToolCall::Grep(args) => {
+                let auth = caller.authorize::<Ro>(ToolName::Grep)?;
+                self.grep(&auth, args, cancel).await
             }
         }
     }
@@ -113,13 +134,107 @@ impl Executor {
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("file_path", Some(&args.file_path))?;
         let cfg = self.read.clone();
-        tokio::task::spawn_blocking(move || files::read_file(&args, &cfg))
-            .await
-            .map_err(|e| {
-                ToolFailure::new(ErrorCode::InternalError, format!("read_file failed: {e}"))
-            })?
-            .map(ToolOutput::ReadFile)
+        let files = self.files.clone();
+        blocking("read_file", move || {
+            files::read_file(&args, &cfg, &files.protected.policy())
+        })
+        .await
+        .map(ToolOutput::ReadFile)
     }
+
+    async fn write_file(
+        &self,
+        _auth: &Authorized<Rw>,
+        args: WriteFile,
+    ) -> Result<ToolOutput, ToolFailure> {
+        check_path_len("file_path", Some(&args.file_path))?;
+        let files = self.files.clone();
+        blocking("write_file", move || {
+            edit::write_file(&args, &files.write, &files.protected.policy())
+        })
+        .await
+        .map(ToolOutput::WriteFile)
+    }
+
+    async fn edit_file(
+        &self,
+        _auth: &Authorized<Rw>,
+        args: EditFile,
+    ) -> Result<ToolOutput, ToolFailure> {
+        check_path_len("file_path", Some(&args.file_path))?;
+        let files = self.files.clone();
+        blocking("edit_file", move || {
+            edit::edit_file(&args, &files.write, &files.protected.policy())
+        })
+        .await
+        .map(ToolOutput::EditFile)
+    }
+
+    async fn glob(
+        &self,
+        _auth: &Authorized<Ro>,
+        args: Glob,
+        cancel: CancelSignal,
+    ) -> Result<ToolOutput, ToolFailure> {
+        check_path_len("path", args.path.as_deref())?;
+        let files = self.files.clone();
+        let (budget, _watch) = budget(&files.search, cancel);
+        blocking("glob", move || {
+            search::glob(&args, &files.search, &files.protected.policy(), &budget)
+        })
+        .await
+        .map(ToolOutput::Glob)
+    }
+
+    async fn grep(
+        &self,
+        _auth: &Authorized<Ro>,
+        args: Grep,
+        cancel: CancelSignal,
+    ) -> Result<ToolOutput, ToolFailure> {
+        check_path_len("path", args.path.as_deref())?;
+        let files = self.files.clone();
+        let (budget, _watch) = budget(&files.search, cancel);
+        blocking("grep", move || {
+            search::grep(&args, &files.search, &files.protected.policy(), &budget)
+        })
+        .await
+        .map(ToolOutput::Grep)
+    }
+}
+
+/// Runs blocking file work on tokio's blocking pool, so it never stalls the runtime that
+/// serves other requests.
+async fn blocking<T: Send + 'static>(
+    tool: &str,
+    f: impl FnOnce() -> Result<T, ToolFailure> + Send + 'static,
+) -> Result<T, ToolFailure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ToolFailure::new(ErrorCode::InternalError, format!("{tool} failed: {e}")))?
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The time budget of a search and a flag raised when the client cancels; the returned guard
+/// stops watching for the cancel when the call ends.
+fn budget(cfg: &search::SearchConfig, cancel: CancelSignal) -> (search::Budget, AbortOnDrop) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let watch = tokio::spawn({
+        let flag = flag.clone();
+        async move {
+            cancel.cancelled().await;
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    (search::Budget::new(cfg.timeout, flag), AbortOnDrop(watch))
 }
 
 fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {

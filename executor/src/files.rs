@@ -15,16 +15,15 @@
 //! the page) share that one budget, so a call reads at most the skipped prefix, the page and
 //! `count_budget_bytes`. Skipping to `offset` is not budgeted: it is what the client asked for.
 //!
-//! Only regular files are read. The path is opened with `O_PATH`, which never opens a device or
-//! a FIFO (opening some devices has side effects, e.g. arming a watchdog); that descriptor is
-//! checked with `fstat` and only then reopened for reading through `/proc/self/fd`, so the check
-//! and the read concern the same inode.
+//! Only regular files are read, and only after the protected-path check on the opened object
+//! ([`paths::open_for_read`]): the path is opened with `O_PATH`, which never opens a device or a
+//! FIFO (opening some devices has side effects, e.g. arming a watchdog); that descriptor is
+//! checked and only then reopened for reading through `/proc/self/fd`, so the check and the read
+//! concern the same inode.
 
+use crate::paths::{self, Policy};
 use mymcp_protocol::{ErrorCode, ReadFile, ReadFileOutput, ToolFailure};
-use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 /// Size of the read buffer.
 const CHUNK: usize = 64 * 1024;
@@ -68,119 +67,16 @@ pub fn clamp_limit(limit: Option<i64>, cfg: &ReadConfig) -> u64 {
 }
 
 /// Runs one `read_file` call. Blocking: run it on a blocking thread.
-pub fn read_file(args: &ReadFile, cfg: &ReadConfig) -> Result<ReadFileOutput, ToolFailure> {
+pub fn read_file(
+    args: &ReadFile,
+    cfg: &ReadConfig,
+    policy: &Policy,
+) -> Result<ReadFileOutput, ToolFailure> {
     let path = args.file_path.as_str();
-    check_path(path)?;
-    let file = open_regular(path)?;
-    read_page(file, args.offset, args.limit, cfg)
-        .map_err(|e| ToolFailure::new(ErrorCode::InternalError, os_message(&e, path)))
-}
-
-/// `file_path` must be absolute and free of NUL bytes.
-fn check_path(path: &str) -> Result<(), ToolFailure> {
-    if path.contains('\0') {
-        return Err(ToolFailure::new(
-            ErrorCode::InvalidPath,
-            "file_path contains a NUL byte",
-        ));
-    }
-    if !path.starts_with('/') {
-        return Err(ToolFailure::new(
-            ErrorCode::InvalidPath,
-            format!("file_path must be an absolute path: {path}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Opens `path` for reading if, and only if, it is a regular file. Devices, FIFOs and sockets
-/// are refused without ever being opened.
-pub fn open_regular(path: &str) -> Result<File, ToolFailure> {
-    let handle = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(path)
-        .map_err(|e| open_failure(path, &e))?;
-    let meta = handle.metadata().map_err(|e| open_failure(path, &e))?;
-    if meta.is_dir() {
-        return Err(ToolFailure::new(
-            ErrorCode::IsADirectoryError,
-            format!("{path} is a directory"),
-        )
-        .with_suggestion("Use glob to list directory contents"));
-    }
-    if !meta.is_file() {
-        return Err(not_regular(path));
-    }
-    let reopen = format!("/proc/self/fd/{}", handle.as_raw_fd());
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOCTTY)
-        .open(&reopen)
-    {
-        Ok(file) => Ok(file),
-        // No /proc: open by name again, without blocking on a FIFO swapped in meanwhile, and
-        // make sure it is still the inode that was checked.
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                && !std::path::Path::new("/proc/self").exists() =>
-        {
-            let file = OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
-                .open(path)
-                .map_err(|e| open_failure(path, &e))?;
-            let now = file.metadata().map_err(|e| open_failure(path, &e))?;
-            if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
-                return Err(ToolFailure::new(
-                    ErrorCode::InternalError,
-                    format!("{path} changed while it was being opened"),
-                ));
-            }
-            Ok(file)
-        }
-        Err(e) => Err(open_failure(path, &e)),
-    }
-}
-
-fn not_regular(path: &str) -> ToolFailure {
-    ToolFailure::new(
-        ErrorCode::NotARegularFile,
-        format!("{path} is not a regular file"),
-    )
-}
-
-fn open_failure(path: &str, e: &io::Error) -> ToolFailure {
-    match e.raw_os_error() {
-        Some(libc::ENOENT | libc::ENOTDIR) => ToolFailure::new(
-            ErrorCode::FileNotFoundError,
-            format!("File not found: {path}"),
-        )
-        .with_suggestion("Check the file path"),
-        Some(libc::EACCES | libc::EPERM) => {
-            ToolFailure::new(ErrorCode::PermissionError, os_message(e, path))
-                .with_suggestion("Check file read permissions")
-        }
-        Some(libc::ENAMETOOLONG) => ToolFailure::new(ErrorCode::InvalidPath, os_message(e, path)),
-        // What open(2) says of a socket.
-        Some(libc::ENXIO) => not_regular(path),
-        _ => ToolFailure::new(ErrorCode::InternalError, os_message(e, path)),
-    }
-}
-
-/// The OS text of `e` followed by `path`, as in `Permission denied: /root/x`
-/// (without std's `(os error N)` suffix).
-pub(crate) fn os_message(e: &io::Error, path: &str) -> String {
-    let text = e.to_string();
-    let text = match text.rsplit_once(" (os error ") {
-        Some((head, _)) => head.to_string(),
-        None => text,
-    };
-    if path.is_empty() {
-        text
-    } else {
-        format!("{text}: {path}")
-    }
+    paths::check_absolute("file_path", path)?;
+    let checked = paths::open_for_read(policy, path)?;
+    read_page(checked.file, args.offset, args.limit, cfg)
+        .map_err(|e| ToolFailure::new(ErrorCode::InternalError, paths::os_message(&e, path)))
 }
 
 /// Reads one page of numbered lines from `reader`. `offset` and `limit` are the client's values
@@ -425,10 +321,15 @@ impl<R: Read> Lines<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::time::{Duration, Instant};
 
     fn page(bytes: &[u8], offset: Option<i64>, limit: Option<i64>) -> ReadFileOutput {
         read_page(bytes, offset, limit, &ReadConfig::default()).unwrap()
+    }
+
+    fn no_policy() -> Policy {
+        crate::paths::ProtectedPaths::default().policy()
     }
 
     fn args(path: &str) -> ReadFile {
@@ -592,10 +493,10 @@ mod tests {
     fn relative_empty_and_nul_paths_are_invalid() {
         let cfg = ReadConfig::default();
         for p in ["etc/passwd", "", "tokens.json", "/etc/pass\0wd"] {
-            let e = read_file(&args(p), &cfg).unwrap_err();
+            let e = read_file(&args(p), &cfg, &no_policy()).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidPath, "{p:?}");
         }
-        let e = read_file(&args("tokens.json"), &cfg).unwrap_err();
+        let e = read_file(&args("tokens.json"), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.message, "file_path must be an absolute path: tokens.json");
     }
 
@@ -605,7 +506,7 @@ mod tests {
         let cfg = ReadConfig::default();
         let missing = dir.path().join("nope");
         let missing = missing.to_str().unwrap();
-        let e = read_file(&args(missing), &cfg).unwrap_err();
+        let e = read_file(&args(missing), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::FileNotFoundError);
         assert_eq!(e.message, format!("File not found: {missing}"));
         assert_eq!(e.suggestion.as_deref(), Some("Check the file path"));
@@ -613,11 +514,11 @@ mod tests {
         let file = dir.path().join("f");
         std::fs::write(&file, "x\n").unwrap();
         let below_file = format!("{}/x", file.display());
-        let e = read_file(&args(&below_file), &cfg).unwrap_err();
+        let e = read_file(&args(&below_file), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::FileNotFoundError);
 
         let d = dir.path().to_str().unwrap();
-        let e = read_file(&args(d), &cfg).unwrap_err();
+        let e = read_file(&args(d), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::IsADirectoryError);
         assert_eq!(e.message, format!("{d} is a directory"));
         assert_eq!(
@@ -638,6 +539,7 @@ mod tests {
                 limit: Some(5),
             },
             &ReadConfig::default(),
+            &no_policy(),
         )
         .unwrap();
         assert_eq!(out.content, "   2\ttwo\n   3\tthree");
@@ -648,7 +550,7 @@ mod tests {
     fn devices_and_fifos_are_refused_without_blocking() {
         let cfg = ReadConfig::default();
         let start = Instant::now();
-        let e = read_file(&args("/dev/zero"), &cfg).unwrap_err();
+        let e = read_file(&args("/dev/zero"), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotARegularFile);
         assert_eq!(e.message, "/dev/zero is not a regular file");
 
@@ -659,12 +561,12 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let e = read_file(&args(fifo.to_str().unwrap()), &cfg).unwrap_err();
+        let e = read_file(&args(fifo.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotARegularFile);
 
         let sock = dir.path().join("sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        let e = read_file(&args(sock.to_str().unwrap()), &cfg).unwrap_err();
+        let e = read_file(&args(sock.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotARegularFile);
         assert!(start.elapsed() < Duration::from_secs(1));
     }
@@ -692,6 +594,7 @@ mod tests {
                 limit: Some(10),
             },
             &cfg,
+            &no_policy(),
         )
         .unwrap();
         assert!(
@@ -708,7 +611,7 @@ mod tests {
         let path = dir.path().join("hole");
         File::create(&path).unwrap().set_len(10 << 30).unwrap();
         let start = Instant::now();
-        let out = read_file(&args(path.to_str().unwrap()), &cfg).unwrap();
+        let out = read_file(&args(path.to_str().unwrap()), &cfg, &no_policy()).unwrap();
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "{:?}",
@@ -725,6 +628,6 @@ mod tests {
     #[test]
     fn os_message_drops_the_errno_suffix() {
         let e = io::Error::from_raw_os_error(libc::EACCES);
-        assert_eq!(os_message(&e, "/x"), "Permission denied: /x");
+        assert_eq!(paths::os_message(&e, "/x"), "Permission denied: /x");
     }
 }

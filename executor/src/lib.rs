@@ -9,15 +9,20 @@
 //!
 //! Modules: [`config`] (settings), [`server`] (sockets, peer checks, connection state),
 //! [`tokens`] (the digest-only token store), [`auth`] (authorization as types),
-//! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`files`] (`read_file`),
-//! [`control`] (`control.sock` requests), [`sys`] (every raw syscall).
+//! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`paths`] (protected paths,
+//! checked on the opened object), [`files`] (`read_file`), [`edit`] (`write_file`,
+//! `edit_file`), [`search`] (`grep`, `glob`), [`control`] (`control.sock` requests), [`sys`]
+//! (every raw syscall).
 
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dispatch;
+pub mod edit;
 pub mod files;
+pub mod paths;
+pub mod search;
 pub mod server;
 pub mod spawn;
 pub mod sys;

@@ -75,6 +75,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let (bash, read, bash_max_concurrent) =
         config::tool_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let files = config::file_tools(&Env, &args.token_file, &args.runtime_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let protected: Vec<String> = files
+        .protected
+        .entries()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let grace = Duration::from_secs(
         config::integer(&Env, "MYMCP_SHUTDOWN_GRACE_SEC", 5, 0, 3600)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -85,6 +93,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         tokens.clone(),
         bash,
         read,
+        files,
         bash_max_concurrent,
     ));
     let control = Arc::new(Control::new(executor.clone()));
@@ -136,6 +145,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             token_file = %args.token_file.display(),
             frontend_uid = frontend.0,
             tokens = tokens.count(),
+            protected = %protected.join(","),
             version = env!("CARGO_PKG_VERSION"),
             "executor ready"
         );

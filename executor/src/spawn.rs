@@ -25,7 +25,7 @@
 //!   pid, and so the group id, cannot be given to another process, so the signal can never hit
 //!   an unrelated group.
 
-use crate::files::os_message;
+use crate::paths::os_message;
 use crate::sys::process::{self, GroupSignal, Pid, PidFd};
 use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
 use std::ffi::{CString, OsString};

@@ -7,7 +7,9 @@
 //! every value itself (it trusts nothing the frontend sends), so `timeout: 0` reaches it and
 //! becomes 1 exactly as in the reference servers.
 
-use mymcp_protocol::{BashExecute, ReadFile, ToolCall, ToolName};
+use mymcp_protocol::{
+    BashExecute, EditFile, Glob, Grep, GrepMode, ReadFile, ToolCall, ToolName, WriteFile,
+};
 use serde_json::{Map, Value};
 
 /// Why arguments do not match a tool's schema. The `Display` text names the field.
@@ -19,6 +21,11 @@ pub enum ArgumentError {
     WrongType {
         field: &'static str,
         expected: &'static str,
+    },
+    #[error("'{value}' is not one of {allowed}")]
+    NotOneOf {
+        value: String,
+        allowed: &'static str,
     },
     #[error("'arguments' must be an object")]
     NotAnObject,
@@ -33,6 +40,8 @@ impl ArgumentError {
 
 const A_STRING: &str = "a string";
 const AN_INTEGER: &str = "an integer";
+const A_BOOLEAN: &str = "a boolean";
+const GREP_MODES: &str = "['content', 'files', 'count']";
 
 /// Decodes the `arguments` of a call to `tool`. `None` (absent) and `null` mean `{}`.
 pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, ArgumentError> {
@@ -54,7 +63,50 @@ pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, Arg
             offset: optional_integer(args, "offset")?,
             limit: optional_integer(args, "limit")?,
         }),
+        ToolName::WriteFile => ToolCall::WriteFile(WriteFile {
+            file_path: required_string(args, "file_path")?,
+            content: required_string(args, "content")?,
+        }),
+        ToolName::EditFile => ToolCall::EditFile(EditFile {
+            file_path: required_string(args, "file_path")?,
+            old_string: required_string(args, "old_string")?,
+            new_string: required_string(args, "new_string")?,
+            replace_all: optional_bool(args, "replace_all")?,
+        }),
+        ToolName::Glob => ToolCall::Glob(Glob {
+            pattern: required_string(args, "pattern")?,
+            path: optional_string(args, "path")?,
+        }),
+        ToolName::Grep => ToolCall::Grep(Grep {
+            pattern: required_string(args, "pattern")?,
+            path: optional_string(args, "path")?,
+            glob: optional_string(args, "glob")?,
+            output_mode: match optional_string(args, "output_mode")? {
+                None => None,
+                Some(m) => Some(GrepMode::parse(&m).ok_or(ArgumentError::NotOneOf {
+                    value: m,
+                    allowed: GREP_MODES,
+                })?),
+            },
+            context_lines: optional_integer(args, "context_lines")?,
+            max_results: optional_integer(args, "max_results")?,
+            case_insensitive: optional_bool(args, "case_insensitive")?,
+        }),
     })
+}
+
+fn optional_bool(
+    args: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<bool>, ArgumentError> {
+    match args.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ArgumentError::WrongType {
+            field,
+            expected: A_BOOLEAN,
+        }),
+    }
 }
 
 fn required_string(
@@ -203,6 +255,64 @@ mod tests {
             panic!("wrong tool")
         };
         assert_eq!(r.limit, Some(i64::MIN));
+    }
+
+    #[test]
+    fn file_tools_decode_with_defaults_left_to_the_executor() {
+        let call = decode(
+            ToolName::EditFile,
+            Some(&json!({"file_path": "/x", "old_string": "a", "new_string": "b"})),
+        )
+        .unwrap();
+        assert_eq!(
+            call,
+            ToolCall::EditFile(EditFile {
+                file_path: "/x".into(),
+                old_string: "a".into(),
+                new_string: "b".into(),
+                replace_all: None,
+            })
+        );
+        let err = decode(
+            ToolName::EditFile,
+            Some(&json!({"file_path": "/x", "old_string": "a", "new_string": "b", "replace_all": "yes"})),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "'replace_all' must be a boolean");
+        let err = decode(ToolName::WriteFile, Some(&json!({"file_path": "/x"}))).unwrap_err();
+        assert_eq!(err, ArgumentError::Missing("content"));
+        let call = decode(ToolName::Glob, Some(&json!({"pattern": "**/*.rs"}))).unwrap();
+        assert_eq!(
+            call,
+            ToolCall::Glob(Glob {
+                pattern: "**/*.rs".into(),
+                path: None
+            })
+        );
+    }
+
+    #[test]
+    fn grep_output_mode_is_one_of_three() {
+        let call = decode(
+            ToolName::Grep,
+            Some(&json!({"pattern": "x", "output_mode": "count", "context_lines": 2, "case_insensitive": true})),
+        )
+        .unwrap();
+        let ToolCall::Grep(g) = call else {
+            panic!("wrong tool")
+        };
+        assert_eq!(g.output_mode, Some(GrepMode::Count));
+        assert_eq!(g.context_lines, Some(2));
+        assert_eq!(g.case_insensitive, Some(true));
+        let err = decode(
+            ToolName::Grep,
+            Some(&json!({"pattern": "x", "output_mode": "bogus"})),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.message(),
+            "Input validation error: 'bogus' is not one of ['content', 'files', 'count']"
+        );
     }
 
     #[test]

@@ -66,6 +66,71 @@ valid UTF-8 are shown as U+FFFD. For very large files total_lines may be a lower
 marked by \"total_lines_exact\": false. Directories, devices and protected paths cannot be \
 read.";
 
+const WRITE_FILE_DESCRIPTION: &str = "\
+Create or overwrite a file on the server with the given text. Returns JSON: \
+{\"success\": true, \"bytes_written\": int}.
+
+- file_path: absolute path. Missing parent directories are created.
+- content: the complete new contents, written verbatim (line endings are kept). At most \
+10 MiB (MYMCP_WRITE_FILE_MAX_BYTES).
+
+The write is atomic: the content goes to a temporary file in the same directory, is flushed \
+to disk and renamed over the target, so readers never see a half-written file. A replaced \
+file keeps its mode and owner; a new file gets mode 0644. Writing through a symlink writes \
+its target. To change part of a file, prefer edit_file. Protected paths cannot be written. \
+Requires an rw token.";
+
+const EDIT_FILE_DESCRIPTION: &str = "\
+Replace text in an existing file on the server. Returns JSON: \
+{\"success\": true, \"replacements\": int}.
+
+- file_path: absolute path of an existing file.
+- old_string: the exact text to replace (not empty; whitespace and line endings must match).
+- new_string: the replacement.
+- replace_all: replace every occurrence (default false: old_string must then occur exactly \
+once, otherwise the error AmbiguousMatch says how many times it occurs; include more \
+surrounding text to make it unique).
+
+Only the replaced bytes change: line endings (CRLF or LF), bytes that are not valid UTF-8 and \
+a missing final newline are kept. old_string not found is the error StringNotFound. The file \
+is replaced atomically, keeping its mode and owner; an edit that changes nothing leaves the \
+file untouched. Requires an rw token.";
+
+const GLOB_DESCRIPTION: &str = "\
+Find files and directories on the server by name pattern. Returns JSON: \
+{\"files\": [str], \"count\": int, \"truncated\": bool}, newest first (by modification \
+time).
+
+- pattern: glob relative to path (or absolute): * and ? match within one name, [abc] a \
+character class, {a,b} alternatives, ** any number of directories, e.g. **/*.py or \
+src/**/*.{c,h}.
+- path: absolute directory to search from (default /).
+
+Names starting with . are only matched by a pattern component that starts with . itself. \
+count is the number of matches; at most 1000 are listed (truncated is then true): narrow \
+the path or the pattern. Symlinks are listed but not followed; protected paths are left out.";
+
+const GREP_DESCRIPTION: &str = "\
+Search file contents on the server with a regular expression (ripgrep's engine and rules, \
+run inside the server). Returns JSON: {\"results\": str, \"match_count\": int}.
+
+- pattern: Rust regex syntax (like ripgrep: no look-around or backreferences). It is only \
+ever a pattern, never an option.
+- path: absolute file or directory (default /).
+- glob: only search files matching this glob, e.g. *.py or src/**/*.rs (!*.min.js excludes).
+- output_mode: content (default) gives path:line:text lines (path-line-text for context \
+lines, -- between groups; without path: when path is a file); files gives the paths of \
+matching files; count gives path:N per file.
+- context_lines: lines of context before and after each match (default 0).
+- case_insensitive: default false.
+- max_results: output lines to return (default 500, at most 5000).
+
+Hidden files, files ignored by .gitignore/.ignore inside git repositories, and binary files \
+are skipped; symlinks are not followed. Files are searched in path order, so results are \
+stable. match_count is the number of output lines; when more lines exist than max_results, \
+results ends with a [TRUNCATED: …] line and the search may stop early (then \
+\"match_count_exact\": false). Protected paths are never searched.";
+
 /// The catalogue entry of one tool.
 pub fn entry(tool: ToolName) -> ToolEntry {
     match tool {
@@ -127,15 +192,139 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 },
                 "required": ["file_path"],
             }),
+            annotations: READ_ONLY,
+        },
+        ToolName::WriteFile => ToolEntry {
+            name: tool.as_str(),
+            description: WRITE_FILE_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "file_path": {
+                        "type": "string",
+                        "description": "Absolute path of the file to create or overwrite.",
+                    },
+                    "content": {
+                        "type": "string",
+                        "description": "The complete contents of the file.",
+                    },
+                },
+                "required": ["file_path", "content"],
+            }),
             annotations: Annotations {
-                read_only: true,
-                destructive: None,
-                idempotent: None,
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(true),
                 open_world: false,
             },
         },
+        ToolName::EditFile => ToolEntry {
+            name: tool.as_str(),
+            description: EDIT_FILE_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "file_path": {
+                        "type": "string",
+                        "description": "Absolute path of the file to edit.",
+                    },
+                    "old_string": {
+                        "type": "string",
+                        "description": "Exact text to replace (must be unique unless replace_all).",
+                    },
+                    "new_string": {
+                        "type": "string",
+                        "description": "Replacement text.",
+                    },
+                    "replace_all": {
+                        "type": "boolean",
+                        "default": false,
+                        "description": "Replace every occurrence of old_string.",
+                    },
+                },
+                "required": ["file_path", "old_string", "new_string"],
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(false),
+                open_world: false,
+            },
+        },
+        ToolName::Glob => ToolEntry {
+            name: tool.as_str(),
+            description: GLOB_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "pattern": {
+                        "type": "string",
+                        "description": "Glob such as **/*.py or src/*.{c,h}.",
+                    },
+                    "path": {
+                        "type": "string",
+                        "default": "/",
+                        "description": "Absolute directory to search from.",
+                    },
+                },
+                "required": ["pattern"],
+            }),
+            annotations: READ_ONLY,
+        },
+        ToolName::Grep => ToolEntry {
+            name: tool.as_str(),
+            description: GREP_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "pattern": {
+                        "type": "string",
+                        "description": "Regular expression (Rust/ripgrep syntax).",
+                    },
+                    "path": {
+                        "type": "string",
+                        "default": "/",
+                        "description": "Absolute file or directory to search.",
+                    },
+                    "glob": {
+                        "type": "string",
+                        "description": "Only search files matching this glob (e.g. *.py).",
+                    },
+                    "output_mode": {
+                        "type": "string",
+                        "enum": ["content", "files", "count"],
+                        "default": "content",
+                        "description": "content: matching lines; files: file paths; count: matches per file.",
+                    },
+                    "context_lines": {
+                        "type": "integer",
+                        "default": 0,
+                        "description": "Lines of context around each match.",
+                    },
+                    "max_results": {
+                        "type": "integer",
+                        "default": 500,
+                        "description": "Output lines to return (at most 5000).",
+                    },
+                    "case_insensitive": {
+                        "type": "boolean",
+                        "default": false,
+                        "description": "Ignore case.",
+                    },
+                },
+                "required": ["pattern"],
+            }),
+            annotations: READ_ONLY,
+        },
     }
 }
+
+const READ_ONLY: Annotations = Annotations {
+    read_only: true,
+    destructive: None,
+    idempotent: None,
+    open_world: false,
+};
 
 /// The tools a holder of `role` may call, in [`ToolName::ALL`] order.
 pub fn visible_to(role: Role) -> Vec<ToolEntry> {
@@ -156,8 +345,18 @@ mod tests {
 
     #[test]
     fn ro_sees_only_read_tools_and_rw_sees_all_in_order() {
-        assert_eq!(names(Role::Ro), ["read_file"]);
-        assert_eq!(names(Role::Rw), ["bash_execute", "read_file"]);
+        assert_eq!(names(Role::Ro), ["read_file", "glob", "grep"]);
+        assert_eq!(
+            names(Role::Rw),
+            [
+                "bash_execute",
+                "read_file",
+                "write_file",
+                "edit_file",
+                "glob",
+                "grep"
+            ]
+        );
         assert!(names(Role::Admin).is_empty());
         assert!(names(Role::Metrics).is_empty());
     }
@@ -188,23 +387,23 @@ mod tests {
     #[test]
     fn every_schema_property_is_one_the_decoder_reads() {
         // A property advertised but not decoded would be silently ignored.
-        let samples = [
-            (ToolName::BashExecute, json!("x"), json!(1)),
-            (ToolName::ReadFile, json!("/x"), json!(1)),
-        ];
-        for (tool, string, integer) in samples {
+        for tool in ToolName::ALL {
             let schema = entry(tool).input_schema;
             let props = schema["properties"].as_object().unwrap();
             for (name, prop) in props {
                 let mut args = serde_json::Map::new();
                 for (n, p) in props {
-                    let v = if p["type"] == "string" {
-                        &string
-                    } else {
-                        &integer
+                    let v = match p["type"].as_str() {
+                        Some("string") => p["enum"].get(0).cloned().unwrap_or(json!("/x")),
+                        Some("boolean") => json!(true),
+                        _ => json!(1),
                     };
-                    args.insert(n.clone(), v.clone());
+                    args.insert(n.clone(), v);
                 }
+                assert!(
+                    crate::arguments::decode(tool, Some(&Value::Object(args.clone()))).is_ok(),
+                    "{tool}: a valid sample must decode"
+                );
                 // Now give this one property the wrong type: decoding must complain about it.
                 let wrong = if prop["type"] == "string" {
                     json!(1)

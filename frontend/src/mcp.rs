@@ -762,10 +762,20 @@ mod tests {
                 .map(|t| t["name"].as_str().unwrap().to_owned())
                 .collect()
         };
-        assert_eq!(names(reply(run(&exec, RO, body).await)), ["read_file"]);
+        assert_eq!(
+            names(reply(run(&exec, RO, body).await)),
+            ["read_file", "glob", "grep"]
+        );
         assert_eq!(
             names(reply(run(&exec, RW, body).await)),
-            ["bash_execute", "read_file"]
+            [
+                "bash_execute",
+                "read_file",
+                "write_file",
+                "edit_file",
+                "glob",
+                "grep"
+            ]
         );
     }
 

@@ -6,7 +6,10 @@
 //! are additionally flagged with `isError: true`, so clients that look only at the flag notice
 //! them too; argument validation errors are plain text, also with `isError: true`.
 
-use mymcp_protocol::{BashOutput, CapturedStream, ReadFileOutput, ToolFailure, ToolOutput};
+use mymcp_protocol::{
+    BashOutput, CapturedStream, EditFileOutput, GlobOutput, GrepOutput, ReadFileOutput,
+    ToolFailure, ToolOutput, WriteFileOutput,
+};
 use serde::Serialize;
 
 /// The `result` of a `tools/call` response.
@@ -70,6 +73,33 @@ struct ReadFileJson<'a> {
 }
 
 #[derive(Serialize)]
+struct WriteFileJson {
+    success: bool,
+    bytes_written: u64,
+}
+
+#[derive(Serialize)]
+struct EditFileJson {
+    success: bool,
+    replacements: u64,
+}
+
+#[derive(Serialize)]
+struct GlobJson<'a> {
+    files: &'a [String],
+    count: u64,
+    truncated: bool,
+}
+
+#[derive(Serialize)]
+struct GrepJson<'a> {
+    results: &'a str,
+    match_count: u64,
+    #[serde(skip_serializing_if = "is_true")]
+    match_count_exact: bool,
+}
+
+#[derive(Serialize)]
 struct FailureJson<'a> {
     success: bool,
     error: &'static str,
@@ -92,6 +122,32 @@ pub fn output_json(output: &ToolOutput) -> String {
     match output {
         ToolOutput::Bash(bash) => bash_json(bash),
         ToolOutput::ReadFile(read) => read_file_json(read),
+        ToolOutput::WriteFile(WriteFileOutput { bytes_written }) => to_json(&WriteFileJson {
+            success: true,
+            bytes_written: *bytes_written,
+        }),
+        ToolOutput::EditFile(EditFileOutput { replacements }) => to_json(&EditFileJson {
+            success: true,
+            replacements: *replacements,
+        }),
+        ToolOutput::Glob(GlobOutput {
+            files,
+            count,
+            truncated,
+        }) => to_json(&GlobJson {
+            files,
+            count: *count,
+            truncated: *truncated,
+        }),
+        ToolOutput::Grep(GrepOutput {
+            results,
+            match_count,
+            match_count_exact,
+        }) => to_json(&GrepJson {
+            results,
+            match_count: *match_count,
+            match_count_exact: *match_count_exact,
+        }),
     }
 }
 
@@ -224,6 +280,43 @@ mod tests {
         assert_eq!(
             read_file_json(&out),
             r#"{"content":"   1\thello","total_lines":1,"truncated":false,"total_lines_exact":false}"#
+        );
+    }
+
+    #[test]
+    fn file_tool_results_have_the_reference_keys_in_order() {
+        let j = |o: ToolOutput| output_json(&o);
+        assert_eq!(
+            j(ToolOutput::WriteFile(WriteFileOutput { bytes_written: 5 })),
+            r#"{"success":true,"bytes_written":5}"#
+        );
+        assert_eq!(
+            j(ToolOutput::EditFile(EditFileOutput { replacements: 2 })),
+            r#"{"success":true,"replacements":2}"#
+        );
+        assert_eq!(
+            j(ToolOutput::Glob(GlobOutput {
+                files: vec![],
+                count: 0,
+                truncated: false
+            })),
+            r#"{"files":[],"count":0,"truncated":false}"#
+        );
+        assert_eq!(
+            j(ToolOutput::Grep(GrepOutput {
+                results: "a:1:x".into(),
+                match_count: 1,
+                match_count_exact: true
+            })),
+            r#"{"results":"a:1:x","match_count":1}"#
+        );
+        assert_eq!(
+            j(ToolOutput::Grep(GrepOutput {
+                results: "".into(),
+                match_count: 9,
+                match_count_exact: false
+            })),
+            r#"{"results":"","match_count":9,"match_count_exact":false}"#
         );
     }
 

@@ -308,10 +308,20 @@ async fn tools_list_is_filtered_by_role() {
     };
     assert_eq!(
         names(send(&h.app, mcp(RO_TOKEN, LIST)).await.json()),
-        ["read_file"]
+        ["read_file", "glob", "grep"]
     );
     let rw = send(&h.app, mcp(RW_TOKEN, LIST)).await.json();
-    assert_eq!(names(rw.clone()), ["bash_execute", "read_file"]);
+    assert_eq!(
+        names(rw.clone()),
+        [
+            "bash_execute",
+            "read_file",
+            "write_file",
+            "edit_file",
+            "glob",
+            "grep"
+        ]
+    );
     assert_eq!(
         rw["result"]["tools"][0]["annotations"]["destructiveHint"],
         true

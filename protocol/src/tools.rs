@@ -13,16 +13,31 @@ use std::fmt;
 pub enum ToolName {
     BashExecute,
     ReadFile,
+    WriteFile,
+    EditFile,
+    Glob,
+    Grep,
 }
 
 impl ToolName {
     /// Every tool, in the order `tools/list` shows them.
-    pub const ALL: [ToolName; 2] = [ToolName::BashExecute, ToolName::ReadFile];
+    pub const ALL: [ToolName; 6] = [
+        ToolName::BashExecute,
+        ToolName::ReadFile,
+        ToolName::WriteFile,
+        ToolName::EditFile,
+        ToolName::Glob,
+        ToolName::Grep,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ToolName::BashExecute => "bash_execute",
             ToolName::ReadFile => "read_file",
+            ToolName::WriteFile => "write_file",
+            ToolName::EditFile => "edit_file",
+            ToolName::Glob => "glob",
+            ToolName::Grep => "grep",
         }
     }
 
@@ -36,6 +51,10 @@ impl ToolName {
         match self {
             ToolName::BashExecute => Role::Rw,
             ToolName::ReadFile => Role::Ro,
+            ToolName::WriteFile => Role::Rw,
+            ToolName::EditFile => Role::Rw,
+            ToolName::Glob => Role::Ro,
+            ToolName::Grep => Role::Ro,
         }
     }
 }
@@ -53,6 +72,10 @@ impl fmt::Display for ToolName {
 pub enum ToolCall {
     BashExecute(BashExecute),
     ReadFile(ReadFile),
+    WriteFile(WriteFile),
+    EditFile(EditFile),
+    Glob(Glob),
+    Grep(Grep),
 }
 
 impl ToolCall {
@@ -60,6 +83,10 @@ impl ToolCall {
         match self {
             ToolCall::BashExecute(_) => ToolName::BashExecute,
             ToolCall::ReadFile(_) => ToolName::ReadFile,
+            ToolCall::WriteFile(_) => ToolName::WriteFile,
+            ToolCall::EditFile(_) => ToolName::EditFile,
+            ToolCall::Glob(_) => ToolName::Glob,
+            ToolCall::Grep(_) => ToolName::Grep,
         }
     }
 }
@@ -84,11 +111,113 @@ pub struct ReadFile {
     pub limit: Option<i64>,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteFile {
+    pub file_path: String,
+    /// At most `MYMCP_WRITE_FILE_MAX_BYTES` bytes (UTF-8).
+    pub content: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditFile {
+    pub file_path: String,
+    /// Not empty; at most `MYMCP_EDIT_STRING_MAX_BYTES` bytes.
+    pub old_string: String,
+    /// At most `MYMCP_EDIT_STRING_MAX_BYTES` bytes.
+    pub new_string: String,
+    /// Default false: `old_string` must then occur exactly once.
+    pub replace_all: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Glob {
+    /// `*`, `?`, `[...]`, `{a,b}` and `**`; relative to `path` unless absolute.
+    pub pattern: String,
+    /// Absolute directory; default `/`.
+    pub path: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GrepMode {
+    /// Matching lines (with context lines when asked).
+    #[default]
+    Content,
+    /// Paths of files with a match.
+    Files,
+    /// Matching lines per file.
+    Count,
+}
+
+impl GrepMode {
+    pub const ALL: [GrepMode; 3] = [GrepMode::Content, GrepMode::Files, GrepMode::Count];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrepMode::Content => "content",
+            GrepMode::Files => "files",
+            GrepMode::Count => "count",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GrepMode> {
+        GrepMode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grep {
+    /// A Rust regex (ripgrep's dialect); never interpreted as an option.
+    pub pattern: String,
+    /// Absolute file or directory; default `/`.
+    pub path: Option<String>,
+    /// File-name filter, as ripgrep's `--glob`.
+    pub glob: Option<String>,
+    pub output_mode: Option<GrepMode>,
+    /// Lines before and after each match; values below 0 mean 0.
+    pub context_lines: Option<i64>,
+    /// Output lines; clamped to [1, `MYMCP_GREP_MAX_RESULTS`].
+    pub max_results: Option<i64>,
+    pub case_insensitive: Option<bool>,
+}
+
 /// A successful tool result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToolOutput {
     Bash(BashOutput),
     ReadFile(ReadFileOutput),
+    WriteFile(WriteFileOutput),
+    EditFile(EditFileOutput),
+    Glob(GlobOutput),
+    Grep(GrepOutput),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteFileOutput {
+    pub bytes_written: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditFileOutput {
+    pub replacements: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobOutput {
+    /// The newest first, at most `MYMCP_GLOB_MAX_RESULTS`.
+    pub files: Vec<String>,
+    /// All matches (not protected).
+    pub count: u64,
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrepOutput {
+    /// Output lines joined by `\n`, cut to `max_results` lines with a `[TRUNCATED: …]` line.
+    pub results: String,
+    /// Output lines found, or a lower bound when `match_count_exact` is false (the search
+    /// stopped once more than `max_results` lines were found).
+    pub match_count: u64,
+    pub match_count_exact: bool,
 }
 
 /// The first bytes a command wrote to one stream, and how many it wrote in all.
@@ -160,6 +289,12 @@ pub enum ErrorCode {
     NotFound,
     /// Unexpected failure; the message says what failed.
     InternalError,
+    /// edit_file: `old_string` does not occur in the file.
+    StringNotFound,
+    /// edit_file: `old_string` occurs more than once and `replace_all` is false.
+    AmbiguousMatch,
+    /// grep: the pattern is not a valid regex.
+    InvalidRegex,
 }
 
 impl ErrorCode {
@@ -182,6 +317,9 @@ impl ErrorCode {
             ErrorCode::TimeoutError => "TimeoutError",
             ErrorCode::NotFound => "NotFound",
             ErrorCode::InternalError => "InternalError",
+            ErrorCode::StringNotFound => "StringNotFound",
+            ErrorCode::AmbiguousMatch => "AmbiguousMatch",
+            ErrorCode::InvalidRegex => "InvalidRegex",
         }
     }
 }
@@ -233,6 +371,40 @@ mod tests {
         assert_eq!(ToolName::parse("server_overview"), None);
         assert_eq!(ToolName::BashExecute.required_role(), Role::Rw);
         assert_eq!(ToolName::ReadFile.required_role(), Role::Ro);
+        for t in [ToolName::WriteFile, ToolName::EditFile] {
+            assert_eq!(t.required_role(), Role::Rw, "{t}");
+        }
+        for t in [ToolName::Glob, ToolName::Grep] {
+            assert_eq!(t.required_role(), Role::Ro, "{t}");
+        }
+        let names: Vec<&str> = ToolName::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "bash_execute",
+                "read_file",
+                "write_file",
+                "edit_file",
+                "glob",
+                "grep"
+            ]
+        );
+    }
+
+    #[test]
+    fn grep_modes_round_trip() {
+        for m in GrepMode::ALL {
+            assert_eq!(GrepMode::parse(m.as_str()), Some(m));
+        }
+        assert_eq!(GrepMode::parse("bogus"), None);
+        assert_eq!(GrepMode::default(), GrepMode::Content);
+    }
+
+    #[test]
+    fn new_error_codes_keep_the_reference_spelling() {
+        assert_eq!(ErrorCode::StringNotFound.as_str(), "StringNotFound");
+        assert_eq!(ErrorCode::AmbiguousMatch.as_str(), "AmbiguousMatch");
+        assert_eq!(ErrorCode::InvalidRegex.as_str(), "InvalidRegex");
     }
 
     #[test]

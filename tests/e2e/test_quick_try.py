@@ -28,7 +28,7 @@ def test_initialize_negotiates_a_supported_version(server):
 def test_rw_token_lists_every_tool(server):
     tools = with_session(server.url, server.rw_token, call("list_tools")).tools
     names = [t.name for t in tools]
-    assert names == ["bash_execute", "read_file"]
+    assert names == ["bash_execute", "read_file", "write_file", "edit_file", "glob", "grep"]
     bash = next(t for t in tools if t.name == "bash_execute")
     assert bash.input_schema["required"] == ["command"]
     assert bash.input_schema["properties"]["timeout"]["type"] == "integer"
@@ -36,7 +36,7 @@ def test_rw_token_lists_every_tool(server):
 
 def test_ro_token_lists_only_read_tools(server, ro_token):
     tools = with_session(server.url, ro_token, call("list_tools")).tools
-    assert [t.name for t in tools] == ["read_file"]
+    assert [t.name for t in tools] == ["read_file", "glob", "grep"]
 
 
 def test_bash_execute_runs_as_root_with_output_and_exit_code(server):

@@ -364,6 +364,11 @@ impl FrontendProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The executor connection comes up in the background; until it does, calls get 503.
+        // Wait for it (briefly: some tests start a frontend without an executor on purpose).
+        wait_until(Duration::from_secs(5), || {
+            http_get(addr, "/health").contains("\"executor\":\"connected\"")
+        });
         FrontendProcess { child, addr }
     }
 
@@ -377,6 +382,22 @@ impl Drop for FrontendProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// GET `path` over a fresh connection; the raw response text ("" on failure).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    String::from_utf8_lossy(&raw).into_owned()
 }
 
 /// An HTTP response as the tests need it.

@@ -1,6 +1,7 @@
 //! Every `unsafe` block and raw syscall of the executor, each with its `SAFETY:` argument.
 //! Callers get safe functions with `io::Result`s.
 
+pub mod fs;
 pub mod process;
 
 use std::ffi::CString;

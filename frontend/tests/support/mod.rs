@@ -230,6 +230,10 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                     total_lines_exact: true,
                     truncated: false,
                 })),
+                other => Err(ToolFailure::new(
+                    ErrorCode::InternalError,
+                    format!("the fake executor does not run {}", other.name()),
+                )),
             })
         }
     })

@@ -1,0 +1,578 @@
+//! `write_file` and `edit_file`: atomic replacement inside a checked directory.
+//!
+//! Both write the new contents to a temporary file created (`O_EXCL|O_NOFOLLOW`) in the
+//! target's own directory — the directory descriptor that passed the protected-path check —
+//! give it the mode and owner of the file it replaces (0644 for a new file, group as the
+//! directory decides), `fsync` it, `renameat` it over the name and `fsync` the directory.
+//! Readers see the old file or the new one, never a mix, and a crash leaves at worst a stray
+//! `.<name>.mymcp-*.tmp` beside an intact target.
+//!
+//! `edit_file` works on bytes: everything outside the replaced spans is kept exactly (CRLF, lone
+//! CR, invalid UTF-8, a missing final newline). An edit that changes nothing does not rewrite
+//! the file. Writes and edits of one file are serialised inside the executor, so two concurrent
+//! edits cannot lose one another's change.
+
+use crate::paths::{self, Access, CheckedTarget, Policy};
+use crate::sys::fs as sysfs;
+use mymcp_protocol::{
+    EditFile, EditFileOutput, ErrorCode, ToolFailure, WriteFile, WriteFileOutput,
+};
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::{File, Permissions};
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Condvar, Mutex, OnceLock};
+
+/// Limits of the writing tools. Built by `config`; defaults are the reference's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteConfig {
+    /// `MYMCP_WRITE_FILE_MAX_BYTES`.
+    pub max_write_bytes: u64,
+    /// `MYMCP_EDIT_STRING_MAX_BYTES`: for `old_string` and `new_string` each.
+    pub max_edit_string_bytes: u64,
+    /// `MYMCP_EDIT_FILE_MAX_BYTES`: largest file edit_file loads.
+    pub max_edit_file_bytes: u64,
+}
+
+impl Default for WriteConfig {
+    fn default() -> Self {
+        WriteConfig {
+            max_write_bytes: 10 * 1024 * 1024,
+            max_edit_string_bytes: 1024 * 1024,
+            max_edit_file_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `10MB` for 10485760: how the reference's messages name a limit.
+fn human(bytes: u64) -> String {
+    const MB: u64 = 1024 * 1024;
+    const KB: u64 = 1024;
+    if bytes >= MB && bytes % MB == 0 {
+        format!("{}MB", bytes / MB)
+    } else if bytes >= KB && bytes % KB == 0 {
+        format!("{}KB", bytes / KB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// Runs one `write_file` call. Blocking.
+pub fn write_file(
+    args: &WriteFile,
+    cfg: &WriteConfig,
+    policy: &Policy,
+) -> Result<WriteFileOutput, ToolFailure> {
+    let path = args.file_path.as_str();
+    paths::check_absolute("file_path", path)?;
+    let n = args.content.len() as u64;
+    if n > cfg.max_write_bytes {
+        return Err(ToolFailure::new(
+            ErrorCode::FileTooLarge,
+            format!(
+                "Content is {n} bytes, max is {} ({})",
+                cfg.max_write_bytes,
+                human(cfg.max_write_bytes)
+            ),
+        ));
+    }
+    // Lock, then resolve again so that the mode and owner kept are the current file's.
+    let _lock = lock(&paths::open_for_write(policy, path, true)?);
+    let target = paths::open_for_write(policy, path, true)?;
+    replace(&target, args.content.as_bytes(), path)?;
+    Ok(WriteFileOutput { bytes_written: n })
+}
+
+/// Runs one `edit_file` call. Blocking.
+pub fn edit_file(
+    args: &EditFile,
+    cfg: &WriteConfig,
+    policy: &Policy,
+) -> Result<EditFileOutput, ToolFailure> {
+    let path = args.file_path.as_str();
+    paths::check_absolute("file_path", path)?;
+    let max = cfg.max_edit_string_bytes;
+    for (field, value) in [
+        ("old_string", &args.old_string),
+        ("new_string", &args.new_string),
+    ] {
+        if value.len() as u64 > max {
+            return Err(ToolFailure::new(
+                ErrorCode::FileTooLarge,
+                format!("{field} exceeds {} limit", human(max)),
+            ));
+        }
+    }
+    if args.old_string.is_empty() {
+        return Err(
+            ToolFailure::new(ErrorCode::InvalidArguments, "old_string must not be empty")
+                .with_suggestion("Use write_file to create or replace a whole file"),
+        );
+    }
+    let _lock = lock(&paths::open_for_write(policy, path, false)?);
+    let target = paths::open_for_write(policy, path, false)?;
+    if target.existing().is_none() {
+        return Err(ToolFailure::new(
+            ErrorCode::FileNotFoundError,
+            format!("File not found: {path}"),
+        ));
+    }
+    let (file, meta) = target.open_existing(path)?.ok_or_else(|| {
+        ToolFailure::new(
+            ErrorCode::FileNotFoundError,
+            format!("File not found: {path}"),
+        )
+    })?;
+    if meta.len() > cfg.max_edit_file_bytes {
+        return Err(too_big(path, meta.len(), cfg.max_edit_file_bytes));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.take(cfg.max_edit_file_bytes + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| paths::os_failure(path, &e, Access::Read))?;
+    if data.len() as u64 > cfg.max_edit_file_bytes {
+        return Err(too_big(path, data.len() as u64, cfg.max_edit_file_bytes));
+    }
+
+    let old = args.old_string.as_bytes();
+    let new = args.new_string.as_bytes();
+    let positions: Vec<usize> = memchr::memmem::find_iter(&data, old).collect();
+    // find_iter reports overlapping matches; keep the non-overlapping ones from the left, as
+    // str::replace does.
+    let mut spans = Vec::with_capacity(positions.len());
+    let mut next_free = 0;
+    for p in positions {
+        if p >= next_free {
+            spans.push(p);
+            next_free = p + old.len();
+        }
+    }
+    match spans.len() {
+        0 => {
+            return Err(ToolFailure::new(
+                ErrorCode::StringNotFound,
+                "old_string not found in file",
+            ))
+        }
+        n if n > 1 && !args.replace_all.unwrap_or(false) => {
+            return Err(ToolFailure::new(
+                ErrorCode::AmbiguousMatch,
+                format!(
+                    "old_string appears {n} times. Set replace_all=true to replace all occurrences."
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let replacements = spans.len() as u64;
+    if old == new {
+        // Nothing would change: leave the file (and its mtime) alone.
+        return Ok(EditFileOutput { replacements });
+    }
+    let mut out =
+        Vec::with_capacity(data.len() + spans.len() * new.len().saturating_sub(old.len()));
+    let mut at = 0;
+    for p in spans {
+        out.extend_from_slice(&data[at..p]);
+        out.extend_from_slice(new);
+        at = p + old.len();
+    }
+    out.extend_from_slice(&data[at..]);
+    replace(&target, &out, path)?;
+    Ok(EditFileOutput { replacements })
+}
+
+fn too_big(path: &str, size: u64, max: u64) -> ToolFailure {
+    ToolFailure::new(
+        ErrorCode::FileTooLarge,
+        format!(
+            "{path} is {size} bytes, edit_file loads at most {max} ({})",
+            human(max)
+        ),
+    )
+    .with_suggestion("Use bash_execute with sed or a script for very large files")
+}
+
+/// Replaces the target's contents atomically (see the module documentation).
+fn replace(target: &CheckedTarget, data: &[u8], shown: &str) -> Result<(), ToolFailure> {
+    let fail = |e: std::io::Error| paths::os_failure(shown, &e, Access::Write);
+    let dir = target.dir().fd();
+    let tmp = temp_name(target.name().as_bytes());
+    let fd = sysfs::openat(
+        sysfs::Base::Dir(dir),
+        &tmp,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        0o600,
+    )
+    .map_err(fail)?;
+    let mut file = File::from(fd);
+    let result = (|| {
+        file.write_all(data)?;
+        match target.existing() {
+            Some(st) => {
+                // chown first: it clears set-id bits, which the chmod then restores.
+                if let Err(e) = std::os::unix::fs::fchown(&file, Some(st.uid), Some(st.gid)) {
+                    // Not root (quick try by an ordinary user): the file stays the caller's.
+                    if e.raw_os_error() != Some(libc::EPERM) {
+                        return Err(e);
+                    }
+                }
+                file.set_permissions(Permissions::from_mode(st.mode & 0o7777))?;
+            }
+            None => file.set_permissions(Permissions::from_mode(0o644))?,
+        }
+        file.sync_all()?;
+        sysfs::rename_within(dir, &tmp, target.name())?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = sysfs::unlinkat(dir, &tmp);
+        return Err(fail(e));
+    }
+    // The rename is durable once the directory is synced; a failure here changes nothing the
+    // caller can act on.
+    let _ = sysfs::fsync(dir.as_fd());
+    Ok(())
+}
+
+/// `.<name>.mymcp-<random>.tmp`, shortened so that it stays a valid file name.
+fn temp_name(name: &[u8]) -> OsString {
+    let mut rnd = [0u8; 8];
+    let suffix = match crate::sys::fill_random(&mut rnd) {
+        Ok(()) => rnd.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        Err(_) => format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ),
+    };
+    let keep = &name[..name.len().min(200)];
+    let mut out = b".".to_vec();
+    out.extend_from_slice(keep);
+    out.extend_from_slice(format!(".mymcp-{suffix}.tmp").as_bytes());
+    std::os::unix::ffi::OsStringExt::from_vec(out)
+}
+
+type LockKey = (u64, u64, OsString);
+
+/// Files being written: one writer per (directory, name) at a time inside this executor.
+struct Busy {
+    held: Mutex<HashSet<LockKey>>,
+    freed: Condvar,
+}
+
+fn busy() -> &'static Busy {
+    static BUSY: OnceLock<Busy> = OnceLock::new();
+    BUSY.get_or_init(|| Busy {
+        held: Mutex::new(HashSet::new()),
+        freed: Condvar::new(),
+    })
+}
+
+/// Holds the lock of one file until dropped.
+struct FileLock(LockKey);
+
+fn lock(target: &CheckedTarget) -> FileLock {
+    let key = (target.dir().dev, target.dir().ino, target.name().to_owned());
+    let b = busy();
+    let mut held = b.held.lock().unwrap_or_else(|p| p.into_inner());
+    while held.contains(&key) {
+        held = b.freed.wait(held).unwrap_or_else(|p| p.into_inner());
+    }
+    held.insert(key.clone());
+    FileLock(key)
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let b = busy();
+        b.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+        b.freed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::ProtectedPaths;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    fn policy(entries: &[&Path]) -> Policy {
+        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy()
+    }
+
+    fn write(path: &Path, content: &str) -> Result<WriteFileOutput, ToolFailure> {
+        write_file(
+            &WriteFile {
+                file_path: path.to_str().unwrap().into(),
+                content: content.into(),
+            },
+            &WriteConfig::default(),
+            &policy(&[]),
+        )
+    }
+
+    fn edit(path: &Path, old: &str, new: &str, all: bool) -> Result<u64, ToolFailure> {
+        edit_file(
+            &EditFile {
+                file_path: path.to_str().unwrap().into(),
+                old_string: old.into(),
+                new_string: new.into(),
+                replace_all: Some(all),
+            },
+            &WriteConfig::default(),
+            &policy(&[]),
+        )
+        .map(|o| o.replacements)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn write_creates_parents_and_a_0644_file_without_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a/b/new.txt");
+        let out = write(&f, "héllo\r\n").unwrap();
+        assert_eq!(out.bytes_written, 8);
+        assert_eq!(std::fs::read(&f).unwrap(), "héllo\r\n".as_bytes());
+        assert_eq!(std::fs::metadata(&f).unwrap().mode() & 0o7777, 0o644);
+        assert_eq!(names(&dir.path().join("a/b")), ["new.txt"]);
+        // Empty content is allowed.
+        write(&f, "").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"");
+    }
+
+    #[test]
+    fn write_keeps_mode_and_owner_of_the_file_it_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("conf");
+        std::fs::write(&f, "old").unwrap();
+        std::fs::set_permissions(&f, Permissions::from_mode(0o640)).unwrap();
+        let owner = if crate::sys::euid() == 0 {
+            std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+            (65534, 65534)
+        } else {
+            let m = std::fs::metadata(&f).unwrap();
+            (m.uid(), m.gid())
+        };
+        let ino = std::fs::metadata(&f).unwrap().ino();
+        write(&f, "new").unwrap();
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "new");
+        assert_eq!(m.mode() & 0o7777, 0o640);
+        assert_eq!((m.uid(), m.gid()), owner);
+        assert_ne!(m.ino(), ino, "replaced by rename, not rewritten in place");
+    }
+
+    #[test]
+    fn write_through_a_symlink_replaces_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink("real", &link).unwrap();
+        write(&link, "new").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn write_limit_names_the_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = WriteConfig {
+            max_write_bytes: 4,
+            ..WriteConfig::default()
+        };
+        let e = write_file(
+            &WriteFile {
+                file_path: dir.path().join("x").to_str().unwrap().into(),
+                content: "12345".into(),
+            },
+            &cfg,
+            &policy(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::FileTooLarge);
+        assert_eq!(e.message, "Content is 5 bytes, max is 4 (4 bytes)");
+        assert!(!dir.path().join("x").exists());
+        assert_eq!(human(10_485_760), "10MB");
+    }
+
+    #[test]
+    fn write_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = write(Path::new("rel.txt"), "x").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPath);
+        let e = write(dir.path(), "x").unwrap_err();
+        assert_eq!(e.code, ErrorCode::IsADirectoryError);
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let e = write(&dir.path().join("file/below"), "x").unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotADirectoryError, "{e}");
+        let e = write(Path::new("/dev/null"), "x").unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotARegularFile, "{e}");
+    }
+
+    #[test]
+    fn edit_changes_only_the_replaced_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("dos.txt");
+        let before: &[u8] =
+            b"line one\r\n\xff\xfe bad \x80 bytes\r\nold value\r\nlone\rcr\r\nno newline";
+        std::fs::write(&f, before).unwrap();
+        assert_eq!(edit(&f, "old value", "new value", false).unwrap(), 1);
+        let after = std::fs::read(&f).unwrap();
+        let expected: &[u8] =
+            b"line one\r\n\xff\xfe bad \x80 bytes\r\nnew value\r\nlone\rcr\r\nno newline";
+        assert_eq!(after, expected);
+        // CRLF inside old_string matches.
+        assert_eq!(edit(&f, "cr\r\nno", "CR\r\nNO", false).unwrap(), 1);
+        assert!(std::fs::read(&f)
+            .unwrap()
+            .ends_with(b"lone\rCR\r\nNO newline"));
+    }
+
+    #[test]
+    fn edit_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "a-a-a").unwrap();
+        let e = edit(&f, "zzz", "y", false).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::StringNotFound, "old_string not found in file")
+        );
+        let e = edit(&f, "a", "b", false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AmbiguousMatch);
+        assert_eq!(
+            e.message,
+            "old_string appears 3 times. Set replace_all=true to replace all occurrences."
+        );
+        assert_eq!(edit(&f, "a", "bb", true).unwrap(), 3);
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "bb-bb-bb");
+        // Non-overlapping, left to right.
+        std::fs::write(&f, "aaaa").unwrap();
+        assert_eq!(edit(&f, "aa", "b", true).unwrap(), 2);
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "bb");
+        let e = edit(&f, "", "x", true).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArguments);
+        let e = edit(&dir.path().join("missing"), "a", "b", false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FileNotFoundError);
+        assert_eq!(
+            e.message,
+            format!("File not found: {}", dir.path().join("missing").display())
+        );
+        let e = edit(dir.path(), "a", "b", false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::IsADirectoryError);
+        assert_eq!(names(dir.path()), ["f"], "no temporary file left");
+    }
+
+    #[test]
+    fn no_op_edit_does_not_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "same").unwrap();
+        let before = std::fs::metadata(&f).unwrap();
+        assert_eq!(edit(&f, "same", "same", false).unwrap(), 1);
+        let after = std::fs::metadata(&f).unwrap();
+        assert_eq!(before.ino(), after.ino());
+        assert_eq!(before.mtime_nsec(), after.mtime_nsec());
+    }
+
+    #[test]
+    fn edit_string_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "abc").unwrap();
+        let cfg = WriteConfig {
+            max_edit_string_bytes: 2,
+            ..WriteConfig::default()
+        };
+        let call = |old: &str, new: &str| {
+            edit_file(
+                &EditFile {
+                    file_path: f.to_str().unwrap().into(),
+                    old_string: old.into(),
+                    new_string: new.into(),
+                    replace_all: None,
+                },
+                &cfg,
+                &policy(&[]),
+            )
+        };
+        let e = call("abc", "x").unwrap_err();
+        assert_eq!(e.message, "old_string exceeds 2 bytes limit");
+        let e = call("ab", "xyz").unwrap_err();
+        assert_eq!(e.message, "new_string exceeds 2 bytes limit");
+    }
+
+    #[test]
+    fn protected_targets_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let prot = dir.path().join("prot");
+        std::fs::create_dir(&prot).unwrap();
+        std::fs::write(prot.join("secret"), "s").unwrap();
+        let p = policy(&[&prot]);
+        let e = write_file(
+            &WriteFile {
+                file_path: prot.join("secret").to_str().unwrap().into(),
+                content: "x".into(),
+            },
+            &WriteConfig::default(),
+            &p,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtectedPath);
+        let e = edit_file(
+            &EditFile {
+                file_path: prot.join("secret").to_str().unwrap().into(),
+                old_string: "s".into(),
+                new_string: "x".into(),
+                replace_all: None,
+            },
+            &WriteConfig::default(),
+            &p,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtectedPath);
+        assert_eq!(std::fs::read_to_string(prot.join("secret")).unwrap(), "s");
+        assert_eq!(names(&prot), ["secret"]);
+    }
+
+    #[test]
+    fn concurrent_edits_do_not_lose_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("counter");
+        let slots: String = (0..16).map(|i| format!("[{i}]")).collect();
+        std::fs::write(&f, &slots).unwrap();
+        std::thread::scope(|s| {
+            for i in 0..16 {
+                let f = f.clone();
+                s.spawn(move || {
+                    edit(&f, &format!("[{i}]"), &format!("<{i}>"), false).unwrap();
+                });
+            }
+        });
+        let done: String = (0..16).map(|i| format!("<{i}>")).collect();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), done);
+    }
+}

@@ -1,0 +1,882 @@
+//! Protected paths, enforced on the opened object.
+//!
+//! The reference servers checked a path *string* (`realpath`, then a prefix test) and then
+//! opened the path again, so a symlink swapped in between escaped the check, hard links were
+//! never noticed, and `/etc/mymcp` matched `/etc/mymcpx`. Here every file tool opens first and
+//! checks what it opened:
+//!
+//! 1. The path is resolved by the kernel with `openat2(RESOLVE_NO_MAGICLINKS)` (no
+//!    `/proc/*/fd/*` or `/proc/*/root` tricks) into a descriptor.
+//! 2. The descriptor's real path (`/proc/self/fd/N`) is compared with each protected entry
+//!    *by components*, its `(dev, ino)` with the protected entries' own, and the `(dev, ino)` of
+//!    each of its ancestors with the protected directories' (a bind mount of a protected
+//!    directory elsewhere is still that directory).
+//! 3. Reads use that descriptor; writes open and check the parent directory, then create a
+//!    temporary file inside it with `O_EXCL|O_NOFOLLOW` and `renameat` it over the name, so
+//!    what is written is always inside the directory that was checked.
+//!
+//! Walks (`grep`, `glob`) check their root the same way, prune protected directories by path
+//! and `(dev, ino)`, and `grep` opens each file relative to a checked directory descriptor
+//! without following symlinks, so protected content is never read.
+//!
+//! The protected set is resolved anew at the start of every call ([`ProtectedPaths::policy`]):
+//! an entry that is replaced (the token store is rewritten by rename) is recognised by its
+//! current inode. The values that prove a check happened — [`CheckedFile`], [`CheckedDir`],
+//! [`CheckedTarget`] — can only be built here.
+
+use crate::sys::fs::{self as sysfs, Base, EntryStat, Resolve};
+use mymcp_protocol::{ErrorCode, ToolFailure};
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+/// How many symlinks a write may follow to reach the file it replaces.
+const MAX_WRITE_LINK_HOPS: usize = 8;
+
+/// The configured protected entries (files or directories), as written in the configuration.
+#[derive(Clone, Debug, Default)]
+pub struct ProtectedPaths {
+    entries: Vec<PathBuf>,
+}
+
+/// Where the executor keeps what must never be read or written through the file tools.
+#[derive(Clone, Debug, Default)]
+pub struct DefaultProtected {
+    /// The token store; its directory (the configuration directory) is protected too.
+    pub token_file: PathBuf,
+    /// Sockets.
+    pub runtime_dir: PathBuf,
+    /// `MYMCP_STATE_DIR`.
+    pub state_dir: PathBuf,
+    /// `MYMCP_AUDIT_LOG_DIR`.
+    pub audit_log_dir: PathBuf,
+    /// `MYMCP_ENV_FILE`, when set.
+    pub env_file: Option<PathBuf>,
+    /// The directory of the running executor binary: `mymcp-executor`, `mymcp-frontend` and
+    /// `mymcpctl` in it are protected (not the directory, which may be `/usr/bin`).
+    pub binary_dir: Option<PathBuf>,
+    /// `MYMCP_PROTECTED_PATHS`.
+    pub extra: Vec<PathBuf>,
+}
+
+/// The installed binaries protected beside the executor.
+pub const BINARIES: [&str; 3] = ["mymcp-executor", "mymcp-frontend", "mymcpctl"];
+
+impl ProtectedPaths {
+    pub fn new(entries: impl IntoIterator<Item = PathBuf>) -> Self {
+        let mut out = ProtectedPaths::default();
+        for e in entries {
+            if !out.entries.contains(&e) {
+                out.entries.push(e);
+            }
+        }
+        out
+    }
+
+    /// The default set plus the configured extra entries.
+    pub fn with_defaults(d: &DefaultProtected) -> Self {
+        let mut entries = Vec::new();
+        if let Some(dir) = d.token_file.parent().filter(|p| !p.as_os_str().is_empty()) {
+            entries.push(dir.to_owned());
+        }
+        entries.push(d.token_file.clone());
+        entries.push(d.state_dir.clone());
+        entries.push(d.audit_log_dir.clone());
+        entries.push(d.runtime_dir.clone());
+        if let Some(env) = &d.env_file {
+            entries.push(env.clone());
+        }
+        if let Some(dir) = &d.binary_dir {
+            entries.extend(BINARIES.iter().map(|b| dir.join(b)));
+        }
+        entries.extend(d.extra.iter().cloned());
+        ProtectedPaths::new(entries.into_iter().map(|p| absolute(&p)))
+    }
+
+    pub fn entries(&self) -> &[PathBuf] {
+        &self.entries
+    }
+
+    /// Resolves every entry now (symlinks, current inode) for one call.
+    pub fn policy(&self) -> Policy {
+        let mut entries = Vec::with_capacity(self.entries.len());
+        let mut ids = HashSet::new();
+        let mut dir_ids = HashSet::new();
+        let mut exact = HashSet::new();
+        let mut linked_files = false;
+        for e in &self.entries {
+            let path = resolve_lenient(e);
+            exact.insert(path.as_os_str().as_bytes().to_vec());
+            let meta = std::fs::metadata(&path).ok();
+            if let Some(m) = &meta {
+                ids.insert((m.dev(), m.ino()));
+                linked_files |= !m.is_dir() && m.nlink() > 1;
+                if m.is_dir() {
+                    dir_ids.insert((m.dev(), m.ino()));
+                }
+            }
+            entries.push(Resolved {
+                shown: e.display().to_string(),
+                path,
+                id: meta.as_ref().map(|m| (m.dev(), m.ino())),
+            });
+        }
+        Policy {
+            entries,
+            ids,
+            dir_ids,
+            exact,
+            linked_files,
+        }
+    }
+}
+
+/// `p` made absolute against `/` (configuration values are expected to be absolute already).
+fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        Path::new("/").join(p)
+    }
+}
+
+/// `realpath(p)`, or for a path that does not exist, the real path of its deepest existing
+/// ancestor with the rest appended (as the reference did).
+fn resolve_lenient(p: &Path) -> PathBuf {
+    if let Ok(r) = std::fs::canonicalize(p) {
+        return r;
+    }
+    let mut rest = Vec::new();
+    let mut cur = p;
+    while let Some(parent) = cur.parent() {
+        if let Some(name) = cur.file_name() {
+            rest.push(name.to_owned());
+        }
+        if let Ok(mut r) = std::fs::canonicalize(parent) {
+            for n in rest.iter().rev() {
+                r.push(n);
+            }
+            return r;
+        }
+        cur = parent;
+    }
+    p.to_owned()
+}
+
+#[derive(Clone, Debug)]
+struct Resolved {
+    /// The entry as configured: what the error message shows.
+    shown: String,
+    /// Its real path.
+    path: PathBuf,
+    /// Its `(dev, ino)` when it exists.
+    id: Option<(u64, u64)>,
+}
+
+/// The protected set as resolved for one call.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    entries: Vec<Resolved>,
+    /// `(dev, ino)` of every existing entry.
+    ids: HashSet<(u64, u64)>,
+    /// `(dev, ino)` of the entries that are directories.
+    dir_ids: HashSet<(u64, u64)>,
+    /// The entries' real paths, for walks (see [`Policy::is_entry_path`]).
+    exact: HashSet<Vec<u8>>,
+    /// A protected file has more than one name (a hard link elsewhere).
+    linked_files: bool,
+}
+
+impl Policy {
+    /// The entry that `real` (an absolute path without symlinks) is, or lies within.
+    /// Component-wise: `/etc/mymcpx` is not within `/etc/mymcp`.
+    pub fn entry_for_path(&self, real: &Path) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|e| real.starts_with(&e.path))
+            .map(|e| e.shown.as_str())
+    }
+
+    /// The entry whose inode this is (a hard link or bind mount of it counts).
+    pub fn entry_for_id(&self, dev: u64, ino: u64) -> Option<&str> {
+        if !self.ids.contains(&(dev, ino)) {
+            return None;
+        }
+        self.entries
+            .iter()
+            .find(|e| e.id == Some((dev, ino)))
+            .map(|e| e.shown.as_str())
+    }
+
+    /// Whether `real` is exactly a protected entry. Enough for a walk that starts at a checked,
+    /// unprotected root and never descends into a pruned directory: the first protected path it
+    /// meets is an entry itself. A hash lookup instead of a component-wise prefix test per entry.
+    pub fn is_entry_path(&self, real: &Path) -> bool {
+        self.exact.contains(real.as_os_str().as_bytes())
+    }
+
+    /// Whether some protected file is also reachable under another name (its link count is
+    /// above one), so that files met in a walk must be checked by inode. When it is not, a file
+    /// opened inside a checked directory cannot be a protected one.
+    pub fn has_linked_files(&self) -> bool {
+        self.linked_files
+    }
+
+    /// Whether `(dev, ino)` is a protected directory (used to prune walks).
+    pub fn is_protected_dir_id(&self, dev: u64, ino: u64) -> bool {
+        self.dir_ids.contains(&(dev, ino))
+    }
+
+    /// Whether `(dev, ino)` is any protected entry.
+    pub fn is_protected_id(&self, dev: u64, ino: u64) -> bool {
+        self.ids.contains(&(dev, ino))
+    }
+
+    /// Whether a walked directory (by path and inode) is protected.
+    pub fn is_protected(&self, real: &Path, dev: u64, ino: u64) -> bool {
+        self.is_protected_id(dev, ino) || self.entry_for_path(real).is_some()
+    }
+
+    /// The full check of an opened object: its real path, its inode, and its ancestors'
+    /// inodes. Returns the real path.
+    fn check_fd(&self, fd: BorrowedFd<'_>, meta: &Metadata) -> Result<PathBuf, Denied> {
+        let real = sysfs::fd_path(fd).map_err(|_| Denied(String::from("(unknown)")))?;
+        self.check_real_path(&real)?;
+        if let Some(e) = self.entry_for_id(meta.dev(), meta.ino()) {
+            return Err(Denied(e.to_owned()));
+        }
+        Ok(real)
+    }
+
+    /// Path and ancestor checks of a real path.
+    fn check_real_path(&self, real: &Path) -> Result<(), Denied> {
+        if let Some(e) = self.entry_for_path(real) {
+            return Err(Denied(e.to_owned()));
+        }
+        if !self.dir_ids.is_empty() {
+            for a in real.ancestors().skip(1) {
+                if let Ok(m) = std::fs::symlink_metadata(a) {
+                    if self.is_protected_dir_id(m.dev(), m.ino()) {
+                        let e = self.entry_for_id(m.dev(), m.ino()).unwrap_or("");
+                        return Err(Denied(e.to_owned()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A protected entry was hit; holds the entry as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied(pub String);
+
+impl Denied {
+    pub fn failure(&self) -> ToolFailure {
+        protected_failure(&self.0)
+    }
+}
+
+/// The reference's `ProtectedPath` failure.
+pub fn protected_failure(entry: &str) -> ToolFailure {
+    ToolFailure::new(
+        ErrorCode::ProtectedPath,
+        format!("Access denied: path is within protected directory {entry}"),
+    )
+}
+
+/// A path argument must be absolute and free of NUL bytes.
+pub fn check_absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
+    if path.contains('\0') {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("{field} contains a NUL byte"),
+        ));
+    }
+    if !path.starts_with('/') {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("{field} must be an absolute path: {path}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What the file tools say when the operating system refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Maps an OS error while opening `path` to the reference's failure codes.
+pub fn os_failure(path: &str, e: &io::Error, access: Access) -> ToolFailure {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => ToolFailure::new(
+            ErrorCode::FileNotFoundError,
+            format!("File not found: {path}"),
+        )
+        .with_suggestion("Check the file path"),
+        Some(libc::ENOTDIR) => match access {
+            Access::Read => ToolFailure::new(
+                ErrorCode::FileNotFoundError,
+                format!("File not found: {path}"),
+            )
+            .with_suggestion("Check the file path"),
+            Access::Write => ToolFailure::new(
+                ErrorCode::NotADirectoryError,
+                format!("A parent of {path} is not a directory"),
+            ),
+        },
+        Some(libc::EACCES | libc::EPERM | libc::EROFS) => {
+            ToolFailure::new(ErrorCode::PermissionError, os_message(e, path)).with_suggestion(
+                match access {
+                    Access::Read => "Check file read permissions",
+                    Access::Write => "Check write permissions",
+                },
+            )
+        }
+        Some(libc::EISDIR) => ToolFailure::new(
+            ErrorCode::IsADirectoryError,
+            format!("{path} is a directory"),
+        ),
+        Some(libc::ENAMETOOLONG) => ToolFailure::new(ErrorCode::InvalidPath, os_message(e, path)),
+        Some(libc::ELOOP) => ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("{path}: too many symbolic links, or a /proc magic link (refused)"),
+        ),
+        Some(libc::EXDEV) => ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("{path}: leaves the directory it must stay in"),
+        ),
+        // What open(2) says of a socket.
+        Some(libc::ENXIO) => not_regular(path),
+        _ => ToolFailure::new(ErrorCode::InternalError, os_message(e, path)),
+    }
+}
+
+/// The OS text of `e` followed by `path`, as in `Permission denied: /root/x`
+/// (without std's `(os error N)` suffix).
+pub fn os_message(e: &io::Error, path: &str) -> String {
+    let text = e.to_string();
+    let text = match text.rsplit_once(" (os error ") {
+        Some((head, _)) => head.to_string(),
+        None => text,
+    };
+    if path.is_empty() {
+        text
+    } else {
+        format!("{text}: {path}")
+    }
+}
+
+pub fn not_regular(path: &str) -> ToolFailure {
+    ToolFailure::new(
+        ErrorCode::NotARegularFile,
+        format!("{path} is not a regular file"),
+    )
+}
+
+fn is_a_directory(path: &str) -> ToolFailure {
+    ToolFailure::new(
+        ErrorCode::IsADirectoryError,
+        format!("{path} is a directory"),
+    )
+    .with_suggestion("Use glob to list directory contents")
+}
+
+/// A regular file opened for reading after the protected-path check.
+#[derive(Debug)]
+pub struct CheckedFile {
+    pub file: File,
+    pub meta: Metadata,
+    /// Its real path.
+    pub real: PathBuf,
+}
+
+/// A directory descriptor opened and checked; the parent of a write or the root of a walk.
+#[derive(Debug)]
+pub struct CheckedDir {
+    fd: OwnedFd,
+    pub real: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl CheckedDir {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// `fstat` through std, keeping the descriptor.
+fn fstat(fd: OwnedFd) -> io::Result<(OwnedFd, Metadata)> {
+    let f = File::from(fd);
+    let meta = f.metadata()?;
+    Ok((OwnedFd::from(f), meta))
+}
+
+/// Opens `path` (absolute) with the kernel's resolution, never through a magic link, as an
+/// `O_PATH` descriptor that cannot have side effects (devices and FIFOs are not really opened).
+fn open_path(path: &str, access: Access) -> Result<(OwnedFd, Metadata), ToolFailure> {
+    let fd = sysfs::openat2(
+        Base::Cwd,
+        OsStr::new(path),
+        libc::O_PATH,
+        0,
+        Resolve::NO_MAGIC,
+    )
+    .map_err(|e| os_failure(path, &e, access))?;
+    let (fd, meta) = fstat(fd).map_err(|e| os_failure(path, &e, access))?;
+    Ok((fd, meta))
+}
+
+/// Opens a regular file for reading: resolve, check the object, then reopen that very inode
+/// for reading through `/proc/self/fd`. Directories, devices, FIFOs and sockets are refused
+/// without ever being opened for I/O.
+pub fn open_for_read(policy: &Policy, path: &str) -> Result<CheckedFile, ToolFailure> {
+    let (fd, meta) = open_path(path, Access::Read)?;
+    let real = policy
+        .check_fd(fd.as_fd(), &meta)
+        .map_err(|d| d.failure())?;
+    if meta.is_dir() {
+        return Err(is_a_directory(path));
+    }
+    if !meta.is_file() {
+        return Err(not_regular(path));
+    }
+    let file = reopen_for_read(&fd, path)?;
+    Ok(CheckedFile { file, meta, real })
+}
+
+fn reopen_for_read(fd: &OwnedFd, path: &str) -> Result<File, ToolFailure> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(sysfs::proc_fd_path(fd.as_fd()))
+        .map_err(|e| os_failure(path, &e, Access::Read))
+}
+
+/// What a walk starts from.
+#[derive(Debug)]
+pub enum SearchRoot {
+    File(CheckedFile),
+    Dir(CheckedDir),
+}
+
+/// Opens the root of a `grep` or `glob`. `Ok(None)` when it does not exist or is neither a
+/// file nor a directory (the reference answers those with an empty result); a protected root
+/// (or a symlink to one) is refused.
+pub fn open_search_root(policy: &Policy, path: &str) -> Result<Option<SearchRoot>, ToolFailure> {
+    let (fd, meta) = match open_path(path, Access::Read) {
+        Ok(x) => x,
+        Err(f) if f.code == ErrorCode::FileNotFoundError => return Ok(None),
+        Err(f) => return Err(f),
+    };
+    let real = policy
+        .check_fd(fd.as_fd(), &meta)
+        .map_err(|d| d.failure())?;
+    if meta.is_dir() {
+        let dir = sysfs::openat2(
+            Base::Cwd,
+            sysfs::proc_fd_path(fd.as_fd()).as_os_str(),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+            Resolve::default(),
+        )
+        .map_err(|e| os_failure(path, &e, Access::Read))?;
+        return Ok(Some(SearchRoot::Dir(CheckedDir {
+            fd: dir,
+            real,
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })));
+    }
+    if meta.is_file() {
+        let file = reopen_for_read(&fd, path)?;
+        return Ok(Some(SearchRoot::File(CheckedFile { file, meta, real })));
+    }
+    Ok(None)
+}
+
+/// Opens a directory below a checked one, through real directories only (no symlink, no
+/// `..` out of it), for a walk. `None` when it is protected (by inode or by path).
+pub fn open_subdir(
+    policy: &Policy,
+    parent: &CheckedDir,
+    name: &OsStr,
+) -> io::Result<Option<CheckedDir>> {
+    let fd = sysfs::openat2(
+        Base::Dir(parent.fd()),
+        name,
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        0,
+        Resolve::STRICTLY_BENEATH,
+    )?;
+    let (fd, meta) = fstat(fd)?;
+    let real = parent.real.join(name);
+    if policy.is_protected(&real, meta.dev(), meta.ino()) {
+        return Ok(None);
+    }
+    Ok(Some(CheckedDir {
+        fd,
+        real,
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }))
+}
+
+/// A file to be written: its checked parent directory and its name in it.
+#[derive(Debug)]
+pub struct CheckedTarget {
+    dir: CheckedDir,
+    name: OsString,
+    /// The file being replaced, if any (never a symlink: those are followed first).
+    existing: Option<EntryStat>,
+}
+
+impl CheckedTarget {
+    pub fn dir(&self) -> &CheckedDir {
+        &self.dir
+    }
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+    pub fn existing(&self) -> Option<&EntryStat> {
+        self.existing.as_ref()
+    }
+    /// The target's real path.
+    pub fn real(&self) -> PathBuf {
+        self.dir.real.join(&self.name)
+    }
+
+    /// Opens the existing file for reading: `O_NOFOLLOW` inside the checked directory, and
+    /// only if it is still the inode that was checked.
+    pub fn open_existing(&self, shown: &str) -> Result<Option<(File, Metadata)>, ToolFailure> {
+        let Some(st) = self.existing else {
+            return Ok(None);
+        };
+        let fd = sysfs::openat(
+            Base::Dir(self.dir.fd()),
+            &self.name,
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+            0,
+        )
+        .map_err(|e| os_failure(shown, &e, Access::Read))?;
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| os_failure(shown, &e, Access::Read))?;
+        if (meta.dev(), meta.ino()) != (st.dev, st.ino) || !meta.is_file() {
+            return Err(ToolFailure::new(
+                ErrorCode::InternalError,
+                format!("{shown} changed while it was being opened; try again"),
+            ));
+        }
+        Ok(Some((file, meta)))
+    }
+}
+
+/// Resolves the file a write to `path` replaces or creates, checking its parent directory
+/// object (and the name in it) against the protected set. A symlink at the end is followed
+/// (writes go to its target, as in the reference) by resolving it and checking the target's
+/// directory in turn. `create_parents` creates missing directories (mode 0755) below the
+/// deepest existing one, after checking that one.
+pub fn open_for_write(
+    policy: &Policy,
+    path: &str,
+    create_parents: bool,
+) -> Result<CheckedTarget, ToolFailure> {
+    let names_a_file = !(path.ends_with('/') || path.ends_with("/.") || path.ends_with("/.."));
+    let mut current = PathBuf::from(path);
+    if !names_a_file || current.file_name().is_none() {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("{path} does not name a file"),
+        ));
+    }
+    for _ in 0..=MAX_WRITE_LINK_HOPS {
+        let name = current.file_name().expect("checked above").to_owned();
+        let parent = current.parent().unwrap_or(Path::new("/")).to_owned();
+        let dir = open_dir_for_write(policy, &parent, path, create_parents)?;
+        let real = dir.real.join(&name);
+        if let Some(e) = policy.entry_for_path(&real) {
+            return Err(protected_failure(e));
+        }
+        let st =
+            sysfs::stat_entry(dir.fd(), &name).map_err(|e| os_failure(path, &e, Access::Write))?;
+        match st {
+            None => {
+                return Ok(CheckedTarget {
+                    dir,
+                    name,
+                    existing: None,
+                })
+            }
+            Some(st) if st.is_symlink() => {
+                // Follow one link: its text, read inside the checked directory (the final
+                // component of a readlink is never followed), relative to that directory.
+                let text = std::fs::read_link(sysfs::proc_fd_path(dir.fd()).join(&name))
+                    .map_err(|e| os_failure(path, &e, Access::Write))?;
+                current = dir.real.join(text);
+                if current.file_name().is_none() {
+                    return Err(is_a_directory(path));
+                }
+            }
+            Some(st) if st.is_dir() => return Err(is_a_directory(path)),
+            Some(st) if st.is_file() => {
+                if let Some(e) = policy.entry_for_id(st.dev, st.ino) {
+                    return Err(protected_failure(e));
+                }
+                return Ok(CheckedTarget {
+                    dir,
+                    name,
+                    existing: Some(st),
+                });
+            }
+            Some(_) => return Err(not_regular(path)),
+        }
+    }
+    Err(os_failure(
+        path,
+        &io::Error::from_raw_os_error(libc::ELOOP),
+        Access::Write,
+    ))
+}
+
+/// Opens and checks the directory `dir` for a write to `shown`, creating missing components
+/// when asked.
+fn open_dir_for_write(
+    policy: &Policy,
+    dir: &Path,
+    shown: &str,
+    create: bool,
+) -> Result<CheckedDir, ToolFailure> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+    match sysfs::openat2(Base::Cwd, dir.as_os_str(), flags, 0, Resolve::NO_MAGIC) {
+        Ok(fd) => check_dir(policy, fd, shown),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+            // Find the deepest existing ancestor, check it, then create downwards inside it.
+            let mut missing: Vec<OsString> = Vec::new();
+            let mut cur = dir;
+            let base = loop {
+                match cur.components().next_back() {
+                    Some(Component::Normal(n)) => missing.push(n.to_owned()),
+                    _ => {
+                        return Err(os_failure(shown, &e, Access::Write));
+                    }
+                }
+                cur = cur.parent().unwrap_or(Path::new("/"));
+                match sysfs::openat2(Base::Cwd, cur.as_os_str(), flags, 0, Resolve::NO_MAGIC) {
+                    Ok(fd) => break fd,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                    Err(e) => return Err(os_failure(shown, &e, Access::Write)),
+                }
+            };
+            let mut at = check_dir(policy, base, shown)?;
+            for name in missing.iter().rev() {
+                match sysfs::mkdirat(at.fd(), name, 0o755) {
+                    Ok(()) => {
+                        // The umask is strict; a created directory gets the usual 0755.
+                        let d = sysfs::openat2(
+                            Base::Dir(at.fd()),
+                            name,
+                            flags | libc::O_NOFOLLOW,
+                            0,
+                            Resolve::STRICTLY_BENEATH,
+                        )
+                        .map_err(|e| os_failure(shown, &e, Access::Write))?;
+                        let f = File::from(d);
+                        f.set_permissions(std::fs::Permissions::from_mode(0o755))
+                            .map_err(|e| os_failure(shown, &e, Access::Write))?;
+                        at = check_dir(policy, OwnedFd::from(f), shown)?;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        let d =
+                            sysfs::openat2(Base::Dir(at.fd()), name, flags, 0, Resolve::NO_MAGIC)
+                                .map_err(|e| os_failure(shown, &e, Access::Write))?;
+                        at = check_dir(policy, d, shown)?;
+                    }
+                    Err(e) => return Err(os_failure(shown, &e, Access::Write)),
+                }
+            }
+            Ok(at)
+        }
+        Err(e) => Err(os_failure(shown, &e, Access::Write)),
+    }
+}
+
+fn check_dir(policy: &Policy, fd: OwnedFd, shown: &str) -> Result<CheckedDir, ToolFailure> {
+    let (fd, meta) = fstat(fd).map_err(|e| os_failure(shown, &e, Access::Write))?;
+    let real = policy
+        .check_fd(fd.as_fd(), &meta)
+        .map_err(|d| d.failure())?;
+    Ok(CheckedDir {
+        fd,
+        real,
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// Whether a name is hidden (starts with `.`), as glob and grep treat it.
+pub fn is_hidden(name: &OsStr) -> bool {
+    name.as_bytes().first() == Some(&b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy_for(entries: &[&Path]) -> Policy {
+        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy()
+    }
+
+    #[test]
+    fn prefix_collisions_are_not_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let prot = dir.path().join("mymcp");
+        std::fs::create_dir(&prot).unwrap();
+        std::fs::create_dir(dir.path().join("mymcpx")).unwrap();
+        let p = policy_for(&[&prot]);
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        assert!(p.entry_for_path(&real.join("mymcp")).is_some());
+        assert!(p.entry_for_path(&real.join("mymcp/tokens.json")).is_some());
+        assert!(p.entry_for_path(&real.join("mymcpx")).is_none());
+        assert!(p.entry_for_path(&real.join("mymcpx/tokens.json")).is_none());
+        assert!(p.entry_for_path(&real).is_none());
+    }
+
+    #[test]
+    fn missing_entries_resolve_through_their_existing_ancestor() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let p = policy_for(&[&link.join("not/yet")]);
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(
+            p.entry_for_path(&real.join("not/yet/x")),
+            Some(link.join("not/yet").to_str().unwrap())
+        );
+    }
+
+    #[test]
+    fn defaults_protect_config_state_audit_runtime_and_binaries_not_their_directory() {
+        let d = DefaultProtected {
+            token_file: "/etc/mymcp/tokens.json".into(),
+            runtime_dir: "/run/mymcp".into(),
+            state_dir: "/var/lib/mymcp".into(),
+            audit_log_dir: "/var/log/mymcp".into(),
+            env_file: Some("/etc/default/mymcp".into()),
+            binary_dir: Some("/usr/bin".into()),
+            extra: vec!["/srv/secret".into()],
+        };
+        let p = ProtectedPaths::with_defaults(&d);
+        let e: Vec<&str> = p.entries().iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            e,
+            [
+                "/etc/mymcp",
+                "/etc/mymcp/tokens.json",
+                "/var/lib/mymcp",
+                "/var/log/mymcp",
+                "/run/mymcp",
+                "/etc/default/mymcp",
+                "/usr/bin/mymcp-executor",
+                "/usr/bin/mymcp-frontend",
+                "/usr/bin/mymcpctl",
+                "/srv/secret"
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_are_checked_on_the_object_behind_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let prot = dir.path().join("prot");
+        std::fs::create_dir(&prot).unwrap();
+        std::fs::write(prot.join("secret"), "s").unwrap();
+        std::fs::write(dir.path().join("ok"), "o").unwrap();
+        std::os::unix::fs::symlink(prot.join("secret"), dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(&prot, dir.path().join("dirlink")).unwrap();
+        let p = policy_for(&[&prot]);
+        let s = |p: &Path| p.to_str().unwrap().to_owned();
+        let shown = s(&prot);
+        for bad in [
+            prot.join("secret"),
+            dir.path().join("link"),
+            dir.path().join("dirlink/secret"),
+            prot.join("../prot/secret"),
+        ] {
+            let e = open_for_read(&p, &s(&bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ProtectedPath, "{bad:?}");
+            assert_eq!(
+                e.message,
+                format!("Access denied: path is within protected directory {shown}")
+            );
+        }
+        // `protected/../x` is outside.
+        assert!(open_for_read(&p, &s(&prot.join("../ok"))).is_ok());
+    }
+
+    #[test]
+    fn hard_links_to_protected_files_are_recognised_by_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s").unwrap();
+        let alias = dir.path().join("alias");
+        std::fs::hard_link(&secret, &alias).unwrap();
+        let p = policy_for(&[&secret]);
+        let e = open_for_read(&p, alias.to_str().unwrap()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtectedPath);
+        let e = open_for_write(&p, alias.to_str().unwrap(), false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtectedPath);
+    }
+
+    #[test]
+    fn magic_links_are_refused() {
+        let p = policy_for(&[]);
+        let f = File::open("/etc/hostname").unwrap();
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&f));
+        let e = open_for_read(&p, &path).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPath, "{e}");
+        let e = open_for_read(&p, "/proc/self/root/etc/hostname").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPath, "{e}");
+    }
+
+    #[test]
+    fn writes_check_the_parent_and_follow_a_final_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let prot = dir.path().join("prot");
+        std::fs::create_dir(&prot).unwrap();
+        std::os::unix::fs::symlink(&prot, dir.path().join("dirlink")).unwrap();
+        std::os::unix::fs::symlink(prot.join("new"), dir.path().join("filelink")).unwrap();
+        let p = policy_for(&[&prot]);
+        let s = |p: PathBuf| p.to_str().unwrap().to_owned();
+        for bad in [
+            prot.join("x"),
+            dir.path().join("dirlink/x"),
+            dir.path().join("filelink"),
+            prot.join("deep/er/x"),
+        ] {
+            let e = open_for_write(&p, &s(bad.clone()), true).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ProtectedPath, "{bad:?}");
+        }
+        assert!(!prot.join("deep").exists(), "nothing created in protected");
+        let t = open_for_write(&p, &s(dir.path().join("a/b/c")), true).unwrap();
+        assert!(t.existing().is_none());
+        let mode = std::fs::metadata(dir.path().join("a/b")).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let e = open_for_write(&p, &s(dir.path().join("z/y")), false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FileNotFoundError);
+        let e = open_for_write(&p, &format!("{}/", dir.path().display()), true).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidPath);
+        let e = open_for_write(&p, dir.path().to_str().unwrap(), true).unwrap_err();
+        assert_eq!(e.code, ErrorCode::IsADirectoryError);
+    }
+}

@@ -1,0 +1,1539 @@
+//! `grep` and `glob`: in-process searches with ripgrep's own crates.
+//!
+//! No child process is started, so a pattern or a path can never be read as an option
+//! (`"--pre=/bin/sh"` is just a regex), and there is one engine with one documented behaviour
+//! (the references switched between ripgrep and a fallback scanner that disagreed on hidden
+//! files, ignore files, binary files, regex dialect, counts and order).
+//!
+//! **grep** walks like ripgrep (hidden files and directories skipped, `.gitignore`/`.ignore`
+//! honoured inside git repositories, symlinks not followed, binary files — a NUL byte — skipped)
+//! in **sorted path order**, and searches the files on a pool of threads. Results are emitted in
+//! walk order, so the output is deterministic, and the walk stops as soon as more than
+//! `max_results` output lines are known. Each directory is opened below the checked root without
+//! following symlinks and checked by inode and path; each file is opened `O_NOFOLLOW` inside its
+//! checked directory and refused if its inode is a protected file, so protected content (or a
+//! context line of it) is never read, whatever is swapped in during the walk.
+//!
+//! Output lines (ripgrep's format):
+//! * `content`: `path:line:text` for a match, `path-line-text` for a context line, `--` between
+//!   non-adjacent groups when `context_lines` > 0; `path` is omitted when `path` names a file.
+//! * `files`: one path per file with a match.
+//! * `count`: `path:N` (N matching lines; just `N` when `path` names a file).
+//!
+//! **glob** walks in parallel (order does not matter: results are sorted by mtime, newest
+//! first, ties by path), skips hidden names, prunes protected directories, keeps only the newest
+//! `MYMCP_GLOB_MAX_RESULTS` in memory and counts the rest. Unreadable directories and symlink
+//! loops are skipped, never fatal.
+
+use crate::paths::{self, CheckedDir, Policy, SearchRoot};
+use crate::sys::fs::{self as sysfs, Base};
+use globset::GlobBuilder;
+use grep_regex::{RegexMatcher, RegexMatcherBuilder};
+use grep_searcher::{
+    BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContext, SinkContextKind, SinkMatch,
+};
+use ignore::{DirEntry, WalkBuilder, WalkState};
+use mymcp_protocol::{ErrorCode, Glob, GlobOutput, Grep, GrepMode, GrepOutput, ToolFailure};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// Appended to an output line cut at `max_line_bytes`.
+const LINE_TRUNCATED: &str = " [LINE TRUNCATED]";
+/// Longest accepted regex or glob, in bytes.
+pub const MAX_PATTERN_BYTES: usize = 64 * 1024;
+/// Largest `context_lines`.
+const MAX_CONTEXT_LINES: u64 = 1000;
+
+/// Limits of `grep` and `glob`. Built by `config`; defaults are the reference's where it has one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchConfig {
+    /// `MYMCP_GLOB_MAX_RESULTS`.
+    pub glob_max_results: u64,
+    /// `MYMCP_GREP_DEFAULT_MAX_RESULTS`.
+    pub grep_default_max_results: u64,
+    /// `MYMCP_GREP_MAX_RESULTS`.
+    pub grep_max_results: u64,
+    /// Bytes kept of one output line.
+    pub max_line_bytes: usize,
+    /// Largest `results` text; the output stops (truncated) before it would exceed this.
+    pub max_output_bytes: usize,
+    /// Most memory one file's search may use for a line (longer lines: the file is skipped).
+    pub heap_limit: usize,
+    /// `MYMCP_SEARCH_TIMEOUT_SEC`: the whole call.
+    pub timeout: Duration,
+    /// Search threads (0: one per CPU).
+    pub threads: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            glob_max_results: 1000,
+            grep_default_max_results: 500,
+            grep_max_results: 5000,
+            max_line_bytes: 4096,
+            max_output_bytes: 8 << 20,
+            heap_limit: 64 << 20,
+            timeout: Duration::from_secs(60),
+            threads: 0,
+        }
+    }
+}
+
+impl SearchConfig {
+    fn threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}
+
+/// Why a search stopped before its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Abort {
+    Timeout,
+    Cancelled,
+}
+
+/// The deadline and the cancellation flag of one call.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    deadline: Instant,
+    timeout: Duration,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Budget {
+    pub fn new(timeout: Duration, cancelled: Arc<AtomicBool>) -> Self {
+        Budget {
+            deadline: Instant::now() + timeout,
+            timeout,
+            cancelled,
+        }
+    }
+
+    fn check(&self) -> Result<(), Abort> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            Err(Abort::Cancelled)
+        } else if Instant::now() >= self.deadline {
+            Err(Abort::Timeout)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn failure(&self, tool: &str, abort: Abort) -> ToolFailure {
+        match abort {
+            Abort::Timeout => ToolFailure::new(
+                ErrorCode::TimeoutError,
+                format!("{tool} timed out after {}s", self.timeout.as_secs()),
+            )
+            .with_suggestion("Narrow the path or the pattern"),
+            Abort::Cancelled => ToolFailure::new(ErrorCode::Cancelled, "The call was cancelled"),
+        }
+    }
+}
+
+fn check_pattern_len(field: &str, p: &str) -> Result<(), ToolFailure> {
+    if p.len() > MAX_PATTERN_BYTES {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidArguments,
+            format!("{field} is {} bytes, max is {MAX_PATTERN_BYTES}", p.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// `shown` joined with a relative path, without doubling a trailing `/`.
+fn display_join(shown: &str, rel: &Path) -> String {
+    let rel = rel.to_string_lossy();
+    if rel.is_empty() {
+        shown.to_owned()
+    } else if shown.ends_with('/') {
+        format!("{shown}{rel}")
+    } else {
+        format!("{shown}/{rel}")
+    }
+}
+
+/// Whether a walked entry must be pruned: a protected directory (by path or inode) or a
+/// protected entry by path.
+fn protected_entry(policy: &Policy, e: &DirEntry) -> bool {
+    if policy.is_entry_path(e.path()) {
+        return true;
+    }
+    if e.file_type().is_some_and(|t| t.is_dir()) {
+        if let Ok(m) = e.metadata() {
+            return policy.is_protected_id(m.dev(), m.ino());
+        }
+    }
+    false
+}
+
+// ---------------------------------------------------------------------------------------------
+// grep
+// ---------------------------------------------------------------------------------------------
+
+/// The clamped parameters of one grep.
+#[derive(Clone, Debug)]
+struct GrepPlan {
+    mode: GrepMode,
+    context: usize,
+    max_results: u64,
+    max_line_bytes: usize,
+    max_output_bytes: usize,
+}
+
+/// Runs one `grep` call. Blocking.
+pub fn grep(
+    args: &Grep,
+    cfg: &SearchConfig,
+    policy: &Policy,
+    budget: &Budget,
+) -> Result<GrepOutput, ToolFailure> {
+    let path = args.path.as_deref().unwrap_or("/");
+    paths::check_absolute("path", path)?;
+    check_pattern_len("pattern", &args.pattern)?;
+    if let Some(g) = &args.glob {
+        check_pattern_len("glob", g)?;
+    }
+    let matcher = RegexMatcherBuilder::new()
+        .case_insensitive(args.case_insensitive.unwrap_or(false))
+        .line_terminator(Some(b'\n'))
+        .build(&args.pattern)
+        .map_err(|e| {
+            ToolFailure::new(ErrorCode::InvalidRegex, e.to_string())
+                .with_suggestion("The pattern is a Rust regex (ripgrep's syntax)")
+        })?;
+    let max_cap = cfg.grep_max_results.max(1);
+    let plan = GrepPlan {
+        mode: args.output_mode.unwrap_or_default(),
+        context: args
+            .context_lines
+            .unwrap_or(0)
+            .clamp(0, MAX_CONTEXT_LINES as i64) as usize,
+        max_results: match args.max_results {
+            None => cfg.grep_default_max_results.clamp(1, max_cap),
+            Some(n) => (n.max(1) as u64).min(max_cap),
+        },
+        max_line_bytes: cfg.max_line_bytes,
+        max_output_bytes: cfg.max_output_bytes,
+    };
+    let mut searcher = build_searcher(&plan, cfg);
+    let mut out = Emitter::new(&plan);
+    match paths::open_search_root(policy, path)? {
+        None => {}
+        Some(SearchRoot::File(f)) => {
+            let r = search_file(&mut searcher, &matcher, &plan, &f.file, Prefix::None);
+            out.emit(r);
+        }
+        Some(SearchRoot::Dir(root)) => {
+            let filter = match &args.glob {
+                None => None,
+                Some(g) => {
+                    let mut ob = ignore::overrides::OverrideBuilder::new(&root.real);
+                    ob.add(g).map_err(|e| invalid_glob(g, &e))?;
+                    Some(ob.build().map_err(|e| invalid_glob(g, &e))?)
+                }
+            };
+            walk_and_search(
+                root, path, filter, &matcher, &plan, cfg, policy, budget, &mut out,
+            )
+            .map_err(|a| budget.failure("grep", a))?;
+        }
+    }
+    Ok(out.finish())
+}
+
+fn invalid_glob(g: &str, e: &dyn std::fmt::Display) -> ToolFailure {
+    ToolFailure::new(
+        ErrorCode::InvalidArguments,
+        format!("invalid glob {g:?}: {e}"),
+    )
+}
+
+fn build_searcher(plan: &GrepPlan, cfg: &SearchConfig) -> Searcher {
+    let mut b = SearcherBuilder::new();
+    b.line_number(true)
+        .binary_detection(BinaryDetection::quit(0))
+        .heap_limit(Some(cfg.heap_limit));
+    if plan.mode == GrepMode::Content {
+        b.before_context(plan.context).after_context(plan.context);
+    }
+    if plan.mode == GrepMode::Files {
+        b.max_matches(Some(1));
+    }
+    b.build()
+}
+
+/// What one file contributed.
+#[derive(Debug, Default)]
+struct FileResult {
+    /// Output lines, each ending in `\n`.
+    text: String,
+    lines: u64,
+    /// The file's search stopped before its end (enough lines for the answer).
+    incomplete: bool,
+}
+
+/// The path shown before each output line of a file.
+enum Prefix<'a> {
+    /// A single-file search: no prefix.
+    None,
+    /// Built at the first output line (most files have none).
+    Lazy {
+        shown: &'a str,
+        rel: &'a Path,
+        built: Option<String>,
+    },
+}
+
+impl Prefix<'_> {
+    fn get(&mut self) -> Option<&str> {
+        match self {
+            Prefix::None => None,
+            Prefix::Lazy { shown, rel, built } => Some(
+                built
+                    .get_or_insert_with(|| display_join(shown, rel))
+                    .as_str(),
+            ),
+        }
+    }
+}
+
+/// Searches one open file.
+fn search_file(
+    searcher: &mut Searcher,
+    matcher: &RegexMatcher,
+    plan: &GrepPlan,
+    file: &File,
+    prefix: Prefix<'_>,
+) -> FileResult {
+    let mut sink = FileSink {
+        plan,
+        prefix,
+        out: FileResult::default(),
+        matched_lines: 0,
+        binary: false,
+        full: false,
+    };
+    let ok = searcher.search_file(matcher, file, &mut sink).is_ok();
+    if !ok || sink.binary {
+        return FileResult::default();
+    }
+    let FileSink {
+        out,
+        mut prefix,
+        matched_lines,
+        full,
+        ..
+    } = sink;
+    match plan.mode {
+        GrepMode::Content => FileResult {
+            incomplete: full,
+            ..out
+        },
+        GrepMode::Files => {
+            let mut r = FileResult::default();
+            if matched_lines > 0 {
+                r.text = format!("{}\n", prefix.get().unwrap_or(""));
+                r.lines = 1;
+            }
+            r
+        }
+        GrepMode::Count => {
+            let mut r = FileResult::default();
+            if matched_lines > 0 {
+                r.text = match prefix.get() {
+                    Some(p) => format!("{p}:{matched_lines}\n"),
+                    None => format!("{matched_lines}\n"),
+                };
+                r.lines = 1;
+            }
+            r
+        }
+    }
+}
+
+struct FileSink<'a> {
+    plan: &'a GrepPlan,
+    prefix: Prefix<'a>,
+    out: FileResult,
+    matched_lines: u64,
+    binary: bool,
+    /// Enough lines for the whole answer: stop reading this file.
+    full: bool,
+}
+
+impl FileSink<'_> {
+    fn push(&mut self, sep: char, lineno: Option<u64>, bytes: &[u8]) -> bool {
+        let mut line = bytes;
+        while let [rest @ .., b'\n' | b'\r'] = line {
+            line = rest;
+        }
+        let cut = line.len() > self.plan.max_line_bytes;
+        let kept = &line[..line.len().min(self.plan.max_line_bytes)];
+        let text = String::from_utf8_lossy(kept);
+        let n = lineno.unwrap_or(0);
+        let o = &mut self.out.text;
+        if let Some(p) = self.prefix.get() {
+            o.push_str(p);
+            o.push(sep);
+        }
+        o.push_str(&n.to_string());
+        o.push(sep);
+        o.push_str(&text);
+        if cut {
+            o.push_str(LINE_TRUNCATED);
+        }
+        o.push('\n');
+        self.out.lines += 1;
+        self.keep_going()
+    }
+
+    fn keep_going(&mut self) -> bool {
+        if self.out.lines > self.plan.max_results
+            || self.out.text.len() > self.plan.max_output_bytes
+        {
+            self.full = true;
+        }
+        !self.full
+    }
+}
+
+impl Sink for FileSink<'_> {
+    type Error = io::Error;
+
+    fn matched(&mut self, _: &Searcher, mat: &SinkMatch<'_>) -> Result<bool, io::Error> {
+        self.matched_lines += 1;
+        match self.plan.mode {
+            GrepMode::Content => Ok(self.push(':', mat.line_number(), mat.bytes())),
+            GrepMode::Files => Ok(false),
+            GrepMode::Count => Ok(true),
+        }
+    }
+
+    fn context(&mut self, _: &Searcher, ctx: &SinkContext<'_>) -> Result<bool, io::Error> {
+        match ctx.kind() {
+            SinkContextKind::Before | SinkContextKind::After => {
+                Ok(self.push('-', ctx.line_number(), ctx.bytes()))
+            }
+            SinkContextKind::Other => Ok(true),
+        }
+    }
+
+    fn context_break(&mut self, _: &Searcher) -> Result<bool, io::Error> {
+        self.out.text.push_str("--\n");
+        self.out.lines += 1;
+        Ok(self.keep_going())
+    }
+
+    fn binary_data(&mut self, _: &Searcher, _offset: u64) -> Result<bool, io::Error> {
+        self.binary = true;
+        Ok(false)
+    }
+}
+
+/// Collects file results in order into the answer.
+struct Emitter<'a> {
+    plan: &'a GrepPlan,
+    text: String,
+    /// Lines in `text`.
+    shown: u64,
+    /// Lines seen in all emitted results.
+    total: u64,
+    /// More lines were found than can be shown: the search may stop.
+    full: bool,
+    /// The walk ended before its natural end (so `total` is a lower bound).
+    stopped_early: bool,
+}
+
+impl<'a> Emitter<'a> {
+    fn new(plan: &'a GrepPlan) -> Self {
+        Emitter {
+            plan,
+            text: String::new(),
+            shown: 0,
+            total: 0,
+            full: false,
+            stopped_early: false,
+        }
+    }
+
+    fn emit(&mut self, r: FileResult) {
+        if r.lines == 0 {
+            return;
+        }
+        if r.incomplete {
+            self.stopped_early = true;
+        }
+        let separate =
+            self.plan.mode == GrepMode::Content && self.plan.context > 0 && self.total > 0;
+        let sep = separate.then_some("--");
+        for l in sep.into_iter().chain(r.text.split_terminator('\n')) {
+            self.total += 1;
+            if !self.full
+                && self.shown < self.plan.max_results
+                && self.text.len() + l.len() < self.plan.max_output_bytes
+            {
+                if self.shown > 0 {
+                    self.text.push('\n');
+                }
+                self.text.push_str(l);
+                self.shown += 1;
+            } else {
+                self.full = true;
+            }
+        }
+    }
+
+    fn finish(mut self) -> GrepOutput {
+        let exact = !self.stopped_early;
+        if self.total > self.shown {
+            let more = self.total - self.shown;
+            if exact {
+                self.text
+                    .push_str(&format!("\n[TRUNCATED: {more} more matches not shown]"));
+            } else {
+                self.text.push_str(&format!(
+                    "\n[TRUNCATED: at least {more} more matches not shown; the search stopped at max_results]"
+                ));
+            }
+        }
+        GrepOutput {
+            results: self.text,
+            match_count: self.total,
+            match_count_exact: exact,
+        }
+    }
+}
+
+/// One file for the search threads.
+struct Job {
+    dir: Arc<CheckedDir>,
+    /// The walked path (below the root's real path); the display path is built only on a match.
+    path: PathBuf,
+}
+
+/// Files handed to the search threads together (fewer wake-ups than one at a time).
+const BATCH: usize = 64;
+
+/// What the walk sent to the search threads.
+struct Walked {
+    /// Batches sent.
+    batches: u64,
+    /// The walk reached its end (it was not stopped).
+    complete: bool,
+}
+
+/// Limits how far the walk may run ahead of the in-order emission.
+struct Window {
+    state: Mutex<(usize, usize)>,
+    changed: Condvar,
+}
+
+const WINDOW_BATCHES: usize = 32;
+const WINDOW_BYTES: usize = 16 << 20;
+
+impl Window {
+    fn new() -> Self {
+        Window {
+            state: Mutex::new((0, 0)),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Waits for room for one more batch; false when `stop` was raised meanwhile.
+    fn enter(&self, stop: &AtomicBool) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.0 >= WINDOW_BATCHES || s.1 >= WINDOW_BYTES {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        s.0 += 1;
+        true
+    }
+
+    fn add_bytes(&self, n: usize) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 += n;
+    }
+
+    fn leave(&self, bytes: usize) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = s.0.saturating_sub(1);
+        s.1 = s.1.saturating_sub(bytes);
+        self.changed.notify_all();
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk_and_search(
+    root: CheckedDir,
+    shown: &str,
+    filter: Option<ignore::overrides::Override>,
+    matcher: &RegexMatcher,
+    plan: &GrepPlan,
+    cfg: &SearchConfig,
+    policy: &Policy,
+    budget: &Budget,
+    out: &mut Emitter<'_>,
+) -> Result<(), Abort> {
+    let root = Arc::new(root);
+    let policy_arc = Arc::new(policy.clone());
+    let mut wb = WalkBuilder::new(&root.real);
+    wb.follow_links(false)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .filter_entry(move |e| !protected_entry(&policy_arc, e));
+    if let Some(f) = filter {
+        wb.overrides(f);
+    }
+    let walk = wb.build();
+
+    let stop = AtomicBool::new(false);
+    let window = Window::new();
+    let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<Job>)>(WINDOW_BATCHES);
+    let job_rx = Mutex::new(job_rx);
+    let (res_tx, res_rx) = mpsc::channel::<(u64, Vec<FileResult>)>();
+    let mut abort = None;
+
+    std::thread::scope(|s| {
+        for _ in 0..cfg.threads() {
+            let res_tx = res_tx.clone();
+            let (job_rx, stop, window) = (&job_rx, &stop, &window);
+            let matcher = matcher.clone();
+            let names = Names {
+                root: &root.real,
+                shown,
+            };
+            s.spawn(move || {
+                let mut searcher = build_searcher(plan, cfg);
+                loop {
+                    let batch = {
+                        let rx = job_rx.lock().unwrap_or_else(|p| p.into_inner());
+                        rx.recv()
+                    };
+                    let Ok((seq, jobs)) = batch else { break };
+                    let mut results = Vec::with_capacity(jobs.len());
+                    for job in &jobs {
+                        results.push(if stop.load(Ordering::Relaxed) {
+                            FileResult::default()
+                        } else {
+                            search_in_dir(&mut searcher, &matcher, plan, policy, job, &names)
+                        });
+                    }
+                    window.add_bytes(results.iter().map(|r| r.text.len()).sum());
+                    if res_tx.send((seq, results)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(res_tx);
+
+        let walker = {
+            let (stop, window, root) = (&stop, &window, root.clone());
+            s.spawn(move || -> Result<Walked, Abort> {
+                let mut dirs: Vec<Option<Arc<CheckedDir>>> = vec![Some(root.clone())];
+                let mut batches = 0u64;
+                let mut batch = Vec::with_capacity(BATCH);
+                let mut complete = true;
+                let send = |batch: Vec<Job>, batches: &mut u64| -> bool {
+                    if !window.enter(stop) || job_tx.send((*batches, batch)).is_err() {
+                        return false;
+                    }
+                    *batches += 1;
+                    true
+                };
+                for (i, entry) in walk.enumerate() {
+                    if stop.load(Ordering::Relaxed) {
+                        complete = false;
+                        break;
+                    }
+                    if i % 64 == 0 {
+                        budget.check()?;
+                    }
+                    let Ok(entry) = entry else { continue };
+                    let depth = entry.depth();
+                    let Some(ft) = entry.file_type() else {
+                        continue;
+                    };
+                    if depth == 0 {
+                        continue;
+                    }
+                    if ft.is_dir() {
+                        dirs.truncate(depth);
+                        let sub = match dirs.get(depth - 1) {
+                            Some(Some(parent)) => {
+                                paths::open_subdir(policy, parent, entry.file_name())
+                                    .ok()
+                                    .flatten()
+                                    .map(Arc::new)
+                            }
+                            _ => None,
+                        };
+                        dirs.push(sub);
+                    } else if ft.is_file() {
+                        let Some(Some(parent)) = dirs.get(depth - 1) else {
+                            continue;
+                        };
+                        batch.push(Job {
+                            dir: parent.clone(),
+                            path: entry.into_path(),
+                        });
+                        if batch.len() == BATCH
+                            && !send(
+                                std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                                &mut batches,
+                            )
+                        {
+                            complete = false;
+                            break;
+                        }
+                    }
+                }
+                if complete && !batch.is_empty() && !send(batch, &mut batches) {
+                    complete = false;
+                }
+                drop(job_tx);
+                Ok(Walked { batches, complete })
+            })
+        };
+
+        // Emit in walk order.
+        let mut next = 0u64;
+        let mut pending: BTreeMap<u64, Vec<FileResult>> = BTreeMap::new();
+        loop {
+            match res_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok((seq, r)) => {
+                    pending.insert(seq, r);
+                    while !out.full {
+                        let Some(results) = pending.remove(&next) else {
+                            break;
+                        };
+                        let bytes = results.iter().map(|r| r.text.len()).sum();
+                        let mut rest = results.into_iter();
+                        for r in rest.by_ref() {
+                            out.emit(r);
+                            if out.full {
+                                break;
+                            }
+                        }
+                        // Lines left unseen in this batch: the count is only a lower bound.
+                        if rest.any(|r| r.lines > 0) {
+                            out.stopped_early = true;
+                        }
+                        window.leave(bytes);
+                        next += 1;
+                    }
+                    if out.full {
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(a) = budget.check() {
+                        abort = Some(a);
+                        stop.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        drop(res_rx);
+        match walker.join() {
+            Ok(Err(a)) => {
+                abort.get_or_insert(a);
+            }
+            // Every file the walk found was emitted: the count is complete.
+            Ok(Ok(Walked { batches, complete })) => {
+                if out.full && !(complete && next == batches) {
+                    out.stopped_early = true;
+                }
+            }
+            Err(_) => out.stopped_early = true,
+        }
+    });
+    match abort {
+        Some(a) => Err(a),
+        None => Ok(()),
+    }
+}
+
+/// How walked paths are shown: the caller's `path` with the part below the root.
+#[derive(Clone, Copy)]
+struct Names<'a> {
+    root: &'a Path,
+    shown: &'a str,
+}
+
+/// Opens one walked file inside its checked directory and searches it.
+fn search_in_dir(
+    searcher: &mut Searcher,
+    matcher: &RegexMatcher,
+    plan: &GrepPlan,
+    policy: &Policy,
+    job: &Job,
+    names: &Names<'_>,
+) -> FileResult {
+    let Some(name) = job.path.file_name() else {
+        return FileResult::default();
+    };
+    let Ok(fd) = sysfs::openat(
+        Base::Dir(job.dir.fd()),
+        name,
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY,
+        0,
+    ) else {
+        return FileResult::default();
+    };
+    let file = File::from(fd);
+    // The file is an entry of a checked directory, opened without following a symlink. It can
+    // only be protected content if it is a second name of a protected file: check its inode
+    // whenever such a name exists. (Anything but a regular file — swapped in after the walk
+    // saw one — fails to read: FIFOs are opened non-blocking, directories give EISDIR.)
+    if policy.has_linked_files() {
+        let Ok(meta) = file.metadata() else {
+            return FileResult::default();
+        };
+        if !meta.is_file() || policy.is_protected_id(meta.dev(), meta.ino()) {
+            return FileResult::default();
+        }
+    }
+    let rel = job.path.strip_prefix(names.root).unwrap_or(&job.path);
+    let prefix = Prefix::Lazy {
+        shown: names.shown,
+        rel,
+        built: None,
+    };
+    search_file(searcher, matcher, plan, &file, prefix)
+}
+
+// ---------------------------------------------------------------------------------------------
+// glob
+// ---------------------------------------------------------------------------------------------
+
+fn has_glob_meta(component: &str) -> bool {
+    component.contains(['*', '?', '[', '{', '\\'])
+}
+
+/// One match: (mtime in ns, display path).
+type Found = (i128, String);
+
+/// Keeps the newest `cap` matches and counts all of them.
+#[derive(Debug, Default)]
+struct Newest {
+    cap: usize,
+    items: Vec<Found>,
+    count: u64,
+    /// Once `cap` items are kept: anything older than this cannot make the cut.
+    floor: Option<i128>,
+}
+
+impl Newest {
+    fn new(cap: usize) -> Self {
+        Newest {
+            cap,
+            ..Newest::default()
+        }
+    }
+
+    /// Counts a match and keeps it if it may be among the newest; `path` is only built then.
+    fn push(&mut self, mtime: i128, path: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.floor.is_some_and(|f| mtime < f) {
+            return;
+        }
+        self.items.push((mtime, path()));
+        if self.items.len() >= self.cap.saturating_mul(4).max(64) {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        self.items
+            .sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        self.items.truncate(self.cap);
+        if self.items.len() == self.cap {
+            self.floor = self.items.last().map(|f| f.0);
+        }
+    }
+
+    fn merge(&mut self, other: Newest) {
+        self.count += other.count;
+        self.items.extend(other.items);
+        self.compact();
+    }
+}
+
+fn mtime_ns(m: &std::fs::Metadata) -> i128 {
+    m.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// Runs one `glob` call. Blocking.
+pub fn glob(
+    args: &Glob,
+    cfg: &SearchConfig,
+    policy: &Policy,
+    budget: &Budget,
+) -> Result<GlobOutput, ToolFailure> {
+    let base = args.path.as_deref().unwrap_or("/");
+    paths::check_absolute("path", base)?;
+    check_pattern_len("pattern", &args.pattern)?;
+    let cap = cfg.glob_max_results.max(1) as usize;
+
+    // An absolute pattern ignores `path`. Literal leading components join the base, so the walk
+    // starts as deep as it can.
+    let (mut shown, pattern) = match args.pattern.strip_prefix('/') {
+        Some(rest) => (String::from("/"), rest.to_owned()),
+        None => (base.to_owned(), args.pattern.clone()),
+    };
+    let parts: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    let literal = parts.iter().take_while(|c| !has_glob_meta(c)).count();
+    for c in &parts[..literal] {
+        if !shown.ends_with('/') {
+            shown.push('/');
+        }
+        shown.push_str(c);
+    }
+    let rest = parts[literal..].join("/");
+    let empty = GlobOutput {
+        files: Vec::new(),
+        count: 0,
+        truncated: false,
+    };
+
+    if rest.is_empty() {
+        // Nothing to expand: the path itself, if it exists and is not protected.
+        return Ok(match literal_match(policy, &shown) {
+            Some(p) => GlobOutput {
+                files: vec![p],
+                count: 1,
+                truncated: false,
+            },
+            None => empty,
+        });
+    }
+    let matcher = GlobBuilder::new(&rest)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| {
+            ToolFailure::new(
+                ErrorCode::InvalidArguments,
+                format!("invalid glob pattern {:?}: {}", args.pattern, e.kind()),
+            )
+        })?
+        .compile_matcher();
+
+    let root = match paths::open_search_root(policy, &shown) {
+        Ok(Some(SearchRoot::Dir(d))) => d,
+        // Missing, a file, or protected: nothing to list (the reference filters silently).
+        Ok(_) => return Ok(empty),
+        Err(f) if f.code == ErrorCode::ProtectedPath => return Ok(empty),
+        Err(f) => return Err(f),
+    };
+    // `**/x` matches `x` in any directory: test the file name alone (no path to build).
+    let name_matcher = match rest.strip_prefix("**/") {
+        Some(name) if !name.contains('/') && !name.contains("**") => Some(
+            GlobBuilder::new(name)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| {
+                    ToolFailure::new(
+                        ErrorCode::InvalidArguments,
+                        format!("invalid glob pattern {:?}: {}", args.pattern, e.kind()),
+                    )
+                })?
+                .compile_matcher(),
+        ),
+        _ => None,
+    };
+    let recursive = rest.split('/').any(|c| c.contains("**"));
+    let explicit_hidden = rest.split('/').any(|c| c.starts_with('.'));
+    let include_root = rest == "**";
+
+    let policy_arc = Arc::new(policy.clone());
+    let mut wb = WalkBuilder::new(&root.real);
+    wb.standard_filters(false)
+        .hidden(!explicit_hidden)
+        .follow_links(false)
+        .threads(cfg.threads())
+        .max_depth(if recursive {
+            None
+        } else {
+            Some(rest.split('/').count())
+        })
+        .filter_entry(move |e| !protected_entry(&policy_arc, e));
+    let walk = wb.build_parallel();
+
+    let results = Mutex::new(Newest::new(cap));
+    let abort: Mutex<Option<Abort>> = Mutex::new(None);
+    let root_real = root.real.clone();
+    {
+        let mut builder = GlobVisitorBuilder {
+            matcher: &matcher,
+            name_matcher: name_matcher.as_ref(),
+            root: &root_real,
+            shown: &shown,
+            policy,
+            budget,
+            results: &results,
+            abort: &abort,
+            cap,
+            include_root,
+        };
+        walk.visit(&mut builder);
+    }
+    if let Some(a) = *abort.lock().unwrap_or_else(|p| p.into_inner()) {
+        return Err(budget.failure("glob", a));
+    }
+    let mut all = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    all.compact();
+    // A last check of what is returned: the real path of each result (catches a symlink into a
+    // protected directory, and a directory swapped for one during the walk).
+    let mut files = Vec::with_capacity(all.items.len());
+    let mut count = all.count;
+    for (_, p) in all.items {
+        let protected = std::fs::canonicalize(&p)
+            .map(|r| policy.entry_for_path(&r).is_some())
+            .unwrap_or(false);
+        if protected {
+            count -= 1;
+        } else {
+            files.push(p);
+        }
+    }
+    Ok(GlobOutput {
+        truncated: count > files.len() as u64,
+        files,
+        count,
+    })
+}
+
+/// A literal path (no wildcard), if it exists and neither it nor its real path is protected.
+fn literal_match(policy: &Policy, p: &str) -> Option<String> {
+    let meta = std::fs::symlink_metadata(p).ok()?;
+    if policy.is_protected_id(meta.dev(), meta.ino()) {
+        return None;
+    }
+    let real = std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p));
+    policy.entry_for_path(&real).is_none().then(|| p.to_owned())
+}
+
+struct GlobVisitorBuilder<'a> {
+    matcher: &'a globset::GlobMatcher,
+    name_matcher: Option<&'a globset::GlobMatcher>,
+    root: &'a Path,
+    shown: &'a str,
+    policy: &'a Policy,
+    budget: &'a Budget,
+    results: &'a Mutex<Newest>,
+    abort: &'a Mutex<Option<Abort>>,
+    cap: usize,
+    include_root: bool,
+}
+
+impl<'s> ignore::ParallelVisitorBuilder<'s> for GlobVisitorBuilder<'s> {
+    fn build(&mut self) -> Box<dyn ignore::ParallelVisitor + 's> {
+        Box::new(GlobVisitor {
+            matcher: self.matcher,
+            name_matcher: self.name_matcher,
+            root: self.root,
+            shown: self.shown,
+            policy: self.policy,
+            budget: self.budget,
+            results: self.results,
+            abort: self.abort,
+            local: Newest::new(self.cap),
+            include_root: self.include_root,
+            seen: 0,
+        })
+    }
+}
+
+struct GlobVisitor<'a> {
+    matcher: &'a globset::GlobMatcher,
+    /// For `**/<name glob>`: the name glob, matched against the file name alone.
+    name_matcher: Option<&'a globset::GlobMatcher>,
+    root: &'a Path,
+    shown: &'a str,
+    policy: &'a Policy,
+    budget: &'a Budget,
+    results: &'a Mutex<Newest>,
+    abort: &'a Mutex<Option<Abort>>,
+    local: Newest,
+    include_root: bool,
+    seen: u64,
+}
+
+impl ignore::ParallelVisitor for GlobVisitor<'_> {
+    fn visit(&mut self, entry: Result<DirEntry, ignore::Error>) -> WalkState {
+        self.seen += 1;
+        if self.seen % 256 == 0 {
+            if let Err(a) = self.budget.check() {
+                self.abort
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(a);
+                return WalkState::Quit;
+            }
+        }
+        let Ok(entry) = entry else {
+            return WalkState::Continue;
+        };
+        let matched = if entry.depth() == 0 {
+            self.include_root
+        } else if let Some(name) = self.name_matcher {
+            name.is_match(entry.file_name())
+        } else {
+            self.matcher
+                .is_match(entry.path().strip_prefix(self.root).unwrap_or(entry.path()))
+        };
+        let rel = || entry.path().strip_prefix(self.root).unwrap_or(entry.path());
+        if matched && entry.path_is_symlink() {
+            // Listed, not followed; but not when it points into a protected place.
+            if let Ok(real) = std::fs::canonicalize(entry.path()) {
+                let target_id = std::fs::metadata(&real).map(|m| (m.dev(), m.ino()));
+                if self.policy.entry_for_path(&real).is_some()
+                    || target_id.is_ok_and(|(d, i)| self.policy.is_protected_id(d, i))
+                {
+                    return WalkState::Continue;
+                }
+            }
+        }
+        if matched {
+            if let Ok(m) = entry.metadata() {
+                if !self.policy.is_protected_id(m.dev(), m.ino()) {
+                    self.local
+                        .push(mtime_ns(&m), || display_join(self.shown, rel()));
+                }
+            }
+        }
+        WalkState::Continue
+    }
+}
+
+impl Drop for GlobVisitor<'_> {
+    fn drop(&mut self) {
+        let local = std::mem::take(&mut self.local);
+        self.results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .merge(local);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::ProtectedPaths;
+    use std::fs;
+
+    fn policy(entries: &[&Path]) -> Policy {
+        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy()
+    }
+
+    fn budget() -> Budget {
+        Budget::new(Duration::from_secs(30), Arc::new(AtomicBool::new(false)))
+    }
+
+    fn grep_args(pattern: &str, path: &Path) -> Grep {
+        Grep {
+            pattern: pattern.into(),
+            path: Some(path.to_str().unwrap().into()),
+            glob: None,
+            output_mode: None,
+            context_lines: None,
+            max_results: None,
+            case_insensitive: None,
+        }
+    }
+
+    fn run_grep(args: &Grep, p: &Policy) -> Result<GrepOutput, ToolFailure> {
+        grep(args, &SearchConfig::default(), p, &budget())
+    }
+
+    /// A small tree: sorted walk order is a.txt, b/c.txt, b/d.rs, z.txt.
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("z.txt"), "needle in z\n").unwrap();
+        fs::write(
+            d.join("a.txt"),
+            "one\nneedle two\nthree\nfour\nfive\nneedle six\n",
+        )
+        .unwrap();
+        fs::create_dir(d.join("b")).unwrap();
+        fs::write(d.join("b/c.txt"), "NEEDLE upper\n").unwrap();
+        fs::write(d.join("b/d.rs"), "fn needle() {}\r\n").unwrap();
+        fs::write(d.join(".hidden"), "needle hidden\n").unwrap();
+        fs::write(d.join("bin.dat"), b"needle\0binary\n").unwrap();
+        dir
+    }
+
+    #[test]
+    fn content_mode_is_ripgrep_format_in_path_order() {
+        let dir = tree();
+        let root = dir.path().to_str().unwrap();
+        let out = run_grep(&grep_args("needle", dir.path()), &policy(&[])).unwrap();
+        assert_eq!(
+            out.results,
+            format!(
+                "{root}/a.txt:2:needle two\n{root}/a.txt:6:needle six\n{root}/b/d.rs:1:fn needle() {{}}\n{root}/z.txt:1:needle in z"
+            )
+        );
+        assert_eq!((out.match_count, out.match_count_exact), (4, true));
+    }
+
+    #[test]
+    fn case_insensitive_count_and_files_modes() {
+        let dir = tree();
+        let root = dir.path().to_str().unwrap();
+        let mut a = grep_args("needle", dir.path());
+        a.case_insensitive = Some(true);
+        a.output_mode = Some(GrepMode::Count);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert_eq!(
+            out.results,
+            format!("{root}/a.txt:2\n{root}/b/c.txt:1\n{root}/b/d.rs:1\n{root}/z.txt:1")
+        );
+        assert_eq!(out.match_count, 4);
+        a.output_mode = Some(GrepMode::Files);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert_eq!(
+            out.results,
+            format!("{root}/a.txt\n{root}/b/c.txt\n{root}/b/d.rs\n{root}/z.txt")
+        );
+    }
+
+    #[test]
+    fn context_lines_and_separators_and_single_file_has_no_prefix() {
+        let dir = tree();
+        let file = dir.path().join("a.txt");
+        let mut a = grep_args("needle", &file);
+        a.context_lines = Some(1);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert_eq!(
+            out.results,
+            "1-one\n2:needle two\n3-three\n--\n5-five\n6:needle six"
+        );
+        assert_eq!(out.match_count, 6);
+        // Negative context means none.
+        a.context_lines = Some(-3);
+        assert_eq!(
+            run_grep(&a, &policy(&[])).unwrap().results,
+            "2:needle two\n6:needle six"
+        );
+        // Between files too.
+        let mut a = grep_args("needle (two|in)", dir.path());
+        a.context_lines = Some(1);
+        let root = dir.path().to_str().unwrap();
+        assert_eq!(
+            run_grep(&a, &policy(&[])).unwrap().results,
+            format!("{root}/a.txt-1-one\n{root}/a.txt:2:needle two\n{root}/a.txt-3-three\n--\n{root}/z.txt:1:needle in z")
+        );
+    }
+
+    #[test]
+    fn glob_filter_and_gitignore_in_a_repository() {
+        let dir = tree();
+        let root = dir.path().to_str().unwrap();
+        let mut a = grep_args("needle", dir.path());
+        a.glob = Some("*.rs".into());
+        assert_eq!(
+            run_grep(&a, &policy(&[])).unwrap().results,
+            format!("{root}/b/d.rs:1:fn needle() {{}}")
+        );
+        fs::create_dir(dir.path().join(".git")).unwrap();
+        fs::write(dir.path().join(".gitignore"), "z.txt\n").unwrap();
+        let out = run_grep(&grep_args("needle", dir.path()), &policy(&[])).unwrap();
+        assert!(!out.results.contains("z.txt"), "{}", out.results);
+        assert_eq!(out.match_count, 3);
+    }
+
+    #[test]
+    fn max_results_cuts_and_marks_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..50 {
+            fs::write(dir.path().join(format!("f{i:02}")), "hit\nhit\n").unwrap();
+        }
+        let mut a = grep_args("hit", dir.path());
+        a.max_results = Some(3);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        let lines: Vec<&str> = out.results.lines().collect();
+        let root = dir.path().to_str().unwrap();
+        assert_eq!(
+            lines[..3],
+            [
+                format!("{root}/f00:1:hit"),
+                format!("{root}/f00:2:hit"),
+                format!("{root}/f01:1:hit")
+            ]
+        );
+        assert!(
+            lines[3].starts_with("[TRUNCATED: at least 1 more matches not shown"),
+            "{}",
+            lines[3]
+        );
+        assert!(!out.match_count_exact);
+        assert!(
+            out.match_count >= 4 && out.match_count < 100,
+            "{}",
+            out.match_count
+        );
+        // max_results 0 means 1.
+        let file = dir.path().join("f00");
+        let mut a = grep_args("hit", &file);
+        a.max_results = Some(0);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert_eq!(out.results, "1:hit\n[TRUNCATED: at least 1 more matches not shown; the search stopped at max_results]");
+        assert_eq!((out.match_count, out.match_count_exact), (2, false));
+        // When every file was searched the count is exact and the marker the reference's.
+        let small = tempfile::tempdir().unwrap();
+        for f in ["a", "b", "c"] {
+            fs::write(small.path().join(f), "hit\n").unwrap();
+        }
+        let mut a = grep_args("hit", small.path());
+        a.max_results = Some(2);
+        a.output_mode = Some(GrepMode::Files);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert!(
+            out.results
+                .ends_with("/b\n[TRUNCATED: 1 more matches not shown]"),
+            "{}",
+            out.results
+        );
+        assert_eq!((out.match_count, out.match_count_exact), (3, true));
+        // A single file with many matches stops reading early and says so.
+        let many = dir.path().join("many");
+        fs::write(&many, "hit\n".repeat(10_000)).unwrap();
+        let mut a = grep_args("hit", &many);
+        a.max_results = Some(2);
+        let out = run_grep(&a, &policy(&[])).unwrap();
+        assert_eq!((out.match_count, out.match_count_exact), (3, false));
+        assert!(out.results.ends_with(
+            "[TRUNCATED: at least 1 more matches not shown; the search stopped at max_results]"
+        ));
+    }
+
+    #[test]
+    fn invalid_regex_and_option_like_patterns() {
+        let dir = tree();
+        let e = run_grep(&grep_args("(unclosed", dir.path()), &policy(&[])).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidRegex);
+        assert!(e.message.contains("unclosed"), "{}", e.message);
+        // An option is just a regex: nothing runs, nothing is created.
+        let marker = dir.path().join("pwned");
+        let out = run_grep(
+            &grep_args(
+                &format!("--pre=/bin/touch {}", marker.display()),
+                dir.path(),
+            ),
+            &policy(&[]),
+        )
+        .unwrap();
+        assert_eq!(out.match_count, 0);
+        assert!(!marker.exists());
+        let mut a = grep_args("x", dir.path());
+        a.path = Some("-rf".into());
+        assert_eq!(
+            run_grep(&a, &policy(&[])).unwrap_err().code,
+            ErrorCode::InvalidPath
+        );
+        // A missing path is an empty result, as in the reference.
+        let out = run_grep(&grep_args("x", &dir.path().join("nope")), &policy(&[])).unwrap();
+        assert_eq!((out.results.as_str(), out.match_count), ("", 0));
+    }
+
+    #[test]
+    fn protected_files_are_never_searched_nor_named() {
+        let dir = tree();
+        let prot = dir.path().join("prot");
+        fs::create_dir(&prot).unwrap();
+        fs::write(prot.join("secret"), "needle SECRET\n").unwrap();
+        let loose = dir.path().join("loose-secret");
+        fs::write(&loose, "needle LOOSE\n").unwrap();
+        fs::hard_link(&loose, dir.path().join("alias")).unwrap();
+        std::os::unix::fs::symlink(prot.join("secret"), dir.path().join("link")).unwrap();
+        let p = policy(&[&prot, &loose]);
+        let mut a = grep_args("needle", dir.path());
+        a.context_lines = Some(5);
+        let out = run_grep(&a, &p).unwrap();
+        assert!(
+            !out.results.contains("SECRET") && !out.results.contains("LOOSE"),
+            "{}",
+            out.results
+        );
+        for bad in [
+            prot.join("secret"),
+            dir.path().join("link"),
+            prot.clone(),
+            loose.clone(),
+            dir.path().join("alias"),
+        ] {
+            let e = run_grep(&grep_args("needle", &bad), &p).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ProtectedPath, "{bad:?}");
+        }
+    }
+
+    fn run_glob(pattern: &str, path: &Path, p: &Policy) -> GlobOutput {
+        glob(
+            &Glob {
+                pattern: pattern.into(),
+                path: Some(path.to_str().unwrap().into()),
+            },
+            &SearchConfig::default(),
+            p,
+            &budget(),
+        )
+        .unwrap()
+    }
+
+    fn set_mtime(p: &Path, secs: u64) {
+        let f = fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn glob_recursive_braces_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("src/deep/er")).unwrap();
+        for (i, f) in [
+            "main.c",
+            "src/a.c",
+            "src/a.h",
+            "src/deep/er/b.c",
+            "src/x.txt",
+            ".hidden.c",
+        ]
+        .iter()
+        .enumerate()
+        {
+            fs::write(d.join(f), "").unwrap();
+            set_mtime(&d.join(f), 1_000 + i as u64);
+        }
+        let root = d.to_str().unwrap();
+        let out = run_glob("**/*.c", d, &policy(&[]));
+        assert_eq!(
+            out.files,
+            [
+                format!("{root}/src/deep/er/b.c"),
+                format!("{root}/src/a.c"),
+                format!("{root}/main.c")
+            ]
+        );
+        assert_eq!((out.count, out.truncated), (3, false));
+        let out = run_glob("src/*.{c,h}", d, &policy(&[]));
+        assert_eq!(
+            out.files,
+            [format!("{root}/src/a.h"), format!("{root}/src/a.c")]
+        );
+        // Absolute pattern ignores path; `*` matches within one name only.
+        let out = run_glob(
+            &format!("{root}/*.c"),
+            Path::new("/nonexistent"),
+            &policy(&[]),
+        );
+        assert_eq!(out.files, [format!("{root}/main.c")]);
+        // Explicit dot component matches hidden names.
+        assert_eq!(
+            run_glob(".*.c", d, &policy(&[])).files,
+            [format!("{root}/.hidden.c")]
+        );
+        // A literal pattern names one path.
+        assert_eq!(
+            run_glob("src/a.h", d, &policy(&[])).files,
+            [format!("{root}/src/a.h")]
+        );
+        // `**` includes the base; missing base is empty.
+        assert!(run_glob("**", d, &policy(&[]))
+            .files
+            .contains(&root.to_owned()));
+        assert_eq!(run_glob("*.c", &d.join("missing"), &policy(&[])).count, 0);
+    }
+
+    #[test]
+    fn glob_caps_counts_prunes_and_survives_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for i in 0..30 {
+            fs::write(d.join(format!("f{i:02}.log")), "").unwrap();
+            set_mtime(&d.join(format!("f{i:02}.log")), 1_000 + i);
+        }
+        let prot = d.join("prot");
+        fs::create_dir(&prot).unwrap();
+        fs::write(prot.join("in.log"), "").unwrap();
+        std::os::unix::fs::symlink(prot.join("in.log"), d.join("zz-link.log")).unwrap();
+        std::os::unix::fs::symlink(".", d.join("loop")).unwrap();
+        let cfg = SearchConfig {
+            glob_max_results: 5,
+            ..SearchConfig::default()
+        };
+        let out = glob(
+            &Glob {
+                pattern: "**/*.log".into(),
+                path: Some(d.to_str().unwrap().into()),
+            },
+            &cfg,
+            &policy(&[&prot]),
+            &budget(),
+        )
+        .unwrap();
+        assert_eq!(out.count, 30, "{:?}", out.files);
+        assert!(out.truncated);
+        assert_eq!(out.files.len(), 5);
+        assert!(out.files[0].ends_with("f29.log"), "{:?}", out.files);
+        assert!(out
+            .files
+            .iter()
+            .all(|f| !f.contains("prot") && !f.contains("zz-link")));
+        let e = glob(
+            &Glob {
+                pattern: "[".into(),
+                path: Some(d.to_str().unwrap().into()),
+            },
+            &cfg,
+            &policy(&[]),
+            &budget(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArguments);
+    }
+
+    #[test]
+    fn an_exhausted_budget_is_a_timeout() {
+        let dir = tree();
+        let b = Budget::new(Duration::from_secs(0), Arc::new(AtomicBool::new(false)));
+        let e = grep(
+            &grep_args("needle", dir.path()),
+            &SearchConfig::default(),
+            &policy(&[]),
+            &b,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::TimeoutError);
+        assert_eq!(e.message, "grep timed out after 0s");
+    }
+}

@@ -1,0 +1,268 @@
+//! File-system syscalls for the path policy and the file tools: `openat2`, `openat`,
+//! `mkdirat`, `renameat`, `unlinkat`, `fstatat`, and reading an fd's real path.
+//!
+//! Each wrapper is one checked libc call on descriptors and NUL-terminated names; the policy
+//! (what may be opened, what is protected) lives in [`crate::paths`].
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+/// Where a relative name is resolved from.
+#[derive(Clone, Copy, Debug)]
+pub enum Base<'a> {
+    /// The process's working directory (only ever used with absolute paths here).
+    Cwd,
+    Dir(BorrowedFd<'a>),
+}
+
+impl Base<'_> {
+    fn raw(self) -> RawFd {
+        match self {
+            Base::Cwd => libc::AT_FDCWD,
+            Base::Dir(fd) => fd.as_raw_fd(),
+        }
+    }
+}
+
+/// How `openat2` may resolve a path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resolve {
+    /// `RESOLVE_NO_MAGICLINKS`: never follow `/proc/*/fd/*`, `/proc/*/root`, … links.
+    pub no_magic_links: bool,
+    /// `RESOLVE_NO_SYMLINKS`: fail with `ELOOP` on any symlink.
+    pub no_symlinks: bool,
+    /// `RESOLVE_BENEATH`: stay below the base directory (no `..` out of it, no absolute paths).
+    pub beneath: bool,
+}
+
+impl Resolve {
+    /// Ordinary resolution, except that magic links are refused.
+    pub const NO_MAGIC: Resolve = Resolve {
+        no_magic_links: true,
+        no_symlinks: false,
+        beneath: false,
+    };
+    /// Below the base, through real directories only.
+    pub const STRICTLY_BENEATH: Resolve = Resolve {
+        no_magic_links: true,
+        no_symlinks: true,
+        beneath: true,
+    };
+
+    fn bits(self) -> u64 {
+        let mut r = 0;
+        if self.no_magic_links {
+            r |= libc::RESOLVE_NO_MAGICLINKS;
+        }
+        if self.no_symlinks {
+            r |= libc::RESOLVE_NO_SYMLINKS;
+        }
+        if self.beneath {
+            r |= libc::RESOLVE_BENEATH;
+        }
+        r
+    }
+}
+
+fn cstring(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// `openat2(base, path, flags | O_CLOEXEC, mode, resolve)`. On kernels without `openat2`
+/// (before 5.6) falls back to `openat`, which cannot refuse magic links or stay beneath a
+/// directory: callers check the opened object anyway, so the fallback loses a layer, not the
+/// check.
+pub fn openat2(
+    base: Base<'_>,
+    path: &OsStr,
+    flags: libc::c_int,
+    mode: u32,
+    resolve: Resolve,
+) -> io::Result<OwnedFd> {
+    let c = cstring(path)?;
+    // SAFETY: open_how is a plain C struct of three integers; all-zero is valid (and is what
+    // the kernel expects of any field not set below).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = if flags & (libc::O_CREAT | libc::O_TMPFILE) != 0 {
+        u64::from(mode)
+    } else {
+        0
+    };
+    how.resolve = resolve.bits();
+    loop {
+        // SAFETY: `c` is a valid NUL-terminated string and `how` a fully initialised
+        // `open_how` whose size is passed alongside; both outlive the call. The kernel returns a
+        // new descriptor or -1 and touches no other memory.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                base.raw(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) | Some(libc::EAGAIN) => continue,
+            Some(libc::ENOSYS) => {
+                let mut flags = flags;
+                if resolve.no_symlinks {
+                    flags |= libc::O_NOFOLLOW;
+                }
+                return openat(base, path, flags, mode);
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
+/// `openat(base, name, flags | O_CLOEXEC, mode)`.
+pub fn openat(base: Base<'_>, name: &OsStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    let c = cstring(name)?;
+    loop {
+        // SAFETY: `c` is a valid NUL-terminated string that outlives the call; the mode is
+        // passed as the variadic argument openat expects (an unsigned int).
+        let fd = unsafe {
+            libc::openat(
+                base.raw(),
+                c.as_ptr(),
+                flags | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// `mkdirat(dir, name, mode)`.
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
+    let c = cstring(name)?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `renameat(dir, from, dir, to)`: atomically replaces `to` by `from` within one directory.
+pub fn rename_within(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    let (f, t) = (cstring(from)?, cstring(to)?);
+    // SAFETY: both strings are valid, NUL-terminated and outlive the call.
+    if unsafe { libc::renameat(dir.as_raw_fd(), f.as_ptr(), dir.as_raw_fd(), t.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `unlinkat(dir, name, 0)`: removes a file (not a directory).
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let c = cstring(name)?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// What `fstatat` reports about one directory entry, without following a symlink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryStat {
+    pub dev: u64,
+    pub ino: u64,
+    /// `st_mode` including the type bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+}
+
+impl EntryStat {
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; `Ok(None)` when the name does not exist.
+pub fn stat_entry(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<EntryStat>> {
+    let c = cstring(name)?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `c` is valid and NUL-terminated; `st` points to writable storage of the right
+    // type, which fstatat fills completely on success and which is only read then.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // SAFETY: fstatat returned 0, so it initialised the whole struct.
+    let st = unsafe { st.assume_init() };
+    Ok(Some(EntryStat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mode: st.st_mode,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u64,
+    }))
+}
+
+/// The path the kernel records for an open descriptor (`readlink /proc/self/fd/N`): absolute,
+/// without symlinks, as seen from this process's root.
+pub fn fd_path(fd: BorrowedFd<'_>) -> io::Result<PathBuf> {
+    std::fs::read_link(proc_fd_path(fd))
+}
+
+/// `/proc/self/fd/N` for `fd`.
+pub fn proc_fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// A `File` that owns `fd` (for std's metadata, read, write, sync, chmod and chown).
+pub fn into_file(fd: OwnedFd) -> File {
+    File::from(fd)
+}
+
+/// `fsync(fd)`: flushes a file or, for a directory, its entries.
+pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fsync takes a descriptor number and touches no memory.
+    if unsafe { libc::fsync(fd.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
