@@ -205,15 +205,28 @@ fn main() {
                 let mut micros = Vec::with_capacity(n);
                 for id in 0..n as u64 {
                     let t = std::time::Instant::now();
-                    send(&mut s, &Req::Request { id, body: FrontendRequest::Identify { token: digest } });
+                    send(
+                        &mut s,
+                        &Req::Request {
+                            id,
+                            body: FrontendRequest::Identify { token: digest },
+                        },
+                    );
                     match frame::read_from::<Resp, _>(&mut s) {
-                        Ok(ServerFrame::Response { body: FrontendResponse::Identity(_), .. }) => {}
+                        Ok(ServerFrame::Response {
+                            body: FrontendResponse::Identity(_),
+                            ..
+                        }) => {}
                         other => panic!("unexpected answer {other:?}"),
                     }
                     micros.push(t.elapsed().as_secs_f64() * 1e6);
                 }
                 micros.sort_by(f64::total_cmp);
-                println!("p50_us={:.1} p99_us={:.1}", micros[n / 2], micros[n * 99 / 100]);
+                println!(
+                    "p50_us={:.1} p99_us={:.1}",
+                    micros[n / 2],
+                    micros[n * 99 / 100]
+                );
             }
         }
         other => {
