@@ -9,8 +9,9 @@
 //!
 //! Modules: [`config`] (settings), [`server`] (sockets, peer checks, connection state),
 //! [`tokens`] (the digest-only token store), [`auth`] (authorization as types),
-//! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`files`] (`read_file`),
-//! [`control`] (`control.sock` requests), [`sys`] (every raw syscall).
+//! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`jobs`] (background jobs),
+//! [`limits`] (command concurrency), [`files`] (`read_file`), [`control`] (`control.sock`
+//! requests), [`sys`] (every raw syscall).
 
 pub mod auth;
 pub mod clock;
@@ -18,6 +19,8 @@ pub mod config;
 pub mod control;
 pub mod dispatch;
 pub mod files;
+pub mod jobs;
+pub mod limits;
 pub mod server;
 pub mod spawn;
 pub mod sys;

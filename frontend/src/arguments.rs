@@ -7,7 +7,9 @@
 //! every value itself (it trusts nothing the frontend sends), so `timeout: 0` reaches it and
 //! becomes 1 exactly as in the reference servers.
 
-use mymcp_protocol::{BashExecute, ReadFile, ToolCall, ToolName};
+use mymcp_protocol::{
+    BashExecute, JobKillArgs, JobOutputArgs, JobRef, ReadFile, ToolCall, ToolName,
+};
 use serde_json::{Map, Value};
 
 /// Why arguments do not match a tool's schema. The `Display` text names the field.
@@ -33,6 +35,7 @@ impl ArgumentError {
 
 const A_STRING: &str = "a string";
 const AN_INTEGER: &str = "an integer";
+const A_BOOLEAN: &str = "a boolean";
 
 /// Decodes the `arguments` of a call to `tool`. `None` (absent) and `null` mean `{}`.
 pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, ArgumentError> {
@@ -48,13 +51,42 @@ pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, Arg
             timeout: optional_integer(args, "timeout")?,
             working_dir: optional_string(args, "working_dir")?,
             max_output_bytes: optional_integer(args, "max_output_bytes")?,
+            background: optional_bool(args, "background")?.unwrap_or(false),
         }),
         ToolName::ReadFile => ToolCall::ReadFile(ReadFile {
             file_path: required_string(args, "file_path")?,
             offset: optional_integer(args, "offset")?,
             limit: optional_integer(args, "limit")?,
         }),
+        ToolName::JobStatus => ToolCall::JobStatus(JobRef {
+            job_id: required_string(args, "job_id")?,
+        }),
+        ToolName::JobOutput => ToolCall::JobOutput(JobOutputArgs {
+            job_id: required_string(args, "job_id")?,
+            stdout_offset: optional_integer(args, "stdout_offset")?,
+            stderr_offset: optional_integer(args, "stderr_offset")?,
+            max_bytes: optional_integer(args, "max_bytes")?,
+            wait_seconds: optional_integer(args, "wait_seconds")?,
+        }),
+        ToolName::JobKill => ToolCall::JobKill(JobKillArgs {
+            job_id: required_string(args, "job_id")?,
+            signal: optional_string(args, "signal")?,
+        }),
     })
+}
+
+fn optional_bool(
+    args: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<bool>, ArgumentError> {
+    match args.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ArgumentError::WrongType {
+            field,
+            expected: A_BOOLEAN,
+        }),
+    }
 }
 
 fn required_string(
@@ -203,6 +235,50 @@ mod tests {
             panic!("wrong tool")
         };
         assert_eq!(r.limit, Some(i64::MIN));
+    }
+
+    #[test]
+    fn background_is_a_boolean_defaulting_to_false() {
+        let ToolCall::BashExecute(b) = bash(json!({"command": "x"})).unwrap() else {
+            panic!("wrong tool")
+        };
+        assert!(!b.background);
+        let ToolCall::BashExecute(b) = bash(json!({"command": "x", "background": true})).unwrap()
+        else {
+            panic!("wrong tool")
+        };
+        assert!(b.background);
+        assert_eq!(
+            bash(json!({"command": "x", "background": "yes"}))
+                .unwrap_err()
+                .to_string(),
+            "'background' must be a boolean"
+        );
+    }
+
+    #[test]
+    fn job_tools_need_a_job_id() {
+        for tool in [ToolName::JobStatus, ToolName::JobOutput, ToolName::JobKill] {
+            assert_eq!(
+                decode(tool, Some(&json!({}))).unwrap_err(),
+                ArgumentError::Missing("job_id")
+            );
+        }
+        let call = decode(
+            ToolName::JobOutput,
+            Some(&json!({"job_id": "j", "stdout_offset": 10, "wait_seconds": 5})),
+        )
+        .unwrap();
+        assert_eq!(
+            call,
+            ToolCall::JobOutput(JobOutputArgs {
+                job_id: "j".into(),
+                stdout_offset: Some(10),
+                stderr_offset: None,
+                max_bytes: None,
+                wait_seconds: Some(5),
+            })
+        );
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //! compromised, the attacker can do no more than the holders of the tokens it sees in flight.
 //!
 //! Modules, by responsibility:
-//! - [`http`]: the axum router, HTTP-level checks and status codes;
+//! - [`http`]: the axum router, HTTP-level checks and status codes, SSE streams;
 //! - [`mcp`]: JSON-RPC 2.0 / MCP processing, independent of the transport;
+//! - [`calls`]: the running `tools/call`s, for `notifications/cancelled`;
 //! - [`catalogue`]: the tools `tools/list` shows, with schemas and descriptions;
 //! - [`arguments`]: `tools/call` arguments → typed [`mymcp_protocol::ToolCall`]s;
 //! - [`results`]: typed tool outcomes → MCP results;
@@ -41,6 +42,7 @@
 //! ```
 
 pub mod arguments;
+pub mod calls;
 pub mod catalogue;
 pub mod forward;
 pub mod http;

@@ -111,6 +111,7 @@ async fn serve(cli: Cli, source: ListenSource) -> anyhow::Result<()> {
     let config = HttpConfig {
         max_body_bytes: cli.max_body_bytes,
         origins: OriginPolicy::from_list(&cli.allowed_origins),
+        ..HttpConfig::default()
     };
     let app = http::router(forwarder, config);
 

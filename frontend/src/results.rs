@@ -6,7 +6,9 @@
 //! are additionally flagged with `isError: true`, so clients that look only at the flag notice
 //! them too; argument validation errors are plain text, also with `isError: true`.
 
-use mymcp_protocol::{BashOutput, CapturedStream, ReadFileOutput, ToolFailure, ToolOutput};
+use mymcp_protocol::{
+    BashOutput, CapturedStream, JobInfo, JobOutputChunk, ReadFileOutput, ToolFailure, ToolOutput,
+};
 use serde::Serialize;
 
 /// The `result` of a `tools/call` response.
@@ -78,6 +80,37 @@ struct FailureJson<'a> {
     suggestion: Option<&'a str>,
 }
 
+#[derive(Serialize)]
+struct JobJson<'a> {
+    job_id: &'a str,
+    command: &'a str,
+    working_dir: &'a str,
+    running: bool,
+    exit_code: Option<i32>,
+    timed_out: bool,
+    killed: bool,
+    started_at: &'a str,
+    finished_at: Option<&'a str>,
+    duration_ms: u64,
+    timeout: u32,
+    stdout_bytes: u64,
+    stderr_bytes: u64,
+    output_truncated: bool,
+}
+
+#[derive(Serialize)]
+struct JobOutputJson<'a> {
+    job_id: &'a str,
+    stdout: String,
+    stderr: String,
+    stdout_offset: u64,
+    stderr_offset: u64,
+    running: bool,
+    exit_code: Option<i32>,
+    complete: bool,
+    output_truncated: bool,
+}
+
 fn is_true(b: &bool) -> bool {
     *b
 }
@@ -92,7 +125,43 @@ pub fn output_json(output: &ToolOutput) -> String {
     match output {
         ToolOutput::Bash(bash) => bash_json(bash),
         ToolOutput::ReadFile(read) => read_file_json(read),
+        ToolOutput::Job(job) => job_json(job),
+        ToolOutput::JobOutput(chunk) => job_output_json(chunk),
     }
+}
+
+fn job_json(job: &JobInfo) -> String {
+    to_json(&JobJson {
+        job_id: &job.job_id,
+        command: &job.command,
+        working_dir: &job.working_dir,
+        running: job.running,
+        exit_code: job.exit_code,
+        timed_out: job.timed_out,
+        killed: job.killed,
+        started_at: &job.started_at,
+        finished_at: job.finished_at.as_deref(),
+        duration_ms: job.duration_ms,
+        timeout: job.timeout_secs,
+        stdout_bytes: job.stdout_bytes,
+        stderr_bytes: job.stderr_bytes,
+        output_truncated: job.output_truncated,
+    })
+}
+
+/// Bytes become text with invalid UTF-8 replaced by U+FFFD; the offsets stay byte offsets.
+fn job_output_json(chunk: &JobOutputChunk) -> String {
+    to_json(&JobOutputJson {
+        job_id: &chunk.job_id,
+        stdout: String::from_utf8_lossy(&chunk.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&chunk.stderr).into_owned(),
+        stdout_offset: chunk.stdout_offset,
+        stderr_offset: chunk.stderr_offset,
+        running: chunk.running,
+        exit_code: chunk.exit_code,
+        complete: chunk.complete,
+        output_truncated: chunk.output_truncated,
+    })
 }
 
 fn bash_json(out: &BashOutput) -> String {
@@ -242,6 +311,46 @@ mod tests {
             failure_json(&f),
             r#"{"success":false,"error":"UnknownTool","message":"Unknown tool: x"}"#
         );
+    }
+
+    #[test]
+    fn job_json_key_order_and_nulls_while_running() {
+        let job = JobInfo {
+            job_id: "0123456789abcdef".into(),
+            command: "sleep 9".into(),
+            working_dir: "/".into(),
+            running: true,
+            exit_code: None,
+            timed_out: false,
+            killed: false,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: None,
+            duration_ms: 5,
+            timeout_secs: 3600,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            output_truncated: false,
+        };
+        assert_eq!(
+            job_json(&job),
+            r#"{"job_id":"0123456789abcdef","command":"sleep 9","working_dir":"/","running":true,"exit_code":null,"timed_out":false,"killed":false,"started_at":"2026-01-01T00:00:00Z","finished_at":null,"duration_ms":5,"timeout":3600,"stdout_bytes":0,"stderr_bytes":0,"output_truncated":false}"#
+        );
+        let chunk = JobOutputChunk {
+            job_id: "0123456789abcdef".into(),
+            stdout: b"hi\xff".to_vec(),
+            stderr: Vec::new(),
+            stdout_offset: 3,
+            stderr_offset: 0,
+            running: false,
+            exit_code: Some(0),
+            complete: true,
+            output_truncated: false,
+        };
+        let json: serde_json::Value = serde_json::from_str(&job_output_json(&chunk)).unwrap();
+        assert_eq!(json["stdout"], "hi\u{fffd}");
+        assert_eq!(json["stdout_offset"], 3);
+        assert_eq!(json["exit_code"], 0);
+        assert_eq!(json["complete"], true);
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl ExecutorProcess {
         let mut cmd = Command::new(bin("mymcp-executor"));
         cmd.env("MYMCP_RUNTIME_DIR", &runtime_dir)
             .env("MYMCP_TOKEN_FILE", &token_file)
+            .env("MYMCP_STATE_DIR", dir.path().join("state"))
             .env("MYMCP_FRONTEND_USER", frontend_user)
             .env("MYMCP_LOG_LEVEL", "info")
             .stderr(Stdio::piped());

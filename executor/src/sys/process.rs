@@ -106,6 +106,8 @@ fn mark_inherited_fds_cloexec() -> io::Result<()> {
 pub enum GroupSignal {
     Term,
     Kill,
+    Int,
+    Hup,
 }
 
 impl GroupSignal {
@@ -113,7 +115,33 @@ impl GroupSignal {
         match self {
             GroupSignal::Term => libc::SIGTERM,
             GroupSignal::Kill => libc::SIGKILL,
+            GroupSignal::Int => libc::SIGINT,
+            GroupSignal::Hup => libc::SIGHUP,
         }
+    }
+
+    /// The conventional name without `SIG`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupSignal::Term => "TERM",
+            GroupSignal::Kill => "KILL",
+            GroupSignal::Int => "INT",
+            GroupSignal::Hup => "HUP",
+        }
+    }
+
+    /// Parses `TERM`, `SIGTERM`, `term`, … (the signals above only).
+    pub fn parse(s: &str) -> Option<GroupSignal> {
+        let upper = s.trim().to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        [
+            GroupSignal::Term,
+            GroupSignal::Kill,
+            GroupSignal::Int,
+            GroupSignal::Hup,
+        ]
+        .into_iter()
+        .find(|g| g.name() == name)
     }
 }
 
