@@ -191,7 +191,7 @@ impl CancelSignal {
 #[derive(Clone, Debug)]
 pub struct Events {
     id: RequestId,
-    tx: Option<mpsc::Sender<Vec<u8>>>,
+    tx: Option<mpsc::Sender<Outgoing>>,
     encode: fn(RequestId, Progress) -> Result<Vec<u8>, FrameError>,
 }
 
@@ -211,7 +211,7 @@ impl Events {
         let Some(tx) = &self.tx else { return };
         match (self.encode)(self.id, progress) {
             Ok(buf) => {
-                let _ = tx.try_send(buf);
+                let _ = tx.try_send((buf, None));
             }
             Err(e) => tracing::error!(error = %e, "progress frame does not encode"),
         }
@@ -491,10 +491,19 @@ async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
     Ok(Read::Frame(frame::decode(&body)?))
 }
 
-async fn send<R: Serialize>(tx: &mpsc::Sender<Vec<u8>>, msg: ServerFrame<R>) {
+/// A frame for the connection's writer, with the request it finishes (if any): shutdown
+/// counts that request as running until its answer is written, so the executor does not exit
+/// with answers unsent.
+type Outgoing = (Vec<u8>, Option<Running>);
+
+async fn send<R: Serialize>(
+    tx: &mpsc::Sender<Outgoing>,
+    msg: ServerFrame<R>,
+    finishes: Option<Running>,
+) {
     match frame::encode(&msg) {
         Ok(buf) => {
-            let _ = tx.send(buf).await;
+            let _ = tx.send((buf, finishes)).await;
         }
         Err(e) => tracing::error!(error = %e, "response does not encode"),
     }
@@ -509,9 +518,9 @@ async fn connection<S: Service>(
     shutdown: &Arc<Shutdown>,
 ) -> Result<(), Violation> {
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
     let writer = tokio::spawn(async move {
-        while let Some(buf) = rx.recv().await {
+        while let Some((buf, _finishes)) = rx.recv().await {
             if wr.write_all(&buf).await.is_err() {
                 break;
             }
@@ -528,7 +537,7 @@ async fn connection<S: Service>(
     match first {
         Read::Eof => return Ok(()),
         Read::Frame(ClientFrame::Hello(h)) if h.is_compatible() => {
-            send::<S::Response>(&tx, ServerFrame::Welcome(Hello::current())).await;
+            send::<S::Response>(&tx, ServerFrame::Welcome(Hello::current()), None).await;
         }
         Read::Frame(ClientFrame::Hello(h)) => {
             tracing::error!(peer_uid = peer.uid, peer_pid = ?peer.pid, theirs = ?h, ours = ?Hello::current(), "peer runs a different build; refusing");
@@ -539,7 +548,7 @@ async fn connection<S: Service>(
                 mymcp_protocol::WIRE_VERSION,
                 mymcp_protocol::BUILD_ID
             );
-            send::<S::Response>(&tx, ServerFrame::Refused { reason }).await;
+            send::<S::Response>(&tx, ServerFrame::Refused { reason }, None).await;
             drop(tx);
             let _ = writer.await;
             return Ok(());
@@ -586,8 +595,7 @@ async fn connection<S: Service>(
                 tokio::spawn(async move {
                     let body = service.handle(body, peer, cancel, events).await;
                     in_flight.lock().expect("in-flight lock").remove(&id);
-                    send(&tx, ServerFrame::Response { id, body }).await;
-                    drop(running);
+                    send(&tx, ServerFrame::Response { id, body }, Some(running)).await;
                 });
             }
         }
