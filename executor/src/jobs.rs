@@ -859,6 +859,10 @@ mod tests {
                     .output(&self.alice, id, offsets, Some(chunk), 5)
                     .await
                     .unwrap();
+                // Each chunk decodes on its own: the client turns chunks into text one by one.
+                if !c.complete {
+                    assert!(std::str::from_utf8(&c.stdout).is_ok(), "{:?}", c.stdout);
+                }
                 out.extend_from_slice(&c.stdout);
                 err.extend_from_slice(&c.stderr);
                 assert_eq!(c.stdout_offset, out.len() as u64);
@@ -875,16 +879,19 @@ mod tests {
     #[tokio::test]
     async fn a_job_runs_in_the_background_and_its_output_reassembles_exactly() {
         let f = fixture();
-        // Multi-byte characters, written slowly, read back in chunks that would cut them.
-        let command = "for i in 1 2 3 4 5; do printf 'ligne %s: é€🦀\\n' $i; echo warn $i >&2; sleep 0.1; done; exit 3";
+        // Multi-byte characters (2, 3 and 4 bytes), written in bursts, read back in 5-byte
+        // chunks that would cut most of them.
+        let command = "for i in 1 2 3 4 5; do printf 'ligne %s: é€🦀é€🦀é€🦀\\n' $i; echo warn $i >&2; sleep 0.1; done; exit 3";
         let started = f.start(&f.alice, command).unwrap();
         assert!(started.running);
         assert_eq!(started.exit_code, None);
         assert_eq!(started.timeout_secs, DEFAULT_TIMEOUT_SECS);
         assert!(is_job_id(&started.job_id));
 
-        let (out, err, last) = f.follow(&started.job_id, 7).await;
-        let expected: String = (1..=5).map(|i| format!("ligne {i}: é€🦀\n")).collect();
+        let (out, err, last) = f.follow(&started.job_id, 5).await;
+        let expected: String = (1..=5)
+            .map(|i| format!("ligne {i}: é€🦀é€🦀é€🦀\n"))
+            .collect();
         assert_eq!(String::from_utf8(out).unwrap(), expected);
         let expected_err: String = (1..=5).map(|i| format!("warn {i}\n")).collect();
         assert_eq!(String::from_utf8(err).unwrap(), expected_err);

@@ -232,7 +232,8 @@ fn a_background_job_is_followed_to_its_end_and_belongs_to_its_token() {
     let other = exec.add_token("other", "rw");
     let front = FrontendProcess::start(&exec.executor_socket());
 
-    let command = "for i in $(seq 1 40); do echo \"line $i: ünïcødé\"; echo \"err $i\" >&2; sleep 0.02; done; exit 7";
+    // Lines with 2-, 3- and 4-byte characters, in bursts: 50-byte chunks cut through them.
+    let command = "for i in $(seq 1 40); do echo \"line $i: ünï€🦀\"; echo \"err $i\" >&2; [ $((i % 10)) = 0 ] && sleep 0.1; done; exit 7";
     let started = bash(
         front.addr,
         &rw,
@@ -273,7 +274,7 @@ fn a_background_job_is_followed_to_its_end_and_belongs_to_its_token() {
             break chunk;
         }
     };
-    let expected: String = (1..=40).map(|i| format!("line {i}: ünïcødé\n")).collect();
+    let expected: String = (1..=40).map(|i| format!("line {i}: ünï€🦀\n")).collect();
     let expected_err: String = (1..=40).map(|i| format!("err {i}\n")).collect();
     assert_eq!(out, expected);
     assert_eq!(err, expected_err);
