@@ -22,7 +22,7 @@
 //! - [`calls`]: the running `tools/call`s, for `notifications/cancelled`;
 //! - [`catalogue`]: the tools `tools/list` shows, with schemas and descriptions;
 //! - [`arguments`]: `tools/call` arguments → typed [`mymcp_protocol::ToolCall`]s;
-//! - [`results`]: typed tool outcomes → MCP results;
+//! - [`results`]: typed tool outcomes → MCP results (large texts escaped by `json_string`);
 //! - [`forward`]: the multiplexed, reconnecting, cancellation-aware executor client;
 //! - [`listen`]: the TCP listener, from systemd socket activation or `--host`/`--port`;
 //! - [`server`]: the accept loop, connection timeouts and graceful shutdown;
@@ -46,10 +46,11 @@ pub mod calls;
 pub mod catalogue;
 pub mod forward;
 pub mod http;
+mod json_string;
 pub mod listen;
 pub mod mcp;
 pub mod results;
 pub mod server;
 mod sys;
 
-pub use sys::effective_uid;
+pub use sys::{effective_uid, tune_allocator};

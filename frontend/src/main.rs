@@ -88,6 +88,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    mymcp_frontend::tune_allocator();
     // Touches the environment, so it runs before the runtime starts any thread.
     let source = match cli.listen_fd {
         Some(fd) => {

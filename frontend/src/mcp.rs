@@ -580,7 +580,7 @@ async fn call_tool(
     };
     match executor.request_watched(request, watch).await {
         Ok(FrontendResponse::Tool(outcome)) => {
-            Ok(RpcBody::tool(CallToolResult::from_outcome(&outcome)))
+            Ok(RpcBody::tool(CallToolResult::from_outcome(outcome)))
         }
         Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
         Ok(FrontendResponse::Identity(_)) => {

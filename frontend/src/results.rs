@@ -5,7 +5,12 @@
 //! sorts keys). Domain failures keep the reference's `{"success":false,"error":…}` shape and
 //! are additionally flagged with `isError: true`, so clients that look only at the flag notice
 //! them too; argument validation errors are plain text, also with `isError: true`.
+//!
+//! Command output can be a megabyte per stream and is escaped twice (as a JSON value, then as
+//! the text item holding that JSON), so those strings go through [`json_string`] rather than
+//! `serde_json`'s byte-by-byte escaping, and valid UTF-8 is taken over without a copy.
 
+use crate::json_string;
 use mymcp_protocol::{
     BashOutput, CapturedStream, JobInfo, JobOutputChunk, ReadFileOutput, ToolFailure, ToolOutput,
 };
@@ -24,6 +29,7 @@ pub struct CallToolResult {
 pub struct TextContent {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    #[serde(serialize_with = "json_string::serialize")]
     pub text: String,
 }
 
@@ -36,10 +42,10 @@ impl CallToolResult {
     }
 
     /// The result for a tool outcome from the executor.
-    pub fn from_outcome(outcome: &Result<ToolOutput, ToolFailure>) -> Self {
+    pub fn from_outcome(outcome: Result<ToolOutput, ToolFailure>) -> Self {
         match outcome {
             Ok(output) => CallToolResult::text(output_json(output), false),
-            Err(failure) => CallToolResult::failure(failure),
+            Err(failure) => CallToolResult::failure(&failure),
         }
     }
 
@@ -56,7 +62,9 @@ impl CallToolResult {
 
 #[derive(Serialize)]
 struct BashJson {
+    #[serde(serialize_with = "json_string::serialize")]
     stdout: String,
+    #[serde(serialize_with = "json_string::serialize")]
     stderr: String,
     exit_code: i32,
     timed_out: bool,
@@ -101,7 +109,9 @@ struct JobJson<'a> {
 #[derive(Serialize)]
 struct JobOutputJson<'a> {
     job_id: &'a str,
+    #[serde(serialize_with = "json_string::serialize")]
     stdout: String,
+    #[serde(serialize_with = "json_string::serialize")]
     stderr: String,
     stdout_offset: u64,
     stderr_offset: u64,
@@ -121,13 +131,19 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 /// The tool JSON of a successful result.
-pub fn output_json(output: &ToolOutput) -> String {
+pub fn output_json(output: ToolOutput) -> String {
     match output {
         ToolOutput::Bash(bash) => bash_json(bash),
-        ToolOutput::ReadFile(read) => read_file_json(read),
-        ToolOutput::Job(job) => job_json(job),
+        ToolOutput::ReadFile(read) => read_file_json(&read),
+        ToolOutput::Job(job) => job_json(&job),
         ToolOutput::JobOutput(chunk) => job_output_json(chunk),
     }
+}
+
+/// Bytes as text: taken over as they are when they are UTF-8, else with each invalid sequence
+/// replaced by U+FFFD.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 fn job_json(job: &JobInfo) -> String {
@@ -150,11 +166,11 @@ fn job_json(job: &JobInfo) -> String {
 }
 
 /// Bytes become text with invalid UTF-8 replaced by U+FFFD; the offsets stay byte offsets.
-fn job_output_json(chunk: &JobOutputChunk) -> String {
+fn job_output_json(chunk: JobOutputChunk) -> String {
     to_json(&JobOutputJson {
         job_id: &chunk.job_id,
-        stdout: String::from_utf8_lossy(&chunk.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&chunk.stderr).into_owned(),
+        stdout: text(chunk.stdout),
+        stderr: text(chunk.stderr),
         stdout_offset: chunk.stdout_offset,
         stderr_offset: chunk.stderr_offset,
         running: chunk.running,
@@ -164,8 +180,8 @@ fn job_output_json(chunk: &JobOutputChunk) -> String {
     })
 }
 
-fn bash_json(out: &BashOutput) -> String {
-    let mut stderr = stream_text(&out.stderr);
+fn bash_json(out: BashOutput) -> String {
+    let mut stderr = stream_text(out.stderr);
     if out.timed_out {
         if !stderr.is_empty() {
             stderr.push('\n');
@@ -173,7 +189,7 @@ fn bash_json(out: &BashOutput) -> String {
         stderr.push_str(&format!("Command timed out after {}s", out.timeout_secs));
     }
     to_json(&BashJson {
-        stdout: stream_text(&out.stdout),
+        stdout: stream_text(out.stdout),
         stderr,
         exit_code: out.exit_code,
         timed_out: out.timed_out,
@@ -181,13 +197,13 @@ fn bash_json(out: &BashOutput) -> String {
 }
 
 /// A captured stream as text, with the reference's marker when it was cut.
-fn stream_text(stream: &CapturedStream) -> String {
-    let mut text = String::from_utf8_lossy(&stream.head).into_owned();
-    if stream.truncated() {
+fn stream_text(stream: CapturedStream) -> String {
+    let (truncated, kept) = (stream.truncated(), stream.head.len());
+    let mut text = text(stream.head);
+    if truncated {
         text.push_str(&format!(
-            "\n[TRUNCATED: total {} bytes, showing first {} bytes]",
+            "\n[TRUNCATED: total {} bytes, showing first {kept} bytes]",
             stream.total_bytes,
-            stream.head.len()
         ));
     }
     text
@@ -237,7 +253,7 @@ mod tests {
     #[test]
     fn bash_result_has_the_reference_keys_in_order() {
         let out = bash(stream(b"hi\n", 3), stream(b"", 0), false);
-        let result = CallToolResult::from_outcome(&Ok(ToolOutput::Bash(out)));
+        let result = CallToolResult::from_outcome(Ok(ToolOutput::Bash(out)));
         assert!(!result.is_error);
         assert_eq!(
             result.content[0].text,
@@ -249,7 +265,7 @@ mod tests {
     fn truncated_stream_gets_the_marker_and_a_cut_character_becomes_replacement() {
         // "é" is two bytes; the head ends in the middle of it.
         let out = bash(stream(b"ab\xc3", 10), stream(b"", 0), false);
-        let json: serde_json::Value = serde_json::from_str(&bash_json(&out)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&bash_json(out)).unwrap();
         assert_eq!(
             json["stdout"],
             "ab\u{fffd}\n[TRUNCATED: total 10 bytes, showing first 3 bytes]"
@@ -259,14 +275,14 @@ mod tests {
     #[test]
     fn timeout_text_is_appended_to_stderr() {
         let out = bash(stream(b"partial", 7), stream(b"", 0), true);
-        let json: serde_json::Value = serde_json::from_str(&bash_json(&out)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&bash_json(out)).unwrap();
         assert_eq!(json["stderr"], "Command timed out after 5s");
         assert_eq!(json["stdout"], "partial");
         assert_eq!(json["timed_out"], true);
         assert_eq!(json["exit_code"], -1);
 
         let out = bash(stream(b"", 0), stream(b"warning", 7), true);
-        let json: serde_json::Value = serde_json::from_str(&bash_json(&out)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&bash_json(out)).unwrap();
         assert_eq!(json["stderr"], "warning\nCommand timed out after 5s");
     }
 
@@ -274,7 +290,7 @@ mod tests {
     fn output_is_raw_utf8_not_escaped() {
         let text = "ü <&>".as_bytes();
         let out = bash(stream(text, text.len() as u64), stream(b"", 0), false);
-        assert!(bash_json(&out).contains(r#""stdout":"ü <&>""#));
+        assert!(bash_json(out).contains(r#""stdout":"ü <&>""#));
     }
 
     #[test]
@@ -300,7 +316,7 @@ mod tests {
     fn failure_json_key_order_and_is_error() {
         let f = ToolFailure::new(ErrorCode::FileNotFoundError, "File not found: /nope")
             .with_suggestion("Check the file path");
-        let result = CallToolResult::from_outcome(&Err(f));
+        let result = CallToolResult::from_outcome(Err(f));
         assert!(result.is_error);
         assert_eq!(
             result.content[0].text,
@@ -346,7 +362,7 @@ mod tests {
             complete: true,
             output_truncated: false,
         };
-        let json: serde_json::Value = serde_json::from_str(&job_output_json(&chunk)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&job_output_json(chunk)).unwrap();
         assert_eq!(json["stdout"], "hi\u{fffd}");
         assert_eq!(json["stdout_offset"], 3);
         assert_eq!(json["exit_code"], 0);

@@ -25,6 +25,7 @@
 //! assert!(matches!(back, ClientFrame::Hello(h) if h.is_compatible()));
 //! ```
 
+mod byte_string;
 pub mod frame;
 mod tools;
 

@@ -179,7 +179,9 @@ pub struct JobOutputChunk {
     pub job_id: String,
     /// Bytes from the requested offset. A chunk never ends inside a UTF-8 sequence that
     /// continues in the spool, so chunks decode and concatenate exactly.
+    #[serde(with = "crate::byte_string")]
     pub stdout: Vec<u8>,
+    #[serde(with = "crate::byte_string")]
     pub stderr: Vec<u8>,
     /// Offsets to ask for next: the requested ones plus the bytes returned.
     pub stdout_offset: u64,
@@ -194,6 +196,7 @@ pub struct JobOutputChunk {
 /// The first bytes a command wrote to one stream, and how many it wrote in all.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapturedStream {
+    #[serde(with = "crate::byte_string")]
     pub head: Vec<u8>,
     pub total_bytes: u64,
 }

@@ -139,7 +139,10 @@ impl HttpClient {
             .expect("send");
         let mut line = String::new();
         self.reader.read_line(&mut line).expect("status line");
-        assert!(line.starts_with("HTTP/1.1 200"), "unexpected status: {line:?}");
+        assert!(
+            line.starts_with("HTTP/1.1 200"),
+            "unexpected status: {line:?}"
+        );
         let mut length = None;
         let mut chunked = false;
         loop {
