@@ -39,14 +39,16 @@ use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFai
 use std::ffi::{CString, OsString};
 use std::future::Future;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::pin::{pin, Pin};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::pipe;
 use tokio::time::{sleep, sleep_until, Instant};
 
 /// Timeout when the client gives none, in seconds.
@@ -61,8 +63,10 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 const PIPE_DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
 /// How long a stopped command waits for its killed shell before leaving it to tokio's reaper.
 const REAP_AFTER_STOP: Duration = Duration::from_secs(1);
-/// Size of each pipe read.
+/// Size of each pipe read once output flows (a pipe holds 64 KiB by default).
 const READ_CHUNK: usize = 64 * 1024;
+/// Size of the first pipe reads.
+const FIRST_READ_CHUNK: usize = 4 * 1024;
 /// Poll interval of the exit check when pidfds are not available (Linux < 5.3).
 const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -296,32 +300,43 @@ impl CommandSpec {
     }
 }
 
-/// Starts `<shell> -c <command>` in its own session. Must run inside a tokio runtime.
+/// Starts `<shell> -c <command>` in its own session (see [`process::spawn_isolated`]). Must
+/// run inside a tokio runtime.
 pub fn start(spec: &CommandSpec, cfg: &BashConfig) -> Result<Started, ToolFailure> {
-    let mut cmd = tokio::process::Command::new(&cfg.shell);
-    cmd.arg("-c")
-        .arg(&spec.command)
-        .current_dir(&spec.dir)
-        .env_clear()
-        .envs(cfg.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    process::isolate_child(&mut cmd);
-    let child = cmd.spawn().map_err(|e| spawn_failure(cfg, e))?;
-    let Some(pid) = child.id() else {
-        return Err(ToolFailure::new(
-            ErrorCode::InternalError,
-            "the shell exited before its pid was known",
-        ));
+    let invalid = |what: &str| {
+        ToolFailure::new(
+            ErrorCode::InvalidArguments,
+            format!("{what} contains a NUL byte"),
+        )
     };
-    // setsid ran in the child before exec, and spawn returns only after exec: the group exists.
-    let mut group = Group::new(pid as Pid, child);
+    let shell = CString::new(cfg.shell.as_os_str().as_bytes()).map_err(|_| invalid("the shell"))?;
+    let argv = [
+        shell.clone(),
+        CString::from(c"-c"),
+        CString::new(spec.command.as_bytes()).map_err(|_| invalid("command"))?,
+    ];
+    let envp: Vec<CString> = cfg
+        .env
+        .iter()
+        .filter_map(|(k, v)| {
+            let mut var = k.as_bytes().to_vec();
+            var.push(b'=');
+            var.extend_from_slice(v.as_bytes());
+            CString::new(var).ok()
+        })
+        .collect();
+    let dir = CString::new(spec.dir.as_os_str().as_bytes()).map_err(|_| invalid("working_dir"))?;
+    let spawned =
+        process::spawn_isolated(&shell, &argv, &envp, &dir).map_err(|e| spawn_failure(cfg, e))?;
+    // From here on the group exists (setsid ran before exec, and posix_spawn returns after
+    // exec): `group` kills and reaps it however this call ends.
+    let group = Group::new(spawned.pid);
+    let pipe = |fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| spawn_failure(cfg, e));
+    let (stdout, stderr) = (pipe(spawned.stdout)?, pipe(spawned.stderr)?);
     tracing::debug!(pgid = group.pgid, "command started");
     Ok(Started {
-        stdout: group.child.stdout.take(),
-        stderr: group.child.stderr.take(),
+        stdout: Some(stdout),
+        stderr: Some(stderr),
         exit: ExitWatch::new(group.pgid),
         group,
     })
@@ -331,8 +346,8 @@ pub fn start(spec: &CommandSpec, cfg: &BashConfig) -> Result<Started, ToolFailur
 #[derive(Debug)]
 pub struct Started {
     group: Group,
-    stdout: Option<tokio::process::ChildStdout>,
-    stderr: Option<tokio::process::ChildStderr>,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
     exit: ExitWatch,
 }
 
@@ -461,23 +476,20 @@ fn send(pgid: Pid, signal: GroupSignal) {
     }
 }
 
-/// The shell and its process group. Dropping it kills the group (unless the shell has been
-/// reaped, after which the group id could belong to someone else).
+/// The shell and its process group. Dropping it kills the group and leaves the shell to be
+/// reaped in the background (unless it has been reaped, after which the group id could belong
+/// to someone else).
 #[derive(Debug)]
 struct Group {
     pgid: Pid,
-    /// False once the shell is reaped: from then on the id is not ours to signal.
+    /// False once the shell is reaped or handed to [`reap_later`]: from then on the id is not
+    /// ours to signal.
     armed: bool,
-    child: tokio::process::Child,
 }
 
 impl Group {
-    fn new(pgid: Pid, child: tokio::process::Child) -> Self {
-        Group {
-            pgid,
-            armed: true,
-            child,
-        }
+    fn new(pgid: Pid) -> Self {
+        Group { pgid, armed: true }
     }
 
     fn signal(&self, signal: GroupSignal) {
@@ -487,16 +499,20 @@ impl Group {
     }
 
     /// Kills whatever is left of the group, then reaps the shell if it has exited.
-    /// Returns its status, or `None` if it is still running (it then stays with the
-    /// `kill_on_drop` child, which tokio reaps in the background).
+    /// Returns its status, or `None` if it is still running (it is then reaped in the
+    /// background once it exits).
     fn finish(&mut self) -> Option<ExitStatus> {
+        if !self.armed {
+            return None;
+        }
         self.signal(GroupSignal::Kill);
-        match self.child.try_wait() {
-            Ok(Some(status)) => {
-                self.armed = false;
-                Some(status)
+        self.armed = false;
+        match process::try_reap(self.pgid) {
+            Ok(Some(status)) => Some(status),
+            Ok(None) => {
+                reap_later(self.pgid);
+                None
             }
-            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(pgid = self.pgid, "cannot reap the shell: {e}");
                 None
@@ -507,9 +523,28 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        // Runs when the call's future is dropped mid-way; `child` (kill_on_drop) drops after.
-        self.signal(GroupSignal::Kill);
+        // Runs when the call's future is dropped mid-way.
+        if self.armed {
+            self.signal(GroupSignal::Kill);
+            self.armed = false;
+            reap_later(self.pgid);
+        }
     }
+}
+
+/// Reaps the killed shell `pid` once it has exited, in the background, so that it does not
+/// stay a zombie. Outside a runtime (the executor is exiting) there is nothing to do: the
+/// zombie goes with the executor.
+fn reap_later(pid: Pid) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        ExitWatch::new(pid).wait().await;
+        if let Err(e) = process::try_reap(pid) {
+            tracing::debug!(pid, "cannot reap the shell: {e}");
+        }
+    });
 }
 
 /// Exit status → `exit_code`: the status, `-signo` when killed by a signal.
@@ -578,7 +613,8 @@ impl<'a> Capture<'a> {
     fn new(cap: u64, seen: &'a AtomicU64) -> Self {
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
         Capture {
-            head: Vec::with_capacity(cap.min(READ_CHUNK)),
+            // Grows with the output: most commands print little or nothing.
+            head: Vec::new(),
             total: 0,
             cap,
             seen,
@@ -602,14 +638,20 @@ impl Sink for Capture<'_> {
     }
 }
 
-/// Reads `pipe` to EOF into `sink`.
+/// Reads `pipe` to EOF into `sink`. The buffer starts small (most commands print a few lines)
+/// and grows to [`READ_CHUNK`] once a read fills it.
 async fn drain(pipe: Option<impl AsyncRead + Unpin>, sink: &mut impl Sink) {
     let Some(mut pipe) = pipe else { return };
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = vec![0u8; FIRST_READ_CHUNK];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) => return,
-            Ok(n) => sink.push(&buf[..n]),
+            Ok(n) => {
+                sink.push(&buf[..n]);
+                if n == buf.len() && buf.len() < READ_CHUNK {
+                    buf = vec![0u8; READ_CHUNK];
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 tracing::warn!("reading command output failed: {e}");
@@ -949,6 +991,38 @@ mod tests {
         drop(leaked);
         let fds: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
         assert_eq!(fds, ["0", "1", "2"]);
+    }
+
+    #[tokio::test]
+    async fn signals_start_at_their_defaults_and_unblocked() {
+        // This test process ignores SIGPIPE (the Rust runtime does); the command must not.
+        let out = run(call("grep -E '^Sig(Blk|Ign)' /proc/self/status"))
+            .await
+            .unwrap();
+        let text = text(&out.stdout);
+        let mask = |name: &str| {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(mask("SigBlk:"), 0, "{text}");
+        // glibc's posix_spawn leaves its two internal signals (32, 33) ignored; every glibc
+        // program installs its own handlers for them at start.
+        let glibc_internal = (1 << 31) | (1 << 32);
+        assert_eq!(mask("SigIgn:") & !glibc_internal, 0, "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_command_leads_its_own_session_with_dev_null_as_stdin() {
+        // pid, session id and process group id of the shell, and where its stdin points.
+        let out = run(call("ps -o pid=,sid=,pgid= -p $$; readlink /proc/$$/fd/0"))
+            .await
+            .unwrap();
+        let text = text(&out.stdout);
+        let mut lines = text.lines();
+        let ids: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(ids[0], ids[1], "{text}");
+        assert_eq!(ids[0], ids[2], "{text}");
+        assert_eq!(lines.next(), Some("/dev/null"));
     }
 
     #[tokio::test]
