@@ -33,7 +33,9 @@ impl ControlClient {
         {
             ServerFrame::Welcome(_) => Ok(ControlClient { stream, next_id: 1 }),
             ServerFrame::Refused { reason } => bail!("executor refused the connection: {reason}"),
-            ServerFrame::Response { .. } => bail!("executor answered the handshake out of order"),
+            ServerFrame::Response { .. } | ServerFrame::Progress { .. } => {
+                bail!("executor answered the handshake out of order")
+            }
         }
     }
 

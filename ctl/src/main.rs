@@ -201,7 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                         "{}",
                         serde_json::json!({"executor":"running","version":s.version,"build_id":s.build_id,
                             "uptime_secs":s.uptime_secs,"tokens":s.tokens,"running_commands":s.running_commands,
-                            "token_file":s.token_file})
+                            "running_jobs":s.running_jobs,"token_file":s.token_file})
                     );
                 } else {
                     println!(
@@ -211,6 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     println!("uptime:           {} s", s.uptime_secs);
                     println!("tokens:           {} ({})", s.tokens, s.token_file);
                     println!("running commands: {}", s.running_commands);
+                    println!("running jobs:     {}", s.running_jobs);
                 }
                 Ok(0)
             }

@@ -207,6 +207,8 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     executor_cmd
         .env("MYMCP_RUNTIME_DIR", &run_dir)
         .env("MYMCP_TOKEN_FILE", &token_file)
+        // Background jobs and their spools vanish with the quick try, like its tokens.
+        .env("MYMCP_STATE_DIR", dir.join("state"))
         .env("MYMCP_FRONTEND_USER", account.uid.to_string())
         .env("MYMCP_LOG_LEVEL", &opts.log_level)
         .process_group(0);

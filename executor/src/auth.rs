@@ -13,11 +13,18 @@ use std::marker::PhantomData;
 #[derive(Debug, Clone)]
 pub struct Caller {
     identity: Identity,
+    token: TokenDigest,
 }
 
 impl Caller {
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The digest the caller authenticated with: what per-token limits and job ownership
+    /// are keyed by.
+    pub fn token(&self) -> &TokenDigest {
+        &self.token
     }
 
     /// Checks that this caller may use `tool` at level `L`.
@@ -30,6 +37,7 @@ impl Caller {
         if self.identity.role.allows(L::ROLE) && self.identity.role.allows(tool.required_role()) {
             Ok(Authorized {
                 identity: self.identity.clone(),
+                token: self.token,
                 _level: PhantomData,
             })
         } else {
@@ -48,7 +56,10 @@ impl Caller {
 /// unknown or disabled tokens are refused alike.
 pub fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Caller> {
     let identity = store.lookup(token)?;
-    identity.role.is_client().then_some(Caller { identity })
+    identity.role.is_client().then_some(Caller {
+        identity,
+        token: *token,
+    })
 }
 
 /// A role level a handler can require.
@@ -81,12 +92,18 @@ mod sealed {
 #[derive(Debug)]
 pub struct Authorized<L: Level> {
     identity: Identity,
+    token: TokenDigest,
     _level: PhantomData<L>,
 }
 
 impl<L: Level> Authorized<L> {
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The caller's token digest (see [`Caller::token`]).
+    pub fn token(&self) -> &TokenDigest {
+        &self.token
     }
 }
 

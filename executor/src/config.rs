@@ -6,6 +6,7 @@
 
 use crate::edit::WriteConfig;
 use crate::files::ReadConfig;
+use crate::jobs::JobConfig;
 use crate::paths::{DefaultProtected, ProtectedPaths};
 use crate::search::SearchConfig;
 use crate::spawn::BashConfig;
@@ -312,6 +313,58 @@ fn absolute_or_cwd(p: &std::path::Path) -> PathBuf {
     }
 }
 
+/// `MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN`: foreground commands one token may run at once.
+pub fn bash_per_token(src: &dyn Source) -> Result<usize, ConfigError> {
+    Ok(integer(
+        src,
+        "MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN",
+        crate::dispatch::DEFAULT_BASH_MAX_PER_TOKEN as u64,
+        1,
+        4096,
+    )? as usize)
+}
+
+/// Background job settings: `MYMCP_STATE_DIR` (default `/var/lib/mymcp`; jobs live in its
+/// `jobs` subdirectory), `MYMCP_JOB_MAX_OUTPUT_BYTES`, `MYMCP_JOB_RETENTION_SEC`,
+/// `MYMCP_JOB_MAX_RUNNING_PER_TOKEN`.
+pub fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
+    let state = src
+        .get("MYMCP_STATE_DIR")
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/var/lib/mymcp".to_owned());
+    let state = PathBuf::from(state);
+    if !state.is_absolute() {
+        return Err(ConfigError::new(
+            "MYMCP_STATE_DIR",
+            format!("{} is not an absolute path", state.display()),
+        ));
+    }
+    let mut jobs = JobConfig::new(&state);
+    jobs.max_output_bytes = integer(
+        src,
+        "MYMCP_JOB_MAX_OUTPUT_BYTES",
+        jobs.max_output_bytes,
+        1,
+        1 << 40,
+    )?;
+    jobs.retention = Duration::from_secs(integer(
+        src,
+        "MYMCP_JOB_RETENTION_SEC",
+        jobs.retention.as_secs(),
+        1,
+        30 * 86_400,
+    )?);
+    jobs.max_running_per_token = integer(
+        src,
+        "MYMCP_JOB_MAX_RUNNING_PER_TOKEN",
+        jobs.max_running_per_token as u64,
+        1,
+        1024,
+    )? as usize;
+    Ok(jobs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +480,31 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.name, "MYMCP_GREP_DEFAULT_MAX_RESULTS");
+    }
+
+    #[test]
+    fn job_settings_default_and_validate() {
+        let jobs = job_settings(&src(&[])).unwrap();
+        assert_eq!(jobs.dir, PathBuf::from("/var/lib/mymcp/jobs"));
+        assert_eq!(jobs.retention, Duration::from_secs(3600));
+        assert_eq!(jobs.max_output_bytes, 16 << 20);
+        assert_eq!(jobs.max_running_per_token, 4);
+        let jobs = job_settings(&src(&[
+            ("MYMCP_STATE_DIR", "/srv/m"),
+            ("MYMCP_JOB_RETENTION_SEC", "5"),
+        ]))
+        .unwrap();
+        assert_eq!(jobs.dir, PathBuf::from("/srv/m/jobs"));
+        assert_eq!(jobs.retention, Duration::from_secs(5));
+        let e = job_settings(&src(&[("MYMCP_STATE_DIR", "var/lib")])).unwrap_err();
+        assert_eq!(e.name, "MYMCP_STATE_DIR");
+        let e = job_settings(&src(&[("MYMCP_JOB_RETENTION_SEC", "0")])).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("MYMCP_JOB_RETENTION_SEC: 0 is out of range"));
+        assert_eq!(bash_per_token(&src(&[])).unwrap(), 16);
+        let e = bash_per_token(&src(&[("MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN", "x")])).unwrap_err();
+        assert_eq!(e.name, "MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN");
     }
 
     #[test]

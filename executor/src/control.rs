@@ -1,7 +1,7 @@
 //! The request set of `control.sock` (root only): token management and status.
 
 use crate::dispatch::Executor;
-use crate::server::{CancelSignal, Peer, Service};
+use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::tokens::TokenError;
 use mymcp_protocol::{ControlRequest, ControlResponse, ErrorCode, StatusInfo};
 use std::sync::Arc;
@@ -39,6 +39,7 @@ impl Service for Control {
         request: ControlRequest,
         peer: Peer,
         _cancel: CancelSignal,
+        _events: Events,
     ) -> ControlResponse {
         let tokens = self.executor.tokens();
         match request {
@@ -63,6 +64,7 @@ impl Service for Control {
                 uptime_secs: self.executor.started.elapsed().as_secs(),
                 tokens: tokens.count() as u64,
                 running_commands: self.executor.running_commands(),
+                running_jobs: self.executor.jobs().running() as u64,
                 token_file: tokens.path().display().to_string(),
             }),
         }

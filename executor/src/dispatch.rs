@@ -7,23 +7,30 @@
 use crate::auth::{self, Authorized, Caller, Ro, Rw};
 use crate::config::FileTools;
 use crate::files::{self, ReadConfig};
-use crate::server::{CancelSignal, Peer, Service};
-use crate::spawn::{self, BashConfig};
+use crate::jobs::Jobs;
+use crate::limits::CommandLimits;
+use crate::server::{CancelSignal, Events, Peer, Service};
+use crate::spawn::{self, Activity, BashConfig};
 use crate::tokens::TokenStore;
 use crate::{edit, search};
 use mymcp_protocol::{
-    BashExecute, EditFile, ErrorCode, FrontendRequest, FrontendResponse, Glob, Grep, ReadFile,
-    ToolCall, ToolFailure, ToolName, ToolOutput, WriteFile,
+    BashExecute, EditFile, ErrorCode, FrontendRequest, FrontendResponse, Glob, Grep, Progress,
+    ReadFile, ToolCall, ToolFailure, ToolName, ToolOutput, WriteFile,
 };
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::sync::Semaphore;
+use std::time::{Duration, Instant};
 
 /// Longest accepted path argument, in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
 /// Longest accepted command, in bytes: one `execve` argument (with its NUL) cannot be longer.
 pub const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
+/// Foreground commands one token may run at once unless configured
+/// (`MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN`).
+pub const DEFAULT_BASH_MAX_PER_TOKEN: usize = 16;
+/// How often a running command reports progress (the first report comes after this long).
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The tool executor behind `executor.sock`.
 #[derive(Debug)]
@@ -32,7 +39,8 @@ pub struct Executor {
     bash: BashConfig,
     read: ReadConfig,
     files: Arc<FileTools>,
-    bash_slots: Arc<Semaphore>,
+    limits: CommandLimits,
+    jobs: Arc<Jobs>,
     running_commands: AtomicU64,
     pub started: Instant,
 }
@@ -50,16 +58,34 @@ impl Executor {
             bash,
             read,
             files: Arc::new(files),
-            bash_slots: Arc::new(Semaphore::new(bash_max_concurrent)),
+            limits: CommandLimits::new(bash_max_concurrent, DEFAULT_BASH_MAX_PER_TOKEN),
+            jobs: Arc::new(Jobs::disabled()),
             running_commands: AtomicU64::new(0),
             started: Instant::now(),
         }
+    }
+
+    /// Sets both command limits: in total (as given to `new`) and per token.
+    pub fn with_command_limits(mut self, total: usize, per_token: usize) -> Self {
+        self.limits = CommandLimits::new(total, per_token);
+        self
+    }
+
+    /// Enables background jobs.
+    pub fn with_jobs(mut self, jobs: Arc<Jobs>) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    pub fn jobs(&self) -> &Arc<Jobs> {
+        &self.jobs
     }
 
     pub fn tokens(&self) -> &Arc<TokenStore> {
         &self.tokens
     }
 
+    /// Foreground commands running right now.
     pub fn running_commands(&self) -> u64 {
         self.running_commands.load(Ordering::Relaxed)
     }
@@ -69,11 +95,12 @@ impl Executor {
         caller: &Caller,
         call: ToolCall,
         cancel: CancelSignal,
+        events: Events,
     ) -> Result<ToolOutput, ToolFailure> {
         match call {
             ToolCall::BashExecute(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::BashExecute)?;
-                self.bash_execute(&auth, args, cancel).await
+                self.bash_execute(&auth, args, cancel, events).await
             }
             ToolCall::ReadFile(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::ReadFile)?;
@@ -95,14 +122,34 @@ impl Executor {
                 let auth = caller.authorize::<Ro>(ToolName::Grep)?;
                 self.grep(&auth, args, cancel).await
             }
+            ToolCall::JobStatus(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::JobStatus)?;
+                self.jobs.status(&auth, &args.job_id).map(ToolOutput::Job)
+            }
+            ToolCall::JobOutput(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::JobOutput)?;
+                let mut cancel = cancel;
+                self.jobs
+                    .output(&auth, &args, self.bash.hard_max_output, &mut cancel)
+                    .await
+                    .map(ToolOutput::JobOutput)
+            }
+            ToolCall::JobKill(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::JobKill)?;
+                self.jobs
+                    .kill(&auth, &args, self.bash.kill_grace)
+                    .await
+                    .map(ToolOutput::Job)
+            }
         }
     }
 
     async fn bash_execute(
         &self,
-        _auth: &Authorized<Rw>,
+        auth: &Authorized<Rw>,
         args: BashExecute,
-        cancel: CancelSignal,
+        mut cancel: CancelSignal,
+        events: Events,
     ) -> Result<ToolOutput, ToolFailure> {
         if args.command.len() > MAX_COMMAND_BYTES {
             return Err(ToolFailure::new(
@@ -114,15 +161,38 @@ impl Executor {
             ));
         }
         check_path_len("working_dir", args.working_dir.as_deref())?;
-        let _slot = self.bash_slots.clone().try_acquire_owned().map_err(|_| {
-            ToolFailure::new(
-                ErrorCode::Busy,
-                "Too many commands are running; try again shortly",
+        if cancel.shutting_down() {
+            return Err(ToolFailure::new(
+                ErrorCode::ShuttingDown,
+                "The server is shutting down and starts no new commands",
             )
-            .with_suggestion("Wait for running commands to finish")
-        })?;
+            .with_suggestion("Try again once the server is back"));
+        }
+        if args.background {
+            let slot = self.limits.total_slot()?;
+            let shutdown = cancel.detach();
+            return self
+                .jobs
+                .start(auth, &args, &self.bash, slot, shutdown)
+                .map(ToolOutput::Job);
+        }
+        let _slot = self.limits.foreground(auth.token())?;
         self.running_commands.fetch_add(1, Ordering::Relaxed);
-        let out = spawn::bash_execute(&args, &self.bash, cancel.cancelled()).await;
+        let activity = Activity::default();
+        let out = {
+            let mut run = pin!(spawn::bash_execute(
+                &args,
+                &self.bash,
+                &mut cancel,
+                &activity
+            ));
+            let mut progress = pin!(report_progress(&activity, &events));
+            tokio::select! {
+                biased;
+                out = &mut run => out,
+                () = &mut progress => unreachable!("progress reports never end"),
+            }
+        };
         self.running_commands.fetch_sub(1, Ordering::Relaxed);
         out.map(ToolOutput::Bash)
     }
@@ -237,6 +307,21 @@ fn budget(cfg: &search::SearchConfig, cancel: CancelSignal) -> (search::Budget, 
     (search::Budget::new(cfg.timeout, flag), AbortOnDrop(watch))
 }
 
+/// Sends a progress event every [`PROGRESS_INTERVAL`], forever (the caller stops polling).
+async fn report_progress(activity: &Activity, events: &Events) {
+    let start = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval_at(start + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        events.progress(Progress {
+            elapsed_ms: start.elapsed().as_millis() as u64,
+            stdout_bytes: activity.stdout.load(Ordering::Relaxed),
+            stderr_bytes: activity.stderr.load(Ordering::Relaxed),
+        });
+    }
+}
+
 fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {
     match path {
         Some(p) if p.len() > MAX_PATH_BYTES => Err(ToolFailure::new(
@@ -256,6 +341,7 @@ impl Service for Executor {
         request: FrontendRequest,
         _peer: Peer,
         cancel: CancelSignal,
+        events: Events,
     ) -> FrontendResponse {
         match request {
             FrontendRequest::Identify { token } => match auth::authenticate(&self.tokens, &token) {
@@ -273,7 +359,7 @@ impl Service for Executor {
                 };
                 let tool = call.name();
                 let started = Instant::now();
-                let result = self.run(&caller, call, cancel).await;
+                let result = self.run(&caller, call, cancel, events).await;
                 let id = caller.identity();
                 match &result {
                     Ok(_) => {

@@ -9,10 +9,10 @@
 //!
 //! Modules: [`config`] (settings), [`server`] (sockets, peer checks, connection state),
 //! [`tokens`] (the digest-only token store), [`auth`] (authorization as types),
-//! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`paths`] (protected paths,
-//! checked on the opened object), [`files`] (`read_file`), [`edit`] (`write_file`,
-//! `edit_file`), [`search`] (`grep`, `glob`), [`control`] (`control.sock` requests), [`sys`]
-//! (every raw syscall).
+//! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`jobs`] (background jobs),
+//! [`limits`] (command concurrency), [`paths`] (protected paths, checked on the opened
+//! object), [`files`] (`read_file`), [`edit`] (`write_file`, `edit_file`), [`search`]
+//! (`grep`, `glob`), [`control`] (`control.sock` requests), [`sys`] (every raw syscall).
 
 pub mod auth;
 pub mod clock;
@@ -21,6 +21,8 @@ pub mod control;
 pub mod dispatch;
 pub mod edit;
 pub mod files;
+pub mod jobs;
+pub mod limits;
 pub mod paths;
 pub mod search;
 pub mod server;

@@ -5,6 +5,7 @@ use clap::Parser;
 use mymcp_executor::config::{self, Env};
 use mymcp_executor::control::Control;
 use mymcp_executor::dispatch::Executor;
+use mymcp_executor::jobs::Jobs;
 use mymcp_executor::server::{self, Shutdown};
 use mymcp_executor::sys;
 use mymcp_executor::tokens::TokenStore;
@@ -83,19 +84,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    let per_token = config::bash_per_token(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let job_config = config::job_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let grace = Duration::from_secs(
         config::integer(&Env, "MYMCP_SHUTDOWN_GRACE_SEC", 5, 0, 3600)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
 
     let tokens = Arc::new(TokenStore::open(&args.token_file)?);
-    let executor = Arc::new(Executor::new(
-        tokens.clone(),
-        bash,
-        read,
-        files,
-        bash_max_concurrent,
-    ));
+    let jobs = Arc::new(Jobs::open(job_config));
+    let executor = Arc::new(
+        Executor::new(tokens.clone(), bash, read, files, bash_max_concurrent)
+            .with_command_limits(bash_max_concurrent, per_token)
+            .with_jobs(jobs.clone()),
+    );
     let control = Arc::new(Control::new(executor.clone()));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -156,7 +158,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             grace_secs = grace.as_secs(),
             "stopping"
         );
+        // Commands and background jobs alike: SIGTERM, the grace period, then SIGKILL.
         shutdown.run(grace).await;
+        jobs.remove_all();
         flusher.abort();
         if let Err(e) = tokens.flush() {
             tracing::warn!(error = %e, "could not record token last_used times");

@@ -4,13 +4,17 @@
 //! the peer's uid (`SO_PEERCRED`) must be the one allowed for that socket, else the connection
 //! is closed at once. A connection then moves forward only:
 //! `AwaitHello → Ready → Closed`. In `Ready`, each request runs in its own task (many in flight
-//! per connection, answered as they finish); `Cancel{id}` fires that request's
-//! [`CancelSignal`]. A frame that is oversized, malformed, of an unknown variant, or out of
+//! per connection, answered as they finish, optionally preceded by [`Events`] such as progress
+//! frames); `Cancel{id}` fires that request's [`CancelSignal`].
+//!
+//! Shutdown ([`Shutdown::run`]) moves through [`Phase`]s: stop accepting and refuse new
+//! commands, SIGTERM to running commands, the grace period, then kill what is left. Requests
+//! and background jobs ([`ShutdownWatch`]) are counted, so shutdown knows when all is done. A frame that is oversized, malformed, of an unknown variant, or out of
 //! state (a second `Hello`, a duplicate id) is a protocol violation: logged at error level
 //! with the peer's pid and uid, and the connection is dropped with all its work cancelled.
 
 use mymcp_protocol::frame::{self, FrameError, HEADER_LEN, MAX_FRAME_LEN};
-use mymcp_protocol::{ClientFrame, Hello, RequestId, ServerFrame};
+use mymcp_protocol::{ClientFrame, Hello, Progress, RequestId, ServerFrame};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -39,38 +43,183 @@ pub struct Peer {
     pub uid: u32,
 }
 
-/// Fires when the request's client cancels it, its connection goes away, or shutdown forces
-/// running work to stop. Never fires for a request that is simply answered.
+/// Where shutdown has got to. Only moves forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Running,
+    /// No new commands; running ones were sent SIGTERM and have the grace period to end.
+    Terminating,
+    /// The grace period is over: whatever still runs is killed.
+    Killing,
+}
+
+/// What a running request is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Shutdown began: send running commands SIGTERM, then carry on until they end.
+    Terminate,
+    /// The client cancelled the request or went away: stop now.
+    Cancel,
+    /// Shutdown's grace period is over: stop now.
+    Kill,
+}
+
+/// Follows the shutdown phase for work that runs on its own (background jobs). While it
+/// exists, shutdown counts the work as running, so it waits for it and then kills it.
+#[derive(Debug)]
+pub struct ShutdownWatch {
+    phase: watch::Receiver<Phase>,
+    terminate_reported: bool,
+    /// The sender is gone: the phase can no longer change.
+    frozen: bool,
+    _running: Option<Running>,
+}
+
+impl ShutdownWatch {
+    fn new(phase: watch::Receiver<Phase>, running: Option<Running>) -> Self {
+        ShutdownWatch {
+            phase,
+            terminate_reported: false,
+            frozen: false,
+            _running: running,
+        }
+    }
+
+    /// A watch whose phase never changes (for tests and internal callers).
+    pub fn never() -> ShutdownWatch {
+        let (_tx, rx) = watch::channel(Phase::Running);
+        ShutdownWatch::new(rx, None)
+    }
+
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        *self.phase.borrow() != Phase::Running
+    }
+
+    /// Resolves with [`Stop::Terminate`] once when shutdown begins, then with [`Stop::Kill`]
+    /// (every time it is called) once the grace period is over. Cancel-safe.
+    pub async fn next(&mut self) -> Stop {
+        loop {
+            // Copied out at once: no `watch::Ref` (not `Send`) may live across an await.
+            let phase = *self.phase.borrow_and_update();
+            match phase {
+                Phase::Killing => return Stop::Kill,
+                Phase::Terminating if !self.terminate_reported => {
+                    self.terminate_reported = true;
+                    return Stop::Terminate;
+                }
+                _ => {}
+            }
+            if self.frozen || self.phase.changed().await.is_err() {
+                self.frozen = true;
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Stops the work of one request: fires when its client cancels it or its connection goes
+/// away, and follows shutdown (see [`Stop`]). Never fires for a request that is simply
+/// answered.
 #[derive(Debug)]
 pub struct CancelSignal {
-    request: oneshot::Receiver<()>,
-    force: watch::Receiver<bool>,
+    /// `None` once it resolved (cancelled, or its sender went away without cancelling).
+    request: Option<oneshot::Receiver<()>>,
+    shutdown: ShutdownWatch,
+    detach: Option<Arc<Shutdown>>,
 }
 
 impl CancelSignal {
-    /// Resolves when the work should stop.
-    pub async fn cancelled(mut self) {
-        let force_fired = until_set(&mut self.force);
-        tokio::select! {
-            r = &mut self.request => {
-                if r.is_ok() {
-                    return;
-                }
-            }
-            _ = force_fired => return,
-        }
-        // The request's sender went away without cancelling: only shutdown can stop us now.
-        until_set(&mut self.force).await;
-    }
-
     /// A signal that never fires (for tests and internal callers).
     pub fn never() -> CancelSignal {
-        let (tx, request) = oneshot::channel();
-        std::mem::forget(tx);
-        let (ftx, force) = watch::channel(false);
-        std::mem::forget(ftx);
-        CancelSignal { request, force }
+        CancelSignal {
+            request: None,
+            shutdown: ShutdownWatch::never(),
+            detach: None,
+        }
     }
+
+    /// A signal that fires [`Stop::Cancel`] when `cancel` sends (for tests).
+    pub fn on(cancel: oneshot::Receiver<()>) -> CancelSignal {
+        CancelSignal {
+            request: Some(cancel),
+            ..CancelSignal::never()
+        }
+    }
+
+    /// Whether shutdown has begun: new commands must be refused.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.shutting_down()
+    }
+
+    /// The next thing the work should do. Cancel-safe.
+    pub async fn next(&mut self) -> Stop {
+        loop {
+            let Some(request) = self.request.as_mut() else {
+                return self.shutdown.next().await;
+            };
+            tokio::select! {
+                biased;
+                r = request => {
+                    self.request = None;
+                    if r.is_ok() {
+                        return Stop::Cancel;
+                    }
+                    // The sender went away without cancelling: only shutdown can stop us now.
+                }
+                stop = self.shutdown.next() => return stop,
+            }
+        }
+    }
+
+    /// Resolves when the work should stop at once ([`Stop::Cancel`] or [`Stop::Kill`]).
+    pub async fn cancelled(mut self) {
+        while self.next().await == Stop::Terminate {}
+    }
+
+    /// A watch for work that outlives this request (a background job): it follows shutdown
+    /// only, and shutdown waits for it.
+    pub fn detach(&self) -> ShutdownWatch {
+        match &self.detach {
+            Some(shutdown) => shutdown.watch(),
+            None => ShutdownWatch::never(),
+        }
+    }
+}
+
+/// Sends a request's [`ServerFrame::Progress`] frames.
+#[derive(Clone, Debug)]
+pub struct Events {
+    id: RequestId,
+    tx: Option<mpsc::Sender<Outgoing>>,
+    encode: fn(RequestId, Progress) -> Result<Vec<u8>, FrameError>,
+}
+
+impl Events {
+    /// Events that go nowhere (for tests and internal callers).
+    pub fn none() -> Events {
+        Events {
+            id: 0,
+            tx: None,
+            encode: encode_progress::<()>,
+        }
+    }
+
+    /// Queues a progress frame, or drops it when the connection's queue is full: progress is
+    /// a courtesy and must never hold up an answer.
+    pub fn progress(&self, progress: Progress) {
+        let Some(tx) = &self.tx else { return };
+        match (self.encode)(self.id, progress) {
+            Ok(buf) => {
+                let _ = tx.try_send((buf, None));
+            }
+            Err(e) => tracing::error!(error = %e, "progress frame does not encode"),
+        }
+    }
+}
+
+fn encode_progress<R: Serialize>(id: RequestId, progress: Progress) -> Result<Vec<u8>, FrameError> {
+    frame::encode(&ServerFrame::<R>::Progress { id, progress })
 }
 
 /// Resolves once the flag turns true (never, if its sender is gone). Returns `()` so that no
@@ -92,14 +241,16 @@ pub trait Service: Send + Sync + 'static {
         request: Self::Request,
         peer: Peer,
         cancel: CancelSignal,
+        events: Events,
     ) -> impl Future<Output = Self::Response> + Send;
 }
 
-/// Shared shutdown state: stop accepting, then (after the grace) force running work to stop.
+/// Shared shutdown state: stop taking work, SIGTERM to running commands, then (after the
+/// grace) kill whatever still runs.
 #[derive(Debug)]
 pub struct Shutdown {
     stop_accepting: watch::Sender<bool>,
-    force: watch::Sender<bool>,
+    phase: watch::Sender<Phase>,
     in_flight: AtomicUsize,
     idle: tokio::sync::Notify,
 }
@@ -108,7 +259,7 @@ impl Default for Shutdown {
     fn default() -> Self {
         Shutdown {
             stop_accepting: watch::channel(false).0,
-            force: watch::channel(false).0,
+            phase: watch::channel(Phase::Running).0,
             in_flight: AtomicUsize::new(0),
             idle: tokio::sync::Notify::new(),
         }
@@ -116,46 +267,72 @@ impl Default for Shutdown {
 }
 
 impl Shutdown {
-    /// Requests running anywhere right now.
+    /// Requests and background jobs running anywhere right now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Stops accepting, waits up to `grace` for running requests, then forces them to stop and
-    /// waits (briefly) for them to answer.
+    /// Stops accepting connections and new commands, sends running commands SIGTERM (through
+    /// their [`CancelSignal`]s and [`ShutdownWatch`]es), waits up to `grace` for all work to
+    /// end, then kills what is left and waits (briefly) for it to answer.
     pub async fn run(&self, grace: Duration) {
         self.stop_accepting.send_replace(true);
-        let wait_idle = async {
-            while self.in_flight() > 0 {
-                let notified = self.idle.notified();
-                if self.in_flight() == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(grace, wait_idle).await.is_err() {
+        self.phase.send_replace(Phase::Terminating);
+        if tokio::time::timeout(grace, self.wait_idle()).await.is_err() {
             tracing::warn!(
                 running = self.in_flight(),
-                "grace period over; stopping running requests"
+                "grace period over; killing what still runs"
             );
-            self.force.send_replace(true);
-            let _ = tokio::time::timeout(Duration::from_secs(3), async {
-                while self.in_flight() > 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await;
+            self.phase.send_replace(Phase::Killing);
+            if tokio::time::timeout(Duration::from_secs(3), self.wait_idle())
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    running = self.in_flight(),
+                    "work still running 3 s after it was killed"
+                );
+            }
         }
     }
 
-    fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    async fn wait_idle(&self) {
+        while self.in_flight() > 0 {
+            let notified = self.idle.notified();
+            if self.in_flight() == 0 {
+                break;
+            }
+            notified.await;
+        }
     }
 
-    fn end(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
+    /// A watch on the phase that counts as running work while it lives.
+    pub fn watch(self: &Arc<Self>) -> ShutdownWatch {
+        ShutdownWatch::new(self.phase.subscribe(), Some(self.running()))
+    }
+
+    fn running(self: &Arc<Self>) -> Running {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Running(self.clone())
+    }
+
+    fn signal(self: &Arc<Self>, request: oneshot::Receiver<()>) -> CancelSignal {
+        CancelSignal {
+            request: Some(request),
+            shutdown: ShutdownWatch::new(self.phase.subscribe(), None),
+            detach: Some(self.clone()),
+        }
+    }
+}
+
+/// One unit of running work; shutdown waits until every one is dropped.
+#[derive(Debug)]
+struct Running(Arc<Shutdown>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
         }
     }
 }
@@ -314,10 +491,19 @@ async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
     Ok(Read::Frame(frame::decode(&body)?))
 }
 
-async fn send<R: Serialize>(tx: &mpsc::Sender<Vec<u8>>, msg: ServerFrame<R>) {
+/// A frame for the connection's writer, with the request it finishes (if any): shutdown
+/// counts that request as running until its answer is written, so the executor does not exit
+/// with answers unsent.
+type Outgoing = (Vec<u8>, Option<Running>);
+
+async fn send<R: Serialize>(
+    tx: &mpsc::Sender<Outgoing>,
+    msg: ServerFrame<R>,
+    finishes: Option<Running>,
+) {
     match frame::encode(&msg) {
         Ok(buf) => {
-            let _ = tx.send(buf).await;
+            let _ = tx.send((buf, finishes)).await;
         }
         Err(e) => tracing::error!(error = %e, "response does not encode"),
     }
@@ -332,9 +518,9 @@ async fn connection<S: Service>(
     shutdown: &Arc<Shutdown>,
 ) -> Result<(), Violation> {
     let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
     let writer = tokio::spawn(async move {
-        while let Some(buf) = rx.recv().await {
+        while let Some((buf, _finishes)) = rx.recv().await {
             if wr.write_all(&buf).await.is_err() {
                 break;
             }
@@ -351,7 +537,7 @@ async fn connection<S: Service>(
     match first {
         Read::Eof => return Ok(()),
         Read::Frame(ClientFrame::Hello(h)) if h.is_compatible() => {
-            send::<S::Response>(&tx, ServerFrame::Welcome(Hello::current())).await;
+            send::<S::Response>(&tx, ServerFrame::Welcome(Hello::current()), None).await;
         }
         Read::Frame(ClientFrame::Hello(h)) => {
             tracing::error!(peer_uid = peer.uid, peer_pid = ?peer.pid, theirs = ?h, ours = ?Hello::current(), "peer runs a different build; refusing");
@@ -362,7 +548,7 @@ async fn connection<S: Service>(
                 mymcp_protocol::WIRE_VERSION,
                 mymcp_protocol::BUILD_ID
             );
-            send::<S::Response>(&tx, ServerFrame::Refused { reason }).await;
+            send::<S::Response>(&tx, ServerFrame::Refused { reason }, None).await;
             drop(tx);
             let _ = writer.await;
             return Ok(());
@@ -398,22 +584,18 @@ async fn connection<S: Service>(
                     }
                     map.insert(id, ctx);
                 }
-                let cancel = CancelSignal {
-                    request: crx,
-                    force: shutdown.force.subscribe(),
+                let cancel = shutdown.signal(crx);
+                let events = Events {
+                    id,
+                    tx: Some(tx.clone()),
+                    encode: encode_progress::<S::Response>,
                 };
-                let (service, tx, in_flight, shutdown) = (
-                    service.clone(),
-                    tx.clone(),
-                    in_flight.clone(),
-                    shutdown.clone(),
-                );
-                shutdown.begin();
+                let running = shutdown.running();
+                let (service, tx, in_flight) = (service.clone(), tx.clone(), in_flight.clone());
                 tokio::spawn(async move {
-                    let body = service.handle(body, peer, cancel).await;
+                    let body = service.handle(body, peer, cancel, events).await;
                     in_flight.lock().expect("in-flight lock").remove(&id);
-                    send(&tx, ServerFrame::Response { id, body }).await;
-                    shutdown.end();
+                    send(&tx, ServerFrame::Response { id, body }, Some(running)).await;
                 });
             }
         }
@@ -437,4 +619,80 @@ pub fn socket_paths(runtime_dir: &Path) -> (PathBuf, PathBuf) {
         runtime_dir.join("executor.sock"),
         runtime_dir.join("control.sock"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    const SHORT: Duration = Duration::from_millis(100);
+
+    #[tokio::test]
+    async fn shutdown_sends_terminate_then_after_the_grace_kill() {
+        let shutdown = Arc::new(Shutdown::default());
+        let (_answered_later, rx) = oneshot::channel();
+        let mut request = shutdown.signal(rx);
+        let mut job = request.detach();
+        assert_eq!(shutdown.in_flight(), 1, "detached work counts as running");
+        assert!(!request.shutting_down());
+
+        let grace = Duration::from_millis(300);
+        let run = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { shutdown.run(grace).await }
+        });
+        let t = Instant::now();
+        assert_eq!(request.next().await, Stop::Terminate);
+        assert!(request.shutting_down());
+        assert_eq!(job.next().await, Stop::Terminate);
+        assert_eq!(request.next().await, Stop::Kill);
+        assert!(
+            t.elapsed() >= grace - Duration::from_millis(50),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(job.next().await, Stop::Kill);
+        assert_eq!(job.next().await, Stop::Kill, "kill stays");
+        drop(job);
+        tokio::time::timeout(Duration::from_secs(1), run)
+            .await
+            .expect("shutdown returns once the work is gone")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_early_when_the_work_does() {
+        let shutdown = Arc::new(Shutdown::default());
+        let job = shutdown.watch();
+        let run = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { shutdown.run(Duration::from_secs(30)).await }
+        });
+        tokio::time::sleep(SHORT).await;
+        assert!(!run.is_finished(), "shutdown waits for running work");
+        drop(job);
+        tokio::time::timeout(Duration::from_secs(1), run)
+            .await
+            .expect("no need to wait out the grace")
+            .unwrap();
+        assert_eq!(*shutdown.phase.borrow(), Phase::Terminating);
+    }
+
+    #[tokio::test]
+    async fn a_request_fires_only_when_cancelled() {
+        let shutdown = Arc::new(Shutdown::default());
+        let (tx, rx) = oneshot::channel();
+        let mut cancelled = shutdown.signal(rx);
+        tx.send(()).unwrap();
+        assert_eq!(cancelled.next().await, Stop::Cancel);
+
+        let (tx, rx) = oneshot::channel::<()>();
+        let mut answered = shutdown.signal(rx);
+        drop(tx);
+        assert!(tokio::time::timeout(SHORT, answered.next()).await.is_err());
+        assert!(tokio::time::timeout(SHORT, CancelSignal::never().next())
+            .await
+            .is_err());
+    }
 }

@@ -1,5 +1,9 @@
 //! `bash_execute`: runs a shell command in its own session with bounded capture and a hard deadline.
 //!
+//! The engine ([`start`], [`Started::supervise`]) is shared by foreground calls
+//! ([`bash_execute`], output kept in memory) and background jobs ([`crate::jobs`], output
+//! spooled to files): only the [`Sink`]s and the [`Controller`] differ.
+//!
 //! How a command runs:
 //!
 //! * `<shell> -c <command>` with stdin `/dev/null`, stdout and stderr piped, the working
@@ -17,6 +21,9 @@
 //!   deadline: SIGTERM to the group, up to [`BashConfig::kill_grace`] to finish, SIGKILL, at most
 //!   one more second for the pipes, then the pipes are dropped whatever still holds them. A call
 //!   therefore returns within `timeout + kill_grace + 1 s`, keeping the partial output.
+//! * A [`Controller`] can signal the group meanwhile (shutdown sends SIGTERM, `job_kill` any of
+//!   [`GroupSignal`]) or stop the command at once (client cancellation, end of the shutdown
+//!   grace).
 //! * However the call ends (completion, deadline, cancellation, or the future being dropped),
 //!   the group gets a final SIGKILL, so no process the command started outlives the call.
 //!   Processes that left the group themselves (`setsid`, `setpgid`) are out of reach of this;
@@ -26,18 +33,22 @@
 //!   an unrelated group.
 
 use crate::paths::os_message;
+use crate::server::{CancelSignal, Stop};
 use crate::sys::process::{self, GroupSignal, Pid, PidFd};
 use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
 use std::ffi::{CString, OsString};
 use std::future::Future;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::pin::{pin, Pin};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::pipe;
 use tokio::time::{sleep, sleep_until, Instant};
 
 /// Timeout when the client gives none, in seconds.
@@ -50,10 +61,12 @@ pub const DEFAULT_SHELL: &str = "/bin/bash";
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long the pipes may stay open after the group was sent SIGKILL.
 const PIPE_DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
-/// How long a cancelled call waits for the killed shell before leaving it to tokio's reaper.
-const REAP_AFTER_CANCEL: Duration = Duration::from_secs(1);
-/// Size of each pipe read.
+/// How long a stopped command waits for its killed shell before leaving it to tokio's reaper.
+const REAP_AFTER_STOP: Duration = Duration::from_secs(1);
+/// Size of each pipe read once output flows (a pipe holds 64 KiB by default).
 const READ_CHUNK: usize = 64 * 1024;
+/// Size of the first pipe reads.
+const FIRST_READ_CHUNK: usize = 4 * 1024;
 /// Poll interval of the exit check when pidfds are not available (Linux < 5.3).
 const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -152,120 +165,306 @@ pub fn clamp_max_output(max: Option<i64>, cfg: &BashConfig) -> u64 {
     }
 }
 
-/// Runs one `bash_execute` call. See the module documentation for the process model.
+/// Something a supervised command is told while it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Send this signal to the command's process group and carry on. SIGKILL also starts
+    /// the short wait after which the output pipes are given up on.
+    Signal(GroupSignal),
+    /// Stop now: the group is killed and the command ends as stopped.
+    Stop(StopReason),
+}
+
+/// Why a command was stopped before it ended by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The client cancelled the request or went away.
+    Client,
+    /// The executor is shutting down and the grace period is over.
+    Shutdown,
+}
+
+/// Where a supervised command's [`Control`]s come from. `next` must be cancel-safe.
+pub trait Controller: Send {
+    fn next(&mut self) -> impl Future<Output = Control> + Send;
+}
+
+impl Controller for CancelSignal {
+    async fn next(&mut self) -> Control {
+        match CancelSignal::next(self).await {
+            Stop::Terminate => Control::Signal(GroupSignal::Term),
+            Stop::Cancel => Control::Stop(StopReason::Client),
+            Stop::Kill => Control::Stop(StopReason::Shutdown),
+        }
+    }
+}
+
+/// A controller that stops the command (as cancelled by the client) when a future resolves,
+/// and never says anything else.
+#[derive(Debug)]
+pub struct StopWhen<F>(Option<Pin<Box<F>>>);
+
+impl<F: Future<Output = ()> + Send> StopWhen<F> {
+    pub fn new(f: F) -> Self {
+        StopWhen(Some(Box::pin(f)))
+    }
+}
+
+impl<F: Future<Output = ()> + Send> Controller for StopWhen<F> {
+    async fn next(&mut self) -> Control {
+        match self.0.as_mut() {
+            Some(f) => {
+                f.await;
+                self.0 = None;
+                Control::Stop(StopReason::Client)
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Where the bytes of one output stream go.
+pub trait Sink: Send {
+    fn push(&mut self, bytes: &[u8]);
+}
+
+/// Bytes written so far by a running command, readable while it runs (for progress).
+#[derive(Debug, Default)]
+pub struct Activity {
+    pub stdout: AtomicU64,
+    pub stderr: AtomicU64,
+}
+
+/// Runs one `bash_execute` call in the foreground. See the module documentation for the
+/// process model. `activity` counts output bytes as they arrive.
 ///
-/// `cancelled` resolving first kills the command's group and fails the call with
-/// [`ErrorCode::Cancelled`].
+/// A [`Control::Stop`] from `controls` kills the command's group and fails the call with
+/// [`ErrorCode::Cancelled`] (client) or [`ErrorCode::ShuttingDown`] (shutdown).
 pub async fn bash_execute(
     args: &BashExecute,
     cfg: &BashConfig,
-    cancelled: impl Future<Output = ()> + Send,
+    controls: &mut impl Controller,
+    activity: &Activity,
 ) -> Result<BashOutput, ToolFailure> {
     let timeout_secs = clamp_timeout(args.timeout);
     let max_output = clamp_max_output(args.max_output_bytes, cfg);
-    if args.command.contains('\0') {
-        return Err(ToolFailure::new(
-            ErrorCode::InvalidArguments,
-            "command contains a NUL byte",
-        ));
-    }
-    let dir = check_working_dir(args.working_dir.as_deref().unwrap_or("/"))?;
-
-    let mut cmd = tokio::process::Command::new(&cfg.shell);
-    cmd.arg("-c")
-        .arg(&args.command)
-        .current_dir(&dir)
-        .env_clear()
-        .envs(cfg.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    process::isolate_child(&mut cmd);
-    let child = cmd.spawn().map_err(|e| spawn_failure(cfg, e))?;
-    let Some(pid) = child.id() else {
-        return Err(ToolFailure::new(
-            ErrorCode::InternalError,
-            "the shell exited before its pid was known",
-        ));
-    };
-    // setsid ran in the child before exec, and spawn returns only after exec: the group exists.
-    let mut group = Group::new(pid as Pid, child);
+    let spec = CommandSpec::check(args)?;
+    let started = start(&spec, cfg)?;
     let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
-    tracing::debug!(pgid = group.pgid, timeout_secs, "command started");
-
-    let stdout = group.child.stdout.take();
-    let stderr = group.child.stderr.take();
-    let exit = ExitWatch::new(group.pgid);
-    let mut out = Capture::new(max_output);
-    let mut err = Capture::new(max_output);
-    let ending = {
-        let work = pin!(async {
-            tokio::join!(exit.wait(), out.drain(stdout), err.drain(stderr));
-        });
-        supervise(work, pin!(cancelled), deadline, group.pgid, cfg.kill_grace).await
-        // Dropping `work` here closes both pipes, whoever still holds their other ends.
-    };
-
-    if ending == Ending::Cancelled {
-        group.signal(GroupSignal::Kill);
-        let _ = tokio::time::timeout(REAP_AFTER_CANCEL, exit.wait()).await;
-        group.finish();
-        tracing::debug!(pgid = group.pgid, "command cancelled");
-        return Err(ToolFailure::new(
+    let mut out = Capture::new(max_output, &activity.stdout);
+    let mut err = Capture::new(max_output, &activity.stderr);
+    let finished = started
+        .supervise(&mut out, &mut err, controls, deadline, cfg.kill_grace)
+        .await;
+    match finished.stopped {
+        Some(StopReason::Client) => Err(ToolFailure::new(
             ErrorCode::Cancelled,
-            "Command cancelled: the client went away",
-        ));
+            "Command cancelled: the client cancelled the request or went away",
+        )),
+        Some(StopReason::Shutdown) => Err(ToolFailure::new(
+            ErrorCode::ShuttingDown,
+            "Command killed: the server is shutting down",
+        )),
+        None => Ok(BashOutput {
+            stdout: out.into_stream(),
+            stderr: err.into_stream(),
+            exit_code: finished.exit_code,
+            timed_out: finished.timed_out,
+            timeout_secs,
+        }),
     }
-    let status = group.finish();
-    Ok(BashOutput {
-        stdout: out.into_stream(),
-        stderr: err.into_stream(),
-        exit_code: status.map_or(-1, exit_code),
-        timed_out: ending == Ending::TimedOut,
-        timeout_secs,
+}
+
+/// A command that passed the checks that do not need a process.
+#[derive(Clone, Debug)]
+pub struct CommandSpec {
+    pub command: String,
+    pub dir: PathBuf,
+}
+
+impl CommandSpec {
+    /// Refuses a NUL in the command and a working directory that is not an absolute,
+    /// existing, searchable directory (default `/`).
+    pub fn check(args: &BashExecute) -> Result<CommandSpec, ToolFailure> {
+        if args.command.contains('\0') {
+            return Err(ToolFailure::new(
+                ErrorCode::InvalidArguments,
+                "command contains a NUL byte",
+            ));
+        }
+        let dir = check_working_dir(args.working_dir.as_deref().unwrap_or("/"))?;
+        Ok(CommandSpec {
+            command: args.command.clone(),
+            dir,
+        })
+    }
+}
+
+/// Starts `<shell> -c <command>` in its own session (see [`process::spawn_isolated`]). Must
+/// run inside a tokio runtime.
+pub fn start(spec: &CommandSpec, cfg: &BashConfig) -> Result<Started, ToolFailure> {
+    let invalid = |what: &str| {
+        ToolFailure::new(
+            ErrorCode::InvalidArguments,
+            format!("{what} contains a NUL byte"),
+        )
+    };
+    let shell = CString::new(cfg.shell.as_os_str().as_bytes()).map_err(|_| invalid("the shell"))?;
+    let argv = [
+        shell.clone(),
+        CString::from(c"-c"),
+        CString::new(spec.command.as_bytes()).map_err(|_| invalid("command"))?,
+    ];
+    let envp: Vec<CString> = cfg
+        .env
+        .iter()
+        .filter_map(|(k, v)| {
+            let mut var = k.as_bytes().to_vec();
+            var.push(b'=');
+            var.extend_from_slice(v.as_bytes());
+            CString::new(var).ok()
+        })
+        .collect();
+    let dir = CString::new(spec.dir.as_os_str().as_bytes()).map_err(|_| invalid("working_dir"))?;
+    let spawned =
+        process::spawn_isolated(&shell, &argv, &envp, &dir).map_err(|e| spawn_failure(cfg, e))?;
+    // From here on the group exists (setsid ran before exec, and posix_spawn returns after
+    // exec): `group` kills and reaps it however this call ends.
+    let group = Group::new(spawned.pid);
+    let pipe = |fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| spawn_failure(cfg, e));
+    let (stdout, stderr) = (pipe(spawned.stdout)?, pipe(spawned.stderr)?);
+    tracing::debug!(pgid = group.pgid, "command started");
+    Ok(Started {
+        stdout: Some(stdout),
+        stderr: Some(stderr),
+        exit: ExitWatch::new(group.pgid),
+        group,
     })
 }
 
-/// How the supervised part of a call ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ending {
-    /// The shell exited and both pipes reached EOF before the deadline.
-    Completed,
-    /// The deadline passed first; the group was signalled and the pipes given up on.
-    TimedOut,
-    Cancelled,
+/// A running command: its group, its output pipes and a watch on its shell.
+#[derive(Debug)]
+pub struct Started {
+    group: Group,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
+    exit: ExitWatch,
 }
 
-/// Drives `work` (exit + both pipes) against the deadline and the cancellation signal.
+/// How a supervised command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// Exit status, `-signo` if the shell died of a signal, -1 if it could not be reaped.
+    pub exit_code: i32,
+    /// The deadline passed (the group was signalled and the pipes given up on).
+    pub timed_out: bool,
+    /// Stopped by a [`Control::Stop`].
+    pub stopped: Option<StopReason>,
+}
+
+impl Started {
+    /// The command's process group (its shell's pid).
+    pub fn pgid(&self) -> Pid {
+        self.group.pgid
+    }
+
+    /// Feeds the output into `out` and `err` until the shell has exited and both pipes are at
+    /// EOF, enforcing `deadline` (SIGTERM, `grace`, SIGKILL, at most one more second for the
+    /// pipes) and obeying `controls`. However it ends, the group is killed at the end.
+    pub async fn supervise(
+        self,
+        out: &mut impl Sink,
+        err: &mut impl Sink,
+        controls: &mut impl Controller,
+        deadline: Instant,
+        grace: Duration,
+    ) -> Finished {
+        let Started {
+            mut group,
+            stdout,
+            stderr,
+            exit,
+        } = self;
+        let (timed_out, stopped) = {
+            let work = pin!(async {
+                tokio::join!(exit.wait(), drain(stdout, out), drain(stderr, err));
+            });
+            supervise(work, controls, deadline, group.pgid, grace).await
+            // Dropping `work` here closes both pipes, whoever still holds their other ends.
+        };
+        if stopped.is_some() {
+            group.signal(GroupSignal::Kill);
+            let _ = tokio::time::timeout(REAP_AFTER_STOP, exit.wait()).await;
+            tracing::debug!(pgid = group.pgid, ?stopped, "command stopped");
+        }
+        let status = group.finish();
+        Finished {
+            exit_code: status.map_or(-1, exit_code),
+            timed_out,
+            stopped,
+        }
+    }
+}
+
+/// Where the supervision of a command stands.
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    Running,
+    /// SIGTERM was sent at the deadline; SIGKILL follows at `kill_at`.
+    Terminating {
+        kill_at: Instant,
+    },
+    /// SIGKILL was sent; the pipes are given up on at `give_up_at`.
+    Killed {
+        give_up_at: Instant,
+    },
+}
+
+/// Drives `work` (exit + both pipes) against the deadline and the controls. Returns whether
+/// the deadline passed and whether the command was stopped.
 async fn supervise(
     mut work: Pin<&mut impl Future<Output = ()>>,
-    mut cancelled: Pin<&mut impl Future<Output = ()>>,
+    controls: &mut impl Controller,
     deadline: Instant,
     pgid: Pid,
     grace: Duration,
-) -> Ending {
-    tokio::select! {
-        biased;
-        () = &mut cancelled => return Ending::Cancelled,
-        () = &mut work => return Ending::Completed,
-        () = sleep_until(deadline) => {}
-    }
-    send(pgid, GroupSignal::Term);
-    tokio::select! {
-        biased;
-        () = &mut cancelled => return Ending::Cancelled,
-        () = &mut work => return Ending::TimedOut,
-        () = sleep(grace) => {}
-    }
-    send(pgid, GroupSignal::Kill);
-    tokio::select! {
-        biased;
-        () = &mut cancelled => Ending::Cancelled,
-        () = &mut work => Ending::TimedOut,
-        () = sleep(PIPE_DRAIN_AFTER_KILL) => {
-            tracing::debug!(pgid, "output pipes still open after SIGKILL; giving up on them");
-            Ending::TimedOut
+) -> (bool, Option<StopReason>) {
+    let mut stage = Stage::Running;
+    let mut timed_out = false;
+    loop {
+        let wake = match stage {
+            Stage::Running => deadline,
+            Stage::Terminating { kill_at } => kill_at,
+            Stage::Killed { give_up_at } => give_up_at,
+        };
+        tokio::select! {
+            biased;
+            control = controls.next() => match control {
+                Control::Stop(reason) => return (timed_out, Some(reason)),
+                Control::Signal(GroupSignal::Kill) => {
+                    send(pgid, GroupSignal::Kill);
+                    if !matches!(stage, Stage::Killed { .. }) {
+                        stage = Stage::Killed { give_up_at: Instant::now() + PIPE_DRAIN_AFTER_KILL };
+                    }
+                }
+                Control::Signal(signal) => send(pgid, signal),
+            },
+            () = &mut work => return (timed_out, None),
+            () = sleep_until(wake) => match stage {
+                Stage::Running => {
+                    timed_out = true;
+                    send(pgid, GroupSignal::Term);
+                    stage = Stage::Terminating { kill_at: Instant::now() + grace };
+                }
+                Stage::Terminating { .. } => {
+                    send(pgid, GroupSignal::Kill);
+                    stage = Stage::Killed { give_up_at: Instant::now() + PIPE_DRAIN_AFTER_KILL };
+                }
+                Stage::Killed { .. } => {
+                    tracing::debug!(pgid, "output pipes still open after SIGKILL; giving up on them");
+                    return (timed_out, None);
+                }
+            },
         }
     }
 }
@@ -277,23 +476,20 @@ fn send(pgid: Pid, signal: GroupSignal) {
     }
 }
 
-/// The shell and its process group. Dropping it kills the group (unless the shell has been
-/// reaped, after which the group id could belong to someone else).
+/// The shell and its process group. Dropping it kills the group and leaves the shell to be
+/// reaped in the background (unless it has been reaped, after which the group id could belong
+/// to someone else).
 #[derive(Debug)]
 struct Group {
     pgid: Pid,
-    /// False once the shell is reaped: from then on the id is not ours to signal.
+    /// False once the shell is reaped or handed to [`reap_later`]: from then on the id is not
+    /// ours to signal.
     armed: bool,
-    child: tokio::process::Child,
 }
 
 impl Group {
-    fn new(pgid: Pid, child: tokio::process::Child) -> Self {
-        Group {
-            pgid,
-            armed: true,
-            child,
-        }
+    fn new(pgid: Pid) -> Self {
+        Group { pgid, armed: true }
     }
 
     fn signal(&self, signal: GroupSignal) {
@@ -303,16 +499,20 @@ impl Group {
     }
 
     /// Kills whatever is left of the group, then reaps the shell if it has exited.
-    /// Returns its status, or `None` if it is still running (it then stays with the
-    /// `kill_on_drop` child, which tokio reaps in the background).
+    /// Returns its status, or `None` if it is still running (it is then reaped in the
+    /// background once it exits).
     fn finish(&mut self) -> Option<ExitStatus> {
+        if !self.armed {
+            return None;
+        }
         self.signal(GroupSignal::Kill);
-        match self.child.try_wait() {
-            Ok(Some(status)) => {
-                self.armed = false;
-                Some(status)
+        self.armed = false;
+        match process::try_reap(self.pgid) {
+            Ok(Some(status)) => Some(status),
+            Ok(None) => {
+                reap_later(self.pgid);
+                None
             }
-            Ok(None) => None,
             Err(e) => {
                 tracing::warn!(pgid = self.pgid, "cannot reap the shell: {e}");
                 None
@@ -323,9 +523,28 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        // Runs when the call's future is dropped mid-way; `child` (kill_on_drop) drops after.
-        self.signal(GroupSignal::Kill);
+        // Runs when the call's future is dropped mid-way.
+        if self.armed {
+            self.signal(GroupSignal::Kill);
+            self.armed = false;
+            reap_later(self.pgid);
+        }
     }
+}
+
+/// Reaps the killed shell `pid` once it has exited, in the background, so that it does not
+/// stay a zombie. Outside a runtime (the executor is exiting) there is nothing to do: the
+/// zombie goes with the executor.
+fn reap_later(pid: Pid) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        ExitWatch::new(pid).wait().await;
+        if let Err(e) = process::try_reap(pid) {
+            tracing::debug!(pid, "cannot reap the shell: {e}");
+        }
+    });
 }
 
 /// Exit status → `exit_code`: the status, `-signo` when killed by a signal.
@@ -383,42 +602,22 @@ fn has_exited(pid: Pid) -> bool {
 
 /// The head of one output stream and its total length.
 #[derive(Debug)]
-struct Capture {
+struct Capture<'a> {
     head: Vec<u8>,
     total: u64,
     cap: usize,
+    seen: &'a AtomicU64,
 }
 
-impl Capture {
-    fn new(cap: u64) -> Self {
+impl<'a> Capture<'a> {
+    fn new(cap: u64, seen: &'a AtomicU64) -> Self {
         let cap = usize::try_from(cap).unwrap_or(usize::MAX);
         Capture {
-            head: Vec::with_capacity(cap.min(READ_CHUNK)),
+            // Grows with the output: most commands print little or nothing.
+            head: Vec::new(),
             total: 0,
             cap,
-        }
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        let room = self.cap - self.head.len();
-        self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
-        self.total += bytes.len() as u64;
-    }
-
-    /// Reads `pipe` to EOF, keeping the head and counting everything.
-    async fn drain(&mut self, pipe: Option<impl AsyncRead + Unpin>) {
-        let Some(mut pipe) = pipe else { return };
-        let mut buf = vec![0u8; READ_CHUNK];
-        loop {
-            match pipe.read(&mut buf).await {
-                Ok(0) => return,
-                Ok(n) => self.push(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::warn!("reading command output failed: {e}");
-                    return;
-                }
-            }
+            seen,
         }
     }
 
@@ -426,6 +625,38 @@ impl Capture {
         CapturedStream {
             head: self.head,
             total_bytes: self.total,
+        }
+    }
+}
+
+impl Sink for Capture<'_> {
+    fn push(&mut self, bytes: &[u8]) {
+        let room = self.cap - self.head.len();
+        self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        self.total += bytes.len() as u64;
+        self.seen.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Reads `pipe` to EOF into `sink`. The buffer starts small (most commands print a few lines)
+/// and grows to [`READ_CHUNK`] once a read fills it.
+async fn drain(pipe: Option<impl AsyncRead + Unpin>, sink: &mut impl Sink) {
+    let Some(mut pipe) = pipe else { return };
+    let mut buf = vec![0u8; FIRST_READ_CHUNK];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) => return,
+            Ok(n) => {
+                sink.push(&buf[..n]);
+                if n == buf.len() && buf.len() < READ_CHUNK {
+                    buf = vec![0u8; READ_CHUNK];
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!("reading command output failed: {e}");
+                return;
+            }
         }
     }
 }
@@ -508,6 +739,7 @@ mod tests {
             timeout: None,
             working_dir: None,
             max_output_bytes: None,
+            background: false,
         }
     }
 
@@ -519,7 +751,12 @@ mod tests {
     }
 
     async fn run(args: BashExecute) -> Result<BashOutput, ToolFailure> {
-        bash_execute(&args, &cfg(), std::future::pending()).await
+        run_with(args, &cfg()).await
+    }
+
+    async fn run_with(args: BashExecute, cfg: &BashConfig) -> Result<BashOutput, ToolFailure> {
+        let mut never = CancelSignal::never();
+        bash_execute(&args, cfg, &mut never, &Activity::default()).await
     }
 
     fn text(s: &CapturedStream) -> String {
@@ -585,8 +822,9 @@ mod tests {
     #[test]
     fn the_call_can_be_spawned_on_a_multi_threaded_runtime() {
         fn assert_send<T: Send>(_: &T) {}
-        let (args, cfg) = (call("true"), cfg());
-        assert_send(&bash_execute(&args, &cfg, std::future::pending()));
+        let (args, cfg, activity) = (call("true"), cfg(), Activity::default());
+        let mut never = CancelSignal::never();
+        assert_send(&bash_execute(&args, &cfg, &mut never, &activity));
     }
 
     #[test]
@@ -726,9 +964,7 @@ mod tests {
             env: BashConfig::default_env(&["MYMCP_PASS_MARKER".to_string()]),
             ..cfg()
         };
-        let out = bash_execute(&call("env"), &cfg, std::future::pending())
-            .await
-            .unwrap();
+        let out = run_with(call("env"), &cfg).await.unwrap();
         let env = text(&out.stdout);
         assert!(!env.contains("MYMCP_SECRET_MARKER"), "{env}");
         assert!(env.lines().any(|l| l == "TERM=dumb"), "{env}");
@@ -755,6 +991,38 @@ mod tests {
         drop(leaked);
         let fds: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
         assert_eq!(fds, ["0", "1", "2"]);
+    }
+
+    #[tokio::test]
+    async fn signals_start_at_their_defaults_and_unblocked() {
+        // This test process ignores SIGPIPE (the Rust runtime does); the command must not.
+        let out = run(call("grep -E '^Sig(Blk|Ign)' /proc/self/status"))
+            .await
+            .unwrap();
+        let text = text(&out.stdout);
+        let mask = |name: &str| {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(mask("SigBlk:"), 0, "{text}");
+        // glibc's posix_spawn leaves its two internal signals (32, 33) ignored; every glibc
+        // program installs its own handlers for them at start.
+        let glibc_internal = (1 << 31) | (1 << 32);
+        assert_eq!(mask("SigIgn:") & !glibc_internal, 0, "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_command_leads_its_own_session_with_dev_null_as_stdin() {
+        // pid, session id and process group id of the shell, and where its stdin points.
+        let out = run(call("ps -o pid=,sid=,pgid= -p $$; readlink /proc/$$/fd/0"))
+            .await
+            .unwrap();
+        let text = text(&out.stdout);
+        let mut lines = text.lines();
+        let ids: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        assert_eq!(ids[0], ids[1], "{text}");
+        assert_eq!(ids[0], ids[2], "{text}");
+        assert_eq!(lines.next(), Some("/dev/null"));
     }
 
     #[tokio::test]
@@ -806,9 +1074,7 @@ mod tests {
             shell: PathBuf::from("/nonexistent/shell"),
             ..cfg()
         };
-        let e = bash_execute(&call("true"), &cfg, std::future::pending())
-            .await
-            .unwrap_err();
+        let e = run_with(call("true"), &cfg).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::InternalError);
         assert!(
             e.message.contains("No such file or directory"),
@@ -823,7 +1089,8 @@ mod tests {
         let pidfile = dir.path().join("pid");
         let command = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let start = StdInstant::now();
-        let e = bash_execute(&call(&command), &cfg(), sleep(Duration::from_millis(200)))
+        let mut stop = StopWhen::new(sleep(Duration::from_millis(200)));
+        let e = bash_execute(&call(&command), &cfg(), &mut stop, &Activity::default())
             .await
             .unwrap_err();
         assert!(
@@ -832,13 +1099,151 @@ mod tests {
             start.elapsed()
         );
         assert_eq!(e.code, ErrorCode::Cancelled);
-        assert_eq!(e.message, "Command cancelled: the client went away");
+        assert_eq!(
+            e.message,
+            "Command cancelled: the client cancelled the request or went away"
+        );
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
         assert!(gone(pid).await, "sleep survived the cancellation");
+    }
+
+    /// Says each control after its delay (from the previous one), then nothing.
+    struct Script(Vec<(Duration, Control)>);
+
+    impl Controller for Script {
+        async fn next(&mut self) -> Control {
+            if self.0.is_empty() {
+                return std::future::pending().await;
+            }
+            let (delay, control) = self.0[0];
+            sleep(delay).await;
+            self.0.remove(0);
+            control
+        }
+    }
+
+    async fn run_scripted(
+        command: &str,
+        script: Vec<(Duration, Control)>,
+    ) -> Result<BashOutput, ToolFailure> {
+        bash_execute(
+            &call(command),
+            &cfg(),
+            &mut Script(script),
+            &Activity::default(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_term_from_shutdown_ends_the_command_with_its_output() {
+        let start = StdInstant::now();
+        let out = run_scripted(
+            "echo before; sleep 30",
+            vec![(
+                Duration::from_millis(300),
+                Control::Signal(GroupSignal::Term),
+            )],
+        )
+        .await
+        .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(out.exit_code, -15);
+        assert!(!out.timed_out);
+        assert_eq!(text(&out.stdout), "before\n");
+    }
+
+    #[tokio::test]
+    async fn a_term_does_not_stop_a_command_that_ignores_it_but_kill_does() {
+        let start = StdInstant::now();
+        let out = run_scripted(
+            "trap '' TERM; sleep 30 & wait; echo survived",
+            vec![
+                (
+                    Duration::from_millis(200),
+                    Control::Signal(GroupSignal::Term),
+                ),
+                (
+                    Duration::from_millis(300),
+                    Control::Signal(GroupSignal::Kill),
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(450), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(out.exit_code, -9);
+        assert!(!text(&out.stdout).contains("survived"));
+    }
+
+    #[tokio::test]
+    async fn a_kill_gives_up_on_pipes_held_by_an_escaped_process() {
+        let start = StdInstant::now();
+        let out = run_scripted(
+            "setsid sleep 30 & echo $!; sleep 30",
+            vec![(
+                Duration::from_millis(200),
+                Control::Signal(GroupSignal::Kill),
+            )],
+        )
+        .await
+        .unwrap();
+        let pid = first_pid(&out.stdout);
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_millis(200) + PIPE_DRAIN_AFTER_KILL + Duration::from_millis(600),
+            "{took:?}"
+        );
+        assert!(!out.timed_out);
+    }
+
+    #[tokio::test]
+    async fn a_stop_at_the_end_of_the_shutdown_grace_is_shutting_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let command = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let e = run_scripted(
+            &command,
+            vec![(
+                Duration::from_millis(200),
+                Control::Stop(StopReason::Shutdown),
+            )],
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::ShuttingDown);
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(gone(pid).await, "sleep survived");
+    }
+
+    #[tokio::test]
+    async fn activity_counts_output_while_the_command_runs() {
+        let activity = Activity::default();
+        let args = call("head -c 5000 /dev/zero; head -c 7 /dev/zero >&2");
+        let mut never = CancelSignal::never();
+        let out = bash_execute(&args, &cfg(), &mut never, &activity)
+            .await
+            .unwrap();
+        assert_eq!(out.stdout.total_bytes, 5000);
+        assert_eq!(activity.stdout.load(Ordering::Relaxed), 5000);
+        assert_eq!(activity.stderr.load(Ordering::Relaxed), 7);
     }
 
     #[tokio::test]
@@ -848,7 +1253,8 @@ mod tests {
         let command = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let args = call(&command);
         let c = cfg();
-        let call = bash_execute(&args, &c, std::future::pending());
+        let (mut never, activity) = (CancelSignal::never(), Activity::default());
+        let call = bash_execute(&args, &c, &mut never, &activity);
         let _ = tokio::time::timeout(Duration::from_millis(300), call).await;
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()

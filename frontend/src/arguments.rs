@@ -8,7 +8,8 @@
 //! becomes 1 exactly as in the reference servers.
 
 use mymcp_protocol::{
-    BashExecute, EditFile, Glob, Grep, GrepMode, ReadFile, ToolCall, ToolName, WriteFile,
+    BashExecute, EditFile, Glob, Grep, GrepMode, JobKillArgs, JobOutputArgs, JobRef, ReadFile,
+    ToolCall, ToolName, WriteFile,
 };
 use serde_json::{Map, Value};
 
@@ -57,6 +58,7 @@ pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, Arg
             timeout: optional_integer(args, "timeout")?,
             working_dir: optional_string(args, "working_dir")?,
             max_output_bytes: optional_integer(args, "max_output_bytes")?,
+            background: optional_bool(args, "background")?.unwrap_or(false),
         }),
         ToolName::ReadFile => ToolCall::ReadFile(ReadFile {
             file_path: required_string(args, "file_path")?,
@@ -91,6 +93,20 @@ pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, Arg
             context_lines: optional_integer(args, "context_lines")?,
             max_results: optional_integer(args, "max_results")?,
             case_insensitive: optional_bool(args, "case_insensitive")?,
+        }),
+        ToolName::JobStatus => ToolCall::JobStatus(JobRef {
+            job_id: required_string(args, "job_id")?,
+        }),
+        ToolName::JobOutput => ToolCall::JobOutput(JobOutputArgs {
+            job_id: required_string(args, "job_id")?,
+            stdout_offset: optional_integer(args, "stdout_offset")?,
+            stderr_offset: optional_integer(args, "stderr_offset")?,
+            max_bytes: optional_integer(args, "max_bytes")?,
+            wait_seconds: optional_integer(args, "wait_seconds")?,
+        }),
+        ToolName::JobKill => ToolCall::JobKill(JobKillArgs {
+            job_id: required_string(args, "job_id")?,
+            signal: optional_string(args, "signal")?,
         }),
     })
 }
@@ -312,6 +328,50 @@ mod tests {
         assert_eq!(
             err.message(),
             "Input validation error: 'bogus' is not one of ['content', 'files', 'count']"
+        );
+    }
+
+    #[test]
+    fn background_is_a_boolean_defaulting_to_false() {
+        let ToolCall::BashExecute(b) = bash(json!({"command": "x"})).unwrap() else {
+            panic!("wrong tool")
+        };
+        assert!(!b.background);
+        let ToolCall::BashExecute(b) = bash(json!({"command": "x", "background": true})).unwrap()
+        else {
+            panic!("wrong tool")
+        };
+        assert!(b.background);
+        assert_eq!(
+            bash(json!({"command": "x", "background": "yes"}))
+                .unwrap_err()
+                .to_string(),
+            "'background' must be a boolean"
+        );
+    }
+
+    #[test]
+    fn job_tools_need_a_job_id() {
+        for tool in [ToolName::JobStatus, ToolName::JobOutput, ToolName::JobKill] {
+            assert_eq!(
+                decode(tool, Some(&json!({}))).unwrap_err(),
+                ArgumentError::Missing("job_id")
+            );
+        }
+        let call = decode(
+            ToolName::JobOutput,
+            Some(&json!({"job_id": "j", "stdout_offset": 10, "wait_seconds": 5})),
+        )
+        .unwrap();
+        assert_eq!(
+            call,
+            ToolCall::JobOutput(JobOutputArgs {
+                job_id: "j".into(),
+                stdout_offset: Some(10),
+                stderr_offset: None,
+                max_bytes: None,
+                wait_seconds: Some(5),
+            })
         );
     }
 

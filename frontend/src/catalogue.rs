@@ -36,9 +36,8 @@ const BASH_EXECUTE_DESCRIPTION: &str = "\
 Run a shell command on the server and return its result as JSON: \
 {\"stdout\": str, \"stderr\": str, \"exit_code\": int, \"timed_out\": bool}.
 
-The command runs with /bin/sh -c (a POSIX shell, not bash: wrap it in bash -c '...' for bash \
-features) with the service's privileges, stdin from /dev/null, in its own process group, in \
-working_dir (an absolute path, default /).
+The command runs with bash -c with the service's privileges, stdin from /dev/null, in its own \
+process group, in working_dir (an absolute path, default /), with a clean environment.
 
 - timeout: seconds before the command's whole process group is killed (default 30, range \
 1-600). Output captured until then is returned with timed_out true.
@@ -46,8 +45,40 @@ working_dir (an absolute path, default /).
 a [TRUNCATED: total N bytes, showing first M bytes] line. Redirect large output to a file and \
 read it with read_file instead.
 - exit_code is the exit status, or -N when the command was killed by signal N.
+- background: true starts the command as a background job and returns at once with its \
+job_id and status; follow it with job_output, job_status and job_kill. Use it for anything \
+that may run longer than about a minute. A job's timeout defaults to 3600 s (at most 86400).
 
-Each call starts a fresh shell: cd and variables do not carry over. Requires an rw token.";
+When the call ends, everything the command started in the background is killed. Each call \
+starts a fresh shell: cd and variables do not carry over. Requires an rw token.";
+
+const JOB_STATUS_DESCRIPTION: &str = "\
+Show a background job started by bash_execute with background: true. Returns JSON: \
+{\"job_id\", \"command\", \"working_dir\", \"running\": bool, \"exit_code\": int or null, \
+\"timed_out\": bool, \"killed\": bool, \"started_at\", \"finished_at\", \"duration_ms\", \
+\"timeout\", \"stdout_bytes\", \"stderr_bytes\", \"output_truncated\": bool}.
+
+Only the token that started a job can see it. Ended jobs are deleted after a retention period \
+(an hour by default).";
+
+const JOB_OUTPUT_DESCRIPTION: &str = "\
+Read a background job's output from byte offsets. Returns JSON: {\"stdout\": str, \
+\"stderr\": str, \"stdout_offset\": int, \"stderr_offset\": int, \"running\": bool, \
+\"exit_code\": int or null, \"complete\": bool, \"output_truncated\": bool}.
+
+- stdout_offset, stderr_offset: where to start (default 0). Pass back the offsets of the \
+previous answer to continue: the pieces join up exactly.
+- max_bytes: bytes per stream at most (default 65536).
+- wait_seconds: wait up to this long (0-60, default 0) for new output or the end of the job \
+before answering, instead of polling in a tight loop.
+
+complete is true once the job has ended and all its output was read. output_truncated means \
+the job wrote more than the server keeps per job; the rest was counted, not stored.";
+
+const JOB_KILL_DESCRIPTION: &str = "\
+Stop a background job: SIGTERM to its whole process group, then SIGKILL after 2 s if it still \
+runs. Answers with the job's status (as job_status) once it has ended. signal may instead be \
+KILL, INT or HUP, sent as given.";
 
 const READ_FILE_DESCRIPTION: &str = "\
 Read a text file on the server, a page of lines at a time. Returns JSON: \
@@ -142,7 +173,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "properties": {
                     "command": {
                         "type": "string",
-                        "description": "Shell command line, run with /bin/sh -c.",
+                        "description": "Shell command line, run with bash -c.",
                     },
                     "timeout": {
                         "type": "integer",
@@ -158,6 +189,11 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                         "type": "integer",
                         "default": 102400,
                         "description": "Bytes of stdout and of stderr to return; the rest is cut.",
+                    },
+                    "background": {
+                        "type": "boolean",
+                        "default": false,
+                        "description": "Start a background job and return its job_id at once.",
                     },
                 },
                 "required": ["command"],
@@ -316,7 +352,90 @@ pub fn entry(tool: ToolName) -> ToolEntry {
             }),
             annotations: READ_ONLY,
         },
+        ToolName::JobStatus => ToolEntry {
+            name: tool.as_str(),
+            description: JOB_STATUS_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": { "job_id": job_id_property() },
+                "required": ["job_id"],
+            }),
+            annotations: Annotations {
+                read_only: true,
+                destructive: None,
+                idempotent: None,
+                open_world: false,
+            },
+        },
+        ToolName::JobOutput => ToolEntry {
+            name: tool.as_str(),
+            description: JOB_OUTPUT_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "job_id": job_id_property(),
+                    "stdout_offset": {
+                        "type": "integer",
+                        "default": 0,
+                        "description": "Byte offset in stdout to read from.",
+                    },
+                    "stderr_offset": {
+                        "type": "integer",
+                        "default": 0,
+                        "description": "Byte offset in stderr to read from.",
+                    },
+                    "max_bytes": {
+                        "type": "integer",
+                        "default": 65536,
+                        "description": "Bytes per stream to return at most.",
+                    },
+                    "wait_seconds": {
+                        "type": "integer",
+                        "default": 0,
+                        "description": "Seconds to wait for new output or the end of the job (0-60).",
+                    },
+                },
+                "required": ["job_id"],
+            }),
+            annotations: Annotations {
+                read_only: true,
+                destructive: None,
+                idempotent: None,
+                open_world: false,
+            },
+        },
+        ToolName::JobKill => ToolEntry {
+            name: tool.as_str(),
+            description: JOB_KILL_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "job_id": job_id_property(),
+                    "signal": {
+                        "type": "string",
+                        "default": "TERM",
+                        "enum": ["TERM", "KILL", "INT", "HUP"],
+                        "description": "TERM (then KILL after 2 s), or KILL, INT, HUP as given.",
+                    },
+                },
+                "required": ["job_id"],
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(true),
+                open_world: false,
+            },
+        },
     }
+}
+
+/// The schema property naming a job.
+fn job_id_property() -> Value {
+    json!({
+        "type": "string",
+        "description": "The job_id that bash_execute with background: true returned.",
+    })
 }
 
 const READ_ONLY: Annotations = Annotations {
@@ -354,7 +473,10 @@ mod tests {
                 "write_file",
                 "edit_file",
                 "glob",
-                "grep"
+                "grep",
+                "job_status",
+                "job_output",
+                "job_kill"
             ]
         );
         assert!(names(Role::Admin).is_empty());

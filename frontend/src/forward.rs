@@ -9,11 +9,13 @@
 //! Cancellation follows the future: if the future returned by [`Forwarder::request`] is dropped
 //! before its answer arrives (the HTTP client went away and hyper dropped the handler), a guard
 //! sends [`ClientFrame::Cancel`] so the executor stops the work, e.g. kills the command's
-//! process group.
+//! process group. [`Forwarder::request_watched`] can also cancel on a trigger (an MCP
+//! `notifications/cancelled`) while still waiting for the answer, and receives the
+//! [`ServerFrame::Progress`] reports the executor sends while the request runs.
 
 use mymcp_protocol::frame::{self, FrameError, HEADER_LEN, MAX_FRAME_LEN};
 use mymcp_protocol::{
-    ClientFrame, FrontendRequest, FrontendResponse, Hello, RequestId, ServerFrame,
+    ClientFrame, FrontendRequest, FrontendResponse, Hello, Progress, RequestId, ServerFrame,
 };
 use std::collections::HashMap;
 use std::fmt;
@@ -47,6 +49,17 @@ pub enum ForwardError {
     Encode(#[source] FrameError),
 }
 
+/// What a caller wants to hear or say while its request runs, besides the answer.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// Receives the executor's progress reports for the request; a report that finds the
+    /// channel full is dropped.
+    pub progress: Option<mpsc::Sender<Progress>>,
+    /// When a value arrives here the request is cancelled in the executor, and the answer
+    /// (normally a `Cancelled` failure) is still awaited. A dropped sender means nothing.
+    pub cancel: Option<oneshot::Receiver<()>>,
+}
+
 /// Anything that answers [`FrontendRequest`]s: the real [`Forwarder`], or a fake in tests of
 /// the MCP layer.
 pub trait ExecutorClient: Sync {
@@ -55,6 +68,17 @@ pub trait ExecutorClient: Sync {
         &self,
         request: FrontendRequest,
     ) -> impl Future<Output = Result<FrontendResponse, ForwardError>> + Send;
+
+    /// As [`ExecutorClient::request`], with progress reports and a cancel trigger. The default
+    /// ignores both.
+    fn request_watched(
+        &self,
+        request: FrontendRequest,
+        watch: Watch,
+    ) -> impl Future<Output = Result<FrontendResponse, ForwardError>> + Send {
+        drop(watch);
+        self.request(request)
+    }
 }
 
 /// The connection to the executor, shared by all HTTP requests.
@@ -79,7 +103,13 @@ struct Shared {
 struct Link {
     generation: u64,
     frames: mpsc::UnboundedSender<Vec<u8>>,
-    pending: HashMap<RequestId, oneshot::Sender<FrontendResponse>>,
+    pending: HashMap<RequestId, Pending>,
+}
+
+/// A request waiting for its answer.
+struct Pending {
+    answer: oneshot::Sender<FrontendResponse>,
+    progress: Option<mpsc::Sender<Progress>>,
 }
 
 impl fmt::Debug for Forwarder {
@@ -137,14 +167,29 @@ impl Forwarder {
         &self,
         request: FrontendRequest,
     ) -> Result<FrontendResponse, ForwardError> {
+        self.request_watched(request, Watch::default()).await
+    }
+
+    /// As [`Forwarder::request`], with progress reports and a cancel trigger (see [`Watch`]).
+    pub async fn request_watched(
+        &self,
+        request: FrontendRequest,
+        watch: Watch,
+    ) -> Result<FrontendResponse, ForwardError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = frame::encode(&ClientFrame::Request { id, body: request })
             .map_err(ForwardError::Encode)?;
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         let generation = {
             let mut link = self.shared.lock_link();
             let link = link.as_mut().ok_or(ForwardError::Unavailable)?;
-            link.pending.insert(id, tx);
+            link.pending.insert(
+                id,
+                Pending {
+                    answer: tx,
+                    progress: watch.progress,
+                },
+            );
             if link.frames.send(bytes).is_err() {
                 link.pending.remove(&id);
                 return Err(ForwardError::Unavailable);
@@ -157,8 +202,20 @@ impl Forwarder {
             generation,
             answered: false,
         };
+        let answer = match watch.cancel {
+            None => rx.await,
+            Some(mut cancel) => tokio::select! {
+                answer = &mut rx => answer,
+                sent = &mut cancel => {
+                    if sent.is_ok() {
+                        self.shared.cancel(id, generation, false);
+                    }
+                    rx.await
+                }
+            },
+        };
         // A closed channel means the link went down and took the pending entry with it.
-        let answer = rx.await.map_err(|_| ForwardError::Unavailable);
+        let answer = answer.map_err(|_| ForwardError::Unavailable);
         guard.answered = true;
         answer
     }
@@ -171,6 +228,14 @@ impl ExecutorClient for Forwarder {
     ) -> impl Future<Output = Result<FrontendResponse, ForwardError>> + Send {
         Forwarder::request(self, request)
     }
+
+    fn request_watched(
+        &self,
+        request: FrontendRequest,
+        watch: Watch,
+    ) -> impl Future<Output = Result<FrontendResponse, ForwardError>> + Send {
+        Forwarder::request_watched(self, request, watch)
+    }
 }
 
 impl Shared {
@@ -178,6 +243,32 @@ impl Shared {
         // The map stays consistent even if a holder panicked: every critical section is a
         // single insert, remove or replace.
         self.link.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `Cancel` for request `id` if it is still waiting on connection `generation`.
+    /// `abandon` also forgets it (nobody waits for the answer any more).
+    fn cancel(&self, id: RequestId, generation: u64, abandon: bool) {
+        let mut link = self.lock_link();
+        let Some(link) = link.as_mut().filter(|l| l.generation == generation) else {
+            // The connection the request went out on is gone; the executor dropped its work
+            // with it.
+            return;
+        };
+        // If the entry is gone, the answer already arrived: nothing left to stop.
+        let waiting = if abandon {
+            link.pending.remove(&id).is_some()
+        } else {
+            link.pending.contains_key(&id)
+        };
+        if waiting {
+            match frame::encode(&ClientFrame::<FrontendRequest>::Cancel { id }) {
+                Ok(bytes) => {
+                    let _ = link.frames.send(bytes);
+                    tracing::debug!(id, abandon, "cancelling a request in the executor");
+                }
+                Err(e) => tracing::error!(id, "cannot encode cancel frame: {e}"),
+            }
+        }
     }
 }
 
@@ -191,24 +282,8 @@ struct InFlight<'a> {
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if self.answered {
-            return;
-        }
-        let mut link = self.shared.lock_link();
-        let Some(link) = link.as_mut().filter(|l| l.generation == self.generation) else {
-            // The connection the request went out on is gone; the executor drops its work
-            // with it.
-            return;
-        };
-        // If the entry is gone, the answer already arrived: nothing left to stop.
-        if link.pending.remove(&self.id).is_some() {
-            match frame::encode(&ClientFrame::<FrontendRequest>::Cancel { id: self.id }) {
-                Ok(bytes) => {
-                    let _ = link.frames.send(bytes);
-                    tracing::debug!(id = self.id, "request abandoned by its caller; cancelling");
-                }
-                Err(e) => tracing::error!(id = self.id, "cannot encode cancel frame: {e}"),
-            }
+        if !self.answered {
+            self.shared.cancel(self.id, self.generation, true);
         }
     }
 }
@@ -282,7 +357,9 @@ async fn connect(path: &Path) -> Result<UnixStream, LinkError> {
         ServerFrame::Welcome(h) if h.is_compatible() => Ok(stream),
         ServerFrame::Welcome(h) => Err(LinkError::Incompatible(h)),
         ServerFrame::Refused { reason } => Err(LinkError::Refused(reason)),
-        ServerFrame::Response { .. } => Err(LinkError::Violation("response before welcome")),
+        ServerFrame::Response { .. } | ServerFrame::Progress { .. } => {
+            Err(LinkError::Violation("response before welcome"))
+        }
     }
 }
 
@@ -323,9 +400,24 @@ async fn read_responses(shared: &Shared, reader: &mut OwnedReadHalf) -> LinkErro
             Ok(f) => f,
             Err(e) => return e,
         };
-        let ServerFrame::Response { id, body } = frame else {
-            tracing::error!("executor sent a handshake frame mid-connection; dropping it");
-            return LinkError::Violation("handshake frame after welcome");
+        let (id, body) = match frame {
+            ServerFrame::Response { id, body } => (id, body),
+            ServerFrame::Progress { id, progress } => {
+                let link = shared.lock_link();
+                let watcher = link
+                    .as_ref()
+                    .and_then(|l| l.pending.get(&id))
+                    .and_then(|p| p.progress.as_ref());
+                if let Some(tx) = watcher {
+                    // Never wait here: one slow HTTP client must not hold up every answer.
+                    let _ = tx.try_send(progress);
+                }
+                continue;
+            }
+            ServerFrame::Welcome(_) | ServerFrame::Refused { .. } => {
+                tracing::error!("executor sent a handshake frame mid-connection; dropping it");
+                return LinkError::Violation("handshake frame after welcome");
+            }
         };
         let waiter = shared
             .lock_link()
@@ -333,8 +425,8 @@ async fn read_responses(shared: &Shared, reader: &mut OwnedReadHalf) -> LinkErro
             .and_then(|l| l.pending.remove(&id));
         match waiter {
             // The caller may have gone in the meantime; that is fine.
-            Some(tx) => {
-                let _ = tx.send(body);
+            Some(pending) => {
+                let _ = pending.answer.send(body);
             }
             // Normal after a Cancel: the executor still answers the cancelled id.
             None => tracing::debug!(id, "answer for a request nobody waits for"),

@@ -15,9 +15,20 @@
 //! The token itself never leaves this module: it is hashed into a [`TokenDigest`] at once.
 //! Every response carries `x-request-id` (the client's, if sane, else a fresh random one),
 //! which also goes to the executor for the audit log.
+//!
+//! The answer to `initialize` carries a fresh `Mcp-Session-Id`. The server stays stateless:
+//! the id is neither stored nor checked; clients send it back, and it keeps the
+//! `notifications/cancelled` of one client session from reaching another's calls.
+//!
+//! A `tools/call` that [`mcp::handle`] decides to stream ([`Outcome::Stream`]) is answered
+//! with `200 text/event-stream` at once; the events follow as the call runs: progress
+//! notifications, a `: keep-alive` comment every [`HttpConfig::keep_alive`] so that proxies
+//! do not cut an idle stream, then the result. If the client goes away, the stream's body is
+//! dropped, which cancels the call in the executor.
 
+use crate::calls::CallRegistry;
 use crate::forward::Forwarder;
-use crate::mcp::{self, Caller, Outcome};
+use crate::mcp::{self, Caller, Outcome, StreamPolicy, StreamedCall};
 use crate::sys;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -31,9 +42,13 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mymcp_protocol::{CallOrigin, TokenDigest};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// Default largest accepted `POST /mcp` body: room for a 10 MiB file written through a tool,
 /// JSON-escaped (up to 2× for typical text), plus the envelope.
@@ -44,6 +59,13 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MCP_PROTOCOL_VERSION: &str = "mcp-protocol-version";
+const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+
+/// Longest `Mcp-Session-Id` taken from a client.
+const MAX_SESSION_ID_LEN: usize = 128;
+
+/// Default interval of SSE keep-alive comments on a streamed call.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Settings of the HTTP layer.
 #[derive(Clone, Debug)]
@@ -52,6 +74,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Which browser origins may call `/mcp`.
     pub origins: OriginPolicy,
+    /// Interval of `: keep-alive` comments on a streamed `tools/call`.
+    pub keep_alive: Duration,
 }
 
 impl Default for HttpConfig {
@@ -59,6 +83,7 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             origins: OriginPolicy::default(),
+            keep_alive: DEFAULT_KEEP_ALIVE,
         }
     }
 }
@@ -160,9 +185,32 @@ pub enum ReplyFormat {
 /// `application/*`, `*/*`), else SSE when it allows `text/event-stream`, else `None` (406).
 /// Media ranges with `q=0` are treated as refused.
 pub fn reply_format(headers: &HeaderMap) -> Option<ReplyFormat> {
+    let (json, sse) = accepted(headers)?;
+    if json {
+        Some(ReplyFormat::Json)
+    } else if sse {
+        Some(ReplyFormat::EventStream)
+    } else {
+        None
+    }
+}
+
+/// Whether a `tools/call` may be streamed, from the `Accept` header.
+pub fn stream_policy(headers: &HeaderMap) -> StreamPolicy {
+    match accepted(headers) {
+        Some((json, sse)) => StreamPolicy {
+            sse,
+            sse_only: sse && !json,
+        },
+        None => StreamPolicy::default(),
+    }
+}
+
+/// (JSON acceptable, SSE acceptable) from `Accept`; `None` when the header is absent.
+fn accepted(headers: &HeaderMap) -> Option<(bool, bool)> {
     let mut values = headers.get_all(header::ACCEPT).iter().peekable();
     if values.peek().is_none() {
-        return Some(ReplyFormat::Json);
+        return Some((true, false));
     }
     let (mut json, mut sse) = (false, false);
     for value in values {
@@ -180,19 +228,14 @@ pub fn reply_format(headers: &HeaderMap) -> Option<ReplyFormat> {
                 continue;
             }
             match media.as_str() {
-                "application/json" | "application/*" | "*/*" => json = true,
+                "*/*" => (json, sse) = (true, true),
+                "application/json" | "application/*" => json = true,
                 "text/event-stream" | "text/*" => sse = true,
                 _ => {}
             }
         }
     }
-    if json {
-        Some(ReplyFormat::Json)
-    } else if sse {
-        Some(ReplyFormat::EventStream)
-    } else {
-        None
-    }
+    Some((json, sse))
 }
 
 /// Whether a `Content-Type` value is `application/json`, with any parameters.
@@ -238,9 +281,17 @@ pub fn fresh_request_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The client's `Mcp-Session-Id` if it is 1–128 visible ASCII characters.
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    let id = headers.get(MCP_SESSION_ID)?.as_bytes();
+    (!id.is_empty() && id.len() <= MAX_SESSION_ID_LEN && id.iter().all(u8::is_ascii_graphic))
+        .then(|| String::from_utf8_lossy(id).into_owned())
+}
+
 #[derive(Clone, Debug)]
 struct AppState {
     forwarder: Arc<Forwarder>,
+    calls: Arc<CallRegistry>,
     config: Arc<HttpConfig>,
 }
 
@@ -249,6 +300,7 @@ struct AppState {
 pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
     let state = AppState {
         forwarder,
+        calls: Arc::default(),
         config: Arc::new(config),
     };
     Router::new()
@@ -354,6 +406,82 @@ fn reply(format: ReplyFormat, json: String) -> Response {
     }
 }
 
+/// An SSE response body fed by a task; dropping the body (the client went away) aborts the
+/// task, which drops the call's future and so cancels it in the executor.
+struct EventStream {
+    events: mpsc::Receiver<Bytes>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl http_body::Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.events
+            .poll_recv(cx)
+            .map(|event| event.map(|bytes| Ok(http_body::Frame::data(bytes))))
+    }
+}
+
+/// Answers a streamed `tools/call` (see the module documentation).
+fn stream_call(state: &AppState, caller: Caller, streamed: StreamedCall) -> Response {
+    let (tx, events) = mpsc::channel::<Bytes>(16);
+    let (forwarder, calls) = (state.forwarder.clone(), state.calls.clone());
+    let keep_alive = state.config.keep_alive;
+    let task = tokio::spawn(async move {
+        let (messages_tx, mut messages) = mpsc::channel::<String>(16);
+        let mut call = pin!(mcp::run_streamed(
+            forwarder.as_ref(),
+            &calls,
+            &caller,
+            streamed,
+            messages_tx
+        ));
+        let mut call_done = false;
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+        loop {
+            let event = tokio::select! {
+                () = &mut call, if !call_done => {
+                    call_done = true;
+                    continue;
+                }
+                message = messages.recv() => match message {
+                    Some(json) => Bytes::from(format!("event: message\ndata: {json}\n\n")),
+                    // The call ended and everything it said was sent.
+                    None => return,
+                },
+                _ = ticks.tick() => Bytes::from_static(b": keep-alive\n\n"),
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    });
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        Body::new(EventStream { events, task }),
+    )
+        .into_response()
+}
+
 fn body_too_large() -> Response {
     detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
 }
@@ -445,9 +573,27 @@ async fn mcp_post(
             peer: peer.ip().to_canonical().to_string(),
             request_id,
         },
+        session: session_id(&headers),
     };
-    match mcp::handle(state.forwarder.as_ref(), &caller, &bytes).await {
+    let policy = stream_policy(&headers);
+    match mcp::handle(
+        state.forwarder.as_ref(),
+        &state.calls,
+        &caller,
+        &bytes,
+        policy,
+    )
+    .await
+    {
         Outcome::Reply(json) => reply(format, json),
+        Outcome::Initialized(json) => {
+            let mut response = reply(format, json);
+            if let Ok(id) = HeaderValue::from_str(&fresh_request_id()) {
+                response.headers_mut().insert(MCP_SESSION_ID, id);
+            }
+            response
+        }
+        Outcome::Stream(streamed) => stream_call(&state, caller, streamed),
         Outcome::BadRequest(json) => json_body(StatusCode::BAD_REQUEST, json),
         Outcome::Accepted => StatusCode::ACCEPTED.into_response(),
         Outcome::Unauthenticated => unauthorized("Invalid or disabled token"),
@@ -552,6 +698,45 @@ mod tests {
             accept(&["application/json;q=0, text/event-stream"]),
             Some(ReplyFormat::EventStream)
         );
+    }
+
+    fn policy(values: &[&str]) -> StreamPolicy {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(header::ACCEPT, hv(v));
+        }
+        stream_policy(&headers)
+    }
+
+    #[test]
+    fn streaming_needs_sse_in_accept() {
+        let both = StreamPolicy {
+            sse: true,
+            sse_only: false,
+        };
+        assert_eq!(policy(&["application/json, text/event-stream"]), both);
+        assert_eq!(policy(&["*/*"]), both);
+        assert_eq!(
+            policy(&["text/event-stream"]),
+            StreamPolicy {
+                sse: true,
+                sse_only: true
+            }
+        );
+        assert_eq!(policy(&["application/json"]), StreamPolicy::default());
+        assert_eq!(policy(&[]), StreamPolicy::default());
+    }
+
+    #[test]
+    fn session_ids_are_taken_only_when_sane() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(session_id(&headers), None);
+        headers.insert(MCP_SESSION_ID, hv("abc-1"));
+        assert_eq!(session_id(&headers).as_deref(), Some("abc-1"));
+        headers.insert(MCP_SESSION_ID, hv("has space"));
+        assert_eq!(session_id(&headers), None);
+        headers.insert(MCP_SESSION_ID, hv(&"a".repeat(129)));
+        assert_eq!(session_id(&headers), None);
     }
 
     #[test]

@@ -17,11 +17,12 @@
 //! compromised, the attacker can do no more than the holders of the tokens it sees in flight.
 //!
 //! Modules, by responsibility:
-//! - [`http`]: the axum router, HTTP-level checks and status codes;
+//! - [`http`]: the axum router, HTTP-level checks and status codes, SSE streams;
 //! - [`mcp`]: JSON-RPC 2.0 / MCP processing, independent of the transport;
+//! - [`calls`]: the running `tools/call`s, for `notifications/cancelled`;
 //! - [`catalogue`]: the tools `tools/list` shows, with schemas and descriptions;
 //! - [`arguments`]: `tools/call` arguments → typed [`mymcp_protocol::ToolCall`]s;
-//! - [`results`]: typed tool outcomes → MCP results;
+//! - [`results`]: typed tool outcomes → MCP results (large texts escaped by `json_string`);
 //! - [`forward`]: the multiplexed, reconnecting, cancellation-aware executor client;
 //! - [`listen`]: the TCP listener, from systemd socket activation or `--host`/`--port`;
 //! - [`server`]: the accept loop, connection timeouts and graceful shutdown;
@@ -41,13 +42,15 @@
 //! ```
 
 pub mod arguments;
+pub mod calls;
 pub mod catalogue;
 pub mod forward;
 pub mod http;
+mod json_string;
 pub mod listen;
 pub mod mcp;
 pub mod results;
 pub mod server;
 mod sys;
 
-pub use sys::effective_uid;
+pub use sys::{effective_uid, tune_allocator};

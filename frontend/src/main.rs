@@ -88,6 +88,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    mymcp_frontend::tune_allocator();
     // Touches the environment, so it runs before the runtime starts any thread.
     let source = match cli.listen_fd {
         Some(fd) => {
@@ -111,6 +112,7 @@ async fn serve(cli: Cli, source: ListenSource) -> anyhow::Result<()> {
     let config = HttpConfig {
         max_body_bytes: cli.max_body_bytes,
         origins: OriginPolicy::from_list(&cli.allowed_origins),
+        ..HttpConfig::default()
     };
     let app = http::router(forwarder, config);
 

@@ -10,7 +10,15 @@
 //!   straight to the executor as a `Call`, which authenticates and authorizes it;
 //! - everything else (other methods, notifications, batches, bad arguments, unknown tools, even
 //!   bodies that do not parse) first sends `Identify`, so a bad token gets 401 before anything
-//!   else is said about the body.
+//!   else is said about the body;
+//! - a `tools/call` answered as a stream ([`Outcome::Stream`]: the client accepts SSE and sent a
+//!   `progressToken`, or accepts nothing but SSE) also sends `Identify` first, because the 200
+//!   and the stream's headers go out before the call ends.
+//!
+//! Streamed calls get `notifications/progress` (elapsed seconds, output bytes so far) for the
+//! executor's progress reports before the result. Every `tools/call` is registered in the
+//! [`CallRegistry`] while it runs, so a `notifications/cancelled` naming its id (a separate
+//! POST in this stateless server) cancels its work in the executor; see [`crate::calls`].
 //!
 //! Bodies are screened before `serde_json` builds a value from them: nesting deeper than
 //! [`MAX_NESTING_DEPTH`] or more than [`MAX_JSON_VALUES`] arrays, objects and elements are
@@ -18,15 +26,19 @@
 //! allocate.
 
 use crate::arguments;
+use crate::calls::{CallKey, CallRegistry, Cancelled};
 use crate::catalogue;
-use crate::forward::{ExecutorClient, ForwardError};
+use crate::forward::{ExecutorClient, ForwardError, Watch};
 use crate::results::CallToolResult;
 use mymcp_protocol::{
-    CallOrigin, ErrorCode, FrontendRequest, FrontendResponse, Role, TokenDigest, ToolCall,
-    ToolFailure, ToolName,
+    CallOrigin, ErrorCode, FrontendRequest, FrontendResponse, Progress, Role, TokenDigest,
+    ToolCall, ToolFailure, ToolName,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::pin::pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
 /// MCP protocol versions this server speaks, oldest first.
 pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 4] =
@@ -63,18 +75,34 @@ pub fn negotiate_version(requested: Option<&str>) -> &'static str {
         .unwrap_or(LATEST_PROTOCOL_VERSION)
 }
 
-/// Who is calling: the digest of the bearer token they sent, and where the request came from.
+/// Who is calling: the digest of the bearer token they sent, where the request came from, and
+/// the `Mcp-Session-Id` they sent (unchecked; it only scopes cancellations).
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub token: TokenDigest,
     pub origin: CallOrigin,
+    pub session: Option<String>,
+}
+
+/// How the client lets a `tools/call` be answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamPolicy {
+    /// The client accepts `text/event-stream`.
+    pub sse: bool,
+    /// It accepts nothing else.
+    pub sse_only: bool,
 }
 
 /// What to tell the client; the transport maps each case to its status and framing.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// JSON-RPC response(s), serialized: one object, or an array for a batch.
     Reply(String),
+    /// The answer to a single `initialize`: a reply that starts a session (the transport
+    /// hands out an `Mcp-Session-Id`).
+    Initialized(String),
+    /// An authenticated `tools/call` to run while streaming: see [`run_streamed`].
+    Stream(StreamedCall),
     /// The body is not valid JSON-RPC; the string is the JSON-RPC error to send (HTTP 400).
     BadRequest(String),
     /// Only notifications or responses: nothing to answer (HTTP 202).
@@ -180,6 +208,14 @@ pub fn check_structure(body: &[u8]) -> Result<(), Malformed> {
     Ok(())
 }
 
+/// A `tools/call` to be answered as an SSE stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamedCall {
+    id: Value,
+    call: ToolCall,
+    progress_token: Option<Value>,
+}
+
 /// One message of a body, classified.
 #[derive(Clone, Debug, PartialEq)]
 enum Message {
@@ -189,7 +225,10 @@ enum Message {
         params: Option<Value>,
     },
     /// No id: never answered, whatever the method.
-    Notification,
+    Notification {
+        method: String,
+        params: Option<Value>,
+    },
     /// A client's answer to a server request; we never send any, so it is ignored.
     Response,
     /// Not a JSON-RPC message.
@@ -234,7 +273,7 @@ fn classify(value: Value) -> Message {
         Some(Value::String(method)) => {
             let params = obj.remove("params").filter(|p| !p.is_null());
             match id {
-                None => Message::Notification,
+                None => Message::Notification { method, params },
                 Some(id) if is_valid_id(&id) => Message::Request { id, method, params },
                 Some(_) => Message::Invalid { id: Value::Null },
             }
@@ -317,16 +356,36 @@ pub fn error_response(code: i64, message: &str) -> String {
     serialize(&RpcResponse::error(Value::Null, code, message))
 }
 
-/// Processes one POST body for `caller`, asking `executor` whatever it needs.
-pub async fn handle(executor: &impl ExecutorClient, caller: &Caller, body: &[u8]) -> Outcome {
+/// Processes one POST body for `caller`, asking `executor` whatever it needs. `calls` holds
+/// the running `tools/call`s (for `notifications/cancelled`); `policy` says whether a
+/// `tools/call` may be answered as a stream.
+pub async fn handle(
+    executor: &impl ExecutorClient,
+    calls: &Arc<CallRegistry>,
+    caller: &Caller,
+    body: &[u8],
+    policy: StreamPolicy,
+) -> Outcome {
     let parsed = parse(body);
 
     // The common case: one well-formed tools/call. The executor authenticates it, so it needs
-    // no separate Identify.
+    // no separate Identify — unless it is streamed, where the 401 must be decided before the
+    // stream starts.
     if let Ok(Body::Single(Message::Request { id, method, params })) = &parsed {
         if method == "tools/call" {
             if let Some(call) = well_formed_call(params.as_ref()) {
-                return match call_tool(executor, caller, call).await {
+                let progress_token = progress_token(params.as_ref());
+                if policy.sse && (progress_token.is_some() || policy.sse_only) {
+                    return match identify(executor, caller.token).await {
+                        Ok(_) => Outcome::Stream(StreamedCall {
+                            id: id.clone(),
+                            call,
+                            progress_token,
+                        }),
+                        Err(stop) => stop.into(),
+                    };
+                }
+                return match call_tool(executor, calls, caller, id, call, None).await {
                     Ok(body) => Outcome::Reply(serialize(&RpcResponse::new(id.clone(), body))),
                     Err(stop) => stop.into(),
                 };
@@ -340,16 +399,22 @@ pub async fn handle(executor: &impl ExecutorClient, caller: &Caller, body: &[u8]
     };
     let session = Session {
         executor,
+        calls,
         caller,
         role,
     };
     match parsed {
         Err(malformed) => Outcome::BadRequest(malformed.response()),
-        Ok(Body::Single(message)) => match session.answer(message).await {
-            Ok(Some(response)) => Outcome::Reply(serialize(&response)),
-            Ok(None) => Outcome::Accepted,
-            Err(stop) => stop.into(),
-        },
+        Ok(Body::Single(message)) => {
+            let initialize =
+                matches!(&message, Message::Request { method, .. } if method == "initialize");
+            match session.answer(message).await {
+                Ok(Some(response)) if initialize => Outcome::Initialized(serialize(&response)),
+                Ok(Some(response)) => Outcome::Reply(serialize(&response)),
+                Ok(None) => Outcome::Accepted,
+                Err(stop) => stop.into(),
+            }
+        }
         Ok(Body::Batch(messages)) => {
             let mut responses = Vec::new();
             for message in messages {
@@ -366,6 +431,108 @@ pub async fn handle(executor: &impl ExecutorClient, caller: &Caller, body: &[u8]
             }
         }
     }
+}
+
+/// `params._meta.progressToken`, if it is a string or an integer.
+fn progress_token(params: Option<&Value>) -> Option<Value> {
+    let token = params?.get("_meta")?.get("progressToken")?;
+    match token {
+        Value::String(_) => Some(token.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(token.clone()),
+        _ => None,
+    }
+}
+
+/// Runs a streamed `tools/call` (see [`Outcome::Stream`]): sends a `notifications/progress`
+/// for each progress report of the executor (when the client gave a progress token), then the
+/// JSON-RPC response, each as one serialized message on `out`. Stops early if `out` closes.
+pub async fn run_streamed(
+    executor: &impl ExecutorClient,
+    calls: &Arc<CallRegistry>,
+    caller: &Caller,
+    streamed: StreamedCall,
+    out: mpsc::Sender<String>,
+) {
+    let StreamedCall {
+        id,
+        call,
+        progress_token,
+    } = streamed;
+    let (progress_tx, mut progress) = mpsc::channel(16);
+    let mut reports = progress_token.is_some();
+    let progress_tx = reports.then_some(progress_tx);
+    let call_id = id.clone();
+    let mut call = pin!(call_tool(
+        executor,
+        calls,
+        caller,
+        &call_id,
+        call,
+        progress_tx
+    ));
+    let response = loop {
+        tokio::select! {
+            biased;
+            report = progress.recv(), if reports => match (report, &progress_token) {
+                (Some(report), Some(token)) => {
+                    if out.send(progress_notification(token, report)).await.is_err() {
+                        return;
+                    }
+                }
+                _ => reports = false,
+            },
+            body = &mut call => break match body {
+                Ok(body) => RpcResponse::new(id, body),
+                Err(stop) => RpcResponse::error(id, codes::INTERNAL_ERROR, stop.message()),
+            },
+        }
+    };
+    // Reports that arrived just before the answer still go first.
+    if let Some(token) = &progress_token {
+        while let Ok(report) = progress.try_recv() {
+            if out
+                .send(progress_notification(token, report))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    let _ = out.send(serialize(&response)).await;
+}
+
+#[derive(Serialize)]
+struct Notification<T> {
+    jsonrpc: &'static str,
+    method: &'static str,
+    params: T,
+}
+
+#[derive(Serialize)]
+struct ProgressParams<'a> {
+    #[serde(rename = "progressToken")]
+    token: &'a Value,
+    progress: f64,
+    message: String,
+}
+
+/// A `notifications/progress` for a running command: progress counts elapsed seconds (it only
+/// grows, as MCP requires); the message says how much output there was so far.
+fn progress_notification(token: &Value, report: Progress) -> String {
+    let secs = report.elapsed_ms as f64 / 1000.0;
+    serialize(&Notification {
+        jsonrpc: "2.0",
+        method: "notifications/progress",
+        params: ProgressParams {
+            token,
+            progress: secs,
+            message: format!(
+                "running for {:.0} s; output so far: {} bytes on stdout, {} on stderr",
+                secs, report.stdout_bytes, report.stderr_bytes
+            ),
+        },
+    })
 }
 
 /// The typed call, if `params` name a known tool with schema-conforming arguments.
@@ -391,19 +558,29 @@ async fn identify(executor: &impl ExecutorClient, token: TokenDigest) -> Result<
     }
 }
 
+/// Runs one tool call in the executor, registered under its id for `notifications/cancelled`.
 async fn call_tool(
     executor: &impl ExecutorClient,
+    calls: &Arc<CallRegistry>,
     caller: &Caller,
+    id: &Value,
     call: ToolCall,
+    progress: Option<mpsc::Sender<Progress>>,
 ) -> Result<RpcBody, Stop> {
     let request = FrontendRequest::Call {
         token: caller.token,
         origin: caller.origin.clone(),
         call,
     };
-    match executor.request(request).await {
+    let key = CallKey::new(caller.token, caller.session.as_deref(), id);
+    let (_registration, cancel) = calls.register(key);
+    let watch = Watch {
+        progress,
+        cancel: Some(cancel),
+    };
+    match executor.request_watched(request, watch).await {
         Ok(FrontendResponse::Tool(outcome)) => {
-            Ok(RpcBody::tool(CallToolResult::from_outcome(&outcome)))
+            Ok(RpcBody::tool(CallToolResult::from_outcome(outcome)))
         }
         Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
         Ok(FrontendResponse::Identity(_)) => {
@@ -421,18 +598,58 @@ async fn call_tool(
     }
 }
 
+impl Stop {
+    /// For a JSON-RPC error once a stream has started (no HTTP status can say it any more).
+    fn message(self) -> &'static str {
+        match self {
+            Stop::Unauthenticated => "Invalid or disabled token",
+            Stop::Unavailable => "Executor unavailable",
+            Stop::BadAnswer => "Unexpected executor response",
+        }
+    }
+}
+
 /// Answers the messages of one body for an authenticated caller.
 struct Session<'a, E> {
     executor: &'a E,
+    calls: &'a Arc<CallRegistry>,
     caller: &'a Caller,
     role: Role,
 }
 
 impl<E: ExecutorClient> Session<'_, E> {
+    /// Acts on a notification: only `notifications/cancelled` does anything.
+    fn notification(&self, method: &str, params: Option<&Value>) {
+        if method != "notifications/cancelled" {
+            return;
+        }
+        let Some(id) = params
+            .and_then(|p| p.get("requestId"))
+            .filter(|id| is_valid_id(id))
+        else {
+            tracing::debug!("notifications/cancelled without a usable requestId");
+            return;
+        };
+        let key = CallKey::new(self.caller.token, self.caller.session.as_deref(), id);
+        match self.calls.cancel(&key) {
+            Cancelled::One => {
+                tracing::info!(request_id = %self.caller.origin.request_id, rpc_id = %id, "tools/call cancelled by the client")
+            }
+            Cancelled::NoMatch => tracing::debug!(rpc_id = %id, "cancellation for no running call"),
+            Cancelled::Ambiguous(n) => {
+                tracing::warn!(rpc_id = %id, calls = n, "cancellation matches several running calls of this token; none cancelled (the client sent no Mcp-Session-Id)")
+            }
+        }
+    }
+
     async fn answer(&self, message: Message) -> Result<Option<RpcResponse>, Stop> {
         let (id, method, params) = match message {
             Message::Request { id, method, params } => (id, method, params),
-            Message::Notification | Message::Response => return Ok(None),
+            Message::Notification { method, params } => {
+                self.notification(&method, params.as_ref());
+                return Ok(None);
+            }
+            Message::Response => return Ok(None),
             Message::Invalid { id } => {
                 return Ok(Some(RpcResponse::error(
                     id,
@@ -448,13 +665,13 @@ impl<E: ExecutorClient> Session<'_, E> {
             "tools/list" => RpcBody::Result(RpcResult::Tools {
                 tools: catalogue::visible_to(self.role),
             }),
-            "tools/call" => self.tools_call(params).await?,
+            "tools/call" => self.tools_call(&id, params).await?,
             _ => RpcBody::error(codes::METHOD_NOT_FOUND, "Method not found"),
         };
         Ok(Some(RpcResponse::new(id, body)))
     }
 
-    async fn tools_call(&self, params: Option<Value>) -> Result<RpcBody, Stop> {
+    async fn tools_call(&self, id: &Value, params: Option<Value>) -> Result<RpcBody, Stop> {
         let Some(Value::Object(params)) = params else {
             return Ok(RpcBody::error(
                 codes::INVALID_PARAMS,
@@ -472,7 +689,7 @@ impl<E: ExecutorClient> Session<'_, E> {
             return Ok(RpcBody::tool(CallToolResult::failure(&failure)));
         };
         match arguments::decode(tool, params.get("arguments")) {
-            Ok(call) => call_tool(self.executor, self.caller, call).await,
+            Ok(call) => call_tool(self.executor, self.calls, self.caller, id, call, None).await,
             // As in the reference, a caller who may not use the tool learns that first.
             Err(_) if !self.role.allows(tool.required_role()) => {
                 let failure = ToolFailure::new(
@@ -539,6 +756,26 @@ mod tests {
     }
 
     impl ExecutorClient for FakeExecutor {
+        /// Reports progress twice (when asked for it) before answering.
+        async fn request_watched(
+            &self,
+            request: FrontendRequest,
+            watch: Watch,
+        ) -> Result<FrontendResponse, ForwardError> {
+            if let Some(progress) = watch.progress {
+                for n in 1..=2u64 {
+                    let _ = progress
+                        .send(Progress {
+                            elapsed_ms: n * 2000,
+                            stdout_bytes: n * 10,
+                            stderr_bytes: 0,
+                        })
+                        .await;
+                }
+            }
+            self.request(request).await
+        }
+
         async fn request(
             &self,
             request: FrontendRequest,
@@ -576,6 +813,7 @@ mod tests {
 
     fn caller(token: TokenDigest) -> Caller {
         Caller {
+            session: None,
             token,
             origin: CallOrigin {
                 peer: "127.0.0.1".into(),
@@ -585,12 +823,22 @@ mod tests {
     }
 
     async fn run(exec: &FakeExecutor, token: TokenDigest, body: &str) -> Outcome {
-        handle(exec, &caller(token), body.as_bytes()).await
+        run_with(exec, token, body, StreamPolicy::default()).await
+    }
+
+    async fn run_with(
+        exec: &FakeExecutor,
+        token: TokenDigest,
+        body: &str,
+        policy: StreamPolicy,
+    ) -> Outcome {
+        let calls = Arc::new(CallRegistry::default());
+        handle(exec, &calls, &caller(token), body.as_bytes(), policy).await
     }
 
     fn reply(outcome: Outcome) -> Value {
         match outcome {
-            Outcome::Reply(s) => serde_json::from_str(&s).unwrap(),
+            Outcome::Reply(s) | Outcome::Initialized(s) => serde_json::from_str(&s).unwrap(),
             other => panic!("expected a reply, got {other:?}"),
         }
     }
@@ -774,7 +1022,10 @@ mod tests {
                 "write_file",
                 "edit_file",
                 "glob",
-                "grep"
+                "grep",
+                "job_status",
+                "job_output",
+                "job_kill"
             ]
         );
     }
@@ -912,5 +1163,137 @@ mod tests {
             };
             assert!(s.contains(&format!(r#""id":{id}"#)), "{s}");
         }
+    }
+
+    const SSE: StreamPolicy = StreamPolicy {
+        sse: true,
+        sse_only: false,
+    };
+    const SSE_ONLY: StreamPolicy = StreamPolicy {
+        sse: true,
+        sse_only: true,
+    };
+
+    #[tokio::test]
+    async fn initialize_alone_starts_a_session_but_not_in_a_batch() {
+        let exec = FakeExecutor::default();
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+        assert!(matches!(
+            run(&exec, RO, init).await,
+            Outcome::Initialized(_)
+        ));
+        let batch = format!("[{init}]");
+        assert!(matches!(run(&exec, RO, &batch).await, Outcome::Reply(_)));
+    }
+
+    #[tokio::test]
+    async fn calls_with_a_progress_token_stream_when_sse_is_accepted() {
+        let exec = FakeExecutor::default();
+        let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_file",
+            "arguments":{"file_path":"/x"},"_meta":{"progressToken":"p-1"}}}"#;
+        // JSON only: answered at once, progress token or not.
+        assert!(matches!(run(&exec, RO, body).await, Outcome::Reply(_)));
+        let Outcome::Stream(streamed) = run_with(&exec, RO, body, SSE).await else {
+            panic!("expected a stream")
+        };
+        assert_eq!(streamed.progress_token, Some(json!("p-1")));
+        // The token was checked before the stream was promised.
+        assert!(matches!(
+            exec.seen().last(),
+            Some(FrontendRequest::Identify { .. })
+        ));
+        assert_eq!(
+            run_with(&exec, BAD, body, SSE).await,
+            Outcome::Unauthenticated
+        );
+
+        // Without a token: a stream only for clients that take nothing but SSE.
+        let plain = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"read_file",
+            "arguments":{"file_path":"/x"}}}"#;
+        assert!(matches!(
+            run_with(&exec, RO, plain, SSE).await,
+            Outcome::Reply(_)
+        ));
+        assert!(matches!(
+            run_with(&exec, RO, plain, SSE_ONLY).await,
+            Outcome::Stream(StreamedCall {
+                progress_token: None,
+                ..
+            })
+        ));
+        // A boolean is no progress token.
+        let boolean = body.replace(r#""p-1""#, "true");
+        assert!(matches!(
+            run_with(&exec, RO, &boolean, SSE).await,
+            Outcome::Reply(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_streamed_call_sends_progress_then_the_result() {
+        let exec = FakeExecutor::default();
+        let calls = Arc::new(CallRegistry::default());
+        let streamed = StreamedCall {
+            id: json!(9),
+            call: ToolCall::ReadFile(mymcp_protocol::ReadFile {
+                file_path: "/x".into(),
+                offset: None,
+                limit: None,
+            }),
+            progress_token: Some(json!(42)),
+        };
+        let (tx, mut rx) = mpsc::channel(8);
+        run_streamed(&exec, &calls, &caller(RO), streamed, tx).await;
+        let mut messages = Vec::new();
+        while let Some(m) = rx.recv().await {
+            messages.push(serde_json::from_str::<Value>(&m).unwrap());
+        }
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(messages[0]["method"], "notifications/progress");
+        assert_eq!(messages[0]["params"]["progressToken"], 42);
+        assert_eq!(messages[0]["params"]["progress"], 2.0);
+        assert_eq!(messages[1]["params"]["progress"], 4.0);
+        assert!(messages[1]["params"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("20 bytes on stdout"));
+        assert_eq!(messages[2]["id"], 9);
+        assert_eq!(messages[2]["result"]["isError"], false);
+        assert!(calls.is_empty(), "the call is unregistered once it ended");
+    }
+
+    #[tokio::test]
+    async fn cancelled_notifications_reach_the_running_call_of_the_same_token() {
+        let exec = FakeExecutor::default();
+        let calls = Arc::new(CallRegistry::default());
+        let (_r, mut cancel) = calls.register(CallKey::new(RW, None, &json!(3)));
+        let note = |id: &str| {
+            format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":"x"}}}}"#
+            )
+        };
+        let send = |token, body: String| {
+            let (calls, exec) = (calls.clone(), &exec);
+            async move {
+                handle(
+                    exec,
+                    &calls,
+                    &caller(token),
+                    body.as_bytes(),
+                    StreamPolicy::default(),
+                )
+                .await
+            }
+        };
+        // Another token, another id, a string id: nothing happens.
+        assert_eq!(send(RO, note("3")).await, Outcome::Accepted);
+        assert_eq!(send(RW, note("4")).await, Outcome::Accepted);
+        assert_eq!(send(RW, note(r#""3""#)).await, Outcome::Accepted);
+        assert!(cancel.try_recv().is_err());
+        // A bad token is refused before anything is cancelled.
+        assert_eq!(send(BAD, note("3")).await, Outcome::Unauthenticated);
+        assert!(cancel.try_recv().is_err());
+        assert_eq!(send(RW, note("3")).await, Outcome::Accepted);
+        assert!(cancel.try_recv().is_ok());
     }
 }

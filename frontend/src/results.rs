@@ -5,10 +5,15 @@
 //! sorts keys). Domain failures keep the reference's `{"success":false,"error":…}` shape and
 //! are additionally flagged with `isError: true`, so clients that look only at the flag notice
 //! them too; argument validation errors are plain text, also with `isError: true`.
+//!
+//! Command output can be a megabyte per stream and is escaped twice (as a JSON value, then as
+//! the text item holding that JSON), so those strings go through [`json_string`] rather than
+//! `serde_json`'s byte-by-byte escaping, and valid UTF-8 is taken over without a copy.
 
+use crate::json_string;
 use mymcp_protocol::{
-    BashOutput, CapturedStream, EditFileOutput, GlobOutput, GrepOutput, ReadFileOutput,
-    ToolFailure, ToolOutput, WriteFileOutput,
+    BashOutput, CapturedStream, EditFileOutput, GlobOutput, GrepOutput, JobInfo, JobOutputChunk,
+    ReadFileOutput, ToolFailure, ToolOutput, WriteFileOutput,
 };
 use serde::Serialize;
 
@@ -25,6 +30,7 @@ pub struct CallToolResult {
 pub struct TextContent {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    #[serde(serialize_with = "json_string::serialize")]
     pub text: String,
 }
 
@@ -37,10 +43,10 @@ impl CallToolResult {
     }
 
     /// The result for a tool outcome from the executor.
-    pub fn from_outcome(outcome: &Result<ToolOutput, ToolFailure>) -> Self {
+    pub fn from_outcome(outcome: Result<ToolOutput, ToolFailure>) -> Self {
         match outcome {
             Ok(output) => CallToolResult::text(output_json(output), false),
-            Err(failure) => CallToolResult::failure(failure),
+            Err(failure) => CallToolResult::failure(&failure),
         }
     }
 
@@ -57,7 +63,9 @@ impl CallToolResult {
 
 #[derive(Serialize)]
 struct BashJson {
+    #[serde(serialize_with = "json_string::serialize")]
     stdout: String,
+    #[serde(serialize_with = "json_string::serialize")]
     stderr: String,
     exit_code: i32,
     timed_out: bool,
@@ -108,6 +116,39 @@ struct FailureJson<'a> {
     suggestion: Option<&'a str>,
 }
 
+#[derive(Serialize)]
+struct JobJson<'a> {
+    job_id: &'a str,
+    command: &'a str,
+    working_dir: &'a str,
+    running: bool,
+    exit_code: Option<i32>,
+    timed_out: bool,
+    killed: bool,
+    started_at: &'a str,
+    finished_at: Option<&'a str>,
+    duration_ms: u64,
+    timeout: u32,
+    stdout_bytes: u64,
+    stderr_bytes: u64,
+    output_truncated: bool,
+}
+
+#[derive(Serialize)]
+struct JobOutputJson<'a> {
+    job_id: &'a str,
+    #[serde(serialize_with = "json_string::serialize")]
+    stdout: String,
+    #[serde(serialize_with = "json_string::serialize")]
+    stderr: String,
+    stdout_offset: u64,
+    stderr_offset: u64,
+    running: bool,
+    exit_code: Option<i32>,
+    complete: bool,
+    output_truncated: bool,
+}
+
 fn is_true(b: &bool) -> bool {
     *b
 }
@@ -118,41 +159,83 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 /// The tool JSON of a successful result.
-pub fn output_json(output: &ToolOutput) -> String {
+pub fn output_json(output: ToolOutput) -> String {
     match output {
         ToolOutput::Bash(bash) => bash_json(bash),
-        ToolOutput::ReadFile(read) => read_file_json(read),
+        ToolOutput::ReadFile(read) => read_file_json(&read),
         ToolOutput::WriteFile(WriteFileOutput { bytes_written }) => to_json(&WriteFileJson {
             success: true,
-            bytes_written: *bytes_written,
+            bytes_written,
         }),
         ToolOutput::EditFile(EditFileOutput { replacements }) => to_json(&EditFileJson {
             success: true,
-            replacements: *replacements,
+            replacements,
         }),
         ToolOutput::Glob(GlobOutput {
             files,
             count,
             truncated,
         }) => to_json(&GlobJson {
-            files,
-            count: *count,
-            truncated: *truncated,
+            files: &files,
+            count,
+            truncated,
         }),
         ToolOutput::Grep(GrepOutput {
             results,
             match_count,
             match_count_exact,
         }) => to_json(&GrepJson {
-            results,
-            match_count: *match_count,
-            match_count_exact: *match_count_exact,
+            results: &results,
+            match_count,
+            match_count_exact,
         }),
+        ToolOutput::Job(job) => job_json(&job),
+        ToolOutput::JobOutput(chunk) => job_output_json(chunk),
     }
 }
 
-fn bash_json(out: &BashOutput) -> String {
-    let mut stderr = stream_text(&out.stderr);
+/// Bytes as text: taken over as they are when they are UTF-8, else with each invalid sequence
+/// replaced by U+FFFD.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn job_json(job: &JobInfo) -> String {
+    to_json(&JobJson {
+        job_id: &job.job_id,
+        command: &job.command,
+        working_dir: &job.working_dir,
+        running: job.running,
+        exit_code: job.exit_code,
+        timed_out: job.timed_out,
+        killed: job.killed,
+        started_at: &job.started_at,
+        finished_at: job.finished_at.as_deref(),
+        duration_ms: job.duration_ms,
+        timeout: job.timeout_secs,
+        stdout_bytes: job.stdout_bytes,
+        stderr_bytes: job.stderr_bytes,
+        output_truncated: job.output_truncated,
+    })
+}
+
+/// Bytes become text with invalid UTF-8 replaced by U+FFFD; the offsets stay byte offsets.
+fn job_output_json(chunk: JobOutputChunk) -> String {
+    to_json(&JobOutputJson {
+        job_id: &chunk.job_id,
+        stdout: text(chunk.stdout),
+        stderr: text(chunk.stderr),
+        stdout_offset: chunk.stdout_offset,
+        stderr_offset: chunk.stderr_offset,
+        running: chunk.running,
+        exit_code: chunk.exit_code,
+        complete: chunk.complete,
+        output_truncated: chunk.output_truncated,
+    })
+}
+
+fn bash_json(out: BashOutput) -> String {
+    let mut stderr = stream_text(out.stderr);
     if out.timed_out {
         if !stderr.is_empty() {
             stderr.push('\n');
@@ -160,7 +243,7 @@ fn bash_json(out: &BashOutput) -> String {
         stderr.push_str(&format!("Command timed out after {}s", out.timeout_secs));
     }
     to_json(&BashJson {
-        stdout: stream_text(&out.stdout),
+        stdout: stream_text(out.stdout),
         stderr,
         exit_code: out.exit_code,
         timed_out: out.timed_out,
@@ -168,13 +251,13 @@ fn bash_json(out: &BashOutput) -> String {
 }
 
 /// A captured stream as text, with the reference's marker when it was cut.
-fn stream_text(stream: &CapturedStream) -> String {
-    let mut text = String::from_utf8_lossy(&stream.head).into_owned();
-    if stream.truncated() {
+fn stream_text(stream: CapturedStream) -> String {
+    let (truncated, kept) = (stream.truncated(), stream.head.len());
+    let mut text = text(stream.head);
+    if truncated {
         text.push_str(&format!(
-            "\n[TRUNCATED: total {} bytes, showing first {} bytes]",
+            "\n[TRUNCATED: total {} bytes, showing first {kept} bytes]",
             stream.total_bytes,
-            stream.head.len()
         ));
     }
     text
@@ -224,7 +307,7 @@ mod tests {
     #[test]
     fn bash_result_has_the_reference_keys_in_order() {
         let out = bash(stream(b"hi\n", 3), stream(b"", 0), false);
-        let result = CallToolResult::from_outcome(&Ok(ToolOutput::Bash(out)));
+        let result = CallToolResult::from_outcome(Ok(ToolOutput::Bash(out)));
         assert!(!result.is_error);
         assert_eq!(
             result.content[0].text,
@@ -236,7 +319,7 @@ mod tests {
     fn truncated_stream_gets_the_marker_and_a_cut_character_becomes_replacement() {
         // "é" is two bytes; the head ends in the middle of it.
         let out = bash(stream(b"ab\xc3", 10), stream(b"", 0), false);
-        let json: serde_json::Value = serde_json::from_str(&bash_json(&out)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&bash_json(out)).unwrap();
         assert_eq!(
             json["stdout"],
             "ab\u{fffd}\n[TRUNCATED: total 10 bytes, showing first 3 bytes]"
@@ -246,14 +329,14 @@ mod tests {
     #[test]
     fn timeout_text_is_appended_to_stderr() {
         let out = bash(stream(b"partial", 7), stream(b"", 0), true);
-        let json: serde_json::Value = serde_json::from_str(&bash_json(&out)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&bash_json(out)).unwrap();
         assert_eq!(json["stderr"], "Command timed out after 5s");
         assert_eq!(json["stdout"], "partial");
         assert_eq!(json["timed_out"], true);
         assert_eq!(json["exit_code"], -1);
 
         let out = bash(stream(b"", 0), stream(b"warning", 7), true);
-        let json: serde_json::Value = serde_json::from_str(&bash_json(&out)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&bash_json(out)).unwrap();
         assert_eq!(json["stderr"], "warning\nCommand timed out after 5s");
     }
 
@@ -261,7 +344,7 @@ mod tests {
     fn output_is_raw_utf8_not_escaped() {
         let text = "ü <&>".as_bytes();
         let out = bash(stream(text, text.len() as u64), stream(b"", 0), false);
-        assert!(bash_json(&out).contains(r#""stdout":"ü <&>""#));
+        assert!(bash_json(out).contains(r#""stdout":"ü <&>""#));
     }
 
     #[test]
@@ -285,7 +368,7 @@ mod tests {
 
     #[test]
     fn file_tool_results_have_the_reference_keys_in_order() {
-        let j = |o: ToolOutput| output_json(&o);
+        let j = output_json;
         assert_eq!(
             j(ToolOutput::WriteFile(WriteFileOutput { bytes_written: 5 })),
             r#"{"success":true,"bytes_written":5}"#
@@ -324,7 +407,7 @@ mod tests {
     fn failure_json_key_order_and_is_error() {
         let f = ToolFailure::new(ErrorCode::FileNotFoundError, "File not found: /nope")
             .with_suggestion("Check the file path");
-        let result = CallToolResult::from_outcome(&Err(f));
+        let result = CallToolResult::from_outcome(Err(f));
         assert!(result.is_error);
         assert_eq!(
             result.content[0].text,
@@ -335,6 +418,46 @@ mod tests {
             failure_json(&f),
             r#"{"success":false,"error":"UnknownTool","message":"Unknown tool: x"}"#
         );
+    }
+
+    #[test]
+    fn job_json_key_order_and_nulls_while_running() {
+        let job = JobInfo {
+            job_id: "0123456789abcdef".into(),
+            command: "sleep 9".into(),
+            working_dir: "/".into(),
+            running: true,
+            exit_code: None,
+            timed_out: false,
+            killed: false,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: None,
+            duration_ms: 5,
+            timeout_secs: 3600,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            output_truncated: false,
+        };
+        assert_eq!(
+            job_json(&job),
+            r#"{"job_id":"0123456789abcdef","command":"sleep 9","working_dir":"/","running":true,"exit_code":null,"timed_out":false,"killed":false,"started_at":"2026-01-01T00:00:00Z","finished_at":null,"duration_ms":5,"timeout":3600,"stdout_bytes":0,"stderr_bytes":0,"output_truncated":false}"#
+        );
+        let chunk = JobOutputChunk {
+            job_id: "0123456789abcdef".into(),
+            stdout: b"hi\xff".to_vec(),
+            stderr: Vec::new(),
+            stdout_offset: 3,
+            stderr_offset: 0,
+            running: false,
+            exit_code: Some(0),
+            complete: true,
+            output_truncated: false,
+        };
+        let json: serde_json::Value = serde_json::from_str(&job_output_json(chunk)).unwrap();
+        assert_eq!(json["stdout"], "hi\u{fffd}");
+        assert_eq!(json["stdout_offset"], 3);
+        assert_eq!(json["exit_code"], 0);
+        assert_eq!(json["complete"], true);
     }
 
     #[test]

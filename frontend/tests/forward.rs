@@ -45,6 +45,7 @@ fn hang() -> ToolCall {
         timeout: None,
         working_dir: None,
         max_output_bytes: None,
+        background: false,
     })
 }
 

@@ -319,7 +319,10 @@ async fn tools_list_is_filtered_by_role() {
             "write_file",
             "edit_file",
             "glob",
-            "grep"
+            "grep",
+            "job_status",
+            "job_output",
+            "job_kill"
         ]
     );
     assert_eq!(
@@ -568,4 +571,179 @@ async fn dropping_an_in_flight_call_cancels_it_in_the_executor() {
         send(&h.app, mcp(RO_TOKEN, LIST)).await.status,
         StatusCode::OK
     );
+}
+
+fn with_header(mut request: Request<Body>, name: &'static str, value: &str) -> Request<Body> {
+    request.headers_mut().insert(name, value.parse().unwrap());
+    request
+}
+
+/// The `data:` payloads of an SSE body, and its comment lines.
+fn sse_events(body: &str) -> (Vec<Value>, Vec<String>) {
+    let mut events = Vec::new();
+    let mut comments = Vec::new();
+    for line in body.lines() {
+        if let Some(data) = line.strip_prefix("data: ") {
+            events.push(serde_json::from_str(data).unwrap());
+        } else if line.starts_with(':') {
+            comments.push(line.to_owned());
+        }
+    }
+    (events, comments)
+}
+
+#[tokio::test]
+async fn initialize_hands_out_a_session_id() {
+    let h = harness().await;
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+    let reply = send(&h.app, mcp(RO_TOKEN, init)).await;
+    let id = reply.header("mcp-session-id").expect("session id");
+    assert_eq!(id.len(), 32);
+    let again = send(&h.app, mcp(RO_TOKEN, init)).await;
+    assert_ne!(again.header("mcp-session-id"), Some(id));
+    assert!(send(&h.app, mcp(RO_TOKEN, LIST))
+        .await
+        .header("mcp-session-id")
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_call_with_a_progress_token_streams_progress_then_the_result() {
+    let h = harness().await;
+    let body = json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{
+        "name":"bash_execute","arguments":{"command":"progress"},"_meta":{"progressToken":"tok-1"}}})
+    .to_string();
+    let reply = send(&h.app, mcp(RW_TOKEN, &body)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), Some("text/event-stream"));
+    let (events, _) = sse_events(&reply.body);
+    assert_eq!(events.len(), 3, "{}", reply.body);
+    for (n, e) in events[..2].iter().enumerate() {
+        assert_eq!(e["method"], "notifications/progress");
+        assert_eq!(e["params"]["progressToken"], "tok-1");
+        assert_eq!(e["params"]["progress"], (n + 1) as f64);
+    }
+    assert!(events[1]["params"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("200 bytes on stdout, 2 on stderr"));
+    assert_eq!(events[2]["id"], 4);
+    assert_eq!(events[2]["result"]["isError"], false);
+
+    // A bad token is still a plain 401, decided before any stream starts.
+    let reply = send(&h.app, mcp("tok_unknown", &body)).await;
+    assert_401(&reply, "Invalid or disabled token");
+}
+
+#[tokio::test]
+async fn idle_streams_get_keep_alive_comments() {
+    let h = harness_with(HttpConfig {
+        keep_alive: Duration::from_millis(50),
+        ..HttpConfig::default()
+    })
+    .await;
+    // SSE only: streamed even without a progress token.
+    let mut request = mcp(
+        RW_TOKEN,
+        &tools_call("bash_execute", json!({"command": "slow"})),
+    );
+    request
+        .headers_mut()
+        .insert(header::ACCEPT, "text/event-stream".parse().unwrap());
+    let reply = send(&h.app, request).await;
+    let (events, comments) = sse_events(&reply.body);
+    assert!(comments.len() >= 2, "{}", reply.body);
+    assert!(comments.iter().all(|c| c == ": keep-alive"));
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0]["result"]["content"][0]["text"].as_str().unwrap(),
+        r#"{"stdout":"slow","stderr":"","exit_code":0,"timed_out":false}"#
+    );
+}
+
+#[tokio::test]
+async fn notifications_cancelled_cancels_the_call_with_that_id_in_the_executor() {
+    let mut h = harness().await;
+    let call = json!({"jsonrpc":"2.0","id":"call-7","method":"tools/call",
+        "params":{"name":"bash_execute","arguments":{"command":"hang"}}})
+    .to_string();
+    let app = h.app.clone();
+    let request = with_header(mcp(RW_TOKEN, &call), "mcp-session-id", "session-a");
+    let in_flight = tokio::spawn(async move { send(&app, request).await });
+    let ClientFrame::Request { id, .. } = h.executor.next_frame().await else {
+        panic!("expected the call first")
+    };
+    let cancel = |session: &str, token: &str| {
+        let note = json!({"jsonrpc":"2.0","method":"notifications/cancelled",
+            "params":{"requestId":"call-7","reason":"user"}})
+        .to_string();
+        with_header(mcp(token, &note), "mcp-session-id", session)
+    };
+    // Another session, or another token, cannot cancel it.
+    assert_eq!(
+        send(&h.app, cancel("session-b", RW_TOKEN)).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        send(&h.app, cancel("session-a", RO_TOKEN)).await.status,
+        StatusCode::ACCEPTED
+    );
+    // (Each notification costs an Identify; no Cancel went out.)
+    for _ in 0..2 {
+        assert!(matches!(
+            h.executor.next_frame().await,
+            ClientFrame::Request {
+                body: FrontendRequest::Identify { .. },
+                ..
+            }
+        ));
+    }
+    assert_eq!(
+        send(&h.app, cancel("session-a", RW_TOKEN)).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert!(matches!(
+        h.executor.next_frame().await,
+        ClientFrame::Request {
+            body: FrontendRequest::Identify { .. },
+            ..
+        }
+    ));
+    match h.executor.next_frame().await {
+        ClientFrame::Cancel { id: cancelled } => assert_eq!(cancelled, id),
+        other => panic!("expected Cancel, got {other:?}"),
+    }
+    // The call is answered with the executor's verdict.
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.json()["id"], "call-7");
+    assert!(reply.json()["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains(r#""error":"Cancelled""#));
+}
+
+#[tokio::test]
+async fn a_streamed_call_whose_client_goes_away_is_cancelled() {
+    let mut h = harness().await;
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{
+        "name":"bash_execute","arguments":{"command":"hang"},"_meta":{"progressToken":1}}})
+    .to_string();
+    let response = h.app.clone().oneshot(mcp(RW_TOKEN, &body)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(matches!(
+        h.executor.next_frame().await,
+        ClientFrame::Request {
+            body: FrontendRequest::Identify { .. },
+            ..
+        }
+    ));
+    let ClientFrame::Request { id, .. } = h.executor.next_frame().await else {
+        panic!("expected the call")
+    };
+    // The client reads nothing and goes away: hyper drops the body.
+    drop(response);
+    match h.executor.next_frame().await {
+        ClientFrame::Cancel { id: cancelled } => assert_eq!(cancelled, id),
+        other => panic!("expected Cancel, got {other:?}"),
+    }
 }

@@ -63,17 +63,23 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
 }
 
 /// Encodes a message as a complete frame (header and body).
+///
+/// The size is computed first, so an oversized message is refused before anything is copied
+/// and a large one is written into a buffer allocated once.
 pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let mut buf = vec![0u8; HEADER_LEN];
-    let mut buf = postcard::to_extend(msg, std::mem::take(&mut buf)).map_err(FrameError::Encode)?;
-    let len = buf.len() - HEADER_LEN;
+    let len =
+        postcard::serialize_with_flavor::<T, _, usize>(msg, postcard::ser_flavors::Size::default())
+            .map_err(FrameError::Encode)?;
     if len > MAX_FRAME_LEN {
         return Err(FrameError::TooLarge {
             len,
             max: MAX_FRAME_LEN,
         });
     }
-    buf[..HEADER_LEN].copy_from_slice(&(len as u32).to_be_bytes());
+    let mut buf = Vec::with_capacity(HEADER_LEN + len);
+    buf.extend_from_slice(&(len as u32).to_be_bytes());
+    let buf = postcard::to_extend(msg, buf).map_err(FrameError::Encode)?;
+    debug_assert_eq!(buf.len(), HEADER_LEN + len);
     Ok(buf)
 }
 

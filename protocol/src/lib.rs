@@ -25,6 +25,7 @@
 //! assert!(matches!(back, ClientFrame::Hello(h) if h.is_compatible()));
 //! ```
 
+mod byte_string;
 pub mod frame;
 mod tools;
 
@@ -96,6 +97,22 @@ pub enum ServerFrame<R> {
         id: RequestId,
         body: R,
     },
+    /// How a running request is getting on; sent any number of times before its `Response`
+    /// (today: every few seconds while a `bash_execute` command runs). Best effort: the
+    /// executor drops one rather than wait when the connection is congested.
+    Progress {
+        id: RequestId,
+        progress: Progress,
+    },
+}
+
+/// A running command's progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub elapsed_ms: u64,
+    /// Bytes written so far to each stream (kept or not).
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
 }
 
 /// SHA-256 digest of a bearer token. The token itself never crosses the socket: the frontend
@@ -250,6 +267,7 @@ pub struct StatusInfo {
     pub tokens: u64,
     pub running_commands: u64,
     pub token_file: String,
+    pub running_jobs: u64,
 }
 
 #[cfg(test)]

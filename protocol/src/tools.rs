@@ -17,17 +17,23 @@ pub enum ToolName {
     EditFile,
     Glob,
     Grep,
+    JobStatus,
+    JobOutput,
+    JobKill,
 }
 
 impl ToolName {
     /// Every tool, in the order `tools/list` shows them.
-    pub const ALL: [ToolName; 6] = [
+    pub const ALL: [ToolName; 9] = [
         ToolName::BashExecute,
         ToolName::ReadFile,
         ToolName::WriteFile,
         ToolName::EditFile,
         ToolName::Glob,
         ToolName::Grep,
+        ToolName::JobStatus,
+        ToolName::JobOutput,
+        ToolName::JobKill,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +44,9 @@ impl ToolName {
             ToolName::EditFile => "edit_file",
             ToolName::Glob => "glob",
             ToolName::Grep => "grep",
+            ToolName::JobStatus => "job_status",
+            ToolName::JobOutput => "job_output",
+            ToolName::JobKill => "job_kill",
         }
     }
 
@@ -55,6 +64,8 @@ impl ToolName {
             ToolName::EditFile => Role::Rw,
             ToolName::Glob => Role::Ro,
             ToolName::Grep => Role::Ro,
+            // Jobs are commands: looking at one is as privileged as starting one.
+            ToolName::JobStatus | ToolName::JobOutput | ToolName::JobKill => Role::Rw,
         }
     }
 }
@@ -76,6 +87,9 @@ pub enum ToolCall {
     EditFile(EditFile),
     Glob(Glob),
     Grep(Grep),
+    JobStatus(JobRef),
+    JobOutput(JobOutputArgs),
+    JobKill(JobKillArgs),
 }
 
 impl ToolCall {
@@ -87,6 +101,9 @@ impl ToolCall {
             ToolCall::EditFile(_) => ToolName::EditFile,
             ToolCall::Glob(_) => ToolName::Glob,
             ToolCall::Grep(_) => ToolName::Grep,
+            ToolCall::JobStatus(_) => ToolName::JobStatus,
+            ToolCall::JobOutput(_) => ToolName::JobOutput,
+            ToolCall::JobKill(_) => ToolName::JobKill,
         }
     }
 }
@@ -100,6 +117,9 @@ pub struct BashExecute {
     pub working_dir: Option<String>,
     /// Per-stream capture cap; clamped to [1, `MYMCP_BASH_MAX_OUTPUT_BYTES_HARD`].
     pub max_output_bytes: Option<i64>,
+    /// Start a background job and return its id at once (`job_status`, `job_output`,
+    /// `job_kill` follow it). `timeout` then defaults to an hour and may be up to a day.
+    pub background: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +200,35 @@ pub struct Grep {
     pub case_insensitive: Option<bool>,
 }
 
+/// `job_status`: which job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    pub job_id: String,
+}
+
+/// `job_output`: a piece of a job's output from byte offsets, optionally waiting for more.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutputArgs {
+    pub job_id: String,
+    /// Byte offset into stdout; values below 0 mean 0.
+    pub stdout_offset: Option<i64>,
+    /// Byte offset into stderr; values below 0 mean 0.
+    pub stderr_offset: Option<i64>,
+    /// Bytes per stream at most; clamped to [1, `MYMCP_BASH_MAX_OUTPUT_BYTES_HARD`].
+    pub max_bytes: Option<i64>,
+    /// Seconds to wait for output past the offsets or for the job to end; clamped to [0, 60].
+    pub wait_seconds: Option<i64>,
+}
+
+/// `job_kill`: signal a job's process group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobKillArgs {
+    pub job_id: String,
+    /// `TERM` (default: SIGKILL follows after the grace if the job is still running), `KILL`,
+    /// `INT` or `HUP`; a `SIG` prefix is allowed.
+    pub signal: Option<String>,
+}
+
 /// A successful tool result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToolOutput {
@@ -189,6 +238,10 @@ pub enum ToolOutput {
     EditFile(EditFileOutput),
     Glob(GlobOutput),
     Grep(GrepOutput),
+    /// A background job: started (`bash_execute` with `background`), looked at (`job_status`)
+    /// or signalled (`job_kill`).
+    Job(JobInfo),
+    JobOutput(JobOutputChunk),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,9 +273,56 @@ pub struct GrepOutput {
     pub match_count_exact: bool,
 }
 
+/// What is known about a background job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub job_id: String,
+    pub command: String,
+    pub working_dir: String,
+    pub running: bool,
+    /// The exit status or `-signo` once the job has ended (-1 if its shell could not be
+    /// reaped); `None` while it runs.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    /// Ended by `job_kill` or by the executor shutting down.
+    pub killed: bool,
+    /// RFC 3339, UTC, second precision.
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// Run time so far, or in all once it ended.
+    pub duration_ms: u64,
+    pub timeout_secs: u32,
+    /// Bytes the job wrote to each stream (including any beyond the spool cap).
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    /// Output went past `MYMCP_JOB_MAX_OUTPUT_BYTES`; the rest was counted, not kept.
+    pub output_truncated: bool,
+}
+
+/// A piece of a job's spooled output.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutputChunk {
+    pub job_id: String,
+    /// Bytes from the requested offset. A chunk never ends inside a UTF-8 sequence that
+    /// continues in the spool, so chunks decode and concatenate exactly.
+    #[serde(with = "crate::byte_string")]
+    pub stdout: Vec<u8>,
+    #[serde(with = "crate::byte_string")]
+    pub stderr: Vec<u8>,
+    /// Offsets to ask for next: the requested ones plus the bytes returned.
+    pub stdout_offset: u64,
+    pub stderr_offset: u64,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+    /// The job has ended and both offsets are at the end of what was kept.
+    pub complete: bool,
+    pub output_truncated: bool,
+}
+
 /// The first bytes a command wrote to one stream, and how many it wrote in all.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapturedStream {
+    #[serde(with = "crate::byte_string")]
     pub head: Vec<u8>,
     pub total_bytes: u64,
 }
@@ -285,7 +385,7 @@ pub enum ErrorCode {
     /// The executor is stopping and takes no new work.
     ShuttingDown,
     TimeoutError,
-    /// A control-socket selector matched no token.
+    /// A control-socket selector matched no token, or no job has this id for this token.
     NotFound,
     /// Unexpected failure; the message says what failed.
     InternalError,
@@ -374,6 +474,7 @@ mod tests {
         for t in [ToolName::WriteFile, ToolName::EditFile] {
             assert_eq!(t.required_role(), Role::Rw, "{t}");
         }
+        assert_eq!(ToolName::JobOutput.required_role(), Role::Rw);
         for t in [ToolName::Glob, ToolName::Grep] {
             assert_eq!(t.required_role(), Role::Ro, "{t}");
         }
@@ -386,7 +487,10 @@ mod tests {
                 "write_file",
                 "edit_file",
                 "glob",
-                "grep"
+                "grep",
+                "job_status",
+                "job_output",
+                "job_kill"
             ]
         );
     }

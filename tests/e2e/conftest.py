@@ -149,3 +149,17 @@ def wait_until(pred, timeout=5.0):
             return True
         time.sleep(0.02)
     return pred()
+
+
+def pids_with_cmdline(needle: str) -> list:
+    """Pids whose command line contains `needle`."""
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if needle in (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                out.append(int(p.name))
+        except OSError:
+            continue
+    return out

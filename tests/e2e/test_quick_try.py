@@ -28,7 +28,10 @@ def test_initialize_negotiates_a_supported_version(server):
 def test_rw_token_lists_every_tool(server):
     tools = with_session(server.url, server.rw_token, call("list_tools")).tools
     names = [t.name for t in tools]
-    assert names == ["bash_execute", "read_file", "write_file", "edit_file", "glob", "grep"]
+    assert names == [
+        "bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
+        "job_status", "job_output", "job_kill",
+    ]
     bash = next(t for t in tools if t.name == "bash_execute")
     assert bash.input_schema["required"] == ["command"]
     assert bash.input_schema["properties"]["timeout"]["type"] == "integer"

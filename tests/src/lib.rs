@@ -90,6 +90,7 @@ impl ExecutorProcess {
         let mut cmd = Command::new(bin("mymcp-executor"));
         cmd.env("MYMCP_RUNTIME_DIR", &runtime_dir)
             .env("MYMCP_TOKEN_FILE", &token_file)
+            .env("MYMCP_STATE_DIR", dir.path().join("state"))
             .env("MYMCP_FRONTEND_USER", frontend_user)
             .env("MYMCP_LOG_LEVEL", "info")
             .stderr(Stdio::piped());
@@ -150,10 +151,25 @@ impl ExecutorProcess {
     /// SIGTERM and wait; returns how long the executor took to exit.
     pub fn terminate(&mut self) -> Duration {
         let t = Instant::now();
-        // SAFETY: kill on our own child's pid with a valid signal.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.signal_term();
         let _ = self.child.wait();
         t.elapsed()
+    }
+
+    /// SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        // SAFETY: kill on our own child's pid with a valid signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
+    /// Waits for the executor to exit; returns its exit status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait executor")
+    }
+
+    /// The state directory (`MYMCP_STATE_DIR`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 }
 
@@ -425,25 +441,73 @@ impl HttpResponse {
 
 /// The request line, headers and body of a JSON-RPC POST to /mcp.
 pub fn mcp_request(addr: std::net::SocketAddr, token: &str, body: &serde_json::Value) -> String {
+    mcp_request_with(addr, token, body, &[])
+}
+
+/// As [`mcp_request`], with extra headers.
+pub fn mcp_request_with(
+    addr: std::net::SocketAddr,
+    token: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> String {
     let body = body.to_string();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     format!(
         "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+         Accept: application/json, text/event-stream\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
 }
 
 /// Sends a JSON-RPC POST to /mcp over a fresh connection and reads the whole response.
 pub fn post_mcp(addr: std::net::SocketAddr, token: &str, body: &serde_json::Value) -> HttpResponse {
+    post_mcp_with(addr, token, body, &[])
+}
+
+/// As [`post_mcp`], with extra headers.
+pub fn post_mcp_with(
+    addr: std::net::SocketAddr,
+    token: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
-    s.write_all(mcp_request(addr, token, body).as_bytes())
+    s.write_all(mcp_request_with(addr, token, body, headers).as_bytes())
         .expect("send");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read");
     parse_response(&raw)
+}
+
+/// The JSON messages (`data:` lines) of an SSE body.
+pub fn sse_messages(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).expect("SSE data is JSON"))
+        .collect()
+}
+
+/// Pids whose environment contains `needle` (e.g. `NAME=value`).
+pub fn pids_with_environ(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(env) = std::fs::read(format!("/proc/{p}/environ")) {
+            if env.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 fn parse_response(raw: &[u8]) -> HttpResponse {

@@ -1,9 +1,10 @@
-//! Process-related syscalls for `spawn` (setsid, signals to process groups, fd hygiene).
+//! Process-related syscalls for `spawn` (starting isolated children, signals to process
+//! groups, exit checks and reaping).
 //!
 //! Everything here is a thin, checked wrapper around one libc call; the policy (when to signal,
 //! what to wait for) lives in [`crate::spawn`].
 
-use std::ffi::{CStr, OsString};
+use std::ffi::{CStr, CString, OsString};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -12,93 +13,208 @@ use std::os::unix::ffi::OsStringExt;
 /// A process or process-group id.
 pub type Pid = libc::pid_t;
 
-/// Highest signal number on Linux (`_NSIG - 1`).
-const MAX_SIGNAL: libc::c_int = 64;
-
-/// Makes the child that `cmd` spawns the leader of a new session and process group
-/// (pgid = its pid), with default signal dispositions, an empty signal mask, and every inherited
-/// descriptor from 3 up marked close-on-exec.
-///
-/// Descriptors are marked rather than closed: std reports exec failures through a close-on-exec
-/// pipe that must stay open until `execve`.
-pub fn isolate_child(cmd: &mut tokio::process::Command) {
-    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // functions may be called. It calls setsid, signal (sigaction), sigemptyset,
-    // pthread_sigmask, syscall(close_range), getrlimit and fcntl, all async-signal-safe; it
-    // allocates nothing (io::Error::last_os_error stores the errno inline), takes no lock and
-    // touches no state shared with other threads of the parent.
-    unsafe {
-        cmd.pre_exec(child_setup);
-    }
+/// A child started by [`spawn_isolated`]: its pid and the read ends of its output pipes.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: Pid,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
 }
 
-/// The pre-exec step of [`isolate_child`]. Only for the forked child.
-fn child_setup() -> io::Result<()> {
-    // SAFETY: setsid has no memory-safety preconditions. A freshly forked child is never a
-    // process-group leader, so it cannot fail with EPERM here; any error is still reported.
-    if unsafe { libc::setsid() } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    for signo in 1..=MAX_SIGNAL {
-        if signo == libc::SIGKILL || signo == libc::SIGSTOP {
-            continue;
-        }
-        // SAFETY: installing SIG_DFL involves no handler code. Numbers the C library reserves
-        // (32, 33) are refused with EINVAL, which is ignored on purpose: they cannot be ignored
-        // by the parent either.
-        unsafe {
-            libc::signal(signo, libc::SIG_DFL);
-        }
-    }
-    let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises the set it is given; pthread_sigmask only reads it after
-    // that, and a null old-set pointer is allowed.
+/// Starts `program` with `argv` and exactly the environment `envp` (`NAME=value` strings), in
+/// directory `dir`, as the leader of a new session and process group (pgid = its pid), with
+/// stdin from `/dev/null`, stdout and stderr on fresh pipes, every signal at its default
+/// disposition, an empty signal mask, and no descriptor from 3 up.
+///
+/// This is `posix_spawn` (glibc: a `CLONE_VM | CLONE_VFORK` child that runs only the listed
+/// steps before `execve`), not `fork`: the executor's page tables are neither copied nor
+/// write-protected, which made `fork` most of the cost of starting a short command.
+/// An `execve` failure comes back as this call's error.
+pub fn spawn_isolated(
+    program: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    dir: &CStr,
+) -> io::Result<Spawned> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let mut actions = FileActions::new()?;
+    actions.open(0, c"/dev/null", libc::O_RDONLY)?;
+    actions.dup2(&out_w, 1)?;
+    actions.dup2(&err_w, 2)?;
+    actions.chdir(dir)?;
+    actions.close_from(3)?;
+    let attr = SpawnAttr::isolated()?;
+
+    let argv_ptrs: Vec<*mut libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
+    let envp_ptrs: Vec<*mut libc::c_char> = envp
+        .iter()
+        .map(|e| e.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: `program`, every `argv`/`envp` string and both pointer arrays (null-terminated)
+    // outlive the call, which only reads them; `actions` and `attr` were initialised by their
+    // constructors and stay alive until after it; `pid` is a valid place for the child's pid.
     let rc = unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut())
+        libc::posix_spawn(
+            &mut pid,
+            program.as_ptr(),
+            &actions.0,
+            &attr.0,
+            argv_ptrs.as_ptr(),
+            envp_ptrs.as_ptr(),
+        )
     };
+    // The write ends belong to the child now; ours must close, or the pipes never reach EOF.
+    drop((out_w, err_w));
     if rc != 0 {
         return Err(io::Error::from_raw_os_error(rc));
     }
-    mark_inherited_fds_cloexec()
+    Ok(Spawned {
+        pid,
+        stdout: out_r,
+        stderr: err_r,
+    })
 }
 
-/// Sets close-on-exec on every descriptor from 3 up. Async-signal-safe.
-fn mark_inherited_fds_cloexec() -> io::Result<()> {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags; it takes plain
-    // integers and touches no memory.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
+/// A close-on-exec pipe whose ends are never 0, 1 or 2 (so `dup2` onto those cannot clash,
+/// even if the executor was started with some of them closed).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two descriptors into the two-element array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors that nothing else owns.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor `fd` keeps open onto the lowest free
+    // number >= 3 and touches no memory.
+    let new = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if new < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl just returned this new descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
     if rc == 0 {
-        return Ok(());
-    }
-    // Kernels before 5.11 lack the flag (EINVAL) or the call (ENOSYS): walk the table instead.
-    let mut limit = MaybeUninit::<libc::rlimit>::uninit();
-    // SAFETY: getrlimit writes the struct it is given and nothing else.
-    let max_fd = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, limit.as_mut_ptr()) } == 0 {
-        // SAFETY: getrlimit returned 0, so it initialised `limit`.
-        let cur = unsafe { limit.assume_init() }.rlim_cur;
-        cur.min(1 << 20) as RawFd
+        Ok(())
     } else {
-        1 << 20
-    };
-    for fd in 3..max_fd {
-        // SAFETY: F_GETFD/F_SETFD on an arbitrary integer only reads or sets the flag of that
-        // descriptor if it exists (EBADF otherwise, ignored); no memory is involved.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-            }
-        }
+        Err(io::Error::from_raw_os_error(rc))
     }
-    Ok(())
+}
+
+/// `posix_spawn_file_actions_t`, destroyed on drop.
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+impl FileActions {
+    fn new() -> io::Result<FileActions> {
+        // SAFETY: an all-zero value is only storage here; init fills it in before any use.
+        let mut actions: libc::posix_spawn_file_actions_t = unsafe { std::mem::zeroed() };
+        // SAFETY: init takes a pointer to storage for the object, which lives in `actions`.
+        check(unsafe { libc::posix_spawn_file_actions_init(&mut actions) })?;
+        Ok(FileActions(actions))
+    }
+
+    fn open(&mut self, fd: RawFd, path: &'static CStr, flags: libc::c_int) -> io::Result<()> {
+        // SAFETY: the object was initialised; glibc copies `path` into it.
+        check(unsafe {
+            libc::posix_spawn_file_actions_addopen(&mut self.0, fd, path.as_ptr(), flags, 0)
+        })
+    }
+
+    fn dup2(&mut self, from: &OwnedFd, to: RawFd) -> io::Result<()> {
+        // SAFETY: the object was initialised; the action refers to descriptor numbers only,
+        // and `from` stays open until posix_spawn has run.
+        check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut self.0, from.as_raw_fd(), to) })
+    }
+
+    fn chdir(&mut self, dir: &CStr) -> io::Result<()> {
+        // SAFETY: the object was initialised; glibc copies `dir` into it (glibc 2.29+).
+        check(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut self.0, dir.as_ptr()) })
+    }
+
+    fn close_from(&mut self, from: RawFd) -> io::Result<()> {
+        // SAFETY: the object was initialised; the action holds a number only (glibc 2.34+).
+        check(unsafe { libc::posix_spawn_file_actions_addclosefrom_np(&mut self.0, from) })
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: the object was initialised by `new` and is destroyed exactly once.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+/// `posix_spawnattr_t`, destroyed on drop.
+struct SpawnAttr(libc::posix_spawnattr_t);
+
+impl SpawnAttr {
+    /// New session, all signals at their defaults, empty mask.
+    fn isolated() -> io::Result<SpawnAttr> {
+        // SAFETY: an all-zero value is only storage here; init fills it in before any use.
+        let mut raw: libc::posix_spawnattr_t = unsafe { std::mem::zeroed() };
+        // SAFETY: init takes a pointer to storage for the object, which lives in `raw`.
+        check(unsafe { libc::posix_spawnattr_init(&mut raw) })?;
+        let mut attr = SpawnAttr(raw);
+        let mut all = MaybeUninit::<libc::sigset_t>::uninit();
+        let mut none = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigfillset/sigemptyset initialise the sets they are given.
+        unsafe {
+            libc::sigfillset(all.as_mut_ptr());
+            libc::sigemptyset(none.as_mut_ptr());
+        }
+        let flags = libc::POSIX_SPAWN_SETSID
+            | libc::POSIX_SPAWN_SETSIGDEF as libc::c_short
+            | libc::POSIX_SPAWN_SETSIGMASK as libc::c_short;
+        // SAFETY: the attribute object was initialised; both sets were initialised above and
+        // are copied into it.
+        unsafe {
+            check(libc::posix_spawnattr_setflags(&mut attr.0, flags))?;
+            check(libc::posix_spawnattr_setsigdefault(
+                &mut attr.0,
+                all.as_ptr(),
+            ))?;
+            check(libc::posix_spawnattr_setsigmask(&mut attr.0, none.as_ptr()))?;
+        }
+        Ok(attr)
+    }
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: the object was initialised by `isolated` and is destroyed exactly once.
+        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+    }
+}
+
+/// Reaps our terminated child `pid` if it has exited; `Ok(None)` while it runs.
+pub fn try_reap(pid: Pid) -> io::Result<Option<std::process::ExitStatus>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes the status into `status`, which lives for the whole call.
+    let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    match rc {
+        0 => Ok(None),
+        r if r == pid => {
+            use std::os::unix::process::ExitStatusExt;
+            Ok(Some(std::process::ExitStatus::from_raw(status)))
+        }
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// A signal that `spawn` sends to a process group.
@@ -106,6 +222,8 @@ fn mark_inherited_fds_cloexec() -> io::Result<()> {
 pub enum GroupSignal {
     Term,
     Kill,
+    Int,
+    Hup,
 }
 
 impl GroupSignal {
@@ -113,7 +231,33 @@ impl GroupSignal {
         match self {
             GroupSignal::Term => libc::SIGTERM,
             GroupSignal::Kill => libc::SIGKILL,
+            GroupSignal::Int => libc::SIGINT,
+            GroupSignal::Hup => libc::SIGHUP,
         }
+    }
+
+    /// The conventional name without `SIG`.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupSignal::Term => "TERM",
+            GroupSignal::Kill => "KILL",
+            GroupSignal::Int => "INT",
+            GroupSignal::Hup => "HUP",
+        }
+    }
+
+    /// Parses `TERM`, `SIGTERM`, `term`, … (the signals above only).
+    pub fn parse(s: &str) -> Option<GroupSignal> {
+        let upper = s.trim().to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        [
+            GroupSignal::Term,
+            GroupSignal::Kill,
+            GroupSignal::Int,
+            GroupSignal::Hup,
+        ]
+        .into_iter()
+        .find(|g| g.name() == name)
     }
 }
 

@@ -4,9 +4,10 @@
 //!
 //! Tokens: [`RW_TOKEN`] and [`RO_TOKEN`] are MCP clients, [`ADMIN_TOKEN`] is an admin token;
 //! anything else is unknown. Calls: `bash_execute` echoes its command on stdout, except
-//! `"hang"` (never answered until cancelled), `"slow"` (answered after 300 ms) and
+//! `"hang"` (never answered until cancelled), `"slow"` (answered after 300 ms),
+//! `"progress"` (two progress frames 100 ms apart, then the answer) and
 //! `"sleep-out"` (reported as timed out);
-//! `read_file` returns one numbered line holding the path.
+//! `read_file` returns one numbered line holding the path; job tools answer `NotFound`.
 
 #![allow(dead_code)]
 
@@ -14,7 +15,8 @@ use mymcp_frontend::http::token_digest;
 use mymcp_protocol::frame::{self, HEADER_LEN, MAX_FRAME_LEN};
 use mymcp_protocol::{
     BashOutput, CapturedStream, ClientFrame, ErrorCode, FrontendRequest, FrontendResponse, Hello,
-    Identity, ReadFileOutput, Role, ServerFrame, TokenDigest, ToolCall, ToolFailure, ToolOutput,
+    Identity, Progress, ReadFileOutput, Role, ServerFrame, TokenDigest, ToolCall, ToolFailure,
+    ToolOutput,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,12 +173,30 @@ async fn serve(
                 });
             }
             ClientFrame::Request { id, body } => {
-                let slow = matches!(&body, FrontendRequest::Call { call: ToolCall::BashExecute(b), .. } if b.command == "slow");
+                let command = match &body {
+                    FrontendRequest::Call {
+                        call: ToolCall::BashExecute(b),
+                        ..
+                    } => b.command.clone(),
+                    _ => String::new(),
+                };
                 if let Some(body) = answer(body) {
                     let out = out.clone();
                     tokio::spawn(async move {
-                        if slow {
-                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        match command.as_str() {
+                            "slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+                            "progress" => {
+                                for n in 1..=2u64 {
+                                    tokio::time::sleep(Duration::from_millis(100)).await;
+                                    let progress = Progress {
+                                        elapsed_ms: n * 1000,
+                                        stdout_bytes: n * 100,
+                                        stderr_bytes: n,
+                                    };
+                                    let _ = out.send(ServerFrame::Progress { id, progress });
+                                }
+                            }
+                            _ => {}
                         }
                         let _ = out.send(ServerFrame::Response { id, body });
                     });
@@ -230,6 +250,9 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                     total_lines_exact: true,
                     truncated: false,
                 })),
+                ToolCall::JobStatus(_) | ToolCall::JobOutput(_) | ToolCall::JobKill(_) => Err(
+                    ToolFailure::new(ErrorCode::NotFound, "Job not found (fake executor)"),
+                ),
                 other => Err(ToolFailure::new(
                     ErrorCode::InternalError,
                     format!("the fake executor does not run {}", other.name()),

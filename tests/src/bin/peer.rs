@@ -42,6 +42,7 @@ fn answer(s: &mut UnixStream) -> bool {
             FrontendResponse::Tool(Ok(_)) => println!("Tool Ok id={id}"),
             FrontendResponse::Tool(Err(f)) => println!("Tool Err {} id={id}", f.code),
         },
+        Ok(ServerFrame::Progress { id, .. }) => println!("Progress id={id}"),
         Err(FrameError::Io(e))
             if matches!(
                 e.kind(),
@@ -91,6 +92,7 @@ fn bash(token: TokenDigest, command: &str) -> FrontendRequest {
             timeout: Some(5),
             working_dir: None,
             max_output_bytes: None,
+            background: false,
         }),
     }
 }

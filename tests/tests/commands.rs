@@ -1,0 +1,480 @@
+//! `bash_execute` and background jobs end to end: the real executor as root, the real frontend
+//! as nobody, raw HTTP. Each test proves one promise of the tool.
+
+use mymcp_tests::{
+    pids_with_cmdline, pids_with_environ, post_mcp, post_mcp_with, proc_status, sse_messages,
+    tools_call, wait_until, ExecutorProcess, FrontendProcess, HttpResponse,
+};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// An executor with `env`, a frontend in front of it, and an rw token.
+fn server(env: &[(&str, &str)]) -> (ExecutorProcess, FrontendProcess, String) {
+    let exec = ExecutorProcess::start_with_env("nobody", env);
+    let rw = exec.add_token("writer", "rw");
+    let front = FrontendProcess::start(&exec.executor_socket());
+    (exec, front, rw)
+}
+
+fn bash(addr: SocketAddr, token: &str, args: Value) -> Value {
+    let r = post_mcp(addr, token, &tools_call(1, "bash_execute", args));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.tool_json()
+}
+
+fn tool(addr: SocketAddr, token: &str, name: &str, args: Value) -> Value {
+    let r = post_mcp(addr, token, &tools_call(1, name, args));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.tool_json()
+}
+
+/// Runs `f` on another thread; the handle yields its result.
+fn in_background<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(f)
+}
+
+fn kib(value: &str) -> u64 {
+    value
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("not a kB value: {value:?}"))
+}
+
+#[test]
+fn a_background_grandchild_cannot_hold_a_call_past_its_timeout() {
+    let (_exec, front, rw) = server(&[]);
+    let marker = "sleep 1000.4711";
+    let t = Instant::now();
+    let out = bash(
+        front.addr,
+        &rw,
+        json!({"command": format!("{marker} & echo started"), "timeout": 1}),
+    );
+    let took = t.elapsed();
+    // timeout 1 s + 2 s grace + 1 s for the pipes, at most.
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_eq!(out["timed_out"], true);
+    assert_eq!(out["stdout"], "started\n");
+    assert!(out["stderr"]
+        .as_str()
+        .unwrap()
+        .contains("Command timed out after 1s"));
+    assert!(
+        wait_until(Duration::from_secs(1), || pids_with_cmdline(marker)
+            .is_empty()),
+        "the background sleep survived the call"
+    );
+}
+
+#[test]
+fn printing_200_mb_keeps_the_executor_memory_flat_and_returns_the_head() {
+    let (exec, front, rw) = server(&[]);
+    let pid = exec.pid();
+    let rss_before = kib(&proc_status(pid, "VmRSS"));
+    let sampler = in_background(move || {
+        let mut peak = 0;
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                break;
+            };
+            let rss = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(kib)
+                .unwrap_or(0);
+            peak = peak.max(rss);
+            if std::path::Path::new("/tmp/.mymcp-200mb-done").exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        peak
+    });
+    let t = Instant::now();
+    let out = bash(
+        front.addr,
+        &rw,
+        json!({"command": "yes | head -c 200000000", "timeout": 120}),
+    );
+    let took = t.elapsed();
+    std::fs::write("/tmp/.mymcp-200mb-done", "").unwrap();
+    let peak = sampler.join().unwrap();
+    let _ = std::fs::remove_file("/tmp/.mymcp-200mb-done");
+    let rss_after = kib(&proc_status(pid, "VmRSS"));
+    let hwm = kib(&proc_status(pid, "VmHWM"));
+    eprintln!(
+        "200 MB in {took:?}; executor VmRSS before {rss_before} kB, peak seen {peak} kB, after {rss_after} kB, VmHWM {hwm} kB"
+    );
+    let stdout = out["stdout"].as_str().unwrap();
+    assert!(stdout.starts_with("y\ny\ny\n"));
+    assert_eq!(
+        stdout.len(),
+        102_400 + "\n[TRUNCATED: total 200000000 bytes, showing first 102400 bytes]".len()
+    );
+    assert!(stdout.ends_with("\n[TRUNCATED: total 200000000 bytes, showing first 102400 bytes]"));
+    assert_eq!(out["exit_code"], 0);
+    // Flat: a few pipe buffers and one capped head, whatever the command prints.
+    assert!(
+        hwm < rss_before + 32 * 1024,
+        "executor peak RSS {hwm} kB vs {rss_before} kB before"
+    );
+}
+
+#[test]
+fn sigterm_to_the_executor_stops_every_command_and_leaves_no_process_behind() {
+    let marker = format!("MYMCP_E2E_MARKER={}", std::process::id());
+    let (name, value) = marker.split_once('=').unwrap();
+    let mut exec = ExecutorProcess::start_with_env(
+        "nobody",
+        &[
+            (name, value),
+            ("MYMCP_BASH_ENV_PASSTHROUGH", name),
+            ("MYMCP_SHUTDOWN_GRACE_SEC", "2"),
+        ],
+    );
+    let rw = exec.add_token("writer", "rw");
+    let front = FrontendProcess::start(&exec.executor_socket());
+    let addr = front.addr;
+
+    // Three foreground commands (one ignores SIGTERM, one has children of its own) and a job.
+    let commands = [
+        "echo polite; sleep 300",
+        "trap '' TERM; echo stubborn; sleep 300",
+        "sleep 300 & sleep 300 & echo parent; wait",
+    ];
+    let calls: Vec<_> = commands
+        .iter()
+        .map(|c| {
+            let (rw, c) = (rw.clone(), c.to_string());
+            in_background(move || {
+                post_mcp(
+                    addr,
+                    &rw,
+                    &tools_call(1, "bash_execute", json!({"command": c, "timeout": 600})),
+                )
+            })
+        })
+        .collect();
+    let job = bash(
+        addr,
+        &rw,
+        json!({"command": "trap '' TERM; sleep 300", "background": true}),
+    );
+    assert_eq!(job["running"], true, "{job}");
+    // The executor, the five sleeps and the shell waiting for two of them (bash execs the
+    // last command of a line itself, so the other shells are their sleeps).
+    assert!(
+        wait_until(Duration::from_secs(10), || pids_with_environ(&marker).len()
+            >= 7),
+        "commands did not start: {:?}",
+        pids_with_environ(&marker)
+            .iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default())
+            .collect::<Vec<_>>()
+    );
+
+    let t = Instant::now();
+    exec.signal_term();
+    // While the grace runs, the executor answers but starts nothing new.
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = bash(addr, &rw, json!({"command": "echo too late"}));
+    assert_eq!(refused["error"], "ShuttingDown", "{refused}");
+    let status = exec.wait();
+    let took = t.elapsed();
+    assert!(status.success(), "{status}");
+    // 2 s of grace, then SIGKILL and a clean exit.
+    assert!(took < Duration::from_secs(6), "{took:?}");
+
+    let left = pids_with_environ(&marker);
+    assert!(left.is_empty(), "processes survived the executor: {left:?}");
+
+    let answers: Vec<HttpResponse> = calls.into_iter().map(|h| h.join().unwrap()).collect();
+    let polite = answers[0].tool_json();
+    assert_eq!(polite["exit_code"], -15, "{polite}");
+    assert_eq!(polite["stdout"], "polite\n");
+    let stubborn = answers[1].tool_json();
+    assert_eq!(stubborn["error"], "ShuttingDown", "{stubborn}");
+    let parent = answers[2].tool_json();
+    assert_eq!(parent["exit_code"], -15, "{parent}");
+    // The job's spools went with it.
+    let jobs = exec.state_dir().join("jobs");
+    assert_eq!(std::fs::read_dir(&jobs).unwrap().count(), 0);
+}
+
+#[test]
+fn the_executors_secrets_do_not_reach_commands() {
+    let (_exec, front, rw) = server(&[
+        ("MYMCP_ADMIN_TOKEN", "tok_admin_secret_e2e"),
+        ("AWS_SECRET_ACCESS_KEY", "aws-secret-e2e"),
+        ("MYMCP_BASH_ENV_PASSTHROUGH", "E2E_ALLOWED"),
+        ("E2E_ALLOWED", "visible"),
+    ]);
+    let out = bash(front.addr, &rw, json!({"command": "env"}));
+    let env = out["stdout"].as_str().unwrap();
+    assert!(!env.contains("secret-e2e"), "{env}");
+    assert!(!env.contains("tok_admin_secret_e2e"), "{env}");
+    assert!(!env.contains("MYMCP_"), "{env}");
+    assert!(env.lines().any(|l| l == "E2E_ALLOWED=visible"), "{env}");
+    assert!(env.lines().any(|l| l == "TERM=dumb"), "{env}");
+    assert!(env.lines().any(|l| l == "HOME=/root"), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+}
+
+#[test]
+fn a_background_job_is_followed_to_its_end_and_belongs_to_its_token() {
+    let exec = ExecutorProcess::start("nobody");
+    let rw = exec.add_token("writer", "rw");
+    let other = exec.add_token("other", "rw");
+    let front = FrontendProcess::start(&exec.executor_socket());
+
+    // Lines with 2-, 3- and 4-byte characters, in bursts: 50-byte chunks cut through them.
+    let command = "for i in $(seq 1 40); do echo \"line $i: ünï€🦀\"; echo \"err $i\" >&2; [ $((i % 10)) = 0 ] && sleep 0.1; done; exit 7";
+    let started = bash(
+        front.addr,
+        &rw,
+        json!({"command": command, "background": true}),
+    );
+    let id = started["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(started["running"], true);
+    assert_eq!(started["timeout"], 3600);
+
+    // Another token sees nothing, and cannot stop it.
+    for name in ["job_status", "job_output", "job_kill"] {
+        let r = tool(front.addr, &other, name, json!({"job_id": id}));
+        assert_eq!(r["error"], "NotFound", "{name}: {r}");
+    }
+
+    // The frontend restarts; the job does not notice.
+    drop(front);
+    let front = FrontendProcess::start(&exec.executor_socket());
+
+    let (mut out, mut err) = (String::new(), String::new());
+    let (mut so, mut eo) = (0u64, 0u64);
+    let mut polls = 0;
+    let last = loop {
+        let chunk = tool(
+            front.addr,
+            &rw,
+            "job_output",
+            json!({"job_id": id, "stdout_offset": so, "stderr_offset": eo,
+                   "max_bytes": 50, "wait_seconds": 5}),
+        );
+        out.push_str(chunk["stdout"].as_str().unwrap());
+        err.push_str(chunk["stderr"].as_str().unwrap());
+        so = chunk["stdout_offset"].as_u64().unwrap();
+        eo = chunk["stderr_offset"].as_u64().unwrap();
+        polls += 1;
+        assert!(polls < 500, "job never completed");
+        if chunk["complete"] == true {
+            break chunk;
+        }
+    };
+    let expected: String = (1..=40).map(|i| format!("line {i}: ünï€🦀\n")).collect();
+    let expected_err: String = (1..=40).map(|i| format!("err {i}\n")).collect();
+    assert_eq!(out, expected);
+    assert_eq!(err, expected_err);
+    assert_eq!(so, expected.len() as u64);
+    assert_eq!(last["running"], false);
+    assert_eq!(last["exit_code"], 7);
+
+    let status = tool(front.addr, &rw, "job_status", json!({"job_id": id}));
+    assert_eq!(status["running"], false);
+    assert_eq!(status["exit_code"], 7);
+    assert_eq!(status["stdout_bytes"], expected.len());
+    assert_eq!(status["killed"], false);
+}
+
+#[test]
+fn job_kill_stops_a_job_and_ended_jobs_are_deleted_after_the_retention() {
+    let (exec, front, rw) = server(&[("MYMCP_JOB_RETENTION_SEC", "1")]);
+    let marker = "sleep 300.0815";
+    let job = bash(
+        front.addr,
+        &rw,
+        json!({"command": format!("{marker} & {marker}; echo never"), "background": true}),
+    );
+    let id = job["job_id"].as_str().unwrap().to_owned();
+    assert!(wait_until(Duration::from_secs(5), || pids_with_cmdline(
+        marker
+    )
+    .len()
+        >= 2));
+    let spool = exec.state_dir().join("jobs").join(format!("{id}.out"));
+    assert!(spool.exists());
+
+    let killed = tool(front.addr, &rw, "job_kill", json!({"job_id": id}));
+    assert_eq!(killed["running"], false, "{killed}");
+    assert_eq!(killed["killed"], true);
+    assert_eq!(killed["exit_code"], -15);
+    assert!(
+        wait_until(Duration::from_secs(1), || pids_with_cmdline(marker)
+            .is_empty()),
+        "the job's processes survived job_kill"
+    );
+
+    // Retention 1 s: the record and the spools go.
+    assert!(
+        wait_until(Duration::from_secs(5), || !spool.exists()),
+        "spool not deleted"
+    );
+    let gone = tool(front.addr, &rw, "job_status", json!({"job_id": id}));
+    assert_eq!(gone["error"], "NotFound");
+}
+
+#[test]
+fn commands_beyond_the_limits_are_busy_at_once() {
+    let (exec, front, rw) = server(&[
+        ("MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN", "2"),
+        ("MYMCP_BASH_MAX_CONCURRENT", "3"),
+    ]);
+    let other = exec.add_token("other", "rw");
+    let addr = front.addr;
+    let marker = "sleep 3.0303";
+    let hold = |token: &str| {
+        let token = token.to_owned();
+        in_background(move || bash(addr, &token, json!({"command": marker})))
+    };
+    let held = [hold(&rw), hold(&rw)];
+    assert!(wait_until(Duration::from_secs(5), || pids_with_cmdline(
+        marker
+    )
+    .len()
+        == 2));
+    let t = Instant::now();
+    let busy = bash(addr, &rw, json!({"command": "echo third"}));
+    assert!(t.elapsed() < Duration::from_secs(1), "it queued");
+    assert_eq!(busy["error"], "Busy", "{busy}");
+    assert!(busy["message"]
+        .as_str()
+        .unwrap()
+        .contains("for this token (limit 2)"));
+    // Another token may still run one, up to the total of 3.
+    let third = hold(&other);
+    assert!(wait_until(Duration::from_secs(5), || pids_with_cmdline(
+        marker
+    )
+    .len()
+        == 3));
+    let busy = bash(addr, &other, json!({"command": "echo fourth"}));
+    assert_eq!(busy["error"], "Busy", "{busy}");
+    assert!(busy["message"]
+        .as_str()
+        .unwrap()
+        .contains("on this server (limit 3)"));
+    for h in held.into_iter().chain([third]) {
+        assert_eq!(h.join().unwrap()["exit_code"], 0);
+    }
+    // Slots come back.
+    assert_eq!(
+        bash(addr, &rw, json!({"command": "echo again"}))["stdout"],
+        "again\n"
+    );
+}
+
+#[test]
+fn notifications_cancelled_kills_the_command_of_that_request() {
+    let (_exec, front, rw) = server(&[]);
+    let addr = front.addr;
+    let marker = "sleep 30.2718";
+    let session = [("Mcp-Session-Id", "e2e-session-1")];
+    let call = {
+        let rw = rw.clone();
+        in_background(move || {
+            post_mcp_with(
+                addr,
+                &rw,
+                &json!({"jsonrpc":"2.0","id":42,"method":"tools/call",
+                    "params":{"name":"bash_execute","arguments":{"command": marker, "timeout": 60}}}),
+                &[("Mcp-Session-Id", "e2e-session-1")],
+            )
+        })
+    };
+    assert!(wait_until(Duration::from_secs(5), || !pids_with_cmdline(
+        marker
+    )
+    .is_empty()));
+    let cancel = |id: Value, session: &[(&str, &str)]| {
+        post_mcp_with(
+            addr,
+            &rw,
+            &json!({"jsonrpc":"2.0","method":"notifications/cancelled",
+                "params":{"requestId": id, "reason": "user pressed stop"}}),
+            session,
+        )
+    };
+    // Another session's cancel, or another id, does nothing.
+    assert_eq!(
+        cancel(json!(42), &[("Mcp-Session-Id", "someone-else")]).status,
+        202
+    );
+    assert_eq!(cancel(json!(43), &session).status, 202);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !pids_with_cmdline(marker).is_empty(),
+        "cancelled the wrong call"
+    );
+
+    let t = Instant::now();
+    assert_eq!(cancel(json!(42), &session).status, 202);
+    assert!(
+        wait_until(Duration::from_secs(1), || pids_with_cmdline(marker)
+            .is_empty()),
+        "the command survived notifications/cancelled"
+    );
+    eprintln!(
+        "killed {} ms after the cancellation",
+        t.elapsed().as_millis()
+    );
+    let answer = call.join().unwrap();
+    assert_eq!(answer.json()["id"], 42);
+    assert_eq!(answer.tool_json()["error"], "Cancelled");
+}
+
+#[test]
+fn a_long_command_streams_progress_notifications_before_its_result() {
+    let (_exec, front, rw) = server(&[]);
+    let t = Instant::now();
+    let r = post_mcp(
+        front.addr,
+        &rw,
+        &json!({"jsonrpc":"2.0","id":"p","method":"tools/call","params":{
+            "name":"bash_execute","arguments":{"command":"echo tick; sleep 4.5; echo tock"},
+            "_meta":{"progressToken":"pt-9"}}}),
+    );
+    assert!(t.elapsed() >= Duration::from_millis(4500));
+    assert_eq!(r.status, 200);
+    let content_type = r
+        .headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(content_type, Some("text/event-stream"));
+    let messages = sse_messages(&r.body);
+    let (progress, rest): (Vec<&Value>, Vec<&Value>) = messages
+        .iter()
+        .partition(|m| m["method"] == "notifications/progress");
+    assert_eq!(progress.len(), 2, "{}", r.body);
+    assert!(progress
+        .iter()
+        .all(|p| p["params"]["progressToken"] == "pt-9"));
+    let seconds: Vec<f64> = progress
+        .iter()
+        .map(|p| p["params"]["progress"].as_f64().unwrap())
+        .collect();
+    assert!(seconds[0] >= 1.9 && seconds[1] > seconds[0], "{seconds:?}");
+    assert!(progress[0]["params"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("5 bytes on stdout"));
+    assert_eq!(rest.len(), 1);
+    let text = rest[0]["result"]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(text).unwrap()["stdout"],
+        "tick\ntock\n"
+    );
+}
