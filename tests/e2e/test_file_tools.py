@@ -51,7 +51,8 @@ def test_tool_lists_by_role(server, ro_token):
         return [t.name for t in (await session.list_tools()).tools]
 
     assert with_session(server.url, server.rw_token, names) == [
-        "bash_execute", "read_file", "write_file", "edit_file", "glob", "grep"]
+        "bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
+        "job_status", "job_output", "job_kill"]
     assert with_session(server.url, ro_token, names) == ["read_file", "glob", "grep"]
 
 
