@@ -444,10 +444,10 @@ fn a_long_command_streams_progress_notifications_before_its_result() {
         front.addr,
         &rw,
         &json!({"jsonrpc":"2.0","id":"p","method":"tools/call","params":{
-            "name":"bash_execute","arguments":{"command":"echo tick; sleep 4.5; echo tock"},
+            "name":"bash_execute","arguments":{"command":"echo tick; sleep 5; echo tock"},
             "_meta":{"progressToken":"pt-9"}}}),
     );
-    assert!(t.elapsed() >= Duration::from_millis(4500));
+    assert!(t.elapsed() >= Duration::from_secs(5));
     assert_eq!(r.status, 200);
     let content_type = r
         .headers
@@ -459,7 +459,8 @@ fn a_long_command_streams_progress_notifications_before_its_result() {
     let (progress, rest): (Vec<&Value>, Vec<&Value>) = messages
         .iter()
         .partition(|m| m["method"] == "notifications/progress");
-    assert_eq!(progress.len(), 2, "{}", r.body);
+    // Every 2 s: at 2 s and 4 s (a third would need the 6 s tick).
+    assert!((2..=3).contains(&progress.len()), "{}", r.body);
     assert!(progress
         .iter()
         .all(|p| p["params"]["progressToken"] == "pt-9"));
