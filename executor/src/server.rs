@@ -139,14 +139,6 @@ impl CancelSignal {
         }
     }
 
-    /// A signal that fires [`Stop::Cancel`] when `cancel` sends (for tests).
-    pub fn on(cancel: oneshot::Receiver<()>) -> CancelSignal {
-        CancelSignal {
-            request: Some(cancel),
-            ..CancelSignal::never()
-        }
-    }
-
     /// Whether shutdown has begun: new commands must be refused.
     pub fn shutting_down(&self) -> bool {
         self.shutdown.shutting_down()
@@ -170,11 +162,6 @@ impl CancelSignal {
                 stop = self.shutdown.next() => return stop,
             }
         }
-    }
-
-    /// Resolves when the work should stop at once ([`Stop::Cancel`] or [`Stop::Kill`]).
-    pub async fn cancelled(mut self) {
-        while self.next().await == Stop::Terminate {}
     }
 
     /// A watch for work that outlives this request (a background job): it follows shutdown

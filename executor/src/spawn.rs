@@ -199,30 +199,6 @@ impl Controller for CancelSignal {
     }
 }
 
-/// A controller that stops the command (as cancelled by the client) when a future resolves,
-/// and never says anything else.
-#[derive(Debug)]
-pub struct StopWhen<F>(Option<Pin<Box<F>>>);
-
-impl<F: Future<Output = ()> + Send> StopWhen<F> {
-    pub fn new(f: F) -> Self {
-        StopWhen(Some(Box::pin(f)))
-    }
-}
-
-impl<F: Future<Output = ()> + Send> Controller for StopWhen<F> {
-    async fn next(&mut self) -> Control {
-        match self.0.as_mut() {
-            Some(f) => {
-                f.await;
-                self.0 = None;
-                Control::Stop(StopReason::Client)
-            }
-            None => std::future::pending().await,
-        }
-    }
-}
-
 /// Where the bytes of one output stream go.
 pub trait Sink: Send {
     fn push(&mut self, bytes: &[u8]);
@@ -1109,6 +1085,30 @@ mod tests {
             .parse()
             .unwrap();
         assert!(gone(pid).await, "sleep survived the cancellation");
+    }
+
+    /// A controller that stops the command (as cancelled by the client) when a future resolves,
+    /// and never says anything else.
+    #[derive(Debug)]
+    struct StopWhen<F>(Option<Pin<Box<F>>>);
+
+    impl<F: Future<Output = ()> + Send> StopWhen<F> {
+        fn new(f: F) -> Self {
+            StopWhen(Some(Box::pin(f)))
+        }
+    }
+
+    impl<F: Future<Output = ()> + Send> Controller for StopWhen<F> {
+        async fn next(&mut self) -> Control {
+            match self.0.as_mut() {
+                Some(f) => {
+                    f.await;
+                    self.0 = None;
+                    Control::Stop(StopReason::Client)
+                }
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Says each control after its delay (from the previous one), then nothing.

@@ -7,7 +7,7 @@
 //! them too; argument validation errors are plain text, also with `isError: true`.
 //!
 //! Command output can be a megabyte per stream and is escaped twice (as a JSON value, then as
-//! the text item holding that JSON), so those strings go through [`json_string`] rather than
+//! the text item holding that JSON), so those strings go through `json_string` rather than
 //! `serde_json`'s byte-by-byte escaping, and valid UTF-8 is taken over without a copy.
 
 use crate::json_string;

@@ -9,10 +9,11 @@
 //! [`ControlRequest`] on `control.sock`. A connection starts with a [`Hello`] in both
 //! directions (the wire version and build id must match exactly, since postcard is not
 //! self-describing), then carries [`ClientFrame::Request`]s, each with a caller-chosen id that
-//! its single [`ServerFrame::Response`] echoes, so many requests can be in flight on one
-//! connection. Anything else — an unknown variant, a malformed, oversized or out-of-state
-//! frame — is a *protocol violation*: the executor logs it and drops the connection. Ordinary
-//! failures (not found, protected path, timeout) are typed [`ToolFailure`]s inside a response.
+//! its single [`ServerFrame::Response`] (and any [`ServerFrame::Progress`] before it) echoes,
+//! so many requests can be in flight on one connection. Anything else — an unknown variant, a
+//! malformed, oversized or out-of-state frame — is a *protocol violation*: the executor logs it
+//! and drops the connection. Ordinary failures (not found, protected path, timeout) are typed
+//! [`ToolFailure`]s inside a response.
 //!
 //! This crate does no I/O beyond the codec and has no async runtime dependency.
 //!

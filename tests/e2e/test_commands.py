@@ -16,7 +16,7 @@ def test_progress_notifications_reach_the_sdks_progress_callback(server):
     async def fn(session, _init):
         return await session.call_tool(
             "bash_execute",
-            {"command": "echo start; sleep 4.5; echo end"},
+            {"command": "echo start; sleep 5; echo end"},
             progress_callback=on_progress,
         )
 

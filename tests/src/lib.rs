@@ -372,11 +372,12 @@ impl FrontendProcess {
             }
         });
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        // Listening, and connected to the executor (which it does in the background).
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(addr).is_err() {
+        while !health(addr).is_some_and(|h| h.contains(r#""executor":"connected""#)) {
             assert!(
                 Instant::now() < deadline,
-                "frontend did not listen on {addr}"
+                "frontend on {addr} did not come up connected to the executor"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -391,6 +392,20 @@ impl FrontendProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// The body of `GET /health`, or `None` while nothing answers.
+fn health(addr: std::net::SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(
+        format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    Some(String::from_utf8_lossy(&raw).into_owned())
 }
 
 impl Drop for FrontendProcess {
