@@ -299,8 +299,10 @@ fn budget(cfg: &search::SearchConfig, cancel: CancelSignal) -> (search::Budget, 
     let flag = Arc::new(AtomicBool::new(false));
     let watch = tokio::spawn({
         let flag = flag.clone();
+        let mut cancel = cancel;
         async move {
-            cancel.cancelled().await;
+            // Any stop (client cancel, shutdown) ends the search.
+            cancel.next().await;
             flag.store(true, Ordering::Relaxed);
         }
     });
