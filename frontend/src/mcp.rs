@@ -550,8 +550,8 @@ async fn identify(executor: &impl ExecutorClient, token: TokenDigest) -> Result<
         Ok(FrontendResponse::Identity(_) | FrontendResponse::Unauthenticated) => {
             Err(Stop::Unauthenticated)
         }
-        Ok(FrontendResponse::Tool(_)) => {
-            tracing::error!("executor answered Identify with a tool result");
+        Ok(FrontendResponse::Tool(_) | FrontendResponse::Admin(_) | FrontendResponse::Metrics(_)) => {
+            tracing::error!("executor answered Identify with something else");
             Err(Stop::BadAnswer)
         }
         Err(_) => Err(Stop::Unavailable),
@@ -583,8 +583,12 @@ async fn call_tool(
             Ok(RpcBody::tool(CallToolResult::from_outcome(outcome)))
         }
         Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
-        Ok(FrontendResponse::Identity(_)) => {
-            tracing::error!("executor answered Call with an identity");
+        Ok(
+            FrontendResponse::Identity(_)
+            | FrontendResponse::Admin(_)
+            | FrontendResponse::Metrics(_),
+        ) => {
+            tracing::error!("executor answered Call with something else");
             Err(Stop::BadAnswer)
         }
         Err(ForwardError::Unavailable) => Err(Stop::Unavailable),
@@ -685,6 +689,7 @@ impl<E: ExecutorClient> Session<'_, E> {
             ));
         };
         let Some(tool) = ToolName::parse(name) else {
+            crate::metrics::unknown_tool_call(self.role);
             let failure = ToolFailure::new(ErrorCode::UnknownTool, format!("Unknown tool: {name}"));
             return Ok(RpcBody::tool(CallToolResult::failure(&failure)));
         };
@@ -807,6 +812,9 @@ mod tests {
                     }
                     _ => FrontendResponse::Unauthenticated,
                 },
+                FrontendRequest::Admin { .. } | FrontendRequest::Metrics { .. } => {
+                    FrontendResponse::Unauthenticated
+                }
             })
         }
     }

@@ -19,14 +19,15 @@ pub enum EnvFileError {
     },
 }
 
-/// Which env file to read: `flag`, else `MYMCP_ENV_FILE` (from `env`), else
-/// [`crate::DEFAULT_ENV_FILE`] when it exists. `None` when there is none.
+/// Which env file to read: `flag`, else `MYMCP_ENV_FILE` (from `env`; `none` means no file),
+/// else [`crate::DEFAULT_ENV_FILE`] when it exists. `None` when there is none.
 pub fn discover(flag: Option<&Path>, env_var: Option<&str>) -> Option<PathBuf> {
     if let Some(p) = flag {
         return Some(p.to_owned());
     }
     if let Some(v) = env_var.map(str::trim).filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(v));
+        // `none`: no env file at all, not even the default (the quick try uses this).
+        return (v != "none").then(|| PathBuf::from(v));
     }
     let default = Path::new(crate::DEFAULT_ENV_FILE);
     default.exists().then(|| default.to_owned())
@@ -158,6 +159,7 @@ mod tests {
             discover(None, Some("/y/.env")),
             Some(PathBuf::from("/y/.env"))
         );
+        assert_eq!(discover(None, Some("none")), None);
     }
 
     #[test]
