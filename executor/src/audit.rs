@@ -27,8 +27,6 @@ use std::time::Duration;
 pub const MAX_PARAM_BYTES: usize = 4096;
 /// Longest error message or reason kept.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
-/// Longest `first_line` of a `write_file` summary.
-pub const MAX_FIRST_LINE_BYTES: usize = 256;
 /// Longest other short field (token name, ip, request id).
 const MAX_SHORT_BYTES: usize = 256;
 
@@ -232,8 +230,9 @@ impl Audit {
                     "timed_out": b.timed_out,
                 }))
             }
-            (ToolOutput::WriteFile(_), Summary::Write { path, size, sha256, first_line }) => {
-                Some(json!({"path": path, "size_bytes": size, "sha256": sha256, "first_line": first_line}))
+            // No `first_line` (the Go reference's): it would undo the redaction of `content`.
+            (ToolOutput::WriteFile(_), Summary::Write { path, size, sha256 }) => {
+                Some(json!({"path": path, "size_bytes": size, "sha256": sha256}))
             }
             (ToolOutput::EditFile(e), Summary::Edit { path, old_lines, new_lines }) => Some(json!({
                 "path": path,
@@ -308,7 +307,6 @@ pub enum Summary {
         path: String,
         size: u64,
         sha256: String,
-        first_line: String,
     },
     Edit {
         path: String,
@@ -324,10 +322,6 @@ impl Summary {
                 path: cap(&w.file_path, MAX_PARAM_BYTES),
                 size: w.content.len() as u64,
                 sha256: mymcp_audit::hex(&Sha256::digest(w.content.as_bytes())),
-                first_line: cap(
-                    w.content.lines().next().unwrap_or(""),
-                    MAX_FIRST_LINE_BYTES,
-                ),
             },
             ToolCall::EditFile(e) => Summary::Edit {
                 path: cap(&e.file_path, MAX_PARAM_BYTES),

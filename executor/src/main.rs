@@ -70,6 +70,10 @@ fn load_env_file() -> Result<Secrets, String> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let flag = mymcp_settings::envfile::flag_in_args(&args);
     let from_env = std::env::var("MYMCP_ENV_FILE").ok();
+    if from_env.as_deref().map(str::trim) == Some("none") {
+        // Explicitly no env file: nothing to protect or read.
+        std::env::remove_var("MYMCP_ENV_FILE");
+    }
     let mut file = Vec::new();
     if let Some(path) = mymcp_settings::envfile::discover(flag.as_deref(), from_env.as_deref()) {
         file = mymcp_settings::envfile::read(&path).map_err(|e| e.to_string())?;
@@ -156,15 +160,6 @@ fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
     // SAFETY-free hygiene: sockets and files are created with explicit modes; a restrictive
     // umask makes the window before chmod harmless.
     set_umask();
-    let euid = sys::euid();
-    let frontend = resolve_frontend_user(&args.frontend_user)?;
-    if euid != 0 && frontend.0 != euid {
-        bail!(
-            "running as uid {euid} (not root), so only the same uid can be the frontend; got frontend user {:?} (uid {})",
-            args.frontend_user,
-            frontend.0
-        );
-    }
     let (bash, read, bash_max_concurrent) =
         config::tool_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let files = config::file_tools(&Env, &args.token_file, &args.runtime_dir)
@@ -183,6 +178,15 @@ fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
     );
     let audit_settings = config::audit_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     config::other_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let euid = sys::euid();
+    let frontend = resolve_frontend_user(&args.frontend_user)?;
+    if euid != 0 && frontend.0 != euid {
+        bail!(
+            "running as uid {euid} (not root), so only the same uid can be the frontend; got frontend user {:?} (uid {})",
+            args.frontend_user,
+            frontend.0
+        );
+    }
     if args.check_config {
         println!("configuration OK");
         return Ok(());

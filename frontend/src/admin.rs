@@ -231,10 +231,8 @@ async fn scrape(State(ops): State<Ops>, headers: HeaderMap) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "Metrics disabled: MYMCP_METRICS_TOKEN not configured",
         ),
+        // Counted by the executor, which saw the request even without a token.
         Ok(FrontendResponse::Metrics(MetricsOutcome::Unauthorized)) => {
-            if token.is_none() {
-                ops.metrics.missing_token(Surface::Metrics);
-            }
             detail(StatusCode::UNAUTHORIZED, "Unauthorized")
         }
         Ok(other) => {
