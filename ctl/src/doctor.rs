@@ -87,7 +87,13 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
             settings.insert(k, v);
         }
     }
-    let get = |k: &str, d: &str| settings.get(k).cloned().filter(|v| !v.is_empty()).unwrap_or_else(|| d.to_owned());
+    let get = |k: &str, d: &str| {
+        settings
+            .get(k)
+            .cloned()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| d.to_owned())
+    };
 
     check_config(&mut r, env_path.as_deref());
 
@@ -97,7 +103,9 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
         false => r.add(
             Level::Fail,
             "users",
-            format!("frontend user {user:?} does not exist (useradd --system --no-create-home {user})"),
+            format!(
+                "frontend user {user:?} does not exist (useradd --system --no-create-home {user})"
+            ),
         ),
     }
 
@@ -108,18 +116,41 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
     if token_file.exists() {
         check_private_file(&mut r, "token file", &token_file);
     } else {
-        r.add(Level::Warn, "token file", format!("{} does not exist yet (the executor creates it)", token_file.display()));
+        r.add(
+            Level::Warn,
+            "token file",
+            format!(
+                "{} does not exist yet (the executor creates it)",
+                token_file.display()
+            ),
+        );
     }
-    check_dir(&mut r, "state directory", Path::new(&get("MYMCP_STATE_DIR", "/var/lib/mymcp")), 0o077);
+    check_dir(
+        &mut r,
+        "state directory",
+        Path::new(&get("MYMCP_STATE_DIR", "/var/lib/mymcp")),
+        0o077,
+    );
 
     let audit_enabled = matches!(
-        get("MYMCP_AUDIT_ENABLED", "false").to_ascii_lowercase().as_str(),
+        get("MYMCP_AUDIT_ENABLED", "false")
+            .to_ascii_lowercase()
+            .as_str(),
         "true" | "1" | "yes" | "on"
     );
     if audit_enabled {
-        check_dir(&mut r, "audit directory", Path::new(&get("MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")), 0o027);
+        check_dir(
+            &mut r,
+            "audit directory",
+            Path::new(&get("MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")),
+            0o027,
+        );
     } else {
-        r.add(Level::Warn, "audit", "MYMCP_AUDIT_ENABLED is off: tool calls are not audited");
+        r.add(
+            Level::Warn,
+            "audit",
+            "MYMCP_AUDIT_ENABLED is off: tool calls are not audited",
+        );
     }
 
     let control = opts.runtime_dir.join("control.sock");
@@ -128,17 +159,47 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
     check_socket(&mut r, &exec, 0o660);
     match ControlClient::connect(&control).and_then(|mut c| c.call(ControlRequest::Status)) {
         Ok(ControlResponse::Status(s)) => {
-            r.add(Level::Ok, "executor", format!("running, version {}, up {} s, {} tokens", s.version, s.uptime_secs, s.tokens));
+            r.add(
+                Level::Ok,
+                "executor",
+                format!(
+                    "running, version {}, up {} s, {} tokens",
+                    s.version, s.uptime_secs, s.tokens
+                ),
+            );
             if s.version != env!("CARGO_PKG_VERSION") {
-                r.add(Level::Warn, "executor", format!("runs version {}, mymcpctl is {}", s.version, env!("CARGO_PKG_VERSION")));
+                r.add(
+                    Level::Warn,
+                    "executor",
+                    format!(
+                        "runs version {}, mymcpctl is {}",
+                        s.version,
+                        env!("CARGO_PKG_VERSION")
+                    ),
+                );
             }
             if s.audit.write_failures > 0 {
-                r.add(Level::Fail, "audit", format!("{} audit records could not be written (calls were refused)", s.audit.write_failures));
+                r.add(
+                    Level::Fail,
+                    "audit",
+                    format!(
+                        "{} audit records could not be written (calls were refused)",
+                        s.audit.write_failures
+                    ),
+                );
             } else if s.audit.enabled {
-                r.add(Level::Ok, "audit", format!("writing {}, {} lines", s.audit.dir, s.audit.head_seq));
+                r.add(
+                    Level::Ok,
+                    "audit",
+                    format!("writing {}, {} lines", s.audit.dir, s.audit.head_seq),
+                );
             }
         }
-        Ok(other) => r.add(Level::Fail, "executor", format!("unexpected answer {other:?}")),
+        Ok(other) => r.add(
+            Level::Fail,
+            "executor",
+            format!("unexpected answer {other:?}"),
+        ),
         Err(e) => r.add(Level::Fail, "executor", format!("{e:#}")),
     }
 
@@ -161,7 +222,11 @@ fn check_config(r: &mut Report, env_file: Option<&Path>) {
             p.is_file().then_some(p)
         });
     let Some(exe) = exe else {
-        r.add(Level::Warn, "config", "mymcp-executor not found beside mymcpctl; settings not validated");
+        r.add(
+            Level::Warn,
+            "config",
+            "mymcp-executor not found beside mymcpctl; settings not validated",
+        );
         return;
     };
     let mut cmd = Command::new(exe);
@@ -176,7 +241,11 @@ fn check_config(r: &mut Report, env_file: Option<&Path>) {
             "config",
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         ),
-        Err(e) => r.add(Level::Warn, "config", format!("cannot run mymcp-executor: {e}")),
+        Err(e) => r.add(
+            Level::Warn,
+            "config",
+            format!("cannot run mymcp-executor: {e}"),
+        ),
     }
 }
 
@@ -190,16 +259,40 @@ fn user_exists(name: &str) -> bool {
 /// A directory owned by root without the `forbidden` mode bits.
 fn check_dir(r: &mut Report, check: &'static str, dir: &Path, forbidden: u32) {
     match std::fs::symlink_metadata(dir) {
-        Err(e) => r.add(Level::Warn, check, format!("{}: {e} (created on first start)", dir.display())),
-        Ok(m) if !m.is_dir() => r.add(Level::Fail, check, format!("{} is not a directory", dir.display())),
+        Err(e) => r.add(
+            Level::Warn,
+            check,
+            format!("{}: {e} (created on first start)", dir.display()),
+        ),
+        Ok(m) if !m.is_dir() => r.add(
+            Level::Fail,
+            check,
+            format!("{} is not a directory", dir.display()),
+        ),
         Ok(m) => {
             let mode = m.mode() & 0o7777;
             if m.uid() != 0 {
-                r.add(Level::Fail, check, format!("{} is owned by uid {}, not root", dir.display(), m.uid()));
+                r.add(
+                    Level::Fail,
+                    check,
+                    format!("{} is owned by uid {}, not root", dir.display(), m.uid()),
+                );
             } else if mode & forbidden != 0 {
-                r.add(Level::Fail, check, format!("{} has mode {mode:04o}; remove {:04o}", dir.display(), mode & forbidden));
+                r.add(
+                    Level::Fail,
+                    check,
+                    format!(
+                        "{} has mode {mode:04o}; remove {:04o}",
+                        dir.display(),
+                        mode & forbidden
+                    ),
+                );
             } else {
-                r.add(Level::Ok, check, format!("{} root {mode:04o}", dir.display()));
+                r.add(
+                    Level::Ok,
+                    check,
+                    format!("{} root {mode:04o}", dir.display()),
+                );
             }
         }
     }
@@ -213,26 +306,52 @@ fn check_private_file(r: &mut Report, check: &'static str, path: &Path) {
             r.add(
                 Level::Fail,
                 check,
-                format!("{} is uid {} mode {mode:04o}; it holds secrets: chown root and chmod 0600", path.display(), m.uid()),
+                format!(
+                    "{} is uid {} mode {mode:04o}; it holds secrets: chown root and chmod 0600",
+                    path.display(),
+                    m.uid()
+                ),
             );
         } else {
-            r.add(Level::Ok, check, format!("{} root {mode:04o}", path.display()));
+            r.add(
+                Level::Ok,
+                check,
+                format!("{} root {mode:04o}", path.display()),
+            );
         }
     }
 }
 
 fn check_socket(r: &mut Report, path: &Path, want: u32) {
     match std::fs::symlink_metadata(path) {
-        Err(_) => r.add(Level::Fail, "sockets", format!("{} missing (is the executor running?)", path.display())),
-        Ok(m) if !m.file_type().is_socket() => {
-            r.add(Level::Fail, "sockets", format!("{} is not a socket", path.display()))
-        }
+        Err(_) => r.add(
+            Level::Fail,
+            "sockets",
+            format!("{} missing (is the executor running?)", path.display()),
+        ),
+        Ok(m) if !m.file_type().is_socket() => r.add(
+            Level::Fail,
+            "sockets",
+            format!("{} is not a socket", path.display()),
+        ),
         Ok(m) => {
             let mode = m.mode() & 0o777;
             if mode != want || m.uid() != 0 {
-                r.add(Level::Fail, "sockets", format!("{} uid {} mode {mode:04o}, expected root {want:04o}", path.display(), m.uid()));
+                r.add(
+                    Level::Fail,
+                    "sockets",
+                    format!(
+                        "{} uid {} mode {mode:04o}, expected root {want:04o}",
+                        path.display(),
+                        m.uid()
+                    ),
+                );
             } else {
-                r.add(Level::Ok, "sockets", format!("{} root {mode:04o}", path.display()));
+                r.add(
+                    Level::Ok,
+                    "sockets",
+                    format!("{} root {mode:04o}", path.display()),
+                );
             }
         }
     }
@@ -240,16 +359,34 @@ fn check_socket(r: &mut Report, path: &Path, want: u32) {
 
 fn check_units(r: &mut Report) {
     let Ok(out) = Command::new("systemctl")
-        .args(["is-enabled", "mymcp-executor.service", "mymcp-frontend.service"])
+        .args([
+            "is-enabled",
+            "mymcp-executor.service",
+            "mymcp-frontend.service",
+        ])
         .output()
     else {
-        r.add(Level::Warn, "units", "systemctl not available; units not checked");
+        r.add(
+            Level::Warn,
+            "units",
+            "systemctl not available; units not checked",
+        );
         return;
     };
-    let states = String::from_utf8_lossy(&out.stdout).trim().replace('\n', ", ");
+    let states = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .replace('\n', ", ");
     if out.status.success() {
-        r.add(Level::Ok, "units", format!("mymcp-executor, mymcp-frontend: {states}"));
+        r.add(
+            Level::Ok,
+            "units",
+            format!("mymcp-executor, mymcp-frontend: {states}"),
+        );
     } else {
-        r.add(Level::Warn, "units", format!("systemd units not enabled or not installed ({states})"));
+        r.add(
+            Level::Warn,
+            "units",
+            format!("systemd units not enabled or not installed ({states})"),
+        );
     }
 }

@@ -15,13 +15,19 @@ fn digest(token: &str) -> TokenDigest {
 /// enabled, role}}, "admin_token": …}`. A missing role means rw; any role but rw means ro (the
 /// references' rules). `admin_token` is ignored, as the references ignore it on load.
 pub fn from_token_file(path: &Path) -> anyhow::Result<Vec<ImportedToken>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     let tokens = v
         .get("tokens")
         .and_then(|t| t.as_object())
-        .with_context(|| format!("{} has no \"tokens\" object (not a Python/Go token file)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "{} has no \"tokens\" object (not a Python/Go token file)",
+                path.display()
+            )
+        })?;
     let now = now();
     let mut out = Vec::new();
     for (token, info) in tokens {
@@ -102,9 +108,16 @@ mod tests {
         assert!(!by("c").enabled);
         assert_eq!(by("a").digest, digest("tok_aa"));
         let env = dir.path().join(".env");
-        std::fs::write(&env, "MYMCP_ADMIN_TOKEN=tok_adm\nMYMCP_METRICS_TOKEN=\nMYMCP_PORT=1\n").unwrap();
+        std::fs::write(
+            &env,
+            "MYMCP_ADMIN_TOKEN=tok_adm\nMYMCP_METRICS_TOKEN=\nMYMCP_PORT=1\n",
+        )
+        .unwrap();
         let list = from_env_file(&env).unwrap();
         assert_eq!(list.len(), 1);
-        assert_eq!((list[0].role, list[0].digest), (Role::Admin, digest("tok_adm")));
+        assert_eq!(
+            (list[0].role, list[0].digest),
+            (Role::Admin, digest("tok_adm"))
+        );
     }
 }

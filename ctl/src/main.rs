@@ -234,9 +234,7 @@ fn audit_verify(
     let opts = mymcp_audit::verify::VerifyOptions {
         dir: dir.clone(),
         install_key: key.clone(),
-        head: live
-            .filter(|_| same_dir)
-            .map(|a| (a.head_seq, a.head_hash)),
+        head: live.filter(|_| same_dir).map(|a| (a.head_seq, a.head_hash)),
     };
     let live_checked = opts.head.is_some();
     match mymcp_audit::verify::verify(&opts) {
@@ -263,7 +261,10 @@ fn audit_verify(
                     println!("note: records before seq {} were rotated away", r.first_seq);
                 }
                 if key.is_none() {
-                    println!("note: no --key given; trusted the install key in audit.seals ({})", r.install_key);
+                    println!(
+                        "note: no --key given; trusted the install key in audit.seals ({})",
+                        r.install_key
+                    );
                 }
                 if !live_checked {
                     println!("note: executor not reachable; a cut-off tail after the last seal cannot be detected");
@@ -273,7 +274,10 @@ fn audit_verify(
         }
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({"ok": false, "dir": dir, "error": e.0}));
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "dir": dir, "error": e.0})
+                );
             } else {
                 println!("BROKEN: {e}");
             }
@@ -334,7 +338,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             match control(&cli.runtime_dir, ControlRequest::TokenImport { tokens })? {
                 ControlResponse::Imported { added, skipped } => {
                     if json {
-                        println!("{}", serde_json::json!({"found": total, "added": added, "skipped": skipped}));
+                        println!(
+                            "{}",
+                            serde_json::json!({"found": total, "added": added, "skipped": skipped})
+                        );
                     } else {
                         println!("imported {added} of {total} token(s) as digests ({skipped} already present or revoked); the old tokens keep working");
                         if env_file.is_some() {
@@ -346,7 +353,9 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 other => bail!("unexpected answer: {other:?}"),
             }
         }
-        Cmd::Audit(AuditCmd::Verify { key, dir, json }) => audit_verify(&cli.runtime_dir, key, dir, json),
+        Cmd::Audit(AuditCmd::Verify { key, dir, json }) => {
+            audit_verify(&cli.runtime_dir, key, dir, json)
+        }
         Cmd::Doctor { json, env_file } => {
             let findings = doctor::run(&DoctorOptions {
                 runtime_dir: cli.runtime_dir.clone(),
@@ -363,7 +372,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 for f in &findings {
                     println!("{:<4}  {:<17} {}", f.level.as_str(), f.check, f.message);
                 }
-                println!("{}", if failed { "problems found" } else { "no problems found" });
+                println!(
+                    "{}",
+                    if failed {
+                        "problems found"
+                    } else {
+                        "no problems found"
+                    }
+                );
             }
             Ok(i32::from(failed))
         }
@@ -447,7 +463,10 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Status { json } => match control(&cli.runtime_dir, ControlRequest::Status) {
             Err(e) => {
                 if json {
-                    println!("{}", serde_json::json!({"executor": "unreachable", "error": format!("{e:#}")}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"executor": "unreachable", "error": format!("{e:#}")})
+                    );
                 } else {
                     println!("executor:         unreachable ({e:#})");
                 }
@@ -473,9 +492,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     println!("running jobs:     {}", s.running_jobs);
                     let a = &s.audit;
                     if a.enabled {
-                        println!("audit:            on, {} ({} lines, {} write failures)", a.dir, a.head_seq, a.write_failures);
+                        println!(
+                            "audit:            on, {} ({} lines, {} write failures)",
+                            a.dir, a.head_seq, a.write_failures
+                        );
                         match &a.last_seal {
-                            Some((seq, epoch, ts)) => println!("last seal:        seq {seq}, epoch {epoch}, {ts}"),
+                            Some((seq, epoch, ts)) => {
+                                println!("last seal:        seq {seq}, epoch {epoch}, {ts}")
+                            }
                             None => println!("last seal:        none yet"),
                         }
                     } else {

@@ -234,7 +234,14 @@ impl Audit {
             (ToolOutput::WriteFile(_), Summary::Write { path, size, sha256 }) => {
                 Some(json!({"path": path, "size_bytes": size, "sha256": sha256}))
             }
-            (ToolOutput::EditFile(e), Summary::Edit { path, old_lines, new_lines }) => Some(json!({
+            (
+                ToolOutput::EditFile(e),
+                Summary::Edit {
+                    path,
+                    old_lines,
+                    new_lines,
+                },
+            ) => Some(json!({
                 "path": path,
                 "lines_added": new_lines * e.replacements,
                 "lines_removed": old_lines * e.replacements,

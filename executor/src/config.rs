@@ -335,7 +335,10 @@ pub fn boolean(src: &dyn Source, name: &str, default: bool) -> Result<bool, Conf
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(ConfigError::new(
             name,
-            format!("invalid boolean {:?} (allowed: true, false, 1, 0, yes, no, on, off)", raw.trim()),
+            format!(
+                "invalid boolean {:?} (allowed: true, false, 1, 0, yes, no, on, off)",
+                raw.trim()
+            ),
         )),
     }
 }
@@ -387,10 +390,21 @@ pub fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
     boolean(src, "MYMCP_TRANSFER_ENABLED", true)?;
     integer(src, "MYMCP_TRANSFER_MAX_BYTES", 2_147_483_648, 0, 1 << 50)?;
     let max_ttl = integer(src, "MYMCP_TRANSFER_MAX_TTL_SEC", 900, 1, 86_400)?;
-    integer(src, "MYMCP_TRANSFER_DEFAULT_TTL_SEC", 300.min(max_ttl), 1, max_ttl)?;
+    integer(
+        src,
+        "MYMCP_TRANSFER_DEFAULT_TTL_SEC",
+        300.min(max_ttl),
+        1,
+        max_ttl,
+    )?;
     integer(src, "MYMCP_PORT", 8765, 0, 65_535)?;
     mymcp_settings::logging::LogFormat::parse(&src.get("MYMCP_LOG_FORMAT").unwrap_or_default())
-        .map_err(|e| ConfigError::new("MYMCP_LOG_FORMAT", e.trim_start_matches("MYMCP_LOG_FORMAT: ")))?;
+        .map_err(|e| {
+            ConfigError::new(
+                "MYMCP_LOG_FORMAT",
+                e.trim_start_matches("MYMCP_LOG_FORMAT: "),
+            )
+        })?;
     Ok(())
 }
 
@@ -583,8 +597,15 @@ mod tests {
         assert!(!a.enabled);
         assert_eq!(a.log.dir, PathBuf::from("/var/log/mymcp"));
         assert_eq!((a.log.max_bytes, a.log.backup_count), (10_485_760, 5));
-        assert_eq!(a.log.key_file, PathBuf::from("/var/lib/mymcp/audit/signing.key"));
-        assert!(audit_settings(&src(&[("MYMCP_AUDIT_ENABLED", "Yes")])).unwrap().enabled);
+        assert_eq!(
+            a.log.key_file,
+            PathBuf::from("/var/lib/mymcp/audit/signing.key")
+        );
+        assert!(
+            audit_settings(&src(&[("MYMCP_AUDIT_ENABLED", "Yes")]))
+                .unwrap()
+                .enabled
+        );
         let e = audit_settings(&src(&[("MYMCP_AUDIT_ENABLED", "maybe")])).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -593,7 +614,10 @@ mod tests {
         let e = other_settings(&src(&[("MYMCP_TRANSFER_ENABLED", "2")])).unwrap_err();
         assert_eq!(e.name, "MYMCP_TRANSFER_ENABLED");
         let e = other_settings(&src(&[("MYMCP_LOG_FORMAT", "xml")])).unwrap_err();
-        assert_eq!(e.to_string(), "MYMCP_LOG_FORMAT: invalid value \"xml\" (allowed: text, json)");
+        assert_eq!(
+            e.to_string(),
+            "MYMCP_LOG_FORMAT: invalid value \"xml\" (allowed: text, json)"
+        );
     }
 
     #[test]

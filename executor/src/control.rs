@@ -72,7 +72,9 @@ impl Service for Control {
                 if role.is_client() {
                     return ControlResponse::Error {
                         code: ErrorCode::InvalidArguments,
-                        message: "only admin and metrics tokens are rotated; add and revoke ro/rw tokens".into(),
+                        message:
+                            "only admin and metrics tokens are rotated; add and revoke ro/rw tokens"
+                                .into(),
                     };
                 }
                 match tokens.rotate(role) {

@@ -17,8 +17,8 @@ use crate::tokens::TokenStore;
 use crate::{edit, search};
 use mymcp_protocol::{
     AdminOp, AdminOutcome, BashExecute, CallOrigin, EditFile, ErrorCode, FrontendRequest,
-    FrontendResponse, Glob, Grep, MetricsOutcome, Progress, ReadFile, Role, TokenDigest,
-    ToolCall, ToolFailure, ToolName, ToolOutput, WriteFile,
+    FrontendResponse, Glob, Grep, MetricsOutcome, Progress, ReadFile, Role, TokenDigest, ToolCall,
+    ToolFailure, ToolName, ToolOutput, WriteFile,
 };
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -378,9 +378,7 @@ impl Service for Executor {
                 origin,
                 call,
             } => self.call(token, origin, call, cancel, events).await,
-            FrontendRequest::Admin { token, op } => {
-                FrontendResponse::Admin(self.admin(&token, op))
-            }
+            FrontendRequest::Admin { token, op } => FrontendResponse::Admin(self.admin(&token, op)),
             FrontendRequest::Metrics { token } => {
                 FrontendResponse::Metrics(self.metrics_for(token.as_ref()))
             }
@@ -510,4 +508,3 @@ impl Executor {
         MetricsOutcome::Snapshot(snapshot)
     }
 }
-

@@ -4,10 +4,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use mymcp_executor::audit::Audit;
 use mymcp_executor::config::{self, Env};
-use mymcp_executor::metrics::Metrics;
 use mymcp_executor::control::Control;
 use mymcp_executor::dispatch::Executor;
 use mymcp_executor::jobs::Jobs;
+use mymcp_executor::metrics::Metrics;
 use mymcp_executor::server::{self, Shutdown};
 use mymcp_executor::sys;
 use mymcp_executor::tokens::TokenStore;
@@ -193,18 +193,16 @@ fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
     }
 
     let metrics = Arc::new(Metrics::default());
-    let (audit, install_key) = Audit::open(&audit_settings, metrics.clone()).with_context(|| {
-        format!(
-            "audit log in {} (MYMCP_AUDIT_LOG_DIR)",
-            audit_settings.log.dir.display()
-        )
-    })?;
+    let (audit, install_key) =
+        Audit::open(&audit_settings, metrics.clone()).with_context(|| {
+            format!(
+                "audit log in {} (MYMCP_AUDIT_LOG_DIR)",
+                audit_settings.log.dir.display()
+            )
+        })?;
     let audit = Arc::new(audit);
     if let Some(key) = install_key {
-        let stored = audit_settings
-            .log
-            .key_file
-            .with_file_name("install.pub");
+        let stored = audit_settings.log.key_file.with_file_name("install.pub");
         if let Err(e) = std::fs::write(&stored, format!("{key}\n")) {
             tracing::warn!(error = %e, path = %stored.display(), "could not store the audit install key");
         }

@@ -3,8 +3,7 @@
 //! request can create a new series.
 
 use mymcp_protocol::{
-    CallResult, DurationHistogram, ExecutorMetrics, Role, ToolCallCount, ToolName,
-    DURATION_BUCKETS,
+    CallResult, DurationHistogram, ExecutorMetrics, Role, ToolCallCount, ToolName, DURATION_BUCKETS,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -119,7 +118,11 @@ impl Metrics {
             if count > 0 {
                 durations.push(DurationHistogram {
                     tool,
-                    buckets: h.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
+                    buckets: h
+                        .buckets
+                        .iter()
+                        .map(|b| b.load(Ordering::Relaxed))
+                        .collect(),
                     count,
                     sum_micros: h.sum_micros.load(Ordering::Relaxed),
                 });

@@ -130,7 +130,11 @@ pub fn parse_legacy(bytes: &[u8]) -> Option<Vec<ImportedToken>> {
             name: if t.name.is_empty() {
                 "imported".to_owned()
             } else {
-                t.name.chars().filter(|c| !c.is_control()).take(MAX_NAME_LEN).collect()
+                t.name
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_NAME_LEN)
+                    .collect()
             },
             role: match t.role.as_deref() {
                 None | Some("rw") => Role::Rw,
@@ -262,7 +266,10 @@ impl TokenStore {
         &self.path
     }
 
-    fn parse(&self, bytes: &[u8]) -> Result<(HashMap<TokenDigest, Entry>, Vec<String>), TokenError> {
+    fn parse(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(HashMap<TokenDigest, Entry>, Vec<String>), TokenError> {
         let corrupt = |reason: String| TokenError::Corrupt {
             path: self.path.clone(),
             reason,
@@ -829,7 +836,10 @@ mod tests {
         let (old, _) = s.add("admin", Role::Admin).unwrap();
         let (rw, _) = s.add("w", Role::Rw).unwrap();
         let (new, info, removed) = s.rotate(Role::Admin).unwrap();
-        assert_eq!((removed, info.role, info.name.as_str()), (1, Role::Admin, "admin"));
+        assert_eq!(
+            (removed, info.role, info.name.as_str()),
+            (1, Role::Admin, "admin")
+        );
         assert!(s.lookup(&digest(&old)).is_none());
         assert!(s.lookup(&digest(&new)).is_some());
         assert!(s.lookup(&digest(&rw)).is_some());
@@ -863,12 +873,18 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert!(!text.contains("0123456789abcdef0123456789abcdef"), "{text}");
         assert!(text.contains("mymcp-tokens-v1"));
-        let id = s.lookup(&digest("tok_0123456789abcdef0123456789abcdef")).unwrap();
+        let id = s
+            .lookup(&digest("tok_0123456789abcdef0123456789abcdef"))
+            .unwrap();
         assert_eq!((id.name.as_str(), id.role), ("laptop", Role::Rw));
         // No role: rw, as in the references.
-        let id = s.lookup(&digest("tok_ffffffffffffffffffffffffffffffff")).unwrap();
+        let id = s
+            .lookup(&digest("tok_ffffffffffffffffffffffffffffffff"))
+            .unwrap();
         assert_eq!(id.role, Role::Rw);
-        assert!(s.lookup(&digest("tok_eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee")).is_none());
+        assert!(s
+            .lookup(&digest("tok_eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"))
+            .is_none());
     }
 
     #[test]

@@ -78,8 +78,14 @@ async fn ask(ops: &Ops, token: TokenDigest, op: AdminOp) -> Result<AdminOutcome,
     {
         Ok(FrontendResponse::Admin(outcome)) => Ok(outcome),
         Ok(other) => {
-            tracing::error!(?other, "executor answered an admin request with something else");
-            Err(detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"))
+            tracing::error!(
+                ?other,
+                "executor answered an admin request with something else"
+            );
+            Err(detail(
+                StatusCode::BAD_GATEWAY,
+                "Unexpected executor response",
+            ))
         }
         Err(ForwardError::Unavailable) => Err(unavailable()),
         Err(e) => Err(detail(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
@@ -114,7 +120,8 @@ async fn list(State(ops): State<Ops>, headers: HeaderMap) -> Response {
     };
     match ask(&ops, token, AdminOp::List).await {
         Ok(AdminOutcome::Tokens(list)) => {
-            let map: Map<String, Value> = list.iter().map(|t| (t.id.clone(), info_json(t))).collect();
+            let map: Map<String, Value> =
+                list.iter().map(|t| (t.id.clone(), info_json(t))).collect();
             Json(Value::Object(map)).into_response()
         }
         Ok(other) => common(other),
@@ -223,8 +230,7 @@ async fn scrape(State(ops): State<Ops>, headers: HeaderMap) -> Response {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
             )],
-            ops.metrics
-                .render(&snapshot, ops.forwarder.is_connected()),
+            ops.metrics.render(&snapshot, ops.forwarder.is_connected()),
         )
             .into_response(),
         Ok(FrontendResponse::Metrics(MetricsOutcome::Disabled)) => detail(
@@ -236,7 +242,10 @@ async fn scrape(State(ops): State<Ops>, headers: HeaderMap) -> Response {
             detail(StatusCode::UNAUTHORIZED, "Unauthorized")
         }
         Ok(other) => {
-            tracing::error!(?other, "executor answered a metrics request with something else");
+            tracing::error!(
+                ?other,
+                "executor answered a metrics request with something else"
+            );
             detail(StatusCode::BAD_GATEWAY, "Unexpected executor response")
         }
         Err(ForwardError::Unavailable) => unavailable(),
@@ -255,9 +264,18 @@ mod tests {
             Ok(("a".into(), Role::Rw))
         );
         assert_eq!(parse_create(br#"{"name":"a"}"#), Ok(("a".into(), Role::Ro)));
-        assert_eq!(parse_create(br#"{"role":"rw"}"#).unwrap_err(), "name is required");
-        assert_eq!(parse_create(br#"{"name":""}"#).unwrap_err(), "name must not be empty");
-        assert_eq!(parse_create(br#"{"name":1}"#).unwrap_err(), "name must be a string");
+        assert_eq!(
+            parse_create(br#"{"role":"rw"}"#).unwrap_err(),
+            "name is required"
+        );
+        assert_eq!(
+            parse_create(br#"{"name":""}"#).unwrap_err(),
+            "name must not be empty"
+        );
+        assert_eq!(
+            parse_create(br#"{"name":1}"#).unwrap_err(),
+            "name must be a string"
+        );
         assert_eq!(parse_create(b"{").unwrap_err(), "invalid JSON body");
         assert_eq!(
             parse_create(br#"{"name":"a","role":"admin"}"#).unwrap_err(),

@@ -67,9 +67,8 @@ fn main() -> ExitCode {
     }
     // The frontend reads no env file: the env file holds the executor's secrets. Its few
     // settings come from its environment (the unit or mymcpctl serve) and flags.
-    let logging = mymcp_settings::logging::LogFormat::parse(&cli.log_format).and_then(|format| {
-        mymcp_settings::logging::init(&cli.log_level, format, "mymcp-frontend")
-    });
+    let logging = mymcp_settings::logging::LogFormat::parse(&cli.log_format)
+        .and_then(|format| mymcp_settings::logging::init(&cli.log_level, format, "mymcp-frontend"));
     if let Err(e) = logging {
         eprintln!("mymcp-frontend: {e}");
         return ExitCode::from(2);

@@ -550,7 +550,9 @@ async fn identify(executor: &impl ExecutorClient, token: TokenDigest) -> Result<
         Ok(FrontendResponse::Identity(_) | FrontendResponse::Unauthenticated) => {
             Err(Stop::Unauthenticated)
         }
-        Ok(FrontendResponse::Tool(_) | FrontendResponse::Admin(_) | FrontendResponse::Metrics(_)) => {
+        Ok(
+            FrontendResponse::Tool(_) | FrontendResponse::Admin(_) | FrontendResponse::Metrics(_),
+        ) => {
             tracing::error!("executor answered Identify with something else");
             Err(Stop::BadAnswer)
         }

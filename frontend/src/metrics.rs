@@ -111,7 +111,10 @@ impl FrontendMetrics {
                             .iter()
                             .enumerate()
                             .map(|(i, n)| {
-                                (DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), *n)
+                                (
+                                    DURATION_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
+                                    *n,
+                                )
                             })
                             .collect();
                         (
@@ -350,6 +353,9 @@ mod tests {
             assert!(text.contains(want), "{want} missing from:\n{text}");
         }
         assert_eq!(tool_label("rm -rf"), "unknown");
-        assert_eq!(closed_route("/admin/tokens/{selector}"), "/admin/tokens/{token}");
+        assert_eq!(
+            closed_route("/admin/tokens/{selector}"),
+            "/admin/tokens/{token}"
+        );
     }
 }

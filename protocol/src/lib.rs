@@ -220,9 +220,14 @@ pub enum FrontendRequest {
 pub enum AdminOp {
     List,
     /// Create a token (`ro` or `rw`); its value is returned once.
-    Create { name: String, role: Role },
+    Create {
+        name: String,
+        role: Role,
+    },
     /// Revoke by token value or id (as [`ControlRequest::TokenRevoke`]).
-    Revoke { selector: String },
+    Revoke {
+        selector: String,
+    },
 }
 
 /// The executor's answer to [`FrontendRequest::Admin`].
@@ -231,7 +236,10 @@ pub enum AdminOutcome {
     /// The token is not an admin token (HTTP 403).
     Forbidden,
     Tokens(Vec<TokenInfo>),
-    Created { token: String, info: TokenInfo },
+    Created {
+        token: String,
+        info: TokenInfo,
+    },
     Revoked(TokenInfo),
     /// No `ro`/`rw` token matches (HTTP 404).
     NotFound,
@@ -387,7 +395,10 @@ pub struct AuditState {
 /// Responses on `control.sock`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlResponse {
-    TokenAdded { token: String, info: TokenInfo },
+    TokenAdded {
+        token: String,
+        info: TokenInfo,
+    },
     Tokens(Vec<TokenInfo>),
     Revoked(TokenInfo),
     Status(StatusInfo),

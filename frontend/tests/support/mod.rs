@@ -220,7 +220,9 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             }
             FrontendResponse::Admin(match op {
                 AdminOp::List => AdminOutcome::Tokens(Vec::new()),
-                AdminOp::Create { .. } => AdminOutcome::Failed("the fake executor creates no tokens".into()),
+                AdminOp::Create { .. } => {
+                    AdminOutcome::Failed("the fake executor creates no tokens".into())
+                }
                 AdminOp::Revoke { .. } => AdminOutcome::NotFound,
             })
         }
