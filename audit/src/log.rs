@@ -293,7 +293,7 @@ pub fn log_files(dir: &Path) -> Vec<PathBuf> {
             Some((n, e.path()))
         })
         .collect();
-    numbered.sort_by(|a, b| b.0.cmp(&a.0));
+    numbered.sort_by_key(|n| std::cmp::Reverse(n.0));
     let mut files: Vec<PathBuf> = numbered.into_iter().map(|(_, p)| p).collect();
     let current = dir.join(LOG_FILE);
     if current.exists() {

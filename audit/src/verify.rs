@@ -214,10 +214,10 @@ fn check_seals(opts: &VerifyOptions, report: &mut Report) -> Result<HashMap<u64,
     }
     report.install_key = stored.clone();
     let mut expected_key = stored;
-    let mut expected_epoch = 0u64;
     let mut last_seq = 0u64;
     let mut seals = HashMap::new();
     for (i, line) in lines.enumerate() {
+        let expected_epoch = i as u64;
         let at = format!("{} line {}", path.display(), i + 2);
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| broken(format!("{at}: altered: not JSON ({e})")))?;
@@ -246,7 +246,6 @@ fn check_seals(opts: &VerifyOptions, report: &mut Report) -> Result<HashMap<u64,
         }
         last_seq = seq;
         expected_key = v["next_key"].as_str().unwrap_or("").to_owned();
-        expected_epoch += 1;
         seals.insert(seq, line.to_owned());
         report.seals += 1;
     }

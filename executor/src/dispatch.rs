@@ -406,10 +406,12 @@ impl Executor {
         let id = caller.identity().clone();
         let prepared = self.audit.prepare(&id, &origin, &call);
         let allowed = id.role.allows(tool.required_role());
-        let result = match (allowed && audit::has_side_effects(tool))
-            .then(|| self.audit.start(&prepared))
-            .unwrap_or(Ok(()))
-        {
+        let started_record = if allowed && audit::has_side_effects(tool) {
+            self.audit.start(&prepared)
+        } else {
+            Ok(())
+        };
+        let result = match started_record {
             // Fail closed: no record, no side effect.
             Err(refused) => Err(refused),
             Ok(()) => {

@@ -11,6 +11,10 @@
 //! | `DELETE /admin/tokens/{token-or-id}` | 200 `{"revoked", id, name, role}` | 404 `{"detail":"Token not found"}` |
 //! | `GET /metrics` | 200 OpenMetrics text | 401 wrong token, 503 no metrics token |
 
+// The error type of the helpers here is the HTTP response to send; it is built at most once per
+// request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use crate::forward::{ForwardError, Forwarder};
 use crate::http::{bearer_token, token_digest, BearerError};
 use crate::metrics::{FrontendMetrics, Surface};

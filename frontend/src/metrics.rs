@@ -237,9 +237,12 @@ fn gauge(v: i64) -> Gauge {
     g
 }
 
+/// One histogram series counted elsewhere: labels, sum, count, (upper bound, count) buckets.
+type HistogramSeries = (Labels, f64, u64, Vec<(f64, u64)>);
+
 /// Histograms whose buckets were counted elsewhere (by the executor).
 #[derive(Debug)]
-struct Histograms(Vec<(Labels, f64, u64, Vec<(f64, u64)>)>);
+struct Histograms(Vec<HistogramSeries>);
 
 impl EncodeMetric for Histograms {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
