@@ -52,6 +52,20 @@ pub struct AuditLog {
     unsealed: u64,
     last_seal_at: Instant,
     last_seal: Option<SealInfo>,
+    tampered_at_start: bool,
+}
+
+/// `event` of the notice written when start-up finds the log shorter than it was left.
+pub const TAMPERED_EVENT: &str = "log_cut_while_stopped";
+
+fn head_file(cfg: &LogConfig) -> PathBuf {
+    cfg.key_file.with_file_name("head")
+}
+
+fn read_head(path: &Path) -> Option<(u64, String)> {
+    let text = fs::read_to_string(path).ok()?;
+    let (seq, hash) = text.trim().split_once(' ')?;
+    Some((seq.parse().ok()?, hash.to_owned()))
 }
 
 /// What opening found.
@@ -102,7 +116,9 @@ impl AuditLog {
         let file = open_append(&path)?;
         let size = file.metadata()?.len();
         let last_seal = last_seal(&seals_path);
-        Ok(Opened {
+        let head_path = head_file(&cfg);
+        let stored_head = read_head(&head_path);
+        let mut opened = Opened {
             log: AuditLog {
                 cfg,
                 file,
@@ -114,9 +130,38 @@ impl AuditLog {
                 unsealed: 0,
                 last_seal_at: Instant::now(),
                 last_seal,
+                tampered_at_start: false,
             },
             new_install_key,
-        })
+        };
+        // The head stored at the last seal or shutdown must still be in the log: if the log
+        // now ends earlier, or differently, it was cut or edited while the executor was away.
+        // Say so in the log itself, where `verify` will find it.
+        if let Some((want_seq, want_hash)) = stored_head {
+            let (seq, hash) = opened.log.head();
+            if seq < want_seq || (seq == want_seq && hash != want_hash) {
+                let notice = format!(
+                    "{{\"ts\":\"{}\",\"type\":\"notice\",\"event\":\"{TAMPERED_EVENT}\",\"message\":\"the log ended at seq {seq} at start-up but seq {want_seq} had been written\"}}",
+                    now_rfc3339()
+                );
+                opened.log.append(&notice)?;
+                opened.log.tampered_at_start = true;
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Whether start-up found the log cut or edited since the executor last stopped.
+    pub fn tampered_at_start(&self) -> bool {
+        self.tampered_at_start
+    }
+
+    /// Records the head in the state directory (at seals and shutdown).
+    fn store_head(&self) -> io::Result<()> {
+        store_atomic(
+            &head_file(&self.cfg),
+            format!("{} {}\n", self.seq, self.prev).as_bytes(),
+        )
     }
 
     /// The sequence number and hash of the last line written.
@@ -156,12 +201,12 @@ impl AuditLog {
         Ok(false)
     }
 
-    /// Seals now if any record is unsealed (at shutdown).
+    /// Seals now if any record is unsealed, and records the head (at shutdown).
     pub fn seal_pending(&mut self) -> io::Result<()> {
         if self.unsealed > 0 {
             self.seal()?;
         }
-        Ok(())
+        self.store_head()
     }
 
     /// Writes a seal line signed by the current epoch's key, naming the next epoch's public
@@ -204,7 +249,7 @@ impl AuditLog {
         self.key = next;
         self.unsealed = 0;
         self.last_seal_at = Instant::now();
-        Ok(())
+        self.store_head()
     }
 
     fn write_line(&mut self, body: &str) -> io::Result<u64> {

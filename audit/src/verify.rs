@@ -131,6 +131,13 @@ pub fn verify(opts: &VerifyOptions) -> Result<Report, Broken> {
                 }
             }
         }
+        if serde_json::from_slice::<serde_json::Value>(line)
+            .is_ok_and(|v| v["event"] == crate::log::TAMPERED_EVENT)
+        {
+            return Err(broken(format!(
+                "{at}: truncated: the executor found the log cut while it was stopped (seq {seq} notes it)"
+            )));
+        }
         if *is_seal {
             match seals.get(&seq) {
                 Some(copy) if copy.as_bytes() == line.as_slice() => {}
@@ -406,6 +413,38 @@ mod tests {
         // Deleting a middle file is a gap.
         fs::remove_file(d.path().join("log/audit.log.1")).unwrap();
         assert!(verify(&o).unwrap_err().0.contains("missing"));
+    }
+
+    #[test]
+    fn time_based_seals_and_a_log_cut_while_stopped() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path());
+        cfg.seal_records = 1000;
+        cfg.seal_interval = Duration::from_millis(0);
+        let (mut log, key) = write(cfg.clone(), 3);
+        assert!(log.seal_if_due().unwrap(), "the interval has passed");
+        assert!(!log.seal_if_due().unwrap(), "nothing new to seal");
+        log.append(r#"{"tool":"t","i":99}"#).unwrap();
+        log.append(r#"{"tool":"t","i":100}"#).unwrap();
+        log.seal_pending().unwrap();
+        log.append(r#"{"tool":"t","i":101}"#).unwrap();
+        log.seal_pending().unwrap();
+        drop(log);
+        verify(&opts(d.path(), &key)).unwrap();
+        // Cut the last record and the last seal while "stopped": the restart notices.
+        let path = d.path().join("log/audit.log");
+        let text = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        fs::write(&path, lines[..lines.len() - 2].join("\n") + "\n").unwrap();
+        let seals = d.path().join("log/audit.seals");
+        let st = fs::read_to_string(&seals).unwrap();
+        let sl: Vec<&str> = st.lines().collect();
+        fs::write(&seals, sl[..sl.len() - 1].join("\n") + "\n").unwrap();
+        let opened = AuditLog::open(cfg, random).unwrap();
+        assert!(opened.log.tampered_at_start());
+        drop(opened);
+        let e = verify(&opts(d.path(), &key)).unwrap_err();
+        assert!(e.0.contains("cut while it was stopped"), "{e}");
     }
 
     #[test]

@@ -71,6 +71,9 @@ impl Audit {
             return Ok((Audit::disabled(metrics), None));
         }
         let opened = AuditLog::open(settings.log.clone(), crate::sys::fill_random)?;
+        if opened.log.tampered_at_start() {
+            tracing::error!(dir = %settings.log.dir.display(), "the audit log is shorter than when the executor last stopped: it was cut or edited; a notice is in the log and mymcpctl audit verify reports it");
+        }
         Ok((
             Audit {
                 log: Some(Mutex::new(opened.log)),

@@ -927,3 +927,51 @@ fn a_python_or_go_install_is_imported_and_its_tokens_keep_working() {
         403
     );
 }
+
+#[test]
+fn a_log_cut_while_the_executor_was_stopped_is_reported_after_the_restart() {
+    let mut exec = ExecutorProcess::start_with_env("nobody", &[("MYMCP_AUDIT_ENABLED", "true")]);
+    let rw = exec.add_token("writer", "rw");
+    {
+        let front = FrontendProcess::start(&exec.executor_socket());
+        for i in 0..3 {
+            call(
+                front.addr,
+                &rw,
+                "bash_execute",
+                json!({"command": format!("echo {i}")}),
+            );
+        }
+    }
+    let key = exec.audit_install_key();
+    // A clean stop seals and records the head.
+    exec.terminate();
+    let dir = exec.dir.path().to_owned();
+    let log = dir.join("audit/audit.log");
+    let seals = dir.join("audit/audit.seals");
+    let cut = |path: &Path, n: usize| {
+        let text = std::fs::read_to_string(path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(path, lines[..lines.len() - n].join("\n") + "\n").unwrap();
+    };
+    // Remove the final seal and the last record, in the log and in audit.seals alike.
+    cut(&log, 2);
+    cut(&seals, 1);
+    let path = |p: &str| dir.join(p).to_str().unwrap().to_owned();
+    let exec2 = ExecutorProcess::start_with_env(
+        "nobody",
+        &[
+            ("MYMCP_AUDIT_ENABLED", "true"),
+            ("MYMCP_RUNTIME_DIR", &path("run")),
+            ("MYMCP_TOKEN_FILE", &path("tokens.json")),
+            ("MYMCP_STATE_DIR", &path("state")),
+            ("MYMCP_AUDIT_LOG_DIR", &path("audit")),
+        ],
+    );
+    // (exec2 serves on the old directory, not on its own.)
+    let out = ctl(&dir.join("run"), &["audit", "verify", "--key", &key]);
+    drop(exec2);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("cut while it was stopped"), "{text}");
+}
