@@ -218,6 +218,51 @@ impl Audit {
         result
     }
 
+    /// Records a call the frontend refused before it reached a tool (unknown name, arguments
+    /// that do not decode). Nothing ran, so a failed write is only counted.
+    pub fn refusal(
+        &self,
+        identity: &Identity,
+        origin: &CallOrigin,
+        tool: &str,
+        result: &Result<ToolOutput, ToolFailure>,
+    ) {
+        if !self.enabled() {
+            return;
+        }
+        let (class, code, message) = classify(result);
+        let (token_name, ip, request_id) = (
+            cap(&identity.name, MAX_SHORT_BYTES),
+            cap(&origin.peer, MAX_SHORT_BYTES),
+            cap(&origin.request_id, MAX_SHORT_BYTES),
+        );
+        let tool = cap(tool, MAX_SHORT_BYTES);
+        let params = Value::Object(Map::new());
+        let mut r = Record {
+            ts: mymcp_audit::now_rfc3339(),
+            kind: None,
+            token_name: &token_name,
+            role: identity.role.as_str(),
+            ip: &ip,
+            tool: &tool,
+            params: &params,
+            result: Some(class.as_str()),
+            request_id: &request_id,
+            reason: None,
+            error_code: None,
+            error_message: None,
+            duration_ms: None,
+            output: None,
+        };
+        if class == CallResult::Denied {
+            r.reason = message;
+        } else {
+            r.error_code = code;
+            r.error_message = message;
+        }
+        self.write(&serialize(&r));
+    }
+
     fn output(&self, summary: &Summary, out: &ToolOutput) -> Option<Value> {
         match (out, summary) {
             (ToolOutput::Bash(b), _) => {
@@ -276,7 +321,7 @@ pub fn classify(
     result: &Result<ToolOutput, ToolFailure>,
 ) -> (CallResult, Option<String>, Option<String>) {
     match result {
-        Err(f) if f.code == ErrorCode::PermissionDenied => (
+        Err(f) if matches!(f.code, ErrorCode::PermissionDenied | ErrorCode::UnknownTool) => (
             CallResult::Denied,
             None,
             Some(cap(&f.message, MAX_MESSAGE_BYTES)),

@@ -382,6 +382,27 @@ impl Service for Executor {
             FrontendRequest::Metrics { token } => {
                 FrontendResponse::Metrics(self.metrics_for(token.as_ref()))
             }
+            FrontendRequest::Refused {
+                token,
+                origin,
+                tool,
+                failure,
+            } => {
+                let Some(caller) = auth::authenticate(&self.tokens, &token) else {
+                    self.metrics.auth_failure(AuthSurface::Mcp);
+                    return FrontendResponse::Unauthenticated;
+                };
+                let id = caller.identity();
+                let result = Err(failure);
+                let (class, _, _) = audit::classify(&result);
+                if let Some(known) = ToolName::parse(&tool) {
+                    // Unknown names are counted by the frontend, as `unknown`.
+                    self.metrics.call(known, id.role, class, None);
+                }
+                self.audit.refusal(id, &origin, &tool, &result);
+                tracing::info!(tool = %audit::cap(&tool, 64), token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, result = class.as_str(), "tool call refused by the frontend");
+                FrontendResponse::Tool(result)
+            }
         }
     }
 }

@@ -213,6 +213,16 @@ pub enum FrontendRequest {
     /// `/metrics`: the executor's counters for the holder of `token` (the metrics role), or
     /// `None` when the HTTP request carried no bearer token.
     Metrics { token: Option<TokenDigest> },
+    /// A `tools/call` the frontend refused itself (unknown tool name, arguments that do not
+    /// decode), reported so that the executor audits it like the reference does. `tool` is the
+    /// name as called (the executor caps it). Answered with `Tool(Err(failure))` for a valid
+    /// `ro`/`rw` token, else `Unauthenticated`. It runs nothing.
+    Refused {
+        token: TokenDigest,
+        origin: CallOrigin,
+        tool: String,
+        failure: ToolFailure,
+    },
 }
 
 /// What an `/admin/tokens` request asks for.

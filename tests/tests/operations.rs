@@ -419,6 +419,14 @@ fn every_tool_call_gets_one_outcome_record_with_the_reference_fields_and_redacti
         "read_file",
         json!({"file_path": "/nonexistent/x"}),
     );
+    // Refused by the frontend, audited by the executor all the same.
+    let r = post_mcp(front.addr, &ro, &tools_call(1, "no_such_tool", json!({})));
+    assert_eq!(r.tool_json()["error"], "UnknownTool");
+    post_mcp(
+        front.addr,
+        &rw,
+        &tools_call(1, "read_file", json!({"file_path": 5})),
+    );
 
     let text = mymcp_audit_lines(&exec.audit_dir()).join("\n");
     for secret in ["TOPSECRET", "HIDDEN-NEW"] {
@@ -426,7 +434,7 @@ fn every_tool_call_gets_one_outcome_record_with_the_reference_fields_and_redacti
     }
     let lines = audit_lines(&exec.audit_dir());
     let out = outcomes(&lines);
-    assert_eq!(out.len(), 7, "one outcome record per call: {text}");
+    assert_eq!(out.len(), 9, "one outcome record per call: {text}");
     // Start records come only for tools with side effects that were allowed to run.
     let starts: Vec<&str> = lines
         .iter()
@@ -497,6 +505,15 @@ fn every_tool_call_gets_one_outcome_record_with_the_reference_fields_and_redacti
     assert_eq!(ok["output"]["stdout_head"], "fine\n");
     assert_eq!(ok["output"]["exit_code"], 0);
     assert_eq!(out[6]["error_code"], "FileNotFoundError");
+    assert_eq!(
+        (out[7]["tool"].as_str(), out[7]["result"].as_str()),
+        (Some("no_such_tool"), Some("denied"))
+    );
+    assert_eq!(out[7]["reason"], "Unknown tool: no_such_tool");
+    assert_eq!(
+        (out[8]["result"].as_str(), out[8]["error_code"].as_str()),
+        (Some("error"), Some("InvalidArguments"))
+    );
     // The chain: seq increments, prev links.
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["seq"].as_u64(), Some(i as u64 + 1));

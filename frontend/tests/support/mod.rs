@@ -226,6 +226,10 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                 AdminOp::Revoke { .. } => AdminOutcome::NotFound,
             })
         }
+        FrontendRequest::Refused { token, failure, .. } => match identity_of(&token) {
+            Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
+            _ => FrontendResponse::Unauthenticated,
+        },
         // The fake has no metrics token.
         FrontendRequest::Metrics { .. } => {
             FrontendResponse::Metrics(mymcp_protocol::MetricsOutcome::Disabled)
