@@ -373,12 +373,7 @@ impl TokenStore {
         {
             return Err(TokenError::InvalidName(name.to_owned()));
         }
-        let mut raw = [0u8; TOKEN_RANDOM_BYTES];
-        crate::sys::fill_random(&mut raw).map_err(|source| TokenError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        let token = format!("{TOKEN_PREFIX}{}", hex(&raw));
+        let token = self.new_token_value()?;
         let d = digest(&token);
         let mut inner = self.inner.lock().expect("token store lock");
         self.refresh(&mut inner);
