@@ -132,32 +132,42 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
         0o077,
     );
 
-    let audit_enabled = matches!(
-        get("MYMCP_AUDIT_ENABLED", "false")
-            .to_ascii_lowercase()
-            .as_str(),
-        "true" | "1" | "yes" | "on"
-    );
-    if audit_enabled {
-        check_dir(
-            &mut r,
-            "audit directory",
-            Path::new(&get("MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")),
-            0o027,
-        );
-    } else {
-        r.add(
-            Level::Warn,
-            "audit",
-            "MYMCP_AUDIT_ENABLED is off: tool calls are not audited",
-        );
-    }
-
     let control = opts.runtime_dir.join("control.sock");
     let exec = opts.runtime_dir.join("executor.sock");
     check_socket(&mut r, &control, 0o600);
     check_socket(&mut r, &exec, 0o660);
-    match ControlClient::connect(&control).and_then(|mut c| c.call(ControlRequest::Status)) {
+    let status = ControlClient::connect(&control).and_then(|mut c| c.call(ControlRequest::Status));
+    // The running executor's own view of the audit log wins over the settings read here.
+    let running_audit = match &status {
+        Ok(ControlResponse::Status(s)) => Some(s.audit.clone()),
+        _ => None,
+    };
+    match running_audit.as_ref().filter(|a| a.enabled) {
+        Some(a) => check_dir(&mut r, "audit directory", Path::new(&a.dir), 0o027),
+        None => {
+            let audit_enabled = matches!(
+                get("MYMCP_AUDIT_ENABLED", "false")
+                    .to_ascii_lowercase()
+                    .as_str(),
+                "true" | "1" | "yes" | "on"
+            );
+            if audit_enabled {
+                check_dir(
+                    &mut r,
+                    "audit directory",
+                    Path::new(&get("MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")),
+                    0o027,
+                );
+            } else {
+                r.add(
+                    Level::Warn,
+                    "audit",
+                    "MYMCP_AUDIT_ENABLED is off: tool calls are not audited",
+                );
+            }
+        }
+    }
+    match status {
         Ok(ControlResponse::Status(s)) => {
             r.add(
                 Level::Ok,
