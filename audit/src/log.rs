@@ -192,6 +192,11 @@ impl AuditLog {
         Ok(seq)
     }
 
+    /// Whether the next [`AuditLog::append`] will also seal (and so fsync and store a key).
+    pub fn seals_on_next_append(&self) -> bool {
+        self.unsealed + 1 >= self.cfg.seal_records
+    }
+
     /// Seals if records are waiting and the interval has passed.
     pub fn seal_if_due(&mut self) -> io::Result<bool> {
         if self.unsealed > 0 && self.last_seal_at.elapsed() >= self.cfg.seal_interval {

@@ -94,7 +94,14 @@ impl Audit {
     fn write(&self, body: &str) -> bool {
         let Some(log) = &self.log else { return true };
         let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-        match log.append(body) {
+        // A record is one write to the page cache; a seal also fsyncs and stores a key, which
+        // must not stall a runtime worker that serves other calls.
+        let appended = if log.seals_on_next_append() {
+            blocking_in_place(|| log.append(body))
+        } else {
+            log.append(body)
+        };
+        match appended {
             Ok(_) => true,
             Err(e) => {
                 drop(log);
@@ -300,6 +307,15 @@ impl Audit {
     }
 }
 
+/// Runs `f`, telling a multi-threaded tokio runtime first that this thread will block.
+fn blocking_in_place<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Tools whose call changes the host: audited before they run.
 pub fn has_side_effects(tool: ToolName) -> bool {
     matches!(
@@ -373,11 +389,20 @@ pub enum Summary {
 impl Summary {
     fn of(call: &ToolCall) -> Summary {
         match call {
-            ToolCall::WriteFile(w) => Summary::Write {
-                path: cap(&w.file_path, MAX_PARAM_BYTES),
-                size: w.content.len() as u64,
-                sha256: mymcp_audit::hex(&Sha256::digest(w.content.as_bytes())),
-            },
+            ToolCall::WriteFile(w) => {
+                // Hashing megabytes takes milliseconds: not on a runtime worker as is.
+                let hash = || mymcp_audit::hex(&Sha256::digest(w.content.as_bytes()));
+                let sha256 = if w.content.len() > 1 << 20 {
+                    blocking_in_place(hash)
+                } else {
+                    hash()
+                };
+                Summary::Write {
+                    path: cap(&w.file_path, MAX_PARAM_BYTES),
+                    size: w.content.len() as u64,
+                    sha256,
+                }
+            }
             ToolCall::EditFile(e) => Summary::Edit {
                 path: cap(&e.file_path, MAX_PARAM_BYTES),
                 old_lines: memchr::memchr_iter(b'\n', e.old_string.as_bytes()).count() as u64,
