@@ -2,12 +2,14 @@
 
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
-use mymcp_protocol::{ControlRequest, ControlResponse, Role, TokenInfo};
+use mymcp_protocol::{AuditState, ControlRequest, ControlResponse, Role, TokenInfo};
 use mymcpctl::client::ControlClient;
+use mymcpctl::doctor::{self, DoctorOptions, Level};
+use mymcpctl::import;
 use mymcpctl::serve::{serve, ServeOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// Administer mymcp: tokens, status, and a quick-try server.
+/// Administer mymcp: tokens, audit log, status, diagnostics, and a quick-try server.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -43,12 +45,55 @@ enum Cmd {
         /// Log level of both daemons.
         #[arg(long, default_value = "warn")]
         log_level: String,
+        /// Env file for the executor (default: none; the quick try ignores /etc/mymcp/.env).
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
     },
     /// Manage client tokens.
     #[command(subcommand)]
     Token(TokenCmd),
-    /// Show whether the executor is up, its version, uptime and token count.
+    /// Show whether the executor is up, its version, uptime, tokens, audit state, last seal.
+    /// Exits 1 when the executor is unreachable or the audit log failed.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Check the installation: users, directories and modes, env file and settings, sockets,
+    /// executor, audit, units, certificate. Exits 1 on problems.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+        /// Env file to check (default: MYMCP_ENV_FILE, else /etc/mymcp/.env).
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
+    },
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Print a commented env file with every setting at its default.
+    Example,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Check the hash chain, the seals and the key chain. Prints OK, or the first broken,
+    /// missing, reordered or altered record (exit 1).
+    Verify {
+        /// The install key printed when the log was created (hex). Without it, the key stored
+        /// in audit.seals is trusted.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+        /// Audit directory (default: the running executor's, else MYMCP_AUDIT_LOG_DIR, else
+        /// /var/log/mymcp).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -65,6 +110,30 @@ enum TokenCmd {
     },
     /// Revoke a token by value or by id (as shown by `token list`).
     Revoke { selector: String },
+    /// Mint a new admin token (printed once) and revoke the previous ones.
+    RotateAdmin {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mint a new metrics token (printed once) and revoke the previous ones.
+    RotateMetrics {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke every metrics token: /metrics answers 503.
+    DisableMetrics,
+    /// Import a Python/Go install: its tokens.json (plaintext tokens) and the admin and
+    /// metrics tokens of its env file become digests; the old tokens keep working.
+    Import {
+        /// The reference's tokens.json.
+        #[arg(value_name = "TOKENS_JSON")]
+        file: Option<PathBuf>,
+        /// The reference's env file (MYMCP_ADMIN_TOKEN, MYMCP_METRICS_TOKEN).
+        #[arg(long, value_name = "PATH")]
+        env_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +177,115 @@ fn info_json(t: &TokenInfo) -> serde_json::Value {
     })
 }
 
+fn audit_json(a: &AuditState) -> serde_json::Value {
+    serde_json::json!({
+        "enabled": a.enabled, "dir": a.dir, "head_seq": a.head_seq, "head_hash": a.head_hash,
+        "write_failures": a.write_failures,
+        "last_seal": a.last_seal.as_ref().map(|(seq, epoch, ts)| serde_json::json!({"seq": seq, "epoch": epoch, "ts": ts})),
+    })
+}
+
+fn rotate(runtime_dir: &Path, role: Role, json: bool) -> anyhow::Result<i32> {
+    match control(runtime_dir, ControlRequest::TokenRotate { role })? {
+        ControlResponse::Rotated {
+            token,
+            info,
+            removed,
+        } => {
+            if json {
+                let mut v = info_json(&info);
+                v["token"] = token.into();
+                v["revoked"] = removed.into();
+                println!("{v}");
+            } else {
+                println!("{token}");
+                eprintln!(
+                    "new {role} token (id {}); {removed} previous {role} token(s) revoked; it is shown only now",
+                    info.id
+                );
+            }
+            Ok(0)
+        }
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+fn audit_verify(
+    runtime_dir: &Path,
+    key: Option<String>,
+    dir: Option<PathBuf>,
+    json: bool,
+) -> anyhow::Result<i32> {
+    // The running executor knows its directory and its live head (which catches a cut tail).
+    let live = ControlClient::connect(&runtime_dir.join("control.sock"))
+        .and_then(|mut c| c.call(ControlRequest::AuditState))
+        .ok()
+        .and_then(|r| match r {
+            ControlResponse::AuditState(a) if a.enabled => Some(a),
+            _ => None,
+        });
+    let dir = dir
+        .or_else(|| live.as_ref().map(|a| PathBuf::from(&a.dir)))
+        .or_else(|| std::env::var_os("MYMCP_AUDIT_LOG_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/log/mymcp"));
+    let same_dir = live
+        .as_ref()
+        .is_some_and(|a| Path::new(&a.dir) == dir.as_path());
+    let opts = mymcp_audit::verify::VerifyOptions {
+        dir: dir.clone(),
+        install_key: key.clone(),
+        head: live.filter(|_| same_dir).map(|a| (a.head_seq, a.head_hash)),
+    };
+    let live_checked = opts.head.is_some();
+    match mymcp_audit::verify::verify(&opts) {
+        Ok(r) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "dir": dir, "lines": r.lines, "first_seq": r.first_seq,
+                        "last_seq": r.last_seq, "seals": r.seals, "last_seal_seq": r.last_seal_seq,
+                        "unsealed": r.unsealed, "install_key": r.install_key, "key_given": key.is_some(),
+                        "live_head_checked": live_checked})
+                );
+            } else {
+                println!(
+                    "OK: {} lines (seq {}..{}) in {} file(s), {} seal(s), {} line(s) after the last seal",
+                    r.lines,
+                    r.first_seq,
+                    r.last_seq,
+                    r.files.len(),
+                    r.seals,
+                    r.unsealed
+                );
+                if r.starts_after_rotation {
+                    println!("note: records before seq {} were rotated away", r.first_seq);
+                }
+                if key.is_none() {
+                    println!(
+                        "note: no --key given; trusted the install key in audit.seals ({})",
+                        r.install_key
+                    );
+                }
+                if !live_checked {
+                    println!("note: executor not reachable; a cut-off tail after the last seal cannot be detected");
+                }
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "dir": dir, "error": e.0})
+                );
+            } else {
+                println!("BROKEN: {e}");
+            }
+            Ok(1)
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Cmd::Serve {
@@ -115,12 +293,100 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             port,
             frontend_user,
             log_level,
+            env_file,
         } => serve(&ServeOptions {
             host,
             port,
             frontend_user,
             log_level,
+            env_file,
         }),
+        Cmd::Token(TokenCmd::RotateAdmin { json }) => rotate(&cli.runtime_dir, Role::Admin, json),
+        Cmd::Token(TokenCmd::RotateMetrics { json }) => {
+            rotate(&cli.runtime_dir, Role::Metrics, json)
+        }
+        Cmd::Token(TokenCmd::DisableMetrics) => {
+            match control(
+                &cli.runtime_dir,
+                ControlRequest::TokenRemoveRole {
+                    role: Role::Metrics,
+                },
+            )? {
+                ControlResponse::RemovedRole(n) => {
+                    println!("metrics endpoint disabled ({n} metrics token(s) revoked).");
+                    Ok(0)
+                }
+                other => bail!("unexpected answer: {other:?}"),
+            }
+        }
+        Cmd::Token(TokenCmd::Import {
+            file,
+            env_file,
+            json,
+        }) => {
+            if file.is_none() && env_file.is_none() {
+                bail!("name a tokens.json and/or --env-file to import");
+            }
+            let mut tokens = Vec::new();
+            if let Some(f) = &file {
+                tokens.extend(import::from_token_file(f)?);
+            }
+            if let Some(f) = &env_file {
+                tokens.extend(import::from_env_file(f)?);
+            }
+            let total = tokens.len();
+            match control(&cli.runtime_dir, ControlRequest::TokenImport { tokens })? {
+                ControlResponse::Imported { added, skipped } => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"found": total, "added": added, "skipped": skipped})
+                        );
+                    } else {
+                        println!("imported {added} of {total} token(s) as digests ({skipped} already present or revoked); the old tokens keep working");
+                        if env_file.is_some() {
+                            eprintln!("remove MYMCP_ADMIN_TOKEN and MYMCP_METRICS_TOKEN from the env file: the store holds them now (rotate with mymcpctl token rotate-admin|rotate-metrics)");
+                        }
+                    }
+                    Ok(0)
+                }
+                other => bail!("unexpected answer: {other:?}"),
+            }
+        }
+        Cmd::Audit(AuditCmd::Verify { key, dir, json }) => {
+            audit_verify(&cli.runtime_dir, key, dir, json)
+        }
+        Cmd::Doctor { json, env_file } => {
+            let findings = doctor::run(&DoctorOptions {
+                runtime_dir: cli.runtime_dir.clone(),
+                env_file,
+            });
+            let failed = findings.iter().any(|f| f.level == Level::Fail);
+            if json {
+                let list: Vec<serde_json::Value> = findings
+                    .iter()
+                    .map(|f| serde_json::json!({"level": f.level.as_str(), "check": f.check, "message": f.message}))
+                    .collect();
+                println!("{}", serde_json::json!({"ok": !failed, "findings": list}));
+            } else {
+                for f in &findings {
+                    println!("{:<4}  {:<17} {}", f.level.as_str(), f.check, f.message);
+                }
+                println!(
+                    "{}",
+                    if failed {
+                        "problems found"
+                    } else {
+                        "no problems found"
+                    }
+                );
+            }
+            Ok(i32::from(failed))
+        }
+        Cmd::Config(ConfigCmd::Example) => {
+            print!("{}", mymcp_settings::example_env_file());
+            Ok(0)
+        }
         Cmd::Token(TokenCmd::Add(a)) => {
             let Some(name) = a.name_flag.or(a.name) else {
                 bail!("give the token a name: mymcpctl token add --name NAME [--role ro|rw]");
@@ -194,14 +460,26 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
-        Cmd::Status { json } => match control(&cli.runtime_dir, ControlRequest::Status)? {
-            ControlResponse::Status(s) => {
+        Cmd::Status { json } => match control(&cli.runtime_dir, ControlRequest::Status) {
+            Err(e) => {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"executor": "unreachable", "error": format!("{e:#}")})
+                    );
+                } else {
+                    println!("executor:         unreachable ({e:#})");
+                }
+                Ok(1)
+            }
+            Ok(ControlResponse::Status(s)) => {
+                let audit_failed = s.audit.write_failures > 0;
                 if json {
                     println!(
                         "{}",
                         serde_json::json!({"executor":"running","version":s.version,"build_id":s.build_id,
                             "uptime_secs":s.uptime_secs,"tokens":s.tokens,"running_commands":s.running_commands,
-                            "running_jobs":s.running_jobs,"token_file":s.token_file})
+                            "running_jobs":s.running_jobs,"token_file":s.token_file,"audit":audit_json(&s.audit)})
                     );
                 } else {
                     println!(
@@ -212,10 +490,25 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                     println!("tokens:           {} ({})", s.tokens, s.token_file);
                     println!("running commands: {}", s.running_commands);
                     println!("running jobs:     {}", s.running_jobs);
+                    let a = &s.audit;
+                    if a.enabled {
+                        println!(
+                            "audit:            on, {} ({} lines, {} write failures)",
+                            a.dir, a.head_seq, a.write_failures
+                        );
+                        match &a.last_seal {
+                            Some((seq, epoch, ts)) => {
+                                println!("last seal:        seq {seq}, epoch {epoch}, {ts}")
+                            }
+                            None => println!("last seal:        none yet"),
+                        }
+                    } else {
+                        println!("audit:            off (MYMCP_AUDIT_ENABLED)");
+                    }
                 }
-                Ok(0)
+                Ok(i32::from(audit_failed))
             }
-            other => bail!("unexpected answer: {other:?}"),
+            Ok(other) => bail!("unexpected answer: {other:?}"),
         },
     }
 }

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     /// User the frontend runs as when mymcpctl runs as root.
     pub frontend_user: Option<String>,
     pub log_level: String,
+    /// Env file for the executor; `None`: no env file at all.
+    pub env_file: Option<PathBuf>,
 }
 
 /// The frontend's account: uid, gid, and a name for messages.
@@ -211,7 +213,20 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         .env("MYMCP_STATE_DIR", dir.join("state"))
         .env("MYMCP_FRONTEND_USER", account.uid.to_string())
         .env("MYMCP_LOG_LEVEL", &opts.log_level)
+        .env(
+            "MYMCP_ENV_FILE",
+            opts.env_file
+                .as_deref()
+                .map(Path::as_os_str)
+                .unwrap_or("none".as_ref()),
+        )
         .process_group(0);
+    // The quick try audits into its temporary directory, unless told otherwise.
+    if std::env::var_os("MYMCP_AUDIT_ENABLED").is_none() && opts.env_file.is_none() {
+        executor_cmd
+            .env("MYMCP_AUDIT_ENABLED", "true")
+            .env("MYMCP_AUDIT_LOG_DIR", dir.join("audit"));
+    }
     unsafe_pre_exec(&mut executor_cmd, sys::prepare_executor_child);
     let executor = executor_cmd
         .spawn()

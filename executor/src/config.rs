@@ -324,6 +324,90 @@ pub fn bash_per_token(src: &dyn Source) -> Result<usize, ConfigError> {
     )? as usize)
 }
 
+/// Reads a boolean setting: true/false/1/0/yes/no/on/off, any case.
+pub fn boolean(src: &dyn Source, name: &str, default: bool) -> Result<bool, ConfigError> {
+    let Some(raw) = src.get(name) else {
+        return Ok(default);
+    };
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "" => Ok(default),
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(
+            name,
+            format!(
+                "invalid boolean {:?} (allowed: true, false, 1, 0, yes, no, on, off)",
+                raw.trim()
+            ),
+        )),
+    }
+}
+
+/// Audit log settings (`MYMCP_AUDIT_*`). The signing key lives in `MYMCP_STATE_DIR/audit`.
+pub fn audit_settings(src: &dyn Source) -> Result<crate::audit::AuditSettings, ConfigError> {
+    let dir = |name: &str, default: &str| -> Result<PathBuf, ConfigError> {
+        let v = src
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned());
+        let p = PathBuf::from(&v);
+        if !p.is_absolute() {
+            return Err(ConfigError::new(
+                name,
+                format!("{v} is not an absolute path"),
+            ));
+        }
+        Ok(p)
+    };
+    let state = dir("MYMCP_STATE_DIR", "/var/lib/mymcp")?;
+    Ok(crate::audit::AuditSettings {
+        enabled: boolean(src, "MYMCP_AUDIT_ENABLED", false)?,
+        log: mymcp_audit::log::LogConfig {
+            dir: dir("MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
+            key_file: state.join("audit").join("signing.key"),
+            max_bytes: integer(src, "MYMCP_AUDIT_MAX_BYTES", 10_485_760, 4096, 1 << 40)?,
+            backup_count: integer(src, "MYMCP_AUDIT_BACKUP_COUNT", 5, 0, 1000)? as u32,
+            seal_records: integer(src, "MYMCP_AUDIT_SEAL_RECORDS", 1000, 1, 1_000_000)?,
+            seal_interval: Duration::from_secs(integer(
+                src,
+                "MYMCP_AUDIT_SEAL_INTERVAL_SEC",
+                300,
+                1,
+                86_400,
+            )?),
+        },
+        bash_head_bytes: integer(src, "MYMCP_AUDIT_OUTPUT_BASH_HEAD_BYTES", 4096, 0, 65_536)?
+            as usize,
+        bash_tail_bytes: integer(src, "MYMCP_AUDIT_OUTPUT_BASH_TAIL_BYTES", 4096, 0, 65_536)?
+            as usize,
+    })
+}
+
+/// Settings the executor does not use itself but validates so that a typo stops start-up
+/// (the transfer settings, read by the transfer work).
+pub fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
+    boolean(src, "MYMCP_TRANSFER_ENABLED", true)?;
+    integer(src, "MYMCP_TRANSFER_MAX_BYTES", 2_147_483_648, 0, 1 << 50)?;
+    let max_ttl = integer(src, "MYMCP_TRANSFER_MAX_TTL_SEC", 900, 1, 86_400)?;
+    integer(
+        src,
+        "MYMCP_TRANSFER_DEFAULT_TTL_SEC",
+        300.min(max_ttl),
+        1,
+        max_ttl,
+    )?;
+    integer(src, "MYMCP_PORT", 8765, 0, 65_535)?;
+    mymcp_settings::logging::LogFormat::parse(&src.get("MYMCP_LOG_FORMAT").unwrap_or_default())
+        .map_err(|e| {
+            ConfigError::new(
+                "MYMCP_LOG_FORMAT",
+                e.trim_start_matches("MYMCP_LOG_FORMAT: "),
+            )
+        })?;
+    Ok(())
+}
+
 /// Background job settings: `MYMCP_STATE_DIR` (default `/var/lib/mymcp`; jobs live in its
 /// `jobs` subdirectory), `MYMCP_JOB_MAX_OUTPUT_BYTES`, `MYMCP_JOB_RETENTION_SEC`,
 /// `MYMCP_JOB_MAX_RUNNING_PER_TOKEN`.
@@ -505,6 +589,35 @@ mod tests {
         assert_eq!(bash_per_token(&src(&[])).unwrap(), 16);
         let e = bash_per_token(&src(&[("MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN", "x")])).unwrap_err();
         assert_eq!(e.name, "MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN");
+    }
+
+    #[test]
+    fn audit_settings_default_to_the_reference_and_refuse_bad_values() {
+        let a = audit_settings(&src(&[])).unwrap();
+        assert!(!a.enabled);
+        assert_eq!(a.log.dir, PathBuf::from("/var/log/mymcp"));
+        assert_eq!((a.log.max_bytes, a.log.backup_count), (10_485_760, 5));
+        assert_eq!(
+            a.log.key_file,
+            PathBuf::from("/var/lib/mymcp/audit/signing.key")
+        );
+        assert!(
+            audit_settings(&src(&[("MYMCP_AUDIT_ENABLED", "Yes")]))
+                .unwrap()
+                .enabled
+        );
+        let e = audit_settings(&src(&[("MYMCP_AUDIT_ENABLED", "maybe")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "MYMCP_AUDIT_ENABLED: invalid boolean \"maybe\" (allowed: true, false, 1, 0, yes, no, on, off)"
+        );
+        let e = other_settings(&src(&[("MYMCP_TRANSFER_ENABLED", "2")])).unwrap_err();
+        assert_eq!(e.name, "MYMCP_TRANSFER_ENABLED");
+        let e = other_settings(&src(&[("MYMCP_LOG_FORMAT", "xml")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "MYMCP_LOG_FORMAT: invalid value \"xml\" (allowed: text, json)"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use crate::dispatch::Executor;
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::tokens::TokenError;
-use mymcp_protocol::{ControlRequest, ControlResponse, ErrorCode, StatusInfo};
+use mymcp_protocol::{ControlRequest, ControlResponse, ErrorCode, Role, StatusInfo};
 use std::sync::Arc;
 
 /// The administration service behind `control.sock`.
@@ -66,7 +66,57 @@ impl Service for Control {
                 running_commands: self.executor.running_commands(),
                 running_jobs: self.executor.jobs().running() as u64,
                 token_file: tokens.path().display().to_string(),
+                audit: self.executor.audit().state(),
             }),
+            ControlRequest::TokenRotate { role } => {
+                if role.is_client() {
+                    return ControlResponse::Error {
+                        code: ErrorCode::InvalidArguments,
+                        message:
+                            "only admin and metrics tokens are rotated; add and revoke ro/rw tokens"
+                                .into(),
+                    };
+                }
+                match tokens.rotate(role) {
+                    Ok((token, info, removed)) => {
+                        tracing::info!(role = %role, id = %info.id, removed, peer_pid = ?peer.pid, "token rotated");
+                        ControlResponse::Rotated {
+                            token,
+                            info,
+                            removed: removed as u64,
+                        }
+                    }
+                    Err(e) => error(e),
+                }
+            }
+            ControlRequest::TokenRemoveRole { role } => {
+                if role != Role::Metrics {
+                    return ControlResponse::Error {
+                        code: ErrorCode::InvalidArguments,
+                        message: "only the metrics role can be disabled as a whole".into(),
+                    };
+                }
+                match tokens.remove_role(role) {
+                    Ok(n) => {
+                        tracing::info!(role = %role, removed = n, peer_pid = ?peer.pid, "tokens of a role removed");
+                        ControlResponse::RemovedRole(n as u64)
+                    }
+                    Err(e) => error(e),
+                }
+            }
+            ControlRequest::TokenImport { tokens: list } => match tokens.import(list) {
+                Ok((added, skipped)) => {
+                    tracing::info!(added, skipped, peer_pid = ?peer.pid, "tokens imported");
+                    ControlResponse::Imported {
+                        added: added as u64,
+                        skipped: skipped as u64,
+                    }
+                }
+                Err(e) => error(e),
+            },
+            ControlRequest::AuditState => {
+                ControlResponse::AuditState(self.executor.audit().state())
+            }
         }
     }
 }

@@ -4,18 +4,21 @@
 //! caller's token digest and nothing it says about roles is trusted. Tool entry points take an
 //! [`Authorized`] proof of the right level, so a tool cannot run without the check.
 
+use crate::audit::{self, Audit};
 use crate::auth::{self, Authorized, Caller, Ro, Rw};
 use crate::config::FileTools;
 use crate::files::{self, ReadConfig};
 use crate::jobs::Jobs;
 use crate::limits::CommandLimits;
+use crate::metrics::{AuthSurface, Metrics};
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::spawn::{self, Activity, BashConfig};
 use crate::tokens::TokenStore;
 use crate::{edit, search};
 use mymcp_protocol::{
-    BashExecute, EditFile, ErrorCode, FrontendRequest, FrontendResponse, Glob, Grep, Progress,
-    ReadFile, ToolCall, ToolFailure, ToolName, ToolOutput, WriteFile,
+    AdminOp, AdminOutcome, BashExecute, CallOrigin, EditFile, ErrorCode, FrontendRequest,
+    FrontendResponse, Glob, Grep, MetricsOutcome, Progress, ReadFile, Role, TokenDigest, ToolCall,
+    ToolFailure, ToolName, ToolOutput, WriteFile,
 };
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +45,8 @@ pub struct Executor {
     limits: CommandLimits,
     jobs: Arc<Jobs>,
     running_commands: AtomicU64,
+    metrics: Arc<Metrics>,
+    audit: Arc<Audit>,
     pub started: Instant,
 }
 
@@ -61,8 +66,25 @@ impl Executor {
             limits: CommandLimits::new(bash_max_concurrent, DEFAULT_BASH_MAX_PER_TOKEN),
             jobs: Arc::new(Jobs::disabled()),
             running_commands: AtomicU64::new(0),
+            metrics: Arc::new(Metrics::default()),
+            audit: Arc::new(Audit::disabled(Arc::new(Metrics::default()))),
             started: Instant::now(),
         }
+    }
+
+    /// Uses these counters and this audit log (which should count into the same counters).
+    pub fn with_observability(mut self, metrics: Arc<Metrics>, audit: Arc<Audit>) -> Self {
+        self.metrics = metrics;
+        self.audit = audit;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn audit(&self) -> &Arc<Audit> {
+        &self.audit
     }
 
     /// Sets both command limits: in total (as given to `new`) and per token.
@@ -348,31 +370,166 @@ impl Service for Executor {
         match request {
             FrontendRequest::Identify { token } => match auth::authenticate(&self.tokens, &token) {
                 Some(caller) => FrontendResponse::Identity(caller.identity().clone()),
-                None => FrontendResponse::Unauthenticated,
+                None => {
+                    self.metrics.auth_failure(AuthSurface::Mcp);
+                    FrontendResponse::Unauthenticated
+                }
             },
             FrontendRequest::Call {
                 token,
                 origin,
                 call,
+            } => self.call(token, origin, call, cancel, events).await,
+            FrontendRequest::Admin { token, op } => FrontendResponse::Admin(self.admin(&token, op)),
+            FrontendRequest::Metrics { token } => {
+                FrontendResponse::Metrics(self.metrics_for(token.as_ref()))
+            }
+            FrontendRequest::Refused {
+                token,
+                origin,
+                tool,
+                failure,
             } => {
                 let Some(caller) = auth::authenticate(&self.tokens, &token) else {
-                    tracing::info!(peer = %origin.peer, request_id = %origin.request_id, tool = %call.name(), "call with an unknown token refused");
+                    self.metrics.auth_failure(AuthSurface::Mcp);
                     return FrontendResponse::Unauthenticated;
                 };
-                let tool = call.name();
-                let started = Instant::now();
-                let result = self.run(&caller, call, cancel, events).await;
                 let id = caller.identity();
-                match &result {
-                    Ok(_) => {
-                        tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms = started.elapsed().as_millis() as u64, "tool call ok")
-                    }
-                    Err(f) => {
-                        tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms = started.elapsed().as_millis() as u64, code = %f.code, "tool call failed")
-                    }
+                let result = Err(failure);
+                let (class, _, _) = audit::classify(&result);
+                if let Some(known) = ToolName::parse(&tool) {
+                    // Unknown names are counted by the frontend, as `unknown`.
+                    self.metrics.call(known, id.role, class, None);
                 }
+                self.audit.refusal(id, &origin, &tool, &result);
+                tracing::info!(tool = %audit::cap(&tool, 64), token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, result = class.as_str(), "tool call refused by the frontend");
                 FrontendResponse::Tool(result)
             }
         }
+    }
+}
+
+impl Executor {
+    /// One tool call: authenticate, audit, run, count.
+    async fn call(
+        &self,
+        token: TokenDigest,
+        origin: CallOrigin,
+        call: ToolCall,
+        cancel: CancelSignal,
+        events: Events,
+    ) -> FrontendResponse {
+        let Some(caller) = auth::authenticate(&self.tokens, &token) else {
+            self.metrics.auth_failure(AuthSurface::Mcp);
+            tracing::info!(peer = %origin.peer, request_id = %origin.request_id, tool = %call.name(), "call with an unknown token refused");
+            return FrontendResponse::Unauthenticated;
+        };
+        let tool = call.name();
+        let started = Instant::now();
+        let id = caller.identity().clone();
+        let prepared = self.audit.prepare(&id, &origin, &call);
+        let allowed = id.role.allows(tool.required_role());
+        let started_record = if allowed && audit::has_side_effects(tool) {
+            self.audit.start(&prepared)
+        } else {
+            Ok(())
+        };
+        let result = match started_record {
+            // Fail closed: no record, no side effect.
+            Err(refused) => Err(refused),
+            Ok(()) => {
+                let result = self.run(&caller, call, cancel, events).await;
+                self.audit.finish(&prepared, result, started.elapsed())
+            }
+        };
+        let elapsed = started.elapsed();
+        let (class, code, _) = audit::classify(&result);
+        let duration = (class != mymcp_protocol::CallResult::Denied).then_some(elapsed);
+        self.metrics.call(tool, id.role, class, duration);
+        let ms = elapsed.as_millis() as u64;
+        match &result {
+            Ok(_) => {
+                tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = code.as_deref().unwrap_or(""), "tool call")
+            }
+            Err(f) => {
+                tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = %f.code, "tool call failed")
+            }
+        }
+        FrontendResponse::Tool(result)
+    }
+
+    /// `/admin/tokens`: only an admin token may manage, and only `ro`/`rw` tokens.
+    fn admin(&self, token: &TokenDigest, op: AdminOp) -> AdminOutcome {
+        let admin = self
+            .tokens
+            .lookup(token)
+            .filter(|id| id.role == Role::Admin);
+        let Some(admin) = admin else {
+            self.metrics.auth_failure(AuthSurface::Admin);
+            return AdminOutcome::Forbidden;
+        };
+        let failed = |e: crate::tokens::TokenError| match e {
+            crate::tokens::TokenError::InvalidName(_) | crate::tokens::TokenError::Ambiguous(_) => {
+                AdminOutcome::Invalid(e.to_string())
+            }
+            crate::tokens::TokenError::NotFound(_) => AdminOutcome::NotFound,
+            e => AdminOutcome::Failed(e.to_string()),
+        };
+        match op {
+            AdminOp::List => AdminOutcome::Tokens(
+                self.tokens
+                    .list()
+                    .into_iter()
+                    .filter(|t| t.role.is_client())
+                    .collect(),
+            ),
+            AdminOp::Create { name, role } => {
+                if !role.is_client() {
+                    return AdminOutcome::Invalid(format!(
+                        "Invalid role: '{role}'. Must be 'ro' or 'rw'."
+                    ));
+                }
+                match self.tokens.add(&name, role) {
+                    Ok((token, info)) => {
+                        tracing::info!(name = %info.name, role = %info.role, id = %info.id, by = %admin.name, "token created through the admin API");
+                        AdminOutcome::Created { token, info }
+                    }
+                    Err(e) => failed(e),
+                }
+            }
+            AdminOp::Revoke { selector } => {
+                // Admin and metrics tokens are managed with mymcpctl only.
+                match self.tokens.find(&selector) {
+                    Some(t) if t.role.is_client() => {}
+                    _ => return AdminOutcome::NotFound,
+                }
+                match self.tokens.revoke(&selector) {
+                    Ok(info) => {
+                        tracing::info!(name = %info.name, id = %info.id, by = %admin.name, "token revoked through the admin API");
+                        AdminOutcome::Revoked(info)
+                    }
+                    Err(e) => failed(e),
+                }
+            }
+        }
+    }
+
+    /// `/metrics`: 503 when no metrics token exists, 401 for any other token.
+    fn metrics_for(&self, token: Option<&TokenDigest>) -> MetricsOutcome {
+        if !self.tokens.has_role(Role::Metrics) {
+            return MetricsOutcome::Disabled;
+        }
+        let ok = token
+            .and_then(|t| self.tokens.lookup(t))
+            .is_some_and(|id| id.role == Role::Metrics);
+        if !ok {
+            self.metrics.auth_failure(AuthSurface::Metrics);
+            return MetricsOutcome::Unauthorized;
+        }
+        let mut snapshot = self.metrics.snapshot();
+        snapshot.running_commands = self.running_commands();
+        snapshot.running_jobs = self.jobs.running() as u64;
+        snapshot.tokens = self.tokens.count_by_role();
+        MetricsOutcome::Snapshot(snapshot)
     }
 }

@@ -12,8 +12,10 @@
 //! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`jobs`] (background jobs),
 //! [`limits`] (command concurrency), [`paths`] (protected paths, checked on the opened
 //! object), [`files`] (`read_file`), [`edit`] (`write_file`, `edit_file`), [`search`]
-//! (`grep`, `glob`), [`control`] (`control.sock` requests), [`sys`] (every raw syscall).
+//! (`grep`, `glob`), [`control`] (`control.sock` requests), [`audit`] (the tamper-evident
+//! audit log, fail-closed), [`metrics`] (counters for `/metrics`), [`sys`] (every raw syscall).
 
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -23,6 +25,7 @@ pub mod edit;
 pub mod files;
 pub mod jobs;
 pub mod limits;
+pub mod metrics;
 pub mod paths;
 pub mod search;
 pub mod server;

@@ -2,10 +2,12 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use mymcp_executor::audit::Audit;
 use mymcp_executor::config::{self, Env};
 use mymcp_executor::control::Control;
 use mymcp_executor::dispatch::Executor;
 use mymcp_executor::jobs::Jobs;
+use mymcp_executor::metrics::Metrics;
 use mymcp_executor::server::{self, Shutdown};
 use mymcp_executor::sys;
 use mymcp_executor::tokens::TokenStore;
@@ -17,7 +19,8 @@ use std::time::Duration;
 ///
 /// Listens on two Unix sockets in the runtime directory and nowhere else:
 /// executor.sock (mode 0660, for the frontend's uid only) and control.sock (mode 0600, for
-/// root only — used by mymcpctl). Tool settings come from the MYMCP_* environment variables.
+/// root only — used by mymcpctl). Settings come from the MYMCP_* environment variables and the
+/// env file (--env-file, else MYMCP_ENV_FILE, else /etc/mymcp/.env); flags override both.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
 struct Args {
@@ -40,40 +43,123 @@ struct Args {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
     log_level: String,
+
+    /// Log format on stderr: text or json (journald is used when JOURNAL_STREAM is set).
+    #[arg(long, env = "MYMCP_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+
+    /// Env file to read (default: MYMCP_ENV_FILE, else /etc/mymcp/.env if it exists).
+    #[arg(long, value_name = "PATH")]
+    env_file: Option<PathBuf>,
+
+    /// Check the configuration and exit (0 if it is valid).
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Secrets found in the environment or the env file; never left in the process environment.
+#[derive(Default)]
+struct Secrets {
+    admin_token: Option<String>,
+    metrics_token: Option<String>,
+}
+
+/// Loads the env file: its values become defaults under the process environment, except the
+/// secrets, which are kept aside (and removed from the environment).
+fn load_env_file() -> Result<Secrets, String> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let flag = mymcp_settings::envfile::flag_in_args(&args);
+    let from_env = std::env::var("MYMCP_ENV_FILE").ok();
+    if from_env.as_deref().map(str::trim) == Some("none") {
+        // Explicitly no env file: nothing to protect or read.
+        std::env::remove_var("MYMCP_ENV_FILE");
+    }
+    let mut file = Vec::new();
+    if let Some(path) = mymcp_settings::envfile::discover(flag.as_deref(), from_env.as_deref()) {
+        file = mymcp_settings::envfile::read(&path).map_err(|e| e.to_string())?;
+        // SAFETY-free note: start-up is single-threaded here, so changing the environment
+        // cannot race with a reader.
+        std::env::set_var("MYMCP_ENV_FILE", &path);
+    }
+    let mut secrets = Secrets::default();
+    for (k, v) in file {
+        match k.as_str() {
+            "MYMCP_ADMIN_TOKEN" => secrets.admin_token = Some(v),
+            "MYMCP_METRICS_TOKEN" => secrets.metrics_token = Some(v),
+            _ if k.starts_with("MYMCP_") && std::env::var_os(&k).is_none() => {
+                std::env::set_var(&k, v)
+            }
+            _ => {}
+        }
+    }
+    for (name, slot) in [
+        ("MYMCP_ADMIN_TOKEN", &mut secrets.admin_token),
+        ("MYMCP_METRICS_TOKEN", &mut secrets.metrics_token),
+    ] {
+        if let Ok(v) = std::env::var(name) {
+            *slot = Some(v);
+        }
+        std::env::remove_var(name);
+    }
+    Ok(secrets)
 }
 
 fn main() {
+    let secrets = match load_env_file() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mymcp-executor: {e}");
+            std::process::exit(2);
+        }
+    };
     let args = Args::parse();
-    init_logging(&args.log_level);
-    if let Err(e) = run(args) {
+    let started = mymcp_settings::logging::LogFormat::parse(&args.log_format).and_then(|format| {
+        mymcp_settings::logging::init(&args.log_level, format, "mymcp-executor")
+    });
+    if let Err(e) = started {
+        eprintln!("mymcp-executor: {e}");
+        std::process::exit(2);
+    }
+    if let Err(e) = run(args, secrets) {
         eprintln!("mymcp-executor: {e:#}");
         std::process::exit(2);
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+/// Imports the admin and metrics tokens named by the environment or env file (digests only),
+/// unless the store already has them or they were revoked or rotated away.
+fn import_secrets(tokens: &TokenStore, secrets: &Secrets) -> anyhow::Result<()> {
+    use mymcp_protocol::{ImportedToken, Role};
+    let mut list = Vec::new();
+    for (value, role) in [
+        (&secrets.admin_token, Role::Admin),
+        (&secrets.metrics_token, Role::Metrics),
+    ] {
+        let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        list.push(ImportedToken {
+            digest: mymcp_executor::tokens::digest(value),
+            name: role.as_str().to_owned(),
+            role,
+            created_at: mymcp_executor::clock::now_rfc3339(),
+            last_used: None,
+            enabled: true,
+        });
+    }
+    if !list.is_empty() {
+        let (added, _) = tokens.import(list)?;
+        if added > 0 {
+            tracing::warn!(added, "imported MYMCP_ADMIN_TOKEN/MYMCP_METRICS_TOKEN into the token store (digests only); manage them with mymcpctl token rotate-admin|rotate-metrics|disable-metrics and remove them from the env file");
+        }
+    }
+    Ok(())
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
     // SAFETY-free hygiene: sockets and files are created with explicit modes; a restrictive
     // umask makes the window before chmod harmless.
     set_umask();
-    let euid = sys::euid();
-    let frontend = resolve_frontend_user(&args.frontend_user)?;
-    if euid != 0 && frontend.0 != euid {
-        bail!(
-            "running as uid {euid} (not root), so only the same uid can be the frontend; got frontend user {:?} (uid {})",
-            args.frontend_user,
-            frontend.0
-        );
-    }
     let (bash, read, bash_max_concurrent) =
         config::tool_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let files = config::file_tools(&Env, &args.token_file, &args.runtime_dir)
@@ -90,13 +176,49 @@ fn run(args: Args) -> anyhow::Result<()> {
         config::integer(&Env, "MYMCP_SHUTDOWN_GRACE_SEC", 5, 0, 3600)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
+    let audit_settings = config::audit_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    config::other_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let euid = sys::euid();
+    let frontend = resolve_frontend_user(&args.frontend_user)?;
+    if euid != 0 && frontend.0 != euid {
+        bail!(
+            "running as uid {euid} (not root), so only the same uid can be the frontend; got frontend user {:?} (uid {})",
+            args.frontend_user,
+            frontend.0
+        );
+    }
+    if args.check_config {
+        println!("configuration OK");
+        return Ok(());
+    }
+
+    let metrics = Arc::new(Metrics::default());
+    let (audit, install_key) =
+        Audit::open(&audit_settings, metrics.clone()).with_context(|| {
+            format!(
+                "audit log in {} (MYMCP_AUDIT_LOG_DIR)",
+                audit_settings.log.dir.display()
+            )
+        })?;
+    let audit = Arc::new(audit);
+    if let Some(key) = install_key {
+        let stored = audit_settings.log.key_file.with_file_name("install.pub");
+        if let Err(e) = std::fs::write(&stored, format!("{key}\n")) {
+            tracing::warn!(error = %e, path = %stored.display(), "could not store the audit install key");
+        }
+        eprintln!("[mymcp] audit install key: {key}");
+        eprintln!("[mymcp] keep a copy off this host; check the log with: mymcpctl audit verify --key {key}");
+        tracing::warn!(key = %key, stored = %stored.display(), "new audit key chain; this install key is printed only now");
+    }
 
     let tokens = Arc::new(TokenStore::open(&args.token_file)?);
+    import_secrets(&tokens, &secrets)?;
     let jobs = Arc::new(Jobs::open(job_config));
     let executor = Arc::new(
         Executor::new(tokens.clone(), bash, read, files, bash_max_concurrent)
             .with_command_limits(bash_max_concurrent, per_token)
-            .with_jobs(jobs.clone()),
+            .with_jobs(jobs.clone())
+            .with_observability(metrics.clone(), audit.clone()),
     );
     let control = Arc::new(Control::new(executor.clone()));
 
@@ -142,7 +264,19 @@ fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
         });
+        let sealer = tokio::spawn({
+            let audit = audit.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    let audit = audit.clone();
+                    let _ = tokio::task::spawn_blocking(move || audit.tick()).await;
+                }
+            }
+        });
         tracing::info!(
+            audit = audit.enabled(),
             runtime_dir = %args.runtime_dir.display(),
             token_file = %args.token_file.display(),
             frontend_uid = frontend.0,
@@ -162,6 +296,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         shutdown.run(grace).await;
         jobs.remove_all();
         flusher.abort();
+        sealer.abort();
+        audit.close();
         if let Err(e) = tokens.flush() {
             tracing::warn!(error = %e, "could not record token last_used times");
         }

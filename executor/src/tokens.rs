@@ -12,7 +12,7 @@
 //! never once per request.
 
 use crate::clock;
-use mymcp_protocol::{Identity, Role, TokenDigest, TokenInfo};
+use mymcp_protocol::{Identity, ImportedToken, Role, TokenDigest, TokenInfo};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -88,6 +88,68 @@ fn enabled_default() -> bool {
 struct StoreFile {
     format: String,
     tokens: Vec<StoredToken>,
+    /// Digests of revoked or rotated tokens: never imported again (from an env file that
+    /// still names an old admin token, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    retired: Vec<String>,
+}
+
+/// Most retired digests remembered (the oldest are forgotten first).
+const MAX_RETIRED: usize = 10_000;
+
+/// The Python/Go reference's store: plaintext tokens as map keys.
+#[derive(Debug, Deserialize)]
+struct LegacyFile {
+    tokens: HashMap<String, LegacyToken>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LegacyToken {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    last_used: Option<String>,
+    #[serde(default = "enabled_default")]
+    enabled: bool,
+    /// Missing means rw (the references' legacy rule); anything but "rw" means ro.
+    #[serde(default)]
+    role: Option<String>,
+}
+
+/// Converts a Python/Go `tokens.json` (plaintext tokens) into digests. `None` if `bytes` is
+/// not in that format.
+pub fn parse_legacy(bytes: &[u8]) -> Option<Vec<ImportedToken>> {
+    let file: LegacyFile = serde_json::from_slice(bytes).ok()?;
+    let mut out: Vec<ImportedToken> = file
+        .tokens
+        .into_iter()
+        .map(|(token, t)| ImportedToken {
+            digest: digest(&token),
+            name: if t.name.is_empty() {
+                "imported".to_owned()
+            } else {
+                t.name
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_NAME_LEN)
+                    .collect()
+            },
+            role: match t.role.as_deref() {
+                None | Some("rw") => Role::Rw,
+                Some(_) => Role::Ro,
+            },
+            created_at: t
+                .created_at
+                .filter(|c| c != "ephemeral")
+                .unwrap_or_else(clock::now_rfc3339),
+            last_used: t.last_used,
+            enabled: t.enabled,
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.created_at, &a.name).cmp(&(&b.created_at, &b.name)));
+    Some(out)
 }
 
 #[derive(Clone, Debug)]
@@ -124,6 +186,7 @@ impl Stamp {
 #[derive(Debug)]
 struct Inner {
     entries: HashMap<TokenDigest, Entry>,
+    retired: Vec<String>,
     /// The stamp of the file version `entries` came from (or was written as).
     stamp: Option<Stamp>,
     /// The file on disk changed into something unparsable; writes are refused.
@@ -150,6 +213,7 @@ impl TokenStore {
             path: path.to_owned(),
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
+                retired: Vec::new(),
                 stamp: None,
                 corrupt: None,
                 last_used_dirty: false,
@@ -157,10 +221,27 @@ impl TokenStore {
         };
         match fs::metadata(path) {
             Ok(meta) => {
-                let entries = store.parse(&fs::read(path).map_err(io_err)?)?;
+                let bytes = fs::read(path).map_err(io_err)?;
                 let mut inner = store.inner.lock().expect("token store lock");
-                inner.entries = entries;
-                inner.stamp = Some(Stamp::of(&meta));
+                match store.parse(&bytes) {
+                    Ok((entries, retired)) => {
+                        inner.entries = entries;
+                        inner.retired = retired;
+                        inner.stamp = Some(Stamp::of(&meta));
+                    }
+                    Err(e) => {
+                        // A Python/Go store: convert it in place, so no token value stays on disk.
+                        let Some(legacy) = parse_legacy(&bytes) else {
+                            return Err(e);
+                        };
+                        let n = legacy.len();
+                        for t in legacy {
+                            inner.entries.insert(t.digest, entry_of(t));
+                        }
+                        store.save(&mut inner)?;
+                        tracing::warn!(path = %path.display(), tokens = n, "converted a Python/Go token file: only digests are kept now; the tokens keep working");
+                    }
+                }
                 if meta.mode() & 0o077 != 0 {
                     // A store readable by others leaks nothing usable (digests only), but keep
                     // it private anyway.
@@ -185,7 +266,10 @@ impl TokenStore {
         &self.path
     }
 
-    fn parse(&self, bytes: &[u8]) -> Result<HashMap<TokenDigest, Entry>, TokenError> {
+    fn parse(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(HashMap<TokenDigest, Entry>, Vec<String>), TokenError> {
         let corrupt = |reason: String| TokenError::Corrupt {
             path: self.path.clone(),
             reason,
@@ -215,7 +299,7 @@ impl TokenStore {
                 return Err(corrupt(format!("digest {} appears twice", t.sha256)));
             }
         }
-        Ok(entries)
+        Ok((entries, file.retired))
     }
 
     /// Re-reads the file if it changed since it was loaded or written.
@@ -242,7 +326,7 @@ impl TokenStore {
             })
             .and_then(|b| self.parse(&b));
         match parsed {
-            Ok(mut entries) => {
+            Ok((mut entries, retired)) => {
                 // Keep more recent in-memory last_used values of tokens that still exist.
                 for (d, e) in entries.iter_mut() {
                     if let Some(old) = inner.entries.get(d) {
@@ -253,6 +337,7 @@ impl TokenStore {
                 }
                 tracing::info!(path = %self.path.display(), tokens = entries.len(), "token file changed on disk; reloaded");
                 inner.entries = entries;
+                inner.retired = retired;
                 inner.corrupt = None;
             }
             Err(e) => {
@@ -288,12 +373,7 @@ impl TokenStore {
         {
             return Err(TokenError::InvalidName(name.to_owned()));
         }
-        let mut raw = [0u8; TOKEN_RANDOM_BYTES];
-        crate::sys::fill_random(&mut raw).map_err(|source| TokenError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        let token = format!("{TOKEN_PREFIX}{}", hex(&raw));
+        let token = self.new_token_value()?;
         let d = digest(&token);
         let mut inner = self.inner.lock().expect("token store lock");
         self.refresh(&mut inner);
@@ -355,11 +435,161 @@ impl TokenStore {
             first
         };
         let entry = inner.entries.remove(&d).expect("checked above");
+        let retired_before = inner.retired.len();
+        retire(&mut inner.retired, &d);
         if let Err(e) = self.save(&mut inner) {
             inner.entries.insert(d, entry);
+            inner.retired.truncate(retired_before);
             return Err(e);
         }
         Ok(info(&d, &entry))
+    }
+
+    /// The listing of the token `selector` names (value or id prefix), if any.
+    pub fn find(&self, selector: &str) -> Option<TokenInfo> {
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        if selector.starts_with(TOKEN_PREFIX) {
+            let d = digest(selector);
+            return inner.entries.get(&d).map(|e| info(&d, e));
+        }
+        let sel = selector.to_ascii_lowercase();
+        if sel.len() < 6 || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut matches = inner
+            .entries
+            .iter()
+            .filter(|(d, _)| hex(&d.0).starts_with(&sel));
+        let (d, e) = matches.next()?;
+        matches.next().is_none().then(|| info(d, e))
+    }
+
+    /// Creates a token of `role` named after the role and removes every other token of that
+    /// role, in one write (`rotate-admin`, `rotate-metrics`). Returns the new token, its
+    /// listing and how many were removed.
+    pub fn rotate(&self, role: Role) -> Result<(String, TokenInfo, usize), TokenError> {
+        let token = self.new_token_value()?;
+        let d = digest(&token);
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        self.refuse_if_corrupt(&inner)?;
+        let before = inner.entries.clone();
+        let retired_before = inner.retired.clone();
+        let old: Vec<TokenDigest> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| e.role == role)
+            .map(|(d, _)| *d)
+            .collect();
+        for o in &old {
+            inner.entries.remove(o);
+            retire(&mut inner.retired, o);
+        }
+        let entry = Entry {
+            name: role.as_str().to_owned(),
+            role,
+            created_at: clock::now_rfc3339(),
+            last_used: None,
+            enabled: true,
+        };
+        inner.entries.insert(d, entry.clone());
+        if let Err(e) = self.save(&mut inner) {
+            inner.entries = before;
+            inner.retired = retired_before;
+            return Err(e);
+        }
+        Ok((token, info(&d, &entry), old.len()))
+    }
+
+    /// Removes every token of `role` (`disable-metrics`). Returns how many.
+    pub fn remove_role(&self, role: Role) -> Result<usize, TokenError> {
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        self.refuse_if_corrupt(&inner)?;
+        let before = inner.entries.clone();
+        let retired_before = inner.retired.clone();
+        let old: Vec<TokenDigest> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| e.role == role)
+            .map(|(d, _)| *d)
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        for o in &old {
+            inner.entries.remove(o);
+            retire(&mut inner.retired, o);
+        }
+        if let Err(e) = self.save(&mut inner) {
+            inner.entries = before;
+            inner.retired = retired_before;
+            return Err(e);
+        }
+        Ok(old.len())
+    }
+
+    /// Adds imported tokens (digests only). Digests already present or retired are skipped.
+    /// Returns (added, skipped).
+    pub fn import(&self, tokens: Vec<ImportedToken>) -> Result<(usize, usize), TokenError> {
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        self.refuse_if_corrupt(&inner)?;
+        let before = inner.entries.clone();
+        let (mut added, mut skipped) = (0, 0);
+        for t in tokens {
+            let retired = inner.retired.iter().any(|r| *r == hex(&t.digest.0));
+            if retired || inner.entries.contains_key(&t.digest) {
+                skipped += 1;
+                continue;
+            }
+            if t.name.is_empty() || t.name.chars().any(char::is_control) {
+                return Err(TokenError::InvalidName(t.name));
+            }
+            inner.entries.insert(t.digest, entry_of(t));
+            added += 1;
+        }
+        if added > 0 {
+            if let Err(e) = self.save(&mut inner) {
+                inner.entries = before;
+                return Err(e);
+            }
+        }
+        Ok((added, skipped))
+    }
+
+    /// Enabled tokens per role, every role listed.
+    pub fn count_by_role(&self) -> Vec<(Role, u64)> {
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        [Role::Ro, Role::Rw, Role::Admin, Role::Metrics]
+            .into_iter()
+            .map(|r| {
+                let n = inner
+                    .entries
+                    .values()
+                    .filter(|e| e.enabled && e.role == r)
+                    .count();
+                (r, n as u64)
+            })
+            .collect()
+    }
+
+    /// Whether an enabled token of `role` exists.
+    pub fn has_role(&self, role: Role) -> bool {
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        inner.entries.values().any(|e| e.enabled && e.role == role)
+    }
+
+    fn new_token_value(&self) -> Result<String, TokenError> {
+        let mut raw = [0u8; TOKEN_RANDOM_BYTES];
+        crate::sys::fill_random(&mut raw).map_err(|source| TokenError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(format!("{TOKEN_PREFIX}{}", hex(&raw)))
     }
 
     /// Writes `last_used` changes, if any. Called periodically and at shutdown.
@@ -409,6 +639,7 @@ impl TokenStore {
         let mut body = serde_json::to_vec_pretty(&StoreFile {
             format: FORMAT.to_owned(),
             tokens,
+            retired: inner.retired.clone(),
         })
         .map_err(|e| io_err(io::Error::other(e)))?;
         body.push(b'\n');
@@ -440,6 +671,24 @@ impl TokenStore {
         inner.stamp = Some(Stamp::of(&meta));
         inner.last_used_dirty = false;
         Ok(())
+    }
+}
+
+fn retire(retired: &mut Vec<String>, d: &TokenDigest) {
+    retired.push(hex(&d.0));
+    if retired.len() > MAX_RETIRED {
+        let excess = retired.len() - MAX_RETIRED;
+        retired.drain(..excess);
+    }
+}
+
+fn entry_of(t: ImportedToken) -> Entry {
+    Entry {
+        name: t.name,
+        role: t.role,
+        created_at: t.created_at,
+        last_used: t.last_used,
+        enabled: t.enabled,
     }
 }
 
@@ -574,6 +823,63 @@ mod tests {
         s.flush().unwrap();
         let after = fs::read_to_string(&path).unwrap();
         assert!(!after.contains("\"last_used\": null"), "{after}");
+    }
+
+    #[test]
+    fn rotation_replaces_the_role_and_retired_tokens_are_not_imported_again() {
+        let (_d, s) = store();
+        let (old, _) = s.add("admin", Role::Admin).unwrap();
+        let (rw, _) = s.add("w", Role::Rw).unwrap();
+        let (new, info, removed) = s.rotate(Role::Admin).unwrap();
+        assert_eq!(
+            (removed, info.role, info.name.as_str()),
+            (1, Role::Admin, "admin")
+        );
+        assert!(s.lookup(&digest(&old)).is_none());
+        assert!(s.lookup(&digest(&new)).is_some());
+        assert!(s.lookup(&digest(&rw)).is_some());
+        let imported = ImportedToken {
+            digest: digest(&old),
+            name: "admin".into(),
+            role: Role::Admin,
+            created_at: "x".into(),
+            last_used: None,
+            enabled: true,
+        };
+        assert_eq!(s.import(vec![imported]).unwrap(), (0, 1));
+        assert!(s.lookup(&digest(&old)).is_none());
+        s.rotate(Role::Metrics).unwrap();
+        assert!(s.has_role(Role::Metrics));
+        assert_eq!(s.remove_role(Role::Metrics).unwrap(), 1);
+        assert!(!s.has_role(Role::Metrics));
+    }
+
+    #[test]
+    fn a_python_or_go_store_is_converted_and_its_tokens_keep_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let legacy = r#"{"tokens": {
+            "tok_0123456789abcdef0123456789abcdef": {"name": "laptop", "created_at": "2026-01-01T00:00:00+00:00", "last_used": null, "enabled": true, "role": "rw"},
+            "tok_ffffffffffffffffffffffffffffffff": {"name": "old", "created_at": "ephemeral", "enabled": true},
+            "tok_eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee": {"name": "reader", "created_at": "x", "enabled": false, "role": "ro"}
+        }, "admin_token": "tok_admin"}"#;
+        fs::write(&path, legacy).unwrap();
+        let s = TokenStore::open(&path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("0123456789abcdef0123456789abcdef"), "{text}");
+        assert!(text.contains("mymcp-tokens-v1"));
+        let id = s
+            .lookup(&digest("tok_0123456789abcdef0123456789abcdef"))
+            .unwrap();
+        assert_eq!((id.name.as_str(), id.role), ("laptop", Role::Rw));
+        // No role: rw, as in the references.
+        let id = s
+            .lookup(&digest("tok_ffffffffffffffffffffffffffffffff"))
+            .unwrap();
+        assert_eq!(id.role, Role::Rw);
+        assert!(s
+            .lookup(&digest("tok_eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"))
+            .is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The HTTP surface: `POST /mcp` (MCP Streamable HTTP, stateless), `GET /health`,
-//! `GET /version`, and JSON 404/405 answers for everything else.
+//! `GET /version`, `/admin/tokens` and `/metrics` (see [`crate::admin`]), and JSON 404/405
+//! answers for everything else.
 //!
 //! `POST /mcp` checks, in this order, and stops at the first failure:
 //! 1. `Origin`, when present, must be loopback or configured (403) — a browser page elsewhere
@@ -298,6 +299,8 @@ struct AppState {
 /// The application router. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: `POST /mcp` needs the peer address.
 pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
+    let metrics = Arc::new(crate::metrics::FrontendMetrics::default());
+    let ops = crate::admin::routes(forwarder.clone(), metrics.clone());
     let state = AppState {
         forwarder,
         calls: Arc::default(),
@@ -309,6 +312,11 @@ pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
         .route("/version", get(version).fallback(get_wrong_method))
         .fallback(not_found)
         .with_state(state)
+        .merge(ops)
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
         .layer(middleware::from_fn(request_id))
 }
 

@@ -23,6 +23,8 @@
 //! - [`catalogue`]: the tools `tools/list` shows, with schemas and descriptions;
 //! - [`arguments`]: `tools/call` arguments → typed [`mymcp_protocol::ToolCall`]s;
 //! - [`results`]: typed tool outcomes → MCP results (large texts escaped by `json_string`);
+//! - [`admin`]: `/admin/tokens` and `/metrics`, decided by the executor;
+//! - [`metrics`]: the frontend's counters merged with the executor's, OpenMetrics text;
 //! - [`forward`]: the multiplexed, reconnecting, cancellation-aware executor client;
 //! - [`listen`]: the TCP listener, from systemd socket activation or `--host`/`--port`;
 //! - [`server`]: the accept loop, connection timeouts and graceful shutdown;
@@ -41,6 +43,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod arguments;
 pub mod calls;
 pub mod catalogue;
@@ -49,6 +52,7 @@ pub mod http;
 mod json_string;
 pub mod listen;
 pub mod mcp;
+pub mod metrics;
 pub mod results;
 pub mod server;
 mod sys;

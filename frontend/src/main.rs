@@ -7,7 +7,6 @@ use mymcp_frontend::forward::Forwarder;
 use mymcp_frontend::http::{self, HttpConfig, OriginPolicy};
 use mymcp_frontend::listen::ListenSource;
 use mymcp_frontend::server::{self, ServerConfig};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,6 +51,10 @@ struct Cli {
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
     log_level: String,
+
+    /// Log format on stderr: text or json (journald is used when JOURNAL_STREAM is set).
+    #[arg(long, env = "MYMCP_LOG_FORMAT", default_value = "text")]
+    log_format: String,
 }
 
 fn main() -> ExitCode {
@@ -62,21 +65,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log_level) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!(
-                "mymcp-frontend: invalid --log-level {:?}: {e}",
-                cli.log_level
-            );
-            return ExitCode::from(2);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // The frontend reads no env file: the env file holds the executor's secrets. Its few
+    // settings come from its environment (the unit or mymcpctl serve) and flags.
+    let logging = mymcp_settings::logging::LogFormat::parse(&cli.log_format)
+        .and_then(|format| mymcp_settings::logging::init(&cli.log_level, format, "mymcp-frontend"));
+    if let Err(e) = logging {
+        eprintln!("mymcp-frontend: {e}");
+        return ExitCode::from(2);
+    }
 
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

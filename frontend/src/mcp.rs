@@ -550,8 +550,10 @@ async fn identify(executor: &impl ExecutorClient, token: TokenDigest) -> Result<
         Ok(FrontendResponse::Identity(_) | FrontendResponse::Unauthenticated) => {
             Err(Stop::Unauthenticated)
         }
-        Ok(FrontendResponse::Tool(_)) => {
-            tracing::error!("executor answered Identify with a tool result");
+        Ok(
+            FrontendResponse::Tool(_) | FrontendResponse::Admin(_) | FrontendResponse::Metrics(_),
+        ) => {
+            tracing::error!("executor answered Identify with something else");
             Err(Stop::BadAnswer)
         }
         Err(_) => Err(Stop::Unavailable),
@@ -583,8 +585,12 @@ async fn call_tool(
             Ok(RpcBody::tool(CallToolResult::from_outcome(outcome)))
         }
         Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
-        Ok(FrontendResponse::Identity(_)) => {
-            tracing::error!("executor answered Call with an identity");
+        Ok(
+            FrontendResponse::Identity(_)
+            | FrontendResponse::Admin(_)
+            | FrontendResponse::Metrics(_),
+        ) => {
+            tracing::error!("executor answered Call with something else");
             Err(Stop::BadAnswer)
         }
         Err(ForwardError::Unavailable) => Err(Stop::Unavailable),
@@ -685,7 +691,9 @@ impl<E: ExecutorClient> Session<'_, E> {
             ));
         };
         let Some(tool) = ToolName::parse(name) else {
+            crate::metrics::unknown_tool_call(self.role);
             let failure = ToolFailure::new(ErrorCode::UnknownTool, format!("Unknown tool: {name}"));
+            self.report_refusal(name, &failure).await?;
             return Ok(RpcBody::tool(CallToolResult::failure(&failure)));
         };
         match arguments::decode(tool, params.get("arguments")) {
@@ -699,9 +707,34 @@ impl<E: ExecutorClient> Session<'_, E> {
                         tool.required_role()
                     ),
                 );
+                self.report_refusal(name, &failure).await?;
                 Ok(RpcBody::tool(CallToolResult::failure(&failure)))
             }
-            Err(e) => Ok(RpcBody::tool(CallToolResult::validation_error(e.message()))),
+            Err(e) => {
+                let failure = ToolFailure::new(ErrorCode::InvalidArguments, e.message());
+                self.report_refusal(name, &failure).await?;
+                Ok(RpcBody::tool(CallToolResult::validation_error(e.message())))
+            }
+        }
+    }
+
+    /// Tells the executor about a call refused here, for its audit log. Only a token the
+    /// executor no longer accepts stops the answer; an executor that went away does not.
+    async fn report_refusal(&self, name: &str, failure: &ToolFailure) -> Result<(), Stop> {
+        let tool: String = name.chars().take(256).collect();
+        let request = FrontendRequest::Refused {
+            token: self.caller.token,
+            origin: self.caller.origin.clone(),
+            tool,
+            failure: failure.clone(),
+        };
+        match self.executor.request(request).await {
+            Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!("could not report a refused call to the executor: {e}");
+                Ok(())
+            }
         }
     }
 }
@@ -805,6 +838,13 @@ mod tests {
                             })))
                         }
                     }
+                    _ => FrontendResponse::Unauthenticated,
+                },
+                FrontendRequest::Admin { .. } | FrontendRequest::Metrics { .. } => {
+                    FrontendResponse::Unauthenticated
+                }
+                FrontendRequest::Refused { token, failure, .. } => match Self::identity(&token) {
+                    Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
                     _ => FrontendResponse::Unauthenticated,
                 },
             })
@@ -981,11 +1021,23 @@ mod tests {
             "Input validation error: 'command' is a required property"
         );
         assert_eq!(v["result"]["isError"], true);
-        // Neither reached the executor as a Call.
-        assert!(exec
+        // Neither reached the executor as a Call; both were reported for its audit log.
+        assert!(exec.seen().iter().all(|r| matches!(
+            r,
+            FrontendRequest::Identify { .. } | FrontendRequest::Refused { .. }
+        )));
+        let refused: Vec<ErrorCode> = exec
             .seen()
             .iter()
-            .all(|r| matches!(r, FrontendRequest::Identify { .. })));
+            .filter_map(|r| match r {
+                FrontendRequest::Refused { failure, .. } => Some(failure.code),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            refused,
+            [ErrorCode::PermissionDenied, ErrorCode::InvalidArguments]
+        );
     }
 
     #[tokio::test]

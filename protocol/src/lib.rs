@@ -208,6 +208,130 @@ pub enum FrontendRequest {
         origin: CallOrigin,
         call: ToolCall,
     },
+    /// `/admin/tokens`: manage `ro`/`rw` tokens for the holder of `token`, which the executor
+    /// checks for the admin role.
+    Admin { token: TokenDigest, op: AdminOp },
+    /// `/metrics`: the executor's counters for the holder of `token` (the metrics role), or
+    /// `None` when the HTTP request carried no bearer token.
+    Metrics { token: Option<TokenDigest> },
+    /// A `tools/call` the frontend refused itself (unknown tool name, arguments that do not
+    /// decode), reported so that the executor audits it like the reference does. `tool` is the
+    /// name as called (the executor caps it). Answered with `Tool(Err(failure))` for a valid
+    /// `ro`/`rw` token, else `Unauthenticated`. It runs nothing.
+    Refused {
+        token: TokenDigest,
+        origin: CallOrigin,
+        tool: String,
+        failure: ToolFailure,
+    },
+}
+
+/// What an `/admin/tokens` request asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminOp {
+    List,
+    /// Create a token (`ro` or `rw`); its value is returned once.
+    Create {
+        name: String,
+        role: Role,
+    },
+    /// Revoke by token value or id (as [`ControlRequest::TokenRevoke`]).
+    Revoke {
+        selector: String,
+    },
+}
+
+/// The executor's answer to [`FrontendRequest::Admin`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminOutcome {
+    /// The token is not an admin token (HTTP 403).
+    Forbidden,
+    Tokens(Vec<TokenInfo>),
+    Created {
+        token: String,
+        info: TokenInfo,
+    },
+    Revoked(TokenInfo),
+    /// No `ro`/`rw` token matches (HTTP 404).
+    NotFound,
+    /// The request is not acceptable; the text says why (HTTP 400).
+    Invalid(String),
+    /// The store cannot be changed right now (HTTP 500); the text says why.
+    Failed(String),
+}
+
+/// The executor's answer to [`FrontendRequest::Metrics`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetricsOutcome {
+    /// No metrics token exists (HTTP 503).
+    Disabled,
+    /// Missing or wrong token (HTTP 401).
+    Unauthorized,
+    Snapshot(ExecutorMetrics),
+}
+
+/// How a tool call ended, as metrics and the audit log count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CallResult {
+    Ok,
+    Error,
+    Denied,
+}
+
+impl CallResult {
+    pub const ALL: [CallResult; 3] = [CallResult::Ok, CallResult::Error, CallResult::Denied];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallResult::Ok => "ok",
+            CallResult::Error => "error",
+            CallResult::Denied => "denied",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the tool duration histogram's buckets.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0, 600.0,
+];
+
+/// Calls of one tool by one role with one result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCallCount {
+    pub tool: ToolName,
+    pub role: Role,
+    pub result: CallResult,
+    pub count: u64,
+}
+
+/// Durations of one tool's calls (denied calls excluded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurationHistogram {
+    pub tool: ToolName,
+    /// Calls per bucket of [`DURATION_BUCKETS`] (not cumulative), plus one for `+Inf`.
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum_micros: u64,
+}
+
+/// The executor's counters, merged into `/metrics` by the frontend. Every label value comes
+/// from a closed set (tool names, roles, results).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorMetrics {
+    pub tool_calls: Vec<ToolCallCount>,
+    pub durations: Vec<DurationHistogram>,
+    pub running_commands: u64,
+    pub running_jobs: u64,
+    /// Requests refused for an unknown, disabled or wrong-role token: MCP, admin, metrics.
+    pub auth_failures_mcp: u64,
+    pub auth_failures_admin: u64,
+    pub auth_failures_metrics: u64,
+    pub audit_write_failures: u64,
+    /// Enabled tokens per role.
+    pub tokens: Vec<(Role, u64)>,
+    /// Bytes moved by transfers (`/files/raw`).
+    pub transfer_bytes_upload: u64,
+    pub transfer_bytes_download: u64,
 }
 
 /// Responses on `executor.sock`.
@@ -219,6 +343,8 @@ pub enum FrontendResponse {
     Unauthenticated,
     /// The outcome of a `Call`: a tool result or a typed failure.
     Tool(Result<ToolOutput, ToolFailure>),
+    Admin(AdminOutcome),
+    Metrics(MetricsOutcome),
 }
 
 /// Requests accepted on `control.sock`, from root only.
@@ -235,16 +361,73 @@ pub enum ControlRequest {
         selector: String,
     },
     Status,
+    /// Create a new token of `role` (admin or metrics) named after the role, replacing every
+    /// existing token of that role in one store write.
+    TokenRotate {
+        role: Role,
+    },
+    /// Remove every token of `role` (`disable-metrics`).
+    TokenRemoveRole {
+        role: Role,
+    },
+    /// Add tokens known by digest (imported from a Python/Go install). Digests already in the
+    /// store are skipped.
+    TokenImport {
+        tokens: Vec<ImportedToken>,
+    },
+    /// The audit log's state, including the live head for `mymcpctl audit verify`.
+    AuditState,
+}
+
+/// A token converted from a plaintext store: only its digest travels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedToken {
+    pub digest: TokenDigest,
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+    pub last_used: Option<String>,
+    pub enabled: bool,
+}
+
+/// The audit log as the executor sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditState {
+    pub enabled: bool,
+    pub dir: String,
+    /// Sequence number and hash of the last line written.
+    pub head_seq: u64,
+    pub head_hash: String,
+    /// Sequence number, epoch and time of the newest seal.
+    pub last_seal: Option<(u64, u64, String)>,
+    pub write_failures: u64,
 }
 
 /// Responses on `control.sock`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlResponse {
-    TokenAdded { token: String, info: TokenInfo },
+    TokenAdded {
+        token: String,
+        info: TokenInfo,
+    },
     Tokens(Vec<TokenInfo>),
     Revoked(TokenInfo),
     Status(StatusInfo),
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    Rotated {
+        token: String,
+        info: TokenInfo,
+        removed: u64,
+    },
+    RemovedRole(u64),
+    Imported {
+        added: u64,
+        skipped: u64,
+    },
+    AuditState(AuditState),
 }
 
 /// A token as listed: never its value.
@@ -269,6 +452,7 @@ pub struct StatusInfo {
     pub running_commands: u64,
     pub token_file: String,
     pub running_jobs: u64,
+    pub audit: AuditState,
 }
 
 #[cfg(test)]

@@ -93,6 +93,10 @@ impl ExecutorProcess {
             .env("MYMCP_STATE_DIR", dir.path().join("state"))
             .env("MYMCP_FRONTEND_USER", frontend_user)
             .env("MYMCP_LOG_LEVEL", "info")
+            // Never the host's /etc/mymcp/.env.
+            .env("MYMCP_ENV_FILE", "none")
+            // Off unless a test sets MYMCP_AUDIT_ENABLED; then here (see audit_dir()).
+            .env("MYMCP_AUDIT_LOG_DIR", dir.path().join("audit"))
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
@@ -165,6 +169,19 @@ impl ExecutorProcess {
     /// Waits for the executor to exit; returns its exit status.
     pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait executor")
+    }
+
+    /// The audit directory the tests use (`MYMCP_AUDIT_LOG_DIR` when given as `dir/audit`).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.path().join("audit")
+    }
+
+    /// The audit install key stored at first start.
+    pub fn audit_install_key(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("audit/install.pub"))
+            .expect("install.pub")
+            .trim()
+            .to_owned()
     }
 
     /// The state directory (`MYMCP_STATE_DIR`).
@@ -496,6 +513,32 @@ pub fn post_mcp_with(
         .expect("timeout");
     s.write_all(mcp_request_with(addr, token, body, headers).as_bytes())
         .expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    parse_response(&raw)
+}
+
+/// Sends one HTTP/1.1 request over a fresh connection and reads the whole response.
+pub fn http_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("send");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read");
     parse_response(&raw)

@@ -213,6 +213,27 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             Some(identity) => FrontendResponse::Identity(identity),
             None => FrontendResponse::Unauthenticated,
         },
+        FrontendRequest::Admin { token, op } => {
+            use mymcp_protocol::{AdminOp, AdminOutcome};
+            if identity_of(&token).map(|i| i.role) != Some(Role::Admin) {
+                return Some(FrontendResponse::Admin(AdminOutcome::Forbidden));
+            }
+            FrontendResponse::Admin(match op {
+                AdminOp::List => AdminOutcome::Tokens(Vec::new()),
+                AdminOp::Create { .. } => {
+                    AdminOutcome::Failed("the fake executor creates no tokens".into())
+                }
+                AdminOp::Revoke { .. } => AdminOutcome::NotFound,
+            })
+        }
+        FrontendRequest::Refused { token, failure, .. } => match identity_of(&token) {
+            Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
+            _ => FrontendResponse::Unauthenticated,
+        },
+        // The fake has no metrics token.
+        FrontendRequest::Metrics { .. } => {
+            FrontendResponse::Metrics(mymcp_protocol::MetricsOutcome::Disabled)
+        }
         FrontendRequest::Call { token, call, .. } => {
             let Some(identity) = identity_of(&token).filter(|i| i.role.is_client()) else {
                 return Some(FrontendResponse::Unauthenticated);

@@ -41,6 +41,16 @@ fn answer(s: &mut UnixStream) -> bool {
             FrontendResponse::Unauthenticated => println!("Unauthenticated id={id}"),
             FrontendResponse::Tool(Ok(_)) => println!("Tool Ok id={id}"),
             FrontendResponse::Tool(Err(f)) => println!("Tool Err {} id={id}", f.code),
+            FrontendResponse::Admin(a) => {
+                let kind = format!("{a:?}");
+                let kind = kind.split(['(', ' ', '{']).next().unwrap_or("");
+                println!("Admin {kind} id={id}")
+            }
+            FrontendResponse::Metrics(m) => {
+                let kind = format!("{m:?}");
+                let kind = kind.split(['(', ' ', '{']).next().unwrap_or("");
+                println!("Metrics {kind} id={id}")
+            }
         },
         Ok(ServerFrame::Progress { id, .. }) => println!("Progress id={id}"),
         Err(FrameError::Io(e))
@@ -147,6 +157,26 @@ fn main() {
                         body: bash(token, &format!("touch {marker}")),
                     },
                 );
+                answer(&mut s);
+            }
+        }
+        // Token management and metrics with the token value given in ARG.
+        "admin-create" | "metrics" => {
+            let body = if scenario == "metrics" {
+                FrontendRequest::Metrics {
+                    token: Some(digest_of(arg)),
+                }
+            } else {
+                FrontendRequest::Admin {
+                    token: digest_of(arg),
+                    op: mymcp_protocol::AdminOp::Create {
+                        name: "forged".into(),
+                        role: mymcp_protocol::Role::Rw,
+                    },
+                }
+            };
+            if hello(&mut s) {
+                send(&mut s, &Req::Request { id: 3, body });
                 answer(&mut s);
             }
         }

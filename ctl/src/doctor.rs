@@ -1,0 +1,402 @@
+//! `mymcpctl doctor`: checks an installation and says what is wrong: users, directories and
+//! their modes, the env file, the configuration (as the executor itself validates it), the
+//! sockets, the executor, the audit log, systemd units, the TLS certificate.
+
+use crate::client::ControlClient;
+use mymcp_protocol::{ControlRequest, ControlResponse};
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// How bad a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    /// Worth knowing; not a failure.
+    Warn,
+    /// A problem: `doctor` exits non-zero.
+    Fail,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        }
+    }
+}
+
+/// One check's result.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub level: Level,
+    pub check: &'static str,
+    pub message: String,
+}
+
+/// What `doctor` looks at.
+#[derive(Clone, Debug)]
+pub struct DoctorOptions {
+    pub runtime_dir: PathBuf,
+    pub env_file: Option<PathBuf>,
+}
+
+struct Report(Vec<Finding>);
+
+impl Report {
+    fn add(&mut self, level: Level, check: &'static str, message: impl Into<String>) {
+        self.0.push(Finding {
+            level,
+            check,
+            message: message.into(),
+        });
+    }
+}
+
+/// Runs every check.
+pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
+    let mut r = Report(Vec::new());
+    let env_var = std::env::var("MYMCP_ENV_FILE").ok();
+    let env_path = mymcp_settings::envfile::discover(opts.env_file.as_deref(), env_var.as_deref());
+    let mut settings: HashMap<String, String> = HashMap::new();
+    match &env_path {
+        None => r.add(
+            Level::Warn,
+            "env file",
+            format!(
+                "none found ({} does not exist); defaults and the environment apply",
+                mymcp_settings::DEFAULT_ENV_FILE
+            ),
+        ),
+        Some(p) => {
+            match mymcp_settings::envfile::read(p) {
+                Ok(pairs) => {
+                    settings = pairs.into_iter().collect();
+                    r.add(Level::Ok, "env file", format!("{} parses", p.display()));
+                }
+                Err(e) => r.add(Level::Fail, "env file", e.to_string()),
+            }
+            check_private_file(&mut r, "env file", p);
+        }
+    }
+    for (k, v) in std::env::vars() {
+        if k.starts_with("MYMCP_") {
+            settings.insert(k, v);
+        }
+    }
+    let get = |k: &str, d: &str| {
+        settings
+            .get(k)
+            .cloned()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| d.to_owned())
+    };
+
+    check_config(&mut r, env_path.as_deref());
+
+    let user = get("MYMCP_FRONTEND_USER", "mymcp");
+    match user_exists(&user) {
+        true => r.add(Level::Ok, "users", format!("frontend user {user:?} exists")),
+        false => r.add(
+            Level::Fail,
+            "users",
+            format!(
+                "frontend user {user:?} does not exist (useradd --system --no-create-home {user})"
+            ),
+        ),
+    }
+
+    let token_file = PathBuf::from(get("MYMCP_TOKEN_FILE", "/etc/mymcp/tokens.json"));
+    if let Some(dir) = token_file.parent() {
+        check_dir(&mut r, "config directory", dir, 0o022);
+    }
+    if token_file.exists() {
+        check_private_file(&mut r, "token file", &token_file);
+    } else {
+        r.add(
+            Level::Warn,
+            "token file",
+            format!(
+                "{} does not exist yet (the executor creates it)",
+                token_file.display()
+            ),
+        );
+    }
+    check_dir(
+        &mut r,
+        "state directory",
+        Path::new(&get("MYMCP_STATE_DIR", "/var/lib/mymcp")),
+        0o077,
+    );
+
+    let control = opts.runtime_dir.join("control.sock");
+    let exec = opts.runtime_dir.join("executor.sock");
+    check_socket(&mut r, &control, 0o600);
+    check_socket(&mut r, &exec, 0o660);
+    let status = ControlClient::connect(&control).and_then(|mut c| c.call(ControlRequest::Status));
+    // The running executor's own view of the audit log wins over the settings read here.
+    let running_audit = match &status {
+        Ok(ControlResponse::Status(s)) => Some(s.audit.clone()),
+        _ => None,
+    };
+    match running_audit.as_ref().filter(|a| a.enabled) {
+        Some(a) => check_dir(&mut r, "audit directory", Path::new(&a.dir), 0o027),
+        None => {
+            let audit_enabled = matches!(
+                get("MYMCP_AUDIT_ENABLED", "false")
+                    .to_ascii_lowercase()
+                    .as_str(),
+                "true" | "1" | "yes" | "on"
+            );
+            if audit_enabled {
+                check_dir(
+                    &mut r,
+                    "audit directory",
+                    Path::new(&get("MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")),
+                    0o027,
+                );
+            } else {
+                r.add(
+                    Level::Warn,
+                    "audit",
+                    "MYMCP_AUDIT_ENABLED is off: tool calls are not audited",
+                );
+            }
+        }
+    }
+    match status {
+        Ok(ControlResponse::Status(s)) => {
+            r.add(
+                Level::Ok,
+                "executor",
+                format!(
+                    "running, version {}, up {} s, {} tokens",
+                    s.version, s.uptime_secs, s.tokens
+                ),
+            );
+            if s.version != env!("CARGO_PKG_VERSION") {
+                r.add(
+                    Level::Warn,
+                    "executor",
+                    format!(
+                        "runs version {}, mymcpctl is {}",
+                        s.version,
+                        env!("CARGO_PKG_VERSION")
+                    ),
+                );
+            }
+            if s.audit.write_failures > 0 {
+                r.add(
+                    Level::Fail,
+                    "audit",
+                    format!(
+                        "{} audit records could not be written (calls were refused)",
+                        s.audit.write_failures
+                    ),
+                );
+            } else if s.audit.enabled {
+                r.add(
+                    Level::Ok,
+                    "audit",
+                    format!("writing {}, {} lines", s.audit.dir, s.audit.head_seq),
+                );
+            }
+        }
+        Ok(other) => r.add(
+            Level::Fail,
+            "executor",
+            format!("unexpected answer {other:?}"),
+        ),
+        Err(e) => r.add(Level::Fail, "executor", format!("{e:#}")),
+    }
+
+    check_units(&mut r);
+    r.add(
+        Level::Warn,
+        "certificate",
+        "no TLS certificate configured: serve on loopback or behind a TLS proxy",
+    );
+    r.0
+}
+
+fn check_config(r: &mut Report, env_file: Option<&Path>) {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.join("mymcp-executor")))
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            let p = PathBuf::from("/usr/sbin/mymcp-executor");
+            p.is_file().then_some(p)
+        });
+    let Some(exe) = exe else {
+        r.add(
+            Level::Warn,
+            "config",
+            "mymcp-executor not found beside mymcpctl; settings not validated",
+        );
+        return;
+    };
+    let mut cmd = Command::new(exe);
+    cmd.arg("--check-config");
+    if let Some(p) = env_file {
+        cmd.arg("--env-file").arg(p);
+    }
+    match cmd.output() {
+        Ok(out) if out.status.success() => r.add(Level::Ok, "config", "every setting is valid"),
+        Ok(out) => r.add(
+            Level::Fail,
+            "config",
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ),
+        Err(e) => r.add(
+            Level::Warn,
+            "config",
+            format!("cannot run mymcp-executor: {e}"),
+        ),
+    }
+}
+
+fn user_exists(name: &str) -> bool {
+    Command::new("getent")
+        .args(["passwd", name])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A directory owned by root without the `forbidden` mode bits.
+fn check_dir(r: &mut Report, check: &'static str, dir: &Path, forbidden: u32) {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) => r.add(
+            Level::Warn,
+            check,
+            format!("{}: {e} (created on first start)", dir.display()),
+        ),
+        Ok(m) if !m.is_dir() => r.add(
+            Level::Fail,
+            check,
+            format!("{} is not a directory", dir.display()),
+        ),
+        Ok(m) => {
+            let mode = m.mode() & 0o7777;
+            if m.uid() != 0 {
+                r.add(
+                    Level::Fail,
+                    check,
+                    format!("{} is owned by uid {}, not root", dir.display(), m.uid()),
+                );
+            } else if mode & forbidden != 0 {
+                r.add(
+                    Level::Fail,
+                    check,
+                    format!(
+                        "{} has mode {mode:04o}; remove {:04o}",
+                        dir.display(),
+                        mode & forbidden
+                    ),
+                );
+            } else {
+                r.add(
+                    Level::Ok,
+                    check,
+                    format!("{} root {mode:04o}", dir.display()),
+                );
+            }
+        }
+    }
+}
+
+/// A root-owned file that only root can read.
+fn check_private_file(r: &mut Report, check: &'static str, path: &Path) {
+    if let Ok(m) = std::fs::metadata(path) {
+        let mode = m.mode() & 0o777;
+        if m.uid() != 0 || mode & 0o077 != 0 {
+            r.add(
+                Level::Fail,
+                check,
+                format!(
+                    "{} is uid {} mode {mode:04o}; it holds secrets: chown root and chmod 0600",
+                    path.display(),
+                    m.uid()
+                ),
+            );
+        } else {
+            r.add(
+                Level::Ok,
+                check,
+                format!("{} root {mode:04o}", path.display()),
+            );
+        }
+    }
+}
+
+fn check_socket(r: &mut Report, path: &Path, want: u32) {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => r.add(
+            Level::Fail,
+            "sockets",
+            format!("{} missing (is the executor running?)", path.display()),
+        ),
+        Ok(m) if !m.file_type().is_socket() => r.add(
+            Level::Fail,
+            "sockets",
+            format!("{} is not a socket", path.display()),
+        ),
+        Ok(m) => {
+            let mode = m.mode() & 0o777;
+            if mode != want || m.uid() != 0 {
+                r.add(
+                    Level::Fail,
+                    "sockets",
+                    format!(
+                        "{} uid {} mode {mode:04o}, expected root {want:04o}",
+                        path.display(),
+                        m.uid()
+                    ),
+                );
+            } else {
+                r.add(
+                    Level::Ok,
+                    "sockets",
+                    format!("{} root {mode:04o}", path.display()),
+                );
+            }
+        }
+    }
+}
+
+fn check_units(r: &mut Report) {
+    let Ok(out) = Command::new("systemctl")
+        .args([
+            "is-enabled",
+            "mymcp-executor.service",
+            "mymcp-frontend.service",
+        ])
+        .output()
+    else {
+        r.add(
+            Level::Warn,
+            "units",
+            "systemctl not available; units not checked",
+        );
+        return;
+    };
+    let states = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .replace('\n', ", ");
+    if out.status.success() {
+        r.add(
+            Level::Ok,
+            "units",
+            format!("mymcp-executor, mymcp-frontend: {states}"),
+        );
+    } else {
+        r.add(
+            Level::Warn,
+            "units",
+            format!("systemd units not enabled or not installed ({states})"),
+        );
+    }
+}

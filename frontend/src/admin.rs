@@ -1,0 +1,289 @@
+//! `/admin/tokens` and `/metrics`: thin HTTP shells around requests the executor decides.
+//!
+//! The frontend never judges a token here: it hashes what the client sent and asks; the
+//! executor answers `Forbidden`, `Unauthorized` or `Disabled` itself. Bodies and status codes
+//! follow the reference (spec §7.2, §10), except that listings never carry token values.
+//!
+//! | Request | Success | Errors |
+//! |---|---|---|
+//! | `GET /admin/tokens` | 200 `{"<id>": {id, name, role, created_at, last_used, enabled}}` | 401 no bearer, 403 not admin |
+//! | `POST /admin/tokens` `{"name", "role"}` | 200 `{token, id, name, role, created_at}` | 400 `{"detail"}` bad input |
+//! | `DELETE /admin/tokens/{token-or-id}` | 200 `{"revoked", id, name, role}` | 404 `{"detail":"Token not found"}` |
+//! | `GET /metrics` | 200 OpenMetrics text | 401 wrong token, 503 no metrics token |
+
+// The error type of the helpers here is the HTTP response to send; it is built at most once per
+// request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use crate::forward::{ForwardError, Forwarder};
+use crate::http::{bearer_token, token_digest, BearerError};
+use crate::metrics::{FrontendMetrics, Surface};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use mymcp_protocol::{
+    AdminOp, AdminOutcome, FrontendRequest, FrontendResponse, MetricsOutcome, Role, TokenDigest,
+    TokenInfo,
+};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// Largest accepted `POST /admin/tokens` body.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+#[derive(Clone, Debug)]
+struct Ops {
+    forwarder: Arc<Forwarder>,
+    metrics: Arc<FrontendMetrics>,
+}
+
+/// The routes of this module, to merge into the application router.
+pub fn routes(forwarder: Arc<Forwarder>, metrics: Arc<FrontendMetrics>) -> Router {
+    Router::new()
+        .route("/admin/tokens", get(list).post(create))
+        .route("/admin/tokens/{selector}", delete(revoke))
+        .route("/metrics", get(scrape))
+        .with_state(Ops { forwarder, metrics })
+}
+
+fn detail(status: StatusCode, text: &str) -> Response {
+    (status, Json(json!({ "detail": text }))).into_response()
+}
+
+fn unavailable() -> Response {
+    let mut r = detail(StatusCode::SERVICE_UNAVAILABLE, "Executor unavailable");
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// The caller's digest, or the 401 for a missing bearer token.
+fn admin_token(ops: &Ops, headers: &HeaderMap) -> Result<TokenDigest, Response> {
+    match bearer_token(headers.get(header::AUTHORIZATION)) {
+        Ok(t) => Ok(token_digest(t)),
+        // `Bearer ` with nothing after it is a token the executor will not know.
+        Err(BearerError::Empty) => Ok(token_digest(b"")),
+        Err(BearerError::Missing) => {
+            ops.metrics.missing_token(Surface::Admin);
+            Err(detail(StatusCode::UNAUTHORIZED, "Missing Bearer token"))
+        }
+    }
+}
+
+async fn ask(ops: &Ops, token: TokenDigest, op: AdminOp) -> Result<AdminOutcome, Response> {
+    match ops
+        .forwarder
+        .request(FrontendRequest::Admin { token, op })
+        .await
+    {
+        Ok(FrontendResponse::Admin(outcome)) => Ok(outcome),
+        Ok(other) => {
+            tracing::error!(
+                ?other,
+                "executor answered an admin request with something else"
+            );
+            Err(detail(
+                StatusCode::BAD_GATEWAY,
+                "Unexpected executor response",
+            ))
+        }
+        Err(ForwardError::Unavailable) => Err(unavailable()),
+        Err(e) => Err(detail(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
+    }
+}
+
+fn info_json(t: &TokenInfo) -> Value {
+    json!({
+        "id": t.id, "name": t.name, "role": t.role.as_str(), "created_at": t.created_at,
+        "last_used": t.last_used, "enabled": t.enabled,
+    })
+}
+
+/// Answers for the outcomes every admin call may get.
+fn common(outcome: AdminOutcome) -> Response {
+    match outcome {
+        AdminOutcome::Forbidden => detail(StatusCode::FORBIDDEN, "Admin token required"),
+        AdminOutcome::NotFound => detail(StatusCode::NOT_FOUND, "Token not found"),
+        AdminOutcome::Invalid(why) => detail(StatusCode::BAD_REQUEST, &why),
+        AdminOutcome::Failed(why) => detail(StatusCode::INTERNAL_SERVER_ERROR, &why),
+        other => {
+            tracing::error!(?other, "unexpected admin outcome");
+            detail(StatusCode::BAD_GATEWAY, "Unexpected executor response")
+        }
+    }
+}
+
+async fn list(State(ops): State<Ops>, headers: HeaderMap) -> Response {
+    let token = match admin_token(&ops, &headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match ask(&ops, token, AdminOp::List).await {
+        Ok(AdminOutcome::Tokens(list)) => {
+            let map: Map<String, Value> =
+                list.iter().map(|t| (t.id.clone(), info_json(t))).collect();
+            Json(Value::Object(map)).into_response()
+        }
+        Ok(other) => common(other),
+        Err(r) => r,
+    }
+}
+
+/// Checks a create body: `name` (a non-empty string) is required, `role` is `ro` (default) or
+/// `rw`.
+pub fn parse_create(body: &[u8]) -> Result<(String, Role), String> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| "invalid JSON body".to_owned())?;
+    let Value::Object(m) = v else {
+        return Err("body must be a JSON object with \"name\" and \"role\"".to_owned());
+    };
+    let name = match m.get("name") {
+        Some(Value::String(n)) if !n.trim().is_empty() => n.clone(),
+        Some(Value::String(_)) => return Err("name must not be empty".to_owned()),
+        Some(_) => return Err("name must be a string".to_owned()),
+        None => return Err("name is required".to_owned()),
+    };
+    let role = match m.get("role") {
+        None | Some(Value::Null) => Role::Ro,
+        Some(Value::String(r)) => match r.as_str() {
+            "ro" => Role::Ro,
+            "rw" => Role::Rw,
+            _ => return Err(format!("Invalid role: '{r}'. Must be 'ro' or 'rw'.")),
+        },
+        Some(_) => return Err("role must be a string, 'ro' or 'rw'".to_owned()),
+    };
+    Ok((name, role))
+}
+
+async fn create(State(ops): State<Ops>, headers: HeaderMap, body: Bytes) -> Response {
+    let token = match admin_token(&ops, &headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let parsed = if body.len() > MAX_ADMIN_BODY {
+        Err("body too large".to_owned())
+    } else {
+        parse_create(&body)
+    };
+    let (name, role) = match parsed {
+        Ok(p) => p,
+        Err(why) => {
+            // Who asks comes first: only an admin learns what is wrong with the body.
+            return match ask(&ops, token, AdminOp::List).await {
+                Ok(AdminOutcome::Tokens(_)) => detail(StatusCode::BAD_REQUEST, &why),
+                Ok(other) => common(other),
+                Err(r) => r,
+            };
+        }
+    };
+    match ask(&ops, token, AdminOp::Create { name, role }).await {
+        Ok(AdminOutcome::Created { token, info }) => Json(json!({
+            "token": token, "id": info.id, "name": info.name, "role": info.role.as_str(),
+            "created_at": info.created_at,
+        }))
+        .into_response(),
+        Ok(other) => common(other),
+        Err(r) => r,
+    }
+}
+
+async fn revoke(
+    State(ops): State<Ops>,
+    headers: HeaderMap,
+    Path(selector): Path<String>,
+) -> Response {
+    let token = match admin_token(&ops, &headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match ask(
+        &ops,
+        token,
+        AdminOp::Revoke {
+            selector: selector.clone(),
+        },
+    )
+    .await
+    {
+        Ok(AdminOutcome::Revoked(info)) => Json(json!({
+            "revoked": selector, "id": info.id, "name": info.name, "role": info.role.as_str(),
+        }))
+        .into_response(),
+        Ok(other) => common(other),
+        Err(r) => r,
+    }
+}
+
+async fn scrape(State(ops): State<Ops>, headers: HeaderMap) -> Response {
+    let token = match bearer_token(headers.get(header::AUTHORIZATION)) {
+        Ok(t) => Some(token_digest(t)),
+        Err(BearerError::Empty) => Some(token_digest(b"")),
+        Err(BearerError::Missing) => None,
+    };
+    let answer = ops
+        .forwarder
+        .request(FrontendRequest::Metrics { token })
+        .await;
+    match answer {
+        Ok(FrontendResponse::Metrics(MetricsOutcome::Snapshot(snapshot))) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            )],
+            ops.metrics.render(&snapshot, ops.forwarder.is_connected()),
+        )
+            .into_response(),
+        Ok(FrontendResponse::Metrics(MetricsOutcome::Disabled)) => detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Metrics disabled: MYMCP_METRICS_TOKEN not configured",
+        ),
+        // Counted by the executor, which saw the request even without a token.
+        Ok(FrontendResponse::Metrics(MetricsOutcome::Unauthorized)) => {
+            detail(StatusCode::UNAUTHORIZED, "Unauthorized")
+        }
+        Ok(other) => {
+            tracing::error!(
+                ?other,
+                "executor answered a metrics request with something else"
+            );
+            detail(StatusCode::BAD_GATEWAY, "Unexpected executor response")
+        }
+        Err(ForwardError::Unavailable) => unavailable(),
+        Err(e) => detail(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_bodies_are_checked_like_the_reference() {
+        assert_eq!(
+            parse_create(br#"{"name":"a","role":"rw"}"#),
+            Ok(("a".into(), Role::Rw))
+        );
+        assert_eq!(parse_create(br#"{"name":"a"}"#), Ok(("a".into(), Role::Ro)));
+        assert_eq!(
+            parse_create(br#"{"role":"rw"}"#).unwrap_err(),
+            "name is required"
+        );
+        assert_eq!(
+            parse_create(br#"{"name":""}"#).unwrap_err(),
+            "name must not be empty"
+        );
+        assert_eq!(
+            parse_create(br#"{"name":1}"#).unwrap_err(),
+            "name must be a string"
+        );
+        assert_eq!(parse_create(b"{").unwrap_err(), "invalid JSON body");
+        assert_eq!(
+            parse_create(br#"{"name":"a","role":"admin"}"#).unwrap_err(),
+            "Invalid role: 'admin'. Must be 'ro' or 'rw'."
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! The `MYMCP_*` settings of mymcp: the table of every setting (name, default, meaning, which
+//! process reads it), the env file (discovery and parsing), and the logging set-up shared by
+//! the daemons.
+//!
+//! The env file is found as the reference servers find it: `--env-file`, else
+//! `MYMCP_ENV_FILE`, else `/etc/mymcp/.env` if it exists. Its syntax is the Go reference's:
+//! `KEY=VALUE` lines, `#` comments, an optional `export ` prefix, one pair of matching quotes
+//! stripped, no inline comments. Values from the process environment win over the file, and
+//! command-line flags win over both.
+//!
+//! ```
+//! let pairs = mymcp_settings::envfile::parse("# c\nexport MYMCP_PORT='8080'\n").unwrap();
+//! assert_eq!(pairs, vec![("MYMCP_PORT".to_string(), "8080".to_string())]);
+//! ```
+
+pub mod envfile;
+pub mod logging;
+mod table;
+
+pub use table::{example_env_file, Setting, SETTINGS};
+
+/// Settings that hold secrets: only the executor reads them, and they are never passed on to
+/// the frontend or to commands.
+pub const SECRET_SETTINGS: [&str; 2] = ["MYMCP_ADMIN_TOKEN", "MYMCP_METRICS_TOKEN"];
+
+/// The default env file.
+pub const DEFAULT_ENV_FILE: &str = "/etc/mymcp/.env";
