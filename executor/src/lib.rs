@@ -12,7 +12,9 @@
 //! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`jobs`] (background jobs),
 //! [`limits`] (command concurrency), [`paths`] (protected paths, checked on the opened
 //! object), [`files`] (`read_file`), [`edit`] (`write_file`, `edit_file`), [`search`]
-//! (`grep`, `glob`), [`control`] (`control.sock` requests), [`sys`] (every raw syscall).
+//! (`grep`, `glob`), [`transfer`] (`prepare_upload`/`prepare_download` grants and their
+//! redemption through pipes), [`control`] (`control.sock` requests), [`sys`] (every raw
+//! syscall).
 
 pub mod auth;
 pub mod clock;
@@ -29,3 +31,4 @@ pub mod server;
 pub mod spawn;
 pub mod sys;
 pub mod tokens;
+pub mod transfer;

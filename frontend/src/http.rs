@@ -1,5 +1,6 @@
 //! The HTTP surface: `POST /mcp` (MCP Streamable HTTP, stateless), `GET /health`,
-//! `GET /version`, and JSON 404/405 answers for everything else.
+//! `GET /version`, `PUT`/`GET`/`HEAD /files/raw/{ticket}` (transfers, see
+//! [`crate::transfer`]), and JSON 404/405 answers for everything else.
 //!
 //! `POST /mcp` checks, in this order, and stops at the first failure:
 //! 1. `Origin`, when present, must be loopback or configured (403) — a browser page elsewhere
@@ -30,13 +31,15 @@ use crate::calls::CallRegistry;
 use crate::forward::Forwarder;
 use crate::mcp::{self, Caller, Outcome, StreamPolicy, StreamedCall};
 use crate::sys;
+use crate::tickets::Tickets;
+use crate::transfer::{self, TransferState};
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRef, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mymcp_protocol::{CallOrigin, TokenDigest};
@@ -76,6 +79,8 @@ pub struct HttpConfig {
     pub origins: OriginPolicy,
     /// Interval of `: keep-alive` comments on a streamed `tools/call`.
     pub keep_alive: Duration,
+    /// `MYMCP_PUBLIC_BASE_URL`: the prefix of transfer URLs (relative when empty).
+    pub public_base_url: String,
 }
 
 impl Default for HttpConfig {
@@ -84,6 +89,7 @@ impl Default for HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             origins: OriginPolicy::default(),
             keep_alive: DEFAULT_KEEP_ALIVE,
+            public_base_url: String::new(),
         }
     }
 }
@@ -293,20 +299,36 @@ struct AppState {
     forwarder: Arc<Forwarder>,
     calls: Arc<CallRegistry>,
     config: Arc<HttpConfig>,
+    tickets: Arc<Tickets>,
+}
+
+impl FromRef<AppState> for TransferState {
+    fn from_ref(state: &AppState) -> TransferState {
+        TransferState {
+            forwarder: state.forwarder.clone(),
+            tickets: state.tickets.clone(),
+        }
+    }
 }
 
 /// The application router. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: `POST /mcp` needs the peer address.
+///
+/// The ticket key is drawn here, once per process.
 pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
+    let tickets = Tickets::new(&config.public_base_url)
+        .expect("the kernel's random generator (getrandom) is available");
     let state = AppState {
         forwarder,
         calls: Arc::default(),
         config: Arc::new(config),
+        tickets: Arc::new(tickets),
     };
     Router::new()
         .route("/mcp", post(mcp_post).fallback(mcp_wrong_method))
         .route("/health", get(health).fallback(get_wrong_method))
         .route("/version", get(version).fallback(get_wrong_method))
+        .route("/files/raw/{ticket}", any(transfer::raw))
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn(request_id))
@@ -574,6 +596,7 @@ async fn mcp_post(
             request_id,
         },
         session: session_id(&headers),
+        tickets: state.tickets.clone(),
     };
     let policy = stream_policy(&headers);
     match mcp::handle(

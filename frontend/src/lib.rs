@@ -23,7 +23,10 @@
 //! - [`catalogue`]: the tools `tools/list` shows, with schemas and descriptions;
 //! - [`arguments`]: `tools/call` arguments → typed [`mymcp_protocol::ToolCall`]s;
 //! - [`results`]: typed tool outcomes → MCP results (large texts escaped by `json_string`);
-//! - [`forward`]: the multiplexed, reconnecting, cancellation-aware executor client;
+//! - [`forward`]: the multiplexed, reconnecting, cancellation-aware executor client (which also
+//!   receives transfer pipes);
+//! - [`tickets`]: HMAC-signed transfer tickets, checked at the edge;
+//! - [`transfer`]: `/files/raw/{ticket}`, streaming between HTTP bodies and executor pipes;
 //! - [`listen`]: the TCP listener, from systemd socket activation or `--host`/`--port`;
 //! - [`server`]: the accept loop, connection timeouts and graceful shutdown;
 //! - `sys`: the few raw system calls, each `unsafe` justified.
@@ -52,5 +55,7 @@ pub mod mcp;
 pub mod results;
 pub mod server;
 mod sys;
+pub mod tickets;
+pub mod transfer;
 
 pub use sys::{effective_uid, tune_allocator};

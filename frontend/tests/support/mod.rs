@@ -16,7 +16,7 @@ use mymcp_protocol::frame::{self, HEADER_LEN, MAX_FRAME_LEN};
 use mymcp_protocol::{
     BashOutput, CapturedStream, ClientFrame, ErrorCode, FrontendRequest, FrontendResponse, Hello,
     Identity, Progress, ReadFileOutput, Role, ServerFrame, TokenDigest, ToolCall, ToolFailure,
-    ToolOutput,
+    ToolOutput, TransferError, TransferErrorKind,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -259,6 +259,16 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                 )),
             })
         }
+        // The fake knows no grants.
+        FrontendRequest::Redeem { .. } => FrontendResponse::Transfer(Err(TransferError::new(
+            TransferErrorKind::NotFound,
+            "Mint a new ticket.",
+        ))),
+        FrontendRequest::Probe { .. } => FrontendResponse::TransferProbe(Err(TransferError::new(
+            TransferErrorKind::NotFound,
+            "Mint a new ticket.",
+        ))),
+        FrontendRequest::CommitUpload { .. } => FrontendResponse::Acknowledged(false),
     })
 }
 
