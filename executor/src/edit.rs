@@ -233,7 +233,8 @@ impl TempFile {
         let fd = sysfs::openat(
             sysfs::Base::Dir(dir.as_fd()),
             &name,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            // Readable too: an upload hashes what it wrote by reading it back.
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
             0o600,
         )?;
         Ok(TempFile {

@@ -64,6 +64,40 @@ pub fn splice_to_pipe(
     }
 }
 
+/// `splice(from, NULL, to, offset, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)`: moves up to `len`
+/// bytes from a pipe into a file at `*offset` (advanced by the kernel), without passing them
+/// through user space. `Ok(0)` when the pipe's write end is closed and it is empty;
+/// `WouldBlock` when it is empty for now.
+pub fn splice_from_pipe(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    offset: &mut i64,
+    len: usize,
+) -> io::Result<usize> {
+    loop {
+        // SAFETY: both descriptors are open for the duration of the call; the input offset is
+        // NULL, as it must be for a pipe; `offset` points to a live, exclusively borrowed
+        // loff_t that the kernel reads and updates.
+        let n = unsafe {
+            libc::splice(
+                from.as_raw_fd(),
+                std::ptr::null_mut(),
+                to.as_raw_fd(),
+                offset as *mut i64,
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// `read(fd, buf)` on a non-blocking descriptor: `WouldBlock` when nothing is there yet,
 /// `Ok(0)` at end of file.
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
@@ -218,6 +252,7 @@ pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
     use std::io::Write;
     use std::os::fd::AsFd;
 
@@ -238,6 +273,36 @@ mod tests {
         assert_eq!(&buf[..4], b"pipe");
         let e = read(r.as_fd(), &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn splice_moves_a_pipe_into_a_file_at_an_offset() {
+        use std::os::unix::fs::FileExt;
+        let f = tempfile::tempfile().unwrap();
+        let (r, w) = pipe().unwrap();
+        let mut off = 0i64;
+        let e = splice_from_pipe(r.as_fd(), f.as_fd(), &mut off, 100).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        (&File::from(w.try_clone().unwrap()))
+            .write_all(b"abcdef")
+            .unwrap();
+        assert_eq!(
+            splice_from_pipe(r.as_fd(), f.as_fd(), &mut off, 4).unwrap(),
+            4
+        );
+        assert_eq!(
+            splice_from_pipe(r.as_fd(), f.as_fd(), &mut off, 100).unwrap(),
+            2
+        );
+        assert_eq!(off, 6);
+        drop(w);
+        assert_eq!(
+            splice_from_pipe(r.as_fd(), f.as_fd(), &mut off, 100).unwrap(),
+            0
+        );
+        let mut back = [0u8; 6];
+        f.read_exact_at(&mut back, 0).unwrap();
+        assert_eq!(&back, b"abcdef");
     }
 
     #[test]
