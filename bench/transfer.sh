@@ -2,7 +2,8 @@
 # The transfer benchmark: a 1 GiB upload and download through the tools' URLs (mymcpctl serve:
 # executor as root, frontend as nobody, plain HTTP on loopback, release build) against nginx
 # serving and accepting the same file (sendfile GET, WebDAV PUT), measured in the same run with
-# the same client (curl), runs alternating. Prints a Markdown table.
+# the same client (curl), which server goes first alternating between runs. Prints a Markdown
+# table.
 #
 #   sudo bench/transfer.sh        # RUNS=5 by default; median of the runs
 #
@@ -121,25 +122,34 @@ declare -a mup mdown nup nupsync ndown
 echo "measuring $runs runs of $bytes bytes each way..." >&2
 # Warm the page cache with the source once.
 cat "$src" >/dev/null
-for i in $(seq 1 "$runs"); do
-  # Uploads start from a quiet disk: nothing dirty from the previous run.
-  rm -f "$dir"/in/*.bin; sync
-
+mymcp_up() {
   u=$(prepare prepare_upload "{\"dest_path\":\"$dir/in/mymcp.bin\"}")
-  t=$(curl -sS -f -T "$src" "$u" -o /dev/null -w '%{time_total}')
-  mup+=("$t")
+  mup+=("$(curl -sS -f -T "$src" "$u" -o /dev/null -w '%{time_total}')")
   sync
-
+}
+nginx_up() {
   t0=$(now)
-  t=$(curl -sS -f -T "$src" "http://127.0.0.1:$nport/in/nginx.bin" -o /dev/null -w '%{time_total}')
-  nup+=("$t")
+  nup+=("$(curl -sS -f -T "$src" "http://127.0.0.1:$nport/in/nginx.bin" -o /dev/null -w '%{time_total}')")
   fsync "$dir/in/nginx.bin"
   nupsync+=("$(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.6f", a - b }')")
   sync
-
+}
+mymcp_down() {
   d=$(prepare prepare_download "{\"src_path\":\"$src\"}")
   mdown+=("$(curl -sS -f "$d" -o /dev/null -w '%{time_total}')")
+}
+nginx_down() {
   ndown+=("$(curl -sS -f "http://127.0.0.1:$nport/www/src.bin" -o /dev/null -w '%{time_total}')")
+}
+for i in $(seq 1 "$runs"); do
+  # Uploads start from a quiet disk (nothing dirty from the previous one); who goes first
+  # alternates between runs.
+  rm -f "$dir"/in/*.bin; sync
+  if [ $((i % 2)) -eq 1 ]; then
+    mymcp_up; nginx_up; mymcp_down; nginx_down
+  else
+    nginx_up; mymcp_up; nginx_down; mymcp_down
+  fi
   echo "  run $i: mymcp up ${mup[-1]} s, nginx up ${nup[-1]} s (+fsync ${nupsync[-1]} s), mymcp down ${mdown[-1]} s, nginx down ${ndown[-1]} s" >&2
 done
 check_up "$dir/in/mymcp.bin"

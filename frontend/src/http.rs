@@ -340,7 +340,7 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     let id = choose_request_id(request.headers().get(X_REQUEST_ID));
     let mut log = AccessLog {
         method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
+        path: loggable_path(request.uri().path()),
         request_id: id.clone(),
         started: Instant::now(),
         status: None,
@@ -352,6 +352,18 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
     response
+}
+
+/// The path as the access log shows it: a transfer ticket is a bearer capability, so only its
+/// first 8 characters are kept (enough to correlate, useless to redeem).
+fn loggable_path(path: &str) -> String {
+    match path.strip_prefix("/files/raw/") {
+        Some(ticket) => {
+            let shown: String = ticket.chars().take(8).collect();
+            format!("/files/raw/{shown}…")
+        }
+        None => path.to_owned(),
+    }
 }
 
 /// One access-log line per request, written when the request ends — including when the
@@ -829,6 +841,16 @@ mod tests {
         assert!(!p.allows("https://app.example.com:444"));
         assert!(!p.allows("https://evil.app.example.com"));
         assert!(OriginPolicy::from_list("*").allows("https://anything.test"));
+    }
+
+    #[test]
+    fn tickets_are_cut_from_logged_paths() {
+        let t = "AQajxphJb-n6JOAbWfneZL0AAAAAawHvOTn3WdjSFgcEr3T1CfpuQPHUExlF";
+        assert_eq!(
+            loggable_path(&format!("/files/raw/{t}")),
+            "/files/raw/AQajxphJ…"
+        );
+        assert_eq!(loggable_path("/mcp"), "/mcp");
     }
 
     #[test]
