@@ -5,7 +5,7 @@
 # the same client (curl), which server goes first alternating between runs. Prints a Markdown
 # table.
 #
-#   sudo bench/transfer.sh        # RUNS=5 by default; median of the runs
+#   sudo bench/transfer.sh        # RUNS=6 by default (even: each server goes first as often)
 #
 # An upload through mymcp is fsynced before it is renamed into place; nginx's WebDAV PUT is
 # not. So the table also shows nginx's PUT followed by an fsync of the file (the same
@@ -15,7 +15,9 @@
 # (nginx-full). Needs root (the executor is a root daemon) and cargo. The 1 GiB source file is
 # kept in BENCH_DIR (default /var/tmp/mymcp-bench-transfer) between runs.
 #
-# Environment: CARGO_TARGET_DIR (default ./target), RUNS, BENCH_DIR, BENCH_BYTES (1073741824).
+# Environment: CARGO_TARGET_DIR (default ./target), RUNS, BENCH_DIR, BENCH_BYTES (1073741824),
+# BENCH_SETTLE (seconds to wait after each upload's sync, default 3: a virtual disk may still be
+# flushing when sync returns, which would slow down whichever upload comes next).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -27,7 +29,8 @@ fi
 command -v cargo >/dev/null || { echo "bench/transfer.sh: cargo is required (https://rustup.rs)" >&2; exit 2; }
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
-runs=${RUNS:-5}
+runs=${RUNS:-6}
+settle=${BENCH_SETTLE:-3}
 dir=${BENCH_DIR:-/var/tmp/mymcp-bench-transfer}
 bytes=${BENCH_BYTES:-1073741824}
 
@@ -125,14 +128,14 @@ cat "$src" >/dev/null
 mymcp_up() {
   u=$(prepare prepare_upload "{\"dest_path\":\"$dir/in/mymcp.bin\"}")
   mup+=("$(curl -sS -f -T "$src" "$u" -o /dev/null -w '%{time_total}')")
-  sync
+  sync; sleep "$settle"
 }
 nginx_up() {
   t0=$(now)
   nup+=("$(curl -sS -f -T "$src" "http://127.0.0.1:$nport/in/nginx.bin" -o /dev/null -w '%{time_total}')")
   fsync "$dir/in/nginx.bin"
   nupsync+=("$(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.6f", a - b }')")
-  sync
+  sync; sleep "$settle"
 }
 mymcp_down() {
   d=$(prepare prepare_download "{\"src_path\":\"$src\"}")
@@ -144,7 +147,7 @@ nginx_down() {
 for i in $(seq 1 "$runs"); do
   # Uploads start from a quiet disk (nothing dirty from the previous one); who goes first
   # alternates between runs.
-  rm -f "$dir"/in/*.bin; sync
+  rm -f "$dir"/in/*.bin; sync; sleep "$settle"
   if [ $((i % 2)) -eq 1 ]; then
     mymcp_up; nginx_up; mymcp_down; nginx_down
   else
