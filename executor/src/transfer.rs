@@ -478,7 +478,7 @@ impl Transfers {
         protected: &ProtectedPaths,
     ) -> Result<TransferStart, TransferError> {
         let view = self.check(id, direction)?;
-        let (_name, _role) = creator(tokens, &view.token, direction)?;
+        creator(tokens, &view.token, direction)?;
         let policy = protected.policy();
         let size = match direction {
             Direction::Download => {
@@ -525,13 +525,20 @@ impl Transfers {
         // Refusals before the grant is known to belong to a live token are not audited (as in
         // the reference): they carry no identity.
         let view = self.check(id, direction)?;
-        let (token_name, role) = creator(tokens, &view.token, direction)?;
+        let caller = creator(tokens, &view.token, direction)?;
+        let (token_name, role) = (caller.identity().name.clone(), caller.identity().role);
         let result = match direction {
-            Direction::Upload => {
-                self.upload(&view, announced_len, protected, cancel, events)
-                    .await
-            }
-            Direction::Download => self.download(&view, protected, cancel, events).await,
+            Direction::Upload => match caller.authorize::<Rw>(ToolName::PrepareUpload) {
+                Ok(auth) => {
+                    self.upload(&auth, &view, announced_len, protected, cancel, events)
+                        .await
+                }
+                Err(_) => Err(token_gone()),
+            },
+            Direction::Download => match caller.authorize::<auth::Ro>(ToolName::PrepareDownload) {
+                Ok(auth) => self.download(&auth, &view, protected, cancel, events).await,
+                Err(_) => Err(token_gone()),
+            },
         };
         audit_redeem(&RedeemRecord {
             direction,
@@ -550,8 +557,10 @@ impl Transfers {
         result
     }
 
+    /// Runs a claimed upload for the holder of `_auth` (the token that made the grant).
     async fn upload(
         self: &Arc<Self>,
+        _auth: &auth::Authorized<Rw>,
         view: &View,
         announced_len: Option<u64>,
         protected: &ProtectedPaths,
@@ -625,8 +634,10 @@ impl Transfers {
         })
     }
 
+    /// Runs a claimed download for the holder of `_auth`.
     async fn download(
         self: &Arc<Self>,
+        _auth: &auth::Authorized<auth::Ro>,
         view: &View,
         protected: &ProtectedPaths,
         cancel: CancelSignal,
@@ -681,29 +692,31 @@ impl Drop for Claim {
     }
 }
 
-/// The name and role of the token that made a grant, if it may still do what the grant does.
+fn token_gone() -> TransferError {
+    refuse(
+        Kind::NotFound,
+        "The token that prepared this ticket is no longer valid. Mint a new ticket.",
+    )
+}
+
+/// The token that made a grant, if it is still valid and may still do what the grant does.
 fn creator(
     tokens: &TokenStore,
     token: &TokenDigest,
     direction: Direction,
-) -> Result<(String, Role), TransferError> {
-    let gone = || {
-        refuse(
-            Kind::NotFound,
-            "The token that prepared this ticket is no longer valid. Mint a new ticket.",
-        )
-    };
-    let caller = auth::authenticate(tokens, token).ok_or_else(gone)?;
+) -> Result<auth::Caller, TransferError> {
+    let caller = auth::authenticate(tokens, token).ok_or_else(token_gone)?;
     let allowed = match direction {
         Direction::Upload => caller.authorize::<Rw>(ToolName::PrepareUpload).is_ok(),
         Direction::Download => caller
             .authorize::<auth::Ro>(ToolName::PrepareDownload)
             .is_ok(),
     };
-    if !allowed {
-        return Err(gone());
+    if allowed {
+        Ok(caller)
+    } else {
+        Err(token_gone())
     }
-    Ok((caller.identity().name.clone(), caller.identity().role))
 }
 
 /// Opens the destination of an upload again and checks it, creating missing parent
