@@ -104,3 +104,26 @@ def test_protected_and_refused_cases_through_the_sdk(server, tmp_path):
 
     r = with_session(server.url, server.rw_token, bad)
     assert r.is_error is True and "max_bytes" in r.content[0].text
+
+
+def test_public_base_url_makes_absolute_urls(monkeypatch, tmp_path):
+    """MYMCP_PUBLIC_BASE_URL reaches the frontend through `mymcpctl serve` (which otherwise
+    gives it an empty environment); trailing slashes are dropped."""
+    from conftest import start_server, stop_server
+
+    monkeypatch.setenv("MYMCP_PUBLIC_BASE_URL", "https://files.example.test/mcp-host/")
+    s = start_server()
+    try:
+        (tmp_path / "f").write_text("x")
+        is_error, grant = call(s, s.rw_token, "prepare_download", {"src_path": str(tmp_path / "f")})
+        assert is_error is False, grant
+        assert grant["url"] == "https://files.example.test/mcp-host/files/raw/" + grant["ticket"]
+        assert grant["curl_example"] == (
+            f"curl -fsS '{grant['url']}' -o '/local/path/f'"
+        )
+        # The same ticket works at the real address.
+        real = s.url.rsplit("/mcp", 1)[0] + "/files/raw/" + grant["ticket"]
+        status, _, body = http("GET", real)
+        assert (status, body) == (200, b"x")
+    finally:
+        stop_server(s)
