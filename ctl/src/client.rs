@@ -33,7 +33,9 @@ impl ControlClient {
         {
             ServerFrame::Welcome(_) => Ok(ControlClient { stream, next_id: 1 }),
             ServerFrame::Refused { reason } => bail!("executor refused the connection: {reason}"),
-            ServerFrame::Response { .. } | ServerFrame::Progress { .. } => {
+            ServerFrame::Response { .. }
+            | ServerFrame::Progress { .. }
+            | ServerFrame::Pipe { .. } => {
                 bail!("executor answered the handshake out of order")
             }
         }

@@ -253,6 +253,11 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             .arg("3")
             .current_dir("/")
             .process_group(0);
+        // The only frontend setting taken from mymcpctl's environment: where transfer URLs
+        // point (the executor inherits the rest, MYMCP_TRANSFER_* included).
+        if let Some(base) = std::env::var_os("MYMCP_PUBLIC_BASE_URL") {
+            frontend_cmd.env("MYMCP_PUBLIC_BASE_URL", base);
+        }
         let (uid, gid, fd) = (account.uid, account.gid, listener.as_raw_fd());
         unsafe_pre_exec(&mut frontend_cmd, move || {
             sys::drop_privileges_in_child(uid, gid, root, Some(fd))

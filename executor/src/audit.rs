@@ -518,6 +518,13 @@ pub fn params(call: &ToolCall) -> Value {
                 s("signal", sig);
             }
         }
+        ToolCall::PrepareUpload(a) => {
+            s("dest_path", &a.dest_path);
+            if let Some(h) = &a.sha256 {
+                s("sha256", h);
+            }
+        }
+        ToolCall::PrepareDownload(a) => s("src_path", &a.src_path),
     }
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
@@ -562,6 +569,22 @@ pub fn params(call: &ToolCall) -> Value {
             }
             if let Some(ci) = a.case_insensitive {
                 put("case_insensitive", ci.into());
+            }
+        }
+        ToolCall::PrepareUpload(a) => {
+            if let Some(x) = a.max_bytes {
+                put("max_bytes", x.into());
+            }
+            if let Some(x) = a.expires_in {
+                put("expires_in", x.into());
+            }
+            if let Some(o) = a.overwrite {
+                put("overwrite", o.into());
+            }
+        }
+        ToolCall::PrepareDownload(a) => {
+            if let Some(x) = a.expires_in {
+                put("expires_in", x.into());
             }
         }
         ToolCall::JobOutput(a) => {

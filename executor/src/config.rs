@@ -10,6 +10,7 @@ use crate::jobs::JobConfig;
 use crate::paths::{DefaultProtected, ProtectedPaths};
 use crate::search::SearchConfig;
 use crate::spawn::BashConfig;
+use crate::transfer::TransferConfig;
 use mymcp_protocol::frame::MAX_FRAME_LEN;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -449,6 +450,33 @@ pub fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
     Ok(jobs)
 }
 
+/// File transfer settings: `MYMCP_TRANSFER_ENABLED` (true), `MYMCP_TRANSFER_MAX_BYTES`
+/// (2 GiB), `MYMCP_TRANSFER_DEFAULT_TTL_SEC` (300), `MYMCP_TRANSFER_MAX_TTL_SEC` (900). As in
+/// the reference, a default above the maximum is simply clamped.
+pub fn transfer_settings(src: &dyn Source) -> Result<TransferConfig, ConfigError> {
+    let d = TransferConfig::default();
+    let max_ttl = integer(
+        src,
+        "MYMCP_TRANSFER_MAX_TTL_SEC",
+        d.max_ttl_secs,
+        1,
+        7 * 86_400,
+    )?;
+    let default_ttl = integer(
+        src,
+        "MYMCP_TRANSFER_DEFAULT_TTL_SEC",
+        d.default_ttl_secs,
+        1,
+        7 * 86_400,
+    )?;
+    Ok(TransferConfig {
+        enabled: boolean(src, "MYMCP_TRANSFER_ENABLED", d.enabled)?,
+        max_bytes: integer(src, "MYMCP_TRANSFER_MAX_BYTES", d.max_bytes, 1, 1 << 50)?,
+        default_ttl_secs: default_ttl.min(max_ttl),
+        max_ttl_secs: max_ttl,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,6 +646,27 @@ mod tests {
             e.to_string(),
             "MYMCP_LOG_FORMAT: invalid value \"xml\" (allowed: text, json)"
         );
+    }
+
+    #[test]
+    fn transfer_settings_default_to_the_reference_and_clamp() {
+        let t = transfer_settings(&src(&[])).unwrap();
+        assert_eq!(t, TransferConfig::default());
+        assert!(t.enabled);
+        assert_eq!(t.max_bytes, 2_147_483_648);
+        assert_eq!((t.default_ttl_secs, t.max_ttl_secs), (300, 900));
+        let t = transfer_settings(&src(&[
+            ("MYMCP_TRANSFER_ENABLED", "Off"),
+            ("MYMCP_TRANSFER_DEFAULT_TTL_SEC", "1000"),
+            ("MYMCP_TRANSFER_MAX_TTL_SEC", "60"),
+        ]))
+        .unwrap();
+        assert!(!t.enabled);
+        assert_eq!((t.default_ttl_secs, t.max_ttl_secs), (60, 60));
+        let e = transfer_settings(&src(&[("MYMCP_TRANSFER_ENABLED", "maybe")])).unwrap_err();
+        assert_eq!(e.name, "MYMCP_TRANSFER_ENABLED");
+        let e = transfer_settings(&src(&[("MYMCP_TRANSFER_MAX_BYTES", "0")])).unwrap_err();
+        assert_eq!(e.name, "MYMCP_TRANSFER_MAX_BYTES");
     }
 
     #[test]

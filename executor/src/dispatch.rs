@@ -14,6 +14,7 @@ use crate::metrics::{AuthSurface, Metrics};
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::spawn::{self, Activity, BashConfig};
 use crate::tokens::TokenStore;
+use crate::transfer::{TransferConfig, Transfers};
 use crate::{edit, search};
 use mymcp_protocol::{
     AdminOp, AdminOutcome, BashExecute, CallOrigin, EditFile, ErrorCode, FrontendRequest,
@@ -44,6 +45,7 @@ pub struct Executor {
     files: Arc<FileTools>,
     limits: CommandLimits,
     jobs: Arc<Jobs>,
+    transfers: Arc<Transfers>,
     running_commands: AtomicU64,
     metrics: Arc<Metrics>,
     audit: Arc<Audit>,
@@ -65,6 +67,7 @@ impl Executor {
             files: Arc::new(files),
             limits: CommandLimits::new(bash_max_concurrent, DEFAULT_BASH_MAX_PER_TOKEN),
             jobs: Arc::new(Jobs::disabled()),
+            transfers: Arc::new(Transfers::new(TransferConfig::default())),
             running_commands: AtomicU64::new(0),
             metrics: Arc::new(Metrics::default()),
             audit: Arc::new(Audit::disabled(Arc::new(Metrics::default()))),
@@ -97,6 +100,16 @@ impl Executor {
     pub fn with_jobs(mut self, jobs: Arc<Jobs>) -> Self {
         self.jobs = jobs;
         self
+    }
+
+    /// Sets the transfer settings (`MYMCP_TRANSFER_*`); the default is the reference's.
+    pub fn with_transfers(mut self, config: TransferConfig) -> Self {
+        self.transfers = Arc::new(Transfers::new(config));
+        self
+    }
+
+    pub fn transfers(&self) -> &Arc<Transfers> {
+        &self.transfers
     }
 
     pub fn jobs(&self) -> &Arc<Jobs> {
@@ -162,6 +175,24 @@ impl Executor {
                     .kill(&auth, &args, self.bash.kill_grace)
                     .await
                     .map(ToolOutput::Job)
+            }
+            ToolCall::PrepareUpload(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::PrepareUpload)?;
+                let (transfers, files) = (self.transfers.clone(), self.files.clone());
+                blocking("prepare_upload", move || {
+                    transfers.prepare_upload(&auth, &args, &files.protected)
+                })
+                .await
+                .map(ToolOutput::TransferGrant)
+            }
+            ToolCall::PrepareDownload(args) => {
+                let auth = caller.authorize::<Ro>(ToolName::PrepareDownload)?;
+                let (transfers, files) = (self.transfers.clone(), self.files.clone());
+                blocking("prepare_download", move || {
+                    transfers.prepare_download(&auth, &args, &files.protected)
+                })
+                .await
+                .map(ToolOutput::TransferGrant)
             }
         }
     }
@@ -404,6 +435,33 @@ impl Service for Executor {
                 self.audit.refusal(id, &origin, &tool, &result);
                 tracing::info!(tool = %audit::cap(&tool, 64), token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, result = class.as_str(), "tool call refused by the frontend");
                 FrontendResponse::Tool(result)
+            }
+            FrontendRequest::Redeem {
+                grant,
+                direction,
+                announced_len,
+                origin,
+            } => FrontendResponse::Transfer(
+                self.transfers
+                    .redeem(
+                        &grant,
+                        direction,
+                        announced_len,
+                        &origin,
+                        &self.tokens,
+                        &self.files.protected,
+                        cancel,
+                        &events,
+                    )
+                    .await,
+            ),
+            FrontendRequest::Probe { grant, direction } => FrontendResponse::TransferProbe(
+                self.transfers
+                    .probe(&grant, direction, &self.tokens, &self.files.protected)
+                    .await,
+            ),
+            FrontendRequest::CommitUpload { grant, claim } => {
+                FrontendResponse::Acknowledged(self.transfers.commit(&grant, claim))
             }
         }
     }

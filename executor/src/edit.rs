@@ -199,22 +199,68 @@ fn too_big(path: &str, size: u64, max: u64) -> ToolFailure {
 /// Replaces the target's contents atomically (see the module documentation).
 fn replace(target: &CheckedTarget, data: &[u8], shown: &str) -> Result<(), ToolFailure> {
     let fail = |e: std::io::Error| paths::os_failure(shown, &e, Access::Write);
-    let dir = target.dir().fd();
-    let tmp = temp_name(target.name().as_bytes());
-    let fd = sysfs::openat(
-        sysfs::Base::Dir(dir),
-        &tmp,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-        0o600,
-    )
-    .map_err(fail)?;
-    let mut file = File::from(fd);
-    let result = (|| {
-        file.write_all(data)?;
-        match target.existing() {
+    let mut temp = TempFile::create(target).map_err(fail)?;
+    temp.file().write_all(data).map_err(fail)?;
+    temp.commit(target, Replace::Yes).map_err(fail)
+}
+
+/// Whether [`TempFile::commit`] may replace an existing file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replace {
+    Yes,
+    /// Fail with `EEXIST` if the name exists at the moment of the rename (`RENAME_NOREPLACE`).
+    No,
+}
+
+/// A temporary file beside a write target, created `O_EXCL|O_NOFOLLOW` (mode 0600) inside the
+/// target's checked directory. Removed when dropped unless [`TempFile::commit`] renamed it
+/// into place, so a failed or abandoned write leaves nothing behind.
+#[derive(Debug)]
+pub struct TempFile {
+    /// A duplicate of the checked directory's descriptor, so the file can be removed from
+    /// wherever it is dropped.
+    dir: std::os::fd::OwnedFd,
+    name: OsString,
+    file: File,
+    committed: bool,
+}
+
+impl TempFile {
+    /// Creates `.<name>.mymcp-<random>.tmp` in the target's directory.
+    pub fn create(target: &CheckedTarget) -> std::io::Result<TempFile> {
+        let dir = target.dir().fd().try_clone_to_owned()?;
+        let name = temp_name(target.name().as_bytes());
+        let fd = sysfs::openat(
+            sysfs::Base::Dir(dir.as_fd()),
+            &name,
+            // Readable too: an upload hashes what it wrote by reading it back.
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+            0o600,
+        )?;
+        Ok(TempFile {
+            dir,
+            name,
+            file: File::from(fd),
+            committed: false,
+        })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Gives the file the mode and owner of the file it replaces (as it is now; 0644 and the
+    /// caller's owner for a new file), fsyncs it, renames it over the target's name and fsyncs
+    /// the directory. On failure the temporary file is removed.
+    pub fn commit(mut self, target: &CheckedTarget, replace: Replace) -> std::io::Result<()> {
+        let dir = target.dir().fd();
+        // The file being replaced as it is now (a long upload may outlive the one checked).
+        let existing = sysfs::stat_entry(dir, target.name())?.filter(|st| st.is_file());
+        let file = &self.file;
+        match existing {
             Some(st) => {
                 // chown first: it clears set-id bits, which the chmod then restores.
-                if let Err(e) = std::os::unix::fs::fchown(&file, Some(st.uid), Some(st.gid)) {
+                if let Err(e) = std::os::unix::fs::fchown(file, Some(st.uid), Some(st.gid)) {
                     // Not root (quick try by an ordinary user): the file stays the caller's.
                     if e.raw_os_error() != Some(libc::EPERM) {
                         return Err(e);
@@ -225,17 +271,24 @@ fn replace(target: &CheckedTarget, data: &[u8], shown: &str) -> Result<(), ToolF
             None => file.set_permissions(Permissions::from_mode(0o644))?,
         }
         file.sync_all()?;
-        sysfs::rename_within(dir, &tmp, target.name())?;
+        match replace {
+            Replace::Yes => sysfs::rename_within(dir, &self.name, target.name())?,
+            Replace::No => sysfs::rename_within_noreplace(dir, &self.name, target.name())?,
+        }
+        self.committed = true;
+        // The rename is durable once the directory is synced; a failure here changes nothing
+        // the caller can act on.
+        let _ = sysfs::fsync(dir.as_fd());
         Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = sysfs::unlinkat(dir, &tmp);
-        return Err(fail(e));
     }
-    // The rename is durable once the directory is synced; a failure here changes nothing the
-    // caller can act on.
-    let _ = sysfs::fsync(dir.as_fd());
-    Ok(())
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = sysfs::unlinkat(self.dir.as_fd(), &self.name);
+        }
+    }
 }
 
 /// `.<name>.mymcp-<random>.tmp`, shortened so that it stays a valid file name.
@@ -275,10 +328,11 @@ fn busy() -> &'static Busy {
     })
 }
 
-/// Holds the lock of one file until dropped.
-struct FileLock(LockKey);
+/// Holds the lock of one file until dropped (writes, edits and upload commits of one file are
+/// serialised).
+pub(crate) struct FileLock(LockKey);
 
-fn lock(target: &CheckedTarget) -> FileLock {
+pub(crate) fn lock(target: &CheckedTarget) -> FileLock {
     let key = (target.dir().dev, target.dir().ino, target.name().to_owned());
     let b = busy();
     let mut held = b.held.lock().unwrap_or_else(|p| p.into_inner());

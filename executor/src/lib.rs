@@ -12,8 +12,10 @@
 //! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`jobs`] (background jobs),
 //! [`limits`] (command concurrency), [`paths`] (protected paths, checked on the opened
 //! object), [`files`] (`read_file`), [`edit`] (`write_file`, `edit_file`), [`search`]
-//! (`grep`, `glob`), [`control`] (`control.sock` requests), [`audit`] (the tamper-evident
-//! audit log, fail-closed), [`metrics`] (counters for `/metrics`), [`sys`] (every raw syscall).
+//! (`grep`, `glob`), [`transfer`] (`prepare_upload`/`prepare_download` grants and their
+//! redemption through pipes), [`control`] (`control.sock` requests), [`audit`] (the
+//! tamper-evident audit log, fail-closed), [`metrics`] (counters for `/metrics`), [`sys`]
+//! (every raw syscall).
 
 pub mod audit;
 pub mod auth;
@@ -32,3 +34,4 @@ pub mod server;
 pub mod spawn;
 pub mod sys;
 pub mod tokens;
+pub mod transfer;

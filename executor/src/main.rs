@@ -172,6 +172,7 @@ fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
         .collect();
     let per_token = config::bash_per_token(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let job_config = config::job_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let transfer_config = config::transfer_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let grace = Duration::from_secs(
         config::integer(&Env, "MYMCP_SHUTDOWN_GRACE_SEC", 5, 0, 3600)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -218,7 +219,8 @@ fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
         Executor::new(tokens.clone(), bash, read, files, bash_max_concurrent)
             .with_command_limits(bash_max_concurrent, per_token)
             .with_jobs(jobs.clone())
-            .with_observability(metrics.clone(), audit.clone()),
+            .with_observability(metrics.clone(), audit.clone())
+            .with_transfers(transfer_config),
     );
     let control = Arc::new(Control::new(executor.clone()));
 

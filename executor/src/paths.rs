@@ -649,6 +649,50 @@ pub fn open_for_write(
     ))
 }
 
+/// Where a new file at `path` would be, checked without creating anything: the deepest
+/// existing ancestor is opened and checked as an object, and the rest of the path below its
+/// real path must not be protected either. For `prepare_upload`, whose directories are only
+/// created when the upload arrives. Returns the real path the file would have.
+pub fn check_new_path(policy: &Policy, path: &str) -> Result<PathBuf, ToolFailure> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+    let mut missing: Vec<OsString> = Vec::new();
+    let mut cur = Path::new(path);
+    let base = loop {
+        match cur.components().next_back() {
+            Some(Component::Normal(n)) => missing.push(n.to_owned()),
+            _ => {
+                return Err(ToolFailure::new(
+                    ErrorCode::InvalidPath,
+                    format!("{path} does not name a file"),
+                ))
+            }
+        }
+        cur = cur.parent().unwrap_or(Path::new("/"));
+        match sysfs::openat2(Base::Cwd, cur.as_os_str(), flags, 0, Resolve::NO_MAGIC) {
+            Ok(fd) => break fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(os_failure(path, &e, Access::Write)),
+        }
+    };
+    let dir = check_dir(policy, base, path)?;
+    let mut real = dir.real.clone();
+    for name in missing.iter().rev() {
+        real.push(name);
+    }
+    if let Some(e) = policy.entry_for_path(&real) {
+        return Err(protected_failure(e));
+    }
+    Ok(real)
+}
+
+/// The protected entry that `path` — which need not exist — lies within, resolving the path as
+/// the reference did (`realpath` of the deepest existing ancestor). Used only to pick the
+/// right message for a path that could not be opened; every access checks the opened object.
+pub fn protected_entry_lenient(policy: &Policy, path: &str) -> Option<String> {
+    let real = resolve_lenient(Path::new(path));
+    policy.check_real_path(&real).err().map(|d| d.0)
+}
+
 /// Opens and checks the directory `dir` for a write to `shown`, creating missing components
 /// when asked.
 fn open_dir_for_write(

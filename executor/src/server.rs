@@ -14,18 +14,19 @@
 //! with the peer's pid and uid, and the connection is dropped with all its work cancelled.
 
 use mymcp_protocol::frame::{self, FrameError, HEADER_LEN, MAX_FRAME_LEN};
-use mymcp_protocol::{ClientFrame, Hello, Progress, RequestId, ServerFrame};
+use mymcp_protocol::{ClientFrame, Hello, Progress, RequestId, ServerFrame, TransferStart};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -174,12 +175,14 @@ impl CancelSignal {
     }
 }
 
-/// Sends a request's [`ServerFrame::Progress`] frames.
+/// Sends a request's frames other than its response: [`ServerFrame::Progress`] and
+/// [`ServerFrame::Pipe`].
 #[derive(Clone, Debug)]
 pub struct Events {
     id: RequestId,
     tx: Option<mpsc::Sender<Outgoing>>,
     encode: fn(RequestId, Progress) -> Result<Vec<u8>, FrameError>,
+    encode_pipe: fn(RequestId, TransferStart) -> Result<Vec<u8>, FrameError>,
 }
 
 impl Events {
@@ -189,6 +192,16 @@ impl Events {
             id: 0,
             tx: None,
             encode: encode_progress::<()>,
+            encode_pipe: encode_pipe::<()>,
+        }
+    }
+
+    fn new<R: Serialize>(id: RequestId, tx: mpsc::Sender<Outgoing>) -> Events {
+        Events {
+            id,
+            tx: Some(tx),
+            encode: encode_progress::<R>,
+            encode_pipe: encode_pipe::<R>,
         }
     }
 
@@ -198,15 +211,40 @@ impl Events {
         let Some(tx) = &self.tx else { return };
         match (self.encode)(self.id, progress) {
             Ok(buf) => {
-                let _ = tx.try_send((buf, None));
+                let _ = tx.try_send(Outgoing::frame(buf, None));
             }
             Err(e) => tracing::error!(error = %e, "progress frame does not encode"),
+        }
+    }
+
+    /// Sends a [`ServerFrame::Pipe`] with `pipe` attached (`SCM_RIGHTS`). Our copy of the
+    /// descriptor is closed once it has been sent. Waits for room in the connection's queue;
+    /// returns whether the frame was queued (false when the connection is gone).
+    pub async fn pipe(&self, start: TransferStart, pipe: OwnedFd) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        match (self.encode_pipe)(self.id, start) {
+            Ok(buf) => tx
+                .send(Outgoing {
+                    buf,
+                    _finishes: None,
+                    fd: Some(pipe),
+                })
+                .await
+                .is_ok(),
+            Err(e) => {
+                tracing::error!(error = %e, "pipe frame does not encode");
+                false
+            }
         }
     }
 }
 
 fn encode_progress<R: Serialize>(id: RequestId, progress: Progress) -> Result<Vec<u8>, FrameError> {
     frame::encode(&ServerFrame::<R>::Progress { id, progress })
+}
+
+fn encode_pipe<R: Serialize>(id: RequestId, start: TransferStart) -> Result<Vec<u8>, FrameError> {
+    frame::encode(&ServerFrame::<R>::Pipe { id, start })
 }
 
 /// Resolves once the flag turns true (never, if its sender is gone). Returns `()` so that no
@@ -480,8 +518,24 @@ async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
 
 /// A frame for the connection's writer, with the request it finishes (if any): shutdown
 /// counts that request as running until its answer is written, so the executor does not exit
-/// with answers unsent.
-type Outgoing = (Vec<u8>, Option<Running>);
+/// with answers unsent. `fd` travels with the frame's first byte as `SCM_RIGHTS`.
+#[derive(Debug)]
+struct Outgoing {
+    buf: Vec<u8>,
+    /// Held until the frame is written (see above); only its drop matters.
+    _finishes: Option<Running>,
+    fd: Option<OwnedFd>,
+}
+
+impl Outgoing {
+    fn frame(buf: Vec<u8>, finishes: Option<Running>) -> Outgoing {
+        Outgoing {
+            buf,
+            _finishes: finishes,
+            fd: None,
+        }
+    }
+}
 
 async fn send<R: Serialize>(
     tx: &mpsc::Sender<Outgoing>,
@@ -490,10 +544,26 @@ async fn send<R: Serialize>(
 ) {
     match frame::encode(&msg) {
         Ok(buf) => {
-            let _ = tx.send((buf, finishes)).await;
+            let _ = tx.send(Outgoing::frame(buf, finishes)).await;
         }
         Err(e) => tracing::error!(error = %e, "response does not encode"),
     }
+}
+
+/// Writes one frame; a descriptor goes with its first byte (`sendmsg` + `SCM_RIGHTS`), the
+/// rest follows as plain bytes.
+async fn write_frame(wr: &mut tokio::net::unix::OwnedWriteHalf, out: Outgoing) -> io::Result<()> {
+    let mut at = 0;
+    if let Some(fd) = &out.fd {
+        let sock = wr.as_ref();
+        let raw = sock.as_raw_fd();
+        at = sock
+            .async_io(Interest::WRITABLE, || {
+                crate::sys::pipe::send_with_fd(raw, &out.buf, fd.as_fd())
+            })
+            .await?;
+    }
+    wr.write_all(&out.buf[at..]).await
 }
 
 type InFlight = Arc<Mutex<HashMap<RequestId, oneshot::Sender<()>>>>;
@@ -507,8 +577,8 @@ async fn connection<S: Service>(
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
     let writer = tokio::spawn(async move {
-        while let Some((buf, _finishes)) = rx.recv().await {
-            if wr.write_all(&buf).await.is_err() {
+        while let Some(out) = rx.recv().await {
+            if write_frame(&mut wr, out).await.is_err() {
                 break;
             }
         }
@@ -572,11 +642,7 @@ async fn connection<S: Service>(
                     map.insert(id, ctx);
                 }
                 let cancel = shutdown.signal(crx);
-                let events = Events {
-                    id,
-                    tx: Some(tx.clone()),
-                    encode: encode_progress::<S::Response>,
-                };
+                let events = Events::new::<S::Response>(id, tx.clone());
                 let running = shutdown.running();
                 let (service, tx, in_flight) = (service.clone(), tx.clone(), in_flight.clone());
                 tokio::spawn(async move {

@@ -8,8 +8,8 @@
 //! becomes 1 exactly as in the reference servers.
 
 use mymcp_protocol::{
-    BashExecute, EditFile, Glob, Grep, GrepMode, JobKillArgs, JobOutputArgs, JobRef, ReadFile,
-    ToolCall, ToolName, WriteFile,
+    BashExecute, EditFile, Glob, Grep, GrepMode, JobKillArgs, JobOutputArgs, JobRef,
+    PrepareDownload, PrepareUpload, ReadFile, ToolCall, ToolName, WriteFile,
 };
 use serde_json::{Map, Value};
 
@@ -107,6 +107,17 @@ pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, Arg
         ToolName::JobKill => ToolCall::JobKill(JobKillArgs {
             job_id: required_string(args, "job_id")?,
             signal: optional_string(args, "signal")?,
+        }),
+        ToolName::PrepareUpload => ToolCall::PrepareUpload(PrepareUpload {
+            dest_path: required_string(args, "dest_path")?,
+            max_bytes: optional_integer(args, "max_bytes")?,
+            expires_in: optional_integer(args, "expires_in")?,
+            overwrite: optional_bool(args, "overwrite")?,
+            sha256: optional_string(args, "sha256")?,
+        }),
+        ToolName::PrepareDownload => ToolCall::PrepareDownload(PrepareDownload {
+            src_path: required_string(args, "src_path")?,
+            expires_in: optional_integer(args, "expires_in")?,
         }),
     })
 }

@@ -162,6 +162,47 @@ stable. match_count is the number of output lines; when more lines exist than ma
 results ends with a [TRUNCATED: …] line and the search may stop early (then \
 \"match_count_exact\": false). Protected paths are never searched.";
 
+const PREPARE_UPLOAD_DESCRIPTION: &str = "\
+Prepare a one-time URL to upload a file from the client to the server, for files too large or \
+binary for write_file: the bytes go straight from the client's shell to the host, never \
+through the conversation. Returns JSON: {\"success\": true, \"url\", \"method\": \"PUT\", \
+\"ticket\", \"expires_in\", \"expires_at\", \"max_bytes\", \"dest_path\", \"overwrite\", \
+\"curl_example\", \"instructions\", \"on_error\"}.
+
+Then run curl_example in the CLIENT's local shell (not with bash_execute), e.g. \
+curl -fsS -T ./build.tar.gz '<url>'. The server answers {\"ok\": true, \"path\", \
+\"bytes_written\", \"sha256\"}.
+
+- dest_path: absolute path of the file to create or replace. Missing parent directories are \
+created when the upload arrives.
+- max_bytes: largest accepted body (default and cap MYMCP_TRANSFER_MAX_BYTES, 2 GiB).
+- expires_in: seconds the URL stays valid (default 300, at most 900).
+- overwrite: replace an existing file (default true). With false, an existing file is never \
+replaced, even one that appears after this call.
+- sha256: expected SHA-256 (hex) of the file; a body that differs is refused and nothing is \
+written.
+
+The upload is atomic: it is written to a temporary file beside the destination, synced and \
+renamed into place, so a cut or refused upload leaves the destination as it was. A replaced \
+file keeps its mode and owner. The URL works for one completed upload. Protected paths are \
+refused. Requires an rw token.";
+
+const PREPARE_DOWNLOAD_DESCRIPTION: &str = "\
+Prepare a one-time URL to download a file from the server to the client, for files too large \
+or binary for read_file: the bytes go straight from the host to the client's shell, never \
+through the conversation. Returns JSON: {\"success\": true, \"url\", \"method\": \"GET\", \
+\"ticket\", \"expires_in\", \"expires_at\", \"size\", \"src_path\", \"curl_example\", \
+\"instructions\", \"on_error\"}.
+
+Then run curl_example in the CLIENT's local shell (not with bash_execute), e.g. \
+curl -fsS '<url>' -o ./data.bin.
+
+- src_path: absolute path of a regular file (not a directory or device).
+- expires_in: seconds the URL stays valid (default 300, at most 900).
+
+The URL works for one completed download; HEAD requests do not use it up. Protected paths are \
+refused.";
+
 /// The catalogue entry of one tool.
 pub fn entry(tool: ToolName) -> ToolEntry {
     match tool {
@@ -427,7 +468,67 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 open_world: false,
             },
         },
+        ToolName::PrepareUpload => ToolEntry {
+            name: tool.as_str(),
+            description: PREPARE_UPLOAD_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "dest_path": {
+                        "type": "string",
+                        "description": "Absolute path of the file to create or replace.",
+                    },
+                    "max_bytes": {
+                        "type": "integer",
+                        "default": 2_147_483_648u64,
+                        "description": "Largest accepted upload in bytes (capped by the server).",
+                    },
+                    "expires_in": expires_in_property(),
+                    "overwrite": {
+                        "type": "boolean",
+                        "default": true,
+                        "description": "Replace an existing file.",
+                    },
+                    "sha256": {
+                        "type": "string",
+                        "description": "Expected SHA-256 of the file, 64 hex digits.",
+                    },
+                },
+                "required": ["dest_path"],
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(false),
+                open_world: false,
+            },
+        },
+        ToolName::PrepareDownload => ToolEntry {
+            name: tool.as_str(),
+            description: PREPARE_DOWNLOAD_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "src_path": {
+                        "type": "string",
+                        "description": "Absolute path of the file to download.",
+                    },
+                    "expires_in": expires_in_property(),
+                },
+                "required": ["src_path"],
+            }),
+            annotations: READ_ONLY,
+        },
     }
+}
+
+/// The schema property of a ticket's lifetime.
+fn expires_in_property() -> Value {
+    json!({
+        "type": "integer",
+        "default": 300,
+        "description": "Seconds the URL stays valid (at most 900).",
+    })
 }
 
 /// The schema property naming a job.
@@ -464,7 +565,10 @@ mod tests {
 
     #[test]
     fn ro_sees_only_read_tools_and_rw_sees_all_in_order() {
-        assert_eq!(names(Role::Ro), ["read_file", "glob", "grep"]);
+        assert_eq!(
+            names(Role::Ro),
+            ["read_file", "glob", "grep", "prepare_download"]
+        );
         assert_eq!(
             names(Role::Rw),
             [
@@ -476,7 +580,9 @@ mod tests {
                 "grep",
                 "job_status",
                 "job_output",
-                "job_kill"
+                "job_kill",
+                "prepare_upload",
+                "prepare_download"
             ]
         );
         assert!(names(Role::Admin).is_empty());

@@ -12,20 +12,28 @@
 //! process group. [`Forwarder::request_watched`] can also cancel on a trigger (an MCP
 //! `notifications/cancelled`) while still waiting for the answer, and receives the
 //! [`ServerFrame::Progress`] reports the executor sends while the request runs.
+//!
+//! Transfers ([`Forwarder::redeem`]) receive one end of a pipe from the executor: the
+//! [`ServerFrame::Pipe`] frame carries it as `SCM_RIGHTS` ancillary data on its first byte.
+//! The reader therefore reads with `recvmsg` into its own buffer and queues every descriptor
+//! that arrives; the kernel delivers a descriptor no later than the first byte of the frame it
+//! was sent with, and in stream order, so each `Pipe` frame takes the oldest queued one.
 
 use mymcp_protocol::frame::{self, FrameError, HEADER_LEN, MAX_FRAME_LEN};
 use mymcp_protocol::{
     ClientFrame, FrontendRequest, FrontendResponse, Hello, Progress, RequestId, ServerFrame,
+    TransferStart,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -110,6 +118,54 @@ struct Link {
 struct Pending {
     answer: oneshot::Sender<FrontendResponse>,
     progress: Option<mpsc::Sender<Progress>>,
+    /// Takes the pipe of a transfer ([`Forwarder::redeem`]).
+    pipe: Option<oneshot::Sender<(TransferStart, OwnedFd)>>,
+}
+
+/// What a [`Forwarder::redeem`] got first.
+#[derive(Debug)]
+pub enum Redeemed {
+    /// The executor answered without starting a transfer (a refusal, normally).
+    Answer(FrontendResponse),
+    /// The transfer started: the pipe end to use, and the request's final answer to come.
+    Started {
+        start: TransferStart,
+        pipe: OwnedFd,
+        finish: Finish,
+    },
+}
+
+/// The rest of a started transfer's request. [`Finish::answer`] waits for the executor's final
+/// word; dropping it unanswered cancels the transfer in the executor.
+pub struct Finish {
+    shared: Arc<Shared>,
+    id: RequestId,
+    generation: u64,
+    answer: Option<oneshot::Receiver<FrontendResponse>>,
+}
+
+impl fmt::Debug for Finish {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Finish").field("id", &self.id).finish()
+    }
+}
+
+impl Finish {
+    /// The request's answer (when the transfer has ended).
+    pub async fn answer(&mut self) -> Result<FrontendResponse, ForwardError> {
+        let rx = self.answer.as_mut().ok_or(ForwardError::Unavailable)?;
+        let answer = rx.await.map_err(|_| ForwardError::Unavailable);
+        self.answer = None;
+        answer
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if self.answer.is_some() {
+            self.shared.cancel(self.id, self.generation, true);
+        }
+    }
 }
 
 impl fmt::Debug for Forwarder {
@@ -188,6 +244,7 @@ impl Forwarder {
                 Pending {
                     answer: tx,
                     progress: watch.progress,
+                    pipe: None,
                 },
             );
             if link.frames.send(bytes).is_err() {
@@ -218,6 +275,50 @@ impl Forwarder {
         let answer = answer.map_err(|_| ForwardError::Unavailable);
         guard.answered = true;
         answer
+    }
+}
+
+impl Forwarder {
+    /// Sends a transfer request (`Redeem`) and waits until the executor either starts the
+    /// transfer — handing over a pipe end — or answers without one.
+    pub async fn redeem(&self, request: FrontendRequest) -> Result<Redeemed, ForwardError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = frame::encode(&ClientFrame::Request { id, body: request })
+            .map_err(ForwardError::Encode)?;
+        let (tx, rx) = oneshot::channel();
+        let (pipe_tx, pipe_rx) = oneshot::channel();
+        let generation = {
+            let mut link = self.shared.lock_link();
+            let link = link.as_mut().ok_or(ForwardError::Unavailable)?;
+            link.pending.insert(
+                id,
+                Pending {
+                    answer: tx,
+                    progress: None,
+                    pipe: Some(pipe_tx),
+                },
+            );
+            if link.frames.send(bytes).is_err() {
+                link.pending.remove(&id);
+                return Err(ForwardError::Unavailable);
+            }
+            link.generation
+        };
+        let mut finish = Finish {
+            shared: Arc::clone(&self.shared),
+            id,
+            generation,
+            answer: Some(rx),
+        };
+        // The pipe frame always precedes the answer; a dropped sender means there is none.
+        match pipe_rx.await {
+            Ok((start, pipe)) => Ok(Redeemed::Started {
+                start,
+                pipe,
+                finish,
+            }),
+            Err(_) => finish.answer().await.map(Redeemed::Answer),
+        }
     }
 }
 
@@ -357,7 +458,7 @@ async fn connect(path: &Path) -> Result<UnixStream, LinkError> {
         ServerFrame::Welcome(h) if h.is_compatible() => Ok(stream),
         ServerFrame::Welcome(h) => Err(LinkError::Incompatible(h)),
         ServerFrame::Refused { reason } => Err(LinkError::Refused(reason)),
-        ServerFrame::Response { .. } | ServerFrame::Progress { .. } => {
+        ServerFrame::Response { .. } | ServerFrame::Progress { .. } | ServerFrame::Pipe { .. } => {
             Err(LinkError::Violation("response before welcome"))
         }
     }
@@ -366,7 +467,7 @@ async fn connect(path: &Path) -> Result<UnixStream, LinkError> {
 /// Serves one established connection until either direction fails; then fails every pending
 /// request. Returns why the connection ended.
 async fn run_link(shared: &Shared, stream: UnixStream, generation: u64) -> LinkError {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
     let (frames, mut outgoing) = mpsc::unbounded_channel();
     *shared.lock_link() = Some(Link {
         generation,
@@ -375,6 +476,7 @@ async fn run_link(shared: &Shared, stream: UnixStream, generation: u64) -> LinkE
     });
     shared.connected.send_replace(true);
 
+    let mut reader = FrameReader::new(reader);
     let reason = tokio::select! {
         e = read_responses(shared, &mut reader) => e,
         e = write_frames(&mut writer, &mut outgoing) => e,
@@ -394,14 +496,33 @@ async fn run_link(shared: &Shared, stream: UnixStream, generation: u64) -> LinkE
     reason
 }
 
-async fn read_responses(shared: &Shared, reader: &mut OwnedReadHalf) -> LinkError {
+async fn read_responses(shared: &Shared, reader: &mut FrameReader) -> LinkError {
     loop {
-        let frame = match read_frame::<ServerFrame<FrontendResponse>>(reader).await {
+        let frame = match reader.next::<ServerFrame<FrontendResponse>>().await {
             Ok(f) => f,
             Err(e) => return e,
         };
         let (id, body) = match frame {
             ServerFrame::Response { id, body } => (id, body),
+            ServerFrame::Pipe { id, start } => {
+                let Some(fd) = reader.fds.pop_front() else {
+                    tracing::error!(id, "executor sent a pipe frame without a descriptor");
+                    return LinkError::Violation("pipe frame without a descriptor");
+                };
+                let taker = shared
+                    .lock_link()
+                    .as_mut()
+                    .and_then(|l| l.pending.get_mut(&id))
+                    .and_then(|p| p.pipe.take());
+                match taker {
+                    Some(tx) => {
+                        let _ = tx.send((start, fd));
+                    }
+                    // Nobody waits: closing our end tells the executor to stop.
+                    None => tracing::debug!(id, "pipe for a request nobody waits for"),
+                }
+                continue;
+            }
             ServerFrame::Progress { id, progress } => {
                 let link = shared.lock_link();
                 let watcher = link
@@ -445,6 +566,78 @@ async fn write_frames(
     }
     // The sender lives in the link, which outlives this loop.
     LinkError::Violation("outgoing queue closed")
+}
+
+/// Smallest read into the frame buffer: several small frames arrive in one system call.
+const READ_AT_LEAST: usize = 64 * 1024;
+/// A buffer grown past this for one large frame is given back once it is empty.
+const KEEP_BUFFER: usize = 1024 * 1024;
+
+/// Reads frames with `recvmsg`, keeping the descriptors that arrive with them (see the module
+/// documentation).
+struct FrameReader {
+    half: OwnedReadHalf,
+    buf: Vec<u8>,
+    /// Where the next frame starts in `buf`.
+    start: usize,
+    /// Descriptors received and not yet claimed by a `Pipe` frame, oldest first.
+    fds: VecDeque<OwnedFd>,
+}
+
+impl FrameReader {
+    fn new(half: OwnedReadHalf) -> FrameReader {
+        FrameReader {
+            half,
+            buf: Vec::with_capacity(READ_AT_LEAST),
+            start: 0,
+            fds: VecDeque::new(),
+        }
+    }
+
+    /// Reads until at least `want` unconsumed bytes are buffered.
+    async fn fill(&mut self, want: usize) -> Result<(), LinkError> {
+        while self.buf.len() - self.start < want {
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let missing = want - self.buf.len();
+            self.buf.reserve(missing.max(READ_AT_LEAST));
+            let FrameReader { half, buf, fds, .. } = self;
+            let stream = half.as_ref();
+            let raw = stream.as_raw_fd();
+            let n = stream
+                .async_io(Interest::READABLE, || {
+                    crate::sys::recv_with_fds(raw, buf, fds)
+                })
+                .await?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, LinkError> {
+        self.fill(HEADER_LEN).await?;
+        let header: [u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN]
+            .try_into()
+            .expect("header length");
+        let len = frame::body_len(header, MAX_FRAME_LEN)?;
+        self.fill(HEADER_LEN + len).await?;
+        let body = self.start + HEADER_LEN;
+        let msg = frame::decode(&self.buf[body..body + len])?;
+        self.start = body + len;
+        if self.start == self.buf.len() {
+            self.start = 0;
+            if self.buf.capacity() > KEEP_BUFFER {
+                self.buf = Vec::with_capacity(READ_AT_LEAST);
+            } else {
+                self.buf.clear();
+            }
+        }
+        Ok(msg)
+    }
 }
 
 async fn read_frame<T: serde::de::DeserializeOwned>(

@@ -1,6 +1,7 @@
 //! The HTTP surface: `POST /mcp` (MCP Streamable HTTP, stateless), `GET /health`,
-//! `GET /version`, `/admin/tokens` and `/metrics` (see [`crate::admin`]), and JSON 404/405
-//! answers for everything else.
+//! `GET /version`, `/admin/tokens` and `/metrics` (see [`crate::admin`]), `PUT`/`GET`/`HEAD
+//! /files/raw/{ticket}` (transfers, see [`crate::transfer`]), and JSON 404/405 answers for
+//! everything else.
 //!
 //! `POST /mcp` checks, in this order, and stops at the first failure:
 //! 1. `Origin`, when present, must be loopback or configured (403) — a browser page elsewhere
@@ -31,13 +32,15 @@ use crate::calls::CallRegistry;
 use crate::forward::Forwarder;
 use crate::mcp::{self, Caller, Outcome, StreamPolicy, StreamedCall};
 use crate::sys;
+use crate::tickets::Tickets;
+use crate::transfer::{self, TransferState};
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRef, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mymcp_protocol::{CallOrigin, TokenDigest};
@@ -77,6 +80,8 @@ pub struct HttpConfig {
     pub origins: OriginPolicy,
     /// Interval of `: keep-alive` comments on a streamed `tools/call`.
     pub keep_alive: Duration,
+    /// `MYMCP_PUBLIC_BASE_URL`: the prefix of transfer URLs (relative when empty).
+    pub public_base_url: String,
 }
 
 impl Default for HttpConfig {
@@ -85,6 +90,7 @@ impl Default for HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             origins: OriginPolicy::default(),
             keep_alive: DEFAULT_KEEP_ALIVE,
+            public_base_url: String::new(),
         }
     }
 }
@@ -294,22 +300,38 @@ struct AppState {
     forwarder: Arc<Forwarder>,
     calls: Arc<CallRegistry>,
     config: Arc<HttpConfig>,
+    tickets: Arc<Tickets>,
+}
+
+impl FromRef<AppState> for TransferState {
+    fn from_ref(state: &AppState) -> TransferState {
+        TransferState {
+            forwarder: state.forwarder.clone(),
+            tickets: state.tickets.clone(),
+        }
+    }
 }
 
 /// The application router. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()`: `POST /mcp` needs the peer address.
+///
+/// The ticket key is drawn here, once per process.
 pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
     let metrics = Arc::new(crate::metrics::FrontendMetrics::default());
     let ops = crate::admin::routes(forwarder.clone(), metrics.clone());
+    let tickets = Tickets::new(&config.public_base_url)
+        .expect("the kernel's random generator (getrandom) is available");
     let state = AppState {
         forwarder,
         calls: Arc::default(),
         config: Arc::new(config),
+        tickets: Arc::new(tickets),
     };
     Router::new()
         .route("/mcp", post(mcp_post).fallback(mcp_wrong_method))
         .route("/health", get(health).fallback(get_wrong_method))
         .route("/version", get(version).fallback(get_wrong_method))
+        .route("/files/raw/{ticket}", any(transfer::raw))
         .fallback(not_found)
         .with_state(state)
         .merge(ops)
@@ -326,7 +348,7 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     let id = choose_request_id(request.headers().get(X_REQUEST_ID));
     let mut log = AccessLog {
         method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
+        path: loggable_path(request.uri().path()),
         request_id: id.clone(),
         started: Instant::now(),
         status: None,
@@ -338,6 +360,18 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
     response
+}
+
+/// The path as the access log shows it: a transfer ticket is a bearer capability, so only its
+/// first 8 characters are kept (enough to correlate, useless to redeem).
+fn loggable_path(path: &str) -> String {
+    match path.strip_prefix("/files/raw/") {
+        Some(ticket) => {
+            let shown: String = ticket.chars().take(8).collect();
+            format!("/files/raw/{shown}…")
+        }
+        None => path.to_owned(),
+    }
 }
 
 /// One access-log line per request, written when the request ends — including when the
@@ -582,6 +616,7 @@ async fn mcp_post(
             request_id,
         },
         session: session_id(&headers),
+        tickets: state.tickets.clone(),
     };
     let policy = stream_policy(&headers);
     match mcp::handle(
@@ -814,6 +849,16 @@ mod tests {
         assert!(!p.allows("https://app.example.com:444"));
         assert!(!p.allows("https://evil.app.example.com"));
         assert!(OriginPolicy::from_list("*").allows("https://anything.test"));
+    }
+
+    #[test]
+    fn tickets_are_cut_from_logged_paths() {
+        let t = "AQajxphJb-n6JOAbWfneZL0AAAAAawHvOTn3WdjSFgcEr3T1CfpuQPHUExlF";
+        assert_eq!(
+            loggable_path(&format!("/files/raw/{t}")),
+            "/files/raw/AQajxphJ…"
+        );
+        assert_eq!(loggable_path("/mcp"), "/mcp");
     }
 
     #[test]

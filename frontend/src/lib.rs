@@ -25,7 +25,10 @@
 //! - [`results`]: typed tool outcomes → MCP results (large texts escaped by `json_string`);
 //! - [`admin`]: `/admin/tokens` and `/metrics`, decided by the executor;
 //! - [`metrics`]: the frontend's counters merged with the executor's, OpenMetrics text;
-//! - [`forward`]: the multiplexed, reconnecting, cancellation-aware executor client;
+//! - [`forward`]: the multiplexed, reconnecting, cancellation-aware executor client (which also
+//!   receives transfer pipes);
+//! - [`tickets`]: HMAC-signed transfer tickets, checked at the edge;
+//! - [`transfer`]: `/files/raw/{ticket}`, streaming between HTTP bodies and executor pipes;
 //! - [`listen`]: the TCP listener, from systemd socket activation or `--host`/`--port`;
 //! - [`server`]: the accept loop, connection timeouts and graceful shutdown;
 //! - `sys`: the few raw system calls, each `unsafe` justified.
@@ -56,5 +59,7 @@ pub mod metrics;
 pub mod results;
 pub mod server;
 mod sys;
+pub mod tickets;
+pub mod transfer;
 
 pub use sys::{effective_uid, tune_allocator};

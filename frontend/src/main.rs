@@ -48,6 +48,10 @@ struct Cli {
     #[arg(long, env = "MYMCP_ALLOWED_ORIGINS", default_value = "")]
     allowed_origins: String,
 
+    /// Prefix of transfer URLs (e.g. https://host.example); relative URLs when empty.
+    #[arg(long, env = "MYMCP_PUBLIC_BASE_URL", default_value = "")]
+    public_base_url: String,
+
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -108,6 +112,7 @@ async fn serve(cli: Cli, source: ListenSource) -> anyhow::Result<()> {
     let config = HttpConfig {
         max_body_bytes: cli.max_body_bytes,
         origins: OriginPolicy::from_list(&cli.allowed_origins),
+        public_base_url: cli.public_base_url.clone(),
         ..HttpConfig::default()
     };
     let app = http::router(forwarder, config);

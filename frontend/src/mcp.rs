@@ -30,6 +30,7 @@ use crate::calls::{CallKey, CallRegistry, Cancelled};
 use crate::catalogue;
 use crate::forward::{ExecutorClient, ForwardError, Watch};
 use crate::results::CallToolResult;
+use crate::tickets::Tickets;
 use mymcp_protocol::{
     CallOrigin, ErrorCode, FrontendRequest, FrontendResponse, Progress, Role, TokenDigest,
     ToolCall, ToolFailure, ToolName,
@@ -76,12 +77,14 @@ pub fn negotiate_version(requested: Option<&str>) -> &'static str {
 }
 
 /// Who is calling: the digest of the bearer token they sent, where the request came from, and
-/// the `Mcp-Session-Id` they sent (unchecked; it only scopes cancellations).
+/// the `Mcp-Session-Id` they sent (unchecked; it only scopes cancellations). `tickets` signs
+/// the transfer tickets their `prepare_*` calls get and builds the URLs.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub token: TokenDigest,
     pub origin: CallOrigin,
     pub session: Option<String>,
+    pub tickets: Arc<Tickets>,
 }
 
 /// How the client lets a `tools/call` be answered.
@@ -550,9 +553,7 @@ async fn identify(executor: &impl ExecutorClient, token: TokenDigest) -> Result<
         Ok(FrontendResponse::Identity(_) | FrontendResponse::Unauthenticated) => {
             Err(Stop::Unauthenticated)
         }
-        Ok(
-            FrontendResponse::Tool(_) | FrontendResponse::Admin(_) | FrontendResponse::Metrics(_),
-        ) => {
+        Ok(_) => {
             tracing::error!("executor answered Identify with something else");
             Err(Stop::BadAnswer)
         }
@@ -581,15 +582,12 @@ async fn call_tool(
         cancel: Some(cancel),
     };
     match executor.request_watched(request, watch).await {
-        Ok(FrontendResponse::Tool(outcome)) => {
-            Ok(RpcBody::tool(CallToolResult::from_outcome(outcome)))
-        }
+        Ok(FrontendResponse::Tool(outcome)) => Ok(RpcBody::tool(CallToolResult::from_outcome(
+            outcome,
+            &caller.tickets,
+        ))),
         Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
-        Ok(
-            FrontendResponse::Identity(_)
-            | FrontendResponse::Admin(_)
-            | FrontendResponse::Metrics(_),
-        ) => {
+        Ok(_) => {
             tracing::error!("executor answered Call with something else");
             Err(Stop::BadAnswer)
         }
@@ -847,6 +845,7 @@ mod tests {
                     Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
                     _ => FrontendResponse::Unauthenticated,
                 },
+                other => panic!("the MCP layer never sends {other:?}"),
             })
         }
     }
@@ -854,6 +853,7 @@ mod tests {
     fn caller(token: TokenDigest) -> Caller {
         Caller {
             session: None,
+            tickets: Arc::new(Tickets::with_key([3; 32], "")),
             token,
             origin: CallOrigin {
                 peer: "127.0.0.1".into(),
@@ -1064,7 +1064,7 @@ mod tests {
         };
         assert_eq!(
             names(reply(run(&exec, RO, body).await)),
-            ["read_file", "glob", "grep"]
+            ["read_file", "glob", "grep", "prepare_download"]
         );
         assert_eq!(
             names(reply(run(&exec, RW, body).await)),
@@ -1077,7 +1077,9 @@ mod tests {
                 "grep",
                 "job_status",
                 "job_output",
-                "job_kill"
+                "job_kill",
+                "prepare_upload",
+                "prepare_download"
             ]
         );
     }

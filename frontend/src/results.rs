@@ -11,9 +11,10 @@
 //! `serde_json`'s byte-by-byte escaping, and valid UTF-8 is taken over without a copy.
 
 use crate::json_string;
+use crate::tickets::Tickets;
 use mymcp_protocol::{
-    BashOutput, CapturedStream, EditFileOutput, GlobOutput, GrepOutput, JobInfo, JobOutputChunk,
-    ReadFileOutput, ToolFailure, ToolOutput, WriteFileOutput,
+    BashOutput, CapturedStream, Direction, EditFileOutput, GlobOutput, GrepOutput, JobInfo,
+    JobOutputChunk, ReadFileOutput, ToolFailure, ToolOutput, TransferGrant, WriteFileOutput,
 };
 use serde::Serialize;
 
@@ -42,10 +43,11 @@ impl CallToolResult {
         }
     }
 
-    /// The result for a tool outcome from the executor.
-    pub fn from_outcome(outcome: Result<ToolOutput, ToolFailure>) -> Self {
+    /// The result for a tool outcome from the executor. `tickets` turns a transfer grant into
+    /// its ticket and URL.
+    pub fn from_outcome(outcome: Result<ToolOutput, ToolFailure>, tickets: &Tickets) -> Self {
         match outcome {
-            Ok(output) => CallToolResult::text(output_json(output), false),
+            Ok(output) => CallToolResult::text(output_json(output, tickets), false),
             Err(failure) => CallToolResult::failure(&failure),
         }
     }
@@ -149,6 +151,104 @@ struct JobOutputJson<'a> {
     output_truncated: bool,
 }
 
+#[derive(Serialize)]
+struct UploadGrantJson<'a> {
+    success: bool,
+    url: &'a str,
+    method: &'static str,
+    ticket: &'a str,
+    expires_in: u64,
+    expires_at: &'a str,
+    max_bytes: u64,
+    dest_path: &'a str,
+    overwrite: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<&'a str>,
+    curl_example: String,
+    instructions: &'static str,
+    on_error: &'static str,
+}
+
+#[derive(Serialize)]
+struct DownloadGrantJson<'a> {
+    success: bool,
+    url: &'a str,
+    method: &'static str,
+    ticket: &'a str,
+    expires_in: u64,
+    expires_at: &'a str,
+    size: u64,
+    src_path: &'a str,
+    curl_example: String,
+    instructions: &'static str,
+    on_error: &'static str,
+}
+
+const UPLOAD_INSTRUCTIONS: &str = "Run curl_example in the client's own shell (not with \
+bash_execute: the file is on the client), replacing /local/path/to/file with the file to send. \
+The bytes stream straight to the server, never through the conversation. On success the server \
+answers {\"ok\": true, \"path\": \"...\", \"bytes_written\": N, \"sha256\": \"...\"}.";
+
+const DOWNLOAD_INSTRUCTIONS: &str = "Run curl_example in the client's own shell (not with \
+bash_execute: the file goes to the client), choosing the local path after -o. The bytes stream \
+straight from the server, never through the conversation.";
+
+const ON_ERROR: &str = "On an HTTP error the JSON body says why: {\"ok\": false, \"error\": \
+code, \"hint\": text}. A ticket is spent by the transfer that completes; after a failed one \
+(cut connection, too large, checksum mismatch) the same URL can be retried until it expires. \
+Expired (410) or used (409) tickets need a new prepare call.";
+
+/// Quotes a string for a POSIX shell command line.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The tool JSON of `prepare_upload`/`prepare_download`: the reference's keys, in its order.
+fn transfer_json(grant: &TransferGrant, tickets: &Tickets) -> String {
+    let ticket = tickets.mint(grant);
+    let url = tickets.url(&ticket);
+    match grant.direction {
+        Direction::Upload => to_json(&UploadGrantJson {
+            success: true,
+            url: &url,
+            method: "PUT",
+            ticket: &ticket,
+            expires_in: grant.expires_in,
+            expires_at: &grant.expires_at,
+            max_bytes: grant.bytes,
+            dest_path: &grant.path,
+            overwrite: grant.overwrite,
+            sha256: grant.sha256.as_deref(),
+            curl_example: format!("curl -fsS -T /local/path/to/file {}", shell_quote(&url)),
+            instructions: UPLOAD_INSTRUCTIONS,
+            on_error: ON_ERROR,
+        }),
+        Direction::Download => {
+            let name = std::path::Path::new(&grant.path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "download".into());
+            to_json(&DownloadGrantJson {
+                success: true,
+                url: &url,
+                method: "GET",
+                ticket: &ticket,
+                expires_in: grant.expires_in,
+                expires_at: &grant.expires_at,
+                size: grant.bytes,
+                src_path: &grant.path,
+                curl_example: format!(
+                    "curl -fsS {} -o {}",
+                    shell_quote(&url),
+                    shell_quote(&format!("/local/path/{name}"))
+                ),
+                instructions: DOWNLOAD_INSTRUCTIONS,
+                on_error: ON_ERROR,
+            })
+        }
+    }
+}
+
 fn is_true(b: &bool) -> bool {
     *b
 }
@@ -159,7 +259,7 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 /// The tool JSON of a successful result.
-pub fn output_json(output: ToolOutput) -> String {
+pub fn output_json(output: ToolOutput, tickets: &Tickets) -> String {
     match output {
         ToolOutput::Bash(bash) => bash_json(bash),
         ToolOutput::ReadFile(read) => read_file_json(&read),
@@ -191,6 +291,7 @@ pub fn output_json(output: ToolOutput) -> String {
         }),
         ToolOutput::Job(job) => job_json(&job),
         ToolOutput::JobOutput(chunk) => job_output_json(chunk),
+        ToolOutput::TransferGrant(grant) => transfer_json(&grant, tickets),
     }
 }
 
@@ -287,6 +388,76 @@ mod tests {
     use super::*;
     use mymcp_protocol::ErrorCode;
 
+    fn tickets() -> Tickets {
+        Tickets::with_key([5; 32], "http://h:1/")
+    }
+
+    #[test]
+    fn transfer_grants_become_urls_tickets_and_curl_lines() {
+        let grant = TransferGrant {
+            grant: mymcp_protocol::GrantId([9; 16]),
+            direction: Direction::Upload,
+            expires_at_unix: 4_000_000_000,
+            expires_in: 300,
+            expires_at: "2096-10-02T07:06:40Z".into(),
+            path: "/srv/in/a b.bin".into(),
+            bytes: 1024,
+            overwrite: false,
+            sha256: None,
+        };
+        let r =
+            CallToolResult::from_outcome(Ok(ToolOutput::TransferGrant(grant.clone())), &tickets());
+        assert!(!r.is_error);
+        let v: serde_json::Value = serde_json::from_str(&r.content[0].text).unwrap();
+        // The reference's keys in its order (the text, not the parsed value, keeps the order).
+        let text = &r.content[0].text;
+        let at = |k: &str| {
+            text.find(&format!("\"{k}\":"))
+                .unwrap_or_else(|| panic!("{k}"))
+        };
+        let order = [
+            "success",
+            "url",
+            "method",
+            "ticket",
+            "expires_in",
+            "expires_at",
+            "max_bytes",
+            "dest_path",
+            "overwrite",
+            "curl_example",
+            "instructions",
+            "on_error",
+        ];
+        assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{text}");
+        assert!(v.get("sha256").is_none());
+        let ticket = v["ticket"].as_str().unwrap();
+        assert_eq!(v["url"], format!("http://h:1/files/raw/{ticket}"));
+        assert_eq!(v["method"], "PUT");
+        assert_eq!(
+            v["curl_example"],
+            format!("curl -fsS -T /local/path/to/file 'http://h:1/files/raw/{ticket}'")
+        );
+        assert!(tickets().verify(ticket, 0).is_ok());
+
+        let download = TransferGrant {
+            direction: Direction::Download,
+            path: "/var/log/it's.log".into(),
+            ..grant
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&transfer_json(&download, &tickets())).unwrap();
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["size"], 1024);
+        assert_eq!(v["src_path"], "/var/log/it's.log");
+        assert!(v.get("max_bytes").is_none());
+        let ticket = v["ticket"].as_str().unwrap();
+        assert_eq!(
+            v["curl_example"],
+            format!("curl -fsS 'http://h:1/files/raw/{ticket}' -o '/local/path/it'\\''s.log'")
+        );
+    }
+
     fn stream(head: &[u8], total: u64) -> CapturedStream {
         CapturedStream {
             head: head.to_vec(),
@@ -307,7 +478,7 @@ mod tests {
     #[test]
     fn bash_result_has_the_reference_keys_in_order() {
         let out = bash(stream(b"hi\n", 3), stream(b"", 0), false);
-        let result = CallToolResult::from_outcome(Ok(ToolOutput::Bash(out)));
+        let result = CallToolResult::from_outcome(Ok(ToolOutput::Bash(out)), &tickets());
         assert!(!result.is_error);
         assert_eq!(
             result.content[0].text,
@@ -368,7 +539,7 @@ mod tests {
 
     #[test]
     fn file_tool_results_have_the_reference_keys_in_order() {
-        let j = output_json;
+        let j = |o| output_json(o, &tickets());
         assert_eq!(
             j(ToolOutput::WriteFile(WriteFileOutput { bytes_written: 5 })),
             r#"{"success":true,"bytes_written":5}"#
@@ -407,7 +578,7 @@ mod tests {
     fn failure_json_key_order_and_is_error() {
         let f = ToolFailure::new(ErrorCode::FileNotFoundError, "File not found: /nope")
             .with_suggestion("Check the file path");
-        let result = CallToolResult::from_outcome(Err(f));
+        let result = CallToolResult::from_outcome(Err(f), &tickets());
         assert!(result.is_error);
         assert_eq!(
             result.content[0].text,

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{FakeExecutor, ADMIN_TOKEN, RO_TOKEN, RW_TOKEN};
+use support::{FakeExecutor, ADMIN_TOKEN, FAKE_GRANT, RO_TOKEN, RW_TOKEN};
 use tower::ServiceExt;
 
 const PEER: &str = "192.0.2.7:40000";
@@ -308,7 +308,7 @@ async fn tools_list_is_filtered_by_role() {
     };
     assert_eq!(
         names(send(&h.app, mcp(RO_TOKEN, LIST)).await.json()),
-        ["read_file", "glob", "grep"]
+        ["read_file", "glob", "grep", "prepare_download"]
     );
     let rw = send(&h.app, mcp(RW_TOKEN, LIST)).await.json();
     assert_eq!(
@@ -322,7 +322,9 @@ async fn tools_list_is_filtered_by_role() {
             "grep",
             "job_status",
             "job_output",
-            "job_kill"
+            "job_kill",
+            "prepare_upload",
+            "prepare_download"
         ]
     );
     assert_eq!(
@@ -745,5 +747,84 @@ async fn a_streamed_call_whose_client_goes_away_is_cancelled() {
     match h.executor.next_frame().await {
         ClientFrame::Cancel { id: cancelled } => assert_eq!(cancelled, id),
         other => panic!("expected Cancel, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn forged_tickets_are_refused_without_asking_the_executor() {
+    let mut h = harness().await;
+    for ticket in [
+        "x".repeat(60),
+        "A".repeat(60),
+        "short".to_owned(),
+        "AQajxphJb-n6JOAbWfneZL0AAAAAawHvOTn3WdjSFgcEr3T1CfpuQPHUExlF".to_owned(),
+    ] {
+        for method in [Method::GET, Method::PUT, Method::HEAD, Method::DELETE] {
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(format!("/files/raw/{ticket}"))
+                .body(Body::from("data"))
+                .unwrap();
+            let reply = send(&h.app, request).await;
+            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {ticket}");
+            if method != Method::HEAD {
+                assert_eq!(
+                    reply.json(),
+                    json!({"ok": false, "error": "ticket_not_found", "hint": "Mint a new ticket."})
+                );
+            }
+        }
+    }
+    assert!(
+        h.executor.drain().is_empty(),
+        "no round trip for a forged ticket"
+    );
+}
+
+#[tokio::test]
+async fn a_minted_ticket_names_the_executors_grant_and_checks_the_method_at_the_edge() {
+    let mut h = harness().await;
+    let reply = send(
+        &h.app,
+        mcp(
+            RO_TOKEN,
+            &tools_call("prepare_download", json!({"src_path": "/srv/f.bin"})),
+        ),
+    )
+    .await;
+    let v: Value = serde_json::from_str(
+        reply.json()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["method"], "GET", "{v}");
+    let url = v["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with("/files/raw/"), "{url}");
+    h.executor.drain();
+
+    // PUT on a download ticket: 405 at the edge, with Allow.
+    let put = Request::put(&url).body(Body::from("x")).unwrap();
+    let reply = send(&h.app, put).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+    assert_eq!(reply.json()["hint"], "This ticket requires GET.");
+    assert!(h.executor.drain().is_empty());
+
+    // GET reaches the executor with the grant it made; its refusal becomes the JSON body.
+    let reply = send(&h.app, Request::get(&url).body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.json()["error"], "ticket_not_found");
+    match h.executor.next_frame().await {
+        ClientFrame::Request {
+            body: FrontendRequest::Redeem {
+                grant, direction, ..
+            },
+            ..
+        } => {
+            assert_eq!(grant, FAKE_GRANT);
+            assert_eq!(direction, mymcp_protocol::Direction::Download);
+        }
+        other => panic!("expected a redeem, got {other:?}"),
     }
 }

@@ -29,8 +29,10 @@
 mod byte_string;
 pub mod frame;
 mod tools;
+mod transfer;
 
 pub use tools::*;
+pub use transfer::*;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -104,6 +106,14 @@ pub enum ServerFrame<R> {
     Progress {
         id: RequestId,
         progress: Progress,
+    },
+    /// A transfer of request `id` has started: one end of a pipe travels with this frame as
+    /// `SCM_RIGHTS` ancillary data (attached to the frame's first byte). The write end for an
+    /// upload, the read end for a download; never a descriptor of a host file. Sent at most
+    /// once per request, before its `Response`.
+    Pipe {
+        id: RequestId,
+        start: TransferStart,
     },
 }
 
@@ -224,6 +234,27 @@ pub enum FrontendRequest {
         tool: String,
         failure: ToolFailure,
     },
+    /// Redeem a transfer grant (`PUT`/`GET /files/raw/{ticket}`). The executor checks the grant
+    /// and the path, claims the grant, sends a [`ServerFrame::Pipe`] and moves the bytes; the
+    /// response ([`FrontendResponse::Transfer`]) comes when the transfer has ended. A refusal
+    /// before the claim is answered at once, without a pipe.
+    Redeem {
+        grant: GrantId,
+        direction: Direction,
+        /// The upload's `Content-Length`, if the client sent one (checked before the claim).
+        announced_len: Option<u64>,
+        origin: CallOrigin,
+    },
+    /// Check a grant as `Redeem` would, without claiming it (`HEAD`). Answered with
+    /// [`FrontendResponse::TransferProbe`].
+    Probe {
+        grant: GrantId,
+        direction: Direction,
+    },
+    /// The upload body of claim `claim` of `grant` ended normally: once the pipe is drained the
+    /// executor may commit the file. Without it, an upload whose pipe closes is discarded (the
+    /// client went away). Answered with [`FrontendResponse::Acknowledged`].
+    CommitUpload { grant: GrantId, claim: u64 },
 }
 
 /// What an `/admin/tokens` request asks for.
@@ -345,6 +376,12 @@ pub enum FrontendResponse {
     Tool(Result<ToolOutput, ToolFailure>),
     Admin(AdminOutcome),
     Metrics(MetricsOutcome),
+    /// The outcome of a `Redeem`.
+    Transfer(Result<TransferDone, TransferError>),
+    /// The answer to a `Probe`: what a `GET` would send.
+    TransferProbe(Result<TransferStart, TransferError>),
+    /// The answer to `CommitUpload`: whether a running upload took the commit.
+    Acknowledged(bool),
 }
 
 /// Requests accepted on `control.sock`, from root only.

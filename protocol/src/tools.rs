@@ -4,7 +4,7 @@
 //! types (rejecting wrong types and missing fields), and the executor re-validates every value
 //! as if it came from an attacker (clamps, length limits, absolute paths).
 
-use crate::Role;
+use crate::{PrepareDownload, PrepareUpload, Role, TransferGrant};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -20,11 +20,13 @@ pub enum ToolName {
     JobStatus,
     JobOutput,
     JobKill,
+    PrepareUpload,
+    PrepareDownload,
 }
 
 impl ToolName {
     /// Every tool, in the order `tools/list` shows them.
-    pub const ALL: [ToolName; 9] = [
+    pub const ALL: [ToolName; 11] = [
         ToolName::BashExecute,
         ToolName::ReadFile,
         ToolName::WriteFile,
@@ -34,6 +36,8 @@ impl ToolName {
         ToolName::JobStatus,
         ToolName::JobOutput,
         ToolName::JobKill,
+        ToolName::PrepareUpload,
+        ToolName::PrepareDownload,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +51,8 @@ impl ToolName {
             ToolName::JobStatus => "job_status",
             ToolName::JobOutput => "job_output",
             ToolName::JobKill => "job_kill",
+            ToolName::PrepareUpload => "prepare_upload",
+            ToolName::PrepareDownload => "prepare_download",
         }
     }
 
@@ -66,6 +72,8 @@ impl ToolName {
             ToolName::Grep => Role::Ro,
             // Jobs are commands: looking at one is as privileged as starting one.
             ToolName::JobStatus | ToolName::JobOutput | ToolName::JobKill => Role::Rw,
+            ToolName::PrepareUpload => Role::Rw,
+            ToolName::PrepareDownload => Role::Ro,
         }
     }
 }
@@ -90,6 +98,8 @@ pub enum ToolCall {
     JobStatus(JobRef),
     JobOutput(JobOutputArgs),
     JobKill(JobKillArgs),
+    PrepareUpload(PrepareUpload),
+    PrepareDownload(PrepareDownload),
 }
 
 impl ToolCall {
@@ -104,6 +114,8 @@ impl ToolCall {
             ToolCall::JobStatus(_) => ToolName::JobStatus,
             ToolCall::JobOutput(_) => ToolName::JobOutput,
             ToolCall::JobKill(_) => ToolName::JobKill,
+            ToolCall::PrepareUpload(_) => ToolName::PrepareUpload,
+            ToolCall::PrepareDownload(_) => ToolName::PrepareDownload,
         }
     }
 }
@@ -242,6 +254,8 @@ pub enum ToolOutput {
     /// or signalled (`job_kill`).
     Job(JobInfo),
     JobOutput(JobOutputChunk),
+    /// `prepare_upload` / `prepare_download`: a grant for the frontend to wrap in a ticket.
+    TransferGrant(TransferGrant),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,6 +409,17 @@ pub enum ErrorCode {
     AmbiguousMatch,
     /// grep: the pattern is not a valid regex.
     InvalidRegex,
+    /// prepare_*: `MYMCP_TRANSFER_ENABLED` is false.
+    TransferDisabled,
+    /// prepare_upload: the destination exists and `overwrite` is false.
+    FileExists,
+    /// prepare_upload: `max_bytes` is not positive.
+    InvalidMaxBytes,
+    /// prepare_download: the source does not exist (the reference's spelling, not
+    /// `FileNotFoundError`).
+    FileNotFound,
+    /// prepare_*: `expires_in` is not positive.
+    InvalidExpiresIn,
 }
 
 impl ErrorCode {
@@ -420,6 +445,11 @@ impl ErrorCode {
             ErrorCode::StringNotFound => "StringNotFound",
             ErrorCode::AmbiguousMatch => "AmbiguousMatch",
             ErrorCode::InvalidRegex => "InvalidRegex",
+            ErrorCode::TransferDisabled => "TransferDisabled",
+            ErrorCode::FileExists => "FileExists",
+            ErrorCode::InvalidMaxBytes => "InvalidMaxBytes",
+            ErrorCode::FileNotFound => "FileNotFound",
+            ErrorCode::InvalidExpiresIn => "InvalidExpiresIn",
         }
     }
 }
@@ -490,9 +520,13 @@ mod tests {
                 "grep",
                 "job_status",
                 "job_output",
-                "job_kill"
+                "job_kill",
+                "prepare_upload",
+                "prepare_download"
             ]
         );
+        assert_eq!(ToolName::PrepareUpload.required_role(), Role::Rw);
+        assert_eq!(ToolName::PrepareDownload.required_role(), Role::Ro);
     }
 
     #[test]

@@ -173,6 +173,28 @@ pub fn rename_within(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Resul
     }
 }
 
+/// `renameat2(dir, from, dir, to, RENAME_NOREPLACE)`: as [`rename_within`], but fails with
+/// `EEXIST` instead of replacing an existing `to` — atomically, with no window in between.
+pub fn rename_within_noreplace(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    let (f, t) = (cstring(from)?, cstring(to)?);
+    // SAFETY: both strings are valid, NUL-terminated and outlive the call; the descriptors are
+    // the same open directory.
+    let r = unsafe {
+        libc::renameat2(
+            dir.as_raw_fd(),
+            f.as_ptr(),
+            dir.as_raw_fd(),
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `unlinkat(dir, name, 0)`: removes a file (not a directory).
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     let c = cstring(name)?;

@@ -2,6 +2,7 @@
 //! Callers get safe functions with `io::Result`s.
 
 pub mod fs;
+pub mod pipe;
 pub mod process;
 
 use std::ffi::CString;

@@ -7,16 +7,18 @@
 //! `"hang"` (never answered until cancelled), `"slow"` (answered after 300 ms),
 //! `"progress"` (two progress frames 100 ms apart, then the answer) and
 //! `"sleep-out"` (reported as timed out);
-//! `read_file` returns one numbered line holding the path; job tools answer `NotFound`.
+//! `read_file` returns one numbered line holding the path; job tools answer `NotFound`;
+//! `prepare_download` grants [`FAKE_GRANT`], whose redeem answers `ticket_not_found`.
 
 #![allow(dead_code)]
 
 use mymcp_frontend::http::token_digest;
 use mymcp_protocol::frame::{self, HEADER_LEN, MAX_FRAME_LEN};
 use mymcp_protocol::{
-    BashOutput, CapturedStream, ClientFrame, ErrorCode, FrontendRequest, FrontendResponse, Hello,
-    Identity, Progress, ReadFileOutput, Role, ServerFrame, TokenDigest, ToolCall, ToolFailure,
-    ToolOutput,
+    BashOutput, CapturedStream, ClientFrame, Direction, ErrorCode, FrontendRequest,
+    FrontendResponse, GrantId, Hello, Identity, Progress, ReadFileOutput, Role, ServerFrame,
+    TokenDigest, ToolCall, ToolFailure, ToolOutput, TransferError, TransferErrorKind,
+    TransferGrant,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,8 @@ use tokio::task::{JoinHandle, JoinSet};
 pub const RW_TOKEN: &str = "tok_rw_0123456789";
 pub const RO_TOKEN: &str = "tok_ro_0123456789";
 pub const ADMIN_TOKEN: &str = "tok_admin_0123456789";
+/// The grant every `prepare_download` of the fake gets (redeeming it answers "not found").
+pub const FAKE_GRANT: GrantId = GrantId([0x5a; 16]);
 
 /// How the fake answers a hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,6 +275,21 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                     total_lines_exact: true,
                     truncated: false,
                 })),
+                ToolCall::PrepareDownload(p) => Ok(ToolOutput::TransferGrant(TransferGrant {
+                    grant: FAKE_GRANT,
+                    direction: Direction::Download,
+                    expires_at_unix: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs()
+                        + 300,
+                    expires_in: 300,
+                    expires_at: "2030-01-01T00:00:00Z".into(),
+                    path: p.src_path,
+                    bytes: 3,
+                    overwrite: false,
+                    sha256: None,
+                })),
                 ToolCall::JobStatus(_) | ToolCall::JobOutput(_) | ToolCall::JobKill(_) => Err(
                     ToolFailure::new(ErrorCode::NotFound, "Job not found (fake executor)"),
                 ),
@@ -280,6 +299,16 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                 )),
             })
         }
+        // The fake knows no grants.
+        FrontendRequest::Redeem { .. } => FrontendResponse::Transfer(Err(TransferError::new(
+            TransferErrorKind::NotFound,
+            "Mint a new ticket.",
+        ))),
+        FrontendRequest::Probe { .. } => FrontendResponse::TransferProbe(Err(TransferError::new(
+            TransferErrorKind::NotFound,
+            "Mint a new ticket.",
+        ))),
+        FrontendRequest::CommitUpload { .. } => FrontendResponse::Acknowledged(false),
     })
 }
 

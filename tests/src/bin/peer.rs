@@ -51,8 +51,14 @@ fn answer(s: &mut UnixStream) -> bool {
                 let kind = kind.split(['(', ' ', '{']).next().unwrap_or("");
                 println!("Metrics {kind} id={id}")
             }
+            FrontendResponse::Transfer(Ok(_)) => println!("Transfer Ok id={id}"),
+            FrontendResponse::Transfer(Err(e)) => println!("Transfer Err {} id={id}", e.kind),
+            FrontendResponse::TransferProbe(Ok(_)) => println!("Probe Ok id={id}"),
+            FrontendResponse::TransferProbe(Err(e)) => println!("Probe Err {} id={id}", e.kind),
+            FrontendResponse::Acknowledged(b) => println!("Acknowledged {b} id={id}"),
         },
         Ok(ServerFrame::Progress { id, .. }) => println!("Progress id={id}"),
+        Ok(ServerFrame::Pipe { id, .. }) => println!("Pipe id={id}"),
         Err(FrameError::Io(e))
             if matches!(
                 e.kind(),
@@ -177,6 +183,54 @@ fn main() {
             };
             if hello(&mut s) {
                 send(&mut s, &Req::Request { id: 3, body });
+                answer(&mut s);
+            }
+        }
+        // Redeem, probe and commit grants whose ids are guessed (the HMAC of the tickets is the
+        // frontend's; a compromised frontend skips it): the executor must know nothing of them.
+        "redeem-guess" => {
+            if hello(&mut s) {
+                let grant = mymcp_protocol::GrantId([0x42; 16]);
+                let origin = CallOrigin {
+                    peer: "evil".into(),
+                    request_id: "evil".into(),
+                };
+                for (id, direction) in [
+                    (1, mymcp_protocol::Direction::Upload),
+                    (2, mymcp_protocol::Direction::Download),
+                ] {
+                    send(
+                        &mut s,
+                        &Req::Request {
+                            id,
+                            body: FrontendRequest::Redeem {
+                                grant,
+                                direction,
+                                announced_len: None,
+                                origin: origin.clone(),
+                            },
+                        },
+                    );
+                    answer(&mut s);
+                }
+                send(
+                    &mut s,
+                    &Req::Request {
+                        id: 3,
+                        body: FrontendRequest::Probe {
+                            grant,
+                            direction: mymcp_protocol::Direction::Download,
+                        },
+                    },
+                );
+                answer(&mut s);
+                send(
+                    &mut s,
+                    &Req::Request {
+                        id: 4,
+                        body: FrontendRequest::CommitUpload { grant, claim: 1 },
+                    },
+                );
                 answer(&mut s);
             }
         }

@@ -1,0 +1,1220 @@
+//! File transfers: `prepare_upload`/`prepare_download` make single-use *grants*; a redeem
+//! claims one and moves the bytes between the file and a pipe whose other end the frontend
+//! holds.
+//!
+//! A grant is a random 128-bit [`GrantId`] bound to the token that made it, a direction, the
+//! canonical path (checked against the protected set when it is made), a byte limit, the
+//! `overwrite` flag, an optional SHA-256 and an expiry. It lives only in this process.
+//!
+//! Redeeming ([`Transfers::redeem`]) checks, in order: transfer enabled, grant known, not
+//! expired, right direction, not used or in use, the token that made it still valid (a
+//! revoked token takes its tickets with it), the announced length, and the path again on the
+//! opened object — a symlink swapped in since the grant was made is caught here. None of these
+//! refusals spends the grant. Then the grant is *claimed* (atomically, under one lock: of 20
+//! parallel redeems exactly one gets it) and the executor hands the frontend one end of a pipe
+//! ([`Events::pipe`], `SCM_RIGHTS`):
+//!
+//! - **download**: the file, opened after the check, is `splice`d into the pipe (no copy in
+//!   this process); exactly the size seen at redeem time is sent (`Content-Length`).
+//! - **upload**: the pipe is `splice`d into a temporary file created inside the checked
+//!   directory, stopping as soon as the body exceeds `max_bytes`; a second thread hashes what
+//!   was written, reading it back from the page cache while more arrives. Once the pipe is drained *and* the frontend confirms the body ended normally
+//!   ([`Transfers::commit`]; a closed pipe alone may be a client that went away), the file is
+//!   synced, its SHA-256 checked if the grant has one, given the mode and owner of the file it
+//!   replaces, and renamed into place — with `RENAME_NOREPLACE` when `overwrite` is false, so a
+//!   file that appeared in the meantime is never replaced. Any failure removes the temporary
+//!   file; the destination is untouched.
+//!
+//! A completed transfer spends the grant for good (a second use is `ticket_used`); a failed one
+//! (client gone, too large, checksum mismatch) releases it, so the same URL can be retried
+//! until it expires. Every redeem of a known grant is logged by [`audit_redeem`].
+
+use crate::auth::{self, Rw};
+use crate::edit::{self, Replace, TempFile};
+use crate::paths::{self, CheckedTarget, ProtectedPaths};
+use crate::server::{CancelSignal, Events};
+use crate::sys::pipe::{self as syspipe, Ready};
+use crate::tokens::TokenStore;
+use mymcp_protocol::{
+    CallOrigin, Direction, ErrorCode, GrantId, PrepareDownload, PrepareUpload, Role, TokenDigest,
+    ToolFailure, ToolName, TransferDone, TransferError, TransferErrorKind as Kind, TransferGrant,
+    TransferStart,
+};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{oneshot, watch};
+
+/// Transfer settings (`MYMCP_TRANSFER_*`), read by [`crate::config::transfer_settings`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferConfig {
+    pub enabled: bool,
+    /// Default and cap of `max_bytes`.
+    pub max_bytes: u64,
+    pub default_ttl_secs: u64,
+    pub max_ttl_secs: u64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            enabled: true,
+            max_bytes: 2 << 30,
+            default_ttl_secs: 300,
+            max_ttl_secs: 900,
+        }
+    }
+}
+
+/// Most grants alive at once (expired ones are purged first).
+pub const MAX_GRANTS: usize = 4096;
+/// A transfer in which nothing moves for this long is abandoned.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long an upload whose pipe is drained waits for the frontend's commit.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Buffer of the upload hash (reading the written file back) and of the read/write fallbacks.
+const CHUNK: usize = 256 * 1024;
+/// Pipe buffer asked for; fewer wake-ups per megabyte than the default 64 KiB.
+const PIPE_SIZE: usize = 1024 * 1024;
+/// Start writeback of an upload every this many bytes, so the final fsync is short.
+const WRITEBACK_EVERY: u64 = 16 * 1024 * 1024;
+
+/// Where a grant is in its single life.
+#[derive(Debug)]
+enum State {
+    Ready,
+    /// Claimed by a running redeem; `commit` is taken by [`Transfers::commit`].
+    Busy {
+        claim: u64,
+        commit: Option<oneshot::Sender<()>>,
+    },
+    /// A transfer completed.
+    Used,
+}
+
+#[derive(Debug)]
+struct Grant {
+    token: TokenDigest,
+    direction: Direction,
+    /// As the client gave it: what the response and the audit show.
+    path: String,
+    /// The real path found when the grant was made; redeem re-opens and re-checks it.
+    target: PathBuf,
+    /// Upload: body limit. Download: size when the grant was made.
+    bytes: u64,
+    overwrite: bool,
+    sha256: Option<[u8; 32]>,
+    expires_at: u64,
+    state: State,
+}
+
+/// What a redeem needs of a grant, copied out of the lock.
+#[derive(Clone, Debug)]
+struct View {
+    id: GrantId,
+    token: TokenDigest,
+    path: String,
+    target: PathBuf,
+    bytes: u64,
+    overwrite: bool,
+    sha256: Option<[u8; 32]>,
+}
+
+/// The grants of this executor.
+#[derive(Debug)]
+pub struct Transfers {
+    config: TransferConfig,
+    grants: Mutex<HashMap<GrantId, Grant>>,
+    next_claim: AtomicU64,
+    /// Transfers moving bytes right now.
+    running: AtomicU64,
+}
+
+/// Seconds since the epoch.
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn refuse(kind: Kind, hint: impl Into<String>) -> TransferError {
+    TransferError::new(kind, hint)
+}
+
+const MINT_NEW: &str = "Mint a new ticket.";
+
+impl Transfers {
+    pub fn new(config: TransferConfig) -> Self {
+        Transfers {
+            config,
+            grants: Mutex::new(HashMap::new()),
+            next_claim: AtomicU64::new(1),
+            running: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &TransferConfig {
+        &self.config
+    }
+
+    /// Grants alive (ready, busy or used but not yet purged).
+    pub fn grants(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Transfers moving bytes right now.
+    pub fn running(&self) -> u64 {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<GrantId, Grant>> {
+        // Every critical section is a lookup, insert or state change: consistent even after a
+        // panic elsewhere.
+        self.grants.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn disabled() -> ToolFailure {
+        ToolFailure::new(
+            ErrorCode::TransferDisabled,
+            "File transfer feature is disabled on this server.",
+        )
+    }
+
+    /// `expires_in` after the reference's default and clamp.
+    fn ttl(&self, expires_in: Option<i64>) -> Result<u64, ToolFailure> {
+        match expires_in {
+            None => Ok(self.config.default_ttl_secs),
+            Some(n) if n <= 0 => Err(ToolFailure::new(
+                ErrorCode::InvalidExpiresIn,
+                "expires_in must be positive.",
+            )),
+            Some(n) => Ok((n as u64).min(self.config.max_ttl_secs)),
+        }
+    }
+
+    /// `prepare_upload`. Blocking (path checks).
+    pub fn prepare_upload(
+        &self,
+        auth: &auth::Authorized<Rw>,
+        args: &PrepareUpload,
+        protected: &ProtectedPaths,
+    ) -> Result<TransferGrant, ToolFailure> {
+        if !self.config.enabled {
+            return Err(Self::disabled());
+        }
+        let path = args.dest_path.as_str();
+        absolute("dest_path", path)?;
+        let policy = protected.policy();
+        let (target, exists) = match paths::open_for_write(&policy, path, false) {
+            Ok(t) => (t.real(), t.existing().is_some()),
+            // A missing parent directory is created when the upload arrives; check what exists.
+            Err(f)
+                if f.code == ErrorCode::FileNotFoundError
+                    || f.code == ErrorCode::NotADirectoryError =>
+            {
+                (paths::check_new_path(&policy, path)?, false)
+            }
+            Err(f) => return Err(f),
+        };
+        let overwrite = args.overwrite.unwrap_or(true);
+        if exists && !overwrite {
+            return Err(ToolFailure::new(
+                ErrorCode::FileExists,
+                format!("{path} already exists and overwrite=False."),
+            ));
+        }
+        let max_bytes = match args.max_bytes {
+            None => self.config.max_bytes,
+            Some(n) if n <= 0 => {
+                return Err(ToolFailure::new(
+                    ErrorCode::InvalidMaxBytes,
+                    "max_bytes must be positive.",
+                ))
+            }
+            Some(n) => (n as u64).min(self.config.max_bytes),
+        };
+        let ttl = self.ttl(args.expires_in)?;
+        let sha256 = match &args.sha256 {
+            None => None,
+            Some(hex) => Some(parse_sha256(hex).ok_or_else(|| {
+                ToolFailure::new(
+                    ErrorCode::InvalidArguments,
+                    "sha256 must be 64 hexadecimal digits.",
+                )
+            })?),
+        };
+        self.insert(
+            auth.token(),
+            Direction::Upload,
+            path,
+            target,
+            max_bytes,
+            overwrite,
+            sha256,
+            ttl,
+        )
+    }
+
+    /// `prepare_download`. Blocking (opens the file to check it).
+    pub fn prepare_download(
+        &self,
+        auth: &auth::Authorized<auth::Ro>,
+        args: &PrepareDownload,
+        protected: &ProtectedPaths,
+    ) -> Result<TransferGrant, ToolFailure> {
+        if !self.config.enabled {
+            return Err(Self::disabled());
+        }
+        let path = args.src_path.as_str();
+        absolute("src_path", path)?;
+        let policy = protected.policy();
+        let file = match paths::open_for_read(&policy, path) {
+            Ok(f) => f,
+            Err(f) if f.code == ErrorCode::FileNotFoundError => {
+                // The reference checks protection before existence.
+                if let Some(entry) = paths::protected_entry_lenient(&policy, path) {
+                    return Err(paths::protected_failure(&entry));
+                }
+                return Err(ToolFailure::new(
+                    ErrorCode::FileNotFound,
+                    format!("{path} does not exist."),
+                ));
+            }
+            Err(f)
+                if f.code == ErrorCode::IsADirectoryError
+                    || f.code == ErrorCode::NotARegularFile =>
+            {
+                return Err(ToolFailure::new(
+                    ErrorCode::NotARegularFile,
+                    format!("{path} is not a regular file."),
+                ))
+            }
+            Err(f) => return Err(f),
+        };
+        let ttl = self.ttl(args.expires_in)?;
+        self.insert(
+            auth.token(),
+            Direction::Download,
+            path,
+            file.real,
+            file.meta.len(),
+            false,
+            None,
+            ttl,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert(
+        &self,
+        token: &TokenDigest,
+        direction: Direction,
+        path: &str,
+        target: PathBuf,
+        bytes: u64,
+        overwrite: bool,
+        sha256: Option<[u8; 32]>,
+        ttl: u64,
+    ) -> Result<TransferGrant, ToolFailure> {
+        let mut id = [0u8; 16];
+        crate::sys::fill_random(&mut id).map_err(|e| {
+            ToolFailure::new(ErrorCode::InternalError, format!("no random bytes: {e}"))
+        })?;
+        let id = GrantId(id);
+        let now = now_unix();
+        let expires_at = now + ttl;
+        let mut grants = self.lock();
+        // Expired grants cannot be redeemed any more; a running transfer keeps its own.
+        grants.retain(|_, g| g.expires_at > now || matches!(g.state, State::Busy { .. }));
+        if grants.len() >= MAX_GRANTS {
+            return Err(ToolFailure::new(
+                ErrorCode::Busy,
+                format!("{MAX_GRANTS} transfer tickets are outstanding; wait until some expire"),
+            ));
+        }
+        grants.insert(
+            id,
+            Grant {
+                token: *token,
+                direction,
+                path: path.to_owned(),
+                target,
+                bytes,
+                overwrite,
+                sha256,
+                expires_at,
+                state: State::Ready,
+            },
+        );
+        Ok(TransferGrant {
+            grant: id,
+            direction,
+            expires_at_unix: expires_at,
+            expires_in: ttl,
+            expires_at: crate::clock::rfc3339(expires_at as i64),
+            path: path.to_owned(),
+            bytes,
+            overwrite,
+            sha256: sha256.map(|d| hex(&d)),
+        })
+    }
+
+    /// The checks every redeem and probe makes before touching the path (see the module
+    /// documentation), without claiming anything.
+    fn check(&self, id: &GrantId, direction: Direction) -> Result<View, TransferError> {
+        if !self.config.enabled {
+            return Err(refuse(
+                Kind::Disabled,
+                "File transfer is disabled on this server.",
+            ));
+        }
+        let grants = self.lock();
+        let Some(g) = grants.get(id) else {
+            return Err(refuse(Kind::NotFound, MINT_NEW));
+        };
+        if now_unix() >= g.expires_at {
+            return Err(refuse(Kind::Expired, MINT_NEW));
+        }
+        if g.direction != direction {
+            return Err(refuse(
+                Kind::WrongMethod,
+                format!("This ticket requires {}.", g.direction.method()),
+            ));
+        }
+        match g.state {
+            State::Ready => {}
+            State::Busy { .. } => {
+                return Err(refuse(
+                    Kind::InUse,
+                    "Another transfer with this ticket is running.",
+                ))
+            }
+            State::Used => {
+                return Err(refuse(
+                    Kind::Used,
+                    "Ticket already used; tickets are single-use. Mint a new ticket.",
+                ))
+            }
+        }
+        Ok(View {
+            id: *id,
+            token: g.token,
+            path: g.path.clone(),
+            target: g.target.clone(),
+            bytes: g.bytes,
+            overwrite: g.overwrite,
+            sha256: g.sha256,
+        })
+    }
+
+    /// Claims a grant for one transfer: at most one claim holds a grant at a time.
+    fn claim(
+        self: &Arc<Self>,
+        id: &GrantId,
+    ) -> Result<(Claim, oneshot::Receiver<()>), TransferError> {
+        let mut grants = self.lock();
+        let Some(g) = grants.get_mut(id) else {
+            return Err(refuse(Kind::NotFound, MINT_NEW));
+        };
+        match g.state {
+            State::Ready => {}
+            State::Busy { .. } => {
+                return Err(refuse(
+                    Kind::InUse,
+                    "Another transfer with this ticket is running.",
+                ))
+            }
+            State::Used => {
+                return Err(refuse(
+                    Kind::Used,
+                    "Ticket already used; tickets are single-use. Mint a new ticket.",
+                ))
+            }
+        }
+        let claim = self.next_claim.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        g.state = State::Busy {
+            claim,
+            commit: Some(tx),
+        };
+        self.running.fetch_add(1, Ordering::Relaxed);
+        Ok((
+            Claim {
+                transfers: self.clone(),
+                id: *id,
+                claim,
+                done: false,
+            },
+            rx,
+        ))
+    }
+
+    /// The frontend says the body of `claim` ended normally. Returns whether a running upload
+    /// took it.
+    pub fn commit(&self, id: &GrantId, claim: u64) -> bool {
+        let mut grants = self.lock();
+        match grants.get_mut(id).map(|g| &mut g.state) {
+            Some(State::Busy {
+                claim: c,
+                commit: tx,
+            }) if *c == claim => tx.take().is_some_and(|tx| tx.send(()).is_ok()),
+            _ => false,
+        }
+    }
+
+    /// `HEAD`: what a `GET` would send, without claiming the grant.
+    pub async fn probe(
+        &self,
+        id: &GrantId,
+        direction: Direction,
+        tokens: &TokenStore,
+        protected: &ProtectedPaths,
+    ) -> Result<TransferStart, TransferError> {
+        let view = self.check(id, direction)?;
+        creator(tokens, &view.token, direction)?;
+        let policy = protected.policy();
+        let size = match direction {
+            Direction::Download => {
+                let target = view.target.clone();
+                let file = blocking(move || open_download(&policy, &target)).await?;
+                Some(file.meta.len())
+            }
+            Direction::Upload => {
+                let target = view.target.clone();
+                let overwrite = view.overwrite;
+                let path = view.path.clone();
+                blocking(move || check_upload(&policy, &target, &path, overwrite)).await?;
+                None
+            }
+        };
+        Ok(TransferStart {
+            claim: 0,
+            size,
+            file_name: file_name(&view.path),
+        })
+    }
+
+    /// Redeems grant `id` (see the module documentation). Answers when the transfer has
+    /// ended; the pipe goes out through `events` once the grant is claimed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn redeem(
+        self: &Arc<Self>,
+        id: &GrantId,
+        direction: Direction,
+        announced_len: Option<u64>,
+        origin: &CallOrigin,
+        tokens: &TokenStore,
+        protected: &ProtectedPaths,
+        cancel: CancelSignal,
+        events: &Events,
+    ) -> Result<TransferDone, TransferError> {
+        let started = Instant::now();
+        if cancel.shutting_down() {
+            return Err(refuse(
+                Kind::ShuttingDown,
+                "The server is shutting down; try again once it is back.",
+            ));
+        }
+        // Refusals before the grant is known to belong to a live token are not audited (as in
+        // the reference): they carry no identity.
+        let view = self.check(id, direction)?;
+        let caller = creator(tokens, &view.token, direction)?;
+        let (token_name, role) = (caller.identity().name.clone(), caller.identity().role);
+        let result = match direction {
+            Direction::Upload => match caller.authorize::<Rw>(ToolName::PrepareUpload) {
+                Ok(auth) => {
+                    self.upload(&auth, &view, announced_len, protected, cancel, events)
+                        .await
+                }
+                Err(_) => Err(token_gone()),
+            },
+            Direction::Download => match caller.authorize::<auth::Ro>(ToolName::PrepareDownload) {
+                Ok(auth) => self.download(&auth, &view, protected, cancel, events).await,
+                Err(_) => Err(token_gone()),
+            },
+        };
+        audit_redeem(&RedeemRecord {
+            direction,
+            token_name: &token_name,
+            role,
+            origin,
+            grant: *id,
+            path: &view.path,
+            bytes: match &result {
+                Ok(done) => done.bytes,
+                Err(_) => 0,
+            },
+            result: result.as_ref().map(|_| ()),
+            duration: started.elapsed(),
+        });
+        result
+    }
+
+    /// Runs a claimed upload for the holder of `_auth` (the token that made the grant).
+    async fn upload(
+        self: &Arc<Self>,
+        _auth: &auth::Authorized<Rw>,
+        view: &View,
+        announced_len: Option<u64>,
+        protected: &ProtectedPaths,
+        cancel: CancelSignal,
+        events: &Events,
+    ) -> Result<TransferDone, TransferError> {
+        if announced_len.is_some_and(|n| n > view.bytes) {
+            return Err(too_large(view.bytes));
+        }
+        let policy = protected.policy();
+        let target = {
+            let (t, p, o) = (view.target.clone(), view.path.clone(), view.overwrite);
+            blocking(move || open_upload(&policy, &t, &p, o)).await?
+        };
+        let (mut claim, committed) = self.claim(&view.id)?;
+        let temp = TempFile::create(&target).map_err(|e| write_failed(&view.path, &e))?;
+        let (read_end, write_end) = pipe()?;
+        let wake = Wake::new()?;
+        let _watch = wake.watch(cancel);
+        let start = TransferStart {
+            claim: claim.claim,
+            size: None,
+            file_name: file_name(&view.path),
+        };
+        if !events.pipe(start, write_end).await {
+            return Err(refuse(Kind::Aborted, "The frontend went away."));
+        }
+        let (max, w) = (view.bytes, wake.clone());
+        let (temp, bytes, digest) = blocking(move || receive(read_end, temp, max, &w)).await?;
+        // The pipe is drained: commit only once the frontend says the body ended normally.
+        let mut fired = wake.fired.subscribe();
+        tokio::select! {
+            r = committed => if r.is_err() {
+                return Err(refuse(Kind::Aborted, "The upload was cut short."));
+            },
+            _ = fired.wait_for(|f| *f) => {
+                return Err(refuse(Kind::Aborted, "The upload was cut short."));
+            }
+            () = tokio::time::sleep(COMMIT_TIMEOUT) => {
+                return Err(refuse(Kind::Aborted, "The upload was not confirmed by the frontend."));
+            }
+        }
+        if let Some(want) = view.sha256 {
+            if want != digest {
+                return Err(refuse(
+                    Kind::Sha256Mismatch,
+                    format!(
+                        "The body's SHA-256 is {}, the ticket expects {}. Nothing was written.",
+                        hex(&digest),
+                        hex(&want)
+                    ),
+                ));
+            }
+        }
+        let (path, overwrite) = (view.path.clone(), view.overwrite);
+        blocking(move || {
+            let _lock = edit::lock(&target);
+            let replace = if overwrite { Replace::Yes } else { Replace::No };
+            temp.commit(&target, replace)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::EEXIST) => exists(&path),
+                    _ => write_failed(&path, &e),
+                })
+        })
+        .await?;
+        claim.done = true;
+        Ok(TransferDone {
+            path: view.path.clone(),
+            bytes,
+            sha256: Some(hex(&digest)),
+        })
+    }
+
+    /// Runs a claimed download for the holder of `_auth`.
+    async fn download(
+        self: &Arc<Self>,
+        _auth: &auth::Authorized<auth::Ro>,
+        view: &View,
+        protected: &ProtectedPaths,
+        cancel: CancelSignal,
+        events: &Events,
+    ) -> Result<TransferDone, TransferError> {
+        let policy = protected.policy();
+        let file = {
+            let t = view.target.clone();
+            blocking(move || open_download(&policy, &t)).await?
+        };
+        let size = file.meta.len();
+        let (mut claim, _) = self.claim(&view.id)?;
+        let (read_end, write_end) = pipe()?;
+        let wake = Wake::new()?;
+        let _watch = wake.watch(cancel);
+        let start = TransferStart {
+            claim: claim.claim,
+            size: Some(size),
+            file_name: file_name(&view.path),
+        };
+        if !events.pipe(start, read_end).await {
+            return Err(refuse(Kind::Aborted, "The frontend went away."));
+        }
+        let w = wake.clone();
+        let bytes = blocking(move || send(file.file, size, write_end, &w)).await?;
+        claim.done = true;
+        Ok(TransferDone {
+            path: view.path.clone(),
+            bytes,
+            sha256: None,
+        })
+    }
+}
+
+/// A claimed grant: spent when the transfer completed (`done`), released otherwise.
+struct Claim {
+    transfers: Arc<Transfers>,
+    id: GrantId,
+    claim: u64,
+    done: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.transfers.running.fetch_sub(1, Ordering::Relaxed);
+        let mut grants = self.transfers.lock();
+        if let Some(g) = grants.get_mut(&self.id) {
+            if matches!(g.state, State::Busy { claim, .. } if claim == self.claim) {
+                g.state = if self.done { State::Used } else { State::Ready };
+            }
+        }
+    }
+}
+
+fn token_gone() -> TransferError {
+    refuse(
+        Kind::NotFound,
+        "The token that prepared this ticket is no longer valid. Mint a new ticket.",
+    )
+}
+
+/// The token that made a grant, if it is still valid and may still do what the grant does.
+fn creator(
+    tokens: &TokenStore,
+    token: &TokenDigest,
+    direction: Direction,
+) -> Result<auth::Caller, TransferError> {
+    let caller = auth::authenticate(tokens, token).ok_or_else(token_gone)?;
+    let allowed = match direction {
+        Direction::Upload => caller.authorize::<Rw>(ToolName::PrepareUpload).is_ok(),
+        Direction::Download => caller
+            .authorize::<auth::Ro>(ToolName::PrepareDownload)
+            .is_ok(),
+    };
+    if allowed {
+        Ok(caller)
+    } else {
+        Err(token_gone())
+    }
+}
+
+/// Opens the destination of an upload again and checks it, creating missing parent
+/// directories (inside the checked deepest existing one).
+fn open_upload(
+    policy: &paths::Policy,
+    target: &Path,
+    shown: &str,
+    overwrite: bool,
+) -> Result<CheckedTarget, TransferError> {
+    let t =
+        paths::open_for_write(policy, &target.to_string_lossy(), true).map_err(upload_refusal)?;
+    if !overwrite && t.existing().is_some() {
+        return Err(exists(shown));
+    }
+    Ok(t)
+}
+
+/// As [`open_upload`] for `HEAD`: checks without creating anything.
+fn check_upload(
+    policy: &paths::Policy,
+    target: &Path,
+    shown: &str,
+    overwrite: bool,
+) -> Result<(), TransferError> {
+    let real = target.to_string_lossy();
+    match paths::open_for_write(policy, &real, false) {
+        Ok(t) if !overwrite && t.existing().is_some() => Err(exists(shown)),
+        Ok(_) => Ok(()),
+        Err(f) if f.code == ErrorCode::FileNotFoundError => paths::check_new_path(policy, &real)
+            .map(drop)
+            .map_err(upload_refusal),
+        Err(f) => Err(upload_refusal(f)),
+    }
+}
+
+fn upload_refusal(f: ToolFailure) -> TransferError {
+    match f.code {
+        ErrorCode::ProtectedPath => refuse(Kind::Protected, f.message),
+        _ => refuse(Kind::WriteFailed, f.message),
+    }
+}
+
+fn open_download(
+    policy: &paths::Policy,
+    target: &Path,
+) -> Result<paths::CheckedFile, TransferError> {
+    paths::open_for_read(policy, &target.to_string_lossy()).map_err(|f| match f.code {
+        ErrorCode::ProtectedPath => refuse(Kind::Protected, f.message),
+        ErrorCode::FileNotFoundError
+        | ErrorCode::IsADirectoryError
+        | ErrorCode::NotARegularFile => refuse(Kind::PathNotFound, "Server file no longer exists."),
+        _ => refuse(Kind::ReadFailed, f.message),
+    })
+}
+
+fn too_large(max: u64) -> TransferError {
+    refuse(Kind::TooLarge, format!("Body exceeds max_bytes={max}."))
+}
+
+fn exists(path: &str) -> TransferError {
+    refuse(
+        Kind::Exists,
+        format!("{path} already exists and overwrite=false; nothing was replaced."),
+    )
+}
+
+fn write_failed(path: &str, e: &io::Error) -> TransferError {
+    refuse(Kind::WriteFailed, paths::os_message(e, path))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), TransferError> {
+    let (r, w) = syspipe::pipe().map_err(|e| refuse(Kind::Internal, format!("pipe: {e}")))?;
+    // Best effort: a smaller pipe only means more wake-ups.
+    let _ = syspipe::set_pipe_size(r.as_fd(), PIPE_SIZE);
+    Ok((r, w))
+}
+
+/// Runs blocking work (file system, pipe copies) off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
+) -> Result<T, TransferError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| refuse(Kind::Internal, format!("transfer task failed: {e}")))?
+}
+
+/// Wakes a copy loop blocked in `poll` when the request is cancelled (the client went away,
+/// or shutdown's grace period is over).
+#[derive(Clone, Debug)]
+struct Wake(Arc<WakeInner>);
+
+#[derive(Debug)]
+struct WakeInner {
+    eventfd: OwnedFd,
+    flag: AtomicBool,
+    fired: watch::Sender<bool>,
+}
+
+impl std::ops::Deref for Wake {
+    type Target = WakeInner;
+    fn deref(&self) -> &WakeInner {
+        &self.0
+    }
+}
+
+impl Wake {
+    fn new() -> Result<Wake, TransferError> {
+        let eventfd =
+            syspipe::eventfd().map_err(|e| refuse(Kind::Internal, format!("eventfd: {e}")))?;
+        Ok(Wake(Arc::new(WakeInner {
+            eventfd,
+            flag: AtomicBool::new(false),
+            fired: watch::Sender::new(false),
+        })))
+    }
+
+    fn fire(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        syspipe::signal_eventfd(self.eventfd.as_fd());
+        self.fired.send_replace(true);
+    }
+
+    fn fired(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Fires when `cancel` does; stops watching when the guard is dropped.
+    fn watch(&self, cancel: CancelSignal) -> AbortOnDrop {
+        let me = self.clone();
+        let mut cancel = cancel;
+        AbortOnDrop(tokio::spawn(async move {
+            // Any stop (client gone, shutdown) ends the transfer.
+            cancel.next().await;
+            me.fire();
+        }))
+    }
+
+    /// Waits for `fd` to be ready for `events`.
+    fn wait(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        events: libc::c_short,
+    ) -> Result<(), TransferError> {
+        let ms = IDLE_TIMEOUT.as_millis() as i32;
+        match syspipe::wait(fd, events, self.eventfd.as_fd(), ms) {
+            Ok(Ready::Io) => Ok(()),
+            Ok(Ready::Woken) => Err(refuse(Kind::Aborted, "The transfer was cancelled.")),
+            Ok(Ready::TimedOut) => Err(refuse(
+                Kind::Stalled,
+                format!(
+                    "Nothing moved for {} s; the transfer was abandoned.",
+                    IDLE_TIMEOUT.as_secs()
+                ),
+            )),
+            Err(e) => Err(refuse(Kind::Internal, format!("poll: {e}"))),
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Upload: pipe → temporary file until the pipe ends, stopping as soon as more than `max`
+/// bytes arrived. The bytes are `splice`d (they never pass through this process); a second
+/// thread hashes what was written by reading it back from the page cache while the next bytes
+/// arrive, so the SHA-256 costs no extra time on two cores. Returns the file, the byte count
+/// and the SHA-256 of the file's contents.
+fn receive(
+    pipe: OwnedFd,
+    mut temp: TempFile,
+    max: u64,
+    wake: &Wake,
+) -> Result<(TempFile, u64, [u8; 32]), TransferError> {
+    let reader = temp
+        .file()
+        .try_clone()
+        .map_err(|e| refuse(Kind::Internal, format!("dup: {e}")))?;
+    let progress = HashProgress::default();
+    let (received, digest) = std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| hash_behind(&reader, &progress));
+        let received = copy_in(&pipe, temp.file(), max, wake, &progress, hasher.thread());
+        if received.is_err() {
+            progress.abort.store(true, Ordering::SeqCst);
+        }
+        progress.done.store(true, Ordering::SeqCst);
+        hasher.thread().unpark();
+        let digest = hasher
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the hashing thread panicked")));
+        (received, digest)
+    });
+    let total = received?;
+    let digest = digest.map_err(|e| refuse(Kind::WriteFailed, paths::os_message(&e, "")))?;
+    Ok((temp, total, digest))
+}
+
+/// How far an upload's file is written, for the thread that hashes behind the writer.
+#[derive(Debug, Default)]
+struct HashProgress {
+    written: AtomicU64,
+    /// No more bytes will come (set after the last `written`).
+    done: AtomicBool,
+    /// The upload failed: stop hashing.
+    abort: AtomicBool,
+}
+
+/// Hashes `file` from the start up to `progress.written` as it grows, until `done`.
+fn hash_behind(file: &File, progress: &HashProgress) -> io::Result<[u8; 32]> {
+    use std::os::unix::fs::FileExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = 0u64;
+    loop {
+        if progress.abort.load(Ordering::SeqCst) {
+            return Ok([0; 32]);
+        }
+        // `done` first: once it is seen, `written` is final.
+        let done = progress.done.load(Ordering::SeqCst);
+        let written = progress.written.load(Ordering::SeqCst);
+        if at < written {
+            let n = ((written - at) as usize).min(buf.len());
+            let got = file.read_at(&mut buf[..n], at)?;
+            if got == 0 {
+                return Err(io::Error::other(
+                    "the temporary file is shorter than written",
+                ));
+            }
+            hasher.update(&buf[..got]);
+            at += got as u64;
+        } else if done {
+            return Ok(hasher.finalize().into());
+        } else {
+            std::thread::park_timeout(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The writer's half of [`receive`]: returns the byte count.
+fn copy_in(
+    pipe: &OwnedFd,
+    file: &mut File,
+    max: u64,
+    wake: &Wake,
+    progress: &HashProgress,
+    hasher: &std::thread::Thread,
+) -> Result<u64, TransferError> {
+    use std::os::unix::fs::FileExt;
+    let mut offset = 0i64;
+    let mut written_back = 0u64;
+    // Set when the file system cannot splice: read and write through this buffer instead.
+    let mut fallback: Option<Vec<u8>> = None;
+    loop {
+        if wake.fired() {
+            return Err(refuse(Kind::Aborted, "The transfer was cancelled."));
+        }
+        // At most one byte past the limit, so an oversize body is noticed at once.
+        let want = (max + 1 - offset as u64).min(PIPE_SIZE as u64) as usize;
+        let moved = match fallback.as_mut() {
+            None => {
+                match syspipe::splice_from_pipe(pipe.as_fd(), file.as_fd(), &mut offset, want) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        fallback = Some(vec![0u8; CHUNK]);
+                        continue;
+                    }
+                    r => r,
+                }
+            }
+            Some(buf) => {
+                let want = want.min(buf.len());
+                syspipe::read(pipe.as_fd(), &mut buf[..want]).and_then(|n| {
+                    file.write_all_at(&buf[..n], offset as u64)?;
+                    offset += n as i64;
+                    Ok(n)
+                })
+            }
+        };
+        match moved {
+            Ok(0) => return Ok(offset as u64),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wake.wait(pipe.as_fd(), libc::POLLIN)?;
+                continue;
+            }
+            Err(e) => return Err(refuse(Kind::WriteFailed, paths::os_message(&e, ""))),
+        }
+        let total = offset as u64;
+        if total > max {
+            return Err(too_large(max));
+        }
+        progress.written.store(total, Ordering::SeqCst);
+        hasher.unpark();
+        if total - written_back >= WRITEBACK_EVERY {
+            let _ = syspipe::start_writeback(file.as_fd(), written_back, total - written_back);
+            written_back = total;
+        }
+    }
+}
+
+/// Download: exactly `size` bytes of `file` into the pipe, by `splice` (or read/write where
+/// the file system cannot splice).
+fn send(file: File, size: u64, pipe: OwnedFd, wake: &Wake) -> Result<u64, TransferError> {
+    let mut offset = 0i64;
+    let mut buf: Vec<u8> = Vec::new();
+    while (offset as u64) < size {
+        if wake.fired() {
+            return Err(refuse(Kind::Aborted, "The transfer was cancelled."));
+        }
+        let want = ((size - offset as u64) as usize).min(PIPE_SIZE);
+        let moved = if buf.is_empty() {
+            match syspipe::splice_to_pipe(file.as_fd(), &mut offset, pipe.as_fd(), want) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    buf = vec![0u8; CHUNK];
+                    continue;
+                }
+                r => r,
+            }
+        } else {
+            copy_some(&file, &mut offset, &pipe, &mut buf[..want.min(CHUNK)])
+        };
+        match moved {
+            Ok(0) => {
+                return Err(refuse(
+                    Kind::ReadFailed,
+                    "The file became shorter while it was being sent.",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wake.wait(pipe.as_fd(), libc::POLLOUT)?
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                return Err(refuse(Kind::Aborted, "The client went away."))
+            }
+            Err(e) => return Err(refuse(Kind::ReadFailed, paths::os_message(&e, ""))),
+        }
+    }
+    Ok(size)
+}
+
+/// One read/write step for files that cannot be spliced. Writes to a pipe of at most its
+/// capacity never split here: a short write is retried from the unwritten rest.
+fn copy_some(file: &File, offset: &mut i64, pipe: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let n = file.read_at(buf, *offset as u64)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut done = 0;
+    let out = File::from(pipe.try_clone()?);
+    while done < n {
+        match (&out).write(&buf[done..n]) {
+            Ok(k) => done += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Wait for room; report what already went through.
+                if done > 0 {
+                    break;
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    *offset += done as i64;
+    Ok(done)
+}
+
+/// The last path component, for `Content-Disposition`.
+fn file_name(path: &str) -> String {
+    Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".to_owned())
+}
+
+fn absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
+    if !path.starts_with('/') {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("{field} must be an absolute path."),
+        ));
+    }
+    if path.len() > crate::dispatch::MAX_PATH_BYTES {
+        return Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!(
+                "{field} is {} bytes long, max is {}",
+                path.len(),
+                crate::dispatch::MAX_PATH_BYTES
+            ),
+        ));
+    }
+    paths::check_absolute(field, path)
+}
+
+fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One redeem of a known grant, as the audit log records it.
+#[derive(Debug)]
+pub struct RedeemRecord<'a> {
+    pub direction: Direction,
+    /// The token that made the grant, and its role.
+    pub token_name: &'a str,
+    pub role: Role,
+    /// The client that redeemed it (address as the frontend saw it, request id).
+    pub origin: &'a CallOrigin,
+    pub grant: GrantId,
+    pub path: &'a str,
+    pub bytes: u64,
+    pub result: Result<(), &'a TransferError>,
+    pub duration: Duration,
+}
+
+impl RedeemRecord<'_> {
+    /// `transfer_upload` or `transfer_download`: the tool name audit records carry.
+    pub fn tool(&self) -> &'static str {
+        match self.direction {
+            Direction::Upload => "transfer_upload",
+            Direction::Download => "transfer_download",
+        }
+    }
+}
+
+/// Records one redeem. The only place transfers are logged, so the audit log hooks in here.
+pub fn audit_redeem(r: &RedeemRecord<'_>) {
+    let ms = r.duration.as_millis() as u64;
+    match r.result {
+        Ok(()) => tracing::info!(
+            target: "mymcp::audit",
+            tool = r.tool(),
+            token = %r.token_name,
+            role = %r.role,
+            peer = %r.origin.peer,
+            request_id = %r.origin.request_id,
+            ticket = %r.grant.short(),
+            path = %r.path,
+            bytes = r.bytes,
+            result = "ok",
+            duration_ms = ms,
+            "transfer redeemed"
+        ),
+        Err(e) => tracing::info!(
+            target: "mymcp::audit",
+            tool = r.tool(),
+            token = %r.token_name,
+            role = %r.role,
+            peer = %r.origin.peer,
+            request_id = %r.origin.request_id,
+            ticket = %r.grant.short(),
+            path = %r.path,
+            bytes = r.bytes,
+            result = "error",
+            error_code = e.kind.as_str(),
+            error_message = %e.hint,
+            duration_ms = ms,
+            "transfer failed"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_arguments_are_parsed_strictly() {
+        let d = parse_sha256(&"ab".repeat(32)).unwrap();
+        assert_eq!(d, [0xab; 32]);
+        assert_eq!(hex(&d), "ab".repeat(32));
+        assert!(parse_sha256(&"ab".repeat(31)).is_none());
+        assert!(parse_sha256(&"zz".repeat(32)).is_none());
+        assert_eq!(parse_sha256(&"AB".repeat(32)), Some([0xab; 32]));
+    }
+
+    #[test]
+    fn file_names_are_the_last_component() {
+        assert_eq!(file_name("/srv/a/b.tar.gz"), "b.tar.gz");
+        assert_eq!(file_name("/"), "download");
+    }
+}
