@@ -105,7 +105,8 @@ def test_admin_api_tokens_work_in_the_mcp_sdk_at_once_and_stop_at_once(server):
     async def tools(session, _init):
         return [t.name for t in (await session.list_tools()).tools]
 
-    assert with_session(server.url, created["token"], tools) == ["read_file", "glob", "grep"]
+    assert with_session(server.url, created["token"], tools) == [
+        "read_file", "glob", "grep", "prepare_download"]
 
     status, _, text = http(server, "GET", "/admin/tokens", server.admin_token)
     listing = json.loads(text)
