@@ -19,6 +19,8 @@
 //! Modules, by responsibility:
 //! - [`http`]: the axum router, HTTP-level checks and status codes, SSE streams;
 //! - [`mcp`]: JSON-RPC 2.0 / MCP processing, independent of the transport;
+//! - [`revisions`]: the MCP protocol revisions, and which one a request speaks (headers,
+//!   per-request `_meta`);
 //! - [`calls`]: the running `tools/call`s, for `notifications/cancelled`;
 //! - [`catalogue`]: the tools `tools/list` shows, with schemas and descriptions;
 //! - [`arguments`]: `tools/call` arguments → typed [`mymcp_protocol::ToolCall`]s;
@@ -50,6 +52,7 @@ mod json_string;
 pub mod listen;
 pub mod mcp;
 pub mod results;
+pub mod revisions;
 pub mod server;
 mod sys;
 
