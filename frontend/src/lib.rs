@@ -22,6 +22,7 @@
 //! - [`revisions`]: the MCP protocol revisions, and which one a request speaks (headers,
 //!   per-request `_meta`);
 //! - [`calls`]: the running `tools/call`s, for `notifications/cancelled`;
+//! - [`origin`]: `Origin` and `Host` allow-lists, the client address behind trusted proxies;
 //! - [`catalogue`]: the tools `tools/list` shows, with schemas and descriptions;
 //! - [`arguments`]: `tools/call` arguments → typed [`mymcp_protocol::ToolCall`]s;
 //! - [`results`]: typed tool outcomes → MCP results (large texts escaped by `json_string`);
@@ -51,6 +52,7 @@ pub mod http;
 mod json_string;
 pub mod listen;
 pub mod mcp;
+pub mod origin;
 pub mod results;
 pub mod revisions;
 pub mod server;

@@ -513,8 +513,10 @@ mod tests {
                 errors.push(format!("{value} is not of type {t}"));
             }
         }
-        if let (Some(min), Some(n)) = (schema.get("minimum").and_then(Value::as_i64), value.as_i64())
-        {
+        if let (Some(min), Some(n)) = (
+            schema.get("minimum").and_then(Value::as_i64),
+            value.as_i64(),
+        ) {
             if n < min {
                 errors.push(format!("{n} < {min}"));
             }
@@ -642,11 +644,18 @@ mod tests {
             let structured: serde_json::Value =
                 serde_json::from_str(result.structured_content.as_ref().unwrap().get()).unwrap();
             let text: serde_json::Value = serde_json::from_str(&result.content[0].text).unwrap();
-            assert_eq!(structured, text, "{tool}: structured content is the tool JSON");
+            assert_eq!(
+                structured, text,
+                "{tool}: structured content is the tool JSON"
+            );
             let errors = schema_errors(&output_schema(tool), &structured);
             assert!(errors.is_empty(), "{tool}: {errors:?} in {structured}");
         }
-        assert_eq!(covered.len(), ToolName::ALL.len(), "every tool has a sample");
+        assert_eq!(
+            covered.len(),
+            ToolName::ALL.len(),
+            "every tool has a sample"
+        );
         // And the checker does catch drift.
         let schema = output_schema(ToolName::WriteFile);
         assert!(!schema_errors(&schema, &serde_json::json!({"success": true})).is_empty());

@@ -285,7 +285,10 @@ pub fn classify(shape: Shape<'_>, headers: &McpHeaders) -> Result<Era, Rejection
 
 /// The required `_meta` pair of a modern request.
 fn check_envelope(params: Option<&Value>) -> Result<(), Rejection> {
-    let Some(meta) = params.and_then(|p| p.get("_meta")).and_then(Value::as_object) else {
+    let Some(meta) = params
+        .and_then(|p| p.get("_meta"))
+        .and_then(Value::as_object)
+    else {
         return Err(Rejection::invalid_params(format!(
             "Invalid params: params._meta must be an object with '{META_PROTOCOL_VERSION}' and \
              '{META_CLIENT_CAPABILITIES}'"
@@ -512,9 +515,11 @@ mod tests {
         assert_eq!(err.code, codes::UNSUPPORTED_PROTOCOL_VERSION);
         assert_eq!(
             err.data,
-            Some(json!({"supported": ["2024-11-05", "2025-03-26", "2025-06-18",
+            Some(
+                json!({"supported": ["2024-11-05", "2025-03-26", "2025-06-18",
                                       "2025-11-25", "2026-07-28"],
-                        "requested": "v999.0.0"}))
+                        "requested": "v999.0.0"})
+            )
         );
         assert!(err.message.contains("Supported versions: 2024-11-05"));
         // The same for a legacy-looking request and for a notification.
@@ -631,7 +636,10 @@ mod tests {
     fn header_fields_trim_and_refuse_repeats_and_controls() {
         let one = |v: &[u8]| HeaderField::from_values(std::iter::once(v));
         assert_eq!(one(b"  a b  "), HeaderField::Value("a b".into()));
-        assert_eq!(one(b"\ttools/list\t"), HeaderField::Value("tools/list".into()));
+        assert_eq!(
+            one(b"\ttools/list\t"),
+            HeaderField::Value("tools/list".into())
+        );
         assert_eq!(one(b"caf\xc3\xa9"), HeaderField::Invalid);
         assert_eq!(
             HeaderField::from_values([&b"a"[..], b"a"].into_iter()),
@@ -656,11 +664,11 @@ mod tests {
         assert_eq!(decode_header_value("plain").as_deref(), Some("plain"));
         assert_eq!(decode_header_value("=?base64??=").as_deref(), Some(""));
         for bad in [
-            "=?base64?SGVsbG8?=",   // padding missing
-            "=?base64?SGVsbG9=?=",  // stray bits
-            "=?base64?SGV*bG8=?=",  // not the alphabet
-            "=?base64?SG==bG8=?=",  // padding inside
-            "=?base64?/w==?=",      // not UTF-8
+            "=?base64?SGVsbG8?=",    // padding missing
+            "=?base64?SGVsbG9=?=",   // stray bits
+            "=?base64?SGV*bG8=?=",   // not the alphabet
+            "=?base64?SG==bG8=?=",   // padding inside
+            "=?base64?/w==?=",       // not UTF-8
             "=?base64?SGVsbG8===?=", // too much padding
         ] {
             assert_eq!(decode_header_value(bad), None, "{bad}");
