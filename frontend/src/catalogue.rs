@@ -592,7 +592,7 @@ pub fn output_schema(tool: ToolName) -> Value {
                     "description": "Pass back to continue reading stderr.",
                 },
                 "running": { "type": "boolean" },
-                "exit_code": { "type": ["integer", "null"] },
+                "exit_code": nullable("integer", "null while running."),
                 "complete": {
                     "type": "boolean",
                     "description": "The job ended and all its output was read.",
@@ -615,6 +615,15 @@ pub fn output_schema(tool: ToolName) -> Value {
             ],
         ),
     }
+}
+
+/// A value of `kind` or `null`, spelled with `anyOf` (single-`type` schema dialects, such as
+/// the one some model providers map tool schemas onto, do not take a list of types).
+fn nullable(kind: &str, description: &str) -> Value {
+    json!({
+        "anyOf": [{ "type": kind }, { "type": "null" }],
+        "description": description,
+    })
 }
 
 /// A closed object schema.
@@ -652,14 +661,11 @@ fn job_schema() -> Value {
             "command": { "type": "string" },
             "working_dir": { "type": "string" },
             "running": { "type": "boolean" },
-            "exit_code": {
-                "type": ["integer", "null"],
-                "description": "null while running; -N when killed by signal N.",
-            },
+            "exit_code": nullable("integer", "null while running; -N when killed by signal N."),
             "timed_out": { "type": "boolean" },
             "killed": { "type": "boolean", "description": "Ended by job_kill." },
             "started_at": { "type": "string", "description": "RFC 3339 UTC time." },
-            "finished_at": { "type": ["string", "null"] },
+            "finished_at": nullable("string", "RFC 3339 UTC time; null while running."),
             "duration_ms": { "type": "integer", "minimum": 0 },
             "timeout": { "type": "integer", "description": "Seconds the job may run." },
             "stdout_bytes": { "type": "integer", "minimum": 0 },

@@ -19,7 +19,14 @@ if (!token) {
   process.exit(2);
 }
 
+// MYMCP_PROXY_LOG=1 logs each request's method, MCP-Protocol-Version and Mcp-Method.
+const log = process.env.MYMCP_PROXY_LOG === "1";
+
 const server = http.createServer((req, res) => {
+  if (log) {
+    const h = req.headers;
+    console.error(`${req.method} ${req.url} version=${h["mcp-protocol-version"] ?? "-"} method=${h["mcp-method"] ?? "-"}`);
+  }
   const headers = { ...req.headers, authorization: `Bearer ${token}` };
   const out = http.request(
     {
