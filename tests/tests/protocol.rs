@@ -373,9 +373,8 @@ fn foreign_hosts_and_origins_are_403_and_configured_ones_pass() {
         assert!(v.get("id").is_none(), "no id: {v}");
     }
     // The check comes before authentication: no token needed to be refused.
-    let raw = format!(
-        "POST /mcp HTTP/1.1\r\nHost: evil.example.com\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-    );
+    let raw = "POST /mcp HTTP/1.1\r\nHost: evil.example.com\r\nContent-Length: 2\r\n\
+               Connection: close\r\n\r\n{}";
     assert_eq!(http_raw(s.front.addr, raw.as_bytes()).status, 403);
 }
 
