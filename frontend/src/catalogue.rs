@@ -107,7 +107,8 @@ truncated is true when more lines follow: call again with offset increased by li
 on. Lines longer than 32768 bytes are cut and end with [LINE TRUNCATED]; bytes that are not \
 valid UTF-8 are shown as U+FFFD. For very large files total_lines may be a lower bound, \
 marked by \"total_lines_exact\": false. Directories, devices and protected paths cannot be \
-read.";
+read. This is for text: to copy a large or binary file off the server use prepare_download \
+when it is listed (bash_execute with base64 or split otherwise).";
 
 const WRITE_FILE_DESCRIPTION: &str = "\
 Create or overwrite a file on the server with the given text. Returns JSON: \
@@ -121,7 +122,7 @@ The write is atomic: the content goes to a temporary file in the same directory,
 to disk and renamed over the target, so readers never see a half-written file. A replaced \
 file keeps its mode and owner; a new file gets mode 0644. Writing through a symlink writes \
 its target. To change part of a file, prefer edit_file. Protected paths cannot be written. \
-Requires an rw token.";
+For large or binary files use prepare_upload when it is listed. Requires an rw token.";
 
 const EDIT_FILE_DESCRIPTION: &str = "\
 Replace text in an existing file on the server. Returns JSON: \
