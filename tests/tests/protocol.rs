@@ -444,3 +444,38 @@ fn the_2026_07_28_wire_works_end_to_end() {
     assert_eq!(last["id"], 6);
     assert_eq!(last["result"]["resultType"], "complete");
 }
+
+#[test]
+fn closing_a_2026_07_28_response_stream_cancels_the_call() {
+    use mymcp_tests::{pids_with_cmdline, wait_until};
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let s = start(&[]);
+    let marker = "27.1828";
+    let call = json!({"name": "bash_execute",
+                      "arguments": {"command": format!("sleep {marker}"), "timeout": 60}});
+    let body = modern_body(json!(1), "tools/call", call)
+        .replace(r#""_meta":{"#, r#""_meta":{"progressToken":1,"#);
+    let raw = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {tok}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         MCP-Protocol-Version: {MODERN}\r\nMcp-Method: tools/call\r\nMcp-Name: bash_execute\r\n\
+         Content-Length: {len}\r\n\r\n{body}",
+        addr = s.front.addr,
+        tok = s.rw,
+        len = body.len()
+    );
+    let mut conn = std::net::TcpStream::connect(s.front.addr).unwrap();
+    conn.write_all(raw.as_bytes()).unwrap();
+    // The stream has started (its headers arrived) and the command runs.
+    let mut head = [0u8; 64];
+    let n = conn.read(&mut head).unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let running = || !pids_with_cmdline(&format!("sleep {marker}")).is_empty();
+    assert!(wait_until(Duration::from_secs(5), running));
+    drop(conn);
+    assert!(
+        wait_until(Duration::from_secs(2), || !running()),
+        "the command survived its closed response stream"
+    );
+}
