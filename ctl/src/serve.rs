@@ -249,6 +249,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("MYMCP_EXECUTOR_SOCKET", run_dir.join("executor.sock"))
             .env("MYMCP_LOG_LEVEL", &opts.log_level)
+            .envs(frontend_settings())
             .arg("--listen-fd")
             .arg("3")
             .current_dir("/")
@@ -327,4 +328,21 @@ where
     unsafe {
         cmd.pre_exec(f);
     }
+}
+
+/// The frontend's own settings, passed on from this process's environment (the frontend
+/// otherwise starts with an empty one).
+const FRONTEND_SETTINGS: [&str; 5] = [
+    "MYMCP_MAX_BODY_BYTES",
+    "MYMCP_ALLOWED_ORIGINS",
+    "MYMCP_ALLOWED_HOSTS",
+    "MYMCP_PUBLIC_BASE_URL",
+    "MYMCP_TRUSTED_PROXIES",
+];
+
+fn frontend_settings() -> Vec<(&'static str, std::ffi::OsString)> {
+    FRONTEND_SETTINGS
+        .into_iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (name, value)))
+        .collect()
 }

@@ -1,9 +1,17 @@
-//! The tool catalogue that `tools/list` shows: names, descriptions written for the model,
-//! input schemas and behaviour annotations.
+//! The tool catalogue that `tools/list` shows: names, titles, descriptions written for the
+//! model, input and output schemas and behaviour annotations; and the server's
+//! [`INSTRUCTIONS`].
 //!
 //! The list is filtered by the caller's role with the protocol's policy table
 //! ([`ToolName::required_role`]); that filter is a courtesy to the model, not a control: the
-//! executor authorizes every call itself.
+//! executor authorizes every call itself. It is always in [`ToolName::ALL`] order, so clients
+//! can cache it and models see the same prompt prefix every time.
+//!
+//! Every tool publishes an [`output_schema`]: the shape of its tool JSON, which a successful
+//! call returns twice, as the text item (what the reference servers returned) and as
+//! `structuredContent` (see [`crate::results`]). A new tool plugs in with one arm here and its
+//! JSON struct in `results`; the `structured_content_matches_the_output_schema` tests there
+//! and the end-to-end validator keep the two in step.
 
 use mymcp_protocol::{Role, ToolName};
 use serde::Serialize;
@@ -13,9 +21,13 @@ use serde_json::{json, Value};
 #[derive(Clone, Debug, Serialize)]
 pub struct ToolEntry {
     pub name: &'static str,
+    /// A short human-readable name for clients' user interfaces (MCP 2025-06-18 and later).
+    pub title: &'static str,
     pub description: &'static str,
     #[serde(rename = "inputSchema")]
     pub input_schema: Value,
+    #[serde(rename = "outputSchema")]
+    pub output_schema: Value,
     pub annotations: Annotations,
 }
 
@@ -95,7 +107,8 @@ truncated is true when more lines follow: call again with offset increased by li
 on. Lines longer than 32768 bytes are cut and end with [LINE TRUNCATED]; bytes that are not \
 valid UTF-8 are shown as U+FFFD. For very large files total_lines may be a lower bound, \
 marked by \"total_lines_exact\": false. Directories, devices and protected paths cannot be \
-read.";
+read. This is for text: to copy a large or binary file off the server use prepare_download \
+when it is listed (bash_execute with base64 or split otherwise).";
 
 const WRITE_FILE_DESCRIPTION: &str = "\
 Create or overwrite a file on the server with the given text. Returns JSON: \
@@ -109,7 +122,7 @@ The write is atomic: the content goes to a temporary file in the same directory,
 to disk and renamed over the target, so readers never see a half-written file. A replaced \
 file keeps its mode and owner; a new file gets mode 0644. Writing through a symlink writes \
 its target. To change part of a file, prefer edit_file. Protected paths cannot be written. \
-Requires an rw token.";
+For large or binary files use prepare_upload when it is listed. Requires an rw token.";
 
 const EDIT_FILE_DESCRIPTION: &str = "\
 Replace text in an existing file on the server. Returns JSON: \
@@ -203,11 +216,39 @@ curl -fsS '<url>' -o ./data.bin.
 The URL works for one completed download; HEAD requests do not use it up. Protected paths are \
 refused.";
 
+/// The `instructions` of the `initialize` and `server/discover` results: what a model should
+/// know about this server before its first call.
+pub const INSTRUCTIONS: &str = "\
+This server operates one Linux host: run shell commands (bash_execute), read, write and edit \
+text files (read_file, write_file, edit_file), find files by name (glob) and search their \
+contents (grep).
+
+- Paths are absolute (/etc/hosts, not hosts). Relative paths are refused, never resolved.
+- Your token's role decides the tools you see: ro tokens get read_file, glob and grep; rw \
+tokens get every tool, and bash_execute runs with the server's privileges (root in a \
+standard install). Each call starts a fresh shell: cd and variables do not carry over.
+- Commands longer than a minute or so: bash_execute with background: true returns a job_id at \
+once; follow it with job_output (pass back stdout_offset/stderr_offset, use wait_seconds \
+instead of polling), check it with job_status, stop it with job_kill. A foreground command is \
+killed at its timeout (30 s by default, at most 600 s).
+- Output is bounded: read_file pages with offset/limit, glob and grep cap their results \
+(narrow the path or pattern), command output is cut at max_output_bytes.
+- Protected paths (the server's configuration, tokens, state, logs and binaries, plus what \
+the administrator adds) are refused by every file tool with ProtectedPath; do not try to \
+reach them another way.
+- Large or binary files do not belong in read_file/write_file: if the tool list offers \
+prepare_upload/prepare_download, use them (they hand out a one-time URL for the bytes); \
+otherwise move them with bash_execute (curl, scp, tar).
+- A failed call is a normal result with isError true and JSON {\"success\": false, \
+\"error\": code, \"message\": text}; read the message, fix the arguments and retry.";
+
 /// The catalogue entry of one tool.
 pub fn entry(tool: ToolName) -> ToolEntry {
     match tool {
         ToolName::BashExecute => ToolEntry {
             name: tool.as_str(),
+            title: "Run shell command",
+            output_schema: output_schema(tool),
             description: BASH_EXECUTE_DESCRIPTION,
             input_schema: json!({
                 "type": "object",
@@ -248,6 +289,8 @@ pub fn entry(tool: ToolName) -> ToolEntry {
         },
         ToolName::ReadFile => ToolEntry {
             name: tool.as_str(),
+            title: "Read text file",
+            output_schema: output_schema(tool),
             description: READ_FILE_DESCRIPTION,
             input_schema: json!({
                 "type": "object",
@@ -273,6 +316,8 @@ pub fn entry(tool: ToolName) -> ToolEntry {
         },
         ToolName::WriteFile => ToolEntry {
             name: tool.as_str(),
+            title: "Write file",
+            output_schema: output_schema(tool),
             description: WRITE_FILE_DESCRIPTION,
             input_schema: json!({
                 "type": "object",
@@ -297,6 +342,8 @@ pub fn entry(tool: ToolName) -> ToolEntry {
         },
         ToolName::EditFile => ToolEntry {
             name: tool.as_str(),
+            title: "Edit file",
+            output_schema: output_schema(tool),
             description: EDIT_FILE_DESCRIPTION,
             input_schema: json!({
                 "type": "object",
@@ -330,6 +377,8 @@ pub fn entry(tool: ToolName) -> ToolEntry {
         },
         ToolName::Glob => ToolEntry {
             name: tool.as_str(),
+            title: "Find files by name",
+            output_schema: output_schema(tool),
             description: GLOB_DESCRIPTION,
             input_schema: json!({
                 "type": "object",
@@ -350,6 +399,8 @@ pub fn entry(tool: ToolName) -> ToolEntry {
         },
         ToolName::Grep => ToolEntry {
             name: tool.as_str(),
+            title: "Search file contents",
+            output_schema: output_schema(tool),
             description: GREP_DESCRIPTION,
             input_schema: json!({
                 "type": "object",
@@ -395,6 +446,8 @@ pub fn entry(tool: ToolName) -> ToolEntry {
         },
         ToolName::JobStatus => ToolEntry {
             name: tool.as_str(),
+            title: "Background job status",
+            output_schema: output_schema(tool),
             description: JOB_STATUS_DESCRIPTION,
             input_schema: json!({
                 "type": "object",
@@ -410,6 +463,8 @@ pub fn entry(tool: ToolName) -> ToolEntry {
         },
         ToolName::JobOutput => ToolEntry {
             name: tool.as_str(),
+            title: "Background job output",
+            output_schema: output_schema(tool),
             description: JOB_OUTPUT_DESCRIPTION,
             input_schema: json!({
                 "type": "object",
@@ -447,6 +502,8 @@ pub fn entry(tool: ToolName) -> ToolEntry {
         },
         ToolName::JobKill => ToolEntry {
             name: tool.as_str(),
+            title: "Stop background job",
+            output_schema: output_schema(tool),
             description: JOB_KILL_DESCRIPTION,
             input_schema: json!({
                 "type": "object",
@@ -469,6 +526,8 @@ pub fn entry(tool: ToolName) -> ToolEntry {
             },
         },
         ToolName::PrepareUpload => ToolEntry {
+            title: "Prepare file upload",
+            output_schema: output_schema(tool),
             name: tool.as_str(),
             description: PREPARE_UPLOAD_DESCRIPTION,
             input_schema: json!({
@@ -504,6 +563,8 @@ pub fn entry(tool: ToolName) -> ToolEntry {
             },
         },
         ToolName::PrepareDownload => ToolEntry {
+            title: "Prepare file download",
+            output_schema: output_schema(tool),
             name: tool.as_str(),
             description: PREPARE_DOWNLOAD_DESCRIPTION,
             input_schema: json!({
@@ -529,6 +590,259 @@ fn expires_in_property() -> Value {
         "default": 300,
         "description": "Seconds the URL stays valid (at most 900).",
     })
+}
+
+/// The JSON Schema of a tool's successful result: the object that is both its text item and
+/// its `structuredContent`. Failures (`isError: true`) carry no `structuredContent`.
+///
+/// Objects are closed (`additionalProperties: false`) so that a field added to a result
+/// without its schema fails the tests instead of surprising a validating client.
+pub fn output_schema(tool: ToolName) -> Value {
+    match tool {
+        ToolName::PrepareUpload => grant_schema(
+            json!({
+                "max_bytes": { "type": "integer", "minimum": 0, "description": "Largest body the URL accepts." },
+                "dest_path": { "type": "string", "description": "Where the upload lands." },
+                "overwrite": { "type": "boolean", "description": "Whether an existing file is replaced." },
+                "sha256": { "type": "string", "description": "The SHA-256 the upload must have, if one was given." },
+            }),
+            &["max_bytes", "dest_path", "overwrite"],
+        ),
+        ToolName::PrepareDownload => grant_schema(
+            json!({
+                "size": { "type": "integer", "minimum": 0, "description": "Size of the file when the URL was made." },
+                "src_path": { "type": "string", "description": "The file the URL serves." },
+            }),
+            &["size", "src_path"],
+        ),
+        ToolName::BashExecute => json!({
+            "type": "object",
+            "description": "A finished command, or the started job when background was true.",
+            "anyOf": [bash_result_schema(), job_schema()],
+        }),
+        ToolName::ReadFile => object(
+            json!({
+                "content": {
+                    "type": "string",
+                    "description": "The selected lines, each as its line number, a tab and the text, joined by newlines.",
+                },
+                "total_lines": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Lines in the file (a lower bound when total_lines_exact is false).",
+                },
+                "truncated": {
+                    "type": "boolean",
+                    "description": "More lines follow: call again with offset + limit.",
+                },
+                "total_lines_exact": {
+                    "type": "boolean",
+                    "description": "Present (false) only when the file was too large to count to the end.",
+                },
+            }),
+            &["content", "total_lines", "truncated"],
+        ),
+        ToolName::WriteFile => object(
+            json!({
+                "success": { "const": true },
+                "bytes_written": { "type": "integer", "minimum": 0 },
+            }),
+            &["success", "bytes_written"],
+        ),
+        ToolName::EditFile => object(
+            json!({
+                "success": { "const": true },
+                "replacements": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Occurrences replaced (0 when the edit changed nothing).",
+                },
+            }),
+            &["success", "replacements"],
+        ),
+        ToolName::Glob => object(
+            json!({
+                "files": {
+                    "type": "array",
+                    "items": { "type": "string" },
+                    "description": "Absolute paths, newest first.",
+                },
+                "count": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "All matches, including those not listed.",
+                },
+                "truncated": {
+                    "type": "boolean",
+                    "description": "More matched than are listed.",
+                },
+            }),
+            &["files", "count", "truncated"],
+        ),
+        ToolName::Grep => object(
+            json!({
+                "results": {
+                    "type": "string",
+                    "description": "Output lines joined by newlines (path:line:text, paths, or path:N).",
+                },
+                "match_count": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Output lines found (a lower bound when match_count_exact is false).",
+                },
+                "match_count_exact": {
+                    "type": "boolean",
+                    "description": "Present (false) only when the search stopped early.",
+                },
+            }),
+            &["results", "match_count"],
+        ),
+        ToolName::JobStatus | ToolName::JobKill => job_schema(),
+        ToolName::JobOutput => object(
+            json!({
+                "job_id": { "type": "string" },
+                "stdout": { "type": "string", "description": "Output from stdout_offset on." },
+                "stderr": { "type": "string", "description": "Output from stderr_offset on." },
+                "stdout_offset": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Pass back to continue reading stdout.",
+                },
+                "stderr_offset": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Pass back to continue reading stderr.",
+                },
+                "running": { "type": "boolean" },
+                "exit_code": nullable("integer", "null while running."),
+                "complete": {
+                    "type": "boolean",
+                    "description": "The job ended and all its output was read.",
+                },
+                "output_truncated": {
+                    "type": "boolean",
+                    "description": "The job wrote more than the server keeps.",
+                },
+            }),
+            &[
+                "job_id",
+                "stdout",
+                "stderr",
+                "stdout_offset",
+                "stderr_offset",
+                "running",
+                "exit_code",
+                "complete",
+                "output_truncated",
+            ],
+        ),
+    }
+}
+
+/// A value of `kind` or `null`, spelled with `anyOf` (single-`type` schema dialects, such as
+/// the one some model providers map tool schemas onto, do not take a list of types).
+fn nullable(kind: &str, description: &str) -> Value {
+    json!({
+        "anyOf": [{ "type": kind }, { "type": "null" }],
+        "description": description,
+    })
+}
+
+/// A closed object schema.
+/// The result of `prepare_upload`/`prepare_download`: the common grant keys plus `extra`.
+fn grant_schema(extra: Value, extra_required: &[&str]) -> Value {
+    let mut properties = json!({
+        "success": { "const": true },
+        "url": { "type": "string", "description": "The one-time URL (relative unless MYMCP_PUBLIC_BASE_URL is set)." },
+        "method": { "type": "string", "enum": ["PUT", "GET"] },
+        "ticket": { "type": "string", "description": "The signed ticket inside the URL." },
+        "expires_in": { "type": "integer", "minimum": 1, "description": "Seconds the URL stays valid." },
+        "expires_at": { "type": "string", "description": "UTC expiry, YYYY-MM-DDTHH:MM:SSZ." },
+        "curl_example": { "type": "string", "description": "A curl command to run in the client's own shell." },
+        "instructions": { "type": "string" },
+        "on_error": { "type": "string" },
+    });
+    let map = properties.as_object_mut().expect("object");
+    for (k, v) in extra.as_object().expect("object") {
+        map.insert(k.clone(), v.clone());
+    }
+    let mut required = vec![
+        "success",
+        "url",
+        "method",
+        "ticket",
+        "expires_in",
+        "expires_at",
+        "curl_example",
+        "instructions",
+        "on_error",
+    ];
+    required.extend_from_slice(extra_required);
+    object(properties, &required)
+}
+
+fn object(properties: Value, required: &[&str]) -> Value {
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+fn bash_result_schema() -> Value {
+    object(
+        json!({
+            "stdout": { "type": "string" },
+            "stderr": {
+                "type": "string",
+                "description": "Ends with 'Command timed out after Ns' when timed_out.",
+            },
+            "exit_code": {
+                "type": "integer",
+                "description": "Exit status, or -N when killed by signal N.",
+            },
+            "timed_out": { "type": "boolean" },
+        }),
+        &["stdout", "stderr", "exit_code", "timed_out"],
+    )
+}
+
+fn job_schema() -> Value {
+    object(
+        json!({
+            "job_id": { "type": "string" },
+            "command": { "type": "string" },
+            "working_dir": { "type": "string" },
+            "running": { "type": "boolean" },
+            "exit_code": nullable("integer", "null while running; -N when killed by signal N."),
+            "timed_out": { "type": "boolean" },
+            "killed": { "type": "boolean", "description": "Ended by job_kill." },
+            "started_at": { "type": "string", "description": "RFC 3339 UTC time." },
+            "finished_at": nullable("string", "RFC 3339 UTC time; null while running."),
+            "duration_ms": { "type": "integer", "minimum": 0 },
+            "timeout": { "type": "integer", "description": "Seconds the job may run." },
+            "stdout_bytes": { "type": "integer", "minimum": 0 },
+            "stderr_bytes": { "type": "integer", "minimum": 0 },
+            "output_truncated": { "type": "boolean" },
+        }),
+        &[
+            "job_id",
+            "command",
+            "working_dir",
+            "running",
+            "exit_code",
+            "timed_out",
+            "killed",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "timeout",
+            "stdout_bytes",
+            "stderr_bytes",
+            "output_truncated",
+        ],
+    )
 }
 
 /// The schema property naming a job.

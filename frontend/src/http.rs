@@ -4,15 +4,18 @@
 //! everything else.
 //!
 //! `POST /mcp` checks, in this order, and stops at the first failure:
-//! 1. `Origin`, when present, must be loopback or configured (403) — a browser page elsewhere
-//!    must not be able to drive the server through a user's token (DNS rebinding, CSRF);
+//! 1. `Host` and, when present, `Origin` must be allowed (403; see [`crate::origin`]) — a
+//!    browser page elsewhere must not be able to drive the server through a user's token
+//!    (DNS rebinding, CSRF);
 //! 2. `Authorization: Bearer <token>` must be present (401);
 //! 3. `Content-Type` must be `application/json` (415);
 //! 4. `Accept` must allow JSON or SSE (406);
-//! 5. `MCP-Protocol-Version`, when present, must be supported (400);
-//! 6. the body must fit the configured limit (413), checked from `Content-Length` before
+//! 5. the body must fit the configured limit (413), checked from `Content-Length` before
 //!    reading and again while reading;
-//! 7. then [`mcp::handle`] authenticates through the executor and answers.
+//! 6. then [`mcp::handle`] authenticates through the executor, picks the protocol revision
+//!    from the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers and the body (an
+//!    unsupported version or a header that disagrees with the body is a 400 with the request's
+//!    JSON-RPC id, after the token was checked) and answers.
 //!
 //! The token itself never leaves this module: it is hashed into a [`TokenDigest`] at once.
 //! Every response carries `x-request-id` (the client's, if sane, else a fresh random one),
@@ -30,14 +33,15 @@
 
 use crate::calls::CallRegistry;
 use crate::forward::Forwarder;
-use crate::mcp::{self, Caller, Outcome, StreamPolicy, StreamedCall};
+use crate::mcp::{self, Caller, ErrorStatus, Outcome, Post, StreamPolicy, StreamedCall};
+use crate::revisions::{HeaderField, McpHeaders};
 use crate::sys;
 use crate::tickets::Tickets;
 use crate::transfer::{self, TransferState};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRef, Request, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
@@ -62,7 +66,11 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 24 * 1024 * 1024;
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const MCP_PROTOCOL_VERSION: &str = "mcp-protocol-version";
+const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const MCP_METHOD: HeaderName = HeaderName::from_static("mcp-method");
+const MCP_NAME: HeaderName = HeaderName::from_static("mcp-name");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 const MCP_SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
 
 /// Longest `Mcp-Session-Id` taken from a client.
@@ -78,6 +86,10 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Which browser origins may call `/mcp`.
     pub origins: OriginPolicy,
+    /// Which `Host` names may reach `/mcp`.
+    pub hosts: HostPolicy,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
     /// Interval of `: keep-alive` comments on a streamed `tools/call`.
     pub keep_alive: Duration,
     /// `MYMCP_PUBLIC_BASE_URL`: the prefix of transfer URLs (relative when empty).
@@ -89,66 +101,15 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             origins: OriginPolicy::default(),
+            hosts: HostPolicy::default(),
+            trusted_proxies: TrustedProxies::default(),
             keep_alive: DEFAULT_KEEP_ALIVE,
             public_base_url: String::new(),
         }
     }
 }
 
-/// Which `Origin` header values are allowed: loopback origins always, plus configured ones.
-///
-/// Requests without `Origin` (every non-browser MCP client) are not affected.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct OriginPolicy {
-    any: bool,
-    exact: Vec<String>,
-}
-
-impl OriginPolicy {
-    /// Parses a comma-separated list of exact origins (`https://app.example.com`); `*` allows
-    /// any origin. Blank entries are ignored; a trailing `/` is not significant.
-    pub fn from_list(csv: &str) -> OriginPolicy {
-        let mut policy = OriginPolicy::default();
-        for item in csv.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            if item == "*" {
-                policy.any = true;
-            } else {
-                policy
-                    .exact
-                    .push(item.trim_end_matches('/').to_ascii_lowercase());
-            }
-        }
-        policy
-    }
-
-    /// Whether a request carrying `Origin: origin` may proceed.
-    pub fn allows(&self, origin: &str) -> bool {
-        if self.any || is_loopback_origin(origin) {
-            return true;
-        }
-        let origin = origin.trim_end_matches('/');
-        self.exact.iter().any(|o| o.eq_ignore_ascii_case(origin))
-    }
-}
-
-/// `http(s)://localhost`, `127.0.0.1` or `[::1]`, with or without a port.
-fn is_loopback_origin(origin: &str) -> bool {
-    let origin = origin.to_ascii_lowercase();
-    let Some(rest) = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-    else {
-        return false;
-    };
-    ["localhost", "127.0.0.1", "[::1]"].iter().any(|host| {
-        rest.strip_prefix(host).is_some_and(|after| {
-            after.is_empty()
-                || after.strip_prefix(':').is_some_and(|port| {
-                    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
-                })
-        })
-    })
-}
+pub use crate::origin::{HostPolicy, OriginPolicy, TrustedProxies};
 
 /// Why a request carries no usable bearer token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,6 +247,41 @@ pub fn fresh_request_id() -> String {
         bytes = nanos.to_be_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The MCP request headers, for [`crate::revisions`].
+fn mcp_headers(headers: &HeaderMap) -> McpHeaders {
+    let field = |name: &HeaderName| {
+        HeaderField::from_values(headers.get_all(name).iter().map(HeaderValue::as_bytes))
+    };
+    McpHeaders {
+        protocol_version: field(&MCP_PROTOCOL_VERSION),
+        method: field(&MCP_METHOD),
+        name: field(&MCP_NAME),
+    }
+}
+
+/// The host the request was sent to: `Host`, or HTTP/2's `:authority`.
+fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a str> {
+    match headers.get(header::HOST) {
+        // A Host that is not even text is never allowed.
+        Some(host) => Some(host.to_str().unwrap_or("\u{fffd}")),
+        None => uri.authority().map(|a| a.as_str()),
+    }
+}
+
+/// A 403 for a browser context that may not use the server: a JSON-RPC error without an id,
+/// as the MCP transports allow.
+fn forbidden(message: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        mcp::error_response_without_id(mcp::codes::INVALID_REQUEST, message),
+    )
+        .into_response()
 }
 
 /// The client's `Mcp-Session-Id` if it is 1–128 visible ASCII characters.
@@ -441,6 +437,7 @@ fn reply(format: ReplyFormat, json: String) -> Response {
                     HeaderValue::from_static("text/event-stream"),
                 ),
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                (X_ACCEL_BUFFERING, HeaderValue::from_static("no")),
             ],
             format!("event: message\ndata: {json}\n\n"),
         )
@@ -518,6 +515,8 @@ fn stream_call(state: &AppState, caller: Caller, streamed: StreamedCall) -> Resp
                 HeaderValue::from_static("text/event-stream"),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // Tells nginx not to buffer the stream (progress must arrive as it happens).
+            (X_ACCEL_BUFFERING, HeaderValue::from_static("no")),
         ],
         Body::new(EventStream { events, task }),
     )
@@ -532,17 +531,29 @@ async fn mcp_post(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    // 1. Origin.
+    // 1. Host and Origin.
+    let host = request_host(&headers, &uri);
+    if !state.config.hosts.allows(host) {
+        tracing::warn!(host = ?host, %peer, "refused request for a foreign Host (DNS rebinding?)");
+        return forbidden(&format!(
+            "Forbidden: Host {:?} is not allowed (MYMCP_ALLOWED_HOSTS)",
+            host.unwrap_or_default()
+        ));
+    }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let allowed = origin
             .to_str()
             .is_ok_and(|o| state.config.origins.allows(o));
         if !allowed {
             tracing::warn!(origin = ?origin, %peer, "refused request from a foreign origin");
-            return detail(StatusCode::FORBIDDEN, "Forbidden origin");
+            return forbidden(&format!(
+                "Forbidden: Origin {:?} is not allowed (MYMCP_ALLOWED_ORIGINS)",
+                String::from_utf8_lossy(origin.as_bytes())
+            ));
         }
     }
 
@@ -575,22 +586,7 @@ async fn mcp_post(
         );
     };
 
-    // 5. Protocol version header.
-    if let Some(version) = headers.get(MCP_PROTOCOL_VERSION) {
-        let version = String::from_utf8_lossy(version.as_bytes());
-        if !mcp::is_supported_version(&version) {
-            let message = format!(
-                "Bad Request: Unsupported protocol version: {version}. Supported versions: {}",
-                mcp::SUPPORTED_PROTOCOL_VERSIONS.join(", ")
-            );
-            return json_body(
-                StatusCode::BAD_REQUEST,
-                mcp::error_response(mcp::codes::INVALID_REQUEST, &message),
-            );
-        }
-    }
-
-    // 6. Body size: refuse by announced length without reading, then bound the read.
+    // 5. Body size: refuse by announced length without reading, then bound the read.
     let limit = state.config.max_body_bytes;
     let announced = headers
         .get(header::CONTENT_LENGTH)
@@ -608,26 +604,31 @@ async fn mcp_post(
         }
     };
 
-    // 7. MCP.
+    // 6. MCP.
+    let forwarded_for = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let client = state
+        .config
+        .trusted_proxies
+        .client(peer.ip(), forwarded_for);
     let caller = Caller {
         token,
         origin: CallOrigin {
-            peer: peer.ip().to_canonical().to_string(),
+            peer: client.to_string(),
             request_id,
         },
         session: session_id(&headers),
         tickets: state.tickets.clone(),
     };
-    let policy = stream_policy(&headers);
-    match mcp::handle(
-        state.forwarder.as_ref(),
-        &state.calls,
-        &caller,
-        &bytes,
-        policy,
-    )
-    .await
-    {
+    let mcp_headers = mcp_headers(&headers);
+    let post = Post {
+        body: &bytes,
+        headers: &mcp_headers,
+        policy: stream_policy(&headers),
+    };
+    match mcp::handle(state.forwarder.as_ref(), &state.calls, &caller, post).await {
         Outcome::Reply(json) => reply(format, json),
         Outcome::Initialized(json) => {
             let mut response = reply(format, json);
@@ -637,7 +638,8 @@ async fn mcp_post(
             response
         }
         Outcome::Stream(streamed) => stream_call(&state, caller, streamed),
-        Outcome::BadRequest(json) => json_body(StatusCode::BAD_REQUEST, json),
+        Outcome::Error(ErrorStatus::BadRequest, json) => json_body(StatusCode::BAD_REQUEST, json),
+        Outcome::Error(ErrorStatus::NotFound, json) => json_body(StatusCode::NOT_FOUND, json),
         Outcome::Accepted => StatusCode::ACCEPTED.into_response(),
         Outcome::Unauthenticated => unauthorized("Invalid or disabled token"),
         Outcome::Unavailable => {
@@ -813,42 +815,6 @@ mod tests {
         // sha256("abc")
         let d = token_digest(b"abc");
         assert_eq!(d.0[..4], [0xba, 0x78, 0x16, 0xbf]);
-    }
-
-    #[test]
-    fn loopback_origins_are_allowed_with_any_port() {
-        let p = OriginPolicy::default();
-        for ok in [
-            "http://localhost",
-            "http://localhost:6274",
-            "https://127.0.0.1:8443",
-            "http://[::1]:1",
-            "HTTP://LOCALHOST",
-        ] {
-            assert!(p.allows(ok), "{ok}");
-        }
-        for bad in [
-            "http://localhost.evil.com",
-            "http://127.0.0.1.nip.io",
-            "http://localhost:",
-            "http://localhost:80a",
-            "file://localhost",
-            "null",
-            "https://example.com",
-        ] {
-            assert!(!p.allows(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn configured_origins_are_exact_and_star_allows_all() {
-        let p = OriginPolicy::from_list(" https://app.example.com/ , ,http://x:81");
-        assert!(p.allows("https://app.example.com"));
-        assert!(p.allows("HTTPS://APP.EXAMPLE.COM"));
-        assert!(p.allows("http://x:81"));
-        assert!(!p.allows("https://app.example.com:444"));
-        assert!(!p.allows("https://evil.app.example.com"));
-        assert!(OriginPolicy::from_list("*").allows("https://anything.test"));
     }
 
     #[test]

@@ -19,7 +19,10 @@
 //! Modules, by responsibility:
 //! - [`http`]: the axum router, HTTP-level checks and status codes, SSE streams;
 //! - [`mcp`]: JSON-RPC 2.0 / MCP processing, independent of the transport;
+//! - [`revisions`]: the MCP protocol revisions, and which one a request speaks (headers,
+//!   per-request `_meta`);
 //! - [`calls`]: the running `tools/call`s, for `notifications/cancelled`;
+//! - [`origin`]: `Origin` and `Host` allow-lists, the client address behind trusted proxies;
 //! - [`catalogue`]: the tools `tools/list` shows, with schemas and descriptions;
 //! - [`arguments`]: `tools/call` arguments → typed [`mymcp_protocol::ToolCall`]s;
 //! - [`results`]: typed tool outcomes → MCP results (large texts escaped by `json_string`);
@@ -56,7 +59,9 @@ mod json_string;
 pub mod listen;
 pub mod mcp;
 pub mod metrics;
+pub mod origin;
 pub mod results;
+pub mod revisions;
 pub mod server;
 mod sys;
 pub mod tickets;

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use mymcp_frontend::forward::Forwarder;
-use mymcp_frontend::http::{self, HttpConfig, OriginPolicy};
+use mymcp_frontend::http::{self, HostPolicy, HttpConfig, OriginPolicy, TrustedProxies};
 use mymcp_frontend::listen::ListenSource;
 use mymcp_frontend::server::{self, ServerConfig};
 use std::path::PathBuf;
@@ -44,13 +44,25 @@ struct Cli {
     #[arg(long, env = "MYMCP_MAX_BODY_BYTES", default_value_t = http::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
 
-    /// Browser origins allowed besides loopback ones, comma-separated (`*` = any).
+    /// Browser origins allowed besides loopback ones and the public URL's, comma-separated
+    /// (`*` = any).
     #[arg(long, env = "MYMCP_ALLOWED_ORIGINS", default_value = "")]
     allowed_origins: String,
 
-    /// Prefix of transfer URLs (e.g. https://host.example); relative URLs when empty.
+    /// Host names allowed in the Host header besides loopback names, IP addresses and the
+    /// public URL's, comma-separated `name` or `name:port` (`*` = any).
+    #[arg(long, env = "MYMCP_ALLOWED_HOSTS", default_value = "")]
+    allowed_hosts: String,
+
+    /// The URL clients use to reach this server (e.g. https://mcp.example.com behind a
+    /// reverse proxy); its host and origin are allowed.
     #[arg(long, env = "MYMCP_PUBLIC_BASE_URL", default_value = "")]
     public_base_url: String,
+
+    /// Reverse proxies whose X-Forwarded-For names the client, comma-separated addresses or
+    /// CIDR blocks (e.g. 127.0.0.1). Empty: the TCP peer is the client.
+    #[arg(long, env = "MYMCP_TRUSTED_PROXIES", default_value = "")]
+    trusted_proxies: String,
 
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
@@ -89,6 +101,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     mymcp_frontend::tune_allocator();
+    let config = http_config(&cli)?;
     // Touches the environment, so it runs before the runtime starts any thread.
     let source = match cli.listen_fd {
         Some(fd) => {
@@ -101,20 +114,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(cli, source));
+    let result = runtime.block_on(serve(cli, source, config));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve(cli: Cli, source: ListenSource) -> anyhow::Result<()> {
+async fn serve(cli: Cli, source: ListenSource, config: HttpConfig) -> anyhow::Result<()> {
     let listener = source.open().await?;
     let forwarder = Forwarder::new(&cli.executor_socket);
-    let config = HttpConfig {
-        max_body_bytes: cli.max_body_bytes,
-        origins: OriginPolicy::from_list(&cli.allowed_origins),
-        public_base_url: cli.public_base_url.clone(),
-        ..HttpConfig::default()
-    };
     let app = http::router(forwarder, config);
 
     let stopped = async {
@@ -130,6 +137,31 @@ async fn serve(cli: Cli, source: ListenSource) -> anyhow::Result<()> {
     };
     server::serve(listener, app, server_config, stopped).await;
     Ok(())
+}
+
+/// The HTTP settings; an invalid list or URL stops start-up naming the variable.
+fn http_config(cli: &Cli) -> anyhow::Result<HttpConfig> {
+    let mut origins = OriginPolicy::from_list(&cli.allowed_origins);
+    let mut hosts = HostPolicy::from_list(&cli.allowed_hosts).context("MYMCP_ALLOWED_HOSTS")?;
+    let public = cli.public_base_url.trim().trim_end_matches('/');
+    if !public.is_empty() {
+        origins = origins
+            .with_public_url(public)
+            .context("MYMCP_PUBLIC_BASE_URL")?;
+        hosts = hosts
+            .with_public_url(public)
+            .context("MYMCP_PUBLIC_BASE_URL")?;
+    }
+    let trusted_proxies =
+        TrustedProxies::from_list(&cli.trusted_proxies).context("MYMCP_TRUSTED_PROXIES")?;
+    Ok(HttpConfig {
+        max_body_bytes: cli.max_body_bytes,
+        origins,
+        hosts,
+        trusted_proxies,
+        public_base_url: public.to_owned(),
+        ..HttpConfig::default()
+    })
 }
 
 async fn wait_for_signal() -> std::io::Result<&'static str> {

@@ -1,8 +1,18 @@
 //! The MCP layer: JSON-RPC 2.0 messages in, JSON-RPC responses out, independent of HTTP.
 //!
-//! The server is stateless: every POST body stands alone, `initialize` is optional, and
-//! `tools/list`/`tools/call` work without it. A body is one JSON-RPC message or a batch
-//! (a JSON array, allowed by protocol version 2025-03-26).
+//! The server is stateless: every POST body stands alone. It speaks every MCP revision from
+//! 2024-11-05 to 2026-07-28 ([`crate::revisions`] decides which one a POST uses):
+//! - **legacy** revisions (up to 2025-11-25): `initialize` is optional, and
+//!   `tools/list`/`tools/call` work without it; a body may be a batch (a JSON array) only under
+//!   2025-03-26, the one revision that defined batching (or when no header names a revision,
+//!   which those revisions say to read as 2025-03-26); unknown methods are JSON-RPC errors in
+//!   a 200, as the reference servers answered;
+//! - **2026-07-28**: no `initialize` or `ping`; `server/discover` describes the server; every
+//!   request carries its version and capabilities in `_meta` and mirrors them in headers; a
+//!   body is one request or notification; results carry `resultType` and the server's
+//!   identity in `_meta`, `tools/list` carries caching hints; an unknown method is a 404 with
+//!   `-32601`, other envelope and parameter errors are 400s; an unknown tool is a JSON-RPC
+//!   error (`-32602`), as that revision's text asks.
 //!
 //! Authentication always comes before MCP processing, with at most one executor round trip in
 //! the common case:
@@ -30,6 +40,7 @@ use crate::calls::{CallKey, CallRegistry, Cancelled};
 use crate::catalogue;
 use crate::forward::{ExecutorClient, ForwardError, Watch};
 use crate::results::CallToolResult;
+use crate::revisions::{self, Era, McpHeaders, Rejection, Revision, Shape};
 use crate::tickets::Tickets;
 use mymcp_protocol::{
     CallOrigin, ErrorCode, FrontendRequest, FrontendResponse, Progress, Role, TokenDigest,
@@ -41,12 +52,12 @@ use std::pin::pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// MCP protocol versions this server speaks, oldest first.
-pub const SUPPORTED_PROTOCOL_VERSIONS: [&str; 4] =
-    ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// How long a client may cache a `tools/list` (2026-07-28 `ttlMs`): the catalogue changes only
+/// with a new server binary.
+pub const TOOLS_LIST_TTL_MS: u64 = 3_600_000;
 
-/// The version answered to clients asking for one we do not know.
-pub const LATEST_PROTOCOL_VERSION: &str = "2025-11-25";
+/// How long a client may cache `server/discover`.
+pub const DISCOVER_TTL_MS: u64 = 3_600_000;
 
 /// Deepest nesting of arrays and objects accepted in a body.
 pub const MAX_NESTING_DEPTH: usize = 64;
@@ -64,16 +75,14 @@ pub mod codes {
     pub const INTERNAL_ERROR: i64 = -32603;
 }
 
-/// Whether `version` is an MCP protocol version this server speaks.
-pub fn is_supported_version(version: &str) -> bool {
-    SUPPORTED_PROTOCOL_VERSIONS.contains(&version)
-}
-
-/// The version to answer an `initialize` with: the client's if we speak it, else the latest.
+/// The version to answer an `initialize` with: the client's if an `initialize` can agree on
+/// it, else the latest that can.
 pub fn negotiate_version(requested: Option<&str>) -> &'static str {
     requested
-        .and_then(|r| SUPPORTED_PROTOCOL_VERSIONS.into_iter().find(|v| *v == r))
-        .unwrap_or(LATEST_PROTOCOL_VERSION)
+        .and_then(Revision::parse)
+        .filter(|r| !r.is_modern())
+        .unwrap_or(Revision::LATEST_HANDSHAKE)
+        .as_str()
 }
 
 /// Who is calling: the digest of the bearer token they sent, where the request came from, and
@@ -106,8 +115,10 @@ pub enum Outcome {
     Initialized(String),
     /// An authenticated `tools/call` to run while streaming: see [`run_streamed`].
     Stream(StreamedCall),
-    /// The body is not valid JSON-RPC; the string is the JSON-RPC error to send (HTTP 400).
-    BadRequest(String),
+    /// A JSON-RPC error answered with an HTTP error status: a body that is not valid
+    /// JSON-RPC, a refused protocol version or header, and under 2026-07-28 every error the
+    /// revision maps to a status.
+    Error(ErrorStatus, String),
     /// Only notifications or responses: nothing to answer (HTTP 202).
     Accepted,
     /// The executor does not know the token, or it may not use MCP (HTTP 401).
@@ -116,6 +127,31 @@ pub enum Outcome {
     Unavailable,
     /// The executor answered with a response of the wrong kind (HTTP 502).
     BadGateway,
+}
+
+/// The HTTP status of an [`Outcome::Error`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorStatus {
+    /// 400.
+    BadRequest,
+    /// 404: a method this server does not implement (2026-07-28).
+    NotFound,
+}
+
+impl ErrorStatus {
+    /// The status 2026-07-28 gives a JSON-RPC error code, if any (as the official SDKs do:
+    /// `-32601` is a 404, envelope and parameter errors are 400s, the rest keep 200).
+    fn of_modern_code(code: i64) -> Option<ErrorStatus> {
+        match code {
+            codes::METHOD_NOT_FOUND => Some(ErrorStatus::NotFound),
+            codes::PARSE_ERROR
+            | codes::INVALID_REQUEST
+            | codes::INVALID_PARAMS
+            | revisions::codes::HEADER_MISMATCH
+            | revisions::codes::UNSUPPORTED_PROTOCOL_VERSION => Some(ErrorStatus::BadRequest),
+            _ => None,
+        }
+    }
 }
 
 /// Why processing stopped before a JSON-RPC answer could be given.
@@ -170,6 +206,20 @@ impl Malformed {
     }
 }
 
+impl Rejection {
+    /// The JSON-RPC error response to send, for the request `id`.
+    fn response(&self, id: Value) -> String {
+        serialize(&RpcResponse::new(
+            id,
+            RpcBody::Error {
+                code: self.code,
+                message: self.message.clone(),
+                data: self.data.clone(),
+            },
+        ))
+    }
+}
+
 /// Rejects bodies nested deeper than [`MAX_NESTING_DEPTH`] or holding more than
 /// [`MAX_JSON_VALUES`] containers and elements, looking only at bytes outside strings.
 ///
@@ -217,6 +267,7 @@ pub struct StreamedCall {
     id: Value,
     call: ToolCall,
     progress_token: Option<Value>,
+    era: Era,
 }
 
 /// One message of a body, classified.
@@ -242,6 +293,31 @@ enum Message {
 enum Body {
     Single(Message),
     Batch(Vec<Message>),
+}
+
+impl Body {
+    /// What the revision rules look at.
+    fn shape(&self) -> Shape<'_> {
+        match self {
+            Body::Single(Message::Request { method, params, .. }) => Shape::Request {
+                method,
+                params: params.as_ref(),
+            },
+            Body::Single(Message::Notification { params, .. }) => Shape::Notification {
+                params: params.as_ref(),
+            },
+            Body::Single(_) => Shape::Other { batch: false },
+            Body::Batch(_) => Shape::Other { batch: true },
+        }
+    }
+
+    /// The id to answer a rejection with: the request's, when the body is one request.
+    fn id(&self) -> Value {
+        match self {
+            Body::Single(Message::Request { id, .. } | Message::Invalid { id }) => id.clone(),
+            _ => Value::Null,
+        }
+    }
 }
 
 fn parse(body: &[u8]) -> Result<Body, Malformed> {
@@ -303,7 +379,12 @@ enum RpcBody {
     #[serde(rename = "result")]
     Result(RpcResult),
     #[serde(rename = "error")]
-    Error { code: i64, message: String },
+    Error {
+        code: i64,
+        message: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<Value>,
+    },
 }
 
 /// A `result`, kept typed so that its keys serialize in declaration order (a `Value` would
@@ -311,9 +392,62 @@ enum RpcBody {
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 enum RpcResult {
-    Tool(CallToolResult),
-    Tools { tools: Vec<catalogue::ToolEntry> },
-    Other(Value),
+    Tool(Stamped<CallToolResult>),
+    Tools(Stamped<ToolList>),
+    Other(Stamped<Value>),
+}
+
+/// A result, with the fields 2026-07-28 adds to every result when the request is modern.
+#[derive(Debug, Serialize)]
+struct Stamped<T> {
+    #[serde(rename = "resultType", skip_serializing_if = "Option::is_none")]
+    result_type: Option<&'static str>,
+    #[serde(flatten)]
+    result: T,
+    #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+    meta: Option<ResultMeta>,
+}
+
+impl<T> Stamped<T> {
+    fn new(result: T, era: Era) -> Self {
+        let modern = era.is_modern();
+        Stamped {
+            result_type: modern.then_some("complete"),
+            result,
+            meta: modern.then_some(ResultMeta {
+                server_info: SERVER_INFO,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ResultMeta {
+    #[serde(rename = "io.modelcontextprotocol/serverInfo")]
+    server_info: ServerInfo,
+}
+
+/// The server's `Implementation` (name and version).
+#[derive(Clone, Copy, Debug, Serialize)]
+struct ServerInfo {
+    name: &'static str,
+    version: &'static str,
+}
+
+const SERVER_INFO: ServerInfo = ServerInfo {
+    name: "mymcp",
+    version: env!("CARGO_PKG_VERSION"),
+};
+
+/// A `tools/list` result, with 2026-07-28's caching hints when the request is modern.
+#[derive(Debug, Serialize)]
+struct ToolList {
+    tools: Vec<catalogue::ToolEntry>,
+    #[serde(rename = "ttlMs", skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
+    /// `private`: the list depends on the caller's role.
+    #[serde(rename = "cacheScope", skip_serializing_if = "Option::is_none")]
+    cache_scope: Option<&'static str>,
 }
 
 impl RpcResponse {
@@ -326,25 +460,32 @@ impl RpcResponse {
     }
 
     fn error(id: Value, code: i64, message: impl Into<String>) -> Self {
-        RpcResponse::new(
-            id,
-            RpcBody::Error {
-                code,
-                message: message.into(),
-            },
-        )
+        RpcResponse::new(id, RpcBody::error(code, message))
+    }
+
+    /// The error code, if this is an error response.
+    fn error_code(&self) -> Option<i64> {
+        match self.body {
+            RpcBody::Error { code, .. } => Some(code),
+            RpcBody::Result(_) => None,
+        }
     }
 }
 
 impl RpcBody {
-    fn tool(result: CallToolResult) -> Self {
-        RpcBody::Result(RpcResult::Tool(result))
+    fn tool(result: CallToolResult, era: Era) -> Self {
+        RpcBody::Result(RpcResult::Tool(Stamped::new(result, era)))
+    }
+
+    fn other(result: Value, era: Era) -> Self {
+        RpcBody::Result(RpcResult::Other(Stamped::new(result, era)))
     }
 
     fn error(code: i64, message: impl Into<String>) -> Self {
         RpcBody::Error {
             code,
             message: message.into(),
+            data: None,
         }
     }
 }
@@ -359,36 +500,65 @@ pub fn error_response(code: i64, message: &str) -> String {
     serialize(&RpcResponse::error(Value::Null, code, message))
 }
 
-/// Processes one POST body for `caller`, asking `executor` whatever it needs. `calls` holds
-/// the running `tools/call`s (for `notifications/cancelled`); `policy` says whether a
-/// `tools/call` may be answered as a stream.
+/// A JSON-RPC error response without an `id` member, as the MCP transports describe the body
+/// of a refusal that is not about any request (e.g. a 403 for a foreign `Origin`).
+pub fn error_response_without_id(code: i64, message: &str) -> String {
+    #[derive(Serialize)]
+    struct NoId {
+        jsonrpc: &'static str,
+        #[serde(flatten)]
+        body: RpcBody,
+    }
+    serialize(&NoId {
+        jsonrpc: "2.0",
+        body: RpcBody::error(code, message),
+    })
+}
+
+/// One POST to answer: its body, its MCP headers, and how a `tools/call` may be answered.
+#[derive(Clone, Copy, Debug)]
+pub struct Post<'a> {
+    pub body: &'a [u8],
+    pub headers: &'a McpHeaders,
+    pub policy: StreamPolicy,
+}
+
+/// Processes one POST for `caller`, asking `executor` whatever it needs. `calls` holds the
+/// running `tools/call`s (for `notifications/cancelled`).
 pub async fn handle(
     executor: &impl ExecutorClient,
     calls: &Arc<CallRegistry>,
     caller: &Caller,
-    body: &[u8],
-    policy: StreamPolicy,
+    post: Post<'_>,
 ) -> Outcome {
-    let parsed = parse(body);
+    let parsed = parse(post.body);
+    let era = parsed
+        .as_ref()
+        .map(|body| revisions::classify(body.shape(), post.headers))
+        .map_err(|_| ());
 
     // The common case: one well-formed tools/call. The executor authenticates it, so it needs
     // no separate Identify — unless it is streamed, where the 401 must be decided before the
     // stream starts.
-    if let Ok(Body::Single(Message::Request { id, method, params })) = &parsed {
+    if let (Ok(Body::Single(Message::Request { id, method, params })), Ok(Ok(era))) =
+        (&parsed, &era)
+    {
         if method == "tools/call" {
             if let Some(call) = well_formed_call(params.as_ref()) {
                 let progress_token = progress_token(params.as_ref());
+                let policy = post.policy;
                 if policy.sse && (progress_token.is_some() || policy.sse_only) {
                     return match identify(executor, caller.token).await {
                         Ok(_) => Outcome::Stream(StreamedCall {
                             id: id.clone(),
                             call,
                             progress_token,
+                            era: *era,
                         }),
                         Err(stop) => stop.into(),
                     };
                 }
-                return match call_tool(executor, calls, caller, id, call, None).await {
+                return match call_tool(executor, calls, caller, id, call, None, *era).await {
                     Ok(body) => Outcome::Reply(serialize(&RpcResponse::new(id.clone(), body))),
                     Err(stop) => stop.into(),
                 };
@@ -406,22 +576,45 @@ pub async fn handle(
         caller,
         role,
     };
-    match parsed {
-        Err(malformed) => Outcome::BadRequest(malformed.response()),
-        Ok(Body::Single(message)) => {
+    let body = match parsed {
+        Ok(body) => body,
+        Err(malformed) => return Outcome::Error(ErrorStatus::BadRequest, malformed.response()),
+    };
+    let era = match era {
+        Ok(Ok(era)) => era,
+        Ok(Err(rejection)) => {
+            return Outcome::Error(ErrorStatus::BadRequest, rejection.response(body.id()))
+        }
+        Err(_) => unreachable!("a parsed body has an era verdict"),
+    };
+    match body {
+        Body::Single(message) if era.is_modern() => session.modern(message, era).await,
+        Body::Single(message) => {
             let initialize =
                 matches!(&message, Message::Request { method, .. } if method == "initialize");
-            match session.answer(message).await {
+            match session.answer(message, era).await {
                 Ok(Some(response)) if initialize => Outcome::Initialized(serialize(&response)),
                 Ok(Some(response)) => Outcome::Reply(serialize(&response)),
                 Ok(None) => Outcome::Accepted,
                 Err(stop) => stop.into(),
             }
         }
-        Ok(Body::Batch(messages)) => {
+        Body::Batch(_) if !era.revision().allows_batches() || era.is_modern() => Outcome::Error(
+            ErrorStatus::BadRequest,
+            serialize(&RpcResponse::error(
+                Value::Null,
+                codes::INVALID_REQUEST,
+                format!(
+                    "Invalid Request: protocol version {} does not allow JSON-RPC batches; \
+                     send one message per POST",
+                    era.revision().as_str()
+                ),
+            )),
+        ),
+        Body::Batch(messages) => {
             let mut responses = Vec::new();
             for message in messages {
-                match session.answer(message).await {
+                match session.answer(message, era).await {
                     Ok(Some(response)) => responses.push(response),
                     Ok(None) => {}
                     Err(stop) => return stop.into(),
@@ -460,6 +653,7 @@ pub async fn run_streamed(
         id,
         call,
         progress_token,
+        era,
     } = streamed;
     let (progress_tx, mut progress) = mpsc::channel(16);
     let mut reports = progress_token.is_some();
@@ -471,7 +665,8 @@ pub async fn run_streamed(
         caller,
         &call_id,
         call,
-        progress_tx
+        progress_tx,
+        era
     ));
     let response = loop {
         tokio::select! {
@@ -569,6 +764,7 @@ async fn call_tool(
     id: &Value,
     call: ToolCall,
     progress: Option<mpsc::Sender<Progress>>,
+    era: Era,
 ) -> Result<RpcBody, Stop> {
     let request = FrontendRequest::Call {
         token: caller.token,
@@ -582,10 +778,10 @@ async fn call_tool(
         cancel: Some(cancel),
     };
     match executor.request_watched(request, watch).await {
-        Ok(FrontendResponse::Tool(outcome)) => Ok(RpcBody::tool(CallToolResult::from_outcome(
-            outcome,
-            &caller.tickets,
-        ))),
+        Ok(FrontendResponse::Tool(outcome)) => Ok(RpcBody::tool(
+            CallToolResult::from_outcome(outcome, &caller.tickets),
+            era,
+        )),
         Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
         Ok(_) => {
             tracing::error!("executor answered Call with something else");
@@ -646,7 +842,8 @@ impl<E: ExecutorClient> Session<'_, E> {
         }
     }
 
-    async fn answer(&self, message: Message) -> Result<Option<RpcResponse>, Stop> {
+    /// Answers one message of a legacy-era body.
+    async fn answer(&self, message: Message, era: Era) -> Result<Option<RpcResponse>, Stop> {
         let (id, method, params) = match message {
             Message::Request { id, method, params } => (id, method, params),
             Message::Notification { method, params } => {
@@ -662,20 +859,90 @@ impl<E: ExecutorClient> Session<'_, E> {
                 )))
             }
         };
-        tracing::debug!(%method, role = %self.role, "MCP request");
+        tracing::debug!(%method, role = %self.role, revision = era.revision().as_str(), "MCP request");
         let body = match method.as_str() {
-            "initialize" => RpcBody::Result(RpcResult::Other(initialize_result(params.as_ref()))),
-            "ping" => RpcBody::Result(RpcResult::Other(json!({}))),
-            "tools/list" => RpcBody::Result(RpcResult::Tools {
-                tools: catalogue::visible_to(self.role),
-            }),
-            "tools/call" => self.tools_call(&id, params).await?,
+            "initialize" => RpcBody::other(initialize_result(params.as_ref()), era),
+            "ping" => RpcBody::other(json!({}), era),
+            "tools/list" => self.tools_list(era),
+            "tools/call" => self.tools_call(&id, params, era).await?,
             _ => RpcBody::error(codes::METHOD_NOT_FOUND, "Method not found"),
         };
         Ok(Some(RpcResponse::new(id, body)))
     }
 
-    async fn tools_call(&self, id: &Value, params: Option<Value>) -> Result<RpcBody, Stop> {
+    /// Answers the one message of a 2026-07-28 body (its envelope is already checked).
+    async fn modern(&self, message: Message, era: Era) -> Outcome {
+        let (id, method, params) = match message {
+            Message::Request { id, method, params } => (id, method, params),
+            Message::Notification { method, params } => {
+                // None is defined over HTTP in this revision; a cancellation is still honoured.
+                self.notification(&method, params.as_ref());
+                return Outcome::Accepted;
+            }
+            Message::Response => {
+                return Outcome::Error(
+                    ErrorStatus::BadRequest,
+                    serialize(&RpcResponse::error(
+                        Value::Null,
+                        codes::INVALID_REQUEST,
+                        "Invalid Request: clients do not send JSON-RPC responses in protocol \
+                         version 2026-07-28",
+                    )),
+                )
+            }
+            Message::Invalid { id } => {
+                return Outcome::Error(
+                    ErrorStatus::BadRequest,
+                    serialize(&RpcResponse::error(
+                        id,
+                        codes::INVALID_REQUEST,
+                        "Invalid Request",
+                    )),
+                )
+            }
+        };
+        tracing::debug!(%method, role = %self.role, revision = era.revision().as_str(), "MCP request");
+        let body = match method.as_str() {
+            "server/discover" => RpcBody::other(discover_result(), era),
+            "tools/list" => self.tools_list(era),
+            "tools/call" => match self.tools_call(&id, params, era).await {
+                Ok(body) => body,
+                Err(stop) => return stop.into(),
+            },
+            _ => RpcBody::error(
+                codes::METHOD_NOT_FOUND,
+                format!(
+                    "Method not found: {method} (protocol version {} serves server/discover, \
+                     tools/list and tools/call)",
+                    era.revision().as_str()
+                ),
+            ),
+        };
+        let response = RpcResponse::new(id, body);
+        match response.error_code().and_then(ErrorStatus::of_modern_code) {
+            Some(status) => Outcome::Error(status, serialize(&response)),
+            None => Outcome::Reply(serialize(&response)),
+        }
+    }
+
+    fn tools_list(&self, era: Era) -> RpcBody {
+        let modern = era.is_modern();
+        RpcBody::Result(RpcResult::Tools(Stamped::new(
+            ToolList {
+                tools: catalogue::visible_to(self.role),
+                ttl_ms: modern.then_some(TOOLS_LIST_TTL_MS),
+                cache_scope: modern.then_some("private"),
+            },
+            era,
+        )))
+    }
+
+    async fn tools_call(
+        &self,
+        id: &Value,
+        params: Option<Value>,
+        era: Era,
+    ) -> Result<RpcBody, Stop> {
         let Some(Value::Object(params)) = params else {
             return Ok(RpcBody::error(
                 codes::INVALID_PARAMS,
@@ -690,12 +957,20 @@ impl<E: ExecutorClient> Session<'_, E> {
         };
         let Some(tool) = ToolName::parse(name) else {
             crate::metrics::unknown_tool_call(self.role);
-            let failure = ToolFailure::new(ErrorCode::UnknownTool, format!("Unknown tool: {name}"));
+            let message = format!("Unknown tool: {name}");
+            let failure = ToolFailure::new(ErrorCode::UnknownTool, message.clone());
             self.report_refusal(name, &failure).await?;
-            return Ok(RpcBody::tool(CallToolResult::failure(&failure)));
+            if era.is_modern() {
+                // 2026-07-28: an unknown tool is a protocol error.
+                return Ok(RpcBody::error(codes::INVALID_PARAMS, message));
+            }
+            // The reference servers answer a tool result; their clients expect one.
+            return Ok(RpcBody::tool(CallToolResult::failure(&failure), era));
         };
         match arguments::decode(tool, params.get("arguments")) {
-            Ok(call) => call_tool(self.executor, self.calls, self.caller, id, call, None).await,
+            Ok(call) => {
+                call_tool(self.executor, self.calls, self.caller, id, call, None, era).await
+            }
             // As in the reference, a caller who may not use the tool learns that first.
             Err(_) if !self.role.allows(tool.required_role()) => {
                 let failure = ToolFailure::new(
@@ -706,12 +981,15 @@ impl<E: ExecutorClient> Session<'_, E> {
                     ),
                 );
                 self.report_refusal(name, &failure).await?;
-                Ok(RpcBody::tool(CallToolResult::failure(&failure)))
+                Ok(RpcBody::tool(CallToolResult::failure(&failure), era))
             }
             Err(e) => {
                 let failure = ToolFailure::new(ErrorCode::InvalidArguments, e.message());
                 self.report_refusal(name, &failure).await?;
-                Ok(RpcBody::tool(CallToolResult::validation_error(e.message())))
+                Ok(RpcBody::tool(
+                    CallToolResult::validation_error(e.message()),
+                    era,
+                ))
             }
         }
     }
@@ -737,6 +1015,12 @@ impl<E: ExecutorClient> Session<'_, E> {
     }
 }
 
+/// The server's capabilities: tools only, and the list never changes while it runs (a
+/// stateless server could not tell anyone anyway).
+fn capabilities() -> Value {
+    json!({ "tools": { "listChanged": false } })
+}
+
 fn initialize_result(params: Option<&Value>) -> Value {
     let requested = params
         .and_then(Value::as_object)
@@ -744,14 +1028,28 @@ fn initialize_result(params: Option<&Value>) -> Value {
         .and_then(Value::as_str);
     json!({
         "protocolVersion": negotiate_version(requested),
-        "capabilities": { "tools": { "listChanged": false } },
-        "serverInfo": { "name": "mymcp", "version": env!("CARGO_PKG_VERSION") },
+        "capabilities": capabilities(),
+        "serverInfo": SERVER_INFO,
+        "instructions": catalogue::INSTRUCTIONS,
+    })
+}
+
+/// The `server/discover` result (2026-07-28), without the fields every result gets. Nothing
+/// in it depends on the caller, so shared caches may keep it.
+fn discover_result() -> Value {
+    json!({
+        "supportedVersions": revisions::supported_names(),
+        "capabilities": capabilities(),
+        "instructions": catalogue::INSTRUCTIONS,
+        "ttlMs": DISCOVER_TTL_MS,
+        "cacheScope": "public",
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::revisions::HeaderField;
     use mymcp_protocol::{Identity, ReadFileOutput, ToolOutput};
     use std::sync::Mutex;
 
@@ -872,8 +1170,23 @@ mod tests {
         body: &str,
         policy: StreamPolicy,
     ) -> Outcome {
+        run_full(exec, token, body, policy, &McpHeaders::default()).await
+    }
+
+    async fn run_full(
+        exec: &FakeExecutor,
+        token: TokenDigest,
+        body: &str,
+        policy: StreamPolicy,
+        headers: &McpHeaders,
+    ) -> Outcome {
         let calls = Arc::new(CallRegistry::default());
-        handle(exec, &calls, &caller(token), body.as_bytes(), policy).await
+        let post = Post {
+            body: body.as_bytes(),
+            headers,
+            policy,
+        };
+        handle(exec, &calls, &caller(token), post).await
     }
 
     fn reply(outcome: Outcome) -> Value {
@@ -885,7 +1198,7 @@ mod tests {
 
     fn bad_request(outcome: Outcome) -> Value {
         match outcome {
-            Outcome::BadRequest(s) => serde_json::from_str(&s).unwrap(),
+            Outcome::Error(ErrorStatus::BadRequest, s) => serde_json::from_str(&s).unwrap(),
             other => panic!("expected a bad request, got {other:?}"),
         }
     }
@@ -895,14 +1208,14 @@ mod tests {
     }
 
     #[test]
-    fn version_negotiation_echoes_known_versions_only() {
-        for v in SUPPORTED_PROTOCOL_VERSIONS {
+    fn version_negotiation_echoes_handshake_versions_only() {
+        for v in ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"] {
             assert_eq!(negotiate_version(Some(v)), v);
-            assert!(is_supported_version(v));
         }
+        // 2026-07-28 has no initialize: a client asking for it there gets the newest that has.
+        assert_eq!(negotiate_version(Some("2026-07-28")), "2025-11-25");
         assert_eq!(negotiate_version(Some("2099-01-01")), "2025-11-25");
         assert_eq!(negotiate_version(None), "2025-11-25");
-        assert!(!is_supported_version("2025-11-25 "));
     }
 
     #[test]
@@ -1295,6 +1608,7 @@ mod tests {
                 limit: None,
             }),
             progress_token: Some(json!(42)),
+            era: Era::Legacy(Revision::V2025_03_26),
         };
         let (tx, mut rx) = mpsc::channel(8);
         run_streamed(&exec, &calls, &caller(RO), streamed, tx).await;
@@ -1329,14 +1643,13 @@ mod tests {
         let send = |token, body: String| {
             let (calls, exec) = (calls.clone(), &exec);
             async move {
-                handle(
-                    exec,
-                    &calls,
-                    &caller(token),
-                    body.as_bytes(),
-                    StreamPolicy::default(),
-                )
-                .await
+                let headers = McpHeaders::default();
+                let post = Post {
+                    body: body.as_bytes(),
+                    headers: &headers,
+                    policy: StreamPolicy::default(),
+                };
+                handle(exec, &calls, &caller(token), post).await
             }
         };
         // Another token, another id, a string id: nothing happens.
@@ -1349,5 +1662,363 @@ mod tests {
         assert!(cancel.try_recv().is_err());
         assert_eq!(send(RW, note("3")).await, Outcome::Accepted);
         assert!(cancel.try_recv().is_ok());
+    }
+
+    const MODERN: &str = "2026-07-28";
+
+    fn modern_headers(method: &str, name: Option<&str>) -> McpHeaders {
+        McpHeaders {
+            protocol_version: HeaderField::Value(MODERN.into()),
+            method: HeaderField::Value(method.into()),
+            name: name.map_or(HeaderField::Absent, |n| HeaderField::Value(n.into())),
+        }
+    }
+
+    /// A 2026-07-28 request body.
+    fn modern_body(id: Value, method: &str, mut params: Value) -> String {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+        });
+        json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+    }
+
+    async fn modern(
+        exec: &FakeExecutor,
+        token: TokenDigest,
+        method: &str,
+        params: Value,
+    ) -> Outcome {
+        let name = params
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let headers = modern_headers(method, name.as_deref());
+        let body = modern_body(json!(11), method, params);
+        run_full(exec, token, &body, StreamPolicy::default(), &headers).await
+    }
+
+    fn error(outcome: Outcome, status: ErrorStatus) -> Value {
+        match outcome {
+            Outcome::Error(s, json) if s == status => serde_json::from_str(&json).unwrap(),
+            other => panic!("expected {status:?}, got {other:?}"),
+        }
+    }
+
+    fn assert_stamped(v: &Value) {
+        assert_eq!(v["result"]["resultType"], "complete", "{v}");
+        assert_eq!(
+            v["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+            "mymcp"
+        );
+    }
+
+    #[tokio::test]
+    async fn discover_describes_every_revision_and_the_server() {
+        let exec = FakeExecutor::default();
+        let v = reply(modern(&exec, RO, "server/discover", json!({})).await);
+        assert_eq!(v["id"], 11);
+        assert_stamped(&v);
+        let r = &v["result"];
+        assert_eq!(
+            r["supportedVersions"],
+            json!([
+                "2024-11-05",
+                "2025-03-26",
+                "2025-06-18",
+                "2025-11-25",
+                "2026-07-28"
+            ])
+        );
+        assert_eq!(r["capabilities"], json!({"tools": {"listChanged": false}}));
+        assert!(r["instructions"].as_str().unwrap().contains("absolute"));
+        assert_eq!(r["cacheScope"], "public");
+        assert!(r["ttlMs"].as_u64().is_some());
+    }
+
+    #[tokio::test]
+    async fn modern_tools_list_has_caching_hints_and_a_fixed_order() {
+        let exec = FakeExecutor::default();
+        let first = reply(modern(&exec, RW, "tools/list", json!({})).await);
+        assert_stamped(&first);
+        assert_eq!(first["result"]["cacheScope"], "private");
+        assert_eq!(first["result"]["ttlMs"], TOOLS_LIST_TTL_MS);
+        let again = reply(modern(&exec, RW, "tools/list", json!({})).await);
+        assert_eq!(first, again);
+        // Every tool has a title, an output schema and annotations.
+        for tool in first["result"]["tools"].as_array().unwrap() {
+            assert!(tool["title"].is_string(), "{tool}");
+            assert_eq!(tool["outputSchema"]["type"], "object", "{tool}");
+            assert!(tool["annotations"]["readOnlyHint"].is_boolean(), "{tool}");
+        }
+        // The legacy answer has none of the 2026-07-28 fields.
+        let legacy = reply(
+            run(
+                &exec,
+                RW,
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            )
+            .await,
+        );
+        let keys: Vec<&String> = legacy["result"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["tools"]);
+        assert_eq!(legacy["result"]["tools"], first["result"]["tools"]);
+    }
+
+    #[tokio::test]
+    async fn modern_tools_call_is_stamped_and_structured() {
+        let exec = FakeExecutor::default();
+        let v = reply(
+            modern(
+                &exec,
+                RO,
+                "tools/call",
+                json!({"name": "read_file", "arguments": {"file_path": "/x"}}),
+            )
+            .await,
+        );
+        assert_stamped(&v);
+        assert_eq!(v["result"]["isError"], false);
+        assert_eq!(v["result"]["structuredContent"]["total_lines"], 1);
+        assert!(matches!(exec.seen()[..], [FrontendRequest::Call { .. }]));
+    }
+
+    #[tokio::test]
+    async fn modern_unknown_tools_are_protocol_errors_but_bad_arguments_are_results() {
+        let exec = FakeExecutor::default();
+        let v = error(
+            modern(&exec, RO, "tools/call", json!({"name": "nope"})).await,
+            ErrorStatus::BadRequest,
+        );
+        assert_eq!(v["id"], 11);
+        assert_eq!(v["error"]["code"], codes::INVALID_PARAMS);
+        assert_eq!(v["error"]["message"], "Unknown tool: nope");
+        let v = reply(
+            modern(
+                &exec,
+                RO,
+                "tools/call",
+                json!({"name": "read_file", "arguments": {"file_path": 3}}),
+            )
+            .await,
+        );
+        assert_stamped(&v);
+        assert_eq!(v["result"]["isError"], true);
+        assert!(tool_text(&v).contains("'file_path' must be a string"));
+        assert!(v["result"].get("structuredContent").is_none());
+    }
+
+    #[tokio::test]
+    async fn modern_removed_and_unknown_methods_are_404s() {
+        let exec = FakeExecutor::default();
+        for method in [
+            "initialize",
+            "ping",
+            "logging/setLevel",
+            "resources/list",
+            "resources/subscribe",
+            "prompts/list",
+            "subscriptions/listen",
+            "unknown/method",
+        ] {
+            let v = error(
+                modern(&exec, RO, method, json!({})).await,
+                ErrorStatus::NotFound,
+            );
+            assert_eq!(v["id"], 11, "{method}");
+            assert_eq!(v["error"]["code"], codes::METHOD_NOT_FOUND, "{method}");
+        }
+        // Legacy: an unknown method is an error in a 200, a server/discover too.
+        let v = reply(
+            run(
+                &exec,
+                RO,
+                r#"{"jsonrpc":"2.0","id":1,"method":"resources/list"}"#,
+            )
+            .await,
+        );
+        assert_eq!(v["error"]["code"], codes::METHOD_NOT_FOUND);
+        let headers = McpHeaders {
+            protocol_version: HeaderField::Value("2025-11-25".into()),
+            ..McpHeaders::default()
+        };
+        let v = reply(
+            run_full(
+                &exec,
+                RO,
+                r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{}}"#,
+                StreamPolicy::default(),
+                &headers,
+            )
+            .await,
+        );
+        assert_eq!(v["error"]["code"], codes::METHOD_NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn modern_bodies_are_one_request_or_notification() {
+        let exec = FakeExecutor::default();
+        let headers = modern_headers("tools/list", None);
+        let request = modern_body(json!(1), "tools/list", json!({}));
+        let send = |body: String| {
+            let headers = headers.clone();
+            let exec = &exec;
+            async move { run_full(exec, RO, &body, StreamPolicy::default(), &headers).await }
+        };
+        let v = error(send(format!("[{request}]")).await, ErrorStatus::BadRequest);
+        assert_eq!(v["error"]["code"], codes::INVALID_REQUEST);
+        let v = error(
+            send(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#.into()).await,
+            ErrorStatus::BadRequest,
+        );
+        assert_eq!(v["error"]["code"], codes::INVALID_REQUEST);
+        assert_eq!(
+            send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.into()).await,
+            Outcome::Accepted
+        );
+        let v = error(send("{oops".into()).await, ErrorStatus::BadRequest);
+        assert_eq!(v["error"]["code"], codes::PARSE_ERROR);
+    }
+
+    #[tokio::test]
+    async fn header_rejections_keep_the_id_and_come_after_the_token_check() {
+        let exec = FakeExecutor::default();
+        let body = modern_body(json!("r-7"), "tools/list", json!({}));
+        let wrong = modern_headers("prompts/list", None);
+        assert_eq!(
+            run_full(&exec, BAD, &body, StreamPolicy::default(), &wrong).await,
+            Outcome::Unauthenticated
+        );
+        let v = error(
+            run_full(&exec, RO, &body, StreamPolicy::default(), &wrong).await,
+            ErrorStatus::BadRequest,
+        );
+        assert_eq!(v["id"], "r-7");
+        assert_eq!(v["error"]["code"], revisions::codes::HEADER_MISMATCH);
+
+        // A well-formed tools/call with a wrong Mcp-Name never reaches the executor as a call.
+        let call = modern_body(
+            json!(3),
+            "tools/call",
+            json!({"name": "read_file", "arguments": {"file_path": "/x"}}),
+        );
+        let v = error(
+            run_full(
+                &exec,
+                RO,
+                &call,
+                StreamPolicy::default(),
+                &modern_headers("tools/call", Some("glob")),
+            )
+            .await,
+            ErrorStatus::BadRequest,
+        );
+        assert_eq!(v["error"]["code"], revisions::codes::HEADER_MISMATCH);
+        assert!(exec
+            .seen()
+            .iter()
+            .all(|r| matches!(r, FrontendRequest::Identify { .. })));
+    }
+
+    #[tokio::test]
+    async fn unsupported_versions_are_400s_listing_the_supported_ones() {
+        let exec = FakeExecutor::default();
+        let headers = McpHeaders {
+            protocol_version: HeaderField::Value("2099-01-01".into()),
+            ..McpHeaders::default()
+        };
+        let v = error(
+            run_full(
+                &exec,
+                RO,
+                r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#,
+                StreamPolicy::default(),
+                &headers,
+            )
+            .await,
+            ErrorStatus::BadRequest,
+        );
+        assert_eq!(v["id"], 5);
+        assert_eq!(
+            v["error"]["code"],
+            revisions::codes::UNSUPPORTED_PROTOCOL_VERSION
+        );
+        assert_eq!(v["error"]["data"]["requested"], "2099-01-01");
+        assert_eq!(v["error"]["data"]["supported"].as_array().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn batches_are_refused_by_revisions_that_dropped_them() {
+        let exec = FakeExecutor::default();
+        let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#;
+        for (version, allowed) in [
+            ("2024-11-05", false),
+            ("2025-03-26", true),
+            ("2025-06-18", false),
+            ("2025-11-25", false),
+        ] {
+            let headers = McpHeaders {
+                protocol_version: HeaderField::Value(version.into()),
+                ..McpHeaders::default()
+            };
+            let outcome = run_full(&exec, RO, batch, StreamPolicy::default(), &headers).await;
+            if allowed {
+                assert!(matches!(outcome, Outcome::Reply(_)), "{version}");
+            } else {
+                let v = error(outcome, ErrorStatus::BadRequest);
+                assert_eq!(v["error"]["code"], codes::INVALID_REQUEST, "{version}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn initialize_carries_instructions() {
+        let exec = FakeExecutor::default();
+        let v = reply(
+            run(
+                &exec,
+                RO,
+                r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#,
+            )
+            .await,
+        );
+        assert_eq!(v["result"]["instructions"], catalogue::INSTRUCTIONS);
+        assert!(v["result"].get("resultType").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_modern_streamed_call_ends_with_a_stamped_result() {
+        let exec = FakeExecutor::default();
+        let body = modern_body(
+            json!(4),
+            "tools/call",
+            json!({"name": "read_file", "arguments": {"file_path": "/x"}}),
+        )
+        .replace(r#""_meta":{"#, r#""_meta":{"progressToken":"p","#);
+        let headers = modern_headers("tools/call", Some("read_file"));
+        let Outcome::Stream(streamed) = run_full(&exec, RO, &body, SSE, &headers).await else {
+            panic!("expected a stream")
+        };
+        assert_eq!(streamed.era, Era::Modern(Revision::V2026_07_28));
+        let (tx, mut rx) = mpsc::channel(8);
+        let calls = Arc::new(CallRegistry::default());
+        run_streamed(&exec, &calls, &caller(RO), streamed, tx).await;
+        let mut last = Value::Null;
+        while let Some(m) = rx.recv().await {
+            last = serde_json::from_str(&m).unwrap();
+        }
+        assert_eq!(last["id"], 4);
+        assert_stamped(&last);
+    }
+
+    #[test]
+    fn refusals_without_an_id_have_no_id_member() {
+        let v: Value =
+            serde_json::from_str(&error_response_without_id(codes::INVALID_REQUEST, "no")).unwrap();
+        assert_eq!(
+            v,
+            json!({"jsonrpc": "2.0", "error": {"code": -32600, "message": "no"}})
+        );
     }
 }

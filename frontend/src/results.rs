@@ -2,9 +2,13 @@
 //!
 //! Every outcome becomes one text content item holding the *tool JSON*: compact, raw UTF-8,
 //! keys in a fixed order (these are `Serialize` structs, not maps, because `serde_json`'s map
-//! sorts keys). Domain failures keep the reference's `{"success":false,"error":…}` shape and
-//! are additionally flagged with `isError: true`, so clients that look only at the flag notice
-//! them too; argument validation errors are plain text, also with `isError: true`.
+//! sorts keys). A success also carries the very same JSON as `structuredContent`, so it
+//! matches the tool's published [`crate::catalogue::output_schema`] by construction: both
+//! come from one typed struct, serialized once. Domain failures keep the reference's
+//! `{"success":false,"error":…}` shape and are additionally flagged with `isError: true`, so
+//! clients that look only at the flag notice them too (they carry no `structuredContent`:
+//! clients validate it against the output schema, which describes successes); argument
+//! validation errors are plain text, also with `isError: true`.
 //!
 //! Command output can be a megabyte per stream and is escaped twice (as a JSON value, then as
 //! the text item holding that JSON), so those strings go through `json_string` rather than
@@ -17,13 +21,17 @@ use mymcp_protocol::{
     JobOutputChunk, ReadFileOutput, ToolFailure, ToolOutput, TransferGrant, WriteFileOutput,
 };
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 /// The `result` of a `tools/call` response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct CallToolResult {
     pub content: Vec<TextContent>,
     #[serde(rename = "isError")]
     pub is_error: bool,
+    /// The tool JSON of a success, embedded as it is.
+    #[serde(rename = "structuredContent", skip_serializing_if = "Option::is_none")]
+    pub structured_content: Option<Box<RawValue>>,
 }
 
 /// An MCP text content item.
@@ -40,6 +48,7 @@ impl CallToolResult {
         CallToolResult {
             content: vec![TextContent { kind: "text", text }],
             is_error,
+            structured_content: None,
         }
     }
 
@@ -47,8 +56,17 @@ impl CallToolResult {
     /// its ticket and URL.
     pub fn from_outcome(outcome: Result<ToolOutput, ToolFailure>, tickets: &Tickets) -> Self {
         match outcome {
-            Ok(output) => CallToolResult::text(output_json(output, tickets), false),
+            Ok(output) => CallToolResult::success(output_json(output, tickets)),
             Err(failure) => CallToolResult::failure(&failure),
+        }
+    }
+
+    /// A success: the tool JSON as text and as structured content.
+    fn success(json: String) -> Self {
+        let structured = RawValue::from_string(json.clone()).expect("tool JSON is valid JSON");
+        CallToolResult {
+            structured_content: Some(structured),
+            ..CallToolResult::text(json, false)
         }
     }
 
@@ -629,6 +647,210 @@ mod tests {
         assert_eq!(json["stdout_offset"], 3);
         assert_eq!(json["exit_code"], 0);
         assert_eq!(json["complete"], true);
+    }
+
+    /// Checks `value` against the subset of JSON Schema the catalogue uses: `type` (a name or
+    /// a list), `const`, `properties`, `required`, `additionalProperties: false`, `items`,
+    /// `anyOf`, `minimum`. Returns what does not match.
+    fn schema_errors(schema: &serde_json::Value, value: &serde_json::Value) -> Vec<String> {
+        use serde_json::Value;
+        let mut errors = Vec::new();
+        if let Some(any) = schema.get("anyOf").and_then(Value::as_array) {
+            if !any.iter().any(|s| schema_errors(s, value).is_empty()) {
+                errors.push(format!("{value} matches no anyOf branch"));
+            }
+        }
+        if let Some(c) = schema.get("const") {
+            if c != value {
+                errors.push(format!("{value} is not {c}"));
+            }
+        }
+        if let Some(t) = schema.get("type") {
+            let names: Vec<&str> = match t {
+                Value::String(n) => vec![n],
+                Value::Array(ns) => ns.iter().filter_map(Value::as_str).collect(),
+                _ => vec![],
+            };
+            let ok = names.iter().any(|n| match *n {
+                "object" => value.is_object(),
+                "string" => value.is_string(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "boolean" => value.is_boolean(),
+                "array" => value.is_array(),
+                "null" => value.is_null(),
+                _ => false,
+            });
+            if !ok {
+                errors.push(format!("{value} is not of type {t}"));
+            }
+        }
+        if let (Some(min), Some(n)) = (
+            schema.get("minimum").and_then(Value::as_i64),
+            value.as_i64(),
+        ) {
+            if n < min {
+                errors.push(format!("{n} < {min}"));
+            }
+        }
+        if let Some(obj) = value.as_object() {
+            let props = schema.get("properties").and_then(Value::as_object);
+            for key in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if !obj.contains_key(key.as_str().unwrap()) {
+                    errors.push(format!("missing {key}"));
+                }
+            }
+            for (key, v) in obj {
+                match props.and_then(|p| p.get(key)) {
+                    Some(s) => errors.extend(schema_errors(s, v)),
+                    None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                        errors.push(format!("unexpected {key}"))
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+            for v in array {
+                errors.extend(schema_errors(items, v));
+            }
+        }
+        errors
+    }
+
+    fn sample_job(running: bool) -> JobInfo {
+        JobInfo {
+            job_id: "0123456789abcdef".into(),
+            command: "sleep 9".into(),
+            working_dir: "/".into(),
+            running,
+            exit_code: (!running).then_some(-15),
+            timed_out: false,
+            killed: !running,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: (!running).then(|| "2026-01-01T00:00:01Z".into()),
+            duration_ms: 5,
+            timeout_secs: 3600,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            output_truncated: false,
+        }
+    }
+
+    #[test]
+    fn structured_content_matches_the_output_schema() {
+        use crate::catalogue::output_schema;
+        use mymcp_protocol::ToolName;
+        let chunk = JobOutputChunk {
+            job_id: "0123456789abcdef".into(),
+            stdout: b"hi\n".to_vec(),
+            stderr: Vec::new(),
+            stdout_offset: 3,
+            stderr_offset: 0,
+            running: true,
+            exit_code: None,
+            complete: false,
+            output_truncated: false,
+        };
+        let cases: Vec<(ToolName, ToolOutput)> = vec![
+            (
+                ToolName::BashExecute,
+                ToolOutput::Bash(bash(stream(b"x", 9), stream(b"", 0), true)),
+            ),
+            (ToolName::BashExecute, ToolOutput::Job(sample_job(true))),
+            (
+                ToolName::ReadFile,
+                ToolOutput::ReadFile(ReadFileOutput {
+                    content: "   1\thi".into(),
+                    total_lines: 1,
+                    total_lines_exact: true,
+                    truncated: false,
+                }),
+            ),
+            (
+                ToolName::ReadFile,
+                ToolOutput::ReadFile(ReadFileOutput {
+                    content: String::new(),
+                    total_lines: 9,
+                    total_lines_exact: false,
+                    truncated: true,
+                }),
+            ),
+            (
+                ToolName::WriteFile,
+                ToolOutput::WriteFile(WriteFileOutput { bytes_written: 3 }),
+            ),
+            (
+                ToolName::EditFile,
+                ToolOutput::EditFile(EditFileOutput { replacements: 1 }),
+            ),
+            (
+                ToolName::Glob,
+                ToolOutput::Glob(GlobOutput {
+                    files: vec!["/a".into()],
+                    count: 2,
+                    truncated: true,
+                }),
+            ),
+            (
+                ToolName::Grep,
+                ToolOutput::Grep(GrepOutput {
+                    results: "a:1:x".into(),
+                    match_count: 1,
+                    match_count_exact: false,
+                }),
+            ),
+            (ToolName::JobStatus, ToolOutput::Job(sample_job(true))),
+            (ToolName::JobKill, ToolOutput::Job(sample_job(false))),
+            (ToolName::JobOutput, ToolOutput::JobOutput(chunk)),
+        ];
+        let mut covered = std::collections::HashSet::new();
+        for (tool, output) in cases {
+            covered.insert(tool);
+            let result = CallToolResult::from_outcome(Ok(output), &tickets());
+            let structured: serde_json::Value =
+                serde_json::from_str(result.structured_content.as_ref().unwrap().get()).unwrap();
+            let text: serde_json::Value = serde_json::from_str(&result.content[0].text).unwrap();
+            assert_eq!(
+                structured, text,
+                "{tool}: structured content is the tool JSON"
+            );
+            let errors = schema_errors(&output_schema(tool), &structured);
+            assert!(errors.is_empty(), "{tool}: {errors:?} in {structured}");
+        }
+        assert_eq!(
+            covered.len(),
+            ToolName::ALL.len(),
+            "every tool has a sample"
+        );
+        // And the checker does catch drift.
+        let schema = output_schema(ToolName::WriteFile);
+        assert!(!schema_errors(&schema, &serde_json::json!({"success": true})).is_empty());
+        assert!(!schema_errors(
+            &schema,
+            &serde_json::json!({"success": true, "bytes_written": 1, "extra": 0})
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn failures_carry_no_structured_content() {
+        let f = ToolFailure::new(ErrorCode::FileNotFoundError, "File not found: /nope");
+        let json =
+            serde_json::to_string(&CallToolResult::from_outcome(Err(f), &tickets())).unwrap();
+        assert!(!json.contains("structuredContent"), "{json}");
+        let ok = CallToolResult::from_outcome(
+            Ok(ToolOutput::WriteFile(WriteFileOutput { bytes_written: 5 })),
+            &tickets(),
+        );
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"content":[{"type":"text","text":"{\"success\":true,\"bytes_written\":5}"}],"isError":false,"structuredContent":{"success":true,"bytes_written":5}}"#
+        );
     }
 
     #[test]

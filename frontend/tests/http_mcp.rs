@@ -159,7 +159,11 @@ async fn foreign_origin_is_forbidden_before_anything_else() {
         .insert(header::ORIGIN, "https://evil.example".parse().unwrap());
     let reply = send(&h.app, req).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert_eq!(reply.body, r#"{"detail":"Forbidden origin"}"#);
+    assert_eq!(
+        reply.json(),
+        json!({"jsonrpc": "2.0", "error": {"code": -32600,
+            "message": "Forbidden: Origin \"https://evil.example\" is not allowed (MYMCP_ALLOWED_ORIGINS)"}})
+    );
 
     for ok in ["http://localhost:6274", "https://app.example.com"] {
         let mut req = mcp(RO_TOKEN, LIST);
@@ -244,11 +248,13 @@ async fn unsupported_protocol_version_header_is_400() {
         .insert("mcp-protocol-version", "2023-01-01".parse().unwrap());
     let reply = send(&h.app, req).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["error"]["code"], -32022);
     assert_eq!(
         reply.json()["error"]["message"],
         "Bad Request: Unsupported protocol version: 2023-01-01. Supported versions: \
-         2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25"
+         2024-11-05, 2025-03-26, 2025-06-18, 2025-11-25, 2026-07-28"
     );
+    assert_eq!(reply.json()["error"]["data"]["requested"], "2023-01-01");
     let mut req = mcp(RO_TOKEN, LIST);
     req.headers_mut()
         .insert("mcp-protocol-version", "2025-06-18".parse().unwrap());

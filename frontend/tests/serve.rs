@@ -62,7 +62,7 @@ async fn http1_call_reaches_the_executor_with_the_real_peer_address() {
     tcp.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
     assert!(response.to_ascii_lowercase().contains("\r\nx-request-id: "));
-    assert!(response.ends_with(r#"{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":"{\"content\":\"   1\\t/etc/hostname\",\"total_lines\":1,\"truncated\":false}"}],"isError":false}}"#), "{response}");
+    assert!(response.ends_with(r#"{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":"{\"content\":\"   1\\t/etc/hostname\",\"total_lines\":1,\"truncated\":false}"}],"isError":false,"structuredContent":{"content":"   1\t/etc/hostname","total_lines":1,"truncated":false}}}"#), "{response}");
 
     let ClientFrame::Request {
         body: FrontendRequest::Call { origin, .. },

@@ -9,6 +9,7 @@ import re
 import subprocess
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,9 +66,10 @@ class Server:
         return out
 
 
-def start_server() -> Server:
+def start_server(env: dict | None = None) -> Server:
+    """Starts `mymcpctl serve`; `env` adds settings (the frontend's are passed on to it)."""
     assert os.geteuid() == 0, "the end-to-end tests start the executor as root"
-    env = dict(os.environ, MYMCP_FRONTEND_USER="nobody")
+    env = dict(os.environ, MYMCP_FRONTEND_USER="nobody", **(env or {}))
     proc = subprocess.Popen(
         [str(bin_dir() / "mymcpctl"), "serve", "--port", "0", "--log-level", "info"],
         stderr=subprocess.PIPE,
@@ -97,6 +99,19 @@ def start_server() -> Server:
     if not ready.wait(30):
         proc.kill()
         raise AssertionError("mymcpctl serve did not start:\n" + "\n".join(log))
+    # The frontend connects to the executor in the background; until then calls get 503.
+    health = found["url"].rsplit("/mcp", 1)[0] + "/health"
+
+    def connected() -> bool:
+        try:
+            with urllib.request.urlopen(health, timeout=5) as r:
+                return b'"executor":"connected"' in r.read()
+        except OSError:
+            return False
+
+    if not wait_until(connected, 20):
+        proc.kill()
+        raise AssertionError("the frontend did not connect to the executor:\n" + "\n".join(log))
     return Server(proc, found["url"], found["rw"], found["admin"], found["run"], log)
 
 

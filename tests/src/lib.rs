@@ -360,6 +360,11 @@ pub struct FrontendProcess {
 
 impl FrontendProcess {
     pub fn start(executor_socket: &Path) -> FrontendProcess {
+        Self::start_with_env(executor_socket, &[])
+    }
+
+    /// As [`FrontendProcess::start`], with extra environment (e.g. `MYMCP_ALLOWED_HOSTS`).
+    pub fn start_with_env(executor_socket: &Path, env: &[(&str, &str)]) -> FrontendProcess {
         let (uid, gid) = user_ids("nobody");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
@@ -369,6 +374,7 @@ impl FrontendProcess {
         let mut child = Command::new(bin("mymcp-frontend"))
             .env_clear()
             .env("MYMCP_EXECUTOR_SOCKET", executor_socket)
+            .envs(env.iter().copied())
             .args([
                 "--host",
                 "127.0.0.1",
@@ -542,6 +548,49 @@ pub fn http_request(
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read");
     parse_response(&raw)
+}
+
+/// Sends `raw` (a whole HTTP request) over a fresh connection and reads the whole response.
+pub fn http_raw(addr: std::net::SocketAddr, raw: &[u8]) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    s.write_all(raw).expect("send");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    parse_response(&out)
+}
+
+/// A POST to /mcp with a body taken as it is, the standard headers (Host, bearer token,
+/// JSON content type, Accept of both types) and `headers`.
+pub fn post_mcp_text(
+    addr: std::net::SocketAddr,
+    token: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> HttpResponse {
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let request = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         {extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http_raw(addr, request.as_bytes())
+}
+
+impl HttpResponse {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// The JSON messages (`data:` lines) of an SSE body.

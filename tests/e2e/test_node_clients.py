@@ -1,0 +1,168 @@
+"""The official MCP conformance suite, the TypeScript SDK client and the MCP Inspector CLI,
+each against the real server (executor as root, frontend as nobody).
+
+They run on the Node 22 that tests/run installs into tests/node/node_modules (see
+tests/node/package.json); MYMCP_NODE_DIR names that directory. Without it these tests are
+skipped, so `pytest tests/e2e` still works on a machine without Node; tests/run always sets it.
+
+The conformance suite sends no bearer token, and mymcp refuses unauthenticated requests, so it
+talks to the server through tests/node/token-proxy.mjs, a test-only proxy that adds
+`Authorization: Bearer <token>` and passes everything else through unchanged (Host and Origin
+included, so the DNS-rebinding checks see what the suite sent).
+"""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+NODE_DIR = os.environ.get("MYMCP_NODE_DIR")
+pytestmark = pytest.mark.skipif(not NODE_DIR, reason="MYMCP_NODE_DIR not set (tests/run sets it)")
+
+# Every revision the suite has scenarios for; 2024-11-05 has none (it predates Streamable HTTP).
+CONFORMANCE_VERSIONS = ["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"]
+
+
+def node_dir() -> Path:
+    return Path(NODE_DIR)
+
+
+def node_env(home: Path) -> dict:
+    bin_dir = node_dir() / "node_modules" / ".bin"
+    # The clients keep state under $HOME (the Inspector's catalog): a scratch one each.
+    return dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", HOME=str(home), NO_COLOR="1")
+
+
+def node(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(node_dir() / "node_modules" / ".bin" / "node"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=node_env(home),
+        cwd=node_dir(),
+    )
+
+
+@pytest.fixture(scope="module")
+def proxy(server, tmp_path_factory):
+    """The token injector in front of the server: (url, process)."""
+    home = tmp_path_factory.mktemp("proxy-home")
+    proc = subprocess.Popen(
+        [
+            str(node_dir() / "node_modules" / ".bin" / "node"),
+            str(node_dir() / "token-proxy.mjs"),
+            server.url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(node_env(home), MYMCP_PROXY_TOKEN=server.rw_token),
+    )
+    line = proc.stdout.readline()
+    m = re.match(r"listening on (http://127\.0\.0\.1:\d+)", line)
+    assert m, f"token proxy did not start: {line!r} {proc.stderr.read() if proc.poll() else ''}"
+    yield f"{m.group(1)}/mcp"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.parametrize("version", CONFORMANCE_VERSIONS)
+def test_official_conformance_suite(proxy, version, tmp_path):
+    """Every scenario of the suite for this revision runs; only the checks listed, with the
+    reason, in tests/node/conformance/expected-failures-<version>.yml may fail (and must)."""
+    cli = node_dir() / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+    args = [str(cli), "server", "--url", proxy, "--suite", "all", "--spec-version", version]
+    args += ["-o", str(tmp_path / "results")]
+    baseline = node_dir() / "conformance" / f"expected-failures-{version}.yml"
+    if baseline.exists():
+        args += ["--expected-failures", str(baseline)]
+    r = node(tmp_path, *args)
+    summary = r.stdout[r.stdout.find("=== SUMMARY ===") :]
+    print(summary)
+    assert r.returncode == 0, f"conformance {version} failed:\n{r.stdout[-6000:]}\n{r.stderr[-2000:]}"
+    # The suite ran scenarios, and the ones that apply to every tools-only server passed.
+    assert re.search(r"Total: [1-9]\d* passed", summary), summary
+    applicable = {
+        "2025-03-26": [],
+        "2025-06-18": ["server-initialize", "ping", "tools-list"],
+        "2025-11-25": ["server-initialize", "ping", "tools-list", "dns-rebinding-protection"],
+        "2026-07-28": ["tools-list", "dns-rebinding-protection", "http-header-validation"],
+    }[version]
+    for scenario in applicable:
+        assert re.search(rf"✓ {re.escape(scenario)}: \d+ passed, 0 failed", summary), scenario
+
+
+def test_typescript_sdk_client_lists_and_calls_every_tool(server, tmp_path):
+    scratch = tmp_path / "files"
+    scratch.mkdir()
+    r = node(tmp_path, "sdk-client.mjs", server.url, server.rw_token, str(scratch), timeout=120)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["ok"]
+    assert report["server"]["name"] == "mymcp"
+    assert report["instructions"]
+    assert sorted(set(report["calls"])) == sorted(report["tools"])
+
+
+def inspector(home: Path, server, *args: str) -> subprocess.CompletedProcess:
+    bin_inspector = node_dir() / "node_modules" / ".bin" / "inspector"
+    return subprocess.run(
+        [str(bin_inspector), "--cli", server.url, "--transport", "http",
+         "--header", f"Authorization: Bearer {server.rw_token}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=node_env(home),
+        cwd=node_dir(),
+    )
+
+
+def test_mcp_inspector_cli_lists_and_calls_every_tool(server, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    scratch = tmp_path / "files"
+    scratch.mkdir()
+
+    # --strict: the Inspector's tool-schema portability report must have nothing to say.
+    r = inspector(home, server, "--method", "tools/list", "--strict")
+    assert r.returncode == 0, r.stderr
+    assert "Warning" not in r.stderr and "Error" not in r.stderr, r.stderr
+    tools = json.loads(r.stdout)["tools"]
+    names = [t["name"] for t in tools]
+
+    def call(name: str, *pairs: str) -> dict:
+        args = ["--method", "tools/call", "--tool-name", name]
+        for p in pairs:
+            args += ["--tool-arg", p]
+        r = inspector(home, server, *args)
+        assert r.returncode == 0, f"{name}: {r.stdout}\n{r.stderr}"
+        result = json.loads(r.stdout)
+        assert result["isError"] is False, result
+        tool_json = json.loads(result["content"][0]["text"])
+        assert result["structuredContent"] == tool_json
+        return tool_json
+
+    path = scratch / "inspector.txt"
+    called = []
+
+    def do(name: str, *pairs: str) -> dict:
+        called.append(name)
+        return call(name, *pairs)
+
+    assert do("bash_execute", "command=echo from-inspector")["stdout"] == "from-inspector\n"
+    assert do("write_file", f"file_path={path}", "content=inspected")["bytes_written"] == 9
+    assert "inspected" in do("read_file", f"file_path={path}")["content"]
+    assert do("edit_file", f"file_path={path}", "old_string=inspected", "new_string=seen")["replacements"] == 1
+    assert str(path) in do("glob", "pattern=*.txt", f"path={scratch}")["files"]
+    assert do("grep", "pattern=seen", f"path={scratch}")["match_count"] == 1
+    job = do("bash_execute", "command=echo job-from-inspector", "background=true")
+    assert "job-from-inspector" in do("job_output", f"job_id={job['job_id']}", "wait_seconds=10")["stdout"]
+    assert do("job_status", f"job_id={job['job_id']}")["job_id"] == job["job_id"]
+    assert do("job_kill", f"job_id={job['job_id']}")["running"] is False
+    assert sorted(set(called)) == sorted(names)
