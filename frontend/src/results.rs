@@ -808,6 +808,29 @@ mod tests {
             (ToolName::JobKill, ToolOutput::Job(sample_job(false))),
             (ToolName::JobOutput, ToolOutput::JobOutput(chunk)),
         ];
+        let mut cases = cases;
+        for (tool, direction, sha256) in [
+            (
+                ToolName::PrepareUpload,
+                Direction::Upload,
+                Some("ab".repeat(32)),
+            ),
+            (ToolName::PrepareUpload, Direction::Upload, None),
+            (ToolName::PrepareDownload, Direction::Download, None),
+        ] {
+            let grant = TransferGrant {
+                grant: mymcp_protocol::GrantId([7; 16]),
+                direction,
+                expires_at_unix: 4_000_000_000,
+                expires_in: 300,
+                expires_at: "2096-10-02T07:06:40Z".into(),
+                path: "/srv/in/a.bin".into(),
+                bytes: 1024,
+                overwrite: true,
+                sha256,
+            };
+            cases.push((tool, ToolOutput::TransferGrant(grant)));
+        }
         let mut covered = std::collections::HashSet::new();
         for (tool, output) in cases {
             covered.insert(tool);
