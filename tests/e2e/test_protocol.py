@@ -47,6 +47,8 @@ def sample_calls(scratch) -> list:
         ("job_status", {"job_id": None}),
         ("job_kill", {"job_id": None}),
         ("job_status", {"job_id": None}),
+        ("prepare_upload", {"dest_path": str(scratch / "up.bin"), "max_bytes": 10}),
+        ("prepare_download", {"src_path": path}),
     ]
 
 
@@ -131,13 +133,13 @@ def test_tools_are_listed_in_a_fixed_order_with_annotations(server, ro_token):
     rw = run_session(server.url, server.rw_token, "discover", names)
     assert list(rw) == [
         "bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
-        "job_status", "job_output", "job_kill",
+        "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download",
     ]
     assert rw["read_file"]["readOnlyHint"] is True
     assert rw["bash_execute"]["destructiveHint"] is True
     assert rw["bash_execute"]["openWorldHint"] is True
     ro = run_session(server.url, ro_token, "initialize", names)
-    assert list(ro) == ["read_file", "glob", "grep"]
+    assert list(ro) == ["read_file", "glob", "grep", "prepare_download"]
 
 
 def test_a_modern_session_cannot_use_legacy_methods(server):
@@ -172,7 +174,7 @@ def logged_peer(server, word: str) -> str:
     """The client address the executor logged for the call that echoed `word`."""
     def find():
         for line in (re.sub(r"\x1b\[[0-9;]*m", "", raw) for raw in server.log):
-            if "tool call ok" in line and "bash_execute" in line and f"request_id=req-{word}" in line:
+            if "tool call" in line and "bash_execute" in line and f"request_id=req-{word}" in line:
                 return line.split("peer=")[1].split()[0]
         return None
     assert wait_until(lambda: find() is not None), "\n".join(server.log[-20:])

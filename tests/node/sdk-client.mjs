@@ -71,6 +71,10 @@ try {
   assert.equal(r.job_id, job.job_id);
   r = await ok("job_kill", { job_id: job.job_id });
   assert.equal(r.running, false);
+  r = await ok("prepare_upload", { dest_path: `${dir}/up.bin`, max_bytes: 10 });
+  assert.equal(r.method, "PUT");
+  r = await ok("prepare_download", { src_path: file });
+  assert.equal(r.method, "GET");
   const missing = [...names].filter((n) => !calls.includes(n));
   assert.deepEqual(missing, [], "every listed tool was called");
 
