@@ -82,7 +82,8 @@ def test_metrics_are_valid_openmetrics_and_move_with_calls(server, tmp_path):
     tools = {dict(labels).get("tool") for (name, labels) in after if name == calls_name}
     assert "rm -rf /" not in tools
     assert tools <= {"bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
-                     "job_status", "job_output", "job_kill", "unknown"}
+                     "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download",
+                     "unknown"}
     http_ok = dict(path="/mcp", method="POST", status="200")
     assert value(after, "mymcp_http_requests_total", **http_ok) > value(
         before, "mymcp_http_requests_total", **http_ok
