@@ -83,6 +83,23 @@ pub fn integer(
     Ok(v)
 }
 
+/// Reads a path setting that must be absolute; `default` when unset or empty.
+pub fn absolute_path(src: &dyn Source, name: &str, default: &str) -> Result<PathBuf, ConfigError> {
+    let v = src
+        .get(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned());
+    let p = PathBuf::from(&v);
+    if !p.is_absolute() {
+        return Err(ConfigError::new(
+            name,
+            format!("{v} is not an absolute path"),
+        ));
+    }
+    Ok(p)
+}
+
 /// Reads a comma-separated list setting (empty entries dropped).
 pub fn list(src: &dyn Source, name: &str) -> Vec<String> {
     src.get(name)
@@ -257,21 +274,7 @@ pub fn file_tools(
         3600,
     )?);
 
-    let dir = |name: &str, default: &str| -> Result<PathBuf, ConfigError> {
-        let v = src
-            .get(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| default.to_owned());
-        let p = PathBuf::from(&v);
-        if !p.is_absolute() {
-            return Err(ConfigError::new(
-                name,
-                format!("{v} is not an absolute path"),
-            ));
-        }
-        Ok(p)
-    };
+    let dir = |name: &str, default: &str| absolute_path(src, name, default);
     let extra = list(src, "MYMCP_PROTECTED_PATHS");
     for e in &extra {
         if !e.starts_with('/') {
@@ -346,21 +349,7 @@ pub fn boolean(src: &dyn Source, name: &str, default: bool) -> Result<bool, Conf
 
 /// Audit log settings (`MYMCP_AUDIT_*`). The signing key lives in `MYMCP_STATE_DIR/audit`.
 pub fn audit_settings(src: &dyn Source) -> Result<crate::audit::AuditSettings, ConfigError> {
-    let dir = |name: &str, default: &str| -> Result<PathBuf, ConfigError> {
-        let v = src
-            .get(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| default.to_owned());
-        let p = PathBuf::from(&v);
-        if !p.is_absolute() {
-            return Err(ConfigError::new(
-                name,
-                format!("{v} is not an absolute path"),
-            ));
-        }
-        Ok(p)
-    };
+    let dir = |name: &str, default: &str| absolute_path(src, name, default);
     let state = dir("MYMCP_STATE_DIR", "/var/lib/mymcp")?;
     Ok(crate::audit::AuditSettings {
         enabled: boolean(src, "MYMCP_AUDIT_ENABLED", false)?,
@@ -413,18 +402,7 @@ pub fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
 /// `jobs` subdirectory), `MYMCP_JOB_MAX_OUTPUT_BYTES`, `MYMCP_JOB_RETENTION_SEC`,
 /// `MYMCP_JOB_MAX_RUNNING_PER_TOKEN`.
 pub fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
-    let state = src
-        .get("MYMCP_STATE_DIR")
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "/var/lib/mymcp".to_owned());
-    let state = PathBuf::from(state);
-    if !state.is_absolute() {
-        return Err(ConfigError::new(
-            "MYMCP_STATE_DIR",
-            format!("{} is not an absolute path", state.display()),
-        ));
-    }
+    let state = absolute_path(src, "MYMCP_STATE_DIR", "/var/lib/mymcp")?;
     let mut jobs = JobConfig::new(&state);
     jobs.max_output_bytes = integer(
         src,
