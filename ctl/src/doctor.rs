@@ -214,12 +214,72 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
     }
 
     check_units(&mut r);
-    r.add(
-        Level::Warn,
-        "certificate",
-        "no TLS certificate configured: serve on loopback or behind a TLS proxy",
-    );
+    check_certificate(&mut r, &frontend_settings());
     r.0
+}
+
+/// Where the packaged frontend unit's settings live (non-secret, read by the frontend).
+pub const FRONTEND_ENV_FILE: &str = "/etc/mymcp/frontend.env";
+/// The certificate the unit's commented `LoadCredential=tls.crt:…` line names.
+pub const CREDENTIAL_CERT_SOURCE: &str = "/etc/mymcp/tls/cert.pem";
+
+/// The frontend's settings: its env file, overridden by this process's environment.
+fn frontend_settings() -> HashMap<String, String> {
+    let mut settings: HashMap<String, String> =
+        mymcp_settings::envfile::read(Path::new(FRONTEND_ENV_FILE))
+            .map(|pairs| pairs.into_iter().collect())
+            .unwrap_or_default();
+    for (k, v) in std::env::vars() {
+        if k.starts_with("MYMCP_TLS_") {
+            settings.insert(k, v);
+        }
+    }
+    settings
+}
+
+/// The certificate the frontend will serve: `MYMCP_TLS_CERT` (frontend.env or the
+/// environment), else the credential source in /etc/mymcp/tls. It must parse as PEM; its
+/// fingerprint is reported so that it can be compared with what clients see.
+fn check_certificate(r: &mut Report, settings: &HashMap<String, String>) {
+    let configured = settings
+        .get("MYMCP_TLS_CERT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let path = match configured {
+        Some(p) => p,
+        None if Path::new(CREDENTIAL_CERT_SOURCE).exists() => PathBuf::from(CREDENTIAL_CERT_SOURCE),
+        None => {
+            r.add(
+                Level::Warn,
+                "certificate",
+                format!("no TLS certificate (MYMCP_TLS_CERT in {FRONTEND_ENV_FILE}, or {CREDENTIAL_CERT_SOURCE} for LoadCredential=): serve on loopback or behind a TLS proxy"),
+            );
+            return;
+        }
+    };
+    match certificate_fingerprint(&path) {
+        Ok(fp) => r.add(
+            Level::Ok,
+            "certificate",
+            format!("{} (SHA-256 {fp})", path.display()),
+        ),
+        Err(e) => r.add(
+            Level::Fail,
+            "certificate",
+            format!("{}: {e}", path.display()),
+        ),
+    }
+}
+
+/// The SHA-256 fingerprint of the first certificate in a PEM file.
+pub fn certificate_fingerprint(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read(path)?;
+    let blocks = pem::parse_many(&text)?;
+    let cert = blocks
+        .iter()
+        .find(|b| b.tag() == "CERTIFICATE")
+        .ok_or_else(|| anyhow::anyhow!("no PEM CERTIFICATE block"))?;
+    Ok(crate::certificate::fingerprint(cert.contents()))
 }
 
 fn check_config(r: &mut Report, env_file: Option<&Path>) {
@@ -371,8 +431,9 @@ fn check_units(r: &mut Report) {
     let Ok(out) = Command::new("systemctl")
         .args([
             "is-enabled",
-            "mymcp-executor.service",
-            "mymcp-frontend.service",
+            "mymcp-executor.socket",
+            "mymcp-executor-control.socket",
+            "mymcp-frontend.socket",
         ])
         .output()
     else {
@@ -390,7 +451,7 @@ fn check_units(r: &mut Report) {
         r.add(
             Level::Ok,
             "units",
-            format!("mymcp-executor, mymcp-frontend: {states}"),
+            format!("sockets of mymcp-executor (executor, control) and mymcp-frontend: {states}"),
         );
     } else {
         r.add(
@@ -398,5 +459,29 @@ fn check_units(r: &mut Report) {
             "units",
             format!("systemd units not enabled or not installed ({states})"),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_certificate_check_reports_the_fingerprint_or_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = crate::certificate::generate(dir.path(), vec!["localhost".into()], None).unwrap();
+        assert_eq!(certificate_fingerprint(&c.cert).unwrap(), c.fingerprint);
+        assert!(certificate_fingerprint(&c.key).is_err());
+
+        let mut r = Report(Vec::new());
+        let settings = HashMap::from([("MYMCP_TLS_CERT".to_owned(), c.cert.display().to_string())]);
+        check_certificate(&mut r, &settings);
+        assert_eq!(r.0[0].level, Level::Ok);
+        assert!(r.0[0].message.contains(&c.fingerprint));
+
+        let mut r = Report(Vec::new());
+        let settings = HashMap::from([("MYMCP_TLS_CERT".to_owned(), c.key.display().to_string())]);
+        check_certificate(&mut r, &settings);
+        assert_eq!(r.0[0].level, Level::Fail);
     }
 }

@@ -3,11 +3,14 @@
 //! It talks to the executor's `control.sock` (root only) for token management and status,
 //! checks the audit log ([`mymcp_audit::verify`]) and installations ([`doctor`]), imports
 //! Python/Go token stores ([`import`]), and
+//! installs the package's layout on hosts without the package ([`install`]), and
 //! runs the quick try (`serve`), which starts the executor and an unprivileged frontend with
 //! throwaway state. Library-first: `main.rs` only parses arguments and prints.
 
+pub mod certificate;
 pub mod client;
 pub mod doctor;
 pub mod import;
+pub mod install;
 pub mod serve;
 pub mod sys;

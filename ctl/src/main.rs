@@ -6,6 +6,7 @@ use mymcp_protocol::{AuditState, ControlRequest, ControlResponse, Role, TokenInf
 use mymcpctl::client::ControlClient;
 use mymcpctl::doctor::{self, DoctorOptions, Level};
 use mymcpctl::import;
+use mymcpctl::install;
 use mymcpctl::serve::{serve, ServeOptions};
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,10 @@ enum Cmd {
         /// Env file for the executor (default: none; the quick try ignores /etc/mymcp/.env).
         #[arg(long, value_name = "PATH")]
         env_file: Option<PathBuf>,
+        /// Serve HTTPS with a throwaway self-signed certificate (printed with its SHA-256
+        /// fingerprint; it vanishes on exit).
+        #[arg(long)]
+        tls: bool,
     },
     /// Manage client tokens.
     #[command(subcommand)]
@@ -73,6 +78,52 @@ enum Cmd {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Install mymcp on a host without the Debian package: the binaries beside this mymcpctl,
+    /// the systemd units, the mymcp user and the directories; enables the socket units.
+    Install {
+        #[command(flatten)]
+        layout: LayoutArgs,
+    },
+    /// Remove what `install` put in place. Tokens, env file, state and the audit log stay
+    /// unless --purge is given.
+    Uninstall {
+        #[command(flatten)]
+        layout: LayoutArgs,
+        /// Also delete /etc/mymcp, /var/lib/mymcp, /var/log/mymcp and /run/mymcp.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Print the shell completion script for mymcpctl.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), for packaging.
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Args, Debug)]
+struct LayoutArgs {
+    /// Where the binaries go.
+    #[arg(long, value_name = "DIR", default_value = "/usr/local/bin")]
+    bin_dir: PathBuf,
+    /// Install into this root instead of / (an image; users and systemd are left alone).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
+    /// Print every step without doing it.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl LayoutArgs {
+    fn layout(self) -> install::Layout {
+        install::Layout {
+            root: self.root,
+            bin_dir: self.bin_dir,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -294,12 +345,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             frontend_user,
             log_level,
             env_file,
+            tls,
         } => serve(&ServeOptions {
             host,
             port,
             frontend_user,
             log_level,
             env_file,
+            tls,
         }),
         Cmd::Token(TokenCmd::RotateAdmin { json }) => rotate(&cli.runtime_dir, Role::Admin, json),
         Cmd::Token(TokenCmd::RotateMetrics { json }) => {
@@ -382,6 +435,31 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
                 );
             }
             Ok(i32::from(failed))
+        }
+        Cmd::Install { layout } => {
+            install::install(&layout.layout())?;
+            Ok(0)
+        }
+        Cmd::Uninstall { layout, purge } => {
+            install::uninstall(&layout.layout(), purge)?;
+            Ok(0)
+        }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "mymcpctl",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .section("8")
+                .render(&mut std::io::stdout())?;
+            Ok(0)
         }
         Cmd::Config(ConfigCmd::Example) => {
             print!("{}", mymcp_settings::example_env_file());

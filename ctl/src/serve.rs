@@ -7,6 +7,8 @@
 //! ```text
 //! /tmp/mymcp-XXXXXXXX/          0710 root:<frontend group>
 //!   tokens.json                 0600 root   (digests only)
+//!   tls/cert.pem                0644 root   (--tls: the throwaway certificate)
+//!   tls/key.pem                 0640 root:<frontend group>
 //!   run/                        0750 root:<frontend group>
 //!     executor.sock             0660 root:<frontend group>
 //!     control.sock              0600 root
@@ -35,6 +37,8 @@ pub struct ServeOptions {
     pub log_level: String,
     /// Env file for the executor; `None`: no env file at all.
     pub env_file: Option<PathBuf>,
+    /// Serve HTTPS with a throwaway self-signed certificate.
+    pub tls: bool,
 }
 
 /// The frontend's account: uid, gid, and a name for messages.
@@ -243,6 +247,19 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         let rw = add_token(&mut control, "temp-rw", Role::Rw)?;
         drop(control);
 
+        let certificate = if opts.tls {
+            let tls_dir = dir.join("tls");
+            std::fs::DirBuilder::new().mode(0o755).create(&tls_dir)?;
+            let names = crate::certificate::names_for(&opts.host);
+            Some(crate::certificate::generate(
+                &tls_dir,
+                names,
+                root.then_some(account.gid),
+            )?)
+        } else {
+            None
+        };
+
         let mut frontend_cmd = Command::new(&frontend_bin);
         frontend_cmd
             .env_clear()
@@ -259,6 +276,11 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         if let Some(base) = std::env::var_os("MYMCP_PUBLIC_BASE_URL") {
             frontend_cmd.env("MYMCP_PUBLIC_BASE_URL", base);
         }
+        if let Some(c) = &certificate {
+            frontend_cmd
+                .env("MYMCP_TLS_CERT", &c.cert)
+                .env("MYMCP_TLS_KEY", &c.key);
+        }
         let (uid, gid, fd) = (account.uid, account.gid, listener.as_raw_fd());
         unsafe_pre_exec(&mut frontend_cmd, move || {
             sys::drop_privileges_in_child(uid, gid, root, Some(fd))
@@ -270,8 +292,24 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         );
         drop(listener);
 
-        let url = format!("http://{addr}/mcp");
+        let scheme = if certificate.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{addr}/mcp");
         eprintln!("[mymcp] serving on {url}");
+        if let Some(c) = &certificate {
+            eprintln!(
+                "[mymcp] TLS certificate (self-signed, throwaway): {}",
+                c.cert.display()
+            );
+            eprintln!("[mymcp] SHA-256 fingerprint: {}", c.fingerprint);
+            eprintln!(
+                "[mymcp] trust it: curl --cacert {0} …; NODE_EXTRA_CA_CERTS={0}; SSL_CERT_FILE={0}",
+                c.cert.display()
+            );
+        }
         eprintln!("[mymcp] temp admin token: {admin}");
         eprintln!("[mymcp] temp rw token:    {rw}");
         eprintln!(
@@ -332,8 +370,11 @@ where
 
 /// The frontend's own settings, passed on from this process's environment (the frontend
 /// otherwise starts with an empty one).
-const FRONTEND_SETTINGS: [&str; 5] = [
+const FRONTEND_SETTINGS: [&str; 8] = [
     "MYMCP_MAX_BODY_BYTES",
+    "MYMCP_TLS_CERT",
+    "MYMCP_TLS_KEY",
+    "MYMCP_ALLOW_PLAINTEXT",
     "MYMCP_ALLOWED_ORIGINS",
     "MYMCP_ALLOWED_HOSTS",
     "MYMCP_PUBLIC_BASE_URL",

@@ -8,9 +8,10 @@ use mymcp_executor::control::Control;
 use mymcp_executor::dispatch::Executor;
 use mymcp_executor::jobs::Jobs;
 use mymcp_executor::metrics::Metrics;
-use mymcp_executor::server::{self, Shutdown};
+use mymcp_executor::server::{self, Origin, Shutdown};
 use mymcp_executor::sys;
 use mymcp_executor::tokens::TokenStore;
+use mymcp_service::notify::Notifier;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,9 @@ use std::time::Duration;
 ///
 /// Listens on two Unix sockets in the runtime directory and nowhere else:
 /// executor.sock (mode 0660, for the frontend's uid only) and control.sock (mode 0600, for
-/// root only — used by mymcpctl). Settings come from the MYMCP_* environment variables and the
+/// root only — used by mymcpctl), or on the sockets systemd passes (socket activation:
+/// LISTEN_FDS with LISTEN_FDNAMES executor and control). Tells systemd when it is ready
+/// (NOTIFY_SOCKET) and pings its watchdog (WATCHDOG_USEC). Settings come from the MYMCP_* environment variables and the
 /// env file (--env-file, else MYMCP_ENV_FILE, else /etc/mymcp/.env); flags override both.
 #[derive(Parser, Debug)]
 #[command(version, about, long_about)]
@@ -55,6 +58,10 @@ struct Args {
     /// Check the configuration and exit (0 if it is valid).
     #[arg(long)]
     check_config: bool,
+
+    /// Print the manual page (roff) and exit; for packaging.
+    #[arg(long, hide = true)]
+    man: bool,
 }
 
 /// Secrets found in the environment or the env file; never left in the process environment.
@@ -112,7 +119,24 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // The service manager's variables are read (and removed) while this is the only thread,
+    // so no command inherits them.
+    let notifier = Notifier::from_env();
+    let activated = match mymcp_service::activation::take() {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            eprintln!("mymcp-executor: socket activation: {e}");
+            std::process::exit(2);
+        }
+    };
     let args = Args::parse();
+    if args.man {
+        use clap::CommandFactory;
+        let rendered = clap_mangen::Man::new(Args::command())
+            .section("8")
+            .render(&mut std::io::stdout());
+        std::process::exit(i32::from(rendered.is_err()));
+    }
     let started = mymcp_settings::logging::LogFormat::parse(&args.log_format).and_then(|format| {
         mymcp_settings::logging::init(&args.log_level, format, "mymcp-executor")
     });
@@ -120,7 +144,7 @@ fn main() {
         eprintln!("mymcp-executor: {e}");
         std::process::exit(2);
     }
-    if let Err(e) = run(args, secrets) {
+    if let Err(e) = run(args, secrets, notifier, activated) {
         eprintln!("mymcp-executor: {e:#}");
         std::process::exit(2);
     }
@@ -156,7 +180,12 @@ fn import_secrets(tokens: &TokenStore, secrets: &Secrets) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
+fn run(
+    args: Args,
+    secrets: Secrets,
+    notifier: Notifier,
+    activated: Vec<mymcp_service::activation::Activated>,
+) -> anyhow::Result<()> {
     // SAFETY-free hygiene: sockets and files are created with explicit modes; a restrictive
     // umask makes the window before chmod harmless.
     set_umask();
@@ -230,13 +259,10 @@ fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
         .context("tokio runtime")?;
     rt.block_on(async move {
         let group = (euid == 0).then_some(frontend.1);
-        server::prepare_runtime_dir(&args.runtime_dir, group)
-            .with_context(|| format!("runtime directory {}", args.runtime_dir.display()))?;
+        let listeners = server::listeners(&args.runtime_dir, group, activated)?;
         let (exec_path, control_path) = server::socket_paths(&args.runtime_dir);
-        let exec_listener = server::bind(&exec_path, 0o660, group)
-            .with_context(|| format!("bind {}", exec_path.display()))?;
-        let control_listener = server::bind(&control_path, 0o600, None)
-            .with_context(|| format!("bind {}", control_path.display()))?;
+        let ((exec_listener, exec_origin), (control_listener, control_origin)) =
+            (listeners.executor, listeners.control);
 
         let shutdown = Arc::new(Shutdown::default());
         let control_uid = euid;
@@ -277,7 +303,21 @@ fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
                 }
             }
         });
+        let notifier = Arc::new(notifier);
+        let watchdog = notifier.watchdog_interval().map(|every| {
+            let notifier = notifier.clone();
+            // Sent from a task of the runtime that serves the sockets: if its threads are
+            // stuck, the pings stop and systemd restarts the executor.
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    notifier.watchdog();
+                }
+            })
+        });
         tracing::info!(
+            activated = exec_origin == Origin::Activated || control_origin == Origin::Activated,
             audit = audit.enabled(),
             runtime_dir = %args.runtime_dir.display(),
             token_file = %args.token_file.display(),
@@ -287,8 +327,18 @@ fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "executor ready"
         );
+        notifier.ready(&format!(
+            "ready: {} token(s), audit {}",
+            tokens.count(),
+            if audit.enabled() { "on" } else { "off" }
+        ));
 
         wait_for_signal().await?;
+        notifier.stopping(&format!(
+            "stopping: {} call(s) running, grace {} s",
+            shutdown.in_flight(),
+            grace.as_secs()
+        ));
         tracing::info!(
             running = shutdown.in_flight(),
             grace_secs = grace.as_secs(),
@@ -299,12 +349,20 @@ fn run(args: Args, secrets: Secrets) -> anyhow::Result<()> {
         jobs.remove_all();
         flusher.abort();
         sealer.abort();
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         audit.close();
         if let Err(e) = tokens.flush() {
             tracing::warn!(error = %e, "could not record token last_used times");
         }
-        let _ = std::fs::remove_file(&exec_path);
-        let _ = std::fs::remove_file(&control_path);
+        // Sockets passed by the service manager are its to remove.
+        if exec_origin == Origin::Bound {
+            let _ = std::fs::remove_file(&exec_path);
+        }
+        if control_origin == Origin::Bound {
+            let _ = std::fs::remove_file(&control_path);
+        }
         tracing::info!("stopped");
         anyhow::Ok(())
     })

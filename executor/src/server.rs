@@ -415,6 +415,66 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> io::Result<UnixListen
     Ok(listener)
 }
 
+/// Where a listening socket came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Passed by the service manager (socket activation): it created the file with the
+    /// unit's owner and mode, and removes it.
+    Activated,
+    /// Bound here: removed again at shutdown.
+    Bound,
+}
+
+/// The executor's two listeners.
+#[derive(Debug)]
+pub struct Listeners {
+    pub executor: (UnixListener, Origin),
+    pub control: (UnixListener, Origin),
+}
+
+/// The sockets `executor` and `control`: taken from `activated` (socket activation,
+/// `FileDescriptorName=executor` / `control`; unnamed sockets count in that order), else bound
+/// in `runtime_dir` (created if needed) with modes 0660 (group `group`) and 0600.
+pub fn listeners(
+    runtime_dir: &Path,
+    group: Option<u32>,
+    mut activated: Vec<mymcp_service::activation::Activated>,
+) -> io::Result<Listeners> {
+    use mymcp_service::activation::{named, unix_listener};
+    if activated.iter().all(|s| s.name == "unknown") {
+        for (socket, name) in activated.iter_mut().zip(["executor", "control"]) {
+            socket.name = name.to_owned();
+        }
+    }
+    let (exec_path, control_path) = socket_paths(runtime_dir);
+    let mut take = |name: &str, path: &Path, mode: u32, group: Option<u32>| {
+        if let Some(fd) = named(&mut activated, name) {
+            let listener = unix_listener(fd)
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    UnixListener::from_std(l)
+                })
+                .map_err(|e| io::Error::new(e.kind(), format!("passed socket {name}: {e}")))?;
+            return Ok((listener, Origin::Activated));
+        }
+        prepare_runtime_dir(runtime_dir, group).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("runtime directory {}: {e}", runtime_dir.display()),
+            )
+        })?;
+        let listener = bind(path, mode, group)
+            .map_err(|e| io::Error::new(e.kind(), format!("bind {}: {e}", path.display())))?;
+        Ok::<_, io::Error>((listener, Origin::Bound))
+    };
+    let executor = take("executor", &exec_path, 0o660, group)?;
+    let control = take("control", &control_path, 0o600, None)?;
+    for unused in activated {
+        tracing::warn!(name = %unused.name, "ignoring a passed socket with an unknown name (expected executor or control)");
+    }
+    Ok(Listeners { executor, control })
+}
+
 /// Accepts connections on `listener` from `allowed_uid` only, until shutdown.
 pub async fn serve<S: Service>(
     name: &'static str,

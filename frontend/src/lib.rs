@@ -5,7 +5,7 @@
 //! process that actually runs tools:
 //!
 //! ```text
-//! MCP client ──HTTP──▶ mymcp-frontend ──executor.sock (postcard frames)──▶ mymcp-executor
+//! MCP client ──HTTPS─▶ mymcp-frontend ──executor.sock (postcard frames)──▶ mymcp-executor
 //!                      unprivileged user                                    root
 //! ```
 //!
@@ -34,6 +34,8 @@
 //! - [`transfer`]: `/files/raw/{ticket}`, streaming between HTTP bodies and executor pipes;
 //! - [`listen`]: the TCP listener, from systemd socket activation or `--host`/`--port`;
 //! - [`server`]: the accept loop, connection timeouts and graceful shutdown;
+//! - [`tls`]: HTTPS with rustls: certificate files or systemd credentials, reload on SIGHUP,
+//!   the refusal of plain HTTP on non-loopback addresses;
 //! - `sys`: the few raw system calls, each `unsafe` justified.
 //!
 //! ```no_run
@@ -42,7 +44,7 @@
 //!
 //! let forwarder = Forwarder::new("/run/mymcp/executor.sock");
 //! let app = http::router(forwarder, http::HttpConfig::default());
-//! let listener = ListenSource::Bind { host: "127.0.0.1".into(), port: 8765 }.open().await?;
+//! let listener = ListenSource::Bind { host: "127.0.0.1".into(), port: 8765 }.open(false).await?;
 //! let stop = async { let _ = tokio::signal::ctrl_c().await; };
 //! server::serve(listener, app, server::ServerConfig::default(), stop).await;
 //! # Ok(())
@@ -65,6 +67,7 @@ pub mod revisions;
 pub mod server;
 mod sys;
 pub mod tickets;
+pub mod tls;
 pub mod transfer;
 
 pub use sys::{effective_uid, tune_allocator};

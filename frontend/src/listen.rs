@@ -64,8 +64,9 @@ impl ListenSource {
         Ok(ListenSource::Activated(listener))
     }
 
-    /// Turns the source into a tokio listener and logs where it listens.
-    pub async fn open(self) -> io::Result<tokio::net::TcpListener> {
+    /// Turns the source into a tokio listener and logs where it listens (`https` only says
+    /// which scheme the log line shows).
+    pub async fn open(self, https: bool) -> io::Result<tokio::net::TcpListener> {
         let (listener, how) = match self {
             ListenSource::Activated(std_listener) => (
                 tokio::net::TcpListener::from_std(std_listener)?,
@@ -80,7 +81,8 @@ impl ListenSource {
         };
         // An inherited fd that is a Unix or UDP socket fails here rather than at accept time.
         let addr: SocketAddr = listener.local_addr()?;
-        tracing::info!(source = how, "listening on http://{addr}/mcp");
+        let scheme = if https { "https" } else { "http" };
+        tracing::info!(source = how, "listening on {scheme}://{addr}/mcp");
         Ok(listener)
     }
 }
@@ -95,7 +97,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 0,
         }
-        .open()
+        .open(false)
         .await
         .unwrap();
         let addr = listener.local_addr().unwrap();
@@ -110,7 +112,7 @@ mod tests {
         let addr = parent.local_addr().unwrap();
         let listener = ListenSource::from_fd(parent.into_raw_fd())
             .unwrap()
-            .open()
+            .open(false)
             .await
             .unwrap();
         assert_eq!(listener.local_addr().unwrap(), addr);
@@ -125,7 +127,7 @@ mod tests {
             host: "256.0.0.1".into(),
             port: 1,
         }
-        .open()
+        .open(false)
         .await
         .unwrap_err();
         assert!(err.to_string().contains("256.0.0.1:1"), "{err}");

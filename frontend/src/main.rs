@@ -7,8 +7,11 @@ use mymcp_frontend::forward::Forwarder;
 use mymcp_frontend::http::{self, HostPolicy, HttpConfig, OriginPolicy, TrustedProxies};
 use mymcp_frontend::listen::ListenSource;
 use mymcp_frontend::server::{self, ServerConfig};
+use mymcp_frontend::tls::{Tls, TlsFiles};
+use mymcp_service::notify::Notifier;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long open connections may take to finish after SIGTERM/SIGINT.
@@ -64,6 +67,19 @@ struct Cli {
     #[arg(long, env = "MYMCP_TRUSTED_PROXIES", default_value = "")]
     trusted_proxies: String,
 
+    /// PEM certificate chain for HTTPS (with --tls-key). Without both, the systemd credentials
+    /// tls.crt and tls.key are used if present, else plain HTTP is served.
+    #[arg(long, env = "MYMCP_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key for HTTPS (with --tls-cert). SIGHUP reads both files again.
+    #[arg(long, env = "MYMCP_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+
+    /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating reverse proxy).
+    #[arg(long, env = "MYMCP_ALLOW_PLAINTEXT", value_parser = mymcp_settings::parse_bool, default_value = "false")]
+    allow_plaintext: bool,
+
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -71,10 +87,21 @@ struct Cli {
     /// Log format on stderr: text or json (journald is used when JOURNAL_STREAM is set).
     #[arg(long, env = "MYMCP_LOG_FORMAT", default_value = "text")]
     log_format: String,
+
+    /// Print the manual page (roff) and exit; for packaging.
+    #[arg(long, hide = true)]
+    man: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.man {
+        use clap::CommandFactory;
+        let rendered = clap_mangen::Man::new(Cli::command())
+            .section("8")
+            .render(&mut std::io::stdout());
+        return ExitCode::from(u8::from(rendered.is_err()));
+    }
     if mymcp_frontend::effective_uid() == 0 {
         eprintln!(
             "mymcp-frontend must not run as root: start it as an unprivileged user (e.g. mymcp)"
@@ -102,6 +129,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     mymcp_frontend::tune_allocator();
     let config = http_config(&cli)?;
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let tls = TlsFiles::from_settings(
+        cli.tls_cert.as_deref(),
+        cli.tls_key.as_deref(),
+        credentials.as_deref(),
+    )?
+    .map(Tls::load)
+    .transpose()?;
     // Touches the environment, so it runs before the runtime starts any thread.
     let source = match cli.listen_fd {
         Some(fd) => {
@@ -110,29 +145,73 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => ListenSource::from_env(&cli.host, cli.port)
             .context("cannot use the socket passed by the service manager")?,
     };
+    // Read (and removed) while this is the only thread.
+    let notifier = Notifier::from_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(cli, source, config));
+    let result = runtime.block_on(serve(cli, source, config, tls, notifier));
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-async fn serve(cli: Cli, source: ListenSource, config: HttpConfig) -> anyhow::Result<()> {
-    let listener = source.open().await?;
+async fn serve(
+    cli: Cli,
+    source: ListenSource,
+    config: HttpConfig,
+    tls: Option<Tls>,
+    notifier: Notifier,
+) -> anyhow::Result<()> {
+    let listener = source.open(tls.is_some()).await?;
+    let addr = listener.local_addr()?;
+    mymcp_frontend::tls::check_plaintext(addr, tls.is_some(), cli.allow_plaintext)
+        .map_err(anyhow::Error::msg)?;
+    if let Some(tls) = &tls {
+        tracing::info!(
+            cert = %tls.files().cert.display(),
+            fingerprint = %tls.fingerprint(),
+            "serving HTTPS (TLS 1.2/1.3, ALPN h2, http/1.1)"
+        );
+    }
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let reloading = tls.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            reload(reloading.as_ref());
+        }
+    });
     let forwarder = Forwarder::new(&cli.executor_socket);
     let app = http::router(forwarder, config);
+
+    let notifier = Arc::new(notifier);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    notifier.ready(&format!("serving on {scheme}://{addr}/mcp"));
+    if let Some(every) = notifier.watchdog_interval() {
+        let notifier = notifier.clone();
+        // A task of the runtime that serves HTTP: if its threads are stuck, the pings stop and
+        // systemd restarts the frontend.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                notifier.watchdog();
+            }
+        });
+    }
 
     let stopped = async {
         match wait_for_signal().await {
             Ok(signal) => tracing::info!("received {signal}; shutting down"),
             Err(e) => tracing::error!("cannot listen for signals ({e}); shutting down"),
         }
+        notifier.stopping("stopping: finishing open requests");
     };
 
     let server_config = ServerConfig {
         shutdown_grace: SHUTDOWN_GRACE,
+        tls,
         ..ServerConfig::default()
     };
     server::serve(listener, app, server_config, stopped).await;
@@ -162,6 +241,17 @@ fn http_config(cli: &Cli) -> anyhow::Result<HttpConfig> {
         public_base_url: public.to_owned(),
         ..HttpConfig::default()
     })
+}
+
+/// SIGHUP: read the certificate and key again; open connections keep theirs.
+fn reload(tls: Option<&Tls>) {
+    match tls {
+        None => tracing::info!("SIGHUP: serving plain HTTP, no certificate to reload"),
+        Some(tls) => match tls.reload() {
+            Ok(fingerprint) => tracing::info!(%fingerprint, "SIGHUP: certificate reloaded"),
+            Err(e) => tracing::error!("SIGHUP: {e}; still serving the previous certificate"),
+        },
+    }
 }
 
 async fn wait_for_signal() -> std::io::Result<&'static str> {

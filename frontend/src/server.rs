@@ -5,8 +5,12 @@
 //! timeout never applies and a peer that opens connections and sends nothing holds them (and
 //! our file descriptors) forever — before any authentication. Here every connection must
 //! deliver its request headers within [`ServerConfig::header_read_timeout`]; HTTP/1.1 and
-//! HTTP/2 (cleartext, prior knowledge) are both served on the same port.
+//! HTTP/2 (cleartext, prior knowledge) are both served on the same port. With
+//! [`ServerConfig::tls`] every connection is HTTPS (HTTP/2 or HTTP/1.1 as ALPN chose); the
+//! handshake runs in the connection's own task and must also finish within the header-read
+//! timeout.
 
+use crate::tls::Tls;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -30,6 +34,8 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// How long open connections may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
+    /// Serve HTTPS with these settings; `None`: plain HTTP.
+    pub tls: Option<Tls>,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +43,7 @@ impl Default for ServerConfig {
         ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -86,16 +93,44 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request.map(Body::new)
             });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
         while connections.try_join_next().is_some() {}
-        connections.spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, "connection ended with an error: {e}");
+        match &config.tls {
+            None => {
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                connections.spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(%peer, "connection ended with an error: {e}");
+                    }
+                });
             }
-        });
+            Some(tls) => {
+                let (acceptor, builder) = (tls.acceptor().clone(), builder.clone());
+                let (watcher, timeout) = (graceful.watcher(), config.header_read_timeout);
+                connections.spawn(async move {
+                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                        .into_owned();
+                    if let Err(e) = watcher.watch(connection).await {
+                        tracing::debug!(%peer, "connection ended with an error: {e}");
+                    }
+                });
+            }
+        }
     }
 
     drop(listener);

@@ -31,7 +31,7 @@ async fn serve_with(
         host: "127.0.0.1".into(),
         port: 0,
     }
-    .open()
+    .open(false)
     .await
     .unwrap();
     let addr = listener.local_addr().unwrap();

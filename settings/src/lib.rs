@@ -25,3 +25,29 @@ pub const SECRET_SETTINGS: [&str; 2] = ["MYMCP_ADMIN_TOKEN", "MYMCP_METRICS_TOKE
 
 /// The default env file.
 pub const DEFAULT_ENV_FILE: &str = "/etc/mymcp/.env";
+
+/// Parses a boolean setting as every mymcp process does: true/false/1/0/yes/no/on/off, any
+/// case; empty means false.
+pub fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "" | "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!(
+            "invalid boolean {other:?} (allowed: true, false, 1, 0, yes, no, on, off)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod bool_tests {
+    #[test]
+    fn booleans_are_the_executor_s() {
+        for t in ["true", "1", "YES", " on "] {
+            assert_eq!(super::parse_bool(t), Ok(true));
+        }
+        for f in ["false", "0", "no", "off", ""] {
+            assert_eq!(super::parse_bool(f), Ok(false));
+        }
+        assert!(super::parse_bool("maybe").is_err());
+    }
+}

@@ -6,6 +6,7 @@ The binaries come from MYMCP_BIN_DIR (default: the cargo target dir's debug prof
 import json
 import os
 import re
+import ssl
 import subprocess
 import threading
 import time
@@ -36,6 +37,9 @@ class Server:
     admin_token: str
     runtime_dir: str
     log: list = field(default_factory=list)
+    # With `serve --tls`: the throwaway certificate's file and SHA-256 fingerprint.
+    cert: str | None = None
+    fingerprint: str | None = None
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -66,12 +70,13 @@ class Server:
         return out
 
 
-def start_server(env: dict | None = None) -> Server:
-    """Starts `mymcpctl serve`; `env` adds settings (the frontend's are passed on to it)."""
+def start_server(env: dict | None = None, args: tuple = ()) -> Server:
+    """Starts `mymcpctl serve`; `env` adds settings (the frontend's are passed on to it),
+    `args` flags (e.g. `--tls`)."""
     assert os.geteuid() == 0, "the end-to-end tests start the executor as root"
     env = dict(os.environ, MYMCP_FRONTEND_USER="nobody", **(env or {}))
     proc = subprocess.Popen(
-        [str(bin_dir() / "mymcpctl"), "serve", "--port", "0", "--log-level", "info"],
+        [str(bin_dir() / "mymcpctl"), "serve", "--port", "0", "--log-level", "info", *args],
         stderr=subprocess.PIPE,
         text=True,
         env=env,
@@ -88,11 +93,13 @@ def start_server(env: dict | None = None) -> Server:
                 ("rw", r"^\[mymcp\] temp rw token:\s+(\S+)"),
                 ("admin", r"^\[mymcp\] temp admin token:\s+(\S+)"),
                 ("run", r"^\[mymcp\] more tokens: mymcpctl --runtime-dir (\S+)"),
+                ("cert", r"^\[mymcp\] TLS certificate \(self-signed, throwaway\): (\S+)"),
+                ("fingerprint", r"^\[mymcp\] SHA-256 fingerprint: (\S+)"),
             ]:
                 m = re.match(rx, line)
                 if m:
                     found[key] = m.group(1)
-            if len(found) == 4:
+            if {"url", "rw", "admin", "run"} <= found.keys():
                 ready.set()
 
     threading.Thread(target=pump, daemon=True).start()
@@ -102,9 +109,11 @@ def start_server(env: dict | None = None) -> Server:
     # The frontend connects to the executor in the background; until then calls get 503.
     health = found["url"].rsplit("/mcp", 1)[0] + "/health"
 
+    context = ssl.create_default_context(cafile=found["cert"]) if "cert" in found else None
+
     def connected() -> bool:
         try:
-            with urllib.request.urlopen(health, timeout=5) as r:
+            with urllib.request.urlopen(health, timeout=5, context=context) as r:
                 return b'"executor":"connected"' in r.read()
         except OSError:
             return False
@@ -112,7 +121,8 @@ def start_server(env: dict | None = None) -> Server:
     if not wait_until(connected, 20):
         proc.kill()
         raise AssertionError("the frontend did not connect to the executor:\n" + "\n".join(log))
-    return Server(proc, found["url"], found["rw"], found["admin"], found["run"], log)
+    return Server(proc, found["url"], found["rw"], found["admin"], found["run"], log,
+                  found.get("cert"), found.get("fingerprint"))
 
 
 def stop_server(s: Server) -> int:
