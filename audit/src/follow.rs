@@ -242,6 +242,41 @@ fn chain(dir: &Path) -> io::Result<Vec<LogFile>> {
     Ok(out)
 }
 
+/// Whether the line that ends at the cursor's offset is the one the cursor says it read (its
+/// `seq`): an inode number is reused once its file is deleted, so the inode alone does not
+/// prove that this is still the cursor's file. Cursors without a `seq` (the reference's) are
+/// taken as they are.
+fn stands_after(f: &LogFile, cursor: &Cursor) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    if cursor.seq == 0 || cursor.offset == 0 {
+        return Ok(true);
+    }
+    let end = cursor.offset;
+    let mut want = 4096u64;
+    loop {
+        let from = end.saturating_sub(want);
+        let mut buf = vec![0; (end - from) as usize];
+        f.file.read_exact_at(&mut buf, from)?;
+        if buf.last() != Some(&b'\n') {
+            return Ok(false);
+        }
+        let body = &buf[..buf.len() - 1];
+        match body.iter().rposition(|&b| b == b'\n') {
+            Some(i) => return Ok(seq_of(&body[i + 1..]) == Some(cursor.seq)),
+            None if from == 0 => return Ok(seq_of(body) == Some(cursor.seq)),
+            None if want > MAX_LINE_BYTES as u64 => return Ok(false),
+            None => want *= 16,
+        }
+    }
+}
+
+fn seq_of(line: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<Value>(line)
+        .ok()?
+        .get("seq")
+        .and_then(Value::as_u64)
+}
+
 /// Rotated files looked at (the executor keeps at most `MYMCP_AUDIT_BACKUP_COUNT` ≤ 1000).
 const MAX_ROTATED: usize = 1000;
 
@@ -264,12 +299,12 @@ pub fn read_events(dir: &Path, cursor: &Cursor, max: usize) -> io::Result<Batch>
     }
     let fresh = cursor.inode == 0 && cursor.seq == 0;
     let (first, offset) = match files.iter().position(|f| f.ino == cursor.inode) {
-        Some(i) if cursor.offset <= files[i].len => (i, cursor.offset),
-        Some(i) => {
-            batch.restarted = true;
-            (i, 0)
+        Some(i) if cursor.offset <= files[i].len && stands_after(&files[i], cursor)? => {
+            (i, cursor.offset)
         }
-        None => {
+        // The file was cut, or this is another file with a reused inode number: read
+        // everything again; the seq numbers skip what was read.
+        Some(_) | None => {
             batch.restarted = !fresh;
             (0, 0)
         }
@@ -583,5 +618,27 @@ mod tests {
         assert_eq!((c.inode, c.offset, c.seq), (ino(&log), whole, 3));
         assert_eq!(count_events(dir.path(), &Cursor::default()).unwrap(), 3);
         assert_eq!(count_events(dir.path(), &c).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_reused_inode_number_is_not_taken_for_the_cursors_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(LOG_FILE);
+        append(&log, &numbered(1..5));
+        let three: u64 = numbered(1..4).iter().map(|l| l.len() as u64 + 1).sum();
+        // Same inode, but the line before the offset is seq 3, not the cursor's 2: another file.
+        let c = Cursor {
+            file: String::new(),
+            inode: ino(&log),
+            offset: three,
+            seq: 2,
+        };
+        let b = read_events(dir.path(), &c, 10).unwrap();
+        assert_eq!(paths(&b), ["/f3", "/f4"]);
+        assert!(b.restarted);
+        // The right seq: read on from the offset.
+        let b = read_events(dir.path(), &Cursor { seq: 3, ..c }, 10).unwrap();
+        assert_eq!(paths(&b), ["/f4"]);
+        assert!(!b.restarted);
     }
 }
