@@ -19,8 +19,10 @@
 //! verify --key` checks the whole chain of keys from it. Copies of the seals live in
 //! `audit.seals`, which is never rotated, so the key chain survives the rotation of old logs.
 //!
-//! [`log::AuditLog`] writes; [`verify::verify`] checks.
+//! [`log::AuditLog`] writes; [`verify::verify`] checks; [`follow`] reads it as it grows (the
+//! recorder's cursor and the events it folds into the host overview).
 
+pub mod follow;
 pub mod keys;
 pub mod log;
 pub mod verify;

@@ -316,13 +316,33 @@ impl AuditLog {
     }
 }
 
+/// Mode of the log files: the directory's group may read them. That group is root's unless
+/// the directory is set-group-id to another one (`/var/log/mymcp` is `2750 root:mymcp-recorder`
+/// when the recorder is installed, so that it can follow the log without any privilege).
+pub const LOG_FILE_MODE: u32 = 0o640;
+
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    use std::os::unix::fs::PermissionsExt;
+    let f = OpenOptions::new()
         .append(true)
         .create(true)
-        .mode(0o600)
+        .mode(LOG_FILE_MODE)
         .custom_flags(0o2000000 /* O_CLOEXEC */)
-        .open(path)
+        .open(path)?;
+    // The umask (0077 under systemd) would take the group's read bit away.
+    let meta = f.metadata()?;
+    if meta.permissions().mode() & 0o777 != LOG_FILE_MODE {
+        f.set_permissions(std::fs::Permissions::from_mode(LOG_FILE_MODE))?;
+    }
+    // A file from before the directory was given to the recorder's group joins it.
+    if let Some(dir) = path.parent().and_then(|d| fs::metadata(d).ok()) {
+        use std::os::unix::fs::MetadataExt;
+        if dir.mode() & 0o2000 != 0 && meta.gid() != dir.gid() && meta.uid() == dir.uid() {
+            // Best effort: only root may always do this, and the log works without it.
+            let _ = std::os::unix::fs::fchown(&f, None, Some(dir.gid()));
+        }
+    }
+    Ok(f)
 }
 
 fn append_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -407,4 +427,57 @@ fn last_seal(seals: &Path) -> Option<SealInfo> {
 /// Writes `body` to `path` atomically, mode 0600 (for callers that keep small state files).
 pub fn store_atomic(path: &Path, body: &[u8]) -> io::Result<()> {
     write_atomic(path, body, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn random(buf: &mut [u8]) -> io::Result<()> {
+        buf.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
+        Ok(())
+    }
+
+    #[test]
+    fn log_files_are_group_readable_across_rotations() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            dir: dir.path().join("audit"),
+            key_file: dir.path().join("state/signing.key"),
+            max_bytes: 200,
+            backup_count: 2,
+            seal_records: 1000,
+            seal_interval: Duration::from_secs(3600),
+        };
+        let mut log = AuditLog::open(cfg.clone(), random).unwrap().log;
+        for _ in 0..5 {
+            log.append(r#"{"tool":"write_file","result":"ok","params":{"x":"padding padding"}}"#)
+                .unwrap();
+        }
+        for name in [LOG_FILE, "audit.log.1"] {
+            let mode = fs::metadata(cfg.dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, LOG_FILE_MODE, "{name}");
+        }
+    }
+
+    #[test]
+    fn in_a_set_group_id_directory_old_files_join_its_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit");
+        fs::create_dir(&audit).unwrap();
+        fs::write(audit.join(LOG_FILE), "").unwrap();
+        let before = fs::metadata(audit.join(LOG_FILE)).unwrap().gid();
+        // Only root can give the directory another group; elsewhere this checks nothing.
+        if std::os::unix::fs::chown(&audit, None, Some(65534)).is_err() || before == 65534 {
+            return;
+        }
+        fs::set_permissions(&audit, fs::Permissions::from_mode(0o2750)).unwrap();
+        open_append(&audit.join(LOG_FILE)).unwrap();
+        assert_eq!(fs::metadata(audit.join(LOG_FILE)).unwrap().gid(), 65534);
+    }
 }

@@ -125,11 +125,12 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
             ),
         );
     }
+    // Others may pass through (0711) to the recorder's directory inside, never list or write.
     check_dir(
         &mut r,
         "state directory",
         Path::new(&get("MYMCP_STATE_DIR", "/var/lib/mymcp")),
-        0o077,
+        0o066,
     );
 
     let control = opts.runtime_dir.join("control.sock");

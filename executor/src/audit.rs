@@ -525,6 +525,8 @@ pub fn params(call: &ToolCall) -> Value {
             }
         }
         ToolCall::PrepareDownload(a) => s("src_path", &a.src_path),
+        // No parameters.
+        ToolCall::ServerOverview => {}
     }
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);

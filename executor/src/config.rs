@@ -7,6 +7,7 @@
 use crate::edit::WriteConfig;
 use crate::files::ReadConfig;
 use crate::jobs::JobConfig;
+use crate::overview::{self, OverviewConfig};
 use crate::paths::{DefaultProtected, ProtectedPaths};
 use crate::search::SearchConfig;
 use crate::spawn::BashConfig;
@@ -298,6 +299,7 @@ pub fn file_tools(
             .ok()
             .and_then(|e| e.parent().map(|p| p.to_owned())),
         extra: extra.into_iter().map(PathBuf::from).collect(),
+        recorder_data_dir: Some(dir("MYMCP_RECORDER_DATA_DIR", overview::DEFAULT_DATA_DIR)?),
     };
     Ok(FileTools {
         write,
@@ -396,6 +398,38 @@ pub fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
             )
         })?;
     Ok(())
+}
+
+/// `server_overview`: the recorder's data directory (`MYMCP_RECORDER_DATA_DIR`), its merge
+/// interval (`MYMCP_RECORDER_MERGE_INTERVAL_SEC`, 300; like the reference, a value that is not
+/// positive means 300) and the audit directory whose events it has yet to merge.
+pub fn overview_settings(src: &dyn Source) -> Result<OverviewConfig, ConfigError> {
+    const NAME: &str = "MYMCP_RECORDER_MERGE_INTERVAL_SEC";
+    let interval = match src.get(NAME).map(|v| v.trim().to_owned()) {
+        None => 300,
+        Some(v) if v.is_empty() => 300,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n <= 0 => 300,
+            Ok(n) if n <= 86_400 => n as u64,
+            Ok(n) => {
+                return Err(ConfigError::new(
+                    NAME,
+                    format!("{n} is out of range (allowed: 1 to 86400)"),
+                ))
+            }
+            Err(_) => {
+                return Err(ConfigError::new(
+                    NAME,
+                    format!("invalid integer {v:?} (expected a whole number from 1 to 86400)"),
+                ))
+            }
+        },
+    };
+    Ok(OverviewConfig {
+        data_dir: absolute_path(src, "MYMCP_RECORDER_DATA_DIR", overview::DEFAULT_DATA_DIR)?,
+        merge_interval: Duration::from_secs(interval),
+        audit_dir: absolute_path(src, "MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
+    })
 }
 
 /// Background job settings: `MYMCP_STATE_DIR` (default `/var/lib/mymcp`; jobs live in its
@@ -645,6 +679,39 @@ mod tests {
         assert_eq!(e.name, "MYMCP_TRANSFER_ENABLED");
         let e = transfer_settings(&src(&[("MYMCP_TRANSFER_MAX_BYTES", "0")])).unwrap_err();
         assert_eq!(e.name, "MYMCP_TRANSFER_MAX_BYTES");
+    }
+
+    #[test]
+    fn overview_settings_default_to_the_reference() {
+        let o = overview_settings(&src(&[])).unwrap();
+        assert_eq!(o.data_dir, PathBuf::from("/var/lib/mymcp/recorder"));
+        assert_eq!(o.merge_interval, Duration::from_secs(300));
+        assert_eq!(o.audit_dir, PathBuf::from("/var/log/mymcp"));
+        for not_positive in ["0", "-5"] {
+            let o = overview_settings(&src(&[("MYMCP_RECORDER_MERGE_INTERVAL_SEC", not_positive)]))
+                .unwrap();
+            assert_eq!(o.merge_interval, Duration::from_secs(300));
+        }
+        let o = overview_settings(&src(&[
+            ("MYMCP_RECORDER_MERGE_INTERVAL_SEC", "60"),
+            ("MYMCP_RECORDER_DATA_DIR", "/srv/rec"),
+        ]))
+        .unwrap();
+        assert_eq!(o.merge_interval, Duration::from_secs(60));
+        assert_eq!(o.data_dir, PathBuf::from("/srv/rec"));
+        let e = overview_settings(&src(&[("MYMCP_RECORDER_MERGE_INTERVAL_SEC", "x")])).unwrap_err();
+        assert_eq!(e.name, "MYMCP_RECORDER_MERGE_INTERVAL_SEC");
+        let e = overview_settings(&src(&[("MYMCP_RECORDER_DATA_DIR", "rec")])).unwrap_err();
+        assert_eq!(e.name, "MYMCP_RECORDER_DATA_DIR");
+        // The data directory is write-protected, not read-protected.
+        let f = file_tools(
+            &src(&[("MYMCP_RECORDER_DATA_DIR", "/srv/rec")]),
+            std::path::Path::new("/etc/mymcp/tokens.json"),
+            std::path::Path::new("/run/mymcp"),
+        )
+        .unwrap();
+        assert_eq!(f.protected.write_only(), [PathBuf::from("/srv/rec")]);
+        assert!(!f.protected.entries().contains(&PathBuf::from("/srv/rec")));
     }
 
     #[test]

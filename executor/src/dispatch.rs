@@ -11,6 +11,8 @@ use crate::files::{self, ReadConfig};
 use crate::jobs::Jobs;
 use crate::limits::CommandLimits;
 use crate::metrics::{AuthSurface, Metrics};
+use crate::overview::{self, OverviewConfig};
+use crate::paths::Access;
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::spawn::{self, Activity, BashConfig};
 use crate::tokens::TokenStore;
@@ -49,6 +51,7 @@ pub struct Executor {
     running_commands: AtomicU64,
     metrics: Arc<Metrics>,
     audit: Arc<Audit>,
+    overview: Arc<OverviewConfig>,
     pub started: Instant,
 }
 
@@ -71,6 +74,7 @@ impl Executor {
             running_commands: AtomicU64::new(0),
             metrics: Arc::new(Metrics::default()),
             audit: Arc::new(Audit::disabled(Arc::new(Metrics::default()))),
+            overview: Arc::new(OverviewConfig::default()),
             started: Instant::now(),
         }
     }
@@ -105,6 +109,12 @@ impl Executor {
     /// Sets the transfer settings (`MYMCP_TRANSFER_*`); the default is the reference's.
     pub fn with_transfers(mut self, config: TransferConfig) -> Self {
         self.transfers = Arc::new(Transfers::new(config));
+        self
+    }
+
+    /// Where `server_overview` finds the recorder's document (`MYMCP_RECORDER_*`).
+    pub fn with_overview(mut self, config: OverviewConfig) -> Self {
+        self.overview = Arc::new(config);
         self
     }
 
@@ -194,6 +204,15 @@ impl Executor {
                 .await
                 .map(ToolOutput::TransferGrant)
             }
+            ToolCall::ServerOverview => {
+                let _auth = caller.authorize::<Ro>(ToolName::ServerOverview)?;
+                let config = self.overview.clone();
+                blocking("server_overview", move || {
+                    overview::server_overview(&config, std::time::SystemTime::now())
+                })
+                .await
+                .map(ToolOutput::Overview)
+            }
         }
     }
 
@@ -259,7 +278,7 @@ impl Executor {
         let cfg = self.read.clone();
         let files = self.files.clone();
         blocking("read_file", move || {
-            files::read_file(&args, &cfg, &files.protected.policy())
+            files::read_file(&args, &cfg, &files.protected.policy(Access::Read))
         })
         .await
         .map(ToolOutput::ReadFile)
@@ -273,7 +292,7 @@ impl Executor {
         check_path_len("file_path", Some(&args.file_path))?;
         let files = self.files.clone();
         blocking("write_file", move || {
-            edit::write_file(&args, &files.write, &files.protected.policy())
+            edit::write_file(&args, &files.write, &files.protected.policy(Access::Write))
         })
         .await
         .map(ToolOutput::WriteFile)
@@ -287,7 +306,7 @@ impl Executor {
         check_path_len("file_path", Some(&args.file_path))?;
         let files = self.files.clone();
         blocking("edit_file", move || {
-            edit::edit_file(&args, &files.write, &files.protected.policy())
+            edit::edit_file(&args, &files.write, &files.protected.policy(Access::Write))
         })
         .await
         .map(ToolOutput::EditFile)
@@ -303,7 +322,12 @@ impl Executor {
         let files = self.files.clone();
         let (budget, _watch) = budget(&files.search, cancel);
         blocking("glob", move || {
-            search::glob(&args, &files.search, &files.protected.policy(), &budget)
+            search::glob(
+                &args,
+                &files.search,
+                &files.protected.policy(Access::Read),
+                &budget,
+            )
         })
         .await
         .map(ToolOutput::Glob)
@@ -319,7 +343,12 @@ impl Executor {
         let files = self.files.clone();
         let (budget, _watch) = budget(&files.search, cancel);
         blocking("grep", move || {
-            search::grep(&args, &files.search, &files.protected.policy(), &budget)
+            search::grep(
+                &args,
+                &files.search,
+                &files.protected.policy(Access::Read),
+                &budget,
+            )
         })
         .await
         .map(ToolOutput::Grep)

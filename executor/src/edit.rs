@@ -362,7 +362,8 @@ mod tests {
     use std::path::Path;
 
     fn policy(entries: &[&Path]) -> Policy {
-        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy()
+        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf()))
+            .policy(crate::paths::Access::Write)
     }
 
     fn write(path: &Path, content: &str) -> Result<WriteFileOutput, ToolFailure> {

@@ -329,7 +329,7 @@ mod tests {
     }
 
     fn no_policy() -> Policy {
-        crate::paths::ProtectedPaths::default().policy()
+        crate::paths::ProtectedPaths::default().policy(crate::paths::Access::Read)
     }
 
     fn args(path: &str) -> ReadFile {

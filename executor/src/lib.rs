@@ -13,7 +13,7 @@
 //! [`limits`] (command concurrency), [`paths`] (protected paths, checked on the opened
 //! object), [`files`] (`read_file`), [`edit`] (`write_file`, `edit_file`), [`search`]
 //! (`grep`, `glob`), [`transfer`] (`prepare_upload`/`prepare_download` grants and their
-//! redemption through pipes), [`control`] (`control.sock` requests), [`audit`] (the
+//! redemption through pipes), [`overview`] (`server_overview`, the recorder's document), [`control`] (`control.sock` requests), [`audit`] (the
 //! tamper-evident audit log, fail-closed), [`metrics`] (counters for `/metrics`), [`sys`]
 //! (every raw syscall).
 
@@ -28,6 +28,7 @@ pub mod files;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
+pub mod overview;
 pub mod paths;
 pub mod search;
 pub mod server;

@@ -199,6 +199,12 @@ fn run(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    let write_protected: Vec<String> = files
+        .protected
+        .write_only()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let per_token = config::bash_per_token(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let job_config = config::job_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let transfer_config = config::transfer_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -207,6 +213,7 @@ fn run(
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let audit_settings = config::audit_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let overview_config = config::overview_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     config::other_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let euid = sys::euid();
     let frontend = resolve_frontend_user(&args.frontend_user)?;
@@ -249,7 +256,8 @@ fn run(
             .with_command_limits(bash_max_concurrent, per_token)
             .with_jobs(jobs.clone())
             .with_observability(metrics.clone(), audit.clone())
-            .with_transfers(transfer_config),
+            .with_transfers(transfer_config)
+            .with_overview(overview_config),
     );
     let control = Arc::new(Control::new(executor.clone()));
 
@@ -324,6 +332,7 @@ fn run(
             frontend_uid = frontend.0,
             tokens = tokens.count(),
             protected = %protected.join(","),
+            write_protected = %write_protected.join(","),
             version = env!("CARGO_PKG_VERSION"),
             "executor ready"
         );

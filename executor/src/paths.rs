@@ -19,6 +19,16 @@
 //! and `(dev, ino)`, and `grep` opens each file relative to a checked directory descriptor
 //! without following symlinks, so protected content is never read.
 //!
+//! Entries are of two kinds. Most protect against reading and writing alike; a *write-only*
+//! entry (the recorder's data directory, whose overview the file tools may read but not
+//! change) is only protected against writes. A policy is built for one kind of access
+//! ([`ProtectedPaths::policy`]): for reads, a write-only entry also opens what lies inside it
+//! when it sits within a read-write entry (the default data directory
+//! `/var/lib/mymcp/recorder` is inside the protected state directory): the most specific entry
+//! decides. That exemption holds only for a real directory (never a symlink, which its
+//! unprivileged owner could point anywhere), and never for an object that is itself a
+//! protected entry (by inode).
+//!
 //! The protected set is resolved anew at the start of every call ([`ProtectedPaths::policy`]):
 //! an entry that is replaced (the token store is rewritten by rename) is recognised by its
 //! current inode. The values that prove a check happened — [`CheckedFile`], [`CheckedDir`],
@@ -41,7 +51,10 @@ const MAX_WRITE_LINK_HOPS: usize = 8;
 /// The configured protected entries (files or directories), as written in the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct ProtectedPaths {
+    /// Protected against reads and writes.
     entries: Vec<PathBuf>,
+    /// Protected against writes only.
+    write_only: Vec<PathBuf>,
 }
 
 /// Where the executor keeps what must never be read or written through the file tools.
@@ -62,6 +75,8 @@ pub struct DefaultProtected {
     pub binary_dir: Option<PathBuf>,
     /// `MYMCP_PROTECTED_PATHS`.
     pub extra: Vec<PathBuf>,
+    /// `MYMCP_RECORDER_DATA_DIR`: readable, never writable.
+    pub recorder_data_dir: Option<PathBuf>,
 }
 
 /// The installed binaries protected beside the executor.
@@ -95,21 +110,45 @@ impl ProtectedPaths {
             entries.extend(BINARIES.iter().map(|b| dir.join(b)));
         }
         entries.extend(d.extra.iter().cloned());
-        ProtectedPaths::new(entries.into_iter().map(|p| absolute(&p)))
+        let mut out = ProtectedPaths::new(entries.into_iter().map(|p| absolute(&p)));
+        out.write_only = d.recorder_data_dir.iter().map(|p| absolute(p)).collect();
+        out
     }
 
+    /// Adds a write-only entry: readable, never writable.
+    pub fn with_write_only(mut self, entry: PathBuf) -> Self {
+        if !self.write_only.contains(&entry) {
+            self.write_only.push(entry);
+        }
+        self
+    }
+
+    /// The read-write entries.
     pub fn entries(&self) -> &[PathBuf] {
         &self.entries
     }
 
-    /// Resolves every entry now (symlinks, current inode) for one call.
-    pub fn policy(&self) -> Policy {
-        let mut entries = Vec::with_capacity(self.entries.len());
+    /// The write-only entries.
+    pub fn write_only(&self) -> &[PathBuf] {
+        &self.write_only
+    }
+
+    /// Resolves every entry now (symlinks, current inode) for one call that reads or writes.
+    pub fn policy(&self, access: Access) -> Policy {
+        let protected: Vec<&PathBuf> = match access {
+            Access::Read => self.entries.iter().collect(),
+            Access::Write => self.entries.iter().chain(&self.write_only).collect(),
+        };
+        let readable = match access {
+            Access::Read => self.write_only.iter().filter_map(|e| real_dir(e)).collect(),
+            Access::Write => Vec::new(),
+        };
+        let mut entries = Vec::with_capacity(protected.len());
         let mut ids = HashSet::new();
         let mut dir_ids = HashSet::new();
         let mut exact = HashSet::new();
         let mut linked_files = false;
-        for e in &self.entries {
+        for e in protected {
             let path = resolve_lenient(e);
             exact.insert(path.as_os_str().as_bytes().to_vec());
             let meta = std::fs::metadata(&path).ok();
@@ -128,12 +167,29 @@ impl ProtectedPaths {
         }
         Policy {
             entries,
+            readable,
             ids,
             dir_ids,
             exact,
             linked_files,
         }
     }
+}
+
+/// A write-only entry as a read exemption: its real path and inode, only if it is a real
+/// directory (its parent resolved, itself not a symlink).
+fn real_dir(e: &Path) -> Option<Resolved> {
+    let name = e.file_name()?;
+    let parent = std::fs::canonicalize(e.parent()?).ok()?;
+    let meta = std::fs::symlink_metadata(e).ok()?;
+    if !meta.is_dir() {
+        return None;
+    }
+    Some(Resolved {
+        shown: e.display().to_string(),
+        path: parent.join(name),
+        id: Some((meta.dev(), meta.ino())),
+    })
 }
 
 /// `p` made absolute against `/` (configuration values are expected to be absolute already).
@@ -182,6 +238,8 @@ struct Resolved {
 #[derive(Clone, Debug)]
 pub struct Policy {
     entries: Vec<Resolved>,
+    /// Reads only: write-only directories, readable even inside a protected directory.
+    readable: Vec<Resolved>,
     /// `(dev, ino)` of every existing entry.
     ids: HashSet<(u64, u64)>,
     /// `(dev, ino)` of the entries that are directories.
@@ -196,10 +254,27 @@ impl Policy {
     /// The entry that `real` (an absolute path without symlinks) is, or lies within.
     /// Component-wise: `/etc/mymcpx` is not within `/etc/mymcp`.
     pub fn entry_for_path(&self, real: &Path) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|e| real.starts_with(&e.path))
-            .map(|e| e.shown.as_str())
+        let hit = self.entries.iter().find(|e| real.starts_with(&e.path))?;
+        if !self.readable.is_empty() {
+            // The most specific entry decides: a readable directory deeper than every
+            // protected entry around `real` opens it.
+            let depth = |p: &Path| p.components().count();
+            let protected = self
+                .entries
+                .iter()
+                .filter(|e| real.starts_with(&e.path))
+                .map(|e| depth(&e.path))
+                .max()
+                .unwrap_or(0);
+            if self
+                .readable
+                .iter()
+                .any(|r| real.starts_with(&r.path) && depth(&r.path) > protected)
+            {
+                return None;
+            }
+        }
+        Some(hit.shown.as_str())
     }
 
     /// The entry whose inode this is (a hard link or bind mount of it counts).
@@ -259,11 +334,18 @@ impl Policy {
             return Err(Denied(e.to_owned()));
         }
         if !self.dir_ids.is_empty() {
-            for a in real.ancestors().skip(1) {
+            // Nearest first, so that a readable directory opens what it holds but not a
+            // protected directory inside it. The object itself counts as a readable directory.
+            let skip = usize::from(self.readable.is_empty());
+            for a in real.ancestors().skip(skip) {
                 if let Ok(m) = std::fs::symlink_metadata(a) {
-                    if self.is_protected_dir_id(m.dev(), m.ino()) {
+                    if a != real && self.is_protected_dir_id(m.dev(), m.ino()) {
                         let e = self.entry_for_id(m.dev(), m.ino()).unwrap_or("");
                         return Err(Denied(e.to_owned()));
+                    }
+                    let id = Some((m.dev(), m.ino()));
+                    if self.readable.iter().any(|r| r.id == id) {
+                        break;
                     }
                 }
             }
@@ -778,7 +860,7 @@ mod tests {
     use super::*;
 
     fn policy_for(entries: &[&Path]) -> Policy {
-        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy()
+        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy(Access::Read)
     }
 
     #[test]
@@ -819,8 +901,10 @@ mod tests {
             env_file: Some("/etc/default/mymcp".into()),
             binary_dir: Some("/usr/bin".into()),
             extra: vec!["/srv/secret".into()],
+            recorder_data_dir: Some("/var/lib/mymcp/recorder".into()),
         };
         let p = ProtectedPaths::with_defaults(&d);
+        assert_eq!(p.write_only(), [PathBuf::from("/var/lib/mymcp/recorder")]);
         let e: Vec<&str> = p.entries().iter().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(
             e,
@@ -922,5 +1006,80 @@ mod tests {
         assert_eq!(e.code, ErrorCode::InvalidPath);
         let e = open_for_write(&p, dir.path().to_str().unwrap(), true).unwrap_err();
         assert_eq!(e.code, ErrorCode::IsADirectoryError);
+    }
+
+    /// A state directory with the recorder's data directory inside, as installed by default.
+    fn state_with_recorder() -> (tempfile::TempDir, PathBuf, PathBuf, ProtectedPaths) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let data = state.join("recorder");
+        std::fs::create_dir_all(data.join("overview")).unwrap();
+        std::fs::create_dir_all(data.join("inner")).unwrap();
+        std::fs::create_dir_all(state.join("audit")).unwrap();
+        std::fs::write(state.join("audit/signing.key"), "k").unwrap();
+        std::fs::write(data.join("overview/overview.md"), "# o").unwrap();
+        let p =
+            ProtectedPaths::new([state.clone(), data.join("inner")]).with_write_only(data.clone());
+        (dir, state, data, p)
+    }
+
+    #[test]
+    fn a_write_only_entry_is_readable_inside_a_protected_directory_but_never_writable() {
+        let (_dir, state, data, p) = state_with_recorder();
+        let s = |p: &Path| p.to_str().unwrap().to_owned();
+        let read = p.policy(Access::Read);
+        let write = p.policy(Access::Write);
+        let overview = data.join("overview/overview.md");
+        assert!(open_for_read(&read, &s(&overview)).is_ok());
+        assert!(matches!(
+            open_search_root(&read, &s(&data)),
+            Ok(Some(SearchRoot::Dir(_)))
+        ));
+        // What is around it and what is protected inside it stay protected.
+        for bad in [state.join("audit/signing.key"), data.join("inner")] {
+            let e = open_search_root(&read, &s(&bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ProtectedPath, "{bad:?}");
+        }
+        let e = open_for_read(&read, &s(&data.join("../audit/signing.key"))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtectedPath);
+        // Never writable, for any access that writes.
+        for target in [overview.clone(), data.join("new.md"), data.join("x/y.md")] {
+            let e = open_for_write(&write, &s(&target), true).unwrap_err();
+            assert_eq!(e.code, ErrorCode::ProtectedPath, "{target:?}");
+        }
+        assert!(!data.join("x").exists());
+        assert_eq!(
+            check_new_path(&write, &s(&data.join("up.bin")))
+                .unwrap_err()
+                .code,
+            ErrorCode::ProtectedPath
+        );
+    }
+
+    #[test]
+    fn a_write_only_entry_outside_the_protected_set_is_readable_and_walked() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("rec");
+        std::fs::create_dir_all(data.join("overview")).unwrap();
+        let p = ProtectedPaths::new([]).with_write_only(data.clone());
+        let read = p.policy(Access::Read);
+        let real = std::fs::canonicalize(&data).unwrap();
+        assert!(!read.is_entry_path(&real));
+        assert!(read.entry_for_path(&real.join("overview")).is_none());
+        let write = p.policy(Access::Write);
+        assert!(write.entry_for_path(&real.join("overview")).is_some());
+    }
+
+    #[test]
+    fn a_symlinked_write_only_entry_opens_nothing() {
+        // Its owner could point the link at anything; the exemption must not follow it.
+        let (dir, state, _data, _) = state_with_recorder();
+        let link = state.join("linked");
+        std::os::unix::fs::symlink(state.join("audit"), &link).unwrap();
+        let p = ProtectedPaths::new([state.clone()]).with_write_only(link.clone());
+        let read = p.policy(Access::Read);
+        let e = open_for_read(&read, link.join("signing.key").to_str().unwrap()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtectedPath);
+        drop(dir);
     }
 }

@@ -1150,7 +1150,8 @@ mod tests {
     use std::fs;
 
     fn policy(entries: &[&Path]) -> Policy {
-        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy()
+        ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf()))
+            .policy(crate::paths::Access::Read)
     }
 
     fn budget() -> Budget {

@@ -31,7 +31,7 @@
 
 use crate::auth::{self, Rw};
 use crate::edit::{self, Replace, TempFile};
-use crate::paths::{self, CheckedTarget, ProtectedPaths};
+use crate::paths::{self, Access, CheckedTarget, ProtectedPaths};
 use crate::server::{CancelSignal, Events};
 use crate::sys::pipe::{self as syspipe, Ready};
 use crate::tokens::TokenStore;
@@ -211,7 +211,7 @@ impl Transfers {
         }
         let path = args.dest_path.as_str();
         absolute("dest_path", path)?;
-        let policy = protected.policy();
+        let policy = protected.policy(Access::Write);
         let (target, exists) = match paths::open_for_write(&policy, path, false) {
             Ok(t) => (t.real(), t.existing().is_some()),
             // A missing parent directory is created when the upload arrives; check what exists.
@@ -274,7 +274,7 @@ impl Transfers {
         }
         let path = args.src_path.as_str();
         absolute("src_path", path)?;
-        let policy = protected.policy();
+        let policy = protected.policy(Access::Read);
         let file = match paths::open_for_read(&policy, path) {
             Ok(f) => f,
             Err(f) if f.code == ErrorCode::FileNotFoundError => {
@@ -479,7 +479,10 @@ impl Transfers {
     ) -> Result<TransferStart, TransferError> {
         let view = self.check(id, direction)?;
         creator(tokens, &view.token, direction)?;
-        let policy = protected.policy();
+        let policy = protected.policy(match direction {
+            Direction::Download => Access::Read,
+            Direction::Upload => Access::Write,
+        });
         let size = match direction {
             Direction::Download => {
                 let target = view.target.clone();
@@ -570,7 +573,7 @@ impl Transfers {
         if announced_len.is_some_and(|n| n > view.bytes) {
             return Err(too_large(view.bytes));
         }
-        let policy = protected.policy();
+        let policy = protected.policy(Access::Write);
         let target = {
             let (t, p, o) = (view.target.clone(), view.path.clone(), view.overwrite);
             blocking(move || open_upload(&policy, &t, &p, o)).await?
@@ -643,7 +646,7 @@ impl Transfers {
         cancel: CancelSignal,
         events: &Events,
     ) -> Result<TransferDone, TransferError> {
-        let policy = protected.policy();
+        let policy = protected.policy(Access::Read);
         let file = {
             let t = view.target.clone();
             blocking(move || open_download(&policy, &t)).await?

@@ -119,6 +119,8 @@ pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, Arg
             src_path: required_string(args, "src_path")?,
             expires_in: optional_integer(args, "expires_in")?,
         }),
+        // No parameters; unknown properties are ignored, as for every tool.
+        ToolName::ServerOverview => ToolCall::ServerOverview,
     })
 }
 

@@ -216,12 +216,25 @@ curl -fsS '<url>' -o ./data.bin.
 The URL works for one completed download; HEAD requests do not use it up. Protected paths are \
 refused.";
 
+const SERVER_OVERVIEW_DESCRIPTION: &str = "\
+Read the overview of this host: a Markdown document describing what is installed, deployed \
+and recently changed (services, applications, network, data locations, recent changes, \
+known quirks), kept current from the audit log by the mymcp recorder. Returns JSON: \
+{\"success\": true, \"overview\": str, \"last_updated\": str, \"pending_events\": int, \
+\"stale\": bool}.
+
+Call it first to get oriented before exploring the host. last_updated is an RFC 3339 time; \
+pending_events counts changes the recorder has not folded in yet; stale is true when changes \
+are waiting and the document is older than two merge intervals (it then starts with a \
+warning line). The error RecorderDisabled means no overview has been generated on this host.";
+
 /// The `instructions` of the `initialize` and `server/discover` results: what a model should
 /// know about this server before its first call.
 pub const INSTRUCTIONS: &str = "\
 This server operates one Linux host: run shell commands (bash_execute), read, write and edit \
 text files (read_file, write_file, edit_file), find files by name (glob) and search their \
-contents (grep).
+contents (grep). server_overview describes the host (what is installed, deployed and recently \
+changed): read it first to get oriented.
 
 - Paths are absolute (/etc/hosts, not hosts). Relative paths are refused, never resolved.
 - Your token's role decides the tools you see: ro tokens get read_file, glob and grep; rw \
@@ -580,6 +593,17 @@ pub fn entry(tool: ToolName) -> ToolEntry {
             }),
             annotations: READ_ONLY,
         },
+        ToolName::ServerOverview => ToolEntry {
+            name: tool.as_str(),
+            title: "Host overview",
+            output_schema: output_schema(tool),
+            description: SERVER_OVERVIEW_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {},
+            }),
+            annotations: READ_ONLY,
+        },
     }
 }
 
@@ -698,6 +722,35 @@ pub fn output_schema(tool: ToolName) -> Value {
             &["results", "match_count"],
         ),
         ToolName::JobStatus | ToolName::JobKill => job_schema(),
+        ToolName::ServerOverview => object(
+            json!({
+                "success": { "const": true },
+                "overview": {
+                    "type": "string",
+                    "description": "The Markdown document; starts with a warning line when stale.",
+                },
+                "last_updated": {
+                    "type": "string",
+                    "description": "RFC 3339 time of the last update (empty when unknown).",
+                },
+                "pending_events": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Changes in the audit log not merged into the overview yet.",
+                },
+                "stale": {
+                    "type": "boolean",
+                    "description": "Changes are waiting and the overview is older than two merge intervals.",
+                },
+            }),
+            &[
+                "success",
+                "overview",
+                "last_updated",
+                "pending_events",
+                "stale",
+            ],
+        ),
         ToolName::JobOutput => object(
             json!({
                 "job_id": { "type": "string" },
@@ -881,7 +934,13 @@ mod tests {
     fn ro_sees_only_read_tools_and_rw_sees_all_in_order() {
         assert_eq!(
             names(Role::Ro),
-            ["read_file", "glob", "grep", "prepare_download"]
+            [
+                "read_file",
+                "glob",
+                "grep",
+                "prepare_download",
+                "server_overview"
+            ]
         );
         assert_eq!(
             names(Role::Rw),
@@ -896,7 +955,8 @@ mod tests {
                 "job_output",
                 "job_kill",
                 "prepare_upload",
-                "prepare_download"
+                "prepare_download",
+                "server_overview"
             ]
         );
         assert!(names(Role::Admin).is_empty());

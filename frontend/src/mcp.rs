@@ -1377,7 +1377,13 @@ mod tests {
         };
         assert_eq!(
             names(reply(run(&exec, RO, body).await)),
-            ["read_file", "glob", "grep", "prepare_download"]
+            [
+                "read_file",
+                "glob",
+                "grep",
+                "prepare_download",
+                "server_overview"
+            ]
         );
         assert_eq!(
             names(reply(run(&exec, RW, body).await)),
@@ -1392,7 +1398,8 @@ mod tests {
                 "job_output",
                 "job_kill",
                 "prepare_upload",
-                "prepare_download"
+                "prepare_download",
+                "server_overview"
             ]
         );
     }

@@ -113,6 +113,15 @@ struct EditFileJson {
 }
 
 #[derive(Serialize)]
+struct OverviewJson<'a> {
+    success: bool,
+    overview: &'a str,
+    last_updated: &'a str,
+    pending_events: u64,
+    stale: bool,
+}
+
+#[derive(Serialize)]
 struct GlobJson<'a> {
     files: &'a [String],
     count: u64,
@@ -310,6 +319,13 @@ pub fn output_json(output: ToolOutput, tickets: &Tickets) -> String {
         ToolOutput::Job(job) => job_json(&job),
         ToolOutput::JobOutput(chunk) => job_output_json(chunk),
         ToolOutput::TransferGrant(grant) => transfer_json(&grant, tickets),
+        ToolOutput::Overview(o) => to_json(&OverviewJson {
+            success: true,
+            overview: &o.overview,
+            last_updated: &o.last_updated,
+            pending_events: o.pending_events,
+            stale: o.stale,
+        }),
     }
 }
 
@@ -593,6 +609,20 @@ mod tests {
     }
 
     #[test]
+    fn overview_result_has_the_reference_keys_in_order() {
+        let out = ToolOutput::Overview(mymcp_protocol::OverviewOutput {
+            overview: "# h\n".into(),
+            last_updated: "2026-01-01T00:00:00Z".into(),
+            pending_events: 2,
+            stale: true,
+        });
+        assert_eq!(
+            output_json(out, &tickets()),
+            r##"{"success":true,"overview":"# h\n","last_updated":"2026-01-01T00:00:00Z","pending_events":2,"stale":true}"##
+        );
+    }
+
+    #[test]
     fn failure_json_key_order_and_is_error() {
         let f = ToolFailure::new(ErrorCode::FileNotFoundError, "File not found: /nope")
             .with_suggestion("Check the file path");
@@ -807,6 +837,15 @@ mod tests {
             (ToolName::JobStatus, ToolOutput::Job(sample_job(true))),
             (ToolName::JobKill, ToolOutput::Job(sample_job(false))),
             (ToolName::JobOutput, ToolOutput::JobOutput(chunk)),
+            (
+                ToolName::ServerOverview,
+                ToolOutput::Overview(mymcp_protocol::OverviewOutput {
+                    overview: "# host\n".into(),
+                    last_updated: "2026-01-01T00:00:00Z".into(),
+                    pending_events: 3,
+                    stale: false,
+                }),
+            ),
         ];
         let mut cases = cases;
         for (tool, direction, sha256) in [

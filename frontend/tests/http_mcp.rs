@@ -314,7 +314,13 @@ async fn tools_list_is_filtered_by_role() {
     };
     assert_eq!(
         names(send(&h.app, mcp(RO_TOKEN, LIST)).await.json()),
-        ["read_file", "glob", "grep", "prepare_download"]
+        [
+            "read_file",
+            "glob",
+            "grep",
+            "prepare_download",
+            "server_overview"
+        ]
     );
     let rw = send(&h.app, mcp(RW_TOKEN, LIST)).await.json();
     assert_eq!(
@@ -330,7 +336,8 @@ async fn tools_list_is_filtered_by_role() {
             "job_output",
             "job_kill",
             "prepare_upload",
-            "prepare_download"
+            "prepare_download",
+            "server_overview"
         ]
     );
     assert_eq!(

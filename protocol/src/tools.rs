@@ -22,11 +22,12 @@ pub enum ToolName {
     JobKill,
     PrepareUpload,
     PrepareDownload,
+    ServerOverview,
 }
 
 impl ToolName {
     /// Every tool, in the order `tools/list` shows them.
-    pub const ALL: [ToolName; 11] = [
+    pub const ALL: [ToolName; 12] = [
         ToolName::BashExecute,
         ToolName::ReadFile,
         ToolName::WriteFile,
@@ -38,6 +39,7 @@ impl ToolName {
         ToolName::JobKill,
         ToolName::PrepareUpload,
         ToolName::PrepareDownload,
+        ToolName::ServerOverview,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +55,7 @@ impl ToolName {
             ToolName::JobKill => "job_kill",
             ToolName::PrepareUpload => "prepare_upload",
             ToolName::PrepareDownload => "prepare_download",
+            ToolName::ServerOverview => "server_overview",
         }
     }
 
@@ -74,6 +77,7 @@ impl ToolName {
             ToolName::JobStatus | ToolName::JobOutput | ToolName::JobKill => Role::Rw,
             ToolName::PrepareUpload => Role::Rw,
             ToolName::PrepareDownload => Role::Ro,
+            ToolName::ServerOverview => Role::Ro,
         }
     }
 }
@@ -100,6 +104,8 @@ pub enum ToolCall {
     JobKill(JobKillArgs),
     PrepareUpload(PrepareUpload),
     PrepareDownload(PrepareDownload),
+    /// `server_overview` takes no arguments.
+    ServerOverview,
 }
 
 impl ToolCall {
@@ -116,6 +122,7 @@ impl ToolCall {
             ToolCall::JobKill(_) => ToolName::JobKill,
             ToolCall::PrepareUpload(_) => ToolName::PrepareUpload,
             ToolCall::PrepareDownload(_) => ToolName::PrepareDownload,
+            ToolCall::ServerOverview => ToolName::ServerOverview,
         }
     }
 }
@@ -256,6 +263,22 @@ pub enum ToolOutput {
     JobOutput(JobOutputChunk),
     /// `prepare_upload` / `prepare_download`: a grant for the frontend to wrap in a ticket.
     TransferGrant(TransferGrant),
+    /// `server_overview`: the recorder's Markdown document about the host.
+    Overview(OverviewOutput),
+}
+
+/// The host overview kept by `mymcp-recorder`, as `server_overview` returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverviewOutput {
+    /// The Markdown document; prefixed with a one-line warning when `stale`.
+    pub overview: String,
+    /// RFC 3339: the document's `_Last updated: …_` stamp, else its modification time; empty
+    /// when neither is known.
+    pub last_updated: String,
+    /// Successful mutating audit events the recorder has not merged yet (0 when unknown).
+    pub pending_events: u64,
+    /// Events are pending and the document is older than two merge intervals.
+    pub stale: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,6 +443,8 @@ pub enum ErrorCode {
     FileNotFound,
     /// prepare_*: `expires_in` is not positive.
     InvalidExpiresIn,
+    /// server_overview: no overview has been generated (or it cannot be read).
+    RecorderDisabled,
 }
 
 impl ErrorCode {
@@ -450,6 +475,7 @@ impl ErrorCode {
             ErrorCode::InvalidMaxBytes => "InvalidMaxBytes",
             ErrorCode::FileNotFound => "FileNotFound",
             ErrorCode::InvalidExpiresIn => "InvalidExpiresIn",
+            ErrorCode::RecorderDisabled => "RecorderDisabled",
         }
     }
 }
@@ -498,7 +524,8 @@ mod tests {
         for t in ToolName::ALL {
             assert_eq!(ToolName::parse(t.as_str()), Some(t));
         }
-        assert_eq!(ToolName::parse("server_overview"), None);
+        assert_eq!(ToolName::parse("server_overviews"), None);
+        assert_eq!(ToolName::ServerOverview.required_role(), Role::Ro);
         assert_eq!(ToolName::BashExecute.required_role(), Role::Rw);
         assert_eq!(ToolName::ReadFile.required_role(), Role::Ro);
         for t in [ToolName::WriteFile, ToolName::EditFile] {
@@ -522,7 +549,8 @@ mod tests {
                 "job_output",
                 "job_kill",
                 "prepare_upload",
-                "prepare_download"
+                "prepare_download",
+                "server_overview"
             ]
         );
         assert_eq!(ToolName::PrepareUpload.required_role(), Role::Rw);

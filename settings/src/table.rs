@@ -76,6 +76,8 @@ pub const SETTINGS: &[Setting] = &[
     s("MYMCP_AUDIT_OUTPUT_BASH_TAIL_BYTES", "4096", "executor", "stdout tail kept in a bash_execute audit record."),
     s("MYMCP_AUDIT_SEAL_RECORDS", "1000", "executor", "Seal (sign) the log after this many records."),
     s("MYMCP_AUDIT_SEAL_INTERVAL_SEC", "300", "executor", "Seal the log at least this often while records arrive."),
+    s("MYMCP_RECORDER_DATA_DIR", "/var/lib/mymcp/recorder", "executor, mymcp-recorder", "The recorder's files: overview/overview.md, overview/changelog.md, cursor.json (readable by the file tools, never writable)."),
+    s("MYMCP_RECORDER_MERGE_INTERVAL_SEC", "300", "executor, mymcp-recorder", "Seconds between the recorder's merge cycles; server_overview calls the overview stale after two of them with events waiting."),
     s("MYMCP_LOG_LEVEL", "info", "all daemons", "error, warn, info, debug, trace, or tracing directives."),
     s("MYMCP_LOG_FORMAT", "text", "all daemons", "text or json (journald gets structured fields either way)."),
 ];

@@ -135,9 +135,20 @@ def stop_server(s: Server) -> int:
         raise
 
 
+def write_overview(data_dir: Path, text: str) -> Path:
+    """Puts an overview where the recorder keeps it (`<data_dir>/overview/overview.md`)."""
+    path = data_dir / "overview" / "overview.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture(scope="session")
-def server():
-    s = start_server()
+def server(tmp_path_factory):
+    # An overview as the recorder would have written it, so every listed tool succeeds.
+    recorder = tmp_path_factory.mktemp("recorder")
+    write_overview(recorder, "# e2e host\n\n_Last updated: 2026-01-01T00:00:00Z_\n\n## TL;DR\nA test host.\n")
+    s = start_server({"MYMCP_RECORDER_DATA_DIR": str(recorder)})
     yield s
     stop_server(s)
 

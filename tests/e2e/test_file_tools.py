@@ -52,8 +52,10 @@ def test_tool_lists_by_role(server, ro_token):
 
     assert with_session(server.url, server.rw_token, names) == [
         "bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
-        "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download"]
-    assert with_session(server.url, ro_token, names) == ["read_file", "glob", "grep", "prepare_download"]
+        "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download",
+        "server_overview"]
+    assert with_session(server.url, ro_token, names) == [
+        "read_file", "glob", "grep", "prepare_download", "server_overview"]
 
 
 def test_ro_token_cannot_write_or_edit(server, ro_token, tmp_path):

@@ -167,4 +167,5 @@ def test_mcp_inspector_cli_lists_and_calls_every_tool(server, tmp_path):
     assert do("job_kill", f"job_id={job['job_id']}")["running"] is False
     assert do("prepare_upload", f"dest_path={scratch / 'up.bin'}", "max_bytes=10")["method"] == "PUT"
     assert do("prepare_download", f"src_path={path}")["method"] == "GET"
+    assert do("server_overview")["overview"].startswith("# ")
     assert sorted(set(called)) == sorted(names)

@@ -83,7 +83,7 @@ def test_metrics_are_valid_openmetrics_and_move_with_calls(server, tmp_path):
     assert "rm -rf /" not in tools
     assert tools <= {"bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
                      "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download",
-                     "unknown"}
+                     "server_overview", "unknown"}
     http_ok = dict(path="/mcp", method="POST", status="200")
     assert value(after, "mymcp_http_requests_total", **http_ok) > value(
         before, "mymcp_http_requests_total", **http_ok
@@ -107,7 +107,7 @@ def test_admin_api_tokens_work_in_the_mcp_sdk_at_once_and_stop_at_once(server):
         return [t.name for t in (await session.list_tools()).tools]
 
     assert with_session(server.url, created["token"], tools) == [
-        "read_file", "glob", "grep", "prepare_download"]
+        "read_file", "glob", "grep", "prepare_download", "server_overview"]
 
     status, _, text = http(server, "GET", "/admin/tokens", server.admin_token)
     listing = json.loads(text)

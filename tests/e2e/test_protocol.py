@@ -49,6 +49,7 @@ def sample_calls(scratch) -> list:
         ("job_status", {"job_id": None}),
         ("prepare_upload", {"dest_path": str(scratch / "up.bin"), "max_bytes": 10}),
         ("prepare_download", {"src_path": path}),
+        ("server_overview", {}),
     ]
 
 
@@ -134,12 +135,13 @@ def test_tools_are_listed_in_a_fixed_order_with_annotations(server, ro_token):
     assert list(rw) == [
         "bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
         "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download",
+        "server_overview",
     ]
     assert rw["read_file"]["readOnlyHint"] is True
     assert rw["bash_execute"]["destructiveHint"] is True
     assert rw["bash_execute"]["openWorldHint"] is True
     ro = run_session(server.url, ro_token, "initialize", names)
-    assert list(ro) == ["read_file", "glob", "grep", "prepare_download"]
+    assert list(ro) == ["read_file", "glob", "grep", "prepare_download", "server_overview"]
 
 
 def test_a_modern_session_cannot_use_legacy_methods(server):

@@ -31,6 +31,7 @@ def test_rw_token_lists_every_tool(server):
     assert names == [
         "bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
         "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download",
+        "server_overview",
     ]
     bash = next(t for t in tools if t.name == "bash_execute")
     assert bash.input_schema["required"] == ["command"]
@@ -39,7 +40,8 @@ def test_rw_token_lists_every_tool(server):
 
 def test_ro_token_lists_only_read_tools(server, ro_token):
     tools = with_session(server.url, ro_token, call("list_tools")).tools
-    assert [t.name for t in tools] == ["read_file", "glob", "grep", "prepare_download"]
+    assert [t.name for t in tools] == [
+        "read_file", "glob", "grep", "prepare_download", "server_overview"]
 
 
 def test_bash_execute_runs_as_root_with_output_and_exit_code(server):

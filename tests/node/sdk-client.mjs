@@ -75,6 +75,9 @@ try {
   assert.equal(r.method, "PUT");
   r = await ok("prepare_download", { src_path: file });
   assert.equal(r.method, "GET");
+  r = await ok("server_overview", {});
+  assert.equal(r.success, true);
+  assert.match(r.overview, /^# /);
   const missing = [...names].filter((n) => !calls.includes(n));
   assert.deepEqual(missing, [], "every listed tool was called");
 

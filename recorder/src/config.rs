@@ -1,0 +1,359 @@
+//! The recorder's settings: the reference's `MYMCP_RECORDER_*` variables (spec §8, §12) and a
+//! few of its own, each validated with a message naming the variable.
+
+use crate::llm::{LlmConfig, Provider};
+use crate::probe::ProbeConfig;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct ConfigError {
+    pub name: String,
+    pub problem: String,
+}
+
+fn err(name: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        name: name.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// Everything the recorder needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `MYMCP_RECORDER_ENABLED`: the recorder refuses to run unless it is true.
+    pub enabled: bool,
+    pub data_dir: PathBuf,
+    /// `MYMCP_AUDIT_LOG_DIR`: the audit log the recorder follows.
+    pub audit_dir: PathBuf,
+    pub merge_interval: Duration,
+    /// Events per merge call at most.
+    pub max_events: usize,
+    pub bootstrap_max_iterations: u32,
+    /// Tokens (input and output) one bootstrap may spend.
+    pub bootstrap_token_budget: u64,
+    /// Wait after a failed bootstrap.
+    pub bootstrap_retry_interval: Duration,
+    pub probe: ProbeConfig,
+    pub llm: LlmConfig,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_threshold: u32,
+    /// Waits after a failed merge: doubling from `backoff_min` up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Where the metrics text file goes.
+    pub metrics_file: PathBuf,
+}
+
+/// Reads a whole number in `[min, max]`; unset or empty is `default`.
+fn integer(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = get(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(default);
+    };
+    let v: u64 = raw.parse().map_err(|_| {
+        err(
+            name,
+            format!("invalid integer {raw:?} (expected a whole number from {min} to {max})"),
+        )
+    })?;
+    if v < min || v > max {
+        return Err(err(
+            name,
+            format!("{v} is out of range (allowed: {min} to {max})"),
+        ));
+    }
+    Ok(v)
+}
+
+fn boolean(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(v) => Err(err(
+            name,
+            format!("invalid boolean {v:?} (allowed: true, false, 1, 0, yes, no, on, off)"),
+        )),
+    }
+}
+
+fn path(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    default: &str,
+) -> Result<PathBuf, ConfigError> {
+    let v = get(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned());
+    let p = PathBuf::from(&v);
+    if !p.is_absolute() {
+        return Err(err(name, format!("{v} is not an absolute path")));
+    }
+    Ok(p)
+}
+
+impl Config {
+    /// Reads the settings through `get` (the env file's values under the process
+    /// environment's). The API key is `MYMCP_RECORDER_LLM_API_KEY`, else the provider's own
+    /// variable (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`), else the systemd credential
+    /// `llm-api-key` (`$CREDENTIALS_DIRECTORY/llm-api-key`).
+    pub fn from_source(get: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let provider_name = get("MYMCP_RECORDER_LLM_PROVIDER").unwrap_or_default();
+        let provider = if provider_name.trim().is_empty() {
+            Provider::Anthropic
+        } else {
+            Provider::parse(&provider_name).ok_or_else(|| {
+                err(
+                    "MYMCP_RECORDER_LLM_PROVIDER",
+                    format!("invalid value {provider_name:?} (allowed: anthropic, openai)"),
+                )
+            })?
+        };
+        let base_override = get("MYMCP_RECORDER_LLM_BASE_URL")
+            .map(|v| v.trim().trim_end_matches('/').to_owned())
+            .filter(|v| !v.is_empty());
+        if let Some(b) = &base_override {
+            if !(b.starts_with("https://") || b.starts_with("http://")) {
+                return Err(err(
+                    "MYMCP_RECORDER_LLM_BASE_URL",
+                    format!("{b} is not an http(s) URL"),
+                ));
+            }
+        }
+        let api_key = get("MYMCP_RECORDER_LLM_API_KEY")
+            .or_else(|| get(provider.key_variable()))
+            .or_else(|| {
+                let dir = get("CREDENTIALS_DIRECTORY")?;
+                std::fs::read_to_string(PathBuf::from(dir).join("llm-api-key")).ok()
+            })
+            .map(|k| k.trim().to_owned())
+            .unwrap_or_default();
+        let model = get("MYMCP_RECORDER_LLM_MODEL")
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| provider.default_model().to_owned());
+        let llm = LlmConfig {
+            provider,
+            model,
+            api_key,
+            base_url: base_override
+                .clone()
+                .unwrap_or_else(|| provider.default_base_url().to_owned()),
+            max_tokens: integer(get, "MYMCP_RECORDER_LLM_MAX_TOKENS", 32_768, 256, 1_000_000)?
+                as u32,
+            timeout: Duration::from_secs(integer(
+                get,
+                "MYMCP_RECORDER_LLM_TIMEOUT_SEC",
+                600,
+                1,
+                3600,
+            )?),
+        };
+        let data_dir = path(get, "MYMCP_RECORDER_DATA_DIR", "/var/lib/mymcp/recorder")?;
+        let backoff_min = integer(get, "MYMCP_RECORDER_BACKOFF_MIN_SEC", 30, 1, 86_400)?;
+        let backoff_max = integer(
+            get,
+            "MYMCP_RECORDER_BACKOFF_MAX_SEC",
+            600.max(backoff_min),
+            backoff_min,
+            86_400,
+        )?;
+        // Like the executor: a merge interval that is not positive means 300.
+        let interval = match get("MYMCP_RECORDER_MERGE_INTERVAL_SEC")
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+        {
+            None => 300,
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n <= 0 => 300,
+                _ => integer(get, "MYMCP_RECORDER_MERGE_INTERVAL_SEC", 300, 1, 86_400)?,
+            },
+        };
+        let cfg = Config {
+            enabled: boolean(get, "MYMCP_RECORDER_ENABLED", false)?,
+            audit_dir: path(get, "MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
+            merge_interval: Duration::from_secs(interval),
+            max_events: integer(get, "MYMCP_RECORDER_MAX_EVENTS_PER_CYCLE", 50, 1, 10_000)?
+                as usize,
+            bootstrap_max_iterations: integer(
+                get,
+                "MYMCP_RECORDER_BOOTSTRAP_MAX_ITERATIONS",
+                200,
+                1,
+                100_000,
+            )? as u32,
+            bootstrap_token_budget: integer(
+                get,
+                "MYMCP_RECORDER_BOOTSTRAP_TOKEN_BUDGET",
+                10_000_000,
+                1,
+                1 << 40,
+            )?,
+            bootstrap_retry_interval: Duration::from_secs(integer(
+                get,
+                "MYMCP_RECORDER_BOOTSTRAP_RETRY_INTERVAL_SEC",
+                3600,
+                1,
+                30 * 86_400,
+            )?),
+            probe: ProbeConfig {
+                timeout: Duration::from_secs(integer(
+                    get,
+                    "MYMCP_RECORDER_BOOTSTRAP_PROBE_TIMEOUT_SEC",
+                    30,
+                    1,
+                    3600,
+                )?),
+                ..ProbeConfig::default()
+            },
+            llm,
+            breaker_threshold: integer(get, "MYMCP_RECORDER_CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1000)?
+                as u32,
+            backoff_min: Duration::from_secs(backoff_min),
+            backoff_max: Duration::from_secs(backoff_max),
+            metrics_file: path(
+                get,
+                "MYMCP_RECORDER_METRICS_FILE",
+                &data_dir.join("metrics.prom").display().to_string(),
+            )?,
+            data_dir,
+        };
+        if cfg.llm.api_key.is_empty() && base_override.is_none() {
+            return Err(err(
+                "MYMCP_RECORDER_LLM_API_KEY",
+                format!(
+                    "not set (nor {}, nor the credential llm-api-key); only a MYMCP_RECORDER_LLM_BASE_URL server may go without one",
+                    provider.key_variable()
+                ),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_source(&|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_references() {
+        let c = from(&[("ANTHROPIC_API_KEY", "k")]).unwrap();
+        assert!(!c.enabled);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/mymcp/recorder"));
+        assert_eq!(c.audit_dir, PathBuf::from("/var/log/mymcp"));
+        assert_eq!(c.merge_interval, Duration::from_secs(300));
+        assert_eq!(c.max_events, 50);
+        assert_eq!(c.bootstrap_max_iterations, 200);
+        assert_eq!(c.bootstrap_token_budget, 10_000_000);
+        assert_eq!(c.probe.timeout, Duration::from_secs(30));
+        assert_eq!(c.bootstrap_retry_interval, Duration::from_secs(3600));
+        assert_eq!(c.llm.provider, Provider::Anthropic);
+        assert_eq!(c.llm.model, "claude-sonnet-4-6");
+        assert_eq!(c.llm.base_url, "https://api.anthropic.com");
+        assert_eq!(c.llm.max_tokens, 32_768);
+        assert_eq!(c.llm.api_key, "k");
+        assert_eq!(c.breaker_threshold, 5);
+        assert_eq!(
+            (c.backoff_min.as_secs(), c.backoff_max.as_secs()),
+            (30, 600)
+        );
+        assert_eq!(
+            c.metrics_file,
+            PathBuf::from("/var/lib/mymcp/recorder/metrics.prom")
+        );
+    }
+
+    #[test]
+    fn openai_compatible_endpoints_and_their_key() {
+        let c = from(&[
+            ("MYMCP_RECORDER_LLM_PROVIDER", "OpenAI"),
+            ("OPENAI_API_KEY", "o"),
+            (
+                "MYMCP_RECORDER_LLM_BASE_URL",
+                "https://api.deepseek.com/v1/",
+            ),
+            ("MYMCP_RECORDER_LLM_MODEL", "deepseek-chat"),
+            ("MYMCP_RECORDER_MERGE_INTERVAL_SEC", "-1"),
+        ])
+        .unwrap();
+        assert_eq!(c.llm.provider, Provider::OpenAi);
+        assert_eq!(c.llm.base_url, "https://api.deepseek.com/v1");
+        assert_eq!(c.llm.model, "deepseek-chat");
+        assert_eq!(c.llm.api_key, "o");
+        assert_eq!(c.merge_interval, Duration::from_secs(300));
+        // The generic key wins over the provider's.
+        let c = from(&[
+            ("MYMCP_RECORDER_LLM_PROVIDER", "openai"),
+            ("OPENAI_API_KEY", "o"),
+            ("MYMCP_RECORDER_LLM_API_KEY", "g"),
+        ])
+        .unwrap();
+        assert_eq!(c.llm.api_key, "g");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (pairs, name) in [
+            (
+                vec![("MYMCP_RECORDER_LLM_PROVIDER", "gemini")],
+                "MYMCP_RECORDER_LLM_PROVIDER",
+            ),
+            (vec![], "MYMCP_RECORDER_LLM_API_KEY"),
+            (
+                vec![("MYMCP_RECORDER_ENABLED", "maybe")],
+                "MYMCP_RECORDER_ENABLED",
+            ),
+            (
+                vec![("MYMCP_RECORDER_MAX_EVENTS_PER_CYCLE", "0")],
+                "MYMCP_RECORDER_MAX_EVENTS_PER_CYCLE",
+            ),
+            (
+                vec![("MYMCP_RECORDER_DATA_DIR", "rel")],
+                "MYMCP_RECORDER_DATA_DIR",
+            ),
+            (
+                vec![("MYMCP_RECORDER_LLM_BASE_URL", "ftp://x")],
+                "MYMCP_RECORDER_LLM_BASE_URL",
+            ),
+            (
+                vec![("MYMCP_RECORDER_MERGE_INTERVAL_SEC", "x")],
+                "MYMCP_RECORDER_MERGE_INTERVAL_SEC",
+            ),
+        ] {
+            let mut pairs = pairs;
+            if name != "MYMCP_RECORDER_LLM_API_KEY" {
+                pairs.push(("ANTHROPIC_API_KEY", "k"));
+            }
+            let e = from(&pairs).unwrap_err();
+            assert_eq!(e.name, name, "{e}");
+        }
+        // A local server needs no key.
+        assert!(from(&[("MYMCP_RECORDER_LLM_BASE_URL", "http://127.0.0.1:9")]).is_ok());
+    }
+}

@@ -1,0 +1,146 @@
+//! mymcp-recorder: wires settings, logging and signals to [`mymcp_recorder::merge::Recorder`].
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use mymcp_recorder::config::Config;
+use mymcp_recorder::merge::{Outcome, Recorder};
+use mymcp_recorder::metrics::Metrics;
+use mymcp_recorder::sys::{self, Signals};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The optional recorder of mymcp: keeps <MYMCP_RECORDER_DATA_DIR>/overview/overview.md
+/// current from the audit log with an LLM. Settings come from MYMCP_RECORDER_* variables
+/// (and an env file given with --env-file or MYMCP_ENV_FILE); flags override both.
+#[derive(Parser, Debug)]
+#[command(name = "mymcp-recorder", version)]
+struct Args {
+    /// Env file to read (default: MYMCP_ENV_FILE if set; systemd passes the settings instead).
+    #[arg(long)]
+    env_file: Option<PathBuf>,
+    /// Run one tick (bootstrap or merge cycle), write the metrics and exit: 0 unless it failed.
+    #[arg(long)]
+    once: bool,
+    /// Run as root although the bootstrap's probe commands would then run as root.
+    #[arg(long)]
+    allow_root: bool,
+    /// Check the settings and exit.
+    #[arg(long)]
+    check_config: bool,
+    #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "MYMCP_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+/// Variables the recorder reads besides MYMCP_*: the providers' own key variables and the
+/// systemd credentials directory.
+const OTHER_VARIABLES: [&str; 3] = [
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "CREDENTIALS_DIRECTORY",
+];
+
+fn settings(args: &Args) -> anyhow::Result<HashMap<String, String>> {
+    let file = args
+        .env_file
+        .clone()
+        .or_else(|| std::env::var_os("MYMCP_ENV_FILE").map(PathBuf::from))
+        .filter(|p| p.as_os_str() != "none");
+    let pairs = match &file {
+        Some(p) => mymcp_settings::envfile::read(p).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Vec::new(),
+    };
+    let mut map = mymcp_settings::envfile::merged(&pairs);
+    for k in OTHER_VARIABLES {
+        if let Ok(v) = std::env::var(k) {
+            map.insert(k.to_owned(), v);
+        }
+    }
+    Ok(map)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("mymcp-recorder: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let map = settings(&args)?;
+    let cfg = Config::from_source(&|k| map.get(k).cloned()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The key lives in `cfg` now; commands never see the environment anyway (env_clear).
+    for k in [
+        "MYMCP_RECORDER_LLM_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+    ] {
+        // SAFETY-free note: single-threaded start-up, nothing reads the environment meanwhile.
+        std::env::remove_var(k);
+    }
+    if args.check_config {
+        println!("configuration OK");
+        return Ok(());
+    }
+    if !cfg.enabled {
+        eprintln!("mymcp-recorder: MYMCP_RECORDER_ENABLED is not true: the recorder is optional and off (set it to true to run it)");
+        std::process::exit(2);
+    }
+    if sys::euid() == 0 && !args.allow_root {
+        bail!("refusing to run as root: the bootstrap's probe commands run as this user (run as the mymcp-recorder user, or pass --allow-root)");
+    }
+    sys::forbid_same_user_inspection().context("prctl(PR_SET_DUMPABLE)")?;
+    let signals = Signals::block().context("blocking signals")?;
+    let format = mymcp_settings::logging::LogFormat::parse(&args.log_format)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    mymcp_settings::logging::init(&args.log_level, format, "mymcp-recorder")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let metrics = Arc::new(Metrics::default());
+    let title = format!("Host overview: {}", hostname());
+    let metrics_file = cfg.metrics_file.clone();
+    let provider = cfg.llm.provider.as_str();
+    let model = cfg.llm.model.clone();
+    let mut recorder =
+        Recorder::new(cfg, metrics.clone(), title).context("opening MYMCP_RECORDER_DATA_DIR")?;
+    tracing::info!(data_dir = %recorder.store().dir().display(), provider, model = %model, "recorder running");
+
+    let stopping = Cell::new(false);
+    let stop = || {
+        if signals.wait(Duration::ZERO).is_some() {
+            stopping.set(true);
+        }
+        stopping.get()
+    };
+    loop {
+        let outcome = recorder.tick(Instant::now(), &stop);
+        if let Err(e) = metrics.write_textfile(&metrics_file) {
+            tracing::warn!(error = %e, path = %metrics_file.display(), "metrics file could not be written");
+        }
+        if args.once {
+            let failed = matches!(outcome, Outcome::Failed(_) | Outcome::BootstrapFailed(_));
+            std::process::exit(i32::from(failed));
+        }
+        if stopping.get() {
+            break;
+        }
+        if let Some(sig) = signals.wait(recorder.next_wake(Instant::now())) {
+            tracing::info!(signal = sig, "stopping");
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this host".to_owned())
+}
