@@ -10,7 +10,8 @@
 //! /etc/systemd/system/mymcp-*.{socket,service}          (ExecStart= pointing at <bin-dir>)
 //! /etc/sysusers.d/mymcp.conf, /etc/tmpfiles.d/mymcp.conf
 //! /usr/local/share/doc/mymcp/mymcp.env.example
-//! /etc/mymcp 0700, /var/lib/mymcp 0700, /var/log/mymcp 0750, /run/mymcp 0750 root:mymcp
+//! /etc/mymcp 0700, /var/lib/mymcp 0711 (others may only pass through to the recorder's
+//! directory), /var/log/mymcp 0750, /run/mymcp 0750 root:mymcp
 //! ```
 //!
 //! Then the `mymcp` user is created and the three socket units enabled (and started when systemd
@@ -155,7 +156,7 @@ pub fn install(layout: &Layout) -> anyhow::Result<()> {
     };
     for (dir, mode, gid) in [
         ("/etc/mymcp", 0o700, None),
-        ("/var/lib/mymcp", 0o700, None),
+        ("/var/lib/mymcp", 0o711, None),
         ("/var/log/mymcp", 0o750, None),
         ("/run/mymcp", 0o750, group),
     ] {

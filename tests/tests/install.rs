@@ -60,7 +60,7 @@ fn install_then_uninstall_keeps_data_and_purge_removes_it() {
     assert!(root.path().join("etc/sysusers.d/mymcp.conf").is_file());
     assert!(root.path().join("etc/tmpfiles.d/mymcp.conf").is_file());
     assert_eq!(mode(&root.path().join("etc/mymcp")), 0o700);
-    assert_eq!(mode(&root.path().join("var/lib/mymcp")), 0o700);
+    assert_eq!(mode(&root.path().join("var/lib/mymcp")), 0o711);
     assert_eq!(mode(&root.path().join("var/log/mymcp")), 0o750);
     assert_eq!(mode(&root.path().join("run/mymcp")), 0o750);
     assert!(
