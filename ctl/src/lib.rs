@@ -3,7 +3,7 @@
 //! It talks to the executor's `control.sock` (root only) for token management and status,
 //! checks the audit log ([`mymcp_audit::verify`]) and installations ([`doctor`]), imports
 //! Python/Go token stores ([`import`]), and
-//! installs the package's layout on hosts without the package ([`install`]), and
+//! migrates Python/Go/1.x installs ([`migrate`]), installs the package's layout on hosts without the package ([`install`]), and
 //! runs the quick try (`serve`), which starts the executor and an unprivileged frontend with
 //! throwaway state. Library-first: `main.rs` only parses arguments and prints.
 
@@ -12,5 +12,6 @@ pub mod client;
 pub mod doctor;
 pub mod import;
 pub mod install;
+pub mod migrate;
 pub mod serve;
 pub mod sys;

@@ -93,6 +93,21 @@ enum Cmd {
         #[arg(long)]
         purge: bool,
     },
+    /// Move a Python 2.x / Go 3.x install (/etc/mymcp: .env, plaintext tokens.json, audit
+    /// directory) or a 1.x install (/opt/mymcp, MCP_* settings) to this layout: settings split
+    /// into .env and frontend.env, tokens stored as digests (they keep working), old audit
+    /// files kept aside. Prints every step.
+    Migrate {
+        /// The old install's configuration directory.
+        #[arg(long, value_name = "DIR", default_value = "/etc/mymcp")]
+        from: PathBuf,
+        /// Print the steps without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Migrate inside this root instead of / (an image; the running executor is not used).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
     /// Print the shell completion script for mymcpctl.
     Completions {
         #[arg(value_enum)]
@@ -442,6 +457,19 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Cmd::Uninstall { layout, purge } => {
             install::uninstall(&layout.layout(), purge)?;
+            Ok(0)
+        }
+        Cmd::Migrate {
+            from,
+            dry_run,
+            root,
+        } => {
+            mymcpctl::migrate::migrate(&mymcpctl::migrate::MigrateOptions {
+                from,
+                root,
+                dry_run,
+                runtime_dir: cli.runtime_dir.clone(),
+            })?;
             Ok(0)
         }
         Cmd::Completions { shell } => {

@@ -199,6 +199,13 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     let listener = TcpListener::bind((opts.host.as_str(), opts.port))
         .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
     let addr = listener.local_addr()?;
+    let allow_plaintext = std::env::var("MYMCP_ALLOW_PLAINTEXT")
+        .ok()
+        .and_then(|v| mymcp_settings::parse_bool(&v).ok())
+        .unwrap_or(false);
+    if !opts.tls && !allow_plaintext && !addr.ip().to_canonical().is_loopback() {
+        bail!("refusing plain HTTP on {addr}: bearer tokens would cross the network unencrypted; add --tls (a throwaway self-signed certificate), listen on loopback, or set MYMCP_ALLOW_PLAINTEXT=true behind a TLS-terminating reverse proxy");
+    }
 
     let signals = Signals::block()?;
     let dir = private_temp_dir()?;

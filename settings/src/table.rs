@@ -33,6 +33,8 @@ pub const SETTINGS: &[Setting] = &[
     s("MYMCP_PUBLIC_BASE_URL", "", "frontend", "Base URL clients reach the server at (transfer links); a trailing / is dropped."),
     s("MYMCP_MAX_BODY_BYTES", "25165824", "frontend", "Largest accepted POST /mcp body."),
     s("MYMCP_ALLOWED_ORIGINS", "", "frontend", "Browser origins allowed besides loopback, comma-separated (* = any)."),
+    s("MYMCP_ALLOWED_HOSTS", "", "frontend", "Host names allowed in the Host header besides loopback names, IP addresses and the public URL's host, comma-separated (* = any)."),
+    s("MYMCP_TRUSTED_PROXIES", "", "frontend", "Reverse proxies whose X-Forwarded-For names the client: addresses or CIDR blocks, comma-separated."),
     s("MYMCP_TLS_CERT", "", "frontend", "PEM certificate chain for HTTPS (with MYMCP_TLS_KEY; else the systemd credentials tls.crt/tls.key; SIGHUP reloads)."),
     s("MYMCP_TLS_KEY", "", "frontend", "PEM private key for HTTPS (with MYMCP_TLS_CERT)."),
     s("MYMCP_ALLOW_PLAINTEXT", "false", "frontend", "Allow plain HTTP on a non-loopback address (behind a TLS-terminating reverse proxy)."),

@@ -79,3 +79,20 @@ fn half_a_tls_configuration_stops_start_up() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_quick_try_refuses_plain_http_off_loopback_and_says_to_add_tls() {
+    require_root();
+    let out = Command::new(bin("mymcpctl"))
+        .env_remove("MYMCP_ALLOW_PLAINTEXT")
+        .args(["serve", "--host", "0.0.0.0", "--port", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing plain HTTP on 0.0.0.0:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("add --tls"), "{stderr}");
+}
