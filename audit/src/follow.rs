@@ -2,11 +2,15 @@
 //! into the host overview, and how many are still waiting.
 //!
 //! `mymcp-recorder` reads `audit.log` as it grows and keeps its place in `cursor.json`
-//! (`{"file","inode","offset"}`, the reference's format) in its data directory. The inode,
-//! not the name, says which file the offset belongs to: after a rotation the file the cursor
-//! points into is `audit.log.1`. The executor's `server_overview` counts the events behind the
-//! cursor with [`pending_events`]; the recorder reads them with [`read_events`]. Both look at
-//! one rotation, as the reference did.
+//! (`{"file","inode","offset"}`, the reference's format, plus the `seq` of the last line read)
+//! in its data directory. The inode, not the name, says which file the offset belongs to: after
+//! a rotation the file the cursor points into is `audit.log.1`, or further back.
+//!
+//! The executor's `server_overview` counts the events behind the cursor with
+//! [`pending_events`], looking at one rotation as the reference did (a hint: 0 when unsure).
+//! The recorder reads them with [`read_events`], which follows any number of rotations and uses
+//! the chain's `seq` numbers so that nothing is read twice (an inode number can be reused) and
+//! every line lost to rotation is counted.
 
 use crate::LOG_FILE;
 use serde::{Deserialize, Serialize};

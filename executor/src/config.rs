@@ -16,103 +16,9 @@ use mymcp_protocol::frame::MAX_FRAME_LEN;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A setting that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{name}: {problem}")]
-pub struct ConfigError {
-    pub name: String,
-    pub problem: String,
-}
-
-impl ConfigError {
-    fn new(name: &str, problem: impl Into<String>) -> Self {
-        ConfigError {
-            name: name.to_owned(),
-            problem: problem.into(),
-        }
-    }
-}
-
-/// Where the settings come from: the process environment by default, a map in tests.
-pub trait Source {
-    fn get(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug)]
-pub struct Env;
-
-impl Source for Env {
-    fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Source for std::collections::HashMap<String, String> {
-    fn get(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
-}
-
-/// Reads a non-negative integer setting within `[min, max]`.
-pub fn integer(
-    src: &dyn Source,
-    name: &str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    let Some(raw) = src.get(name) else {
-        return Ok(default);
-    };
-    let raw = raw.trim();
-    if raw.is_empty() {
-        return Ok(default);
-    }
-    let v: u64 = raw.parse().map_err(|_| {
-        ConfigError::new(
-            name,
-            format!("invalid integer {raw:?} (expected a whole number from {min} to {max})"),
-        )
-    })?;
-    if v < min || v > max {
-        return Err(ConfigError::new(
-            name,
-            format!("{v} is out of range (allowed: {min} to {max})"),
-        ));
-    }
-    Ok(v)
-}
-
-/// Reads a path setting that must be absolute; `default` when unset or empty.
-pub fn absolute_path(src: &dyn Source, name: &str, default: &str) -> Result<PathBuf, ConfigError> {
-    let v = src
-        .get(name)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned());
-    let p = PathBuf::from(&v);
-    if !p.is_absolute() {
-        return Err(ConfigError::new(
-            name,
-            format!("{v} is not an absolute path"),
-        ));
-    }
-    Ok(p)
-}
-
-/// Reads a comma-separated list setting (empty entries dropped).
-pub fn list(src: &dyn Source, name: &str) -> Vec<String> {
-    src.get(name)
-        .map(|v| {
-            v.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use mymcp_settings::values::{
+    boolean, directory, integer, interval, list, ConfigError, Env, Source,
+};
 
 /// Everything the executor needs to run.
 #[derive(Debug)]
@@ -275,7 +181,7 @@ pub fn file_tools(
         3600,
     )?);
 
-    let dir = |name: &str, default: &str| absolute_path(src, name, default);
+    let dir = |name: &str, default: &str| directory(src, name, default);
     let extra = list(src, "MYMCP_PROTECTED_PATHS");
     for e in &extra {
         if !e.starts_with('/') {
@@ -330,28 +236,9 @@ pub fn bash_per_token(src: &dyn Source) -> Result<usize, ConfigError> {
     )? as usize)
 }
 
-/// Reads a boolean setting: true/false/1/0/yes/no/on/off, any case.
-pub fn boolean(src: &dyn Source, name: &str, default: bool) -> Result<bool, ConfigError> {
-    let Some(raw) = src.get(name) else {
-        return Ok(default);
-    };
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "" => Ok(default),
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError::new(
-            name,
-            format!(
-                "invalid boolean {:?} (allowed: true, false, 1, 0, yes, no, on, off)",
-                raw.trim()
-            ),
-        )),
-    }
-}
-
 /// Audit log settings (`MYMCP_AUDIT_*`). The signing key lives in `MYMCP_STATE_DIR/audit`.
 pub fn audit_settings(src: &dyn Source) -> Result<crate::audit::AuditSettings, ConfigError> {
-    let dir = |name: &str, default: &str| absolute_path(src, name, default);
+    let dir = |name: &str, default: &str| directory(src, name, default);
     let state = dir("MYMCP_STATE_DIR", "/var/lib/mymcp")?;
     Ok(crate::audit::AuditSettings {
         enabled: boolean(src, "MYMCP_AUDIT_ENABLED", false)?,
@@ -404,31 +291,11 @@ pub fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
 /// interval (`MYMCP_RECORDER_MERGE_INTERVAL_SEC`, 300; like the reference, a value that is not
 /// positive means 300) and the audit directory whose events it has yet to merge.
 pub fn overview_settings(src: &dyn Source) -> Result<OverviewConfig, ConfigError> {
-    const NAME: &str = "MYMCP_RECORDER_MERGE_INTERVAL_SEC";
-    let interval = match src.get(NAME).map(|v| v.trim().to_owned()) {
-        None => 300,
-        Some(v) if v.is_empty() => 300,
-        Some(v) => match v.parse::<i64>() {
-            Ok(n) if n <= 0 => 300,
-            Ok(n) if n <= 86_400 => n as u64,
-            Ok(n) => {
-                return Err(ConfigError::new(
-                    NAME,
-                    format!("{n} is out of range (allowed: 1 to 86400)"),
-                ))
-            }
-            Err(_) => {
-                return Err(ConfigError::new(
-                    NAME,
-                    format!("invalid integer {v:?} (expected a whole number from 1 to 86400)"),
-                ))
-            }
-        },
-    };
+    let interval = interval(src, "MYMCP_RECORDER_MERGE_INTERVAL_SEC", 300, 86_400)?;
     Ok(OverviewConfig {
-        data_dir: absolute_path(src, "MYMCP_RECORDER_DATA_DIR", overview::DEFAULT_DATA_DIR)?,
+        data_dir: directory(src, "MYMCP_RECORDER_DATA_DIR", overview::DEFAULT_DATA_DIR)?,
         merge_interval: Duration::from_secs(interval),
-        audit_dir: absolute_path(src, "MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
+        audit_dir: directory(src, "MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
     })
 }
 
@@ -436,7 +303,7 @@ pub fn overview_settings(src: &dyn Source) -> Result<OverviewConfig, ConfigError
 /// `jobs` subdirectory), `MYMCP_JOB_MAX_OUTPUT_BYTES`, `MYMCP_JOB_RETENTION_SEC`,
 /// `MYMCP_JOB_MAX_RUNNING_PER_TOKEN`.
 pub fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
-    let state = absolute_path(src, "MYMCP_STATE_DIR", "/var/lib/mymcp")?;
+    let state = directory(src, "MYMCP_STATE_DIR", "/var/lib/mymcp")?;
     let mut jobs = JobConfig::new(&state);
     jobs.max_output_bytes = integer(
         src,

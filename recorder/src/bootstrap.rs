@@ -46,8 +46,8 @@ pub enum BootstrapError {
     Budget(u64),
     #[error("stopped")]
     Stopped,
-    #[error("the data directory could not be written: {0}")]
-    Store(#[from] std::io::Error),
+    #[error("reading the audit log or writing the data directory: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl BootstrapError {
@@ -58,7 +58,7 @@ impl BootstrapError {
             BootstrapError::Iterations(_) => "iterations",
             BootstrapError::Budget(_) => "budget",
             BootstrapError::Stopped => "stopped",
-            BootstrapError::Store(_) => "write_error",
+            BootstrapError::Io(_) => "io_error",
         }
     }
 }

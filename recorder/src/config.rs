@@ -6,19 +6,11 @@ use crate::probe::ProbeConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A setting that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{name}: {problem}")]
-pub struct ConfigError {
-    pub name: String,
-    pub problem: String,
-}
+use mymcp_settings::values::{boolean, directory, integer, interval};
+pub use mymcp_settings::values::{ConfigError, Source};
 
 fn err(name: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        name: name.to_owned(),
-        problem: problem.into(),
-    }
+    ConfigError::new(name, problem)
 }
 
 /// Everything the recorder needs.
@@ -48,73 +40,13 @@ pub struct Config {
     pub metrics_file: PathBuf,
 }
 
-/// Reads a whole number in `[min, max]`; unset or empty is `default`.
-fn integer(
-    get: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
-    let Some(raw) = get(name)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-    else {
-        return Ok(default);
-    };
-    let v: u64 = raw.parse().map_err(|_| {
-        err(
-            name,
-            format!("invalid integer {raw:?} (expected a whole number from {min} to {max})"),
-        )
-    })?;
-    if v < min || v > max {
-        return Err(err(
-            name,
-            format!("{v} is out of range (allowed: {min} to {max})"),
-        ));
-    }
-    Ok(v)
-}
-
-fn boolean(
-    get: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-    default: bool,
-) -> Result<bool, ConfigError> {
-    match get(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("") => Ok(default),
-        Some("true" | "1" | "yes" | "on") => Ok(true),
-        Some("false" | "0" | "no" | "off") => Ok(false),
-        Some(v) => Err(err(
-            name,
-            format!("invalid boolean {v:?} (allowed: true, false, 1, 0, yes, no, on, off)"),
-        )),
-    }
-}
-
-fn path(
-    get: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-    default: &str,
-) -> Result<PathBuf, ConfigError> {
-    let v = get(name)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned());
-    let p = PathBuf::from(&v);
-    if !p.is_absolute() {
-        return Err(err(name, format!("{v} is not an absolute path")));
-    }
-    Ok(p)
-}
-
 impl Config {
-    /// Reads the settings through `get` (the env file's values under the process
+    /// Reads the settings from `src` (the env file's values under the process
     /// environment's). The API key is `MYMCP_RECORDER_LLM_API_KEY`, else the provider's own
     /// variable (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`), else the systemd credential
     /// `llm-api-key` (`$CREDENTIALS_DIRECTORY/llm-api-key`).
-    pub fn from_source(get: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn from_source(src: &dyn Source) -> Result<Config, ConfigError> {
+        let get = |name: &str| src.get(name);
         let provider_name = get("MYMCP_RECORDER_LLM_PROVIDER").unwrap_or_default();
         let provider = if provider_name.trim().is_empty() {
             Provider::Anthropic
@@ -156,58 +88,49 @@ impl Config {
             base_url: base_override
                 .clone()
                 .unwrap_or_else(|| provider.default_base_url().to_owned()),
-            max_tokens: integer(get, "MYMCP_RECORDER_LLM_MAX_TOKENS", 32_768, 256, 1_000_000)?
+            max_tokens: integer(src, "MYMCP_RECORDER_LLM_MAX_TOKENS", 32_768, 256, 1_000_000)?
                 as u32,
             timeout: Duration::from_secs(integer(
-                get,
+                src,
                 "MYMCP_RECORDER_LLM_TIMEOUT_SEC",
                 600,
                 1,
                 3600,
             )?),
         };
-        let data_dir = path(get, "MYMCP_RECORDER_DATA_DIR", "/var/lib/mymcp/recorder")?;
-        let backoff_min = integer(get, "MYMCP_RECORDER_BACKOFF_MIN_SEC", 30, 1, 86_400)?;
+        let data_dir = directory(src, "MYMCP_RECORDER_DATA_DIR", "/var/lib/mymcp/recorder")?;
+        let backoff_min = integer(src, "MYMCP_RECORDER_BACKOFF_MIN_SEC", 30, 1, 86_400)?;
         let backoff_max = integer(
-            get,
+            src,
             "MYMCP_RECORDER_BACKOFF_MAX_SEC",
             600.max(backoff_min),
             backoff_min,
             86_400,
         )?;
         // Like the executor: a merge interval that is not positive means 300.
-        let interval = match get("MYMCP_RECORDER_MERGE_INTERVAL_SEC")
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-        {
-            None => 300,
-            Some(v) => match v.parse::<i64>() {
-                Ok(n) if n <= 0 => 300,
-                _ => integer(get, "MYMCP_RECORDER_MERGE_INTERVAL_SEC", 300, 1, 86_400)?,
-            },
-        };
+        let interval = interval(src, "MYMCP_RECORDER_MERGE_INTERVAL_SEC", 300, 86_400)?;
         let cfg = Config {
-            enabled: boolean(get, "MYMCP_RECORDER_ENABLED", false)?,
-            audit_dir: path(get, "MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
+            enabled: boolean(src, "MYMCP_RECORDER_ENABLED", false)?,
+            audit_dir: directory(src, "MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
             merge_interval: Duration::from_secs(interval),
-            max_events: integer(get, "MYMCP_RECORDER_MAX_EVENTS_PER_CYCLE", 50, 1, 10_000)?
+            max_events: integer(src, "MYMCP_RECORDER_MAX_EVENTS_PER_CYCLE", 50, 1, 10_000)?
                 as usize,
             bootstrap_max_iterations: integer(
-                get,
+                src,
                 "MYMCP_RECORDER_BOOTSTRAP_MAX_ITERATIONS",
                 200,
                 1,
                 100_000,
             )? as u32,
             bootstrap_token_budget: integer(
-                get,
+                src,
                 "MYMCP_RECORDER_BOOTSTRAP_TOKEN_BUDGET",
                 10_000_000,
                 1,
                 1 << 40,
             )?,
             bootstrap_retry_interval: Duration::from_secs(integer(
-                get,
+                src,
                 "MYMCP_RECORDER_BOOTSTRAP_RETRY_INTERVAL_SEC",
                 3600,
                 1,
@@ -215,7 +138,7 @@ impl Config {
             )?),
             probe: ProbeConfig {
                 timeout: Duration::from_secs(integer(
-                    get,
+                    src,
                     "MYMCP_RECORDER_BOOTSTRAP_PROBE_TIMEOUT_SEC",
                     30,
                     1,
@@ -224,12 +147,12 @@ impl Config {
                 ..ProbeConfig::default()
             },
             llm,
-            breaker_threshold: integer(get, "MYMCP_RECORDER_CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1000)?
+            breaker_threshold: integer(src, "MYMCP_RECORDER_CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1000)?
                 as u32,
             backoff_min: Duration::from_secs(backoff_min),
             backoff_max: Duration::from_secs(backoff_max),
-            metrics_file: path(
-                get,
+            metrics_file: directory(
+                src,
                 "MYMCP_RECORDER_METRICS_FILE",
                 &data_dir.join("metrics.prom").display().to_string(),
             )?,
@@ -258,7 +181,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Config::from_source(&|k| m.get(k).cloned())
+        Config::from_source(&m)
     }
 
     #[test]

@@ -73,7 +73,7 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let map = settings(&args)?;
-    let cfg = Config::from_source(&|k| map.get(k).cloned()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = Config::from_source(&map).map_err(|e| anyhow::anyhow!("{e}"))?;
     // The key lives in `cfg` now; commands never see the environment anyway (env_clear).
     for k in [
         "MYMCP_RECORDER_LLM_API_KEY",

@@ -90,7 +90,7 @@ impl Host {
         for (k, v) in extra {
             m.insert(k.to_string(), v.to_string());
         }
-        Config::from_source(&|k| m.get(k).cloned()).unwrap()
+        Config::from_source(&m).unwrap()
     }
 
     fn recorder(&self, extra: &[(&str, &str)]) -> Recorder {

@@ -16,6 +16,7 @@
 pub mod envfile;
 pub mod logging;
 mod table;
+pub mod values;
 
 pub use table::{example_env_file, Setting, SETTINGS};
 
