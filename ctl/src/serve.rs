@@ -305,35 +305,53 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             "http"
         };
         let url = format!("{scheme}://{addr}/mcp");
-        eprintln!("[mymcp] serving on {url}");
+        // The whole banner goes out in one write: the daemons share this stderr, and a line
+        // written in pieces could be split by one of their log lines.
+        let mut banner = String::new();
+        macro_rules! banner_line {
+            ($buf:ident, $($arg:tt)*) => {{
+                use std::fmt::Write as _;
+                let _ = writeln!($buf, $($arg)*);
+            }};
+        }
+        banner_line!(banner, "[mymcp] serving on {url}");
         if let Some(c) = &certificate {
-            eprintln!(
+            banner_line!(
+                banner,
                 "[mymcp] TLS certificate (self-signed, throwaway): {}",
                 c.cert.display()
             );
-            eprintln!("[mymcp] SHA-256 fingerprint: {}", c.fingerprint);
-            eprintln!(
+            banner_line!(banner, "[mymcp] SHA-256 fingerprint: {}", c.fingerprint);
+            banner_line!(
+                banner,
                 "[mymcp] trust it: curl --cacert {0} …; NODE_EXTRA_CA_CERTS={0}; SSL_CERT_FILE={0}",
                 c.cert.display()
             );
         }
-        eprintln!("[mymcp] temp admin token: {admin}");
-        eprintln!("[mymcp] temp rw token:    {rw}");
-        eprintln!(
+        banner_line!(banner, "[mymcp] temp admin token: {admin}");
+        banner_line!(banner, "[mymcp] temp rw token:    {rw}");
+        banner_line!(
+            banner,
             "[mymcp] tokens live in {} and vanish on exit.",
             dir.display()
         );
-        eprintln!(
+        banner_line!(
+            banner,
             "[mymcp] frontend runs as {} without privileges; executor as {}",
             account.name,
             if root { "root" } else { "you" }
         );
-        eprintln!(
+        banner_line!(
+            banner,
             "[mymcp] more tokens: mymcpctl --runtime-dir {} token add --name NAME --role ro",
             run_dir.display()
         );
-        eprintln!("[mymcp] Claude Code: claude mcp add --transport http mymcp {url} --header \"Authorization: Bearer {rw}\"");
-        eprintln!("[mymcp] press Ctrl-C to stop");
+        banner_line!(banner, "[mymcp] Claude Code: claude mcp add --transport http mymcp {url} --header \"Authorization: Bearer {rw}\"");
+        banner_line!(banner, "[mymcp] press Ctrl-C to stop");
+        {
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(banner.as_bytes());
+        }
 
         loop {
             if let Some(sig) = signals.wait(Duration::from_millis(250)) {
