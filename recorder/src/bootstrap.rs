@@ -114,6 +114,7 @@ pub fn run(
         "Explore this host ({title}) and write its overview."
     ))];
     let mut spent = 0u64;
+    let mut last_cost = 0u64;
     for i in 0..cfg.bootstrap_max_iterations {
         if stop() {
             return Err(BootstrapError::Stopped);
@@ -121,9 +122,11 @@ pub fn run(
         if spent >= cfg.bootstrap_token_budget {
             return Err(BootstrapError::Budget(cfg.bootstrap_token_budget));
         }
-        // Nearly out of calls or tokens: the model must write what it has.
-        let last =
-            i + 2 >= cfg.bootstrap_max_iterations || spent >= cfg.bootstrap_token_budget / 10 * 9;
+        // Nearly out of calls or tokens: the model must write what it has (with one more call
+        // to mend an answer that is refused). A call resends the whole conversation, so the
+        // next one costs at least what the last one did.
+        let last = i + 2 >= cfg.bootstrap_max_iterations
+            || spent + last_cost >= cfg.bootstrap_token_budget;
         let reply = llm.complete(&Request {
             system: SYSTEM,
             messages: &messages,
@@ -159,6 +162,7 @@ pub fn run(
             }
         };
         spent += reply.usage.total();
+        last_cost = reply.usage.total();
         metrics.inc(
             "mymcp_recorder_llm_tokens_total",
             &[("phase", "bootstrap"), ("direction", "input")],

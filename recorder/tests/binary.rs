@@ -73,6 +73,15 @@ fn unsafe_euid() -> u32 {
         .unwrap()
 }
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn random(buf: &mut [u8]) -> std::io::Result<()> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")?.read_exact(buf)
@@ -119,7 +128,10 @@ fn as_an_unprivileged_user_it_bootstraps_merges_on_its_interval_and_stops_on_sig
         tool_call(
             p,
             "run_command",
-            json!({"command": "id -u; cat /proc/1/environ >/dev/null 2>&1 || echo no-root-files"}),
+            // As the recorder's user: root's files are closed, and so is the recorder's own
+            // environment (it is non-dumpable), where the key was when it started.
+            json!({"command": "id -u; cat /proc/1/environ >/dev/null 2>&1 || echo no-root-files; \
+                cat /proc/$PPID/environ 2>/dev/null | tr '\\0' '\\n' | grep -c 'test-[k]ey' || echo key-hidden"}),
         ),
     ));
     llm.push(Scripted::Json(
@@ -130,15 +142,18 @@ fn as_an_unprivileged_user_it_bootstraps_merges_on_its_interval_and_stops_on_sig
             json!({"sections": [{"section": "TL;DR", "content": "Explored by the binary."}]}),
         ),
     ));
-    let mut child = base(dir.path(), &llm)
+    let child = base(dir.path(), &llm)
         .env("MYMCP_RECORDER_ENABLED", "true")
         .env("MYMCP_RECORDER_LLM_PROVIDER", "openai")
         .env("MYMCP_RECORDER_MERGE_INTERVAL_SEC", "1")
         .uid(NOBODY)
         .gid(NOBODY)
         .stderr(Stdio::piped())
+        .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    // A failed assertion must not leave the recorder running.
+    let mut child = KillOnDrop(child);
     let overview = data.join("overview/overview.md");
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
         let end = Instant::now() + Duration::from_secs(20);
@@ -164,6 +179,10 @@ fn as_an_unprivileged_user_it_bootstraps_merges_on_its_interval_and_stops_on_sig
         tool.contains("65534") && tool.contains("no-root-files"),
         "{tool}"
     );
+    assert!(
+        tool.contains("key-hidden") && !tool.contains("test-key"),
+        "{tool}"
+    );
 
     // A change lands in the log: merged on the next one-second tick.
     llm.push(echo_merge(p));
@@ -185,14 +204,14 @@ fn as_an_unprivileged_user_it_bootstraps_merges_on_its_interval_and_stops_on_sig
 
     let started = Instant::now();
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(!err.contains("test-key"), "the key never shows in the logs");
 }
 

@@ -606,3 +606,87 @@ fn metrics_are_written_as_a_prometheus_text_file() {
     assert!(text.contains("mymcp_recorder_circuit_open 0\n"));
     assert!(text.contains("# TYPE mymcp_recorder_merge_duration_seconds histogram\n"));
 }
+
+#[test]
+fn the_bootstrap_is_bounded_by_iterations_and_tokens_and_retried_later() {
+    for p in [Provider::Anthropic, Provider::OpenAi] {
+        let h = Host::new(p, 1 << 20, 5);
+        let mut r = h.recorder(&[
+            ("MYMCP_RECORDER_BOOTSTRAP_MAX_ITERATIONS", "3"),
+            ("MYMCP_RECORDER_BOOTSTRAP_RETRY_INTERVAL_SEC", "100"),
+        ]);
+        // A model that only ever probes: the last call is forced to write, and when it still
+        // does not, the bootstrap fails after three calls.
+        for _ in 0..3 {
+            h.llm.push(Scripted::Json(
+                200,
+                tool_call(p, "run_command", json!({"command": "true"})),
+            ));
+        }
+        let t0 = Instant::now();
+        let outcome = r.tick(t0, &no_stop);
+        assert!(
+            matches!(&outcome, Outcome::BootstrapFailed(e) if e.contains("after 3 LLM calls")),
+            "{outcome:?}"
+        );
+        let reqs = h.llm.requests();
+        assert_eq!(reqs.len(), 3);
+        let forced = |body: &Value| match p {
+            Provider::Anthropic => {
+                body["tool_choice"] == json!({"type": "tool", "name": "write_overview"})
+            }
+            Provider::OpenAi => body["tool_choice"]["function"]["name"] == "write_overview",
+        };
+        assert!(!forced(&reqs[0].body) && forced(&reqs[2].body));
+        assert!(!h.data().join("overview/overview.md").exists());
+        // Not again before the retry interval.
+        assert_eq!(
+            r.tick(t0 + Duration::from_secs(50), &no_stop),
+            Outcome::BootstrapWait
+        );
+        assert_eq!(h.llm.count(), 3);
+        // The token budget: 120 tokens per call, a budget of 200 allows two calls.
+        let mut r = h.recorder(&[("MYMCP_RECORDER_BOOTSTRAP_TOKEN_BUDGET", "200")]);
+        for _ in 0..2 {
+            h.llm.push(Scripted::Json(
+                200,
+                tool_call(p, "run_command", json!({"command": "true"})),
+            ));
+        }
+        let outcome = r.tick(t0, &no_stop);
+        assert!(
+            matches!(&outcome, Outcome::BootstrapFailed(e) if e.contains("token budget of 200")),
+            "{outcome:?}"
+        );
+        assert_eq!(h.llm.count(), 5);
+        assert!(
+            forced(&h.llm.requests()[4].body),
+            "nearly out of tokens: forced to write"
+        );
+        // Retried after the interval, it succeeds.
+        let mut r = h.recorder(&[]);
+        h.llm.push(Scripted::Json(
+            200,
+            tool_call(
+                p,
+                "write_overview",
+                json!({"sections": [{"section": "TL;DR", "content": "x"}]}),
+            ),
+        ));
+        assert_eq!(r.tick(t0, &no_stop), Outcome::Bootstrapped);
+        assert_eq!(
+            h.metrics.get(
+                "mymcp_recorder_bootstrap_runs_total",
+                &[("result", "iterations")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            h.metrics.get(
+                "mymcp_recorder_bootstrap_runs_total",
+                &[("result", "budget")]
+            ),
+            1.0
+        );
+    }
+}
