@@ -388,21 +388,7 @@ impl Transfers {
                 format!("This ticket requires {}.", g.direction.method()),
             ));
         }
-        match g.state {
-            State::Ready => {}
-            State::Busy { .. } => {
-                return Err(refuse(
-                    Kind::InUse,
-                    "Another transfer with this ticket is running.",
-                ))
-            }
-            State::Used => {
-                return Err(refuse(
-                    Kind::Used,
-                    "Ticket already used; tickets are single-use. Mint a new ticket.",
-                ))
-            }
-        }
+        ready(&g.state)?;
         Ok(View {
             id: *id,
             token: g.token,
@@ -423,21 +409,7 @@ impl Transfers {
         let Some(g) = grants.get_mut(id) else {
             return Err(refuse(Kind::NotFound, MINT_NEW));
         };
-        match g.state {
-            State::Ready => {}
-            State::Busy { .. } => {
-                return Err(refuse(
-                    Kind::InUse,
-                    "Another transfer with this ticket is running.",
-                ))
-            }
-            State::Used => {
-                return Err(refuse(
-                    Kind::Used,
-                    "Ticket already used; tickets are single-use. Mint a new ticket.",
-                ))
-            }
-        }
+        ready(&g.state)?;
         let claim = self.next_claim.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         g.state = State::Busy {
@@ -1198,6 +1170,21 @@ pub fn audit_redeem(r: &RedeemRecord<'_>) {
             duration_ms = ms,
             "transfer failed"
         ),
+    }
+}
+
+/// A grant can be redeemed only while no transfer holds it and none has completed it.
+fn ready(state: &State) -> Result<(), TransferError> {
+    match state {
+        State::Ready => Ok(()),
+        State::Busy { .. } => Err(refuse(
+            Kind::InUse,
+            "Another transfer with this ticket is running.",
+        )),
+        State::Used => Err(refuse(
+            Kind::Used,
+            "Ticket already used; tickets are single-use. Mint a new ticket.",
+        )),
     }
 }
 
