@@ -693,3 +693,85 @@ pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
     }
     pred()
 }
+
+/// Open descriptors of a process (entries of `/proc/<pid>/fd`).
+pub fn proc_fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Where the descriptors of a process point (`/proc/<pid>/fd/*` link targets).
+pub fn proc_fd_targets(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `VmRSS` of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status(pid, "VmRSS")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Sends `signal` to `pid`.
+pub fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill with a pid and a valid signal number has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, signal) };
+}
+
+/// Starts the hostile peer as `uid:gid` without waiting; its stdout is piped.
+pub fn spawn_peer(uid: u32, gid: u32, socket: &Path, scenario: &str, arg: &str) -> Child {
+    Command::new(bin("mymcp-test-peer"))
+        .arg(socket)
+        .arg(scenario)
+        .arg(arg)
+        .uid(uid)
+        .gid(gid)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run peer")
+}
+
+impl ExecutorProcess {
+    /// A new executor on the runtime directory, token store and state of `old` (which must
+    /// have stopped): what a restart by the service manager does. `env` is added.
+    pub fn restart_of(old: &ExecutorProcess, env: &[(&str, &str)]) -> ExecutorProcess {
+        let dir = old.dir.path();
+        let (run, tokens, state) = (dir.join("run"), dir.join("tokens.json"), dir.join("state"));
+        let audit = dir.join("audit");
+        let mut all = vec![
+            ("MYMCP_RUNTIME_DIR", run.to_str().expect("utf8")),
+            ("MYMCP_TOKEN_FILE", tokens.to_str().expect("utf8")),
+            ("MYMCP_STATE_DIR", state.to_str().expect("utf8")),
+            ("MYMCP_AUDIT_LOG_DIR", audit.to_str().expect("utf8")),
+        ];
+        all.extend_from_slice(env);
+        let mut new = Self::start_with_env("nobody", &all);
+        new.runtime_dir = run;
+        new.token_file = tokens;
+        new
+    }
+
+    /// SIGKILL and reap: a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl FrontendProcess {
+    /// SIGKILL and reap: a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

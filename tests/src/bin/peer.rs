@@ -315,6 +315,272 @@ fn main() {
                 );
             }
         }
+        // Frames cut short, then the write side closed: a header of two bytes, or a header
+        // promising 100 bytes followed by 10.
+        "truncated-header" | "truncated-body" => {
+            if scenario == "truncated-body" && !hello(&mut s) {
+                return;
+            }
+            let bytes: &[u8] = if scenario == "truncated-header" {
+                &[0, 0]
+            } else {
+                &[0, 0, 0, 100, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+            };
+            let _ = s.write_all(bytes);
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            answer(&mut s);
+        }
+        // Well-framed bodies naming variants that do not exist: of the frame itself before the
+        // handshake, of the request after it, and a Request with no body at all.
+        "unknown-frame" => {
+            let _ = s.write_all(&[0, 0, 0, 1, 7]);
+            answer(&mut s);
+        }
+        "unknown-request" | "empty-request" => {
+            if hello(&mut s) {
+                let bytes: &[u8] = if scenario == "unknown-request" {
+                    &[0, 0, 0, 3, 1, 1, 99]
+                } else {
+                    &[0, 0, 0, 2, 1, 1]
+                };
+                let _ = s.write_all(bytes);
+                answer(&mut s);
+            }
+        }
+        // A zero-length frame after the handshake.
+        "empty-frame" => {
+            if hello(&mut s) {
+                let _ = s.write_all(&[0, 0, 0, 0]);
+                answer(&mut s);
+            }
+        }
+        // A Call and a Cancel before the handshake, with a real digest ("DIGEST:MARKER").
+        "call-before-hello" => {
+            let (hex, marker) = arg.split_once(':').expect("DIGEST:MARKER");
+            send(&mut s, &Req::Cancel { id: 9 });
+            send(
+                &mut s,
+                &Req::Request {
+                    id: 9,
+                    body: bash(parse_digest(hex), &format!("touch {marker}")),
+                },
+            );
+            answer(&mut s);
+        }
+        // Two requests with one id: the second is a violation, and dropping the connection
+        // stops the first, which would have created MARKER after a second ("DIGEST:MARKER").
+        "duplicate-id" => {
+            let (hex, marker) = arg.split_once(':').expect("DIGEST:MARKER");
+            if hello(&mut s) {
+                let call = bash(parse_digest(hex), &format!("sleep 1; touch {marker}"));
+                send(
+                    &mut s,
+                    &Req::Request {
+                        id: 5,
+                        body: call.clone(),
+                    },
+                );
+                send(&mut s, &Req::Request { id: 5, body: call });
+                while answer(&mut s) {}
+            }
+        }
+        // N calls with random digests, pipelined on one connection ("N:MARKER"); prints how
+        // the answers were distributed.
+        "guess-digests" => {
+            let (n, marker) = arg.split_once(':').expect("N:MARKER");
+            let n: u64 = n.parse().expect("N");
+            if hello(&mut s) {
+                let mut seed = Sha256::digest(format!("{:?}", std::time::SystemTime::now()));
+                let mut w = s.try_clone().unwrap();
+                let marker = marker.to_owned();
+                let writer = std::thread::spawn(move || {
+                    for id in 0..n {
+                        seed = Sha256::digest(seed);
+                        let body = bash(TokenDigest(seed.into()), &format!("touch {marker}"));
+                        if frame::write_to(&mut w, &Req::Request { id, body }).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let (mut unauthenticated, mut other) = (0, 0);
+                for _ in 0..n {
+                    match frame::read_from::<Resp, _>(&mut s) {
+                        Ok(ServerFrame::Response {
+                            body: FrontendResponse::Unauthenticated,
+                            ..
+                        }) => unauthenticated += 1,
+                        Ok(_) => other += 1,
+                        Err(_) => break,
+                    }
+                }
+                writer.join().unwrap();
+                println!("Unauthenticated={unauthenticated} other={other}");
+            }
+        }
+        // Connection A runs `sleep 1.5; touch MARKER` as request 1 ("DIGEST:MARKER");
+        // connection B cancels ids 0..=N of its own (1 included) and u64::MAX, and A cancels
+        // an id it never used. A's command must still complete.
+        "cancel-foreign" => {
+            let (hex, marker) = arg.split_once(':').expect("DIGEST:MARKER");
+            let digest = parse_digest(hex);
+            if hello(&mut s) {
+                send(
+                    &mut s,
+                    &Req::Request {
+                        id: 1,
+                        body: bash(digest, &format!("sleep 1.5; touch {marker}")),
+                    },
+                );
+                let mut b = connect(path);
+                if hello(&mut b) {
+                    for id in (0..=1000).chain([u64::MAX]) {
+                        send(&mut b, &Req::Cancel { id });
+                    }
+                    send(
+                        &mut b,
+                        &Req::Request {
+                            id: 77,
+                            body: FrontendRequest::Identify { token: digest },
+                        },
+                    );
+                    answer(&mut b);
+                }
+                send(&mut s, &Req::Cancel { id: 12345 });
+                answer(&mut s);
+            }
+        }
+        // Only Cancel frames for ids 0..N (the ids a frontend uses on its own connection),
+        // then an Identify to show the connection is still served.
+        "cancel-spam" => {
+            let n: u64 = arg.parse().expect("N");
+            if hello(&mut s) {
+                for id in 0..n {
+                    send(&mut s, &Req::Cancel { id });
+                }
+                send(
+                    &mut s,
+                    &Req::Request {
+                        id: n + 1,
+                        body: FrontendRequest::Identify {
+                            token: digest_of("tok_x"),
+                        },
+                    },
+                );
+                answer(&mut s);
+            }
+        }
+        // A grant whose id the caller knows (e.g. read out of a ticket): "OP:DIRECTION:HEX",
+        // OP one of probe, redeem, commit.
+        "grant" => {
+            let mut f = arg.split(':');
+            let (op, dir, hex) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+            let mut id = [0u8; 16];
+            for (i, b) in id.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex grant");
+            }
+            let grant = mymcp_protocol::GrantId(id);
+            let direction = if dir == "upload" {
+                mymcp_protocol::Direction::Upload
+            } else {
+                mymcp_protocol::Direction::Download
+            };
+            let body = match op {
+                "probe" => FrontendRequest::Probe { grant, direction },
+                "redeem" => FrontendRequest::Redeem {
+                    grant,
+                    direction,
+                    announced_len: None,
+                    origin: CallOrigin {
+                        peer: "evil".into(),
+                        request_id: "evil".into(),
+                    },
+                },
+                _ => FrontendRequest::CommitUpload { grant, claim: 1 },
+            };
+            if hello(&mut s) {
+                send(&mut s, &Req::Request { id: 1, body });
+                answer(&mut s);
+            }
+        }
+        // Opens N more connections and holds them for SECONDS ("N:MODE:SECONDS"): MODE
+        // `silent` sends nothing, `partial` half a header, `hello` the handshake. Prints how
+        // many got a Welcome, then, after the hold, how many the executor had closed.
+        "hold" => {
+            let mut f = arg.split(':');
+            let n: usize = f.next().unwrap().parse().expect("N");
+            let mode = f.next().unwrap();
+            let secs: u64 = f.next().unwrap().parse().expect("SECONDS");
+            let mut held = vec![s];
+            for _ in 1..n {
+                match UnixStream::connect(path) {
+                    Ok(c) => held.push(c),
+                    Err(_) => break,
+                }
+            }
+            let mut welcomed = 0;
+            for c in held.iter_mut() {
+                c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                match mode {
+                    "hello" => {
+                        if frame::write_to(c, &Req::Hello(Hello::current())).is_ok()
+                            && matches!(frame::read_from::<Resp, _>(c), Ok(ServerFrame::Welcome(_)))
+                        {
+                            welcomed += 1;
+                        }
+                    }
+                    "partial" => {
+                        let _ = c.write_all(&[0, 0]);
+                    }
+                    _ => {}
+                }
+            }
+            println!("opened={} welcomed={welcomed}", held.len());
+            std::thread::sleep(Duration::from_secs(secs));
+            let mut closed = 0;
+            for c in held.iter_mut() {
+                c.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 64];
+                match std::io::Read::read(c, &mut b) {
+                    Ok(0) => closed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    _ => closed += 1,
+                }
+            }
+            println!("closed={closed}");
+        }
+        // N connections one after the other, each doing one of: close at once, handshake and
+        // close, half a frame and close, garbage, a request cut mid-body. Prints the count.
+        "churn" => {
+            let n: usize = arg.parse().expect("N");
+            drop(s);
+            let mut done = 0;
+            for i in 0..n {
+                let Ok(mut c) = UnixStream::connect(path) else {
+                    continue;
+                };
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                match i % 5 {
+                    0 => {}
+                    1 => {
+                        let _ = frame::write_to(&mut c, &Req::Hello(Hello::current()));
+                        let _ = frame::read_from::<Resp, _>(&mut c);
+                    }
+                    2 => {
+                        let _ = c.write_all(&[0, 0, 1]);
+                    }
+                    3 => {
+                        let _ = c.write_all(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]);
+                    }
+                    _ => {
+                        let _ = frame::write_to(&mut c, &Req::Hello(Hello::current()));
+                        let _ = frame::read_from::<Resp, _>(&mut c);
+                        let _ = c.write_all(&[0, 0, 0x10, 0, 1, 2, 3]);
+                    }
+                }
+                done += 1;
+            }
+            println!("churned={done}");
+        }
         other => {
             eprintln!("unknown scenario {other}");
             std::process::exit(2);
