@@ -212,34 +212,61 @@ pub enum Replace {
     No,
 }
 
-/// A temporary file beside a write target, created `O_EXCL|O_NOFOLLOW` (mode 0600) inside the
-/// target's checked directory. Removed when dropped unless [`TempFile::commit`] renamed it
-/// into place, so a failed or abandoned write leaves nothing behind.
+/// A temporary file beside a write target, inside the target's checked directory (mode 0600).
+/// It is created unnamed (`O_TMPFILE`) where the filesystem allows, so that nothing is left
+/// behind even if the executor is killed mid-write: the kernel frees an unnamed file with its
+/// last descriptor. Elsewhere it is a named `.<name>.mymcp-<random>.tmp` created
+/// `O_EXCL|O_NOFOLLOW` and removed when dropped unless [`TempFile::commit`] renamed it into
+/// place, so a failed or abandoned write leaves nothing behind.
 #[derive(Debug)]
 pub struct TempFile {
     /// A duplicate of the checked directory's descriptor, so the file can be removed from
     /// wherever it is dropped.
     dir: std::os::fd::OwnedFd,
-    name: OsString,
+    /// `None` while the file is unnamed.
+    name: Option<OsString>,
     file: File,
     committed: bool,
 }
 
 impl TempFile {
-    /// Creates `.<name>.mymcp-<random>.tmp` in the target's directory.
+    /// Creates an unnamed file in the target's directory, or `.<name>.mymcp-<random>.tmp`
+    /// where the filesystem has no `O_TMPFILE`.
     pub fn create(target: &CheckedTarget) -> std::io::Result<TempFile> {
         let dir = target.dir().fd().try_clone_to_owned()?;
+        // Readable too: an upload hashes what it wrote by reading it back.
+        match sysfs::openat(
+            sysfs::Base::Dir(dir.as_fd()),
+            std::ffi::OsStr::new("."),
+            libc::O_RDWR | libc::O_TMPFILE,
+            0o600,
+        ) {
+            Ok(fd) => {
+                return Ok(TempFile {
+                    dir,
+                    name: None,
+                    file: File::from(fd),
+                    committed: false,
+                })
+            }
+            // No O_TMPFILE on this filesystem (or kernel): a named file instead.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+                ) => {}
+            Err(e) => return Err(e),
+        }
         let name = temp_name(target.name().as_bytes());
         let fd = sysfs::openat(
             sysfs::Base::Dir(dir.as_fd()),
             &name,
-            // Readable too: an upload hashes what it wrote by reading it back.
             libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
             0o600,
         )?;
         Ok(TempFile {
             dir,
-            name,
+            name: Some(name),
             file: File::from(fd),
             committed: false,
         })
@@ -250,8 +277,8 @@ impl TempFile {
     }
 
     /// Gives the file the mode and owner of the file it replaces (as it is now; 0644 and the
-    /// caller's owner for a new file), fsyncs it, renames it over the target's name and fsyncs
-    /// the directory. On failure the temporary file is removed.
+    /// caller's owner for a new file), fsyncs it, puts it in place under the target's name
+    /// and fsyncs the directory. On failure the temporary file is removed.
     pub fn commit(mut self, target: &CheckedTarget, replace: Replace) -> std::io::Result<()> {
         let dir = target.dir().fd();
         // The file being replaced as it is now (a long upload may outlive the one checked).
@@ -271,9 +298,20 @@ impl TempFile {
             None => file.set_permissions(Permissions::from_mode(0o644))?,
         }
         file.sync_all()?;
-        match replace {
-            Replace::Yes => sysfs::rename_within(dir, &self.name, target.name())?,
-            Replace::No => sysfs::rename_within_noreplace(dir, &self.name, target.name())?,
+        match (&self.name, replace) {
+            // An unnamed file that must not replace anything is linked under the target's
+            // name directly: the link fails if the name exists, atomically.
+            (None, Replace::No) => sysfs::link_into(self.file.as_fd(), dir, target.name())?,
+            // To replace, it gets a temporary name first, then is renamed over the target;
+            // only a kill between the two can leave that (complete) file behind.
+            (None, Replace::Yes) => {
+                let name = temp_name(target.name().as_bytes());
+                sysfs::link_into(self.file.as_fd(), self.dir.as_fd(), &name)?;
+                self.name = Some(name);
+                sysfs::rename_within(dir, self.name.as_deref().expect("named"), target.name())?;
+            }
+            (Some(name), Replace::Yes) => sysfs::rename_within(dir, name, target.name())?,
+            (Some(name), Replace::No) => sysfs::rename_within_noreplace(dir, name, target.name())?,
         }
         self.committed = true;
         // The rename is durable once the directory is synced; a failure here changes nothing
@@ -285,8 +323,8 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.committed {
-            let _ = sysfs::unlinkat(self.dir.as_fd(), &self.name);
+        if let (false, Some(name)) = (self.committed, &self.name) {
+            let _ = sysfs::unlinkat(self.dir.as_fd(), name);
         }
     }
 }

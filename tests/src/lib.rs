@@ -742,10 +742,11 @@ pub fn spawn_peer(uid: u32, gid: u32, socket: &Path, scenario: &str, arg: &str) 
 }
 
 impl ExecutorProcess {
-    /// A new executor on the runtime directory, token store and state of `old` (which must
-    /// have stopped): what a restart by the service manager does. `env` is added.
-    pub fn restart_of(old: &ExecutorProcess, env: &[(&str, &str)]) -> ExecutorProcess {
-        let dir = old.dir.path();
+    /// A new executor on the directory (runtime directory, token store, state, audit log) of
+    /// `old`, which must have stopped: what a restart by the service manager does. `env` is
+    /// added. The new value owns the directory from then on.
+    pub fn restart_of(old: &mut ExecutorProcess, env: &[(&str, &str)]) -> ExecutorProcess {
+        let dir = old.dir.path().to_owned();
         let (run, tokens, state) = (dir.join("run"), dir.join("tokens.json"), dir.join("state"));
         let audit = dir.join("audit");
         let mut all = vec![
@@ -756,6 +757,7 @@ impl ExecutorProcess {
         ];
         all.extend_from_slice(env);
         let mut new = Self::start_with_env("nobody", &all);
+        std::mem::swap(&mut new.dir, &mut old.dir);
         new.runtime_dir = run;
         new.token_file = tokens;
         new

@@ -92,14 +92,23 @@ impl Setup {
         self.prepare("prepare_download", json!({"src_path": self.p(rel)}))
     }
 
-    /// Names in the test directory that look like upload temporaries.
+    /// Upload temporaries in a test directory: names that look like one, and unnamed
+    /// (`O_TMPFILE`) files the executor holds open there (`/dir/#inode (deleted)`).
     fn temporaries(&self, rel_dir: &str) -> Vec<String> {
-        std::fs::read_dir(self.path(rel_dir))
+        let dir = self.path(rel_dir);
+        let mut found: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.contains(".mymcp-"))
-            .collect()
+            .collect();
+        let unnamed = format!("{}/#", dir.to_str().unwrap().trim_end_matches('/'));
+        found.extend(
+            mymcp_tests::proc_fd_targets(self.exec.pid())
+                .into_iter()
+                .filter(|t| t.starts_with(&unnamed)),
+        );
+        found
     }
 }
 

@@ -195,6 +195,46 @@ pub fn rename_within_noreplace(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) ->
     }
 }
 
+/// Gives the unnamed file `fd` (opened `O_TMPFILE`) the name `name` in `dir`; fails with
+/// `EEXIST` if the name exists, never replacing it. `linkat(AT_EMPTY_PATH)` needs
+/// `CAP_DAC_READ_SEARCH`; without it, the same link is made through `/proc/self/fd/N`.
+pub fn link_into(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    let t = cstring(name)?;
+    // SAFETY: the empty string and `t` are valid, NUL-terminated and outlive the call.
+    let r = unsafe {
+        libc::linkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            dir.as_raw_fd(),
+            t.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOENT)) {
+        return Err(e);
+    }
+    let proc_path = cstring(proc_fd_path(fd).as_os_str())?;
+    // SAFETY: both strings are valid, NUL-terminated and outlive the call.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            dir.as_raw_fd(),
+            t.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `unlinkat(dir, name, 0)`: removes a file (not a directory).
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     let c = cstring(name)?;

@@ -520,18 +520,12 @@ fn main() {
             let mut welcomed = 0;
             for c in held.iter_mut() {
                 c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                match mode {
-                    "hello" => {
-                        if frame::write_to(c, &Req::Hello(Hello::current())).is_ok()
-                            && matches!(frame::read_from::<Resp, _>(c), Ok(ServerFrame::Welcome(_)))
-                        {
-                            welcomed += 1;
-                        }
-                    }
-                    "partial" => {
-                        let _ = c.write_all(&[0, 0]);
-                    }
-                    _ => {}
+                if mode == "hello" {
+                    let ok = frame::write_to(c, &Req::Hello(Hello::current())).is_ok()
+                        && matches!(frame::read_from::<Resp, _>(c), Ok(ServerFrame::Welcome(_)));
+                    welcomed += usize::from(ok);
+                } else if mode == "partial" {
+                    let _ = c.write_all(&[0, 0]);
                 }
             }
             println!("opened={} welcomed={welcomed}", held.len());
