@@ -404,6 +404,36 @@ mod tests {
             .policy(crate::paths::Access::Write)
     }
 
+    #[test]
+    fn a_temporary_file_has_no_name_and_links_without_replacing_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let target_path = dir.path().join("t.txt");
+        let target =
+            paths::open_for_write(&policy(&[]), target_path.to_str().unwrap(), false).unwrap();
+        let mut temp = TempFile::create(&target).unwrap();
+        temp.file().write_all(b"new").unwrap();
+        // Nothing to see (or to leave behind if the process died now).
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Appears meanwhile: not replaced, and the temporary file goes without a trace.
+        std::fs::write(&target_path, "theirs").unwrap();
+        let e = temp.commit(&target, Replace::No).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        assert_eq!(std::fs::read_to_string(&target_path).unwrap(), "theirs");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Replacing is allowed: done, and only the target remains.
+        let mut temp = TempFile::create(&target).unwrap();
+        temp.file().write_all(b"new").unwrap();
+        temp.commit(&target, Replace::Yes).unwrap();
+        assert_eq!(std::fs::read_to_string(&target_path).unwrap(), "new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // Dropped uncommitted: nothing.
+        let target_path = dir.path().join("u.txt");
+        let target =
+            paths::open_for_write(&policy(&[]), target_path.to_str().unwrap(), false).unwrap();
+        drop(TempFile::create(&target).unwrap());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
     fn write(path: &Path, content: &str) -> Result<WriteFileOutput, ToolFailure> {
         write_file(
             &WriteFile {

@@ -21,7 +21,7 @@
 //!   was written, reading it back from the page cache while more arrives. Once the pipe is drained *and* the frontend confirms the body ended normally
 //!   ([`Transfers::commit`]; a closed pipe alone may be a client that went away), the file is
 //!   synced, its SHA-256 checked if the grant has one, given the mode and owner of the file it
-//!   replaces, and renamed into place — with `RENAME_NOREPLACE` when `overwrite` is false, so a
+//!   replaces, and put in place (the temporary file is unnamed until then, [`TempFile`]) — with `RENAME_NOREPLACE` when `overwrite` is false, so a
 //!   file that appeared in the meantime is never replaced. Any failure removes the temporary
 //!   file; the destination is untouched.
 //!
