@@ -255,7 +255,7 @@ fn thousands_of_connections_leave_the_executor_serving_with_bounded_memory_and_f
     // 200 connections that never finish a Hello: beyond the limit of 64 they are closed at
     // once, the rest after the Hello timeout (5 s). A frontend (re)starting meanwhile gets in
     // as soon as that frees a slot, while the attacker still holds its sockets open.
-    let mut holder = spawn_peer(uid, gid, &sock, "hold", "200:partial:12");
+    let mut holder = spawn_peer(uid, gid, &sock, "hold", "200:partial:15");
     std::thread::sleep(Duration::from_millis(500));
     s.assert_served("silent connections held");
     let t = Instant::now();
