@@ -686,13 +686,14 @@ fn a_thousand_concurrent_sleeps_get_slots_or_busy_at_once_and_leave_nothing() {
     assert!(most <= MAX, "{most} commands ran at once (limit {MAX})");
     assert!(most > 0 && slept > 0, "no command ran at all");
     assert!(busy.len() >= CALLS / 2, "only {} were Busy", busy.len());
-    // Busy comes at once, not after a queue: most before the first sleeps end.
+    // Busy comes at once, not after a queue: were the calls queued, 1,000 one-second sleeps
+    // 40 at a time would take 25 s. (Generous bounds: the machine may be loaded.)
     assert!(
-        pct(0.5) < Duration::from_secs(1),
+        pct(0.5) < Duration::from_secs(3),
         "Busy took {:?}",
         pct(0.5)
     );
-    assert!(total < Duration::from_secs(30), "answers took {total:?}");
+    assert!(total < Duration::from_secs(15), "answers took {total:?}");
     // No command is left behind.
     assert!(
         mymcp_tests::wait_until(Duration::from_secs(5), || sleeps_below(exec_pid) == 0),
