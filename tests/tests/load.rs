@@ -181,6 +181,26 @@ fn sleeps_below(root: u32) -> usize {
         .count()
 }
 
+/// Raises this process's soft descriptor limit to the hard one (hundreds of sockets here; the
+/// daemons started afterwards inherit it), and checks that it is enough for `needed`.
+fn raise_fd_limit(needed: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a live rlimit.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_cur >= needed,
+        "the open-file limit ({}) is below the {needed} this test needs",
+        limit.rlim_cur
+    );
+}
+
 fn load_seconds() -> f64 {
     match std::env::var("MYMCP_LOAD_SECONDS") {
         Ok(v) => v.parse().expect("MYMCP_LOAD_SECONDS: seconds"),
@@ -463,6 +483,7 @@ impl Loris {
 fn slow_loris_connections_neither_delay_a_client_nor_outlive_the_header_timeout() {
     const LORISES: usize = 500;
     const HEADER_TIMEOUT: Duration = Duration::from_secs(4);
+    raise_fd_limit(2 * LORISES as u64 + 100);
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");
     let front = FrontendProcess::start_with_env(
@@ -583,6 +604,7 @@ fn slow_loris_connections_neither_delay_a_client_nor_outlive_the_header_timeout(
 fn a_thousand_concurrent_sleeps_get_slots_or_busy_at_once_and_leave_nothing() {
     const CALLS: usize = 1000;
     const MAX: usize = 40;
+    raise_fd_limit(2 * CALLS as u64 + 100);
     let exec = ExecutorProcess::start_with_env(
         "nobody",
         &[
