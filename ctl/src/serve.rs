@@ -395,7 +395,7 @@ where
 
 /// The frontend's own settings, passed on from this process's environment (the frontend
 /// otherwise starts with an empty one).
-const FRONTEND_SETTINGS: [&str; 8] = [
+const FRONTEND_SETTINGS: [&str; 9] = [
     "MYMCP_MAX_BODY_BYTES",
     "MYMCP_TLS_CERT",
     "MYMCP_TLS_KEY",
@@ -404,6 +404,7 @@ const FRONTEND_SETTINGS: [&str; 8] = [
     "MYMCP_ALLOWED_HOSTS",
     "MYMCP_PUBLIC_BASE_URL",
     "MYMCP_TRUSTED_PROXIES",
+    "MYMCP_HEADER_TIMEOUT_SEC",
 ];
 
 fn frontend_settings() -> Vec<(&'static str, std::ffi::OsString)> {

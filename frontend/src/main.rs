@@ -80,6 +80,12 @@ struct Cli {
     #[arg(long, env = "MYMCP_ALLOW_PLAINTEXT", value_parser = mymcp_settings::parse_bool, default_value = "false")]
     allow_plaintext: bool,
 
+    /// Seconds a client has to send a request's headers: from connecting (TLS handshake
+    /// included) to its first request, and between requests on a kept-alive HTTP/1.1
+    /// connection. Slow or silent connections are closed after it.
+    #[arg(long, env = "MYMCP_HEADER_TIMEOUT_SEC", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout_sec: u64,
+
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -210,9 +216,9 @@ async fn serve(
     };
 
     let server_config = ServerConfig {
+        header_read_timeout: Duration::from_secs(cli.header_timeout_sec),
         shutdown_grace: SHUTDOWN_GRACE,
         tls,
-        ..ServerConfig::default()
     };
     server::serve(listener, app, server_config, stopped).await;
     Ok(())

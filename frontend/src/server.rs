@@ -7,8 +7,14 @@
 //! deliver its request headers within [`ServerConfig::header_read_timeout`]; HTTP/1.1 and
 //! HTTP/2 (cleartext, prior knowledge) are both served on the same port. With
 //! [`ServerConfig::tls`] every connection is HTTPS (HTTP/2 or HTTP/1.1 as ALPN chose); the
-//! handshake runs in the connection's own task and must also finish within the header-read
-//! timeout.
+//! handshake runs in the connection's own task.
+//!
+//! The timeout is enforced twice. hyper's own HTTP/1.1 timer covers each request's headers and
+//! the idle time between requests of a kept-alive connection. It cannot cover what comes
+//! before: the bytes read to tell HTTP/2's preface from HTTP/1.1 (a peer that sends nothing,
+//! or trickles `PRI * HTTP/2.0…`, would wait there forever), the TLS handshake, and an HTTP/2
+//! connection that never opens a stream. So every connection must also have the headers of
+//! its first request in within the timeout of being accepted, or it is closed.
 
 use crate::tls::Tls;
 use axum::body::Body;
@@ -20,17 +26,23 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::fmt::Display;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 /// Connection-level settings.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// How long a client may take to send a request's headers.
+    /// How long a client may take to send a request's headers: from being accepted to its
+    /// first request (TLS handshake included), and on HTTP/1.1 for each later request,
+    /// counted from the end of the previous response (so also the longest idle keep-alive).
     pub header_read_timeout: Duration,
     /// How long open connections may take to finish once shutdown starts.
     pub shutdown_grace: Duration,
@@ -87,9 +99,13 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let deadline = tokio::time::Instant::now() + config.header_read_timeout;
+        let first_request = Arc::new(Notify::new());
+        let requested = first_request.clone();
         let service = app
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
+                requested.notify_one();
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request.map(Body::new)
             });
@@ -100,18 +116,14 @@ pub async fn serve(
                     .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                     .into_owned();
                 let connection = graceful.watch(connection);
-                connections.spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(%peer, "connection ended with an error: {e}");
-                    }
-                });
+                connections.spawn(first_request_by(deadline, first_request, peer, connection));
             }
             Some(tls) => {
                 let (acceptor, builder) = (tls.acceptor().clone(), builder.clone());
-                let (watcher, timeout) = (graceful.watcher(), config.header_read_timeout);
+                let watcher = graceful.watcher();
                 connections.spawn(async move {
-                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await
-                    {
+                    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
+                    let stream = match handshake.await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, "TLS handshake failed: {e}");
@@ -125,9 +137,8 @@ pub async fn serve(
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                         .into_owned();
-                    if let Err(e) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, "connection ended with an error: {e}");
-                    }
+                    let connection = watcher.watch(connection);
+                    first_request_by(deadline, first_request, peer, connection).await;
                 });
             }
         }
@@ -145,6 +156,28 @@ pub async fn serve(
         }
     }
     connections.shutdown().await;
+}
+
+/// Serves `connection`, closing it if its first request has not arrived (been notified on
+/// `first_request`) by `deadline`.
+async fn first_request_by<E: Display>(
+    deadline: tokio::time::Instant,
+    first_request: Arc<Notify>,
+    peer: SocketAddr,
+    connection: impl Future<Output = Result<(), E>>,
+) {
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = &mut connection => result,
+        () = first_request.notified() => connection.await,
+        () = tokio::time::sleep_until(deadline) => {
+            tracing::debug!(%peer, "no request within the header timeout; closing the connection");
+            return;
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "connection ended with an error: {e}");
+    }
 }
 
 /// Accept errors are about one connection (reset before accept) or about resources (out of

@@ -144,6 +144,40 @@ async fn a_client_that_never_sends_headers_is_disconnected() {
 }
 
 #[tokio::test]
+async fn silent_http2_preface_only_and_idle_connections_are_disconnected() {
+    let executor = FakeExecutor::start();
+    let config = ServerConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let addr = serve_with(&executor, config, std::future::pending()).await;
+    // Nothing at all (the protocol is never even detected); half of the HTTP/2 preface; the
+    // whole preface and a SETTINGS frame but never a stream.
+    let openings: [&[u8]; 3] = [
+        b"",
+        b"PRI * HTTP/2.0\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00",
+    ];
+    for opening in openings {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(opening).await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the server kept {opening:?} open");
+    }
+    // A kept-alive HTTP/1.1 connection is closed once idle for as long.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let request = http1_post(RO_TOKEN, body).replace("Connection: close\r\n", "");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response)).await;
+    assert!(closed.is_ok(), "the server kept an idle connection open");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+}
+
+#[tokio::test]
 async fn shutdown_lets_a_running_request_finish_within_the_grace() {
     let executor = FakeExecutor::start();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

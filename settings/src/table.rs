@@ -82,6 +82,7 @@ pub const SETTINGS: &[Setting] = &[
     s("MYMCP_RECORDER_MERGE_INTERVAL_SEC", "300", "executor, mymcp-recorder", "Seconds between the recorder's merge cycles; server_overview calls the overview stale after two of them with events waiting."),
     s("MYMCP_LOG_LEVEL", "info", "all daemons", "error, warn, info, debug, trace, or tracing directives."),
     s("MYMCP_LOG_FORMAT", "text", "all daemons", "text or json (journald gets structured fields either way)."),
+    s("MYMCP_HEADER_TIMEOUT_SEC", "30", "frontend", "Seconds a client has to send a request's headers, from connecting to its first request and between kept-alive requests; slower connections are closed."),
 ];
 
 /// A commented env file with every setting at its default (`mymcpctl config example`).
