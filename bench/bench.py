@@ -845,7 +845,7 @@ def callgrind(a, work: Path):
     for role in ("executor", "frontend"):
         w = bindir / f"mymcp-{role}"
         w.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind --quiet --dump-instr=no --compress-pos=no "
-                     f"--callgrind-out-file={outdir}/{role}.%p {BIN}/mymcp-{role} \"$@\"\n")
+                     f"--vgdb-prefix={outdir}/vgdb --callgrind-out-file={outdir}/{role}.%p {BIN}/mymcp-{role} \"$@\"\n")
         os.chmod(w, 0o755)
     files = fixtures(work)
     port = free_port()
@@ -900,6 +900,9 @@ def callgrind(a, work: Path):
             if "p50_us" not in out.stdout:
                 raise RuntimeError(f"test peer: {out.stdout}{out.stderr}")
 
+        def wake():
+            http_get_ok("127.0.0.1", port, "/health", False)
+
         workloads = [
             ("read_file 4 KiB", lambda: srv.client.call("read_file", read_args)),
             ("MCP ping (Identify in the executor)", lambda: srv.client.post(ping)),
@@ -909,11 +912,11 @@ def callgrind(a, work: Path):
         for label, f in workloads:
             for _ in range(20):
                 f()
-            counts = measure_ir(pids, outdir, lambda: [f() for _ in range(n)])
+            counts = measure_ir(pids, outdir, lambda: [f() for _ in range(n)], wake)
             results.append((label, counts))
             log(f"{label}: {counts}")
         peer(20)
-        counts = measure_ir(pids, outdir, lambda: peer(n))
+        counts = measure_ir(pids, outdir, lambda: peer(n), wake)
         results.append(("executor round trip (test peer Identify, no HTTP)", counts))
     finally:
         try:
@@ -930,15 +933,37 @@ def callgrind(a, work: Path):
     print("\n".join(lines))
 
 
-def measure_ir(pids: dict, outdir: Path, work) -> dict:
+def control(command: str, pid: int, prefix: str, wake):
+    """Sends callgrind's monitor COMMAND (zero, dump) to PID with vgdb. vgdb cannot always interrupt a daemon blocked in
+    epoll_wait (the frontend, after its privilege drop), so while the command waits, `wake`
+    sends a /health that makes the frontend run and see the command: at most one or two such
+    requests are counted, negligible over the calls measured."""
+    uid = os.stat(f"/proc/{pid}").st_uid  # vgdb as the daemon's own user (root cannot open its FIFOs)
+    p = subprocess.Popen(["vgdb", f"--vgdb-prefix={prefix}", f"--pid={pid}", command], user=uid,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    PROCS.append(p)
+    deadline = time.monotonic() + 120
+    while p.poll() is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"vgdb {command} {pid} hangs")
+        try:
+            p.wait(0.3)
+        except subprocess.TimeoutExpired:
+            wake()
+    PROCS.remove(p)
+    if p.returncode != 0:
+        raise RuntimeError(f"vgdb {command} {pid} failed")
+
+
+def measure_ir(pids: dict, outdir: Path, work, wake) -> dict:
     """Zeroes the counters of both daemons, runs work, dumps, and returns Ir per daemon."""
     for p in pids.values():
-        subprocess.run(["callgrind_control", "--zero", str(p)], check=True, capture_output=True, timeout=120)
+        control("zero", p, f"{outdir}/vgdb", wake)
     work()
     counts = {}
     for role, p in pids.items():
         before = set(globmod.glob(f"{outdir}/{role}.{p}*"))
-        subprocess.run(["callgrind_control", "--dump", str(p)], check=True, capture_output=True, timeout=120)
+        control("dump", p, f"{outdir}/vgdb", wake)
         for _ in range(600):
             new = set(globmod.glob(f"{outdir}/{role}.{p}*")) - before
             if new:
