@@ -849,7 +849,8 @@ def callgrind(a, work: Path):
         os.chmod(w, 0o755)
     files = fixtures(work)
     port = free_port()
-    env = {"PATH": os.environ["PATH"], "HOME": str(work), "LANG": "C.UTF-8", "MYMCP_FRONTEND_USER": "nobody"}
+    env = {"PATH": os.environ["PATH"], "HOME": str(work), "LANG": "C.UTF-8", "TMPDIR": str(work),
+           "MYMCP_FRONTEND_USER": "nobody"}
     impl = Impl("mymcp (callgrind)", [str(bindir / "mymcpctl"), "serve", "--port", "{port}"], env, launcher=True)
     log("starting executor and frontend under callgrind (slow) ...")
     srv = Server.__new__(Server)
@@ -1035,6 +1036,7 @@ def main():
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
+    signal.signal(signal.SIGINT, on_signal)  # also when started with SIGINT ignored (in the background)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     work = Path(tempfile.mkdtemp(prefix="mymcp-bench-", dir="/var/tmp"))
@@ -1061,7 +1063,9 @@ def run(a, work: Path):
     if needs("grep", "glob"):
         generate_tree(TREE)
     src = transfer_source(a.transfer_bytes) if needs("upload", "download") else files / "f4k.txt"
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
+    tmp = work / "tmp"  # the servers' temporary files (the references' token files) go with the work dir
+    tmp.mkdir(mode=0o755)
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", "TMPDIR": str(tmp)}
     ctl = str(BIN / "mymcpctl")
     impls = [Impl("mymcp", [ctl, "serve", "--port", "{port}"], dict(env, MYMCP_FRONTEND_USER="nobody"),
                   launcher=True, ours=True)]
