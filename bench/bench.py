@@ -620,6 +620,34 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
                 ms = timed(a.search_runs, lambda: srv.client.call("glob", args))
                 b.add("glob", name, ms)
                 b.add("glob_find", name, ms)
+        if b.on("boundary"):
+            health = b.wrk(f"{srv.base}/health", 1)["p50"] * 1000
+            ping = b.wrk(srv.url, 1, tok, {"jsonrpc": "2.0", "id": 1, "method": "ping"})["p50"] * 1000
+            b.add("health_p50", name, health)
+            b.add("ping_p50", name, ping)
+            b.add("boundary", name, ping - health)
+            if impl.launcher:
+                run_dir = next((l for l in srv.log if "--runtime-dir " in l), None)
+                if run_dir:
+                    run_dir = run_dir.split("--runtime-dir ")[1].split()[0]
+                    out = subprocess.run([str(BIN / "mymcp-test-peer"), f"{run_dir}/executor.sock", "bench-identify",
+                                          f"{tok}:20000"], capture_output=True, text=True, user=65534, group=65534,
+                                         timeout=300).stdout
+                    m = re.search(r"p50_us=([\d.]+)", out)
+                    b.add("peer_rt", name, float(m[1]) if m else None)
+        b.add("rss_end", name, srv.rss_mib())
+    finally:
+        srv.stop()
+    if b.on("upload") or b.on("download"):
+        measure_transfers(b, impl, src)
+
+
+def measure_transfers(b: Bench, impl: Impl, src: Path):
+    """Upload and download through the tools' tickets, on a server of their own: the RSS
+    sampled meanwhile is the transfers' alone, not what earlier rows left allocated."""
+    a, name = b.a, impl.name
+    srv = Server(impl, b.work)
+    try:
         mb = a.transfer_bytes / 1e6
         xfer_peak = None
         if b.on("upload"):
@@ -648,21 +676,6 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
             except Exception as e:  # noqa: BLE001 — reported in the notes
                 b.note(f"{name}: download: {str(e)[:200]}")
         b.add("rss_xfer", name, xfer_peak)
-        if b.on("boundary"):
-            health = b.wrk(f"{srv.base}/health", 1)["p50"] * 1000
-            ping = b.wrk(srv.url, 1, tok, {"jsonrpc": "2.0", "id": 1, "method": "ping"})["p50"] * 1000
-            b.add("health_p50", name, health)
-            b.add("ping_p50", name, ping)
-            b.add("boundary", name, ping - health)
-            if impl.launcher:
-                run_dir = next((l for l in srv.log if "--runtime-dir " in l), None)
-                if run_dir:
-                    run_dir = run_dir.split("--runtime-dir ")[1].split()[0]
-                    out = subprocess.run([str(BIN / "mymcp-test-peer"), f"{run_dir}/executor.sock", "bench-identify",
-                                          f"{tok}:20000"], capture_output=True, text=True, user=65534, group=65534,
-                                         timeout=300).stdout
-                    m = re.search(r"p50_us=([\d.]+)", out)
-                    b.add("peer_rt", name, float(m[1]) if m else None)
     finally:
         srv.stop()
 
@@ -689,7 +702,8 @@ ROWS = [
     ("download", "download {size}, MB/s", True, "nginx sendfile"),
     ("rss_idle", "RSS idle, MiB", False, None),
     ("rss_c32", "RSS peak, read c=32, MiB", False, None),
-    ("rss_xfer", "RSS peak, {size} transfers, MiB", False, None),
+    ("rss_xfer", "RSS peak, {size} transfers (fresh server), MiB", False, None),
+    ("rss_end", "RSS after all rows above (large reads included), MiB", False, None),
     ("startup", "start-up, exec to first /health, ms", False, None),
     ("health_p50", "GET /health (frontend only), p50 µs", False, None),
     ("ping_p50", "MCP ping (through the executor), p50 µs", False, None),
