@@ -339,6 +339,14 @@ class Bench:
                              capture_output=True, text=True, check=True, timeout=self.a.secs + 120).stdout
         return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
 
+    def rg_counts(self, what: str) -> int:
+        """Matches of the grep row / files of the glob row, as rg sees them (computed once)."""
+        if not hasattr(self, "_rg"):
+            grep = subprocess.run(["rg", "-n", "--no-heading", GREP_PATTERN, str(TREE)], capture_output=True, text=True)
+            files = subprocess.run(["rg", "--files", "-g", "*.c", str(TREE)], capture_output=True, text=True)
+            self._rg = {"grep": len(grep.stdout.splitlines()), "glob": len(files.stdout.splitlines())}
+        return self._rg[what]
+
     def on(self, group) -> bool:
         return self.a.only is None or group in self.a.only
 
@@ -529,14 +537,22 @@ def timed(n, f) -> float:
     return statistics.median(ts)
 
 
-def checked(b: Bench, srv: Server, row: str, name: str, args: dict, min_len: int = 0) -> bool:
+def checked(b: Bench, srv: Server, row: str, name: str, args: dict, min_len: int = 0, count=None) -> bool:
     """One call before a row is timed: it must succeed (and return at least min_len characters),
-    otherwise the row is left out for this implementation, with a note."""
+    otherwise the row is left out for this implementation, with a note. `count` = (field,
+    expected): where the answer is JSON with that field, it must equal what rg found."""
     try:
         text = srv.client.call(name, args)
     except Exception as e:  # noqa: BLE001 — reported in the notes
         b.note(f"{srv.impl.name}: {row}: {str(e)[:200]}")
         return False
+    if count:
+        try:
+            got = json.loads(text).get(count[0])
+        except (ValueError, AttributeError):
+            got = None
+        if got is not None and got != count[1]:
+            b.note(f"{srv.impl.name}: {row}: {count[0]} {got}, rg found {count[1]}")
     if len(text) < min_len:
         b.note(f"{srv.impl.name}: {row}: answer cut to {len(text)} characters (expected ≥ {min_len}); left out")
         return False
@@ -612,11 +628,11 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
                 b.add("bash_mib", name, b.wrk(srv.url, 1, tok, call_body("bash_execute", args))["p50"])
         if b.on("grep"):
             args = {"pattern": GREP_PATTERN, "path": str(TREE), "max_results": 5000}
-            if checked(b, srv, "grep", "grep", args):
+            if checked(b, srv, "grep", "grep", args, count=("match_count", b.rg_counts("grep"))):
                 b.add("grep", name, timed(a.search_runs, lambda: srv.client.call("grep", args)))
         if b.on("glob"):
             args = {"pattern": "**/*.c", "path": str(TREE)}
-            if checked(b, srv, "glob", "glob", args):
+            if checked(b, srv, "glob", "glob", args, count=("count", b.rg_counts("glob"))):
                 ms = timed(a.search_runs, lambda: srv.client.call("glob", args))
                 b.add("glob", name, ms)
                 b.add("glob_find", name, ms)
@@ -759,6 +775,9 @@ def targets(b: Bench, go: str, size: str) -> list:
     add("glob ≤ 1.5× rg --files", r, f"{r:.2f}×" if r else "", r is not None and r <= 1.5)
     r = ratio(m("upload"), m("upload", "limit"))
     add(f"upload {size} ≥ 1.0× nginx (speed)", r, f"{r:.2f}×" if r else "", r is not None and r >= 1.0)
+    r = ratio(m("upload_sync"), m("upload_sync", "limit"))
+    add(f"upload {size} ≥ 1.0× nginx PUT + fsync (same durability; informative)", r, f"{r:.2f}×" if r else "",
+        r is not None and r >= 1.0)
     r = ratio(m("download"), m("download", "limit"))
     add(f"download {size} ≥ 1.0× nginx (speed)", r, f"{r:.2f}×" if r else "", r is not None and r >= 1.0)
     r = ratio(m("r1m_p50"), m("r1m_p50", "limit"))
