@@ -451,6 +451,19 @@ struct ToolList {
 }
 
 impl RpcResponse {
+    /// Serialized into a buffer of about the right size: a tool result can be megabytes,
+    /// and growing the buffer by doubling would copy it over and over.
+    fn to_json(&self) -> String {
+        let hint = match &self.body {
+            RpcBody::Result(RpcResult::Tool(stamped)) => stamped.result.size_hint(),
+            _ => 0,
+        };
+        let mut out = Vec::with_capacity(hint + 512);
+        serde_json::to_writer(&mut out, self).expect("JSON-RPC responses serialize");
+        // serde_json writes valid UTF-8 only.
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+
     fn new(id: Value, body: RpcBody) -> Self {
         RpcResponse {
             jsonrpc: "2.0",
@@ -559,7 +572,7 @@ pub async fn handle(
                     };
                 }
                 return match call_tool(executor, calls, caller, id, call, None, *era).await {
-                    Ok(body) => Outcome::Reply(serialize(&RpcResponse::new(id.clone(), body))),
+                    Ok(body) => Outcome::Reply(RpcResponse::new(id.clone(), body).to_json()),
                     Err(stop) => stop.into(),
                 };
             }
@@ -594,7 +607,7 @@ pub async fn handle(
                 matches!(&message, Message::Request { method, .. } if method == "initialize");
             match session.answer(message, era).await {
                 Ok(Some(response)) if initialize => Outcome::Initialized(serialize(&response)),
-                Ok(Some(response)) => Outcome::Reply(serialize(&response)),
+                Ok(Some(response)) => Outcome::Reply(response.to_json()),
                 Ok(None) => Outcome::Accepted,
                 Err(stop) => stop.into(),
             }
@@ -697,7 +710,7 @@ pub async fn run_streamed(
             }
         }
     }
-    let _ = out.send(serialize(&response)).await;
+    let _ = out.send(response.to_json()).await;
 }
 
 #[derive(Serialize)]
@@ -921,7 +934,7 @@ impl<E: ExecutorClient> Session<'_, E> {
         let response = RpcResponse::new(id, body);
         match response.error_code().and_then(ErrorStatus::of_modern_code) {
             Some(status) => Outcome::Error(status, serialize(&response)),
-            None => Outcome::Reply(serialize(&response)),
+            None => Outcome::Reply(response.to_json()),
         }
     }
 

@@ -21,17 +21,30 @@ use mymcp_protocol::{
     JobOutputChunk, ReadFileOutput, ToolFailure, ToolOutput, TransferGrant, WriteFileOutput,
 };
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 /// The `result` of a `tools/call` response.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct CallToolResult {
     pub content: Vec<TextContent>,
-    #[serde(rename = "isError")]
     pub is_error: bool,
-    /// The tool JSON of a success, embedded as it is.
-    #[serde(rename = "structuredContent", skip_serializing_if = "Option::is_none")]
-    pub structured_content: Option<Box<RawValue>>,
+    /// A success: the text of the one content item is the tool JSON, and goes out a second
+    /// time, embedded as it is, as `structuredContent` (one string, written twice).
+    structured: bool,
+}
+
+impl Serialize for CallToolResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let structured = self.structured_content();
+        let mut s =
+            serializer.serialize_struct("CallToolResult", 2 + usize::from(structured.is_some()))?;
+        s.serialize_field("content", &self.content)?;
+        s.serialize_field("isError", &self.is_error)?;
+        if let Some(json) = structured {
+            s.serialize_field("structuredContent", &json_string::Verbatim(json))?;
+        }
+        s.end()
+    }
 }
 
 /// An MCP text content item.
@@ -48,7 +61,21 @@ impl CallToolResult {
         CallToolResult {
             content: vec![TextContent { kind: "text", text }],
             is_error,
-            structured_content: None,
+            structured: false,
+        }
+    }
+
+    /// About how long the serialized result is (the texts, not their escapes).
+    pub fn size_hint(&self) -> usize {
+        let texts: usize = self.content.iter().map(|c| c.text.len() + 64).sum();
+        texts + self.structured_content().map_or(0, str::len) + 64
+    }
+
+    /// The tool JSON of a success, which is also its `structuredContent`.
+    pub fn structured_content(&self) -> Option<&str> {
+        match self.content.as_slice() {
+            [item] if self.structured => Some(&item.text),
+            _ => None,
         }
     }
 
@@ -63,9 +90,8 @@ impl CallToolResult {
 
     /// A success: the tool JSON as text and as structured content.
     fn success(json: String) -> Self {
-        let structured = RawValue::from_string(json.clone()).expect("tool JSON is valid JSON");
         CallToolResult {
-            structured_content: Some(structured),
+            structured: true,
             ..CallToolResult::text(json, false)
         }
     }
@@ -93,6 +119,7 @@ struct BashJson {
 
 #[derive(Serialize)]
 struct ReadFileJson<'a> {
+    #[serde(serialize_with = "json_string::serialize")]
     content: &'a str,
     total_lines: u64,
     truncated: bool,
@@ -875,7 +902,7 @@ mod tests {
             covered.insert(tool);
             let result = CallToolResult::from_outcome(Ok(output), &tickets());
             let structured: serde_json::Value =
-                serde_json::from_str(result.structured_content.as_ref().unwrap().get()).unwrap();
+                serde_json::from_str(result.structured_content().unwrap()).unwrap();
             let text: serde_json::Value = serde_json::from_str(&result.content[0].text).unwrap();
             assert_eq!(
                 structured, text,
