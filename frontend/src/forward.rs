@@ -4,7 +4,10 @@
 //! id on a single shared Unix-socket connection; a reader task routes each
 //! [`ServerFrame::Response`] back to the waiting caller by id. While the connection is down,
 //! requests fail at once with [`ForwardError::Unavailable`] (the HTTP layer answers 503) and a
-//! background task reconnects with exponential backoff (50 ms doubling to 2 s, forever).
+//! background task reconnects with exponential backoff (50 ms doubling to 2 s, forever). The
+//! executor may be starting alongside the frontend (`mymcpctl serve` starts both at once): in
+//! the frontend's first second, before any connection, it retries every 2 ms and logs the
+//! failures at debug level only.
 //!
 //! Cancellation follows the future: if the future returned by [`Forwarder::request`] is dropped
 //! before its answer arrives (the HTTP client went away and hyper dropped the handler), a guard
@@ -41,6 +44,10 @@ use tokio::task::JoinHandle;
 
 /// First delay before reconnecting; doubled after each failed attempt.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// How long after start a missing executor is taken for one still starting.
+const START_GRACE: Duration = Duration::from_secs(1);
+/// Delay between connection attempts during [`START_GRACE`].
+const START_RETRY: Duration = Duration::from_millis(2);
 /// Longest delay between reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long the executor may take to answer our `Hello`.
@@ -416,6 +423,7 @@ async fn maintain(shared: Arc<Shared>) {
     // Log the first failure of a streak loudly, the rest quietly: a stopped executor should
     // not flood the journal every two seconds.
     let mut failing = false;
+    let started = tokio::time::Instant::now();
     loop {
         match connect(&shared.socket_path).await {
             Ok(stream) => {
@@ -431,6 +439,13 @@ async fn maintain(shared: Arc<Shared>) {
                 match (&e, failing) {
                     (LinkError::Refused(_) | LinkError::Incompatible(_), false) => {
                         tracing::error!(%socket, "cannot use the executor: {e}")
+                    }
+                    (_, false) if generation == 0 && started.elapsed() < START_GRACE => {
+                        tracing::debug!(%socket, "cannot connect to the executor yet: {e}");
+                        // Not a streak yet (the first failure after the grace is logged), and
+                        // no backoff: the executor is normally up within milliseconds.
+                        tokio::time::sleep(START_RETRY).await;
+                        continue;
                     }
                     (_, false) => tracing::warn!(%socket, "cannot connect to the executor: {e}"),
                     (_, true) => tracing::debug!(%socket, "cannot connect to the executor: {e}"),
