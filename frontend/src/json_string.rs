@@ -76,6 +76,11 @@ fn escaped_len(bytes: &[u8]) -> usize {
     len
 }
 
+/// The length of `s` as a JSON string literal, quotes included.
+pub fn literal_len(s: &str) -> usize {
+    escaped_len(s.as_bytes()) + 2
+}
+
 /// Appends `s` as a JSON string literal, quotes included, escaped as `serde_json` does.
 ///
 /// Runs that need no escape are found a machine word at a time and copied whole. The output's exact length is counted first, so it is allocated

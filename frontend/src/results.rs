@@ -30,17 +30,44 @@ pub struct CallToolResult {
     /// A success: the text of the one content item is the tool JSON, and goes out a second
     /// time, embedded as it is, as `structuredContent` (one string, written twice).
     structured: bool,
+    /// The tool JSON was taken out by [`CallToolResult::take_tool_json`]: the result
+    /// serializes with [`TEXT_MARK`] and [`JSON_MARK`] where it goes.
+    taken: bool,
 }
+
+/// Stands for the text item's string literal in a result whose tool JSON was taken out. A
+/// control character cannot appear raw anywhere else in `serde_json`'s output.
+pub const TEXT_MARK: &str = "\u{1}text\u{1}";
+/// Stands for `structuredContent` in a result whose tool JSON was taken out.
+pub const JSON_MARK: &str = "\u{1}json\u{1}";
 
 impl Serialize for CallToolResult {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
+        #[derive(Serialize)]
+        struct Marked {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            text: json_string::Verbatim<'static>,
+        }
         let structured = self.structured_content();
-        let mut s =
-            serializer.serialize_struct("CallToolResult", 2 + usize::from(structured.is_some()))?;
-        s.serialize_field("content", &self.content)?;
+        let mut s = serializer.serialize_struct(
+            "CallToolResult",
+            2 + usize::from(structured.is_some() || self.taken),
+        )?;
+        if self.taken {
+            let marked = [Marked {
+                kind: "text",
+                text: json_string::Verbatim(TEXT_MARK),
+            }];
+            s.serialize_field("content", &marked)?;
+        } else {
+            s.serialize_field("content", &self.content)?;
+        }
         s.serialize_field("isError", &self.is_error)?;
-        if let Some(json) = structured {
+        if self.taken {
+            s.serialize_field("structuredContent", &json_string::Verbatim(JSON_MARK))?;
+        } else if let Some(json) = structured {
             s.serialize_field("structuredContent", &json_string::Verbatim(json))?;
         }
         s.end()
@@ -62,13 +89,19 @@ impl CallToolResult {
             content: vec![TextContent { kind: "text", text }],
             is_error,
             structured: false,
+            taken: false,
         }
     }
 
-    /// About how long the serialized result is (the texts, not their escapes).
-    pub fn size_hint(&self) -> usize {
-        let texts: usize = self.content.iter().map(|c| c.text.len() + 64).sum();
-        texts + self.structured_content().map_or(0, str::len) + 64
+    /// Takes out the tool JSON of a success, leaving marks in its place (see [`TEXT_MARK`]):
+    /// the caller writes it into the response itself, escaped once for the text item and
+    /// as it is for `structuredContent`, with no copy of its own.
+    pub fn take_tool_json(&mut self) -> Option<String> {
+        if !self.structured || self.taken || self.content.len() != 1 {
+            return None;
+        }
+        self.taken = true;
+        Some(std::mem::take(&mut self.content[0].text))
     }
 
     /// The tool JSON of a success, which is also its `structuredContent`.
