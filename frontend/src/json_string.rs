@@ -48,32 +48,36 @@ const ESCAPES: [(u8, [u8; 8]); 256] = {
     t
 };
 
-/// The position of the first byte at or after `i` that needs an escape, or `bytes.len()`.
-#[inline(always)]
-fn next_escape(bytes: &[u8], mut i: usize) -> usize {
-    while i + 8 <= bytes.len() {
-        let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        let mask = escape_mask(w);
-        if mask != 0 {
-            return i + (mask.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while i < bytes.len() && ESCAPES[bytes[i] as usize].0 == 0 {
-        i += 1;
-    }
-    i
+/// The high bit of each byte of `w` that equals `c`, exactly (no false flags).
+fn bytes_equal(w: u64, c: u8) -> u64 {
+    let x = w ^ (LOW * c as u64);
+    !(((x & !HIGH) + !HIGH) | x) & HIGH
 }
 
-/// The length of `bytes` escaped (without the quotes).
+/// The length of `bytes` escaped (without the quotes). Eight bytes at a time: each kind of
+/// escape is counted exactly in a word (no carries between bytes) and weighed by its width.
 fn escaped_len(bytes: &[u8]) -> usize {
-    let mut len = bytes.len();
-    let mut i = next_escape(bytes, 0);
-    while i < bytes.len() {
-        len += ESCAPES[bytes[i] as usize].0 as usize - 1;
-        i = next_escape(bytes, i + 1);
+    let mut extra = 0;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if escape_mask(w) == 0 {
+            continue;
+        }
+        // Below 0x20: adding 0x60 to the low seven bits leaves the high bit clear.
+        let control = !(((w & !HIGH) + LOW * 0x60) | w) & HIGH;
+        let short = [0x08, b'\t', b'\n', 0x0c, b'\r']
+            .into_iter()
+            .fold(0, |m, c| m | bytes_equal(w, c));
+        let quoted = bytes_equal(w, b'"') | bytes_equal(w, b'\\');
+        // `\u00XX` adds five bytes, `\n` and the like one, `\"` and `\\` one.
+        extra += 5 * control.count_ones() as usize - 4 * short.count_ones() as usize
+            + quoted.count_ones() as usize;
     }
-    len
+    for &b in words.remainder() {
+        extra += (ESCAPES[b as usize].0 as usize).saturating_sub(1);
+    }
+    bytes.len() + extra
 }
 
 /// The length of `s` as a JSON string literal, quotes included.
@@ -83,7 +87,9 @@ pub fn literal_len(s: &str) -> usize {
 
 /// Appends `s` as a JSON string literal, quotes included, escaped as `serde_json` does.
 ///
-/// Runs that need no escape are found a machine word at a time and copied whole. The output's exact length is counted first, so it is allocated
+/// Words that need no escape are skipped eight bytes at a time and copied whole in runs; a
+/// word that does is escaped byte by byte through a small buffer (one fixed-size copy per
+/// byte, one copy per word). The output's exact length is counted first, so it is allocated
 /// once. (Command output full of escapes, such as a megabyte of NUL bytes, is escaped twice
 /// per call: as a JSON value, then as the text item holding that JSON.)
 pub fn push_literal(out: &mut String, s: &str) {
@@ -92,20 +98,41 @@ pub fn push_literal(out: &mut String, s: &str) {
     buf.reserve(escaped_len(bytes) + 2);
     buf.push(b'"');
     let mut start = 0; // first byte not yet copied
-    let mut i = next_escape(bytes, 0);
-    while i < bytes.len() {
-        buf.extend_from_slice(&bytes[start..i]);
-        let (width, escape) = ESCAPES[bytes[i] as usize];
-        buf.extend_from_slice(&escape[..width as usize]);
-        start = i + 1;
-        i = next_escape(bytes, start);
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut words {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if escape_mask(w) != 0 {
+            buf.extend_from_slice(&bytes[start..at]);
+            escape_into(&mut buf, chunk);
+            start = at + 8;
+        }
+        at += 8;
     }
-    buf.extend_from_slice(&bytes[start..]);
+    buf.extend_from_slice(&bytes[start..at]);
+    escape_into(&mut buf, words.remainder());
     buf.push(b'"');
-    // SAFETY: `buf` was a `String`, and what was appended is valid UTF-8: runs of `s` cut only
-    // before and after ASCII bytes (escaped characters are ASCII, so never inside a multi-byte
-    // character), and ASCII escapes and quotes.
+    // SAFETY: `buf` was a `String`, and what was appended is valid UTF-8: the bytes of `s` in
+    // their order, each either copied or (an ASCII byte) replaced by an ASCII escape.
     *out = unsafe { String::from_utf8_unchecked(buf) };
+}
+
+/// Appends up to eight bytes, escaped, through a small buffer: one fixed-size copy per byte.
+#[inline(always)]
+fn escape_into(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let mut tmp = [0u8; 64];
+    let mut t = 0;
+    for &b in bytes {
+        let (width, escape) = ESCAPES[b as usize];
+        if width == 0 {
+            tmp[t] = b;
+            t += 1;
+        } else {
+            tmp[t..t + 8].copy_from_slice(&escape);
+            t += width as usize;
+        }
+    }
+    buf.extend_from_slice(&tmp[..t]);
 }
 
 /// Text that is already JSON, written out as it is by `serde_json`'s serializer (the way it
@@ -145,6 +172,7 @@ mod tests {
         let mut ours = String::new();
         push_literal(&mut ours, s);
         assert_eq!(ours, serde_json::to_string(s).unwrap(), "{s:?}");
+        assert_eq!(literal_len(s), ours.len(), "{s:?}");
         let mut appended = "ü ".to_owned();
         push_literal(&mut appended, s);
         assert_eq!(appended, format!("ü {ours}"), "appends to what is there");
