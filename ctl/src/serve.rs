@@ -14,10 +14,9 @@
 //!     control.sock              0600 root
 //! ```
 
-use crate::client::ControlClient;
 use crate::sys::{self, Signals};
 use anyhow::{bail, Context};
-use mymcp_protocol::{ControlRequest, ControlResponse, Role};
+use mymcp_protocol::Role;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -50,24 +49,14 @@ struct FrontendAccount {
 }
 
 fn lookup(name: &str) -> anyhow::Result<Option<FrontendAccount>> {
-    // getent keeps this crate free of NSS bindings; the executor does its own lookup anyway.
-    let out = Command::new("getent")
-        .args(["passwd", name])
-        .output()
-        .context("running getent")?;
-    if !out.status.success() {
-        return Ok(None);
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
-    let fields: Vec<&str> = line.trim().split(':').collect();
-    if fields.len() < 4 {
-        return Ok(None);
-    }
-    Ok(Some(FrontendAccount {
-        name: fields[0].to_owned(),
-        uid: fields[2].parse()?,
-        gid: fields[3].parse()?,
-    }))
+    // In-process (NSS through libc), not by running getent: one process less at start-up.
+    Ok(sys::account(name)
+        .with_context(|| format!("looking up user {name:?}"))?
+        .map(|a| FrontendAccount {
+            uid: a.uid,
+            gid: a.gid,
+            name: a.name,
+        }))
 }
 
 fn frontend_account(requested: Option<&str>) -> anyhow::Result<FrontendAccount> {
@@ -147,32 +136,22 @@ fn stop_child(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
     child.wait().ok()
 }
 
-fn wait_for_socket(path: &Path, executor: &mut Child) -> anyhow::Result<ControlClient> {
+/// Waits until the executor listens: both sockets are bound (and listening) once
+/// `control.sock` exists, as the executor binds it last.
+fn wait_until_listening(path: &Path, executor: &mut Child) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = executor.try_wait()? {
             bail!("mymcp-executor exited during start-up ({status})");
         }
         if path.exists() {
-            if let Ok(c) = ControlClient::connect(path) {
-                return Ok(c);
-            }
+            return Ok(());
         }
         if Instant::now() > deadline {
             bail!("mymcp-executor did not open {} within 15 s", path.display());
         }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn add_token(client: &mut ControlClient, name: &str, role: Role) -> anyhow::Result<String> {
-    match client.call(ControlRequest::TokenAdd {
-        name: name.to_owned(),
-        role,
-    })? {
-        ControlResponse::TokenAdded { token, .. } => Ok(token),
-        ControlResponse::Error { message, .. } => bail!("creating token {name}: {message}"),
-        other => bail!("unexpected answer: {other:?}"),
+        // A stat per millisecond: cheap, and start-up is a matter of milliseconds.
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -216,6 +195,22 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o710))?;
     }
 
+    // The two temporary tokens go into the store before the executor starts (one write),
+    // rather than through the control socket after it has.
+    let (admin, rw) = {
+        let store = mymcp_executor::tokens::TokenStore::open(&token_file)
+            .with_context(|| format!("creating {}", token_file.display()))?;
+        let mut added = store
+            .add_several(&[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)])
+            .context("creating the temporary tokens")?
+            .into_iter()
+            .map(|(token, _)| token);
+        (
+            added.next().expect("two tokens"),
+            added.next().expect("two tokens"),
+        )
+    };
+
     let mut executor_cmd = Command::new(&executor_bin);
     executor_cmd
         .env("MYMCP_RUNTIME_DIR", &run_dir)
@@ -249,11 +244,6 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     };
 
     let result = (|| -> anyhow::Result<i32> {
-        let mut control = wait_for_socket(&run_dir.join("control.sock"), &mut running.executor)?;
-        let admin = add_token(&mut control, "temp-admin", Role::Admin)?;
-        let rw = add_token(&mut control, "temp-rw", Role::Rw)?;
-        drop(control);
-
         let certificate = if opts.tls {
             let tls_dir = dir.join("tls");
             std::fs::DirBuilder::new().mode(0o755).create(&tls_dir)?;
@@ -298,6 +288,9 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
                 .with_context(|| format!("starting {}", frontend_bin.display()))?,
         );
         drop(listener);
+        // The frontend started alongside the executor (it retries connecting every few
+        // milliseconds while the executor starts); the banner waits for the executor.
+        wait_until_listening(&run_dir.join("control.sock"), &mut running.executor)?;
 
         let scheme = if certificate.is_some() {
             "https"

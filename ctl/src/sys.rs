@@ -148,3 +148,54 @@ impl Signals {
         (sig > 0).then_some(sig)
     }
 }
+
+/// A user account from the system's user database (NSS: files, LDAP, …).
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Looks up the account `name` (`getpwnam_r`); `None` if there is none.
+pub fn account(name: &str) -> io::Result<Option<Account>> {
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name contains NUL"))?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    loop {
+        // SAFETY: a zeroed `passwd` is a valid value of this plain C struct.
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer is valid for the call: `cname` is NUL-terminated, `pwd` and
+        // `result` are live locals, and `buf` is writable for `buf.len()` bytes.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pwd,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: on success `pw_name` points to a NUL-terminated string inside `buf`, which
+        // is still alive.
+        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
+            .to_string_lossy()
+            .into_owned();
+        return Ok(Some(Account {
+            name,
+            uid: pwd.pw_uid,
+            gid: pwd.pw_gid,
+        }));
+    }
+}

@@ -416,9 +416,33 @@ fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {
     }
 }
 
+impl Executor {
+    fn identify(&self, token: &TokenDigest) -> FrontendResponse {
+        match auth::authenticate(&self.tokens, token) {
+            Some(caller) => FrontendResponse::Identity(caller.identity().clone()),
+            None => {
+                self.metrics.auth_failure(AuthSurface::Mcp);
+                FrontendResponse::Unauthenticated
+            }
+        }
+    }
+}
+
 impl Service for Executor {
     type Request = FrontendRequest;
     type Response = FrontendResponse;
+
+    /// `Identify` is a token lookup: answered by the connection's reader, without a task.
+    fn answer_now(
+        &self,
+        request: FrontendRequest,
+        _peer: Peer,
+    ) -> Result<FrontendResponse, FrontendRequest> {
+        match request {
+            FrontendRequest::Identify { token } => Ok(self.identify(&token)),
+            other => Err(other),
+        }
+    }
 
     async fn handle(
         self: Arc<Self>,
@@ -428,13 +452,7 @@ impl Service for Executor {
         events: Events,
     ) -> FrontendResponse {
         match request {
-            FrontendRequest::Identify { token } => match auth::authenticate(&self.tokens, &token) {
-                Some(caller) => FrontendResponse::Identity(caller.identity().clone()),
-                None => {
-                    self.metrics.auth_failure(AuthSurface::Mcp);
-                    FrontendResponse::Unauthenticated
-                }
-            },
+            FrontendRequest::Identify { token } => self.identify(&token),
             FrontendRequest::Call {
                 token,
                 origin,

@@ -117,7 +117,7 @@ pub fn read_page(
             break Stop::Eof;
         };
         lineno += 1;
-        let entry = format_line(lineno, &line, read.cut);
+        let entry = Numbered::new(lineno, &line, read.cut);
         if taken > 0 && content.len() + 1 + entry.len() > cfg.max_page_bytes {
             break Stop::PageFull {
                 mid_line: read.out_of_budget,
@@ -126,7 +126,7 @@ pub fn read_page(
         if taken > 0 {
             content.push('\n');
         }
-        content.push_str(&entry);
+        entry.push_to(&mut content);
         taken += 1;
         if read.out_of_budget {
             break Stop::OutOfBudget;
@@ -164,16 +164,44 @@ enum Stop {
     OutOfBudget,
 }
 
-/// `"%4d\t%s"` of one line: lossy UTF-8, with the marker when it was cut.
-fn format_line(lineno: u64, kept: &[u8], cut: bool) -> String {
-    let text = if cut {
-        kept
-    } else {
-        let end = kept.iter().rposition(|&b| b != b'\r').map_or(0, |i| i + 1);
-        &kept[..end]
-    };
-    let marker = if cut { LINE_TRUNCATED } else { "" };
-    format!("{lineno:>4}\t{}{marker}", String::from_utf8_lossy(text))
+/// `"%4d\t%s"` of one line: lossy UTF-8, with the marker when it was cut. Appended to the
+/// page in place rather than formatted into a string of its own.
+struct Numbered<'a> {
+    lineno: u64,
+    text: std::borrow::Cow<'a, str>,
+    cut: bool,
+}
+
+impl<'a> Numbered<'a> {
+    fn new(lineno: u64, kept: &'a [u8], cut: bool) -> Self {
+        let text = if cut {
+            kept
+        } else {
+            let end = kept.iter().rposition(|&b| b != b'\r').map_or(0, |i| i + 1);
+            &kept[..end]
+        };
+        // Checked whole first: far faster than the lossy decoder on text that is valid.
+        let text = match std::str::from_utf8(text) {
+            Ok(valid) => std::borrow::Cow::Borrowed(valid),
+            Err(_) => String::from_utf8_lossy(text),
+        };
+        Numbered { lineno, text, cut }
+    }
+
+    fn len(&self) -> usize {
+        let digits = self.lineno.checked_ilog10().map_or(1, |d| d as usize + 1);
+        let marker = if self.cut { LINE_TRUNCATED.len() } else { 0 };
+        digits.max(4) + 1 + self.text.len() + marker
+    }
+
+    fn push_to(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{:>4}\t", self.lineno);
+        out.push_str(&self.text);
+        if self.cut {
+            out.push_str(LINE_TRUNCATED);
+        }
+    }
 }
 
 /// One line as [`Lines::read_line`] returned it.
@@ -337,6 +365,23 @@ mod tests {
             file_path: path.to_string(),
             offset: None,
             limit: None,
+        }
+    }
+
+    #[test]
+    fn a_numbered_line_knows_its_length_before_it_is_written() {
+        for (lineno, kept, cut) in [
+            (1, &b"plain"[..], false),
+            (9999, b"", false),
+            (10000, b"x\r\r", false),
+            (123456789, b"cut\r", true),
+            (7, b"bad \xff\xfe utf-8 \xe2\x82", false),
+            (8, "ünïcødé".as_bytes(), true),
+        ] {
+            let entry = Numbered::new(lineno, kept, cut);
+            let mut out = String::from("before");
+            entry.push_to(&mut out);
+            assert_eq!(entry.len(), out.len() - "before".len(), "{out:?}");
         }
     }
 

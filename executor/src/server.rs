@@ -34,6 +34,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Most connections one socket serves at once; more are closed at accept.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Bytes read from a connection at once.
+const READ_BUFFER: usize = 16 * 1024;
 /// How long a new connection may take to send its `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -268,6 +270,19 @@ pub trait Service: Send + Sync + 'static {
         cancel: CancelSignal,
         events: Events,
     ) -> impl Future<Output = Self::Response> + Send;
+
+    /// Answers `request` at once if it needs neither waiting nor blocking work (a token
+    /// lookup, say), else hands it back to run in a task of its own through
+    /// [`Service::handle`]. An answer given here is written by the connection's reader
+    /// itself: no task, no queue, so a cheap request costs one wake-up of the executor.
+    fn answer_now(
+        &self,
+        request: Self::Request,
+        peer: Peer,
+    ) -> Result<Self::Response, Self::Request> {
+        let _ = peer;
+        Err(request)
+    }
 }
 
 /// Shared shutdown state: stop taking work, SIGTERM to running commands, then (after the
@@ -634,12 +649,20 @@ async fn connection<S: Service>(
     service: Arc<S>,
     shutdown: &Arc<Shutdown>,
 ) -> Result<(), Violation> {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    // Buffered: a whole small frame (header and body) comes in with one system call.
+    let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
+    // The write half is taken by whoever writes one whole frame: the writer task for queued
+    // frames, or the reader for an answer it gave at once (see [`Service::answer_now`]).
+    let wr = Arc::new(tokio::sync::Mutex::new(wr));
     let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
-    let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            if write_frame(&mut wr, out).await.is_err() {
-                break;
+    let writer = tokio::spawn({
+        let wr = wr.clone();
+        async move {
+            while let Some(out) = rx.recv().await {
+                if write_frame(&mut *wr.lock().await, out).await.is_err() {
+                    break;
+                }
             }
         }
     });
@@ -691,7 +714,7 @@ async fn connection<S: Service>(
             }
             ClientFrame::Request { id, body } => {
                 let (ctx, crx) = oneshot::channel();
-                {
+                let body = {
                     let mut map = in_flight.lock().expect("in-flight lock");
                     if map.len() >= MAX_IN_FLIGHT {
                         break Err(Violation::TooManyInFlight);
@@ -699,8 +722,37 @@ async fn connection<S: Service>(
                     if map.contains_key(&id) {
                         break Err(Violation::DuplicateId(id));
                     }
-                    map.insert(id, ctx);
-                }
+                    match service.answer_now(body, peer) {
+                        Ok(answer) => Err(answer),
+                        Err(body) => {
+                            map.insert(id, ctx);
+                            Ok(body)
+                        }
+                    }
+                };
+                let body = match body {
+                    Ok(body) => body,
+                    Err(answer) => {
+                        let frame = ServerFrame::Response { id, body: answer };
+                        match frame::encode(&frame) {
+                            // The frame is whole before anyone else may write: the lock is
+                            // held until it is. Queued frames wait meanwhile; an answer given
+                            // at once has no progress or pipe frames to keep in order with.
+                            Ok(buf) => match wr.try_lock() {
+                                Ok(mut w) => {
+                                    if w.write_all(&buf).await.is_err() {
+                                        break Ok(());
+                                    }
+                                }
+                                Err(_) => {
+                                    let _ = tx.send(Outgoing::frame(buf, None)).await;
+                                }
+                            },
+                            Err(e) => tracing::error!(error = %e, "response does not encode"),
+                        }
+                        continue;
+                    }
+                };
                 let cancel = shutdown.signal(crx);
                 let events = Events::new::<S::Response>(id, tx.clone());
                 let running = shutdown.running();

@@ -367,30 +367,50 @@ impl TokenStore {
 
     /// Creates a token and returns its value (shown once) with its listing.
     pub fn add(&self, name: &str, role: Role) -> Result<(String, TokenInfo), TokenError> {
-        if name.is_empty()
-            || name.chars().count() > MAX_NAME_LEN
-            || name.chars().any(char::is_control)
-        {
-            return Err(TokenError::InvalidName(name.to_owned()));
+        let mut added = self.add_several(&[(name, role)])?;
+        Ok(added.remove(0))
+    }
+
+    /// Creates several tokens in one write of the file (`mymcpctl serve` makes two before the
+    /// executor starts). All or none are added.
+    pub fn add_several(
+        &self,
+        tokens: &[(&str, Role)],
+    ) -> Result<Vec<(String, TokenInfo)>, TokenError> {
+        let mut created = Vec::with_capacity(tokens.len());
+        for &(name, role) in tokens {
+            if name.is_empty()
+                || name.chars().count() > MAX_NAME_LEN
+                || name.chars().any(char::is_control)
+            {
+                return Err(TokenError::InvalidName(name.to_owned()));
+            }
+            let token = self.new_token_value()?;
+            let entry = Entry {
+                name: name.to_owned(),
+                role,
+                created_at: clock::now_rfc3339(),
+                last_used: None,
+                enabled: true,
+            };
+            created.push((digest(&token), token, entry));
         }
-        let token = self.new_token_value()?;
-        let d = digest(&token);
         let mut inner = self.inner.lock().expect("token store lock");
         self.refresh(&mut inner);
         self.refuse_if_corrupt(&inner)?;
-        let entry = Entry {
-            name: name.to_owned(),
-            role,
-            created_at: clock::now_rfc3339(),
-            last_used: None,
-            enabled: true,
-        };
-        inner.entries.insert(d, entry.clone());
+        for (d, _, entry) in &created {
+            inner.entries.insert(*d, entry.clone());
+        }
         if let Err(e) = self.save(&mut inner) {
-            inner.entries.remove(&d);
+            for (d, _, _) in &created {
+                inner.entries.remove(d);
+            }
             return Err(e);
         }
-        Ok((token, info(&d, &entry)))
+        Ok(created
+            .into_iter()
+            .map(|(d, token, entry)| (token, info(&d, &entry)))
+            .collect())
     }
 
     /// All tokens, sorted by creation time then name. Never includes token values.
@@ -759,6 +779,28 @@ mod tests {
         }
         b.revoke(&t2).unwrap();
         assert!(a.lookup(&digest(&t2)).is_none());
+    }
+
+    #[test]
+    fn several_tokens_are_added_together_or_not_at_all() {
+        let (dir, s) = store();
+        let added = s
+            .add_several(&[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)])
+            .unwrap();
+        assert_eq!(added.len(), 2);
+        assert_ne!(added[0].0, added[1].0);
+        // Another process (the executor) finds both in the file.
+        let other = TokenStore::open(&dir.path().join("tokens.json")).unwrap();
+        for ((token, info), role) in added.iter().zip([Role::Admin, Role::Rw]) {
+            assert_eq!(info.role, role);
+            assert_eq!(other.lookup(&digest(token)).unwrap().role, role);
+        }
+        // One bad name: nothing is added.
+        assert!(matches!(
+            s.add_several(&[("fine", Role::Ro), ("", Role::Ro)]),
+            Err(TokenError::InvalidName(_))
+        ));
+        assert_eq!(other.count(), 2);
     }
 
     #[test]

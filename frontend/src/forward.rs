@@ -4,7 +4,10 @@
 //! id on a single shared Unix-socket connection; a reader task routes each
 //! [`ServerFrame::Response`] back to the waiting caller by id. While the connection is down,
 //! requests fail at once with [`ForwardError::Unavailable`] (the HTTP layer answers 503) and a
-//! background task reconnects with exponential backoff (50 ms doubling to 2 s, forever).
+//! background task reconnects with exponential backoff (50 ms doubling to 2 s, forever). The
+//! executor may be starting alongside the frontend (`mymcpctl serve` starts both at once): in
+//! the frontend's first second, before any connection, it retries every 2 ms and logs the
+//! failures at debug level only.
 //!
 //! Cancellation follows the future: if the future returned by [`Forwarder::request`] is dropped
 //! before its answer arrives (the HTTP client went away and hyper dropped the handler), a guard
@@ -41,6 +44,10 @@ use tokio::task::JoinHandle;
 
 /// First delay before reconnecting; doubled after each failed attempt.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// How long after start a missing executor is taken for one still starting.
+const START_GRACE: Duration = Duration::from_secs(1);
+/// Delay between connection attempts during [`START_GRACE`].
+const START_RETRY: Duration = Duration::from_millis(2);
 /// Longest delay between reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long the executor may take to answer our `Hello`.
@@ -110,8 +117,32 @@ struct Shared {
 /// direction has failed.
 struct Link {
     generation: u64,
-    frames: mpsc::UnboundedSender<Vec<u8>>,
+    /// Frames for the writer task, each with how much of it was already written.
+    frames: mpsc::UnboundedSender<(Vec<u8>, usize)>,
+    /// Frames are waiting for (or being written by) the writer task: a new frame must queue
+    /// behind them. Changed only under the link's lock.
+    queued: bool,
+    writer: Arc<OwnedWriteHalf>,
     pending: HashMap<RequestId, Pending>,
+}
+
+impl Link {
+    /// Sends one frame: written at once by the caller when nothing is queued before it and
+    /// the socket takes it, which spares the writer task a wake-up; else (or for the part
+    /// the socket did not take) queued for the writer task. An error means the link is gone.
+    fn send(&mut self, bytes: Vec<u8>) -> Result<(), ()> {
+        let mut at = 0;
+        if !self.queued {
+            match self.writer.try_write(&bytes) {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(n) => at = n,
+                // Would block, or broken: the writer task waits, or finds the error.
+                Err(_) => {}
+            }
+        }
+        self.queued = true;
+        self.frames.send((bytes, at)).map_err(|_| ())
+    }
 }
 
 /// A request waiting for its answer.
@@ -247,7 +278,7 @@ impl Forwarder {
                     pipe: None,
                 },
             );
-            if link.frames.send(bytes).is_err() {
+            if link.send(bytes).is_err() {
                 link.pending.remove(&id);
                 return Err(ForwardError::Unavailable);
             }
@@ -298,7 +329,7 @@ impl Forwarder {
                     pipe: Some(pipe_tx),
                 },
             );
-            if link.frames.send(bytes).is_err() {
+            if link.send(bytes).is_err() {
                 link.pending.remove(&id);
                 return Err(ForwardError::Unavailable);
             }
@@ -364,7 +395,7 @@ impl Shared {
         if waiting {
             match frame::encode(&ClientFrame::<FrontendRequest>::Cancel { id }) {
                 Ok(bytes) => {
-                    let _ = link.frames.send(bytes);
+                    let _ = link.send(bytes);
                     tracing::debug!(id, abandon, "cancelling a request in the executor");
                 }
                 Err(e) => tracing::error!(id, "cannot encode cancel frame: {e}"),
@@ -416,6 +447,7 @@ async fn maintain(shared: Arc<Shared>) {
     // Log the first failure of a streak loudly, the rest quietly: a stopped executor should
     // not flood the journal every two seconds.
     let mut failing = false;
+    let started = tokio::time::Instant::now();
     loop {
         match connect(&shared.socket_path).await {
             Ok(stream) => {
@@ -431,6 +463,13 @@ async fn maintain(shared: Arc<Shared>) {
                 match (&e, failing) {
                     (LinkError::Refused(_) | LinkError::Incompatible(_), false) => {
                         tracing::error!(%socket, "cannot use the executor: {e}")
+                    }
+                    (_, false) if generation == 0 && started.elapsed() < START_GRACE => {
+                        tracing::debug!(%socket, "cannot connect to the executor yet: {e}");
+                        // Not a streak yet (the first failure after the grace is logged), and
+                        // no backoff: the executor is normally up within milliseconds.
+                        tokio::time::sleep(START_RETRY).await;
+                        continue;
                     }
                     (_, false) => tracing::warn!(%socket, "cannot connect to the executor: {e}"),
                     (_, true) => tracing::debug!(%socket, "cannot connect to the executor: {e}"),
@@ -467,11 +506,14 @@ async fn connect(path: &Path) -> Result<UnixStream, LinkError> {
 /// Serves one established connection until either direction fails; then fails every pending
 /// request. Returns why the connection ended.
 async fn run_link(shared: &Shared, stream: UnixStream, generation: u64) -> LinkError {
-    let (reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    let writer = Arc::new(writer);
     let (frames, mut outgoing) = mpsc::unbounded_channel();
     *shared.lock_link() = Some(Link {
         generation,
         frames,
+        queued: false,
+        writer: Arc::clone(&writer),
         pending: HashMap::new(),
     });
     shared.connected.send_replace(true);
@@ -479,7 +521,7 @@ async fn run_link(shared: &Shared, stream: UnixStream, generation: u64) -> LinkE
     let mut reader = FrameReader::new(reader);
     let reason = tokio::select! {
         e = read_responses(shared, &mut reader) => e,
-        e = write_frames(&mut writer, &mut outgoing) => e,
+        e = write_frames(shared, &writer, &mut outgoing) => e,
     };
 
     // Dropping the link drops every pending sender: their callers see Unavailable.
@@ -556,12 +598,27 @@ async fn read_responses(shared: &Shared, reader: &mut FrameReader) -> LinkError 
 }
 
 async fn write_frames(
-    writer: &mut OwnedWriteHalf,
-    outgoing: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+    shared: &Shared,
+    writer: &OwnedWriteHalf,
+    outgoing: &mut mpsc::UnboundedReceiver<(Vec<u8>, usize)>,
 ) -> LinkError {
-    while let Some(bytes) = outgoing.recv().await {
-        if let Err(e) = writer.write_all(&bytes).await {
-            return e.into();
+    while let Some((bytes, mut at)) = outgoing.recv().await {
+        while at < bytes.len() {
+            if let Err(e) = writer.writable().await {
+                return e.into();
+            }
+            match writer.try_write(&bytes[at..]) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return e.into(),
+            }
+        }
+        // All written: senders may write directly again (decided under the lock they send
+        // under, so no frame can slip into the queue unseen).
+        if let Some(link) = shared.lock_link().as_mut() {
+            if outgoing.is_empty() {
+                link.queued = false;
+            }
         }
     }
     // The sender lives in the link, which outlives this loop.

@@ -3,78 +3,155 @@
 //! A tool result is JSON inside a JSON string (the MCP text item), so a megabyte of command
 //! output is escaped twice per call. `serde_json` escapes byte by byte; this module skips the
 //! long runs that need no escaping a machine word at a time and copies them whole. The output
-//! is the same as `serde_json`'s (same escapes, raw UTF-8), wrapped as a [`RawValue`] that
-//! `serde_json` writes verbatim.
+//! is the same as `serde_json`'s (same escapes, raw UTF-8), handed to `serde_json` as
+//! [`Verbatim`] text that it writes as it is, without parsing it again.
 
 use serde::{Serialize, Serializer};
-use serde_json::value::RawValue;
 
 const LOW: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `w` is a control character (< 0x20), `"` or `\`. May say yes for a
-/// word that holds none of them (then the slow path looks byte by byte), never no for one
-/// that does.
-fn needs_escape(w: u64) -> bool {
+/// The bytes of `w` that are a control character (< 0x20), `"` or `\`: the high bit of each
+/// such byte is set. Bytes above the lowest flagged one may be flagged wrongly, never the
+/// lowest itself (the borrow that causes a false flag comes from a true one below it).
+fn escape_mask(w: u64) -> u64 {
     let control = w.wrapping_sub(LOW * 0x20) & !w;
-    let quote = (w ^ (LOW * b'"' as u64)).wrapping_sub(LOW) & !(w ^ (LOW * b'"' as u64));
-    let backslash = (w ^ (LOW * b'\\' as u64)).wrapping_sub(LOW) & !(w ^ (LOW * b'\\' as u64));
-    (control | quote | backslash) & HIGH != 0
+    let q = w ^ (LOW * b'"' as u64);
+    let quote = q.wrapping_sub(LOW) & !q;
+    let b = w ^ (LOW * b'\\' as u64);
+    let backslash = b.wrapping_sub(LOW) & !b;
+    (control | quote | backslash) & HIGH
+}
+
+/// How `serde_json` writes each byte inside a string: `(length, bytes)`, length 0 for a byte
+/// copied as it is.
+const ESCAPES: [(u8, [u8; 8]); 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [(0u8, [0u8; 8]); 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = match b as u8 {
+            0x08 => (2, *b"\\b\0\0\0\0\0\0"),
+            b'\t' => (2, *b"\\t\0\0\0\0\0\0"),
+            b'\n' => (2, *b"\\n\0\0\0\0\0\0"),
+            0x0c => (2, *b"\\f\0\0\0\0\0\0"),
+            b'\r' => (2, *b"\\r\0\0\0\0\0\0"),
+            _ => (
+                6,
+                [b'\\', b'u', b'0', b'0', HEX[b >> 4], HEX[b & 0xf], 0, 0],
+            ),
+        };
+        b += 1;
+    }
+    t[b'"' as usize] = (2, *b"\\\"\0\0\0\0\0\0");
+    t[b'\\' as usize] = (2, *b"\\\\\0\0\0\0\0\0");
+    t
+};
+
+/// The high bit of each byte of `w` that equals `c`, exactly (no false flags).
+fn bytes_equal(w: u64, c: u8) -> u64 {
+    let x = w ^ (LOW * c as u64);
+    !(((x & !HIGH) + !HIGH) | x) & HIGH
+}
+
+/// The length of `bytes` escaped (without the quotes). Eight bytes at a time: each kind of
+/// escape is counted exactly in a word (no carries between bytes) and weighed by its width.
+fn escaped_len(bytes: &[u8]) -> usize {
+    let mut extra = 0;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if escape_mask(w) == 0 {
+            continue;
+        }
+        // Below 0x20: adding 0x60 to the low seven bits leaves the high bit clear.
+        let control = !(((w & !HIGH) + LOW * 0x60) | w) & HIGH;
+        let short = [0x08, b'\t', b'\n', 0x0c, b'\r']
+            .into_iter()
+            .fold(0, |m, c| m | bytes_equal(w, c));
+        let quoted = bytes_equal(w, b'"') | bytes_equal(w, b'\\');
+        // `\u00XX` adds five bytes, `\n` and the like one, `\"` and `\\` one.
+        extra += 5 * control.count_ones() as usize - 4 * short.count_ones() as usize
+            + quoted.count_ones() as usize;
+    }
+    for &b in words.remainder() {
+        extra += (ESCAPES[b as usize].0 as usize).saturating_sub(1);
+    }
+    bytes.len() + extra
+}
+
+/// The length of `s` as a JSON string literal, quotes included.
+pub fn literal_len(s: &str) -> usize {
+    escaped_len(s.as_bytes()) + 2
 }
 
 /// Appends `s` as a JSON string literal, quotes included, escaped as `serde_json` does.
+///
+/// Words that need no escape are skipped eight bytes at a time and copied whole in runs; a
+/// word that does is escaped byte by byte through a small buffer (one fixed-size copy per
+/// byte, one copy per word). The output's exact length is counted first, so it is allocated
+/// once. (Command output full of escapes, such as a megabyte of NUL bytes, is escaped twice
+/// per call: as a JSON value, then as the text item holding that JSON.)
 pub fn push_literal(out: &mut String, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push('"');
     let bytes = s.as_bytes();
+    let mut buf = std::mem::take(out).into_bytes();
+    buf.reserve(escaped_len(bytes) + 2);
+    buf.push(b'"');
     let mut start = 0; // first byte not yet copied
-    let mut i = 0;
-    while i < bytes.len() {
-        if i + 8 <= bytes.len() {
-            let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-            if !needs_escape(w) {
-                i += 8;
-                continue;
-            }
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut words {
+        let w = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if escape_mask(w) != 0 {
+            buf.extend_from_slice(&bytes[start..at]);
+            escape_into(&mut buf, chunk);
+            start = at + 8;
         }
-        let b = bytes[i];
-        let escape: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0x08 => Some("\\b"),
-            0x0c => Some("\\f"),
-            0x00..=0x1f => None,
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        // Escapes are ASCII, so `start..i` ends on a character boundary.
-        out.push_str(&s[start..i]);
-        match escape {
-            Some(e) => out.push_str(e),
-            None => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                out.push(HEX[(b >> 4) as usize] as char);
-                out.push(HEX[(b & 0xf) as usize] as char);
-            }
-        }
-        i += 1;
-        start = i;
+        at += 8;
     }
-    out.push_str(&s[start..]);
-    out.push('"');
+    buf.extend_from_slice(&bytes[start..at]);
+    escape_into(&mut buf, words.remainder());
+    buf.push(b'"');
+    // SAFETY: `buf` was a `String`, and what was appended is valid UTF-8: the bytes of `s` in
+    // their order, each either copied or (an ASCII byte) replaced by an ASCII escape.
+    *out = unsafe { String::from_utf8_unchecked(buf) };
 }
 
-/// `s` as a JSON string literal that `serde_json` embeds without looking at it again.
-pub fn literal(s: &str) -> Box<RawValue> {
-    let mut out = String::new();
-    push_literal(&mut out, s);
-    RawValue::from_string(out).expect("an escaped string literal is valid JSON")
+/// Appends up to eight bytes, escaped, through a small buffer: one fixed-size copy per byte.
+#[inline(always)]
+fn escape_into(buf: &mut Vec<u8>, bytes: &[u8]) {
+    let mut tmp = [0u8; 64];
+    let mut t = 0;
+    for &b in bytes {
+        let (width, escape) = ESCAPES[b as usize];
+        if width == 0 {
+            tmp[t] = b;
+            t += 1;
+        } else {
+            tmp[t..t + 8].copy_from_slice(&escape);
+            t += width as usize;
+        }
+    }
+    buf.extend_from_slice(&tmp[..t]);
+}
+
+/// Text that is already JSON, written out as it is by `serde_json`'s serializer (the way it
+/// writes a `serde_json::value::RawValue`, through the same marker), without the full parse that building a
+/// `RawValue` costs: the callers build it from escaped literals and typed structs, so it is
+/// valid by construction. Only for `serde_json` serializers (the tests check that it embeds).
+pub struct Verbatim<'a>(pub &'a str);
+
+/// `serde_json`'s marker for raw JSON (`serde_json::raw::TOKEN`, the name `RawValue`'s own
+/// `Serialize` uses).
+const RAW_TOKEN: &str = "$serde_json::private::RawValue";
+
+impl Serialize for Verbatim<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct(RAW_TOKEN, 1)?;
+        s.serialize_field(RAW_TOKEN, self.0)?;
+        s.end()
+    }
 }
 
 /// For `#[serde(serialize_with)]` on large text fields. Only for `serde_json` serializers.
@@ -82,7 +159,9 @@ pub fn serialize<T: AsRef<str> + ?Sized, S: Serializer>(
     s: &T,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    literal(s.as_ref()).serialize(serializer)
+    let mut out = String::new();
+    push_literal(&mut out, s.as_ref());
+    Verbatim(&out).serialize(serializer)
 }
 
 #[cfg(test)]
@@ -93,6 +172,10 @@ mod tests {
         let mut ours = String::new();
         push_literal(&mut ours, s);
         assert_eq!(ours, serde_json::to_string(s).unwrap(), "{s:?}");
+        assert_eq!(literal_len(s), ours.len(), "{s:?}");
+        let mut appended = "ü ".to_owned();
+        push_literal(&mut appended, s);
+        assert_eq!(appended, format!("ü {ours}"), "appends to what is there");
     }
 
     #[test]
@@ -133,6 +216,33 @@ mod tests {
         assert_eq!(
             json,
             serde_json::to_string(&serde_json::json!({"text": item.text})).unwrap()
+        );
+    }
+
+    #[test]
+    fn verbatim_text_is_embedded_as_it_is_also_when_flattened_or_made_a_value() {
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            raw: Verbatim<'a>,
+        }
+        #[derive(Serialize)]
+        struct Outer<'a> {
+            first: u8,
+            #[serde(flatten)]
+            inner: Inner<'a>,
+        }
+        let raw = r#"{"b":[1, 2],"a":"x\n"}"#;
+        let outer = Outer {
+            first: 1,
+            inner: Inner { raw: Verbatim(raw) },
+        };
+        assert_eq!(
+            serde_json::to_string(&outer).unwrap(),
+            format!(r#"{{"first":1,"raw":{raw}}}"#)
+        );
+        assert_eq!(
+            serde_json::to_value(&outer).unwrap(),
+            serde_json::json!({"first": 1, "raw": {"b": [1, 2], "a": "x\n"}})
         );
     }
 }

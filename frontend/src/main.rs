@@ -162,6 +162,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     result
 }
 
+/// How long the frontend waits for its first executor connection before serving anyway.
+const FIRST_CONNECTION_WAIT: Duration = Duration::from_secs(1);
+
 async fn serve(
     cli: Cli,
     source: ListenSource,
@@ -189,6 +192,10 @@ async fn serve(
         }
     });
     let forwarder = Forwarder::new(&cli.executor_socket);
+    // Until the first connection to the executor, every call would get 503. When the executor
+    // starts alongside (`mymcpctl serve`), it is there within milliseconds: wait for it, a
+    // little, before taking requests (they wait in the listen queue meanwhile).
+    forwarder.wait_connected(FIRST_CONNECTION_WAIT).await;
     let app = http::router(forwarder, config);
 
     let notifier = Arc::new(notifier);

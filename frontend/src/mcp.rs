@@ -39,7 +39,8 @@ use crate::arguments;
 use crate::calls::{CallKey, CallRegistry, Cancelled};
 use crate::catalogue;
 use crate::forward::{ExecutorClient, ForwardError, Watch};
-use crate::results::CallToolResult;
+use crate::json_string;
+use crate::results::{self, CallToolResult};
 use crate::revisions::{self, Era, McpHeaders, Rejection, Revision, Shape};
 use crate::tickets::Tickets;
 use mymcp_protocol::{
@@ -451,6 +452,35 @@ struct ToolList {
 }
 
 impl RpcResponse {
+    /// Serialized. A tool result can be megabytes: its tool JSON is written straight into
+    /// the response, escaped once for the text item and as it is for `structuredContent`,
+    /// into a buffer of the exact size (no intermediate copies, no regrowing).
+    fn into_json(mut self) -> String {
+        let taken = match &mut self.body {
+            RpcBody::Result(RpcResult::Tool(stamped)) => stamped.result.take_tool_json(),
+            _ => None,
+        };
+        let envelope = serialize(&self);
+        let Some(json) = taken else {
+            return envelope;
+        };
+        let (head, rest) = envelope
+            .split_once(results::TEXT_MARK)
+            .expect("the text mark is in the envelope");
+        let (middle, tail) = rest
+            .split_once(results::JSON_MARK)
+            .expect("the JSON mark is in the envelope");
+        let mut out = String::with_capacity(
+            head.len() + json_string::literal_len(&json) + middle.len() + json.len() + tail.len(),
+        );
+        out.push_str(head);
+        json_string::push_literal(&mut out, &json);
+        out.push_str(middle);
+        out.push_str(&json);
+        out.push_str(tail);
+        out
+    }
+
     fn new(id: Value, body: RpcBody) -> Self {
         RpcResponse {
             jsonrpc: "2.0",
@@ -559,7 +589,7 @@ pub async fn handle(
                     };
                 }
                 return match call_tool(executor, calls, caller, id, call, None, *era).await {
-                    Ok(body) => Outcome::Reply(serialize(&RpcResponse::new(id.clone(), body))),
+                    Ok(body) => Outcome::Reply(RpcResponse::new(id.clone(), body).into_json()),
                     Err(stop) => stop.into(),
                 };
             }
@@ -594,7 +624,7 @@ pub async fn handle(
                 matches!(&message, Message::Request { method, .. } if method == "initialize");
             match session.answer(message, era).await {
                 Ok(Some(response)) if initialize => Outcome::Initialized(serialize(&response)),
-                Ok(Some(response)) => Outcome::Reply(serialize(&response)),
+                Ok(Some(response)) => Outcome::Reply(response.into_json()),
                 Ok(None) => Outcome::Accepted,
                 Err(stop) => stop.into(),
             }
@@ -697,7 +727,7 @@ pub async fn run_streamed(
             }
         }
     }
-    let _ = out.send(serialize(&response)).await;
+    let _ = out.send(response.into_json()).await;
 }
 
 #[derive(Serialize)]
@@ -921,7 +951,7 @@ impl<E: ExecutorClient> Session<'_, E> {
         let response = RpcResponse::new(id, body);
         match response.error_code().and_then(ErrorStatus::of_modern_code) {
             Some(status) => Outcome::Error(status, serialize(&response)),
-            None => Outcome::Reply(serialize(&response)),
+            None => Outcome::Reply(response.into_json()),
         }
     }
 
@@ -1052,6 +1082,38 @@ mod tests {
     use crate::revisions::HeaderField;
     use mymcp_protocol::{Identity, ReadFileOutput, ToolOutput};
     use std::sync::Mutex;
+
+    #[test]
+    fn a_tool_result_written_straight_into_the_response_is_what_serde_json_writes() {
+        let tickets = crate::tickets::Tickets::with_key([5; 32], "http://h:1/");
+        let content = "   1\tquote \" backslash \\ nul \u{0} ü 🦀\n   2\t\u{1f}end".repeat(50);
+        for era in [
+            Era::Legacy(Revision::V2025_03_26),
+            Era::Modern(Revision::V2026_07_28),
+        ] {
+            for id in [json!(7), json!("id \u{1} with a control character")] {
+                let response = || {
+                    let output = ToolOutput::ReadFile(ReadFileOutput {
+                        content: content.clone(),
+                        total_lines: 100,
+                        truncated: false,
+                        total_lines_exact: true,
+                    });
+                    RpcResponse::new(
+                        id.clone(),
+                        RpcBody::tool(CallToolResult::from_outcome(Ok(output), &tickets), era),
+                    )
+                };
+                let expected = serialize(&response());
+                assert_eq!(response().into_json(), expected);
+                let parsed: Value = serde_json::from_str(&expected).unwrap();
+                let text = parsed["result"]["content"][0]["text"].as_str().unwrap();
+                let tool: Value = serde_json::from_str(text).unwrap();
+                assert_eq!(tool["content"], content.as_str());
+                assert_eq!(parsed["result"]["structuredContent"], tool);
+            }
+        }
+    }
 
     const RW: TokenDigest = TokenDigest([1; 32]);
     const RO: TokenDigest = TokenDigest([2; 32]);

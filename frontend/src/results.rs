@@ -21,17 +21,57 @@ use mymcp_protocol::{
     JobOutputChunk, ReadFileOutput, ToolFailure, ToolOutput, TransferGrant, WriteFileOutput,
 };
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 /// The `result` of a `tools/call` response.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct CallToolResult {
     pub content: Vec<TextContent>,
-    #[serde(rename = "isError")]
     pub is_error: bool,
-    /// The tool JSON of a success, embedded as it is.
-    #[serde(rename = "structuredContent", skip_serializing_if = "Option::is_none")]
-    pub structured_content: Option<Box<RawValue>>,
+    /// A success: the text of the one content item is the tool JSON, and goes out a second
+    /// time, embedded as it is, as `structuredContent` (one string, written twice).
+    structured: bool,
+    /// The tool JSON was taken out by [`CallToolResult::take_tool_json`]: the result
+    /// serializes with [`TEXT_MARK`] and [`JSON_MARK`] where it goes.
+    taken: bool,
+}
+
+/// Stands for the text item's string literal in a result whose tool JSON was taken out. A
+/// control character cannot appear raw anywhere else in `serde_json`'s output.
+pub const TEXT_MARK: &str = "\u{1}text\u{1}";
+/// Stands for `structuredContent` in a result whose tool JSON was taken out.
+pub const JSON_MARK: &str = "\u{1}json\u{1}";
+
+impl Serialize for CallToolResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        #[derive(Serialize)]
+        struct Marked {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            text: json_string::Verbatim<'static>,
+        }
+        let structured = self.structured_content();
+        let mut s = serializer.serialize_struct(
+            "CallToolResult",
+            2 + usize::from(structured.is_some() || self.taken),
+        )?;
+        if self.taken {
+            let marked = [Marked {
+                kind: "text",
+                text: json_string::Verbatim(TEXT_MARK),
+            }];
+            s.serialize_field("content", &marked)?;
+        } else {
+            s.serialize_field("content", &self.content)?;
+        }
+        s.serialize_field("isError", &self.is_error)?;
+        if self.taken {
+            s.serialize_field("structuredContent", &json_string::Verbatim(JSON_MARK))?;
+        } else if let Some(json) = structured {
+            s.serialize_field("structuredContent", &json_string::Verbatim(json))?;
+        }
+        s.end()
+    }
 }
 
 /// An MCP text content item.
@@ -48,7 +88,27 @@ impl CallToolResult {
         CallToolResult {
             content: vec![TextContent { kind: "text", text }],
             is_error,
-            structured_content: None,
+            structured: false,
+            taken: false,
+        }
+    }
+
+    /// Takes out the tool JSON of a success, leaving marks in its place (see [`TEXT_MARK`]):
+    /// the caller writes it into the response itself, escaped once for the text item and
+    /// as it is for `structuredContent`, with no copy of its own.
+    pub fn take_tool_json(&mut self) -> Option<String> {
+        if !self.structured || self.taken || self.content.len() != 1 {
+            return None;
+        }
+        self.taken = true;
+        Some(std::mem::take(&mut self.content[0].text))
+    }
+
+    /// The tool JSON of a success, which is also its `structuredContent`.
+    pub fn structured_content(&self) -> Option<&str> {
+        match self.content.as_slice() {
+            [item] if self.structured => Some(&item.text),
+            _ => None,
         }
     }
 
@@ -63,9 +123,8 @@ impl CallToolResult {
 
     /// A success: the tool JSON as text and as structured content.
     fn success(json: String) -> Self {
-        let structured = RawValue::from_string(json.clone()).expect("tool JSON is valid JSON");
         CallToolResult {
-            structured_content: Some(structured),
+            structured: true,
             ..CallToolResult::text(json, false)
         }
     }
@@ -93,6 +152,7 @@ struct BashJson {
 
 #[derive(Serialize)]
 struct ReadFileJson<'a> {
+    #[serde(serialize_with = "json_string::serialize")]
     content: &'a str,
     total_lines: u64,
     truncated: bool,
@@ -875,7 +935,7 @@ mod tests {
             covered.insert(tool);
             let result = CallToolResult::from_outcome(Ok(output), &tickets());
             let structured: serde_json::Value =
-                serde_json::from_str(result.structured_content.as_ref().unwrap().get()).unwrap();
+                serde_json::from_str(result.structured_content().unwrap()).unwrap();
             let text: serde_json::Value = serde_json::from_str(&result.content[0].text).unwrap();
             assert_eq!(
                 structured, text,
