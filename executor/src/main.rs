@@ -112,6 +112,7 @@ fn load_env_file() -> Result<Secrets, String> {
 }
 
 fn main() {
+    mymcp_service::memory::tune_allocator();
     let secrets = match load_env_file() {
         Ok(s) => s,
         Err(e) => {
@@ -261,6 +262,9 @@ fn run(
     );
     let control = Arc::new(Control::new(executor.clone()));
 
+    if let Err(e) = mymcp_service::memory::start_trimmer(Duration::from_millis(500)) {
+        tracing::warn!(error = %e, "no heap-trim thread; memory after large answers is kept");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -583,6 +583,7 @@ async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
         got += n;
     }
     let len = frame::body_len(header, MAX_FRAME_LEN)?;
+    mymcp_service::memory::large_payload(len);
     let mut body = Vec::with_capacity(len.min(64 * 1024));
     r.take(len as u64).read_to_end(&mut body).await?;
     if body.len() != len {
@@ -619,6 +620,7 @@ async fn send<R: Serialize>(
 ) {
     match frame::encode(&msg) {
         Ok(buf) => {
+            mymcp_service::memory::large_payload(buf.len());
             let _ = tx.send(Outgoing::frame(buf, finishes)).await;
         }
         Err(e) => tracing::error!(error = %e, "response does not encode"),

@@ -681,6 +681,7 @@ impl FrameReader {
             .try_into()
             .expect("header length");
         let len = frame::body_len(header, MAX_FRAME_LEN)?;
+        mymcp_service::memory::large_payload(len);
         self.fill(HEADER_LEN + len).await?;
         let body = self.start + HEADER_LEN;
         let msg = frame::decode(&self.buf[body..body + len])?;
@@ -703,6 +704,7 @@ async fn read_frame<T: serde::de::DeserializeOwned>(
     let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header).await?;
     let len = frame::body_len(header, MAX_FRAME_LEN)?;
+    mymcp_service::memory::large_payload(len);
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).await?;
     Ok(frame::decode(&body)?)

@@ -603,6 +603,7 @@ async fn mcp_post(
             return detail(StatusCode::BAD_REQUEST, "Failed to read request body");
         }
     };
+    mymcp_service::memory::large_payload(bytes.len());
 
     // 6. MCP.
     let forwarded_for = headers

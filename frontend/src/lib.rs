@@ -70,4 +70,4 @@ pub mod tickets;
 pub mod tls;
 pub mod transfer;
 
-pub use sys::{effective_uid, tune_allocator};
+pub use sys::effective_uid;

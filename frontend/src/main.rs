@@ -133,7 +133,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    mymcp_frontend::tune_allocator();
+    mymcp_service::memory::tune_allocator();
+    if let Err(e) = mymcp_service::memory::start_trimmer(std::time::Duration::from_millis(500)) {
+        tracing::warn!(error = %e, "no heap-trim thread; memory after large answers is kept");
+    }
     let config = http_config(&cli)?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let tls = TlsFiles::from_settings(

@@ -15,22 +15,6 @@ pub fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// Keeps glibc from giving buffers of up to 4 MiB back to the kernel on every free.
-///
-/// A large tool result passes through several megabyte-sized buffers. By default glibc maps
-/// each one freshly and unmaps it when freed, so every call paid for page faults and for the
-/// kernel zeroing those pages: half the frontend's CPU time per megabyte. Served from the heap
-/// instead, they are reused; at most 8 MiB of free memory is kept per arena before it is
-/// returned. Call before any thread starts.
-pub fn tune_allocator() {
-    // SAFETY: mallopt only changes allocator parameters; it is called before the runtime starts
-    // any thread, and rejects values it does not accept (its return value only says so).
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
-    }
-}
-
 /// Fills `buf` with bytes from the kernel's CSPRNG (`getrandom(2)`, blocking until the pool is
 /// initialised, which on any booted system it already is).
 pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
