@@ -713,15 +713,17 @@ fn render_store(entries: &HashMap<TokenDigest, Entry>, retired: &[String]) -> Ve
 pub mod fuzzing {
     use super::*;
 
-    /// A store file's text parsed, as the tokens it lists (sorted by id) with the retired
+    /// A store file's text parsed, as the tokens it lists (sorted by digest: two tokens of a
+    /// hand-edited store may share an id, the digest's first 12 hex digits) with the retired
     /// digests, and rendered back as the executor would write it.
     pub type Parsed = (Vec<TokenInfo>, Vec<String>, Vec<u8>);
 
     /// Parses a store file as [`TokenStore::open`] does; on success also renders it.
     pub fn parse_and_render(bytes: &[u8]) -> Result<Parsed, String> {
         let (entries, retired) = parse_store(bytes)?;
-        let mut list: Vec<TokenInfo> = entries.iter().map(|(d, e)| info(d, e)).collect();
-        list.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut sorted: Vec<_> = entries.iter().collect();
+        sorted.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        let list: Vec<TokenInfo> = sorted.into_iter().map(|(d, e)| info(d, e)).collect();
         let rendered = render_store(&entries, &retired);
         Ok((list, retired, rendered))
     }
