@@ -722,7 +722,7 @@ pub mod fuzzing {
     pub fn parse_and_render(bytes: &[u8]) -> Result<Parsed, String> {
         let (entries, retired) = parse_store(bytes)?;
         let mut sorted: Vec<_> = entries.iter().collect();
-        sorted.sort_by(|a, b| a.0 .0.cmp(&b.0 .0));
+        sorted.sort_by_key(|a| a.0 .0);
         let list: Vec<TokenInfo> = sorted.into_iter().map(|(d, e)| info(d, e)).collect();
         let rendered = render_store(&entries, &retired);
         Ok((list, retired, rendered))
