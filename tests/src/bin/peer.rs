@@ -384,8 +384,9 @@ fn main() {
                 while answer(&mut s) {}
             }
         }
-        // N calls with random digests, pipelined on one connection ("N:MARKER"); prints how
-        // the answers were distributed.
+        // N calls with random digests, pipelined on one connection ("N:MARKER") with at most
+        // 512 in flight (the executor drops a connection with more than 1024); prints how the
+        // answers were distributed.
         "guess-digests" => {
             let (n, marker) = arg.split_once(':').expect("N:MARKER");
             let n: u64 = n.parse().expect("N");
@@ -393,8 +394,13 @@ fn main() {
                 let mut seed = Sha256::digest(format!("{:?}", std::time::SystemTime::now()));
                 let mut w = s.try_clone().unwrap();
                 let marker = marker.to_owned();
+                let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let seen = answered.clone();
                 let writer = std::thread::spawn(move || {
                     for id in 0..n {
+                        while id >= seen.load(std::sync::atomic::Ordering::Acquire) + 512 {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
                         seed = Sha256::digest(seed);
                         let body = bash(TokenDigest(seed.into()), &format!("touch {marker}"));
                         if frame::write_to(&mut w, &Req::Request { id, body }).is_err() {
@@ -410,8 +416,12 @@ fn main() {
                             ..
                         }) => unauthenticated += 1,
                         Ok(_) => other += 1,
-                        Err(_) => break,
+                        Err(_) => {
+                            answered.store(u64::MAX / 2, std::sync::atomic::Ordering::Release);
+                            break;
+                        }
                     }
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Release);
                 }
                 writer.join().unwrap();
                 println!("Unauthenticated={unauthenticated} other={other}");
