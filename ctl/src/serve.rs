@@ -41,22 +41,11 @@ pub struct ServeOptions {
 }
 
 /// The frontend's account: uid, gid, and a name for messages.
-#[derive(Debug, Clone)]
-struct FrontendAccount {
-    uid: u32,
-    gid: u32,
-    name: String,
-}
+type FrontendAccount = mymcp_executor::sys::Account;
 
 fn lookup(name: &str) -> anyhow::Result<Option<FrontendAccount>> {
     // In-process (NSS through libc), not by running getent: one process less at start-up.
-    Ok(sys::account(name)
-        .with_context(|| format!("looking up user {name:?}"))?
-        .map(|a| FrontendAccount {
-            uid: a.uid,
-            gid: a.gid,
-            name: a.name,
-        }))
+    mymcp_executor::sys::user_by_name(name).with_context(|| format!("looking up user {name:?}"))
 }
 
 fn frontend_account(requested: Option<&str>) -> anyhow::Result<FrontendAccount> {
@@ -171,6 +160,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             uid,
             gid: 0,
             name: format!("uid {uid}"),
+            home: String::new(),
         }
     };
 
