@@ -244,8 +244,15 @@ fn run(
         if let Err(e) = std::fs::write(&stored, format!("{key}\n")) {
             tracing::warn!(error = %e, path = %stored.display(), "could not store the audit install key");
         }
-        eprintln!("[mymcp] audit install key: {key}");
-        eprintln!("[mymcp] keep a copy off this host; check the log with: mymcpctl audit verify --key {key}");
+        // One write: the frontend shares this stderr under `mymcpctl serve`, and a line
+        // written in pieces (as eprintln! does) could be split by one of its log lines.
+        let notice = format!(
+            "[mymcp] audit install key: {key}\n[mymcp] keep a copy off this host; check the log with: mymcpctl audit verify --key {key}\n"
+        );
+        {
+            use std::io::Write as _;
+            let _ = std::io::stderr().lock().write_all(notice.as_bytes());
+        }
         tracing::warn!(key = %key, stored = %stored.display(), "new audit key chain; this install key is printed only now");
     }
 
