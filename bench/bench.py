@@ -965,6 +965,14 @@ def callgrind(a, work: Path):
         e, f = c.get("executor", 0) / n, c.get("frontend", 0) / n
         lines.append(f"| {label} | {e:,.0f} | {f:,.0f} | {e + f:,.0f} |")
     print("\n".join(lines))
+    if a.callgrind_out:
+        keep = Path(a.callgrind_out)
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in outdir.glob("*.*"):
+            if f.name.startswith(("executor.", "frontend.")):
+                shutil.copy2(f, keep / f.name)
+        log(f"callgrind dumps (one per workload and daemon, in the order above) kept in {keep}; "
+            "read them with callgrind_annotate")
 
 
 def control(command: str, pid: int, prefix: str, wake):
@@ -1045,6 +1053,8 @@ def main():
     ap.add_argument("--callgrind", action="store_true",
                     help="instead: instruction counts per call of executor and frontend under callgrind")
     ap.add_argument("--calls", type=int, default=1000, help="calls per workload for --callgrind (default 1000)")
+    ap.add_argument("--callgrind-out", default=None, metavar="DIR",
+                    help="with --callgrind: keep the dumps in DIR (for callgrind_annotate)")
     a = ap.parse_args()
     q = a.quick
     a.rounds = a.rounds or (1 if q else 3)
