@@ -399,7 +399,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::path::Path;
 
-    fn policy(entries: &[&Path]) -> Policy {
+    fn policy(entries: &[&Path]) -> std::sync::Arc<Policy> {
         ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf()))
             .policy(crate::paths::Access::Write)
     }

@@ -195,8 +195,22 @@ impl<'a> Numbered<'a> {
     }
 
     fn push_to(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let _ = write!(out, "{:>4}\t", self.lineno);
+        // `{:>4}\t` by hand: the formatter's padding path cost more than the rest of a short
+        // line.
+        let mut digits = [b' '; 21];
+        let mut at = digits.len() - 1;
+        digits[at] = b'\t';
+        let mut n = self.lineno;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let start = at.min(digits.len() - 5);
+        out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII"));
         out.push_str(&self.text);
         if self.cut {
             out.push_str(LINE_TRUNCATED);
@@ -356,7 +370,7 @@ mod tests {
         read_page(bytes, offset, limit, &ReadConfig::default()).unwrap()
     }
 
-    fn no_policy() -> Policy {
+    fn no_policy() -> std::sync::Arc<Policy> {
         crate::paths::ProtectedPaths::default().policy(crate::paths::Access::Read)
     }
 

@@ -29,9 +29,18 @@
 //! unprivileged owner could point anywhere), and never for an object that is itself a
 //! protected entry (by inode).
 //!
-//! The protected set is resolved anew at the start of every call ([`ProtectedPaths::policy`]):
-//! an entry that is replaced (the token store is rewritten by rename) is recognised by its
-//! current inode. The values that prove a check happened — [`CheckedFile`], [`CheckedDir`],
+//! The protected set is resolved at the start of every call ([`ProtectedPaths::policy`]): an
+//! entry that is replaced (the token store is rewritten by rename) is recognised by its current
+//! inode. Resolving means a `realpath` and a `stat` per entry, about 45 system calls for the
+//! default set, which was most of a small read's cost; so a resolved set is reused while a
+//! *stamp* of everything its resolution depends on is unchanged (see [`Stamps`]): each entry
+//! as configured (`stat`, through symlinks), and each entry's real path and all of its
+//! ancestors (`lstat`: device, inode, links, mode, change and modification times). Renaming,
+//! replacing or linking anything on those paths changes a stamp (a directory's times change
+//! when a name in it does), a mount over one changes its inode, so the next call resolves
+//! anew. Checking a stamp costs one `stat` per path, with no `readlink`s. A set with a missing
+//! entry, or whose stamps are too recent to tell a later change from the same tick, is never
+//! reused. The values that prove a check happened — [`CheckedFile`], [`CheckedDir`],
 //! [`CheckedTarget`] — can only be built here.
 
 use crate::sys::fs::{self as sysfs, Base, EntryStat, Resolve};
@@ -44,6 +53,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 /// How many symlinks a write may follow to reach the file it replaces.
 const MAX_WRITE_LINK_HOPS: usize = 8;
@@ -55,6 +66,115 @@ pub struct ProtectedPaths {
     entries: Vec<PathBuf>,
     /// Protected against writes only.
     write_only: Vec<PathBuf>,
+    /// The last resolved policy per access kind, shared by clones (same entries).
+    cache: Arc<PolicyCache>,
+}
+
+/// A stamp time this close to now could be followed by a change within the same clock tick
+/// that leaves it equal; such a resolution is not reused.
+const TOO_FRESH: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct PolicyCache {
+    read: Mutex<Option<Arc<Cached>>>,
+    write: Mutex<Option<Arc<Cached>>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    policy: Arc<Policy>,
+    stamps: Stamps,
+}
+
+/// What a resolved policy depends on: paths with what `stat` (`follow`) or `lstat` said
+/// (`None`: nothing there).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Stamps(Vec<(PathBuf, bool, Option<Stamp>)>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    nlink: u64,
+    mode: u32,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(path: &Path, follow: bool) -> Option<Stamp> {
+        let m = if follow {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        }
+        .ok()?;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+            mode: m.mode(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Whether a change made now could leave this stamp as it is.
+    fn too_fresh(&self, now: SystemTime) -> bool {
+        let newest = self.mtime.max(self.ctime);
+        let at = SystemTime::UNIX_EPOCH
+            + Duration::new(
+                newest.0.max(0) as u64,
+                newest.1.clamp(0, 999_999_999) as u32,
+            );
+        at + TOO_FRESH > now
+    }
+}
+
+impl Stamps {
+    /// Stamps the entries as configured, their real paths with every ancestor, and the
+    /// write-only entries' real paths with every ancestor, where a missing one is stamped as
+    /// missing (its creation changes its parent's times). `None` when a protected entry is
+    /// missing or a stamp too recent: such a resolution is not reused.
+    fn take(configured: &[&PathBuf], real: &[PathBuf], readable: &[PathBuf]) -> Option<Stamps> {
+        let mut wanted: Vec<(PathBuf, bool, bool)> = Vec::new();
+        // An entry configured by its real path (no symlink on the way) is stamped with its
+        // ancestors below; one reached through a symlink also as configured, so that a link
+        // pointed elsewhere is seen.
+        for (e, r) in configured.iter().zip(real) {
+            if e.as_path() != r.as_path() {
+                wanted.push(((*e).clone(), true, true));
+            }
+        }
+        for (paths, required) in [(real, true), (readable, false)] {
+            for r in paths {
+                for a in r.ancestors() {
+                    wanted.push((a.to_owned(), false, required));
+                }
+            }
+        }
+        // Required first, so a path both required and optional is required.
+        wanted.sort_by(|a, b| (&a.0, a.1, !a.2).cmp(&(&b.0, b.1, !b.2)));
+        wanted.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        let now = SystemTime::now();
+        let mut out = Vec::with_capacity(wanted.len());
+        for (path, follow, required) in wanted {
+            let stamp = Stamp::of(&path, follow);
+            match stamp {
+                None if required => return None,
+                Some(s) if s.too_fresh(now) => return None,
+                _ => out.push((path, follow, stamp)),
+            }
+        }
+        Some(Stamps(out))
+    }
+
+    /// Whether every path still stamps the same.
+    fn hold(&self) -> bool {
+        self.0
+            .iter()
+            .all(|(path, follow, stamp)| Stamp::of(path, *follow) == *stamp)
+    }
 }
 
 /// Where the executor keeps what must never be read or written through the file tools.
@@ -133,8 +253,62 @@ impl ProtectedPaths {
         &self.write_only
     }
 
-    /// Resolves every entry now (symlinks, current inode) for one call that reads or writes.
-    pub fn policy(&self, access: Access) -> Policy {
+    /// The protected set as it is now (symlinks resolved, current inodes) for one call that
+    /// reads or writes: the last resolution when its stamps still hold, else a new one.
+    pub fn policy(&self, access: Access) -> Arc<Policy> {
+        let slot = match access {
+            Access::Read => &self.cache.read,
+            Access::Write => &self.cache.write,
+        };
+        let last = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(c) = last {
+            if c.stamps.hold() {
+                return c.policy.clone();
+            }
+        }
+        // Stamped before resolving, and the resolution checked against what was stamped: a
+        // change in between leaves stamps that no longer hold, so it is seen next time.
+        let configured = self.protected_for(access);
+        let real: Vec<PathBuf> = configured.iter().map(|e| resolve_lenient(e)).collect();
+        let stamps = Stamps::take(&configured, &real, &self.readable_paths(access));
+        let policy = Arc::new(self.resolve(access));
+        if let Some(stamps) = stamps {
+            let same = policy.entries.iter().zip(&real).all(|(e, r)| e.path == *r);
+            if same {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Cached {
+                    policy: policy.clone(),
+                    stamps,
+                }));
+            }
+        }
+        policy
+    }
+
+    fn protected_for(&self, access: Access) -> Vec<&PathBuf> {
+        match access {
+            Access::Read => self.entries.iter().collect(),
+            Access::Write => self.entries.iter().chain(&self.write_only).collect(),
+        }
+    }
+
+    /// For reads: the write-only entries' real paths (a real parent and the entry's own
+    /// name, as [`real_dir`] resolves them), existing or not.
+    fn readable_paths(&self, access: Access) -> Vec<PathBuf> {
+        match access {
+            Access::Read => self
+                .write_only
+                .iter()
+                .map(|e| match (e.parent(), e.file_name()) {
+                    (Some(parent), Some(name)) => resolve_lenient(parent).join(name),
+                    _ => e.clone(),
+                })
+                .collect(),
+            Access::Write => Vec::new(),
+        }
+    }
+
+    /// Resolves every entry now (symlinks, current inode).
+    fn resolve(&self, access: Access) -> Policy {
         let protected: Vec<&PathBuf> = match access {
             Access::Read => self.entries.iter().collect(),
             Access::Write => self.entries.iter().chain(&self.write_only).collect(),
@@ -859,8 +1033,99 @@ pub fn is_hidden(name: &OsStr) -> bool {
 mod tests {
     use super::*;
 
-    fn policy_for(entries: &[&Path]) -> Policy {
+    fn policy_for(entries: &[&Path]) -> Arc<Policy> {
         ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy(Access::Read)
+    }
+
+    /// A directory whose ancestors no other test touches (a policy is reused only once its
+    /// stamps are older than [`TOO_FRESH`], and `/tmp` changes all the time under tests).
+    fn quiet_dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(".policy-cache-test-")
+            .tempdir_in(env!("CARGO_MANIFEST_DIR"))
+            .unwrap()
+    }
+
+    /// Waits until the policy is reused (its stamps have aged), at most 5 s.
+    fn settled(p: &ProtectedPaths, access: Access) -> Arc<Policy> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let a = p.policy(access);
+            if Arc::ptr_eq(&a, &p.policy(access)) {
+                return a;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the policy is never reused"
+            );
+            std::thread::sleep(TOO_FRESH / 2);
+        }
+    }
+
+    #[test]
+    fn a_resolved_set_is_reused_until_an_entry_is_replaced_moved_or_linked() {
+        let dir = quiet_dir();
+        let conf = dir.path().join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        let store = conf.join("tokens.json");
+        std::fs::write(&store, "v1").unwrap();
+        let secret = dir.path().join("app/secret");
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        std::fs::write(&secret, "s").unwrap();
+        let p = ProtectedPaths::new([conf.clone(), store.clone(), secret.clone()]);
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+
+        // Replaced by rename, as the token store is: the new inode is protected at once.
+        let before = settled(&p, Access::Read);
+        let tmp = dir.path().join("new.json");
+        std::fs::write(&tmp, "v2").unwrap();
+        std::fs::rename(&tmp, &store).unwrap();
+        let ino = std::fs::metadata(&store).unwrap().ino();
+        let now = p.policy(Access::Read);
+        assert!(!Arc::ptr_eq(&before, &now), "resolved anew");
+        let dev = std::fs::metadata(&store).unwrap().dev();
+        assert!(now.is_protected_id(dev, ino));
+
+        // A hard link made later: walks must check files by inode from now on.
+        let before = settled(&p, Access::Read);
+        assert!(!before.has_linked_files());
+        std::fs::hard_link(&secret, dir.path().join("alias")).unwrap();
+        assert!(p.policy(Access::Read).has_linked_files());
+        std::fs::remove_file(dir.path().join("alias")).unwrap();
+
+        // The directory of a protected file moved and a symlink left in its place: the file
+        // is known by its new real path (a walk of the new place would otherwise read it).
+        let before = settled(&p, Access::Read);
+        assert!(before.is_entry_path(&real.join("app/secret")));
+        std::fs::rename(dir.path().join("app"), dir.path().join("app2")).unwrap();
+        std::os::unix::fs::symlink("app2", dir.path().join("app")).unwrap();
+        let now = p.policy(Access::Read);
+        assert!(now.is_entry_path(&real.join("app2/secret")));
+        assert!(!now.is_entry_path(&real.join("app/secret")));
+
+        // The same for writes, which have a cache of their own.
+        let before = settled(&p, Access::Write);
+        std::fs::rename(dir.path().join("app2"), dir.path().join("app3")).unwrap();
+        std::fs::remove_file(dir.path().join("app")).unwrap();
+        std::os::unix::fs::symlink("app3", dir.path().join("app")).unwrap();
+        let now = p.policy(Access::Write);
+        assert!(!Arc::ptr_eq(&before, &now));
+        assert!(now.is_entry_path(&real.join("app3/secret")));
+    }
+
+    #[test]
+    fn a_set_with_a_missing_entry_is_resolved_for_every_call() {
+        let dir = quiet_dir();
+        let p = ProtectedPaths::new([dir.path().join("not-yet")]);
+        let first = p.policy(Access::Read);
+        std::thread::sleep(TOO_FRESH * 2);
+        let again = p.policy(Access::Read);
+        assert!(!Arc::ptr_eq(&first, &again));
+        assert!(!Arc::ptr_eq(&again, &p.policy(Access::Read)));
+        std::fs::write(dir.path().join("not-yet"), "x").unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap().join("not-yet");
+        let m = std::fs::metadata(&real).unwrap();
+        assert!(p.policy(Access::Read).is_protected_id(m.dev(), m.ino()));
     }
 
     #[test]

@@ -1149,7 +1149,7 @@ mod tests {
     use crate::paths::ProtectedPaths;
     use std::fs;
 
-    fn policy(entries: &[&Path]) -> Policy {
+    fn policy(entries: &[&Path]) -> std::sync::Arc<Policy> {
         ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf()))
             .policy(crate::paths::Access::Read)
     }

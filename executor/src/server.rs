@@ -182,7 +182,7 @@ impl CancelSignal {
 #[derive(Clone, Debug)]
 pub struct Events {
     id: RequestId,
-    tx: Option<mpsc::Sender<Outgoing>>,
+    out: Option<Arc<Outbox>>,
     encode: fn(RequestId, Progress) -> Result<Vec<u8>, FrameError>,
     encode_pipe: fn(RequestId, TransferStart) -> Result<Vec<u8>, FrameError>,
 }
@@ -192,16 +192,16 @@ impl Events {
     pub fn none() -> Events {
         Events {
             id: 0,
-            tx: None,
+            out: None,
             encode: encode_progress::<()>,
             encode_pipe: encode_pipe::<()>,
         }
     }
 
-    fn new<R: Serialize>(id: RequestId, tx: mpsc::Sender<Outgoing>) -> Events {
+    fn new<R: Serialize>(id: RequestId, out: Arc<Outbox>) -> Events {
         Events {
             id,
-            tx: Some(tx),
+            out: Some(out),
             encode: encode_progress::<R>,
             encode_pipe: encode_pipe::<R>,
         }
@@ -210,11 +210,9 @@ impl Events {
     /// Queues a progress frame, or drops it when the connection's queue is full: progress is
     /// a courtesy and must never hold up an answer.
     pub fn progress(&self, progress: Progress) {
-        let Some(tx) = &self.tx else { return };
+        let Some(out) = &self.out else { return };
         match (self.encode)(self.id, progress) {
-            Ok(buf) => {
-                let _ = tx.try_send(Outgoing::frame(buf, None));
-            }
+            Ok(buf) => out.try_queue(Outgoing::frame(buf, None)),
             Err(e) => tracing::error!(error = %e, "progress frame does not encode"),
         }
     }
@@ -223,16 +221,16 @@ impl Events {
     /// descriptor is closed once it has been sent. Waits for room in the connection's queue;
     /// returns whether the frame was queued (false when the connection is gone).
     pub async fn pipe(&self, start: TransferStart, pipe: OwnedFd) -> bool {
-        let Some(tx) = &self.tx else { return false };
+        let Some(out) = &self.out else { return false };
         match (self.encode_pipe)(self.id, start) {
-            Ok(buf) => tx
-                .send(Outgoing {
+            Ok(buf) => {
+                out.queue(Outgoing {
                     buf,
                     _finishes: None,
                     fd: Some(pipe),
                 })
                 .await
-                .is_ok(),
+            }
             Err(e) => {
                 tracing::error!(error = %e, "pipe frame does not encode");
                 false
@@ -613,17 +611,65 @@ impl Outgoing {
     }
 }
 
-async fn send<R: Serialize>(
-    tx: &mpsc::Sender<Outgoing>,
-    msg: ServerFrame<R>,
-    finishes: Option<Running>,
-) {
-    match frame::encode(&msg) {
-        Ok(buf) => {
-            mymcp_service::memory::large_payload(buf.len());
-            let _ = tx.send(Outgoing::frame(buf, finishes)).await;
+/// The way out of one connection: the writer task's queue, and the write half itself for a
+/// frame that may overtake the queue.
+///
+/// Frames of one request must leave in the order they were made (progress and pipe frames
+/// before the answer); frames of different requests need no order. So an answer is written
+/// by the task that made it — no queue, no wake-up of the writer task — when the write half
+/// is free and no queued frame is waiting or being written, since such a frame could be an
+/// earlier one of the same request. Else it queues like any other frame.
+#[derive(Debug)]
+struct Outbox {
+    tx: mpsc::Sender<Outgoing>,
+    wr: Arc<tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>>,
+    /// Frames queued and not yet written whole: raised before a frame is queued, lowered by
+    /// the writer task once it is written (or when queueing fails).
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// Queues a frame for the writer task; waits for room. False: the connection is gone.
+    async fn queue(&self, out: Outgoing) -> bool {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let sent = self.tx.send(out).await.is_ok();
+        if !sent {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
         }
-        Err(e) => tracing::error!(error = %e, "response does not encode"),
+        sent
+    }
+
+    /// Queues a frame if there is room, else drops it.
+    fn try_queue(&self, out: Outgoing) {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.tx.try_send(out).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Sends a request's last frame: written at once when nothing is queued before it (see
+    /// above), else queued. False: the connection is gone.
+    async fn finish(&self, out: Outgoing) -> bool {
+        debug_assert!(out.fd.is_none());
+        if let Ok(mut wr) = self.wr.try_lock() {
+            // Checked while holding the write half: the writer task lowers the count only
+            // after writing, which it does holding the write half.
+            if self.queued.load(Ordering::Acquire) == 0 {
+                return wr.write_all(&out.buf).await.is_ok();
+            }
+        }
+        self.queue(out).await
+    }
+
+    /// Encodes and sends a request's last frame (see [`Outbox::finish`]).
+    async fn answer<R: Serialize>(&self, msg: ServerFrame<R>, finishes: Option<Running>) {
+        match frame::encode(&msg) {
+            Ok(buf) => {
+                mymcp_service::memory::large_payload(buf.len());
+                self.finish(Outgoing::frame(buf, finishes)).await;
+            }
+            Err(e) => tracing::error!(error = %e, "response does not encode"),
+        }
     }
 }
 
@@ -658,13 +704,22 @@ async fn connection<S: Service>(
     // frames, or the reader for an answer it gave at once (see [`Service::answer_now`]).
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
     let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
-    let writer = tokio::spawn({
-        let wr = wr.clone();
-        async move {
-            while let Some(out) = rx.recv().await {
-                if write_frame(&mut *wr.lock().await, out).await.is_err() {
-                    break;
-                }
+    let queued = Arc::new(AtomicUsize::new(0));
+    let outbox = Arc::new(Outbox {
+        tx,
+        wr: wr.clone(),
+        queued: queued.clone(),
+    });
+    // The writer task holds no sender: the queue closes once every `Outbox` is gone.
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let mut w = wr.lock().await;
+            let written = write_frame(&mut w, out).await;
+            // Lowered while the write half is held (see `Outbox::finish`).
+            queued.fetch_sub(1, Ordering::AcqRel);
+            drop(w);
+            if written.is_err() {
+                break;
             }
         }
     });
@@ -679,7 +734,9 @@ async fn connection<S: Service>(
     match first {
         Read::Eof => return Ok(()),
         Read::Frame(ClientFrame::Hello(h)) if h.is_compatible() => {
-            send::<S::Response>(&tx, ServerFrame::Welcome(Hello::current()), None).await;
+            outbox
+                .answer::<S::Response>(ServerFrame::Welcome(Hello::current()), None)
+                .await;
         }
         Read::Frame(ClientFrame::Hello(h)) => {
             tracing::error!(peer_uid = peer.uid, peer_pid = ?peer.pid, theirs = ?h, ours = ?Hello::current(), "peer runs a different build; refusing");
@@ -690,8 +747,10 @@ async fn connection<S: Service>(
                 mymcp_protocol::WIRE_VERSION,
                 mymcp_protocol::BUILD_ID
             );
-            send::<S::Response>(&tx, ServerFrame::Refused { reason }, None).await;
-            drop(tx);
+            outbox
+                .answer::<S::Response>(ServerFrame::Refused { reason }, None)
+                .await;
+            drop(outbox);
             let _ = writer.await;
             return Ok(());
         }
@@ -740,14 +799,14 @@ async fn connection<S: Service>(
                             // The frame is whole before anyone else may write: the lock is
                             // held until it is. Queued frames wait meanwhile; an answer given
                             // at once has no progress or pipe frames to keep in order with.
-                            Ok(buf) => match wr.try_lock() {
+                            Ok(buf) => match outbox.wr.try_lock() {
                                 Ok(mut w) => {
                                     if w.write_all(&buf).await.is_err() {
                                         break Ok(());
                                     }
                                 }
                                 Err(_) => {
-                                    let _ = tx.send(Outgoing::frame(buf, None)).await;
+                                    outbox.queue(Outgoing::frame(buf, None)).await;
                                 }
                             },
                             Err(e) => tracing::error!(error = %e, "response does not encode"),
@@ -756,13 +815,16 @@ async fn connection<S: Service>(
                     }
                 };
                 let cancel = shutdown.signal(crx);
-                let events = Events::new::<S::Response>(id, tx.clone());
+                let events = Events::new::<S::Response>(id, outbox.clone());
                 let running = shutdown.running();
-                let (service, tx, in_flight) = (service.clone(), tx.clone(), in_flight.clone());
+                let (service, outbox, in_flight) =
+                    (service.clone(), outbox.clone(), in_flight.clone());
                 tokio::spawn(async move {
                     let body = service.handle(body, peer, cancel, events).await;
                     in_flight.lock().expect("in-flight lock").remove(&id);
-                    send(&tx, ServerFrame::Response { id, body }, Some(running)).await;
+                    outbox
+                        .answer(ServerFrame::Response { id, body }, Some(running))
+                        .await;
                 });
             }
         }
@@ -771,7 +833,7 @@ async fn connection<S: Service>(
     for (_, c) in in_flight.lock().expect("in-flight lock").drain() {
         let _ = c.send(());
     }
-    drop(tx);
+    drop(outbox);
     if result.is_err() {
         writer.abort();
     } else {
