@@ -626,6 +626,8 @@ struct Outbox {
     /// Frames queued and not yet written whole: raised before a frame is queued, lowered by
     /// the writer task once it is written (or when queueing fails).
     queued: Arc<AtomicUsize>,
+    /// Set when the connection broke the protocol: nothing more is written to it.
+    dropped: std::sync::atomic::AtomicBool,
 }
 
 impl Outbox {
@@ -651,6 +653,9 @@ impl Outbox {
     /// above), else queued. False: the connection is gone.
     async fn finish(&self, out: Outgoing) -> bool {
         debug_assert!(out.fd.is_none());
+        if self.dropped.load(Ordering::Acquire) {
+            return false;
+        }
         if let Ok(mut wr) = self.wr.try_lock() {
             // Checked while holding the write half: the writer task lowers the count only
             // after writing, which it does holding the write half.
@@ -709,6 +714,7 @@ async fn connection<S: Service>(
         tx,
         wr: wr.clone(),
         queued: queued.clone(),
+        dropped: Default::default(),
     });
     // The writer task holds no sender: the queue closes once every `Outbox` is gone.
     let writer = tokio::spawn(async move {
@@ -829,7 +835,11 @@ async fn connection<S: Service>(
             }
         }
     };
-    // The connection is gone or broken: nobody is left to receive answers, so stop the work.
+    // The connection is gone or broken: nobody is left to receive answers, so stop the work;
+    // a connection that broke the protocol gets nothing more, not even their answers.
+    if result.is_err() {
+        outbox.dropped.store(true, Ordering::Release);
+    }
     for (_, c) in in_flight.lock().expect("in-flight lock").drain() {
         let _ = c.send(());
     }
