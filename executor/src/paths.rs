@@ -309,10 +309,7 @@ impl ProtectedPaths {
 
     /// Resolves every entry now (symlinks, current inode).
     fn resolve(&self, access: Access) -> Policy {
-        let protected: Vec<&PathBuf> = match access {
-            Access::Read => self.entries.iter().collect(),
-            Access::Write => self.entries.iter().chain(&self.write_only).collect(),
-        };
+        let protected = self.protected_for(access);
         let readable = match access {
             Access::Read => self.write_only.iter().filter_map(|e| real_dir(e)).collect(),
             Access::Write => Vec::new(),

@@ -666,14 +666,18 @@ impl Outbox {
         self.queue(out).await
     }
 
-    /// Encodes and sends a request's last frame (see [`Outbox::finish`]).
-    async fn answer<R: Serialize>(&self, msg: ServerFrame<R>, finishes: Option<Running>) {
+    /// Encodes and sends a request's last frame (see [`Outbox::finish`]). False: the
+    /// connection is gone (a frame that does not encode is logged and skipped).
+    async fn answer<R: Serialize>(&self, msg: ServerFrame<R>, finishes: Option<Running>) -> bool {
         match frame::encode(&msg) {
             Ok(buf) => {
                 mymcp_service::memory::large_payload(buf.len());
-                self.finish(Outgoing::frame(buf, finishes)).await;
+                self.finish(Outgoing::frame(buf, finishes)).await
             }
-            Err(e) => tracing::error!(error = %e, "response does not encode"),
+            Err(e) => {
+                tracing::error!(error = %e, "response does not encode");
+                true
+            }
         }
     }
 }
@@ -801,21 +805,8 @@ async fn connection<S: Service>(
                     Ok(body) => body,
                     Err(answer) => {
                         let frame = ServerFrame::Response { id, body: answer };
-                        match frame::encode(&frame) {
-                            // The frame is whole before anyone else may write: the lock is
-                            // held until it is. Queued frames wait meanwhile; an answer given
-                            // at once has no progress or pipe frames to keep in order with.
-                            Ok(buf) => match outbox.wr.try_lock() {
-                                Ok(mut w) => {
-                                    if w.write_all(&buf).await.is_err() {
-                                        break Ok(());
-                                    }
-                                }
-                                Err(_) => {
-                                    outbox.queue(Outgoing::frame(buf, None)).await;
-                                }
-                            },
-                            Err(e) => tracing::error!(error = %e, "response does not encode"),
+                        if !outbox.answer(frame, None).await {
+                            break Ok(());
                         }
                         continue;
                     }
