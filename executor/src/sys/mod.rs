@@ -4,6 +4,7 @@
 pub mod fs;
 pub mod pipe;
 pub mod process;
+pub mod watch;
 
 use std::ffi::CString;
 use std::io;
