@@ -505,6 +505,17 @@ def measure_limits(b: Bench, ng_port: int, src: Path, files: Path):
     if b.on("glob"):
         b.add("glob", "limit", timed(a.search_runs, lambda: run_quiet(["rg", "--files", "-g", "*.c", str(TREE)])))
         b.add("glob_find", "limit", timed(a.search_runs, lambda: run_quiet(["find", str(TREE), "-name", "*.c", "-type", "f"])))
+    if b.on("boundary"):
+        # One small message to another process over a Unix socket and one back: what crossing
+        # the privilege boundary cannot cost less than. As the kernel places the two (the
+        # limit), and pinned to one CPU and to two (where a wake-up crosses CPUs).
+        for row, placement in [("boundary", []), ("pingpong_same", ["same-cpu"]), ("pingpong_other", ["other-cpu"])]:
+            out = subprocess.run([str(BIN / "mymcp-loadgen"), "pingpong", str(a.secs), *placement],
+                                 capture_output=True, text=True, check=True, timeout=120).stdout
+            us = float(re.search(r"p50_ms=([\d.]+)", out)[1]) * 1000
+            b.add(row, "limit", us)
+            if row == "boundary":
+                b.add("peer_rt", "limit", us)
     mb = a.transfer_bytes / 1e6
     if b.on("upload"):
         dest = b.work / "in" / "nginx.bin"
@@ -723,8 +734,10 @@ ROWS = [
     ("startup", "start-up, exec to first /health, ms", False, None),
     ("health_p50", "GET /health (frontend only), p50 µs", False, None),
     ("ping_p50", "MCP ping (through the executor), p50 µs", False, None),
-    ("boundary", "boundary cost per call (ping − /health), µs", False, None),
-    ("peer_rt", "executor round trip, no HTTP (test peer), p50 µs", False, None),
+    ("boundary", "boundary cost per call (ping − /health), µs", False, "socket round trip"),
+    ("peer_rt", "executor round trip, no HTTP (test peer), p50 µs", False, "socket round trip"),
+    ("pingpong_same", "socket round trip, both processes on one CPU, p50 µs", False, None),
+    ("pingpong_other", "socket round trip, processes on two CPUs, p50 µs", False, None),
 ]
 
 
@@ -793,8 +806,11 @@ def targets(b: Bench, go: str, size: str) -> list:
     r = ratio(m("startup"), m("startup", go))
     add("start-up to first /health ≤ Go", r, f"{r:.2f}× ({m('startup'):.1f} ms vs {m('startup', go):.1f} ms)" if r else "",
         r is not None and r <= 1.0)
-    v = m("boundary")
-    add("privilege-boundary cost per call ≤ 20 µs", v, f"{v:.1f} µs" if v is not None else "", v is not None and v <= 20)
+    v, floor = m("boundary"), m("boundary", "limit")
+    shown = f"{v:.1f} µs" if v is not None else ""
+    if v is not None and floor is not None:
+        shown += f" (one socket round trip between two processes here: {floor:.1f} µs)"
+    add("privilege-boundary cost per call ≤ 20 µs", v, shown, v is not None and v <= 20)
     return out
 
 
@@ -848,7 +864,10 @@ def render(b: Bench, names: list, load0: str, load1: str, elapsed: float) -> str
            "`mymcp tls` is the same with `--tls`. Higher is better for req/s, calls/s and MB/s, lower "
            "for the rest; ratios are ours divided by the other (value over value). Limits: nginx "
            "(sendfile GET of the same file, WebDAV PUT), a posix_spawn loop of the same shell "
-           f"({SHELL} -c, `mymcp-loadgen spawn`), rg, rg --files, find. RSS sums the frontend and the "
+           f"({SHELL} -c, `mymcp-loadgen spawn`), rg, rg --files, find, and for the boundary a "
+           "round trip of 32 bytes out and 16 back between two processes over a Unix socket "
+           "(`mymcp-loadgen pingpong`, placed by the kernel; pinned to one CPU and to two in the "
+           "last rows). RSS sums the frontend and the "
            "executor (mymcpctl, the launcher, left out); for the references, their process tree. "
            "Load generator: wrk (keep-alive, c connections); searches and transfers: one client "
            "(HTTP keep-alive, curl), warm cache.", ""]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: mymcp-loadgen http ADDR TOKEN CONCURRENCY SECONDS JSON_BODY | spawn SHELL COMMAND CONCURRENCY SECONDS";
+    let usage = "usage: mymcp-loadgen http ADDR TOKEN CONCURRENCY SECONDS JSON_BODY | spawn SHELL COMMAND CONCURRENCY SECONDS | pingpong SECONDS [same-cpu|other-cpu]";
     let result = match args.get(1).map(String::as_str) {
         Some("http") if args.len() == 7 => {
             let (addr, token, body) = (args[2].clone(), args[3].clone(), args[6].clone());
@@ -44,6 +44,65 @@ fn main() {
                 }
             })
         }
+        // The floor of the privilege boundary: one small message to another process over a
+        // Unix socket and one back, with the kernel placing both (or pinned to one CPU, or to
+        // two).
+        Some("pingpong") if (3..=4).contains(&args.len()) => {
+            let pin = args.get(3).map(String::as_str);
+            let (mine, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+            let mut echo = Command::new(std::env::current_exe().expect("own path"));
+            echo.arg("echo")
+                .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+            match pin {
+                None => {}
+                Some("same-cpu") => {
+                    pin_to(0);
+                    echo.env("MYMCP_LOADGEN_CPU", "0");
+                }
+                Some("other-cpu") => {
+                    pin_to(0);
+                    echo.env("MYMCP_LOADGEN_CPU", "1");
+                }
+                Some(other) => {
+                    eprintln!("unknown placement {other:?}\n{usage}");
+                    std::process::exit(2);
+                }
+            }
+            let mut child = echo.spawn().expect("spawn the echo process");
+            let mine = std::sync::Arc::new(std::sync::Mutex::new(Some(mine)));
+            let result = run("1", &args[2], move || {
+                let mut s = mine.lock().unwrap().take().expect("one worker");
+                move || {
+                    let mut buf = [0u8; 64];
+                    s.write_all(&buf[..32]).expect("ping");
+                    s.read_exact(&mut buf[..16]).expect("pong");
+                    16
+                }
+            });
+            let _ = child.wait();
+            result
+        }
+        Some("echo") => {
+            if let Some(cpu) = std::env::var("MYMCP_LOADGEN_CPU")
+                .ok()
+                .and_then(|c| c.parse().ok())
+            {
+                pin_to(cpu);
+            }
+            let mut stdin = std::io::stdin().lock();
+            let mut stdout = std::os::unix::net::UnixStream::from(
+                std::os::fd::AsFd::as_fd(&std::io::stdin())
+                    .try_clone_to_owned()
+                    .expect("stdin is the socket"),
+            );
+            let mut buf = [0u8; 32];
+            while stdin.read_exact(&mut buf).is_ok() {
+                if stdout.write_all(&buf[..16]).is_err() {
+                    break;
+                }
+            }
+            return;
+        }
         _ => {
             eprintln!("{usage}");
             std::process::exit(2);
@@ -54,6 +113,24 @@ fn main() {
 
 /// Runs `make()`'s operation in a loop on `concurrency` threads for `seconds` (after a short
 /// warm-up) and summarizes.
+/// Pins this process to one CPU (wrapping around on machines with fewer).
+fn pin_to(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+    // SAFETY: the index is below the number of CPUs online, within the set's capacity.
+    unsafe { libc::CPU_SET(cpu % cpus, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size given, living through the call.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 fn run<F, Op>(concurrency: &str, seconds: &str, make: F) -> String
 where
     F: Fn() -> Op + Send + Sync + Clone + 'static,
