@@ -188,13 +188,13 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     // The two temporary tokens go into the store before the executor starts (one write),
     // rather than through the control socket after it has.
     let (admin, rw) = {
-        let store = mymcp_executor::tokens::TokenStore::open(&token_file)
-            .with_context(|| format!("creating {}", token_file.display()))?;
-        let mut added = store
-            .add_several(&[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)])
-            .context("creating the temporary tokens")?
-            .into_iter()
-            .map(|(token, _)| token);
+        // Not synced to disk: the tokens end with this process and the directory with them.
+        let (_store, added) = mymcp_executor::tokens::TokenStore::create_temporary(
+            &token_file,
+            &[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)],
+        )
+        .with_context(|| format!("creating the temporary tokens in {}", token_file.display()))?;
+        let mut added = added.into_iter().map(|(token, _)| token);
         (
             added.next().expect("two tokens"),
             added.next().expect("two tokens"),

@@ -204,17 +204,32 @@ struct Inner {
 pub struct TokenStore {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// Writes are synced to disk (always, except for [`TokenStore::create_temporary`]).
+    durable: bool,
 }
 
 impl TokenStore {
-    /// Opens the store at `path`, creating an empty one (mode 0600) if the file is missing.
-    /// A file that exists but does not parse is an error: the executor must not start on it.
-    pub fn open(path: &Path) -> Result<TokenStore, TokenError> {
-        let io_err = |source| TokenError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let store = TokenStore {
+    /// A new store at `path` holding only `tokens`, written once and never synced to disk:
+    /// for tokens that live as long as their process (`mymcpctl serve`'s, in a private
+    /// directory removed on exit), where nothing has to survive a crash. Fails if anything
+    /// is at `path` already.
+    pub fn create_temporary(
+        path: &Path,
+        tokens: &[(&str, Role)],
+    ) -> Result<(TokenStore, Vec<(String, TokenInfo)>), TokenError> {
+        if fs::symlink_metadata(path).is_ok() {
+            return Err(TokenError::Io {
+                path: path.to_owned(),
+                source: io::Error::from(io::ErrorKind::AlreadyExists),
+            });
+        }
+        let store = TokenStore::empty(path, false);
+        let added = store.add_several(tokens)?;
+        Ok((store, added))
+    }
+
+    fn empty(path: &Path, durable: bool) -> TokenStore {
+        TokenStore {
             path: path.to_owned(),
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
@@ -223,7 +238,18 @@ impl TokenStore {
                 corrupt: None,
                 last_used_dirty: false,
             }),
+            durable,
+        }
+    }
+
+    /// Opens the store at `path`, creating an empty one (mode 0600) if the file is missing.
+    /// A file that exists but does not parse is an error: the executor must not start on it.
+    pub fn open(path: &Path) -> Result<TokenStore, TokenError> {
+        let io_err = |source| TokenError::Io {
+            path: path.to_owned(),
+            source,
         };
+        let store = TokenStore::empty(path, true);
         match fs::metadata(path) {
             Ok(meta) => {
                 let bytes = fs::read(path).map_err(io_err)?;
@@ -285,6 +311,8 @@ impl TokenStore {
     fn refresh(&self, inner: &mut Inner) {
         let meta = match fs::metadata(&self.path) {
             Ok(m) => m,
+            // A temporary store before its first write: there is nothing to read yet.
+            Err(e) if inner.stamp.is_none() && e.kind() == io::ErrorKind::NotFound => return,
             Err(e) => {
                 // Deleted or unreadable: keep the last good set, and say so once.
                 if inner.corrupt.is_none() {
@@ -637,9 +665,14 @@ impl TokenStore {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&tmp)?;
             f.write_all(&body)?;
-            f.sync_all()?;
+            if self.durable {
+                f.sync_all()?;
+            }
             fs::rename(&tmp, &self.path)?;
-            fs::File::open(dir)?.sync_all()
+            if self.durable {
+                fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
         };
         if let Err(e) = write() {
             let _ = fs::remove_file(&tmp);
@@ -836,6 +869,32 @@ mod tests {
             Err(TokenError::InvalidName(_))
         ));
         assert_eq!(other.count(), 2);
+    }
+
+    #[test]
+    fn a_temporary_store_is_written_once_and_never_over_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let (_s, added) = TokenStore::create_temporary(
+            &path,
+            &[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)],
+        )
+        .unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // The executor opens it as any store and finds both tokens; no value is on disk.
+        let other = TokenStore::open(&path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        for ((token, _), role) in added.iter().zip([Role::Admin, Role::Rw]) {
+            assert_eq!(other.lookup(&digest(token)).unwrap().role, role);
+            assert!(!text.contains(&token[4..]));
+        }
+        let before = fs::read(&path).unwrap();
+        let again = TokenStore::create_temporary(&path, &[("x", Role::Rw)]);
+        assert!(matches!(again, Err(TokenError::Io { .. })));
+        assert_eq!(fs::read(&path).unwrap(), before, "left as it was");
+        let leftovers = fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "no temporary file left beside it");
     }
 
     #[test]

@@ -46,8 +46,9 @@ use tokio::task::JoinHandle;
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// How long after start a missing executor is taken for one still starting.
 const START_GRACE: Duration = Duration::from_secs(1);
-/// Delay between connection attempts during [`START_GRACE`].
-const START_RETRY: Duration = Duration::from_millis(2);
+/// Delay between connection attempts during [`START_GRACE`]: finer than the runtime's timer
+/// (1 ms ticks), so it is slept on the blocking pool.
+const START_RETRY: Duration = Duration::from_micros(250);
 /// Longest delay between reconnection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long the executor may take to answer our `Hello`.
@@ -468,7 +469,10 @@ async fn maintain(shared: Arc<Shared>) {
                         tracing::debug!(%socket, "cannot connect to the executor yet: {e}");
                         // Not a streak yet (the first failure after the grace is logged), and
                         // no backoff: the executor is normally up within milliseconds.
-                        tokio::time::sleep(START_RETRY).await;
+                        let slept = tokio::task::spawn_blocking(|| std::thread::sleep(START_RETRY));
+                        if slept.await.is_err() {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
                         continue;
                     }
                     (_, false) => tracing::warn!(%socket, "cannot connect to the executor: {e}"),
