@@ -356,11 +356,15 @@ impl Executor {
 }
 
 /// Runs blocking file work on tokio's blocking pool, so it never stalls the runtime that
-/// serves other requests.
+/// serves other requests: where it is, when the whole request already runs there
+/// ([`Service::runs_blocking`]).
 async fn blocking<T: Send + 'static>(
     tool: &str,
     f: impl FnOnce() -> Result<T, ToolFailure> + Send + 'static,
 ) -> Result<T, ToolFailure> {
+    if crate::server::on_blocking_pool() {
+        return f();
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ToolFailure::new(ErrorCode::InternalError, format!("{tool} failed: {e}")))?
@@ -431,6 +435,21 @@ impl Executor {
 impl Service for Executor {
     type Request = FrontendRequest;
     type Response = FrontendResponse;
+
+    /// The file tools are file system calls from start to end.
+    fn runs_blocking(&self, request: &FrontendRequest) -> bool {
+        matches!(
+            request,
+            FrontendRequest::Call {
+                call: ToolCall::ReadFile(_)
+                    | ToolCall::WriteFile(_)
+                    | ToolCall::EditFile(_)
+                    | ToolCall::Glob(_)
+                    | ToolCall::Grep(_),
+                ..
+            }
+        )
+    }
 
     /// `Identify` is a token lookup: answered by the connection's reader, without a task.
     fn answer_now(

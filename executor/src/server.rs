@@ -281,6 +281,30 @@ pub trait Service: Send + Sync + 'static {
         let _ = peer;
         Err(request)
     }
+
+    /// Whether `request` is blocking work from start to end (file system calls, say): it then
+    /// runs whole on the blocking pool, its answer written from there, instead of in a task
+    /// that hands the blocking part to the pool and must be woken again for the result — one
+    /// thread hand-off per request instead of two. [`on_blocking_pool`] tells such work that
+    /// it may block where it is.
+    fn runs_blocking(&self, request: &Self::Request) -> bool {
+        let _ = request;
+        false
+    }
+}
+
+/// Requests running whole on the blocking pool now, and how many may.
+static WHOLE_ON_POOL: AtomicUsize = AtomicUsize::new(0);
+const WHOLE_ON_POOL_MAX: usize = 2;
+
+thread_local! {
+    static ON_BLOCKING_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is running a request that [`Service::runs_blocking`] sent to the
+/// blocking pool (so blocking calls need no hand-off of their own).
+pub fn on_blocking_pool() -> bool {
+    ON_BLOCKING_POOL.with(|f| f.get())
 }
 
 /// Shared shutdown state: stop taking work, SIGTERM to running commands, then (after the
@@ -814,15 +838,32 @@ async fn connection<S: Service>(
                 let cancel = shutdown.signal(crx);
                 let events = Events::new::<S::Response>(id, outbox.clone());
                 let running = shutdown.running();
+                let blocking = service.runs_blocking(&body);
                 let (service, outbox, in_flight) =
                     (service.clone(), outbox.clone(), in_flight.clone());
-                tokio::spawn(async move {
+                let run = async move {
                     let body = service.handle(body, peer, cancel, events).await;
                     in_flight.lock().expect("in-flight lock").remove(&id);
                     outbox
                         .answer(ServerFrame::Response { id, body }, Some(running))
                         .await;
-                });
+                };
+                // Only while few do: under load the runtime's workers are awake anyway (the
+                // result needs no wake-up), and more requests on the pool means more threads.
+                if blocking && WHOLE_ON_POOL.fetch_add(1, Ordering::AcqRel) < WHOLE_ON_POOL_MAX {
+                    let runtime = tokio::runtime::Handle::current();
+                    tokio::task::spawn_blocking(move || {
+                        ON_BLOCKING_POOL.with(|f| f.set(true));
+                        runtime.block_on(run);
+                        ON_BLOCKING_POOL.with(|f| f.set(false));
+                        WHOLE_ON_POOL.fetch_sub(1, Ordering::AcqRel);
+                    });
+                } else {
+                    if blocking {
+                        WHOLE_ON_POOL.fetch_sub(1, Ordering::AcqRel);
+                    }
+                    tokio::spawn(run);
+                }
             }
         }
     };
