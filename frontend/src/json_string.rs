@@ -89,13 +89,16 @@ pub fn literal_len(s: &str) -> usize {
 ///
 /// Words that need no escape are skipped eight bytes at a time and copied whole in runs; a
 /// word that does is escaped byte by byte through a small buffer (one fixed-size copy per
-/// byte, one copy per word). The output's exact length is counted first, so it is allocated
-/// once. (Command output full of escapes, such as a megabyte of NUL bytes, is escaped twice
-/// per call: as a JSON value, then as the text item holding that JSON.)
+/// byte, one copy per word). Unless `out` already has room for at least `s` unescaped (a
+/// caller that reserved [`literal_len`]), the output's exact length is counted first, so it
+/// is allocated once. (Command output full of escapes, such as a megabyte of NUL bytes, is
+/// escaped twice per call: as a JSON value, then as the text item holding that JSON.)
 pub fn push_literal(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut buf = std::mem::take(out).into_bytes();
-    buf.reserve(escaped_len(bytes) + 2);
+    if buf.capacity() - buf.len() < bytes.len() + 2 {
+        buf.reserve(escaped_len(bytes) + 2);
+    }
     buf.push(b'"');
     let mut start = 0; // first byte not yet copied
     let mut words = bytes.chunks_exact(8);
@@ -176,6 +179,10 @@ mod tests {
         let mut appended = "ü ".to_owned();
         push_literal(&mut appended, s);
         assert_eq!(appended, format!("ü {ours}"), "appends to what is there");
+        // Room for the text but not for its escapes: not counted, grown on the way.
+        let mut roomy = String::with_capacity(s.len() + 2);
+        push_literal(&mut roomy, s);
+        assert_eq!(roomy, ours, "{s:?}");
     }
 
     #[test]
