@@ -301,6 +301,45 @@ thread_local! {
     static ON_BLOCKING_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// One of the [`WHOLE_ON_POOL_MAX`] places for a request running whole on the blocking pool;
+/// given back when dropped (also if the request panics).
+struct WholeOnPool;
+
+impl WholeOnPool {
+    fn take() -> Option<WholeOnPool> {
+        WHOLE_ON_POOL
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < WHOLE_ON_POOL_MAX).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WholeOnPool)
+    }
+
+    /// Marks this thread as running the request (see [`on_blocking_pool`]) until the returned
+    /// value is dropped.
+    fn enter(self) -> OnThisThread {
+        ON_BLOCKING_POOL.with(|f| f.set(true));
+        OnThisThread { _place: self }
+    }
+}
+
+impl Drop for WholeOnPool {
+    fn drop(&mut self) {
+        WHOLE_ON_POOL.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Holds the place until the request is done.
+struct OnThisThread {
+    _place: WholeOnPool,
+}
+
+impl Drop for OnThisThread {
+    fn drop(&mut self) {
+        ON_BLOCKING_POOL.with(|f| f.set(false));
+    }
+}
+
 /// Whether this thread is running a request that [`Service::runs_blocking`] sent to the
 /// blocking pool (so blocking calls need no hand-off of their own).
 pub fn on_blocking_pool() -> bool {
@@ -850,19 +889,17 @@ async fn connection<S: Service>(
                 };
                 // Only while few do: under load the runtime's workers are awake anyway (the
                 // result needs no wake-up), and more requests on the pool means more threads.
-                if blocking && WHOLE_ON_POOL.fetch_add(1, Ordering::AcqRel) < WHOLE_ON_POOL_MAX {
-                    let runtime = tokio::runtime::Handle::current();
-                    tokio::task::spawn_blocking(move || {
-                        ON_BLOCKING_POOL.with(|f| f.set(true));
-                        runtime.block_on(run);
-                        ON_BLOCKING_POOL.with(|f| f.set(false));
-                        WHOLE_ON_POOL.fetch_sub(1, Ordering::AcqRel);
-                    });
-                } else {
-                    if blocking {
-                        WHOLE_ON_POOL.fetch_sub(1, Ordering::AcqRel);
+                match blocking.then(WholeOnPool::take).flatten() {
+                    Some(slot) => {
+                        let runtime = tokio::runtime::Handle::current();
+                        tokio::task::spawn_blocking(move || {
+                            let _slot = slot.enter();
+                            runtime.block_on(run);
+                        });
                     }
-                    tokio::spawn(run);
+                    None => {
+                        tokio::spawn(run);
+                    }
                 }
             }
         }

@@ -1,10 +1,10 @@
 //! inotify and `poll` for the protected set's change watch ([`crate::paths`]): create an
 //! instance, add a watch, ask without waiting whether descriptors are ready, read events.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// Set on an event when the kernel's queue overflowed: events were lost.
@@ -84,7 +84,7 @@ pub fn read_events(fd: BorrowedFd<'_>, mut each: impl FnMut(i32, u32, &OsStr)) -
             let raw = &bytes[at + HEADER..name_end];
             // The name is NUL-padded.
             let name = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
-            each(ev.wd, ev.mask, &OsString::from_vec(name.to_vec()));
+            each(ev.wd, ev.mask, OsStr::from_bytes(name));
             at = name_end;
         }
     }

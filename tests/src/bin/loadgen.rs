@@ -89,15 +89,14 @@ fn main() {
             {
                 pin_to(cpu);
             }
-            let mut stdin = std::io::stdin().lock();
-            let mut stdout = std::os::unix::net::UnixStream::from(
+            let mut socket = std::os::unix::net::UnixStream::from(
                 std::os::fd::AsFd::as_fd(&std::io::stdin())
                     .try_clone_to_owned()
                     .expect("stdin is the socket"),
             );
             let mut buf = [0u8; 32];
-            while stdin.read_exact(&mut buf).is_ok() {
-                if stdout.write_all(&buf[..16]).is_err() {
+            while socket.read_exact(&mut buf).is_ok() {
+                if socket.write_all(&buf[..16]).is_err() {
                     break;
                 }
             }
