@@ -275,6 +275,12 @@ impl Executor {
         args: ReadFile,
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("file_path", Some(&args.file_path))?;
+        // Answered here when everything it needs is in memory; else on the blocking pool.
+        if let Some(last) = self.files.protected.last(Access::Read) {
+            if let Some(out) = files::read_file_now(&args, &self.read, &last) {
+                return out.map(ToolOutput::ReadFile);
+            }
+        }
         let cfg = self.read.clone();
         let files = self.files.clone();
         blocking("read_file", move || {
@@ -436,13 +442,13 @@ impl Service for Executor {
     type Request = FrontendRequest;
     type Response = FrontendResponse;
 
-    /// The file tools are file system calls from start to end.
+    /// The file tools are file system calls from start to end; `read_file` is not listed: it
+    /// is answered on the runtime when its file is in memory.
     fn runs_blocking(&self, request: &FrontendRequest) -> bool {
         matches!(
             request,
             FrontendRequest::Call {
-                call: ToolCall::ReadFile(_)
-                    | ToolCall::WriteFile(_)
+                call: ToolCall::WriteFile(_)
                     | ToolCall::EditFile(_)
                     | ToolCall::Glob(_)
                     | ToolCall::Grep(_),

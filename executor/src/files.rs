@@ -79,6 +79,56 @@ pub fn read_file(
         .map_err(|e| ToolFailure::new(ErrorCode::InternalError, paths::os_message(&e, path)))
 }
 
+/// [`read_file`] for a runtime worker, which must not wait: `None` when opening or reading the
+/// file might wait for a disk, a network or another process (see
+/// [`paths::open_for_read_now`]; the data is read with `RWF_NOWAIT`, from the page cache only),
+/// and the caller then runs [`read_file`] on the blocking pool. What it answers is what
+/// [`read_file`] would.
+pub fn read_file_now(
+    args: &ReadFile,
+    cfg: &ReadConfig,
+    current: &paths::Current,
+) -> Option<Result<ReadFileOutput, ToolFailure>> {
+    let path = args.file_path.as_str();
+    if let Err(f) = paths::check_absolute("file_path", path) {
+        return Some(Err(f));
+    }
+    let checked = match paths::open_for_read_now(current, path)? {
+        Ok(c) => c,
+        Err(f) => return Some(Err(f)),
+    };
+    let cached = Cached {
+        file: &checked.file,
+        pos: 0,
+        size: checked.meta.len(),
+    };
+    read_page(cached, args.offset, args.limit, cfg).ok().map(Ok)
+}
+
+/// Reads what the page cache holds; `WouldBlock` at the first byte it does not. Ends at the
+/// size the file had when it was opened: what is appended after that was not there when the
+/// call looked (each end-of-file question would otherwise be a system call).
+struct Cached<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+    size: u64,
+}
+
+impl Read for Cached<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        let left = self.size.saturating_sub(self.pos);
+        if left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let buf = &mut buf[..want];
+        let n = crate::sys::fs::pread_nowait(self.file.as_fd(), buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads one page of numbered lines from `reader`. `offset` and `limit` are the client's values
 /// before clamping. See the module documentation for the bounds.
 pub fn read_page(
@@ -363,7 +413,10 @@ impl<R: Read> Lines<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mounts::{Atime, Mounts};
+    use crate::paths::{Access, Current, ProtectedPaths};
     use std::fs::File;
+    use std::path::Path;
     use std::time::{Duration, Instant};
 
     fn page(bytes: &[u8], offset: Option<i64>, limit: Option<i64>) -> ReadFileOutput {
@@ -603,6 +656,204 @@ mod tests {
         .unwrap();
         assert_eq!(out.content, "   2\ttwo\n   3\tthree");
         assert_eq!((out.total_lines, out.truncated), (3, false));
+    }
+
+    /// The read-side protected set, resolved and kept as the dispatcher finds it.
+    fn resolved(protected: &ProtectedPaths) -> Current {
+        protected.policy(Access::Read);
+        protected.last(Access::Read).expect("a watched resolution")
+    }
+
+    fn args_at(path: &Path, offset: Option<i64>, limit: Option<i64>) -> ReadFile {
+        ReadFile {
+            file_path: path.to_str().unwrap().to_string(),
+            offset,
+            limit,
+        }
+    }
+
+    /// A new file whose modification time the next read's access time will be past.
+    fn fresh_file(path: &Path, text: impl AsRef<[u8]>) {
+        std::fs::write(path, text).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    /// Drops the file's pages from the page cache (written back first: only clean pages go).
+    fn evict(path: &Path) {
+        use std::os::fd::AsRawFd;
+        let f = File::open(path).unwrap();
+        f.sync_all().unwrap();
+        // SAFETY: posix_fadvise takes a descriptor and a range and touches no memory.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0);
+    }
+
+    fn tmp_atime_rule(dir: &Path) -> Atime {
+        let real = std::fs::canonicalize(dir).unwrap();
+        Mounts::read()
+            .unwrap()
+            .local(&real)
+            .expect("the temporary directory is on a local file system")
+    }
+
+    #[test]
+    fn a_file_in_memory_is_answered_now_exactly_as_on_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        let mut text: Vec<u8> = (1..=300)
+            .flat_map(|i| format!("line {i}\r\n").into_bytes())
+            .collect();
+        text.extend_from_slice(b"last, with \xff no newline");
+        fresh_file(&path, &text);
+        let protected = ProtectedPaths::default();
+        let cfg = ReadConfig::default();
+        // The first read, on the pool, leaves the access time past the modification time.
+        read_file(
+            &args_at(&path, None, None),
+            &cfg,
+            &protected.policy(Access::Read),
+        )
+        .unwrap();
+        let last = resolved(&protected);
+        let small = ReadConfig {
+            max_page_bytes: 100,
+            count_budget_bytes: 50,
+            max_line_bytes: 4,
+            ..ReadConfig::default()
+        };
+        for cfg in [cfg, small] {
+            for (offset, limit) in [
+                (None, None),
+                (Some(5), Some(10)),
+                (Some(300), None),
+                (Some(301), Some(1)),
+                (Some(999), None),
+                (Some(-3), Some(0)),
+            ] {
+                let a = args_at(&path, offset, limit);
+                let pool = read_file(&a, &cfg, last.policy()).unwrap();
+                let now = read_file_now(&a, &cfg, &last).expect("answered from memory");
+                assert_eq!(now.unwrap(), pool, "{offset:?} {limit:?} {cfg:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn data_not_in_the_page_cache_is_left_to_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        fresh_file(&path, "one\ntwo\n");
+        let protected = ProtectedPaths::default();
+        let cfg = ReadConfig::default();
+        let a = args_at(&path, None, None);
+        let expected = read_file(&a, &cfg, &protected.policy(Access::Read)).unwrap();
+        let last = resolved(&protected);
+        evict(&path);
+        assert_eq!(read_file_now(&a, &cfg, &last), None);
+        // The pool reads it back into memory; then it is answered now.
+        assert_eq!(read_file(&a, &cfg, last.policy()).unwrap(), expected);
+        assert_eq!(read_file_now(&a, &cfg, &last), Some(Ok(expected)));
+    }
+
+    #[test]
+    fn a_read_that_would_update_the_access_time_is_left_to_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.txt");
+        fresh_file(&path, "one\n");
+        let protected = ProtectedPaths::default();
+        let cfg = ReadConfig::default();
+        let a = args_at(&path, None, None);
+        let last = resolved(&protected);
+        let rule = tmp_atime_rule(dir.path());
+        let now = read_file_now(&a, &cfg, &last);
+        match rule {
+            // Never read since it was written: this read updates the access time.
+            Atime::Relative | Atime::Always => assert_eq!(now, None),
+            Atime::Never => assert!(now.is_some()),
+        }
+        read_file(&a, &cfg, last.policy()).unwrap();
+        let again = read_file_now(&a, &cfg, &last);
+        assert_eq!(again.is_some(), rule != Atime::Always, "{rule:?}");
+        // Written again: its modification time is past the last access.
+        fresh_file(&path, "two\n");
+        let third = read_file_now(&a, &cfg, &last);
+        assert_eq!(third.is_some(), rule == Atime::Never, "{rule:?}");
+    }
+
+    #[test]
+    fn refusals_are_answered_now_and_big_files_left_to_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        fresh_file(&secret, "token\n");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(dir.path().join("fifo"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let big = dir.path().join("big");
+        fresh_file(&big, &"x".repeat(paths::READ_NOW_MAX_BYTES as usize + 1));
+        let protected = ProtectedPaths::new([secret.clone()]);
+        let cfg = ReadConfig::default();
+        read_file(
+            &args_at(&big, None, None),
+            &cfg,
+            &protected.policy(Access::Read),
+        )
+        .unwrap();
+        let last = resolved(&protected);
+        let code = |p: &Path| match read_file_now(&args_at(p, None, None), &cfg, &last) {
+            Some(Err(f)) => Some(f.code),
+            Some(Ok(_)) => panic!("{p:?} was read"),
+            None => None,
+        };
+        assert_eq!(code(&secret), Some(ErrorCode::ProtectedPath));
+        // Following a symlink never followed since it was made updates its access time,
+        // which a cached lookup leaves to the pool; once followed, it is answered now.
+        if tmp_atime_rule(dir.path()) != Atime::Never {
+            assert_eq!(code(&link), None);
+        }
+        let e = read_file(&args_at(&link, None, None), &cfg, last.policy()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ProtectedPath);
+        assert_eq!(code(&link), Some(ErrorCode::ProtectedPath));
+        assert_eq!(code(dir.path()), Some(ErrorCode::IsADirectoryError));
+        assert_eq!(
+            code(&dir.path().join("fifo")),
+            Some(ErrorCode::NotARegularFile)
+        );
+        assert_eq!(code(Path::new("relative")), Some(ErrorCode::InvalidPath));
+        assert_eq!(code(&big), None);
+        // Not found is the pool's to say (a cached lookup cannot tell it from "not cached").
+        assert_eq!(code(&dir.path().join("missing")), None);
+    }
+
+    #[test]
+    fn a_protected_set_that_changed_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        fresh_file(&secret, "token\n");
+        let plain = dir.path().join("plain");
+        fresh_file(&plain, "text\n");
+        let protected = ProtectedPaths::new([secret.clone()]);
+        let cfg = ReadConfig::default();
+        let a = args_at(&plain, None, None);
+        read_file(&a, &cfg, &protected.policy(Access::Read)).unwrap();
+        let last = resolved(&protected);
+        assert!(read_file_now(&a, &cfg, &last).is_some());
+        // The store is rewritten by rename: a new inode the old resolution does not know.
+        let new = dir.path().join("secret.new");
+        std::fs::write(&new, "other\n").unwrap();
+        std::fs::rename(&new, &secret).unwrap();
+        assert_eq!(read_file_now(&a, &cfg, &last), None);
+        assert!(protected.current(Access::Read).is_none());
+        let fresh = resolved(&protected);
+        assert!(read_file_now(&a, &cfg, &fresh).is_some());
+        let s = args_at(&secret, None, None);
+        assert_eq!(
+            read_file_now(&s, &cfg, &fresh).unwrap().unwrap_err().code,
+            ErrorCode::ProtectedPath
+        );
     }
 
     #[test]

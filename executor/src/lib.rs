@@ -11,7 +11,7 @@
 //! [`tokens`] (the digest-only token store), [`auth`] (authorization as types),
 //! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`jobs`] (background jobs),
 //! [`limits`] (command concurrency), [`paths`] (protected paths, checked on the opened
-//! object), [`files`] (`read_file`), [`edit`] (`write_file`, `edit_file`), [`search`]
+//! object), [`mounts`] (which reads may run on a runtime worker), [`files`] (`read_file`), [`edit`] (`write_file`, `edit_file`), [`search`]
 //! (`grep`, `glob`), [`transfer`] (`prepare_upload`/`prepare_download` grants and their
 //! redemption through pipes), [`overview`] (`server_overview`, the recorder's document), [`control`] (`control.sock` requests), [`audit`] (the
 //! tamper-evident audit log, fail-closed), [`metrics`] (counters for `/metrics`), [`sys`]
@@ -28,6 +28,7 @@ pub mod files;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
+pub mod mounts;
 pub mod overview;
 pub mod paths;
 pub mod search;

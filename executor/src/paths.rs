@@ -38,10 +38,13 @@
 //! any name on those paths created, removed, renamed or given new metadata (a new hard link
 //! changes a file's link count), and the mount table, for any mount or unmount. The kernel
 //! queues these events before the change's system call returns, so the next call sees them;
-//! asking costs one `poll`. A set with a missing entry is never reused. The values that
+//! asking costs one `poll`. A set with a missing entry is never reused. A read whose path
+//! and file are in the kernel's caches is opened on a runtime worker
+//! ([`open_for_read_now`], with the mount table of [`crate::mounts`]). The values that
 //! prove a check happened — [`CheckedFile`], [`CheckedDir`],
 //! [`CheckedTarget`] — can only be built here.
 
+use crate::mounts::Mounts;
 use crate::sys::fs::{self as sysfs, Base, EntryStat, Resolve};
 use crate::sys::watch as sysfs_watch;
 use mymcp_protocol::{ErrorCode, ToolFailure};
@@ -81,6 +84,25 @@ struct PolicyCache {
 struct Cached {
     policy: Arc<Policy>,
     watch: Watch,
+    /// For reads: the mount table read after the watch was set up, so as current as the
+    /// policy (`None` if it could not be read).
+    mounts: Option<Mounts>,
+}
+
+/// A resolution of the protected set that was current when asked
+/// ([`ProtectedPaths::current`]), with the mount table of its time.
+#[derive(Clone, Debug)]
+pub struct Current(Arc<Cached>);
+
+impl Current {
+    pub fn policy(&self) -> &Policy {
+        &self.0.policy
+    }
+
+    /// Whether nothing it depends on (protected entries, the mount table) changed since.
+    fn holds(&self) -> bool {
+        !self.0.watch.changed()
+    }
 }
 
 /// What the kernel reports on a watched directory or entry: any change of a name in it, of
@@ -258,16 +280,10 @@ impl ProtectedPaths {
     /// reads or writes: the last resolution while nothing it depends on has changed since,
     /// else a new one.
     pub fn policy(&self, access: Access) -> Arc<Policy> {
-        let slot = match access {
-            Access::Read => &self.cache.read,
-            Access::Write => &self.cache.write,
-        };
-        let last = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(c) = last {
-            if !c.watch.changed() {
-                return c.policy.clone();
-            }
+        if let Some(c) = self.current(access) {
+            return c.0.policy.clone();
         }
+        let slot = self.slot(access);
         // Watched before resolving, and the resolution kept only if it resolved to the
         // watched real paths and nothing changed meanwhile.
         let configured = self.protected_for(access);
@@ -288,10 +304,15 @@ impl ProtectedPaths {
                     .iter()
                     .zip(&real)
                     .all(|(e, r)| e.path == *r && e.id.is_some());
+                let mounts = match access {
+                    Access::Read => Mounts::read().ok(),
+                    Access::Write => None,
+                };
                 if kept && !watch.changed() {
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Cached {
                         policy: policy.clone(),
                         watch,
+                        mounts,
                     }));
                 }
             }
@@ -306,6 +327,26 @@ impl ProtectedPaths {
             }
         }
         policy
+    }
+
+    /// The last resolution for `access` while nothing it depends on has changed, without
+    /// resolving (which may wait on a disk): `None` when there is none or it is out of date.
+    pub fn current(&self, access: Access) -> Option<Current> {
+        self.last(access).filter(Current::holds)
+    }
+
+    /// The last resolution for `access`, current or not: [`open_for_read_now`] asks whether it
+    /// still holds once its path is resolved, which covers the resolution too.
+    pub fn last(&self, access: Access) -> Option<Current> {
+        let last = self.slot(access).lock().unwrap_or_else(|p| p.into_inner());
+        last.clone().map(Current)
+    }
+
+    fn slot(&self, access: Access) -> &Mutex<Option<Arc<Cached>>> {
+        match access {
+            Access::Read => &self.cache.read,
+            Access::Write => &self.cache.write,
+        }
     }
 
     fn protected_for(&self, access: Access) -> Vec<&PathBuf> {
@@ -516,11 +557,17 @@ impl Policy {
     /// inodes. Returns the real path.
     fn check_fd(&self, fd: BorrowedFd<'_>, meta: &Metadata) -> Result<PathBuf, Denied> {
         let real = sysfs::fd_path(fd).map_err(|_| Denied(String::from("(unknown)")))?;
-        self.check_real_path(&real)?;
+        self.check_object(&real, meta)?;
+        Ok(real)
+    }
+
+    /// [`Policy::check_fd`] once the descriptor's real path is known.
+    fn check_object(&self, real: &Path, meta: &Metadata) -> Result<(), Denied> {
+        self.check_real_path(real)?;
         if let Some(e) = self.entry_for_id(meta.dev(), meta.ino()) {
             return Err(Denied(e.to_owned()));
         }
-        Ok(real)
+        Ok(())
     }
 
     /// Path and ancestor checks of a real path.
@@ -729,6 +776,76 @@ pub fn open_for_read(policy: &Policy, path: &str) -> Result<CheckedFile, ToolFai
     }
     let file = reopen_for_read(&fd, path)?;
     Ok(CheckedFile { file, meta, real })
+}
+
+/// The largest file [`open_for_read_now`] takes: reading more is work for the blocking pool
+/// whatever the cache holds.
+pub const READ_NOW_MAX_BYTES: u64 = 256 * 1024;
+
+/// Kernels without `RESOLVE_CACHED` (before 5.12) answer `EINVAL`: remembered, not asked again.
+static NO_CACHED_RESOLVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// [`open_for_read`] for a runtime worker, which must not wait for a disk, a network or
+/// another process: `None` whenever a step might, and the caller then runs [`open_for_read`]
+/// on the blocking pool. It takes the path only from the kernel's lookup cache
+/// (`RESOLVE_CACHED`), only through mounts of local file systems that answer from memory
+/// ([`Mounts::local`]), only while the protected set and the mount table it checks against are
+/// current, only files of at most [`READ_NOW_MAX_BYTES`], and only when reading will not update
+/// the access time (a journal write). `current` may be out of date ([`ProtectedPaths::last`]):
+/// it is used only if it holds once the path is resolved. The checks are those of
+/// [`open_for_read`]: a protected, directory or special-file answer is given here.
+pub fn open_for_read_now(
+    current: &Current,
+    path: &str,
+) -> Option<Result<CheckedFile, ToolFailure>> {
+    use std::sync::atomic::Ordering;
+    let mounts = current.0.mounts.as_ref()?;
+    if NO_CACHED_RESOLVE.load(Ordering::Relaxed) {
+        return None;
+    }
+    let fd = match sysfs::openat2(
+        Base::Cwd,
+        OsStr::new(path),
+        libc::O_PATH,
+        0,
+        Resolve::NO_MAGIC_CACHED,
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+                NO_CACHED_RESOLVE.store(true, Ordering::Relaxed);
+            }
+            return None;
+        }
+    };
+    let real = sysfs::fd_path(fd.as_fd()).ok()?;
+    let atime = mounts.local(&real)?;
+    // The path was resolved under that mount table, and is checked against that protected
+    // set, only if both still hold now that it is resolved.
+    if !current.holds() {
+        return None;
+    }
+    let (fd, meta) = fstat(fd).ok()?;
+    if let Err(d) = current.policy().check_object(&real, &meta) {
+        return Some(Err(d.failure()));
+    }
+    if meta.is_dir() {
+        return Some(Err(is_a_directory(path)));
+    }
+    if !meta.is_file() {
+        return Some(Err(not_regular(path)));
+    }
+    let keeps_atime = atime.read_keeps(
+        (meta.atime(), meta.atime_nsec()),
+        (meta.mtime(), meta.mtime_nsec()),
+        (meta.ctime(), meta.ctime_nsec()),
+        std::time::SystemTime::now(),
+    );
+    if meta.len() > READ_NOW_MAX_BYTES || !keeps_atime {
+        return None;
+    }
+    let file = reopen_for_read(&fd, path).ok()?;
+    Some(Ok(CheckedFile { file, meta, real }))
 }
 
 fn reopen_for_read(fd: &OwnedFd, path: &str) -> Result<File, ToolFailure> {

@@ -37,6 +37,9 @@ pub struct Resolve {
     pub no_symlinks: bool,
     /// `RESOLVE_BENEATH`: stay below the base directory (no `..` out of it, no absolute paths).
     pub beneath: bool,
+    /// `RESOLVE_CACHED`: answer from the kernel's caches only; `EAGAIN` when the lookup would
+    /// have to read a directory or ask a network file system to revalidate.
+    pub cached: bool,
 }
 
 impl Resolve {
@@ -45,12 +48,19 @@ impl Resolve {
         no_magic_links: true,
         no_symlinks: false,
         beneath: false,
+        cached: false,
+    };
+    /// [`Resolve::NO_MAGIC`] from the kernel's caches only.
+    pub const NO_MAGIC_CACHED: Resolve = Resolve {
+        cached: true,
+        ..Resolve::NO_MAGIC
     };
     /// Below the base, through real directories only.
     pub const STRICTLY_BENEATH: Resolve = Resolve {
         no_magic_links: true,
         no_symlinks: true,
         beneath: true,
+        cached: false,
     };
 
     fn bits(self) -> u64 {
@@ -64,6 +74,9 @@ impl Resolve {
         if self.beneath {
             r |= libc::RESOLVE_BENEATH;
         }
+        if self.cached {
+            r |= libc::RESOLVE_CACHED;
+        }
         r
     }
 }
@@ -75,7 +88,8 @@ fn cstring(name: &OsStr) -> io::Result<CString> {
 /// `openat2(base, path, flags | O_CLOEXEC, mode, resolve)`. On kernels without `openat2`
 /// (before 5.6) falls back to `openat`, which cannot refuse magic links or stay beneath a
 /// directory: callers check the opened object anyway, so the fallback loses a layer, not the
-/// check.
+/// check. A cached resolution has no fallback: it fails (`EAGAIN` when not cached, `EINVAL` or
+/// `ENOSYS` on kernels before 5.12) and the caller resolves the ordinary way.
 pub fn openat2(
     base: Base<'_>,
     path: &OsStr,
@@ -113,8 +127,9 @@ pub fn openat2(
         }
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
+            Some(libc::EAGAIN) if resolve.cached => return Err(e),
             Some(libc::EINTR) | Some(libc::EAGAIN) => continue,
-            Some(libc::ENOSYS) => {
+            Some(libc::ENOSYS) if !resolve.cached => {
                 let mut flags = flags;
                 if resolve.no_symlinks {
                     flags |= libc::O_NOFOLLOW;
@@ -317,6 +332,40 @@ pub fn proc_fd_path(fd: BorrowedFd<'_>) -> PathBuf {
 /// A `File` that owns `fd` (for std's metadata, read, write, sync, chmod and chown).
 pub fn into_file(fd: OwnedFd) -> File {
     File::from(fd)
+}
+
+/// `preadv2(fd, buf, offset, RWF_NOWAIT)`: reads what the page cache holds at `offset`
+/// without waiting for a disk; `WouldBlock` when it would have to (or the file system cannot
+/// say), a short count when only part of `buf` is cached.
+pub fn pread_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    loop {
+        // SAFETY: one iovec describing `buf`, which is valid for writes of its length and
+        // outlives the call; the kernel writes at most that many bytes into it.
+        let n = unsafe {
+            libc::preadv2(
+                fd.as_raw_fd(),
+                &iov,
+                1,
+                offset as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS) => {
+                Err(io::Error::from(io::ErrorKind::WouldBlock))
+            }
+            _ => Err(e),
+        };
+    }
 }
 
 /// `fsync(fd)`: flushes a file or, for a directory, its entries.
