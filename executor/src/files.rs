@@ -793,7 +793,7 @@ mod tests {
             .unwrap();
         assert!(status.success());
         let big = dir.path().join("big");
-        fresh_file(&big, &"x".repeat(paths::READ_NOW_MAX_BYTES as usize + 1));
+        fresh_file(&big, "x".repeat(paths::READ_NOW_MAX_BYTES as usize + 1));
         let protected = ProtectedPaths::new([secret.clone()]);
         let cfg = ReadConfig::default();
         read_file(
