@@ -75,7 +75,8 @@ pub fn read_file(
     let path = args.file_path.as_str();
     paths::check_absolute("file_path", path)?;
     let checked = paths::open_for_read(policy, path)?;
-    read_page(checked.file, args.offset, args.limit, cfg)
+    let size = checked.meta.len();
+    read_sized_page(checked.file, Some(size), args.offset, args.limit, cfg)
         .map_err(|e| ToolFailure::new(ErrorCode::InternalError, paths::os_message(&e, path)))
 }
 
@@ -102,7 +103,10 @@ pub fn read_file_now(
         pos: 0,
         size: checked.meta.len(),
     };
-    read_page(cached, args.offset, args.limit, cfg).ok().map(Ok)
+    let size = checked.meta.len();
+    read_sized_page(cached, Some(size), args.offset, args.limit, cfg)
+        .ok()
+        .map(Ok)
 }
 
 /// Reads what the page cache holds; `WouldBlock` at the first byte it does not. Ends at the
@@ -137,9 +141,26 @@ pub fn read_page(
     limit: Option<i64>,
     cfg: &ReadConfig,
 ) -> io::Result<ReadFileOutput> {
+    read_sized_page(reader, None, offset, limit, cfg)
+}
+
+/// [`read_page`] of a file whose size is known (it may still change): its buffers are no
+/// larger than the file needs.
+fn read_sized_page(
+    reader: impl Read,
+    size: Option<u64>,
+    offset: Option<i64>,
+    limit: Option<i64>,
+    cfg: &ReadConfig,
+) -> io::Result<ReadFileOutput> {
     let offset = offset.unwrap_or(1).max(1) as u64;
     let limit = clamp_limit(limit, cfg);
-    let mut lines = Lines::new(reader);
+    // One byte more than the file, so that its end is seen by the first read.
+    let fits = |cap: usize| match size {
+        Some(n) => usize::try_from(n.saturating_add(1)).map_or(cap, |n| n.max(256).min(cap)),
+        None => cap,
+    };
+    let mut lines = Lines::new(reader, fits(CHUNK));
 
     // Lines read so far (returned or not); after the loop, the number of the last one.
     let mut lineno: u64 = 0;
@@ -158,7 +179,7 @@ pub fn read_page(
     let mut budget = cfg.count_budget_bytes;
     let mut content = String::new();
     let mut taken: u64 = 0;
-    let mut line = Vec::with_capacity(cfg.max_line_bytes.min(CHUNK));
+    let mut line = Vec::with_capacity(fits(cfg.max_line_bytes.min(CHUNK)));
     let stop = loop {
         if taken == limit {
             break Stop::Limit;
@@ -283,9 +304,9 @@ struct Lines<R> {
 }
 
 impl<R: Read> Lines<R> {
-    fn new(reader: R) -> Self {
+    fn new(reader: R, capacity: usize) -> Self {
         Lines {
-            r: BufReader::with_capacity(CHUNK, reader),
+            r: BufReader::with_capacity(capacity, reader),
         }
     }
 
@@ -566,6 +587,33 @@ mod tests {
             "   1\tok\n   2\t\u{FFFD}\u{FFFD}bad\n   3\tend"
         );
         assert_eq!(out.total_lines, 3);
+    }
+
+    #[test]
+    fn buffers_sized_for_a_file_that_then_grew_read_the_same_page() {
+        let mut text = Vec::new();
+        for i in 0..200u32 {
+            text.extend(std::iter::repeat_n(
+                b'a' + (i % 26) as u8,
+                (i as usize * 37) % 700,
+            ));
+            text.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+        }
+        let small = ReadConfig {
+            max_line_bytes: 300,
+            max_page_bytes: 20_000,
+            count_budget_bytes: 30_000,
+            ..ReadConfig::default()
+        };
+        for cfg in [ReadConfig::default(), small] {
+            for (offset, limit) in [(None, None), (Some(7), Some(40)), (Some(150), Some(3))] {
+                let whole = read_page(&text[..], offset, limit, &cfg).unwrap();
+                for size in [0, 5, 300, 4096, text.len() as u64] {
+                    let sized = read_sized_page(&text[..], Some(size), offset, limit, &cfg);
+                    assert_eq!(sized.unwrap(), whole, "size {size} {offset:?} {limit:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub const FROM_MEMORY: [&str; 7] = ["ext2", "ext3", "ext4", "xfs", "btrfs", "tmp
 /// When a read updates a file's access time, by the mount's options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Atime {
-    /// `noatime`: never.
+    /// `noatime`, or a read-only mount: never.
     Never,
     /// `relatime`: when the access time is not after the modification and change times, or
     /// is a day old.
@@ -98,7 +98,8 @@ impl Mounts {
             let point = PathBuf::from(OsString::from_vec(unescape(fields[4])));
             let options = fields[5];
             let has = |o: &[u8]| options.split(|&b| b == b',').any(|x| x == o);
-            let atime = if has(b"noatime") {
+            // A read-only mount never writes an access time, whatever its options say.
+            let atime = if has(b"noatime") || has(b"ro") {
                 Atime::Never
             } else if has(b"relatime") {
                 Atime::Relative
@@ -177,6 +178,7 @@ mod tests {
 34 27 0:50 / /home/u/fuse rw,nosuid,nodev,relatime - fuse.sshfs host: rw
 35 27 8:3 / /stack rw,noatime - ext4 /dev/sda3 rw
 36 27 8:4 / /stack rw,relatime - ext4 /dev/sda4 rw
+37 27 8:5 / /usr ro,relatime - ext4 /dev/sda5 ro
 ";
 
     fn table() -> Mounts {
@@ -190,6 +192,7 @@ mod tests {
         assert_eq!(t.local(Path::new("/tmp/f.txt")), Some(Atime::Never));
         assert_eq!(t.local(Path::new("/tmp")), Some(Atime::Never));
         assert_eq!(t.local(Path::new("/data disk/x")), Some(Atime::Always));
+        assert_eq!(t.local(Path::new("/usr/bin/env")), Some(Atime::Never));
         // By components: /tmpx is on the root file system, not the tmpfs.
         assert_eq!(t.local(Path::new("/tmpx/f")), Some(Atime::Relative));
         // Two mounts stacked on one place: the stricter rule counts.

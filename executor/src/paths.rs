@@ -89,8 +89,8 @@ struct Cached {
     mounts: Option<Mounts>,
 }
 
-/// A resolution of the protected set that was current when asked
-/// ([`ProtectedPaths::current`]), with the mount table of its time.
+/// A resolution of the protected set with the mount table of its time
+/// ([`ProtectedPaths::current`], [`ProtectedPaths::last`]).
 #[derive(Clone, Debug)]
 pub struct Current(Arc<Cached>);
 

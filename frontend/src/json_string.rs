@@ -85,19 +85,33 @@ pub fn literal_len(s: &str) -> usize {
     escaped_len(s.as_bytes()) + 2
 }
 
+/// Below this many bytes a literal's room is estimated, not counted: counting is a pass over
+/// the text, and a short text that escapes more than the estimate costs one small regrowth.
+const COUNT_FROM: usize = 64 * 1024;
+
+/// Room to reserve for `s` as a JSON string literal: [`literal_len`] for long texts, a
+/// quarter more than `s` for short ones.
+pub fn literal_room(s: &str) -> usize {
+    if s.len() < COUNT_FROM {
+        s.len() + s.len() / 4 + 16
+    } else {
+        literal_len(s)
+    }
+}
+
 /// Appends `s` as a JSON string literal, quotes included, escaped as `serde_json` does.
 ///
 /// Words that need no escape are skipped eight bytes at a time and copied whole in runs; a
 /// word that does is escaped byte by byte through a small buffer (one fixed-size copy per
 /// byte, one copy per word). Unless `out` already has room for at least `s` unescaped (a
-/// caller that reserved [`literal_len`]), the output's exact length is counted first, so it
-/// is allocated once. (Command output full of escapes, such as a megabyte of NUL bytes, is
+/// caller that reserved [`literal_room`]), room is reserved first: for a long text its exact
+/// length is counted, so it is allocated once. (Command output full of escapes, such as a megabyte of NUL bytes, is
 /// escaped twice per call: as a JSON value, then as the text item holding that JSON.)
 pub fn push_literal(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut buf = std::mem::take(out).into_bytes();
     if buf.capacity() - buf.len() < bytes.len() + 2 {
-        buf.reserve(escaped_len(bytes) + 2);
+        buf.reserve(literal_room(s));
     }
     buf.push(b'"');
     let mut start = 0; // first byte not yet copied
@@ -199,6 +213,11 @@ mod tests {
         ] {
             same_as_serde_json(s);
         }
+        // Short texts get estimated room (escapes past it regrow the buffer), long ones their
+        // counted length.
+        same_as_serde_json(&"\u{0}\"\n".repeat(1000));
+        same_as_serde_json(&"\u{0}a\"".repeat(30_000));
+        same_as_serde_json(&"plain".repeat(20_000));
         // Every byte value in every position of a word.
         for b in 0u8..0x80 {
             for pos in 0..9 {

@@ -454,7 +454,8 @@ struct ToolList {
 impl RpcResponse {
     /// Serialized. A tool result can be megabytes: its tool JSON is written straight into
     /// the response, escaped once for the text item and as it is for `structuredContent`,
-    /// into a buffer of the exact size (no intermediate copies, no regrowing).
+    /// into one buffer (no intermediate copies; sized exactly for a long result, estimated for
+    /// a short one).
     fn into_json(mut self) -> String {
         let taken = match &mut self.body {
             RpcBody::Result(RpcResult::Tool(stamped)) => stamped.result.take_tool_json(),
@@ -471,7 +472,7 @@ impl RpcResponse {
             .split_once(results::JSON_MARK)
             .expect("the JSON mark is in the envelope");
         let mut out = String::with_capacity(
-            head.len() + json_string::literal_len(&json) + middle.len() + json.len() + tail.len(),
+            head.len() + json_string::literal_room(&json) + middle.len() + json.len() + tail.len(),
         );
         out.push_str(head);
         json_string::push_literal(&mut out, &json);
