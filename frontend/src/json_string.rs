@@ -103,9 +103,11 @@ pub fn literal_room(s: &str) -> usize {
 ///
 /// Words that need no escape are skipped eight bytes at a time and copied whole in runs; a
 /// word that does is escaped byte by byte through a small buffer (one fixed-size copy per
-/// byte, one copy per word). Unless `out` already has room for at least `s` unescaped (a
-/// caller that reserved [`literal_room`]), room is reserved first: for a long text its exact
-/// length is counted, so it is allocated once. (Command output full of escapes, such as a megabyte of NUL bytes, is
+/// byte, one copy per word). Copying up to each escape instead was tried: for text with an
+/// escape every few dozen bytes, such as numbered lines, the many short copies cost more.
+/// Unless `out` already has room for at least `s` unescaped (a caller that reserved
+/// [`literal_room`]), room is reserved first: for a long text its exact length is counted, so
+/// it is allocated once. (Command output full of escapes, such as a megabyte of NUL bytes, is
 /// escaped twice per call: as a JSON value, then as the text item holding that JSON.)
 pub fn push_literal(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
@@ -212,6 +214,17 @@ mod tests {
             "x\u{fffd}y",
         ] {
             same_as_serde_json(s);
+        }
+        // Escapes packed densely and sparsely at every offset (a small generator, fixed seed).
+        let alphabet = ["a", "\"", "\\", "\n", "\t", "\u{1}", "ü", "€", "\u{1f}", " "];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..200 {
+            let mut s = String::new();
+            for _ in 0..len {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                s.push_str(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            same_as_serde_json(&s);
         }
         // Short texts get estimated room (escapes past it regrow the buffer), long ones their
         // counted length.
