@@ -216,7 +216,9 @@ mod tests {
             same_as_serde_json(s);
         }
         // Escapes packed densely and sparsely at every offset (a small generator, fixed seed).
-        let alphabet = ["a", "\"", "\\", "\n", "\t", "\u{1}", "ü", "€", "\u{1f}", " "];
+        let alphabet = [
+            "a", "\"", "\\", "\n", "\t", "\u{1}", "ü", "€", "\u{1f}", " ",
+        ];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         for len in 0..200 {
             let mut s = String::new();
