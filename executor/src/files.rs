@@ -98,12 +98,12 @@ pub fn read_file_now(
         Ok(c) => c,
         Err(f) => return Some(Err(f)),
     };
+    let size = checked.meta.len();
     let cached = Cached {
         file: &checked.file,
         pos: 0,
-        size: checked.meta.len(),
+        size,
     };
-    let size = checked.meta.len();
     read_sized_page(cached, Some(size), args.offset, args.limit, cfg)
         .ok()
         .map(Ok)
@@ -712,6 +712,14 @@ mod tests {
         protected.last(Access::Read).expect("a watched resolution")
     }
 
+    /// A first read on the pool (which leaves the access time past the modification time),
+    /// and the resolution it left behind.
+    fn first_read(path: &Path, protected: &ProtectedPaths) -> (ReadFileOutput, Current) {
+        let policy = protected.policy(Access::Read);
+        let out = read_file(&args_at(path, None, None), &ReadConfig::default(), &policy);
+        (out.unwrap(), resolved(protected))
+    }
+
     fn args_at(path: &Path, offset: Option<i64>, limit: Option<i64>) -> ReadFile {
         ReadFile {
             file_path: path.to_str().unwrap().to_string(),
@@ -763,14 +771,7 @@ mod tests {
         fresh_file(&path, &text);
         let protected = ProtectedPaths::default();
         let cfg = ReadConfig::default();
-        // The first read, on the pool, leaves the access time past the modification time.
-        read_file(
-            &args_at(&path, None, None),
-            &cfg,
-            &protected.policy(Access::Read),
-        )
-        .unwrap();
-        let last = resolved(&protected);
+        let (_, last) = first_read(&path, &protected);
         let small = ReadConfig {
             max_page_bytes: 100,
             count_budget_bytes: 50,
@@ -802,8 +803,7 @@ mod tests {
         let protected = ProtectedPaths::default();
         let cfg = ReadConfig::default();
         let a = args_at(&path, None, None);
-        let expected = read_file(&a, &cfg, &protected.policy(Access::Read)).unwrap();
-        let last = resolved(&protected);
+        let (expected, last) = first_read(&path, &protected);
         evict(&path);
         assert_eq!(read_file_now(&a, &cfg, &last), None);
         // The pool reads it back into memory; then it is answered now.
@@ -852,13 +852,7 @@ mod tests {
         fresh_file(&big, "x".repeat(paths::READ_NOW_MAX_BYTES as usize + 1));
         let protected = ProtectedPaths::new([secret.clone()]);
         let cfg = ReadConfig::default();
-        read_file(
-            &args_at(&big, None, None),
-            &cfg,
-            &protected.policy(Access::Read),
-        )
-        .unwrap();
-        let last = resolved(&protected);
+        let (_, last) = first_read(&big, &protected);
         let code = |p: &Path| match read_file_now(&args_at(p, None, None), &cfg, &last) {
             Some(Err(f)) => Some(f.code),
             Some(Ok(_)) => panic!("{p:?} was read"),
@@ -894,8 +888,7 @@ mod tests {
         let protected = ProtectedPaths::new([secret.clone()]);
         let cfg = ReadConfig::default();
         let a = args_at(&plain, None, None);
-        read_file(&a, &cfg, &protected.policy(Access::Read)).unwrap();
-        let last = resolved(&protected);
+        let (_, last) = first_read(&plain, &protected);
         assert!(read_file_now(&a, &cfg, &last).is_some());
         // The store is rewritten by rename: a new inode the old resolution does not know.
         let new = dir.path().join("secret.new");
