@@ -304,9 +304,11 @@ impl ProtectedPaths {
                     .iter()
                     .zip(&real)
                     .all(|(e, r)| e.path == *r && e.id.is_some());
+                // Read only for a resolution that may be kept: a set that is resolved for every
+                // call (a missing entry) does not read the mount table every call too.
                 let mounts = match access {
-                    Access::Read => Mounts::read().ok(),
-                    Access::Write => None,
+                    Access::Read if kept => Mounts::read().ok(),
+                    _ => None,
                 };
                 if kept && !watch.changed() {
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Cached {
