@@ -126,7 +126,13 @@ impl Mounts {
     /// itself, should several be stacked there).
     pub fn local(&self, real: &Path) -> Option<Atime> {
         let mut own: Option<(usize, Atime)> = None;
-        for m in self.mounts.iter().filter(|m| real.starts_with(&m.point)) {
+        // A byte prefix first (both are normalized absolute paths, so a component prefix is
+        // one): most mounts are ruled out without splitting either path into components.
+        let bytes = real.as_os_str().as_encoded_bytes();
+        let on_the_way = |m: &&Mount| {
+            bytes.starts_with(m.point.as_os_str().as_encoded_bytes()) && real.starts_with(&m.point)
+        };
+        for m in self.mounts.iter().filter(on_the_way) {
             if !m.from_memory {
                 return None;
             }
