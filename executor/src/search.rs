@@ -23,7 +23,11 @@
 //! **glob** walks in parallel (order does not matter: results are sorted by mtime, newest
 //! first, ties by path), skips hidden names, prunes protected directories, keeps only the newest
 //! `MYMCP_GLOB_MAX_RESULTS` in memory and counts the rest. Unreadable directories and symlink
-//! loops are skipped, never fatal.
+//! loops are skipped, never fatal. It has its own walker rather than `ignore`'s: directories
+//! are opened below their checked parent and read with `getdents64`, and a match is `fstatat`ed
+//! relative to its directory, so no entry's path is resolved from `/` and nothing is allocated
+//! per entry but the paths kept (with one malloc arena, `ignore`'s per-entry allocations on two
+//! threads made its walk wait on the allocator's lock).
 
 use crate::paths::{self, CheckedDir, Policy, SearchRoot};
 use crate::sys::fs::{self as sysfs, Base};
@@ -32,9 +36,10 @@ use grep_regex::{RegexMatcher, RegexMatcherBuilder};
 use grep_searcher::{
     BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContext, SinkContextKind, SinkMatch,
 };
-use ignore::{DirEntry, WalkBuilder, WalkState};
+use ignore::{DirEntry, WalkBuilder};
 use mymcp_protocol::{ErrorCode, Glob, GlobOutput, Grep, GrepMode, GrepOutput, ToolFailure};
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -969,45 +974,30 @@ pub fn glob(
         _ => None,
     };
     let recursive = rest.split('/').any(|c| c.contains("**"));
-    let explicit_hidden = rest.split('/').any(|c| c.starts_with('.'));
     let include_root = rest == "**";
-
-    let policy_arc = Arc::new(policy.clone());
-    let mut wb = WalkBuilder::new(&root.real);
-    wb.standard_filters(false)
-        .hidden(!explicit_hidden)
-        .follow_links(false)
-        .threads(cfg.threads())
-        .max_depth(if recursive {
-            None
-        } else {
-            Some(rest.split('/').count())
-        })
-        .filter_entry(move |e| !protected_entry(&policy_arc, e));
-    let walk = wb.build_parallel();
-
-    let results = Mutex::new(Newest::new(cap));
-    let abort: Mutex<Option<Abort>> = Mutex::new(None);
-    let root_real = root.real.clone();
-    {
-        let mut builder = GlobVisitorBuilder {
-            matcher: &matcher,
-            name_matcher: name_matcher.as_ref(),
-            root: &root_real,
-            shown: &shown,
-            policy,
-            budget,
-            results: &results,
-            abort: &abort,
-            cap,
-            include_root,
-        };
-        walk.visit(&mut builder);
+    let mut all = Newest::new(cap);
+    if include_root {
+        if let Ok(m) = std::fs::symlink_metadata(&root.real) {
+            all.push(mtime_ns(&m), || shown.clone());
+        }
     }
-    if let Some(a) = *abort.lock().unwrap_or_else(|p| p.into_inner()) {
-        return Err(budget.failure("glob", a));
-    }
-    let mut all = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let root_bytes = root.real.as_os_str().as_encoded_bytes();
+    let root_prefix = root_bytes.len() + usize::from(root_bytes.last() != Some(&b'/'));
+    let walk = GlobWalk {
+        matcher: &matcher,
+        name_matcher: name_matcher.as_ref(),
+        root_prefix,
+        shown: &shown,
+        policy,
+        budget,
+        skip_hidden: !rest.split('/').any(|c| c.starts_with('.')),
+        max_depth: (!recursive).then(|| rest.split('/').count()),
+        cap,
+    };
+    all.merge(
+        walk.run(root, cfg.threads())
+            .map_err(|a| budget.failure("glob", a))?,
+    );
     all.compact();
     // A last check of what is returned: the real path of each result (catches a symlink into a
     // protected directory, and a directory swapped for one during the walk).
@@ -1040,106 +1030,267 @@ fn literal_match(policy: &Policy, p: &str) -> Option<String> {
     policy.entry_for_path(&real).is_none().then(|| p.to_owned())
 }
 
-struct GlobVisitorBuilder<'a> {
-    matcher: &'a globset::GlobMatcher,
-    name_matcher: Option<&'a globset::GlobMatcher>,
-    root: &'a Path,
-    shown: &'a str,
-    policy: &'a Policy,
-    budget: &'a Budget,
-    results: &'a Mutex<Newest>,
-    abort: &'a Mutex<Option<Abort>>,
-    cap: usize,
-    include_root: bool,
-}
-
-impl<'s> ignore::ParallelVisitorBuilder<'s> for GlobVisitorBuilder<'s> {
-    fn build(&mut self) -> Box<dyn ignore::ParallelVisitor + 's> {
-        Box::new(GlobVisitor {
-            matcher: self.matcher,
-            name_matcher: self.name_matcher,
-            root: self.root,
-            shown: self.shown,
-            policy: self.policy,
-            budget: self.budget,
-            results: self.results,
-            abort: self.abort,
-            local: Newest::new(self.cap),
-            include_root: self.include_root,
-            seen: 0,
-        })
-    }
-}
-
-struct GlobVisitor<'a> {
+/// What one `glob` walks for: everything but the directories, which [`GlobWalk::run`] is given.
+struct GlobWalk<'a> {
     matcher: &'a globset::GlobMatcher,
     /// For `**/<name glob>`: the name glob, matched against the file name alone.
     name_matcher: Option<&'a globset::GlobMatcher>,
-    root: &'a Path,
+    /// Bytes of a walked entry's real path before the part below the root.
+    root_prefix: usize,
     shown: &'a str,
     policy: &'a Policy,
     budget: &'a Budget,
-    results: &'a Mutex<Newest>,
-    abort: &'a Mutex<Option<Abort>>,
-    local: Newest,
-    include_root: bool,
-    seen: u64,
+    /// Skip names starting with `.` (files and directories).
+    skip_hidden: bool,
+    /// Entries deeper than this (the root is depth 0) are not listed.
+    max_depth: Option<usize>,
+    cap: usize,
 }
 
-impl ignore::ParallelVisitor for GlobVisitor<'_> {
-    fn visit(&mut self, entry: Result<DirEntry, ignore::Error>) -> WalkState {
-        self.seen += 1;
-        if self.seen % 256 == 0 {
-            if let Err(a) = self.budget.check() {
-                self.abort
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(a);
-                return WalkState::Quit;
+/// A directory waiting to be read: opened only when a thread takes it, so a wide tree does not
+/// hold a descriptor per waiting directory.
+struct GlobDir {
+    parent: Arc<CheckedDir>,
+    name: OsString,
+    depth: usize,
+}
+
+/// The directories still to read, shared by the walking threads (last in, first out, which
+/// keeps few parents open); the walk ends when none is queued and no thread is reading one.
+struct GlobQueue {
+    state: Mutex<GlobQueueState>,
+    ready: Condvar,
+}
+
+struct GlobQueueState {
+    dirs: Vec<GlobDir>,
+    reading: usize,
+    stop: bool,
+}
+
+impl GlobQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GlobQueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next directory, waiting while another thread may still queue one; `None` at the end.
+    fn take(&self) -> Option<GlobDir> {
+        let mut s = self.lock();
+        loop {
+            if s.stop {
+                return None;
             }
-        }
-        let Ok(entry) = entry else {
-            return WalkState::Continue;
-        };
-        let matched = if entry.depth() == 0 {
-            self.include_root
-        } else if let Some(name) = self.name_matcher {
-            name.is_match(entry.file_name())
-        } else {
-            self.matcher
-                .is_match(entry.path().strip_prefix(self.root).unwrap_or(entry.path()))
-        };
-        let rel = || entry.path().strip_prefix(self.root).unwrap_or(entry.path());
-        if matched && entry.path_is_symlink() {
-            // Listed, not followed; but not when it points into a protected place.
-            if let Ok(real) = std::fs::canonicalize(entry.path()) {
-                let target_id = std::fs::metadata(&real).map(|m| (m.dev(), m.ino()));
-                if self.policy.entry_for_path(&real).is_some()
-                    || target_id.is_ok_and(|(d, i)| self.policy.is_protected_id(d, i))
-                {
-                    return WalkState::Continue;
-                }
+            if let Some(d) = s.dirs.pop() {
+                s.reading += 1;
+                return Some(d);
             }
-        }
-        if matched {
-            if let Ok(m) = entry.metadata() {
-                if !self.policy.is_protected_id(m.dev(), m.ino()) {
-                    self.local
-                        .push(mtime_ns(&m), || display_join(self.shown, rel()));
-                }
+            if s.reading == 0 {
+                return None;
             }
+            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
         }
-        WalkState::Continue
+    }
+
+    /// A directory taken with [`GlobQueue::take`] is read; `found` are its subdirectories.
+    fn done(&self, found: &mut Vec<GlobDir>) {
+        let mut s = self.lock();
+        let more = found.len();
+        s.dirs.append(found);
+        s.reading -= 1;
+        let end = s.reading == 0 && s.dirs.is_empty();
+        drop(s);
+        if end || more > 1 {
+            self.ready.notify_all();
+        } else if more == 1 {
+            self.ready.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        self.lock().stop = true;
+        self.ready.notify_all();
+    }
+
+    fn stopped(&self) -> bool {
+        self.lock().stop
     }
 }
 
-impl Drop for GlobVisitor<'_> {
-    fn drop(&mut self) {
-        let local = std::mem::take(&mut self.local);
-        self.results
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .merge(local);
+/// Directory entries read per `getdents64`.
+const DIRENT_BUF: usize = 32 * 1024;
+
+impl GlobWalk<'_> {
+    /// Walks below `root` on `threads` threads (this one included) and returns the newest
+    /// matches. Directories are read with `getdents64` on their descriptors and opened below
+    /// their checked parent without following symlinks (`open_subdir`, which prunes protected
+    /// ones by path and inode); matches are `fstatat`ed relative to their directory. No path
+    /// is resolved from the root for each entry, and nothing is allocated per entry but the
+    /// paths kept.
+    fn run(&self, root: CheckedDir, threads: usize) -> Result<Newest, Abort> {
+        let queue = GlobQueue {
+            state: Mutex::new(GlobQueueState {
+                dirs: Vec::new(),
+                reading: 1,
+                stop: false,
+            }),
+            ready: Condvar::new(),
+        };
+        let root = Arc::new(root);
+        let walk = |first: Option<Arc<CheckedDir>>| -> Result<Newest, Abort> {
+            let mut local = Newest::new(self.cap);
+            let mut buf = vec![0u8; DIRENT_BUF];
+            let mut path = Vec::with_capacity(256);
+            let mut found = Vec::new();
+            let mut seen = 0u64;
+            let mut next = first.map(|d| (d, 0));
+            loop {
+                if let Some((dir, depth)) = next.take() {
+                    let r = self.read(
+                        &dir, depth, &queue, &mut buf, &mut path, &mut found, &mut seen, &mut local,
+                    );
+                    queue.done(&mut found);
+                    if let Err(a) = r {
+                        queue.stop();
+                        return Err(a);
+                    }
+                }
+                let Some(job) = queue.take() else {
+                    return Ok(local);
+                };
+                match paths::open_subdir(self.policy, &job.parent, &job.name) {
+                    Ok(Some(d)) => next = Some((Arc::new(d), job.depth)),
+                    // Gone, unreadable or protected: nothing below it is listed.
+                    _ => queue.done(&mut found),
+                }
+            }
+        };
+        let mut all = Newest::new(self.cap);
+        let mut abort = None;
+        std::thread::scope(|s| {
+            let others: Vec<_> = (1..threads.max(1))
+                .map(|_| s.spawn(|| walk(None)))
+                .collect();
+            let mut add = |r: Result<Newest, Abort>| match r {
+                Ok(n) => all.merge(n),
+                Err(a) => abort = abort.or(Some(a)),
+            };
+            add(walk(Some(root.clone())));
+            for t in others {
+                add(t.join().unwrap_or(Err(Abort::Cancelled)));
+            }
+        });
+        match abort {
+            Some(a) => Err(a),
+            None => Ok(all),
+        }
+    }
+
+    /// Lists the entries of one directory that match and queues its subdirectories (those
+    /// within `max_depth`) in `found`.
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        dir: &Arc<CheckedDir>,
+        depth: usize,
+        queue: &GlobQueue,
+        buf: &mut [u8],
+        path: &mut Vec<u8>,
+        found: &mut Vec<GlobDir>,
+        seen: &mut u64,
+        local: &mut Newest,
+    ) -> Result<(), Abort> {
+        use std::os::unix::ffi::OsStrExt;
+        let depth = depth + 1;
+        if self.max_depth.is_some_and(|m| depth > m) {
+            return Ok(());
+        }
+        let descend = self.max_depth.is_none_or(|m| depth < m);
+        path.clear();
+        path.extend_from_slice(dir.real.as_os_str().as_bytes());
+        if path.last() != Some(&b'/') {
+            path.push(b'/');
+        }
+        let base = path.len();
+        loop {
+            // An unreadable directory ends here, as if empty.
+            let n = match sysfs::getdents(dir.fd(), buf) {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(n) => n,
+            };
+            for entry in sysfs::Dirents::new(&buf[..n]) {
+                let name = entry.name.to_bytes();
+                if name == b"." || name == b".." {
+                    continue;
+                }
+                *seen += 1;
+                if *seen % 256 == 0 {
+                    self.budget.check()?;
+                    if queue.stopped() {
+                        return Ok(());
+                    }
+                }
+                if self.skip_hidden && name.first() == Some(&b'.') {
+                    continue;
+                }
+                path.truncate(base);
+                path.extend_from_slice(name);
+                let real = Path::new(OsStr::from_bytes(path));
+                if self.policy.is_entry_path(real) {
+                    continue;
+                }
+                let mut stat = None;
+                let kind = match entry.kind {
+                    libc::DT_UNKNOWN => {
+                        stat = sysfs::stat_entry_c(dir.fd(), entry.name).ok().flatten();
+                        match stat {
+                            Some(st) if st.is_dir() => libc::DT_DIR,
+                            Some(st) if st.is_symlink() => libc::DT_LNK,
+                            Some(_) => libc::DT_REG,
+                            None => continue,
+                        }
+                    }
+                    k => k,
+                };
+                let rel = Path::new(OsStr::from_bytes(&path[self.root_prefix..]));
+                let matched = match self.name_matcher {
+                    Some(m) => m.is_match(OsStr::from_bytes(name)),
+                    None => self.matcher.is_match(rel),
+                };
+                if kind == libc::DT_DIR && descend {
+                    found.push(GlobDir {
+                        parent: dir.clone(),
+                        name: OsStr::from_bytes(name).to_owned(),
+                        depth,
+                    });
+                }
+                if !matched {
+                    continue;
+                }
+                if kind == libc::DT_LNK && self.links_into_protected(real) {
+                    continue;
+                }
+                let stat = match stat {
+                    Some(st) => st,
+                    None => match sysfs::stat_entry_c(dir.fd(), entry.name) {
+                        Ok(Some(st)) => st,
+                        _ => continue,
+                    },
+                };
+                if !self.policy.is_protected_id(stat.dev, stat.ino) {
+                    local.push(stat.mtime_ns, || display_join(self.shown, rel));
+                }
+            }
+        }
+    }
+
+    /// A symlink is listed, not followed; but not when it points into a protected place.
+    fn links_into_protected(&self, link: &Path) -> bool {
+        let Ok(real) = std::fs::canonicalize(link) else {
+            return false;
+        };
+        let target_id = std::fs::metadata(&real).map(|m| (m.dev(), m.ino()));
+        self.policy.entry_for_path(&real).is_some()
+            || target_id.is_ok_and(|(d, i)| self.policy.is_protected_id(d, i))
     }
 }
 
@@ -1521,6 +1672,157 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidArguments);
+    }
+
+    /// What `glob` must list, found the plain way: a recursive `symlink_metadata` walk that
+    /// skips hidden names (unless asked for), does not follow symlinks, prunes `protected`,
+    /// and matches the path below `root` with the same glob.
+    fn glob_oracle(root: &Path, pattern: &str, protected: &Path) -> Vec<String> {
+        let m = GlobBuilder::new(pattern)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .unwrap()
+            .compile_matcher();
+        let hidden_ok = pattern.split('/').any(|c| c.starts_with('.'));
+        let max_depth = (!pattern.contains("**")).then(|| pattern.split('/').count());
+        let mut found = Vec::new();
+        let mut stack = vec![(root.to_path_buf(), 0usize)];
+        while let Some((dir, depth)) = stack.pop() {
+            for e in fs::read_dir(&dir).unwrap() {
+                let e = e.unwrap();
+                let path = e.path();
+                let name = e.file_name();
+                if path == protected || (!hidden_ok && name.as_encoded_bytes()[0] == b'.') {
+                    continue;
+                }
+                let meta = fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() && max_depth.is_none_or(|d| depth + 1 < d) {
+                    stack.push((path.clone(), depth + 1));
+                }
+                if m.is_match(path.strip_prefix(root).unwrap()) {
+                    found.push((mtime_ns(&meta), path.to_str().unwrap().to_owned()));
+                }
+            }
+        }
+        found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        found.into_iter().map(|f| f.1).collect()
+    }
+
+    #[test]
+    fn glob_lists_what_a_plain_recursive_walk_finds_on_any_number_of_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A few hundred entries, some sharing an mtime (ties go by path): files, hidden files
+        // and directories, symlinks to a file, a directory and nowhere, a loop, a FIFO, a
+        // deep chain and a protected directory.
+        let mut n = 0u64;
+        let mut file = |p: PathBuf| {
+            fs::write(&p, "x").unwrap();
+            n += 1;
+            set_mtime(&p, 1_000 + n / 3);
+        };
+        for a in ["a", "b", ".h", "ab"] {
+            for b in ["x", "y", ".z"] {
+                let sub = d.join(a).join(b);
+                fs::create_dir_all(&sub).unwrap();
+                for f in ["m.c", "n.h", ".o.c", "p.txt", "q.c"] {
+                    file(sub.join(f));
+                }
+            }
+            file(d.join(a).join("top.c"));
+        }
+        let mut deep = d.to_path_buf();
+        for i in 0..20 {
+            deep.push(format!("d{i}"));
+        }
+        fs::create_dir_all(&deep).unwrap();
+        file(deep.join("bottom.c"));
+        file(d.join("root.c"));
+        std::os::unix::fs::symlink(d.join("a/x/m.c"), d.join("link.c")).unwrap();
+        std::os::unix::fs::symlink(d.join("b"), d.join("a/dirlink.c")).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", d.join("b/dangling.c")).unwrap();
+        std::os::unix::fs::symlink(".", d.join("b/x/loop")).unwrap();
+        mkfifo(&d.join("ab/fifo.c"));
+        let prot = d.join("ab/y");
+        let p = policy(&[&prot]);
+        for threads in [1, 2, 5] {
+            let cfg = SearchConfig {
+                glob_max_results: 10_000,
+                threads,
+                ..SearchConfig::default()
+            };
+            for pattern in [
+                "**/*.c",
+                "*",
+                "*/*",
+                "*/*/*.c",
+                "**",
+                "**/.*",
+                ".*/**/*.c",
+                "a*/**/q.c",
+                "**/d1?/**",
+                "**/*.{c,h}",
+                "**/x/*",
+                "*/dirlink.c",
+            ] {
+                let out = glob(
+                    &Glob {
+                        pattern: pattern.into(),
+                        path: Some(d.to_str().unwrap().into()),
+                    },
+                    &cfg,
+                    &p,
+                    &budget(),
+                )
+                .unwrap();
+                let mut files = out.files.clone();
+                if pattern == "**" {
+                    // `**` also names the base itself, which the oracle does not list.
+                    let base = files.iter().position(|f| f == d.to_str().unwrap()).unwrap();
+                    files.remove(base);
+                }
+                assert_eq!(
+                    files,
+                    glob_oracle(d, pattern, &prot),
+                    "{pattern} on {threads} threads"
+                );
+                assert_eq!(out.count, out.files.len() as u64);
+                assert!(!out.files.is_empty(), "{pattern}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cancelled_glob_stops_with_cancelled_on_every_thread_count() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..600 {
+            fs::write(dir.path().join(format!("f{i}.c")), "").unwrap();
+        }
+        for threads in [1, 2, 5] {
+            let b = Budget::new(Duration::from_secs(30), Arc::new(AtomicBool::new(true)));
+            let cfg = SearchConfig {
+                threads,
+                ..SearchConfig::default()
+            };
+            let e = glob(
+                &Glob {
+                    pattern: "**/*.c".into(),
+                    path: Some(dir.path().to_str().unwrap().into()),
+                },
+                &cfg,
+                &policy(&[]),
+                &b,
+            )
+            .unwrap_err();
+            assert_eq!(e.code, ErrorCode::Cancelled, "{threads} threads");
+        }
+    }
+
+    fn mkfifo(p: &Path) {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     }
 
     #[test]

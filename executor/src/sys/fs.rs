@@ -4,7 +4,7 @@
 //! Each wrapper is one checked libc call on descriptors and NUL-terminated names; the policy
 //! (what may be opened, what is protected) lives in [`crate::paths`].
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -271,6 +271,8 @@ pub struct EntryStat {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Modification time in nanoseconds since the epoch.
+    pub mtime_ns: i128,
 }
 
 impl EntryStat {
@@ -287,14 +289,18 @@ impl EntryStat {
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; `Ok(None)` when the name does not exist.
 pub fn stat_entry(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<EntryStat>> {
-    let c = cstring(name)?;
+    stat_entry_c(dir, &cstring(name)?)
+}
+
+/// [`stat_entry`] for a name that is already a C string (a directory entry's, say).
+pub fn stat_entry_c(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Option<EntryStat>> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `c` is valid and NUL-terminated; `st` points to writable storage of the right
-    // type, which fstatat fills completely on success and which is only read then.
+    // SAFETY: `name` is valid and NUL-terminated; `st` points to writable storage of the
+    // right type, which fstatat fills completely on success and which is only read then.
     let rc = unsafe {
         libc::fstatat(
             dir.as_raw_fd(),
-            c.as_ptr(),
+            name.as_ptr(),
             st.as_mut_ptr(),
             libc::AT_SYMLINK_NOFOLLOW,
         )
@@ -315,7 +321,69 @@ pub fn stat_entry(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<EntryS
         uid: st.st_uid,
         gid: st.st_gid,
         size: st.st_size as u64,
+        mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
     }))
+}
+
+/// `getdents64(dir)` into `buf`: the number of bytes filled (whole records, read with
+/// [`Dirents`]), 0 at the end of the directory.
+pub fn getdents(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which is writable
+        // for that length and outlives the call.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// One record of [`getdents`].
+#[derive(Clone, Copy, Debug)]
+pub struct Dirent<'a> {
+    /// `d_type`: `libc::DT_DIR`, `DT_REG`, `DT_LNK`, ... or `DT_UNKNOWN` when the file system
+    /// does not say (then `fstatat` must).
+    pub kind: u8,
+    /// The name with its NUL.
+    pub name: &'a CStr,
+}
+
+/// The records of one [`getdents`] buffer (`struct linux_dirent64`: `d_ino` u64, `d_off` i64,
+/// `d_reclen` u16, `d_type` u8, then the NUL-terminated name). A malformed record ends it.
+#[derive(Debug)]
+pub struct Dirents<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Dirents<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Dirents { buf }
+    }
+}
+
+impl<'a> Iterator for Dirents<'a> {
+    type Item = Dirent<'a>;
+
+    fn next(&mut self) -> Option<Dirent<'a>> {
+        const NAME: usize = 19;
+        let len = usize::from(u16::from_ne_bytes(self.buf.get(16..18)?.try_into().ok()?));
+        let record = self.buf.get(..len).filter(|_| len > NAME)?;
+        let kind = record[18];
+        let name = CStr::from_bytes_until_nul(&record[NAME..]).ok()?;
+        self.buf = &self.buf[len..];
+        Some(Dirent { kind, name })
+    }
 }
 
 /// The path the kernel records for an open descriptor (`readlink /proc/self/fd/N`): absolute,
