@@ -1116,6 +1116,16 @@ impl GlobQueue {
     }
 }
 
+struct StopOnPanic<'a>(&'a GlobQueue);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
+        }
+    }
+}
+
 /// Directory entries read per `getdents64`.
 const DIRENT_BUF: usize = 32 * 1024;
 
@@ -1137,6 +1147,8 @@ impl GlobWalk<'_> {
         };
         let root = Arc::new(root);
         let walk = |first: Option<Arc<CheckedDir>>| -> Result<Newest, Abort> {
+            // A thread that panicked would leave the others waiting for its directory.
+            let _stop_on_panic = StopOnPanic(&queue);
             let mut local = Newest::new(self.cap);
             let mut buf = vec![0u8; DIRENT_BUF];
             let mut path = Vec::with_capacity(256);
@@ -1200,10 +1212,8 @@ impl GlobWalk<'_> {
         local: &mut Newest,
     ) -> Result<(), Abort> {
         use std::os::unix::ffi::OsStrExt;
+        // The entries' depth; directories deeper than `max_depth` are never queued.
         let depth = depth + 1;
-        if self.max_depth.is_some_and(|m| depth > m) {
-            return Ok(());
-        }
         let descend = self.max_depth.is_none_or(|m| depth < m);
         path.clear();
         path.extend_from_slice(dir.real.as_os_str().as_bytes());
