@@ -496,7 +496,10 @@ def measure_limits(b: Bench, ng_port: int, src: Path, files: Path):
         b.add("r1m_p50", "limit", b.wrk(f"http://127.0.0.1:{ng_port}/f1m.txt", 1)["p50"])
         b.add("r10m_p50", "limit", b.wrk(f"http://127.0.0.1:{ng_port}/f10m.txt", 1)["p50"])
     if b.on("bash"):
-        b.add("bash_c1", "limit", b.loadgen_spawn("true", 1)["rate"])
+        spawn = b.loadgen_spawn("true", 1)
+        b.add("bash_c1", "limit", spawn["rate"])
+        b.add("bash_c1_p50", "limit", spawn["p50_ms"])
+        b.add("bash_peer_p50", "limit", spawn["p50_ms"])
         b.add("bash_c8", "limit", b.loadgen_spawn("true", 8)["rate"])
     if b.on("bashmib"):
         b.add("bash_mib", "limit", b.loadgen_spawn(MIB_COMMAND, 1)["p50_ms"])
@@ -631,7 +634,15 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
             args = {"command": "true"}
             if checked(b, srv, "bash true", "bash_execute", args):
                 body = call_body("bash_execute", args)
-                b.add("bash_c1", name, b.wrk(srv.url, 1, tok, body)["rps"])
+                c1 = b.wrk(srv.url, 1, tok, body)
+                b.add("bash_c1", name, c1["rps"])
+                b.add("bash_c1_p50", name, c1["p50"])
+                if impl.launcher:
+                    # The same calls straight to the executor's socket: what the spawn costs
+                    # there, without HTTP and the frontend.
+                    out = peer(srv, "bench-bash", f"{tok}:{max(200, int(a.secs * 400))}")
+                    m = re.search(r"p50_us=([\d.]+)", out or "")
+                    b.add("bash_peer_p50", name, float(m[1]) / 1000 if m else None)
                 b.add("bash_c8", name, b.wrk(srv.url, 8, tok, body)["rps"])
         if b.on("bashmib"):
             args = {"command": MIB_COMMAND, "max_output_bytes": 1048576}
@@ -654,19 +665,25 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
             b.add("ping_p50", name, ping)
             b.add("boundary", name, ping - health)
             if impl.launcher:
-                run_dir = next((l for l in srv.log if "--runtime-dir " in l), None)
-                if run_dir:
-                    run_dir = run_dir.split("--runtime-dir ")[1].split()[0]
-                    out = subprocess.run([str(BIN / "mymcp-test-peer"), f"{run_dir}/executor.sock", "bench-identify",
-                                          f"{tok}:20000"], capture_output=True, text=True, user=65534, group=65534,
-                                         timeout=300).stdout
-                    m = re.search(r"p50_us=([\d.]+)", out)
-                    b.add("peer_rt", name, float(m[1]) if m else None)
+                out = peer(srv, "bench-identify", f"{tok}:20000")
+                m = re.search(r"p50_us=([\d.]+)", out or "")
+                b.add("peer_rt", name, float(m[1]) if m else None)
         b.add("rss_end", name, srv.rss_mib())
     finally:
         srv.stop()
     if b.on("upload") or b.on("download"):
         measure_transfers(b, impl, src)
+
+
+def peer(srv, scenario: str, arg: str):
+    """Runs `mymcp-test-peer` on our executor's socket as the frontend's uid (nobody); its
+    output, or None when the launcher did not say where the socket is."""
+    run_dir = next((l for l in srv.log if "--runtime-dir " in l), None)
+    if not run_dir:
+        return None
+    run_dir = run_dir.split("--runtime-dir ")[1].split()[0]
+    return subprocess.run([str(BIN / "mymcp-test-peer"), f"{run_dir}/executor.sock", scenario, arg],
+                          capture_output=True, text=True, user=65534, group=65534, timeout=300).stdout
 
 
 def measure_transfers(b: Bench, impl: Impl, src: Path):
@@ -719,6 +736,8 @@ ROWS = [
     ("r1m_p50", "read_file 1 MiB, p50 ms", False, "nginx GET"),
     ("r10m_p50", "read_file 10 MiB, p50 ms", False, "nginx GET"),
     ("bash_c1", "bash_execute `true`, c=1, calls/s", True, "spawn loop"),
+    ("bash_c1_p50", "bash_execute `true`, c=1, p50 ms", False, "spawn loop"),
+    ("bash_peer_p50", "bash_execute `true` to the executor alone (test peer), p50 ms", False, "spawn loop"),
     ("bash_c8", "bash_execute `true`, c=8, calls/s", True, "spawn loop"),
     ("bash_mib", "bash 1 MiB of output, p50 ms", False, "spawn loop"),
     ("grep", "grep 50,000 files, ms", False, "rg"),

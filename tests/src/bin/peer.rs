@@ -283,26 +283,31 @@ fn main() {
         }
         // Benchmark: N sequential Identify round trips with the token in ARG ("TOKEN:N");
         // prints the median and the 99th percentile in microseconds.
-        "bench-identify" => {
+        // Round trips timed from here: `identify` (no work) or `bash_execute true` (TOKEN
+        // must then be rw), N of them one after another; prints p50 and p99.
+        "bench-identify" | "bench-bash" => {
             let (token, n) = arg.split_once(':').expect("TOKEN:N");
             let n: usize = n.parse().expect("N");
             let digest = digest_of(token);
             if hello(&mut s) {
                 let mut micros = Vec::with_capacity(n);
                 for id in 0..n as u64 {
+                    let body = if scenario == "bench-bash" {
+                        bash(digest, "true")
+                    } else {
+                        FrontendRequest::Identify { token: digest }
+                    };
                     let t = std::time::Instant::now();
-                    send(
-                        &mut s,
-                        &Req::Request {
-                            id,
-                            body: FrontendRequest::Identify { token: digest },
-                        },
-                    );
+                    send(&mut s, &Req::Request { id, body });
                     match frame::read_from::<Resp, _>(&mut s) {
                         Ok(ServerFrame::Response {
                             body: FrontendResponse::Identity(_),
                             ..
-                        }) => {}
+                        }) if scenario == "bench-identify" => {}
+                        Ok(ServerFrame::Response {
+                            body: FrontendResponse::Tool(Ok(_)),
+                            ..
+                        }) if scenario == "bench-bash" => {}
                         other => panic!("unexpected answer {other:?}"),
                     }
                     micros.push(t.elapsed().as_secs_f64() * 1e6);
