@@ -120,6 +120,14 @@ impl Mounts {
         Ok(Mounts { mounts })
     }
 
+    /// Whether something is mounted strictly below the real directory `dir` (a bind mount of
+    /// a single file counts: a name there may be a second name of any file).
+    pub fn any_below(&self, dir: &Path) -> bool {
+        self.mounts
+            .iter()
+            .any(|m| m.point != dir && m.point.starts_with(dir))
+    }
+
     /// For a real path (absolute, as `/proc/self/fd` gives it): `None` when any mount on the
     /// way to it (including ones covered by a later mount) is not known to answer from
     /// memory, else how its mount updates access times (the strictest of those on the path
@@ -216,6 +224,19 @@ mod tests {
         // Beside them, not under them.
         assert_eq!(t.local(Path::new("/srv/other")), Some(Atime::Relative));
         assert_eq!(t.local(Path::new("/home/u/fusex")), Some(Atime::Relative));
+    }
+
+    #[test]
+    fn mounts_strictly_below_a_directory_are_found_by_components() {
+        let t = table();
+        assert!(t.any_below(Path::new("/srv")));
+        assert!(t.any_below(Path::new("/srv/nfs")));
+        assert!(t.any_below(Path::new("/")));
+        // The mount point itself, a place beside one, a name sharing a prefix, a leaf.
+        assert!(!t.any_below(Path::new("/srv/nfs/scratch")));
+        assert!(!t.any_below(Path::new("/srv/other")));
+        assert!(!t.any_below(Path::new("/tm")));
+        assert!(!t.any_below(Path::new("/tmp/sub")));
     }
 
     #[test]

@@ -615,6 +615,7 @@ fn walk_and_search(
     let job_rx = Mutex::new(job_rx);
     let (res_tx, res_rx) = mpsc::channel::<(u64, Vec<FileResult>)>();
     let mut abort = None;
+    let check_inodes = inode_checks(policy, &root.real);
 
     std::thread::scope(|s| {
         for _ in 0..cfg.threads() {
@@ -624,6 +625,7 @@ fn walk_and_search(
             let names = Names {
                 root: &root.real,
                 shown,
+                check_inodes,
             };
             s.spawn(move || {
                 let mut searcher = build_searcher(plan, cfg);
@@ -785,6 +787,17 @@ fn walk_and_search(
 struct Names<'a> {
     root: &'a Path,
     shown: &'a str,
+    /// Check each opened file's inode against the protected set (see [`inode_checks`]).
+    check_inodes: bool,
+}
+
+/// Whether a walk below `root` must check the inode of each file it opens: when some protected
+/// file has a second name (a hard link), or when something is mounted below `root` (a bind
+/// mount of a protected file gives it a name there without a second link). Otherwise a file
+/// opened inside a checked directory cannot be protected content. An unreadable mount table
+/// means checking.
+fn inode_checks(policy: &Policy, root: &Path) -> bool {
+    policy.has_linked_files() || crate::mounts::Mounts::read().map_or(true, |m| m.any_below(root))
 }
 
 /// Opens one walked file inside its checked directory and searches it.
@@ -809,10 +822,10 @@ fn search_in_dir(
     };
     let file = File::from(fd);
     // The file is an entry of a checked directory, opened without following a symlink. It can
-    // only be protected content if it is a second name of a protected file: check its inode
-    // whenever such a name exists. (Anything but a regular file — swapped in after the walk
+    // only be protected content if it is a second name of a protected file (a hard link or a
+    // bind mount): check its inode whenever such a name may exist. (Anything but a regular file — swapped in after the walk
     // saw one — fails to read: FIFOs are opened non-blocking, directories give EISDIR.)
-    if policy.has_linked_files() {
+    if names.check_inodes {
         let Ok(meta) = file.metadata() else {
             return FileResult::default();
         };
@@ -1801,6 +1814,59 @@ mod tests {
                 assert!(!out.files.is_empty(), "{pattern}");
             }
         }
+    }
+
+    /// Unmounts on drop.
+    struct BindMount(std::ffi::CString);
+
+    impl Drop for BindMount {
+        fn drop(&mut self) {
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+
+    /// `mount --bind from to`, or `None` where this process may not mount (not root, or a
+    /// container without the capability).
+    fn bind_mount(from: &Path, to: &Path) -> Option<BindMount> {
+        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let (from, to) = (c(from), c(to));
+        // SAFETY: valid NUL-terminated paths; no file system type or data for a bind mount.
+        let rc = unsafe {
+            libc::mount(
+                from.as_ptr(),
+                to.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        (rc == 0).then_some(BindMount(to))
+    }
+
+    #[test]
+    fn grep_does_not_read_a_protected_file_bind_mounted_into_the_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tree, secret) = (dir.path().join("tree"), dir.path().join("secret.txt"));
+        fs::create_dir(&tree).unwrap();
+        fs::write(tree.join("a.txt"), "needle public\n").unwrap();
+        fs::write(tree.join("b.txt"), "placeholder\n").unwrap();
+        fs::write(&secret, "needle SECRET\n").unwrap();
+        let p = policy(&[&secret]);
+        // One name, one link: nothing tells a walk that it may meet this file elsewhere.
+        assert!(!p.has_linked_files());
+        let Some(_mount) = bind_mount(&secret, &tree.join("b.txt")) else {
+            eprintln!("skipped: this process cannot bind-mount");
+            return;
+        };
+        assert_eq!(
+            fs::read_to_string(tree.join("b.txt")).unwrap(),
+            "needle SECRET\n"
+        );
+        let out = run_grep(&grep_args("needle", &tree), &p).unwrap();
+        assert_eq!(out.match_count, 1, "{}", out.results);
+        assert!(!out.results.contains("SECRET"), "{}", out.results);
+        assert!(out.results.contains("needle public"), "{}", out.results);
     }
 
     #[test]
