@@ -35,5 +35,7 @@ pub mod search;
 pub mod server;
 pub mod spawn;
 pub mod sys;
+#[cfg(test)]
+mod testing;
 pub mod tokens;
 pub mod transfer;

@@ -1177,13 +1177,7 @@ mod tests {
         ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf())).policy(Access::Read)
     }
 
-    /// Held by the tests that mount and those that expect a resolution to be reused: any
-    /// mount in the process's namespace makes the next call resolve anew.
-    static MOUNT_TABLE: Mutex<()> = Mutex::new(());
-
-    fn mount_table() -> std::sync::MutexGuard<'static, ()> {
-        MOUNT_TABLE.lock().unwrap_or_else(|p| p.into_inner())
-    }
+    use crate::testing::mount_table;
 
     /// The policy once it is reused (a resolution that saw a change while it ran is not
     /// kept), at most 5 s.
@@ -1297,30 +1291,12 @@ mod tests {
         std::fs::write(other.join("tokens.json"), "decoy").unwrap();
         let p = ProtectedPaths::new([conf.join("tokens.json")]);
         let before = settled(&p, Access::Read);
-        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-        let (src, dst) = (c(&other), c(&conf));
-        // SAFETY: both strings are valid and NUL-terminated for the call; a bind mount
-        // has no other pointer arguments.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            eprintln!(
-                "skipped: cannot bind-mount here ({})",
-                io::Error::last_os_error()
-            );
+        let Some(mount) = crate::testing::bind_mount(&other, &conf) else {
             return;
-        }
+        };
         let now = p.policy(Access::Read);
         let m = std::fs::metadata(conf.join("tokens.json")).unwrap();
-        // SAFETY: `dst` is a valid NUL-terminated string for the call.
-        let _ = unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
+        drop(mount);
         assert!(!Arc::ptr_eq(&before, &now), "resolved anew");
         assert!(
             now.is_protected_id(m.dev(), m.ino()),

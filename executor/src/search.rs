@@ -823,8 +823,9 @@ fn search_in_dir(
     let file = File::from(fd);
     // The file is an entry of a checked directory, opened without following a symlink. It can
     // only be protected content if it is a second name of a protected file (a hard link or a
-    // bind mount): check its inode whenever such a name may exist. (Anything but a regular file — swapped in after the walk
-    // saw one — fails to read: FIFOs are opened non-blocking, directories give EISDIR.)
+    // bind mount): check its inode whenever such a name may exist. (Anything but a regular
+    // file — swapped in after the walk saw one — fails to read: FIFOs are opened non-blocking,
+    // directories give EISDIR.)
     if names.check_inodes {
         let Ok(meta) = file.metadata() else {
             return FileResult::default();
@@ -1816,34 +1817,6 @@ mod tests {
         }
     }
 
-    /// Unmounts on drop.
-    struct BindMount(std::ffi::CString);
-
-    impl Drop for BindMount {
-        fn drop(&mut self) {
-            // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-
-    /// `mount --bind from to`, or `None` where this process may not mount (not root, or a
-    /// container without the capability).
-    fn bind_mount(from: &Path, to: &Path) -> Option<BindMount> {
-        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-        let (from, to) = (c(from), c(to));
-        // SAFETY: valid NUL-terminated paths; no file system type or data for a bind mount.
-        let rc = unsafe {
-            libc::mount(
-                from.as_ptr(),
-                to.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            )
-        };
-        (rc == 0).then_some(BindMount(to))
-    }
-
     #[test]
     fn grep_does_not_read_a_protected_file_bind_mounted_into_the_tree() {
         let dir = tempfile::tempdir().unwrap();
@@ -1855,8 +1828,8 @@ mod tests {
         let p = policy(&[&secret]);
         // One name, one link: nothing tells a walk that it may meet this file elsewhere.
         assert!(!p.has_linked_files());
-        let Some(_mount) = bind_mount(&secret, &tree.join("b.txt")) else {
-            eprintln!("skipped: this process cannot bind-mount");
+        let _mounts = crate::testing::mount_table();
+        let Some(_mount) = crate::testing::bind_mount(&secret, &tree.join("b.txt")) else {
             return;
         };
         assert_eq!(
