@@ -1140,6 +1140,19 @@ impl Drop for StopOnPanic<'_> {
     }
 }
 
+/// What one walking thread reuses from directory to directory.
+struct GlobThread {
+    /// `getdents64` records.
+    dirents: Vec<u8>,
+    /// The real path of the entry at hand.
+    path: Vec<u8>,
+    /// Subdirectories of the directory at hand, queued once it is read.
+    found: Vec<GlobDir>,
+    /// Entries seen (the budget is checked every 256).
+    seen: u64,
+    newest: Newest,
+}
+
 /// Directory entries read per `getdents64`.
 const DIRENT_BUF: usize = 32 * 1024;
 
@@ -1163,30 +1176,30 @@ impl GlobWalk<'_> {
         let walk = |first: Option<Arc<CheckedDir>>| -> Result<Newest, Abort> {
             // A thread that panicked would leave the others waiting for its directory.
             let _stop_on_panic = StopOnPanic(&queue);
-            let mut local = Newest::new(self.cap);
-            let mut buf = vec![0u8; DIRENT_BUF];
-            let mut path = Vec::with_capacity(256);
-            let mut found = Vec::new();
-            let mut seen = 0u64;
+            let mut t = GlobThread {
+                dirents: vec![0u8; DIRENT_BUF],
+                path: Vec::with_capacity(256),
+                found: Vec::new(),
+                seen: 0,
+                newest: Newest::new(self.cap),
+            };
             let mut next = first.map(|d| (d, 0));
             loop {
                 if let Some((dir, depth)) = next.take() {
-                    let r = self.read(
-                        &dir, depth, &queue, &mut buf, &mut path, &mut found, &mut seen, &mut local,
-                    );
-                    queue.done(&mut found);
+                    let r = self.read(&dir, depth, &queue, &mut t);
+                    queue.done(&mut t.found);
                     if let Err(a) = r {
                         queue.stop();
                         return Err(a);
                     }
                 }
                 let Some(job) = queue.take() else {
-                    return Ok(local);
+                    return Ok(t.newest);
                 };
                 match paths::open_subdir(self.policy, &job.parent, &job.name) {
                     Ok(Some(d)) => next = Some((Arc::new(d), job.depth)),
                     // Gone, unreadable or protected: nothing below it is listed.
-                    _ => queue.done(&mut found),
+                    _ => queue.done(&mut Vec::new()),
                 }
             }
         };
@@ -1200,7 +1213,7 @@ impl GlobWalk<'_> {
                 Ok(n) => all.merge(n),
                 Err(a) => abort = abort.or(Some(a)),
             };
-            add(walk(Some(root.clone())));
+            add(walk(Some(root)));
             for t in others {
                 add(t.join().unwrap_or(Err(Abort::Cancelled)));
             }
@@ -1211,21 +1224,23 @@ impl GlobWalk<'_> {
         }
     }
 
-    /// Lists the entries of one directory that match and queues its subdirectories (those
-    /// within `max_depth`) in `found`.
-    #[allow(clippy::too_many_arguments)]
+    /// Lists the entries of one directory that match (in `t.newest`) and gathers its
+    /// subdirectories within `max_depth` in `t.found`.
     fn read(
         &self,
         dir: &Arc<CheckedDir>,
         depth: usize,
         queue: &GlobQueue,
-        buf: &mut [u8],
-        path: &mut Vec<u8>,
-        found: &mut Vec<GlobDir>,
-        seen: &mut u64,
-        local: &mut Newest,
+        t: &mut GlobThread,
     ) -> Result<(), Abort> {
         use std::os::unix::ffi::OsStrExt;
+        let GlobThread {
+            dirents: buf,
+            path,
+            found,
+            seen,
+            newest,
+        } = t;
         // The entries' depth; directories deeper than `max_depth` are never queued.
         let depth = depth + 1;
         let descend = self.max_depth.is_none_or(|m| depth < m);
@@ -1301,7 +1316,7 @@ impl GlobWalk<'_> {
                     },
                 };
                 if !self.policy.is_protected_id(stat.dev, stat.ino) {
-                    local.push(stat.mtime_ns, || display_join(self.shown, rel));
+                    newest.push(stat.mtime_ns, || display_join(self.shown, rel));
                 }
             }
         }
@@ -1767,7 +1782,7 @@ mod tests {
         std::os::unix::fs::symlink(d.join("b"), d.join("a/dirlink.c")).unwrap();
         std::os::unix::fs::symlink("/nonexistent", d.join("b/dangling.c")).unwrap();
         std::os::unix::fs::symlink(".", d.join("b/x/loop")).unwrap();
-        mkfifo(&d.join("ab/fifo.c"));
+        crate::testing::mkfifo(&d.join("ab/fifo.c"));
         let prot = d.join("ab/y");
         let p = policy(&[&prot]);
         for threads in [1, 2, 5] {
@@ -1866,12 +1881,6 @@ mod tests {
             .unwrap_err();
             assert_eq!(e.code, ErrorCode::Cancelled, "{threads} threads");
         }
-    }
-
-    fn mkfifo(p: &Path) {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: `c` is a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     }
 
     #[test]
