@@ -887,11 +887,7 @@ mod tests {
         fresh_file(&secret, "token\n");
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&secret, &link).unwrap();
-        let status = std::process::Command::new("mkfifo")
-            .arg(dir.path().join("fifo"))
-            .status()
-            .unwrap();
-        assert!(status.success());
+        crate::testing::mkfifo(&dir.path().join("fifo"));
         let big = dir.path().join("big");
         fresh_file(&big, "x".repeat(paths::READ_NOW_MAX_BYTES as usize + 1));
         let protected = ProtectedPaths::new([secret.clone()]);
@@ -959,11 +955,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let status = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        crate::testing::mkfifo(&fifo);
         let e = read_file(&args(fifo.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotARegularFile);
 

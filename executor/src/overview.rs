@@ -379,11 +379,7 @@ mod tests {
             e.message
         );
         std::fs::remove_file(f.cfg.path()).unwrap();
-        let made = std::process::Command::new("mkfifo")
-            .arg(f.cfg.path())
-            .status()
-            .unwrap();
-        assert!(made.success());
+        crate::testing::mkfifo(&f.cfg.path());
         let e = server_overview(&f.cfg, SystemTime::now()).unwrap_err();
         assert!(e.message.contains("not a regular file"), "{}", e.message);
         std::fs::remove_file(f.cfg.path()).unwrap();

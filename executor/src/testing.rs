@@ -47,3 +47,11 @@ pub(crate) fn bind_mount(from: &Path, to: &Path) -> Option<BindMount> {
     }
     Some(BindMount(to))
 }
+
+/// Makes a FIFO at `p` (mode 0600).
+pub(crate) fn mkfifo(p: &Path) {
+    let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {p:?}");
+}
