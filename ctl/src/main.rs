@@ -218,8 +218,11 @@ struct AddArgs {
 }
 
 fn main() {
+    // First, while this is the only thread: a secret that came in the environment is
+    // overwritten where /proc/<pid>/environ shows it (and no child inherits it).
+    let env_secrets = mymcp_service::environment::take_secrets(&mymcp_settings::SECRET_VARIABLES);
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli, env_secrets) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("mymcpctl: {e:#}");
@@ -352,7 +355,7 @@ fn audit_verify(
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<i32> {
+fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
     match cli.command {
         Cmd::Serve {
             host,
@@ -368,6 +371,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             log_level,
             env_file,
             tls,
+            env_secrets,
         }),
         Cmd::Token(TokenCmd::RotateAdmin { json }) => rotate(&cli.runtime_dir, Role::Admin, json),
         Cmd::Token(TokenCmd::RotateMetrics { json }) => {

@@ -38,6 +38,10 @@ pub struct ServeOptions {
     pub env_file: Option<PathBuf>,
     /// Serve HTTPS with a throwaway self-signed certificate.
     pub tls: bool,
+    /// `MYMCP_ADMIN_TOKEN`/`MYMCP_METRICS_TOKEN` as found in mymcpctl's environment (already
+    /// overwritten there): imported into the temporary store as digests, so the executor never
+    /// gets them in its environment.
+    pub env_secrets: Vec<(String, String)>,
 }
 
 /// The frontend's account: uid, gid, and a name for messages.
@@ -144,6 +148,37 @@ fn wait_until_listening(path: &Path, executor: &mut Child) -> anyhow::Result<()>
     }
 }
 
+/// Imports the admin and metrics tokens that came in mymcpctl's environment into the
+/// temporary store (digests only), as the executor imports those of its env file.
+fn import_env_secrets(
+    store: &mymcp_executor::tokens::TokenStore,
+    secrets: &[(String, String)],
+) -> anyhow::Result<()> {
+    let list: Vec<mymcp_protocol::ImportedToken> = secrets
+        .iter()
+        .filter_map(|(name, value)| {
+            let role = match name.as_str() {
+                "MYMCP_ADMIN_TOKEN" => Role::Admin,
+                "MYMCP_METRICS_TOKEN" => Role::Metrics,
+                _ => return None,
+            };
+            let value = value.trim();
+            (!value.is_empty()).then(|| mymcp_protocol::ImportedToken {
+                digest: mymcp_executor::tokens::digest(value),
+                name: role.as_str().to_owned(),
+                role,
+                created_at: mymcp_executor::clock::now_rfc3339(),
+                last_used: None,
+                enabled: true,
+            })
+        })
+        .collect();
+    if !list.is_empty() {
+        store.import(list)?;
+    }
+    Ok(())
+}
+
 /// Runs the quick try until a signal arrives or a process dies. Returns the exit code.
 pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     let executor_bin = sibling("mymcp-executor")?;
@@ -189,11 +224,12 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     // rather than through the control socket after it has.
     let (admin, rw) = {
         // Not synced to disk: the tokens end with this process and the directory with them.
-        let (_store, added) = mymcp_executor::tokens::TokenStore::create_temporary(
+        let (store, added) = mymcp_executor::tokens::TokenStore::create_temporary(
             &token_file,
             &[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)],
         )
         .with_context(|| format!("creating the temporary tokens in {}", token_file.display()))?;
+        import_env_secrets(&store, &opts.env_secrets)?;
         let mut added = added.into_iter().map(|(token, _)| token);
         (
             added.next().expect("two tokens"),

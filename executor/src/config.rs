@@ -206,6 +206,12 @@ pub fn file_tools(
             .and_then(|e| e.parent().map(|p| p.to_owned())),
         extra: extra.into_iter().map(PathBuf::from).collect(),
         recorder_data_dir: Some(dir("MYMCP_RECORDER_DATA_DIR", overview::DEFAULT_DATA_DIR)?),
+        // The frontend reads it; the executor only protects it, when its settings name it.
+        tls_key: src
+            .get("MYMCP_TLS_KEY")
+            .map(|v| v.trim().to_owned())
+            .filter(|v| v.starts_with('/'))
+            .map(PathBuf::from),
     };
     Ok(FileTools {
         write,

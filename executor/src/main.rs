@@ -72,48 +72,72 @@ struct Secrets {
 }
 
 /// Loads the env file: its values become defaults under the process environment, except the
-/// secrets, which are kept aside (and removed from the environment).
-fn load_env_file() -> Result<Secrets, String> {
+/// secrets, which are kept aside. `from_env` are the secrets found in the process environment
+/// (already overwritten there); they win over the file, like every environment value. The
+/// systemd credentials `admin-token` and `metrics-token` (`$CREDENTIALS_DIRECTORY`) win over
+/// both.
+fn load_env_file(from_env: Vec<(String, String)>) -> Result<Secrets, String> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let flag = mymcp_settings::envfile::flag_in_args(&args);
-    let from_env = std::env::var("MYMCP_ENV_FILE").ok();
-    if from_env.as_deref().map(str::trim) == Some("none") {
+    let from_env_var = std::env::var("MYMCP_ENV_FILE").ok();
+    if from_env_var.as_deref().map(str::trim) == Some("none") {
         // Explicitly no env file: nothing to protect or read.
         std::env::remove_var("MYMCP_ENV_FILE");
     }
     let mut file = Vec::new();
-    if let Some(path) = mymcp_settings::envfile::discover(flag.as_deref(), from_env.as_deref()) {
+    if let Some(path) = mymcp_settings::envfile::discover(flag.as_deref(), from_env_var.as_deref())
+    {
         file = mymcp_settings::envfile::read(&path).map_err(|e| e.to_string())?;
-        // SAFETY-free note: start-up is single-threaded here, so changing the environment
-        // cannot race with a reader.
+        // Start-up is single-threaded here, so changing the environment cannot race a reader.
         std::env::set_var("MYMCP_ENV_FILE", &path);
     }
     let mut secrets = Secrets::default();
+    let slot = |secrets: &mut Secrets, name: &str, value: String| match name {
+        "MYMCP_ADMIN_TOKEN" => secrets.admin_token = Some(value),
+        "MYMCP_METRICS_TOKEN" => secrets.metrics_token = Some(value),
+        _ => {}
+    };
     for (k, v) in file {
-        match k.as_str() {
-            "MYMCP_ADMIN_TOKEN" => secrets.admin_token = Some(v),
-            "MYMCP_METRICS_TOKEN" => secrets.metrics_token = Some(v),
-            _ if k.starts_with("MYMCP_") && std::env::var_os(&k).is_none() => {
-                std::env::set_var(&k, v)
-            }
-            _ => {}
+        if mymcp_settings::SECRET_VARIABLES.contains(&k.as_str()) {
+            slot(&mut secrets, &k, v);
+        } else if k.starts_with("MYMCP_") && std::env::var_os(&k).is_none() {
+            std::env::set_var(&k, v);
         }
     }
-    for (name, slot) in [
-        ("MYMCP_ADMIN_TOKEN", &mut secrets.admin_token),
-        ("MYMCP_METRICS_TOKEN", &mut secrets.metrics_token),
-    ] {
-        if let Ok(v) = std::env::var(name) {
-            *slot = Some(v);
+    for (name, value) in from_env {
+        eprintln!(
+            "mymcp-executor: warning: {name} came in the process environment, which /proc shows for the life of a process; it was overwritten there. Put it in the env file or the systemd credential {} instead",
+            credential_name(&name)
+        );
+        slot(&mut secrets, &name, value);
+    }
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        for name in mymcp_settings::SECRET_SETTINGS {
+            let path = PathBuf::from(&dir).join(credential_name(name));
+            match std::fs::read_to_string(&path) {
+                Ok(value) => slot(&mut secrets, name, value.trim().to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("credential {}: {e}", path.display())),
+            }
         }
-        std::env::remove_var(name);
     }
     Ok(secrets)
 }
 
+/// The systemd credential that holds a secret setting: `MYMCP_ADMIN_TOKEN` → `admin-token`.
+fn credential_name(setting: &str) -> String {
+    setting
+        .trim_start_matches("MYMCP_")
+        .to_ascii_lowercase()
+        .replace('_', "-")
+}
+
 fn main() {
+    // First, while this is the only thread and nothing has touched the environment: a secret
+    // that came in it is overwritten where /proc/<pid>/environ shows it.
+    let from_env = mymcp_service::environment::take_secrets(&mymcp_settings::SECRET_VARIABLES);
     mymcp_service::memory::tune_allocator();
-    let secrets = match load_env_file() {
+    let secrets = match load_env_file(from_env) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mymcp-executor: {e}");

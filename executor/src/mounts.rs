@@ -68,7 +68,12 @@ impl Atime {
 #[derive(Debug)]
 struct Mount {
     point: PathBuf,
+    /// The directory of its file system that is mounted there (`/` unless a bind mount of a
+    /// subtree).
+    root: PathBuf,
     from_memory: bool,
+    /// A `proc` file system: its top-level numeric directories are processes.
+    proc: bool,
     atime: Atime,
 }
 
@@ -95,6 +100,7 @@ impl Mounts {
             if dash < 6 || fields.len() < dash + 2 {
                 return Err(bad());
             }
+            let root = PathBuf::from(OsString::from_vec(unescape(fields[3])));
             let point = PathBuf::from(OsString::from_vec(unescape(fields[4])));
             let options = fields[5];
             let has = |o: &[u8]| options.split(|&b| b == b',').any(|x| x == o);
@@ -110,7 +116,9 @@ impl Mounts {
             let from_memory = FROM_MEMORY.iter().any(|t| t.as_bytes() == fstype);
             mounts.push(Mount {
                 point,
+                root,
                 from_memory,
+                proc: fstype == b"proc",
                 atime,
             });
         }
@@ -118,6 +126,16 @@ impl Mounts {
             return Err(bad());
         }
         Ok(Mounts { mounts })
+    }
+
+    /// Every mount of a `proc` file system: where it is mounted, and which of its directories
+    /// is mounted there (`/`, or e.g. `/1234` for a bind mount of one process's directory).
+    pub fn proc_mounts(&self) -> Vec<(PathBuf, PathBuf)> {
+        self.mounts
+            .iter()
+            .filter(|m| m.proc)
+            .map(|m| (m.point.clone(), m.root.clone()))
+            .collect()
     }
 
     /// Whether something is mounted strictly below the real directory `dir` (a bind mount of
@@ -237,6 +255,19 @@ mod tests {
         assert!(!t.any_below(Path::new("/srv/other")));
         assert!(!t.any_below(Path::new("/tm")));
         assert!(!t.any_below(Path::new("/tmp/sub")));
+    }
+
+    #[test]
+    fn proc_mounts_are_found_with_their_roots() {
+        let extra = format!("{TABLE}40 27 0:21 /1234 /srv/one\\040proc rw - proc proc rw\n");
+        let t = Mounts::parse(extra.as_bytes()).unwrap();
+        assert_eq!(
+            t.proc_mounts(),
+            vec![
+                (PathBuf::from("/proc"), PathBuf::from("/")),
+                (PathBuf::from("/srv/one proc"), PathBuf::from("/1234")),
+            ]
+        );
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub struct ProtectedPaths {
     write_only: Vec<PathBuf>,
     /// The last resolved policy per access kind, shared by clones (same entries).
     cache: Arc<PolicyCache>,
+    /// `(dev, ino)` of the mymcp binaries as they were when the executor started (its own
+    /// and those beside it), so that a process still running a binary since replaced by an
+    /// upgrade is known as a mymcp process.
+    started_exes: Arc<HashSet<(u64, u64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -220,10 +224,26 @@ pub struct DefaultProtected {
     pub extra: Vec<PathBuf>,
     /// `MYMCP_RECORDER_DATA_DIR`: readable, never writable.
     pub recorder_data_dir: Option<PathBuf>,
+    /// The frontend's TLS key (`MYMCP_TLS_KEY`), when the executor's settings name it.
+    pub tls_key: Option<PathBuf>,
 }
 
-/// The installed binaries protected beside the executor.
-pub const BINARIES: [&str; 3] = ["mymcp-executor", "mymcp-frontend", "mymcpctl"];
+/// The installed binaries protected beside the executor; a running process of one of them is
+/// a mymcp process, whose `/proc/<pid>` tree is protected too.
+pub const BINARIES: [&str; 4] = [
+    "mymcp-executor",
+    "mymcp-frontend",
+    "mymcpctl",
+    "mymcp-recorder",
+];
+
+/// Where systemd puts a service's credentials (`LoadCredential=`): one directory per unit.
+const CREDENTIALS_DIR: &str = "/run/credentials";
+
+/// What a refusal by one of the rules that are not configured entries names.
+const PROCESS_ENTRY: &str = "/proc/<pid> of a mymcp process";
+const KCORE_ENTRY: &str = "/proc/kcore";
+const CREDENTIALS_ENTRY: &str = "/run/credentials/mymcp*";
 
 impl ProtectedPaths {
     pub fn new(entries: impl IntoIterator<Item = PathBuf>) -> Self {
@@ -233,6 +253,19 @@ impl ProtectedPaths {
                 out.entries.push(e);
             }
         }
+        let mut exes: Vec<PathBuf> = vec![PathBuf::from("/proc/self/exe")];
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_owned))
+        {
+            exes.extend(BINARIES.iter().map(|b| dir.join(b)));
+        }
+        out.started_exes = Arc::new(
+            exes.iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| (m.dev(), m.ino()))
+                .collect(),
+        );
         out
     }
 
@@ -250,7 +283,12 @@ impl ProtectedPaths {
             entries.push(env.clone());
         }
         if let Some(dir) = &d.binary_dir {
-            entries.extend(BINARIES.iter().map(|b| dir.join(b)));
+            // Only those installed: an entry that does not exist is resolved anew for every
+            // call (see `policy`), and a missing binary has nothing to protect.
+            entries.extend(BINARIES.iter().map(|b| dir.join(b)).filter(|p| p.exists()));
+        }
+        if let Some(key) = &d.tls_key {
+            entries.push(key.clone());
         }
         entries.extend(d.extra.iter().cloned());
         let mut out = ProtectedPaths::new(entries.into_iter().map(|p| absolute(&p)));
@@ -295,7 +333,9 @@ impl ProtectedPaths {
             depends.extend(self.readable_paths(access));
         }
         let watch = Watch::new(&depends);
-        let policy = Arc::new(self.resolve(access));
+        // Read after the watch is set up, so a mount made meanwhile is reported by it.
+        let mounts = Mounts::read().ok();
+        let policy = Arc::new(self.resolve(access, mounts.as_ref()));
         match watch {
             Ok(watch) => {
                 // A missing entry resolves through whatever lies on its way: not reused.
@@ -304,11 +344,10 @@ impl ProtectedPaths {
                     .iter()
                     .zip(&real)
                     .all(|(e, r)| e.path == *r && e.id.is_some());
-                // Read only for a resolution that may be kept: a set that is resolved for every
-                // call (a missing entry) does not read the mount table every call too.
+                // Kept for reads on the runtime workers ([`open_for_read_now`]).
                 let mounts = match access {
-                    Access::Read if kept => Mounts::read().ok(),
-                    _ => None,
+                    Access::Read => mounts,
+                    Access::Write => None,
                 };
                 if kept && !watch.changed() {
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Cached {
@@ -374,8 +413,9 @@ impl ProtectedPaths {
         }
     }
 
-    /// Resolves every entry now (symlinks, current inode).
-    fn resolve(&self, access: Access) -> Policy {
+    /// Resolves every entry now (symlinks, current inode); `mounts` tells where `proc` file
+    /// systems are mounted (`/proc` alone when it could not be read).
+    fn resolve(&self, access: Access, mounts: Option<&Mounts>) -> Policy {
         let protected = self.protected_for(access);
         let readable = match access {
             Access::Read => self.write_only.iter().filter_map(|e| real_dir(e)).collect(),
@@ -403,6 +443,12 @@ impl ProtectedPaths {
                 id: meta.as_ref().map(|m| (m.dev(), m.ino())),
             });
         }
+        let mut exes: HashSet<(u64, u64)> = (*self.started_exes).clone();
+        exes.extend(ids.iter().copied());
+        let proc_mounts = match mounts {
+            Some(m) => m.proc_mounts(),
+            None => vec![(PathBuf::from("/proc"), PathBuf::from("/"))],
+        };
         Policy {
             entries,
             readable,
@@ -410,6 +456,8 @@ impl ProtectedPaths {
             dir_ids,
             exact,
             linked_files,
+            proc_mounts,
+            exes,
         }
     }
 }
@@ -486,12 +534,85 @@ pub struct Policy {
     exact: HashSet<Vec<u8>>,
     /// A protected file has more than one name (a hard link elsewhere).
     linked_files: bool,
+    /// Where `proc` file systems are mounted, and which of their directories (see
+    /// [`Policy::rule_entry`]).
+    proc_mounts: Vec<(PathBuf, PathBuf)>,
+    /// `(dev, ino)` of the mymcp binaries, for telling a mymcp process by its `exe`.
+    exes: HashSet<(u64, u64)>,
 }
 
 impl Policy {
+    /// The protected places that are rules rather than configured entries, because what they
+    /// cover comes and goes with processes and services:
+    ///
+    /// - the `/proc/<pid>` tree (`environ`, `mem`, `cmdline`, `maps`, the tasks, …) of every
+    ///   mymcp process — a process whose `exe` is one of the mymcp binaries, whichever uid it
+    ///   runs as — on any `proc` mount (`/proc/self` and `/proc/thread-self` resolve to such a
+    ///   path), and `/proc/kcore` (all of memory);
+    /// - systemd's credential directories of the mymcp units, `/run/credentials/mymcp*`.
+    ///
+    /// `exact` asks only whether `real` is the top of such a place (what a walk meets before
+    /// anything inside it; see [`Policy::is_entry_path`]); otherwise anything inside counts.
+    fn rule_entry(&self, real: &Path, exact: bool) -> Option<&'static str> {
+        let bytes = real.as_os_str().as_bytes();
+        let below = |top: &[u8]| {
+            bytes.starts_with(top)
+                && (bytes.len() == top.len() || bytes[top.len()] == b'/' || top == b"/")
+        };
+        if below(CREDENTIALS_DIR.as_bytes()) {
+            let mut rest = real.strip_prefix(CREDENTIALS_DIR).ok()?.components();
+            let unit = rest.next()?;
+            let deeper = rest.next().is_some();
+            let ours = unit.as_os_str().as_bytes().starts_with(b"mymcp");
+            return (ours && !(exact && deeper)).then_some(CREDENTIALS_ENTRY);
+        }
+        for (point, root) in &self.proc_mounts {
+            if !below(point.as_os_str().as_bytes()) {
+                continue;
+            }
+            let Ok(rest) = real.strip_prefix(point) else {
+                continue;
+            };
+            let within = root.join(rest);
+            let mut names = within.components().skip(1);
+            let Some(top) = names.next() else {
+                continue;
+            };
+            if exact && names.next().is_some() {
+                continue;
+            }
+            let top = top.as_os_str();
+            if top == "kcore" {
+                return Some(KCORE_ENTRY);
+            }
+            // The mount shows `root`'s subtree: the process directory is at the mount point
+            // when `root` is one (a bind mount of `/proc/<pid>`), else one level below it.
+            let dir = if root.components().count() > 1 {
+                point.clone()
+            } else {
+                point.join(top)
+            };
+            let numeric = !top.is_empty() && top.as_bytes().iter().all(u8::is_ascii_digit);
+            if numeric && self.is_mymcp_process(&dir) {
+                return Some(PROCESS_ENTRY);
+            }
+        }
+        None
+    }
+
+    /// Whether the process whose `/proc` directory is `dir` runs a mymcp binary. Its threads'
+    /// directories (`/proc/<tid>`, `/proc/<pid>/task/<tid>`) are within its own or show the
+    /// same `exe`.
+    fn is_mymcp_process(&self, dir: &Path) -> bool {
+        std::fs::metadata(dir.join("exe")).is_ok_and(|m| self.exes.contains(&(m.dev(), m.ino())))
+    }
+
     /// The entry that `real` (an absolute path without symlinks) is, or lies within.
     /// Component-wise: `/etc/mymcpx` is not within `/etc/mymcp`.
     pub fn entry_for_path(&self, real: &Path) -> Option<&str> {
+        if let Some(rule) = self.rule_entry(real, false) {
+            return Some(rule);
+        }
         let hit = self.entries.iter().find(|e| real.starts_with(&e.path))?;
         if !self.readable.is_empty() {
             // The most specific entry decides: a readable directory deeper than every
@@ -530,7 +651,7 @@ impl Policy {
     /// unprotected root and never descends into a pruned directory: the first protected path it
     /// meets is an entry itself. A hash lookup instead of a component-wise prefix test per entry.
     pub fn is_entry_path(&self, real: &Path) -> bool {
-        self.exact.contains(real.as_os_str().as_bytes())
+        self.exact.contains(real.as_os_str().as_bytes()) || self.rule_entry(real, true).is_some()
     }
 
     /// Whether some protected file is also reachable under another name (its link count is
@@ -565,6 +686,13 @@ impl Policy {
 
     /// [`Policy::check_fd`] once the descriptor's real path is known.
     fn check_object(&self, real: &Path, meta: &Metadata) -> Result<(), Denied> {
+        // A file unlinked or replaced by a rename since it was opened shows as `<name>
+        // (deleted)`, and no longer has its inode in a set resolved after the rename: checked
+        // under the name it had, so the old content of a protected file that was just
+        // replaced (a rotated key) is not readable in that window.
+        if let Some(name) = real.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
+            self.check_real_path(Path::new(OsStr::from_bytes(name)))?;
+        }
         self.check_real_path(real)?;
         if let Some(e) = self.entry_for_id(meta.dev(), meta.ino()) {
             return Err(Denied(e.to_owned()));
@@ -766,6 +894,10 @@ fn open_path(path: &str, access: Access) -> Result<(OwnedFd, Metadata), ToolFail
 /// for reading through `/proc/self/fd`. Directories, devices, FIFOs and sockets are refused
 /// without ever being opened for I/O.
 pub fn open_for_read(policy: &Policy, path: &str) -> Result<CheckedFile, ToolFailure> {
+    open_file_for_read(policy, path).map_err(|f| within_protected(policy, path, f))
+}
+
+fn open_file_for_read(policy: &Policy, path: &str) -> Result<CheckedFile, ToolFailure> {
     let (fd, meta) = open_path(path, Access::Read)?;
     let real = policy
         .check_fd(fd.as_fd(), &meta)
@@ -869,9 +1001,19 @@ pub enum SearchRoot {
 /// file nor a directory (the reference answers those with an empty result); a protected root
 /// (or a symlink to one) is refused.
 pub fn open_search_root(policy: &Policy, path: &str) -> Result<Option<SearchRoot>, ToolFailure> {
+    open_root(policy, path).map_err(|f| within_protected(policy, path, f))
+}
+
+fn open_root(policy: &Policy, path: &str) -> Result<Option<SearchRoot>, ToolFailure> {
     let (fd, meta) = match open_path(path, Access::Read) {
         Ok(x) => x,
-        Err(f) if f.code == ErrorCode::FileNotFoundError => return Ok(None),
+        Err(f) if f.code == ErrorCode::FileNotFoundError => {
+            // Missing is an empty result, unless it would be protected (no existence oracle).
+            return match protected_entry_lenient(policy, path) {
+                Some(e) => Err(protected_failure(&e)),
+                None => Ok(None),
+            };
+        }
         Err(f) => return Err(f),
     };
     let real = policy
@@ -988,6 +1130,14 @@ pub fn open_for_write(
     path: &str,
     create_parents: bool,
 ) -> Result<CheckedTarget, ToolFailure> {
+    open_target(policy, path, create_parents).map_err(|f| within_protected(policy, path, f))
+}
+
+fn open_target(
+    policy: &Policy,
+    path: &str,
+    create_parents: bool,
+) -> Result<CheckedTarget, ToolFailure> {
     let names_a_file = !(path.ends_with('/') || path.ends_with("/.") || path.ends_with("/.."));
     let mut current = PathBuf::from(path);
     if !names_a_file || current.file_name().is_none() {
@@ -1050,6 +1200,10 @@ pub fn open_for_write(
 /// real path must not be protected either. For `prepare_upload`, whose directories are only
 /// created when the upload arrives. Returns the real path the file would have.
 pub fn check_new_path(policy: &Policy, path: &str) -> Result<PathBuf, ToolFailure> {
+    new_path(policy, path).map_err(|f| within_protected(policy, path, f))
+}
+
+fn new_path(policy: &Policy, path: &str) -> Result<PathBuf, ToolFailure> {
     let flags = libc::O_RDONLY | libc::O_DIRECTORY;
     let mut missing: Vec<OsString> = Vec::new();
     let mut cur = Path::new(path);
@@ -1081,9 +1235,22 @@ pub fn check_new_path(policy: &Policy, path: &str) -> Result<PathBuf, ToolFailur
     Ok(real)
 }
 
+/// Any failure for a path that lies within a protected entry — it does not exist, a parent is
+/// missing or not a directory, … — is answered as the protected entry itself is
+/// (`ProtectedPath`), so that refusals say nothing about what exists in a protected place.
+fn within_protected(policy: &Policy, path: &str, failure: ToolFailure) -> ToolFailure {
+    if failure.code == ErrorCode::ProtectedPath {
+        return failure;
+    }
+    match protected_entry_lenient(policy, path) {
+        Some(entry) => protected_failure(&entry),
+        None => failure,
+    }
+}
+
 /// The protected entry that `path` — which need not exist — lies within, resolving the path as
 /// the reference did (`realpath` of the deepest existing ancestor). Used only to pick the
-/// right message for a path that could not be opened; every access checks the opened object.
+/// right answer for a path that could not be opened; every access checks the opened object.
 pub fn protected_entry_lenient(policy: &Policy, path: &str) -> Option<String> {
     let real = resolve_lenient(Path::new(path));
     policy.check_real_path(&real).err().map(|d| d.0)
@@ -1348,19 +1515,34 @@ mod tests {
 
     #[test]
     fn defaults_protect_config_state_audit_runtime_and_binaries_not_their_directory() {
+        // Binaries are protected where they are installed; one that is not there is not an
+        // entry (a missing entry would be resolved for every call).
+        let bin = tempfile::tempdir().unwrap();
+        for b in ["mymcp-executor", "mymcp-frontend", "mymcpctl"] {
+            std::fs::write(bin.path().join(b), "").unwrap();
+        }
         let d = DefaultProtected {
             token_file: "/etc/mymcp/tokens.json".into(),
             runtime_dir: "/run/mymcp".into(),
             state_dir: "/var/lib/mymcp".into(),
             audit_log_dir: "/var/log/mymcp".into(),
             env_file: Some("/etc/default/mymcp".into()),
-            binary_dir: Some("/usr/bin".into()),
+            binary_dir: Some(bin.path().to_owned()),
             extra: vec!["/srv/secret".into()],
             recorder_data_dir: Some("/var/lib/mymcp/recorder".into()),
+            tls_key: Some("/etc/ssl/private/mymcp.key".into()),
         };
         let p = ProtectedPaths::with_defaults(&d);
         assert_eq!(p.write_only(), [PathBuf::from("/var/lib/mymcp/recorder")]);
-        let e: Vec<&str> = p.entries().iter().map(|p| p.to_str().unwrap()).collect();
+        let e: Vec<String> = p
+            .entries()
+            .iter()
+            .map(|p| {
+                p.to_str()
+                    .unwrap()
+                    .replace(bin.path().to_str().unwrap(), "BIN")
+            })
+            .collect();
         assert_eq!(
             e,
             [
@@ -1370,9 +1552,10 @@ mod tests {
                 "/var/log/mymcp",
                 "/run/mymcp",
                 "/etc/default/mymcp",
-                "/usr/bin/mymcp-executor",
-                "/usr/bin/mymcp-frontend",
-                "/usr/bin/mymcpctl",
+                "BIN/mymcp-executor",
+                "BIN/mymcp-frontend",
+                "BIN/mymcpctl",
+                "/etc/ssl/private/mymcp.key",
                 "/srv/secret"
             ]
         );
@@ -1536,5 +1719,109 @@ mod tests {
         let e = open_for_read(&read, link.join("signing.key").to_str().unwrap()).unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtectedPath);
         drop(dir);
+    }
+
+    /// This test process counts as a mymcp process (its own `exe` is among the started ones,
+    /// as the executor's is): its `/proc` tree is protected however it is named, another
+    /// process's is not.
+    #[test]
+    fn a_mymcp_processs_proc_tree_is_protected_under_every_name() {
+        let p = ProtectedPaths::new([]);
+        for access in [Access::Read, Access::Write] {
+            let policy = p.policy(access);
+            let me = std::process::id();
+            let tid = std::fs::read_dir(format!("/proc/{me}/task"))
+                .unwrap()
+                .flatten()
+                .last()
+                .unwrap()
+                .file_name();
+            let tid = tid.to_str().unwrap();
+            for path in [
+                "/proc/self/environ".to_owned(),
+                "/proc/thread-self/environ".to_owned(),
+                format!("/proc/{me}/cmdline"),
+                format!("/proc/{me}/task/{tid}/maps"),
+                format!("/proc/{tid}/environ"),
+            ] {
+                let e = open_for_read(&policy, &path).unwrap_err();
+                assert_eq!(e.code, ErrorCode::ProtectedPath, "{path}");
+            }
+            assert!(policy.is_entry_path(Path::new(&format!("/proc/{me}"))));
+            assert!(!policy.is_entry_path(Path::new(&format!("/proc/{me}/environ"))));
+            assert!(policy.entry_for_path(Path::new("/proc/kcore")).is_some());
+            assert!(policy.entry_for_path(Path::new("/proc/cpuinfo")).is_none());
+
+            let mut other = std::process::Command::new("sleep")
+                .arg("30")
+                .spawn()
+                .unwrap();
+            let theirs = format!("/proc/{}/cmdline", other.id());
+            let read = open_for_read(&policy, &theirs);
+            let _ = other.kill();
+            let _ = other.wait();
+            assert!(read.is_ok(), "{theirs}: {read:?}");
+        }
+    }
+
+    #[test]
+    fn mymcp_credential_directories_are_protected_and_others_are_not() {
+        let p = ProtectedPaths::new([]).policy(Access::Read);
+        let ours = Path::new("/run/credentials/mymcp-frontend.service");
+        assert!(p.is_entry_path(ours));
+        assert!(p.entry_for_path(&ours.join("tls.key")).is_some());
+        // A walk meets the directory first; what lies inside is never reached.
+        assert!(!p.is_entry_path(&ours.join("tls.key")));
+        let other = Path::new("/run/credentials/nginx.service");
+        assert!(!p.is_entry_path(other));
+        assert!(p.entry_for_path(&other.join("key")).is_none());
+        assert!(p.entry_for_path(Path::new("/run/credentials")).is_none());
+        assert!(p
+            .entry_for_path(Path::new("/run/credentialsx/mymcp"))
+            .is_none());
+    }
+
+    #[test]
+    fn a_proc_mount_of_one_process_is_mapped_to_that_process() {
+        let me = std::process::id();
+        let mut policy = (*ProtectedPaths::new([]).policy(Access::Read)).clone();
+        policy.proc_mounts = vec![
+            (PathBuf::from("/proc"), PathBuf::from("/")),
+            (PathBuf::from("/srv/mine"), PathBuf::from(format!("/{me}"))),
+        ];
+        // `/srv/mine` would be this process's /proc/<pid>: mapped through `/proc` here, where
+        // its `exe` is found.
+        policy.proc_mounts[1].0 = PathBuf::from(format!("/proc/{me}"));
+        assert!(policy
+            .entry_for_path(Path::new(&format!("/proc/{me}/environ")))
+            .is_some());
+        policy.proc_mounts = vec![(PathBuf::from("/elsewhere"), PathBuf::from("/"))];
+        // No proc mount at /proc any more: /proc/<pid> is an ordinary path.
+        assert!(policy
+            .entry_for_path(Path::new(&format!("/proc/{me}/environ")))
+            .is_none());
+    }
+
+    /// The window of the rename race: the descriptor was opened on the old inode of a
+    /// protected file, which was then replaced; the set now knows only the new inode, and the
+    /// old one's path reads `<name> (deleted)`.
+    #[test]
+    fn a_protected_file_replaced_after_it_was_opened_is_still_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("server.key");
+        std::fs::write(&key, "OLD").unwrap();
+        let p = ProtectedPaths::new([key.clone()]);
+        let fd: OwnedFd = File::open(&key).unwrap().into();
+        let meta = File::from(fd.try_clone().unwrap()).metadata().unwrap();
+        std::fs::write(dir.path().join("new"), "NEW").unwrap();
+        std::fs::rename(dir.path().join("new"), &key).unwrap();
+        let policy = settled(&p, Access::Read);
+        assert!(
+            !policy.is_protected_id(meta.dev(), meta.ino()),
+            "the old inode is out of the set"
+        );
+        let real = sysfs::fd_path(fd.as_fd()).unwrap();
+        assert!(real.to_str().unwrap().ends_with(" (deleted)"), "{real:?}");
+        assert!(policy.check_fd(fd.as_fd(), &meta).is_err());
     }
 }

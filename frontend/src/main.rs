@@ -100,6 +100,11 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // The frontend is never given a secret; should one arrive in its environment anyway, it
+    // is overwritten where /proc/<pid>/environ shows it (first, while this is the only thread).
+    for (name, _) in mymcp_service::environment::take_secrets(&mymcp_settings::SECRET_VARIABLES) {
+        eprintln!("mymcp-frontend: warning: {name} in the environment was overwritten and ignored: the frontend never needs a secret");
+    }
     let cli = Cli::parse();
     if cli.man {
         use clap::CommandFactory;

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 #[derive(Parser, Debug)]
 #[command(name = "mymcp-recorder", version)]
 struct Args {
-    /// Env file to read (default: MYMCP_ENV_FILE if set; systemd passes the settings instead).
+    /// Env file to read (default: MYMCP_ENV_FILE if set, else the systemd credential
+    /// recorder.env).
     #[arg(long)]
     env_file: Option<PathBuf>,
     /// Run one tick (bootstrap or merge cycle), write the metrics and exit: 0 unless it failed.
@@ -36,19 +37,23 @@ struct Args {
     log_format: String,
 }
 
-/// Variables the recorder reads besides MYMCP_*: the providers' own key variables and the
-/// systemd credentials directory.
-const OTHER_VARIABLES: [&str; 3] = [
-    "ANTHROPIC_API_KEY",
-    "OPENAI_API_KEY",
-    "CREDENTIALS_DIRECTORY",
-];
+/// Variables the recorder reads besides MYMCP_* (the providers' key variables are secrets,
+/// taken out of the environment first thing in `main`).
+const OTHER_VARIABLES: [&str; 1] = ["CREDENTIALS_DIRECTORY"];
 
-fn settings(args: &Args) -> anyhow::Result<HashMap<String, String>> {
+fn settings(
+    args: &Args,
+    env_secrets: Vec<(String, String)>,
+) -> anyhow::Result<HashMap<String, String>> {
+    // Under systemd the env file comes as the credential recorder.env (see the unit).
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| PathBuf::from(d).join("recorder.env"))
+        .filter(|p| p.exists());
     let file = args
         .env_file
         .clone()
         .or_else(|| std::env::var_os("MYMCP_ENV_FILE").map(PathBuf::from))
+        .or(credential)
         .filter(|p| p.as_os_str() != "none");
     let pairs = match &file {
         Some(p) => mymcp_settings::envfile::read(p).map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -60,29 +65,26 @@ fn settings(args: &Args) -> anyhow::Result<HashMap<String, String>> {
             map.insert(k.to_owned(), v);
         }
     }
+    // The process environment wins over the file, secrets included.
+    map.extend(env_secrets);
     Ok(map)
 }
 
 fn main() {
-    if let Err(e) = run() {
+    // First, while this is the only thread: a key that came in the environment (systemd's
+    // EnvironmentFile=, a shell) is overwritten where /proc/<pid>/environ shows it. The key
+    // belongs in the systemd credential llm-api-key instead.
+    let env_secrets = mymcp_service::environment::take_secrets(&mymcp_settings::SECRET_VARIABLES);
+    if let Err(e) = run(env_secrets) {
         eprintln!("mymcp-recorder: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run() -> anyhow::Result<()> {
+fn run(env_secrets: Vec<(String, String)>) -> anyhow::Result<()> {
     let args = Args::parse();
-    let map = settings(&args)?;
+    let map = settings(&args, env_secrets)?;
     let cfg = Config::from_source(&map).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // The key lives in `cfg` now; commands never see the environment anyway (env_clear).
-    for k in [
-        "MYMCP_RECORDER_LLM_API_KEY",
-        "ANTHROPIC_API_KEY",
-        "OPENAI_API_KEY",
-    ] {
-        // SAFETY-free note: single-threaded start-up, nothing reads the environment meanwhile.
-        std::env::remove_var(k);
-    }
     if args.check_config {
         println!("configuration OK");
         return Ok(());

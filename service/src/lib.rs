@@ -6,7 +6,9 @@
 //! - [`activation`]: `sd_listen_fds_with_names(3)` — the sockets passed in `$LISTEN_FDS`
 //!   (from fd 3 on) with their `$LISTEN_FDNAMES`.
 //!
-//! - [`memory`]: gives the heap back to the kernel after large answers.
+//! - [`memory`]: gives the heap back to the kernel after large answers;
+//! - [`environment`]: takes secrets out of the process environment, in place, should one
+//!   arrive there.
 //!
 //! Both read the environment once, at start-up, and remove what they read, so that nothing
 //! started later (a command the executor runs) inherits it. Call them before any other thread
@@ -20,6 +22,7 @@
 //! ```
 
 pub mod activation;
+pub mod environment;
 pub mod memory;
 pub mod notify;
 mod sys;

@@ -24,6 +24,20 @@ pub use table::{example_env_file, Setting, SETTINGS};
 /// the frontend or to commands.
 pub const SECRET_SETTINGS: [&str; 2] = ["MYMCP_ADMIN_TOKEN", "MYMCP_METRICS_TOKEN"];
 
+/// Every environment variable any mymcp process treats as a secret: the executor's tokens and
+/// the recorder's LLM API keys. A secret belongs in a file (the env file, which the executor
+/// reads itself) or a systemd credential, never in a process environment, which
+/// `/proc/<pid>/environ` shows for the life of the process. Each mymcp process overwrites
+/// these in place at start-up (`mymcp_service::environment::take_secrets`) should one arrive
+/// there anyway.
+pub const SECRET_VARIABLES: [&str; 5] = [
+    "MYMCP_ADMIN_TOKEN",
+    "MYMCP_METRICS_TOKEN",
+    "MYMCP_RECORDER_LLM_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+];
+
 /// The default env file.
 pub const DEFAULT_ENV_FILE: &str = "/etc/mymcp/.env";
 

@@ -251,10 +251,16 @@ pub struct QuickTry {
 
 impl QuickTry {
     pub fn start() -> QuickTry {
+        Self::start_with_env(&[])
+    }
+
+    /// As [`QuickTry::start`], with extra environment for `mymcpctl serve`.
+    pub fn start_with_env(env: &[(&str, &str)]) -> QuickTry {
         require_root();
         let mut child = Command::new(bin("mymcpctl"))
             .args(["serve", "--port", "0", "--log-level", "info"])
             .env("MYMCP_FRONTEND_USER", "nobody")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("mymcpctl serve");

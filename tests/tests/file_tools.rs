@@ -463,3 +463,77 @@ fn a_long_search_does_not_stall_other_calls() {
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200);
 }
+
+/// No existence oracle: for every tool, a name that exists inside a protected directory and
+/// one that does not (or whose parent does not) get the same answer, so an `ro` token cannot
+/// probe which secrets are there. The reference answered `ProtectedPath` for any path under a
+/// protected directory; before this, `read_file` of a missing name said `FileNotFoundError`
+/// and `grep` gave an empty result.
+#[test]
+fn a_protected_directory_answers_alike_whether_a_name_exists_or_not() {
+    let s = Setup::start();
+    let existing = s.p("prot/secret.txt");
+    let missing = s.p("prot/no-such-file.txt");
+    let missing_parent = s.p("prot/no-such-dir/file.txt");
+    type Args = Box<dyn Fn(&str) -> Value>;
+    let calls: Vec<(&str, &str, Args)> = vec![
+        ("read_file", "ro", Box::new(|p| json!({"file_path": p}))),
+        (
+            "prepare_download",
+            "ro",
+            Box::new(|p| json!({"src_path": p})),
+        ),
+        (
+            "grep",
+            "ro",
+            Box::new(|p| json!({"pattern": "x", "path": p})),
+        ),
+        (
+            "write_file",
+            "rw",
+            Box::new(|p| json!({"file_path": p, "content": "x"})),
+        ),
+        (
+            "edit_file",
+            "rw",
+            Box::new(|p| json!({"file_path": p, "old_string": "a", "new_string": "b"})),
+        ),
+        (
+            "prepare_upload",
+            "rw",
+            Box::new(|p| json!({"dest_path": p})),
+        ),
+    ];
+    for (tool, role, args) in &calls {
+        let token = if *role == "ro" { &s.ro } else { &s.rw };
+        let answers: Vec<Value> = [&existing, &missing, &missing_parent]
+            .iter()
+            .map(|p| {
+                let (is_error, v) = s.call(token, tool, args(p));
+                assert!(is_error, "{tool} {p}: {v}");
+                v
+            })
+            .collect();
+        assert_eq!(
+            answers[0]["error"], "ProtectedPath",
+            "{tool}: {}",
+            answers[0]
+        );
+        for a in &answers[1..] {
+            assert_eq!(a, &answers[0], "{tool} answers differ");
+        }
+    }
+    // glob filters protected places silently, existing or not.
+    for p in [&existing, &missing, &missing_parent] {
+        let (is_error, v) = s.call(&s.ro, "glob", json!({"pattern": "*", "path": p}));
+        assert!(!is_error, "{v}");
+        assert_eq!(v["count"], 0, "{v}");
+    }
+    // Outside protected places a missing file is still just missing.
+    let (_, v) = s.call(
+        &s.ro,
+        "read_file",
+        json!({"file_path": s.p("nothing-here")}),
+    );
+    assert_eq!(v["error"], "FileNotFoundError", "{v}");
+}
