@@ -1200,6 +1200,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn request_bytes_are_bounded_per_connection_and_shared_but_small_frames_pass() {
+        let shared = Arc::new(Semaphore::new(SHARED_REQUEST_BYTES));
+        let (a, b, c) = (
+            Room::new(shared.clone()),
+            Room::new(shared.clone()),
+            Room::new(shared.clone()),
+        );
+        let mut held = vec![a.take(MAX_FRAME_LEN).await, a.take(MAX_FRAME_LEN).await];
+        // A connection holds at most two frames of the largest size, though the pool has room.
+        assert!(tokio::time::timeout(SHORT, a.take(MAX_FRAME_LEN))
+            .await
+            .is_err());
+        held.push(b.take(MAX_FRAME_LEN).await);
+        assert_eq!(shared.available_permits(), 0);
+        // The pool is full: a small frame passes on its connection's own allowance, a larger
+        // one waits until a frame has run.
+        let small = tokio::time::timeout(SHORT, c.take(OWN_REQUEST_BYTES))
+            .await
+            .expect("a small frame is not held up by the pool");
+        let large = c.take(1 << 20);
+        tokio::pin!(large);
+        assert!(tokio::time::timeout(SHORT, &mut large).await.is_err());
+        held.pop();
+        let large = tokio::time::timeout(SHORT, large)
+            .await
+            .expect("room once a frame is done");
+        drop((small, held));
+        assert_eq!(shared.available_permits(), SHARED_REQUEST_BYTES - (1 << 20));
+        drop(large);
+        assert_eq!(shared.available_permits(), SHARED_REQUEST_BYTES);
+    }
+
+    #[tokio::test]
     async fn a_request_fires_only_when_cancelled() {
         let shutdown = Arc::new(Shutdown::default());
         let (tx, rx) = oneshot::channel();
