@@ -460,7 +460,7 @@ fn main() {
             }
         }
         // N calls with random digests, pipelined on one connection ("N:MARKER") with at most
-        // 512 in flight (the executor drops a connection with more than 1024); prints how the
+        // 512 in flight (the executor stops reading at 1024 unanswered); prints how the
         // answers were distributed.
         "guess-digests" => {
             let (n, marker) = arg.split_once(':').expect("N:MARKER");
