@@ -10,8 +10,17 @@
 //! Shutdown ([`Shutdown::run`]) moves through [`Phase`]s: stop accepting and refuse new
 //! commands, SIGTERM to running commands, the grace period, then kill what is left. Requests
 //! and background jobs ([`ShutdownWatch`]) are counted, so shutdown knows when all is done. A frame that is oversized, malformed, of an unknown variant, or out of
-//! state (a second `Hello`, a duplicate id) is a protocol violation: logged at error level
-//! with the peer's pid and uid, and the connection is dropped with all its work cancelled.
+//! state (a second `Hello`, a duplicate id), or one that stops arriving half way
+//! ([`FRAME_TIMEOUT`]), is a protocol violation: logged at error level with the peer's pid and
+//! uid, and the connection is dropped with all its work cancelled.
+//!
+//! What a connection can make the executor hold is bounded, and reaching a bound stops the
+//! reading of that connection (backpressure: the peer's writes block) rather than growing
+//! anything: [`MAX_IN_FLIGHT`] requests from the moment their frame is read until their answer
+//! has been written; [`MAX_UNWRITTEN_BYTES`] of answers waiting to be written; and bytes of
+//! request frames, from their header until their request has run (partial frames included),
+//! per connection and per socket (see [`Room`]). No task ever waits for a peer to read: an
+//! answer the socket does not take at once is queued for the connection's writer.
 
 use mymcp_protocol::frame::{self, FrameError, HEADER_LEN, MAX_FRAME_LEN};
 use mymcp_protocol::{ClientFrame, Hello, Progress, RequestId, ServerFrame, TransferStart};
@@ -23,14 +32,16 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 
-/// Most requests one connection may have in flight; more is a violation.
+/// Most requests one connection may have read and not yet answered: a request counts from the
+/// moment its frame is read until its answer has been written to the socket. At this many,
+/// the connection is not read from until an answer has been written.
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Most connections one socket serves at once; more are closed at accept.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -38,6 +49,29 @@ pub const MAX_CONNECTIONS: usize = 64;
 const READ_BUFFER: usize = 16 * 1024;
 /// How long a new connection may take to send its `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest `Hello` frame (one is about 40 bytes): before its handshake a connection can make
+/// the executor hold no more than this.
+const MAX_HELLO_LEN: usize = 1024;
+/// Once a frame has begun, the time for the rest of its header, and for its body from the
+/// moment the executor has room for it (waiting for room is not the peer's doing). Frames are
+/// encoded whole before they are sent, so a body comes as fast as the socket moves it: 32 MiB
+/// takes well under a second even on a loaded host, and 15 s leaves a wide margin for a
+/// starved peer, while a connection that stops half way holds its room for at most that long.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bytes of request frames one connection may hold (from a frame's header until its request
+/// has run): two frames of the largest size.
+const CONNECTION_REQUEST_BYTES: usize = 2 * MAX_FRAME_LEN;
+/// Bytes of request frames the connections of one socket may hold together, beyond each
+/// connection's own allowance: three frames of the largest size (96 MiB).
+const SHARED_REQUEST_BYTES: usize = 3 * MAX_FRAME_LEN;
+/// Request bytes each connection has to itself, apart from the shared pool: small requests
+/// keep flowing while others have filled the pool (64 connections hold 16 MiB of it at most).
+const OWN_REQUEST_BYTES: usize = 256 * 1024;
+/// Bytes of answers one connection may have waiting to be written; beyond, it is not read
+/// from until they are written.
+pub const MAX_UNWRITTEN_BYTES: usize = 16 * 1024 * 1024;
+/// Progress frames are dropped rather than queued behind this many frames.
+const PROGRESS_QUEUE_MAX: usize = 256;
 
 /// The peer of a connection as the kernel reports it.
 #[derive(Clone, Copy, Debug)]
@@ -212,25 +246,23 @@ impl Events {
     pub fn progress(&self, progress: Progress) {
         let Some(out) = &self.out else { return };
         match (self.encode)(self.id, progress) {
-            Ok(buf) => out.try_queue(Outgoing::frame(buf, None)),
+            Ok(buf) => out.queue_progress(Outgoing::frame(buf, None)),
             Err(e) => tracing::error!(error = %e, "progress frame does not encode"),
         }
     }
 
     /// Sends a [`ServerFrame::Pipe`] with `pipe` attached (`SCM_RIGHTS`). Our copy of the
-    /// descriptor is closed once it has been sent. Waits for room in the connection's queue;
-    /// returns whether the frame was queued (false when the connection is gone).
+    /// descriptor is closed once it has been sent. Returns whether the frame was queued (false
+    /// when the connection is gone).
     pub async fn pipe(&self, start: TransferStart, pipe: OwnedFd) -> bool {
         let Some(out) = &self.out else { return false };
         match (self.encode_pipe)(self.id, start) {
-            Ok(buf) => {
-                out.queue(Outgoing {
-                    buf,
-                    _finishes: None,
-                    fd: Some(pipe),
-                })
-                .await
-            }
+            Ok(buf) => out.queue(Outgoing {
+                buf,
+                at: 0,
+                _finishes: None,
+                fd: Some(pipe),
+            }),
             Err(e) => {
                 tracing::error!(error = %e, "pipe frame does not encode");
                 false
@@ -560,6 +592,8 @@ pub async fn serve<S: Service>(
     shutdown: Arc<Shutdown>,
 ) {
     let connections = Arc::new(AtomicUsize::new(0));
+    // The pool of request bytes this socket's connections share (see `Room`).
+    let shared_room = Arc::new(Semaphore::new(SHARED_REQUEST_BYTES));
     let mut stop = shutdown.stop_accepting.subscribe();
     loop {
         let stream = tokio::select! {
@@ -592,10 +626,14 @@ pub async fn serve<S: Service>(
             continue;
         }
         connections.fetch_add(1, Ordering::SeqCst);
-        let (service, shutdown, connections) =
-            (service.clone(), shutdown.clone(), connections.clone());
+        let (service, shutdown, connections, shared_room) = (
+            service.clone(),
+            shutdown.clone(),
+            connections.clone(),
+            shared_room.clone(),
+        );
         tokio::spawn(async move {
-            if let Err(v) = connection(stream, peer, service, &shutdown).await {
+            if let Err(v) = connection(stream, peer, service, &shutdown, shared_room).await {
                 tracing::error!(socket = name, peer_uid = peer.uid, peer_pid = ?peer.pid, violation = %v, "protocol violation; connection dropped");
             }
             connections.fetch_sub(1, Ordering::SeqCst);
@@ -616,60 +654,197 @@ pub enum Violation {
     SecondHello,
     #[error("request id {0} is already in flight")]
     DuplicateId(RequestId),
-    #[error("more than {MAX_IN_FLIGHT} requests in flight")]
-    TooManyInFlight,
+    #[error("a frame did not arrive whole within {0:?} of its start")]
+    FrameTimeout(Duration),
 }
 
 enum Read<T> {
-    Frame(T),
+    Frame(T, RequestBytes),
     Eof,
 }
 
-/// Reads one frame. The body buffer grows only as bytes arrive, so a header promising a large
-/// body costs nothing until the body is really sent.
-async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
-    r: &mut R,
-) -> Result<Read<T>, FrameError> {
-    let mut header = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        let n = r.read(&mut header[got..]).await?;
-        if n == 0 {
-            return if got == 0 {
-                Ok(Read::Eof)
-            } else {
-                Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())
-            };
-        }
-        got += n;
-    }
-    let len = frame::body_len(header, MAX_FRAME_LEN)?;
-    mymcp_service::memory::large_payload(len);
-    let mut body = Vec::with_capacity(len.min(64 * 1024));
-    r.take(len as u64).read_to_end(&mut body).await?;
-    if body.len() != len {
-        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-    }
-    Ok(Read::Frame(frame::decode(&body)?))
+/// Room for the bytes of request frames: a connection's own, and a pool its socket's
+/// connections share. A frame takes its length from the connection's budget
+/// ([`CONNECTION_REQUEST_BYTES`]) and from either its own allowance ([`OWN_REQUEST_BYTES`]),
+/// if it fits there, or the shared pool ([`SHARED_REQUEST_BYTES`]); it waits, unread, until
+/// both have room. The bytes are held until the frame's request has run (or the frame is
+/// dropped), so partial frames and decoded requests are bounded alike.
+#[derive(Debug)]
+struct Room {
+    connection: Arc<Semaphore>,
+    own: Arc<Semaphore>,
+    shared: Arc<Semaphore>,
 }
 
-/// A frame for the connection's writer, with the request it finishes (if any): shutdown
-/// counts that request as running until its answer is written, so the executor does not exit
-/// with answers unsent. `fd` travels with the frame's first byte as `SCM_RIGHTS`.
+/// Request bytes held by one frame and then by its request; given back on drop.
+#[derive(Debug)]
+struct RequestBytes {
+    _connection: OwnedSemaphorePermit,
+    _pool: OwnedSemaphorePermit,
+}
+
+impl Room {
+    fn new(shared: Arc<Semaphore>) -> Room {
+        Room {
+            connection: Arc::new(Semaphore::new(CONNECTION_REQUEST_BYTES)),
+            own: Arc::new(Semaphore::new(OWN_REQUEST_BYTES)),
+            shared,
+        }
+    }
+
+    /// Waits until there is room for `len` bytes (at most [`MAX_FRAME_LEN`]) and takes it.
+    async fn take(&self, len: usize) -> RequestBytes {
+        debug_assert!(len <= MAX_FRAME_LEN);
+        let n = u32::try_from(len).expect("a frame length fits in u32");
+        // Neither semaphore is ever closed.
+        let connection = self
+            .connection
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("open semaphore");
+        let pool = match self.own.clone().try_acquire_many_owned(n) {
+            Ok(own) => own,
+            Err(_) => self
+                .shared
+                .clone()
+                .acquire_many_owned(n)
+                .await
+                .expect("open semaphore"),
+        };
+        RequestBytes {
+            _connection: connection,
+            _pool: pool,
+        }
+    }
+}
+
+/// Runs one step of reading a frame within `limit`.
+async fn within<T>(
+    limit: Duration,
+    step: impl Future<Output = io::Result<T>>,
+) -> Result<T, Violation> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(r) => r.map_err(|e| Violation::Frame(e.into())),
+        Err(_) => Err(Violation::FrameTimeout(limit)),
+    }
+}
+
+/// Reads one frame of at most `max` bytes. Its first byte may take as long as the peer likes
+/// (an idle connection is allowed); then the rest of the header must come within
+/// [`FRAME_TIMEOUT`], the reader waits for [`Room`] for the body, and the body must come
+/// within [`FRAME_TIMEOUT`] of that.
+async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
+    r: &mut R,
+    room: &Room,
+    max: usize,
+) -> Result<Read<T>, Violation> {
+    let mut header = [0u8; HEADER_LEN];
+    let got = r.read(&mut header).await.map_err(FrameError::from)?;
+    if got == 0 {
+        return Ok(Read::Eof);
+    }
+    within(FRAME_TIMEOUT, r.read_exact(&mut header[got..])).await?;
+    let len = frame::body_len(header, max)?;
+    let bytes = room.take(len).await;
+    mymcp_service::memory::large_payload(len);
+    // Allocated once; pages are touched only as bytes arrive.
+    let mut body = Vec::with_capacity(len);
+    within(FRAME_TIMEOUT, async {
+        while body.len() < len {
+            let rest = (len - body.len()) as u64;
+            if (&mut *r).take(rest).read_buf(&mut body).await? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Read::Frame(frame::decode(&body)?, bytes))
+}
+
+/// A frame for the connection's writer, and what its being written finishes (if anything).
+/// `fd` travels with the frame's first byte as `SCM_RIGHTS`.
 #[derive(Debug)]
 struct Outgoing {
     buf: Vec<u8>,
-    /// Held until the frame is written (see above); only its drop matters.
-    _finishes: Option<Running>,
+    /// Bytes of `buf` already written.
+    at: usize,
+    /// Held until the frame is written; only its drop matters.
+    _finishes: Option<Finishes>,
     fd: Option<OwnedFd>,
 }
 
 impl Outgoing {
-    fn frame(buf: Vec<u8>, finishes: Option<Running>) -> Outgoing {
+    fn frame(buf: Vec<u8>, finishes: Option<Finishes>) -> Outgoing {
         Outgoing {
             buf,
+            at: 0,
             _finishes: finishes,
             fd: None,
+        }
+    }
+}
+
+/// What writing a request's answer ends: the request's place among its connection's
+/// [`MAX_IN_FLIGHT`], and (for a request that ran in a task) its count as running work, so
+/// that shutdown does not exit with answers unsent.
+#[derive(Debug)]
+struct Finishes {
+    _slot: OwnedSemaphorePermit,
+    _running: Option<Running>,
+}
+
+/// Frames queued for a connection's writer and not yet written whole, shared by the
+/// [`Outbox`] and the writer task.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// Raised before a frame is queued, lowered by the writer task once it is written.
+    frames: AtomicUsize,
+    /// Bytes of those frames still to be written.
+    bytes: AtomicUsize,
+    /// Writing failed: the connection is of no more use.
+    broken: AtomicBool,
+    /// Wakes the connection's reader (its only waiter) when `bytes` went down or the
+    /// connection broke.
+    changed: Notify,
+}
+
+impl Backlog {
+    fn add(&self, bytes: usize) {
+        self.frames.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    fn remove(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.frames.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+
+    fn set_broken(&self) {
+        self.broken.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// Waits until fewer than `max` bytes wait to be written; false if the connection broke.
+    async fn wait_below(&self, max: usize) -> bool {
+        loop {
+            if self.broken.load(Ordering::Acquire) {
+                return false;
+            }
+            if self.bytes.load(Ordering::Acquire) < max {
+                return true;
+            }
+            // `notify_one` keeps a wake-up for a reader not yet waiting: none is lost.
+            self.changed.notified().await;
+        }
+    }
+
+    /// Resolves once the connection broke.
+    async fn until_broken(&self) {
+        while !self.broken.load(Ordering::Acquire) {
+            self.changed.notified().await;
         }
     }
 }
@@ -681,61 +856,73 @@ impl Outgoing {
 /// before the answer); frames of different requests need no order. So an answer is written
 /// by the task that made it — no queue, no wake-up of the writer task — when the write half
 /// is free and no queued frame is waiting or being written, since such a frame could be an
-/// earlier one of the same request. Else it queues like any other frame.
+/// earlier one of the same request. Else, or for what the socket did not take at once, it
+/// queues like any other frame. Nothing waits for the peer but the writer task: the queue has
+/// no bound of its own, since what can enter it is bounded (an answer per request in flight,
+/// a pipe frame per transfer, progress frames up to [`PROGRESS_QUEUE_MAX`]).
 #[derive(Debug)]
 struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     wr: Arc<tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>>,
-    /// Frames queued and not yet written whole: raised before a frame is queued, lowered by
-    /// the writer task once it is written (or when queueing fails).
-    queued: Arc<AtomicUsize>,
+    backlog: Arc<Backlog>,
     /// Set when the connection broke the protocol: nothing more is written to it.
-    dropped: std::sync::atomic::AtomicBool,
+    dropped: AtomicBool,
 }
 
 impl Outbox {
-    /// Queues a frame for the writer task; waits for room. False: the connection is gone.
-    async fn queue(&self, out: Outgoing) -> bool {
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        let sent = self.tx.send(out).await.is_ok();
-        if !sent {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+    /// Queues a frame for the writer task. False: the connection is gone.
+    fn queue(&self, out: Outgoing) -> bool {
+        let bytes = out.buf.len() - out.at;
+        self.backlog.add(bytes);
+        if self.tx.send(out).is_err() {
+            self.backlog.remove(bytes);
+            return false;
         }
-        sent
+        true
     }
 
-    /// Queues a frame if there is room, else drops it.
-    fn try_queue(&self, out: Outgoing) {
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        if self.tx.try_send(out).is_err() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+    /// Queues a progress frame unless many frames are waiting already (then drops it).
+    fn queue_progress(&self, out: Outgoing) {
+        if self.backlog.frames.load(Ordering::Acquire) < PROGRESS_QUEUE_MAX {
+            self.queue(out);
         }
     }
 
-    /// Sends a request's last frame: written at once when nothing is queued before it (see
-    /// above), else queued. False: the connection is gone.
-    async fn finish(&self, out: Outgoing) -> bool {
+    /// Sends a request's last frame: written at once as far as the socket takes it when
+    /// nothing is queued before it (see above), the rest queued. False: the connection is
+    /// gone.
+    fn finish(&self, mut out: Outgoing) -> bool {
         debug_assert!(out.fd.is_none());
         if self.dropped.load(Ordering::Acquire) {
             return false;
         }
-        if let Ok(mut wr) = self.wr.try_lock() {
+        if let Ok(wr) = self.wr.try_lock() {
             // Checked while holding the write half: the writer task lowers the count only
             // after writing, which it does holding the write half.
-            if self.queued.load(Ordering::Acquire) == 0 {
-                return wr.write_all(&out.buf).await.is_ok();
+            if self.backlog.frames.load(Ordering::Acquire) == 0 {
+                match wr.try_write(&out.buf) {
+                    Ok(n) if n == out.buf.len() => return true,
+                    Ok(n) => out.at = n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        self.backlog.set_broken();
+                        return false;
+                    }
+                }
             }
+            // Queued while the write half is still held: nothing overtakes the part written.
+            return self.queue(out);
         }
-        self.queue(out).await
+        self.queue(out)
     }
 
     /// Encodes and sends a request's last frame (see [`Outbox::finish`]). False: the
     /// connection is gone (a frame that does not encode is logged and skipped).
-    async fn answer<R: Serialize>(&self, msg: ServerFrame<R>, finishes: Option<Running>) -> bool {
+    fn answer<R: Serialize>(&self, msg: ServerFrame<R>, finishes: Option<Finishes>) -> bool {
         match frame::encode(&msg) {
             Ok(buf) => {
                 mymcp_service::memory::large_payload(buf.len());
-                self.finish(Outgoing::frame(buf, finishes)).await
+                self.finish(Outgoing::frame(buf, finishes))
             }
             Err(e) => {
                 tracing::error!(error = %e, "response does not encode");
@@ -745,16 +932,16 @@ impl Outbox {
     }
 }
 
-/// Writes one frame; a descriptor goes with its first byte (`sendmsg` + `SCM_RIGHTS`), the
-/// rest follows as plain bytes.
-async fn write_frame(wr: &mut tokio::net::unix::OwnedWriteHalf, out: Outgoing) -> io::Result<()> {
-    let mut at = 0;
+/// Writes the rest of one frame; a descriptor goes with its first byte (`sendmsg` +
+/// `SCM_RIGHTS`), the rest follows as plain bytes.
+async fn write_frame(wr: &mut tokio::net::unix::OwnedWriteHalf, out: &Outgoing) -> io::Result<()> {
+    let mut at = out.at;
     if let Some(fd) = &out.fd {
         let sock = wr.as_ref();
         let raw = sock.as_raw_fd();
-        at = sock
+        at += sock
             .async_io(Interest::WRITABLE, || {
-                crate::sys::pipe::send_with_fd(raw, &out.buf, fd.as_fd())
+                crate::sys::pipe::send_with_fd(raw, &out.buf[at..], fd.as_fd())
             })
             .await?;
     }
@@ -768,31 +955,39 @@ async fn connection<S: Service>(
     peer: Peer,
     service: Arc<S>,
     shutdown: &Arc<Shutdown>,
+    shared_room: Arc<Semaphore>,
 ) -> Result<(), Violation> {
     let (rd, wr) = stream.into_split();
     // Buffered: a whole small frame (header and body) comes in with one system call.
     let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
+    let room = Room::new(shared_room);
     // The write half is taken by whoever writes one whole frame: the writer task for queued
-    // frames, or the reader for an answer it gave at once (see [`Service::answer_now`]).
+    // frames, or the task (or the reader) that made an answer (see [`Outbox`]).
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(256);
-    let queued = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+    let backlog = Arc::new(Backlog::default());
     let outbox = Arc::new(Outbox {
         tx,
         wr: wr.clone(),
-        queued: queued.clone(),
+        backlog: backlog.clone(),
         dropped: Default::default(),
     });
-    // The writer task holds no sender: the queue closes once every `Outbox` is gone.
-    let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            let mut w = wr.lock().await;
-            let written = write_frame(&mut w, out).await;
-            // Lowered while the write half is held (see `Outbox::finish`).
-            queued.fetch_sub(1, Ordering::AcqRel);
-            drop(w);
-            if written.is_err() {
-                break;
+    // The writer task holds no sender: the queue closes once every `Outbox` is gone. Frames
+    // still queued when it stops are dropped with the queue, which finishes their requests.
+    let writer = tokio::spawn({
+        let backlog = backlog.clone();
+        async move {
+            while let Some(out) = rx.recv().await {
+                let mut w = wr.lock().await;
+                let written = write_frame(&mut w, &out).await;
+                // Lowered while the write half is held (see `Outbox::finish`).
+                backlog.remove(out.buf.len() - out.at);
+                drop(w);
+                drop(out);
+                if written.is_err() {
+                    backlog.set_broken();
+                    break;
+                }
             }
         }
     });
@@ -800,18 +995,16 @@ async fn connection<S: Service>(
     // AwaitHello
     let first = tokio::time::timeout(
         HELLO_TIMEOUT,
-        read_frame::<ClientFrame<S::Request>, _>(&mut rd),
+        read_frame::<ClientFrame<S::Request>, _>(&mut rd, &room, MAX_HELLO_LEN),
     )
     .await
     .map_err(|_| Violation::HelloTimeout(HELLO_TIMEOUT))??;
     match first {
         Read::Eof => return Ok(()),
-        Read::Frame(ClientFrame::Hello(h)) if h.is_compatible() => {
-            outbox
-                .answer::<S::Response>(ServerFrame::Welcome(Hello::current()), None)
-                .await;
+        Read::Frame(ClientFrame::Hello(h), _) if h.is_compatible() => {
+            outbox.answer::<S::Response>(ServerFrame::Welcome(Hello::current()), None);
         }
-        Read::Frame(ClientFrame::Hello(h)) => {
+        Read::Frame(ClientFrame::Hello(h), _) => {
             tracing::error!(peer_uid = peer.uid, peer_pid = ?peer.pid, theirs = ?h, ours = ?Hello::current(), "peer runs a different build; refusing");
             let reason = format!(
                 "incompatible peer: wire {} build {} (executor has wire {} build {})",
@@ -820,25 +1013,38 @@ async fn connection<S: Service>(
                 mymcp_protocol::WIRE_VERSION,
                 mymcp_protocol::BUILD_ID
             );
-            outbox
-                .answer::<S::Response>(ServerFrame::Refused { reason }, None)
-                .await;
+            outbox.answer::<S::Response>(ServerFrame::Refused { reason }, None);
             drop(outbox);
             let _ = writer.await;
             return Ok(());
         }
-        Read::Frame(_) => return Err(Violation::NotHello),
+        Read::Frame(..) => return Err(Violation::NotHello),
     }
 
     // Ready
     let in_flight: InFlight = Arc::default();
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let result = loop {
-        let frame = match read_frame::<ClientFrame<S::Request>, _>(&mut rd).await {
-            Ok(Read::Frame(f)) => f,
-            Ok(Read::Eof) => break Ok(()),
-            Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => break Ok(()),
-            Err(e) => break Err(Violation::Frame(e)),
+        // Backpressure: nothing more is read while MAX_IN_FLIGHT requests are unanswered or
+        // MAX_UNWRITTEN_BYTES of answers wait for the peer to read them.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("open semaphore"),
+            () = backlog.until_broken() => break Ok(()),
         };
+        if !backlog.wait_below(MAX_UNWRITTEN_BYTES).await {
+            break Ok(());
+        }
+        let (frame, bytes) =
+            match read_frame::<ClientFrame<S::Request>, _>(&mut rd, &room, MAX_FRAME_LEN).await {
+                Ok(Read::Frame(f, bytes)) => (f, bytes),
+                Ok(Read::Eof) => break Ok(()),
+                Err(Violation::Frame(FrameError::Io(e)))
+                    if e.kind() == io::ErrorKind::ConnectionReset =>
+                {
+                    break Ok(())
+                }
+                Err(v) => break Err(v),
+            };
         match frame {
             ClientFrame::Hello(_) => break Err(Violation::SecondHello),
             ClientFrame::Cancel { id } => {
@@ -850,9 +1056,6 @@ async fn connection<S: Service>(
                 let (ctx, crx) = oneshot::channel();
                 let body = {
                     let mut map = in_flight.lock().expect("in-flight lock");
-                    if map.len() >= MAX_IN_FLIGHT {
-                        break Err(Violation::TooManyInFlight);
-                    }
                     if map.contains_key(&id) {
                         break Err(Violation::DuplicateId(id));
                     }
@@ -867,8 +1070,13 @@ async fn connection<S: Service>(
                 let body = match body {
                     Ok(body) => body,
                     Err(answer) => {
+                        drop(bytes);
                         let frame = ServerFrame::Response { id, body: answer };
-                        if !outbox.answer(frame, None).await {
+                        let finishes = Finishes {
+                            _slot: slot,
+                            _running: None,
+                        };
+                        if !outbox.answer(frame, Some(finishes)) {
                             break Ok(());
                         }
                         continue;
@@ -882,18 +1090,22 @@ async fn connection<S: Service>(
                     (service.clone(), outbox.clone(), in_flight.clone());
                 let run = async move {
                     let body = service.handle(body, peer, cancel, events).await;
+                    // The request has run: its bytes are free; its answer is what remains.
+                    drop(bytes);
                     in_flight.lock().expect("in-flight lock").remove(&id);
-                    outbox
-                        .answer(ServerFrame::Response { id, body }, Some(running))
-                        .await;
+                    let finishes = Finishes {
+                        _slot: slot,
+                        _running: Some(running),
+                    };
+                    outbox.answer(ServerFrame::Response { id, body }, Some(finishes));
                 };
                 // Only while few do: under load the runtime's workers are awake anyway (the
                 // result needs no wake-up), and more requests on the pool means more threads.
                 match blocking.then(WholeOnPool::take).flatten() {
-                    Some(slot) => {
+                    Some(place) => {
                         let runtime = tokio::runtime::Handle::current();
                         tokio::task::spawn_blocking(move || {
-                            let _slot = slot.enter();
+                            let _place = place.enter();
                             runtime.block_on(run);
                         });
                     }
@@ -985,6 +1197,39 @@ mod tests {
             .expect("no need to wait out the grace")
             .unwrap();
         assert_eq!(*shutdown.phase.borrow(), Phase::Terminating);
+    }
+
+    #[tokio::test]
+    async fn request_bytes_are_bounded_per_connection_and_shared_but_small_frames_pass() {
+        let shared = Arc::new(Semaphore::new(SHARED_REQUEST_BYTES));
+        let (a, b, c) = (
+            Room::new(shared.clone()),
+            Room::new(shared.clone()),
+            Room::new(shared.clone()),
+        );
+        let mut held = vec![a.take(MAX_FRAME_LEN).await, a.take(MAX_FRAME_LEN).await];
+        // A connection holds at most two frames of the largest size, though the pool has room.
+        assert!(tokio::time::timeout(SHORT, a.take(MAX_FRAME_LEN))
+            .await
+            .is_err());
+        held.push(b.take(MAX_FRAME_LEN).await);
+        assert_eq!(shared.available_permits(), 0);
+        // The pool is full: a small frame passes on its connection's own allowance, a larger
+        // one waits until a frame has run.
+        let small = tokio::time::timeout(SHORT, c.take(OWN_REQUEST_BYTES))
+            .await
+            .expect("a small frame is not held up by the pool");
+        let large = c.take(1 << 20);
+        tokio::pin!(large);
+        assert!(tokio::time::timeout(SHORT, &mut large).await.is_err());
+        held.pop();
+        let large = tokio::time::timeout(SHORT, large)
+            .await
+            .expect("room once a frame is done");
+        drop((small, held));
+        assert_eq!(shared.available_permits(), SHARED_REQUEST_BYTES - (1 << 20));
+        drop(large);
+        assert_eq!(shared.available_permits(), SHARED_REQUEST_BYTES);
     }
 
     #[tokio::test]

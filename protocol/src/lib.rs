@@ -197,13 +197,60 @@ pub struct Identity {
     pub role: Role,
 }
 
-/// Where a call came from, for the audit log. Informational only: never used to authorize.
+/// Longest [`CallOrigin::request_id`]: the frontend keeps a client's `X-Request-ID` only if it
+/// is 1 to 128 visible ASCII characters, and makes its own (32 hex digits) otherwise.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Longest [`CallOrigin::peer`]: an IP address as text (at most 45 characters).
+pub const MAX_PEER_LEN: usize = 64;
+
+/// Where a call came from, for the audit log and the executor's log. Informational only:
+/// never used to authorize. Both fields are visible ASCII (`!` to `~`) of bounded length: a
+/// frame with anything else does not decode (a protocol violation), so no line break or
+/// terminal escape from the frontend's uid reaches a log line through them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallOrigin {
     /// The client's address as the frontend saw it.
+    #[serde(deserialize_with = "visible::peer")]
     pub peer: String,
     /// The HTTP request id (`x-request-id`).
+    #[serde(deserialize_with = "visible::request_id")]
     pub request_id: String,
+}
+
+/// Decoding of short visible-ASCII strings, refused before anything is allocated.
+mod visible {
+    use serde::de::{Deserializer, Error, Visitor};
+    use std::fmt;
+
+    pub fn peer<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_str(Visible(super::MAX_PEER_LEN))
+    }
+
+    pub fn request_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        d.deserialize_str(Visible(super::MAX_REQUEST_ID_LEN))
+    }
+
+    struct Visible(usize);
+
+    impl Visitor<'_> for Visible {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "at most {} visible ASCII characters", self.0)
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<String, E> {
+            if v.len() > self.0 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                // The value itself is not echoed: it is what must not reach a log.
+                return Err(E::custom(format_args!(
+                    "not {} visible ASCII characters or fewer",
+                    self.0
+                )));
+            }
+            Ok(v.to_owned())
+        }
+    }
 }
 
 /// Requests accepted on `executor.sock`, from the frontend's uid only.
@@ -524,6 +571,49 @@ mod tests {
             ..Hello::current()
         };
         assert!(!h.is_compatible());
+    }
+
+    #[test]
+    fn origins_are_short_visible_ascii_or_do_not_decode() {
+        let call = |peer: &str, request_id: String| ClientFrame::Request {
+            id: 1,
+            body: FrontendRequest::Call {
+                token: TokenDigest([1; 32]),
+                origin: CallOrigin {
+                    peer: peer.into(),
+                    request_id,
+                },
+                call: ToolCall::ReadFile(ReadFile {
+                    file_path: "/etc/hostname".into(),
+                    offset: None,
+                    limit: None,
+                }),
+            },
+        };
+        for (peer, request_id, ok) in [
+            ("192.0.2.1", "r".repeat(MAX_REQUEST_ID_LEN), true),
+            ("", String::new(), true),
+            (
+                "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+                "a-b_c".into(),
+                true,
+            ),
+            ("192.0.2.1", "r".repeat(MAX_REQUEST_ID_LEN + 1), false),
+            (
+                "192.0.2.1",
+                "r1\n2026-01-01T00:00:00Z  INFO forged".into(),
+                false,
+            ),
+            ("192.0.2.1", "r 1".into(), false),
+            ("192.0.2.1", "r\u{1b}[2K".into(), false),
+            ("192.0.2.1", "é".into(), false),
+            (&"1".repeat(MAX_PEER_LEN + 1), "r".into(), false),
+            ("192.0.2.1\r", "r".into(), false),
+        ] {
+            let bytes = frame::encode(&call(peer, request_id.clone())).unwrap();
+            let back = frame::decode::<ClientFrame<FrontendRequest>>(&bytes[frame::HEADER_LEN..]);
+            assert_eq!(back.is_ok(), ok, "{peer:?} {request_id:?}");
+        }
     }
 
     #[test]

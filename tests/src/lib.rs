@@ -63,6 +63,8 @@ pub struct ExecutorProcess {
     pub dir: tempfile::TempDir,
     pub runtime_dir: PathBuf,
     pub token_file: PathBuf,
+    /// Every line the executor wrote to stderr so far (its log).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ExecutorProcess {
@@ -105,12 +107,15 @@ impl ExecutorProcess {
         let stderr = child.stderr.take().expect("stderr");
         // Forward the executor's log to the test output and wait for readiness.
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let lines = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[executor] {line}");
                 if line.contains("executor ready") {
                     let _ = tx.send(());
                 }
+                lines.lock().expect("log lock").push(line);
             }
         });
         rx.recv_timeout(Duration::from_secs(20))
@@ -120,7 +125,13 @@ impl ExecutorProcess {
             dir,
             runtime_dir,
             token_file,
+            log,
         }
+    }
+
+    /// The lines of the executor's log (stderr) so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
     }
 
     pub fn executor_socket(&self) -> PathBuf {

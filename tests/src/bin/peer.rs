@@ -113,6 +113,76 @@ fn bash(token: TokenDigest, command: &str) -> FrontendRequest {
     }
 }
 
+/// One connection of the `flood` scenario: (requests sent, stalled, times closed, the
+/// connection if it is still open).
+fn flood(path: &str, n: u64) -> (u64, bool, usize, Option<UnixStream>) {
+    let (mut sent, mut closed) = (0, 0);
+    let mut id = 0u64;
+    'connect: while sent < n {
+        let Ok(mut c) = UnixStream::connect(path) else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        if !(frame::write_to(&mut c, &Req::Hello(Hello::current())).is_ok()
+            && matches!(
+                frame::read_from::<Resp, _>(&mut c),
+                Ok(ServerFrame::Welcome(_))
+            ))
+        {
+            closed += 1;
+            continue;
+        }
+        c.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        while sent < n {
+            // At most 16 requests per millisecond per connection: the executor answers them
+            // as fast as they come, so few are unanswered at any time.
+            if id % 16 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let bytes = frame::encode(&Req::Request {
+                id,
+                body: FrontendRequest::Metrics { token: None },
+            })
+            .unwrap();
+            id += 1;
+            match c.write_all(&bytes) {
+                Ok(()) => sent += 1,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return (sent, true, closed, Some(c));
+                }
+                Err(_) => {
+                    closed += 1;
+                    continue 'connect;
+                }
+            }
+        }
+        return (sent, false, closed, Some(c));
+    }
+    (sent, false, closed, None)
+}
+
+/// Whether the other end closed `c` (without waiting; data, if any, is discarded).
+fn closed_by_peer(c: &mut UnixStream) -> bool {
+    c.set_nonblocking(true).unwrap();
+    let mut b = [0u8; 4096];
+    let closed = loop {
+        match std::io::Read::read(c, &mut b) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    c.set_nonblocking(false).unwrap();
+    closed
+}
+
 fn send(s: &mut UnixStream, f: &Req) {
     if frame::write_to(s, f).is_err() {
         println!("WriteFailed");
@@ -390,7 +460,7 @@ fn main() {
             }
         }
         // N calls with random digests, pipelined on one connection ("N:MARKER") with at most
-        // 512 in flight (the executor drops a connection with more than 1024); prints how the
+        // 512 in flight (the executor stops reading at 1024 unanswered); prints how the
         // answers were distributed.
         "guess-digests" => {
             let (n, marker) = arg.split_once(':').expect("N:MARKER");
@@ -589,6 +659,126 @@ fn main() {
                 done += 1;
             }
             println!("churned={done}");
+        }
+        // Floods without ever reading an answer ("CONNS:N:HOLD"): CONNS connections each send
+        // up to N tokenless `Metrics` requests (13-byte frames), paced so that no more than a
+        // few hundred are unanswered at the executor at any time, until a write blocks for
+        // 2 s (the executor stopped reading: backpressure) or the connection is closed (then
+        // it connects again and goes on). Prints `sent=… stalled=… closed=…`, then holds the
+        // connections for HOLD seconds without reading and prints `held`.
+        "flood" => {
+            let mut f = arg.split(':');
+            let conns: usize = f.next().unwrap().parse().expect("CONNS");
+            let n: u64 = f.next().unwrap().parse().expect("N");
+            let hold: u64 = f.next().unwrap().parse().expect("HOLD");
+            drop(s);
+            let path = path.clone();
+            let workers: Vec<_> = (0..conns)
+                .map(|_| {
+                    let path = path.clone();
+                    std::thread::spawn(move || flood(&path, n))
+                })
+                .collect();
+            let (mut sent, mut stalled, mut closed) = (0, 0, 0);
+            let mut held = Vec::new();
+            for w in workers {
+                let (c, s, k, conn) = w.join().unwrap();
+                sent += c;
+                stalled += usize::from(s);
+                closed += k;
+                held.extend(conn);
+            }
+            println!("sent={sent} stalled={stalled} closed={closed}");
+            std::thread::sleep(Duration::from_secs(hold));
+            println!("held");
+            drop(held);
+        }
+        // Frames left unfinished ("CONNS:LEN:HOLD"): CONNS connections each complete the
+        // handshake, then send a header announcing LEN bytes and LEN - 1 bytes of body, and
+        // never the last one. Prints `opened=… welcomed=…` once the bodies are on their way,
+        // then watches for HOLD seconds which connections the executor closes and prints
+        // `closed=K first_ms=… last_ms=…` (times since the bodies started).
+        "partial" => {
+            let mut f = arg.split(':');
+            let conns: usize = f.next().unwrap().parse().expect("CONNS");
+            let len: usize = f.next().unwrap().parse().expect("LEN");
+            let hold: u64 = f.next().unwrap().parse().expect("HOLD");
+            let mut held = vec![s];
+            for _ in 1..conns {
+                match UnixStream::connect(path) {
+                    Ok(c) => held.push(c),
+                    Err(_) => break,
+                }
+            }
+            let mut welcomed = 0;
+            for c in held.iter_mut() {
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let ok = frame::write_to(c, &Req::Hello(Hello::current())).is_ok()
+                    && matches!(frame::read_from::<Resp, _>(c), Ok(ServerFrame::Welcome(_)));
+                welcomed += usize::from(ok);
+            }
+            let started = std::time::Instant::now();
+            for c in &held {
+                let mut w = c.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let _ = w.write_all(&(len as u32).to_be_bytes());
+                    let chunk = vec![0u8; 64 * 1024];
+                    let mut left = len - 1;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        if w.write_all(&chunk[..n]).is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                });
+            }
+            println!("opened={} welcomed={welcomed}", held.len());
+            let mut closed_at: Vec<Option<u128>> = vec![None; held.len()];
+            while started.elapsed() < Duration::from_secs(hold) {
+                for (c, at) in held.iter_mut().zip(closed_at.iter_mut()) {
+                    if at.is_none() && closed_by_peer(c) {
+                        *at = Some(started.elapsed().as_millis());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let times: Vec<u128> = closed_at.iter().flatten().copied().collect();
+            println!(
+                "closed={} first_ms={} last_ms={}",
+                times.len(),
+                times.iter().min().copied().unwrap_or(0),
+                times.iter().max().copied().unwrap_or(0)
+            );
+        }
+        // A call (with a made-up digest) whose `request_id` is ARG: `max` (128 visible
+        // characters), `long` (129), `newline` (a line break inside) or `empty`.
+        "request-id" => {
+            let request_id = match arg {
+                "max" => "r".repeat(128),
+                "long" => "r".repeat(129),
+                "newline" => "r1\n2026-01-01T00:00:00Z  INFO forged".to_owned(),
+                "empty" => String::new(),
+                other => panic!("unknown request id kind {other}"),
+            };
+            if hello(&mut s) {
+                let body = FrontendRequest::Call {
+                    token: digest_of(""),
+                    origin: CallOrigin {
+                        peer: "192.0.2.1".into(),
+                        request_id,
+                    },
+                    call: ToolCall::BashExecute(BashExecute {
+                        command: "true".into(),
+                        timeout: Some(5),
+                        working_dir: None,
+                        max_output_bytes: None,
+                        background: false,
+                    }),
+                };
+                send(&mut s, &Req::Request { id: 1, body });
+                answer(&mut s);
+            }
         }
         other => {
             eprintln!("unknown scenario {other}");
