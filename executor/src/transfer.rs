@@ -31,6 +31,7 @@
 
 use crate::auth::{self, Rw};
 use crate::edit::{self, Replace, TempFile};
+use crate::limits::FileLimits;
 use crate::paths::{self, Access, CheckedTarget, ProtectedPaths};
 use crate::server::{CancelSignal, Events};
 use crate::sys::pipe::{self as syspipe, Ready};
@@ -448,9 +449,11 @@ impl Transfers {
         direction: Direction,
         tokens: &TokenStore,
         protected: &ProtectedPaths,
+        limits: &FileLimits,
     ) -> Result<TransferStart, TransferError> {
         let view = self.check(id, direction)?;
         creator(tokens, &view.token, direction)?;
+        let _slot = limits.transfer(&view.token).map_err(busy)?;
         let policy = protected.policy(match direction {
             Direction::Download => Access::Read,
             Direction::Upload => Access::Write,
@@ -487,6 +490,7 @@ impl Transfers {
         origin: &CallOrigin,
         tokens: &TokenStore,
         protected: &ProtectedPaths,
+        limits: &FileLimits,
         cancel: CancelSignal,
         events: &Events,
     ) -> Result<TransferDone, TransferError> {
@@ -501,6 +505,8 @@ impl Transfers {
         // the reference): they carry no identity.
         let view = self.check(id, direction)?;
         let caller = creator(tokens, &view.token, direction)?;
+        // Held until the transfer ends; the grant's token's share of the blocking pool.
+        let _slot = limits.transfer(&view.token).map_err(busy)?;
         let (token_name, role) = (caller.identity().name.clone(), caller.identity().role);
         let result = match direction {
             Direction::Upload => match caller.authorize::<Rw>(ToolName::PrepareUpload) {
@@ -665,6 +671,10 @@ impl Drop for Claim {
             }
         }
     }
+}
+
+fn busy(f: ToolFailure) -> TransferError {
+    refuse(Kind::Busy, f.message)
 }
 
 fn token_gone() -> TransferError {

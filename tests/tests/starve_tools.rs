@@ -82,10 +82,15 @@ impl Setup {
         self.dir.path().join(rel).to_str().unwrap().to_owned()
     }
 
-    /// Starts the hostile peer's flood: `n` calls of `tool` on `path` with `token`.
-    fn flood(&self, token: &str, n: u64, tool: &str, path: &str, wait_secs: u64) -> Child {
+    /// Starts the hostile peer's flood: `n` calls of `tool` on `path` with `token`, at most
+    /// `window` in flight.
+    fn flood(&self, token: &str, (n, window): (u64, u64), tool: &str, path: &str) -> Child {
         let (uid, gid) = user_ids("nobody");
-        let arg = format!("{}:{n}:{tool}:{path}:{wait_secs}", digest_hex(token));
+        let wait_secs = 60;
+        let arg = format!(
+            "{}:{n}:{window}:{wait_secs}:{tool}:{path}",
+            digest_hex(token)
+        );
         spawn_peer(uid, gid, &self.exec.executor_socket(), "flood", &arg)
     }
 }
@@ -361,8 +366,8 @@ fn blocking_reads_of_one_ro_token_leave_every_other_token_served() {
     let pid = s.exec.pid();
     let (threads_idle, _) = threads(pid);
 
-    let reads = s.flood(&attacker, FLOOD, "read_file", BLOCKING, 30);
-    let greps = s.flood(&second, 40, "grep", BLOCKING, 30);
+    let reads = s.flood(&attacker, (FLOOD, FLOOD), "read_file", BLOCKING);
+    let greps = s.flood(&second, (40, 40), "grep", BLOCKING);
     // Let the calls reach the executor and take what they can.
     std::thread::sleep(Duration::from_millis(1500));
     let (threads_attacked, in_kmsg) = threads(pid);
@@ -427,7 +432,7 @@ fn sigterm_during_a_blocking_read_flood_exits_within_the_grace() {
     let mut s = Setup::start(&env_of(&env));
     let attacker = s.exec.add_token("attacker", "ro");
     let pid = s.exec.pid();
-    let reads = s.flood(&attacker, FLOOD, "read_file", BLOCKING, 30);
+    let reads = s.flood(&attacker, (FLOOD, FLOOD), "read_file", BLOCKING);
     std::thread::sleep(Duration::from_millis(1000));
     let (_, in_kmsg) = threads(pid);
     s.exec.signal_term();
@@ -452,6 +457,9 @@ fn sigterm_during_a_blocking_read_flood_exits_within_the_grace() {
     );
 }
 
+/// 4,100 `prepare_download` calls, 8 in flight at a time (under a token's share of file calls).
+const TICKETS: (u64, u64) = (4100, 8);
+
 /// `prepare_download` by `token` over HTTP: `Ok(url)` or the tool's error code.
 fn prepare(s: &Setup, token: &str) -> Result<String, String> {
     let v = call(
@@ -471,7 +479,7 @@ fn one_tokens_tickets_leave_room_for_the_other_tokens() {
     let s = Setup::start(&[]);
     let attacker = s.exec.add_token("hoarder", "ro");
     let other = s.exec.add_token("other", "ro");
-    let flood = Flood::of(s.flood(&attacker, 4100, "prepare_download", &s.p("notes.txt"), 120));
+    let flood = Flood::of(s.flood(&attacker, TICKETS, "prepare_download", &s.p("notes.txt")));
     let mine = prepare(&s, &other);
     eprintln!("4,100 tickets asked by one token: {flood:?}; another token then got {mine:?}");
     assert_eq!(flood.answered, 4100, "{flood:?}");
@@ -508,7 +516,8 @@ fn a_revoked_tokens_tickets_are_given_back() {
     let admin = s.exec.add_token("admin", "admin");
     let other = s.exec.add_token("other", "ro");
     let addr = s.front.addr;
-    let ways: [(&str, &dyn Fn(&str)); 3] = [
+    type Revoke<'a> = &'a dyn Fn(&str);
+    let ways: [(&str, Revoke); 3] = [
         ("mymcpctl token revoke", &|t: &str| {
             let out = ctl(&s.exec.runtime_dir, &["token", "revoke", t]);
             assert!(out.status.success(), "{out:?}");
@@ -530,7 +539,7 @@ fn a_revoked_tokens_tickets_are_given_back() {
     ];
     for (i, (how, revoke)) in ways.iter().enumerate() {
         let hoarder = s.exec.add_token(&format!("hoarder-{i}"), "ro");
-        let flood = Flood::of(s.flood(&hoarder, 4100, "prepare_download", &s.p("notes.txt"), 120));
+        let flood = Flood::of(s.flood(&hoarder, TICKETS, "prepare_download", &s.p("notes.txt")));
         let before = prepare(&s, &other);
         revoke(&hoarder);
         let after = prepare(&s, &other);

@@ -121,7 +121,14 @@ fn send(s: &mut UnixStream, f: &Req) {
 
 /// The `flood` scenario: the calls are written by a thread of their own, so that answers are
 /// read while requests still go out.
-fn flood(s: &mut UnixStream, token: TokenDigest, n: u64, tool: &str, path: &str, wait: Duration) {
+fn flood(
+    s: &mut UnixStream,
+    token: TokenDigest,
+    (n, window): (u64, u64),
+    tool: &str,
+    path: &str,
+    wait: Duration,
+) {
     use std::collections::BTreeMap;
     use std::time::Instant;
     if !hello(s) {
@@ -152,13 +159,13 @@ fn flood(s: &mut UnixStream, token: TokenDigest, n: u64, tool: &str, path: &str,
     let body = call(path);
     let started = Instant::now();
     // The executor allows 1,024 requests in flight per connection, as the frontend knows.
-    const WINDOW: u64 = 1000;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let done_w = done.clone();
+    let window = window.clamp(1, 1000);
+    // One credit per answer: the sender waits for one before going past the window.
+    let (credit, credits) = std::sync::mpsc::channel::<()>();
     let sender = std::thread::spawn(move || {
         for id in 1..=n {
-            while id > done_w.load(std::sync::atomic::Ordering::Relaxed) + WINDOW {
-                std::thread::sleep(Duration::from_millis(1));
+            if id > window && credits.recv().is_err() {
+                break;
             }
             let req = Req::Request {
                 id,
@@ -197,7 +204,7 @@ fn flood(s: &mut UnixStream, token: TokenDigest, n: u64, tool: &str, path: &str,
             }
         };
         answered += 1;
-        done.store(answered, std::sync::atomic::Ordering::Relaxed);
+        let _ = credit.send(());
         let ms = started.elapsed().as_millis();
         let e = outcomes.entry(kind).or_default();
         e.0 += 1;
@@ -610,18 +617,21 @@ fn main() {
                 answer(&mut s);
             }
         }
-        // N tool calls of one token sent at once on one connection, as a frontend forwarding
-        // them ("DIGEST:N:TOOL:PATH:WAIT", TOOL one of read_file, grep, prepare_download; WAIT
-        // the seconds to wait for the answers). Prints `sent=N answered=K` and one
-        // `outcome <Ok|code> <count> max_ms=<slowest>` line per kind of answer.
+        // N tool calls of one token on one connection, at most WINDOW of them in flight, as
+        // a frontend forwarding them ("DIGEST:N:WINDOW:WAIT:TOOL:PATH", TOOL one of
+        // read_file, grep, prepare_download; WAIT the seconds to wait for the answers).
+        // Prints `sent=N answered=K` and one `outcome <Ok|code> <count> max_ms=<slowest>`
+        // line per kind of answer.
         "flood" => {
-            let mut f = arg.splitn(5, ':');
+            let mut f = arg.splitn(6, ':');
             let token = parse_digest(f.next().unwrap());
             let n: u64 = f.next().unwrap().parse().expect("N");
+            let window: u64 = f.next().unwrap().parse().expect("WINDOW");
+            let wait: u64 = f.next().unwrap().parse().expect("WAIT");
             let tool = f.next().unwrap().to_owned();
             let path = f.next().unwrap().to_owned();
-            let wait: u64 = f.next().unwrap().parse().expect("WAIT");
-            flood(&mut s, token, n, &tool, &path, Duration::from_secs(wait));
+            let wait = Duration::from_secs(wait);
+            flood(&mut s, token, (n, window), &tool, &path, wait);
         }
         // Opens N more connections and holds them for SECONDS ("N:MODE:SECONDS"): MODE
         // `silent` sends nothing, `partial` half a header, `hello` the handshake. Prints how
