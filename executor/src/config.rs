@@ -366,8 +366,9 @@ pub fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
 }
 
 /// File transfer settings: `MYMCP_TRANSFER_ENABLED` (true), `MYMCP_TRANSFER_MAX_BYTES`
-/// (2 GiB), `MYMCP_TRANSFER_DEFAULT_TTL_SEC` (300), `MYMCP_TRANSFER_MAX_TTL_SEC` (900). As in
-/// the reference, a default above the maximum is simply clamped.
+/// (2 GiB), `MYMCP_TRANSFER_DEFAULT_TTL_SEC` (300), `MYMCP_TRANSFER_MAX_TTL_SEC` (900),
+/// `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN` (256). As in the reference, a default above the
+/// maximum is simply clamped.
 pub fn transfer_settings(src: &dyn Source) -> Result<TransferConfig, ConfigError> {
     let d = TransferConfig::default();
     let max_ttl = integer(
@@ -389,6 +390,13 @@ pub fn transfer_settings(src: &dyn Source) -> Result<TransferConfig, ConfigError
         max_bytes: integer(src, "MYMCP_TRANSFER_MAX_BYTES", d.max_bytes, 1, 1 << 50)?,
         default_ttl_secs: default_ttl.min(max_ttl),
         max_ttl_secs: max_ttl,
+        max_grants_per_token: integer(
+            src,
+            "MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN",
+            d.max_grants_per_token as u64,
+            1,
+            crate::transfer::MAX_GRANTS as u64,
+        )? as usize,
     })
 }
 
@@ -441,6 +449,16 @@ mod tests {
         assert_eq!(e.name, "MYMCP_FILE_MAX_CONCURRENT");
         let e = files(&[("MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN", "0")]).unwrap_err();
         assert_eq!(e.name, "MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN");
+
+        assert_eq!(
+            transfer_settings(&src(&[])).unwrap().max_grants_per_token,
+            256
+        );
+        let t = transfer_settings(&src(&[("MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN", "4096")]));
+        assert_eq!(t.unwrap().max_grants_per_token, 4096);
+        let e = transfer_settings(&src(&[("MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN", "4097")]))
+            .unwrap_err();
+        assert_eq!(e.name, "MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN");
     }
 
     #[test]

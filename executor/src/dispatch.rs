@@ -194,8 +194,9 @@ impl Executor {
                 let auth = caller.authorize::<Rw>(ToolName::PrepareUpload)?;
                 let slot = self.file_limits.call(auth.token())?;
                 let (transfers, files) = (self.transfers.clone(), self.files.clone());
+                let tokens = self.tokens.clone();
                 file_work("prepare_upload", slot, move || {
-                    transfers.prepare_upload(&auth, &args, &files.protected)
+                    transfers.prepare_upload(&auth, &args, &files.protected, &tokens)
                 })
                 .await
                 .map(ToolOutput::TransferGrant)
@@ -204,8 +205,9 @@ impl Executor {
                 let auth = caller.authorize::<Ro>(ToolName::PrepareDownload)?;
                 let slot = self.file_limits.call(auth.token())?;
                 let (transfers, files) = (self.transfers.clone(), self.files.clone());
+                let tokens = self.tokens.clone();
                 file_work("prepare_download", slot, move || {
-                    transfers.prepare_download(&auth, &args, &files.protected)
+                    transfers.prepare_download(&auth, &args, &files.protected, &tokens)
                 })
                 .await
                 .map(ToolOutput::TransferGrant)

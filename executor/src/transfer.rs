@@ -60,6 +60,8 @@ pub struct TransferConfig {
     pub max_bytes: u64,
     pub default_ttl_secs: u64,
     pub max_ttl_secs: u64,
+    /// `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN`: grants one token may hold (of [`MAX_GRANTS`]).
+    pub max_grants_per_token: usize,
 }
 
 impl Default for TransferConfig {
@@ -69,12 +71,16 @@ impl Default for TransferConfig {
             max_bytes: 2 << 30,
             default_ttl_secs: 300,
             max_ttl_secs: 900,
+            max_grants_per_token: DEFAULT_GRANTS_PER_TOKEN,
         }
     }
 }
 
 /// Most grants alive at once (expired ones are purged first).
 pub const MAX_GRANTS: usize = 4096;
+/// Default of `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN`: one token holds at most a sixteenth of
+/// the table, so that it cannot keep the other tokens from their transfers.
+pub const DEFAULT_GRANTS_PER_TOKEN: usize = MAX_GRANTS / 16;
 /// A transfer in which nothing moves for this long is abandoned.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an upload whose pipe is drained waits for the frontend's commit.
@@ -206,6 +212,7 @@ impl Transfers {
         auth: &auth::Authorized<Rw>,
         args: &PrepareUpload,
         protected: &ProtectedPaths,
+        tokens: &TokenStore,
     ) -> Result<TransferGrant, ToolFailure> {
         if !self.config.enabled {
             return Err(Self::disabled());
@@ -252,6 +259,7 @@ impl Transfers {
             })?),
         };
         self.insert(
+            tokens,
             auth.token(),
             Direction::Upload,
             path,
@@ -269,6 +277,7 @@ impl Transfers {
         auth: &auth::Authorized<auth::Ro>,
         args: &PrepareDownload,
         protected: &ProtectedPaths,
+        tokens: &TokenStore,
     ) -> Result<TransferGrant, ToolFailure> {
         if !self.config.enabled {
             return Err(Self::disabled());
@@ -301,6 +310,7 @@ impl Transfers {
         };
         let ttl = self.ttl(args.expires_in)?;
         self.insert(
+            tokens,
             auth.token(),
             Direction::Download,
             path,
@@ -312,9 +322,14 @@ impl Transfers {
         )
     }
 
+    /// Adds a grant of `token`: refused (`Busy`) when the token holds its share of the table
+    /// already, or when the table is full even without the grants of tokens that are no
+    /// longer valid (revoked or disabled by `mymcpctl`, the admin API or a hand edit of the
+    /// store), which are dropped then: they can never be redeemed.
     #[allow(clippy::too_many_arguments)]
     fn insert(
         &self,
+        tokens: &TokenStore,
         token: &TokenDigest,
         direction: Direction,
         path: &str,
@@ -333,7 +348,31 @@ impl Transfers {
         let expires_at = now + ttl;
         let mut grants = self.lock();
         // Expired grants cannot be redeemed any more; a running transfer keeps its own.
-        grants.retain(|_, g| g.expires_at > now || matches!(g.state, State::Busy { .. }));
+        let mut mine = 0;
+        grants.retain(|_, g| {
+            let keep = g.expires_at > now || matches!(g.state, State::Busy { .. });
+            mine += usize::from(keep && g.token == *token);
+            keep
+        });
+        let share = self.config.max_grants_per_token;
+        if mine >= share {
+            return Err(ToolFailure::new(
+                ErrorCode::Busy,
+                format!(
+                    "This token holds {mine} transfer tickets (limit {share}, used ones count until they expire); wait until some expire"
+                ),
+            )
+            .with_suggestion("Use the tickets already prepared, or ask for shorter expires_in"));
+        }
+        if grants.len() >= MAX_GRANTS {
+            let mut holders: Vec<TokenDigest> = grants.values().map(|g| g.token).collect();
+            holders.sort_unstable_by_key(|d| d.0);
+            holders.dedup();
+            let gone = tokens.not_valid(&holders);
+            if !gone.is_empty() {
+                grants.retain(|_, g| !gone.contains(&g.token));
+            }
+        }
         if grants.len() >= MAX_GRANTS {
             return Err(ToolFailure::new(
                 ErrorCode::Busy,
@@ -1210,6 +1249,89 @@ mod tests {
         assert!(parse_sha256(&"ab".repeat(31)).is_none());
         assert!(parse_sha256(&"zz".repeat(32)).is_none());
         assert_eq!(parse_sha256(&"AB".repeat(32)), Some([0xab; 32]));
+    }
+
+    /// A store with the named ro tokens; their values.
+    fn store(dir: &Path, names: &[&str]) -> (TokenStore, Vec<String>) {
+        let roles: Vec<(&str, Role)> = names.iter().map(|n| (*n, Role::Ro)).collect();
+        let (store, added) =
+            TokenStore::create_temporary(&dir.join("tokens.json"), &roles).unwrap();
+        (store, added.into_iter().map(|(v, _)| v).collect())
+    }
+
+    fn grant(t: &Transfers, tokens: &TokenStore, value: &str) -> Result<(), ErrorCode> {
+        let d = crate::tokens::digest(value);
+        t.insert(
+            tokens,
+            &d,
+            Direction::Download,
+            "/f",
+            PathBuf::from("/f"),
+            1,
+            false,
+            None,
+            900,
+        )
+        .map(drop)
+        .map_err(|f| f.code)
+    }
+
+    #[test]
+    fn a_token_holds_at_most_its_share_of_the_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, v) = store(dir.path(), &["a", "b"]);
+        let t = Transfers::new(TransferConfig {
+            max_grants_per_token: 3,
+            ..TransferConfig::default()
+        });
+        for _ in 0..3 {
+            grant(&t, &tokens, &v[0]).unwrap();
+        }
+        assert_eq!(grant(&t, &tokens, &v[0]), Err(ErrorCode::Busy));
+        // Used grants still count: they stay to answer `ticket_used` until they expire.
+        let used = *t.lock().keys().next().unwrap();
+        t.lock().get_mut(&used).unwrap().state = State::Used;
+        assert_eq!(grant(&t, &tokens, &v[0]), Err(ErrorCode::Busy));
+        // Expired ones do not.
+        t.lock().get_mut(&used).unwrap().expires_at = 0;
+        grant(&t, &tokens, &v[0]).unwrap();
+        // Another token has its own share.
+        grant(&t, &tokens, &v[1]).unwrap();
+        assert_eq!(t.grants(), 4);
+    }
+
+    #[test]
+    fn a_full_table_drops_the_grants_of_tokens_no_longer_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, v) = store(dir.path(), &["hoarder", "disabled", "other"]);
+        let t = Transfers::new(TransferConfig {
+            max_grants_per_token: MAX_GRANTS,
+            ..TransferConfig::default()
+        });
+        for _ in 0..MAX_GRANTS - 1 {
+            grant(&t, &tokens, &v[0]).unwrap();
+        }
+        grant(&t, &tokens, &v[1]).unwrap();
+        assert_eq!(grant(&t, &tokens, &v[2]), Err(ErrorCode::Busy));
+        // Disabled by a hand edit of the store: its one grant goes when room is needed.
+        let text = std::fs::read_to_string(tokens.path()).unwrap();
+        let d = crate::tokens::digest(&v[1]);
+        let hex: String = d.0.iter().map(|b| format!("{b:02x}")).collect();
+        let mut store: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for e in store["tokens"].as_array_mut().unwrap() {
+            if e["sha256"] == hex.as_str() {
+                e["enabled"] = serde_json::json!(false);
+            }
+        }
+        let edited = dir.path().join("edited");
+        std::fs::write(&edited, store.to_string()).unwrap();
+        std::fs::rename(&edited, tokens.path()).unwrap();
+        grant(&t, &tokens, &v[2]).unwrap();
+        assert_eq!(grant(&t, &tokens, &v[2]), Err(ErrorCode::Busy));
+        // Revoked: all of its grants go.
+        tokens.revoke(&v[0]).unwrap();
+        grant(&t, &tokens, &v[2]).unwrap();
+        assert_eq!(t.grants(), 2);
     }
 
     #[test]
