@@ -8,10 +8,12 @@
 //!
 //! Redeeming ([`Transfers::redeem`]) checks, in order: transfer enabled, grant known, not
 //! expired, right direction, not used or in use, the token that made it still valid (a
-//! revoked token takes its tickets with it), the announced length, and the path again on the
-//! opened object — a symlink swapped in since the grant was made is caught here. None of these
-//! refusals spends the grant. Then the grant is *claimed* (atomically, under one lock: of 20
-//! parallel redeems exactly one gets it) and the executor hands the frontend one end of a pipe
+//! revoked token takes its tickets with it) and the announced length. Then the grant is
+//! *claimed* (atomically, under one lock: of 20 parallel redeems exactly one gets it), the
+//! claim takes a transfer slot of the grant's token ([`FileLimits::transfer`]; `Busy`
+//! beyond), and the path is checked again on the opened object — a symlink swapped in since
+//! the grant was made is caught here. None of these refusals spends the grant (a refused
+//! claim is released). Then the executor hands the frontend one end of a pipe
 //! ([`Events::pipe`], `SCM_RIGHTS`):
 //!
 //! - **download**: the file, opened after the check, is `splice`d into the pipe (no copy in
@@ -468,6 +470,21 @@ impl Transfers {
         ))
     }
 
+    /// [`Transfers::claim`], then a slot of the grant's token for the transfer's blocking
+    /// work (opening the file, moving the bytes): claimed first, so that of concurrent
+    /// redeems of one grant only the one that runs takes a slot (the others are `InUse`). A
+    /// refusal after the claim releases it (the claim is dropped unspent).
+    fn claim_with_slot(
+        self: &Arc<Self>,
+        id: &GrantId,
+        token: &TokenDigest,
+        limits: &FileLimits,
+    ) -> Result<(Claim, oneshot::Receiver<()>, crate::limits::FileSlot), TransferError> {
+        let (claim, committed) = self.claim(id)?;
+        let slot = limits.transfer(token).map_err(busy)?;
+        Ok((claim, committed, slot))
+    }
+
     /// The frontend says the body of `claim` ended normally. Returns whether a running upload
     /// took it.
     pub fn commit(&self, id: &GrantId, claim: u64) -> bool {
@@ -544,19 +561,21 @@ impl Transfers {
         // the reference): they carry no identity.
         let view = self.check(id, direction)?;
         let caller = creator(tokens, &view.token, direction)?;
-        // Held until the transfer ends; the grant's token's share of the blocking pool.
-        let _slot = limits.transfer(&view.token).map_err(busy)?;
         let (token_name, role) = (caller.identity().name.clone(), caller.identity().role);
         let result = match direction {
             Direction::Upload => match caller.authorize::<Rw>(ToolName::PrepareUpload) {
                 Ok(auth) => {
-                    self.upload(&auth, &view, announced_len, protected, cancel, events)
+                    let limits = (announced_len, limits);
+                    self.upload(&auth, &view, limits, protected, cancel, events)
                         .await
                 }
                 Err(_) => Err(token_gone()),
             },
             Direction::Download => match caller.authorize::<auth::Ro>(ToolName::PrepareDownload) {
-                Ok(auth) => self.download(&auth, &view, protected, cancel, events).await,
+                Ok(auth) => {
+                    self.download(&auth, &view, limits, protected, cancel, events)
+                        .await
+                }
                 Err(_) => Err(token_gone()),
             },
         };
@@ -582,7 +601,7 @@ impl Transfers {
         self: &Arc<Self>,
         _auth: &auth::Authorized<Rw>,
         view: &View,
-        announced_len: Option<u64>,
+        (announced_len, limits): (Option<u64>, &FileLimits),
         protected: &ProtectedPaths,
         cancel: CancelSignal,
         events: &Events,
@@ -590,12 +609,12 @@ impl Transfers {
         if announced_len.is_some_and(|n| n > view.bytes) {
             return Err(too_large(view.bytes));
         }
+        let (mut claim, committed, _slot) = self.claim_with_slot(&view.id, &view.token, limits)?;
         let policy = protected.policy(Access::Write);
         let target = {
             let (t, p, o) = (view.target.clone(), view.path.clone(), view.overwrite);
             blocking(move || open_upload(&policy, &t, &p, o)).await?
         };
-        let (mut claim, committed) = self.claim(&view.id)?;
         let temp = TempFile::create(&target).map_err(|e| write_failed(&view.path, &e))?;
         let (read_end, write_end) = pipe()?;
         let wake = Wake::new()?;
@@ -659,17 +678,18 @@ impl Transfers {
         self: &Arc<Self>,
         _auth: &auth::Authorized<auth::Ro>,
         view: &View,
+        limits: &FileLimits,
         protected: &ProtectedPaths,
         cancel: CancelSignal,
         events: &Events,
     ) -> Result<TransferDone, TransferError> {
+        let (mut claim, _, _slot) = self.claim_with_slot(&view.id, &view.token, limits)?;
         let policy = protected.policy(Access::Read);
         let file = {
             let t = view.target.clone();
             blocking(move || open_download(&policy, &t)).await?
         };
         let size = file.meta.len();
-        let (mut claim, _) = self.claim(&view.id)?;
         let (read_end, write_end) = pipe()?;
         let wake = Wake::new()?;
         let _watch = wake.watch(cancel);
