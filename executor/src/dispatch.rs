@@ -47,7 +47,7 @@ pub struct Executor {
     files: Arc<FileTools>,
     limits: CommandLimits,
     /// File-tool calls and transfers on the blocking pool, in total and per token.
-    file_limits: Arc<FileLimits>,
+    file_limits: FileLimits,
     jobs: Arc<Jobs>,
     transfers: Arc<Transfers>,
     running_commands: AtomicU64,
@@ -65,14 +65,13 @@ impl Executor {
         files: FileTools,
         bash_max_concurrent: usize,
     ) -> Self {
-        let file_limits = FileLimits::new(files.max_concurrent, files.max_concurrent_per_token);
         Executor {
             tokens,
             bash,
             read,
+            file_limits: FileLimits::new(files.max_concurrent, files.max_concurrent_per_token),
             files: Arc::new(files),
             limits: CommandLimits::new(bash_max_concurrent, DEFAULT_BASH_MAX_PER_TOKEN),
-            file_limits: Arc::new(file_limits),
             jobs: Arc::new(Jobs::disabled()),
             transfers: Arc::new(Transfers::new(TransferConfig::default())),
             running_commands: AtomicU64::new(0),
