@@ -103,6 +103,13 @@ pub fn tool_settings(src: &dyn Source) -> Result<(BashConfig, ReadConfig, usize)
         1,
         1 << 20,
     )? as usize;
+    read.timeout = Duration::from_secs(integer(
+        src,
+        "MYMCP_READ_FILE_TIMEOUT_SEC",
+        read.timeout.as_secs(),
+        1,
+        3600,
+    )?);
 
     let concurrent = integer(src, "MYMCP_BASH_MAX_CONCURRENT", 64, 1, 4096)? as usize;
     Ok((bash, read, concurrent))
@@ -115,7 +122,20 @@ pub struct FileTools {
     pub write: WriteConfig,
     pub search: SearchConfig,
     pub protected: ProtectedPaths,
+    /// `MYMCP_FILE_MAX_CONCURRENT`: file-tool calls and transfers on the blocking pool at once.
+    pub max_concurrent: usize,
+    /// `MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN`: file-tool calls (and, apart, transfers) one token
+    /// may have there at once.
+    pub max_concurrent_per_token: usize,
 }
+
+/// Default of `MYMCP_FILE_MAX_CONCURRENT`: a quarter of tokio's 512 blocking threads.
+pub const DEFAULT_FILE_MAX_CONCURRENT: usize = 128;
+/// Default of `MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN`.
+pub const DEFAULT_FILE_MAX_PER_TOKEN: usize = 16;
+/// Highest `MYMCP_FILE_MAX_CONCURRENT`: the blocking pool (512 threads) keeps room for the
+/// rest (whole-request runs, the audit log's seals).
+const MAX_FILE_CONCURRENT: u64 = 448;
 
 /// Reads the file-tool settings. `token_file` and `runtime_dir` are the executor's own (from
 /// its flags): they are always protected, with the configuration directory (the token file's
@@ -213,10 +233,26 @@ pub fn file_tools(
             .filter(|v| v.starts_with('/'))
             .map(PathBuf::from),
     };
+    let max_concurrent = integer(
+        src,
+        "MYMCP_FILE_MAX_CONCURRENT",
+        DEFAULT_FILE_MAX_CONCURRENT as u64,
+        1,
+        MAX_FILE_CONCURRENT,
+    )? as usize;
+    let max_concurrent_per_token = integer(
+        src,
+        "MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN",
+        DEFAULT_FILE_MAX_PER_TOKEN as u64,
+        1,
+        MAX_FILE_CONCURRENT,
+    )? as usize;
     Ok(FileTools {
         write,
         search,
         protected: ProtectedPaths::with_defaults(&defaults),
+        max_concurrent,
+        max_concurrent_per_token,
     })
 }
 
@@ -336,8 +372,9 @@ pub fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
 }
 
 /// File transfer settings: `MYMCP_TRANSFER_ENABLED` (true), `MYMCP_TRANSFER_MAX_BYTES`
-/// (2 GiB), `MYMCP_TRANSFER_DEFAULT_TTL_SEC` (300), `MYMCP_TRANSFER_MAX_TTL_SEC` (900). As in
-/// the reference, a default above the maximum is simply clamped.
+/// (2 GiB), `MYMCP_TRANSFER_DEFAULT_TTL_SEC` (300), `MYMCP_TRANSFER_MAX_TTL_SEC` (900),
+/// `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN` (256). As in the reference, a default above the
+/// maximum is simply clamped.
 pub fn transfer_settings(src: &dyn Source) -> Result<TransferConfig, ConfigError> {
     let d = TransferConfig::default();
     let max_ttl = integer(
@@ -359,6 +396,13 @@ pub fn transfer_settings(src: &dyn Source) -> Result<TransferConfig, ConfigError
         max_bytes: integer(src, "MYMCP_TRANSFER_MAX_BYTES", d.max_bytes, 1, 1 << 50)?,
         default_ttl_secs: default_ttl.min(max_ttl),
         max_ttl_secs: max_ttl,
+        max_grants_per_token: integer(
+            src,
+            "MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN",
+            d.max_grants_per_token as u64,
+            1,
+            crate::transfer::MAX_GRANTS as u64,
+        )? as usize,
     })
 }
 
@@ -383,6 +427,44 @@ mod tests {
         assert_eq!(read.max_limit, 50_000);
         assert_eq!(read.max_line_bytes, 32_768);
         assert_eq!(n, 64);
+    }
+
+    #[test]
+    fn file_work_limits_and_read_deadline_have_sane_defaults_and_bounds() {
+        let (_, read, _) = tool_settings(&src(&[])).unwrap();
+        assert_eq!(read.timeout, Duration::from_secs(10));
+        let (_, read, _) = tool_settings(&src(&[("MYMCP_READ_FILE_TIMEOUT_SEC", "2")])).unwrap();
+        assert_eq!(read.timeout, Duration::from_secs(2));
+        let e = tool_settings(&src(&[("MYMCP_READ_FILE_TIMEOUT_SEC", "0")])).unwrap_err();
+        assert_eq!(e.name, "MYMCP_READ_FILE_TIMEOUT_SEC");
+
+        let dir = tempfile::tempdir().unwrap();
+        let files = |pairs: &[(&str, &str)]| {
+            file_tools(&src(pairs), &dir.path().join("t.json"), dir.path())
+        };
+        let f = files(&[]).unwrap();
+        assert_eq!((f.max_concurrent, f.max_concurrent_per_token), (128, 16));
+        let f = files(&[
+            ("MYMCP_FILE_MAX_CONCURRENT", "8"),
+            ("MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN", "2"),
+        ])
+        .unwrap();
+        assert_eq!((f.max_concurrent, f.max_concurrent_per_token), (8, 2));
+        // Below tokio's 512 blocking threads, with room for the rest.
+        let e = files(&[("MYMCP_FILE_MAX_CONCURRENT", "512")]).unwrap_err();
+        assert_eq!(e.name, "MYMCP_FILE_MAX_CONCURRENT");
+        let e = files(&[("MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN", "0")]).unwrap_err();
+        assert_eq!(e.name, "MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN");
+
+        assert_eq!(
+            transfer_settings(&src(&[])).unwrap().max_grants_per_token,
+            256
+        );
+        let t = transfer_settings(&src(&[("MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN", "4096")]));
+        assert_eq!(t.unwrap().max_grants_per_token, 4096);
+        let e = transfer_settings(&src(&[("MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN", "4097")]))
+            .unwrap_err();
+        assert_eq!(e.name, "MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN");
     }
 
     #[test]

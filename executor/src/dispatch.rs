@@ -9,7 +9,7 @@ use crate::auth::{self, Authorized, Caller, Ro, Rw};
 use crate::config::FileTools;
 use crate::files::{self, ReadConfig};
 use crate::jobs::Jobs;
-use crate::limits::CommandLimits;
+use crate::limits::{CommandLimits, FileLimits, FileSlot};
 use crate::metrics::{AuthSurface, Metrics};
 use crate::overview::{self, OverviewConfig};
 use crate::paths::Access;
@@ -46,6 +46,8 @@ pub struct Executor {
     read: ReadConfig,
     files: Arc<FileTools>,
     limits: CommandLimits,
+    /// File-tool calls and transfers on the blocking pool, in total and per token.
+    file_limits: FileLimits,
     jobs: Arc<Jobs>,
     transfers: Arc<Transfers>,
     running_commands: AtomicU64,
@@ -67,6 +69,7 @@ impl Executor {
             tokens,
             bash,
             read,
+            file_limits: FileLimits::new(files.max_concurrent, files.max_concurrent_per_token),
             files: Arc::new(files),
             limits: CommandLimits::new(bash_max_concurrent, DEFAULT_BASH_MAX_PER_TOKEN),
             jobs: Arc::new(Jobs::disabled()),
@@ -149,7 +152,7 @@ impl Executor {
             }
             ToolCall::ReadFile(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::ReadFile)?;
-                self.read_file(&auth, args).await
+                self.read_file(&auth, args, cancel).await
             }
             ToolCall::WriteFile(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::WriteFile)?;
@@ -188,26 +191,31 @@ impl Executor {
             }
             ToolCall::PrepareUpload(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::PrepareUpload)?;
+                let slot = self.file_limits.call(auth.token())?;
                 let (transfers, files) = (self.transfers.clone(), self.files.clone());
-                blocking("prepare_upload", move || {
-                    transfers.prepare_upload(&auth, &args, &files.protected)
+                let tokens = self.tokens.clone();
+                file_work("prepare_upload", slot, move || {
+                    transfers.prepare_upload(&auth, &args, &files.protected, &tokens)
                 })
                 .await
                 .map(ToolOutput::TransferGrant)
             }
             ToolCall::PrepareDownload(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::PrepareDownload)?;
+                let slot = self.file_limits.call(auth.token())?;
                 let (transfers, files) = (self.transfers.clone(), self.files.clone());
-                blocking("prepare_download", move || {
-                    transfers.prepare_download(&auth, &args, &files.protected)
+                let tokens = self.tokens.clone();
+                file_work("prepare_download", slot, move || {
+                    transfers.prepare_download(&auth, &args, &files.protected, &tokens)
                 })
                 .await
                 .map(ToolOutput::TransferGrant)
             }
             ToolCall::ServerOverview => {
-                let _auth = caller.authorize::<Ro>(ToolName::ServerOverview)?;
+                let auth = caller.authorize::<Ro>(ToolName::ServerOverview)?;
+                let slot = self.file_limits.call(auth.token())?;
                 let config = self.overview.clone();
-                blocking("server_overview", move || {
+                file_work("server_overview", slot, move || {
                     overview::server_overview(&config, std::time::SystemTime::now())
                 })
                 .await
@@ -271,20 +279,24 @@ impl Executor {
 
     async fn read_file(
         &self,
-        _auth: &Authorized<Ro>,
+        auth: &Authorized<Ro>,
         args: ReadFile,
+        cancel: CancelSignal,
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("file_path", Some(&args.file_path))?;
-        // Answered here when everything it needs is in memory; else on the blocking pool.
+        // Answered here when everything it needs is in memory (it cannot wait, so it takes
+        // no slot); else on the blocking pool.
         if let Some(last) = self.files.protected.last(Access::Read) {
             if let Some(out) = files::read_file_now(&args, &self.read, &last) {
                 return out.map(ToolOutput::ReadFile);
             }
         }
+        let slot = self.file_limits.call(auth.token())?;
         let cfg = self.read.clone();
         let files = self.files.clone();
-        blocking("read_file", move || {
-            files::read_file(&args, &cfg, &files.protected.policy(Access::Read))
+        file_work("read_file", slot, move || {
+            let policy = files.protected.policy(Access::Read);
+            files::read_file_until(&args, &cfg, &policy, &|| cancel.shutting_down())
         })
         .await
         .map(ToolOutput::ReadFile)
@@ -292,12 +304,13 @@ impl Executor {
 
     async fn write_file(
         &self,
-        _auth: &Authorized<Rw>,
+        auth: &Authorized<Rw>,
         args: WriteFile,
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("file_path", Some(&args.file_path))?;
+        let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
-        blocking("write_file", move || {
+        file_work("write_file", slot, move || {
             edit::write_file(&args, &files.write, &files.protected.policy(Access::Write))
         })
         .await
@@ -306,12 +319,13 @@ impl Executor {
 
     async fn edit_file(
         &self,
-        _auth: &Authorized<Rw>,
+        auth: &Authorized<Rw>,
         args: EditFile,
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("file_path", Some(&args.file_path))?;
+        let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
-        blocking("edit_file", move || {
+        file_work("edit_file", slot, move || {
             edit::edit_file(&args, &files.write, &files.protected.policy(Access::Write))
         })
         .await
@@ -320,14 +334,15 @@ impl Executor {
 
     async fn glob(
         &self,
-        _auth: &Authorized<Ro>,
+        auth: &Authorized<Ro>,
         args: Glob,
         cancel: CancelSignal,
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("path", args.path.as_deref())?;
+        let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         let (budget, _watch) = budget(&files.search, cancel);
-        blocking("glob", move || {
+        file_work("glob", slot, move || {
             search::glob(
                 &args,
                 &files.search,
@@ -341,14 +356,15 @@ impl Executor {
 
     async fn grep(
         &self,
-        _auth: &Authorized<Ro>,
+        auth: &Authorized<Ro>,
         args: Grep,
         cancel: CancelSignal,
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("path", args.path.as_deref())?;
+        let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         let (budget, _watch) = budget(&files.search, cancel);
-        blocking("grep", move || {
+        file_work("grep", slot, move || {
             search::grep(
                 &args,
                 &files.search,
@@ -374,6 +390,21 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ToolFailure::new(ErrorCode::InternalError, format!("{tool} failed: {e}")))?
+}
+
+/// [`blocking`] work holding a file slot: the slot moves onto the thread that does the work
+/// and is given back only when the work really ends, even if the call's task is gone by then
+/// (its client went away) — so work stuck in the kernel keeps counting against its token.
+async fn file_work<T: Send + 'static>(
+    tool: &str,
+    slot: FileSlot,
+    f: impl FnOnce() -> Result<T, ToolFailure> + Send + 'static,
+) -> Result<T, ToolFailure> {
+    blocking(tool, move || {
+        let _slot = slot;
+        f()
+    })
+    .await
 }
 
 /// Aborts its task when dropped.
@@ -522,6 +553,7 @@ impl Service for Executor {
                         &origin,
                         &self.tokens,
                         &self.files.protected,
+                        &self.file_limits,
                         cancel,
                         &events,
                     )
@@ -529,7 +561,13 @@ impl Service for Executor {
             ),
             FrontendRequest::Probe { grant, direction } => FrontendResponse::TransferProbe(
                 self.transfers
-                    .probe(&grant, direction, &self.tokens, &self.files.protected)
+                    .probe(
+                        &grant,
+                        direction,
+                        &self.tokens,
+                        &self.files.protected,
+                        &self.file_limits,
+                    )
                     .await,
             ),
             FrontendRequest::CommitUpload { grant, claim } => {

@@ -20,10 +20,20 @@
 //! FIFO (opening some devices has side effects, e.g. arming a watchdog); that descriptor is
 //! checked and only then reopened for reading through `/proc/self/fd`, so the check and the read
 //! concern the same inode.
+//!
+//! A regular file of a disk or network file system ends; one of procfs, sysfs, debugfs,
+//! tracefs, FUSE or any other file system need not: `/proc/kmsg` or tracefs' `trace_pipe` wait
+//! for the next message, and a read of them would hold its thread for as long. Such a file
+//! ([`stores_bytes`] says which by the `fstatfs` magic of the opened file) is read
+//! non-blocking, waiting for data with `poll`, within `ReadConfig::timeout` for the whole call
+//! and for no longer than shutdown allows; past the deadline the call is a `TimeoutError`.
 
 use crate::paths::{self, Policy};
+use crate::sys::fs as sysfs;
 use mymcp_protocol::{ErrorCode, ReadFile, ReadFileOutput, ToolFailure};
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 /// Size of the read buffer.
 const CHUNK: usize = 64 * 1024;
@@ -43,6 +53,9 @@ pub struct ReadConfig {
     pub max_page_bytes: usize,
     /// Bytes scanned without being stored (over-long line tails, the count after the page).
     pub count_budget_bytes: u64,
+    /// `MYMCP_READ_FILE_TIMEOUT_SEC`: longest a call may read a file that need not end (one
+    /// not on a disk or network file system, see [`stores_bytes`]).
+    pub timeout: Duration,
 }
 
 impl Default for ReadConfig {
@@ -53,6 +66,7 @@ impl Default for ReadConfig {
             max_line_bytes: 32_768,
             max_page_bytes: 8 << 20,
             count_budget_bytes: 64 << 20,
+            timeout: Duration::from_secs(10),
         }
     }
 }
@@ -72,12 +86,158 @@ pub fn read_file(
     cfg: &ReadConfig,
     policy: &Policy,
 ) -> Result<ReadFileOutput, ToolFailure> {
+    read_file_until(args, cfg, policy, &|| false)
+}
+
+/// [`read_file`] that gives up (with `ShuttingDown`) when `stop` says so while it waits for
+/// a file that need not end.
+pub fn read_file_until(
+    args: &ReadFile,
+    cfg: &ReadConfig,
+    policy: &Policy,
+    stop: &dyn Fn() -> bool,
+) -> Result<ReadFileOutput, ToolFailure> {
     let path = args.file_path.as_str();
     paths::check_absolute("file_path", path)?;
     let checked = paths::open_for_read(policy, path)?;
-    let size = checked.meta.len();
-    read_sized_page(checked.file, Some(size), args.offset, args.limit, cfg)
-        .map_err(|e| ToolFailure::new(ErrorCode::InternalError, paths::os_message(&e, path)))
+    let page = if stores_bytes(&checked.file) {
+        let size = checked.meta.len();
+        read_sized_page(checked.file, Some(size), args.offset, args.limit, cfg)
+    } else {
+        // Its size says nothing (0 in procfs, 4096 in sysfs), and it may never end.
+        sysfs::set_nonblocking(checked.file.as_fd())
+            .map_err(|e| ToolFailure::new(ErrorCode::InternalError, paths::os_message(&e, path)))?;
+        let waiting = Waiting {
+            file: &checked.file,
+            deadline: Instant::now() + cfg.timeout,
+            stop,
+            woken: false,
+        };
+        read_sized_page(waiting, None, args.offset, args.limit, cfg)
+    };
+    page.map_err(|e| read_failure(&e, path, cfg))
+}
+
+fn read_failure(e: &io::Error, path: &str, cfg: &ReadConfig) -> ToolFailure {
+    if e.kind() == io::ErrorKind::TimedOut {
+        return ToolFailure::new(
+            ErrorCode::TimeoutError,
+            format!(
+                "{path} did not end within {} s: it is a stream of a pseudo file system (procfs, sysfs, debugfs, …) that waits for data, not a file with an end",
+                cfg.timeout.as_secs()
+            ),
+        )
+        .with_suggestion("Read such a file with a command that ends, e.g. `dmesg` or `timeout 5 cat FILE`");
+    }
+    if e.get_ref().is_some_and(|inner| inner.is::<Stopped>()) {
+        return ToolFailure::new(
+            ErrorCode::ShuttingDown,
+            format!("The server is shutting down; the read of {path} was stopped"),
+        )
+        .with_suggestion("Try again once the server is back");
+    }
+    ToolFailure::new(ErrorCode::InternalError, paths::os_message(e, path))
+}
+
+/// `fstatfs` magic numbers of the file systems whose regular files hold stored bytes and so
+/// end: local disk file systems, memory ones and network ones (whose reads may wait for a
+/// server, but for data that exists). Anything else — procfs, sysfs, debugfs, tracefs,
+/// configfs, securityfs, cgroupfs, bpffs, efivarfs, FUSE (a process makes the data up), and
+/// any file system not known here — is read as a file that need not end.
+const STORES_BYTES: [i64; 30] = [
+    0xEF53,      // ext2, ext3, ext4
+    0x5846_5342, // xfs
+    0x9123_683E, // btrfs
+    0x0102_1994, // tmpfs
+    0x8584_58f6, // ramfs
+    0xF2F5_2010, // f2fs
+    0x4d44,      // vfat, msdos
+    0x2011_BAB0, // exfat
+    0x5346_544e, // ntfs, ntfs3
+    0x2fc1_2fc1, // zfs
+    0x794c_7630, // overlayfs
+    0x7371_7368, // squashfs
+    0x9660,      // iso9660
+    0x1501_3346, // udf
+    0xE0F5_E1E2, // erofs
+    0x3153_464a, // jfs
+    0x5265_4973, // reiserfs
+    0xca45_1a4e, // bcachefs
+    0x482b,      // hfsplus
+    0x3434,      // nilfs2
+    0xf15f,      // ecryptfs
+    0x6969,      // nfs
+    0xFE53_4D42, // smb2
+    0xFF53_4D42, // cifs
+    0x0102_1997, // 9p
+    0x00c3_6400, // ceph
+    0x5346_414F, // afs
+    0x0116_1970, // gfs2
+    0x7461_636f, // ocfs2
+    0x0BD0_0BD0, // lustre
+];
+
+/// Whether `file` is on a file system whose regular files hold stored bytes (and so end),
+/// by its `fstatfs` magic; false when that cannot be asked.
+pub fn stores_bytes(file: &std::fs::File) -> bool {
+    sysfs::fs_type(file.as_fd()).is_ok_and(|t| STORES_BYTES.contains(&t))
+}
+
+/// How often a wait for data looks at the stop signal.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
+/// The error a read stopped by shutdown ends with.
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// Reads a non-blocking file that need not end: waits for data with `poll`, never past the
+/// deadline (then `TimedOut`, also when data keeps trickling in) and not once `stop` says so
+/// (then [`Stopped`]).
+struct Waiting<'a> {
+    file: &'a std::fs::File,
+    deadline: Instant,
+    stop: &'a dyn Fn() -> bool,
+    /// `poll` said readable, and the last read still found nothing.
+    woken: bool,
+}
+
+impl Read for Waiting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if (self.stop)() {
+                return Err(io::Error::other(Stopped));
+            }
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            match (&mut &*self.file).read(buf) {
+                Ok(n) => {
+                    self.woken = false;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let wait = left.min(STOP_POLL);
+                    if self.woken {
+                        // A file without a wait of its own is always "readable": do not spin.
+                        std::thread::sleep(wait.min(Duration::from_millis(10)));
+                    }
+                    let ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX).max(1);
+                    self.woken = sysfs::wait_readable(self.file.as_fd(), ms)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// [`read_file`] for a runtime worker, which must not wait: `None` when opening or reading the
@@ -120,7 +280,6 @@ struct Cached<'a> {
 
 impl Read for Cached<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::fd::AsFd;
         let left = self.size.saturating_sub(self.pos);
         if left == 0 {
             return Ok(0);
@@ -943,6 +1102,63 @@ mod tests {
             read_file_now(&s, &cfg, &fresh).unwrap().unwrap_err().code,
             ErrorCode::ProtectedPath
         );
+    }
+
+    #[test]
+    fn a_file_that_never_ends_is_a_timeout_within_the_deadline_or_stopped_by_shutdown() {
+        if std::fs::File::open("/proc/kmsg").is_err() {
+            eprintln!("skipped: /proc/kmsg cannot be opened here");
+            return;
+        }
+        let cfg = ReadConfig {
+            timeout: Duration::from_millis(600),
+            ..ReadConfig::default()
+        };
+        let start = Instant::now();
+        let e = read_file(&args("/proc/kmsg"), &cfg, &no_policy()).unwrap_err();
+        let took = start.elapsed();
+        assert_eq!(e.code, ErrorCode::TimeoutError, "{e}");
+        assert!(
+            e.message.starts_with("/proc/kmsg did not end within"),
+            "{e}"
+        );
+        assert!(
+            took >= cfg.timeout && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+
+        let start = Instant::now();
+        let asked = std::sync::atomic::AtomicU32::new(0);
+        let stop = || asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= 2;
+        let long = ReadConfig {
+            timeout: Duration::from_secs(60),
+            ..ReadConfig::default()
+        };
+        let e = read_file_until(&args("/proc/kmsg"), &long, &no_policy(), &stop).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ShuttingDown, "{e}");
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn pseudo_files_that_end_are_read_whole_and_disk_files_as_before() {
+        let cfg = ReadConfig::default();
+        // procfs says its files are empty; what they hold is read all the same.
+        let out = read_file(&args("/proc/self/status"), &cfg, &no_policy()).unwrap();
+        assert!(out.content.contains("\tName:"), "{}", out.content);
+        assert!(out.total_lines > 5 && out.total_lines_exact, "{out:?}");
+        assert!(!stores_bytes(&File::open("/proc/self/status").unwrap()));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, "x\n").unwrap();
+        let on_disk = stores_bytes(&File::open(&f).unwrap());
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        if Mounts::read().unwrap().local(&real).is_some() {
+            assert!(on_disk, "{f:?} is on a local disk or memory file system");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Concurrency limits for commands, in total and per token.
+//! Concurrency limits for commands and for file work, in total and per token.
 //!
-//! Nothing queues: a command beyond a limit fails at once with [`ErrorCode::Busy`], so a
-//! client (or a runaway agent) can never build an unbounded backlog of processes inside the
-//! executor. A slot is held for exactly as long as its command runs and given back on drop.
+//! Nothing queues: a command or a file call beyond a limit fails at once with
+//! [`ErrorCode::Busy`], so a client (or a runaway agent) can never build an unbounded backlog
+//! of processes or blocked threads inside the executor. A slot is held for exactly as long as
+//! its work runs and given back on drop.
 
 use mymcp_protocol::{ErrorCode, TokenDigest, ToolFailure};
 use std::collections::HashMap;
@@ -135,6 +136,86 @@ impl CommandLimits {
     }
 }
 
+/// The file-work limits: at most `MYMCP_FILE_MAX_CONCURRENT` file-tool calls and transfers
+/// on the blocking pool in total (well below its 512 threads, so that one kind of work can
+/// never take all of them), and per token `MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN` file-tool
+/// calls plus as many transfers. A file-tool call's slot moves onto the thread that does the
+/// work and is given back when that work really ends: a read stuck in the kernel (a hung NFS
+/// server, a FUSE daemon that never answers) keeps counting against its token, so a token
+/// cannot pile up stuck threads by calling again.
+#[derive(Debug)]
+pub struct FileLimits {
+    total: Arc<Semaphore>,
+    total_max: usize,
+    calls: PerToken,
+    transfers: PerToken,
+}
+
+/// A slot of [`FileLimits`]; given back on drop.
+#[derive(Debug)]
+pub struct FileSlot {
+    _token: TokenSlot,
+    _total: OwnedSemaphorePermit,
+}
+
+impl FileLimits {
+    pub fn new(total_max: usize, per_token_max: usize) -> Self {
+        FileLimits {
+            total: Arc::new(Semaphore::new(total_max)),
+            total_max,
+            calls: PerToken::new(per_token_max),
+            transfers: PerToken::new(per_token_max),
+        }
+    }
+
+    /// A slot for one file-tool call of `token`.
+    pub fn call(&self, token: &TokenDigest) -> Result<FileSlot, ToolFailure> {
+        self.slot(&self.calls, token, "file tool calls")
+    }
+
+    /// A slot for one transfer (or `HEAD` probe) of a grant made by `token`.
+    pub fn transfer(&self, token: &TokenDigest) -> Result<FileSlot, ToolFailure> {
+        self.slot(&self.transfers, token, "transfers")
+    }
+
+    fn slot(
+        &self,
+        counter: &PerToken,
+        token: &TokenDigest,
+        what: &str,
+    ) -> Result<FileSlot, ToolFailure> {
+        let Some(own) = counter.acquire(token) else {
+            return Err(ToolFailure::new(
+                ErrorCode::Busy,
+                format!(
+                    "Too many {what} are running for this token (limit {}); try again shortly",
+                    counter.max()
+                ),
+            )
+            .with_suggestion("Wait for this token's running calls to finish"));
+        };
+        let total = self.total.clone().try_acquire_owned().map_err(|_| {
+            ToolFailure::new(
+                ErrorCode::Busy,
+                format!(
+                    "Too many file calls and transfers are running on this server (limit {}); try again shortly",
+                    self.total_max
+                ),
+            )
+            .with_suggestion("Wait for running calls to finish")
+        })?;
+        Ok(FileSlot {
+            _token: own,
+            _total: total,
+        })
+    }
+
+    /// File-tool calls and transfers holding a slot right now.
+    pub fn running(&self) -> usize {
+        self.total_max - self.total.available_permits()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +238,30 @@ mod tests {
         assert_eq!(limits.per_token.taken(&b), 1);
         drop(a1);
         assert!(limits.foreground(&a).is_ok());
+    }
+
+    #[test]
+    fn file_calls_and_transfers_have_a_share_each_per_token_and_one_total() {
+        let limits = FileLimits::new(5, 2);
+        let (a, b) = (TokenDigest([1; 32]), TokenDigest([2; 32]));
+        let c1 = limits.call(&a).unwrap();
+        let _c2 = limits.call(&a).unwrap();
+        let e = limits.call(&a).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Busy);
+        assert!(e.message.contains("file tool calls"), "{e}");
+        assert!(e.message.contains("for this token (limit 2)"), "{e}");
+        // Its transfers have a share of their own.
+        let _t1 = limits.transfer(&a).unwrap();
+        let _t2 = limits.transfer(&a).unwrap();
+        assert!(limits.transfer(&a).is_err());
+        // Another token gets what is left of the total.
+        let _b1 = limits.call(&b).unwrap();
+        assert_eq!(limits.running(), 5);
+        let e = limits.call(&b).unwrap_err();
+        assert!(e.message.contains("on this server (limit 5)"), "{e}");
+        drop(c1);
+        let _b2 = limits.call(&b).unwrap();
+        assert!(limits.call(&a).is_err(), "b took the place a gave back");
     }
 
     #[test]

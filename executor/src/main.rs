@@ -300,7 +300,7 @@ fn run(
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let group = (euid == 0).then_some(frontend.1);
         let listeners = server::listeners(&args.runtime_dir, group, activated)?;
         let (exec_path, control_path) = server::socket_paths(&args.runtime_dir);
@@ -409,7 +409,12 @@ fn run(
         }
         tracing::info!("stopped");
         anyhow::Ok(())
-    })
+    });
+    // Dropping the runtime would wait for every blocking-pool thread, and a thread stuck in
+    // the kernel (a hung NFS server, a FUSE daemon that never answers) may never return:
+    // shutdown's grace is over, so exit anyway.
+    rt.shutdown_timeout(Duration::from_millis(500));
+    served
 }
 
 fn set_umask() {

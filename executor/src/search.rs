@@ -238,7 +238,21 @@ pub fn grep(
     match paths::open_search_root(policy, path)? {
         None => {}
         Some(SearchRoot::File(f)) => {
-            let r = search_file(&mut searcher, &matcher, &plan, &f.file, Prefix::None);
+            // A file of a pseudo file system may be a stream that waits for data
+            // (`/proc/kmsg`): read what it has now, as the walk does (regular files of a disk
+            // ignore the flag).
+            sysfs::set_nonblocking(std::os::fd::AsFd::as_fd(&f.file)).map_err(|e| {
+                ToolFailure::new(ErrorCode::InternalError, paths::os_message(&e, path))
+            })?;
+            let r = search_file(
+                &mut searcher,
+                &matcher,
+                &plan,
+                &f.file,
+                budget,
+                Prefix::None,
+            );
+            budget.check().map_err(|a| budget.failure("grep", a))?;
             out.emit(r);
         }
         Some(SearchRoot::Dir(root)) => {
@@ -315,12 +329,33 @@ impl Prefix<'_> {
     }
 }
 
+/// A file as the searcher reads it: nothing more once the call's budget is spent (a file
+/// that never ends cannot hold the search), and a non-blocking file with no data right now
+/// (a kernel stream such as `/proc/kmsg`) ends there instead of failing.
+struct Budgeted<'a> {
+    file: &'a File,
+    budget: &'a Budget,
+}
+
+impl io::Read for Budgeted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.budget.check().is_err() {
+            return Err(io::Error::other("the search's time budget is spent"));
+        }
+        match (&mut &*self.file).read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            r => r,
+        }
+    }
+}
+
 /// Searches one open file.
 fn search_file(
     searcher: &mut Searcher,
     matcher: &RegexMatcher,
     plan: &GrepPlan,
     file: &File,
+    budget: &Budget,
     prefix: Prefix<'_>,
 ) -> FileResult {
     let mut sink = FileSink {
@@ -331,7 +366,10 @@ fn search_file(
         binary: false,
         full: false,
     };
-    let ok = searcher.search_file(matcher, file, &mut sink).is_ok();
+    // `search_file` without memory maps or multi-line matching is this very call.
+    let ok = searcher
+        .search_reader(matcher, Budgeted { file, budget }, &mut sink)
+        .is_ok();
     if !ok || sink.binary {
         return FileResult::default();
     }
@@ -640,7 +678,15 @@ fn walk_and_search(
                         results.push(if stop.load(Ordering::Relaxed) {
                             FileResult::default()
                         } else {
-                            search_in_dir(&mut searcher, &matcher, plan, policy, job, &names)
+                            search_in_dir(
+                                &mut searcher,
+                                &matcher,
+                                plan,
+                                policy,
+                                job,
+                                &names,
+                                budget,
+                            )
                         });
                     }
                     window.add_bytes(results.iter().map(|r| r.text.len()).sum());
@@ -808,6 +854,7 @@ fn search_in_dir(
     policy: &Policy,
     job: &Job,
     names: &Names<'_>,
+    budget: &Budget,
 ) -> FileResult {
     let Some(name) = job.path.file_name() else {
         return FileResult::default();
@@ -840,7 +887,7 @@ fn search_in_dir(
         rel,
         built: None,
     };
-    search_file(searcher, matcher, plan, &file, prefix)
+    search_file(searcher, matcher, plan, &file, budget, prefix)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1881,6 +1928,22 @@ mod tests {
             .unwrap_err();
             assert_eq!(e.code, ErrorCode::Cancelled, "{threads} threads");
         }
+    }
+
+    #[test]
+    fn a_kernel_stream_is_searched_for_what_it_has_now() {
+        if File::open("/proc/kmsg").is_err() {
+            eprintln!("skipped: /proc/kmsg cannot be opened here");
+            return;
+        }
+        let start = Instant::now();
+        let out = run_grep(&grep_args("x", Path::new("/proc/kmsg")), &policy(&[])).unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(out.match_count_exact, "{out:?}");
     }
 
     #[test]

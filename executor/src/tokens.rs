@@ -372,6 +372,18 @@ impl TokenStore {
         Some(id)
     }
 
+    /// Those of `digests` that name no enabled token (any more), without recording a use:
+    /// the transfer table drops what such tokens hold.
+    pub fn not_valid(&self, digests: &[TokenDigest]) -> Vec<TokenDigest> {
+        let mut inner = self.inner.lock().expect("token store lock");
+        self.refresh(&mut inner);
+        digests
+            .iter()
+            .filter(|d| !inner.entries.get(d).is_some_and(|e| e.enabled))
+            .copied()
+            .collect()
+    }
+
     /// Creates a token and returns its value (shown once) with its listing.
     pub fn add(&self, name: &str, role: Role) -> Result<(String, TokenInfo), TokenError> {
         let mut added = self.add_several(&[(name, role)])?;

@@ -8,10 +8,12 @@
 //!
 //! Redeeming ([`Transfers::redeem`]) checks, in order: transfer enabled, grant known, not
 //! expired, right direction, not used or in use, the token that made it still valid (a
-//! revoked token takes its tickets with it), the announced length, and the path again on the
-//! opened object — a symlink swapped in since the grant was made is caught here. None of these
-//! refusals spends the grant. Then the grant is *claimed* (atomically, under one lock: of 20
-//! parallel redeems exactly one gets it) and the executor hands the frontend one end of a pipe
+//! revoked token takes its tickets with it) and the announced length. Then the grant is
+//! *claimed* (atomically, under one lock: of 20 parallel redeems exactly one gets it), the
+//! claim takes a transfer slot of the grant's token ([`FileLimits::transfer`]; `Busy`
+//! beyond), and the path is checked again on the opened object — a symlink swapped in since
+//! the grant was made is caught here. None of these refusals spends the grant (a refused
+//! claim is released). Then the executor hands the frontend one end of a pipe
 //! ([`Events::pipe`], `SCM_RIGHTS`):
 //!
 //! - **download**: the file, opened after the check, is `splice`d into the pipe (no copy in
@@ -31,6 +33,7 @@
 
 use crate::auth::{self, Rw};
 use crate::edit::{self, Replace, TempFile};
+use crate::limits::FileLimits;
 use crate::paths::{self, Access, CheckedTarget, ProtectedPaths};
 use crate::server::{CancelSignal, Events};
 use crate::sys::pipe::{self as syspipe, Ready};
@@ -59,6 +62,8 @@ pub struct TransferConfig {
     pub max_bytes: u64,
     pub default_ttl_secs: u64,
     pub max_ttl_secs: u64,
+    /// `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN`: grants one token may hold (of [`MAX_GRANTS`]).
+    pub max_grants_per_token: usize,
 }
 
 impl Default for TransferConfig {
@@ -68,12 +73,16 @@ impl Default for TransferConfig {
             max_bytes: 2 << 30,
             default_ttl_secs: 300,
             max_ttl_secs: 900,
+            max_grants_per_token: DEFAULT_GRANTS_PER_TOKEN,
         }
     }
 }
 
 /// Most grants alive at once (expired ones are purged first).
 pub const MAX_GRANTS: usize = 4096;
+/// Default of `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN`: one token holds at most a sixteenth of
+/// the table, so that it cannot keep the other tokens from their transfers.
+pub const DEFAULT_GRANTS_PER_TOKEN: usize = MAX_GRANTS / 16;
 /// A transfer in which nothing moves for this long is abandoned.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an upload whose pipe is drained waits for the frontend's commit.
@@ -205,6 +214,7 @@ impl Transfers {
         auth: &auth::Authorized<Rw>,
         args: &PrepareUpload,
         protected: &ProtectedPaths,
+        tokens: &TokenStore,
     ) -> Result<TransferGrant, ToolFailure> {
         if !self.config.enabled {
             return Err(Self::disabled());
@@ -251,6 +261,7 @@ impl Transfers {
             })?),
         };
         self.insert(
+            tokens,
             auth.token(),
             Direction::Upload,
             path,
@@ -268,6 +279,7 @@ impl Transfers {
         auth: &auth::Authorized<auth::Ro>,
         args: &PrepareDownload,
         protected: &ProtectedPaths,
+        tokens: &TokenStore,
     ) -> Result<TransferGrant, ToolFailure> {
         if !self.config.enabled {
             return Err(Self::disabled());
@@ -300,6 +312,7 @@ impl Transfers {
         };
         let ttl = self.ttl(args.expires_in)?;
         self.insert(
+            tokens,
             auth.token(),
             Direction::Download,
             path,
@@ -311,9 +324,14 @@ impl Transfers {
         )
     }
 
+    /// Adds a grant of `token`: refused (`Busy`) when the token holds its share of the table
+    /// already, or when the table is full even without the grants of tokens that are no
+    /// longer valid (revoked or disabled by `mymcpctl`, the admin API or a hand edit of the
+    /// store), which are dropped then: they can never be redeemed.
     #[allow(clippy::too_many_arguments)]
     fn insert(
         &self,
+        tokens: &TokenStore,
         token: &TokenDigest,
         direction: Direction,
         path: &str,
@@ -332,7 +350,31 @@ impl Transfers {
         let expires_at = now + ttl;
         let mut grants = self.lock();
         // Expired grants cannot be redeemed any more; a running transfer keeps its own.
-        grants.retain(|_, g| g.expires_at > now || matches!(g.state, State::Busy { .. }));
+        let mut mine = 0;
+        grants.retain(|_, g| {
+            let keep = g.expires_at > now || matches!(g.state, State::Busy { .. });
+            mine += usize::from(keep && g.token == *token);
+            keep
+        });
+        let share = self.config.max_grants_per_token;
+        if mine >= share {
+            return Err(ToolFailure::new(
+                ErrorCode::Busy,
+                format!(
+                    "This token holds {mine} transfer tickets (limit {share}, used ones count until they expire); wait until some expire"
+                ),
+            )
+            .with_suggestion("Use the tickets already prepared, or ask for shorter expires_in"));
+        }
+        if grants.len() >= MAX_GRANTS {
+            let mut holders: Vec<TokenDigest> = grants.values().map(|g| g.token).collect();
+            holders.sort_unstable_by_key(|d| d.0);
+            holders.dedup();
+            let gone = tokens.not_valid(&holders);
+            if !gone.is_empty() {
+                grants.retain(|_, g| !gone.contains(&g.token));
+            }
+        }
         if grants.len() >= MAX_GRANTS {
             return Err(ToolFailure::new(
                 ErrorCode::Busy,
@@ -428,6 +470,21 @@ impl Transfers {
         ))
     }
 
+    /// [`Transfers::claim`], then a slot of the grant's token for the transfer's blocking
+    /// work (opening the file, moving the bytes): claimed first, so that of concurrent
+    /// redeems of one grant only the one that runs takes a slot (the others are `InUse`). A
+    /// refusal after the claim releases it (the claim is dropped unspent).
+    fn claim_with_slot(
+        self: &Arc<Self>,
+        id: &GrantId,
+        token: &TokenDigest,
+        limits: &FileLimits,
+    ) -> Result<(Claim, oneshot::Receiver<()>, crate::limits::FileSlot), TransferError> {
+        let (claim, committed) = self.claim(id)?;
+        let slot = limits.transfer(token).map_err(busy)?;
+        Ok((claim, committed, slot))
+    }
+
     /// The frontend says the body of `claim` ended normally. Returns whether a running upload
     /// took it.
     pub fn commit(&self, id: &GrantId, claim: u64) -> bool {
@@ -448,9 +505,11 @@ impl Transfers {
         direction: Direction,
         tokens: &TokenStore,
         protected: &ProtectedPaths,
+        limits: &FileLimits,
     ) -> Result<TransferStart, TransferError> {
         let view = self.check(id, direction)?;
         creator(tokens, &view.token, direction)?;
+        let _slot = limits.transfer(&view.token).map_err(busy)?;
         let policy = protected.policy(match direction {
             Direction::Download => Access::Read,
             Direction::Upload => Access::Write,
@@ -487,6 +546,7 @@ impl Transfers {
         origin: &CallOrigin,
         tokens: &TokenStore,
         protected: &ProtectedPaths,
+        limits: &FileLimits,
         cancel: CancelSignal,
         events: &Events,
     ) -> Result<TransferDone, TransferError> {
@@ -505,13 +565,17 @@ impl Transfers {
         let result = match direction {
             Direction::Upload => match caller.authorize::<Rw>(ToolName::PrepareUpload) {
                 Ok(auth) => {
-                    self.upload(&auth, &view, announced_len, protected, cancel, events)
+                    let limits = (announced_len, limits);
+                    self.upload(&auth, &view, limits, protected, cancel, events)
                         .await
                 }
                 Err(_) => Err(token_gone()),
             },
             Direction::Download => match caller.authorize::<auth::Ro>(ToolName::PrepareDownload) {
-                Ok(auth) => self.download(&auth, &view, protected, cancel, events).await,
+                Ok(auth) => {
+                    self.download(&auth, &view, limits, protected, cancel, events)
+                        .await
+                }
                 Err(_) => Err(token_gone()),
             },
         };
@@ -537,7 +601,7 @@ impl Transfers {
         self: &Arc<Self>,
         _auth: &auth::Authorized<Rw>,
         view: &View,
-        announced_len: Option<u64>,
+        (announced_len, limits): (Option<u64>, &FileLimits),
         protected: &ProtectedPaths,
         cancel: CancelSignal,
         events: &Events,
@@ -545,12 +609,12 @@ impl Transfers {
         if announced_len.is_some_and(|n| n > view.bytes) {
             return Err(too_large(view.bytes));
         }
+        let (mut claim, committed, _slot) = self.claim_with_slot(&view.id, &view.token, limits)?;
         let policy = protected.policy(Access::Write);
         let target = {
             let (t, p, o) = (view.target.clone(), view.path.clone(), view.overwrite);
             blocking(move || open_upload(&policy, &t, &p, o)).await?
         };
-        let (mut claim, committed) = self.claim(&view.id)?;
         let temp = TempFile::create(&target).map_err(|e| write_failed(&view.path, &e))?;
         let (read_end, write_end) = pipe()?;
         let wake = Wake::new()?;
@@ -614,17 +678,18 @@ impl Transfers {
         self: &Arc<Self>,
         _auth: &auth::Authorized<auth::Ro>,
         view: &View,
+        limits: &FileLimits,
         protected: &ProtectedPaths,
         cancel: CancelSignal,
         events: &Events,
     ) -> Result<TransferDone, TransferError> {
+        let (mut claim, _, _slot) = self.claim_with_slot(&view.id, &view.token, limits)?;
         let policy = protected.policy(Access::Read);
         let file = {
             let t = view.target.clone();
             blocking(move || open_download(&policy, &t)).await?
         };
         let size = file.meta.len();
-        let (mut claim, _) = self.claim(&view.id)?;
         let (read_end, write_end) = pipe()?;
         let wake = Wake::new()?;
         let _watch = wake.watch(cancel);
@@ -665,6 +730,10 @@ impl Drop for Claim {
             }
         }
     }
+}
+
+fn busy(f: ToolFailure) -> TransferError {
+    refuse(Kind::Busy, f.message)
 }
 
 fn token_gone() -> TransferError {
@@ -1200,6 +1269,89 @@ mod tests {
         assert!(parse_sha256(&"ab".repeat(31)).is_none());
         assert!(parse_sha256(&"zz".repeat(32)).is_none());
         assert_eq!(parse_sha256(&"AB".repeat(32)), Some([0xab; 32]));
+    }
+
+    /// A store with the named ro tokens; their values.
+    fn store(dir: &Path, names: &[&str]) -> (TokenStore, Vec<String>) {
+        let roles: Vec<(&str, Role)> = names.iter().map(|n| (*n, Role::Ro)).collect();
+        let (store, added) =
+            TokenStore::create_temporary(&dir.join("tokens.json"), &roles).unwrap();
+        (store, added.into_iter().map(|(v, _)| v).collect())
+    }
+
+    fn grant(t: &Transfers, tokens: &TokenStore, value: &str) -> Result<(), ErrorCode> {
+        let d = crate::tokens::digest(value);
+        t.insert(
+            tokens,
+            &d,
+            Direction::Download,
+            "/f",
+            PathBuf::from("/f"),
+            1,
+            false,
+            None,
+            900,
+        )
+        .map(drop)
+        .map_err(|f| f.code)
+    }
+
+    #[test]
+    fn a_token_holds_at_most_its_share_of_the_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, v) = store(dir.path(), &["a", "b"]);
+        let t = Transfers::new(TransferConfig {
+            max_grants_per_token: 3,
+            ..TransferConfig::default()
+        });
+        for _ in 0..3 {
+            grant(&t, &tokens, &v[0]).unwrap();
+        }
+        assert_eq!(grant(&t, &tokens, &v[0]), Err(ErrorCode::Busy));
+        // Used grants still count: they stay to answer `ticket_used` until they expire.
+        let used = *t.lock().keys().next().unwrap();
+        t.lock().get_mut(&used).unwrap().state = State::Used;
+        assert_eq!(grant(&t, &tokens, &v[0]), Err(ErrorCode::Busy));
+        // Expired ones do not.
+        t.lock().get_mut(&used).unwrap().expires_at = 0;
+        grant(&t, &tokens, &v[0]).unwrap();
+        // Another token has its own share.
+        grant(&t, &tokens, &v[1]).unwrap();
+        assert_eq!(t.grants(), 4);
+    }
+
+    #[test]
+    fn a_full_table_drops_the_grants_of_tokens_no_longer_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, v) = store(dir.path(), &["hoarder", "disabled", "other"]);
+        let t = Transfers::new(TransferConfig {
+            max_grants_per_token: MAX_GRANTS,
+            ..TransferConfig::default()
+        });
+        for _ in 0..MAX_GRANTS - 1 {
+            grant(&t, &tokens, &v[0]).unwrap();
+        }
+        grant(&t, &tokens, &v[1]).unwrap();
+        assert_eq!(grant(&t, &tokens, &v[2]), Err(ErrorCode::Busy));
+        // Disabled by a hand edit of the store: its one grant goes when room is needed.
+        let text = std::fs::read_to_string(tokens.path()).unwrap();
+        let d = crate::tokens::digest(&v[1]);
+        let hex: String = d.0.iter().map(|b| format!("{b:02x}")).collect();
+        let mut store: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for e in store["tokens"].as_array_mut().unwrap() {
+            if e["sha256"] == hex.as_str() {
+                e["enabled"] = serde_json::json!(false);
+            }
+        }
+        let edited = dir.path().join("edited");
+        std::fs::write(&edited, store.to_string()).unwrap();
+        std::fs::rename(&edited, tokens.path()).unwrap();
+        grant(&t, &tokens, &v[2]).unwrap();
+        assert_eq!(grant(&t, &tokens, &v[2]), Err(ErrorCode::Busy));
+        // Revoked: all of its grants go.
+        tokens.revoke(&v[0]).unwrap();
+        grant(&t, &tokens, &v[2]).unwrap();
+        assert_eq!(t.grants(), 2);
     }
 
     #[test]

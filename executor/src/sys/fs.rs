@@ -445,3 +445,58 @@ pub fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// `fstatfs(fd).f_type`: the magic number of the file system `fd` is on.
+pub fn fs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    // SAFETY: statfs is plain data; zeroed is a valid value for fstatfs to overwrite.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a live, exclusively borrowed statfs the kernel fills in; the descriptor
+    // is borrowed for the call.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } == 0 {
+        #[allow(clippy::unnecessary_cast)] // f_type is i64 on x86_64, narrower elsewhere
+        Ok(st.f_type as i64)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets `O_NONBLOCK` on an open file description: reads that would wait answer `WouldBlock`
+/// instead (for files that honour it: pipes, FIFOs, and the kernel's stream files such as
+/// `/proc/kmsg` or tracefs' `trace_pipe`).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL takes no argument and touches no memory.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK != 0 {
+        return Ok(());
+    }
+    // SAFETY: F_SETFL takes an int of flags and touches no memory.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout_ms` for `fd` to be readable (or hung up, or in error: the next read
+/// says which). `Ok(false)` when the time passed first; an interrupted wait is `Ok(false)`
+/// too (the caller looks at its clock and asks again).
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live, initialised pollfd and a count of 1; poll writes only its `revents`.
+    let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(n > 0)
+}

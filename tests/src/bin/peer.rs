@@ -189,6 +189,106 @@ fn send(s: &mut UnixStream, f: &Req) {
     }
 }
 
+/// The `flood` scenario: the calls are written by a thread of their own, so that answers are
+/// read while requests still go out.
+fn flood(
+    s: &mut UnixStream,
+    token: TokenDigest,
+    (n, window): (u64, u64),
+    tool: &str,
+    path: &str,
+    wait: Duration,
+) {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+    if !hello(s) {
+        return;
+    }
+    let call = |path: &str| match tool {
+        "read_file" => ToolCall::ReadFile(mymcp_protocol::ReadFile {
+            file_path: path.into(),
+            offset: None,
+            limit: None,
+        }),
+        "grep" => ToolCall::Grep(mymcp_protocol::Grep {
+            pattern: "x".into(),
+            path: Some(path.into()),
+            glob: None,
+            output_mode: None,
+            context_lines: None,
+            max_results: None,
+            case_insensitive: None,
+        }),
+        "prepare_download" => ToolCall::PrepareDownload(mymcp_protocol::PrepareDownload {
+            src_path: path.into(),
+            expires_in: Some(900),
+        }),
+        other => panic!("flood: unknown tool {other}"),
+    };
+    let mut writer = s.try_clone().expect("clone");
+    let body = call(path);
+    let started = Instant::now();
+    // The executor allows 1,024 requests in flight per connection, as the frontend knows.
+    let window = window.clamp(1, 1000);
+    // One credit per answer: the sender waits for one before going past the window.
+    let (credit, credits) = std::sync::mpsc::channel::<()>();
+    let sender = std::thread::spawn(move || {
+        for id in 1..=n {
+            if id > window && credits.recv().is_err() {
+                break;
+            }
+            let req = Req::Request {
+                id,
+                body: FrontendRequest::Call {
+                    token,
+                    origin: CallOrigin {
+                        peer: "evil".into(),
+                        request_id: format!("flood-{id}"),
+                    },
+                    call: body.clone(),
+                },
+            };
+            if frame::write_to(&mut writer, &req).is_err() {
+                break;
+            }
+        }
+    });
+    let end = started + wait;
+    let mut outcomes: BTreeMap<String, (u64, u128)> = BTreeMap::new();
+    let mut answered = 0;
+    while answered < n {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        let kind = match frame::read_from::<Resp, _>(s) {
+            Ok(ServerFrame::Response { body, .. }) => match body {
+                FrontendResponse::Tool(Ok(_)) => "Ok".to_owned(),
+                FrontendResponse::Tool(Err(f)) => f.code.to_string(),
+                other => format!("{other:?}"),
+            },
+            Ok(_) => continue,
+            Err(e) => {
+                println!("stopped {e}");
+                break;
+            }
+        };
+        answered += 1;
+        let _ = credit.send(());
+        let ms = started.elapsed().as_millis();
+        let e = outcomes.entry(kind).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(ms);
+    }
+    println!("sent={n} answered={answered}");
+    for (kind, (count, ms)) in outcomes {
+        println!("outcome {kind} {count} max_ms={ms}");
+    }
+    let _ = std::io::stdout().flush();
+    // Whatever is still unanswered stays in flight until this process exits.
+    drop(sender);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (path, scenario) = (&args[1], args[2].as_str());
@@ -586,6 +686,22 @@ fn main() {
                 send(&mut s, &Req::Request { id: 1, body });
                 answer(&mut s);
             }
+        }
+        // N tool calls of one token on one connection, at most WINDOW of them in flight, as
+        // a frontend forwarding them ("DIGEST:N:WINDOW:WAIT:TOOL:PATH", TOOL one of
+        // read_file, grep, prepare_download; WAIT the seconds to wait for the answers).
+        // Prints `sent=N answered=K` and one `outcome <Ok|code> <count> max_ms=<slowest>`
+        // line per kind of answer.
+        "flood" => {
+            let mut f = arg.splitn(6, ':');
+            let token = parse_digest(f.next().unwrap());
+            let n: u64 = f.next().unwrap().parse().expect("N");
+            let window: u64 = f.next().unwrap().parse().expect("WINDOW");
+            let wait: u64 = f.next().unwrap().parse().expect("WAIT");
+            let tool = f.next().unwrap().to_owned();
+            let path = f.next().unwrap().to_owned();
+            let wait = Duration::from_secs(wait);
+            flood(&mut s, token, (n, window), &tool, &path, wait);
         }
         // Opens N more connections and holds them for SECONDS ("N:MODE:SECONDS"): MODE
         // `silent` sends nothing, `partial` half a header, `hello` the handshake. Prints how
