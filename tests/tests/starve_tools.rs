@@ -91,7 +91,7 @@ impl Setup {
             "{}:{n}:{window}:{wait_secs}:{tool}:{path}",
             digest_hex(token)
         );
-        spawn_peer(uid, gid, &self.exec.executor_socket(), "flood", &arg)
+        spawn_peer(uid, gid, &self.exec.executor_socket(), "tool_flood", &arg)
     }
 }
 

@@ -189,9 +189,9 @@ fn send(s: &mut UnixStream, f: &Req) {
     }
 }
 
-/// The `flood` scenario: the calls are written by a thread of their own, so that answers are
-/// read while requests still go out.
-fn flood(
+/// The `tool_flood` scenario: the calls are written by a thread of their own, so that answers
+/// are read while requests still go out.
+fn tool_flood(
     s: &mut UnixStream,
     token: TokenDigest,
     (n, window): (u64, u64),
@@ -692,7 +692,7 @@ fn main() {
         // read_file, grep, prepare_download; WAIT the seconds to wait for the answers).
         // Prints `sent=N answered=K` and one `outcome <Ok|code> <count> max_ms=<slowest>`
         // line per kind of answer.
-        "flood" => {
+        "tool_flood" => {
             let mut f = arg.splitn(6, ':');
             let token = parse_digest(f.next().unwrap());
             let n: u64 = f.next().unwrap().parse().expect("N");
@@ -701,7 +701,7 @@ fn main() {
             let tool = f.next().unwrap().to_owned();
             let path = f.next().unwrap().to_owned();
             let wait = Duration::from_secs(wait);
-            flood(&mut s, token, (n, window), &tool, &path, wait);
+            tool_flood(&mut s, token, (n, window), &tool, &path, wait);
         }
         // Opens N more connections and holds them for SECONDS ("N:MODE:SECONDS"): MODE
         // `silent` sends nothing, `partial` half a header, `hello` the handshake. Prints how
