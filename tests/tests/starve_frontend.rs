@@ -1,7 +1,7 @@
 //! Starving the frontend without a token (issue 18, F3), against the real executor (root) and
 //! frontend (`nobody`):
 //!
-//! - 3,000 connections from 30 addresses, each sending the headers of a `POST /mcp` with
+//! - 2,400 connections from 24 addresses, each sending the headers of a `POST /mcp` with
 //!   `Content-Length: 1000` and one byte (or nothing at all), with the frontend's descriptor
 //!   limit at 1,024: its descriptors stay under the connection cap, `/health` answers and an
 //!   authenticated `tools/call` succeeds during the attack;
@@ -255,7 +255,7 @@ impl FdSampler {
 
 #[test]
 fn thousands_of_tokenless_connections_stay_under_the_cap_while_health_and_calls_go_on() {
-    const ADDRESSES: u8 = 30;
+    const ADDRESSES: u8 = 24;
     const PER_ADDRESS: usize = 100;
     const CAP: usize = 300;
     const FD_LIMIT: u64 = 1024;
@@ -293,7 +293,8 @@ fn thousands_of_tokenless_connections_stay_under_the_cap_while_health_and_calls_
                 let mut held = Vec::new();
                 let mut misses = 0;
                 for i in 0..PER_ADDRESS {
-                    match connect_from(from, addr, Duration::from_millis(300)) {
+                    // Long enough for one SYN retry (after 1 s) when the listen queue was full.
+                    match connect_from(from, addr, Duration::from_millis(1500)) {
                         Ok(s) => {
                             if i % 3 != 0 {
                                 let _ = (&s).write_all(request.as_bytes());
@@ -456,7 +457,8 @@ fn idle_connections_make_room_for_new_ones_at_the_cap() {
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         match (&*s).read(&mut [0u8; 64]) {
-            Ok(_) => true,
+            // Nothing is ever sent to them: any read that returns means the end.
+            Ok(_n) => true,
             Err(e) => !matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
