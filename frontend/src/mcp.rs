@@ -1360,6 +1360,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_caller_identified_before_the_body_is_not_identified_again() {
+        let exec = FakeExecutor::default();
+        let headers = McpHeaders::default();
+        let calls = Arc::new(CallRegistry::default());
+        let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        assert_eq!(
+            authenticate(&exec, BAD).await,
+            Err(Outcome::Unauthenticated)
+        );
+        assert_eq!(
+            authenticate(&exec, ADMIN).await,
+            Err(Outcome::Unauthenticated)
+        );
+        let role = authenticate(&exec, RO).await.unwrap();
+        let post = Post {
+            body: list.as_bytes(),
+            headers: &headers,
+            policy: StreamPolicy::default(),
+            identified: Some(role),
+        };
+        let v = reply(handle(&exec, &calls, &caller(RO), post).await);
+        assert!(v["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()));
+        // The three authenticate calls, and nothing for the list.
+        assert_eq!(exec.seen().len(), 3);
+    }
+
+    #[tokio::test]
     async fn bad_token_on_tools_call_is_unauthenticated() {
         let exec = FakeExecutor::default();
         let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call",
