@@ -219,14 +219,14 @@ impl Admission {
             if open >= self.limits.max_per_address {
                 match oldest {
                     Some(since) if t.evicting < EVICTION_SLACK => t.evict(since),
-                    _ => return self.refuse(&mut t, key),
+                    _ => return self.refuse(&mut t, Some(key)),
                 }
             }
         }
         if t.open >= self.limits.max_connections + t.evicting {
             match t.idle.first_key_value() {
                 Some((&since, _)) if t.evicting < EVICTION_SLACK => t.evict(since),
-                _ => return self.refuse(&mut t, key.unwrap_or(AddressKey::of(ip))),
+                _ => return self.refuse(&mut t, key),
             }
         }
         let id = t.next;
@@ -257,16 +257,22 @@ impl Admission {
         })
     }
 
-    fn refuse(self: &Arc<Self>, t: &mut Table, key: AddressKey) -> Admitted {
-        let a = t.addresses.entry(key).or_default();
-        if t.refusing >= RESERVE || a.refusing >= RESERVE_PER_ADDRESS {
-            if a.is_empty() {
-                t.addresses.remove(&key);
-            }
+    /// A place in the reserve for a refusal, if there is one (for `key`'s address; a trusted
+    /// proxy, `None`, only needs one in all).
+    fn refuse(self: &Arc<Self>, t: &mut Table, key: Option<AddressKey>) -> Admitted {
+        let full = t.refusing >= RESERVE
+            || key.is_some_and(|k| {
+                t.addresses
+                    .get(&k)
+                    .is_some_and(|a| a.refusing >= RESERVE_PER_ADDRESS)
+            });
+        if full {
             t.counts.closed += 1;
             return Admitted::Closed;
         }
-        a.refusing += 1;
+        if let Some(k) = key {
+            t.addresses.entry(k).or_default().refusing += 1;
+        }
         t.refusing += 1;
         t.counts.refused += 1;
         Admitted::Refusal(Refusal {
@@ -433,17 +439,20 @@ impl Drop for Busy {
 #[derive(Debug)]
 pub struct Refusal {
     admission: Arc<Admission>,
-    key: AddressKey,
+    key: Option<AddressKey>,
 }
 
 impl Drop for Refusal {
     fn drop(&mut self) {
         let mut t = self.admission.table();
         t.refusing -= 1;
-        if let Some(a) = t.addresses.get_mut(&self.key) {
+        let Some(key) = self.key else {
+            return;
+        };
+        if let Some(a) = t.addresses.get_mut(&key) {
             a.refusing -= 1;
             if a.is_empty() {
-                t.addresses.remove(&self.key);
+                t.addresses.remove(&key);
             }
         }
     }
@@ -562,6 +571,17 @@ mod tests {
         // Full: the oldest idle (a proxied one) makes room.
         let _y = slot(&a, "192.0.2.2");
         assert!(proxied[0].evicted());
+        // With every connection busy, the proxy's refusals are bounded only by the reserve.
+        let _busy: Vec<Busy> = proxied[1..]
+            .iter()
+            .map(|s| s.busy())
+            .chain([_x.busy(), _y.busy()])
+            .collect();
+        drop(proxied);
+        let refusals: Vec<Admitted> = (0..RESERVE_PER_ADDRESS + 2)
+            .map(|_| a.admit(ip("10.9.9.9")))
+            .collect();
+        assert!(refusals.iter().all(|r| matches!(r, Admitted::Refusal(_))));
     }
 
     #[test]
