@@ -414,7 +414,7 @@ where
 
 /// The frontend's own settings, passed on from this process's environment (the frontend
 /// otherwise starts with an empty one).
-const FRONTEND_SETTINGS: [&str; 9] = [
+const FRONTEND_SETTINGS: [&str; 13] = [
     "MYMCP_MAX_BODY_BYTES",
     "MYMCP_TLS_CERT",
     "MYMCP_TLS_KEY",
@@ -424,6 +424,10 @@ const FRONTEND_SETTINGS: [&str; 9] = [
     "MYMCP_PUBLIC_BASE_URL",
     "MYMCP_TRUSTED_PROXIES",
     "MYMCP_HEADER_TIMEOUT_SEC",
+    "MYMCP_BODY_TIMEOUT_SEC",
+    "MYMCP_BODY_IDLE_TIMEOUT_SEC",
+    "MYMCP_MAX_CONNECTIONS",
+    "MYMCP_MAX_CONNECTIONS_PER_IP",
 ];
 
 fn frontend_settings() -> Vec<(&'static str, std::ffi::OsString)> {

@@ -15,10 +15,11 @@
 // request, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+use crate::body::{self, BodyError, BodyTimeouts};
 use crate::forward::{ForwardError, Forwarder};
 use crate::http::{bearer_token, token_digest, BearerError};
 use crate::metrics::{FrontendMetrics, Surface};
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
@@ -39,15 +40,25 @@ const MAX_ADMIN_BODY: usize = 64 * 1024;
 struct Ops {
     forwarder: Arc<Forwarder>,
     metrics: Arc<FrontendMetrics>,
+    body_timeouts: BodyTimeouts,
 }
 
-/// The routes of this module, to merge into the application router.
-pub fn routes(forwarder: Arc<Forwarder>, metrics: Arc<FrontendMetrics>) -> Router {
+/// The routes of this module, to merge into the application router. Request bodies are read
+/// within `body_timeouts`.
+pub fn routes(
+    forwarder: Arc<Forwarder>,
+    metrics: Arc<FrontendMetrics>,
+    body_timeouts: BodyTimeouts,
+) -> Router {
     Router::new()
         .route("/admin/tokens", get(list).post(create))
         .route("/admin/tokens/{selector}", delete(revoke))
         .route("/metrics", get(scrape))
-        .with_state(Ops { forwarder, metrics })
+        .with_state(Ops {
+            forwarder,
+            metrics,
+            body_timeouts,
+        })
 }
 
 fn detail(status: StatusCode, text: &str) -> Response {
@@ -158,26 +169,32 @@ pub fn parse_create(body: &[u8]) -> Result<(String, Role), String> {
     Ok((name, role))
 }
 
-async fn create(State(ops): State<Ops>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create(State(ops): State<Ops>, headers: HeaderMap, body: Body) -> Response {
+    let started = tokio::time::Instant::now();
     let token = match admin_token(&ops, &headers) {
         Ok(t) => t,
         Err(r) => return r,
     };
-    let parsed = if body.len() > MAX_ADMIN_BODY {
-        Err("body too large".to_owned())
-    } else {
-        parse_create(&body)
+    // Who asks comes first: only an admin's body is read, and only an admin learns what is
+    // wrong with it.
+    match ask(&ops, token, AdminOp::List).await {
+        Ok(AdminOutcome::Tokens(_)) => {}
+        Ok(other) => return common(other),
+        Err(r) => return r,
+    }
+    let parsed = match body::read_all(body, MAX_ADMIN_BODY, started, ops.body_timeouts).await {
+        Ok(body) => parse_create(&body),
+        Err(BodyError::TooLarge) => Err("body too large".to_owned()),
+        Err(BodyError::TimedOut) => {
+            return detail(StatusCode::REQUEST_TIMEOUT, "Request body timed out")
+        }
+        Err(BodyError::Failed(_)) => {
+            return detail(StatusCode::BAD_REQUEST, "Failed to read request body")
+        }
     };
     let (name, role) = match parsed {
         Ok(p) => p,
-        Err(why) => {
-            // Who asks comes first: only an admin learns what is wrong with the body.
-            return match ask(&ops, token, AdminOp::List).await {
-                Ok(AdminOutcome::Tokens(_)) => detail(StatusCode::BAD_REQUEST, &why),
-                Ok(other) => common(other),
-                Err(r) => r,
-            };
-        }
+        Err(why) => return detail(StatusCode::BAD_REQUEST, &why),
     };
     match ask(&ops, token, AdminOp::Create { name, role }).await {
         Ok(AdminOutcome::Created { token, info }) => Json(json!({

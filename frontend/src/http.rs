@@ -12,10 +12,14 @@
 //! 4. `Accept` must allow JSON or SSE (406);
 //! 5. the body must fit the configured limit (413), checked from `Content-Length` before
 //!    reading and again while reading;
-//! 6. then [`mcp::handle`] authenticates through the executor, picks the protocol revision
-//!    from the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers and the body (an
-//!    unsupported version or a header that disagrees with the body is a 400 with the request's
-//!    JSON-RPC id, after the token was checked) and answers.
+//! 6. the body is read only once the caller is known: a small body that arrived with the
+//!    headers is taken as it is (its `tools/call` authenticates in the executor's `Call`);
+//!    for any other the executor is asked first (`Identify`, 401 before a byte of the body is
+//!    read), then the body is read within the body timeouts (408; see [`crate::body`]);
+//! 7. then [`mcp::handle`] authenticates through the executor (unless step 6 did), picks the
+//!    protocol revision from the `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` headers
+//!    and the body (an unsupported version or a header that disagrees with the body is a 400
+//!    with the request's JSON-RPC id, after the token was checked) and answers.
 //!
 //! The token itself never leaves this module: it is hashed into a [`TokenDigest`] at once.
 //! Every response carries `x-request-id` (the client's, if sane, else a fresh random one),
@@ -31,6 +35,7 @@
 //! do not cut an idle stream, then the result. If the client goes away, the stream's body is
 //! dropped, which cancels the call in the executor.
 
+use crate::body::{self, BodyError, BodyTimeouts, Chunks};
 use crate::calls::CallRegistry;
 use crate::forward::Forwarder;
 use crate::mcp::{self, Caller, ErrorStatus, Outcome, Post, StreamPolicy, StreamedCall};
@@ -46,7 +51,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mymcp_protocol::{CallOrigin, TokenDigest};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -94,6 +98,8 @@ pub struct HttpConfig {
     pub keep_alive: Duration,
     /// `MYMCP_PUBLIC_BASE_URL`: the prefix of transfer URLs (relative when empty).
     pub public_base_url: String,
+    /// `MYMCP_BODY_TIMEOUT_SEC` and `MYMCP_BODY_IDLE_TIMEOUT_SEC`.
+    pub body_timeouts: BodyTimeouts,
 }
 
 impl Default for HttpConfig {
@@ -105,6 +111,7 @@ impl Default for HttpConfig {
             trusted_proxies: TrustedProxies::default(),
             keep_alive: DEFAULT_KEEP_ALIVE,
             public_base_url: String::new(),
+            body_timeouts: BodyTimeouts::default(),
         }
     }
 }
@@ -304,6 +311,7 @@ impl FromRef<AppState> for TransferState {
         TransferState {
             forwarder: state.forwarder.clone(),
             tickets: state.tickets.clone(),
+            body_idle_timeout: state.config.body_timeouts.idle,
         }
     }
 }
@@ -314,7 +322,7 @@ impl FromRef<AppState> for TransferState {
 /// The ticket key is drawn here, once per process.
 pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
     let metrics = Arc::new(crate::metrics::FrontendMetrics::default());
-    let ops = crate::admin::routes(forwarder.clone(), metrics.clone());
+    let ops = crate::admin::routes(forwarder.clone(), metrics.clone(), config.body_timeouts);
     let tickets = Tickets::new(&config.public_base_url)
         .expect("the kernel's random generator (getrandom) is available");
     let state = AppState {
@@ -527,14 +535,43 @@ fn body_too_large() -> Response {
     detail(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large")
 }
 
+/// The answer for a body that could not be read.
+fn body_failed(e: BodyError, peer: SocketAddr) -> Response {
+    match e {
+        BodyError::TooLarge => body_too_large(),
+        BodyError::TimedOut => detail(StatusCode::REQUEST_TIMEOUT, "Request body timed out"),
+        BodyError::Failed(e) => {
+            tracing::debug!(%peer, "failed to read request body: {e}");
+            detail(StatusCode::BAD_REQUEST, "Failed to read request body")
+        }
+    }
+}
+
+/// The answer when processing stopped before MCP could answer: the token was refused, or
+/// the executor could not be asked.
+fn stopped(outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Unauthenticated => unauthorized("Invalid or disabled token"),
+        Outcome::Unavailable => {
+            let mut response = detail(StatusCode::SERVICE_UNAVAILABLE, "Executor unavailable");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        _ => detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"),
+    }
+}
+
 async fn mcp_post(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     uri: Uri,
     headers: HeaderMap,
-    body: Body,
+    mut body: Body,
 ) -> Response {
+    let started = tokio::time::Instant::now();
     // 1. Host and Origin.
     let host = request_host(&headers, &uri);
     if !state.config.hosts.allows(host) {
@@ -595,17 +632,38 @@ async fn mcp_post(
     if announced.is_some_and(|len| len > limit as u64) {
         return body_too_large();
     }
-    let bytes: Bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return body_too_large(),
-        Err(e) => {
-            tracing::debug!(%peer, "failed to read request body: {e}");
-            return detail(StatusCode::BAD_REQUEST, "Failed to read request body");
+
+    // 6. The caller before the body: a small body already here is taken as it is; for any
+    // other, the executor names the caller before a byte of it is read.
+    let mut chunks = Chunks::default();
+    let expects_continue = headers.contains_key(header::EXPECT);
+    let arrived = if body::small_enough_to_take(&body, expects_continue) {
+        match body::take_arrived(&mut body, &mut chunks, limit) {
+            Ok(all) => all,
+            Err(e) => return body_failed(e, peer),
+        }
+    } else {
+        false
+    };
+    let identified = if arrived {
+        None
+    } else {
+        match mcp::authenticate(state.forwarder.as_ref(), token).await {
+            Ok(role) => Some(role),
+            Err(outcome) => return stopped(outcome),
         }
     };
+    if !arrived {
+        let timeouts = state.config.body_timeouts;
+        if let Err(e) = body::read_rest(&mut body, &mut chunks, limit, started, timeouts).await {
+            return body_failed(e, peer);
+        }
+    }
+    drop(body);
+    let bytes: Bytes = chunks.into_bytes();
     mymcp_service::memory::large_payload(bytes.len());
 
-    // 6. MCP.
+    // 7. MCP.
     let forwarded_for = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
@@ -628,6 +686,7 @@ async fn mcp_post(
         body: &bytes,
         headers: &mcp_headers,
         policy: stream_policy(&headers),
+        identified,
     };
     match mcp::handle(state.forwarder.as_ref(), &state.calls, &caller, post).await {
         Outcome::Reply(json) => reply(format, json),
@@ -642,15 +701,9 @@ async fn mcp_post(
         Outcome::Error(ErrorStatus::BadRequest, json) => json_body(StatusCode::BAD_REQUEST, json),
         Outcome::Error(ErrorStatus::NotFound, json) => json_body(StatusCode::NOT_FOUND, json),
         Outcome::Accepted => StatusCode::ACCEPTED.into_response(),
-        Outcome::Unauthenticated => unauthorized("Invalid or disabled token"),
-        Outcome::Unavailable => {
-            let mut response = detail(StatusCode::SERVICE_UNAVAILABLE, "Executor unavailable");
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+        stop @ (Outcome::Unauthenticated | Outcome::Unavailable | Outcome::BadGateway) => {
+            stopped(stop)
         }
-        Outcome::BadGateway => detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"),
     }
 }
 

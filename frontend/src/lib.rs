@@ -18,6 +18,8 @@
 //!
 //! Modules, by responsibility:
 //! - [`http`]: the axum router, HTTP-level checks and status codes, SSE streams;
+//! - [`body`]: reading request bodies only once the caller is known, within the body
+//!   timeouts;
 //! - [`mcp`]: JSON-RPC 2.0 / MCP processing, independent of the transport;
 //! - [`revisions`]: the MCP protocol revisions, and which one a request speaks (headers,
 //!   per-request `_meta`);
@@ -33,7 +35,10 @@
 //! - [`tickets`]: HMAC-signed transfer tickets, checked at the edge;
 //! - [`transfer`]: `/files/raw/{ticket}`, streaming between HTTP bodies and executor pipes;
 //! - [`listen`]: the TCP listener, from systemd socket activation or `--host`/`--port`;
-//! - [`server`]: the accept loop, connection timeouts and graceful shutdown;
+//! - [`server`]: the accept loop, connection timeouts, early answers that reach the client
+//!   intact, and graceful shutdown;
+//! - [`admission`]: the connection caps (in all and per client address), and which idle
+//!   connection makes room for a new one;
 //! - [`tls`]: HTTPS with rustls: certificate files or systemd credentials, reload on SIGHUP,
 //!   the refusal of plain HTTP on non-loopback addresses;
 //! - `sys`: the few raw system calls, each `unsafe` justified.
@@ -52,7 +57,9 @@
 //! ```
 
 pub mod admin;
+pub mod admission;
 pub mod arguments;
+pub mod body;
 pub mod calls;
 pub mod catalogue;
 pub mod forward;

@@ -3,6 +3,8 @@
 
 use anyhow::Context;
 use clap::Parser;
+use mymcp_frontend::admission::ConnectionLimits;
+use mymcp_frontend::body::BodyTimeouts;
 use mymcp_frontend::forward::Forwarder;
 use mymcp_frontend::http::{self, HostPolicy, HttpConfig, OriginPolicy, TrustedProxies};
 use mymcp_frontend::listen::ListenSource;
@@ -85,6 +87,27 @@ struct Cli {
     /// connection. Slow or silent connections are closed after it.
     #[arg(long, env = "MYMCP_HEADER_TIMEOUT_SEC", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     header_timeout_sec: u64,
+
+    /// Seconds a request body (POST /mcp, /admin/tokens) may take as a whole, from its
+    /// request's headers; a slower one is answered 408 and its connection closed.
+    #[arg(long, env = "MYMCP_BODY_TIMEOUT_SEC", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    body_timeout_sec: u64,
+
+    /// Seconds a request body (uploads included) may stay silent before it is answered 408
+    /// and its connection closed.
+    #[arg(long, env = "MYMCP_BODY_IDLE_TIMEOUT_SEC", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_idle_timeout_sec: u64,
+
+    /// Most client connections at once (lowered to fit the descriptor limit). At the cap the
+    /// longest idle connection is closed for a new one; when none is idle, newcomers get 503
+    /// with Retry-After (and /health its answer).
+    #[arg(long, env = "MYMCP_MAX_CONNECTIONS", default_value_t = mymcp_frontend::admission::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    max_connections: usize,
+
+    /// Most connections at once from one client address (IPv6: one /64); trusted proxies
+    /// (MYMCP_TRUSTED_PROXIES) have only the global cap.
+    #[arg(long, env = "MYMCP_MAX_CONNECTIONS_PER_IP", default_value_t = mymcp_frontend::admission::DEFAULT_MAX_CONNECTIONS_PER_IP, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    max_connections_per_ip: usize,
 
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
@@ -234,6 +257,12 @@ async fn serve(
         header_read_timeout: Duration::from_secs(cli.header_timeout_sec),
         shutdown_grace: SHUTDOWN_GRACE,
         tls,
+        limits: ConnectionLimits {
+            max_connections: cli.max_connections,
+            max_per_address: cli.max_connections_per_ip,
+            exempt: TrustedProxies::from_list(&cli.trusted_proxies)
+                .context("MYMCP_TRUSTED_PROXIES")?,
+        },
     };
     server::serve(listener, app, server_config, stopped).await;
     Ok(())
@@ -260,6 +289,10 @@ fn http_config(cli: &Cli) -> anyhow::Result<HttpConfig> {
         hosts,
         trusted_proxies,
         public_base_url: public.to_owned(),
+        body_timeouts: BodyTimeouts {
+            total: Duration::from_secs(cli.body_timeout_sec),
+            idle: Duration::from_secs(cli.body_idle_timeout_sec),
+        },
         ..HttpConfig::default()
     })
 }

@@ -546,12 +546,24 @@ pub fn error_response_without_id(code: i64, message: &str) -> String {
     })
 }
 
-/// One POST to answer: its body, its MCP headers, and how a `tools/call` may be answered.
+/// One POST to answer: its body, its MCP headers, how a `tools/call` may be answered, and
+/// the caller's role if the executor already named it ([`authenticate`], before the body was
+/// read) — then no second `Identify` is sent.
 #[derive(Clone, Copy, Debug)]
 pub struct Post<'a> {
     pub body: &'a [u8],
     pub headers: &'a McpHeaders,
     pub policy: StreamPolicy,
+    pub identified: Option<Role>,
+}
+
+/// Asks the executor who holds `token` before anything else is done for the request; only
+/// MCP client roles pass. The error is the outcome to answer with (401, 503 or 502).
+pub async fn authenticate(
+    executor: &impl ExecutorClient,
+    token: TokenDigest,
+) -> Result<Role, Outcome> {
+    identify(executor, token).await.map_err(Outcome::from)
 }
 
 /// Processes one POST for `caller`, asking `executor` whatever it needs. `calls` holds the
@@ -579,7 +591,11 @@ pub async fn handle(
                 let progress_token = progress_token(params.as_ref());
                 let policy = post.policy;
                 if policy.sse && (progress_token.is_some() || policy.sse_only) {
-                    return match identify(executor, caller.token).await {
+                    let identified = match post.identified {
+                        Some(role) => Ok(role),
+                        None => identify(executor, caller.token).await,
+                    };
+                    return match identified {
                         Ok(_) => Outcome::Stream(StreamedCall {
                             id: id.clone(),
                             call,
@@ -597,7 +613,11 @@ pub async fn handle(
         }
     }
 
-    let role = match identify(executor, caller.token).await {
+    let identified = match post.identified {
+        Some(role) => Ok(role),
+        None => identify(executor, caller.token).await,
+    };
+    let role = match identified {
         Ok(role) => role,
         Err(stop) => return stop.into(),
     };
@@ -1248,6 +1268,7 @@ mod tests {
             body: body.as_bytes(),
             headers,
             policy,
+            identified: None,
         };
         handle(exec, &calls, &caller(token), post).await
     }
@@ -1336,6 +1357,35 @@ mod tests {
             &seen[0],
             FrontendRequest::Call { origin, .. } if origin.request_id == "req-1"
         ));
+    }
+
+    #[tokio::test]
+    async fn a_caller_identified_before_the_body_is_not_identified_again() {
+        let exec = FakeExecutor::default();
+        let headers = McpHeaders::default();
+        let calls = Arc::new(CallRegistry::default());
+        let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        assert_eq!(
+            authenticate(&exec, BAD).await,
+            Err(Outcome::Unauthenticated)
+        );
+        assert_eq!(
+            authenticate(&exec, ADMIN).await,
+            Err(Outcome::Unauthenticated)
+        );
+        let role = authenticate(&exec, RO).await.unwrap();
+        let post = Post {
+            body: list.as_bytes(),
+            headers: &headers,
+            policy: StreamPolicy::default(),
+            identified: Some(role),
+        };
+        let v = reply(handle(&exec, &calls, &caller(RO), post).await);
+        assert!(v["result"]["tools"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()));
+        // The three authenticate calls, and nothing for the list.
+        assert_eq!(exec.seen().len(), 3);
     }
 
     #[tokio::test]
@@ -1718,6 +1768,7 @@ mod tests {
                     body: body.as_bytes(),
                     headers: &headers,
                     policy: StreamPolicy::default(),
+                    identified: None,
                 };
                 handle(exec, &calls, &caller(token), post).await
             }

@@ -3,7 +3,8 @@
 //! The frontend needs very little from the kernel beyond what tokio and std already wrap: its
 //! effective uid (to refuse running as root), random bytes (request ids, the ticket key),
 //! turning the socket systemd passed as fd 3 into a listener, receiving the transfer pipes the
-//! executor passes (`recvmsg` with `SCM_RIGHTS`), and one allocator setting.
+//! executor passes (`recvmsg` with `SCM_RIGHTS`), its descriptor limit (to size the connection
+//! cap), and one allocator setting.
 
 use std::collections::VecDeque;
 use std::io;
@@ -34,6 +35,20 @@ pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
         filled += n as usize;
     }
     Ok(())
+}
+
+/// The soft limit on open descriptors (`RLIMIT_NOFILE`), if it is finite.
+pub fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit we own; getrlimit only writes into it and
+    // does not retain the pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// Takes ownership of an inherited file descriptor that must be a listening socket and wraps it

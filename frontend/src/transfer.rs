@@ -6,10 +6,13 @@
 //! over one end of a pipe; this module only moves bytes between that pipe and the HTTP body,
 //! a chunk at a time, so memory stays flat whatever the size:
 //!
-//! - `PUT`: each body chunk is written into the pipe. When the body ends normally the pipe is
-//!   closed and the executor told to commit (`CommitUpload`); if the body fails (the client went
-//!   away), the request is dropped, which cancels it and the executor discards the upload. If
-//!   the executor stops reading (too large), the write fails and its answer says why.
+//! - `PUT`: nothing of the body is read before the ticket is verified and the executor has
+//!   redeemed the grant. Then each body chunk is written into the pipe. When the body ends
+//!   normally the pipe is closed and the executor told to commit (`CommitUpload`); if the body
+//!   fails (the client went away) or is silent for the body idle timeout
+//!   (`MYMCP_BODY_IDLE_TIMEOUT_SEC`; an upload has no deadline as a whole), the request is
+//!   dropped, which cancels it and the executor discards the upload. If the executor stops
+//!   reading (too large), the write fails and its answer says why.
 //! - `GET`: the response (`Content-Length` = the size the executor reports,
 //!   `application/octet-stream`, `Content-Disposition`) streams from the pipe; a pipe that ends
 //!   early fails the body, so the client sees a cut transfer, never a short file.
@@ -18,6 +21,7 @@
 //! Errors are the reference's `{"ok":false,"error":…,"hint":…}` bodies; the statuses are in
 //! [`status`].
 
+use crate::body::{self, BodyError};
 use crate::forward::{Finish, ForwardError, Forwarder, Redeemed};
 use crate::http::RequestId;
 use crate::tickets::{Ticket, TicketError, Tickets};
@@ -27,7 +31,6 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use http_body_util::BodyExt;
 use mymcp_protocol::{
     CallOrigin, Direction, FrontendRequest, FrontendResponse, TransferError, TransferErrorKind,
     TransferStart,
@@ -39,6 +42,7 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 
@@ -50,6 +54,8 @@ const CHUNK: usize = 256 * 1024;
 pub struct TransferState {
     pub forwarder: Arc<Forwarder>,
     pub tickets: Arc<Tickets>,
+    /// The longest silence of an upload body.
+    pub body_idle_timeout: Duration,
 }
 
 #[derive(Serialize)]
@@ -210,7 +216,7 @@ async fn upload(
         Ok(Redeemed::Answer(answer)) => return finished(answer),
         Err(_) => return unavailable(),
     };
-    match feed(pipe, body).await {
+    match feed(pipe, body, state.body_idle_timeout).await {
         Fed::All => {
             // The body ended normally: the executor may commit once the pipe is drained.
             let commit = FrontendRequest::CommitUpload {
@@ -233,6 +239,18 @@ async fn upload(
                 "The upload body was cut short; nothing was written. Retry with the same URL.",
             );
         }
+        Fed::Stalled => {
+            tracing::info!(
+                "upload body silent for {:?}; abandoned",
+                state.body_idle_timeout
+            );
+            drop(finish);
+            return error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                "stream_stalled",
+                "No upload data arrived for too long; nothing was written. Retry with the same URL.",
+            );
+        }
     }
     match finish.answer().await {
         Ok(answer) => finished(answer),
@@ -248,24 +266,26 @@ enum Fed {
     Refused,
     /// The body failed: the client went away or sent garbage.
     Cut(String),
+    /// The body was silent for longer than the idle timeout.
+    Stalled,
 }
 
-async fn feed(pipe: OwnedFd, mut body: Body) -> Fed {
+async fn feed(pipe: OwnedFd, mut body: Body, idle: Duration) -> Fed {
     let mut tx = match pipe::Sender::from_owned_fd(pipe) {
         Ok(tx) => tx,
         Err(e) => return Fed::Cut(format!("not a pipe: {e}")),
     };
     loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if tx.write_all(&data).await.is_err() {
-                        return Fed::Refused;
-                    }
+        match body::next_data(&mut body, idle, None).await {
+            Ok(None) => break,
+            Ok(Some(data)) => {
+                if tx.write_all(&data).await.is_err() {
+                    return Fed::Refused;
                 }
             }
-            Some(Err(e)) => return Fed::Cut(e.to_string()),
+            Err(BodyError::TimedOut) => return Fed::Stalled,
+            Err(BodyError::Failed(e)) => return Fed::Cut(e),
+            Err(BodyError::TooLarge) => return Fed::Refused,
         }
     }
     drop(tx);

@@ -229,3 +229,72 @@ async fn shutdown_closes_what_is_left_after_the_grace_and_cancels_its_calls() {
     // The hanging call outlives the grace: its connection is dropped, which cancels it.
     assert_eq!(executor.next_frame().await, ClientFrame::Cancel { id });
 }
+
+#[tokio::test]
+async fn an_unknown_token_is_refused_before_its_body_is_sent_and_the_connection_closed() {
+    let mut executor = FakeExecutor::start();
+    let addr = serve(&executor).await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    // 20 MiB announced, none sent.
+    let head = http1_post("tok_unknown", "")
+        .replace("Content-Length: 0", "Content-Length: 20971520")
+        .replace("Connection: close\r\n", "");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut response)).await;
+    assert!(read.is_ok(), "no answer without the body");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 401 "), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{response}"
+    );
+    assert!(matches!(
+        executor.next_frame().await,
+        ClientFrame::Request {
+            body: FrontendRequest::Identify { .. },
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn an_early_answer_over_http2_lets_the_client_finish_sending_without_a_reset() {
+    let executor = FakeExecutor::start();
+    let addr = serve(&executor).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = Request::post(format!("http://{addr}/mcp"))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // 4 MiB more than any window: only a server that reads (and drops) it lets it through.
+    let mut left = 4 * 1024 * 1024;
+    while left > 0 {
+        stream.reserve_capacity(left.min(256 * 1024));
+        let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx))
+            .await
+            .expect("the stream is still open")
+            .expect("no reset");
+        let n = granted.min(left);
+        stream
+            .send_data(Bytes::from(vec![b' '; n]), n == left)
+            .unwrap();
+        left -= n;
+    }
+    let reset = tokio::time::timeout(
+        Duration::from_millis(300),
+        std::future::poll_fn(|cx| stream.poll_reset(cx)),
+    )
+    .await;
+    assert!(reset.is_err(), "the stream was reset: {reset:?}");
+}

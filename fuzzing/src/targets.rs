@@ -346,6 +346,7 @@ pub fn mcp_post(data: &[u8]) {
         body,
         headers: &headers,
         policy,
+        identified: None,
     };
     let (outcome, streamed) = RUNTIME.with(|rt| {
         rt.block_on(async {

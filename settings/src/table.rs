@@ -87,6 +87,10 @@ pub const SETTINGS: &[Setting] = &[
     s("MYMCP_LOG_LEVEL", "info", "all daemons", "error, warn, info, debug, trace, or tracing directives."),
     s("MYMCP_LOG_FORMAT", "text", "all daemons", "text or json (journald gets structured fields either way)."),
     s("MYMCP_HEADER_TIMEOUT_SEC", "30", "frontend", "Seconds a client has to send a request's headers, from connecting to its first request and between kept-alive requests; slower connections are closed."),
+    s("MYMCP_BODY_TIMEOUT_SEC", "120", "frontend", "Seconds a request body (POST /mcp, /admin/tokens) may take as a whole; slower ones get 408 and their connection is closed."),
+    s("MYMCP_BODY_IDLE_TIMEOUT_SEC", "30", "frontend", "Seconds a request body (uploads included) may stay silent before it gets 408 and its connection is closed."),
+    s("MYMCP_MAX_CONNECTIONS", "1024", "frontend", "Most client connections at once (lowered to fit the descriptor limit); at the cap the longest idle one is closed for a newcomer, and with none idle newcomers get 503 with Retry-After (/health still answers)."),
+    s("MYMCP_MAX_CONNECTIONS_PER_IP", "128", "frontend", "Most connections at once from one client address (IPv6: one /64); MYMCP_TRUSTED_PROXIES have only the global cap."),
 ];
 
 /// A commented env file with every setting at its default (`mymcpctl config example`).

@@ -615,7 +615,14 @@ fn a_thousand_concurrent_sleeps_get_slots_or_busy_at_once_and_leave_nothing() {
     let tokens: Vec<String> = (0..4)
         .map(|i| exec.add_token(&format!("sleeper-{i}"), "rw"))
         .collect();
-    let front = FrontendProcess::start(&exec.executor_socket());
+    // 1,000 connections at once from one address: past the default connection caps.
+    let front = FrontendProcess::start_with_env(
+        &exec.executor_socket(),
+        &[
+            ("MYMCP_MAX_CONNECTIONS", "2000"),
+            ("MYMCP_MAX_CONNECTIONS_PER_IP", "2000"),
+        ],
+    );
     let (addr, exec_pid) = (front.addr, exec.pid());
 
     // Counts the running commands while the calls run.
