@@ -523,8 +523,16 @@ mod tests {
         ] {
             assert!(e.iter().any(|x| x == want), "{want} not in {e:?}");
         }
-        assert!(e.iter().any(|x| x.ends_with("/mymcp-executor")), "{e:?}");
-        assert!(e.iter().any(|x| x.ends_with("/mymcpctl")), "{e:?}");
+        // The binaries beside the running one, those that are installed there.
+        let dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_owned();
+        for b in crate::paths::BINARIES {
+            let p = dir.join(b).display().to_string();
+            assert_eq!(e.contains(&p), dir.join(b).exists(), "{p} in {e:?}");
+        }
     }
 
     #[test]
