@@ -129,7 +129,7 @@ fn revoked_and_guessed_digests_run_nothing() {
 }
 
 /// The grant id inside a ticket URL (`…/files/raw/<ticket>`): byte 1..17 of the base64url
-/// payload (see `frontend/src/tickets.rs`).
+/// payload (see `crates/frontend/src/tickets.rs`).
 fn grant_of(url: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let ticket = url.rsplit('/').next().unwrap();

@@ -1,6 +1,6 @@
 //! The real frontend binary and plain HTTP: refused on a non-loopback address unless
 //! `MYMCP_ALLOW_PLAINTEXT=true` says a TLS-terminating proxy is in front. (HTTPS itself is
-//! tested in `frontend/tests/tls.rs` and, with the MCP Python SDK, in `tests/e2e/test_https.py`.)
+//! tested in `crates/frontend/tests/tls.rs` and, with the MCP Python SDK, in `tests/e2e/test_https.py`.)
 
 use mymcp_tests::{bin, http_get, require_root, user_ids, wait_until};
 use std::os::unix::process::CommandExt;

@@ -30,28 +30,28 @@ use std::process::Command;
 const UNITS: [(&str, &str); 5] = [
     (
         "mymcp-executor.service",
-        include_str!("../../deploy/systemd/mymcp-executor.service"),
+        include_str!("../../../deploy/systemd/mymcp-executor.service"),
     ),
     (
         "mymcp-executor.socket",
-        include_str!("../../deploy/systemd/mymcp-executor.socket"),
+        include_str!("../../../deploy/systemd/mymcp-executor.socket"),
     ),
     (
         "mymcp-executor-control.socket",
-        include_str!("../../deploy/systemd/mymcp-executor-control.socket"),
+        include_str!("../../../deploy/systemd/mymcp-executor-control.socket"),
     ),
     (
         "mymcp-frontend.service",
-        include_str!("../../deploy/systemd/mymcp-frontend.service"),
+        include_str!("../../../deploy/systemd/mymcp-frontend.service"),
     ),
     (
         "mymcp-frontend.socket",
-        include_str!("../../deploy/systemd/mymcp-frontend.socket"),
+        include_str!("../../../deploy/systemd/mymcp-frontend.socket"),
     ),
 ];
-const SYSUSERS: &str = include_str!("../../deploy/sysusers.d/mymcp.conf");
-const TMPFILES: &str = include_str!("../../deploy/tmpfiles.d/mymcp.conf");
-const ENV_EXAMPLE: &str = include_str!("../../deploy/mymcp.env.example");
+const SYSUSERS: &str = include_str!("../../../deploy/sysusers.d/mymcp.conf");
+const TMPFILES: &str = include_str!("../../../deploy/tmpfiles.d/mymcp.conf");
+const ENV_EXAMPLE: &str = include_str!("../../../deploy/mymcp.env.example");
 /// The units enabled (and started) by `install`: everything else starts on demand.
 pub const SOCKETS: [&str; 3] = [
     "mymcp-executor.socket",
