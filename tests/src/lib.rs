@@ -37,8 +37,7 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Panics unless running as root: these tests start the executor as root, as in production.
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = mymcp_sys::euid();
     assert_eq!(
         euid, 0,
         "end-to-end tests must run as root (the executor is a root daemon)"
@@ -173,8 +172,7 @@ impl ExecutorProcess {
 
     /// SIGTERM without waiting.
     pub fn signal_term(&self) {
-        // SAFETY: kill on our own child's pid with a valid signal.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = mymcp_sys::signals::kill(self.child.id(), libc::SIGTERM);
     }
 
     /// Waits for the executor to exit; returns its exit status.
@@ -316,8 +314,7 @@ impl QuickTry {
 
     /// SIGTERM to mymcpctl; waits for it.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        // SAFETY: kill on our own child's pid with a valid signal.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = mymcp_sys::signals::kill(self.child.id(), libc::SIGTERM);
         self.child.wait().expect("wait serve")
     }
 }
@@ -741,8 +738,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// Sends `signal` to `pid`.
 pub fn send_signal(pid: u32, signal: i32) {
-    // SAFETY: kill with a pid and a valid signal number has no memory-safety preconditions.
-    unsafe { libc::kill(pid as i32, signal) };
+    let _ = mymcp_sys::signals::kill(pid, signal);
 }
 
 /// Starts the hostile peer as `uid:gid` without waiting; its stdout is piped.

@@ -90,7 +90,7 @@ fn spawn_logged(mut cmd: Command, tag: &'static str) -> Child {
 }
 
 fn terminate(child: &mut Child) {
-    // SAFETY-free: kill(2) through the command-line tool keeps this test free of unsafe.
+    // kill(2) through the command-line tool.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -35,20 +35,10 @@ const MIB: usize = 1024 * 1024;
 
 /// Raises this process's soft descriptor limit to the hard one and checks it is enough.
 fn raise_fd_limit(needed: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a live rlimit.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
+    let limit = mymcp_sys::net::raise_open_file_limit().expect("raise the descriptor limit");
     assert!(
-        limit.rlim_cur >= needed,
-        "the open-file limit ({}) is below the {needed} this test needs",
-        limit.rlim_cur
+        limit >= needed,
+        "the open-file limit ({limit}) is below the {needed} this test needs"
     );
 }
 

@@ -14,4 +14,3 @@ pub mod import;
 pub mod install;
 pub mod migrate;
 pub mod serve;
-pub mod sys;

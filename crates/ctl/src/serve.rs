@@ -14,9 +14,9 @@
 //!     control.sock              0600 root
 //! ```
 
-use crate::sys::{self, Signals};
 use anyhow::{bail, Context};
 use mymcp_protocol::Role;
+use mymcp_sys::signals::{self, Signals};
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -45,11 +45,11 @@ pub struct ServeOptions {
 }
 
 /// The frontend's account: uid, gid, and a name for messages.
-type FrontendAccount = mymcp_executor::sys::Account;
+type FrontendAccount = mymcp_sys::Account;
 
 fn lookup(name: &str) -> anyhow::Result<Option<FrontendAccount>> {
     // In-process (NSS through libc), not by running getent: one process less at start-up.
-    mymcp_executor::sys::user_by_name(name).with_context(|| format!("looking up user {name:?}"))
+    mymcp_sys::user_by_name(name).with_context(|| format!("looking up user {name:?}"))
 }
 
 fn frontend_account(requested: Option<&str>) -> anyhow::Result<FrontendAccount> {
@@ -117,7 +117,7 @@ fn stop_child(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
     if let Ok(Some(s)) = child.try_wait() {
         return Some(s);
     }
-    let _ = sys::kill(child.id(), libc::SIGTERM);
+    let _ = signals::kill(child.id(), libc::SIGTERM);
     let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
         if let Ok(Some(s)) = child.try_wait() {
@@ -183,14 +183,14 @@ fn import_env_secrets(
 pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     let executor_bin = sibling("mymcp-executor")?;
     let frontend_bin = sibling("mymcp-frontend")?;
-    let root = sys::euid() == 0;
+    let root = mymcp_sys::euid() == 0;
     let account = if root {
         frontend_account(opts.frontend_user.as_deref())?
     } else {
         if opts.frontend_user.is_some() {
             bail!("--frontend-user needs root; as an ordinary user both processes run as you");
         }
-        let uid = sys::euid();
+        let uid = mymcp_sys::euid();
         FrontendAccount {
             uid,
             gid: 0,
@@ -211,7 +211,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         bail!("refusing plain HTTP on {addr}: bearer tokens would cross the network unencrypted; add --tls (a throwaway self-signed certificate), listen on loopback, or set MYMCP_ALLOW_PLAINTEXT=true behind a TLS-terminating reverse proxy");
     }
 
-    let signals = Signals::block()?;
+    let shutdown = Signals::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD])?;
     let dir = private_temp_dir()?;
     let run_dir = dir.join("run");
     let token_file = dir.join("tokens.json");
@@ -259,7 +259,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             .env("MYMCP_AUDIT_ENABLED", "true")
             .env("MYMCP_AUDIT_LOG_DIR", dir.join("audit"));
     }
-    unsafe_pre_exec(&mut executor_cmd, sys::prepare_executor_child);
+    mymcp_sys::privileges::prepare_child_at_exec(&mut executor_cmd);
     let executor = executor_cmd
         .spawn()
         .with_context(|| format!("starting {}", executor_bin.display()))?;
@@ -305,9 +305,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
                 .env("MYMCP_TLS_KEY", &c.key);
         }
         let (uid, gid, fd) = (account.uid, account.gid, listener.as_raw_fd());
-        unsafe_pre_exec(&mut frontend_cmd, move || {
-            sys::drop_privileges_in_child(uid, gid, root, Some(fd))
-        });
+        mymcp_sys::privileges::drop_privileges_at_exec(&mut frontend_cmd, uid, gid, root, Some(fd));
         running.frontend = Some(
             frontend_cmd
                 .spawn()
@@ -373,7 +371,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         }
 
         loop {
-            if let Some(sig) = signals.wait(Duration::from_millis(250)) {
+            if let Some(sig) = shutdown.wait(Duration::from_millis(250)) {
                 if sig != libc::SIGCHLD {
                     eprintln!("[mymcp] stopping");
                     return Ok(0);
@@ -397,19 +395,6 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     })();
     running.stop();
     result
-}
-
-/// Registers `f` to run in the child between fork and exec.
-fn unsafe_pre_exec<F>(cmd: &mut Command, f: F)
-where
-    F: FnMut() -> std::io::Result<()> + Send + Sync + 'static,
-{
-    // SAFETY: mymcpctl is single-threaded when it spawns, and every closure passed here calls
-    // only async-signal-safe functions (prctl, dup2, fcntl, setgroups, setresgid, setresuid,
-    // pthread_sigmask; see sys).
-    unsafe {
-        cmd.pre_exec(f);
-    }
 }
 
 /// The frontend's own settings, passed on from this process's environment (the frontend

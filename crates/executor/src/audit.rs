@@ -70,7 +70,7 @@ impl Audit {
         if !settings.enabled {
             return Ok((Audit::disabled(metrics), None));
         }
-        let opened = AuditLog::open(settings.log.clone(), crate::sys::fill_random)?;
+        let opened = AuditLog::open(settings.log.clone(), mymcp_sys::fill_random)?;
         if opened.log.tampered_at_start() {
             tracing::error!(dir = %settings.log.dir.display(), "the audit log is shorter than when the executor last stopped: it was cut or edited; a notice is in the log and mymcpctl audit verify reports it");
         }

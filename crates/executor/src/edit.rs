@@ -13,10 +13,10 @@
 //! edits cannot lose one another's change.
 
 use crate::paths::{self, Access, CheckedTarget, Policy};
-use crate::sys::fs as sysfs;
 use mymcp_protocol::{
     EditFile, EditFileOutput, ErrorCode, ToolFailure, WriteFile, WriteFileOutput,
 };
+use mymcp_sys::fs as sysfs;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{File, Permissions};
@@ -332,7 +332,7 @@ impl Drop for TempFile {
 /// `.<name>.mymcp-<random>.tmp`, shortened so that it stays a valid file name.
 fn temp_name(name: &[u8]) -> OsString {
     let mut rnd = [0u8; 8];
-    let suffix = match crate::sys::fill_random(&mut rnd) {
+    let suffix = match mymcp_sys::fill_random(&mut rnd) {
         Ok(()) => rnd.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         Err(_) => format!(
             "{}-{}",
@@ -488,7 +488,7 @@ mod tests {
         let f = dir.path().join("conf");
         std::fs::write(&f, "old").unwrap();
         std::fs::set_permissions(&f, Permissions::from_mode(0o640)).unwrap();
-        let owner = if crate::sys::euid() == 0 {
+        let owner = if mymcp_sys::euid() == 0 {
             std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
             (65534, 65534)
         } else {

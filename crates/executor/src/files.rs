@@ -29,8 +29,8 @@
 //! and for no longer than shutdown allows; past the deadline the call is a `TimeoutError`.
 
 use crate::paths::{self, Policy};
-use crate::sys::fs as sysfs;
 use mymcp_protocol::{ErrorCode, ReadFile, ReadFileOutput, ToolFailure};
+use mymcp_sys::fs as sysfs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -286,7 +286,7 @@ impl Read for Cached<'_> {
         }
         let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         let buf = &mut buf[..want];
-        let n = crate::sys::fs::pread_nowait(self.file.as_fd(), buf, self.pos)?;
+        let n = mymcp_sys::fs::pread_nowait(self.file.as_fd(), buf, self.pos)?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -895,45 +895,18 @@ mod tests {
 
     /// Drops the file's pages from the page cache (written back first: only clean pages go).
     fn evict(path: &Path) {
-        use std::os::fd::AsRawFd;
         let f = File::open(path).unwrap();
         f.sync_all().unwrap();
         // The kernel drops a page only once it has left the per-CPU batches it was added
         // through, so under load one request may not be enough: asked until it is gone.
         for _ in 0..200 {
-            // SAFETY: posix_fadvise takes a descriptor and a range and touches no memory.
-            let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-            assert_eq!(r, 0);
-            if !first_page_cached(&f) {
+            mymcp_sys::testing::drop_cached_pages(&f).unwrap();
+            if !mymcp_sys::testing::first_page_cached(&f).unwrap() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         panic!("{path:?} stayed in the page cache");
-    }
-
-    /// Whether the file's first page is in the page cache (`mincore`, which starts no read,
-    /// where an `RWF_NOWAIT` probe would start a readahead that brings it back).
-    fn first_page_cached(f: &File) -> bool {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a fresh private read-only mapping of one page of an open file, asked about
-        // with mincore into a one-byte vector (one page) and unmapped before returning.
-        unsafe {
-            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-            let map = libc::mmap(
-                std::ptr::null_mut(),
-                page,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                f.as_raw_fd(),
-                0,
-            );
-            assert_ne!(map, libc::MAP_FAILED);
-            let mut resident = 0u8;
-            assert_eq!(libc::mincore(map, page, &mut resident), 0);
-            libc::munmap(map, page);
-            resident & 1 == 1
-        }
     }
 
     fn tmp_atime_rule(dir: &Path) -> Option<Atime> {

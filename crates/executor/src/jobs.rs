@@ -28,11 +28,11 @@ use crate::clock;
 use crate::limits::{PerToken, TokenSlot};
 use crate::server::{CancelSignal, ShutdownWatch, Stop};
 use crate::spawn::{self, BashConfig, CommandSpec, Control, Controller, Sink, StopReason};
-use crate::sys::{self, process::GroupSignal};
 use mymcp_protocol::{
     BashExecute, ErrorCode, JobInfo, JobKillArgs, JobOutputArgs, JobOutputChunk, TokenDigest,
     ToolFailure,
 };
+use mymcp_sys::process::GroupSignal;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -298,7 +298,7 @@ fn is_job_id(name: &str) -> bool {
 
 fn new_job_id() -> io::Result<String> {
     let mut bytes = [0u8; ID_LEN / 2];
-    sys::fill_random(&mut bytes)?;
+    mymcp_sys::fill_random(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -316,7 +316,7 @@ fn prepare_dir(dir: &Path) -> io::Result<()> {
     if !meta.is_dir() {
         return Err(io::Error::other("exists and is not a directory"));
     }
-    if meta.uid() != sys::euid() {
+    if meta.uid() != mymcp_sys::euid() {
         return Err(io::Error::other(format!(
             "owned by uid {}, not by the executor",
             meta.uid()

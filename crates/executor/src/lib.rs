@@ -14,8 +14,8 @@
 //! object), [`mounts`] (which reads may run on a runtime worker), [`files`] (`read_file`), [`edit`] (`write_file`, `edit_file`), [`search`]
 //! (`grep`, `glob`), [`transfer`] (`prepare_upload`/`prepare_download` grants and their
 //! redemption through pipes), [`overview`] (`server_overview`, the recorder's document), [`control`] (`control.sock` requests), [`audit`] (the
-//! tamper-evident audit log, fail-closed), [`metrics`] (counters for `/metrics`), [`sys`]
-//! (every raw syscall).
+//! tamper-evident audit log, fail-closed), [`metrics`] (counters for `/metrics`); every raw
+//! system call is in the `mymcp-sys` crate.
 
 pub mod audit;
 pub mod auth;
@@ -34,7 +34,6 @@ pub mod paths;
 pub mod search;
 pub mod server;
 pub mod spawn;
-pub mod sys;
 #[cfg(test)]
 mod testing;
 pub mod tokens;

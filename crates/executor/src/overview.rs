@@ -11,9 +11,9 @@
 
 use crate::clock;
 use crate::paths::os_message;
-use crate::sys::fs::{self as sysfs, Base, Resolve};
 use mymcp_audit::follow::{self, Cursor, CURSOR_FILE};
 use mymcp_protocol::{ErrorCode, OverviewOutput, ToolFailure};
+use mymcp_sys::fs::{self as sysfs, Base, Resolve};
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
@@ -384,7 +384,7 @@ mod tests {
         assert!(e.message.contains("not a regular file"), "{}", e.message);
         std::fs::remove_file(f.cfg.path()).unwrap();
         // A recorder-owned directory holding a file of another user (a hard link to it).
-        if crate::sys::euid() == 0 {
+        if mymcp_sys::euid() == 0 {
             let dir = f.cfg.data_dir.join("overview");
             std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
             f.write("x");

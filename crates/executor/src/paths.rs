@@ -45,9 +45,9 @@
 //! [`CheckedTarget`] — can only be built here.
 
 use crate::mounts::Mounts;
-use crate::sys::fs::{self as sysfs, Base, EntryStat, Resolve};
-use crate::sys::watch as sysfs_watch;
 use mymcp_protocol::{ErrorCode, ToolFailure};
+use mymcp_sys::fs::{self as sysfs, Base, EntryStat, Resolve};
+use mymcp_sys::watch as sysfs_watch;
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata, OpenOptions};

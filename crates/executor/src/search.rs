@@ -30,7 +30,6 @@
 //! threads made its walk wait on the allocator's lock).
 
 use crate::paths::{self, CheckedDir, Policy, SearchRoot};
-use crate::sys::fs::{self as sysfs, Base};
 use globset::GlobBuilder;
 use grep_regex::{RegexMatcher, RegexMatcherBuilder};
 use grep_searcher::{
@@ -38,6 +37,7 @@ use grep_searcher::{
 };
 use ignore::{DirEntry, WalkBuilder};
 use mymcp_protocol::{ErrorCode, Glob, GlobOutput, Grep, GrepMode, GrepOutput, ToolFailure};
+use mymcp_sys::fs::{self as sysfs, Base};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;

@@ -941,7 +941,7 @@ async fn write_frame(wr: &mut tokio::net::unix::OwnedWriteHalf, out: &Outgoing) 
         let raw = sock.as_raw_fd();
         at += sock
             .async_io(Interest::WRITABLE, || {
-                crate::sys::pipe::send_with_fd(raw, &out.buf[at..], fd.as_fd())
+                mymcp_sys::pipe::send_with_fd(raw, &out.buf[at..], fd.as_fd())
             })
             .await?;
     }

@@ -34,8 +34,8 @@
 
 use crate::paths::os_message;
 use crate::server::{CancelSignal, Stop};
-use crate::sys::process::{self, GroupSignal, Pid, PidFd};
 use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
+use mymcp_sys::process::{self, GroupSignal, Pid, PidFd};
 use std::ffi::{CString, OsString};
 use std::future::Future;
 use std::io;
@@ -105,7 +105,7 @@ impl BashConfig {
     pub fn default_env(passthrough: &[String]) -> Vec<(OsString, OsString)> {
         let (user, home) = match process::current_user() {
             Some(u) => (u.name, u.home),
-            None => match process::effective_uid() {
+            None => match mymcp_sys::euid() {
                 0 => ("root".into(), "/root".into()),
                 uid => (uid.to_string().into(), "/".into()),
             },
@@ -952,7 +952,7 @@ mod tests {
             env.lines().any(|l| l == format!("PATH={DEFAULT_PATH}")),
             "{env}"
         );
-        if process::effective_uid() == 0 {
+        if mymcp_sys::euid() == 0 {
             assert!(env.lines().any(|l| l == "HOME=/root"), "{env}");
             assert!(env.lines().any(|l| l == "USER=root"), "{env}");
         }

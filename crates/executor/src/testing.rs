@@ -1,7 +1,6 @@
 //! Helpers shared by the unit tests.
 
-use std::ffi::CString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// Held by the tests that mount and those that expect a resolution of the protected set to be
@@ -13,45 +12,25 @@ pub(crate) fn mount_table() -> MutexGuard<'static, ()> {
 }
 
 /// A bind mount, unmounted (lazily) on drop.
-pub(crate) struct BindMount(CString);
+pub(crate) struct BindMount(PathBuf);
 
 impl Drop for BindMount {
     fn drop(&mut self) {
-        // SAFETY: a valid NUL-terminated path.
-        unsafe { libc::umount2(self.0.as_ptr(), libc::MNT_DETACH) };
+        let _ = mymcp_sys::testing::unmount(&self.0);
     }
 }
 
 /// `mount --bind from to`; `None` (and a line on stderr saying the test is skipped) where this
 /// process may not mount: not root, or a container without the capability.
 pub(crate) fn bind_mount(from: &Path, to: &Path) -> Option<BindMount> {
-    let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    let (from, to) = (c(from), c(to));
-    // SAFETY: both strings are valid and NUL-terminated for the call; a bind mount has no
-    // other pointer arguments.
-    let rc = unsafe {
-        libc::mount(
-            from.as_ptr(),
-            to.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        eprintln!(
-            "skipped: cannot bind-mount here ({})",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = mymcp_sys::testing::bind_mount(from, to) {
+        eprintln!("skipped: cannot bind-mount here ({e})");
         return None;
     }
-    Some(BindMount(to))
+    Some(BindMount(to.to_owned()))
 }
 
 /// Makes a FIFO at `p` (mode 0600).
 pub(crate) fn mkfifo(p: &Path) {
-    let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: `c` is a valid NUL-terminated path.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-    assert_eq!(rc, 0, "mkfifo {p:?}");
+    mymcp_sys::testing::mkfifo(p, 0o600).unwrap_or_else(|e| panic!("mkfifo {p:?}: {e}"));
 }

@@ -624,7 +624,7 @@ impl TokenStore {
 
     fn new_token_value(&self) -> Result<String, TokenError> {
         let mut raw = [0u8; TOKEN_RANDOM_BYTES];
-        crate::sys::fill_random(&mut raw).map_err(|source| TokenError::Io {
+        mymcp_sys::fill_random(&mut raw).map_err(|source| TokenError::Io {
             path: self.path.clone(),
             source,
         })?;

@@ -36,13 +36,13 @@ use crate::edit::{self, Replace, TempFile};
 use crate::limits::FileLimits;
 use crate::paths::{self, Access, CheckedTarget, ProtectedPaths};
 use crate::server::{CancelSignal, Events};
-use crate::sys::pipe::{self as syspipe, Ready};
 use crate::tokens::TokenStore;
 use mymcp_protocol::{
     CallOrigin, Direction, ErrorCode, GrantId, PrepareDownload, PrepareUpload, Role, TokenDigest,
     ToolFailure, ToolName, TransferDone, TransferError, TransferErrorKind as Kind, TransferGrant,
     TransferStart,
 };
+use mymcp_sys::pipe::{self as syspipe, Ready};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
@@ -342,7 +342,7 @@ impl Transfers {
         ttl: u64,
     ) -> Result<TransferGrant, ToolFailure> {
         let mut id = [0u8; 16];
-        crate::sys::fill_random(&mut id).map_err(|e| {
+        mymcp_sys::fill_random(&mut id).map_err(|e| {
             ToolFailure::new(ErrorCode::InternalError, format!("no random bytes: {e}"))
         })?;
         let id = GrantId(id);

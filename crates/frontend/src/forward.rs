@@ -669,7 +669,7 @@ impl FrameReader {
             let raw = stream.as_raw_fd();
             let n = stream
                 .async_io(Interest::READABLE, || {
-                    crate::sys::recv_with_fds(raw, buf, fds)
+                    mymcp_sys::net::recv_with_fds(raw, buf, fds)
                 })
                 .await?;
             if n == 0 {

@@ -40,7 +40,6 @@ use crate::calls::CallRegistry;
 use crate::forward::Forwarder;
 use crate::mcp::{self, Caller, ErrorStatus, Outcome, Post, StreamPolicy, StreamedCall};
 use crate::revisions::{HeaderField, McpHeaders};
-use crate::sys;
 use crate::tickets::Tickets;
 use crate::transfer::{self, TransferState};
 use axum::body::{Body, Bytes};
@@ -244,7 +243,7 @@ pub fn choose_request_id(inbound: Option<&HeaderValue>) -> String {
 /// 32 random hex digits.
 pub fn fresh_request_id() -> String {
     let mut bytes = [0u8; 16];
-    if let Err(e) = sys::fill_random(&mut bytes) {
+    if let Err(e) = mymcp_sys::fill_random(&mut bytes) {
         // Request ids correlate logs; they protect nothing. Degrade rather than fail.
         tracing::warn!("getrandom failed ({e}); using a time-based request id");
         let nanos = std::time::SystemTime::now()

@@ -131,9 +131,11 @@ pub fn push_literal(out: &mut String, s: &str) {
     buf.extend_from_slice(&bytes[start..at]);
     escape_into(&mut buf, words.remainder());
     buf.push(b'"');
-    // SAFETY: `buf` was a `String`, and what was appended is valid UTF-8: the bytes of `s` in
-    // their order, each either copied or (an ASCII byte) replaced by an ASCII escape.
-    *out = unsafe { String::from_utf8_unchecked(buf) };
+    // `buf` was a `String`, and what was appended is valid UTF-8: the bytes of `s` in their
+    // order, each either copied or (an ASCII byte) replaced by an ASCII escape. Checked rather
+    // than assumed (no `unsafe` outside mymcp-sys): one validation pass, which std does a word
+    // at a time over ASCII.
+    *out = String::from_utf8(buf).expect("escaping keeps text UTF-8");
 }
 
 /// Appends up to eight bytes, escaped, through a small buffer: one fixed-size copy per byte.

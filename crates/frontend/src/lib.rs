@@ -41,7 +41,6 @@
 //!   connection makes room for a new one;
 //! - [`tls`]: HTTPS with rustls: certificate files or systemd credentials, reload on SIGHUP,
 //!   the refusal of plain HTTP on non-loopback addresses;
-//! - `sys`: the few raw system calls, each `unsafe` justified.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -72,9 +71,8 @@ pub mod origin;
 pub mod results;
 pub mod revisions;
 pub mod server;
-mod sys;
 pub mod tickets;
 pub mod tls;
 pub mod transfer;
 
-pub use sys::effective_uid;
+pub use mymcp_sys::euid as effective_uid;

@@ -5,7 +5,6 @@
 //! Socket activation lets the service manager own the privileged-looking part (binding a port,
 //! possibly below 1024) while this process runs with no capabilities at all.
 
-use crate::sys;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -52,14 +51,14 @@ impl ListenSource {
                 "socket activation passed several sockets; using only the first"
             );
         }
-        let listener = sys::adopt_listening_socket(LISTEN_FDS_START)?;
+        let listener = mymcp_sys::net::adopt_listening_socket(LISTEN_FDS_START)?;
         listener.set_nonblocking(true)?;
         Ok(ListenSource::Activated(listener))
     }
 
     /// Adopts an already listening socket inherited as `fd` (from `--listen-fd`).
     pub fn from_fd(fd: RawFd) -> io::Result<ListenSource> {
-        let listener = sys::adopt_listening_socket(fd)?;
+        let listener = mymcp_sys::net::adopt_listening_socket(fd)?;
         listener.set_nonblocking(true)?;
         Ok(ListenSource::Activated(listener))
     }

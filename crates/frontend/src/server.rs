@@ -38,7 +38,6 @@
 use crate::admission::{
     self, Admission, Admitted, Busy, ConnectionLimits, Refusal, Slot, EVICTION_SLACK, RESERVE,
 };
-use crate::sys;
 use crate::tls::Tls;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
@@ -151,7 +150,7 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = fit_to_descriptors(&config.limits, sys::open_file_limit());
+    let limits = fit_to_descriptors(&config.limits, mymcp_sys::net::open_file_limit());
     tracing::info!(
         max_connections = limits.max_connections,
         max_per_address = limits.max_per_address,

@@ -16,7 +16,6 @@
 //! invalidates outstanding tickets. The HMAC is a first filter: the executor still looks the
 //! grant up, checks its expiry and spends it at most once.
 
-use crate::sys;
 use hmac::{Hmac, Mac};
 use mymcp_protocol::{Direction, GrantId, TransferGrant};
 use sha2::Sha256;
@@ -64,7 +63,7 @@ impl Tickets {
     /// A fresh random key. `base_url` is `MYMCP_PUBLIC_BASE_URL` (trailing `/` dropped).
     pub fn new(base_url: &str) -> std::io::Result<Tickets> {
         let mut key = [0u8; 32];
-        sys::fill_random(&mut key)?;
+        mymcp_sys::fill_random(&mut key)?;
         Ok(Tickets::with_key(key, base_url))
     }
 

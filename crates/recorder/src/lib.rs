@@ -19,7 +19,7 @@
 //! overview's Markdown and the checks on the model's answers), [`llm`] (the Anthropic and
 //! OpenAI-compatible dialects), [`merge`] (the tick: merge cycles, rollback, batch halving,
 //! backoff, circuit breaker), [`bootstrap`] (the first overview), [`probe`] (the bootstrap's
-//! tools), [`metrics`] (`mymcp_recorder_*` as a text file), [`sys`] (raw syscalls). The audit
+//! tools), [`metrics`] (`mymcp_recorder_*` as a text file). The audit
 //! log is read with [`mymcp_audit::follow`], which `server_overview` shares.
 //!
 //! ```
@@ -42,4 +42,3 @@ pub mod merge;
 pub mod metrics;
 pub mod probe;
 pub mod store;
-pub mod sys;

@@ -5,7 +5,7 @@ use clap::Parser;
 use mymcp_recorder::config::Config;
 use mymcp_recorder::merge::{Outcome, Recorder};
 use mymcp_recorder::metrics::Metrics;
-use mymcp_recorder::sys::{self, Signals};
+use mymcp_sys::signals::Signals;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -93,11 +93,11 @@ fn run(env_secrets: Vec<(String, String)>) -> anyhow::Result<()> {
         eprintln!("mymcp-recorder: MYMCP_RECORDER_ENABLED is not true: the recorder is optional and off (set it to true to run it)");
         std::process::exit(2);
     }
-    if sys::euid() == 0 && !args.allow_root {
+    if mymcp_sys::euid() == 0 && !args.allow_root {
         bail!("refusing to run as root: the bootstrap's probe commands run as this user (run as the mymcp-recorder user, or pass --allow-root)");
     }
-    sys::forbid_same_user_inspection().context("prctl(PR_SET_DUMPABLE)")?;
-    let signals = Signals::block().context("blocking signals")?;
+    mymcp_sys::privileges::forbid_same_user_inspection().context("prctl(PR_SET_DUMPABLE)")?;
+    let signals = Signals::block(&[libc::SIGINT, libc::SIGTERM]).context("blocking signals")?;
     let format = mymcp_settings::logging::LogFormat::parse(&args.log_format)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     mymcp_settings::logging::init(&args.log_level, format, "mymcp-recorder")

@@ -8,7 +8,6 @@
 //! process group (killed whole at the timeout), no stdin, and their output is cut to a head and
 //! a tail.
 
-use crate::sys;
 use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -176,7 +175,7 @@ pub fn run_command(cfg: &ProbeConfig, command: &str) -> (ProbeResult, String) {
         }
     };
     // Whatever is left of the group goes now (background children holding the pipes too).
-    let _ = sys::kill_group(pgid, libc::SIGKILL);
+    let _ = mymcp_sys::signals::kill_group(pgid, libc::SIGKILL);
     let _ = child.wait();
     let (mut stdout, mut stderr) = (Capture::default(), Capture::default());
     let until = Instant::now() + Duration::from_secs(2);

@@ -114,20 +114,9 @@ fn main() {
 /// warm-up) and summarizes.
 /// Pins this process to one CPU (wrapping around on machines with fewer).
 fn pin_to(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: sysconf has no preconditions.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    // SAFETY: the index is below the number of CPUs online, within the set's capacity.
-    unsafe { libc::CPU_SET(cpu % cpus, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size given, living through the call.
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
-    assert_eq!(
-        rc,
-        0,
-        "sched_setaffinity: {}",
-        std::io::Error::last_os_error()
-    );
+    if let Err(e) = mymcp_sys::testing::pin_to_cpu(cpu) {
+        panic!("sched_setaffinity: {e}");
+    }
 }
 
 fn run<F, Op>(concurrency: &str, seconds: &str, make: F) -> String

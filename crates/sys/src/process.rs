@@ -419,15 +419,8 @@ pub fn check_search_access(path: &CStr) -> io::Result<()> {
     }
 }
 
-/// The effective uid.
-pub fn effective_uid() -> u32 {
-    // SAFETY: geteuid cannot fail and has no preconditions.
-    unsafe { libc::geteuid() }
-}
-
 /// Duplicates `fd` *without* close-on-exec, as a descriptor leaked by careless code would be.
 /// Tests use it to prove that children do not inherit such descriptors.
-#[cfg(test)]
 pub fn dup_inheritable(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: dup takes a descriptor number that `fd` keeps open for the duration of the call.
     let new = unsafe { libc::dup(fd.as_raw_fd()) };

@@ -1,20 +1,35 @@
-//! Every `unsafe` block and raw syscall of mymcpctl, each with its `SAFETY:` argument.
+//! Giving up privileges: what `mymcpctl serve` does in the frontend's child before `exec`,
+//! the parent-death signal of the quick try's children, and a process's own dumpable flag.
 
+use crate::check;
 use std::io;
 use std::os::fd::RawFd;
-use std::time::Duration;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 
-/// The effective uid of this process.
-pub fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+/// Makes `cmd`'s child give up every privilege before `exec`
+/// ([`drop_privileges_in_child`]).
+pub fn drop_privileges_at_exec(
+    cmd: &mut Command,
+    uid: u32,
+    gid: u32,
+    switch_user: bool,
+    listener: Option<RawFd>,
+) {
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+    // functions (prctl, dup2, fcntl, setgroups, setresgid, setresuid, pthread_sigmask); it
+    // allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || drop_privileges_in_child(uid, gid, switch_user, listener));
+    }
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
+/// Makes `cmd`'s child start with a clean signal mask and die with its parent
+/// ([`prepare_child`]).
+pub fn prepare_child_at_exec(cmd: &mut Command) {
+    // SAFETY: as in `drop_privileges_at_exec`: pthread_sigmask and prctl only.
+    unsafe {
+        cmd.pre_exec(prepare_child);
     }
 }
 
@@ -81,9 +96,8 @@ pub fn unblock_all_signals() -> io::Result<()> {
     Ok(())
 }
 
-/// Runs in the forked executor child before exec: a clean signal mask, and SIGTERM when
-/// mymcpctl dies.
-pub fn prepare_executor_child() -> io::Result<()> {
+/// Runs in a forked child before exec: a clean signal mask, and SIGTERM when the parent dies.
+pub fn prepare_child() -> io::Result<()> {
     unblock_all_signals()?;
     parent_death_signal()
 }
@@ -103,48 +117,9 @@ pub fn parent_death_signal() -> io::Result<()> {
     })
 }
 
-/// Sends `sig` to process `pid`.
-pub fn kill(pid: u32, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: kill with a positive pid of our own child and a valid signal number.
-    check(unsafe { libc::kill(pid as libc::pid_t, sig) })
-}
-
-/// The shutdown signals, blocked in this process so that they can be waited for synchronously.
-#[derive(Debug)]
-pub struct Signals {
-    set: libc::sigset_t,
-}
-
-impl Signals {
-    /// Blocks SIGINT, SIGTERM, SIGHUP and SIGCHLD for this (single-threaded) process. Children
-    /// start with an empty mask again (the standard library resets it before exec).
-    pub fn block() -> io::Result<Signals> {
-        // SAFETY: sigset_t is a plain bit set; sigemptyset initialises it before any use.
-        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `set` is a valid, exclusively borrowed sigset_t; the signal numbers are valid.
-        unsafe {
-            libc::sigemptyset(&mut set);
-            for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD] {
-                libc::sigaddset(&mut set, s);
-            }
-        }
-        // SAFETY: `set` is initialised; the old mask is not needed (null).
-        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        Ok(Signals { set })
-    }
-
-    /// Waits up to `timeout` for one of the blocked signals; returns it, or `None` on timeout.
-    pub fn wait(&self, timeout: Duration) -> Option<libc::c_int> {
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as _,
-        };
-        // SAFETY: `self.set` is an initialised sigset_t, `ts` a valid timespec, and a null
-        // siginfo pointer is allowed.
-        let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
-        (sig > 0).then_some(sig)
-    }
+/// Makes this process non-dumpable: its `/proc/<pid>/environ` and memory become root's, so
+/// processes of the same user (the recorder's probe commands) cannot read secrets from them.
+pub fn forbid_same_user_inspection() -> io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE with constant integer arguments.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) })
 }

@@ -1,41 +1,10 @@
-//! Every raw system call and every `unsafe` block of the frontend, each with its justification.
-//!
-//! The frontend needs very little from the kernel beyond what tokio and std already wrap: its
-//! effective uid (to refuse running as root), random bytes (request ids, the ticket key),
-//! turning the socket systemd passed as fd 3 into a listener, receiving the transfer pipes the
-//! executor passes (`recvmsg` with `SCM_RIGHTS`), its descriptor limit (to size the connection
-//! cap), and one allocator setting.
+//! The frontend's sockets: turning the socket systemd passed as fd 3 into a listener,
+//! receiving the transfer pipes the executor passes (`recvmsg` with `SCM_RIGHTS`), and the
+//! descriptor limit that sizes the connection cap.
 
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-
-/// The effective user id of this process.
-pub fn effective_uid() -> u32 {
-    // SAFETY: geteuid takes no arguments, cannot fail and touches no memory of ours.
-    unsafe { libc::geteuid() }
-}
-
-/// Fills `buf` with bytes from the kernel's CSPRNG (`getrandom(2)`, blocking until the pool is
-/// initialised, which on any booted system it already is).
-pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: `rest` is a valid, writable slice of `rest.len()` bytes that we exclusively
-        // borrow for the duration of the call; getrandom writes at most that many bytes.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        filled += n as usize;
-    }
-    Ok(())
-}
 
 /// The soft limit on open descriptors (`RLIMIT_NOFILE`), if it is finite.
 pub fn open_file_limit() -> Option<u64> {
@@ -49,6 +18,24 @@ pub fn open_file_limit() -> Option<u64> {
         return None;
     }
     (limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// Raises the soft limit on open descriptors to the hard one; returns the new soft limit.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit we own; getrlimit only writes into it.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: `limit` is a valid rlimit that setrlimit only reads.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// Takes ownership of an inherited file descriptor that must be a listening socket and wraps it
@@ -151,16 +138,6 @@ pub fn recv_with_fds(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn random_bytes_are_not_all_zero_and_differ() {
-        let mut a = [0u8; 32];
-        let mut b = [0u8; 32];
-        fill_random(&mut a).unwrap();
-        fill_random(&mut b).unwrap();
-        assert_ne!(a, [0u8; 32]);
-        assert_ne!(a, b);
-    }
 
     #[test]
     fn descriptors_arrive_in_order_with_their_bytes() {

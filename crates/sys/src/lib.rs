@@ -1,9 +1,30 @@
-//! Every `unsafe` block and raw syscall of the executor, each with its `SAFETY:` argument.
-//! Callers get safe functions with `io::Result`s.
+//! mymcp-sys: every `unsafe` block and raw system call of mymcp, each with its `SAFETY:`
+//! argument; callers in the other crates (which forbid `unsafe`) get safe functions with
+//! `io::Result`s.
+//!
+//! - [`fs`]: `openat2` and friends, directory reading, `statx`, the file tools' calls;
+//! - [`pipe`]: pipes, `splice`, passing descriptors (transfers);
+//! - [`process`]: spawning commands (`posix_spawn`), process groups, pidfds;
+//! - [`watch`]: inotify and `poll`;
+//! - [`net`]: inherited listening sockets, receiving descriptors, the descriptor limit;
+//! - [`privileges`]: dropping privileges before `exec`, parent-death signal, dumpable flag;
+//! - [`signals`]: waiting for signals, sending them;
+//! - [`testing`]: what only tests do (bind mounts, FIFOs, the page cache);
+//! - at the top: the effective uid, umask, random bytes, user lookup.
+//!
+//! ```
+//! let mut key = [0u8; 32];
+//! mymcp_sys::fill_random(&mut key).unwrap();
+//! assert!(key.iter().any(|&b| b != 0));
+//! ```
 
 pub mod fs;
+pub mod net;
 pub mod pipe;
+pub mod privileges;
 pub mod process;
+pub mod signals;
+pub mod testing;
 pub mod watch;
 
 use std::ffi::CString;
@@ -13,6 +34,15 @@ use std::io;
 pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+/// `Ok` unless a libc call returned -1, then the thread's `errno`.
+pub(crate) fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Sets the process umask.
@@ -114,6 +144,16 @@ fn lookup_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_bytes_are_not_all_zero_and_differ() {
+        let mut a = [0u8; 32];
+        let mut b = [0u8; 32];
+        fill_random(&mut a).unwrap();
+        fill_random(&mut b).unwrap();
+        assert_ne!(a, [0u8; 32]);
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn root_and_nobody_resolve() {
