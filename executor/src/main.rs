@@ -112,6 +112,10 @@ fn load_env_file() -> Result<Secrets, String> {
 }
 
 fn main() {
+    // Executes the program again unless the per-thread caches are already off (see there).
+    if let Err(e) = mymcp_service::memory::without_thread_caches() {
+        eprintln!("mymcp-executor: the allocator keeps its per-thread caches, so memory grows with the threads: executing its file again with GLIBC_TUNABLES failed: {e}");
+    }
     mymcp_service::memory::tune_allocator();
     let secrets = match load_env_file() {
         Ok(s) => s,

@@ -6,7 +6,8 @@
 //! - [`activation`]: `sd_listen_fds_with_names(3)` — the sockets passed in `$LISTEN_FDS`
 //!   (from fd 3 on) with their `$LISTEN_FDNAMES`.
 //!
-//! - [`memory`]: gives the heap back to the kernel after large answers.
+//! - [`memory`]: gives the heap back to the kernel after large answers, and turns off the
+//!   allocator's per-thread caches.
 //!
 //! Both read the environment once, at start-up, and remove what they read, so that nothing
 //! started later (a command the executor runs) inherits it. Call them before any other thread

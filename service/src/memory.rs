@@ -1,4 +1,5 @@
-//! Gives the heap back to the kernel after large answers.
+//! Gives the heap back to the kernel after large answers, and keeps freed memory out of
+//! per-thread caches ([`without_thread_caches`]).
 //!
 //! glibc keeps freed memory in its arenas, and after a large allocation is freed it raises its
 //! own mmap and trim thresholds, so a daemon that once served a 10 MiB read or a megabyte of
@@ -14,9 +15,9 @@ use std::time::Duration;
 /// Sets glibc's allocator for a daemon that serves many small calls and now and then a large one:
 ///
 /// - one arena: every thread allocates from the main heap (small allocations still come from
-///   each thread's cache without a lock), because `malloc_trim` can give back the free top of
-///   the main heap but not that of the other arenas, which glibc otherwise creates up to eight
-///   per core;
+///   each thread's cache without a lock, unless [`without_thread_caches`] turned those off),
+///   because `malloc_trim` can give back the free top of the main heap but not that of the
+///   other arenas, which glibc otherwise creates up to eight per core;
 /// - buffers up to 32 MiB (the largest frame) come from the heap and are reused within a burst
 ///   of large answers, instead of being mapped freshly and unmapped on every free, which cost
 ///   page faults and the kernel zeroing those pages; fixed thresholds also turn off glibc's
@@ -37,6 +38,58 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
+}
+
+/// The tunable that turns glibc's per-thread caches off.
+const NO_THREAD_CACHE: &str = "glibc.malloc.tcache_count=0";
+
+/// Turns off glibc's per-thread cache of freed small chunks (tcache), for a daemon whose work
+/// runs on many threads that live long.
+///
+/// Each thread keeps, for itself, up to 7 freed chunks of each of the 64 sizes up to 1,032
+/// bytes: up to about 240 KiB per thread, which no other thread can use, [`trim`] cannot give
+/// back, and which, scattered over the heap, keep it from being reused. The executor runs its
+/// file tools on tokio's blocking pool, 70 to 90 threads under 64 concurrent calls (up to 512
+/// in all): its RSS grew for minutes as the threads filled their caches (24,784 → 39,648 KiB
+/// in ten minutes of mixed load; paused after three, 9.8 MB of heap counted in use, 0.34 MB
+/// without the caches). Without them its heap stays at its first size. Every allocation then
+/// takes the single arena's lock ([`tune_allocator`]); the mixed load showed no loss of
+/// throughput.
+///
+/// glibc reads the setting only from `GLIBC_TUNABLES`, when a program starts. Unless that
+/// already holds a `glibc.malloc.tcache_count` (the administrator's choice is kept), this adds
+/// it and executes the program's file again (same pid, name, arguments and descriptors), so it
+/// returns `Ok` only in the new image. An error means the program could not be executed
+/// again; it carries on with the caches.
+///
+/// Call first thing in `main`, before any other thread exists.
+pub fn without_thread_caches() -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let current = std::env::var_os("GLIBC_TUNABLES");
+    let chosen = current.as_deref().is_some_and(|v| {
+        v.as_bytes()
+            .split(|&b| b == b':')
+            .any(|t| t.starts_with(b"glibc.malloc.tcache_count="))
+    });
+    if chosen {
+        return Ok(());
+    }
+    let value = match &current {
+        Some(v) if !v.is_empty() => {
+            let mut v = v.clone();
+            v.push(":");
+            v.push(NO_THREAD_CACHE);
+            v
+        }
+        _ => NO_THREAD_CACHE.into(),
+    };
+    std::env::set_var("GLIBC_TUNABLES", value);
+    let e = crate::sys::exec_self();
+    match current {
+        Some(v) => std::env::set_var("GLIBC_TUNABLES", v),
+        None => std::env::remove_var("GLIBC_TUNABLES"),
+    }
+    Err(e)
 }
 
 /// A payload at least this large marks the heap for trimming.
