@@ -7,7 +7,9 @@
 //! thread, each kept full). Calling `malloc_trim` after every call would cost the small, common
 //! calls; instead, code that just handled a large payload calls [`large_payload`], and a
 //! background thread trims soon after — twice, so that buffers still being written to a slow
-//! client when the first trim ran are given back by the second.
+//! client when the first trim ran are given back by the second. Every payload, large or not,
+//! also counts as activity: when a busy daemon goes idle, the thread trims once, so that an idle
+//! daemon holds what it uses and not the free pages of its last burst.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -96,31 +98,40 @@ pub fn without_thread_caches() -> std::io::Result<()> {
 pub const LARGE: usize = 1 << 20;
 
 static PENDING: AtomicBool = AtomicBool::new(false);
+/// A payload was handled since the trimmer's last check.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// Notes that a payload of `len` bytes was just handled; from [`LARGE`] on, the heap is
-/// trimmed shortly after.
+/// trimmed shortly after. Any payload is activity (see [`start_trimmer`]).
 #[inline]
 pub fn large_payload(len: usize) {
     if len >= LARGE {
         PENDING.store(true, Ordering::Relaxed);
     }
+    // Read first: under load the flag is already set, and a load keeps the cache line shared.
+    if !ACTIVE.load(Ordering::Relaxed) {
+        ACTIVE.store(true, Ordering::Relaxed);
+    }
 }
 
-/// Starts the thread that trims the heap after [`large_payload`] (checks every `period`;
-/// trims at the first check after a mark and again at the next one).
+/// Starts the thread that trims the heap after [`large_payload`]. It checks every `period`,
+/// and trims at the first check after a large payload and again at the next one, and once
+/// when a period with payloads is followed by one without (the daemon went idle).
 pub fn start_trimmer(period: Duration) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("heap-trim".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            let mut again = false;
+            let (mut again, mut busy) = (false, false);
             loop {
                 std::thread::sleep(period);
                 let marked = PENDING.swap(false, Ordering::Relaxed);
-                if marked || again {
+                let active = ACTIVE.swap(false, Ordering::Relaxed);
+                if marked || again || (busy && !active) {
                     trim();
                 }
                 again = marked;
+                busy = active;
             }
         })
         .map(drop)

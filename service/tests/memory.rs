@@ -74,6 +74,60 @@ fn burst_then_trim() {
     println!("heap trimmed after a large payload: {full} KiB -> {after} KiB");
 }
 
+#[test]
+fn the_heap_is_trimmed_when_a_busy_daemon_goes_idle_and_not_before() {
+    const TEST: &str = "the_heap_is_trimmed_when_a_busy_daemon_goes_idle_and_not_before";
+    if std::env::var_os("MYMCP_MEMORY_CHILD").is_some() {
+        return busy_then_idle();
+    }
+    let text = child(TEST, "idle", "glibc.malloc.arena_max=1");
+    assert!(
+        text.contains("heap trimmed when idle"),
+        "the child ran no check:\n{text}"
+    );
+}
+
+fn busy_then_idle() {
+    memory::tune_allocator();
+    memory::start_trimmer(Duration::from_millis(50)).unwrap();
+    // The free pages a burst of small calls leaves: no payload is large.
+    let mut pins = Vec::new();
+    let mut bufs = Vec::new();
+    for i in 0..64u8 {
+        memory::large_payload(4096);
+        bufs.push(vec![i | 1; 512 << 10]);
+        pins.push(vec![i; 4096]);
+    }
+    let full = rss_kib();
+    drop(bufs);
+
+    // While payloads keep coming, the heap is kept (trimming would cost the calls) ...
+    let busy_until = Instant::now() + Duration::from_millis(400);
+    while Instant::now() < busy_until {
+        memory::large_payload(100);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kept = rss_kib();
+    assert!(
+        kept + 8 * 1024 > full,
+        "RSS fell from {full} to {kept} KiB while payloads kept coming"
+    );
+
+    // ... and given back once they stop.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rss_kib() + 24 * 1024 > full && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = rss_kib();
+    assert!(
+        after + 24 * 1024 <= full,
+        "RSS {full} KiB with 32 MiB of buffers, {after} KiB after they were freed and the \
+         payloads stopped"
+    );
+    assert_eq!(pins.len(), 64);
+    println!("heap trimmed when idle: {full} KiB -> {kept} KiB while busy -> {after} KiB");
+}
+
 /// Runs this test binary again as a child doing `check` (see `child_check`), with
 /// `tunables` in `GLIBC_TUNABLES`; its output.
 fn child(test: &str, check: &str, tunables: &str) -> String {
