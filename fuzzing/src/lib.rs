@@ -9,6 +9,8 @@
 //!
 //! [`seeds`] builds the seed corpus from the real encoders (`mymcp-fuzz-seeds DIR` writes it).
 
+#![forbid(unsafe_code)]
+
 pub mod seeds;
 pub mod targets;
 

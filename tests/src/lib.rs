@@ -4,6 +4,8 @@
 //! production). Binaries are taken from the cargo target directory that built this crate, or
 //! from `MYMCP_BIN_DIR`.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

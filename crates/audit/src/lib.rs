@@ -22,6 +22,8 @@
 //! [`log::AuditLog`] writes; [`verify::verify`] checks; [`follow`] reads it as it grows (the
 //! recorder's cursor and the events it folds into the host overview).
 
+#![forbid(unsafe_code)]
+
 pub mod follow;
 pub mod keys;
 pub mod log;

@@ -7,6 +7,8 @@
 //! runs the quick try (`serve`), which starts the executor and an unprivileged frontend with
 //! throwaway state. Library-first: `main.rs` only parses arguments and prints.
 
+#![forbid(unsafe_code)]
+
 pub mod certificate;
 pub mod client;
 pub mod doctor;

@@ -1,5 +1,7 @@
 //! mymcpctl: argument parsing and output. See the library docs.
 
+#![forbid(unsafe_code)]
+
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
 use mymcp_protocol::{AuditState, ControlRequest, ControlResponse, Role, TokenInfo};

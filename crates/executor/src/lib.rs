@@ -17,6 +17,8 @@
 //! tamper-evident audit log, fail-closed), [`metrics`] (counters for `/metrics`); every raw
 //! system call is in the `mymcp-sys` crate.
 
+#![forbid(unsafe_code)]
+
 pub mod audit;
 pub mod auth;
 pub mod clock;

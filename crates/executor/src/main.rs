@@ -1,5 +1,7 @@
 //! mymcp-executor: wires configuration, sockets, signals and logging. See the library docs.
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Context};
 use clap::Parser;
 use mymcp_executor::audit::Audit;
@@ -133,7 +135,12 @@ fn credential_name(setting: &str) -> String {
 }
 
 fn main() {
-    // First, while this is the only thread and nothing has touched the environment: a secret
+    // Executes the program again unless the per-thread caches are already off (see there);
+    // the new image gets the same environment, secrets included, so this comes first.
+    if let Err(e) = mymcp_service::memory::without_thread_caches() {
+        eprintln!("mymcp-executor: the allocator keeps its per-thread caches, so memory grows with the threads: executing its file again with GLIBC_TUNABLES failed: {e}");
+    }
+    // Then, while this is the only thread and nothing has touched the environment: a secret
     // that came in it is overwritten where /proc/<pid>/environ shows it.
     let from_env = mymcp_service::environment::take_secrets(&mymcp_settings::SECRET_VARIABLES);
     mymcp_service::memory::tune_allocator();

@@ -133,7 +133,7 @@ pub fn push_literal(out: &mut String, s: &str) {
     buf.push(b'"');
     // `buf` was a `String`, and what was appended is valid UTF-8: the bytes of `s` in their
     // order, each either copied or (an ASCII byte) replaced by an ASCII escape. Checked rather
-    // than assumed (no `unsafe` outside mymcp-sys): one validation pass, which std does a word
+    // than assumed (mymcp-sys is the only crate allowed to assume): one validation pass, which std does a word
     // at a time over ASCII.
     *out = String::from_utf8(buf).expect("escaping keeps text UTF-8");
 }

@@ -55,6 +55,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod admission;
 pub mod arguments;

@@ -1,6 +1,8 @@
 //! `mymcp-frontend`: wires configuration, the listener, the executor connection, logging and
 //! signals around the library. See the crate documentation of `mymcp_frontend`.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use clap::Parser;
 use mymcp_frontend::admission::ConnectionLimits;

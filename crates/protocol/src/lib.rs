@@ -26,6 +26,8 @@
 //! assert!(matches!(back, ClientFrame::Hello(h) if h.is_compatible()));
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod byte_string;
 pub mod frame;
 mod tools;

@@ -34,6 +34,8 @@
 //! assert!(text.contains("- 2026-11-21 18:00 | write_file | wrote /etc/nginx/nginx.conf"));
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod bootstrap;
 pub mod config;
 pub mod document;

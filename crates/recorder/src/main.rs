@@ -1,5 +1,7 @@
 //! mymcp-recorder: wires settings, logging and signals to [`mymcp_recorder::merge::Recorder`].
 
+#![forbid(unsafe_code)]
+
 use anyhow::{bail, Context};
 use clap::Parser;
 use mymcp_recorder::config::Config;

@@ -7,7 +7,6 @@
 //! serve on them instead of binding: no window where a socket exists with the wrong mode, and
 //! connections that arrive while the daemon (re)starts wait in the backlog.
 
-use crate::sys;
 use std::io;
 use std::os::fd::{OwnedFd, RawFd};
 
@@ -44,7 +43,7 @@ pub fn take() -> io::Result<Vec<Activated>> {
     let mut out = Vec::with_capacity(count);
     for (i, name) in names.into_iter().enumerate() {
         let fd = LISTEN_FDS_START + i as RawFd;
-        let fd = sys::adopt_socket(fd)
+        let fd = mymcp_sys::net::adopt_socket(fd)
             .map_err(|e| io::Error::new(e.kind(), format!("passed fd {fd} ({name}): {e}")))?;
         out.push(Activated { name, fd });
     }
@@ -126,7 +125,7 @@ mod tests {
 /// `AF_UNIX` stream socket (e.g. a `.socket` unit with `ListenDatagram=` by mistake).
 pub fn unix_listener(fd: OwnedFd) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::fd::AsRawFd;
-    if !sys::is_listening_stream(fd.as_raw_fd(), libc::AF_UNIX)? {
+    if !mymcp_sys::net::is_listening_stream(fd.as_raw_fd(), libc::AF_UNIX)? {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "not a listening Unix stream socket",

@@ -19,7 +19,7 @@
 /// value) after overwriting its value in place and removing it. Call it first in `main`,
 /// while no other thread exists and before anything else reads or changes the environment.
 pub fn take_secrets(names: &[&str]) -> Vec<(String, String)> {
-    let taken = crate::sys::scrub_environment(names);
+    let taken = mymcp_sys::environment::scrub_environment(names);
     for name in names {
         std::env::remove_var(name);
     }

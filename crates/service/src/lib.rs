@@ -6,7 +6,8 @@
 //! - [`activation`]: `sd_listen_fds_with_names(3)` — the sockets passed in `$LISTEN_FDS`
 //!   (from fd 3 on) with their `$LISTEN_FDNAMES`.
 //!
-//! - [`memory`]: gives the heap back to the kernel after large answers;
+//! - [`memory`]: gives the heap back to the kernel after large answers, and turns off the
+//!   allocator's per-thread caches;
 //! - [`environment`]: takes secrets out of the process environment, in place, should one
 //!   arrive there.
 //!
@@ -21,8 +22,9 @@
 //! notifier.ready("serving");
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod activation;
 pub mod environment;
 pub mod memory;
 pub mod notify;
-mod sys;

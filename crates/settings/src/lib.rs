@@ -13,6 +13,8 @@
 //! assert_eq!(pairs, vec![("MYMCP_PORT".to_string(), "8080".to_string())]);
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod envfile;
 pub mod logging;
 mod table;

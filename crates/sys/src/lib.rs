@@ -6,6 +6,8 @@
 //! - [`pipe`]: pipes, `splice`, passing descriptors (transfers);
 //! - [`process`]: spawning commands (`posix_spawn`), process groups, pidfds;
 //! - [`watch`]: inotify and `poll`;
+//! - [`environment`]: secrets overwritten where the kernel put the environment;
+//! - [`memory`]: glibc's allocator parameters and trimming;
 //! - [`net`]: inherited listening sockets, receiving descriptors, the descriptor limit;
 //! - [`privileges`]: dropping privileges before `exec`, parent-death signal, dumpable flag;
 //! - [`signals`]: waiting for signals, sending them;
@@ -18,7 +20,9 @@
 //! assert!(key.iter().any(|&b| b != 0));
 //! ```
 
+pub mod environment;
 pub mod fs;
+pub mod memory;
 pub mod net;
 pub mod pipe;
 pub mod privileges;

@@ -430,3 +430,35 @@ pub fn dup_inheritable(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: dup just returned this new descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
+
+/// Executes this program's file again, with the same arguments and the current environment:
+/// same pid, same descriptors (those not close-on-exec). By the path `/proc/self/exe` links
+/// to, not by that link, which would rename the process `exe`. Returns only if that failed,
+/// with the error.
+pub fn exec_self() -> io::Error {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStringExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return e,
+    };
+    let path = CString::new(exe.into_os_string().into_vec());
+    let args: Result<Vec<CString>, _> = std::env::args_os()
+        .map(|a| CString::new(a.into_vec()))
+        .collect();
+    let (Ok(path), Ok(args)) = (path, args) else {
+        return io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a NUL byte in the path or arguments",
+        );
+    };
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: the path and every argument are NUL-terminated strings that outlive the call,
+    // and `argv` ends with a null pointer; execv uses the process's `environ` as it is. It
+    // returns only on failure, and then has changed nothing.
+    unsafe {
+        libc::execv(path.as_ptr(), argv.as_ptr());
+    }
+    io::Error::last_os_error()
+}

@@ -2,6 +2,8 @@
 //! seed of [`mymcp_fuzzing::seeds::all`] (replacing older versions of the same seeds; other
 //! files, such as inputs the fuzzer found, are left alone).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 fn main() -> std::io::Result<()> {

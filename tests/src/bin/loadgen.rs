@@ -11,6 +11,8 @@
 //! Both print one line: `ops=<n> secs=<s> rate=<ops/s> mean_ms=<ms> p50_ms=<ms> p99_ms=<ms>
 //! bytes=<response bytes per op>`.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};

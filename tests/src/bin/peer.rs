@@ -9,6 +9,8 @@
 //! and prints one line per answer it gets (`Identity rw`, `Unauthenticated`, `Tool Err
 //! PermissionDenied`, `Closed`, …) so that the test can assert on what the executor did.
 
+#![forbid(unsafe_code)]
+
 use mymcp_protocol::frame::{self, FrameError, MAX_FRAME_LEN};
 use mymcp_protocol::{
     BashExecute, CallOrigin, ClientFrame, FrontendRequest, FrontendResponse, Hello, ServerFrame,
