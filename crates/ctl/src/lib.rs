@@ -8,6 +8,7 @@
 //! throwaway state. Library-first: `main.rs` only parses arguments and prints.
 
 pub mod certificate;
+pub mod cli;
 pub mod client;
 pub mod doctor;
 pub mod import;
