@@ -29,8 +29,7 @@ pub enum Cmd {
         host: String,
         #[arg(long, env = PORT.name, help = PORT.help, default_value_t = PORT.default_as(), value_parser = PORT.parser::<u16>())]
         port: u16,
-        /// User the frontend runs as (root only; default mymcp, else nobody).
-        #[arg(long, env = FRONTEND_USER.name)]
+        #[arg(long, env = FRONTEND_USER.name, help = FRONTEND_USER.help)]
         frontend_user: Option<String>,
         /// Log level of both daemons.
         #[arg(long, default_value = "warn")]
