@@ -65,8 +65,11 @@ fn every_flag_of_a_setting_shows_its_declared_default_and_help() {
             checked += 1;
         }
     }
-    // executor 5, frontend 18, mymcpctl 4, recorder 2.
-    assert_eq!(checked, 29);
+    // At the time of writing: executor 5, frontend 18, mymcpctl 4, recorder 2.
+    assert!(
+        checked >= 29,
+        "only {checked} flags read a setting: are the commands all here?"
+    );
 }
 
 /// Names that look like settings and are not: build and test-harness variables, and a
