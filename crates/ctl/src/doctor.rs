@@ -4,6 +4,7 @@
 
 use crate::client::ControlClient;
 use mymcp_protocol::{ControlRequest, ControlResponse};
+use mymcp_settings as settings;
 use std::collections::HashMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -59,9 +60,9 @@ impl Report {
 /// Runs every check.
 pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
     let mut r = Report(Vec::new());
-    let env_var = std::env::var("MYMCP_ENV_FILE").ok();
+    let env_var = std::env::var(settings::ENV_FILE.name).ok();
     let env_path = mymcp_settings::envfile::discover(opts.env_file.as_deref(), env_var.as_deref());
-    let mut settings: HashMap<String, String> = HashMap::new();
+    let mut values: HashMap<String, String> = HashMap::new();
     match &env_path {
         None => r.add(
             Level::Warn,
@@ -74,7 +75,7 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
         Some(p) => {
             match mymcp_settings::envfile::read(p) {
                 Ok(pairs) => {
-                    settings = pairs.into_iter().collect();
+                    values = pairs.into_iter().collect();
                     r.add(Level::Ok, "env file", format!("{} parses", p.display()));
                 }
                 Err(e) => r.add(Level::Fail, "env file", e.to_string()),
@@ -84,20 +85,13 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
     }
     for (k, v) in std::env::vars() {
         if k.starts_with("MYMCP_") {
-            settings.insert(k, v);
+            values.insert(k, v);
         }
     }
-    let get = |k: &str, d: &str| {
-        settings
-            .get(k)
-            .cloned()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| d.to_owned())
-    };
 
     check_config(&mut r, env_path.as_deref());
 
-    let user = get("MYMCP_FRONTEND_USER", "mymcp");
+    let user = settings::FRONTEND_USER.read(&values);
     match user_exists(&user) {
         true => r.add(Level::Ok, "users", format!("frontend user {user:?} exists")),
         false => r.add(
@@ -109,7 +103,9 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
         ),
     }
 
-    let token_file = PathBuf::from(get("MYMCP_TOKEN_FILE", "/etc/mymcp/tokens.json"));
+    let token_file = settings::TOKEN_FILE
+        .read(&values)
+        .expect("a path that need not be absolute is always read");
     if let Some(dir) = token_file.parent() {
         check_dir(&mut r, "config directory", dir, 0o022);
     }
@@ -126,12 +122,10 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
         );
     }
     // Others may pass through (0711) to the recorder's directory inside, never list or write.
-    check_dir(
-        &mut r,
-        "state directory",
-        Path::new(&get("MYMCP_STATE_DIR", "/var/lib/mymcp")),
-        0o066,
-    );
+    match settings::STATE_DIR.read(&values) {
+        Ok(state) => check_dir(&mut r, "state directory", &state, 0o066),
+        Err(e) => r.add(Level::Fail, "state directory", e.to_string()),
+    }
 
     let control = opts.runtime_dir.join("control.sock");
     let exec = opts.runtime_dir.join("executor.sock");
@@ -146,19 +140,14 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
     match running_audit.as_ref().filter(|a| a.enabled) {
         Some(a) => check_dir(&mut r, "audit directory", Path::new(&a.dir), 0o027),
         None => {
-            let audit_enabled = matches!(
-                get("MYMCP_AUDIT_ENABLED", "false")
-                    .to_ascii_lowercase()
-                    .as_str(),
-                "true" | "1" | "yes" | "on"
-            );
+            let audit_enabled = settings::AUDIT_ENABLED
+                .read(&values)
+                .unwrap_or(settings::AUDIT_ENABLED.default());
             if audit_enabled {
-                check_dir(
-                    &mut r,
-                    "audit directory",
-                    Path::new(&get("MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")),
-                    0o027,
-                );
+                match settings::AUDIT_LOG_DIR.read(&values) {
+                    Ok(dir) => check_dir(&mut r, "audit directory", &dir, 0o027),
+                    Err(e) => r.add(Level::Fail, "audit directory", e.to_string()),
+                }
             } else {
                 r.add(
                     Level::Warn,
@@ -226,26 +215,23 @@ pub const CREDENTIAL_CERT_SOURCE: &str = "/etc/mymcp/tls/cert.pem";
 
 /// The frontend's settings: its env file, overridden by this process's environment.
 fn frontend_settings() -> HashMap<String, String> {
-    let mut settings: HashMap<String, String> =
+    let mut values: HashMap<String, String> =
         mymcp_settings::envfile::read(Path::new(FRONTEND_ENV_FILE))
             .map(|pairs| pairs.into_iter().collect())
             .unwrap_or_default();
     for (k, v) in std::env::vars() {
-        if k.starts_with("MYMCP_TLS_") {
-            settings.insert(k, v);
+        if k == settings::TLS_CERT.name || k == settings::TLS_KEY.name {
+            values.insert(k, v);
         }
     }
-    settings
+    values
 }
 
 /// The certificate the frontend will serve: `MYMCP_TLS_CERT` (frontend.env or the
 /// environment), else the credential source in /etc/mymcp/tls. It must parse as PEM; its
 /// fingerprint is reported so that it can be compared with what clients see.
-fn check_certificate(r: &mut Report, settings: &HashMap<String, String>) {
-    let configured = settings
-        .get("MYMCP_TLS_CERT")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
+fn check_certificate(r: &mut Report, values: &HashMap<String, String>) {
+    let configured = settings::TLS_CERT.value(values).map(PathBuf::from);
     let path = match configured {
         Some(p) => p,
         None if Path::new(CREDENTIAL_CERT_SOURCE).exists() => PathBuf::from(CREDENTIAL_CERT_SOURCE),

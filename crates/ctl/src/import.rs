@@ -53,6 +53,18 @@ pub fn from_token_file(path: &Path) -> anyhow::Result<Vec<ImportedToken>> {
     Ok(out)
 }
 
+/// The token role a secret setting holds: `MYMCP_ADMIN_TOKEN` the admin token,
+/// `MYMCP_METRICS_TOKEN` the metrics token.
+pub fn secret_role(setting: &str) -> Option<Role> {
+    if setting == mymcp_settings::ADMIN_TOKEN.name {
+        Some(Role::Admin)
+    } else if setting == mymcp_settings::METRICS_TOKEN.name {
+        Some(Role::Metrics)
+    } else {
+        None
+    }
+}
+
 /// The admin and metrics tokens of an env file.
 pub fn from_env_file(path: &Path) -> anyhow::Result<Vec<ImportedToken>> {
     let pairs = mymcp_settings::envfile::read(path)?;
@@ -60,11 +72,7 @@ pub fn from_env_file(path: &Path) -> anyhow::Result<Vec<ImportedToken>> {
     Ok(pairs
         .into_iter()
         .filter_map(|(k, v)| {
-            let role = match k.as_str() {
-                "MYMCP_ADMIN_TOKEN" => Role::Admin,
-                "MYMCP_METRICS_TOKEN" => Role::Metrics,
-                _ => return None,
-            };
+            let role = secret_role(&k)?;
             let v = v.trim();
             (!v.is_empty()).then(|| ImportedToken {
                 digest: digest(v),

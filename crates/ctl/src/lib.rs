@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod certificate;
+pub mod cli;
 pub mod client;
 pub mod doctor;
 pub mod import;

@@ -3,221 +3,16 @@
 #![forbid(unsafe_code)]
 
 use anyhow::bail;
-use clap::{Args, Parser, Subcommand};
+use clap::Parser;
 use mymcp_protocol::{AuditState, ControlRequest, ControlResponse, Role, TokenInfo};
+use mymcp_settings::values::Env;
+use mymcpctl::cli::{AuditCmd, Cli, Cmd, ConfigCmd, TokenCmd};
 use mymcpctl::client::ControlClient;
 use mymcpctl::doctor::{self, DoctorOptions, Level};
 use mymcpctl::import;
 use mymcpctl::install;
 use mymcpctl::serve::{serve, ServeOptions};
 use std::path::{Path, PathBuf};
-
-/// Administer mymcp: tokens, audit log, status, diagnostics, and a quick-try server.
-#[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    /// Runtime directory of the executor (where control.sock lives).
-    #[arg(
-        long,
-        global = true,
-        env = "MYMCP_RUNTIME_DIR",
-        default_value = "/run/mymcp"
-    )]
-    runtime_dir: PathBuf,
-
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Quick try: start executor and frontend in the foreground with temporary tokens.
-    ///
-    /// State lives in a private temporary directory that is deleted on Ctrl-C or SIGTERM.
-    /// Run as root, the frontend runs as MYMCP_FRONTEND_USER (default mymcp, else nobody).
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "MYMCP_HOST", default_value = "127.0.0.1")]
-        host: String,
-        /// Port to listen on (0 picks a free one).
-        #[arg(long, env = "MYMCP_PORT", default_value_t = 8765)]
-        port: u16,
-        /// User the frontend runs as (root only).
-        #[arg(long, env = "MYMCP_FRONTEND_USER")]
-        frontend_user: Option<String>,
-        /// Log level of both daemons.
-        #[arg(long, default_value = "warn")]
-        log_level: String,
-        /// Env file for the executor (default: none; the quick try ignores /etc/mymcp/.env).
-        #[arg(long, value_name = "PATH")]
-        env_file: Option<PathBuf>,
-        /// Serve HTTPS with a throwaway self-signed certificate (printed with its SHA-256
-        /// fingerprint; it vanishes on exit).
-        #[arg(long)]
-        tls: bool,
-    },
-    /// Manage client tokens.
-    #[command(subcommand)]
-    Token(TokenCmd),
-    /// Show whether the executor is up, its version, uptime, tokens, audit state, last seal.
-    /// Exits 1 when the executor is unreachable or the audit log failed.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// The audit log.
-    #[command(subcommand)]
-    Audit(AuditCmd),
-    /// Check the installation: users, directories and modes, env file and settings, sockets,
-    /// executor, audit, units, certificate. Exits 1 on problems.
-    Doctor {
-        #[arg(long)]
-        json: bool,
-        /// Env file to check (default: MYMCP_ENV_FILE, else /etc/mymcp/.env).
-        #[arg(long, value_name = "PATH")]
-        env_file: Option<PathBuf>,
-    },
-    /// Configuration helpers.
-    #[command(subcommand)]
-    Config(ConfigCmd),
-    /// Install mymcp on a host without the Debian package: the binaries beside this mymcpctl,
-    /// the systemd units, the mymcp user and the directories; enables the socket units.
-    Install {
-        #[command(flatten)]
-        layout: LayoutArgs,
-    },
-    /// Remove what `install` put in place. Tokens, env file, state and the audit log stay
-    /// unless --purge is given.
-    Uninstall {
-        #[command(flatten)]
-        layout: LayoutArgs,
-        /// Also delete /etc/mymcp, /var/lib/mymcp, /var/log/mymcp and /run/mymcp.
-        #[arg(long)]
-        purge: bool,
-    },
-    /// Move a Python 2.x / Go 3.x install (/etc/mymcp: .env, plaintext tokens.json, audit
-    /// directory) or a 1.x install (/opt/mymcp, MCP_* settings) to this layout: settings split
-    /// into .env and frontend.env, tokens stored as digests (they keep working), old audit
-    /// files kept aside. Prints every step.
-    Migrate {
-        /// The old install's configuration directory.
-        #[arg(long, value_name = "DIR", default_value = "/etc/mymcp")]
-        from: PathBuf,
-        /// Print the steps without changing anything.
-        #[arg(long)]
-        dry_run: bool,
-        /// Migrate inside this root instead of / (an image; the running executor is not used).
-        #[arg(long, value_name = "DIR", default_value = "/")]
-        root: PathBuf,
-    },
-    /// Print the shell completion script for mymcpctl.
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the manual page (roff), for packaging.
-    #[command(hide = true)]
-    Man,
-}
-
-#[derive(Args, Debug)]
-struct LayoutArgs {
-    /// Where the binaries go.
-    #[arg(long, value_name = "DIR", default_value = "/usr/local/bin")]
-    bin_dir: PathBuf,
-    /// Install into this root instead of / (an image; users and systemd are left alone).
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    root: PathBuf,
-    /// Print every step without doing it.
-    #[arg(long)]
-    dry_run: bool,
-}
-
-impl LayoutArgs {
-    fn layout(self) -> install::Layout {
-        install::Layout {
-            root: self.root,
-            bin_dir: self.bin_dir,
-            dry_run: self.dry_run,
-        }
-    }
-}
-
-#[derive(Subcommand, Debug)]
-enum ConfigCmd {
-    /// Print a commented env file with every setting at its default.
-    Example,
-}
-
-#[derive(Subcommand, Debug)]
-enum AuditCmd {
-    /// Check the hash chain, the seals and the key chain. Prints OK, or the first broken,
-    /// missing, reordered or altered record (exit 1).
-    Verify {
-        /// The install key printed when the log was created (hex). Without it, the key stored
-        /// in audit.seals is trusted.
-        #[arg(long, value_name = "KEY")]
-        key: Option<String>,
-        /// Audit directory (default: the running executor's, else MYMCP_AUDIT_LOG_DIR, else
-        /// /var/log/mymcp).
-        #[arg(long, value_name = "DIR")]
-        dir: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum TokenCmd {
-    /// Create a token and print it (shown once; only its digest is stored).
-    Add(AddArgs),
-    /// List tokens (never their values).
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke a token by value or by id (as shown by `token list`).
-    Revoke { selector: String },
-    /// Mint a new admin token (printed once) and revoke the previous ones.
-    RotateAdmin {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Mint a new metrics token (printed once) and revoke the previous ones.
-    RotateMetrics {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke every metrics token: /metrics answers 503.
-    DisableMetrics,
-    /// Import a Python/Go install: its tokens.json (plaintext tokens) and the admin and
-    /// metrics tokens of its env file become digests; the old tokens keep working.
-    Import {
-        /// The reference's tokens.json.
-        #[arg(value_name = "TOKENS_JSON")]
-        file: Option<PathBuf>,
-        /// The reference's env file (MYMCP_ADMIN_TOKEN, MYMCP_METRICS_TOKEN).
-        #[arg(long, value_name = "PATH")]
-        env_file: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Args, Debug)]
-struct AddArgs {
-    /// Name of the token (who or what uses it).
-    #[arg(long = "name", value_name = "NAME")]
-    name_flag: Option<String>,
-    /// Name, given positionally.
-    #[arg(value_name = "NAME", conflicts_with = "name_flag")]
-    name: Option<String>,
-    /// Role: ro (read tools), rw (all tools), admin (token API), metrics (/metrics).
-    #[arg(long, default_value = "ro", value_parser = ["ro", "rw", "admin", "metrics"])]
-    role: String,
-    #[arg(long)]
-    json: bool,
-}
 
 fn main() {
     // First, while this is the only thread: a secret that came in the environment is
@@ -297,8 +92,7 @@ fn audit_verify(
         });
     let dir = dir
         .or_else(|| live.as_ref().map(|a| PathBuf::from(&a.dir)))
-        .or_else(|| std::env::var_os("MYMCP_AUDIT_LOG_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/var/log/mymcp"));
+        .map_or_else(|| mymcp_settings::AUDIT_LOG_DIR.read(&Env), Ok)?;
     let same_dir = live
         .as_ref()
         .is_some_and(|a| Path::new(&a.dir) == dir.as_path());
@@ -476,23 +270,6 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                 dry_run,
                 runtime_dir: cli.runtime_dir.clone(),
             })?;
-            Ok(0)
-        }
-        Cmd::Completions { shell } => {
-            use clap::CommandFactory;
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "mymcpctl",
-                &mut std::io::stdout(),
-            );
-            Ok(0)
-        }
-        Cmd::Man => {
-            use clap::CommandFactory;
-            clap_mangen::Man::new(Cli::command())
-                .section("8")
-                .render(&mut std::io::stdout())?;
             Ok(0)
         }
         Cmd::Config(ConfigCmd::Example) => {

@@ -95,17 +95,22 @@ fn classify(kind: SourceKind, key: &str) -> Option<(String, Destination)> {
             .map(|rest| format!("MYMCP_{rest}"))
             .or_else(|| key.strip_prefix("MYMCP_").map(|_| key.to_owned())),
     }?;
-    let destination = match name.as_str() {
-        "MYMCP_ADMIN_TOKEN" => Destination::Secret(Role::Admin),
-        "MYMCP_METRICS_TOKEN" => Destination::Secret(Role::Metrics),
-        "MYMCP_TOKEN_FILE" => Destination::Dropped("the token store is /etc/mymcp/tokens.json"),
-        "MYMCP_AUDIT_LOG_DIR" => Destination::Dropped("the audit log lives in /var/log/mymcp"),
-        "MYMCP_ENV_FILE" => Destination::Dropped("the env file is /etc/mymcp/.env"),
-        _ => match mymcp_settings::SETTINGS.iter().find(|s| s.name == name) {
-            Some(s) if s.used_by == "frontend" => Destination::Frontend,
-            Some(_) => Destination::Executor,
-            None => Destination::Unknown,
-        },
+    use mymcp_settings::Process::{Executor, Frontend};
+    let destination = if let Some(role) = crate::import::secret_role(&name) {
+        Destination::Secret(role)
+    } else if name == mymcp_settings::TOKEN_FILE.name {
+        Destination::Dropped("the token store is /etc/mymcp/tokens.json")
+    } else if name == mymcp_settings::AUDIT_LOG_DIR.name {
+        Destination::Dropped("the audit log lives in /var/log/mymcp")
+    } else if name == mymcp_settings::ENV_FILE.name {
+        Destination::Dropped("the env file is /etc/mymcp/.env")
+    } else {
+        match mymcp_settings::find(&name).map(|s| s.read_by()) {
+            Some(p) if p.contains(&Frontend) && !p.contains(&Executor) => Destination::Frontend,
+            Some(p) if p.contains(&Executor) => Destination::Executor,
+            // The recorder's own settings belong in its own file: not carried over.
+            _ => Destination::Unknown,
+        }
     };
     Some((name, destination))
 }

@@ -16,6 +16,8 @@
 
 use anyhow::{bail, Context};
 use mymcp_protocol::Role;
+use mymcp_settings::values::Env;
+use mymcp_settings::{self as settings, Declared, Process};
 use mymcp_sys::signals::{self, Signals};
 use std::io::Read;
 use std::net::TcpListener;
@@ -157,11 +159,7 @@ fn import_env_secrets(
     let list: Vec<mymcp_protocol::ImportedToken> = secrets
         .iter()
         .filter_map(|(name, value)| {
-            let role = match name.as_str() {
-                "MYMCP_ADMIN_TOKEN" => Role::Admin,
-                "MYMCP_METRICS_TOKEN" => Role::Metrics,
-                _ => return None,
-            };
+            let role = crate::import::secret_role(name)?;
             let value = value.trim();
             (!value.is_empty()).then(|| mymcp_protocol::ImportedToken {
                 digest: mymcp_executor::tokens::digest(value),
@@ -203,10 +201,9 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     let listener = TcpListener::bind((opts.host.as_str(), opts.port))
         .with_context(|| format!("cannot listen on {}:{}", opts.host, opts.port))?;
     let addr = listener.local_addr()?;
-    let allow_plaintext = std::env::var("MYMCP_ALLOW_PLAINTEXT")
-        .ok()
-        .and_then(|v| mymcp_settings::parse_bool(&v).ok())
-        .unwrap_or(false);
+    let allow_plaintext = settings::ALLOW_PLAINTEXT
+        .read(&Env)
+        .unwrap_or(settings::ALLOW_PLAINTEXT.default());
     if !opts.tls && !allow_plaintext && !addr.ip().to_canonical().is_loopback() {
         bail!("refusing plain HTTP on {addr}: bearer tokens would cross the network unencrypted; add --tls (a throwaway self-signed certificate), listen on loopback, or set MYMCP_ALLOW_PLAINTEXT=true behind a TLS-terminating reverse proxy");
     }
@@ -239,14 +236,14 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
 
     let mut executor_cmd = Command::new(&executor_bin);
     executor_cmd
-        .env("MYMCP_RUNTIME_DIR", &run_dir)
-        .env("MYMCP_TOKEN_FILE", &token_file)
+        .env(settings::RUNTIME_DIR.name, &run_dir)
+        .env(settings::TOKEN_FILE.name, &token_file)
         // Background jobs and their spools vanish with the quick try, like its tokens.
-        .env("MYMCP_STATE_DIR", dir.join("state"))
-        .env("MYMCP_FRONTEND_USER", account.uid.to_string())
-        .env("MYMCP_LOG_LEVEL", &opts.log_level)
+        .env(settings::STATE_DIR.name, dir.join("state"))
+        .env(settings::FRONTEND_USER.name, account.uid.to_string())
+        .env(settings::LOG_LEVEL.name, &opts.log_level)
         .env(
-            "MYMCP_ENV_FILE",
+            settings::ENV_FILE.name,
             opts.env_file
                 .as_deref()
                 .map(Path::as_os_str)
@@ -254,10 +251,10 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         )
         .process_group(0);
     // The quick try audits into its temporary directory, unless told otherwise.
-    if std::env::var_os("MYMCP_AUDIT_ENABLED").is_none() && opts.env_file.is_none() {
+    if std::env::var_os(settings::AUDIT_ENABLED.name).is_none() && opts.env_file.is_none() {
         executor_cmd
-            .env("MYMCP_AUDIT_ENABLED", "true")
-            .env("MYMCP_AUDIT_LOG_DIR", dir.join("audit"));
+            .env(settings::AUDIT_ENABLED.name, "true")
+            .env(settings::AUDIT_LOG_DIR.name, dir.join("audit"));
     }
     mymcp_sys::privileges::prepare_child_at_exec(&mut executor_cmd);
     let executor = executor_cmd
@@ -287,22 +284,20 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         frontend_cmd
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("MYMCP_EXECUTOR_SOCKET", run_dir.join("executor.sock"))
-            .env("MYMCP_LOG_LEVEL", &opts.log_level)
+            .env(
+                settings::EXECUTOR_SOCKET.name,
+                run_dir.join("executor.sock"),
+            )
+            .env(settings::LOG_LEVEL.name, &opts.log_level)
             .envs(frontend_settings())
             .arg("--listen-fd")
             .arg("3")
             .current_dir("/")
             .process_group(0);
-        // The only frontend setting taken from mymcpctl's environment: where transfer URLs
-        // point (the executor inherits the rest, MYMCP_TRANSFER_* included).
-        if let Some(base) = std::env::var_os("MYMCP_PUBLIC_BASE_URL") {
-            frontend_cmd.env("MYMCP_PUBLIC_BASE_URL", base);
-        }
         if let Some(c) = &certificate {
             frontend_cmd
-                .env("MYMCP_TLS_CERT", &c.cert)
-                .env("MYMCP_TLS_KEY", &c.key);
+                .env(settings::TLS_CERT.name, &c.cert)
+                .env(settings::TLS_KEY.name, &c.key);
         }
         let (uid, gid, fd) = (account.uid, account.gid, listener.as_raw_fd());
         mymcp_sys::privileges::drop_privileges_at_exec(&mut frontend_cmd, uid, gid, root, Some(fd));
@@ -397,27 +392,57 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     result
 }
 
-/// The frontend's own settings, passed on from this process's environment (the frontend
-/// otherwise starts with an empty one).
-const FRONTEND_SETTINGS: [&str; 13] = [
-    "MYMCP_MAX_BODY_BYTES",
-    "MYMCP_TLS_CERT",
-    "MYMCP_TLS_KEY",
-    "MYMCP_ALLOW_PLAINTEXT",
-    "MYMCP_ALLOWED_ORIGINS",
-    "MYMCP_ALLOWED_HOSTS",
-    "MYMCP_PUBLIC_BASE_URL",
-    "MYMCP_TRUSTED_PROXIES",
-    "MYMCP_HEADER_TIMEOUT_SEC",
-    "MYMCP_BODY_TIMEOUT_SEC",
-    "MYMCP_BODY_IDLE_TIMEOUT_SEC",
-    "MYMCP_MAX_CONNECTIONS",
-    "MYMCP_MAX_CONNECTIONS_PER_IP",
-];
+/// The frontend's own settings (those it reads and the executor does not), but the three the
+/// quick try sets itself (address, port, executor socket): passed on from this process's
+/// environment, as the frontend otherwise starts with an empty one. The executor inherits the
+/// rest (`MYMCP_TRANSFER_*` included).
+pub fn passed_to_the_frontend(s: &dyn Declared) -> bool {
+    s.read_by().contains(&Process::Frontend)
+        && !s.read_by().contains(&Process::Executor)
+        && ![
+            settings::HOST.name,
+            settings::PORT.name,
+            settings::EXECUTOR_SOCKET.name,
+        ]
+        .contains(&s.name())
+}
 
 fn frontend_settings() -> Vec<(&'static str, std::ffi::OsString)> {
-    FRONTEND_SETTINGS
-        .into_iter()
-        .filter_map(|name| std::env::var_os(name).map(|value| (name, value)))
+    settings::ALL
+        .iter()
+        .filter(|s| passed_to_the_frontend(**s))
+        .filter_map(|s| std::env::var_os(s.name()).map(|value| (s.name(), value)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frontend_gets_its_own_settings_but_address_port_and_socket() {
+        let mut passed: Vec<&str> = settings::ALL
+            .iter()
+            .filter(|s| passed_to_the_frontend(**s))
+            .map(|s| s.name())
+            .collect();
+        let mut want = vec![
+            "MYMCP_MAX_BODY_BYTES",
+            "MYMCP_TLS_CERT",
+            "MYMCP_TLS_KEY",
+            "MYMCP_ALLOW_PLAINTEXT",
+            "MYMCP_ALLOWED_ORIGINS",
+            "MYMCP_ALLOWED_HOSTS",
+            "MYMCP_PUBLIC_BASE_URL",
+            "MYMCP_TRUSTED_PROXIES",
+            "MYMCP_HEADER_TIMEOUT_SEC",
+            "MYMCP_BODY_TIMEOUT_SEC",
+            "MYMCP_BODY_IDLE_TIMEOUT_SEC",
+            "MYMCP_MAX_CONNECTIONS",
+            "MYMCP_MAX_CONNECTIONS_PER_IP",
+        ];
+        passed.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(passed, want);
+    }
 }

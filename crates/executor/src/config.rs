@@ -1,5 +1,6 @@
-//! Executor settings: `MYMCP_*` environment variables (names and defaults of the reference
-//! server) plus the executor's own (`MYMCP_RUNTIME_DIR`, `MYMCP_FRONTEND_USER`, …).
+//! Executor settings: the `MYMCP_*` environment variables the executor reads, each through its
+//! declaration in [`mymcp_settings`] (names and defaults of the reference server, plus the
+//! executor's own: `MYMCP_RUNTIME_DIR`, `MYMCP_FRONTEND_USER`, …).
 //!
 //! An invalid value stops start-up with one line naming the variable, the value and what is
 //! allowed.
@@ -7,18 +8,17 @@
 use crate::edit::WriteConfig;
 use crate::files::ReadConfig;
 use crate::jobs::JobConfig;
-use crate::overview::{self, OverviewConfig};
+use crate::overview::OverviewConfig;
 use crate::paths::{DefaultProtected, ProtectedPaths};
 use crate::search::SearchConfig;
 use crate::spawn::BashConfig;
 use crate::transfer::TransferConfig;
 use mymcp_protocol::frame::MAX_FRAME_LEN;
+use mymcp_settings as settings;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use mymcp_settings::values::{
-    boolean, directory, integer, interval, list, ConfigError, Env, Source,
-};
+pub use mymcp_settings::values::{ConfigError, Env, Source};
 
 /// Everything the executor needs to run.
 #[derive(Debug)]
@@ -42,31 +42,11 @@ pub struct Config {
 /// Settings that only matter for the tools, read from `src`.
 pub fn tool_settings(src: &dyn Source) -> Result<(BashConfig, ReadConfig, usize), ConfigError> {
     let mut bash = BashConfig::default();
-    bash.hard_max_output = integer(
-        src,
-        "MYMCP_BASH_MAX_OUTPUT_BYTES_HARD",
-        bash.hard_max_output,
-        1,
-        8 << 20,
-    )?;
-    bash.default_max_output = integer(
-        src,
-        "MYMCP_BASH_MAX_OUTPUT_BYTES",
-        bash.default_max_output,
-        1,
-        bash.hard_max_output,
-    )?;
-    if let Some(shell) = src.get("MYMCP_BASH_SHELL").filter(|s| !s.trim().is_empty()) {
-        let shell = PathBuf::from(shell.trim());
-        if !shell.is_absolute() {
-            return Err(ConfigError::new(
-                "MYMCP_BASH_SHELL",
-                format!("{} is not an absolute path", shell.display()),
-            ));
-        }
-        bash.shell = shell;
-    }
-    bash.env = BashConfig::default_env(&list(src, "MYMCP_BASH_ENV_PASSTHROUGH"));
+    bash.hard_max_output = settings::BASH_MAX_OUTPUT_BYTES_HARD.read(src)?;
+    bash.default_max_output =
+        settings::BASH_MAX_OUTPUT_BYTES.read_within(src, 1, bash.hard_max_output)?;
+    bash.shell = settings::BASH_SHELL.read(src)?;
+    bash.env = BashConfig::default_env(&settings::BASH_ENV_PASSTHROUGH.read(src));
     // The child's SHELL names the shell that really runs it.
     for (k, v) in bash.env.iter_mut() {
         if k == "SHELL" {
@@ -75,43 +55,16 @@ pub fn tool_settings(src: &dyn Source) -> Result<(BashConfig, ReadConfig, usize)
     }
     // Two streams of captured output must fit in one response frame.
     if bash.hard_max_output * 2 + 4096 > MAX_FRAME_LEN as u64 {
-        return Err(ConfigError::new(
-            "MYMCP_BASH_MAX_OUTPUT_BYTES_HARD",
-            "too large for one response",
-        ));
+        return Err(settings::BASH_MAX_OUTPUT_BYTES_HARD.error("too large for one response"));
     }
 
     let mut read = ReadConfig::default();
-    read.max_limit = integer(
-        src,
-        "MYMCP_READ_FILE_MAX_LIMIT",
-        read.max_limit,
-        1,
-        10_000_000,
-    )?;
-    read.default_limit = integer(
-        src,
-        "MYMCP_READ_FILE_DEFAULT_LIMIT",
-        read.default_limit,
-        1,
-        read.max_limit,
-    )?;
-    read.max_line_bytes = integer(
-        src,
-        "MYMCP_READ_FILE_MAX_LINE_BYTES",
-        read.max_line_bytes as u64,
-        1,
-        1 << 20,
-    )? as usize;
-    read.timeout = Duration::from_secs(integer(
-        src,
-        "MYMCP_READ_FILE_TIMEOUT_SEC",
-        read.timeout.as_secs(),
-        1,
-        3600,
-    )?);
+    read.max_limit = settings::READ_FILE_MAX_LIMIT.read(src)?;
+    read.default_limit = settings::READ_FILE_DEFAULT_LIMIT.read_within(src, 1, read.max_limit)?;
+    read.max_line_bytes = settings::READ_FILE_MAX_LINE_BYTES.read(src)? as usize;
+    read.timeout = Duration::from_secs(settings::READ_FILE_TIMEOUT_SEC.read(src)?);
 
-    let concurrent = integer(src, "MYMCP_BASH_MAX_CONCURRENT", 64, 1, 4096)? as usize;
+    let concurrent = settings::BASH_MAX_CONCURRENT.read(src)? as usize;
     Ok((bash, read, concurrent))
 }
 
@@ -129,14 +82,6 @@ pub struct FileTools {
     pub max_concurrent_per_token: usize,
 }
 
-/// Default of `MYMCP_FILE_MAX_CONCURRENT`: a quarter of tokio's 512 blocking threads.
-pub const DEFAULT_FILE_MAX_CONCURRENT: usize = 128;
-/// Default of `MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN`.
-pub const DEFAULT_FILE_MAX_PER_TOKEN: usize = 16;
-/// Highest `MYMCP_FILE_MAX_CONCURRENT`: the blocking pool (512 threads) keeps room for the
-/// rest (whole-request runs, the audit log's seals).
-const MAX_FILE_CONCURRENT: u64 = 448;
-
 /// Reads the file-tool settings. `token_file` and `runtime_dir` are the executor's own (from
 /// its flags): they are always protected, with the configuration directory (the token file's
 /// directory), `MYMCP_STATE_DIR`, `MYMCP_AUDIT_LOG_DIR`, `MYMCP_ENV_FILE`, the installed mymcp
@@ -146,107 +91,48 @@ pub fn file_tools(
     token_file: &std::path::Path,
     runtime_dir: &std::path::Path,
 ) -> Result<FileTools, ConfigError> {
-    let mut write = WriteConfig::default();
-    // A write_file request (content plus JSON escaping) must fit in one frame.
-    let frame_room = (MAX_FRAME_LEN as u64) - (1 << 20);
-    write.max_write_bytes = integer(
-        src,
-        "MYMCP_WRITE_FILE_MAX_BYTES",
-        write.max_write_bytes,
-        0,
-        frame_room,
-    )?;
-    write.max_edit_string_bytes = integer(
-        src,
-        "MYMCP_EDIT_STRING_MAX_BYTES",
-        write.max_edit_string_bytes,
-        1,
-        frame_room / 2,
-    )?;
-    write.max_edit_file_bytes = integer(
-        src,
-        "MYMCP_EDIT_FILE_MAX_BYTES",
-        write.max_edit_file_bytes,
-        1,
-        1 << 30,
-    )?;
+    // The write_file request (content plus JSON escaping) must fit in one frame: the
+    // declared ranges leave that room (checked by a test below).
+    let write = WriteConfig {
+        max_write_bytes: settings::WRITE_FILE_MAX_BYTES.read(src)?,
+        max_edit_string_bytes: settings::EDIT_STRING_MAX_BYTES.read(src)?,
+        max_edit_file_bytes: settings::EDIT_FILE_MAX_BYTES.read(src)?,
+    };
 
     let mut search = SearchConfig::default();
-    search.glob_max_results = integer(
-        src,
-        "MYMCP_GLOB_MAX_RESULTS",
-        search.glob_max_results,
-        1,
-        100_000,
-    )?;
-    search.grep_max_results = integer(
-        src,
-        "MYMCP_GREP_MAX_RESULTS",
-        search.grep_max_results,
-        1,
-        100_000,
-    )?;
-    search.grep_default_max_results = integer(
-        src,
-        "MYMCP_GREP_DEFAULT_MAX_RESULTS",
-        search.grep_default_max_results.min(search.grep_max_results),
-        1,
-        search.grep_max_results,
-    )?;
-    search.timeout = Duration::from_secs(integer(
-        src,
-        "MYMCP_SEARCH_TIMEOUT_SEC",
-        search.timeout.as_secs(),
-        1,
-        3600,
-    )?);
+    search.glob_max_results = settings::GLOB_MAX_RESULTS.read(src)?;
+    search.grep_max_results = settings::GREP_MAX_RESULTS.read(src)?;
+    search.grep_default_max_results =
+        settings::GREP_DEFAULT_MAX_RESULTS.read_within(src, 1, search.grep_max_results)?;
+    search.timeout = Duration::from_secs(settings::SEARCH_TIMEOUT_SEC.read(src)?);
 
-    let dir = |name: &str, default: &str| directory(src, name, default);
-    let extra = list(src, "MYMCP_PROTECTED_PATHS");
+    let extra = settings::PROTECTED_PATHS.read(src);
     for e in &extra {
         if !e.starts_with('/') {
-            return Err(ConfigError::new(
-                "MYMCP_PROTECTED_PATHS",
-                format!("{e} is not an absolute path"),
-            ));
+            return Err(settings::PROTECTED_PATHS.error(format!("{e} is not an absolute path")));
         }
     }
     let defaults = DefaultProtected {
         token_file: absolute_or_cwd(token_file),
         runtime_dir: absolute_or_cwd(runtime_dir),
-        state_dir: dir("MYMCP_STATE_DIR", "/var/lib/mymcp")?,
-        audit_log_dir: dir("MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
-        env_file: src
-            .get("MYMCP_ENV_FILE")
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+        state_dir: settings::STATE_DIR.read(src)?,
+        audit_log_dir: settings::AUDIT_LOG_DIR.read(src)?,
+        env_file: settings::ENV_FILE
+            .value(src)
             .map(|v| absolute_or_cwd(std::path::Path::new(&v))),
         binary_dir: std::env::current_exe()
             .ok()
             .and_then(|e| e.parent().map(|p| p.to_owned())),
         extra: extra.into_iter().map(PathBuf::from).collect(),
-        recorder_data_dir: Some(dir("MYMCP_RECORDER_DATA_DIR", overview::DEFAULT_DATA_DIR)?),
+        recorder_data_dir: Some(settings::RECORDER_DATA_DIR.read(src)?),
         // The frontend reads it; the executor only protects it, when its settings name it.
-        tls_key: src
-            .get("MYMCP_TLS_KEY")
-            .map(|v| v.trim().to_owned())
+        tls_key: settings::TLS_KEY
+            .value(src)
             .filter(|v| v.starts_with('/'))
             .map(PathBuf::from),
     };
-    let max_concurrent = integer(
-        src,
-        "MYMCP_FILE_MAX_CONCURRENT",
-        DEFAULT_FILE_MAX_CONCURRENT as u64,
-        1,
-        MAX_FILE_CONCURRENT,
-    )? as usize;
-    let max_concurrent_per_token = integer(
-        src,
-        "MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN",
-        DEFAULT_FILE_MAX_PER_TOKEN as u64,
-        1,
-        MAX_FILE_CONCURRENT,
-    )? as usize;
+    let max_concurrent = settings::FILE_MAX_CONCURRENT.read(src)? as usize;
+    let max_concurrent_per_token = settings::FILE_MAX_CONCURRENT_PER_TOKEN.read(src)? as usize;
     Ok(FileTools {
         write,
         search,
@@ -269,63 +155,37 @@ fn absolute_or_cwd(p: &std::path::Path) -> PathBuf {
 
 /// `MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN`: foreground commands one token may run at once.
 pub fn bash_per_token(src: &dyn Source) -> Result<usize, ConfigError> {
-    Ok(integer(
-        src,
-        "MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN",
-        crate::dispatch::DEFAULT_BASH_MAX_PER_TOKEN as u64,
-        1,
-        4096,
-    )? as usize)
+    Ok(settings::BASH_MAX_CONCURRENT_PER_TOKEN.read(src)? as usize)
+}
+
+/// `MYMCP_SHUTDOWN_GRACE_SEC`: what commands get between SIGTERM and SIGKILL at shutdown.
+pub fn shutdown_grace(src: &dyn Source) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(settings::SHUTDOWN_GRACE_SEC.read(src)?))
 }
 
 /// Audit log settings (`MYMCP_AUDIT_*`). The signing key lives in `MYMCP_STATE_DIR/audit`.
 pub fn audit_settings(src: &dyn Source) -> Result<crate::audit::AuditSettings, ConfigError> {
-    let dir = |name: &str, default: &str| directory(src, name, default);
-    let state = dir("MYMCP_STATE_DIR", "/var/lib/mymcp")?;
+    let state = settings::STATE_DIR.read(src)?;
     Ok(crate::audit::AuditSettings {
-        enabled: boolean(src, "MYMCP_AUDIT_ENABLED", false)?,
+        enabled: settings::AUDIT_ENABLED.read(src)?,
         log: mymcp_audit::log::LogConfig {
-            dir: dir("MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
+            dir: settings::AUDIT_LOG_DIR.read(src)?,
             key_file: state.join("audit").join("signing.key"),
-            max_bytes: integer(src, "MYMCP_AUDIT_MAX_BYTES", 10_485_760, 4096, 1 << 40)?,
-            backup_count: integer(src, "MYMCP_AUDIT_BACKUP_COUNT", 5, 0, 1000)? as u32,
-            seal_records: integer(src, "MYMCP_AUDIT_SEAL_RECORDS", 1000, 1, 1_000_000)?,
-            seal_interval: Duration::from_secs(integer(
-                src,
-                "MYMCP_AUDIT_SEAL_INTERVAL_SEC",
-                300,
-                1,
-                86_400,
-            )?),
+            max_bytes: settings::AUDIT_MAX_BYTES.read(src)?,
+            backup_count: settings::AUDIT_BACKUP_COUNT.read(src)? as u32,
+            seal_records: settings::AUDIT_SEAL_RECORDS.read(src)?,
+            seal_interval: Duration::from_secs(settings::AUDIT_SEAL_INTERVAL_SEC.read(src)?),
         },
-        bash_head_bytes: integer(src, "MYMCP_AUDIT_OUTPUT_BASH_HEAD_BYTES", 4096, 0, 65_536)?
-            as usize,
-        bash_tail_bytes: integer(src, "MYMCP_AUDIT_OUTPUT_BASH_TAIL_BYTES", 4096, 0, 65_536)?
-            as usize,
+        bash_head_bytes: settings::AUDIT_OUTPUT_BASH_HEAD_BYTES.read(src)? as usize,
+        bash_tail_bytes: settings::AUDIT_OUTPUT_BASH_TAIL_BYTES.read(src)? as usize,
     })
 }
 
-/// Settings the executor does not use itself but validates so that a typo stops start-up
-/// (the transfer settings, read by the transfer work).
+/// Settings the executor does not use itself but validates so that a typo stops start-up:
+/// the frontend's port and the log format (taken as text by the flag).
 pub fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
-    boolean(src, "MYMCP_TRANSFER_ENABLED", true)?;
-    integer(src, "MYMCP_TRANSFER_MAX_BYTES", 2_147_483_648, 0, 1 << 50)?;
-    let max_ttl = integer(src, "MYMCP_TRANSFER_MAX_TTL_SEC", 900, 1, 86_400)?;
-    integer(
-        src,
-        "MYMCP_TRANSFER_DEFAULT_TTL_SEC",
-        300.min(max_ttl),
-        1,
-        max_ttl,
-    )?;
-    integer(src, "MYMCP_PORT", 8765, 0, 65_535)?;
-    mymcp_settings::logging::LogFormat::parse(&src.get("MYMCP_LOG_FORMAT").unwrap_or_default())
-        .map_err(|e| {
-            ConfigError::new(
-                "MYMCP_LOG_FORMAT",
-                e.trim_start_matches("MYMCP_LOG_FORMAT: "),
-            )
-        })?;
+    settings::PORT.read(src)?;
+    settings::LOG_FORMAT.read(src)?;
     Ok(())
 }
 
@@ -333,76 +193,36 @@ pub fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
 /// interval (`MYMCP_RECORDER_MERGE_INTERVAL_SEC`, 300; like the reference, a value that is not
 /// positive means 300) and the audit directory whose events it has yet to merge.
 pub fn overview_settings(src: &dyn Source) -> Result<OverviewConfig, ConfigError> {
-    let interval = interval(src, "MYMCP_RECORDER_MERGE_INTERVAL_SEC", 300, 86_400)?;
+    let interval = settings::RECORDER_MERGE_INTERVAL_SEC.read(src)?;
     Ok(OverviewConfig {
-        data_dir: directory(src, "MYMCP_RECORDER_DATA_DIR", overview::DEFAULT_DATA_DIR)?,
+        data_dir: settings::RECORDER_DATA_DIR.read(src)?,
         merge_interval: Duration::from_secs(interval),
-        audit_dir: directory(src, "MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
+        audit_dir: settings::AUDIT_LOG_DIR.read(src)?,
     })
 }
 
-/// Background job settings: `MYMCP_STATE_DIR` (default `/var/lib/mymcp`; jobs live in its
-/// `jobs` subdirectory), `MYMCP_JOB_MAX_OUTPUT_BYTES`, `MYMCP_JOB_RETENTION_SEC`,
-/// `MYMCP_JOB_MAX_RUNNING_PER_TOKEN`.
+/// Background job settings: `MYMCP_STATE_DIR` (jobs live in its `jobs` subdirectory),
+/// `MYMCP_JOB_MAX_OUTPUT_BYTES`, `MYMCP_JOB_RETENTION_SEC`, `MYMCP_JOB_MAX_RUNNING_PER_TOKEN`.
 pub fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
-    let state = directory(src, "MYMCP_STATE_DIR", "/var/lib/mymcp")?;
+    let state = settings::STATE_DIR.read(src)?;
     let mut jobs = JobConfig::new(&state);
-    jobs.max_output_bytes = integer(
-        src,
-        "MYMCP_JOB_MAX_OUTPUT_BYTES",
-        jobs.max_output_bytes,
-        1,
-        1 << 40,
-    )?;
-    jobs.retention = Duration::from_secs(integer(
-        src,
-        "MYMCP_JOB_RETENTION_SEC",
-        jobs.retention.as_secs(),
-        1,
-        30 * 86_400,
-    )?);
-    jobs.max_running_per_token = integer(
-        src,
-        "MYMCP_JOB_MAX_RUNNING_PER_TOKEN",
-        jobs.max_running_per_token as u64,
-        1,
-        1024,
-    )? as usize;
+    jobs.max_output_bytes = settings::JOB_MAX_OUTPUT_BYTES.read(src)?;
+    jobs.retention = Duration::from_secs(settings::JOB_RETENTION_SEC.read(src)?);
+    jobs.max_running_per_token = settings::JOB_MAX_RUNNING_PER_TOKEN.read(src)? as usize;
     Ok(jobs)
 }
 
-/// File transfer settings: `MYMCP_TRANSFER_ENABLED` (true), `MYMCP_TRANSFER_MAX_BYTES`
-/// (2 GiB), `MYMCP_TRANSFER_DEFAULT_TTL_SEC` (300), `MYMCP_TRANSFER_MAX_TTL_SEC` (900),
-/// `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN` (256). As in the reference, a default above the
-/// maximum is simply clamped.
+/// File transfer settings (`MYMCP_TRANSFER_*`). As in the reference, a default lifetime above
+/// the longest is simply clamped to it.
 pub fn transfer_settings(src: &dyn Source) -> Result<TransferConfig, ConfigError> {
-    let d = TransferConfig::default();
-    let max_ttl = integer(
-        src,
-        "MYMCP_TRANSFER_MAX_TTL_SEC",
-        d.max_ttl_secs,
-        1,
-        7 * 86_400,
-    )?;
-    let default_ttl = integer(
-        src,
-        "MYMCP_TRANSFER_DEFAULT_TTL_SEC",
-        d.default_ttl_secs,
-        1,
-        7 * 86_400,
-    )?;
+    let max_ttl = settings::TRANSFER_MAX_TTL_SEC.read(src)?;
+    let default_ttl = settings::TRANSFER_DEFAULT_TTL_SEC.read(src)?;
     Ok(TransferConfig {
-        enabled: boolean(src, "MYMCP_TRANSFER_ENABLED", d.enabled)?,
-        max_bytes: integer(src, "MYMCP_TRANSFER_MAX_BYTES", d.max_bytes, 1, 1 << 50)?,
+        enabled: settings::TRANSFER_ENABLED.read(src)?,
+        max_bytes: settings::TRANSFER_MAX_BYTES.read(src)?,
         default_ttl_secs: default_ttl.min(max_ttl),
         max_ttl_secs: max_ttl,
-        max_grants_per_token: integer(
-            src,
-            "MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN",
-            d.max_grants_per_token as u64,
-            1,
-            crate::transfer::MAX_GRANTS as u64,
-        )? as usize,
+        max_grants_per_token: settings::TRANSFER_MAX_GRANTS_PER_TOKEN.read(src)? as usize,
     })
 }
 
@@ -614,7 +434,7 @@ mod tests {
             e.to_string(),
             "MYMCP_AUDIT_ENABLED: invalid boolean \"maybe\" (allowed: true, false, 1, 0, yes, no, on, off)"
         );
-        let e = other_settings(&src(&[("MYMCP_TRANSFER_ENABLED", "2")])).unwrap_err();
+        let e = transfer_settings(&src(&[("MYMCP_TRANSFER_ENABLED", "2")])).unwrap_err();
         assert_eq!(e.name, "MYMCP_TRANSFER_ENABLED");
         let e = other_settings(&src(&[("MYMCP_LOG_FORMAT", "xml")])).unwrap_err();
         assert_eq!(
@@ -679,6 +499,74 @@ mod tests {
 
     #[test]
     fn lists_drop_empty_entries() {
-        assert_eq!(list(&src(&[("X", " a, ,b ,")]), "X"), vec!["a", "b"]);
+        let extra =
+            settings::PROTECTED_PATHS.read(&src(&[("MYMCP_PROTECTED_PATHS", " /a, ,/b ,")]));
+        assert_eq!(extra, vec!["/a", "/b"]);
+    }
+
+    #[test]
+    fn declared_bounds_fit_the_executor_s_own_limits() {
+        // A write_file request (content plus JSON escaping) fits in one frame.
+        assert_eq!(settings::FRAME_ROOM, (MAX_FRAME_LEN as u64) - (1 << 20));
+        assert_eq!(
+            settings::TRANSFER_MAX_GRANTS_PER_TOKEN.kind.max,
+            crate::transfer::MAX_GRANTS as u64
+        );
+        // Two streams of the largest output fit in one response.
+        assert!(settings::BASH_MAX_OUTPUT_BYTES_HARD.kind.max * 2 + 4096 <= MAX_FRAME_LEN as u64);
+        // Every default struct is what the settings give when nothing is set.
+        let (bash, read, _) = tool_settings(&src(&[])).unwrap();
+        let d = BashConfig::default();
+        assert_eq!(
+            (bash.default_max_output, bash.hard_max_output, bash.shell),
+            (d.default_max_output, d.hard_max_output, d.shell)
+        );
+        let r = ReadConfig::default();
+        assert_eq!(
+            (
+                read.default_limit,
+                read.max_limit,
+                read.max_line_bytes,
+                read.timeout
+            ),
+            (r.default_limit, r.max_limit, r.max_line_bytes, r.timeout)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = file_tools(&src(&[]), &dir.path().join("t.json"), dir.path()).unwrap();
+        let (w, s) = (WriteConfig::default(), SearchConfig::default());
+        assert_eq!(
+            (
+                f.write.max_write_bytes,
+                f.write.max_edit_string_bytes,
+                f.write.max_edit_file_bytes
+            ),
+            (
+                w.max_write_bytes,
+                w.max_edit_string_bytes,
+                w.max_edit_file_bytes
+            )
+        );
+        assert_eq!(
+            (
+                f.search.glob_max_results,
+                f.search.grep_default_max_results,
+                f.search.grep_max_results,
+                f.search.timeout
+            ),
+            (
+                s.glob_max_results,
+                s.grep_default_max_results,
+                s.grep_max_results,
+                s.timeout
+            )
+        );
+        let (o, d) = (
+            overview_settings(&src(&[])).unwrap(),
+            OverviewConfig::default(),
+        );
+        assert_eq!(
+            (o.data_dir, o.merge_interval, o.audit_dir),
+            (d.data_dir, d.merge_interval, d.audit_dir)
+        );
     }
 }

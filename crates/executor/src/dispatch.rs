@@ -34,7 +34,8 @@ pub const MAX_PATH_BYTES: usize = 4096;
 pub const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
 /// Foreground commands one token may run at once unless configured
 /// (`MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN`).
-pub const DEFAULT_BASH_MAX_PER_TOKEN: usize = 16;
+pub const DEFAULT_BASH_MAX_PER_TOKEN: usize =
+    mymcp_settings::BASH_MAX_CONCURRENT_PER_TOKEN.default() as usize;
 /// How often a running command reports progress (the first report comes after this long).
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 

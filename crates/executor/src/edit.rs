@@ -40,9 +40,9 @@ pub struct WriteConfig {
 impl Default for WriteConfig {
     fn default() -> Self {
         WriteConfig {
-            max_write_bytes: 10 * 1024 * 1024,
-            max_edit_string_bytes: 1024 * 1024,
-            max_edit_file_bytes: 64 * 1024 * 1024,
+            max_write_bytes: mymcp_settings::WRITE_FILE_MAX_BYTES.default(),
+            max_edit_string_bytes: mymcp_settings::EDIT_STRING_MAX_BYTES.default(),
+            max_edit_file_bytes: mymcp_settings::EDIT_FILE_MAX_BYTES.default(),
         }
     }
 }

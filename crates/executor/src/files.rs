@@ -61,12 +61,12 @@ pub struct ReadConfig {
 impl Default for ReadConfig {
     fn default() -> Self {
         ReadConfig {
-            default_limit: 2000,
-            max_limit: 50_000,
-            max_line_bytes: 32_768,
+            default_limit: mymcp_settings::READ_FILE_DEFAULT_LIMIT.default(),
+            max_limit: mymcp_settings::READ_FILE_MAX_LIMIT.default(),
+            max_line_bytes: mymcp_settings::READ_FILE_MAX_LINE_BYTES.default() as usize,
             max_page_bytes: 8 << 20,
             count_budget_bytes: 64 << 20,
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(mymcp_settings::READ_FILE_TIMEOUT_SEC.default()),
         }
     }
 }

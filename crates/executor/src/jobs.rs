@@ -77,9 +77,9 @@ impl JobConfig {
     pub fn new(state_dir: &Path) -> JobConfig {
         JobConfig {
             dir: state_dir.join("jobs"),
-            max_output_bytes: 16 << 20,
-            retention: Duration::from_secs(3600),
-            max_running_per_token: 4,
+            max_output_bytes: mymcp_settings::JOB_MAX_OUTPUT_BYTES.default(),
+            retention: Duration::from_secs(mymcp_settings::JOB_RETENTION_SEC.default()),
+            max_running_per_token: mymcp_settings::JOB_MAX_RUNNING_PER_TOKEN.default() as usize,
         }
     }
 }

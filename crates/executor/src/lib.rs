@@ -7,7 +7,7 @@
 //! up in its own token store, derives name and role itself, re-validates every argument and
 //! only then runs the tool. The frontend's checks are an optimisation, never the decision.
 //!
-//! Modules: [`config`] (settings), [`server`] (sockets, peer checks, connection state),
+//! Modules: [`cli`] (the command line), [`config`] (settings), [`server`] (sockets, peer checks, connection state),
 //! [`tokens`] (the digest-only token store), [`auth`] (authorization as types),
 //! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`jobs`] (background jobs),
 //! [`limits`] (command concurrency), [`paths`] (protected paths, checked on the opened
@@ -21,6 +21,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use mymcp_executor::audit::Audit;
+use mymcp_executor::cli::Args;
 use mymcp_executor::config::{self, Env};
 use mymcp_executor::control::Control;
 use mymcp_executor::dispatch::Executor;
@@ -17,54 +18,6 @@ use mymcp_sys as sys;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The privileged half of mymcp: authenticates every request and runs the tools.
-///
-/// Listens on two Unix sockets in the runtime directory and nowhere else:
-/// executor.sock (mode 0660, for the frontend's uid only) and control.sock (mode 0600, for
-/// root only — used by mymcpctl), or on the sockets systemd passes (socket activation:
-/// LISTEN_FDS with LISTEN_FDNAMES executor and control). Tells systemd when it is ready
-/// (NOTIFY_SOCKET) and pings its watchdog (WATCHDOG_USEC). Settings come from the MYMCP_* environment variables and the
-/// env file (--env-file, else MYMCP_ENV_FILE, else /etc/mymcp/.env); flags override both.
-#[derive(Parser, Debug)]
-#[command(version, about, long_about)]
-struct Args {
-    /// Directory for executor.sock and control.sock.
-    #[arg(long, env = "MYMCP_RUNTIME_DIR", default_value = "/run/mymcp")]
-    runtime_dir: PathBuf,
-
-    /// Token store (SHA-256 digests only; created if missing).
-    #[arg(
-        long,
-        env = "MYMCP_TOKEN_FILE",
-        default_value = "/etc/mymcp/tokens.json"
-    )]
-    token_file: PathBuf,
-
-    /// The user the frontend runs as (name or numeric uid): the only one allowed on executor.sock.
-    #[arg(long, env = "MYMCP_FRONTEND_USER", default_value = "mymcp")]
-    frontend_user: String,
-
-    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
-    #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
-    log_level: String,
-
-    /// Log format on stderr: text or json (journald is used when JOURNAL_STREAM is set).
-    #[arg(long, env = "MYMCP_LOG_FORMAT", default_value = "text")]
-    log_format: String,
-
-    /// Env file to read (default: MYMCP_ENV_FILE, else /etc/mymcp/.env if it exists).
-    #[arg(long, value_name = "PATH")]
-    env_file: Option<PathBuf>,
-
-    /// Check the configuration and exit (0 if it is valid).
-    #[arg(long)]
-    check_config: bool,
-
-    /// Print the manual page (roff) and exit; for packaging.
-    #[arg(long, hide = true)]
-    man: bool,
-}
 
 /// Secrets found in the environment or the env file; never left in the process environment.
 #[derive(Default)]
@@ -81,23 +34,25 @@ struct Secrets {
 fn load_env_file(from_env: Vec<(String, String)>) -> Result<Secrets, String> {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let flag = mymcp_settings::envfile::flag_in_args(&args);
-    let from_env_var = std::env::var("MYMCP_ENV_FILE").ok();
+    let from_env_var = std::env::var(mymcp_settings::ENV_FILE.name).ok();
     if from_env_var.as_deref().map(str::trim) == Some("none") {
         // Explicitly no env file: nothing to protect or read.
-        std::env::remove_var("MYMCP_ENV_FILE");
+        std::env::remove_var(mymcp_settings::ENV_FILE.name);
     }
     let mut file = Vec::new();
     if let Some(path) = mymcp_settings::envfile::discover(flag.as_deref(), from_env_var.as_deref())
     {
         file = mymcp_settings::envfile::read(&path).map_err(|e| e.to_string())?;
         // Start-up is single-threaded here, so changing the environment cannot race a reader.
-        std::env::set_var("MYMCP_ENV_FILE", &path);
+        std::env::set_var(mymcp_settings::ENV_FILE.name, &path);
     }
     let mut secrets = Secrets::default();
-    let slot = |secrets: &mut Secrets, name: &str, value: String| match name {
-        "MYMCP_ADMIN_TOKEN" => secrets.admin_token = Some(value),
-        "MYMCP_METRICS_TOKEN" => secrets.metrics_token = Some(value),
-        _ => {}
+    let slot = |secrets: &mut Secrets, name: &str, value: String| {
+        if name == mymcp_settings::ADMIN_TOKEN.name {
+            secrets.admin_token = Some(value);
+        } else if name == mymcp_settings::METRICS_TOKEN.name {
+            secrets.metrics_token = Some(value);
+        }
     };
     for (k, v) in file {
         if mymcp_settings::SECRET_VARIABLES.contains(&k.as_str()) {
@@ -162,13 +117,6 @@ fn main() {
         }
     };
     let args = Args::parse();
-    if args.man {
-        use clap::CommandFactory;
-        let rendered = clap_mangen::Man::new(Args::command())
-            .section("8")
-            .render(&mut std::io::stdout());
-        std::process::exit(i32::from(rendered.is_err()));
-    }
     let started = mymcp_settings::logging::LogFormat::parse(&args.log_format).and_then(|format| {
         mymcp_settings::logging::init(&args.log_level, format, "mymcp-executor")
     });
@@ -240,10 +188,7 @@ fn run(
     let per_token = config::bash_per_token(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let job_config = config::job_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let transfer_config = config::transfer_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let grace = Duration::from_secs(
-        config::integer(&Env, "MYMCP_SHUTDOWN_GRACE_SEC", 5, 0, 3600)
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    let grace = config::shutdown_grace(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let audit_settings = config::audit_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let overview_config = config::overview_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     config::other_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;

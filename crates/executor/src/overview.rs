@@ -38,15 +38,17 @@ pub struct OverviewConfig {
 }
 
 /// Where `mymcp-recorder` keeps its files unless `MYMCP_RECORDER_DATA_DIR` says otherwise.
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/mymcp/recorder";
+pub const DEFAULT_DATA_DIR: &str = mymcp_settings::RECORDER_DATA_DIR.default();
 
 impl Default for OverviewConfig {
     /// The reference's defaults.
     fn default() -> Self {
         OverviewConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            merge_interval: Duration::from_secs(300),
-            audit_dir: PathBuf::from("/var/log/mymcp"),
+            merge_interval: Duration::from_secs(
+                mymcp_settings::RECORDER_MERGE_INTERVAL_SEC.default(),
+            ),
+            audit_dir: PathBuf::from(mymcp_settings::AUDIT_LOG_DIR.default()),
         }
     }
 }

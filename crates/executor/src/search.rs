@@ -80,13 +80,13 @@ pub struct SearchConfig {
 impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
-            glob_max_results: 1000,
-            grep_default_max_results: 500,
-            grep_max_results: 5000,
+            glob_max_results: mymcp_settings::GLOB_MAX_RESULTS.default(),
+            grep_default_max_results: mymcp_settings::GREP_DEFAULT_MAX_RESULTS.default(),
+            grep_max_results: mymcp_settings::GREP_MAX_RESULTS.default(),
             max_line_bytes: 4096,
             max_output_bytes: 8 << 20,
             heap_limit: 64 << 20,
-            timeout: Duration::from_secs(60),
+            timeout: Duration::from_secs(mymcp_settings::SEARCH_TIMEOUT_SEC.default()),
             threads: 0,
         }
     }

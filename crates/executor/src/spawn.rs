@@ -56,7 +56,7 @@ pub const DEFAULT_TIMEOUT_SECS: u32 = 30;
 /// Longest timeout a client may ask for, in seconds.
 pub const MAX_TIMEOUT_SECS: u32 = 600;
 /// The shell used when none is configured.
-pub const DEFAULT_SHELL: &str = "/bin/bash";
+pub const DEFAULT_SHELL: &str = mymcp_settings::BASH_SHELL.default();
 /// `PATH` of every command.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long the pipes may stay open after the group was sent SIGKILL.
@@ -89,8 +89,8 @@ impl Default for BashConfig {
     fn default() -> Self {
         BashConfig {
             shell: PathBuf::from(DEFAULT_SHELL),
-            default_max_output: 102_400,
-            hard_max_output: 1_048_576,
+            default_max_output: mymcp_settings::BASH_MAX_OUTPUT_BYTES.default(),
+            hard_max_output: mymcp_settings::BASH_MAX_OUTPUT_BYTES_HARD.default(),
             kill_grace: Duration::from_secs(2),
             env: BashConfig::default_env(&[]),
         }

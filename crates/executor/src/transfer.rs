@@ -69,10 +69,10 @@ pub struct TransferConfig {
 impl Default for TransferConfig {
     fn default() -> Self {
         TransferConfig {
-            enabled: true,
-            max_bytes: 2 << 30,
-            default_ttl_secs: 300,
-            max_ttl_secs: 900,
+            enabled: mymcp_settings::TRANSFER_ENABLED.default(),
+            max_bytes: mymcp_settings::TRANSFER_MAX_BYTES.default(),
+            default_ttl_secs: mymcp_settings::TRANSFER_DEFAULT_TTL_SEC.default(),
+            max_ttl_secs: mymcp_settings::TRANSFER_MAX_TTL_SEC.default(),
             max_grants_per_token: DEFAULT_GRANTS_PER_TOKEN,
         }
     }
@@ -82,7 +82,8 @@ impl Default for TransferConfig {
 pub const MAX_GRANTS: usize = 4096;
 /// Default of `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN`: one token holds at most a sixteenth of
 /// the table, so that it cannot keep the other tokens from their transfers.
-pub const DEFAULT_GRANTS_PER_TOKEN: usize = MAX_GRANTS / 16;
+pub const DEFAULT_GRANTS_PER_TOKEN: usize =
+    mymcp_settings::TRANSFER_MAX_GRANTS_PER_TOKEN.default() as usize;
 /// A transfer in which nothing moves for this long is abandoned.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an upload whose pipe is drained waits for the frontend's commit.

@@ -55,9 +55,10 @@ pub struct ConnectionLimits {
 }
 
 /// Default `MYMCP_MAX_CONNECTIONS`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = mymcp_settings::MAX_CONNECTIONS.default() as usize;
 /// Default `MYMCP_MAX_CONNECTIONS_PER_IP`.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 128;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize =
+    mymcp_settings::MAX_CONNECTIONS_PER_IP.default() as usize;
 
 impl Default for ConnectionLimits {
     fn default() -> Self {

@@ -25,9 +25,11 @@ use tokio::time::Instant;
 pub const ARRIVED_MAX: u64 = 64 * 1024;
 
 /// Default `MYMCP_BODY_TIMEOUT_SEC`.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_BODY_TIMEOUT: Duration =
+    Duration::from_secs(mymcp_settings::BODY_TIMEOUT_SEC.default());
 /// Default `MYMCP_BODY_IDLE_TIMEOUT_SEC`.
-pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration =
+    Duration::from_secs(mymcp_settings::BODY_IDLE_TIMEOUT_SEC.default());
 
 /// How long a request body may take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -63,7 +63,7 @@ use tokio::sync::mpsc;
 
 /// Default largest accepted `POST /mcp` body: room for a 10 MiB file written through a tool,
 /// JSON-escaped (up to 2× for typical text), plus the envelope.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 24 * 1024 * 1024;
+pub const DEFAULT_MAX_BODY_BYTES: usize = mymcp_settings::MAX_BODY_BYTES.default() as usize;
 
 /// Longest inbound `X-Request-ID` that is echoed rather than replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;

@@ -24,6 +24,7 @@
 //! - [`revisions`]: the MCP protocol revisions, and which one a request speaks (headers,
 //!   per-request `_meta`);
 //! - [`calls`]: the running `tools/call`s, for `notifications/cancelled`;
+//! - [`cli`]: the command line, its flags taken from the settings' declarations;
 //! - [`origin`]: `Origin` and `Host` allow-lists, the client address behind trusted proxies;
 //! - [`catalogue`]: the tools `tools/list` shows, with schemas and descriptions;
 //! - [`arguments`]: `tools/call` arguments → typed [`mymcp_protocol::ToolCall`]s;
@@ -63,6 +64,7 @@ pub mod arguments;
 pub mod body;
 pub mod calls;
 pub mod catalogue;
+pub mod cli;
 pub mod forward;
 pub mod http;
 mod json_string;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use mymcp_frontend::admission::ConnectionLimits;
 use mymcp_frontend::body::BodyTimeouts;
+use mymcp_frontend::cli::Cli;
 use mymcp_frontend::forward::Forwarder;
 use mymcp_frontend::http::{self, HostPolicy, HttpConfig, OriginPolicy, TrustedProxies};
 use mymcp_frontend::listen::ListenSource;
@@ -21,109 +22,6 @@ use std::time::Duration;
 /// How long open connections may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// The network-facing half of mymcp: serves MCP over HTTP and forwards every request to
-/// mymcp-executor over its Unix socket. Runs unprivileged.
-#[derive(Debug, Parser)]
-#[command(name = "mymcp-frontend", version)]
-struct Cli {
-    /// Address to bind (ignored under systemd socket activation).
-    #[arg(long, env = "MYMCP_HOST", default_value = "127.0.0.1")]
-    host: String,
-
-    /// Port to bind (ignored under systemd socket activation).
-    #[arg(long, env = "MYMCP_PORT", default_value_t = 8765)]
-    port: u16,
-
-    /// Serve on this inherited, already listening socket instead of binding (as passed by
-    /// `mymcpctl serve`). Systemd socket activation (LISTEN_FDS) is detected without it.
-    #[arg(long, value_name = "FD")]
-    listen_fd: Option<i32>,
-
-    /// The executor's socket.
-    #[arg(
-        long,
-        env = "MYMCP_EXECUTOR_SOCKET",
-        default_value = "/run/mymcp/executor.sock"
-    )]
-    executor_socket: PathBuf,
-
-    /// Largest accepted POST /mcp body, in bytes.
-    #[arg(long, env = "MYMCP_MAX_BODY_BYTES", default_value_t = http::DEFAULT_MAX_BODY_BYTES)]
-    max_body_bytes: usize,
-
-    /// Browser origins allowed besides loopback ones and the public URL's, comma-separated
-    /// (`*` = any).
-    #[arg(long, env = "MYMCP_ALLOWED_ORIGINS", default_value = "")]
-    allowed_origins: String,
-
-    /// Host names allowed in the Host header besides loopback names, IP addresses and the
-    /// public URL's, comma-separated `name` or `name:port` (`*` = any).
-    #[arg(long, env = "MYMCP_ALLOWED_HOSTS", default_value = "")]
-    allowed_hosts: String,
-
-    /// The URL clients use to reach this server (e.g. https://mcp.example.com behind a
-    /// reverse proxy); its host and origin are allowed.
-    #[arg(long, env = "MYMCP_PUBLIC_BASE_URL", default_value = "")]
-    public_base_url: String,
-
-    /// Reverse proxies whose X-Forwarded-For names the client, comma-separated addresses or
-    /// CIDR blocks (e.g. 127.0.0.1). Empty: the TCP peer is the client.
-    #[arg(long, env = "MYMCP_TRUSTED_PROXIES", default_value = "")]
-    trusted_proxies: String,
-
-    /// PEM certificate chain for HTTPS (with --tls-key). Without both, the systemd credentials
-    /// tls.crt and tls.key are used if present, else plain HTTP is served.
-    #[arg(long, env = "MYMCP_TLS_CERT", value_name = "PATH")]
-    tls_cert: Option<PathBuf>,
-
-    /// PEM private key for HTTPS (with --tls-cert). SIGHUP reads both files again.
-    #[arg(long, env = "MYMCP_TLS_KEY", value_name = "PATH")]
-    tls_key: Option<PathBuf>,
-
-    /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating reverse proxy).
-    #[arg(long, env = "MYMCP_ALLOW_PLAINTEXT", value_parser = mymcp_settings::parse_bool, default_value = "false")]
-    allow_plaintext: bool,
-
-    /// Seconds a client has to send a request's headers: from connecting (TLS handshake
-    /// included) to its first request, and between requests on a kept-alive HTTP/1.1
-    /// connection. Slow or silent connections are closed after it.
-    #[arg(long, env = "MYMCP_HEADER_TIMEOUT_SEC", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    header_timeout_sec: u64,
-
-    /// Seconds a request body (POST /mcp, /admin/tokens) may take as a whole, from its
-    /// request's headers; a slower one is answered 408 and its connection closed.
-    #[arg(long, env = "MYMCP_BODY_TIMEOUT_SEC", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
-    body_timeout_sec: u64,
-
-    /// Seconds a request body (uploads included) may stay silent before it is answered 408
-    /// and its connection closed.
-    #[arg(long, env = "MYMCP_BODY_IDLE_TIMEOUT_SEC", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    body_idle_timeout_sec: u64,
-
-    /// Most client connections at once (lowered to fit the descriptor limit). At the cap the
-    /// longest idle connection is closed for a new one; when none is idle, newcomers get 503
-    /// with Retry-After (and /health its answer).
-    #[arg(long, env = "MYMCP_MAX_CONNECTIONS", default_value_t = mymcp_frontend::admission::DEFAULT_MAX_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
-    max_connections: usize,
-
-    /// Most connections at once from one client address (IPv6: one /64); trusted proxies
-    /// (MYMCP_TRUSTED_PROXIES) have only the global cap.
-    #[arg(long, env = "MYMCP_MAX_CONNECTIONS_PER_IP", default_value_t = mymcp_frontend::admission::DEFAULT_MAX_CONNECTIONS_PER_IP, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
-    max_connections_per_ip: usize,
-
-    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
-    #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
-    log_level: String,
-
-    /// Log format on stderr: text or json (journald is used when JOURNAL_STREAM is set).
-    #[arg(long, env = "MYMCP_LOG_FORMAT", default_value = "text")]
-    log_format: String,
-
-    /// Print the manual page (roff) and exit; for packaging.
-    #[arg(long, hide = true)]
-    man: bool,
-}
-
 fn main() -> ExitCode {
     // The frontend is never given a secret; should one arrive in its environment anyway, it
     // is overwritten where /proc/<pid>/environ shows it (first, while this is the only thread).
@@ -131,13 +29,6 @@ fn main() -> ExitCode {
         eprintln!("mymcp-frontend: warning: {name} in the environment was overwritten and ignored: the frontend never needs a secret");
     }
     let cli = Cli::parse();
-    if cli.man {
-        use clap::CommandFactory;
-        let rendered = clap_mangen::Man::new(Cli::command())
-            .section("8")
-            .render(&mut std::io::stdout());
-        return ExitCode::from(u8::from(rendered.is_err()));
-    }
     if mymcp_frontend::effective_uid() == 0 {
         eprintln!(
             "mymcp-frontend must not run as root: start it as an unprivileged user (e.g. mymcp)"

@@ -109,7 +109,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            header_read_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(mymcp_settings::HEADER_TIMEOUT_SEC.default()),
             shutdown_grace: Duration::from_secs(5),
             tls: None,
             limits: ConnectionLimits::default(),

@@ -6,12 +6,8 @@ use crate::probe::ProbeConfig;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mymcp_settings::values::{boolean, directory, integer, interval};
+use mymcp_settings as settings;
 pub use mymcp_settings::values::{ConfigError, Source};
-
-fn err(name: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::new(name, problem)
-}
 
 /// Everything the recorder needs.
 #[derive(Clone, Debug)]
@@ -46,40 +42,31 @@ impl Config {
     /// variable (`ANTHROPIC_API_KEY`, `OPENAI_API_KEY`), else the systemd credential
     /// `llm-api-key` (`$CREDENTIALS_DIRECTORY/llm-api-key`).
     pub fn from_source(src: &dyn Source) -> Result<Config, ConfigError> {
-        let get = |name: &str| src.get(name);
-        let provider_name = get("MYMCP_RECORDER_LLM_PROVIDER").unwrap_or_default();
-        let provider = if provider_name.trim().is_empty() {
-            Provider::Anthropic
-        } else {
-            Provider::parse(&provider_name).ok_or_else(|| {
-                err(
-                    "MYMCP_RECORDER_LLM_PROVIDER",
-                    format!("invalid value {provider_name:?} (allowed: anthropic, openai)"),
-                )
-            })?
-        };
-        let base_override = get("MYMCP_RECORDER_LLM_BASE_URL")
-            .map(|v| v.trim().trim_end_matches('/').to_owned())
+        let provider = settings::RECORDER_LLM_PROVIDER.read(src)?;
+        let provider = Provider::parse(provider).expect("the declaration allows only providers");
+        let base_override = settings::RECORDER_LLM_BASE_URL
+            .value(src)
+            .map(|v| v.trim_end_matches('/').to_owned())
             .filter(|v| !v.is_empty());
         if let Some(b) = &base_override {
             if !(b.starts_with("https://") || b.starts_with("http://")) {
-                return Err(err(
-                    "MYMCP_RECORDER_LLM_BASE_URL",
-                    format!("{b} is not an http(s) URL"),
-                ));
+                return Err(
+                    settings::RECORDER_LLM_BASE_URL.error(format!("{b} is not an http(s) URL"))
+                );
             }
         }
-        let api_key = get("MYMCP_RECORDER_LLM_API_KEY")
-            .or_else(|| get(provider.key_variable()))
+        // Set, even empty, the generic key hides the provider's variable.
+        let api_key = settings::RECORDER_LLM_API_KEY
+            .raw(src)
+            .or_else(|| src.get(provider.key_variable()))
             .or_else(|| {
-                let dir = get("CREDENTIALS_DIRECTORY")?;
+                let dir = src.get("CREDENTIALS_DIRECTORY")?;
                 std::fs::read_to_string(PathBuf::from(dir).join("llm-api-key")).ok()
             })
             .map(|k| k.trim().to_owned())
             .unwrap_or_default();
-        let model = get("MYMCP_RECORDER_LLM_MODEL")
-            .map(|m| m.trim().to_owned())
-            .filter(|m| !m.is_empty())
+        let model = settings::RECORDER_LLM_MODEL
+            .value(src)
             .unwrap_or_else(|| provider.default_model().to_owned());
         let llm = LlmConfig {
             provider,
@@ -88,84 +75,47 @@ impl Config {
             base_url: base_override
                 .clone()
                 .unwrap_or_else(|| provider.default_base_url().to_owned()),
-            max_tokens: integer(src, "MYMCP_RECORDER_LLM_MAX_TOKENS", 32_768, 256, 1_000_000)?
-                as u32,
-            timeout: Duration::from_secs(integer(
-                src,
-                "MYMCP_RECORDER_LLM_TIMEOUT_SEC",
-                600,
-                1,
-                3600,
-            )?),
+            max_tokens: settings::RECORDER_LLM_MAX_TOKENS.read(src)? as u32,
+            timeout: Duration::from_secs(settings::RECORDER_LLM_TIMEOUT_SEC.read(src)?),
         };
-        let data_dir = directory(src, "MYMCP_RECORDER_DATA_DIR", "/var/lib/mymcp/recorder")?;
-        let backoff_min = integer(src, "MYMCP_RECORDER_BACKOFF_MIN_SEC", 30, 1, 86_400)?;
-        let backoff_max = integer(
+        let data_dir = settings::RECORDER_DATA_DIR.read(src)?;
+        let backoff_min = settings::RECORDER_BACKOFF_MIN_SEC.read(src)?;
+        let backoff_max = settings::RECORDER_BACKOFF_MAX_SEC.read_within(
             src,
-            "MYMCP_RECORDER_BACKOFF_MAX_SEC",
-            600.max(backoff_min),
             backoff_min,
-            86_400,
+            settings::RECORDER_BACKOFF_MAX_SEC.kind.max,
         )?;
-        // Like the executor: a merge interval that is not positive means 300.
-        let interval = interval(src, "MYMCP_RECORDER_MERGE_INTERVAL_SEC", 300, 86_400)?;
         let cfg = Config {
-            enabled: boolean(src, "MYMCP_RECORDER_ENABLED", false)?,
-            audit_dir: directory(src, "MYMCP_AUDIT_LOG_DIR", "/var/log/mymcp")?,
-            merge_interval: Duration::from_secs(interval),
-            max_events: integer(src, "MYMCP_RECORDER_MAX_EVENTS_PER_CYCLE", 50, 1, 10_000)?
-                as usize,
-            bootstrap_max_iterations: integer(
-                src,
-                "MYMCP_RECORDER_BOOTSTRAP_MAX_ITERATIONS",
-                200,
-                1,
-                100_000,
-            )? as u32,
-            bootstrap_token_budget: integer(
-                src,
-                "MYMCP_RECORDER_BOOTSTRAP_TOKEN_BUDGET",
-                10_000_000,
-                1,
-                1 << 40,
-            )?,
-            bootstrap_retry_interval: Duration::from_secs(integer(
-                src,
-                "MYMCP_RECORDER_BOOTSTRAP_RETRY_INTERVAL_SEC",
-                3600,
-                1,
-                30 * 86_400,
-            )?),
+            enabled: settings::RECORDER_ENABLED.read(src)?,
+            audit_dir: settings::AUDIT_LOG_DIR.read(src)?,
+            // Like the executor: a merge interval that is not positive means the default.
+            merge_interval: Duration::from_secs(settings::RECORDER_MERGE_INTERVAL_SEC.read(src)?),
+            max_events: settings::RECORDER_MAX_EVENTS_PER_CYCLE.read(src)? as usize,
+            bootstrap_max_iterations: settings::RECORDER_BOOTSTRAP_MAX_ITERATIONS.read(src)? as u32,
+            bootstrap_token_budget: settings::RECORDER_BOOTSTRAP_TOKEN_BUDGET.read(src)?,
+            bootstrap_retry_interval: Duration::from_secs(
+                settings::RECORDER_BOOTSTRAP_RETRY_INTERVAL_SEC.read(src)?,
+            ),
             probe: ProbeConfig {
-                timeout: Duration::from_secs(integer(
-                    src,
-                    "MYMCP_RECORDER_BOOTSTRAP_PROBE_TIMEOUT_SEC",
-                    30,
-                    1,
-                    3600,
-                )?),
+                timeout: Duration::from_secs(
+                    settings::RECORDER_BOOTSTRAP_PROBE_TIMEOUT_SEC.read(src)?,
+                ),
                 ..ProbeConfig::default()
             },
             llm,
-            breaker_threshold: integer(src, "MYMCP_RECORDER_CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1000)?
-                as u32,
+            breaker_threshold: settings::RECORDER_CIRCUIT_BREAKER_THRESHOLD.read(src)? as u32,
             backoff_min: Duration::from_secs(backoff_min),
             backoff_max: Duration::from_secs(backoff_max),
-            metrics_file: directory(
-                src,
-                "MYMCP_RECORDER_METRICS_FILE",
-                &data_dir.join("metrics.prom").display().to_string(),
-            )?,
+            metrics_file: settings::RECORDER_METRICS_FILE
+                .read_or(src, &data_dir.join("metrics.prom").display().to_string())?,
             data_dir,
         };
         if cfg.llm.api_key.is_empty() && base_override.is_none() {
-            return Err(err(
-                "MYMCP_RECORDER_LLM_API_KEY",
-                format!(
-                    "not set (nor {}, nor the credential llm-api-key); only a MYMCP_RECORDER_LLM_BASE_URL server may go without one",
-                    provider.key_variable()
-                ),
-            ));
+            return Err(settings::RECORDER_LLM_API_KEY.error(format!(
+                "not set (nor {}, nor the credential llm-api-key); only a {} server may go without one",
+                provider.key_variable(),
+                settings::RECORDER_LLM_BASE_URL.name
+            )));
         }
         Ok(cfg)
     }
@@ -209,6 +159,17 @@ mod tests {
         assert_eq!(
             c.metrics_file,
             PathBuf::from("/var/lib/mymcp/recorder/metrics.prom")
+        );
+    }
+
+    #[test]
+    fn the_declared_providers_are_the_recorder_s() {
+        for name in settings::RECORDER_LLM_PROVIDER.kind.allowed {
+            assert_eq!(Provider::parse(name).map(Provider::as_str), Some(*name));
+        }
+        assert_eq!(
+            Provider::parse(settings::RECORDER_LLM_PROVIDER.default()),
+            Some(Provider::Anthropic)
         );
     }
 

@@ -15,7 +15,7 @@
 //!               <data_dir>/overview/overview.md ◀──read── mymcp-executor (server_overview)
 //! ```
 //!
-//! Modules: [`config`] (settings), [`store`] (the data directory), [`document`] (the
+//! Modules: [`cli`] (the command line), [`config`] (settings), [`store`] (the data directory), [`document`] (the
 //! overview's Markdown and the checks on the model's answers), [`llm`] (the Anthropic and
 //! OpenAI-compatible dialects), [`merge`] (the tick: merge cycles, rollback, batch halving,
 //! backoff, circuit breaker), [`bootstrap`] (the first overview), [`probe`] (the bootstrap's
@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod cli;
 pub mod config;
 pub mod document;
 pub mod llm;

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use mymcp_recorder::cli::Args;
 use mymcp_recorder::config::Config;
 use mymcp_recorder::merge::{Outcome, Recorder};
 use mymcp_recorder::metrics::Metrics;
@@ -13,31 +14,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The optional recorder of mymcp: keeps <MYMCP_RECORDER_DATA_DIR>/overview/overview.md
-/// current from the audit log with an LLM. Settings come from MYMCP_RECORDER_* variables
-/// (and an env file given with --env-file or MYMCP_ENV_FILE); flags override both.
-#[derive(Parser, Debug)]
-#[command(name = "mymcp-recorder", version)]
-struct Args {
-    /// Env file to read (default: MYMCP_ENV_FILE if set, else the systemd credential
-    /// recorder.env).
-    #[arg(long)]
-    env_file: Option<PathBuf>,
-    /// Run one tick (bootstrap or merge cycle), write the metrics and exit: 0 unless it failed.
-    #[arg(long)]
-    once: bool,
-    /// Run as root although the bootstrap's probe commands would then run as root.
-    #[arg(long)]
-    allow_root: bool,
-    /// Check the settings and exit.
-    #[arg(long)]
-    check_config: bool,
-    #[arg(long, env = "MYMCP_LOG_LEVEL", default_value = "info")]
-    log_level: String,
-    #[arg(long, env = "MYMCP_LOG_FORMAT", default_value = "text")]
-    log_format: String,
-}
 
 /// Variables the recorder reads besides MYMCP_* (the providers' key variables are secrets,
 /// taken out of the environment first thing in `main`).
@@ -54,7 +30,7 @@ fn settings(
     let file = args
         .env_file
         .clone()
-        .or_else(|| std::env::var_os("MYMCP_ENV_FILE").map(PathBuf::from))
+        .or_else(|| std::env::var_os(mymcp_settings::ENV_FILE.name).map(PathBuf::from))
         .or(credential)
         .filter(|p| p.as_os_str() != "none");
     let pairs = match &file {

@@ -31,7 +31,9 @@ pub struct ProbeConfig {
 impl Default for ProbeConfig {
     fn default() -> Self {
         ProbeConfig {
-            timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(
+                mymcp_settings::RECORDER_BOOTSTRAP_PROBE_TIMEOUT_SEC.default(),
+            ),
             head_bytes: 6 * 1024,
             tail_bytes: 2 * 1024,
             read_bytes: 16 * 1024,

@@ -24,23 +24,21 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    /// Parses `text` or `json` (`MYMCP_LOG_FORMAT`, `--log-format`).
+    /// Parses `text` or `json` ([`crate::LOG_FORMAT`], `--log-format`).
     pub fn parse(s: &str) -> Result<LogFormat, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "" | "text" => Ok(LogFormat::Text),
+        match crate::LOG_FORMAT.parse(s).map_err(|e| e.to_string())? {
             "json" => Ok(LogFormat::Json),
-            _ => Err(format!(
-                "MYMCP_LOG_FORMAT: invalid value {s:?} (allowed: text, json)"
-            )),
+            _ => Ok(LogFormat::Text),
         }
     }
 }
 
-/// Checks a level or directive string (`MYMCP_LOG_LEVEL`, `--log-level`).
+/// Checks a level or directive string ([`crate::LOG_LEVEL`], `--log-level`).
 pub fn parse_level(level: &str) -> Result<EnvFilter, String> {
     EnvFilter::try_new(level).map_err(|e| {
         format!(
-            "MYMCP_LOG_LEVEL: invalid value {level:?} ({e}; allowed: error, warn, info, debug, trace or tracing directives)"
+            "{}: invalid value {level:?} ({e}; allowed: error, warn, info, debug, trace or tracing directives)",
+            crate::LOG_LEVEL.name
         )
     })
 }

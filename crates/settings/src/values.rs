@@ -1,6 +1,7 @@
-//! Reading one setting: whole numbers in a range, booleans, absolute paths, lists, intervals,
-//! with errors that name the variable, the value and what is allowed. Every mymcp process reads
-//! its settings through these, so that one value means the same everywhere.
+//! The readers behind the declarations: whole numbers in a range, booleans, absolute paths,
+//! lists, intervals, with errors that name the variable, the value and what is allowed, and
+//! [`Source`], where values come from. Processes read their settings through the declarations
+//! ([`crate::Setting`]), which call these with the declared name, default and range.
 //!
 //! ```
 //! use mymcp_settings::values::integer;
@@ -58,7 +59,18 @@ pub fn integer(
     min: u64,
     max: u64,
 ) -> Result<u64, ConfigError> {
-    let Some(raw) = src.get(name) else {
+    parse_integer(name, src.get(name).as_deref(), default, min, max)
+}
+
+/// Parses one integer value (`None`: unset) of the setting `name`.
+pub(crate) fn parse_integer(
+    name: &str,
+    raw: Option<&str>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = raw else {
         return Ok(default);
     };
     let raw = raw.trim();
@@ -112,7 +124,16 @@ pub fn list(src: &dyn Source, name: &str) -> Vec<String> {
 
 /// Reads a boolean setting: true/false/1/0/yes/no/on/off, any case.
 pub fn boolean(src: &dyn Source, name: &str, default: bool) -> Result<bool, ConfigError> {
-    let Some(raw) = src.get(name) else {
+    parse_boolean(name, src.get(name).as_deref(), default)
+}
+
+/// Parses one boolean value (`None`: unset) of the setting `name`.
+pub(crate) fn parse_boolean(
+    name: &str,
+    raw: Option<&str>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    let Some(raw) = raw else {
         return Ok(default);
     };
     match raw.trim().to_ascii_lowercase().as_str() {
