@@ -489,7 +489,7 @@ fn limit_bodies() -> Vec<(String, Vec<u8>)> {
 
 /// Writes a token store with the executor's own store code and returns its text.
 fn token_store_files() -> Vec<(String, Vec<u8>)> {
-    use mymcp_executor::tokens::TokenStore;
+    use mymcp_tokens::TokenStore;
     let dir = std::env::temp_dir().join(format!("mymcp-fuzz-seeds-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let path = dir.join("tokens.json");

@@ -791,7 +791,7 @@ pub fn tickets(data: &[u8]) {
 /// parses to the same tokens and writes back identically; ids are 12 hex digits. A Python/Go
 /// store converts to names of 1-64 printable characters, one token per entry.
 pub fn token_store(data: &[u8]) {
-    use mymcp_executor::tokens::{self, fuzzing};
+    use mymcp_tokens::{self as tokens, fuzzing};
     if let Ok((list, retired, rendered)) = fuzzing::parse_and_render(data) {
         for t in &list {
             assert_eq!(t.id.len(), tokens::ID_LEN);

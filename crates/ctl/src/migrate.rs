@@ -278,10 +278,10 @@ pub fn migrate(opts: &MigrateOptions) -> anyhow::Result<usize> {
     }
     for (role, value) in &secrets {
         tokens.push(ImportedToken {
-            digest: mymcp_executor::tokens::digest(value),
+            digest: mymcp_tokens::digest(value),
             name: role.as_str().to_owned(),
             role: *role,
-            created_at: mymcp_executor::clock::now_rfc3339(),
+            created_at: mymcp_tokens::clock::now_rfc3339(),
             last_used: None,
             enabled: true,
         });
@@ -316,7 +316,7 @@ pub fn migrate(opts: &MigrateOptions) -> anyhow::Result<usize> {
     )) {
         ensure_private_dir(store.parent().expect("store has a directory"))?;
         // Opening converts a plaintext store found at the path (in place, digests only).
-        let opened = mymcp_executor::tokens::TokenStore::open(&store)
+        let opened = mymcp_tokens::TokenStore::open(&store)
             .with_context(|| format!("token store {}", store.display()))?;
         let (added, skipped) = opened.import(tokens)?;
         run.say(format!(

@@ -153,7 +153,7 @@ fn wait_until_listening(path: &Path, executor: &mut Child) -> anyhow::Result<()>
 /// Imports the admin and metrics tokens that came in mymcpctl's environment into the
 /// temporary store (digests only), as the executor imports those of its env file.
 fn import_env_secrets(
-    store: &mymcp_executor::tokens::TokenStore,
+    store: &mymcp_tokens::TokenStore,
     secrets: &[(String, String)],
 ) -> anyhow::Result<()> {
     let list: Vec<mymcp_protocol::ImportedToken> = secrets
@@ -162,10 +162,10 @@ fn import_env_secrets(
             let role = crate::import::secret_role(name)?;
             let value = value.trim();
             (!value.is_empty()).then(|| mymcp_protocol::ImportedToken {
-                digest: mymcp_executor::tokens::digest(value),
+                digest: mymcp_tokens::digest(value),
                 name: role.as_str().to_owned(),
                 role,
-                created_at: mymcp_executor::clock::now_rfc3339(),
+                created_at: mymcp_tokens::clock::now_rfc3339(),
                 last_used: None,
                 enabled: true,
             })
@@ -221,7 +221,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
     // rather than through the control socket after it has.
     let (admin, rw) = {
         // Not synced to disk: the tokens end with this process and the directory with them.
-        let (store, added) = mymcp_executor::tokens::TokenStore::create_temporary(
+        let (store, added) = mymcp_tokens::TokenStore::create_temporary(
             &token_file,
             &[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)],
         )

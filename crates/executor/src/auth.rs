@@ -5,8 +5,8 @@
 //! looks the caller's token digest up in the executor's own store. So a handler that runs
 //! without a valid token of the right role does not compile.
 
-use crate::tokens::TokenStore;
 use mymcp_protocol::{ErrorCode, Identity, Role, TokenDigest, ToolFailure, ToolName};
+use mymcp_tokens::TokenStore;
 use std::marker::PhantomData;
 
 /// A token holder that may call MCP tools (role `ro` or `rw`).
@@ -110,7 +110,7 @@ impl<L: Level> Authorized<L> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokens::digest;
+    use mymcp_tokens::digest;
 
     #[test]
     fn roles_map_to_tools() {

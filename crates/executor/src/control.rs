@@ -2,8 +2,8 @@
 
 use crate::dispatch::Executor;
 use crate::server::{CancelSignal, Events, Peer, Service};
-use crate::tokens::TokenError;
 use mymcp_protocol::{ControlRequest, ControlResponse, ErrorCode, Role, StatusInfo};
+use mymcp_tokens::TokenError;
 use std::sync::Arc;
 
 /// The administration service behind `control.sock`.

@@ -15,7 +15,6 @@ use crate::overview::{self, OverviewConfig};
 use crate::paths::Access;
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::spawn::{self, Activity, BashConfig};
-use crate::tokens::TokenStore;
 use crate::transfer::{TransferConfig, Transfers};
 use crate::{edit, search};
 use mymcp_protocol::{
@@ -23,6 +22,7 @@ use mymcp_protocol::{
     FrontendResponse, Glob, Grep, MetricsOutcome, Progress, ReadFile, Role, TokenDigest, ToolCall,
     ToolFailure, ToolName, ToolOutput, WriteFile,
 };
+use mymcp_tokens::TokenStore;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -637,11 +637,11 @@ impl Executor {
             self.metrics.auth_failure(AuthSurface::Admin);
             return AdminOutcome::Forbidden;
         };
-        let failed = |e: crate::tokens::TokenError| match e {
-            crate::tokens::TokenError::InvalidName(_) | crate::tokens::TokenError::Ambiguous(_) => {
+        let failed = |e: mymcp_tokens::TokenError| match e {
+            mymcp_tokens::TokenError::InvalidName(_) | mymcp_tokens::TokenError::Ambiguous(_) => {
                 AdminOutcome::Invalid(e.to_string())
             }
-            crate::tokens::TokenError::NotFound(_) => AdminOutcome::NotFound,
+            mymcp_tokens::TokenError::NotFound(_) => AdminOutcome::NotFound,
             e => AdminOutcome::Failed(e.to_string()),
         };
         match op {

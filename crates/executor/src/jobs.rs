@@ -24,7 +24,6 @@
 //!   crash are deleted at the next start.
 
 use crate::auth::{Authorized, Rw};
-use crate::clock;
 use crate::limits::{PerToken, TokenSlot};
 use crate::server::{CancelSignal, ShutdownWatch, Stop};
 use crate::spawn::{self, BashConfig, CommandSpec, Control, Controller, Sink, StopReason};
@@ -33,6 +32,7 @@ use mymcp_protocol::{
     ToolFailure,
 };
 use mymcp_sys::process::GroupSignal;
+use mymcp_tokens::clock;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -757,8 +757,8 @@ fn remove_stale_spools(dir: &Path) {
 mod tests {
     use super::*;
     use crate::auth::{self, Authorized, Rw};
-    use crate::tokens::{digest, TokenStore};
     use mymcp_protocol::{Role, ToolName};
+    use mymcp_tokens::{digest, TokenStore};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::sync::Semaphore;
 

@@ -7,8 +7,8 @@
 //! up in its own token store, derives name and role itself, re-validates every argument and
 //! only then runs the tool. The frontend's checks are an optimisation, never the decision.
 //!
-//! Modules: [`cli`] (the command line), [`config`] (settings), [`server`] (sockets, peer checks, connection state),
-//! [`tokens`] (the digest-only token store), [`auth`] (authorization as types),
+//! Modules: [`cli`] (the command line), [`config`] (settings), [`server`] (sockets, peer checks, connection state), the token store is the `mymcp-tokens` crate,
+//! [`auth`] (authorization as types),
 //! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`jobs`] (background jobs),
 //! [`limits`] (command concurrency), [`paths`] (protected paths, checked on the opened
 //! object), [`mounts`] (which reads may run on a runtime worker), [`files`] (`read_file`), [`edit`] (`write_file`, `edit_file`), [`search`]
@@ -22,7 +22,6 @@
 pub mod audit;
 pub mod auth;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dispatch;
@@ -39,5 +38,4 @@ pub mod server;
 pub mod spawn;
 #[cfg(test)]
 mod testing;
-pub mod tokens;
 pub mod transfer;

@@ -12,9 +12,9 @@ use mymcp_executor::dispatch::Executor;
 use mymcp_executor::jobs::Jobs;
 use mymcp_executor::metrics::Metrics;
 use mymcp_executor::server::{self, Origin, Shutdown};
-use mymcp_executor::tokens::TokenStore;
 use mymcp_service::notify::Notifier;
 use mymcp_sys as sys;
+use mymcp_tokens::TokenStore;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,10 +143,10 @@ fn import_secrets(tokens: &TokenStore, secrets: &Secrets) -> anyhow::Result<()> 
             continue;
         };
         list.push(ImportedToken {
-            digest: mymcp_executor::tokens::digest(value),
+            digest: mymcp_tokens::digest(value),
             name: role.as_str().to_owned(),
             role,
-            created_at: mymcp_executor::clock::now_rfc3339(),
+            created_at: mymcp_tokens::clock::now_rfc3339(),
             last_used: None,
             enabled: true,
         });

@@ -9,11 +9,11 @@
 //! recorder could not read). Otherwise an ro token could read, through the recorder's files,
 //! what root can read.
 
-use crate::clock;
 use crate::paths::os_message;
 use mymcp_audit::follow::{self, Cursor, CURSOR_FILE};
 use mymcp_protocol::{ErrorCode, OverviewOutput, ToolFailure};
 use mymcp_sys::fs::{self as sysfs, Base, Resolve};
+use mymcp_tokens::clock;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
 use std::io::{self, Read};

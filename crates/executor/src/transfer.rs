@@ -36,13 +36,13 @@ use crate::edit::{self, Replace, TempFile};
 use crate::limits::FileLimits;
 use crate::paths::{self, Access, CheckedTarget, ProtectedPaths};
 use crate::server::{CancelSignal, Events};
-use crate::tokens::TokenStore;
 use mymcp_protocol::{
     CallOrigin, Direction, ErrorCode, GrantId, PrepareDownload, PrepareUpload, Role, TokenDigest,
     ToolFailure, ToolName, TransferDone, TransferError, TransferErrorKind as Kind, TransferGrant,
     TransferStart,
 };
 use mymcp_sys::pipe::{self as syspipe, Ready};
+use mymcp_tokens::TokenStore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
@@ -401,7 +401,7 @@ impl Transfers {
             direction,
             expires_at_unix: expires_at,
             expires_in: ttl,
-            expires_at: crate::clock::rfc3339(expires_at as i64),
+            expires_at: mymcp_tokens::clock::rfc3339(expires_at as i64),
             path: path.to_owned(),
             bytes,
             overwrite,
@@ -1281,7 +1281,7 @@ mod tests {
     }
 
     fn grant(t: &Transfers, tokens: &TokenStore, value: &str) -> Result<(), ErrorCode> {
-        let d = crate::tokens::digest(value);
+        let d = mymcp_tokens::digest(value);
         t.insert(
             tokens,
             &d,
@@ -1336,7 +1336,7 @@ mod tests {
         assert_eq!(grant(&t, &tokens, &v[2]), Err(ErrorCode::Busy));
         // Disabled by a hand edit of the store: its one grant goes when room is needed.
         let text = std::fs::read_to_string(tokens.path()).unwrap();
-        let d = crate::tokens::digest(&v[1]);
+        let d = mymcp_tokens::digest(&v[1]);
         let hex: String = d.0.iter().map(|b| format!("{b:02x}")).collect();
         let mut store: serde_json::Value = serde_json::from_str(&text).unwrap();
         for e in store["tokens"].as_array_mut().unwrap() {

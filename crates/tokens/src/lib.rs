@@ -10,8 +10,21 @@
 //! applied and never overwritten; the last good set stays in force and changes are refused
 //! until it is fixed. `last_used` is kept in memory and written lazily ([`TokenStore::flush`]),
 //! never once per request.
+//!
+//! This crate is mymcp-tokens: the store, the digests and the clock its timestamps come from.
+//! The executor owns the store at run time; `mymcpctl` (the quick try's temporary store, the
+//! import of another mymcp's tokens) and the fuzz targets use it without linking the executor.
+//!
+//! ```
+//! let d = mymcp_tokens::digest("tok_example");
+//! assert_eq!(d, mymcp_tokens::digest("tok_example"));
+//! assert_ne!(d, mymcp_tokens::digest("tok_other"));
+//! ```
 
-use crate::clock;
+#![forbid(unsafe_code)]
+
+pub mod clock;
+
 use mymcp_protocol::{Identity, ImportedToken, Role, TokenDigest, TokenInfo};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
