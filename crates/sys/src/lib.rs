@@ -10,6 +10,7 @@
 //! - [`memory`]: glibc's allocator parameters and trimming;
 //! - [`net`]: inherited listening sockets, receiving descriptors, the descriptor limit;
 //! - [`privileges`]: dropping privileges before `exec`, parent-death signal, dumpable flag;
+//! - [`creds`]: a thread acting as a Unix account; its groups and expiry;
 //! - [`signals`]: waiting for signals, sending them;
 //! - [`testing`]: what only tests do (bind mounts, FIFOs, the page cache);
 //! - at the top: the effective uid, umask, random bytes, user lookup.
@@ -20,6 +21,7 @@
 //! assert!(key.iter().any(|&b| b != 0));
 //! ```
 
+pub mod creds;
 pub mod environment;
 pub mod fs;
 pub mod memory;
