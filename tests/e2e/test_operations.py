@@ -46,7 +46,7 @@ def scrape(server, token, openmetrics=False) -> dict:
         families = list(parse_openmetrics(text))
     else:
         assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
-        assert "# EOF" not in text and "# TYPE mymcp_tool_calls_total counter\n" in text
+        assert "# EOF" not in text and "# TYPE mymcp_audit_write_failures_total counter\n" in text
         families = list(parse_text(text))
         # Every sample belongs to a typed family (a counter announced without `_total` would
         # leave its samples untyped).
