@@ -6,7 +6,8 @@ import subprocess
 import urllib.error
 import urllib.request
 
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from conftest import bin_dir, tool_json, with_session
 
@@ -15,11 +16,13 @@ def base(server) -> str:
     return server.url.rsplit("/mcp", 1)[0]
 
 
-def http(server, method, path, token=None, body=None):
+def http(server, method, path, token=None, body=None, accept=None):
     """(status, headers, text) of one request."""
     req = urllib.request.Request(base(server) + path, method=method)
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
+    if accept is not None:
+        req.add_header("Accept", accept)
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -31,13 +34,25 @@ def http(server, method, path, token=None, body=None):
         return e.code, e.headers, e.read().decode()
 
 
-def scrape(server, token) -> dict:
-    """Samples by (name, frozen labels) from a parsed /metrics."""
-    status, headers, text = http(server, "GET", "/metrics", token)
+def scrape(server, token, openmetrics=False) -> dict:
+    """Samples by (name, frozen labels) from a parsed /metrics: the classic text format that
+    every Prometheus client library answers by default, or OpenMetrics when asked for."""
+    accept = "application/openmetrics-text; version=1.0.0" if openmetrics else None
+    status, headers, text = http(server, "GET", "/metrics", token, accept=accept)
     assert status == 200, text
-    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    if openmetrics:
+        assert headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        assert text.endswith("# EOF\n")
+        families = list(parse_openmetrics(text))
+    else:
+        assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert "# EOF" not in text and "# TYPE mymcp_audit_write_failures_total counter\n" in text
+        families = list(parse_text(text))
+        # Every sample belongs to a typed family (a counter announced without `_total` would
+        # leave its samples untyped).
+        assert all(f.type != "unknown" for f in families), [f.name for f in families]
     samples = {}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         for s in family.samples:
             samples[(s.name, frozenset(s.labels.items()))] = s.value
     return samples
@@ -53,7 +68,7 @@ def metrics_token(server) -> str:
     return r.stdout.strip()
 
 
-def test_metrics_are_valid_openmetrics_and_move_with_calls(server, tmp_path):
+def test_metrics_are_valid_in_both_formats_and_move_with_calls(server, tmp_path):
     token = metrics_token(server)
     before = scrape(server, token)
     assert value(before, "mymcp_executor_connected") == 1
@@ -95,6 +110,12 @@ def test_metrics_are_valid_openmetrics_and_move_with_calls(server, tmp_path):
     assert (status, json.loads(text)) == (401, {"detail": "Unauthorized"})
     later = scrape(server, token)
     assert value(later, "mymcp_auth_failures_total", endpoint="metrics") >= 1
+
+    # The same series in OpenMetrics (the gauges of in-flight requests aside).
+    om = scrape(server, token, openmetrics=True)
+    text = scrape(server, token)
+    moving = {"mymcp_http_requests_total", "mymcp_http_requests_in_flight"}
+    assert {k for k in om if k[0] not in moving} == {k for k in text if k[0] not in moving}
 
 
 def test_admin_api_tokens_work_in_the_mcp_sdk_at_once_and_stop_at_once(server):

@@ -9,7 +9,7 @@
 //! | `GET /admin/tokens` | 200 `{"<id>": {id, name, role, created_at, last_used, enabled}}` | 401 no bearer, 403 not admin |
 //! | `POST /admin/tokens` `{"name", "role"}` | 200 `{token, id, name, role, created_at}` | 400 `{"detail"}` bad input |
 //! | `DELETE /admin/tokens/{token-or-id}` | 200 `{"revoked", id, name, role}` | 404 `{"detail":"Token not found"}` |
-//! | `GET /metrics` | 200 OpenMetrics text | 401 wrong token, 503 no metrics token |
+//! | `GET /metrics` | 200 Prometheus text, or OpenMetrics text when `Accept` prefers it | 401 wrong token, 503 no metrics token |
 
 // The error type of the helpers here is the HTTP response to send; it is built at most once per
 // request, so its size does not matter.
@@ -18,7 +18,7 @@
 use crate::body::{self, BodyError, BodyTimeouts};
 use crate::forward::{ForwardError, Forwarder};
 use crate::http::{bearer_token, token_digest, BearerError};
-use crate::metrics::{FrontendMetrics, Surface};
+use crate::metrics::{Format, FrontendMetrics, Surface};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
@@ -245,15 +245,27 @@ async fn scrape(State(ops): State<Ops>, headers: HeaderMap) -> Response {
         .request(FrontendRequest::Metrics { token })
         .await;
     match answer {
-        Ok(FrontendResponse::Metrics(MetricsOutcome::Snapshot(snapshot))) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
-            )],
-            ops.metrics.render(&snapshot, ops.forwarder.is_connected()),
-        )
-            .into_response(),
+        Ok(FrontendResponse::Metrics(MetricsOutcome::Snapshot(snapshot))) => {
+            let format = Format::negotiate(
+                headers
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
+            (
+                StatusCode::OK,
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(format.content_type()),
+                    ),
+                    (header::VARY, HeaderValue::from_static("Accept")),
+                ],
+                ops.metrics
+                    .render(&snapshot, ops.forwarder.is_connected(), format),
+            )
+                .into_response()
+        }
         Ok(FrontendResponse::Metrics(MetricsOutcome::Disabled)) => detail(
             StatusCode::SERVICE_UNAVAILABLE,
             "Metrics disabled: MYMCP_METRICS_TOKEN not configured",

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{FakeExecutor, ADMIN_TOKEN, FAKE_GRANT, RO_TOKEN, RW_TOKEN};
+use support::{FakeExecutor, ADMIN_TOKEN, FAKE_GRANT, METRICS_TOKEN, RO_TOKEN, RW_TOKEN};
 use tower::ServiceExt;
 
 const PEER: &str = "192.0.2.7:40000";
@@ -840,4 +840,60 @@ async fn a_minted_ticket_names_the_executors_grant_and_checks_the_method_at_the_
         }
         other => panic!("expected a redeem, got {other:?}"),
     }
+}
+
+/// `/metrics` answers the classic Prometheus text format unless `Accept` prefers OpenMetrics,
+/// as the Prometheus client libraries do.
+#[tokio::test]
+async fn metrics_negotiate_the_exposition_format() {
+    let h = harness().await;
+    let scrape = |accept: Option<&str>| {
+        let mut r = Request::get("/metrics")
+            .header(header::AUTHORIZATION, format!("Bearer {METRICS_TOKEN}"));
+        if let Some(a) = accept {
+            r = r.header(header::ACCEPT, a);
+        }
+        send(&h.app, r.body(Body::empty()).unwrap())
+    };
+    let text = "text/plain; version=0.0.4; charset=utf-8";
+    let openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    for (accept, want) in [
+        (None, text),
+        (Some("*/*"), text),
+        (Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), text),
+        (Some("application/openmetrics-text;q=0"), text),
+        (
+            Some(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                 version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            ),
+            openmetrics,
+        ),
+    ] {
+        let reply = scrape(accept).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.header("content-type"), Some(want), "{accept:?}");
+        assert_eq!(reply.header("vary"), Some("Accept"));
+        let calls = "mymcp_tool_calls_total{tool=\"read_file\",role=\"ro\",result=\"ok\"} 3\n";
+        assert!(reply.body.contains(calls), "{}", reply.body);
+        if want == text {
+            assert!(reply
+                .body
+                .contains("# TYPE mymcp_tool_calls_total counter\n"));
+            assert!(!reply.body.contains("# EOF"), "{}", reply.body);
+        } else {
+            assert!(reply.body.contains("# TYPE mymcp_tool_calls counter\n"));
+            assert!(reply.body.ends_with("# EOF\n"), "{}", reply.body);
+        }
+    }
+    // Refusals are unchanged by the format.
+    let reply = send(
+        &h.app,
+        Request::get("/metrics")
+            .header(header::ACCEPT, "application/openmetrics-text")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }

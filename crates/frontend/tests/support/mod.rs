@@ -2,7 +2,8 @@
 //! real wire protocol (hello, multiplexed requests, cancel) with canned, predictable answers,
 //! and reports every frame it receives.
 //!
-//! Tokens: [`RW_TOKEN`] and [`RO_TOKEN`] are MCP clients, [`ADMIN_TOKEN`] is an admin token;
+//! Tokens: [`RW_TOKEN`] and [`RO_TOKEN`] are MCP clients, [`ADMIN_TOKEN`] is an admin token,
+//! [`METRICS_TOKEN`] the metrics token (its snapshot counts 3 ok `read_file` calls by ro);
 //! anything else is unknown. Calls: `bash_execute` echoes its command on stdout, except
 //! `"hang"` (never answered until cancelled), `"slow"` (answered after 300 ms),
 //! `"progress"` (two progress frames 100 ms apart, then the answer) and
@@ -31,6 +32,7 @@ use tokio::task::{JoinHandle, JoinSet};
 pub const RW_TOKEN: &str = "tok_rw_0123456789";
 pub const RO_TOKEN: &str = "tok_ro_0123456789";
 pub const ADMIN_TOKEN: &str = "tok_admin_0123456789";
+pub const METRICS_TOKEN: &str = "tok_metrics_0123456789";
 /// The grant every `prepare_download` of the fake gets (redeeming it answers "not found").
 pub const FAKE_GRANT: GrantId = GrantId([0x5a; 16]);
 
@@ -234,9 +236,22 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
             _ => FrontendResponse::Unauthenticated,
         },
-        // The fake has no metrics token.
-        FrontendRequest::Metrics { .. } => {
-            FrontendResponse::Metrics(mymcp_protocol::MetricsOutcome::Disabled)
+        FrontendRequest::Metrics { token } => {
+            use mymcp_protocol::{CallResult, ExecutorMetrics, MetricsOutcome, ToolCallCount};
+            FrontendResponse::Metrics(match token {
+                Some(t) if t == token_digest(METRICS_TOKEN.as_bytes()) => {
+                    MetricsOutcome::Snapshot(ExecutorMetrics {
+                        tool_calls: vec![ToolCallCount {
+                            tool: mymcp_protocol::ToolName::ReadFile,
+                            role: Role::Ro,
+                            result: CallResult::Ok,
+                            count: 3,
+                        }],
+                        ..ExecutorMetrics::default()
+                    })
+                }
+                _ => MetricsOutcome::Unauthorized,
+            })
         }
         FrontendRequest::Call { token, call, .. } => {
             let Some(identity) = identity_of(&token).filter(|i| i.role.is_client()) else {
