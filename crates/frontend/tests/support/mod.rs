@@ -234,6 +234,13 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
             _ => FrontendResponse::Unauthenticated,
         },
+        // The fake host has an overview: every tool is listed.
+        FrontendRequest::Offer { token } => match identity_of(&token) {
+            Some(i) if i.role.is_client() => FrontendResponse::Offer(mymcp_protocol::HostOffer {
+                server_overview: true,
+            }),
+            _ => FrontendResponse::Unauthenticated,
+        },
         // The fake has no metrics token.
         FrontendRequest::Metrics { .. } => {
             FrontendResponse::Metrics(mymcp_protocol::MetricsOutcome::Disabled)
