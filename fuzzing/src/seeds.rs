@@ -167,6 +167,7 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             "commit-upload".into(),
             FrontendRequest::CommitUpload { grant, claim: 3 },
         ),
+        ("offer".into(), FrontendRequest::Offer { token }),
     ]);
     out
 }
@@ -312,6 +313,15 @@ fn frontend_responses() -> Vec<(String, ServerFrame<FrontendResponse>)> {
         (
             "acknowledged".into(),
             response(9, FrontendResponse::Acknowledged(true)),
+        ),
+        (
+            "offer".into(),
+            response(
+                10,
+                FrontendResponse::Offer(HostOffer {
+                    server_overview: true,
+                }),
+            ),
         ),
     ]
 }

@@ -235,6 +235,14 @@ impl ExecutorClient for FakeExecutor {
                 Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
                 _ => FrontendResponse::Unauthenticated,
             },
+            FrontendRequest::Offer { token } => match identity(&token) {
+                Some(i) if i.role.is_client() => {
+                    FrontendResponse::Offer(mymcp_protocol::HostOffer {
+                        server_overview: true,
+                    })
+                }
+                _ => FrontendResponse::Unauthenticated,
+            },
             other => panic!("the MCP layer sent {other:?}"),
         })
     }
@@ -382,7 +390,9 @@ pub fn mcp_post(data: &[u8]) {
     );
     for request in &seen {
         match request {
-            FrontendRequest::Identify { token: t } => assert_eq!(*t, token),
+            FrontendRequest::Identify { token: t } | FrontendRequest::Offer { token: t } => {
+                assert_eq!(*t, token)
+            }
             FrontendRequest::Call {
                 token: t, origin, ..
             }

@@ -273,6 +273,5 @@ def test_grep_invalid_regex_protected_and_option_like_pattern(server, ro_token, 
 
 
 def test_grep_validates_output_mode(server, ro_token):
-    is_error, text = tool(server, ro_token, "grep", {"pattern": "x", "output_mode": "bogus"})
-    assert is_error is True
-    assert text == "Input validation error: 'bogus' is not one of ['content', 'files', 'count']"
+    out = fail(server, ro_token, "grep", {"pattern": "x", "output_mode": "bogus"}, "InvalidArguments")
+    assert out["message"] == "Input validation error: 'bogus' is not one of ['content', 'files', 'count']"

@@ -1,6 +1,8 @@
 """server_overview (spec §4.8) through the real frontend and executor with an ro token and the
 official MCP Python SDK: missing, fresh and stale overviews, pending events counted from the
-recorder's cursor in the live audit log, and the data directory readable but never writable."""
+recorder's cursor in the live audit log, and the data directory readable but never writable.
+The tool and its mention in the instructions are there only while an overview is, and the
+quick try's messages do not send the model to systemctl (it runs outside systemd)."""
 
 import json
 import os
@@ -47,18 +49,41 @@ def stamp(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def test_missing_overview_is_recorder_disabled(host, recorder_dir):
+def listed(server, token: str) -> tuple[list, str]:
+    """The tool names and the instructions a fresh session gets."""
+    async def scenario(session, init):
+        return [t.name for t in (await session.list_tools()).tools], init.instructions
+
+    return with_session(server.url, token, scenario)
+
+
+def test_missing_overview_is_not_listed_and_fails_with_a_true_message(host, recorder_dir):
+    names, instructions = listed(host, host.ro)
+    assert names == ["read_file", "glob", "grep", "prepare_download"]
+    assert "server_overview" not in instructions
+    # Still callable: the failure says why, without pointing at a systemd unit.
     result = call(host, host.ro, "server_overview", {})
     assert result.is_error is True
-    assert result.structured_content is None
     out = tool_json(result)
+    assert result.structured_content == out
     path = recorder_dir / "overview" / "overview.md"
     assert out == {
         "success": False,
         "error": "RecorderDisabled",
-        "message": f"overview not generated yet at {path} — is the recorder sidecar running? "
-                   "Check: systemctl status mymcp-recorder",
+        "message": f"overview not generated yet at {path}: the mymcp recorder (mymcp-recorder) "
+                   "keeps it, and none has written it for this server, which runs outside "
+                   "systemd (the quick try, mymcpctl serve, starts no recorder)",
     }
+
+
+def test_an_overview_makes_the_tool_listed_and_named_first(host, recorder_dir):
+    write_overview(recorder_dir, "# Host\n")
+    names, instructions = listed(host, host.ro)
+    assert names == ["read_file", "glob", "grep", "prepare_download", "server_overview"]
+    assert "server_overview describes the host" in instructions
+    assert "server_overview" in listed(host, host.rw_token)[0]
+    (recorder_dir / "overview" / "overview.md").unlink()
+    assert "server_overview" not in listed(host, host.rw_token)[0]
 
 
 def test_fresh_overview_for_an_ro_token(host, recorder_dir):
@@ -99,7 +124,7 @@ def test_pending_events_behind_the_cursor_make_an_old_overview_stale(host, recor
     assert banner.startswith("_Warning: this overview may be out of date: 2 audit events")
     minutes = int(re.search(r"last updated (\d+) minutes ago", banner).group(1))
     assert 60 <= minutes <= 65, banner
-    assert banner.endswith("Check: systemctl status mymcp-recorder_")
+    assert banner.endswith("Check that the mymcp recorder (mymcp-recorder) runs for this server_")
     assert rest.startswith("# Host\n")
     assert out["last_updated"] == stamp(old)
 

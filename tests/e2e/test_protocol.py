@@ -87,16 +87,32 @@ def test_every_tool_result_matches_its_output_schema(server, tmp_path, era):
 
 
 @pytest.mark.parametrize("era", ERAS)
-def test_failures_are_flagged_results_without_structured_content(server, era):
+def test_every_failure_has_one_shape_that_the_output_schema_describes(server, era):
     async def scenario(session: ClientSession, opened):
-        result = await session.call_tool("read_file", {"file_path": "/nonexistent/file"})
-        assert result.is_error is True
-        assert result.structured_content is None
-        assert tool_json(result)["error"] == "FileNotFoundError"
-        # Arguments are validated against the input schema, naming the field.
+        tools = {t.name: t for t in (await session.list_tools()).tools}
+        failures = [
+            ("read_file", {"file_path": "/nonexistent/file"}, "FileNotFoundError"),
+            ("read_file", {"file_path": "relative.txt"}, "InvalidPath"),
+            # Arguments are validated against the input schema, naming the field.
+            ("read_file", {"file_path": "/etc/hostname", "limit": "x"}, "InvalidArguments"),
+            ("bash_execute", {}, "InvalidArguments"),
+            ("write_file", {"file_path": "relative", "content": "x"}, "InvalidPath"),
+            ("job_status", {"job_id": "nope"}, None),
+        ]
+        for name, args, code in failures:
+            result = await session.call_tool(name, args)
+            assert result.is_error is True, (name, result)
+            data = tool_json(result)
+            assert result.structured_content == data, name
+            assert data["success"] is False and data["message"], data
+            if code:
+                assert data["error"] == code, data
+            errors = list(Draft202012Validator(tools[name].output_schema).iter_errors(data))
+            assert not errors, (name, [e.message for e in errors], data)
         result = await session.call_tool("read_file", {"file_path": "/etc/hostname", "limit": "x"})
-        assert result.is_error is True
-        assert "'limit' must be an integer" in result.content[0].text
+        assert "'limit' must be an integer" in tool_json(result)["message"]
+        result = await session.call_tool("read_file", {"file_path": "relative.txt"})
+        assert tool_json(result)["message"] == "file_path must be an absolute path: relative.txt"
 
     run_session(server.url, server.rw_token, era, scenario)
 

@@ -81,14 +81,20 @@ try {
   const missing = [...names].filter((n) => !calls.includes(n));
   assert.deepEqual(missing, [], "every listed tool was called");
 
-  // A failure is a result with isError and the reference's JSON, without structuredContent.
+  // A failure is a result with isError and the reference's JSON, also as structuredContent,
+  // which the SDK validated against the tool's outputSchema (it describes failures too).
   const failed = await client.callTool({
     name: "read_file",
     arguments: { file_path: `${dir}/does-not-exist` },
   });
   assert.equal(failed.isError, true);
   assert.equal(JSON.parse(failed.content[0].text).error, "FileNotFoundError");
-  assert.equal(failed.structuredContent, undefined);
+  assert.deepEqual(failed.structuredContent, JSON.parse(failed.content[0].text));
+  // Arguments that do not match the input schema: the same shape.
+  const invalid = await client.callTool({ name: "read_file", arguments: { limit: 1 } });
+  assert.equal(invalid.isError, true);
+  assert.equal(invalid.structuredContent.error, "InvalidArguments");
+  assert.match(invalid.structuredContent.message, /'file_path' is a required property/);
 
   const info = {
     ok: true,

@@ -78,6 +78,38 @@ fn admin_and_metrics_tokens_cannot_call_tools() {
 }
 
 #[test]
+fn only_client_tokens_learn_what_the_host_offers() {
+    let recorder = tempfile::tempdir().unwrap();
+    let data = recorder.path().to_str().unwrap();
+    let exec = ExecutorProcess::start_with_env("nobody", &[("MYMCP_RECORDER_DATA_DIR", data)]);
+    let (uid, gid) = nobody();
+    for role in ["admin", "metrics"] {
+        let t = exec.add_token(&format!("{role}-offer"), role);
+        assert_eq!(
+            peer(uid, gid, &exec.executor_socket(), "offer", &t),
+            ["Welcome", "Unauthenticated id=1"]
+        );
+    }
+    assert_eq!(
+        peer(uid, gid, &exec.executor_socket(), "offer", "tok_unknown"),
+        ["Welcome", "Unauthenticated id=1"]
+    );
+    // No recorder has written an overview for this executor yet.
+    let ro = exec.add_token("offer-reader", "ro");
+    assert_eq!(
+        peer(uid, gid, &exec.executor_socket(), "offer", &ro),
+        ["Welcome", "Offer server_overview=false id=1"]
+    );
+    // Once one is there, server_overview can be listed.
+    std::fs::create_dir_all(recorder.path().join("overview")).unwrap();
+    std::fs::write(recorder.path().join("overview/overview.md"), "# Host\n").unwrap();
+    assert_eq!(
+        peer(uid, gid, &exec.executor_socket(), "offer", &ro),
+        ["Welcome", "Offer server_overview=true id=1"]
+    );
+}
+
+#[test]
 fn another_uid_is_refused_at_accept_even_with_the_right_group() {
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");

@@ -198,6 +198,8 @@ pub fn overview_settings(src: &dyn Source) -> Result<OverviewConfig, ConfigError
         data_dir: settings::RECORDER_DATA_DIR.read(src)?,
         merge_interval: Duration::from_secs(interval),
         audit_dir: settings::AUDIT_LOG_DIR.read(src)?,
+        // Not a setting: `main` says whether systemd started the executor.
+        under_systemd: false,
     })
 }
 

@@ -19,8 +19,8 @@ use crate::transfer::{TransferConfig, Transfers};
 use crate::{edit, search};
 use mymcp_protocol::{
     AdminOp, AdminOutcome, BashExecute, CallOrigin, EditFile, ErrorCode, FrontendRequest,
-    FrontendResponse, Glob, Grep, MetricsOutcome, Progress, ReadFile, Role, TokenDigest, ToolCall,
-    ToolFailure, ToolName, ToolOutput, WriteFile,
+    FrontendResponse, Glob, Grep, HostOffer, MetricsOutcome, Progress, ReadFile, Role, TokenDigest,
+    ToolCall, ToolFailure, ToolName, ToolOutput, WriteFile,
 };
 use mymcp_tokens::TokenStore;
 use std::pin::pin;
@@ -459,6 +459,20 @@ fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {
 }
 
 impl Executor {
+    /// What the host can serve now, for an `ro`/`rw` caller: whether there is an overview for
+    /// `server_overview` (checked as a read would, off the runtime: it opens files).
+    async fn offer(&self, token: &TokenDigest) -> FrontendResponse {
+        if auth::authenticate(&self.tokens, token).is_none() {
+            self.metrics.auth_failure(AuthSurface::Mcp);
+            return FrontendResponse::Unauthenticated;
+        }
+        let config = self.overview.clone();
+        let server_overview = tokio::task::spawn_blocking(move || overview::available(&config))
+            .await
+            .unwrap_or(false);
+        FrontendResponse::Offer(HostOffer { server_overview })
+    }
+
     fn identify(&self, token: &TokenDigest) -> FrontendResponse {
         match auth::authenticate(&self.tokens, token) {
             Some(caller) => FrontendResponse::Identity(caller.identity().clone()),
@@ -574,6 +588,7 @@ impl Service for Executor {
             FrontendRequest::CommitUpload { grant, claim } => {
                 FrontendResponse::Acknowledged(self.transfers.commit(&grant, claim))
             }
+            FrontendRequest::Offer { token } => self.offer(&token).await,
         }
     }
 }

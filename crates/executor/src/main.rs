@@ -190,7 +190,11 @@ fn run(
     let transfer_config = config::transfer_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let grace = config::shutdown_grace(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let audit_settings = config::audit_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let overview_config = config::overview_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut overview_config =
+        config::overview_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Under systemd (a notify service) the recorder is the unit mymcp-recorder; messages about
+    // a missing overview say so only there.
+    overview_config.under_systemd = notifier.enabled();
     config::other_settings(&Env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let euid = sys::euid();
     let frontend = resolve_frontend_user(&args.frontend_user)?;

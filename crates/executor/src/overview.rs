@@ -35,6 +35,10 @@ pub struct OverviewConfig {
     pub merge_interval: Duration,
     /// `MYMCP_AUDIT_LOG_DIR`: where the events the recorder has yet to merge are.
     pub audit_dir: PathBuf,
+    /// The executor runs as a systemd service, where the recorder is the unit
+    /// `mymcp-recorder` and messages point at it; elsewhere (the quick try, a shell) they say
+    /// that no recorder runs with this server.
+    pub under_systemd: bool,
 }
 
 /// Where `mymcp-recorder` keeps its files unless `MYMCP_RECORDER_DATA_DIR` says otherwise.
@@ -49,6 +53,7 @@ impl Default for OverviewConfig {
                 mymcp_settings::RECORDER_MERGE_INTERVAL_SEC.default(),
             ),
             audit_dir: PathBuf::from(mymcp_settings::AUDIT_LOG_DIR.default()),
+            under_systemd: true,
         }
     }
 }
@@ -58,6 +63,21 @@ impl OverviewConfig {
     pub fn path(&self) -> PathBuf {
         self.data_dir.join("overview").join("overview.md")
     }
+
+    /// What to check when the overview is missing or old, for the way the server was started.
+    fn check(&self) -> &'static str {
+        if self.under_systemd {
+            "Check: systemctl status mymcp-recorder"
+        } else {
+            "Check that the mymcp recorder (mymcp-recorder) runs for this server"
+        }
+    }
+}
+
+/// Whether `server_overview` has a document to return now: it exists and passes the checks
+/// of a read. The frontend lists the tool only then.
+pub fn available(cfg: &OverviewConfig) -> bool {
+    open_overview(cfg).is_ok()
 }
 
 /// Runs `server_overview` at `now`.
@@ -76,10 +96,13 @@ pub fn server_overview(
     let (text, meta) = match read_overview(cfg) {
         Ok(x) => x,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(ToolFailure::new(
-                ErrorCode::RecorderDisabled,
-                format!("overview not generated yet at {shown} — is the recorder sidecar running? Check: systemctl status mymcp-recorder"),
-            ))
+            let message = if cfg.under_systemd {
+                // The reference's words: true for an install under systemd.
+                format!("overview not generated yet at {shown} — is the recorder sidecar running? Check: systemctl status mymcp-recorder")
+            } else {
+                format!("overview not generated yet at {shown}: the mymcp recorder (mymcp-recorder) keeps it, and none has written it for this server, which runs outside systemd (the quick try, mymcpctl serve, starts no recorder)")
+            };
+            return Err(ToolFailure::new(ErrorCode::RecorderDisabled, message));
         }
         Err(e) => return Err(unreadable(&e)),
     };
@@ -101,9 +124,10 @@ pub fn server_overview(
     let overview = if stale {
         let minutes = age.unwrap_or(0) / 60;
         format!(
-            "_Warning: this overview may be out of date: {pending_events} audit event{} not merged yet, last updated {minutes} minute{} ago. Check: systemctl status mymcp-recorder_\n\n{text}",
+            "_Warning: this overview may be out of date: {pending_events} audit event{} not merged yet, last updated {minutes} minute{} ago. {}_\n\n{text}",
             if pending_events == 1 { "" } else { "s" },
             if minutes == 1 { "" } else { "s" },
+            cfg.check(),
         )
     } else {
         text
@@ -160,8 +184,9 @@ fn open_data_dir(cfg: &OverviewConfig) -> io::Result<OwnedFd> {
     )
 }
 
-/// The document and its metadata, checked.
-fn read_overview(cfg: &OverviewConfig) -> io::Result<(String, Metadata)> {
+/// The document, opened and checked: a regular file below the data directory, owned by the
+/// directory's owner, not too large.
+fn open_overview(cfg: &OverviewConfig) -> io::Result<(File, Metadata)> {
     let data = open_data_dir(cfg)?;
     let (dir, dir_meta) = open_below(&data, "overview", libc::O_RDONLY | libc::O_DIRECTORY)?;
     let (file, meta) = open_below(&OwnedFd::from(dir), "overview.md", libc::O_RDONLY)?;
@@ -181,6 +206,12 @@ fn read_overview(cfg: &OverviewConfig) -> io::Result<(String, Metadata)> {
             meta.len()
         )));
     }
+    Ok((file, meta))
+}
+
+/// The document and its metadata, checked.
+fn read_overview(cfg: &OverviewConfig) -> io::Result<(String, Metadata)> {
+    let (file, meta) = open_overview(cfg)?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(MAX_OVERVIEW_BYTES).read_to_end(&mut bytes)?;
     let text = String::from_utf8(bytes)
@@ -224,6 +255,7 @@ mod tests {
                 data_dir: dir.path().join("recorder"),
                 merge_interval: Duration::from_secs(300),
                 audit_dir: dir.path().join("audit"),
+                under_systemd: true,
             };
             std::fs::create_dir_all(cfg.data_dir.join("overview")).unwrap();
             std::fs::create_dir_all(&cfg.audit_dir).unwrap();
@@ -291,6 +323,47 @@ mod tests {
         };
         let e = server_overview(&cfg, SystemTime::now()).unwrap_err();
         assert!(e.message.starts_with("overview not generated yet at "));
+        assert!(!available(&f.cfg) && !available(&cfg));
+    }
+
+    #[test]
+    fn outside_systemd_the_messages_do_not_point_at_a_unit() {
+        let f = Fixture::new();
+        let cfg = OverviewConfig {
+            under_systemd: false,
+            ..f.cfg.clone()
+        };
+        let e = server_overview(&cfg, SystemTime::now()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::RecorderDisabled);
+        assert_eq!(
+            e.message,
+            format!(
+                "overview not generated yet at {}: the mymcp recorder (mymcp-recorder) keeps it, and none has written it for this server, which runs outside systemd (the quick try, mymcpctl serve, starts no recorder)",
+                cfg.path().display()
+            )
+        );
+        assert!(!e.message.contains("systemctl"));
+        f.write("# Host\n_Last updated: 2026-11-21T18:00:00Z_\n");
+        f.audit(&[WRITE_OK]);
+        f.cursor_at(0);
+        let o = server_overview(&cfg, at("2026-11-21T19:00:00Z")).unwrap();
+        assert!(o.stale);
+        assert!(
+            o.overview.starts_with("_Warning: this overview may be out of date: 1 audit event not merged yet, last updated 60 minutes ago. Check that the mymcp recorder (mymcp-recorder) runs for this server_\n\n"),
+            "{}",
+            o.overview
+        );
+    }
+
+    #[test]
+    fn available_only_when_a_readable_document_is_there() {
+        let f = Fixture::new();
+        assert!(!available(&f.cfg));
+        f.write("# Host\n");
+        assert!(available(&f.cfg));
+        std::fs::remove_file(f.cfg.path()).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", f.cfg.path()).unwrap();
+        assert!(!available(&f.cfg), "a symlink is not an overview");
     }
 
     #[test]

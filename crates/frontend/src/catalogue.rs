@@ -13,7 +13,7 @@
 //! JSON struct in `results`; the `structured_content_matches_the_output_schema` tests there
 //! and the end-to-end validator keep the two in step.
 
-use mymcp_protocol::{Role, ToolName};
+use mymcp_protocol::{HostOffer, Role, ToolName};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -229,17 +229,32 @@ are waiting and the document is older than two merge intervals (it then starts w
 warning line). The error RecorderDisabled means no overview has been generated on this host.";
 
 /// The `instructions` of the `initialize` and `server/discover` results: what a model should
-/// know about this server before its first call.
-pub const INSTRUCTIONS: &str = "\
-This server operates one Linux host: run shell commands (bash_execute), read, write and edit \
-text files (read_file, write_file, edit_file), find files by name (glob) and search their \
-contents (grep). server_overview describes the host (what is installed, deployed and recently \
-changed): read it first to get oriented.
+/// know about this server before its first call. They name `server_overview` only when the
+/// host offers it (see [`visible_to`]).
+pub fn instructions(offer: HostOffer) -> &'static str {
+    if offer.server_overview {
+        INSTRUCTIONS_WITH_OVERVIEW
+    } else {
+        INSTRUCTIONS
+    }
+}
+
+/// Builds both texts of [`instructions`] from one source.
+macro_rules! instructions {
+    ($overview:expr, $ro_overview:expr) => {
+        concat!(
+            "This server operates one Linux host: run shell commands (bash_execute), read, \
+write and edit text files (read_file, write_file, edit_file), find files by name (glob) and \
+search their contents (grep).",
+            $overview,
+            "
 
 - Paths are absolute (/etc/hosts, not hosts). Relative paths are refused, never resolved.
-- Your token's role decides the tools you see: ro tokens get read_file, glob and grep; rw \
-tokens get every tool, and bash_execute runs with the server's privileges (root in a \
-standard install). Each call starts a fresh shell: cd and variables do not carry over.
+- Your token's role decides the tools you see: ro tokens get read_file, glob, grep, \
+prepare_download",
+            $ro_overview,
+            "; rw tokens get every tool, and bash_execute runs with the server's privileges (root \
+in a standard install). Each call starts a fresh shell: cd and variables do not carry over.
 - Commands longer than a minute or so: bash_execute with background: true returns a job_id at \
 once; follow it with job_output (pass back stdout_offset/stderr_offset, use wait_seconds \
 instead of polling), check it with job_status, stop it with job_kill. A foreground command is \
@@ -252,8 +267,22 @@ reach them another way.
 - Large or binary files do not belong in read_file/write_file: if the tool list offers \
 prepare_upload/prepare_download, use them (they hand out a one-time URL for the bytes); \
 otherwise move them with bash_execute (curl, scp, tar).
-- A failed call is a normal result with isError true and JSON {\"success\": false, \
-\"error\": code, \"message\": text}; read the message, fix the arguments and retry.";
+- Every failed call, arguments that do not match a tool's schema included, is a normal \
+result with isError true and JSON {\"success\": false, \"error\": code, \"message\": text}; \
+read the message, fix the arguments and retry."
+        )
+    };
+}
+
+/// [`instructions`] on a host without an overview.
+pub const INSTRUCTIONS: &str = instructions!("", "");
+
+/// [`instructions`] on a host whose recorder keeps an overview.
+pub const INSTRUCTIONS_WITH_OVERVIEW: &str = instructions!(
+    " server_overview describes the host (what is installed, deployed and recently changed): \
+read it first to get oriented.",
+    ", server_overview"
+);
 
 /// The catalogue entry of one tool.
 pub fn entry(tool: ToolName) -> ToolEntry {
@@ -616,12 +645,56 @@ fn expires_in_property() -> Value {
     })
 }
 
-/// The JSON Schema of a tool's successful result: the object that is both its text item and
-/// its `structuredContent`. Failures (`isError: true`) carry no `structuredContent`.
+/// The JSON Schema of a tool's result, the object that is both its text item and its
+/// `structuredContent`: one of its successes or a failure (`anyOf`). A failure
+/// (`isError: true`) is `{"success": false, "error", "message"[, "suggestion"]}` for every
+/// tool; a schema without that branch would make clients that validate failures against it
+/// (the TypeScript SDK validates any `structuredContent`; Gemini CLI makes one out of the text)
+/// replace the server's message with a schema error.
 ///
-/// Objects are closed (`additionalProperties: false`) so that a field added to a result
-/// without its schema fails the tests instead of surprising a validating client.
+/// The root is `type: object`, as revisions 2025-06-18 and 2025-11-25 require. Objects are
+/// closed (`additionalProperties: false`) so that a field added to a result without its schema
+/// fails the tests instead of surprising a validating client.
 pub fn output_schema(tool: ToolName) -> Value {
+    let (description, mut branches) = match tool {
+        ToolName::BashExecute => (
+            "A finished command, or the started job when background was true; or a failure.",
+            vec![bash_result_schema(), job_schema()],
+        ),
+        _ => (
+            "The tool's result; or a failure.",
+            vec![success_schema(tool)],
+        ),
+    };
+    branches.push(failure_schema());
+    json!({
+        "type": "object",
+        "description": description,
+        "anyOf": branches,
+    })
+}
+
+/// A failure of any tool (`isError: true`), as the reference servers wrote it.
+fn failure_schema() -> Value {
+    object(
+        json!({
+            "success": { "const": false },
+            "error": {
+                "type": "string",
+                "description": "The error code, e.g. InvalidPath, FileNotFoundError, ProtectedPath, InvalidArguments.",
+            },
+            "message": {
+                "type": "string",
+                "description": "What went wrong, for the model: read it, fix the arguments and retry.",
+            },
+            "suggestion": { "type": "string" },
+        }),
+        &["success", "error", "message"],
+    )
+}
+
+/// The schema of a tool's successful result (`bash_execute` has two: see [`output_schema`]).
+fn success_schema(tool: ToolName) -> Value {
     match tool {
         ToolName::PrepareUpload => grant_schema(
             json!({
@@ -640,8 +713,6 @@ pub fn output_schema(tool: ToolName) -> Value {
             &["size", "src_path"],
         ),
         ToolName::BashExecute => json!({
-            "type": "object",
-            "description": "A finished command, or the started job when background was true.",
             "anyOf": [bash_result_schema(), job_schema()],
         }),
         ToolName::ReadFile => object(
@@ -913,11 +984,15 @@ const READ_ONLY: Annotations = Annotations {
     open_world: false,
 };
 
-/// The tools a holder of `role` may call, in [`ToolName::ALL`] order.
-pub fn visible_to(role: Role) -> Vec<ToolEntry> {
+/// The tools a holder of `role` may call and the host can serve now (`offer`), in
+/// [`ToolName::ALL`] order. `server_overview` is listed only where there is an overview to
+/// return: elsewhere (the quick try, a host without the recorder) every call of it would fail,
+/// and a model told to read it first would start with an error. It stays callable.
+pub fn visible_to(role: Role, offer: HostOffer) -> Vec<ToolEntry> {
     ToolName::ALL
         .into_iter()
         .filter(|t| role.allows(t.required_role()))
+        .filter(|t| *t != ToolName::ServerOverview || offer.server_overview)
         .map(entry)
         .collect()
 }
@@ -926,8 +1001,45 @@ pub fn visible_to(role: Role) -> Vec<ToolEntry> {
 mod tests {
     use super::*;
 
+    const WITH_OVERVIEW: HostOffer = HostOffer {
+        server_overview: true,
+    };
+
     fn names(role: Role) -> Vec<&'static str> {
-        visible_to(role).iter().map(|e| e.name).collect()
+        visible_to(role, WITH_OVERVIEW)
+            .iter()
+            .map(|e| e.name)
+            .collect()
+    }
+
+    #[test]
+    fn server_overview_is_listed_and_named_only_where_the_host_has_an_overview() {
+        let without = HostOffer::default();
+        for role in [Role::Ro, Role::Rw] {
+            let listed: Vec<_> = visible_to(role, without).iter().map(|e| e.name).collect();
+            assert!(!listed.contains(&"server_overview"), "{listed:?}");
+            let mut expected = names(role);
+            expected.retain(|n| *n != "server_overview");
+            assert_eq!(listed, expected);
+        }
+        assert!(!instructions(without).contains("server_overview"));
+        assert!(instructions(WITH_OVERVIEW).contains("server_overview describes the host"));
+        assert!(instructions(WITH_OVERVIEW).contains("prepare_download, server_overview;"));
+        // Everything else is the same text.
+        assert_eq!(
+            instructions(WITH_OVERVIEW)
+                .replace(
+                    " server_overview describes the host (what is installed, deployed and \
+recently changed): read it first to get oriented.",
+                    ""
+                )
+                .replace(", server_overview;", ";"),
+            instructions(without)
+        );
+        // Every tool the instructions name for ro is one ro sees.
+        for name in ["read_file", "glob", "grep", "prepare_download"] {
+            assert!(names(Role::Ro).contains(&name));
+        }
     }
 
     #[test]

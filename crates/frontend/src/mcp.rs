@@ -44,13 +44,13 @@ use crate::results::{self, CallToolResult};
 use crate::revisions::{self, Era, McpHeaders, Rejection, Revision, Shape};
 use crate::tickets::Tickets;
 use mymcp_protocol::{
-    CallOrigin, ErrorCode, FrontendRequest, FrontendResponse, Progress, Role, TokenDigest,
-    ToolCall, ToolFailure, ToolName,
+    CallOrigin, ErrorCode, FrontendRequest, FrontendResponse, HostOffer, Progress, Role,
+    TokenDigest, ToolCall, ToolFailure, ToolName,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
 /// How long a client may cache a `tools/list` (2026-07-28 `ttlMs`): the catalogue changes only
@@ -626,6 +626,7 @@ pub async fn handle(
         calls,
         caller,
         role,
+        offer: OnceLock::new(),
     };
     let body = match parsed {
         Ok(body) => body,
@@ -807,6 +808,20 @@ async fn identify(executor: &impl ExecutorClient, token: TokenDigest) -> Result<
     }
 }
 
+/// Asks the executor what the host can serve now (`tools/list` and the instructions depend on
+/// it).
+async fn host_offer(executor: &impl ExecutorClient, token: TokenDigest) -> Result<HostOffer, Stop> {
+    match executor.request(FrontendRequest::Offer { token }).await {
+        Ok(FrontendResponse::Offer(offer)) => Ok(offer),
+        Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
+        Ok(_) => {
+            tracing::error!("executor answered Offer with something else");
+            Err(Stop::BadAnswer)
+        }
+        Err(_) => Err(Stop::Unavailable),
+    }
+}
+
 /// Runs one tool call in the executor, registered under its id for `notifications/cancelled`.
 async fn call_tool(
     executor: &impl ExecutorClient,
@@ -866,9 +881,20 @@ struct Session<'a, E> {
     calls: &'a Arc<CallRegistry>,
     caller: &'a Caller,
     role: Role,
+    /// What the host offers, once asked (at most once per body).
+    offer: OnceLock<HostOffer>,
 }
 
 impl<E: ExecutorClient> Session<'_, E> {
+    /// What the host can serve now, asked of the executor the first time it is needed.
+    async fn offer(&self) -> Result<HostOffer, Stop> {
+        if let Some(offer) = self.offer.get() {
+            return Ok(*offer);
+        }
+        let offer = host_offer(self.executor, self.caller.token).await?;
+        Ok(*self.offer.get_or_init(|| offer))
+    }
+
     /// Acts on a notification: only `notifications/cancelled` does anything.
     fn notification(&self, method: &str, params: Option<&Value>) {
         if method != "notifications/cancelled" {
@@ -912,9 +938,11 @@ impl<E: ExecutorClient> Session<'_, E> {
         };
         tracing::debug!(%method, role = %self.role, revision = era.revision().as_str(), "MCP request");
         let body = match method.as_str() {
-            "initialize" => RpcBody::other(initialize_result(params.as_ref()), era),
+            "initialize" => {
+                RpcBody::other(initialize_result(params.as_ref(), self.offer().await?), era)
+            }
             "ping" => RpcBody::other(json!({}), era),
-            "tools/list" => self.tools_list(era),
+            "tools/list" => self.tools_list(era).await?,
             "tools/call" => self.tools_call(&id, params, era).await?,
             _ => RpcBody::error(codes::METHOD_NOT_FOUND, "Method not found"),
         };
@@ -954,8 +982,14 @@ impl<E: ExecutorClient> Session<'_, E> {
         };
         tracing::debug!(%method, role = %self.role, revision = era.revision().as_str(), "MCP request");
         let body = match method.as_str() {
-            "server/discover" => RpcBody::other(discover_result(), era),
-            "tools/list" => self.tools_list(era),
+            "server/discover" => match self.offer().await {
+                Ok(offer) => RpcBody::other(discover_result(offer), era),
+                Err(stop) => return stop.into(),
+            },
+            "tools/list" => match self.tools_list(era).await {
+                Ok(body) => body,
+                Err(stop) => return stop.into(),
+            },
             "tools/call" => match self.tools_call(&id, params, era).await {
                 Ok(body) => body,
                 Err(stop) => return stop.into(),
@@ -976,16 +1010,16 @@ impl<E: ExecutorClient> Session<'_, E> {
         }
     }
 
-    fn tools_list(&self, era: Era) -> RpcBody {
+    async fn tools_list(&self, era: Era) -> Result<RpcBody, Stop> {
         let modern = era.is_modern();
-        RpcBody::Result(RpcResult::Tools(Stamped::new(
+        Ok(RpcBody::Result(RpcResult::Tools(Stamped::new(
             ToolList {
-                tools: catalogue::visible_to(self.role),
+                tools: catalogue::visible_to(self.role, self.offer().await?),
                 ttl_ms: modern.then_some(TOOLS_LIST_TTL_MS),
                 cache_scope: modern.then_some("private"),
             },
             era,
-        )))
+        ))))
     }
 
     async fn tools_call(
@@ -1034,13 +1068,11 @@ impl<E: ExecutorClient> Session<'_, E> {
                 self.report_refusal(name, &failure).await?;
                 Ok(RpcBody::tool(CallToolResult::failure(&failure), era))
             }
+            // The same shape as every other failure, with the reference's message.
             Err(e) => {
                 let failure = ToolFailure::new(ErrorCode::InvalidArguments, e.message());
                 self.report_refusal(name, &failure).await?;
-                Ok(RpcBody::tool(
-                    CallToolResult::validation_error(e.message()),
-                    era,
-                ))
+                Ok(RpcBody::tool(CallToolResult::failure(&failure), era))
             }
         }
     }
@@ -1072,7 +1104,7 @@ fn capabilities() -> Value {
     json!({ "tools": { "listChanged": false } })
 }
 
-fn initialize_result(params: Option<&Value>) -> Value {
+fn initialize_result(params: Option<&Value>, offer: HostOffer) -> Value {
     let requested = params
         .and_then(Value::as_object)
         .and_then(|p| p.get("protocolVersion"))
@@ -1081,17 +1113,18 @@ fn initialize_result(params: Option<&Value>) -> Value {
         "protocolVersion": negotiate_version(requested),
         "capabilities": capabilities(),
         "serverInfo": SERVER_INFO,
-        "instructions": catalogue::INSTRUCTIONS,
+        "instructions": catalogue::instructions(offer),
     })
 }
 
 /// The `server/discover` result (2026-07-28), without the fields every result gets. Nothing
-/// in it depends on the caller, so shared caches may keep it.
-fn discover_result() -> Value {
+/// in it depends on the caller (the instructions depend on the host), so shared caches may
+/// keep it.
+fn discover_result(offer: HostOffer) -> Value {
     json!({
         "supportedVersions": revisions::supported_names(),
         "capabilities": capabilities(),
-        "instructions": catalogue::INSTRUCTIONS,
+        "instructions": catalogue::instructions(offer),
         "ttlMs": DISCOVER_TTL_MS,
         "cacheScope": "public",
     })
@@ -1146,6 +1179,8 @@ mod tests {
     struct FakeExecutor {
         seen: Mutex<Vec<FrontendRequest>>,
         down: bool,
+        /// The host has no overview (by default it has one).
+        no_overview: bool,
     }
 
     impl FakeExecutor {
@@ -1224,6 +1259,12 @@ mod tests {
                 }
                 FrontendRequest::Refused { token, failure, .. } => match Self::identity(&token) {
                     Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
+                    _ => FrontendResponse::Unauthenticated,
+                },
+                FrontendRequest::Offer { token } => match Self::identity(&token) {
+                    Some(i) if i.role.is_client() => FrontendResponse::Offer(HostOffer {
+                        server_overview: !self.no_overview,
+                    }),
                     _ => FrontendResponse::Unauthenticated,
                 },
                 other => panic!("the MCP layer never sends {other:?}"),
@@ -1384,8 +1425,9 @@ mod tests {
         assert!(v["result"]["tools"]
             .as_array()
             .is_some_and(|t| !t.is_empty()));
-        // The three authenticate calls, and nothing for the list.
-        assert_eq!(exec.seen().len(), 3);
+        // The three authenticate calls, and for the list only what the host offers.
+        assert_eq!(exec.seen().len(), 4);
+        assert!(matches!(exec.seen()[3], FrontendRequest::Offer { token } if token == RO));
     }
 
     #[tokio::test]
@@ -1444,9 +1486,13 @@ mod tests {
         let v = reply(run(&exec, RW, body).await);
         assert_eq!(
             tool_text(&v),
-            "Input validation error: 'command' is a required property"
+            r#"{"success":false,"error":"InvalidArguments","message":"Input validation error: 'command' is a required property"}"#
         );
         assert_eq!(v["result"]["isError"], true);
+        assert_eq!(
+            v["result"]["structuredContent"],
+            serde_json::from_str::<Value>(tool_text(&v)).unwrap()
+        );
         // Neither reached the executor as a Call; both were reported for its audit log.
         assert!(exec.seen().iter().all(|r| matches!(
             r,
@@ -1927,7 +1973,10 @@ mod tests {
         assert_stamped(&v);
         assert_eq!(v["result"]["isError"], true);
         assert!(tool_text(&v).contains("'file_path' must be a string"));
-        assert!(v["result"].get("structuredContent").is_none());
+        assert_eq!(
+            v["result"]["structuredContent"]["error"],
+            "InvalidArguments"
+        );
     }
 
     #[tokio::test]
@@ -2104,8 +2153,27 @@ mod tests {
             )
             .await,
         );
-        assert_eq!(v["result"]["instructions"], catalogue::INSTRUCTIONS);
+        assert_eq!(
+            v["result"]["instructions"],
+            catalogue::INSTRUCTIONS_WITH_OVERVIEW
+        );
         assert!(v["result"].get("resultType").is_none());
+        // A host without an overview: not in the instructions, not in the list.
+        let exec = FakeExecutor {
+            no_overview: true,
+            ..FakeExecutor::default()
+        };
+        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#;
+        let v = reply(run(&exec, RO, init).await);
+        assert_eq!(v["result"]["instructions"], catalogue::INSTRUCTIONS);
+        assert!(!catalogue::INSTRUCTIONS.contains("server_overview"));
+        let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let v = reply(run(&exec, RW, list).await);
+        let tools = v["result"]["tools"].as_array().unwrap();
+        assert_eq!(tools.len(), ToolName::ALL.len() - 1);
+        assert!(tools.iter().all(|t| t["name"] != "server_overview"));
+        let v = reply(modern(&exec, RO, "server/discover", json!({})).await);
+        assert_eq!(v["result"]["instructions"], catalogue::INSTRUCTIONS);
     }
 
     #[tokio::test]

@@ -2,13 +2,15 @@
 //!
 //! Every outcome becomes one text content item holding the *tool JSON*: compact, raw UTF-8,
 //! keys in a fixed order (these are `Serialize` structs, not maps, because `serde_json`'s map
-//! sorts keys). A success also carries the very same JSON as `structuredContent`, so it
-//! matches the tool's published [`crate::catalogue::output_schema`] by construction: both
-//! come from one typed struct, serialized once. Domain failures keep the reference's
-//! `{"success":false,"error":…}` shape and are additionally flagged with `isError: true`, so
-//! clients that look only at the flag notice them too (they carry no `structuredContent`:
-//! clients validate it against the output schema, which describes successes); argument
-//! validation errors are plain text, also with `isError: true`.
+//! sorts keys), and carries the very same JSON as `structuredContent`. Every failure — a
+//! domain failure from the executor, a refusal by the frontend, arguments that do not match
+//! the input schema — has one shape, the reference's `{"success":false,"error":…,"message":…}`
+//! (plus `"suggestion"` sometimes), flagged with `isError: true`. Each tool's published
+//! [`crate::catalogue::output_schema`] is "its success or a failure" (`anyOf`), so the
+//! structured content of every result matches it by construction: clients validate it (the
+//! TypeScript SDK does, even on errors), and Gemini CLI parses the text item of a result
+//! without `structuredContent` and validates that, so a schema that described successes alone
+//! would turn every error into "Structured content does not match the tool's output schema".
 //!
 //! Command output can be a megabyte per stream and is escaped twice (as a JSON value, then as
 //! the text item holding that JSON), so those strings go through `json_string` rather than
@@ -27,8 +29,8 @@ use serde::Serialize;
 pub struct CallToolResult {
     pub content: Vec<TextContent>,
     pub is_error: bool,
-    /// A success: the text of the one content item is the tool JSON, and goes out a second
-    /// time, embedded as it is, as `structuredContent` (one string, written twice).
+    /// The text of the one content item is the tool JSON, and goes out a second time,
+    /// embedded as it is, as `structuredContent` (one string, written twice).
     structured: bool,
     /// The tool JSON was taken out by [`CallToolResult::take_tool_json`]: the result
     /// serializes with [`TEXT_MARK`] and [`JSON_MARK`] where it goes.
@@ -84,16 +86,20 @@ pub struct TextContent {
 }
 
 impl CallToolResult {
-    fn text(text: String, is_error: bool) -> Self {
+    /// A result whose one text item is `json`, which is also its `structuredContent`.
+    fn tool_json(json: String, is_error: bool) -> Self {
         CallToolResult {
-            content: vec![TextContent { kind: "text", text }],
+            content: vec![TextContent {
+                kind: "text",
+                text: json,
+            }],
             is_error,
-            structured: false,
+            structured: true,
             taken: false,
         }
     }
 
-    /// Takes out the tool JSON of a success, leaving marks in its place (see [`TEXT_MARK`]):
+    /// Takes out the tool JSON, leaving marks in its place (see [`TEXT_MARK`]):
     /// the caller writes it into the response itself, escaped once for the text item and
     /// as it is for `structuredContent`, with no copy of its own.
     pub fn take_tool_json(&mut self) -> Option<String> {
@@ -104,7 +110,7 @@ impl CallToolResult {
         Some(std::mem::take(&mut self.content[0].text))
     }
 
-    /// The tool JSON of a success, which is also its `structuredContent`.
+    /// The tool JSON, which is also the `structuredContent`.
     pub fn structured_content(&self) -> Option<&str> {
         match self.content.as_slice() {
             [item] if self.structured => Some(&item.text),
@@ -123,20 +129,14 @@ impl CallToolResult {
 
     /// A success: the tool JSON as text and as structured content.
     fn success(json: String) -> Self {
-        CallToolResult {
-            structured: true,
-            ..CallToolResult::text(json, false)
-        }
+        CallToolResult::tool_json(json, false)
     }
 
-    /// The result for a failure, whether the executor or the frontend produced it.
+    /// The result for a failure, whether the executor or the frontend produced it (arguments
+    /// that do not match the input schema included): the failure JSON as text and as
+    /// structured content, with `isError`.
     pub fn failure(failure: &ToolFailure) -> Self {
-        CallToolResult::text(failure_json(failure), true)
-    }
-
-    /// The result for arguments that do not match the tool's schema: plain text.
-    pub fn validation_error(message: String) -> Self {
-        CallToolResult::text(message, true)
+        CallToolResult::tool_json(failure_json(failure), true)
     }
 }
 
@@ -960,11 +960,14 @@ mod tests {
     }
 
     #[test]
-    fn failures_carry_no_structured_content() {
+    fn failures_carry_their_json_as_structured_content_too() {
         let f = ToolFailure::new(ErrorCode::FileNotFoundError, "File not found: /nope");
         let json =
             serde_json::to_string(&CallToolResult::from_outcome(Err(f), &tickets())).unwrap();
-        assert!(!json.contains("structuredContent"), "{json}");
+        assert_eq!(
+            json,
+            r#"{"content":[{"type":"text","text":"{\"success\":false,\"error\":\"FileNotFoundError\",\"message\":\"File not found: /nope\"}"}],"isError":true,"structuredContent":{"success":false,"error":"FileNotFoundError","message":"File not found: /nope"}}"#
+        );
         let ok = CallToolResult::from_outcome(
             Ok(ToolOutput::WriteFile(WriteFileOutput { bytes_written: 5 })),
             &tickets(),
@@ -976,11 +979,46 @@ mod tests {
     }
 
     #[test]
-    fn mcp_result_shape() {
-        let r = CallToolResult::validation_error("Input validation error: boom".into());
-        assert_eq!(
-            serde_json::to_string(&r).unwrap(),
-            r#"{"content":[{"type":"text","text":"Input validation error: boom"}],"isError":true}"#
-        );
+    fn every_failure_matches_every_output_schema() {
+        use crate::catalogue::output_schema;
+        use mymcp_protocol::ToolName;
+        let failures = [
+            ToolFailure::new(
+                ErrorCode::InvalidPath,
+                "file_path must be an absolute path: x",
+            ),
+            ToolFailure::new(ErrorCode::FileNotFoundError, "File not found: /nope")
+                .with_suggestion("Check the file path"),
+            ToolFailure::new(
+                ErrorCode::InvalidArguments,
+                "Input validation error: 'file_path' is a required property",
+            ),
+            ToolFailure::new(ErrorCode::RecorderDisabled, "overview not generated yet"),
+        ];
+        for tool in ToolName::ALL {
+            let schema = output_schema(tool);
+            for f in &failures {
+                let result = CallToolResult::failure(f);
+                assert!(result.is_error);
+                let structured: serde_json::Value =
+                    serde_json::from_str(result.structured_content().unwrap()).unwrap();
+                let text: serde_json::Value =
+                    serde_json::from_str(&result.content[0].text).unwrap();
+                assert_eq!(structured, text);
+                let errors = schema_errors(&schema, &structured);
+                assert!(errors.is_empty(), "{tool}: {errors:?} in {structured}");
+            }
+            // The failure branch is closed too: it is no catch-all.
+            for wrong in [
+                serde_json::json!({"success": false, "error": "X"}),
+                serde_json::json!({"success": false, "error": "X", "message": "m", "extra": 1}),
+                serde_json::json!({"success": true, "error": "X", "message": "m"}),
+            ] {
+                assert!(
+                    !schema_errors(&schema, &wrong).is_empty(),
+                    "{tool}: {wrong}"
+                );
+            }
+        }
     }
 }

@@ -402,6 +402,12 @@ async fn tool_failures_are_results_flagged_as_errors() {
         v["result"]["content"][0]["text"],
         r#"{"success":false,"error":"FileNotFoundError","message":"File not found: /missing","suggestion":"Check the file path"}"#
     );
+    // The same JSON as structured content, which the output schema describes.
+    let text = v["result"]["content"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        v["result"]["structuredContent"],
+        serde_json::from_str::<serde_json::Value>(text).unwrap()
+    );
 
     let call = tools_call("bash_execute", json!({"command": "id"}));
     let v = send(&h.app, mcp(RO_TOKEN, &call)).await.json();
@@ -412,13 +418,17 @@ async fn tool_failures_are_results_flagged_as_errors() {
 }
 
 #[tokio::test]
-async fn invalid_arguments_are_validation_errors() {
+async fn invalid_arguments_are_failures_of_the_one_shape() {
     let h = harness().await;
     let call = tools_call("read_file", json!({"offset": "2"}));
     let v = send(&h.app, mcp(RO_TOKEN, &call)).await.json();
     assert_eq!(v["result"]["isError"], true);
     assert_eq!(
         v["result"]["content"][0]["text"],
+        r#"{"success":false,"error":"InvalidArguments","message":"Input validation error: 'file_path' is a required property"}"#
+    );
+    assert_eq!(
+        v["result"]["structuredContent"]["message"],
         "Input validation error: 'file_path' is a required property"
     );
 }

@@ -304,6 +304,19 @@ pub enum FrontendRequest {
     /// executor may commit the file. Without it, an upload whose pipe closes is discarded (the
     /// client went away). Answered with [`FrontendResponse::Acknowledged`].
     CommitUpload { grant: GrantId, claim: u64 },
+    /// What this host can serve right now beyond the fixed tool set, for the holder of
+    /// `token` (an `ro`/`rw` token): answered with [`FrontendResponse::Offer`], else
+    /// `Unauthenticated`. The frontend asks it for the answers that depend on it
+    /// (`tools/list`, and the instructions of `initialize` and `server/discover`).
+    Offer { token: TokenDigest },
+}
+
+/// What the host can serve at the moment of asking ([`FrontendRequest::Offer`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostOffer {
+    /// An overview document is there for `server_overview` to return (the recorder has
+    /// written one): only then is the tool listed.
+    pub server_overview: bool,
 }
 
 /// What an `/admin/tokens` request asks for.
@@ -431,6 +444,8 @@ pub enum FrontendResponse {
     TransferProbe(Result<TransferStart, TransferError>),
     /// The answer to `CommitUpload`: whether a running upload took the commit.
     Acknowledged(bool),
+    /// The answer to `Offer`.
+    Offer(HostOffer),
 }
 
 /// Requests accepted on `control.sock`, from root only.

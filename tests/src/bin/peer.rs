@@ -58,6 +58,9 @@ fn answer(s: &mut UnixStream) -> bool {
             FrontendResponse::TransferProbe(Ok(_)) => println!("Probe Ok id={id}"),
             FrontendResponse::TransferProbe(Err(e)) => println!("Probe Err {} id={id}", e.kind),
             FrontendResponse::Acknowledged(b) => println!("Acknowledged {b} id={id}"),
+            FrontendResponse::Offer(o) => {
+                println!("Offer server_overview={} id={id}", o.server_overview)
+            }
         },
         Ok(ServerFrame::Progress { id, .. }) => println!("Progress id={id}"),
         Ok(ServerFrame::Pipe { id, .. }) => println!("Pipe id={id}"),
@@ -309,6 +312,21 @@ fn main() {
                     &Req::Request {
                         id: 1,
                         body: FrontendRequest::Identify {
+                            token: digest_of(arg),
+                        },
+                    },
+                );
+                answer(&mut s);
+            }
+        }
+        // What the host offers, asked with the token given.
+        "offer" => {
+            if hello(&mut s) {
+                send(
+                    &mut s,
+                    &Req::Request {
+                        id: 1,
+                        body: FrontendRequest::Offer {
                             token: digest_of(arg),
                         },
                     },

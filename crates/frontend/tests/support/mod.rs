@@ -236,6 +236,13 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
             _ => FrontendResponse::Unauthenticated,
         },
+        // The fake host has an overview: every tool is listed.
+        FrontendRequest::Offer { token } => match identity_of(&token) {
+            Some(i) if i.role.is_client() => FrontendResponse::Offer(mymcp_protocol::HostOffer {
+                server_overview: true,
+            }),
+            _ => FrontendResponse::Unauthenticated,
+        },
         FrontendRequest::Metrics { token } => {
             use mymcp_protocol::{CallResult, ExecutorMetrics, MetricsOutcome, ToolCallCount};
             FrontendResponse::Metrics(match token {
