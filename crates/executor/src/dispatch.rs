@@ -12,7 +12,7 @@ use crate::jobs::Jobs;
 use crate::limits::{CommandLimits, FileLimits, FileSlot};
 use crate::metrics::{AuthSurface, Metrics};
 use crate::overview::{self, OverviewConfig};
-use crate::paths::Access;
+use crate::paths::{check_path_len, Access};
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::spawn::{self, Activity, BashConfig};
 use crate::transfer::{TransferConfig, Transfers};
@@ -28,8 +28,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest accepted path argument, in bytes (Linux `PATH_MAX`).
-pub const MAX_PATH_BYTES: usize = 4096;
 /// Longest accepted command, in bytes: one `execve` argument (with its NUL) cannot be longer.
 pub const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
 /// Foreground commands one token may run at once unless configured
@@ -445,16 +443,6 @@ async fn report_progress(activity: &Activity, events: &Events) {
             stdout_bytes: activity.stdout.load(Ordering::Relaxed),
             stderr_bytes: activity.stderr.load(Ordering::Relaxed),
         });
-    }
-}
-
-fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {
-    match path {
-        Some(p) if p.len() > MAX_PATH_BYTES => Err(ToolFailure::new(
-            ErrorCode::InvalidPath,
-            format!("{field} is {} bytes long, max is {MAX_PATH_BYTES}", p.len()),
-        )),
-        _ => Ok(()),
     }
 }
 

@@ -744,6 +744,20 @@ pub fn protected_failure(entry: &str) -> ToolFailure {
     )
 }
 
+/// Longest accepted path argument, in bytes (Linux `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// A path argument (when given) must be at most [`MAX_PATH_BYTES`] long.
+pub fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {
+    match path {
+        Some(p) if p.len() > MAX_PATH_BYTES => Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("{field} is {} bytes long, max is {MAX_PATH_BYTES}", p.len()),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A path argument must be absolute and free of NUL bytes.
 pub fn check_absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
     if path.contains('\0') {

@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, watch};
 
-/// Transfer settings (`MYMCP_TRANSFER_*`), read by [`crate::config::transfer_settings`].
+/// Transfer settings (`MYMCP_TRANSFER_*`), read by the `config` module.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransferConfig {
     pub enabled: bool,
@@ -1149,16 +1149,7 @@ fn absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
             format!("{field} must be an absolute path."),
         ));
     }
-    if path.len() > crate::dispatch::MAX_PATH_BYTES {
-        return Err(ToolFailure::new(
-            ErrorCode::InvalidPath,
-            format!(
-                "{field} is {} bytes long, max is {}",
-                path.len(),
-                crate::dispatch::MAX_PATH_BYTES
-            ),
-        ));
-    }
+    paths::check_path_len(field, Some(path))?;
     paths::check_absolute(field, path)
 }
 
