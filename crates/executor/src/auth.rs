@@ -11,24 +11,18 @@ use std::marker::PhantomData;
 
 /// A token holder that may call MCP tools (role `ro` or `rw`).
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     identity: Identity,
     token: TokenDigest,
 }
 
 impl Caller {
-    pub fn identity(&self) -> &Identity {
+    pub(crate) fn identity(&self) -> &Identity {
         &self.identity
     }
 
-    /// The digest the caller authenticated with: what per-token limits and job ownership
-    /// are keyed by.
-    pub fn token(&self) -> &TokenDigest {
-        &self.token
-    }
-
     /// Checks that this caller may use `tool` at level `L`.
-    pub fn authorize<L: Level>(&self, tool: ToolName) -> Result<Authorized<L>, ToolFailure> {
+    pub(crate) fn authorize<L: Level>(&self, tool: ToolName) -> Result<Authorized<L>, ToolFailure> {
         debug_assert_eq!(
             tool.required_role(),
             L::ROLE,
@@ -54,7 +48,7 @@ impl Caller {
 
 /// Looks a digest up. Only `ro`/`rw` tokens are MCP callers; admin and metrics tokens and
 /// unknown or disabled tokens are refused alike.
-pub fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Caller> {
+pub(crate) fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Caller> {
     let identity = store.lookup(token)?;
     identity.role.is_client().then_some(Caller {
         identity,
@@ -63,16 +57,16 @@ pub fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Caller> {
 }
 
 /// A role level a handler can require.
-pub trait Level: sealed::Sealed {
+pub(crate) trait Level: sealed::Sealed {
     const ROLE: Role;
 }
 
 /// Read-only tools.
 #[derive(Debug)]
-pub enum Ro {}
+pub(crate) enum Ro {}
 /// Tools that change the host.
 #[derive(Debug)]
-pub enum Rw {}
+pub(crate) enum Rw {}
 
 impl Level for Ro {
     const ROLE: Role = Role::Ro;
@@ -82,7 +76,7 @@ impl Level for Rw {
 }
 
 mod sealed {
-    pub trait Sealed {}
+    pub(crate) trait Sealed {}
     impl Sealed for super::Ro {}
     impl Sealed for super::Rw {}
 }
@@ -90,19 +84,19 @@ mod sealed {
 /// Proof that the caller was authenticated and holds level `L`. Not constructible outside
 /// this module.
 #[derive(Debug)]
-pub struct Authorized<L: Level> {
+pub(crate) struct Authorized<L: Level> {
     identity: Identity,
     token: TokenDigest,
     _level: PhantomData<L>,
 }
 
 impl<L: Level> Authorized<L> {
-    pub fn identity(&self) -> &Identity {
+    pub(crate) fn identity(&self) -> &Identity {
         &self.identity
     }
 
     /// The caller's token digest (see [`Caller::token`]).
-    pub fn token(&self) -> &TokenDigest {
+    pub(crate) fn token(&self) -> &TokenDigest {
         &self.token
     }
 }

@@ -29,17 +29,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest accepted command, in bytes: one `execve` argument (with its NUL) cannot be longer.
-pub const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
+const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
 /// Foreground commands one token may run at once unless configured
 /// (`MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN`).
-pub const DEFAULT_BASH_MAX_PER_TOKEN: usize =
+const DEFAULT_BASH_MAX_PER_TOKEN: usize =
     mymcp_settings::BASH_MAX_CONCURRENT_PER_TOKEN.default() as usize;
 /// How often a running command reports progress (the first report comes after this long).
-pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The tool executor behind `executor.sock`.
 #[derive(Debug)]
-pub struct Executor {
+pub(crate) struct Executor {
     tokens: Arc<TokenStore>,
     bash: BashConfig,
     read: ReadConfig,
@@ -53,11 +53,11 @@ pub struct Executor {
     metrics: Arc<Metrics>,
     audit: Arc<Audit>,
     overview: Arc<OverviewConfig>,
-    pub started: Instant,
+    pub(crate) started: Instant,
 }
 
 impl Executor {
-    pub fn new(
+    pub(crate) fn new(
         tokens: Arc<TokenStore>,
         bash: BashConfig,
         read: ReadConfig,
@@ -82,58 +82,50 @@ impl Executor {
     }
 
     /// Uses these counters and this audit log (which should count into the same counters).
-    pub fn with_observability(mut self, metrics: Arc<Metrics>, audit: Arc<Audit>) -> Self {
+    pub(crate) fn with_observability(mut self, metrics: Arc<Metrics>, audit: Arc<Audit>) -> Self {
         self.metrics = metrics;
         self.audit = audit;
         self
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    pub fn audit(&self) -> &Arc<Audit> {
+    pub(crate) fn audit(&self) -> &Arc<Audit> {
         &self.audit
     }
 
     /// Sets both command limits: in total (as given to `new`) and per token.
-    pub fn with_command_limits(mut self, total: usize, per_token: usize) -> Self {
+    pub(crate) fn with_command_limits(mut self, total: usize, per_token: usize) -> Self {
         self.limits = CommandLimits::new(total, per_token);
         self
     }
 
     /// Enables background jobs.
-    pub fn with_jobs(mut self, jobs: Arc<Jobs>) -> Self {
+    pub(crate) fn with_jobs(mut self, jobs: Arc<Jobs>) -> Self {
         self.jobs = jobs;
         self
     }
 
     /// Sets the transfer settings (`MYMCP_TRANSFER_*`); the default is the reference's.
-    pub fn with_transfers(mut self, config: TransferConfig) -> Self {
+    pub(crate) fn with_transfers(mut self, config: TransferConfig) -> Self {
         self.transfers = Arc::new(Transfers::new(config));
         self
     }
 
     /// Where `server_overview` finds the recorder's document (`MYMCP_RECORDER_*`).
-    pub fn with_overview(mut self, config: OverviewConfig) -> Self {
+    pub(crate) fn with_overview(mut self, config: OverviewConfig) -> Self {
         self.overview = Arc::new(config);
         self
     }
 
-    pub fn transfers(&self) -> &Arc<Transfers> {
-        &self.transfers
-    }
-
-    pub fn jobs(&self) -> &Arc<Jobs> {
+    pub(crate) fn jobs(&self) -> &Arc<Jobs> {
         &self.jobs
     }
 
-    pub fn tokens(&self) -> &Arc<TokenStore> {
+    pub(crate) fn tokens(&self) -> &Arc<TokenStore> {
         &self.tokens
     }
 
     /// Foreground commands running right now.
-    pub fn running_commands(&self) -> u64 {
+    pub(crate) fn running_commands(&self) -> u64 {
         self.running_commands.load(Ordering::Relaxed)
     }
 

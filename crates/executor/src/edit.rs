@@ -28,13 +28,13 @@ use std::sync::{Condvar, Mutex, OnceLock};
 
 /// Limits of the writing tools. Built by `config`; defaults are the reference's.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WriteConfig {
+pub(crate) struct WriteConfig {
     /// `MYMCP_WRITE_FILE_MAX_BYTES`.
-    pub max_write_bytes: u64,
+    pub(crate) max_write_bytes: u64,
     /// `MYMCP_EDIT_STRING_MAX_BYTES`: for `old_string` and `new_string` each.
-    pub max_edit_string_bytes: u64,
+    pub(crate) max_edit_string_bytes: u64,
     /// `MYMCP_EDIT_FILE_MAX_BYTES`: largest file edit_file loads.
-    pub max_edit_file_bytes: u64,
+    pub(crate) max_edit_file_bytes: u64,
 }
 
 impl Default for WriteConfig {
@@ -61,7 +61,7 @@ fn human(bytes: u64) -> String {
 }
 
 /// Runs one `write_file` call. Blocking.
-pub fn write_file(
+pub(crate) fn write_file(
     args: &WriteFile,
     cfg: &WriteConfig,
     policy: &Policy,
@@ -87,7 +87,7 @@ pub fn write_file(
 }
 
 /// Runs one `edit_file` call. Blocking.
-pub fn edit_file(
+pub(crate) fn edit_file(
     args: &EditFile,
     cfg: &WriteConfig,
     policy: &Policy,
@@ -206,7 +206,7 @@ fn replace(target: &CheckedTarget, data: &[u8], shown: &str) -> Result<(), ToolF
 
 /// Whether [`TempFile::commit`] may replace an existing file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Replace {
+pub(crate) enum Replace {
     Yes,
     /// Fail with `EEXIST` if the name exists at the moment of the rename (`RENAME_NOREPLACE`).
     No,
@@ -219,7 +219,7 @@ pub enum Replace {
 /// `O_EXCL|O_NOFOLLOW` and removed when dropped unless [`TempFile::commit`] renamed it into
 /// place, so a failed or abandoned write leaves nothing behind.
 #[derive(Debug)]
-pub struct TempFile {
+pub(crate) struct TempFile {
     /// A duplicate of the checked directory's descriptor, so the file can be removed from
     /// wherever it is dropped.
     dir: std::os::fd::OwnedFd,
@@ -232,7 +232,7 @@ pub struct TempFile {
 impl TempFile {
     /// Creates an unnamed file in the target's directory, or `.<name>.mymcp-<random>.tmp`
     /// where the filesystem has no `O_TMPFILE`.
-    pub fn create(target: &CheckedTarget) -> std::io::Result<TempFile> {
+    pub(crate) fn create(target: &CheckedTarget) -> std::io::Result<TempFile> {
         let dir = target.dir().fd().try_clone_to_owned()?;
         // Readable too: an upload hashes what it wrote by reading it back.
         match sysfs::openat(
@@ -272,14 +272,18 @@ impl TempFile {
         })
     }
 
-    pub fn file(&mut self) -> &mut File {
+    pub(crate) fn file(&mut self) -> &mut File {
         &mut self.file
     }
 
     /// Gives the file the mode and owner of the file it replaces (as it is now; 0644 and the
     /// caller's owner for a new file), fsyncs it, puts it in place under the target's name
     /// and fsyncs the directory. On failure the temporary file is removed.
-    pub fn commit(mut self, target: &CheckedTarget, replace: Replace) -> std::io::Result<()> {
+    pub(crate) fn commit(
+        mut self,
+        target: &CheckedTarget,
+        replace: Replace,
+    ) -> std::io::Result<()> {
         let dir = target.dir().fd();
         // The file being replaced as it is now (a long upload may outlive the one checked).
         let existing = sysfs::stat_entry(dir, target.name())?.filter(|st| st.is_file());

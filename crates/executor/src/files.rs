@@ -42,20 +42,20 @@ const LINE_TRUNCATED: &str = " [LINE TRUNCATED]";
 
 /// Limits of `read_file`. Built by `config`; the defaults match the reference where it has one.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadConfig {
+pub(crate) struct ReadConfig {
     /// Lines returned when the client gives no `limit`.
-    pub default_limit: u64,
+    pub(crate) default_limit: u64,
     /// Upper clamp of `limit`.
-    pub max_limit: u64,
+    pub(crate) max_limit: u64,
     /// Bytes kept of one line; longer lines get `" [LINE TRUNCATED]"`.
-    pub max_line_bytes: usize,
+    pub(crate) max_line_bytes: usize,
     /// Largest `content` returned; the page stops before the line that would exceed it.
-    pub max_page_bytes: usize,
+    max_page_bytes: usize,
     /// Bytes scanned without being stored (over-long line tails, the count after the page).
-    pub count_budget_bytes: u64,
+    count_budget_bytes: u64,
     /// `MYMCP_READ_FILE_TIMEOUT_SEC`: longest a call may read a file that need not end (one
     /// not on a disk or network file system, see [`stores_bytes`]).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Default for ReadConfig {
@@ -72,7 +72,7 @@ impl Default for ReadConfig {
 }
 
 /// The number of lines to return: default `cfg.default_limit`, clamped to [1, `cfg.max_limit`].
-pub fn clamp_limit(limit: Option<i64>, cfg: &ReadConfig) -> u64 {
+fn clamp_limit(limit: Option<i64>, cfg: &ReadConfig) -> u64 {
     let max = cfg.max_limit.max(1);
     match limit {
         None => cfg.default_limit.clamp(1, max),
@@ -81,7 +81,8 @@ pub fn clamp_limit(limit: Option<i64>, cfg: &ReadConfig) -> u64 {
 }
 
 /// Runs one `read_file` call. Blocking: run it on a blocking thread.
-pub fn read_file(
+#[cfg(test)]
+pub(crate) fn read_file(
     args: &ReadFile,
     cfg: &ReadConfig,
     policy: &Policy,
@@ -91,7 +92,7 @@ pub fn read_file(
 
 /// [`read_file`] that gives up (with `ShuttingDown`) when `stop` says so while it waits for
 /// a file that need not end.
-pub fn read_file_until(
+pub(crate) fn read_file_until(
     args: &ReadFile,
     cfg: &ReadConfig,
     policy: &Policy,
@@ -179,7 +180,7 @@ const STORES_BYTES: [i64; 30] = [
 
 /// Whether `file` is on a file system whose regular files hold stored bytes (and so end),
 /// by its `fstatfs` magic; false when that cannot be asked.
-pub fn stores_bytes(file: &std::fs::File) -> bool {
+fn stores_bytes(file: &std::fs::File) -> bool {
     sysfs::fs_type(file.as_fd()).is_ok_and(|t| STORES_BYTES.contains(&t))
 }
 
@@ -245,7 +246,7 @@ impl Read for Waiting<'_> {
 /// [`paths::open_for_read_now`]; the data is read with `RWF_NOWAIT`, from the page cache only),
 /// and the caller then runs [`read_file`] on the blocking pool. What it answers is what
 /// [`read_file`] would.
-pub fn read_file_now(
+pub(crate) fn read_file_now(
     args: &ReadFile,
     cfg: &ReadConfig,
     current: &paths::Current,
@@ -294,7 +295,8 @@ impl Read for Cached<'_> {
 
 /// Reads one page of numbered lines from `reader`. `offset` and `limit` are the client's values
 /// before clamping. See the module documentation for the bounds.
-pub fn read_page(
+#[cfg(test)]
+fn read_page(
     reader: impl Read,
     offset: Option<i64>,
     limit: Option<i64>,

@@ -23,22 +23,22 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest overview returned (the recorder keeps it far smaller).
-pub const MAX_OVERVIEW_BYTES: u64 = 4 << 20;
+const MAX_OVERVIEW_BYTES: u64 = 4 << 20;
 
 /// Where the overview is and how fresh it should be.
 #[derive(Clone, Debug)]
-pub struct OverviewConfig {
+pub(crate) struct OverviewConfig {
     /// `MYMCP_RECORDER_DATA_DIR`.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// `MYMCP_RECORDER_MERGE_INTERVAL_SEC`: the overview is stale once it is older than two of
     /// these while events wait.
-    pub merge_interval: Duration,
+    pub(crate) merge_interval: Duration,
     /// `MYMCP_AUDIT_LOG_DIR`: where the events the recorder has yet to merge are.
-    pub audit_dir: PathBuf,
+    pub(crate) audit_dir: PathBuf,
 }
 
 /// Where `mymcp-recorder` keeps its files unless `MYMCP_RECORDER_DATA_DIR` says otherwise.
-pub const DEFAULT_DATA_DIR: &str = mymcp_settings::RECORDER_DATA_DIR.default();
+const DEFAULT_DATA_DIR: &str = mymcp_settings::RECORDER_DATA_DIR.default();
 
 impl Default for OverviewConfig {
     /// The reference's defaults.
@@ -55,13 +55,13 @@ impl Default for OverviewConfig {
 
 impl OverviewConfig {
     /// The document's path, as messages show it.
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.data_dir.join("overview").join("overview.md")
     }
 }
 
 /// Runs `server_overview` at `now`.
-pub fn server_overview(
+pub(crate) fn server_overview(
     cfg: &OverviewConfig,
     now: SystemTime,
 ) -> Result<OverviewOutput, ToolFailure> {
@@ -118,7 +118,7 @@ pub fn server_overview(
 
 /// The `_Last updated: <RFC 3339>_` line of the document: its timestamp as written and as
 /// seconds since the epoch.
-pub fn stamp(text: &str) -> Option<(&str, i64)> {
+fn stamp(text: &str) -> Option<(&str, i64)> {
     text.lines().find_map(|l| {
         let ts = l
             .trim()

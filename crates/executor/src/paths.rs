@@ -63,7 +63,7 @@ const MAX_WRITE_LINK_HOPS: usize = 8;
 
 /// The configured protected entries (files or directories), as written in the configuration.
 #[derive(Clone, Debug, Default)]
-pub struct ProtectedPaths {
+pub(crate) struct ProtectedPaths {
     /// Protected against reads and writes.
     entries: Vec<PathBuf>,
     /// Protected against writes only.
@@ -96,10 +96,10 @@ struct Cached {
 /// A resolution of the protected set with the mount table of its time
 /// ([`ProtectedPaths::current`], [`ProtectedPaths::last`]).
 #[derive(Clone, Debug)]
-pub struct Current(Arc<Cached>);
+pub(crate) struct Current(Arc<Cached>);
 
 impl Current {
-    pub fn policy(&self) -> &Policy {
+    pub(crate) fn policy(&self) -> &Policy {
         &self.0.policy
     }
 
@@ -206,31 +206,31 @@ impl Watch {
 
 /// Where the executor keeps what must never be read or written through the file tools.
 #[derive(Clone, Debug, Default)]
-pub struct DefaultProtected {
+pub(crate) struct DefaultProtected {
     /// The token store; its directory (the configuration directory) is protected too.
-    pub token_file: PathBuf,
+    pub(crate) token_file: PathBuf,
     /// Sockets.
-    pub runtime_dir: PathBuf,
+    pub(crate) runtime_dir: PathBuf,
     /// `MYMCP_STATE_DIR`.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// `MYMCP_AUDIT_LOG_DIR`.
-    pub audit_log_dir: PathBuf,
+    pub(crate) audit_log_dir: PathBuf,
     /// `MYMCP_ENV_FILE`, when set.
-    pub env_file: Option<PathBuf>,
+    pub(crate) env_file: Option<PathBuf>,
     /// The directory of the running executor binary: `mymcp-executor`, `mymcp-frontend` and
     /// `mymcpctl` in it are protected (not the directory, which may be `/usr/bin`).
-    pub binary_dir: Option<PathBuf>,
+    pub(crate) binary_dir: Option<PathBuf>,
     /// `MYMCP_PROTECTED_PATHS`.
-    pub extra: Vec<PathBuf>,
+    pub(crate) extra: Vec<PathBuf>,
     /// `MYMCP_RECORDER_DATA_DIR`: readable, never writable.
-    pub recorder_data_dir: Option<PathBuf>,
+    pub(crate) recorder_data_dir: Option<PathBuf>,
     /// The frontend's TLS key (`MYMCP_TLS_KEY`), when the executor's settings name it.
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 /// The installed binaries protected beside the executor; a running process of one of them is
 /// a mymcp process, whose `/proc/<pid>` tree is protected too.
-pub const BINARIES: [&str; 4] = [
+pub(crate) const BINARIES: [&str; 4] = [
     "mymcp-executor",
     "mymcp-frontend",
     "mymcpctl",
@@ -246,7 +246,7 @@ const KCORE_ENTRY: &str = "/proc/kcore";
 const CREDENTIALS_ENTRY: &str = "/run/credentials/mymcp*";
 
 impl ProtectedPaths {
-    pub fn new(entries: impl IntoIterator<Item = PathBuf>) -> Self {
+    pub(crate) fn new(entries: impl IntoIterator<Item = PathBuf>) -> Self {
         let mut out = ProtectedPaths::default();
         for e in entries {
             if !out.entries.contains(&e) {
@@ -270,7 +270,7 @@ impl ProtectedPaths {
     }
 
     /// The default set plus the configured extra entries.
-    pub fn with_defaults(d: &DefaultProtected) -> Self {
+    pub(crate) fn with_defaults(d: &DefaultProtected) -> Self {
         let mut entries = Vec::new();
         if let Some(dir) = d.token_file.parent().filter(|p| !p.as_os_str().is_empty()) {
             entries.push(dir.to_owned());
@@ -297,7 +297,8 @@ impl ProtectedPaths {
     }
 
     /// Adds a write-only entry: readable, never writable.
-    pub fn with_write_only(mut self, entry: PathBuf) -> Self {
+    #[cfg(test)]
+    fn with_write_only(mut self, entry: PathBuf) -> Self {
         if !self.write_only.contains(&entry) {
             self.write_only.push(entry);
         }
@@ -305,19 +306,19 @@ impl ProtectedPaths {
     }
 
     /// The read-write entries.
-    pub fn entries(&self) -> &[PathBuf] {
+    pub(crate) fn entries(&self) -> &[PathBuf] {
         &self.entries
     }
 
     /// The write-only entries.
-    pub fn write_only(&self) -> &[PathBuf] {
+    pub(crate) fn write_only(&self) -> &[PathBuf] {
         &self.write_only
     }
 
     /// The protected set as it is now (symlinks resolved, current inodes) for one call that
     /// reads or writes: the last resolution while nothing it depends on has changed since,
     /// else a new one.
-    pub fn policy(&self, access: Access) -> Arc<Policy> {
+    pub(crate) fn policy(&self, access: Access) -> Arc<Policy> {
         if let Some(c) = self.current(access) {
             return c.0.policy.clone();
         }
@@ -372,13 +373,13 @@ impl ProtectedPaths {
 
     /// The last resolution for `access` while nothing it depends on has changed, without
     /// resolving (which may wait on a disk): `None` when there is none or it is out of date.
-    pub fn current(&self, access: Access) -> Option<Current> {
+    pub(crate) fn current(&self, access: Access) -> Option<Current> {
         self.last(access).filter(Current::holds)
     }
 
     /// The last resolution for `access`, current or not: [`open_for_read_now`] asks whether it
     /// still holds once its path is resolved, which covers the resolution too.
-    pub fn last(&self, access: Access) -> Option<Current> {
+    pub(crate) fn last(&self, access: Access) -> Option<Current> {
         let last = self.slot(access).lock().unwrap_or_else(|p| p.into_inner());
         last.clone().map(Current)
     }
@@ -522,7 +523,7 @@ struct Resolved {
 
 /// The protected set as resolved for one call.
 #[derive(Clone, Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     entries: Vec<Resolved>,
     /// Reads only: write-only directories, readable even inside a protected directory.
     readable: Vec<Resolved>,
@@ -609,7 +610,7 @@ impl Policy {
 
     /// The entry that `real` (an absolute path without symlinks) is, or lies within.
     /// Component-wise: `/etc/mymcpx` is not within `/etc/mymcp`.
-    pub fn entry_for_path(&self, real: &Path) -> Option<&str> {
+    pub(crate) fn entry_for_path(&self, real: &Path) -> Option<&str> {
         if let Some(rule) = self.rule_entry(real, false) {
             return Some(rule);
         }
@@ -637,7 +638,7 @@ impl Policy {
     }
 
     /// The entry whose inode this is (a hard link or bind mount of it counts).
-    pub fn entry_for_id(&self, dev: u64, ino: u64) -> Option<&str> {
+    fn entry_for_id(&self, dev: u64, ino: u64) -> Option<&str> {
         if !self.ids.contains(&(dev, ino)) {
             return None;
         }
@@ -650,29 +651,29 @@ impl Policy {
     /// Whether `real` is exactly a protected entry. Enough for a walk that starts at a checked,
     /// unprotected root and never descends into a pruned directory: the first protected path it
     /// meets is an entry itself. A hash lookup instead of a component-wise prefix test per entry.
-    pub fn is_entry_path(&self, real: &Path) -> bool {
+    pub(crate) fn is_entry_path(&self, real: &Path) -> bool {
         self.exact.contains(real.as_os_str().as_bytes()) || self.rule_entry(real, true).is_some()
     }
 
     /// Whether some protected file is also reachable under another name (its link count is
     /// above one), so that files met in a walk must be checked by inode. When it is not, a file
     /// opened inside a checked directory cannot be a protected one.
-    pub fn has_linked_files(&self) -> bool {
+    pub(crate) fn has_linked_files(&self) -> bool {
         self.linked_files
     }
 
     /// Whether `(dev, ino)` is a protected directory (used to prune walks).
-    pub fn is_protected_dir_id(&self, dev: u64, ino: u64) -> bool {
+    fn is_protected_dir_id(&self, dev: u64, ino: u64) -> bool {
         self.dir_ids.contains(&(dev, ino))
     }
 
     /// Whether `(dev, ino)` is any protected entry.
-    pub fn is_protected_id(&self, dev: u64, ino: u64) -> bool {
+    pub(crate) fn is_protected_id(&self, dev: u64, ino: u64) -> bool {
         self.ids.contains(&(dev, ino))
     }
 
     /// Whether a walked directory (by path and inode) is protected.
-    pub fn is_protected(&self, real: &Path, dev: u64, ino: u64) -> bool {
+    fn is_protected(&self, real: &Path, dev: u64, ino: u64) -> bool {
         self.is_protected_id(dev, ino) || self.entry_for_path(real).is_some()
     }
 
@@ -728,16 +729,16 @@ impl Policy {
 
 /// A protected entry was hit; holds the entry as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Denied(pub String);
+pub(crate) struct Denied(pub String);
 
 impl Denied {
-    pub fn failure(&self) -> ToolFailure {
+    pub(crate) fn failure(&self) -> ToolFailure {
         protected_failure(&self.0)
     }
 }
 
 /// The reference's `ProtectedPath` failure.
-pub fn protected_failure(entry: &str) -> ToolFailure {
+pub(crate) fn protected_failure(entry: &str) -> ToolFailure {
     ToolFailure::new(
         ErrorCode::ProtectedPath,
         format!("Access denied: path is within protected directory {entry}"),
@@ -745,10 +746,10 @@ pub fn protected_failure(entry: &str) -> ToolFailure {
 }
 
 /// Longest accepted path argument, in bytes (Linux `PATH_MAX`).
-pub const MAX_PATH_BYTES: usize = 4096;
+const MAX_PATH_BYTES: usize = 4096;
 
 /// A path argument (when given) must be at most [`MAX_PATH_BYTES`] long.
-pub fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {
+pub(crate) fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {
     match path {
         Some(p) if p.len() > MAX_PATH_BYTES => Err(ToolFailure::new(
             ErrorCode::InvalidPath,
@@ -759,7 +760,7 @@ pub fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure
 }
 
 /// A path argument must be absolute and free of NUL bytes.
-pub fn check_absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
+pub(crate) fn check_absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
     if path.contains('\0') {
         return Err(ToolFailure::new(
             ErrorCode::InvalidPath,
@@ -777,13 +778,13 @@ pub fn check_absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
 
 /// What the file tools say when the operating system refuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     Read,
     Write,
 }
 
 /// Maps an OS error while opening `path` to the reference's failure codes.
-pub fn os_failure(path: &str, e: &io::Error, access: Access) -> ToolFailure {
+pub(crate) fn os_failure(path: &str, e: &io::Error, access: Access) -> ToolFailure {
     match e.raw_os_error() {
         Some(libc::ENOENT) => ToolFailure::new(
             ErrorCode::FileNotFoundError,
@@ -830,7 +831,7 @@ pub fn os_failure(path: &str, e: &io::Error, access: Access) -> ToolFailure {
 
 /// The OS text of `e` followed by `path`, as in `Permission denied: /root/x`
 /// (without std's `(os error N)` suffix).
-pub fn os_message(e: &io::Error, path: &str) -> String {
+pub(crate) fn os_message(e: &io::Error, path: &str) -> String {
     let text = e.to_string();
     let text = match text.rsplit_once(" (os error ") {
         Some((head, _)) => head.to_string(),
@@ -843,7 +844,7 @@ pub fn os_message(e: &io::Error, path: &str) -> String {
     }
 }
 
-pub fn not_regular(path: &str) -> ToolFailure {
+fn not_regular(path: &str) -> ToolFailure {
     ToolFailure::new(
         ErrorCode::NotARegularFile,
         format!("{path} is not a regular file"),
@@ -860,24 +861,24 @@ fn is_a_directory(path: &str) -> ToolFailure {
 
 /// A regular file opened for reading after the protected-path check.
 #[derive(Debug)]
-pub struct CheckedFile {
-    pub file: File,
-    pub meta: Metadata,
+pub(crate) struct CheckedFile {
+    pub(crate) file: File,
+    pub(crate) meta: Metadata,
     /// Its real path.
-    pub real: PathBuf,
+    pub(crate) real: PathBuf,
 }
 
 /// A directory descriptor opened and checked; the parent of a write or the root of a walk.
 #[derive(Debug)]
-pub struct CheckedDir {
+pub(crate) struct CheckedDir {
     fd: OwnedFd,
-    pub real: PathBuf,
-    pub dev: u64,
-    pub ino: u64,
+    pub(crate) real: PathBuf,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl CheckedDir {
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
@@ -907,7 +908,7 @@ fn open_path(path: &str, access: Access) -> Result<(OwnedFd, Metadata), ToolFail
 /// Opens a regular file for reading: resolve, check the object, then reopen that very inode
 /// for reading through `/proc/self/fd`. Directories, devices, FIFOs and sockets are refused
 /// without ever being opened for I/O.
-pub fn open_for_read(policy: &Policy, path: &str) -> Result<CheckedFile, ToolFailure> {
+pub(crate) fn open_for_read(policy: &Policy, path: &str) -> Result<CheckedFile, ToolFailure> {
     open_file_for_read(policy, path).map_err(|f| within_protected(policy, path, f))
 }
 
@@ -928,7 +929,7 @@ fn open_file_for_read(policy: &Policy, path: &str) -> Result<CheckedFile, ToolFa
 
 /// The largest file [`open_for_read_now`] takes: reading more is work for the blocking pool
 /// whatever the cache holds.
-pub const READ_NOW_MAX_BYTES: u64 = 256 * 1024;
+pub(crate) const READ_NOW_MAX_BYTES: u64 = 256 * 1024;
 
 /// Kernels without `RESOLVE_CACHED` (before 5.12) answer `EINVAL`: remembered, not asked again.
 static NO_CACHED_RESOLVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -942,7 +943,7 @@ static NO_CACHED_RESOLVE: std::sync::atomic::AtomicBool = std::sync::atomic::Ato
 /// the access time (a journal write). `current` may be out of date ([`ProtectedPaths::last`]):
 /// it is used only if it holds once the path is resolved. The checks are those of
 /// [`open_for_read`]: a protected, directory or special-file answer is given here.
-pub fn open_for_read_now(
+pub(crate) fn open_for_read_now(
     current: &Current,
     path: &str,
 ) -> Option<Result<CheckedFile, ToolFailure>> {
@@ -1006,7 +1007,7 @@ fn reopen_for_read(fd: &OwnedFd, path: &str) -> Result<File, ToolFailure> {
 
 /// What a walk starts from.
 #[derive(Debug)]
-pub enum SearchRoot {
+pub(crate) enum SearchRoot {
     File(CheckedFile),
     Dir(CheckedDir),
 }
@@ -1014,7 +1015,10 @@ pub enum SearchRoot {
 /// Opens the root of a `grep` or `glob`. `Ok(None)` when it does not exist or is neither a
 /// file nor a directory (the reference answers those with an empty result); a protected root
 /// (or a symlink to one) is refused.
-pub fn open_search_root(policy: &Policy, path: &str) -> Result<Option<SearchRoot>, ToolFailure> {
+pub(crate) fn open_search_root(
+    policy: &Policy,
+    path: &str,
+) -> Result<Option<SearchRoot>, ToolFailure> {
     open_root(policy, path).map_err(|f| within_protected(policy, path, f))
 }
 
@@ -1058,7 +1062,7 @@ fn open_root(policy: &Policy, path: &str) -> Result<Option<SearchRoot>, ToolFail
 
 /// Opens a directory below a checked one, through real directories only (no symlink, no
 /// `..` out of it), for a walk. `None` when it is protected (by inode or by path).
-pub fn open_subdir(
+pub(crate) fn open_subdir(
     policy: &Policy,
     parent: &CheckedDir,
     name: &OsStr,
@@ -1085,7 +1089,7 @@ pub fn open_subdir(
 
 /// A file to be written: its checked parent directory and its name in it.
 #[derive(Debug)]
-pub struct CheckedTarget {
+pub(crate) struct CheckedTarget {
     dir: CheckedDir,
     name: OsString,
     /// The file being replaced, if any (never a symlink: those are followed first).
@@ -1093,23 +1097,26 @@ pub struct CheckedTarget {
 }
 
 impl CheckedTarget {
-    pub fn dir(&self) -> &CheckedDir {
+    pub(crate) fn dir(&self) -> &CheckedDir {
         &self.dir
     }
-    pub fn name(&self) -> &OsStr {
+    pub(crate) fn name(&self) -> &OsStr {
         &self.name
     }
-    pub fn existing(&self) -> Option<&EntryStat> {
+    pub(crate) fn existing(&self) -> Option<&EntryStat> {
         self.existing.as_ref()
     }
     /// The target's real path.
-    pub fn real(&self) -> PathBuf {
+    pub(crate) fn real(&self) -> PathBuf {
         self.dir.real.join(&self.name)
     }
 
     /// Opens the existing file for reading: `O_NOFOLLOW` inside the checked directory, and
     /// only if it is still the inode that was checked.
-    pub fn open_existing(&self, shown: &str) -> Result<Option<(File, Metadata)>, ToolFailure> {
+    pub(crate) fn open_existing(
+        &self,
+        shown: &str,
+    ) -> Result<Option<(File, Metadata)>, ToolFailure> {
         let Some(st) = self.existing else {
             return Ok(None);
         };
@@ -1139,7 +1146,7 @@ impl CheckedTarget {
 /// (writes go to its target, as in the reference) by resolving it and checking the target's
 /// directory in turn. `create_parents` creates missing directories (mode 0755) below the
 /// deepest existing one, after checking that one.
-pub fn open_for_write(
+pub(crate) fn open_for_write(
     policy: &Policy,
     path: &str,
     create_parents: bool,
@@ -1213,7 +1220,7 @@ fn open_target(
 /// existing ancestor is opened and checked as an object, and the rest of the path below its
 /// real path must not be protected either. For `prepare_upload`, whose directories are only
 /// created when the upload arrives. Returns the real path the file would have.
-pub fn check_new_path(policy: &Policy, path: &str) -> Result<PathBuf, ToolFailure> {
+pub(crate) fn check_new_path(policy: &Policy, path: &str) -> Result<PathBuf, ToolFailure> {
     new_path(policy, path).map_err(|f| within_protected(policy, path, f))
 }
 
@@ -1265,7 +1272,7 @@ fn within_protected(policy: &Policy, path: &str, failure: ToolFailure) -> ToolFa
 /// The protected entry that `path` — which need not exist — lies within, resolving the path as
 /// the reference did (`realpath` of the deepest existing ancestor). Used only to pick the
 /// right answer for a path that could not be opened; every access checks the opened object.
-pub fn protected_entry_lenient(policy: &Policy, path: &str) -> Option<String> {
+pub(crate) fn protected_entry_lenient(policy: &Policy, path: &str) -> Option<String> {
     let real = resolve_lenient(Path::new(path));
     policy.check_real_path(&real).err().map(|d| d.0)
 }
@@ -1343,11 +1350,6 @@ fn check_dir(policy: &Policy, fd: OwnedFd, shown: &str) -> Result<CheckedDir, To
         dev: meta.dev(),
         ino: meta.ino(),
     })
-}
-
-/// Whether a name is hidden (starts with `.`), as glob and grep treat it.
-pub fn is_hidden(name: &OsStr) -> bool {
-    name.as_bytes().first() == Some(&b'.')
 }
 
 #[cfg(test)]

@@ -52,29 +52,29 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 /// Appended to an output line cut at `max_line_bytes`.
 const LINE_TRUNCATED: &str = " [LINE TRUNCATED]";
 /// Longest accepted regex or glob, in bytes.
-pub const MAX_PATTERN_BYTES: usize = 64 * 1024;
+const MAX_PATTERN_BYTES: usize = 64 * 1024;
 /// Largest `context_lines`.
 const MAX_CONTEXT_LINES: u64 = 1000;
 
 /// Limits of `grep` and `glob`. Built by `config`; defaults are the reference's where it has one.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SearchConfig {
+pub(crate) struct SearchConfig {
     /// `MYMCP_GLOB_MAX_RESULTS`.
-    pub glob_max_results: u64,
+    pub(crate) glob_max_results: u64,
     /// `MYMCP_GREP_DEFAULT_MAX_RESULTS`.
-    pub grep_default_max_results: u64,
+    pub(crate) grep_default_max_results: u64,
     /// `MYMCP_GREP_MAX_RESULTS`.
-    pub grep_max_results: u64,
+    pub(crate) grep_max_results: u64,
     /// Bytes kept of one output line.
-    pub max_line_bytes: usize,
+    pub(crate) max_line_bytes: usize,
     /// Largest `results` text; the output stops (truncated) before it would exceed this.
-    pub max_output_bytes: usize,
+    pub(crate) max_output_bytes: usize,
     /// Most memory one file's search may use for a line (longer lines: the file is skipped).
-    pub heap_limit: usize,
+    heap_limit: usize,
     /// `MYMCP_SEARCH_TIMEOUT_SEC`: the whole call.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Search threads (0: one per CPU).
-    pub threads: usize,
+    pub(crate) threads: usize,
 }
 
 impl Default for SearchConfig {
@@ -111,14 +111,14 @@ enum Abort {
 
 /// The deadline and the cancellation flag of one call.
 #[derive(Clone, Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     deadline: Instant,
     timeout: Duration,
     cancelled: Arc<AtomicBool>,
 }
 
 impl Budget {
-    pub fn new(timeout: Duration, cancelled: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(timeout: Duration, cancelled: Arc<AtomicBool>) -> Self {
         Budget {
             deadline: Instant::now() + timeout,
             timeout,
@@ -199,7 +199,7 @@ struct GrepPlan {
 }
 
 /// Runs one `grep` call. Blocking.
-pub fn grep(
+pub(crate) fn grep(
     args: &Grep,
     cfg: &SearchConfig,
     policy: &Policy,
@@ -955,7 +955,7 @@ fn mtime_ns(m: &std::fs::Metadata) -> i128 {
 }
 
 /// Runs one `glob` call. Blocking.
-pub fn glob(
+pub(crate) fn glob(
     args: &Glob,
     cfg: &SearchConfig,
     policy: &Policy,

@@ -56,14 +56,14 @@ use tokio::sync::{oneshot, watch};
 
 /// Transfer settings (`MYMCP_TRANSFER_*`), read by the `config` module.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TransferConfig {
-    pub enabled: bool,
+pub(crate) struct TransferConfig {
+    pub(crate) enabled: bool,
     /// Default and cap of `max_bytes`.
-    pub max_bytes: u64,
-    pub default_ttl_secs: u64,
-    pub max_ttl_secs: u64,
+    pub(crate) max_bytes: u64,
+    pub(crate) default_ttl_secs: u64,
+    pub(crate) max_ttl_secs: u64,
     /// `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN`: grants one token may hold (of [`MAX_GRANTS`]).
-    pub max_grants_per_token: usize,
+    pub(crate) max_grants_per_token: usize,
 }
 
 impl Default for TransferConfig {
@@ -79,13 +79,13 @@ impl Default for TransferConfig {
 }
 
 /// Most grants alive at once (expired ones are purged first).
-pub const MAX_GRANTS: usize = 4096;
+pub(crate) const MAX_GRANTS: usize = 4096;
 /// Default of `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN`: one token holds at most a sixteenth of
 /// the table, so that it cannot keep the other tokens from their transfers.
-pub const DEFAULT_GRANTS_PER_TOKEN: usize =
+const DEFAULT_GRANTS_PER_TOKEN: usize =
     mymcp_settings::TRANSFER_MAX_GRANTS_PER_TOKEN.default() as usize;
 /// A transfer in which nothing moves for this long is abandoned.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an upload whose pipe is drained waits for the frontend's commit.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Buffer of the upload hash (reading the written file back) and of the read/write fallbacks.
@@ -138,7 +138,7 @@ struct View {
 
 /// The grants of this executor.
 #[derive(Debug)]
-pub struct Transfers {
+pub(crate) struct Transfers {
     config: TransferConfig,
     grants: Mutex<HashMap<GrantId, Grant>>,
     next_claim: AtomicU64,
@@ -161,7 +161,7 @@ fn refuse(kind: Kind, hint: impl Into<String>) -> TransferError {
 const MINT_NEW: &str = "Mint a new ticket.";
 
 impl Transfers {
-    pub fn new(config: TransferConfig) -> Self {
+    pub(crate) fn new(config: TransferConfig) -> Self {
         Transfers {
             config,
             grants: Mutex::new(HashMap::new()),
@@ -170,18 +170,10 @@ impl Transfers {
         }
     }
 
-    pub fn config(&self) -> &TransferConfig {
-        &self.config
-    }
-
     /// Grants alive (ready, busy or used but not yet purged).
-    pub fn grants(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn grants(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Transfers moving bytes right now.
-    pub fn running(&self) -> u64 {
-        self.running.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<GrantId, Grant>> {
@@ -210,7 +202,7 @@ impl Transfers {
     }
 
     /// `prepare_upload`. Blocking (path checks).
-    pub fn prepare_upload(
+    pub(crate) fn prepare_upload(
         &self,
         auth: &auth::Authorized<Rw>,
         args: &PrepareUpload,
@@ -275,7 +267,7 @@ impl Transfers {
     }
 
     /// `prepare_download`. Blocking (opens the file to check it).
-    pub fn prepare_download(
+    pub(crate) fn prepare_download(
         &self,
         auth: &auth::Authorized<auth::Ro>,
         args: &PrepareDownload,
@@ -488,7 +480,7 @@ impl Transfers {
 
     /// The frontend says the body of `claim` ended normally. Returns whether a running upload
     /// took it.
-    pub fn commit(&self, id: &GrantId, claim: u64) -> bool {
+    pub(crate) fn commit(&self, id: &GrantId, claim: u64) -> bool {
         let mut grants = self.lock();
         match grants.get_mut(id).map(|g| &mut g.state) {
             Some(State::Busy {
@@ -500,7 +492,7 @@ impl Transfers {
     }
 
     /// `HEAD`: what a `GET` would send, without claiming the grant.
-    pub async fn probe(
+    pub(crate) async fn probe(
         &self,
         id: &GrantId,
         direction: Direction,
@@ -539,7 +531,7 @@ impl Transfers {
     /// Redeems grant `id` (see the module documentation). Answers when the transfer has
     /// ended; the pipe goes out through `events` once the grant is claimed.
     #[allow(clippy::too_many_arguments)]
-    pub async fn redeem(
+    pub(crate) async fn redeem(
         self: &Arc<Self>,
         id: &GrantId,
         direction: Direction,
@@ -1173,23 +1165,23 @@ fn hex(bytes: &[u8]) -> String {
 
 /// One redeem of a known grant, as the audit log records it.
 #[derive(Debug)]
-pub struct RedeemRecord<'a> {
-    pub direction: Direction,
+struct RedeemRecord<'a> {
+    pub(crate) direction: Direction,
     /// The token that made the grant, and its role.
-    pub token_name: &'a str,
-    pub role: Role,
+    pub(crate) token_name: &'a str,
+    pub(crate) role: Role,
     /// The client that redeemed it (address as the frontend saw it, request id).
-    pub origin: &'a CallOrigin,
-    pub grant: GrantId,
-    pub path: &'a str,
-    pub bytes: u64,
-    pub result: Result<(), &'a TransferError>,
-    pub duration: Duration,
+    pub(crate) origin: &'a CallOrigin,
+    pub(crate) grant: GrantId,
+    pub(crate) path: &'a str,
+    pub(crate) bytes: u64,
+    pub(crate) result: Result<(), &'a TransferError>,
+    pub(crate) duration: Duration,
 }
 
 impl RedeemRecord<'_> {
     /// `transfer_upload` or `transfer_download`: the tool name audit records carry.
-    pub fn tool(&self) -> &'static str {
+    pub(crate) fn tool(&self) -> &'static str {
         match self.direction {
             Direction::Upload => "transfer_upload",
             Direction::Download => "transfer_download",
@@ -1198,7 +1190,7 @@ impl RedeemRecord<'_> {
 }
 
 /// Records one redeem. The only place transfers are logged, so the audit log hooks in here.
-pub fn audit_redeem(r: &RedeemRecord<'_>) {
+fn audit_redeem(r: &RedeemRecord<'_>) {
     let ms = r.duration.as_millis() as u64;
     match r.result {
         Ok(()) => tracing::info!(
