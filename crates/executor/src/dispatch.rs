@@ -143,23 +143,23 @@ impl Executor {
             }
             ToolCall::ReadFile(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::ReadFile)?;
-                self.read_file(&auth, args, cancel).await
+                self.read_file(auth, args, cancel).await
             }
             ToolCall::WriteFile(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::WriteFile)?;
-                self.write_file(&auth, args).await
+                self.write_file(auth, args).await
             }
             ToolCall::EditFile(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::EditFile)?;
-                self.edit_file(&auth, args).await
+                self.edit_file(auth, args).await
             }
             ToolCall::Glob(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::Glob)?;
-                self.glob(&auth, args, cancel).await
+                self.glob(auth, args, cancel).await
             }
             ToolCall::Grep(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::Grep)?;
-                self.grep(&auth, args, cancel).await
+                self.grep(auth, args, cancel).await
             }
             ToolCall::JobStatus(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::JobStatus)?;
@@ -207,7 +207,7 @@ impl Executor {
                 let slot = self.file_limits.call(auth.token())?;
                 let config = self.overview.clone();
                 file_work("server_overview", slot, move || {
-                    overview::server_overview(&config, std::time::SystemTime::now())
+                    overview::server_overview(&auth, &config, std::time::SystemTime::now())
                 })
                 .await
                 .map(ToolOutput::Overview)
@@ -252,6 +252,7 @@ impl Executor {
         let activity = Activity::default();
         let out = {
             let mut run = pin!(spawn::bash_execute(
+                auth,
                 &args,
                 &self.bash,
                 &mut cancel,
@@ -270,7 +271,7 @@ impl Executor {
 
     async fn read_file(
         &self,
-        auth: &Authorized<Ro>,
+        auth: Authorized<Ro>,
         args: ReadFile,
         cancel: CancelSignal,
     ) -> Result<ToolOutput, ToolFailure> {
@@ -278,7 +279,7 @@ impl Executor {
         // Answered here when everything it needs is in memory (it cannot wait, so it takes
         // no slot); else on the blocking pool.
         if let Some(last) = self.files.protected.last(Access::Read) {
-            if let Some(out) = files::read_file_now(&args, &self.read, &last) {
+            if let Some(out) = files::read_file_now(&auth, &args, &self.read, &last) {
                 return out.map(ToolOutput::ReadFile);
             }
         }
@@ -287,7 +288,7 @@ impl Executor {
         let files = self.files.clone();
         file_work("read_file", slot, move || {
             let policy = files.protected.policy(Access::Read);
-            files::read_file_until(&args, &cfg, &policy, &|| cancel.shutting_down())
+            files::read_file_until(&auth, &args, &cfg, &policy, &|| cancel.shutting_down())
         })
         .await
         .map(ToolOutput::ReadFile)
@@ -295,14 +296,15 @@ impl Executor {
 
     async fn write_file(
         &self,
-        auth: &Authorized<Rw>,
+        auth: Authorized<Rw>,
         args: WriteFile,
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("file_path", Some(&args.file_path))?;
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("write_file", slot, move || {
-            edit::write_file(&args, &files.write, &files.protected.policy(Access::Write))
+            let policy = files.protected.policy(Access::Write);
+            edit::write_file(&auth, &args, &files.write, &policy)
         })
         .await
         .map(ToolOutput::WriteFile)
@@ -310,14 +312,15 @@ impl Executor {
 
     async fn edit_file(
         &self,
-        auth: &Authorized<Rw>,
+        auth: Authorized<Rw>,
         args: EditFile,
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("file_path", Some(&args.file_path))?;
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("edit_file", slot, move || {
-            edit::edit_file(&args, &files.write, &files.protected.policy(Access::Write))
+            let policy = files.protected.policy(Access::Write);
+            edit::edit_file(&auth, &args, &files.write, &policy)
         })
         .await
         .map(ToolOutput::EditFile)
@@ -325,7 +328,7 @@ impl Executor {
 
     async fn glob(
         &self,
-        auth: &Authorized<Ro>,
+        auth: Authorized<Ro>,
         args: Glob,
         cancel: CancelSignal,
     ) -> Result<ToolOutput, ToolFailure> {
@@ -335,6 +338,7 @@ impl Executor {
         let (budget, _watch) = budget(&files.search, cancel);
         file_work("glob", slot, move || {
             search::glob(
+                &auth,
                 &args,
                 &files.search,
                 &files.protected.policy(Access::Read),
@@ -347,7 +351,7 @@ impl Executor {
 
     async fn grep(
         &self,
-        auth: &Authorized<Ro>,
+        auth: Authorized<Ro>,
         args: Grep,
         cancel: CancelSignal,
     ) -> Result<ToolOutput, ToolFailure> {
@@ -357,6 +361,7 @@ impl Executor {
         let (budget, _watch) = budget(&files.search, cancel);
         file_work("grep", slot, move || {
             search::grep(
+                &auth,
                 &args,
                 &files.search,
                 &files.protected.policy(Access::Read),

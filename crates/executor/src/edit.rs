@@ -12,6 +12,7 @@
 //! the file. Writes and edits of one file are serialised inside the executor, so two concurrent
 //! edits cannot lose one another's change.
 
+use crate::auth::{Authorized, Rw};
 use crate::paths::{self, Access, CheckedTarget, Policy};
 use mymcp_protocol::{
     EditFile, EditFileOutput, ErrorCode, ToolFailure, WriteFile, WriteFileOutput,
@@ -60,8 +61,9 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// Runs one `write_file` call. Blocking.
+/// Runs one `write_file` call for the holder of `_auth`. Blocking.
 pub(crate) fn write_file(
+    _auth: &Authorized<Rw>,
     args: &WriteFile,
     cfg: &WriteConfig,
     policy: &Policy,
@@ -86,8 +88,9 @@ pub(crate) fn write_file(
     Ok(WriteFileOutput { bytes_written: n })
 }
 
-/// Runs one `edit_file` call. Blocking.
+/// Runs one `edit_file` call for the holder of `_auth`. Blocking.
 pub(crate) fn edit_file(
+    _auth: &Authorized<Rw>,
     args: &EditFile,
     cfg: &WriteConfig,
     policy: &Policy,
@@ -403,6 +406,10 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::path::Path;
 
+    fn rw() -> Authorized<Rw> {
+        Authorized::for_tests()
+    }
+
     fn policy(entries: &[&Path]) -> std::sync::Arc<Policy> {
         ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf()))
             .policy(crate::paths::Access::Write)
@@ -440,6 +447,7 @@ mod tests {
 
     fn write(path: &Path, content: &str) -> Result<WriteFileOutput, ToolFailure> {
         write_file(
+            &rw(),
             &WriteFile {
                 file_path: path.to_str().unwrap().into(),
                 content: content.into(),
@@ -451,6 +459,7 @@ mod tests {
 
     fn edit(path: &Path, old: &str, new: &str, all: bool) -> Result<u64, ToolFailure> {
         edit_file(
+            &rw(),
             &EditFile {
                 file_path: path.to_str().unwrap().into(),
                 old_string: old.into(),
@@ -531,6 +540,7 @@ mod tests {
             ..WriteConfig::default()
         };
         let e = write_file(
+            &rw(),
             &WriteFile {
                 file_path: dir.path().join("x").to_str().unwrap().into(),
                 content: "12345".into(),
@@ -636,6 +646,7 @@ mod tests {
         };
         let call = |old: &str, new: &str| {
             edit_file(
+                &rw(),
                 &EditFile {
                     file_path: f.to_str().unwrap().into(),
                     old_string: old.into(),
@@ -660,6 +671,7 @@ mod tests {
         std::fs::write(prot.join("secret"), "s").unwrap();
         let p = policy(&[&prot]);
         let e = write_file(
+            &rw(),
             &WriteFile {
                 file_path: prot.join("secret").to_str().unwrap().into(),
                 content: "x".into(),
@@ -670,6 +682,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtectedPath);
         let e = edit_file(
+            &rw(),
             &EditFile {
                 file_path: prot.join("secret").to_str().unwrap().into(),
                 old_string: "s".into(),

@@ -28,6 +28,7 @@
 //! non-blocking, waiting for data with `poll`, within `ReadConfig::timeout` for the whole call
 //! and for no longer than shutdown allows; past the deadline the call is a `TimeoutError`.
 
+use crate::auth::{Authorized, Ro};
 use crate::paths::{self, Policy};
 use mymcp_protocol::{ErrorCode, ReadFile, ReadFileOutput, ToolFailure};
 use mymcp_sys::fs as sysfs;
@@ -83,16 +84,18 @@ fn clamp_limit(limit: Option<i64>, cfg: &ReadConfig) -> u64 {
 /// Runs one `read_file` call. Blocking: run it on a blocking thread.
 #[cfg(test)]
 pub(crate) fn read_file(
+    auth: &Authorized<Ro>,
     args: &ReadFile,
     cfg: &ReadConfig,
     policy: &Policy,
 ) -> Result<ReadFileOutput, ToolFailure> {
-    read_file_until(args, cfg, policy, &|| false)
+    read_file_until(auth, args, cfg, policy, &|| false)
 }
 
-/// [`read_file`] that gives up (with `ShuttingDown`) when `stop` says so while it waits for
-/// a file that need not end.
+/// Runs one `read_file` call for the holder of `_auth` (blocking), giving up (with
+/// `ShuttingDown`) when `stop` says so while it waits for a file that need not end.
 pub(crate) fn read_file_until(
+    _auth: &Authorized<Ro>,
     args: &ReadFile,
     cfg: &ReadConfig,
     policy: &Policy,
@@ -241,12 +244,13 @@ impl Read for Waiting<'_> {
     }
 }
 
-/// [`read_file`] for a runtime worker, which must not wait: `None` when opening or reading the
+/// [`read_file_until`] for a runtime worker, which must not wait: `None` when opening or reading the
 /// file might wait for a disk, a network or another process (see
 /// [`paths::open_for_read_now`]; the data is read with `RWF_NOWAIT`, from the page cache only),
-/// and the caller then runs [`read_file`] on the blocking pool. What it answers is what
-/// [`read_file`] would.
+/// and the caller then runs [`read_file_until`] on the blocking pool. What it answers is what
+/// that would.
 pub(crate) fn read_file_now(
+    _auth: &Authorized<Ro>,
     args: &ReadFile,
     cfg: &ReadConfig,
     current: &paths::Current,
@@ -605,6 +609,10 @@ mod tests {
         read_page(bytes, offset, limit, &ReadConfig::default()).unwrap()
     }
 
+    fn ro() -> Authorized<Ro> {
+        Authorized::for_tests()
+    }
+
     fn no_policy() -> std::sync::Arc<Policy> {
         crate::paths::ProtectedPaths::default().policy(crate::paths::Access::Read)
     }
@@ -814,10 +822,10 @@ mod tests {
     fn relative_empty_and_nul_paths_are_invalid() {
         let cfg = ReadConfig::default();
         for p in ["etc/passwd", "", "tokens.json", "/etc/pass\0wd"] {
-            let e = read_file(&args(p), &cfg, &no_policy()).unwrap_err();
+            let e = read_file(&ro(), &args(p), &cfg, &no_policy()).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidPath, "{p:?}");
         }
-        let e = read_file(&args("tokens.json"), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args("tokens.json"), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.message, "file_path must be an absolute path: tokens.json");
     }
 
@@ -827,7 +835,7 @@ mod tests {
         let cfg = ReadConfig::default();
         let missing = dir.path().join("nope");
         let missing = missing.to_str().unwrap();
-        let e = read_file(&args(missing), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args(missing), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::FileNotFoundError);
         assert_eq!(e.message, format!("File not found: {missing}"));
         assert_eq!(e.suggestion.as_deref(), Some("Check the file path"));
@@ -835,11 +843,11 @@ mod tests {
         let file = dir.path().join("f");
         std::fs::write(&file, "x\n").unwrap();
         let below_file = format!("{}/x", file.display());
-        let e = read_file(&args(&below_file), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args(&below_file), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::FileNotFoundError);
 
         let d = dir.path().to_str().unwrap();
-        let e = read_file(&args(d), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args(d), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::IsADirectoryError);
         assert_eq!(e.message, format!("{d} is a directory"));
         assert_eq!(
@@ -854,6 +862,7 @@ mod tests {
         let file = dir.path().join("f.txt");
         std::fs::write(&file, "one\r\ntwo\nthree").unwrap();
         let out = read_file(
+            &ro(),
             &ReadFile {
                 file_path: file.to_str().unwrap().to_string(),
                 offset: Some(2),
@@ -877,7 +886,12 @@ mod tests {
     /// and the resolution it left behind.
     fn first_read(path: &Path, protected: &ProtectedPaths) -> (ReadFileOutput, Current) {
         let policy = protected.policy(Access::Read);
-        let out = read_file(&args_at(path, None, None), &ReadConfig::default(), &policy);
+        let out = read_file(
+            &ro(),
+            &args_at(path, None, None),
+            &ReadConfig::default(),
+            &policy,
+        );
         (out.unwrap(), resolved(protected))
     }
 
@@ -955,8 +969,8 @@ mod tests {
                 (Some(-3), Some(0)),
             ] {
                 let a = args_at(&path, offset, limit);
-                let pool = read_file(&a, &cfg, last.policy()).unwrap();
-                let now = read_file_now(&a, &cfg, &last).expect("answered from memory");
+                let pool = read_file(&ro(), &a, &cfg, last.policy()).unwrap();
+                let now = read_file_now(&ro(), &a, &cfg, &last).expect("answered from memory");
                 assert_eq!(now.unwrap(), pool, "{offset:?} {limit:?} {cfg:?}");
             }
         }
@@ -980,13 +994,13 @@ mod tests {
         // any answer given is exactly the pool's, never a partial page.
         for _ in 0..20 {
             evict(&path);
-            if let Some(answer) = read_file_now(&a, &cfg, &last) {
+            if let Some(answer) = read_file_now(&ro(), &a, &cfg, &last) {
                 assert_eq!(answer.unwrap(), expected);
             }
         }
         // The pool reads it back into memory; then it is answered now.
-        assert_eq!(read_file(&a, &cfg, last.policy()).unwrap(), expected);
-        assert_eq!(read_file_now(&a, &cfg, &last), Some(Ok(expected)));
+        assert_eq!(read_file(&ro(), &a, &cfg, last.policy()).unwrap(), expected);
+        assert_eq!(read_file_now(&ro(), &a, &cfg, &last), Some(Ok(expected)));
     }
 
     #[test]
@@ -999,18 +1013,18 @@ mod tests {
         let a = args_at(&path, None, None);
         let last = resolved(&protected);
         let rule = tmp_atime_rule(dir.path()).expect("local");
-        let now = read_file_now(&a, &cfg, &last);
+        let now = read_file_now(&ro(), &a, &cfg, &last);
         match rule {
             // Never read since it was written: this read updates the access time.
             Atime::Relative | Atime::Always => assert_eq!(now, None),
             Atime::Never => assert!(now.is_some()),
         }
-        read_file(&a, &cfg, last.policy()).unwrap();
-        let again = read_file_now(&a, &cfg, &last);
+        read_file(&ro(), &a, &cfg, last.policy()).unwrap();
+        let again = read_file_now(&ro(), &a, &cfg, &last);
         assert_eq!(again.is_some(), rule != Atime::Always, "{rule:?}");
         // Written again: its modification time is past the last access.
         fresh_file(&path, "two\n");
-        let third = read_file_now(&a, &cfg, &last);
+        let third = read_file_now(&ro(), &a, &cfg, &last);
         assert_eq!(third.is_some(), rule == Atime::Never, "{rule:?}");
     }
 
@@ -1027,7 +1041,7 @@ mod tests {
         let protected = ProtectedPaths::new([secret.clone()]);
         let cfg = ReadConfig::default();
         let (_, last) = first_read(&big, &protected);
-        let code = |p: &Path| match read_file_now(&args_at(p, None, None), &cfg, &last) {
+        let code = |p: &Path| match read_file_now(&ro(), &args_at(p, None, None), &cfg, &last) {
             Some(Err(f)) => Some(f.code),
             Some(Ok(_)) => panic!("{p:?} was read"),
             None => None,
@@ -1038,7 +1052,7 @@ mod tests {
         if tmp_atime_rule(dir.path()) != Some(Atime::Never) {
             assert_eq!(code(&link), None);
         }
-        let e = read_file(&args_at(&link, None, None), &cfg, last.policy()).unwrap_err();
+        let e = read_file(&ro(), &args_at(&link, None, None), &cfg, last.policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtectedPath);
         assert_eq!(code(&link), Some(ErrorCode::ProtectedPath));
         assert_eq!(code(dir.path()), Some(ErrorCode::IsADirectoryError));
@@ -1063,18 +1077,21 @@ mod tests {
         let cfg = ReadConfig::default();
         let a = args_at(&plain, None, None);
         let (_, last) = first_read(&plain, &protected);
-        assert!(read_file_now(&a, &cfg, &last).is_some());
+        assert!(read_file_now(&ro(), &a, &cfg, &last).is_some());
         // The store is rewritten by rename: a new inode the old resolution does not know.
         let new = dir.path().join("secret.new");
         std::fs::write(&new, "other\n").unwrap();
         std::fs::rename(&new, &secret).unwrap();
-        assert_eq!(read_file_now(&a, &cfg, &last), None);
+        assert_eq!(read_file_now(&ro(), &a, &cfg, &last), None);
         assert!(protected.current(Access::Read).is_none());
         let fresh = resolved(&protected);
-        assert!(read_file_now(&a, &cfg, &fresh).is_some());
+        assert!(read_file_now(&ro(), &a, &cfg, &fresh).is_some());
         let s = args_at(&secret, None, None);
         assert_eq!(
-            read_file_now(&s, &cfg, &fresh).unwrap().unwrap_err().code,
+            read_file_now(&ro(), &s, &cfg, &fresh)
+                .unwrap()
+                .unwrap_err()
+                .code,
             ErrorCode::ProtectedPath
         );
     }
@@ -1090,7 +1107,7 @@ mod tests {
             ..ReadConfig::default()
         };
         let start = Instant::now();
-        let e = read_file(&args("/proc/kmsg"), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args("/proc/kmsg"), &cfg, &no_policy()).unwrap_err();
         let took = start.elapsed();
         assert_eq!(e.code, ErrorCode::TimeoutError, "{e}");
         assert!(
@@ -1109,7 +1126,8 @@ mod tests {
             timeout: Duration::from_secs(60),
             ..ReadConfig::default()
         };
-        let e = read_file_until(&args("/proc/kmsg"), &long, &no_policy(), &stop).unwrap_err();
+        let e =
+            read_file_until(&ro(), &args("/proc/kmsg"), &long, &no_policy(), &stop).unwrap_err();
         assert_eq!(e.code, ErrorCode::ShuttingDown, "{e}");
         assert!(
             start.elapsed() < Duration::from_secs(3),
@@ -1122,7 +1140,7 @@ mod tests {
     fn pseudo_files_that_end_are_read_whole_and_disk_files_as_before() {
         let cfg = ReadConfig::default();
         // procfs says its files are empty; what they hold is read all the same.
-        let out = read_file(&args("/proc/self/status"), &cfg, &no_policy()).unwrap();
+        let out = read_file(&ro(), &args("/proc/self/status"), &cfg, &no_policy()).unwrap();
         assert!(out.content.contains("\tName:"), "{}", out.content);
         assert!(out.total_lines > 5 && out.total_lines_exact, "{out:?}");
         assert!(!stores_bytes(&File::open("/proc/self/status").unwrap()));
@@ -1140,19 +1158,19 @@ mod tests {
     fn devices_and_fifos_are_refused_without_blocking() {
         let cfg = ReadConfig::default();
         let start = Instant::now();
-        let e = read_file(&args("/dev/zero"), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args("/dev/zero"), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotARegularFile);
         assert_eq!(e.message, "/dev/zero is not a regular file");
 
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
         crate::testing::mkfifo(&fifo);
-        let e = read_file(&args(fifo.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args(fifo.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotARegularFile);
 
         let sock = dir.path().join("sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        let e = read_file(&args(sock.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args(sock.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotARegularFile);
         assert!(start.elapsed() < Duration::from_secs(1));
     }
@@ -1174,6 +1192,7 @@ mod tests {
             .unwrap();
         let start = Instant::now();
         let out = read_file(
+            &ro(),
             &ReadFile {
                 file_path: path.to_str().unwrap().to_string(),
                 offset: None,
@@ -1197,7 +1216,7 @@ mod tests {
         let path = dir.path().join("hole");
         File::create(&path).unwrap().set_len(10 << 30).unwrap();
         let start = Instant::now();
-        let out = read_file(&args(path.to_str().unwrap()), &cfg, &no_policy()).unwrap();
+        let out = read_file(&ro(), &args(path.to_str().unwrap()), &cfg, &no_policy()).unwrap();
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "{:?}",

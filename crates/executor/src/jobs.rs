@@ -422,7 +422,7 @@ impl Jobs {
                 remove_files(&paths);
                 internal("cannot create the job's spool file", &e)
             })?;
-        let started = match spawn::start(&spec, bash) {
+        let started = match spawn::start(auth, &spec, bash) {
             Ok(s) => s,
             Err(f) => {
                 remove_files(&paths);

@@ -9,6 +9,7 @@
 //! recorder could not read). Otherwise an ro token could read, through the recorder's files,
 //! what root can read.
 
+use crate::auth::{Authorized, Ro};
 use crate::paths::os_message;
 use mymcp_audit::follow::{self, Cursor, CURSOR_FILE};
 use mymcp_protocol::{ErrorCode, OverviewOutput, ToolFailure};
@@ -60,8 +61,9 @@ impl OverviewConfig {
     }
 }
 
-/// Runs `server_overview` at `now`.
+/// Runs `server_overview` at `now` for the holder of `_auth`.
 pub(crate) fn server_overview(
+    _auth: &Authorized<Ro>,
     cfg: &OverviewConfig,
     now: SystemTime,
 ) -> Result<OverviewOutput, ToolFailure> {
@@ -212,6 +214,10 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
 
+    fn ro() -> Authorized<Ro> {
+        Authorized::for_tests()
+    }
+
     struct Fixture {
         _dir: tempfile::TempDir,
         cfg: OverviewConfig,
@@ -275,7 +281,7 @@ mod tests {
     #[test]
     fn missing_overview_is_recorder_disabled_with_the_reference_message() {
         let f = Fixture::new();
-        let e = server_overview(&f.cfg, SystemTime::now()).unwrap_err();
+        let e = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap_err();
         assert_eq!(e.code, ErrorCode::RecorderDisabled);
         assert_eq!(
             e.message,
@@ -289,7 +295,7 @@ mod tests {
             data_dir: f.cfg.data_dir.join("nope"),
             ..f.cfg.clone()
         };
-        let e = server_overview(&cfg, SystemTime::now()).unwrap_err();
+        let e = server_overview(&ro(), &cfg, SystemTime::now()).unwrap_err();
         assert!(e.message.starts_with("overview not generated yet at "));
     }
 
@@ -297,7 +303,7 @@ mod tests {
     fn fresh_overview_with_its_stamp_and_no_pending_events() {
         let f = Fixture::new();
         f.write("# Host\n\n_Last updated: 2026-11-21T18:15:33.164390Z_\n\n## TL;DR\nweb server\n");
-        let o = server_overview(&f.cfg, at("2026-11-21T19:00:00Z")).unwrap();
+        let o = server_overview(&ro(), &f.cfg, at("2026-11-21T19:00:00Z")).unwrap();
         assert_eq!(o.last_updated, "2026-11-21T18:15:33.164390Z");
         assert_eq!((o.pending_events, o.stale), (0, false));
         assert!(o.overview.starts_with("# Host\n"));
@@ -308,7 +314,7 @@ mod tests {
         let f = Fixture::new();
         f.write("# Host\n_Last updated: yesterday_\n");
         let mtime = std::fs::metadata(f.cfg.path()).unwrap().mtime();
-        let o = server_overview(&f.cfg, SystemTime::now()).unwrap();
+        let o = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap();
         assert_eq!(o.last_updated, clock::rfc3339(mtime));
     }
 
@@ -320,10 +326,10 @@ mod tests {
         let offset = f.audit(&[WRITE_OK, READ_OK, WRITE_OK]);
         f.cursor_at(offset);
         // Within two intervals (600 s): fresh even with events waiting.
-        let o = server_overview(&f.cfg, at("2026-11-21T18:10:00Z")).unwrap();
+        let o = server_overview(&ro(), &f.cfg, at("2026-11-21T18:10:00Z")).unwrap();
         assert_eq!((o.pending_events, o.stale), (2, false));
         // Later: stale, with the banner first.
-        let o = server_overview(&f.cfg, at("2026-11-21T18:45:00Z")).unwrap();
+        let o = server_overview(&ro(), &f.cfg, at("2026-11-21T18:45:00Z")).unwrap();
         assert_eq!((o.pending_events, o.stale), (2, true));
         let (banner, rest) = o.overview.split_once("\n\n").unwrap();
         assert_eq!(
@@ -338,7 +344,7 @@ mod tests {
                 .unwrap()
                 .len(),
         );
-        let o = server_overview(&f.cfg, at("2026-11-22T18:00:00Z")).unwrap();
+        let o = server_overview(&ro(), &f.cfg, at("2026-11-22T18:00:00Z")).unwrap();
         assert_eq!((o.pending_events, o.stale), (0, false));
         assert!(o.overview.starts_with("# Host"));
     }
@@ -349,7 +355,7 @@ mod tests {
         f.write("x");
         f.audit(&[WRITE_OK]);
         std::fs::write(f.cfg.data_dir.join(CURSOR_FILE), "{").unwrap();
-        let o = server_overview(&f.cfg, SystemTime::now()).unwrap();
+        let o = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap();
         assert_eq!(o.pending_events, 0);
         // A symlinked cursor is not followed.
         std::fs::remove_file(f.cfg.data_dir.join(CURSOR_FILE)).unwrap();
@@ -357,7 +363,7 @@ mod tests {
         std::fs::write(&real, r#"{"file":"","inode":1,"offset":0}"#).unwrap();
         std::os::unix::fs::symlink(&real, f.cfg.data_dir.join(CURSOR_FILE)).unwrap();
         assert_eq!(
-            server_overview(&f.cfg, SystemTime::now())
+            server_overview(&ro(), &f.cfg, SystemTime::now())
                 .unwrap()
                 .pending_events,
             0
@@ -370,7 +376,7 @@ mod tests {
         let secret = f.cfg.data_dir.join("secret");
         std::fs::write(&secret, "root only").unwrap();
         std::os::unix::fs::symlink(&secret, f.cfg.path()).unwrap();
-        let e = server_overview(&f.cfg, SystemTime::now()).unwrap_err();
+        let e = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap_err();
         assert_eq!(e.code, ErrorCode::RecorderDisabled);
         assert!(
             e.message.starts_with(&format!(
@@ -382,7 +388,7 @@ mod tests {
         );
         std::fs::remove_file(f.cfg.path()).unwrap();
         crate::testing::mkfifo(&f.cfg.path());
-        let e = server_overview(&f.cfg, SystemTime::now()).unwrap_err();
+        let e = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap_err();
         assert!(e.message.contains("not a regular file"), "{}", e.message);
         std::fs::remove_file(f.cfg.path()).unwrap();
         // A recorder-owned directory holding a file of another user (a hard link to it).
@@ -391,10 +397,10 @@ mod tests {
             std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
             f.write("x");
             std::fs::set_permissions(f.cfg.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
-            let e = server_overview(&f.cfg, SystemTime::now()).unwrap_err();
+            let e = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap_err();
             assert!(e.message.contains("refused"), "{}", e.message);
             std::os::unix::fs::chown(f.cfg.path(), Some(65534), Some(65534)).unwrap();
-            assert!(server_overview(&f.cfg, SystemTime::now()).is_ok());
+            assert!(server_overview(&ro(), &f.cfg, SystemTime::now()).is_ok());
         }
     }
 

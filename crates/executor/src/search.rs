@@ -29,6 +29,7 @@
 //! per entry but the paths kept (with one malloc arena, `ignore`'s per-entry allocations on two
 //! threads made its walk wait on the allocator's lock).
 
+use crate::auth::{Authorized, Ro};
 use crate::paths::{self, CheckedDir, Policy, SearchRoot};
 use globset::GlobBuilder;
 use grep_regex::{RegexMatcher, RegexMatcherBuilder};
@@ -198,8 +199,9 @@ struct GrepPlan {
     max_output_bytes: usize,
 }
 
-/// Runs one `grep` call. Blocking.
+/// Runs one `grep` call for the holder of `_auth`. Blocking.
 pub(crate) fn grep(
+    _auth: &Authorized<Ro>,
     args: &Grep,
     cfg: &SearchConfig,
     policy: &Policy,
@@ -954,8 +956,9 @@ fn mtime_ns(m: &std::fs::Metadata) -> i128 {
         .map_or(0, |d| d.as_nanos() as i128)
 }
 
-/// Runs one `glob` call. Blocking.
+/// Runs one `glob` call for the holder of `_auth`. Blocking.
 pub(crate) fn glob(
+    _auth: &Authorized<Ro>,
     args: &Glob,
     cfg: &SearchConfig,
     policy: &Policy,
@@ -1386,6 +1389,10 @@ mod tests {
     use crate::paths::ProtectedPaths;
     use std::fs;
 
+    fn ro() -> Authorized<Ro> {
+        Authorized::for_tests()
+    }
+
     fn policy(entries: &[&Path]) -> std::sync::Arc<Policy> {
         ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf()))
             .policy(crate::paths::Access::Read)
@@ -1408,7 +1415,7 @@ mod tests {
     }
 
     fn run_grep(args: &Grep, p: &Policy) -> Result<GrepOutput, ToolFailure> {
-        grep(args, &SearchConfig::default(), p, &budget())
+        grep(&ro(), args, &SearchConfig::default(), p, &budget())
     }
 
     /// A small tree: sorted walk order is a.txt, b/c.txt, b/d.rs, z.txt.
@@ -1636,6 +1643,7 @@ mod tests {
 
     fn run_glob(pattern: &str, path: &Path, p: &Policy) -> GlobOutput {
         glob(
+            &ro(),
             &Glob {
                 pattern: pattern.into(),
                 path: Some(path.to_str().unwrap().into()),
@@ -1730,6 +1738,7 @@ mod tests {
             ..SearchConfig::default()
         };
         let out = glob(
+            &ro(),
             &Glob {
                 pattern: "**/*.log".into(),
                 path: Some(d.to_str().unwrap().into()),
@@ -1748,6 +1757,7 @@ mod tests {
             .iter()
             .all(|f| !f.contains("prot") && !f.contains("zz-link")));
         let e = glob(
+            &ro(),
             &Glob {
                 pattern: "[".into(),
                 path: Some(d.to_str().unwrap().into()),
@@ -1853,6 +1863,7 @@ mod tests {
                 "*/dirlink.c",
             ] {
                 let out = glob(
+                    &ro(),
                     &Glob {
                         pattern: pattern.into(),
                         path: Some(d.to_str().unwrap().into()),
@@ -1917,6 +1928,7 @@ mod tests {
                 ..SearchConfig::default()
             };
             let e = glob(
+                &ro(),
                 &Glob {
                     pattern: "**/*.c".into(),
                     path: Some(dir.path().to_str().unwrap().into()),
@@ -1951,6 +1963,7 @@ mod tests {
         let dir = tree();
         let b = Budget::new(Duration::from_secs(0), Arc::new(AtomicBool::new(false)));
         let e = grep(
+            &ro(),
             &grep_args("needle", dir.path()),
             &SearchConfig::default(),
             &policy(&[]),

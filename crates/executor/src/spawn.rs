@@ -32,6 +32,7 @@
 //!   pid, and so the group id, cannot be given to another process, so the signal can never hit
 //!   an unrelated group.
 
+use crate::auth::{Authorized, Rw};
 use crate::paths::os_message;
 use crate::server::{CancelSignal, Stop};
 use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
@@ -211,12 +212,13 @@ pub(crate) struct Activity {
     pub(crate) stderr: AtomicU64,
 }
 
-/// Runs one `bash_execute` call in the foreground. See the module documentation for the
-/// process model. `activity` counts output bytes as they arrive.
+/// Runs one `bash_execute` call in the foreground for the holder of `auth`. See the module
+/// documentation for the process model. `activity` counts output bytes as they arrive.
 ///
 /// A [`Control::Stop`] from `controls` kills the command's group and fails the call with
 /// [`ErrorCode::Cancelled`] (client) or [`ErrorCode::ShuttingDown`] (shutdown).
 pub(crate) async fn bash_execute(
+    auth: &Authorized<Rw>,
     args: &BashExecute,
     cfg: &BashConfig,
     controls: &mut impl Controller,
@@ -225,7 +227,7 @@ pub(crate) async fn bash_execute(
     let timeout_secs = clamp_timeout(args.timeout);
     let max_output = clamp_max_output(args.max_output_bytes, cfg);
     let spec = CommandSpec::check(args)?;
-    let started = start(&spec, cfg)?;
+    let started = start(auth, &spec, cfg)?;
     let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
     let mut out = Capture::new(max_output, &activity.stdout);
     let mut err = Capture::new(max_output, &activity.stderr);
@@ -276,9 +278,13 @@ impl CommandSpec {
     }
 }
 
-/// Starts `<shell> -c <command>` in its own session (see [`process::spawn_isolated`]). Must
-/// run inside a tokio runtime.
-pub(crate) fn start(spec: &CommandSpec, cfg: &BashConfig) -> Result<Started, ToolFailure> {
+/// Starts `<shell> -c <command>` for the holder of `_auth` in its own session (see
+/// [`process::spawn_isolated`]). Must run inside a tokio runtime.
+pub(crate) fn start(
+    _auth: &Authorized<Rw>,
+    spec: &CommandSpec,
+    cfg: &BashConfig,
+) -> Result<Started, ToolFailure> {
     let invalid = |what: &str| {
         ToolFailure::new(
             ErrorCode::InvalidArguments,
@@ -702,6 +708,10 @@ mod tests {
     use std::os::fd::AsFd;
     use std::time::Instant as StdInstant;
 
+    fn rw() -> Authorized<Rw> {
+        Authorized::for_tests()
+    }
+
     fn cfg() -> BashConfig {
         BashConfig {
             kill_grace: Duration::from_millis(500),
@@ -732,7 +742,7 @@ mod tests {
 
     async fn run_with(args: BashExecute, cfg: &BashConfig) -> Result<BashOutput, ToolFailure> {
         let mut never = CancelSignal::never();
-        bash_execute(&args, cfg, &mut never, &Activity::default()).await
+        bash_execute(&rw(), &args, cfg, &mut never, &Activity::default()).await
     }
 
     fn text(s: &CapturedStream) -> String {
@@ -800,7 +810,7 @@ mod tests {
         fn assert_send<T: Send>(_: &T) {}
         let (args, cfg, activity) = (call("true"), cfg(), Activity::default());
         let mut never = CancelSignal::never();
-        assert_send(&bash_execute(&args, &cfg, &mut never, &activity));
+        assert_send(&bash_execute(&rw(), &args, &cfg, &mut never, &activity));
     }
 
     #[test]
@@ -1066,9 +1076,15 @@ mod tests {
         let command = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let start = StdInstant::now();
         let mut stop = StopWhen::new(sleep(Duration::from_millis(200)));
-        let e = bash_execute(&call(&command), &cfg(), &mut stop, &Activity::default())
-            .await
-            .unwrap_err();
+        let e = bash_execute(
+            &rw(),
+            &call(&command),
+            &cfg(),
+            &mut stop,
+            &Activity::default(),
+        )
+        .await
+        .unwrap_err();
         assert!(
             start.elapsed() < Duration::from_secs(1),
             "{:?}",
@@ -1131,6 +1147,7 @@ mod tests {
         script: Vec<(Duration, Control)>,
     ) -> Result<BashOutput, ToolFailure> {
         bash_execute(
+            &rw(),
             &call(command),
             &cfg(),
             &mut Script(script),
@@ -1238,7 +1255,7 @@ mod tests {
         let activity = Activity::default();
         let args = call("head -c 5000 /dev/zero; head -c 7 /dev/zero >&2");
         let mut never = CancelSignal::never();
-        let out = bash_execute(&args, &cfg(), &mut never, &activity)
+        let out = bash_execute(&rw(), &args, &cfg(), &mut never, &activity)
             .await
             .unwrap();
         assert_eq!(out.stdout.total_bytes, 5000);
@@ -1254,7 +1271,8 @@ mod tests {
         let args = call(&command);
         let c = cfg();
         let (mut never, activity) = (CancelSignal::never(), Activity::default());
-        let call = bash_execute(&args, &c, &mut never, &activity);
+        let auth = rw();
+        let call = bash_execute(&auth, &args, &c, &mut never, &activity);
         let _ = tokio::time::timeout(Duration::from_millis(300), call).await;
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()

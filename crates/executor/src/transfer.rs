@@ -31,15 +31,15 @@
 //! (client gone, too large, checksum mismatch) releases it, so the same URL can be retried
 //! until it expires. Every redeem of a known grant is logged by [`audit_redeem`].
 
-use crate::auth::{self, Rw};
+use crate::auth::{self, Authorized, Ro, Rw};
 use crate::edit::{self, Replace, TempFile};
 use crate::limits::FileLimits;
 use crate::paths::{self, Access, CheckedTarget, ProtectedPaths};
 use crate::server::{CancelSignal, Events};
 use mymcp_protocol::{
-    CallOrigin, Direction, ErrorCode, GrantId, PrepareDownload, PrepareUpload, Role, TokenDigest,
-    ToolFailure, ToolName, TransferDone, TransferError, TransferErrorKind as Kind, TransferGrant,
-    TransferStart,
+    CallOrigin, Direction, ErrorCode, GrantId, Identity, PrepareDownload, PrepareUpload, Role,
+    TokenDigest, ToolFailure, ToolName, TransferDone, TransferError, TransferErrorKind as Kind,
+    TransferGrant, TransferStart,
 };
 use mymcp_sys::pipe::{self as syspipe, Ready};
 use mymcp_tokens::TokenStore;
@@ -204,7 +204,7 @@ impl Transfers {
     /// `prepare_upload`. Blocking (path checks).
     pub(crate) fn prepare_upload(
         &self,
-        auth: &auth::Authorized<Rw>,
+        auth: &Authorized<Rw>,
         args: &PrepareUpload,
         protected: &ProtectedPaths,
         tokens: &TokenStore,
@@ -269,7 +269,7 @@ impl Transfers {
     /// `prepare_download`. Blocking (opens the file to check it).
     pub(crate) fn prepare_download(
         &self,
-        auth: &auth::Authorized<auth::Ro>,
+        auth: &Authorized<Ro>,
         args: &PrepareDownload,
         protected: &ProtectedPaths,
         tokens: &TokenStore,
@@ -501,23 +501,21 @@ impl Transfers {
         limits: &FileLimits,
     ) -> Result<TransferStart, TransferError> {
         let view = self.check(id, direction)?;
-        creator(tokens, &view.token, direction)?;
+        let maker = Maker::authorize(tokens, &view.token, direction)?;
         let _slot = limits.transfer(&view.token).map_err(busy)?;
-        let policy = protected.policy(match direction {
-            Direction::Download => Access::Read,
-            Direction::Upload => Access::Write,
-        });
-        let size = match direction {
-            Direction::Download => {
+        let size = match maker {
+            Maker::Download(auth) => {
+                let policy = protected.policy(Access::Read);
                 let target = view.target.clone();
-                let file = blocking(move || open_download(&policy, &target)).await?;
+                let file = blocking(move || open_download(&auth, &policy, &target)).await?;
                 Some(file.meta.len())
             }
-            Direction::Upload => {
+            Maker::Upload(auth) => {
+                let policy = protected.policy(Access::Write);
                 let target = view.target.clone();
                 let overwrite = view.overwrite;
                 let path = view.path.clone();
-                blocking(move || check_upload(&policy, &target, &path, overwrite)).await?;
+                blocking(move || check_upload(&auth, &policy, &target, &path, overwrite)).await?;
                 None
             }
         };
@@ -553,24 +551,18 @@ impl Transfers {
         // Refusals before the grant is known to belong to a live token are not audited (as in
         // the reference): they carry no identity.
         let view = self.check(id, direction)?;
-        let caller = creator(tokens, &view.token, direction)?;
-        let (token_name, role) = (caller.identity().name.clone(), caller.identity().role);
-        let result = match direction {
-            Direction::Upload => match caller.authorize::<Rw>(ToolName::PrepareUpload) {
-                Ok(auth) => {
-                    let limits = (announced_len, limits);
-                    self.upload(&auth, &view, limits, protected, cancel, events)
-                        .await
-                }
-                Err(_) => Err(token_gone()),
-            },
-            Direction::Download => match caller.authorize::<auth::Ro>(ToolName::PrepareDownload) {
-                Ok(auth) => {
-                    self.download(&auth, &view, limits, protected, cancel, events)
-                        .await
-                }
-                Err(_) => Err(token_gone()),
-            },
+        let maker = Maker::authorize(tokens, &view.token, direction)?;
+        let (token_name, role) = (maker.identity().name.clone(), maker.identity().role);
+        let result = match maker {
+            Maker::Upload(auth) => {
+                let limits = (announced_len, limits);
+                self.upload(&auth, &view, limits, protected, cancel, events)
+                    .await
+            }
+            Maker::Download(auth) => {
+                self.download(&auth, &view, limits, protected, cancel, events)
+                    .await
+            }
         };
         audit_redeem(&RedeemRecord {
             direction,
@@ -589,10 +581,10 @@ impl Transfers {
         result
     }
 
-    /// Runs a claimed upload for the holder of `_auth` (the token that made the grant).
+    /// Runs a claimed upload for the holder of `auth` (the token that made the grant).
     async fn upload(
         self: &Arc<Self>,
-        _auth: &auth::Authorized<Rw>,
+        auth: &Authorized<Rw>,
         view: &View,
         (announced_len, limits): (Option<u64>, &FileLimits),
         protected: &ProtectedPaths,
@@ -606,7 +598,8 @@ impl Transfers {
         let policy = protected.policy(Access::Write);
         let target = {
             let (t, p, o) = (view.target.clone(), view.path.clone(), view.overwrite);
-            blocking(move || open_upload(&policy, &t, &p, o)).await?
+            let auth = auth.clone();
+            blocking(move || open_upload(&auth, &policy, &t, &p, o)).await?
         };
         let temp = TempFile::create(&target).map_err(|e| write_failed(&view.path, &e))?;
         let (read_end, write_end) = pipe()?;
@@ -666,10 +659,10 @@ impl Transfers {
         })
     }
 
-    /// Runs a claimed download for the holder of `_auth`.
+    /// Runs a claimed download for the holder of `auth`.
     async fn download(
         self: &Arc<Self>,
-        _auth: &auth::Authorized<auth::Ro>,
+        auth: &Authorized<Ro>,
         view: &View,
         limits: &FileLimits,
         protected: &ProtectedPaths,
@@ -679,8 +672,8 @@ impl Transfers {
         let (mut claim, _, _slot) = self.claim_with_slot(&view.id, &view.token, limits)?;
         let policy = protected.policy(Access::Read);
         let file = {
-            let t = view.target.clone();
-            blocking(move || open_download(&policy, &t)).await?
+            let (t, auth) = (view.target.clone(), auth.clone());
+            blocking(move || open_download(&auth, &policy, &t)).await?
         };
         let size = file.meta.len();
         let (read_end, write_end) = pipe()?;
@@ -736,29 +729,43 @@ fn token_gone() -> TransferError {
     )
 }
 
-/// The token that made a grant, if it is still valid and may still do what the grant does.
-fn creator(
-    tokens: &TokenStore,
-    token: &TokenDigest,
-    direction: Direction,
-) -> Result<auth::Caller, TransferError> {
-    let caller = auth::authenticate(tokens, token).ok_or_else(token_gone)?;
-    let allowed = match direction {
-        Direction::Upload => caller.authorize::<Rw>(ToolName::PrepareUpload).is_ok(),
-        Direction::Download => caller
-            .authorize::<auth::Ro>(ToolName::PrepareDownload)
-            .is_ok(),
-    };
-    if allowed {
-        Ok(caller)
-    } else {
-        Err(token_gone())
+/// The token that made a grant, authorized again for what the grant does when it is
+/// redeemed or probed: it must still be valid and still hold the grant's role.
+enum Maker {
+    Upload(Authorized<Rw>),
+    Download(Authorized<Ro>),
+}
+
+impl Maker {
+    fn authorize(
+        tokens: &TokenStore,
+        token: &TokenDigest,
+        direction: Direction,
+    ) -> Result<Maker, TransferError> {
+        let caller = auth::authenticate(tokens, token).ok_or_else(token_gone)?;
+        match direction {
+            Direction::Upload => caller
+                .authorize::<Rw>(ToolName::PrepareUpload)
+                .map(Maker::Upload),
+            Direction::Download => caller
+                .authorize::<Ro>(ToolName::PrepareDownload)
+                .map(Maker::Download),
+        }
+        .map_err(|_| token_gone())
+    }
+
+    fn identity(&self) -> &Identity {
+        match self {
+            Maker::Upload(auth) => auth.identity(),
+            Maker::Download(auth) => auth.identity(),
+        }
     }
 }
 
 /// Opens the destination of an upload again and checks it, creating missing parent
 /// directories (inside the checked deepest existing one).
 fn open_upload(
+    _auth: &Authorized<Rw>,
     policy: &paths::Policy,
     target: &Path,
     shown: &str,
@@ -774,6 +781,7 @@ fn open_upload(
 
 /// As [`open_upload`] for `HEAD`: checks without creating anything.
 fn check_upload(
+    _auth: &Authorized<Rw>,
     policy: &paths::Policy,
     target: &Path,
     shown: &str,
@@ -798,6 +806,7 @@ fn upload_refusal(f: ToolFailure) -> TransferError {
 }
 
 fn open_download(
+    _auth: &Authorized<Ro>,
     policy: &paths::Policy,
     target: &Path,
 ) -> Result<paths::CheckedFile, TransferError> {
