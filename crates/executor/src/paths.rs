@@ -15,9 +15,10 @@
 //!    temporary file inside it with `O_EXCL|O_NOFOLLOW` and `renameat` it over the name, so
 //!    what is written is always inside the directory that was checked.
 //!
-//! Walks (`grep`, `glob`) check their root the same way, prune protected directories by path
-//! and `(dev, ino)`, and `grep` opens each file relative to a checked directory descriptor
-//! without following symlinks, so protected content is never read.
+//! Walks (`grep`, `glob`) check their root the same way, then ask one rule, [`Walk::verdict`],
+//! whether a directory may be entered and an entry reported or read: protected directories
+//! are pruned by path and `(dev, ino)`, and `grep` opens each file relative to a checked
+//! directory descriptor without following symlinks, so protected content is never read.
 //!
 //! Entries are of two kinds. Most protect against reading and writing alike; a *write-only*
 //! entry (the recorder's data directory, whose overview the file tools may read but not
@@ -610,7 +611,7 @@ impl Policy {
 
     /// The entry that `real` (an absolute path without symlinks) is, or lies within.
     /// Component-wise: `/etc/mymcpx` is not within `/etc/mymcp`.
-    pub(crate) fn entry_for_path(&self, real: &Path) -> Option<&str> {
+    fn entry_for_path(&self, real: &Path) -> Option<&str> {
         if let Some(rule) = self.rule_entry(real, false) {
             return Some(rule);
         }
@@ -651,14 +652,14 @@ impl Policy {
     /// Whether `real` is exactly a protected entry. Enough for a walk that starts at a checked,
     /// unprotected root and never descends into a pruned directory: the first protected path it
     /// meets is an entry itself. A hash lookup instead of a component-wise prefix test per entry.
-    pub(crate) fn is_entry_path(&self, real: &Path) -> bool {
+    fn is_entry_path(&self, real: &Path) -> bool {
         self.exact.contains(real.as_os_str().as_bytes()) || self.rule_entry(real, true).is_some()
     }
 
     /// Whether some protected file is also reachable under another name (its link count is
     /// above one), so that files met in a walk must be checked by inode. When it is not, a file
     /// opened inside a checked directory cannot be a protected one.
-    pub(crate) fn has_linked_files(&self) -> bool {
+    fn has_linked_files(&self) -> bool {
         self.linked_files
     }
 
@@ -668,13 +669,8 @@ impl Policy {
     }
 
     /// Whether `(dev, ino)` is any protected entry.
-    pub(crate) fn is_protected_id(&self, dev: u64, ino: u64) -> bool {
+    fn is_protected_id(&self, dev: u64, ino: u64) -> bool {
         self.ids.contains(&(dev, ino))
-    }
-
-    /// Whether a walked directory (by path and inode) is protected.
-    fn is_protected(&self, real: &Path, dev: u64, ino: u64) -> bool {
-        self.is_protected_id(dev, ino) || self.entry_for_path(real).is_some()
     }
 
     /// The full check of an opened object: its real path, its inode, and its ancestors'
@@ -1061,9 +1057,9 @@ fn open_root(policy: &Policy, path: &str) -> Result<Option<SearchRoot>, ToolFail
 }
 
 /// Opens a directory below a checked one, through real directories only (no symlink, no
-/// `..` out of it), for a walk. `None` when it is protected (by inode or by path).
+/// `..` out of it), for a walk. `None` when [`Walk::verdict`] does not allow it.
 pub(crate) fn open_subdir(
-    policy: &Policy,
+    walk: &Walk,
     parent: &CheckedDir,
     name: &OsStr,
 ) -> io::Result<Option<CheckedDir>> {
@@ -1076,7 +1072,12 @@ pub(crate) fn open_subdir(
     )?;
     let (fd, meta) = fstat(fd)?;
     let real = parent.real.join(name);
-    if policy.is_protected(&real, meta.dev(), meta.ino()) {
+    let met = Met::Entry {
+        real: &real,
+        kind: Kind::Dir,
+        id: Some((meta.dev(), meta.ino())),
+    };
+    if walk.verdict(met) != Verdict::Allowed {
         return Ok(None);
     }
     Ok(Some(CheckedDir {
@@ -1085,6 +1086,139 @@ pub(crate) fn open_subdir(
         dev: meta.dev(),
         ino: meta.ino(),
     }))
+}
+
+/// What a walk met, for [`Walk::verdict`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Met<'a> {
+    /// An entry of a directory the walk opened and checked: `real` is that directory's real
+    /// path joined with the entry's name, `id` its `(dev, ino)` — not following a symlink —
+    /// when the walker has it.
+    Entry {
+        real: &'a Path,
+        kind: Kind,
+        id: Option<(u64, u64)>,
+    },
+    /// A path reported by its name, not met in a checked directory (a `glob` pattern without
+    /// wildcards): resolved now.
+    Named(&'a Path),
+}
+
+/// The kind of a walked entry, as its directory entry or `lstat` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Dir,
+    File,
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+/// What [`Walk::verdict`] says of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// It may be entered (a directory), reported and read.
+    Allowed,
+    /// It is protected, or a symlink into a protected place: neither entered, nor reported,
+    /// nor read.
+    Protected,
+    /// That depends on its inode: ask again with its `id`.
+    NeedsId,
+}
+
+/// The one rule `grep` and `glob` follow below a checked root: whether a directory may be
+/// entered and a file or other entry reported and read.
+///
+/// A walk starts at a root that was opened and checked like any other object
+/// ([`open_search_root`]), opens each directory below its checked parent without following
+/// symlinks ([`open_subdir`], which asks this rule) and never descends into one the rule
+/// refused. So the first protected place it meets is an entry itself (or the top of a rule's
+/// place, such as `/proc/<pid>` of a mymcp process), and an entry's real path is its
+/// directory's real path and its name: a hash lookup of that path decides by path, with no
+/// prefix test per entry. By inode: a directory always (a bind mount of a protected directory
+/// is that directory), a reported entry always, a file about to be read only when some
+/// protected file has a second name (a hard link) or something is mounted below the root (a
+/// bind mount of a protected file gives it one without a link) — otherwise a file inside a
+/// checked directory cannot be protected content. A symlink is reported, never followed, and
+/// not at all when what it leads to would be refused if it were opened. A path reported by its
+/// name ([`Met::Named`]) is not below a checked directory: it is resolved now and checked as
+/// opening it would be (its own inode, the inode and the real path it leads to, and that
+/// path's ancestors).
+#[derive(Debug)]
+pub(crate) struct Walk {
+    policy: Arc<Policy>,
+    /// The walk's root, if it has one: files met below it need their inode only when
+    /// something is mounted below it (or a protected file has a second name).
+    root: Option<PathBuf>,
+    files_by_inode: std::sync::OnceLock<bool>,
+}
+
+impl Walk {
+    /// The rule for a walk below `root` (a checked directory's real path), or for paths
+    /// reported by name (`None`: any file is checked by inode).
+    pub(crate) fn new(policy: Arc<Policy>, root: Option<&Path>) -> Walk {
+        Walk {
+            policy,
+            root: root.map(Path::to_owned),
+            files_by_inode: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether `met` may be entered (a directory), reported and read.
+    pub(crate) fn verdict(&self, met: Met<'_>) -> Verdict {
+        let policy = &*self.policy;
+        let protected_id =
+            |id: Option<(u64, u64)>| id.is_some_and(|(dev, ino)| policy.is_protected_id(dev, ino));
+        let (real, kind, id) = match met {
+            Met::Named(path) => {
+                let own = std::fs::symlink_metadata(path).ok();
+                let target = std::fs::metadata(path).ok();
+                let protected = protected_id(own.map(|m| (m.dev(), m.ino())))
+                    || protected_id(target.map(|m| (m.dev(), m.ino())))
+                    || policy.check_real_path(&resolve_lenient(path)).is_err();
+                return if protected {
+                    Verdict::Protected
+                } else {
+                    Verdict::Allowed
+                };
+            }
+            Met::Entry { real, kind, id } => (real, kind, id),
+        };
+        if policy.is_entry_path(real) || protected_id(id) {
+            return Verdict::Protected;
+        }
+        match kind {
+            Kind::Dir if id.is_none() => Verdict::NeedsId,
+            Kind::File | Kind::Other if id.is_none() && self.files_by_inode() => Verdict::NeedsId,
+            Kind::Symlink if self.leads_into_protected(real) => Verdict::Protected,
+            _ => Verdict::Allowed,
+        }
+    }
+
+    /// Whether files met below the root must be checked by inode. Asked once per walk, and
+    /// only by a walker that would otherwise read a file without its inode (`grep`). An
+    /// unreadable mount table means checking.
+    fn files_by_inode(&self) -> bool {
+        *self.files_by_inode.get_or_init(|| {
+            self.policy.has_linked_files()
+                || match &self.root {
+                    Some(root) => Mounts::read().map_or(true, |m| m.any_below(root)),
+                    None => true,
+                }
+        })
+    }
+
+    /// Whether the symlink at `link` leads to a protected object: the full check of what it
+    /// resolves to now (its real path by components, its ancestors' and its own inode), as
+    /// opening it would make. A link that leads nowhere leads to nothing protected.
+    fn leads_into_protected(&self, link: &Path) -> bool {
+        let Ok(real) = std::fs::canonicalize(link) else {
+            return false;
+        };
+        let target_id = std::fs::metadata(&real).map(|m| (m.dev(), m.ino()));
+        self.policy.check_real_path(&real).is_err()
+            || target_id.is_ok_and(|(d, i)| self.policy.is_protected_id(d, i))
+    }
 }
 
 /// A file to be written: its checked parent directory and its name in it.

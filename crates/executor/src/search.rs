@@ -10,9 +10,11 @@
 //! in **sorted path order**, and searches the files on a pool of threads. Results are emitted in
 //! walk order, so the output is deterministic, and the walk stops as soon as more than
 //! `max_results` output lines are known. Each directory is opened below the checked root without
-//! following symlinks and checked by inode and path; each file is opened `O_NOFOLLOW` inside its
-//! checked directory and refused if its inode is a protected file, so protected content (or a
-//! context line of it) is never read, whatever is swapped in during the walk.
+//! following symlinks; each file is opened `O_NOFOLLOW` inside its checked directory. Whether a
+//! directory is entered and a file read is the one rule of walks, [`Walk::verdict`] (by path,
+//! and by inode where a second name of a protected object may exist), so protected content (or
+//! a context line of it) is never read, whatever is swapped in during the walk. `glob` asks the
+//! same rule before it lists an entry.
 //!
 //! Output lines (ripgrep's format):
 //! * `content`: `path:line:text` for a match, `path-line-text` for a context line, `--` between
@@ -30,7 +32,7 @@
 //! threads made its walk wait on the allocator's lock).
 
 use crate::auth::{Authorized, Ro};
-use crate::paths::{self, CheckedDir, Policy, SearchRoot};
+use crate::paths::{self, CheckedDir, Kind, Met, Policy, SearchRoot, Verdict, Walk};
 use globset::GlobBuilder;
 use grep_regex::{RegexMatcher, RegexMatcherBuilder};
 use grep_searcher::{
@@ -171,18 +173,27 @@ fn display_join(shown: &str, rel: &Path) -> String {
     }
 }
 
-/// Whether a walked entry must be pruned: a protected directory (by path or inode) or a
-/// protected entry by path.
-fn protected_entry(policy: &Policy, e: &DirEntry) -> bool {
-    if policy.is_entry_path(e.path()) {
+/// Whether `ignore`'s walk may enter a directory it met ([`Walk::verdict`]): pruned before it
+/// is read, so neither its names nor its ignore files are. Other entries are judged where
+/// they are opened ([`search_in_dir`]).
+fn may_enter(walk: &Walk, e: &DirEntry) -> bool {
+    if !e.file_type().is_some_and(|t| t.is_dir()) {
         return true;
     }
-    if e.file_type().is_some_and(|t| t.is_dir()) {
-        if let Ok(m) = e.metadata() {
-            return policy.is_protected_id(m.dev(), m.ino());
-        }
+    let met = |id| Met::Entry {
+        real: e.path(),
+        kind: Kind::Dir,
+        id,
+    };
+    match walk.verdict(met(None)) {
+        Verdict::Allowed => true,
+        Verdict::Protected => false,
+        Verdict::NeedsId => match e.metadata() {
+            Ok(m) => walk.verdict(met(Some((m.dev(), m.ino())))) == Verdict::Allowed,
+            // Unreadable here: the walker's own open of it ([`paths::open_subdir`]) decides.
+            Err(_) => true,
+        },
     }
-    false
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,7 +215,7 @@ pub(crate) fn grep(
     _auth: &Authorized<Ro>,
     args: &Grep,
     cfg: &SearchConfig,
-    policy: &Policy,
+    policy: &Arc<Policy>,
     budget: &Budget,
 ) -> Result<GrepOutput, ToolFailure> {
     let path = args.path.as_deref().unwrap_or("/");
@@ -634,16 +645,19 @@ fn walk_and_search(
     matcher: &RegexMatcher,
     plan: &GrepPlan,
     cfg: &SearchConfig,
-    policy: &Policy,
+    policy: &Arc<Policy>,
     budget: &Budget,
     out: &mut Emitter<'_>,
 ) -> Result<(), Abort> {
     let root = Arc::new(root);
-    let policy_arc = Arc::new(policy.clone());
+    let rule = Arc::new(Walk::new(policy.clone(), Some(&root.real)));
     let mut wb = WalkBuilder::new(&root.real);
     wb.follow_links(false)
         .sort_by_file_name(|a, b| a.cmp(b))
-        .filter_entry(move |e| !protected_entry(&policy_arc, e));
+        .filter_entry({
+            let rule = rule.clone();
+            move |e| may_enter(&rule, e)
+        });
     if let Some(f) = filter {
         wb.overrides(f);
     }
@@ -655,7 +669,7 @@ fn walk_and_search(
     let job_rx = Mutex::new(job_rx);
     let (res_tx, res_rx) = mpsc::channel::<(u64, Vec<FileResult>)>();
     let mut abort = None;
-    let check_inodes = inode_checks(policy, &root.real);
+    let rule = &*rule;
 
     std::thread::scope(|s| {
         for _ in 0..cfg.threads() {
@@ -665,7 +679,6 @@ fn walk_and_search(
             let names = Names {
                 root: &root.real,
                 shown,
-                check_inodes,
             };
             s.spawn(move || {
                 let mut searcher = build_searcher(plan, cfg);
@@ -680,15 +693,7 @@ fn walk_and_search(
                         results.push(if stop.load(Ordering::Relaxed) {
                             FileResult::default()
                         } else {
-                            search_in_dir(
-                                &mut searcher,
-                                &matcher,
-                                plan,
-                                policy,
-                                job,
-                                &names,
-                                budget,
-                            )
+                            search_in_dir(&mut searcher, &matcher, plan, rule, job, &names, budget)
                         });
                     }
                     window.add_bytes(results.iter().map(|r| r.text.len()).sum());
@@ -734,7 +739,7 @@ fn walk_and_search(
                         dirs.truncate(depth);
                         let sub = match dirs.get(depth - 1) {
                             Some(Some(parent)) => {
-                                paths::open_subdir(policy, parent, entry.file_name())
+                                paths::open_subdir(rule, parent, entry.file_name())
                                     .ok()
                                     .flatten()
                                     .map(Arc::new)
@@ -835,17 +840,6 @@ fn walk_and_search(
 struct Names<'a> {
     root: &'a Path,
     shown: &'a str,
-    /// Check each opened file's inode against the protected set (see [`inode_checks`]).
-    check_inodes: bool,
-}
-
-/// Whether a walk below `root` must check the inode of each file it opens: when some protected
-/// file has a second name (a hard link), or when something is mounted below `root` (a bind
-/// mount of a protected file gives it a name there without a second link). Otherwise a file
-/// opened inside a checked directory cannot be protected content. An unreadable mount table
-/// means checking.
-fn inode_checks(policy: &Policy, root: &Path) -> bool {
-    policy.has_linked_files() || crate::mounts::Mounts::read().map_or(true, |m| m.any_below(root))
 }
 
 /// Opens one walked file inside its checked directory and searches it.
@@ -853,7 +847,7 @@ fn search_in_dir(
     searcher: &mut Searcher,
     matcher: &RegexMatcher,
     plan: &GrepPlan,
-    policy: &Policy,
+    rule: &Walk,
     job: &Job,
     names: &Names<'_>,
     budget: &Budget,
@@ -861,6 +855,16 @@ fn search_in_dir(
     let Some(name) = job.path.file_name() else {
         return FileResult::default();
     };
+    // The walked path is the real path of the file's checked directory and its name.
+    let met = |id| Met::Entry {
+        real: &job.path,
+        kind: Kind::File,
+        id,
+    };
+    let verdict = rule.verdict(met(None));
+    if verdict == Verdict::Protected {
+        return FileResult::default();
+    }
     let Ok(fd) = sysfs::openat(
         Base::Dir(job.dir.fd()),
         name,
@@ -870,16 +874,17 @@ fn search_in_dir(
         return FileResult::default();
     };
     let file = File::from(fd);
-    // The file is an entry of a checked directory, opened without following a symlink. It can
-    // only be protected content if it is a second name of a protected file (a hard link or a
-    // bind mount): check its inode whenever such a name may exist. (Anything but a regular
-    // file — swapped in after the walk saw one — fails to read: FIFOs are opened non-blocking,
+    // The file is an entry of a checked directory, opened without following a symlink: the
+    // rule wants its inode only when it may be a second name of a protected file (a hard link
+    // or a bind mount), and then it is the opened object's. (Anything but a regular file —
+    // swapped in after the walk saw one — fails to read: FIFOs are opened non-blocking,
     // directories give EISDIR.)
-    if names.check_inodes {
+    if verdict == Verdict::NeedsId {
         let Ok(meta) = file.metadata() else {
             return FileResult::default();
         };
-        if !meta.is_file() || policy.is_protected_id(meta.dev(), meta.ino()) {
+        if !meta.is_file() || rule.verdict(met(Some((meta.dev(), meta.ino())))) != Verdict::Allowed
+        {
             return FileResult::default();
         }
     }
@@ -961,7 +966,7 @@ pub(crate) fn glob(
     _auth: &Authorized<Ro>,
     args: &Glob,
     cfg: &SearchConfig,
-    policy: &Policy,
+    policy: &Arc<Policy>,
     budget: &Budget,
 ) -> Result<GlobOutput, ToolFailure> {
     let base = args.path.as_deref().unwrap_or("/");
@@ -992,7 +997,8 @@ pub(crate) fn glob(
 
     if rest.is_empty() {
         // Nothing to expand: the path itself, if it exists and is not protected.
-        return Ok(match literal_match(policy, &shown) {
+        let rule = Walk::new(policy.clone(), None);
+        return Ok(match literal_match(&rule, &shown) {
             Some(p) => GlobOutput {
                 files: vec![p],
                 count: 1,
@@ -1047,12 +1053,13 @@ pub(crate) fn glob(
     }
     let root_bytes = root.real.as_os_str().as_encoded_bytes();
     let root_prefix = root_bytes.len() + usize::from(root_bytes.last() != Some(&b'/'));
+    let rule = Walk::new(policy.clone(), Some(&root.real));
     let walk = GlobWalk {
         matcher: &matcher,
         name_matcher: name_matcher.as_ref(),
         root_prefix,
         shown: &shown,
-        policy,
+        rule: &rule,
         budget,
         skip_hidden: !rest.split('/').any(|c| c.starts_with('.')),
         max_depth: (!recursive).then(|| rest.split('/').count()),
@@ -1063,20 +1070,10 @@ pub(crate) fn glob(
             .map_err(|a| budget.failure("glob", a))?,
     );
     all.compact();
-    // A last check of what is returned: the real path of each result (catches a symlink into a
-    // protected directory, and a directory swapped for one during the walk).
-    let mut files = Vec::with_capacity(all.items.len());
-    let mut count = all.count;
-    for (_, p) in all.items {
-        let protected = std::fs::canonicalize(&p)
-            .map(|r| policy.entry_for_path(&r).is_some())
-            .unwrap_or(false);
-        if protected {
-            count -= 1;
-        } else {
-            files.push(p);
-        }
-    }
+    // Every result was judged by the rule where the walk met it, in a directory opened below
+    // its checked parent: no second look by name.
+    let count = all.count;
+    let files: Vec<String> = all.items.into_iter().map(|(_, p)| p).collect();
     Ok(GlobOutput {
         truncated: count > files.len() as u64,
         files,
@@ -1084,14 +1081,10 @@ pub(crate) fn glob(
     })
 }
 
-/// A literal path (no wildcard), if it exists and neither it nor its real path is protected.
-fn literal_match(policy: &Policy, p: &str) -> Option<String> {
-    let meta = std::fs::symlink_metadata(p).ok()?;
-    if policy.is_protected_id(meta.dev(), meta.ino()) {
-        return None;
-    }
-    let real = std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p));
-    policy.entry_for_path(&real).is_none().then(|| p.to_owned())
+/// A literal path (no wildcard), if it exists and the rule allows it (by name).
+fn literal_match(rule: &Walk, p: &str) -> Option<String> {
+    std::fs::symlink_metadata(p).ok()?;
+    (rule.verdict(Met::Named(Path::new(p))) == Verdict::Allowed).then(|| p.to_owned())
 }
 
 /// What one `glob` walks for: everything but the directories, which [`GlobWalk::run`] is given.
@@ -1102,7 +1095,7 @@ struct GlobWalk<'a> {
     /// Bytes of a walked entry's real path before the part below the root.
     root_prefix: usize,
     shown: &'a str,
-    policy: &'a Policy,
+    rule: &'a Walk,
     budget: &'a Budget,
     /// Skip names starting with `.` (files and directories).
     skip_hidden: bool,
@@ -1246,7 +1239,7 @@ impl GlobWalk<'_> {
                 let Some(job) = queue.take() else {
                     return Ok(t.newest);
                 };
-                match paths::open_subdir(self.policy, &job.parent, &job.name) {
+                match paths::open_subdir(self.rule, &job.parent, &job.name) {
                     Ok(Some(d)) => next = Some((Arc::new(d), job.depth)),
                     // Gone, unreadable or protected: nothing below it is listed.
                     _ => queue.done(&mut Vec::new()),
@@ -1324,9 +1317,6 @@ impl GlobWalk<'_> {
                 path.truncate(base);
                 path.extend_from_slice(name);
                 let real = Path::new(OsStr::from_bytes(path));
-                if self.policy.is_entry_path(real) {
-                    continue;
-                }
                 let mut stat = None;
                 let kind = match entry.kind {
                     libc::DT_UNKNOWN => {
@@ -1355,9 +1345,6 @@ impl GlobWalk<'_> {
                 if !matched {
                     continue;
                 }
-                if kind == libc::DT_LNK && self.links_into_protected(real) {
-                    continue;
-                }
                 let stat = match stat {
                     Some(st) => st,
                     None => match sysfs::stat_entry_c(dir.fd(), entry.name) {
@@ -1365,21 +1352,21 @@ impl GlobWalk<'_> {
                         _ => continue,
                     },
                 };
-                if !self.policy.is_protected_id(stat.dev, stat.ino) {
+                let met = Met::Entry {
+                    real,
+                    kind: match kind {
+                        libc::DT_DIR => Kind::Dir,
+                        libc::DT_LNK => Kind::Symlink,
+                        libc::DT_REG => Kind::File,
+                        _ => Kind::Other,
+                    },
+                    id: Some((stat.dev, stat.ino)),
+                };
+                if self.rule.verdict(met) == Verdict::Allowed {
                     newest.push(stat.mtime_ns, || display_join(self.shown, rel));
                 }
             }
         }
-    }
-
-    /// A symlink is listed, not followed; but not when it points into a protected place.
-    fn links_into_protected(&self, link: &Path) -> bool {
-        let Ok(real) = std::fs::canonicalize(link) else {
-            return false;
-        };
-        let target_id = std::fs::metadata(&real).map(|m| (m.dev(), m.ino()));
-        self.policy.entry_for_path(&real).is_some()
-            || target_id.is_ok_and(|(d, i)| self.policy.is_protected_id(d, i))
     }
 }
 
@@ -1414,7 +1401,7 @@ mod tests {
         }
     }
 
-    fn run_grep(args: &Grep, p: &Policy) -> Result<GrepOutput, ToolFailure> {
+    fn run_grep(args: &Grep, p: &Arc<Policy>) -> Result<GrepOutput, ToolFailure> {
         grep(&ro(), args, &SearchConfig::default(), p, &budget())
     }
 
@@ -1641,7 +1628,7 @@ mod tests {
         }
     }
 
-    fn run_glob(pattern: &str, path: &Path, p: &Policy) -> GlobOutput {
+    fn run_glob(pattern: &str, path: &Path, p: &Arc<Policy>) -> GlobOutput {
         glob(
             &ro(),
             &Glob {
@@ -1900,7 +1887,7 @@ mod tests {
         fs::write(&secret, "needle SECRET\n").unwrap();
         let p = policy(&[&secret]);
         // One name, one link: nothing tells a walk that it may meet this file elsewhere.
-        assert!(!p.has_linked_files());
+        assert_eq!(fs::metadata(&secret).unwrap().nlink(), 1);
         let _mounts = crate::testing::mount_table();
         let Some(_mount) = crate::testing::bind_mount(&secret, &tree.join("b.txt")) else {
             return;
