@@ -1066,6 +1066,58 @@ mod tests {
         assert_eq!(code(&dir.path().join("missing")), None);
     }
 
+    /// Differential test of the on-worker read (the fast path: `open_for_read_now` with
+    /// `RESOLVE_CACHED`, the last resolution of the protected set, `RWF_NOWAIT` reads) against
+    /// the blocking pool's (`open_for_read`, a fresh policy, plain reads) over generated trees:
+    /// protected files and directories, symlinks into them, hard links, FIFOs, directories,
+    /// missing paths and (as root) bind mounts. Whatever the fast path answers is the pool's
+    /// answer; it may decline (`None`), never answer otherwise.
+    #[test]
+    fn the_read_now_answers_exactly_as_the_pool_on_generated_trees() {
+        let _mounts = crate::testing::mount_table();
+        let Some(probe) = local_tempdir() else { return };
+        drop(probe);
+        let (mut answered, mut refused, mut asked) = (0, 0, 0);
+        for seed in 0..8 {
+            let tree = crate::testing::GeneratedTree::new(seed, seed % 2 == 1);
+            let protected = ProtectedPaths::new(tree.protected.clone());
+            let small = ReadConfig {
+                max_page_bytes: 40,
+                max_line_bytes: 8,
+                ..ReadConfig::default()
+            };
+            let pages = [(None, None), (Some(2), Some(1)), (Some(1), Some(1))];
+            let pool = |a: &ReadFile, cfg: &ReadConfig| {
+                read_file(&ro(), a, cfg, &protected.policy(Access::Read))
+            };
+            // The pool first: its reads leave each file's access time past its modification
+            // time (a read that would update it is the pool's).
+            for p in &tree.paths {
+                let _ = pool(&args_at(p, None, None), &ReadConfig::default());
+            }
+            let last = resolved(&protected);
+            for p in &tree.paths {
+                for cfg in [ReadConfig::default(), small.clone()] {
+                    for (offset, limit) in pages {
+                        let a = args_at(p, offset, limit);
+                        asked += 1;
+                        let Some(now) = read_file_now(&ro(), &a, &cfg, &last) else {
+                            continue;
+                        };
+                        let expected = pool(&a, &cfg);
+                        assert_eq!(now, expected, "{p:?} {offset:?} {limit:?}, seed {seed}");
+                        answered += 1;
+                        refused += usize::from(
+                            matches!(&now, Err(f) if f.code == ErrorCode::ProtectedPath),
+                        );
+                    }
+                }
+            }
+        }
+        eprintln!("{answered} of {asked} reads answered now, {refused} of them refusals");
+        assert!(answered > 0 && refused > 0, "{answered} {refused}");
+    }
+
     #[test]
     fn a_protected_set_that_changed_is_not_used() {
         let Some(dir) = local_tempdir() else { return };

@@ -513,6 +513,7 @@ fn resolve_lenient(p: &Path) -> PathBuf {
 }
 
 #[derive(Clone, Debug)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
 struct Resolved {
     /// The entry as configured: what the error message shows.
     shown: String,
@@ -524,6 +525,7 @@ struct Resolved {
 
 /// The protected set as resolved for one call.
 #[derive(Clone, Debug)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
 pub(crate) struct Policy {
     entries: Vec<Resolved>,
     /// Reads only: write-only directories, readable even inside a protected directory.
@@ -1571,6 +1573,130 @@ mod tests {
         let now = p.policy(Access::Write);
         assert!(!Arc::ptr_eq(&before, &now));
         assert!(now.is_entry_path(&real.join("app3/secret")));
+    }
+
+    /// Differential test of the reused resolution (the fast path: the last one while the
+    /// kernel reports no change) against a fresh resolution (the slow path it shortcuts), for
+    /// reads and writes, after each of a few hundred changes drawn at random: unrelated names
+    /// and names inside protected directories come and go, the token store is replaced by
+    /// rename, a protected file gets and loses a hard link and is recreated, its directory is
+    /// moved and a symlink left in its place, a symlink an entry is reached through is pointed
+    /// elsewhere, an entry's mode changes, a write-only entry comes and goes, and (as root) a
+    /// directory on an entry's way is mounted over and unmounted.
+    #[test]
+    fn a_reused_resolution_is_always_what_a_fresh_one_would_be() {
+        let _mounts = mount_table();
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        for d in ["conf", "app0", "real-a", "real-b", "real-c", "other"] {
+            std::fs::create_dir(base.join(d)).unwrap();
+        }
+        for f in [
+            "conf/tokens.json",
+            "app0/secret",
+            "real-a/key",
+            "real-b/key",
+            "real-c/key",
+        ] {
+            std::fs::write(base.join(f), f).unwrap();
+        }
+        std::os::unix::fs::symlink("app0", base.join("app")).unwrap();
+        std::os::unix::fs::symlink("real-a", base.join("link")).unwrap();
+        let p = ProtectedPaths::new([
+            base.join("conf"),
+            base.join("conf/tokens.json"),
+            base.join("app/secret"),
+            base.join("link/key"),
+        ])
+        .with_write_only(base.join("rec"));
+        let fresh = |access| p.resolve(access, Mounts::read().ok().as_ref());
+        let mut rng = crate::testing::Rng::new(7);
+        let (mut app, mut alias, mut mount, mut can_mount) = (0, false, None, true);
+        let mut reused = 0;
+        for step in 0..300 {
+            let before = p.policy(Access::Read);
+            let change = rng.below(10);
+            match change {
+                0 => std::fs::write(base.join(format!("other/f{}", rng.below(5))), "x").unwrap(),
+                1 => std::fs::write(base.join(format!("conf/f{}", rng.below(5))), "x").unwrap(),
+                2 => {
+                    std::fs::write(base.join("conf/new.json"), format!("{step}")).unwrap();
+                    std::fs::rename(base.join("conf/new.json"), base.join("conf/tokens.json"))
+                        .unwrap();
+                }
+                3 => {
+                    let a = base.join("other/alias");
+                    if alias {
+                        std::fs::remove_file(&a).unwrap();
+                    } else {
+                        std::fs::hard_link(base.join("app/secret"), &a).unwrap();
+                    }
+                    alias = !alias;
+                }
+                4 => {
+                    std::fs::rename(
+                        base.join(format!("app{app}")),
+                        base.join(format!("app{}", app + 1)),
+                    )
+                    .unwrap();
+                    app += 1;
+                    std::os::unix::fs::symlink(format!("app{app}"), base.join("app.new")).unwrap();
+                    std::fs::rename(base.join("app.new"), base.join("app")).unwrap();
+                }
+                5 => {
+                    let to = ["real-a", "real-b"][rng.below(2)];
+                    std::os::unix::fs::symlink(to, base.join("link.new")).unwrap();
+                    std::fs::rename(base.join("link.new"), base.join("link")).unwrap();
+                }
+                6 => {
+                    let mode = [0o600, 0o640][rng.below(2)];
+                    std::fs::set_permissions(
+                        base.join("conf/tokens.json"),
+                        std::fs::Permissions::from_mode(mode),
+                    )
+                    .unwrap();
+                }
+                7 => {
+                    if alias {
+                        std::fs::remove_file(base.join("other/alias")).unwrap();
+                        alias = false;
+                    }
+                    std::fs::remove_file(base.join("app/secret")).unwrap();
+                    std::fs::write(base.join("app/secret"), format!("{step}")).unwrap();
+                }
+                8 => {
+                    if base.join("rec").exists() {
+                        std::fs::remove_dir(base.join("rec")).unwrap();
+                    } else {
+                        std::fs::create_dir(base.join("rec")).unwrap();
+                    }
+                }
+                _ => {
+                    // Unmounted, or mounted (once it failed, not tried again).
+                    if mount.take().is_none() && can_mount {
+                        mount =
+                            crate::testing::bind_mount(&base.join("real-c"), &base.join("real-a"));
+                        can_mount = mount.is_some();
+                    }
+                }
+            }
+            for access in [Access::Read, Access::Write] {
+                let now = p.policy(access);
+                assert_eq!(
+                    *now,
+                    fresh(access),
+                    "step {step}, change {change}, {access:?}"
+                );
+            }
+            if change < 2 && Arc::ptr_eq(&before, &p.policy(Access::Read)) {
+                reused += 1;
+            }
+        }
+        drop(mount);
+        assert!(
+            reused > 10,
+            "the resolution was reused after {reused} unrelated changes"
+        );
     }
 
     #[test]

@@ -1792,6 +1792,144 @@ mod tests {
         found.into_iter().map(|f| f.1).collect()
     }
 
+    /// An entry the slow walk found: its path below the root, and whether `grep` must search
+    /// it.
+    struct Seen {
+        rel: PathBuf,
+        searched: bool,
+    }
+
+    /// What `glob` lists and `grep` searches, found the slow way: a recursive `read_dir` walk
+    /// that does not follow symlinks and asks, of every entry, the full check a tool makes
+    /// when it opens a path — `open_search_root` for a directory (listed and entered only if
+    /// it opens as one), `open_for_read` for anything else (listed unless it is refused as
+    /// protected; searched when it is a regular file, not a symlink, that opens).
+    fn full_check_walk(
+        root: &Path,
+        policy: &Policy,
+        hidden_ok: bool,
+        max_depth: Option<usize>,
+    ) -> Vec<Seen> {
+        let mut seen = Vec::new();
+        let mut stack = vec![(root.to_path_buf(), 0usize)];
+        while let Some((dir, depth)) = stack.pop() {
+            for e in fs::read_dir(&dir).unwrap() {
+                let e = e.unwrap();
+                let path = e.path();
+                if !hidden_ok && e.file_name().as_encoded_bytes()[0] == b'.' {
+                    continue;
+                }
+                let shown = path.to_str().unwrap();
+                let rel = path.strip_prefix(root).unwrap().to_owned();
+                let meta = fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() {
+                    let dir_ok = matches!(
+                        paths::open_search_root(policy, shown),
+                        Ok(Some(SearchRoot::Dir(_)))
+                    );
+                    if dir_ok {
+                        if max_depth.is_none_or(|d| depth + 1 < d) {
+                            stack.push((path.clone(), depth + 1));
+                        }
+                        seen.push(Seen {
+                            rel,
+                            searched: false,
+                        });
+                    }
+                    continue;
+                }
+                let opened = paths::open_for_read(policy, shown);
+                if matches!(&opened, Err(f) if f.code == ErrorCode::ProtectedPath) {
+                    continue;
+                }
+                seen.push(Seen {
+                    rel,
+                    searched: meta.is_file() && opened.is_ok(),
+                });
+            }
+        }
+        seen
+    }
+
+    /// Differential test of the walkers (the fast paths) against the full check of each entry
+    /// (the slow path they shortcut), over generated trees: protected directories and files
+    /// inside and outside the tree, symlinks into and out of them, hard links, FIFOs, hidden
+    /// names, and (as root) bind mounts of protected and plain directories and files.
+    #[test]
+    fn glob_and_grep_find_what_the_full_check_of_every_entry_allows_on_generated_trees() {
+        let _mounts = crate::testing::mount_table();
+        let mut mounted = false;
+        for seed in 0..12 {
+            let tree = crate::testing::GeneratedTree::new(seed, seed % 2 == 1);
+            mounted |= !tree.mounts.is_empty();
+            let refs: Vec<&Path> = tree.protected.iter().map(PathBuf::as_path).collect();
+            let p = policy(&refs);
+            let root = tree.root.to_str().unwrap();
+            let shown = |rel: &Path| display_join(root, rel);
+            for threads in [1, 3] {
+                let cfg = SearchConfig {
+                    glob_max_results: 100_000,
+                    grep_max_results: 100_000,
+                    threads,
+                    ..SearchConfig::default()
+                };
+                for pattern in ["**/*", "**/*.c", "**", "*/*", "**/.*", "*", "**/s*.c"] {
+                    let hidden_ok = pattern.split('/').any(|c| c.starts_with('.'));
+                    let max_depth = (!pattern.contains("**")).then(|| pattern.split('/').count());
+                    let m = GlobBuilder::new(pattern)
+                        .literal_separator(true)
+                        .build()
+                        .unwrap()
+                        .compile_matcher();
+                    let mut expected: Vec<String> =
+                        full_check_walk(&tree.root, &p, hidden_ok, max_depth)
+                            .iter()
+                            .filter(|s| m.is_match(&s.rel))
+                            .map(|s| shown(&s.rel))
+                            .collect();
+                    if pattern == "**" {
+                        expected.push(root.to_owned());
+                    }
+                    expected.sort();
+                    let out = glob(
+                        &ro(),
+                        &Glob {
+                            pattern: pattern.into(),
+                            path: Some(root.into()),
+                        },
+                        &cfg,
+                        &p,
+                        &budget(),
+                    )
+                    .unwrap();
+                    let mut files = out.files.clone();
+                    files.sort();
+                    assert_eq!(
+                        files, expected,
+                        "glob {pattern}, seed {seed}, {threads} threads"
+                    );
+                    assert_eq!(out.count, expected.len() as u64);
+                }
+                let mut expected: Vec<String> = full_check_walk(&tree.root, &p, false, None)
+                    .iter()
+                    .filter(|s| s.searched)
+                    .map(|s| shown(&s.rel))
+                    .collect();
+                expected.sort();
+                let mut a = grep_args("needle", &tree.root);
+                a.output_mode = Some(GrepMode::Files);
+                a.max_results = Some(100_000);
+                let out = grep(&ro(), &a, &cfg, &p, &budget()).unwrap();
+                let mut found: Vec<String> = out.results.lines().map(str::to_owned).collect();
+                found.sort();
+                assert_eq!(found, expected, "grep, seed {seed}, {threads} threads");
+            }
+        }
+        if !mounted {
+            eprintln!("skipped: the bind mounts of the generated trees (cannot mount here)");
+        }
+    }
+
     #[test]
     fn glob_lists_what_a_plain_recursive_walk_finds_on_any_number_of_threads() {
         let dir = tempfile::tempdir().unwrap();
