@@ -9,7 +9,7 @@
 //! module (a re-export at the crate root) is no edge either.
 //!
 //! `cargo xtask check-modules` prints the circles and fails when there is one; the test
-//! [`tests::no_crate_of_the_workspace_has_an_import_circle`] runs it in `cargo test`.
+//! `tests::no_crate_of_the_workspace_has_an_import_circle` runs it in `cargo test`.
 
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};

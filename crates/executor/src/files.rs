@@ -309,8 +309,9 @@ fn read_page(
     read_sized_page(reader, None, offset, limit, cfg)
 }
 
-/// [`read_page`] of a file whose size is known (it may still change): its buffers are no
-/// larger than the file needs.
+/// Reads one page of numbered lines from `reader`, of `size` bytes when that is known (it may
+/// still change: its buffers are then no larger than the file needs). `offset` and `limit` are
+/// the client's values before clamping. See the module documentation for the bounds.
 fn read_sized_page(
     reader: impl Read,
     size: Option<u64>,

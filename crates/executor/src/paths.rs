@@ -1152,6 +1152,7 @@ pub(crate) struct Walk {
     /// The walk's root, if it has one: files met below it need their inode only when
     /// something is mounted below it (or a protected file has a second name).
     root: Option<PathBuf>,
+    /// [`Walk::files_by_inode`], once asked.
     files_by_inode: std::sync::OnceLock<bool>,
 }
 
