@@ -9,10 +9,14 @@
 //! cargo xtask settings [--check]        deploy/*.env.example and the table of
 //!                                       docs/configuration.md, from the settings' declarations
 //! cargo xtask deb [BUILD-DEB ARGS…]     release build, then deploy/debian/build-deb
+//! cargo xtask check-modules [--root DIR]
+//!                                       fails when modules of a crate import one another
+//!                                       in a circle
 //! ```
 //!
 //! Its tests (`cargo test -p xtask`) fail when anything made from the declarations drifts
-//! from them ([`drift`]).
+//! from them ([`drift`]), and when a crate's modules import one another in a circle
+//! ([`modules`]).
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -21,6 +25,7 @@ use std::process::Command;
 
 mod drift;
 mod generated;
+mod modules;
 mod pages;
 
 #[derive(Parser, Debug)]
@@ -51,6 +56,13 @@ enum Task {
         /// Only check that they are up to date (exit 1 if not).
         #[arg(long)]
         check: bool,
+    },
+    /// Check that no crate of the workspace has modules that import one another in a circle
+    /// (exit 1 and name them if one does).
+    CheckModules {
+        /// The workspace to check (default: this one).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
     },
     /// Build the release binaries and the Debian package (deploy/debian/build-deb).
     Deb {
@@ -104,6 +116,16 @@ fn main() -> anyhow::Result<()> {
                     println!("updated {file}");
                 }
             }
+        }
+        Task::CheckModules { root: dir } => {
+            let circles = modules::check(&dir.unwrap_or_else(root))?;
+            for circle in &circles {
+                eprintln!("import circle in {circle}");
+            }
+            if !circles.is_empty() {
+                std::process::exit(1);
+            }
+            println!("no import circles between modules");
         }
         Task::Deb { args } => {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

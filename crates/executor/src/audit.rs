@@ -24,25 +24,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Longest string kept from a parameter, in bytes.
-pub const MAX_PARAM_BYTES: usize = 4096;
+const MAX_PARAM_BYTES: usize = 4096;
 /// Longest error message or reason kept.
-pub const MAX_MESSAGE_BYTES: usize = 1024;
+const MAX_MESSAGE_BYTES: usize = 1024;
 /// Longest other short field (token name, ip, request id).
 const MAX_SHORT_BYTES: usize = 256;
 
 /// Audit settings (`MYMCP_AUDIT_*`).
 #[derive(Clone, Debug)]
-pub struct AuditSettings {
-    pub enabled: bool,
-    pub log: LogConfig,
+pub(crate) struct AuditSettings {
+    pub(crate) enabled: bool,
+    pub(crate) log: LogConfig,
     /// `MYMCP_AUDIT_OUTPUT_BASH_HEAD_BYTES` / `_TAIL_BYTES`.
-    pub bash_head_bytes: usize,
-    pub bash_tail_bytes: usize,
+    pub(crate) bash_head_bytes: usize,
+    pub(crate) bash_tail_bytes: usize,
 }
 
 /// The audit log as the dispatcher uses it.
 #[derive(Debug)]
-pub struct Audit {
+pub(crate) struct Audit {
     log: Option<Mutex<AuditLog>>,
     dir: PathBuf,
     head_bytes: usize,
@@ -52,7 +52,7 @@ pub struct Audit {
 
 impl Audit {
     /// No audit log (`MYMCP_AUDIT_ENABLED=false`).
-    pub fn disabled(metrics: Arc<Metrics>) -> Audit {
+    pub(crate) fn disabled(metrics: Arc<Metrics>) -> Audit {
         Audit {
             log: None,
             dir: PathBuf::new(),
@@ -63,7 +63,7 @@ impl Audit {
     }
 
     /// Opens the log when enabled. Returns the install key when this created the key chain.
-    pub fn open(
+    pub(crate) fn open(
         settings: &AuditSettings,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Audit, Option<String>)> {
@@ -86,7 +86,7 @@ impl Audit {
         ))
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.log.is_some()
     }
 
@@ -113,7 +113,7 @@ impl Audit {
     }
 
     /// Seals when the interval has passed (called every second).
-    pub fn tick(&self) {
+    pub(crate) fn tick(&self) {
         if let Some(log) = &self.log {
             let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = log.seal_if_due() {
@@ -123,7 +123,7 @@ impl Audit {
     }
 
     /// Seals what is unsealed (at shutdown).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Some(log) = &self.log {
             let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = log.seal_pending() {
@@ -132,7 +132,7 @@ impl Audit {
         }
     }
 
-    pub fn state(&self) -> AuditState {
+    pub(crate) fn state(&self) -> AuditState {
         let Some(log) = &self.log else {
             return AuditState {
                 write_failures: self.metrics.audit_write_failures(),
@@ -152,7 +152,12 @@ impl Audit {
     }
 
     /// What is needed to audit `call`, taken before the call consumes its arguments.
-    pub fn prepare(&self, identity: &Identity, origin: &CallOrigin, call: &ToolCall) -> Prepared {
+    pub(crate) fn prepare(
+        &self,
+        identity: &Identity,
+        origin: &CallOrigin,
+        call: &ToolCall,
+    ) -> Prepared {
         if !self.enabled() {
             return Prepared::default();
         }
@@ -169,7 +174,7 @@ impl Audit {
     }
 
     /// Writes the start record of a tool with side effects. `Err` means: do not run it.
-    pub fn start(&self, p: &Prepared) -> Result<(), ToolFailure> {
+    pub(crate) fn start(&self, p: &Prepared) -> Result<(), ToolFailure> {
         if !p.enabled {
             return Ok(());
         }
@@ -187,7 +192,7 @@ impl Audit {
 
     /// Writes the outcome record. For a tool without side effects, a failed write replaces
     /// the result with `InternalError`.
-    pub fn finish(
+    pub(crate) fn finish(
         &self,
         p: &Prepared,
         result: Result<ToolOutput, ToolFailure>,
@@ -227,7 +232,7 @@ impl Audit {
 
     /// Records a call the frontend refused before it reached a tool (unknown name, arguments
     /// that do not decode). Nothing ran, so a failed write is only counted.
-    pub fn refusal(
+    pub(crate) fn refusal(
         &self,
         identity: &Identity,
         origin: &CallOrigin,
@@ -317,7 +322,7 @@ fn blocking_in_place<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Tools whose call changes the host: audited before they run.
-pub fn has_side_effects(tool: ToolName) -> bool {
+pub(crate) fn has_side_effects(tool: ToolName) -> bool {
     matches!(
         tool,
         ToolName::BashExecute | ToolName::WriteFile | ToolName::EditFile | ToolName::JobKill
@@ -333,7 +338,7 @@ fn audit_failure(tool: Option<ToolName>) -> ToolFailure {
 }
 
 /// How a call ended, with the reference's `error_code`/`error_message` (or `reason`).
-pub fn classify(
+pub(crate) fn classify(
     result: &Result<ToolOutput, ToolFailure>,
 ) -> (CallResult, Option<String>, Option<String>) {
     match result {
@@ -371,7 +376,7 @@ pub fn classify(
 
 /// Inputs of the output summary, taken from the arguments before the call.
 #[derive(Clone, Debug, Default)]
-pub enum Summary {
+enum Summary {
     #[default]
     None,
     Write {
@@ -415,7 +420,7 @@ impl Summary {
 
 /// A call's audit context, taken before it runs.
 #[derive(Clone, Debug, Default)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     enabled: bool,
     tool: Option<ToolName>,
     token_name: String,
@@ -479,7 +484,7 @@ fn serialize(r: &Record<'_>) -> String {
 
 /// The call's arguments as the client gave them: `content`, `old_string` and `new_string`
 /// reduced to `"<N chars>"`, every other string capped.
-pub fn params(call: &ToolCall) -> Value {
+pub(crate) fn params(call: &ToolCall) -> Value {
     let mut m = Map::new();
     let mut s = |k: &str, v: &str| {
         m.insert(k.to_owned(), Value::String(cap(v, MAX_PARAM_BYTES)));
@@ -607,7 +612,7 @@ pub fn params(call: &ToolCall) -> Value {
 }
 
 /// `s` cut to at most `max` bytes at a character boundary, with a note of what was cut.
-pub fn cap(s: &str, max: usize) -> String {
+pub(crate) fn cap(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

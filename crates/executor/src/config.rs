@@ -18,29 +18,12 @@ use mymcp_settings as settings;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use mymcp_settings::values::{ConfigError, Env, Source};
-
-/// Everything the executor needs to run.
-#[derive(Debug)]
-pub struct Config {
-    pub runtime_dir: PathBuf,
-    pub token_file: PathBuf,
-    /// The only uid accepted on `executor.sock`.
-    pub frontend_uid: u32,
-    /// Group that owns `executor.sock` (the frontend user's primary group).
-    pub frontend_gid: u32,
-    /// The only uid accepted on `control.sock`: 0, or the executor's own uid when it does not
-    /// run as root (quick try by an ordinary user).
-    pub control_uid: u32,
-    pub bash: BashConfig,
-    pub read: ReadConfig,
-    /// Commands running at once, across all tokens.
-    pub bash_max_concurrent: usize,
-    pub shutdown_grace: Duration,
-}
+pub(crate) use mymcp_settings::values::{ConfigError, Env, Source};
 
 /// Settings that only matter for the tools, read from `src`.
-pub fn tool_settings(src: &dyn Source) -> Result<(BashConfig, ReadConfig, usize), ConfigError> {
+pub(crate) fn tool_settings(
+    src: &dyn Source,
+) -> Result<(BashConfig, ReadConfig, usize), ConfigError> {
     let mut bash = BashConfig::default();
     bash.hard_max_output = settings::BASH_MAX_OUTPUT_BYTES_HARD.read(src)?;
     bash.default_max_output =
@@ -71,22 +54,22 @@ pub fn tool_settings(src: &dyn Source) -> Result<(BashConfig, ReadConfig, usize)
 /// Settings of the file tools (`write_file`, `edit_file`, `glob`, `grep`) and the protected
 /// paths that every file tool enforces.
 #[derive(Clone, Debug)]
-pub struct FileTools {
-    pub write: WriteConfig,
-    pub search: SearchConfig,
-    pub protected: ProtectedPaths,
+pub(crate) struct FileTools {
+    pub(crate) write: WriteConfig,
+    pub(crate) search: SearchConfig,
+    pub(crate) protected: ProtectedPaths,
     /// `MYMCP_FILE_MAX_CONCURRENT`: file-tool calls and transfers on the blocking pool at once.
-    pub max_concurrent: usize,
+    pub(crate) max_concurrent: usize,
     /// `MYMCP_FILE_MAX_CONCURRENT_PER_TOKEN`: file-tool calls (and, apart, transfers) one token
     /// may have there at once.
-    pub max_concurrent_per_token: usize,
+    pub(crate) max_concurrent_per_token: usize,
 }
 
 /// Reads the file-tool settings. `token_file` and `runtime_dir` are the executor's own (from
 /// its flags): they are always protected, with the configuration directory (the token file's
 /// directory), `MYMCP_STATE_DIR`, `MYMCP_AUDIT_LOG_DIR`, `MYMCP_ENV_FILE`, the installed mymcp
 /// binaries beside this executable, and each entry of `MYMCP_PROTECTED_PATHS`.
-pub fn file_tools(
+pub(crate) fn file_tools(
     src: &dyn Source,
     token_file: &std::path::Path,
     runtime_dir: &std::path::Path,
@@ -154,17 +137,17 @@ fn absolute_or_cwd(p: &std::path::Path) -> PathBuf {
 }
 
 /// `MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN`: foreground commands one token may run at once.
-pub fn bash_per_token(src: &dyn Source) -> Result<usize, ConfigError> {
+pub(crate) fn bash_per_token(src: &dyn Source) -> Result<usize, ConfigError> {
     Ok(settings::BASH_MAX_CONCURRENT_PER_TOKEN.read(src)? as usize)
 }
 
 /// `MYMCP_SHUTDOWN_GRACE_SEC`: what commands get between SIGTERM and SIGKILL at shutdown.
-pub fn shutdown_grace(src: &dyn Source) -> Result<Duration, ConfigError> {
+pub(crate) fn shutdown_grace(src: &dyn Source) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(settings::SHUTDOWN_GRACE_SEC.read(src)?))
 }
 
 /// Audit log settings (`MYMCP_AUDIT_*`). The signing key lives in `MYMCP_STATE_DIR/audit`.
-pub fn audit_settings(src: &dyn Source) -> Result<crate::audit::AuditSettings, ConfigError> {
+pub(crate) fn audit_settings(src: &dyn Source) -> Result<crate::audit::AuditSettings, ConfigError> {
     let state = settings::STATE_DIR.read(src)?;
     Ok(crate::audit::AuditSettings {
         enabled: settings::AUDIT_ENABLED.read(src)?,
@@ -183,7 +166,7 @@ pub fn audit_settings(src: &dyn Source) -> Result<crate::audit::AuditSettings, C
 
 /// Settings the executor does not use itself but validates so that a typo stops start-up:
 /// the frontend's port and the log format (taken as text by the flag).
-pub fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
+pub(crate) fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
     settings::PORT.read(src)?;
     settings::LOG_FORMAT.read(src)?;
     Ok(())
@@ -192,7 +175,7 @@ pub fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
 /// `server_overview`: the recorder's data directory (`MYMCP_RECORDER_DATA_DIR`), its merge
 /// interval (`MYMCP_RECORDER_MERGE_INTERVAL_SEC`, 300; like the reference, a value that is not
 /// positive means 300) and the audit directory whose events it has yet to merge.
-pub fn overview_settings(src: &dyn Source) -> Result<OverviewConfig, ConfigError> {
+pub(crate) fn overview_settings(src: &dyn Source) -> Result<OverviewConfig, ConfigError> {
     let interval = settings::RECORDER_MERGE_INTERVAL_SEC.read(src)?;
     Ok(OverviewConfig {
         data_dir: settings::RECORDER_DATA_DIR.read(src)?,
@@ -205,7 +188,7 @@ pub fn overview_settings(src: &dyn Source) -> Result<OverviewConfig, ConfigError
 
 /// Background job settings: `MYMCP_STATE_DIR` (jobs live in its `jobs` subdirectory),
 /// `MYMCP_JOB_MAX_OUTPUT_BYTES`, `MYMCP_JOB_RETENTION_SEC`, `MYMCP_JOB_MAX_RUNNING_PER_TOKEN`.
-pub fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
+pub(crate) fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
     let state = settings::STATE_DIR.read(src)?;
     let mut jobs = JobConfig::new(&state);
     jobs.max_output_bytes = settings::JOB_MAX_OUTPUT_BYTES.read(src)?;
@@ -216,7 +199,7 @@ pub fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
 
 /// File transfer settings (`MYMCP_TRANSFER_*`). As in the reference, a default lifetime above
 /// the longest is simply clamped to it.
-pub fn transfer_settings(src: &dyn Source) -> Result<TransferConfig, ConfigError> {
+pub(crate) fn transfer_settings(src: &dyn Source) -> Result<TransferConfig, ConfigError> {
     let max_ttl = settings::TRANSFER_MAX_TTL_SEC.read(src)?;
     let default_ttl = settings::TRANSFER_DEFAULT_TTL_SEC.read(src)?;
     Ok(TransferConfig {

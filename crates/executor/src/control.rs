@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 /// The administration service behind `control.sock`.
 #[derive(Debug)]
-pub struct Control {
+pub(crate) struct Control {
     executor: Arc<Executor>,
 }
 
 impl Control {
-    pub fn new(executor: Arc<Executor>) -> Self {
+    pub(crate) fn new(executor: Arc<Executor>) -> Self {
         Control { executor }
     }
 }

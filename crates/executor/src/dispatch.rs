@@ -12,7 +12,7 @@ use crate::jobs::Jobs;
 use crate::limits::{CommandLimits, FileLimits, FileSlot};
 use crate::metrics::{AuthSurface, Metrics};
 use crate::overview::{self, OverviewConfig};
-use crate::paths::Access;
+use crate::paths::{check_path_len, Access};
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::spawn::{self, Activity, BashConfig};
 use crate::transfer::{TransferConfig, Transfers};
@@ -28,20 +28,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest accepted path argument, in bytes (Linux `PATH_MAX`).
-pub const MAX_PATH_BYTES: usize = 4096;
 /// Longest accepted command, in bytes: one `execve` argument (with its NUL) cannot be longer.
-pub const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
+const MAX_COMMAND_BYTES: usize = 128 * 1024 - 1;
 /// Foreground commands one token may run at once unless configured
 /// (`MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN`).
-pub const DEFAULT_BASH_MAX_PER_TOKEN: usize =
+const DEFAULT_BASH_MAX_PER_TOKEN: usize =
     mymcp_settings::BASH_MAX_CONCURRENT_PER_TOKEN.default() as usize;
 /// How often a running command reports progress (the first report comes after this long).
-pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The tool executor behind `executor.sock`.
 #[derive(Debug)]
-pub struct Executor {
+pub(crate) struct Executor {
     tokens: Arc<TokenStore>,
     bash: BashConfig,
     read: ReadConfig,
@@ -55,11 +53,11 @@ pub struct Executor {
     metrics: Arc<Metrics>,
     audit: Arc<Audit>,
     overview: Arc<OverviewConfig>,
-    pub started: Instant,
+    pub(crate) started: Instant,
 }
 
 impl Executor {
-    pub fn new(
+    pub(crate) fn new(
         tokens: Arc<TokenStore>,
         bash: BashConfig,
         read: ReadConfig,
@@ -84,58 +82,50 @@ impl Executor {
     }
 
     /// Uses these counters and this audit log (which should count into the same counters).
-    pub fn with_observability(mut self, metrics: Arc<Metrics>, audit: Arc<Audit>) -> Self {
+    pub(crate) fn with_observability(mut self, metrics: Arc<Metrics>, audit: Arc<Audit>) -> Self {
         self.metrics = metrics;
         self.audit = audit;
         self
     }
 
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    pub fn audit(&self) -> &Arc<Audit> {
+    pub(crate) fn audit(&self) -> &Arc<Audit> {
         &self.audit
     }
 
     /// Sets both command limits: in total (as given to `new`) and per token.
-    pub fn with_command_limits(mut self, total: usize, per_token: usize) -> Self {
+    pub(crate) fn with_command_limits(mut self, total: usize, per_token: usize) -> Self {
         self.limits = CommandLimits::new(total, per_token);
         self
     }
 
     /// Enables background jobs.
-    pub fn with_jobs(mut self, jobs: Arc<Jobs>) -> Self {
+    pub(crate) fn with_jobs(mut self, jobs: Arc<Jobs>) -> Self {
         self.jobs = jobs;
         self
     }
 
     /// Sets the transfer settings (`MYMCP_TRANSFER_*`); the default is the reference's.
-    pub fn with_transfers(mut self, config: TransferConfig) -> Self {
+    pub(crate) fn with_transfers(mut self, config: TransferConfig) -> Self {
         self.transfers = Arc::new(Transfers::new(config));
         self
     }
 
     /// Where `server_overview` finds the recorder's document (`MYMCP_RECORDER_*`).
-    pub fn with_overview(mut self, config: OverviewConfig) -> Self {
+    pub(crate) fn with_overview(mut self, config: OverviewConfig) -> Self {
         self.overview = Arc::new(config);
         self
     }
 
-    pub fn transfers(&self) -> &Arc<Transfers> {
-        &self.transfers
-    }
-
-    pub fn jobs(&self) -> &Arc<Jobs> {
+    pub(crate) fn jobs(&self) -> &Arc<Jobs> {
         &self.jobs
     }
 
-    pub fn tokens(&self) -> &Arc<TokenStore> {
+    pub(crate) fn tokens(&self) -> &Arc<TokenStore> {
         &self.tokens
     }
 
     /// Foreground commands running right now.
-    pub fn running_commands(&self) -> u64 {
+    pub(crate) fn running_commands(&self) -> u64 {
         self.running_commands.load(Ordering::Relaxed)
     }
 
@@ -153,23 +143,23 @@ impl Executor {
             }
             ToolCall::ReadFile(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::ReadFile)?;
-                self.read_file(&auth, args, cancel).await
+                self.read_file(auth, args, cancel).await
             }
             ToolCall::WriteFile(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::WriteFile)?;
-                self.write_file(&auth, args).await
+                self.write_file(auth, args).await
             }
             ToolCall::EditFile(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::EditFile)?;
-                self.edit_file(&auth, args).await
+                self.edit_file(auth, args).await
             }
             ToolCall::Glob(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::Glob)?;
-                self.glob(&auth, args, cancel).await
+                self.glob(auth, args, cancel).await
             }
             ToolCall::Grep(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::Grep)?;
-                self.grep(&auth, args, cancel).await
+                self.grep(auth, args, cancel).await
             }
             ToolCall::JobStatus(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::JobStatus)?;
@@ -217,7 +207,7 @@ impl Executor {
                 let slot = self.file_limits.call(auth.token())?;
                 let config = self.overview.clone();
                 file_work("server_overview", slot, move || {
-                    overview::server_overview(&config, std::time::SystemTime::now())
+                    overview::server_overview(&auth, &config, std::time::SystemTime::now())
                 })
                 .await
                 .map(ToolOutput::Overview)
@@ -262,6 +252,7 @@ impl Executor {
         let activity = Activity::default();
         let out = {
             let mut run = pin!(spawn::bash_execute(
+                auth,
                 &args,
                 &self.bash,
                 &mut cancel,
@@ -280,7 +271,7 @@ impl Executor {
 
     async fn read_file(
         &self,
-        auth: &Authorized<Ro>,
+        auth: Authorized<Ro>,
         args: ReadFile,
         cancel: CancelSignal,
     ) -> Result<ToolOutput, ToolFailure> {
@@ -288,7 +279,7 @@ impl Executor {
         // Answered here when everything it needs is in memory (it cannot wait, so it takes
         // no slot); else on the blocking pool.
         if let Some(last) = self.files.protected.last(Access::Read) {
-            if let Some(out) = files::read_file_now(&args, &self.read, &last) {
+            if let Some(out) = files::read_file_now(&auth, &args, &self.read, &last) {
                 return out.map(ToolOutput::ReadFile);
             }
         }
@@ -297,7 +288,7 @@ impl Executor {
         let files = self.files.clone();
         file_work("read_file", slot, move || {
             let policy = files.protected.policy(Access::Read);
-            files::read_file_until(&args, &cfg, &policy, &|| cancel.shutting_down())
+            files::read_file_until(&auth, &args, &cfg, &policy, &|| cancel.shutting_down())
         })
         .await
         .map(ToolOutput::ReadFile)
@@ -305,14 +296,15 @@ impl Executor {
 
     async fn write_file(
         &self,
-        auth: &Authorized<Rw>,
+        auth: Authorized<Rw>,
         args: WriteFile,
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("file_path", Some(&args.file_path))?;
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("write_file", slot, move || {
-            edit::write_file(&args, &files.write, &files.protected.policy(Access::Write))
+            let policy = files.protected.policy(Access::Write);
+            edit::write_file(&auth, &args, &files.write, &policy)
         })
         .await
         .map(ToolOutput::WriteFile)
@@ -320,14 +312,15 @@ impl Executor {
 
     async fn edit_file(
         &self,
-        auth: &Authorized<Rw>,
+        auth: Authorized<Rw>,
         args: EditFile,
     ) -> Result<ToolOutput, ToolFailure> {
         check_path_len("file_path", Some(&args.file_path))?;
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("edit_file", slot, move || {
-            edit::edit_file(&args, &files.write, &files.protected.policy(Access::Write))
+            let policy = files.protected.policy(Access::Write);
+            edit::edit_file(&auth, &args, &files.write, &policy)
         })
         .await
         .map(ToolOutput::EditFile)
@@ -335,7 +328,7 @@ impl Executor {
 
     async fn glob(
         &self,
-        auth: &Authorized<Ro>,
+        auth: Authorized<Ro>,
         args: Glob,
         cancel: CancelSignal,
     ) -> Result<ToolOutput, ToolFailure> {
@@ -345,6 +338,7 @@ impl Executor {
         let (budget, _watch) = budget(&files.search, cancel);
         file_work("glob", slot, move || {
             search::glob(
+                &auth,
                 &args,
                 &files.search,
                 &files.protected.policy(Access::Read),
@@ -357,7 +351,7 @@ impl Executor {
 
     async fn grep(
         &self,
-        auth: &Authorized<Ro>,
+        auth: Authorized<Ro>,
         args: Grep,
         cancel: CancelSignal,
     ) -> Result<ToolOutput, ToolFailure> {
@@ -367,6 +361,7 @@ impl Executor {
         let (budget, _watch) = budget(&files.search, cancel);
         file_work("grep", slot, move || {
             search::grep(
+                &auth,
                 &args,
                 &files.search,
                 &files.protected.policy(Access::Read),
@@ -445,16 +440,6 @@ async fn report_progress(activity: &Activity, events: &Events) {
             stdout_bytes: activity.stdout.load(Ordering::Relaxed),
             stderr_bytes: activity.stderr.load(Ordering::Relaxed),
         });
-    }
-}
-
-fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {
-    match path {
-        Some(p) if p.len() > MAX_PATH_BYTES => Err(ToolFailure::new(
-            ErrorCode::InvalidPath,
-            format!("{field} is {} bytes long, max is {MAX_PATH_BYTES}", p.len()),
-        )),
-        _ => Ok(()),
     }
 }
 

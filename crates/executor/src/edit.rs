@@ -12,6 +12,7 @@
 //! the file. Writes and edits of one file are serialised inside the executor, so two concurrent
 //! edits cannot lose one another's change.
 
+use crate::auth::{Authorized, Rw};
 use crate::paths::{self, Access, CheckedTarget, Policy};
 use mymcp_protocol::{
     EditFile, EditFileOutput, ErrorCode, ToolFailure, WriteFile, WriteFileOutput,
@@ -28,13 +29,13 @@ use std::sync::{Condvar, Mutex, OnceLock};
 
 /// Limits of the writing tools. Built by `config`; defaults are the reference's.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WriteConfig {
+pub(crate) struct WriteConfig {
     /// `MYMCP_WRITE_FILE_MAX_BYTES`.
-    pub max_write_bytes: u64,
+    pub(crate) max_write_bytes: u64,
     /// `MYMCP_EDIT_STRING_MAX_BYTES`: for `old_string` and `new_string` each.
-    pub max_edit_string_bytes: u64,
+    pub(crate) max_edit_string_bytes: u64,
     /// `MYMCP_EDIT_FILE_MAX_BYTES`: largest file edit_file loads.
-    pub max_edit_file_bytes: u64,
+    pub(crate) max_edit_file_bytes: u64,
 }
 
 impl Default for WriteConfig {
@@ -60,8 +61,9 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// Runs one `write_file` call. Blocking.
-pub fn write_file(
+/// Runs one `write_file` call for the holder of `_auth`. Blocking.
+pub(crate) fn write_file(
+    _auth: &Authorized<Rw>,
     args: &WriteFile,
     cfg: &WriteConfig,
     policy: &Policy,
@@ -86,8 +88,9 @@ pub fn write_file(
     Ok(WriteFileOutput { bytes_written: n })
 }
 
-/// Runs one `edit_file` call. Blocking.
-pub fn edit_file(
+/// Runs one `edit_file` call for the holder of `_auth`. Blocking.
+pub(crate) fn edit_file(
+    _auth: &Authorized<Rw>,
     args: &EditFile,
     cfg: &WriteConfig,
     policy: &Policy,
@@ -206,7 +209,7 @@ fn replace(target: &CheckedTarget, data: &[u8], shown: &str) -> Result<(), ToolF
 
 /// Whether [`TempFile::commit`] may replace an existing file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Replace {
+pub(crate) enum Replace {
     Yes,
     /// Fail with `EEXIST` if the name exists at the moment of the rename (`RENAME_NOREPLACE`).
     No,
@@ -219,7 +222,7 @@ pub enum Replace {
 /// `O_EXCL|O_NOFOLLOW` and removed when dropped unless [`TempFile::commit`] renamed it into
 /// place, so a failed or abandoned write leaves nothing behind.
 #[derive(Debug)]
-pub struct TempFile {
+pub(crate) struct TempFile {
     /// A duplicate of the checked directory's descriptor, so the file can be removed from
     /// wherever it is dropped.
     dir: std::os::fd::OwnedFd,
@@ -232,7 +235,7 @@ pub struct TempFile {
 impl TempFile {
     /// Creates an unnamed file in the target's directory, or `.<name>.mymcp-<random>.tmp`
     /// where the filesystem has no `O_TMPFILE`.
-    pub fn create(target: &CheckedTarget) -> std::io::Result<TempFile> {
+    pub(crate) fn create(target: &CheckedTarget) -> std::io::Result<TempFile> {
         let dir = target.dir().fd().try_clone_to_owned()?;
         // Readable too: an upload hashes what it wrote by reading it back.
         match sysfs::openat(
@@ -272,14 +275,18 @@ impl TempFile {
         })
     }
 
-    pub fn file(&mut self) -> &mut File {
+    pub(crate) fn file(&mut self) -> &mut File {
         &mut self.file
     }
 
     /// Gives the file the mode and owner of the file it replaces (as it is now; 0644 and the
     /// caller's owner for a new file), fsyncs it, puts it in place under the target's name
     /// and fsyncs the directory. On failure the temporary file is removed.
-    pub fn commit(mut self, target: &CheckedTarget, replace: Replace) -> std::io::Result<()> {
+    pub(crate) fn commit(
+        mut self,
+        target: &CheckedTarget,
+        replace: Replace,
+    ) -> std::io::Result<()> {
         let dir = target.dir().fd();
         // The file being replaced as it is now (a long upload may outlive the one checked).
         let existing = sysfs::stat_entry(dir, target.name())?.filter(|st| st.is_file());
@@ -399,6 +406,10 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::path::Path;
 
+    fn rw() -> Authorized<Rw> {
+        Authorized::for_tests()
+    }
+
     fn policy(entries: &[&Path]) -> std::sync::Arc<Policy> {
         ProtectedPaths::new(entries.iter().map(|p| p.to_path_buf()))
             .policy(crate::paths::Access::Write)
@@ -436,6 +447,7 @@ mod tests {
 
     fn write(path: &Path, content: &str) -> Result<WriteFileOutput, ToolFailure> {
         write_file(
+            &rw(),
             &WriteFile {
                 file_path: path.to_str().unwrap().into(),
                 content: content.into(),
@@ -447,6 +459,7 @@ mod tests {
 
     fn edit(path: &Path, old: &str, new: &str, all: bool) -> Result<u64, ToolFailure> {
         edit_file(
+            &rw(),
             &EditFile {
                 file_path: path.to_str().unwrap().into(),
                 old_string: old.into(),
@@ -527,6 +540,7 @@ mod tests {
             ..WriteConfig::default()
         };
         let e = write_file(
+            &rw(),
             &WriteFile {
                 file_path: dir.path().join("x").to_str().unwrap().into(),
                 content: "12345".into(),
@@ -632,6 +646,7 @@ mod tests {
         };
         let call = |old: &str, new: &str| {
             edit_file(
+                &rw(),
                 &EditFile {
                     file_path: f.to_str().unwrap().into(),
                     old_string: old.into(),
@@ -656,6 +671,7 @@ mod tests {
         std::fs::write(prot.join("secret"), "s").unwrap();
         let p = policy(&[&prot]);
         let e = write_file(
+            &rw(),
             &WriteFile {
                 file_path: prot.join("secret").to_str().unwrap().into(),
                 content: "x".into(),
@@ -666,6 +682,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtectedPath);
         let e = edit_file(
+            &rw(),
             &EditFile {
                 file_path: prot.join("secret").to_str().unwrap().into(),
                 old_string: "s".into(),

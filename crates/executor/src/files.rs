@@ -28,6 +28,7 @@
 //! non-blocking, waiting for data with `poll`, within `ReadConfig::timeout` for the whole call
 //! and for no longer than shutdown allows; past the deadline the call is a `TimeoutError`.
 
+use crate::auth::{Authorized, Ro};
 use crate::paths::{self, Policy};
 use mymcp_protocol::{ErrorCode, ReadFile, ReadFileOutput, ToolFailure};
 use mymcp_sys::fs as sysfs;
@@ -42,20 +43,20 @@ const LINE_TRUNCATED: &str = " [LINE TRUNCATED]";
 
 /// Limits of `read_file`. Built by `config`; the defaults match the reference where it has one.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadConfig {
+pub(crate) struct ReadConfig {
     /// Lines returned when the client gives no `limit`.
-    pub default_limit: u64,
+    pub(crate) default_limit: u64,
     /// Upper clamp of `limit`.
-    pub max_limit: u64,
+    pub(crate) max_limit: u64,
     /// Bytes kept of one line; longer lines get `" [LINE TRUNCATED]"`.
-    pub max_line_bytes: usize,
+    pub(crate) max_line_bytes: usize,
     /// Largest `content` returned; the page stops before the line that would exceed it.
-    pub max_page_bytes: usize,
+    max_page_bytes: usize,
     /// Bytes scanned without being stored (over-long line tails, the count after the page).
-    pub count_budget_bytes: u64,
+    count_budget_bytes: u64,
     /// `MYMCP_READ_FILE_TIMEOUT_SEC`: longest a call may read a file that need not end (one
     /// not on a disk or network file system, see [`stores_bytes`]).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Default for ReadConfig {
@@ -72,7 +73,7 @@ impl Default for ReadConfig {
 }
 
 /// The number of lines to return: default `cfg.default_limit`, clamped to [1, `cfg.max_limit`].
-pub fn clamp_limit(limit: Option<i64>, cfg: &ReadConfig) -> u64 {
+fn clamp_limit(limit: Option<i64>, cfg: &ReadConfig) -> u64 {
     let max = cfg.max_limit.max(1);
     match limit {
         None => cfg.default_limit.clamp(1, max),
@@ -81,17 +82,20 @@ pub fn clamp_limit(limit: Option<i64>, cfg: &ReadConfig) -> u64 {
 }
 
 /// Runs one `read_file` call. Blocking: run it on a blocking thread.
-pub fn read_file(
+#[cfg(test)]
+pub(crate) fn read_file(
+    auth: &Authorized<Ro>,
     args: &ReadFile,
     cfg: &ReadConfig,
     policy: &Policy,
 ) -> Result<ReadFileOutput, ToolFailure> {
-    read_file_until(args, cfg, policy, &|| false)
+    read_file_until(auth, args, cfg, policy, &|| false)
 }
 
-/// [`read_file`] that gives up (with `ShuttingDown`) when `stop` says so while it waits for
-/// a file that need not end.
-pub fn read_file_until(
+/// Runs one `read_file` call for the holder of `_auth` (blocking), giving up (with
+/// `ShuttingDown`) when `stop` says so while it waits for a file that need not end.
+pub(crate) fn read_file_until(
+    _auth: &Authorized<Ro>,
     args: &ReadFile,
     cfg: &ReadConfig,
     policy: &Policy,
@@ -179,7 +183,7 @@ const STORES_BYTES: [i64; 30] = [
 
 /// Whether `file` is on a file system whose regular files hold stored bytes (and so end),
 /// by its `fstatfs` magic; false when that cannot be asked.
-pub fn stores_bytes(file: &std::fs::File) -> bool {
+fn stores_bytes(file: &std::fs::File) -> bool {
     sysfs::fs_type(file.as_fd()).is_ok_and(|t| STORES_BYTES.contains(&t))
 }
 
@@ -240,12 +244,13 @@ impl Read for Waiting<'_> {
     }
 }
 
-/// [`read_file`] for a runtime worker, which must not wait: `None` when opening or reading the
+/// [`read_file_until`] for a runtime worker, which must not wait: `None` when opening or reading the
 /// file might wait for a disk, a network or another process (see
 /// [`paths::open_for_read_now`]; the data is read with `RWF_NOWAIT`, from the page cache only),
-/// and the caller then runs [`read_file`] on the blocking pool. What it answers is what
-/// [`read_file`] would.
-pub fn read_file_now(
+/// and the caller then runs [`read_file_until`] on the blocking pool. What it answers is what
+/// that would.
+pub(crate) fn read_file_now(
+    _auth: &Authorized<Ro>,
     args: &ReadFile,
     cfg: &ReadConfig,
     current: &paths::Current,
@@ -294,7 +299,8 @@ impl Read for Cached<'_> {
 
 /// Reads one page of numbered lines from `reader`. `offset` and `limit` are the client's values
 /// before clamping. See the module documentation for the bounds.
-pub fn read_page(
+#[cfg(test)]
+fn read_page(
     reader: impl Read,
     offset: Option<i64>,
     limit: Option<i64>,
@@ -303,8 +309,9 @@ pub fn read_page(
     read_sized_page(reader, None, offset, limit, cfg)
 }
 
-/// [`read_page`] of a file whose size is known (it may still change): its buffers are no
-/// larger than the file needs.
+/// Reads one page of numbered lines from `reader`, of `size` bytes when that is known (it may
+/// still change: its buffers are then no larger than the file needs). `offset` and `limit` are
+/// the client's values before clamping. See the module documentation for the bounds.
 fn read_sized_page(
     reader: impl Read,
     size: Option<u64>,
@@ -603,6 +610,10 @@ mod tests {
         read_page(bytes, offset, limit, &ReadConfig::default()).unwrap()
     }
 
+    fn ro() -> Authorized<Ro> {
+        Authorized::for_tests()
+    }
+
     fn no_policy() -> std::sync::Arc<Policy> {
         crate::paths::ProtectedPaths::default().policy(crate::paths::Access::Read)
     }
@@ -812,10 +823,10 @@ mod tests {
     fn relative_empty_and_nul_paths_are_invalid() {
         let cfg = ReadConfig::default();
         for p in ["etc/passwd", "", "tokens.json", "/etc/pass\0wd"] {
-            let e = read_file(&args(p), &cfg, &no_policy()).unwrap_err();
+            let e = read_file(&ro(), &args(p), &cfg, &no_policy()).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidPath, "{p:?}");
         }
-        let e = read_file(&args("tokens.json"), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args("tokens.json"), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.message, "file_path must be an absolute path: tokens.json");
     }
 
@@ -825,7 +836,7 @@ mod tests {
         let cfg = ReadConfig::default();
         let missing = dir.path().join("nope");
         let missing = missing.to_str().unwrap();
-        let e = read_file(&args(missing), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args(missing), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::FileNotFoundError);
         assert_eq!(e.message, format!("File not found: {missing}"));
         assert_eq!(e.suggestion.as_deref(), Some("Check the file path"));
@@ -833,11 +844,11 @@ mod tests {
         let file = dir.path().join("f");
         std::fs::write(&file, "x\n").unwrap();
         let below_file = format!("{}/x", file.display());
-        let e = read_file(&args(&below_file), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args(&below_file), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::FileNotFoundError);
 
         let d = dir.path().to_str().unwrap();
-        let e = read_file(&args(d), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args(d), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::IsADirectoryError);
         assert_eq!(e.message, format!("{d} is a directory"));
         assert_eq!(
@@ -852,6 +863,7 @@ mod tests {
         let file = dir.path().join("f.txt");
         std::fs::write(&file, "one\r\ntwo\nthree").unwrap();
         let out = read_file(
+            &ro(),
             &ReadFile {
                 file_path: file.to_str().unwrap().to_string(),
                 offset: Some(2),
@@ -875,7 +887,12 @@ mod tests {
     /// and the resolution it left behind.
     fn first_read(path: &Path, protected: &ProtectedPaths) -> (ReadFileOutput, Current) {
         let policy = protected.policy(Access::Read);
-        let out = read_file(&args_at(path, None, None), &ReadConfig::default(), &policy);
+        let out = read_file(
+            &ro(),
+            &args_at(path, None, None),
+            &ReadConfig::default(),
+            &policy,
+        );
         (out.unwrap(), resolved(protected))
     }
 
@@ -953,8 +970,8 @@ mod tests {
                 (Some(-3), Some(0)),
             ] {
                 let a = args_at(&path, offset, limit);
-                let pool = read_file(&a, &cfg, last.policy()).unwrap();
-                let now = read_file_now(&a, &cfg, &last).expect("answered from memory");
+                let pool = read_file(&ro(), &a, &cfg, last.policy()).unwrap();
+                let now = read_file_now(&ro(), &a, &cfg, &last).expect("answered from memory");
                 assert_eq!(now.unwrap(), pool, "{offset:?} {limit:?} {cfg:?}");
             }
         }
@@ -978,13 +995,13 @@ mod tests {
         // any answer given is exactly the pool's, never a partial page.
         for _ in 0..20 {
             evict(&path);
-            if let Some(answer) = read_file_now(&a, &cfg, &last) {
+            if let Some(answer) = read_file_now(&ro(), &a, &cfg, &last) {
                 assert_eq!(answer.unwrap(), expected);
             }
         }
         // The pool reads it back into memory; then it is answered now.
-        assert_eq!(read_file(&a, &cfg, last.policy()).unwrap(), expected);
-        assert_eq!(read_file_now(&a, &cfg, &last), Some(Ok(expected)));
+        assert_eq!(read_file(&ro(), &a, &cfg, last.policy()).unwrap(), expected);
+        assert_eq!(read_file_now(&ro(), &a, &cfg, &last), Some(Ok(expected)));
     }
 
     #[test]
@@ -997,18 +1014,18 @@ mod tests {
         let a = args_at(&path, None, None);
         let last = resolved(&protected);
         let rule = tmp_atime_rule(dir.path()).expect("local");
-        let now = read_file_now(&a, &cfg, &last);
+        let now = read_file_now(&ro(), &a, &cfg, &last);
         match rule {
             // Never read since it was written: this read updates the access time.
             Atime::Relative | Atime::Always => assert_eq!(now, None),
             Atime::Never => assert!(now.is_some()),
         }
-        read_file(&a, &cfg, last.policy()).unwrap();
-        let again = read_file_now(&a, &cfg, &last);
+        read_file(&ro(), &a, &cfg, last.policy()).unwrap();
+        let again = read_file_now(&ro(), &a, &cfg, &last);
         assert_eq!(again.is_some(), rule != Atime::Always, "{rule:?}");
         // Written again: its modification time is past the last access.
         fresh_file(&path, "two\n");
-        let third = read_file_now(&a, &cfg, &last);
+        let third = read_file_now(&ro(), &a, &cfg, &last);
         assert_eq!(third.is_some(), rule == Atime::Never, "{rule:?}");
     }
 
@@ -1025,7 +1042,7 @@ mod tests {
         let protected = ProtectedPaths::new([secret.clone()]);
         let cfg = ReadConfig::default();
         let (_, last) = first_read(&big, &protected);
-        let code = |p: &Path| match read_file_now(&args_at(p, None, None), &cfg, &last) {
+        let code = |p: &Path| match read_file_now(&ro(), &args_at(p, None, None), &cfg, &last) {
             Some(Err(f)) => Some(f.code),
             Some(Ok(_)) => panic!("{p:?} was read"),
             None => None,
@@ -1036,7 +1053,7 @@ mod tests {
         if tmp_atime_rule(dir.path()) != Some(Atime::Never) {
             assert_eq!(code(&link), None);
         }
-        let e = read_file(&args_at(&link, None, None), &cfg, last.policy()).unwrap_err();
+        let e = read_file(&ro(), &args_at(&link, None, None), &cfg, last.policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::ProtectedPath);
         assert_eq!(code(&link), Some(ErrorCode::ProtectedPath));
         assert_eq!(code(dir.path()), Some(ErrorCode::IsADirectoryError));
@@ -1050,6 +1067,58 @@ mod tests {
         assert_eq!(code(&dir.path().join("missing")), None);
     }
 
+    /// Differential test of the on-worker read (the fast path: `open_for_read_now` with
+    /// `RESOLVE_CACHED`, the last resolution of the protected set, `RWF_NOWAIT` reads) against
+    /// the blocking pool's (`open_for_read`, a fresh policy, plain reads) over generated trees:
+    /// protected files and directories, symlinks into them, hard links, FIFOs, directories,
+    /// missing paths and (as root) bind mounts. Whatever the fast path answers is the pool's
+    /// answer; it may decline (`None`), never answer otherwise.
+    #[test]
+    fn the_read_now_answers_exactly_as_the_pool_on_generated_trees() {
+        let _mounts = crate::testing::mount_table();
+        let Some(probe) = local_tempdir() else { return };
+        drop(probe);
+        let (mut answered, mut refused, mut asked) = (0, 0, 0);
+        for seed in 0..8 {
+            let tree = crate::testing::GeneratedTree::new(seed, seed % 2 == 1);
+            let protected = ProtectedPaths::new(tree.protected.clone());
+            let small = ReadConfig {
+                max_page_bytes: 40,
+                max_line_bytes: 8,
+                ..ReadConfig::default()
+            };
+            let pages = [(None, None), (Some(2), Some(1)), (Some(1), Some(1))];
+            let pool = |a: &ReadFile, cfg: &ReadConfig| {
+                read_file(&ro(), a, cfg, &protected.policy(Access::Read))
+            };
+            // The pool first: its reads leave each file's access time past its modification
+            // time (a read that would update it is the pool's).
+            for p in &tree.paths {
+                let _ = pool(&args_at(p, None, None), &ReadConfig::default());
+            }
+            let last = resolved(&protected);
+            for p in &tree.paths {
+                for cfg in [ReadConfig::default(), small.clone()] {
+                    for (offset, limit) in pages {
+                        let a = args_at(p, offset, limit);
+                        asked += 1;
+                        let Some(now) = read_file_now(&ro(), &a, &cfg, &last) else {
+                            continue;
+                        };
+                        let expected = pool(&a, &cfg);
+                        assert_eq!(now, expected, "{p:?} {offset:?} {limit:?}, seed {seed}");
+                        answered += 1;
+                        refused += usize::from(
+                            matches!(&now, Err(f) if f.code == ErrorCode::ProtectedPath),
+                        );
+                    }
+                }
+            }
+        }
+        eprintln!("{answered} of {asked} reads answered now, {refused} of them refusals");
+        assert!(answered > 0 && refused > 0, "{answered} {refused}");
+    }
+
     #[test]
     fn a_protected_set_that_changed_is_not_used() {
         let Some(dir) = local_tempdir() else { return };
@@ -1061,18 +1130,21 @@ mod tests {
         let cfg = ReadConfig::default();
         let a = args_at(&plain, None, None);
         let (_, last) = first_read(&plain, &protected);
-        assert!(read_file_now(&a, &cfg, &last).is_some());
+        assert!(read_file_now(&ro(), &a, &cfg, &last).is_some());
         // The store is rewritten by rename: a new inode the old resolution does not know.
         let new = dir.path().join("secret.new");
         std::fs::write(&new, "other\n").unwrap();
         std::fs::rename(&new, &secret).unwrap();
-        assert_eq!(read_file_now(&a, &cfg, &last), None);
+        assert_eq!(read_file_now(&ro(), &a, &cfg, &last), None);
         assert!(protected.current(Access::Read).is_none());
         let fresh = resolved(&protected);
-        assert!(read_file_now(&a, &cfg, &fresh).is_some());
+        assert!(read_file_now(&ro(), &a, &cfg, &fresh).is_some());
         let s = args_at(&secret, None, None);
         assert_eq!(
-            read_file_now(&s, &cfg, &fresh).unwrap().unwrap_err().code,
+            read_file_now(&ro(), &s, &cfg, &fresh)
+                .unwrap()
+                .unwrap_err()
+                .code,
             ErrorCode::ProtectedPath
         );
     }
@@ -1088,7 +1160,7 @@ mod tests {
             ..ReadConfig::default()
         };
         let start = Instant::now();
-        let e = read_file(&args("/proc/kmsg"), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args("/proc/kmsg"), &cfg, &no_policy()).unwrap_err();
         let took = start.elapsed();
         assert_eq!(e.code, ErrorCode::TimeoutError, "{e}");
         assert!(
@@ -1107,7 +1179,8 @@ mod tests {
             timeout: Duration::from_secs(60),
             ..ReadConfig::default()
         };
-        let e = read_file_until(&args("/proc/kmsg"), &long, &no_policy(), &stop).unwrap_err();
+        let e =
+            read_file_until(&ro(), &args("/proc/kmsg"), &long, &no_policy(), &stop).unwrap_err();
         assert_eq!(e.code, ErrorCode::ShuttingDown, "{e}");
         assert!(
             start.elapsed() < Duration::from_secs(3),
@@ -1120,7 +1193,7 @@ mod tests {
     fn pseudo_files_that_end_are_read_whole_and_disk_files_as_before() {
         let cfg = ReadConfig::default();
         // procfs says its files are empty; what they hold is read all the same.
-        let out = read_file(&args("/proc/self/status"), &cfg, &no_policy()).unwrap();
+        let out = read_file(&ro(), &args("/proc/self/status"), &cfg, &no_policy()).unwrap();
         assert!(out.content.contains("\tName:"), "{}", out.content);
         assert!(out.total_lines > 5 && out.total_lines_exact, "{out:?}");
         assert!(!stores_bytes(&File::open("/proc/self/status").unwrap()));
@@ -1138,19 +1211,19 @@ mod tests {
     fn devices_and_fifos_are_refused_without_blocking() {
         let cfg = ReadConfig::default();
         let start = Instant::now();
-        let e = read_file(&args("/dev/zero"), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args("/dev/zero"), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotARegularFile);
         assert_eq!(e.message, "/dev/zero is not a regular file");
 
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
         crate::testing::mkfifo(&fifo);
-        let e = read_file(&args(fifo.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args(fifo.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotARegularFile);
 
         let sock = dir.path().join("sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        let e = read_file(&args(sock.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
+        let e = read_file(&ro(), &args(sock.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotARegularFile);
         assert!(start.elapsed() < Duration::from_secs(1));
     }
@@ -1172,6 +1245,7 @@ mod tests {
             .unwrap();
         let start = Instant::now();
         let out = read_file(
+            &ro(),
             &ReadFile {
                 file_path: path.to_str().unwrap().to_string(),
                 offset: None,
@@ -1195,7 +1269,7 @@ mod tests {
         let path = dir.path().join("hole");
         File::create(&path).unwrap().set_len(10 << 30).unwrap();
         let start = Instant::now();
-        let out = read_file(&args(path.to_str().unwrap()), &cfg, &no_policy()).unwrap();
+        let out = read_file(&ro(), &args(path.to_str().unwrap()), &cfg, &no_policy()).unwrap();
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "{:?}",

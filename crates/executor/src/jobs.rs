@@ -44,15 +44,15 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 /// A job's timeout when the client gives none, in seconds.
-pub const DEFAULT_TIMEOUT_SECS: u32 = 3600;
+pub(crate) const DEFAULT_TIMEOUT_SECS: u32 = 3600;
 /// Longest timeout a job may ask for, in seconds.
-pub const MAX_TIMEOUT_SECS: u32 = 86_400;
+pub(crate) const MAX_TIMEOUT_SECS: u32 = 86_400;
 /// Ended jobs kept per token; beyond this the oldest are deleted before their retention ends.
-pub const MAX_KEPT_PER_TOKEN: usize = 50;
+const MAX_KEPT_PER_TOKEN: usize = 50;
 /// Longest `wait_seconds` of `job_output`.
-pub const MAX_WAIT_SECS: u64 = 60;
+const MAX_WAIT_SECS: u64 = 60;
 /// Bytes per stream that `job_output` returns when the client does not say.
-pub const DEFAULT_CHUNK_BYTES: u64 = 65_536;
+const DEFAULT_CHUNK_BYTES: u64 = 65_536;
 /// How long `job_kill` waits, after SIGKILL (or a signal that is not TERM), for the job to end
 /// before it answers anyway.
 const KILL_SETTLE: Duration = Duration::from_secs(2);
@@ -61,20 +61,20 @@ const ID_LEN: usize = 16;
 
 /// Settings of the job subsystem.
 #[derive(Clone, Debug)]
-pub struct JobConfig {
+pub(crate) struct JobConfig {
     /// The jobs directory, `<MYMCP_STATE_DIR>/jobs`.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Spooled bytes per job, both streams together.
-    pub max_output_bytes: u64,
+    pub(crate) max_output_bytes: u64,
     /// How long an ended job is kept.
-    pub retention: Duration,
+    pub(crate) retention: Duration,
     /// Running jobs per token.
-    pub max_running_per_token: usize,
+    pub(crate) max_running_per_token: usize,
 }
 
 impl JobConfig {
     /// The defaults for a state directory.
-    pub fn new(state_dir: &Path) -> JobConfig {
+    pub(crate) fn new(state_dir: &Path) -> JobConfig {
         JobConfig {
             dir: state_dir.join("jobs"),
             max_output_bytes: mymcp_settings::JOB_MAX_OUTPUT_BYTES.default(),
@@ -86,7 +86,7 @@ impl JobConfig {
 
 /// The job table.
 #[derive(Debug)]
-pub struct Jobs {
+pub(crate) struct Jobs {
     cfg: JobConfig,
     /// Why jobs cannot run (the jobs directory could not be prepared), if so.
     unavailable: Option<String>,
@@ -273,7 +273,7 @@ impl Controller for JobControls {
 }
 
 /// The timeout of a job: default [`DEFAULT_TIMEOUT_SECS`], clamped to [1, [`MAX_TIMEOUT_SECS`]].
-pub fn clamp_timeout(timeout: Option<i64>) -> u32 {
+pub(crate) fn clamp_timeout(timeout: Option<i64>) -> u32 {
     match timeout {
         None => DEFAULT_TIMEOUT_SECS,
         Some(t) => t.clamp(1, MAX_TIMEOUT_SECS as i64) as u32,
@@ -341,7 +341,7 @@ impl Jobs {
     /// Prepares the jobs directory and deletes spools a previous run left behind. If the
     /// directory cannot be used, jobs are unavailable (each start says why); the rest of the
     /// executor works on.
-    pub fn open(cfg: JobConfig) -> Jobs {
+    pub(crate) fn open(cfg: JobConfig) -> Jobs {
         let unavailable = match prepare_dir(&cfg.dir) {
             Ok(()) => {
                 remove_stale_spools(&cfg.dir);
@@ -362,7 +362,7 @@ impl Jobs {
     }
 
     /// A job table that refuses every start (no state directory configured).
-    pub fn disabled() -> Jobs {
+    pub(crate) fn disabled() -> Jobs {
         let cfg = JobConfig::new(Path::new("/nonexistent"));
         Jobs {
             running: PerToken::new(cfg.max_running_per_token),
@@ -377,13 +377,13 @@ impl Jobs {
     }
 
     /// Jobs running right now.
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.table().values().filter(|j| !j.has_ended()).count()
     }
 
     /// Starts a job for the caller. `slot` is its share of the total command limit, held until
     /// the job ends; `shutdown` makes the executor's shutdown wait for, then stop, the job.
-    pub fn start(
+    pub(crate) fn start(
         self: &Arc<Self>,
         auth: &Authorized<Rw>,
         args: &BashExecute,
@@ -422,7 +422,7 @@ impl Jobs {
                 remove_files(&paths);
                 internal("cannot create the job's spool file", &e)
             })?;
-        let started = match spawn::start(&spec, bash) {
+        let started = match spawn::start(auth, &spec, bash) {
             Ok(s) => s,
             Err(f) => {
                 remove_files(&paths);
@@ -540,7 +540,7 @@ impl Jobs {
     }
 
     /// Deletes every job record and spool. For the end of shutdown, once no job runs.
-    pub fn remove_all(&self) {
+    pub(crate) fn remove_all(&self) {
         let jobs: Vec<Arc<Job>> = self.table().drain().map(|(_, j)| j).collect();
         for job in jobs {
             if !job.has_ended() {
@@ -562,14 +562,14 @@ impl Jobs {
     }
 
     /// `job_status`.
-    pub fn status(&self, auth: &Authorized<Rw>, id: &str) -> Result<JobInfo, ToolFailure> {
+    pub(crate) fn status(&self, auth: &Authorized<Rw>, id: &str) -> Result<JobInfo, ToolFailure> {
         Ok(self.find(auth, id)?.info())
     }
 
     /// `job_output`: up to `max_bytes` (clamped to `hard_max`) of each stream from the given
     /// offsets, after waiting up to `wait_seconds` for output past them or for the end of the
     /// job. The wait ends early when the request is cancelled or shutdown begins.
-    pub async fn output(
+    pub(crate) async fn output(
         &self,
         auth: &Authorized<Rw>,
         args: &JobOutputArgs,
@@ -644,7 +644,7 @@ impl Jobs {
     /// `job_kill`: sends the signal (default TERM) to the job's process group. After TERM the
     /// job gets `grace` to end, then SIGKILL. Answers with the job's status once it has ended,
     /// or after a short wait for other signals.
-    pub async fn kill(
+    pub(crate) async fn kill(
         &self,
         auth: &Authorized<Rw>,
         args: &JobKillArgs,

@@ -7,35 +7,48 @@
 //! up in its own token store, derives name and role itself, re-validates every argument and
 //! only then runs the tool. The frontend's checks are an optimisation, never the decision.
 //!
-//! Modules: [`cli`] (the command line), [`config`] (settings), [`server`] (sockets, peer checks, connection state), the token store is the `mymcp-tokens` crate,
-//! [`auth`] (authorization as types),
-//! [`dispatch`] (requests to tools), [`spawn`] (`bash_execute`), [`jobs`] (background jobs),
-//! [`limits`] (command concurrency), [`paths`] (protected paths, checked on the opened
-//! object), [`mounts`] (which reads may run on a runtime worker), [`files`] (`read_file`), [`edit`] (`write_file`, `edit_file`), [`search`]
-//! (`grep`, `glob`), [`transfer`] (`prepare_upload`/`prepare_download` grants and their
-//! redemption through pipes), [`overview`] (`server_overview`, the recorder's document), [`control`] (`control.sock` requests), [`audit`] (the
-//! tamper-evident audit log, fail-closed), [`metrics`] (counters for `/metrics`); every raw
-//! system call is in the `mymcp-sys` crate.
+//! The library exposes what the binary needs and nothing else: the command line ([`cli`],
+//! which `cargo xtask man` also renders) and [`run`]. Everything below is private to the
+//! crate, so the compiler keeps the walls: a tool entry point takes the `Authorized<Ro>` or
+//! `Authorized<Rw>` proof that only the `auth` module can make, and the values that prove a
+//! path check (`CheckedFile`, `CheckedDir`, `CheckedTarget`) are made only by `paths`.
+//!
+//! Modules, lowest first (none imports a higher one; `cargo xtask check-modules` checks):
+//! `auth` (authorization as types), `metrics` (counters for `/metrics`), `mounts` (which
+//! reads may run on a runtime worker), `limits` (file and command concurrency), `server`
+//! (sockets, peer checks, connection state), `paths` (protected paths, checked on the opened
+//! object; the one rule walks ask), `audit` (the tamper-evident audit log, fail-closed), the
+//! tools — `files` (`read_file`), `edit` (`write_file`, `edit_file`), `search` (`grep`,
+//! `glob`), `spawn` (`bash_execute`), `jobs` (background jobs), `transfer`
+//! (`prepare_upload`/`prepare_download` grants and their redemption through pipes), `overview`
+//! (`server_overview`, the recorder's document) — then `config` (settings), `dispatch`
+//! (requests to tools: authenticate, authorize, run), `control` (`control.sock` requests) and
+//! `daemon` (what [`run`] does). The token store is the `mymcp-tokens` crate; every raw system
+//! call is in the `mymcp-sys` crate.
 
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 
-pub mod audit;
-pub mod auth;
+mod audit;
+mod auth;
 pub mod cli;
-pub mod config;
-pub mod control;
-pub mod dispatch;
-pub mod edit;
-pub mod files;
-pub mod jobs;
-pub mod limits;
-pub mod metrics;
-pub mod mounts;
-pub mod overview;
-pub mod paths;
-pub mod search;
-pub mod server;
-pub mod spawn;
+mod config;
+mod control;
+mod daemon;
+mod dispatch;
+mod edit;
+mod files;
+mod jobs;
+mod limits;
+mod metrics;
+mod mounts;
+mod overview;
+mod paths;
+mod search;
+mod server;
+mod spawn;
 #[cfg(test)]
 mod testing;
-pub mod transfer;
+mod transfer;
+
+pub use daemon::{run, Error, Secrets};

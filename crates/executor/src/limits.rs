@@ -12,25 +12,25 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Counts something per token, up to a maximum each.
 #[derive(Debug)]
-pub struct PerToken {
+pub(crate) struct PerToken {
     max: usize,
     counts: Arc<Mutex<HashMap<TokenDigest, usize>>>,
 }
 
 impl PerToken {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         PerToken {
             max,
             counts: Arc::default(),
         }
     }
 
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 
     /// Takes one of `token`'s slots, or `None` when all are taken.
-    pub fn acquire(&self, token: &TokenDigest) -> Option<TokenSlot> {
+    pub(crate) fn acquire(&self, token: &TokenDigest) -> Option<TokenSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let n = counts.entry(*token).or_default();
         if *n >= self.max {
@@ -44,7 +44,8 @@ impl PerToken {
     }
 
     /// Slots of `token` taken right now.
-    pub fn taken(&self, token: &TokenDigest) -> usize {
+    #[cfg(test)]
+    pub(crate) fn taken(&self, token: &TokenDigest) -> usize {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.get(token).copied().unwrap_or(0)
     }
@@ -52,7 +53,7 @@ impl PerToken {
 
 /// One taken slot of a [`PerToken`]; given back on drop.
 #[derive(Debug)]
-pub struct TokenSlot {
+pub(crate) struct TokenSlot {
     counts: Arc<Mutex<HashMap<TokenDigest, usize>>>,
     token: TokenDigest,
 }
@@ -74,7 +75,7 @@ impl Drop for TokenSlot {
 /// commands and running background jobs), `MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN` foreground
 /// commands per token. Background jobs have their own per-token cap in [`crate::jobs`].
 #[derive(Debug)]
-pub struct CommandLimits {
+pub(crate) struct CommandLimits {
     total: Arc<Semaphore>,
     total_max: usize,
     per_token: PerToken,
@@ -82,13 +83,13 @@ pub struct CommandLimits {
 
 /// A foreground command's slots; given back on drop.
 #[derive(Debug)]
-pub struct CommandSlot {
+pub(crate) struct CommandSlot {
     _token: TokenSlot,
     _total: OwnedSemaphorePermit,
 }
 
 impl CommandLimits {
-    pub fn new(total_max: usize, per_token_max: usize) -> Self {
+    pub(crate) fn new(total_max: usize, per_token_max: usize) -> Self {
         CommandLimits {
             total: Arc::new(Semaphore::new(total_max)),
             total_max,
@@ -97,7 +98,7 @@ impl CommandLimits {
     }
 
     /// Slots for a foreground command of `token`: one of its own and one of the total.
-    pub fn foreground(&self, token: &TokenDigest) -> Result<CommandSlot, ToolFailure> {
+    pub(crate) fn foreground(&self, token: &TokenDigest) -> Result<CommandSlot, ToolFailure> {
         let Some(own) = self.per_token.acquire(token) else {
             return Err(ToolFailure::new(
                 ErrorCode::Busy,
@@ -117,7 +118,7 @@ impl CommandLimits {
     }
 
     /// A slot of the total, for a background job.
-    pub fn total_slot(&self) -> Result<OwnedSemaphorePermit, ToolFailure> {
+    pub(crate) fn total_slot(&self) -> Result<OwnedSemaphorePermit, ToolFailure> {
         self.total.clone().try_acquire_owned().map_err(|_| {
             ToolFailure::new(
                 ErrorCode::Busy,
@@ -131,7 +132,8 @@ impl CommandLimits {
     }
 
     /// Commands and jobs running right now.
-    pub fn running(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> usize {
         self.total_max - self.total.available_permits()
     }
 }
@@ -144,7 +146,7 @@ impl CommandLimits {
 /// server, a FUSE daemon that never answers) keeps counting against its token, so a token
 /// cannot pile up stuck threads by calling again.
 #[derive(Debug)]
-pub struct FileLimits {
+pub(crate) struct FileLimits {
     total: Arc<Semaphore>,
     total_max: usize,
     calls: PerToken,
@@ -153,13 +155,13 @@ pub struct FileLimits {
 
 /// A slot of [`FileLimits`]; given back on drop.
 #[derive(Debug)]
-pub struct FileSlot {
+pub(crate) struct FileSlot {
     _token: TokenSlot,
     _total: OwnedSemaphorePermit,
 }
 
 impl FileLimits {
-    pub fn new(total_max: usize, per_token_max: usize) -> Self {
+    pub(crate) fn new(total_max: usize, per_token_max: usize) -> Self {
         FileLimits {
             total: Arc::new(Semaphore::new(total_max)),
             total_max,
@@ -169,12 +171,12 @@ impl FileLimits {
     }
 
     /// A slot for one file-tool call of `token`.
-    pub fn call(&self, token: &TokenDigest) -> Result<FileSlot, ToolFailure> {
+    pub(crate) fn call(&self, token: &TokenDigest) -> Result<FileSlot, ToolFailure> {
         self.slot(&self.calls, token, "file tool calls")
     }
 
     /// A slot for one transfer (or `HEAD` probe) of a grant made by `token`.
-    pub fn transfer(&self, token: &TokenDigest) -> Result<FileSlot, ToolFailure> {
+    pub(crate) fn transfer(&self, token: &TokenDigest) -> Result<FileSlot, ToolFailure> {
         self.slot(&self.transfers, token, "transfers")
     }
 
@@ -211,7 +213,8 @@ impl FileLimits {
     }
 
     /// File-tool calls and transfers holding a slot right now.
-    pub fn running(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn running(&self) -> usize {
         self.total_max - self.total.available_permits()
     }
 }

@@ -14,7 +14,7 @@ const BUCKETS: usize = DURATION_BUCKETS.len() + 1;
 
 /// Where a token was refused.
 #[derive(Clone, Copy, Debug)]
-pub enum AuthSurface {
+pub(crate) enum AuthSurface {
     Mcp,
     Admin,
     Metrics,
@@ -29,7 +29,7 @@ struct Histogram {
 
 /// Counters kept by the executor.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     calls: [[[AtomicU64; 3]; 2]; TOOLS],
     durations: [Histogram; TOOLS],
     auth_failures: [AtomicU64; 3],
@@ -55,7 +55,13 @@ fn result_index(r: CallResult) -> usize {
 
 impl Metrics {
     /// Counts one finished call; `duration` is `None` for denied calls.
-    pub fn call(&self, tool: ToolName, role: Role, result: CallResult, duration: Option<Duration>) {
+    pub(crate) fn call(
+        &self,
+        tool: ToolName,
+        role: Role,
+        result: CallResult,
+        duration: Option<Duration>,
+    ) {
         let role = usize::from(role == Role::Rw);
         let t = tool_index(tool);
         self.calls[t][role][result_index(result)].fetch_add(1, Ordering::Relaxed);
@@ -73,30 +79,20 @@ impl Metrics {
         }
     }
 
-    pub fn auth_failure(&self, surface: AuthSurface) {
+    pub(crate) fn auth_failure(&self, surface: AuthSurface) {
         self.auth_failures[surface as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn audit_write_failure(&self) {
+    pub(crate) fn audit_write_failure(&self) {
         self.audit_write_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn audit_write_failures(&self) -> u64 {
+    pub(crate) fn audit_write_failures(&self) -> u64 {
         self.audit_write_failures.load(Ordering::Relaxed)
     }
 
-    /// Counts bytes moved by a transfer (for the transfer endpoints).
-    pub fn transfer_bytes(&self, upload: bool, bytes: u64) {
-        let c = if upload {
-            &self.transfer_upload
-        } else {
-            &self.transfer_download
-        };
-        c.fetch_add(bytes, Ordering::Relaxed);
-    }
-
     /// A snapshot of everything counted here; the caller fills in gauges it owns.
-    pub fn snapshot(&self) -> ExecutorMetrics {
+    pub(crate) fn snapshot(&self) -> ExecutorMetrics {
         let mut tool_calls = Vec::new();
         let mut durations = Vec::new();
         for (t, tool) in ToolName::ALL.into_iter().enumerate() {

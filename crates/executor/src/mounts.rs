@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// File system types whose lookups, `stat`, `open` and cached reads wait on memory only.
-pub const FROM_MEMORY: [&str; 7] = ["ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "ramfs"];
+const FROM_MEMORY: [&str; 7] = ["ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "ramfs"];
 
 /// When a read updates a file's access time, by the mount's options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Atime {
+pub(crate) enum Atime {
     /// `noatime`, or a read-only mount: never.
     Never,
     /// `relatime`: when the access time is not after the modification and change times, or
@@ -45,7 +45,7 @@ const RELATIME_AGE_SECS: i64 = 24 * 60 * 60 - 60;
 impl Atime {
     /// Whether reading a file with these times (seconds and nanoseconds) leaves its access
     /// time as it is.
-    pub fn read_keeps(
+    pub(crate) fn read_keeps(
         self,
         atime: (i64, i64),
         mtime: (i64, i64),
@@ -79,19 +79,19 @@ struct Mount {
 
 /// The mounts of this process's namespace, as seen from its root.
 #[derive(Debug)]
-pub struct Mounts {
+pub(crate) struct Mounts {
     mounts: Vec<Mount>,
 }
 
 impl Mounts {
     /// This process's mount table.
-    pub fn read() -> io::Result<Mounts> {
+    pub(crate) fn read() -> io::Result<Mounts> {
         Mounts::parse(&std::fs::read("/proc/self/mountinfo")?)
     }
 
     /// Parses `mountinfo` text; a line that is not understood makes the whole table an error
     /// (a mount whose place is unknown could be on any path).
-    pub fn parse(text: &[u8]) -> io::Result<Mounts> {
+    pub(crate) fn parse(text: &[u8]) -> io::Result<Mounts> {
         let bad = || io::Error::new(io::ErrorKind::InvalidData, "unreadable mountinfo line");
         let mut mounts = Vec::new();
         for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -130,7 +130,7 @@ impl Mounts {
 
     /// Every mount of a `proc` file system: where it is mounted, and which of its directories
     /// is mounted there (`/`, or e.g. `/1234` for a bind mount of one process's directory).
-    pub fn proc_mounts(&self) -> Vec<(PathBuf, PathBuf)> {
+    pub(crate) fn proc_mounts(&self) -> Vec<(PathBuf, PathBuf)> {
         self.mounts
             .iter()
             .filter(|m| m.proc)
@@ -140,7 +140,7 @@ impl Mounts {
 
     /// Whether something is mounted strictly below the real directory `dir` (a bind mount of
     /// a single file counts: a name there may be a second name of any file).
-    pub fn any_below(&self, dir: &Path) -> bool {
+    pub(crate) fn any_below(&self, dir: &Path) -> bool {
         self.mounts
             .iter()
             .any(|m| m.point != dir && m.point.starts_with(dir))
@@ -150,7 +150,7 @@ impl Mounts {
     /// way to it (including ones covered by a later mount) is not known to answer from
     /// memory, else how its mount updates access times (the strictest of those on the path
     /// itself, should several be stacked there).
-    pub fn local(&self, real: &Path) -> Option<Atime> {
+    pub(crate) fn local(&self, real: &Path) -> Option<Atime> {
         let mut own: Option<(usize, Atime)> = None;
         // A byte prefix first (both are normalized absolute paths, so a component prefix is
         // one): most mounts are ruled out without splitting either path into components.

@@ -9,6 +9,7 @@
 //! recorder could not read). Otherwise an ro token could read, through the recorder's files,
 //! what root can read.
 
+use crate::auth::{Authorized, Ro};
 use crate::paths::os_message;
 use mymcp_audit::follow::{self, Cursor, CURSOR_FILE};
 use mymcp_protocol::{ErrorCode, OverviewOutput, ToolFailure};
@@ -23,26 +24,26 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest overview returned (the recorder keeps it far smaller).
-pub const MAX_OVERVIEW_BYTES: u64 = 4 << 20;
+const MAX_OVERVIEW_BYTES: u64 = 4 << 20;
 
 /// Where the overview is and how fresh it should be.
 #[derive(Clone, Debug)]
-pub struct OverviewConfig {
+pub(crate) struct OverviewConfig {
     /// `MYMCP_RECORDER_DATA_DIR`.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// `MYMCP_RECORDER_MERGE_INTERVAL_SEC`: the overview is stale once it is older than two of
     /// these while events wait.
-    pub merge_interval: Duration,
+    pub(crate) merge_interval: Duration,
     /// `MYMCP_AUDIT_LOG_DIR`: where the events the recorder has yet to merge are.
-    pub audit_dir: PathBuf,
+    pub(crate) audit_dir: PathBuf,
     /// The executor runs as a systemd service, where the recorder is the unit
     /// `mymcp-recorder` and messages point at it; elsewhere (the quick try, a shell) they say
     /// that no recorder runs with this server.
-    pub under_systemd: bool,
+    pub(crate) under_systemd: bool,
 }
 
 /// Where `mymcp-recorder` keeps its files unless `MYMCP_RECORDER_DATA_DIR` says otherwise.
-pub const DEFAULT_DATA_DIR: &str = mymcp_settings::RECORDER_DATA_DIR.default();
+const DEFAULT_DATA_DIR: &str = mymcp_settings::RECORDER_DATA_DIR.default();
 
 impl Default for OverviewConfig {
     /// The reference's defaults.
@@ -60,7 +61,7 @@ impl Default for OverviewConfig {
 
 impl OverviewConfig {
     /// The document's path, as messages show it.
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.data_dir.join("overview").join("overview.md")
     }
 
@@ -76,12 +77,13 @@ impl OverviewConfig {
 
 /// Whether `server_overview` has a document to return now: it exists and passes the checks
 /// of a read. The frontend lists the tool only then.
-pub fn available(cfg: &OverviewConfig) -> bool {
+pub(crate) fn available(cfg: &OverviewConfig) -> bool {
     open_overview(cfg).is_ok()
 }
 
-/// Runs `server_overview` at `now`.
-pub fn server_overview(
+/// Runs `server_overview` at `now` for the holder of `_auth`.
+pub(crate) fn server_overview(
+    _auth: &Authorized<Ro>,
     cfg: &OverviewConfig,
     now: SystemTime,
 ) -> Result<OverviewOutput, ToolFailure> {
@@ -142,7 +144,7 @@ pub fn server_overview(
 
 /// The `_Last updated: <RFC 3339>_` line of the document: its timestamp as written and as
 /// seconds since the epoch.
-pub fn stamp(text: &str) -> Option<(&str, i64)> {
+fn stamp(text: &str) -> Option<(&str, i64)> {
     text.lines().find_map(|l| {
         let ts = l
             .trim()
@@ -243,6 +245,10 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
 
+    fn ro() -> Authorized<Ro> {
+        Authorized::for_tests()
+    }
+
     struct Fixture {
         _dir: tempfile::TempDir,
         cfg: OverviewConfig,
@@ -307,7 +313,7 @@ mod tests {
     #[test]
     fn missing_overview_is_recorder_disabled_with_the_reference_message() {
         let f = Fixture::new();
-        let e = server_overview(&f.cfg, SystemTime::now()).unwrap_err();
+        let e = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap_err();
         assert_eq!(e.code, ErrorCode::RecorderDisabled);
         assert_eq!(
             e.message,
@@ -321,7 +327,7 @@ mod tests {
             data_dir: f.cfg.data_dir.join("nope"),
             ..f.cfg.clone()
         };
-        let e = server_overview(&cfg, SystemTime::now()).unwrap_err();
+        let e = server_overview(&ro(), &cfg, SystemTime::now()).unwrap_err();
         assert!(e.message.starts_with("overview not generated yet at "));
         assert!(!available(&f.cfg) && !available(&cfg));
     }
@@ -333,7 +339,7 @@ mod tests {
             under_systemd: false,
             ..f.cfg.clone()
         };
-        let e = server_overview(&cfg, SystemTime::now()).unwrap_err();
+        let e = server_overview(&ro(), &cfg, SystemTime::now()).unwrap_err();
         assert_eq!(e.code, ErrorCode::RecorderDisabled);
         assert_eq!(
             e.message,
@@ -346,7 +352,7 @@ mod tests {
         f.write("# Host\n_Last updated: 2026-11-21T18:00:00Z_\n");
         f.audit(&[WRITE_OK]);
         f.cursor_at(0);
-        let o = server_overview(&cfg, at("2026-11-21T19:00:00Z")).unwrap();
+        let o = server_overview(&ro(), &cfg, at("2026-11-21T19:00:00Z")).unwrap();
         assert!(o.stale);
         assert!(
             o.overview.starts_with("_Warning: this overview may be out of date: 1 audit event not merged yet, last updated 60 minutes ago. Check that the mymcp recorder (mymcp-recorder) runs for this server_\n\n"),
@@ -370,7 +376,7 @@ mod tests {
     fn fresh_overview_with_its_stamp_and_no_pending_events() {
         let f = Fixture::new();
         f.write("# Host\n\n_Last updated: 2026-11-21T18:15:33.164390Z_\n\n## TL;DR\nweb server\n");
-        let o = server_overview(&f.cfg, at("2026-11-21T19:00:00Z")).unwrap();
+        let o = server_overview(&ro(), &f.cfg, at("2026-11-21T19:00:00Z")).unwrap();
         assert_eq!(o.last_updated, "2026-11-21T18:15:33.164390Z");
         assert_eq!((o.pending_events, o.stale), (0, false));
         assert!(o.overview.starts_with("# Host\n"));
@@ -381,7 +387,7 @@ mod tests {
         let f = Fixture::new();
         f.write("# Host\n_Last updated: yesterday_\n");
         let mtime = std::fs::metadata(f.cfg.path()).unwrap().mtime();
-        let o = server_overview(&f.cfg, SystemTime::now()).unwrap();
+        let o = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap();
         assert_eq!(o.last_updated, clock::rfc3339(mtime));
     }
 
@@ -393,10 +399,10 @@ mod tests {
         let offset = f.audit(&[WRITE_OK, READ_OK, WRITE_OK]);
         f.cursor_at(offset);
         // Within two intervals (600 s): fresh even with events waiting.
-        let o = server_overview(&f.cfg, at("2026-11-21T18:10:00Z")).unwrap();
+        let o = server_overview(&ro(), &f.cfg, at("2026-11-21T18:10:00Z")).unwrap();
         assert_eq!((o.pending_events, o.stale), (2, false));
         // Later: stale, with the banner first.
-        let o = server_overview(&f.cfg, at("2026-11-21T18:45:00Z")).unwrap();
+        let o = server_overview(&ro(), &f.cfg, at("2026-11-21T18:45:00Z")).unwrap();
         assert_eq!((o.pending_events, o.stale), (2, true));
         let (banner, rest) = o.overview.split_once("\n\n").unwrap();
         assert_eq!(
@@ -411,7 +417,7 @@ mod tests {
                 .unwrap()
                 .len(),
         );
-        let o = server_overview(&f.cfg, at("2026-11-22T18:00:00Z")).unwrap();
+        let o = server_overview(&ro(), &f.cfg, at("2026-11-22T18:00:00Z")).unwrap();
         assert_eq!((o.pending_events, o.stale), (0, false));
         assert!(o.overview.starts_with("# Host"));
     }
@@ -422,7 +428,7 @@ mod tests {
         f.write("x");
         f.audit(&[WRITE_OK]);
         std::fs::write(f.cfg.data_dir.join(CURSOR_FILE), "{").unwrap();
-        let o = server_overview(&f.cfg, SystemTime::now()).unwrap();
+        let o = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap();
         assert_eq!(o.pending_events, 0);
         // A symlinked cursor is not followed.
         std::fs::remove_file(f.cfg.data_dir.join(CURSOR_FILE)).unwrap();
@@ -430,7 +436,7 @@ mod tests {
         std::fs::write(&real, r#"{"file":"","inode":1,"offset":0}"#).unwrap();
         std::os::unix::fs::symlink(&real, f.cfg.data_dir.join(CURSOR_FILE)).unwrap();
         assert_eq!(
-            server_overview(&f.cfg, SystemTime::now())
+            server_overview(&ro(), &f.cfg, SystemTime::now())
                 .unwrap()
                 .pending_events,
             0
@@ -443,7 +449,7 @@ mod tests {
         let secret = f.cfg.data_dir.join("secret");
         std::fs::write(&secret, "root only").unwrap();
         std::os::unix::fs::symlink(&secret, f.cfg.path()).unwrap();
-        let e = server_overview(&f.cfg, SystemTime::now()).unwrap_err();
+        let e = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap_err();
         assert_eq!(e.code, ErrorCode::RecorderDisabled);
         assert!(
             e.message.starts_with(&format!(
@@ -455,7 +461,7 @@ mod tests {
         );
         std::fs::remove_file(f.cfg.path()).unwrap();
         crate::testing::mkfifo(&f.cfg.path());
-        let e = server_overview(&f.cfg, SystemTime::now()).unwrap_err();
+        let e = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap_err();
         assert!(e.message.contains("not a regular file"), "{}", e.message);
         std::fs::remove_file(f.cfg.path()).unwrap();
         // A recorder-owned directory holding a file of another user (a hard link to it).
@@ -464,10 +470,10 @@ mod tests {
             std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
             f.write("x");
             std::fs::set_permissions(f.cfg.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
-            let e = server_overview(&f.cfg, SystemTime::now()).unwrap_err();
+            let e = server_overview(&ro(), &f.cfg, SystemTime::now()).unwrap_err();
             assert!(e.message.contains("refused"), "{}", e.message);
             std::os::unix::fs::chown(f.cfg.path(), Some(65534), Some(65534)).unwrap();
-            assert!(server_overview(&f.cfg, SystemTime::now()).is_ok());
+            assert!(server_overview(&ro(), &f.cfg, SystemTime::now()).is_ok());
         }
     }
 

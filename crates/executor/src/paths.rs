@@ -15,9 +15,10 @@
 //!    temporary file inside it with `O_EXCL|O_NOFOLLOW` and `renameat` it over the name, so
 //!    what is written is always inside the directory that was checked.
 //!
-//! Walks (`grep`, `glob`) check their root the same way, prune protected directories by path
-//! and `(dev, ino)`, and `grep` opens each file relative to a checked directory descriptor
-//! without following symlinks, so protected content is never read.
+//! Walks (`grep`, `glob`) check their root the same way, then ask one rule, [`Walk::verdict`],
+//! whether a directory may be entered and an entry reported or read: protected directories
+//! are pruned by path and `(dev, ino)`, and `grep` opens each file relative to a checked
+//! directory descriptor without following symlinks, so protected content is never read.
 //!
 //! Entries are of two kinds. Most protect against reading and writing alike; a *write-only*
 //! entry (the recorder's data directory, whose overview the file tools may read but not
@@ -63,7 +64,7 @@ const MAX_WRITE_LINK_HOPS: usize = 8;
 
 /// The configured protected entries (files or directories), as written in the configuration.
 #[derive(Clone, Debug, Default)]
-pub struct ProtectedPaths {
+pub(crate) struct ProtectedPaths {
     /// Protected against reads and writes.
     entries: Vec<PathBuf>,
     /// Protected against writes only.
@@ -96,10 +97,10 @@ struct Cached {
 /// A resolution of the protected set with the mount table of its time
 /// ([`ProtectedPaths::current`], [`ProtectedPaths::last`]).
 #[derive(Clone, Debug)]
-pub struct Current(Arc<Cached>);
+pub(crate) struct Current(Arc<Cached>);
 
 impl Current {
-    pub fn policy(&self) -> &Policy {
+    pub(crate) fn policy(&self) -> &Policy {
         &self.0.policy
     }
 
@@ -206,31 +207,31 @@ impl Watch {
 
 /// Where the executor keeps what must never be read or written through the file tools.
 #[derive(Clone, Debug, Default)]
-pub struct DefaultProtected {
+pub(crate) struct DefaultProtected {
     /// The token store; its directory (the configuration directory) is protected too.
-    pub token_file: PathBuf,
+    pub(crate) token_file: PathBuf,
     /// Sockets.
-    pub runtime_dir: PathBuf,
+    pub(crate) runtime_dir: PathBuf,
     /// `MYMCP_STATE_DIR`.
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
     /// `MYMCP_AUDIT_LOG_DIR`.
-    pub audit_log_dir: PathBuf,
+    pub(crate) audit_log_dir: PathBuf,
     /// `MYMCP_ENV_FILE`, when set.
-    pub env_file: Option<PathBuf>,
+    pub(crate) env_file: Option<PathBuf>,
     /// The directory of the running executor binary: `mymcp-executor`, `mymcp-frontend` and
     /// `mymcpctl` in it are protected (not the directory, which may be `/usr/bin`).
-    pub binary_dir: Option<PathBuf>,
+    pub(crate) binary_dir: Option<PathBuf>,
     /// `MYMCP_PROTECTED_PATHS`.
-    pub extra: Vec<PathBuf>,
+    pub(crate) extra: Vec<PathBuf>,
     /// `MYMCP_RECORDER_DATA_DIR`: readable, never writable.
-    pub recorder_data_dir: Option<PathBuf>,
+    pub(crate) recorder_data_dir: Option<PathBuf>,
     /// The frontend's TLS key (`MYMCP_TLS_KEY`), when the executor's settings name it.
-    pub tls_key: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 /// The installed binaries protected beside the executor; a running process of one of them is
 /// a mymcp process, whose `/proc/<pid>` tree is protected too.
-pub const BINARIES: [&str; 4] = [
+pub(crate) const BINARIES: [&str; 4] = [
     "mymcp-executor",
     "mymcp-frontend",
     "mymcpctl",
@@ -246,7 +247,7 @@ const KCORE_ENTRY: &str = "/proc/kcore";
 const CREDENTIALS_ENTRY: &str = "/run/credentials/mymcp*";
 
 impl ProtectedPaths {
-    pub fn new(entries: impl IntoIterator<Item = PathBuf>) -> Self {
+    pub(crate) fn new(entries: impl IntoIterator<Item = PathBuf>) -> Self {
         let mut out = ProtectedPaths::default();
         for e in entries {
             if !out.entries.contains(&e) {
@@ -270,7 +271,7 @@ impl ProtectedPaths {
     }
 
     /// The default set plus the configured extra entries.
-    pub fn with_defaults(d: &DefaultProtected) -> Self {
+    pub(crate) fn with_defaults(d: &DefaultProtected) -> Self {
         let mut entries = Vec::new();
         if let Some(dir) = d.token_file.parent().filter(|p| !p.as_os_str().is_empty()) {
             entries.push(dir.to_owned());
@@ -297,7 +298,8 @@ impl ProtectedPaths {
     }
 
     /// Adds a write-only entry: readable, never writable.
-    pub fn with_write_only(mut self, entry: PathBuf) -> Self {
+    #[cfg(test)]
+    fn with_write_only(mut self, entry: PathBuf) -> Self {
         if !self.write_only.contains(&entry) {
             self.write_only.push(entry);
         }
@@ -305,19 +307,19 @@ impl ProtectedPaths {
     }
 
     /// The read-write entries.
-    pub fn entries(&self) -> &[PathBuf] {
+    pub(crate) fn entries(&self) -> &[PathBuf] {
         &self.entries
     }
 
     /// The write-only entries.
-    pub fn write_only(&self) -> &[PathBuf] {
+    pub(crate) fn write_only(&self) -> &[PathBuf] {
         &self.write_only
     }
 
     /// The protected set as it is now (symlinks resolved, current inodes) for one call that
     /// reads or writes: the last resolution while nothing it depends on has changed since,
     /// else a new one.
-    pub fn policy(&self, access: Access) -> Arc<Policy> {
+    pub(crate) fn policy(&self, access: Access) -> Arc<Policy> {
         if let Some(c) = self.current(access) {
             return c.0.policy.clone();
         }
@@ -372,13 +374,13 @@ impl ProtectedPaths {
 
     /// The last resolution for `access` while nothing it depends on has changed, without
     /// resolving (which may wait on a disk): `None` when there is none or it is out of date.
-    pub fn current(&self, access: Access) -> Option<Current> {
+    pub(crate) fn current(&self, access: Access) -> Option<Current> {
         self.last(access).filter(Current::holds)
     }
 
     /// The last resolution for `access`, current or not: [`open_for_read_now`] asks whether it
     /// still holds once its path is resolved, which covers the resolution too.
-    pub fn last(&self, access: Access) -> Option<Current> {
+    pub(crate) fn last(&self, access: Access) -> Option<Current> {
         let last = self.slot(access).lock().unwrap_or_else(|p| p.into_inner());
         last.clone().map(Current)
     }
@@ -511,6 +513,7 @@ fn resolve_lenient(p: &Path) -> PathBuf {
 }
 
 #[derive(Clone, Debug)]
+#[cfg_attr(test, derive(PartialEq, Eq))]
 struct Resolved {
     /// The entry as configured: what the error message shows.
     shown: String,
@@ -522,7 +525,8 @@ struct Resolved {
 
 /// The protected set as resolved for one call.
 #[derive(Clone, Debug)]
-pub struct Policy {
+#[cfg_attr(test, derive(PartialEq, Eq))]
+pub(crate) struct Policy {
     entries: Vec<Resolved>,
     /// Reads only: write-only directories, readable even inside a protected directory.
     readable: Vec<Resolved>,
@@ -609,7 +613,7 @@ impl Policy {
 
     /// The entry that `real` (an absolute path without symlinks) is, or lies within.
     /// Component-wise: `/etc/mymcpx` is not within `/etc/mymcp`.
-    pub fn entry_for_path(&self, real: &Path) -> Option<&str> {
+    fn entry_for_path(&self, real: &Path) -> Option<&str> {
         if let Some(rule) = self.rule_entry(real, false) {
             return Some(rule);
         }
@@ -637,7 +641,7 @@ impl Policy {
     }
 
     /// The entry whose inode this is (a hard link or bind mount of it counts).
-    pub fn entry_for_id(&self, dev: u64, ino: u64) -> Option<&str> {
+    fn entry_for_id(&self, dev: u64, ino: u64) -> Option<&str> {
         if !self.ids.contains(&(dev, ino)) {
             return None;
         }
@@ -650,30 +654,25 @@ impl Policy {
     /// Whether `real` is exactly a protected entry. Enough for a walk that starts at a checked,
     /// unprotected root and never descends into a pruned directory: the first protected path it
     /// meets is an entry itself. A hash lookup instead of a component-wise prefix test per entry.
-    pub fn is_entry_path(&self, real: &Path) -> bool {
+    fn is_entry_path(&self, real: &Path) -> bool {
         self.exact.contains(real.as_os_str().as_bytes()) || self.rule_entry(real, true).is_some()
     }
 
     /// Whether some protected file is also reachable under another name (its link count is
     /// above one), so that files met in a walk must be checked by inode. When it is not, a file
     /// opened inside a checked directory cannot be a protected one.
-    pub fn has_linked_files(&self) -> bool {
+    fn has_linked_files(&self) -> bool {
         self.linked_files
     }
 
     /// Whether `(dev, ino)` is a protected directory (used to prune walks).
-    pub fn is_protected_dir_id(&self, dev: u64, ino: u64) -> bool {
+    fn is_protected_dir_id(&self, dev: u64, ino: u64) -> bool {
         self.dir_ids.contains(&(dev, ino))
     }
 
     /// Whether `(dev, ino)` is any protected entry.
-    pub fn is_protected_id(&self, dev: u64, ino: u64) -> bool {
+    fn is_protected_id(&self, dev: u64, ino: u64) -> bool {
         self.ids.contains(&(dev, ino))
-    }
-
-    /// Whether a walked directory (by path and inode) is protected.
-    pub fn is_protected(&self, real: &Path, dev: u64, ino: u64) -> bool {
-        self.is_protected_id(dev, ino) || self.entry_for_path(real).is_some()
     }
 
     /// The full check of an opened object: its real path, its inode, and its ancestors'
@@ -728,24 +727,38 @@ impl Policy {
 
 /// A protected entry was hit; holds the entry as configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Denied(pub String);
+pub(crate) struct Denied(pub String);
 
 impl Denied {
-    pub fn failure(&self) -> ToolFailure {
+    pub(crate) fn failure(&self) -> ToolFailure {
         protected_failure(&self.0)
     }
 }
 
 /// The reference's `ProtectedPath` failure.
-pub fn protected_failure(entry: &str) -> ToolFailure {
+pub(crate) fn protected_failure(entry: &str) -> ToolFailure {
     ToolFailure::new(
         ErrorCode::ProtectedPath,
         format!("Access denied: path is within protected directory {entry}"),
     )
 }
 
+/// Longest accepted path argument, in bytes (Linux `PATH_MAX`).
+const MAX_PATH_BYTES: usize = 4096;
+
+/// A path argument (when given) must be at most [`MAX_PATH_BYTES`] long.
+pub(crate) fn check_path_len(field: &str, path: Option<&str>) -> Result<(), ToolFailure> {
+    match path {
+        Some(p) if p.len() > MAX_PATH_BYTES => Err(ToolFailure::new(
+            ErrorCode::InvalidPath,
+            format!("{field} is {} bytes long, max is {MAX_PATH_BYTES}", p.len()),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// A path argument must be absolute and free of NUL bytes.
-pub fn check_absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
+pub(crate) fn check_absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
     if path.contains('\0') {
         return Err(ToolFailure::new(
             ErrorCode::InvalidPath,
@@ -763,13 +776,13 @@ pub fn check_absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
 
 /// What the file tools say when the operating system refuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     Read,
     Write,
 }
 
 /// Maps an OS error while opening `path` to the reference's failure codes.
-pub fn os_failure(path: &str, e: &io::Error, access: Access) -> ToolFailure {
+pub(crate) fn os_failure(path: &str, e: &io::Error, access: Access) -> ToolFailure {
     match e.raw_os_error() {
         Some(libc::ENOENT) => ToolFailure::new(
             ErrorCode::FileNotFoundError,
@@ -816,7 +829,7 @@ pub fn os_failure(path: &str, e: &io::Error, access: Access) -> ToolFailure {
 
 /// The OS text of `e` followed by `path`, as in `Permission denied: /root/x`
 /// (without std's `(os error N)` suffix).
-pub fn os_message(e: &io::Error, path: &str) -> String {
+pub(crate) fn os_message(e: &io::Error, path: &str) -> String {
     let text = e.to_string();
     let text = match text.rsplit_once(" (os error ") {
         Some((head, _)) => head.to_string(),
@@ -829,7 +842,7 @@ pub fn os_message(e: &io::Error, path: &str) -> String {
     }
 }
 
-pub fn not_regular(path: &str) -> ToolFailure {
+fn not_regular(path: &str) -> ToolFailure {
     ToolFailure::new(
         ErrorCode::NotARegularFile,
         format!("{path} is not a regular file"),
@@ -846,24 +859,24 @@ fn is_a_directory(path: &str) -> ToolFailure {
 
 /// A regular file opened for reading after the protected-path check.
 #[derive(Debug)]
-pub struct CheckedFile {
-    pub file: File,
-    pub meta: Metadata,
+pub(crate) struct CheckedFile {
+    pub(crate) file: File,
+    pub(crate) meta: Metadata,
     /// Its real path.
-    pub real: PathBuf,
+    pub(crate) real: PathBuf,
 }
 
 /// A directory descriptor opened and checked; the parent of a write or the root of a walk.
 #[derive(Debug)]
-pub struct CheckedDir {
+pub(crate) struct CheckedDir {
     fd: OwnedFd,
-    pub real: PathBuf,
-    pub dev: u64,
-    pub ino: u64,
+    pub(crate) real: PathBuf,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
 }
 
 impl CheckedDir {
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
@@ -893,7 +906,7 @@ fn open_path(path: &str, access: Access) -> Result<(OwnedFd, Metadata), ToolFail
 /// Opens a regular file for reading: resolve, check the object, then reopen that very inode
 /// for reading through `/proc/self/fd`. Directories, devices, FIFOs and sockets are refused
 /// without ever being opened for I/O.
-pub fn open_for_read(policy: &Policy, path: &str) -> Result<CheckedFile, ToolFailure> {
+pub(crate) fn open_for_read(policy: &Policy, path: &str) -> Result<CheckedFile, ToolFailure> {
     open_file_for_read(policy, path).map_err(|f| within_protected(policy, path, f))
 }
 
@@ -914,7 +927,7 @@ fn open_file_for_read(policy: &Policy, path: &str) -> Result<CheckedFile, ToolFa
 
 /// The largest file [`open_for_read_now`] takes: reading more is work for the blocking pool
 /// whatever the cache holds.
-pub const READ_NOW_MAX_BYTES: u64 = 256 * 1024;
+pub(crate) const READ_NOW_MAX_BYTES: u64 = 256 * 1024;
 
 /// Kernels without `RESOLVE_CACHED` (before 5.12) answer `EINVAL`: remembered, not asked again.
 static NO_CACHED_RESOLVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -928,7 +941,7 @@ static NO_CACHED_RESOLVE: std::sync::atomic::AtomicBool = std::sync::atomic::Ato
 /// the access time (a journal write). `current` may be out of date ([`ProtectedPaths::last`]):
 /// it is used only if it holds once the path is resolved. The checks are those of
 /// [`open_for_read`]: a protected, directory or special-file answer is given here.
-pub fn open_for_read_now(
+pub(crate) fn open_for_read_now(
     current: &Current,
     path: &str,
 ) -> Option<Result<CheckedFile, ToolFailure>> {
@@ -992,7 +1005,7 @@ fn reopen_for_read(fd: &OwnedFd, path: &str) -> Result<File, ToolFailure> {
 
 /// What a walk starts from.
 #[derive(Debug)]
-pub enum SearchRoot {
+pub(crate) enum SearchRoot {
     File(CheckedFile),
     Dir(CheckedDir),
 }
@@ -1000,7 +1013,10 @@ pub enum SearchRoot {
 /// Opens the root of a `grep` or `glob`. `Ok(None)` when it does not exist or is neither a
 /// file nor a directory (the reference answers those with an empty result); a protected root
 /// (or a symlink to one) is refused.
-pub fn open_search_root(policy: &Policy, path: &str) -> Result<Option<SearchRoot>, ToolFailure> {
+pub(crate) fn open_search_root(
+    policy: &Policy,
+    path: &str,
+) -> Result<Option<SearchRoot>, ToolFailure> {
     open_root(policy, path).map_err(|f| within_protected(policy, path, f))
 }
 
@@ -1043,9 +1059,9 @@ fn open_root(policy: &Policy, path: &str) -> Result<Option<SearchRoot>, ToolFail
 }
 
 /// Opens a directory below a checked one, through real directories only (no symlink, no
-/// `..` out of it), for a walk. `None` when it is protected (by inode or by path).
-pub fn open_subdir(
-    policy: &Policy,
+/// `..` out of it), for a walk. `None` when [`Walk::verdict`] does not allow it.
+pub(crate) fn open_subdir(
+    walk: &Walk,
     parent: &CheckedDir,
     name: &OsStr,
 ) -> io::Result<Option<CheckedDir>> {
@@ -1058,7 +1074,12 @@ pub fn open_subdir(
     )?;
     let (fd, meta) = fstat(fd)?;
     let real = parent.real.join(name);
-    if policy.is_protected(&real, meta.dev(), meta.ino()) {
+    let met = Met::Entry {
+        real: &real,
+        kind: Kind::Dir,
+        id: Some((meta.dev(), meta.ino())),
+    };
+    if walk.verdict(met) != Verdict::Allowed {
         return Ok(None);
     }
     Ok(Some(CheckedDir {
@@ -1069,9 +1090,143 @@ pub fn open_subdir(
     }))
 }
 
+/// What a walk met, for [`Walk::verdict`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Met<'a> {
+    /// An entry of a directory the walk opened and checked: `real` is that directory's real
+    /// path joined with the entry's name, `id` its `(dev, ino)` — not following a symlink —
+    /// when the walker has it.
+    Entry {
+        real: &'a Path,
+        kind: Kind,
+        id: Option<(u64, u64)>,
+    },
+    /// A path reported by its name, not met in a checked directory (a `glob` pattern without
+    /// wildcards): resolved now.
+    Named(&'a Path),
+}
+
+/// The kind of a walked entry, as its directory entry or `lstat` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Dir,
+    File,
+    Symlink,
+    /// A FIFO, socket or device.
+    Other,
+}
+
+/// What [`Walk::verdict`] says of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// It may be entered (a directory), reported and read.
+    Allowed,
+    /// It is protected, or a symlink into a protected place: neither entered, nor reported,
+    /// nor read.
+    Protected,
+    /// That depends on its inode: ask again with its `id`.
+    NeedsId,
+}
+
+/// The one rule `grep` and `glob` follow below a checked root: whether a directory may be
+/// entered and a file or other entry reported and read.
+///
+/// A walk starts at a root that was opened and checked like any other object
+/// ([`open_search_root`]), opens each directory below its checked parent without following
+/// symlinks ([`open_subdir`], which asks this rule) and never descends into one the rule
+/// refused. So the first protected place it meets is an entry itself (or the top of a rule's
+/// place, such as `/proc/<pid>` of a mymcp process), and an entry's real path is its
+/// directory's real path and its name: a hash lookup of that path decides by path, with no
+/// prefix test per entry. By inode: a directory always (a bind mount of a protected directory
+/// is that directory), a reported entry always, a file about to be read only when some
+/// protected file has a second name (a hard link) or something is mounted below the root (a
+/// bind mount of a protected file gives it one without a link) — otherwise a file inside a
+/// checked directory cannot be protected content. A symlink is reported, never followed, and
+/// not at all when what it leads to would be refused if it were opened. A path reported by its
+/// name ([`Met::Named`]) is not below a checked directory: it is resolved now and checked as
+/// opening it would be (its own inode, the inode and the real path it leads to, and that
+/// path's ancestors).
+#[derive(Debug)]
+pub(crate) struct Walk {
+    policy: Arc<Policy>,
+    /// The walk's root, if it has one: files met below it need their inode only when
+    /// something is mounted below it (or a protected file has a second name).
+    root: Option<PathBuf>,
+    /// [`Walk::files_by_inode`], once asked.
+    files_by_inode: std::sync::OnceLock<bool>,
+}
+
+impl Walk {
+    /// The rule for a walk below `root` (a checked directory's real path), or for paths
+    /// reported by name (`None`: any file is checked by inode).
+    pub(crate) fn new(policy: Arc<Policy>, root: Option<&Path>) -> Walk {
+        Walk {
+            policy,
+            root: root.map(Path::to_owned),
+            files_by_inode: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether `met` may be entered (a directory), reported and read.
+    pub(crate) fn verdict(&self, met: Met<'_>) -> Verdict {
+        let policy = &*self.policy;
+        let protected_id =
+            |id: Option<(u64, u64)>| id.is_some_and(|(dev, ino)| policy.is_protected_id(dev, ino));
+        let (real, kind, id) = match met {
+            Met::Named(path) => {
+                let own = std::fs::symlink_metadata(path).ok();
+                let target = std::fs::metadata(path).ok();
+                let protected = protected_id(own.map(|m| (m.dev(), m.ino())))
+                    || protected_id(target.map(|m| (m.dev(), m.ino())))
+                    || policy.check_real_path(&resolve_lenient(path)).is_err();
+                return if protected {
+                    Verdict::Protected
+                } else {
+                    Verdict::Allowed
+                };
+            }
+            Met::Entry { real, kind, id } => (real, kind, id),
+        };
+        if policy.is_entry_path(real) || protected_id(id) {
+            return Verdict::Protected;
+        }
+        match kind {
+            Kind::Dir if id.is_none() => Verdict::NeedsId,
+            Kind::File | Kind::Other if id.is_none() && self.files_by_inode() => Verdict::NeedsId,
+            Kind::Symlink if self.leads_into_protected(real) => Verdict::Protected,
+            _ => Verdict::Allowed,
+        }
+    }
+
+    /// Whether files met below the root must be checked by inode. Asked once per walk, and
+    /// only by a walker that would otherwise read a file without its inode (`grep`). An
+    /// unreadable mount table means checking.
+    fn files_by_inode(&self) -> bool {
+        *self.files_by_inode.get_or_init(|| {
+            self.policy.has_linked_files()
+                || match &self.root {
+                    Some(root) => Mounts::read().map_or(true, |m| m.any_below(root)),
+                    None => true,
+                }
+        })
+    }
+
+    /// Whether the symlink at `link` leads to a protected object: the full check of what it
+    /// resolves to now (its real path by components, its ancestors' and its own inode), as
+    /// opening it would make. A link that leads nowhere leads to nothing protected.
+    fn leads_into_protected(&self, link: &Path) -> bool {
+        let Ok(real) = std::fs::canonicalize(link) else {
+            return false;
+        };
+        let target_id = std::fs::metadata(&real).map(|m| (m.dev(), m.ino()));
+        self.policy.check_real_path(&real).is_err()
+            || target_id.is_ok_and(|(d, i)| self.policy.is_protected_id(d, i))
+    }
+}
+
 /// A file to be written: its checked parent directory and its name in it.
 #[derive(Debug)]
-pub struct CheckedTarget {
+pub(crate) struct CheckedTarget {
     dir: CheckedDir,
     name: OsString,
     /// The file being replaced, if any (never a symlink: those are followed first).
@@ -1079,23 +1234,26 @@ pub struct CheckedTarget {
 }
 
 impl CheckedTarget {
-    pub fn dir(&self) -> &CheckedDir {
+    pub(crate) fn dir(&self) -> &CheckedDir {
         &self.dir
     }
-    pub fn name(&self) -> &OsStr {
+    pub(crate) fn name(&self) -> &OsStr {
         &self.name
     }
-    pub fn existing(&self) -> Option<&EntryStat> {
+    pub(crate) fn existing(&self) -> Option<&EntryStat> {
         self.existing.as_ref()
     }
     /// The target's real path.
-    pub fn real(&self) -> PathBuf {
+    pub(crate) fn real(&self) -> PathBuf {
         self.dir.real.join(&self.name)
     }
 
     /// Opens the existing file for reading: `O_NOFOLLOW` inside the checked directory, and
     /// only if it is still the inode that was checked.
-    pub fn open_existing(&self, shown: &str) -> Result<Option<(File, Metadata)>, ToolFailure> {
+    pub(crate) fn open_existing(
+        &self,
+        shown: &str,
+    ) -> Result<Option<(File, Metadata)>, ToolFailure> {
         let Some(st) = self.existing else {
             return Ok(None);
         };
@@ -1125,7 +1283,7 @@ impl CheckedTarget {
 /// (writes go to its target, as in the reference) by resolving it and checking the target's
 /// directory in turn. `create_parents` creates missing directories (mode 0755) below the
 /// deepest existing one, after checking that one.
-pub fn open_for_write(
+pub(crate) fn open_for_write(
     policy: &Policy,
     path: &str,
     create_parents: bool,
@@ -1199,7 +1357,7 @@ fn open_target(
 /// existing ancestor is opened and checked as an object, and the rest of the path below its
 /// real path must not be protected either. For `prepare_upload`, whose directories are only
 /// created when the upload arrives. Returns the real path the file would have.
-pub fn check_new_path(policy: &Policy, path: &str) -> Result<PathBuf, ToolFailure> {
+pub(crate) fn check_new_path(policy: &Policy, path: &str) -> Result<PathBuf, ToolFailure> {
     new_path(policy, path).map_err(|f| within_protected(policy, path, f))
 }
 
@@ -1251,7 +1409,7 @@ fn within_protected(policy: &Policy, path: &str, failure: ToolFailure) -> ToolFa
 /// The protected entry that `path` — which need not exist — lies within, resolving the path as
 /// the reference did (`realpath` of the deepest existing ancestor). Used only to pick the
 /// right answer for a path that could not be opened; every access checks the opened object.
-pub fn protected_entry_lenient(policy: &Policy, path: &str) -> Option<String> {
+pub(crate) fn protected_entry_lenient(policy: &Policy, path: &str) -> Option<String> {
     let real = resolve_lenient(Path::new(path));
     policy.check_real_path(&real).err().map(|d| d.0)
 }
@@ -1329,11 +1487,6 @@ fn check_dir(policy: &Policy, fd: OwnedFd, shown: &str) -> Result<CheckedDir, To
         dev: meta.dev(),
         ino: meta.ino(),
     })
-}
-
-/// Whether a name is hidden (starts with `.`), as glob and grep treat it.
-pub fn is_hidden(name: &OsStr) -> bool {
-    name.as_bytes().first() == Some(&b'.')
 }
 
 #[cfg(test)]
@@ -1421,6 +1574,130 @@ mod tests {
         let now = p.policy(Access::Write);
         assert!(!Arc::ptr_eq(&before, &now));
         assert!(now.is_entry_path(&real.join("app3/secret")));
+    }
+
+    /// Differential test of the reused resolution (the fast path: the last one while the
+    /// kernel reports no change) against a fresh resolution (the slow path it shortcuts), for
+    /// reads and writes, after each of a few hundred changes drawn at random: unrelated names
+    /// and names inside protected directories come and go, the token store is replaced by
+    /// rename, a protected file gets and loses a hard link and is recreated, its directory is
+    /// moved and a symlink left in its place, a symlink an entry is reached through is pointed
+    /// elsewhere, an entry's mode changes, a write-only entry comes and goes, and (as root) a
+    /// directory on an entry's way is mounted over and unmounted.
+    #[test]
+    fn a_reused_resolution_is_always_what_a_fresh_one_would_be() {
+        let _mounts = mount_table();
+        let dir = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        for d in ["conf", "app0", "real-a", "real-b", "real-c", "other"] {
+            std::fs::create_dir(base.join(d)).unwrap();
+        }
+        for f in [
+            "conf/tokens.json",
+            "app0/secret",
+            "real-a/key",
+            "real-b/key",
+            "real-c/key",
+        ] {
+            std::fs::write(base.join(f), f).unwrap();
+        }
+        std::os::unix::fs::symlink("app0", base.join("app")).unwrap();
+        std::os::unix::fs::symlink("real-a", base.join("link")).unwrap();
+        let p = ProtectedPaths::new([
+            base.join("conf"),
+            base.join("conf/tokens.json"),
+            base.join("app/secret"),
+            base.join("link/key"),
+        ])
+        .with_write_only(base.join("rec"));
+        let fresh = |access| p.resolve(access, Mounts::read().ok().as_ref());
+        let mut rng = crate::testing::Rng::new(7);
+        let (mut app, mut alias, mut mount, mut can_mount) = (0, false, None, true);
+        let mut reused = 0;
+        for step in 0..300 {
+            let before = p.policy(Access::Read);
+            let change = rng.below(10);
+            match change {
+                0 => std::fs::write(base.join(format!("other/f{}", rng.below(5))), "x").unwrap(),
+                1 => std::fs::write(base.join(format!("conf/f{}", rng.below(5))), "x").unwrap(),
+                2 => {
+                    std::fs::write(base.join("conf/new.json"), format!("{step}")).unwrap();
+                    std::fs::rename(base.join("conf/new.json"), base.join("conf/tokens.json"))
+                        .unwrap();
+                }
+                3 => {
+                    let a = base.join("other/alias");
+                    if alias {
+                        std::fs::remove_file(&a).unwrap();
+                    } else {
+                        std::fs::hard_link(base.join("app/secret"), &a).unwrap();
+                    }
+                    alias = !alias;
+                }
+                4 => {
+                    std::fs::rename(
+                        base.join(format!("app{app}")),
+                        base.join(format!("app{}", app + 1)),
+                    )
+                    .unwrap();
+                    app += 1;
+                    std::os::unix::fs::symlink(format!("app{app}"), base.join("app.new")).unwrap();
+                    std::fs::rename(base.join("app.new"), base.join("app")).unwrap();
+                }
+                5 => {
+                    let to = ["real-a", "real-b"][rng.below(2)];
+                    std::os::unix::fs::symlink(to, base.join("link.new")).unwrap();
+                    std::fs::rename(base.join("link.new"), base.join("link")).unwrap();
+                }
+                6 => {
+                    let mode = [0o600, 0o640][rng.below(2)];
+                    std::fs::set_permissions(
+                        base.join("conf/tokens.json"),
+                        std::fs::Permissions::from_mode(mode),
+                    )
+                    .unwrap();
+                }
+                7 => {
+                    if alias {
+                        std::fs::remove_file(base.join("other/alias")).unwrap();
+                        alias = false;
+                    }
+                    std::fs::remove_file(base.join("app/secret")).unwrap();
+                    std::fs::write(base.join("app/secret"), format!("{step}")).unwrap();
+                }
+                8 => {
+                    if base.join("rec").exists() {
+                        std::fs::remove_dir(base.join("rec")).unwrap();
+                    } else {
+                        std::fs::create_dir(base.join("rec")).unwrap();
+                    }
+                }
+                _ => {
+                    // Unmounted, or mounted (once it failed, not tried again).
+                    if mount.take().is_none() && can_mount {
+                        mount =
+                            crate::testing::bind_mount(&base.join("real-c"), &base.join("real-a"));
+                        can_mount = mount.is_some();
+                    }
+                }
+            }
+            for access in [Access::Read, Access::Write] {
+                let now = p.policy(access);
+                assert_eq!(
+                    *now,
+                    fresh(access),
+                    "step {step}, change {change}, {access:?}"
+                );
+            }
+            if change < 2 && Arc::ptr_eq(&before, &p.policy(Access::Read)) {
+                reused += 1;
+            }
+        }
+        drop(mount);
+        assert!(
+            reused > 10,
+            "the resolution was reused after {reused} unrelated changes"
+        );
     }
 
     #[test]

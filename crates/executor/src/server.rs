@@ -42,9 +42,9 @@ use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore}
 /// Most requests one connection may have read and not yet answered: a request counts from the
 /// moment its frame is read until its answer has been written to the socket. At this many,
 /// the connection is not read from until an answer has been written.
-pub const MAX_IN_FLIGHT: usize = 1024;
+const MAX_IN_FLIGHT: usize = 1024;
 /// Most connections one socket serves at once; more are closed at accept.
-pub const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS: usize = 64;
 /// Bytes read from a connection at once.
 const READ_BUFFER: usize = 16 * 1024;
 /// How long a new connection may take to send its `Hello`.
@@ -57,7 +57,7 @@ const MAX_HELLO_LEN: usize = 1024;
 /// encoded whole before they are sent, so a body comes as fast as the socket moves it: 32 MiB
 /// takes well under a second even on a loaded host, and 15 s leaves a wide margin for a
 /// starved peer, while a connection that stops half way holds its room for at most that long.
-pub const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
+const FRAME_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bytes of request frames one connection may hold (from a frame's header until its request
 /// has run): two frames of the largest size.
 const CONNECTION_REQUEST_BYTES: usize = 2 * MAX_FRAME_LEN;
@@ -69,20 +69,20 @@ const SHARED_REQUEST_BYTES: usize = 3 * MAX_FRAME_LEN;
 const OWN_REQUEST_BYTES: usize = 256 * 1024;
 /// Bytes of answers one connection may have waiting to be written; beyond, it is not read
 /// from until they are written.
-pub const MAX_UNWRITTEN_BYTES: usize = 16 * 1024 * 1024;
+const MAX_UNWRITTEN_BYTES: usize = 16 * 1024 * 1024;
 /// Progress frames are dropped rather than queued behind this many frames.
 const PROGRESS_QUEUE_MAX: usize = 256;
 
 /// The peer of a connection as the kernel reports it.
 #[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    pub pid: Option<i32>,
-    pub uid: u32,
+pub(crate) struct Peer {
+    pub(crate) pid: Option<i32>,
+    pub(crate) uid: u32,
 }
 
 /// Where shutdown has got to. Only moves forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
+enum Phase {
     Running,
     /// No new commands; running ones were sent SIGTERM and have the grace period to end.
     Terminating,
@@ -92,7 +92,7 @@ pub enum Phase {
 
 /// What a running request is asked to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stop {
+pub(crate) enum Stop {
     /// Shutdown began: send running commands SIGTERM, then carry on until they end.
     Terminate,
     /// The client cancelled the request or went away: stop now.
@@ -104,7 +104,7 @@ pub enum Stop {
 /// Follows the shutdown phase for work that runs on its own (background jobs). While it
 /// exists, shutdown counts the work as running, so it waits for it and then kills it.
 #[derive(Debug)]
-pub struct ShutdownWatch {
+pub(crate) struct ShutdownWatch {
     phase: watch::Receiver<Phase>,
     terminate_reported: bool,
     /// The sender is gone: the phase can no longer change.
@@ -123,19 +123,19 @@ impl ShutdownWatch {
     }
 
     /// A watch whose phase never changes (for tests and internal callers).
-    pub fn never() -> ShutdownWatch {
+    pub(crate) fn never() -> ShutdownWatch {
         let (_tx, rx) = watch::channel(Phase::Running);
         ShutdownWatch::new(rx, None)
     }
 
     /// Whether shutdown has begun.
-    pub fn shutting_down(&self) -> bool {
+    pub(crate) fn shutting_down(&self) -> bool {
         *self.phase.borrow() != Phase::Running
     }
 
     /// Resolves with [`Stop::Terminate`] once when shutdown begins, then with [`Stop::Kill`]
     /// (every time it is called) once the grace period is over. Cancel-safe.
-    pub async fn next(&mut self) -> Stop {
+    pub(crate) async fn next(&mut self) -> Stop {
         loop {
             // Copied out at once: no `watch::Ref` (not `Send`) may live across an await.
             let phase = *self.phase.borrow_and_update();
@@ -159,7 +159,7 @@ impl ShutdownWatch {
 /// away, and follows shutdown (see [`Stop`]). Never fires for a request that is simply
 /// answered.
 #[derive(Debug)]
-pub struct CancelSignal {
+pub(crate) struct CancelSignal {
     /// `None` once it resolved (cancelled, or its sender went away without cancelling).
     request: Option<oneshot::Receiver<()>>,
     shutdown: ShutdownWatch,
@@ -168,7 +168,8 @@ pub struct CancelSignal {
 
 impl CancelSignal {
     /// A signal that never fires (for tests and internal callers).
-    pub fn never() -> CancelSignal {
+    #[cfg(test)]
+    pub(crate) fn never() -> CancelSignal {
         CancelSignal {
             request: None,
             shutdown: ShutdownWatch::never(),
@@ -177,12 +178,12 @@ impl CancelSignal {
     }
 
     /// Whether shutdown has begun: new commands must be refused.
-    pub fn shutting_down(&self) -> bool {
+    pub(crate) fn shutting_down(&self) -> bool {
         self.shutdown.shutting_down()
     }
 
     /// The next thing the work should do. Cancel-safe.
-    pub async fn next(&mut self) -> Stop {
+    pub(crate) async fn next(&mut self) -> Stop {
         loop {
             let Some(request) = self.request.as_mut() else {
                 return self.shutdown.next().await;
@@ -203,7 +204,7 @@ impl CancelSignal {
 
     /// A watch for work that outlives this request (a background job): it follows shutdown
     /// only, and shutdown waits for it.
-    pub fn detach(&self) -> ShutdownWatch {
+    pub(crate) fn detach(&self) -> ShutdownWatch {
         match &self.detach {
             Some(shutdown) => shutdown.watch(),
             None => ShutdownWatch::never(),
@@ -214,7 +215,7 @@ impl CancelSignal {
 /// Sends a request's frames other than its response: [`ServerFrame::Progress`] and
 /// [`ServerFrame::Pipe`].
 #[derive(Clone, Debug)]
-pub struct Events {
+pub(crate) struct Events {
     id: RequestId,
     out: Option<Arc<Outbox>>,
     encode: fn(RequestId, Progress) -> Result<Vec<u8>, FrameError>,
@@ -222,16 +223,6 @@ pub struct Events {
 }
 
 impl Events {
-    /// Events that go nowhere (for tests and internal callers).
-    pub fn none() -> Events {
-        Events {
-            id: 0,
-            out: None,
-            encode: encode_progress::<()>,
-            encode_pipe: encode_pipe::<()>,
-        }
-    }
-
     fn new<R: Serialize>(id: RequestId, out: Arc<Outbox>) -> Events {
         Events {
             id,
@@ -243,7 +234,7 @@ impl Events {
 
     /// Queues a progress frame, or drops it when the connection's queue is full: progress is
     /// a courtesy and must never hold up an answer.
-    pub fn progress(&self, progress: Progress) {
+    pub(crate) fn progress(&self, progress: Progress) {
         let Some(out) = &self.out else { return };
         match (self.encode)(self.id, progress) {
             Ok(buf) => out.queue_progress(Outgoing::frame(buf, None)),
@@ -254,7 +245,7 @@ impl Events {
     /// Sends a [`ServerFrame::Pipe`] with `pipe` attached (`SCM_RIGHTS`). Our copy of the
     /// descriptor is closed once it has been sent. Returns whether the frame was queued (false
     /// when the connection is gone).
-    pub async fn pipe(&self, start: TransferStart, pipe: OwnedFd) -> bool {
+    pub(crate) async fn pipe(&self, start: TransferStart, pipe: OwnedFd) -> bool {
         let Some(out) = &self.out else { return false };
         match (self.encode_pipe)(self.id, start) {
             Ok(buf) => out.queue(Outgoing {
@@ -288,7 +279,7 @@ async fn until_set(flag: &mut watch::Receiver<bool>) {
 }
 
 /// Serves one socket's request set.
-pub trait Service: Send + Sync + 'static {
+pub(crate) trait Service: Send + Sync + 'static {
     type Request: DeserializeOwned + Send + 'static;
     type Response: Serialize + Send + 'static;
 
@@ -374,14 +365,14 @@ impl Drop for OnThisThread {
 
 /// Whether this thread is running a request that [`Service::runs_blocking`] sent to the
 /// blocking pool (so blocking calls need no hand-off of their own).
-pub fn on_blocking_pool() -> bool {
+pub(crate) fn on_blocking_pool() -> bool {
     ON_BLOCKING_POOL.with(|f| f.get())
 }
 
 /// Shared shutdown state: stop taking work, SIGTERM to running commands, then (after the
 /// grace) kill whatever still runs.
 #[derive(Debug)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     stop_accepting: watch::Sender<bool>,
     phase: watch::Sender<Phase>,
     in_flight: AtomicUsize,
@@ -401,14 +392,14 @@ impl Default for Shutdown {
 
 impl Shutdown {
     /// Requests and background jobs running anywhere right now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Stops accepting connections and new commands, sends running commands SIGTERM (through
     /// their [`CancelSignal`]s and [`ShutdownWatch`]es), waits up to `grace` for all work to
     /// end, then kills what is left and waits (briefly) for it to answer.
-    pub async fn run(&self, grace: Duration) {
+    pub(crate) async fn run(&self, grace: Duration) {
         self.stop_accepting.send_replace(true);
         self.phase.send_replace(Phase::Terminating);
         if tokio::time::timeout(grace, self.wait_idle()).await.is_err() {
@@ -440,7 +431,7 @@ impl Shutdown {
     }
 
     /// A watch on the phase that counts as running work while it lives.
-    pub fn watch(self: &Arc<Self>) -> ShutdownWatch {
+    pub(crate) fn watch(self: &Arc<Self>) -> ShutdownWatch {
         ShutdownWatch::new(self.phase.subscribe(), Some(self.running()))
     }
 
@@ -472,7 +463,7 @@ impl Drop for Running {
 
 /// Creates (if needed) the runtime directory: mode 0750, owned by root and the frontend's
 /// group so that the frontend can reach `executor.sock` but not list anything else.
-pub fn prepare_runtime_dir(dir: &Path, group: Option<u32>) -> io::Result<()> {
+fn prepare_runtime_dir(dir: &Path, group: Option<u32>) -> io::Result<()> {
     match std::fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => {
             if meta.permissions().mode() & 0o002 != 0 {
@@ -501,7 +492,7 @@ pub fn prepare_runtime_dir(dir: &Path, group: Option<u32>) -> io::Result<()> {
 
 /// Binds a Unix socket at `path` with the given mode and group, replacing a stale socket (but
 /// never any other kind of file).
-pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> io::Result<UnixListener> {
+pub(crate) fn bind(path: &Path, mode: u32, group: Option<u32>) -> io::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
         Ok(_) => {
@@ -525,7 +516,7 @@ pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> io::Result<UnixListen
 
 /// Where a listening socket came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// Passed by the service manager (socket activation): it created the file with the
     /// unit's owner and mode, and removes it.
     Activated,
@@ -535,15 +526,15 @@ pub enum Origin {
 
 /// The executor's two listeners.
 #[derive(Debug)]
-pub struct Listeners {
-    pub executor: (UnixListener, Origin),
-    pub control: (UnixListener, Origin),
+pub(crate) struct Listeners {
+    pub(crate) executor: (UnixListener, Origin),
+    pub(crate) control: (UnixListener, Origin),
 }
 
 /// The sockets `executor` and `control`: taken from `activated` (socket activation,
 /// `FileDescriptorName=executor` / `control`; unnamed sockets count in that order), else bound
 /// in `runtime_dir` (created if needed) with modes 0660 (group `group`) and 0600.
-pub fn listeners(
+pub(crate) fn listeners(
     runtime_dir: &Path,
     group: Option<u32>,
     mut activated: Vec<mymcp_service::activation::Activated>,
@@ -584,7 +575,7 @@ pub fn listeners(
 }
 
 /// Accepts connections on `listener` from `allowed_uid` only, until shutdown.
-pub async fn serve<S: Service>(
+pub(crate) async fn serve<S: Service>(
     name: &'static str,
     listener: UnixListener,
     allowed_uid: u32,
@@ -643,7 +634,7 @@ pub async fn serve<S: Service>(
 
 /// Why a connection was dropped.
 #[derive(Debug, thiserror::Error)]
-pub enum Violation {
+enum Violation {
     #[error("bad frame: {0}")]
     Frame(#[from] FrameError),
     #[error("no Hello within {0:?}")]
@@ -1134,7 +1125,7 @@ async fn connection<S: Service>(
 }
 
 /// Paths of the two sockets inside a runtime directory.
-pub fn socket_paths(runtime_dir: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn socket_paths(runtime_dir: &Path) -> (PathBuf, PathBuf) {
     (
         runtime_dir.join("executor.sock"),
         runtime_dir.join("control.sock"),

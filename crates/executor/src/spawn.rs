@@ -32,6 +32,7 @@
 //!   pid, and so the group id, cannot be given to another process, so the signal can never hit
 //!   an unrelated group.
 
+use crate::auth::{Authorized, Rw};
 use crate::paths::os_message;
 use crate::server::{CancelSignal, Stop};
 use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
@@ -52,13 +53,13 @@ use tokio::net::unix::pipe;
 use tokio::time::{sleep, sleep_until, Instant};
 
 /// Timeout when the client gives none, in seconds.
-pub const DEFAULT_TIMEOUT_SECS: u32 = 30;
+pub(crate) const DEFAULT_TIMEOUT_SECS: u32 = 30;
 /// Longest timeout a client may ask for, in seconds.
-pub const MAX_TIMEOUT_SECS: u32 = 600;
+pub(crate) const MAX_TIMEOUT_SECS: u32 = 600;
 /// The shell used when none is configured.
-pub const DEFAULT_SHELL: &str = mymcp_settings::BASH_SHELL.default();
+const DEFAULT_SHELL: &str = mymcp_settings::BASH_SHELL.default();
 /// `PATH` of every command.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long the pipes may stay open after the group was sent SIGKILL.
 const PIPE_DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
 /// How long a stopped command waits for its killed shell before leaving it to tokio's reaper.
@@ -72,17 +73,17 @@ const EXIT_POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// How commands run. Built by `config`; the defaults match the reference.
 #[derive(Clone, Debug)]
-pub struct BashConfig {
+pub(crate) struct BashConfig {
     /// The shell, run as `<shell> -c <command>`.
-    pub shell: PathBuf,
+    pub(crate) shell: PathBuf,
     /// Per-stream capture when the client gives no `max_output_bytes`.
-    pub default_max_output: u64,
+    pub(crate) default_max_output: u64,
     /// Upper clamp of `max_output_bytes`.
-    pub hard_max_output: u64,
+    pub(crate) hard_max_output: u64,
     /// Time between SIGTERM and SIGKILL at the deadline.
-    pub kill_grace: Duration,
+    pub(crate) kill_grace: Duration,
     /// The complete environment of every command.
-    pub env: Vec<(OsString, OsString)>,
+    pub(crate) env: Vec<(OsString, OsString)>,
 }
 
 impl Default for BashConfig {
@@ -102,7 +103,7 @@ impl BashConfig {
     /// user, `SHELL=/bin/bash`, `LANG` (the executor's, else `C.UTF-8`), `LC_ALL` (only if the
     /// executor has one), `TERM=dumb`, plus every variable named in `passthrough` that is set in
     /// the executor's environment (overriding the defaults above). Nothing else is inherited.
-    pub fn default_env(passthrough: &[String]) -> Vec<(OsString, OsString)> {
+    pub(crate) fn default_env(passthrough: &[String]) -> Vec<(OsString, OsString)> {
         let (user, home) = match process::current_user() {
             Some(u) => (u.name, u.home),
             None => match mymcp_sys::euid() {
@@ -148,7 +149,7 @@ fn set_var(env: &mut Vec<(OsString, OsString)>, name: &str, value: impl Into<OsS
 }
 
 /// The timeout that applies, in seconds: default 30, clamped to [1, 600].
-pub fn clamp_timeout(timeout: Option<i64>) -> u32 {
+pub(crate) fn clamp_timeout(timeout: Option<i64>) -> u32 {
     match timeout {
         None => DEFAULT_TIMEOUT_SECS,
         Some(t) => t.clamp(1, MAX_TIMEOUT_SECS as i64) as u32,
@@ -157,7 +158,7 @@ pub fn clamp_timeout(timeout: Option<i64>) -> u32 {
 
 /// The per-stream capture size: default `cfg.default_max_output`, clamped to
 /// [1, `cfg.hard_max_output`].
-pub fn clamp_max_output(max: Option<i64>, cfg: &BashConfig) -> u64 {
+fn clamp_max_output(max: Option<i64>, cfg: &BashConfig) -> u64 {
     let hard = cfg.hard_max_output.max(1);
     match max {
         None => cfg.default_max_output.clamp(1, hard),
@@ -167,7 +168,7 @@ pub fn clamp_max_output(max: Option<i64>, cfg: &BashConfig) -> u64 {
 
 /// Something a supervised command is told while it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Control {
+pub(crate) enum Control {
     /// Send this signal to the command's process group and carry on. SIGKILL also starts
     /// the short wait after which the output pipes are given up on.
     Signal(GroupSignal),
@@ -177,7 +178,7 @@ pub enum Control {
 
 /// Why a command was stopped before it ended by itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
+pub(crate) enum StopReason {
     /// The client cancelled the request or went away.
     Client,
     /// The executor is shutting down and the grace period is over.
@@ -185,7 +186,7 @@ pub enum StopReason {
 }
 
 /// Where a supervised command's [`Control`]s come from. `next` must be cancel-safe.
-pub trait Controller: Send {
+pub(crate) trait Controller: Send {
     fn next(&mut self) -> impl Future<Output = Control> + Send;
 }
 
@@ -200,23 +201,24 @@ impl Controller for CancelSignal {
 }
 
 /// Where the bytes of one output stream go.
-pub trait Sink: Send {
+pub(crate) trait Sink: Send {
     fn push(&mut self, bytes: &[u8]);
 }
 
 /// Bytes written so far by a running command, readable while it runs (for progress).
 #[derive(Debug, Default)]
-pub struct Activity {
-    pub stdout: AtomicU64,
-    pub stderr: AtomicU64,
+pub(crate) struct Activity {
+    pub(crate) stdout: AtomicU64,
+    pub(crate) stderr: AtomicU64,
 }
 
-/// Runs one `bash_execute` call in the foreground. See the module documentation for the
-/// process model. `activity` counts output bytes as they arrive.
+/// Runs one `bash_execute` call in the foreground for the holder of `auth`. See the module
+/// documentation for the process model. `activity` counts output bytes as they arrive.
 ///
 /// A [`Control::Stop`] from `controls` kills the command's group and fails the call with
 /// [`ErrorCode::Cancelled`] (client) or [`ErrorCode::ShuttingDown`] (shutdown).
-pub async fn bash_execute(
+pub(crate) async fn bash_execute(
+    auth: &Authorized<Rw>,
     args: &BashExecute,
     cfg: &BashConfig,
     controls: &mut impl Controller,
@@ -225,7 +227,7 @@ pub async fn bash_execute(
     let timeout_secs = clamp_timeout(args.timeout);
     let max_output = clamp_max_output(args.max_output_bytes, cfg);
     let spec = CommandSpec::check(args)?;
-    let started = start(&spec, cfg)?;
+    let started = start(auth, &spec, cfg)?;
     let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
     let mut out = Capture::new(max_output, &activity.stdout);
     let mut err = Capture::new(max_output, &activity.stderr);
@@ -253,15 +255,15 @@ pub async fn bash_execute(
 
 /// A command that passed the checks that do not need a process.
 #[derive(Clone, Debug)]
-pub struct CommandSpec {
-    pub command: String,
-    pub dir: PathBuf,
+pub(crate) struct CommandSpec {
+    pub(crate) command: String,
+    pub(crate) dir: PathBuf,
 }
 
 impl CommandSpec {
     /// Refuses a NUL in the command and a working directory that is not an absolute,
     /// existing, searchable directory (default `/`).
-    pub fn check(args: &BashExecute) -> Result<CommandSpec, ToolFailure> {
+    pub(crate) fn check(args: &BashExecute) -> Result<CommandSpec, ToolFailure> {
         if args.command.contains('\0') {
             return Err(ToolFailure::new(
                 ErrorCode::InvalidArguments,
@@ -276,9 +278,13 @@ impl CommandSpec {
     }
 }
 
-/// Starts `<shell> -c <command>` in its own session (see [`process::spawn_isolated`]). Must
-/// run inside a tokio runtime.
-pub fn start(spec: &CommandSpec, cfg: &BashConfig) -> Result<Started, ToolFailure> {
+/// Starts `<shell> -c <command>` for the holder of `_auth` in its own session (see
+/// [`process::spawn_isolated`]). Must run inside a tokio runtime.
+pub(crate) fn start(
+    _auth: &Authorized<Rw>,
+    spec: &CommandSpec,
+    cfg: &BashConfig,
+) -> Result<Started, ToolFailure> {
     let invalid = |what: &str| {
         ToolFailure::new(
             ErrorCode::InvalidArguments,
@@ -320,7 +326,7 @@ pub fn start(spec: &CommandSpec, cfg: &BashConfig) -> Result<Started, ToolFailur
 
 /// A running command: its group, its output pipes and a watch on its shell.
 #[derive(Debug)]
-pub struct Started {
+pub(crate) struct Started {
     group: Group,
     stdout: Option<pipe::Receiver>,
     stderr: Option<pipe::Receiver>,
@@ -329,25 +335,25 @@ pub struct Started {
 
 /// How a supervised command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Finished {
+pub(crate) struct Finished {
     /// Exit status, `-signo` if the shell died of a signal, -1 if it could not be reaped.
-    pub exit_code: i32,
+    pub(crate) exit_code: i32,
     /// The deadline passed (the group was signalled and the pipes given up on).
-    pub timed_out: bool,
+    pub(crate) timed_out: bool,
     /// Stopped by a [`Control::Stop`].
-    pub stopped: Option<StopReason>,
+    pub(crate) stopped: Option<StopReason>,
 }
 
 impl Started {
     /// The command's process group (its shell's pid).
-    pub fn pgid(&self) -> Pid {
+    pub(crate) fn pgid(&self) -> Pid {
         self.group.pgid
     }
 
     /// Feeds the output into `out` and `err` until the shell has exited and both pipes are at
     /// EOF, enforcing `deadline` (SIGTERM, `grace`, SIGKILL, at most one more second for the
     /// pipes) and obeying `controls`. However it ends, the group is killed at the end.
-    pub async fn supervise(
+    pub(crate) async fn supervise(
         self,
         out: &mut impl Sink,
         err: &mut impl Sink,
@@ -702,6 +708,10 @@ mod tests {
     use std::os::fd::AsFd;
     use std::time::Instant as StdInstant;
 
+    fn rw() -> Authorized<Rw> {
+        Authorized::for_tests()
+    }
+
     fn cfg() -> BashConfig {
         BashConfig {
             kill_grace: Duration::from_millis(500),
@@ -732,7 +742,7 @@ mod tests {
 
     async fn run_with(args: BashExecute, cfg: &BashConfig) -> Result<BashOutput, ToolFailure> {
         let mut never = CancelSignal::never();
-        bash_execute(&args, cfg, &mut never, &Activity::default()).await
+        bash_execute(&rw(), &args, cfg, &mut never, &Activity::default()).await
     }
 
     fn text(s: &CapturedStream) -> String {
@@ -800,7 +810,7 @@ mod tests {
         fn assert_send<T: Send>(_: &T) {}
         let (args, cfg, activity) = (call("true"), cfg(), Activity::default());
         let mut never = CancelSignal::never();
-        assert_send(&bash_execute(&args, &cfg, &mut never, &activity));
+        assert_send(&bash_execute(&rw(), &args, &cfg, &mut never, &activity));
     }
 
     #[test]
@@ -1066,9 +1076,15 @@ mod tests {
         let command = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
         let start = StdInstant::now();
         let mut stop = StopWhen::new(sleep(Duration::from_millis(200)));
-        let e = bash_execute(&call(&command), &cfg(), &mut stop, &Activity::default())
-            .await
-            .unwrap_err();
+        let e = bash_execute(
+            &rw(),
+            &call(&command),
+            &cfg(),
+            &mut stop,
+            &Activity::default(),
+        )
+        .await
+        .unwrap_err();
         assert!(
             start.elapsed() < Duration::from_secs(1),
             "{:?}",
@@ -1131,6 +1147,7 @@ mod tests {
         script: Vec<(Duration, Control)>,
     ) -> Result<BashOutput, ToolFailure> {
         bash_execute(
+            &rw(),
             &call(command),
             &cfg(),
             &mut Script(script),
@@ -1238,7 +1255,7 @@ mod tests {
         let activity = Activity::default();
         let args = call("head -c 5000 /dev/zero; head -c 7 /dev/zero >&2");
         let mut never = CancelSignal::never();
-        let out = bash_execute(&args, &cfg(), &mut never, &activity)
+        let out = bash_execute(&rw(), &args, &cfg(), &mut never, &activity)
             .await
             .unwrap();
         assert_eq!(out.stdout.total_bytes, 5000);
@@ -1254,7 +1271,8 @@ mod tests {
         let args = call(&command);
         let c = cfg();
         let (mut never, activity) = (CancelSignal::never(), Activity::default());
-        let call = bash_execute(&args, &c, &mut never, &activity);
+        let auth = rw();
+        let call = bash_execute(&auth, &args, &c, &mut never, &activity);
         let _ = tokio::time::timeout(Duration::from_millis(300), call).await;
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()

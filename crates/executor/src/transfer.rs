@@ -31,15 +31,15 @@
 //! (client gone, too large, checksum mismatch) releases it, so the same URL can be retried
 //! until it expires. Every redeem of a known grant is logged by [`audit_redeem`].
 
-use crate::auth::{self, Rw};
+use crate::auth::{self, Authorized, Ro, Rw};
 use crate::edit::{self, Replace, TempFile};
 use crate::limits::FileLimits;
 use crate::paths::{self, Access, CheckedTarget, ProtectedPaths};
 use crate::server::{CancelSignal, Events};
 use mymcp_protocol::{
-    CallOrigin, Direction, ErrorCode, GrantId, PrepareDownload, PrepareUpload, Role, TokenDigest,
-    ToolFailure, ToolName, TransferDone, TransferError, TransferErrorKind as Kind, TransferGrant,
-    TransferStart,
+    CallOrigin, Direction, ErrorCode, GrantId, Identity, PrepareDownload, PrepareUpload, Role,
+    TokenDigest, ToolFailure, ToolName, TransferDone, TransferError, TransferErrorKind as Kind,
+    TransferGrant, TransferStart,
 };
 use mymcp_sys::pipe::{self as syspipe, Ready};
 use mymcp_tokens::TokenStore;
@@ -54,16 +54,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{oneshot, watch};
 
-/// Transfer settings (`MYMCP_TRANSFER_*`), read by [`crate::config::transfer_settings`].
+/// Transfer settings (`MYMCP_TRANSFER_*`), read by the `config` module.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TransferConfig {
-    pub enabled: bool,
+pub(crate) struct TransferConfig {
+    pub(crate) enabled: bool,
     /// Default and cap of `max_bytes`.
-    pub max_bytes: u64,
-    pub default_ttl_secs: u64,
-    pub max_ttl_secs: u64,
+    pub(crate) max_bytes: u64,
+    pub(crate) default_ttl_secs: u64,
+    pub(crate) max_ttl_secs: u64,
     /// `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN`: grants one token may hold (of [`MAX_GRANTS`]).
-    pub max_grants_per_token: usize,
+    pub(crate) max_grants_per_token: usize,
 }
 
 impl Default for TransferConfig {
@@ -79,13 +79,13 @@ impl Default for TransferConfig {
 }
 
 /// Most grants alive at once (expired ones are purged first).
-pub const MAX_GRANTS: usize = 4096;
+pub(crate) const MAX_GRANTS: usize = 4096;
 /// Default of `MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN`: one token holds at most a sixteenth of
 /// the table, so that it cannot keep the other tokens from their transfers.
-pub const DEFAULT_GRANTS_PER_TOKEN: usize =
+const DEFAULT_GRANTS_PER_TOKEN: usize =
     mymcp_settings::TRANSFER_MAX_GRANTS_PER_TOKEN.default() as usize;
 /// A transfer in which nothing moves for this long is abandoned.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an upload whose pipe is drained waits for the frontend's commit.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Buffer of the upload hash (reading the written file back) and of the read/write fallbacks.
@@ -138,7 +138,7 @@ struct View {
 
 /// The grants of this executor.
 #[derive(Debug)]
-pub struct Transfers {
+pub(crate) struct Transfers {
     config: TransferConfig,
     grants: Mutex<HashMap<GrantId, Grant>>,
     next_claim: AtomicU64,
@@ -161,7 +161,7 @@ fn refuse(kind: Kind, hint: impl Into<String>) -> TransferError {
 const MINT_NEW: &str = "Mint a new ticket.";
 
 impl Transfers {
-    pub fn new(config: TransferConfig) -> Self {
+    pub(crate) fn new(config: TransferConfig) -> Self {
         Transfers {
             config,
             grants: Mutex::new(HashMap::new()),
@@ -170,18 +170,10 @@ impl Transfers {
         }
     }
 
-    pub fn config(&self) -> &TransferConfig {
-        &self.config
-    }
-
     /// Grants alive (ready, busy or used but not yet purged).
-    pub fn grants(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn grants(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Transfers moving bytes right now.
-    pub fn running(&self) -> u64 {
-        self.running.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<GrantId, Grant>> {
@@ -210,9 +202,9 @@ impl Transfers {
     }
 
     /// `prepare_upload`. Blocking (path checks).
-    pub fn prepare_upload(
+    pub(crate) fn prepare_upload(
         &self,
-        auth: &auth::Authorized<Rw>,
+        auth: &Authorized<Rw>,
         args: &PrepareUpload,
         protected: &ProtectedPaths,
         tokens: &TokenStore,
@@ -275,9 +267,9 @@ impl Transfers {
     }
 
     /// `prepare_download`. Blocking (opens the file to check it).
-    pub fn prepare_download(
+    pub(crate) fn prepare_download(
         &self,
-        auth: &auth::Authorized<auth::Ro>,
+        auth: &Authorized<Ro>,
         args: &PrepareDownload,
         protected: &ProtectedPaths,
         tokens: &TokenStore,
@@ -488,7 +480,7 @@ impl Transfers {
 
     /// The frontend says the body of `claim` ended normally. Returns whether a running upload
     /// took it.
-    pub fn commit(&self, id: &GrantId, claim: u64) -> bool {
+    pub(crate) fn commit(&self, id: &GrantId, claim: u64) -> bool {
         let mut grants = self.lock();
         match grants.get_mut(id).map(|g| &mut g.state) {
             Some(State::Busy {
@@ -500,7 +492,7 @@ impl Transfers {
     }
 
     /// `HEAD`: what a `GET` would send, without claiming the grant.
-    pub async fn probe(
+    pub(crate) async fn probe(
         &self,
         id: &GrantId,
         direction: Direction,
@@ -509,23 +501,21 @@ impl Transfers {
         limits: &FileLimits,
     ) -> Result<TransferStart, TransferError> {
         let view = self.check(id, direction)?;
-        creator(tokens, &view.token, direction)?;
+        let maker = Maker::authorize(tokens, &view.token, direction)?;
         let _slot = limits.transfer(&view.token).map_err(busy)?;
-        let policy = protected.policy(match direction {
-            Direction::Download => Access::Read,
-            Direction::Upload => Access::Write,
-        });
-        let size = match direction {
-            Direction::Download => {
+        let size = match maker {
+            Maker::Download(auth) => {
+                let policy = protected.policy(Access::Read);
                 let target = view.target.clone();
-                let file = blocking(move || open_download(&policy, &target)).await?;
+                let file = blocking(move || open_download(&auth, &policy, &target)).await?;
                 Some(file.meta.len())
             }
-            Direction::Upload => {
+            Maker::Upload(auth) => {
+                let policy = protected.policy(Access::Write);
                 let target = view.target.clone();
                 let overwrite = view.overwrite;
                 let path = view.path.clone();
-                blocking(move || check_upload(&policy, &target, &path, overwrite)).await?;
+                blocking(move || check_upload(&auth, &policy, &target, &path, overwrite)).await?;
                 None
             }
         };
@@ -539,7 +529,7 @@ impl Transfers {
     /// Redeems grant `id` (see the module documentation). Answers when the transfer has
     /// ended; the pipe goes out through `events` once the grant is claimed.
     #[allow(clippy::too_many_arguments)]
-    pub async fn redeem(
+    pub(crate) async fn redeem(
         self: &Arc<Self>,
         id: &GrantId,
         direction: Direction,
@@ -561,24 +551,18 @@ impl Transfers {
         // Refusals before the grant is known to belong to a live token are not audited (as in
         // the reference): they carry no identity.
         let view = self.check(id, direction)?;
-        let caller = creator(tokens, &view.token, direction)?;
-        let (token_name, role) = (caller.identity().name.clone(), caller.identity().role);
-        let result = match direction {
-            Direction::Upload => match caller.authorize::<Rw>(ToolName::PrepareUpload) {
-                Ok(auth) => {
-                    let limits = (announced_len, limits);
-                    self.upload(&auth, &view, limits, protected, cancel, events)
-                        .await
-                }
-                Err(_) => Err(token_gone()),
-            },
-            Direction::Download => match caller.authorize::<auth::Ro>(ToolName::PrepareDownload) {
-                Ok(auth) => {
-                    self.download(&auth, &view, limits, protected, cancel, events)
-                        .await
-                }
-                Err(_) => Err(token_gone()),
-            },
+        let maker = Maker::authorize(tokens, &view.token, direction)?;
+        let (token_name, role) = (maker.identity().name.clone(), maker.identity().role);
+        let result = match maker {
+            Maker::Upload(auth) => {
+                let limits = (announced_len, limits);
+                self.upload(&auth, &view, limits, protected, cancel, events)
+                    .await
+            }
+            Maker::Download(auth) => {
+                self.download(&auth, &view, limits, protected, cancel, events)
+                    .await
+            }
         };
         audit_redeem(&RedeemRecord {
             direction,
@@ -597,10 +581,10 @@ impl Transfers {
         result
     }
 
-    /// Runs a claimed upload for the holder of `_auth` (the token that made the grant).
+    /// Runs a claimed upload for the holder of `auth` (the token that made the grant).
     async fn upload(
         self: &Arc<Self>,
-        _auth: &auth::Authorized<Rw>,
+        auth: &Authorized<Rw>,
         view: &View,
         (announced_len, limits): (Option<u64>, &FileLimits),
         protected: &ProtectedPaths,
@@ -614,7 +598,8 @@ impl Transfers {
         let policy = protected.policy(Access::Write);
         let target = {
             let (t, p, o) = (view.target.clone(), view.path.clone(), view.overwrite);
-            blocking(move || open_upload(&policy, &t, &p, o)).await?
+            let auth = auth.clone();
+            blocking(move || open_upload(&auth, &policy, &t, &p, o)).await?
         };
         let temp = TempFile::create(&target).map_err(|e| write_failed(&view.path, &e))?;
         let (read_end, write_end) = pipe()?;
@@ -674,10 +659,10 @@ impl Transfers {
         })
     }
 
-    /// Runs a claimed download for the holder of `_auth`.
+    /// Runs a claimed download for the holder of `auth`.
     async fn download(
         self: &Arc<Self>,
-        _auth: &auth::Authorized<auth::Ro>,
+        auth: &Authorized<Ro>,
         view: &View,
         limits: &FileLimits,
         protected: &ProtectedPaths,
@@ -687,8 +672,8 @@ impl Transfers {
         let (mut claim, _, _slot) = self.claim_with_slot(&view.id, &view.token, limits)?;
         let policy = protected.policy(Access::Read);
         let file = {
-            let t = view.target.clone();
-            blocking(move || open_download(&policy, &t)).await?
+            let (t, auth) = (view.target.clone(), auth.clone());
+            blocking(move || open_download(&auth, &policy, &t)).await?
         };
         let size = file.meta.len();
         let (read_end, write_end) = pipe()?;
@@ -744,29 +729,43 @@ fn token_gone() -> TransferError {
     )
 }
 
-/// The token that made a grant, if it is still valid and may still do what the grant does.
-fn creator(
-    tokens: &TokenStore,
-    token: &TokenDigest,
-    direction: Direction,
-) -> Result<auth::Caller, TransferError> {
-    let caller = auth::authenticate(tokens, token).ok_or_else(token_gone)?;
-    let allowed = match direction {
-        Direction::Upload => caller.authorize::<Rw>(ToolName::PrepareUpload).is_ok(),
-        Direction::Download => caller
-            .authorize::<auth::Ro>(ToolName::PrepareDownload)
-            .is_ok(),
-    };
-    if allowed {
-        Ok(caller)
-    } else {
-        Err(token_gone())
+/// The token that made a grant, authorized again for what the grant does when it is
+/// redeemed or probed: it must still be valid and still hold the grant's role.
+enum Maker {
+    Upload(Authorized<Rw>),
+    Download(Authorized<Ro>),
+}
+
+impl Maker {
+    fn authorize(
+        tokens: &TokenStore,
+        token: &TokenDigest,
+        direction: Direction,
+    ) -> Result<Maker, TransferError> {
+        let caller = auth::authenticate(tokens, token).ok_or_else(token_gone)?;
+        match direction {
+            Direction::Upload => caller
+                .authorize::<Rw>(ToolName::PrepareUpload)
+                .map(Maker::Upload),
+            Direction::Download => caller
+                .authorize::<Ro>(ToolName::PrepareDownload)
+                .map(Maker::Download),
+        }
+        .map_err(|_| token_gone())
+    }
+
+    fn identity(&self) -> &Identity {
+        match self {
+            Maker::Upload(auth) => auth.identity(),
+            Maker::Download(auth) => auth.identity(),
+        }
     }
 }
 
 /// Opens the destination of an upload again and checks it, creating missing parent
 /// directories (inside the checked deepest existing one).
 fn open_upload(
+    _auth: &Authorized<Rw>,
     policy: &paths::Policy,
     target: &Path,
     shown: &str,
@@ -782,6 +781,7 @@ fn open_upload(
 
 /// As [`open_upload`] for `HEAD`: checks without creating anything.
 fn check_upload(
+    _auth: &Authorized<Rw>,
     policy: &paths::Policy,
     target: &Path,
     shown: &str,
@@ -806,6 +806,7 @@ fn upload_refusal(f: ToolFailure) -> TransferError {
 }
 
 fn open_download(
+    _auth: &Authorized<Ro>,
     policy: &paths::Policy,
     target: &Path,
 ) -> Result<paths::CheckedFile, TransferError> {
@@ -1149,16 +1150,7 @@ fn absolute(field: &str, path: &str) -> Result<(), ToolFailure> {
             format!("{field} must be an absolute path."),
         ));
     }
-    if path.len() > crate::dispatch::MAX_PATH_BYTES {
-        return Err(ToolFailure::new(
-            ErrorCode::InvalidPath,
-            format!(
-                "{field} is {} bytes long, max is {}",
-                path.len(),
-                crate::dispatch::MAX_PATH_BYTES
-            ),
-        ));
-    }
+    paths::check_path_len(field, Some(path))?;
     paths::check_absolute(field, path)
 }
 
@@ -1182,23 +1174,23 @@ fn hex(bytes: &[u8]) -> String {
 
 /// One redeem of a known grant, as the audit log records it.
 #[derive(Debug)]
-pub struct RedeemRecord<'a> {
-    pub direction: Direction,
+struct RedeemRecord<'a> {
+    pub(crate) direction: Direction,
     /// The token that made the grant, and its role.
-    pub token_name: &'a str,
-    pub role: Role,
+    pub(crate) token_name: &'a str,
+    pub(crate) role: Role,
     /// The client that redeemed it (address as the frontend saw it, request id).
-    pub origin: &'a CallOrigin,
-    pub grant: GrantId,
-    pub path: &'a str,
-    pub bytes: u64,
-    pub result: Result<(), &'a TransferError>,
-    pub duration: Duration,
+    pub(crate) origin: &'a CallOrigin,
+    pub(crate) grant: GrantId,
+    pub(crate) path: &'a str,
+    pub(crate) bytes: u64,
+    pub(crate) result: Result<(), &'a TransferError>,
+    pub(crate) duration: Duration,
 }
 
 impl RedeemRecord<'_> {
     /// `transfer_upload` or `transfer_download`: the tool name audit records carry.
-    pub fn tool(&self) -> &'static str {
+    pub(crate) fn tool(&self) -> &'static str {
         match self.direction {
             Direction::Upload => "transfer_upload",
             Direction::Download => "transfer_download",
@@ -1207,7 +1199,7 @@ impl RedeemRecord<'_> {
 }
 
 /// Records one redeem. The only place transfers are logged, so the audit log hooks in here.
-pub fn audit_redeem(r: &RedeemRecord<'_>) {
+fn audit_redeem(r: &RedeemRecord<'_>) {
     let ms = r.duration.as_millis() as u64;
     match r.result {
         Ok(()) => tracing::info!(

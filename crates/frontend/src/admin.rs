@@ -15,9 +15,9 @@
 // request, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+use crate::bearer::{bearer_token, token_digest, BearerError};
 use crate::body::{self, BodyError, BodyTimeouts};
 use crate::forward::{ForwardError, Forwarder};
-use crate::http::{bearer_token, token_digest, BearerError};
 use crate::metrics::{Format, FrontendMetrics, Surface};
 use axum::body::Body;
 use axum::extract::{Path, State};

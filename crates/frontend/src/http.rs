@@ -21,7 +21,8 @@
 //!    and the body (an unsupported version or a header that disagrees with the body is a 400
 //!    with the request's JSON-RPC id, after the token was checked) and answers.
 //!
-//! The token itself never leaves this module: it is hashed into a [`TokenDigest`] at once.
+//! The token itself never leaves the request: it is hashed into a
+//! [`TokenDigest`](mymcp_protocol::TokenDigest) at once ([`crate::bearer`]).
 //! Every response carries `x-request-id` (the client's, if sane, else a fresh random one),
 //! which also goes to the executor for the audit log.
 //!
@@ -35,10 +36,12 @@
 //! do not cut an idle stream, then the result. If the client goes away, the stream's body is
 //! dropped, which cancels the call in the executor.
 
+use crate::bearer::{bearer_token, token_digest, BearerError};
 use crate::body::{self, BodyError, BodyTimeouts, Chunks};
 use crate::calls::CallRegistry;
 use crate::forward::Forwarder;
 use crate::mcp::{self, Caller, ErrorStatus, Outcome, Post, StreamPolicy, StreamedCall};
+use crate::request_id::{choose_request_id, fresh_request_id, RequestId};
 use crate::revisions::{HeaderField, McpHeaders};
 use crate::tickets::Tickets;
 use crate::transfer::{self, TransferState};
@@ -50,9 +53,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Extension, Json, Router};
-use mymcp_protocol::{CallOrigin, TokenDigest};
+use mymcp_protocol::CallOrigin;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
@@ -64,9 +66,6 @@ use tokio::sync::mpsc;
 /// Default largest accepted `POST /mcp` body: room for a 10 MiB file written through a tool,
 /// JSON-escaped (up to 2× for typical text), plus the envelope.
 pub const DEFAULT_MAX_BODY_BYTES: usize = mymcp_settings::MAX_BODY_BYTES.default() as usize;
-
-/// Longest inbound `X-Request-ID` that is echoed rather than replaced.
-const MAX_REQUEST_ID_LEN: usize = 128;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const MCP_PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -116,36 +115,6 @@ impl Default for HttpConfig {
 }
 
 pub use crate::origin::{HostPolicy, OriginPolicy, TrustedProxies};
-
-/// Why a request carries no usable bearer token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BearerError {
-    /// No `Authorization` header, or another scheme.
-    Missing,
-    /// `Bearer ` followed by nothing.
-    Empty,
-}
-
-/// Extracts the token from an `Authorization` header value. The scheme is matched without
-/// regard to case; the token is everything after the single space, exactly as sent.
-pub fn bearer_token(value: Option<&HeaderValue>) -> Result<&[u8], BearerError> {
-    let bytes = value.ok_or(BearerError::Missing)?.as_bytes();
-    match bytes.split_at_checked(7) {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case(b"bearer ") => {
-            if token.is_empty() {
-                Err(BearerError::Empty)
-            } else {
-                Ok(token)
-            }
-        }
-        _ => Err(BearerError::Missing),
-    }
-}
-
-/// The digest the executor knows tokens by.
-pub fn token_digest(token: &[u8]) -> TokenDigest {
-    TokenDigest(Sha256::digest(token).into())
-}
 
 /// How to frame a JSON-RPC reply, from the request's `Accept` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,40 +188,6 @@ pub fn is_json_content_type(value: &HeaderValue) -> bool {
             .next()
             .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
     })
-}
-
-/// The request id of an HTTP request (see [`choose_request_id`]), available to handlers as an
-/// extension.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestId(pub String);
-
-/// The client's `X-Request-ID` if it is 1–128 visible ASCII characters, else a fresh one.
-pub fn choose_request_id(inbound: Option<&HeaderValue>) -> String {
-    match inbound.map(HeaderValue::as_bytes) {
-        Some(id)
-            if !id.is_empty()
-                && id.len() <= MAX_REQUEST_ID_LEN
-                && id.iter().all(|b| b.is_ascii_graphic()) =>
-        {
-            String::from_utf8_lossy(id).into_owned()
-        }
-        _ => fresh_request_id(),
-    }
-}
-
-/// 32 random hex digits.
-pub fn fresh_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    if let Err(e) = mymcp_sys::fill_random(&mut bytes) {
-        // Request ids correlate logs; they protect nothing. Degrade rather than fail.
-        tracing::warn!("getrandom failed ({e}); using a time-based request id");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        bytes = nanos.to_be_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The MCP request headers, for [`crate::revisions`].
@@ -846,31 +781,6 @@ mod tests {
     }
 
     #[test]
-    fn bearer_scheme_is_case_insensitive_and_token_exact() {
-        assert_eq!(bearer_token(Some(&hv("Bearer abc"))), Ok(&b"abc"[..]));
-        assert_eq!(bearer_token(Some(&hv("bearer abc"))), Ok(&b"abc"[..]));
-        assert_eq!(bearer_token(Some(&hv("BEARER  abc"))), Ok(&b" abc"[..]));
-        assert_eq!(bearer_token(Some(&hv("Bearer "))), Err(BearerError::Empty));
-        assert_eq!(bearer_token(Some(&hv("Bearer"))), Err(BearerError::Missing));
-        assert_eq!(
-            bearer_token(Some(&hv("Basic dXNlcjpwdw=="))),
-            Err(BearerError::Missing)
-        );
-        assert_eq!(
-            bearer_token(Some(&hv("Bearerabc"))),
-            Err(BearerError::Missing)
-        );
-        assert_eq!(bearer_token(None), Err(BearerError::Missing));
-    }
-
-    #[test]
-    fn token_digest_is_sha256_of_the_token() {
-        // sha256("abc")
-        let d = token_digest(b"abc");
-        assert_eq!(d.0[..4], [0xba, 0x78, 0x16, 0xbf]);
-    }
-
-    #[test]
     fn tickets_are_cut_from_logged_paths() {
         let t = "AQajxphJb-n6JOAbWfneZL0AAAAAawHvOTn3WdjSFgcEr3T1CfpuQPHUExlF";
         assert_eq!(
@@ -878,18 +788,5 @@ mod tests {
             "/files/raw/AQajxphJ…"
         );
         assert_eq!(loggable_path("/mcp"), "/mcp");
-    }
-
-    #[test]
-    fn request_ids_are_echoed_only_when_sane() {
-        assert_eq!(choose_request_id(Some(&hv("abc-123"))), "abc-123");
-        let long = "a".repeat(129);
-        for bad in [long.as_str(), "has space", ""] {
-            let id = choose_request_id(Some(&hv(bad)));
-            assert_eq!(id.len(), 32, "{bad:?}");
-            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
-        }
-        assert_eq!(choose_request_id(Some(&hv(&"a".repeat(128)))).len(), 128);
-        assert_ne!(fresh_request_id(), fresh_request_id());
     }
 }

@@ -18,6 +18,8 @@
 //!
 //! Modules, by responsibility:
 //! - [`http`]: the axum router, HTTP-level checks and status codes, SSE streams;
+//! - [`bearer`]: the bearer token of a request and the digest the executor knows it by;
+//! - [`request_id`]: the `X-Request-ID` of a request;
 //! - [`body`]: reading request bodies only once the caller is known, within the body
 //!   timeouts;
 //! - [`mcp`]: JSON-RPC 2.0 / MCP processing, independent of the transport;
@@ -61,6 +63,7 @@
 pub mod admin;
 pub mod admission;
 pub mod arguments;
+pub mod bearer;
 pub mod body;
 pub mod calls;
 pub mod catalogue;
@@ -72,6 +75,7 @@ pub mod listen;
 pub mod mcp;
 pub mod metrics;
 pub mod origin;
+pub mod request_id;
 pub mod results;
 pub mod revisions;
 pub mod server;

@@ -23,7 +23,7 @@
 
 use crate::body::{self, BodyError};
 use crate::forward::{Finish, ForwardError, Forwarder, Redeemed};
-use crate::http::RequestId;
+use crate::request_id::RequestId;
 use crate::tickets::{Ticket, TicketError, Tickets};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};

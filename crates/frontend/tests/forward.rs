@@ -3,8 +3,8 @@
 
 mod support;
 
+use mymcp_frontend::bearer::token_digest;
 use mymcp_frontend::forward::{ForwardError, Forwarder};
-use mymcp_frontend::http::token_digest;
 use mymcp_protocol::{
     BashExecute, CallOrigin, ClientFrame, FrontendRequest, FrontendResponse, ReadFile, Role,
     ToolCall, ToolOutput,

@@ -217,7 +217,7 @@ pub fn run(
             );
             store.append_changelog(&[line])?;
             doc.set_recent_changes(&store.changelog_tail()?);
-            store.write_overview(&doc.render(&crate::merge::now_rfc3339()))?;
+            store.write_overview(&doc.render(&crate::document::now_rfc3339()))?;
             store.save_cursor(&start)?;
             tracing::info!(calls = i + 1, tokens = spent, "first overview written");
             return Ok(());

@@ -32,6 +32,13 @@ pub const MAX_SECTIONS: usize = 24;
 /// Longest changelog line accepted from the model.
 pub const MAX_CHANGELOG_LINE_BYTES: usize = 512;
 
+/// `YYYY-MM-DDTHH:MM:SSZ` now: the `_Last updated_` stamp of a document written now.
+pub fn now_rfc3339() -> String {
+    let t = mymcp_audit::now_rfc3339();
+    // Second precision is enough for a document stamp.
+    format!("{}Z", &t[..19])
+}
+
 /// An overview: title line and sections in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Overview {
@@ -328,6 +335,13 @@ impl Overview {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn stamps_are_second_precision_utc() {
+        let s = now_rfc3339();
+        assert_eq!(s.len(), 20, "{s}");
+        assert!(s.ends_with('Z'));
+    }
 
     fn upd(section: &str, content: &str) -> SectionUpdate {
         SectionUpdate {

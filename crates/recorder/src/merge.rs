@@ -16,7 +16,7 @@
 
 use crate::bootstrap;
 use crate::config::Config;
-use crate::document::{MergeAnswer, Overview};
+use crate::document::{now_rfc3339, MergeAnswer, Overview};
 use crate::llm::{Client, LlmError, Message, Request, Stop, ToolSpec};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -139,13 +139,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` now.
-pub fn now_rfc3339() -> String {
-    let t = mymcp_audit::now_rfc3339();
-    // Second precision is enough for a document stamp.
-    format!("{}Z", &t[..19])
 }
 
 impl Recorder {
@@ -467,12 +460,5 @@ mod tests {
             serde_json::json!({"ts": "t", "tool": "write_file", "token_name": "n",
                 "params": {"file_path": "/x"}, "output": {"size_bytes": 1}})
         );
-    }
-
-    #[test]
-    fn stamps_are_second_precision_utc() {
-        let s = now_rfc3339();
-        assert_eq!(s.len(), 20, "{s}");
-        assert!(s.ends_with('Z'));
     }
 }

@@ -13,7 +13,7 @@
 
 #![allow(dead_code)]
 
-use mymcp_frontend::http::token_digest;
+use mymcp_frontend::bearer::token_digest;
 use mymcp_protocol::frame::{self, HEADER_LEN, MAX_FRAME_LEN};
 use mymcp_protocol::{
     BashOutput, CapturedStream, ClientFrame, Direction, ErrorCode, FrontendRequest,
