@@ -349,6 +349,7 @@ fn run_phase(workers: &mut [Worker], ws: &Workspace, seconds: f64) -> (usize, Ve
 
 #[test]
 fn mixed_load_at_concurrency_64_fails_nothing_and_leaks_nothing() {
+    mymcp_tests::needs_root!();
     const CONCURRENCY: usize = 64;
     const MIB: u64 = 1024;
     let seconds = load_seconds();
@@ -481,6 +482,7 @@ impl Loris {
 
 #[test]
 fn slow_loris_connections_neither_delay_a_client_nor_outlive_the_header_timeout() {
+    mymcp_tests::needs_root!();
     const LORISES: usize = 500;
     const HEADER_TIMEOUT: Duration = Duration::from_secs(4);
     raise_fd_limit(2 * LORISES as u64 + 100);
@@ -602,6 +604,7 @@ fn slow_loris_connections_neither_delay_a_client_nor_outlive_the_header_timeout(
 
 #[test]
 fn a_thousand_concurrent_sleeps_get_slots_or_busy_at_once_and_leave_nothing() {
+    mymcp_tests::needs_root!();
     const CALLS: usize = 1000;
     const MAX: usize = 40;
     raise_fd_limit(2 * CALLS as u64 + 100);
