@@ -50,7 +50,7 @@ fn it_refuses_to_run_unless_enabled_and_names_bad_settings() {
 
 #[test]
 fn as_root_it_refuses_without_allow_root() {
-    if unsafe_euid() != 0 {
+    if !runs_as_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -63,14 +63,23 @@ fn as_root_it_refuses_without_allow_root() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to run as root"));
 }
 
-fn unsafe_euid() -> u32 {
+/// Whether the test runs as root; if not, says "skipped: needs root" (past the harness's output
+/// capture, so that `cargo test` shows it) and the test returns.
+fn runs_as_root() -> bool {
     // Read from /proc to keep this test free of unsafe code.
-    std::fs::read_to_string("/proc/self/status")
+    let euid: u32 = std::fs::read_to_string("/proc/self/status")
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|v| v.split_whitespace().nth(1).map(|u| u.parse().unwrap()))
-        .unwrap()
+        .unwrap();
+    if euid != 0 {
+        use std::io::Write as _;
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("test");
+        let _ = writeln!(std::io::stderr(), "{name}: skipped: needs root");
+    }
+    euid == 0
 }
 
 struct KillOnDrop(std::process::Child);
@@ -93,8 +102,7 @@ fn chown(path: &Path, uid: u32, gid: u32) {
 
 #[test]
 fn as_an_unprivileged_user_it_bootstraps_merges_on_its_interval_and_stops_on_sigterm() {
-    if unsafe_euid() != 0 {
-        eprintln!("skipped: needs root to run the recorder as another user");
+    if !runs_as_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -217,7 +225,7 @@ fn as_an_unprivileged_user_it_bootstraps_merges_on_its_interval_and_stops_on_sig
 
 #[test]
 fn once_exits_nonzero_when_the_tick_fails() {
-    if unsafe_euid() != 0 {
+    if !runs_as_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
