@@ -14,11 +14,19 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{echo_merge, tool_call, FakeLlm, Scripted};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mymcp-recorder");
 const NOBODY: u32 = 65534;
 
+/// The recorder cargo built, or its copy in `MYMCP_BIN_DIR`: tests/run copies the binaries
+/// where nobody can reach them when the checkout is out of nobody's reach (a home directory).
+fn recorder_bin() -> std::path::PathBuf {
+    match std::env::var_os("MYMCP_BIN_DIR") {
+        Some(dir) => Path::new(&dir).join("mymcp-recorder"),
+        None => env!("CARGO_BIN_EXE_mymcp-recorder").into(),
+    }
+}
+
 fn base(dir: &Path, llm: &FakeLlm) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(recorder_bin());
     c.env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("MYMCP_RECORDER_DATA_DIR", dir.join("recorder"))
