@@ -1,8 +1,9 @@
 //! Harness for the end-to-end tests: starts the real binaries as real users.
 //!
 //! The tests need root (the executor runs as root and the frontend as `nobody`, as in
-//! production): each begins with [`needs_root!`], which skips it for an ordinary user. Binaries are taken from the cargo target directory that built this crate, or
-//! from `MYMCP_BIN_DIR`.
+//! production): each begins with [`needs_root!`], which skips it for an ordinary user.
+//! Binaries are taken from the cargo target directory that built this crate, or from
+//! `MYMCP_BIN_DIR`.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -64,10 +65,10 @@ pub fn is_root() -> bool {
 /// ```
 ///
 /// As an ordinary user (`cargo test --workspace`) the test prints `skipped: needs root` and
-/// passes without doing anything; as root (`sudo tests/run`, CI) it runs. The helpers that start
-/// processes as root or as another user ([`ExecutorProcess`], [`FrontendProcess`],
-/// [`QuickTry`], [`peer`], [`spawn_peer`]) refuse to run in a test that did not say
-/// `needs_root!()` first, as root too, so a new test cannot forget it.
+/// passes without doing anything; as root (`sudo tests/run`, CI) it runs. [`bin`] and the
+/// helpers that start processes as root or as another user ([`ExecutorProcess`],
+/// [`FrontendProcess`], [`QuickTry`], [`peer`], [`spawn_peer`]) refuse to run in a test that
+/// did not say `needs_root!()` first, as root too, so a new test cannot forget it.
 #[macro_export]
 macro_rules! needs_root {
     () => {
