@@ -1,8 +1,9 @@
 //! Harness for the end-to-end tests: starts the real binaries as real users.
 //!
 //! The tests need root (the executor runs as root and the frontend as `nobody`, as in
-//! production). Binaries are taken from the cargo target directory that built this crate, or
-//! from `MYMCP_BIN_DIR`.
+//! production): each begins with [`needs_root!`], which skips it for an ordinary user.
+//! Binaries are taken from the cargo target directory that built this crate, or from
+//! `MYMCP_BIN_DIR`.
 
 #![forbid(unsafe_code)]
 
@@ -27,7 +28,11 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// The path of one of the binaries; only in a test that began with [`needs_root!`] (they all
+/// need root: as an ordinary user the frontend would not even refuse to start as root).
+#[track_caller]
 pub fn bin(name: &str) -> PathBuf {
+    assert_root_test();
     let p = bin_dir().join(name);
     assert!(
         p.is_file(),
@@ -37,12 +42,69 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// Panics unless running as root: these tests start the executor as root, as in production.
-pub fn require_root() {
-    let euid = mymcp_sys::euid();
-    assert_eq!(
-        euid, 0,
-        "end-to-end tests must run as root (the executor is a root daemon)"
+/// Whether this process runs as root, as the end-to-end tests need (the executor is a root
+/// daemon and the frontend runs as `nobody`).
+pub fn is_root() -> bool {
+    mymcp_sys::euid() == 0
+}
+
+/// Skips the calling test unless it runs as root: at the top of every test that starts the
+/// real binaries (all of `tests/tests/`).
+///
+/// ```ignore
+/// #[test]
+/// fn an_end_to_end_test() {
+///     mymcp_tests::needs_root!();
+///     let exec = ExecutorProcess::start("nobody");
+///     // …
+/// }
+/// ```
+///
+/// As an ordinary user (`cargo test --workspace`) the test prints `skipped: needs root` and
+/// passes without doing anything; as root (`sudo tests/run`, CI) it runs. [`bin`] and the
+/// helpers that start processes as root or as another user ([`ExecutorProcess`],
+/// [`FrontendProcess`], [`QuickTry`], [`peer`], [`spawn_peer`]) refuse to run in a test that
+/// did not say `needs_root!()` first, as root too, so a new test cannot forget it.
+#[macro_export]
+macro_rules! needs_root {
+    () => {
+        if !$crate::root_test_starts() {
+            return;
+        }
+    };
+}
+
+thread_local! {
+    /// Set by `needs_root!()` in the test's thread (libtest runs each test in a thread of its
+    /// own, nextest each in a process of its own).
+    static ROOT_TEST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `needs_root!()`'s work: marks the calling test as one that needs root, and returns whether
+/// it runs (as root). Otherwise says so on stderr — past the test harness's capture, so that
+/// `cargo test` shows it — and returns false.
+#[doc(hidden)]
+pub fn root_test_starts() -> bool {
+    ROOT_TEST.with(|t| t.set(true));
+    if is_root() {
+        return true;
+    }
+    use std::io::Write as _;
+    let thread = std::thread::current();
+    let name = thread.name().filter(|n| *n != "main").unwrap_or("test");
+    let _ = writeln!(std::io::stderr(), "{name}: skipped: needs root");
+    false
+}
+
+/// Panics unless the calling test started with `needs_root!()`: for helpers (here and in the
+/// test files) that start processes as root or as another user.
+#[track_caller]
+pub fn assert_root_test() {
+    assert!(
+        ROOT_TEST.with(|t| t.get()),
+        "this test starts the real binaries as root or as another user: begin it with \
+         `mymcp_tests::needs_root!();` so that it is skipped, not failed, without root \
+         (or start the processes from the test's own thread)"
     );
 }
 
@@ -75,7 +137,7 @@ impl ExecutorProcess {
     }
 
     pub fn start_with_env(frontend_user: &str, env: &[(&str, &str)]) -> ExecutorProcess {
-        require_root();
+        assert_root_test();
         let dir = tempfile::Builder::new()
             .prefix("mymcp-e2e-")
             .tempdir()
@@ -230,6 +292,7 @@ pub fn digest_hex(token: &str) -> String {
 
 /// Runs the hostile peer as `uid:gid` against `socket`; returns its output lines.
 pub fn peer(uid: u32, gid: u32, socket: &Path, scenario: &str, arg: &str) -> Vec<String> {
+    assert_root_test();
     let out = Command::new(bin("mymcp-test-peer"))
         .arg(socket)
         .arg(scenario)
@@ -267,8 +330,13 @@ impl QuickTry {
 
     /// As [`QuickTry::start`], with extra environment for `mymcpctl serve`.
     pub fn start_with_env(env: &[(&str, &str)]) -> QuickTry {
-        require_root();
-        let mut child = Command::new(bin("mymcpctl"))
+        Self::start_from(&bin("mymcpctl"), env)
+    }
+
+    /// As [`QuickTry::start_with_env`], with the `mymcpctl` at `ctl` (its daemons beside it).
+    pub fn start_from(ctl: &Path, env: &[(&str, &str)]) -> QuickTry {
+        assert_root_test();
+        let mut child = Command::new(ctl)
             .args(["serve", "--port", "0", "--log-level", "info"])
             .env("MYMCP_FRONTEND_USER", "nobody")
             .envs(env.iter().copied())
@@ -381,6 +449,7 @@ impl FrontendProcess {
 
     /// As [`FrontendProcess::start`], with extra environment (e.g. `MYMCP_ALLOWED_HOSTS`).
     pub fn start_with_env(executor_socket: &Path, env: &[(&str, &str)]) -> FrontendProcess {
+        assert_root_test();
         let (uid, gid) = user_ids("nobody");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .expect("free port")
@@ -745,6 +814,7 @@ pub fn send_signal(pid: u32, signal: i32) {
 
 /// Starts the hostile peer as `uid:gid` without waiting; its stdout is piped.
 pub fn spawn_peer(uid: u32, gid: u32, socket: &Path, scenario: &str, arg: &str) -> Child {
+    assert_root_test();
     Command::new(bin("mymcp-test-peer"))
         .arg(socket)
         .arg(scenario)

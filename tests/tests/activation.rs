@@ -3,9 +3,7 @@
 //! tells a test `NOTIFY_SOCKET` it is ready (`READY=1`, `STATUS=`), pings the watchdog, and says
 //! `STOPPING=1` on SIGTERM. A tool call goes through both activated daemons end to end.
 
-use mymcp_tests::{
-    bin, ctl, http_get, post_mcp, proc_comm, require_root, tools_call, user_ids, wait_until,
-};
+use mymcp_tests::{bin, ctl, http_get, post_mcp, proc_comm, tools_call, user_ids, wait_until};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -108,7 +106,7 @@ fn terminate(child: &mut Child) {
 
 #[test]
 fn both_daemons_start_on_the_first_connection_and_report_readiness() {
-    require_root();
+    mymcp_tests::needs_root!();
     let (nobody_uid, nobody_gid) = user_ids("nobody");
     let dir = tempfile::Builder::new()
         .prefix("mymcp-activation-")
@@ -222,9 +220,9 @@ fn both_daemons_start_on_the_first_connection_and_report_readiness() {
 
 #[test]
 fn started_by_hand_the_executor_binds_its_own_sockets_and_notifies_nobody() {
+    mymcp_tests::needs_root!();
     // The ordinary e2e tests start it without LISTEN_FDS; here: a stale LISTEN_FDS meant for
     // another process is ignored, and the sockets are bound and removed again.
-    require_root();
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let mut cmd = Command::new(bin("mymcp-executor"));

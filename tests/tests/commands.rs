@@ -46,6 +46,7 @@ fn kib(value: &str) -> u64 {
 
 #[test]
 fn a_background_grandchild_cannot_hold_a_call_past_its_timeout() {
+    mymcp_tests::needs_root!();
     let (_exec, front, rw) = server(&[]);
     let marker = "sleep 1000.4711";
     let t = Instant::now();
@@ -72,6 +73,7 @@ fn a_background_grandchild_cannot_hold_a_call_past_its_timeout() {
 
 #[test]
 fn printing_200_mb_keeps_the_executor_memory_flat_and_returns_the_head() {
+    mymcp_tests::needs_root!();
     let (exec, front, rw) = server(&[]);
     let pid = exec.pid();
     let rss_before = kib(&proc_status(pid, "VmRSS"));
@@ -128,6 +130,7 @@ fn printing_200_mb_keeps_the_executor_memory_flat_and_returns_the_head() {
 
 #[test]
 fn sigterm_to_the_executor_stops_every_command_and_leaves_no_process_behind() {
+    mymcp_tests::needs_root!();
     let marker = format!("MYMCP_E2E_MARKER={}", std::process::id());
     let (name, value) = marker.split_once('=').unwrap();
     let mut exec = ExecutorProcess::start_with_env(
@@ -218,6 +221,7 @@ fn sigterm_to_the_executor_stops_every_command_and_leaves_no_process_behind() {
 
 #[test]
 fn the_executors_secrets_do_not_reach_commands() {
+    mymcp_tests::needs_root!();
     let (_exec, front, rw) = server(&[
         ("MYMCP_ADMIN_TOKEN", "tok_admin_secret_e2e"),
         ("AWS_SECRET_ACCESS_KEY", "aws-secret-e2e"),
@@ -237,6 +241,7 @@ fn the_executors_secrets_do_not_reach_commands() {
 
 #[test]
 fn a_background_job_is_followed_to_its_end_and_belongs_to_its_token() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");
     let other = exec.add_token("other", "rw");
@@ -301,6 +306,7 @@ fn a_background_job_is_followed_to_its_end_and_belongs_to_its_token() {
 
 #[test]
 fn job_kill_stops_a_job_and_ended_jobs_are_deleted_after_the_retention() {
+    mymcp_tests::needs_root!();
     let (exec, front, rw) = server(&[("MYMCP_JOB_RETENTION_SEC", "1")]);
     let marker = "sleep 300.0815";
     let job = bash(
@@ -338,6 +344,7 @@ fn job_kill_stops_a_job_and_ended_jobs_are_deleted_after_the_retention() {
 
 #[test]
 fn commands_beyond_the_limits_are_busy_at_once() {
+    mymcp_tests::needs_root!();
     let (exec, front, rw) = server(&[
         ("MYMCP_BASH_MAX_CONCURRENT_PER_TOKEN", "2"),
         ("MYMCP_BASH_MAX_CONCURRENT", "3"),
@@ -388,6 +395,7 @@ fn commands_beyond_the_limits_are_busy_at_once() {
 
 #[test]
 fn notifications_cancelled_kills_the_command_of_that_request() {
+    mymcp_tests::needs_root!();
     let (_exec, front, rw) = server(&[]);
     let addr = front.addr;
     let marker = "sleep 30.2718";
@@ -447,6 +455,7 @@ fn notifications_cancelled_kills_the_command_of_that_request() {
 
 #[test]
 fn a_long_command_streams_progress_notifications_before_its_result() {
+    mymcp_tests::needs_root!();
     let (_exec, front, rw) = server(&[]);
     let t = Instant::now();
     let r = post_mcp(

@@ -113,6 +113,7 @@ fn tool(addr: std::net::SocketAddr, token: &str, name: &str, args: Value) -> Val
 #[test]
 fn an_executor_killed_mid_command_mid_read_and_mid_upload_gives_clear_errors_and_is_recovered_from()
 {
+    mymcp_tests::needs_root!();
     let mut exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");
     let front = FrontendProcess::start(&exec.executor_socket());
@@ -278,6 +279,7 @@ fn grant_of(url: &str) -> String {
 
 #[test]
 fn a_frontend_killed_mid_download_and_mid_upload_releases_grant_temporary_file_and_pipe() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("mover", "rw");
     let (uid, gid) = user_ids("nobody");
@@ -441,6 +443,7 @@ impl Drop for Ext4 {
 
 #[test]
 fn a_read_only_audit_directory_refuses_calls_before_acting_and_recovers_after_repair() {
+    mymcp_tests::needs_root!();
     let Some(disk) = Ext4::mount() else {
         eprintln!("SKIPPED: this host cannot loop-mount an ext4 image");
         return;
@@ -551,6 +554,7 @@ fn store_entry(token: &str, name: &str) -> Value {
 
 #[test]
 fn a_broken_token_store_refuses_start_with_one_line_and_is_never_overwritten() {
+    mymcp_tests::needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let valid =
         json!({"format": "mymcp-tokens-v1", "tokens": [store_entry("tok_a", "a")]}).to_string();
@@ -589,6 +593,7 @@ fn a_broken_token_store_refuses_start_with_one_line_and_is_never_overwritten() {
 
 #[test]
 fn a_token_store_edited_by_hand_while_running_is_picked_up() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let keeper = exec.add_token("keeper", "rw");
     let front = FrontendProcess::start(&exec.executor_socket());
@@ -639,6 +644,7 @@ fn a_token_store_edited_by_hand_while_running_is_picked_up() {
 
 #[test]
 fn sigterm_with_work_in_flight_finishes_it_within_the_grace_and_leaves_nothing_half_done() {
+    mymcp_tests::needs_root!();
     let tag = format!("mymcp-sigterm-{}", std::process::id());
     let mut exec = ExecutorProcess::start_with_env("nobody", &[("MYMCP_SHUTDOWN_GRACE_SEC", "4")]);
     let rw = exec.add_token("writer", "rw");

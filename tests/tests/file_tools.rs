@@ -99,6 +99,7 @@ fn swap_symlink(
 
 #[test]
 fn read_file_through_a_swapped_symlink_never_returns_protected_bytes() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::write(s.path("harmless.txt"), "harmless\n").unwrap();
     let link = s.path("link");
@@ -136,6 +137,7 @@ fn read_file_through_a_swapped_symlink_never_returns_protected_bytes() {
 
 #[test]
 fn write_file_through_a_swapped_parent_never_touches_the_protected_directory() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::create_dir(s.path("harmless")).unwrap();
     let link = s.path("d");
@@ -186,6 +188,7 @@ fn write_file_through_a_swapped_parent_never_touches_the_protected_directory() {
 
 #[test]
 fn traversal_prefix_collision_and_symlinks_into_protected_are_refused_for_ro_and_rw() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::create_dir(s.path("protx")).unwrap();
     std::fs::write(s.path("protx/file.txt"), "neighbour\n").unwrap();
@@ -289,6 +292,7 @@ fn traversal_prefix_collision_and_symlinks_into_protected_are_refused_for_ro_and
 
 #[test]
 fn option_like_patterns_and_paths_run_nothing() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::write(s.path("victim.txt"), "text\n").unwrap();
     let marker = s.path("touched");
@@ -337,6 +341,7 @@ fn option_like_patterns_and_paths_run_nothing() {
 
 #[test]
 fn edit_file_changes_only_the_replaced_bytes_of_a_crlf_file_with_invalid_utf8() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     let f = s.path("dos.ini");
     let before: &[u8] = b"[section]\r\nname=\xff\xfeold\x80\r\nkey=value\r\nlone\rcr\r\nend";
@@ -355,6 +360,7 @@ fn edit_file_changes_only_the_replaced_bytes_of_a_crlf_file_with_invalid_utf8() 
 
 #[test]
 fn write_file_keeps_mode_and_owner_of_the_file_it_replaces() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     let f = s.path("owned.conf");
     std::fs::write(&f, "old\n").unwrap();
@@ -383,6 +389,7 @@ fn write_file_keeps_mode_and_owner_of_the_file_it_replaces() {
 
 #[test]
 fn read_file_of_dev_zero_is_refused_at_once() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     let t = Instant::now();
     assert_eq!(
@@ -403,6 +410,7 @@ fn read_file_of_dev_zero_is_refused_at_once() {
 
 #[test]
 fn a_ten_mib_write_fits_through_http_and_one_byte_more_is_too_large() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     let max = 10 * 1024 * 1024;
     let content = "x".repeat(max);
@@ -433,6 +441,7 @@ fn a_ten_mib_write_fits_through_http_and_one_byte_more_is_too_large() {
 
 #[test]
 fn a_long_search_does_not_stall_other_calls() {
+    mymcp_tests::needs_root!();
     let s = Setup::start_with(&[("MYMCP_SEARCH_TIMEOUT_SEC", "3")]);
     std::fs::write(s.path("quick.txt"), "quick\n").unwrap();
     let addr = s.front.addr;
@@ -471,6 +480,7 @@ fn a_long_search_does_not_stall_other_calls() {
 /// and `grep` gave an empty result.
 #[test]
 fn a_protected_directory_answers_alike_whether_a_name_exists_or_not() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     let existing = s.p("prot/secret.txt");
     let missing = s.p("prot/no-such-file.txt");

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn frontend_answers_503_while_the_executor_is_down_and_recovers_by_itself() {
+    mymcp_tests::needs_root!();
     let mut exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");
     let front = FrontendProcess::start(&exec.executor_socket());
@@ -52,6 +53,7 @@ fn frontend_answers_503_while_the_executor_is_down_and_recovers_by_itself() {
 
 #[test]
 fn a_client_that_goes_away_has_its_command_killed() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");
     let front = FrontendProcess::start(&exec.executor_socket());
@@ -85,6 +87,7 @@ fn a_client_that_goes_away_has_its_command_killed() {
 
 #[test]
 fn many_calls_in_flight_share_one_executor_connection() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");
     let front = FrontendProcess::start(&exec.executor_socket());
@@ -115,6 +118,7 @@ fn many_calls_in_flight_share_one_executor_connection() {
 
 #[test]
 fn the_frontend_process_holds_no_privilege() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let front = FrontendProcess::start(&exec.executor_socket());
     let uid = proc_status(front.pid(), "Uid");
@@ -130,6 +134,7 @@ fn the_frontend_process_holds_no_privilege() {
 
 #[test]
 fn the_frontend_refuses_to_run_as_root() {
+    mymcp_tests::needs_root!();
     let out = std::process::Command::new(mymcp_tests::bin("mymcp-frontend"))
         .args(["--port", "0"])
         .output()

@@ -57,6 +57,7 @@ impl Server {
 
 #[test]
 fn malformed_and_out_of_state_frames_drop_only_that_connection_and_run_nothing() {
+    mymcp_tests::needs_root!();
     let s = Server::start();
     let rw = digest_hex(&s.rw);
     for scenario in [
@@ -98,6 +99,7 @@ fn malformed_and_out_of_state_frames_drop_only_that_connection_and_run_nothing()
 
 #[test]
 fn revoked_and_guessed_digests_run_nothing() {
+    mymcp_tests::needs_root!();
     let s = Server::start();
     let victim = s.exec.add_token("victim", "rw");
     // It works while valid, so the refusals below are the revocation's doing.
@@ -147,6 +149,7 @@ fn grant_of(url: &str) -> String {
 
 #[test]
 fn grants_never_given_or_already_spent_are_refused() {
+    mymcp_tests::needs_root!();
     let s = Server::start();
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("shared.txt");
@@ -200,6 +203,7 @@ fn grants_never_given_or_already_spent_are_refused() {
 
 #[test]
 fn cancels_of_other_ids_never_stop_another_connections_request() {
+    mymcp_tests::needs_root!();
     let s = Server::start();
     let rw = digest_hex(&s.rw);
     // Connection B cancels A's id (and a thousand more): A's command completes.
@@ -240,6 +244,7 @@ fn executor_usage(pid: u32) -> (usize, u64) {
 
 #[test]
 fn thousands_of_connections_leave_the_executor_serving_with_bounded_memory_and_fds() {
+    mymcp_tests::needs_root!();
     let s = Server::start();
     let pid = s.exec.pid();
     let (uid, gid) = nobody();

@@ -2,7 +2,7 @@
 //! `MYMCP_ALLOW_PLAINTEXT=true` says a TLS-terminating proxy is in front. (HTTPS itself is
 //! tested in `crates/frontend/tests/tls.rs` and, with the MCP Python SDK, in `tests/e2e/test_https.py`.)
 
-use mymcp_tests::{bin, http_get, require_root, user_ids, wait_until};
+use mymcp_tests::{bin, http_get, user_ids, wait_until};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -16,6 +16,7 @@ fn free_port() -> u16 {
 }
 
 fn frontend(host: &str, port: u16, env: &[(&str, &str)]) -> Command {
+    mymcp_tests::assert_root_test();
     let (uid, gid) = user_ids("nobody");
     let mut cmd = Command::new(bin("mymcp-frontend"));
     cmd.env_clear()
@@ -31,7 +32,7 @@ fn frontend(host: &str, port: u16, env: &[(&str, &str)]) -> Command {
 
 #[test]
 fn plain_http_on_all_interfaces_is_refused_with_one_line() {
-    require_root();
+    mymcp_tests::needs_root!();
     let out = frontend("0.0.0.0", free_port(), &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -49,7 +50,7 @@ fn plain_http_on_all_interfaces_is_refused_with_one_line() {
 
 #[test]
 fn plain_http_on_all_interfaces_is_served_when_allowed() {
-    require_root();
+    mymcp_tests::needs_root!();
     let port = free_port();
     let mut child = frontend("0.0.0.0", port, &[("MYMCP_ALLOW_PLAINTEXT", "true")])
         .spawn()
@@ -68,7 +69,7 @@ fn plain_http_on_all_interfaces_is_served_when_allowed() {
 
 #[test]
 fn half_a_tls_configuration_stops_start_up() {
-    require_root();
+    mymcp_tests::needs_root!();
     let out = frontend("127.0.0.1", free_port(), &[("MYMCP_TLS_CERT", "/x.pem")])
         .output()
         .unwrap();
@@ -82,7 +83,7 @@ fn half_a_tls_configuration_stops_start_up() {
 
 #[test]
 fn the_quick_try_refuses_plain_http_off_loopback_and_says_to_add_tls() {
-    require_root();
+    mymcp_tests::needs_root!();
     let out = Command::new(bin("mymcpctl"))
         .env_remove("MYMCP_ALLOW_PLAINTEXT")
         .args(["serve", "--host", "0.0.0.0", "--port", "0"])

@@ -2,7 +2,7 @@
 //! layout, units pointing at the installed binaries, directory modes; uninstall keeps the data
 //! unless asked to purge it. (The Debian package itself: tests/package-check.)
 
-use mymcp_tests::{bin, require_root};
+use mymcp_tests::bin;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -20,7 +20,7 @@ fn mode(path: &Path) -> u32 {
 
 #[test]
 fn install_then_uninstall_keeps_data_and_purge_removes_it() {
-    require_root();
+    mymcp_tests::needs_root!();
     let root = tempfile::tempdir().unwrap();
     let r = root.path().to_str().unwrap();
 

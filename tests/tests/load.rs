@@ -364,6 +364,7 @@ const THREAD_KIB: u64 = 256;
 
 #[test]
 fn mixed_load_at_concurrency_64_fails_nothing_and_leaks_nothing() {
+    mymcp_tests::needs_root!();
     const CONCURRENCY: usize = 64;
     let seconds = load_seconds();
     // Limits the load cannot reach: 64 callers, at most 11 commands per token at once.
@@ -515,6 +516,7 @@ impl Loris {
 
 #[test]
 fn slow_loris_connections_neither_delay_a_client_nor_outlive_the_header_timeout() {
+    mymcp_tests::needs_root!();
     const LORISES: usize = 500;
     const HEADER_TIMEOUT: Duration = Duration::from_secs(4);
     raise_fd_limit(2 * LORISES as u64 + 100);
@@ -636,6 +638,7 @@ fn slow_loris_connections_neither_delay_a_client_nor_outlive_the_header_timeout(
 
 #[test]
 fn a_thousand_concurrent_sleeps_get_slots_or_busy_at_once_and_leave_nothing() {
+    mymcp_tests::needs_root!();
     const CALLS: usize = 1000;
     const MAX: usize = 40;
     raise_fd_limit(2 * CALLS as u64 + 100);

@@ -3,9 +3,7 @@
 //! scratch root and migrated there (`--root`); then the real executor runs on the migrated
 //! token store and env file, and the old tokens still work through the real frontend.
 
-use mymcp_tests::{
-    bin, ctl, http_request, post_mcp, require_root, tools_call, ExecutorProcess, FrontendProcess,
-};
+use mymcp_tests::{bin, ctl, http_request, post_mcp, tools_call, ExecutorProcess, FrontendProcess};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -125,7 +123,7 @@ fn token_roles(exec: &ExecutorProcess) -> BTreeMap<String, String> {
 
 #[test]
 fn a_python_2x_install_keeps_its_tokens_and_settings() {
-    require_root();
+    mymcp_tests::needs_root!();
     let (_keep, root) = fixture("python-2.x");
     let before = snapshot(&root);
     let plan = migrate(&root, "/etc/mymcp", true);
@@ -199,7 +197,7 @@ fn a_python_2x_install_keeps_its_tokens_and_settings() {
 
 #[test]
 fn a_go_3x_install_with_its_audit_elsewhere_is_copied_not_moved() {
-    require_root();
+    mymcp_tests::needs_root!();
     let (_keep, root) = fixture("go-3.x");
     let out = migrate(&root, "/etc/mymcp", false);
     assert!(
@@ -232,7 +230,7 @@ fn a_go_3x_install_with_its_audit_elsewhere_is_copied_not_moved() {
 
 #[test]
 fn a_1x_install_in_opt_mymcp_gets_its_mcp_keys_renamed() {
-    require_root();
+    mymcp_tests::needs_root!();
     let (_keep, root) = fixture("mymcp-1.x");
     let out = migrate(&root, "/opt/mymcp", false);
     assert!(out.contains("1.x install (MCP_* settings)"), "{out}");
@@ -266,6 +264,7 @@ fn a_1x_install_in_opt_mymcp_gets_its_mcp_keys_renamed() {
 
 #[test]
 fn a_directory_without_an_install_is_refused() {
+    mymcp_tests::needs_root!();
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(root.path().join("etc/mymcp")).unwrap();
     let out = Command::new(bin("mymcpctl"))

@@ -51,6 +51,7 @@ fn ctl_json(runtime: &Path, args: &[&str]) -> Value {
 
 #[test]
 fn admin_api_and_cli_share_one_store_without_lost_updates() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let front = FrontendProcess::start(&exec.executor_socket());
     let admin_token = exec.add_token("ops", "admin");
@@ -224,6 +225,7 @@ fn admin_api_and_cli_share_one_store_without_lost_updates() {
 
 #[test]
 fn metrics_token_rotation_and_disabling() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let front = FrontendProcess::start(&exec.executor_socket());
     let rw = exec.add_token("writer", "rw");
@@ -287,6 +289,7 @@ fn metrics_token_rotation_and_disabling() {
 
 #[test]
 fn a_compromised_frontend_cannot_manage_tokens_or_read_metrics_with_client_tokens() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");
     let (uid, gid) = user_ids("nobody");
@@ -366,6 +369,7 @@ fn outcomes(lines: &[Value]) -> Vec<&Value> {
 
 #[test]
 fn every_tool_call_gets_one_outcome_record_with_the_reference_fields_and_redaction() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start_with_env("nobody", &[("MYMCP_AUDIT_ENABLED", "true")]);
     let front = FrontendProcess::start(&exec.executor_socket());
     let rw = exec.add_token("writer", "rw");
@@ -579,6 +583,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_audit_disk_refuses_calls_before_their_side_effects() {
+    mymcp_tests::needs_root!();
     let disk = Tmpfs::mount("256k");
     let audit_dir = disk.path().join("audit");
     let exec = ExecutorProcess::start_with_env(
@@ -694,6 +699,7 @@ fn a_full_audit_disk_refuses_calls_before_their_side_effects() {
 
 #[test]
 fn audit_verify_finds_an_edited_line_a_deleted_line_and_a_cut_tail() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start_with_env(
         "nobody",
         &[
@@ -746,6 +752,7 @@ fn audit_verify_finds_an_edited_line_a_deleted_line_and_a_cut_tail() {
 
 #[test]
 fn rotation_keeps_the_chain_verifiable_across_files() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start_with_env(
         "nobody",
         &[
@@ -816,6 +823,7 @@ fn executor_start_error(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, St
 
 #[test]
 fn a_bad_setting_refuses_start_up_with_one_line() {
+    mymcp_tests::needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let env_file = dir.path().join("env");
     std::fs::write(
@@ -867,6 +875,7 @@ fn a_bad_setting_refuses_start_up_with_one_line() {
 
 #[test]
 fn a_python_or_go_install_is_imported_and_its_tokens_keep_working() {
+    mymcp_tests::needs_root!();
     let old = tempfile::tempdir().unwrap();
     let legacy_rw = "tok_0123456789abcdef0123456789abcdef";
     let legacy_admin = "tok_fedcba9876543210fedcba9876543210";
@@ -947,6 +956,7 @@ fn a_python_or_go_install_is_imported_and_its_tokens_keep_working() {
 
 #[test]
 fn a_log_cut_while_the_executor_was_stopped_is_reported_after_the_restart() {
+    mymcp_tests::needs_root!();
     let mut exec = ExecutorProcess::start_with_env("nobody", &[("MYMCP_AUDIT_ENABLED", "true")]);
     let rw = exec.add_token("writer", "rw");
     {

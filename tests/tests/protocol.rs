@@ -70,6 +70,7 @@ fn rpc_error(r: &HttpResponse, status: u16, code: i64) -> Value {
 
 #[test]
 fn header_and_body_disagreements_are_400s_with_the_request_id() {
+    mymcp_tests::needs_root!();
     let s = start(&[]);
     // Mcp-Method differs from the body's method (values are case-sensitive).
     for method in ["prompts/list", "TOOLS/LIST"] {
@@ -139,6 +140,7 @@ fn header_and_body_disagreements_are_400s_with_the_request_id() {
 
 #[test]
 fn unsupported_protocol_versions_are_400s_naming_the_supported_ones() {
+    mymcp_tests::needs_root!();
     let s = start(&[]);
     let supported = json!([
         "2024-11-05",
@@ -183,6 +185,7 @@ fn unsupported_protocol_versions_are_400s_naming_the_supported_ones() {
 
 #[test]
 fn a_missing_version_header_means_2025_03_26_for_legacy_requests_and_is_refused_for_2026_07_28() {
+    mymcp_tests::needs_root!();
     let s = start(&[]);
     // Legacy revisions: a request without the header is served (as 2025-03-26).
     let r = s.post(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, &[]);
@@ -212,6 +215,7 @@ fn a_missing_version_header_means_2025_03_26_for_legacy_requests_and_is_refused_
 
 #[test]
 fn batches_are_answered_only_where_the_revision_defines_them() {
+    mymcp_tests::needs_root!();
     let s = start(&[]);
     let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},
                     {"jsonrpc":"2.0","method":"notifications/initialized"},
@@ -237,6 +241,7 @@ fn batches_are_answered_only_where_the_revision_defines_them() {
 
 #[test]
 fn notification_only_posts_are_accepted_with_202_and_no_body() {
+    mymcp_tests::needs_root!();
     let s = start(&[]);
     let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     for headers in [
@@ -265,6 +270,7 @@ fn notification_only_posts_are_accepted_with_202_and_no_body() {
 
 #[test]
 fn get_and_delete_are_405_with_allow_post() {
+    mymcp_tests::needs_root!();
     let s = start(&[]);
     for method in ["GET", "DELETE", "PUT"] {
         let raw = format!(
@@ -281,6 +287,7 @@ fn get_and_delete_are_405_with_allow_post() {
 
 #[test]
 fn oversized_and_deeply_nested_bodies_are_refused() {
+    mymcp_tests::needs_root!();
     let s = start(&[("MYMCP_MAX_BODY_BYTES", "4096")]);
     // Announced too large: refused before the body is read.
     let raw = format!(
@@ -322,6 +329,7 @@ fn oversized_and_deeply_nested_bodies_are_refused() {
 
 #[test]
 fn foreign_hosts_and_origins_are_403_and_configured_ones_pass() {
+    mymcp_tests::needs_root!();
     let s = start(&[
         ("MYMCP_ALLOWED_HOSTS", "box.example.test"),
         ("MYMCP_PUBLIC_BASE_URL", "https://mcp.example.test/mcp"),
@@ -380,6 +388,7 @@ fn foreign_hosts_and_origins_are_403_and_configured_ones_pass() {
 
 #[test]
 fn the_2026_07_28_wire_works_end_to_end() {
+    mymcp_tests::needs_root!();
     let s = start(&[]);
     let r = s.modern(json!(1), "server/discover", json!({}), &[]);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -447,6 +456,7 @@ fn the_2026_07_28_wire_works_end_to_end() {
 
 #[test]
 fn closing_a_2026_07_28_response_stream_cancels_the_call() {
+    mymcp_tests::needs_root!();
     use mymcp_tests::{pids_with_cmdline, wait_until};
     use std::io::{Read, Write};
     use std::time::Duration;

@@ -119,6 +119,7 @@ fn sleeper() -> Child {
 
 #[test]
 fn an_ro_token_cannot_read_the_admin_token_from_any_mymcp_process() {
+    mymcp_tests::needs_root!();
     // The attack as found: the admin and metrics tokens in the executor's environment (the
     // shipped unit loaded them with EnvironmentFile=; the quick try's executor inherited them).
     let exec = ExecutorProcess::start_with_env(
@@ -187,6 +188,7 @@ fn an_ro_token_cannot_read_the_admin_token_from_any_mymcp_process() {
 
 #[test]
 fn the_quick_try_takes_secrets_out_of_every_environment_it_starts_with() {
+    mymcp_tests::needs_root!();
     let serve = QuickTry::start_with_env(&[("MYMCP_ADMIN_TOKEN", ADMIN)]);
     let executor = children_of(serve.pid())
         .into_iter()
@@ -215,6 +217,7 @@ fn the_quick_try_takes_secrets_out_of_every_environment_it_starts_with() {
 
 #[test]
 fn the_recorders_api_key_leaves_its_environment_and_its_tree_is_protected() {
+    mymcp_tests::needs_root!();
     const KEY: &str = "sk-recorder-secret-0123456789";
     let dir = tempfile::tempdir().unwrap();
     let exec = ExecutorProcess::start("nobody");
@@ -285,6 +288,7 @@ impl Drop for Credentials {
 
 #[test]
 fn systemd_credentials_and_the_tls_key_are_protected() {
+    mymcp_tests::needs_root!();
     let suffix = std::process::id();
     let front_unit = format!("mymcp-frontend-{suffix}.service");
     let exec_unit = format!("mymcp-executor-{suffix}.service");
@@ -354,6 +358,7 @@ fn systemd_credentials_and_the_tls_key_are_protected() {
 
 #[test]
 fn a_protected_file_replaced_by_rename_is_never_read_in_the_window() {
+    mymcp_tests::needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("server.key");
     std::fs::write(&key, "SECRET-0\n").unwrap();

@@ -113,6 +113,7 @@ fn peak_rss(pid: u32, span: Duration) -> u64 {
 /// nothing is dropped, the memory stays flat, and the real frontend is served meanwhile.
 #[test]
 fn a_peer_that_never_reads_its_answers_is_held_back_not_grown_into() {
+    mymcp_tests::needs_root!();
     let s = Server::start();
     let pid = s.exec.pid();
     s.assert_served("before the flood");
@@ -161,6 +162,7 @@ fn a_peer_that_never_reads_its_answers_is_held_back_not_grown_into() {
 /// frame whose body has not arrived within the deadline closes its connection.
 #[test]
 fn unfinished_frames_pin_bounded_memory_and_are_closed_after_the_deadline() {
+    mymcp_tests::needs_root!();
     let s = Server::start();
     let pid = s.exec.pid();
     s.assert_served("before");
@@ -207,6 +209,7 @@ fn unfinished_frames_pin_bounded_memory_and_are_closed_after_the_deadline() {
 /// anything else is a malformed frame: the connection is dropped before the id is used.
 #[test]
 fn request_ids_longer_than_128_or_not_visible_ascii_are_protocol_violations() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let (uid, gid) = nobody();
     let sock = exec.executor_socket();
@@ -235,6 +238,7 @@ fn request_ids_longer_than_128_or_not_visible_ascii_are_protocol_violations() {
 /// break in it must come out escaped, inside the one line of its event.
 #[test]
 fn a_line_break_in_a_logged_field_stays_inside_one_escaped_line() {
+    mymcp_tests::needs_root!();
     let s = Server::start();
     let forged = "2026-01-01T00:00:00.000000Z  INFO forged: token revoked";
     let r = post_mcp(

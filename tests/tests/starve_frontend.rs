@@ -14,7 +14,7 @@
 //! - bodies that stall or trickle are answered 408 after the body timeouts.
 
 use mymcp_tests::{
-    bin, post_mcp, proc_fd_count, require_root, tools_call, user_ids, wait_until, ExecutorProcess,
+    bin, post_mcp, proc_fd_count, tools_call, user_ids, wait_until, ExecutorProcess,
     FrontendProcess,
 };
 use serde_json::{json, Value};
@@ -245,6 +245,7 @@ impl FdSampler {
 
 #[test]
 fn thousands_of_tokenless_connections_stay_under_the_cap_while_health_and_calls_go_on() {
+    mymcp_tests::needs_root!();
     const ADDRESSES: u8 = 24;
     const PER_ADDRESS: usize = 100;
     const CAP: usize = 300;
@@ -350,6 +351,7 @@ fn thousands_of_tokenless_connections_stay_under_the_cap_while_health_and_calls_
 
 #[test]
 fn past_the_caps_busy_connections_mean_503_with_retry_after_and_health_still_answers() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("caller", "rw");
     let front = FrontendProcess::start_with_env(
@@ -408,6 +410,7 @@ fn past_the_caps_busy_connections_mean_503_with_retry_after_and_health_still_ans
 
 #[test]
 fn idle_connections_make_room_for_new_ones_at_the_cap() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("caller", "rw");
     let front = FrontendProcess::start_with_env(
@@ -469,6 +472,7 @@ fn idle_connections_make_room_for_new_ones_at_the_cap() {
 
 #[test]
 fn bodies_behind_unknown_tokens_are_refused_before_they_are_sent() {
+    mymcp_tests::needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("caller", "rw");
@@ -576,7 +580,7 @@ struct HttpsFrontend {
 
 impl HttpsFrontend {
     fn start(executor_socket: &Path) -> HttpsFrontend {
-        require_root();
+        mymcp_tests::assert_root_test();
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(
             dir.path(),
@@ -681,6 +685,7 @@ impl Drop for HttpsFrontend {
 
 #[test]
 fn curl_gets_early_refusals_intact_over_https_http2_and_http11() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("caller", "rw");
     let front = HttpsFrontend::start(&exec.executor_socket());
@@ -733,6 +738,7 @@ fn curl_gets_early_refusals_intact_over_https_http2_and_http11() {
 
 #[test]
 fn stalled_and_trickling_bodies_get_408_after_the_body_timeouts() {
+    mymcp_tests::needs_root!();
     let dir = tempfile::tempdir().unwrap();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("caller", "rw");

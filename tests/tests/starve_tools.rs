@@ -355,6 +355,7 @@ fn env_of<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
 
 #[test]
 fn blocking_reads_of_one_ro_token_leave_every_other_token_served() {
+    mymcp_tests::needs_root!();
     if !blocking_file_available() {
         return;
     }
@@ -425,6 +426,7 @@ fn blocking_reads_of_one_ro_token_leave_every_other_token_served() {
 
 #[test]
 fn sigterm_during_a_blocking_read_flood_exits_within_the_grace() {
+    mymcp_tests::needs_root!();
     if !blocking_file_available() {
         return;
     }
@@ -476,6 +478,7 @@ fn prepare(s: &Setup, token: &str) -> Result<String, String> {
 
 #[test]
 fn one_tokens_tickets_leave_room_for_the_other_tokens() {
+    mymcp_tests::needs_root!();
     let s = Setup::start(&[]);
     let attacker = s.exec.add_token("hoarder", "ro");
     let other = s.exec.add_token("other", "ro");
@@ -511,6 +514,7 @@ fn disable_by_hand(token_file: &Path, token: &str) {
 
 #[test]
 fn a_revoked_tokens_tickets_are_given_back() {
+    mymcp_tests::needs_root!();
     // One token may hold every ticket here, so that only revocation can make room.
     let s = Setup::start(&[("MYMCP_TRANSFER_MAX_GRANTS_PER_TOKEN", "4096")]);
     let admin = s.exec.add_token("admin", "admin");

@@ -242,6 +242,7 @@ fn hwm_kib(pid: u32) -> u64 {
 
 #[test]
 fn one_gib_up_and_down_through_curl_in_constant_memory() {
+    mymcp_tests::needs_root!();
     const GIB: u64 = 1 << 30;
     const LIMIT_KIB: u64 = 32 * 1024;
     let s = Setup::start();
@@ -299,6 +300,7 @@ fn one_gib_up_and_down_through_curl_in_constant_memory() {
 
 #[test]
 fn of_twenty_parallel_puts_with_one_ticket_exactly_one_succeeds() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     let src = s.path("src.bin");
     let want = write_random(&src, 8 << 20);
@@ -328,6 +330,7 @@ fn of_twenty_parallel_puts_with_one_ticket_exactly_one_succeeds() {
 
 #[test]
 fn an_oversize_upload_is_413_and_leaves_the_destination_and_no_temporary() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::write(s.path("dest.bin"), "original").unwrap();
     let src = s.path("src.bin");
@@ -373,6 +376,7 @@ fn an_oversize_upload_is_413_and_leaves_the_destination_and_no_temporary() {
 
 #[test]
 fn a_client_killed_mid_upload_leaves_the_destination_and_no_temporary() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::write(s.path("dest.bin"), "original").unwrap();
     let src = s.path("src.bin");
@@ -436,6 +440,7 @@ fn a_client_killed_mid_upload_leaves_the_destination_and_no_temporary() {
 
 #[test]
 fn expired_forged_reused_and_wrong_method_tickets_are_refused() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::write(s.path("f"), "data").unwrap();
 
@@ -489,6 +494,7 @@ fn expired_forged_reused_and_wrong_method_tickets_are_refused() {
 
 #[test]
 fn head_never_spends_a_download_ticket() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::write(s.path("report.csv"), "a,b\n1,2\n").unwrap();
     let url = s.download_url("report.csv");
@@ -522,6 +528,7 @@ fn head_never_spends_a_download_ticket() {
 
 #[test]
 fn protected_paths_are_refused_at_prepare_and_again_at_redeem_after_a_symlink_swap() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     let v = s.call("prepare_upload", json!({"dest_path": s.p("secret/new")}));
     assert_eq!(v["error"], "ProtectedPath", "{v}");
@@ -575,6 +582,7 @@ fn protected_paths_are_refused_at_prepare_and_again_at_redeem_after_a_symlink_sw
 
 #[test]
 fn overwrite_false_never_replaces_a_file_that_appears_after_prepare() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::write(s.path("exists"), "old").unwrap();
     let v = s.call(
@@ -635,6 +643,7 @@ fn overwrite_false_never_replaces_a_file_that_appears_after_prepare() {
 
 #[test]
 fn sha256_mismatch_is_422_and_writes_nothing_while_a_match_goes_through() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::write(s.path("payload"), "hello").unwrap();
     let good = sha256_hex(b"hello");
@@ -661,6 +670,7 @@ fn sha256_mismatch_is_422_and_writes_nothing_while_a_match_goes_through() {
 
 #[test]
 fn a_replaced_file_keeps_mode_and_owner_and_missing_directories_are_created() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     let (uid, gid) = user_ids("nobody");
     std::fs::write(s.path("conf"), "old").unwrap();
@@ -685,6 +695,7 @@ fn a_replaced_file_keeps_mode_and_owner_and_missing_directories_are_created() {
 
 #[test]
 fn prepare_tools_follow_the_reference_checks_and_roles() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     std::fs::write(s.path("f"), "12345").unwrap();
     let v = s.call_as(&s.ro, "prepare_upload", json!({"dest_path": s.p("x")}));
@@ -768,6 +779,7 @@ fn prepare_tools_follow_the_reference_checks_and_roles() {
 
 #[test]
 fn transfers_can_be_disabled_and_a_revoked_token_takes_its_tickets_along() {
+    mymcp_tests::needs_root!();
     let s = Setup::start_with(&[("MYMCP_TRANSFER_ENABLED", "false")]);
     let v = s.call("prepare_upload", json!({"dest_path": s.p("x")}));
     assert_eq!(v["error"], "TransferDisabled", "{v}");
@@ -793,6 +805,7 @@ fn transfers_can_be_disabled_and_a_revoked_token_takes_its_tickets_along() {
 
 #[test]
 fn a_hostile_frontend_cannot_redeem_guessed_grants() {
+    mymcp_tests::needs_root!();
     let s = Setup::start();
     let (uid, gid) = user_ids("nobody");
     let lines = mymcp_tests::peer(uid, gid, &s.exec.executor_socket(), "redeem-guess", "");

@@ -14,6 +14,7 @@ fn marker(exec: &ExecutorProcess, name: &str) -> std::path::PathBuf {
 
 #[test]
 fn forged_calls_from_the_frontend_uid_are_refused_and_nothing_runs() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let ro = exec.add_token("reader", "ro");
     let (uid, gid) = nobody();
@@ -49,6 +50,7 @@ fn forged_calls_from_the_frontend_uid_are_refused_and_nothing_runs() {
 
 #[test]
 fn an_rw_digest_does_run_so_the_refusals_above_are_real() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");
     let (uid, gid) = nobody();
@@ -66,6 +68,7 @@ fn an_rw_digest_does_run_so_the_refusals_above_are_real() {
 
 #[test]
 fn admin_and_metrics_tokens_cannot_call_tools() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let (uid, gid) = nobody();
     for role in ["admin", "metrics"] {
@@ -79,6 +82,7 @@ fn admin_and_metrics_tokens_cannot_call_tools() {
 
 #[test]
 fn only_client_tokens_learn_what_the_host_offers() {
+    mymcp_tests::needs_root!();
     let recorder = tempfile::tempdir().unwrap();
     let data = recorder.path().to_str().unwrap();
     let exec = ExecutorProcess::start_with_env("nobody", &[("MYMCP_RECORDER_DATA_DIR", data)]);
@@ -111,6 +115,7 @@ fn only_client_tokens_learn_what_the_host_offers() {
 
 #[test]
 fn another_uid_is_refused_at_accept_even_with_the_right_group() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");
     let (_, gid) = nobody();
@@ -132,6 +137,7 @@ fn another_uid_is_refused_at_accept_even_with_the_right_group() {
 
 #[test]
 fn the_control_socket_refuses_the_frontend_uid() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let (uid, gid) = nobody();
     // control.sock is 0600 root: the frontend cannot even connect.
@@ -144,6 +150,7 @@ fn the_control_socket_refuses_the_frontend_uid() {
 
 #[test]
 fn garbage_drops_only_that_connection() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let rw = exec.add_token("writer", "rw");
     let (uid, gid) = nobody();
@@ -173,6 +180,7 @@ fn garbage_drops_only_that_connection() {
 
 #[test]
 fn a_peer_from_another_build_is_refused() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let (uid, gid) = nobody();
     let out = peer(uid, gid, &exec.executor_socket(), "wrong-build", "");
@@ -182,6 +190,7 @@ fn a_peer_from_another_build_is_refused() {
 
 #[test]
 fn token_store_holds_digests_only_and_is_private() {
+    mymcp_tests::needs_root!();
     let exec = ExecutorProcess::start("nobody");
     let t = exec.add_token("laptop", "rw");
     let text = std::fs::read_to_string(&exec.token_file).unwrap();

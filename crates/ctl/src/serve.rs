@@ -12,13 +12,22 @@
 //!   run/                        0750 root:<frontend group>
 //!     executor.sock             0660 root:<frontend group>
 //!     control.sock              0600 root
+//!   mymcp-frontend ->           /proc/self/fd/N: the frontend's binary, opened by mymcpctl
 //! ```
+//!
+//! The frontend is executed through a descriptor that mymcpctl opened before the frontend's
+//! process dropped its privileges, so it starts wherever the binaries live: a checkout in a
+//! home directory (mode 0700 or 0750) is out of the frontend user's reach, and an exec by path
+//! would fail there with "Permission denied". The kernel opens an ELF binary through the
+//! descriptor without walking its directories; the symlink gives the process its usual name
+//! (`comm`, which would otherwise be the descriptor's number).
 
 use anyhow::{bail, Context};
 use mymcp_protocol::Role;
 use mymcp_settings::values::Env;
 use mymcp_settings::{self as settings, Declared, Process};
 use mymcp_sys::signals::{self, Signals};
+use std::fs::File;
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
@@ -91,6 +100,25 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
         bail!("{} not found (expected beside mymcpctl)", path.display());
     }
     Ok(path)
+}
+
+/// Opens `binary` for a child to execute through `dir/<name>`, a symlink to
+/// `/proc/self/fd/N`, without reaching it by path: the child may run as a user who cannot
+/// traverse the directories that hold it. Keep the returned file open until the child has
+/// been spawned (the descriptor is close-on-exec: the child's copy goes away once it runs).
+fn exec_through_descriptor(binary: &Path, dir: &Path) -> anyhow::Result<(File, PathBuf)> {
+    let mut file = File::open(binary).with_context(|| format!("opening {}", binary.display()))?;
+    // Descriptor 3 becomes the frontend's listener in the child (dup2 onto it).
+    if file.as_raw_fd() == 3 {
+        file = file.try_clone()?;
+    }
+    let name = binary
+        .file_name()
+        .unwrap_or(std::ffi::OsStr::new("mymcp-frontend"));
+    let link = dir.join(name);
+    std::os::unix::fs::symlink(format!("/proc/self/fd/{}", file.as_raw_fd()), &link)
+        .with_context(|| format!("creating {}", link.display()))?;
+    Ok((file, link))
 }
 
 struct Running {
@@ -280,8 +308,10 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             None
         };
 
-        let mut frontend_cmd = Command::new(&frontend_bin);
+        let (frontend_exe, frontend_link) = exec_through_descriptor(&frontend_bin, &dir)?;
+        let mut frontend_cmd = Command::new(&frontend_link);
         frontend_cmd
+            .arg0(&frontend_bin)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env(
@@ -307,6 +337,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
                 .with_context(|| format!("starting {}", frontend_bin.display()))?,
         );
         drop(listener);
+        drop(frontend_exe);
         // The frontend started alongside the executor (it retries connecting every few
         // milliseconds while the executor starts); the banner waits for the executor.
         wait_until_listening(&run_dir.join("control.sock"), &mut running.executor)?;

@@ -14,11 +14,19 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{echo_merge, tool_call, FakeLlm, Scripted};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mymcp-recorder");
 const NOBODY: u32 = 65534;
 
+/// The recorder cargo built, or its copy in `MYMCP_BIN_DIR`: tests/run copies the binaries
+/// where nobody can reach them when the checkout is out of nobody's reach (a home directory).
+fn recorder_bin() -> std::path::PathBuf {
+    match std::env::var_os("MYMCP_BIN_DIR") {
+        Some(dir) => Path::new(&dir).join("mymcp-recorder"),
+        None => env!("CARGO_BIN_EXE_mymcp-recorder").into(),
+    }
+}
+
 fn base(dir: &Path, llm: &FakeLlm) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(recorder_bin());
     c.env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("MYMCP_RECORDER_DATA_DIR", dir.join("recorder"))
@@ -50,7 +58,7 @@ fn it_refuses_to_run_unless_enabled_and_names_bad_settings() {
 
 #[test]
 fn as_root_it_refuses_without_allow_root() {
-    if euid() != 0 {
+    if !runs_as_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -63,8 +71,17 @@ fn as_root_it_refuses_without_allow_root() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to run as root"));
 }
 
-fn euid() -> u32 {
-    mymcp_sys::euid()
+/// Whether the test runs as root; if not, says "skipped: needs root" (past the harness's output
+/// capture, so that `cargo test` shows it) and the test returns.
+fn runs_as_root() -> bool {
+    let euid = mymcp_sys::euid();
+    if euid != 0 {
+        use std::io::Write as _;
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("test");
+        let _ = writeln!(std::io::stderr(), "{name}: skipped: needs root");
+    }
+    euid == 0
 }
 
 struct KillOnDrop(std::process::Child);
@@ -87,8 +104,7 @@ fn chown(path: &Path, uid: u32, gid: u32) {
 
 #[test]
 fn as_an_unprivileged_user_it_bootstraps_merges_on_its_interval_and_stops_on_sigterm() {
-    if euid() != 0 {
-        eprintln!("skipped: needs root to run the recorder as another user");
+    if !runs_as_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -211,7 +227,7 @@ fn as_an_unprivileged_user_it_bootstraps_merges_on_its_interval_and_stops_on_sig
 
 #[test]
 fn once_exits_nonzero_when_the_tick_fails() {
-    if euid() != 0 {
+    if !runs_as_root() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
