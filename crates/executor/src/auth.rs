@@ -79,13 +79,15 @@ impl Caller {
     }
 }
 
-/// Looks a digest up. Only `ro`/`rw` tokens are MCP callers; admin and metrics tokens and
-/// unknown or disabled tokens are refused alike.
+/// Looks a digest up (the token store, then the OAuth grants it answers for). Only `ro`/`rw`
+/// tokens are MCP callers; admin and metrics tokens and unknown or disabled tokens are refused
+/// alike.
 pub(crate) fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Caller> {
-    let identity = store.lookup(token)?;
+    // An OAuth access token is keyed by its grant (see `mymcp_tokens::Delegated`).
+    let (identity, key) = store.authenticate(token)?;
     identity.role.is_client().then_some(Caller {
         identity,
-        token: *token,
+        token: key,
     })
 }
 

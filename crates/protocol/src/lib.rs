@@ -30,6 +30,7 @@
 
 mod byte_string;
 pub mod frame;
+pub mod oauth;
 mod tools;
 mod transfer;
 
@@ -309,6 +310,9 @@ pub enum FrontendRequest {
     /// `Unauthenticated`. The frontend asks it for the answers that depend on it
     /// (`tools/list`, and the instructions of `initialize` and `server/discover`).
     Offer { token: TokenDigest },
+    /// The OAuth authorization server's endpoints (see [`oauth`]): answered with
+    /// [`FrontendResponse::OAuth`].
+    OAuth(oauth::OAuthRequest),
 }
 
 /// What the host can serve at the moment of asking ([`FrontendRequest::Offer`]).
@@ -446,6 +450,8 @@ pub enum FrontendResponse {
     Acknowledged(bool),
     /// The answer to `Offer`.
     Offer(HostOffer),
+    /// The answer to `OAuth`.
+    OAuth(oauth::OAuthOutcome),
 }
 
 /// Requests accepted on `control.sock`, from root only.
@@ -478,6 +484,8 @@ pub enum ControlRequest {
     },
     /// The audit log's state, including the live head for `mymcpctl audit verify`.
     AuditState,
+    /// `mymcpctl oauth …`: approvals, clients, grants (see [`oauth`]).
+    OAuth(oauth::OAuthControl),
 }
 
 /// A token converted from a plaintext store: only its digest travels.
@@ -529,6 +537,7 @@ pub enum ControlResponse {
         skipped: u64,
     },
     AuditState(AuditState),
+    OAuth(oauth::OAuthControlOutcome),
 }
 
 /// A token as listed: never its value.

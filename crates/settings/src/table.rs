@@ -43,9 +43,9 @@ pub const PORT: Setting<Integer> = Setting {
 pub const PUBLIC_BASE_URL: Setting<Text> = Setting {
     name: "MYMCP_PUBLIC_BASE_URL",
     kind: Text { default: "" },
-    read_by: &[Frontend, Ctl],
+    read_by: &[Executor, Frontend, Ctl],
     group: Group::Network,
-    help: "The URL clients use to reach this server (e.g. https://mcp.example.com behind a reverse proxy): its host and origin are allowed, and transfer links point there (unset: relative links; a trailing / is dropped). mymcpctl serve passes it on.",
+    help: "The URL clients use to reach this server (e.g. https://mcp.example.com behind a reverse proxy): its host and origin are allowed, transfer links point there (unset: relative links; a trailing / is dropped), and with OAuth it is the issuer, its /mcp the resource. mymcpctl serve passes it on.",
 };
 
 pub const ALLOWED_ORIGINS: Setting<List> = Setting {
@@ -102,6 +102,17 @@ pub const ALLOW_PLAINTEXT: Setting<Bool> = Setting {
     read_by: &[Frontend, Ctl],
     group: Group::Https,
     help: "Serve plain HTTP on a non-loopback address (behind a TLS-terminating reverse proxy).",
+};
+
+pub const OUTBOUND_CA_FILE: Setting<Path> = Setting {
+    name: "MYMCP_OUTBOUND_CA_FILE",
+    kind: Path {
+        default: "",
+        absolute: false,
+    },
+    read_by: &[Frontend],
+    group: Group::Https,
+    help: "PEM certificates the frontend trusts for the HTTPS it fetches itself (Client ID Metadata Documents, the ACME directory). Empty: the system's bundle (/etc/ssl/certs/ca-certificates.crt).",
 };
 
 // Connections and request limits ------------------------------------------------------------
@@ -612,6 +623,74 @@ pub const TRANSFER_MAX_GRANTS_PER_TOKEN: Setting<Integer> = Setting {
     help: "Transfer links one token may hold at once, of the executor's 4096 (used ones count until they expire).",
 };
 
+// OAuth ------------------------------------------------------------------------------------------
+
+pub const OAUTH_ENABLED: Setting<Bool> = Setting {
+    name: "MYMCP_OAUTH_ENABLED",
+    kind: Bool { default: false },
+    read_by: &[Executor, Frontend, Ctl],
+    group: Group::OAuth,
+    help: "Serve OAuth 2.1 (authorization server and protected resource metadata) so that connectors such as claude.ai and ChatGPT can be approved on the host (mymcpctl oauth approve); needs MYMCP_PUBLIC_BASE_URL, https (or http on loopback). Static tokens keep working.",
+};
+
+pub const OAUTH_ACCESS_TTL_SEC: Setting<Integer> = Setting {
+    name: "MYMCP_OAUTH_ACCESS_TTL_SEC",
+    kind: Integer {
+        default: 3600,
+        min: 60,
+        max: DAY,
+    },
+    read_by: &[Executor],
+    group: Group::OAuth,
+    help: "Lifetime of an OAuth access token, in seconds.",
+};
+
+pub const OAUTH_REFRESH_TTL_SEC: Setting<Integer> = Setting {
+    name: "MYMCP_OAUTH_REFRESH_TTL_SEC",
+    kind: Integer {
+        default: 30 * DAY,
+        min: 3600,
+        max: 365 * DAY,
+    },
+    read_by: &[Executor],
+    group: Group::OAuth,
+    help: "Lifetime of an OAuth refresh token, in seconds; each refresh gives a new one, and a grant unused this long lapses.",
+};
+
+pub const OAUTH_PAM: Setting<Bool> = Setting {
+    name: "MYMCP_OAUTH_PAM",
+    kind: Bool { default: false },
+    read_by: &[Executor],
+    group: Group::OAuth,
+    help: "Offer a login with the account's Unix password (PAM, run by the executor) on the consent page, to members of MYMCP_OAUTH_PAM_GROUP; the grant acts as that account.",
+};
+
+pub const OAUTH_PAM_GROUP: Setting<Text> = Setting {
+    name: "MYMCP_OAUTH_PAM_GROUP",
+    kind: Text {
+        default: "mymcp-login",
+    },
+    read_by: &[Executor],
+    group: Group::OAuth,
+    help: "The group whose members may approve with their password (MYMCP_OAUTH_PAM).",
+};
+
+pub const OAUTH_PAM_SERVICE: Setting<Text> = Setting {
+    name: "MYMCP_OAUTH_PAM_SERVICE",
+    kind: Text { default: "mymcp" },
+    read_by: &[Executor],
+    group: Group::OAuth,
+    help: "The PAM service of the login (/etc/pam.d/<service>).",
+};
+
+pub const OAUTH_CIMD_ALLOWED_NETWORKS: Setting<List> = Setting {
+    name: "MYMCP_OAUTH_CIMD_ALLOWED_NETWORKS",
+    kind: List,
+    read_by: &[Frontend],
+    group: Group::OAuth,
+    help: "Addresses or CIDR blocks a Client ID Metadata Document may be fetched from although loopback, private or link-local, comma-separated (e.g. 10.0.0.0/8). Empty: public addresses only.",
+};
+
 // Audit log -----------------------------------------------------------------------------------
 
 pub const AUDIT_ENABLED: Setting<Bool> = Setting {
@@ -941,6 +1020,7 @@ pub const ALL: &[&dyn Declared] = &[
     &TLS_CERT,
     &TLS_KEY,
     &ALLOW_PLAINTEXT,
+    &OUTBOUND_CA_FILE,
     &MAX_BODY_BYTES,
     &HEADER_TIMEOUT_SEC,
     &BODY_TIMEOUT_SEC,
@@ -984,6 +1064,13 @@ pub const ALL: &[&dyn Declared] = &[
     &TRANSFER_DEFAULT_TTL_SEC,
     &TRANSFER_MAX_TTL_SEC,
     &TRANSFER_MAX_GRANTS_PER_TOKEN,
+    &OAUTH_ENABLED,
+    &OAUTH_ACCESS_TTL_SEC,
+    &OAUTH_REFRESH_TTL_SEC,
+    &OAUTH_PAM,
+    &OAUTH_PAM_GROUP,
+    &OAUTH_PAM_SERVICE,
+    &OAUTH_CIMD_ALLOWED_NETWORKS,
     &AUDIT_ENABLED,
     &AUDIT_LOG_DIR,
     &AUDIT_MAX_BYTES,

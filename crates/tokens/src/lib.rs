@@ -33,7 +33,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Prefix of every token value.
 pub const TOKEN_PREFIX: &str = "tok_";
@@ -212,6 +212,17 @@ struct Inner {
     last_used_dirty: bool,
 }
 
+/// Credentials the store does not hold but answers for: the executor's OAuth grants, whose
+/// access tokens authenticate like the store's own tokens ([`TokenStore::authenticate`]).
+pub trait Delegated: Send + Sync + std::fmt::Debug {
+    /// The holder of `digest`, and the key what it does is kept under (per-token limits,
+    /// jobs, transfer grants): for an OAuth access token, its grant's key, which outlives
+    /// the token's rotation. A key itself authenticates as long as its grant lives.
+    fn authenticate(&self, digest: &TokenDigest) -> Option<(Identity, TokenDigest)>;
+    /// Whether `key` (as [`Delegated::authenticate`] gave it) still names a live grant.
+    fn is_valid(&self, key: &TokenDigest) -> bool;
+}
+
 /// The executor's token store. Cheap to share behind an `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct TokenStore {
@@ -219,6 +230,8 @@ pub struct TokenStore {
     inner: Mutex<Inner>,
     /// Writes are synced to disk (always, except for [`TokenStore::create_temporary`]).
     durable: bool,
+    /// OAuth grants, once the executor has attached them.
+    delegated: OnceLock<Arc<dyn Delegated>>,
 }
 
 impl TokenStore {
@@ -252,6 +265,7 @@ impl TokenStore {
                 last_used_dirty: false,
             }),
             durable,
+            delegated: OnceLock::new(),
         }
     }
 
@@ -385,14 +399,31 @@ impl TokenStore {
         Some(id)
     }
 
+    /// Answers for `delegated`'s credentials too, from now on (once; later calls are ignored).
+    pub fn delegate(&self, delegated: Arc<dyn Delegated>) {
+        let _ = self.delegated.set(delegated);
+    }
+
+    /// Looks a digest up as [`TokenStore::lookup`] does, then among the delegated
+    /// credentials: the holder, and the key of what it does (the digest itself for a token
+    /// of this store).
+    pub fn authenticate(&self, digest: &TokenDigest) -> Option<(Identity, TokenDigest)> {
+        if let Some(identity) = self.lookup(digest) {
+            return Some((identity, *digest));
+        }
+        self.delegated.get()?.authenticate(digest)
+    }
+
     /// Those of `digests` that name no enabled token (any more), without recording a use:
     /// the transfer table drops what such tokens hold.
     pub fn not_valid(&self, digests: &[TokenDigest]) -> Vec<TokenDigest> {
         let mut inner = self.inner.lock().expect("token store lock");
         self.refresh(&mut inner);
+        let delegated = self.delegated.get();
         digests
             .iter()
             .filter(|d| !inner.entries.get(d).is_some_and(|e| e.enabled))
+            .filter(|d| !delegated.is_some_and(|g| g.is_valid(d)))
             .copied()
             .collect()
     }
