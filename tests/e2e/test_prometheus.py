@@ -299,7 +299,9 @@ def test_real_prometheus_scrapes_both_formats_and_runs_the_dashboard_and_rules(t
             return tool_json(await session.call_tool("prepare_download", {"src_path": str(data)}))
 
         grant = with_session(server.url, server.rw_token, calls)
-        with urllib.request.urlopen(base + grant["url"], timeout=30) as r:
+        # The quick try gives absolute links (its public base URL is its own address).
+        assert grant["url"].startswith(base + "/files/raw/"), grant["url"]
+        with urllib.request.urlopen(grant["url"], timeout=30) as r:
             assert r.read() == data.read_bytes()
 
         # Not mymcp_transfer_bytes_total: the executor does not count transfer bytes yet

@@ -19,9 +19,12 @@ def call(server, token, name, args):
 
 
 def absolute(server, url):
-    """The tool's URL is relative without MYMCP_PUBLIC_BASE_URL, as in the reference."""
-    assert url.startswith("/files/raw/"), url
-    return server.url.rsplit("/mcp", 1)[0] + url
+    """The quick try's transfer URLs are absolute, on its own URL, so the curl commands the
+    tools hand out run as they are (with MYMCP_PUBLIC_BASE_URL unset; elsewhere they stay
+    relative, as in the reference)."""
+    base = server.url.rsplit("/mcp", 1)[0]
+    assert url.startswith(base + "/files/raw/"), url
+    return url
 
 
 def http(method, url, data=None):

@@ -86,7 +86,7 @@ fn swap_symlink(
         let tmp = link.with_extension("next");
         let mut flips = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            let target = if flips % 2 == 0 { &a } else { &b };
+            let target = if flips.is_multiple_of(2) { &a } else { &b };
             let _ = std::fs::remove_file(&tmp);
             std::os::unix::fs::symlink(target, &tmp).unwrap();
             // rename is atomic: the link always exists and points at one of the two.

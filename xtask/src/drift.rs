@@ -79,6 +79,9 @@ const NOT_SETTINGS: &[&str] = &[
     "MYMCP_BIN_DIR",
     "MYMCP_NODE_DIR",
     "MYMCP_LOAD_SECONDS",
+    // tests/deny-check: where cargo-deny is cached, whether advisories must be checked.
+    "MYMCP_TOOLS_DIR",
+    "MYMCP_DENY_ADVISORIES",
     "MYMCP_X",
 ];
 const NOT_SETTING_PREFIXES: &[&str] = &["MYMCP_TEST_", "MYMCP_BENCH_"];

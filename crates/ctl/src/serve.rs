@@ -329,6 +329,18 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
                 .env(settings::TLS_CERT.name, &c.cert)
                 .env(settings::TLS_KEY.name, &c.key);
         }
+        // Transfer links are absolute, so the curl commands prepare_upload/download hand out
+        // run from the client's shell as they are: the quick try's own URL unless told
+        // otherwise (not for 0.0.0.0 or ::, which no client can reach by that name).
+        if std::env::var_os(settings::PUBLIC_BASE_URL.name).is_none() && !addr.ip().is_unspecified()
+        {
+            let scheme = if certificate.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            frontend_cmd.env(settings::PUBLIC_BASE_URL.name, format!("{scheme}://{addr}"));
+        }
         let (uid, gid, fd) = (account.uid, account.gid, listener.as_raw_fd());
         mymcp_sys::privileges::drop_privileges_at_exec(&mut frontend_cmd, uid, gid, root, Some(fd));
         running.frontend = Some(

@@ -256,18 +256,8 @@ pub fn run(
             }
         });
         let notifier = Arc::new(notifier);
-        let watchdog = notifier.watchdog_interval().map(|every| {
-            let notifier = notifier.clone();
-            // Sent from a task of the runtime that serves the sockets: if its threads are
-            // stuck, the pings stop and systemd restarts the executor.
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    notifier.watchdog();
-                }
-            })
-        });
+        // From a task of the runtime that serves the sockets.
+        let watchdog = notifier.spawn_watchdog();
         tracing::info!(
             activated = exec_origin == Origin::Activated || control_origin == Origin::Activated,
             audit = audit.enabled(),

@@ -125,18 +125,8 @@ async fn serve(
     let notifier = Arc::new(notifier);
     let scheme = if tls.is_some() { "https" } else { "http" };
     notifier.ready(&format!("serving on {scheme}://{addr}/mcp"));
-    if let Some(every) = notifier.watchdog_interval() {
-        let notifier = notifier.clone();
-        // A task of the runtime that serves HTTP: if its threads are stuck, the pings stop and
-        // systemd restarts the frontend.
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                notifier.watchdog();
-            }
-        });
-    }
+    // From a task of the runtime that serves HTTP.
+    let _watchdog = notifier.spawn_watchdog();
 
     let stopped = async {
         match wait_for_signal().await {

@@ -95,6 +95,22 @@ impl Notifier {
     pub fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog
     }
+
+    /// Pings the watchdog at its interval from a task of the current tokio runtime, the one
+    /// that serves the daemon's work: if that runtime's threads are stuck, the pings stop and
+    /// the service manager restarts the daemon. `None` when no watchdog is configured.
+    #[cfg(feature = "tokio")]
+    pub fn spawn_watchdog(self: &std::sync::Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let every = self.watchdog?;
+        let notifier = self.clone();
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                notifier.watchdog();
+            }
+        }))
+    }
 }
 
 fn open(path: &std::ffi::OsStr) -> io::Result<(UnixDatagram, SocketAddr)> {

@@ -142,7 +142,7 @@ fn flood(path: &str, n: u64) -> (u64, bool, usize, Option<UnixStream>) {
         while sent < n {
             // At most 16 requests per millisecond per connection: the executor answers them
             // as fast as they come, so few are unanswered at any time.
-            if id % 16 == 0 {
+            if id.is_multiple_of(16) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let bytes = frame::encode(&Req::Request {
