@@ -1,5 +1,6 @@
 //! The request set of `control.sock` (root only): token management and status.
 
+use crate::cgroup::KillMode;
 use crate::dispatch::Executor;
 use crate::server::{CancelSignal, Events, Peer, Service};
 use mymcp_protocol::{ControlRequest, ControlResponse, ErrorCode, Role, StatusInfo};
@@ -67,6 +68,8 @@ impl Service for Control {
                 running_jobs: self.executor.jobs().running() as u64,
                 token_file: tokens.path().display().to_string(),
                 audit: self.executor.audit().state(),
+                confinement: self.executor.confinement().describe(),
+                confined: self.executor.confinement().kill_mode() != KillMode::ProcessGroup,
             }),
             ControlRequest::TokenRotate { role } => {
                 if role.is_client() {

@@ -4,6 +4,7 @@
 //! by the service manager, signals and logging into [`run`].
 
 use crate::audit::Audit;
+use crate::cgroup::{Confinement, KillMode};
 use crate::cli::Args;
 use crate::config::{self, Env};
 use crate::control::Control;
@@ -121,7 +122,9 @@ pub fn run(
     // SAFETY-free hygiene: sockets and files are created with explicit modes; a restrictive
     // umask makes the window before chmod harmless.
     set_umask();
-    let (bash, read, bash_max_concurrent) = config::tool_settings(&Env).map_err(Error::config)?;
+    let (mut bash, read, bash_max_concurrent) =
+        config::tool_settings(&Env).map_err(Error::config)?;
+    let limits = config::default_limits(&Env).map_err(Error::config)?;
     let files =
         config::file_tools(&Env, &args.token_file, &args.runtime_dir).map_err(Error::config)?;
     let protected: Vec<String> = files
@@ -159,6 +162,14 @@ pub fn run(
         println!("configuration OK");
         return Ok(());
     }
+    // Before any thread of the runtime: the executor may move itself into a leaf cgroup.
+    let confine = Arc::new(Confinement::setup(limits));
+    if confine.kill_mode() == KillMode::ProcessGroup {
+        tracing::warn!(confinement = %confine.describe(), "commands are not confined by cgroups: a process that leaves its process group (setsid, nohup … &) outlives its call");
+    } else {
+        tracing::info!(confinement = %confine.describe(), "commands run in cgroups of their own");
+    }
+    bash.confine = confine.clone();
 
     let metrics = Arc::new(Metrics::default());
     let (audit, install_key) = Audit::open(&audit_settings, metrics.clone()).map_err(|e| {
@@ -290,6 +301,7 @@ pub fn run(
         // Commands and background jobs alike: SIGTERM, the grace period, then SIGKILL.
         shutdown.run(grace).await;
         jobs.remove_all();
+        confine.close();
         flusher.abort();
         sealer.abort();
         if let Some(watchdog) = watchdog {

@@ -14,7 +14,8 @@
 //! path check (`CheckedFile`, `CheckedDir`, `CheckedTarget`) are made only by `paths`.
 //!
 //! Modules, lowest first (none imports a higher one; `cargo xtask check-modules` checks):
-//! `auth` (authorization as types), `metrics` (counters for `/metrics`), `mounts` (which
+//! `auth` (authorization as types), `cgroup` (each command's cgroup, its kill and
+//! kernel limits), `metrics` (counters for `/metrics`), `mounts` (which
 //! reads may run on a runtime worker), `limits` (file and command concurrency), `server`
 //! (sockets, peer checks, connection state), `paths` (protected paths, checked on the opened
 //! object; the one rule walks ask), `audit` (the tamper-evident audit log, fail-closed), the
@@ -31,6 +32,7 @@
 
 mod audit;
 mod auth;
+mod cgroup;
 pub mod cli;
 mod config;
 mod control;

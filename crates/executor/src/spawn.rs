@@ -25,14 +25,19 @@
 //!   [`GroupSignal`]) or stop the command at once (client cancellation, end of the shutdown
 //!   grace).
 //! * However the call ends (completion, deadline, cancellation, or the future being dropped),
-//!   the group gets a final SIGKILL, so no process the command started outlives the call.
-//!   Processes that left the group themselves (`setsid`, `setpgid`) are out of reach of this;
-//!   they no longer hold the call open, but they are not killed either.
+//!   the group gets a final SIGKILL, and the call's cgroup ([`crate::cgroup`]) is killed as a
+//!   whole and removed, so no process the command started outlives the call, including those
+//!   that left the group themselves (`setsid`, double fork, `nohup … &`). The shell is placed in
+//!   that cgroup before it executes, with the call's kernel limits; a limit the kernel enforced
+//!   is reported with the result. Without a usable cgroup (see [`crate::cgroup::KillMode`])
+//!   processes that left the group are out of reach: they no longer hold the call open, but
+//!   they are not killed either.
 //! * The shell is not reaped until that final SIGKILL has been sent: while it is a zombie its
 //!   pid, and so the group id, cannot be given to another process, so the signal can never hit
 //!   an unrelated group.
 
 use crate::auth::{Authorized, Rw};
+use crate::cgroup::{CallCgroup, Confinement, Limits};
 use crate::paths::os_message;
 use crate::server::{CancelSignal, Stop};
 use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
@@ -46,6 +51,7 @@ use std::path::PathBuf;
 use std::pin::{pin, Pin};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -84,6 +90,8 @@ pub(crate) struct BashConfig {
     pub(crate) kill_grace: Duration,
     /// The complete environment of every command.
     pub(crate) env: Vec<(OsString, OsString)>,
+    /// The cgroups commands run in, and their default limits.
+    pub(crate) confine: Arc<Confinement>,
 }
 
 impl Default for BashConfig {
@@ -94,6 +102,7 @@ impl Default for BashConfig {
             hard_max_output: mymcp_settings::BASH_MAX_OUTPUT_BYTES_HARD.default(),
             kill_grace: Duration::from_secs(2),
             env: BashConfig::default_env(&[]),
+            confine: Arc::default(),
         }
     }
 }
@@ -249,6 +258,7 @@ pub(crate) async fn bash_execute(
             exit_code: finished.exit_code,
             timed_out: finished.timed_out,
             timeout_secs,
+            limit_hit: finished.limit_hit,
         }),
     }
 }
@@ -278,10 +288,16 @@ impl CommandSpec {
     }
 }
 
-/// Starts `<shell> -c <command>` for the holder of `_auth` in its own session (see
-/// [`process::spawn_isolated`]). Must run inside a tokio runtime.
+/// The kernel limits of `_auth`'s commands. Today the defaults (`MYMCP_DEFAULT_*`) for every
+/// token; per-token limits (`mymcpctl token add --memory-max …`) replace them here.
+fn limits_for(_auth: &Authorized<Rw>, confine: &Confinement) -> Limits {
+    confine.limits()
+}
+
+/// Starts `<shell> -c <command>` for the holder of `auth` in its own session and in a cgroup of
+/// its own (see [`process::spawn_confined`]). Must run inside a tokio runtime.
 pub(crate) fn start(
-    _auth: &Authorized<Rw>,
+    auth: &Authorized<Rw>,
     spec: &CommandSpec,
     cfg: &BashConfig,
 ) -> Result<Started, ToolFailure> {
@@ -308,11 +324,30 @@ pub(crate) fn start(
         })
         .collect();
     let dir = CString::new(spec.dir.as_os_str().as_bytes()).map_err(|_| invalid("working_dir"))?;
-    let spawned =
-        process::spawn_isolated(&shell, &argv, &envp, &dir).map_err(|e| spawn_failure(cfg, e))?;
-    // From here on the group exists (setsid ran before exec, and posix_spawn returns after
+    let cgroup = cfg
+        .confine
+        .create(limits_for(auth, &cfg.confine))
+        .map_err(|e| {
+            ToolFailure::new(
+                ErrorCode::InternalError,
+                format!("cannot make the command's cgroup: {e}"),
+            )
+        })?;
+    let procs = cgroup.as_ref().map(CallCgroup::procs).unwrap_or_default();
+    let spawned = process::spawn_confined(&shell, &argv, &envp, &dir, None, &procs);
+    drop(procs);
+    let spawned = match spawned {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove_later();
+            }
+            return Err(spawn_failure(cfg, e));
+        }
+    };
+    // From here on the group exists (setsid ran before exec, and the spawn returns after
     // exec): `group` kills and reaps it however this call ends.
-    let group = Group::new(spawned.pid);
+    let group = Group::new(spawned.pid, cgroup);
     let pipe = |fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| spawn_failure(cfg, e));
     let (stdout, stderr) = (pipe(spawned.stdout)?, pipe(spawned.stderr)?);
     tracing::debug!(pgid = group.pgid, "command started");
@@ -334,7 +369,7 @@ pub(crate) struct Started {
 }
 
 /// How a supervised command ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Finished {
     /// Exit status, `-signo` if the shell died of a signal, -1 if it could not be reaped.
     pub(crate) exit_code: i32,
@@ -342,6 +377,8 @@ pub(crate) struct Finished {
     pub(crate) timed_out: bool,
     /// Stopped by a [`Control::Stop`].
     pub(crate) stopped: Option<StopReason>,
+    /// The kernel limit the command hit (`"memory limit 256 MiB reached"`), if any.
+    pub(crate) limit_hit: Option<String>,
 }
 
 impl Started {
@@ -371,7 +408,7 @@ impl Started {
             let work = pin!(async {
                 tokio::join!(exit.wait(), drain(stdout, out), drain(stderr, err));
             });
-            supervise(work, controls, deadline, group.pgid, grace).await
+            supervise(work, controls, deadline, &group, grace).await
             // Dropping `work` here closes both pipes, whoever still holds their other ends.
         };
         if stopped.is_some() {
@@ -380,10 +417,21 @@ impl Started {
             tracing::debug!(pgid = group.pgid, ?stopped, "command stopped");
         }
         let status = group.finish();
+        // Whatever is left of the command (processes that left the group included) dies with
+        // its cgroup, which is gone before the call answers.
+        let limit_hit = match group.cgroup.take() {
+            Some(cgroup) => {
+                let hit = cgroup.limit_hit();
+                cgroup.remove().await;
+                hit
+            }
+            None => None,
+        };
         Finished {
             exit_code: status.map_or(-1, exit_code),
             timed_out,
             stopped,
+            limit_hit,
         }
     }
 }
@@ -408,9 +456,10 @@ async fn supervise(
     mut work: Pin<&mut impl Future<Output = ()>>,
     controls: &mut impl Controller,
     deadline: Instant,
-    pgid: Pid,
+    group: &Group,
     grace: Duration,
 ) -> (bool, Option<StopReason>) {
+    let pgid = group.pgid;
     let mut stage = Stage::Running;
     let mut timed_out = false;
     loop {
@@ -424,7 +473,7 @@ async fn supervise(
             control = controls.next() => match control {
                 Control::Stop(reason) => return (timed_out, Some(reason)),
                 Control::Signal(GroupSignal::Kill) => {
-                    send(pgid, GroupSignal::Kill);
+                    group.signal(GroupSignal::Kill);
                     if !matches!(stage, Stage::Killed { .. }) {
                         stage = Stage::Killed { give_up_at: Instant::now() + PIPE_DRAIN_AFTER_KILL };
                     }
@@ -439,7 +488,7 @@ async fn supervise(
                     stage = Stage::Terminating { kill_at: Instant::now() + grace };
                 }
                 Stage::Terminating { .. } => {
-                    send(pgid, GroupSignal::Kill);
+                    group.signal(GroupSignal::Kill);
                     stage = Stage::Killed { give_up_at: Instant::now() + PIPE_DRAIN_AFTER_KILL };
                 }
                 Stage::Killed { .. } => {
@@ -458,25 +507,38 @@ fn send(pgid: Pid, signal: GroupSignal) {
     }
 }
 
-/// The shell and its process group. Dropping it kills the group and leaves the shell to be
-/// reaped in the background (unless it has been reaped, after which the group id could belong
-/// to someone else).
+/// The shell, its process group and its cgroup. Dropping it kills the group and the cgroup
+/// and leaves the shell to be reaped (and the cgroup removed) in the background (unless the
+/// shell has been reaped, after which the group id could belong to someone else).
 #[derive(Debug)]
 struct Group {
     pgid: Pid,
     /// False once the shell is reaped or handed to [`reap_later`]: from then on the id is not
     /// ours to signal.
     armed: bool,
+    /// The call's cgroup, if cgroups are in use: SIGKILL goes to all of it.
+    cgroup: Option<CallCgroup>,
 }
 
 impl Group {
-    fn new(pgid: Pid) -> Self {
-        Group { pgid, armed: true }
+    fn new(pgid: Pid, cgroup: Option<CallCgroup>) -> Self {
+        Group {
+            pgid,
+            armed: true,
+            cgroup,
+        }
     }
 
+    /// Sends `signal` to the group; SIGKILL also kills everything in the call's cgroup (which
+    /// stays ours until it is removed, whatever happened to the group id).
     fn signal(&self, signal: GroupSignal) {
         if self.armed {
             send(self.pgid, signal);
+        }
+        if signal == GroupSignal::Kill {
+            if let Some(cgroup) = &self.cgroup {
+                cgroup.kill();
+            }
         }
     }
 
@@ -510,6 +572,9 @@ impl Drop for Group {
             self.signal(GroupSignal::Kill);
             self.armed = false;
             reap_later(self.pgid);
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove_later();
         }
     }
 }

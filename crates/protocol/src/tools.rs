@@ -380,6 +380,8 @@ pub struct BashOutput {
     pub timed_out: bool,
     /// The timeout that applied, in seconds (after clamping).
     pub timeout_secs: u32,
+    /// The kernel limit the command hit, e.g. `"memory limit 256 MiB reached"`.
+    pub limit_hit: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

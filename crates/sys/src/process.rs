@@ -110,6 +110,36 @@ pub fn spawn_isolated_as(
     dir: &CStr,
     ids: Ids<'_>,
 ) -> io::Result<Spawned> {
+    spawn_confined(program, argv, envp, dir, Some(ids), &[])
+}
+
+/// The one child every command starts from: [`spawn_isolated`]'s isolation, run as `ids` when
+/// given (see [`spawn_isolated_as`]; `None` keeps the caller's credentials), and placed in the
+/// cgroups whose `cgroup.procs` files are open as `cgroup_procs` **before** anything else
+/// happens in the child: it writes `0` (itself) into each, so the command and everything it
+/// ever starts are inside them from its first instruction, with no window in which a process
+/// could leave unnoticed. The write is done with root's rights, before the ids change.
+/// A failed placement fails the call (the child is reaped), like a failed `execve`.
+pub fn spawn_confined(
+    program: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    dir: &CStr,
+    ids: Option<Ids<'_>>,
+    cgroup_procs: &[BorrowedFd<'_>],
+) -> io::Result<Spawned> {
+    let cgroups: Vec<RawFd> = cgroup_procs.iter().map(|fd| fd.as_raw_fd()).collect();
+    let (change_ids, ids) = match ids {
+        Some(ids) => (true, ids),
+        None => (
+            false,
+            Ids {
+                uid: 0,
+                gid: 0,
+                groups: &[],
+            },
+        ),
+    };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let devnull = open_devnull()?;
@@ -129,10 +159,13 @@ pub fn spawn_isolated_as(
         envp: envp_ptrs.as_ptr(),
         dir: dir.as_ptr(),
         stdio: [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        change_ids,
         uid: ids.uid,
         gid: ids.gid,
         groups: ids.groups.as_ptr(),
         ngroups: ids.groups.len(),
+        cgroups: cgroups.as_ptr(),
+        ncgroups: cgroups.len(),
         error: std::sync::atomic::AtomicI32::new(0),
     };
     let stack = ChildStack::new()?;
@@ -195,7 +228,7 @@ pub fn spawn_isolated_as(
     })
 }
 
-/// What the child of [`spawn_isolated_as`] needs, prepared by the parent (the child allocates
+/// What the child of [`spawn_confined`] needs, prepared by the parent (the child allocates
 /// nothing).
 struct ChildSetup {
     program: *const libc::c_char,
@@ -204,15 +237,20 @@ struct ChildSetup {
     dir: *const libc::c_char,
     /// Descriptors that become 0, 1 and 2.
     stdio: [RawFd; 3],
+    /// Whether to set the ids below (else the child keeps the caller's).
+    change_ids: bool,
     uid: u32,
     gid: u32,
     groups: *const u32,
     ngroups: usize,
+    /// Open `cgroup.procs` files the child writes `0` into, first of all.
+    cgroups: *const RawFd,
+    ncgroups: usize,
     /// The errno of the step that failed; 0 while none has.
     error: std::sync::atomic::AtomicI32,
 }
 
-/// The child of [`spawn_isolated_as`]: returns (and so exits) only if a step failed.
+/// The child of [`spawn_confined`]: returns (and so exits) only if a step failed.
 extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the parent's `ChildSetup`, alive and unchanged while the parent is
     // suspended by CLONE_VFORK.
@@ -221,21 +259,34 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if rc != -1 {
             return None;
         }
-        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL);
+        let errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL);
         s.error
             .store(errno.max(1), std::sync::atomic::Ordering::Release);
         Some(127)
     };
     // SAFETY: every call below is a system call (or glibc's plain, lock-free wrapper of one:
-    // setsid, dup2, chdir, close, execve) on integers, on the child's own copy of the
+    // write, setsid, dup2, chdir, close, execve) on integers, on the child's own copy of the
     // descriptor table and signal handlers, or on NUL-terminated strings and null-terminated
-    // arrays of them that the parent keeps alive (see `spawn_isolated_as`). None allocates or
-    // takes a lock, and the set*id calls are the raw ones, which change this child only.
+    // arrays of them that the parent keeps alive (see `spawn_confined`); `cgroups` points to
+    // `ncgroups` descriptors in the parent's live vector, and the byte written is a literal.
+    // None allocates or takes a lock, and the set*id calls are the raw ones, which change this
+    // child only.
     unsafe {
         // Every signal at its default disposition (the parent's handlers and ignored signals
         // are copies here), glibc's internal ones included, hence the raw call: the kernel's
         // `struct sigaction` all zero is SIG_DFL without flags or mask in every layout.
         // SIGKILL and SIGSTOP refuse, which is fine.
+        // Into the call's cgroups before anything else, while still root: from here on every
+        // process this child starts is born inside them.
+        for i in 0..s.ncgroups {
+            let fd = *s.cgroups.add(i);
+            let zero = b"0";
+            if let Some(rc) = fail(libc::write(fd, zero.as_ptr().cast(), 1) as libc::c_long) {
+                return rc;
+            }
+        }
         let dfl = [0u64; 4];
         for sig in 1..=64 {
             libc::syscall(
@@ -254,14 +305,16 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 return rc;
             }
         }
-        let steps = [
-            libc::syscall(libc::SYS_setgroups, s.ngroups, s.groups),
-            libc::syscall(libc::SYS_setresgid, s.gid, s.gid, s.gid),
-            libc::syscall(libc::SYS_setresuid, s.uid, s.uid, s.uid),
-        ];
-        for rc in steps {
-            if let Some(rc) = fail(rc) {
-                return rc;
+        if s.change_ids {
+            let steps = [
+                libc::syscall(libc::SYS_setgroups, s.ngroups, s.groups),
+                libc::syscall(libc::SYS_setresgid, s.gid, s.gid, s.gid),
+                libc::syscall(libc::SYS_setresuid, s.uid, s.uid, s.uid),
+            ];
+            for rc in steps {
+                if let Some(rc) = fail(rc) {
+                    return rc;
+                }
             }
         }
         // As the account: the kernel checks its search permission on the way.
@@ -748,14 +801,18 @@ mod tests {
     /// Runs `sh -c script` as `ids` in `dir`; its stdout and exit status.
     fn run_as(script: &str, dir: &CStr, ids: Ids<'_>) -> io::Result<(String, i32)> {
         let argv = [c"sh".into(), c"-c".into(), CString::new(script).unwrap()];
-        let child = spawn_isolated_as(c"/bin/sh", &argv, &[c"PATH=/bin:/usr/bin".into()], dir, ids)?;
+        let child =
+            spawn_isolated_as(c"/bin/sh", &argv, &[c"PATH=/bin:/usr/bin".into()], dir, ids)?;
         let mut out = String::new();
         std::fs::File::from(child.stdout)
             .read_to_string(&mut out)
             .unwrap();
         let mut status = 0;
         // SAFETY: waitpid of the child just spawned, into `status`.
-        assert_eq!(unsafe { libc::waitpid(child.pid, &mut status, 0) }, child.pid);
+        assert_eq!(
+            unsafe { libc::waitpid(child.pid, &mut status, 0) },
+            child.pid
+        );
         Ok((out, libc::WEXITSTATUS(status)))
     }
 
@@ -791,7 +848,11 @@ mod tests {
         assert_eq!(field(&out, "Gid:"), format!("{g} {g} {g} {g}"), "{out}");
         let mut want = [g, 4242];
         want.sort();
-        assert_eq!(field(&out, "Groups:"), format!("{} {}", want[0], want[1]), "{out}");
+        assert_eq!(
+            field(&out, "Groups:"),
+            format!("{} {}", want[0], want[1]),
+            "{out}"
+        );
         for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
             assert_eq!(field(&out, cap), "0000000000000000", "{cap} in {out}");
         }
@@ -830,5 +891,72 @@ mod tests {
         // SAFETY: waitpid for any child without waiting: none may be left to reap.
         let rc = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
         assert!(rc <= 0, "a child was left to reap: {rc}");
+    }
+
+    /// The child is in the given cgroup before it executes anything: the command's own first
+    /// look at `/proc/self/cgroup` already shows it there. Without ids it stays root.
+    #[test]
+    fn a_confined_command_starts_inside_its_cgroup() {
+        if crate::euid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let Some(mount) = mountinfo.lines().find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split(' ').nth(4).map(str::to_owned))?
+        }) else {
+            eprintln!("skipped: cgroup v2 is not mounted");
+            return;
+        };
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap()
+            .to_owned();
+        let rel = format!(
+            "{}/mymcp-sys-test-{}",
+            own.trim_end_matches('/'),
+            std::process::id()
+        );
+        let dir = std::path::PathBuf::from(format!("{mount}{rel}"));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("skipped: cannot make a cgroup: {e}");
+            return;
+        }
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .unwrap();
+        let argv = [
+            c"sh".into(),
+            c"-c".into(),
+            c"cat /proc/self/cgroup; id -u".into(),
+        ];
+        let child = spawn_confined(
+            c"/bin/sh",
+            &argv,
+            &[c"PATH=/bin:/usr/bin".into()],
+            c"/",
+            None,
+            &[procs.as_fd()],
+        )
+        .unwrap();
+        let mut out = String::new();
+        std::fs::File::from(child.stdout)
+            .read_to_string(&mut out)
+            .unwrap();
+        let mut status = 0;
+        // SAFETY: waitpid of the child just spawned, into `status`.
+        assert_eq!(
+            unsafe { libc::waitpid(child.pid, &mut status, 0) },
+            child.pid
+        );
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(out.lines().any(|l| l == format!("0::{rel}")), "{out}");
+        assert_eq!(out.lines().last(), Some("0"), "{out}");
     }
 }
