@@ -352,7 +352,9 @@ impl Confinement {
                 TreeKind::V2 { .. } => true,
                 TreeKind::V1(Controller::Freezer) => true,
                 TreeKind::V1(Controller::Pids) => {
-                    limits.tasks_max.is_some() || self.tree_for(Controller::Freezer).is_none()
+                    limits.tasks_max.is_some()
+                        || (self.kill == KillMode::Sweep
+                            && self.tree_for(Controller::Freezer).is_none())
                 }
                 TreeKind::V1(Controller::Memory) => limits.memory_max.is_some(),
                 TreeKind::V1(Controller::Cpu) => limits.cpu_max_percent.is_some(),
