@@ -239,9 +239,8 @@ impl Confinement {
                 continue;
             };
             let instance = mount.join(relative(path)).join(SUBTREE).join(&instance);
-            let made = create_dir_all_retry(&instance).and_then(|()| {
+            let made = create_dir_all_retry(&instance).map(|()| {
                 remove_stale(instance.parent().unwrap_or(&instance), &TreeKind::V1(c));
-                Ok(())
             });
             match made {
                 Ok(()) => trees.push(Tree {
@@ -485,6 +484,47 @@ impl CallCgroup {
                 tracing::warn!(dir = %dir.display(), "cannot remove the call's cgroup: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+static TEST_INSTANCE: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(test)]
+impl Confinement {
+    /// A confinement with an instance directory of its own (tests run side by side in one
+    /// process); `None`, with "skipped" on stderr, where cgroups cannot kill.
+    pub(crate) fn for_tests(limits: Limits) -> Option<Confinement> {
+        let suffix = format!("-t{}", TEST_INSTANCE.fetch_add(1, Ordering::Relaxed));
+        let c = Confinement::setup_with_suffix(limits, &suffix);
+        if c.kill_mode() == KillMode::ProcessGroup {
+            eprintln!("skipped: no usable cgroup ({})", c.describe());
+            return None;
+        }
+        Some(c)
+    }
+
+    /// Whether a hierarchy carries `controller` (`"memory"`, `"pids"`, `"cpu"`).
+    pub(crate) fn carries(&self, controller: &str) -> bool {
+        self.trees.iter().any(|t| match &t.kind {
+            TreeKind::V2 { controllers, .. } => controllers.iter().any(|c| c.name() == controller),
+            TreeKind::V1(c) => c.name() == controller,
+        })
+    }
+
+    /// The call cgroups that exist now.
+    pub(crate) fn call_dirs(&self) -> Vec<PathBuf> {
+        self.trees
+            .iter()
+            .flat_map(|t| fs::read_dir(&t.instance).into_iter().flatten().flatten())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    /// Whether any instance directory exists.
+    pub(crate) fn instance_exists(&self) -> bool {
+        self.trees.iter().any(|t| t.instance.exists())
     }
 }
 
@@ -985,142 +1025,11 @@ mod tests {
         assert_eq!(me, instance_name(std::process::id() as Pid).unwrap());
     }
 
-    // Real cgroups: these need root and a cgroup hierarchy that can kill (v2 `cgroup.kill` or
-    // a v1 freezer/pids tree); elsewhere they say "skipped".
+    // Real cgroups: these need root and a hierarchy that can kill (else "skipped"). The
+    // ones that run commands are in `spawn`'s tests.
 
-    use crate::auth::{Authorized, Rw};
-    use crate::server::CancelSignal;
-    use crate::spawn::{bash_execute, Activity, BashConfig};
-    use mymcp_protocol::BashExecute;
-    use std::sync::Arc;
-
-    static INSTANCE: AtomicU64 = AtomicU64::new(0);
-
-    /// A confinement of its own for one test (its own instance directory).
-    fn confinement(limits: Limits) -> Option<Arc<Confinement>> {
-        let suffix = format!("-t{}", INSTANCE.fetch_add(1, Ordering::Relaxed));
-        let c = Confinement::setup_with_suffix(limits, &suffix);
-        if c.kill_mode() == KillMode::ProcessGroup {
-            eprintln!("skipped: no usable cgroup ({})", c.describe());
-            return None;
-        }
-        Some(Arc::new(c))
-    }
-
-    async fn run(c: &Arc<Confinement>, command: &str, timeout: i64) -> mymcp_protocol::BashOutput {
-        let cfg = BashConfig {
-            kill_grace: Duration::from_millis(300),
-            confine: c.clone(),
-            ..BashConfig::default()
-        };
-        let args = BashExecute {
-            command: command.into(),
-            timeout: Some(timeout),
-            working_dir: None,
-            max_output_bytes: None,
-            background: false,
-        };
-        let auth: Authorized<Rw> = Authorized::for_tests();
-        bash_execute(
-            &auth,
-            &args,
-            &cfg,
-            &mut CancelSignal::never(),
-            &Activity::default(),
-        )
-        .await
-        .unwrap()
-    }
-
-    fn alive(pid: i32) -> bool {
-        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            !matches!(
-                stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next()),
-                Some('Z' | 'X') | None
-            )
-        })
-    }
-
-    fn calls_left(c: &Confinement) -> Vec<PathBuf> {
-        c.trees
-            .iter()
-            .flat_map(|t| fs::read_dir(&t.instance).into_iter().flatten().flatten())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.path())
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn processes_that_left_the_group_die_with_the_call_and_no_cgroup_is_left() {
-        let Some(c) = confinement(Limits::default()) else {
-            return;
-        };
-        let out = run(
-            &c,
-            "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!; \
-             (sh -c 'sleep 1001 >/dev/null 2>&1 & echo $!') ; \
-             nohup sleep 1002 >/dev/null 2>&1 & disown; echo $!",
-            10,
-        )
-        .await;
-        let text = String::from_utf8_lossy(&out.stdout.head).into_owned();
-        let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
-        assert_eq!(pids.len(), 3, "{text}");
-        for pid in pids {
-            assert!(!alive(pid), "pid {pid} outlived its call");
-        }
-        assert!(calls_left(&c).is_empty(), "{:?}", calls_left(&c));
-        c.close();
-        assert!(c.trees.iter().all(|t| !t.instance.exists()));
-    }
-
-    #[tokio::test]
-    async fn a_fork_bomb_is_contained_by_the_tasks_limit_and_reported() {
-        let limits = Limits::from_settings(0, 32, 0);
-        let Some(c) = confinement(limits) else { return };
-        if c.tree_for(Controller::Pids).is_none() {
-            eprintln!("skipped: no pids controller ({})", c.describe());
-            return;
-        }
-        let started = Instant::now();
-        let out = run(&c, ":(){ :|:& };:", 3).await;
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "{:?}",
-            started.elapsed()
-        );
-        assert_eq!(
-            out.limit_hit.as_deref(),
-            Some("tasks limit 32 reached: a fork failed"),
-            "{out:?}"
-        );
-        assert!(calls_left(&c).is_empty(), "{:?}", calls_left(&c));
-        c.close();
-    }
-
-    #[tokio::test]
-    async fn the_memory_limit_kill_is_reported() {
-        let limits = Limits::from_settings(32, 0, 0);
-        let Some(c) = confinement(limits) else { return };
-        if c.tree_for(Controller::Memory).is_none() {
-            eprintln!("skipped: no memory controller ({})", c.describe());
-            return;
-        }
-        let out = run(
-            &c,
-            "perl -e '$x = \"a\" x (200*1024*1024); print length $x'",
-            20,
-        )
-        .await;
-        assert_eq!(out.exit_code, -9, "{out:?}");
-        assert_eq!(
-            out.limit_hit.as_deref(),
-            Some("killed: memory limit 32 MiB reached"),
-            "{out:?}"
-        );
-        let ok = run(&c, "echo fine", 5).await;
-        assert_eq!(ok.limit_hit, None);
-        c.close();
+    fn confinement(limits: Limits) -> Option<Confinement> {
+        Confinement::for_tests(limits)
     }
 
     #[test]

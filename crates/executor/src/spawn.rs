@@ -1346,4 +1346,102 @@ mod tests {
             .unwrap();
         assert!(gone(pid).await, "sleep survived the dropped call");
     }
+
+    // Each command in a cgroup of its own (real cgroups: root, and a hierarchy that can kill;
+    // else "skipped").
+
+    fn confined(limits: Limits) -> Option<BashConfig> {
+        Some(BashConfig {
+            kill_grace: Duration::from_millis(300),
+            confine: Arc::new(Confinement::for_tests(limits)?),
+            ..BashConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn processes_that_left_the_group_die_with_the_call_and_no_cgroup_is_left() {
+        let Some(cfg) = confined(Limits::default()) else {
+            return;
+        };
+        let out = run_with(
+            call(
+                "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!; \
+                 (sh -c 'sleep 1001 >/dev/null 2>&1 & echo $!') ; \
+                 nohup sleep 1002 >/dev/null 2>&1 & disown; echo $!",
+            ),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        let text = text(&out.stdout);
+        let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(pids.len(), 3, "{text}");
+        for pid in pids {
+            assert!(!alive(pid), "pid {pid} outlived its call");
+        }
+        assert!(
+            cfg.confine.call_dirs().is_empty(),
+            "{:?}",
+            cfg.confine.call_dirs()
+        );
+        cfg.confine.close();
+        assert!(!cfg.confine.instance_exists());
+    }
+
+    #[tokio::test]
+    async fn a_fork_bomb_is_contained_by_the_tasks_limit_and_reported() {
+        let Some(cfg) = confined(Limits::from_settings(0, 32, 0)) else {
+            return;
+        };
+        if !cfg.confine.carries("pids") {
+            eprintln!("skipped: no pids controller ({})", cfg.confine.describe());
+            return;
+        }
+        let started = StdInstant::now();
+        let out = run_with(with_timeout(":(){ :|:& };:", 3), &cfg)
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            out.limit_hit.as_deref(),
+            Some("tasks limit 32 reached: a fork failed"),
+            "{out:?}"
+        );
+        assert!(
+            cfg.confine.call_dirs().is_empty(),
+            "{:?}",
+            cfg.confine.call_dirs()
+        );
+        cfg.confine.close();
+    }
+
+    #[tokio::test]
+    async fn the_memory_limit_kill_is_reported() {
+        let Some(cfg) = confined(Limits::from_settings(32, 0, 0)) else {
+            return;
+        };
+        if !cfg.confine.carries("memory") {
+            eprintln!("skipped: no memory controller ({})", cfg.confine.describe());
+            return;
+        }
+        let out = run_with(
+            call("perl -e '$x = \"a\" x (200*1024*1024); print length $x'"),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.exit_code, -9, "{out:?}");
+        assert_eq!(
+            out.limit_hit.as_deref(),
+            Some("killed: memory limit 32 MiB reached"),
+            "{out:?}"
+        );
+        let ok = run_with(call("echo fine"), &cfg).await.unwrap();
+        assert_eq!(ok.limit_hit, None);
+        cfg.confine.close();
+    }
 }

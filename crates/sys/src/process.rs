@@ -809,10 +809,8 @@ mod tests {
             .unwrap();
         let mut status = 0;
         // SAFETY: waitpid of the child just spawned, into `status`.
-        assert_eq!(
-            unsafe { libc::waitpid(child.pid, &mut status, 0) },
-            child.pid
-        );
+        let reaped = unsafe { libc::waitpid(child.pid, &mut status, 0) };
+        assert_eq!(reaped, child.pid);
         Ok((out, libc::WEXITSTATUS(status)))
     }
 
@@ -951,10 +949,8 @@ mod tests {
             .unwrap();
         let mut status = 0;
         // SAFETY: waitpid of the child just spawned, into `status`.
-        assert_eq!(
-            unsafe { libc::waitpid(child.pid, &mut status, 0) },
-            child.pid
-        );
+        let reaped = unsafe { libc::waitpid(child.pid, &mut status, 0) };
+        assert_eq!(reaped, child.pid);
         std::fs::remove_dir(&dir).unwrap();
         assert!(out.lines().any(|l| l == format!("0::{rel}")), "{out}");
         assert_eq!(out.lines().last(), Some("0"), "{out}");
