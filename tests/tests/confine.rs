@@ -244,6 +244,24 @@ fn a_command_over_its_memory_limit_is_killed_and_the_result_says_so() {
     );
     assert_eq!(fine["stdout"], "8388608", "{fine}");
     assert!(fine.get("limit_hit").is_none(), "{fine}");
+    // A background job too: job_status names the limit once it has ended.
+    let job = tool(
+        front.addr,
+        &rw,
+        "bash_execute",
+        json!({"command": "perl -e '$x = \"a\" x (300*1024*1024)'", "background": true}),
+    );
+    let id = job["job_id"].as_str().expect("job_id").to_owned();
+    let mut status = Value::Null;
+    assert!(wait_until(Duration::from_secs(20), || {
+        status = tool(front.addr, &rw, "job_status", json!({"job_id": id}));
+        status["running"] == false
+    }));
+    assert_eq!(status["exit_code"], -9, "{status}");
+    assert_eq!(
+        status["limit_hit"], "killed: memory limit 64 MiB reached",
+        "{status}"
+    );
 }
 
 #[test]

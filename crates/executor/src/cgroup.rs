@@ -451,13 +451,37 @@ impl CallCgroup {
 
     /// Kills what is left, waits (up to [`EMPTY_WAIT`]) for it to be gone and removes the
     /// directories.
-    pub(crate) async fn remove(self) {
+    pub(crate) async fn remove(mut self) {
         self.kill();
         let deadline = Instant::now() + EMPTY_WAIT;
         while !self.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(EMPTY_POLL).await;
         }
-        self.rmdir();
+        drop(std::mem::take(&mut self.procs));
+        let mut left = std::mem::take(&mut self.dirs);
+        loop {
+            let mut busy = Vec::new();
+            for (kind, dir) in left {
+                match try_rmdir(&dir) {
+                    Ok(true) => {}
+                    Ok(false) if Instant::now() < deadline => {
+                        let _ = kill_dir(&kind, &dir, self.kill);
+                        busy.push((kind, dir));
+                    }
+                    Ok(false) => {
+                        tracing::warn!(dir = %dir.display(), "cannot remove the call's cgroup: processes are still in it")
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), "cannot remove the call's cgroup: {e}")
+                    }
+                }
+            }
+            if busy.is_empty() {
+                return;
+            }
+            left = busy;
+            tokio::time::sleep(EMPTY_POLL).await;
+        }
     }
 
     /// [`Self::remove`] without waiting: in the background when a runtime runs, else at once.
@@ -651,19 +675,29 @@ fn kill_dir(kind: &TreeKind, dir: &Path, mode: KillMode) -> io::Result<()> {
     Ok(())
 }
 
-/// rmdir of a call's cgroup, retried while its last processes finish exiting.
+/// rmdir of a cgroup: `Ok(true)` when it is gone, `Ok(false)` while processes are in it.
+fn try_rmdir(dir: &Path) -> io::Result<bool> {
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(false),
+        Err(e) => Err(context(e, dir)),
+    }
+}
+
+/// rmdir of a cgroup, killing and retrying while its last processes finish exiting. Blocks
+/// (start-up, shutdown, a call dropped outside the runtime).
 fn remove_dir(kind: &TreeKind, dir: &Path) -> io::Result<()> {
     let deadline = Instant::now() + EMPTY_WAIT;
     loop {
-        match fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                let _ = kill_dir(kind, dir, KillMode::Sweep);
-                std::thread::sleep(EMPTY_POLL);
-            }
-            Err(e) => return Err(context(e, dir)),
+        if try_rmdir(dir)? {
+            return Ok(());
         }
+        if Instant::now() >= deadline {
+            return Err(context(io::Error::from_raw_os_error(libc::EBUSY), dir));
+        }
+        let _ = kill_dir(kind, dir, KillMode::Sweep);
+        std::thread::sleep(EMPTY_POLL);
     }
 }
 

@@ -118,6 +118,8 @@ struct JobState {
     streams: [StreamState; 2],
     kill_requested: bool,
     ended: Option<Ended>,
+    /// The kernel limit the job hit, once it has ended.
+    limit_hit: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -169,6 +171,7 @@ impl Job {
             stdout_bytes: state.streams[STDOUT].total,
             stderr_bytes: state.streams[STDERR].total,
             output_truncated: state.streams.iter().any(|s| s.total > s.kept),
+            limit_hit: state.limit_hit.clone(),
         }
     }
 
@@ -484,13 +487,17 @@ impl Jobs {
                     at: SystemTime::now(),
                     instant: Instant::now(),
                 });
+                state.limit_hit.clone_from(&finished.limit_hit);
             }
             job.changed.send_replace(());
-            let detail = match finished.stopped {
+            let mut detail = match finished.stopped {
                 Some(_) => "killed: the executor is shutting down".to_owned(),
                 None if finished.timed_out => format!("timed out after {}s", job.timeout_secs),
                 None => format!("exit code {}", finished.exit_code),
             };
+            if let Some(limit) = &finished.limit_hit {
+                detail.push_str(&format!("; {limit}"));
+            }
             audit("finished", &job, &detail);
             if let Some(jobs) = jobs.upgrade() {
                 jobs.ended(&job);

@@ -224,6 +224,8 @@ struct JobJson<'a> {
     stdout_bytes: u64,
     stderr_bytes: u64,
     output_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_hit: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -414,6 +416,7 @@ fn job_json(job: &JobInfo) -> String {
         stdout_bytes: job.stdout_bytes,
         stderr_bytes: job.stderr_bytes,
         output_truncated: job.output_truncated,
+        limit_hit: job.limit_hit.as_deref(),
     })
 }
 
@@ -742,6 +745,7 @@ mod tests {
             stdout_bytes: 0,
             stderr_bytes: 0,
             output_truncated: false,
+            limit_hit: None,
         };
         assert_eq!(
             job_json(&job),
@@ -854,6 +858,7 @@ mod tests {
             stdout_bytes: 0,
             stderr_bytes: 0,
             output_truncated: false,
+            limit_hit: None,
         }
     }
 
