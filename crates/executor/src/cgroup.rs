@@ -17,9 +17,10 @@
 //!   controllers, a v2 tree without them) the v1 `memory`, `pids` and `cpu` hierarchies carry
 //!   the limits; without v2, the v1 `freezer` (or `pids`) hierarchy finds the processes to
 //!   kill. Without any, commands fall back to process-group signals only ([`KillMode`]).
-//! * **Placement.** The command's first process writes itself into the call's `cgroup.procs`
-//!   files before it executes anything ([`mymcp_sys::process::spawn_confined`]), so there is
-//!   no moment at which it, or anything it starts, is outside.
+//! * **Placement.** The command's first process is created in the call's v2 cgroup
+//!   (`clone3` with `CLONE_INTO_CGROUP`) or writes itself into it, and writes itself into the
+//!   v1 ones, before it executes anything ([`mymcp_sys::process::spawn_confined`]), so there
+//!   is no moment at which it, or anything it starts, is outside.
 //! * **Bounded.** One directory per running call in each hierarchy used; removed when the call
 //!   ends, and all of them at shutdown.
 
@@ -343,6 +344,7 @@ impl Confinement {
         let mut call = CallCgroup {
             dirs: Vec::new(),
             procs: Vec::new(),
+            v2_dir: None,
             limits,
             kill: self.kill,
         };
@@ -370,7 +372,16 @@ impl Confinement {
                 .custom_flags(libc::O_CLOEXEC)
                 .open(dir.join("cgroup.procs"))
                 .map_err(|e| context(e, &dir))?;
-            call.procs.push(procs);
+            if matches!(tree.kind, TreeKind::V2 { .. }) {
+                let handle = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
+                    .open(&dir)
+                    .map_err(|e| context(e, &dir))?;
+                call.v2_dir = Some((handle, procs));
+            } else {
+                call.procs.push(procs);
+            }
         }
         Ok(Some(call))
     }
@@ -392,14 +403,22 @@ impl Confinement {
 #[derive(Debug)]
 pub(crate) struct CallCgroup {
     dirs: Vec<(TreeKind, PathBuf)>,
+    /// `cgroup.procs` of the v1 directories.
     procs: Vec<File>,
+    /// The v2 directory and its `cgroup.procs`.
+    v2_dir: Option<(File, File)>,
     limits: Limits,
     kill: KillMode,
 }
 
 impl CallCgroup {
-    /// The `cgroup.procs` files the command's first process writes itself into.
-    pub(crate) fn procs(&self) -> Vec<BorrowedFd<'_>> {
+    /// The v2 directory the command's first process is created in, with its `cgroup.procs`.
+    pub(crate) fn v2(&self) -> Option<(BorrowedFd<'_>, BorrowedFd<'_>)> {
+        self.v2_dir.as_ref().map(|(d, p)| (d.as_fd(), p.as_fd()))
+    }
+
+    /// The v1 `cgroup.procs` files the command's first process writes itself into.
+    pub(crate) fn v1_procs(&self) -> Vec<BorrowedFd<'_>> {
         self.procs.iter().map(|f| f.as_fd()).collect()
     }
 
@@ -458,6 +477,7 @@ impl CallCgroup {
             tokio::time::sleep(EMPTY_POLL).await;
         }
         drop(std::mem::take(&mut self.procs));
+        self.v2_dir = None;
         let mut left = std::mem::take(&mut self.dirs);
         loop {
             let mut busy = Vec::new();
@@ -503,6 +523,7 @@ impl CallCgroup {
 
     fn rmdir(mut self) {
         drop(std::mem::take(&mut self.procs));
+        self.v2_dir = None;
         for (kind, dir) in &self.dirs {
             if let Err(e) = remove_dir(kind, dir) {
                 tracing::warn!(dir = %dir.display(), "cannot remove the call's cgroup: {e}");

@@ -41,7 +41,7 @@ use crate::cgroup::{CallCgroup, Confinement, Limits};
 use crate::paths::os_message;
 use crate::server::{CancelSignal, Stop};
 use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
-use mymcp_sys::process::{self, GroupSignal, Pid, PidFd};
+use mymcp_sys::process::{self, GroupSignal, Pid, PidFd, Placement};
 use std::ffi::{CString, OsString};
 use std::future::Future;
 use std::io;
@@ -333,9 +333,16 @@ pub(crate) fn start(
                 format!("cannot make the command's cgroup: {e}"),
             )
         })?;
-    let procs = cgroup.as_ref().map(CallCgroup::procs).unwrap_or_default();
-    let spawned = process::spawn_confined(&shell, &argv, &envp, &dir, None, &procs);
-    drop(procs);
+    let v1 = cgroup
+        .as_ref()
+        .map(CallCgroup::v1_procs)
+        .unwrap_or_default();
+    let placement = Placement {
+        v2: cgroup.as_ref().and_then(CallCgroup::v2),
+        procs: &v1,
+    };
+    let spawned = process::spawn_confined(&shell, &argv, &envp, &dir, None, placement);
+    drop(v1);
     let spawned = match spawned {
         Ok(s) => s,
         Err(e) => {
