@@ -600,6 +600,15 @@ fn counter(file: &Path, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a v2 cgroup (or one below it) has a process; true when that cannot be read.
+fn populated(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("cgroup.events")).map_or(true, |s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("populated "))
+            .is_none_or(|v| v.trim() != "0")
+    })
+}
+
 /// The pids in a cgroup (empty when it is gone or unreadable).
 fn members(dir: &Path) -> Vec<Pid> {
     fs::read_to_string(dir.join("cgroup.procs"))
@@ -666,6 +675,11 @@ fn apply_limits(kind: &TreeKind, dir: &Path, l: &Limits) -> io::Result<()> {
 /// Kills everything in one call's cgroup `dir`.
 fn kill_dir(kind: &TreeKind, dir: &Path, mode: KillMode) -> io::Result<()> {
     if matches!(kind, TreeKind::V2 { kill: true, .. }) {
+        // An empty cgroup cannot fill up again by itself (only a member can fork into it),
+        // and reading `cgroup.events` is cheaper than the kill's walk under the cgroup lock.
+        if !populated(dir) {
+            return Ok(());
+        }
         return write(dir, "cgroup.kill", "1");
     }
     if mode == KillMode::ProcessGroup {
