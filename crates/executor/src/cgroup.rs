@@ -399,6 +399,14 @@ impl Confinement {
     }
 }
 
+impl Drop for Confinement {
+    /// The executor is done with its cgroups (a start that failed after [`Confinement::setup`]
+    /// included): whatever is left in them is killed and they are removed.
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 /// The cgroup of one call: its directories (one per hierarchy) and their open `cgroup.procs`.
 #[derive(Debug)]
 pub(crate) struct CallCgroup {

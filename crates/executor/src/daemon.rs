@@ -162,14 +162,6 @@ pub fn run(
         println!("configuration OK");
         return Ok(());
     }
-    // Before any thread of the runtime: the executor may move itself into a leaf cgroup.
-    let confine = Arc::new(Confinement::setup(limits));
-    if confine.kill_mode() == KillMode::ProcessGroup {
-        tracing::warn!(confinement = %confine.describe(), "commands are not confined by cgroups: a process that leaves its process group (setsid, nohup … &) outlives its call");
-    } else {
-        tracing::info!(confinement = %confine.describe(), "commands run in cgroups of their own");
-    }
-    bash.confine = confine.clone();
 
     let metrics = Arc::new(Metrics::default());
     let (audit, install_key) = Audit::open(&audit_settings, metrics.clone()).map_err(|e| {
@@ -202,6 +194,16 @@ pub fn run(
     let tokens = Arc::new(TokenStore::open(&args.token_file).map_err(|e| Error::chain(&e))?);
     import_secrets(&tokens, &secrets)?;
     let jobs = Arc::new(Jobs::open(job_config));
+    // Once nothing before serving can fail (a refused start leaves no cgroup behind, and says
+    // one thing), and before the runtime's threads: the executor may move itself into a leaf
+    // cgroup. Dropping the last reference removes this executor's cgroups.
+    let confine = Arc::new(Confinement::setup(limits));
+    if confine.kill_mode() == KillMode::ProcessGroup {
+        tracing::warn!(confinement = %confine.describe(), "commands are not confined by cgroups: a process that leaves its process group (setsid, nohup … &) outlives its call");
+    } else {
+        tracing::info!(confinement = %confine.describe(), "commands run in cgroups of their own");
+    }
+    bash.confine = confine.clone();
     let executor = Arc::new(
         Executor::new(tokens.clone(), bash, read, files, bash_max_concurrent)
             .with_command_limits(bash_max_concurrent, per_token)
