@@ -971,7 +971,7 @@ mod tests {
             gid: g,
             groups: &groups,
         };
-        let before = crate::creds::thread_status().unwrap();
+        let before = std::fs::read_to_string("/proc/thread-self/status").unwrap();
         let (out, code) = run_as(
             "cat /proc/self/status; ls /proc/$$/fd | tr '\\n' ' '; echo; pwd; ps -o sid= -p $$ 2>/dev/null; echo pid $$",
             c"/tmp",
@@ -996,7 +996,7 @@ mod tests {
         assert!(out.lines().any(|l| l.trim() == "0 1 2"), "{out}");
         assert!(out.lines().any(|l| l == "/tmp"), "{out}");
         // The spawning thread's credentials are what they were.
-        let after = crate::creds::thread_status().unwrap();
+        let after = std::fs::read_to_string("/proc/thread-self/status").unwrap();
         assert_eq!(field(&before, "Uid:"), field(&after, "Uid:"));
         assert_eq!(field(&before, "Groups:"), field(&after, "Groups:"));
         assert_eq!(field(&before, "CapEff:"), field(&after, "CapEff:"));
