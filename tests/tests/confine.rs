@@ -271,6 +271,7 @@ fn a_fork_bomb_is_contained_and_other_calls_are_answered_meanwhile() {
     if confinement(&exec, &["pids"]).is_none() {
         return;
     }
+    let other = exec.add_token("other", "rw");
     let marker = "fork-bomb-4711";
     let bomb = {
         let (addr, rw) = (front.addr, rw.clone());
@@ -285,13 +286,13 @@ fn a_fork_bomb_is_contained_and_other_calls_are_answered_meanwhile() {
             (out, t.elapsed())
         })
     };
-    // While it rages, other calls are answered promptly.
+    // While it rages, another token's calls are answered promptly.
     std::thread::sleep(Duration::from_millis(1500));
     for i in 0..3 {
         let t = Instant::now();
         let out = tool(
             front.addr,
-            &rw,
+            &other,
             "bash_execute",
             json!({"command": format!("echo alive {i}")}),
         );
@@ -327,6 +328,19 @@ fn no_cgroup_is_left_behind_by_a_stop_or_a_crash() {
     let text = ctl(&exec.runtime_dir, &["status"]);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(text.contains("confinement:      cgroup"), "{text}");
+    // doctor says it too (an Ok line; a warning in the process-group fallback).
+    let env_file = exec.dir.path().join("doctor.env");
+    std::fs::write(&env_file, "").unwrap();
+    let doctor = ctl(
+        &exec.runtime_dir,
+        &["doctor", "--env-file", env_file.to_str().unwrap()],
+    );
+    let doctor = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    let line = doctor
+        .lines()
+        .find(|l| l.contains("confinement"))
+        .unwrap_or_else(|| panic!("{doctor}"));
+    assert!(line.contains("cgroup"), "{line}");
     // A crash with a job and its escapee running: the next executor removes both.
     let marks = tempfile::tempdir().unwrap();
     let command = format!("{}; sleep 1000", escapes(marks.path()));
@@ -361,5 +375,63 @@ fn no_cgroup_is_left_behind_by_a_stop_or_a_crash() {
     let pid = exec.pid();
     assert!(!instance_dirs(pid).is_empty());
     exec.terminate();
+    assert!(instance_dirs(pid).is_empty(), "{:?}", instance_dirs(pid));
+}
+
+#[test]
+fn escapees_die_at_the_deadline_and_at_shutdown() {
+    mymcp_tests::needs_root!();
+    let (mut exec, front, rw) = server(&[]);
+    if confinement(&exec, &[]).is_none() {
+        return;
+    }
+    // At the deadline: the escapee even holds the output pipe open.
+    let marks = tempfile::tempdir().unwrap();
+    let d = marks.path().display();
+    let t = Instant::now();
+    let out = tool(
+        front.addr,
+        &rw,
+        "bash_execute",
+        json!({"command": format!("setsid sh -c 'echo $$ > {d}/held; exec sleep 1000' & sleep 1000"), "timeout": 1}),
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(out["timed_out"], true, "{out}");
+    let held = read_pid(&marks.path().join("held")).expect("held");
+    assert!(
+        !alive(held),
+        "the escapee holding stdout outlived the deadline"
+    );
+
+    // At shutdown: a running call's escapee dies with the executor's cgroups.
+    let command = format!("{}; sleep 1000", escapes(marks.path()));
+    let call = {
+        let (addr, rw) = (front.addr, rw.clone());
+        std::thread::spawn(move || {
+            post_mcp(
+                addr,
+                &rw,
+                &tools_call(
+                    1,
+                    "bash_execute",
+                    json!({"command": command, "timeout": 60}),
+                ),
+            )
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || read_pid(
+        &marks.path().join("nohup")
+    )
+    .is_some()));
+    let pids: Vec<u32> = ["setsid", "double", "nohup"]
+        .iter()
+        .map(|n| read_pid(&marks.path().join(n)).unwrap())
+        .collect();
+    let pid = exec.pid();
+    exec.terminate();
+    let _ = call.join();
+    for p in pids {
+        assert!(!alive(p), "pid {p} outlived the executor's shutdown");
+    }
     assert!(instance_dirs(pid).is_empty(), "{:?}", instance_dirs(pid));
 }

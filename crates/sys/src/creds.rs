@@ -109,7 +109,12 @@ pub fn act_as_effective(uid: u32, gid: u32, groups: &[u32]) -> io::Result<Acting
     become_ids(None, uid, gid, groups)
 }
 
-fn become_ids(real: Option<(u32, u32)>, uid: u32, gid: u32, groups: &[u32]) -> io::Result<ActingAs> {
+fn become_ids(
+    real: Option<(u32, u32)>,
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+) -> io::Result<ActingAs> {
     let saved = thread_groups()?;
     // From here on the guard restores root, also when a step below fails half way.
     let guard = ActingAs {
@@ -267,8 +272,8 @@ mod tests {
                 gid: nobody.gid,
                 groups: &[],
             };
-            let child = crate::process::spawn_isolated_as(c"/bin/sh", &argv, &[], c"/", ids)
-                .unwrap();
+            let child =
+                crate::process::spawn_isolated_as(c"/bin/sh", &argv, &[], c"/", ids).unwrap();
             drop(child.stdout);
             let mut code = 0;
             // SAFETY: waitpid of the child just spawned, into `code`.
@@ -284,7 +289,10 @@ mod tests {
         assert_ne!(code, 0, "the account signalled a thread acting effectively");
         let (status, code) = probe(true);
         assert_eq!(line(&status, "Uid:"), format!("{u} {u} 0 {u}"));
-        assert_eq!(code, 0, "control: a thread with the account's real uid can be signalled");
+        assert_eq!(
+            code, 0,
+            "control: a thread with the account's real uid can be signalled"
+        );
     }
 
     #[test]
