@@ -70,10 +70,6 @@ impl Limits {
             cpu_max_percent: some(cpu_percent),
         }
     }
-
-    fn any(&self) -> bool {
-        self.memory_max.is_some() || self.tasks_max.is_some() || self.cpu_max_percent.is_some()
-    }
 }
 
 /// How the processes of a call are killed when it ends.
@@ -337,7 +333,7 @@ impl Confinement {
     /// Makes the cgroup of one call with `limits`, in the hierarchies that kill it and carry
     /// its limits. `None` in process-group mode. An error leaves nothing behind.
     pub(crate) fn create(&self, limits: Limits) -> io::Result<Option<CallCgroup>> {
-        if self.kill == KillMode::ProcessGroup && !limits.any() {
+        if self.trees.is_empty() {
             return Ok(None);
         }
         let name = format!("c{}", NEXT_CALL.fetch_add(1, Ordering::Relaxed));
@@ -366,21 +362,12 @@ impl Confinement {
             let dir = tree.instance.join(&name);
             fs::create_dir(&dir).map_err(|e| context(e, &dir))?;
             call.dirs.push((tree.kind.clone(), dir.clone()));
-            apply_limits(&tree.kind, &dir, &limits)?;
-            let procs = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(dir.join("cgroup.procs"))
-                .map_err(|e| context(e, &dir))?;
-            if matches!(tree.kind, TreeKind::V2 { .. }) {
-                let handle = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
-                    .open(&dir)
-                    .map_err(|e| context(e, &dir))?;
-                call.v2_dir = Some((handle, procs));
-            } else {
-                call.procs.push(procs);
+            if let Err(e) = call.prepare(&tree.kind, &dir) {
+                // Nothing runs in them yet: plain rmdirs.
+                for (_, dir) in call.dirs.iter().rev() {
+                    let _ = fs::remove_dir(dir);
+                }
+                return Err(e);
             }
         }
         Ok(Some(call))
@@ -420,6 +407,27 @@ pub(crate) struct CallCgroup {
 }
 
 impl CallCgroup {
+    /// Sets the limits of the new directory `dir` and opens what the spawn needs.
+    fn prepare(&mut self, kind: &TreeKind, dir: &Path) -> io::Result<()> {
+        apply_limits(kind, dir, &self.limits)?;
+        let procs = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(dir.join("cgroup.procs"))
+            .map_err(|e| context(e, dir))?;
+        if matches!(kind, TreeKind::V2 { .. }) {
+            let handle = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY)
+                .open(dir)
+                .map_err(|e| context(e, dir))?;
+            self.v2_dir = Some((handle, procs));
+        } else {
+            self.procs.push(procs);
+        }
+        Ok(())
+    }
+
     /// The v2 directory the command's first process is created in, with its `cgroup.procs`.
     pub(crate) fn v2(&self) -> Option<(BorrowedFd<'_>, BorrowedFd<'_>)> {
         self.v2_dir.as_ref().map(|(d, p)| (d.as_fd(), p.as_fd()))
