@@ -174,11 +174,12 @@ impl Confinement {
     /// ones left by executors that are gone, and picks the kill mode. Never fails: what cannot
     /// be used is noted and the next mode down is taken.
     pub(crate) fn setup(defaults: Limits) -> Confinement {
-        Confinement::setup_with_suffix(defaults, "")
+        Confinement::setup_with(defaults, "", true)
     }
 
-    /// [`Self::setup`] with `suffix` after the instance name (tests: one instance each).
-    fn setup_with_suffix(defaults: Limits, suffix: &str) -> Confinement {
+    /// [`Self::setup`] with `suffix` after the instance name (tests: one instance each), and
+    /// without cgroup v2 unless `v2` (tests of the v1 mode on a host that has both).
+    fn setup_with(defaults: Limits, suffix: &str, v2: bool) -> Confinement {
         let mut notes = Vec::new();
         if mymcp_sys::euid() != 0 {
             notes.push("not running as root".to_owned());
@@ -206,7 +207,7 @@ impl Confinement {
         let mut trees = Vec::new();
         let mut v2_controllers = Vec::new();
         let mut v2_kill = false;
-        if let (Some(mount), Some(path)) = (&mounts.v2, own.v2.as_deref()) {
+        if let (true, Some(mount), Some(path)) = (v2, &mounts.v2, own.v2.as_deref()) {
             match setup_v2(mount, path, &instance) {
                 Ok(tree) => {
                     if let TreeKind::V2 { controllers, kill } = &tree.kind {
@@ -557,9 +558,24 @@ impl Confinement {
     /// process); `None`, with "skipped" on stderr, where cgroups cannot kill.
     pub(crate) fn for_tests(limits: Limits) -> Option<Confinement> {
         let suffix = format!("-t{}", TEST_INSTANCE.fetch_add(1, Ordering::Relaxed));
-        let c = Confinement::setup_with_suffix(limits, &suffix);
+        let c = Confinement::setup_with(limits, &suffix, true);
         if c.kill_mode() == KillMode::ProcessGroup {
             eprintln!("skipped: no usable cgroup ({})", c.describe());
+            return None;
+        }
+        Some(c)
+    }
+
+    /// [`Self::for_tests`] with cgroup v1 only: mode 2 (freeze and kill), where the host has
+    /// a v1 freezer or pids hierarchy.
+    pub(crate) fn for_tests_v1(limits: Limits) -> Option<Confinement> {
+        let suffix = format!("-t{}", TEST_INSTANCE.fetch_add(1, Ordering::Relaxed));
+        let c = Confinement::setup_with(limits, &suffix, false);
+        if c.kill_mode() != KillMode::Sweep {
+            eprintln!(
+                "skipped: no cgroup v1 freezer or pids hierarchy ({})",
+                c.describe()
+            );
             return None;
         }
         Some(c)
@@ -1133,7 +1149,7 @@ mod tests {
             .spawn()
             .unwrap();
         fs::write(call.join("cgroup.procs"), child.id().to_string()).unwrap();
-        let again = Confinement::setup_with_suffix(Limits::default(), "-stale-test");
+        let again = Confinement::setup_with(Limits::default(), "-stale-test", true);
         assert!(!stale.exists(), "{}", stale.display());
         let status = child.wait().unwrap();
         assert!(!status.success(), "the leftover process was killed");

@@ -1451,4 +1451,52 @@ mod tests {
         assert_eq!(ok.limit_hit, None);
         cfg.confine.close();
     }
+
+    /// Mode 2, cgroup v1 only (freezer, SIGKILL to every member, thaw): the same promise.
+    #[tokio::test]
+    async fn in_v1_freeze_and_kill_mode_escapees_die_with_the_call_too() {
+        let Some(c) = Confinement::for_tests_v1(Limits::from_settings(0, 64, 0)) else {
+            return;
+        };
+        let cfg = BashConfig {
+            kill_grace: Duration::from_millis(300),
+            confine: Arc::new(c),
+            ..BashConfig::default()
+        };
+        assert!(cfg
+            .confine
+            .describe()
+            .starts_with("cgroup v1 freeze and kill"));
+        let out = run_with(
+            call(
+                "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!; \
+                 (sh -c 'sleep 1001 >/dev/null 2>&1 & echo $!')",
+            ),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        let text = text(&out.stdout);
+        let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(pids.len(), 2, "{text}");
+        for pid in pids {
+            assert!(!alive(pid), "pid {pid} outlived its call");
+        }
+        // And a fork bomb under the v1 pids limit.
+        let out = run_with(with_timeout(":(){ :|:& };:", 2), &cfg)
+            .await
+            .unwrap();
+        assert_eq!(
+            out.limit_hit.as_deref(),
+            Some("tasks limit 64 reached: a fork failed"),
+            "{out:?}"
+        );
+        assert!(
+            cfg.confine.call_dirs().is_empty(),
+            "{:?}",
+            cfg.confine.call_dirs()
+        );
+        cfg.confine.close();
+        assert!(!cfg.confine.instance_exists());
+    }
 }
