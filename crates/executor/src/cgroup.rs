@@ -24,7 +24,8 @@
 //! * **Bounded.** One directory per running call in each hierarchy used; removed when the call
 //!   ends, and all of them at shutdown.
 
-use mymcp_sys::process::Pid;
+use mymcp_sys::process::{self, Pid, Placement};
+use std::ffi::CString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -260,12 +261,23 @@ impl Confinement {
         } else {
             KillMode::ProcessGroup
         };
-        let c = Confinement {
+        let mut c = Confinement {
             kill,
             trees,
             defaults,
             notes,
         };
+        // One command through the whole path (create with the default limits, start inside,
+        // kill, remove) before any call depends on it: a host where a step fails (a v2 tree
+        // that refuses processes, a limit the kernel refuses) gets process groups, not a
+        // bash_execute that always fails.
+        if let Err(e) = c.probe() {
+            tracing::warn!("cgroups unusable for commands: {e}; falling back to process groups");
+            c.close();
+            c.trees.clear();
+            c.kill = KillMode::ProcessGroup;
+            c.notes.push(format!("probe failed: {e}"));
+        }
         for (what, set) in [
             (Controller::Memory, defaults.memory_max.is_some()),
             (Controller::Pids, defaults.tasks_max.is_some()),
@@ -279,6 +291,42 @@ impl Confinement {
             }
         }
         c
+    }
+
+    /// Runs `/bin/sh -c :` in a call cgroup with the default limits, then removes it.
+    fn probe(&self) -> io::Result<()> {
+        let Some(call) = self.create(self.defaults)? else {
+            return Ok(());
+        };
+        let v1 = call.v1_procs();
+        let placement = Placement {
+            v2: call.v2(),
+            procs: &v1,
+        };
+        let argv = [
+            CString::from(c"sh"),
+            CString::from(c"-c"),
+            CString::from(c":"),
+        ];
+        let started = process::spawn_confined(c"/bin/sh", &argv, &[], c"/", None, placement);
+        drop(v1);
+        let pid = started.as_ref().ok().map(|child| child.pid);
+        if let Some(pid) = pid {
+            let deadline = Instant::now() + EMPTY_WAIT;
+            while matches!(process::try_reap(pid), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(EMPTY_POLL);
+            }
+        }
+        call.kill();
+        if let Some(pid) = pid {
+            // Killed above if it had not exited: reap it.
+            let deadline = Instant::now() + EMPTY_WAIT;
+            while matches!(process::try_reap(pid), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(EMPTY_POLL);
+            }
+        }
+        call.rmdir();
+        started.map(drop)
     }
 
     /// How calls are killed.
