@@ -9,7 +9,8 @@
 //! v1). Where the executor reports that it cannot, a test prints `skipped: …` and passes.
 
 use mymcp_tests::{
-    ctl, pids_with_cmdline, post_mcp, tools_call, wait_until, ExecutorProcess, FrontendProcess,
+    ctl, pids_with_cmdline, post_mcp, post_mcp_with, tools_call, wait_until, ExecutorProcess,
+    FrontendProcess,
 };
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -379,7 +380,7 @@ fn no_cgroup_is_left_behind_by_a_stop_or_a_crash() {
 }
 
 #[test]
-fn escapees_die_at_the_deadline_and_at_shutdown() {
+fn escapees_die_at_the_deadline_on_cancellation_and_at_shutdown() {
     mymcp_tests::needs_root!();
     let (mut exec, front, rw) = server(&[]);
     if confinement(&exec, &[]).is_none() {
@@ -401,6 +402,43 @@ fn escapees_die_at_the_deadline_and_at_shutdown() {
     assert!(
         !alive(held),
         "the escapee holding stdout outlived the deadline"
+    );
+
+    // On cancellation (notifications/cancelled from the client).
+    let addr = front.addr;
+    let session = [("Mcp-Session-Id", "confine-1")];
+    let call = {
+        let rw = rw.clone();
+        let command = format!(
+            "setsid sh -c 'echo $$ > {d}/cancelled; exec sleep 1000' >/dev/null 2>&1 & sleep 1000"
+        );
+        std::thread::spawn(move || {
+            post_mcp_with(
+                addr,
+                &rw,
+                &json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+                    "params":{"name":"bash_execute","arguments":{"command": command, "timeout": 60}}}),
+                &[("Mcp-Session-Id", "confine-1")],
+            )
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || read_pid(
+        &marks.path().join("cancelled")
+    )
+    .is_some()));
+    let cancelled = read_pid(&marks.path().join("cancelled")).unwrap();
+    assert!(alive(cancelled));
+    let r = post_mcp_with(
+        addr,
+        &rw,
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId": 7}}),
+        &session,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let _ = call.join();
+    assert!(
+        wait_until(Duration::from_secs(1), || !alive(cancelled)),
+        "the escapee outlived the cancellation"
     );
 
     // At shutdown: a running call's escapee dies with the executor's cgroups.
