@@ -1499,4 +1499,29 @@ mod tests {
         cfg.confine.close();
         assert!(!cfg.confine.instance_exists());
     }
+
+    /// The CPU limit throttles: a busy loop of 3 s wall time under 5 % of one CPU gets about
+    /// 0.15 s of CPU (unthrottled it would get ten times that even on a loaded machine).
+    #[tokio::test]
+    async fn the_cpu_limit_throttles_a_busy_loop() {
+        let Some(cfg) = confined(Limits::from_settings(0, 0, 5)) else {
+            return;
+        };
+        if !cfg.confine.carries("cpu") {
+            eprintln!("skipped: no cpu controller ({})", cfg.confine.describe());
+            return;
+        }
+        let out = run_with(
+            call("end=$((SECONDS+3)); while [ $SECONDS -lt $end ]; do :; done; cat /proc/$$/stat"),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        let stat = text(&out.stdout);
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        // utime and stime, fields 14 and 15, in clock ticks (100 per second).
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        assert!(ticks < 60, "{ticks} ticks of CPU in 3 s under a 5 % limit");
+        cfg.confine.close();
+    }
 }
