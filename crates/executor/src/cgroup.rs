@@ -1167,6 +1167,135 @@ mod tests {
         assert_eq!(counter(&dir.path().join("absent"), "max"), 0);
     }
 
+    // The v2 controller paths cannot run on this hybrid host (its v2 tree has no controllers):
+    // what they write and read is checked on plain files here.
+
+    #[test]
+    fn limits_are_written_in_each_hierarchys_own_terms() {
+        let l = Limits::from_settings(256, 64, 150);
+        let v2 = tempfile::tempdir().unwrap();
+        fs::write(v2.path().join("memory.swap.max"), "max").unwrap();
+        let all = vec![Controller::Memory, Controller::Pids, Controller::Cpu];
+        apply_limits(
+            &TreeKind::V2 {
+                controllers: all,
+                kill: true,
+            },
+            v2.path(),
+            &l,
+        )
+        .unwrap();
+        let read = |d: &Path, f: &str| fs::read_to_string(d.join(f)).unwrap();
+        assert_eq!(read(v2.path(), "memory.max"), "268435456");
+        assert_eq!(read(v2.path(), "memory.swap.max"), "0");
+        assert_eq!(read(v2.path(), "pids.max"), "64");
+        assert_eq!(read(v2.path(), "cpu.max"), "150000 100000");
+        // A controller that is not delegated is not written.
+        let bare = tempfile::tempdir().unwrap();
+        apply_limits(
+            &TreeKind::V2 {
+                controllers: vec![Controller::Pids],
+                kill: true,
+            },
+            bare.path(),
+            &l,
+        )
+        .unwrap();
+        assert!(!bare.path().join("memory.max").exists());
+        assert_eq!(read(bare.path(), "pids.max"), "64");
+
+        let mem = tempfile::tempdir().unwrap();
+        fs::write(mem.path().join("memory.memsw.limit_in_bytes"), "").unwrap();
+        apply_limits(&TreeKind::V1(Controller::Memory), mem.path(), &l).unwrap();
+        assert_eq!(read(mem.path(), "memory.limit_in_bytes"), "268435456");
+        assert_eq!(read(mem.path(), "memory.memsw.limit_in_bytes"), "268435456");
+        let cpu = tempfile::tempdir().unwrap();
+        apply_limits(&TreeKind::V1(Controller::Cpu), cpu.path(), &l).unwrap();
+        assert_eq!(read(cpu.path(), "cpu.cfs_period_us"), "100000");
+        assert_eq!(read(cpu.path(), "cpu.cfs_quota_us"), "150000");
+    }
+
+    #[test]
+    fn v2_events_name_the_limit_that_was_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let call = |limits| CallCgroup {
+            dirs: vec![(
+                TreeKind::V2 {
+                    controllers: vec![Controller::Memory, Controller::Pids],
+                    kill: true,
+                },
+                dir.path().to_owned(),
+            )],
+            procs: Vec::new(),
+            v2_dir: None,
+            limits,
+            kill: KillMode::CgroupKill,
+        };
+        let limits = Limits::from_settings(256, 64, 0);
+        fs::write(
+            dir.path().join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 0\noom_kill 0\n",
+        )
+        .unwrap();
+        fs::write(dir.path().join("pids.events"), "max 0\n").unwrap();
+        assert_eq!(call(limits).limit_hit(), None);
+        fs::write(dir.path().join("pids.events"), "max 17\n").unwrap();
+        assert_eq!(
+            call(limits).limit_hit().as_deref(),
+            Some("tasks limit 64 reached: a fork failed")
+        );
+        fs::write(
+            dir.path().join("memory.events"),
+            "max 9\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            call(limits).limit_hit().as_deref(),
+            Some("killed: memory limit 256 MiB reached")
+        );
+        // Without that limit, its events are not blamed.
+        assert_eq!(call(Limits::default()).limit_hit(), None);
+    }
+
+    #[test]
+    fn a_delegated_v2_tree_gets_its_controllers_at_every_level() {
+        // A stand-in for a systemd unit's cgroup with Delegate=yes (plain files: no EBUSY).
+        let mount = tempfile::tempdir().unwrap();
+        let unit = mount.path().join("system.slice/mymcp-executor.service");
+        fs::create_dir_all(&unit).unwrap();
+        fs::write(
+            unit.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        let tree = setup_v2(mount.path(), "/system.slice/mymcp-executor.service", "7-42").unwrap();
+        assert_eq!(tree.instance, unit.join("mymcp/7-42"));
+        let TreeKind::V2 { controllers, kill } = &tree.kind else {
+            panic!("{tree:?}")
+        };
+        assert_eq!(
+            controllers,
+            &[Controller::Cpu, Controller::Memory, Controller::Pids]
+        );
+        assert!(!kill, "no cgroup.kill file in a stand-in");
+        for level in [unit.clone(), unit.join("mymcp"), unit.join("mymcp/7-42")] {
+            assert_eq!(
+                fs::read_to_string(level.join("cgroup.subtree_control")).unwrap(),
+                "+cpu +memory +pids",
+                "{}",
+                level.display()
+            );
+        }
+        // Re-executed inside its leaf: the unit's cgroup is still the parent of mymcp/.
+        let again = setup_v2(
+            mount.path(),
+            "/system.slice/mymcp-executor.service/mymcp-executor",
+            "7-43",
+        )
+        .unwrap();
+        assert_eq!(again.instance, unit.join("mymcp/7-43"));
+    }
+
     #[test]
     fn the_instance_name_is_pid_and_start_time() {
         let me = instance_name(std::process::id() as Pid).unwrap();
