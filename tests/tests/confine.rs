@@ -68,7 +68,7 @@ fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// The executor's instance directories (`…/mymcp/<pid>-<start>`) in every cgroup hierarchy.
+/// The executor's instance directories (`…/mymcp/<pid>-<start>-<pidns>`) in every hierarchy.
 fn instance_dirs(executor_pid: u32) -> Vec<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let own = std::fs::read_to_string(format!("/proc/{executor_pid}/cgroup")).unwrap_or_default();

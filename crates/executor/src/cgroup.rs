@@ -5,10 +5,11 @@
 //! How it is laid out (see `docs/confinement.md`):
 //!
 //! * **Where.** In each cgroup hierarchy used, under the executor's own cgroup: `<mount><own
-//!   cgroup>/mymcp/<pid>-<start time>/c<n>`. The instance directory is named after this
-//!   executor process (pid and start time, as in `/proc/<pid>/stat`), so several executors on
-//!   one host never touch each other's calls, and one left by a crashed executor is recognised
-//!   (its process is gone) and removed, with whatever still runs in it, at the next start.
+//!   cgroup>/mymcp/<pid>-<start time>-<pid namespace>/c<n>`. The instance directory is named
+//!   after this executor process (pid and start time, as in `/proc/<pid>/stat`, and its pid
+//!   namespace), so several executors on one host never touch each other's calls, and one left
+//!   by a crashed executor is recognised (its process is gone) and removed, with whatever still
+//!   runs in it, at the next start.
 //! * **Which hierarchies.** cgroup v2 when it is mounted: `cgroup.kill` (Linux 5.14) kills
 //!   everything in a call's cgroup at once, and the `memory`, `pids` and `cpu` controllers are
 //!   used where they are delegated (enabled in the executor's cgroup). Under systemd with
@@ -131,7 +132,7 @@ enum TreeKind {
 #[derive(Clone, Debug)]
 struct Tree {
     kind: TreeKind,
-    /// `<mount><own>/mymcp/<pid>-<start>`.
+    /// `<mount><own>/mymcp/<pid>-<start>-<pid namespace>`.
     instance: PathBuf,
 }
 
@@ -844,13 +845,17 @@ fn remove_stale(subtree: &Path, kind: &TreeKind) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some((pid, _)) = name.split_once('-') else {
-            continue;
-        };
-        let Ok(pid) = pid.parse::<Pid>() else {
+        let mut parts = name.split('-');
+        let Some(Ok(pid)) = parts.next().map(str::parse::<Pid>) else {
             continue;
         };
         if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        // An executor in another pid namespace (a container sharing this cgroup) cannot be
+        // judged from here: its pid means nothing in ours.
+        let ns = parts.nth(1);
+        if ns.is_some_and(|ns| Some(ns) != own_pid_namespace().as_deref()) {
             continue;
         }
         if instance_name(pid)
@@ -863,14 +868,30 @@ fn remove_stale(subtree: &Path, kind: &TreeKind) {
     }
 }
 
-/// `<pid>-<start time in clock ticks since boot>` of a live process.
+/// `<pid>-<start time in clock ticks since boot>-<pid namespace inode>` of a live process.
 fn instance_name(pid: Pid) -> io::Result<String> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let start = stat
         .rsplit_once(") ")
         .and_then(|(_, rest)| rest.split_whitespace().nth(19))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/pid/stat"))?;
-    Ok(format!("{pid}-{start}"))
+    let ns = pid_namespace(&format!("/proc/{pid}/ns/pid"))?;
+    Ok(format!("{pid}-{start}-{ns}"))
+}
+
+/// The inode of a pid namespace link (`pid:[4026531836]` → `4026531836`).
+fn pid_namespace(link: &str) -> io::Result<String> {
+    let target = fs::read_link(link)?;
+    target
+        .to_str()
+        .and_then(|t| t.strip_prefix("pid:["))
+        .and_then(|t| t.strip_suffix(']'))
+        .map(str::to_owned)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected pid namespace link"))
+}
+
+fn own_pid_namespace() -> Option<String> {
+    pid_namespace("/proc/self/ns/pid").ok()
 }
 
 /// `/a/b` → `a/b`, for joining under a mount point.
@@ -1318,9 +1339,13 @@ mod tests {
         // A gone executor's instance (pid 1 with another start time cannot be alive), with a
         // call cgroup and a process in it.
         let tree = &c.trees[0];
-        let stale = tree.instance.parent().unwrap().join("1-0");
+        let ns = own_pid_namespace().unwrap();
+        let stale = tree.instance.parent().unwrap().join(format!("1-0-{ns}"));
         let call = stale.join("c0");
         fs::create_dir_all(&call).unwrap();
+        // Another pid namespace's executor: pid 1 there may well be alive; left alone.
+        let foreign = tree.instance.parent().unwrap().join("1-0-1");
+        fs::create_dir_all(foreign.join("c0")).unwrap();
         let mut child = std::process::Command::new("sleep")
             .arg("1000")
             .spawn()
@@ -1330,6 +1355,12 @@ mod tests {
         assert!(!stale.exists(), "{}", stale.display());
         let status = child.wait().unwrap();
         assert!(!status.success(), "the leftover process was killed");
+        assert!(
+            foreign.join("c0").exists(),
+            "another namespace's cgroups were touched"
+        );
+        fs::remove_dir(foreign.join("c0")).unwrap();
+        fs::remove_dir(&foreign).unwrap();
         again.close();
         c.close();
     }
