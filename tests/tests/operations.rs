@@ -362,9 +362,22 @@ fn call(addr: std::net::SocketAddr, token: &str, tool: &str, args: Value) -> Val
     post_mcp(addr, token, &tools_call(1, tool, args)).tool_json()
 }
 
-/// Outcome records (not start records or seals).
+/// Records of tool calls: not those of the token changes that set a test up (`token_*`, see
+/// `audit.rs`), nor seals.
+fn tool_records(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|l| l["type"] != "seal")
+        .filter(|l| !l["tool"].as_str().is_some_and(|t| t.starts_with("token_")))
+        .collect()
+}
+
+/// Outcome records of tool calls (not start records or seals).
 fn outcomes(lines: &[Value]) -> Vec<&Value> {
-    lines.iter().filter(|l| l.get("type").is_none()).collect()
+    tool_records(lines)
+        .into_iter()
+        .filter(|l| l.get("type").is_none())
+        .collect()
 }
 
 #[test]
@@ -440,8 +453,8 @@ fn every_tool_call_gets_one_outcome_record_with_the_reference_fields_and_redacti
     let out = outcomes(&lines);
     assert_eq!(out.len(), 9, "one outcome record per call: {text}");
     // Start records come only for tools with side effects that were allowed to run.
-    let starts: Vec<&str> = lines
-        .iter()
+    let starts: Vec<&str> = tool_records(&lines)
+        .into_iter()
         .filter(|l| l["type"] == "start")
         .map(|l| l["tool"].as_str().unwrap())
         .collect();
@@ -518,7 +531,7 @@ fn every_tool_call_gets_one_outcome_record_with_the_reference_fields_and_redacti
         (out[8]["result"].as_str(), out[8]["error_code"].as_str()),
         (Some("error"), Some("InvalidArguments"))
     );
-    // The chain: seq increments, prev links.
+    // The chain: seq increments, prev links (every record, the token changes' too).
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["seq"].as_u64(), Some(i as u64 + 1));
     }
