@@ -4,7 +4,7 @@
 
 use mymcp_tests::{
     bin, ctl, http_request, peer, post_mcp, post_mcp_with, tools_call, user_ids, ExecutorProcess,
-    FrontendProcess, HttpResponse,
+    FrontendProcess, HttpResponse, Tmpfs,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -538,60 +538,6 @@ fn every_tool_call_gets_one_outcome_record_with_the_reference_fields_and_redacti
     let (ok, text) = verify(&exec, Some(&exec.audit_install_key()));
     assert!(ok, "{text}");
     assert!(text.starts_with("OK:"), "{text}");
-}
-
-/// A small tmpfs, unmounted when dropped.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("mymcp-full-")
-            .tempdir()
-            .unwrap();
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mounting a tmpfs needs root");
-        Tmpfs(dir)
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-
-    /// Fills the file system up to the last byte.
-    fn fill(&self) {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=4096"])
-            .arg(format!("of={}", self.path().join("filler").display()))
-            .stderr(std::process::Stdio::null())
-            .status();
-        // The last partial page too.
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=1", "oflag=append", "conv=notrunc"])
-            .arg(format!("of={}", self.path().join("filler").display()))
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.path().join("filler")).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
 }
 
 #[test]
