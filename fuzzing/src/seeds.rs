@@ -105,9 +105,18 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
     out.extend([
         ("identify".into(), FrontendRequest::Identify { token }),
         (
+            "admin-check".into(),
+            FrontendRequest::Admin {
+                token,
+                origin: origin(),
+                op: AdminOp::Check,
+            },
+        ),
+        (
             "admin-list".into(),
             FrontendRequest::Admin {
                 token,
+                origin: origin(),
                 op: AdminOp::List,
             },
         ),
@@ -115,6 +124,7 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             "admin-create".into(),
             FrontendRequest::Admin {
                 token,
+                origin: origin(),
                 op: AdminOp::Create {
                     name: "ci".into(),
                     role: Role::Rw,
@@ -125,6 +135,7 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             "admin-revoke".into(),
             FrontendRequest::Admin {
                 token,
+                origin: origin(),
                 op: AdminOp::Revoke {
                     selector: "0123456789ab".into(),
                 },
@@ -161,6 +172,7 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             FrontendRequest::Probe {
                 grant,
                 direction: Direction::Download,
+                origin: origin(),
             },
         ),
         (

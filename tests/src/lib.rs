@@ -862,3 +862,59 @@ impl FrontendProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A small tmpfs, unmounted when dropped: a disk a test can fill (the audit log's fail-closed
+/// tests).
+#[derive(Debug)]
+pub struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("mymcp-full-")
+            .tempdir()
+            .expect("tempdir");
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Fills the file system up to the last byte.
+    pub fn fill(&self) {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4096"])
+            .arg(format!("of={}", self.path().join("filler").display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        // The last partial page too.
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=1", "oflag=append", "conv=notrunc"])
+            .arg(format!("of={}", self.path().join("filler").display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+
+    pub fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}

@@ -3,7 +3,7 @@
 //! shuts down within the grace period. `main` only wires the environment, the sockets passed
 //! by the service manager, signals and logging into [`run`].
 
-use crate::audit::Audit;
+use crate::audit::{Actor, Audit, Outcome};
 use crate::cli::Args;
 use crate::config::{self, Env};
 use crate::control::Control;
@@ -77,8 +77,10 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Imports the admin and metrics tokens named by the environment or env file (digests only),
-/// unless the store already has them or they were revoked or rotated away.
-fn import_secrets(tokens: &TokenStore, secrets: &Secrets) -> Result<(), Error> {
+/// unless the store already has them or they were revoked or rotated away. An import that adds
+/// a token is audited (`token_import` by `mymcp-executor`), after the fact: whether it adds
+/// anything is known only then, and a start record at every start-up would be noise.
+fn import_secrets(tokens: &TokenStore, secrets: &Secrets, audit: &Audit) -> Result<(), Error> {
     use mymcp_protocol::{ImportedToken, Role};
     let mut list = Vec::new();
     for (value, role) in [
@@ -98,8 +100,17 @@ fn import_secrets(tokens: &TokenStore, secrets: &Secrets) -> Result<(), Error> {
         });
     }
     if !list.is_empty() {
-        let (added, _) = tokens.import(list).map_err(|e| Error::chain(&e))?;
+        let params = serde_json::json!({
+            "source": "environment",
+            "count": list.len(),
+            "tokens": list.iter().map(|t| serde_json::json!({"name": t.name, "role": t.role.as_str()})).collect::<Vec<_>>(),
+        });
+        let started = std::time::Instant::now();
+        let (added, skipped) = tokens.import(list).map_err(|e| Error::chain(&e))?;
         if added > 0 {
+            let op = audit.operation("token_import", Actor::executor(), params);
+            let output = serde_json::json!({"added": added, "skipped": skipped});
+            audit.op_outcome(&op, Outcome::ok(Some(started.elapsed()), Some(output)));
             tracing::warn!(added, "imported MYMCP_ADMIN_TOKEN/MYMCP_METRICS_TOKEN into the token store (digests only); manage them with mymcpctl token rotate-admin|rotate-metrics|disable-metrics and remove them from the env file");
         }
     }
@@ -189,8 +200,8 @@ pub fn run(
     }
 
     let tokens = Arc::new(TokenStore::open(&args.token_file).map_err(|e| Error::chain(&e))?);
-    import_secrets(&tokens, &secrets)?;
-    let jobs = Arc::new(Jobs::open(job_config));
+    import_secrets(&tokens, &secrets, &audit)?;
+    let jobs = Arc::new(Jobs::open(job_config, audit.clone()));
     let executor = Arc::new(
         Executor::new(tokens.clone(), bash, read, files, bash_max_concurrent)
             .with_command_limits(bash_max_concurrent, per_token)

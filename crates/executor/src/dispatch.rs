@@ -4,7 +4,7 @@
 //! caller's token digest and nothing it says about roles is trusted. Tool entry points take an
 //! [`Authorized`] proof of the right level, so a tool cannot run without the check.
 
-use crate::audit::{self, Audit};
+use crate::audit::{self, Actor, Audit, Outcome};
 use crate::auth::{self, Authorized, Caller, Ro, Rw};
 use crate::config::FileTools;
 use crate::files::{self, ReadConfig};
@@ -23,6 +23,7 @@ use mymcp_protocol::{
     ToolCall, ToolFailure, ToolName, ToolOutput, WriteFile,
 };
 use mymcp_tokens::TokenStore;
+use serde_json::json;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,6 +84,9 @@ impl Executor {
 
     /// Uses these counters and this audit log (which should count into the same counters).
     pub(crate) fn with_observability(mut self, metrics: Arc<Metrics>, audit: Arc<Audit>) -> Self {
+        Arc::get_mut(&mut self.transfers)
+            .expect("transfers are not shared while the executor is built")
+            .observe(metrics.clone(), audit.clone());
         self.metrics = metrics;
         self.audit = audit;
         self
@@ -106,7 +110,9 @@ impl Executor {
 
     /// Sets the transfer settings (`MYMCP_TRANSFER_*`); the default is the reference's.
     pub(crate) fn with_transfers(mut self, config: TransferConfig) -> Self {
-        self.transfers = Arc::new(Transfers::new(config));
+        let mut transfers = Transfers::new(config);
+        transfers.observe(self.metrics.clone(), self.audit.clone());
+        self.transfers = Arc::new(transfers);
         self
     }
 
@@ -132,6 +138,7 @@ impl Executor {
     async fn run(
         &self,
         caller: &Caller,
+        origin: &CallOrigin,
         call: ToolCall,
         cancel: CancelSignal,
         events: Events,
@@ -139,7 +146,7 @@ impl Executor {
         match call {
             ToolCall::BashExecute(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::BashExecute)?;
-                self.bash_execute(&auth, args, cancel, events).await
+                self.bash_execute(&auth, origin, args, cancel, events).await
             }
             ToolCall::ReadFile(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::ReadFile)?;
@@ -218,6 +225,7 @@ impl Executor {
     async fn bash_execute(
         &self,
         auth: &Authorized<Rw>,
+        origin: &CallOrigin,
         args: BashExecute,
         mut cancel: CancelSignal,
         events: Events,
@@ -244,7 +252,7 @@ impl Executor {
             let shutdown = cancel.detach();
             return self
                 .jobs
-                .start(auth, &args, &self.bash, slot, shutdown)
+                .start(auth, origin, &args, &self.bash, slot, shutdown)
                 .map(ToolOutput::Job);
         }
         let _slot = self.limits.foreground(auth.token())?;
@@ -514,7 +522,9 @@ impl Service for Executor {
                 origin,
                 call,
             } => self.call(token, origin, call, cancel, events).await,
-            FrontendRequest::Admin { token, op } => FrontendResponse::Admin(self.admin(&token, op)),
+            FrontendRequest::Admin { token, origin, op } => {
+                FrontendResponse::Admin(self.admin(&token, &origin, op))
+            }
             FrontendRequest::Metrics { token } => {
                 FrontendResponse::Metrics(self.metrics_for(token.as_ref()))
             }
@@ -559,11 +569,16 @@ impl Service for Executor {
                     )
                     .await,
             ),
-            FrontendRequest::Probe { grant, direction } => FrontendResponse::TransferProbe(
+            FrontendRequest::Probe {
+                grant,
+                direction,
+                origin,
+            } => FrontendResponse::TransferProbe(
                 self.transfers
                     .probe(
                         &grant,
                         direction,
+                        &origin,
                         &self.tokens,
                         &self.files.protected,
                         &self.file_limits,
@@ -607,7 +622,7 @@ impl Executor {
             // Fail closed: no record, no side effect.
             Err(refused) => Err(refused),
             Ok(()) => {
-                let result = self.run(&caller, call, cancel, events).await;
+                let result = self.run(&caller, &origin, call, cancel, events).await;
                 self.audit.finish(&prepared, result, started.elapsed())
             }
         };
@@ -627,8 +642,11 @@ impl Executor {
         FrontendResponse::Tool(result)
     }
 
-    /// `/admin/tokens`: only an admin token may manage, and only `ro`/`rw` tokens.
-    fn admin(&self, token: &TokenDigest, op: AdminOp) -> AdminOutcome {
+    /// `/admin/tokens`: only an admin token may manage, and only `ro`/`rw` tokens. Every
+    /// request of an admin token but `Check` is audited: a listing with one record (withheld
+    /// without it), a change between a start record (no record, no change) and an outcome
+    /// record.
+    fn admin(&self, token: &TokenDigest, origin: &CallOrigin, op: AdminOp) -> AdminOutcome {
         let admin = self
             .tokens
             .lookup(token)
@@ -637,47 +655,84 @@ impl Executor {
             self.metrics.auth_failure(AuthSurface::Admin);
             return AdminOutcome::Forbidden;
         };
-        let failed = |e: mymcp_tokens::TokenError| match e {
+        let actor = Actor::token(&admin, origin);
+        let failed = |e: &mymcp_tokens::TokenError| match e {
             mymcp_tokens::TokenError::InvalidName(_) | mymcp_tokens::TokenError::Ambiguous(_) => {
                 AdminOutcome::Invalid(e.to_string())
             }
             mymcp_tokens::TokenError::NotFound(_) => AdminOutcome::NotFound,
             e => AdminOutcome::Failed(e.to_string()),
         };
+        let unaudited = || AdminOutcome::Failed(audit::REFUSED_UNAUDITED.to_owned());
         match op {
-            AdminOp::List => AdminOutcome::Tokens(
-                self.tokens
+            AdminOp::Check => AdminOutcome::Allowed,
+            AdminOp::List => {
+                let list: Vec<_> = self
+                    .tokens
                     .list()
                     .into_iter()
                     .filter(|t| t.role.is_client())
-                    .collect(),
-            ),
-            AdminOp::Create { name, role } => {
-                if !role.is_client() {
-                    return AdminOutcome::Invalid(format!(
-                        "Invalid role: '{role}'. Must be 'ro' or 'rw'."
-                    ));
+                    .collect();
+                let op = self.audit.operation("token_list", actor, json!({}));
+                let output = json!({"count": list.len()});
+                if !self.audit.op_outcome(&op, Outcome::ok(None, Some(output))) {
+                    return unaudited();
                 }
-                match self.tokens.add(&name, role) {
-                    Ok((token, info)) => {
+                AdminOutcome::Tokens(list)
+            }
+            AdminOp::Create { name, role } => {
+                let params = json!({"name": audit::param(&name), "role": role.as_str()});
+                let op = self.audit.operation("token_add", actor, params);
+                // `Err(Ok(why))`: refused before the store was asked.
+                let created = self.audit.around(
+                    &op,
+                    || {
+                        if !role.is_client() {
+                            return Err(Ok(format!(
+                                "Invalid role: '{role}'. Must be 'ro' or 'rw'."
+                            )));
+                        }
+                        self.tokens.add(&name, role).map_err(Err)
+                    },
+                    |r, d| match r {
+                        Ok((_, info)) => audit::token_outcome(Ok(info), d),
+                        Err(Ok(why)) => {
+                            Outcome::error(ErrorCode::InvalidArguments.as_str(), why, Some(d))
+                        }
+                        Err(Err(e)) => audit::token_outcome(Err(e), d),
+                    },
+                );
+                match created {
+                    None => unaudited(),
+                    Some(Ok((token, info))) => {
                         tracing::info!(name = %info.name, role = %info.role, id = %info.id, by = %admin.name, "token created through the admin API");
                         AdminOutcome::Created { token, info }
                     }
-                    Err(e) => failed(e),
+                    Some(Err(Ok(why))) => AdminOutcome::Invalid(why),
+                    Some(Err(Err(e))) => failed(&e),
                 }
             }
             AdminOp::Revoke { selector } => {
-                // Admin and metrics tokens are managed with mymcpctl only.
-                match self.tokens.find(&selector) {
-                    Some(t) if t.role.is_client() => {}
-                    _ => return AdminOutcome::NotFound,
-                }
-                match self.tokens.revoke(&selector) {
-                    Ok(info) => {
+                let params = json!({"selector": audit::selector_param(&selector)});
+                let op = self.audit.operation("token_revoke", actor, params);
+                let revoked = self.audit.around(
+                    &op,
+                    || {
+                        // Admin and metrics tokens are managed with mymcpctl only.
+                        match self.tokens.find(&selector) {
+                            Some(t) if t.role.is_client() => self.tokens.revoke(&selector),
+                            _ => Err(mymcp_tokens::TokenError::NotFound(String::new())),
+                        }
+                    },
+                    |r, d| audit::token_outcome(r.as_ref(), d),
+                );
+                match revoked {
+                    None => unaudited(),
+                    Some(Ok(info)) => {
                         tracing::info!(name = %info.name, id = %info.id, by = %admin.name, "token revoked through the admin API");
                         AdminOutcome::Revoked(info)
                     }
-                    Err(e) => failed(e),
+                    Some(Err(e)) => failed(&e),
                 }
             }
         }

@@ -268,8 +268,12 @@ pub enum FrontendRequest {
         call: ToolCall,
     },
     /// `/admin/tokens`: manage `ro`/`rw` tokens for the holder of `token`, which the executor
-    /// checks for the admin role.
-    Admin { token: TokenDigest, op: AdminOp },
+    /// checks for the admin role. `origin` is for the audit log.
+    Admin {
+        token: TokenDigest,
+        origin: CallOrigin,
+        op: AdminOp,
+    },
     /// `/metrics`: the executor's counters for the holder of `token` (the metrics role), or
     /// `None` when the HTTP request carried no bearer token.
     Metrics { token: Option<TokenDigest> },
@@ -295,10 +299,11 @@ pub enum FrontendRequest {
         origin: CallOrigin,
     },
     /// Check a grant as `Redeem` would, without claiming it (`HEAD`). Answered with
-    /// [`FrontendResponse::TransferProbe`].
+    /// [`FrontendResponse::TransferProbe`]. `origin` is for the audit log.
     Probe {
         grant: GrantId,
         direction: Direction,
+        origin: CallOrigin,
     },
     /// The upload body of claim `claim` of `grant` ended normally: once the pipe is drained the
     /// executor may commit the file. Without it, an upload whose pipe closes is discarded (the
@@ -322,6 +327,9 @@ pub struct HostOffer {
 /// What an `/admin/tokens` request asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminOp {
+    /// Is `token` an admin token? Asked before a create body is read, so that only an admin
+    /// learns what is wrong with it. Answered with [`AdminOutcome::Allowed`]; not audited.
+    Check,
     List,
     /// Create a token (`ro` or `rw`); its value is returned once.
     Create {
@@ -339,6 +347,8 @@ pub enum AdminOp {
 pub enum AdminOutcome {
     /// The token is not an admin token (HTTP 403).
     Forbidden,
+    /// The answer to [`AdminOp::Check`]: an admin token.
+    Allowed,
     Tokens(Vec<TokenInfo>),
     Created {
         token: String,

@@ -210,6 +210,19 @@ pub fn rename_within_noreplace(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) ->
     }
 }
 
+/// `linkat(dir, from, dir, to, 0)`: a second name for the file `from` (a symlink is linked
+/// itself, never followed); fails with `EEXIST` if `to` exists.
+pub fn link_within(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    let (f, t) = (cstring(from)?, cstring(to)?);
+    // SAFETY: both strings are valid, NUL-terminated and outlive the call.
+    let r = unsafe { libc::linkat(dir.as_raw_fd(), f.as_ptr(), dir.as_raw_fd(), t.as_ptr(), 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Gives the unnamed file `fd` (opened `O_TMPFILE`) the name `name` in `dir`; fails with
 /// `EEXIST` if the name exists, never replacing it. `linkat(AT_EMPTY_PATH)` needs
 /// `CAP_DAC_READ_SEARCH`; without it, the same link is made through `/proc/self/fd/N`.

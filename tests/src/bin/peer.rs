@@ -365,6 +365,10 @@ fn main() {
             } else {
                 FrontendRequest::Admin {
                     token: digest_of(arg),
+                    origin: CallOrigin {
+                        peer: "evil".into(),
+                        request_id: "evil".into(),
+                    },
                     op: mymcp_protocol::AdminOp::Create {
                         name: "forged".into(),
                         role: mymcp_protocol::Role::Rw,
@@ -410,6 +414,10 @@ fn main() {
                         body: FrontendRequest::Probe {
                             grant,
                             direction: mymcp_protocol::Direction::Download,
+                            origin: CallOrigin {
+                                peer: "127.0.0.1".into(),
+                                request_id: "peer".into(),
+                            },
                         },
                     },
                 );
@@ -690,7 +698,14 @@ fn main() {
                 mymcp_protocol::Direction::Download
             };
             let body = match op {
-                "probe" => FrontendRequest::Probe { grant, direction },
+                "probe" => FrontendRequest::Probe {
+                    grant,
+                    direction,
+                    origin: CallOrigin {
+                        peer: "evil".into(),
+                        request_id: "evil".into(),
+                    },
+                },
                 "redeem" => FrontendRequest::Redeem {
                     grant,
                     direction,

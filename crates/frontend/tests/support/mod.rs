@@ -219,12 +219,13 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             Some(identity) => FrontendResponse::Identity(identity),
             None => FrontendResponse::Unauthenticated,
         },
-        FrontendRequest::Admin { token, op } => {
+        FrontendRequest::Admin { token, op, .. } => {
             use mymcp_protocol::{AdminOp, AdminOutcome};
             if identity_of(&token).map(|i| i.role) != Some(Role::Admin) {
                 return Some(FrontendResponse::Admin(AdminOutcome::Forbidden));
             }
             FrontendResponse::Admin(match op {
+                AdminOp::Check => AdminOutcome::Allowed,
                 AdminOp::List => AdminOutcome::Tokens(Vec::new()),
                 AdminOp::Create { .. } => {
                     AdminOutcome::Failed("the fake executor creates no tokens".into())
