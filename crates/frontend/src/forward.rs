@@ -188,7 +188,7 @@ impl Finish {
         let rx = self.answer.as_mut().ok_or(ForwardError::Unavailable)?;
         let answer = rx.await.map_err(|_| ForwardError::Unavailable);
         self.answer = None;
-        answer
+        answer.map(crate::otel::untraced)
     }
 }
 
@@ -306,7 +306,8 @@ impl Forwarder {
         // A closed channel means the link went down and took the pending entry with it.
         let answer = answer.map_err(|_| ForwardError::Unavailable);
         guard.answered = true;
-        answer
+        // The executor's spans, if it sent any, are exported here, in the caller's task.
+        answer.map(crate::otel::untraced)
     }
 }
 
