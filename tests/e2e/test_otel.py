@@ -194,3 +194,23 @@ def test_without_an_endpoint_audit_records_carry_no_trace_ids(server):
     assert with_session(server.url, server.rw_token, call)["content"]
     records = [r for r in audit_lines(server) if r.get("tool") == "read_file"]
     assert records and all("trace_id" not in r and "span_id" not in r for r in records)
+
+
+@pytest.mark.parametrize("variable,value", [
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+])
+def test_an_otlp_setting_the_frontend_cannot_honour_refuses_start_up(variable, value):
+    import subprocess
+
+    from conftest import bin_dir
+
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", variable: value,
+           "MYMCP_PORT": "0", "MYMCP_EXECUTOR_SOCKET": "/nonexistent/executor.sock",
+           "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([str(bin_dir() / "mymcp-frontend")], env=env, user=65534, group=65534,
+                       extra_groups=[], capture_output=True, text=True, timeout=30, cwd="/")
+    assert r.returncode != 0
+    assert f'{variable}="{value}" is not supported' in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -67,10 +67,9 @@ const MAX_RESPONSE_BYTES: usize = 4 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum OtelError {
     #[error("{variable}={value:?} is not supported: use http/protobuf or grpc")]
-    Protocol {
-        variable: &'static str,
-        value: String,
-    },
+    Protocol { variable: String, value: String },
+    #[error("{variable}={value:?} is not supported: the exporter is built without compression (use none)")]
+    Compression { variable: String, value: String },
     #[error("OTLP {signal} exporter: {source}")]
     Exporter {
         signal: &'static str,
@@ -203,14 +202,28 @@ fn transport(signal: &str) -> Result<Transport, OtelError> {
         "http/protobuf" => Ok(Transport::HttpProtobuf),
         "grpc" => Ok(Transport::Grpc),
         other => Err(OtelError::Protocol {
-            variable: if variable == "OTEL_EXPORTER_OTLP_PROTOCOL" {
-                "OTEL_EXPORTER_OTLP_PROTOCOL"
-            } else {
-                "OTEL_EXPORTER_OTLP_<SIGNAL>_PROTOCOL"
-            },
+            variable,
             value: other.to_owned(),
         }),
     }
+}
+
+/// Refuses a compression the exporter is not built with (rather than losing every export).
+fn no_compression() -> Result<(), OtelError> {
+    for variable in [
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
+    ] {
+        if let Some(value) = env(variable).filter(|v| v.trim() != "none") {
+            return Err(OtelError::Compression {
+                variable: variable.to_owned(),
+                value,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether a signal is exported: not when `OTEL_<SIGNAL>_EXPORTER=none`.
@@ -252,6 +265,7 @@ pub fn init(headers: &ExporterHeaders) -> Result<bool, OtelError> {
     {
         return Ok(false);
     }
+    no_compression()?;
     let runtime = tokio::runtime::Handle::current();
     let client = HyperClient::new(runtime.clone());
     let resource = resource();
