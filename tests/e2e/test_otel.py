@@ -6,6 +6,7 @@ child; the local audit record names the same trace and span; the audit record ar
 OTLP log record when the executor's operator opted in, and not otherwise; metrics arrive."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,45 @@ def test_a_clients_traceparent_is_continued_into_the_executor(http_receiver):
         assert trace["execute"]["trace_id"] == trace_id
         assert trace["http"][0]["parent_span_id"] == "00f067aa0ba902b7"
         check_audit_names(server, "read_file", trace)
+    finally:
+        stop_server(server)
+
+
+def test_a_download_is_one_trace_and_its_audit_records_name_it(http_receiver, tmp_path):
+    import urllib.request
+
+    received = http_receiver.received
+    server = start_server(otel_env(http_receiver.endpoint, "http/protobuf"))
+    try:
+        src = tmp_path / "blob.bin"
+        src.write_bytes(b"x" * 5000)
+        os.chmod(tmp_path, 0o755)
+
+        async def prepare(session, _init):
+            return tool_json(await session.call_tool("prepare_download", {"src_path": str(src)}))
+
+        grant = with_session(server.url, server.rw_token, prepare)
+        with urllib.request.urlopen(grant["url"], timeout=30) as r:
+            assert r.read() == src.read_bytes()
+
+        def transfer():
+            spans, _, _ = received.snapshot()
+            http = [s for s in spans if s["name"] == "GET /files/raw/{ticket}"]
+            done = [s for s in spans if s["name"] == "transfer download" and http
+                    and s["parent_span_id"] == http[-1]["span_id"]]
+            return done and (http[-1], done[-1])
+        found = wait_for(transfer)
+        assert found, received.snapshot()[0]
+        http, span = found
+        assert span["scope"] == "mymcp-executor" and span["trace_id"] == http["trace_id"]
+        assert span["attributes"]["mymcp.transfer.bytes"] == 5000
+        # The ticket (a bearer capability) is in no span: only the route pattern is.
+        ticket = grant["url"].rsplit("/", 1)[1]
+        assert not any(ticket in json.dumps(s) for s in received.snapshot()[0])
+        records = [r for r in audit_lines(server) if r.get("tool") == "transfer_download"]
+        assert len(records) == 2, records
+        assert all((r["trace_id"], r["span_id"]) == (span["trace_id"], span["span_id"])
+                   for r in records), records
     finally:
         stop_server(server)
 

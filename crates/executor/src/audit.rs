@@ -265,14 +265,18 @@ impl Audit {
 
     /// An operation other than a tool call, by `actor`, to be recorded as `tool`.
     pub(crate) fn operation(&self, tool: &'static str, actor: Actor, params: Value) -> Operation {
+        let (trace_id, span_id) = trace_strings(actor.trace);
         Operation {
             enabled: self.enabled(),
             tool,
+            trace_id,
+            span_id,
             actor: Actor {
                 name: cap(&actor.name, MAX_SHORT_BYTES),
                 ip: cap(&actor.ip, MAX_SHORT_BYTES),
                 request_id: cap(&actor.request_id, MAX_SHORT_BYTES),
                 role: actor.role,
+                trace: actor.trace,
             },
             params,
         }
@@ -601,6 +605,9 @@ pub(crate) struct Actor {
     pub(crate) role: &'static str,
     pub(crate) ip: String,
     pub(crate) request_id: String,
+    /// The OpenTelemetry trace and the executor's span of the request, when it carried a
+    /// trace context.
+    pub(crate) trace: Option<(TraceId, SpanId)>,
 }
 
 /// `role` of actions taken by root on the host (`mymcpctl`, the executor at start-up).
@@ -616,6 +623,7 @@ impl Actor {
             role: identity.role.as_str(),
             ip: origin.peer.clone(),
             request_id: origin.request_id.clone(),
+            trace: None,
         }
     }
 
@@ -626,6 +634,7 @@ impl Actor {
             role: CONTROL_ROLE,
             ip: LOCAL_IP.to_owned(),
             request_id: String::new(),
+            trace: None,
         }
     }
 
@@ -636,6 +645,7 @@ impl Actor {
             role: CONTROL_ROLE,
             ip: LOCAL_IP.to_owned(),
             request_id: String::new(),
+            trace: None,
         }
     }
 }
@@ -648,11 +658,22 @@ pub(crate) struct Operation {
     tool: &'static str,
     actor: Actor,
     params: Value,
+    /// The actor's trace ids as the records write them.
+    trace_id: Option<String>,
+    span_id: Option<String>,
 }
 
 impl Operation {
     pub(crate) fn actor(&self) -> &Actor {
         &self.actor
+    }
+
+    /// Done in a traced request: its records name the trace and the executor's span.
+    pub(crate) fn set_trace(&mut self, trace: Option<(TraceId, SpanId)>) {
+        if self.enabled {
+            (self.trace_id, self.span_id) = trace_strings(trace);
+        }
+        self.actor.trace = trace;
     }
 
     /// A string parameter, `""` if there is none.
@@ -678,8 +699,8 @@ impl Operation {
             params: &self.params,
             result: None,
             request_id: &self.actor.request_id,
-            trace_id: None,
-            span_id: None,
+            trace_id: self.trace_id.as_deref(),
+            span_id: self.span_id.as_deref(),
             reason: None,
             error_code: None,
             error_message: None,

@@ -598,6 +598,7 @@ impl Service for Executor {
                         &self.file_limits,
                         cancel,
                         &events,
+                        trace.ids(),
                     )
                     .await;
                 let spans = trace.finish(
