@@ -622,8 +622,11 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
                 b.add("r4k_c1_p50", name, r["p50"])
                 b.add("r4k_c1_p99", name, r["p99"])
                 with RssPeak(srv.pids) as peak:
-                    b.add("r4k_c32_rps", name, b.wrk(srv.url, 32, tok, body)["rps"])
+                    off = b.wrk(srv.url, 32, tok, body)["rps"]
+                    b.add("r4k_c32_rps", name, off)
                 b.add("rss_c32", name, peak.mib)
+                if impl.launcher and not impl.tls:
+                    measure_tracing(b, impl, body, off)
         if b.on("readbig"):
             for tag, fname, size in [("1m", "f1m.txt", 1 << 20), ("10m", "f10m.txt", 10 << 20)]:
                 pages = read_pages(b, srv, f"read {tag}", str(files / fname), size)
@@ -673,6 +676,61 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
         srv.stop()
     if b.on("upload") or b.on("download"):
         measure_transfers(b, impl, src)
+
+
+class OtlpSink:
+    """Where the traced server exports: an OTLP/HTTP endpoint on loopback that reads each
+    export and answers 200 with an empty (valid) protobuf response, counting what came."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.exports = {}
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                self.rfile.read(n)
+                sink.exports[self.path] = sink.exports.get(self.path, 0) + 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def measure_tracing(b: Bench, impl: Impl, body: dict, off_rps: float):
+    """read_file 4 KiB at c=32 again on a fresh server with OpenTelemetry on: every call
+    traced (sampler 1.0: an HTTP span, a tools/call span and the executor's spans, batched and
+    exported over OTLP/HTTP to a local sink), against the same row without (`off_rps`, this
+    round)."""
+    sink = OtlpSink()
+    traced = Impl(f"{impl.name} traced", impl.argv, dict(
+        impl.env, OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_TRACES_SAMPLER="always_on", OTEL_SERVICE_NAME="mymcp-bench"), launcher=impl.launcher, ours=True)
+    try:
+        srv = Server(traced, b.work)
+        try:
+            on = b.wrk(srv.url, 32, srv.token, body)["rps"]
+        finally:
+            srv.stop()  # flushes the spans still batched
+    finally:
+        sink.stop()
+    if not sink.exports.get("/v1/traces"):
+        b.note("tracing on: no spans reached the OTLP sink; the row is left out")
+        return
+    b.add("r4k_c32_otel_rps", impl.name, on)
+    b.add("r4k_c32_otel_ratio", impl.name, on / off_rps if off_rps else None)
 
 
 def peer(srv, scenario: str, arg: str):
@@ -733,6 +791,8 @@ ROWS = [
     ("r4k_c1_p50", "read_file 4 KiB, c=1, p50 ms", False, "nginx GET"),
     ("r4k_c1_p99", "read_file 4 KiB, c=1, p99 ms", False, "nginx GET"),
     ("r4k_c32_rps", "read_file 4 KiB, c=32, req/s", True, "nginx GET"),
+    ("r4k_c32_otel_rps", "read_file 4 KiB, c=32, tracing on (sampler 1.0), req/s", True, None),
+    ("r4k_c32_otel_ratio", "read_file 4 KiB, c=32, tracing on (sampler 1.0) / off, req/s ratio", True, None),
     ("r1m_p50", "read_file 1 MiB, p50 ms", False, "nginx GET"),
     ("r10m_p50", "read_file 10 MiB, p50 ms", False, "nginx GET"),
     ("bash_c1", "bash_execute `true`, c=1, calls/s", True, "spawn loop"),
@@ -795,6 +855,8 @@ def targets(b: Bench, go: str, size: str) -> list:
     add("read_file 4 KiB c=32 throughput ≥ 0.25× nginx", r, f"{r:.2f}×" if r else "", r is not None and r >= 0.25)
     r = ratio(m("r4k_c32_rps"), m("r4k_c32_rps", go))
     add("read_file 4 KiB c=32 throughput ≥ 4× Go", r, f"{r:.2f}×" if r else "", r is not None and r >= 4)
+    r = m("r4k_c32_otel_ratio")
+    add("read_file 4 KiB c=32 with tracing on (sampler 1.0) vs off (informative)", r, f"{r:.2f}×" if r else "", None)
     r = ratio(m("r4k_c1_p50"), m("r4k_c1_p50", "limit"))
     add("read_file 4 KiB c=1 p50 ≤ 4× nginx", r, f"{r:.2f}×" if r else "", r is not None and r <= 4)
     r = ratio(m("bash_c1"), m("bash_c1", "limit"))

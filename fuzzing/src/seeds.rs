@@ -180,6 +180,27 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             FrontendRequest::CommitUpload { grant, claim: 3 },
         ),
         ("offer".into(), FrontendRequest::Offer { token }),
+        (
+            "audit-records".into(),
+            FrontendRequest::AuditRecords { from: 12 },
+        ),
+        (
+            "telemetry-metrics".into(),
+            FrontendRequest::TelemetryMetrics,
+        ),
+        (
+            "traced-call".into(),
+            FrontendRequest::Call {
+                token,
+                origin: origin(),
+                call: tool_calls().remove(0),
+            }
+            .with_trace(Some(mymcp_protocol::TraceContext {
+                trace_id: mymcp_protocol::TraceId([0x4b; 16]),
+                parent: mymcp_protocol::SpanId([0xf0; 8]),
+                sampled: true,
+            })),
+        ),
     ]);
     out
 }

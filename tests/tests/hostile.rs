@@ -98,6 +98,49 @@ fn malformed_and_out_of_state_frames_drop_only_that_connection_and_run_nothing()
 }
 
 #[test]
+fn trace_context_is_checked_and_the_otlp_feeds_stay_closed_unless_enabled() {
+    mymcp_tests::needs_root!();
+    let s = Server::start();
+    let rw = digest_hex(&s.rw);
+    // An all-zero trace id does not decode: a violation, the call never runs.
+    let m = s.marker("zero-trace");
+    let out = s.peer("traced", &format!("{rw}:{}:zero", m.display()));
+    assert_eq!(out, ["Welcome", "Closed"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!m.exists(), "a call with an invalid trace context ran");
+    s.assert_served("zero-trace");
+    // A trace context authorizes nothing: a wrong digest gets no spans, only the refusal.
+    let m = s.marker("traced-wrong-token");
+    let out = s.peer(
+        "traced",
+        &format!("{}:{}:sampled", "ab".repeat(32), m.display()),
+    );
+    assert_eq!(out[1], "Unauthenticated id=1", "{out:?}");
+    assert!(!m.exists());
+    // A sampled call runs once and comes back with the executor's spans; an unsampled one
+    // with none. Without MYMCP_OTLP_AUDIT_LOGS / MYMCP_OTLP_EXECUTOR_METRICS, the frontend's
+    // uid reads neither the audit records nor the counters.
+    for (kind, first) in [
+        ("sampled", "Traced spans=2 id=1"),
+        ("unsampled", "Tool Ok id=1"),
+    ] {
+        let m = s.marker(kind);
+        let out = s.peer("traced", &format!("{rw}:{}:{kind}", m.display()));
+        assert_eq!(
+            out,
+            [
+                "Welcome",
+                first,
+                "AuditRecords Off id=2",
+                "Metrics Disabled id=3"
+            ],
+            "{kind}"
+        );
+        assert!(m.exists(), "{kind}: the call did not run");
+    }
+}
+
+#[test]
 fn revoked_and_guessed_digests_run_nothing() {
     mymcp_tests::needs_root!();
     let s = Server::start();

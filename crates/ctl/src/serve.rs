@@ -320,6 +320,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             )
             .env(settings::LOG_LEVEL.name, &opts.log_level)
             .envs(frontend_settings())
+            .envs(otel_variables())
             .arg("--listen-fd")
             .arg("3")
             .current_dir("/")
@@ -448,6 +449,14 @@ pub fn passed_to_the_frontend(s: &dyn Declared) -> bool {
             settings::EXECUTOR_SOCKET.name,
         ]
         .contains(&s.name())
+}
+
+/// The standard OpenTelemetry variables (`OTEL_*`), passed on to the frontend, which exports
+/// for both processes (see docs/observability.md).
+fn otel_variables() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(name, _)| name.as_encoded_bytes().starts_with(b"OTEL_"))
+        .collect()
 }
 
 fn frontend_settings() -> Vec<(&'static str, std::ffi::OsString)> {

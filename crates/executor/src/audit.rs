@@ -17,11 +17,12 @@
 //! record cannot be written the answer is withheld (`InternalError`). Every failed write counts
 //! in `mymcp_audit_write_failures_total`.
 
+use crate::audit_feed::AuditFeed;
 use crate::metrics::Metrics;
 use mymcp_audit::log::{AuditLog, LogConfig};
 use mymcp_protocol::{
-    AuditState, CallOrigin, CallResult, ErrorCode, Identity, ToolCall, ToolFailure, ToolName,
-    ToolOutput,
+    AuditState, CallOrigin, CallResult, ErrorCode, Identity, SpanId, ToolCall, ToolFailure,
+    ToolName, ToolOutput, TraceId,
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -55,6 +56,8 @@ pub(crate) struct Audit {
     head_bytes: usize,
     tail_bytes: usize,
     metrics: Arc<Metrics>,
+    /// Records written, for the frontend's OTLP export (`MYMCP_OTLP_AUDIT_LOGS`).
+    feed: Option<Arc<AuditFeed>>,
 }
 
 impl Audit {
@@ -66,6 +69,7 @@ impl Audit {
             head_bytes: 0,
             tail_bytes: 0,
             metrics,
+            feed: None,
         }
     }
 
@@ -88,6 +92,7 @@ impl Audit {
                 head_bytes: settings.bash_head_bytes,
                 tail_bytes: settings.bash_tail_bytes,
                 metrics,
+                feed: None,
             },
             opened.new_install_key,
         ))
@@ -95,6 +100,19 @@ impl Audit {
 
     pub(crate) fn enabled(&self) -> bool {
         self.log.is_some()
+    }
+
+    /// Also hands every record written to `feed` (when the log is enabled).
+    pub(crate) fn with_feed(mut self, feed: Arc<AuditFeed>) -> Audit {
+        if self.enabled() {
+            self.feed = Some(feed);
+        }
+        self
+    }
+
+    /// The feed of written records, when the export is on.
+    pub(crate) fn feed(&self) -> Option<&Arc<AuditFeed>> {
+        self.feed.as_ref()
     }
 
     /// Writes one record; `false` (counted, logged) if it could not be written.
@@ -109,7 +127,13 @@ impl Audit {
             log.append(body)
         };
         match appended {
-            Ok(_) => true,
+            Ok(seq) => {
+                // Only what the log holds is exported; under the log's lock, so in order.
+                if let Some(feed) = &self.feed {
+                    feed.push(seq, body);
+                }
+                true
+            }
             Err(e) => {
                 drop(log);
                 self.metrics.audit_write_failure();
@@ -177,6 +201,8 @@ impl Audit {
             request_id: cap(&origin.request_id, MAX_SHORT_BYTES),
             params: params(call),
             summary: Summary::of(call),
+            trace_id: None,
+            span_id: None,
         }
     }
 
@@ -239,14 +265,18 @@ impl Audit {
 
     /// An operation other than a tool call, by `actor`, to be recorded as `tool`.
     pub(crate) fn operation(&self, tool: &'static str, actor: Actor, params: Value) -> Operation {
+        let (trace_id, span_id) = trace_strings(actor.trace);
         Operation {
             enabled: self.enabled(),
             tool,
+            trace_id,
+            span_id,
             actor: Actor {
                 name: cap(&actor.name, MAX_SHORT_BYTES),
                 ip: cap(&actor.ip, MAX_SHORT_BYTES),
                 request_id: cap(&actor.request_id, MAX_SHORT_BYTES),
                 role: actor.role,
+                trace: actor.trace,
             },
             params,
         }
@@ -313,10 +343,12 @@ impl Audit {
         origin: &CallOrigin,
         tool: &str,
         result: &Result<ToolOutput, ToolFailure>,
+        trace: Option<(TraceId, SpanId)>,
     ) {
         if !self.enabled() {
             return;
         }
+        let (trace_id, span_id) = trace_strings(trace);
         let (class, code, message) = classify(result);
         let (token_name, ip, request_id) = (
             cap(&identity.name, MAX_SHORT_BYTES),
@@ -335,6 +367,8 @@ impl Audit {
             params: &params,
             result: Some(class.as_str()),
             request_id: &request_id,
+            trace_id: trace_id.as_deref(),
+            span_id: span_id.as_deref(),
             reason: None,
             error_code: None,
             error_message: None,
@@ -518,9 +552,28 @@ pub(crate) struct Prepared {
     request_id: String,
     params: Value,
     summary: Summary,
+    /// OpenTelemetry ids of the call (its trace, the executor's span), when tracing is on.
+    trace_id: Option<String>,
+    span_id: Option<String>,
+}
+
+/// The ids as the records write them: 32 and 16 lower-case hex digits.
+fn trace_strings(trace: Option<(TraceId, SpanId)>) -> (Option<String>, Option<String>) {
+    match trace {
+        Some((t, s)) => (Some(t.to_string()), Some(s.to_string())),
+        None => (None, None),
+    }
 }
 
 impl Prepared {
+    /// Adds the call's trace id and the executor's span id (when tracing is on).
+    pub(crate) fn traced(mut self, trace: Option<(TraceId, SpanId)>) -> Prepared {
+        if self.enabled {
+            (self.trace_id, self.span_id) = trace_strings(trace);
+        }
+        self
+    }
+
     fn record(&self) -> Record<'_> {
         Record {
             ts: String::new(),
@@ -532,6 +585,8 @@ impl Prepared {
             params: &self.params,
             result: None,
             request_id: &self.request_id,
+            trace_id: self.trace_id.as_deref(),
+            span_id: self.span_id.as_deref(),
             reason: None,
             error_code: None,
             error_message: None,
@@ -550,6 +605,9 @@ pub(crate) struct Actor {
     pub(crate) role: &'static str,
     pub(crate) ip: String,
     pub(crate) request_id: String,
+    /// The OpenTelemetry trace and the executor's span of the request, when it carried a
+    /// trace context.
+    pub(crate) trace: Option<(TraceId, SpanId)>,
 }
 
 /// `role` of actions taken by root on the host (`mymcpctl`, the executor at start-up).
@@ -565,6 +623,7 @@ impl Actor {
             role: identity.role.as_str(),
             ip: origin.peer.clone(),
             request_id: origin.request_id.clone(),
+            trace: None,
         }
     }
 
@@ -575,6 +634,7 @@ impl Actor {
             role: CONTROL_ROLE,
             ip: LOCAL_IP.to_owned(),
             request_id: String::new(),
+            trace: None,
         }
     }
 
@@ -585,6 +645,7 @@ impl Actor {
             role: CONTROL_ROLE,
             ip: LOCAL_IP.to_owned(),
             request_id: String::new(),
+            trace: None,
         }
     }
 }
@@ -597,11 +658,22 @@ pub(crate) struct Operation {
     tool: &'static str,
     actor: Actor,
     params: Value,
+    /// The actor's trace ids as the records write them.
+    trace_id: Option<String>,
+    span_id: Option<String>,
 }
 
 impl Operation {
     pub(crate) fn actor(&self) -> &Actor {
         &self.actor
+    }
+
+    /// Done in a traced request: its records name the trace and the executor's span.
+    pub(crate) fn set_trace(&mut self, trace: Option<(TraceId, SpanId)>) {
+        if self.enabled {
+            (self.trace_id, self.span_id) = trace_strings(trace);
+        }
+        self.actor.trace = trace;
     }
 
     /// A string parameter, `""` if there is none.
@@ -627,6 +699,8 @@ impl Operation {
             params: &self.params,
             result: None,
             request_id: &self.actor.request_id,
+            trace_id: self.trace_id.as_deref(),
+            span_id: self.span_id.as_deref(),
             reason: None,
             error_code: None,
             error_message: None,
@@ -752,6 +826,10 @@ struct Record<'a> {
     /// Absent for actions no HTTP request asked for (`mymcpctl`, the executor itself).
     #[serde(skip_serializing_if = "str::is_empty")]
     request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -172,6 +172,22 @@ pub(crate) fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// What the executor hands the frontend for its OTLP export: audit records
+/// (`MYMCP_OTLP_AUDIT_LOGS`) and its counters without a metrics token
+/// (`MYMCP_OTLP_EXECUTOR_METRICS`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TelemetrySettings {
+    pub(crate) audit_logs: bool,
+    pub(crate) executor_metrics: bool,
+}
+
+pub(crate) fn telemetry_settings(src: &dyn Source) -> Result<TelemetrySettings, ConfigError> {
+    Ok(TelemetrySettings {
+        audit_logs: settings::OTLP_AUDIT_LOGS.read(src)?,
+        executor_metrics: settings::OTLP_EXECUTOR_METRICS.read(src)?,
+    })
+}
+
 /// `server_overview`: the recorder's data directory (`MYMCP_RECORDER_DATA_DIR`), its merge
 /// interval (`MYMCP_RECORDER_MERGE_INTERVAL_SEC`, 300; like the reference, a value that is not
 /// positive means 300) and the audit directory whose events it has yet to merge.

@@ -152,6 +152,7 @@ pub fn run(
     let transfer_config = config::transfer_settings(&Env).map_err(Error::config)?;
     let grace = config::shutdown_grace(&Env).map_err(Error::config)?;
     let audit_settings = config::audit_settings(&Env).map_err(Error::config)?;
+    let telemetry = config::telemetry_settings(&Env).map_err(Error::config)?;
     let mut overview_config = config::overview_settings(&Env).map_err(Error::config)?;
     // Under systemd (a notify service) the recorder is the unit mymcp-recorder; messages about
     // a missing overview say so only there.
@@ -181,6 +182,11 @@ pub fn run(
             &e,
         )
     })?;
+    let audit = if telemetry.audit_logs {
+        audit.with_feed(Arc::default())
+    } else {
+        audit
+    };
     let audit = Arc::new(audit);
     if let Some(key) = install_key {
         let stored = audit_settings.log.key_file.with_file_name("install.pub");
@@ -208,7 +214,8 @@ pub fn run(
             .with_jobs(jobs.clone())
             .with_observability(metrics.clone(), audit.clone())
             .with_transfers(transfer_config)
-            .with_overview(overview_config),
+            .with_overview(overview_config)
+            .with_telemetry_metrics(telemetry.executor_metrics),
     );
     let control = Arc::new(Control::new(executor.clone()));
 

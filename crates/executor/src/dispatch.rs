@@ -5,6 +5,7 @@
 //! [`Authorized`] proof of the right level, so a tool cannot run without the check.
 
 use crate::audit::{self, Actor, Audit, Outcome};
+use crate::audit_feed;
 use crate::auth::{self, Authorized, Caller, Ro, Rw};
 use crate::config::FileTools;
 use crate::files::{self, ReadConfig};
@@ -15,12 +16,14 @@ use crate::overview::{self, OverviewConfig};
 use crate::paths::{check_path_len, Access};
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::spawn::{self, Activity, BashConfig};
+use crate::trace::RequestTrace;
 use crate::transfer::{TransferConfig, Transfers};
 use crate::{edit, search};
 use mymcp_protocol::{
-    AdminOp, AdminOutcome, BashExecute, CallOrigin, EditFile, ErrorCode, FrontendRequest,
-    FrontendResponse, Glob, Grep, HostOffer, MetricsOutcome, Progress, ReadFile, Role, TokenDigest,
-    ToolCall, ToolFailure, ToolName, ToolOutput, WriteFile,
+    AdminOp, AdminOutcome, AuditRecords, BashExecute, CallOrigin, CallResult, EditFile, ErrorCode,
+    FrontendRequest, FrontendResponse, Glob, Grep, HostOffer, MetricsOutcome, Progress, ReadFile,
+    Role, SpanAttributes, SpanName, SpanStatus, TokenDigest, ToolCall, ToolFailure, ToolName,
+    ToolOutput, TraceContext, TracedRequest, WriteFile,
 };
 use mymcp_tokens::TokenStore;
 use serde_json::json;
@@ -54,6 +57,8 @@ pub(crate) struct Executor {
     metrics: Arc<Metrics>,
     audit: Arc<Audit>,
     overview: Arc<OverviewConfig>,
+    /// `MYMCP_OTLP_EXECUTOR_METRICS`: the frontend may read the counters without a token.
+    telemetry_metrics: bool,
     pub(crate) started: Instant,
 }
 
@@ -78,6 +83,7 @@ impl Executor {
             metrics: Arc::new(Metrics::default()),
             audit: Arc::new(Audit::disabled(Arc::new(Metrics::default()))),
             overview: Arc::new(OverviewConfig::default()),
+            telemetry_metrics: false,
             started: Instant::now(),
         }
     }
@@ -119,6 +125,13 @@ impl Executor {
     /// Where `server_overview` finds the recorder's document (`MYMCP_RECORDER_*`).
     pub(crate) fn with_overview(mut self, config: OverviewConfig) -> Self {
         self.overview = Arc::new(config);
+        self
+    }
+
+    /// Lets the frontend read the counters for its OTLP export without a metrics token
+    /// (`MYMCP_OTLP_EXECUTOR_METRICS`).
+    pub(crate) fn with_telemetry_metrics(mut self, allowed: bool) -> Self {
+        self.telemetry_metrics = allowed;
         self
     }
 
@@ -484,15 +497,17 @@ impl Service for Executor {
     /// The file tools are file system calls from start to end; `read_file` is not listed: it
     /// is answered on the runtime when its file is in memory.
     fn runs_blocking(&self, request: &FrontendRequest) -> bool {
-        matches!(
-            request,
-            FrontendRequest::Call {
-                call: ToolCall::WriteFile(_)
-                    | ToolCall::EditFile(_)
-                    | ToolCall::Glob(_)
-                    | ToolCall::Grep(_),
+        let call = match request {
+            FrontendRequest::Call { call, .. }
+            | FrontendRequest::Traced {
+                request: TracedRequest::Call { call, .. },
                 ..
-            }
+            } => call,
+            _ => return false,
+        };
+        matches!(
+            call,
+            ToolCall::WriteFile(_) | ToolCall::EditFile(_) | ToolCall::Glob(_) | ToolCall::Grep(_)
         )
     }
 
@@ -515,13 +530,14 @@ impl Service for Executor {
         cancel: CancelSignal,
         events: Events,
     ) -> FrontendResponse {
+        let (request, trace) = request.split_trace();
         match request {
             FrontendRequest::Identify { token } => self.identify(&token),
             FrontendRequest::Call {
                 token,
                 origin,
                 call,
-            } => self.call(token, origin, call, cancel, events).await,
+            } => self.call(token, origin, trace, call, cancel, events).await,
             FrontendRequest::Admin { token, origin, op } => {
                 FrontendResponse::Admin(self.admin(&token, &origin, op))
             }
@@ -539,23 +555,39 @@ impl Service for Executor {
                     return FrontendResponse::Unauthenticated;
                 };
                 let id = caller.identity();
+                let trace = RequestTrace::start(trace.as_ref());
+                let code = failure.code;
                 let result = Err(failure);
                 let (class, _, _) = audit::classify(&result);
-                if let Some(known) = ToolName::parse(&tool) {
+                let known = ToolName::parse(&tool);
+                if let Some(known) = known {
                     // Unknown names are counted by the frontend, as `unknown`.
                     self.metrics.call(known, id.role, class, None);
                 }
-                self.audit.refusal(id, &origin, &tool, &result);
+                self.audit.refusal(id, &origin, &tool, &result, trace.ids());
                 tracing::info!(tool = %audit::cap(&tool, 64), token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, result = class.as_str(), "tool call refused by the frontend");
-                FrontendResponse::Tool(result)
+                let spans = trace.finish(
+                    SpanName::Refused,
+                    SpanStatus::Error,
+                    SpanAttributes {
+                        tool: known,
+                        role: Some(id.role),
+                        result: Some(class),
+                        error: Some(code),
+                        ..SpanAttributes::default()
+                    },
+                );
+                FrontendResponse::Tool(result).traced(spans)
             }
             FrontendRequest::Redeem {
                 grant,
                 direction,
                 announced_len,
                 origin,
-            } => FrontendResponse::Transfer(
-                self.transfers
+            } => {
+                let trace = RequestTrace::start(trace.as_ref());
+                let result = self
+                    .transfers
                     .redeem(
                         &grant,
                         direction,
@@ -566,9 +598,24 @@ impl Service for Executor {
                         &self.file_limits,
                         cancel,
                         &events,
+                        trace.ids(),
                     )
-                    .await,
-            ),
+                    .await;
+                let spans = trace.finish(
+                    SpanName::Transfer,
+                    if result.is_ok() {
+                        SpanStatus::Ok
+                    } else {
+                        SpanStatus::Error
+                    },
+                    SpanAttributes {
+                        direction: Some(direction),
+                        bytes: result.as_ref().ok().map(|done| done.bytes),
+                        ..SpanAttributes::default()
+                    },
+                );
+                FrontendResponse::Transfer(result).traced(spans)
+            }
             FrontendRequest::Probe {
                 grant,
                 direction,
@@ -589,6 +636,27 @@ impl Service for Executor {
                 FrontendResponse::Acknowledged(self.transfers.commit(&grant, claim))
             }
             FrontendRequest::Offer { token } => self.offer(&token).await,
+            FrontendRequest::AuditRecords { from } => {
+                FrontendResponse::AuditRecords(match self.audit.feed() {
+                    None => AuditRecords::Off,
+                    Some(feed) => {
+                        let mut cancel = cancel;
+                        let stop = async move {
+                            cancel.next().await;
+                        };
+                        feed.read(from, audit_feed::WAIT, stop).await
+                    }
+                })
+            }
+            // Unwrapped above; a nested one cannot decode.
+            FrontendRequest::Traced { .. } => FrontendResponse::Unauthenticated,
+            FrontendRequest::TelemetryMetrics => {
+                FrontendResponse::Metrics(if self.telemetry_metrics {
+                    MetricsOutcome::Snapshot(self.snapshot())
+                } else {
+                    MetricsOutcome::Disabled
+                })
+            }
         }
     }
 }
@@ -599,6 +667,7 @@ impl Executor {
         &self,
         token: TokenDigest,
         origin: CallOrigin,
+        trace: Option<TraceContext>,
         call: ToolCall,
         cancel: CancelSignal,
         events: Events,
@@ -610,11 +679,17 @@ impl Executor {
         };
         let tool = call.name();
         let started = Instant::now();
+        let mut trace = RequestTrace::start(trace.as_ref());
         let id = caller.identity().clone();
-        let prepared = self.audit.prepare(&id, &origin, &call);
+        let prepared = self.audit.prepare(&id, &origin, &call).traced(trace.ids());
         let allowed = id.role.allows(tool.required_role());
         let started_record = if allowed && audit::has_side_effects(tool) {
-            self.audit.start(&prepared)
+            let t = trace.mark();
+            let written = self.audit.start(&prepared);
+            if self.audit.enabled() {
+                trace.step(SpanName::AuditStart, t, step_status(written.is_ok()));
+            }
+            written
         } else {
             Ok(())
         };
@@ -622,8 +697,15 @@ impl Executor {
             // Fail closed: no record, no side effect.
             Err(refused) => Err(refused),
             Ok(()) => {
+                let t = trace.mark();
                 let result = self.run(&caller, &origin, call, cancel, events).await;
-                self.audit.finish(&prepared, result, started.elapsed())
+                trace.step(SpanName::Run, t, step_status(result.is_ok()));
+                let t = trace.mark();
+                let result = self.audit.finish(&prepared, result, started.elapsed());
+                if self.audit.enabled() {
+                    trace.step(SpanName::AuditOutcome, t, SpanStatus::Unset);
+                }
+                result
             }
         };
         let elapsed = started.elapsed();
@@ -639,7 +721,22 @@ impl Executor {
                 tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = %f.code, "tool call failed")
             }
         }
-        FrontendResponse::Tool(result)
+        let spans = trace.finish(
+            SpanName::ExecuteTool,
+            step_status(class == CallResult::Ok),
+            SpanAttributes {
+                tool: Some(tool),
+                role: Some(id.role),
+                result: Some(class),
+                error: result.as_ref().err().map(|f| f.code),
+                exit_code: match &result {
+                    Ok(ToolOutput::Bash(b)) => Some(b.exit_code),
+                    _ => None,
+                },
+                ..SpanAttributes::default()
+            },
+        );
+        FrontendResponse::Tool(result).traced(spans)
     }
 
     /// `/admin/tokens`: only an admin token may manage, and only `ro`/`rw` tokens. Every
@@ -750,10 +847,24 @@ impl Executor {
             self.metrics.auth_failure(AuthSurface::Metrics);
             return MetricsOutcome::Unauthorized;
         }
+        MetricsOutcome::Snapshot(self.snapshot())
+    }
+
+    /// The counters as `/metrics` and the OTLP export show them.
+    fn snapshot(&self) -> mymcp_protocol::ExecutorMetrics {
         let mut snapshot = self.metrics.snapshot();
         snapshot.running_commands = self.running_commands();
         snapshot.running_jobs = self.jobs.running() as u64;
         snapshot.tokens = self.tokens.count_by_role();
-        MetricsOutcome::Snapshot(snapshot)
+        snapshot
+    }
+}
+
+/// A step's span status: succeeded or not.
+fn step_status(ok: bool) -> SpanStatus {
+    if ok {
+        SpanStatus::Ok
+    } else {
+        SpanStatus::Error
     }
 }

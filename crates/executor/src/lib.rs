@@ -17,7 +17,9 @@
 //! `auth` (authorization as types), `metrics` (counters for `/metrics`), `mounts` (which
 //! reads may run on a runtime worker), `limits` (file and command concurrency), `server`
 //! (sockets, peer checks, connection state), `paths` (protected paths, checked on the opened
-//! object; the one rule walks ask), `audit` (the tamper-evident audit log, fail-closed), the
+//! object; the one rule walks ask), `trace` (the executor's OpenTelemetry spans of a traced
+//! request, returned to the frontend, which exports them), `audit_feed` (written audit records
+//! for the frontend's OTLP export), `audit` (the tamper-evident audit log, fail-closed), the
 //! tools — `files` (`read_file`), `edit` (`write_file`, `edit_file`), `search` (`grep`,
 //! `glob`), `spawn` (`bash_execute`), `jobs` (background jobs), `transfer`
 //! (`prepare_upload`/`prepare_download` grants and their redemption through pipes), `overview`
@@ -30,6 +32,7 @@
 #![deny(unreachable_pub)]
 
 mod audit;
+mod audit_feed;
 mod auth;
 pub mod cli;
 mod config;
@@ -49,6 +52,7 @@ mod server;
 mod spawn;
 #[cfg(test)]
 mod testing;
+mod trace;
 mod transfer;
 
 pub use daemon::{run, Error, Secrets};

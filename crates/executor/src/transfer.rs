@@ -55,9 +55,9 @@ use crate::metrics::Metrics;
 use crate::paths::{self, Access, CheckedTarget, ProtectedPaths};
 use crate::server::{CancelSignal, Events};
 use mymcp_protocol::{
-    CallOrigin, Direction, ErrorCode, GrantId, Identity, PrepareDownload, PrepareUpload,
-    TokenDigest, ToolFailure, ToolName, TransferDone, TransferError, TransferErrorKind as Kind,
-    TransferGrant, TransferStart,
+    CallOrigin, Direction, ErrorCode, GrantId, Identity, PrepareDownload, PrepareUpload, SpanId,
+    TokenDigest, ToolFailure, ToolName, TraceId, TransferDone, TransferError,
+    TransferErrorKind as Kind, TransferGrant, TransferStart,
 };
 use mymcp_sys::pipe::{self as syspipe, Ready};
 use mymcp_tokens::TokenStore;
@@ -604,6 +604,7 @@ impl Transfers {
         limits: &FileLimits,
         cancel: CancelSignal,
         events: &Events,
+        trace: Option<(TraceId, SpanId)>,
     ) -> Result<TransferDone, TransferError> {
         let started = Instant::now();
         if cancel.shutting_down() {
@@ -625,6 +626,7 @@ impl Transfers {
             &view,
             started,
         );
+        record.op.set_trace(trace);
         let result = match maker {
             Maker::Upload(auth) => {
                 let limits = (announced_len, limits);

@@ -208,7 +208,8 @@ async fn upload(
         direction: Direction::Upload,
         announced_len,
         origin,
-    };
+    }
+    .with_trace(crate::otel::current_wire());
     let (start, pipe, mut finish) = match state.forwarder.redeem(request).await {
         Ok(Redeemed::Started {
             start,
@@ -340,7 +341,8 @@ async fn download(state: &TransferState, ticket: Ticket, origin: CallOrigin) -> 
         direction: Direction::Download,
         announced_len: None,
         origin,
-    };
+    }
+    .with_trace(crate::otel::current_wire());
     let (start, pipe, finish) = match state.forwarder.redeem(request).await {
         Ok(Redeemed::Started {
             start,

@@ -214,6 +214,7 @@ async fn serve(
 
 /// The canned answer, or `None` to leave the request pending.
 fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
+    let (request, _trace) = request.split_trace();
     Some(match request {
         FrontendRequest::Identify { token } => match identity_of(&token) {
             Some(identity) => FrontendResponse::Identity(identity),
@@ -332,6 +333,13 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             "Mint a new ticket.",
         ))),
         FrontendRequest::CommitUpload { .. } => FrontendResponse::Acknowledged(false),
+        FrontendRequest::AuditRecords { .. } => {
+            FrontendResponse::AuditRecords(mymcp_protocol::AuditRecords::Off)
+        }
+        FrontendRequest::TelemetryMetrics => {
+            FrontendResponse::Metrics(mymcp_protocol::MetricsOutcome::Disabled)
+        }
+        FrontendRequest::Traced { .. } => return None,
     })
 }
 
