@@ -222,6 +222,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             gid: 0,
             name: format!("uid {uid}"),
             home: String::new(),
+            shell: String::new(),
         }
     };
 
