@@ -128,6 +128,7 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
                 op: AdminOp::Create {
                     name: "ci".into(),
                     role: Role::Rw,
+                    user: Some("ci-runner".into()),
                 },
             },
         ),
@@ -212,6 +213,7 @@ fn control_requests() -> Vec<(String, ControlRequest)> {
             ControlRequest::TokenAdd {
                 name: "laptop".into(),
                 role: Role::Ro,
+                user: None,
             },
         ),
         ("token-list".into(), ControlRequest::TokenList),
@@ -254,6 +256,7 @@ fn info() -> TokenInfo {
         id: "0123456789ab".into(),
         name: "laptop".into(),
         role: Role::Ro,
+        user: "alice".into(),
         created_at: "2024-01-01T00:00:00Z".into(),
         last_used: Some("2024-02-01T00:00:00Z".into()),
         enabled: true,

@@ -388,3 +388,48 @@ fn thousands_of_connections_leave_the_executor_serving_with_bounded_memory_and_f
     );
     s.assert_served("the end");
 }
+
+/// The account a call acts as comes from the executor's store only: a peer holding (the digest
+/// of) a token mapped to an account gets its command run as that account, and nothing on the
+/// wire can name another one; asking for a root token without an admin token is refused.
+#[test]
+fn a_hostile_peer_cannot_choose_the_account_a_call_acts_as() {
+    mymcp_tests::needs_root!();
+    let account = mymcp_tests::TestAccount::create("peer");
+    let s = Server::start();
+    let mapped = s.exec.add_token_as("mapped", "rw", &account.name);
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let marker = shared.path().join("ran");
+    let out = s.peer(
+        "bash-with-digest",
+        &format!("{}:{}", digest_hex(&mapped), marker.display()),
+    );
+    assert_eq!(out, ["Welcome", "Tool Ok id=9"]);
+    let m = std::fs::metadata(&marker).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((m.uid(), m.gid()), (account.uid, account.gid));
+
+    // Root's directory is closed to the account whatever the peer sends.
+    let closed = s.marker("as-root");
+    let out = s.peer(
+        "bash-with-digest",
+        &format!("{}:{}", digest_hex(&mapped), closed.display()),
+    );
+    assert_eq!(out, ["Welcome", "Tool Ok id=9"]);
+    assert!(!closed.exists(), "the command ran as root");
+
+    // A token of root's (user "root" in the request) without an admin token: refused.
+    let out = s.peer("admin-create", &mapped);
+    assert!(
+        out.iter().any(|l| l.starts_with("Admin Forbidden")),
+        "{out:?}"
+    );
+    let list = ctl(&s.exec.runtime_dir, &["token", "list"]);
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("forged"));
+    s.assert_served("a mapped token's digest");
+}

@@ -182,10 +182,12 @@ impl Audit {
         }
     }
 
-    /// What is needed to audit `call`, taken before the call consumes its arguments.
+    /// What is needed to audit `call`, taken before the call consumes its arguments. `who`
+    /// is the account the call acts as: its name, and its uid when it resolved.
     pub(crate) fn prepare(
         &self,
         identity: &Identity,
+        who: (&str, Option<u32>),
         origin: &CallOrigin,
         call: &ToolCall,
     ) -> Prepared {
@@ -197,6 +199,8 @@ impl Audit {
             tool: Some(call.name()),
             token_name: cap(&identity.name, MAX_SHORT_BYTES),
             role: identity.role.as_str(),
+            user: cap(who.0, MAX_SHORT_BYTES),
+            uid: who.1,
             ip: cap(&origin.peer, MAX_SHORT_BYTES),
             request_id: cap(&origin.request_id, MAX_SHORT_BYTES),
             params: params(call),
@@ -277,6 +281,9 @@ impl Audit {
                 request_id: cap(&actor.request_id, MAX_SHORT_BYTES),
                 role: actor.role,
                 trace: actor.trace,
+                account: actor
+                    .account
+                    .map(|(user, uid)| (cap(&user, MAX_SHORT_BYTES), uid)),
             },
             params,
         }
@@ -340,6 +347,7 @@ impl Audit {
     pub(crate) fn refusal(
         &self,
         identity: &Identity,
+        who: (&str, Option<u32>),
         origin: &CallOrigin,
         tool: &str,
         result: &Result<ToolOutput, ToolFailure>,
@@ -356,12 +364,17 @@ impl Audit {
             cap(&origin.request_id, MAX_SHORT_BYTES),
         );
         let tool = cap(tool, MAX_SHORT_BYTES);
+        let user = cap(who.0, MAX_SHORT_BYTES);
         let params = Value::Object(Map::new());
         let mut r = Record {
             ts: mymcp_audit::now_rfc3339(),
             kind: None,
             token_name: &token_name,
             role: identity.role.as_str(),
+            account: Some(Who {
+                user: &user,
+                uid: who.1,
+            }),
             ip: &ip,
             tool: &tool,
             params: &params,
@@ -548,6 +561,8 @@ pub(crate) struct Prepared {
     tool: Option<ToolName>,
     token_name: String,
     role: &'static str,
+    user: String,
+    uid: Option<u32>,
     ip: String,
     request_id: String,
     params: Value,
@@ -580,6 +595,10 @@ impl Prepared {
             kind: None,
             token_name: &self.token_name,
             role: self.role,
+            account: Some(Who {
+                user: &self.user,
+                uid: self.uid,
+            }),
             ip: &self.ip,
             tool: self.tool.map(ToolName::as_str).unwrap_or(""),
             params: &self.params,
@@ -608,6 +627,9 @@ pub(crate) struct Actor {
     /// The OpenTelemetry trace and the executor's span of the request, when it carried a
     /// trace context.
     pub(crate) trace: Option<(TraceId, SpanId)>,
+    /// The account a token acts as, and its uid ([`Actor::with_account`]); `None` for actions
+    /// of no account.
+    pub(crate) account: Option<(String, u32)>,
 }
 
 /// `role` of actions taken by root on the host (`mymcpctl`, the executor at start-up).
@@ -624,7 +646,14 @@ impl Actor {
             ip: origin.peer.clone(),
             request_id: origin.request_id.clone(),
             trace: None,
+            account: None,
         }
+    }
+
+    /// This actor acting as the account `user` (uid `uid`).
+    pub(crate) fn with_account(mut self, user: &str, uid: u32) -> Actor {
+        self.account = Some((user.to_owned(), uid));
+        self
     }
 
     /// Root through `mymcpctl` (`control.sock`, checked to be uid 0 on accept).
@@ -635,6 +664,7 @@ impl Actor {
             ip: LOCAL_IP.to_owned(),
             request_id: String::new(),
             trace: None,
+            account: None,
         }
     }
 
@@ -646,6 +676,7 @@ impl Actor {
             ip: LOCAL_IP.to_owned(),
             request_id: String::new(),
             trace: None,
+            account: None,
         }
     }
 }
@@ -688,12 +719,21 @@ impl Operation {
         }
     }
 
+    /// Records this operation as done by a token acting as the account `user` (uid `uid`).
+    pub(crate) fn set_account(&mut self, user: &str, uid: u32) {
+        self.actor.account = Some((cap(user, MAX_SHORT_BYTES), uid));
+    }
+
     fn record(&self) -> Record<'_> {
         Record {
             ts: String::new(),
             kind: None,
             token_name: &self.actor.name,
             role: self.actor.role,
+            account: self.actor.account.as_ref().map(|(user, uid)| Who {
+                user,
+                uid: Some(*uid),
+            }),
             ip: &self.actor.ip,
             tool: self.tool,
             params: &self.params,
@@ -763,12 +803,14 @@ pub(crate) fn token_outcome(
 ) -> Outcome {
     use mymcp_tokens::TokenError as E;
     match result {
-        Ok(info) => Outcome::ok(
-            Some(duration),
-            Some(
-                json!({"id": info.id, "name": cap(&info.name, MAX_SHORT_BYTES), "role": info.role.as_str()}),
-            ),
-        ),
+        Ok(info) => {
+            let mut output = json!({"id": info.id, "name": cap(&info.name, MAX_SHORT_BYTES), "role": info.role.as_str()});
+            // The account a client token acts as (admin and metrics tokens have none).
+            if !info.user.is_empty() {
+                output["user"] = Value::String(cap(&info.user, MAX_SHORT_BYTES));
+            }
+            Outcome::ok(Some(duration), Some(output))
+        }
         Err(e) => {
             let (code, message) = match e {
                 E::NotFound(_) => (ErrorCode::NotFound, "no token matches".to_owned()),
@@ -776,9 +818,9 @@ pub(crate) fn token_outcome(
                     ErrorCode::InvalidArguments,
                     "the id prefix matches more than one token".to_owned(),
                 ),
-                E::InvalidName(_) | E::Io { .. } | E::Corrupt { .. } => (
+                E::InvalidName(_) | E::InvalidUser(_) | E::Io { .. } | E::Corrupt { .. } => (
                     match e {
-                        E::InvalidName(_) => ErrorCode::InvalidArguments,
+                        E::InvalidName(_) | E::InvalidUser(_) => ErrorCode::InvalidArguments,
                         _ => ErrorCode::InternalError,
                     },
                     e.to_string(),
@@ -826,6 +868,11 @@ struct Record<'a> {
     /// Absent for actions no HTTP request asked for (`mymcpctl`, the executor itself).
     #[serde(skip_serializing_if = "str::is_empty")]
     request_id: &'a str,
+    /// The account the call acts as (`user`), and its uid (`null` when it did not resolve);
+    /// after the reference's fields, like every field of ours. Absent for actions of no
+    /// account (`mymcpctl`, admin tokens, the executor itself).
+    #[serde(flatten)]
+    account: Option<Who<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     trace_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -840,6 +887,13 @@ struct Record<'a> {
     duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<Value>,
+}
+
+/// The account of a record: its name and uid.
+#[derive(Serialize)]
+struct Who<'a> {
+    user: &'a str,
+    uid: Option<u32>,
 }
 
 fn serialize(r: &Record<'_>) -> String {

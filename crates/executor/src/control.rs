@@ -24,7 +24,9 @@ impl Control {
 fn error(e: TokenError) -> ControlResponse {
     let code = match e {
         TokenError::NotFound(_) => ErrorCode::NotFound,
-        TokenError::InvalidName(_) | TokenError::Ambiguous(_) => ErrorCode::InvalidArguments,
+        TokenError::InvalidName(_) | TokenError::InvalidUser(_) | TokenError::Ambiguous(_) => {
+            ErrorCode::InvalidArguments
+        }
         TokenError::Io { .. } | TokenError::Corrupt { .. } => ErrorCode::InternalError,
     };
     ControlResponse::Error {
@@ -65,20 +67,36 @@ impl Service for Control {
             audit.operation(tool, Actor::control(), params)
         };
         match request {
-            ControlRequest::TokenAdd { name, role } => {
-                let op = op(
-                    "token_add",
-                    json!({"name": audit::param(&name), "role": role.as_str()}),
-                );
+            ControlRequest::TokenAdd { name, role, user } => {
+                // Admin and metrics tokens run no tool: they act as no account. An account
+                // that does not exist is refused before anything is asked of the store.
+                let mut params = json!({"name": audit::param(&name), "role": role.as_str()});
+                if let Some(u) = &user {
+                    params["user"] = audit::param(u);
+                }
+                let user = if role.is_client() {
+                    match crate::dispatch::new_token_user(tokens, user) {
+                        Ok(u) => Some(u),
+                        Err(message) => {
+                            return ControlResponse::Error {
+                                code: ErrorCode::InvalidArguments,
+                                message,
+                            }
+                        }
+                    }
+                } else {
+                    None
+                };
+                let op = op("token_add", params);
                 let added = audit.around(
                     &op,
-                    || tokens.add(&name, role),
+                    || tokens.add_as(&name, role, user.as_deref()),
                     |r, d| audit::token_outcome(r.as_ref().map(|(_, i)| i), d),
                 );
                 match added {
                     None => unaudited(),
                     Some(Ok((token, info))) => {
-                        tracing::info!(name = %info.name, role = %info.role, id = %info.id, peer_pid = ?peer.pid, "token created");
+                        tracing::info!(name = %info.name, role = %info.role, user = %info.user, id = %info.id, peer_pid = ?peer.pid, "token created");
                         ControlResponse::TokenAdded { token, info }
                     }
                     Some(Err(e)) => error(e),

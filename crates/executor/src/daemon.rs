@@ -158,6 +158,7 @@ pub fn run(
     // a missing overview say so only there.
     overview_config.under_systemd = notifier.enabled();
     config::other_settings(&Env).map_err(Error::config)?;
+    let default_user = config::default_user(&Env).map_err(Error::config)?;
     let euid = sys::euid();
     let frontend = resolve_frontend_user(&args.frontend_user)?;
     if euid != 0 && frontend.0 != euid {
@@ -205,7 +206,20 @@ pub fn run(
         tracing::warn!(key = %key, stored = %stored.display(), "new audit key chain; this install key is printed only now");
     }
 
-    let tokens = Arc::new(TokenStore::open(&args.token_file).map_err(|e| Error::chain(&e))?);
+    let tokens = TokenStore::open(&args.token_file)
+        .and_then(|t| t.with_default_user(&default_user))
+        .map_err(|e| Error::chain(&e))?;
+    let tokens = Arc::new(tokens);
+    match sys::user_by_name(&default_user) {
+        Ok(Some(_)) => {}
+        // Not fatal: tokens of other accounts work, and this one's calls say what is wrong.
+        Ok(None) => {
+            tracing::error!(account = %default_user, "MYMCP_DEFAULT_USER names no account on this host: calls of tokens without an account of their own fail (AccountUnavailable) until it exists")
+        }
+        Err(e) => {
+            tracing::warn!(account = %default_user, error = %e, "cannot look up MYMCP_DEFAULT_USER's account now")
+        }
+    }
     import_secrets(&tokens, &secrets, &audit)?;
     let jobs = Arc::new(Jobs::open(job_config, audit.clone()));
     let executor = Arc::new(
@@ -224,6 +238,18 @@ pub fn run(
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A thread inherits the credentials of the one that starts it. The runtime's threads
+        // are started while no thread acts as an account (see `accounts`): one that is not
+        // the executor's own would run later calls with another account's rights.
+        .on_thread_start(move || {
+            let now = sys::euid();
+            if now != euid {
+                eprintln!(
+                    "mymcp-executor: a runtime thread started as uid {now}, not {euid}; aborting"
+                );
+                std::process::abort();
+            }
+        })
         .build()
         .map_err(|e| Error::context("tokio runtime".into(), &e))?;
     let served = rt.block_on(async move {
@@ -283,6 +309,7 @@ pub fn run(
             token_file = %args.token_file.display(),
             frontend_uid = frontend.0,
             tokens = tokens.count(),
+            default_user = %tokens.default_user(),
             protected = %protected.join(","),
             write_protected = %write_protected.join(","),
             version = env!("CARGO_PKG_VERSION"),

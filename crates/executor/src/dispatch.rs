@@ -4,6 +4,7 @@
 //! caller's token digest and nothing it says about roles is trusted. Tool entry points take an
 //! [`Authorized`] proof of the right level, so a tool cannot run without the check.
 
+use crate::accounts::Accounts;
 use crate::audit::{self, Actor, Audit, Outcome};
 use crate::audit_feed;
 use crate::auth::{self, Authorized, Caller, Ro, Rw};
@@ -45,6 +46,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct Executor {
     tokens: Arc<TokenStore>,
+    /// Resolves the accounts tokens act as.
+    accounts: Arc<Accounts>,
     bash: BashConfig,
     read: ReadConfig,
     files: Arc<FileTools>,
@@ -72,6 +75,7 @@ impl Executor {
     ) -> Self {
         Executor {
             tokens,
+            accounts: Arc::new(Accounts::new()),
             bash,
             read,
             file_limits: FileLimits::new(files.max_concurrent, files.max_concurrent_per_token),
@@ -564,7 +568,19 @@ impl Service for Executor {
                     // Unknown names are counted by the frontend, as `unknown`.
                     self.metrics.call(known, id.role, class, None);
                 }
-                self.audit.refusal(id, &origin, &tool, &result, trace.ids());
+                // Nothing runs: the account is not looked up for this (its uid only if known).
+                let uid = match self.accounts.resolve_now(caller.user()) {
+                    Some(Ok(a)) => Some(a.uid),
+                    _ => None,
+                };
+                self.audit.refusal(
+                    id,
+                    (caller.user(), uid),
+                    &origin,
+                    &tool,
+                    &result,
+                    trace.ids(),
+                );
                 tracing::info!(tool = %audit::cap(&tool, 64), token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, result = class.as_str(), "tool call refused by the frontend");
                 let spans = trace.finish(
                     SpanName::Refused,
@@ -594,6 +610,7 @@ impl Service for Executor {
                         announced_len,
                         &origin,
                         &self.tokens,
+                        &self.accounts,
                         &self.files.protected,
                         &self.file_limits,
                         cancel,
@@ -627,6 +644,7 @@ impl Service for Executor {
                         direction,
                         &origin,
                         &self.tokens,
+                        &self.accounts,
                         &self.files.protected,
                         &self.file_limits,
                     )
@@ -680,8 +698,14 @@ impl Executor {
         let tool = call.name();
         let started = Instant::now();
         let mut trace = RequestTrace::start(trace.as_ref());
+        // The account the call acts as, from the store's name for it: resolved before the
+        // audit record, which names it.
+        let caller = caller.resolve(&self.accounts).await;
         let id = caller.identity().clone();
-        let prepared = self.audit.prepare(&id, &origin, &call).traced(trace.ids());
+        let prepared = self
+            .audit
+            .prepare(&id, (caller.user(), caller.uid()), &origin, &call)
+            .traced(trace.ids());
         let allowed = id.role.allows(tool.required_role());
         let started_record = if allowed && audit::has_side_effects(tool) {
             let t = trace.mark();
@@ -715,10 +739,10 @@ impl Executor {
         let ms = elapsed.as_millis() as u64;
         match &result {
             Ok(_) => {
-                tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = code.as_deref().unwrap_or(""), "tool call")
+                tracing::info!(tool = %tool, token = %id.name, role = %id.role, user = %caller.user(), peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = code.as_deref().unwrap_or(""), "tool call")
             }
             Err(f) => {
-                tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = %f.code, "tool call failed")
+                tracing::info!(tool = %tool, token = %id.name, role = %id.role, user = %caller.user(), peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = %f.code, "tool call failed")
             }
         }
         let spans = trace.finish(
@@ -754,9 +778,9 @@ impl Executor {
         };
         let actor = Actor::token(&admin, origin);
         let failed = |e: &mymcp_tokens::TokenError| match e {
-            mymcp_tokens::TokenError::InvalidName(_) | mymcp_tokens::TokenError::Ambiguous(_) => {
-                AdminOutcome::Invalid(e.to_string())
-            }
+            mymcp_tokens::TokenError::InvalidName(_)
+            | mymcp_tokens::TokenError::InvalidUser(_)
+            | mymcp_tokens::TokenError::Ambiguous(_) => AdminOutcome::Invalid(e.to_string()),
             mymcp_tokens::TokenError::NotFound(_) => AdminOutcome::NotFound,
             e => AdminOutcome::Failed(e.to_string()),
         };
@@ -777,8 +801,11 @@ impl Executor {
                 }
                 AdminOutcome::Tokens(list)
             }
-            AdminOp::Create { name, role } => {
-                let params = json!({"name": audit::param(&name), "role": role.as_str()});
+            AdminOp::Create { name, role, user } => {
+                let mut params = json!({"name": audit::param(&name), "role": role.as_str()});
+                if let Some(u) = &user {
+                    params["user"] = audit::param(u);
+                }
                 let op = self.audit.operation("token_add", actor, params);
                 // `Err(Ok(why))`: refused before the store was asked.
                 let created = self.audit.around(
@@ -789,7 +816,8 @@ impl Executor {
                                 "Invalid role: '{role}'. Must be 'ro' or 'rw'."
                             )));
                         }
-                        self.tokens.add(&name, role).map_err(Err)
+                        let user = new_token_user(&self.tokens, user).map_err(Ok)?;
+                        self.tokens.add_as(&name, role, Some(&user)).map_err(Err)
                     },
                     |r, d| match r {
                         Ok((_, info)) => audit::token_outcome(Ok(info), d),
@@ -802,7 +830,7 @@ impl Executor {
                 match created {
                     None => unaudited(),
                     Some(Ok((token, info))) => {
-                        tracing::info!(name = %info.name, role = %info.role, id = %info.id, by = %admin.name, "token created through the admin API");
+                        tracing::info!(name = %info.name, role = %info.role, user = %info.user, id = %info.id, by = %admin.name, "token created through the admin API");
                         AdminOutcome::Created { token, info }
                     }
                     Some(Err(Ok(why))) => AdminOutcome::Invalid(why),
@@ -866,5 +894,21 @@ fn step_status(ok: bool) -> SpanStatus {
         SpanStatus::Ok
     } else {
         SpanStatus::Error
+    }
+}
+
+/// The account of a token being created: `user`, else the store's default; refused (with the
+/// reason) when no such account exists on this host, so a typo does not make a token that can
+/// run nothing. Written into the store either way: the token keeps its account when the
+/// default changes.
+pub(crate) fn new_token_user(tokens: &TokenStore, user: Option<String>) -> Result<String, String> {
+    let user = user.unwrap_or_else(|| tokens.default_user().to_owned());
+    if !mymcp_tokens::valid_user(&user) {
+        return Err(mymcp_tokens::TokenError::InvalidUser(user).to_string());
+    }
+    match mymcp_sys::user_by_name(&user) {
+        Ok(Some(_)) => Ok(user),
+        Ok(None) => Err(format!("no account named '{user}' on this host")),
+        Err(e) => Err(format!("cannot look up the account '{user}': {e}")),
     }
 }

@@ -61,15 +61,16 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// Runs one `write_file` call for the holder of `_auth`. Blocking.
+/// Runs one `write_file` call for the holder of `auth`, with its account's rights. Blocking.
 pub(crate) fn write_file(
-    _auth: &Authorized<Rw>,
+    auth: &Authorized<Rw>,
     args: &WriteFile,
     cfg: &WriteConfig,
     policy: &Policy,
 ) -> Result<WriteFileOutput, ToolFailure> {
     let path = args.file_path.as_str();
     paths::check_absolute("file_path", path)?;
+    let _as = auth.act()?;
     let n = args.content.len() as u64;
     if n > cfg.max_write_bytes {
         return Err(ToolFailure::new(
@@ -88,15 +89,16 @@ pub(crate) fn write_file(
     Ok(WriteFileOutput { bytes_written: n })
 }
 
-/// Runs one `edit_file` call for the holder of `_auth`. Blocking.
+/// Runs one `edit_file` call for the holder of `auth`, with its account's rights. Blocking.
 pub(crate) fn edit_file(
-    _auth: &Authorized<Rw>,
+    auth: &Authorized<Rw>,
     args: &EditFile,
     cfg: &WriteConfig,
     policy: &Policy,
 ) -> Result<EditFileOutput, ToolFailure> {
     let path = args.file_path.as_str();
     paths::check_absolute("file_path", path)?;
+    let _as = auth.act()?;
     let max = cfg.max_edit_string_bytes;
     for (field, value) in [
         ("old_string", &args.old_string),
@@ -566,6 +568,72 @@ mod tests {
             paths::open_for_write(&policy(&[]), target_path.to_str().unwrap(), false).unwrap();
         drop(TempFile::create(&target).unwrap());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// As an account: what it creates is its own (file and parent directories), it cannot
+    /// write where its rights do not reach, and it cannot replace or edit another's file.
+    #[test]
+    fn an_account_writes_as_itself_and_only_where_it_may() {
+        if mymcp_sys::euid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let Some(nobody) = crate::accounts::Account::for_tests("nobody") else {
+            eprintln!("skipped: no account nobody");
+            return;
+        };
+        let (uid, gid) = (nobody.uid, nobody.gid);
+        let auth = Authorized::<Rw>::for_tests_as(std::sync::Arc::new(nobody));
+        let as_nobody = |path: &Path, content: &str| {
+            write_file(
+                &auth,
+                &WriteFile {
+                    file_path: path.to_str().unwrap().into(),
+                    content: content.into(),
+                },
+                &WriteConfig::default(),
+                &policy(&[]),
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::os::unix::fs::chown(&open, Some(uid), Some(gid)).unwrap();
+
+        let made = open.join("sub/new.txt");
+        as_nobody(&made, "mine").unwrap();
+        for p in [&made, &open.join("sub")] {
+            let m = std::fs::metadata(p).unwrap();
+            assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", p.display());
+        }
+        // Root's directory: refused, nothing made.
+        let e = as_nobody(&dir.path().join("x.txt"), "no").unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionError, "{e:?}");
+        assert!(!dir.path().join("x.txt").exists());
+        // Root's readable file in root's directory: not the account's to edit.
+        let roots = dir.path().join("roots.txt");
+        std::fs::write(&roots, "root's").unwrap();
+        std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = edit_file(
+            &auth,
+            &EditFile {
+                file_path: roots.to_str().unwrap().into(),
+                old_string: "root's".into(),
+                new_string: "mine".into(),
+                replace_all: None,
+            },
+            &WriteConfig::default(),
+            &policy(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionError, "{e:?}");
+        assert_eq!(std::fs::read_to_string(&roots).unwrap(), "root's");
+        // And /etc is root's.
+        let e = as_nobody(Path::new("/etc/mymcp-account-test"), "no").unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionError, "{e:?}");
+        assert!(!Path::new("/etc/mymcp-account-test").exists());
     }
 
     /// Puts `content` in place of `target_path` undoably.

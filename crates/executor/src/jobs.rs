@@ -484,7 +484,7 @@ impl Jobs {
             .with_suggestion("Check MYMCP_STATE_DIR, or run the command without background"));
         }
         let timeout_secs = clamp_timeout(args.timeout);
-        let spec = CommandSpec::check(args)?;
+        let spec = CommandSpec::check(auth, args)?;
         let own: TokenSlot = self.running.acquire(auth.token()).ok_or_else(|| {
             ToolFailure::new(
                 ErrorCode::Busy,
@@ -520,7 +520,8 @@ impl Jobs {
             id: id.clone(),
             owner: *auth.token(),
             owner_name: auth.identity().name.clone(),
-            actor: Actor::token(auth.identity(), origin),
+            actor: Actor::token(auth.identity(), origin)
+                .with_account(&auth.account().name, auth.account().uid),
             command: spec.command.clone(),
             working_dir: spec.dir.display().to_string(),
             started_at: SystemTime::now(),
@@ -895,6 +896,7 @@ mod tests {
             let (token, _) = store.add(name, Role::Rw).unwrap();
             auth::authenticate(&store, &digest(&token))
                 .unwrap()
+                .resolve_here(&crate::accounts::Accounts::new())
                 .authorize::<Rw>(ToolName::BashExecute)
                 .unwrap()
         };

@@ -14,7 +14,8 @@
 //! path check (`CheckedFile`, `CheckedDir`, `CheckedTarget`) are made only by `paths`.
 //!
 //! Modules, lowest first (none imports a higher one; `cargo xtask check-modules` checks):
-//! `auth` (authorization as types), `metrics` (counters for `/metrics`), `mounts` (which
+//! `accounts` (the Unix account a token acts as, resolved through NSS), `auth` (authorization
+//! as types, carrying the account), `metrics` (counters for `/metrics`), `mounts` (which
 //! reads may run on a runtime worker), `limits` (file and command concurrency), `server`
 //! (sockets, peer checks, connection state), `paths` (protected paths, checked on the opened
 //! object; the one rule walks ask), `trace` (the executor's OpenTelemetry spans of a traced
@@ -31,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 
+mod accounts;
 mod audit;
 mod audit_feed;
 mod auth;

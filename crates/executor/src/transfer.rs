@@ -47,6 +47,7 @@
 //! `transfer_head` record after it, and no answer without it. Completed transfers count in
 //! `mymcp_transfer_bytes_total`.
 
+use crate::accounts::Accounts;
 use crate::audit::{self, Actor, Audit, Operation, Outcome};
 use crate::auth::{self, Authorized, Ro, Rw};
 use crate::edit::{self, Replace, TempFile};
@@ -245,8 +246,18 @@ impl Transfers {
         let path = args.dest_path.as_str();
         absolute("dest_path", path)?;
         let policy = protected.policy(Access::Write);
+        // The path is checked with the account's rights (the protected set above, as root).
+        let _as = auth.act()?;
         let (target, exists) = match paths::open_for_write(&policy, path, false) {
-            Ok(t) => (t.real(), t.existing().is_some()),
+            Ok(t) => {
+                // Refused now rather than when the bytes arrive: the account may not write
+                // there (root, as before accounts, is not asked: it may, or the upload says why).
+                if auth.account().acts() {
+                    mymcp_sys::fs::may_write_in(t.dir().fd())
+                        .map_err(|e| paths::os_failure(path, &e, Access::Write))?;
+                }
+                (t.real(), t.existing().is_some())
+            }
             // A missing parent directory is created when the upload arrives; check what exists.
             Err(f)
                 if f.code == ErrorCode::FileNotFoundError
@@ -310,6 +321,7 @@ impl Transfers {
         let path = args.src_path.as_str();
         absolute("src_path", path)?;
         let policy = protected.policy(Access::Read);
+        let _as = auth.act()?;
         let file = match paths::open_for_read(&policy, path) {
             Ok(f) => f,
             Err(f) if f.code == ErrorCode::FileNotFoundError => {
@@ -529,16 +541,17 @@ impl Transfers {
         direction: Direction,
         origin: &CallOrigin,
         tokens: &TokenStore,
+        accounts: &Arc<Accounts>,
         protected: &ProtectedPaths,
         limits: &FileLimits,
     ) -> Result<TransferStart, TransferError> {
         let started = Instant::now();
         let view = self.check(id, direction)?;
-        let maker = Maker::authorize(tokens, &view.token, direction)?;
+        let maker = Maker::authorize(tokens, accounts, &view.token, direction).await?;
         // A read of the file's metadata: one record after it, and no answer without it.
         let mut op = self.audit.operation(
             "transfer_head",
-            Actor::token(maker.identity(), origin),
+            maker.actor(origin),
             redeem_params(maker.identity(), origin, id, &view),
         );
         let result = self.probe_file(maker, &view, protected, limits).await;
@@ -600,6 +613,7 @@ impl Transfers {
         announced_len: Option<u64>,
         origin: &CallOrigin,
         tokens: &TokenStore,
+        accounts: &Arc<Accounts>,
         protected: &ProtectedPaths,
         limits: &FileLimits,
         cancel: CancelSignal,
@@ -616,7 +630,7 @@ impl Transfers {
         // Refusals before the grant is known to belong to a live token are not audited (as in
         // the reference): they carry no identity.
         let view = self.check(id, direction)?;
-        let maker = Maker::authorize(tokens, &view.token, direction)?;
+        let maker = Maker::authorize(tokens, accounts, &view.token, direction).await?;
         let mut record = Redemption::new(
             &self.audit,
             direction,
@@ -627,6 +641,8 @@ impl Transfers {
             started,
         );
         record.op.set_trace(trace);
+        let (user, uid) = maker.account();
+        record.op.set_account(user, uid);
         let result = match maker {
             Maker::Upload(auth) => {
                 let limits = (announced_len, limits);
@@ -665,12 +681,18 @@ impl Transfers {
         // No record, no side effect: nothing below runs without it.
         record.start()?;
         let policy = protected.policy(Access::Write);
-        let target = {
+        let (target, temp) = {
             let (t, p, o) = (view.target.clone(), view.path.clone(), view.overwrite);
             let auth = auth.clone();
-            blocking(move || open_upload(&auth, &policy, &t, &p, o)).await?
+            blocking(move || {
+                let target = open_upload(&auth, &policy, &t, &p, o)?;
+                // Created as the account: the new file is the account's.
+                let _as = auth.act().map_err(acting_failed)?;
+                let temp = TempFile::create(&target).map_err(|e| write_failed(&p, &e))?;
+                Ok((target, temp))
+            })
+            .await?
         };
-        let temp = TempFile::create(&target).map_err(|e| write_failed(&view.path, &e))?;
         let (read_end, write_end) = pipe()?;
         let wake = Wake::new()?;
         let _watch = wake.watch(cancel);
@@ -682,8 +704,12 @@ impl Transfers {
         if !events.pipe(start, write_end).await {
             return Err(refuse(Kind::Aborted, "The frontend went away."));
         }
-        let (max, w) = (view.bytes, wake.clone());
-        let (temp, bytes, digest) = blocking(move || receive(read_end, temp, max, &w)).await?;
+        let (max, w, who) = (view.bytes, wake.clone(), auth.clone());
+        let (temp, bytes, digest) = blocking(move || {
+            let _as = who.act().map_err(acting_failed)?;
+            receive(read_end, temp, max, &w)
+        })
+        .await?;
         // The pipe is drained: commit only once the frontend says the body ended normally.
         let mut fired = wake.fired.subscribe();
         tokio::select! {
@@ -709,7 +735,7 @@ impl Transfers {
                 ));
             }
         }
-        let (path, overwrite) = (view.path.clone(), view.overwrite);
+        let (path, overwrite, who) = (view.path.clone(), view.overwrite, auth.clone());
         // The outcome record is written with the file in place and its lock held; without it
         // the file is taken out again.
         let (audit, mut op, started) = (self.audit.clone(), record.op.clone(), record.started);
@@ -718,6 +744,8 @@ impl Transfers {
             json!({"path": op_path(&view.path), "size_bytes": bytes, "sha256": hex(&digest)});
         let placed = blocking(move || {
             let _lock = edit::lock(&target);
+            // Linked and renamed into place with the account's rights on the directory.
+            let _as = who.act().map_err(acting_failed)?;
             let replace = if overwrite { Replace::Yes } else { Replace::No };
             let placed = temp
                 .commit_undoable(&target, replace)
@@ -794,8 +822,12 @@ impl Transfers {
         if !events.pipe(start, read_end).await {
             return Err(refuse(Kind::Aborted, "The frontend went away."));
         }
-        let w = wake.clone();
-        let bytes = blocking(move || send(file.file, size, write_end, &w)).await?;
+        let (w, who) = (wake.clone(), auth.clone());
+        let bytes = blocking(move || {
+            let _as = who.act().map_err(acting_failed)?;
+            send(file.file, size, write_end, &w)
+        })
+        .await?;
         claim.done = true;
         Ok(TransferDone {
             path: view.path.clone(),
@@ -844,21 +876,28 @@ enum Maker {
 }
 
 impl Maker {
-    fn authorize(
+    /// The token must still be valid and hold the role, and its account (resolved again, as
+    /// for any call) must be available: the transfer acts as it.
+    async fn authorize(
         tokens: &TokenStore,
+        accounts: &Arc<Accounts>,
         token: &TokenDigest,
         direction: Direction,
     ) -> Result<Maker, TransferError> {
         let caller = auth::authenticate(tokens, token).ok_or_else(token_gone)?;
-        match direction {
+        let caller = caller.resolve(accounts).await;
+        let made = match direction {
             Direction::Upload => caller
                 .authorize::<Rw>(ToolName::PrepareUpload)
                 .map(Maker::Upload),
             Direction::Download => caller
                 .authorize::<Ro>(ToolName::PrepareDownload)
                 .map(Maker::Download),
-        }
-        .map_err(|_| token_gone())
+        };
+        made.map_err(|f| match f.code {
+            ErrorCode::AccountUnavailable => refuse(Kind::NotFound, f.message),
+            _ => token_gone(),
+        })
     }
 
     fn identity(&self) -> &Identity {
@@ -867,17 +906,33 @@ impl Maker {
             Maker::Download(auth) => auth.identity(),
         }
     }
+
+    /// The account the transfer acts as: its name and uid.
+    fn account(&self) -> (&str, u32) {
+        let a = match self {
+            Maker::Upload(auth) => auth.account(),
+            Maker::Download(auth) => auth.account(),
+        };
+        (&a.name, a.uid)
+    }
+
+    /// Who the transfer's records name: the token's holder, acting as its account.
+    fn actor(&self, origin: &CallOrigin) -> Actor {
+        let (user, uid) = self.account();
+        Actor::token(self.identity(), origin).with_account(user, uid)
+    }
 }
 
 /// Opens the destination of an upload again and checks it, creating missing parent
 /// directories (inside the checked deepest existing one).
 fn open_upload(
-    _auth: &Authorized<Rw>,
+    auth: &Authorized<Rw>,
     policy: &paths::Policy,
     target: &Path,
     shown: &str,
     overwrite: bool,
 ) -> Result<CheckedTarget, TransferError> {
+    let _as = auth.act().map_err(acting_failed)?;
     let t =
         paths::open_for_write(policy, &target.to_string_lossy(), true).map_err(upload_refusal)?;
     if !overwrite && t.existing().is_some() {
@@ -888,12 +943,13 @@ fn open_upload(
 
 /// As [`open_upload`] for `HEAD`: checks without creating anything.
 fn check_upload(
-    _auth: &Authorized<Rw>,
+    auth: &Authorized<Rw>,
     policy: &paths::Policy,
     target: &Path,
     shown: &str,
     overwrite: bool,
 ) -> Result<(), TransferError> {
+    let _as = auth.act().map_err(acting_failed)?;
     let real = target.to_string_lossy();
     match paths::open_for_write(policy, &real, false) {
         Ok(t) if !overwrite && t.existing().is_some() => Err(exists(shown)),
@@ -913,10 +969,11 @@ fn upload_refusal(f: ToolFailure) -> TransferError {
 }
 
 fn open_download(
-    _auth: &Authorized<Ro>,
+    auth: &Authorized<Ro>,
     policy: &paths::Policy,
     target: &Path,
 ) -> Result<paths::CheckedFile, TransferError> {
+    let _as = auth.act().map_err(acting_failed)?;
     paths::open_for_read(policy, &target.to_string_lossy()).map_err(|f| match f.code {
         ErrorCode::ProtectedPath => refuse(Kind::Protected, f.message),
         ErrorCode::FileNotFoundError
@@ -924,6 +981,10 @@ fn open_download(
         | ErrorCode::NotARegularFile => refuse(Kind::PathNotFound, "Server file no longer exists."),
         _ => refuse(Kind::ReadFailed, f.message),
     })
+}
+
+fn acting_failed(f: ToolFailure) -> TransferError {
+    refuse(Kind::Internal, f.message)
 }
 
 fn too_large(max: u64) -> TransferError {
@@ -1455,7 +1516,7 @@ mod tests {
     fn store(dir: &Path, names: &[&str]) -> (TokenStore, Vec<String>) {
         let roles: Vec<(&str, Role)> = names.iter().map(|n| (*n, Role::Ro)).collect();
         let (store, added) =
-            TokenStore::create_temporary(&dir.join("tokens.json"), &roles).unwrap();
+            TokenStore::create_temporary(&dir.join("tokens.json"), &roles, None).unwrap();
         (store, added.into_iter().map(|(v, _)| v).collect())
     }
 

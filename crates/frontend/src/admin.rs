@@ -125,8 +125,8 @@ async fn ask(
 
 fn info_json(t: &TokenInfo) -> Value {
     json!({
-        "id": t.id, "name": t.name, "role": t.role.as_str(), "created_at": t.created_at,
-        "last_used": t.last_used, "enabled": t.enabled,
+        "id": t.id, "name": t.name, "role": t.role.as_str(), "user": t.user,
+        "created_at": t.created_at, "last_used": t.last_used, "enabled": t.enabled,
     })
 }
 
@@ -166,8 +166,9 @@ async fn list(
 }
 
 /// Checks a create body: `name` (a non-empty string) is required, `role` is `ro` (default) or
-/// `rw`.
-pub fn parse_create(body: &[u8]) -> Result<(String, Role), String> {
+/// `rw`, `user` (optional) the Unix account the token acts as; the executor checks that it
+/// exists (none: its `MYMCP_DEFAULT_USER`).
+pub fn parse_create(body: &[u8]) -> Result<(String, Role, Option<String>), String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "invalid JSON body".to_owned())?;
     let Value::Object(m) = v else {
         return Err("body must be a JSON object with \"name\" and \"role\"".to_owned());
@@ -187,7 +188,12 @@ pub fn parse_create(body: &[u8]) -> Result<(String, Role), String> {
         },
         Some(_) => return Err("role must be a string, 'ro' or 'rw'".to_owned()),
     };
-    Ok((name, role))
+    let user = match m.get("user") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) => Some(u.clone()),
+        Some(_) => return Err("user must be a string, the name of a Unix account".to_owned()),
+    };
+    Ok((name, role, user))
 }
 
 async fn create(
@@ -220,14 +226,14 @@ async fn create(
             return detail(StatusCode::BAD_REQUEST, "Failed to read request body")
         }
     };
-    let (name, role) = match parsed {
+    let (name, role, user) = match parsed {
         Ok(p) => p,
         Err(why) => return detail(StatusCode::BAD_REQUEST, &why),
     };
-    match ask(&ops, token, &origin, AdminOp::Create { name, role }).await {
+    match ask(&ops, token, &origin, AdminOp::Create { name, role, user }).await {
         Ok(AdminOutcome::Created { token, info }) => Json(json!({
             "token": token, "id": info.id, "name": info.name, "role": info.role.as_str(),
-            "created_at": info.created_at,
+            "user": info.user, "created_at": info.created_at,
         }))
         .into_response(),
         Ok(other) => common(other),
@@ -325,9 +331,20 @@ mod tests {
     fn create_bodies_are_checked_like_the_reference() {
         assert_eq!(
             parse_create(br#"{"name":"a","role":"rw"}"#),
-            Ok(("a".into(), Role::Rw))
+            Ok(("a".into(), Role::Rw, None))
         );
-        assert_eq!(parse_create(br#"{"name":"a"}"#), Ok(("a".into(), Role::Ro)));
+        assert_eq!(
+            parse_create(br#"{"name":"a"}"#),
+            Ok(("a".into(), Role::Ro, None))
+        );
+        assert_eq!(
+            parse_create(br#"{"name":"a","role":"ro","user":"alice"}"#),
+            Ok(("a".into(), Role::Ro, Some("alice".into())))
+        );
+        assert_eq!(
+            parse_create(br#"{"name":"a","user":7}"#).unwrap_err(),
+            "user must be a string, the name of a Unix account"
+        );
         assert_eq!(
             parse_create(br#"{"role":"rw"}"#).unwrap_err(),
             "name is required"

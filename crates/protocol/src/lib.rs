@@ -464,10 +464,12 @@ pub enum AdminOp {
     /// learns what is wrong with it. Answered with [`AdminOutcome::Allowed`]; not audited.
     Check,
     List,
-    /// Create a token (`ro` or `rw`); its value is returned once.
+    /// Create a token (`ro` or `rw`); its value is returned once. `user` is the Unix account
+    /// its calls act as (`None`: the executor's `MYMCP_DEFAULT_USER`).
     Create {
         name: String,
         role: Role,
+        user: Option<String>,
     },
     /// Revoke by token value or id (as [`ControlRequest::TokenRevoke`]).
     Revoke {
@@ -648,10 +650,12 @@ impl FrontendResponse {
 /// Requests accepted on `control.sock`, from root only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {
-    /// Create a token; its value is returned once and only its digest is stored.
+    /// Create a token; its value is returned once and only its digest is stored. `user` is
+    /// the Unix account its calls act as (`None`: the executor's `MYMCP_DEFAULT_USER`).
     TokenAdd {
         name: String,
         role: Role,
+        user: Option<String>,
     },
     TokenList,
     /// Revoke by token value or by id (the first hex digits of its digest, unique prefix).
@@ -735,6 +739,8 @@ pub struct TokenInfo {
     pub id: String,
     pub name: String,
     pub role: Role,
+    /// The Unix account the token's calls act as.
+    pub user: String,
     pub created_at: String,
     pub last_used: Option<String>,
     pub enabled: bool,

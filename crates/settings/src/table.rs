@@ -221,6 +221,14 @@ pub const TOKEN_FILE: Setting<Path> = Setting {
     help: "Token store (SHA-256 digests only; created if missing; protected with its directory). A Python/Go tokens.json found here is converted at start-up.",
 };
 
+pub const DEFAULT_USER: Setting<Text> = Setting {
+    name: "MYMCP_DEFAULT_USER",
+    kind: Text { default: "root" },
+    read_by: &[Executor, Ctl],
+    group: Group::Daemons,
+    help: "The Unix account of tokens made without --user (written into the token when it is made) and of tokens from before accounts existed (looked up at each call): their commands, file tools, searches and transfers run with that account's rights (see docs/accounts.md). mymcpctl install --tools-user sets it.",
+};
+
 pub const ADMIN_TOKEN: Setting<Secret> = Setting {
     name: "MYMCP_ADMIN_TOKEN",
     kind: Secret,
@@ -972,6 +980,7 @@ pub const ALL: &[&dyn Declared] = &[
     &RUNTIME_DIR,
     &FRONTEND_USER,
     &TOKEN_FILE,
+    &DEFAULT_USER,
     &ADMIN_TOKEN,
     &METRICS_TOKEN,
     &STATE_DIR,

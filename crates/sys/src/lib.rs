@@ -84,6 +84,8 @@ pub struct Account {
     pub uid: u32,
     pub gid: u32,
     pub home: String,
+    /// The login shell (`pw_shell`; empty when the entry names none).
+    pub shell: String,
 }
 
 /// Looks a user up by name (`getpwnam_r`). `Ok(None)` when no such user exists.
@@ -126,23 +128,22 @@ fn lookup_user(
         if result.is_null() {
             return Ok(None);
         }
-        // SAFETY: on success with a non-null result, pw_name and pw_dir point to
-        // NUL-terminated strings inside `buf`, which is still alive here.
-        let (name, home) = unsafe {
-            (
-                std::ffi::CStr::from_ptr(pwd.pw_name)
-                    .to_string_lossy()
-                    .into_owned(),
-                std::ffi::CStr::from_ptr(pwd.pw_dir)
-                    .to_string_lossy()
-                    .into_owned(),
-            )
+        let text = |p: *const libc::c_char| {
+            if p.is_null() {
+                return String::new();
+            }
+            // SAFETY: on success with a non-null result, the entry's string fields that are
+            // not null point to NUL-terminated strings inside `buf`, which is still alive here.
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
         };
         return Ok(Some(Account {
-            name,
+            name: text(pwd.pw_name),
             uid: pwd.pw_uid,
             gid: pwd.pw_gid,
-            home,
+            home: text(pwd.pw_dir),
+            shell: text(pwd.pw_shell),
         }));
     }
 }

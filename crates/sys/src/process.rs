@@ -82,6 +82,289 @@ pub fn spawn_isolated(
     })
 }
 
+/// The ids a command started by [`spawn_isolated_as`] runs with.
+#[derive(Clone, Copy, Debug)]
+pub struct Ids<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (as `initgroups` would set them).
+    pub groups: &'a [u32],
+}
+
+/// [`spawn_isolated`] for another account: the child is started with `ids` — real, effective,
+/// saved and file-system uids and gids, and `ids.groups` — set between its start and its
+/// `execve`, so that it changes directory to `dir` and executes `program` as the account, with
+/// no capability left. The calling thread's credentials never change: no process of the
+/// account can signal or trace a thread of the caller at any point, as it could one whose real
+/// uid were the account's (`kill_ok_by_cred`).
+///
+/// Like glibc's `posix_spawn`, a `CLONE_VM | CLONE_VFORK` child on a stack of its own that makes
+/// only raw system calls (no allocation, no lock, no glibc `set*id` wrapper, which would
+/// signal the caller's threads) before `execve`; the caller's thread is suspended until the
+/// child has executed or failed, with every signal blocked so that no handler runs in the
+/// child. A failed step comes back as this call's error (the child is reaped).
+pub fn spawn_isolated_as(
+    program: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    dir: &CStr,
+    ids: Ids<'_>,
+) -> io::Result<Spawned> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    // The pipes are the account's, as a shell of its own would make them: a command that
+    // opens its output again by name (`echo x > /dev/stderr`, through /proc/self/fd) may.
+    for end in [&out_w, &err_w] {
+        // SAFETY: fchown of a pipe end this function owns, integer arguments.
+        if unsafe { libc::fchown(end.as_raw_fd(), ids.uid, ids.gid) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let devnull = open_devnull()?;
+    let argv_ptrs: Vec<*mut libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
+    let envp_ptrs: Vec<*mut libc::c_char> = envp
+        .iter()
+        .map(|e| e.as_ptr().cast_mut())
+        .chain(std::iter::once(std::ptr::null_mut()))
+        .collect();
+    let setup = ChildSetup {
+        program: program.as_ptr(),
+        argv: argv_ptrs.as_ptr(),
+        envp: envp_ptrs.as_ptr(),
+        dir: dir.as_ptr(),
+        stdio: [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        uid: ids.uid,
+        gid: ids.gid,
+        groups: ids.groups.as_ptr(),
+        ngroups: ids.groups.len(),
+        error: std::sync::atomic::AtomicI32::new(0),
+    };
+    let stack = ChildStack::new()?;
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    // SAFETY: raw rt_sigprocmask of this thread with pointers to two live 8-byte sets (the
+    // kernel's sigset size on Linux), which it reads and writes.
+    let blocked = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all as *const u64,
+            &mut old as *mut u64,
+            8usize,
+        )
+    };
+    if blocked == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `child` only reads `setup` (and stores into its atomic) and makes raw system
+    // calls; `setup`, every string and pointer array it points to, the descriptors and the
+    // stack outlive the child's use of them, because CLONE_VFORK suspends this thread until
+    // the child has executed (its memory is then no longer ours) or exited. The stack's top is
+    // 16-byte aligned and the stack is not otherwise used.
+    let pid = unsafe {
+        libc::clone(
+            child,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&setup as *const ChildSetup).cast_mut().cast(),
+        )
+    };
+    let clone_error = io::Error::last_os_error();
+    // SAFETY: as above; restores the mask saved there.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &old as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
+    drop((out_w, err_w, devnull));
+    if pid == -1 {
+        return Err(clone_error);
+    }
+    let failed = setup.error.load(std::sync::atomic::Ordering::Acquire);
+    if failed != 0 {
+        // The child has exited (the vfork is over): reap it.
+        let mut status = 0;
+        // SAFETY: waitpid of our own child, writing into `status`.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(io::Error::from_raw_os_error(failed));
+    }
+    Ok(Spawned {
+        pid,
+        stdout: out_r,
+        stderr: err_r,
+    })
+}
+
+/// What the child of [`spawn_isolated_as`] needs, prepared by the parent (the child allocates
+/// nothing).
+struct ChildSetup {
+    program: *const libc::c_char,
+    argv: *const *mut libc::c_char,
+    envp: *const *mut libc::c_char,
+    dir: *const libc::c_char,
+    /// Descriptors that become 0, 1 and 2.
+    stdio: [RawFd; 3],
+    uid: u32,
+    gid: u32,
+    groups: *const u32,
+    ngroups: usize,
+    /// The errno of the step that failed; 0 while none has.
+    error: std::sync::atomic::AtomicI32,
+}
+
+/// The child of [`spawn_isolated_as`]: returns (and so exits) only if a step failed.
+extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `ChildSetup`, alive and unchanged while the parent is
+    // suspended by CLONE_VFORK.
+    let s = unsafe { &*(arg as *const ChildSetup) };
+    let fail = |rc: libc::c_long| -> Option<libc::c_int> {
+        if rc != -1 {
+            return None;
+        }
+        let errno = io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL);
+        s.error
+            .store(errno.max(1), std::sync::atomic::Ordering::Release);
+        Some(127)
+    };
+    // SAFETY: every call below is a system call (or glibc's plain, lock-free wrapper of one:
+    // setsid, dup2, prctl, chdir, close, execve) on integers, on the child's own copy of the
+    // descriptor table and signal handlers, or on NUL-terminated strings and null-terminated
+    // arrays of them that the parent keeps alive (see `spawn_isolated_as`). None allocates or
+    // takes a lock, and the set*id calls are the raw ones, which change this child only.
+    unsafe {
+        // Every signal at its default disposition (the parent's handlers and ignored signals
+        // are copies here), glibc's internal ones included, hence the raw call: the kernel's
+        // `struct sigaction` all zero is SIG_DFL without flags or mask in every layout.
+        // SIGKILL and SIGSTOP refuse, which is fine.
+        let dfl = [0u64; 4];
+        for sig in 1..=64 {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
+        if let Some(rc) = fail(libc::setsid() as libc::c_long) {
+            return rc;
+        }
+        for (to, &from) in s.stdio.iter().enumerate() {
+            if let Some(rc) = fail(libc::dup2(from, to as libc::c_int) as libc::c_long) {
+                return rc;
+            }
+        }
+        // One after the other: a step is made only once the one before it succeeded.
+        if let Some(rc) = fail(libc::syscall(libc::SYS_setgroups, s.ngroups, s.groups)) {
+            return rc;
+        }
+        if let Some(rc) = fail(libc::syscall(libc::SYS_setresgid, s.gid, s.gid, s.gid)) {
+            return rc;
+        }
+        if let Some(rc) = fail(libc::syscall(libc::SYS_setresuid, s.uid, s.uid, s.uid)) {
+            return rc;
+        }
+        // Now all the account's, this child shares the caller's memory until it executes: no
+        // process of the account may trace it. The kernel made it non-dumpable with the uid
+        // change unless fs.suid_dumpable says otherwise; say it again whatever that is.
+        if let Some(rc) = fail(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) as libc::c_long) {
+            return rc;
+        }
+        // As the account: the kernel checks its search permission on the way.
+        if let Some(rc) = fail(libc::chdir(s.dir) as libc::c_long) {
+            return rc;
+        }
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) == -1 {
+            // Before Linux 5.9: one by one.
+            for fd in 3..65_536 {
+                libc::close(fd);
+            }
+        }
+        let none: u64 = 0;
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &none as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
+        libc::execve(s.program, s.argv.cast(), s.envp.cast());
+        fail(-1).unwrap_or(127)
+    }
+}
+
+/// The stack of a [`spawn_isolated_as`] child: mapped for one spawn, with a guard page below.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    /// The child makes a handful of system calls; a debug build's frames are far below this.
+    const SIZE: usize = 128 * 1024;
+    const GUARD: usize = 4096;
+
+    fn new() -> io::Result<ChildStack> {
+        let len = Self::SIZE + Self::GUARD;
+        // SAFETY: an anonymous private mapping at an address of the kernel's choice.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the lowest page of the mapping just made: a fault instead of an overflow
+        // into other memory.
+        if unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The top of the stack (it grows down), 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, which is page-aligned and so 16-aligned.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; the child no longer uses it (it
+        // has executed or exited before the parent goes on).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// `/dev/null` for reading, close-on-exec, above the standard descriptors.
+fn open_devnull() -> io::Result<OwnedFd> {
+    // SAFETY: a NUL-terminated literal path and integer flags.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: open just returned this descriptor and nothing else owns it.
+    above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A close-on-exec pipe whose ends are never 0, 1 or 2 (so `dup2` onto those cannot clash,
 /// even if the executor was started with some of them closed).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -461,4 +744,114 @@ pub fn exec_self() -> io::Error {
         libc::execv(path.as_ptr(), argv.as_ptr());
     }
     io::Error::last_os_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn field(status: &str, key: &str) -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Runs `sh -c script` as `ids` in `dir`; its stdout and exit status.
+    fn run_as(script: &str, dir: &CStr, ids: Ids<'_>) -> io::Result<(String, i32)> {
+        let argv = [c"sh".into(), c"-c".into(), CString::new(script).unwrap()];
+        let child =
+            spawn_isolated_as(c"/bin/sh", &argv, &[c"PATH=/bin:/usr/bin".into()], dir, ids)?;
+        let mut out = String::new();
+        std::fs::File::from(child.stdout)
+            .read_to_string(&mut out)
+            .unwrap();
+        let mut status = 0;
+        // SAFETY: waitpid of the child just spawned, into `status`.
+        let reaped = unsafe { libc::waitpid(child.pid, &mut status, 0) };
+        assert_eq!(reaped, child.pid);
+        Ok((out, libc::WEXITSTATUS(status)))
+    }
+
+    fn nobody() -> Option<crate::Account> {
+        if crate::euid() != 0 {
+            eprintln!("skipped: needs root");
+            return None;
+        }
+        crate::user_by_name("nobody").unwrap()
+    }
+
+    /// The child is the account in all four uids and gids, with its groups and no capability
+    /// at all, in a session of its own, with no descriptor above 2 and no signal ignored.
+    #[test]
+    fn a_command_spawned_as_an_account_is_that_account_with_no_capability() {
+        let Some(nobody) = nobody() else { return };
+        let (u, g) = (nobody.uid, nobody.gid);
+        let groups = [g, 4242];
+        let ids = Ids {
+            uid: u,
+            gid: g,
+            groups: &groups,
+        };
+        let before = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let (out, code) = run_as(
+            "cat /proc/self/status; ls /proc/$$/fd | tr '\\n' ' '; echo; pwd; ps -o sid= -p $$ 2>/dev/null; echo pid $$; echo again > /dev/stdout",
+            c"/tmp",
+            ids,
+        )
+        .unwrap();
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(field(&out, "Uid:"), format!("{u} {u} {u} {u}"), "{out}");
+        assert_eq!(field(&out, "Gid:"), format!("{g} {g} {g} {g}"), "{out}");
+        let mut want = [g, 4242];
+        want.sort();
+        assert_eq!(
+            field(&out, "Groups:"),
+            format!("{} {}", want[0], want[1]),
+            "{out}"
+        );
+        for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+            assert_eq!(field(&out, cap), "0000000000000000", "{cap} in {out}");
+        }
+        assert_eq!(field(&out, "SigIgn:"), "0000000000000000", "{out}");
+        assert_eq!(field(&out, "SigBlk:"), "0000000000000000", "{out}");
+        assert!(out.lines().any(|l| l.trim() == "0 1 2"), "{out}");
+        assert!(out.lines().any(|l| l == "/tmp"), "{out}");
+        assert!(out.lines().any(|l| l == "again"), "{out}");
+        // The spawning thread's credentials are what they were.
+        let after = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert_eq!(field(&before, "Uid:"), field(&after, "Uid:"));
+        assert_eq!(field(&before, "Groups:"), field(&after, "Groups:"));
+        assert_eq!(field(&before, "CapEff:"), field(&after, "CapEff:"));
+    }
+
+    /// A directory the account may not enter, or a program that is not there, fails the call
+    /// with the child's errno, and leaves no zombie.
+    #[test]
+    fn failures_of_the_child_come_back_as_errors() {
+        let Some(nobody) = nobody() else { return };
+        let ids = Ids {
+            uid: nobody.uid,
+            gid: nobody.gid,
+            groups: &[],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let closed = dir.path().join("closed");
+        std::fs::create_dir(&closed).unwrap();
+        std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let closed = CString::new(closed.to_str().unwrap()).unwrap();
+        let e = run_as("true", &closed, ids).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+        let argv = [c"x".into()];
+        let e = spawn_isolated_as(c"/no/such/program", &argv, &[], c"/", ids).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+        // SAFETY: waitpid for any child without waiting: none may be left to reap.
+        let rc = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        assert!(rc <= 0, "a child was left to reap: {rc}");
+    }
 }

@@ -380,6 +380,8 @@ fn main() {
                     op: mymcp_protocol::AdminOp::Create {
                         name: "forged".into(),
                         role: mymcp_protocol::Role::Rw,
+                        // Root's rights, asked for without an admin token.
+                        user: Some("root".into()),
                     },
                 }
             };
