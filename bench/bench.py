@@ -44,6 +44,7 @@ NO_TLS = ssl._create_unverified_context()  # the servers' certificates are throw
 # Everything started is registered here and torn down on exit, error, Ctrl-C or SIGTERM.
 PROCS = []
 TEMP_DIRS = []
+ACCOUNTS = []  # Unix accounts made for the rows of a non-root token; removed by cleanup()
 
 
 def log(*a):
@@ -143,6 +144,33 @@ def cleanup():
     for d in TEMP_DIRS:
         shutil.rmtree(d, ignore_errors=True)
     TEMP_DIRS.clear()
+    for name in ACCOUNTS:
+        subprocess.run(["userdel", "--force", "--remove", name], capture_output=True)
+    ACCOUNTS.clear()
+
+
+def bench_account():
+    """A Unix account for the rows of a token that is not root's (our implementation only):
+    its calls act as it (commands spawned as it, file work on a thread with its ids)."""
+    name = f"mmbench{os.getpid():x}"
+    r = subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/bash", name],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"note: no account for the non-root rows ({r.stderr.strip()})")
+        return None
+    ACCOUNTS.append(name)
+    return name
+
+
+def account_token(srv, name: str):
+    """A new rw token of the quick try `srv` acting as the account `name`, or None."""
+    run = next((m[1] for line in srv.log
+                if (m := re.search(r"more tokens: mymcpctl --runtime-dir (\S+)", line))), None)
+    if run is None:
+        return None
+    r = subprocess.run([srv.impl.argv[0], "--runtime-dir", run, "token", "add", "--name", "bench-account",
+                        "--role", "rw", "--user", name], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
 
 
 def http_get_ok(host: str, port: int, path: str, tls: bool, timeout: float = 1.0) -> bool:
@@ -306,6 +334,7 @@ class Bench:
         self.notes = []
         self.lua = work / "bench.lua"
         self.lua.write_text(LUA)
+        self.account = None  # see bench_account()
 
     def add(self, row, impl, v):
         if v is not None:
@@ -551,12 +580,20 @@ def timed(n, f) -> float:
     return statistics.median(ts)
 
 
-def checked(b: Bench, srv: Server, row: str, name: str, args: dict, min_len: int = 0, count=None) -> bool:
+def checked(b: Bench, srv: Server, row: str, name: str, args: dict, min_len: int = 0, count=None,
+            token=None) -> bool:
     """One call before a row is timed: it must succeed (and return at least min_len characters),
     otherwise the row is left out for this implementation, with a note. `count` = (field,
     expected): where the answer is JSON with that field, it must equal what rg found."""
     try:
-        text = srv.client.call(name, args)
+        if token:
+            client = Client(srv.port, token, srv.impl.tls)
+            try:
+                text = client.call(name, args)
+            finally:
+                client.close()
+        else:
+            text = srv.client.call(name, args)
     except Exception as e:  # noqa: BLE001 — reported in the notes
         b.note(f"{srv.impl.name}: {row}: {str(e)[:200]}")
         return False
@@ -613,6 +650,11 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
         b.add("startup", name, srv.startup * 1000)
         b.add("rss_idle", name, srv.rss_mib())
         tok = srv.token
+        # The same calls by a token acting as a non-root account, in the same server: what
+        # acting as the account costs.
+        acct = account_token(srv, b.account) if b.account and impl.ours and not impl.tls else None
+        if b.account and impl.ours and not impl.tls and acct is None:
+            b.note("mymcp: no token for the non-root account; its rows are left out")
         if b.on("read"):
             args = {"file_path": str(files / "f4k.txt"), "limit": 2000}
             if checked(b, srv, "read 4k", "read_file", args, 4096):
@@ -622,8 +664,13 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
                 b.add("r4k_c1_p50", name, r["p50"])
                 b.add("r4k_c1_p99", name, r["p99"])
                 with RssPeak(srv.pids) as peak:
-                    b.add("r4k_c32_rps", name, b.wrk(srv.url, 32, tok, body)["rps"])
+                    off = b.wrk(srv.url, 32, tok, body)["rps"]
+                    b.add("r4k_c32_rps", name, off)
                 b.add("rss_c32", name, peak.mib)
+                if acct and checked(b, srv, "read 4k (account)", "read_file", args, 4096, token=acct):
+                    b.add("r4k_c32_acct", name, b.wrk(srv.url, 32, acct, body)["rps"])
+                if impl.launcher and not impl.tls:
+                    measure_tracing(b, impl, body, off)
         if b.on("readbig"):
             for tag, fname, size in [("1m", "f1m.txt", 1 << 20), ("10m", "f10m.txt", 10 << 20)]:
                 pages = read_pages(b, srv, f"read {tag}", str(files / fname), size)
@@ -637,6 +684,8 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
                 c1 = b.wrk(srv.url, 1, tok, body)
                 b.add("bash_c1", name, c1["rps"])
                 b.add("bash_c1_p50", name, c1["p50"])
+                if acct and checked(b, srv, "bash true (account)", "bash_execute", args, token=acct):
+                    b.add("bash_c1_acct", name, b.wrk(srv.url, 1, acct, body)["rps"])
                 if impl.launcher:
                     # The same calls straight to the executor's socket: what the spawn costs
                     # there, without HTTP and the frontend.
@@ -673,6 +722,61 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
         srv.stop()
     if b.on("upload") or b.on("download"):
         measure_transfers(b, impl, src)
+
+
+class OtlpSink:
+    """Where the traced server exports: an OTLP/HTTP endpoint on loopback that reads each
+    export and answers 200 with an empty (valid) protobuf response, counting what came."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.exports = {}
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                self.rfile.read(n)
+                sink.exports[self.path] = sink.exports.get(self.path, 0) + 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def measure_tracing(b: Bench, impl: Impl, body: dict, off_rps: float):
+    """read_file 4 KiB at c=32 again on a fresh server with OpenTelemetry on: every call
+    traced (sampler 1.0: an HTTP span, a tools/call span and the executor's spans, batched and
+    exported over OTLP/HTTP to a local sink), against the same row without (`off_rps`, this
+    round)."""
+    sink = OtlpSink()
+    traced = Impl(f"{impl.name} traced", impl.argv, dict(
+        impl.env, OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_TRACES_SAMPLER="always_on", OTEL_SERVICE_NAME="mymcp-bench"), launcher=impl.launcher, ours=True)
+    try:
+        srv = Server(traced, b.work)
+        try:
+            on = b.wrk(srv.url, 32, srv.token, body)["rps"]
+        finally:
+            srv.stop()  # flushes the spans still batched
+    finally:
+        sink.stop()
+    if not sink.exports.get("/v1/traces"):
+        b.note("tracing on: no spans reached the OTLP sink; the row is left out")
+        return
+    b.add("r4k_c32_otel_rps", impl.name, on)
+    b.add("r4k_c32_otel_ratio", impl.name, on / off_rps if off_rps else None)
 
 
 def peer(srv, scenario: str, arg: str):
@@ -733,10 +837,14 @@ ROWS = [
     ("r4k_c1_p50", "read_file 4 KiB, c=1, p50 ms", False, "nginx GET"),
     ("r4k_c1_p99", "read_file 4 KiB, c=1, p99 ms", False, "nginx GET"),
     ("r4k_c32_rps", "read_file 4 KiB, c=32, req/s", True, "nginx GET"),
+    ("r4k_c32_acct", "read_file 4 KiB, c=32, req/s, token of a non-root account", True, None),
+    ("r4k_c32_otel_rps", "read_file 4 KiB, c=32, tracing on (sampler 1.0), req/s", True, None),
+    ("r4k_c32_otel_ratio", "read_file 4 KiB, c=32, tracing on (sampler 1.0) / off, req/s ratio", True, None),
     ("r1m_p50", "read_file 1 MiB, p50 ms", False, "nginx GET"),
     ("r10m_p50", "read_file 10 MiB, p50 ms", False, "nginx GET"),
     ("bash_c1", "bash_execute `true`, c=1, calls/s", True, "spawn loop"),
     ("bash_c1_p50", "bash_execute `true`, c=1, p50 ms", False, "spawn loop"),
+    ("bash_c1_acct", "bash_execute `true`, c=1, calls/s, token of a non-root account", True, None),
     ("bash_peer_p50", "bash_execute `true` to the executor alone (test peer), p50 ms", False, "spawn loop"),
     ("bash_c8", "bash_execute `true`, c=8, calls/s", True, "spawn loop"),
     ("bash_mib", "bash 1 MiB of output, p50 ms", False, "spawn loop"),
@@ -795,10 +903,18 @@ def targets(b: Bench, go: str, size: str) -> list:
     add("read_file 4 KiB c=32 throughput ≥ 0.25× nginx", r, f"{r:.2f}×" if r else "", r is not None and r >= 0.25)
     r = ratio(m("r4k_c32_rps"), m("r4k_c32_rps", go))
     add("read_file 4 KiB c=32 throughput ≥ 4× Go", r, f"{r:.2f}×" if r else "", r is not None and r >= 4)
+    r = m("r4k_c32_otel_ratio")
+    add("read_file 4 KiB c=32 with tracing on (sampler 1.0) vs off (informative)", r, f"{r:.2f}×" if r else "", None)
     r = ratio(m("r4k_c1_p50"), m("r4k_c1_p50", "limit"))
     add("read_file 4 KiB c=1 p50 ≤ 4× nginx", r, f"{r:.2f}×" if r else "", r is not None and r <= 4)
     r = ratio(m("bash_c1"), m("bash_c1", "limit"))
     add("bash_execute `true` c=1 ≥ 0.8× the spawn loop", r, f"{r:.2f}×" if r else "", r is not None and r >= 0.8)
+    r = ratio(m("r4k_c32_acct"), m("r4k_c32_rps"))
+    add("read_file 4 KiB c=32, non-root account ≥ 0.9× root-mapped", r, f"{r:.2f}×" if r else "",
+        r is not None and r >= 0.9)
+    r = ratio(m("bash_c1_acct"), m("bash_c1"))
+    add("bash_execute `true` c=1, non-root account ≥ 0.9× root-mapped", r, f"{r:.2f}×" if r else "",
+        r is not None and r >= 0.9)
     r = ratio(m("bash_mib"), m("bash_mib", "limit"))
     add("bash 1 MiB output ≤ 2× the spawn loop", r, f"{r:.2f}×" if r else "", r is not None and r <= 2)
     r = ratio(m("grep"), m("grep", "limit"))
@@ -1167,6 +1283,8 @@ def run(a, work: Path):
         impls.append(Impl("python 2.1.1", [str(REFS / "py2/bin/mymcp"), "serve", "--host", "127.0.0.1", "--port", "{port}"],
                           env))
     b = Bench(a, work)
+    if needs("read", "bash"):
+        b.account = bench_account()
     ng_port = free_port()
     nginx = nginx_start(work, files, src, ng_port)
     try:

@@ -105,9 +105,18 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
     out.extend([
         ("identify".into(), FrontendRequest::Identify { token }),
         (
+            "admin-check".into(),
+            FrontendRequest::Admin {
+                token,
+                origin: origin(),
+                op: AdminOp::Check,
+            },
+        ),
+        (
             "admin-list".into(),
             FrontendRequest::Admin {
                 token,
+                origin: origin(),
                 op: AdminOp::List,
             },
         ),
@@ -115,9 +124,11 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             "admin-create".into(),
             FrontendRequest::Admin {
                 token,
+                origin: origin(),
                 op: AdminOp::Create {
                     name: "ci".into(),
                     role: Role::Rw,
+                    user: Some("ci-runner".into()),
                 },
             },
         ),
@@ -125,6 +136,7 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             "admin-revoke".into(),
             FrontendRequest::Admin {
                 token,
+                origin: origin(),
                 op: AdminOp::Revoke {
                     selector: "0123456789ab".into(),
                 },
@@ -161,6 +173,7 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             FrontendRequest::Probe {
                 grant,
                 direction: Direction::Download,
+                origin: origin(),
             },
         ),
         (
@@ -168,6 +181,27 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             FrontendRequest::CommitUpload { grant, claim: 3 },
         ),
         ("offer".into(), FrontendRequest::Offer { token }),
+        (
+            "audit-records".into(),
+            FrontendRequest::AuditRecords { from: 12 },
+        ),
+        (
+            "telemetry-metrics".into(),
+            FrontendRequest::TelemetryMetrics,
+        ),
+        (
+            "traced-call".into(),
+            FrontendRequest::Call {
+                token,
+                origin: origin(),
+                call: tool_calls().remove(0),
+            }
+            .with_trace(Some(mymcp_protocol::TraceContext {
+                trace_id: mymcp_protocol::TraceId([0x4b; 16]),
+                parent: mymcp_protocol::SpanId([0xf0; 8]),
+                sampled: true,
+            })),
+        ),
     ]);
     out
 }
@@ -179,6 +213,7 @@ fn control_requests() -> Vec<(String, ControlRequest)> {
             ControlRequest::TokenAdd {
                 name: "laptop".into(),
                 role: Role::Ro,
+                user: None,
             },
         ),
         ("token-list".into(), ControlRequest::TokenList),
@@ -221,6 +256,7 @@ fn info() -> TokenInfo {
         id: "0123456789ab".into(),
         name: "laptop".into(),
         role: Role::Ro,
+        user: "alice".into(),
         created_at: "2024-01-01T00:00:00Z".into(),
         last_used: Some("2024-02-01T00:00:00Z".into()),
         enabled: true,

@@ -41,6 +41,10 @@ pub enum Cmd {
         /// fingerprint; it vanishes on exit).
         #[arg(long)]
         tls: bool,
+        /// The Unix account the temporary tokens act as: their commands and file tools run
+        /// with its rights (default: root, as the executor). Needs root.
+        #[arg(long, value_name = "ACCOUNT")]
+        user: Option<String>,
     },
     /// Manage client tokens.
     #[command(subcommand)]
@@ -71,6 +75,10 @@ pub enum Cmd {
     Install {
         #[command(flatten)]
         layout: LayoutArgs,
+        /// The Unix account tokens act as when they name none (MYMCP_DEFAULT_USER in
+        /// /etc/mymcp/.env): their commands and file tools run with its rights. Default: root.
+        #[arg(long, value_name = "ACCOUNT")]
+        tools_user: Option<String>,
     },
     /// Remove what `install` put in place. Tokens, env file, state and the audit log stay
     /// unless --purge is given.
@@ -193,6 +201,10 @@ pub struct AddArgs {
     /// Role: ro (read tools), rw (all tools), admin (token API), metrics (/metrics).
     #[arg(long, default_value = "ro", value_parser = ["ro", "rw", "admin", "metrics"])]
     pub role: String,
+    /// The Unix account the token acts as (ro and rw tokens): its commands and file tools run
+    /// with that account's rights. Default: the executor's MYMCP_DEFAULT_USER (root unless set).
+    #[arg(long, value_name = "ACCOUNT")]
+    pub user: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

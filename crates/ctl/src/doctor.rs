@@ -103,6 +103,20 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
         ),
     }
 
+    let tools = settings::DEFAULT_USER.read(&values);
+    match user_exists(&tools) {
+        true => r.add(
+            Level::Ok,
+            "users",
+            format!("tokens without an account of their own act as {tools:?}"),
+        ),
+        false => r.add(
+            Level::Fail,
+            "users",
+            format!("MYMCP_DEFAULT_USER {tools:?} names no account: tokens without --user run nothing (AccountUnavailable) until it exists"),
+        ),
+    }
+
     let token_file = settings::TOKEN_FILE
         .read(&values)
         .expect("a path that need not be absolute is always read");

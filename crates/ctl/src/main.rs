@@ -38,8 +38,8 @@ fn control(cli_dir: &std::path::Path, req: ControlRequest) -> anyhow::Result<Con
 
 fn info_json(t: &TokenInfo) -> serde_json::Value {
     serde_json::json!({
-        "id": t.id, "name": t.name, "role": t.role.as_str(), "created_at": t.created_at,
-        "last_used": t.last_used, "enabled": t.enabled,
+        "id": t.id, "name": t.name, "role": t.role.as_str(), "user": t.user,
+        "created_at": t.created_at, "last_used": t.last_used, "enabled": t.enabled,
     })
 }
 
@@ -160,6 +160,7 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
             log_level,
             env_file,
             tls,
+            user,
         } => serve(&ServeOptions {
             host,
             port,
@@ -168,6 +169,7 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
             env_file,
             tls,
             env_secrets,
+            user,
         }),
         Cmd::Token(TokenCmd::RotateAdmin { json }) => rotate(&cli.runtime_dir, Role::Admin, json),
         Cmd::Token(TokenCmd::RotateMetrics { json }) => {
@@ -251,8 +253,8 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
             }
             Ok(i32::from(failed))
         }
-        Cmd::Install { layout } => {
-            install::install(&layout.layout())?;
+        Cmd::Install { layout, tools_user } => {
+            install::install(&layout.layout(), tools_user.as_deref())?;
             Ok(0)
         }
         Cmd::Uninstall { layout, purge } => {
@@ -281,7 +283,14 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                 bail!("give the token a name: mymcpctl token add --name NAME [--role ro|rw]");
             };
             let role = Role::parse(&a.role).expect("clap checked the role");
-            match control(&cli.runtime_dir, ControlRequest::TokenAdd { name, role })? {
+            if a.user.is_some() && !role.is_client() {
+                bail!("--user is for ro and rw tokens: {role} tokens run no tool and act as no account");
+            }
+            let user = a.user;
+            match control(
+                &cli.runtime_dir,
+                ControlRequest::TokenAdd { name, role, user },
+            )? {
                 ControlResponse::TokenAdded { token, info } => {
                     if a.json {
                         let mut v = info_json(&info);
@@ -289,8 +298,13 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                         println!("{v}");
                     } else {
                         println!("{token}");
+                        let acting = if info.user.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", acting as {}", info.user)
+                        };
                         eprintln!(
-                            "created {} token {:?} (id {}); it is shown only now",
+                            "created {} token {:?} (id {}{acting}); it is shown only now",
                             info.role, info.name, info.id
                         );
                     }
@@ -311,15 +325,16 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                         println!("(no tokens)");
                     } else {
                         println!(
-                            "{:<12}  {:<7}  {:<20}  {:<20}  {:<20}  ENABLED",
-                            "ID", "ROLE", "NAME", "CREATED", "LAST USED"
+                            "{:<12}  {:<7}  {:<20}  {:<12}  {:<20}  {:<20}  ENABLED",
+                            "ID", "ROLE", "NAME", "USER", "CREATED", "LAST USED"
                         );
                         for t in &list {
                             println!(
-                                "{:<12}  {:<7}  {:<20}  {:<20}  {:<20}  {}",
+                                "{:<12}  {:<7}  {:<20}  {:<12}  {:<20}  {:<20}  {}",
                                 t.id,
                                 t.role.as_str(),
                                 t.name,
+                                if t.user.is_empty() { "-" } else { &t.user },
                                 t.created_at,
                                 t.last_used.as_deref().unwrap_or("-"),
                                 if t.enabled { "yes" } else { "no" }

@@ -53,6 +53,8 @@ pub struct ServeOptions {
     /// overwritten there): imported into the temporary store as digests, so the executor never
     /// gets them in its environment.
     pub env_secrets: Vec<(String, String)>,
+    /// The Unix account the temporary client tokens act as (`None`: root, as the executor).
+    pub user: Option<String>,
 }
 
 /// The frontend's account: uid, gid, and a name for messages.
@@ -225,6 +227,22 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             shell: String::new(),
         }
     };
+    // Checked before anything starts: a typo should not leave a server whose token can run
+    // nothing.
+    let tools_user = match opts.user.as_deref() {
+        None => None,
+        Some(_) if !root => {
+            bail!("--user needs root: as an ordinary user the executor can act only as you")
+        }
+        Some(name) => {
+            if !mymcp_tokens::valid_user(name) {
+                bail!("--user {name:?} is not an account name");
+            }
+            let a = lookup(name)?
+                .with_context(|| format!("--user: no account named {name:?} on this host"))?;
+            Some(a)
+        }
+    };
 
     // Bind first, so that a busy port fails before anything else starts.
     let listener = TcpListener::bind((opts.host.as_str(), opts.port))
@@ -253,6 +271,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         let (store, added) = mymcp_tokens::TokenStore::create_temporary(
             &token_file,
             &[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)],
+            tools_user.as_ref().map(|a| a.name.as_str()),
         )
         .with_context(|| format!("creating the temporary tokens in {}", token_file.display()))?;
         import_env_secrets(&store, &opts.env_secrets)?;
@@ -279,6 +298,10 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
                 .unwrap_or("none".as_ref()),
         )
         .process_group(0);
+    // Tokens added during the quick try act as the same account as the temporary ones.
+    if let Some(a) = &tools_user {
+        executor_cmd.env(settings::DEFAULT_USER.name, &a.name);
+    }
     // The quick try audits into its temporary directory, unless told otherwise.
     if std::env::var_os(settings::AUDIT_ENABLED.name).is_none() && opts.env_file.is_none() {
         executor_cmd
@@ -321,6 +344,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             )
             .env(settings::LOG_LEVEL.name, &opts.log_level)
             .envs(frontend_settings())
+            .envs(otel_variables())
             .arg("--listen-fd")
             .arg("3")
             .current_dir("/")
@@ -386,6 +410,19 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         }
         banner_line!(banner, "[mymcp] temp admin token: {admin}");
         banner_line!(banner, "[mymcp] temp rw token:    {rw}");
+        match &tools_user {
+            Some(a) => banner_line!(
+                banner,
+                "[mymcp] tools act as account {} (uid {}): commands and files with its rights",
+                a.name,
+                a.uid
+            ),
+            None if root => banner_line!(
+                banner,
+                "[mymcp] tools act as root (give --user ACCOUNT to act as another account)"
+            ),
+            None => {}
+        }
         banner_line!(
             banner,
             "[mymcp] tokens live in {} and vanish on exit.",
@@ -449,6 +486,14 @@ pub fn passed_to_the_frontend(s: &dyn Declared) -> bool {
             settings::EXECUTOR_SOCKET.name,
         ]
         .contains(&s.name())
+}
+
+/// The standard OpenTelemetry variables (`OTEL_*`), passed on to the frontend, which exports
+/// for both processes (see docs/observability.md).
+fn otel_variables() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(name, _)| name.as_encoded_bytes().starts_with(b"OTEL_"))
+        .collect()
 }
 
 fn frontend_settings() -> Vec<(&'static str, std::ffi::OsString)> {

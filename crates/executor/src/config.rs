@@ -176,10 +176,36 @@ pub(crate) fn audit_settings(src: &dyn Source) -> Result<crate::audit::AuditSett
 
 /// Settings the executor does not use itself but validates so that a typo stops start-up:
 /// the frontend's port and the log format (taken as text by the flag).
+/// `MYMCP_DEFAULT_USER`: the account of tokens that name none (an account name; whether it
+/// exists is checked at start-up and for every call, as accounts come and go).
+pub(crate) fn default_user(src: &dyn Source) -> Result<String, ConfigError> {
+    let user = settings::DEFAULT_USER.read(src);
+    if !mymcp_tokens::valid_user(&user) {
+        return Err(settings::DEFAULT_USER.error(format!("{user:?} is not an account name")));
+    }
+    Ok(user)
+}
+
 pub(crate) fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
     settings::PORT.read(src)?;
     settings::LOG_FORMAT.read(src)?;
     Ok(())
+}
+
+/// What the executor hands the frontend for its OTLP export: audit records
+/// (`MYMCP_OTLP_AUDIT_LOGS`) and its counters without a metrics token
+/// (`MYMCP_OTLP_EXECUTOR_METRICS`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TelemetrySettings {
+    pub(crate) audit_logs: bool,
+    pub(crate) executor_metrics: bool,
+}
+
+pub(crate) fn telemetry_settings(src: &dyn Source) -> Result<TelemetrySettings, ConfigError> {
+    Ok(TelemetrySettings {
+        audit_logs: settings::OTLP_AUDIT_LOGS.read(src)?,
+        executor_metrics: settings::OTLP_EXECUTOR_METRICS.read(src)?,
+    })
 }
 
 /// `server_overview`: the recorder's data directory (`MYMCP_RECORDER_DATA_DIR`), its merge
@@ -231,6 +257,20 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_default_account_is_declared_once_and_checked() {
+        assert_eq!(
+            settings::DEFAULT_USER.default(),
+            mymcp_tokens::BUILTIN_DEFAULT_USER,
+            "the token store's own default must be the setting's"
+        );
+        assert_eq!(default_user(&src(&[])).unwrap(), "root");
+        let set = src(&[("MYMCP_DEFAULT_USER", "tools")]);
+        assert_eq!(default_user(&set).unwrap(), "tools");
+        let bad = src(&[("MYMCP_DEFAULT_USER", "a:b")]);
+        assert!(default_user(&bad).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! shuts down within the grace period. `main` only wires the environment, the sockets passed
 //! by the service manager, signals and logging into [`run`].
 
-use crate::audit::Audit;
+use crate::audit::{Actor, Audit, Outcome};
 use crate::cgroup::{Confinement, KillMode};
 use crate::cli::Args;
 use crate::config::{self, Env};
@@ -78,8 +78,10 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Imports the admin and metrics tokens named by the environment or env file (digests only),
-/// unless the store already has them or they were revoked or rotated away.
-fn import_secrets(tokens: &TokenStore, secrets: &Secrets) -> Result<(), Error> {
+/// unless the store already has them or they were revoked or rotated away. An import that adds
+/// a token is audited (`token_import` by `mymcp-executor`), after the fact: whether it adds
+/// anything is known only then, and a start record at every start-up would be noise.
+fn import_secrets(tokens: &TokenStore, secrets: &Secrets, audit: &Audit) -> Result<(), Error> {
     use mymcp_protocol::{ImportedToken, Role};
     let mut list = Vec::new();
     for (value, role) in [
@@ -99,8 +101,17 @@ fn import_secrets(tokens: &TokenStore, secrets: &Secrets) -> Result<(), Error> {
         });
     }
     if !list.is_empty() {
-        let (added, _) = tokens.import(list).map_err(|e| Error::chain(&e))?;
+        let params = serde_json::json!({
+            "source": "environment",
+            "count": list.len(),
+            "tokens": list.iter().map(|t| serde_json::json!({"name": t.name, "role": t.role.as_str()})).collect::<Vec<_>>(),
+        });
+        let started = std::time::Instant::now();
+        let (added, skipped) = tokens.import(list).map_err(|e| Error::chain(&e))?;
         if added > 0 {
+            let op = audit.operation("token_import", Actor::executor(), params);
+            let output = serde_json::json!({"added": added, "skipped": skipped});
+            audit.op_outcome(&op, Outcome::ok(Some(started.elapsed()), Some(output)));
             tracing::warn!(added, "imported MYMCP_ADMIN_TOKEN/MYMCP_METRICS_TOKEN into the token store (digests only); manage them with mymcpctl token rotate-admin|rotate-metrics|disable-metrics and remove them from the env file");
         }
     }
@@ -144,11 +155,13 @@ pub fn run(
     let transfer_config = config::transfer_settings(&Env).map_err(Error::config)?;
     let grace = config::shutdown_grace(&Env).map_err(Error::config)?;
     let audit_settings = config::audit_settings(&Env).map_err(Error::config)?;
+    let telemetry = config::telemetry_settings(&Env).map_err(Error::config)?;
     let mut overview_config = config::overview_settings(&Env).map_err(Error::config)?;
     // Under systemd (a notify service) the recorder is the unit mymcp-recorder; messages about
     // a missing overview say so only there.
     overview_config.under_systemd = notifier.enabled();
     config::other_settings(&Env).map_err(Error::config)?;
+    let default_user = config::default_user(&Env).map_err(Error::config)?;
     let euid = sys::euid();
     let frontend = resolve_frontend_user(&args.frontend_user)?;
     if euid != 0 && frontend.0 != euid {
@@ -173,6 +186,11 @@ pub fn run(
             &e,
         )
     })?;
+    let audit = if telemetry.audit_logs {
+        audit.with_feed(Arc::default())
+    } else {
+        audit
+    };
     let audit = Arc::new(audit);
     if let Some(key) = install_key {
         let stored = audit_settings.log.key_file.with_file_name("install.pub");
@@ -191,9 +209,22 @@ pub fn run(
         tracing::warn!(key = %key, stored = %stored.display(), "new audit key chain; this install key is printed only now");
     }
 
-    let tokens = Arc::new(TokenStore::open(&args.token_file).map_err(|e| Error::chain(&e))?);
-    import_secrets(&tokens, &secrets)?;
-    let jobs = Arc::new(Jobs::open(job_config));
+    let tokens = TokenStore::open(&args.token_file)
+        .and_then(|t| t.with_default_user(&default_user))
+        .map_err(|e| Error::chain(&e))?;
+    let tokens = Arc::new(tokens);
+    match sys::user_by_name(&default_user) {
+        Ok(Some(_)) => {}
+        // Not fatal: tokens of other accounts work, and this one's calls say what is wrong.
+        Ok(None) => {
+            tracing::error!(account = %default_user, "MYMCP_DEFAULT_USER names no account on this host: calls of tokens without an account of their own fail (AccountUnavailable) until it exists")
+        }
+        Err(e) => {
+            tracing::warn!(account = %default_user, error = %e, "cannot look up MYMCP_DEFAULT_USER's account now")
+        }
+    }
+    import_secrets(&tokens, &secrets, &audit)?;
+    let jobs = Arc::new(Jobs::open(job_config, audit.clone()));
     // Once nothing before serving can fail (a refused start leaves no cgroup behind, and says
     // one thing), and before the runtime's threads: the executor may move itself into a leaf
     // cgroup. Dropping the last reference removes this executor's cgroups.
@@ -210,7 +241,8 @@ pub fn run(
             .with_jobs(jobs.clone())
             .with_observability(metrics.clone(), audit.clone())
             .with_transfers(transfer_config)
-            .with_overview(overview_config),
+            .with_overview(overview_config)
+            .with_telemetry_metrics(telemetry.executor_metrics),
     );
     let control = Arc::new(Control::new(executor.clone()));
 
@@ -219,6 +251,18 @@ pub fn run(
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A thread inherits the credentials of the one that starts it. The runtime's threads
+        // are started while no thread acts as an account (see `accounts`): one that is not
+        // the executor's own would run later calls with another account's rights.
+        .on_thread_start(move || {
+            let now = sys::euid();
+            if now != euid {
+                eprintln!(
+                    "mymcp-executor: a runtime thread started as uid {now}, not {euid}; aborting"
+                );
+                std::process::abort();
+            }
+        })
         .build()
         .map_err(|e| Error::context("tokio runtime".into(), &e))?;
     let served = rt.block_on(async move {
@@ -278,6 +322,7 @@ pub fn run(
             token_file = %args.token_file.display(),
             frontend_uid = frontend.0,
             tokens = tokens.count(),
+            default_user = %tokens.default_user(),
             protected = %protected.join(","),
             write_protected = %write_protected.join(","),
             version = env!("CARGO_PKG_VERSION"),

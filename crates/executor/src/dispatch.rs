@@ -4,7 +4,9 @@
 //! caller's token digest and nothing it says about roles is trusted. Tool entry points take an
 //! [`Authorized`] proof of the right level, so a tool cannot run without the check.
 
-use crate::audit::{self, Audit};
+use crate::accounts::Accounts;
+use crate::audit::{self, Actor, Audit, Outcome};
+use crate::audit_feed;
 use crate::auth::{self, Authorized, Caller, Ro, Rw};
 use crate::config::FileTools;
 use crate::files::{self, ReadConfig};
@@ -15,14 +17,17 @@ use crate::overview::{self, OverviewConfig};
 use crate::paths::{check_path_len, Access};
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::spawn::{self, Activity, BashConfig};
+use crate::trace::RequestTrace;
 use crate::transfer::{TransferConfig, Transfers};
 use crate::{edit, search};
 use mymcp_protocol::{
-    AdminOp, AdminOutcome, BashExecute, CallOrigin, EditFile, ErrorCode, FrontendRequest,
-    FrontendResponse, Glob, Grep, HostOffer, MetricsOutcome, Progress, ReadFile, Role, TokenDigest,
-    ToolCall, ToolFailure, ToolName, ToolOutput, WriteFile,
+    AdminOp, AdminOutcome, AuditRecords, BashExecute, CallOrigin, CallResult, EditFile, ErrorCode,
+    FrontendRequest, FrontendResponse, Glob, Grep, HostOffer, MetricsOutcome, Progress, ReadFile,
+    Role, SpanAttributes, SpanName, SpanStatus, TokenDigest, ToolCall, ToolFailure, ToolName,
+    ToolOutput, TraceContext, TracedRequest, WriteFile,
 };
 use mymcp_tokens::TokenStore;
+use serde_json::json;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +46,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct Executor {
     tokens: Arc<TokenStore>,
+    /// Resolves the accounts tokens act as.
+    accounts: Arc<Accounts>,
     bash: BashConfig,
     read: ReadConfig,
     files: Arc<FileTools>,
@@ -53,6 +60,8 @@ pub(crate) struct Executor {
     metrics: Arc<Metrics>,
     audit: Arc<Audit>,
     overview: Arc<OverviewConfig>,
+    /// `MYMCP_OTLP_EXECUTOR_METRICS`: the frontend may read the counters without a token.
+    telemetry_metrics: bool,
     pub(crate) started: Instant,
 }
 
@@ -66,6 +75,7 @@ impl Executor {
     ) -> Self {
         Executor {
             tokens,
+            accounts: Arc::new(Accounts::new()),
             bash,
             read,
             file_limits: FileLimits::new(files.max_concurrent, files.max_concurrent_per_token),
@@ -77,12 +87,16 @@ impl Executor {
             metrics: Arc::new(Metrics::default()),
             audit: Arc::new(Audit::disabled(Arc::new(Metrics::default()))),
             overview: Arc::new(OverviewConfig::default()),
+            telemetry_metrics: false,
             started: Instant::now(),
         }
     }
 
     /// Uses these counters and this audit log (which should count into the same counters).
     pub(crate) fn with_observability(mut self, metrics: Arc<Metrics>, audit: Arc<Audit>) -> Self {
+        Arc::get_mut(&mut self.transfers)
+            .expect("transfers are not shared while the executor is built")
+            .observe(metrics.clone(), audit.clone());
         self.metrics = metrics;
         self.audit = audit;
         self
@@ -106,13 +120,22 @@ impl Executor {
 
     /// Sets the transfer settings (`MYMCP_TRANSFER_*`); the default is the reference's.
     pub(crate) fn with_transfers(mut self, config: TransferConfig) -> Self {
-        self.transfers = Arc::new(Transfers::new(config));
+        let mut transfers = Transfers::new(config);
+        transfers.observe(self.metrics.clone(), self.audit.clone());
+        self.transfers = Arc::new(transfers);
         self
     }
 
     /// Where `server_overview` finds the recorder's document (`MYMCP_RECORDER_*`).
     pub(crate) fn with_overview(mut self, config: OverviewConfig) -> Self {
         self.overview = Arc::new(config);
+        self
+    }
+
+    /// Lets the frontend read the counters for its OTLP export without a metrics token
+    /// (`MYMCP_OTLP_EXECUTOR_METRICS`).
+    pub(crate) fn with_telemetry_metrics(mut self, allowed: bool) -> Self {
+        self.telemetry_metrics = allowed;
         self
     }
 
@@ -137,6 +160,7 @@ impl Executor {
     async fn run(
         &self,
         caller: &Caller,
+        origin: &CallOrigin,
         call: ToolCall,
         cancel: CancelSignal,
         events: Events,
@@ -144,7 +168,7 @@ impl Executor {
         match call {
             ToolCall::BashExecute(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::BashExecute)?;
-                self.bash_execute(&auth, args, cancel, events).await
+                self.bash_execute(&auth, origin, args, cancel, events).await
             }
             ToolCall::ReadFile(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::ReadFile)?;
@@ -223,6 +247,7 @@ impl Executor {
     async fn bash_execute(
         &self,
         auth: &Authorized<Rw>,
+        origin: &CallOrigin,
         args: BashExecute,
         mut cancel: CancelSignal,
         events: Events,
@@ -249,7 +274,7 @@ impl Executor {
             let shutdown = cancel.detach();
             return self
                 .jobs
-                .start(auth, &args, &self.bash, slot, shutdown)
+                .start(auth, origin, &args, &self.bash, slot, shutdown)
                 .map(ToolOutput::Job);
         }
         let _slot = self.limits.foreground(auth.token())?;
@@ -481,15 +506,17 @@ impl Service for Executor {
     /// The file tools are file system calls from start to end; `read_file` is not listed: it
     /// is answered on the runtime when its file is in memory.
     fn runs_blocking(&self, request: &FrontendRequest) -> bool {
-        matches!(
-            request,
-            FrontendRequest::Call {
-                call: ToolCall::WriteFile(_)
-                    | ToolCall::EditFile(_)
-                    | ToolCall::Glob(_)
-                    | ToolCall::Grep(_),
+        let call = match request {
+            FrontendRequest::Call { call, .. }
+            | FrontendRequest::Traced {
+                request: TracedRequest::Call { call, .. },
                 ..
-            }
+            } => call,
+            _ => return false,
+        };
+        matches!(
+            call,
+            ToolCall::WriteFile(_) | ToolCall::EditFile(_) | ToolCall::Glob(_) | ToolCall::Grep(_)
         )
     }
 
@@ -512,14 +539,17 @@ impl Service for Executor {
         cancel: CancelSignal,
         events: Events,
     ) -> FrontendResponse {
+        let (request, trace) = request.split_trace();
         match request {
             FrontendRequest::Identify { token } => self.identify(&token),
             FrontendRequest::Call {
                 token,
                 origin,
                 call,
-            } => self.call(token, origin, call, cancel, events).await,
-            FrontendRequest::Admin { token, op } => FrontendResponse::Admin(self.admin(&token, op)),
+            } => self.call(token, origin, trace, call, cancel, events).await,
+            FrontendRequest::Admin { token, origin, op } => {
+                FrontendResponse::Admin(self.admin(&token, &origin, op))
+            }
             FrontendRequest::Metrics { token } => {
                 FrontendResponse::Metrics(self.metrics_for(token.as_ref()))
             }
@@ -534,42 +564,92 @@ impl Service for Executor {
                     return FrontendResponse::Unauthenticated;
                 };
                 let id = caller.identity();
+                let trace = RequestTrace::start(trace.as_ref());
+                let code = failure.code;
                 let result = Err(failure);
                 let (class, _, _) = audit::classify(&result);
-                if let Some(known) = ToolName::parse(&tool) {
+                let known = ToolName::parse(&tool);
+                if let Some(known) = known {
                     // Unknown names are counted by the frontend, as `unknown`.
                     self.metrics.call(known, id.role, class, None);
                 }
-                self.audit.refusal(id, &origin, &tool, &result);
+                // Nothing runs: the account is not looked up for this (its uid only if known).
+                let uid = match self.accounts.resolve_now(caller.user()) {
+                    Some(Ok(a)) => Some(a.uid),
+                    _ => None,
+                };
+                self.audit.refusal(
+                    id,
+                    (caller.user(), uid),
+                    &origin,
+                    &tool,
+                    &result,
+                    trace.ids(),
+                );
                 tracing::info!(tool = %audit::cap(&tool, 64), token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, result = class.as_str(), "tool call refused by the frontend");
-                FrontendResponse::Tool(result)
+                let spans = trace.finish(
+                    SpanName::Refused,
+                    SpanStatus::Error,
+                    SpanAttributes {
+                        tool: known,
+                        role: Some(id.role),
+                        result: Some(class),
+                        error: Some(code),
+                        ..SpanAttributes::default()
+                    },
+                );
+                FrontendResponse::Tool(result).traced(spans)
             }
             FrontendRequest::Redeem {
                 grant,
                 direction,
                 announced_len,
                 origin,
-            } => FrontendResponse::Transfer(
-                self.transfers
+            } => {
+                let trace = RequestTrace::start(trace.as_ref());
+                let result = self
+                    .transfers
                     .redeem(
                         &grant,
                         direction,
                         announced_len,
                         &origin,
                         &self.tokens,
+                        &self.accounts,
                         &self.files.protected,
                         &self.file_limits,
                         cancel,
                         &events,
+                        trace.ids(),
                     )
-                    .await,
-            ),
-            FrontendRequest::Probe { grant, direction } => FrontendResponse::TransferProbe(
+                    .await;
+                let spans = trace.finish(
+                    SpanName::Transfer,
+                    if result.is_ok() {
+                        SpanStatus::Ok
+                    } else {
+                        SpanStatus::Error
+                    },
+                    SpanAttributes {
+                        direction: Some(direction),
+                        bytes: result.as_ref().ok().map(|done| done.bytes),
+                        ..SpanAttributes::default()
+                    },
+                );
+                FrontendResponse::Transfer(result).traced(spans)
+            }
+            FrontendRequest::Probe {
+                grant,
+                direction,
+                origin,
+            } => FrontendResponse::TransferProbe(
                 self.transfers
                     .probe(
                         &grant,
                         direction,
+                        &origin,
                         &self.tokens,
+                        &self.accounts,
                         &self.files.protected,
                         &self.file_limits,
                     )
@@ -579,6 +659,27 @@ impl Service for Executor {
                 FrontendResponse::Acknowledged(self.transfers.commit(&grant, claim))
             }
             FrontendRequest::Offer { token } => self.offer(&token).await,
+            FrontendRequest::AuditRecords { from } => {
+                FrontendResponse::AuditRecords(match self.audit.feed() {
+                    None => AuditRecords::Off,
+                    Some(feed) => {
+                        let mut cancel = cancel;
+                        let stop = async move {
+                            cancel.next().await;
+                        };
+                        feed.read(from, audit_feed::WAIT, stop).await
+                    }
+                })
+            }
+            // Unwrapped above; a nested one cannot decode.
+            FrontendRequest::Traced { .. } => FrontendResponse::Unauthenticated,
+            FrontendRequest::TelemetryMetrics => {
+                FrontendResponse::Metrics(if self.telemetry_metrics {
+                    MetricsOutcome::Snapshot(self.snapshot())
+                } else {
+                    MetricsOutcome::Disabled
+                })
+            }
         }
     }
 }
@@ -589,6 +690,7 @@ impl Executor {
         &self,
         token: TokenDigest,
         origin: CallOrigin,
+        trace: Option<TraceContext>,
         call: ToolCall,
         cancel: CancelSignal,
         events: Events,
@@ -600,11 +702,23 @@ impl Executor {
         };
         let tool = call.name();
         let started = Instant::now();
+        let mut trace = RequestTrace::start(trace.as_ref());
+        // The account the call acts as, from the store's name for it: resolved before the
+        // audit record, which names it.
+        let caller = caller.resolve(&self.accounts).await;
         let id = caller.identity().clone();
-        let prepared = self.audit.prepare(&id, &origin, &call);
+        let prepared = self
+            .audit
+            .prepare(&id, (caller.user(), caller.uid()), &origin, &call)
+            .traced(trace.ids());
         let allowed = id.role.allows(tool.required_role());
         let started_record = if allowed && audit::has_side_effects(tool) {
-            self.audit.start(&prepared)
+            let t = trace.mark();
+            let written = self.audit.start(&prepared);
+            if self.audit.enabled() {
+                trace.step(SpanName::AuditStart, t, step_status(written.is_ok()));
+            }
+            written
         } else {
             Ok(())
         };
@@ -612,8 +726,15 @@ impl Executor {
             // Fail closed: no record, no side effect.
             Err(refused) => Err(refused),
             Ok(()) => {
-                let result = self.run(&caller, call, cancel, events).await;
-                self.audit.finish(&prepared, result, started.elapsed())
+                let t = trace.mark();
+                let result = self.run(&caller, &origin, call, cancel, events).await;
+                trace.step(SpanName::Run, t, step_status(result.is_ok()));
+                let t = trace.mark();
+                let result = self.audit.finish(&prepared, result, started.elapsed());
+                if self.audit.enabled() {
+                    trace.step(SpanName::AuditOutcome, t, SpanStatus::Unset);
+                }
+                result
             }
         };
         let elapsed = started.elapsed();
@@ -623,17 +744,35 @@ impl Executor {
         let ms = elapsed.as_millis() as u64;
         match &result {
             Ok(_) => {
-                tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = code.as_deref().unwrap_or(""), "tool call")
+                tracing::info!(tool = %tool, token = %id.name, role = %id.role, user = %caller.user(), peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = code.as_deref().unwrap_or(""), "tool call")
             }
             Err(f) => {
-                tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = %f.code, "tool call failed")
+                tracing::info!(tool = %tool, token = %id.name, role = %id.role, user = %caller.user(), peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = %f.code, "tool call failed")
             }
         }
-        FrontendResponse::Tool(result)
+        let spans = trace.finish(
+            SpanName::ExecuteTool,
+            step_status(class == CallResult::Ok),
+            SpanAttributes {
+                tool: Some(tool),
+                role: Some(id.role),
+                result: Some(class),
+                error: result.as_ref().err().map(|f| f.code),
+                exit_code: match &result {
+                    Ok(ToolOutput::Bash(b)) => Some(b.exit_code),
+                    _ => None,
+                },
+                ..SpanAttributes::default()
+            },
+        );
+        FrontendResponse::Tool(result).traced(spans)
     }
 
-    /// `/admin/tokens`: only an admin token may manage, and only `ro`/`rw` tokens.
-    fn admin(&self, token: &TokenDigest, op: AdminOp) -> AdminOutcome {
+    /// `/admin/tokens`: only an admin token may manage, and only `ro`/`rw` tokens. Every
+    /// request of an admin token but `Check` is audited: a listing with one record (withheld
+    /// without it), a change between a start record (no record, no change) and an outcome
+    /// record.
+    fn admin(&self, token: &TokenDigest, origin: &CallOrigin, op: AdminOp) -> AdminOutcome {
         let admin = self
             .tokens
             .lookup(token)
@@ -642,47 +781,88 @@ impl Executor {
             self.metrics.auth_failure(AuthSurface::Admin);
             return AdminOutcome::Forbidden;
         };
-        let failed = |e: mymcp_tokens::TokenError| match e {
-            mymcp_tokens::TokenError::InvalidName(_) | mymcp_tokens::TokenError::Ambiguous(_) => {
-                AdminOutcome::Invalid(e.to_string())
-            }
+        let actor = Actor::token(&admin, origin);
+        let failed = |e: &mymcp_tokens::TokenError| match e {
+            mymcp_tokens::TokenError::InvalidName(_)
+            | mymcp_tokens::TokenError::InvalidUser(_)
+            | mymcp_tokens::TokenError::Ambiguous(_) => AdminOutcome::Invalid(e.to_string()),
             mymcp_tokens::TokenError::NotFound(_) => AdminOutcome::NotFound,
             e => AdminOutcome::Failed(e.to_string()),
         };
+        let unaudited = || AdminOutcome::Failed(audit::REFUSED_UNAUDITED.to_owned());
         match op {
-            AdminOp::List => AdminOutcome::Tokens(
-                self.tokens
+            AdminOp::Check => AdminOutcome::Allowed,
+            AdminOp::List => {
+                let list: Vec<_> = self
+                    .tokens
                     .list()
                     .into_iter()
                     .filter(|t| t.role.is_client())
-                    .collect(),
-            ),
-            AdminOp::Create { name, role } => {
-                if !role.is_client() {
-                    return AdminOutcome::Invalid(format!(
-                        "Invalid role: '{role}'. Must be 'ro' or 'rw'."
-                    ));
+                    .collect();
+                let op = self.audit.operation("token_list", actor, json!({}));
+                let output = json!({"count": list.len()});
+                if !self.audit.op_outcome(&op, Outcome::ok(None, Some(output))) {
+                    return unaudited();
                 }
-                match self.tokens.add(&name, role) {
-                    Ok((token, info)) => {
-                        tracing::info!(name = %info.name, role = %info.role, id = %info.id, by = %admin.name, "token created through the admin API");
+                AdminOutcome::Tokens(list)
+            }
+            AdminOp::Create { name, role, user } => {
+                let mut params = json!({"name": audit::param(&name), "role": role.as_str()});
+                if let Some(u) = &user {
+                    params["user"] = audit::param(u);
+                }
+                let op = self.audit.operation("token_add", actor, params);
+                // `Err(Ok(why))`: refused before the store was asked.
+                let created = self.audit.around(
+                    &op,
+                    || {
+                        if !role.is_client() {
+                            return Err(Ok(format!(
+                                "Invalid role: '{role}'. Must be 'ro' or 'rw'."
+                            )));
+                        }
+                        let user = new_token_user(&self.tokens, user).map_err(Ok)?;
+                        self.tokens.add_as(&name, role, Some(&user)).map_err(Err)
+                    },
+                    |r, d| match r {
+                        Ok((_, info)) => audit::token_outcome(Ok(info), d),
+                        Err(Ok(why)) => {
+                            Outcome::error(ErrorCode::InvalidArguments.as_str(), why, Some(d))
+                        }
+                        Err(Err(e)) => audit::token_outcome(Err(e), d),
+                    },
+                );
+                match created {
+                    None => unaudited(),
+                    Some(Ok((token, info))) => {
+                        tracing::info!(name = %info.name, role = %info.role, user = %info.user, id = %info.id, by = %admin.name, "token created through the admin API");
                         AdminOutcome::Created { token, info }
                     }
-                    Err(e) => failed(e),
+                    Some(Err(Ok(why))) => AdminOutcome::Invalid(why),
+                    Some(Err(Err(e))) => failed(&e),
                 }
             }
             AdminOp::Revoke { selector } => {
-                // Admin and metrics tokens are managed with mymcpctl only.
-                match self.tokens.find(&selector) {
-                    Some(t) if t.role.is_client() => {}
-                    _ => return AdminOutcome::NotFound,
-                }
-                match self.tokens.revoke(&selector) {
-                    Ok(info) => {
+                let params = json!({"selector": audit::selector_param(&selector)});
+                let op = self.audit.operation("token_revoke", actor, params);
+                let revoked = self.audit.around(
+                    &op,
+                    || {
+                        // Admin and metrics tokens are managed with mymcpctl only.
+                        match self.tokens.find(&selector) {
+                            Some(t) if t.role.is_client() => self.tokens.revoke(&selector),
+                            _ => Err(mymcp_tokens::TokenError::NotFound(String::new())),
+                        }
+                    },
+                    |r, d| audit::token_outcome(r.as_ref(), d),
+                );
+                match revoked {
+                    None => unaudited(),
+                    Some(Ok(info)) => {
                         tracing::info!(name = %info.name, id = %info.id, by = %admin.name, "token revoked through the admin API");
                         AdminOutcome::Revoked(info)
                     }
-                    Err(e) => failed(e),
+                    Some(Err(e)) => failed(&e),
                 }
             }
         }
@@ -700,10 +880,40 @@ impl Executor {
             self.metrics.auth_failure(AuthSurface::Metrics);
             return MetricsOutcome::Unauthorized;
         }
+        MetricsOutcome::Snapshot(self.snapshot())
+    }
+
+    /// The counters as `/metrics` and the OTLP export show them.
+    fn snapshot(&self) -> mymcp_protocol::ExecutorMetrics {
         let mut snapshot = self.metrics.snapshot();
         snapshot.running_commands = self.running_commands();
         snapshot.running_jobs = self.jobs.running() as u64;
         snapshot.tokens = self.tokens.count_by_role();
-        MetricsOutcome::Snapshot(snapshot)
+        snapshot
+    }
+}
+
+/// A step's span status: succeeded or not.
+fn step_status(ok: bool) -> SpanStatus {
+    if ok {
+        SpanStatus::Ok
+    } else {
+        SpanStatus::Error
+    }
+}
+
+/// The account of a token being created: `user`, else the store's default; refused (with the
+/// reason) when no such account exists on this host, so a typo does not make a token that can
+/// run nothing. Written into the store either way: the token keeps its account when the
+/// default changes.
+pub(crate) fn new_token_user(tokens: &TokenStore, user: Option<String>) -> Result<String, String> {
+    let user = user.unwrap_or_else(|| tokens.default_user().to_owned());
+    if !mymcp_tokens::valid_user(&user) {
+        return Err(mymcp_tokens::TokenError::InvalidUser(user).to_string());
+    }
+    match mymcp_sys::user_by_name(&user) {
+        Ok(Some(_)) => Ok(user),
+        Ok(None) => Err(format!("no account named '{user}' on this host")),
+        Err(e) => Err(format!("cannot look up the account '{user}': {e}")),
     }
 }

@@ -14,11 +14,14 @@
 //! path check (`CheckedFile`, `CheckedDir`, `CheckedTarget`) are made only by `paths`.
 //!
 //! Modules, lowest first (none imports a higher one; `cargo xtask check-modules` checks):
-//! `auth` (authorization as types), `cgroup` (each command's cgroup, its kill and
-//! kernel limits), `metrics` (counters for `/metrics`), `mounts` (which
+//! `accounts` (the Unix account a token acts as, resolved through NSS), `auth` (authorization
+//! as types, carrying the account), `cgroup` (each command's cgroup, its kill and kernel
+//! limits), `metrics` (counters for `/metrics`), `mounts` (which
 //! reads may run on a runtime worker), `limits` (file and command concurrency), `server`
 //! (sockets, peer checks, connection state), `paths` (protected paths, checked on the opened
-//! object; the one rule walks ask), `audit` (the tamper-evident audit log, fail-closed), the
+//! object; the one rule walks ask), `trace` (the executor's OpenTelemetry spans of a traced
+//! request, returned to the frontend, which exports them), `audit_feed` (written audit records
+//! for the frontend's OTLP export), `audit` (the tamper-evident audit log, fail-closed), the
 //! tools — `files` (`read_file`), `edit` (`write_file`, `edit_file`), `search` (`grep`,
 //! `glob`), `spawn` (`bash_execute`), `jobs` (background jobs), `transfer`
 //! (`prepare_upload`/`prepare_download` grants and their redemption through pipes), `overview`
@@ -30,7 +33,9 @@
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 
+mod accounts;
 mod audit;
+mod audit_feed;
 mod auth;
 mod cgroup;
 pub mod cli;
@@ -51,6 +56,7 @@ mod server;
 mod spawn;
 #[cfg(test)]
 mod testing;
+mod trace;
 mod transfer;
 
 pub use daemon::{run, Error, Secrets};

@@ -606,9 +606,15 @@ impl Policy {
 
     /// Whether the process whose `/proc` directory is `dir` runs a mymcp binary. Its threads'
     /// directories (`/proc/<tid>`, `/proc/<pid>/task/<tid>`) are within its own or show the
-    /// same `exe`.
+    /// same `exe`. A call acting as an account may not be allowed to look at another uid's
+    /// `exe` (EACCES): such a process counts as a mymcp one, so that the rule holds for every
+    /// account whatever it may see (its world-readable files, `status` or `cmdline`, are then
+    /// refused to the file tools too).
     fn is_mymcp_process(&self, dir: &Path) -> bool {
-        std::fs::metadata(dir.join("exe")).is_ok_and(|m| self.exes.contains(&(m.dev(), m.ino())))
+        match std::fs::metadata(dir.join("exe")) {
+            Ok(m) => self.exes.contains(&(m.dev(), m.ino())),
+            Err(e) => matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)),
+        }
     }
 
     /// The entry that `real` (an absolute path without symlinks) is, or lies within.

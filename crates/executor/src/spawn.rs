@@ -9,6 +9,15 @@
 //! * `<shell> -c <command>` with stdin `/dev/null`, stdout and stderr piped, the working
 //!   directory given, and exactly the environment of [`BashConfig::env`] (the executor's own
 //!   variables and secrets never reach the child).
+//! * As the token's account ([`crate::accounts`]): a token mapped to another account than
+//!   root runs its command with that account's uid, primary gid and supplementary groups, set
+//!   in the child before it executes the shell ([`process::spawn_isolated_as`]: the executor's
+//!   thread never changes its ids, so no process of the account can signal it), with `HOME`,
+//!   `USER`, `LOGNAME` and `SHELL` of the account and a user's `PATH`, in its home directory
+//!   unless a `working_dir` is given (`/` when the home is missing or closed to it). The
+//!   working directory is checked, and entered, with the account's rights. `sudo -n` then
+//!   works as the sudoers file allows the account, and fails at once otherwise (there is no
+//!   terminal to ask a password on).
 //! * The child calls `setsid`, so it leads a new session and process group whose id equals its
 //!   pid. That id is recorded at spawn time and every signal goes to the whole group; it is never
 //!   looked up again (the references' `getpgid` after the leader was reaped is what let a
@@ -36,6 +45,7 @@
 //!   pid, and so the group id, cannot be given to another process, so the signal can never hit
 //!   an unrelated group.
 
+use crate::accounts::Account;
 use crate::auth::{Authorized, Rw};
 use crate::cgroup::{CallCgroup, Confinement, Limits};
 use crate::paths::os_message;
@@ -66,6 +76,11 @@ pub(crate) const MAX_TIMEOUT_SECS: u32 = 600;
 const DEFAULT_SHELL: &str = mymcp_settings::BASH_SHELL.default();
 /// `PATH` of every command.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `PATH` of the commands of an account other than root, unless the operator passes one through
+/// (Debian's `ENV_PATH` of `login.defs`, without the games).
+const ACCOUNT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// `SHELL` of an account whose entry names no login shell (as `login` does).
+const NO_LOGIN_SHELL: &str = "/bin/sh";
 /// How long the pipes may stay open after the group was sent SIGKILL.
 const PIPE_DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
 /// How long a stopped command waits for its killed shell before leaving it to tokio's reaper.
@@ -147,6 +162,26 @@ impl BashConfig {
         }
         env
     }
+}
+
+/// The environment of a command of `account` (one that is acted as): `cfg_env` with the
+/// account's `HOME`, `USER`, `LOGNAME`, `SHELL`, and a user's `PATH` unless the operator
+/// passed one through.
+fn account_env(cfg_env: &[(OsString, OsString)], account: &Account) -> Vec<(OsString, OsString)> {
+    let mut env = cfg_env.to_vec();
+    set_var(&mut env, "HOME", account.home.as_str());
+    set_var(&mut env, "USER", account.name.as_str());
+    set_var(&mut env, "LOGNAME", account.name.as_str());
+    let shell = if account.shell.is_empty() {
+        NO_LOGIN_SHELL
+    } else {
+        account.shell.as_str()
+    };
+    set_var(&mut env, "SHELL", shell);
+    if env.iter().any(|(k, v)| k == "PATH" && v == DEFAULT_PATH) {
+        set_var(&mut env, "PATH", ACCOUNT_PATH);
+    }
+    env
 }
 
 fn set_var(env: &mut Vec<(OsString, OsString)>, name: &str, value: impl Into<OsString>) {
@@ -235,7 +270,7 @@ pub(crate) async fn bash_execute(
 ) -> Result<BashOutput, ToolFailure> {
     let timeout_secs = clamp_timeout(args.timeout);
     let max_output = clamp_max_output(args.max_output_bytes, cfg);
-    let spec = CommandSpec::check(args)?;
+    let spec = CommandSpec::check(auth, args)?;
     let started = start(auth, &spec, cfg)?;
     let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
     let mut out = Capture::new(max_output, &activity.stdout);
@@ -272,15 +307,27 @@ pub(crate) struct CommandSpec {
 
 impl CommandSpec {
     /// Refuses a NUL in the command and a working directory that is not an absolute,
-    /// existing, searchable directory (default `/`).
-    pub(crate) fn check(args: &BashExecute) -> Result<CommandSpec, ToolFailure> {
+    /// existing directory the caller's account may search. Without one: `/`, or for an
+    /// account that is acted as its home directory (`/` when that is missing or closed to it).
+    pub(crate) fn check(
+        auth: &Authorized<Rw>,
+        args: &BashExecute,
+    ) -> Result<CommandSpec, ToolFailure> {
         if args.command.contains('\0') {
             return Err(ToolFailure::new(
                 ErrorCode::InvalidArguments,
                 "command contains a NUL byte",
             ));
         }
-        let dir = check_working_dir(args.working_dir.as_deref().unwrap_or("/"))?;
+        let account = auth.account();
+        let _as = auth.act()?;
+        let dir = match args.working_dir.as_deref() {
+            Some(dir) => check_working_dir(dir)?,
+            None if account.acts() && !account.home.is_empty() => {
+                check_working_dir(&account.home).unwrap_or_else(|_| PathBuf::from("/"))
+            }
+            None => check_working_dir("/")?,
+        };
         Ok(CommandSpec {
             command: args.command.clone(),
             dir,
@@ -294,13 +341,15 @@ fn limits_for(_auth: &Authorized<Rw>, confine: &Confinement) -> Limits {
     confine.limits()
 }
 
-/// Starts `<shell> -c <command>` for the holder of `auth` in its own session and in a cgroup of
-/// its own (see [`process::spawn_confined`]). Must run inside a tokio runtime.
+/// Starts `<shell> -c <command>` for the holder of `auth` in its own session, as its account,
+/// and in a cgroup of its own (see [`process::spawn_confined`]). Must run inside a tokio
+/// runtime.
 pub(crate) fn start(
     auth: &Authorized<Rw>,
     spec: &CommandSpec,
     cfg: &BashConfig,
 ) -> Result<Started, ToolFailure> {
+    let account = auth.account();
     let invalid = |what: &str| {
         ToolFailure::new(
             ErrorCode::InvalidArguments,
@@ -313,8 +362,14 @@ pub(crate) fn start(
         CString::from(c"-c"),
         CString::new(spec.command.as_bytes()).map_err(|_| invalid("command"))?,
     ];
-    let envp: Vec<CString> = cfg
-        .env
+    let account_env;
+    let env = if account.acts() {
+        account_env = self::account_env(&cfg.env, account);
+        &account_env
+    } else {
+        &cfg.env
+    };
+    let envp: Vec<CString> = env
         .iter()
         .filter_map(|(k, v)| {
             let mut var = k.as_bytes().to_vec();
@@ -341,7 +396,12 @@ pub(crate) fn start(
         v2: cgroup.as_ref().and_then(CallCgroup::v2),
         procs: &v1,
     };
-    let spawned = process::spawn_confined(&shell, &argv, &envp, &dir, None, placement);
+    let ids = account.acts().then(|| process::Ids {
+        uid: account.uid,
+        gid: account.gid,
+        groups: &account.groups,
+    });
+    let spawned = process::spawn_confined(&shell, &argv, &envp, &dir, ids, placement);
     drop(v1);
     let spawned = match spawned {
         Ok(s) => s,

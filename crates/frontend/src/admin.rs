@@ -19,18 +19,20 @@ use crate::bearer::{bearer_token, token_digest, BearerError};
 use crate::body::{self, BodyError, BodyTimeouts};
 use crate::forward::{ForwardError, Forwarder};
 use crate::metrics::{Format, FrontendMetrics, Surface};
+use crate::request_id::RequestId;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use mymcp_protocol::{
-    AdminOp, AdminOutcome, FrontendRequest, FrontendResponse, MetricsOutcome, Role, TokenDigest,
-    TokenInfo,
+    AdminOp, AdminOutcome, CallOrigin, FrontendRequest, FrontendResponse, MetricsOutcome, Role,
+    TokenDigest, TokenInfo,
 };
 use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Largest accepted `POST /admin/tokens` body.
@@ -85,10 +87,24 @@ fn admin_token(ops: &Ops, headers: &HeaderMap) -> Result<TokenDigest, Response> 
     }
 }
 
-async fn ask(ops: &Ops, token: TokenDigest, op: AdminOp) -> Result<AdminOutcome, Response> {
+/// Who sent an admin request, for the executor's audit log.
+fn origin(peer: SocketAddr, RequestId(request_id): RequestId) -> CallOrigin {
+    CallOrigin {
+        peer: peer.ip().to_canonical().to_string(),
+        request_id,
+    }
+}
+
+async fn ask(
+    ops: &Ops,
+    token: TokenDigest,
+    origin: &CallOrigin,
+    op: AdminOp,
+) -> Result<AdminOutcome, Response> {
+    let origin = origin.clone();
     match ops
         .forwarder
-        .request(FrontendRequest::Admin { token, op })
+        .request(FrontendRequest::Admin { token, origin, op })
         .await
     {
         Ok(FrontendResponse::Admin(outcome)) => Ok(outcome),
@@ -109,8 +125,8 @@ async fn ask(ops: &Ops, token: TokenDigest, op: AdminOp) -> Result<AdminOutcome,
 
 fn info_json(t: &TokenInfo) -> Value {
     json!({
-        "id": t.id, "name": t.name, "role": t.role.as_str(), "created_at": t.created_at,
-        "last_used": t.last_used, "enabled": t.enabled,
+        "id": t.id, "name": t.name, "role": t.role.as_str(), "user": t.user,
+        "created_at": t.created_at, "last_used": t.last_used, "enabled": t.enabled,
     })
 }
 
@@ -128,12 +144,17 @@ fn common(outcome: AdminOutcome) -> Response {
     }
 }
 
-async fn list(State(ops): State<Ops>, headers: HeaderMap) -> Response {
+async fn list(
+    State(ops): State<Ops>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
     let token = match admin_token(&ops, &headers) {
         Ok(t) => t,
         Err(r) => return r,
     };
-    match ask(&ops, token, AdminOp::List).await {
+    match ask(&ops, token, &origin(peer, id), AdminOp::List).await {
         Ok(AdminOutcome::Tokens(list)) => {
             let map: Map<String, Value> =
                 list.iter().map(|t| (t.id.clone(), info_json(t))).collect();
@@ -145,8 +166,9 @@ async fn list(State(ops): State<Ops>, headers: HeaderMap) -> Response {
 }
 
 /// Checks a create body: `name` (a non-empty string) is required, `role` is `ro` (default) or
-/// `rw`.
-pub fn parse_create(body: &[u8]) -> Result<(String, Role), String> {
+/// `rw`, `user` (optional) the Unix account the token acts as; the executor checks that it
+/// exists (none: its `MYMCP_DEFAULT_USER`).
+pub fn parse_create(body: &[u8]) -> Result<(String, Role, Option<String>), String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "invalid JSON body".to_owned())?;
     let Value::Object(m) = v else {
         return Err("body must be a JSON object with \"name\" and \"role\"".to_owned());
@@ -166,19 +188,31 @@ pub fn parse_create(body: &[u8]) -> Result<(String, Role), String> {
         },
         Some(_) => return Err("role must be a string, 'ro' or 'rw'".to_owned()),
     };
-    Ok((name, role))
+    let user = match m.get("user") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) => Some(u.clone()),
+        Some(_) => return Err("user must be a string, the name of a Unix account".to_owned()),
+    };
+    Ok((name, role, user))
 }
 
-async fn create(State(ops): State<Ops>, headers: HeaderMap, body: Body) -> Response {
+async fn create(
+    State(ops): State<Ops>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = tokio::time::Instant::now();
     let token = match admin_token(&ops, &headers) {
         Ok(t) => t,
         Err(r) => return r,
     };
+    let origin = origin(peer, id);
     // Who asks comes first: only an admin's body is read, and only an admin learns what is
     // wrong with it.
-    match ask(&ops, token, AdminOp::List).await {
-        Ok(AdminOutcome::Tokens(_)) => {}
+    match ask(&ops, token, &origin, AdminOp::Check).await {
+        Ok(AdminOutcome::Allowed) => {}
         Ok(other) => return common(other),
         Err(r) => return r,
     }
@@ -192,14 +226,14 @@ async fn create(State(ops): State<Ops>, headers: HeaderMap, body: Body) -> Respo
             return detail(StatusCode::BAD_REQUEST, "Failed to read request body")
         }
     };
-    let (name, role) = match parsed {
+    let (name, role, user) = match parsed {
         Ok(p) => p,
         Err(why) => return detail(StatusCode::BAD_REQUEST, &why),
     };
-    match ask(&ops, token, AdminOp::Create { name, role }).await {
+    match ask(&ops, token, &origin, AdminOp::Create { name, role, user }).await {
         Ok(AdminOutcome::Created { token, info }) => Json(json!({
             "token": token, "id": info.id, "name": info.name, "role": info.role.as_str(),
-            "created_at": info.created_at,
+            "user": info.user, "created_at": info.created_at,
         }))
         .into_response(),
         Ok(other) => common(other),
@@ -209,6 +243,8 @@ async fn create(State(ops): State<Ops>, headers: HeaderMap, body: Body) -> Respo
 
 async fn revoke(
     State(ops): State<Ops>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(id): Extension<RequestId>,
     headers: HeaderMap,
     Path(selector): Path<String>,
 ) -> Response {
@@ -219,6 +255,7 @@ async fn revoke(
     match ask(
         &ops,
         token,
+        &origin(peer, id),
         AdminOp::Revoke {
             selector: selector.clone(),
         },
@@ -294,9 +331,20 @@ mod tests {
     fn create_bodies_are_checked_like_the_reference() {
         assert_eq!(
             parse_create(br#"{"name":"a","role":"rw"}"#),
-            Ok(("a".into(), Role::Rw))
+            Ok(("a".into(), Role::Rw, None))
         );
-        assert_eq!(parse_create(br#"{"name":"a"}"#), Ok(("a".into(), Role::Ro)));
+        assert_eq!(
+            parse_create(br#"{"name":"a"}"#),
+            Ok(("a".into(), Role::Ro, None))
+        );
+        assert_eq!(
+            parse_create(br#"{"name":"a","role":"ro","user":"alice"}"#),
+            Ok(("a".into(), Role::Ro, Some("alice".into())))
+        );
+        assert_eq!(
+            parse_create(br#"{"name":"a","user":7}"#).unwrap_err(),
+            "user must be a string, the name of a Unix account"
+        );
         assert_eq!(
             parse_create(br#"{"role":"rw"}"#).unwrap_err(),
             "name is required"

@@ -832,18 +832,33 @@ async fn call_tool(
     progress: Option<mpsc::Sender<Progress>>,
     era: Era,
 ) -> Result<RpcBody, Stop> {
+    let span = crate::otel::ToolSpan::start(call.name().as_str(), id);
     let request = FrontendRequest::Call {
         token: caller.token,
         origin: caller.origin.clone(),
         call,
-    };
+    }
+    .with_trace(span.wire());
     let key = CallKey::new(caller.token, caller.session.as_deref(), id);
     let (_registration, cancel) = calls.register(key);
     let watch = Watch {
         progress,
         cancel: Some(cancel),
     };
-    match executor.request_watched(request, watch).await {
+    let answer = executor.request_watched(request, watch).await;
+    match &answer {
+        Ok(FrontendResponse::Tool(Err(failure))) => span.end(
+            Some(failure.code.as_str()),
+            matches!(
+                failure.code,
+                ErrorCode::PermissionDenied | ErrorCode::UnknownTool
+            ),
+        ),
+        Ok(FrontendResponse::Tool(Ok(_))) => span.end(None, false),
+        Ok(_) => span.end(Some("Unauthenticated"), true),
+        Err(_) => span.end(Some("Unavailable"), false),
+    }
+    match answer {
         Ok(FrontendResponse::Tool(outcome)) => Ok(RpcBody::tool(
             CallToolResult::from_outcome(outcome, &caller.tickets),
             era,
@@ -1086,7 +1101,8 @@ impl<E: ExecutorClient> Session<'_, E> {
             origin: self.caller.origin.clone(),
             tool,
             failure: failure.clone(),
-        };
+        }
+        .with_trace(crate::otel::current_wire());
         match self.executor.request(request).await {
             Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
             Ok(_) => Ok(()),

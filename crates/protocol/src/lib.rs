@@ -31,9 +31,11 @@
 mod byte_string;
 pub mod frame;
 mod tools;
+mod trace;
 mod transfer;
 
 pub use tools::*;
+pub use trace::*;
 pub use transfer::*;
 
 use serde::{Deserialize, Serialize};
@@ -268,8 +270,12 @@ pub enum FrontendRequest {
         call: ToolCall,
     },
     /// `/admin/tokens`: manage `ro`/`rw` tokens for the holder of `token`, which the executor
-    /// checks for the admin role.
-    Admin { token: TokenDigest, op: AdminOp },
+    /// checks for the admin role. `origin` is for the audit log.
+    Admin {
+        token: TokenDigest,
+        origin: CallOrigin,
+        op: AdminOp,
+    },
     /// `/metrics`: the executor's counters for the holder of `token` (the metrics role), or
     /// `None` when the HTTP request carried no bearer token.
     Metrics { token: Option<TokenDigest> },
@@ -295,10 +301,11 @@ pub enum FrontendRequest {
         origin: CallOrigin,
     },
     /// Check a grant as `Redeem` would, without claiming it (`HEAD`). Answered with
-    /// [`FrontendResponse::TransferProbe`].
+    /// [`FrontendResponse::TransferProbe`]. `origin` is for the audit log.
     Probe {
         grant: GrantId,
         direction: Direction,
+        origin: CallOrigin,
     },
     /// The upload body of claim `claim` of `grant` ended normally: once the pipe is drained the
     /// executor may commit the file. Without it, an upload whose pipe closes is discarded (the
@@ -309,6 +316,137 @@ pub enum FrontendRequest {
     /// `Unauthenticated`. The frontend asks it for the answers that depend on it
     /// (`tools/list`, and the instructions of `initialize` and `server/discover`).
     Offer { token: TokenDigest },
+    /// The frontend's OTLP export of the audit log: the records the executor holds from
+    /// position `from` of its feed on (0 at first; then the `next` of the previous answer),
+    /// answered with [`FrontendResponse::AuditRecords`] at once when there are some, else when
+    /// one is written or after a few seconds. Served only when the executor's operator enabled
+    /// it (`MYMCP_OTLP_AUDIT_LOGS`); the local log stays what decides.
+    AuditRecords { from: u64 },
+    /// The executor's counters for the frontend's OTLP metrics export, without a metrics token:
+    /// answered with [`FrontendResponse::Metrics`], a snapshot only when the executor's operator
+    /// enabled it (`MYMCP_OTLP_EXECUTOR_METRICS`), else [`MetricsOutcome::Disabled`].
+    TelemetryMetrics,
+    /// A `Call`, `Refused` or `Redeem` that continues the frontend's trace (OpenTelemetry is
+    /// on): answered as the request would be, or, when `trace` is sampled, with
+    /// [`FrontendResponse::Traced`] carrying the executor's spans. A wrapper rather than a
+    /// field of [`CallOrigin`], so that a request without a trace is encoded exactly as it
+    /// always was; and a closed set ([`TracedRequest`]), so that it cannot nest.
+    Traced {
+        trace: TraceContext,
+        request: TracedRequest,
+    },
+}
+
+/// The requests that may continue a trace ([`FrontendRequest::Traced`]): the same fields as
+/// the [`FrontendRequest`] variants of the same names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TracedRequest {
+    Call {
+        token: TokenDigest,
+        origin: CallOrigin,
+        call: ToolCall,
+    },
+    Refused {
+        token: TokenDigest,
+        origin: CallOrigin,
+        tool: String,
+        failure: ToolFailure,
+    },
+    Redeem {
+        grant: GrantId,
+        direction: Direction,
+        announced_len: Option<u64>,
+        origin: CallOrigin,
+    },
+}
+
+impl From<TracedRequest> for FrontendRequest {
+    fn from(r: TracedRequest) -> FrontendRequest {
+        match r {
+            TracedRequest::Call {
+                token,
+                origin,
+                call,
+            } => FrontendRequest::Call {
+                token,
+                origin,
+                call,
+            },
+            TracedRequest::Refused {
+                token,
+                origin,
+                tool,
+                failure,
+            } => FrontendRequest::Refused {
+                token,
+                origin,
+                tool,
+                failure,
+            },
+            TracedRequest::Redeem {
+                grant,
+                direction,
+                announced_len,
+                origin,
+            } => FrontendRequest::Redeem {
+                grant,
+                direction,
+                announced_len,
+                origin,
+            },
+        }
+    }
+}
+
+impl FrontendRequest {
+    /// `self` continuing `trace`, when there is one and `self` is a request that can carry it
+    /// (`Call`, `Refused`, `Redeem`); else `self` unchanged.
+    pub fn with_trace(self, trace: Option<TraceContext>) -> FrontendRequest {
+        let Some(trace) = trace else { return self };
+        let request = match self {
+            FrontendRequest::Call {
+                token,
+                origin,
+                call,
+            } => TracedRequest::Call {
+                token,
+                origin,
+                call,
+            },
+            FrontendRequest::Refused {
+                token,
+                origin,
+                tool,
+                failure,
+            } => TracedRequest::Refused {
+                token,
+                origin,
+                tool,
+                failure,
+            },
+            FrontendRequest::Redeem {
+                grant,
+                direction,
+                announced_len,
+                origin,
+            } => TracedRequest::Redeem {
+                grant,
+                direction,
+                announced_len,
+                origin,
+            },
+            other => return other,
+        };
+        FrontendRequest::Traced { trace, request }
+    }
+
+    /// The request without its trace wrapper, and the trace it continues.
+    pub fn split_trace(self) -> (FrontendRequest, Option<TraceContext>) {
+        match self {
+            FrontendRequest::Traced { trace, request } => (request.into(), Some(trace)),
+            other => (other, None),
+        }
+    }
 }
 
 /// What the host can serve at the moment of asking ([`FrontendRequest::Offer`]).
@@ -322,11 +460,16 @@ pub struct HostOffer {
 /// What an `/admin/tokens` request asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminOp {
+    /// Is `token` an admin token? Asked before a create body is read, so that only an admin
+    /// learns what is wrong with it. Answered with [`AdminOutcome::Allowed`]; not audited.
+    Check,
     List,
-    /// Create a token (`ro` or `rw`); its value is returned once.
+    /// Create a token (`ro` or `rw`); its value is returned once. `user` is the Unix account
+    /// its calls act as (`None`: the executor's `MYMCP_DEFAULT_USER`).
     Create {
         name: String,
         role: Role,
+        user: Option<String>,
     },
     /// Revoke by token value or id (as [`ControlRequest::TokenRevoke`]).
     Revoke {
@@ -339,6 +482,8 @@ pub enum AdminOp {
 pub enum AdminOutcome {
     /// The token is not an admin token (HTTP 403).
     Forbidden,
+    /// The answer to [`AdminOp::Check`]: an admin token.
+    Allowed,
     Tokens(Vec<TokenInfo>),
     Created {
         token: String,
@@ -446,15 +591,71 @@ pub enum FrontendResponse {
     Acknowledged(bool),
     /// The answer to `Offer`.
     Offer(HostOffer),
+    /// The answer to a `Call` or `Redeem` that carried a sampled [`TraceContext`]: the answer
+    /// and the spans the executor recorded for it. The frontend unwraps it ([`Traced::split`])
+    /// before anything else looks at the answer.
+    Traced(Traced),
+    /// The answer to `AuditRecords`.
+    AuditRecords(AuditRecords),
+}
+
+/// An answer with the executor's spans for it. The answer is one of the kinds that can carry
+/// spans (not a nested `Traced`: the type cannot nest).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traced {
+    /// The request's trace context, as the frontend sent it.
+    pub context: TraceContext,
+    pub spans: ExecutorSpans,
+    pub response: TracedResponse,
+}
+
+/// The answers that may come [`Traced`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TracedResponse {
+    Tool(Result<ToolOutput, ToolFailure>),
+    Transfer(Result<TransferDone, TransferError>),
+}
+
+impl Traced {
+    /// The plain answer and the spans.
+    pub fn split(self) -> (FrontendResponse, ExecutorSpans) {
+        let response = match self.response {
+            TracedResponse::Tool(r) => FrontendResponse::Tool(r),
+            TracedResponse::Transfer(r) => FrontendResponse::Transfer(r),
+        };
+        (response, self.spans)
+    }
+}
+
+impl FrontendResponse {
+    /// `self` with the spans of its request (see [`Traced`]), when it is an answer that can
+    /// carry them and there are some.
+    pub fn traced(self, trace: Option<(TraceContext, ExecutorSpans)>) -> FrontendResponse {
+        let Some((context, spans)) = trace.filter(|(_, spans)| !spans.is_empty()) else {
+            return self;
+        };
+        let response = match self {
+            FrontendResponse::Tool(r) => TracedResponse::Tool(r),
+            FrontendResponse::Transfer(r) => TracedResponse::Transfer(r),
+            other => return other,
+        };
+        FrontendResponse::Traced(Traced {
+            context,
+            spans,
+            response,
+        })
+    }
 }
 
 /// Requests accepted on `control.sock`, from root only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {
-    /// Create a token; its value is returned once and only its digest is stored.
+    /// Create a token; its value is returned once and only its digest is stored. `user` is
+    /// the Unix account its calls act as (`None`: the executor's `MYMCP_DEFAULT_USER`).
     TokenAdd {
         name: String,
         role: Role,
+        user: Option<String>,
     },
     TokenList,
     /// Revoke by token value or by id (the first hex digits of its digest, unique prefix).
@@ -538,6 +739,8 @@ pub struct TokenInfo {
     pub id: String,
     pub name: String,
     pub role: Role,
+    /// The Unix account the token's calls act as.
+    pub user: String,
     pub created_at: String,
     pub last_used: Option<String>,
     pub enabled: bool,
@@ -635,6 +838,61 @@ mod tests {
             let back = frame::decode::<ClientFrame<FrontendRequest>>(&bytes[frame::HEADER_LEN..]);
             assert_eq!(back.is_ok(), ok, "{peer:?} {request_id:?}");
         }
+    }
+
+    fn read_call() -> FrontendRequest {
+        FrontendRequest::Call {
+            token: TokenDigest([1; 32]),
+            origin: CallOrigin {
+                peer: "p".into(),
+                request_id: "r".into(),
+            },
+            call: ToolCall::ReadFile(ReadFile {
+                file_path: "/f".into(),
+                offset: None,
+                limit: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_request_without_a_trace_is_encoded_as_before_tracing_existed() {
+        // The bytes of this Call as the protocol encoded it before `Traced` was added: a peer
+        // that sends no trace context sends exactly these.
+        let mut golden = vec![0, 0, 0, 45, 1, 7, 1];
+        golden.extend([1; 32]);
+        golden.extend([1, b'p', 1, b'r', 1, 2, b'/', b'f', 0, 0]);
+        let plain = ClientFrame::Request {
+            id: 7,
+            body: read_call().with_trace(None),
+        };
+        assert_eq!(frame::encode(&plain).unwrap(), golden);
+    }
+
+    #[test]
+    fn a_trace_wraps_a_call_and_comes_off_again_but_cannot_nest() {
+        let trace = TraceContext {
+            trace_id: TraceId([3; 16]),
+            parent: SpanId([4; 8]),
+            sampled: true,
+        };
+        let traced = read_call().with_trace(Some(trace));
+        assert!(matches!(traced, FrontendRequest::Traced { .. }));
+        let bytes = frame::encode(&traced).unwrap();
+        let back: FrontendRequest = frame::decode(&bytes[frame::HEADER_LEN..]).unwrap();
+        assert_eq!(back.split_trace(), (read_call(), Some(trace)));
+        // Only Call, Refused and Redeem carry a trace: others go out as they are.
+        let identify = FrontendRequest::Identify {
+            token: TokenDigest([1; 32]),
+        };
+        assert_eq!(identify.clone().with_trace(Some(trace)), identify);
+        // A Traced inside a Traced is not a TracedRequest: the frame does not decode.
+        let mut nested = bytes[frame::HEADER_LEN..].to_vec();
+        let inner = 1 + 16 + 8 + 1; // Traced's index, the trace context
+        nested.truncate(inner);
+        nested.push(3); // no TracedRequest has index 3
+        nested.extend_from_slice(&bytes[frame::HEADER_LEN..]);
+        assert!(frame::decode::<FrontendRequest>(&nested).is_err());
     }
 
     #[test]

@@ -449,6 +449,9 @@ pub enum ErrorCode {
     InvalidExpiresIn,
     /// server_overview: no overview has been generated (or it cannot be read).
     RecorderDisabled,
+    /// The token's Unix account is unknown, deleted or expired, or cannot be acted as:
+    /// nothing ran.
+    AccountUnavailable,
 }
 
 impl ErrorCode {
@@ -480,6 +483,7 @@ impl ErrorCode {
             ErrorCode::FileNotFound => "FileNotFound",
             ErrorCode::InvalidExpiresIn => "InvalidExpiresIn",
             ErrorCode::RecorderDisabled => "RecorderDisabled",
+            ErrorCode::AccountUnavailable => "AccountUnavailable",
         }
     }
 }

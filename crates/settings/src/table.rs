@@ -221,6 +221,14 @@ pub const TOKEN_FILE: Setting<Path> = Setting {
     help: "Token store (SHA-256 digests only; created if missing; protected with its directory). A Python/Go tokens.json found here is converted at start-up.",
 };
 
+pub const DEFAULT_USER: Setting<Text> = Setting {
+    name: "MYMCP_DEFAULT_USER",
+    kind: Text { default: "root" },
+    read_by: &[Executor, Ctl],
+    group: Group::Daemons,
+    help: "The Unix account of tokens made without --user (written into the token when it is made) and of tokens from before accounts existed (looked up at each call): their commands, file tools, searches and transfers run with that account's rights (see docs/accounts.md). mymcpctl install --tools-user sets it.",
+};
+
 pub const ADMIN_TOKEN: Setting<Secret> = Setting {
     name: "MYMCP_ADMIN_TOKEN",
     kind: Secret,
@@ -744,6 +752,27 @@ pub const AUDIT_SEAL_INTERVAL_SEC: Setting<Integer> = Setting {
     help: "Seal the log at least this often (seconds) while records arrive.",
 };
 
+// OpenTelemetry -------------------------------------------------------------------------------
+// The frontend exports (OTLP) when its OTEL_EXPORTER_OTLP_ENDPOINT is set: the standard OTEL_*
+// variables are not MYMCP_* settings and are documented in docs/operations.md. What the
+// executor hands the frontend for that export beyond its spans is the executor's decision:
+
+pub const OTLP_AUDIT_LOGS: Setting<Bool> = Setting {
+    name: "MYMCP_OTLP_AUDIT_LOGS",
+    kind: Bool { default: false },
+    read_by: &[Executor],
+    group: Group::Telemetry,
+    help: "Hand each audit record, once written, to the frontend for export as an OTLP log record (best effort; the local audit log still decides every call).",
+};
+
+pub const OTLP_EXECUTOR_METRICS: Setting<Bool> = Setting {
+    name: "MYMCP_OTLP_EXECUTOR_METRICS",
+    kind: Bool { default: false },
+    read_by: &[Executor],
+    group: Group::Telemetry,
+    help: "Let the frontend read the executor's counters without a metrics token, to push them as OTLP metrics.",
+};
+
 // Host overview and the recorder's files --------------------------------------------------------
 
 pub const RECORDER_DATA_DIR: Setting<Path> = Setting {
@@ -990,6 +1019,7 @@ pub const ALL: &[&dyn Declared] = &[
     &RUNTIME_DIR,
     &FRONTEND_USER,
     &TOKEN_FILE,
+    &DEFAULT_USER,
     &ADMIN_TOKEN,
     &METRICS_TOKEN,
     &STATE_DIR,
@@ -1034,6 +1064,8 @@ pub const ALL: &[&dyn Declared] = &[
     &AUDIT_OUTPUT_BASH_TAIL_BYTES,
     &AUDIT_SEAL_RECORDS,
     &AUDIT_SEAL_INTERVAL_SEC,
+    &OTLP_AUDIT_LOGS,
+    &OTLP_EXECUTOR_METRICS,
     &RECORDER_DATA_DIR,
     &RECORDER_MERGE_INTERVAL_SEC,
     &RECORDER_METRICS_FILE,

@@ -165,6 +165,16 @@ pub fn spawn_confined(
     };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    // The pipes are the account's, as a shell of its own would make them: a command that
+    // opens its output again by name (`echo x > /dev/stderr`, through /proc/self/fd) may.
+    if change_ids {
+        for end in [&out_w, &err_w] {
+            // SAFETY: fchown of a pipe end this function owns, integer arguments.
+            if unsafe { libc::fchown(end.as_raw_fd(), ids.uid, ids.gid) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
     let devnull = open_devnull()?;
     let argv_ptrs: Vec<*mut libc::c_char> = argv
         .iter()
@@ -314,17 +324,13 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         Some(127)
     };
     // SAFETY: every call below is a system call (or glibc's plain, lock-free wrapper of one:
-    // write, setsid, dup2, chdir, close, execve) on integers, on the child's own copy of the
-    // descriptor table and signal handlers, or on NUL-terminated strings and null-terminated
+    // write, setsid, dup2, prctl, chdir, close, execve) on integers, on the child's own copy of
+    // the descriptor table and signal handlers, or on NUL-terminated strings and null-terminated
     // arrays of them that the parent keeps alive (see `spawn_confined`); `cgroups` points to
     // `ncgroups` descriptors in the parent's live vector, and the byte written is a literal.
     // None allocates or takes a lock, and the set*id calls are the raw ones, which change this
     // child only.
     unsafe {
-        // Every signal at its default disposition (the parent's handlers and ignored signals
-        // are copies here), glibc's internal ones included, hence the raw call: the kernel's
-        // `struct sigaction` all zero is SIG_DFL without flags or mask in every layout.
-        // SIGKILL and SIGSTOP refuse, which is fine.
         // Into the call's cgroups before anything else, while still root: from here on every
         // process this child starts is born inside them.
         for i in 0..s.ncgroups {
@@ -334,6 +340,10 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 return rc;
             }
         }
+        // Every signal at its default disposition (the parent's handlers and ignored signals
+        // are copies here), glibc's internal ones included, hence the raw call: the kernel's
+        // `struct sigaction` all zero is SIG_DFL without flags or mask in every layout.
+        // SIGKILL and SIGSTOP refuse, which is fine.
         let dfl = [0u64; 4];
         for sig in 1..=64 {
             libc::syscall(
@@ -353,15 +363,21 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         if s.change_ids {
-            let steps = [
-                libc::syscall(libc::SYS_setgroups, s.ngroups, s.groups),
-                libc::syscall(libc::SYS_setresgid, s.gid, s.gid, s.gid),
-                libc::syscall(libc::SYS_setresuid, s.uid, s.uid, s.uid),
-            ];
-            for rc in steps {
-                if let Some(rc) = fail(rc) {
-                    return rc;
-                }
+            // One after the other: a step is made only once the one before it succeeded.
+            if let Some(rc) = fail(libc::syscall(libc::SYS_setgroups, s.ngroups, s.groups)) {
+                return rc;
+            }
+            if let Some(rc) = fail(libc::syscall(libc::SYS_setresgid, s.gid, s.gid, s.gid)) {
+                return rc;
+            }
+            if let Some(rc) = fail(libc::syscall(libc::SYS_setresuid, s.uid, s.uid, s.uid)) {
+                return rc;
+            }
+            // Now all the account's, this child shares the caller's memory until it executes:
+            // no process of the account may trace it. The kernel made it non-dumpable with the
+            // uid change unless fs.suid_dumpable says otherwise; say it again whatever that is.
+            if let Some(rc) = fail(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) as libc::c_long) {
+                return rc;
             }
         }
         // As the account: the kernel checks its search permission on the way.
@@ -973,7 +989,7 @@ mod tests {
         };
         let before = std::fs::read_to_string("/proc/thread-self/status").unwrap();
         let (out, code) = run_as(
-            "cat /proc/self/status; ls /proc/$$/fd | tr '\\n' ' '; echo; pwd; ps -o sid= -p $$ 2>/dev/null; echo pid $$",
+            "cat /proc/self/status; ls /proc/$$/fd | tr '\\n' ' '; echo; pwd; ps -o sid= -p $$ 2>/dev/null; echo pid $$; echo again > /dev/stdout",
             c"/tmp",
             ids,
         )
@@ -995,6 +1011,7 @@ mod tests {
         assert_eq!(field(&out, "SigBlk:"), "0000000000000000", "{out}");
         assert!(out.lines().any(|l| l.trim() == "0 1 2"), "{out}");
         assert!(out.lines().any(|l| l == "/tmp"), "{out}");
+        assert!(out.lines().any(|l| l == "again"), "{out}");
         // The spawning thread's credentials are what they were.
         let after = std::fs::read_to_string("/proc/thread-self/status").unwrap();
         assert_eq!(field(&before, "Uid:"), field(&after, "Uid:"));

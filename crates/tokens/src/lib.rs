@@ -1,4 +1,4 @@
-//! The token store: SHA-256 digests of bearer tokens with their name and role.
+//! The token store: SHA-256 digests of bearer tokens with their name, role and account.
 //!
 //! The store never holds a token value: a token is shown once when created and only its
 //! digest is kept, so reading the file (or a backup of it) yields nothing usable. The file is
@@ -10,6 +10,11 @@
 //! applied and never overwritten; the last good set stays in force and changes are refused
 //! until it is fixed. `last_used` is kept in memory and written lazily ([`TokenStore::flush`]),
 //! never once per request.
+//!
+//! Every client token names the Unix account its calls act as (`user`). A token stored
+//! without one (made by an older mymcp, imported, or written by hand) acts as the store's
+//! default account, [`TokenStore::with_default_user`] (the executor's `MYMCP_DEFAULT_USER`,
+//! `root` unless set).
 //!
 //! This crate is mymcp-tokens: the store, the digests and the clock its timestamps come from.
 //! The executor owns the store at run time; `mymcpctl` (the quick try's temporary store, the
@@ -43,6 +48,12 @@ const TOKEN_RANDOM_BYTES: usize = 32;
 pub const ID_LEN: usize = 12;
 const FORMAT: &str = "mymcp-tokens-v1";
 const MAX_NAME_LEN: usize = 64;
+/// Longest account name accepted (local names are at most 32 bytes; directory services'
+/// `user@domain` names may be longer).
+const MAX_USER_LEN: usize = 256;
+/// The account of tokens that name none, unless the store is told otherwise: the built-in
+/// default of `MYMCP_DEFAULT_USER` (the executor sets the store's from the setting).
+pub const BUILTIN_DEFAULT_USER: &str = "root";
 
 /// Why the store could not be used or changed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +64,10 @@ pub enum TokenError {
     Corrupt { path: PathBuf, reason: String },
     #[error("invalid token name {0:?}: use 1-64 printable characters")]
     InvalidName(String),
+    #[error(
+        "invalid account name {0:?}: use 1-256 printable characters without spaces, ':' or '/'"
+    )]
+    InvalidUser(String),
     #[error("no token matches {0:?}")]
     NotFound(String),
     #[error("{0:?} matches more than one token; give more digits of the id")]
@@ -91,6 +106,9 @@ struct StoredToken {
     last_used: Option<String>,
     #[serde(default = "enabled_default")]
     enabled: bool,
+    /// The Unix account the token acts as; missing: the store's default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
 }
 
 fn enabled_default() -> bool {
@@ -177,6 +195,28 @@ struct Entry {
     created_at: String,
     last_used: Option<String>,
     enabled: bool,
+    /// `None`: the store's default account.
+    user: Option<String>,
+}
+
+/// Whether `user` is acceptable as an account name: 1 to 256 bytes, no control character,
+/// space, `:` (the passwd field separator) or `/`, and not starting with `-`. Whether the
+/// account exists is for the system's user database to say.
+pub fn valid_user(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= MAX_USER_LEN
+        && !user.starts_with('-')
+        && !user
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == ':' || c == '/')
+}
+
+/// The holder of a token as the executor needs it: who (name, role) and as which account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub identity: Identity,
+    /// The Unix account the token's calls act as.
+    pub user: String,
 }
 
 /// What identifies a version of the file on disk.
@@ -219,6 +259,8 @@ pub struct TokenStore {
     inner: Mutex<Inner>,
     /// Writes are synced to disk (always, except for [`TokenStore::create_temporary`]).
     durable: bool,
+    /// The account of tokens that name none.
+    default_user: String,
 }
 
 impl TokenStore {
@@ -226,9 +268,11 @@ impl TokenStore {
     /// for tokens that live as long as their process (`mymcpctl serve`'s, in a private
     /// directory removed on exit), where nothing has to survive a crash. Fails if anything
     /// is at `path` already.
+    /// Client tokens among them act as `user` (`None`: the default account).
     pub fn create_temporary(
         path: &Path,
         tokens: &[(&str, Role)],
+        user: Option<&str>,
     ) -> Result<(TokenStore, Vec<(String, TokenInfo)>), TokenError> {
         if fs::symlink_metadata(path).is_ok() {
             return Err(TokenError::Io {
@@ -237,8 +281,22 @@ impl TokenStore {
             });
         }
         let store = TokenStore::empty(path, false);
-        let added = store.add_several(tokens)?;
+        let added = store.add_several(tokens, user)?;
         Ok((store, added))
+    }
+
+    /// Makes `user` the account of the tokens that name none (`MYMCP_DEFAULT_USER`).
+    pub fn with_default_user(mut self, user: &str) -> Result<TokenStore, TokenError> {
+        if !valid_user(user) {
+            return Err(TokenError::InvalidUser(user.to_owned()));
+        }
+        self.default_user = user.to_owned();
+        Ok(self)
+    }
+
+    /// The account of the tokens that name none.
+    pub fn default_user(&self) -> &str {
+        &self.default_user
     }
 
     fn empty(path: &Path, durable: bool) -> TokenStore {
@@ -252,6 +310,7 @@ impl TokenStore {
                 last_used_dirty: false,
             }),
             durable,
+            default_user: BUILTIN_DEFAULT_USER.to_owned(),
         }
     }
 
@@ -370,6 +429,11 @@ impl TokenStore {
 
     /// Looks a digest up. Disabled tokens are treated as unknown. Records the use in memory.
     pub fn lookup(&self, digest: &TokenDigest) -> Option<Identity> {
+        self.holder(digest).map(|h| h.identity)
+    }
+
+    /// [`TokenStore::lookup`] with the account the token acts as.
+    pub fn holder(&self, digest: &TokenDigest) -> Option<Holder> {
         let mut inner = self.inner.lock().expect("token store lock");
         self.refresh(&mut inner);
         let entry = inner.entries.get_mut(digest)?;
@@ -377,12 +441,18 @@ impl TokenStore {
             return None;
         }
         entry.last_used = Some(clock::now_rfc3339());
-        let id = Identity {
-            name: entry.name.clone(),
-            role: entry.role,
+        let holder = Holder {
+            identity: Identity {
+                name: entry.name.clone(),
+                role: entry.role,
+            },
+            user: entry
+                .user
+                .clone()
+                .unwrap_or_else(|| self.default_user.clone()),
         };
         inner.last_used_dirty = true;
-        Some(id)
+        Some(holder)
     }
 
     /// Those of `digests` that name no enabled token (any more), without recording a use:
@@ -397,18 +467,35 @@ impl TokenStore {
             .collect()
     }
 
-    /// Creates a token and returns its value (shown once) with its listing.
+    /// Creates a token acting as the default account and returns its value (shown once) with
+    /// its listing.
     pub fn add(&self, name: &str, role: Role) -> Result<(String, TokenInfo), TokenError> {
-        let mut added = self.add_several(&[(name, role)])?;
+        self.add_as(name, role, None)
+    }
+
+    /// Creates a token acting as `user` (`None`: the default account, which is then not
+    /// written down) and returns its value (shown once) with its listing. Admin and metrics
+    /// tokens act as no account: `user` is not recorded for them.
+    pub fn add_as(
+        &self,
+        name: &str,
+        role: Role,
+        user: Option<&str>,
+    ) -> Result<(String, TokenInfo), TokenError> {
+        let mut added = self.add_several(&[(name, role)], user)?;
         Ok(added.remove(0))
     }
 
     /// Creates several tokens in one write of the file (`mymcpctl serve` makes two before the
-    /// executor starts). All or none are added.
+    /// executor starts); the client tokens among them act as `user`. All or none are added.
     pub fn add_several(
         &self,
         tokens: &[(&str, Role)],
+        user: Option<&str>,
     ) -> Result<Vec<(String, TokenInfo)>, TokenError> {
+        if let Some(u) = user.filter(|u| !valid_user(u)) {
+            return Err(TokenError::InvalidUser(u.to_owned()));
+        }
         let mut created = Vec::with_capacity(tokens.len());
         for &(name, role) in tokens {
             if name.is_empty()
@@ -424,6 +511,7 @@ impl TokenStore {
                 created_at: clock::now_rfc3339(),
                 last_used: None,
                 enabled: true,
+                user: user.filter(|_| role.is_client()).map(str::to_owned),
             };
             created.push((digest(&token), token, entry));
         }
@@ -441,7 +529,7 @@ impl TokenStore {
         }
         Ok(created
             .into_iter()
-            .map(|(d, token, entry)| (token, info(&d, &entry)))
+            .map(|(d, token, entry)| (token, self.info(&d, &entry)))
             .collect())
     }
 
@@ -449,7 +537,7 @@ impl TokenStore {
     pub fn list(&self) -> Vec<TokenInfo> {
         let mut inner = self.inner.lock().expect("token store lock");
         self.refresh(&mut inner);
-        let mut out: Vec<TokenInfo> = inner.entries.iter().map(|(d, e)| info(d, e)).collect();
+        let mut out: Vec<TokenInfo> = inner.entries.iter().map(|(d, e)| self.info(d, e)).collect();
         out.sort_by(|a, b| (&a.created_at, &a.name, &a.id).cmp(&(&b.created_at, &b.name, &b.id)));
         out
     }
@@ -494,7 +582,7 @@ impl TokenStore {
             inner.retired.truncate(retired_before);
             return Err(e);
         }
-        Ok(info(&d, &entry))
+        Ok(self.info(&d, &entry))
     }
 
     /// The listing of the token `selector` names (value or id prefix), if any.
@@ -503,7 +591,7 @@ impl TokenStore {
         self.refresh(&mut inner);
         if selector.starts_with(TOKEN_PREFIX) {
             let d = digest(selector);
-            return inner.entries.get(&d).map(|e| info(&d, e));
+            return inner.entries.get(&d).map(|e| self.info(&d, e));
         }
         let sel = selector.to_ascii_lowercase();
         if sel.len() < 6 || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -514,7 +602,7 @@ impl TokenStore {
             .iter()
             .filter(|(d, _)| hex(&d.0).starts_with(&sel));
         let (d, e) = matches.next()?;
-        matches.next().is_none().then(|| info(d, e))
+        matches.next().is_none().then(|| self.info(d, e))
     }
 
     /// Creates a token of `role` named after the role and removes every other token of that
@@ -544,6 +632,7 @@ impl TokenStore {
             created_at: clock::now_rfc3339(),
             last_used: None,
             enabled: true,
+            user: None,
         };
         inner.entries.insert(d, entry.clone());
         if let Err(e) = self.save(&mut inner) {
@@ -551,7 +640,7 @@ impl TokenStore {
             inner.retired = retired_before;
             return Err(e);
         }
-        Ok((token, info(&d, &entry), old.len()))
+        Ok((token, self.info(&d, &entry), old.len()))
     }
 
     /// Removes every token of `role` (`disable-metrics`). Returns how many.
@@ -657,6 +746,11 @@ impl TokenStore {
         self.save(&mut inner)
     }
 
+    /// The listing of one entry; its account is the default one when it names none.
+    fn info(&self, d: &TokenDigest, e: &Entry) -> TokenInfo {
+        info(d, e, &self.default_user)
+    }
+
     fn refuse_if_corrupt(&self, inner: &Inner) -> Result<(), TokenError> {
         match &inner.corrupt {
             Some(reason) => Err(TokenError::Corrupt {
@@ -726,12 +820,16 @@ fn parse_store(bytes: &[u8]) -> Result<(HashMap<TokenDigest, Entry>, Vec<String>
             .ok_or_else(|| format!("token {:?}: sha256 is not 64 hex digits", t.name))?;
         let role = Role::parse(&t.role)
             .ok_or_else(|| format!("token {:?}: unknown role {:?}", t.name, t.role))?;
+        if let Some(u) = t.user.as_deref().filter(|u| !valid_user(u)) {
+            return Err(format!("token {:?}: invalid account name {u:?}", t.name));
+        }
         let entry = Entry {
             name: t.name,
             role,
             created_at: t.created_at,
             last_used: t.last_used,
             enabled: t.enabled,
+            user: t.user,
         };
         if entries.insert(TokenDigest(d), entry).is_some() {
             return Err(format!("digest {} appears twice", t.sha256));
@@ -751,6 +849,7 @@ fn render_store(entries: &HashMap<TokenDigest, Entry>, retired: &[String]) -> Ve
             created_at: e.created_at.clone(),
             last_used: e.last_used.clone(),
             enabled: e.enabled,
+            user: e.user.clone(),
         })
         .collect();
     tokens.sort_by(|a, b| {
@@ -781,7 +880,10 @@ pub mod fuzzing {
         let (entries, retired) = parse_store(bytes)?;
         let mut sorted: Vec<_> = entries.iter().collect();
         sorted.sort_by_key(|a| a.0 .0);
-        let list: Vec<TokenInfo> = sorted.into_iter().map(|(d, e)| info(d, e)).collect();
+        let list: Vec<TokenInfo> = sorted
+            .into_iter()
+            .map(|(d, e)| info(d, e, BUILTIN_DEFAULT_USER))
+            .collect();
         let rendered = render_store(&entries, &retired);
         Ok((list, retired, rendered))
     }
@@ -802,14 +904,21 @@ fn entry_of(t: ImportedToken) -> Entry {
         created_at: t.created_at,
         last_used: t.last_used,
         enabled: t.enabled,
+        user: None,
     }
 }
 
-fn info(d: &TokenDigest, e: &Entry) -> TokenInfo {
+fn info(d: &TokenDigest, e: &Entry, default_user: &str) -> TokenInfo {
     TokenInfo {
         id: hex(&d.0[..ID_LEN / 2]),
         name: e.name.clone(),
         role: e.role,
+        user: match (&e.user, e.role.is_client()) {
+            (Some(u), _) => u.clone(),
+            (None, true) => default_user.to_owned(),
+            // Admin and metrics tokens run no tool: they act as no account.
+            (None, false) => String::new(),
+        },
         created_at: e.created_at.clone(),
         last_used: e.last_used.clone(),
         enabled: e.enabled,
@@ -878,7 +987,7 @@ mod tests {
     fn several_tokens_are_added_together_or_not_at_all() {
         let (dir, s) = store();
         let added = s
-            .add_several(&[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)])
+            .add_several(&[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)], None)
             .unwrap();
         assert_eq!(added.len(), 2);
         assert_ne!(added[0].0, added[1].0);
@@ -890,7 +999,7 @@ mod tests {
         }
         // One bad name: nothing is added.
         assert!(matches!(
-            s.add_several(&[("fine", Role::Ro), ("", Role::Ro)]),
+            s.add_several(&[("fine", Role::Ro), ("", Role::Ro)], None),
             Err(TokenError::InvalidName(_))
         ));
         assert_eq!(other.count(), 2);
@@ -903,6 +1012,7 @@ mod tests {
         let (_s, added) = TokenStore::create_temporary(
             &path,
             &[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)],
+            None,
         )
         .unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode();
@@ -915,7 +1025,7 @@ mod tests {
             assert!(!text.contains(&token[4..]));
         }
         let before = fs::read(&path).unwrap();
-        let again = TokenStore::create_temporary(&path, &[("x", Role::Rw)]);
+        let again = TokenStore::create_temporary(&path, &[("x", Role::Rw)], None);
         assert!(matches!(again, Err(TokenError::Io { .. })));
         assert_eq!(fs::read(&path).unwrap(), before, "left as it was");
         let leftovers = fs::read_dir(dir.path()).unwrap().count();
@@ -1041,6 +1151,79 @@ mod tests {
         assert!(s
             .lookup(&digest("tok_eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"))
             .is_none());
+    }
+
+    #[test]
+    fn every_client_token_acts_as_an_account_and_old_entries_as_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        // A store of an earlier version: no account anywhere.
+        let old = TokenStore::open(&path).unwrap();
+        let (legacy, _) = old.add("legacy", Role::Rw).unwrap();
+        drop(old);
+        assert!(!fs::read_to_string(&path).unwrap().contains("\"user\""));
+
+        let s = TokenStore::open(&path).unwrap();
+        assert_eq!(s.default_user(), "root");
+        assert_eq!(s.holder(&digest(&legacy)).unwrap().user, "root");
+        let (alice, info) = s.add_as("a", Role::Ro, Some("alice")).unwrap();
+        assert_eq!(info.user, "alice");
+        let (admin, info) = s.add_as("adm", Role::Admin, Some("alice")).unwrap();
+        assert_eq!(info.user, "", "admin tokens act as no account");
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"user\": \"alice\"").count(), 1, "{text}");
+
+        // The default applies to tokens that name no account, whenever it is set.
+        let s = TokenStore::open(&path)
+            .unwrap()
+            .with_default_user("tools")
+            .unwrap();
+        assert_eq!(s.holder(&digest(&legacy)).unwrap().user, "tools");
+        assert_eq!(s.holder(&digest(&alice)).unwrap().user, "alice");
+        assert_eq!(s.holder(&digest(&admin)).unwrap().user, "tools");
+        let listed: Vec<(String, String)> =
+            s.list().into_iter().map(|t| (t.name, t.user)).collect();
+        assert!(
+            listed.contains(&("legacy".into(), "tools".into())),
+            "{listed:?}"
+        );
+        assert!(listed.contains(&("a".into(), "alice".into())), "{listed:?}");
+        // Written back (last_used), the entry without an account still names none.
+        s.flush().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"user\"").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn account_names_are_checked_in_the_store_and_the_file() {
+        let (dir, s) = store();
+        for bad in ["", "a b", "-x", "a:b", "../a", "a\nb", &"u".repeat(257)] {
+            assert!(
+                matches!(
+                    s.add_as("t", Role::Rw, Some(bad)),
+                    Err(TokenError::InvalidUser(_))
+                ),
+                "{bad:?}"
+            );
+            assert!(TokenStore::open(&dir.path().join("x.json"))
+                .unwrap()
+                .with_default_user(bad)
+                .is_err());
+        }
+        for good in ["alice", "svc-backup", "ad.user@example.com", "DOMAIN\\bob"] {
+            s.add_as("t", Role::Rw, Some(good)).unwrap();
+        }
+        let path = dir.path().join("tokens.json");
+        let text = fs::read_to_string(&path).unwrap().replacen(
+            "\"user\": \"alice\"",
+            "\"user\": \"a:b\"",
+            1,
+        );
+        fs::write(dir.path().join("bad.json"), text).unwrap();
+        assert!(matches!(
+            TokenStore::open(&dir.path().join("bad.json")),
+            Err(TokenError::Corrupt { .. })
+        ));
     }
 
     #[test]

@@ -214,17 +214,19 @@ async fn serve(
 
 /// The canned answer, or `None` to leave the request pending.
 fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
+    let (request, _trace) = request.split_trace();
     Some(match request {
         FrontendRequest::Identify { token } => match identity_of(&token) {
             Some(identity) => FrontendResponse::Identity(identity),
             None => FrontendResponse::Unauthenticated,
         },
-        FrontendRequest::Admin { token, op } => {
+        FrontendRequest::Admin { token, op, .. } => {
             use mymcp_protocol::{AdminOp, AdminOutcome};
             if identity_of(&token).map(|i| i.role) != Some(Role::Admin) {
                 return Some(FrontendResponse::Admin(AdminOutcome::Forbidden));
             }
             FrontendResponse::Admin(match op {
+                AdminOp::Check => AdminOutcome::Allowed,
                 AdminOp::List => AdminOutcome::Tokens(Vec::new()),
                 AdminOp::Create { .. } => {
                     AdminOutcome::Failed("the fake executor creates no tokens".into())
@@ -332,6 +334,13 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             "Mint a new ticket.",
         ))),
         FrontendRequest::CommitUpload { .. } => FrontendResponse::Acknowledged(false),
+        FrontendRequest::AuditRecords { .. } => {
+            FrontendResponse::AuditRecords(mymcp_protocol::AuditRecords::Off)
+        }
+        FrontendRequest::TelemetryMetrics => {
+            FrontendResponse::Metrics(mymcp_protocol::MetricsOutcome::Disabled)
+        }
+        FrontendRequest::Traced { .. } => return None,
     })
 }
 
