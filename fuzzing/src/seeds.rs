@@ -403,6 +403,9 @@ fn control_responses() -> Vec<(String, ServerFrame<ControlResponse>)> {
                     token_file: "/var/lib/mymcp/tokens.json".into(),
                     running_jobs: 0,
                     audit: AuditState::default(),
+                    confinement: "cgroup v2 cgroup.kill; v2 /sys/fs/cgroup/mymcp/1-2 +memory"
+                        .into(),
+                    confined: true,
                 }),
             ),
         ),

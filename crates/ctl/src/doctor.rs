@@ -181,6 +181,18 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
                     s.version, s.uptime_secs, s.tokens
                 ),
             );
+            if s.confined {
+                r.add(Level::Ok, "confinement", s.confinement.clone());
+            } else {
+                r.add(
+                    Level::Warn,
+                    "confinement",
+                    format!(
+                        "{}: a process that leaves its command's process group (setsid, nohup … &) outlives the call; see docs/confinement.md",
+                        s.confinement
+                    ),
+                );
+            }
             if s.version != env!("CARGO_PKG_VERSION") {
                 r.add(
                     Level::Warn,

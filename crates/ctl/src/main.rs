@@ -383,7 +383,8 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                         "{}",
                         serde_json::json!({"executor":"running","version":s.version,"build_id":s.build_id,
                             "uptime_secs":s.uptime_secs,"tokens":s.tokens,"running_commands":s.running_commands,
-                            "running_jobs":s.running_jobs,"token_file":s.token_file,"audit":audit_json(&s.audit)})
+                            "running_jobs":s.running_jobs,"token_file":s.token_file,"audit":audit_json(&s.audit),
+                            "confinement":s.confinement,"confined":s.confined})
                     );
                 } else {
                     println!(
@@ -394,6 +395,7 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                     println!("tokens:           {} ({})", s.tokens, s.token_file);
                     println!("running commands: {}", s.running_commands);
                     println!("running jobs:     {}", s.running_jobs);
+                    println!("confinement:      {}", s.confinement);
                     let a = &s.audit;
                     if a.enabled {
                         println!(

@@ -141,6 +141,16 @@ pub(crate) fn bash_per_token(src: &dyn Source) -> Result<usize, ConfigError> {
     Ok(settings::BASH_MAX_CONCURRENT_PER_TOKEN.read(src)? as usize)
 }
 
+/// `MYMCP_DEFAULT_MEMORY_MAX`, `MYMCP_DEFAULT_TASKS_MAX`, `MYMCP_DEFAULT_CPU_MAX`: the kernel
+/// limits of every command.
+pub(crate) fn default_limits(src: &dyn Source) -> Result<crate::cgroup::Limits, ConfigError> {
+    Ok(crate::cgroup::Limits::from_settings(
+        settings::DEFAULT_MEMORY_MAX.read(src)?,
+        settings::DEFAULT_TASKS_MAX.read(src)?,
+        settings::DEFAULT_CPU_MAX.read(src)?,
+    ))
+}
+
 /// `MYMCP_SHUTDOWN_GRACE_SEC`: what commands get between SIGTERM and SIGKILL at shutdown.
 pub(crate) fn shutdown_grace(src: &dyn Source) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(settings::SHUTDOWN_GRACE_SEC.read(src)?))

@@ -2,6 +2,7 @@
 //! are audited (see [`Control::handle`]).
 
 use crate::audit::{self, Actor, Outcome};
+use crate::cgroup::KillMode;
 use crate::dispatch::Executor;
 use crate::server::{CancelSignal, Events, Peer, Service};
 use mymcp_protocol::{ControlRequest, ControlResponse, ErrorCode, ImportedToken, Role, StatusInfo};
@@ -131,6 +132,8 @@ impl Service for Control {
                 running_jobs: self.executor.jobs().running() as u64,
                 token_file: tokens.path().display().to_string(),
                 audit: audit.state(),
+                confinement: self.executor.confinement().describe(),
+                confined: self.executor.confinement().kill_mode() != KillMode::ProcessGroup,
             }),
             ControlRequest::TokenRotate { role } => {
                 if role.is_client() {

@@ -4,6 +4,7 @@
 //! by the service manager, signals and logging into [`run`].
 
 use crate::audit::{Actor, Audit, Outcome};
+use crate::cgroup::{Confinement, KillMode};
 use crate::cli::Args;
 use crate::config::{self, Env};
 use crate::control::Control;
@@ -132,7 +133,9 @@ pub fn run(
     // SAFETY-free hygiene: sockets and files are created with explicit modes; a restrictive
     // umask makes the window before chmod harmless.
     set_umask();
-    let (bash, read, bash_max_concurrent) = config::tool_settings(&Env).map_err(Error::config)?;
+    let (mut bash, read, bash_max_concurrent) =
+        config::tool_settings(&Env).map_err(Error::config)?;
+    let limits = config::default_limits(&Env).map_err(Error::config)?;
     let files =
         config::file_tools(&Env, &args.token_file, &args.runtime_dir).map_err(Error::config)?;
     let protected: Vec<String> = files
@@ -222,6 +225,16 @@ pub fn run(
     }
     import_secrets(&tokens, &secrets, &audit)?;
     let jobs = Arc::new(Jobs::open(job_config, audit.clone()));
+    // Once nothing before serving can fail (a refused start leaves no cgroup behind, and says
+    // one thing), and before the runtime's threads: the executor may move itself into a leaf
+    // cgroup. Dropping the last reference removes this executor's cgroups.
+    let confine = Arc::new(Confinement::setup(limits));
+    if confine.kill_mode() == KillMode::ProcessGroup {
+        tracing::warn!(confinement = %confine.describe(), "commands are not confined by cgroups: a process that leaves its process group (setsid, nohup … &) outlives its call");
+    } else {
+        tracing::info!(confinement = %confine.describe(), "commands run in cgroups of their own");
+    }
+    bash.confine = confine.clone();
     let executor = Arc::new(
         Executor::new(tokens.clone(), bash, read, files, bash_max_concurrent)
             .with_command_limits(bash_max_concurrent, per_token)
@@ -335,6 +348,7 @@ pub fn run(
         // Commands and background jobs alike: SIGTERM, the grace period, then SIGKILL.
         shutdown.run(grace).await;
         jobs.remove_all();
+        confine.close();
         flusher.abort();
         sealer.abort();
         if let Some(watchdog) = watchdog {

@@ -148,6 +148,11 @@ impl Executor {
     }
 
     /// Foreground commands running right now.
+    /// How commands are confined.
+    pub(crate) fn confinement(&self) -> &crate::cgroup::Confinement {
+        &self.bash.confine
+    }
+
     pub(crate) fn running_commands(&self) -> u64 {
         self.running_commands.load(Ordering::Relaxed)
     }

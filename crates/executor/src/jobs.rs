@@ -129,6 +129,8 @@ struct JobState {
     streams: [StreamState; 2],
     kill_requested: bool,
     ended: Option<Ended>,
+    /// The kernel limit the job hit, once it has ended.
+    limit_hit: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -180,6 +182,7 @@ impl Job {
             stdout_bytes: state.streams[STDOUT].total,
             stderr_bytes: state.streams[STDERR].total,
             output_truncated: state.streams.iter().any(|s| s.total > s.kept),
+            limit_hit: state.limit_hit.clone(),
         }
     }
 
@@ -573,6 +576,7 @@ impl Jobs {
                     at: SystemTime::now(),
                     instant: Instant::now(),
                 });
+                state.limit_hit.clone_from(&finished.limit_hit);
             }
             job.changed.send_replace(());
             let ended_by = if finished.timed_out {
@@ -584,7 +588,10 @@ impl Jobs {
             } else {
                 EndedBy::Exit
             };
-            let detail = format!("{}, exit code {}", ended_by.as_str(), finished.exit_code);
+            let mut detail = format!("{}, exit code {}", ended_by.as_str(), finished.exit_code);
+            if let Some(limit) = &finished.limit_hit {
+                detail.push_str(&format!("; {limit}"));
+            }
             log_event("finished", &job, &detail);
             // While `controls` (and its shutdown watch) lives, shutdown waits: the record is
             // in the log before it is closed.

@@ -15,7 +15,8 @@
 //!
 //! Modules, lowest first (none imports a higher one; `cargo xtask check-modules` checks):
 //! `accounts` (the Unix account a token acts as, resolved through NSS), `auth` (authorization
-//! as types, carrying the account), `metrics` (counters for `/metrics`), `mounts` (which
+//! as types, carrying the account), `cgroup` (each command's cgroup, its kill and kernel
+//! limits), `metrics` (counters for `/metrics`), `mounts` (which
 //! reads may run on a runtime worker), `limits` (file and command concurrency), `server`
 //! (sockets, peer checks, connection state), `paths` (protected paths, checked on the opened
 //! object; the one rule walks ask), `trace` (the executor's OpenTelemetry spans of a traced
@@ -36,6 +37,7 @@ mod accounts;
 mod audit;
 mod audit_feed;
 mod auth;
+mod cgroup;
 pub mod cli;
 mod config;
 mod control;

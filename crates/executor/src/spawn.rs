@@ -34,19 +34,24 @@
 //!   [`GroupSignal`]) or stop the command at once (client cancellation, end of the shutdown
 //!   grace).
 //! * However the call ends (completion, deadline, cancellation, or the future being dropped),
-//!   the group gets a final SIGKILL, so no process the command started outlives the call.
-//!   Processes that left the group themselves (`setsid`, `setpgid`) are out of reach of this;
-//!   they no longer hold the call open, but they are not killed either.
+//!   the group gets a final SIGKILL, and the call's cgroup ([`crate::cgroup`]) is killed as a
+//!   whole and removed, so no process the command started outlives the call, including those
+//!   that left the group themselves (`setsid`, double fork, `nohup … &`). The shell is placed in
+//!   that cgroup before it executes, with the call's kernel limits; a limit the kernel enforced
+//!   is reported with the result. Without a usable cgroup (see [`crate::cgroup::KillMode`])
+//!   processes that left the group are out of reach: they no longer hold the call open, but
+//!   they are not killed either.
 //! * The shell is not reaped until that final SIGKILL has been sent: while it is a zombie its
 //!   pid, and so the group id, cannot be given to another process, so the signal can never hit
 //!   an unrelated group.
 
 use crate::accounts::Account;
 use crate::auth::{Authorized, Rw};
+use crate::cgroup::{CallCgroup, Confinement, Limits};
 use crate::paths::os_message;
 use crate::server::{CancelSignal, Stop};
 use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
-use mymcp_sys::process::{self, GroupSignal, Pid, PidFd};
+use mymcp_sys::process::{self, GroupSignal, Pid, PidFd, Placement};
 use std::ffi::{CString, OsString};
 use std::future::Future;
 use std::io;
@@ -56,6 +61,7 @@ use std::path::PathBuf;
 use std::pin::{pin, Pin};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -99,6 +105,8 @@ pub(crate) struct BashConfig {
     pub(crate) kill_grace: Duration,
     /// The complete environment of every command.
     pub(crate) env: Vec<(OsString, OsString)>,
+    /// The cgroups commands run in, and their default limits.
+    pub(crate) confine: Arc<Confinement>,
 }
 
 impl Default for BashConfig {
@@ -109,6 +117,7 @@ impl Default for BashConfig {
             hard_max_output: mymcp_settings::BASH_MAX_OUTPUT_BYTES_HARD.default(),
             kill_grace: Duration::from_secs(2),
             env: BashConfig::default_env(&[]),
+            confine: Arc::default(),
         }
     }
 }
@@ -284,6 +293,7 @@ pub(crate) async fn bash_execute(
             exit_code: finished.exit_code,
             timed_out: finished.timed_out,
             timeout_secs,
+            limit_hit: finished.limit_hit,
         }),
     }
 }
@@ -325,8 +335,14 @@ impl CommandSpec {
     }
 }
 
-/// Starts `<shell> -c <command>` for the holder of `auth` in its own session, as its account
-/// (see [`process::spawn_isolated`], [`process::spawn_isolated_as`]). Must run inside a tokio
+/// The kernel limits of `_auth`'s commands. Today the defaults (`MYMCP_DEFAULT_*`) for every
+/// token; per-token limits (`mymcpctl token add --memory-max …`) replace them here.
+fn limits_for(_auth: &Authorized<Rw>, confine: &Confinement) -> Limits {
+    confine.limits()
+}
+
+/// Starts `<shell> -c <command>` for the holder of `auth` in its own session, as its account,
+/// and in a cgroup of its own (see [`process::spawn_confined`]). Must run inside a tokio
 /// runtime.
 pub(crate) fn start(
     auth: &Authorized<Rw>,
@@ -363,20 +379,42 @@ pub(crate) fn start(
         })
         .collect();
     let dir = CString::new(spec.dir.as_os_str().as_bytes()).map_err(|_| invalid("working_dir"))?;
-    let spawned = if account.acts() {
-        let ids = process::Ids {
-            uid: account.uid,
-            gid: account.gid,
-            groups: &account.groups,
-        };
-        process::spawn_isolated_as(&shell, &argv, &envp, &dir, ids)
-    } else {
-        process::spawn_isolated(&shell, &argv, &envp, &dir)
-    }
-    .map_err(|e| spawn_failure(cfg, e))?;
-    // From here on the group exists (setsid ran before exec, and posix_spawn returns after
+    let cgroup = cfg
+        .confine
+        .create(limits_for(auth, &cfg.confine))
+        .map_err(|e| {
+            ToolFailure::new(
+                ErrorCode::InternalError,
+                format!("cannot make the command's cgroup: {e}"),
+            )
+        })?;
+    let v1 = cgroup
+        .as_ref()
+        .map(CallCgroup::v1_procs)
+        .unwrap_or_default();
+    let placement = Placement {
+        v2: cgroup.as_ref().and_then(CallCgroup::v2),
+        procs: &v1,
+    };
+    let ids = account.acts().then(|| process::Ids {
+        uid: account.uid,
+        gid: account.gid,
+        groups: &account.groups,
+    });
+    let spawned = process::spawn_confined(&shell, &argv, &envp, &dir, ids, placement);
+    drop(v1);
+    let spawned = match spawned {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove_later();
+            }
+            return Err(spawn_failure(cfg, e));
+        }
+    };
+    // From here on the group exists (setsid ran before exec, and the spawn returns after
     // exec): `group` kills and reaps it however this call ends.
-    let group = Group::new(spawned.pid);
+    let group = Group::new(spawned.pid, cgroup);
     let pipe = |fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| spawn_failure(cfg, e));
     let (stdout, stderr) = (pipe(spawned.stdout)?, pipe(spawned.stderr)?);
     tracing::debug!(pgid = group.pgid, "command started");
@@ -398,7 +436,7 @@ pub(crate) struct Started {
 }
 
 /// How a supervised command ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Finished {
     /// Exit status, `-signo` if the shell died of a signal, -1 if it could not be reaped.
     pub(crate) exit_code: i32,
@@ -406,6 +444,8 @@ pub(crate) struct Finished {
     pub(crate) timed_out: bool,
     /// Stopped by a [`Control::Stop`].
     pub(crate) stopped: Option<StopReason>,
+    /// The kernel limit the command hit (`"memory limit 256 MiB reached"`), if any.
+    pub(crate) limit_hit: Option<String>,
 }
 
 impl Started {
@@ -435,7 +475,7 @@ impl Started {
             let work = pin!(async {
                 tokio::join!(exit.wait(), drain(stdout, out), drain(stderr, err));
             });
-            supervise(work, controls, deadline, group.pgid, grace).await
+            supervise(work, controls, deadline, &group, grace).await
             // Dropping `work` here closes both pipes, whoever still holds their other ends.
         };
         if stopped.is_some() {
@@ -444,10 +484,21 @@ impl Started {
             tracing::debug!(pgid = group.pgid, ?stopped, "command stopped");
         }
         let status = group.finish();
+        // Whatever is left of the command (processes that left the group included) dies with
+        // its cgroup, which is gone before the call answers.
+        let limit_hit = match group.cgroup.take() {
+            Some(cgroup) => {
+                let hit = cgroup.limit_hit();
+                cgroup.remove().await;
+                hit
+            }
+            None => None,
+        };
         Finished {
             exit_code: status.map_or(-1, exit_code),
             timed_out,
             stopped,
+            limit_hit,
         }
     }
 }
@@ -472,9 +523,10 @@ async fn supervise(
     mut work: Pin<&mut impl Future<Output = ()>>,
     controls: &mut impl Controller,
     deadline: Instant,
-    pgid: Pid,
+    group: &Group,
     grace: Duration,
 ) -> (bool, Option<StopReason>) {
+    let pgid = group.pgid;
     let mut stage = Stage::Running;
     let mut timed_out = false;
     loop {
@@ -488,7 +540,7 @@ async fn supervise(
             control = controls.next() => match control {
                 Control::Stop(reason) => return (timed_out, Some(reason)),
                 Control::Signal(GroupSignal::Kill) => {
-                    send(pgid, GroupSignal::Kill);
+                    group.signal(GroupSignal::Kill);
                     if !matches!(stage, Stage::Killed { .. }) {
                         stage = Stage::Killed { give_up_at: Instant::now() + PIPE_DRAIN_AFTER_KILL };
                     }
@@ -503,7 +555,7 @@ async fn supervise(
                     stage = Stage::Terminating { kill_at: Instant::now() + grace };
                 }
                 Stage::Terminating { .. } => {
-                    send(pgid, GroupSignal::Kill);
+                    group.signal(GroupSignal::Kill);
                     stage = Stage::Killed { give_up_at: Instant::now() + PIPE_DRAIN_AFTER_KILL };
                 }
                 Stage::Killed { .. } => {
@@ -522,25 +574,38 @@ fn send(pgid: Pid, signal: GroupSignal) {
     }
 }
 
-/// The shell and its process group. Dropping it kills the group and leaves the shell to be
-/// reaped in the background (unless it has been reaped, after which the group id could belong
-/// to someone else).
+/// The shell, its process group and its cgroup. Dropping it kills the group and the cgroup
+/// and leaves the shell to be reaped (and the cgroup removed) in the background (unless the
+/// shell has been reaped, after which the group id could belong to someone else).
 #[derive(Debug)]
 struct Group {
     pgid: Pid,
     /// False once the shell is reaped or handed to [`reap_later`]: from then on the id is not
     /// ours to signal.
     armed: bool,
+    /// The call's cgroup, if cgroups are in use: SIGKILL goes to all of it.
+    cgroup: Option<CallCgroup>,
 }
 
 impl Group {
-    fn new(pgid: Pid) -> Self {
-        Group { pgid, armed: true }
+    fn new(pgid: Pid, cgroup: Option<CallCgroup>) -> Self {
+        Group {
+            pgid,
+            armed: true,
+            cgroup,
+        }
     }
 
+    /// Sends `signal` to the group; SIGKILL also kills everything in the call's cgroup (which
+    /// stays ours until it is removed, whatever happened to the group id).
     fn signal(&self, signal: GroupSignal) {
         if self.armed {
             send(self.pgid, signal);
+        }
+        if signal == GroupSignal::Kill {
+            if let Some(cgroup) = &self.cgroup {
+                cgroup.kill();
+            }
         }
     }
 
@@ -574,6 +639,9 @@ impl Drop for Group {
             self.signal(GroupSignal::Kill);
             self.armed = false;
             reap_later(self.pgid);
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove_later();
         }
     }
 }
@@ -1344,5 +1412,176 @@ mod tests {
             .parse()
             .unwrap();
         assert!(gone(pid).await, "sleep survived the dropped call");
+    }
+
+    // Each command in a cgroup of its own (real cgroups: root, and a hierarchy that can kill;
+    // else "skipped").
+
+    fn confined(limits: Limits) -> Option<BashConfig> {
+        Some(BashConfig {
+            kill_grace: Duration::from_millis(300),
+            confine: Arc::new(Confinement::for_tests(limits)?),
+            ..BashConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn processes_that_left_the_group_die_with_the_call_and_no_cgroup_is_left() {
+        let Some(cfg) = confined(Limits::default()) else {
+            return;
+        };
+        let out = run_with(
+            call(
+                "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!; \
+                 (sh -c 'sleep 1001 >/dev/null 2>&1 & echo $!') ; \
+                 nohup sleep 1002 >/dev/null 2>&1 & disown; echo $!",
+            ),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        let text = text(&out.stdout);
+        let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(pids.len(), 3, "{text}");
+        for pid in pids {
+            assert!(!alive(pid), "pid {pid} outlived its call");
+        }
+        assert!(
+            cfg.confine.call_dirs().is_empty(),
+            "{:?}",
+            cfg.confine.call_dirs()
+        );
+        cfg.confine.close();
+        assert!(!cfg.confine.instance_exists());
+    }
+
+    #[tokio::test]
+    async fn a_fork_bomb_is_contained_by_the_tasks_limit_and_reported() {
+        let Some(cfg) = confined(Limits::from_settings(0, 32, 0)) else {
+            return;
+        };
+        if !cfg.confine.carries("pids") {
+            eprintln!("skipped: no pids controller ({})", cfg.confine.describe());
+            return;
+        }
+        let started = StdInstant::now();
+        let out = run_with(with_timeout(":(){ :|:& };:", 3), &cfg)
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            out.limit_hit.as_deref(),
+            Some("tasks limit 32 reached: a fork failed"),
+            "{out:?}"
+        );
+        assert!(
+            cfg.confine.call_dirs().is_empty(),
+            "{:?}",
+            cfg.confine.call_dirs()
+        );
+        cfg.confine.close();
+    }
+
+    #[tokio::test]
+    async fn the_memory_limit_kill_is_reported() {
+        let Some(cfg) = confined(Limits::from_settings(32, 0, 0)) else {
+            return;
+        };
+        if !cfg.confine.carries("memory") {
+            eprintln!("skipped: no memory controller ({})", cfg.confine.describe());
+            return;
+        }
+        let out = run_with(
+            call("perl -e '$x = \"a\" x (200*1024*1024); print length $x'"),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.exit_code, -9, "{out:?}");
+        assert_eq!(
+            out.limit_hit.as_deref(),
+            Some("killed: memory limit 32 MiB reached"),
+            "{out:?}"
+        );
+        let ok = run_with(call("echo fine"), &cfg).await.unwrap();
+        assert_eq!(ok.limit_hit, None);
+        cfg.confine.close();
+    }
+
+    /// Mode 2, cgroup v1 only (freezer, SIGKILL to every member, thaw): the same promise.
+    #[tokio::test]
+    async fn in_v1_freeze_and_kill_mode_escapees_die_with_the_call_too() {
+        let Some(c) = Confinement::for_tests_v1(Limits::from_settings(0, 64, 0)) else {
+            return;
+        };
+        let cfg = BashConfig {
+            kill_grace: Duration::from_millis(300),
+            confine: Arc::new(c),
+            ..BashConfig::default()
+        };
+        assert!(cfg
+            .confine
+            .describe()
+            .starts_with("cgroup v1 freeze and kill"));
+        let out = run_with(
+            call(
+                "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!; \
+                 (sh -c 'sleep 1001 >/dev/null 2>&1 & echo $!')",
+            ),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        let text = text(&out.stdout);
+        let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(pids.len(), 2, "{text}");
+        for pid in pids {
+            assert!(!alive(pid), "pid {pid} outlived its call");
+        }
+        // And a fork bomb under the v1 pids limit.
+        let out = run_with(with_timeout(":(){ :|:& };:", 2), &cfg)
+            .await
+            .unwrap();
+        assert_eq!(
+            out.limit_hit.as_deref(),
+            Some("tasks limit 64 reached: a fork failed"),
+            "{out:?}"
+        );
+        assert!(
+            cfg.confine.call_dirs().is_empty(),
+            "{:?}",
+            cfg.confine.call_dirs()
+        );
+        cfg.confine.close();
+        assert!(!cfg.confine.instance_exists());
+    }
+
+    /// The CPU limit throttles: a busy loop of 3 s wall time under 5 % of one CPU gets about
+    /// 0.15 s of CPU (unthrottled it would get ten times that even on a loaded machine).
+    #[tokio::test]
+    async fn the_cpu_limit_throttles_a_busy_loop() {
+        let Some(cfg) = confined(Limits::from_settings(0, 0, 5)) else {
+            return;
+        };
+        if !cfg.confine.carries("cpu") {
+            eprintln!("skipped: no cpu controller ({})", cfg.confine.describe());
+            return;
+        }
+        let out = run_with(
+            call("end=$((SECONDS+3)); while [ $SECONDS -lt $end ]; do :; done; cat /proc/$$/stat"),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        let stat = text(&out.stdout);
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        // utime and stime, fields 14 and 15, in clock ticks (100 per second).
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        assert!(ticks < 60, "{ticks} ticks of CPU in 3 s under a 5 % limit");
+        cfg.confine.close();
     }
 }

@@ -927,6 +927,10 @@ fn bash_result_schema() -> Value {
                 "description": "Exit status, or -N when killed by signal N.",
             },
             "timed_out": { "type": "boolean" },
+            "limit_hit": {
+                "type": "string",
+                "description": "Present when the kernel enforced a limit on the command, e.g. 'killed: memory limit 256 MiB reached'.",
+            },
         }),
         &["stdout", "stderr", "exit_code", "timed_out"],
     )
@@ -949,6 +953,10 @@ fn job_schema() -> Value {
             "stdout_bytes": { "type": "integer", "minimum": 0 },
             "stderr_bytes": { "type": "integer", "minimum": 0 },
             "output_truncated": { "type": "boolean" },
+            "limit_hit": {
+                "type": "string",
+                "description": "Present when the kernel enforced a limit on the job, e.g. 'killed: memory limit 256 MiB reached'.",
+            },
         }),
         &[
             "job_id",

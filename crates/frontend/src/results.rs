@@ -148,6 +148,9 @@ struct BashJson {
     stderr: String,
     exit_code: i32,
     timed_out: bool,
+    /// The kernel limit the command hit (cgroup confinement); absent when none was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_hit: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -221,6 +224,8 @@ struct JobJson<'a> {
     stdout_bytes: u64,
     stderr_bytes: u64,
     output_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_hit: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -411,6 +416,7 @@ fn job_json(job: &JobInfo) -> String {
         stdout_bytes: job.stdout_bytes,
         stderr_bytes: job.stderr_bytes,
         output_truncated: job.output_truncated,
+        limit_hit: job.limit_hit.as_deref(),
     })
 }
 
@@ -437,11 +443,18 @@ fn bash_json(out: BashOutput) -> String {
         }
         stderr.push_str(&format!("Command timed out after {}s", out.timeout_secs));
     }
+    if let Some(limit) = &out.limit_hit {
+        if !stderr.is_empty() {
+            stderr.push('\n');
+        }
+        stderr.push_str(&format!("Command {limit}"));
+    }
     to_json(&BashJson {
         stdout: stream_text(out.stdout),
         stderr,
         exit_code: out.exit_code,
         timed_out: out.timed_out,
+        limit_hit: out.limit_hit,
     })
 }
 
@@ -566,7 +579,23 @@ mod tests {
             exit_code: if timed_out { -1 } else { 0 },
             timed_out,
             timeout_secs: 5,
+            limit_hit: None,
         }
+    }
+
+    #[test]
+    fn a_limit_the_kernel_enforced_is_named_in_stderr_and_its_own_key() {
+        let mut out = bash(stream(b"", 0), stream(b"Killed", 6), false);
+        out.limit_hit = Some("killed: memory limit 256 MiB reached".into());
+        let json: serde_json::Value = serde_json::from_str(&bash_json(out)).unwrap();
+        assert_eq!(
+            json["stderr"],
+            "Killed\nCommand killed: memory limit 256 MiB reached"
+        );
+        assert_eq!(json["limit_hit"], "killed: memory limit 256 MiB reached");
+        let plain = bash(stream(b"", 0), stream(b"", 0), false);
+        let json: serde_json::Value = serde_json::from_str(&bash_json(plain)).unwrap();
+        assert!(json.get("limit_hit").is_none(), "{json}");
     }
 
     #[test]
@@ -716,6 +745,7 @@ mod tests {
             stdout_bytes: 0,
             stderr_bytes: 0,
             output_truncated: false,
+            limit_hit: None,
         };
         assert_eq!(
             job_json(&job),
@@ -828,6 +858,7 @@ mod tests {
             stdout_bytes: 0,
             stderr_bytes: 0,
             output_truncated: false,
+            limit_hit: None,
         }
     }
 

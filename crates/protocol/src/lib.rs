@@ -757,6 +757,10 @@ pub struct StatusInfo {
     pub token_file: String,
     pub running_jobs: u64,
     pub audit: AuditState,
+    /// How commands are confined: the kill mode, the cgroups used, the default limits.
+    pub confinement: String,
+    /// Whether a process that leaves its command's process group is still killed with it.
+    pub confined: bool,
 }
 
 #[cfg(test)]

@@ -334,6 +334,8 @@ pub struct JobInfo {
     pub stderr_bytes: u64,
     /// Output went past `MYMCP_JOB_MAX_OUTPUT_BYTES`; the rest was counted, not kept.
     pub output_truncated: bool,
+    /// The kernel limit the job hit, e.g. `"killed: memory limit 256 MiB reached"`.
+    pub limit_hit: Option<String>,
 }
 
 /// A piece of a job's spooled output.
@@ -380,6 +382,8 @@ pub struct BashOutput {
     pub timed_out: bool,
     /// The timeout that applied, in seconds (after clamping).
     pub timeout_secs: u32,
+    /// The kernel limit the command hit, e.g. `"memory limit 256 MiB reached"`.
+    pub limit_hit: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

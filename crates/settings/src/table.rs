@@ -337,6 +337,45 @@ pub const BASH_MAX_CONCURRENT_PER_TOKEN: Setting<Integer> = Setting {
     help: "Foreground commands one token may run at once.",
 };
 
+pub const DEFAULT_MEMORY_MAX: Setting<Integer> = Setting {
+    name: "MYMCP_DEFAULT_MEMORY_MAX",
+    kind: Integer {
+        default: 0,
+        min: 0,
+        max: 1 << 30,
+    },
+    read_by: &[Executor],
+    group: Group::Commands,
+    help: "Memory (MiB, swap included) each command or job may use, enforced by its cgroup; 0: no limit. \
+A command that hits it is killed and its result says so.",
+};
+
+pub const DEFAULT_TASKS_MAX: Setting<Integer> = Setting {
+    name: "MYMCP_DEFAULT_TASKS_MAX",
+    kind: Integer {
+        default: 0,
+        min: 0,
+        max: 4_194_304,
+    },
+    read_by: &[Executor],
+    group: Group::Commands,
+    help: "Processes and threads each command or job may have at once (its cgroup's pids.max); \
+0: no limit. Contains fork bombs.",
+};
+
+pub const DEFAULT_CPU_MAX: Setting<Integer> = Setting {
+    name: "MYMCP_DEFAULT_CPU_MAX",
+    kind: Integer {
+        default: 0,
+        min: 0,
+        max: 100_000,
+    },
+    read_by: &[Executor],
+    group: Group::Commands,
+    help: "CPU each command or job may use, in percent of one CPU (200: two CPUs), enforced by \
+its cgroup; 0: no limit.",
+};
+
 pub const SHUTDOWN_GRACE_SEC: Setting<Integer> = Setting {
     name: "MYMCP_SHUTDOWN_GRACE_SEC",
     kind: Integer {
@@ -991,6 +1030,9 @@ pub const ALL: &[&dyn Declared] = &[
     &BASH_MAX_OUTPUT_BYTES_HARD,
     &BASH_MAX_CONCURRENT,
     &BASH_MAX_CONCURRENT_PER_TOKEN,
+    &DEFAULT_MEMORY_MAX,
+    &DEFAULT_TASKS_MAX,
+    &DEFAULT_CPU_MAX,
     &SHUTDOWN_GRACE_SEC,
     &JOB_MAX_OUTPUT_BYTES,
     &JOB_RETENTION_SEC,

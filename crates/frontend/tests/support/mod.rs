@@ -287,6 +287,7 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                     exit_code: if b.command == "sleep-out" { -1 } else { 0 },
                     timed_out: b.command == "sleep-out",
                     timeout_secs: b.timeout.unwrap_or(30).clamp(1, 600) as u32,
+                    limit_hit: None,
                 })),
                 ToolCall::ReadFile(r) if r.file_path == "/missing" => Err(ToolFailure::new(
                     ErrorCode::FileNotFoundError,

@@ -1,0 +1,475 @@
+//! Confinement the kernel enforces, end to end: the real executor as root, the real frontend
+//! as nobody, raw HTTP. Nothing a command starts outlives its call (not even what left its
+//! process group), background jobs take their escaped children with them, kernel limits are
+//! enforced and named in the result, a fork bomb is contained while other calls are answered,
+//! and no cgroup directory is left behind, also after a crash.
+//!
+//! These need cgroups that can kill a call (v2 `cgroup.kill`, or a v1 freezer/pids
+//! hierarchy); the limit tests need the controller that carries the limit (v2 delegated, or
+//! v1). Where the executor reports that it cannot, a test prints `skipped: …` and passes.
+
+use mymcp_tests::{
+    ctl, pids_with_cmdline, post_mcp, post_mcp_with, tools_call, wait_until, ExecutorProcess,
+    FrontendProcess,
+};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn server(env: &[(&str, &str)]) -> (ExecutorProcess, FrontendProcess, String) {
+    let exec = ExecutorProcess::start_with_env("nobody", env);
+    let rw = exec.add_token("writer", "rw");
+    let front = FrontendProcess::start(&exec.executor_socket());
+    (exec, front, rw)
+}
+
+fn tool(addr: SocketAddr, token: &str, name: &str, args: Value) -> Value {
+    let r = post_mcp(addr, token, &tools_call(1, name, args));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.tool_json()
+}
+
+/// `mymcpctl status --json` of `exec`.
+fn status(exec: &ExecutorProcess) -> Value {
+    let out = ctl(&exec.runtime_dir, &["status", "--json"]);
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+/// Whether the executor confines commands by cgroups (else the test is skipped), and which
+/// controllers carry limits (`"memory"`, `"pids"` in the description).
+fn confinement(exec: &ExecutorProcess, needs: &[&str]) -> Option<String> {
+    let s = status(exec);
+    let text = s["confinement"].as_str().unwrap_or_default().to_owned();
+    if s["confined"] != true {
+        eprintln!("skipped: commands are not confined by cgroups here: {text}");
+        return None;
+    }
+    for n in needs {
+        if !text.contains(&format!("v1 {n} ")) && !text.contains(&format!("+{n}")) {
+            eprintln!("skipped: no {n} controller for the executor here: {text}");
+            return None;
+        }
+    }
+    Some(text)
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !matches!(
+            stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next()),
+            Some('Z' | 'X') | None
+        )
+    })
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The executor's instance directories (`…/mymcp/<pid>-<start>-<pidns>`) in every hierarchy.
+fn instance_dirs(executor_pid: u32) -> Vec<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let own = std::fs::read_to_string(format!("/proc/{executor_pid}/cgroup")).unwrap_or_default();
+    let mut dirs = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = right.split(' ').next().unwrap_or("");
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        let Some(point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let options = right.split(' ').nth(2).unwrap_or("");
+        // The executor's path in this hierarchy.
+        let path = own.lines().find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (id, ctrl, path) = (p.next()?, p.next()?, p.next()?);
+            let matches = if fstype == "cgroup2" {
+                id == "0" && ctrl.is_empty()
+            } else {
+                !ctrl.is_empty() && ctrl.split(',').all(|c| options.split(',').any(|o| o == c))
+            };
+            matches.then(|| path.trim_end_matches("/mymcp-executor").to_owned())
+        });
+        let Some(path) = path else { continue };
+        let subtree = Path::new(point)
+            .join(path.trim_start_matches('/'))
+            .join("mymcp");
+        for entry in std::fs::read_dir(&subtree).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&format!("{executor_pid}-")))
+            {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    dirs
+}
+
+/// The call cgroups (directories inside the instance directories) of the executor.
+fn call_dirs(executor_pid: u32) -> Vec<PathBuf> {
+    instance_dirs(executor_pid)
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Three ways out of the process group, each writing its pid to a marker file in `dir`.
+fn escapes(dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        "setsid sh -c 'echo $$ > {d}/setsid; exec sleep 1000' >/dev/null 2>&1 < /dev/null & \
+         sh -c '(setsid sh -c \"echo \\$\\$ > {d}/double; exec sleep 1000\" &) ' >/dev/null 2>&1; \
+         nohup sh -c 'echo $$ > {d}/nohup; exec sleep 1000' >/dev/null 2>&1 & disown; \
+         for f in setsid double nohup; do while [ ! -s {d}/$f ]; do sleep 0.05; done; done; echo ready"
+    )
+}
+
+#[test]
+fn processes_that_left_the_group_do_not_outlive_the_call() {
+    mymcp_tests::needs_root!();
+    let (exec, front, rw) = server(&[]);
+    if confinement(&exec, &[]).is_none() {
+        return;
+    }
+    let marks = tempfile::tempdir().unwrap();
+    let out = tool(
+        front.addr,
+        &rw,
+        "bash_execute",
+        json!({"command": escapes(marks.path()), "timeout": 20}),
+    );
+    assert_eq!(out["stdout"], "ready\n", "{out}");
+    assert_eq!(out["exit_code"], 0, "{out}");
+    for name in ["setsid", "double", "nohup"] {
+        let pid = read_pid(&marks.path().join(name)).expect(name);
+        // Killed and gone before the call answered: no waiting here.
+        assert!(
+            !alive(pid),
+            "the {name} escapee (pid {pid}) outlived its call"
+        );
+    }
+    assert!(
+        call_dirs(exec.pid()).is_empty(),
+        "{:?}",
+        call_dirs(exec.pid())
+    );
+}
+
+#[test]
+fn job_kill_kills_the_jobs_escaped_children() {
+    mymcp_tests::needs_root!();
+    let (exec, front, rw) = server(&[]);
+    if confinement(&exec, &[]).is_none() {
+        return;
+    }
+    let marks = tempfile::tempdir().unwrap();
+    let command = format!("{}; sleep 1000", escapes(marks.path()));
+    let job = tool(
+        front.addr,
+        &rw,
+        "bash_execute",
+        json!({"command": command, "background": true}),
+    );
+    let id = job["job_id"].as_str().expect("job_id").to_owned();
+    assert!(
+        wait_until(Duration::from_secs(10), || ["setsid", "double", "nohup"]
+            .iter()
+            .all(|n| read_pid(&marks.path().join(n)).is_some())),
+        "the job did not start its escapees"
+    );
+    let pids: Vec<u32> = ["setsid", "double", "nohup"]
+        .iter()
+        .map(|n| read_pid(&marks.path().join(n)).unwrap())
+        .collect();
+    assert!(
+        pids.iter().all(|&p| alive(p)),
+        "they run while the job runs"
+    );
+    let killed = tool(front.addr, &rw, "job_kill", json!({"job_id": id}));
+    assert_eq!(killed["running"], false, "{killed}");
+    for pid in pids {
+        assert!(
+            wait_until(Duration::from_secs(1), || !alive(pid)),
+            "escaped pid {pid} outlived job_kill"
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(2), || call_dirs(exec.pid()).is_empty()),
+        "{:?}",
+        call_dirs(exec.pid())
+    );
+}
+
+#[test]
+fn a_command_over_its_memory_limit_is_killed_and_the_result_says_so() {
+    mymcp_tests::needs_root!();
+    let (exec, front, rw) = server(&[("MYMCP_DEFAULT_MEMORY_MAX", "64")]);
+    let Some(text) = confinement(&exec, &["memory"]) else {
+        return;
+    };
+    assert!(text.contains("memory 64 MiB"), "{text}");
+    let out = tool(
+        front.addr,
+        &rw,
+        "bash_execute",
+        json!({"command": "perl -e '$x = \"a\" x (300*1024*1024); print length $x'", "timeout": 30}),
+    );
+    assert_eq!(out["exit_code"], -9, "{out}");
+    assert_eq!(
+        out["limit_hit"], "killed: memory limit 64 MiB reached",
+        "{out}"
+    );
+    assert!(
+        out["stderr"]
+            .as_str()
+            .unwrap()
+            .ends_with("Command killed: memory limit 64 MiB reached"),
+        "{out}"
+    );
+    // Under the limit: no mention of it.
+    let fine = tool(
+        front.addr,
+        &rw,
+        "bash_execute",
+        json!({"command": "perl -e '$x = \"a\" x (8*1024*1024); print length $x'"}),
+    );
+    assert_eq!(fine["stdout"], "8388608", "{fine}");
+    assert!(fine.get("limit_hit").is_none(), "{fine}");
+    // A background job too: job_status names the limit once it has ended.
+    let job = tool(
+        front.addr,
+        &rw,
+        "bash_execute",
+        json!({"command": "perl -e '$x = \"a\" x (300*1024*1024)'", "background": true}),
+    );
+    let id = job["job_id"].as_str().expect("job_id").to_owned();
+    let mut status = Value::Null;
+    assert!(wait_until(Duration::from_secs(20), || {
+        status = tool(front.addr, &rw, "job_status", json!({"job_id": id}));
+        status["running"] == false
+    }));
+    assert_eq!(status["exit_code"], -9, "{status}");
+    assert_eq!(
+        status["limit_hit"], "killed: memory limit 64 MiB reached",
+        "{status}"
+    );
+}
+
+#[test]
+fn a_fork_bomb_is_contained_and_other_calls_are_answered_meanwhile() {
+    mymcp_tests::needs_root!();
+    let (exec, front, rw) = server(&[("MYMCP_DEFAULT_TASKS_MAX", "64")]);
+    if confinement(&exec, &["pids"]).is_none() {
+        return;
+    }
+    let other = exec.add_token("other", "rw");
+    let marker = "fork-bomb-4711";
+    let bomb = {
+        let (addr, rw) = (front.addr, rw.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let out = tool(
+                addr,
+                &rw,
+                "bash_execute",
+                json!({"command": format!(": {marker}; :(){{ :|:& }};:"), "timeout": 5}),
+            );
+            (out, t.elapsed())
+        })
+    };
+    // While it rages, another token's calls are answered promptly.
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..3 {
+        let t = Instant::now();
+        let out = tool(
+            front.addr,
+            &other,
+            "bash_execute",
+            json!({"command": format!("echo alive {i}")}),
+        );
+        assert_eq!(out["stdout"], format!("alive {i}\n"), "{out}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+    let (out, took) = bomb.join().unwrap();
+    // Timeout 5 s + grace 2 s + 1 s for the pipes, and some slack for the cleanup.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(
+        out["limit_hit"], "tasks limit 64 reached: a fork failed",
+        "{out}"
+    );
+    assert!(
+        pids_with_cmdline(marker).is_empty(),
+        "the bomb survived: {:?}",
+        pids_with_cmdline(marker)
+    );
+    assert!(
+        call_dirs(exec.pid()).is_empty(),
+        "{:?}",
+        call_dirs(exec.pid())
+    );
+}
+
+#[test]
+fn no_cgroup_is_left_behind_by_a_stop_or_a_crash() {
+    mymcp_tests::needs_root!();
+    let (mut exec, mut front, rw) = server(&[]);
+    if confinement(&exec, &[]).is_none() {
+        return;
+    }
+    let text = ctl(&exec.runtime_dir, &["status"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("confinement:      cgroup"), "{text}");
+    // doctor says it too (an Ok line; a warning in the process-group fallback).
+    let env_file = exec.dir.path().join("doctor.env");
+    std::fs::write(&env_file, "").unwrap();
+    let doctor = ctl(
+        &exec.runtime_dir,
+        &["doctor", "--env-file", env_file.to_str().unwrap()],
+    );
+    let doctor = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    let line = doctor
+        .lines()
+        .find(|l| l.contains("confinement"))
+        .unwrap_or_else(|| panic!("{doctor}"));
+    assert!(line.contains("cgroup"), "{line}");
+    // A crash with a job and its escapee running: the next executor removes both.
+    let marks = tempfile::tempdir().unwrap();
+    let command = format!("{}; sleep 1000", escapes(marks.path()));
+    tool(
+        front.addr,
+        &rw,
+        "bash_execute",
+        json!({"command": command, "background": true}),
+    );
+    assert!(wait_until(Duration::from_secs(10), || read_pid(
+        &marks.path().join("nohup")
+    )
+    .is_some()));
+    let escapee = read_pid(&marks.path().join("setsid")).unwrap();
+    let crashed = exec.pid();
+    let left = instance_dirs(crashed);
+    assert!(!left.is_empty());
+    assert!(!call_dirs(crashed).is_empty(), "the job's cgroup");
+    front.kill();
+    exec.kill();
+    assert!(alive(escapee), "a crash kills nothing by itself");
+    let mut exec = ExecutorProcess::restart_of(&mut exec, &[]);
+    assert!(
+        left.iter().all(|d| !d.exists()),
+        "left by the crashed executor: {left:?}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(1), || !alive(escapee)),
+        "the crashed executor's escapee survived the restart"
+    );
+    // An orderly stop removes this executor's own directories.
+    let pid = exec.pid();
+    assert!(!instance_dirs(pid).is_empty());
+    exec.terminate();
+    assert!(instance_dirs(pid).is_empty(), "{:?}", instance_dirs(pid));
+}
+
+#[test]
+fn escapees_die_at_the_deadline_on_cancellation_and_at_shutdown() {
+    mymcp_tests::needs_root!();
+    let (mut exec, front, rw) = server(&[]);
+    if confinement(&exec, &[]).is_none() {
+        return;
+    }
+    // At the deadline: the escapee even holds the output pipe open.
+    let marks = tempfile::tempdir().unwrap();
+    let d = marks.path().display();
+    let t = Instant::now();
+    let out = tool(
+        front.addr,
+        &rw,
+        "bash_execute",
+        json!({"command": format!("setsid sh -c 'echo $$ > {d}/held; exec sleep 1000' & sleep 1000"), "timeout": 1}),
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(out["timed_out"], true, "{out}");
+    let held = read_pid(&marks.path().join("held")).expect("held");
+    assert!(
+        !alive(held),
+        "the escapee holding stdout outlived the deadline"
+    );
+
+    // On cancellation (notifications/cancelled from the client).
+    let addr = front.addr;
+    let session = [("Mcp-Session-Id", "confine-1")];
+    let call = {
+        let rw = rw.clone();
+        let command = format!(
+            "setsid sh -c 'echo $$ > {d}/cancelled; exec sleep 1000' >/dev/null 2>&1 & sleep 1000"
+        );
+        std::thread::spawn(move || {
+            post_mcp_with(
+                addr,
+                &rw,
+                &json!({"jsonrpc":"2.0","id":7,"method":"tools/call",
+                    "params":{"name":"bash_execute","arguments":{"command": command, "timeout": 60}}}),
+                &[("Mcp-Session-Id", "confine-1")],
+            )
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || read_pid(
+        &marks.path().join("cancelled")
+    )
+    .is_some()));
+    let cancelled = read_pid(&marks.path().join("cancelled")).unwrap();
+    assert!(alive(cancelled));
+    let r = post_mcp_with(
+        addr,
+        &rw,
+        &json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId": 7}}),
+        &session,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let _ = call.join();
+    assert!(
+        wait_until(Duration::from_secs(1), || !alive(cancelled)),
+        "the escapee outlived the cancellation"
+    );
+
+    // At shutdown: a running call's escapee dies with the executor's cgroups.
+    let command = format!("{}; sleep 1000", escapes(marks.path()));
+    let call = {
+        let (addr, rw) = (front.addr, rw.clone());
+        std::thread::spawn(move || {
+            post_mcp(
+                addr,
+                &rw,
+                &tools_call(
+                    1,
+                    "bash_execute",
+                    json!({"command": command, "timeout": 60}),
+                ),
+            )
+        })
+    };
+    assert!(wait_until(Duration::from_secs(10), || read_pid(
+        &marks.path().join("nohup")
+    )
+    .is_some()));
+    let pids: Vec<u32> = ["setsid", "double", "nohup"]
+        .iter()
+        .map(|n| read_pid(&marks.path().join(n)).unwrap())
+        .collect();
+    let pid = exec.pid();
+    exec.terminate();
+    let _ = call.join();
+    for p in pids {
+        assert!(!alive(p), "pid {p} outlived the executor's shutdown");
+    }
+    assert!(instance_dirs(pid).is_empty(), "{:?}", instance_dirs(pid));
+}
