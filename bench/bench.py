@@ -1031,7 +1031,11 @@ def callgrind(a, work: Path):
     shutil.copy2(BIN / "mymcpctl", bindir / "mymcpctl")
     for role in ("executor", "frontend"):
         w = bindir / f"mymcp-{role}"
-        w.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind --quiet --dump-instr=no --compress-pos=no "
+        # The executor re-executes itself to turn glibc's per-thread caches off unless
+        # GLIBC_TUNABLES already says how (see docs/reliability.md): said here, it stays under
+        # valgrind. The frontend keeps its caches.
+        tunables = "GLIBC_TUNABLES=glibc.malloc.tcache_count=0 " if role == "executor" else ""
+        w.write_text(f"#!/bin/sh\n{tunables}exec valgrind --tool=callgrind --quiet --dump-instr=no --compress-pos=no "
                      f"--vgdb-prefix={outdir}/vgdb --callgrind-out-file={outdir}/{role}.%p {BIN}/mymcp-{role} \"$@\"\n")
         os.chmod(w, 0o755)
     files = fixtures(work)
