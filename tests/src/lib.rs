@@ -1097,3 +1097,27 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
     }
 }
+
+/// Swaps `link` between pointing at `a` and at `b` (by renaming a fresh symlink over it, so the
+/// link always exists and points at one of the two) until `stop`; returns the number of swaps.
+/// For races of tool calls against symlink swaps.
+pub fn swap_symlink(
+    link: &Path,
+    a: &Path,
+    b: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let (link, a, b) = (link.to_owned(), a.to_owned(), b.to_owned());
+    std::thread::spawn(move || {
+        let tmp = link.with_extension("next");
+        let mut flips = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let target = if flips.is_multiple_of(2) { &a } else { &b };
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(target, &tmp).unwrap();
+            std::fs::rename(&tmp, &link).unwrap();
+            flips += 1;
+        }
+        flips
+    })
+}
