@@ -219,7 +219,8 @@ impl ExecutorProcess {
         self.add_token_with(name, role, &["--user", user])
     }
 
-    fn add_token_with(&self, name: &str, role: &str, more: &[&str]) -> String {
+    /// Creates a token with more `token add` options (`--tasks-max 64`, …).
+    pub fn add_token_with(&self, name: &str, role: &str, more: &[&str]) -> String {
         let mut args = vec!["token", "add", "--name", name, "--role", role];
         args.extend_from_slice(more);
         let out = ctl(&self.runtime_dir, &args);

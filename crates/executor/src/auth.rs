@@ -48,7 +48,7 @@
 //! through [`Authorized::act`] (file work) and [`Authorized::account`] (commands).
 
 use crate::accounts::{Account, Accounts, Acting};
-use mymcp_protocol::{ErrorCode, Identity, Role, TokenDigest, ToolFailure, ToolName};
+use mymcp_protocol::{ErrorCode, Identity, Role, TokenDigest, TokenLimits, ToolFailure, ToolName};
 use mymcp_tokens::TokenStore;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -64,6 +64,8 @@ pub(crate) struct Caller {
     token: TokenDigest,
     /// The account the token acts as, as the store names it.
     user: String,
+    /// The token's own limits on its commands (unset fields: the defaults).
+    limits: TokenLimits,
     /// That account for this call, once [`Caller::resolve`] looked it up (or why it cannot be
     /// acted as); `None` before.
     account: Option<Result<Arc<Account>, ToolFailure>>,
@@ -160,6 +162,7 @@ pub(crate) fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Ca
         identity: holder.identity,
         token: *token,
         user: holder.user,
+        limits: holder.limits,
         account: None,
     })
 }
@@ -226,6 +229,11 @@ impl<L: Level> Authorized<L> {
         &self.account
     }
 
+    /// The token's own limits on its commands, from the store (unset fields: the defaults).
+    pub(crate) fn limits(&self) -> &TokenLimits {
+        &self.caller.limits
+    }
+
     /// Makes the calling thread act as the caller's account for file work until the guard
     /// drops (see [`Account::act`]); every thread that does a call's file work takes one.
     pub(crate) fn act(&self) -> Result<Acting, ToolFailure> {
@@ -251,6 +259,7 @@ impl<L: Level> Authorized<L> {
                 },
                 token: TokenDigest([0; 32]),
                 user: account.name.clone(),
+                limits: TokenLimits::default(),
                 account: Some(Ok(account.clone())),
             },
             account,

@@ -785,6 +785,8 @@ impl Executor {
         let failed = |e: &mymcp_tokens::TokenError| match e {
             mymcp_tokens::TokenError::InvalidName(_)
             | mymcp_tokens::TokenError::InvalidUser(_)
+            | mymcp_tokens::TokenError::InvalidLimits(_)
+            | mymcp_tokens::TokenError::LimitsOnNonClient
             | mymcp_tokens::TokenError::Ambiguous(_) => AdminOutcome::Invalid(e.to_string()),
             mymcp_tokens::TokenError::NotFound(_) => AdminOutcome::NotFound,
             e => AdminOutcome::Failed(e.to_string()),
@@ -806,10 +808,18 @@ impl Executor {
                 }
                 AdminOutcome::Tokens(list)
             }
-            AdminOp::Create { name, role, user } => {
+            AdminOp::Create {
+                name,
+                role,
+                user,
+                limits,
+            } => {
                 let mut params = json!({"name": audit::param(&name), "role": role.as_str()});
                 if let Some(u) = &user {
                     params["user"] = audit::param(u);
+                }
+                if !limits.is_default() {
+                    params["limits"] = json!(limits.describe());
                 }
                 let op = self.audit.operation("token_add", actor, params);
                 // `Err(Ok(why))`: refused before the store was asked.
@@ -822,7 +832,9 @@ impl Executor {
                             )));
                         }
                         let user = new_token_user(&self.tokens, user).map_err(Ok)?;
-                        self.tokens.add_as(&name, role, Some(&user)).map_err(Err)
+                        self.tokens
+                            .add_limited(&name, role, Some(&user), limits)
+                            .map_err(Err)
                     },
                     |r, d| match r {
                         Ok((_, info)) => audit::token_outcome(Ok(info), d),

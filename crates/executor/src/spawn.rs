@@ -50,7 +50,9 @@ use crate::auth::{Authorized, Rw};
 use crate::cgroup::{CallCgroup, Confinement, Limits};
 use crate::paths::os_message;
 use crate::server::{CancelSignal, Stop};
-use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
+use mymcp_protocol::{
+    BashExecute, BashOutput, CapturedStream, ErrorCode, TokenLimits, ToolFailure,
+};
 use mymcp_sys::process::{self, GroupSignal, Pid, PidFd, Placement};
 use std::ffi::{CString, OsString};
 use std::future::Future;
@@ -268,7 +270,7 @@ pub(crate) async fn bash_execute(
     controls: &mut impl Controller,
     activity: &Activity,
 ) -> Result<BashOutput, ToolFailure> {
-    let timeout_secs = clamp_timeout(args.timeout);
+    let timeout_secs = cap_timeout(clamp_timeout(args.timeout), auth.limits());
     let max_output = clamp_max_output(args.max_output_bytes, cfg);
     let spec = CommandSpec::check(auth, args)?;
     let started = start(auth, &spec, cfg)?;
@@ -335,10 +337,37 @@ impl CommandSpec {
     }
 }
 
-/// The kernel limits of `_auth`'s commands. Today the defaults (`MYMCP_DEFAULT_*`) for every
-/// token; per-token limits (`mymcpctl token add --memory-max …`) replace them here.
-fn limits_for(_auth: &Authorized<Rw>, confine: &Confinement) -> Limits {
-    confine.limits()
+/// The kernel limits of `auth`'s commands: the token's own (`mymcpctl token add
+/// --memory-max …`) where it has them, the defaults (`MYMCP_DEFAULT_*`) for the rest; a
+/// token's 0 lifts a default.
+pub(crate) fn limits_for(auth: &Authorized<Rw>, confine: &Confinement) -> Limits {
+    merge_limits(auth.limits(), confine.limits())
+}
+
+fn merge_limits(token: &TokenLimits, defaults: Limits) -> Limits {
+    let pick = |own: Option<u64>, default: Option<u64>| match own {
+        None => default,
+        Some(0) => None,
+        Some(v) => Some(v),
+    };
+    Limits {
+        memory_max: pick(
+            token.memory_max_mib.map(|m| m.saturating_mul(1 << 20)),
+            defaults.memory_max,
+        ),
+        tasks_max: pick(token.tasks_max, defaults.tasks_max),
+        cpu_max_percent: pick(token.cpu_max_percent, defaults.cpu_max_percent),
+    }
+}
+
+/// `timeout_secs` cut to the token's `--timeout-max`, if it has one.
+pub(crate) fn cap_timeout(timeout_secs: u32, limits: &TokenLimits) -> u32 {
+    match limits.timeout_max_secs {
+        Some(max) => timeout_secs
+            .min(u32::try_from(max).unwrap_or(u32::MAX))
+            .max(1),
+        None => timeout_secs,
+    }
 }
 
 /// Starts `<shell> -c <command>` for the holder of `auth` in its own session, as its account,
@@ -956,6 +985,29 @@ mod tests {
         assert_eq!(clamp_max_output(Some(0), &c), 1);
         assert_eq!(clamp_max_output(Some(-1), &c), 1);
         assert_eq!(clamp_max_output(Some(i64::MAX), &c), 1_048_576);
+    }
+
+    #[test]
+    fn a_tokens_limits_replace_the_defaults_field_by_field() {
+        let defaults = Limits::from_settings(512, 100, 0);
+        assert_eq!(merge_limits(&TokenLimits::default(), defaults), defaults);
+        let own = TokenLimits {
+            memory_max_mib: Some(64),
+            tasks_max: Some(0),
+            cpu_max_percent: Some(50),
+            timeout_max_secs: Some(5),
+        };
+        assert_eq!(
+            merge_limits(&own, defaults),
+            Limits {
+                memory_max: Some(64 << 20),
+                tasks_max: None,
+                cpu_max_percent: Some(50),
+            }
+        );
+        assert_eq!(cap_timeout(30, &own), 5);
+        assert_eq!(cap_timeout(3, &own), 3);
+        assert_eq!(cap_timeout(30, &TokenLimits::default()), 30);
     }
 
     #[tokio::test]
