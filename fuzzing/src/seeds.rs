@@ -135,6 +135,11 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
                         cpu_max_percent: None,
                         timeout_max_secs: Some(120),
                     },
+                    view: TokenView {
+                        write_roots: vec!["/srv/ci".into()],
+                        hide: vec!["/etc/secret".into()],
+                        no_network: true,
+                    },
                 },
             },
         ),
@@ -221,6 +226,7 @@ fn control_requests() -> Vec<(String, ControlRequest)> {
                 role: Role::Ro,
                 user: None,
                 limits: TokenLimits::default(),
+                view: TokenView::default(),
             },
         ),
         ("token-list".into(), ControlRequest::TokenList),
@@ -268,6 +274,7 @@ fn info() -> TokenInfo {
         last_used: Some("2024-02-01T00:00:00Z".into()),
         enabled: true,
         limits: TokenLimits::default(),
+        view: TokenView::default(),
     }
 }
 

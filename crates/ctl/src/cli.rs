@@ -220,6 +220,16 @@ pub struct AddArgs {
     /// cut to this.
     #[arg(long, value_name = "SEC")]
     pub timeout_max: Option<u64>,
+    /// A tree the token's commands may change files in (repeatable): with any, the rest of
+    /// the file system is read-only to them.
+    #[arg(long = "write-root", value_name = "PATH")]
+    pub write_roots: Vec<String>,
+    /// A path the token's commands and tools cannot see (repeatable).
+    #[arg(long = "hide", value_name = "PATH")]
+    pub hide: Vec<String>,
+    /// The token's commands get a network of their own with only a loopback interface.
+    #[arg(long)]
+    pub no_network: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -41,6 +41,7 @@ fn info_json(t: &TokenInfo) -> serde_json::Value {
         "id": t.id, "name": t.name, "role": t.role.as_str(), "user": t.user,
         "created_at": t.created_at, "last_used": t.last_used, "enabled": t.enabled,
         "limits": limits_json(&t.limits),
+        "write_roots": t.view.write_roots, "hide": t.view.hide, "no_network": t.view.no_network,
     })
 }
 
@@ -312,11 +313,34 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                 cpu_max_percent: a.cpu_max,
                 timeout_max_secs: a.timeout_max,
             };
-            if !limits.is_default() && !role.is_client() {
-                bail!("--memory-max, --tasks-max, --cpu-max and --timeout-max are for ro and rw tokens: {role} tokens run no command");
+            // Paths as given, made absolute and normal (`canonicalize` where they exist: the
+            // view names the objects, not a symlink to them).
+            let normal = |p: String| -> anyhow::Result<String> {
+                let path = std::path::Path::new(&p);
+                if !path.is_absolute() {
+                    bail!("{p:?} must be an absolute path");
+                }
+                Ok(std::fs::canonicalize(path)
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or(p))
+            };
+            let view = mymcp_protocol::TokenView {
+                write_roots: a
+                    .write_roots
+                    .into_iter()
+                    .map(normal)
+                    .collect::<Result<_, _>>()?,
+                hide: a.hide.into_iter().map(normal).collect::<Result<_, _>>()?,
+                no_network: a.no_network,
+            };
+            if !(limits.is_default() && view.is_default()) && !role.is_client() {
+                bail!("--memory-max, --tasks-max, --cpu-max, --timeout-max, --write-root, --hide and --no-network are for ro and rw tokens: {role} tokens run no command");
             }
             if let Err(why) = limits.check() {
                 bail!("invalid limits: {why}");
+            }
+            if let Err(why) = view.check() {
+                bail!("invalid view: {why}");
             }
             match control(
                 &cli.runtime_dir,
@@ -325,6 +349,7 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                     role,
                     user,
                     limits,
+                    view,
                 },
             )? {
                 ControlResponse::TokenAdded { token, info } => {
@@ -339,11 +364,14 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                         } else {
                             format!(", acting as {}", info.user)
                         };
-                        let limited = if info.limits.is_default() {
+                        let mut limited = if info.limits.is_default() {
                             String::new()
                         } else {
                             format!(", limits: {}", info.limits.describe())
                         };
+                        if !info.view.is_default() {
+                            limited.push_str(&format!(", view: {}", info.view.describe()));
+                        }
                         eprintln!(
                             "created {} token {:?} (id {}{acting}{limited}); it is shown only now",
                             info.role, info.name, info.id
@@ -379,7 +407,9 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                                 t.created_at,
                                 t.last_used.as_deref().unwrap_or("-"),
                                 if t.enabled { "yes" } else { "no" },
-                                if t.role.is_client() {
+                                if t.role.is_client() && !t.view.is_default() {
+                                    format!("{}; {}", t.limits.describe(), t.view.describe())
+                                } else if t.role.is_client() {
                                     t.limits.describe()
                                 } else {
                                     "-".to_owned()

@@ -812,6 +812,9 @@ pub(crate) fn token_outcome(
             if !info.limits.is_default() {
                 output["limits"] = Value::String(info.limits.describe());
             }
+            if !info.view.is_default() {
+                output["view"] = Value::String(cap(&info.view.describe(), MAX_SHORT_BYTES));
+            }
             Outcome::ok(Some(duration), Some(output))
         }
         Err(e) => {

@@ -48,7 +48,9 @@
 //! through [`Authorized::act`] (file work) and [`Authorized::account`] (commands).
 
 use crate::accounts::{Account, Accounts, Acting};
-use mymcp_protocol::{ErrorCode, Identity, Role, TokenDigest, TokenLimits, ToolFailure, ToolName};
+use mymcp_protocol::{
+    ErrorCode, Identity, Role, TokenDigest, TokenLimits, TokenView, ToolFailure, ToolName,
+};
 use mymcp_tokens::TokenStore;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -66,6 +68,8 @@ pub(crate) struct Caller {
     user: String,
     /// The token's own limits on its commands (unset fields: the defaults).
     limits: TokenLimits,
+    /// Its commands' view of the host.
+    view: Arc<TokenView>,
     /// That account for this call, once [`Caller::resolve`] looked it up (or why it cannot be
     /// acted as); `None` before.
     account: Option<Result<Arc<Account>, ToolFailure>>,
@@ -163,6 +167,7 @@ pub(crate) fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Ca
         token: *token,
         user: holder.user,
         limits: holder.limits,
+        view: Arc::new(holder.view),
         account: None,
     })
 }
@@ -234,6 +239,12 @@ impl<L: Level> Authorized<L> {
         &self.caller.limits
     }
 
+    /// The token's view of the host for its commands and tools (write roots, hidden paths,
+    /// network).
+    pub(crate) fn view(&self) -> &TokenView {
+        &self.caller.view
+    }
+
     /// Makes the calling thread act as the caller's account for file work until the guard
     /// drops (see [`Account::act`]); every thread that does a call's file work takes one.
     pub(crate) fn act(&self) -> Result<Acting, ToolFailure> {
@@ -260,6 +271,7 @@ impl<L: Level> Authorized<L> {
                 token: TokenDigest([0; 32]),
                 user: account.name.clone(),
                 limits: TokenLimits::default(),
+                view: Arc::default(),
                 account: Some(Ok(account.clone())),
             },
             account,

@@ -75,6 +75,7 @@ impl Service for Control {
                 role,
                 user,
                 limits,
+                view,
             } => {
                 // Admin and metrics tokens run no tool: they act as no account. An account
                 // that does not exist is refused before anything is asked of the store.
@@ -84,6 +85,9 @@ impl Service for Control {
                 }
                 if !limits.is_default() {
                     params["limits"] = json!(limits.describe());
+                }
+                if !view.is_default() {
+                    params["view"] = audit::param(&view.describe());
                 }
                 let user = if role.is_client() {
                     match crate::dispatch::new_token_user(tokens, user) {
@@ -101,7 +105,7 @@ impl Service for Control {
                 let op = op("token_add", params);
                 let added = audit.around(
                     &op,
-                    || tokens.add_limited(&name, role, user.as_deref(), limits),
+                    || tokens.add_limited(&name, role, user.as_deref(), limits, view),
                     |r, d| audit::token_outcome(r.as_ref().map(|(_, i)| i), d),
                 );
                 match added {

@@ -150,6 +150,13 @@ pub fn run(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    bash.protect = files
+        .protected
+        .entries()
+        .iter()
+        .chain(files.protected.write_only())
+        .cloned()
+        .collect();
     let per_token = config::bash_per_token(&Env).map_err(Error::config)?;
     let job_config = config::job_settings(&Env).map_err(Error::config)?;
     let transfer_config = config::transfer_settings(&Env).map_err(Error::config)?;

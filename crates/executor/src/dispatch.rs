@@ -813,6 +813,7 @@ impl Executor {
                 role,
                 user,
                 limits,
+                view,
             } => {
                 let mut params = json!({"name": audit::param(&name), "role": role.as_str()});
                 if let Some(u) = &user {
@@ -820,6 +821,9 @@ impl Executor {
                 }
                 if !limits.is_default() {
                     params["limits"] = json!(limits.describe());
+                }
+                if !view.is_default() {
+                    params["view"] = audit::param(&view.describe());
                 }
                 let op = self.audit.operation("token_add", actor, params);
                 // `Err(Ok(why))`: refused before the store was asked.
@@ -833,7 +837,7 @@ impl Executor {
                         }
                         let user = new_token_user(&self.tokens, user).map_err(Ok)?;
                         self.tokens
-                            .add_limited(&name, role, Some(&user), limits)
+                            .add_limited(&name, role, Some(&user), limits, view)
                             .map_err(Err)
                     },
                     |r, d| match r {

@@ -51,12 +51,13 @@ use crate::cgroup::{CallCgroup, Confinement, Limits};
 use crate::paths::os_message;
 use crate::server::{CancelSignal, Stop};
 use mymcp_protocol::{
-    BashExecute, BashOutput, CapturedStream, ErrorCode, TokenLimits, ToolFailure,
+    BashExecute, BashOutput, CapturedStream, ErrorCode, TokenLimits, TokenView, ToolFailure,
 };
 use mymcp_sys::process::{self, GroupSignal, Pid, PidFd, Placement};
 use std::ffi::{CString, OsString};
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -109,6 +110,9 @@ pub(crate) struct BashConfig {
     pub(crate) env: Vec<(OsString, OsString)>,
     /// The cgroups commands run in, and their default limits.
     pub(crate) confine: Arc<Confinement>,
+    /// mymcp's own paths (state, token store, audit log, configuration, env file): read-only
+    /// to every command, root-mapped tokens' included.
+    pub(crate) protect: Arc<[PathBuf]>,
 }
 
 impl Default for BashConfig {
@@ -120,6 +124,7 @@ impl Default for BashConfig {
             kill_grace: Duration::from_secs(2),
             env: BashConfig::default_env(&[]),
             confine: Arc::default(),
+            protect: Arc::new([]),
         }
     }
 }
@@ -370,6 +375,74 @@ pub(crate) fn cap_timeout(timeout_secs: u32, limits: &TokenLimits) -> u32 {
     }
 }
 
+/// What a call's [`process::View`] is made of, prepared before the spawn (the child
+/// allocates nothing).
+#[derive(Debug, Default)]
+struct ViewParts {
+    writable: Vec<OwnedFd>,
+    writable_paths: Vec<CString>,
+    read_only: bool,
+    protect: Vec<CString>,
+    hide_dirs: Vec<CString>,
+    hide_files: Vec<CString>,
+    no_network: bool,
+}
+
+impl ViewParts {
+    /// The view of a call of a token with `view`, with mymcp's own `protect`ed paths
+    /// read-only. Paths that do not exist (now) are left out: a missing write root grants
+    /// nothing, a missing hidden or protected path has nothing to hide. A write root is
+    /// opened without following any symlink, so what is made writable is the tree the token
+    /// names, not where a link points at the moment.
+    fn for_call(view: &TokenView, protect: &[PathBuf]) -> Result<ViewParts, ToolFailure> {
+        let c = |p: &std::path::Path| CString::new(p.as_os_str().as_bytes()).ok();
+        let mut parts = ViewParts {
+            read_only: !view.write_roots.is_empty(),
+            no_network: view.no_network,
+            ..ViewParts::default()
+        };
+        for root in &view.write_roots {
+            match mymcp_sys::fs::openat2(
+                mymcp_sys::fs::Base::Cwd,
+                std::path::Path::new(root).as_os_str(),
+                libc::O_PATH | libc::O_CLOEXEC,
+                0,
+                mymcp_sys::fs::Resolve {
+                    no_symlinks: true,
+                    ..Default::default()
+                },
+            ) {
+                Ok(fd) => {
+                    parts.writable.push(fd);
+                    parts.writable_paths.extend(c(root.as_ref()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(ToolFailure::new(
+                        ErrorCode::InternalError,
+                        format!("cannot open the write root: {}", os_message(&e, root)),
+                    ))
+                }
+            }
+        }
+        for p in protect {
+            // Inside another protected path: covered by that one's mount.
+            let covered = protect.iter().any(|q| q != p && p.starts_with(q));
+            if !covered && std::fs::symlink_metadata(p).is_ok() {
+                parts.protect.extend(c(p));
+            }
+        }
+        for h in &view.hide {
+            match std::fs::symlink_metadata(h) {
+                Ok(m) if m.is_dir() => parts.hide_dirs.extend(c(h.as_ref())),
+                Ok(_) => parts.hide_files.extend(c(h.as_ref())),
+                Err(_) => {}
+            }
+        }
+        Ok(parts)
+    }
+}
+
 /// Starts `<shell> -c <command>` for the holder of `auth` in its own session, as its account,
 /// and in a cgroup of its own (see [`process::spawn_confined`]). Must run inside a tokio
 /// runtime.
@@ -421,9 +494,28 @@ pub(crate) fn start(
         .as_ref()
         .map(CallCgroup::v1_procs)
         .unwrap_or_default();
+    let view = match ViewParts::for_call(auth.view(), &cfg.protect) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove_later();
+            }
+            return Err(e);
+        }
+    };
+    let writable: Vec<_> = view.writable.iter().map(AsFd::as_fd).collect();
     let placement = Placement {
         v2: cgroup.as_ref().and_then(CallCgroup::v2),
         procs: &v1,
+        view: process::View {
+            writable: &writable,
+            writable_paths: &view.writable_paths,
+            read_only: view.read_only,
+            protect: &view.protect,
+            hide_dirs: &view.hide_dirs,
+            hide_files: &view.hide_files,
+            no_network: view.no_network,
+        },
     };
     let ids = account.acts().then(|| process::Ids {
         uid: account.uid,

@@ -29,7 +29,7 @@ use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
 use mymcp_protocol::{
     AdminOp, AdminOutcome, CallOrigin, FrontendRequest, FrontendResponse, MetricsOutcome, Role,
-    TokenDigest, TokenInfo, TokenLimits,
+    TokenDigest, TokenInfo, TokenLimits, TokenView,
 };
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
@@ -128,6 +128,7 @@ fn info_json(t: &TokenInfo) -> Value {
         "id": t.id, "name": t.name, "role": t.role.as_str(), "user": t.user,
         "created_at": t.created_at, "last_used": t.last_used, "enabled": t.enabled,
         "limits": limits_json(&t.limits),
+        "write_roots": t.view.write_roots, "hide": t.view.hide, "no_network": t.view.no_network,
     })
 }
 
@@ -157,6 +158,7 @@ pub struct CreateBody {
     pub role: Role,
     pub user: Option<String>,
     pub limits: TokenLimits,
+    pub view: TokenView,
 }
 
 /// Answers for the outcomes every admin call may get.
@@ -245,11 +247,35 @@ pub fn parse_create(body: &[u8]) -> Result<CreateBody, String> {
         timeout_max_secs: number("timeout_max")?,
     };
     limits.check()?;
+    let paths = |key: &str| -> Result<Vec<String>, String> {
+        match m.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(format!("{key} must be an array of absolute paths")),
+                })
+                .collect(),
+            Some(_) => Err(format!("{key} must be an array of absolute paths")),
+        }
+    };
+    let view = TokenView {
+        write_roots: paths("write_roots")?,
+        hide: paths("hide")?,
+        no_network: match m.get("no_network") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("no_network must be true or false".to_owned()),
+        },
+    };
+    view.check()?;
     Ok(CreateBody {
         name,
         role,
         user,
         limits,
+        view,
     })
 }
 
@@ -288,6 +314,7 @@ async fn create(
         role,
         user,
         limits,
+        view,
     } = match parsed {
         Ok(p) => p,
         Err(why) => return detail(StatusCode::BAD_REQUEST, &why),
@@ -297,12 +324,15 @@ async fn create(
         role,
         user,
         limits,
+        view,
     };
     match ask(&ops, token, &origin, op).await {
         Ok(AdminOutcome::Created { token, info }) => Json(json!({
             "token": token, "id": info.id, "name": info.name, "role": info.role.as_str(),
             "user": info.user, "created_at": info.created_at,
             "limits": limits_json(&info.limits),
+            "write_roots": info.view.write_roots, "hide": info.view.hide,
+            "no_network": info.view.no_network,
         }))
         .into_response(),
         Ok(other) => common(other),
@@ -402,6 +432,7 @@ mod tests {
             role,
             user: user.map(Into::into),
             limits: TokenLimits::default(),
+            view: TokenView::default(),
         }
     }
 

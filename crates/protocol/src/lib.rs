@@ -472,6 +472,8 @@ pub enum AdminOp {
         user: Option<String>,
         /// Kernel limits of its commands (unset fields: the executor's defaults).
         limits: TokenLimits,
+        /// Its commands' view of the file system and network.
+        view: TokenView,
     },
     /// Revoke by token value or id (as [`ControlRequest::TokenRevoke`]).
     Revoke {
@@ -660,6 +662,8 @@ pub enum ControlRequest {
         user: Option<String>,
         /// Kernel limits of its commands (unset fields: the executor's defaults).
         limits: TokenLimits,
+        /// Its commands' view of the file system and network.
+        view: TokenView,
     },
     TokenList,
     /// Revoke by token value or by id (the first hex digits of its digest, unique prefix).
@@ -750,6 +754,107 @@ pub struct TokenInfo {
     pub enabled: bool,
     /// The token's own kernel limits (unset fields: the executor's defaults).
     pub limits: TokenLimits,
+    /// Its commands' view of the file system and network.
+    pub view: TokenView,
+}
+
+/// What a token's commands see of the host: `write_roots` (absolute paths): they may change
+/// files only inside these trees, everything else is read-only to them (none: no such
+/// restriction); `hide`: absolute paths covered by an empty, inaccessible mount;
+/// `no_network`: a network namespace of their own with only a loopback interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub write_roots: Vec<String>,
+    pub hide: Vec<String>,
+    pub no_network: bool,
+}
+
+/// Most write roots or hidden paths a token may name.
+pub const MAX_TOKEN_VIEW_PATHS: usize = 64;
+/// Longest path a token's view may name.
+pub const MAX_TOKEN_VIEW_PATH_LEN: usize = 4096;
+
+impl TokenView {
+    /// Whether the token's commands see the host as it is.
+    pub fn is_default(&self) -> bool {
+        self.write_roots.is_empty() && self.hide.is_empty() && !self.no_network
+    }
+
+    /// Checks the paths: absolute, normal (no `.`, `..`, `//`, trailing `/` except `/`
+    /// itself), no NUL or newline, at most [`MAX_TOKEN_VIEW_PATHS`] of each; `/` cannot be
+    /// hidden, and a hidden path may not lie inside a write root (a write root's account
+    /// could replace it between check and mount).
+    ///
+    /// ```
+    /// let v = mymcp_protocol::TokenView {
+    ///     write_roots: vec!["/srv/app".into()],
+    ///     hide: vec!["/srv/app/secrets".into()],
+    ///     no_network: false,
+    /// };
+    /// assert!(v.check().unwrap_err().contains("inside the write root"));
+    /// ```
+    pub fn check(&self) -> Result<(), String> {
+        for (what, list) in [
+            ("write root", &self.write_roots),
+            ("hidden path", &self.hide),
+        ] {
+            if list.len() > MAX_TOKEN_VIEW_PATHS {
+                return Err(format!("at most {MAX_TOKEN_VIEW_PATHS} of each {what}"));
+            }
+            for p in list {
+                let normal = p.starts_with('/')
+                    && p.len() <= MAX_TOKEN_VIEW_PATH_LEN
+                    && !p.contains(['\0', '\n'])
+                    && (p == "/"
+                        || (!p.ends_with('/')
+                            && p[1..]
+                                .split('/')
+                                .all(|c| !c.is_empty() && c != "." && c != "..")));
+                if !normal {
+                    return Err(format!(
+                        "{what} {p:?} must be an absolute path without '.', '..' or '//'"
+                    ));
+                }
+            }
+        }
+        for h in &self.hide {
+            if h == "/" {
+                return Err("/ cannot be hidden".to_owned());
+            }
+            if let Some(w) = self.write_roots.iter().find(|w| within(h, w)) {
+                return Err(format!(
+                    "hidden path {h:?} is inside the write root {w:?}: hide paths outside write roots"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One line for listings: `write /srv/app, hide /etc/secret, no network`, or `host`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.write_roots.is_empty() {
+            parts.push(format!("write {}", self.write_roots.join(" ")));
+        }
+        if !self.hide.is_empty() {
+            parts.push(format!("hide {}", self.hide.join(" ")));
+        }
+        if self.no_network {
+            parts.push("no network".to_owned());
+        }
+        if parts.is_empty() {
+            "host".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Whether the normal absolute path `path` is `root` or inside it.
+pub fn within(path: &str, root: &str) -> bool {
+    root == "/"
+        || path == root
+        || (path.starts_with(root) && path.as_bytes().get(root.len()) == Some(&b'/'))
 }
 
 /// A token's own limits on its commands. `None`: the executor's default (`MYMCP_DEFAULT_*`);

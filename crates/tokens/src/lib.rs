@@ -30,7 +30,9 @@
 
 pub mod clock;
 
-use mymcp_protocol::{Identity, ImportedToken, Role, TokenDigest, TokenInfo, TokenLimits};
+use mymcp_protocol::{
+    Identity, ImportedToken, Role, TokenDigest, TokenInfo, TokenLimits, TokenView,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -116,6 +118,14 @@ struct StoredToken {
     /// The token's own kernel limits; missing (stores from before them): the defaults.
     #[serde(default, skip_serializing_if = "StoredLimits::is_empty")]
     limits: StoredLimits,
+    /// Its commands' write roots, hidden paths, and whether they have no network; missing:
+    /// the host as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    write_roots: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hide: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    no_network: bool,
 }
 
 /// [`TokenLimits`] as the file spells them: only the fields that are set.
@@ -244,6 +254,8 @@ struct Entry {
     user: Option<String>,
     /// The token's own limits (client tokens only).
     limits: TokenLimits,
+    /// Its commands' view of the host (client tokens only).
+    view: TokenView,
 }
 
 /// Whether `user` is acceptable as an account name: 1 to 256 bytes, no control character,
@@ -266,6 +278,8 @@ pub struct Holder {
     pub user: String,
     /// The token's own limits on its commands (unset fields: the defaults).
     pub limits: TokenLimits,
+    /// Its commands' view of the file system and network.
+    pub view: TokenView,
 }
 
 /// What identifies a version of the file on disk.
@@ -500,6 +514,7 @@ impl TokenStore {
                 .clone()
                 .unwrap_or_else(|| self.default_user.clone()),
             limits: entry.limits,
+            view: entry.view.clone(),
         };
         inner.last_used_dirty = true;
         Some(holder)
@@ -532,23 +547,31 @@ impl TokenStore {
         role: Role,
         user: Option<&str>,
     ) -> Result<(String, TokenInfo), TokenError> {
-        self.add_limited(name, role, user, TokenLimits::default())
+        self.add_limited(
+            name,
+            role,
+            user,
+            TokenLimits::default(),
+            TokenView::default(),
+        )
     }
 
-    /// [`TokenStore::add_as`] with the token's own limits on its commands (client tokens
-    /// only; checked with [`TokenLimits::check`]).
+    /// [`TokenStore::add_as`] with the token's own limits and view for its commands (client
+    /// tokens only; checked with [`TokenLimits::check`] and [`TokenView::check`]).
     pub fn add_limited(
         &self,
         name: &str,
         role: Role,
         user: Option<&str>,
         limits: TokenLimits,
+        view: TokenView,
     ) -> Result<(String, TokenInfo), TokenError> {
-        if !limits.is_default() && !role.is_client() {
+        if !(limits.is_default() && view.is_default()) && !role.is_client() {
             return Err(TokenError::LimitsOnNonClient);
         }
         limits.check().map_err(TokenError::InvalidLimits)?;
-        let mut added = self.add_entries(&[(name, role)], user, limits)?;
+        view.check().map_err(TokenError::InvalidLimits)?;
+        let mut added = self.add_entries(&[(name, role)], user, limits, view)?;
         Ok(added.remove(0))
     }
 
@@ -559,7 +582,7 @@ impl TokenStore {
         tokens: &[(&str, Role)],
         user: Option<&str>,
     ) -> Result<Vec<(String, TokenInfo)>, TokenError> {
-        self.add_entries(tokens, user, TokenLimits::default())
+        self.add_entries(tokens, user, TokenLimits::default(), TokenView::default())
     }
 
     fn add_entries(
@@ -567,6 +590,7 @@ impl TokenStore {
         tokens: &[(&str, Role)],
         user: Option<&str>,
         limits: TokenLimits,
+        view: TokenView,
     ) -> Result<Vec<(String, TokenInfo)>, TokenError> {
         if let Some(u) = user.filter(|u| !valid_user(u)) {
             return Err(TokenError::InvalidUser(u.to_owned()));
@@ -591,6 +615,11 @@ impl TokenStore {
                     limits
                 } else {
                     TokenLimits::default()
+                },
+                view: if role.is_client() {
+                    view.clone()
+                } else {
+                    TokenView::default()
                 },
             };
             created.push((digest(&token), token, entry));
@@ -714,6 +743,7 @@ impl TokenStore {
             enabled: true,
             user: None,
             limits: TokenLimits::default(),
+            view: TokenView::default(),
         };
         inner.entries.insert(d, entry.clone());
         if let Err(e) = self.save(&mut inner) {
@@ -908,6 +938,13 @@ fn parse_store(bytes: &[u8]) -> Result<(HashMap<TokenDigest, Entry>, Vec<String>
         limits
             .check()
             .map_err(|why| format!("token {:?}: invalid limits: {why}", t.name))?;
+        let view = TokenView {
+            write_roots: t.write_roots,
+            hide: t.hide,
+            no_network: t.no_network,
+        };
+        view.check()
+            .map_err(|why| format!("token {:?}: invalid view: {why}", t.name))?;
         let entry = Entry {
             name: t.name,
             role,
@@ -916,6 +953,7 @@ fn parse_store(bytes: &[u8]) -> Result<(HashMap<TokenDigest, Entry>, Vec<String>
             enabled: t.enabled,
             user: t.user,
             limits,
+            view,
         };
         if entries.insert(TokenDigest(d), entry).is_some() {
             return Err(format!("digest {} appears twice", t.sha256));
@@ -937,6 +975,9 @@ fn render_store(entries: &HashMap<TokenDigest, Entry>, retired: &[String]) -> Ve
             enabled: e.enabled,
             user: e.user.clone(),
             limits: StoredLimits::of(&e.limits),
+            write_roots: e.view.write_roots.clone(),
+            hide: e.view.hide.clone(),
+            no_network: e.view.no_network,
         })
         .collect();
     tokens.sort_by(|a, b| {
@@ -993,6 +1034,7 @@ fn entry_of(t: ImportedToken) -> Entry {
         enabled: t.enabled,
         user: None,
         limits: TokenLimits::default(),
+        view: TokenView::default(),
     }
 }
 
@@ -1011,6 +1053,7 @@ fn info(d: &TokenDigest, e: &Entry, default_user: &str) -> TokenInfo {
         last_used: e.last_used.clone(),
         enabled: e.enabled,
         limits: e.limits,
+        view: e.view.clone(),
     }
 }
 
@@ -1356,7 +1399,9 @@ mod tests {
             cpu_max_percent: None,
             timeout_max_secs: Some(60),
         };
-        let (tight, info) = s.add_limited("tight", Role::Rw, None, own).unwrap();
+        let (tight, info) = s
+            .add_limited("tight", Role::Rw, None, own, TokenView::default())
+            .unwrap();
         assert_eq!(info.limits, own);
         let text = fs::read_to_string(dir.path().join("tokens.json")).unwrap();
         assert!(text.contains(r#""memory_max_mib": 256"#), "{text}");
@@ -1374,11 +1419,11 @@ mod tests {
             ..TokenLimits::default()
         };
         assert!(matches!(
-            s.add_limited("b", Role::Rw, None, bad),
+            s.add_limited("b", Role::Rw, None, bad, TokenView::default()),
             Err(TokenError::InvalidLimits(_))
         ));
         assert!(matches!(
-            s.add_limited("a", Role::Admin, None, own),
+            s.add_limited("a", Role::Admin, None, own, TokenView::default()),
             Err(TokenError::LimitsOnNonClient)
         ));
         // A hand-edited store with an unknown limit field does not parse.

@@ -383,6 +383,7 @@ fn main() {
                         // Root's rights, asked for without an admin token.
                         user: Some("root".into()),
                         limits: Default::default(),
+                        view: Default::default(),
                     },
                 }
             };
