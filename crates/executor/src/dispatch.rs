@@ -308,7 +308,12 @@ impl Executor {
         check_path_len("file_path", Some(&args.file_path))?;
         // Answered here when everything it needs is in memory (it cannot wait, so it takes
         // no slot); else on the blocking pool.
-        if let Some(last) = self.files.protected.last(Access::Read) {
+        // A token with hidden paths takes the path below, where its view applies.
+        let last = match auth.view().hide.is_empty() {
+            true => self.files.protected.last(Access::Read),
+            false => None,
+        };
+        if let Some(last) = last {
             if let Some(out) = files::read_file_now(&auth, &args, &self.read, &last) {
                 return out.map(ToolOutput::ReadFile);
             }
@@ -317,7 +322,10 @@ impl Executor {
         let cfg = self.read.clone();
         let files = self.files.clone();
         file_work("read_file", slot, move || {
-            let policy = files.protected.policy(Access::Read);
+            let policy = files
+                .protected
+                .policy(Access::Read)
+                .with_view(auth.view(), Access::Read);
             files::read_file_until(&auth, &args, &cfg, &policy, &|| cancel.shutting_down())
         })
         .await
@@ -333,7 +341,10 @@ impl Executor {
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("write_file", slot, move || {
-            let policy = files.protected.policy(Access::Write);
+            let policy = files
+                .protected
+                .policy(Access::Write)
+                .with_view(auth.view(), Access::Write);
             edit::write_file(&auth, &args, &files.write, &policy)
         })
         .await
@@ -349,7 +360,10 @@ impl Executor {
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("edit_file", slot, move || {
-            let policy = files.protected.policy(Access::Write);
+            let policy = files
+                .protected
+                .policy(Access::Write)
+                .with_view(auth.view(), Access::Write);
             edit::edit_file(&auth, &args, &files.write, &policy)
         })
         .await
@@ -371,7 +385,10 @@ impl Executor {
                 &auth,
                 &args,
                 &files.search,
-                &files.protected.policy(Access::Read),
+                &files
+                    .protected
+                    .policy(Access::Read)
+                    .with_view(auth.view(), Access::Read),
                 &budget,
             )
         })
@@ -394,7 +411,10 @@ impl Executor {
                 &auth,
                 &args,
                 &files.search,
-                &files.protected.policy(Access::Read),
+                &files
+                    .protected
+                    .policy(Access::Read)
+                    .with_view(auth.view(), Access::Read),
                 &budget,
             )
         })
