@@ -333,7 +333,8 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                 hide: a.hide.into_iter().map(normal).collect::<Result<_, _>>()?,
                 no_network: a.no_network,
             };
-            if !(limits.is_default() && view.is_default()) && !role.is_client() {
+            let confined = !(limits.is_default() && view.is_default());
+            if confined && !role.is_client() {
                 bail!("--memory-max, --tasks-max, --cpu-max, --timeout-max, --write-root, --hide and --no-network are for ro and rw tokens: {role} tokens run no command");
             }
             if let Err(why) = limits.check() {

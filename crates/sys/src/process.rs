@@ -474,10 +474,8 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         // The command's own view, while still root (see `View`).
-        if s.view {
-            if set_up_view(s).is_err() {
-                return fail(-1).unwrap_or(127);
-            }
+        if s.view && set_up_view(s).is_err() {
+            return fail(-1).unwrap_or(127);
         }
         if s.change_ids {
             // One after the other: a step is made only once the one before it succeeded.
@@ -535,7 +533,7 @@ unsafe fn set_up_view(s: &ChildSetup) -> Result<(), ()> {
         userns_fd: 0,
     };
     let size = std::mem::size_of::<MountAttr>();
-    // SAFETY (the whole body): raw system calls on integers, on the child's own namespaces
+    // SAFETY: raw system calls on integers, on the child's own namespaces
     // and descriptor table, on NUL-terminated strings (literals, or the parent's, alive while
     // it is suspended), on `ro_set` and `s.lo` (alive for the call), and stores into the
     // parent's `clones` vector of `nwritable` slots, which nothing else touches meanwhile.

@@ -566,7 +566,8 @@ impl TokenStore {
         limits: TokenLimits,
         view: TokenView,
     ) -> Result<(String, TokenInfo), TokenError> {
-        if !(limits.is_default() && view.is_default()) && !role.is_client() {
+        let confined = !(limits.is_default() && view.is_default());
+        if confined && !role.is_client() {
             return Err(TokenError::LimitsOnNonClient);
         }
         limits.check().map_err(TokenError::InvalidLimits)?;
