@@ -124,6 +124,9 @@ pub fn user_ids(name: &str) -> (u32, u32) {
 pub struct ExecutorProcess {
     child: Child,
     pub dir: tempfile::TempDir,
+    /// A directory outside the executor's protected set, which commands may write (markers):
+    /// the executor's own `dir` is read-only to them.
+    scratch: tempfile::TempDir,
     pub runtime_dir: PathBuf,
     pub token_file: PathBuf,
     /// Every line the executor wrote to stderr so far (its log).
@@ -186,10 +189,16 @@ impl ExecutorProcess {
         ExecutorProcess {
             child,
             dir,
+            scratch: tempfile::tempdir().expect("scratch dir"),
             runtime_dir,
             token_file,
             log,
         }
+    }
+
+    /// A directory commands may write in (outside the executor's protected set).
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
     }
 
     /// The lines of the executor's log (stderr) so far.
