@@ -944,8 +944,14 @@ impl TestAccount {
 
     /// As [`TestAccount::create`], also a member of `groups`.
     pub fn create_in(tag: &str, groups: &[&TestGroup]) -> TestAccount {
+        Self::create_with_prefix("mmacct", tag, groups)
+    }
+
+    /// As [`TestAccount::create_in`], the name starting with `prefix` (the confinement tests
+    /// use `mmconf`).
+    pub fn create_with_prefix(prefix: &str, tag: &str, groups: &[&TestGroup]) -> TestAccount {
         assert_root_test();
-        let name = unique_name("mmacct", tag);
+        let name = unique_name(prefix, tag);
         let list: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
         let list = list.join(",");
         let mut args = vec!["--create-home", "--user-group", "--shell", "/bin/bash"];

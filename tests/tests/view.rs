@@ -196,3 +196,94 @@ fn rm_rf_of_the_audit_directory_fails_even_for_root_and_the_chain_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn for_an_ordinary_account_the_kernel_keeps_the_view() {
+    mymcp_tests::needs_root!();
+    let a = mymcp_tests::TestAccount::create_with_prefix("mmconf", "view", &[]);
+    let exec = ExecutorProcess::start_with_env("nobody", &[]);
+    let front = FrontendProcess::start(&exec.executor_socket());
+    let work = a.home.join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::os::unix::fs::chown(&work, Some(a.uid), Some(a.gid)).unwrap();
+    let w = work.to_str().unwrap();
+    let token = exec.add_token_with("acct", "rw", &["--user", &a.name, "--write-root", w]);
+    let home = a.home.display();
+    let out = bash(
+        front.addr,
+        &token,
+        &format!(
+            "touch {home}/outside 2>&1; touch {w}/inside && echo inside; \
+             umount {w} 2>&1; mount -o remount,rw / 2>&1; \
+             unshare -rm sh -c 'mount -o remount,rw / && touch {home}/escaped' 2>&1; \
+             touch {home}/outside2 2>&1; echo end"
+        ),
+    );
+    let text = out["stdout"].as_str().unwrap();
+    assert!(
+        text.contains("inside\n") && text.ends_with("end\n"),
+        "{out}"
+    );
+    assert!(text.contains("Read-only file system"), "{out}");
+    for f in ["outside", "escaped", "outside2"] {
+        assert!(!a.home.join(f).exists(), "{f} was written: {out}");
+    }
+    assert!(work.join("inside").exists());
+}
+
+#[test]
+fn the_admin_api_sets_a_tokens_view() {
+    mymcp_tests::needs_root!();
+    let exec = ExecutorProcess::start_with_env("nobody", &[]);
+    let front = FrontendProcess::start(&exec.executor_socket());
+    let admin = exec.add_token("admin", "admin");
+    let auth = format!("Bearer {admin}");
+    let post = |body: &str| {
+        mymcp_tests::http_request(
+            front.addr,
+            "POST",
+            "/admin/tokens",
+            &[("Authorization", &auth)],
+            body,
+        )
+    };
+    let outside = Scratch::new("api");
+    let t = outside.0.join("x");
+    let r = post(
+        r#"{"name":"api","role":"rw","write_roots":["/var/tmp"],"hide":["/srv/nothing"],"no_network":true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let created = r.json();
+    assert_eq!(created["write_roots"], json!(["/var/tmp"]), "{created}");
+    assert_eq!(created["no_network"], true, "{created}");
+    let token = created["token"].as_str().unwrap();
+    let out = bash(
+        front.addr,
+        token,
+        &format!("touch {}; echo rc=$?", t.display()),
+    );
+    assert!(out["stdout"].as_str().unwrap().contains("rc=1"), "{out}");
+    assert!(!t.exists());
+    for (body, why) in [
+        (
+            r#"{"name":"b","write_roots":["relative"]}"#,
+            "must be an absolute path",
+        ),
+        (
+            r#"{"name":"b","hide":["/a/../b"]}"#,
+            "must be an absolute path",
+        ),
+        (
+            r#"{"name":"b","write_roots":["/srv"],"hide":["/srv/x"]}"#,
+            "inside the write root",
+        ),
+        (
+            r#"{"name":"b","no_network":"yes"}"#,
+            "no_network must be true or false",
+        ),
+    ] {
+        let r = post(body);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains(why), "{}", r.body);
+    }
+}
