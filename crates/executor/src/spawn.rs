@@ -113,6 +113,9 @@ pub(crate) struct BashConfig {
     /// mymcp's own paths (state, token store, audit log, configuration, env file): read-only
     /// to every command, root-mapped tokens' included.
     pub(crate) protect: Arc<[PathBuf]>,
+    /// Whether commands can get a view of their own here ([`probe_views`]); where they
+    /// cannot, a token with a view runs nothing.
+    pub(crate) views: bool,
 }
 
 impl Default for BashConfig {
@@ -125,6 +128,7 @@ impl Default for BashConfig {
             env: BashConfig::default_env(&[]),
             confine: Arc::default(),
             protect: Arc::new([]),
+            views: true,
         }
     }
 }
@@ -375,6 +379,35 @@ pub(crate) fn cap_timeout(timeout_secs: u32, limits: &TokenLimits) -> u32 {
     }
 }
 
+/// Whether commands can get a view of their own on this host: `/bin/sh -c :` started in a
+/// mount namespace with `/` bound read-only on itself, as every command's view is made. Fails
+/// where the executor is not root or lacks `CAP_SYS_ADMIN` (an unprivileged container), or
+/// the kernel is older than 5.12 (`mount_setattr`).
+pub(crate) fn probe_views() -> io::Result<()> {
+    let protect = [CString::from(c"/")];
+    let argv = [
+        CString::from(c"sh"),
+        CString::from(c"-c"),
+        CString::from(c":"),
+    ];
+    let placement = Placement {
+        view: process::View {
+            protect: &protect,
+            ..process::View::default()
+        },
+        ..Placement::default()
+    };
+    let spawned = process::spawn_confined(c"/bin/sh", &argv, &[], c"/", None, placement)?;
+    drop((spawned.stdout, spawned.stderr));
+    // `:` exits at once; wait up to 2 s to reap it (a zombie is the only cost otherwise).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while matches!(process::try_reap(spawned.pid), Ok(None)) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
 /// What a call's [`process::View`] is made of, prepared before the spawn (the child
 /// allocates nothing).
 #[derive(Debug, Default)]
@@ -494,7 +527,14 @@ pub(crate) fn start(
         .as_ref()
         .map(CallCgroup::v1_procs)
         .unwrap_or_default();
-    let view = match ViewParts::for_call(auth.view(), &cfg.protect) {
+    let refused = (!cfg.views && !auth.view().is_default()).then(|| {
+        ToolFailure::new(
+            ErrorCode::InternalError,
+            "this host cannot give commands a view of their own (mount namespaces unavailable): \
+             the token's write roots, hidden paths or no-network cannot be enforced, so nothing ran",
+        )
+    });
+    let view = match refused.map_or_else(|| ViewParts::for_call(auth.view(), &cfg.protect), Err) {
         Ok(v) => v,
         Err(e) => {
             if let Some(cgroup) = cgroup {
