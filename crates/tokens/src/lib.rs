@@ -1431,4 +1431,33 @@ mod tests {
         let broken = text.replace("memory_max_mib", "memory_maximum");
         assert!(parse_store(broken.as_bytes()).is_err());
     }
+
+    #[test]
+    fn views_are_stored_and_checked() {
+        let (dir, s) = store();
+        let view = TokenView {
+            write_roots: vec!["/srv/app".into(), "/tmp".into()],
+            hide: vec!["/etc/ssl/private".into()],
+            no_network: true,
+        };
+        let (token, info) = s
+            .add_limited("web", Role::Rw, None, TokenLimits::default(), view.clone())
+            .unwrap();
+        assert_eq!(info.view, view);
+        let text = fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+        assert!(text.contains(r#""no_network": true"#), "{text}");
+        let again = TokenStore::open(&dir.path().join("tokens.json")).unwrap();
+        assert_eq!(again.holder(&digest(&token)).unwrap().view, view);
+        let bad = TokenView {
+            write_roots: vec!["srv".into()],
+            ..TokenView::default()
+        };
+        assert!(matches!(
+            s.add_limited("b", Role::Rw, None, TokenLimits::default(), bad),
+            Err(TokenError::InvalidLimits(_))
+        ));
+        // A hand-edited relative path does not load.
+        let broken = text.replace("\"/srv/app\"", "\"srv/app\"");
+        assert!(parse_store(broken.as_bytes()).is_err());
+    }
 }
