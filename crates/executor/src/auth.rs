@@ -278,6 +278,13 @@ impl<L: Level> Authorized<L> {
             _level: PhantomData,
         }
     }
+
+    /// As [`Authorized::for_tests`], for a token with `view`.
+    pub(crate) fn for_tests_with_view(view: TokenView) -> Self {
+        let mut auth = Self::for_tests();
+        auth.caller.view = Arc::new(view);
+        auth
+    }
 }
 
 #[cfg(test)]

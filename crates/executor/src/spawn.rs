@@ -1119,6 +1119,37 @@ mod tests {
         assert_eq!(clamp_max_output(Some(i64::MAX), &c), 1_048_576);
     }
 
+    #[tokio::test]
+    async fn where_views_cannot_be_made_a_token_with_one_runs_nothing() {
+        let auth = Authorized::<Rw>::for_tests_with_view(TokenView {
+            no_network: true,
+            ..TokenView::default()
+        });
+        let cfg = BashConfig {
+            views: false,
+            ..cfg()
+        };
+        let mut never = CancelSignal::never();
+        let e = bash_execute(
+            &auth,
+            &call("echo ran"),
+            &cfg,
+            &mut never,
+            &Activity::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InternalError);
+        assert!(
+            e.message.contains("cannot give commands a view"),
+            "{}",
+            e.message
+        );
+        // A token without a view still runs.
+        let out = run_with(call("echo ran"), &cfg).await.unwrap();
+        assert_eq!(text(&out.stdout), "ran\n");
+    }
+
     #[test]
     fn a_tokens_limits_replace_the_defaults_field_by_field() {
         let defaults = Limits::from_settings(512, 100, 0);
