@@ -809,6 +809,12 @@ pub(crate) fn token_outcome(
             if !info.user.is_empty() {
                 output["user"] = Value::String(cap(&info.user, MAX_SHORT_BYTES));
             }
+            if !info.limits.is_default() {
+                output["limits"] = Value::String(info.limits.describe());
+            }
+            if !info.view.is_default() {
+                output["view"] = Value::String(cap(&info.view.describe(), MAX_SHORT_BYTES));
+            }
             Outcome::ok(Some(duration), Some(output))
         }
         Err(e) => {
@@ -818,9 +824,17 @@ pub(crate) fn token_outcome(
                     ErrorCode::InvalidArguments,
                     "the id prefix matches more than one token".to_owned(),
                 ),
-                E::InvalidName(_) | E::InvalidUser(_) | E::Io { .. } | E::Corrupt { .. } => (
+                E::InvalidName(_)
+                | E::InvalidUser(_)
+                | E::InvalidLimits(_)
+                | E::LimitsOnNonClient
+                | E::Io { .. }
+                | E::Corrupt { .. } => (
                     match e {
-                        E::InvalidName(_) | E::InvalidUser(_) => ErrorCode::InvalidArguments,
+                        E::InvalidName(_)
+                        | E::InvalidUser(_)
+                        | E::InvalidLimits(_)
+                        | E::LimitsOnNonClient => ErrorCode::InvalidArguments,
                         _ => ErrorCode::InternalError,
                     },
                     e.to_string(),

@@ -308,7 +308,12 @@ impl Executor {
         check_path_len("file_path", Some(&args.file_path))?;
         // Answered here when everything it needs is in memory (it cannot wait, so it takes
         // no slot); else on the blocking pool.
-        if let Some(last) = self.files.protected.last(Access::Read) {
+        // A token with hidden paths takes the path below, where its view applies.
+        let last = match auth.view().hide.is_empty() {
+            true => self.files.protected.last(Access::Read),
+            false => None,
+        };
+        if let Some(last) = last {
             if let Some(out) = files::read_file_now(&auth, &args, &self.read, &last) {
                 return out.map(ToolOutput::ReadFile);
             }
@@ -317,7 +322,10 @@ impl Executor {
         let cfg = self.read.clone();
         let files = self.files.clone();
         file_work("read_file", slot, move || {
-            let policy = files.protected.policy(Access::Read);
+            let policy = files
+                .protected
+                .policy(Access::Read)
+                .with_view(auth.view(), Access::Read);
             files::read_file_until(&auth, &args, &cfg, &policy, &|| cancel.shutting_down())
         })
         .await
@@ -333,7 +341,10 @@ impl Executor {
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("write_file", slot, move || {
-            let policy = files.protected.policy(Access::Write);
+            let policy = files
+                .protected
+                .policy(Access::Write)
+                .with_view(auth.view(), Access::Write);
             edit::write_file(&auth, &args, &files.write, &policy)
         })
         .await
@@ -349,7 +360,10 @@ impl Executor {
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("edit_file", slot, move || {
-            let policy = files.protected.policy(Access::Write);
+            let policy = files
+                .protected
+                .policy(Access::Write)
+                .with_view(auth.view(), Access::Write);
             edit::edit_file(&auth, &args, &files.write, &policy)
         })
         .await
@@ -371,7 +385,10 @@ impl Executor {
                 &auth,
                 &args,
                 &files.search,
-                &files.protected.policy(Access::Read),
+                &files
+                    .protected
+                    .policy(Access::Read)
+                    .with_view(auth.view(), Access::Read),
                 &budget,
             )
         })
@@ -394,7 +411,10 @@ impl Executor {
                 &auth,
                 &args,
                 &files.search,
-                &files.protected.policy(Access::Read),
+                &files
+                    .protected
+                    .policy(Access::Read)
+                    .with_view(auth.view(), Access::Read),
                 &budget,
             )
         })
@@ -785,6 +805,8 @@ impl Executor {
         let failed = |e: &mymcp_tokens::TokenError| match e {
             mymcp_tokens::TokenError::InvalidName(_)
             | mymcp_tokens::TokenError::InvalidUser(_)
+            | mymcp_tokens::TokenError::InvalidLimits(_)
+            | mymcp_tokens::TokenError::LimitsOnNonClient
             | mymcp_tokens::TokenError::Ambiguous(_) => AdminOutcome::Invalid(e.to_string()),
             mymcp_tokens::TokenError::NotFound(_) => AdminOutcome::NotFound,
             e => AdminOutcome::Failed(e.to_string()),
@@ -806,10 +828,22 @@ impl Executor {
                 }
                 AdminOutcome::Tokens(list)
             }
-            AdminOp::Create { name, role, user } => {
+            AdminOp::Create {
+                name,
+                role,
+                user,
+                limits,
+                view,
+            } => {
                 let mut params = json!({"name": audit::param(&name), "role": role.as_str()});
                 if let Some(u) = &user {
                     params["user"] = audit::param(u);
+                }
+                if !limits.is_default() {
+                    params["limits"] = json!(limits.describe());
+                }
+                if !view.is_default() {
+                    params["view"] = audit::param(&view.describe());
                 }
                 let op = self.audit.operation("token_add", actor, params);
                 // `Err(Ok(why))`: refused before the store was asked.
@@ -822,7 +856,9 @@ impl Executor {
                             )));
                         }
                         let user = new_token_user(&self.tokens, user).map_err(Ok)?;
-                        self.tokens.add_as(&name, role, Some(&user)).map_err(Err)
+                        self.tokens
+                            .add_limited(&name, role, Some(&user), limits, view)
+                            .map_err(Err)
                     },
                     |r, d| match r {
                         Ok((_, info)) => audit::token_outcome(Ok(info), d),

@@ -486,7 +486,7 @@ impl Jobs {
             )
             .with_suggestion("Check MYMCP_STATE_DIR, or run the command without background"));
         }
-        let timeout_secs = clamp_timeout(args.timeout);
+        let timeout_secs = crate::spawn::cap_timeout(clamp_timeout(args.timeout), auth.limits());
         let spec = CommandSpec::check(auth, args)?;
         let own: TokenSlot = self.running.acquire(auth.token()).ok_or_else(|| {
             ToolFailure::new(
