@@ -21,8 +21,8 @@ use crate::audit_feed::AuditFeed;
 use crate::metrics::Metrics;
 use mymcp_audit::log::{AuditLog, LogConfig};
 use mymcp_protocol::{
-    AuditState, CallOrigin, CallResult, ErrorCode, Identity, SpanId, ToolCall, ToolFailure,
-    ToolName, ToolOutput, TraceId,
+    AuditState, CallOrigin, CallResult, ErrorCode, Identity, Role, SpanId, TokenLimits, TokenView,
+    ToolCall, ToolFailure, ToolName, ToolOutput, TraceId,
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -864,6 +864,28 @@ pub(crate) fn selector_param(selector: &str) -> Value {
 /// A string parameter, capped like a tool call's.
 pub(crate) fn param(s: &str) -> Value {
     Value::String(cap(s, MAX_PARAM_BYTES))
+}
+
+/// The `params` of a `token_add` record, whether the token comes from `mymcpctl` or the admin
+/// API: what the new token is, never its value.
+pub(crate) fn token_add_params(
+    name: &str,
+    role: Role,
+    user: Option<&str>,
+    limits: &TokenLimits,
+    view: &TokenView,
+) -> Value {
+    let mut params = json!({"name": param(name), "role": role.as_str()});
+    if let Some(u) = user {
+        params["user"] = param(u);
+    }
+    if !limits.is_default() {
+        params["limits"] = json!(limits.describe());
+    }
+    if !view.is_default() {
+        params["view"] = param(&view.describe());
+    }
+    params
 }
 
 /// One line, fields in the reference's order (`seq` and `prev` are appended by the log).

@@ -79,16 +79,7 @@ impl Service for Control {
             } => {
                 // Admin and metrics tokens run no tool: they act as no account. An account
                 // that does not exist is refused before anything is asked of the store.
-                let mut params = json!({"name": audit::param(&name), "role": role.as_str()});
-                if let Some(u) = &user {
-                    params["user"] = audit::param(u);
-                }
-                if !limits.is_default() {
-                    params["limits"] = json!(limits.describe());
-                }
-                if !view.is_default() {
-                    params["view"] = audit::param(&view.describe());
-                }
+                let params = audit::token_add_params(&name, role, user.as_deref(), &limits, &view);
                 let user = if role.is_client() {
                     match crate::dispatch::new_token_user(tokens, user) {
                         Ok(u) => Some(u),

@@ -835,16 +835,7 @@ impl Executor {
                 limits,
                 view,
             } => {
-                let mut params = json!({"name": audit::param(&name), "role": role.as_str()});
-                if let Some(u) = &user {
-                    params["user"] = audit::param(u);
-                }
-                if !limits.is_default() {
-                    params["limits"] = json!(limits.describe());
-                }
-                if !view.is_default() {
-                    params["view"] = audit::param(&view.describe());
-                }
+                let params = audit::token_add_params(&name, role, user.as_deref(), &limits, &view);
                 let op = self.audit.operation("token_add", actor, params);
                 // `Err(Ok(why))`: refused before the store was asked.
                 let created = self.audit.around(
