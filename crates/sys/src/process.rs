@@ -1203,16 +1203,6 @@ mod tests {
     use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
 
-    fn field(status: &str, key: &str) -> String {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
     /// Runs `sh -c script` as `ids` in `dir`; its stdout and exit status.
     fn run_as(script: &str, dir: &CStr, ids: Ids<'_>) -> io::Result<(String, i32)> {
         let argv = [c"sh".into(), c"-c".into(), CString::new(script).unwrap()];
@@ -1257,28 +1247,57 @@ mod tests {
         )
         .unwrap();
         assert_eq!(code, 0, "{out}");
-        assert_eq!(field(&out, "Uid:"), format!("{u} {u} {u} {u}"), "{out}");
-        assert_eq!(field(&out, "Gid:"), format!("{g} {g} {g} {g}"), "{out}");
+        assert_eq!(
+            crate::testing::status_field(&out, "Uid:"),
+            format!("{u} {u} {u} {u}"),
+            "{out}"
+        );
+        assert_eq!(
+            crate::testing::status_field(&out, "Gid:"),
+            format!("{g} {g} {g} {g}"),
+            "{out}"
+        );
         let mut want = [g, 4242];
         want.sort();
         assert_eq!(
-            field(&out, "Groups:"),
+            crate::testing::status_field(&out, "Groups:"),
             format!("{} {}", want[0], want[1]),
             "{out}"
         );
         for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
-            assert_eq!(field(&out, cap), "0000000000000000", "{cap} in {out}");
+            assert_eq!(
+                crate::testing::status_field(&out, cap),
+                "0000000000000000",
+                "{cap} in {out}"
+            );
         }
-        assert_eq!(field(&out, "SigIgn:"), "0000000000000000", "{out}");
-        assert_eq!(field(&out, "SigBlk:"), "0000000000000000", "{out}");
+        assert_eq!(
+            crate::testing::status_field(&out, "SigIgn:"),
+            "0000000000000000",
+            "{out}"
+        );
+        assert_eq!(
+            crate::testing::status_field(&out, "SigBlk:"),
+            "0000000000000000",
+            "{out}"
+        );
         assert!(out.lines().any(|l| l.trim() == "0 1 2"), "{out}");
         assert!(out.lines().any(|l| l == "/tmp"), "{out}");
         assert!(out.lines().any(|l| l == "again"), "{out}");
         // The spawning thread's credentials are what they were.
         let after = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-        assert_eq!(field(&before, "Uid:"), field(&after, "Uid:"));
-        assert_eq!(field(&before, "Groups:"), field(&after, "Groups:"));
-        assert_eq!(field(&before, "CapEff:"), field(&after, "CapEff:"));
+        assert_eq!(
+            crate::testing::status_field(&before, "Uid:"),
+            crate::testing::status_field(&after, "Uid:")
+        );
+        assert_eq!(
+            crate::testing::status_field(&before, "Groups:"),
+            crate::testing::status_field(&after, "Groups:")
+        );
+        assert_eq!(
+            crate::testing::status_field(&before, "CapEff:"),
+            crate::testing::status_field(&after, "CapEff:")
+        );
     }
 
     /// A directory the account may not enter, or a program that is not there, fails the call
