@@ -23,7 +23,13 @@
 //!   v1 ones, before it executes anything ([`mymcp_sys::process::spawn_confined`]), so there
 //!   is no moment at which it, or anything it starts, is outside.
 //! * **Bounded.** One directory per running call in each hierarchy used; removed when the call
-//!   ends, and all of them at shutdown.
+//!   ends, and all of them at shutdown. **Recycled**: a call's cgroup that is empty once the
+//!   call ended (killed, and waited for) is kept, at most [`IDLE_MAX`] of them, for the next
+//!   call with the same limits, instead of being removed and made again: on a host whose
+//!   limits are in cgroup v1, making and removing a call's four directories was most of what
+//!   a confined command cost beyond an unconfined one (and serialised other calls on the
+//!   kernel's cgroup lock). The limit counters a call reads (`oom_kill`, `pids.events max`)
+//!   are taken relative to what they were when it got the cgroup.
 
 use mymcp_sys::process::{self, Pid, Placement};
 use std::ffi::CString;
@@ -34,6 +40,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// The name of mymcp's directory under the executor's cgroup.
@@ -50,6 +57,9 @@ const SWEEP_ROUNDS: usize = 200;
 static NEXT_CALL: AtomicU64 = AtomicU64::new(0);
 /// The CPU period for `cpu.max` / `cpu.cfs_period_us`, in microseconds.
 const CPU_PERIOD_US: u64 = 100_000;
+/// Empty call cgroups kept for the next calls with the same limits; beyond this many the one
+/// kept longest is removed.
+const IDLE_MAX: usize = 8;
 
 /// The kernel limits of one call. `None`: no limit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,6 +163,8 @@ pub(crate) struct Confinement {
     defaults: Limits,
     /// Why cgroups are not (fully) used, for the start-up line, `status` and `doctor`.
     notes: Vec<String>,
+    /// Empty cgroups of ended calls, with their limits set, for the next calls (newest last).
+    idle: Mutex<Vec<CallCgroup>>,
 }
 
 impl Default for Confinement {
@@ -169,6 +181,7 @@ impl Confinement {
             trees: Vec::new(),
             defaults,
             notes,
+            idle: Mutex::default(),
         }
     }
 
@@ -267,6 +280,7 @@ impl Confinement {
             trees,
             defaults,
             notes,
+            idle: Mutex::default(),
         };
         // One command through the whole path (create with the default limits, start inside,
         // kill, remove) before any call depends on it: a host where a step fails (a v2 tree
@@ -296,7 +310,7 @@ impl Confinement {
 
     /// Runs `/bin/sh -c :` in a call cgroup with the default limits, then removes it.
     fn probe(&self) -> io::Result<()> {
-        let Some(call) = self.create(self.defaults)? else {
+        let Some(call) = self.make(self.defaults)? else {
             return Ok(());
         };
         let v1 = call.v1_procs();
@@ -381,9 +395,49 @@ impl Confinement {
         self.trees.iter().find(|t| t.carries(c))
     }
 
+    /// The cgroup of one call with `limits`: an idle one of an ended call with the same
+    /// limits when there is one, else made now. `None` in process-group mode.
+    pub(crate) fn create(self: &Arc<Self>, limits: Limits) -> io::Result<Option<CallCgroup>> {
+        if self.trees.is_empty() {
+            return Ok(None);
+        }
+        let idle = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            let found = idle.iter().rposition(|c| c.limits == limits);
+            found.map(|i| idle.remove(i))
+        };
+        let mut call = match idle {
+            Some(call) => call,
+            None => match self.make(limits)? {
+                Some(call) => call,
+                None => return Ok(None),
+            },
+        };
+        call.home = Arc::downgrade(self);
+        Ok(Some(call))
+    }
+
+    /// Keeps the empty cgroup of an ended call for the next call with its limits (the one
+    /// kept longest goes beyond [`IDLE_MAX`]). Blocks (reads its counters, may rmdir).
+    fn recycle(&self, mut call: CallCgroup) {
+        if *call.killed.get_mut() {
+            return call.rmdir();
+        }
+        call.baseline = call.counters();
+        call.home = Weak::new();
+        let old = {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.push(call);
+            (idle.len() > IDLE_MAX).then(|| idle.remove(0))
+        };
+        if let Some(old) = old {
+            old.rmdir();
+        }
+    }
+
     /// Makes the cgroup of one call with `limits`, in the hierarchies that kill it and carry
     /// its limits. `None` in process-group mode. An error leaves nothing behind.
-    pub(crate) fn create(&self, limits: Limits) -> io::Result<Option<CallCgroup>> {
+    fn make(&self, limits: Limits) -> io::Result<Option<CallCgroup>> {
         if self.trees.is_empty() {
             return Ok(None);
         }
@@ -394,6 +448,9 @@ impl Confinement {
             v2_dir: None,
             limits,
             kill: self.kill,
+            baseline: Vec::new(),
+            home: Weak::new(),
+            killed: Default::default(),
         };
         for tree in &self.trees {
             let needed = match &tree.kind {
@@ -427,6 +484,7 @@ impl Confinement {
     /// Kills and removes every call cgroup still there and this executor's instance
     /// directories (shutdown, once no command runs).
     pub(crate) fn close(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
         for tree in &self.trees {
             remove_instance(&tree.instance, &tree.kind);
             if let Some(parent) = tree.instance.parent() {
@@ -455,6 +513,14 @@ pub(crate) struct CallCgroup {
     v2_dir: Option<(File, File)>,
     limits: Limits,
     kill: KillMode,
+    /// What the limit counters ([`Self::counters`]) read when this call got the cgroup.
+    baseline: Vec<[u64; 2]>,
+    /// The confinement to give the cgroup back to once the call ended and it is empty.
+    home: Weak<Confinement>,
+    /// Whether processes were left to kill. Such a cgroup is not reused: after a
+    /// `cgroup.kill` this kernel kills what `clone3(CLONE_INTO_CGROUP)` creates in it later
+    /// (its kill sequence number no longer matches the parent's; tested).
+    killed: std::sync::atomic::AtomicBool,
 }
 
 impl CallCgroup {
@@ -492,8 +558,13 @@ impl CallCgroup {
     /// Kills every process in the cgroup, wherever it moved in its session or process group.
     pub(crate) fn kill(&self) {
         for (kind, dir) in &self.dirs {
-            if let Err(e) = kill_dir(kind, dir, self.kill) {
-                tracing::warn!(dir = %dir.display(), "cannot kill the call's cgroup: {e}");
+            match kill_dir(kind, dir, self.kill) {
+                Ok(false) => {}
+                Ok(true) => self.killed.store(true, Ordering::Relaxed),
+                Err(e) => {
+                    self.killed.store(true, Ordering::Relaxed);
+                    tracing::warn!(dir = %dir.display(), "cannot kill the call's cgroup: {e}");
+                }
             }
             // One hierarchy holds every process of the call; the first that can kill does.
             if matches!(kind, TreeKind::V2 { kill: true, .. }) || self.kill == KillMode::Sweep {
@@ -506,33 +577,45 @@ impl CallCgroup {
     /// MiB reached"` (the kernel's OOM killer killed a process), `"tasks limit 64 reached: a
     /// fork failed"`.
     pub(crate) fn limit_hit(&self) -> Option<String> {
-        for (kind, dir) in &self.dirs {
-            let carries = |c| match kind {
-                TreeKind::V2 { controllers, .. } => controllers.contains(&c),
-                TreeKind::V1(k) => *k == c,
-            };
-            let v2 = matches!(kind, TreeKind::V2 { .. });
-            if let Some(max) = self
-                .limits
-                .memory_max
-                .filter(|_| carries(Controller::Memory))
-            {
-                let (file, key) = if v2 {
-                    ("memory.events", "oom_kill")
-                } else {
-                    ("memory.oom_control", "oom_kill")
-                };
-                if counter(&dir.join(file), key) > 0 {
-                    return Some(format!("killed: memory limit {} reached", size(max)));
-                }
+        let before = |i: usize| self.baseline.get(i).copied().unwrap_or_default();
+        for (i, [oom, forks]) in self.counters().into_iter().enumerate() {
+            let [oom_before, forks_before] = before(i);
+            if let Some(max) = self.limits.memory_max.filter(|_| oom > oom_before) {
+                return Some(format!("killed: memory limit {} reached", size(max)));
             }
-            if let Some(max) = self.limits.tasks_max.filter(|_| carries(Controller::Pids)) {
-                if counter(&dir.join("pids.events"), "max") > 0 {
-                    return Some(format!("tasks limit {max} reached: a fork failed"));
-                }
+            if let Some(max) = self.limits.tasks_max.filter(|_| forks > forks_before) {
+                return Some(format!("tasks limit {max} reached: a fork failed"));
             }
         }
         None
+    }
+
+    /// For each directory, the times the kernel enforced a limit so far: processes the OOM
+    /// killer killed (v2 `memory.events`, v1 `memory.oom_control`: `oom_kill`) and forks
+    /// refused (`pids.events`: `max`); 0 where the directory does not carry that limit.
+    fn counters(&self) -> Vec<[u64; 2]> {
+        (self.dirs.iter())
+            .map(|(kind, dir)| {
+                let carries = |c| match kind {
+                    TreeKind::V2 { controllers, .. } => controllers.contains(&c),
+                    TreeKind::V1(k) => *k == c,
+                };
+                let oom = if self.limits.memory_max.is_some() && carries(Controller::Memory) {
+                    match kind {
+                        TreeKind::V2 { .. } => counter(&dir.join("memory.events"), "oom_kill"),
+                        TreeKind::V1(_) => counter(&dir.join("memory.oom_control"), "oom_kill"),
+                    }
+                } else {
+                    0
+                };
+                let forks = if self.limits.tasks_max.is_some() && carries(Controller::Pids) {
+                    counter(&dir.join("pids.events"), "max")
+                } else {
+                    0
+                };
+                [oom, forks]
+            })
+            .collect()
     }
 
     /// Kills what is left, waits (up to [`EMPTY_WAIT`]) for it to be gone and removes the
@@ -540,8 +623,19 @@ impl CallCgroup {
     pub(crate) async fn remove(mut self) {
         self.kill();
         let deadline = Instant::now() + EMPTY_WAIT;
-        while !self.is_empty() && Instant::now() < deadline {
+        let mut empty = self.is_empty();
+        while !empty && Instant::now() < deadline {
             tokio::time::sleep(EMPTY_POLL).await;
+            empty = self.is_empty();
+        }
+        if empty {
+            // Nothing of the call is left: its cgroup is kept for the next call (after the
+            // answer).
+            tokio::task::spawn_blocking(move || match self.home.upgrade() {
+                Some(home) => home.recycle(self),
+                None => self.rmdir(),
+            });
+            return;
         }
         drop(std::mem::take(&mut self.procs));
         self.v2_dir = None;
@@ -639,14 +733,32 @@ impl Confinement {
         })
     }
 
-    /// The call cgroups that exist now.
+    /// The call cgroups left once the ended calls' removal in the background is done (it is
+    /// waited for, up to [`EMPTY_WAIT`]), the ones kept for reuse left out.
     pub(crate) fn call_dirs(&self) -> Vec<PathBuf> {
-        self.trees
-            .iter()
-            .flat_map(|t| fs::read_dir(&t.instance).into_iter().flatten().flatten())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.path())
-            .collect()
+        let deadline = Instant::now() + EMPTY_WAIT;
+        loop {
+            let kept: Vec<PathBuf> = (self.idle.lock().unwrap().iter())
+                .flat_map(|c| c.dirs.iter().map(|(_, d)| d.clone()))
+                .collect();
+            let left: Vec<PathBuf> = self
+                .trees
+                .iter()
+                .flat_map(|t| fs::read_dir(&t.instance).into_iter().flatten().flatten())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .filter(|d| !kept.contains(d))
+                .collect();
+            if left.is_empty() || Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(EMPTY_POLL);
+        }
+    }
+
+    /// How many cgroups of ended calls are kept.
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.lock().unwrap().len()
     }
 
     /// Whether any instance directory exists.
@@ -754,19 +866,20 @@ fn apply_limits(kind: &TreeKind, dir: &Path, l: &Limits) -> io::Result<()> {
     Ok(())
 }
 
-/// Kills everything in one call's cgroup `dir`.
-fn kill_dir(kind: &TreeKind, dir: &Path, mode: KillMode) -> io::Result<()> {
+/// Kills everything in one call's cgroup `dir`. `Ok(true)` when there was something to kill.
+fn kill_dir(kind: &TreeKind, dir: &Path, mode: KillMode) -> io::Result<bool> {
     if matches!(kind, TreeKind::V2 { kill: true, .. }) {
         // An empty cgroup cannot fill up again by itself (only a member can fork into it),
         // and reading `cgroup.events` is cheaper than the kill's walk under the cgroup lock.
         if !populated(dir) {
-            return Ok(());
+            return Ok(false);
         }
-        return write(dir, "cgroup.kill", "1");
+        return write(dir, "cgroup.kill", "1").map(|()| true);
     }
     if mode == KillMode::ProcessGroup {
-        return Ok(());
+        return Ok(false);
     }
+    let mut found = false;
     let freezer = *kind == TreeKind::V1(Controller::Freezer);
     if freezer {
         write(dir, "freezer.state", "FROZEN")?;
@@ -776,6 +889,7 @@ fn kill_dir(kind: &TreeKind, dir: &Path, mode: KillMode) -> io::Result<()> {
         if pids.is_empty() {
             break;
         }
+        found = true;
         for pid in pids {
             // Gone already: fine.
             let _ = mymcp_sys::signals::kill(pid as u32, libc::SIGKILL);
@@ -789,7 +903,7 @@ fn kill_dir(kind: &TreeKind, dir: &Path, mode: KillMode) -> io::Result<()> {
     if freezer {
         write(dir, "freezer.state", "THAWED")?;
     }
-    Ok(())
+    Ok(found)
 }
 
 /// rmdir of a cgroup: `Ok(true)` when it is gone, `Ok(false)` while processes are in it.
@@ -1252,6 +1366,9 @@ mod tests {
             v2_dir: None,
             limits,
             kill: KillMode::CgroupKill,
+            baseline: Vec::new(),
+            home: Weak::new(),
+            killed: Default::default(),
         };
         let limits = Limits::from_settings(256, 64, 0);
         fs::write(
@@ -1277,6 +1394,20 @@ mod tests {
         );
         // Without that limit, its events are not blamed.
         assert_eq!(call(Limits::default()).limit_hit(), None);
+        // A recycled cgroup: what earlier calls hit is not this call's.
+        let mut reused = call(limits);
+        reused.baseline = reused.counters();
+        assert_eq!(reused.limit_hit(), None);
+        fs::write(
+            dir.path().join("pids.events"),
+            "max 18
+",
+        )
+        .unwrap();
+        assert_eq!(
+            reused.limit_hit().as_deref(),
+            Some("tasks limit 64 reached: a fork failed")
+        );
     }
 
     #[test]
@@ -1330,6 +1461,65 @@ mod tests {
 
     fn confinement(limits: Limits) -> Option<Confinement> {
         Confinement::for_tests(limits)
+    }
+
+    fn paths(call: &CallCgroup) -> Vec<PathBuf> {
+        call.dirs.iter().map(|(_, d)| d.clone()).collect()
+    }
+
+    /// Waits (up to 2 s) for the cgroups of ended calls to be kept, `n` of them.
+    fn wait_idle(c: &Confinement, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while c.idle() != n && Instant::now() < deadline {
+            std::thread::sleep(EMPTY_POLL);
+        }
+        c.idle()
+    }
+
+    #[tokio::test]
+    async fn a_call_reuses_the_empty_cgroup_of_an_ended_call_with_its_limits() {
+        let Some(c) = confinement(Limits::default()) else {
+            return;
+        };
+        let c = Arc::new(c);
+        let tasks = |n| Limits {
+            tasks_max: Some(n),
+            ..Limits::default()
+        };
+        let first = c.create(tasks(10)).unwrap().unwrap();
+        let dirs = paths(&first);
+        let other = c.create(tasks(10)).unwrap().unwrap();
+        assert_ne!(paths(&other), dirs, "two running calls share nothing");
+        first.remove().await;
+        assert_eq!(wait_idle(&c, 1), 1);
+        let again = c.create(tasks(10)).unwrap().unwrap();
+        assert_eq!(
+            paths(&again),
+            dirs,
+            "the ended call's cgroup was not reused"
+        );
+        if let Some((_, dir)) = again.dirs.iter().find(|(k, _)| match k {
+            TreeKind::V2 { controllers, .. } => controllers.contains(&Controller::Pids),
+            TreeKind::V1(k) => *k == Controller::Pids,
+        }) {
+            assert_eq!(
+                fs::read_to_string(dir.join("pids.max")).unwrap().trim(),
+                "10"
+            );
+        }
+        // Other limits do not take it, and only so many are kept.
+        for n in 20..20 + IDLE_MAX as u64 + 3 {
+            let call = c.create(tasks(n)).unwrap().unwrap();
+            assert!(!dirs.contains(&paths(&call)[0]));
+            call.remove().await;
+        }
+        again.remove().await;
+        other.remove().await;
+        assert_eq!(wait_idle(&c, IDLE_MAX), IDLE_MAX);
+        assert!(c.call_dirs().is_empty(), "{:?}", c.call_dirs());
+        c.close();
+        assert_eq!(c.idle(), 0);
+        assert!(!c.instance_exists());
     }
 
     #[test]
