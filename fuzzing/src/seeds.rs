@@ -421,6 +421,7 @@ fn control_responses() -> Vec<(String, ServerFrame<ControlResponse>)> {
                     confinement: "cgroup v2 cgroup.kill; v2 /sys/fs/cgroup/mymcp/1-2 +memory"
                         .into(),
                     confined: true,
+                    views_unavailable: None,
                 }),
             ),
         ),

@@ -346,6 +346,7 @@ fn no_cgroup_is_left_behind_by_a_stop_or_a_crash() {
     let text = ctl(&exec.runtime_dir, &["status"]);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(text.contains("confinement:      cgroup"), "{text}");
+    assert!(text.contains("views:            available"), "{text}");
     // doctor says it too (an Ok line; a warning in the process-group fallback).
     let env_file = exec.dir.path().join("doctor.env");
     std::fs::write(&env_file, "").unwrap();
@@ -359,6 +360,11 @@ fn no_cgroup_is_left_behind_by_a_stop_or_a_crash() {
         .find(|l| l.contains("confinement"))
         .unwrap_or_else(|| panic!("{doctor}"));
     assert!(line.contains("cgroup"), "{line}");
+    let views = doctor
+        .lines()
+        .find(|l| l.contains("views"))
+        .unwrap_or_else(|| panic!("{doctor}"));
+    assert!(views.starts_with("ok"), "{views}");
     // A crash with a job and its escapee running: the next executor removes both.
     let marks = tempfile::tempdir().unwrap();
     let command = format!("{}; sleep 1000", escapes(marks.path()));

@@ -193,6 +193,18 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
                     ),
                 );
             }
+            match &s.views_unavailable {
+                None => r.add(
+                    Level::Ok,
+                    "views",
+                    "commands get a mount namespace of their own (mymcp's files read-only; write roots, hidden paths, no network)".to_owned(),
+                ),
+                Some(why) => r.add(
+                    Level::Warn,
+                    "views",
+                    format!("commands cannot get a mount namespace of their own ({why}): mymcp's files are not read-only to them, and tokens with a view run no command; see docs/confinement.md"),
+                ),
+            }
             if s.version != env!("CARGO_PKG_VERSION") {
                 r.add(
                     Level::Warn,

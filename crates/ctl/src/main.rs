@@ -461,7 +461,9 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                         serde_json::json!({"executor":"running","version":s.version,"build_id":s.build_id,
                             "uptime_secs":s.uptime_secs,"tokens":s.tokens,"running_commands":s.running_commands,
                             "running_jobs":s.running_jobs,"token_file":s.token_file,"audit":audit_json(&s.audit),
-                            "confinement":s.confinement,"confined":s.confined})
+                            "confinement":s.confinement,"confined":s.confined,
+                            "views":s.views_unavailable.as_deref().map_or("available", |_| "unavailable"),
+                            "views_unavailable":s.views_unavailable})
                     );
                 } else {
                     println!(
@@ -473,6 +475,10 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                     println!("running commands: {}", s.running_commands);
                     println!("running jobs:     {}", s.running_jobs);
                     println!("confinement:      {}", s.confinement);
+                    match &s.views_unavailable {
+                        None => println!("views:            available (mymcp's files read-only to commands; write roots, hidden paths, no network)"),
+                        Some(why) => println!("views:            unavailable ({why}): mymcp's files are not read-only to commands; tokens with a view run no command"),
+                    }
                     let a = &s.audit;
                     if a.enabled {
                         println!(

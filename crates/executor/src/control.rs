@@ -139,6 +139,7 @@ impl Service for Control {
                 audit: audit.state(),
                 confinement: self.executor.confinement().describe(),
                 confined: self.executor.confinement().kill_mode() != KillMode::ProcessGroup,
+                views_unavailable: self.executor.views_unavailable().map(str::to_owned),
             }),
             ControlRequest::TokenRotate { role } => {
                 if role.is_client() {

@@ -162,6 +162,7 @@ pub fn run(
         tracing::warn!(error = %e, "commands cannot get a mount namespace of their own here: mymcp's own files are not made read-only to them, and tokens with write roots, hidden paths or no network run no command");
         bash.protect = Arc::new([]);
         bash.views = false;
+        bash.views_unavailable = Some(e.to_string());
     }
     let per_token = config::bash_per_token(&Env).map_err(Error::config)?;
     let job_config = config::job_settings(&Env).map_err(Error::config)?;

@@ -147,12 +147,17 @@ impl Executor {
         &self.tokens
     }
 
-    /// Foreground commands running right now.
     /// How commands are confined.
     pub(crate) fn confinement(&self) -> &crate::cgroup::Confinement {
         &self.bash.confine
     }
 
+    /// Why commands cannot get a view of their own here (`None`: they can).
+    pub(crate) fn views_unavailable(&self) -> Option<&str> {
+        self.bash.views_unavailable.as_deref()
+    }
+
+    /// Foreground commands running right now.
     pub(crate) fn running_commands(&self) -> u64 {
         self.running_commands.load(Ordering::Relaxed)
     }

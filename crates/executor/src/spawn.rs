@@ -116,6 +116,8 @@ pub(crate) struct BashConfig {
     /// Whether commands can get a view of their own here ([`probe_views`]); where they
     /// cannot, a token with a view runs nothing.
     pub(crate) views: bool,
+    /// Why not, when not (for `mymcpctl status` and `doctor`).
+    pub(crate) views_unavailable: Option<String>,
 }
 
 impl Default for BashConfig {
@@ -129,6 +131,7 @@ impl Default for BashConfig {
             confine: Arc::default(),
             protect: Arc::new([]),
             views: true,
+            views_unavailable: None,
         }
     }
 }

@@ -1000,6 +1000,9 @@ pub struct StatusInfo {
     pub confinement: String,
     /// Whether a process that leaves its command's process group is still killed with it.
     pub confined: bool,
+    /// Why commands cannot get a mount namespace of their own here (mymcp's files are then
+    /// not read-only to them, and tokens with a view run no command); `None`: they can.
+    pub views_unavailable: Option<String>,
 }
 
 #[cfg(test)]
