@@ -10,7 +10,7 @@ use crate::audit_feed;
 use crate::auth::{self, Authorized, Caller, Ro, Rw};
 use crate::config::FileTools;
 use crate::files::{self, ReadConfig};
-use crate::jobs::Jobs;
+use crate::jobs::{HandOffLimits, Jobs};
 use crate::limits::{CommandLimits, FileLimits, FileSlot};
 use crate::metrics::{AuthSurface, Metrics};
 use crate::overview::{self, OverviewConfig};
@@ -277,6 +277,28 @@ impl Executor {
                 .start(auth, origin, &args, &self.bash, slot, shutdown)
                 .map(ToolOutput::Job);
         }
+        if let Some(limits) = self.handoff(auth, &args) {
+            let slot = self.limits.total_slot()?;
+            return self
+                .jobs
+                .run_handoff(
+                    auth,
+                    origin,
+                    &args,
+                    &self.bash,
+                    slot,
+                    &mut cancel,
+                    limits,
+                    |elapsed, stdout_bytes, stderr_bytes| {
+                        events.progress(Progress {
+                            elapsed_ms: elapsed.as_millis() as u64,
+                            stdout_bytes,
+                            stderr_bytes,
+                        });
+                    },
+                )
+                .await;
+        }
         let _slot = self.limits.foreground(auth.token())?;
         self.running_commands.fetch_add(1, Ordering::Relaxed);
         let activity = Activity::default();
@@ -297,6 +319,25 @@ impl Executor {
         };
         self.running_commands.fetch_sub(1, Ordering::Relaxed);
         out.map(ToolOutput::Bash)
+    }
+
+    /// Whether this foreground call may be handed off to a job, and how: `handoff_after`
+    /// (else `MYMCP_BASH_HANDOFF_SEC`) is set and shorter than the timeout, and the token may
+    /// start a job now. Otherwise it runs as a plain foreground call.
+    fn handoff(&self, auth: &Authorized<Rw>, args: &BashExecute) -> Option<HandOffLimits> {
+        let after = match args.handoff_after {
+            Some(n) => n.clamp(0, i64::from(spawn::MAX_TIMEOUT_SECS)) as u32,
+            None => self.bash.handoff_secs,
+        };
+        let timeout_secs = spawn::clamp_timeout(args.timeout);
+        if after == 0 || after >= timeout_secs || !self.jobs.has_room(auth.token()) {
+            return None;
+        }
+        Some(HandOffLimits {
+            timeout_secs,
+            after: Duration::from_secs(u64::from(after)),
+            max_output: spawn::clamp_max_output(args.max_output_bytes, &self.bash),
+        })
     }
 
     async fn read_file(

@@ -60,6 +60,8 @@ read it with read_file instead.
 - background: true starts the command as a background job and returns at once with its \
 job_id and status; follow it with job_output, job_status and job_kill. Use it for anything \
 that may run longer than about a minute. A job's timeout defaults to 3600 s (at most 86400).
+- handoff_after: N seconds; a command still running then answers with its output so far, a \
+job_id and offsets (job_output's JSON) and goes on as a job: continue with job_output.
 
 When the call ends, everything the command started in the background is killed. Each call \
 starts a fresh shell: cd and variables do not carry over. Requires an rw token.";
@@ -318,6 +320,10 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                         "type": "boolean",
                         "default": false,
                         "description": "Start a background job and return its job_id at once.",
+                    },
+                    "handoff_after": {
+                        "type": "integer",
+                        "description": "Seconds after which a still running command returns its output so far and becomes a job (0: never).",
                     },
                 },
                 "required": ["command"],
@@ -658,8 +664,13 @@ fn expires_in_property() -> Value {
 pub fn output_schema(tool: ToolName) -> Value {
     let (description, mut branches) = match tool {
         ToolName::BashExecute => (
-            "A finished command, or the started job when background was true; or a failure.",
-            vec![bash_result_schema(), job_schema()],
+            "A finished command, the started job when background was true, or the output so \
+             far of a command handed off to a job; or a failure.",
+            vec![
+                bash_result_schema(),
+                job_schema(),
+                success_schema(ToolName::JobOutput),
+            ],
         ),
         _ => (
             "The tool's result; or a failure.",
@@ -713,7 +724,7 @@ fn success_schema(tool: ToolName) -> Value {
             &["size", "src_path"],
         ),
         ToolName::BashExecute => json!({
-            "anyOf": [bash_result_schema(), job_schema()],
+            "anyOf": [bash_result_schema(), job_schema(), success_schema(ToolName::JobOutput)],
         }),
         ToolName::ReadFile => object(
             json!({

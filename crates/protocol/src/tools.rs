@@ -139,6 +139,10 @@ pub struct BashExecute {
     /// Start a background job and return its id at once (`job_status`, `job_output`,
     /// `job_kill` follow it). `timeout` then defaults to an hour and may be up to a day.
     pub background: bool,
+    /// Seconds after which a foreground call that still runs answers with its output so far
+    /// (a [`ToolOutput::JobOutput`] from offset 0) and goes on as a background job; 0 turns
+    /// hand-off off for this call; `None`: `MYMCP_BASH_HANDOFF_SEC`.
+    pub handoff_after: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -122,6 +122,7 @@ fn bash(token: TokenDigest, command: &str) -> FrontendRequest {
             working_dir: None,
             max_output_bytes: None,
             background: false,
+            handoff_after: None,
         }),
     }
 }
@@ -969,6 +970,7 @@ fn main() {
                         working_dir: None,
                         max_output_bytes: None,
                         background: false,
+                        handoff_after: None,
                     }),
                 };
                 send(&mut s, &Req::Request { id: 1, body });
