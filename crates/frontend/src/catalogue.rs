@@ -29,6 +29,9 @@ pub struct ToolEntry {
     #[serde(rename = "outputSchema")]
     pub output_schema: Value,
     pub annotations: Annotations,
+    /// `execution.taskSupport` (2025-11-25): set on `bash_execute` for that revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution: Option<Value>,
 }
 
 /// MCP tool annotations: hints for clients deciding whether to ask the user first.
@@ -334,6 +337,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(false),
                 open_world: true,
             },
+            execution: None,
         },
         ToolName::ReadFile => ToolEntry {
             name: tool.as_str(),
@@ -361,6 +365,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["file_path"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::WriteFile => ToolEntry {
             name: tool.as_str(),
@@ -387,6 +392,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(true),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::EditFile => ToolEntry {
             name: tool.as_str(),
@@ -422,6 +428,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(false),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::Glob => ToolEntry {
             name: tool.as_str(),
@@ -444,6 +451,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["pattern"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::Grep => ToolEntry {
             name: tool.as_str(),
@@ -491,6 +499,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["pattern"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::JobStatus => ToolEntry {
             name: tool.as_str(),
@@ -508,6 +517,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: None,
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::JobOutput => ToolEntry {
             name: tool.as_str(),
@@ -547,6 +557,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: None,
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::JobKill => ToolEntry {
             name: tool.as_str(),
@@ -572,6 +583,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(true),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::PrepareUpload => ToolEntry {
             title: "Prepare file upload",
@@ -609,6 +621,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(false),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::PrepareDownload => ToolEntry {
             title: "Prepare file download",
@@ -627,6 +640,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["src_path"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::ServerOverview => ToolEntry {
             name: tool.as_str(),
@@ -638,6 +652,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "properties": {},
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
     }
 }
