@@ -26,6 +26,7 @@ try {
   const caps = client.getServerCapabilities();
   assert.deepEqual(caps.tasks?.requests?.tools?.call, {}, JSON.stringify(caps));
   assert.deepEqual(caps.tasks?.cancel, {});
+  assert.deepEqual(caps.tasks?.list, {});
   const { tools } = await client.listTools();
   const bash = tools.find((t) => t.name === "bash_execute");
   assert.equal(bash.execution?.taskSupport, "optional");
@@ -61,6 +62,22 @@ try {
   assert.equal(done.status, "completed");
   const again = await client.experimental.tasks.getTaskResult(taskId, CallToolResultSchema);
   assert.equal(again.structuredContent.exit_code, 4);
+
+  // A task's result is cut at the call's max_output_bytes, as the call's would be.
+  let capped;
+  for await (const message of client.experimental.tasks.callToolStream(
+    { name: "bash_execute", arguments: { command: "printf 0123456789", max_output_bytes: 4 } },
+    CallToolResultSchema,
+    { task: { ttl: 60000 } },
+  )) {
+    if (message.type === "result") capped = message.result.structuredContent;
+    if (message.type === "error") throw message.error;
+  }
+  assert.match(capped.stdout, /^0123\n\[TRUNCATED: total 10 bytes/, JSON.stringify(capped));
+
+  // tasks/list has every task of this token, oldest first.
+  const listed = await client.experimental.tasks.listTasks();
+  assert.ok(listed.tasks.some((t) => t.taskId === taskId && t.status === "completed"), JSON.stringify(listed));
 
   // Cancelled: the task says so, and a second cancel is refused (terminal).
   let slowId;

@@ -529,6 +529,21 @@ impl Executor {
         FrontendResponse::Offer(HostOffer { server_overview })
     }
 
+    /// The jobs of an `rw` caller (MCP `tasks/list`). A read of the executor's own table, like
+    /// `Offer`: not audited.
+    fn job_list(&self, token: &TokenDigest) -> FrontendResponse {
+        let Some(caller) = auth::authenticate(&self.tokens, token) else {
+            self.metrics.auth_failure(AuthSurface::Mcp);
+            return FrontendResponse::Unauthenticated;
+        };
+        // Owned by the token: no account needs resolving to list them. An ro token has none.
+        if caller.identity().role.allows(Role::Rw) {
+            FrontendResponse::Jobs(self.jobs.list(token))
+        } else {
+            FrontendResponse::Jobs(Vec::new())
+        }
+    }
+
     fn identify(&self, token: &TokenDigest) -> FrontendResponse {
         match auth::authenticate(&self.tokens, token) {
             Some(caller) => FrontendResponse::Identity(caller.identity().clone()),
@@ -714,6 +729,7 @@ impl Service for Executor {
             }
             // Unwrapped above; a nested one cannot decode.
             FrontendRequest::Traced { .. } => FrontendResponse::Unauthenticated,
+            FrontendRequest::Jobs { token } => self.job_list(&token),
             FrontendRequest::TelemetryMetrics => {
                 FrontendResponse::Metrics(if self.telemetry_metrics {
                     MetricsOutcome::Snapshot(self.snapshot())

@@ -117,6 +117,8 @@ struct Job {
     started_at: SystemTime,
     started: Instant,
     timeout_secs: u32,
+    /// The starting call's `max_output_bytes`, clamped.
+    output_cap: u64,
     paths: [PathBuf; 2],
     state: Mutex<JobState>,
     /// Bumped on new output and when the job ends.
@@ -185,6 +187,7 @@ impl Job {
             stderr_bytes: state.streams[STDERR].total,
             output_truncated: state.streams.iter().any(|s| s.total > s.kept),
             limit_hit: state.limit_hit.clone(),
+            output_cap: self.output_cap,
         }
     }
 
@@ -572,6 +575,7 @@ impl Jobs {
             started_at: SystemTime::now(),
             started: Instant::now(),
             timeout_secs,
+            output_cap: spawn::clamp_max_output(args.max_output_bytes, bash),
             paths,
             state: Mutex::default(),
             changed: watch::Sender::new(()),
@@ -708,6 +712,19 @@ impl Jobs {
             Some(job) if job.owner == *auth.token() => Ok(job.clone()),
             _ => Err(not_found(id)),
         }
+    }
+
+    /// The jobs of `token` (authenticated by the caller, with the rw role), running and kept
+    /// ones, oldest first.
+    pub(crate) fn list(&self, token: &TokenDigest) -> Vec<JobInfo> {
+        let mut jobs: Vec<Arc<Job>> = self
+            .table()
+            .values()
+            .filter(|j| j.owner == *token)
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|j| (j.started, j.id.clone()));
+        jobs.iter().map(|j| j.info()).collect()
     }
 
     /// `job_status`.

@@ -965,6 +965,7 @@ impl<E: ExecutorClient> Session<'_, E> {
             "ping" => RpcBody::other(json!({}), era),
             "tools/list" => self.tools_list(era).await?,
             "tools/call" => self.tools_call(&id, params, era).await?,
+            "tasks/list" if era.revision() == Revision::V2025_11_25 => self.task_list(era).await?,
             "tasks/get" | "tasks/result" | "tasks/cancel"
                 if era.revision() == Revision::V2025_11_25 =>
             {
@@ -1137,13 +1138,12 @@ impl<E: ExecutorClient> Session<'_, E> {
 
     /// A task-augmented `bash_execute`: starts its job and answers `CreateTaskResult`.
     async fn create_task(&self, args: BashExecute, era: Era) -> Result<RpcBody, Stop> {
-        let max_output = args.max_output_bytes;
         match self
             .exec(ToolCall::BashExecute(tasks::as_job(args)))
             .await?
         {
             Ok(ToolOutput::Job(job)) => {
-                let id = tasks::task_id(&job.job_id, max_output);
+                let id = job.job_id.clone();
                 let task = tasks::task(&id, &job, &tasks::now_rfc3339());
                 Ok(RpcBody::other(json!({ "task": task }), era))
             }
@@ -1160,10 +1160,10 @@ impl<E: ExecutorClient> Session<'_, E> {
         params: Option<&Value>,
         era: Era,
     ) -> Result<RpcBody, Stop> {
-        let Some((task_id, job_id, max_output)) = params
+        let Some(task_id) = params
             .and_then(|p| p.get("taskId"))
             .and_then(Value::as_str)
-            .and_then(|t| tasks::parse_task_id(t).map(|(j, m)| (t.to_owned(), j, m)))
+            .and_then(tasks::parse_task_id)
         else {
             return Ok(RpcBody::error(
                 codes::INVALID_PARAMS,
@@ -1171,6 +1171,7 @@ impl<E: ExecutorClient> Session<'_, E> {
             ));
         };
         let status = |job_id: String| ToolCall::JobStatus(JobRef { job_id });
+        let job_id = task_id.clone();
         let job = match self.exec(status(job_id.clone())).await? {
             Ok(ToolOutput::Job(job)) => job,
             Ok(_) => return Err(Stop::BadAnswer),
@@ -1214,8 +1215,28 @@ impl<E: ExecutorClient> Session<'_, E> {
                     Err(f) => Ok(RpcBody::error(codes::INTERNAL_ERROR, f.message)),
                 }
             }
-            _ => self.task_result(&task_id, job, max_output, era).await,
+            _ => self.task_result(&task_id, job, era).await,
         }
+    }
+
+    /// `tasks/list`: the caller's jobs, oldest first, in one page (a token holds at most its
+    /// running jobs plus 50 ended ones).
+    async fn task_list(&self, era: Era) -> Result<RpcBody, Stop> {
+        let request = FrontendRequest::Jobs {
+            token: self.caller.token,
+        };
+        let jobs = match self.executor.request(request).await {
+            Ok(FrontendResponse::Jobs(jobs)) => jobs,
+            Ok(FrontendResponse::Unauthenticated) => return Err(Stop::Unauthenticated),
+            Ok(_) => return Err(Stop::BadAnswer),
+            Err(_) => return Err(Stop::Unavailable),
+        };
+        let now = tasks::now_rfc3339();
+        let list: Vec<Value> = jobs
+            .iter()
+            .map(|j| tasks::task(&j.job_id, j, &now))
+            .collect();
+        Ok(RpcBody::other(json!({ "tasks": list }), era))
     }
 
     /// `tasks/result`: waits for the job to end, then answers what the `bash_execute` call would
@@ -1224,7 +1245,6 @@ impl<E: ExecutorClient> Session<'_, E> {
         &self,
         task_id: &str,
         mut job: JobInfo,
-        max_output: Option<i64>,
         era: Era,
     ) -> Result<RpcBody, Stop> {
         while job.running {
@@ -1254,7 +1274,7 @@ impl<E: ExecutorClient> Session<'_, E> {
             job_id: job.job_id.clone(),
             stdout_offset: Some(0),
             stderr_offset: Some(0),
-            max_bytes: Some(max_output.unwrap_or(crate::tasks::DEFAULT_MAX_OUTPUT)),
+            max_bytes: Some(i64::try_from(job.output_cap).unwrap_or(i64::MAX)),
             wait_seconds: None,
         });
         let chunk = match self.exec(head).await? {

@@ -746,6 +746,7 @@ mod tests {
             stderr_bytes: 0,
             output_truncated: false,
             limit_hit: None,
+            output_cap: 102_400,
         };
         assert_eq!(
             job_json(&job),
@@ -859,6 +860,7 @@ mod tests {
             stderr_bytes: 0,
             output_truncated: false,
             limit_hit: None,
+            output_cap: 102_400,
         }
     }
 

@@ -2,21 +2,18 @@
 //! `bash_execute` is a background job underneath, so it has the job's ownership by token,
 //! spools, limits, retention and audit records, and survives a frontend restart.
 //!
-//! The frontend keeps no task state: the task id names the job (and the call's
+//! The frontend keeps no task state: the task id is the job id (the job remembers the call's
 //! `max_output_bytes`, which `tasks/result` needs to answer exactly what the call would have
 //! answered), and every task operation is a job operation of the executor for the caller's
 //! token — `tasks/get` is `job_status`, `tasks/cancel` is `job_kill`, `tasks/result` waits with
-//! `job_output` and reads the head of both streams. This module holds the mapping; `mcp`
-//! does the calls.
+//! `job_output` and reads the head of both streams, `tasks/list` lists the token's jobs. This
+//! module holds the mapping; `mcp` does the calls.
 
 use mymcp_protocol::{BashExecute, JobInfo};
 use serde_json::{json, Value};
 
 /// What a client should wait between two `tasks/get`, in milliseconds.
 pub const POLL_INTERVAL_MS: u64 = 2000;
-
-/// `max_output_bytes` when the call gave none (the `bash_execute` default).
-pub const DEFAULT_MAX_OUTPUT: i64 = 102_400;
 
 /// The `_meta` key that ties a result to its task.
 pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
@@ -25,10 +22,14 @@ pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
 const DEFAULT_TIMEOUT_SECS: i64 = 30;
 const MAX_TIMEOUT_SECS: i64 = 600;
 
-/// The server's `tasks` capability: task-augmented `tools/call` and `tasks/cancel`. No
-/// `tasks/list` yet (it needs a listing of the token's jobs from the executor).
+/// The server's `tasks` capability: task-augmented `tools/call`, `tasks/list`, `tasks/cancel`.
 pub fn capability() -> Value {
-    json!({ "cancel": {}, "requests": { "tools": { "call": {} } } })
+    json!({ "list": {}, "cancel": {}, "requests": { "tools": { "call": {} } } })
+}
+
+/// A task id as a client sent it, if it can name a job (the executor decides whether it does).
+pub fn parse_task_id(task_id: &str) -> Option<String> {
+    (!task_id.is_empty() && task_id.len() <= 64).then(|| task_id.to_owned())
 }
 
 /// Turns a `bash_execute` call into the job that runs its task: in the background, with the
@@ -66,29 +67,6 @@ pub fn now_rfc3339() -> String {
         rest / 60 % 60,
         rest % 60
     )
-}
-
-/// The task id of a job: the job id, and the call's `max_output_bytes` if it gave one.
-pub fn task_id(job_id: &str, max_output_bytes: Option<i64>) -> String {
-    match max_output_bytes {
-        Some(m) => format!("{job_id}.{}", m.max(1)),
-        None => job_id.to_owned(),
-    }
-}
-
-/// A task id taken apart: the job id and the `max_output_bytes` it carries. The job id is
-/// checked by the executor (an unknown one is `NotFound`).
-pub fn parse_task_id(task_id: &str) -> Option<(String, Option<i64>)> {
-    if task_id.len() > 64 {
-        return None;
-    }
-    match task_id.split_once('.') {
-        None => Some((task_id.to_owned(), None)),
-        Some((job, max)) => {
-            let max: i64 = max.parse().ok().filter(|m| *m > 0)?;
-            Some((job.to_owned(), Some(max)))
-        }
-    }
 }
 
 /// A task's status, from its job.
@@ -146,17 +124,14 @@ mod tests {
             stderr_bytes: 0,
             output_truncated: false,
             limit_hit: None,
+            output_cap: 102_400,
         }
     }
 
     #[test]
-    fn task_ids_carry_the_output_cap_and_nothing_else() {
-        assert_eq!(task_id("ab", None), "ab");
-        assert_eq!(task_id("ab", Some(100)), "ab.100");
-        assert_eq!(parse_task_id("ab.100"), Some(("ab".into(), Some(100))));
-        assert_eq!(parse_task_id("ab"), Some(("ab".into(), None)));
-        assert_eq!(parse_task_id("ab.x"), None);
-        assert_eq!(parse_task_id("ab.-1"), None);
+    fn task_ids_are_bounded() {
+        assert_eq!(parse_task_id("ab"), Some("ab".into()));
+        assert_eq!(parse_task_id(""), None);
         assert_eq!(parse_task_id(&"a".repeat(65)), None);
     }
 

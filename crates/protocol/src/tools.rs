@@ -340,6 +340,9 @@ pub struct JobInfo {
     pub output_truncated: bool,
     /// The kernel limit the job hit, e.g. `"killed: memory limit 256 MiB reached"`.
     pub limit_hit: Option<String>,
+    /// Bytes per stream the starting call's foreground result would carry (its
+    /// `max_output_bytes`, clamped): what an MCP task's result returns.
+    pub output_cap: u64,
 }
 
 /// A piece of a job's spooled output.

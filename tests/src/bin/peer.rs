@@ -58,6 +58,7 @@ fn answer(s: &mut UnixStream) -> bool {
             FrontendResponse::TransferProbe(Ok(_)) => println!("Probe Ok id={id}"),
             FrontendResponse::TransferProbe(Err(e)) => println!("Probe Err {} id={id}", e.kind),
             FrontendResponse::Acknowledged(b) => println!("Acknowledged {b} id={id}"),
+            FrontendResponse::Jobs(jobs) => println!("Jobs {} id={id}", jobs.len()),
             FrontendResponse::Offer(o) => {
                 println!("Offer server_overview={} id={id}", o.server_overview)
             }
