@@ -662,3 +662,85 @@ fn a_cancelled_call_stops_its_command_before_the_hand_off() {
         "the command outlived its cancelled call"
     );
 }
+
+/// One JSON-RPC request under revision 2025-11-25; returns the response's JSON.
+fn rpc_2025_11_25(addr: SocketAddr, token: &str, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let r = mymcp_tests::post_mcp_with(
+        addr,
+        token,
+        &body,
+        &[("MCP-Protocol-Version", "2025-11-25")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+#[test]
+fn a_task_is_a_job_of_its_token_and_other_revisions_have_no_tasks() {
+    mymcp_tests::needs_root!();
+    let (exec, front, rw) = server(&[]);
+    let other = exec.add_token("other", "rw");
+    let marker = "sleep 1000.4713";
+    let created = rpc_2025_11_25(
+        front.addr,
+        &rw,
+        "tools/call",
+        json!({"name": "bash_execute", "arguments": {"command": format!("echo hi; {marker}")},
+               "task": {"ttl": 60000}}),
+    );
+    let task = &created["result"]["task"];
+    assert_eq!(task["status"], "working", "{created}");
+    let id = task["taskId"].as_str().unwrap().to_owned();
+    // The foreground timeout applies to the task.
+    let status = tool(front.addr, &rw, "job_status", json!({"job_id": id}));
+    assert_eq!(status["timeout"], 30, "{status}");
+
+    // Another token: no such task, nothing listed, no cancel.
+    for method in ["tasks/get", "tasks/result", "tasks/cancel"] {
+        let r = rpc_2025_11_25(front.addr, &other, method, json!({"taskId": id}));
+        assert_eq!(r["error"]["code"], -32602, "{method}: {r}");
+    }
+    let r = rpc_2025_11_25(front.addr, &other, "tasks/list", json!({}));
+    assert_eq!(r["result"]["tasks"], json!([]), "{r}");
+    assert!(!pids_with_cmdline(marker).is_empty(), "still running");
+
+    // The owner lists it and cancels it: the command is gone, the task stays cancelled.
+    let r = rpc_2025_11_25(front.addr, &rw, "tasks/list", json!({}));
+    assert_eq!(r["result"]["tasks"][0]["taskId"], id.as_str(), "{r}");
+    let r = rpc_2025_11_25(front.addr, &rw, "tasks/cancel", json!({"taskId": id}));
+    assert_eq!(r["result"]["status"], "cancelled", "{r}");
+    assert!(wait_until(Duration::from_secs(5), || pids_with_cmdline(
+        marker
+    )
+    .is_empty()));
+    let r = rpc_2025_11_25(front.addr, &rw, "tasks/get", json!({"taskId": id}));
+    assert_eq!(r["result"]["status"], "cancelled", "{r}");
+    let r = rpc_2025_11_25(front.addr, &rw, "tasks/result", json!({"taskId": id}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["error"], "Cancelled");
+    assert_eq!(
+        r["result"]["_meta"]["io.modelcontextprotocol/related-task"]["taskId"],
+        id.as_str()
+    );
+
+    // Under 2025-06-18 there are no tasks: a task field is ignored, tasks/* do not exist.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "bash_execute", "arguments": {"command": "echo plain"},
+                                 "task": {}}});
+    let r = mymcp_tests::post_mcp_with(
+        front.addr,
+        &rw,
+        &body,
+        &[("MCP-Protocol-Version", "2025-06-18")],
+    );
+    assert_eq!(r.tool_json()["stdout"], "plain\n", "{}", r.body);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"taskId": id}});
+    let r = mymcp_tests::post_mcp_with(
+        front.addr,
+        &rw,
+        &body,
+        &[("MCP-Protocol-Version", "2025-06-18")],
+    );
+    assert_eq!(r.json()["error"]["code"], -32601, "{}", r.body);
+}
