@@ -514,6 +514,21 @@ impl RpcBody {
         RpcBody::Result(RpcResult::Other(Stamped::new(result, era)))
     }
 
+    /// A `CreateTaskResult` (2026-07-28): `resultType` says `task`.
+    fn task(result: Value, era: Era) -> Self {
+        let mut stamped = Stamped::new(result, era);
+        stamped.result_type = Some("task");
+        RpcBody::Result(RpcResult::Other(stamped))
+    }
+
+    /// The job a `bash_execute` answer handed off to, if it is one (`job_output`'s JSON).
+    fn handed_off_job(&self) -> Option<String> {
+        let RpcBody::Result(RpcResult::Tool(stamped)) = self else {
+            return None;
+        };
+        stamped.result.handed_off_job()
+    }
+
     fn error(code: i64, message: impl Into<String>) -> Self {
         RpcBody::Error {
             code,
@@ -787,11 +802,12 @@ fn progress_notification(token: &Value, report: Progress) -> String {
     })
 }
 
-/// The typed call, if `params` name a known tool with schema-conforming arguments and do not
-/// ask for a task (a task-augmented call goes through the session, which creates the task).
+/// The typed call, if `params` name a known tool with schema-conforming arguments and neither
+/// ask for a task nor come from a client that takes tasks (those go through the session, which
+/// creates the task).
 fn well_formed_call(params: Option<&Value>) -> Option<ToolCall> {
     let params = params?.as_object()?;
-    if params.contains_key("task") {
+    if params.contains_key("task") || tasks::client_has_extension(params) {
         return None;
     }
     let tool = ToolName::parse(params.get("name")?.as_str()?)?;
@@ -1021,6 +1037,12 @@ impl<E: ExecutorClient> Session<'_, E> {
                 Ok(body) => body,
                 Err(stop) => return stop.into(),
             },
+            "tasks/get" | "tasks/update" | "tasks/cancel" => {
+                match self.modern_task_op(&method, params.as_ref(), era).await {
+                    Ok(body) => body,
+                    Err(stop) => return stop.into(),
+                }
+            }
             _ => RpcBody::error(
                 codes::METHOD_NOT_FOUND,
                 format!(
@@ -1090,7 +1112,11 @@ impl<E: ExecutorClient> Session<'_, E> {
         let task = params
             .get("task")
             .filter(|_| era.revision() == Revision::V2025_11_25);
+        let modern_tasks = era.is_modern() && tasks::client_has_extension(&params);
         match arguments::decode(tool, params.get("arguments")) {
+            Ok(ToolCall::BashExecute(args)) if modern_tasks && !args.background => {
+                self.modern_task_call(id, args, era).await
+            }
             Ok(ToolCall::BashExecute(args)) if task.is_some() => self.create_task(args, era).await,
             Ok(_) if task.is_some() => Ok(RpcBody::error(
                 codes::METHOD_NOT_FOUND,
@@ -1270,6 +1296,19 @@ impl<E: ExecutorClient> Session<'_, E> {
                 Err(f) => return Ok(RpcBody::error(codes::INVALID_PARAMS, f.message)),
             };
         }
+        Ok(match self.final_value(task_id, job).await? {
+            Ok(value) => RpcBody::other(value, era),
+            Err(message) => RpcBody::error(codes::INTERNAL_ERROR, message),
+        })
+    }
+
+    /// The `CallToolResult` of an ended task's job, as JSON tied to the task: what the call
+    /// would have returned (a `Cancelled` failure for a cancelled task). `Err`: why not.
+    async fn final_value(
+        &self,
+        task_id: &str,
+        job: JobInfo,
+    ) -> Result<Result<Value, String>, Stop> {
         let head = ToolCall::JobOutput(JobOutputArgs {
             job_id: job.job_id.clone(),
             stdout_offset: Some(0),
@@ -1280,7 +1319,7 @@ impl<E: ExecutorClient> Session<'_, E> {
         let chunk = match self.exec(head).await? {
             Ok(ToolOutput::JobOutput(chunk)) => chunk,
             Ok(_) => return Err(Stop::BadAnswer),
-            Err(f) => return Ok(RpcBody::error(codes::INTERNAL_ERROR, f.message)),
+            Err(f) => return Ok(Err(f.message)),
         };
         let outcome = if job.killed {
             Err(ToolFailure::new(
@@ -1306,7 +1345,96 @@ impl<E: ExecutorClient> Session<'_, E> {
         let result = CallToolResult::from_outcome(outcome, &self.caller.tickets);
         let mut value = serde_json::to_value(&result).map_err(|_| Stop::BadAnswer)?;
         value["_meta"] = json!({ (tasks::RELATED_TASK): { "taskId": task_id } });
-        Ok(RpcBody::other(value, era))
+        Ok(Ok(value))
+    }
+
+    /// 2026-07-28 `tasks/get`, `tasks/update`, `tasks/cancel` (extension
+    /// `io.modelcontextprotocol/tasks`).
+    async fn modern_task_op(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        era: Era,
+    ) -> Result<RpcBody, Stop> {
+        let Some(task_id) = params
+            .and_then(|p| p.get("taskId"))
+            .and_then(Value::as_str)
+            .and_then(tasks::parse_task_id)
+        else {
+            return Ok(RpcBody::error(
+                codes::INVALID_PARAMS,
+                "Invalid params: 'taskId' must be a string",
+            ));
+        };
+        let job = match self
+            .exec(ToolCall::JobStatus(JobRef {
+                job_id: task_id.clone(),
+            }))
+            .await?
+        {
+            Ok(ToolOutput::Job(job)) => job,
+            Ok(_) => return Err(Stop::BadAnswer),
+            Err(_) => {
+                return Ok(RpcBody::error(
+                    codes::INVALID_PARAMS,
+                    format!("Invalid params: no task {task_id}"),
+                ))
+            }
+        };
+        match method {
+            "tasks/get" => {
+                let mut task = tasks::modern_task(&task_id, &job, &tasks::now_rfc3339());
+                if tasks::status(&job) == "completed" {
+                    match self.final_value(&task_id, job).await? {
+                        Ok(result) => task["result"] = result,
+                        Err(message) => return Ok(RpcBody::error(codes::INTERNAL_ERROR, message)),
+                    }
+                }
+                Ok(RpcBody::other(task, era))
+            }
+            "tasks/cancel" => {
+                if job.running {
+                    let kill = ToolCall::JobKill(JobKillArgs {
+                        job_id: task_id,
+                        signal: None,
+                    });
+                    if let Err(f) = self.exec(kill).await? {
+                        return Ok(RpcBody::error(codes::INTERNAL_ERROR, f.message));
+                    }
+                }
+                Ok(RpcBody::other(json!({}), era))
+            }
+            // No task of ours ever asks for input: every response is for no outstanding key,
+            // and is ignored.
+            _ => Ok(RpcBody::other(json!({}), era)),
+        }
+    }
+
+    /// A 2026-07-28 `bash_execute` from a client with the tasks extension: the call is handed
+    /// off after `handoff_after` (default [`tasks::MODERN_HANDOFF_SECS`]); if it was, the answer
+    /// is a `CreateTaskResult` for its job instead of the job's output so far.
+    async fn modern_task_call(
+        &self,
+        id: &Value,
+        mut args: BashExecute,
+        era: Era,
+    ) -> Result<RpcBody, Stop> {
+        if args.handoff_after.is_none() {
+            args.handoff_after = Some(tasks::MODERN_HANDOFF_SECS);
+        }
+        let call = ToolCall::BashExecute(args);
+        let body = call_tool(self.executor, self.calls, self.caller, id, call, None, era).await?;
+        let Some(job_id) = body.handed_off_job() else {
+            return Ok(body);
+        };
+        match self.exec(ToolCall::JobStatus(JobRef { job_id })).await? {
+            Ok(ToolOutput::Job(job)) => Ok(RpcBody::task(
+                tasks::modern_task(&job.job_id, &job, &tasks::now_rfc3339()),
+                era,
+            )),
+            Ok(_) => Err(Stop::BadAnswer),
+            Err(f) => Ok(RpcBody::tool(CallToolResult::failure(&f), era)),
+        }
     }
 
     /// Tells the executor about a call refused here, for its audit log. Only a token the
@@ -1361,7 +1489,10 @@ fn initialize_result(params: Option<&Value>, offer: HostOffer) -> Value {
 fn discover_result(offer: HostOffer) -> Value {
     json!({
         "supportedVersions": revisions::supported_names(),
-        "capabilities": capabilities(),
+        "capabilities": {
+            "tools": { "listChanged": false },
+            "extensions": { (tasks::EXTENSION): {} },
+        },
         "instructions": catalogue::instructions(offer),
         "ttlMs": DISCOVER_TTL_MS,
         "cacheScope": "public",

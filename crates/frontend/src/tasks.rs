@@ -15,6 +15,35 @@ use serde_json::{json, Value};
 /// What a client should wait between two `tasks/get`, in milliseconds.
 pub const POLL_INTERVAL_MS: u64 = 2000;
 
+/// The 2026-07-28 tasks extension.
+pub const EXTENSION: &str = "io.modelcontextprotocol/tasks";
+
+/// How long a 2026-07-28 `bash_execute` of a client with the tasks extension runs in the
+/// foreground before it becomes a task, unless the call says `handoff_after`.
+pub const MODERN_HANDOFF_SECS: i64 = 10;
+
+/// Whether a 2026-07-28 request's client capabilities name the tasks extension.
+pub fn client_has_extension(params: &serde_json::Map<String, Value>) -> bool {
+    params
+        .get("_meta")
+        .and_then(|m| m.get(crate::revisions::META_CLIENT_CAPABILITIES))
+        .and_then(|c| c.get("extensions"))
+        .and_then(|e| e.get(EXTENSION))
+        .is_some_and(Value::is_object)
+}
+
+/// The 2026-07-28 `Task` of a job (`ttlMs`, `pollIntervalMs`).
+pub fn modern_task(task_id: &str, job: &JobInfo, now: &str) -> Value {
+    let mut t = task(task_id, job, now);
+    if let Some(map) = t.as_object_mut() {
+        map.remove("ttl");
+        map.remove("pollInterval");
+        map.insert("ttlMs".into(), Value::Null);
+        map.insert("pollIntervalMs".into(), json!(POLL_INTERVAL_MS));
+    }
+    t
+}
+
 /// The `_meta` key that ties a result to its task.
 pub const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
 
