@@ -744,3 +744,34 @@ fn a_task_is_a_job_of_its_token_and_other_revisions_have_no_tasks() {
     );
     assert_eq!(r.json()["error"]["code"], -32601, "{}", r.body);
 }
+
+#[test]
+fn a_call_waiting_for_its_hand_off_streams_progress() {
+    mymcp_tests::needs_root!();
+    let (_exec, front, rw) = server(&[]);
+    let r = post_mcp(
+        front.addr,
+        &rw,
+        &json!({"jsonrpc":"2.0","id":"h","method":"tools/call","params":{
+            "name":"bash_execute",
+            "arguments":{"command":"echo tick; sleep 6", "handoff_after": 5},
+            "_meta":{"progressToken":"pt-h"}}}),
+    );
+    assert_eq!(r.status, 200);
+    let messages = sse_messages(&r.body);
+    let progress: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    // At 2 s and 4 s, then the hand-off at 5 s.
+    assert_eq!(progress.len(), 2, "{}", r.body);
+    assert!(progress[0]["params"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("5 bytes on stdout"));
+    let result = messages.last().unwrap();
+    let json: Value =
+        serde_json::from_str(result["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(json["stdout"], "tick\n", "{json}");
+    assert_eq!(json["running"], true);
+}
