@@ -692,6 +692,9 @@ fn a_task_is_a_job_of_its_token_and_other_revisions_have_no_tasks() {
     let task = &created["result"]["task"];
     assert_eq!(task["status"], "working", "{created}");
     let id = task["taskId"].as_str().unwrap().to_owned();
+    // The frontend restarts; the task does not notice (the frontend holds no task state).
+    drop(front);
+    let front = FrontendProcess::start(&exec.executor_socket());
     // The foreground timeout applies to the task.
     let status = tool(front.addr, &rw, "job_status", json!({"job_id": id}));
     assert_eq!(status["timeout"], 30, "{status}");
