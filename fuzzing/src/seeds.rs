@@ -129,6 +129,17 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
                     name: "ci".into(),
                     role: Role::Rw,
                     user: Some("ci-runner".into()),
+                    limits: TokenLimits {
+                        memory_max_mib: Some(256),
+                        tasks_max: Some(64),
+                        cpu_max_percent: None,
+                        timeout_max_secs: Some(120),
+                    },
+                    view: TokenView {
+                        write_roots: vec!["/srv/ci".into()],
+                        hide: vec!["/etc/secret".into()],
+                        no_network: true,
+                    },
                 },
             },
         ),
@@ -215,6 +226,8 @@ fn control_requests() -> Vec<(String, ControlRequest)> {
                 name: "laptop".into(),
                 role: Role::Ro,
                 user: None,
+                limits: TokenLimits::default(),
+                view: TokenView::default(),
             },
         ),
         ("token-list".into(), ControlRequest::TokenList),
@@ -261,6 +274,8 @@ fn info() -> TokenInfo {
         created_at: "2024-01-01T00:00:00Z".into(),
         last_used: Some("2024-02-01T00:00:00Z".into()),
         enabled: true,
+        limits: TokenLimits::default(),
+        view: TokenView::default(),
     }
 }
 

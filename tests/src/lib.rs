@@ -124,6 +124,9 @@ pub fn user_ids(name: &str) -> (u32, u32) {
 pub struct ExecutorProcess {
     child: Child,
     pub dir: tempfile::TempDir,
+    /// A directory outside the executor's protected set, which commands may write (markers):
+    /// the executor's own `dir` is read-only to them.
+    scratch: tempfile::TempDir,
     pub runtime_dir: PathBuf,
     pub token_file: PathBuf,
     /// Every line the executor wrote to stderr so far (its log).
@@ -186,10 +189,16 @@ impl ExecutorProcess {
         ExecutorProcess {
             child,
             dir,
+            scratch: tempfile::tempdir().expect("scratch dir"),
             runtime_dir,
             token_file,
             log,
         }
+    }
+
+    /// A directory commands may write in (outside the executor's protected set).
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
     }
 
     /// The lines of the executor's log (stderr) so far.
@@ -219,7 +228,8 @@ impl ExecutorProcess {
         self.add_token_with(name, role, &["--user", user])
     }
 
-    fn add_token_with(&self, name: &str, role: &str, more: &[&str]) -> String {
+    /// Creates a token with more `token add` options (`--tasks-max 64`, …).
+    pub fn add_token_with(&self, name: &str, role: &str, more: &[&str]) -> String {
         let mut args = vec!["token", "add", "--name", name, "--role", role];
         args.extend_from_slice(more);
         let out = ctl(&self.runtime_dir, &args);
@@ -934,8 +944,14 @@ impl TestAccount {
 
     /// As [`TestAccount::create`], also a member of `groups`.
     pub fn create_in(tag: &str, groups: &[&TestGroup]) -> TestAccount {
+        Self::create_with_prefix("mmacct", tag, groups)
+    }
+
+    /// As [`TestAccount::create_in`], the name starting with `prefix` (the confinement tests
+    /// use `mmconf`).
+    pub fn create_with_prefix(prefix: &str, tag: &str, groups: &[&TestGroup]) -> TestAccount {
         assert_root_test();
-        let name = unique_name("mmacct", tag);
+        let name = unique_name(prefix, tag);
         let list: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
         let list = list.join(",");
         let mut args = vec!["--create-home", "--user-group", "--shell", "/bin/bash"];
@@ -1096,4 +1112,28 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
     }
+}
+
+/// Swaps `link` between pointing at `a` and at `b` (by renaming a fresh symlink over it, so the
+/// link always exists and points at one of the two) until `stop`; returns the number of swaps.
+/// For races of tool calls against symlink swaps.
+pub fn swap_symlink(
+    link: &Path,
+    a: &Path,
+    b: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let (link, a, b) = (link.to_owned(), a.to_owned(), b.to_owned());
+    std::thread::spawn(move || {
+        let tmp = link.with_extension("next");
+        let mut flips = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let target = if flips.is_multiple_of(2) { &a } else { &b };
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(target, &tmp).unwrap();
+            std::fs::rename(&tmp, &link).unwrap();
+            flips += 1;
+        }
+        flips
+    })
 }

@@ -5,8 +5,8 @@
 //! hostile frontend included. The account comes only from the executor's store.
 
 use mymcp_tests::{
-    bin, ctl, http_request, post_mcp, tools_call, ExecutorProcess, FrontendProcess, QuickTry,
-    SudoRule, TestAccount, TestGroup,
+    bin, ctl, http_request, post_mcp, swap_symlink, tools_call, ExecutorProcess, FrontendProcess,
+    QuickTry, SudoRule, TestAccount, TestGroup,
 };
 use serde_json::{json, Value};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -521,27 +521,6 @@ fn wait_for_job_pid(s: &Server, token: &str, id: &str) -> u32 {
         }
         assert!(Instant::now() < deadline, "the job printed no pid: {v}");
     }
-}
-
-fn swap_symlink(
-    link: &Path,
-    a: &Path,
-    b: &Path,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<u64> {
-    let (link, a, b) = (link.to_owned(), a.to_owned(), b.to_owned());
-    std::thread::spawn(move || {
-        let tmp = link.with_extension("next");
-        let mut flips = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let target = if flips.is_multiple_of(2) { &a } else { &b };
-            let _ = std::fs::remove_file(&tmp);
-            std::os::unix::fs::symlink(target, &tmp).unwrap();
-            std::fs::rename(&tmp, &link).unwrap();
-            flips += 1;
-        }
-        flips
-    })
 }
 
 /// A symlink swapped between a file the account may read and a root-only one (not a

@@ -9,8 +9,8 @@
 //! v1). Where the executor reports that it cannot, a test prints `skipped: …` and passes.
 
 use mymcp_tests::{
-    ctl, pids_with_cmdline, post_mcp, post_mcp_with, tools_call, wait_until, ExecutorProcess,
-    FrontendProcess,
+    ctl, http_request, pids_with_cmdline, post_mcp, post_mcp_with, tools_call, wait_until,
+    ExecutorProcess, FrontendProcess,
 };
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -472,4 +472,296 @@ fn escapees_die_at_the_deadline_on_cancellation_and_at_shutdown() {
         assert!(!alive(p), "pid {p} outlived the executor's shutdown");
     }
     assert!(instance_dirs(pid).is_empty(), "{:?}", instance_dirs(pid));
+}
+
+/// `perl` allocating `mib` MiB and printing how many bytes it got.
+fn allocate(mib: u32) -> String {
+    format!("perl -e '$x = \"a\" x ({mib}*1024*1024); print length $x'")
+}
+
+#[test]
+fn each_token_runs_under_its_own_limits_over_the_defaults() {
+    mymcp_tests::needs_root!();
+    // Defaults: tasks 500; the tight token has its own memory and timeout caps, the loose
+    // one lifts the tasks default with 0.
+    let (exec, front, plain) = server(&[("MYMCP_DEFAULT_TASKS_MAX", "500")]);
+    let Some(text) = confinement(&exec, &["memory", "pids"]) else {
+        return;
+    };
+    assert!(text.contains("tasks 500"), "{text}");
+    let tight = exec.add_token_with(
+        "tight",
+        "rw",
+        &[
+            "--memory-max",
+            "64M",
+            "--tasks-max",
+            "32",
+            "--timeout-max",
+            "2",
+        ],
+    );
+    let loose = exec.add_token_with("loose", "rw", &["--tasks-max", "0", "--cpu-max", "150"]);
+
+    // The listing shows them, the plain token has the defaults.
+    let out = ctl(&exec.runtime_dir, &["token", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let limits_of = |name: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["limits"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        limits_of("tight"),
+        json!({"memory_max_mib": 64, "tasks_max": 32, "timeout_max_secs": 2})
+    );
+    assert_eq!(
+        limits_of("loose"),
+        json!({"tasks_max": 0, "cpu_max_percent": 150})
+    );
+    assert_eq!(limits_of("writer"), json!({}));
+    let table = String::from_utf8(ctl(&exec.runtime_dir, &["token", "list"]).stdout).unwrap();
+    assert!(
+        table.contains("memory 64 MiB, tasks 32, timeout 2 s"),
+        "{table}"
+    );
+
+    // Memory: the tight token is killed at 64 MiB, the others are not.
+    let out = tool(
+        front.addr,
+        &tight,
+        "bash_execute",
+        json!({"command": allocate(300)}),
+    );
+    assert_eq!(out["exit_code"], -9, "{out}");
+    assert_eq!(
+        out["limit_hit"], "killed: memory limit 64 MiB reached",
+        "{out}"
+    );
+    for token in [&plain, &loose] {
+        let out = tool(
+            front.addr,
+            token,
+            "bash_execute",
+            json!({"command": allocate(100)}),
+        );
+        assert_eq!(out["stdout"], "104857600", "{out}");
+    }
+
+    // Tasks: 40 sleepers fail under the tight token's 32, run under the loose token's none
+    // and the plain token's default 500.
+    let spawn40 = "for i in $(seq 40); do sleep 2 & done 2>/dev/null; wait; echo done";
+    let out = tool(
+        front.addr,
+        &tight,
+        "bash_execute",
+        json!({"command": spawn40}),
+    );
+    assert_eq!(
+        out["limit_hit"], "tasks limit 32 reached: a fork failed",
+        "{out}"
+    );
+    for token in [&plain, &loose] {
+        let out = tool(
+            front.addr,
+            token,
+            "bash_execute",
+            json!({"command": spawn40}),
+        );
+        assert!(out.get("limit_hit").is_none(), "{out}");
+    }
+
+    // Timeout: the tight token's 30 s asked for is cut to 2 s, for a job too.
+    let t = Instant::now();
+    let out = tool(
+        front.addr,
+        &tight,
+        "bash_execute",
+        json!({"command": "sleep 20", "timeout": 30}),
+    );
+    assert_eq!(out["timed_out"], true, "{out}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let job = tool(
+        front.addr,
+        &tight,
+        "bash_execute",
+        json!({"command": "sleep 20", "background": true, "timeout": 600}),
+    );
+    let id = job["job_id"].as_str().expect("job_id").to_owned();
+    let mut status = Value::Null;
+    assert!(wait_until(Duration::from_secs(10), || {
+        status = tool(front.addr, &tight, "job_status", json!({"job_id": id}));
+        status["running"] == false
+    }));
+    assert!(
+        status.to_string().contains("timed out") || status.to_string().contains("timeout"),
+        "{status}"
+    );
+
+    // Bad values are refused with a reason, nothing is made.
+    for (args, why) in [
+        (
+            &["--timeout-max", "0"][..],
+            "timeout_max must be at least 1 second",
+        ),
+        (&["--memory-max", "lots"][..], "invalid memory size"),
+    ] {
+        let mut all = vec!["token", "add", "--name", "bad", "--role", "rw"];
+        all.extend_from_slice(args);
+        let out = ctl(&exec.runtime_dir, &all);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{err}");
+    }
+    let out = ctl(
+        &exec.runtime_dir,
+        &[
+            "token",
+            "add",
+            "--name",
+            "a",
+            "--role",
+            "admin",
+            "--tasks-max",
+            "5",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("are for ro and rw tokens"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_fork_bomb_under_a_tokens_own_tasks_limit_is_contained() {
+    mymcp_tests::needs_root!();
+    // No default: only the bomber's token has a tasks limit.
+    let (exec, front, other) = server(&[]);
+    if confinement(&exec, &["pids"]).is_none() {
+        return;
+    }
+    let rw = exec.add_token_with("bomber", "rw", &["--tasks-max", "64", "--timeout-max", "4"]);
+    let marker = "fork-bomb-own-4712";
+    let bomb = {
+        let (addr, rw) = (front.addr, rw.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let out = tool(
+                addr,
+                &rw,
+                "bash_execute",
+                json!({"command": format!(": {marker}; :(){{ :|:& }};:"), "timeout": 60}),
+            );
+            (out, t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..3 {
+        let t = Instant::now();
+        let out = tool(
+            front.addr,
+            &other,
+            "bash_execute",
+            json!({"command": format!("echo alive {i}")}),
+        );
+        assert_eq!(out["stdout"], format!("alive {i}\n"), "{out}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+    let (out, took) = bomb.join().unwrap();
+    // Its own timeout cap (4 s, not the 60 asked for) + grace 2 s + 1 s, and slack.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(
+        out["limit_hit"], "tasks limit 64 reached: a fork failed",
+        "{out}"
+    );
+    assert!(
+        pids_with_cmdline(marker).is_empty(),
+        "the bomb survived: {:?}",
+        pids_with_cmdline(marker)
+    );
+    assert!(
+        call_dirs(exec.pid()).is_empty(),
+        "{:?}",
+        call_dirs(exec.pid())
+    );
+}
+
+#[test]
+fn the_admin_api_makes_and_lists_tokens_with_their_own_limits() {
+    mymcp_tests::needs_root!();
+    let (exec, front, _) = server(&[]);
+    let Some(_) = confinement(&exec, &["memory"]) else {
+        return;
+    };
+    let admin = exec.add_token("admin", "admin");
+    let auth = format!("Bearer {admin}");
+    let post = |body: &str| {
+        http_request(
+            front.addr,
+            "POST",
+            "/admin/tokens",
+            &[("Authorization", &auth)],
+            body,
+        )
+    };
+    let r =
+        post(r#"{"name":"api","role":"rw","memory_max":"48M","tasks_max":100,"timeout_max":20}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let created = r.json();
+    assert_eq!(
+        created["limits"],
+        json!({"memory_max_mib": 48, "tasks_max": 100, "timeout_max_secs": 20}),
+        "{created}"
+    );
+    let token = created["token"].as_str().unwrap().to_owned();
+    let out = tool(
+        front.addr,
+        &token,
+        "bash_execute",
+        json!({"command": allocate(200)}),
+    );
+    assert_eq!(
+        out["limit_hit"], "killed: memory limit 48 MiB reached",
+        "{out}"
+    );
+
+    let r = http_request(
+        front.addr,
+        "GET",
+        "/admin/tokens",
+        &[("Authorization", &auth)],
+        "",
+    );
+    let listed = r.json();
+    let api = listed
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|t| t["name"] == "api")
+        .unwrap();
+    assert_eq!(api["limits"]["memory_max_mib"], 48, "{listed}");
+
+    for (body, why) in [
+        (
+            r#"{"name":"b","tasks_max":-3}"#,
+            "tasks_max must be a whole number",
+        ),
+        (
+            r#"{"name":"b","timeout_max":0}"#,
+            "timeout_max must be at least 1 second",
+        ),
+        (
+            r#"{"name":"b","cpu_max":999999999}"#,
+            "cpu_max 999999999 is too large",
+        ),
+    ] {
+        let r = post(body);
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains(why), "{}", r.body);
+    }
 }

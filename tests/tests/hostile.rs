@@ -35,7 +35,7 @@ impl Server {
     }
 
     fn marker(&self, name: &str) -> PathBuf {
-        self.exec.dir.path().join(name)
+        self.exec.scratch().join(name)
     }
 
     /// The well-behaved frontend still gets a command run.

@@ -205,6 +205,35 @@ pub struct AddArgs {
     /// with that account's rights. Default: the executor's MYMCP_DEFAULT_USER (root unless set).
     #[arg(long, value_name = "ACCOUNT")]
     pub user: Option<String>,
+    /// Memory per command (ro and rw tokens), swap included: MiB or 256M, 2G; 0 or none:
+    /// no limit. Default: the executor's MYMCP_DEFAULT_MEMORY_MAX.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub memory_max: Option<u64>,
+    /// Processes and threads per command; 0: no limit. Default: MYMCP_DEFAULT_TASKS_MAX.
+    #[arg(long, value_name = "N")]
+    pub tasks_max: Option<u64>,
+    /// Percent of one CPU per command (200: two CPUs); 0: no limit. Default:
+    /// MYMCP_DEFAULT_CPU_MAX.
+    #[arg(long, value_name = "PERCENT")]
+    pub cpu_max: Option<u64>,
+    /// Longest timeout of the token's commands and jobs, in seconds: a longer one asked for is
+    /// cut to this.
+    #[arg(long, value_name = "SEC")]
+    pub timeout_max: Option<u64>,
+    /// A tree the token's commands may change files in (repeatable): with any, the rest of
+    /// the file system is read-only to them.
+    #[arg(long = "write-root", value_name = "PATH")]
+    pub write_roots: Vec<String>,
+    /// A path the token's commands and tools cannot see (repeatable).
+    #[arg(long = "hide", value_name = "PATH")]
+    pub hide: Vec<String>,
+    /// The token's commands get a network of their own with only a loopback interface.
+    #[arg(long)]
+    pub no_network: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_memory(text: &str) -> Result<u64, String> {
+    mymcp_protocol::TokenLimits::parse_memory(text)
 }

@@ -40,7 +40,27 @@ fn info_json(t: &TokenInfo) -> serde_json::Value {
     serde_json::json!({
         "id": t.id, "name": t.name, "role": t.role.as_str(), "user": t.user,
         "created_at": t.created_at, "last_used": t.last_used, "enabled": t.enabled,
+        "limits": limits_json(&t.limits),
+        "write_roots": t.view.write_roots, "hide": t.view.hide, "no_network": t.view.no_network,
     })
+}
+
+/// A token's own limits in `--json` listings: only the fields that are set, as the admin
+/// API shows them.
+fn limits_json(l: &mymcp_protocol::TokenLimits) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    let fields = [
+        ("memory_max_mib", l.memory_max_mib),
+        ("tasks_max", l.tasks_max),
+        ("cpu_max_percent", l.cpu_max_percent),
+        ("timeout_max_secs", l.timeout_max_secs),
+    ];
+    for (k, v) in fields {
+        if let Some(v) = v {
+            m.insert(k.into(), v.into());
+        }
+    }
+    serde_json::Value::Object(m)
 }
 
 fn audit_json(a: &AuditState) -> serde_json::Value {
@@ -287,9 +307,51 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                 bail!("--user is for ro and rw tokens: {role} tokens run no tool and act as no account");
             }
             let user = a.user;
+            let limits = mymcp_protocol::TokenLimits {
+                memory_max_mib: a.memory_max,
+                tasks_max: a.tasks_max,
+                cpu_max_percent: a.cpu_max,
+                timeout_max_secs: a.timeout_max,
+            };
+            // Paths as given, made absolute and normal (`canonicalize` where they exist: the
+            // view names the objects, not a symlink to them).
+            let normal = |p: String| -> anyhow::Result<String> {
+                let path = std::path::Path::new(&p);
+                if !path.is_absolute() {
+                    bail!("{p:?} must be an absolute path");
+                }
+                Ok(std::fs::canonicalize(path)
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or(p))
+            };
+            let view = mymcp_protocol::TokenView {
+                write_roots: a
+                    .write_roots
+                    .into_iter()
+                    .map(normal)
+                    .collect::<Result<_, _>>()?,
+                hide: a.hide.into_iter().map(normal).collect::<Result<_, _>>()?,
+                no_network: a.no_network,
+            };
+            let confined = !(limits.is_default() && view.is_default());
+            if confined && !role.is_client() {
+                bail!("--memory-max, --tasks-max, --cpu-max, --timeout-max, --write-root, --hide and --no-network are for ro and rw tokens: {role} tokens run no command");
+            }
+            if let Err(why) = limits.check() {
+                bail!("invalid limits: {why}");
+            }
+            if let Err(why) = view.check() {
+                bail!("invalid view: {why}");
+            }
             match control(
                 &cli.runtime_dir,
-                ControlRequest::TokenAdd { name, role, user },
+                ControlRequest::TokenAdd {
+                    name,
+                    role,
+                    user,
+                    limits,
+                    view,
+                },
             )? {
                 ControlResponse::TokenAdded { token, info } => {
                     if a.json {
@@ -303,8 +365,16 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                         } else {
                             format!(", acting as {}", info.user)
                         };
+                        let mut limited = if info.limits.is_default() {
+                            String::new()
+                        } else {
+                            format!(", limits: {}", info.limits.describe())
+                        };
+                        if !info.view.is_default() {
+                            limited.push_str(&format!(", view: {}", info.view.describe()));
+                        }
                         eprintln!(
-                            "created {} token {:?} (id {}{acting}); it is shown only now",
+                            "created {} token {:?} (id {}{acting}{limited}); it is shown only now",
                             info.role, info.name, info.id
                         );
                     }
@@ -325,19 +395,26 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                         println!("(no tokens)");
                     } else {
                         println!(
-                            "{:<12}  {:<7}  {:<20}  {:<12}  {:<20}  {:<20}  ENABLED",
-                            "ID", "ROLE", "NAME", "USER", "CREATED", "LAST USED"
+                            "{:<12}  {:<7}  {:<20}  {:<12}  {:<20}  {:<20}  {:<7}  LIMITS",
+                            "ID", "ROLE", "NAME", "USER", "CREATED", "LAST USED", "ENABLED"
                         );
                         for t in &list {
                             println!(
-                                "{:<12}  {:<7}  {:<20}  {:<12}  {:<20}  {:<20}  {}",
+                                "{:<12}  {:<7}  {:<20}  {:<12}  {:<20}  {:<20}  {:<7}  {}",
                                 t.id,
                                 t.role.as_str(),
                                 t.name,
                                 if t.user.is_empty() { "-" } else { &t.user },
                                 t.created_at,
                                 t.last_used.as_deref().unwrap_or("-"),
-                                if t.enabled { "yes" } else { "no" }
+                                if t.enabled { "yes" } else { "no" },
+                                if t.role.is_client() && !t.view.is_default() {
+                                    format!("{}; {}", t.limits.describe(), t.view.describe())
+                                } else if t.role.is_client() {
+                                    t.limits.describe()
+                                } else {
+                                    "-".to_owned()
+                                }
                             );
                         }
                     }

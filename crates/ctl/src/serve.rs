@@ -108,8 +108,16 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 /// `/proc/self/fd/N`, without reaching it by path: the child may run as a user who cannot
 /// traverse the directories that hold it. Keep the returned file open until the child has
 /// been spawned (the descriptor is close-on-exec: the child's copy goes away once it runs).
+///
+/// A script (`#!`, e.g. a wrapper that runs the frontend under valgrind) is executed by its
+/// path: the kernel hands its interpreter the path it was executed by, and the interpreter,
+/// already past the exec, could no longer open the closed descriptor.
 fn exec_through_descriptor(binary: &Path, dir: &Path) -> anyhow::Result<(File, PathBuf)> {
     let mut file = File::open(binary).with_context(|| format!("opening {}", binary.display()))?;
+    let mut magic = [0u8; 2];
+    if file.read_exact(&mut magic).is_ok() && &magic == b"#!" {
+        return Ok((file, binary.to_owned()));
+    }
     // Descriptor 3 becomes the frontend's listener in the child (dup2 onto it).
     if file.as_raw_fd() == 3 {
         file = file.try_clone()?;
@@ -507,6 +515,33 @@ fn frontend_settings() -> Vec<(&'static str, std::ffi::OsString)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wrapper script in place of the frontend (as `bench/run --callgrind` makes) runs; a
+    /// binary goes through the descriptor.
+    #[test]
+    fn a_script_frontend_is_executed_by_path_and_a_binary_through_its_descriptor() {
+        let tmp = std::env::temp_dir().join(format!("mymcp-serve-exec-{}", std::process::id()));
+        let (bins, run) = (tmp.join("bin"), tmp.join("run"));
+        std::fs::create_dir_all(&bins).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        let script = bins.join("mymcp-frontend");
+        std::fs::write(&script, "#!/bin/sh\necho wrapped \"$@\"\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (file, exe) = exec_through_descriptor(&script, &run).unwrap();
+        assert_eq!(exe, script);
+        let out = Command::new(&exe).arg("x").output().unwrap();
+        drop(file);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "wrapped x\n");
+
+        let binary = bins.join("echo");
+        std::fs::copy("/bin/echo", &binary).unwrap();
+        let (file, exe) = exec_through_descriptor(&binary, &run).unwrap();
+        assert_eq!(exe, run.join("echo"));
+        let out = Command::new(&exe).arg("direct").output().unwrap();
+        drop(file);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "direct\n");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 
     #[test]
     fn the_frontend_gets_its_own_settings_but_address_port_and_socket() {

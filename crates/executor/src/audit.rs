@@ -21,8 +21,8 @@ use crate::audit_feed::AuditFeed;
 use crate::metrics::Metrics;
 use mymcp_audit::log::{AuditLog, LogConfig};
 use mymcp_protocol::{
-    AuditState, CallOrigin, CallResult, ErrorCode, Identity, SpanId, ToolCall, ToolFailure,
-    ToolName, ToolOutput, TraceId,
+    AuditState, CallOrigin, CallResult, ErrorCode, Identity, Role, SpanId, TokenLimits, TokenView,
+    ToolCall, ToolFailure, ToolName, ToolOutput, TraceId,
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -817,6 +817,12 @@ pub(crate) fn token_outcome(
             if !info.user.is_empty() {
                 output["user"] = Value::String(cap(&info.user, MAX_SHORT_BYTES));
             }
+            if !info.limits.is_default() {
+                output["limits"] = Value::String(info.limits.describe());
+            }
+            if !info.view.is_default() {
+                output["view"] = Value::String(cap(&info.view.describe(), MAX_SHORT_BYTES));
+            }
             Outcome::ok(Some(duration), Some(output))
         }
         Err(e) => {
@@ -826,9 +832,17 @@ pub(crate) fn token_outcome(
                     ErrorCode::InvalidArguments,
                     "the id prefix matches more than one token".to_owned(),
                 ),
-                E::InvalidName(_) | E::InvalidUser(_) | E::Io { .. } | E::Corrupt { .. } => (
+                E::InvalidName(_)
+                | E::InvalidUser(_)
+                | E::InvalidLimits(_)
+                | E::LimitsOnNonClient
+                | E::Io { .. }
+                | E::Corrupt { .. } => (
                     match e {
-                        E::InvalidName(_) | E::InvalidUser(_) => ErrorCode::InvalidArguments,
+                        E::InvalidName(_)
+                        | E::InvalidUser(_)
+                        | E::InvalidLimits(_)
+                        | E::LimitsOnNonClient => ErrorCode::InvalidArguments,
                         _ => ErrorCode::InternalError,
                     },
                     e.to_string(),
@@ -858,6 +872,28 @@ pub(crate) fn selector_param(selector: &str) -> Value {
 /// A string parameter, capped like a tool call's.
 pub(crate) fn param(s: &str) -> Value {
     Value::String(cap(s, MAX_PARAM_BYTES))
+}
+
+/// The `params` of a `token_add` record, whether the token comes from `mymcpctl` or the admin
+/// API: what the new token is, never its value.
+pub(crate) fn token_add_params(
+    name: &str,
+    role: Role,
+    user: Option<&str>,
+    limits: &TokenLimits,
+    view: &TokenView,
+) -> Value {
+    let mut params = json!({"name": param(name), "role": role.as_str()});
+    if let Some(u) = user {
+        params["user"] = param(u);
+    }
+    if !limits.is_default() {
+        params["limits"] = json!(limits.describe());
+    }
+    if !view.is_default() {
+        params["view"] = param(&view.describe());
+    }
+    params
 }
 
 /// One line, fields in the reference's order (`seq` and `prev` are appended by the log).

@@ -48,7 +48,9 @@
 //! through [`Authorized::act`] (file work) and [`Authorized::account`] (commands).
 
 use crate::accounts::{Account, Accounts, Acting};
-use mymcp_protocol::{ErrorCode, Identity, Role, TokenDigest, ToolFailure, ToolName};
+use mymcp_protocol::{
+    ErrorCode, Identity, Role, TokenDigest, TokenLimits, TokenView, ToolFailure, ToolName,
+};
 use mymcp_tokens::TokenStore;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -64,6 +66,10 @@ pub(crate) struct Caller {
     token: TokenDigest,
     /// The account the token acts as, as the store names it.
     user: String,
+    /// The token's own limits on its commands (unset fields: the defaults).
+    limits: TokenLimits,
+    /// Its commands' view of the host.
+    view: Arc<TokenView>,
     /// That account for this call, once [`Caller::resolve`] looked it up (or why it cannot be
     /// acted as); `None` before.
     account: Option<Result<Arc<Account>, ToolFailure>>,
@@ -160,6 +166,8 @@ pub(crate) fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Ca
         identity: holder.identity,
         token: *token,
         user: holder.user,
+        limits: holder.limits,
+        view: Arc::new(holder.view),
         account: None,
     })
 }
@@ -226,6 +234,17 @@ impl<L: Level> Authorized<L> {
         &self.account
     }
 
+    /// The token's own limits on its commands, from the store (unset fields: the defaults).
+    pub(crate) fn limits(&self) -> &TokenLimits {
+        &self.caller.limits
+    }
+
+    /// The token's view of the host for its commands and tools (write roots, hidden paths,
+    /// network).
+    pub(crate) fn view(&self) -> &TokenView {
+        &self.caller.view
+    }
+
     /// Makes the calling thread act as the caller's account for file work until the guard
     /// drops (see [`Account::act`]); every thread that does a call's file work takes one.
     pub(crate) fn act(&self) -> Result<Acting, ToolFailure> {
@@ -251,11 +270,20 @@ impl<L: Level> Authorized<L> {
                 },
                 token: TokenDigest([0; 32]),
                 user: account.name.clone(),
+                limits: TokenLimits::default(),
+                view: Arc::default(),
                 account: Some(Ok(account.clone())),
             },
             account,
             _level: PhantomData,
         }
+    }
+
+    /// As [`Authorized::for_tests`], for a token with `view`.
+    pub(crate) fn for_tests_with_view(view: TokenView) -> Self {
+        let mut auth = Self::for_tests();
+        auth.caller.view = Arc::new(view);
+        auth
     }
 }
 

@@ -303,6 +303,7 @@ impl Confinement {
         let placement = Placement {
             v2: call.v2(),
             procs: &v1,
+            ..Placement::default()
         };
         let argv = [
             CString::from(c"sh"),

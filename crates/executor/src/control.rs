@@ -25,9 +25,11 @@ impl Control {
 fn error(e: TokenError) -> ControlResponse {
     let code = match e {
         TokenError::NotFound(_) => ErrorCode::NotFound,
-        TokenError::InvalidName(_) | TokenError::InvalidUser(_) | TokenError::Ambiguous(_) => {
-            ErrorCode::InvalidArguments
-        }
+        TokenError::InvalidName(_)
+        | TokenError::InvalidUser(_)
+        | TokenError::InvalidLimits(_)
+        | TokenError::LimitsOnNonClient
+        | TokenError::Ambiguous(_) => ErrorCode::InvalidArguments,
         TokenError::Io { .. } | TokenError::Corrupt { .. } => ErrorCode::InternalError,
     };
     ControlResponse::Error {
@@ -68,13 +70,16 @@ impl Service for Control {
             audit.operation(tool, Actor::control(), params)
         };
         match request {
-            ControlRequest::TokenAdd { name, role, user } => {
+            ControlRequest::TokenAdd {
+                name,
+                role,
+                user,
+                limits,
+                view,
+            } => {
                 // Admin and metrics tokens run no tool: they act as no account. An account
                 // that does not exist is refused before anything is asked of the store.
-                let mut params = json!({"name": audit::param(&name), "role": role.as_str()});
-                if let Some(u) = &user {
-                    params["user"] = audit::param(u);
-                }
+                let params = audit::token_add_params(&name, role, user.as_deref(), &limits, &view);
                 let user = if role.is_client() {
                     match crate::dispatch::new_token_user(tokens, user) {
                         Ok(u) => Some(u),
@@ -91,7 +96,7 @@ impl Service for Control {
                 let op = op("token_add", params);
                 let added = audit.around(
                     &op,
-                    || tokens.add_as(&name, role, user.as_deref()),
+                    || tokens.add_limited(&name, role, user.as_deref(), limits, view),
                     |r, d| audit::token_outcome(r.as_ref().map(|(_, i)| i), d),
                 );
                 match added {

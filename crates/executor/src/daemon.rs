@@ -12,6 +12,7 @@ use crate::dispatch::Executor;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::server::{self, Origin, Shutdown};
+use crate::spawn;
 use mymcp_service::activation::Activated;
 use mymcp_service::notify::Notifier;
 use mymcp_sys as sys;
@@ -150,6 +151,18 @@ pub fn run(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    bash.protect = files
+        .protected
+        .entries()
+        .iter()
+        .chain(files.protected.write_only())
+        .cloned()
+        .collect();
+    if let Err(e) = spawn::probe_views() {
+        tracing::warn!(error = %e, "commands cannot get a mount namespace of their own here: mymcp's own files are not made read-only to them, and tokens with write roots, hidden paths or no network run no command");
+        bash.protect = Arc::new([]);
+        bash.views = false;
+    }
     let per_token = config::bash_per_token(&Env).map_err(Error::config)?;
     let job_config = config::job_settings(&Env).map_err(Error::config)?;
     let transfer_config = config::transfer_settings(&Env).map_err(Error::config)?;

@@ -329,7 +329,7 @@ impl Executor {
             Some(n) => n.clamp(0, i64::from(spawn::MAX_TIMEOUT_SECS)) as u32,
             None => self.bash.handoff_secs,
         };
-        let timeout_secs = spawn::clamp_timeout(args.timeout);
+        let timeout_secs = spawn::cap_timeout(spawn::clamp_timeout(args.timeout), auth.limits());
         if after == 0 || after >= timeout_secs || !self.jobs.has_room(auth.token()) {
             return None;
         }
@@ -349,7 +349,12 @@ impl Executor {
         check_path_len("file_path", Some(&args.file_path))?;
         // Answered here when everything it needs is in memory (it cannot wait, so it takes
         // no slot); else on the blocking pool.
-        if let Some(last) = self.files.protected.last(Access::Read) {
+        // A token with hidden paths takes the path below, where its view applies.
+        let last = match auth.view().hide.is_empty() {
+            true => self.files.protected.last(Access::Read),
+            false => None,
+        };
+        if let Some(last) = last {
             if let Some(out) = files::read_file_now(&auth, &args, &self.read, &last) {
                 return out.map(ToolOutput::ReadFile);
             }
@@ -358,7 +363,10 @@ impl Executor {
         let cfg = self.read.clone();
         let files = self.files.clone();
         file_work("read_file", slot, move || {
-            let policy = files.protected.policy(Access::Read);
+            let policy = files
+                .protected
+                .policy(Access::Read)
+                .with_view(auth.view(), Access::Read);
             files::read_file_until(&auth, &args, &cfg, &policy, &|| cancel.shutting_down())
         })
         .await
@@ -374,7 +382,10 @@ impl Executor {
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("write_file", slot, move || {
-            let policy = files.protected.policy(Access::Write);
+            let policy = files
+                .protected
+                .policy(Access::Write)
+                .with_view(auth.view(), Access::Write);
             edit::write_file(&auth, &args, &files.write, &policy)
         })
         .await
@@ -390,7 +401,10 @@ impl Executor {
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("edit_file", slot, move || {
-            let policy = files.protected.policy(Access::Write);
+            let policy = files
+                .protected
+                .policy(Access::Write)
+                .with_view(auth.view(), Access::Write);
             edit::edit_file(&auth, &args, &files.write, &policy)
         })
         .await
@@ -412,7 +426,10 @@ impl Executor {
                 &auth,
                 &args,
                 &files.search,
-                &files.protected.policy(Access::Read),
+                &files
+                    .protected
+                    .policy(Access::Read)
+                    .with_view(auth.view(), Access::Read),
                 &budget,
             )
         })
@@ -435,7 +452,10 @@ impl Executor {
                 &auth,
                 &args,
                 &files.search,
-                &files.protected.policy(Access::Read),
+                &files
+                    .protected
+                    .policy(Access::Read)
+                    .with_view(auth.view(), Access::Read),
                 &budget,
             )
         })
@@ -842,6 +862,8 @@ impl Executor {
         let failed = |e: &mymcp_tokens::TokenError| match e {
             mymcp_tokens::TokenError::InvalidName(_)
             | mymcp_tokens::TokenError::InvalidUser(_)
+            | mymcp_tokens::TokenError::InvalidLimits(_)
+            | mymcp_tokens::TokenError::LimitsOnNonClient
             | mymcp_tokens::TokenError::Ambiguous(_) => AdminOutcome::Invalid(e.to_string()),
             mymcp_tokens::TokenError::NotFound(_) => AdminOutcome::NotFound,
             e => AdminOutcome::Failed(e.to_string()),
@@ -863,11 +885,14 @@ impl Executor {
                 }
                 AdminOutcome::Tokens(list)
             }
-            AdminOp::Create { name, role, user } => {
-                let mut params = json!({"name": audit::param(&name), "role": role.as_str()});
-                if let Some(u) = &user {
-                    params["user"] = audit::param(u);
-                }
+            AdminOp::Create {
+                name,
+                role,
+                user,
+                limits,
+                view,
+            } => {
+                let params = audit::token_add_params(&name, role, user.as_deref(), &limits, &view);
                 let op = self.audit.operation("token_add", actor, params);
                 // `Err(Ok(why))`: refused before the store was asked.
                 let created = self.audit.around(
@@ -879,7 +904,9 @@ impl Executor {
                             )));
                         }
                         let user = new_token_user(&self.tokens, user).map_err(Ok)?;
-                        self.tokens.add_as(&name, role, Some(&user)).map_err(Err)
+                        self.tokens
+                            .add_limited(&name, role, Some(&user), limits, view)
+                            .map_err(Err)
                     },
                     |r, d| match r {
                         Ok((_, info)) => audit::token_outcome(Ok(info), d),

@@ -501,7 +501,7 @@ impl Jobs {
         slot: OwnedSemaphorePermit,
         shutdown: ShutdownWatch,
     ) -> Result<JobInfo, ToolFailure> {
-        let timeout_secs = clamp_timeout(args.timeout);
+        let timeout_secs = crate::spawn::cap_timeout(clamp_timeout(args.timeout), auth.limits());
         self.start_job(auth, origin, args, bash, slot, shutdown, timeout_secs)
             .map(|job| job.info())
     }

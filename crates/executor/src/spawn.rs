@@ -50,11 +50,14 @@ use crate::auth::{Authorized, Rw};
 use crate::cgroup::{CallCgroup, Confinement, Limits};
 use crate::paths::os_message;
 use crate::server::{CancelSignal, Stop};
-use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
+use mymcp_protocol::{
+    BashExecute, BashOutput, CapturedStream, ErrorCode, TokenLimits, TokenView, ToolFailure,
+};
 use mymcp_sys::process::{self, GroupSignal, Pid, PidFd, Placement};
 use std::ffi::{CString, OsString};
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -110,6 +113,12 @@ pub(crate) struct BashConfig {
     /// `MYMCP_BASH_HANDOFF_SEC`: seconds after which a foreground call without
     /// `handoff_after` is handed off to a job; 0: never.
     pub(crate) handoff_secs: u32,
+    /// mymcp's own paths (state, token store, audit log, configuration, env file): read-only
+    /// to every command, root-mapped tokens' included.
+    pub(crate) protect: Arc<[PathBuf]>,
+    /// Whether commands can get a view of their own here ([`probe_views`]); where they
+    /// cannot, a token with a view runs nothing.
+    pub(crate) views: bool,
 }
 
 impl Default for BashConfig {
@@ -122,6 +131,8 @@ impl Default for BashConfig {
             env: BashConfig::default_env(&[]),
             confine: Arc::default(),
             handoff_secs: 0,
+            protect: Arc::new([]),
+            views: true,
         }
     }
 }
@@ -272,7 +283,7 @@ pub(crate) async fn bash_execute(
     controls: &mut impl Controller,
     activity: &Activity,
 ) -> Result<BashOutput, ToolFailure> {
-    let timeout_secs = clamp_timeout(args.timeout);
+    let timeout_secs = cap_timeout(clamp_timeout(args.timeout), auth.limits());
     let max_output = clamp_max_output(args.max_output_bytes, cfg);
     let spec = CommandSpec::check(auth, args)?;
     let started = start(auth, &spec, cfg)?;
@@ -339,10 +350,134 @@ impl CommandSpec {
     }
 }
 
-/// The kernel limits of `_auth`'s commands. Today the defaults (`MYMCP_DEFAULT_*`) for every
-/// token; per-token limits (`mymcpctl token add --memory-max …`) replace them here.
-fn limits_for(_auth: &Authorized<Rw>, confine: &Confinement) -> Limits {
-    confine.limits()
+/// The kernel limits of `auth`'s commands: the token's own (`mymcpctl token add
+/// --memory-max …`) where it has them, the defaults (`MYMCP_DEFAULT_*`) for the rest; a
+/// token's 0 lifts a default.
+pub(crate) fn limits_for(auth: &Authorized<Rw>, confine: &Confinement) -> Limits {
+    merge_limits(auth.limits(), confine.limits())
+}
+
+fn merge_limits(token: &TokenLimits, defaults: Limits) -> Limits {
+    let pick = |own: Option<u64>, default: Option<u64>| match own {
+        None => default,
+        Some(0) => None,
+        Some(v) => Some(v),
+    };
+    Limits {
+        memory_max: pick(
+            token.memory_max_mib.map(|m| m.saturating_mul(1 << 20)),
+            defaults.memory_max,
+        ),
+        tasks_max: pick(token.tasks_max, defaults.tasks_max),
+        cpu_max_percent: pick(token.cpu_max_percent, defaults.cpu_max_percent),
+    }
+}
+
+/// `timeout_secs` cut to the token's `--timeout-max`, if it has one.
+pub(crate) fn cap_timeout(timeout_secs: u32, limits: &TokenLimits) -> u32 {
+    match limits.timeout_max_secs {
+        Some(max) => timeout_secs
+            .min(u32::try_from(max).unwrap_or(u32::MAX))
+            .max(1),
+        None => timeout_secs,
+    }
+}
+
+/// Whether commands can get a view of their own on this host: `/bin/sh -c :` started in a
+/// mount namespace with `/` bound read-only on itself, as every command's view is made. Fails
+/// where the executor is not root or lacks `CAP_SYS_ADMIN` (an unprivileged container), or
+/// the kernel is older than 5.12 (`mount_setattr`).
+pub(crate) fn probe_views() -> io::Result<()> {
+    let protect = [CString::from(c"/")];
+    let argv = [
+        CString::from(c"sh"),
+        CString::from(c"-c"),
+        CString::from(c":"),
+    ];
+    let placement = Placement {
+        view: process::View {
+            protect: &protect,
+            ..process::View::default()
+        },
+        ..Placement::default()
+    };
+    let spawned = process::spawn_confined(c"/bin/sh", &argv, &[], c"/", None, placement)?;
+    drop((spawned.stdout, spawned.stderr));
+    // `:` exits at once; wait up to 2 s to reap it (a zombie is the only cost otherwise).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while matches!(process::try_reap(spawned.pid), Ok(None)) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// What a call's [`process::View`] is made of, prepared before the spawn (the child
+/// allocates nothing).
+#[derive(Debug, Default)]
+struct ViewParts {
+    writable: Vec<OwnedFd>,
+    writable_paths: Vec<CString>,
+    read_only: bool,
+    protect: Vec<CString>,
+    hide_dirs: Vec<CString>,
+    hide_files: Vec<CString>,
+    no_network: bool,
+}
+
+impl ViewParts {
+    /// The view of a call of a token with `view`, with mymcp's own `protect`ed paths
+    /// read-only. Paths that do not exist (now) are left out: a missing write root grants
+    /// nothing, a missing hidden or protected path has nothing to hide. A write root is
+    /// opened without following any symlink, so what is made writable is the tree the token
+    /// names, not where a link points at the moment.
+    fn for_call(view: &TokenView, protect: &[PathBuf]) -> Result<ViewParts, ToolFailure> {
+        let c = |p: &std::path::Path| CString::new(p.as_os_str().as_bytes()).ok();
+        let mut parts = ViewParts {
+            read_only: !view.write_roots.is_empty(),
+            no_network: view.no_network,
+            ..ViewParts::default()
+        };
+        for root in &view.write_roots {
+            match mymcp_sys::fs::openat2(
+                mymcp_sys::fs::Base::Cwd,
+                std::path::Path::new(root).as_os_str(),
+                libc::O_PATH | libc::O_CLOEXEC,
+                0,
+                mymcp_sys::fs::Resolve {
+                    no_symlinks: true,
+                    ..Default::default()
+                },
+            ) {
+                Ok(fd) => {
+                    parts.writable.push(fd);
+                    parts.writable_paths.extend(c(root.as_ref()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(ToolFailure::new(
+                        ErrorCode::InternalError,
+                        format!("cannot open the write root: {}", os_message(&e, root)),
+                    ))
+                }
+            }
+        }
+        for p in protect {
+            // Inside another protected path: covered by that one's mount.
+            let covered = protect.iter().any(|q| q != p && p.starts_with(q));
+            if !covered && std::fs::symlink_metadata(p).is_ok() {
+                parts.protect.extend(c(p));
+            }
+        }
+        for h in &view.hide {
+            match std::fs::symlink_metadata(h) {
+                Ok(m) if m.is_dir() => parts.hide_dirs.extend(c(h.as_ref())),
+                Ok(_) => parts.hide_files.extend(c(h.as_ref())),
+                Err(_) => {}
+            }
+        }
+        Ok(parts)
+    }
 }
 
 /// Starts `<shell> -c <command>` for the holder of `auth` in its own session, as its account,
@@ -396,9 +531,35 @@ pub(crate) fn start(
         .as_ref()
         .map(CallCgroup::v1_procs)
         .unwrap_or_default();
+    let refused = (!cfg.views && !auth.view().is_default()).then(|| {
+        ToolFailure::new(
+            ErrorCode::InternalError,
+            "this host cannot give commands a view of their own (mount namespaces unavailable): \
+             the token's write roots, hidden paths or no-network cannot be enforced, so nothing ran",
+        )
+    });
+    let view = match refused.map_or_else(|| ViewParts::for_call(auth.view(), &cfg.protect), Err) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove_later();
+            }
+            return Err(e);
+        }
+    };
+    let writable: Vec<_> = view.writable.iter().map(AsFd::as_fd).collect();
     let placement = Placement {
         v2: cgroup.as_ref().and_then(CallCgroup::v2),
         procs: &v1,
+        view: process::View {
+            writable: &writable,
+            writable_paths: &view.writable_paths,
+            read_only: view.read_only,
+            protect: &view.protect,
+            hide_dirs: &view.hide_dirs,
+            hide_files: &view.hide_files,
+            no_network: view.no_network,
+        },
     };
     let ids = account.acts().then(|| process::Ids {
         uid: account.uid,
@@ -961,6 +1122,60 @@ mod tests {
         assert_eq!(clamp_max_output(Some(0), &c), 1);
         assert_eq!(clamp_max_output(Some(-1), &c), 1);
         assert_eq!(clamp_max_output(Some(i64::MAX), &c), 1_048_576);
+    }
+
+    #[tokio::test]
+    async fn where_views_cannot_be_made_a_token_with_one_runs_nothing() {
+        let auth = Authorized::<Rw>::for_tests_with_view(TokenView {
+            no_network: true,
+            ..TokenView::default()
+        });
+        let cfg = BashConfig {
+            views: false,
+            ..cfg()
+        };
+        let mut never = CancelSignal::never();
+        let e = bash_execute(
+            &auth,
+            &call("echo ran"),
+            &cfg,
+            &mut never,
+            &Activity::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InternalError);
+        assert!(
+            e.message.contains("cannot give commands a view"),
+            "{}",
+            e.message
+        );
+        // A token without a view still runs.
+        let out = run_with(call("echo ran"), &cfg).await.unwrap();
+        assert_eq!(text(&out.stdout), "ran\n");
+    }
+
+    #[test]
+    fn a_tokens_limits_replace_the_defaults_field_by_field() {
+        let defaults = Limits::from_settings(512, 100, 0);
+        assert_eq!(merge_limits(&TokenLimits::default(), defaults), defaults);
+        let own = TokenLimits {
+            memory_max_mib: Some(64),
+            tasks_max: Some(0),
+            cpu_max_percent: Some(50),
+            timeout_max_secs: Some(5),
+        };
+        assert_eq!(
+            merge_limits(&own, defaults),
+            Limits {
+                memory_max: Some(64 << 20),
+                tasks_max: None,
+                cpu_max_percent: Some(50),
+            }
+        );
+        assert_eq!(cap_timeout(30, &own), 5);
+        assert_eq!(cap_timeout(3, &own), 3);
+        assert_eq!(cap_timeout(30, &TokenLimits::default()), 30);
     }
 
     #[tokio::test]

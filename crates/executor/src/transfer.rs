@@ -245,7 +245,9 @@ impl Transfers {
         }
         let path = args.dest_path.as_str();
         absolute("dest_path", path)?;
-        let policy = protected.policy(Access::Write);
+        let policy = protected
+            .policy(Access::Write)
+            .with_view(auth.view(), Access::Write);
         // The path is checked with the account's rights (the protected set above, as root).
         let _as = auth.act()?;
         let (target, exists) = match paths::open_for_write(&policy, path, false) {
@@ -320,7 +322,9 @@ impl Transfers {
         }
         let path = args.src_path.as_str();
         absolute("src_path", path)?;
-        let policy = protected.policy(Access::Read);
+        let policy = protected
+            .policy(Access::Read)
+            .with_view(auth.view(), Access::Read);
         let _as = auth.act()?;
         let file = match paths::open_for_read(&policy, path) {
             Ok(f) => f,
@@ -582,13 +586,17 @@ impl Transfers {
         let _slot = limits.transfer(&view.token).map_err(busy)?;
         let size = match maker {
             Maker::Download(auth) => {
-                let policy = protected.policy(Access::Read);
+                let policy = protected
+                    .policy(Access::Read)
+                    .with_view(auth.view(), Access::Read);
                 let target = view.target.clone();
                 let file = blocking(move || open_download(&auth, &policy, &target)).await?;
                 Some(file.meta.len())
             }
             Maker::Upload(auth) => {
-                let policy = protected.policy(Access::Write);
+                let policy = protected
+                    .policy(Access::Write)
+                    .with_view(auth.view(), Access::Write);
                 let target = view.target.clone();
                 let overwrite = view.overwrite;
                 let path = view.path.clone();
@@ -680,7 +688,9 @@ impl Transfers {
         let (mut claim, committed, _slot) = self.claim_with_slot(&view.id, &view.token, limits)?;
         // No record, no side effect: nothing below runs without it.
         record.start()?;
-        let policy = protected.policy(Access::Write);
+        let policy = protected
+            .policy(Access::Write)
+            .with_view(auth.view(), Access::Write);
         let (target, temp) = {
             let (t, p, o) = (view.target.clone(), view.path.clone(), view.overwrite);
             let auth = auth.clone();
@@ -805,7 +815,9 @@ impl Transfers {
         let (mut claim, _, _slot) = self.claim_with_slot(&view.id, &view.token, limits)?;
         // No record, no byte (nor the size) leaves.
         record.start()?;
-        let policy = protected.policy(Access::Read);
+        let policy = protected
+            .policy(Access::Read)
+            .with_view(auth.view(), Access::Read);
         let file = {
             let (t, auth) = (view.target.clone(), auth.clone());
             blocking(move || open_download(&auth, &policy, &t)).await?

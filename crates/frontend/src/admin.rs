@@ -29,7 +29,7 @@ use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
 use mymcp_protocol::{
     AdminOp, AdminOutcome, CallOrigin, FrontendRequest, FrontendResponse, MetricsOutcome, Role,
-    TokenDigest, TokenInfo,
+    TokenDigest, TokenInfo, TokenLimits, TokenView,
 };
 use serde_json::{json, Map, Value};
 use std::net::SocketAddr;
@@ -127,7 +127,38 @@ fn info_json(t: &TokenInfo) -> Value {
     json!({
         "id": t.id, "name": t.name, "role": t.role.as_str(), "user": t.user,
         "created_at": t.created_at, "last_used": t.last_used, "enabled": t.enabled,
+        "limits": limits_json(&t.limits),
+        "write_roots": t.view.write_roots, "hide": t.view.hide, "no_network": t.view.no_network,
     })
+}
+
+/// A token's own limits as the admin API shows them: only the fields that are set (an empty
+/// object: the executor's defaults); 0 is "no limit".
+pub fn limits_json(l: &TokenLimits) -> Value {
+    let mut m = Map::new();
+    if let Some(v) = l.memory_max_mib {
+        m.insert("memory_max_mib".into(), v.into());
+    }
+    if let Some(v) = l.tasks_max {
+        m.insert("tasks_max".into(), v.into());
+    }
+    if let Some(v) = l.cpu_max_percent {
+        m.insert("cpu_max_percent".into(), v.into());
+    }
+    if let Some(v) = l.timeout_max_secs {
+        m.insert("timeout_max_secs".into(), v.into());
+    }
+    Value::Object(m)
+}
+
+/// What a create body asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CreateBody {
+    pub name: String,
+    pub role: Role,
+    pub user: Option<String>,
+    pub limits: TokenLimits,
+    pub view: TokenView,
 }
 
 /// Answers for the outcomes every admin call may get.
@@ -167,8 +198,10 @@ async fn list(
 
 /// Checks a create body: `name` (a non-empty string) is required, `role` is `ro` (default) or
 /// `rw`, `user` (optional) the Unix account the token acts as; the executor checks that it
-/// exists (none: its `MYMCP_DEFAULT_USER`).
-pub fn parse_create(body: &[u8]) -> Result<(String, Role, Option<String>), String> {
+/// exists (none: its `MYMCP_DEFAULT_USER`). The token's own limits are optional:
+/// `memory_max` (MiB, or a string such as `"256M"`), `tasks_max`, `cpu_max` (percent of one
+/// CPU), `timeout_max` (seconds); 0 (`"none"` for memory) means no limit for this token.
+pub fn parse_create(body: &[u8]) -> Result<CreateBody, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "invalid JSON body".to_owned())?;
     let Value::Object(m) = v else {
         return Err("body must be a JSON object with \"name\" and \"role\"".to_owned());
@@ -193,7 +226,57 @@ pub fn parse_create(body: &[u8]) -> Result<(String, Role, Option<String>), Strin
         Some(Value::String(u)) => Some(u.clone()),
         Some(_) => return Err("user must be a string, the name of a Unix account".to_owned()),
     };
-    Ok((name, role, user))
+    let number = |key: &str| -> Result<Option<u64>, String> {
+        match m.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("{key} must be a whole number, 0 or more")),
+            Some(_) => Err(format!("{key} must be a whole number, 0 or more")),
+        }
+    };
+    let memory_max_mib = match m.get("memory_max") {
+        Some(Value::String(s)) => Some(TokenLimits::parse_memory(s)?),
+        _ => number("memory_max")?,
+    };
+    let limits = TokenLimits {
+        memory_max_mib,
+        tasks_max: number("tasks_max")?,
+        cpu_max_percent: number("cpu_max")?,
+        timeout_max_secs: number("timeout_max")?,
+    };
+    limits.check()?;
+    let paths = |key: &str| -> Result<Vec<String>, String> {
+        match m.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(format!("{key} must be an array of absolute paths")),
+                })
+                .collect(),
+            Some(_) => Err(format!("{key} must be an array of absolute paths")),
+        }
+    };
+    let view = TokenView {
+        write_roots: paths("write_roots")?,
+        hide: paths("hide")?,
+        no_network: match m.get("no_network") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("no_network must be true or false".to_owned()),
+        },
+    };
+    view.check()?;
+    Ok(CreateBody {
+        name,
+        role,
+        user,
+        limits,
+        view,
+    })
 }
 
 async fn create(
@@ -226,14 +309,30 @@ async fn create(
             return detail(StatusCode::BAD_REQUEST, "Failed to read request body")
         }
     };
-    let (name, role, user) = match parsed {
+    let CreateBody {
+        name,
+        role,
+        user,
+        limits,
+        view,
+    } = match parsed {
         Ok(p) => p,
         Err(why) => return detail(StatusCode::BAD_REQUEST, &why),
     };
-    match ask(&ops, token, &origin, AdminOp::Create { name, role, user }).await {
+    let op = AdminOp::Create {
+        name,
+        role,
+        user,
+        limits,
+        view,
+    };
+    match ask(&ops, token, &origin, op).await {
         Ok(AdminOutcome::Created { token, info }) => Json(json!({
             "token": token, "id": info.id, "name": info.name, "role": info.role.as_str(),
             "user": info.user, "created_at": info.created_at,
+            "limits": limits_json(&info.limits),
+            "write_roots": info.view.write_roots, "hide": info.view.hide,
+            "no_network": info.view.no_network,
         }))
         .into_response(),
         Ok(other) => common(other),
@@ -327,19 +426,29 @@ async fn scrape(State(ops): State<Ops>, headers: HeaderMap) -> Response {
 mod tests {
     use super::*;
 
+    fn body(name: &str, role: Role, user: Option<&str>) -> CreateBody {
+        CreateBody {
+            name: name.into(),
+            role,
+            user: user.map(Into::into),
+            limits: TokenLimits::default(),
+            view: TokenView::default(),
+        }
+    }
+
     #[test]
     fn create_bodies_are_checked_like_the_reference() {
         assert_eq!(
             parse_create(br#"{"name":"a","role":"rw"}"#),
-            Ok(("a".into(), Role::Rw, None))
+            Ok(body("a", Role::Rw, None))
         );
         assert_eq!(
             parse_create(br#"{"name":"a"}"#),
-            Ok(("a".into(), Role::Ro, None))
+            Ok(body("a", Role::Ro, None))
         );
         assert_eq!(
             parse_create(br#"{"name":"a","role":"ro","user":"alice"}"#),
-            Ok(("a".into(), Role::Ro, Some("alice".into())))
+            Ok(body("a", Role::Ro, Some("alice")))
         );
         assert_eq!(
             parse_create(br#"{"name":"a","user":7}"#).unwrap_err(),
@@ -362,5 +471,38 @@ mod tests {
             parse_create(br#"{"name":"a","role":"admin"}"#).unwrap_err(),
             "Invalid role: 'admin'. Must be 'ro' or 'rw'."
         );
+    }
+
+    #[test]
+    fn create_bodies_carry_the_tokens_limits() {
+        let b = parse_create(
+            br#"{"name":"a","role":"rw","memory_max":"256M","tasks_max":64,"cpu_max":50,"timeout_max":20}"#,
+        )
+        .unwrap();
+        let want = TokenLimits {
+            memory_max_mib: Some(256),
+            tasks_max: Some(64),
+            cpu_max_percent: Some(50),
+            timeout_max_secs: Some(20),
+        };
+        assert_eq!(b.limits, want);
+        assert_eq!(
+            limits_json(&b.limits),
+            json!({"memory_max_mib": 256, "tasks_max": 64, "cpu_max_percent": 50, "timeout_max_secs": 20})
+        );
+        let b = parse_create(br#"{"name":"a","memory_max":512,"tasks_max":0}"#).unwrap();
+        assert_eq!(b.limits.memory_max_mib, Some(512));
+        assert_eq!(b.limits.tasks_max, Some(0), "0: no limit for this token");
+        assert_eq!(
+            parse_create(br#"{"name":"a","tasks_max":-1}"#).unwrap_err(),
+            "tasks_max must be a whole number, 0 or more"
+        );
+        assert_eq!(
+            parse_create(br#"{"name":"a","timeout_max":0}"#).unwrap_err(),
+            "timeout_max must be at least 1 second"
+        );
+        assert!(parse_create(br#"{"name":"a","memory_max":"lots"}"#)
+            .unwrap_err()
+            .contains("invalid memory size"));
     }
 }

@@ -474,6 +474,10 @@ pub enum AdminOp {
         name: String,
         role: Role,
         user: Option<String>,
+        /// Kernel limits of its commands (unset fields: the executor's defaults).
+        limits: TokenLimits,
+        /// Its commands' view of the file system and network.
+        view: TokenView,
     },
     /// Revoke by token value or id (as [`ControlRequest::TokenRevoke`]).
     Revoke {
@@ -663,6 +667,10 @@ pub enum ControlRequest {
         name: String,
         role: Role,
         user: Option<String>,
+        /// Kernel limits of its commands (unset fields: the executor's defaults).
+        limits: TokenLimits,
+        /// Its commands' view of the file system and network.
+        view: TokenView,
     },
     TokenList,
     /// Revoke by token value or by id (the first hex digits of its digest, unique prefix).
@@ -751,6 +759,237 @@ pub struct TokenInfo {
     pub created_at: String,
     pub last_used: Option<String>,
     pub enabled: bool,
+    /// The token's own kernel limits (unset fields: the executor's defaults).
+    pub limits: TokenLimits,
+    /// Its commands' view of the file system and network.
+    pub view: TokenView,
+}
+
+/// What a token's commands see of the host: `write_roots` (absolute paths): they may change
+/// files only inside these trees, everything else is read-only to them (none: no such
+/// restriction); `hide`: absolute paths covered by an empty, inaccessible mount;
+/// `no_network`: a network namespace of their own with only a loopback interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub write_roots: Vec<String>,
+    pub hide: Vec<String>,
+    pub no_network: bool,
+}
+
+/// Most write roots or hidden paths a token may name.
+pub const MAX_TOKEN_VIEW_PATHS: usize = 64;
+/// Longest path a token's view may name.
+pub const MAX_TOKEN_VIEW_PATH_LEN: usize = 4096;
+
+impl TokenView {
+    /// Whether the token's commands see the host as it is.
+    pub fn is_default(&self) -> bool {
+        self.write_roots.is_empty() && self.hide.is_empty() && !self.no_network
+    }
+
+    /// Checks the paths: absolute, normal (no `.`, `..`, `//`, trailing `/` except `/`
+    /// itself), no NUL or newline, at most [`MAX_TOKEN_VIEW_PATHS`] of each; `/` cannot be
+    /// hidden, and a hidden path may not lie inside a write root (a write root's account
+    /// could replace it between check and mount).
+    ///
+    /// ```
+    /// let v = mymcp_protocol::TokenView {
+    ///     write_roots: vec!["/srv/app".into()],
+    ///     hide: vec!["/srv/app/secrets".into()],
+    ///     no_network: false,
+    /// };
+    /// assert!(v.check().unwrap_err().contains("inside the write root"));
+    /// ```
+    pub fn check(&self) -> Result<(), String> {
+        for (what, list) in [
+            ("write root", &self.write_roots),
+            ("hidden path", &self.hide),
+        ] {
+            if list.len() > MAX_TOKEN_VIEW_PATHS {
+                return Err(format!("at most {MAX_TOKEN_VIEW_PATHS} of each {what}"));
+            }
+            for p in list {
+                let normal = p.starts_with('/')
+                    && p.len() <= MAX_TOKEN_VIEW_PATH_LEN
+                    && !p.contains(['\0', '\n'])
+                    && (p == "/"
+                        || (!p.ends_with('/')
+                            && p[1..]
+                                .split('/')
+                                .all(|c| !c.is_empty() && c != "." && c != "..")));
+                if !normal {
+                    return Err(format!(
+                        "{what} {p:?} must be an absolute path without '.', '..' or '//'"
+                    ));
+                }
+            }
+        }
+        for h in &self.hide {
+            if h == "/" {
+                return Err("/ cannot be hidden".to_owned());
+            }
+            if let Some(w) = self.write_roots.iter().find(|w| within(h, w)) {
+                return Err(format!(
+                    "hidden path {h:?} is inside the write root {w:?}: hide paths outside write roots"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One line for listings: `write /srv/app, hide /etc/secret, no network`, or `host`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.write_roots.is_empty() {
+            parts.push(format!("write {}", self.write_roots.join(" ")));
+        }
+        if !self.hide.is_empty() {
+            parts.push(format!("hide {}", self.hide.join(" ")));
+        }
+        if self.no_network {
+            parts.push("no network".to_owned());
+        }
+        if parts.is_empty() {
+            "host".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Whether the normal absolute path `path` is `root` or inside it.
+pub fn within(path: &str, root: &str) -> bool {
+    root == "/"
+        || path == root
+        || (path.starts_with(root) && path.as_bytes().get(root.len()) == Some(&b'/'))
+}
+
+/// A token's own limits on its commands. `None`: the executor's default (`MYMCP_DEFAULT_*`);
+/// `Some(0)` for memory, tasks or CPU: no limit for this token even where a default is set.
+/// (No `skip_serializing_if` here: postcard is not self-describing; the token store has its
+/// own on-disk form.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenLimits {
+    /// MiB of memory per call, swap included.
+    pub memory_max_mib: Option<u64>,
+    /// Processes and threads per call.
+    pub tasks_max: Option<u64>,
+    /// Percent of one CPU per call (200 = two CPUs).
+    pub cpu_max_percent: Option<u64>,
+    /// Longest timeout of a `bash_execute` call or a job, in seconds (1 to 86,400): a longer
+    /// one asked for is cut to this.
+    pub timeout_max_secs: Option<u64>,
+}
+
+/// Largest memory limit a token may carry: 16 TiB.
+pub const MAX_TOKEN_MEMORY_MIB: u64 = 16 << 20;
+/// Largest tasks limit a token may carry (the kernel's `pid_max` ceiling).
+pub const MAX_TOKEN_TASKS: u64 = 4 << 20;
+/// Largest CPU limit a token may carry: 1,024 CPUs.
+pub const MAX_TOKEN_CPU_PERCENT: u64 = 102_400;
+/// Largest timeout cap a token may carry: a day.
+pub const MAX_TOKEN_TIMEOUT_SECS: u64 = 86_400;
+
+impl TokenLimits {
+    /// Whether every field is unset (the token uses the defaults throughout).
+    pub fn is_default(&self) -> bool {
+        *self == TokenLimits::default()
+    }
+
+    /// Checks the ranges; the error says which field is wrong and why.
+    ///
+    /// ```
+    /// let mut l = mymcp_protocol::TokenLimits::default();
+    /// l.tasks_max = Some(64);
+    /// assert!(l.check().is_ok());
+    /// l.timeout_max_secs = Some(0);
+    /// assert!(l.check().unwrap_err().contains("timeout"));
+    /// ```
+    pub fn check(&self) -> Result<(), String> {
+        let range = |name: &str, v: Option<u64>, max: u64, unit: &str| match v {
+            Some(v) if v > max => Err(format!("{name} {v} is too large: at most {max}{unit}")),
+            _ => Ok(()),
+        };
+        range(
+            "memory_max",
+            self.memory_max_mib,
+            MAX_TOKEN_MEMORY_MIB,
+            " MiB",
+        )?;
+        range("tasks_max", self.tasks_max, MAX_TOKEN_TASKS, "")?;
+        range("cpu_max", self.cpu_max_percent, MAX_TOKEN_CPU_PERCENT, " %")?;
+        match self.timeout_max_secs {
+            Some(0) => Err("timeout_max must be at least 1 second".to_owned()),
+            v => range("timeout_max", v, MAX_TOKEN_TIMEOUT_SECS, " s"),
+        }
+    }
+
+    /// Parses a memory size: a number of MiB, or with a suffix `K`, `M`, `G`, `T` (binary
+    /// units, optional `iB`/`B`); `0` or `none` for no limit. Sizes under 1 MiB are refused.
+    ///
+    /// ```
+    /// use mymcp_protocol::TokenLimits;
+    /// assert_eq!(TokenLimits::parse_memory("256M"), Ok(256));
+    /// assert_eq!(TokenLimits::parse_memory("2GiB"), Ok(2048));
+    /// assert_eq!(TokenLimits::parse_memory("512"), Ok(512));
+    /// assert_eq!(TokenLimits::parse_memory("none"), Ok(0));
+    /// assert!(TokenLimits::parse_memory("12Q").is_err());
+    /// ```
+    pub fn parse_memory(text: &str) -> Result<u64, String> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("none") {
+            return Ok(0);
+        }
+        let bad = || {
+            format!(
+                "invalid memory size {text:?}: use MiB or a number with K, M, G or T (256M, 2G)"
+            )
+        };
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(digits);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let unit = unit.trim().to_ascii_uppercase();
+        let unit = unit
+            .strip_suffix("IB")
+            .or_else(|| unit.strip_suffix('B'))
+            .unwrap_or(&unit);
+        let kib: u64 = match unit {
+            "" | "M" => n.checked_mul(1024),
+            "K" => Some(n),
+            "G" => n.checked_mul(1 << 20),
+            "T" => n.checked_mul(1 << 30),
+            _ => None,
+        }
+        .ok_or_else(bad)?;
+        if kib > 0 && kib < 1024 {
+            return Err(format!("memory size {text:?} is below 1 MiB"));
+        }
+        Ok(kib / 1024)
+    }
+
+    /// One line for listings: `memory 256 MiB, tasks 64, cpu 50 %, timeout 60 s`, or
+    /// `defaults`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let none_or = |v: u64, s: String| if v == 0 { "none".to_owned() } else { s };
+        if let Some(m) = self.memory_max_mib {
+            parts.push(format!("memory {}", none_or(m, format!("{m} MiB"))));
+        }
+        if let Some(t) = self.tasks_max {
+            parts.push(format!("tasks {}", none_or(t, t.to_string())));
+        }
+        if let Some(c) = self.cpu_max_percent {
+            parts.push(format!("cpu {}", none_or(c, format!("{c} %"))));
+        }
+        if let Some(t) = self.timeout_max_secs {
+            parts.push(format!("timeout {t} s"));
+        }
+        if parts.is_empty() {
+            "defaults".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 /// What `mymcpctl status` shows.

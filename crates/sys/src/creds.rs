@@ -192,16 +192,6 @@ pub fn thread_status() -> io::Result<String> {
 mod tests {
     use super::*;
 
-    fn line(status: &str, key: &str) -> String {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
     #[test]
     fn a_thread_acts_as_an_account_and_only_that_thread() {
         if crate::euid() != 0 {
@@ -218,18 +208,31 @@ mod tests {
                 let _as = act_as(nobody.uid, nobody.gid, &[nobody.gid]).unwrap();
                 let s = thread_status().unwrap();
                 let u = nobody.uid;
-                assert_eq!(line(&s, "Uid:"), format!("{u} {u} 0 {u}"));
-                assert_eq!(line(&s, "CapEff:"), "0000000000000000");
+                assert_eq!(
+                    crate::testing::status_field(&s, "Uid:"),
+                    format!("{u} {u} 0 {u}")
+                );
+                assert_eq!(
+                    crate::testing::status_field(&s, "CapEff:"),
+                    "0000000000000000"
+                );
                 // The kernel checks as the account: root's home is closed to it.
                 assert!(
                     std::fs::read_dir("/root").is_err() || !std::path::Path::new("/root").exists()
                 );
                 let theirs = other.join().unwrap();
-                assert_eq!(line(&theirs, "Uid:"), "0 0 0 0", "another thread changed");
+                assert_eq!(
+                    crate::testing::status_field(&theirs, "Uid:"),
+                    "0 0 0 0",
+                    "another thread changed"
+                );
             }
             let s = thread_status().unwrap();
-            assert_eq!(line(&s, "Uid:"), "0 0 0 0");
-            assert_ne!(line(&s, "CapEff:"), "0000000000000000");
+            assert_eq!(crate::testing::status_field(&s, "Uid:"), "0 0 0 0");
+            assert_ne!(
+                crate::testing::status_field(&s, "CapEff:"),
+                "0000000000000000"
+            );
         })
         .join()
         .unwrap();
@@ -284,11 +287,20 @@ mod tests {
         };
         let u = nobody.uid;
         let (status, code) = probe(false);
-        assert_eq!(line(&status, "Uid:"), format!("0 {u} 0 {u}"));
-        assert_eq!(line(&status, "CapEff:"), "0000000000000000");
+        assert_eq!(
+            crate::testing::status_field(&status, "Uid:"),
+            format!("0 {u} 0 {u}")
+        );
+        assert_eq!(
+            crate::testing::status_field(&status, "CapEff:"),
+            "0000000000000000"
+        );
         assert_ne!(code, 0, "the account signalled a thread acting effectively");
         let (status, code) = probe(true);
-        assert_eq!(line(&status, "Uid:"), format!("{u} {u} 0 {u}"));
+        assert_eq!(
+            crate::testing::status_field(&status, "Uid:"),
+            format!("{u} {u} 0 {u}")
+        );
         assert_eq!(
             code, 0,
             "control: a thread with the account's real uid can be signalled"
@@ -340,11 +352,27 @@ mod tests {
         .unwrap();
         let u = nobody.uid;
         let g = nobody.gid;
-        assert_eq!(line(&out, "Uid:"), format!("{u} {u} {u} {u}"), "{out}");
-        assert_eq!(line(&out, "Gid:"), format!("{g} {g} {g} {g}"), "{out}");
-        assert_eq!(line(&out, "Groups:"), format!("{g}"), "{out}");
+        assert_eq!(
+            crate::testing::status_field(&out, "Uid:"),
+            format!("{u} {u} {u} {u}"),
+            "{out}"
+        );
+        assert_eq!(
+            crate::testing::status_field(&out, "Gid:"),
+            format!("{g} {g} {g} {g}"),
+            "{out}"
+        );
+        assert_eq!(
+            crate::testing::status_field(&out, "Groups:"),
+            format!("{g}"),
+            "{out}"
+        );
         for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
-            assert_eq!(line(&out, cap), "0000000000000000", "{cap} in {out}");
+            assert_eq!(
+                crate::testing::status_field(&out, cap),
+                "0000000000000000",
+                "{cap} in {out}"
+            );
         }
     }
 }

@@ -122,7 +122,64 @@ pub struct Placement<'a> {
     /// `cgroup.procs` of further cgroups (cgroup v1 hierarchies), which the child writes
     /// itself into.
     pub procs: &'a [BorrowedFd<'a>],
+    /// The command's own view of the file system and network; nothing changes when empty.
+    pub view: View<'a>,
 }
+
+/// A command's own view of the file system and network, set up by the child of
+/// [`spawn_confined`] (while still root, after entering its cgroups, before its ids change) in
+/// a mount namespace of its own whose mounts are slaves of the host's (host mounts appear
+/// in it, nothing done in it reaches the host):
+///
+/// 1. `writable` trees are cloned (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`) as they are;
+/// 2. with `read_only`, every mount is made read-only (`mount_setattr(AT_RECURSIVE,
+///    MOUNT_ATTR_RDONLY)` on `/`), and the clones are moved back onto their trees
+///    (`move_mount`), so those alone stay as writable as they were;
+/// 3. every `protect` path gets a read-only bind mount of itself on top;
+/// 4. every `hide_dirs` directory gets an empty, read-only tmpfs of mode 000 over it, every
+///    `hide_files` file `/dev/null`, read-only;
+/// 5. with `no_network`, a network namespace of its own whose loopback is brought up.
+///
+/// `writable` are `O_PATH` descriptors the caller opened (the objects, not names that could
+/// change in between); the others are absolute paths resolved in the new view after step 2,
+/// so a protection inside a writable tree lands on top of it. Linux 5.12+ (`mount_setattr`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct View<'a> {
+    pub writable: &'a [BorrowedFd<'a>],
+    /// The paths `writable` were opened at, one each (opened again in the new view, without
+    /// following symlinks, and checked to be the same objects).
+    pub writable_paths: &'a [CString],
+    pub read_only: bool,
+    pub protect: &'a [CString],
+    pub hide_dirs: &'a [CString],
+    pub hide_files: &'a [CString],
+    pub no_network: bool,
+}
+
+impl View<'_> {
+    /// Whether the command runs in the host's namespaces (nothing to set up).
+    pub fn is_empty(&self) -> bool {
+        !self.read_only
+            && !self.no_network
+            && self.protect.is_empty()
+            && self.hide_dirs.is_empty()
+            && self.hide_files.is_empty()
+    }
+}
+
+/// `struct mount_attr` of `mount_setattr`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const AT_RECURSIVE: libc::c_int = 0x8000;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 
 /// The one child every command starts from: [`spawn_isolated`]'s isolation, run as `ids` when
 /// given (see [`spawn_isolated_as`]; `None` keeps the caller's credentials), and placed in the
@@ -176,6 +233,28 @@ pub fn spawn_confined(
         }
     }
     let devnull = open_devnull()?;
+    let view = placement.view;
+    let writable: Vec<RawFd> = view.writable.iter().map(|fd| fd.as_raw_fd()).collect();
+    // Where the child keeps its clones of the writable trees between steps 1 and 2.
+    let mut clones: Vec<RawFd> = vec![-1; writable.len()];
+    let c_ptrs = |list: &[CString]| -> Vec<*const libc::c_char> {
+        list.iter().map(|p| p.as_ptr()).collect()
+    };
+    let writable_paths = c_ptrs(view.writable_paths);
+    if writable_paths.len() != writable.len() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let (protect, hide_dirs, hide_files) = (
+        c_ptrs(view.protect),
+        c_ptrs(view.hide_dirs),
+        c_ptrs(view.hide_files),
+    );
+    // SAFETY: an all-zero `ifreq` is a valid value (a C struct of integers and a union).
+    let mut lo: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in lo.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *b as libc::c_char;
+    }
+    lo.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     let argv_ptrs: Vec<*mut libc::c_char> = argv
         .iter()
         .map(|a| a.as_ptr().cast_mut())
@@ -199,6 +278,20 @@ pub fn spawn_confined(
         ngroups: ids.groups.len(),
         cgroups: cgroups.as_ptr(),
         ncgroups: cgroups.len(),
+        view: !view.is_empty(),
+        read_only: view.read_only,
+        no_network: view.no_network,
+        writable: writable.as_ptr(),
+        writable_paths: writable_paths.as_ptr(),
+        clones: clones.as_mut_ptr(),
+        nwritable: writable.len(),
+        protect: protect.as_ptr(),
+        nprotect: protect.len(),
+        hide_dirs: hide_dirs.as_ptr(),
+        nhide_dirs: hide_dirs.len(),
+        hide_files: hide_files.as_ptr(),
+        nhide_files: hide_files.len(),
+        lo,
         error: std::sync::atomic::AtomicI32::new(0),
     };
     let stack = ChildStack::new()?;
@@ -303,6 +396,24 @@ struct ChildSetup {
     /// Open `cgroup.procs` files the child writes `0` into, first of all.
     cgroups: *const RawFd,
     ncgroups: usize,
+    /// Whether to set up a [`View`] (its fields below).
+    view: bool,
+    read_only: bool,
+    no_network: bool,
+    writable: *const RawFd,
+    /// Their paths, opened again in the new view.
+    writable_paths: *const *const libc::c_char,
+    /// `nwritable` slots for the clones of the writable trees.
+    clones: *mut RawFd,
+    nwritable: usize,
+    protect: *const *const libc::c_char,
+    nprotect: usize,
+    hide_dirs: *const *const libc::c_char,
+    nhide_dirs: usize,
+    hide_files: *const *const libc::c_char,
+    nhide_files: usize,
+    /// `lo` up, for `SIOCSIFFLAGS`.
+    lo: libc::ifreq,
     /// The errno of the step that failed; 0 while none has.
     error: std::sync::atomic::AtomicI32,
 }
@@ -362,6 +473,10 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 return rc;
             }
         }
+        // The command's own view, while still root (see `View`).
+        if s.view && set_up_view(s).is_err() {
+            return fail(-1).unwrap_or(127);
+        }
         if s.change_ids {
             // One after the other: a step is made only once the one before it succeeded.
             if let Some(rc) = fail(libc::syscall(libc::SYS_setgroups, s.ngroups, s.groups)) {
@@ -401,6 +516,152 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         libc::execve(s.program, s.argv.cast(), s.envp.cast());
         fail(-1).unwrap_or(127)
     }
+}
+
+/// The steps of [`View`] in the child of [`spawn_confined`]: `Err` (errno set) at the first
+/// that fails.
+///
+/// # Safety
+///
+/// Only in that child, with `s` as the parent prepared it (see `spawn_confined`).
+unsafe fn set_up_view(s: &ChildSetup) -> Result<(), ()> {
+    let check = |rc: libc::c_long| if rc == -1 { Err(()) } else { Ok(()) };
+    let ro_set = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let size = std::mem::size_of::<MountAttr>();
+    // SAFETY: raw system calls on integers, on the child's own namespaces
+    // and descriptor table, on NUL-terminated strings (literals, or the parent's, alive while
+    // it is suspended), on `ro_set` and `s.lo` (alive for the call), and stores into the
+    // parent's `clones` vector of `nwritable` slots, which nothing else touches meanwhile.
+    // Nothing allocates or takes a lock.
+    unsafe {
+        // Clones of the writable trees as they are, taken in the host's namespace (a mount of
+        // another namespace cannot be cloned from inside a new one).
+        if s.read_only {
+            for i in 0..s.nwritable {
+                let tree = libc::syscall(
+                    libc::SYS_open_tree,
+                    *s.writable.add(i),
+                    c"".as_ptr(),
+                    OPEN_TREE_CLONE
+                        | libc::O_CLOEXEC as libc::c_uint
+                        | AT_RECURSIVE as libc::c_uint
+                        | libc::AT_EMPTY_PATH as libc::c_uint,
+                );
+                check(tree)?;
+                *s.clones.add(i) = tree as RawFd;
+            }
+        }
+        let flags = libc::CLONE_NEWNS | if s.no_network { libc::CLONE_NEWNET } else { 0 };
+        check(libc::unshare(flags) as libc::c_long)?;
+        // Nothing done here may reach the host's mounts; the host's still reach this view.
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        ) as libc::c_long)?;
+        if s.read_only {
+            check(libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                c"/".as_ptr(),
+                AT_RECURSIVE as libc::c_uint,
+                &ro_set as *const MountAttr,
+                size,
+            ))?;
+            for i in 0..s.nwritable {
+                // The place in this view, through real directories only, and the very object
+                // the caller opened (else a rename in between would put the tree elsewhere).
+                let mut how: libc::open_how = std::mem::zeroed();
+                how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+                how.resolve = libc::RESOLVE_NO_SYMLINKS;
+                let target = libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    *s.writable_paths.add(i),
+                    &how as *const libc::open_how,
+                    std::mem::size_of::<libc::open_how>(),
+                );
+                check(target)?;
+                let target = target as RawFd;
+                let mut a: libc::stat = std::mem::zeroed();
+                let mut b: libc::stat = std::mem::zeroed();
+                check(libc::fstat(target, &mut a) as libc::c_long)?;
+                check(libc::fstat(*s.writable.add(i), &mut b) as libc::c_long)?;
+                if a.st_dev != b.st_dev || a.st_ino != b.st_ino {
+                    *libc::__errno_location() = libc::ESTALE;
+                    return Err(());
+                }
+                check(libc::syscall(
+                    libc::SYS_move_mount,
+                    *s.clones.add(i),
+                    c"".as_ptr(),
+                    target,
+                    c"".as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+                ))?;
+                libc::close(target);
+            }
+        }
+        for i in 0..s.nprotect {
+            let p = *s.protect.add(i);
+            check(libc::mount(
+                p,
+                p,
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ) as libc::c_long)?;
+            check(libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                p,
+                AT_RECURSIVE as libc::c_uint,
+                &ro_set as *const MountAttr,
+                size,
+            ))?;
+        }
+        for i in 0..s.nhide_dirs {
+            check(libc::mount(
+                c"mymcp-hidden".as_ptr(),
+                *s.hide_dirs.add(i),
+                c"tmpfs".as_ptr(),
+                libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                c"mode=000,size=4k".as_ptr().cast(),
+            ) as libc::c_long)?;
+        }
+        for i in 0..s.nhide_files {
+            let p = *s.hide_files.add(i);
+            check(libc::mount(
+                c"/dev/null".as_ptr(),
+                p,
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) as libc::c_long)?;
+            check(libc::mount(
+                std::ptr::null(),
+                p,
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            ) as libc::c_long)?;
+        }
+        if s.no_network {
+            let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            check(sock as libc::c_long)?;
+            let up = libc::ioctl(sock, libc::SIOCSIFFLAGS, &s.lo as *const libc::ifreq);
+            libc::close(sock);
+            check(up as libc::c_long)?;
+        }
+    }
+    Ok(())
 }
 
 /// `struct clone_args` of `clone3` (the version with `cgroup`, 88 bytes).
@@ -940,16 +1201,7 @@ pub fn exec_self() -> io::Error {
 mod tests {
     use super::*;
     use std::io::Read;
-
-    fn field(status: &str, key: &str) -> String {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
+    use std::os::unix::ffi::OsStrExt;
 
     /// Runs `sh -c script` as `ids` in `dir`; its stdout and exit status.
     fn run_as(script: &str, dir: &CStr, ids: Ids<'_>) -> io::Result<(String, i32)> {
@@ -995,28 +1247,57 @@ mod tests {
         )
         .unwrap();
         assert_eq!(code, 0, "{out}");
-        assert_eq!(field(&out, "Uid:"), format!("{u} {u} {u} {u}"), "{out}");
-        assert_eq!(field(&out, "Gid:"), format!("{g} {g} {g} {g}"), "{out}");
+        assert_eq!(
+            crate::testing::status_field(&out, "Uid:"),
+            format!("{u} {u} {u} {u}"),
+            "{out}"
+        );
+        assert_eq!(
+            crate::testing::status_field(&out, "Gid:"),
+            format!("{g} {g} {g} {g}"),
+            "{out}"
+        );
         let mut want = [g, 4242];
         want.sort();
         assert_eq!(
-            field(&out, "Groups:"),
+            crate::testing::status_field(&out, "Groups:"),
             format!("{} {}", want[0], want[1]),
             "{out}"
         );
         for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
-            assert_eq!(field(&out, cap), "0000000000000000", "{cap} in {out}");
+            assert_eq!(
+                crate::testing::status_field(&out, cap),
+                "0000000000000000",
+                "{cap} in {out}"
+            );
         }
-        assert_eq!(field(&out, "SigIgn:"), "0000000000000000", "{out}");
-        assert_eq!(field(&out, "SigBlk:"), "0000000000000000", "{out}");
+        assert_eq!(
+            crate::testing::status_field(&out, "SigIgn:"),
+            "0000000000000000",
+            "{out}"
+        );
+        assert_eq!(
+            crate::testing::status_field(&out, "SigBlk:"),
+            "0000000000000000",
+            "{out}"
+        );
         assert!(out.lines().any(|l| l.trim() == "0 1 2"), "{out}");
         assert!(out.lines().any(|l| l == "/tmp"), "{out}");
         assert!(out.lines().any(|l| l == "again"), "{out}");
         // The spawning thread's credentials are what they were.
         let after = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-        assert_eq!(field(&before, "Uid:"), field(&after, "Uid:"));
-        assert_eq!(field(&before, "Groups:"), field(&after, "Groups:"));
-        assert_eq!(field(&before, "CapEff:"), field(&after, "CapEff:"));
+        assert_eq!(
+            crate::testing::status_field(&before, "Uid:"),
+            crate::testing::status_field(&after, "Uid:")
+        );
+        assert_eq!(
+            crate::testing::status_field(&before, "Groups:"),
+            crate::testing::status_field(&after, "Groups:")
+        );
+        assert_eq!(
+            crate::testing::status_field(&before, "CapEff:"),
+            crate::testing::status_field(&after, "CapEff:")
+        );
     }
 
     /// A directory the account may not enter, or a program that is not there, fails the call
@@ -1114,6 +1395,7 @@ mod tests {
         let created = run(Placement {
             v2: Some((handle.as_fd(), v2_procs)),
             procs: &[],
+            ..Placement::default()
         });
         // A failure of the clone3 child comes back as the error, with no zombie left.
         let e = spawn_confined(
@@ -1125,6 +1407,7 @@ mod tests {
             Placement {
                 v2: Some((handle.as_fd(), v2_procs)),
                 procs: &[],
+                ..Placement::default()
             },
         )
         .unwrap_err();
@@ -1132,11 +1415,88 @@ mod tests {
         let written = run(Placement {
             v2: None,
             procs: &[procs.as_fd()],
+            ..Placement::default()
         });
         std::fs::remove_dir(&dir).unwrap();
         for out in [created, written] {
             assert!(out.lines().any(|l| l == format!("0::{rel}")), "{out}");
             assert_eq!(out.lines().last(), Some("0"), "{out}");
         }
+    }
+
+    /// Runs `command` with `view` as root and returns its stdout and stderr.
+    fn in_view(command: &str, view: View<'_>) -> (String, String) {
+        let argv = [c"sh".into(), c"-c".into(), CString::new(command).unwrap()];
+        let env = [CString::from(c"PATH=/usr/bin:/bin")];
+        let placement = Placement {
+            view,
+            ..Placement::default()
+        };
+        let child = spawn_confined(c"/bin/sh", &argv, &env, c"/", None, placement).unwrap();
+        let (mut out, mut err) = (String::new(), String::new());
+        std::fs::File::from(child.stdout)
+            .read_to_string(&mut out)
+            .unwrap();
+        std::fs::File::from(child.stderr)
+            .read_to_string(&mut err)
+            .unwrap();
+        let mut status = 0;
+        // SAFETY: waitpid of the child just spawned, into `status`.
+        unsafe { libc::waitpid(child.pid, &mut status, 0) };
+        (out, err)
+    }
+
+    #[test]
+    fn a_view_makes_all_but_its_write_roots_read_only_hides_and_cuts_the_network() {
+        if crate::euid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let outside = tempfile::tempdir_in("/var/tmp").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let secret = tempfile::tempdir_in("/var/tmp").unwrap();
+        std::fs::write(secret.path().join("key"), "s3cret").unwrap();
+        let fd = crate::fs::openat2(
+            crate::fs::Base::Cwd,
+            root.path().as_os_str(),
+            libc::O_PATH | libc::O_CLOEXEC,
+            0,
+            crate::fs::Resolve::default(),
+        )
+        .unwrap();
+        let writable = [fd.as_fd()];
+        let writable_paths = [CString::new(root.path().as_os_str().as_bytes()).unwrap()];
+        let hide = [CString::new(secret.path().as_os_str().as_bytes()).unwrap()];
+        let view = View {
+            writable: &writable,
+            writable_paths: &writable_paths,
+            read_only: true,
+            hide_dirs: &hide,
+            no_network: true,
+            ..View::default()
+        };
+        let (o, r, s) = (
+            outside.path().display(),
+            root.path().display(),
+            secret.path().display(),
+        );
+        let (out, err) = in_view(
+            &format!(
+                "touch {o}/x && echo outside; touch {r}/y && echo inside; \
+                 cat {s}/key; ls /sys/class/net | tr '\n' ' '"
+            ),
+            view,
+        );
+        assert!(!outside.path().join("x").exists(), "{out} {err}");
+        assert!(root.path().join("y").exists(), "{out} {err}");
+        assert!(out.starts_with("inside\n"), "{out} {err}");
+        assert!(err.contains("Read-only file system"), "{err}");
+        assert!(!out.contains("s3cret"), "{out}");
+        // The host's mounts are untouched.
+        assert_eq!(
+            std::fs::read_to_string(secret.path().join("key")).unwrap(),
+            "s3cret"
+        );
+        std::fs::write(outside.path().join("z"), "host").unwrap();
     }
 }

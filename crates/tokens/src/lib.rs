@@ -30,7 +30,9 @@
 
 pub mod clock;
 
-use mymcp_protocol::{Identity, ImportedToken, Role, TokenDigest, TokenInfo};
+use mymcp_protocol::{
+    Identity, ImportedToken, Role, TokenDigest, TokenInfo, TokenLimits, TokenView,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -68,6 +70,10 @@ pub enum TokenError {
         "invalid account name {0:?}: use 1-256 printable characters without spaces, ':' or '/'"
     )]
     InvalidUser(String),
+    #[error("invalid limits: {0}")]
+    InvalidLimits(String),
+    #[error("limits are for ro and rw tokens: admin and metrics tokens run no command")]
+    LimitsOnNonClient,
     #[error("no token matches {0:?}")]
     NotFound(String),
     #[error("{0:?} matches more than one token; give more digits of the id")]
@@ -109,6 +115,55 @@ struct StoredToken {
     /// The Unix account the token acts as; missing: the store's default account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     user: Option<String>,
+    /// The token's own kernel limits; missing (stores from before them): the defaults.
+    #[serde(default, skip_serializing_if = "StoredLimits::is_empty")]
+    limits: StoredLimits,
+    /// Its commands' write roots, hidden paths, and whether they have no network; missing:
+    /// the host as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    write_roots: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hide: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    no_network: bool,
+}
+
+/// [`TokenLimits`] as the file spells them: only the fields that are set.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory_max_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tasks_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu_max_percent: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout_max_secs: Option<u64>,
+}
+
+impl StoredLimits {
+    fn is_empty(&self) -> bool {
+        self.limits().is_default()
+    }
+
+    fn limits(&self) -> TokenLimits {
+        TokenLimits {
+            memory_max_mib: self.memory_max_mib,
+            tasks_max: self.tasks_max,
+            cpu_max_percent: self.cpu_max_percent,
+            timeout_max_secs: self.timeout_max_secs,
+        }
+    }
+
+    fn of(l: &TokenLimits) -> StoredLimits {
+        StoredLimits {
+            memory_max_mib: l.memory_max_mib,
+            tasks_max: l.tasks_max,
+            cpu_max_percent: l.cpu_max_percent,
+            timeout_max_secs: l.timeout_max_secs,
+        }
+    }
 }
 
 fn enabled_default() -> bool {
@@ -197,6 +252,10 @@ struct Entry {
     enabled: bool,
     /// `None`: the store's default account.
     user: Option<String>,
+    /// The token's own limits (client tokens only).
+    limits: TokenLimits,
+    /// Its commands' view of the host (client tokens only).
+    view: TokenView,
 }
 
 /// Whether `user` is acceptable as an account name: 1 to 256 bytes, no control character,
@@ -217,6 +276,10 @@ pub struct Holder {
     pub identity: Identity,
     /// The Unix account the token's calls act as.
     pub user: String,
+    /// The token's own limits on its commands (unset fields: the defaults).
+    pub limits: TokenLimits,
+    /// Its commands' view of the file system and network.
+    pub view: TokenView,
 }
 
 /// What identifies a version of the file on disk.
@@ -450,6 +513,8 @@ impl TokenStore {
                 .user
                 .clone()
                 .unwrap_or_else(|| self.default_user.clone()),
+            limits: entry.limits,
+            view: entry.view.clone(),
         };
         inner.last_used_dirty = true;
         Some(holder)
@@ -482,7 +547,32 @@ impl TokenStore {
         role: Role,
         user: Option<&str>,
     ) -> Result<(String, TokenInfo), TokenError> {
-        let mut added = self.add_several(&[(name, role)], user)?;
+        self.add_limited(
+            name,
+            role,
+            user,
+            TokenLimits::default(),
+            TokenView::default(),
+        )
+    }
+
+    /// [`TokenStore::add_as`] with the token's own limits and view for its commands (client
+    /// tokens only; checked with [`TokenLimits::check`] and [`TokenView::check`]).
+    pub fn add_limited(
+        &self,
+        name: &str,
+        role: Role,
+        user: Option<&str>,
+        limits: TokenLimits,
+        view: TokenView,
+    ) -> Result<(String, TokenInfo), TokenError> {
+        let confined = !(limits.is_default() && view.is_default());
+        if confined && !role.is_client() {
+            return Err(TokenError::LimitsOnNonClient);
+        }
+        limits.check().map_err(TokenError::InvalidLimits)?;
+        view.check().map_err(TokenError::InvalidLimits)?;
+        let mut added = self.add_entries(&[(name, role)], user, limits, view)?;
         Ok(added.remove(0))
     }
 
@@ -492,6 +582,16 @@ impl TokenStore {
         &self,
         tokens: &[(&str, Role)],
         user: Option<&str>,
+    ) -> Result<Vec<(String, TokenInfo)>, TokenError> {
+        self.add_entries(tokens, user, TokenLimits::default(), TokenView::default())
+    }
+
+    fn add_entries(
+        &self,
+        tokens: &[(&str, Role)],
+        user: Option<&str>,
+        limits: TokenLimits,
+        view: TokenView,
     ) -> Result<Vec<(String, TokenInfo)>, TokenError> {
         if let Some(u) = user.filter(|u| !valid_user(u)) {
             return Err(TokenError::InvalidUser(u.to_owned()));
@@ -512,6 +612,16 @@ impl TokenStore {
                 last_used: None,
                 enabled: true,
                 user: user.filter(|_| role.is_client()).map(str::to_owned),
+                limits: if role.is_client() {
+                    limits
+                } else {
+                    TokenLimits::default()
+                },
+                view: if role.is_client() {
+                    view.clone()
+                } else {
+                    TokenView::default()
+                },
             };
             created.push((digest(&token), token, entry));
         }
@@ -633,6 +743,8 @@ impl TokenStore {
             last_used: None,
             enabled: true,
             user: None,
+            limits: TokenLimits::default(),
+            view: TokenView::default(),
         };
         inner.entries.insert(d, entry.clone());
         if let Err(e) = self.save(&mut inner) {
@@ -823,6 +935,17 @@ fn parse_store(bytes: &[u8]) -> Result<(HashMap<TokenDigest, Entry>, Vec<String>
         if let Some(u) = t.user.as_deref().filter(|u| !valid_user(u)) {
             return Err(format!("token {:?}: invalid account name {u:?}", t.name));
         }
+        let limits = t.limits.limits();
+        limits
+            .check()
+            .map_err(|why| format!("token {:?}: invalid limits: {why}", t.name))?;
+        let view = TokenView {
+            write_roots: t.write_roots,
+            hide: t.hide,
+            no_network: t.no_network,
+        };
+        view.check()
+            .map_err(|why| format!("token {:?}: invalid view: {why}", t.name))?;
         let entry = Entry {
             name: t.name,
             role,
@@ -830,6 +953,8 @@ fn parse_store(bytes: &[u8]) -> Result<(HashMap<TokenDigest, Entry>, Vec<String>
             last_used: t.last_used,
             enabled: t.enabled,
             user: t.user,
+            limits,
+            view,
         };
         if entries.insert(TokenDigest(d), entry).is_some() {
             return Err(format!("digest {} appears twice", t.sha256));
@@ -850,6 +975,10 @@ fn render_store(entries: &HashMap<TokenDigest, Entry>, retired: &[String]) -> Ve
             last_used: e.last_used.clone(),
             enabled: e.enabled,
             user: e.user.clone(),
+            limits: StoredLimits::of(&e.limits),
+            write_roots: e.view.write_roots.clone(),
+            hide: e.view.hide.clone(),
+            no_network: e.view.no_network,
         })
         .collect();
     tokens.sort_by(|a, b| {
@@ -905,6 +1034,8 @@ fn entry_of(t: ImportedToken) -> Entry {
         last_used: t.last_used,
         enabled: t.enabled,
         user: None,
+        limits: TokenLimits::default(),
+        view: TokenView::default(),
     }
 }
 
@@ -922,6 +1053,8 @@ fn info(d: &TokenDigest, e: &Entry, default_user: &str) -> TokenInfo {
         created_at: e.created_at.clone(),
         last_used: e.last_used.clone(),
         enabled: e.enabled,
+        limits: e.limits,
+        view: e.view.clone(),
     }
 }
 
@@ -1255,5 +1388,76 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["imported", "ok"]);
+    }
+
+    #[test]
+    fn limits_are_stored_and_old_stores_read_as_the_defaults() {
+        let (dir, s) = store();
+        let (plain, _) = s.add("plain", Role::Rw).unwrap();
+        let own = TokenLimits {
+            memory_max_mib: Some(256),
+            tasks_max: Some(0),
+            cpu_max_percent: None,
+            timeout_max_secs: Some(60),
+        };
+        let (tight, info) = s
+            .add_limited("tight", Role::Rw, None, own, TokenView::default())
+            .unwrap();
+        assert_eq!(info.limits, own);
+        let text = fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+        assert!(text.contains(r#""memory_max_mib": 256"#), "{text}");
+        assert_eq!(
+            text.matches("\"limits\"").count(),
+            1,
+            "only set limits are written: {text}"
+        );
+        let again = TokenStore::open(&dir.path().join("tokens.json")).unwrap();
+        assert_eq!(again.holder(&digest(&tight)).unwrap().limits, own);
+        assert!(again.holder(&digest(&plain)).unwrap().limits.is_default());
+        // Refused: bad values, limits on a token that runs no command.
+        let bad = TokenLimits {
+            timeout_max_secs: Some(0),
+            ..TokenLimits::default()
+        };
+        assert!(matches!(
+            s.add_limited("b", Role::Rw, None, bad, TokenView::default()),
+            Err(TokenError::InvalidLimits(_))
+        ));
+        assert!(matches!(
+            s.add_limited("a", Role::Admin, None, own, TokenView::default()),
+            Err(TokenError::LimitsOnNonClient)
+        ));
+        // A hand-edited store with an unknown limit field does not parse.
+        let broken = text.replace("memory_max_mib", "memory_maximum");
+        assert!(parse_store(broken.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn views_are_stored_and_checked() {
+        let (dir, s) = store();
+        let view = TokenView {
+            write_roots: vec!["/srv/app".into(), "/tmp".into()],
+            hide: vec!["/etc/ssl/private".into()],
+            no_network: true,
+        };
+        let (token, info) = s
+            .add_limited("web", Role::Rw, None, TokenLimits::default(), view.clone())
+            .unwrap();
+        assert_eq!(info.view, view);
+        let text = fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+        assert!(text.contains(r#""no_network": true"#), "{text}");
+        let again = TokenStore::open(&dir.path().join("tokens.json")).unwrap();
+        assert_eq!(again.holder(&digest(&token)).unwrap().view, view);
+        let bad = TokenView {
+            write_roots: vec!["srv".into()],
+            ..TokenView::default()
+        };
+        assert!(matches!(
+            s.add_limited("b", Role::Rw, None, TokenLimits::default(), bad),
+            Err(TokenError::InvalidLimits(_))
+        ));
+        // A hand-edited relative path does not load.
+        let broken = text.replace("\"/srv/app\"", "\"srv/app\"");
+        assert!(parse_store(broken.as_bytes()).is_err());
     }
 }

@@ -384,6 +384,8 @@ fn main() {
                         role: mymcp_protocol::Role::Rw,
                         // Root's rights, asked for without an admin token.
                         user: Some("root".into()),
+                        limits: Default::default(),
+                        view: Default::default(),
                     },
                 }
             };
