@@ -2267,7 +2267,13 @@ mod tests {
                 "2026-07-28"
             ])
         );
-        assert_eq!(r["capabilities"], json!({"tools": {"listChanged": false}}));
+        assert_eq!(
+            r["capabilities"],
+            json!({
+                "tools": {"listChanged": false},
+                "extensions": {"io.modelcontextprotocol/tasks": {}}
+            })
+        );
         assert!(r["instructions"].as_str().unwrap().contains("absolute"));
         assert_eq!(r["cacheScope"], "public");
         assert!(r["ttlMs"].as_u64().is_some());
