@@ -192,6 +192,7 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             FrontendRequest::CommitUpload { grant, claim: 3 },
         ),
         ("offer".into(), FrontendRequest::Offer { token }),
+        ("jobs".into(), FrontendRequest::Jobs { token }),
         (
             "audit-records".into(),
             FrontendRequest::AuditRecords { from: 12 },

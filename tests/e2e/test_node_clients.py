@@ -110,6 +110,18 @@ def test_typescript_sdk_client_lists_and_calls_every_tool(server, tmp_path):
     assert sorted(set(report["calls"])) == sorted(report["tools"])
 
 
+def test_typescript_sdk_runs_bash_execute_as_a_task(server, tmp_path):
+    """MCP tasks (2025-11-25) through the SDK's client-side task support: created, polled,
+    completed, result fetched (twice), a cancelled task stays cancelled."""
+    r = node(tmp_path, "sdk-tasks.mjs", server.url, server.rw_token, timeout=120)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["ok"]
+    assert report["seen"][0] == "taskCreated"
+    assert "status:working" in report["seen"]
+    assert report["seen"][-2:] == ["status:completed", "result"]
+
+
 def inspector(home: Path, server, *args: str) -> subprocess.CompletedProcess:
     bin_inspector = node_dir() / "node_modules" / ".bin" / "inspector"
     return subprocess.run(

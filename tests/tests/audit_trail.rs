@@ -982,3 +982,49 @@ fn protected_path_refusals_are_recorded_with_error_code_protected_path() {
     assert_eq!(std::fs::read_to_string(&key).unwrap(), "SECRET");
     s.assert_chain_verifies();
 }
+
+#[test]
+fn a_handed_off_call_names_its_job_and_the_job_ends_with_its_own_record() {
+    mymcp_tests::needs_root!();
+    let s = Setup::start_with(&[("MYMCP_BASH_HANDOFF_SEC", "1")]);
+
+    // Handed off: the call's record names the job that goes on; its end is a job_finished.
+    let m = s.mark();
+    let v = s.call(
+        "bash_execute",
+        json!({"command": "echo a; sleep 2; echo b", "timeout": 30}),
+    );
+    let id = v["job_id"].as_str().expect("handed off").to_owned();
+    let end = s.wait_for(m, |r| {
+        r["tool"] == "job_finished" && r["params"]["job_id"] == id.as_str()
+    });
+    assert_eq!(
+        shape(&s.since(m)),
+        ["bash_execute start", "bash_execute ok", "job_finished ok"]
+    );
+    let call = &s.since(m)[1];
+    assert_eq!(call["output"]["job_id"], id.as_str(), "{call}");
+    assert_eq!(call["output"]["handed_off"], true);
+    assert_eq!(end["output"]["stdout_bytes"], 4);
+    assert_eq!(end["request_id"], call["request_id"]);
+
+    // Ended in time: a foreground call's records (it ran as a job underneath, whose end is
+    // recorded too).
+    let m = s.mark();
+    let v = s.call("bash_execute", json!({"command": "echo quick"}));
+    assert_eq!(v["stdout"], "quick\n", "{v}");
+    s.wait_for(m, |r| r["tool"] == "job_finished");
+    let r = s.since(m);
+    let mut kinds = shape(&r);
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["bash_execute ok", "bash_execute start", "job_finished ok"],
+        "{r:#?}"
+    );
+    let call = r
+        .iter()
+        .find(|r| r["result"] == "ok" && r["tool"] == "bash_execute");
+    assert_eq!(call.unwrap()["output"]["stdout_head"], "quick\n");
+    s.assert_chain_verifies();
+}

@@ -256,7 +256,7 @@ impl Audit {
                 r.output = result
                     .as_ref()
                     .ok()
-                    .and_then(|o| self.output(&p.summary, o));
+                    .and_then(|o| self.output(p.tool, &p.summary, o));
             }
         }
         let written = self.write(&serialize(&r));
@@ -397,7 +397,7 @@ impl Audit {
         self.write(&serialize(&r));
     }
 
-    fn output(&self, summary: &Summary, out: &ToolOutput) -> Option<Value> {
+    fn output(&self, tool: Option<ToolName>, summary: &Summary, out: &ToolOutput) -> Option<Value> {
         match (out, summary) {
             (ToolOutput::Bash(b), _) => {
                 let stdout = &b.stdout.head;
@@ -436,6 +436,14 @@ impl Audit {
                 "running": j.running,
                 "exit_code": j.exit_code,
                 "killed": j.killed,
+            })),
+            // A `bash_execute` handed off to a job: which job goes on.
+            (ToolOutput::JobOutput(c), _) if tool == Some(ToolName::BashExecute) => Some(json!({
+                "job_id": c.job_id,
+                "handed_off": true,
+                "running": c.running,
+                "stdout_offset": c.stdout_offset,
+                "stderr_offset": c.stderr_offset,
             })),
             // The ticket prefix its redemption record carries in `params.ticket`.
             (ToolOutput::TransferGrant(g), _) => Some(json!({
@@ -1107,6 +1115,7 @@ mod tests {
             working_dir: None,
             max_output_bytes: None,
             background: false,
+            handoff_after: None,
         }));
         let cmd = p["command"].as_str().unwrap();
         assert!(cmd.len() < MAX_PARAM_BYTES + 32 && cmd.ends_with("[+5904 bytes]"));

@@ -29,6 +29,7 @@ pub(crate) fn tool_settings(
     bash.default_max_output =
         settings::BASH_MAX_OUTPUT_BYTES.read_within(src, 1, bash.hard_max_output)?;
     bash.shell = settings::BASH_SHELL.read(src)?;
+    bash.handoff_secs = settings::BASH_HANDOFF_SEC.read(src)? as u32;
     bash.env = BashConfig::default_env(&settings::BASH_ENV_PASSTHROUGH.read(src));
     // The child's SHELL names the shell that really runs it.
     for (k, v) in bash.env.iter_mut() {

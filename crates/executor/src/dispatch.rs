@@ -10,7 +10,7 @@ use crate::audit_feed;
 use crate::auth::{self, Authorized, Caller, Ro, Rw};
 use crate::config::FileTools;
 use crate::files::{self, ReadConfig};
-use crate::jobs::Jobs;
+use crate::jobs::{HandOffLimits, Jobs};
 use crate::limits::{CommandLimits, FileLimits, FileSlot};
 use crate::metrics::{AuthSurface, Metrics};
 use crate::overview::{self, OverviewConfig};
@@ -282,6 +282,28 @@ impl Executor {
                 .start(auth, origin, &args, &self.bash, slot, shutdown)
                 .map(ToolOutput::Job);
         }
+        if let Some(limits) = self.handoff(auth, &args) {
+            let slot = self.limits.total_slot()?;
+            return self
+                .jobs
+                .run_handoff(
+                    auth,
+                    origin,
+                    &args,
+                    &self.bash,
+                    slot,
+                    &mut cancel,
+                    limits,
+                    |elapsed, stdout_bytes, stderr_bytes| {
+                        events.progress(Progress {
+                            elapsed_ms: elapsed.as_millis() as u64,
+                            stdout_bytes,
+                            stderr_bytes,
+                        });
+                    },
+                )
+                .await;
+        }
         let _slot = self.limits.foreground(auth.token())?;
         self.running_commands.fetch_add(1, Ordering::Relaxed);
         let activity = Activity::default();
@@ -302,6 +324,25 @@ impl Executor {
         };
         self.running_commands.fetch_sub(1, Ordering::Relaxed);
         out.map(ToolOutput::Bash)
+    }
+
+    /// Whether this foreground call may be handed off to a job, and how: `handoff_after`
+    /// (else `MYMCP_BASH_HANDOFF_SEC`) is set and shorter than the timeout, and the token may
+    /// start a job now. Otherwise it runs as a plain foreground call.
+    fn handoff(&self, auth: &Authorized<Rw>, args: &BashExecute) -> Option<HandOffLimits> {
+        let after = match args.handoff_after {
+            Some(n) => n.clamp(0, i64::from(spawn::MAX_TIMEOUT_SECS)) as u32,
+            None => self.bash.handoff_secs,
+        };
+        let timeout_secs = spawn::cap_timeout(spawn::clamp_timeout(args.timeout), auth.limits());
+        if after == 0 || after >= timeout_secs || !self.jobs.has_room(auth.token()) {
+            return None;
+        }
+        Some(HandOffLimits {
+            timeout_secs,
+            after: Duration::from_secs(u64::from(after)),
+            max_output: spawn::clamp_max_output(args.max_output_bytes, &self.bash),
+        })
     }
 
     async fn read_file(
@@ -513,6 +554,21 @@ impl Executor {
         FrontendResponse::Offer(HostOffer { server_overview })
     }
 
+    /// The jobs of an `rw` caller (MCP `tasks/list`). A read of the executor's own table, like
+    /// `Offer`: not audited.
+    fn job_list(&self, token: &TokenDigest) -> FrontendResponse {
+        let Some(caller) = auth::authenticate(&self.tokens, token) else {
+            self.metrics.auth_failure(AuthSurface::Mcp);
+            return FrontendResponse::Unauthenticated;
+        };
+        // Owned by the token: no account needs resolving to list them. An ro token has none.
+        if caller.identity().role.allows(Role::Rw) {
+            FrontendResponse::Jobs(self.jobs.list(token))
+        } else {
+            FrontendResponse::Jobs(Vec::new())
+        }
+    }
+
     fn identify(&self, token: &TokenDigest) -> FrontendResponse {
         match auth::authenticate(&self.tokens, token) {
             Some(caller) => FrontendResponse::Identity(caller.identity().clone()),
@@ -698,6 +754,7 @@ impl Service for Executor {
             }
             // Unwrapped above; a nested one cannot decode.
             FrontendRequest::Traced { .. } => FrontendResponse::Unauthenticated,
+            FrontendRequest::Jobs { token } => self.job_list(&token),
             FrontendRequest::TelemetryMetrics => {
                 FrontendResponse::Metrics(if self.telemetry_metrics {
                     MetricsOutcome::Snapshot(self.snapshot())

@@ -35,8 +35,8 @@ use crate::limits::{PerToken, TokenSlot};
 use crate::server::{CancelSignal, ShutdownWatch, Stop};
 use crate::spawn::{self, BashConfig, CommandSpec, Control, Controller, Sink, StopReason};
 use mymcp_protocol::{
-    BashExecute, CallOrigin, ErrorCode, JobInfo, JobKillArgs, JobOutputArgs, JobOutputChunk,
-    TokenDigest, ToolFailure,
+    BashExecute, BashOutput, CallOrigin, CapturedStream, ErrorCode, JobInfo, JobKillArgs,
+    JobOutputArgs, JobOutputChunk, TokenDigest, ToolFailure, ToolOutput,
 };
 use mymcp_sys::process::GroupSignal;
 use mymcp_tokens::clock;
@@ -64,6 +64,8 @@ const DEFAULT_CHUNK_BYTES: u64 = 65_536;
 /// How long `job_kill` waits, after SIGKILL (or a signal that is not TERM), for the job to end
 /// before it answers anyway.
 const KILL_SETTLE: Duration = Duration::from_secs(2);
+/// Time between progress reports of a call waiting for its hand-off.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// Length of a job id in hex digits.
 const ID_LEN: usize = 16;
 
@@ -115,6 +117,8 @@ struct Job {
     started_at: SystemTime,
     started: Instant,
     timeout_secs: u32,
+    /// The starting call's `max_output_bytes`, clamped.
+    output_cap: u64,
     paths: [PathBuf; 2],
     state: Mutex<JobState>,
     /// Bumped on new output and when the job ends.
@@ -183,6 +187,7 @@ impl Job {
             stderr_bytes: state.streams[STDERR].total,
             output_truncated: state.streams.iter().any(|s| s.total > s.kept),
             limit_hit: state.limit_hit.clone(),
+            output_cap: self.output_cap,
         }
     }
 
@@ -231,6 +236,8 @@ enum EndedBy {
     JobKill,
     /// The executor's shutdown signalled or killed it.
     Shutdown,
+    /// Its client cancelled the call before the command was handed off.
+    Cancelled,
 }
 
 impl EndedBy {
@@ -240,6 +247,7 @@ impl EndedBy {
             EndedBy::Timeout => "timeout",
             EndedBy::JobKill => "job_kill",
             EndedBy::Shutdown => "shutdown",
+            EndedBy::Cancelled => "cancelled",
         }
     }
 }
@@ -275,6 +283,11 @@ fn audit_end(audit: &Audit, job: &Job, ended_by: EndedBy) {
         EndedBy::Shutdown => Outcome::error(
             ErrorCode::ShuttingDown.as_str(),
             "Stopped by the executor's shutdown",
+            duration,
+        ),
+        EndedBy::Cancelled => Outcome::error(
+            ErrorCode::Cancelled.as_str(),
+            "The client cancelled the call",
             duration,
         ),
     };
@@ -355,6 +368,15 @@ impl Controller for JobControls {
             }
         }
     }
+}
+
+/// How a call that may be handed off runs: its timeout, how long the call waits before it
+/// hands off, and the output per stream the answer carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HandOffLimits {
+    pub(crate) timeout_secs: u32,
+    pub(crate) after: Duration,
+    pub(crate) max_output: u64,
 }
 
 /// The timeout of a job: default [`DEFAULT_TIMEOUT_SECS`], clamped to [1, [`MAX_TIMEOUT_SECS`]].
@@ -479,6 +501,30 @@ impl Jobs {
         slot: OwnedSemaphorePermit,
         shutdown: ShutdownWatch,
     ) -> Result<JobInfo, ToolFailure> {
+        let timeout_secs = crate::spawn::cap_timeout(clamp_timeout(args.timeout), auth.limits());
+        self.start_job(auth, origin, args, bash, slot, shutdown, timeout_secs)
+            .map(|job| job.info())
+    }
+
+    /// Whether a job could start for `token` right now (jobs are available and the token has
+    /// a running-job slot free): a call that may be handed off is a plain foreground call
+    /// otherwise.
+    pub(crate) fn has_room(&self, token: &TokenDigest) -> bool {
+        self.unavailable.is_none() && self.running.taken(token) < self.running.max()
+    }
+
+    /// [`Jobs::start`] with the timeout decided by the caller.
+    #[allow(clippy::too_many_arguments)]
+    fn start_job(
+        self: &Arc<Self>,
+        auth: &Authorized<Rw>,
+        origin: &CallOrigin,
+        args: &BashExecute,
+        bash: &BashConfig,
+        slot: OwnedSemaphorePermit,
+        shutdown: ShutdownWatch,
+        timeout_secs: u32,
+    ) -> Result<Arc<Job>, ToolFailure> {
         if let Some(why) = &self.unavailable {
             return Err(ToolFailure::new(
                 ErrorCode::InternalError,
@@ -486,7 +532,6 @@ impl Jobs {
             )
             .with_suggestion("Check MYMCP_STATE_DIR, or run the command without background"));
         }
-        let timeout_secs = crate::spawn::cap_timeout(clamp_timeout(args.timeout), auth.limits());
         let spec = CommandSpec::check(auth, args)?;
         let own: TokenSlot = self.running.acquire(auth.token()).ok_or_else(|| {
             ToolFailure::new(
@@ -530,6 +575,7 @@ impl Jobs {
             started_at: SystemTime::now(),
             started: Instant::now(),
             timeout_secs,
+            output_cap: spawn::clamp_max_output(args.max_output_bytes, bash),
             paths,
             state: Mutex::default(),
             changed: watch::Sender::new(()),
@@ -581,6 +627,8 @@ impl Jobs {
             job.changed.send_replace(());
             let ended_by = if finished.timed_out {
                 EndedBy::Timeout
+            } else if finished.stopped == Some(StopReason::Client) {
+                EndedBy::Cancelled
             } else if job.lock().kill_requested {
                 EndedBy::JobKill
             } else if finished.stopped.is_some() || controls.by_shutdown {
@@ -601,7 +649,7 @@ impl Jobs {
                 jobs.ended(&job);
             }
         });
-        Ok(job.info())
+        Ok(job)
     }
 
     /// Bookkeeping once a job has ended: schedule its deletion, drop the oldest ended jobs of
@@ -666,6 +714,19 @@ impl Jobs {
         }
     }
 
+    /// The jobs of `token` (authenticated by the caller, with the rw role), running and kept
+    /// ones, oldest first.
+    pub(crate) fn list(&self, token: &TokenDigest) -> Vec<JobInfo> {
+        let mut jobs: Vec<Arc<Job>> = self
+            .table()
+            .values()
+            .filter(|j| j.owner == *token)
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|j| (j.started, j.id.clone()));
+        jobs.iter().map(|j| j.info()).collect()
+    }
+
     /// `job_status`.
     pub(crate) fn status(&self, auth: &Authorized<Rw>, id: &str) -> Result<JobInfo, ToolFailure> {
         Ok(self.find(auth, id)?.info())
@@ -714,38 +775,160 @@ impl Jobs {
             }
         }
 
-        let (kept, ended, truncated) = {
-            let state = job.lock();
-            (
-                [state.streams[STDOUT].kept, state.streams[STDERR].kept],
-                state.ended,
-                state.streams.iter().any(|s| s.total > s.kept),
-            )
-        };
-        let mut chunks = [Vec::new(), Vec::new()];
-        let mut next = offsets;
-        for i in [STDOUT, STDERR] {
-            let bytes = read_spool(&job.paths[i], offsets[i], kept[i], max, ended.is_some())
-                .map_err(|e| internal("cannot read the job's spool", &e))?;
-            next[i] = offsets[i] + bytes.len() as u64;
-            chunks[i] = bytes;
-        }
-        let [stdout, stderr] = chunks;
-        Ok(JobOutputChunk {
-            job_id: job.id.clone(),
-            stdout,
-            stderr,
-            stdout_offset: next[STDOUT],
-            stderr_offset: next[STDERR],
-            running: ended.is_none(),
-            exit_code: ended.map(|e| e.exit_code),
-            complete: ended.is_some()
-                && next[STDOUT] >= kept[STDOUT]
-                && next[STDERR] >= kept[STDERR],
-            output_truncated: truncated,
-        })
+        chunk(&job, offsets, max)
     }
 
+    /// Runs a `bash_execute` call that may be handed off: the command starts as a job of the
+    /// caller (timeout `timeout_secs`), and the call waits for it up to `after`. If it ends
+    /// in time the answer is the foreground result (`max_output` bytes per stream, from the
+    /// spools) and the job is deleted at once: it was never shown. Else the answer is its
+    /// output so far from offset 0 (at most `max_output` per stream) and it goes on as a job.
+    /// A cancelled call stops the command, as a foreground one would. `progress` is called
+    /// every [`PROGRESS_INTERVAL`] with the bytes written so far.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn run_handoff(
+        self: &Arc<Self>,
+        auth: &Authorized<Rw>,
+        origin: &CallOrigin,
+        args: &BashExecute,
+        bash: &BashConfig,
+        slot: OwnedSemaphorePermit,
+        cancel: &mut CancelSignal,
+        limits: HandOffLimits,
+        progress: impl Fn(Duration, u64, u64),
+    ) -> Result<ToolOutput, ToolFailure> {
+        let shutdown = cancel.detach();
+        let job = self.start_job(
+            auth,
+            origin,
+            args,
+            bash,
+            slot,
+            shutdown,
+            limits.timeout_secs,
+        )?;
+        let start = Instant::now();
+        let deadline = start + limits.after;
+        let mut changed = job.changed.subscribe();
+        let mut tick = tokio::time::interval_at(start + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Shutdown reaches the job through its own watch; only the client's cancel is ours.
+        let mut follow_cancel = true;
+        loop {
+            if job.has_ended() {
+                return self.finish_in_time(&job, limits);
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { break },
+                () = tokio::time::sleep_until(deadline) => break,
+                _ = tick.tick() => {
+                    let [out, err] = job.lock().streams.map(|s| s.total);
+                    progress(start.elapsed(), out, err);
+                }
+                stop = cancel.next(), if follow_cancel => match stop {
+                    Stop::Cancel => {
+                        let _ = job.control.send(Control::Stop(StopReason::Client)).await;
+                        job.wait_ended(KILL_SETTLE).await;
+                        self.remove(&job.id);
+                        return Err(ToolFailure::new(
+                            ErrorCode::Cancelled,
+                            "Command cancelled: the client cancelled the request or went away",
+                        ));
+                    }
+                    Stop::Terminate | Stop::Kill => follow_cancel = false,
+                },
+            }
+        }
+        if job.has_ended() {
+            return self.finish_in_time(&job, limits);
+        }
+        log_event(
+            "handed off",
+            &job,
+            &format!("after {} s", limits.after.as_secs()),
+        );
+        chunk(&job, [0, 0], limits.max_output).map(ToolOutput::JobOutput)
+    }
+
+    /// The foreground answer of a hand-off call whose job ended before the hand-off.
+    fn finish_in_time(
+        &self,
+        job: &Arc<Job>,
+        limits: HandOffLimits,
+    ) -> Result<ToolOutput, ToolFailure> {
+        let (ended, streams, limit_hit) = {
+            let state = job.lock();
+            (state.ended, state.streams, state.limit_hit.clone())
+        };
+        let Some(ended) = ended else {
+            return Err(ToolFailure::new(
+                ErrorCode::InternalError,
+                "the job has not ended",
+            ));
+        };
+        let read = |i: usize| {
+            read_spool(&job.paths[i], 0, streams[i].kept, limits.max_output, true)
+                .map_err(|e| internal("cannot read the job's spool", &e))
+        };
+        let (stdout, stderr) = (read(STDOUT), read(STDERR));
+        self.remove(&job.id);
+        // Killed here means: by the shutdown after its grace (nobody else knew the job).
+        if ended.killed {
+            return Err(ToolFailure::new(
+                ErrorCode::ShuttingDown,
+                "Command killed: the server is shutting down",
+            ));
+        }
+        Ok(ToolOutput::Bash(BashOutput {
+            stdout: CapturedStream {
+                head: stdout?,
+                total_bytes: streams[STDOUT].total,
+            },
+            stderr: CapturedStream {
+                head: stderr?,
+                total_bytes: streams[STDERR].total,
+            },
+            exit_code: ended.exit_code,
+            timed_out: ended.timed_out,
+            timeout_secs: limits.timeout_secs,
+            limit_hit,
+        }))
+    }
+}
+
+/// A piece of `job`'s output: at most `max` bytes of each stream from `offsets`.
+fn chunk(job: &Job, offsets: [u64; 2], max: u64) -> Result<JobOutputChunk, ToolFailure> {
+    let (kept, ended, truncated) = {
+        let state = job.lock();
+        (
+            [state.streams[STDOUT].kept, state.streams[STDERR].kept],
+            state.ended,
+            state.streams.iter().any(|s| s.total > s.kept),
+        )
+    };
+    let mut chunks = [Vec::new(), Vec::new()];
+    let mut next = offsets;
+    for i in [STDOUT, STDERR] {
+        let bytes = read_spool(&job.paths[i], offsets[i], kept[i], max, ended.is_some())
+            .map_err(|e| internal("cannot read the job's spool", &e))?;
+        next[i] = offsets[i] + bytes.len() as u64;
+        chunks[i] = bytes;
+    }
+    let [stdout, stderr] = chunks;
+    Ok(JobOutputChunk {
+        job_id: job.id.clone(),
+        stdout,
+        stderr,
+        stdout_offset: next[STDOUT],
+        stderr_offset: next[STDERR],
+        running: ended.is_none(),
+        exit_code: ended.map(|e| e.exit_code),
+        complete: ended.is_some() && next[STDOUT] >= kept[STDOUT] && next[STDERR] >= kept[STDERR],
+        output_truncated: truncated,
+    })
+}
+
+impl Jobs {
     /// `job_kill`: sends the signal (default TERM) to the job's process group. After TERM the
     /// job gets `grace` to end, then SIGKILL. Answers with the job's status once it has ended,
     /// or after a short wait for other signals.
@@ -942,6 +1125,7 @@ mod tests {
                 working_dir: None,
                 max_output_bytes: None,
                 background: true,
+                handoff_after: None,
             };
             let slot = self.slots.clone().try_acquire_owned().unwrap();
             self.jobs.start(
@@ -1243,6 +1427,7 @@ mod tests {
             working_dir: Some("/nonexistent-dir".into()),
             max_output_bytes: None,
             background: true,
+            handoff_after: None,
         };
         let slot = f.slots.clone().try_acquire_owned().unwrap();
         let e = f
@@ -1271,6 +1456,7 @@ mod tests {
             working_dir: None,
             max_output_bytes: None,
             background: true,
+            handoff_after: None,
         };
         let slot = f.slots.clone().try_acquire_owned().unwrap();
         let e = Arc::new(jobs)

@@ -110,6 +110,9 @@ pub(crate) struct BashConfig {
     pub(crate) env: Vec<(OsString, OsString)>,
     /// The cgroups commands run in, and their default limits.
     pub(crate) confine: Arc<Confinement>,
+    /// `MYMCP_BASH_HANDOFF_SEC`: seconds after which a foreground call without
+    /// `handoff_after` is handed off to a job; 0: never.
+    pub(crate) handoff_secs: u32,
     /// mymcp's own paths (state, token store, audit log, configuration, env file): read-only
     /// to every command, root-mapped tokens' included.
     pub(crate) protect: Arc<[PathBuf]>,
@@ -129,6 +132,7 @@ impl Default for BashConfig {
             kill_grace: Duration::from_secs(2),
             env: BashConfig::default_env(&[]),
             confine: Arc::default(),
+            handoff_secs: 0,
             protect: Arc::new([]),
             views: true,
             views_unavailable: None,
@@ -216,7 +220,7 @@ pub(crate) fn clamp_timeout(timeout: Option<i64>) -> u32 {
 
 /// The per-stream capture size: default `cfg.default_max_output`, clamped to
 /// [1, `cfg.hard_max_output`].
-fn clamp_max_output(max: Option<i64>, cfg: &BashConfig) -> u64 {
+pub(crate) fn clamp_max_output(max: Option<i64>, cfg: &BashConfig) -> u64 {
     let hard = cfg.hard_max_output.max(1);
     match max {
         None => cfg.default_max_output.clamp(1, hard),
@@ -1022,6 +1026,7 @@ mod tests {
             working_dir: None,
             max_output_bytes: None,
             background: false,
+            handoff_after: None,
         }
     }
 

@@ -59,6 +59,7 @@ pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, Arg
             working_dir: optional_string(args, "working_dir")?,
             max_output_bytes: optional_integer(args, "max_output_bytes")?,
             background: optional_bool(args, "background")?.unwrap_or(false),
+            handoff_after: optional_integer(args, "handoff_after")?,
         }),
         ToolName::ReadFile => ToolCall::ReadFile(ReadFile {
             file_path: required_string(args, "file_path")?,

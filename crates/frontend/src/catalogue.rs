@@ -29,6 +29,9 @@ pub struct ToolEntry {
     #[serde(rename = "outputSchema")]
     pub output_schema: Value,
     pub annotations: Annotations,
+    /// `execution.taskSupport` (2025-11-25): set on `bash_execute` for that revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution: Option<Value>,
 }
 
 /// MCP tool annotations: hints for clients deciding whether to ask the user first.
@@ -60,6 +63,8 @@ read it with read_file instead.
 - background: true starts the command as a background job and returns at once with its \
 job_id and status; follow it with job_output, job_status and job_kill. Use it for anything \
 that may run longer than about a minute. A job's timeout defaults to 3600 s (at most 86400).
+- handoff_after: N seconds; a command still running then answers with its output so far, a \
+job_id and offsets (job_output's JSON) and goes on as a job: continue with job_output.
 
 When the call ends, everything the command started in the background is killed. Each call \
 starts a fresh shell: cd and variables do not carry over. Requires an rw token.";
@@ -319,6 +324,10 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                         "default": false,
                         "description": "Start a background job and return its job_id at once.",
                     },
+                    "handoff_after": {
+                        "type": "integer",
+                        "description": "Seconds after which a still running command returns its output so far and becomes a job (0: never).",
+                    },
                 },
                 "required": ["command"],
             }),
@@ -328,6 +337,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(false),
                 open_world: true,
             },
+            execution: None,
         },
         ToolName::ReadFile => ToolEntry {
             name: tool.as_str(),
@@ -355,6 +365,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["file_path"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::WriteFile => ToolEntry {
             name: tool.as_str(),
@@ -381,6 +392,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(true),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::EditFile => ToolEntry {
             name: tool.as_str(),
@@ -416,6 +428,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(false),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::Glob => ToolEntry {
             name: tool.as_str(),
@@ -438,6 +451,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["pattern"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::Grep => ToolEntry {
             name: tool.as_str(),
@@ -485,6 +499,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["pattern"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::JobStatus => ToolEntry {
             name: tool.as_str(),
@@ -502,6 +517,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: None,
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::JobOutput => ToolEntry {
             name: tool.as_str(),
@@ -541,6 +557,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: None,
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::JobKill => ToolEntry {
             name: tool.as_str(),
@@ -566,6 +583,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(true),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::PrepareUpload => ToolEntry {
             title: "Prepare file upload",
@@ -603,6 +621,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(false),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::PrepareDownload => ToolEntry {
             title: "Prepare file download",
@@ -621,6 +640,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["src_path"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::ServerOverview => ToolEntry {
             name: tool.as_str(),
@@ -632,6 +652,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "properties": {},
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
     }
 }
@@ -658,8 +679,13 @@ fn expires_in_property() -> Value {
 pub fn output_schema(tool: ToolName) -> Value {
     let (description, mut branches) = match tool {
         ToolName::BashExecute => (
-            "A finished command, or the started job when background was true; or a failure.",
-            vec![bash_result_schema(), job_schema()],
+            "A finished command, the started job when background was true, or the output so \
+             far of a command handed off to a job; or a failure.",
+            vec![
+                bash_result_schema(),
+                job_schema(),
+                success_schema(ToolName::JobOutput),
+            ],
         ),
         _ => (
             "The tool's result; or a failure.",
@@ -713,7 +739,7 @@ fn success_schema(tool: ToolName) -> Value {
             &["size", "src_path"],
         ),
         ToolName::BashExecute => json!({
-            "anyOf": [bash_result_schema(), job_schema()],
+            "anyOf": [bash_result_schema(), job_schema(), success_schema(ToolName::JobOutput)],
         }),
         ToolName::ReadFile => object(
             json!({

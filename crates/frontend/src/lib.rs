@@ -84,6 +84,7 @@ pub mod request_id;
 pub mod results;
 pub mod revisions;
 pub mod server;
+pub mod tasks;
 pub mod tickets;
 pub mod tls;
 pub mod transfer;

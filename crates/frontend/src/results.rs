@@ -110,6 +110,19 @@ impl CallToolResult {
         Some(std::mem::take(&mut self.content[0].text))
     }
 
+    /// The job a handed-off `bash_execute` goes on as: its answer is `job_output`'s JSON with
+    /// `running` true (a finished command's JSON has no `job_id`).
+    pub fn handed_off_job(&self) -> Option<String> {
+        if self.is_error {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_str(self.structured_content()?).ok()?;
+        if json.get("stdout_offset").is_none() || json["running"] != true {
+            return None;
+        }
+        json["job_id"].as_str().map(str::to_owned)
+    }
+
     /// The tool JSON, which is also the `structuredContent`.
     pub fn structured_content(&self) -> Option<&str> {
         match self.content.as_slice() {
@@ -746,6 +759,7 @@ mod tests {
             stderr_bytes: 0,
             output_truncated: false,
             limit_hit: None,
+            output_cap: 102_400,
         };
         assert_eq!(
             job_json(&job),
@@ -859,6 +873,7 @@ mod tests {
             stderr_bytes: 0,
             output_truncated: false,
             limit_hit: None,
+            output_cap: 102_400,
         }
     }
 

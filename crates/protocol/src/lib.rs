@@ -335,6 +335,10 @@ pub enum FrontendRequest {
         trace: TraceContext,
         request: TracedRequest,
     },
+    /// The background jobs of the holder of `token` (an `rw` token), running and kept ones,
+    /// oldest first (MCP `tasks/list`): answered with [`FrontendResponse::Jobs`] (empty for an
+    /// `ro` token, which has no jobs), or `Unauthenticated`.
+    Jobs { token: TokenDigest },
 }
 
 /// The requests that may continue a trace ([`FrontendRequest::Traced`]): the same fields as
@@ -601,6 +605,9 @@ pub enum FrontendResponse {
     Traced(Traced),
     /// The answer to `AuditRecords`.
     AuditRecords(AuditRecords),
+    /// The answer to `Jobs`: at most the running and kept jobs of one token (4 + 50 by
+    /// default).
+    Jobs(Vec<JobInfo>),
 }
 
 /// An answer with the executor's spans for it. The answer is one of the kinds that can carry

@@ -139,6 +139,10 @@ pub struct BashExecute {
     /// Start a background job and return its id at once (`job_status`, `job_output`,
     /// `job_kill` follow it). `timeout` then defaults to an hour and may be up to a day.
     pub background: bool,
+    /// Seconds after which a foreground call that still runs answers with its output so far
+    /// (a [`ToolOutput::JobOutput`] from offset 0) and goes on as a background job; 0 turns
+    /// hand-off off for this call; `None`: `MYMCP_BASH_HANDOFF_SEC`.
+    pub handoff_after: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,6 +340,9 @@ pub struct JobInfo {
     pub output_truncated: bool,
     /// The kernel limit the job hit, e.g. `"killed: memory limit 256 MiB reached"`.
     pub limit_hit: Option<String>,
+    /// Bytes per stream the starting call's foreground result would carry (its
+    /// `max_output_bytes`, clamped): what an MCP task's result returns.
+    pub output_cap: u64,
 }
 
 /// A piece of a job's spooled output.

@@ -337,6 +337,19 @@ pub const BASH_MAX_CONCURRENT_PER_TOKEN: Setting<Integer> = Setting {
     help: "Foreground commands one token may run at once.",
 };
 
+pub const BASH_HANDOFF_SEC: Setting<Integer> = Setting {
+    name: "MYMCP_BASH_HANDOFF_SEC",
+    kind: Integer {
+        default: 0,
+        min: 0,
+        max: 600,
+    },
+    read_by: &[Executor],
+    group: Group::Commands,
+    help: "A bash_execute call without handoff_after that still runs after this many seconds \
+           returns its output so far and a job_id and goes on as a background job (0: off).",
+};
+
 pub const DEFAULT_MEMORY_MAX: Setting<Integer> = Setting {
     name: "MYMCP_DEFAULT_MEMORY_MAX",
     kind: Integer {
@@ -1030,6 +1043,7 @@ pub const ALL: &[&dyn Declared] = &[
     &BASH_MAX_OUTPUT_BYTES_HARD,
     &BASH_MAX_CONCURRENT,
     &BASH_MAX_CONCURRENT_PER_TOKEN,
+    &BASH_HANDOFF_SEC,
     &DEFAULT_MEMORY_MAX,
     &DEFAULT_TASKS_MAX,
     &DEFAULT_CPU_MAX,

@@ -58,6 +58,7 @@ fn answer(s: &mut UnixStream) -> bool {
             FrontendResponse::TransferProbe(Ok(_)) => println!("Probe Ok id={id}"),
             FrontendResponse::TransferProbe(Err(e)) => println!("Probe Err {} id={id}", e.kind),
             FrontendResponse::Acknowledged(b) => println!("Acknowledged {b} id={id}"),
+            FrontendResponse::Jobs(jobs) => println!("Jobs {} id={id}", jobs.len()),
             FrontendResponse::Offer(o) => {
                 println!("Offer server_overview={} id={id}", o.server_overview)
             }
@@ -122,6 +123,7 @@ fn bash(token: TokenDigest, command: &str) -> FrontendRequest {
             working_dir: None,
             max_output_bytes: None,
             background: false,
+            handoff_after: None,
         }),
     }
 }
@@ -971,6 +973,7 @@ fn main() {
                         working_dir: None,
                         max_output_bytes: None,
                         background: false,
+                        handoff_after: None,
                     }),
                 };
                 send(&mut s, &Req::Request { id: 1, body });

@@ -238,6 +238,11 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
             _ => FrontendResponse::Unauthenticated,
         },
+        // The fake executor runs no jobs.
+        FrontendRequest::Jobs { token } => match identity_of(&token) {
+            Some(i) if i.role.is_client() => FrontendResponse::Jobs(Vec::new()),
+            _ => FrontendResponse::Unauthenticated,
+        },
         // The fake host has an overview: every tool is listed.
         FrontendRequest::Offer { token } => match identity_of(&token) {
             Some(i) if i.role.is_client() => FrontendResponse::Offer(mymcp_protocol::HostOffer {
