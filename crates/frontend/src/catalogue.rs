@@ -233,6 +233,31 @@ pending_events counts changes the recorder has not folded in yet; stale is true 
 are waiting and the document is older than two merge intervals (it then starts with a \
 warning line). The error RecorderDisabled means no overview has been generated on this host.";
 
+const TERMINAL_OPEN_DESCRIPTION: &str = "\
+Open a terminal (a pseudo-terminal) running command, or your shell without one, for programs \
+that need a TTY: REPLs, pagers, editors, password prompts. Returns JSON: {\"terminal_id\", \
+\"command\", \"rows\", \"cols\", \"running\", \"exit_code\", \"started_at\"}. \
+The session is recorded.";
+
+const TERMINAL_SEND_DESCRIPTION: &str = "\
+Type into a terminal: text as is, then keys by name: Enter, Tab, Escape, Backspace, Up, Down, \
+Left, Right, Home, End, PageUp, PageDown, Delete, F1-F12, Ctrl-A..Ctrl-Z (Ctrl-C, Ctrl-D). \
+A line needs Enter. Returns {\"success\": true, \"bytes_sent\"}.";
+
+const TERMINAL_READ_DESCRIPTION: &str = "\
+Read a terminal: the screen as text (trailing blanks cut), cursor [row, col], and the output \
+since the previous read without escape sequences. wait_for: a regex (e.g. a prompt) to wait \
+for in the screen or new output, up to timeout seconds (default 10, at most 60); matched says \
+if it appeared. Returns {\"screen\", \"cursor\", \"output\", \"matched\", \"running\", \
+\"exit_code\"}.";
+
+const TERMINAL_RESIZE_DESCRIPTION: &str = "Resize a terminal; its program is told (SIGWINCH).";
+
+const TERMINAL_LIST_DESCRIPTION: &str = "List your terminals: {\"terminals\": [...]}.";
+
+const TERMINAL_CLOSE_DESCRIPTION: &str = "\
+Close a terminal: SIGHUP to its programs, SIGKILL after 1 s. Returns its final status.";
+
 /// The `instructions` of the `initialize` and `server/discover` results: what a model should
 /// know about this server before its first call. They name `server_overview` only when the
 /// host offers it (see [`visible_to`]).
@@ -642,6 +667,124 @@ pub fn entry(tool: ToolName) -> ToolEntry {
             annotations: READ_ONLY,
             execution: None,
         },
+        ToolName::TerminalOpen => ToolEntry {
+            name: tool.as_str(),
+            title: "Open terminal",
+            output_schema: output_schema(tool),
+            description: TERMINAL_OPEN_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "command": { "type": "string", "description": "Run with bash -c; default: your shell." },
+                    "working_dir": { "type": "string", "description": "Absolute directory." },
+                    "rows": { "type": "integer", "default": 24 },
+                    "cols": { "type": "integer", "default": 80 },
+                },
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(false),
+                open_world: true,
+            },
+            execution: None,
+        },
+        ToolName::TerminalSend => ToolEntry {
+            name: tool.as_str(),
+            title: "Type into terminal",
+            output_schema: output_schema(tool),
+            description: TERMINAL_SEND_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "terminal_id": terminal_id_property(),
+                    "text": { "type": "string" },
+                    "keys": { "type": "array", "items": { "type": "string" } },
+                },
+                "required": ["terminal_id"],
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(false),
+                open_world: true,
+            },
+            execution: None,
+        },
+        ToolName::TerminalRead => ToolEntry {
+            name: tool.as_str(),
+            title: "Read terminal",
+            output_schema: output_schema(tool),
+            description: TERMINAL_READ_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "terminal_id": terminal_id_property(),
+                    "wait_for": { "type": "string" },
+                    "timeout": { "type": "integer" },
+                },
+                "required": ["terminal_id"],
+            }),
+            annotations: Annotations {
+                read_only: true,
+                destructive: None,
+                idempotent: None,
+                open_world: false,
+            },
+            execution: None,
+        },
+        ToolName::TerminalResize => ToolEntry {
+            name: tool.as_str(),
+            title: "Resize terminal",
+            output_schema: output_schema(tool),
+            description: TERMINAL_RESIZE_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "terminal_id": terminal_id_property(),
+                    "rows": { "type": "integer" },
+                    "cols": { "type": "integer" },
+                },
+                "required": ["terminal_id", "rows", "cols"],
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(false),
+                idempotent: Some(true),
+                open_world: false,
+            },
+            execution: None,
+        },
+        ToolName::TerminalList => ToolEntry {
+            name: tool.as_str(),
+            title: "List terminals",
+            output_schema: output_schema(tool),
+            description: TERMINAL_LIST_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {},
+            }),
+            annotations: READ_ONLY,
+            execution: None,
+        },
+        ToolName::TerminalClose => ToolEntry {
+            name: tool.as_str(),
+            title: "Close terminal",
+            output_schema: output_schema(tool),
+            description: TERMINAL_CLOSE_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": { "terminal_id": terminal_id_property() },
+                "required": ["terminal_id"],
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(true),
+                open_world: false,
+            },
+            execution: None,
+        },
         ToolName::ServerOverview => ToolEntry {
             name: tool.as_str(),
             title: "Host overview",
@@ -819,6 +962,39 @@ fn success_schema(tool: ToolName) -> Value {
             &["results", "match_count"],
         ),
         ToolName::JobStatus | ToolName::JobKill => job_schema(),
+        ToolName::TerminalOpen | ToolName::TerminalResize | ToolName::TerminalClose => {
+            terminal_schema()
+        }
+        ToolName::TerminalList => object(
+            json!({ "terminals": { "type": "array", "items": terminal_schema() } }),
+            &["terminals"],
+        ),
+        ToolName::TerminalSend => object(
+            json!({
+                "success": { "const": true },
+                "bytes_sent": { "type": "integer", "minimum": 0 },
+            }),
+            &["success", "bytes_sent"],
+        ),
+        ToolName::TerminalRead => object(
+            json!({
+                "screen": { "type": "string", "description": "The screen's rows joined by newlines." },
+                "cursor": {
+                    "type": "array",
+                    "items": { "type": "integer" },
+                    "description": "Row and column, from 0.",
+                },
+                "output": { "type": "string", "description": "Text written since the previous read." },
+                "output_dropped": {
+                    "type": "integer",
+                    "description": "Present when older unread text was dropped (bytes).",
+                },
+                "matched": { "type": "boolean" },
+                "running": { "type": "boolean" },
+                "exit_code": nullable("integer", "null while running."),
+            }),
+            &["screen", "cursor", "output", "matched", "running", "exit_code"],
+        ),
         ToolName::ServerOverview => object(
             json!({
                 "success": { "const": true },
@@ -1003,6 +1179,34 @@ fn job_schema() -> Value {
     )
 }
 
+/// The schema property naming a terminal.
+fn terminal_id_property() -> Value {
+    json!({ "type": "string" })
+}
+
+fn terminal_schema() -> Value {
+    object(
+        json!({
+            "terminal_id": { "type": "string" },
+            "command": { "type": "string" },
+            "rows": { "type": "integer" },
+            "cols": { "type": "integer" },
+            "running": { "type": "boolean" },
+            "exit_code": nullable("integer", "null while running; -N when killed by signal N."),
+            "started_at": { "type": "string" },
+        }),
+        &[
+            "terminal_id",
+            "command",
+            "rows",
+            "cols",
+            "running",
+            "exit_code",
+            "started_at",
+        ],
+    )
+}
+
 /// The schema property naming a job.
 fn job_id_property() -> Value {
     json!({
@@ -1102,11 +1306,39 @@ recently changed): read it first to get oriented.",
                 "job_kill",
                 "prepare_upload",
                 "prepare_download",
-                "server_overview"
+                "server_overview",
+                "terminal_open",
+                "terminal_send",
+                "terminal_read",
+                "terminal_resize",
+                "terminal_list",
+                "terminal_close"
             ]
         );
         assert!(names(Role::Admin).is_empty());
         assert!(names(Role::Metrics).is_empty());
+    }
+
+    /// What the model reads of this server: the instructions, and every tool's name, title,
+    /// description and input schema (as `tools/list` sends them). The budget of issue 24.
+    pub(crate) fn model_text_bytes(role: Role, offer: HostOffer) -> usize {
+        instructions(offer).len()
+            + visible_to(role, offer)
+                .iter()
+                .map(|e| {
+                    e.name.len()
+                        + e.title.len()
+                        + e.description.len()
+                        + serde_json::to_string(&e.input_schema).unwrap().len()
+                })
+                .sum::<usize>()
+    }
+
+    #[test]
+    fn what_the_model_reads_fits_in_16_kib() {
+        let total = model_text_bytes(Role::Rw, WITH_OVERVIEW);
+        eprintln!("model text: {total} bytes");
+        assert!(total <= 16 * 1024, "{total} bytes");
     }
 
     #[test]
@@ -1144,6 +1376,7 @@ recently changed): read it first to get oriented.",
                     let v = match p["type"].as_str() {
                         Some("string") => p["enum"].get(0).cloned().unwrap_or(json!("/x")),
                         Some("boolean") => json!(true),
+                        Some("array") => json!(["x"]),
                         _ => json!(1),
                     };
                     args.insert(n.clone(), v);
@@ -1153,7 +1386,7 @@ recently changed): read it first to get oriented.",
                     "{tool}: a valid sample must decode"
                 );
                 // Now give this one property the wrong type: decoding must complain about it.
-                let wrong = if prop["type"] == "string" {
+                let wrong = if prop["type"] == "string" || prop["type"] == "array" {
                     json!(1)
                 } else {
                     json!("1")
