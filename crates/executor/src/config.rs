@@ -8,11 +8,11 @@
 use crate::edit::WriteConfig;
 use crate::files::ReadConfig;
 use crate::jobs::JobConfig;
-use crate::terminals::TerminalConfig;
 use crate::overview::OverviewConfig;
 use crate::paths::{DefaultProtected, ProtectedPaths};
 use crate::search::SearchConfig;
 use crate::spawn::BashConfig;
+use crate::terminals::TerminalConfig;
 use crate::transfer::TransferConfig;
 use mymcp_protocol::frame::MAX_FRAME_LEN;
 use mymcp_settings as settings;

@@ -35,8 +35,8 @@ use crate::limits::{PerToken, TokenSlot};
 use crate::server::{CancelSignal, ShutdownWatch, Stop};
 use crate::spawn::{self, BashConfig, CommandSpec, Control, Controller, Sink, StopReason};
 use mymcp_protocol::{
-    BashExecute, CallOrigin, ErrorCode, TerminalInfo, TerminalOpen, TerminalRead,
-    TerminalResize, TerminalScreen, TerminalSend, TokenDigest, ToolFailure,
+    BashExecute, CallOrigin, ErrorCode, TerminalInfo, TerminalOpen, TerminalRead, TerminalResize,
+    TerminalScreen, TerminalSend, TokenDigest, ToolFailure,
 };
 use mymcp_sys::process::GroupSignal;
 use mymcp_sys::pty::Master;
@@ -572,7 +572,40 @@ fn screen_text(screen: &vt100::Screen) -> String {
         .rows(0, cols)
         .map(|r| r.trim_end().to_owned())
         .collect();
-    let last = rows.iter().rposition(|r| !r.is_empty()).map_or(0, |i| i + 1);
+    let last = rows
+        .iter()
+        .rposition(|r| !r.is_empty())
+        .map_or(0, |i| i + 1);
+    rows[..last].join("\n")
+}
+
+/// The screen as `wait_for` sees it: [`screen_text`], except that the cursor's row keeps its
+/// blanks up to the cursor, so that a prompt ending in a space (`>>> `, `$ `) matches.
+fn screen_for_match(screen: &vt100::Screen) -> String {
+    let (_, cols) = screen.size();
+    let (cursor_row, cursor_col) = screen.cursor_position();
+    let rows: Vec<String> = screen
+        .rows(0, cols)
+        .enumerate()
+        .map(|(i, r)| {
+            let trimmed = r.trim_end();
+            if i == usize::from(cursor_row) {
+                let mut row = trimmed.to_owned();
+                let width = trimmed.chars().count();
+                row.extend(std::iter::repeat_n(
+                    ' ',
+                    usize::from(cursor_col).saturating_sub(width),
+                ));
+                row
+            } else {
+                trimmed.to_owned()
+            }
+        })
+        .collect();
+    let last = rows
+        .iter()
+        .rposition(|r| !r.is_empty())
+        .map_or(0, |i| i + 1);
     rows[..last].join("\n")
 }
 
@@ -934,7 +967,11 @@ impl Terminals {
         };
         let wait = args
             .timeout
-            .unwrap_or(if pattern.is_some() { DEFAULT_WAIT_SECS } else { 0 })
+            .unwrap_or(if pattern.is_some() {
+                DEFAULT_WAIT_SECS
+            } else {
+                0
+            })
             .clamp(0, MAX_WAIT_SECS) as u64;
         terminal.touch();
         let deadline = Instant::now() + Duration::from_secs(wait);
@@ -945,7 +982,7 @@ impl Terminals {
                 let done = {
                     let state = terminal.lock();
                     matched = re.is_match(state.text.buf.as_str())
-                        || re.is_match(screen_text(state.screen.screen()).as_str());
+                        || re.is_match(screen_for_match(state.screen.screen()).as_str());
                     matched || (state.exit_code.is_some() && state.drained)
                 };
                 if done {
@@ -1085,6 +1122,14 @@ mod tests {
         let mut parser = vt100::Parser::new(5, 20, 0);
         parser.process(b"one   \r\n\r\nthree\r\n");
         assert_eq!(screen_text(parser.screen()), "one\n\nthree");
+    }
+
+    #[test]
+    fn a_prompt_keeps_its_space_for_matching() {
+        let mut parser = vt100::Parser::new(5, 20, 0);
+        parser.process(b"42\r\n>>> ");
+        assert_eq!(screen_text(parser.screen()), "42\n>>>");
+        assert_eq!(screen_for_match(parser.screen()), "42\n>>> ");
     }
 
     #[test]

@@ -213,10 +213,7 @@ fn string_list(
     }
 }
 
-fn required_integer(
-    args: &Map<String, Value>,
-    field: &'static str,
-) -> Result<i64, ArgumentError> {
+fn required_integer(args: &Map<String, Value>, field: &'static str) -> Result<i64, ArgumentError> {
     optional_integer(args, field)?.ok_or(ArgumentError::Missing(field))
 }
 

@@ -1032,9 +1032,18 @@ mod tests {
             (ToolName::JobStatus, ToolOutput::Job(sample_job(true))),
             (ToolName::JobKill, ToolOutput::Job(sample_job(false))),
             (ToolName::JobOutput, ToolOutput::JobOutput(chunk)),
-            (ToolName::TerminalOpen, ToolOutput::Terminal(sample_terminal(true))),
-            (ToolName::TerminalResize, ToolOutput::Terminal(sample_terminal(true))),
-            (ToolName::TerminalClose, ToolOutput::Terminal(sample_terminal(false))),
+            (
+                ToolName::TerminalOpen,
+                ToolOutput::Terminal(sample_terminal(true)),
+            ),
+            (
+                ToolName::TerminalResize,
+                ToolOutput::Terminal(sample_terminal(true)),
+            ),
+            (
+                ToolName::TerminalClose,
+                ToolOutput::Terminal(sample_terminal(false)),
+            ),
             (
                 ToolName::TerminalList,
                 ToolOutput::TerminalList(vec![sample_terminal(true), sample_terminal(false)]),

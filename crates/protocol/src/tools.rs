@@ -693,7 +693,13 @@ mod tests {
                 "job_kill",
                 "prepare_upload",
                 "prepare_download",
-                "server_overview"
+                "server_overview",
+                "terminal_open",
+                "terminal_send",
+                "terminal_read",
+                "terminal_resize",
+                "terminal_list",
+                "terminal_close"
             ]
         );
         assert_eq!(ToolName::PrepareUpload.required_role(), Role::Rw);

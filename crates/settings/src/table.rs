@@ -251,9 +251,9 @@ pub const STATE_DIR: Setting<Path> = Setting {
         default: "/var/lib/mymcp",
         absolute: true,
     },
-    read_by: &[Executor],
+    read_by: &[Executor, Ctl],
     group: Group::Daemons,
-    help: "Background jobs (in jobs/) and the audit signing key (in audit/); protected.",
+    help: "Background jobs (in jobs/), terminal recordings (in terminals/) and the audit signing key (in audit/); protected.",
 };
 
 pub const ENV_FILE: Setting<Path> = Setting {

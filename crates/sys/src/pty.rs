@@ -3,8 +3,8 @@
 //! [`crate::process::spawn_confined_tty`].
 
 use std::ffi::CStr;
-use std::io;
 use std::fs::File;
+use std::io;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
