@@ -244,6 +244,7 @@ fn a_resize_reaches_the_program() {
 fn an_idle_terminal_is_closed_and_its_processes_killed() {
     mymcp_tests::needs_root!();
     let (_exec, front, rw) = server(&[("MYMCP_TERMINAL_IDLE_SEC", "2")]);
+    let opened = Instant::now();
     let id = open(front.addr, &rw, json!({"command": "sleep 1000.4713"}));
     assert!(wait_until(Duration::from_secs(5), || !pids_with_cmdline(
         "sleep 1000.4713"
@@ -256,8 +257,19 @@ fn an_idle_terminal_is_closed_and_its_processes_killed() {
         .is_empty()),
         "the idle terminal's program still runs"
     );
-    let listed = tool(front.addr, &rw, "terminal_list", json!({}));
-    assert_eq!(listed["terminals"][0]["running"], false, "{listed}");
+    let lived = opened.elapsed();
+    assert!(
+        lived >= Duration::from_millis(1900),
+        "ended after {lived:?}, before its idle timeout"
+    );
+    // The end is recorded once the last output is read.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let listed = tool(front.addr, &rw, "terminal_list", json!({}));
+            listed["terminals"][0]["running"] == false
+        }),
+        "the idle terminal is still listed as running"
+    );
     let r = tool(front.addr, &rw, "terminal_read", json!({"terminal_id": id}));
     assert_eq!(r["running"], false, "{r}");
 }
@@ -354,4 +366,90 @@ fn what_the_model_reads_fits_in_16_kib() {
     let total = instructions + tools_bytes;
     eprintln!("what the model reads: {total} bytes ({instructions} instructions)");
     assert!(total <= 16_384, "{total} bytes");
+}
+
+/// The audit trail of a terminal: `terminal_open` and `terminal_close` name the recording, the
+/// close and `terminal_finished` carry its size and SHA-256, and what was typed is not logged.
+#[test]
+fn the_audit_records_name_the_recording_and_never_what_was_typed() {
+    mymcp_tests::needs_root!();
+    let (exec, front, rw) = server(&[("MYMCP_AUDIT_ENABLED", "true")]);
+    let id = open(front.addr, &rw, json!({"command": "cat"}));
+    send(front.addr, &rw, &id, "hunter2", &["Enter"]);
+    // The echo, then cat's copy (the pattern itself is logged: it must not spell the text).
+    wait_for(front.addr, &rw, &id, "hunt.r2\nhunt.r2");
+    let closed = tool(
+        front.addr,
+        &rw,
+        "terminal_close",
+        json!({"terminal_id": id}),
+    );
+    assert_eq!(closed["running"], false);
+    let cast = exec
+        .state_dir()
+        .join("terminals")
+        .join(format!("{id}.cast"));
+    let bytes = std::fs::read(&cast).unwrap();
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let log = std::fs::read_to_string(exec.audit_dir().join("audit.log")).unwrap();
+    assert!(!log.contains("hunter2"), "typed text reached the audit log");
+    let records: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let outcome = |tool: &str| {
+        records
+            .iter()
+            .find(|r| r["tool"] == tool && r["result"] == "ok")
+            .unwrap_or_else(|| panic!("no {tool} outcome in {log}"))
+            .clone()
+    };
+    let opened = outcome("terminal_open");
+    assert_eq!(opened["output"]["terminal_id"], id.as_str());
+    assert_eq!(opened["output"]["recording"], cast.to_str().unwrap());
+    let sent = outcome("terminal_send");
+    assert_eq!(sent["params"]["text"], "<7 chars>", "{sent}");
+    assert_eq!(sent["params"]["keys"], json!(["Enter"]));
+    for tool in ["terminal_close", "terminal_finished"] {
+        let r = outcome(tool);
+        assert_eq!(r["output"]["recording"], cast.to_str().unwrap(), "{r}");
+        assert_eq!(r["output"]["recording_sha256"], sha.as_str(), "{r}");
+        assert_eq!(r["output"]["recording_bytes"], bytes.len(), "{r}");
+    }
+    assert_eq!(
+        outcome("terminal_finished")["output"]["ended_by"],
+        "terminal_close"
+    );
+}
+
+/// Terminals live in the executor: a new frontend finds them as they were; the executor's
+/// shutdown ends them.
+#[test]
+fn a_terminal_survives_a_frontend_restart_and_dies_with_the_executor() {
+    mymcp_tests::needs_root!();
+    let (mut exec, front, rw) = server(&[]);
+    let id = open(front.addr, &rw, json!({"command": "sleep 1000.4715"}));
+    drop(front);
+    let front = FrontendProcess::start(&exec.executor_socket());
+    let listed = tool(front.addr, &rw, "terminal_list", json!({}));
+    assert_eq!(
+        listed["terminals"][0]["terminal_id"],
+        id.as_str(),
+        "{listed}"
+    );
+    assert_eq!(listed["terminals"][0]["running"], true, "{listed}");
+    assert!(!pids_with_cmdline("sleep 1000.4715").is_empty());
+    let took = exec.terminate();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        wait_until(Duration::from_secs(2), || pids_with_cmdline(
+            "sleep 1000.4715"
+        )
+        .is_empty()),
+        "the terminal's program outlived the executor"
+    );
 }

@@ -847,14 +847,12 @@ impl Terminals {
             drop(slot);
             let terminal = supervised;
             let ended_by = controls.ending.map_or(EndedBy::Exit, |(by, _)| by);
-            {
-                let mut state = terminal.lock();
-                state.exit_code = Some(finished.exit_code);
-                state.cast.finish();
-            }
-            terminal.changed.send_replace(());
+            terminal.lock().cast.finish();
             tracing::info!(terminal_id = %terminal.id, token = %terminal.owner_name, ended_by = ended_by.as_str(), exit_code = finished.exit_code, "terminal ended");
+            // In the log before anyone learns of the end (terminal_close answers after it).
             audit_end(&audit, &terminal, ended_by, finished.exit_code);
+            terminal.lock().exit_code = Some(finished.exit_code);
+            terminal.changed.send_replace(());
             drop(controls);
             if let Some(terminals) = terminals.upgrade() {
                 terminals.ended(&terminal);
