@@ -453,3 +453,45 @@ fn a_terminal_survives_a_frontend_restart_and_dies_with_the_executor() {
         "the terminal's program outlived the executor"
     );
 }
+
+/// A terminal of a token that acts as an account is that account's: its shell, ids, home and
+/// terminal (the pty slave is given to it).
+#[test]
+fn a_terminal_runs_as_the_tokens_account_with_its_shell_and_its_tty() {
+    mymcp_tests::needs_root!();
+    let a = mymcp_tests::TestAccount::create("term");
+    let exec = ExecutorProcess::start("nobody");
+    let front = FrontendProcess::start(&exec.executor_socket());
+    let rw = exec.add_token_as("acct", "rw", &a.name);
+    let id = open(front.addr, &rw, json!({}));
+    let t = tool(front.addr, &rw, "terminal_list", json!({}));
+    assert_eq!(t["terminals"][0]["command"], "/bin/bash", "{t}");
+    send(
+        front.addr,
+        &rw,
+        &id,
+        "echo \"who=$(id -un):$(id -u):$HOME:$(pwd):$(stat -c %U $(tty)):$TERM\" | tr a-z A-Z",
+        &["Enter"],
+    );
+    let expected = format!(
+        "WHO={}:{}:{}:{}:{}:XTERM-256COLOR",
+        a.name.to_uppercase(),
+        a.uid,
+        a.home.display().to_string().to_uppercase(),
+        a.home.display().to_string().to_uppercase(),
+        a.name.to_uppercase()
+    );
+    wait_for(front.addr, &rw, &id, &regex_escape(&expected));
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == ':' || c == '=' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
