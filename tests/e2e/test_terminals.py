@@ -2,6 +2,7 @@
 terminal_send and terminal_read (wait_for), and its recording in asciinema's player."""
 
 import os
+import time
 import shutil
 import subprocess
 from pathlib import Path
@@ -82,3 +83,31 @@ def test_the_recording_plays_in_asciinema_and_replays_in_mymcpctl(server):
     )
     assert out.returncode == 0, out
     assert b"hello-42" in out.stdout, out
+
+
+def test_cancelling_a_waiting_read_ends_the_wait(server):
+    import anyio
+
+    def reads_logged() -> int:
+        return sum(1 for line in server.log if "tool=terminal_read" in line)
+
+    async def fn(session, _init):
+        tid = tool_json(await session.call_tool("terminal_open", {"command": "cat"}))["terminal_id"]
+        before = reads_logged()
+        with anyio.move_on_after(1.0) as scope:
+            await session.call_tool("terminal_read", {"terminal_id": tid, "wait_for": "never-shown", "timeout": 60})
+        assert scope.cancelled_caught
+        # The SDK sent notifications/cancelled: the executor ends the wait and logs the call at
+        # once, not after the 60 s.
+        start = time.monotonic()
+        while reads_logged() == before and time.monotonic() - start < 10:
+            await anyio.sleep(0.05)
+        took = time.monotonic() - start
+        await session.send_ping()
+        await anyio.sleep(0.3)
+        closed = tool_json(await session.call_tool("terminal_close", {"terminal_id": tid}))
+        return took, closed
+
+    took, closed = with_session(server.url, server.rw_token, fn)
+    assert took < 5, took
+    assert closed["running"] is False

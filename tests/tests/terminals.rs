@@ -304,12 +304,49 @@ fn another_token_cannot_see_read_write_or_close_a_terminal() {
 }
 
 #[test]
-fn a_wait_ends_on_a_cancel_and_limits_say_busy() {
+fn limits_say_busy_and_a_wait_ends_at_its_timeout() {
     mymcp_tests::needs_root!();
-    let (_exec, front, rw) = server(&[("MYMCP_TERMINAL_MAX_PER_TOKEN", "1")]);
+    let (exec, front, rw) = server(&[
+        ("MYMCP_TERMINAL_MAX_PER_TOKEN", "1"),
+        ("MYMCP_TERMINAL_MAX", "2"),
+    ]);
     let id = open(front.addr, &rw, json!({"command": "cat"}));
     let r = tool(front.addr, &rw, "terminal_open", json!({"command": "cat"}));
-    assert_eq!(r["error"], "Busy", "{r}");
+    assert_eq!(r["error"], "Busy", "per token: {r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("for this token"),
+        "{r}"
+    );
+    // The server's limit: a second token gets one, a third none until one is closed.
+    let (second, third) = (
+        exec.add_token("second", "rw"),
+        exec.add_token("third", "rw"),
+    );
+    let other = open(front.addr, &second, json!({"command": "cat"}));
+    let r = tool(
+        front.addr,
+        &third,
+        "terminal_open",
+        json!({"command": "cat"}),
+    );
+    assert_eq!(r["error"], "Busy", "in all: {r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("on this server"),
+        "{r}"
+    );
+    tool(
+        front.addr,
+        &second,
+        "terminal_close",
+        json!({"terminal_id": other}),
+    );
+    let third_id = open(front.addr, &third, json!({"command": "cat"}));
+    tool(
+        front.addr,
+        &third,
+        "terminal_close",
+        json!({"terminal_id": third_id}),
+    );
     // A wait that times out answers with matched false.
     let t = Instant::now();
     let r = tool(

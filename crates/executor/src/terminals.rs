@@ -50,6 +50,7 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::unix::AsyncFd;
@@ -113,6 +114,8 @@ pub(crate) struct Terminals {
     cfg: TerminalConfig,
     unavailable: Option<String>,
     open: PerToken,
+    /// Running terminals in all, against `max_total`.
+    total: Arc<AtomicUsize>,
     table: Mutex<HashMap<String, Arc<Terminal>>>,
     audit: Arc<Audit>,
 }
@@ -493,6 +496,15 @@ impl Controller for TermControls {
     }
 }
 
+/// One of the `max_total` running terminals, given back when dropped.
+struct TotalSlot(Arc<AtomicUsize>);
+
+impl Drop for TotalSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Output of a terminal has no pipes: the supervisor's sinks stay empty.
 struct NoSink;
 
@@ -626,6 +638,7 @@ impl Terminals {
         };
         Terminals {
             open: PerToken::new(cfg.max_per_token),
+            total: Arc::default(),
             cfg,
             unavailable,
             table: Mutex::default(),
@@ -638,6 +651,7 @@ impl Terminals {
         let cfg = TerminalConfig::new(Path::new("/nonexistent"));
         Terminals {
             open: PerToken::new(cfg.max_per_token),
+            total: Arc::default(),
             cfg,
             unavailable: Some("no state directory is configured".into()),
             table: Mutex::default(),
@@ -647,11 +661,6 @@ impl Terminals {
 
     fn table(&self) -> MutexGuard<'_, HashMap<String, Arc<Terminal>>> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Terminals running right now.
-    pub(crate) fn running(&self) -> usize {
-        self.table().values().filter(|t| !t.ended()).count()
     }
 
     fn find(&self, auth: &Authorized<Rw>, id: &str) -> Result<Arc<Terminal>, ToolFailure> {
@@ -693,16 +702,24 @@ impl Terminals {
                 handoff_after: None,
             },
         )?;
-        if self.running() >= self.cfg.max_total {
+        let max_total = self.cfg.max_total;
+        let reserved = self
+            .total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max_total).then_some(n + 1)
+            })
+            .is_ok();
+        if !reserved {
             return Err(ToolFailure::new(
                 ErrorCode::Busy,
                 format!(
                     "Too many terminals are open on this server (limit {})",
-                    self.cfg.max_total
+                    max_total
                 ),
             )
             .with_suggestion("Close a terminal with terminal_close, or try again later"));
         }
+        let total_slot = TotalSlot(self.total.clone());
         let slot: TokenSlot = self.open.acquire(auth.token()).ok_or_else(|| {
             ToolFailure::new(
                 ErrorCode::Busy,
@@ -844,7 +861,7 @@ impl Terminals {
                 .await;
             // The group and the cgroup are gone: the last output is read within moments.
             let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
-            drop(slot);
+            drop((slot, total_slot));
             let terminal = supervised;
             let ended_by = controls.ending.map_or(EndedBy::Exit, |(by, _)| by);
             terminal.lock().cast.finish();
