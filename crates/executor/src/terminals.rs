@@ -1148,6 +1148,37 @@ mod tests {
     }
 
     #[test]
+    fn old_recordings_are_deleted_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        for name in [
+            "0123456789abcdef.cast",
+            "fedcba9876543210.cast",
+            "notes.cast",
+            "0123456789abcdef.txt",
+        ] {
+            let f = File::create(dir.path().join(name)).unwrap();
+            if name != "fedcba9876543210.cast" {
+                f.set_modified(old).unwrap();
+            }
+        }
+        expire_recordings(dir.path(), Duration::from_secs(60));
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "0123456789abcdef.txt",
+                "fedcba9876543210.cast",
+                "notes.cast"
+            ]
+        );
+    }
+
+    #[test]
     fn cut_utf8_waits_for_its_end() {
         assert_eq!(complete_utf8_prefix("é".as_bytes()), 2);
         assert_eq!(complete_utf8_prefix(&"é".as_bytes()[..1]), 0);
