@@ -1107,8 +1107,11 @@ pub(crate) fn params(call: &ToolCall) -> Value {
             }
         }
         ToolCall::TerminalResize(a) => {
-            put("rows", a.rows.into());
-            put("cols", a.cols.into());
+            for (k, v) in [("rows", a.rows), ("cols", a.cols)] {
+                if let Some(v) = v {
+                    put(k, v.into());
+                }
+            }
         }
         ToolCall::JobOutput(a) => {
             for (k, v) in [

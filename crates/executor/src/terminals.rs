@@ -1037,12 +1037,10 @@ impl Terminals {
         args: &TerminalResize,
     ) -> Result<TerminalInfo, ToolFailure> {
         let terminal = self.find(auth, &args.terminal_id)?;
-        let (rows, cols) = (
-            clamp_size(Some(args.rows), ROWS),
-            clamp_size(Some(args.cols), COLS),
-        );
         {
             let mut state = terminal.lock();
+            let rows = args.rows.map_or(state.rows, |r| clamp_size(Some(r), ROWS));
+            let cols = args.cols.map_or(state.cols, |c| clamp_size(Some(c), COLS));
             if state.exit_code.is_none() {
                 mymcp_sys::pty::set_size(terminal.master.get_ref().as_fd(), rows, cols)
                     .map_err(|e| internal("cannot resize the terminal", &e))?;

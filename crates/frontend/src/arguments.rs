@@ -141,8 +141,8 @@ pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, Arg
         }),
         ToolName::TerminalResize => ToolCall::TerminalResize(TerminalResize {
             terminal_id: required_string(args, "terminal_id")?,
-            rows: required_integer(args, "rows")?,
-            cols: required_integer(args, "cols")?,
+            rows: optional_integer(args, "rows")?,
+            cols: optional_integer(args, "cols")?,
         }),
         ToolName::TerminalList => ToolCall::TerminalList,
         ToolName::TerminalClose => ToolCall::TerminalClose(TerminalRef {
@@ -211,10 +211,6 @@ fn string_list(
             .collect(),
         Some(_) => Err(wrong),
     }
-}
-
-fn required_integer(args: &Map<String, Value>, field: &'static str) -> Result<i64, ArgumentError> {
-    optional_integer(args, field)?.ok_or(ArgumentError::Missing(field))
 }
 
 fn optional_integer(

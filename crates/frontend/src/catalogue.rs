@@ -688,7 +688,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                     "rows": { "type": "integer" },
                     "cols": { "type": "integer" },
                 },
-                "required": ["terminal_id", "rows", "cols"],
+                "required": ["terminal_id"],
             }),
             annotations: Annotations {
                 read_only: false,

@@ -357,8 +357,9 @@ pub struct TerminalRead {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TerminalResize {
     pub terminal_id: String,
-    pub rows: i64,
-    pub cols: i64,
+    /// Clamped like `terminal_open`'s; absent: unchanged.
+    pub rows: Option<i64>,
+    pub cols: Option<i64>,
 }
 
 /// What is known about a terminal.
