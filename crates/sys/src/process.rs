@@ -480,12 +480,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         Some(127)
     };
     // SAFETY: every call below is a system call (or glibc's plain, lock-free wrapper of one:
-    // write, setsid, dup2, ioctl(TIOCSCTTY), prctl, chdir, close, execve) on integers, on the child's own copy of
-    // the descriptor table and signal handlers, or on NUL-terminated strings and null-terminated
-    // arrays of them that the parent keeps alive (see `spawn_confined`); `cgroups` points to
-    // `ncgroups` descriptors in the parent's live vector, and the byte written is a literal.
-    // None allocates or takes a lock, and the set*id calls are the raw ones, which change this
-    // child only.
+    // write, setsid, dup2, ioctl(TIOCSCTTY), prctl, chdir, close, execve) on integers, on the
+    // child's own copy of the descriptor table and signal handlers, or on NUL-terminated
+    // strings and null-terminated arrays of them that the parent keeps alive (see
+    // `spawn_confined`); `cgroups` points to `ncgroups` descriptors in the parent's live
+    // vector, and the byte written is a literal. None allocates or takes a lock, and the
+    // set*id calls are the raw ones, which change this child only.
     unsafe {
         // Into the call's cgroups before anything else, while still root: from here on every
         // process this child starts is born inside them.
