@@ -77,6 +77,9 @@ const KEEP_ENDED: Duration = Duration::from_secs(600);
 /// Screen size bounds and defaults.
 const ROWS: (i64, i64, i64) = (2, 500, 24);
 const COLS: (i64, i64, i64) = (10, 500, 80);
+/// Largest recording; what a terminal writes past it is counted, not recorded (a program that
+/// prints without end must not fill the state directory).
+const MAX_RECORDING_BYTES: u64 = 64 * 1024 * 1024;
 /// Length of a terminal id in hex digits.
 const ID_LEN: usize = 16;
 /// How long a terminal may live at most (its "deadline" for the shared supervisor).
@@ -207,16 +210,37 @@ struct Cast {
     /// The end of a UTF-8 sequence cut by a read, for the next event.
     pending: Vec<u8>,
     bytes: u64,
+    /// At most this many bytes are written ([`MAX_RECORDING_BYTES`]).
+    max: u64,
+    /// Bytes of events left out because the recording was full.
+    dropped: u64,
     sha: Sha256,
     /// Set once the terminal has ended.
     sha256: Option<String>,
 }
 
 impl Cast {
+    fn new(file: File, max: u64) -> Cast {
+        Cast {
+            file: Some(file),
+            start: Instant::now(),
+            pending: Vec::new(),
+            bytes: 0,
+            max,
+            dropped: 0,
+            sha: Sha256::new(),
+            sha256: None,
+        }
+    }
+
     fn line(&mut self, line: &str) {
         let Some(file) = &mut self.file else { return };
         let mut line = line.to_owned();
         line.push('\n');
+        if self.bytes + line.len() as u64 > self.max {
+            self.dropped += line.len() as u64;
+            return;
+        }
         match file.write_all(line.as_bytes()) {
             Ok(()) => {
                 self.bytes += line.len() as u64;
@@ -772,14 +796,7 @@ impl Terminals {
             command
         };
         let now = SystemTime::now();
-        let mut cast = Cast {
-            file: Some(file),
-            start: Instant::now(),
-            pending: Vec::new(),
-            bytes: 0,
-            sha: Sha256::new(),
-            sha256: None,
-        };
+        let mut cast = Cast::new(file, MAX_RECORDING_BYTES);
         let header = json!({
             "version": 2,
             "width": cols,
@@ -1087,6 +1104,7 @@ impl Terminals {
 /// Writes the `terminal_finished` record (best effort: the terminal has ended either way).
 fn audit_end(audit: &Audit, terminal: &Terminal, ended_by: EndedBy, exit_code: i32) {
     let info = terminal.info();
+    let dropped = terminal.lock().cast.dropped;
     let params = json!({
         "terminal_id": terminal.id,
         "command": crate::audit::param(&terminal.command),
@@ -1101,6 +1119,7 @@ fn audit_end(audit: &Audit, terminal: &Terminal, ended_by: EndedBy, exit_code: i
             "recording": info.recording,
             "recording_bytes": info.recording_bytes,
             "recording_sha256": info.recording_sha256,
+            "recording_dropped_bytes": dropped,
         })),
     );
 }
@@ -1173,6 +1192,30 @@ mod tests {
                 "fedcba9876543210.cast",
                 "notes.cast"
             ]
+        );
+    }
+
+    #[test]
+    fn a_full_recording_counts_what_it_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0123456789abcdef.cast");
+        let mut cast = Cast::new(File::create(&path).unwrap(), 100);
+        cast.line(r#"{"version":2,"width":80,"height":24}"#);
+        for _ in 0..10 {
+            cast.output(b"0123456789");
+        }
+        cast.finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() <= 100, "{text}");
+        assert_eq!(cast.bytes, text.len() as u64);
+        assert!(cast.dropped > 0);
+        // What was written is whole lines, each valid JSON, and the hash is of exactly them.
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        assert_eq!(
+            cast.sha256.as_deref(),
+            Some(mymcp_audit::hex(&Sha256::digest(text.as_bytes())).as_str())
         );
     }
 
