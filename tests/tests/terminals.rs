@@ -532,3 +532,34 @@ fn regex_escape(s: &str) -> String {
         })
         .collect()
 }
+
+/// A program that prints without end neither blocks the terminal's tools nor keeps more than
+/// the bounded text between reads.
+#[test]
+fn a_flood_of_output_stays_bounded_and_closes() {
+    mymcp_tests::needs_root!();
+    let (_exec, front, rw) = server(&[]);
+    let id = open(front.addr, &rw, json!({"command": "yes flood-line"}));
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let r = wait_for(front.addr, &rw, &id, "flood-line");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(
+        r["output"].as_str().unwrap().len() <= 64 * 1024,
+        "unbounded text"
+    );
+    assert!(
+        r["output_dropped"].as_u64().unwrap_or(0) > 0,
+        "nothing dropped? {}",
+        r["output_dropped"]
+    );
+    let t = Instant::now();
+    let closed = tool(
+        front.addr,
+        &rw,
+        "terminal_close",
+        json!({"terminal_id": id}),
+    );
+    assert_eq!(closed["running"], false, "{closed}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
