@@ -726,11 +726,67 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
                 out = peer(srv, "bench-identify", f"{tok}:20000")
                 m = re.search(r"p50_us=([\d.]+)", out or "")
                 b.add("peer_rt", name, float(m[1]) if m else None)
+        if b.on("terminal") and impl.ours:
+            measure_terminals(b, srv)
         b.add("rss_end", name, srv.rss_mib())
     finally:
         srv.stop()
     if b.on("upload") or b.on("download"):
         measure_transfers(b, impl, src)
+
+
+def executor_pid(srv) -> int | None:
+    for p in srv.pids():
+        try:
+            if Path(f"/proc/{p}/comm").read_text().strip() == "mymcp-executor":
+                return p
+        except OSError:
+            continue
+    return None
+
+
+TERMINALS_IDLE = 32  # idle terminals opened for the memory row (MYMCP_TERMINAL_MAX_PER_TOKEN is raised)
+
+
+def measure_terminals(b: Bench, srv: Server):
+    """Issue 24: a terminal_send + terminal_read (wait_for) round trip of `echo` in an
+    interactive bash against bash_execute `echo` (p50, same server), and the executor's memory
+    per idle terminal (RSS before and after opening TERMINALS_IDLE of them, each a sleep)."""
+    a, c = b.a, srv.client
+    runs = max(20, int(a.secs * 25))
+    try:
+        tid = json.loads(c.call("terminal_open", {"command": "bash --norc --noprofile -i"}))["terminal_id"]
+        c.call("terminal_read", {"terminal_id": tid, "wait_for": r"\$ $", "timeout": 20})
+        n = [1_000_000]
+
+        def round_trip():
+            n[0] += 1
+            # The typed line (echoed) never contains the answer: only bash's output can match.
+            c.call("terminal_send", {"terminal_id": tid, "text": f"echo $(({n[0]}+0))", "keys": ["Enter"]})
+            out = json.loads(c.call("terminal_read", {"terminal_id": tid, "wait_for": rf"(?m)^{n[0]}\r?$",
+                                                       "timeout": 20}))
+            if not out["matched"]:
+                raise RuntimeError(f"no echo of {n[0]}: {out}")
+
+        term = timed(runs, round_trip)
+        bash = timed(runs, lambda: c.call("bash_execute", {"command": "echo 1000000"}))
+        c.call("terminal_close", {"terminal_id": tid})
+        b.add("term_rt_p50", srv.impl.name, term)
+        b.add("term_bash_p50", srv.impl.name, bash)
+        b.add("term_rt_ratio", srv.impl.name, term / bash if bash else None)
+        pid = executor_pid(srv)
+        if pid:
+            time.sleep(0.3)
+            before = rss_kib(pid)
+            ids = [json.loads(c.call("terminal_open", {"command": "sleep 1000"}))["terminal_id"]
+                   for _ in range(TERMINALS_IDLE)]
+            time.sleep(1)
+            after = rss_kib(pid)
+            for t in ids:
+                c.call("terminal_close", {"terminal_id": t})
+            b.add("term_idle_kib", srv.impl.name, (after - before) / TERMINALS_IDLE)
+    except Exception as e:  # noqa: BLE001 — reported in the notes
+        b.note(f"{srv.impl.name}: terminals: {str(e)[:200]}")
 
 
 class OtlpSink:
@@ -864,6 +920,10 @@ ROWS = [
     ("upload", "upload {size}, MB/s", True, "nginx PUT"),
     ("upload_sync", "upload {size}, MB/s", True, "nginx PUT+fsync"),
     ("download", "download {size}, MB/s", True, "nginx sendfile"),
+    ("term_rt_p50", "terminal_send + terminal_read `echo` round trip, p50 ms", False, None),
+    ("term_bash_p50", "bash_execute `echo` (same run), p50 ms", False, None),
+    ("term_rt_ratio", "terminal round trip / bash_execute `echo`, p50 (goal ≤ 2)", False, None),
+    ("term_idle_kib", "executor memory per idle terminal, KiB (goal ≤ 256)", False, None),
     ("rss_idle", "RSS idle, MiB", False, None),
     ("rss_c32", "RSS peak, read c=32, MiB", False, None),
     ("rss_xfer", "RSS peak, {size} transfers (fresh server), MiB", False, None),
@@ -959,6 +1019,12 @@ def targets(b: Bench, go: str, size: str) -> list:
     if v is not None and floor is not None:
         shown += f" (one socket round trip between two processes here: {floor:.1f} µs)"
     add("privilege-boundary cost per call ≤ 20 µs", v, shown, v is not None and v <= 20)
+    r = m("term_rt_ratio")
+    add("terminal_send + terminal_read `echo` p50 ≤ 2× bash_execute `echo`", r, f"{r:.2f}×" if r else "",
+        r is not None and r <= 2)
+    v = m("term_idle_kib")
+    add("executor memory per idle terminal ≤ 256 KiB", v, f"{v:.0f} KiB" if v is not None else "",
+        v is not None and v <= 256)
     return out
 
 
@@ -1199,7 +1265,7 @@ def measure_ir(pids: dict, outdir: Path, work, wake) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 
-GROUPS = ["read", "readbig", "bash", "bashmib", "grep", "glob", "upload", "download", "boundary"]
+GROUPS = ["read", "readbig", "bash", "bashmib", "grep", "glob", "upload", "download", "boundary", "terminal"]
 ALIASES = {"search": ["grep", "glob"], "transfer": ["upload", "download"], "shell": ["bash", "bashmib"]}
 
 
@@ -1290,10 +1356,10 @@ def run(a, work: Path):
     for name in ("mymcpctl", "mymcp-executor", "mymcp-frontend"):
         shutil.copy2(BIN / name, installed / name)
     ctl = str(installed / "mymcpctl")
-    impls = [Impl("mymcp", [ctl, "serve", "--port", "{port}"], dict(env, MYMCP_FRONTEND_USER="nobody"),
-                  launcher=True, ours=True)]
+    ours_env = dict(env, MYMCP_FRONTEND_USER="nobody", MYMCP_TERMINAL_MAX_PER_TOKEN=str(TERMINALS_IDLE + 1))
+    impls = [Impl("mymcp", [ctl, "serve", "--port", "{port}"], ours_env, launcher=True, ours=True)]
     if not a.skip_tls:
-        impls.append(Impl("mymcp tls", [ctl, "serve", "--tls", "--port", "{port}"], dict(env, MYMCP_FRONTEND_USER="nobody"),
+        impls.append(Impl("mymcp tls", [ctl, "serve", "--tls", "--port", "{port}"], ours_env,
                           tls=True, launcher=True, ours=True))
     impls.append(Impl("go 3.1.0", [str(REFS / "go3/bin/mymcp"), "serve", "-host", "127.0.0.1", "-port", "{port}"], env))
     if not a.skip_python:

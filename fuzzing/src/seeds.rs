@@ -74,6 +74,27 @@ pub fn tool_arguments() -> Vec<(ToolName, Value)> {
             json!({"src_path": "/var/log/syslog", "expires_in": 60}),
         ),
         (ToolName::ServerOverview, json!({})),
+        (
+            ToolName::TerminalOpen,
+            json!({"command": "python3 -q", "working_dir": "/tmp", "rows": 24, "cols": 80}),
+        ),
+        (
+            ToolName::TerminalSend,
+            json!({"terminal_id": "0123456789abcdef", "text": "print(6*7)", "keys": ["Enter", "Ctrl-C"]}),
+        ),
+        (
+            ToolName::TerminalRead,
+            json!({"terminal_id": "0123456789abcdef", "wait_for": ">>> $", "timeout": 10}),
+        ),
+        (
+            ToolName::TerminalResize,
+            json!({"terminal_id": "0123456789abcdef", "rows": 40, "cols": 120}),
+        ),
+        (ToolName::TerminalList, json!({})),
+        (
+            ToolName::TerminalClose,
+            json!({"terminal_id": "0123456789abcdef"}),
+        ),
     ]
 }
 

@@ -180,4 +180,11 @@ def test_mcp_inspector_cli_lists_and_calls_every_tool(server, tmp_path):
     assert do("prepare_upload", f"dest_path={scratch / 'up.bin'}", "max_bytes=10")["method"] == "PUT"
     assert do("prepare_download", f"src_path={path}")["method"] == "GET"
     assert do("server_overview")["overview"].startswith("# ")
+    # cat on a terminal: the line discipline echoes what is typed, no Enter needed.
+    term = do("terminal_open", "command=cat")["terminal_id"]
+    assert do("terminal_send", f"terminal_id={term}", "text=from-inspector")["success"] is True
+    assert do("terminal_read", f"terminal_id={term}", "wait_for=from-inspector", "timeout=10")["matched"] is True
+    assert do("terminal_resize", f"terminal_id={term}", "rows=30", "cols=100")["rows"] == 30
+    assert any(t["terminal_id"] == term for t in do("terminal_list")["terminals"])
+    assert do("terminal_close", f"terminal_id={term}")["running"] is False
     assert sorted(set(called)) == sorted(names)

@@ -3,7 +3,7 @@
 //! completions` render the manual page and the shell completions from this definition.
 
 use clap::{Args, Parser, Subcommand};
-use mymcp_settings::{FRONTEND_USER, HOST, PORT, RUNTIME_DIR};
+use mymcp_settings::{FRONTEND_USER, HOST, PORT, RUNTIME_DIR, STATE_DIR};
 use std::path::PathBuf;
 
 /// Administer mymcp: tokens, audit log, status, diagnostics, and a quick-try server.
@@ -58,6 +58,13 @@ pub enum Cmd {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Terminal recordings (asciicast v2 files of terminal_open sessions).
+    Terminal {
+        #[command(subcommand)]
+        cmd: TerminalCmd,
+        #[arg(long, env = STATE_DIR.name, help = STATE_DIR.help, default_value = STATE_DIR.default())]
+        state_dir: PathBuf,
+    },
     /// Check the installation: users, directories and modes, env file and settings, sockets,
     /// executor, audit, units, certificate. Exits 1 on problems.
     Doctor {
@@ -133,6 +140,20 @@ impl LayoutArgs {
 pub enum ConfigCmd {
     /// Print a commented env file with every setting at its default.
     Example,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TerminalCmd {
+    /// List the recordings: id, start time, size, command.
+    List,
+    /// Replay a recording: print its final screen, rendered as the terminal showed it.
+    Replay {
+        /// The terminal id (as terminal_open returned it).
+        id: String,
+        /// Print the output events with their times instead of the final screen.
+        #[arg(long)]
+        events: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -6,7 +6,7 @@ use anyhow::bail;
 use clap::Parser;
 use mymcp_protocol::{AuditState, ControlRequest, ControlResponse, Role, TokenInfo};
 use mymcp_settings::values::Env;
-use mymcpctl::cli::{AuditCmd, Cli, Cmd, ConfigCmd, TokenCmd};
+use mymcpctl::cli::{AuditCmd, Cli, Cmd, ConfigCmd, TerminalCmd, TokenCmd};
 use mymcpctl::client::ControlClient;
 use mymcpctl::doctor::{self, DoctorOptions, Level};
 use mymcpctl::import;
@@ -241,6 +241,13 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                     Ok(0)
                 }
                 other => bail!("unexpected answer: {other:?}"),
+            }
+        }
+        Cmd::Terminal { cmd, state_dir } => {
+            let dir = state_dir.join("terminals");
+            match cmd {
+                TerminalCmd::List => mymcpctl::terminal::list(&dir),
+                TerminalCmd::Replay { id, events } => mymcpctl::terminal::replay(&dir, &id, events),
             }
         }
         Cmd::Audit(AuditCmd::Verify { key, dir, json }) => {

@@ -445,6 +445,15 @@ impl Audit {
                 "stdout_offset": c.stdout_offset,
                 "stderr_offset": c.stderr_offset,
             })),
+            // Which terminal, and its recording (size and SHA-256 once it has ended).
+            (ToolOutput::Terminal(t), _) => Some(json!({
+                "terminal_id": t.terminal_id,
+                "running": t.running,
+                "exit_code": t.exit_code,
+                "recording": t.recording,
+                "recording_bytes": t.recording_bytes,
+                "recording_sha256": t.recording_sha256,
+            })),
             // The ticket prefix its redemption record carries in `params.ticket`.
             (ToolOutput::TransferGrant(g), _) => Some(json!({
                 "ticket": g.grant.short(),
@@ -469,7 +478,14 @@ fn blocking_in_place<T>(f: impl FnOnce() -> T) -> T {
 pub(crate) fn has_side_effects(tool: ToolName) -> bool {
     matches!(
         tool,
-        ToolName::BashExecute | ToolName::WriteFile | ToolName::EditFile | ToolName::JobKill
+        ToolName::BashExecute
+            | ToolName::WriteFile
+            | ToolName::EditFile
+            | ToolName::JobKill
+            | ToolName::TerminalOpen
+            | ToolName::TerminalSend
+            | ToolName::TerminalResize
+            | ToolName::TerminalClose
     )
 }
 
@@ -992,8 +1008,25 @@ pub(crate) fn params(call: &ToolCall) -> Value {
             }
         }
         ToolCall::PrepareDownload(a) => s("src_path", &a.src_path),
+        ToolCall::TerminalOpen(a) => {
+            if let Some(c) = &a.command {
+                s("command", c);
+            }
+            if let Some(d) = &a.working_dir {
+                s("working_dir", d);
+            }
+        }
+        ToolCall::TerminalSend(a) => s("terminal_id", &a.terminal_id),
+        ToolCall::TerminalRead(a) => {
+            s("terminal_id", &a.terminal_id);
+            if let Some(w) = &a.wait_for {
+                s("wait_for", w);
+            }
+        }
+        ToolCall::TerminalResize(a) => s("terminal_id", &a.terminal_id),
+        ToolCall::TerminalClose(a) => s("terminal_id", &a.terminal_id),
         // No parameters.
-        ToolCall::ServerOverview => {}
+        ToolCall::ServerOverview | ToolCall::TerminalList => {}
     }
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
@@ -1054,6 +1087,30 @@ pub(crate) fn params(call: &ToolCall) -> Value {
         ToolCall::PrepareDownload(a) => {
             if let Some(x) = a.expires_in {
                 put("expires_in", x.into());
+            }
+        }
+        // What is typed may be a password: its length and the named keys only.
+        ToolCall::TerminalSend(a) => {
+            if let Some(t) = &a.text {
+                put("text", chars(t));
+            }
+            if !a.keys.is_empty() {
+                let keys: Vec<Value> = a.keys.iter().take(64).map(|k| param(k)).collect();
+                put("keys", Value::Array(keys));
+            }
+        }
+        ToolCall::TerminalOpen(a) => {
+            for (k, v) in [("rows", a.rows), ("cols", a.cols)] {
+                if let Some(v) = v {
+                    put(k, v.into());
+                }
+            }
+        }
+        ToolCall::TerminalResize(a) => {
+            for (k, v) in [("rows", a.rows), ("cols", a.cols)] {
+                if let Some(v) = v {
+                    put(k, v.into());
+                }
             }
         }
         ToolCall::JobOutput(a) => {

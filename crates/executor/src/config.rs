@@ -12,6 +12,7 @@ use crate::overview::OverviewConfig;
 use crate::paths::{DefaultProtected, ProtectedPaths};
 use crate::search::SearchConfig;
 use crate::spawn::BashConfig;
+use crate::terminals::TerminalConfig;
 use crate::transfer::TransferConfig;
 use mymcp_protocol::frame::MAX_FRAME_LEN;
 use mymcp_settings as settings;
@@ -232,6 +233,19 @@ pub(crate) fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
     jobs.retention = Duration::from_secs(settings::JOB_RETENTION_SEC.read(src)?);
     jobs.max_running_per_token = settings::JOB_MAX_RUNNING_PER_TOKEN.read(src)? as usize;
     Ok(jobs)
+}
+
+/// Terminal settings: `MYMCP_STATE_DIR` (recordings in its `terminals` subdirectory),
+/// `MYMCP_TERMINAL_IDLE_SEC`, `MYMCP_TERMINAL_RECORDING_RETENTION_SEC`,
+/// `MYMCP_TERMINAL_MAX_PER_TOKEN`, `MYMCP_TERMINAL_MAX`.
+pub(crate) fn terminal_settings(src: &dyn Source) -> Result<TerminalConfig, ConfigError> {
+    let state = settings::STATE_DIR.read(src)?;
+    let mut cfg = TerminalConfig::new(&state);
+    cfg.idle = Duration::from_secs(settings::TERMINAL_IDLE_SEC.read(src)?);
+    cfg.retention = Duration::from_secs(settings::TERMINAL_RECORDING_RETENTION_SEC.read(src)?);
+    cfg.max_per_token = settings::TERMINAL_MAX_PER_TOKEN.read(src)? as usize;
+    cfg.max_total = settings::TERMINAL_MAX.read(src)? as usize;
+    Ok(cfg)
 }
 
 /// File transfer settings (`MYMCP_TRANSFER_*`). As in the reference, a default lifetime above

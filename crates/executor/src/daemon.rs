@@ -13,6 +13,7 @@ use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::server::{self, Origin, Shutdown};
 use crate::spawn;
+use crate::terminals::Terminals;
 use mymcp_service::activation::Activated;
 use mymcp_service::notify::Notifier;
 use mymcp_sys as sys;
@@ -166,6 +167,7 @@ pub fn run(
     }
     let per_token = config::bash_per_token(&Env).map_err(Error::config)?;
     let job_config = config::job_settings(&Env).map_err(Error::config)?;
+    let terminal_config = config::terminal_settings(&Env).map_err(Error::config)?;
     let transfer_config = config::transfer_settings(&Env).map_err(Error::config)?;
     let grace = config::shutdown_grace(&Env).map_err(Error::config)?;
     let audit_settings = config::audit_settings(&Env).map_err(Error::config)?;
@@ -239,6 +241,7 @@ pub fn run(
     }
     import_secrets(&tokens, &secrets, &audit)?;
     let jobs = Arc::new(Jobs::open(job_config, audit.clone()));
+    let terminals = Arc::new(Terminals::open(terminal_config, audit.clone()));
     // Once nothing before serving can fail (a refused start leaves no cgroup behind, and says
     // one thing), and before the runtime's threads: the executor may move itself into a leaf
     // cgroup. Dropping the last reference removes this executor's cgroups.
@@ -253,6 +256,7 @@ pub fn run(
         Executor::new(tokens.clone(), bash, read, files, bash_max_concurrent)
             .with_command_limits(bash_max_concurrent, per_token)
             .with_jobs(jobs.clone())
+            .with_terminals(terminals)
             .with_observability(metrics.clone(), audit.clone())
             .with_transfers(transfer_config)
             .with_overview(overview_config)
@@ -359,7 +363,8 @@ pub fn run(
             grace_secs = grace.as_secs(),
             "stopping"
         );
-        // Commands and background jobs alike: SIGTERM, the grace period, then SIGKILL.
+        // Commands and background jobs alike: SIGTERM, the grace period, then SIGKILL;
+        // terminals: SIGHUP, a second, SIGKILL.
         shutdown.run(grace).await;
         jobs.remove_all();
         confine.close();

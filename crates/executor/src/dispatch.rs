@@ -17,6 +17,7 @@ use crate::overview::{self, OverviewConfig};
 use crate::paths::{check_path_len, Access};
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::spawn::{self, Activity, BashConfig};
+use crate::terminals::Terminals;
 use crate::trace::RequestTrace;
 use crate::transfer::{TransferConfig, Transfers};
 use crate::{edit, search};
@@ -55,6 +56,7 @@ pub(crate) struct Executor {
     /// File-tool calls and transfers on the blocking pool, in total and per token.
     file_limits: FileLimits,
     jobs: Arc<Jobs>,
+    terminals: Arc<Terminals>,
     transfers: Arc<Transfers>,
     running_commands: AtomicU64,
     metrics: Arc<Metrics>,
@@ -82,6 +84,7 @@ impl Executor {
             files: Arc::new(files),
             limits: CommandLimits::new(bash_max_concurrent, DEFAULT_BASH_MAX_PER_TOKEN),
             jobs: Arc::new(Jobs::disabled()),
+            terminals: Arc::new(Terminals::disabled()),
             transfers: Arc::new(Transfers::new(TransferConfig::default())),
             running_commands: AtomicU64::new(0),
             metrics: Arc::new(Metrics::default()),
@@ -115,6 +118,12 @@ impl Executor {
     /// Enables background jobs.
     pub(crate) fn with_jobs(mut self, jobs: Arc<Jobs>) -> Self {
         self.jobs = jobs;
+        self
+    }
+
+    /// Enables terminals.
+    pub(crate) fn with_terminals(mut self, terminals: Arc<Terminals>) -> Self {
+        self.terminals = terminals;
         self
     }
 
@@ -235,6 +244,60 @@ impl Executor {
                 })
                 .await
                 .map(ToolOutput::TransferGrant)
+            }
+            ToolCall::TerminalOpen(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalOpen)?;
+                if let Some(c) = &args.command {
+                    if c.len() > MAX_COMMAND_BYTES {
+                        return Err(ToolFailure::new(
+                            ErrorCode::InvalidArguments,
+                            format!("command is {} bytes, max is {MAX_COMMAND_BYTES}", c.len()),
+                        ));
+                    }
+                }
+                check_path_len("working_dir", args.working_dir.as_deref())?;
+                if cancel.shutting_down() {
+                    return Err(ToolFailure::new(
+                        ErrorCode::ShuttingDown,
+                        "The server is shutting down and opens no new terminals",
+                    ));
+                }
+                let shutdown = cancel.detach();
+                self.terminals
+                    .start(&auth, origin, &args, &self.bash, shutdown)
+                    .map(ToolOutput::Terminal)
+            }
+            ToolCall::TerminalSend(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalSend)?;
+                self.terminals
+                    .send(&auth, &args)
+                    .await
+                    .map(ToolOutput::TerminalSent)
+            }
+            ToolCall::TerminalRead(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalRead)?;
+                let mut cancel = cancel;
+                self.terminals
+                    .read(&auth, &args, &mut cancel)
+                    .await
+                    .map(ToolOutput::TerminalScreen)
+            }
+            ToolCall::TerminalResize(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalResize)?;
+                self.terminals
+                    .resize(&auth, &args)
+                    .map(ToolOutput::Terminal)
+            }
+            ToolCall::TerminalList => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalList)?;
+                Ok(ToolOutput::TerminalList(self.terminals.list(&auth)))
+            }
+            ToolCall::TerminalClose(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalClose)?;
+                self.terminals
+                    .close(&auth, &args.terminal_id)
+                    .await
+                    .map(ToolOutput::Terminal)
             }
             ToolCall::ServerOverview => {
                 let auth = caller.authorize::<Ro>(ToolName::ServerOverview)?;

@@ -23,7 +23,7 @@
 //! request, returned to the frontend, which exports them), `audit_feed` (written audit records
 //! for the frontend's OTLP export), `audit` (the tamper-evident audit log, fail-closed), the
 //! tools — `files` (`read_file`), `edit` (`write_file`, `edit_file`), `search` (`grep`,
-//! `glob`), `spawn` (`bash_execute`), `jobs` (background jobs), `transfer`
+//! `glob`), `spawn` (`bash_execute`), `jobs` (background jobs), `terminals` (pty sessions), `transfer`
 //! (`prepare_upload`/`prepare_download` grants and their redemption through pipes), `overview`
 //! (`server_overview`, the recorder's document) — then `config` (settings), `dispatch`
 //! (requests to tools: authenticate, authorize, run), `control` (`control.sock` requests) and
@@ -54,6 +54,7 @@ mod paths;
 mod search;
 mod server;
 mod spawn;
+mod terminals;
 #[cfg(test)]
 mod testing;
 mod trace;

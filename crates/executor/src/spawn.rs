@@ -57,7 +57,7 @@ use mymcp_sys::process::{self, GroupSignal, Pid, PidFd, Placement};
 use std::ffi::{CString, OsString};
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -491,6 +491,28 @@ pub(crate) fn start(
     spec: &CommandSpec,
     cfg: &BashConfig,
 ) -> Result<Started, ToolFailure> {
+    start_with(auth, spec, cfg, None)
+}
+
+/// [`start`] on the terminal `tty` (a pty slave, see [`mymcp_sys::pty`]): the command (or,
+/// when `spec.command` is empty, the account's shell, else the configured one) gets the
+/// terminal as stdin, stdout, stderr and controlling terminal, and `TERM=xterm-256color`.
+/// The returned [`Started`] has no pipes: its supervision waits for the shell only.
+pub(crate) fn start_tty(
+    auth: &Authorized<Rw>,
+    spec: &CommandSpec,
+    cfg: &BashConfig,
+    tty: BorrowedFd<'_>,
+) -> Result<Started, ToolFailure> {
+    start_with(auth, spec, cfg, Some(tty))
+}
+
+fn start_with(
+    auth: &Authorized<Rw>,
+    spec: &CommandSpec,
+    cfg: &BashConfig,
+    tty: Option<BorrowedFd<'_>>,
+) -> Result<Started, ToolFailure> {
     let account = auth.account();
     let invalid = |what: &str| {
         ToolFailure::new(
@@ -498,19 +520,28 @@ pub(crate) fn start(
             format!("{what} contains a NUL byte"),
         )
     };
-    let shell = CString::new(cfg.shell.as_os_str().as_bytes()).map_err(|_| invalid("the shell"))?;
-    let argv = [
-        shell.clone(),
-        CString::from(c"-c"),
-        CString::new(spec.command.as_bytes()).map_err(|_| invalid("command"))?,
-    ];
-    let account_env;
-    let env = if account.acts() {
-        account_env = self::account_env(&cfg.env, account);
-        &account_env
+    let mut shell =
+        CString::new(cfg.shell.as_os_str().as_bytes()).map_err(|_| invalid("the shell"))?;
+    let argv = if tty.is_some() && spec.command.is_empty() {
+        if account.acts() && !account.shell.is_empty() {
+            shell = CString::new(account.shell.as_bytes()).map_err(|_| invalid("the shell"))?;
+        }
+        vec![shell.clone()]
     } else {
-        &cfg.env
+        vec![
+            shell.clone(),
+            CString::from(c"-c"),
+            CString::new(spec.command.as_bytes()).map_err(|_| invalid("command"))?,
+        ]
     };
+    let mut env = if account.acts() {
+        self::account_env(&cfg.env, account)
+    } else {
+        cfg.env.clone()
+    };
+    if tty.is_some() {
+        set_var(&mut env, "TERM", "xterm-256color");
+    }
     let envp: Vec<CString> = env
         .iter()
         .filter_map(|(k, v)| {
@@ -569,9 +600,14 @@ pub(crate) fn start(
         gid: account.gid,
         groups: &account.groups,
     });
-    let spawned = process::spawn_confined(&shell, &argv, &envp, &dir, ids, placement);
+    let spawned = match tty {
+        None => process::spawn_confined(&shell, &argv, &envp, &dir, ids, placement)
+            .map(|s| (s.pid, Some((s.stdout, s.stderr)))),
+        Some(tty) => process::spawn_confined_tty(&shell, &argv, &envp, &dir, ids, placement, tty)
+            .map(|pid| (pid, None)),
+    };
     drop(v1);
-    let spawned = match spawned {
+    let (pid, pipes) = match spawned {
         Ok(s) => s,
         Err(e) => {
             if let Some(cgroup) = cgroup {
@@ -582,13 +618,16 @@ pub(crate) fn start(
     };
     // From here on the group exists (setsid ran before exec, and the spawn returns after
     // exec): `group` kills and reaps it however this call ends.
-    let group = Group::new(spawned.pid, cgroup);
+    let group = Group::new(pid, cgroup);
     let pipe = |fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| spawn_failure(cfg, e));
-    let (stdout, stderr) = (pipe(spawned.stdout)?, pipe(spawned.stderr)?);
+    let (stdout, stderr) = match pipes {
+        Some((out, err)) => (Some(pipe(out)?), Some(pipe(err)?)),
+        None => (None, None),
+    };
     tracing::debug!(pgid = group.pgid, "command started");
     Ok(Started {
-        stdout: Some(stdout),
-        stderr: Some(stderr),
+        stdout,
+        stderr,
         exit: ExitWatch::new(group.pgid),
         group,
     })

@@ -20,7 +20,8 @@ use crate::json_string;
 use crate::tickets::Tickets;
 use mymcp_protocol::{
     BashOutput, CapturedStream, Direction, EditFileOutput, GlobOutput, GrepOutput, JobInfo,
-    JobOutputChunk, ReadFileOutput, ToolFailure, ToolOutput, TransferGrant, WriteFileOutput,
+    JobOutputChunk, ReadFileOutput, TerminalInfo, TerminalScreen, ToolFailure, ToolOutput,
+    TransferGrant, WriteFileOutput,
 };
 use serde::Serialize;
 
@@ -257,6 +258,70 @@ struct JobOutputJson<'a> {
 }
 
 #[derive(Serialize)]
+struct TerminalJson<'a> {
+    terminal_id: &'a str,
+    command: &'a str,
+    rows: u16,
+    cols: u16,
+    running: bool,
+    exit_code: Option<i32>,
+    started_at: &'a str,
+}
+
+#[derive(Serialize)]
+struct TerminalListJson<'a> {
+    terminals: Vec<TerminalJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct TerminalSentJson {
+    success: bool,
+    bytes_sent: u64,
+}
+
+#[derive(Serialize)]
+struct TerminalScreenJson {
+    #[serde(serialize_with = "json_string::serialize")]
+    screen: String,
+    cursor: [u16; 2],
+    #[serde(serialize_with = "json_string::serialize")]
+    output: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    output_dropped: u64,
+    matched: bool,
+    running: bool,
+    exit_code: Option<i32>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn terminal(t: &TerminalInfo) -> TerminalJson<'_> {
+    TerminalJson {
+        terminal_id: &t.terminal_id,
+        command: &t.command,
+        rows: t.rows,
+        cols: t.cols,
+        running: t.running,
+        exit_code: t.exit_code,
+        started_at: &t.started_at,
+    }
+}
+
+fn terminal_screen_json(s: TerminalScreen) -> String {
+    to_json(&TerminalScreenJson {
+        screen: s.screen,
+        cursor: [s.cursor_row, s.cursor_col],
+        output: s.output,
+        output_dropped: s.output_dropped,
+        matched: s.matched,
+        running: s.running,
+        exit_code: s.exit_code,
+    })
+}
+
+#[derive(Serialize)]
 struct UploadGrantJson<'a> {
     success: bool,
     url: &'a str,
@@ -397,6 +462,15 @@ pub fn output_json(output: ToolOutput, tickets: &Tickets) -> String {
         ToolOutput::Job(job) => job_json(&job),
         ToolOutput::JobOutput(chunk) => job_output_json(chunk),
         ToolOutput::TransferGrant(grant) => transfer_json(&grant, tickets),
+        ToolOutput::Terminal(t) => to_json(&terminal(&t)),
+        ToolOutput::TerminalList(list) => to_json(&TerminalListJson {
+            terminals: list.iter().map(terminal).collect(),
+        }),
+        ToolOutput::TerminalSent(bytes_sent) => to_json(&TerminalSentJson {
+            success: true,
+            bytes_sent,
+        }),
+        ToolOutput::TerminalScreen(s) => terminal_screen_json(s),
         ToolOutput::Overview(o) => to_json(&OverviewJson {
             success: true,
             overview: &o.overview,
@@ -877,6 +951,21 @@ mod tests {
         }
     }
 
+    fn sample_terminal(running: bool) -> TerminalInfo {
+        TerminalInfo {
+            terminal_id: "0123456789abcdef".into(),
+            command: "python3".into(),
+            rows: 24,
+            cols: 80,
+            running,
+            exit_code: (!running).then_some(0),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            recording: "/var/lib/mymcp/terminals/0123456789abcdef.cast".into(),
+            recording_bytes: 10,
+            recording_sha256: None,
+        }
+    }
+
     #[test]
     fn structured_content_matches_the_output_schema() {
         use crate::catalogue::output_schema;
@@ -943,6 +1032,37 @@ mod tests {
             (ToolName::JobStatus, ToolOutput::Job(sample_job(true))),
             (ToolName::JobKill, ToolOutput::Job(sample_job(false))),
             (ToolName::JobOutput, ToolOutput::JobOutput(chunk)),
+            (
+                ToolName::TerminalOpen,
+                ToolOutput::Terminal(sample_terminal(true)),
+            ),
+            (
+                ToolName::TerminalResize,
+                ToolOutput::Terminal(sample_terminal(true)),
+            ),
+            (
+                ToolName::TerminalClose,
+                ToolOutput::Terminal(sample_terminal(false)),
+            ),
+            (
+                ToolName::TerminalList,
+                ToolOutput::TerminalList(vec![sample_terminal(true), sample_terminal(false)]),
+            ),
+            (ToolName::TerminalSend, ToolOutput::TerminalSent(3)),
+            (
+                ToolName::TerminalRead,
+                ToolOutput::TerminalScreen(TerminalScreen {
+                    terminal_id: "0123456789abcdef".into(),
+                    screen: ">>> 42\n>>>".into(),
+                    cursor_row: 1,
+                    cursor_col: 4,
+                    output: "42\n".into(),
+                    output_dropped: 7,
+                    matched: true,
+                    running: true,
+                    exit_code: None,
+                }),
+            ),
             (
                 ToolName::ServerOverview,
                 ToolOutput::Overview(mymcp_protocol::OverviewOutput {

@@ -251,9 +251,9 @@ pub const STATE_DIR: Setting<Path> = Setting {
         default: "/var/lib/mymcp",
         absolute: true,
     },
-    read_by: &[Executor],
+    read_by: &[Executor, Ctl],
     group: Group::Daemons,
-    help: "Background jobs (in jobs/) and the audit signing key (in audit/); protected.",
+    help: "Background jobs (in jobs/), terminal recordings (in terminals/) and the audit signing key (in audit/); protected.",
 };
 
 pub const ENV_FILE: Setting<Path> = Setting {
@@ -437,6 +437,56 @@ pub const JOB_MAX_RUNNING_PER_TOKEN: Setting<Integer> = Setting {
     read_by: &[Executor],
     group: Group::Jobs,
     help: "Background jobs one token may run at once.",
+};
+
+// Terminals -----------------------------------------------------------------------------------
+
+pub const TERMINAL_IDLE_SEC: Setting<Integer> = Setting {
+    name: "MYMCP_TERMINAL_IDLE_SEC",
+    kind: Integer {
+        default: 1800,
+        min: 1,
+        max: 7 * DAY,
+    },
+    read_by: &[Executor],
+    group: Group::Terminals,
+    help: "Seconds without terminal_send or terminal_read after which a terminal is closed.",
+};
+
+pub const TERMINAL_RECORDING_RETENTION_SEC: Setting<Integer> = Setting {
+    name: "MYMCP_TERMINAL_RECORDING_RETENTION_SEC",
+    kind: Integer {
+        default: 30 * DAY,
+        min: 1,
+        max: 3650 * DAY,
+    },
+    read_by: &[Executor],
+    group: Group::Terminals,
+    help: "How long a terminal's recording (asciicast) is kept after its last change, in seconds.",
+};
+
+pub const TERMINAL_MAX_PER_TOKEN: Setting<Integer> = Setting {
+    name: "MYMCP_TERMINAL_MAX_PER_TOKEN",
+    kind: Integer {
+        default: 4,
+        min: 1,
+        max: 1024,
+    },
+    read_by: &[Executor],
+    group: Group::Terminals,
+    help: "Terminals one token may have open at once.",
+};
+
+pub const TERMINAL_MAX: Setting<Integer> = Setting {
+    name: "MYMCP_TERMINAL_MAX",
+    kind: Integer {
+        default: 32,
+        min: 1,
+        max: 65536,
+    },
+    read_by: &[Executor],
+    group: Group::Terminals,
+    help: "Terminals open at once on the whole server.",
 };
 
 // File tools ----------------------------------------------------------------------------------
@@ -1051,6 +1101,10 @@ pub const ALL: &[&dyn Declared] = &[
     &JOB_MAX_OUTPUT_BYTES,
     &JOB_RETENTION_SEC,
     &JOB_MAX_RUNNING_PER_TOKEN,
+    &TERMINAL_IDLE_SEC,
+    &TERMINAL_RECORDING_RETENTION_SEC,
+    &TERMINAL_MAX_PER_TOKEN,
+    &TERMINAL_MAX,
     &READ_FILE_DEFAULT_LIMIT,
     &READ_FILE_MAX_LIMIT,
     &READ_FILE_MAX_LINE_BYTES,

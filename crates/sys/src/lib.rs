@@ -5,6 +5,7 @@
 //! - [`fs`]: `openat2` and friends, directory reading, `statx`, the file tools' calls;
 //! - [`pipe`]: pipes, `splice`, passing descriptors (transfers);
 //! - [`process`]: spawning commands (`posix_spawn`), process groups, pidfds;
+//! - [`pty`]: pseudo-terminal pairs and their window size (terminal sessions);
 //! - [`watch`]: inotify and `poll`;
 //! - [`environment`]: secrets overwritten where the kernel put the environment;
 //! - [`memory`]: glibc's allocator parameters and trimming;
@@ -29,6 +30,7 @@ pub mod net;
 pub mod pipe;
 pub mod privileges;
 pub mod process;
+pub mod pty;
 pub mod signals;
 pub mod testing;
 pub mod watch;

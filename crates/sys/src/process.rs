@@ -202,6 +202,66 @@ pub fn spawn_confined(
     ids: Option<Ids<'_>>,
     placement: Placement<'_>,
 ) -> io::Result<Spawned> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    // The pipes are the account's, as a shell of its own would make them: a command that
+    // opens its output again by name (`echo x > /dev/stderr`, through /proc/self/fd) may.
+    if let Some(ids) = &ids {
+        for end in [&out_w, &err_w] {
+            // SAFETY: fchown of a pipe end this function owns, integer arguments.
+            if unsafe { libc::fchown(end.as_raw_fd(), ids.uid, ids.gid) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    let devnull = open_devnull()?;
+    let stdio = [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()];
+    let pid = spawn_child(program, argv, envp, dir, ids, placement, stdio, false);
+    drop((out_w, err_w, devnull));
+    Ok(Spawned {
+        pid: pid?,
+        stdout: out_r,
+        stderr: err_r,
+    })
+}
+
+/// [`spawn_confined`] on a terminal: the child's stdin, stdout and stderr are `tty` (the slave
+/// side of a pseudo-terminal, see [`crate::pty`]), which becomes the controlling terminal of
+/// its new session (`TIOCSCTTY` right after `setsid`). With `ids`, the terminal is given to
+/// the account first, as `login` would. Returns the child's pid (and process group id).
+pub fn spawn_confined_tty(
+    program: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    dir: &CStr,
+    ids: Option<Ids<'_>>,
+    placement: Placement<'_>,
+    tty: BorrowedFd<'_>,
+) -> io::Result<Pid> {
+    if let Some(ids) = &ids {
+        // SAFETY: fchown of a descriptor the caller keeps open for the call, integer
+        // arguments; gid -1 keeps the terminal's group (`tty`, set by grantpt).
+        if unsafe { libc::fchown(tty.as_raw_fd(), ids.uid, u32::MAX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let fd = tty.as_raw_fd();
+    spawn_child(program, argv, envp, dir, ids, placement, [fd, fd, fd], true)
+}
+
+/// The clone of [`spawn_confined`] and [`spawn_confined_tty`]: `stdio` become 0, 1 and 2;
+/// `ctty` makes 0 the controlling terminal.
+#[allow(clippy::too_many_arguments)]
+fn spawn_child(
+    program: &CStr,
+    argv: &[CString],
+    envp: &[CString],
+    dir: &CStr,
+    ids: Option<Ids<'_>>,
+    placement: Placement<'_>,
+    stdio: [RawFd; 3],
+    ctty: bool,
+) -> io::Result<Pid> {
     // Every cgroup.procs the child may write: the v2 one first (skipped after CLONE_INTO_CGROUP).
     let cgroups: Vec<RawFd> = placement
         .v2
@@ -220,19 +280,6 @@ pub fn spawn_confined(
             },
         ),
     };
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    // The pipes are the account's, as a shell of its own would make them: a command that
-    // opens its output again by name (`echo x > /dev/stderr`, through /proc/self/fd) may.
-    if change_ids {
-        for end in [&out_w, &err_w] {
-            // SAFETY: fchown of a pipe end this function owns, integer arguments.
-            if unsafe { libc::fchown(end.as_raw_fd(), ids.uid, ids.gid) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    let devnull = open_devnull()?;
     let view = placement.view;
     let writable: Vec<RawFd> = view.writable.iter().map(|fd| fd.as_raw_fd()).collect();
     // Where the child keeps its clones of the writable trees between steps 1 and 2.
@@ -270,7 +317,8 @@ pub fn spawn_confined(
         argv: argv_ptrs.as_ptr(),
         envp: envp_ptrs.as_ptr(),
         dir: dir.as_ptr(),
-        stdio: [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        stdio,
+        ctty,
         change_ids,
         uid: ids.uid,
         gid: ids.gid,
@@ -359,7 +407,6 @@ pub fn spawn_confined(
             8usize,
         )
     };
-    drop((out_w, err_w, devnull));
     if pid == -1 {
         return Err(clone_error);
     }
@@ -371,11 +418,7 @@ pub fn spawn_confined(
         unsafe { libc::waitpid(pid, &mut status, 0) };
         return Err(io::Error::from_raw_os_error(failed));
     }
-    Ok(Spawned {
-        pid,
-        stdout: out_r,
-        stderr: err_r,
-    })
+    Ok(pid)
 }
 
 /// What the child of [`spawn_confined`] needs, prepared by the parent (the child allocates
@@ -387,6 +430,8 @@ struct ChildSetup {
     dir: *const libc::c_char,
     /// Descriptors that become 0, 1 and 2.
     stdio: [RawFd; 3],
+    /// Make 0 (a terminal) the controlling terminal of the new session.
+    ctty: bool,
     /// Whether to set the ids below (else the child keeps the caller's).
     change_ids: bool,
     uid: u32,
@@ -435,12 +480,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         Some(127)
     };
     // SAFETY: every call below is a system call (or glibc's plain, lock-free wrapper of one:
-    // write, setsid, dup2, prctl, chdir, close, execve) on integers, on the child's own copy of
-    // the descriptor table and signal handlers, or on NUL-terminated strings and null-terminated
-    // arrays of them that the parent keeps alive (see `spawn_confined`); `cgroups` points to
-    // `ncgroups` descriptors in the parent's live vector, and the byte written is a literal.
-    // None allocates or takes a lock, and the set*id calls are the raw ones, which change this
-    // child only.
+    // write, setsid, dup2, ioctl(TIOCSCTTY), prctl, chdir, close, execve) on integers, on the
+    // child's own copy of the descriptor table and signal handlers, or on NUL-terminated
+    // strings and null-terminated arrays of them that the parent keeps alive (see
+    // `spawn_confined`); `cgroups` points to `ncgroups` descriptors in the parent's live
+    // vector, and the byte written is a literal. None allocates or takes a lock, and the
+    // set*id calls are the raw ones, which change this child only.
     unsafe {
         // Into the call's cgroups before anything else, while still root: from here on every
         // process this child starts is born inside them.
@@ -470,6 +515,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         }
         for (to, &from) in s.stdio.iter().enumerate() {
             if let Some(rc) = fail(libc::dup2(from, to as libc::c_int) as libc::c_long) {
+                return rc;
+            }
+        }
+        // The session leader takes its terminal (a pty slave nobody else has as theirs).
+        if s.ctty {
+            if let Some(rc) = fail(libc::ioctl(0, libc::TIOCSCTTY, 0) as libc::c_long) {
                 return rc;
             }
         }
