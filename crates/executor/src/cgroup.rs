@@ -418,7 +418,7 @@ impl Confinement {
     }
 
     /// Keeps the empty cgroup of an ended call for the next call with its limits (the one
-    /// kept longest goes beyond [`IDLE_MAX`]). Blocks (reads its counters, may rmdir).
+    /// kept longest goes beyond [`IDLE_MAX`]: an rmdir of an empty cgroup).
     fn recycle(&self, mut call: CallCgroup) {
         if *call.killed.get_mut() {
             return call.rmdir();
@@ -628,14 +628,14 @@ impl CallCgroup {
             tokio::time::sleep(EMPTY_POLL).await;
             empty = self.is_empty();
         }
-        if empty {
-            // Nothing of the call is left: its cgroup is kept for the next call (after the
-            // answer).
-            tokio::task::spawn_blocking(move || match self.home.upgrade() {
-                Some(home) => home.recycle(self),
-                None => self.rmdir(),
-            });
-            return;
+        if empty && !*self.killed.get_mut() {
+            if let Some(home) = self.home.upgrade() {
+                // Nothing of the call is left: its cgroup is kept for the next call (a read
+                // of its limit counters at most; no thread of the blocking pool, which calls
+                // ending together would grow).
+                home.recycle(self);
+                return;
+            }
         }
         drop(std::mem::take(&mut self.procs));
         self.v2_dir = None;
