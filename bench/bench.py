@@ -44,6 +44,7 @@ NO_TLS = ssl._create_unverified_context()  # the servers' certificates are throw
 # Everything started is registered here and torn down on exit, error, Ctrl-C or SIGTERM.
 PROCS = []
 TEMP_DIRS = []
+ACCOUNTS = []  # Unix accounts made for the rows of a non-root token; removed by cleanup()
 
 
 def log(*a):
@@ -143,6 +144,34 @@ def cleanup():
     for d in TEMP_DIRS:
         shutil.rmtree(d, ignore_errors=True)
     TEMP_DIRS.clear()
+    for name in ACCOUNTS:
+        subprocess.run(["userdel", "--force", "--remove", name], capture_output=True)
+    ACCOUNTS.clear()
+
+
+def bench_account():
+    """A Unix account for the rows of a token that is not root's (our implementation only):
+    its calls act as it (commands spawned as it, file work on a thread with its ids)."""
+    name = f"mmbench{os.getpid():x}"
+    r = subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/bash", name],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"note: no account for the non-root rows ({r.stderr.strip()})")
+        return None
+    ACCOUNTS.append(name)
+    return name
+
+
+def account_token(srv, name: str, token_name: str = "bench-account", extra=()):
+    """A new rw token of the quick try `srv` acting as the account `name` (with the further
+    `token add` options `extra`), or None."""
+    run = next((m[1] for line in srv.log
+                if (m := re.search(r"more tokens: mymcpctl --runtime-dir (\S+)", line))), None)
+    if run is None:
+        return None
+    r = subprocess.run([srv.impl.argv[0], "--runtime-dir", run, "token", "add", "--name", token_name,
+                        "--role", "rw", "--user", name, *extra], capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else None
 
 
 def http_get_ok(host: str, port: int, path: str, tls: bool, timeout: float = 1.0) -> bool:
@@ -306,6 +335,7 @@ class Bench:
         self.notes = []
         self.lua = work / "bench.lua"
         self.lua.write_text(LUA)
+        self.account = None  # see bench_account()
 
     def add(self, row, impl, v):
         if v is not None:
@@ -551,12 +581,20 @@ def timed(n, f) -> float:
     return statistics.median(ts)
 
 
-def checked(b: Bench, srv: Server, row: str, name: str, args: dict, min_len: int = 0, count=None) -> bool:
+def checked(b: Bench, srv: Server, row: str, name: str, args: dict, min_len: int = 0, count=None,
+            token=None) -> bool:
     """One call before a row is timed: it must succeed (and return at least min_len characters),
     otherwise the row is left out for this implementation, with a note. `count` = (field,
     expected): where the answer is JSON with that field, it must equal what rg found."""
     try:
-        text = srv.client.call(name, args)
+        if token:
+            client = Client(srv.port, token, srv.impl.tls)
+            try:
+                text = client.call(name, args)
+            finally:
+                client.close()
+        else:
+            text = srv.client.call(name, args)
     except Exception as e:  # noqa: BLE001 — reported in the notes
         b.note(f"{srv.impl.name}: {row}: {str(e)[:200]}")
         return False
@@ -613,6 +651,11 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
         b.add("startup", name, srv.startup * 1000)
         b.add("rss_idle", name, srv.rss_mib())
         tok = srv.token
+        # The same calls by a token acting as a non-root account, in the same server: what
+        # acting as the account costs.
+        acct = account_token(srv, b.account) if b.account and impl.ours and not impl.tls else None
+        if b.account and impl.ours and not impl.tls and acct is None:
+            b.note("mymcp: no token for the non-root account; its rows are left out")
         if b.on("read"):
             args = {"file_path": str(files / "f4k.txt"), "limit": 2000}
             if checked(b, srv, "read 4k", "read_file", args, 4096):
@@ -622,8 +665,13 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
                 b.add("r4k_c1_p50", name, r["p50"])
                 b.add("r4k_c1_p99", name, r["p99"])
                 with RssPeak(srv.pids) as peak:
-                    b.add("r4k_c32_rps", name, b.wrk(srv.url, 32, tok, body)["rps"])
+                    off = b.wrk(srv.url, 32, tok, body)["rps"]
+                    b.add("r4k_c32_rps", name, off)
                 b.add("rss_c32", name, peak.mib)
+                if acct and checked(b, srv, "read 4k (account)", "read_file", args, 4096, token=acct):
+                    b.add("r4k_c32_acct", name, b.wrk(srv.url, 32, acct, body)["rps"])
+                if impl.launcher and not impl.tls:
+                    measure_tracing(b, impl, body, off)
         if b.on("readbig"):
             for tag, fname, size in [("1m", "f1m.txt", 1 << 20), ("10m", "f10m.txt", 10 << 20)]:
                 pages = read_pages(b, srv, f"read {tag}", str(files / fname), size)
@@ -637,6 +685,16 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
                 c1 = b.wrk(srv.url, 1, tok, body)
                 b.add("bash_c1", name, c1["rps"])
                 b.add("bash_c1_p50", name, c1["p50"])
+                if acct and checked(b, srv, "bash true (account)", "bash_execute", args, token=acct):
+                    b.add("bash_c1_acct", name, b.wrk(srv.url, 1, acct, body)["rps"])
+                    # The same account confined (issue 22): kernel limits and a write root, so
+                    # each call also gets a mount namespace with / read-only.
+                    home = os.path.expanduser(f"~{b.account}")
+                    conf = account_token(srv, b.account, "bench-confined",
+                                         ["--memory-max", "512M", "--tasks-max", "256",
+                                          "--cpu-max", "100", "--write-root", home])
+                    if conf and checked(b, srv, "bash true (confined)", "bash_execute", args, token=conf):
+                        b.add("bash_c1_conf", name, b.wrk(srv.url, 1, conf, body)["rps"])
                 if impl.launcher:
                     # The same calls straight to the executor's socket: what the spawn costs
                     # there, without HTTP and the frontend.
@@ -668,11 +726,122 @@ def measure_impl(b: Bench, impl: Impl, files: Path, src: Path):
                 out = peer(srv, "bench-identify", f"{tok}:20000")
                 m = re.search(r"p50_us=([\d.]+)", out or "")
                 b.add("peer_rt", name, float(m[1]) if m else None)
+        if b.on("terminal") and impl.ours:
+            measure_terminals(b, srv)
         b.add("rss_end", name, srv.rss_mib())
     finally:
         srv.stop()
     if b.on("upload") or b.on("download"):
         measure_transfers(b, impl, src)
+
+
+def executor_pid(srv) -> int | None:
+    for p in srv.pids():
+        try:
+            if Path(f"/proc/{p}/comm").read_text().strip() == "mymcp-executor":
+                return p
+        except OSError:
+            continue
+    return None
+
+
+TERMINALS_IDLE = 32  # idle terminals opened for the memory row (MYMCP_TERMINAL_MAX_PER_TOKEN is raised)
+
+
+def measure_terminals(b: Bench, srv: Server):
+    """Issue 24: a terminal_send + terminal_read (wait_for) round trip of `echo` in an
+    interactive bash against bash_execute `echo` (p50, same server), and the executor's memory
+    per idle terminal (RSS before and after opening TERMINALS_IDLE of them, each a sleep)."""
+    a, c = b.a, srv.client
+    runs = max(20, int(a.secs * 25))
+    try:
+        tid = json.loads(c.call("terminal_open", {"command": "bash --norc --noprofile -i"}))["terminal_id"]
+        c.call("terminal_read", {"terminal_id": tid, "wait_for": r"\$ $", "timeout": 20})
+        n = [1_000_000]
+
+        def round_trip():
+            n[0] += 1
+            # The typed line (echoed) never contains the answer: only bash's output can match.
+            c.call("terminal_send", {"terminal_id": tid, "text": f"echo $(({n[0]}+0))", "keys": ["Enter"]})
+            out = json.loads(c.call("terminal_read", {"terminal_id": tid, "wait_for": rf"(?m)^{n[0]}\r?$",
+                                                       "timeout": 20}))
+            if not out["matched"]:
+                raise RuntimeError(f"no echo of {n[0]}: {out}")
+
+        term = timed(runs, round_trip)
+        bash = timed(runs, lambda: c.call("bash_execute", {"command": "echo 1000000"}))
+        c.call("terminal_close", {"terminal_id": tid})
+        b.add("term_rt_p50", srv.impl.name, term)
+        b.add("term_bash_p50", srv.impl.name, bash)
+        b.add("term_rt_ratio", srv.impl.name, term / bash if bash else None)
+        pid = executor_pid(srv)
+        if pid:
+            time.sleep(0.3)
+            before = rss_kib(pid)
+            ids = [json.loads(c.call("terminal_open", {"command": "sleep 1000"}))["terminal_id"]
+                   for _ in range(TERMINALS_IDLE)]
+            time.sleep(1)
+            after = rss_kib(pid)
+            for t in ids:
+                c.call("terminal_close", {"terminal_id": t})
+            b.add("term_idle_kib", srv.impl.name, (after - before) / TERMINALS_IDLE)
+    except Exception as e:  # noqa: BLE001 — reported in the notes
+        b.note(f"{srv.impl.name}: terminals: {str(e)[:200]}")
+
+
+class OtlpSink:
+    """Where the traced server exports: an OTLP/HTTP endpoint on loopback that reads each
+    export and answers 200 with an empty (valid) protobuf response, counting what came."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.exports = {}
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                self.rfile.read(n)
+                sink.exports[self.path] = sink.exports.get(self.path, 0) + 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def measure_tracing(b: Bench, impl: Impl, body: dict, off_rps: float):
+    """read_file 4 KiB at c=32 again on a fresh server with OpenTelemetry on: every call
+    traced (sampler 1.0: an HTTP span, a tools/call span and the executor's spans, batched and
+    exported over OTLP/HTTP to a local sink), against the same row without (`off_rps`, this
+    round)."""
+    sink = OtlpSink()
+    traced = Impl(f"{impl.name} traced", impl.argv, dict(
+        impl.env, OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_TRACES_SAMPLER="always_on", OTEL_SERVICE_NAME="mymcp-bench"), launcher=impl.launcher, ours=True)
+    try:
+        srv = Server(traced, b.work)
+        try:
+            on = b.wrk(srv.url, 32, srv.token, body)["rps"]
+        finally:
+            srv.stop()  # flushes the spans still batched
+    finally:
+        sink.stop()
+    if not sink.exports.get("/v1/traces"):
+        b.note("tracing on: no spans reached the OTLP sink; the row is left out")
+        return
+    b.add("r4k_c32_otel_rps", impl.name, on)
+    b.add("r4k_c32_otel_ratio", impl.name, on / off_rps if off_rps else None)
 
 
 def peer(srv, scenario: str, arg: str):
@@ -733,10 +902,15 @@ ROWS = [
     ("r4k_c1_p50", "read_file 4 KiB, c=1, p50 ms", False, "nginx GET"),
     ("r4k_c1_p99", "read_file 4 KiB, c=1, p99 ms", False, "nginx GET"),
     ("r4k_c32_rps", "read_file 4 KiB, c=32, req/s", True, "nginx GET"),
+    ("r4k_c32_acct", "read_file 4 KiB, c=32, req/s, token of a non-root account", True, None),
+    ("r4k_c32_otel_rps", "read_file 4 KiB, c=32, tracing on (sampler 1.0), req/s", True, None),
+    ("r4k_c32_otel_ratio", "read_file 4 KiB, c=32, tracing on (sampler 1.0) / off, req/s ratio", True, None),
     ("r1m_p50", "read_file 1 MiB, p50 ms", False, "nginx GET"),
     ("r10m_p50", "read_file 10 MiB, p50 ms", False, "nginx GET"),
     ("bash_c1", "bash_execute `true`, c=1, calls/s", True, "spawn loop"),
     ("bash_c1_p50", "bash_execute `true`, c=1, p50 ms", False, "spawn loop"),
+    ("bash_c1_acct", "bash_execute `true`, c=1, calls/s, token of a non-root account", True, None),
+    ("bash_c1_conf", "bash_execute `true`, c=1, calls/s, the same account confined (limits + write root)", True, None),
     ("bash_peer_p50", "bash_execute `true` to the executor alone (test peer), p50 ms", False, "spawn loop"),
     ("bash_c8", "bash_execute `true`, c=8, calls/s", True, "spawn loop"),
     ("bash_mib", "bash 1 MiB of output, p50 ms", False, "spawn loop"),
@@ -746,6 +920,10 @@ ROWS = [
     ("upload", "upload {size}, MB/s", True, "nginx PUT"),
     ("upload_sync", "upload {size}, MB/s", True, "nginx PUT+fsync"),
     ("download", "download {size}, MB/s", True, "nginx sendfile"),
+    ("term_rt_p50", "terminal_send + terminal_read `echo` round trip, p50 ms", False, None),
+    ("term_bash_p50", "bash_execute `echo` (same run), p50 ms", False, None),
+    ("term_rt_ratio", "terminal round trip / bash_execute `echo`, p50 (goal ≤ 2)", False, None),
+    ("term_idle_kib", "executor memory per idle terminal, KiB (goal ≤ 256)", False, None),
     ("rss_idle", "RSS idle, MiB", False, None),
     ("rss_c32", "RSS peak, read c=32, MiB", False, None),
     ("rss_xfer", "RSS peak, {size} transfers (fresh server), MiB", False, None),
@@ -795,10 +973,21 @@ def targets(b: Bench, go: str, size: str) -> list:
     add("read_file 4 KiB c=32 throughput ≥ 0.25× nginx", r, f"{r:.2f}×" if r else "", r is not None and r >= 0.25)
     r = ratio(m("r4k_c32_rps"), m("r4k_c32_rps", go))
     add("read_file 4 KiB c=32 throughput ≥ 4× Go", r, f"{r:.2f}×" if r else "", r is not None and r >= 4)
+    r = m("r4k_c32_otel_ratio")
+    add("read_file 4 KiB c=32 with tracing on (sampler 1.0) vs off (informative)", r, f"{r:.2f}×" if r else "", None)
     r = ratio(m("r4k_c1_p50"), m("r4k_c1_p50", "limit"))
     add("read_file 4 KiB c=1 p50 ≤ 4× nginx", r, f"{r:.2f}×" if r else "", r is not None and r <= 4)
     r = ratio(m("bash_c1"), m("bash_c1", "limit"))
     add("bash_execute `true` c=1 ≥ 0.8× the spawn loop", r, f"{r:.2f}×" if r else "", r is not None and r >= 0.8)
+    r = ratio(m("r4k_c32_acct"), m("r4k_c32_rps"))
+    add("read_file 4 KiB c=32, non-root account ≥ 0.9× root-mapped", r, f"{r:.2f}×" if r else "",
+        r is not None and r >= 0.9)
+    r = ratio(m("bash_c1_acct"), m("bash_c1"))
+    add("bash_execute `true` c=1, non-root account ≥ 0.9× root-mapped", r, f"{r:.2f}×" if r else "",
+        r is not None and r >= 0.9)
+    r = ratio(m("bash_c1_conf"), m("bash_c1_acct"))
+    add("bash_execute `true` c=1, confined token ≥ 0.85× the same account unconfined", r,
+        f"{r:.2f}×" if r else "", r is not None and r >= 0.85)
     r = ratio(m("bash_mib"), m("bash_mib", "limit"))
     add("bash 1 MiB output ≤ 2× the spawn loop", r, f"{r:.2f}×" if r else "", r is not None and r <= 2)
     r = ratio(m("grep"), m("grep", "limit"))
@@ -830,6 +1019,12 @@ def targets(b: Bench, go: str, size: str) -> list:
     if v is not None and floor is not None:
         shown += f" (one socket round trip between two processes here: {floor:.1f} µs)"
     add("privilege-boundary cost per call ≤ 20 µs", v, shown, v is not None and v <= 20)
+    r = m("term_rt_ratio")
+    add("terminal_send + terminal_read `echo` p50 ≤ 2× bash_execute `echo`", r, f"{r:.2f}×" if r else "",
+        r is not None and r <= 2)
+    v = m("term_idle_kib")
+    add("executor memory per idle terminal ≤ 256 KiB", v, f"{v:.0f} KiB" if v is not None else "",
+        v is not None and v <= 256)
     return out
 
 
@@ -915,7 +1110,11 @@ def callgrind(a, work: Path):
     shutil.copy2(BIN / "mymcpctl", bindir / "mymcpctl")
     for role in ("executor", "frontend"):
         w = bindir / f"mymcp-{role}"
-        w.write_text(f"#!/bin/sh\nexec valgrind --tool=callgrind --quiet --dump-instr=no --compress-pos=no "
+        # The executor re-executes itself to turn glibc's per-thread caches off unless
+        # GLIBC_TUNABLES already says how (see docs/reliability.md): said here, it stays under
+        # valgrind. The frontend keeps its caches.
+        tunables = "GLIBC_TUNABLES=glibc.malloc.tcache_count=0 " if role == "executor" else ""
+        w.write_text(f"#!/bin/sh\n{tunables}exec valgrind --tool=callgrind --quiet --dump-instr=no --compress-pos=no "
                      f"--vgdb-prefix={outdir}/vgdb --callgrind-out-file={outdir}/{role}.%p {BIN}/mymcp-{role} \"$@\"\n")
         os.chmod(w, 0o755)
     files = fixtures(work)
@@ -1066,7 +1265,7 @@ def measure_ir(pids: dict, outdir: Path, work, wake) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 
-GROUPS = ["read", "readbig", "bash", "bashmib", "grep", "glob", "upload", "download", "boundary"]
+GROUPS = ["read", "readbig", "bash", "bashmib", "grep", "glob", "upload", "download", "boundary", "terminal"]
 ALIASES = {"search": ["grep", "glob"], "transfer": ["upload", "download"], "shell": ["bash", "bashmib"]}
 
 
@@ -1157,16 +1356,18 @@ def run(a, work: Path):
     for name in ("mymcpctl", "mymcp-executor", "mymcp-frontend"):
         shutil.copy2(BIN / name, installed / name)
     ctl = str(installed / "mymcpctl")
-    impls = [Impl("mymcp", [ctl, "serve", "--port", "{port}"], dict(env, MYMCP_FRONTEND_USER="nobody"),
-                  launcher=True, ours=True)]
+    ours_env = dict(env, MYMCP_FRONTEND_USER="nobody", MYMCP_TERMINAL_MAX_PER_TOKEN=str(TERMINALS_IDLE + 1))
+    impls = [Impl("mymcp", [ctl, "serve", "--port", "{port}"], ours_env, launcher=True, ours=True)]
     if not a.skip_tls:
-        impls.append(Impl("mymcp tls", [ctl, "serve", "--tls", "--port", "{port}"], dict(env, MYMCP_FRONTEND_USER="nobody"),
+        impls.append(Impl("mymcp tls", [ctl, "serve", "--tls", "--port", "{port}"], ours_env,
                           tls=True, launcher=True, ours=True))
     impls.append(Impl("go 3.1.0", [str(REFS / "go3/bin/mymcp"), "serve", "-host", "127.0.0.1", "-port", "{port}"], env))
     if not a.skip_python:
         impls.append(Impl("python 2.1.1", [str(REFS / "py2/bin/mymcp"), "serve", "--host", "127.0.0.1", "--port", "{port}"],
                           env))
     b = Bench(a, work)
+    if needs("read", "bash"):
+        b.account = bench_account()
     ng_port = free_port()
     nginx = nginx_start(work, files, src, ng_port)
     try:

@@ -74,6 +74,10 @@ has "keeps its state" -A -s mymcp_executor_t -t mymcp_var_lib_t -c file -p write
 has "serves control.sock" -A -s mymcp_executor_t -t mymcp_control_sock_t -c sock_file -p create
 has "commands leave its domain for mymcp_command_t" -T -s mymcp_executor_t -t shell_exec_t -c process
 has "executes its own file again at start-up (no per-thread malloc caches)" -A -s mymcp_executor_t -t mymcp_executor_exec_t -c file -p execute_no_trans
+has "makes and removes each command's cgroup" -A -s mymcp_executor_t -t cgroup_t -c dir -p rmdir
+has "writes cgroup.procs, cgroup.kill and the limits" -A -s mymcp_executor_t -t cgroup_t -c file -p write
+has "opens pseudo-terminals for terminal_open (/dev/ptmx)" -A -s mymcp_executor_t -t ptmx_t -c chr_file -p write
+has "gives a terminal's slave to the command's account" -A -s mymcp_executor_t -t mymcp_devpts_t -c chr_file -p setattr
 none "no TCP socket of its own (no network)" -A -s mymcp_executor_t -t mymcp_executor_t -c tcp_socket
 none "no UDP socket of its own (no network)" -A -s mymcp_executor_t -t mymcp_executor_t -c udp_socket
 

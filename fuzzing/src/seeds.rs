@@ -74,6 +74,27 @@ pub fn tool_arguments() -> Vec<(ToolName, Value)> {
             json!({"src_path": "/var/log/syslog", "expires_in": 60}),
         ),
         (ToolName::ServerOverview, json!({})),
+        (
+            ToolName::TerminalOpen,
+            json!({"command": "python3 -q", "working_dir": "/tmp", "rows": 24, "cols": 80}),
+        ),
+        (
+            ToolName::TerminalSend,
+            json!({"terminal_id": "0123456789abcdef", "text": "print(6*7)", "keys": ["Enter", "Ctrl-C"]}),
+        ),
+        (
+            ToolName::TerminalRead,
+            json!({"terminal_id": "0123456789abcdef", "wait_for": ">>> $", "timeout": 10}),
+        ),
+        (
+            ToolName::TerminalResize,
+            json!({"terminal_id": "0123456789abcdef", "rows": 40, "cols": 120}),
+        ),
+        (ToolName::TerminalList, json!({})),
+        (
+            ToolName::TerminalClose,
+            json!({"terminal_id": "0123456789abcdef"}),
+        ),
     ]
 }
 
@@ -105,9 +126,18 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
     out.extend([
         ("identify".into(), FrontendRequest::Identify { token }),
         (
+            "admin-check".into(),
+            FrontendRequest::Admin {
+                token,
+                origin: origin(),
+                op: AdminOp::Check,
+            },
+        ),
+        (
             "admin-list".into(),
             FrontendRequest::Admin {
                 token,
+                origin: origin(),
                 op: AdminOp::List,
             },
         ),
@@ -115,9 +145,22 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             "admin-create".into(),
             FrontendRequest::Admin {
                 token,
+                origin: origin(),
                 op: AdminOp::Create {
                     name: "ci".into(),
                     role: Role::Rw,
+                    user: Some("ci-runner".into()),
+                    limits: TokenLimits {
+                        memory_max_mib: Some(256),
+                        tasks_max: Some(64),
+                        cpu_max_percent: None,
+                        timeout_max_secs: Some(120),
+                    },
+                    view: TokenView {
+                        write_roots: vec!["/srv/ci".into()],
+                        hide: vec!["/etc/secret".into()],
+                        no_network: true,
+                    },
                 },
             },
         ),
@@ -125,6 +168,7 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             "admin-revoke".into(),
             FrontendRequest::Admin {
                 token,
+                origin: origin(),
                 op: AdminOp::Revoke {
                     selector: "0123456789ab".into(),
                 },
@@ -161,6 +205,7 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             FrontendRequest::Probe {
                 grant,
                 direction: Direction::Download,
+                origin: origin(),
             },
         ),
         (
@@ -168,6 +213,28 @@ fn frontend_requests() -> Vec<(String, FrontendRequest)> {
             FrontendRequest::CommitUpload { grant, claim: 3 },
         ),
         ("offer".into(), FrontendRequest::Offer { token }),
+        ("jobs".into(), FrontendRequest::Jobs { token }),
+        (
+            "audit-records".into(),
+            FrontendRequest::AuditRecords { from: 12 },
+        ),
+        (
+            "telemetry-metrics".into(),
+            FrontendRequest::TelemetryMetrics,
+        ),
+        (
+            "traced-call".into(),
+            FrontendRequest::Call {
+                token,
+                origin: origin(),
+                call: tool_calls().remove(0),
+            }
+            .with_trace(Some(mymcp_protocol::TraceContext {
+                trace_id: mymcp_protocol::TraceId([0x4b; 16]),
+                parent: mymcp_protocol::SpanId([0xf0; 8]),
+                sampled: true,
+            })),
+        ),
     ]);
     out
 }
@@ -179,6 +246,9 @@ fn control_requests() -> Vec<(String, ControlRequest)> {
             ControlRequest::TokenAdd {
                 name: "laptop".into(),
                 role: Role::Ro,
+                user: None,
+                limits: TokenLimits::default(),
+                view: TokenView::default(),
             },
         ),
         ("token-list".into(), ControlRequest::TokenList),
@@ -221,9 +291,12 @@ fn info() -> TokenInfo {
         id: "0123456789ab".into(),
         name: "laptop".into(),
         role: Role::Ro,
+        user: "alice".into(),
         created_at: "2024-01-01T00:00:00Z".into(),
         last_used: Some("2024-02-01T00:00:00Z".into()),
         enabled: true,
+        limits: TokenLimits::default(),
+        view: TokenView::default(),
     }
 }
 
@@ -367,6 +440,10 @@ fn control_responses() -> Vec<(String, ServerFrame<ControlResponse>)> {
                     token_file: "/var/lib/mymcp/tokens.json".into(),
                     running_jobs: 0,
                     audit: AuditState::default(),
+                    confinement: "cgroup v2 cgroup.kill; v2 /sys/fs/cgroup/mymcp/1-2 +memory"
+                        .into(),
+                    confined: true,
+                    views_unavailable: None,
                 }),
             ),
         ),

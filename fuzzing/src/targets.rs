@@ -677,6 +677,16 @@ pub fn tool_arguments(data: &[u8]) {
                 let given = from.and_then(Value::as_number).and_then(integer_of);
                 assert_eq!(given, n.as_i64(), "{field}");
             }
+            // `keys`: a list of strings; one string alone is a list of one.
+            Value::Array(items) => {
+                let expected = match from {
+                    None => Vec::new(),
+                    Some(Value::String(s)) => vec![Value::from(s.as_str())],
+                    Some(Value::Array(given)) => given.clone(),
+                    Some(other) => panic!("{field}: decoded from {other}"),
+                };
+                assert_eq!(items, &expected, "{field}");
+            }
             other => panic!("{field}: unexpected {other}"),
         }
     }

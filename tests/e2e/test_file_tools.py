@@ -53,7 +53,7 @@ def test_tool_lists_by_role(server, ro_token):
     assert with_session(server.url, server.rw_token, names) == [
         "bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
         "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download",
-        "server_overview"]
+        "server_overview", "terminal_open", "terminal_send", "terminal_read", "terminal_resize", "terminal_list", "terminal_close"]
     assert with_session(server.url, ro_token, names) == [
         "read_file", "glob", "grep", "prepare_download", "server_overview"]
 

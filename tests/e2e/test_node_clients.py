@@ -110,6 +110,18 @@ def test_typescript_sdk_client_lists_and_calls_every_tool(server, tmp_path):
     assert sorted(set(report["calls"])) == sorted(report["tools"])
 
 
+def test_typescript_sdk_runs_bash_execute_as_a_task(server, tmp_path):
+    """MCP tasks (2025-11-25) through the SDK's client-side task support: created, polled,
+    completed, result fetched (twice), a cancelled task stays cancelled."""
+    r = node(tmp_path, "sdk-tasks.mjs", server.url, server.rw_token, timeout=120)
+    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["ok"]
+    assert report["seen"][0] == "taskCreated"
+    assert "status:working" in report["seen"]
+    assert report["seen"][-2:] == ["status:completed", "result"]
+
+
 def inspector(home: Path, server, *args: str) -> subprocess.CompletedProcess:
     bin_inspector = node_dir() / "node_modules" / ".bin" / "inspector"
     return subprocess.run(
@@ -168,4 +180,11 @@ def test_mcp_inspector_cli_lists_and_calls_every_tool(server, tmp_path):
     assert do("prepare_upload", f"dest_path={scratch / 'up.bin'}", "max_bytes=10")["method"] == "PUT"
     assert do("prepare_download", f"src_path={path}")["method"] == "GET"
     assert do("server_overview")["overview"].startswith("# ")
+    # cat on a terminal: the line discipline echoes what is typed, no Enter needed.
+    term = do("terminal_open", "command=cat")["terminal_id"]
+    assert do("terminal_send", f"terminal_id={term}", "text=from-inspector")["success"] is True
+    assert do("terminal_read", f"terminal_id={term}", "wait_for=from-inspector", "timeout=10")["matched"] is True
+    assert do("terminal_resize", f"terminal_id={term}", "rows=30", "cols=100")["rows"] == 30
+    assert any(t["terminal_id"] == term for t in do("terminal_list")["terminals"])
+    assert do("terminal_close", f"terminal_id={term}")["running"] is False
     assert sorted(set(called)) == sorted(names)

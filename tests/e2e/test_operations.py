@@ -98,7 +98,7 @@ def test_metrics_are_valid_in_both_formats_and_move_with_calls(server, tmp_path)
     assert "rm -rf /" not in tools
     assert tools <= {"bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
                      "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download",
-                     "server_overview", "unknown"}
+                     "server_overview", "unknown", "terminal_open", "terminal_send", "terminal_read", "terminal_resize", "terminal_list", "terminal_close"}
     http_ok = dict(path="/mcp", method="POST", status="200")
     assert value(after, "mymcp_http_requests_total", **http_ok) > value(
         before, "mymcp_http_requests_total", **http_ok

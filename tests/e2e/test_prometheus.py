@@ -299,11 +299,12 @@ def test_real_prometheus_scrapes_both_formats_and_runs_the_dashboard_and_rules(t
             return tool_json(await session.call_tool("prepare_download", {"src_path": str(data)}))
 
         grant = with_session(server.url, server.rw_token, calls)
-        with urllib.request.urlopen(base + grant["url"], timeout=30) as r:
+        # The quick try gives absolute links (its public base URL is its own address).
+        assert grant["url"].startswith(base + "/files/raw/"), grant["url"]
+        with urllib.request.urlopen(grant["url"], timeout=30) as r:
             assert r.read() == data.read_bytes()
 
-        # Not mymcp_transfer_bytes_total: the executor does not count transfer bytes yet
-        # (Metrics::transfer_bytes has no caller); the download shows in the HTTP counter.
+        # The download shows in the HTTP counter and, with its 8 bytes, in the transfer bytes.
         both = {"mymcp": 2.0, "mymcp-text": 2.0}
         expected = {
             'mymcp_tool_calls_total{tool="read_file", result="ok"}': both,
@@ -314,6 +315,7 @@ def test_real_prometheus_scrapes_both_formats_and_runs_the_dashboard_and_rules(t
             'mymcp_tool_duration_seconds_bucket{tool="read_file", le="+Inf"}': {"mymcp": 3.0, "mymcp-text": 3.0},
             'mymcp_http_requests_total{path="/files/raw/{ticket}", method="GET", status="200"}':
                 {"mymcp": 1.0, "mymcp-text": 1.0},
+            'mymcp_transfer_bytes_total{direction="download"}': {"mymcp": 8.0, "mymcp-text": 8.0},
             "mymcp_executor_connected": {"mymcp": 1.0, "mymcp-text": 1.0},
             'mymcp_tokens_count{role="metrics"}': {"mymcp": 1.0, "mymcp-text": 1.0},
             "mymcp_audit_write_failures_total": {"mymcp": 0.0, "mymcp-text": 0.0},

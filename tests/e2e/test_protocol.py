@@ -50,6 +50,12 @@ def sample_calls(scratch) -> list:
         ("prepare_upload", {"dest_path": str(scratch / "up.bin"), "max_bytes": 10}),
         ("prepare_download", {"src_path": path}),
         ("server_overview", {}),
+        ("terminal_open", {"command": "cat", "rows": 10, "cols": 40}),
+        ("terminal_send", {"terminal_id": None, "text": "hi", "keys": ["Enter"]}),
+        ("terminal_read", {"terminal_id": None, "wait_for": "hi", "timeout": 10}),
+        ("terminal_resize", {"terminal_id": None, "rows": 12, "cols": 50}),
+        ("terminal_list", {}),
+        ("terminal_close", {"terminal_id": None}),
     ]
 
 
@@ -64,10 +70,12 @@ def test_every_tool_result_matches_its_output_schema(server, tmp_path, era):
             assert tool.output_schema["type"] == "object"
             assert tool.title and tool.description
         called = set()
-        job_id = None
+        job_id = terminal_id = None
         for name, args in sample_calls(tmp_path):
             if "job_id" in args:
                 args = dict(args, job_id=job_id)
+            if "terminal_id" in args:
+                args = dict(args, terminal_id=terminal_id)
             result = await session.call_tool(name, args)
             assert result.is_error is False, (name, result)
             data = tool_json(result)
@@ -80,6 +88,8 @@ def test_every_tool_result_matches_its_output_schema(server, tmp_path, era):
                 assert result.meta["io.modelcontextprotocol/serverInfo"]["name"] == "mymcp"
             if name == "bash_execute" and args.get("background"):
                 job_id = data["job_id"]
+            if name == "terminal_open":
+                terminal_id = data["terminal_id"]
             called.add(name)
         assert called == set(tools), set(tools) - called
 
@@ -151,7 +161,7 @@ def test_tools_are_listed_in_a_fixed_order_with_annotations(server, ro_token):
     assert list(rw) == [
         "bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
         "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download",
-        "server_overview",
+        "server_overview", "terminal_open", "terminal_send", "terminal_read", "terminal_resize", "terminal_list", "terminal_close",
     ]
     assert rw["read_file"]["readOnlyHint"] is True
     assert rw["bash_execute"]["destructiveHint"] is True

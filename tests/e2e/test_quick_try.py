@@ -31,7 +31,7 @@ def test_rw_token_lists_every_tool(server):
     assert names == [
         "bash_execute", "read_file", "write_file", "edit_file", "glob", "grep",
         "job_status", "job_output", "job_kill", "prepare_upload", "prepare_download",
-        "server_overview",
+        "server_overview", "terminal_open", "terminal_send", "terminal_read", "terminal_resize", "terminal_list", "terminal_close",
     ]
     bash = next(t for t in tools if t.name == "bash_execute")
     assert bash.input_schema["required"] == ["command"]

@@ -78,6 +78,18 @@ try {
   r = await ok("server_overview", {});
   assert.equal(r.success, true);
   assert.match(r.overview, /^# /);
+  const term = await ok("terminal_open", { command: "cat" });
+  const terminal_id = term.terminal_id;
+  r = await ok("terminal_send", { terminal_id, text: "from-ts", keys: ["Enter"] });
+  assert.equal(r.success, true);
+  r = await ok("terminal_read", { terminal_id, wait_for: "from-ts", timeout: 10 });
+  assert.equal(r.matched, true, JSON.stringify(r));
+  r = await ok("terminal_resize", { terminal_id, rows: 30, cols: 100 });
+  assert.equal(r.rows, 30);
+  r = await ok("terminal_list", {});
+  assert.ok(r.terminals.some((t) => t.terminal_id === terminal_id), JSON.stringify(r));
+  r = await ok("terminal_close", { terminal_id });
+  assert.equal(r.running, false);
   const missing = [...names].filter((n) => !calls.includes(n));
   assert.deepEqual(missing, [], "every listed tool was called");
 

@@ -124,6 +124,9 @@ pub fn user_ids(name: &str) -> (u32, u32) {
 pub struct ExecutorProcess {
     child: Child,
     pub dir: tempfile::TempDir,
+    /// A directory outside the executor's protected set, which commands may write (markers):
+    /// the executor's own `dir` is read-only to them.
+    scratch: tempfile::TempDir,
     pub runtime_dir: PathBuf,
     pub token_file: PathBuf,
     /// Every line the executor wrote to stderr so far (its log).
@@ -186,10 +189,16 @@ impl ExecutorProcess {
         ExecutorProcess {
             child,
             dir,
+            scratch: tempfile::tempdir().expect("scratch dir"),
             runtime_dir,
             token_file,
             log,
         }
+    }
+
+    /// A directory commands may write in (outside the executor's protected set).
+    pub fn scratch(&self) -> &Path {
+        self.scratch.path()
     }
 
     /// The lines of the executor's log (stderr) so far.
@@ -211,10 +220,19 @@ impl ExecutorProcess {
 
     /// Creates a token through `mymcpctl token add` and returns its value.
     pub fn add_token(&self, name: &str, role: &str) -> String {
-        let out = ctl(
-            &self.runtime_dir,
-            &["token", "add", "--name", name, "--role", role],
-        );
+        self.add_token_with(name, role, &[])
+    }
+
+    /// Creates a token acting as the Unix account `user` (`token add --user`).
+    pub fn add_token_as(&self, name: &str, role: &str, user: &str) -> String {
+        self.add_token_with(name, role, &["--user", user])
+    }
+
+    /// Creates a token with more `token add` options (`--tasks-max 64`, …).
+    pub fn add_token_with(&self, name: &str, role: &str, more: &[&str]) -> String {
+        let mut args = vec!["token", "add", "--name", name, "--role", role];
+        args.extend_from_slice(more);
+        let out = ctl(&self.runtime_dir, &args);
         assert!(
             out.status.success(),
             "token add failed: {}",
@@ -335,9 +353,16 @@ impl QuickTry {
 
     /// As [`QuickTry::start_with_env`], with the `mymcpctl` at `ctl` (its daemons beside it).
     pub fn start_from(ctl: &Path, env: &[(&str, &str)]) -> QuickTry {
+        Self::start_with(ctl, &[], env).0
+    }
+
+    /// As [`QuickTry::start_from`] with more arguments for `mymcpctl serve`; also returns the
+    /// banner's lines.
+    pub fn start_with(ctl: &Path, args: &[&str], env: &[(&str, &str)]) -> (QuickTry, Vec<String>) {
         assert_root_test();
         let mut child = Command::new(ctl)
             .args(["serve", "--port", "0", "--log-level", "info"])
+            .args(args)
             .env("MYMCP_FRONTEND_USER", "nobody")
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
@@ -352,11 +377,13 @@ impl QuickTry {
             }
         });
         let (mut url, mut rw, mut admin, mut run) = (None, None, None, None);
+        let mut banner = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while url.is_none() || rw.is_none() || admin.is_none() || run.is_none() {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .expect("serve banner");
+            banner.push(line.clone());
             if let Some(v) = line.strip_prefix("[mymcp] serving on ") {
                 url = Some(v.trim().to_owned());
             } else if let Some(v) = line.strip_prefix("[mymcp] temp rw token:") {
@@ -369,13 +396,14 @@ impl QuickTry {
                 run = Some(PathBuf::from(v.split_whitespace().next().expect("dir")));
             }
         }
-        QuickTry {
+        let quick = QuickTry {
             child,
             url: url.unwrap(),
             rw_token: rw.unwrap(),
             admin_token: admin.unwrap(),
             runtime_dir: run.unwrap(),
-        }
+        };
+        (quick, banner)
     }
 
     pub fn pid(&self) -> u32 {
@@ -861,4 +889,251 @@ impl FrontendProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A Unix account made for one test (`useradd`, with a home directory) and removed with its
+/// home (`userdel --remove`) when dropped, also when the test fails. Names are unique per
+/// process and call: `mmacct<tag><pid><n>`.
+#[derive(Debug)]
+pub struct TestAccount {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// A group made for one test (`groupadd`), removed when dropped.
+#[derive(Debug)]
+pub struct TestGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+static ACCOUNT_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn unique_name(prefix: &str, tag: &str) -> String {
+    let n = ACCOUNT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = format!("{prefix}{tag}{:x}{n}", std::process::id());
+    name.truncate(31);
+    name
+}
+
+/// Runs a shadow-utils command, retrying while another one holds the databases' locks
+/// (tests run in parallel).
+fn shadow_tool(program: &str, args: &[&str]) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("lock") || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl TestAccount {
+    /// A new account with its own group and a home directory; `tag` (a few lowercase
+    /// letters) shows which test made it.
+    pub fn create(tag: &str) -> TestAccount {
+        Self::create_in(tag, &[])
+    }
+
+    /// As [`TestAccount::create`], also a member of `groups`.
+    pub fn create_in(tag: &str, groups: &[&TestGroup]) -> TestAccount {
+        Self::create_with_prefix("mmacct", tag, groups)
+    }
+
+    /// As [`TestAccount::create_in`], the name starting with `prefix` (the confinement tests
+    /// use `mmconf`).
+    pub fn create_with_prefix(prefix: &str, tag: &str, groups: &[&TestGroup]) -> TestAccount {
+        assert_root_test();
+        let name = unique_name(prefix, tag);
+        let list: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        let list = list.join(",");
+        let mut args = vec!["--create-home", "--user-group", "--shell", "/bin/bash"];
+        if !list.is_empty() {
+            args.extend(["--groups", &list]);
+        }
+        args.push(&name);
+        let out = shadow_tool("useradd", &args);
+        assert!(
+            out.status.success(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (uid, gid) = user_ids(&name);
+        let home = PathBuf::from("/home").join(&name);
+        TestAccount {
+            name,
+            uid,
+            gid,
+            home,
+        }
+    }
+}
+
+impl Drop for TestAccount {
+    fn drop(&mut self) {
+        let out = shadow_tool("userdel", &["--force", "--remove", &self.name]);
+        // 6: the test deleted it already.
+        if !out.status.success() && out.status.code() != Some(6) {
+            eprintln!(
+                "userdel {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+impl TestGroup {
+    pub fn create(tag: &str) -> TestGroup {
+        assert_root_test();
+        let name = unique_name("mmgrp", tag);
+        let out = shadow_tool("groupadd", &[&name]);
+        assert!(
+            out.status.success(),
+            "groupadd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("getent")
+            .args(["group", &name])
+            .output()
+            .expect("getent");
+        let gid = String::from_utf8_lossy(&out.stdout)
+            .split(':')
+            .nth(2)
+            .and_then(|g| g.trim().parse().ok())
+            .expect("gid of the new group");
+        TestGroup { name, gid }
+    }
+}
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        let out = shadow_tool("groupdel", &[&self.name]);
+        if !out.status.success() {
+            eprintln!(
+                "groupdel {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// A sudoers drop-in (`/etc/sudoers.d/<name>`) for one test, removed when dropped.
+#[derive(Debug)]
+pub struct SudoRule {
+    path: PathBuf,
+}
+
+impl SudoRule {
+    /// Writes `rule` (one sudoers line) and checks it with `visudo -c` when that exists.
+    pub fn add(name: &str, rule: &str) -> SudoRule {
+        assert_root_test();
+        let path = PathBuf::from("/etc/sudoers.d").join(name);
+        std::fs::write(&path, format!("{rule}\n")).expect("sudoers drop-in");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o440))
+            .expect("chmod 0440");
+        let rule = SudoRule { path };
+        if let Ok(out) = Command::new("visudo").arg("-cf").arg(&rule.path).output() {
+            assert!(
+                out.status.success(),
+                "visudo: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        rule
+    }
+}
+
+impl Drop for SudoRule {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A small tmpfs, unmounted when dropped: a disk a test can fill (the audit log's fail-closed
+/// tests).
+#[derive(Debug)]
+pub struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("mymcp-full-")
+            .tempdir()
+            .expect("tempdir");
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Fills the file system up to the last byte.
+    pub fn fill(&self) {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=4096"])
+            .arg(format!("of={}", self.path().join("filler").display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        // The last partial page too.
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=1", "oflag=append", "conv=notrunc"])
+            .arg(format!("of={}", self.path().join("filler").display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+
+    pub fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// Swaps `link` between pointing at `a` and at `b` (by renaming a fresh symlink over it, so the
+/// link always exists and points at one of the two) until `stop`; returns the number of swaps.
+/// For races of tool calls against symlink swaps.
+pub fn swap_symlink(
+    link: &Path,
+    a: &Path,
+    b: &Path,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let (link, a, b) = (link.to_owned(), a.to_owned(), b.to_owned());
+    std::thread::spawn(move || {
+        let tmp = link.with_extension("next");
+        let mut flips = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let target = if flips.is_multiple_of(2) { &a } else { &b };
+            let _ = std::fs::remove_file(&tmp);
+            std::os::unix::fs::symlink(target, &tmp).unwrap();
+            std::fs::rename(&tmp, &link).unwrap();
+            flips += 1;
+        }
+        flips
+    })
 }

@@ -498,3 +498,283 @@ fn a_long_command_streams_progress_notifications_before_its_result() {
         "tick\ntock\n"
     );
 }
+
+/// Follows a job with `job_output` from the given offsets until it is complete; returns both
+/// streams and the last chunk.
+fn follow(
+    addr: SocketAddr,
+    token: &str,
+    id: &str,
+    mut so: u64,
+    mut eo: u64,
+) -> (String, String, Value) {
+    let (mut out, mut err) = (String::new(), String::new());
+    for _ in 0..500 {
+        let chunk = tool(
+            addr,
+            token,
+            "job_output",
+            json!({"job_id": id, "stdout_offset": so, "stderr_offset": eo,
+                   "max_bytes": 50, "wait_seconds": 5}),
+        );
+        out.push_str(chunk["stdout"].as_str().unwrap());
+        err.push_str(chunk["stderr"].as_str().unwrap());
+        so = chunk["stdout_offset"].as_u64().unwrap();
+        eo = chunk["stderr_offset"].as_u64().unwrap();
+        if chunk["complete"] == true {
+            return (out, err, chunk);
+        }
+    }
+    panic!("job {id} never completed");
+}
+
+#[test]
+fn a_long_call_is_handed_off_to_a_job_and_no_byte_is_lost_or_doubled() {
+    mymcp_tests::needs_root!();
+    let (_exec, front, rw) = server(&[]);
+    let other = _exec.add_token("other", "rw");
+    // Output before, around and long after the hand-off, with 2-, 3- and 4-byte characters.
+    let command = "for i in $(seq 1 30); do echo \"line $i: ünï€🦀\"; echo \"err $i\" >&2; sleep 0.1; done; exit 7";
+    let t = Instant::now();
+    let first = bash(
+        front.addr,
+        &rw,
+        json!({"command": command, "handoff_after": 1, "timeout": 60}),
+    );
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // job_output's JSON: the output so far and where to go on.
+    let id = first["job_id"].as_str().expect("a job_id").to_owned();
+    assert_eq!(first["running"], true, "{first}");
+    assert_eq!(first["complete"], false);
+    let so_far = first["stdout"].as_str().unwrap().to_owned();
+    assert!(so_far.starts_with("line 1: ünï€🦀\n"), "{so_far:?}");
+    assert!(!so_far.contains("line 30:"), "{so_far:?}");
+    assert_eq!(first["stdout_offset"], so_far.len());
+
+    // It belongs to the token of the call.
+    let r = tool(front.addr, &other, "job_status", json!({"job_id": id}));
+    assert_eq!(r["error"], "NotFound");
+
+    let (rest, rest_err, last) = follow(
+        front.addr,
+        &rw,
+        &id,
+        first["stdout_offset"].as_u64().unwrap(),
+        first["stderr_offset"].as_u64().unwrap(),
+    );
+    let expected: String = (1..=30).map(|i| format!("line {i}: ünï€🦀\n")).collect();
+    let expected_err: String = (1..=30).map(|i| format!("err {i}\n")).collect();
+    assert_eq!(format!("{so_far}{rest}"), expected);
+    assert_eq!(
+        format!("{}{rest_err}", first["stderr"].as_str().unwrap()),
+        expected_err
+    );
+    assert_eq!(last["exit_code"], 7);
+    let status = tool(front.addr, &rw, "job_status", json!({"job_id": id}));
+    assert_eq!(status["timeout"], 60, "{status}");
+    assert_eq!(status["killed"], false);
+}
+
+#[test]
+fn with_the_handoff_setting_only_long_calls_become_jobs() {
+    mymcp_tests::needs_root!();
+    let (_exec, front, rw) = server(&[("MYMCP_BASH_HANDOFF_SEC", "1")]);
+
+    // A short command answers as always: the foreground result, no job.
+    let out = bash(
+        front.addr,
+        &rw,
+        json!({"command": "echo hi; echo oops >&2; exit 3"}),
+    );
+    assert_eq!(out["stdout"], "hi\n", "{out}");
+    assert_eq!(out["stderr"], "oops\n");
+    assert_eq!(out["exit_code"], 3);
+    assert_eq!(out["timed_out"], false);
+    assert!(out.get("job_id").is_none(), "{out}");
+
+    // Its output is cut at max_output_bytes like a foreground call's.
+    let out = bash(
+        front.addr,
+        &rw,
+        json!({"command": "head -c 5000 /dev/zero | tr '\\0' x", "max_output_bytes": 100}),
+    );
+    let stdout = out["stdout"].as_str().unwrap();
+    assert!(stdout.starts_with(&"x".repeat(100)), "{out}");
+    assert!(stdout.contains("TRUNCATED: total 5000 bytes"), "{out}");
+
+    // A timeout shorter than the hand-off: a plain foreground call that times out.
+    let out = bash(front.addr, &rw, json!({"command": "sleep 5", "timeout": 1}));
+    assert_eq!(out["timed_out"], true, "{out}");
+
+    // A long one is handed off after the setting's second...
+    let out = bash(
+        front.addr,
+        &rw,
+        json!({"command": "echo start; sleep 2; echo end", "timeout": 30}),
+    );
+    let id = out["job_id"].as_str().expect("handed off").to_owned();
+    assert_eq!(out["stdout"], "start\n", "{out}");
+    let (rest, _, last) = follow(
+        front.addr,
+        &rw,
+        &id,
+        out["stdout_offset"].as_u64().unwrap(),
+        0,
+    );
+    assert_eq!(rest, "end\n");
+    assert_eq!(last["exit_code"], 0);
+
+    // ...unless the call says handoff_after 0.
+    let out = bash(
+        front.addr,
+        &rw,
+        json!({"command": "echo start; sleep 2; echo end", "handoff_after": 0}),
+    );
+    assert_eq!(out["stdout"], "start\nend\n", "{out}");
+    assert!(out.get("job_id").is_none(), "{out}");
+}
+
+#[test]
+fn a_cancelled_call_stops_its_command_before_the_hand_off() {
+    mymcp_tests::needs_root!();
+    let (_exec, front, rw) = server(&[("MYMCP_BASH_HANDOFF_SEC", "20")]);
+    let marker = "sleep 1000.4712";
+    let body = tools_call(1, "bash_execute", json!({"command": marker, "timeout": 60}));
+    let mut s = std::net::TcpStream::connect(front.addr).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        mymcp_tests::mcp_request_with(front.addr, &rw, &body, &[]).as_bytes(),
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !pids_with_cmdline(
+        marker
+    )
+    .is_empty()));
+    // The client goes away.
+    drop(s);
+    assert!(
+        wait_until(Duration::from_secs(5), || pids_with_cmdline(marker)
+            .is_empty()),
+        "the command outlived its cancelled call"
+    );
+}
+
+/// One JSON-RPC request under revision 2025-11-25; returns the response's JSON.
+fn rpc_2025_11_25(addr: SocketAddr, token: &str, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let r = mymcp_tests::post_mcp_with(
+        addr,
+        token,
+        &body,
+        &[("MCP-Protocol-Version", "2025-11-25")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+#[test]
+fn a_task_is_a_job_of_its_token_and_other_revisions_have_no_tasks() {
+    mymcp_tests::needs_root!();
+    let (exec, front, rw) = server(&[]);
+    let other = exec.add_token("other", "rw");
+    let marker = "sleep 1000.4713";
+    let created = rpc_2025_11_25(
+        front.addr,
+        &rw,
+        "tools/call",
+        json!({"name": "bash_execute", "arguments": {"command": format!("echo hi; {marker}")},
+               "task": {"ttl": 60000}}),
+    );
+    let task = &created["result"]["task"];
+    assert_eq!(task["status"], "working", "{created}");
+    let id = task["taskId"].as_str().unwrap().to_owned();
+    // The frontend restarts; the task does not notice (the frontend holds no task state).
+    drop(front);
+    let front = FrontendProcess::start(&exec.executor_socket());
+    // The foreground timeout applies to the task.
+    let status = tool(front.addr, &rw, "job_status", json!({"job_id": id}));
+    assert_eq!(status["timeout"], 30, "{status}");
+
+    // Another token: no such task, nothing listed, no cancel.
+    for method in ["tasks/get", "tasks/result", "tasks/cancel"] {
+        let r = rpc_2025_11_25(front.addr, &other, method, json!({"taskId": id}));
+        assert_eq!(r["error"]["code"], -32602, "{method}: {r}");
+    }
+    let r = rpc_2025_11_25(front.addr, &other, "tasks/list", json!({}));
+    assert_eq!(r["result"]["tasks"], json!([]), "{r}");
+    assert!(!pids_with_cmdline(marker).is_empty(), "still running");
+
+    // The owner lists it and cancels it: the command is gone, the task stays cancelled.
+    let r = rpc_2025_11_25(front.addr, &rw, "tasks/list", json!({}));
+    assert_eq!(r["result"]["tasks"][0]["taskId"], id.as_str(), "{r}");
+    let r = rpc_2025_11_25(front.addr, &rw, "tasks/cancel", json!({"taskId": id}));
+    assert_eq!(r["result"]["status"], "cancelled", "{r}");
+    assert!(wait_until(Duration::from_secs(5), || pids_with_cmdline(
+        marker
+    )
+    .is_empty()));
+    let r = rpc_2025_11_25(front.addr, &rw, "tasks/get", json!({"taskId": id}));
+    assert_eq!(r["result"]["status"], "cancelled", "{r}");
+    let r = rpc_2025_11_25(front.addr, &rw, "tasks/result", json!({"taskId": id}));
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    assert_eq!(r["result"]["structuredContent"]["error"], "Cancelled");
+    assert_eq!(
+        r["result"]["_meta"]["io.modelcontextprotocol/related-task"]["taskId"],
+        id.as_str()
+    );
+
+    // Under 2025-06-18 there are no tasks: a task field is ignored, tasks/* do not exist.
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "bash_execute", "arguments": {"command": "echo plain"},
+                                 "task": {}}});
+    let r = mymcp_tests::post_mcp_with(
+        front.addr,
+        &rw,
+        &body,
+        &[("MCP-Protocol-Version", "2025-06-18")],
+    );
+    assert_eq!(r.tool_json()["stdout"], "plain\n", "{}", r.body);
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tasks/get", "params": {"taskId": id}});
+    let r = mymcp_tests::post_mcp_with(
+        front.addr,
+        &rw,
+        &body,
+        &[("MCP-Protocol-Version", "2025-06-18")],
+    );
+    assert_eq!(r.json()["error"]["code"], -32601, "{}", r.body);
+}
+
+#[test]
+fn a_call_waiting_for_its_hand_off_streams_progress() {
+    mymcp_tests::needs_root!();
+    let (_exec, front, rw) = server(&[]);
+    let r = post_mcp(
+        front.addr,
+        &rw,
+        &json!({"jsonrpc":"2.0","id":"h","method":"tools/call","params":{
+            "name":"bash_execute",
+            "arguments":{"command":"echo tick; sleep 6", "handoff_after": 5},
+            "_meta":{"progressToken":"pt-h"}}}),
+    );
+    assert_eq!(r.status, 200);
+    let messages = sse_messages(&r.body);
+    let progress: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    // At 2 s and 4 s, then the hand-off at 5 s.
+    assert_eq!(progress.len(), 2, "{}", r.body);
+    assert!(progress[0]["params"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("5 bytes on stdout"));
+    let result = messages.last().unwrap();
+    let json: Value =
+        serde_json::from_str(result["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(json["stdout"], "tick\n", "{json}");
+    assert_eq!(json["running"], true);
+}

@@ -412,13 +412,19 @@ impl Ext4 {
         std::fs::write(format!("/sys/fs/ext4/{dev}/trigger_fs_error"), "1").unwrap();
     }
 
-    /// What an operator does: unmount, check, mount again (read-write).
-    fn repair(&self) {
+    /// What an operator does: unmount, check, mount again (read-write). The check and the
+    /// mount are on a copy of the image: a command started earlier (by a test running beside
+    /// this one) keeps the failed filesystem alive in its own mount namespace after the
+    /// unmount, and mounting the same image again would attach to that read-only superblock.
+    fn repair(&mut self) {
         assert!(Command::new("umount")
             .arg(self.path())
             .status()
             .unwrap()
             .success());
+        let copy = tempfile::NamedTempFile::new().unwrap();
+        std::fs::copy(self.image.path(), copy.path()).unwrap();
+        self.image = copy;
         let _ = Command::new("e2fsck")
             .args(["-f", "-y"])
             .arg(self.image.path())
@@ -444,7 +450,7 @@ impl Drop for Ext4 {
 #[test]
 fn a_read_only_audit_directory_refuses_calls_before_acting_and_recovers_after_repair() {
     mymcp_tests::needs_root!();
-    let Some(disk) = Ext4::mount() else {
+    let Some(mut disk) = Ext4::mount() else {
         eprintln!("SKIPPED: this host cannot loop-mount an ext4 image");
         return;
     };

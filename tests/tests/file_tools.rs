@@ -2,7 +2,7 @@
 //! swaps, traversal, prefix collisions, option injection), byte-exact edits, kept ownership,
 //! bounded reads, and the write size limit reachable over HTTP.
 
-use mymcp_tests::{post_mcp, tools_call, ExecutorProcess, FrontendProcess};
+use mymcp_tests::{post_mcp, swap_symlink, tools_call, ExecutorProcess, FrontendProcess};
 use serde_json::{json, Value};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -73,28 +73,6 @@ impl Setup {
         assert!(is_error, "expected a failure: {v}");
         v["error"].as_str().unwrap().to_owned()
     }
-}
-
-fn swap_symlink(
-    link: &Path,
-    a: &Path,
-    b: &Path,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<u64> {
-    let (link, a, b) = (link.to_owned(), a.to_owned(), b.to_owned());
-    std::thread::spawn(move || {
-        let tmp = link.with_extension("next");
-        let mut flips = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let target = if flips % 2 == 0 { &a } else { &b };
-            let _ = std::fs::remove_file(&tmp);
-            std::os::unix::fs::symlink(target, &tmp).unwrap();
-            // rename is atomic: the link always exists and points at one of the two.
-            std::fs::rename(&tmp, &link).unwrap();
-            flips += 1;
-        }
-        flips
-    })
 }
 
 #[test]

@@ -35,7 +35,7 @@ impl Server {
     }
 
     fn marker(&self, name: &str) -> PathBuf {
-        self.exec.dir.path().join(name)
+        self.exec.scratch().join(name)
     }
 
     /// The well-behaved frontend still gets a command run.
@@ -95,6 +95,49 @@ fn malformed_and_out_of_state_frames_drop_only_that_connection_and_run_nothing()
         assert!(!m.exists(), "{} was created", m.display());
     }
     s.assert_served("duplicate-id");
+}
+
+#[test]
+fn trace_context_is_checked_and_the_otlp_feeds_stay_closed_unless_enabled() {
+    mymcp_tests::needs_root!();
+    let s = Server::start();
+    let rw = digest_hex(&s.rw);
+    // An all-zero trace id does not decode: a violation, the call never runs.
+    let m = s.marker("zero-trace");
+    let out = s.peer("traced", &format!("{rw}:{}:zero", m.display()));
+    assert_eq!(out, ["Welcome", "Closed"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!m.exists(), "a call with an invalid trace context ran");
+    s.assert_served("zero-trace");
+    // A trace context authorizes nothing: a wrong digest gets no spans, only the refusal.
+    let m = s.marker("traced-wrong-token");
+    let out = s.peer(
+        "traced",
+        &format!("{}:{}:sampled", "ab".repeat(32), m.display()),
+    );
+    assert_eq!(out[1], "Unauthenticated id=1", "{out:?}");
+    assert!(!m.exists());
+    // A sampled call runs once and comes back with the executor's spans; an unsampled one
+    // with none. Without MYMCP_OTLP_AUDIT_LOGS / MYMCP_OTLP_EXECUTOR_METRICS, the frontend's
+    // uid reads neither the audit records nor the counters.
+    for (kind, first) in [
+        ("sampled", "Traced spans=2 id=1"),
+        ("unsampled", "Tool Ok id=1"),
+    ] {
+        let m = s.marker(kind);
+        let out = s.peer("traced", &format!("{rw}:{}:{kind}", m.display()));
+        assert_eq!(
+            out,
+            [
+                "Welcome",
+                first,
+                "AuditRecords Off id=2",
+                "Metrics Disabled id=3"
+            ],
+            "{kind}"
+        );
+        assert!(m.exists(), "{kind}: the call did not run");
+    }
 }
 
 #[test]
@@ -344,4 +387,49 @@ fn thousands_of_connections_leave_the_executor_serving_with_bounded_memory_and_f
         "executor RSS grew from {rss0} KiB to {rss1} KiB"
     );
     s.assert_served("the end");
+}
+
+/// The account a call acts as comes from the executor's store only: a peer holding (the digest
+/// of) a token mapped to an account gets its command run as that account, and nothing on the
+/// wire can name another one; asking for a root token without an admin token is refused.
+#[test]
+fn a_hostile_peer_cannot_choose_the_account_a_call_acts_as() {
+    mymcp_tests::needs_root!();
+    let account = mymcp_tests::TestAccount::create("peer");
+    let s = Server::start();
+    let mapped = s.exec.add_token_as("mapped", "rw", &account.name);
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let marker = shared.path().join("ran");
+    let out = s.peer(
+        "bash-with-digest",
+        &format!("{}:{}", digest_hex(&mapped), marker.display()),
+    );
+    assert_eq!(out, ["Welcome", "Tool Ok id=9"]);
+    let m = std::fs::metadata(&marker).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((m.uid(), m.gid()), (account.uid, account.gid));
+
+    // Root's directory is closed to the account whatever the peer sends.
+    let closed = s.marker("as-root");
+    let out = s.peer(
+        "bash-with-digest",
+        &format!("{}:{}", digest_hex(&mapped), closed.display()),
+    );
+    assert_eq!(out, ["Welcome", "Tool Ok id=9"]);
+    assert!(!closed.exists(), "the command ran as root");
+
+    // A token of root's (user "root" in the request) without an admin token: refused.
+    let out = s.peer("admin-create", &mapped);
+    assert!(
+        out.iter().any(|l| l.starts_with("Admin Forbidden")),
+        "{out:?}"
+    );
+    let list = ctl(&s.exec.runtime_dir, &["token", "list"]);
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("forged"));
+    s.assert_served("a mapped token's digest");
 }

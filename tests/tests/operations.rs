@@ -4,7 +4,7 @@
 
 use mymcp_tests::{
     bin, ctl, http_request, peer, post_mcp, post_mcp_with, tools_call, user_ids, ExecutorProcess,
-    FrontendProcess, HttpResponse,
+    FrontendProcess, HttpResponse, Tmpfs,
 };
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -362,9 +362,22 @@ fn call(addr: std::net::SocketAddr, token: &str, tool: &str, args: Value) -> Val
     post_mcp(addr, token, &tools_call(1, tool, args)).tool_json()
 }
 
-/// Outcome records (not start records or seals).
+/// Records of tool calls: not those of the token changes that set a test up (`token_*`, see
+/// `audit.rs`), nor seals.
+fn tool_records(lines: &[Value]) -> Vec<&Value> {
+    lines
+        .iter()
+        .filter(|l| l["type"] != "seal")
+        .filter(|l| !l["tool"].as_str().is_some_and(|t| t.starts_with("token_")))
+        .collect()
+}
+
+/// Outcome records of tool calls (not start records or seals).
 fn outcomes(lines: &[Value]) -> Vec<&Value> {
-    lines.iter().filter(|l| l.get("type").is_none()).collect()
+    tool_records(lines)
+        .into_iter()
+        .filter(|l| l.get("type").is_none())
+        .collect()
 }
 
 #[test]
@@ -440,8 +453,8 @@ fn every_tool_call_gets_one_outcome_record_with_the_reference_fields_and_redacti
     let out = outcomes(&lines);
     assert_eq!(out.len(), 9, "one outcome record per call: {text}");
     // Start records come only for tools with side effects that were allowed to run.
-    let starts: Vec<&str> = lines
-        .iter()
+    let starts: Vec<&str> = tool_records(&lines)
+        .into_iter()
         .filter(|l| l["type"] == "start")
         .map(|l| l["tool"].as_str().unwrap())
         .collect();
@@ -518,67 +531,13 @@ fn every_tool_call_gets_one_outcome_record_with_the_reference_fields_and_redacti
         (out[8]["result"].as_str(), out[8]["error_code"].as_str()),
         (Some("error"), Some("InvalidArguments"))
     );
-    // The chain: seq increments, prev links.
+    // The chain: seq increments, prev links (every record, the token changes' too).
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["seq"].as_u64(), Some(i as u64 + 1));
     }
     let (ok, text) = verify(&exec, Some(&exec.audit_install_key()));
     assert!(ok, "{text}");
     assert!(text.starts_with("OK:"), "{text}");
-}
-
-/// A small tmpfs, unmounted when dropped.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("mymcp-full-")
-            .tempdir()
-            .unwrap();
-        let st = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mounting a tmpfs needs root");
-        Tmpfs(dir)
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-
-    /// Fills the file system up to the last byte.
-    fn fill(&self) {
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=4096"])
-            .arg(format!("of={}", self.path().join("filler").display()))
-            .stderr(std::process::Stdio::null())
-            .status();
-        // The last partial page too.
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=1", "oflag=append", "conv=notrunc"])
-            .arg(format!("of={}", self.path().join("filler").display()))
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-
-    fn free(&self) {
-        std::fs::remove_file(self.path().join("filler")).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
-    }
 }
 
 #[test]

@@ -489,3 +489,116 @@ fn closing_a_2026_07_28_response_stream_cancels_the_call() {
         "the command survived its closed response stream"
     );
 }
+
+/// A 2026-07-28 request from a client that declares the tasks extension (`Mcp-Name` mirrors
+/// `name` or `taskId`).
+fn modern_with_tasks(s: &Server, method: &str, mut params: Value) -> Value {
+    let name = params["name"]
+        .as_str()
+        .or(params["taskId"].as_str())
+        .map(str::to_owned);
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {
+            "extensions": {"io.modelcontextprotocol/tasks": {}}
+        },
+    });
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut headers: Vec<(&str, &str)> =
+        vec![("MCP-Protocol-Version", MODERN), ("Mcp-Method", method)];
+    if let Some(name) = &name {
+        headers.push(("Mcp-Name", name));
+    }
+    let r = s.post(&body, &headers);
+    // Errors keep the SDKs' statuses (-32602: 400); the rest is 200.
+    let status = if r.json().get("error").is_some() {
+        400
+    } else {
+        200
+    };
+    assert_eq!(r.status, status, "{}", r.body);
+    r.json()
+}
+
+#[test]
+fn the_2026_tasks_extension_turns_a_long_bash_execute_into_a_task() {
+    mymcp_tests::needs_root!();
+    let s = start(&[]);
+    // Advertised.
+    let r = s.modern(json!(1), "server/discover", json!({}), &[]);
+    assert_eq!(
+        r.json()["result"]["capabilities"]["extensions"]["io.modelcontextprotocol/tasks"],
+        json!({}),
+        "{}",
+        r.body
+    );
+
+    // A short command answers as always.
+    let v = modern_with_tasks(
+        &s,
+        "tools/call",
+        json!({"name": "bash_execute", "arguments": {"command": "echo quick"}}),
+    );
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    assert_eq!(v["result"]["structuredContent"]["stdout"], "quick\n");
+
+    // A long one becomes a task after handoff_after.
+    let v = modern_with_tasks(
+        &s,
+        "tools/call",
+        json!({"name": "bash_execute",
+               "arguments": {"command": "echo a; sleep 2; echo b", "handoff_after": 1}}),
+    );
+    let task = &v["result"];
+    assert_eq!(task["resultType"], "task", "{v}");
+    assert_eq!(task["status"], "working");
+    assert_eq!(task["pollIntervalMs"], 2000);
+    assert!(task.get("ttlMs").is_some());
+    let id = task["taskId"].as_str().unwrap().to_owned();
+
+    // Polled to completion: the result inline, what the call would have answered.
+    let mut last = Value::Null;
+    for _ in 0..50 {
+        last = modern_with_tasks(&s, "tasks/get", json!({"taskId": id}));
+        if last["result"]["status"] != "working" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let done = &last["result"];
+    assert_eq!(done["status"], "completed", "{last}");
+    assert_eq!(done["resultType"], "complete");
+    assert_eq!(
+        done["result"]["structuredContent"]["stdout"], "a\nb\n",
+        "{last}"
+    );
+    assert_eq!(done["result"]["structuredContent"]["exit_code"], 0);
+
+    // tasks/update: nothing is ever outstanding, so an empty ack; tasks/cancel: an ack.
+    let v = modern_with_tasks(
+        &s,
+        "tasks/update",
+        json!({"taskId": id, "inputResponses": {}}),
+    );
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    let v = modern_with_tasks(&s, "tasks/cancel", json!({"taskId": id}));
+    assert_eq!(v["result"]["resultType"], "complete", "{v}");
+    // An unknown task is an error.
+    let v = modern_with_tasks(&s, "tasks/get", json!({"taskId": "0000000000000000"}));
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+
+    // Without the extension the same call is never a task: it is handed off only when asked,
+    // as job_output's JSON.
+    let r = s.modern(
+        json!(2),
+        "tools/call",
+        json!({"name": "bash_execute", "arguments": {"command": "sleep 2; echo late"}}),
+        &[],
+    );
+    assert_eq!(
+        r.json()["result"]["structuredContent"]["stdout"],
+        "late\n",
+        "{}",
+        r.body
+    );
+}

@@ -9,7 +9,7 @@ fn nobody() -> (u32, u32) {
 }
 
 fn marker(exec: &ExecutorProcess, name: &str) -> std::path::PathBuf {
-    exec.dir.path().join(name)
+    exec.scratch().join(name)
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! completions` render the manual page and the shell completions from this definition.
 
 use clap::{Args, Parser, Subcommand};
-use mymcp_settings::{FRONTEND_USER, HOST, PORT, RUNTIME_DIR};
+use mymcp_settings::{FRONTEND_USER, HOST, PORT, RUNTIME_DIR, STATE_DIR};
 use std::path::PathBuf;
 
 /// Administer mymcp: tokens, audit log, status, diagnostics, and a quick-try server.
@@ -41,6 +41,10 @@ pub enum Cmd {
         /// fingerprint; it vanishes on exit).
         #[arg(long)]
         tls: bool,
+        /// The Unix account the temporary tokens act as: their commands and file tools run
+        /// with its rights (default: root, as the executor). Needs root.
+        #[arg(long, value_name = "ACCOUNT")]
+        user: Option<String>,
     },
     /// Manage client tokens.
     #[command(subcommand)]
@@ -54,6 +58,13 @@ pub enum Cmd {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Terminal recordings (asciicast v2 files of terminal_open sessions).
+    Terminal {
+        #[command(subcommand)]
+        cmd: TerminalCmd,
+        #[arg(long, env = STATE_DIR.name, help = STATE_DIR.help, default_value = STATE_DIR.default())]
+        state_dir: PathBuf,
+    },
     /// Check the installation: users, directories and modes, env file and settings, sockets,
     /// executor, audit, units, certificate. Exits 1 on problems.
     Doctor {
@@ -71,6 +82,10 @@ pub enum Cmd {
     Install {
         #[command(flatten)]
         layout: LayoutArgs,
+        /// The Unix account tokens act as when they name none (MYMCP_DEFAULT_USER in
+        /// /etc/mymcp/.env): their commands and file tools run with its rights. Default: root.
+        #[arg(long, value_name = "ACCOUNT")]
+        tools_user: Option<String>,
     },
     /// Remove what `install` put in place. Tokens, env file, state and the audit log stay
     /// unless --purge is given.
@@ -125,6 +140,20 @@ impl LayoutArgs {
 pub enum ConfigCmd {
     /// Print a commented env file with every setting at its default.
     Example,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TerminalCmd {
+    /// List the recordings: id, start time, size, command.
+    List,
+    /// Replay a recording: print its final screen, rendered as the terminal showed it.
+    Replay {
+        /// The terminal id (as terminal_open returned it).
+        id: String,
+        /// Print the output events with their times instead of the final screen.
+        #[arg(long)]
+        events: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,6 +222,39 @@ pub struct AddArgs {
     /// Role: ro (read tools), rw (all tools), admin (token API), metrics (/metrics).
     #[arg(long, default_value = "ro", value_parser = ["ro", "rw", "admin", "metrics"])]
     pub role: String,
+    /// The Unix account the token acts as (ro and rw tokens): its commands and file tools run
+    /// with that account's rights. Default: the executor's MYMCP_DEFAULT_USER (root unless set).
+    #[arg(long, value_name = "ACCOUNT")]
+    pub user: Option<String>,
+    /// Memory per command (ro and rw tokens), swap included: MiB or 256M, 2G; 0 or none:
+    /// no limit. Default: the executor's MYMCP_DEFAULT_MEMORY_MAX.
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    pub memory_max: Option<u64>,
+    /// Processes and threads per command; 0: no limit. Default: MYMCP_DEFAULT_TASKS_MAX.
+    #[arg(long, value_name = "N")]
+    pub tasks_max: Option<u64>,
+    /// Percent of one CPU per command (200: two CPUs); 0: no limit. Default:
+    /// MYMCP_DEFAULT_CPU_MAX.
+    #[arg(long, value_name = "PERCENT")]
+    pub cpu_max: Option<u64>,
+    /// Longest timeout of the token's commands and jobs, in seconds: a longer one asked for is
+    /// cut to this.
+    #[arg(long, value_name = "SEC")]
+    pub timeout_max: Option<u64>,
+    /// A tree the token's commands may change files in (repeatable): with any, the rest of
+    /// the file system is read-only to them.
+    #[arg(long = "write-root", value_name = "PATH")]
+    pub write_roots: Vec<String>,
+    /// A path the token's commands and tools cannot see (repeatable).
+    #[arg(long = "hide", value_name = "PATH")]
+    pub hide: Vec<String>,
+    /// The token's commands get a network of their own with only a loopback interface.
+    #[arg(long)]
+    pub no_network: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_memory(text: &str) -> Result<u64, String> {
+    mymcp_protocol::TokenLimits::parse_memory(text)
 }

@@ -103,6 +103,20 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
         ),
     }
 
+    let tools = settings::DEFAULT_USER.read(&values);
+    match user_exists(&tools) {
+        true => r.add(
+            Level::Ok,
+            "users",
+            format!("tokens without an account of their own act as {tools:?}"),
+        ),
+        false => r.add(
+            Level::Fail,
+            "users",
+            format!("MYMCP_DEFAULT_USER {tools:?} names no account: tokens without --user run nothing (AccountUnavailable) until it exists"),
+        ),
+    }
+
     let token_file = settings::TOKEN_FILE
         .read(&values)
         .expect("a path that need not be absolute is always read");
@@ -167,6 +181,30 @@ pub fn run(opts: &DoctorOptions) -> Vec<Finding> {
                     s.version, s.uptime_secs, s.tokens
                 ),
             );
+            if s.confined {
+                r.add(Level::Ok, "confinement", s.confinement.clone());
+            } else {
+                r.add(
+                    Level::Warn,
+                    "confinement",
+                    format!(
+                        "{}: a process that leaves its command's process group (setsid, nohup … &) outlives the call; see docs/confinement.md",
+                        s.confinement
+                    ),
+                );
+            }
+            match &s.views_unavailable {
+                None => r.add(
+                    Level::Ok,
+                    "views",
+                    "commands get a mount namespace of their own (mymcp's files read-only; write roots, hidden paths, no network)".to_owned(),
+                ),
+                Some(why) => r.add(
+                    Level::Warn,
+                    "views",
+                    format!("commands cannot get a mount namespace of their own ({why}): mymcp's files are not read-only to them, and tokens with a view run no command; see docs/confinement.md"),
+                ),
+            }
             if s.version != env!("CARGO_PKG_VERSION") {
                 r.add(
                     Level::Warn,

@@ -103,10 +103,20 @@ pub fn unit_text(text: &str, bin_dir: &Path) -> String {
     text.replace("/usr/bin/mymcp-", &format!("{}/mymcp-", bin_dir.display()))
 }
 
-/// Installs mymcp from the binaries beside this mymcpctl.
-pub fn install(layout: &Layout) -> anyhow::Result<()> {
+/// Installs mymcp from the binaries beside this mymcpctl. `tools_user`: the account tokens
+/// act as when they name none (`MYMCP_DEFAULT_USER` in the env file); it must exist on a live
+/// host.
+pub fn install(layout: &Layout, tools_user: Option<&str>) -> anyhow::Result<()> {
     if layout.live() && package_installed() {
         bail!("the Debian package mymcp is installed: it already provides all of this (use apt/dpkg to manage it)");
+    }
+    if let Some(user) = tools_user {
+        if !mymcp_tokens::valid_user(user) {
+            bail!("--tools-user {user:?} is not an account name");
+        }
+        if layout.live() && mymcp_sys::user_by_name(user)?.is_none() {
+            bail!("--tools-user: no account named {user:?} on this host (create it first, e.g. useradd --create-home {user})");
+        }
     }
     let me = std::env::current_exe().context("locating mymcpctl")?;
     let from = me.parent().unwrap_or(Path::new("."));
@@ -167,6 +177,18 @@ pub fn install(layout: &Layout) -> anyhow::Result<()> {
         }
     }
 
+    if let Some(user) = tools_user {
+        let env = layout.at(ENV_FILE);
+        layout.step(&format!(
+            "set {}={user} in {}: tokens without --user act as {user}",
+            mymcp_settings::DEFAULT_USER.name,
+            env.display()
+        ));
+        if !layout.dry_run {
+            set_env_value(&env, mymcp_settings::DEFAULT_USER.name, user)?;
+        }
+    }
+
     if !layout.live() {
         layout.step("skip systemctl (--root)");
     } else if !systemctl_available() {
@@ -185,6 +207,43 @@ pub fn install(layout: &Layout) -> anyhow::Result<()> {
     }
     layout.step("done; next: mymcpctl doctor, then mymcpctl token add --name NAME --role rw");
     Ok(())
+}
+
+/// The executor's env file.
+const ENV_FILE: &str = "/etc/mymcp/.env";
+
+/// Sets `name=value` in the env file `path` (0600, created if missing): the line that sets
+/// `name` is replaced, other lines stay as they are.
+fn set_env_value(path: &Path, name: &str, value: &str) -> anyhow::Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let line = format!("{name}={value}");
+    let mut found = false;
+    let mut lines: Vec<&str> = old
+        .lines()
+        .map(|l| {
+            let key = l
+                .trim_start()
+                .trim_start_matches("export ")
+                .split('=')
+                .next();
+            if key.map(str::trim) == Some(name) {
+                found = true;
+                line.as_str()
+            } else {
+                l
+            }
+        })
+        .collect();
+    if !found {
+        lines.push(&line);
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    write_atomically(path, text.as_bytes(), 0o600)
 }
 
 /// Removes what [`install`] put in place; with `purge`, the data directories too.
@@ -384,6 +443,27 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("/usr/bin/mymcp-"));
+    }
+
+    #[test]
+    fn the_tools_user_replaces_its_line_and_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join(".env");
+        set_env_value(&env, "MYMCP_DEFAULT_USER", "alice").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&env).unwrap(),
+            "MYMCP_DEFAULT_USER=alice\n"
+        );
+        assert_eq!(
+            std::fs::metadata(&env).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::write(&env, "# x\nMYMCP_PORT=1\nMYMCP_DEFAULT_USER=alice\n").unwrap();
+        set_env_value(&env, "MYMCP_DEFAULT_USER", "bob").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&env).unwrap(),
+            "# x\nMYMCP_PORT=1\nMYMCP_DEFAULT_USER=bob\n"
+        );
     }
 
     #[test]

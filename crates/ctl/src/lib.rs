@@ -17,3 +17,4 @@ pub mod import;
 pub mod install;
 pub mod migrate;
 pub mod serve;
+pub mod terminal;

@@ -6,7 +6,7 @@ use anyhow::bail;
 use clap::Parser;
 use mymcp_protocol::{AuditState, ControlRequest, ControlResponse, Role, TokenInfo};
 use mymcp_settings::values::Env;
-use mymcpctl::cli::{AuditCmd, Cli, Cmd, ConfigCmd, TokenCmd};
+use mymcpctl::cli::{AuditCmd, Cli, Cmd, ConfigCmd, TerminalCmd, TokenCmd};
 use mymcpctl::client::ControlClient;
 use mymcpctl::doctor::{self, DoctorOptions, Level};
 use mymcpctl::import;
@@ -38,9 +38,29 @@ fn control(cli_dir: &std::path::Path, req: ControlRequest) -> anyhow::Result<Con
 
 fn info_json(t: &TokenInfo) -> serde_json::Value {
     serde_json::json!({
-        "id": t.id, "name": t.name, "role": t.role.as_str(), "created_at": t.created_at,
-        "last_used": t.last_used, "enabled": t.enabled,
+        "id": t.id, "name": t.name, "role": t.role.as_str(), "user": t.user,
+        "created_at": t.created_at, "last_used": t.last_used, "enabled": t.enabled,
+        "limits": limits_json(&t.limits),
+        "write_roots": t.view.write_roots, "hide": t.view.hide, "no_network": t.view.no_network,
     })
+}
+
+/// A token's own limits in `--json` listings: only the fields that are set, as the admin
+/// API shows them.
+fn limits_json(l: &mymcp_protocol::TokenLimits) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    let fields = [
+        ("memory_max_mib", l.memory_max_mib),
+        ("tasks_max", l.tasks_max),
+        ("cpu_max_percent", l.cpu_max_percent),
+        ("timeout_max_secs", l.timeout_max_secs),
+    ];
+    for (k, v) in fields {
+        if let Some(v) = v {
+            m.insert(k.into(), v.into());
+        }
+    }
+    serde_json::Value::Object(m)
 }
 
 fn audit_json(a: &AuditState) -> serde_json::Value {
@@ -160,6 +180,7 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
             log_level,
             env_file,
             tls,
+            user,
         } => serve(&ServeOptions {
             host,
             port,
@@ -168,6 +189,7 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
             env_file,
             tls,
             env_secrets,
+            user,
         }),
         Cmd::Token(TokenCmd::RotateAdmin { json }) => rotate(&cli.runtime_dir, Role::Admin, json),
         Cmd::Token(TokenCmd::RotateMetrics { json }) => {
@@ -221,6 +243,13 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                 other => bail!("unexpected answer: {other:?}"),
             }
         }
+        Cmd::Terminal { cmd, state_dir } => {
+            let dir = state_dir.join("terminals");
+            match cmd {
+                TerminalCmd::List => mymcpctl::terminal::list(&dir),
+                TerminalCmd::Replay { id, events } => mymcpctl::terminal::replay(&dir, &id, events),
+            }
+        }
         Cmd::Audit(AuditCmd::Verify { key, dir, json }) => {
             audit_verify(&cli.runtime_dir, key, dir, json)
         }
@@ -251,8 +280,8 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
             }
             Ok(i32::from(failed))
         }
-        Cmd::Install { layout } => {
-            install::install(&layout.layout())?;
+        Cmd::Install { layout, tools_user } => {
+            install::install(&layout.layout(), tools_user.as_deref())?;
             Ok(0)
         }
         Cmd::Uninstall { layout, purge } => {
@@ -281,7 +310,56 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                 bail!("give the token a name: mymcpctl token add --name NAME [--role ro|rw]");
             };
             let role = Role::parse(&a.role).expect("clap checked the role");
-            match control(&cli.runtime_dir, ControlRequest::TokenAdd { name, role })? {
+            if a.user.is_some() && !role.is_client() {
+                bail!("--user is for ro and rw tokens: {role} tokens run no tool and act as no account");
+            }
+            let user = a.user;
+            let limits = mymcp_protocol::TokenLimits {
+                memory_max_mib: a.memory_max,
+                tasks_max: a.tasks_max,
+                cpu_max_percent: a.cpu_max,
+                timeout_max_secs: a.timeout_max,
+            };
+            // Paths as given, made absolute and normal (`canonicalize` where they exist: the
+            // view names the objects, not a symlink to them).
+            let normal = |p: String| -> anyhow::Result<String> {
+                let path = std::path::Path::new(&p);
+                if !path.is_absolute() {
+                    bail!("{p:?} must be an absolute path");
+                }
+                Ok(std::fs::canonicalize(path)
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or(p))
+            };
+            let view = mymcp_protocol::TokenView {
+                write_roots: a
+                    .write_roots
+                    .into_iter()
+                    .map(normal)
+                    .collect::<Result<_, _>>()?,
+                hide: a.hide.into_iter().map(normal).collect::<Result<_, _>>()?,
+                no_network: a.no_network,
+            };
+            let confined = !(limits.is_default() && view.is_default());
+            if confined && !role.is_client() {
+                bail!("--memory-max, --tasks-max, --cpu-max, --timeout-max, --write-root, --hide and --no-network are for ro and rw tokens: {role} tokens run no command");
+            }
+            if let Err(why) = limits.check() {
+                bail!("invalid limits: {why}");
+            }
+            if let Err(why) = view.check() {
+                bail!("invalid view: {why}");
+            }
+            match control(
+                &cli.runtime_dir,
+                ControlRequest::TokenAdd {
+                    name,
+                    role,
+                    user,
+                    limits,
+                    view,
+                },
+            )? {
                 ControlResponse::TokenAdded { token, info } => {
                     if a.json {
                         let mut v = info_json(&info);
@@ -289,8 +367,21 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                         println!("{v}");
                     } else {
                         println!("{token}");
+                        let acting = if info.user.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", acting as {}", info.user)
+                        };
+                        let mut limited = if info.limits.is_default() {
+                            String::new()
+                        } else {
+                            format!(", limits: {}", info.limits.describe())
+                        };
+                        if !info.view.is_default() {
+                            limited.push_str(&format!(", view: {}", info.view.describe()));
+                        }
                         eprintln!(
-                            "created {} token {:?} (id {}); it is shown only now",
+                            "created {} token {:?} (id {}{acting}{limited}); it is shown only now",
                             info.role, info.name, info.id
                         );
                     }
@@ -311,18 +402,26 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                         println!("(no tokens)");
                     } else {
                         println!(
-                            "{:<12}  {:<7}  {:<20}  {:<20}  {:<20}  ENABLED",
-                            "ID", "ROLE", "NAME", "CREATED", "LAST USED"
+                            "{:<12}  {:<7}  {:<20}  {:<12}  {:<20}  {:<20}  {:<7}  LIMITS",
+                            "ID", "ROLE", "NAME", "USER", "CREATED", "LAST USED", "ENABLED"
                         );
                         for t in &list {
                             println!(
-                                "{:<12}  {:<7}  {:<20}  {:<20}  {:<20}  {}",
+                                "{:<12}  {:<7}  {:<20}  {:<12}  {:<20}  {:<20}  {:<7}  {}",
                                 t.id,
                                 t.role.as_str(),
                                 t.name,
+                                if t.user.is_empty() { "-" } else { &t.user },
                                 t.created_at,
                                 t.last_used.as_deref().unwrap_or("-"),
-                                if t.enabled { "yes" } else { "no" }
+                                if t.enabled { "yes" } else { "no" },
+                                if t.role.is_client() && !t.view.is_default() {
+                                    format!("{}; {}", t.limits.describe(), t.view.describe())
+                                } else if t.role.is_client() {
+                                    t.limits.describe()
+                                } else {
+                                    "-".to_owned()
+                                }
                             );
                         }
                     }
@@ -368,7 +467,10 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                         "{}",
                         serde_json::json!({"executor":"running","version":s.version,"build_id":s.build_id,
                             "uptime_secs":s.uptime_secs,"tokens":s.tokens,"running_commands":s.running_commands,
-                            "running_jobs":s.running_jobs,"token_file":s.token_file,"audit":audit_json(&s.audit)})
+                            "running_jobs":s.running_jobs,"token_file":s.token_file,"audit":audit_json(&s.audit),
+                            "confinement":s.confinement,"confined":s.confined,
+                            "views":s.views_unavailable.as_deref().map_or("available", |_| "unavailable"),
+                            "views_unavailable":s.views_unavailable})
                     );
                 } else {
                     println!(
@@ -379,6 +481,11 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                     println!("tokens:           {} ({})", s.tokens, s.token_file);
                     println!("running commands: {}", s.running_commands);
                     println!("running jobs:     {}", s.running_jobs);
+                    println!("confinement:      {}", s.confinement);
+                    match &s.views_unavailable {
+                        None => println!("views:            available (mymcp's files read-only to commands; write roots, hidden paths, no network)"),
+                        Some(why) => println!("views:            unavailable ({why}): mymcp's files are not read-only to commands; tokens with a view run no command"),
+                    }
                     let a = &s.audit;
                     if a.enabled {
                         println!(

@@ -53,6 +53,8 @@ pub struct ServeOptions {
     /// overwritten there): imported into the temporary store as digests, so the executor never
     /// gets them in its environment.
     pub env_secrets: Vec<(String, String)>,
+    /// The Unix account the temporary client tokens act as (`None`: root, as the executor).
+    pub user: Option<String>,
 }
 
 /// The frontend's account: uid, gid, and a name for messages.
@@ -106,8 +108,16 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 /// `/proc/self/fd/N`, without reaching it by path: the child may run as a user who cannot
 /// traverse the directories that hold it. Keep the returned file open until the child has
 /// been spawned (the descriptor is close-on-exec: the child's copy goes away once it runs).
+///
+/// A script (`#!`, e.g. a wrapper that runs the frontend under valgrind) is executed by its
+/// path: the kernel hands its interpreter the path it was executed by, and the interpreter,
+/// already past the exec, could no longer open the closed descriptor.
 fn exec_through_descriptor(binary: &Path, dir: &Path) -> anyhow::Result<(File, PathBuf)> {
     let mut file = File::open(binary).with_context(|| format!("opening {}", binary.display()))?;
+    let mut magic = [0u8; 2];
+    if file.read_exact(&mut magic).is_ok() && &magic == b"#!" {
+        return Ok((file, binary.to_owned()));
+    }
     // Descriptor 3 becomes the frontend's listener in the child (dup2 onto it).
     if file.as_raw_fd() == 3 {
         file = file.try_clone()?;
@@ -222,6 +232,23 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             gid: 0,
             name: format!("uid {uid}"),
             home: String::new(),
+            shell: String::new(),
+        }
+    };
+    // Checked before anything starts: a typo should not leave a server whose token can run
+    // nothing.
+    let tools_user = match opts.user.as_deref() {
+        None => None,
+        Some(_) if !root => {
+            bail!("--user needs root: as an ordinary user the executor can act only as you")
+        }
+        Some(name) => {
+            if !mymcp_tokens::valid_user(name) {
+                bail!("--user {name:?} is not an account name");
+            }
+            let a = lookup(name)?
+                .with_context(|| format!("--user: no account named {name:?} on this host"))?;
+            Some(a)
         }
     };
 
@@ -252,6 +279,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         let (store, added) = mymcp_tokens::TokenStore::create_temporary(
             &token_file,
             &[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)],
+            tools_user.as_ref().map(|a| a.name.as_str()),
         )
         .with_context(|| format!("creating the temporary tokens in {}", token_file.display()))?;
         import_env_secrets(&store, &opts.env_secrets)?;
@@ -278,6 +306,10 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
                 .unwrap_or("none".as_ref()),
         )
         .process_group(0);
+    // Tokens added during the quick try act as the same account as the temporary ones.
+    if let Some(a) = &tools_user {
+        executor_cmd.env(settings::DEFAULT_USER.name, &a.name);
+    }
     // The quick try audits into its temporary directory, unless told otherwise.
     if std::env::var_os(settings::AUDIT_ENABLED.name).is_none() && opts.env_file.is_none() {
         executor_cmd
@@ -320,6 +352,7 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             )
             .env(settings::LOG_LEVEL.name, &opts.log_level)
             .envs(frontend_settings())
+            .envs(otel_variables())
             .arg("--listen-fd")
             .arg("3")
             .current_dir("/")
@@ -385,6 +418,19 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         }
         banner_line!(banner, "[mymcp] temp admin token: {admin}");
         banner_line!(banner, "[mymcp] temp rw token:    {rw}");
+        match &tools_user {
+            Some(a) => banner_line!(
+                banner,
+                "[mymcp] tools act as account {} (uid {}): commands and files with its rights",
+                a.name,
+                a.uid
+            ),
+            None if root => banner_line!(
+                banner,
+                "[mymcp] tools act as root (give --user ACCOUNT to act as another account)"
+            ),
+            None => {}
+        }
         banner_line!(
             banner,
             "[mymcp] tokens live in {} and vanish on exit.",
@@ -450,6 +496,14 @@ pub fn passed_to_the_frontend(s: &dyn Declared) -> bool {
         .contains(&s.name())
 }
 
+/// The standard OpenTelemetry variables (`OTEL_*`), passed on to the frontend, which exports
+/// for both processes (see docs/observability.md).
+fn otel_variables() -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os()
+        .filter(|(name, _)| name.as_encoded_bytes().starts_with(b"OTEL_"))
+        .collect()
+}
+
 fn frontend_settings() -> Vec<(&'static str, std::ffi::OsString)> {
     settings::ALL
         .iter()
@@ -461,6 +515,33 @@ fn frontend_settings() -> Vec<(&'static str, std::ffi::OsString)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wrapper script in place of the frontend (as `bench/run --callgrind` makes) runs; a
+    /// binary goes through the descriptor.
+    #[test]
+    fn a_script_frontend_is_executed_by_path_and_a_binary_through_its_descriptor() {
+        let tmp = std::env::temp_dir().join(format!("mymcp-serve-exec-{}", std::process::id()));
+        let (bins, run) = (tmp.join("bin"), tmp.join("run"));
+        std::fs::create_dir_all(&bins).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        let script = bins.join("mymcp-frontend");
+        std::fs::write(&script, "#!/bin/sh\necho wrapped \"$@\"\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (file, exe) = exec_through_descriptor(&script, &run).unwrap();
+        assert_eq!(exe, script);
+        let out = Command::new(&exe).arg("x").output().unwrap();
+        drop(file);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "wrapped x\n");
+
+        let binary = bins.join("echo");
+        std::fs::copy("/bin/echo", &binary).unwrap();
+        let (file, exe) = exec_through_descriptor(&binary, &run).unwrap();
+        assert_eq!(exe, run.join("echo"));
+        let out = Command::new(&exe).arg("direct").output().unwrap();
+        drop(file);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "direct\n");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 
     #[test]
     fn the_frontend_gets_its_own_settings_but_address_port_and_socket() {

@@ -1,5 +1,12 @@
-//! The audit log of tool calls: what the reference servers record (spec §9), every field
-//! capped, written through [`mymcp_audit::log::AuditLog`] (hash chain, rotation, seals).
+//! The audit log: every tool call, transfer redemption, job end and token change, with the
+//! reference servers' fields (spec §9), every field capped, written through
+//! [`mymcp_audit::log::AuditLog`] (hash chain, rotation, seals).
+//!
+//! Tool calls are recorded through [`Audit::prepare`], [`Audit::start`] and [`Audit::finish`].
+//! Everything else that reads or changes the host is an [`Operation`] — a record of the same
+//! shape whose `tool` names the action (`transfer_upload`, `job_finished`, `token_add`, …) and
+//! whose `token_name`/`role`/`ip` name who did it ([`Actor`]) — written with
+//! [`Audit::op_start`] and [`Audit::op_outcome`] under the same rules.
 //!
 //! **Fail closed before the side effect.** A tool that changes the host (`bash_execute`,
 //! `write_file`, `edit_file`, `job_kill`) first gets a `"type":"start"` record; if that record
@@ -10,11 +17,12 @@
 //! record cannot be written the answer is withheld (`InternalError`). Every failed write counts
 //! in `mymcp_audit_write_failures_total`.
 
+use crate::audit_feed::AuditFeed;
 use crate::metrics::Metrics;
 use mymcp_audit::log::{AuditLog, LogConfig};
 use mymcp_protocol::{
-    AuditState, CallOrigin, CallResult, ErrorCode, Identity, ToolCall, ToolFailure, ToolName,
-    ToolOutput,
+    AuditState, CallOrigin, CallResult, ErrorCode, Identity, Role, SpanId, TokenLimits, TokenView,
+    ToolCall, ToolFailure, ToolName, ToolOutput, TraceId,
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -48,6 +56,8 @@ pub(crate) struct Audit {
     head_bytes: usize,
     tail_bytes: usize,
     metrics: Arc<Metrics>,
+    /// Records written, for the frontend's OTLP export (`MYMCP_OTLP_AUDIT_LOGS`).
+    feed: Option<Arc<AuditFeed>>,
 }
 
 impl Audit {
@@ -59,6 +69,7 @@ impl Audit {
             head_bytes: 0,
             tail_bytes: 0,
             metrics,
+            feed: None,
         }
     }
 
@@ -81,6 +92,7 @@ impl Audit {
                 head_bytes: settings.bash_head_bytes,
                 tail_bytes: settings.bash_tail_bytes,
                 metrics,
+                feed: None,
             },
             opened.new_install_key,
         ))
@@ -88,6 +100,19 @@ impl Audit {
 
     pub(crate) fn enabled(&self) -> bool {
         self.log.is_some()
+    }
+
+    /// Also hands every record written to `feed` (when the log is enabled).
+    pub(crate) fn with_feed(mut self, feed: Arc<AuditFeed>) -> Audit {
+        if self.enabled() {
+            self.feed = Some(feed);
+        }
+        self
+    }
+
+    /// The feed of written records, when the export is on.
+    pub(crate) fn feed(&self) -> Option<&Arc<AuditFeed>> {
+        self.feed.as_ref()
     }
 
     /// Writes one record; `false` (counted, logged) if it could not be written.
@@ -102,7 +127,13 @@ impl Audit {
             log.append(body)
         };
         match appended {
-            Ok(_) => true,
+            Ok(seq) => {
+                // Only what the log holds is exported; under the log's lock, so in order.
+                if let Some(feed) = &self.feed {
+                    feed.push(seq, body);
+                }
+                true
+            }
             Err(e) => {
                 drop(log);
                 self.metrics.audit_write_failure();
@@ -151,10 +182,12 @@ impl Audit {
         }
     }
 
-    /// What is needed to audit `call`, taken before the call consumes its arguments.
+    /// What is needed to audit `call`, taken before the call consumes its arguments. `who`
+    /// is the account the call acts as: its name, and its uid when it resolved.
     pub(crate) fn prepare(
         &self,
         identity: &Identity,
+        who: (&str, Option<u32>),
         origin: &CallOrigin,
         call: &ToolCall,
     ) -> Prepared {
@@ -166,10 +199,14 @@ impl Audit {
             tool: Some(call.name()),
             token_name: cap(&identity.name, MAX_SHORT_BYTES),
             role: identity.role.as_str(),
+            user: cap(who.0, MAX_SHORT_BYTES),
+            uid: who.1,
             ip: cap(&origin.peer, MAX_SHORT_BYTES),
             request_id: cap(&origin.request_id, MAX_SHORT_BYTES),
             params: params(call),
             summary: Summary::of(call),
+            trace_id: None,
+            span_id: None,
         }
     }
 
@@ -219,7 +256,7 @@ impl Audit {
                 r.output = result
                     .as_ref()
                     .ok()
-                    .and_then(|o| self.output(&p.summary, o));
+                    .and_then(|o| self.output(p.tool, &p.summary, o));
             }
         }
         let written = self.write(&serialize(&r));
@@ -230,18 +267,96 @@ impl Audit {
         result
     }
 
+    /// An operation other than a tool call, by `actor`, to be recorded as `tool`.
+    pub(crate) fn operation(&self, tool: &'static str, actor: Actor, params: Value) -> Operation {
+        let (trace_id, span_id) = trace_strings(actor.trace);
+        Operation {
+            enabled: self.enabled(),
+            tool,
+            trace_id,
+            span_id,
+            actor: Actor {
+                name: cap(&actor.name, MAX_SHORT_BYTES),
+                ip: cap(&actor.ip, MAX_SHORT_BYTES),
+                request_id: cap(&actor.request_id, MAX_SHORT_BYTES),
+                role: actor.role,
+                trace: actor.trace,
+                account: actor
+                    .account
+                    .map(|(user, uid)| (cap(&user, MAX_SHORT_BYTES), uid)),
+            },
+            params,
+        }
+    }
+
+    /// Writes the start record of an operation with side effects. `false` (counted, logged)
+    /// means: do not act.
+    #[must_use]
+    pub(crate) fn op_start(&self, op: &Operation) -> bool {
+        if !op.enabled {
+            return true;
+        }
+        self.write(&serialize(&Record {
+            ts: mymcp_audit::now_rfc3339(),
+            kind: Some("start"),
+            ..op.record()
+        }))
+    }
+
+    /// Writes the outcome record of an operation; `false` (counted, logged) if it could not be
+    /// written — the caller decides what that means for what it did.
+    pub(crate) fn op_outcome(&self, op: &Operation, outcome: Outcome) -> bool {
+        if !op.enabled {
+            return true;
+        }
+        let mut r = Record {
+            ts: mymcp_audit::now_rfc3339(),
+            result: Some(outcome.result.as_str()),
+            duration_ms: outcome.duration.map(|d| d.as_millis() as u64),
+            output: outcome.output,
+            ..op.record()
+        };
+        if let Some((code, message)) = outcome.error {
+            r.error_code = Some(cap(&code, MAX_SHORT_BYTES));
+            r.error_message = Some(cap(&message, MAX_MESSAGE_BYTES));
+        }
+        self.write(&serialize(&r))
+    }
+
+    /// Runs `act` between the start record of `op` and its outcome record, which `outcome`
+    /// makes from what `act` returned and how long it took. `None`: the start record could not
+    /// be written and `act` did not run. The outcome record is best effort (counted, logged):
+    /// the start record shows that `act` ran.
+    pub(crate) fn around<T>(
+        &self,
+        op: &Operation,
+        act: impl FnOnce() -> T,
+        outcome: impl FnOnce(&T, Duration) -> Outcome,
+    ) -> Option<T> {
+        if !self.op_start(op) {
+            return None;
+        }
+        let started = std::time::Instant::now();
+        let done = act();
+        self.op_outcome(op, outcome(&done, started.elapsed()));
+        Some(done)
+    }
+
     /// Records a call the frontend refused before it reached a tool (unknown name, arguments
     /// that do not decode). Nothing ran, so a failed write is only counted.
     pub(crate) fn refusal(
         &self,
         identity: &Identity,
+        who: (&str, Option<u32>),
         origin: &CallOrigin,
         tool: &str,
         result: &Result<ToolOutput, ToolFailure>,
+        trace: Option<(TraceId, SpanId)>,
     ) {
         if !self.enabled() {
             return;
         }
+        let (trace_id, span_id) = trace_strings(trace);
         let (class, code, message) = classify(result);
         let (token_name, ip, request_id) = (
             cap(&identity.name, MAX_SHORT_BYTES),
@@ -249,17 +364,24 @@ impl Audit {
             cap(&origin.request_id, MAX_SHORT_BYTES),
         );
         let tool = cap(tool, MAX_SHORT_BYTES);
+        let user = cap(who.0, MAX_SHORT_BYTES);
         let params = Value::Object(Map::new());
         let mut r = Record {
             ts: mymcp_audit::now_rfc3339(),
             kind: None,
             token_name: &token_name,
             role: identity.role.as_str(),
+            account: Some(Who {
+                user: &user,
+                uid: who.1,
+            }),
             ip: &ip,
             tool: &tool,
             params: &params,
             result: Some(class.as_str()),
             request_id: &request_id,
+            trace_id: trace_id.as_deref(),
+            span_id: span_id.as_deref(),
             reason: None,
             error_code: None,
             error_message: None,
@@ -275,7 +397,7 @@ impl Audit {
         self.write(&serialize(&r));
     }
 
-    fn output(&self, summary: &Summary, out: &ToolOutput) -> Option<Value> {
+    fn output(&self, tool: Option<ToolName>, summary: &Summary, out: &ToolOutput) -> Option<Value> {
         match (out, summary) {
             (ToolOutput::Bash(b), _) => {
                 let stdout = &b.stdout.head;
@@ -307,6 +429,37 @@ impl Audit {
                 "lines_removed": old_lines * e.replacements,
                 "hunk_count": e.replacements,
             })),
+            // Which job a start or job_kill touched, so that its `job_finished` record can be
+            // found by `job_id`.
+            (ToolOutput::Job(j), _) => Some(json!({
+                "job_id": j.job_id,
+                "running": j.running,
+                "exit_code": j.exit_code,
+                "killed": j.killed,
+            })),
+            // A `bash_execute` handed off to a job: which job goes on.
+            (ToolOutput::JobOutput(c), _) if tool == Some(ToolName::BashExecute) => Some(json!({
+                "job_id": c.job_id,
+                "handed_off": true,
+                "running": c.running,
+                "stdout_offset": c.stdout_offset,
+                "stderr_offset": c.stderr_offset,
+            })),
+            // Which terminal, and its recording (size and SHA-256 once it has ended).
+            (ToolOutput::Terminal(t), _) => Some(json!({
+                "terminal_id": t.terminal_id,
+                "running": t.running,
+                "exit_code": t.exit_code,
+                "recording": t.recording,
+                "recording_bytes": t.recording_bytes,
+                "recording_sha256": t.recording_sha256,
+            })),
+            // The ticket prefix its redemption record carries in `params.ticket`.
+            (ToolOutput::TransferGrant(g), _) => Some(json!({
+                "ticket": g.grant.short(),
+                "bytes": g.bytes,
+                "expires_at": g.expires_at,
+            })),
             _ => None,
         }
     }
@@ -325,7 +478,14 @@ fn blocking_in_place<T>(f: impl FnOnce() -> T) -> T {
 pub(crate) fn has_side_effects(tool: ToolName) -> bool {
     matches!(
         tool,
-        ToolName::BashExecute | ToolName::WriteFile | ToolName::EditFile | ToolName::JobKill
+        ToolName::BashExecute
+            | ToolName::WriteFile
+            | ToolName::EditFile
+            | ToolName::JobKill
+            | ToolName::TerminalOpen
+            | ToolName::TerminalSend
+            | ToolName::TerminalResize
+            | ToolName::TerminalClose
     )
 }
 
@@ -425,24 +585,51 @@ pub(crate) struct Prepared {
     tool: Option<ToolName>,
     token_name: String,
     role: &'static str,
+    user: String,
+    uid: Option<u32>,
     ip: String,
     request_id: String,
     params: Value,
     summary: Summary,
+    /// OpenTelemetry ids of the call (its trace, the executor's span), when tracing is on.
+    trace_id: Option<String>,
+    span_id: Option<String>,
+}
+
+/// The ids as the records write them: 32 and 16 lower-case hex digits.
+fn trace_strings(trace: Option<(TraceId, SpanId)>) -> (Option<String>, Option<String>) {
+    match trace {
+        Some((t, s)) => (Some(t.to_string()), Some(s.to_string())),
+        None => (None, None),
+    }
 }
 
 impl Prepared {
+    /// Adds the call's trace id and the executor's span id (when tracing is on).
+    pub(crate) fn traced(mut self, trace: Option<(TraceId, SpanId)>) -> Prepared {
+        if self.enabled {
+            (self.trace_id, self.span_id) = trace_strings(trace);
+        }
+        self
+    }
+
     fn record(&self) -> Record<'_> {
         Record {
             ts: String::new(),
             kind: None,
             token_name: &self.token_name,
             role: self.role,
+            account: Some(Who {
+                user: &self.user,
+                uid: self.uid,
+            }),
             ip: &self.ip,
             tool: self.tool.map(ToolName::as_str).unwrap_or(""),
             params: &self.params,
             result: None,
             request_id: &self.request_id,
+            trace_id: self.trace_id.as_deref(),
+            span_id: self.span_id.as_deref(),
             reason: None,
             error_code: None,
             error_message: None,
@@ -450,6 +637,279 @@ impl Prepared {
             output: None,
         }
     }
+}
+
+/// Who did an [`Operation`]: a token (`token_name`, `role`, `ip`, `request_id` of the HTTP
+/// request), `mymcpctl` on the control socket, or the executor itself.
+#[derive(Clone, Debug)]
+pub(crate) struct Actor {
+    pub(crate) name: String,
+    /// A token role, or [`CONTROL_ROLE`].
+    pub(crate) role: &'static str,
+    pub(crate) ip: String,
+    pub(crate) request_id: String,
+    /// The OpenTelemetry trace and the executor's span of the request, when it carried a
+    /// trace context.
+    pub(crate) trace: Option<(TraceId, SpanId)>,
+    /// The account a token acts as, and its uid ([`Actor::with_account`]); `None` for actions
+    /// of no account.
+    pub(crate) account: Option<(String, u32)>,
+}
+
+/// `role` of actions taken by root on the host (`mymcpctl`, the executor at start-up).
+pub(crate) const CONTROL_ROLE: &str = "control";
+/// `ip` of actions that came through no network (the control socket, start-up).
+pub(crate) const LOCAL_IP: &str = "local";
+
+impl Actor {
+    /// The holder of a token, from the address and request id the frontend saw.
+    pub(crate) fn token(identity: &Identity, origin: &CallOrigin) -> Actor {
+        Actor {
+            name: identity.name.clone(),
+            role: identity.role.as_str(),
+            ip: origin.peer.clone(),
+            request_id: origin.request_id.clone(),
+            trace: None,
+            account: None,
+        }
+    }
+
+    /// This actor acting as the account `user` (uid `uid`).
+    pub(crate) fn with_account(mut self, user: &str, uid: u32) -> Actor {
+        self.account = Some((user.to_owned(), uid));
+        self
+    }
+
+    /// Root through `mymcpctl` (`control.sock`, checked to be uid 0 on accept).
+    pub(crate) fn control() -> Actor {
+        Actor {
+            name: "mymcpctl".to_owned(),
+            role: CONTROL_ROLE,
+            ip: LOCAL_IP.to_owned(),
+            request_id: String::new(),
+            trace: None,
+            account: None,
+        }
+    }
+
+    /// The executor acting on its own (start-up).
+    pub(crate) fn executor() -> Actor {
+        Actor {
+            name: "mymcp-executor".to_owned(),
+            role: CONTROL_ROLE,
+            ip: LOCAL_IP.to_owned(),
+            request_id: String::new(),
+            trace: None,
+            account: None,
+        }
+    }
+}
+
+/// An audited action other than a tool call: a start record before it acts (when it has side
+/// effects), an outcome record after.
+#[derive(Clone, Debug)]
+pub(crate) struct Operation {
+    enabled: bool,
+    tool: &'static str,
+    actor: Actor,
+    params: Value,
+    /// The actor's trace ids as the records write them.
+    trace_id: Option<String>,
+    span_id: Option<String>,
+}
+
+impl Operation {
+    pub(crate) fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// Done in a traced request: its records name the trace and the executor's span.
+    pub(crate) fn set_trace(&mut self, trace: Option<(TraceId, SpanId)>) {
+        if self.enabled {
+            (self.trace_id, self.span_id) = trace_strings(trace);
+        }
+        self.actor.trace = trace;
+    }
+
+    /// A string parameter, `""` if there is none.
+    pub(crate) fn param_str(&self, key: &str) -> &str {
+        self.params.get(key).and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// Adds or replaces a parameter (for the records still to be written).
+    pub(crate) fn set_param(&mut self, key: &str, value: Value) {
+        if let Value::Object(m) = &mut self.params {
+            m.insert(key.to_owned(), value);
+        }
+    }
+
+    /// Records this operation as done by a token acting as the account `user` (uid `uid`).
+    pub(crate) fn set_account(&mut self, user: &str, uid: u32) {
+        self.actor.account = Some((cap(user, MAX_SHORT_BYTES), uid));
+    }
+
+    fn record(&self) -> Record<'_> {
+        Record {
+            ts: String::new(),
+            kind: None,
+            token_name: &self.actor.name,
+            role: self.actor.role,
+            account: self.actor.account.as_ref().map(|(user, uid)| Who {
+                user,
+                uid: Some(*uid),
+            }),
+            ip: &self.actor.ip,
+            tool: self.tool,
+            params: &self.params,
+            result: None,
+            request_id: &self.actor.request_id,
+            trace_id: self.trace_id.as_deref(),
+            span_id: self.span_id.as_deref(),
+            reason: None,
+            error_code: None,
+            error_message: None,
+            duration_ms: None,
+            output: None,
+        }
+    }
+}
+
+/// How an [`Operation`] ended.
+#[derive(Clone, Debug)]
+pub(crate) struct Outcome {
+    result: CallResult,
+    /// `error_code`, `error_message`.
+    error: Option<(String, String)>,
+    duration: Option<Duration>,
+    output: Option<Value>,
+}
+
+impl Outcome {
+    pub(crate) fn ok(duration: Option<Duration>, output: Option<Value>) -> Outcome {
+        Outcome {
+            result: CallResult::Ok,
+            error: None,
+            duration,
+            output,
+        }
+    }
+
+    pub(crate) fn error(
+        code: impl Into<String>,
+        message: impl Into<String>,
+        duration: Option<Duration>,
+    ) -> Outcome {
+        Outcome {
+            result: CallResult::Error,
+            error: Some((code.into(), message.into())),
+            duration,
+            output: None,
+        }
+    }
+
+    /// Adds an `output` summary.
+    pub(crate) fn with_output(mut self, output: Value) -> Outcome {
+        self.output = Some(output);
+        self
+    }
+}
+
+/// What a client is told when an operation was not done because its start record could not be
+/// written.
+pub(crate) const REFUSED_UNAUDITED: &str =
+    "The audit log cannot be written, so nothing was done; see the executor's log";
+
+/// The outcome of a token store change: `output` with the token's listing (never its value),
+/// or the error with a message that repeats no selector (it may be a token value).
+pub(crate) fn token_outcome(
+    result: Result<&mymcp_protocol::TokenInfo, &mymcp_tokens::TokenError>,
+    duration: Duration,
+) -> Outcome {
+    use mymcp_tokens::TokenError as E;
+    match result {
+        Ok(info) => {
+            let mut output = json!({"id": info.id, "name": cap(&info.name, MAX_SHORT_BYTES), "role": info.role.as_str()});
+            // The account a client token acts as (admin and metrics tokens have none).
+            if !info.user.is_empty() {
+                output["user"] = Value::String(cap(&info.user, MAX_SHORT_BYTES));
+            }
+            if !info.limits.is_default() {
+                output["limits"] = Value::String(info.limits.describe());
+            }
+            if !info.view.is_default() {
+                output["view"] = Value::String(cap(&info.view.describe(), MAX_SHORT_BYTES));
+            }
+            Outcome::ok(Some(duration), Some(output))
+        }
+        Err(e) => {
+            let (code, message) = match e {
+                E::NotFound(_) => (ErrorCode::NotFound, "no token matches".to_owned()),
+                E::Ambiguous(_) => (
+                    ErrorCode::InvalidArguments,
+                    "the id prefix matches more than one token".to_owned(),
+                ),
+                E::InvalidName(_)
+                | E::InvalidUser(_)
+                | E::InvalidLimits(_)
+                | E::LimitsOnNonClient
+                | E::Io { .. }
+                | E::Corrupt { .. } => (
+                    match e {
+                        E::InvalidName(_)
+                        | E::InvalidUser(_)
+                        | E::InvalidLimits(_)
+                        | E::LimitsOnNonClient => ErrorCode::InvalidArguments,
+                        _ => ErrorCode::InternalError,
+                    },
+                    e.to_string(),
+                ),
+            };
+            Outcome::error(code.as_str(), message, Some(duration))
+        }
+    }
+}
+
+/// A revoke's selector as the audit shows it: an id prefix as given; a token value never —
+/// only the id it names.
+pub(crate) fn selector_param(selector: &str) -> Value {
+    if selector.starts_with(mymcp_tokens::TOKEN_PREFIX) {
+        let d = mymcp_tokens::digest(selector);
+        return Value::String(format!("<token value, id {}>", mymcp_audit::hex(&d.0[..6])));
+    }
+    let id_prefix =
+        (6..=12).contains(&selector.len()) && selector.bytes().all(|b| b.is_ascii_hexdigit());
+    if id_prefix {
+        Value::String(selector.to_owned())
+    } else {
+        Value::String(format!("<{} chars>", selector.chars().count()))
+    }
+}
+
+/// A string parameter, capped like a tool call's.
+pub(crate) fn param(s: &str) -> Value {
+    Value::String(cap(s, MAX_PARAM_BYTES))
+}
+
+/// The `params` of a `token_add` record, whether the token comes from `mymcpctl` or the admin
+/// API: what the new token is, never its value.
+pub(crate) fn token_add_params(
+    name: &str,
+    role: Role,
+    user: Option<&str>,
+    limits: &TokenLimits,
+    view: &TokenView,
+) -> Value {
+    let mut params = json!({"name": param(name), "role": role.as_str()});
+    if let Some(u) = user {
+        params["user"] = param(u);
+    }
+    if !limits.is_default() {
+        params["limits"] = json!(limits.describe());
+    }
+    if !view.is_default() {
+        params["view"] = param(&view.describe());
+    }
+    params
 }
 
 /// One line, fields in the reference's order (`seq` and `prev` are appended by the log).
@@ -465,7 +925,18 @@ struct Record<'a> {
     params: &'a Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'static str>,
+    /// Absent for actions no HTTP request asked for (`mymcpctl`, the executor itself).
+    #[serde(skip_serializing_if = "str::is_empty")]
     request_id: &'a str,
+    /// The account the call acts as (`user`), and its uid (`null` when it did not resolve);
+    /// after the reference's fields, like every field of ours. Absent for actions of no
+    /// account (`mymcpctl`, admin tokens, the executor itself).
+    #[serde(flatten)]
+    account: Option<Who<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    span_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -476,6 +947,13 @@ struct Record<'a> {
     duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<Value>,
+}
+
+/// The account of a record: its name and uid.
+#[derive(Serialize)]
+struct Who<'a> {
+    user: &'a str,
+    uid: Option<u32>,
 }
 
 fn serialize(r: &Record<'_>) -> String {
@@ -530,8 +1008,25 @@ pub(crate) fn params(call: &ToolCall) -> Value {
             }
         }
         ToolCall::PrepareDownload(a) => s("src_path", &a.src_path),
+        ToolCall::TerminalOpen(a) => {
+            if let Some(c) = &a.command {
+                s("command", c);
+            }
+            if let Some(d) = &a.working_dir {
+                s("working_dir", d);
+            }
+        }
+        ToolCall::TerminalSend(a) => s("terminal_id", &a.terminal_id),
+        ToolCall::TerminalRead(a) => {
+            s("terminal_id", &a.terminal_id);
+            if let Some(w) = &a.wait_for {
+                s("wait_for", w);
+            }
+        }
+        ToolCall::TerminalResize(a) => s("terminal_id", &a.terminal_id),
+        ToolCall::TerminalClose(a) => s("terminal_id", &a.terminal_id),
         // No parameters.
-        ToolCall::ServerOverview => {}
+        ToolCall::ServerOverview | ToolCall::TerminalList => {}
     }
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_owned(), v);
@@ -594,6 +1089,30 @@ pub(crate) fn params(call: &ToolCall) -> Value {
                 put("expires_in", x.into());
             }
         }
+        // What is typed may be a password: its length and the named keys only.
+        ToolCall::TerminalSend(a) => {
+            if let Some(t) = &a.text {
+                put("text", chars(t));
+            }
+            if !a.keys.is_empty() {
+                let keys: Vec<Value> = a.keys.iter().take(64).map(|k| param(k)).collect();
+                put("keys", Value::Array(keys));
+            }
+        }
+        ToolCall::TerminalOpen(a) => {
+            for (k, v) in [("rows", a.rows), ("cols", a.cols)] {
+                if let Some(v) = v {
+                    put(k, v.into());
+                }
+            }
+        }
+        ToolCall::TerminalResize(a) => {
+            for (k, v) in [("rows", a.rows), ("cols", a.cols)] {
+                if let Some(v) = v {
+                    put(k, v.into());
+                }
+            }
+        }
         ToolCall::JobOutput(a) => {
             for (k, v) in [
                 ("stdout_offset", a.stdout_offset),
@@ -653,10 +1172,118 @@ mod tests {
             working_dir: None,
             max_output_bytes: None,
             background: false,
+            handoff_after: None,
         }));
         let cmd = p["command"].as_str().unwrap();
         assert!(cmd.len() < MAX_PARAM_BYTES + 32 && cmd.ends_with("[+5904 bytes]"));
         assert_eq!(p["timeout"], 5);
         assert_eq!(cap("ééé", 3), "é…[+4 bytes]");
+    }
+
+    #[test]
+    fn a_revoke_selector_never_shows_a_token_value() {
+        let value = "tok_0123456789abcdefghijklmnopqrstuvwxyzABCDEF";
+        let shown = selector_param(value).to_string();
+        assert!(!shown.contains("tok_") && shown.contains("id "), "{shown}");
+        assert_eq!(selector_param("a1b2c3"), json!("a1b2c3"));
+        // Longer than an id, or not hex: it may be a secret (a legacy token value).
+        assert_eq!(selector_param("a1b2c3d4e5f6a7"), json!("<14 chars>"));
+        assert_eq!(selector_param("hunter2!"), json!("<8 chars>"));
+        let e = mymcp_tokens::TokenError::NotFound(value.to_owned());
+        let o = token_outcome(Err(&e), Duration::ZERO);
+        assert!(!format!("{o:?}").contains("tok_"), "{o:?}");
+    }
+
+    fn open_in(dir: &std::path::Path, max_bytes: u64) -> Audit {
+        let settings = AuditSettings {
+            enabled: true,
+            log: LogConfig {
+                dir: dir.join("audit"),
+                key_file: dir.join("state/signing.key"),
+                max_bytes,
+                backup_count: 1,
+                seal_records: 1000,
+                seal_interval: Duration::from_secs(3600),
+            },
+            bash_head_bytes: 16,
+            bash_tail_bytes: 16,
+        };
+        Audit::open(&settings, Arc::new(Metrics::default()))
+            .unwrap()
+            .0
+    }
+
+    fn lines(dir: &std::path::Path) -> Vec<Value> {
+        std::fs::read_to_string(dir.join("audit/audit.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn an_operation_gets_a_start_and_an_outcome_record_of_the_tool_call_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = open_in(dir.path(), 1 << 20);
+        let op = audit.operation(
+            "token_add",
+            Actor::control(),
+            json!({"name": "ci", "role": "ro"}),
+        );
+        let r = audit.around(
+            &op,
+            || 7,
+            |_, d| Outcome::ok(Some(d), Some(json!({"id": "x"}))),
+        );
+        assert_eq!(r, Some(7));
+        let l = lines(dir.path());
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0]["type"], "start");
+        assert!(l[0].get("result").is_none());
+        assert_eq!(l[1]["tool"], "token_add");
+        assert_eq!(l[1]["token_name"], "mymcpctl");
+        assert_eq!(l[1]["role"], "control");
+        assert_eq!(l[1]["ip"], "local");
+        assert_eq!(l[1]["result"], "ok");
+        assert_eq!(l[1]["output"]["id"], "x");
+        // No HTTP request: no request id.
+        assert!(l[1].get("request_id").is_none());
+        // The reference's field order, in the line as written.
+        let text = std::fs::read_to_string(dir.path().join("audit/audit.log")).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        let at = |k: &str| {
+            line.find(&format!("\"{k}\":"))
+                .unwrap_or_else(|| panic!("{k}"))
+        };
+        let order = [
+            "ts",
+            "token_name",
+            "role",
+            "ip",
+            "tool",
+            "params",
+            "result",
+            "duration_ms",
+            "output",
+            "seq",
+            "prev",
+        ];
+        assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "{line}");
+    }
+
+    #[test]
+    fn without_its_start_record_an_operation_does_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = open_in(dir.path(), 10);
+        // The first record fits; the next must rotate, and a directory in the way of
+        // audit.log.1 makes the rotation (so the write) fail.
+        let op = audit.operation("token_revoke", Actor::control(), json!({}));
+        assert!(audit.op_outcome(&op, Outcome::ok(None, None)));
+        std::fs::create_dir_all(dir.path().join("audit/audit.log.1/in-the-way")).unwrap();
+        let ran = std::cell::Cell::new(false);
+        let r = audit.around(&op, || ran.set(true), |_, _| Outcome::ok(None, None));
+        assert!(r.is_none() && !ran.get(), "ran without its start record");
+        assert_eq!(audit.metrics.audit_write_failures(), 1);
+        assert_eq!(lines(dir.path()).len(), 1);
     }
 }

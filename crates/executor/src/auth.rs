@@ -10,34 +10,50 @@
 //! compile:
 //!
 //! ```compile_fail,E0451
-//! # // This module, compiled on its own: the doc test is a crate outside it.
+//! # // This module (and the accounts it resolves), compiled on its own: the doc test is a
+//! # // crate outside it, with a `main` of its own so that the modules sit at its root.
+//! # #[path = "../src/accounts.rs"]
+//! # mod accounts;
 //! # #[path = "../src/auth.rs"]
 //! # mod auth;
 //! fn forged() -> auth::Authorized<auth::Rw> {
-//!     auth::Authorized { caller: todo!(), _level: std::marker::PhantomData }
+//!     auth::Authorized { caller: todo!(), account: todo!(), _level: std::marker::PhantomData }
 //! }
+//! # fn main() {}
 //! ```
 //!
 //! while the way through [`authenticate`] compiles (the same module, the same way):
 //!
 //! ```
+//! # #[path = "../src/accounts.rs"]
+//! # mod accounts;
 //! # #[path = "../src/auth.rs"]
 //! # mod auth;
-//! fn authorized(
+//! async fn authorized(
 //!     store: &mymcp_tokens::TokenStore,
+//!     accounts: &std::sync::Arc<accounts::Accounts>,
 //!     token: &mymcp_protocol::TokenDigest,
 //! ) -> Option<auth::Authorized<auth::Rw>> {
-//!     let caller = auth::authenticate(store, token)?;
+//!     let caller = auth::authenticate(store, token)?.resolve(accounts).await;
 //!     caller.authorize(mymcp_protocol::ToolName::WriteFile).ok()
 //! }
+//! # // `main` of its own, so that the modules above sit at the crate's root.
+//! # fn main() {}
 //! ```
 //!
-//! A proof carries the [`Caller`] it was made for — today its identity and token digest, next
-//! the account a tool acts as — so what a caller gains lands in every proof at once.
+//! A proof carries the [`Caller`] it was made for — its identity, token digest and the
+//! [`Account`] its tools act as. That account comes from the executor's store only (the token's
+//! `user`) and is resolved through NSS for the call ([`Caller::resolve`]); a proof exists only
+//! for a caller whose account resolved, so a tool cannot run without one. The tools act as it
+//! through [`Authorized::act`] (file work) and [`Authorized::account`] (commands).
 
-use mymcp_protocol::{ErrorCode, Identity, Role, TokenDigest, ToolFailure, ToolName};
+use crate::accounts::{Account, Accounts, Acting};
+use mymcp_protocol::{
+    ErrorCode, Identity, Role, TokenDigest, TokenLimits, TokenView, ToolFailure, ToolName,
+};
 use mymcp_tokens::TokenStore;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 /// A token holder that may call MCP tools (role `ro` or `rw`), as [`authenticate`] found it
 /// in the store. What the executor knows of a caller goes here; every [`Authorized`] made
@@ -48,6 +64,15 @@ pub(crate) struct Caller {
     /// The digest the caller authenticated with: what per-token limits, grants and job
     /// ownership are keyed by.
     token: TokenDigest,
+    /// The account the token acts as, as the store names it.
+    user: String,
+    /// The token's own limits on its commands (unset fields: the defaults).
+    limits: TokenLimits,
+    /// Its commands' view of the host.
+    view: Arc<TokenView>,
+    /// That account for this call, once [`Caller::resolve`] looked it up (or why it cannot be
+    /// acted as); `None` before.
+    account: Option<Result<Arc<Account>, ToolFailure>>,
 }
 
 impl Caller {
@@ -55,39 +80,97 @@ impl Caller {
         &self.identity
     }
 
-    /// Checks that this caller may use `tool` at level `L`.
+    /// The name of the account the token acts as (from the store).
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The uid of that account, once resolved.
+    pub(crate) fn uid(&self) -> Option<u32> {
+        match &self.account {
+            Some(Ok(a)) => Some(a.uid),
+            _ => None,
+        }
+    }
+
+    /// Resolves the caller's account for this call: from recent resolutions when they still
+    /// hold, else through NSS on the blocking pool (a directory service may take a while).
+    pub(crate) async fn resolve(mut self, accounts: &Arc<Accounts>) -> Caller {
+        let resolved = match accounts.resolve_now(&self.user) {
+            Some(r) => r,
+            None => {
+                let (accounts, user) = (accounts.clone(), self.user.clone());
+                tokio::task::spawn_blocking(move || accounts.lookup(&user))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ToolFailure::new(
+                            ErrorCode::InternalError,
+                            format!("account lookup failed: {e}"),
+                        ))
+                    })
+            }
+        };
+        self.account = Some(resolved);
+        self
+    }
+
+    /// [`Caller::resolve`] on this thread (for unit tests outside a runtime).
+    #[cfg(test)]
+    pub(crate) fn resolve_here(mut self, accounts: &Accounts) -> Caller {
+        let resolved = accounts
+            .resolve_now(&self.user)
+            .unwrap_or_else(|| accounts.lookup(&self.user));
+        self.account = Some(resolved);
+        self
+    }
+
+    /// Checks that this caller may use `tool` at level `L` (the role first: a refusal for the
+    /// role is the same whatever the account), and that its account resolved.
     pub(crate) fn authorize<L: Level>(&self, tool: ToolName) -> Result<Authorized<L>, ToolFailure> {
         debug_assert_eq!(
             tool.required_role(),
             L::ROLE,
             "tool level mismatch for {tool}"
         );
-        if self.identity.role.allows(L::ROLE) && self.identity.role.allows(tool.required_role()) {
-            Ok(Authorized {
-                caller: self.clone(),
-                _level: PhantomData,
-            })
-        } else {
-            Err(ToolFailure::new(
+        if !(self.identity.role.allows(L::ROLE) && self.identity.role.allows(tool.required_role()))
+        {
+            return Err(ToolFailure::new(
                 ErrorCode::PermissionDenied,
                 format!(
                     "Permission denied: tool '{tool}' requires {} role",
                     tool.required_role()
                 ),
-            ))
+            ));
+        }
+        match &self.account {
+            Some(Ok(account)) => Ok(Authorized {
+                caller: self.clone(),
+                account: account.clone(),
+                _level: PhantomData,
+            }),
+            Some(Err(failure)) => Err(failure.clone()),
+            None => Err(ToolFailure::new(
+                ErrorCode::InternalError,
+                format!("the account of the caller of '{tool}' was not resolved; nothing ran"),
+            )),
         }
     }
 }
 
 /// Looks a digest up (the token store, then the OAuth grants it answers for). Only `ro`/`rw`
 /// tokens are MCP callers; admin and metrics tokens and unknown or disabled tokens are refused
-/// alike.
+/// alike. The caller's account is resolved later, by [`Caller::resolve`], only for what runs a
+/// tool.
 pub(crate) fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Caller> {
     // An OAuth access token is keyed by its grant (see `mymcp_tokens::Delegated`).
-    let (identity, key) = store.authenticate(token)?;
-    identity.role.is_client().then_some(Caller {
-        identity,
+    let (holder, key) = store.authenticate(token)?;
+    holder.identity.role.is_client().then_some(Caller {
+        identity: holder.identity,
         token: key,
+        user: holder.user,
+        limits: holder.limits,
+        view: Arc::new(holder.view),
+        account: None,
     })
 }
 
@@ -122,6 +205,8 @@ mod sealed {
 #[derive(Debug)]
 pub(crate) struct Authorized<L: Level> {
     caller: Caller,
+    /// The caller's account, resolved for this call.
+    account: Arc<Account>,
     _level: PhantomData<L>,
 }
 
@@ -130,6 +215,7 @@ impl<L: Level> Clone for Authorized<L> {
     fn clone(&self) -> Self {
         Authorized {
             caller: self.caller.clone(),
+            account: self.account.clone(),
             _level: PhantomData,
         }
     }
@@ -144,12 +230,40 @@ impl<L: Level> Authorized<L> {
     pub(crate) fn token(&self) -> &TokenDigest {
         &self.caller.token
     }
+
+    /// The account the caller's tools act as.
+    pub(crate) fn account(&self) -> &Account {
+        &self.account
+    }
+
+    /// The token's own limits on its commands, from the store (unset fields: the defaults).
+    pub(crate) fn limits(&self) -> &TokenLimits {
+        &self.caller.limits
+    }
+
+    /// The token's view of the host for its commands and tools (write roots, hidden paths,
+    /// network).
+    pub(crate) fn view(&self) -> &TokenView {
+        &self.caller.view
+    }
+
+    /// Makes the calling thread act as the caller's account for file work until the guard
+    /// drops (see [`Account::act`]); every thread that does a call's file work takes one.
+    pub(crate) fn act(&self) -> Result<Acting, ToolFailure> {
+        self.account.act()
+    }
 }
 
 #[cfg(test)]
 impl<L: Level> Authorized<L> {
-    /// A proof for the unit tests of a tool: a caller named `test` of role `L`.
+    /// A proof for the unit tests of a tool: a caller named `test` of role `L`, acting as root.
     pub(crate) fn for_tests() -> Self {
+        let root = Accounts::new().lookup("root");
+        Self::for_tests_as(root.unwrap_or_else(|_| unreachable!("root is never looked up")))
+    }
+
+    /// As [`Authorized::for_tests`], acting as `account`.
+    pub(crate) fn for_tests_as(account: Arc<Account>) -> Self {
         Authorized {
             caller: Caller {
                 identity: Identity {
@@ -157,9 +271,21 @@ impl<L: Level> Authorized<L> {
                     role: L::ROLE,
                 },
                 token: TokenDigest([0; 32]),
+                user: account.name.clone(),
+                limits: TokenLimits::default(),
+                view: Arc::default(),
+                account: Some(Ok(account.clone())),
             },
+            account,
             _level: PhantomData,
         }
+    }
+
+    /// As [`Authorized::for_tests`], for a token with `view`.
+    pub(crate) fn for_tests_with_view(view: TokenView) -> Self {
+        let mut auth = Self::for_tests();
+        auth.caller.view = Arc::new(view);
+        auth
     }
 }
 
@@ -177,7 +303,10 @@ mod tests {
         let (admin, _) = store.add("a", Role::Admin).unwrap();
         let (metrics, _) = store.add("m", Role::Metrics).unwrap();
 
-        let ro = authenticate(&store, &digest(&ro)).unwrap();
+        let accounts = Accounts::new();
+        let ro = authenticate(&store, &digest(&ro))
+            .unwrap()
+            .resolve_here(&accounts);
         let err = ro.authorize::<Rw>(ToolName::BashExecute).unwrap_err();
         assert_eq!(err.code, ErrorCode::PermissionDenied);
         assert_eq!(
@@ -186,12 +315,51 @@ mod tests {
         );
         assert!(ro.authorize::<Ro>(ToolName::ReadFile).is_ok());
 
-        let rw = authenticate(&store, &digest(&rw)).unwrap();
+        let rw = authenticate(&store, &digest(&rw))
+            .unwrap()
+            .resolve_here(&accounts);
         assert!(rw.authorize::<Rw>(ToolName::BashExecute).is_ok());
         assert!(rw.authorize::<Ro>(ToolName::ReadFile).is_ok());
 
         assert!(authenticate(&store, &digest(&admin)).is_none());
         assert!(authenticate(&store, &digest(&metrics)).is_none());
         assert!(authenticate(&store, &TokenDigest([0; 32])).is_none());
+    }
+
+    #[test]
+    fn a_proof_carries_the_tokens_account_and_none_is_made_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::open(&dir.path().join("t.json")).unwrap();
+        let (nobody, _) = store.add_as("n", Role::Rw, Some("nobody")).unwrap();
+        let (gone, _) = store
+            .add_as("g", Role::Ro, Some("no-such-user-mymcp"))
+            .unwrap();
+        let accounts = Accounts::new();
+
+        let caller = authenticate(&store, &digest(&nobody)).unwrap();
+        assert_eq!(caller.user(), "nobody");
+        let unresolved = caller.authorize::<Rw>(ToolName::BashExecute).unwrap_err();
+        assert_eq!(
+            unresolved.code,
+            ErrorCode::InternalError,
+            "no proof before resolve"
+        );
+        let proof = caller
+            .resolve_here(&accounts)
+            .authorize::<Rw>(ToolName::BashExecute)
+            .unwrap();
+        assert_eq!(proof.account().name, "nobody");
+        assert_ne!(proof.account().uid, 0);
+
+        let caller = authenticate(&store, &digest(&gone))
+            .unwrap()
+            .resolve_here(&accounts);
+        assert_eq!(caller.uid(), None);
+        // The role decides first: the same refusal whatever the account.
+        let e = caller.authorize::<Rw>(ToolName::BashExecute).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionDenied);
+        let e = caller.authorize::<Ro>(ToolName::ReadFile).unwrap_err();
+        assert_eq!(e.code, ErrorCode::AccountUnavailable);
+        assert!(e.message.contains("no-such-user-mymcp"), "{}", e.message);
     }
 }

@@ -12,6 +12,7 @@ use crate::overview::OverviewConfig;
 use crate::paths::{DefaultProtected, ProtectedPaths};
 use crate::search::SearchConfig;
 use crate::spawn::BashConfig;
+use crate::terminals::TerminalConfig;
 use crate::transfer::TransferConfig;
 use mymcp_protocol::frame::MAX_FRAME_LEN;
 use mymcp_settings as settings;
@@ -29,6 +30,7 @@ pub(crate) fn tool_settings(
     bash.default_max_output =
         settings::BASH_MAX_OUTPUT_BYTES.read_within(src, 1, bash.hard_max_output)?;
     bash.shell = settings::BASH_SHELL.read(src)?;
+    bash.handoff_secs = settings::BASH_HANDOFF_SEC.read(src)? as u32;
     bash.env = BashConfig::default_env(&settings::BASH_ENV_PASSTHROUGH.read(src));
     // The child's SHELL names the shell that really runs it.
     for (k, v) in bash.env.iter_mut() {
@@ -141,6 +143,16 @@ pub(crate) fn bash_per_token(src: &dyn Source) -> Result<usize, ConfigError> {
     Ok(settings::BASH_MAX_CONCURRENT_PER_TOKEN.read(src)? as usize)
 }
 
+/// `MYMCP_DEFAULT_MEMORY_MAX`, `MYMCP_DEFAULT_TASKS_MAX`, `MYMCP_DEFAULT_CPU_MAX`: the kernel
+/// limits of every command.
+pub(crate) fn default_limits(src: &dyn Source) -> Result<crate::cgroup::Limits, ConfigError> {
+    Ok(crate::cgroup::Limits::from_settings(
+        settings::DEFAULT_MEMORY_MAX.read(src)?,
+        settings::DEFAULT_TASKS_MAX.read(src)?,
+        settings::DEFAULT_CPU_MAX.read(src)?,
+    ))
+}
+
 /// `MYMCP_SHUTDOWN_GRACE_SEC`: what commands get between SIGTERM and SIGKILL at shutdown.
 pub(crate) fn shutdown_grace(src: &dyn Source) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(settings::SHUTDOWN_GRACE_SEC.read(src)?))
@@ -166,10 +178,36 @@ pub(crate) fn audit_settings(src: &dyn Source) -> Result<crate::audit::AuditSett
 
 /// Settings the executor does not use itself but validates so that a typo stops start-up:
 /// the frontend's port and the log format (taken as text by the flag).
+/// `MYMCP_DEFAULT_USER`: the account of tokens that name none (an account name; whether it
+/// exists is checked at start-up and for every call, as accounts come and go).
+pub(crate) fn default_user(src: &dyn Source) -> Result<String, ConfigError> {
+    let user = settings::DEFAULT_USER.read(src);
+    if !mymcp_tokens::valid_user(&user) {
+        return Err(settings::DEFAULT_USER.error(format!("{user:?} is not an account name")));
+    }
+    Ok(user)
+}
+
 pub(crate) fn other_settings(src: &dyn Source) -> Result<(), ConfigError> {
     settings::PORT.read(src)?;
     settings::LOG_FORMAT.read(src)?;
     Ok(())
+}
+
+/// What the executor hands the frontend for its OTLP export: audit records
+/// (`MYMCP_OTLP_AUDIT_LOGS`) and its counters without a metrics token
+/// (`MYMCP_OTLP_EXECUTOR_METRICS`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TelemetrySettings {
+    pub(crate) audit_logs: bool,
+    pub(crate) executor_metrics: bool,
+}
+
+pub(crate) fn telemetry_settings(src: &dyn Source) -> Result<TelemetrySettings, ConfigError> {
+    Ok(TelemetrySettings {
+        audit_logs: settings::OTLP_AUDIT_LOGS.read(src)?,
+        executor_metrics: settings::OTLP_EXECUTOR_METRICS.read(src)?,
+    })
 }
 
 /// `server_overview`: the recorder's data directory (`MYMCP_RECORDER_DATA_DIR`), its merge
@@ -197,6 +235,19 @@ pub(crate) fn job_settings(src: &dyn Source) -> Result<JobConfig, ConfigError> {
     Ok(jobs)
 }
 
+/// Terminal settings: `MYMCP_STATE_DIR` (recordings in its `terminals` subdirectory),
+/// `MYMCP_TERMINAL_IDLE_SEC`, `MYMCP_TERMINAL_RECORDING_RETENTION_SEC`,
+/// `MYMCP_TERMINAL_MAX_PER_TOKEN`, `MYMCP_TERMINAL_MAX`.
+pub(crate) fn terminal_settings(src: &dyn Source) -> Result<TerminalConfig, ConfigError> {
+    let state = settings::STATE_DIR.read(src)?;
+    let mut cfg = TerminalConfig::new(&state);
+    cfg.idle = Duration::from_secs(settings::TERMINAL_IDLE_SEC.read(src)?);
+    cfg.retention = Duration::from_secs(settings::TERMINAL_RECORDING_RETENTION_SEC.read(src)?);
+    cfg.max_per_token = settings::TERMINAL_MAX_PER_TOKEN.read(src)? as usize;
+    cfg.max_total = settings::TERMINAL_MAX.read(src)? as usize;
+    Ok(cfg)
+}
+
 /// File transfer settings (`MYMCP_TRANSFER_*`). As in the reference, a default lifetime above
 /// the longest is simply clamped to it.
 pub(crate) fn transfer_settings(src: &dyn Source) -> Result<TransferConfig, ConfigError> {
@@ -221,6 +272,20 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_default_account_is_declared_once_and_checked() {
+        assert_eq!(
+            settings::DEFAULT_USER.default(),
+            mymcp_tokens::BUILTIN_DEFAULT_USER,
+            "the token store's own default must be the setting's"
+        );
+        assert_eq!(default_user(&src(&[])).unwrap(), "root");
+        let set = src(&[("MYMCP_DEFAULT_USER", "tools")]);
+        assert_eq!(default_user(&set).unwrap(), "tools");
+        let bad = src(&[("MYMCP_DEFAULT_USER", "a:b")]);
+        assert!(default_user(&bad).is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! shuts down within the grace period. `main` only wires the environment, the sockets passed
 //! by the service manager, signals and logging into [`run`].
 
-use crate::audit::Audit;
+use crate::audit::{Actor, Audit, Outcome};
+use crate::cgroup::{Confinement, KillMode};
 use crate::cli::Args;
 use crate::config::{self, Env};
 use crate::control::Control;
@@ -11,6 +12,8 @@ use crate::dispatch::Executor;
 use crate::jobs::Jobs;
 use crate::metrics::Metrics;
 use crate::server::{self, Origin, Shutdown};
+use crate::spawn;
+use crate::terminals::Terminals;
 use mymcp_service::activation::Activated;
 use mymcp_service::notify::Notifier;
 use mymcp_sys as sys;
@@ -77,8 +80,10 @@ impl std::fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Imports the admin and metrics tokens named by the environment or env file (digests only),
-/// unless the store already has them or they were revoked or rotated away.
-fn import_secrets(tokens: &TokenStore, secrets: &Secrets) -> Result<(), Error> {
+/// unless the store already has them or they were revoked or rotated away. An import that adds
+/// a token is audited (`token_import` by `mymcp-executor`), after the fact: whether it adds
+/// anything is known only then, and a start record at every start-up would be noise.
+fn import_secrets(tokens: &TokenStore, secrets: &Secrets, audit: &Audit) -> Result<(), Error> {
     use mymcp_protocol::{ImportedToken, Role};
     let mut list = Vec::new();
     for (value, role) in [
@@ -98,8 +103,17 @@ fn import_secrets(tokens: &TokenStore, secrets: &Secrets) -> Result<(), Error> {
         });
     }
     if !list.is_empty() {
-        let (added, _) = tokens.import(list).map_err(|e| Error::chain(&e))?;
+        let params = serde_json::json!({
+            "source": "environment",
+            "count": list.len(),
+            "tokens": list.iter().map(|t| serde_json::json!({"name": t.name, "role": t.role.as_str()})).collect::<Vec<_>>(),
+        });
+        let started = std::time::Instant::now();
+        let (added, skipped) = tokens.import(list).map_err(|e| Error::chain(&e))?;
         if added > 0 {
+            let op = audit.operation("token_import", Actor::executor(), params);
+            let output = serde_json::json!({"added": added, "skipped": skipped});
+            audit.op_outcome(&op, Outcome::ok(Some(started.elapsed()), Some(output)));
             tracing::warn!(added, "imported MYMCP_ADMIN_TOKEN/MYMCP_METRICS_TOKEN into the token store (digests only); manage them with mymcpctl token rotate-admin|rotate-metrics|disable-metrics and remove them from the env file");
         }
     }
@@ -121,7 +135,9 @@ pub fn run(
     // SAFETY-free hygiene: sockets and files are created with explicit modes; a restrictive
     // umask makes the window before chmod harmless.
     set_umask();
-    let (bash, read, bash_max_concurrent) = config::tool_settings(&Env).map_err(Error::config)?;
+    let (mut bash, read, bash_max_concurrent) =
+        config::tool_settings(&Env).map_err(Error::config)?;
+    let limits = config::default_limits(&Env).map_err(Error::config)?;
     let files =
         config::file_tools(&Env, &args.token_file, &args.runtime_dir).map_err(Error::config)?;
     let protected: Vec<String> = files
@@ -136,16 +152,32 @@ pub fn run(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    bash.protect = files
+        .protected
+        .entries()
+        .iter()
+        .chain(files.protected.write_only())
+        .cloned()
+        .collect();
+    if let Err(e) = spawn::probe_views() {
+        tracing::warn!(error = %e, "commands cannot get a mount namespace of their own here: mymcp's own files are not made read-only to them, and tokens with write roots, hidden paths or no network run no command");
+        bash.protect = Arc::new([]);
+        bash.views = false;
+        bash.views_unavailable = Some(e.to_string());
+    }
     let per_token = config::bash_per_token(&Env).map_err(Error::config)?;
     let job_config = config::job_settings(&Env).map_err(Error::config)?;
+    let terminal_config = config::terminal_settings(&Env).map_err(Error::config)?;
     let transfer_config = config::transfer_settings(&Env).map_err(Error::config)?;
     let grace = config::shutdown_grace(&Env).map_err(Error::config)?;
     let audit_settings = config::audit_settings(&Env).map_err(Error::config)?;
+    let telemetry = config::telemetry_settings(&Env).map_err(Error::config)?;
     let mut overview_config = config::overview_settings(&Env).map_err(Error::config)?;
     // Under systemd (a notify service) the recorder is the unit mymcp-recorder; messages about
     // a missing overview say so only there.
     overview_config.under_systemd = notifier.enabled();
     config::other_settings(&Env).map_err(Error::config)?;
+    let default_user = config::default_user(&Env).map_err(Error::config)?;
     let euid = sys::euid();
     let frontend = resolve_frontend_user(&args.frontend_user)?;
     if euid != 0 && frontend.0 != euid {
@@ -170,6 +202,11 @@ pub fn run(
             &e,
         )
     })?;
+    let audit = if telemetry.audit_logs {
+        audit.with_feed(Arc::default())
+    } else {
+        audit
+    };
     let audit = Arc::new(audit);
     if let Some(key) = install_key {
         let stored = audit_settings.log.key_file.with_file_name("install.pub");
@@ -188,16 +225,42 @@ pub fn run(
         tracing::warn!(key = %key, stored = %stored.display(), "new audit key chain; this install key is printed only now");
     }
 
-    let tokens = Arc::new(TokenStore::open(&args.token_file).map_err(|e| Error::chain(&e))?);
-    import_secrets(&tokens, &secrets)?;
-    let jobs = Arc::new(Jobs::open(job_config));
+    let tokens = TokenStore::open(&args.token_file)
+        .and_then(|t| t.with_default_user(&default_user))
+        .map_err(|e| Error::chain(&e))?;
+    let tokens = Arc::new(tokens);
+    match sys::user_by_name(&default_user) {
+        Ok(Some(_)) => {}
+        // Not fatal: tokens of other accounts work, and this one's calls say what is wrong.
+        Ok(None) => {
+            tracing::error!(account = %default_user, "MYMCP_DEFAULT_USER names no account on this host: calls of tokens without an account of their own fail (AccountUnavailable) until it exists")
+        }
+        Err(e) => {
+            tracing::warn!(account = %default_user, error = %e, "cannot look up MYMCP_DEFAULT_USER's account now")
+        }
+    }
+    import_secrets(&tokens, &secrets, &audit)?;
+    let jobs = Arc::new(Jobs::open(job_config, audit.clone()));
+    let terminals = Arc::new(Terminals::open(terminal_config, audit.clone()));
+    // Once nothing before serving can fail (a refused start leaves no cgroup behind, and says
+    // one thing), and before the runtime's threads: the executor may move itself into a leaf
+    // cgroup. Dropping the last reference removes this executor's cgroups.
+    let confine = Arc::new(Confinement::setup(limits));
+    if confine.kill_mode() == KillMode::ProcessGroup {
+        tracing::warn!(confinement = %confine.describe(), "commands are not confined by cgroups: a process that leaves its process group (setsid, nohup … &) outlives its call");
+    } else {
+        tracing::info!(confinement = %confine.describe(), "commands run in cgroups of their own");
+    }
+    bash.confine = confine.clone();
     let executor = Arc::new(
         Executor::new(tokens.clone(), bash, read, files, bash_max_concurrent)
             .with_command_limits(bash_max_concurrent, per_token)
             .with_jobs(jobs.clone())
+            .with_terminals(terminals)
             .with_observability(metrics.clone(), audit.clone())
             .with_transfers(transfer_config)
-            .with_overview(overview_config),
+            .with_overview(overview_config)
+            .with_telemetry_metrics(telemetry.executor_metrics),
     );
     let control = Arc::new(Control::new(executor.clone()));
 
@@ -206,6 +269,18 @@ pub fn run(
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A thread inherits the credentials of the one that starts it. The runtime's threads
+        // are started while no thread acts as an account (see `accounts`): one that is not
+        // the executor's own would run later calls with another account's rights.
+        .on_thread_start(move || {
+            let now = sys::euid();
+            if now != euid {
+                eprintln!(
+                    "mymcp-executor: a runtime thread started as uid {now}, not {euid}; aborting"
+                );
+                std::process::abort();
+            }
+        })
         .build()
         .map_err(|e| Error::context("tokio runtime".into(), &e))?;
     let served = rt.block_on(async move {
@@ -265,6 +340,7 @@ pub fn run(
             token_file = %args.token_file.display(),
             frontend_uid = frontend.0,
             tokens = tokens.count(),
+            default_user = %tokens.default_user(),
             protected = %protected.join(","),
             write_protected = %write_protected.join(","),
             version = env!("CARGO_PKG_VERSION"),
@@ -287,9 +363,11 @@ pub fn run(
             grace_secs = grace.as_secs(),
             "stopping"
         );
-        // Commands and background jobs alike: SIGTERM, the grace period, then SIGKILL.
+        // Commands and background jobs alike: SIGTERM, the grace period, then SIGKILL;
+        // terminals: SIGHUP, a second, SIGKILL.
         shutdown.run(grace).await;
         jobs.remove_all();
+        confine.close();
         flusher.abort();
         sealer.abort();
         if let Some(watchdog) = watchdog {

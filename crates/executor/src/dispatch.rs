@@ -4,25 +4,31 @@
 //! caller's token digest and nothing it says about roles is trusted. Tool entry points take an
 //! [`Authorized`] proof of the right level, so a tool cannot run without the check.
 
-use crate::audit::{self, Audit};
+use crate::accounts::Accounts;
+use crate::audit::{self, Actor, Audit, Outcome};
+use crate::audit_feed;
 use crate::auth::{self, Authorized, Caller, Ro, Rw};
 use crate::config::FileTools;
 use crate::files::{self, ReadConfig};
-use crate::jobs::Jobs;
+use crate::jobs::{HandOffLimits, Jobs};
 use crate::limits::{CommandLimits, FileLimits, FileSlot};
 use crate::metrics::{AuthSurface, Metrics};
 use crate::overview::{self, OverviewConfig};
 use crate::paths::{check_path_len, Access};
 use crate::server::{CancelSignal, Events, Peer, Service};
 use crate::spawn::{self, Activity, BashConfig};
+use crate::terminals::Terminals;
+use crate::trace::RequestTrace;
 use crate::transfer::{TransferConfig, Transfers};
 use crate::{edit, search};
 use mymcp_protocol::{
-    AdminOp, AdminOutcome, BashExecute, CallOrigin, EditFile, ErrorCode, FrontendRequest,
-    FrontendResponse, Glob, Grep, HostOffer, MetricsOutcome, Progress, ReadFile, Role, TokenDigest,
-    ToolCall, ToolFailure, ToolName, ToolOutput, WriteFile,
+    AdminOp, AdminOutcome, AuditRecords, BashExecute, CallOrigin, CallResult, EditFile, ErrorCode,
+    FrontendRequest, FrontendResponse, Glob, Grep, HostOffer, MetricsOutcome, Progress, ReadFile,
+    Role, SpanAttributes, SpanName, SpanStatus, TokenDigest, ToolCall, ToolFailure, ToolName,
+    ToolOutput, TraceContext, TracedRequest, WriteFile,
 };
 use mymcp_tokens::TokenStore;
+use serde_json::json;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,6 +47,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(crate) struct Executor {
     tokens: Arc<TokenStore>,
+    /// Resolves the accounts tokens act as.
+    accounts: Arc<Accounts>,
     bash: BashConfig,
     read: ReadConfig,
     files: Arc<FileTools>,
@@ -48,11 +56,14 @@ pub(crate) struct Executor {
     /// File-tool calls and transfers on the blocking pool, in total and per token.
     file_limits: FileLimits,
     jobs: Arc<Jobs>,
+    terminals: Arc<Terminals>,
     transfers: Arc<Transfers>,
     running_commands: AtomicU64,
     metrics: Arc<Metrics>,
     audit: Arc<Audit>,
     overview: Arc<OverviewConfig>,
+    /// `MYMCP_OTLP_EXECUTOR_METRICS`: the frontend may read the counters without a token.
+    telemetry_metrics: bool,
     pub(crate) started: Instant,
 }
 
@@ -66,23 +77,29 @@ impl Executor {
     ) -> Self {
         Executor {
             tokens,
+            accounts: Arc::new(Accounts::new()),
             bash,
             read,
             file_limits: FileLimits::new(files.max_concurrent, files.max_concurrent_per_token),
             files: Arc::new(files),
             limits: CommandLimits::new(bash_max_concurrent, DEFAULT_BASH_MAX_PER_TOKEN),
             jobs: Arc::new(Jobs::disabled()),
+            terminals: Arc::new(Terminals::disabled()),
             transfers: Arc::new(Transfers::new(TransferConfig::default())),
             running_commands: AtomicU64::new(0),
             metrics: Arc::new(Metrics::default()),
             audit: Arc::new(Audit::disabled(Arc::new(Metrics::default()))),
             overview: Arc::new(OverviewConfig::default()),
+            telemetry_metrics: false,
             started: Instant::now(),
         }
     }
 
     /// Uses these counters and this audit log (which should count into the same counters).
     pub(crate) fn with_observability(mut self, metrics: Arc<Metrics>, audit: Arc<Audit>) -> Self {
+        Arc::get_mut(&mut self.transfers)
+            .expect("transfers are not shared while the executor is built")
+            .observe(metrics.clone(), audit.clone());
         self.metrics = metrics;
         self.audit = audit;
         self
@@ -104,15 +121,30 @@ impl Executor {
         self
     }
 
+    /// Enables terminals.
+    pub(crate) fn with_terminals(mut self, terminals: Arc<Terminals>) -> Self {
+        self.terminals = terminals;
+        self
+    }
+
     /// Sets the transfer settings (`MYMCP_TRANSFER_*`); the default is the reference's.
     pub(crate) fn with_transfers(mut self, config: TransferConfig) -> Self {
-        self.transfers = Arc::new(Transfers::new(config));
+        let mut transfers = Transfers::new(config);
+        transfers.observe(self.metrics.clone(), self.audit.clone());
+        self.transfers = Arc::new(transfers);
         self
     }
 
     /// Where `server_overview` finds the recorder's document (`MYMCP_RECORDER_*`).
     pub(crate) fn with_overview(mut self, config: OverviewConfig) -> Self {
         self.overview = Arc::new(config);
+        self
+    }
+
+    /// Lets the frontend read the counters for its OTLP export without a metrics token
+    /// (`MYMCP_OTLP_EXECUTOR_METRICS`).
+    pub(crate) fn with_telemetry_metrics(mut self, allowed: bool) -> Self {
+        self.telemetry_metrics = allowed;
         self
     }
 
@@ -124,6 +156,16 @@ impl Executor {
         &self.tokens
     }
 
+    /// How commands are confined.
+    pub(crate) fn confinement(&self) -> &crate::cgroup::Confinement {
+        &self.bash.confine
+    }
+
+    /// Why commands cannot get a view of their own here (`None`: they can).
+    pub(crate) fn views_unavailable(&self) -> Option<&str> {
+        self.bash.views_unavailable.as_deref()
+    }
+
     /// Foreground commands running right now.
     pub(crate) fn running_commands(&self) -> u64 {
         self.running_commands.load(Ordering::Relaxed)
@@ -132,6 +174,7 @@ impl Executor {
     async fn run(
         &self,
         caller: &Caller,
+        origin: &CallOrigin,
         call: ToolCall,
         cancel: CancelSignal,
         events: Events,
@@ -139,7 +182,7 @@ impl Executor {
         match call {
             ToolCall::BashExecute(args) => {
                 let auth = caller.authorize::<Rw>(ToolName::BashExecute)?;
-                self.bash_execute(&auth, args, cancel, events).await
+                self.bash_execute(&auth, origin, args, cancel, events).await
             }
             ToolCall::ReadFile(args) => {
                 let auth = caller.authorize::<Ro>(ToolName::ReadFile)?;
@@ -202,6 +245,60 @@ impl Executor {
                 .await
                 .map(ToolOutput::TransferGrant)
             }
+            ToolCall::TerminalOpen(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalOpen)?;
+                if let Some(c) = &args.command {
+                    if c.len() > MAX_COMMAND_BYTES {
+                        return Err(ToolFailure::new(
+                            ErrorCode::InvalidArguments,
+                            format!("command is {} bytes, max is {MAX_COMMAND_BYTES}", c.len()),
+                        ));
+                    }
+                }
+                check_path_len("working_dir", args.working_dir.as_deref())?;
+                if cancel.shutting_down() {
+                    return Err(ToolFailure::new(
+                        ErrorCode::ShuttingDown,
+                        "The server is shutting down and opens no new terminals",
+                    ));
+                }
+                let shutdown = cancel.detach();
+                self.terminals
+                    .start(&auth, origin, &args, &self.bash, shutdown)
+                    .map(ToolOutput::Terminal)
+            }
+            ToolCall::TerminalSend(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalSend)?;
+                self.terminals
+                    .send(&auth, &args)
+                    .await
+                    .map(ToolOutput::TerminalSent)
+            }
+            ToolCall::TerminalRead(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalRead)?;
+                let mut cancel = cancel;
+                self.terminals
+                    .read(&auth, &args, &mut cancel)
+                    .await
+                    .map(ToolOutput::TerminalScreen)
+            }
+            ToolCall::TerminalResize(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalResize)?;
+                self.terminals
+                    .resize(&auth, &args)
+                    .map(ToolOutput::Terminal)
+            }
+            ToolCall::TerminalList => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalList)?;
+                Ok(ToolOutput::TerminalList(self.terminals.list(&auth)))
+            }
+            ToolCall::TerminalClose(args) => {
+                let auth = caller.authorize::<Rw>(ToolName::TerminalClose)?;
+                self.terminals
+                    .close(&auth, &args.terminal_id)
+                    .await
+                    .map(ToolOutput::Terminal)
+            }
             ToolCall::ServerOverview => {
                 let auth = caller.authorize::<Ro>(ToolName::ServerOverview)?;
                 let slot = self.file_limits.call(auth.token())?;
@@ -218,6 +315,7 @@ impl Executor {
     async fn bash_execute(
         &self,
         auth: &Authorized<Rw>,
+        origin: &CallOrigin,
         args: BashExecute,
         mut cancel: CancelSignal,
         events: Events,
@@ -244,8 +342,30 @@ impl Executor {
             let shutdown = cancel.detach();
             return self
                 .jobs
-                .start(auth, &args, &self.bash, slot, shutdown)
+                .start(auth, origin, &args, &self.bash, slot, shutdown)
                 .map(ToolOutput::Job);
+        }
+        if let Some(limits) = self.handoff(auth, &args) {
+            let slot = self.limits.total_slot()?;
+            return self
+                .jobs
+                .run_handoff(
+                    auth,
+                    origin,
+                    &args,
+                    &self.bash,
+                    slot,
+                    &mut cancel,
+                    limits,
+                    |elapsed, stdout_bytes, stderr_bytes| {
+                        events.progress(Progress {
+                            elapsed_ms: elapsed.as_millis() as u64,
+                            stdout_bytes,
+                            stderr_bytes,
+                        });
+                    },
+                )
+                .await;
         }
         let _slot = self.limits.foreground(auth.token())?;
         self.running_commands.fetch_add(1, Ordering::Relaxed);
@@ -269,6 +389,25 @@ impl Executor {
         out.map(ToolOutput::Bash)
     }
 
+    /// Whether this foreground call may be handed off to a job, and how: `handoff_after`
+    /// (else `MYMCP_BASH_HANDOFF_SEC`) is set and shorter than the timeout, and the token may
+    /// start a job now. Otherwise it runs as a plain foreground call.
+    fn handoff(&self, auth: &Authorized<Rw>, args: &BashExecute) -> Option<HandOffLimits> {
+        let after = match args.handoff_after {
+            Some(n) => n.clamp(0, i64::from(spawn::MAX_TIMEOUT_SECS)) as u32,
+            None => self.bash.handoff_secs,
+        };
+        let timeout_secs = spawn::cap_timeout(spawn::clamp_timeout(args.timeout), auth.limits());
+        if after == 0 || after >= timeout_secs || !self.jobs.has_room(auth.token()) {
+            return None;
+        }
+        Some(HandOffLimits {
+            timeout_secs,
+            after: Duration::from_secs(u64::from(after)),
+            max_output: spawn::clamp_max_output(args.max_output_bytes, &self.bash),
+        })
+    }
+
     async fn read_file(
         &self,
         auth: Authorized<Ro>,
@@ -278,7 +417,12 @@ impl Executor {
         check_path_len("file_path", Some(&args.file_path))?;
         // Answered here when everything it needs is in memory (it cannot wait, so it takes
         // no slot); else on the blocking pool.
-        if let Some(last) = self.files.protected.last(Access::Read) {
+        // A token with hidden paths takes the path below, where its view applies.
+        let last = match auth.view().hide.is_empty() {
+            true => self.files.protected.last(Access::Read),
+            false => None,
+        };
+        if let Some(last) = last {
             if let Some(out) = files::read_file_now(&auth, &args, &self.read, &last) {
                 return out.map(ToolOutput::ReadFile);
             }
@@ -287,7 +431,10 @@ impl Executor {
         let cfg = self.read.clone();
         let files = self.files.clone();
         file_work("read_file", slot, move || {
-            let policy = files.protected.policy(Access::Read);
+            let policy = files
+                .protected
+                .policy(Access::Read)
+                .with_view(auth.view(), Access::Read);
             files::read_file_until(&auth, &args, &cfg, &policy, &|| cancel.shutting_down())
         })
         .await
@@ -303,7 +450,10 @@ impl Executor {
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("write_file", slot, move || {
-            let policy = files.protected.policy(Access::Write);
+            let policy = files
+                .protected
+                .policy(Access::Write)
+                .with_view(auth.view(), Access::Write);
             edit::write_file(&auth, &args, &files.write, &policy)
         })
         .await
@@ -319,7 +469,10 @@ impl Executor {
         let slot = self.file_limits.call(auth.token())?;
         let files = self.files.clone();
         file_work("edit_file", slot, move || {
-            let policy = files.protected.policy(Access::Write);
+            let policy = files
+                .protected
+                .policy(Access::Write)
+                .with_view(auth.view(), Access::Write);
             edit::edit_file(&auth, &args, &files.write, &policy)
         })
         .await
@@ -341,7 +494,10 @@ impl Executor {
                 &auth,
                 &args,
                 &files.search,
-                &files.protected.policy(Access::Read),
+                &files
+                    .protected
+                    .policy(Access::Read)
+                    .with_view(auth.view(), Access::Read),
                 &budget,
             )
         })
@@ -364,7 +520,10 @@ impl Executor {
                 &auth,
                 &args,
                 &files.search,
-                &files.protected.policy(Access::Read),
+                &files
+                    .protected
+                    .policy(Access::Read)
+                    .with_view(auth.view(), Access::Read),
                 &budget,
             )
         })
@@ -458,6 +617,21 @@ impl Executor {
         FrontendResponse::Offer(HostOffer { server_overview })
     }
 
+    /// The jobs of an `rw` caller (MCP `tasks/list`). A read of the executor's own table, like
+    /// `Offer`: not audited.
+    fn job_list(&self, token: &TokenDigest) -> FrontendResponse {
+        let Some(caller) = auth::authenticate(&self.tokens, token) else {
+            self.metrics.auth_failure(AuthSurface::Mcp);
+            return FrontendResponse::Unauthenticated;
+        };
+        // Owned by the token: no account needs resolving to list them. An ro token has none.
+        if caller.identity().role.allows(Role::Rw) {
+            FrontendResponse::Jobs(self.jobs.list(token))
+        } else {
+            FrontendResponse::Jobs(Vec::new())
+        }
+    }
+
     fn identify(&self, token: &TokenDigest) -> FrontendResponse {
         match auth::authenticate(&self.tokens, token) {
             Some(caller) => FrontendResponse::Identity(caller.identity().clone()),
@@ -476,15 +650,17 @@ impl Service for Executor {
     /// The file tools are file system calls from start to end; `read_file` is not listed: it
     /// is answered on the runtime when its file is in memory.
     fn runs_blocking(&self, request: &FrontendRequest) -> bool {
-        matches!(
-            request,
-            FrontendRequest::Call {
-                call: ToolCall::WriteFile(_)
-                    | ToolCall::EditFile(_)
-                    | ToolCall::Glob(_)
-                    | ToolCall::Grep(_),
+        let call = match request {
+            FrontendRequest::Call { call, .. }
+            | FrontendRequest::Traced {
+                request: TracedRequest::Call { call, .. },
                 ..
-            }
+            } => call,
+            _ => return false,
+        };
+        matches!(
+            call,
+            ToolCall::WriteFile(_) | ToolCall::EditFile(_) | ToolCall::Glob(_) | ToolCall::Grep(_)
         )
     }
 
@@ -507,14 +683,25 @@ impl Service for Executor {
         cancel: CancelSignal,
         events: Events,
     ) -> FrontendResponse {
+        let (request, trace) = request.split_trace();
         match request {
             FrontendRequest::Identify { token } => self.identify(&token),
+            // Not built yet (issue 23): the authorization server answers nothing.
+            FrontendRequest::OAuth(_) => FrontendResponse::OAuth(
+                mymcp_protocol::oauth::OAuthOutcome::Error(mymcp_protocol::oauth::OAuthError {
+                    code: mymcp_protocol::oauth::OAuthErrorCode::TemporarilyUnavailable,
+                    description: "OAuth is not available on this server".into(),
+                    redirect: None,
+                }),
+            ),
             FrontendRequest::Call {
                 token,
                 origin,
                 call,
-            } => self.call(token, origin, call, cancel, events).await,
-            FrontendRequest::Admin { token, op } => FrontendResponse::Admin(self.admin(&token, op)),
+            } => self.call(token, origin, trace, call, cancel, events).await,
+            FrontendRequest::Admin { token, origin, op } => {
+                FrontendResponse::Admin(self.admin(&token, &origin, op))
+            }
             FrontendRequest::Metrics { token } => {
                 FrontendResponse::Metrics(self.metrics_for(token.as_ref()))
             }
@@ -529,42 +716,92 @@ impl Service for Executor {
                     return FrontendResponse::Unauthenticated;
                 };
                 let id = caller.identity();
+                let trace = RequestTrace::start(trace.as_ref());
+                let code = failure.code;
                 let result = Err(failure);
                 let (class, _, _) = audit::classify(&result);
-                if let Some(known) = ToolName::parse(&tool) {
+                let known = ToolName::parse(&tool);
+                if let Some(known) = known {
                     // Unknown names are counted by the frontend, as `unknown`.
                     self.metrics.call(known, id.role, class, None);
                 }
-                self.audit.refusal(id, &origin, &tool, &result);
+                // Nothing runs: the account is not looked up for this (its uid only if known).
+                let uid = match self.accounts.resolve_now(caller.user()) {
+                    Some(Ok(a)) => Some(a.uid),
+                    _ => None,
+                };
+                self.audit.refusal(
+                    id,
+                    (caller.user(), uid),
+                    &origin,
+                    &tool,
+                    &result,
+                    trace.ids(),
+                );
                 tracing::info!(tool = %audit::cap(&tool, 64), token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, result = class.as_str(), "tool call refused by the frontend");
-                FrontendResponse::Tool(result)
+                let spans = trace.finish(
+                    SpanName::Refused,
+                    SpanStatus::Error,
+                    SpanAttributes {
+                        tool: known,
+                        role: Some(id.role),
+                        result: Some(class),
+                        error: Some(code),
+                        ..SpanAttributes::default()
+                    },
+                );
+                FrontendResponse::Tool(result).traced(spans)
             }
             FrontendRequest::Redeem {
                 grant,
                 direction,
                 announced_len,
                 origin,
-            } => FrontendResponse::Transfer(
-                self.transfers
+            } => {
+                let trace = RequestTrace::start(trace.as_ref());
+                let result = self
+                    .transfers
                     .redeem(
                         &grant,
                         direction,
                         announced_len,
                         &origin,
                         &self.tokens,
+                        &self.accounts,
                         &self.files.protected,
                         &self.file_limits,
                         cancel,
                         &events,
+                        trace.ids(),
                     )
-                    .await,
-            ),
-            FrontendRequest::Probe { grant, direction } => FrontendResponse::TransferProbe(
+                    .await;
+                let spans = trace.finish(
+                    SpanName::Transfer,
+                    if result.is_ok() {
+                        SpanStatus::Ok
+                    } else {
+                        SpanStatus::Error
+                    },
+                    SpanAttributes {
+                        direction: Some(direction),
+                        bytes: result.as_ref().ok().map(|done| done.bytes),
+                        ..SpanAttributes::default()
+                    },
+                );
+                FrontendResponse::Transfer(result).traced(spans)
+            }
+            FrontendRequest::Probe {
+                grant,
+                direction,
+                origin,
+            } => FrontendResponse::TransferProbe(
                 self.transfers
                     .probe(
                         &grant,
                         direction,
+                        &origin,
                         &self.tokens,
+                        &self.accounts,
                         &self.files.protected,
                         &self.file_limits,
                     )
@@ -574,6 +811,28 @@ impl Service for Executor {
                 FrontendResponse::Acknowledged(self.transfers.commit(&grant, claim))
             }
             FrontendRequest::Offer { token } => self.offer(&token).await,
+            FrontendRequest::AuditRecords { from } => {
+                FrontendResponse::AuditRecords(match self.audit.feed() {
+                    None => AuditRecords::Off,
+                    Some(feed) => {
+                        let mut cancel = cancel;
+                        let stop = async move {
+                            cancel.next().await;
+                        };
+                        feed.read(from, audit_feed::WAIT, stop).await
+                    }
+                })
+            }
+            // Unwrapped above; a nested one cannot decode.
+            FrontendRequest::Traced { .. } => FrontendResponse::Unauthenticated,
+            FrontendRequest::Jobs { token } => self.job_list(&token),
+            FrontendRequest::TelemetryMetrics => {
+                FrontendResponse::Metrics(if self.telemetry_metrics {
+                    MetricsOutcome::Snapshot(self.snapshot())
+                } else {
+                    MetricsOutcome::Disabled
+                })
+            }
         }
     }
 }
@@ -584,6 +843,7 @@ impl Executor {
         &self,
         token: TokenDigest,
         origin: CallOrigin,
+        trace: Option<TraceContext>,
         call: ToolCall,
         cancel: CancelSignal,
         events: Events,
@@ -595,11 +855,23 @@ impl Executor {
         };
         let tool = call.name();
         let started = Instant::now();
+        let mut trace = RequestTrace::start(trace.as_ref());
+        // The account the call acts as, from the store's name for it: resolved before the
+        // audit record, which names it.
+        let caller = caller.resolve(&self.accounts).await;
         let id = caller.identity().clone();
-        let prepared = self.audit.prepare(&id, &origin, &call);
+        let prepared = self
+            .audit
+            .prepare(&id, (caller.user(), caller.uid()), &origin, &call)
+            .traced(trace.ids());
         let allowed = id.role.allows(tool.required_role());
         let started_record = if allowed && audit::has_side_effects(tool) {
-            self.audit.start(&prepared)
+            let t = trace.mark();
+            let written = self.audit.start(&prepared);
+            if self.audit.enabled() {
+                trace.step(SpanName::AuditStart, t, step_status(written.is_ok()));
+            }
+            written
         } else {
             Ok(())
         };
@@ -607,8 +879,15 @@ impl Executor {
             // Fail closed: no record, no side effect.
             Err(refused) => Err(refused),
             Ok(()) => {
-                let result = self.run(&caller, call, cancel, events).await;
-                self.audit.finish(&prepared, result, started.elapsed())
+                let t = trace.mark();
+                let result = self.run(&caller, &origin, call, cancel, events).await;
+                trace.step(SpanName::Run, t, step_status(result.is_ok()));
+                let t = trace.mark();
+                let result = self.audit.finish(&prepared, result, started.elapsed());
+                if self.audit.enabled() {
+                    trace.step(SpanName::AuditOutcome, t, SpanStatus::Unset);
+                }
+                result
             }
         };
         let elapsed = started.elapsed();
@@ -618,17 +897,35 @@ impl Executor {
         let ms = elapsed.as_millis() as u64;
         match &result {
             Ok(_) => {
-                tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = code.as_deref().unwrap_or(""), "tool call")
+                tracing::info!(tool = %tool, token = %id.name, role = %id.role, user = %caller.user(), peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = code.as_deref().unwrap_or(""), "tool call")
             }
             Err(f) => {
-                tracing::info!(tool = %tool, token = %id.name, role = %id.role, peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = %f.code, "tool call failed")
+                tracing::info!(tool = %tool, token = %id.name, role = %id.role, user = %caller.user(), peer = %origin.peer, request_id = %origin.request_id, ms, result = class.as_str(), code = %f.code, "tool call failed")
             }
         }
-        FrontendResponse::Tool(result)
+        let spans = trace.finish(
+            SpanName::ExecuteTool,
+            step_status(class == CallResult::Ok),
+            SpanAttributes {
+                tool: Some(tool),
+                role: Some(id.role),
+                result: Some(class),
+                error: result.as_ref().err().map(|f| f.code),
+                exit_code: match &result {
+                    Ok(ToolOutput::Bash(b)) => Some(b.exit_code),
+                    _ => None,
+                },
+                ..SpanAttributes::default()
+            },
+        );
+        FrontendResponse::Tool(result).traced(spans)
     }
 
-    /// `/admin/tokens`: only an admin token may manage, and only `ro`/`rw` tokens.
-    fn admin(&self, token: &TokenDigest, op: AdminOp) -> AdminOutcome {
+    /// `/admin/tokens`: only an admin token may manage, and only `ro`/`rw` tokens. Every
+    /// request of an admin token but `Check` is audited: a listing with one record (withheld
+    /// without it), a change between a start record (no record, no change) and an outcome
+    /// record.
+    fn admin(&self, token: &TokenDigest, origin: &CallOrigin, op: AdminOp) -> AdminOutcome {
         let admin = self
             .tokens
             .lookup(token)
@@ -637,47 +934,95 @@ impl Executor {
             self.metrics.auth_failure(AuthSurface::Admin);
             return AdminOutcome::Forbidden;
         };
-        let failed = |e: mymcp_tokens::TokenError| match e {
-            mymcp_tokens::TokenError::InvalidName(_) | mymcp_tokens::TokenError::Ambiguous(_) => {
-                AdminOutcome::Invalid(e.to_string())
-            }
+        let actor = Actor::token(&admin, origin);
+        let failed = |e: &mymcp_tokens::TokenError| match e {
+            mymcp_tokens::TokenError::InvalidName(_)
+            | mymcp_tokens::TokenError::InvalidUser(_)
+            | mymcp_tokens::TokenError::InvalidLimits(_)
+            | mymcp_tokens::TokenError::LimitsOnNonClient
+            | mymcp_tokens::TokenError::Ambiguous(_) => AdminOutcome::Invalid(e.to_string()),
             mymcp_tokens::TokenError::NotFound(_) => AdminOutcome::NotFound,
             e => AdminOutcome::Failed(e.to_string()),
         };
+        let unaudited = || AdminOutcome::Failed(audit::REFUSED_UNAUDITED.to_owned());
         match op {
-            AdminOp::List => AdminOutcome::Tokens(
-                self.tokens
+            AdminOp::Check => AdminOutcome::Allowed,
+            AdminOp::List => {
+                let list: Vec<_> = self
+                    .tokens
                     .list()
                     .into_iter()
                     .filter(|t| t.role.is_client())
-                    .collect(),
-            ),
-            AdminOp::Create { name, role } => {
-                if !role.is_client() {
-                    return AdminOutcome::Invalid(format!(
-                        "Invalid role: '{role}'. Must be 'ro' or 'rw'."
-                    ));
+                    .collect();
+                let op = self.audit.operation("token_list", actor, json!({}));
+                let output = json!({"count": list.len()});
+                if !self.audit.op_outcome(&op, Outcome::ok(None, Some(output))) {
+                    return unaudited();
                 }
-                match self.tokens.add(&name, role) {
-                    Ok((token, info)) => {
-                        tracing::info!(name = %info.name, role = %info.role, id = %info.id, by = %admin.name, "token created through the admin API");
+                AdminOutcome::Tokens(list)
+            }
+            AdminOp::Create {
+                name,
+                role,
+                user,
+                limits,
+                view,
+            } => {
+                let params = audit::token_add_params(&name, role, user.as_deref(), &limits, &view);
+                let op = self.audit.operation("token_add", actor, params);
+                // `Err(Ok(why))`: refused before the store was asked.
+                let created = self.audit.around(
+                    &op,
+                    || {
+                        if !role.is_client() {
+                            return Err(Ok(format!(
+                                "Invalid role: '{role}'. Must be 'ro' or 'rw'."
+                            )));
+                        }
+                        let user = new_token_user(&self.tokens, user).map_err(Ok)?;
+                        self.tokens
+                            .add_limited(&name, role, Some(&user), limits, view)
+                            .map_err(Err)
+                    },
+                    |r, d| match r {
+                        Ok((_, info)) => audit::token_outcome(Ok(info), d),
+                        Err(Ok(why)) => {
+                            Outcome::error(ErrorCode::InvalidArguments.as_str(), why, Some(d))
+                        }
+                        Err(Err(e)) => audit::token_outcome(Err(e), d),
+                    },
+                );
+                match created {
+                    None => unaudited(),
+                    Some(Ok((token, info))) => {
+                        tracing::info!(name = %info.name, role = %info.role, user = %info.user, id = %info.id, by = %admin.name, "token created through the admin API");
                         AdminOutcome::Created { token, info }
                     }
-                    Err(e) => failed(e),
+                    Some(Err(Ok(why))) => AdminOutcome::Invalid(why),
+                    Some(Err(Err(e))) => failed(&e),
                 }
             }
             AdminOp::Revoke { selector } => {
-                // Admin and metrics tokens are managed with mymcpctl only.
-                match self.tokens.find(&selector) {
-                    Some(t) if t.role.is_client() => {}
-                    _ => return AdminOutcome::NotFound,
-                }
-                match self.tokens.revoke(&selector) {
-                    Ok(info) => {
+                let params = json!({"selector": audit::selector_param(&selector)});
+                let op = self.audit.operation("token_revoke", actor, params);
+                let revoked = self.audit.around(
+                    &op,
+                    || {
+                        // Admin and metrics tokens are managed with mymcpctl only.
+                        match self.tokens.find(&selector) {
+                            Some(t) if t.role.is_client() => self.tokens.revoke(&selector),
+                            _ => Err(mymcp_tokens::TokenError::NotFound(String::new())),
+                        }
+                    },
+                    |r, d| audit::token_outcome(r.as_ref(), d),
+                );
+                match revoked {
+                    None => unaudited(),
+                    Some(Ok(info)) => {
                         tracing::info!(name = %info.name, id = %info.id, by = %admin.name, "token revoked through the admin API");
                         AdminOutcome::Revoked(info)
                     }
-                    Err(e) => failed(e),
+                    Some(Err(e)) => failed(&e),
                 }
             }
         }
@@ -695,10 +1040,40 @@ impl Executor {
             self.metrics.auth_failure(AuthSurface::Metrics);
             return MetricsOutcome::Unauthorized;
         }
+        MetricsOutcome::Snapshot(self.snapshot())
+    }
+
+    /// The counters as `/metrics` and the OTLP export show them.
+    fn snapshot(&self) -> mymcp_protocol::ExecutorMetrics {
         let mut snapshot = self.metrics.snapshot();
         snapshot.running_commands = self.running_commands();
         snapshot.running_jobs = self.jobs.running() as u64;
         snapshot.tokens = self.tokens.count_by_role();
-        MetricsOutcome::Snapshot(snapshot)
+        snapshot
+    }
+}
+
+/// A step's span status: succeeded or not.
+fn step_status(ok: bool) -> SpanStatus {
+    if ok {
+        SpanStatus::Ok
+    } else {
+        SpanStatus::Error
+    }
+}
+
+/// The account of a token being created: `user`, else the store's default; refused (with the
+/// reason) when no such account exists on this host, so a typo does not make a token that can
+/// run nothing. Written into the store either way: the token keeps its account when the
+/// default changes.
+pub(crate) fn new_token_user(tokens: &TokenStore, user: Option<String>) -> Result<String, String> {
+    let user = user.unwrap_or_else(|| tokens.default_user().to_owned());
+    if !mymcp_tokens::valid_user(&user) {
+        return Err(mymcp_tokens::TokenError::InvalidUser(user).to_string());
+    }
+    match mymcp_sys::user_by_name(&user) {
+        Ok(Some(_)) => Ok(user),
+        Ok(None) => Err(format!("no account named '{user}' on this host")),
+        Err(e) => Err(format!("cannot look up the account '{user}': {e}")),
     }
 }

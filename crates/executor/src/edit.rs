@@ -52,24 +52,25 @@ impl Default for WriteConfig {
 fn human(bytes: u64) -> String {
     const MB: u64 = 1024 * 1024;
     const KB: u64 = 1024;
-    if bytes >= MB && bytes % MB == 0 {
+    if bytes >= MB && bytes.is_multiple_of(MB) {
         format!("{}MB", bytes / MB)
-    } else if bytes >= KB && bytes % KB == 0 {
+    } else if bytes >= KB && bytes.is_multiple_of(KB) {
         format!("{}KB", bytes / KB)
     } else {
         format!("{bytes} bytes")
     }
 }
 
-/// Runs one `write_file` call for the holder of `_auth`. Blocking.
+/// Runs one `write_file` call for the holder of `auth`, with its account's rights. Blocking.
 pub(crate) fn write_file(
-    _auth: &Authorized<Rw>,
+    auth: &Authorized<Rw>,
     args: &WriteFile,
     cfg: &WriteConfig,
     policy: &Policy,
 ) -> Result<WriteFileOutput, ToolFailure> {
     let path = args.file_path.as_str();
     paths::check_absolute("file_path", path)?;
+    let _as = auth.act()?;
     let n = args.content.len() as u64;
     if n > cfg.max_write_bytes {
         return Err(ToolFailure::new(
@@ -88,15 +89,16 @@ pub(crate) fn write_file(
     Ok(WriteFileOutput { bytes_written: n })
 }
 
-/// Runs one `edit_file` call for the holder of `_auth`. Blocking.
+/// Runs one `edit_file` call for the holder of `auth`, with its account's rights. Blocking.
 pub(crate) fn edit_file(
-    _auth: &Authorized<Rw>,
+    auth: &Authorized<Rw>,
     args: &EditFile,
     cfg: &WriteConfig,
     policy: &Policy,
 ) -> Result<EditFileOutput, ToolFailure> {
     let path = args.file_path.as_str();
     paths::check_absolute("file_path", path)?;
+    let _as = auth.act()?;
     let max = cfg.max_edit_string_bytes;
     for (field, value) in [
         ("old_string", &args.old_string),
@@ -282,14 +284,32 @@ impl TempFile {
     /// Gives the file the mode and owner of the file it replaces (as it is now; 0644 and the
     /// caller's owner for a new file), fsyncs it, puts it in place under the target's name
     /// and fsyncs the directory. On failure the temporary file is removed.
-    pub(crate) fn commit(
+    pub(crate) fn commit(self, target: &CheckedTarget, replace: Replace) -> std::io::Result<()> {
+        self.place(target, replace, false).map(Placed::keep)
+    }
+
+    /// As [`TempFile::commit`], but the file can be taken out again ([`Placed::undo`]) until
+    /// it is kept ([`Placed::keep`], or dropping it): a file it replaces is kept aside under a
+    /// second name (a hard link) meanwhile. For an upload that must not stay in place when
+    /// its audit record cannot be written.
+    pub(crate) fn commit_undoable(
+        self,
+        target: &CheckedTarget,
+        replace: Replace,
+    ) -> std::io::Result<Placed> {
+        self.place(target, replace, true)
+    }
+
+    fn place(
         mut self,
         target: &CheckedTarget,
         replace: Replace,
-    ) -> std::io::Result<()> {
+        undoable: bool,
+    ) -> std::io::Result<Placed> {
         let dir = target.dir().fd();
         // The file being replaced as it is now (a long upload may outlive the one checked).
-        let existing = sysfs::stat_entry(dir, target.name())?.filter(|st| st.is_file());
+        let present = sysfs::stat_entry(dir, target.name())?;
+        let existing = present.filter(|st| st.is_file());
         let file = &self.file;
         match existing {
             Some(st) => {
@@ -305,26 +325,131 @@ impl TempFile {
             None => file.set_permissions(Permissions::from_mode(0o644))?,
         }
         file.sync_all()?;
-        match (&self.name, replace) {
+        let placed_ino = file.metadata().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        })?;
+        // Undoable: the file about to be replaced gets a second name first, to come back by.
+        let backup = match (present, replace, undoable) {
+            (_, _, false) => Backup::NotNeeded,
+            // Without replacing, the rename succeeds only where nothing was.
+            (None, _, true) | (_, Replace::No, true) => Backup::NothingReplaced,
+            (Some(_), Replace::Yes, true) => {
+                let name = temp_name(target.name().as_bytes());
+                match sysfs::link_within(dir, target.name(), &name) {
+                    Ok(()) => Backup::Kept(name),
+                    // No hard links here (or not allowed): it can be replaced, not restored.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot keep the replaced file aside; this upload cannot be taken back");
+                        Backup::Lost
+                    }
+                }
+            }
+        };
+        let placed = Placed {
+            dir: dir.try_clone_to_owned()?,
+            name: target.name().to_owned(),
+            _held: self.file.try_clone()?,
+            ino: placed_ino,
+            backup,
+        };
+        let renamed = match (&self.name, replace) {
             // An unnamed file that must not replace anything is linked under the target's
             // name directly: the link fails if the name exists, atomically.
-            (None, Replace::No) => sysfs::link_into(self.file.as_fd(), dir, target.name())?,
+            (None, Replace::No) => sysfs::link_into(self.file.as_fd(), dir, target.name()),
             // To replace, it gets a temporary name first, then is renamed over the target;
             // only a kill between the two can leave that (complete) file behind.
             (None, Replace::Yes) => {
                 let name = temp_name(target.name().as_bytes());
-                sysfs::link_into(self.file.as_fd(), self.dir.as_fd(), &name)?;
-                self.name = Some(name);
-                sysfs::rename_within(dir, self.name.as_deref().expect("named"), target.name())?;
+                sysfs::link_into(self.file.as_fd(), self.dir.as_fd(), &name).and_then(|()| {
+                    let name = self.name.insert(name);
+                    sysfs::rename_within(dir, name, target.name())
+                })
             }
-            (Some(name), Replace::Yes) => sysfs::rename_within(dir, name, target.name())?,
-            (Some(name), Replace::No) => sysfs::rename_within_noreplace(dir, name, target.name())?,
+            (Some(name), Replace::Yes) => sysfs::rename_within(dir, name, target.name()),
+            (Some(name), Replace::No) => sysfs::rename_within_noreplace(dir, name, target.name()),
+        };
+        if let Err(e) = renamed {
+            // Nothing was replaced: drop the second name of the file that stays.
+            placed.keep();
+            return Err(e);
         }
         self.committed = true;
         // The rename is durable once the directory is synced; a failure here changes nothing
         // the caller can act on.
         let _ = sysfs::fsync(dir.as_fd());
+        Ok(placed)
+    }
+}
+
+/// A file [`TempFile::commit_undoable`] put in place. Dropping it keeps it.
+#[derive(Debug)]
+pub(crate) struct Placed {
+    dir: std::os::fd::OwnedFd,
+    name: OsString,
+    /// The file put in place, held open so that its inode number cannot be reused by another
+    /// file meanwhile.
+    _held: File,
+    /// `(dev, ino)` of the file put in place.
+    ino: (u64, u64),
+    backup: Backup,
+}
+
+/// What [`Placed::undo`] puts back.
+#[derive(Debug)]
+enum Backup {
+    /// Not undoable.
+    NotNeeded,
+    /// The name was free: undoing removes it again.
+    NothingReplaced,
+    /// The replaced file, under this second name.
+    Kept(OsString),
+    /// A file was replaced and could not be kept aside.
+    Lost,
+}
+
+impl Placed {
+    /// Keeps the file in place and forgets the replaced one.
+    pub(crate) fn keep(mut self) {
+        self.forget_backup();
+    }
+
+    fn forget_backup(&mut self) {
+        if let Backup::Kept(name) = std::mem::replace(&mut self.backup, Backup::NotNeeded) {
+            if let Err(e) = sysfs::unlinkat(self.dir.as_fd(), &name) {
+                tracing::warn!(error = %e, name = %name.to_string_lossy(), "cannot remove the second name of a replaced file");
+            }
+        }
+    }
+
+    /// Takes the file out again: the replaced file comes back under its name (atomically), or
+    /// a name that was free is removed (if it still names the file put there).
+    pub(crate) fn undo(mut self) -> std::io::Result<()> {
+        let dir = self.dir.as_fd();
+        match std::mem::replace(&mut self.backup, Backup::NotNeeded) {
+            Backup::Kept(old) => sysfs::rename_within(dir, &old, &self.name)?,
+            Backup::NothingReplaced => match sysfs::stat_entry(dir, &self.name)? {
+                Some(st) if (st.dev, st.ino) == self.ino => sysfs::unlinkat(dir, &self.name)?,
+                _ => {
+                    return Err(std::io::Error::other(
+                        "the name no longer holds the file put there",
+                    ))
+                }
+            },
+            Backup::NotNeeded | Backup::Lost => {
+                return Err(std::io::Error::other(
+                    "the replaced file was not kept aside",
+                ))
+            }
+        }
+        let _ = sysfs::fsync(dir);
         Ok(())
+    }
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        self.forget_backup();
     }
 }
 
@@ -443,6 +568,128 @@ mod tests {
             paths::open_for_write(&policy(&[]), target_path.to_str().unwrap(), false).unwrap();
         drop(TempFile::create(&target).unwrap());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// As an account: what it creates is its own (file and parent directories), it cannot
+    /// write where its rights do not reach, and it cannot replace or edit another's file.
+    #[test]
+    fn an_account_writes_as_itself_and_only_where_it_may() {
+        if mymcp_sys::euid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let Some(nobody) = crate::accounts::Account::for_tests("nobody") else {
+            eprintln!("skipped: no account nobody");
+            return;
+        };
+        let (uid, gid) = (nobody.uid, nobody.gid);
+        let auth = Authorized::<Rw>::for_tests_as(std::sync::Arc::new(nobody));
+        let as_nobody = |path: &Path, content: &str| {
+            write_file(
+                &auth,
+                &WriteFile {
+                    file_path: path.to_str().unwrap().into(),
+                    content: content.into(),
+                },
+                &WriteConfig::default(),
+                &policy(&[]),
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::os::unix::fs::chown(&open, Some(uid), Some(gid)).unwrap();
+
+        let made = open.join("sub/new.txt");
+        as_nobody(&made, "mine").unwrap();
+        for p in [&made, &open.join("sub")] {
+            let m = std::fs::metadata(p).unwrap();
+            assert_eq!((m.uid(), m.gid()), (uid, gid), "{}", p.display());
+        }
+        // Root's directory: refused, nothing made.
+        let e = as_nobody(&dir.path().join("x.txt"), "no").unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionError, "{e:?}");
+        assert!(!dir.path().join("x.txt").exists());
+        // Root's readable file in root's directory: not the account's to edit.
+        let roots = dir.path().join("roots.txt");
+        std::fs::write(&roots, "root's").unwrap();
+        std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = edit_file(
+            &auth,
+            &EditFile {
+                file_path: roots.to_str().unwrap().into(),
+                old_string: "root's".into(),
+                new_string: "mine".into(),
+                replace_all: None,
+            },
+            &WriteConfig::default(),
+            &policy(&[]),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionError, "{e:?}");
+        assert_eq!(std::fs::read_to_string(&roots).unwrap(), "root's");
+        // And /etc is root's.
+        let e = as_nobody(Path::new("/etc/mymcp-account-test"), "no").unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionError, "{e:?}");
+        assert!(!Path::new("/etc/mymcp-account-test").exists());
+    }
+
+    /// Puts `content` in place of `target_path` undoably.
+    fn place(target_path: &Path, content: &str, replace: Replace) -> std::io::Result<Placed> {
+        let target =
+            paths::open_for_write(&policy(&[]), target_path.to_str().unwrap(), false).unwrap();
+        let mut temp = TempFile::create(&target).unwrap();
+        temp.file().write_all(content.as_bytes()).unwrap();
+        temp.commit_undoable(&target, replace)
+    }
+
+    #[test]
+    fn an_undoable_commit_is_taken_back_exactly_or_kept_without_a_trace() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.txt");
+        // A new name: undone, the name is free again.
+        let placed = place(&path, "new", Replace::No).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        placed.undo().unwrap();
+        assert_eq!(names(dir.path()), Vec::<String>::new());
+        // A replaced file comes back, same inode, mode and contents; nothing else is left.
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let placed = place(&path, "new", Replace::Yes).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(
+            names(dir.path()).len(),
+            2,
+            "the old file is kept aside meanwhile"
+        );
+        placed.undo().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+        assert_eq!(names(dir.path()), ["t.txt"]);
+        // Kept: the new file stays, the old one's second name goes.
+        place(&path, "new", Replace::Yes).unwrap().keep();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(names(dir.path()), ["t.txt"]);
+        // Dropped counts as kept.
+        drop(place(&path, "newer", Replace::Yes).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer");
+        assert_eq!(names(dir.path()), ["t.txt"]);
+        // Refused (the name exists, no replacing): nothing changed, nothing left.
+        let e = place(&path, "x", Replace::No).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "newer");
+        assert_eq!(names(dir.path()), ["t.txt"]);
+        // Undoing a new name someone replaced meanwhile leaves theirs alone.
+        let other = dir.path().join("o.txt");
+        let placed = place(&other, "ours", Replace::No).unwrap();
+        std::fs::remove_file(&other).unwrap();
+        std::fs::write(&other, "theirs").unwrap();
+        assert!(placed.undo().is_err());
+        assert_eq!(std::fs::read_to_string(&other).unwrap(), "theirs");
     }
 
     fn write(path: &Path, content: &str) -> Result<WriteFileOutput, ToolFailure> {

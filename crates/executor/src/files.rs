@@ -92,10 +92,11 @@ pub(crate) fn read_file(
     read_file_until(auth, args, cfg, policy, &|| false)
 }
 
-/// Runs one `read_file` call for the holder of `_auth` (blocking), giving up (with
-/// `ShuttingDown`) when `stop` says so while it waits for a file that need not end.
+/// Runs one `read_file` call for the holder of `auth` (blocking), with its account's rights,
+/// giving up (with `ShuttingDown`) when `stop` says so while it waits for a file that need not
+/// end.
 pub(crate) fn read_file_until(
-    _auth: &Authorized<Ro>,
+    auth: &Authorized<Ro>,
     args: &ReadFile,
     cfg: &ReadConfig,
     policy: &Policy,
@@ -103,6 +104,7 @@ pub(crate) fn read_file_until(
 ) -> Result<ReadFileOutput, ToolFailure> {
     let path = args.file_path.as_str();
     paths::check_absolute("file_path", path)?;
+    let _as = auth.act()?;
     let checked = paths::open_for_read(policy, path)?;
     let page = if stores_bytes(&checked.file) {
         let size = checked.meta.len();
@@ -250,7 +252,7 @@ impl Read for Waiting<'_> {
 /// and the caller then runs [`read_file_until`] on the blocking pool. What it answers is what
 /// that would.
 pub(crate) fn read_file_now(
-    _auth: &Authorized<Ro>,
+    auth: &Authorized<Ro>,
     args: &ReadFile,
     cfg: &ReadConfig,
     current: &paths::Current,
@@ -259,6 +261,11 @@ pub(crate) fn read_file_now(
     if let Err(f) = paths::check_absolute("file_path", path) {
         return Some(Err(f));
     }
+    // On a runtime worker too: nothing in between waits, and the guard is this thread's.
+    let _as = match auth.act() {
+        Ok(a) => a,
+        Err(f) => return Some(Err(f)),
+    };
     let checked = match paths::open_for_read_now(current, path)? {
         Ok(c) => c,
         Err(f) => return Some(Err(f)),
@@ -828,6 +835,41 @@ mod tests {
         }
         let e = read_file(&ro(), &args("tokens.json"), &cfg, &no_policy()).unwrap_err();
         assert_eq!(e.message, "file_path must be an absolute path: tokens.json");
+    }
+
+    /// As an account: the kernel decides with its rights (a root-only file is refused, a file
+    /// of its group is read), and the thread is root again afterwards.
+    #[test]
+    fn an_account_reads_what_it_may_and_nothing_else() {
+        if mymcp_sys::euid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let Some(nobody) = crate::accounts::Account::for_tests("nobody") else {
+            eprintln!("skipped: no account nobody");
+            return;
+        };
+        let gid = nobody.gid;
+        let auth = Authorized::<Ro>::for_tests_as(std::sync::Arc::new(nobody));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let closed = dir.path().join("root-only");
+        std::fs::write(&closed, "secret\n").unwrap();
+        std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let grouped = dir.path().join("group-only");
+        std::fs::write(&grouped, "shared\n").unwrap();
+        std::os::unix::fs::chown(&grouped, Some(0), Some(gid)).unwrap();
+        std::fs::set_permissions(&grouped, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let cfg = ReadConfig::default();
+
+        let e = read_file(&auth, &args(closed.to_str().unwrap()), &cfg, &no_policy()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::PermissionError, "{e:?}");
+        let out = read_file(&auth, &args(grouped.to_str().unwrap()), &cfg, &no_policy()).unwrap();
+        assert!(out.content.contains("shared"), "{}", out.content);
+        // Root again: root's own reads work on this thread.
+        let out = read_file(&ro(), &args(closed.to_str().unwrap()), &cfg, &no_policy()).unwrap();
+        assert!(out.content.contains("secret"), "{}", out.content);
     }
 
     #[test]

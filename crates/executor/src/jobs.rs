@@ -22,17 +22,25 @@
 //!   the executor stops, running jobs are treated like every running command (SIGTERM, the
 //!   shutdown grace, SIGKILL) and every job record and spool is deleted; spools left behind by a
 //!   crash are deleted at the next start.
+//! * **Audit**: the `bash_execute` call that starts a job and a `job_kill` are audited as tool
+//!   calls (their outcome records name the `job_id`); the end of every job is a `job_finished`
+//!   record — exit code, how it ended (`exit`, `timeout`, `job_kill`, `shutdown`), bytes of
+//!   output — in the name of the token that started it, from that call's address and request
+//!   id. It is written before shutdown closes the log. Deleting an ended job (retention) only
+//!   touches the executor's own state directory and is not audited.
 
+use crate::audit::{self, Actor, Audit, Outcome};
 use crate::auth::{Authorized, Rw};
 use crate::limits::{PerToken, TokenSlot};
 use crate::server::{CancelSignal, ShutdownWatch, Stop};
 use crate::spawn::{self, BashConfig, CommandSpec, Control, Controller, Sink, StopReason};
 use mymcp_protocol::{
-    BashExecute, ErrorCode, JobInfo, JobKillArgs, JobOutputArgs, JobOutputChunk, TokenDigest,
-    ToolFailure,
+    BashExecute, BashOutput, CallOrigin, CapturedStream, ErrorCode, JobInfo, JobKillArgs,
+    JobOutputArgs, JobOutputChunk, TokenDigest, ToolFailure, ToolOutput,
 };
 use mymcp_sys::process::GroupSignal;
 use mymcp_tokens::clock;
+use serde_json::json;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -56,6 +64,8 @@ const DEFAULT_CHUNK_BYTES: u64 = 65_536;
 /// How long `job_kill` waits, after SIGKILL (or a signal that is not TERM), for the job to end
 /// before it answers anyway.
 const KILL_SETTLE: Duration = Duration::from_secs(2);
+/// Time between progress reports of a call waiting for its hand-off.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// Length of a job id in hex digits.
 const ID_LEN: usize = 16;
 
@@ -92,6 +102,7 @@ pub(crate) struct Jobs {
     unavailable: Option<String>,
     running: PerToken,
     table: Mutex<HashMap<String, Arc<Job>>>,
+    audit: Arc<Audit>,
 }
 
 #[derive(Debug)]
@@ -99,11 +110,15 @@ struct Job {
     id: String,
     owner: TokenDigest,
     owner_name: String,
+    /// The token that started it and the call's address, for its `job_finished` record.
+    actor: Actor,
     command: String,
     working_dir: String,
     started_at: SystemTime,
     started: Instant,
     timeout_secs: u32,
+    /// The starting call's `max_output_bytes`, clamped.
+    output_cap: u64,
     paths: [PathBuf; 2],
     state: Mutex<JobState>,
     /// Bumped on new output and when the job ends.
@@ -118,6 +133,8 @@ struct JobState {
     streams: [StreamState; 2],
     kill_requested: bool,
     ended: Option<Ended>,
+    /// The kernel limit the job hit, once it has ended.
+    limit_hit: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -169,6 +186,8 @@ impl Job {
             stdout_bytes: state.streams[STDOUT].total,
             stderr_bytes: state.streams[STDERR].total,
             output_truncated: state.streams.iter().any(|s| s.total > s.kept),
+            limit_hit: state.limit_hit.clone(),
+            output_cap: self.output_cap,
         }
     }
 
@@ -197,17 +216,91 @@ fn rfc3339(t: SystemTime) -> String {
     clock::rfc3339(t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64)
 }
 
-/// Audit hook for job events: the audit log (a later issue) records these; until it exists
-/// they go to the executor's log, with the fields the audit line will carry.
-fn audit(event: &'static str, job: &Job, detail: &str) {
+/// The executor's log line of a job event (the audit log has the records).
+fn log_event(event: &'static str, job: &Job, detail: &str) {
     tracing::info!(
-        target: "mymcp_executor::audit",
         event,
         job_id = %job.id,
         token = %job.owner_name,
-        command = %job.command,
         detail,
         "job {event}"
+    );
+}
+
+/// How a job ended, as its `job_finished` record says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndedBy {
+    /// Its shell exited (any code).
+    Exit,
+    Timeout,
+    JobKill,
+    /// The executor's shutdown signalled or killed it.
+    Shutdown,
+    /// Its client cancelled the call before the command was handed off.
+    Cancelled,
+}
+
+impl EndedBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Exit => "exit",
+            EndedBy::Timeout => "timeout",
+            EndedBy::JobKill => "job_kill",
+            EndedBy::Shutdown => "shutdown",
+            EndedBy::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Writes the `job_finished` record of `job` (best effort: the job has ended either way; a
+/// failure is counted and logged).
+fn audit_end(audit: &Audit, job: &Job, ended_by: EndedBy) {
+    let (ended, streams) = {
+        let state = job.lock();
+        (state.ended, state.streams)
+    };
+    let Some(ended) = ended else { return };
+    let params = json!({
+        "job_id": job.id,
+        "command": audit::param(&job.command),
+        "working_dir": audit::param(&job.working_dir),
+    });
+    let op = audit.operation("job_finished", job.actor.clone(), params);
+    let duration = Some(ended.instant.duration_since(job.started));
+    let outcome = match ended_by {
+        EndedBy::Exit if ended.exit_code == 0 => Outcome::ok(duration, None),
+        EndedBy::Exit => Outcome::error(
+            format!("ExitCode:{}", ended.exit_code),
+            "Non-zero exit code",
+            duration,
+        ),
+        EndedBy::Timeout => Outcome::error(
+            "TimeoutError",
+            format!("Job timed out after {}s", job.timeout_secs),
+            duration,
+        ),
+        EndedBy::JobKill => Outcome::error("Killed", "Stopped by job_kill", duration),
+        EndedBy::Shutdown => Outcome::error(
+            ErrorCode::ShuttingDown.as_str(),
+            "Stopped by the executor's shutdown",
+            duration,
+        ),
+        EndedBy::Cancelled => Outcome::error(
+            ErrorCode::Cancelled.as_str(),
+            "The client cancelled the call",
+            duration,
+        ),
+    };
+    audit.op_outcome(
+        &op,
+        outcome.with_output(json!({
+            "exit_code": ended.exit_code,
+            "timed_out": ended.timed_out,
+            "killed": ended.killed,
+            "ended_by": ended_by.as_str(),
+            "stdout_bytes": streams[STDOUT].total,
+            "stderr_bytes": streams[STDERR].total,
+        })),
     );
 }
 
@@ -253,6 +346,8 @@ struct JobControls {
     kill: mpsc::Receiver<Control>,
     kill_open: bool,
     shutdown: ShutdownWatch,
+    /// Shutdown has signalled or stopped the job.
+    by_shutdown: bool,
 }
 
 impl Controller for JobControls {
@@ -263,13 +358,25 @@ impl Controller for JobControls {
                     Some(c) => return c,
                     None => self.kill_open = false,
                 },
-                stop = self.shutdown.next() => return match stop {
-                    Stop::Terminate => Control::Signal(GroupSignal::Term),
-                    Stop::Cancel | Stop::Kill => Control::Stop(StopReason::Shutdown),
-                },
+                stop = self.shutdown.next() => {
+                    self.by_shutdown = true;
+                    return match stop {
+                        Stop::Terminate => Control::Signal(GroupSignal::Term),
+                        Stop::Cancel | Stop::Kill => Control::Stop(StopReason::Shutdown),
+                    };
+                }
             }
         }
     }
+}
+
+/// How a call that may be handed off runs: its timeout, how long the call waits before it
+/// hands off, and the output per stream the answer carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HandOffLimits {
+    pub(crate) timeout_secs: u32,
+    pub(crate) after: Duration,
+    pub(crate) max_output: u64,
 }
 
 /// The timeout of a job: default [`DEFAULT_TIMEOUT_SECS`], clamped to [1, [`MAX_TIMEOUT_SECS`]].
@@ -341,7 +448,7 @@ impl Jobs {
     /// Prepares the jobs directory and deletes spools a previous run left behind. If the
     /// directory cannot be used, jobs are unavailable (each start says why); the rest of the
     /// executor works on.
-    pub(crate) fn open(cfg: JobConfig) -> Jobs {
+    pub(crate) fn open(cfg: JobConfig, audit: Arc<Audit>) -> Jobs {
         let unavailable = match prepare_dir(&cfg.dir) {
             Ok(()) => {
                 remove_stale_spools(&cfg.dir);
@@ -358,6 +465,7 @@ impl Jobs {
             cfg,
             unavailable,
             table: Mutex::default(),
+            audit,
         }
     }
 
@@ -369,6 +477,7 @@ impl Jobs {
             cfg,
             unavailable: Some("no state directory is configured".into()),
             table: Mutex::default(),
+            audit: Arc::new(Audit::disabled(Arc::default())),
         }
     }
 
@@ -386,11 +495,36 @@ impl Jobs {
     pub(crate) fn start(
         self: &Arc<Self>,
         auth: &Authorized<Rw>,
+        origin: &CallOrigin,
         args: &BashExecute,
         bash: &BashConfig,
         slot: OwnedSemaphorePermit,
         shutdown: ShutdownWatch,
     ) -> Result<JobInfo, ToolFailure> {
+        let timeout_secs = crate::spawn::cap_timeout(clamp_timeout(args.timeout), auth.limits());
+        self.start_job(auth, origin, args, bash, slot, shutdown, timeout_secs)
+            .map(|job| job.info())
+    }
+
+    /// Whether a job could start for `token` right now (jobs are available and the token has
+    /// a running-job slot free): a call that may be handed off is a plain foreground call
+    /// otherwise.
+    pub(crate) fn has_room(&self, token: &TokenDigest) -> bool {
+        self.unavailable.is_none() && self.running.taken(token) < self.running.max()
+    }
+
+    /// [`Jobs::start`] with the timeout decided by the caller.
+    #[allow(clippy::too_many_arguments)]
+    fn start_job(
+        self: &Arc<Self>,
+        auth: &Authorized<Rw>,
+        origin: &CallOrigin,
+        args: &BashExecute,
+        bash: &BashConfig,
+        slot: OwnedSemaphorePermit,
+        shutdown: ShutdownWatch,
+        timeout_secs: u32,
+    ) -> Result<Arc<Job>, ToolFailure> {
         if let Some(why) = &self.unavailable {
             return Err(ToolFailure::new(
                 ErrorCode::InternalError,
@@ -398,8 +532,7 @@ impl Jobs {
             )
             .with_suggestion("Check MYMCP_STATE_DIR, or run the command without background"));
         }
-        let timeout_secs = clamp_timeout(args.timeout);
-        let spec = CommandSpec::check(args)?;
+        let spec = CommandSpec::check(auth, args)?;
         let own: TokenSlot = self.running.acquire(auth.token()).ok_or_else(|| {
             ToolFailure::new(
                 ErrorCode::Busy,
@@ -435,18 +568,21 @@ impl Jobs {
             id: id.clone(),
             owner: *auth.token(),
             owner_name: auth.identity().name.clone(),
+            actor: Actor::token(auth.identity(), origin)
+                .with_account(&auth.account().name, auth.account().uid),
             command: spec.command.clone(),
             working_dir: spec.dir.display().to_string(),
             started_at: SystemTime::now(),
             started: Instant::now(),
             timeout_secs,
+            output_cap: spawn::clamp_max_output(args.max_output_bytes, bash),
             paths,
             state: Mutex::default(),
             changed: watch::Sender::new(()),
             control,
         });
         self.table().insert(id, job.clone());
-        audit("started", &job, &format!("pgid {}", started.pgid()));
+        log_event("started", &job, &format!("pgid {}", started.pgid()));
 
         let [out, err] = files.map(|file| Spool {
             job: job.clone(),
@@ -463,11 +599,13 @@ impl Jobs {
             kill,
             kill_open: true,
             shutdown,
+            by_shutdown: false,
         };
         let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
         let grace = bash.kill_grace;
         let jobs = Arc::downgrade(self);
         let supervised = job.clone();
+        let audit = self.audit.clone();
         tokio::spawn(async move {
             let (mut out, mut err) = (out, err);
             let finished = started
@@ -484,19 +622,34 @@ impl Jobs {
                     at: SystemTime::now(),
                     instant: Instant::now(),
                 });
+                state.limit_hit.clone_from(&finished.limit_hit);
             }
             job.changed.send_replace(());
-            let detail = match finished.stopped {
-                Some(_) => "killed: the executor is shutting down".to_owned(),
-                None if finished.timed_out => format!("timed out after {}s", job.timeout_secs),
-                None => format!("exit code {}", finished.exit_code),
+            let ended_by = if finished.timed_out {
+                EndedBy::Timeout
+            } else if finished.stopped == Some(StopReason::Client) {
+                EndedBy::Cancelled
+            } else if job.lock().kill_requested {
+                EndedBy::JobKill
+            } else if finished.stopped.is_some() || controls.by_shutdown {
+                EndedBy::Shutdown
+            } else {
+                EndedBy::Exit
             };
-            audit("finished", &job, &detail);
+            let mut detail = format!("{}, exit code {}", ended_by.as_str(), finished.exit_code);
+            if let Some(limit) = &finished.limit_hit {
+                detail.push_str(&format!("; {limit}"));
+            }
+            log_event("finished", &job, &detail);
+            // While `controls` (and its shutdown watch) lives, shutdown waits: the record is
+            // in the log before it is closed.
+            audit_end(&audit, &job, ended_by);
+            drop(controls);
             if let Some(jobs) = jobs.upgrade() {
                 jobs.ended(&job);
             }
         });
-        Ok(job.info())
+        Ok(job)
     }
 
     /// Bookkeeping once a job has ended: schedule its deletion, drop the oldest ended jobs of
@@ -561,6 +714,19 @@ impl Jobs {
         }
     }
 
+    /// The jobs of `token` (authenticated by the caller, with the rw role), running and kept
+    /// ones, oldest first.
+    pub(crate) fn list(&self, token: &TokenDigest) -> Vec<JobInfo> {
+        let mut jobs: Vec<Arc<Job>> = self
+            .table()
+            .values()
+            .filter(|j| j.owner == *token)
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|j| (j.started, j.id.clone()));
+        jobs.iter().map(|j| j.info()).collect()
+    }
+
     /// `job_status`.
     pub(crate) fn status(&self, auth: &Authorized<Rw>, id: &str) -> Result<JobInfo, ToolFailure> {
         Ok(self.find(auth, id)?.info())
@@ -609,38 +775,160 @@ impl Jobs {
             }
         }
 
-        let (kept, ended, truncated) = {
-            let state = job.lock();
-            (
-                [state.streams[STDOUT].kept, state.streams[STDERR].kept],
-                state.ended,
-                state.streams.iter().any(|s| s.total > s.kept),
-            )
-        };
-        let mut chunks = [Vec::new(), Vec::new()];
-        let mut next = offsets;
-        for i in [STDOUT, STDERR] {
-            let bytes = read_spool(&job.paths[i], offsets[i], kept[i], max, ended.is_some())
-                .map_err(|e| internal("cannot read the job's spool", &e))?;
-            next[i] = offsets[i] + bytes.len() as u64;
-            chunks[i] = bytes;
-        }
-        let [stdout, stderr] = chunks;
-        Ok(JobOutputChunk {
-            job_id: job.id.clone(),
-            stdout,
-            stderr,
-            stdout_offset: next[STDOUT],
-            stderr_offset: next[STDERR],
-            running: ended.is_none(),
-            exit_code: ended.map(|e| e.exit_code),
-            complete: ended.is_some()
-                && next[STDOUT] >= kept[STDOUT]
-                && next[STDERR] >= kept[STDERR],
-            output_truncated: truncated,
-        })
+        chunk(&job, offsets, max)
     }
 
+    /// Runs a `bash_execute` call that may be handed off: the command starts as a job of the
+    /// caller (timeout `timeout_secs`), and the call waits for it up to `after`. If it ends
+    /// in time the answer is the foreground result (`max_output` bytes per stream, from the
+    /// spools) and the job is deleted at once: it was never shown. Else the answer is its
+    /// output so far from offset 0 (at most `max_output` per stream) and it goes on as a job.
+    /// A cancelled call stops the command, as a foreground one would. `progress` is called
+    /// every [`PROGRESS_INTERVAL`] with the bytes written so far.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn run_handoff(
+        self: &Arc<Self>,
+        auth: &Authorized<Rw>,
+        origin: &CallOrigin,
+        args: &BashExecute,
+        bash: &BashConfig,
+        slot: OwnedSemaphorePermit,
+        cancel: &mut CancelSignal,
+        limits: HandOffLimits,
+        progress: impl Fn(Duration, u64, u64),
+    ) -> Result<ToolOutput, ToolFailure> {
+        let shutdown = cancel.detach();
+        let job = self.start_job(
+            auth,
+            origin,
+            args,
+            bash,
+            slot,
+            shutdown,
+            limits.timeout_secs,
+        )?;
+        let start = Instant::now();
+        let deadline = start + limits.after;
+        let mut changed = job.changed.subscribe();
+        let mut tick = tokio::time::interval_at(start + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Shutdown reaches the job through its own watch; only the client's cancel is ours.
+        let mut follow_cancel = true;
+        loop {
+            if job.has_ended() {
+                return self.finish_in_time(&job, limits);
+            }
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { break },
+                () = tokio::time::sleep_until(deadline) => break,
+                _ = tick.tick() => {
+                    let [out, err] = job.lock().streams.map(|s| s.total);
+                    progress(start.elapsed(), out, err);
+                }
+                stop = cancel.next(), if follow_cancel => match stop {
+                    Stop::Cancel => {
+                        let _ = job.control.send(Control::Stop(StopReason::Client)).await;
+                        job.wait_ended(KILL_SETTLE).await;
+                        self.remove(&job.id);
+                        return Err(ToolFailure::new(
+                            ErrorCode::Cancelled,
+                            "Command cancelled: the client cancelled the request or went away",
+                        ));
+                    }
+                    Stop::Terminate | Stop::Kill => follow_cancel = false,
+                },
+            }
+        }
+        if job.has_ended() {
+            return self.finish_in_time(&job, limits);
+        }
+        log_event(
+            "handed off",
+            &job,
+            &format!("after {} s", limits.after.as_secs()),
+        );
+        chunk(&job, [0, 0], limits.max_output).map(ToolOutput::JobOutput)
+    }
+
+    /// The foreground answer of a hand-off call whose job ended before the hand-off.
+    fn finish_in_time(
+        &self,
+        job: &Arc<Job>,
+        limits: HandOffLimits,
+    ) -> Result<ToolOutput, ToolFailure> {
+        let (ended, streams, limit_hit) = {
+            let state = job.lock();
+            (state.ended, state.streams, state.limit_hit.clone())
+        };
+        let Some(ended) = ended else {
+            return Err(ToolFailure::new(
+                ErrorCode::InternalError,
+                "the job has not ended",
+            ));
+        };
+        let read = |i: usize| {
+            read_spool(&job.paths[i], 0, streams[i].kept, limits.max_output, true)
+                .map_err(|e| internal("cannot read the job's spool", &e))
+        };
+        let (stdout, stderr) = (read(STDOUT), read(STDERR));
+        self.remove(&job.id);
+        // Killed here means: by the shutdown after its grace (nobody else knew the job).
+        if ended.killed {
+            return Err(ToolFailure::new(
+                ErrorCode::ShuttingDown,
+                "Command killed: the server is shutting down",
+            ));
+        }
+        Ok(ToolOutput::Bash(BashOutput {
+            stdout: CapturedStream {
+                head: stdout?,
+                total_bytes: streams[STDOUT].total,
+            },
+            stderr: CapturedStream {
+                head: stderr?,
+                total_bytes: streams[STDERR].total,
+            },
+            exit_code: ended.exit_code,
+            timed_out: ended.timed_out,
+            timeout_secs: limits.timeout_secs,
+            limit_hit,
+        }))
+    }
+}
+
+/// A piece of `job`'s output: at most `max` bytes of each stream from `offsets`.
+fn chunk(job: &Job, offsets: [u64; 2], max: u64) -> Result<JobOutputChunk, ToolFailure> {
+    let (kept, ended, truncated) = {
+        let state = job.lock();
+        (
+            [state.streams[STDOUT].kept, state.streams[STDERR].kept],
+            state.ended,
+            state.streams.iter().any(|s| s.total > s.kept),
+        )
+    };
+    let mut chunks = [Vec::new(), Vec::new()];
+    let mut next = offsets;
+    for i in [STDOUT, STDERR] {
+        let bytes = read_spool(&job.paths[i], offsets[i], kept[i], max, ended.is_some())
+            .map_err(|e| internal("cannot read the job's spool", &e))?;
+        next[i] = offsets[i] + bytes.len() as u64;
+        chunks[i] = bytes;
+    }
+    let [stdout, stderr] = chunks;
+    Ok(JobOutputChunk {
+        job_id: job.id.clone(),
+        stdout,
+        stderr,
+        stdout_offset: next[STDOUT],
+        stderr_offset: next[STDERR],
+        running: ended.is_none(),
+        exit_code: ended.map(|e| e.exit_code),
+        complete: ended.is_some() && next[STDOUT] >= kept[STDOUT] && next[STDERR] >= kept[STDERR],
+        output_truncated: truncated,
+    })
+}
+
+impl Jobs {
     /// `job_kill`: sends the signal (default TERM) to the job's process group. After TERM the
     /// job gets `grace` to end, then SIGKILL. Answers with the job's status once it has ended,
     /// or after a short wait for other signals.
@@ -668,7 +956,7 @@ impl Jobs {
             }
             state.kill_requested = true;
         }
-        audit("kill", &job, signal.name());
+        log_event("kill", &job, signal.name());
         // The supervisor signals the group itself: only it knows the group is still ours.
         let _ = job.control.send(Control::Signal(signal)).await;
         if signal == GroupSignal::Term && !job.wait_ended(grace).await {
@@ -773,12 +1061,32 @@ mod tests {
     }
 
     fn fixture_with(adjust: impl FnOnce(&mut JobConfig)) -> Fixture {
+        fixture_audited(adjust, false)
+    }
+
+    /// With `audit`, the audit log is `<dir>/audit/audit.log`.
+    fn fixture_audited(adjust: impl FnOnce(&mut JobConfig), audit: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
+        let settings = crate::audit::AuditSettings {
+            enabled: audit,
+            log: mymcp_audit::log::LogConfig {
+                dir: dir.path().join("audit"),
+                key_file: dir.path().join("state/audit/signing.key"),
+                max_bytes: 1 << 20,
+                backup_count: 1,
+                seal_records: 1000,
+                seal_interval: Duration::from_secs(3600),
+            },
+            bash_head_bytes: 64,
+            bash_tail_bytes: 64,
+        };
+        let audit = Arc::new(Audit::open(&settings, Arc::default()).unwrap().0);
         let store = TokenStore::open(&dir.path().join("tokens.json")).unwrap();
         let who = |name| {
             let (token, _) = store.add(name, Role::Rw).unwrap();
             auth::authenticate(&store, &digest(&token))
                 .unwrap()
+                .resolve_here(&crate::accounts::Accounts::new())
                 .authorize::<Rw>(ToolName::BashExecute)
                 .unwrap()
         };
@@ -786,7 +1094,7 @@ mod tests {
         let mut cfg = JobConfig::new(&dir.path().join("state"));
         adjust(&mut cfg);
         Fixture {
-            jobs: Arc::new(Jobs::open(cfg)),
+            jobs: Arc::new(Jobs::open(cfg, audit)),
             _dir: dir,
             alice,
             bob,
@@ -802,6 +1110,13 @@ mod tests {
         fixture_with(|_| {})
     }
 
+    fn origin() -> CallOrigin {
+        CallOrigin {
+            peer: "192.0.2.7".into(),
+            request_id: "req-job".into(),
+        }
+    }
+
     impl Fixture {
         fn start(&self, who: &Authorized<Rw>, command: &str) -> Result<JobInfo, ToolFailure> {
             let args = BashExecute {
@@ -810,10 +1125,17 @@ mod tests {
                 working_dir: None,
                 max_output_bytes: None,
                 background: true,
+                handoff_after: None,
             };
             let slot = self.slots.clone().try_acquire_owned().unwrap();
-            self.jobs
-                .start(who, &args, &self.bash, slot, ShutdownWatch::never())
+            self.jobs.start(
+                who,
+                &origin(),
+                &args,
+                &self.bash,
+                slot,
+                ShutdownWatch::never(),
+            )
         }
 
         async fn output(
@@ -904,6 +1226,57 @@ mod tests {
         assert_eq!(status.stdout_bytes, expected.len() as u64);
         assert!(status.finished_at.is_some());
         assert!(status.duration_ms >= 400, "{}", status.duration_ms);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_job_end_is_one_job_finished_record_saying_how_it_ended() {
+        let f = fixture_audited(|_| {}, true);
+        let exited = f.start(&f.alice, "echo out; exit 3").unwrap();
+        let killed = f.start(&f.alice, "sleep 30").unwrap();
+        f.kill(&f.alice, &killed.job_id, None).await.unwrap();
+        f.follow(&exited.job_id, 1 << 16).await;
+        let log = f._dir.path().join("audit/audit.log");
+        let records = || -> Vec<serde_json::Value> {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        // Written by each job's supervisor just after the job is seen to end.
+        for _ in 0..200 {
+            if records().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(records().len(), 2, "{:?}", records());
+        let all = records();
+        let of = |id: &str| all.iter().find(|r| r["params"]["job_id"] == id).unwrap();
+        let e = of(&exited.job_id);
+        assert_eq!(e["tool"], "job_finished");
+        assert_eq!(
+            (e["token_name"].as_str(), e["role"].as_str()),
+            (Some("alice"), Some("rw"))
+        );
+        assert_eq!(
+            (e["ip"].as_str(), e["request_id"].as_str()),
+            (Some("192.0.2.7"), Some("req-job"))
+        );
+        assert_eq!(e["params"]["command"], "echo out; exit 3");
+        assert_eq!(
+            (e["result"].as_str(), e["error_code"].as_str()),
+            (Some("error"), Some("ExitCode:3"))
+        );
+        assert_eq!(e["output"]["ended_by"], "exit");
+        assert_eq!(e["output"]["stdout_bytes"], 4);
+        assert!(e.get("duration_ms").is_some() && e.get("type").is_none());
+        let k = of(&killed.job_id);
+        assert_eq!(
+            (k["error_code"].as_str(), k["output"]["ended_by"].as_str()),
+            (Some("Killed"), Some("job_kill"))
+        );
+        assert_eq!(k["output"]["killed"], true);
     }
 
     #[tokio::test]
@@ -1054,11 +1427,19 @@ mod tests {
             working_dir: Some("/nonexistent-dir".into()),
             max_output_bytes: None,
             background: true,
+            handoff_after: None,
         };
         let slot = f.slots.clone().try_acquire_owned().unwrap();
         let e = f
             .jobs
-            .start(&f.alice, &args, &f.bash, slot, ShutdownWatch::never())
+            .start(
+                &f.alice,
+                &origin(),
+                &args,
+                &f.bash,
+                slot,
+                ShutdownWatch::never(),
+            )
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::FileNotFoundError);
         assert_eq!(std::fs::read_dir(&f.jobs.cfg.dir).unwrap().count(), 0);
@@ -1075,10 +1456,18 @@ mod tests {
             working_dir: None,
             max_output_bytes: None,
             background: true,
+            handoff_after: None,
         };
         let slot = f.slots.clone().try_acquire_owned().unwrap();
         let e = Arc::new(jobs)
-            .start(&f.alice, &args, &f.bash, slot, ShutdownWatch::never())
+            .start(
+                &f.alice,
+                &origin(),
+                &args,
+                &f.bash,
+                slot,
+                ShutdownWatch::never(),
+            )
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::InternalError);
         assert!(

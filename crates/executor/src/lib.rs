@@ -14,12 +14,16 @@
 //! path check (`CheckedFile`, `CheckedDir`, `CheckedTarget`) are made only by `paths`.
 //!
 //! Modules, lowest first (none imports a higher one; `cargo xtask check-modules` checks):
-//! `auth` (authorization as types), `metrics` (counters for `/metrics`), `mounts` (which
+//! `accounts` (the Unix account a token acts as, resolved through NSS), `auth` (authorization
+//! as types, carrying the account), `cgroup` (each command's cgroup, its kill and kernel
+//! limits), `metrics` (counters for `/metrics`), `mounts` (which
 //! reads may run on a runtime worker), `limits` (file and command concurrency), `server`
 //! (sockets, peer checks, connection state), `paths` (protected paths, checked on the opened
-//! object; the one rule walks ask), `audit` (the tamper-evident audit log, fail-closed), the
+//! object; the one rule walks ask), `trace` (the executor's OpenTelemetry spans of a traced
+//! request, returned to the frontend, which exports them), `audit_feed` (written audit records
+//! for the frontend's OTLP export), `audit` (the tamper-evident audit log, fail-closed), the
 //! tools — `files` (`read_file`), `edit` (`write_file`, `edit_file`), `search` (`grep`,
-//! `glob`), `spawn` (`bash_execute`), `jobs` (background jobs), `transfer`
+//! `glob`), `spawn` (`bash_execute`), `jobs` (background jobs), `terminals` (pty sessions), `transfer`
 //! (`prepare_upload`/`prepare_download` grants and their redemption through pipes), `overview`
 //! (`server_overview`, the recorder's document) — then `config` (settings), `dispatch`
 //! (requests to tools: authenticate, authorize, run), `control` (`control.sock` requests) and
@@ -29,8 +33,11 @@
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 
+mod accounts;
 mod audit;
+mod audit_feed;
 mod auth;
+mod cgroup;
 pub mod cli;
 mod config;
 mod control;
@@ -47,8 +54,10 @@ mod paths;
 mod search;
 mod server;
 mod spawn;
+mod terminals;
 #[cfg(test)]
 mod testing;
+mod trace;
 mod transfer;
 
 pub use daemon::{run, Error, Secrets};

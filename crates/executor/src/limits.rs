@@ -44,7 +44,6 @@ impl PerToken {
     }
 
     /// Slots of `token` taken right now.
-    #[cfg(test)]
     pub(crate) fn taken(&self, token: &TokenDigest) -> usize {
         let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.get(token).copied().unwrap_or(0)

@@ -3,7 +3,8 @@
 //! request can create a new series.
 
 use mymcp_protocol::{
-    CallResult, DurationHistogram, ExecutorMetrics, Role, ToolCallCount, ToolName, DURATION_BUCKETS,
+    CallResult, Direction, DurationHistogram, ExecutorMetrics, Role, ToolCallCount, ToolName,
+    DURATION_BUCKETS,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -83,6 +84,15 @@ impl Metrics {
         self.auth_failures[surface as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts the bytes of a completed transfer.
+    pub(crate) fn transfer_bytes(&self, direction: Direction, bytes: u64) {
+        let counter = match direction {
+            Direction::Upload => &self.transfer_upload,
+            Direction::Download => &self.transfer_download,
+        };
+        counter.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub(crate) fn audit_write_failure(&self) {
         self.audit_write_failures.fetch_add(1, Ordering::Relaxed);
     }
@@ -159,6 +169,9 @@ mod tests {
         );
         m.call(ToolName::BashExecute, Role::Ro, CallResult::Denied, None);
         m.auth_failure(AuthSurface::Metrics);
+        m.transfer_bytes(Direction::Upload, 5);
+        m.transfer_bytes(Direction::Upload, 7);
+        m.transfer_bytes(Direction::Download, 3);
         let s = m.snapshot();
         assert_eq!(s.tool_calls.len(), 2);
         assert!(s.tool_calls.contains(&ToolCallCount {
@@ -171,5 +184,9 @@ mod tests {
         let h = &s.durations[0];
         assert_eq!((h.count, h.buckets[0], h.buckets[BUCKETS - 1]), (2, 1, 1));
         assert_eq!(s.auth_failures_metrics, 1);
+        assert_eq!(
+            (s.transfer_bytes_upload, s.transfer_bytes_download),
+            (12, 3)
+        );
     }
 }

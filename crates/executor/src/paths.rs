@@ -460,6 +460,8 @@ impl ProtectedPaths {
             linked_files,
             proc_mounts,
             exes,
+            hidden: Vec::new(),
+            write_roots: None,
         }
     }
 }
@@ -543,6 +545,10 @@ pub(crate) struct Policy {
     proc_mounts: Vec<(PathBuf, PathBuf)>,
     /// `(dev, ino)` of the mymcp binaries, for telling a mymcp process by its `exe`.
     exes: HashSet<(u64, u64)>,
+    /// The caller's token's hidden paths (see [`Policy::with_view`]).
+    hidden: Vec<PathBuf>,
+    /// Writes only, for a token with write roots: the trees an object must be inside.
+    write_roots: Option<Vec<PathBuf>>,
 }
 
 impl Policy {
@@ -606,9 +612,15 @@ impl Policy {
 
     /// Whether the process whose `/proc` directory is `dir` runs a mymcp binary. Its threads'
     /// directories (`/proc/<tid>`, `/proc/<pid>/task/<tid>`) are within its own or show the
-    /// same `exe`.
+    /// same `exe`. A call acting as an account may not be allowed to look at another uid's
+    /// `exe` (EACCES): such a process counts as a mymcp one, so that the rule holds for every
+    /// account whatever it may see (its world-readable files, `status` or `cmdline`, are then
+    /// refused to the file tools too).
     fn is_mymcp_process(&self, dir: &Path) -> bool {
-        std::fs::metadata(dir.join("exe")).is_ok_and(|m| self.exes.contains(&(m.dev(), m.ino())))
+        match std::fs::metadata(dir.join("exe")) {
+            Ok(m) => self.exes.contains(&(m.dev(), m.ino())),
+            Err(e) => matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)),
+        }
     }
 
     /// The entry that `real` (an absolute path without symlinks) is, or lies within.
@@ -675,6 +687,41 @@ impl Policy {
         self.ids.contains(&(dev, ino))
     }
 
+    /// This policy for a token with `view`: its hidden paths are refused like protected ones,
+    /// and for writes (`access`) an object outside every write root is refused too — both
+    /// checked on the opened object's real path, by components, as the protected entries are.
+    /// The same policy when the view changes nothing for `access`.
+    pub(crate) fn with_view(
+        self: Arc<Self>,
+        view: &mymcp_protocol::TokenView,
+        access: Access,
+    ) -> Arc<Policy> {
+        let roots = access == Access::Write && !view.write_roots.is_empty();
+        if view.hide.is_empty() && !roots {
+            return self;
+        }
+        let mut p = (*self).clone();
+        p.hidden = view.hide.iter().map(PathBuf::from).collect();
+        if roots {
+            p.write_roots = Some(view.write_roots.iter().map(PathBuf::from).collect());
+        }
+        Arc::new(p)
+    }
+
+    /// Whether the view of the caller's token refuses `real` (see [`Policy::with_view`]).
+    fn view_denies(&self, real: &Path) -> Option<Denied> {
+        if let Some(h) = self.hidden.iter().find(|h| real.starts_with(h)) {
+            return Some(Denied(h.display().to_string()));
+        }
+        match &self.write_roots {
+            Some(roots) if !roots.iter().any(|r| real.starts_with(r)) => Some(Denied(format!(
+                "{} (outside the token's write roots)",
+                real.display()
+            ))),
+            _ => None,
+        }
+    }
+
     /// The full check of an opened object: its real path, its inode, and its ancestors'
     /// inodes. Returns the real path.
     fn check_fd(&self, fd: BorrowedFd<'_>, meta: &Metadata) -> Result<PathBuf, Denied> {
@@ -701,6 +748,9 @@ impl Policy {
 
     /// Path and ancestor checks of a real path.
     fn check_real_path(&self, real: &Path) -> Result<(), Denied> {
+        if let Some(d) = self.view_denies(real) {
+            return Err(d);
+        }
         if let Some(e) = self.entry_for_path(real) {
             return Err(Denied(e.to_owned()));
         }
@@ -1187,7 +1237,10 @@ impl Walk {
             }
             Met::Entry { real, kind, id } => (real, kind, id),
         };
-        if policy.is_entry_path(real) || protected_id(id) {
+        if policy.is_entry_path(real)
+            || protected_id(id)
+            || policy.hidden.iter().any(|h| real.starts_with(h))
+        {
             return Verdict::Protected;
         }
         match kind {

@@ -110,6 +110,8 @@ impl SearchConfig {
 enum Abort {
     Timeout,
     Cancelled,
+    /// A search thread could not act as the caller's account (it did nothing).
+    Unacted,
 }
 
 /// The deadline and the cancellation flag of one call.
@@ -147,6 +149,10 @@ impl Budget {
             )
             .with_suggestion("Narrow the path or the pattern"),
             Abort::Cancelled => ToolFailure::new(ErrorCode::Cancelled, "The call was cancelled"),
+            Abort::Unacted => ToolFailure::new(
+                ErrorCode::InternalError,
+                format!("{tool} failed: a search thread could not act as the token's account"),
+            ),
         }
     }
 }
@@ -210,9 +216,10 @@ struct GrepPlan {
     max_output_bytes: usize,
 }
 
-/// Runs one `grep` call for the holder of `_auth`. Blocking.
+/// Runs one `grep` call for the holder of `auth`, with its account's rights on this thread
+/// and every search thread (a directory it may not read is skipped, as ripgrep does). Blocking.
 pub(crate) fn grep(
-    _auth: &Authorized<Ro>,
+    auth: &Authorized<Ro>,
     args: &Grep,
     cfg: &SearchConfig,
     policy: &Arc<Policy>,
@@ -220,6 +227,7 @@ pub(crate) fn grep(
 ) -> Result<GrepOutput, ToolFailure> {
     let path = args.path.as_deref().unwrap_or("/");
     paths::check_absolute("path", path)?;
+    let _as = auth.act()?;
     check_pattern_len("pattern", &args.pattern)?;
     if let Some(g) = &args.glob {
         check_pattern_len("glob", g)?;
@@ -278,7 +286,7 @@ pub(crate) fn grep(
                 }
             };
             walk_and_search(
-                root, path, filter, &matcher, &plan, cfg, policy, budget, &mut out,
+                auth, root, path, filter, &matcher, &plan, cfg, policy, budget, &mut out,
             )
             .map_err(|a| budget.failure("grep", a))?;
         }
@@ -639,6 +647,7 @@ impl Window {
 
 #[allow(clippy::too_many_arguments)]
 fn walk_and_search(
+    auth: &Authorized<Ro>,
     root: CheckedDir,
     shown: &str,
     filter: Option<ignore::overrides::Override>,
@@ -664,6 +673,7 @@ fn walk_and_search(
     let walk = wb.build();
 
     let stop = AtomicBool::new(false);
+    let unacted = &AtomicBool::new(false);
     let window = Window::new();
     let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<Job>)>(WINDOW_BATCHES);
     let job_rx = Mutex::new(job_rx);
@@ -681,6 +691,13 @@ fn walk_and_search(
                 shown,
             };
             s.spawn(move || {
+                // Without the account's rights a search thread opens nothing: it leaves (its
+                // files are then never searched and the walk stops on the closed channel).
+                let Ok(_as) = auth.act() else {
+                    unacted.store(true, Ordering::Relaxed);
+                    stop.store(true, Ordering::Relaxed);
+                    return;
+                };
                 let mut searcher = build_searcher(plan, cfg);
                 loop {
                     let batch = {
@@ -708,6 +725,7 @@ fn walk_and_search(
         let walker = {
             let (stop, window, root) = (&stop, &window, root.clone());
             s.spawn(move || -> Result<Walked, Abort> {
+                let _as = auth.act().map_err(|_| Abort::Unacted)?;
                 let mut dirs: Vec<Option<Arc<CheckedDir>>> = vec![Some(root.clone())];
                 let mut batches = 0u64;
                 let mut batch = Vec::with_capacity(BATCH);
@@ -829,6 +847,9 @@ fn walk_and_search(
             Err(_) => out.stopped_early = true,
         }
     });
+    if unacted.load(Ordering::Relaxed) {
+        return Err(Abort::Unacted);
+    }
     match abort {
         Some(a) => Err(a),
         None => Ok(()),
@@ -961,9 +982,10 @@ fn mtime_ns(m: &std::fs::Metadata) -> i128 {
         .map_or(0, |d| d.as_nanos() as i128)
 }
 
-/// Runs one `glob` call for the holder of `_auth`. Blocking.
+/// Runs one `glob` call for the holder of `auth`, with its account's rights on this thread and
+/// every walking thread (a directory it may not read is skipped). Blocking.
 pub(crate) fn glob(
-    _auth: &Authorized<Ro>,
+    auth: &Authorized<Ro>,
     args: &Glob,
     cfg: &SearchConfig,
     policy: &Arc<Policy>,
@@ -971,6 +993,7 @@ pub(crate) fn glob(
 ) -> Result<GlobOutput, ToolFailure> {
     let base = args.path.as_deref().unwrap_or("/");
     paths::check_absolute("path", base)?;
+    let _as = auth.act()?;
     check_pattern_len("pattern", &args.pattern)?;
     let cap = cfg.glob_max_results.max(1) as usize;
 
@@ -1055,6 +1078,7 @@ pub(crate) fn glob(
     let root_prefix = root_bytes.len() + usize::from(root_bytes.last() != Some(&b'/'));
     let rule = Walk::new(policy.clone(), Some(&root.real));
     let walk = GlobWalk {
+        auth,
         matcher: &matcher,
         name_matcher: name_matcher.as_ref(),
         root_prefix,
@@ -1089,6 +1113,8 @@ fn literal_match(rule: &Walk, p: &str) -> Option<String> {
 
 /// What one `glob` walks for: everything but the directories, which [`GlobWalk::run`] is given.
 struct GlobWalk<'a> {
+    /// Whose rights every walking thread has.
+    auth: &'a Authorized<Ro>,
     matcher: &'a globset::GlobMatcher,
     /// For `**/<name glob>`: the name glob, matched against the file name alone.
     name_matcher: Option<&'a globset::GlobMatcher>,
@@ -1219,6 +1245,12 @@ impl GlobWalk<'_> {
         let walk = |first: Option<Arc<CheckedDir>>| -> Result<Newest, Abort> {
             // A thread that panicked would leave the others waiting for its directory.
             let _stop_on_panic = StopOnPanic(&queue);
+            // The calling thread acts already (a no-op then); the others take the account's
+            // rights before they read anything, or stop the walk.
+            let Ok(_as) = self.auth.act() else {
+                queue.stop();
+                return Err(Abort::Unacted);
+            };
             let mut t = GlobThread {
                 dirents: vec![0u8; DIRENT_BUF],
                 path: Vec::with_capacity(256),

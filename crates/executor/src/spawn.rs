@@ -9,6 +9,15 @@
 //! * `<shell> -c <command>` with stdin `/dev/null`, stdout and stderr piped, the working
 //!   directory given, and exactly the environment of [`BashConfig::env`] (the executor's own
 //!   variables and secrets never reach the child).
+//! * As the token's account ([`crate::accounts`]): a token mapped to another account than
+//!   root runs its command with that account's uid, primary gid and supplementary groups, set
+//!   in the child before it executes the shell ([`process::spawn_isolated_as`]: the executor's
+//!   thread never changes its ids, so no process of the account can signal it), with `HOME`,
+//!   `USER`, `LOGNAME` and `SHELL` of the account and a user's `PATH`, in its home directory
+//!   unless a `working_dir` is given (`/` when the home is missing or closed to it). The
+//!   working directory is checked, and entered, with the account's rights. `sudo -n` then
+//!   works as the sudoers file allows the account, and fails at once otherwise (there is no
+//!   terminal to ask a password on).
 //! * The child calls `setsid`, so it leads a new session and process group whose id equals its
 //!   pid. That id is recorded at spawn time and every signal goes to the whole group; it is never
 //!   looked up again (the references' `getpgid` after the leader was reaped is what let a
@@ -25,27 +34,37 @@
 //!   [`GroupSignal`]) or stop the command at once (client cancellation, end of the shutdown
 //!   grace).
 //! * However the call ends (completion, deadline, cancellation, or the future being dropped),
-//!   the group gets a final SIGKILL, so no process the command started outlives the call.
-//!   Processes that left the group themselves (`setsid`, `setpgid`) are out of reach of this;
-//!   they no longer hold the call open, but they are not killed either.
+//!   the group gets a final SIGKILL, and the call's cgroup ([`crate::cgroup`]) is killed as a
+//!   whole and removed, so no process the command started outlives the call, including those
+//!   that left the group themselves (`setsid`, double fork, `nohup … &`). The shell is placed in
+//!   that cgroup before it executes, with the call's kernel limits; a limit the kernel enforced
+//!   is reported with the result. Without a usable cgroup (see [`crate::cgroup::KillMode`])
+//!   processes that left the group are out of reach: they no longer hold the call open, but
+//!   they are not killed either.
 //! * The shell is not reaped until that final SIGKILL has been sent: while it is a zombie its
 //!   pid, and so the group id, cannot be given to another process, so the signal can never hit
 //!   an unrelated group.
 
+use crate::accounts::Account;
 use crate::auth::{Authorized, Rw};
+use crate::cgroup::{CallCgroup, Confinement, Limits};
 use crate::paths::os_message;
 use crate::server::{CancelSignal, Stop};
-use mymcp_protocol::{BashExecute, BashOutput, CapturedStream, ErrorCode, ToolFailure};
-use mymcp_sys::process::{self, GroupSignal, Pid, PidFd};
+use mymcp_protocol::{
+    BashExecute, BashOutput, CapturedStream, ErrorCode, TokenLimits, TokenView, ToolFailure,
+};
+use mymcp_sys::process::{self, GroupSignal, Pid, PidFd, Placement};
 use std::ffi::{CString, OsString};
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::pin::{pin, Pin};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -60,6 +79,11 @@ pub(crate) const MAX_TIMEOUT_SECS: u32 = 600;
 const DEFAULT_SHELL: &str = mymcp_settings::BASH_SHELL.default();
 /// `PATH` of every command.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// `PATH` of the commands of an account other than root, unless the operator passes one through
+/// (Debian's `ENV_PATH` of `login.defs`, without the games).
+const ACCOUNT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// `SHELL` of an account whose entry names no login shell (as `login` does).
+const NO_LOGIN_SHELL: &str = "/bin/sh";
 /// How long the pipes may stay open after the group was sent SIGKILL.
 const PIPE_DRAIN_AFTER_KILL: Duration = Duration::from_secs(1);
 /// How long a stopped command waits for its killed shell before leaving it to tokio's reaper.
@@ -84,6 +108,19 @@ pub(crate) struct BashConfig {
     pub(crate) kill_grace: Duration,
     /// The complete environment of every command.
     pub(crate) env: Vec<(OsString, OsString)>,
+    /// The cgroups commands run in, and their default limits.
+    pub(crate) confine: Arc<Confinement>,
+    /// `MYMCP_BASH_HANDOFF_SEC`: seconds after which a foreground call without
+    /// `handoff_after` is handed off to a job; 0: never.
+    pub(crate) handoff_secs: u32,
+    /// mymcp's own paths (state, token store, audit log, configuration, env file): read-only
+    /// to every command, root-mapped tokens' included.
+    pub(crate) protect: Arc<[PathBuf]>,
+    /// Whether commands can get a view of their own here ([`probe_views`]); where they
+    /// cannot, a token with a view runs nothing.
+    pub(crate) views: bool,
+    /// Why not, when not (for `mymcpctl status` and `doctor`).
+    pub(crate) views_unavailable: Option<String>,
 }
 
 impl Default for BashConfig {
@@ -94,6 +131,11 @@ impl Default for BashConfig {
             hard_max_output: mymcp_settings::BASH_MAX_OUTPUT_BYTES_HARD.default(),
             kill_grace: Duration::from_secs(2),
             env: BashConfig::default_env(&[]),
+            confine: Arc::default(),
+            handoff_secs: 0,
+            protect: Arc::new([]),
+            views: true,
+            views_unavailable: None,
         }
     }
 }
@@ -140,6 +182,26 @@ impl BashConfig {
     }
 }
 
+/// The environment of a command of `account` (one that is acted as): `cfg_env` with the
+/// account's `HOME`, `USER`, `LOGNAME`, `SHELL`, and a user's `PATH` unless the operator
+/// passed one through.
+fn account_env(cfg_env: &[(OsString, OsString)], account: &Account) -> Vec<(OsString, OsString)> {
+    let mut env = cfg_env.to_vec();
+    set_var(&mut env, "HOME", account.home.as_str());
+    set_var(&mut env, "USER", account.name.as_str());
+    set_var(&mut env, "LOGNAME", account.name.as_str());
+    let shell = if account.shell.is_empty() {
+        NO_LOGIN_SHELL
+    } else {
+        account.shell.as_str()
+    };
+    set_var(&mut env, "SHELL", shell);
+    if env.iter().any(|(k, v)| k == "PATH" && v == DEFAULT_PATH) {
+        set_var(&mut env, "PATH", ACCOUNT_PATH);
+    }
+    env
+}
+
 fn set_var(env: &mut Vec<(OsString, OsString)>, name: &str, value: impl Into<OsString>) {
     let value = value.into();
     match env.iter_mut().find(|(k, _)| k == name) {
@@ -158,7 +220,7 @@ pub(crate) fn clamp_timeout(timeout: Option<i64>) -> u32 {
 
 /// The per-stream capture size: default `cfg.default_max_output`, clamped to
 /// [1, `cfg.hard_max_output`].
-fn clamp_max_output(max: Option<i64>, cfg: &BashConfig) -> u64 {
+pub(crate) fn clamp_max_output(max: Option<i64>, cfg: &BashConfig) -> u64 {
     let hard = cfg.hard_max_output.max(1);
     match max {
         None => cfg.default_max_output.clamp(1, hard),
@@ -224,9 +286,9 @@ pub(crate) async fn bash_execute(
     controls: &mut impl Controller,
     activity: &Activity,
 ) -> Result<BashOutput, ToolFailure> {
-    let timeout_secs = clamp_timeout(args.timeout);
+    let timeout_secs = cap_timeout(clamp_timeout(args.timeout), auth.limits());
     let max_output = clamp_max_output(args.max_output_bytes, cfg);
-    let spec = CommandSpec::check(args)?;
+    let spec = CommandSpec::check(auth, args)?;
     let started = start(auth, &spec, cfg)?;
     let deadline = Instant::now() + Duration::from_secs(u64::from(timeout_secs));
     let mut out = Capture::new(max_output, &activity.stdout);
@@ -249,6 +311,7 @@ pub(crate) async fn bash_execute(
             exit_code: finished.exit_code,
             timed_out: finished.timed_out,
             timeout_secs,
+            limit_hit: finished.limit_hit,
         }),
     }
 }
@@ -262,15 +325,27 @@ pub(crate) struct CommandSpec {
 
 impl CommandSpec {
     /// Refuses a NUL in the command and a working directory that is not an absolute,
-    /// existing, searchable directory (default `/`).
-    pub(crate) fn check(args: &BashExecute) -> Result<CommandSpec, ToolFailure> {
+    /// existing directory the caller's account may search. Without one: `/`, or for an
+    /// account that is acted as its home directory (`/` when that is missing or closed to it).
+    pub(crate) fn check(
+        auth: &Authorized<Rw>,
+        args: &BashExecute,
+    ) -> Result<CommandSpec, ToolFailure> {
         if args.command.contains('\0') {
             return Err(ToolFailure::new(
                 ErrorCode::InvalidArguments,
                 "command contains a NUL byte",
             ));
         }
-        let dir = check_working_dir(args.working_dir.as_deref().unwrap_or("/"))?;
+        let account = auth.account();
+        let _as = auth.act()?;
+        let dir = match args.working_dir.as_deref() {
+            Some(dir) => check_working_dir(dir)?,
+            None if account.acts() && !account.home.is_empty() => {
+                check_working_dir(&account.home).unwrap_or_else(|_| PathBuf::from("/"))
+            }
+            None => check_working_dir("/")?,
+        };
         Ok(CommandSpec {
             command: args.command.clone(),
             dir,
@@ -278,27 +353,196 @@ impl CommandSpec {
     }
 }
 
-/// Starts `<shell> -c <command>` for the holder of `_auth` in its own session (see
-/// [`process::spawn_isolated`]). Must run inside a tokio runtime.
+/// The kernel limits of `auth`'s commands: the token's own (`mymcpctl token add
+/// --memory-max …`) where it has them, the defaults (`MYMCP_DEFAULT_*`) for the rest; a
+/// token's 0 lifts a default.
+pub(crate) fn limits_for(auth: &Authorized<Rw>, confine: &Confinement) -> Limits {
+    merge_limits(auth.limits(), confine.limits())
+}
+
+fn merge_limits(token: &TokenLimits, defaults: Limits) -> Limits {
+    let pick = |own: Option<u64>, default: Option<u64>| match own {
+        None => default,
+        Some(0) => None,
+        Some(v) => Some(v),
+    };
+    Limits {
+        memory_max: pick(
+            token.memory_max_mib.map(|m| m.saturating_mul(1 << 20)),
+            defaults.memory_max,
+        ),
+        tasks_max: pick(token.tasks_max, defaults.tasks_max),
+        cpu_max_percent: pick(token.cpu_max_percent, defaults.cpu_max_percent),
+    }
+}
+
+/// `timeout_secs` cut to the token's `--timeout-max`, if it has one.
+pub(crate) fn cap_timeout(timeout_secs: u32, limits: &TokenLimits) -> u32 {
+    match limits.timeout_max_secs {
+        Some(max) => timeout_secs
+            .min(u32::try_from(max).unwrap_or(u32::MAX))
+            .max(1),
+        None => timeout_secs,
+    }
+}
+
+/// Whether commands can get a view of their own on this host: `/bin/sh -c :` started in a
+/// mount namespace with `/` bound read-only on itself, as every command's view is made. Fails
+/// where the executor is not root or lacks `CAP_SYS_ADMIN` (an unprivileged container), or
+/// the kernel is older than 5.12 (`mount_setattr`).
+pub(crate) fn probe_views() -> io::Result<()> {
+    let protect = [CString::from(c"/")];
+    let argv = [
+        CString::from(c"sh"),
+        CString::from(c"-c"),
+        CString::from(c":"),
+    ];
+    let placement = Placement {
+        view: process::View {
+            protect: &protect,
+            ..process::View::default()
+        },
+        ..Placement::default()
+    };
+    let spawned = process::spawn_confined(c"/bin/sh", &argv, &[], c"/", None, placement)?;
+    drop((spawned.stdout, spawned.stderr));
+    // `:` exits at once; wait up to 2 s to reap it (a zombie is the only cost otherwise).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while matches!(process::try_reap(spawned.pid), Ok(None)) && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// What a call's [`process::View`] is made of, prepared before the spawn (the child
+/// allocates nothing).
+#[derive(Debug, Default)]
+struct ViewParts {
+    writable: Vec<OwnedFd>,
+    writable_paths: Vec<CString>,
+    read_only: bool,
+    protect: Vec<CString>,
+    hide_dirs: Vec<CString>,
+    hide_files: Vec<CString>,
+    no_network: bool,
+}
+
+impl ViewParts {
+    /// The view of a call of a token with `view`, with mymcp's own `protect`ed paths
+    /// read-only. Paths that do not exist (now) are left out: a missing write root grants
+    /// nothing, a missing hidden or protected path has nothing to hide. A write root is
+    /// opened without following any symlink, so what is made writable is the tree the token
+    /// names, not where a link points at the moment.
+    fn for_call(view: &TokenView, protect: &[PathBuf]) -> Result<ViewParts, ToolFailure> {
+        let c = |p: &std::path::Path| CString::new(p.as_os_str().as_bytes()).ok();
+        let mut parts = ViewParts {
+            read_only: !view.write_roots.is_empty(),
+            no_network: view.no_network,
+            ..ViewParts::default()
+        };
+        for root in &view.write_roots {
+            match mymcp_sys::fs::openat2(
+                mymcp_sys::fs::Base::Cwd,
+                std::path::Path::new(root).as_os_str(),
+                libc::O_PATH | libc::O_CLOEXEC,
+                0,
+                mymcp_sys::fs::Resolve {
+                    no_symlinks: true,
+                    ..Default::default()
+                },
+            ) {
+                Ok(fd) => {
+                    parts.writable.push(fd);
+                    parts.writable_paths.extend(c(root.as_ref()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(ToolFailure::new(
+                        ErrorCode::InternalError,
+                        format!("cannot open the write root: {}", os_message(&e, root)),
+                    ))
+                }
+            }
+        }
+        for p in protect {
+            // Inside another protected path: covered by that one's mount.
+            let covered = protect.iter().any(|q| q != p && p.starts_with(q));
+            if !covered && std::fs::symlink_metadata(p).is_ok() {
+                parts.protect.extend(c(p));
+            }
+        }
+        for h in &view.hide {
+            match std::fs::symlink_metadata(h) {
+                Ok(m) if m.is_dir() => parts.hide_dirs.extend(c(h.as_ref())),
+                Ok(_) => parts.hide_files.extend(c(h.as_ref())),
+                Err(_) => {}
+            }
+        }
+        Ok(parts)
+    }
+}
+
+/// Starts `<shell> -c <command>` for the holder of `auth` in its own session, as its account,
+/// and in a cgroup of its own (see [`process::spawn_confined`]). Must run inside a tokio
+/// runtime.
 pub(crate) fn start(
-    _auth: &Authorized<Rw>,
+    auth: &Authorized<Rw>,
     spec: &CommandSpec,
     cfg: &BashConfig,
 ) -> Result<Started, ToolFailure> {
+    start_with(auth, spec, cfg, None)
+}
+
+/// [`start`] on the terminal `tty` (a pty slave, see [`mymcp_sys::pty`]): the command (or,
+/// when `spec.command` is empty, the account's shell, else the configured one) gets the
+/// terminal as stdin, stdout, stderr and controlling terminal, and `TERM=xterm-256color`.
+/// The returned [`Started`] has no pipes: its supervision waits for the shell only.
+pub(crate) fn start_tty(
+    auth: &Authorized<Rw>,
+    spec: &CommandSpec,
+    cfg: &BashConfig,
+    tty: BorrowedFd<'_>,
+) -> Result<Started, ToolFailure> {
+    start_with(auth, spec, cfg, Some(tty))
+}
+
+fn start_with(
+    auth: &Authorized<Rw>,
+    spec: &CommandSpec,
+    cfg: &BashConfig,
+    tty: Option<BorrowedFd<'_>>,
+) -> Result<Started, ToolFailure> {
+    let account = auth.account();
     let invalid = |what: &str| {
         ToolFailure::new(
             ErrorCode::InvalidArguments,
             format!("{what} contains a NUL byte"),
         )
     };
-    let shell = CString::new(cfg.shell.as_os_str().as_bytes()).map_err(|_| invalid("the shell"))?;
-    let argv = [
-        shell.clone(),
-        CString::from(c"-c"),
-        CString::new(spec.command.as_bytes()).map_err(|_| invalid("command"))?,
-    ];
-    let envp: Vec<CString> = cfg
-        .env
+    let mut shell =
+        CString::new(cfg.shell.as_os_str().as_bytes()).map_err(|_| invalid("the shell"))?;
+    let argv = if tty.is_some() && spec.command.is_empty() {
+        if account.acts() && !account.shell.is_empty() {
+            shell = CString::new(account.shell.as_bytes()).map_err(|_| invalid("the shell"))?;
+        }
+        vec![shell.clone()]
+    } else {
+        vec![
+            shell.clone(),
+            CString::from(c"-c"),
+            CString::new(spec.command.as_bytes()).map_err(|_| invalid("command"))?,
+        ]
+    };
+    let mut env = if account.acts() {
+        self::account_env(&cfg.env, account)
+    } else {
+        cfg.env.clone()
+    };
+    if tty.is_some() {
+        set_var(&mut env, "TERM", "xterm-256color");
+    }
+    let envp: Vec<CString> = env
         .iter()
         .filter_map(|(k, v)| {
             let mut var = k.as_bytes().to_vec();
@@ -308,17 +552,82 @@ pub(crate) fn start(
         })
         .collect();
     let dir = CString::new(spec.dir.as_os_str().as_bytes()).map_err(|_| invalid("working_dir"))?;
-    let spawned =
-        process::spawn_isolated(&shell, &argv, &envp, &dir).map_err(|e| spawn_failure(cfg, e))?;
-    // From here on the group exists (setsid ran before exec, and posix_spawn returns after
+    let cgroup = cfg
+        .confine
+        .create(limits_for(auth, &cfg.confine))
+        .map_err(|e| {
+            ToolFailure::new(
+                ErrorCode::InternalError,
+                format!("cannot make the command's cgroup: {e}"),
+            )
+        })?;
+    let v1 = cgroup
+        .as_ref()
+        .map(CallCgroup::v1_procs)
+        .unwrap_or_default();
+    let refused = (!cfg.views && !auth.view().is_default()).then(|| {
+        ToolFailure::new(
+            ErrorCode::InternalError,
+            "this host cannot give commands a view of their own (mount namespaces unavailable): \
+             the token's write roots, hidden paths or no-network cannot be enforced, so nothing ran",
+        )
+    });
+    let view = match refused.map_or_else(|| ViewParts::for_call(auth.view(), &cfg.protect), Err) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove_later();
+            }
+            return Err(e);
+        }
+    };
+    let writable: Vec<_> = view.writable.iter().map(AsFd::as_fd).collect();
+    let placement = Placement {
+        v2: cgroup.as_ref().and_then(CallCgroup::v2),
+        procs: &v1,
+        view: process::View {
+            writable: &writable,
+            writable_paths: &view.writable_paths,
+            read_only: view.read_only,
+            protect: &view.protect,
+            hide_dirs: &view.hide_dirs,
+            hide_files: &view.hide_files,
+            no_network: view.no_network,
+        },
+    };
+    let ids = account.acts().then(|| process::Ids {
+        uid: account.uid,
+        gid: account.gid,
+        groups: &account.groups,
+    });
+    let spawned = match tty {
+        None => process::spawn_confined(&shell, &argv, &envp, &dir, ids, placement)
+            .map(|s| (s.pid, Some((s.stdout, s.stderr)))),
+        Some(tty) => process::spawn_confined_tty(&shell, &argv, &envp, &dir, ids, placement, tty)
+            .map(|pid| (pid, None)),
+    };
+    drop(v1);
+    let (pid, pipes) = match spawned {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                cgroup.remove_later();
+            }
+            return Err(spawn_failure(cfg, e));
+        }
+    };
+    // From here on the group exists (setsid ran before exec, and the spawn returns after
     // exec): `group` kills and reaps it however this call ends.
-    let group = Group::new(spawned.pid);
+    let group = Group::new(pid, cgroup);
     let pipe = |fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| spawn_failure(cfg, e));
-    let (stdout, stderr) = (pipe(spawned.stdout)?, pipe(spawned.stderr)?);
+    let (stdout, stderr) = match pipes {
+        Some((out, err)) => (Some(pipe(out)?), Some(pipe(err)?)),
+        None => (None, None),
+    };
     tracing::debug!(pgid = group.pgid, "command started");
     Ok(Started {
-        stdout: Some(stdout),
-        stderr: Some(stderr),
+        stdout,
+        stderr,
         exit: ExitWatch::new(group.pgid),
         group,
     })
@@ -334,7 +643,7 @@ pub(crate) struct Started {
 }
 
 /// How a supervised command ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Finished {
     /// Exit status, `-signo` if the shell died of a signal, -1 if it could not be reaped.
     pub(crate) exit_code: i32,
@@ -342,6 +651,8 @@ pub(crate) struct Finished {
     pub(crate) timed_out: bool,
     /// Stopped by a [`Control::Stop`].
     pub(crate) stopped: Option<StopReason>,
+    /// The kernel limit the command hit (`"memory limit 256 MiB reached"`), if any.
+    pub(crate) limit_hit: Option<String>,
 }
 
 impl Started {
@@ -371,7 +682,7 @@ impl Started {
             let work = pin!(async {
                 tokio::join!(exit.wait(), drain(stdout, out), drain(stderr, err));
             });
-            supervise(work, controls, deadline, group.pgid, grace).await
+            supervise(work, controls, deadline, &group, grace).await
             // Dropping `work` here closes both pipes, whoever still holds their other ends.
         };
         if stopped.is_some() {
@@ -380,10 +691,21 @@ impl Started {
             tracing::debug!(pgid = group.pgid, ?stopped, "command stopped");
         }
         let status = group.finish();
+        // Whatever is left of the command (processes that left the group included) dies with
+        // its cgroup, which is gone before the call answers.
+        let limit_hit = match group.cgroup.take() {
+            Some(cgroup) => {
+                let hit = cgroup.limit_hit();
+                cgroup.remove().await;
+                hit
+            }
+            None => None,
+        };
         Finished {
             exit_code: status.map_or(-1, exit_code),
             timed_out,
             stopped,
+            limit_hit,
         }
     }
 }
@@ -408,9 +730,10 @@ async fn supervise(
     mut work: Pin<&mut impl Future<Output = ()>>,
     controls: &mut impl Controller,
     deadline: Instant,
-    pgid: Pid,
+    group: &Group,
     grace: Duration,
 ) -> (bool, Option<StopReason>) {
+    let pgid = group.pgid;
     let mut stage = Stage::Running;
     let mut timed_out = false;
     loop {
@@ -424,7 +747,7 @@ async fn supervise(
             control = controls.next() => match control {
                 Control::Stop(reason) => return (timed_out, Some(reason)),
                 Control::Signal(GroupSignal::Kill) => {
-                    send(pgid, GroupSignal::Kill);
+                    group.signal(GroupSignal::Kill);
                     if !matches!(stage, Stage::Killed { .. }) {
                         stage = Stage::Killed { give_up_at: Instant::now() + PIPE_DRAIN_AFTER_KILL };
                     }
@@ -439,7 +762,7 @@ async fn supervise(
                     stage = Stage::Terminating { kill_at: Instant::now() + grace };
                 }
                 Stage::Terminating { .. } => {
-                    send(pgid, GroupSignal::Kill);
+                    group.signal(GroupSignal::Kill);
                     stage = Stage::Killed { give_up_at: Instant::now() + PIPE_DRAIN_AFTER_KILL };
                 }
                 Stage::Killed { .. } => {
@@ -458,25 +781,38 @@ fn send(pgid: Pid, signal: GroupSignal) {
     }
 }
 
-/// The shell and its process group. Dropping it kills the group and leaves the shell to be
-/// reaped in the background (unless it has been reaped, after which the group id could belong
-/// to someone else).
+/// The shell, its process group and its cgroup. Dropping it kills the group and the cgroup
+/// and leaves the shell to be reaped (and the cgroup removed) in the background (unless the
+/// shell has been reaped, after which the group id could belong to someone else).
 #[derive(Debug)]
 struct Group {
     pgid: Pid,
     /// False once the shell is reaped or handed to [`reap_later`]: from then on the id is not
     /// ours to signal.
     armed: bool,
+    /// The call's cgroup, if cgroups are in use: SIGKILL goes to all of it.
+    cgroup: Option<CallCgroup>,
 }
 
 impl Group {
-    fn new(pgid: Pid) -> Self {
-        Group { pgid, armed: true }
+    fn new(pgid: Pid, cgroup: Option<CallCgroup>) -> Self {
+        Group {
+            pgid,
+            armed: true,
+            cgroup,
+        }
     }
 
+    /// Sends `signal` to the group; SIGKILL also kills everything in the call's cgroup (which
+    /// stays ours until it is removed, whatever happened to the group id).
     fn signal(&self, signal: GroupSignal) {
         if self.armed {
             send(self.pgid, signal);
+        }
+        if signal == GroupSignal::Kill {
+            if let Some(cgroup) = &self.cgroup {
+                cgroup.kill();
+            }
         }
     }
 
@@ -510,6 +846,9 @@ impl Drop for Group {
             self.signal(GroupSignal::Kill);
             self.armed = false;
             reap_later(self.pgid);
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove_later();
         }
     }
 }
@@ -726,6 +1065,7 @@ mod tests {
             working_dir: None,
             max_output_bytes: None,
             background: false,
+            handoff_after: None,
         }
     }
 
@@ -824,6 +1164,60 @@ mod tests {
         assert_eq!(clamp_max_output(Some(0), &c), 1);
         assert_eq!(clamp_max_output(Some(-1), &c), 1);
         assert_eq!(clamp_max_output(Some(i64::MAX), &c), 1_048_576);
+    }
+
+    #[tokio::test]
+    async fn where_views_cannot_be_made_a_token_with_one_runs_nothing() {
+        let auth = Authorized::<Rw>::for_tests_with_view(TokenView {
+            no_network: true,
+            ..TokenView::default()
+        });
+        let cfg = BashConfig {
+            views: false,
+            ..cfg()
+        };
+        let mut never = CancelSignal::never();
+        let e = bash_execute(
+            &auth,
+            &call("echo ran"),
+            &cfg,
+            &mut never,
+            &Activity::default(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::InternalError);
+        assert!(
+            e.message.contains("cannot give commands a view"),
+            "{}",
+            e.message
+        );
+        // A token without a view still runs.
+        let out = run_with(call("echo ran"), &cfg).await.unwrap();
+        assert_eq!(text(&out.stdout), "ran\n");
+    }
+
+    #[test]
+    fn a_tokens_limits_replace_the_defaults_field_by_field() {
+        let defaults = Limits::from_settings(512, 100, 0);
+        assert_eq!(merge_limits(&TokenLimits::default(), defaults), defaults);
+        let own = TokenLimits {
+            memory_max_mib: Some(64),
+            tasks_max: Some(0),
+            cpu_max_percent: Some(50),
+            timeout_max_secs: Some(5),
+        };
+        assert_eq!(
+            merge_limits(&own, defaults),
+            Limits {
+                memory_max: Some(64 << 20),
+                tasks_max: None,
+                cpu_max_percent: Some(50),
+            }
+        );
+        assert_eq!(cap_timeout(30, &own), 5);
+        assert_eq!(cap_timeout(3, &own), 3);
+        assert_eq!(cap_timeout(30, &TokenLimits::default()), 30);
     }
 
     #[tokio::test]
@@ -1280,5 +1674,176 @@ mod tests {
             .parse()
             .unwrap();
         assert!(gone(pid).await, "sleep survived the dropped call");
+    }
+
+    // Each command in a cgroup of its own (real cgroups: root, and a hierarchy that can kill;
+    // else "skipped").
+
+    fn confined(limits: Limits) -> Option<BashConfig> {
+        Some(BashConfig {
+            kill_grace: Duration::from_millis(300),
+            confine: Arc::new(Confinement::for_tests(limits)?),
+            ..BashConfig::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn processes_that_left_the_group_die_with_the_call_and_no_cgroup_is_left() {
+        let Some(cfg) = confined(Limits::default()) else {
+            return;
+        };
+        let out = run_with(
+            call(
+                "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!; \
+                 (sh -c 'sleep 1001 >/dev/null 2>&1 & echo $!') ; \
+                 nohup sleep 1002 >/dev/null 2>&1 & disown; echo $!",
+            ),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        let text = text(&out.stdout);
+        let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(pids.len(), 3, "{text}");
+        for pid in pids {
+            assert!(!alive(pid), "pid {pid} outlived its call");
+        }
+        assert!(
+            cfg.confine.call_dirs().is_empty(),
+            "{:?}",
+            cfg.confine.call_dirs()
+        );
+        cfg.confine.close();
+        assert!(!cfg.confine.instance_exists());
+    }
+
+    #[tokio::test]
+    async fn a_fork_bomb_is_contained_by_the_tasks_limit_and_reported() {
+        let Some(cfg) = confined(Limits::from_settings(0, 32, 0)) else {
+            return;
+        };
+        if !cfg.confine.carries("pids") {
+            eprintln!("skipped: no pids controller ({})", cfg.confine.describe());
+            return;
+        }
+        let started = StdInstant::now();
+        let out = run_with(with_timeout(":(){ :|:& };:", 3), &cfg)
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            out.limit_hit.as_deref(),
+            Some("tasks limit 32 reached: a fork failed"),
+            "{out:?}"
+        );
+        assert!(
+            cfg.confine.call_dirs().is_empty(),
+            "{:?}",
+            cfg.confine.call_dirs()
+        );
+        cfg.confine.close();
+    }
+
+    #[tokio::test]
+    async fn the_memory_limit_kill_is_reported() {
+        let Some(cfg) = confined(Limits::from_settings(32, 0, 0)) else {
+            return;
+        };
+        if !cfg.confine.carries("memory") {
+            eprintln!("skipped: no memory controller ({})", cfg.confine.describe());
+            return;
+        }
+        let out = run_with(
+            call("perl -e '$x = \"a\" x (200*1024*1024); print length $x'"),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out.exit_code, -9, "{out:?}");
+        assert_eq!(
+            out.limit_hit.as_deref(),
+            Some("killed: memory limit 32 MiB reached"),
+            "{out:?}"
+        );
+        let ok = run_with(call("echo fine"), &cfg).await.unwrap();
+        assert_eq!(ok.limit_hit, None);
+        cfg.confine.close();
+    }
+
+    /// Mode 2, cgroup v1 only (freezer, SIGKILL to every member, thaw): the same promise.
+    #[tokio::test]
+    async fn in_v1_freeze_and_kill_mode_escapees_die_with_the_call_too() {
+        let Some(c) = Confinement::for_tests_v1(Limits::from_settings(0, 64, 0)) else {
+            return;
+        };
+        let cfg = BashConfig {
+            kill_grace: Duration::from_millis(300),
+            confine: Arc::new(c),
+            ..BashConfig::default()
+        };
+        assert!(cfg
+            .confine
+            .describe()
+            .starts_with("cgroup v1 freeze and kill"));
+        let out = run_with(
+            call(
+                "setsid sleep 1000 >/dev/null 2>&1 < /dev/null & echo $!; \
+                 (sh -c 'sleep 1001 >/dev/null 2>&1 & echo $!')",
+            ),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        let text = text(&out.stdout);
+        let pids: Vec<i32> = text.lines().map(|l| l.trim().parse().unwrap()).collect();
+        assert_eq!(pids.len(), 2, "{text}");
+        for pid in pids {
+            assert!(!alive(pid), "pid {pid} outlived its call");
+        }
+        // And a fork bomb under the v1 pids limit.
+        let out = run_with(with_timeout(":(){ :|:& };:", 2), &cfg)
+            .await
+            .unwrap();
+        assert_eq!(
+            out.limit_hit.as_deref(),
+            Some("tasks limit 64 reached: a fork failed"),
+            "{out:?}"
+        );
+        assert!(
+            cfg.confine.call_dirs().is_empty(),
+            "{:?}",
+            cfg.confine.call_dirs()
+        );
+        cfg.confine.close();
+        assert!(!cfg.confine.instance_exists());
+    }
+
+    /// The CPU limit throttles: a busy loop of 3 s wall time under 5 % of one CPU gets about
+    /// 0.15 s of CPU (unthrottled it would get ten times that even on a loaded machine).
+    #[tokio::test]
+    async fn the_cpu_limit_throttles_a_busy_loop() {
+        let Some(cfg) = confined(Limits::from_settings(0, 0, 5)) else {
+            return;
+        };
+        if !cfg.confine.carries("cpu") {
+            eprintln!("skipped: no cpu controller ({})", cfg.confine.describe());
+            return;
+        }
+        let out = run_with(
+            call("end=$((SECONDS+3)); while [ $SECONDS -lt $end ]; do :; done; cat /proc/$$/stat"),
+            &cfg,
+        )
+        .await
+        .unwrap();
+        let stat = text(&out.stdout);
+        let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+        // utime and stime, fields 14 and 15, in clock ticks (100 per second).
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        assert!(ticks < 60, "{ticks} ticks of CPU in 3 s under a 5 % limit");
+        cfg.confine.close();
     }
 }

@@ -136,10 +136,10 @@ impl GeneratedTree {
                 5 => std::os::unix::fs::symlink(outside.join("plain-file.c"), &special).unwrap(),
                 6 => std::os::unix::fs::symlink("/nonexistent/x", &special).unwrap(),
                 7 => std::os::unix::fs::symlink(".", &special).unwrap(),
-                8 if seed % 3 != 0 => {
+                8 if !seed.is_multiple_of(3) => {
                     std::fs::hard_link(outside.join("prot-file.c"), &special).unwrap()
                 }
-                9 if seed % 3 != 0 => {
+                9 if !seed.is_multiple_of(3) => {
                     std::fs::hard_link(outside.join("plain-file.c"), &special).unwrap()
                 }
                 10 => std::os::unix::fs::symlink(outside.join("prot/missing.c"), &special).unwrap(),

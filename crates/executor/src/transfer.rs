@@ -29,20 +29,40 @@
 //!
 //! A completed transfer spends the grant for good (a second use is `ticket_used`); a failed one
 //! (client gone, too large, checksum mismatch) releases it, so the same URL can be retried
-//! until it expires. Every redeem of a known grant is logged by [`audit_redeem`].
+//! until it expires.
+//!
+//! **Audit** ([`Redemption`]). Every redeem of a grant whose token is still valid is in the
+//! audit log as `transfer_upload` / `transfer_download` (the reference's v3 records: the
+//! issuing token's name and role, the redeemer's address, the path, the ticket prefix, the
+//! bytes moved). Refusals before the claim (too large by `Content-Length`, in use, busy) get
+//! one outcome record. A claimed redeem writes a **start record before its first side
+//! effect** — before an upload creates a directory or a temporary file, before a download
+//! opens the file or sends its size — and does nothing if that record cannot be written
+//! (`audit_failed`; the grant is released). A download's outcome record follows when the bytes
+//! are sent. An upload's outcome record is written right after its file is put in place,
+//! under the file's lock; if it cannot be written, the file is **taken out again**
+//! ([`TempFile::commit_undoable`]: the replaced file comes back under its name, a new name is
+//! removed) and the client gets `audit_failed`, never a success — so a file is in place only
+//! with its record in the log. A `HEAD` ([`Transfers::probe`]) reads the file's size: one
+//! `transfer_head` record after it, and no answer without it. Completed transfers count in
+//! `mymcp_transfer_bytes_total`.
 
+use crate::accounts::Accounts;
+use crate::audit::{self, Actor, Audit, Operation, Outcome};
 use crate::auth::{self, Authorized, Ro, Rw};
 use crate::edit::{self, Replace, TempFile};
 use crate::limits::FileLimits;
+use crate::metrics::Metrics;
 use crate::paths::{self, Access, CheckedTarget, ProtectedPaths};
 use crate::server::{CancelSignal, Events};
 use mymcp_protocol::{
-    CallOrigin, Direction, ErrorCode, GrantId, Identity, PrepareDownload, PrepareUpload, Role,
-    TokenDigest, ToolFailure, ToolName, TransferDone, TransferError, TransferErrorKind as Kind,
-    TransferGrant, TransferStart,
+    CallOrigin, Direction, ErrorCode, GrantId, Identity, PrepareDownload, PrepareUpload, SpanId,
+    TokenDigest, ToolFailure, ToolName, TraceId, TransferDone, TransferError,
+    TransferErrorKind as Kind, TransferGrant, TransferStart,
 };
 use mymcp_sys::pipe::{self as syspipe, Ready};
 use mymcp_tokens::TokenStore;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
@@ -144,6 +164,8 @@ pub(crate) struct Transfers {
     next_claim: AtomicU64,
     /// Transfers moving bytes right now.
     running: AtomicU64,
+    audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
 }
 
 /// Seconds since the epoch.
@@ -162,12 +184,21 @@ const MINT_NEW: &str = "Mint a new ticket.";
 
 impl Transfers {
     pub(crate) fn new(config: TransferConfig) -> Self {
+        let metrics = Arc::new(Metrics::default());
         Transfers {
             config,
             grants: Mutex::new(HashMap::new()),
             next_claim: AtomicU64::new(1),
             running: AtomicU64::new(0),
+            audit: Arc::new(Audit::disabled(metrics.clone())),
+            metrics,
         }
+    }
+
+    /// Audits redeems into `audit` and counts their bytes in `metrics`.
+    pub(crate) fn observe(&mut self, metrics: Arc<Metrics>, audit: Arc<Audit>) {
+        self.metrics = metrics;
+        self.audit = audit;
     }
 
     /// Grants alive (ready, busy or used but not yet purged).
@@ -214,9 +245,21 @@ impl Transfers {
         }
         let path = args.dest_path.as_str();
         absolute("dest_path", path)?;
-        let policy = protected.policy(Access::Write);
+        let policy = protected
+            .policy(Access::Write)
+            .with_view(auth.view(), Access::Write);
+        // The path is checked with the account's rights (the protected set above, as root).
+        let _as = auth.act()?;
         let (target, exists) = match paths::open_for_write(&policy, path, false) {
-            Ok(t) => (t.real(), t.existing().is_some()),
+            Ok(t) => {
+                // Refused now rather than when the bytes arrive: the account may not write
+                // there (root, as before accounts, is not asked: it may, or the upload says why).
+                if auth.account().acts() {
+                    mymcp_sys::fs::may_write_in(t.dir().fd())
+                        .map_err(|e| paths::os_failure(path, &e, Access::Write))?;
+                }
+                (t.real(), t.existing().is_some())
+            }
             // A missing parent directory is created when the upload arrives; check what exists.
             Err(f)
                 if f.code == ErrorCode::FileNotFoundError
@@ -279,7 +322,10 @@ impl Transfers {
         }
         let path = args.src_path.as_str();
         absolute("src_path", path)?;
-        let policy = protected.policy(Access::Read);
+        let policy = protected
+            .policy(Access::Read)
+            .with_view(auth.view(), Access::Read);
+        let _as = auth.act()?;
         let file = match paths::open_for_read(&policy, path) {
             Ok(f) => f,
             Err(f) if f.code == ErrorCode::FileNotFoundError => {
@@ -492,26 +538,65 @@ impl Transfers {
     }
 
     /// `HEAD`: what a `GET` would send, without claiming the grant.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn probe(
         &self,
         id: &GrantId,
         direction: Direction,
+        origin: &CallOrigin,
         tokens: &TokenStore,
+        accounts: &Arc<Accounts>,
         protected: &ProtectedPaths,
         limits: &FileLimits,
     ) -> Result<TransferStart, TransferError> {
+        let started = Instant::now();
         let view = self.check(id, direction)?;
-        let maker = Maker::authorize(tokens, &view.token, direction)?;
+        let maker = Maker::authorize(tokens, accounts, &view.token, direction).await?;
+        // A read of the file's metadata: one record after it, and no answer without it.
+        let mut op = self.audit.operation(
+            "transfer_head",
+            maker.actor(origin),
+            redeem_params(maker.identity(), origin, id, &view),
+        );
+        let result = self.probe_file(maker, &view, protected, limits).await;
+        let outcome = match &result {
+            Ok(start) => {
+                op.set_param("bytes", start.size.unwrap_or(0).into());
+                Outcome::ok(Some(started.elapsed()), None)
+            }
+            Err(e) => Outcome::error(e.kind.as_str(), e.hint.as_str(), Some(started.elapsed())),
+        };
+        if !self.audit.op_outcome(&op, outcome) && result.is_ok() {
+            return Err(refuse(
+                Kind::AuditFailed,
+                "The server's audit log cannot be written, so the answer is withheld. Retry once it is repaired.",
+            ));
+        }
+        result
+    }
+
+    /// What a `GET` would send (the size), or why it would be refused.
+    async fn probe_file(
+        &self,
+        maker: Maker,
+        view: &View,
+        protected: &ProtectedPaths,
+        limits: &FileLimits,
+    ) -> Result<TransferStart, TransferError> {
         let _slot = limits.transfer(&view.token).map_err(busy)?;
         let size = match maker {
             Maker::Download(auth) => {
-                let policy = protected.policy(Access::Read);
+                let policy = protected
+                    .policy(Access::Read)
+                    .with_view(auth.view(), Access::Read);
                 let target = view.target.clone();
                 let file = blocking(move || open_download(&auth, &policy, &target)).await?;
                 Some(file.meta.len())
             }
             Maker::Upload(auth) => {
-                let policy = protected.policy(Access::Write);
+                let policy = protected
+                    .policy(Access::Write)
+                    .with_view(auth.view(), Access::Write);
                 let target = view.target.clone();
                 let overwrite = view.overwrite;
                 let path = view.path.clone();
@@ -536,10 +621,12 @@ impl Transfers {
         announced_len: Option<u64>,
         origin: &CallOrigin,
         tokens: &TokenStore,
+        accounts: &Arc<Accounts>,
         protected: &ProtectedPaths,
         limits: &FileLimits,
         cancel: CancelSignal,
         events: &Events,
+        trace: Option<(TraceId, SpanId)>,
     ) -> Result<TransferDone, TransferError> {
         let started = Instant::now();
         if cancel.shutting_down() {
@@ -551,37 +638,40 @@ impl Transfers {
         // Refusals before the grant is known to belong to a live token are not audited (as in
         // the reference): they carry no identity.
         let view = self.check(id, direction)?;
-        let maker = Maker::authorize(tokens, &view.token, direction)?;
-        let (token_name, role) = (maker.identity().name.clone(), maker.identity().role);
+        let maker = Maker::authorize(tokens, accounts, &view.token, direction).await?;
+        let mut record = Redemption::new(
+            &self.audit,
+            direction,
+            maker.identity(),
+            origin,
+            id,
+            &view,
+            started,
+        );
+        record.op.set_trace(trace);
+        let (user, uid) = maker.account();
+        record.op.set_account(user, uid);
         let result = match maker {
             Maker::Upload(auth) => {
                 let limits = (announced_len, limits);
-                self.upload(&auth, &view, limits, protected, cancel, events)
+                self.upload(&auth, &view, limits, protected, cancel, events, &mut record)
                     .await
             }
             Maker::Download(auth) => {
-                self.download(&auth, &view, limits, protected, cancel, events)
+                self.download(&auth, &view, limits, protected, cancel, events, &mut record)
                     .await
             }
         };
-        audit_redeem(&RedeemRecord {
-            direction,
-            token_name: &token_name,
-            role,
-            origin,
-            grant: *id,
-            path: &view.path,
-            bytes: match &result {
-                Ok(done) => done.bytes,
-                Err(_) => 0,
-            },
-            result: result.as_ref().map(|_| ()),
-            duration: started.elapsed(),
-        });
+        record.ended(&result);
+        log_redeem(&record, &result);
+        if let Ok(done) = &result {
+            self.metrics.transfer_bytes(direction, done.bytes);
+        }
         result
     }
 
     /// Runs a claimed upload for the holder of `auth` (the token that made the grant).
+    #[allow(clippy::too_many_arguments)]
     async fn upload(
         self: &Arc<Self>,
         auth: &Authorized<Rw>,
@@ -590,18 +680,29 @@ impl Transfers {
         protected: &ProtectedPaths,
         cancel: CancelSignal,
         events: &Events,
+        record: &mut Redemption,
     ) -> Result<TransferDone, TransferError> {
         if announced_len.is_some_and(|n| n > view.bytes) {
             return Err(too_large(view.bytes));
         }
         let (mut claim, committed, _slot) = self.claim_with_slot(&view.id, &view.token, limits)?;
-        let policy = protected.policy(Access::Write);
-        let target = {
+        // No record, no side effect: nothing below runs without it.
+        record.start()?;
+        let policy = protected
+            .policy(Access::Write)
+            .with_view(auth.view(), Access::Write);
+        let (target, temp) = {
             let (t, p, o) = (view.target.clone(), view.path.clone(), view.overwrite);
             let auth = auth.clone();
-            blocking(move || open_upload(&auth, &policy, &t, &p, o)).await?
+            blocking(move || {
+                let target = open_upload(&auth, &policy, &t, &p, o)?;
+                // Created as the account: the new file is the account's.
+                let _as = auth.act().map_err(acting_failed)?;
+                let temp = TempFile::create(&target).map_err(|e| write_failed(&p, &e))?;
+                Ok((target, temp))
+            })
+            .await?
         };
-        let temp = TempFile::create(&target).map_err(|e| write_failed(&view.path, &e))?;
         let (read_end, write_end) = pipe()?;
         let wake = Wake::new()?;
         let _watch = wake.watch(cancel);
@@ -613,8 +714,12 @@ impl Transfers {
         if !events.pipe(start, write_end).await {
             return Err(refuse(Kind::Aborted, "The frontend went away."));
         }
-        let (max, w) = (view.bytes, wake.clone());
-        let (temp, bytes, digest) = blocking(move || receive(read_end, temp, max, &w)).await?;
+        let (max, w, who) = (view.bytes, wake.clone(), auth.clone());
+        let (temp, bytes, digest) = blocking(move || {
+            let _as = who.act().map_err(acting_failed)?;
+            receive(read_end, temp, max, &w)
+        })
+        .await?;
         // The pipe is drained: commit only once the frontend says the body ended normally.
         let mut fired = wake.fired.subscribe();
         tokio::select! {
@@ -640,17 +745,53 @@ impl Transfers {
                 ));
             }
         }
-        let (path, overwrite) = (view.path.clone(), view.overwrite);
-        blocking(move || {
+        let (path, overwrite, who) = (view.path.clone(), view.overwrite, auth.clone());
+        // The outcome record is written with the file in place and its lock held; without it
+        // the file is taken out again.
+        let (audit, mut op, started) = (self.audit.clone(), record.op.clone(), record.started);
+        op.set_param("bytes", bytes.into());
+        let summary =
+            json!({"path": op_path(&view.path), "size_bytes": bytes, "sha256": hex(&digest)});
+        let placed = blocking(move || {
             let _lock = edit::lock(&target);
+            // Linked and renamed into place with the account's rights on the directory.
+            let _as = who.act().map_err(acting_failed)?;
             let replace = if overwrite { Replace::Yes } else { Replace::No };
-            temp.commit(&target, replace)
+            let placed = temp
+                .commit_undoable(&target, replace)
                 .map_err(|e| match e.raw_os_error() {
                     Some(libc::EEXIST) => exists(&path),
                     _ => write_failed(&path, &e),
-                })
+                })?;
+            if audit.op_outcome(&op, Outcome::ok(Some(started.elapsed()), Some(summary))) {
+                placed.keep();
+                return Ok(Placement::Recorded);
+            }
+            match placed.undo() {
+                Ok(()) => Ok(Placement::TakenBack),
+                Err(e) => {
+                    tracing::error!(path = %path, error = %e, "an upload whose audit record could not be written could not be taken back; the file stays in place");
+                    Ok(Placement::Unrecorded)
+                }
+            }
         })
         .await?;
+        match placed {
+            Placement::Recorded => record.recorded(),
+            Placement::TakenBack => {
+                return Err(refuse(
+                    Kind::AuditFailed,
+                    "The upload's audit record could not be written, so the upload was taken back; nothing was changed. Retry with the same URL once the server's audit log is repaired.",
+                ))
+            }
+            Placement::Unrecorded => {
+                claim.done = true;
+                return Err(refuse(
+                    Kind::AuditFailed,
+                    "The file was written, but its audit record could not be written and the file could not be taken back.",
+                ));
+            }
+        }
         claim.done = true;
         Ok(TransferDone {
             path: view.path.clone(),
@@ -660,6 +801,7 @@ impl Transfers {
     }
 
     /// Runs a claimed download for the holder of `auth`.
+    #[allow(clippy::too_many_arguments)]
     async fn download(
         self: &Arc<Self>,
         auth: &Authorized<Ro>,
@@ -668,9 +810,14 @@ impl Transfers {
         protected: &ProtectedPaths,
         cancel: CancelSignal,
         events: &Events,
+        record: &mut Redemption,
     ) -> Result<TransferDone, TransferError> {
         let (mut claim, _, _slot) = self.claim_with_slot(&view.id, &view.token, limits)?;
-        let policy = protected.policy(Access::Read);
+        // No record, no byte (nor the size) leaves.
+        record.start()?;
+        let policy = protected
+            .policy(Access::Read)
+            .with_view(auth.view(), Access::Read);
         let file = {
             let (t, auth) = (view.target.clone(), auth.clone());
             blocking(move || open_download(&auth, &policy, &t)).await?
@@ -687,8 +834,12 @@ impl Transfers {
         if !events.pipe(start, read_end).await {
             return Err(refuse(Kind::Aborted, "The frontend went away."));
         }
-        let w = wake.clone();
-        let bytes = blocking(move || send(file.file, size, write_end, &w)).await?;
+        let (w, who) = (wake.clone(), auth.clone());
+        let bytes = blocking(move || {
+            let _as = who.act().map_err(acting_failed)?;
+            send(file.file, size, write_end, &w)
+        })
+        .await?;
         claim.done = true;
         Ok(TransferDone {
             path: view.path.clone(),
@@ -737,21 +888,28 @@ enum Maker {
 }
 
 impl Maker {
-    fn authorize(
+    /// The token must still be valid and hold the role, and its account (resolved again, as
+    /// for any call) must be available: the transfer acts as it.
+    async fn authorize(
         tokens: &TokenStore,
+        accounts: &Arc<Accounts>,
         token: &TokenDigest,
         direction: Direction,
     ) -> Result<Maker, TransferError> {
         let caller = auth::authenticate(tokens, token).ok_or_else(token_gone)?;
-        match direction {
+        let caller = caller.resolve(accounts).await;
+        let made = match direction {
             Direction::Upload => caller
                 .authorize::<Rw>(ToolName::PrepareUpload)
                 .map(Maker::Upload),
             Direction::Download => caller
                 .authorize::<Ro>(ToolName::PrepareDownload)
                 .map(Maker::Download),
-        }
-        .map_err(|_| token_gone())
+        };
+        made.map_err(|f| match f.code {
+            ErrorCode::AccountUnavailable => refuse(Kind::NotFound, f.message),
+            _ => token_gone(),
+        })
     }
 
     fn identity(&self) -> &Identity {
@@ -760,17 +918,33 @@ impl Maker {
             Maker::Download(auth) => auth.identity(),
         }
     }
+
+    /// The account the transfer acts as: its name and uid.
+    fn account(&self) -> (&str, u32) {
+        let a = match self {
+            Maker::Upload(auth) => auth.account(),
+            Maker::Download(auth) => auth.account(),
+        };
+        (&a.name, a.uid)
+    }
+
+    /// Who the transfer's records name: the token's holder, acting as its account.
+    fn actor(&self, origin: &CallOrigin) -> Actor {
+        let (user, uid) = self.account();
+        Actor::token(self.identity(), origin).with_account(user, uid)
+    }
 }
 
 /// Opens the destination of an upload again and checks it, creating missing parent
 /// directories (inside the checked deepest existing one).
 fn open_upload(
-    _auth: &Authorized<Rw>,
+    auth: &Authorized<Rw>,
     policy: &paths::Policy,
     target: &Path,
     shown: &str,
     overwrite: bool,
 ) -> Result<CheckedTarget, TransferError> {
+    let _as = auth.act().map_err(acting_failed)?;
     let t =
         paths::open_for_write(policy, &target.to_string_lossy(), true).map_err(upload_refusal)?;
     if !overwrite && t.existing().is_some() {
@@ -781,12 +955,13 @@ fn open_upload(
 
 /// As [`open_upload`] for `HEAD`: checks without creating anything.
 fn check_upload(
-    _auth: &Authorized<Rw>,
+    auth: &Authorized<Rw>,
     policy: &paths::Policy,
     target: &Path,
     shown: &str,
     overwrite: bool,
 ) -> Result<(), TransferError> {
+    let _as = auth.act().map_err(acting_failed)?;
     let real = target.to_string_lossy();
     match paths::open_for_write(policy, &real, false) {
         Ok(t) if !overwrite && t.existing().is_some() => Err(exists(shown)),
@@ -806,10 +981,11 @@ fn upload_refusal(f: ToolFailure) -> TransferError {
 }
 
 fn open_download(
-    _auth: &Authorized<Ro>,
+    auth: &Authorized<Ro>,
     policy: &paths::Policy,
     target: &Path,
 ) -> Result<paths::CheckedFile, TransferError> {
+    let _as = auth.act().map_err(acting_failed)?;
     paths::open_for_read(policy, &target.to_string_lossy()).map_err(|f| match f.code {
         ErrorCode::ProtectedPath => refuse(Kind::Protected, f.message),
         ErrorCode::FileNotFoundError
@@ -817,6 +993,10 @@ fn open_download(
         | ErrorCode::NotARegularFile => refuse(Kind::PathNotFound, "Server file no longer exists."),
         _ => refuse(Kind::ReadFailed, f.message),
     })
+}
+
+fn acting_failed(f: ToolFailure) -> TransferError {
+    refuse(Kind::Internal, f.message)
 }
 
 fn too_large(max: u64) -> TransferError {
@@ -1172,66 +1352,145 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One redeem of a known grant, as the audit log records it.
-#[derive(Debug)]
-struct RedeemRecord<'a> {
-    pub(crate) direction: Direction,
-    /// The token that made the grant, and its role.
-    pub(crate) token_name: &'a str,
-    pub(crate) role: Role,
-    /// The client that redeemed it (address as the frontend saw it, request id).
-    pub(crate) origin: &'a CallOrigin,
-    pub(crate) grant: GrantId,
-    pub(crate) path: &'a str,
-    pub(crate) bytes: u64,
-    pub(crate) result: Result<(), &'a TransferError>,
-    pub(crate) duration: Duration,
+/// Where an upload's file ended up after its outcome record was (not) written.
+enum Placement {
+    /// In place, with its record.
+    Recorded,
+    /// The record could not be written; the file was taken out again.
+    TakenBack,
+    /// The record could not be written, nor the file taken out.
+    Unrecorded,
 }
 
-impl RedeemRecord<'_> {
-    /// `transfer_upload` or `transfer_download`: the tool name audit records carry.
-    pub(crate) fn tool(&self) -> &'static str {
-        match self.direction {
+/// The audit records of one redeem of a grant whose token is valid (see the module
+/// documentation): `transfer_upload` / `transfer_download`, the issuing token's name and role,
+/// the redeemer's address.
+#[derive(Debug)]
+struct Redemption {
+    audit: Arc<Audit>,
+    op: Operation,
+    direction: Direction,
+    started: Instant,
+    state: RecordState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecordState {
+    /// Nothing written yet: a refusal before the side effects gets one outcome record.
+    Unstarted,
+    Started,
+    /// The start record could not be written: the redeem did nothing, and gets no outcome.
+    Refused,
+    /// The outcome record is written.
+    Ended,
+}
+
+/// The `params` of a redeem's (or a `HEAD`'s) records: the reference's v3 fields.
+fn redeem_params(
+    issuer: &Identity,
+    origin: &CallOrigin,
+    grant: &GrantId,
+    view: &View,
+) -> serde_json::Value {
+    json!({
+        "path": op_path(&view.path),
+        "ticket": grant.short(),
+        "issuer_token_name": audit::param(&issuer.name),
+        "issuer_role": issuer.role.as_str(),
+        "redeemer_ip": audit::param(&origin.peer),
+    })
+}
+
+/// The path as the audit shows it (capped).
+fn op_path(path: &str) -> serde_json::Value {
+    audit::param(path)
+}
+
+impl Redemption {
+    fn new(
+        audit: &Arc<Audit>,
+        direction: Direction,
+        issuer: &Identity,
+        origin: &CallOrigin,
+        grant: &GrantId,
+        view: &View,
+        started: Instant,
+    ) -> Redemption {
+        let tool = match direction {
             Direction::Upload => "transfer_upload",
             Direction::Download => "transfer_download",
+        };
+        let params = redeem_params(issuer, origin, grant, view);
+        Redemption {
+            op: audit.operation(tool, Actor::token(issuer, origin), params),
+            audit: audit.clone(),
+            direction,
+            started,
+            state: RecordState::Unstarted,
         }
+    }
+
+    /// The start record, before the first side effect. `Err`: it could not be written, do
+    /// nothing.
+    fn start(&mut self) -> Result<(), TransferError> {
+        if self.audit.op_start(&self.op) {
+            self.state = RecordState::Started;
+            return Ok(());
+        }
+        self.state = RecordState::Refused;
+        let what = match self.direction {
+            Direction::Upload => "nothing was written",
+            Direction::Download => "nothing was sent",
+        };
+        Err(refuse(
+            Kind::AuditFailed,
+            format!("The server's audit log cannot be written, so the transfer was refused; {what}. Retry with the same URL once it is repaired."),
+        ))
+    }
+
+    /// The upload's outcome record was written where the file was put in place.
+    fn recorded(&mut self) {
+        self.state = RecordState::Ended;
+    }
+
+    /// The outcome record, unless written already (or the start record failed). Best effort:
+    /// an upload's success is recorded before it is kept, and a failed redeem changed nothing.
+    fn ended(&mut self, result: &Result<TransferDone, TransferError>) {
+        if matches!(self.state, RecordState::Refused | RecordState::Ended) {
+            return;
+        }
+        let duration = Some(self.started.elapsed());
+        let outcome = match result {
+            Ok(done) => {
+                self.op.set_param("bytes", done.bytes.into());
+                Outcome::ok(duration, None)
+            }
+            Err(e) => {
+                self.op.set_param("bytes", 0.into());
+                Outcome::error(e.kind.as_str(), e.hint.as_str(), duration)
+            }
+        };
+        self.audit.op_outcome(&self.op, outcome);
+        self.state = RecordState::Ended;
     }
 }
 
-/// Records one redeem. The only place transfers are logged, so the audit log hooks in here.
-fn audit_redeem(r: &RedeemRecord<'_>) {
-    let ms = r.duration.as_millis() as u64;
-    match r.result {
-        Ok(()) => tracing::info!(
-            target: "mymcp::audit",
-            tool = r.tool(),
-            token = %r.token_name,
-            role = %r.role,
-            peer = %r.origin.peer,
-            request_id = %r.origin.request_id,
-            ticket = %r.grant.short(),
-            path = %r.path,
-            bytes = r.bytes,
-            result = "ok",
-            duration_ms = ms,
-            "transfer redeemed"
-        ),
-        Err(e) => tracing::info!(
-            target: "mymcp::audit",
-            tool = r.tool(),
-            token = %r.token_name,
-            role = %r.role,
-            peer = %r.origin.peer,
-            request_id = %r.origin.request_id,
-            ticket = %r.grant.short(),
-            path = %r.path,
-            bytes = r.bytes,
-            result = "error",
-            error_code = e.kind.as_str(),
-            error_message = %e.hint,
-            duration_ms = ms,
-            "transfer failed"
-        ),
+/// The executor's log line of a redeem (the audit record is [`Redemption`]'s).
+fn log_redeem(r: &Redemption, result: &Result<TransferDone, TransferError>) {
+    let ms = r.started.elapsed().as_millis() as u64;
+    let tool = match r.direction {
+        Direction::Upload => "transfer_upload",
+        Direction::Download => "transfer_download",
+    };
+    let who = r.op.actor();
+    let ticket = r.op.param_str("ticket");
+    match result {
+        Ok(done) => {
+            tracing::info!(tool, token = %who.name, peer = %who.ip, request_id = %who.request_id, ticket, bytes = done.bytes, ms, "transfer redeemed")
+        }
+        Err(e) => {
+            tracing::info!(tool, token = %who.name, peer = %who.ip, request_id = %who.request_id, ticket, ms, code = e.kind.as_str(), hint = %e.hint, "transfer failed")
+        }
     }
 }
 
@@ -1253,6 +1512,7 @@ fn ready(state: &State) -> Result<(), TransferError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mymcp_protocol::Role;
 
     #[test]
     fn sha256_arguments_are_parsed_strictly() {
@@ -1268,7 +1528,7 @@ mod tests {
     fn store(dir: &Path, names: &[&str]) -> (TokenStore, Vec<String>) {
         let roles: Vec<(&str, Role)> = names.iter().map(|n| (*n, Role::Ro)).collect();
         let (store, added) =
-            TokenStore::create_temporary(&dir.join("tokens.json"), &roles).unwrap();
+            TokenStore::create_temporary(&dir.join("tokens.json"), &roles, None).unwrap();
         (store, added.into_iter().map(|(v, _)| v).collect())
     }
 

@@ -19,18 +19,20 @@ use crate::bearer::{bearer_token, token_digest, BearerError};
 use crate::body::{self, BodyError, BodyTimeouts};
 use crate::forward::{ForwardError, Forwarder};
 use crate::metrics::{Format, FrontendMetrics, Surface};
+use crate::request_id::RequestId;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use mymcp_protocol::{
-    AdminOp, AdminOutcome, FrontendRequest, FrontendResponse, MetricsOutcome, Role, TokenDigest,
-    TokenInfo,
+    AdminOp, AdminOutcome, CallOrigin, FrontendRequest, FrontendResponse, MetricsOutcome, Role,
+    TokenDigest, TokenInfo, TokenLimits, TokenView,
 };
 use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Largest accepted `POST /admin/tokens` body.
@@ -85,10 +87,24 @@ fn admin_token(ops: &Ops, headers: &HeaderMap) -> Result<TokenDigest, Response> 
     }
 }
 
-async fn ask(ops: &Ops, token: TokenDigest, op: AdminOp) -> Result<AdminOutcome, Response> {
+/// Who sent an admin request, for the executor's audit log.
+fn origin(peer: SocketAddr, RequestId(request_id): RequestId) -> CallOrigin {
+    CallOrigin {
+        peer: peer.ip().to_canonical().to_string(),
+        request_id,
+    }
+}
+
+async fn ask(
+    ops: &Ops,
+    token: TokenDigest,
+    origin: &CallOrigin,
+    op: AdminOp,
+) -> Result<AdminOutcome, Response> {
+    let origin = origin.clone();
     match ops
         .forwarder
-        .request(FrontendRequest::Admin { token, op })
+        .request(FrontendRequest::Admin { token, origin, op })
         .await
     {
         Ok(FrontendResponse::Admin(outcome)) => Ok(outcome),
@@ -109,9 +125,40 @@ async fn ask(ops: &Ops, token: TokenDigest, op: AdminOp) -> Result<AdminOutcome,
 
 fn info_json(t: &TokenInfo) -> Value {
     json!({
-        "id": t.id, "name": t.name, "role": t.role.as_str(), "created_at": t.created_at,
-        "last_used": t.last_used, "enabled": t.enabled,
+        "id": t.id, "name": t.name, "role": t.role.as_str(), "user": t.user,
+        "created_at": t.created_at, "last_used": t.last_used, "enabled": t.enabled,
+        "limits": limits_json(&t.limits),
+        "write_roots": t.view.write_roots, "hide": t.view.hide, "no_network": t.view.no_network,
     })
+}
+
+/// A token's own limits as the admin API shows them: only the fields that are set (an empty
+/// object: the executor's defaults); 0 is "no limit".
+pub fn limits_json(l: &TokenLimits) -> Value {
+    let mut m = Map::new();
+    if let Some(v) = l.memory_max_mib {
+        m.insert("memory_max_mib".into(), v.into());
+    }
+    if let Some(v) = l.tasks_max {
+        m.insert("tasks_max".into(), v.into());
+    }
+    if let Some(v) = l.cpu_max_percent {
+        m.insert("cpu_max_percent".into(), v.into());
+    }
+    if let Some(v) = l.timeout_max_secs {
+        m.insert("timeout_max_secs".into(), v.into());
+    }
+    Value::Object(m)
+}
+
+/// What a create body asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CreateBody {
+    pub name: String,
+    pub role: Role,
+    pub user: Option<String>,
+    pub limits: TokenLimits,
+    pub view: TokenView,
 }
 
 /// Answers for the outcomes every admin call may get.
@@ -128,12 +175,17 @@ fn common(outcome: AdminOutcome) -> Response {
     }
 }
 
-async fn list(State(ops): State<Ops>, headers: HeaderMap) -> Response {
+async fn list(
+    State(ops): State<Ops>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
     let token = match admin_token(&ops, &headers) {
         Ok(t) => t,
         Err(r) => return r,
     };
-    match ask(&ops, token, AdminOp::List).await {
+    match ask(&ops, token, &origin(peer, id), AdminOp::List).await {
         Ok(AdminOutcome::Tokens(list)) => {
             let map: Map<String, Value> =
                 list.iter().map(|t| (t.id.clone(), info_json(t))).collect();
@@ -145,8 +197,11 @@ async fn list(State(ops): State<Ops>, headers: HeaderMap) -> Response {
 }
 
 /// Checks a create body: `name` (a non-empty string) is required, `role` is `ro` (default) or
-/// `rw`.
-pub fn parse_create(body: &[u8]) -> Result<(String, Role), String> {
+/// `rw`, `user` (optional) the Unix account the token acts as; the executor checks that it
+/// exists (none: its `MYMCP_DEFAULT_USER`). The token's own limits are optional:
+/// `memory_max` (MiB, or a string such as `"256M"`), `tasks_max`, `cpu_max` (percent of one
+/// CPU), `timeout_max` (seconds); 0 (`"none"` for memory) means no limit for this token.
+pub fn parse_create(body: &[u8]) -> Result<CreateBody, String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "invalid JSON body".to_owned())?;
     let Value::Object(m) = v else {
         return Err("body must be a JSON object with \"name\" and \"role\"".to_owned());
@@ -166,19 +221,81 @@ pub fn parse_create(body: &[u8]) -> Result<(String, Role), String> {
         },
         Some(_) => return Err("role must be a string, 'ro' or 'rw'".to_owned()),
     };
-    Ok((name, role))
+    let user = match m.get("user") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) => Some(u.clone()),
+        Some(_) => return Err("user must be a string, the name of a Unix account".to_owned()),
+    };
+    let number = |key: &str| -> Result<Option<u64>, String> {
+        match m.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("{key} must be a whole number, 0 or more")),
+            Some(_) => Err(format!("{key} must be a whole number, 0 or more")),
+        }
+    };
+    let memory_max_mib = match m.get("memory_max") {
+        Some(Value::String(s)) => Some(TokenLimits::parse_memory(s)?),
+        _ => number("memory_max")?,
+    };
+    let limits = TokenLimits {
+        memory_max_mib,
+        tasks_max: number("tasks_max")?,
+        cpu_max_percent: number("cpu_max")?,
+        timeout_max_secs: number("timeout_max")?,
+    };
+    limits.check()?;
+    let paths = |key: &str| -> Result<Vec<String>, String> {
+        match m.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(format!("{key} must be an array of absolute paths")),
+                })
+                .collect(),
+            Some(_) => Err(format!("{key} must be an array of absolute paths")),
+        }
+    };
+    let view = TokenView {
+        write_roots: paths("write_roots")?,
+        hide: paths("hide")?,
+        no_network: match m.get("no_network") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("no_network must be true or false".to_owned()),
+        },
+    };
+    view.check()?;
+    Ok(CreateBody {
+        name,
+        role,
+        user,
+        limits,
+        view,
+    })
 }
 
-async fn create(State(ops): State<Ops>, headers: HeaderMap, body: Body) -> Response {
+async fn create(
+    State(ops): State<Ops>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = tokio::time::Instant::now();
     let token = match admin_token(&ops, &headers) {
         Ok(t) => t,
         Err(r) => return r,
     };
+    let origin = origin(peer, id);
     // Who asks comes first: only an admin's body is read, and only an admin learns what is
     // wrong with it.
-    match ask(&ops, token, AdminOp::List).await {
-        Ok(AdminOutcome::Tokens(_)) => {}
+    match ask(&ops, token, &origin, AdminOp::Check).await {
+        Ok(AdminOutcome::Allowed) => {}
         Ok(other) => return common(other),
         Err(r) => return r,
     }
@@ -192,14 +309,30 @@ async fn create(State(ops): State<Ops>, headers: HeaderMap, body: Body) -> Respo
             return detail(StatusCode::BAD_REQUEST, "Failed to read request body")
         }
     };
-    let (name, role) = match parsed {
+    let CreateBody {
+        name,
+        role,
+        user,
+        limits,
+        view,
+    } = match parsed {
         Ok(p) => p,
         Err(why) => return detail(StatusCode::BAD_REQUEST, &why),
     };
-    match ask(&ops, token, AdminOp::Create { name, role }).await {
+    let op = AdminOp::Create {
+        name,
+        role,
+        user,
+        limits,
+        view,
+    };
+    match ask(&ops, token, &origin, op).await {
         Ok(AdminOutcome::Created { token, info }) => Json(json!({
             "token": token, "id": info.id, "name": info.name, "role": info.role.as_str(),
-            "created_at": info.created_at,
+            "user": info.user, "created_at": info.created_at,
+            "limits": limits_json(&info.limits),
+            "write_roots": info.view.write_roots, "hide": info.view.hide,
+            "no_network": info.view.no_network,
         }))
         .into_response(),
         Ok(other) => common(other),
@@ -209,6 +342,8 @@ async fn create(State(ops): State<Ops>, headers: HeaderMap, body: Body) -> Respo
 
 async fn revoke(
     State(ops): State<Ops>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(id): Extension<RequestId>,
     headers: HeaderMap,
     Path(selector): Path<String>,
 ) -> Response {
@@ -219,6 +354,7 @@ async fn revoke(
     match ask(
         &ops,
         token,
+        &origin(peer, id),
         AdminOp::Revoke {
             selector: selector.clone(),
         },
@@ -290,13 +426,34 @@ async fn scrape(State(ops): State<Ops>, headers: HeaderMap) -> Response {
 mod tests {
     use super::*;
 
+    fn body(name: &str, role: Role, user: Option<&str>) -> CreateBody {
+        CreateBody {
+            name: name.into(),
+            role,
+            user: user.map(Into::into),
+            limits: TokenLimits::default(),
+            view: TokenView::default(),
+        }
+    }
+
     #[test]
     fn create_bodies_are_checked_like_the_reference() {
         assert_eq!(
             parse_create(br#"{"name":"a","role":"rw"}"#),
-            Ok(("a".into(), Role::Rw))
+            Ok(body("a", Role::Rw, None))
         );
-        assert_eq!(parse_create(br#"{"name":"a"}"#), Ok(("a".into(), Role::Ro)));
+        assert_eq!(
+            parse_create(br#"{"name":"a"}"#),
+            Ok(body("a", Role::Ro, None))
+        );
+        assert_eq!(
+            parse_create(br#"{"name":"a","role":"ro","user":"alice"}"#),
+            Ok(body("a", Role::Ro, Some("alice")))
+        );
+        assert_eq!(
+            parse_create(br#"{"name":"a","user":7}"#).unwrap_err(),
+            "user must be a string, the name of a Unix account"
+        );
         assert_eq!(
             parse_create(br#"{"role":"rw"}"#).unwrap_err(),
             "name is required"
@@ -314,5 +471,38 @@ mod tests {
             parse_create(br#"{"name":"a","role":"admin"}"#).unwrap_err(),
             "Invalid role: 'admin'. Must be 'ro' or 'rw'."
         );
+    }
+
+    #[test]
+    fn create_bodies_carry_the_tokens_limits() {
+        let b = parse_create(
+            br#"{"name":"a","role":"rw","memory_max":"256M","tasks_max":64,"cpu_max":50,"timeout_max":20}"#,
+        )
+        .unwrap();
+        let want = TokenLimits {
+            memory_max_mib: Some(256),
+            tasks_max: Some(64),
+            cpu_max_percent: Some(50),
+            timeout_max_secs: Some(20),
+        };
+        assert_eq!(b.limits, want);
+        assert_eq!(
+            limits_json(&b.limits),
+            json!({"memory_max_mib": 256, "tasks_max": 64, "cpu_max_percent": 50, "timeout_max_secs": 20})
+        );
+        let b = parse_create(br#"{"name":"a","memory_max":512,"tasks_max":0}"#).unwrap();
+        assert_eq!(b.limits.memory_max_mib, Some(512));
+        assert_eq!(b.limits.tasks_max, Some(0), "0: no limit for this token");
+        assert_eq!(
+            parse_create(br#"{"name":"a","tasks_max":-1}"#).unwrap_err(),
+            "tasks_max must be a whole number, 0 or more"
+        );
+        assert_eq!(
+            parse_create(br#"{"name":"a","timeout_max":0}"#).unwrap_err(),
+            "timeout_max must be at least 1 second"
+        );
+        assert!(parse_create(br#"{"name":"a","memory_max":"lots"}"#)
+            .unwrap_err()
+            .contains("invalid memory size"));
     }
 }

@@ -9,7 +9,8 @@
 
 use mymcp_protocol::{
     BashExecute, EditFile, Glob, Grep, GrepMode, JobKillArgs, JobOutputArgs, JobRef,
-    PrepareDownload, PrepareUpload, ReadFile, ToolCall, ToolName, WriteFile,
+    PrepareDownload, PrepareUpload, ReadFile, TerminalOpen, TerminalRead, TerminalRef,
+    TerminalResize, TerminalSend, ToolCall, ToolName, WriteFile,
 };
 use serde_json::{Map, Value};
 
@@ -59,6 +60,7 @@ pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, Arg
             working_dir: optional_string(args, "working_dir")?,
             max_output_bytes: optional_integer(args, "max_output_bytes")?,
             background: optional_bool(args, "background")?.unwrap_or(false),
+            handoff_after: optional_integer(args, "handoff_after")?,
         }),
         ToolName::ReadFile => ToolCall::ReadFile(ReadFile {
             file_path: required_string(args, "file_path")?,
@@ -121,6 +123,31 @@ pub fn decode(tool: ToolName, arguments: Option<&Value>) -> Result<ToolCall, Arg
         }),
         // No parameters; unknown properties are ignored, as for every tool.
         ToolName::ServerOverview => ToolCall::ServerOverview,
+        ToolName::TerminalOpen => ToolCall::TerminalOpen(TerminalOpen {
+            command: optional_string(args, "command")?,
+            working_dir: optional_string(args, "working_dir")?,
+            rows: optional_integer(args, "rows")?,
+            cols: optional_integer(args, "cols")?,
+        }),
+        ToolName::TerminalSend => ToolCall::TerminalSend(TerminalSend {
+            terminal_id: required_string(args, "terminal_id")?,
+            text: optional_string(args, "text")?,
+            keys: string_list(args, "keys")?,
+        }),
+        ToolName::TerminalRead => ToolCall::TerminalRead(TerminalRead {
+            terminal_id: required_string(args, "terminal_id")?,
+            wait_for: optional_string(args, "wait_for")?,
+            timeout: optional_integer(args, "timeout")?,
+        }),
+        ToolName::TerminalResize => ToolCall::TerminalResize(TerminalResize {
+            terminal_id: required_string(args, "terminal_id")?,
+            rows: optional_integer(args, "rows")?,
+            cols: optional_integer(args, "cols")?,
+        }),
+        ToolName::TerminalList => ToolCall::TerminalList,
+        ToolName::TerminalClose => ToolCall::TerminalClose(TerminalRef {
+            terminal_id: required_string(args, "terminal_id")?,
+        }),
     })
 }
 
@@ -163,6 +190,26 @@ fn optional_string(
             field,
             expected: A_STRING,
         }),
+    }
+}
+
+/// An array of strings; one string alone counts as a list of one. Absent or `null`: empty.
+fn string_list(
+    args: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Vec<String>, ArgumentError> {
+    let wrong = ArgumentError::WrongType {
+        field,
+        expected: "an array of strings",
+    };
+    match args.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or(wrong.clone()))
+            .collect(),
+        Some(_) => Err(wrong),
     }
 }
 

@@ -29,6 +29,9 @@ pub struct ToolEntry {
     #[serde(rename = "outputSchema")]
     pub output_schema: Value,
     pub annotations: Annotations,
+    /// `execution.taskSupport` (2025-11-25): set on `bash_execute` for that revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution: Option<Value>,
 }
 
 /// MCP tool annotations: hints for clients deciding whether to ask the user first.
@@ -45,188 +48,154 @@ pub struct Annotations {
 }
 
 const BASH_EXECUTE_DESCRIPTION: &str = "\
-Run a shell command on the server and return its result as JSON: \
-{\"stdout\": str, \"stderr\": str, \"exit_code\": int, \"timed_out\": bool}.
+Run a shell command on the server (bash -c, the service's privileges, stdin /dev/null, \
+its own process group, a clean environment, in working_dir: absolute, default /). Returns \
+JSON {\"stdout\", \"stderr\", \"exit_code\", \"timed_out\"}.
 
-The command runs with bash -c with the service's privileges, stdin from /dev/null, in its own \
-process group, in working_dir (an absolute path, default /), with a clean environment.
+- timeout: seconds before the whole process group is killed (default 30, 1-600); output so \
+far comes back with timed_out true.
+- max_output_bytes: bytes kept per stream (default 102400); longer output ends with a \
+[TRUNCATED: …] line. Redirect large output to a file and use read_file.
+- exit_code: the exit status, or -N when killed by signal N.
+- background: true returns a job_id at once (job timeout default 3600 s, at most 86400); \
+follow with job_output, job_status, job_kill. Use it beyond about a minute.
+- handoff_after: N seconds; a command still running then answers with its output so far and \
+a job_id (job_output's JSON) and goes on as a job.
 
-- timeout: seconds before the command's whole process group is killed (default 30, range \
-1-600). Output captured until then is returned with timed_out true.
-- max_output_bytes: bytes kept per stream (default 102400); longer output is cut and ends with \
-a [TRUNCATED: total N bytes, showing first M bytes] line. Redirect large output to a file and \
-read it with read_file instead.
-- exit_code is the exit status, or -N when the command was killed by signal N.
-- background: true starts the command as a background job and returns at once with its \
-job_id and status; follow it with job_output, job_status and job_kill. Use it for anything \
-that may run longer than about a minute. A job's timeout defaults to 3600 s (at most 86400).
-
-When the call ends, everything the command started in the background is killed. Each call \
-starts a fresh shell: cd and variables do not carry over. Requires an rw token.";
+Everything the command left running is killed when the call ends. Each call is a fresh \
+shell: cd and variables do not carry over.";
 
 const JOB_STATUS_DESCRIPTION: &str = "\
-Show a background job started by bash_execute with background: true. Returns JSON: \
-{\"job_id\", \"command\", \"working_dir\", \"running\": bool, \"exit_code\": int or null, \
-\"timed_out\": bool, \"killed\": bool, \"started_at\", \"finished_at\", \"duration_ms\", \
-\"timeout\", \"stdout_bytes\", \"stderr_bytes\", \"output_truncated\": bool}.
-
-Only the token that started a job can see it. Ended jobs are deleted after a retention period \
-(an hour by default).";
+Show a background job (bash_execute with background: true): running, exit_code, \
+timed_out, killed, times, output sizes. Only the token that started it sees it; ended jobs \
+are deleted after a retention period (an hour by default).";
 
 const JOB_OUTPUT_DESCRIPTION: &str = "\
-Read a background job's output from byte offsets. Returns JSON: {\"stdout\": str, \
-\"stderr\": str, \"stdout_offset\": int, \"stderr_offset\": int, \"running\": bool, \
-\"exit_code\": int or null, \"complete\": bool, \"output_truncated\": bool}.
-
-- stdout_offset, stderr_offset: where to start (default 0). Pass back the offsets of the \
-previous answer to continue: the pieces join up exactly.
-- max_bytes: bytes per stream at most (default 65536).
-- wait_seconds: wait up to this long (0-60, default 0) for new output or the end of the job \
-before answering, instead of polling in a tight loop.
-
-complete is true once the job has ended and all its output was read. output_truncated means \
-the job wrote more than the server keeps per job; the rest was counted, not stored.";
+Read a background job's output from byte offsets (default 0). Pass back the \
+stdout_offset/stderr_offset of the previous answer to continue: the pieces join up exactly. \
+max_bytes: per stream (default 65536). wait_seconds (0-60): wait for new output or the end \
+instead of polling. complete: the job ended and all output was read; output_truncated: it \
+wrote more than the server keeps.";
 
 const JOB_KILL_DESCRIPTION: &str = "\
-Stop a background job: SIGTERM to its whole process group, then SIGKILL after 2 s if it still \
-runs. Answers with the job's status (as job_status) once it has ended. signal may instead be \
-KILL, INT or HUP, sent as given.";
+Stop a background job: SIGTERM to its process group, SIGKILL after 2 s. Answers \
+with its status (as job_status) once it ended. signal may be KILL, INT or HUP instead.";
 
 const READ_FILE_DESCRIPTION: &str = "\
-Read a text file on the server, a page of lines at a time. Returns JSON: \
-{\"content\": str, \"total_lines\": int, \"truncated\": bool}.
+Read a text file on the server, a page of lines at a time. Returns JSON \
+{\"content\", \"total_lines\", \"truncated\"}; content has each line prefixed with its number and \
+a tab (cat -n).
 
-content holds the selected lines, each prefixed with its line number and a tab (like cat -n), \
-joined by newlines.
+- file_path: absolute path.
+- offset: first line, 1-based (default 1); limit: lines (default 2000, at most 50000).
 
-- file_path: absolute path of the file.
-- offset: first line to return, 1-based (default 1).
-- limit: number of lines to return (default 2000, at most 50000).
-
-truncated is true when more lines follow: call again with offset increased by limit to read \
-on. Lines longer than 32768 bytes are cut and end with [LINE TRUNCATED]; bytes that are not \
-valid UTF-8 are shown as U+FFFD. For very large files total_lines may be a lower bound, \
-marked by \"total_lines_exact\": false. Directories, devices and protected paths cannot be \
-read. This is for text: to copy a large or binary file off the server use prepare_download \
-when it is listed (bash_execute with base64 or split otherwise).";
+truncated: more lines follow (call again with offset + limit). Lines over 32768 bytes are \
+cut ([LINE TRUNCATED]); invalid UTF-8 shows as U+FFFD; total_lines may be a lower bound \
+(\"total_lines_exact\": false). Directories, devices and protected paths are refused. For \
+large or binary files use prepare_download when listed.";
 
 const WRITE_FILE_DESCRIPTION: &str = "\
-Create or overwrite a file on the server with the given text. Returns JSON: \
-{\"success\": true, \"bytes_written\": int}.
-
-- file_path: absolute path. Missing parent directories are created.
-- content: the complete new contents, written verbatim (line endings are kept). At most \
-10 MiB (MYMCP_WRITE_FILE_MAX_BYTES).
-
-The write is atomic: the content goes to a temporary file in the same directory, is flushed \
-to disk and renamed over the target, so readers never see a half-written file. A replaced \
-file keeps its mode and owner; a new file gets mode 0644. Writing through a symlink writes \
-its target. To change part of a file, prefer edit_file. Protected paths cannot be written. \
-For large or binary files use prepare_upload when it is listed. Requires an rw token.";
-
-const EDIT_FILE_DESCRIPTION: &str = "\
-Replace text in an existing file on the server. Returns JSON: \
-{\"success\": true, \"replacements\": int}.
-
-- file_path: absolute path of an existing file.
-- old_string: the exact text to replace (not empty; whitespace and line endings must match).
-- new_string: the replacement.
-- replace_all: replace every occurrence (default false: old_string must then occur exactly \
-once, otherwise the error AmbiguousMatch says how many times it occurs; include more \
-surrounding text to make it unique).
-
-Only the replaced bytes change: line endings (CRLF or LF), bytes that are not valid UTF-8 and \
-a missing final newline are kept. old_string not found is the error StringNotFound. The file \
-is replaced atomically, keeping its mode and owner; an edit that changes nothing leaves the \
-file untouched. Requires an rw token.";
-
-const GLOB_DESCRIPTION: &str = "\
-Find files and directories on the server by name pattern. Returns JSON: \
-{\"files\": [str], \"count\": int, \"truncated\": bool}, newest first (by modification \
-time).
-
-- pattern: glob relative to path (or absolute): * and ? match within one name, [abc] a \
-character class, {a,b} alternatives, ** any number of directories, e.g. **/*.py or \
-src/**/*.{c,h}.
-- path: absolute directory to search from (default /).
-
-Names starting with . are only matched by a pattern component that starts with . itself. \
-count is the number of matches; at most 1000 are listed (truncated is then true): narrow \
-the path or the pattern. Symlinks are listed but not followed; protected paths are left out.";
-
-const GREP_DESCRIPTION: &str = "\
-Search file contents on the server with a regular expression (ripgrep's engine and rules, \
-run inside the server). Returns JSON: {\"results\": str, \"match_count\": int}.
-
-- pattern: Rust regex syntax (like ripgrep: no look-around or backreferences). It is only \
-ever a pattern, never an option.
-- path: absolute file or directory (default /).
-- glob: only search files matching this glob, e.g. *.py or src/**/*.rs (!*.min.js excludes).
-- output_mode: content (default) gives path:line:text lines (path-line-text for context \
-lines, -- between groups; without path: when path is a file); files gives the paths of \
-matching files; count gives path:N per file.
-- context_lines: lines of context before and after each match (default 0).
-- case_insensitive: default false.
-- max_results: output lines to return (default 500, at most 5000).
-
-Hidden files, files ignored by .gitignore/.ignore inside git repositories, and binary files \
-are skipped; symlinks are not followed. Files are searched in path order, so results are \
-stable. match_count is the number of output lines; when more lines exist than max_results, \
-results ends with a [TRUNCATED: …] line and the search may stop early (then \
-\"match_count_exact\": false). Protected paths are never searched.";
-
-const PREPARE_UPLOAD_DESCRIPTION: &str = "\
-Prepare a one-time URL to upload a file from the client to the server, for files too large or \
-binary for write_file: the bytes go straight from the client's shell to the host, never \
-through the conversation. Returns JSON: {\"success\": true, \"url\", \"method\": \"PUT\", \
-\"ticket\", \"expires_in\", \"expires_at\", \"max_bytes\", \"dest_path\", \"overwrite\", \
-\"curl_example\", \"instructions\", \"on_error\"}.
-
-Then run curl_example in the CLIENT's local shell (not with bash_execute), e.g. \
-curl -fsS -T ./build.tar.gz '<url>'. The server answers {\"ok\": true, \"path\", \
-\"bytes_written\", \"sha256\"}.
-
-- dest_path: absolute path of the file to create or replace. Missing parent directories are \
-created when the upload arrives.
-- max_bytes: largest accepted body (default and cap MYMCP_TRANSFER_MAX_BYTES, 2 GiB).
-- expires_in: seconds the URL stays valid (default 300, at most 900).
-- overwrite: replace an existing file (default true). With false, an existing file is never \
-replaced, even one that appears after this call.
-- sha256: expected SHA-256 (hex) of the file; a body that differs is refused and nothing is \
-written.
-
-The upload is atomic: it is written to a temporary file beside the destination, synced and \
-renamed into place, so a cut or refused upload leaves the destination as it was. A replaced \
-file keeps its mode and owner. The URL works for one completed upload. Protected paths are \
-refused. Requires an rw token.";
-
-const PREPARE_DOWNLOAD_DESCRIPTION: &str = "\
-Prepare a one-time URL to download a file from the server to the client, for files too large \
-or binary for read_file: the bytes go straight from the host to the client's shell, never \
-through the conversation. Returns JSON: {\"success\": true, \"url\", \"method\": \"GET\", \
-\"ticket\", \"expires_in\", \"expires_at\", \"size\", \"src_path\", \"curl_example\", \
-\"instructions\", \"on_error\"}.
-
-Then run curl_example in the CLIENT's local shell (not with bash_execute), e.g. \
-curl -fsS '<url>' -o ./data.bin.
-
-- src_path: absolute path of a regular file (not a directory or device).
-- expires_in: seconds the URL stays valid (default 300, at most 900).
-
-The URL works for one completed download; HEAD requests do not use it up. Protected paths are \
+Create or overwrite a file on the server with content (verbatim, at most 10 MiB). \
+Returns {\"success\": true, \"bytes_written\"}. file_path is absolute; missing parent \
+directories are created. Atomic (temporary file, fsync, rename); a replaced file keeps its \
+mode and owner, a new one gets 0644; a symlink's target is written. Prefer edit_file for \
+partial changes, prepare_upload (when listed) for large or binary files. Protected paths are \
 refused.";
 
-const SERVER_OVERVIEW_DESCRIPTION: &str = "\
-Read the overview of this host: a Markdown document describing what is installed, deployed \
-and recently changed (services, applications, network, data locations, recent changes, \
-known quirks), kept current from the audit log by the mymcp recorder. Returns JSON: \
-{\"success\": true, \"overview\": str, \"last_updated\": str, \"pending_events\": int, \
-\"stale\": bool}.
+const EDIT_FILE_DESCRIPTION: &str = "\
+Replace text in an existing file on the server. Returns {\"success\": true, \
+\"replacements\"}.
 
-Call it first to get oriented before exploring the host. last_updated is an RFC 3339 time; \
-pending_events counts changes the recorder has not folded in yet; stale is true when changes \
-are waiting and the document is older than two merge intervals (it then starts with a \
-warning line). The error RecorderDisabled means no overview has been generated on this host.";
+- old_string: the exact text (not empty; whitespace and line endings must match).
+- new_string: the replacement.
+- replace_all: every occurrence (default false: old_string must occur exactly once, else \
+AmbiguousMatch says how often; add surrounding text).
+
+Only the replaced bytes change (line endings, invalid UTF-8, a missing final newline are \
+kept). Not found: StringNotFound. Atomic; mode and owner kept.";
+
+const GLOB_DESCRIPTION: &str = "\
+Find files and directories on the server by name. Returns {\"files\", \"count\", \
+\"truncated\"}, newest first.
+
+- pattern: relative to path (or absolute): * and ? within a name, [abc], {a,b}, ** any \
+directories, e.g. **/*.py.
+- path: absolute directory to search (default /).
+
+Dot names match only a pattern part starting with a dot. At most 1000 are listed (truncated): \
+narrow the search. Symlinks are listed, not followed; protected paths are left out.";
+
+const GREP_DESCRIPTION: &str = "\
+Search file contents on the server with a regex (ripgrep's engine and rules). Returns \
+{\"results\", \"match_count\"}.
+
+- pattern: Rust regex syntax (no look-around or backreferences); never an option.
+- path: absolute file or directory (default /).
+- glob: only files matching it, e.g. *.py (!*.min.js excludes).
+- output_mode: content (default: path:line:text, path-line-text for context, -- between \
+groups), files (paths), count (path:N).
+- context_lines (default 0), case_insensitive (default false), max_results: output lines \
+(default 500, at most 5000).
+
+Hidden, .gitignored (in git repositories) and binary files are skipped; symlinks are not \
+followed; files come in path order. Past max_results, results ends with [TRUNCATED: …] and \
+\"match_count_exact\" may be false. Protected paths are never searched.";
+
+const PREPARE_UPLOAD_DESCRIPTION: &str = "\
+Prepare a one-time URL to upload a file from the client to the server (large or \
+binary files: the bytes never pass through the conversation). Returns the url, ticket, \
+expiry and a curl_example to run in the CLIENT's local shell (not bash_execute), e.g. \
+curl -fsS -T ./build.tar.gz '<url>'; the server answers {\"ok\": true, \"path\", \
+\"bytes_written\", \"sha256\"}.
+
+- dest_path: absolute; missing parent directories are created.
+- max_bytes: largest body (default and cap 2 GiB); expires_in: seconds (default 300, at \
+most 900).
+- overwrite: replace an existing file (default true; false never replaces one).
+- sha256: expected hex digest; a body that differs is refused.
+
+Atomic (temporary file, sync, rename); a replaced file keeps mode and owner. One completed \
+upload per URL. Protected paths are refused.";
+
+const PREPARE_DOWNLOAD_DESCRIPTION: &str = "\
+Prepare a one-time URL to download a regular file from the server to the client \
+(large or binary files: the bytes never pass through the conversation). Returns the url, \
+ticket, expiry, size and a curl_example to run in the CLIENT's local shell (not \
+bash_execute), e.g. curl -fsS '<url>' -o ./data.bin. src_path: absolute; expires_in: \
+seconds (default 300, at most 900). One completed download per URL (HEAD does not use it). \
+Protected paths are refused.";
+
+const SERVER_OVERVIEW_DESCRIPTION: &str = "\
+Read this host's overview: a Markdown document of what is installed, deployed and \
+recently changed (services, applications, network, data, quirks), kept current from the \
+audit log by the mymcp recorder. Call it first to get oriented. pending_events: changes not \
+folded in yet; stale: changes are waiting and it is older than two merge intervals (it then \
+starts with a warning). RecorderDisabled: no overview on this host.";
+
+const TERMINAL_OPEN_DESCRIPTION: &str = "\
+Open a terminal (a pseudo-terminal) running command, or your shell without one, for programs \
+that need a TTY: REPLs, pagers, editors, password prompts. Returns JSON: {\"terminal_id\", \
+\"command\", \"rows\", \"cols\", \"running\", \"exit_code\", \"started_at\"}. \
+The session is recorded.";
+
+const TERMINAL_SEND_DESCRIPTION: &str = "\
+Type into a terminal: text as is, then keys by name: Enter, Tab, Escape, Backspace, Up, Down, \
+Left, Right, Home, End, PageUp, PageDown, Delete, F1-F12, Ctrl-A..Ctrl-Z (Ctrl-C, Ctrl-D). \
+A line needs Enter. Returns {\"success\": true, \"bytes_sent\"}.";
+
+const TERMINAL_READ_DESCRIPTION: &str = "\
+Read a terminal: the screen as text (trailing blanks cut), cursor [row, col], and the output \
+since the previous read without escape sequences. wait_for: a regex (e.g. a prompt) to wait \
+for in the screen or new output, up to timeout seconds (default 10, at most 60); matched says \
+if it appeared. Returns {\"screen\", \"cursor\", \"output\", \"matched\", \"running\", \
+\"exit_code\"}.";
+
+const TERMINAL_RESIZE_DESCRIPTION: &str = "Resize a terminal; its program is told (SIGWINCH).";
+
+const TERMINAL_LIST_DESCRIPTION: &str = "List your terminals: {\"terminals\": [...]}.";
+
+const TERMINAL_CLOSE_DESCRIPTION: &str = "\
+Close a terminal: SIGHUP to its programs, SIGKILL after 1 s. Returns its final status.";
 
 /// The `instructions` of the `initialize` and `server/discover` results: what a model should
 /// know about this server before its first call. They name `server_overview` only when the
@@ -259,6 +228,10 @@ in a standard install). Each call starts a fresh shell: cd and variables do not 
 once; follow it with job_output (pass back stdout_offset/stderr_offset, use wait_seconds \
 instead of polling), check it with job_status, stop it with job_kill. A foreground command is \
 killed at its timeout (30 s by default, at most 600 s).
+- Programs that need a TTY (REPLs, less, top, editors, password prompts): terminal_open, then \
+terminal_send text and keys (Enter, Ctrl-C, …) and terminal_read with wait_for (a regex such \
+as the prompt) instead of polling; terminal_close when done. An unused terminal is closed \
+after a while (30 min by default); only your token sees it.
 - Output is bounded: read_file pages with offset/limit, glob and grep cap their results \
 (narrow the path or pattern), command output is cut at max_output_bytes.
 - Protected paths (the server's configuration, tokens, state, logs and binaries, plus what \
@@ -319,6 +292,10 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                         "default": false,
                         "description": "Start a background job and return its job_id at once.",
                     },
+                    "handoff_after": {
+                        "type": "integer",
+                        "description": "Seconds after which a still running command returns its output so far and becomes a job (0: never).",
+                    },
                 },
                 "required": ["command"],
             }),
@@ -328,6 +305,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(false),
                 open_world: true,
             },
+            execution: None,
         },
         ToolName::ReadFile => ToolEntry {
             name: tool.as_str(),
@@ -355,6 +333,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["file_path"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::WriteFile => ToolEntry {
             name: tool.as_str(),
@@ -381,6 +360,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(true),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::EditFile => ToolEntry {
             name: tool.as_str(),
@@ -416,6 +396,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(false),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::Glob => ToolEntry {
             name: tool.as_str(),
@@ -438,6 +419,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["pattern"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::Grep => ToolEntry {
             name: tool.as_str(),
@@ -485,6 +467,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["pattern"],
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
         ToolName::JobStatus => ToolEntry {
             name: tool.as_str(),
@@ -502,6 +485,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: None,
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::JobOutput => ToolEntry {
             name: tool.as_str(),
@@ -541,6 +525,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: None,
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::JobKill => ToolEntry {
             name: tool.as_str(),
@@ -566,6 +551,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(true),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::PrepareUpload => ToolEntry {
             title: "Prepare file upload",
@@ -603,6 +589,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 idempotent: Some(false),
                 open_world: false,
             },
+            execution: None,
         },
         ToolName::PrepareDownload => ToolEntry {
             title: "Prepare file download",
@@ -621,6 +608,125 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "required": ["src_path"],
             }),
             annotations: READ_ONLY,
+            execution: None,
+        },
+        ToolName::TerminalOpen => ToolEntry {
+            name: tool.as_str(),
+            title: "Open terminal",
+            output_schema: output_schema(tool),
+            description: TERMINAL_OPEN_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "command": { "type": "string", "description": "Run with bash -c; default: your shell." },
+                    "working_dir": { "type": "string", "description": "Absolute directory." },
+                    "rows": { "type": "integer", "default": 24 },
+                    "cols": { "type": "integer", "default": 80 },
+                },
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(false),
+                open_world: true,
+            },
+            execution: None,
+        },
+        ToolName::TerminalSend => ToolEntry {
+            name: tool.as_str(),
+            title: "Type into terminal",
+            output_schema: output_schema(tool),
+            description: TERMINAL_SEND_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "terminal_id": terminal_id_property(),
+                    "text": { "type": "string" },
+                    "keys": { "type": "array", "items": { "type": "string" } },
+                },
+                "required": ["terminal_id"],
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(false),
+                open_world: true,
+            },
+            execution: None,
+        },
+        ToolName::TerminalRead => ToolEntry {
+            name: tool.as_str(),
+            title: "Read terminal",
+            output_schema: output_schema(tool),
+            description: TERMINAL_READ_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "terminal_id": terminal_id_property(),
+                    "wait_for": { "type": "string" },
+                    "timeout": { "type": "integer" },
+                },
+                "required": ["terminal_id"],
+            }),
+            annotations: Annotations {
+                read_only: true,
+                destructive: None,
+                idempotent: None,
+                open_world: false,
+            },
+            execution: None,
+        },
+        ToolName::TerminalResize => ToolEntry {
+            name: tool.as_str(),
+            title: "Resize terminal",
+            output_schema: output_schema(tool),
+            description: TERMINAL_RESIZE_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {
+                    "terminal_id": terminal_id_property(),
+                    "rows": { "type": "integer" },
+                    "cols": { "type": "integer" },
+                },
+                "required": ["terminal_id"],
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(false),
+                idempotent: Some(true),
+                open_world: false,
+            },
+            execution: None,
+        },
+        ToolName::TerminalList => ToolEntry {
+            name: tool.as_str(),
+            title: "List terminals",
+            output_schema: output_schema(tool),
+            description: TERMINAL_LIST_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": {},
+            }),
+            annotations: READ_ONLY,
+            execution: None,
+        },
+        ToolName::TerminalClose => ToolEntry {
+            name: tool.as_str(),
+            title: "Close terminal",
+            output_schema: output_schema(tool),
+            description: TERMINAL_CLOSE_DESCRIPTION,
+            input_schema: json!({
+                "type": "object",
+                "properties": { "terminal_id": terminal_id_property() },
+                "required": ["terminal_id"],
+            }),
+            annotations: Annotations {
+                read_only: false,
+                destructive: Some(true),
+                idempotent: Some(true),
+                open_world: false,
+            },
+            execution: None,
         },
         ToolName::ServerOverview => ToolEntry {
             name: tool.as_str(),
@@ -632,6 +738,7 @@ pub fn entry(tool: ToolName) -> ToolEntry {
                 "properties": {},
             }),
             annotations: READ_ONLY,
+            execution: None,
         },
     }
 }
@@ -658,8 +765,13 @@ fn expires_in_property() -> Value {
 pub fn output_schema(tool: ToolName) -> Value {
     let (description, mut branches) = match tool {
         ToolName::BashExecute => (
-            "A finished command, or the started job when background was true; or a failure.",
-            vec![bash_result_schema(), job_schema()],
+            "A finished command, the started job when background was true, or the output so \
+             far of a command handed off to a job; or a failure.",
+            vec![
+                bash_result_schema(),
+                job_schema(),
+                success_schema(ToolName::JobOutput),
+            ],
         ),
         _ => (
             "The tool's result; or a failure.",
@@ -713,7 +825,7 @@ fn success_schema(tool: ToolName) -> Value {
             &["size", "src_path"],
         ),
         ToolName::BashExecute => json!({
-            "anyOf": [bash_result_schema(), job_schema()],
+            "anyOf": [bash_result_schema(), job_schema(), success_schema(ToolName::JobOutput)],
         }),
         ToolName::ReadFile => object(
             json!({
@@ -793,6 +905,46 @@ fn success_schema(tool: ToolName) -> Value {
             &["results", "match_count"],
         ),
         ToolName::JobStatus | ToolName::JobKill => job_schema(),
+        ToolName::TerminalOpen | ToolName::TerminalResize | ToolName::TerminalClose => {
+            terminal_schema()
+        }
+        ToolName::TerminalList => object(
+            json!({ "terminals": { "type": "array", "items": terminal_schema() } }),
+            &["terminals"],
+        ),
+        ToolName::TerminalSend => object(
+            json!({
+                "success": { "const": true },
+                "bytes_sent": { "type": "integer", "minimum": 0 },
+            }),
+            &["success", "bytes_sent"],
+        ),
+        ToolName::TerminalRead => object(
+            json!({
+                "screen": { "type": "string", "description": "The screen's rows joined by newlines." },
+                "cursor": {
+                    "type": "array",
+                    "items": { "type": "integer" },
+                    "description": "Row and column, from 0.",
+                },
+                "output": { "type": "string", "description": "Text written since the previous read." },
+                "output_dropped": {
+                    "type": "integer",
+                    "description": "Present when older unread text was dropped (bytes).",
+                },
+                "matched": { "type": "boolean" },
+                "running": { "type": "boolean" },
+                "exit_code": nullable("integer", "null while running."),
+            }),
+            &[
+                "screen",
+                "cursor",
+                "output",
+                "matched",
+                "running",
+                "exit_code",
+            ],
+        ),
         ToolName::ServerOverview => object(
             json!({
                 "success": { "const": true },
@@ -927,6 +1079,10 @@ fn bash_result_schema() -> Value {
                 "description": "Exit status, or -N when killed by signal N.",
             },
             "timed_out": { "type": "boolean" },
+            "limit_hit": {
+                "type": "string",
+                "description": "Present when the kernel enforced a limit on the command, e.g. 'killed: memory limit 256 MiB reached'.",
+            },
         }),
         &["stdout", "stderr", "exit_code", "timed_out"],
     )
@@ -949,6 +1105,10 @@ fn job_schema() -> Value {
             "stdout_bytes": { "type": "integer", "minimum": 0 },
             "stderr_bytes": { "type": "integer", "minimum": 0 },
             "output_truncated": { "type": "boolean" },
+            "limit_hit": {
+                "type": "string",
+                "description": "Present when the kernel enforced a limit on the job, e.g. 'killed: memory limit 256 MiB reached'.",
+            },
         }),
         &[
             "job_id",
@@ -965,6 +1125,34 @@ fn job_schema() -> Value {
             "stdout_bytes",
             "stderr_bytes",
             "output_truncated",
+        ],
+    )
+}
+
+/// The schema property naming a terminal.
+fn terminal_id_property() -> Value {
+    json!({ "type": "string" })
+}
+
+fn terminal_schema() -> Value {
+    object(
+        json!({
+            "terminal_id": { "type": "string" },
+            "command": { "type": "string" },
+            "rows": { "type": "integer" },
+            "cols": { "type": "integer" },
+            "running": { "type": "boolean" },
+            "exit_code": nullable("integer", "null while running; -N when killed by signal N."),
+            "started_at": { "type": "string" },
+        }),
+        &[
+            "terminal_id",
+            "command",
+            "rows",
+            "cols",
+            "running",
+            "exit_code",
+            "started_at",
         ],
     )
 }
@@ -1068,11 +1256,39 @@ recently changed): read it first to get oriented.",
                 "job_kill",
                 "prepare_upload",
                 "prepare_download",
-                "server_overview"
+                "server_overview",
+                "terminal_open",
+                "terminal_send",
+                "terminal_read",
+                "terminal_resize",
+                "terminal_list",
+                "terminal_close"
             ]
         );
         assert!(names(Role::Admin).is_empty());
         assert!(names(Role::Metrics).is_empty());
+    }
+
+    /// What the model reads of this server: the instructions, and every tool's name, title,
+    /// description and input schema (as `tools/list` sends them). The budget of issue 24.
+    pub(crate) fn model_text_bytes(role: Role, offer: HostOffer) -> usize {
+        instructions(offer).len()
+            + visible_to(role, offer)
+                .iter()
+                .map(|e| {
+                    e.name.len()
+                        + e.title.len()
+                        + e.description.len()
+                        + serde_json::to_string(&e.input_schema).unwrap().len()
+                })
+                .sum::<usize>()
+    }
+
+    #[test]
+    fn what_the_model_reads_fits_in_16_kib() {
+        let total = model_text_bytes(Role::Rw, WITH_OVERVIEW);
+        eprintln!("model text: {total} bytes");
+        assert!(total <= 16 * 1024, "{total} bytes");
     }
 
     #[test]
@@ -1110,6 +1326,7 @@ recently changed): read it first to get oriented.",
                     let v = match p["type"].as_str() {
                         Some("string") => p["enum"].get(0).cloned().unwrap_or(json!("/x")),
                         Some("boolean") => json!(true),
+                        Some("array") => json!(["x"]),
                         _ => json!(1),
                     };
                     args.insert(n.clone(), v);
@@ -1119,7 +1336,7 @@ recently changed): read it first to get oriented.",
                     "{tool}: a valid sample must decode"
                 );
                 // Now give this one property the wrong type: decoding must complain about it.
-                let wrong = if prop["type"] == "string" {
+                let wrong = if prop["type"] == "string" || prop["type"] == "array" {
                     json!(1)
                 } else {
                     json!("1")

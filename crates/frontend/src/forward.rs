@@ -188,14 +188,21 @@ impl Finish {
         let rx = self.answer.as_mut().ok_or(ForwardError::Unavailable)?;
         let answer = rx.await.map_err(|_| ForwardError::Unavailable);
         self.answer = None;
-        answer
+        answer.map(crate::otel::untraced)
     }
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        if self.answer.is_some() {
-            self.shared.cancel(self.id, self.generation, true);
+        if let Some(mut rx) = self.answer.take() {
+            match rx.try_recv() {
+                // Arrived but never read (a download's body is dropped once its last byte is
+                // out): nothing to stop, but its spans are the request's.
+                Ok(answer) => {
+                    crate::otel::untraced(answer);
+                }
+                Err(_) => self.shared.cancel(self.id, self.generation, true),
+            }
         }
     }
 }
@@ -306,7 +313,8 @@ impl Forwarder {
         // A closed channel means the link went down and took the pending entry with it.
         let answer = answer.map_err(|_| ForwardError::Unavailable);
         guard.answered = true;
-        answer
+        // The executor's spans, if it sent any, are exported here, in the caller's task.
+        answer.map(crate::otel::untraced)
     }
 }
 
@@ -591,12 +599,18 @@ async fn read_responses(shared: &Shared, reader: &mut FrameReader) -> LinkError 
             .as_mut()
             .and_then(|l| l.pending.remove(&id));
         match waiter {
-            // The caller may have gone in the meantime; that is fine.
+            // The caller may have gone in the meantime; that is fine. Its spans, if any, are
+            // still exported (a download's body is dropped once its last byte is out).
             Some(pending) => {
-                let _ = pending.answer.send(body);
+                if let Err(body) = pending.answer.send(body) {
+                    crate::otel::untraced(body);
+                }
             }
             // Normal after a Cancel: the executor still answers the cancelled id.
-            None => tracing::debug!(id, "answer for a request nobody waits for"),
+            None => {
+                crate::otel::untraced(body);
+                tracing::debug!(id, "answer for a request nobody waits for");
+            }
         }
     }
 }

@@ -265,19 +265,24 @@ pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
         config: Arc::new(config),
         tickets: Arc::new(tickets),
     };
-    Router::new()
+    let app = Router::new()
         .route("/mcp", post(mcp_post).fallback(mcp_wrong_method))
         .route("/health", get(health).fallback(get_wrong_method))
         .route("/version", get(version).fallback(get_wrong_method))
         .route("/files/raw/{ticket}", any(transfer::raw))
         .fallback(not_found)
         .with_state(state)
-        .merge(ops)
-        .layer(middleware::from_fn_with_state(
-            metrics,
-            crate::metrics::track,
-        ))
-        .layer(middleware::from_fn(request_id))
+        .merge(ops);
+    // The HTTP span of each request, only while OpenTelemetry is on: off, no layer at all.
+    let app = match crate::otel::get() {
+        Some(_) => app.layer(middleware::from_fn(crate::otel::trace_request)),
+        None => app,
+    };
+    app.layer(middleware::from_fn_with_state(
+        metrics,
+        crate::metrics::track,
+    ))
+    .layer(middleware::from_fn(request_id))
 }
 
 /// Assigns the request id, exposes it to handlers, stamps it on the response, logs the
@@ -419,7 +424,8 @@ fn stream_call(state: &AppState, caller: Caller, streamed: StreamedCall) -> Resp
     let (tx, events) = mpsc::channel::<Bytes>(16);
     let (forwarder, calls) = (state.forwarder.clone(), state.calls.clone());
     let keep_alive = state.config.keep_alive;
-    let task = tokio::spawn(async move {
+    // The call's spans continue the request's trace in the task.
+    let task = crate::otel::spawn_in_trace(async move {
         let (messages_tx, mut messages) = mpsc::channel::<String>(16);
         let mut call = pin!(mcp::run_streamed(
             forwarder.as_ref(),

@@ -42,6 +42,9 @@
 //!   intact, and graceful shutdown;
 //! - [`admission`]: the connection caps (in all and per client address), and which idle
 //!   connection makes room for a new one;
+//! - [`otel`]: OpenTelemetry (OTLP) traces, metrics and the audit log as logs, when
+//!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set; the executor's spans are exported from here;
+//!   [`otel_executor`]: the executor's counters and audit records for that export;
 //! - [`tls`]: HTTPS with rustls: certificate files or systemd credentials, reload on SIGHUP,
 //!   the refusal of plain HTTP on non-loopback addresses;
 //!
@@ -75,10 +78,13 @@ pub mod listen;
 pub mod mcp;
 pub mod metrics;
 pub mod origin;
+pub mod otel;
+pub mod otel_executor;
 pub mod request_id;
 pub mod results;
 pub mod revisions;
 pub mod server;
+pub mod tasks;
 pub mod tickets;
 pub mod tls;
 pub mod transfer;

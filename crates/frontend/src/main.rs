@@ -28,6 +28,8 @@ fn main() -> ExitCode {
     for (name, _) in mymcp_service::environment::take_secrets(&mymcp_settings::SECRET_VARIABLES) {
         eprintln!("mymcp-frontend: warning: {name} in the environment was overwritten and ignored: the frontend never needs a secret");
     }
+    // OTLP headers often carry an API key: out of the environment too, kept for the exporter.
+    let otlp_headers = mymcp_frontend::otel::ExporterHeaders::take_from_env();
     let cli = Cli::parse();
     if mymcp_frontend::effective_uid() == 0 {
         eprintln!(
@@ -44,7 +46,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    match run(cli) {
+    match run(cli, otlp_headers) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -53,7 +55,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, otlp_headers: mymcp_frontend::otel::ExporterHeaders) -> anyhow::Result<()> {
     mymcp_service::memory::tune_allocator();
     if let Err(e) = mymcp_service::memory::start_trimmer(std::time::Duration::from_millis(500)) {
         tracing::warn!(error = %e, "no heap-trim thread; memory after large answers is kept");
@@ -81,7 +83,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let telemetry = runtime
+        .block_on(async { mymcp_frontend::otel::init(&otlp_headers) })
+        .context("OpenTelemetry (OTEL_EXPORTER_OTLP_*)")?;
+    if telemetry {
+        tracing::info!("OpenTelemetry on: traces, metrics and logs go to the OTLP endpoint");
+    }
     let result = runtime.block_on(serve(cli, source, config, tls, notifier));
+    // Flushes what is buffered; the runtime still runs the exporters' requests.
+    mymcp_frontend::otel::shutdown();
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
@@ -120,6 +130,10 @@ async fn serve(
     // starts alongside (`mymcpctl serve`), it is there within milliseconds: wait for it, a
     // little, before taking requests (they wait in the listen queue meanwhile).
     forwarder.wait_connected(FIRST_CONNECTION_WAIT).await;
+    mymcp_frontend::otel_executor::register_metrics(&forwarder);
+    let audit_export = tokio::spawn(mymcp_frontend::otel_executor::export_audit_records(
+        forwarder.clone(),
+    ));
     let app = http::router(forwarder, config);
 
     let notifier = Arc::new(notifier);
@@ -148,6 +162,7 @@ async fn serve(
         },
     };
     server::serve(listener, app, server_config, stopped).await;
+    audit_export.abort();
     Ok(())
 }
 

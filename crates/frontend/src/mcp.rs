@@ -42,10 +42,12 @@ use crate::forward::{ExecutorClient, ForwardError, Watch};
 use crate::json_string;
 use crate::results::{self, CallToolResult};
 use crate::revisions::{self, Era, McpHeaders, Rejection, Revision, Shape};
+use crate::tasks;
 use crate::tickets::Tickets;
 use mymcp_protocol::{
-    CallOrigin, ErrorCode, FrontendRequest, FrontendResponse, HostOffer, Progress, Role,
-    TokenDigest, ToolCall, ToolFailure, ToolName,
+    BashExecute, BashOutput, CallOrigin, CapturedStream, ErrorCode, FrontendRequest,
+    FrontendResponse, HostOffer, JobInfo, JobKillArgs, JobOutputArgs, JobRef, Progress, Role,
+    TokenDigest, ToolCall, ToolFailure, ToolName, ToolOutput,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -512,6 +514,21 @@ impl RpcBody {
         RpcBody::Result(RpcResult::Other(Stamped::new(result, era)))
     }
 
+    /// A `CreateTaskResult` (2026-07-28): `resultType` says `task`.
+    fn task(result: Value, era: Era) -> Self {
+        let mut stamped = Stamped::new(result, era);
+        stamped.result_type = Some("task");
+        RpcBody::Result(RpcResult::Other(stamped))
+    }
+
+    /// The job a `bash_execute` answer handed off to, if it is one (`job_output`'s JSON).
+    fn handed_off_job(&self) -> Option<String> {
+        let RpcBody::Result(RpcResult::Tool(stamped)) = self else {
+            return None;
+        };
+        stamped.result.handed_off_job()
+    }
+
     fn error(code: i64, message: impl Into<String>) -> Self {
         RpcBody::Error {
             code,
@@ -785,9 +802,14 @@ fn progress_notification(token: &Value, report: Progress) -> String {
     })
 }
 
-/// The typed call, if `params` name a known tool with schema-conforming arguments.
+/// The typed call, if `params` name a known tool with schema-conforming arguments and neither
+/// ask for a task nor come from a client that takes tasks (those go through the session, which
+/// creates the task).
 fn well_formed_call(params: Option<&Value>) -> Option<ToolCall> {
     let params = params?.as_object()?;
+    if params.contains_key("task") || tasks::client_has_extension(params) {
+        return None;
+    }
     let tool = ToolName::parse(params.get("name")?.as_str()?)?;
     arguments::decode(tool, params.get("arguments")).ok()
 }
@@ -832,18 +854,33 @@ async fn call_tool(
     progress: Option<mpsc::Sender<Progress>>,
     era: Era,
 ) -> Result<RpcBody, Stop> {
+    let span = crate::otel::ToolSpan::start(call.name().as_str(), id);
     let request = FrontendRequest::Call {
         token: caller.token,
         origin: caller.origin.clone(),
         call,
-    };
+    }
+    .with_trace(span.wire());
     let key = CallKey::new(caller.token, caller.session.as_deref(), id);
     let (_registration, cancel) = calls.register(key);
     let watch = Watch {
         progress,
         cancel: Some(cancel),
     };
-    match executor.request_watched(request, watch).await {
+    let answer = executor.request_watched(request, watch).await;
+    match &answer {
+        Ok(FrontendResponse::Tool(Err(failure))) => span.end(
+            Some(failure.code.as_str()),
+            matches!(
+                failure.code,
+                ErrorCode::PermissionDenied | ErrorCode::UnknownTool
+            ),
+        ),
+        Ok(FrontendResponse::Tool(Ok(_))) => span.end(None, false),
+        Ok(_) => span.end(Some("Unauthenticated"), true),
+        Err(_) => span.end(Some("Unavailable"), false),
+    }
+    match answer {
         Ok(FrontendResponse::Tool(outcome)) => Ok(RpcBody::tool(
             CallToolResult::from_outcome(outcome, &caller.tickets),
             era,
@@ -944,6 +981,12 @@ impl<E: ExecutorClient> Session<'_, E> {
             "ping" => RpcBody::other(json!({}), era),
             "tools/list" => self.tools_list(era).await?,
             "tools/call" => self.tools_call(&id, params, era).await?,
+            "tasks/list" if era.revision() == Revision::V2025_11_25 => self.task_list(era).await?,
+            "tasks/get" | "tasks/result" | "tasks/cancel"
+                if era.revision() == Revision::V2025_11_25 =>
+            {
+                self.task_op(&method, params.as_ref(), era).await?
+            }
             _ => RpcBody::error(codes::METHOD_NOT_FOUND, "Method not found"),
         };
         Ok(Some(RpcResponse::new(id, body)))
@@ -994,6 +1037,12 @@ impl<E: ExecutorClient> Session<'_, E> {
                 Ok(body) => body,
                 Err(stop) => return stop.into(),
             },
+            "tasks/get" | "tasks/update" | "tasks/cancel" => {
+                match self.modern_task_op(&method, params.as_ref(), era).await {
+                    Ok(body) => body,
+                    Err(stop) => return stop.into(),
+                }
+            }
             _ => RpcBody::error(
                 codes::METHOD_NOT_FOUND,
                 format!(
@@ -1012,9 +1061,17 @@ impl<E: ExecutorClient> Session<'_, E> {
 
     async fn tools_list(&self, era: Era) -> Result<RpcBody, Stop> {
         let modern = era.is_modern();
+        let mut tools = catalogue::visible_to(self.role, self.offer().await?);
+        if era.revision() == Revision::V2025_11_25 {
+            for tool in &mut tools {
+                if tool.name == ToolName::BashExecute.as_str() {
+                    tool.execution = Some(json!({ "taskSupport": "optional" }));
+                }
+            }
+        }
         Ok(RpcBody::Result(RpcResult::Tools(Stamped::new(
             ToolList {
-                tools: catalogue::visible_to(self.role, self.offer().await?),
+                tools,
                 ttl_ms: modern.then_some(TOOLS_LIST_TTL_MS),
                 cache_scope: modern.then_some("private"),
             },
@@ -1052,7 +1109,19 @@ impl<E: ExecutorClient> Session<'_, E> {
             // The reference servers answer a tool result; their clients expect one.
             return Ok(RpcBody::tool(CallToolResult::failure(&failure), era));
         };
+        let task = params
+            .get("task")
+            .filter(|_| era.revision() == Revision::V2025_11_25);
+        let modern_tasks = era.is_modern() && tasks::client_has_extension(&params);
         match arguments::decode(tool, params.get("arguments")) {
+            Ok(ToolCall::BashExecute(args)) if modern_tasks && !args.background => {
+                self.modern_task_call(id, args, era).await
+            }
+            Ok(ToolCall::BashExecute(args)) if task.is_some() => self.create_task(args, era).await,
+            Ok(_) if task.is_some() => Ok(RpcBody::error(
+                codes::METHOD_NOT_FOUND,
+                format!("Tool {name} does not run as a task (only bash_execute does)"),
+            )),
             Ok(call) => {
                 call_tool(self.executor, self.calls, self.caller, id, call, None, era).await
             }
@@ -1077,6 +1146,297 @@ impl<E: ExecutorClient> Session<'_, E> {
         }
     }
 
+    /// Runs one tool operation in the executor for the caller (a step of a task operation).
+    async fn exec(&self, call: ToolCall) -> Result<Result<ToolOutput, ToolFailure>, Stop> {
+        let request = FrontendRequest::Call {
+            token: self.caller.token,
+            origin: self.caller.origin.clone(),
+            call,
+        }
+        .with_trace(crate::otel::current_wire());
+        match self.executor.request(request).await {
+            Ok(FrontendResponse::Tool(outcome)) => Ok(outcome),
+            Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
+            Ok(_) => Err(Stop::BadAnswer),
+            Err(_) => Err(Stop::Unavailable),
+        }
+    }
+
+    /// A task-augmented `bash_execute`: starts its job and answers `CreateTaskResult`.
+    async fn create_task(&self, args: BashExecute, era: Era) -> Result<RpcBody, Stop> {
+        match self
+            .exec(ToolCall::BashExecute(tasks::as_job(args)))
+            .await?
+        {
+            Ok(ToolOutput::Job(job)) => {
+                let id = job.job_id.clone();
+                let task = tasks::task(&id, &job, &tasks::now_rfc3339());
+                Ok(RpcBody::other(json!({ "task": task }), era))
+            }
+            Ok(_) => Err(Stop::BadAnswer),
+            // Refused before it started (Busy, a bad working_dir, ...): the tool's failure.
+            Err(failure) => Ok(RpcBody::tool(CallToolResult::failure(&failure), era)),
+        }
+    }
+
+    /// `tasks/get`, `tasks/result`, `tasks/cancel` (2025-11-25).
+    async fn task_op(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        era: Era,
+    ) -> Result<RpcBody, Stop> {
+        let Some(task_id) = params
+            .and_then(|p| p.get("taskId"))
+            .and_then(Value::as_str)
+            .and_then(tasks::parse_task_id)
+        else {
+            return Ok(RpcBody::error(
+                codes::INVALID_PARAMS,
+                "Invalid params: unknown taskId",
+            ));
+        };
+        let status = |job_id: String| ToolCall::JobStatus(JobRef { job_id });
+        let job_id = task_id.clone();
+        let job = match self.exec(status(job_id.clone())).await? {
+            Ok(ToolOutput::Job(job)) => job,
+            Ok(_) => return Err(Stop::BadAnswer),
+            Err(_) => {
+                return Ok(RpcBody::error(
+                    codes::INVALID_PARAMS,
+                    format!("Invalid params: no task {task_id} (unknown, someone else's, or deleted after its retention)"),
+                ))
+            }
+        };
+        match method {
+            "tasks/get" => Ok(RpcBody::other(
+                tasks::task(&task_id, &job, &tasks::now_rfc3339()),
+                era,
+            )),
+            "tasks/cancel" => {
+                if !job.running {
+                    return Ok(RpcBody::error(
+                        codes::INVALID_PARAMS,
+                        format!(
+                            "Invalid params: task {task_id} has already ended ({})",
+                            tasks::status(&job)
+                        ),
+                    ));
+                }
+                let kill = ToolCall::JobKill(JobKillArgs {
+                    job_id,
+                    signal: None,
+                });
+                match self.exec(kill).await? {
+                    Ok(ToolOutput::Job(mut job)) => {
+                        // Cancelled from now on, even if the command was ending by itself.
+                        job.killed = true;
+                        job.running = false;
+                        Ok(RpcBody::other(
+                            tasks::task(&task_id, &job, &tasks::now_rfc3339()),
+                            era,
+                        ))
+                    }
+                    Ok(_) => Err(Stop::BadAnswer),
+                    Err(f) => Ok(RpcBody::error(codes::INTERNAL_ERROR, f.message)),
+                }
+            }
+            _ => self.task_result(&task_id, job, era).await,
+        }
+    }
+
+    /// `tasks/list`: the caller's jobs, oldest first, in one page (a token holds at most its
+    /// running jobs plus 50 ended ones).
+    async fn task_list(&self, era: Era) -> Result<RpcBody, Stop> {
+        let request = FrontendRequest::Jobs {
+            token: self.caller.token,
+        };
+        let jobs = match self.executor.request(request).await {
+            Ok(FrontendResponse::Jobs(jobs)) => jobs,
+            Ok(FrontendResponse::Unauthenticated) => return Err(Stop::Unauthenticated),
+            Ok(_) => return Err(Stop::BadAnswer),
+            Err(_) => return Err(Stop::Unavailable),
+        };
+        let now = tasks::now_rfc3339();
+        let list: Vec<Value> = jobs
+            .iter()
+            .map(|j| tasks::task(&j.job_id, j, &now))
+            .collect();
+        Ok(RpcBody::other(json!({ "tasks": list }), era))
+    }
+
+    /// `tasks/result`: waits for the job to end, then answers what the `bash_execute` call would
+    /// have: its exit and the head of both streams, as a tool result tied to the task.
+    async fn task_result(
+        &self,
+        task_id: &str,
+        mut job: JobInfo,
+        era: Era,
+    ) -> Result<RpcBody, Stop> {
+        while job.running {
+            // Offsets past any output: the wait ends only with the job (or after 60 s).
+            let wait = ToolCall::JobOutput(JobOutputArgs {
+                job_id: job.job_id.clone(),
+                stdout_offset: Some(i64::MAX),
+                stderr_offset: Some(i64::MAX),
+                max_bytes: Some(1),
+                wait_seconds: Some(60),
+            });
+            if let Err(f) = self.exec(wait).await? {
+                return Ok(RpcBody::error(codes::INTERNAL_ERROR, f.message));
+            }
+            job = match self
+                .exec(ToolCall::JobStatus(JobRef {
+                    job_id: job.job_id.clone(),
+                }))
+                .await?
+            {
+                Ok(ToolOutput::Job(job)) => job,
+                Ok(_) => return Err(Stop::BadAnswer),
+                Err(f) => return Ok(RpcBody::error(codes::INVALID_PARAMS, f.message)),
+            };
+        }
+        Ok(match self.final_value(task_id, job).await? {
+            Ok(value) => RpcBody::other(value, era),
+            Err(message) => RpcBody::error(codes::INTERNAL_ERROR, message),
+        })
+    }
+
+    /// The `CallToolResult` of an ended task's job, as JSON tied to the task: what the call
+    /// would have returned (a `Cancelled` failure for a cancelled task). `Err`: why not.
+    async fn final_value(
+        &self,
+        task_id: &str,
+        job: JobInfo,
+    ) -> Result<Result<Value, String>, Stop> {
+        let head = ToolCall::JobOutput(JobOutputArgs {
+            job_id: job.job_id.clone(),
+            stdout_offset: Some(0),
+            stderr_offset: Some(0),
+            max_bytes: Some(i64::try_from(job.output_cap).unwrap_or(i64::MAX)),
+            wait_seconds: None,
+        });
+        let chunk = match self.exec(head).await? {
+            Ok(ToolOutput::JobOutput(chunk)) => chunk,
+            Ok(_) => return Err(Stop::BadAnswer),
+            Err(f) => return Ok(Err(f.message)),
+        };
+        let outcome = if job.killed {
+            Err(ToolFailure::new(
+                ErrorCode::Cancelled,
+                "The task was cancelled",
+            ))
+        } else {
+            Ok(ToolOutput::Bash(BashOutput {
+                stdout: CapturedStream {
+                    head: chunk.stdout,
+                    total_bytes: job.stdout_bytes,
+                },
+                stderr: CapturedStream {
+                    head: chunk.stderr,
+                    total_bytes: job.stderr_bytes,
+                },
+                exit_code: job.exit_code.unwrap_or(-1),
+                timed_out: job.timed_out,
+                timeout_secs: job.timeout_secs,
+                limit_hit: job.limit_hit,
+            }))
+        };
+        let result = CallToolResult::from_outcome(outcome, &self.caller.tickets);
+        let mut value = serde_json::to_value(&result).map_err(|_| Stop::BadAnswer)?;
+        value["_meta"] = json!({ (tasks::RELATED_TASK): { "taskId": task_id } });
+        Ok(Ok(value))
+    }
+
+    /// 2026-07-28 `tasks/get`, `tasks/update`, `tasks/cancel` (extension
+    /// `io.modelcontextprotocol/tasks`).
+    async fn modern_task_op(
+        &self,
+        method: &str,
+        params: Option<&Value>,
+        era: Era,
+    ) -> Result<RpcBody, Stop> {
+        let Some(task_id) = params
+            .and_then(|p| p.get("taskId"))
+            .and_then(Value::as_str)
+            .and_then(tasks::parse_task_id)
+        else {
+            return Ok(RpcBody::error(
+                codes::INVALID_PARAMS,
+                "Invalid params: 'taskId' must be a string",
+            ));
+        };
+        let job = match self
+            .exec(ToolCall::JobStatus(JobRef {
+                job_id: task_id.clone(),
+            }))
+            .await?
+        {
+            Ok(ToolOutput::Job(job)) => job,
+            Ok(_) => return Err(Stop::BadAnswer),
+            Err(_) => {
+                return Ok(RpcBody::error(
+                    codes::INVALID_PARAMS,
+                    format!("Invalid params: no task {task_id}"),
+                ))
+            }
+        };
+        match method {
+            "tasks/get" => {
+                let mut task = tasks::modern_task(&task_id, &job, &tasks::now_rfc3339());
+                if tasks::status(&job) == "completed" {
+                    match self.final_value(&task_id, job).await? {
+                        Ok(result) => task["result"] = result,
+                        Err(message) => return Ok(RpcBody::error(codes::INTERNAL_ERROR, message)),
+                    }
+                }
+                Ok(RpcBody::other(task, era))
+            }
+            "tasks/cancel" => {
+                if job.running {
+                    let kill = ToolCall::JobKill(JobKillArgs {
+                        job_id: task_id,
+                        signal: None,
+                    });
+                    if let Err(f) = self.exec(kill).await? {
+                        return Ok(RpcBody::error(codes::INTERNAL_ERROR, f.message));
+                    }
+                }
+                Ok(RpcBody::other(json!({}), era))
+            }
+            // No task of ours ever asks for input: every response is for no outstanding key,
+            // and is ignored.
+            _ => Ok(RpcBody::other(json!({}), era)),
+        }
+    }
+
+    /// A 2026-07-28 `bash_execute` from a client with the tasks extension: the call is handed
+    /// off after `handoff_after` (default [`tasks::MODERN_HANDOFF_SECS`]); if it was, the answer
+    /// is a `CreateTaskResult` for its job instead of the job's output so far.
+    async fn modern_task_call(
+        &self,
+        id: &Value,
+        mut args: BashExecute,
+        era: Era,
+    ) -> Result<RpcBody, Stop> {
+        if args.handoff_after.is_none() {
+            args.handoff_after = Some(tasks::MODERN_HANDOFF_SECS);
+        }
+        let call = ToolCall::BashExecute(args);
+        let body = call_tool(self.executor, self.calls, self.caller, id, call, None, era).await?;
+        let Some(job_id) = body.handed_off_job() else {
+            return Ok(body);
+        };
+        match self.exec(ToolCall::JobStatus(JobRef { job_id })).await? {
+            Ok(ToolOutput::Job(job)) => Ok(RpcBody::task(
+                tasks::modern_task(&job.job_id, &job, &tasks::now_rfc3339()),
+                era,
+            )),
+            Ok(_) => Err(Stop::BadAnswer),
+            Err(f) => Ok(RpcBody::tool(CallToolResult::failure(&f), era)),
+        }
+    }
+
     /// Tells the executor about a call refused here, for its audit log. Only a token the
     /// executor no longer accepts stops the answer; an executor that went away does not.
     async fn report_refusal(&self, name: &str, failure: &ToolFailure) -> Result<(), Stop> {
@@ -1086,7 +1446,8 @@ impl<E: ExecutorClient> Session<'_, E> {
             origin: self.caller.origin.clone(),
             tool,
             failure: failure.clone(),
-        };
+        }
+        .with_trace(crate::otel::current_wire());
         match self.executor.request(request).await {
             Ok(FrontendResponse::Unauthenticated) => Err(Stop::Unauthenticated),
             Ok(_) => Ok(()),
@@ -1109,9 +1470,14 @@ fn initialize_result(params: Option<&Value>, offer: HostOffer) -> Value {
         .and_then(Value::as_object)
         .and_then(|p| p.get("protocolVersion"))
         .and_then(Value::as_str);
+    let version = negotiate_version(requested);
+    let mut capabilities = capabilities();
+    if version == Revision::V2025_11_25.as_str() {
+        capabilities["tasks"] = tasks::capability();
+    }
     json!({
-        "protocolVersion": negotiate_version(requested),
-        "capabilities": capabilities(),
+        "protocolVersion": version,
+        "capabilities": capabilities,
         "serverInfo": SERVER_INFO,
         "instructions": catalogue::instructions(offer),
     })
@@ -1123,7 +1489,10 @@ fn initialize_result(params: Option<&Value>, offer: HostOffer) -> Value {
 fn discover_result(offer: HostOffer) -> Value {
     json!({
         "supportedVersions": revisions::supported_names(),
-        "capabilities": capabilities(),
+        "capabilities": {
+            "tools": { "listChanged": false },
+            "extensions": { (tasks::EXTENSION): {} },
+        },
         "instructions": catalogue::instructions(offer),
         "ttlMs": DISCOVER_TTL_MS,
         "cacheScope": "public",
@@ -1558,7 +1927,13 @@ mod tests {
                 "job_kill",
                 "prepare_upload",
                 "prepare_download",
-                "server_overview"
+                "server_overview",
+                "terminal_open",
+                "terminal_send",
+                "terminal_read",
+                "terminal_resize",
+                "terminal_list",
+                "terminal_close"
             ]
         );
     }
@@ -1898,7 +2273,13 @@ mod tests {
                 "2026-07-28"
             ])
         );
-        assert_eq!(r["capabilities"], json!({"tools": {"listChanged": false}}));
+        assert_eq!(
+            r["capabilities"],
+            json!({
+                "tools": {"listChanged": false},
+                "extensions": {"io.modelcontextprotocol/tasks": {}}
+            })
+        );
         assert!(r["instructions"].as_str().unwrap().contains("absolute"));
         assert_eq!(r["cacheScope"], "public");
         assert!(r["ttlMs"].as_u64().is_some());

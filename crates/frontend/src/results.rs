@@ -20,7 +20,8 @@ use crate::json_string;
 use crate::tickets::Tickets;
 use mymcp_protocol::{
     BashOutput, CapturedStream, Direction, EditFileOutput, GlobOutput, GrepOutput, JobInfo,
-    JobOutputChunk, ReadFileOutput, ToolFailure, ToolOutput, TransferGrant, WriteFileOutput,
+    JobOutputChunk, ReadFileOutput, TerminalInfo, TerminalScreen, ToolFailure, ToolOutput,
+    TransferGrant, WriteFileOutput,
 };
 use serde::Serialize;
 
@@ -110,6 +111,19 @@ impl CallToolResult {
         Some(std::mem::take(&mut self.content[0].text))
     }
 
+    /// The job a handed-off `bash_execute` goes on as: its answer is `job_output`'s JSON with
+    /// `running` true (a finished command's JSON has no `job_id`).
+    pub fn handed_off_job(&self) -> Option<String> {
+        if self.is_error {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_str(self.structured_content()?).ok()?;
+        if json.get("stdout_offset").is_none() || json["running"] != true {
+            return None;
+        }
+        json["job_id"].as_str().map(str::to_owned)
+    }
+
     /// The tool JSON, which is also the `structuredContent`.
     pub fn structured_content(&self) -> Option<&str> {
         match self.content.as_slice() {
@@ -148,6 +162,9 @@ struct BashJson {
     stderr: String,
     exit_code: i32,
     timed_out: bool,
+    /// The kernel limit the command hit (cgroup confinement); absent when none was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_hit: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -221,6 +238,8 @@ struct JobJson<'a> {
     stdout_bytes: u64,
     stderr_bytes: u64,
     output_truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit_hit: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -236,6 +255,70 @@ struct JobOutputJson<'a> {
     exit_code: Option<i32>,
     complete: bool,
     output_truncated: bool,
+}
+
+#[derive(Serialize)]
+struct TerminalJson<'a> {
+    terminal_id: &'a str,
+    command: &'a str,
+    rows: u16,
+    cols: u16,
+    running: bool,
+    exit_code: Option<i32>,
+    started_at: &'a str,
+}
+
+#[derive(Serialize)]
+struct TerminalListJson<'a> {
+    terminals: Vec<TerminalJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct TerminalSentJson {
+    success: bool,
+    bytes_sent: u64,
+}
+
+#[derive(Serialize)]
+struct TerminalScreenJson {
+    #[serde(serialize_with = "json_string::serialize")]
+    screen: String,
+    cursor: [u16; 2],
+    #[serde(serialize_with = "json_string::serialize")]
+    output: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    output_dropped: u64,
+    matched: bool,
+    running: bool,
+    exit_code: Option<i32>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn terminal(t: &TerminalInfo) -> TerminalJson<'_> {
+    TerminalJson {
+        terminal_id: &t.terminal_id,
+        command: &t.command,
+        rows: t.rows,
+        cols: t.cols,
+        running: t.running,
+        exit_code: t.exit_code,
+        started_at: &t.started_at,
+    }
+}
+
+fn terminal_screen_json(s: TerminalScreen) -> String {
+    to_json(&TerminalScreenJson {
+        screen: s.screen,
+        cursor: [s.cursor_row, s.cursor_col],
+        output: s.output,
+        output_dropped: s.output_dropped,
+        matched: s.matched,
+        running: s.running,
+        exit_code: s.exit_code,
+    })
 }
 
 #[derive(Serialize)]
@@ -379,6 +462,15 @@ pub fn output_json(output: ToolOutput, tickets: &Tickets) -> String {
         ToolOutput::Job(job) => job_json(&job),
         ToolOutput::JobOutput(chunk) => job_output_json(chunk),
         ToolOutput::TransferGrant(grant) => transfer_json(&grant, tickets),
+        ToolOutput::Terminal(t) => to_json(&terminal(&t)),
+        ToolOutput::TerminalList(list) => to_json(&TerminalListJson {
+            terminals: list.iter().map(terminal).collect(),
+        }),
+        ToolOutput::TerminalSent(bytes_sent) => to_json(&TerminalSentJson {
+            success: true,
+            bytes_sent,
+        }),
+        ToolOutput::TerminalScreen(s) => terminal_screen_json(s),
         ToolOutput::Overview(o) => to_json(&OverviewJson {
             success: true,
             overview: &o.overview,
@@ -411,6 +503,7 @@ fn job_json(job: &JobInfo) -> String {
         stdout_bytes: job.stdout_bytes,
         stderr_bytes: job.stderr_bytes,
         output_truncated: job.output_truncated,
+        limit_hit: job.limit_hit.as_deref(),
     })
 }
 
@@ -437,11 +530,18 @@ fn bash_json(out: BashOutput) -> String {
         }
         stderr.push_str(&format!("Command timed out after {}s", out.timeout_secs));
     }
+    if let Some(limit) = &out.limit_hit {
+        if !stderr.is_empty() {
+            stderr.push('\n');
+        }
+        stderr.push_str(&format!("Command {limit}"));
+    }
     to_json(&BashJson {
         stdout: stream_text(out.stdout),
         stderr,
         exit_code: out.exit_code,
         timed_out: out.timed_out,
+        limit_hit: out.limit_hit,
     })
 }
 
@@ -566,7 +666,23 @@ mod tests {
             exit_code: if timed_out { -1 } else { 0 },
             timed_out,
             timeout_secs: 5,
+            limit_hit: None,
         }
+    }
+
+    #[test]
+    fn a_limit_the_kernel_enforced_is_named_in_stderr_and_its_own_key() {
+        let mut out = bash(stream(b"", 0), stream(b"Killed", 6), false);
+        out.limit_hit = Some("killed: memory limit 256 MiB reached".into());
+        let json: serde_json::Value = serde_json::from_str(&bash_json(out)).unwrap();
+        assert_eq!(
+            json["stderr"],
+            "Killed\nCommand killed: memory limit 256 MiB reached"
+        );
+        assert_eq!(json["limit_hit"], "killed: memory limit 256 MiB reached");
+        let plain = bash(stream(b"", 0), stream(b"", 0), false);
+        let json: serde_json::Value = serde_json::from_str(&bash_json(plain)).unwrap();
+        assert!(json.get("limit_hit").is_none(), "{json}");
     }
 
     #[test]
@@ -716,6 +832,8 @@ mod tests {
             stdout_bytes: 0,
             stderr_bytes: 0,
             output_truncated: false,
+            limit_hit: None,
+            output_cap: 102_400,
         };
         assert_eq!(
             job_json(&job),
@@ -828,6 +946,23 @@ mod tests {
             stdout_bytes: 0,
             stderr_bytes: 0,
             output_truncated: false,
+            limit_hit: None,
+            output_cap: 102_400,
+        }
+    }
+
+    fn sample_terminal(running: bool) -> TerminalInfo {
+        TerminalInfo {
+            terminal_id: "0123456789abcdef".into(),
+            command: "python3".into(),
+            rows: 24,
+            cols: 80,
+            running,
+            exit_code: (!running).then_some(0),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            recording: "/var/lib/mymcp/terminals/0123456789abcdef.cast".into(),
+            recording_bytes: 10,
+            recording_sha256: None,
         }
     }
 
@@ -897,6 +1032,37 @@ mod tests {
             (ToolName::JobStatus, ToolOutput::Job(sample_job(true))),
             (ToolName::JobKill, ToolOutput::Job(sample_job(false))),
             (ToolName::JobOutput, ToolOutput::JobOutput(chunk)),
+            (
+                ToolName::TerminalOpen,
+                ToolOutput::Terminal(sample_terminal(true)),
+            ),
+            (
+                ToolName::TerminalResize,
+                ToolOutput::Terminal(sample_terminal(true)),
+            ),
+            (
+                ToolName::TerminalClose,
+                ToolOutput::Terminal(sample_terminal(false)),
+            ),
+            (
+                ToolName::TerminalList,
+                ToolOutput::TerminalList(vec![sample_terminal(true), sample_terminal(false)]),
+            ),
+            (ToolName::TerminalSend, ToolOutput::TerminalSent(3)),
+            (
+                ToolName::TerminalRead,
+                ToolOutput::TerminalScreen(TerminalScreen {
+                    terminal_id: "0123456789abcdef".into(),
+                    screen: ">>> 42\n>>>".into(),
+                    cursor_row: 1,
+                    cursor_col: 4,
+                    output: "42\n".into(),
+                    output_dropped: 7,
+                    matched: true,
+                    running: true,
+                    exit_code: None,
+                }),
+            ),
             (
                 ToolName::ServerOverview,
                 ToolOutput::Overview(mymcp_protocol::OverviewOutput {

@@ -89,7 +89,9 @@ pub fn status(kind: TransferErrorKind) -> StatusCode {
         K::Aborted => StatusCode::BAD_REQUEST,
         K::Stalled => StatusCode::REQUEST_TIMEOUT,
         K::Busy | K::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        K::WriteFailed | K::ReadFailed | K::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        K::WriteFailed | K::ReadFailed | K::AuditFailed | K::Internal => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 
@@ -185,7 +187,7 @@ pub async fn raw(
     match (method, ticket.direction) {
         (Method::PUT, Direction::Upload) => upload(&state, ticket, origin, &headers, body).await,
         (Method::GET, Direction::Download) => download(&state, ticket, origin).await,
-        (Method::HEAD, Direction::Download) => head(&state, ticket).await,
+        (Method::HEAD, Direction::Download) => head(&state, ticket, origin).await,
         (_, direction) => wrong_method(direction),
     }
 }
@@ -206,7 +208,8 @@ async fn upload(
         direction: Direction::Upload,
         announced_len,
         origin,
-    };
+    }
+    .with_trace(crate::otel::current_wire());
     let (start, pipe, mut finish) = match state.forwarder.redeem(request).await {
         Ok(Redeemed::Started {
             start,
@@ -338,7 +341,8 @@ async fn download(state: &TransferState, ticket: Ticket, origin: CallOrigin) -> 
         direction: Direction::Download,
         announced_len: None,
         origin,
-    };
+    }
+    .with_trace(crate::otel::current_wire());
     let (start, pipe, finish) = match state.forwarder.redeem(request).await {
         Ok(Redeemed::Started {
             start,
@@ -368,10 +372,11 @@ async fn download(state: &TransferState, ticket: Ticket, origin: CallOrigin) -> 
     (StatusCode::OK, headers, Body::new(body)).into_response()
 }
 
-async fn head(state: &TransferState, ticket: Ticket) -> Response {
+async fn head(state: &TransferState, ticket: Ticket, origin: CallOrigin) -> Response {
     let request = FrontendRequest::Probe {
         grant: ticket.grant,
         direction: Direction::Download,
+        origin,
     };
     match state.forwarder.request(request).await {
         Ok(FrontendResponse::TransferProbe(Ok(start))) => {
@@ -514,6 +519,7 @@ mod tests {
             (K::Exists, 409),
             (K::PathNotFound, 404),
             (K::WriteFailed, 500),
+            (K::AuditFailed, 500),
         ] {
             assert_eq!(status(kind).as_u16(), code, "{kind}");
         }

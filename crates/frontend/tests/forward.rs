@@ -46,6 +46,7 @@ fn hang() -> ToolCall {
         working_dir: None,
         max_output_bytes: None,
         background: false,
+        handoff_after: None,
     })
 }
 

@@ -337,7 +337,13 @@ async fn tools_list_is_filtered_by_role() {
             "job_kill",
             "prepare_upload",
             "prepare_download",
-            "server_overview"
+            "server_overview",
+            "terminal_open",
+            "terminal_send",
+            "terminal_read",
+            "terminal_resize",
+            "terminal_list",
+            "terminal_close"
         ]
     );
     assert_eq!(

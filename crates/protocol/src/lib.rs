@@ -32,9 +32,11 @@ mod byte_string;
 pub mod frame;
 pub mod oauth;
 mod tools;
+mod trace;
 mod transfer;
 
 pub use tools::*;
+pub use trace::*;
 pub use transfer::*;
 
 use serde::{Deserialize, Serialize};
@@ -269,8 +271,12 @@ pub enum FrontendRequest {
         call: ToolCall,
     },
     /// `/admin/tokens`: manage `ro`/`rw` tokens for the holder of `token`, which the executor
-    /// checks for the admin role.
-    Admin { token: TokenDigest, op: AdminOp },
+    /// checks for the admin role. `origin` is for the audit log.
+    Admin {
+        token: TokenDigest,
+        origin: CallOrigin,
+        op: AdminOp,
+    },
     /// `/metrics`: the executor's counters for the holder of `token` (the metrics role), or
     /// `None` when the HTTP request carried no bearer token.
     Metrics { token: Option<TokenDigest> },
@@ -296,10 +302,11 @@ pub enum FrontendRequest {
         origin: CallOrigin,
     },
     /// Check a grant as `Redeem` would, without claiming it (`HEAD`). Answered with
-    /// [`FrontendResponse::TransferProbe`].
+    /// [`FrontendResponse::TransferProbe`]. `origin` is for the audit log.
     Probe {
         grant: GrantId,
         direction: Direction,
+        origin: CallOrigin,
     },
     /// The upload body of claim `claim` of `grant` ended normally: once the pipe is drained the
     /// executor may commit the file. Without it, an upload whose pipe closes is discarded (the
@@ -310,9 +317,144 @@ pub enum FrontendRequest {
     /// `Unauthenticated`. The frontend asks it for the answers that depend on it
     /// (`tools/list`, and the instructions of `initialize` and `server/discover`).
     Offer { token: TokenDigest },
+    /// The frontend's OTLP export of the audit log: the records the executor holds from
+    /// position `from` of its feed on (0 at first; then the `next` of the previous answer),
+    /// answered with [`FrontendResponse::AuditRecords`] at once when there are some, else when
+    /// one is written or after a few seconds. Served only when the executor's operator enabled
+    /// it (`MYMCP_OTLP_AUDIT_LOGS`); the local log stays what decides.
+    AuditRecords { from: u64 },
+    /// The executor's counters for the frontend's OTLP metrics export, without a metrics token:
+    /// answered with [`FrontendResponse::Metrics`], a snapshot only when the executor's operator
+    /// enabled it (`MYMCP_OTLP_EXECUTOR_METRICS`), else [`MetricsOutcome::Disabled`].
+    TelemetryMetrics,
+    /// A `Call`, `Refused` or `Redeem` that continues the frontend's trace (OpenTelemetry is
+    /// on): answered as the request would be, or, when `trace` is sampled, with
+    /// [`FrontendResponse::Traced`] carrying the executor's spans. A wrapper rather than a
+    /// field of [`CallOrigin`], so that a request without a trace is encoded exactly as it
+    /// always was; and a closed set ([`TracedRequest`]), so that it cannot nest.
+    Traced {
+        trace: TraceContext,
+        request: TracedRequest,
+    },
+    /// The background jobs of the holder of `token` (an `rw` token), running and kept ones,
+    /// oldest first (MCP `tasks/list`): answered with [`FrontendResponse::Jobs`] (empty for an
+    /// `ro` token, which has no jobs), or `Unauthenticated`.
+    Jobs { token: TokenDigest },
     /// The OAuth authorization server's endpoints (see [`oauth`]): answered with
     /// [`FrontendResponse::OAuth`].
     OAuth(oauth::OAuthRequest),
+}
+
+/// The requests that may continue a trace ([`FrontendRequest::Traced`]): the same fields as
+/// the [`FrontendRequest`] variants of the same names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TracedRequest {
+    Call {
+        token: TokenDigest,
+        origin: CallOrigin,
+        call: ToolCall,
+    },
+    Refused {
+        token: TokenDigest,
+        origin: CallOrigin,
+        tool: String,
+        failure: ToolFailure,
+    },
+    Redeem {
+        grant: GrantId,
+        direction: Direction,
+        announced_len: Option<u64>,
+        origin: CallOrigin,
+    },
+}
+
+impl From<TracedRequest> for FrontendRequest {
+    fn from(r: TracedRequest) -> FrontendRequest {
+        match r {
+            TracedRequest::Call {
+                token,
+                origin,
+                call,
+            } => FrontendRequest::Call {
+                token,
+                origin,
+                call,
+            },
+            TracedRequest::Refused {
+                token,
+                origin,
+                tool,
+                failure,
+            } => FrontendRequest::Refused {
+                token,
+                origin,
+                tool,
+                failure,
+            },
+            TracedRequest::Redeem {
+                grant,
+                direction,
+                announced_len,
+                origin,
+            } => FrontendRequest::Redeem {
+                grant,
+                direction,
+                announced_len,
+                origin,
+            },
+        }
+    }
+}
+
+impl FrontendRequest {
+    /// `self` continuing `trace`, when there is one and `self` is a request that can carry it
+    /// (`Call`, `Refused`, `Redeem`); else `self` unchanged.
+    pub fn with_trace(self, trace: Option<TraceContext>) -> FrontendRequest {
+        let Some(trace) = trace else { return self };
+        let request = match self {
+            FrontendRequest::Call {
+                token,
+                origin,
+                call,
+            } => TracedRequest::Call {
+                token,
+                origin,
+                call,
+            },
+            FrontendRequest::Refused {
+                token,
+                origin,
+                tool,
+                failure,
+            } => TracedRequest::Refused {
+                token,
+                origin,
+                tool,
+                failure,
+            },
+            FrontendRequest::Redeem {
+                grant,
+                direction,
+                announced_len,
+                origin,
+            } => TracedRequest::Redeem {
+                grant,
+                direction,
+                announced_len,
+                origin,
+            },
+            other => return other,
+        };
+        FrontendRequest::Traced { trace, request }
+    }
+
+    /// The request without its trace wrapper, and the trace it continues.
+    pub fn split_trace(self) -> (FrontendRequest, Option<TraceContext>) {
+        match self {
+            FrontendRequest::Traced { trace, request } => (request.into(), Some(trace)),
+            other => (other, None),
+        }
+    }
 }
 
 /// What the host can serve at the moment of asking ([`FrontendRequest::Offer`]).
@@ -326,11 +468,20 @@ pub struct HostOffer {
 /// What an `/admin/tokens` request asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminOp {
+    /// Is `token` an admin token? Asked before a create body is read, so that only an admin
+    /// learns what is wrong with it. Answered with [`AdminOutcome::Allowed`]; not audited.
+    Check,
     List,
-    /// Create a token (`ro` or `rw`); its value is returned once.
+    /// Create a token (`ro` or `rw`); its value is returned once. `user` is the Unix account
+    /// its calls act as (`None`: the executor's `MYMCP_DEFAULT_USER`).
     Create {
         name: String,
         role: Role,
+        user: Option<String>,
+        /// Kernel limits of its commands (unset fields: the executor's defaults).
+        limits: TokenLimits,
+        /// Its commands' view of the file system and network.
+        view: TokenView,
     },
     /// Revoke by token value or id (as [`ControlRequest::TokenRevoke`]).
     Revoke {
@@ -343,6 +494,8 @@ pub enum AdminOp {
 pub enum AdminOutcome {
     /// The token is not an admin token (HTTP 403).
     Forbidden,
+    /// The answer to [`AdminOp::Check`]: an admin token.
+    Allowed,
     Tokens(Vec<TokenInfo>),
     Created {
         token: String,
@@ -450,17 +603,80 @@ pub enum FrontendResponse {
     Acknowledged(bool),
     /// The answer to `Offer`.
     Offer(HostOffer),
+    /// The answer to a `Call` or `Redeem` that carried a sampled [`TraceContext`]: the answer
+    /// and the spans the executor recorded for it. The frontend unwraps it ([`Traced::split`])
+    /// before anything else looks at the answer.
+    Traced(Traced),
+    /// The answer to `AuditRecords`.
+    AuditRecords(AuditRecords),
+    /// The answer to `Jobs`: at most the running and kept jobs of one token (4 + 50 by
+    /// default).
+    Jobs(Vec<JobInfo>),
     /// The answer to `OAuth`.
     OAuth(oauth::OAuthOutcome),
+}
+
+/// An answer with the executor's spans for it. The answer is one of the kinds that can carry
+/// spans (not a nested `Traced`: the type cannot nest).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traced {
+    /// The request's trace context, as the frontend sent it.
+    pub context: TraceContext,
+    pub spans: ExecutorSpans,
+    pub response: TracedResponse,
+}
+
+/// The answers that may come [`Traced`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TracedResponse {
+    Tool(Result<ToolOutput, ToolFailure>),
+    Transfer(Result<TransferDone, TransferError>),
+}
+
+impl Traced {
+    /// The plain answer and the spans.
+    pub fn split(self) -> (FrontendResponse, ExecutorSpans) {
+        let response = match self.response {
+            TracedResponse::Tool(r) => FrontendResponse::Tool(r),
+            TracedResponse::Transfer(r) => FrontendResponse::Transfer(r),
+        };
+        (response, self.spans)
+    }
+}
+
+impl FrontendResponse {
+    /// `self` with the spans of its request (see [`Traced`]), when it is an answer that can
+    /// carry them and there are some.
+    pub fn traced(self, trace: Option<(TraceContext, ExecutorSpans)>) -> FrontendResponse {
+        let Some((context, spans)) = trace.filter(|(_, spans)| !spans.is_empty()) else {
+            return self;
+        };
+        let response = match self {
+            FrontendResponse::Tool(r) => TracedResponse::Tool(r),
+            FrontendResponse::Transfer(r) => TracedResponse::Transfer(r),
+            other => return other,
+        };
+        FrontendResponse::Traced(Traced {
+            context,
+            spans,
+            response,
+        })
+    }
 }
 
 /// Requests accepted on `control.sock`, from root only.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControlRequest {
-    /// Create a token; its value is returned once and only its digest is stored.
+    /// Create a token; its value is returned once and only its digest is stored. `user` is
+    /// the Unix account its calls act as (`None`: the executor's `MYMCP_DEFAULT_USER`).
     TokenAdd {
         name: String,
         role: Role,
+        user: Option<String>,
+        /// Kernel limits of its commands (unset fields: the executor's defaults).
+        limits: TokenLimits,
+        /// Its commands' view of the file system and network.
+        view: TokenView,
     },
     TokenList,
     /// Revoke by token value or by id (the first hex digits of its digest, unique prefix).
@@ -547,9 +763,242 @@ pub struct TokenInfo {
     pub id: String,
     pub name: String,
     pub role: Role,
+    /// The Unix account the token's calls act as.
+    pub user: String,
     pub created_at: String,
     pub last_used: Option<String>,
     pub enabled: bool,
+    /// The token's own kernel limits (unset fields: the executor's defaults).
+    pub limits: TokenLimits,
+    /// Its commands' view of the file system and network.
+    pub view: TokenView,
+}
+
+/// What a token's commands see of the host: `write_roots` (absolute paths): they may change
+/// files only inside these trees, everything else is read-only to them (none: no such
+/// restriction); `hide`: absolute paths covered by an empty, inaccessible mount;
+/// `no_network`: a network namespace of their own with only a loopback interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub write_roots: Vec<String>,
+    pub hide: Vec<String>,
+    pub no_network: bool,
+}
+
+/// Most write roots or hidden paths a token may name.
+pub const MAX_TOKEN_VIEW_PATHS: usize = 64;
+/// Longest path a token's view may name.
+pub const MAX_TOKEN_VIEW_PATH_LEN: usize = 4096;
+
+impl TokenView {
+    /// Whether the token's commands see the host as it is.
+    pub fn is_default(&self) -> bool {
+        self.write_roots.is_empty() && self.hide.is_empty() && !self.no_network
+    }
+
+    /// Checks the paths: absolute, normal (no `.`, `..`, `//`, trailing `/` except `/`
+    /// itself), no NUL or newline, at most [`MAX_TOKEN_VIEW_PATHS`] of each; `/` cannot be
+    /// hidden, and a hidden path may not lie inside a write root (a write root's account
+    /// could replace it between check and mount).
+    ///
+    /// ```
+    /// let v = mymcp_protocol::TokenView {
+    ///     write_roots: vec!["/srv/app".into()],
+    ///     hide: vec!["/srv/app/secrets".into()],
+    ///     no_network: false,
+    /// };
+    /// assert!(v.check().unwrap_err().contains("inside the write root"));
+    /// ```
+    pub fn check(&self) -> Result<(), String> {
+        for (what, list) in [
+            ("write root", &self.write_roots),
+            ("hidden path", &self.hide),
+        ] {
+            if list.len() > MAX_TOKEN_VIEW_PATHS {
+                return Err(format!("at most {MAX_TOKEN_VIEW_PATHS} of each {what}"));
+            }
+            for p in list {
+                let normal = p.starts_with('/')
+                    && p.len() <= MAX_TOKEN_VIEW_PATH_LEN
+                    && !p.contains(['\0', '\n'])
+                    && (p == "/"
+                        || (!p.ends_with('/')
+                            && p[1..]
+                                .split('/')
+                                .all(|c| !c.is_empty() && c != "." && c != "..")));
+                if !normal {
+                    return Err(format!(
+                        "{what} {p:?} must be an absolute path without '.', '..' or '//'"
+                    ));
+                }
+            }
+        }
+        for h in &self.hide {
+            if h == "/" {
+                return Err("/ cannot be hidden".to_owned());
+            }
+            if let Some(w) = self.write_roots.iter().find(|w| within(h, w)) {
+                return Err(format!(
+                    "hidden path {h:?} is inside the write root {w:?}: hide paths outside write roots"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One line for listings: `write /srv/app, hide /etc/secret, no network`, or `host`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.write_roots.is_empty() {
+            parts.push(format!("write {}", self.write_roots.join(" ")));
+        }
+        if !self.hide.is_empty() {
+            parts.push(format!("hide {}", self.hide.join(" ")));
+        }
+        if self.no_network {
+            parts.push("no network".to_owned());
+        }
+        if parts.is_empty() {
+            "host".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// Whether the normal absolute path `path` is `root` or inside it.
+pub fn within(path: &str, root: &str) -> bool {
+    root == "/"
+        || path == root
+        || (path.starts_with(root) && path.as_bytes().get(root.len()) == Some(&b'/'))
+}
+
+/// A token's own limits on its commands. `None`: the executor's default (`MYMCP_DEFAULT_*`);
+/// `Some(0)` for memory, tasks or CPU: no limit for this token even where a default is set.
+/// (No `skip_serializing_if` here: postcard is not self-describing; the token store has its
+/// own on-disk form.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenLimits {
+    /// MiB of memory per call, swap included.
+    pub memory_max_mib: Option<u64>,
+    /// Processes and threads per call.
+    pub tasks_max: Option<u64>,
+    /// Percent of one CPU per call (200 = two CPUs).
+    pub cpu_max_percent: Option<u64>,
+    /// Longest timeout of a `bash_execute` call or a job, in seconds (1 to 86,400): a longer
+    /// one asked for is cut to this.
+    pub timeout_max_secs: Option<u64>,
+}
+
+/// Largest memory limit a token may carry: 16 TiB.
+pub const MAX_TOKEN_MEMORY_MIB: u64 = 16 << 20;
+/// Largest tasks limit a token may carry (the kernel's `pid_max` ceiling).
+pub const MAX_TOKEN_TASKS: u64 = 4 << 20;
+/// Largest CPU limit a token may carry: 1,024 CPUs.
+pub const MAX_TOKEN_CPU_PERCENT: u64 = 102_400;
+/// Largest timeout cap a token may carry: a day.
+pub const MAX_TOKEN_TIMEOUT_SECS: u64 = 86_400;
+
+impl TokenLimits {
+    /// Whether every field is unset (the token uses the defaults throughout).
+    pub fn is_default(&self) -> bool {
+        *self == TokenLimits::default()
+    }
+
+    /// Checks the ranges; the error says which field is wrong and why.
+    ///
+    /// ```
+    /// let mut l = mymcp_protocol::TokenLimits::default();
+    /// l.tasks_max = Some(64);
+    /// assert!(l.check().is_ok());
+    /// l.timeout_max_secs = Some(0);
+    /// assert!(l.check().unwrap_err().contains("timeout"));
+    /// ```
+    pub fn check(&self) -> Result<(), String> {
+        let range = |name: &str, v: Option<u64>, max: u64, unit: &str| match v {
+            Some(v) if v > max => Err(format!("{name} {v} is too large: at most {max}{unit}")),
+            _ => Ok(()),
+        };
+        range(
+            "memory_max",
+            self.memory_max_mib,
+            MAX_TOKEN_MEMORY_MIB,
+            " MiB",
+        )?;
+        range("tasks_max", self.tasks_max, MAX_TOKEN_TASKS, "")?;
+        range("cpu_max", self.cpu_max_percent, MAX_TOKEN_CPU_PERCENT, " %")?;
+        match self.timeout_max_secs {
+            Some(0) => Err("timeout_max must be at least 1 second".to_owned()),
+            v => range("timeout_max", v, MAX_TOKEN_TIMEOUT_SECS, " s"),
+        }
+    }
+
+    /// Parses a memory size: a number of MiB, or with a suffix `K`, `M`, `G`, `T` (binary
+    /// units, optional `iB`/`B`); `0` or `none` for no limit. Sizes under 1 MiB are refused.
+    ///
+    /// ```
+    /// use mymcp_protocol::TokenLimits;
+    /// assert_eq!(TokenLimits::parse_memory("256M"), Ok(256));
+    /// assert_eq!(TokenLimits::parse_memory("2GiB"), Ok(2048));
+    /// assert_eq!(TokenLimits::parse_memory("512"), Ok(512));
+    /// assert_eq!(TokenLimits::parse_memory("none"), Ok(0));
+    /// assert!(TokenLimits::parse_memory("12Q").is_err());
+    /// ```
+    pub fn parse_memory(text: &str) -> Result<u64, String> {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("none") {
+            return Ok(0);
+        }
+        let bad = || {
+            format!(
+                "invalid memory size {text:?}: use MiB or a number with K, M, G or T (256M, 2G)"
+            )
+        };
+        let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(digits);
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let unit = unit.trim().to_ascii_uppercase();
+        let unit = unit
+            .strip_suffix("IB")
+            .or_else(|| unit.strip_suffix('B'))
+            .unwrap_or(&unit);
+        let kib: u64 = match unit {
+            "" | "M" => n.checked_mul(1024),
+            "K" => Some(n),
+            "G" => n.checked_mul(1 << 20),
+            "T" => n.checked_mul(1 << 30),
+            _ => None,
+        }
+        .ok_or_else(bad)?;
+        if kib > 0 && kib < 1024 {
+            return Err(format!("memory size {text:?} is below 1 MiB"));
+        }
+        Ok(kib / 1024)
+    }
+
+    /// One line for listings: `memory 256 MiB, tasks 64, cpu 50 %, timeout 60 s`, or
+    /// `defaults`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let none_or = |v: u64, s: String| if v == 0 { "none".to_owned() } else { s };
+        if let Some(m) = self.memory_max_mib {
+            parts.push(format!("memory {}", none_or(m, format!("{m} MiB"))));
+        }
+        if let Some(t) = self.tasks_max {
+            parts.push(format!("tasks {}", none_or(t, t.to_string())));
+        }
+        if let Some(c) = self.cpu_max_percent {
+            parts.push(format!("cpu {}", none_or(c, format!("{c} %"))));
+        }
+        if let Some(t) = self.timeout_max_secs {
+            parts.push(format!("timeout {t} s"));
+        }
+        if parts.is_empty() {
+            "defaults".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 /// What `mymcpctl status` shows.
@@ -563,6 +1012,13 @@ pub struct StatusInfo {
     pub token_file: String,
     pub running_jobs: u64,
     pub audit: AuditState,
+    /// How commands are confined: the kill mode, the cgroups used, the default limits.
+    pub confinement: String,
+    /// Whether a process that leaves its command's process group is still killed with it.
+    pub confined: bool,
+    /// Why commands cannot get a mount namespace of their own here (mymcp's files are then
+    /// not read-only to them, and tokens with a view run no command); `None`: they can.
+    pub views_unavailable: Option<String>,
 }
 
 #[cfg(test)]
@@ -640,6 +1096,61 @@ mod tests {
             let back = frame::decode::<ClientFrame<FrontendRequest>>(&bytes[frame::HEADER_LEN..]);
             assert_eq!(back.is_ok(), ok, "{peer:?} {request_id:?}");
         }
+    }
+
+    fn read_call() -> FrontendRequest {
+        FrontendRequest::Call {
+            token: TokenDigest([1; 32]),
+            origin: CallOrigin {
+                peer: "p".into(),
+                request_id: "r".into(),
+            },
+            call: ToolCall::ReadFile(ReadFile {
+                file_path: "/f".into(),
+                offset: None,
+                limit: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_request_without_a_trace_is_encoded_as_before_tracing_existed() {
+        // The bytes of this Call as the protocol encoded it before `Traced` was added: a peer
+        // that sends no trace context sends exactly these.
+        let mut golden = vec![0, 0, 0, 45, 1, 7, 1];
+        golden.extend([1; 32]);
+        golden.extend([1, b'p', 1, b'r', 1, 2, b'/', b'f', 0, 0]);
+        let plain = ClientFrame::Request {
+            id: 7,
+            body: read_call().with_trace(None),
+        };
+        assert_eq!(frame::encode(&plain).unwrap(), golden);
+    }
+
+    #[test]
+    fn a_trace_wraps_a_call_and_comes_off_again_but_cannot_nest() {
+        let trace = TraceContext {
+            trace_id: TraceId([3; 16]),
+            parent: SpanId([4; 8]),
+            sampled: true,
+        };
+        let traced = read_call().with_trace(Some(trace));
+        assert!(matches!(traced, FrontendRequest::Traced { .. }));
+        let bytes = frame::encode(&traced).unwrap();
+        let back: FrontendRequest = frame::decode(&bytes[frame::HEADER_LEN..]).unwrap();
+        assert_eq!(back.split_trace(), (read_call(), Some(trace)));
+        // Only Call, Refused and Redeem carry a trace: others go out as they are.
+        let identify = FrontendRequest::Identify {
+            token: TokenDigest([1; 32]),
+        };
+        assert_eq!(identify.clone().with_trace(Some(trace)), identify);
+        // A Traced inside a Traced is not a TracedRequest: the frame does not decode.
+        let mut nested = bytes[frame::HEADER_LEN..].to_vec();
+        let inner = 1 + 16 + 8 + 1; // Traced's index, the trace context
+        nested.truncate(inner);
+        nested.push(3); // no TracedRequest has index 3
+        nested.extend_from_slice(&bytes[frame::HEADER_LEN..]);
+        assert!(frame::decode::<FrontendRequest>(&nested).is_err());
     }
 
     #[test]

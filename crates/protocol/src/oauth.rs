@@ -384,7 +384,10 @@ pub enum OAuthControlOutcome {
     Denied,
     Clients(Vec<OAuthClientInfo>),
     Grants(Vec<GrantInfo>),
-    Revoked { clients: u64, grants: u64 },
+    Revoked {
+        clients: u64,
+        grants: u64,
+    },
 }
 
 /// Decoding of bounded text: a longer string, or one with control characters, is refused
@@ -403,7 +406,11 @@ mod bounded {
         type Value = String;
 
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            write!(f, "at most {} bytes of text without control characters", self.max)
+            write!(
+                f,
+                "at most {} bytes of text without control characters",
+                self.max
+            )
         }
 
         fn visit_str<E: Error>(self, v: &str) -> Result<String, E> {
@@ -423,7 +430,11 @@ mod bounded {
         }
     }
 
-    fn text<'de, D: Deserializer<'de>>(d: D, max: usize, unicode: bool) -> Result<String, D::Error> {
+    fn text<'de, D: Deserializer<'de>>(
+        d: D,
+        max: usize,
+        unicode: bool,
+    ) -> Result<String, D::Error> {
         d.deserialize_str(Text { max, unicode })
     }
 

@@ -23,11 +23,17 @@ pub enum ToolName {
     PrepareUpload,
     PrepareDownload,
     ServerOverview,
+    TerminalOpen,
+    TerminalSend,
+    TerminalRead,
+    TerminalResize,
+    TerminalList,
+    TerminalClose,
 }
 
 impl ToolName {
     /// Every tool, in the order `tools/list` shows them.
-    pub const ALL: [ToolName; 12] = [
+    pub const ALL: [ToolName; 18] = [
         ToolName::BashExecute,
         ToolName::ReadFile,
         ToolName::WriteFile,
@@ -40,6 +46,12 @@ impl ToolName {
         ToolName::PrepareUpload,
         ToolName::PrepareDownload,
         ToolName::ServerOverview,
+        ToolName::TerminalOpen,
+        ToolName::TerminalSend,
+        ToolName::TerminalRead,
+        ToolName::TerminalResize,
+        ToolName::TerminalList,
+        ToolName::TerminalClose,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +68,12 @@ impl ToolName {
             ToolName::PrepareUpload => "prepare_upload",
             ToolName::PrepareDownload => "prepare_download",
             ToolName::ServerOverview => "server_overview",
+            ToolName::TerminalOpen => "terminal_open",
+            ToolName::TerminalSend => "terminal_send",
+            ToolName::TerminalRead => "terminal_read",
+            ToolName::TerminalResize => "terminal_resize",
+            ToolName::TerminalList => "terminal_list",
+            ToolName::TerminalClose => "terminal_close",
         }
     }
 
@@ -78,6 +96,13 @@ impl ToolName {
             ToolName::PrepareUpload => Role::Rw,
             ToolName::PrepareDownload => Role::Ro,
             ToolName::ServerOverview => Role::Ro,
+            // A terminal runs commands: every terminal tool is as privileged as bash_execute.
+            ToolName::TerminalOpen
+            | ToolName::TerminalSend
+            | ToolName::TerminalRead
+            | ToolName::TerminalResize
+            | ToolName::TerminalList
+            | ToolName::TerminalClose => Role::Rw,
         }
     }
 }
@@ -106,6 +131,13 @@ pub enum ToolCall {
     PrepareDownload(PrepareDownload),
     /// `server_overview` takes no arguments.
     ServerOverview,
+    TerminalOpen(TerminalOpen),
+    TerminalSend(TerminalSend),
+    TerminalRead(TerminalRead),
+    TerminalResize(TerminalResize),
+    /// `terminal_list` takes no arguments.
+    TerminalList,
+    TerminalClose(TerminalRef),
 }
 
 impl ToolCall {
@@ -123,6 +155,12 @@ impl ToolCall {
             ToolCall::PrepareUpload(_) => ToolName::PrepareUpload,
             ToolCall::PrepareDownload(_) => ToolName::PrepareDownload,
             ToolCall::ServerOverview => ToolName::ServerOverview,
+            ToolCall::TerminalOpen(_) => ToolName::TerminalOpen,
+            ToolCall::TerminalSend(_) => ToolName::TerminalSend,
+            ToolCall::TerminalRead(_) => ToolName::TerminalRead,
+            ToolCall::TerminalResize(_) => ToolName::TerminalResize,
+            ToolCall::TerminalList => ToolName::TerminalList,
+            ToolCall::TerminalClose(_) => ToolName::TerminalClose,
         }
     }
 }
@@ -139,6 +177,10 @@ pub struct BashExecute {
     /// Start a background job and return its id at once (`job_status`, `job_output`,
     /// `job_kill` follow it). `timeout` then defaults to an hour and may be up to a day.
     pub background: bool,
+    /// Seconds after which a foreground call that still runs answers with its output so far
+    /// (a [`ToolOutput::JobOutput`] from offset 0) and goes on as a background job; 0 turns
+    /// hand-off off for this call; `None`: `MYMCP_BASH_HANDOFF_SEC`.
+    pub handoff_after: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +307,97 @@ pub enum ToolOutput {
     TransferGrant(TransferGrant),
     /// `server_overview`: the recorder's Markdown document about the host.
     Overview(OverviewOutput),
+    /// A terminal opened, resized or closed.
+    Terminal(TerminalInfo),
+    /// `terminal_send`: bytes written to the terminal.
+    TerminalSent(u64),
+    TerminalScreen(TerminalScreen),
+    TerminalList(Vec<TerminalInfo>),
+}
+
+/// `terminal_open`: a command (default: the account's shell) on a new pseudo-terminal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalOpen {
+    /// Run with `<shell> -c`; `None` starts the account's shell.
+    pub command: Option<String>,
+    /// Absolute directory; default as for `bash_execute`.
+    pub working_dir: Option<String>,
+    /// Clamped to [2, 500], default 24.
+    pub rows: Option<i64>,
+    /// Clamped to [10, 500], default 80.
+    pub cols: Option<i64>,
+}
+
+/// `terminal_close`: which terminal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalRef {
+    pub terminal_id: String,
+}
+
+/// `terminal_send`: `text` as is, then each of `keys` (names such as `Enter`, `Ctrl-C`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalSend {
+    pub terminal_id: String,
+    pub text: Option<String>,
+    pub keys: Vec<String>,
+}
+
+/// `terminal_read`: the screen and the output since the last read, optionally after waiting
+/// for a regex to match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalRead {
+    pub terminal_id: String,
+    /// A regex (Rust syntax) to wait for, in the screen or the new output.
+    pub wait_for: Option<String>,
+    /// Seconds to wait; clamped to [0, 60], default 10 with `wait_for`, else 0.
+    pub timeout: Option<i64>,
+}
+
+/// `terminal_resize`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalResize {
+    pub terminal_id: String,
+    /// Clamped like `terminal_open`'s; absent: unchanged.
+    pub rows: Option<i64>,
+    pub cols: Option<i64>,
+}
+
+/// What is known about a terminal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalInfo {
+    pub terminal_id: String,
+    pub command: String,
+    pub rows: u16,
+    pub cols: u16,
+    pub running: bool,
+    /// Once the program has ended: its exit status, or `-signo`.
+    pub exit_code: Option<i32>,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// The asciicast v2 recording (for the audit log; not shown to the model).
+    pub recording: String,
+    /// Its size and SHA-256 once the terminal has ended.
+    pub recording_bytes: u64,
+    pub recording_sha256: Option<String>,
+}
+
+/// `terminal_read`'s answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalScreen {
+    pub terminal_id: String,
+    /// The rendered screen: rows joined by `\n`, trailing blanks cut.
+    pub screen: String,
+    /// 0-based.
+    pub cursor_row: u16,
+    pub cursor_col: u16,
+    /// The program's output since the previous read, as text (escape sequences removed).
+    pub output: String,
+    /// Bytes of text output dropped before this read because it was not read in time.
+    pub output_dropped: u64,
+    /// `wait_for` matched (false when it was not given).
+    pub matched: bool,
+    pub running: bool,
+    pub exit_code: Option<i32>,
 }
 
 /// The host overview kept by `mymcp-recorder`, as `server_overview` returns it.
@@ -334,6 +467,11 @@ pub struct JobInfo {
     pub stderr_bytes: u64,
     /// Output went past `MYMCP_JOB_MAX_OUTPUT_BYTES`; the rest was counted, not kept.
     pub output_truncated: bool,
+    /// The kernel limit the job hit, e.g. `"killed: memory limit 256 MiB reached"`.
+    pub limit_hit: Option<String>,
+    /// Bytes per stream the starting call's foreground result would carry (its
+    /// `max_output_bytes`, clamped): what an MCP task's result returns.
+    pub output_cap: u64,
 }
 
 /// A piece of a job's spooled output.
@@ -380,6 +518,8 @@ pub struct BashOutput {
     pub timed_out: bool,
     /// The timeout that applied, in seconds (after clamping).
     pub timeout_secs: u32,
+    /// The kernel limit the command hit, e.g. `"memory limit 256 MiB reached"`.
+    pub limit_hit: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,6 +585,9 @@ pub enum ErrorCode {
     InvalidExpiresIn,
     /// server_overview: no overview has been generated (or it cannot be read).
     RecorderDisabled,
+    /// The token's Unix account is unknown, deleted or expired, or cannot be acted as:
+    /// nothing ran.
+    AccountUnavailable,
 }
 
 impl ErrorCode {
@@ -476,6 +619,7 @@ impl ErrorCode {
             ErrorCode::FileNotFound => "FileNotFound",
             ErrorCode::InvalidExpiresIn => "InvalidExpiresIn",
             ErrorCode::RecorderDisabled => "RecorderDisabled",
+            ErrorCode::AccountUnavailable => "AccountUnavailable",
         }
     }
 }
@@ -550,7 +694,13 @@ mod tests {
                 "job_kill",
                 "prepare_upload",
                 "prepare_download",
-                "server_overview"
+                "server_overview",
+                "terminal_open",
+                "terminal_send",
+                "terminal_read",
+                "terminal_resize",
+                "terminal_list",
+                "terminal_close"
             ]
         );
         assert_eq!(ToolName::PrepareUpload.required_role(), Role::Rw);

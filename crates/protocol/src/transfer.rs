@@ -159,6 +159,9 @@ pub enum TransferErrorKind {
     Busy,
     /// The executor is shutting down.
     ShuttingDown,
+    /// The transfer's audit record could not be written: the transfer was refused before it
+    /// acted, or an upload was taken back (the hint says which).
+    AuditFailed,
     Internal,
 }
 
@@ -183,6 +186,7 @@ impl TransferErrorKind {
             TransferErrorKind::Stalled => "stream_stalled",
             TransferErrorKind::Busy => "busy",
             TransferErrorKind::ShuttingDown => "shutting_down",
+            TransferErrorKind::AuditFailed => "audit_failed",
             TransferErrorKind::Internal => "internal_error",
         }
     }

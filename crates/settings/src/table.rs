@@ -232,6 +232,14 @@ pub const TOKEN_FILE: Setting<Path> = Setting {
     help: "Token store (SHA-256 digests only; created if missing; protected with its directory). A Python/Go tokens.json found here is converted at start-up.",
 };
 
+pub const DEFAULT_USER: Setting<Text> = Setting {
+    name: "MYMCP_DEFAULT_USER",
+    kind: Text { default: "root" },
+    read_by: &[Executor, Ctl],
+    group: Group::Daemons,
+    help: "The Unix account of tokens made without --user (written into the token when it is made) and of tokens from before accounts existed (looked up at each call): their commands, file tools, searches and transfers run with that account's rights (see docs/accounts.md). mymcpctl install --tools-user sets it.",
+};
+
 pub const ADMIN_TOKEN: Setting<Secret> = Setting {
     name: "MYMCP_ADMIN_TOKEN",
     kind: Secret,
@@ -254,9 +262,9 @@ pub const STATE_DIR: Setting<Path> = Setting {
         default: "/var/lib/mymcp",
         absolute: true,
     },
-    read_by: &[Executor],
+    read_by: &[Executor, Ctl],
     group: Group::Daemons,
-    help: "Background jobs (in jobs/) and the audit signing key (in audit/); protected.",
+    help: "Background jobs (in jobs/), terminal recordings (in terminals/) and the audit signing key (in audit/); protected.",
 };
 
 pub const ENV_FILE: Setting<Path> = Setting {
@@ -340,6 +348,58 @@ pub const BASH_MAX_CONCURRENT_PER_TOKEN: Setting<Integer> = Setting {
     help: "Foreground commands one token may run at once.",
 };
 
+pub const BASH_HANDOFF_SEC: Setting<Integer> = Setting {
+    name: "MYMCP_BASH_HANDOFF_SEC",
+    kind: Integer {
+        default: 0,
+        min: 0,
+        max: 600,
+    },
+    read_by: &[Executor],
+    group: Group::Commands,
+    help: "A bash_execute call without handoff_after that still runs after this many seconds \
+           returns its output so far and a job_id and goes on as a background job (0: off).",
+};
+
+pub const DEFAULT_MEMORY_MAX: Setting<Integer> = Setting {
+    name: "MYMCP_DEFAULT_MEMORY_MAX",
+    kind: Integer {
+        default: 0,
+        min: 0,
+        max: 1 << 30,
+    },
+    read_by: &[Executor],
+    group: Group::Commands,
+    help: "Memory (MiB, swap included) each command or job may use, enforced by its cgroup; 0: no limit. \
+A command that hits it is killed and its result says so.",
+};
+
+pub const DEFAULT_TASKS_MAX: Setting<Integer> = Setting {
+    name: "MYMCP_DEFAULT_TASKS_MAX",
+    kind: Integer {
+        default: 0,
+        min: 0,
+        max: 4_194_304,
+    },
+    read_by: &[Executor],
+    group: Group::Commands,
+    help: "Processes and threads each command or job may have at once (its cgroup's pids.max); \
+0: no limit. Contains fork bombs.",
+};
+
+pub const DEFAULT_CPU_MAX: Setting<Integer> = Setting {
+    name: "MYMCP_DEFAULT_CPU_MAX",
+    kind: Integer {
+        default: 0,
+        min: 0,
+        max: 100_000,
+    },
+    read_by: &[Executor],
+    group: Group::Commands,
+    help: "CPU each command or job may use, in percent of one CPU (200: two CPUs), enforced by \
+its cgroup; 0: no limit.",
+};
+
 pub const SHUTDOWN_GRACE_SEC: Setting<Integer> = Setting {
     name: "MYMCP_SHUTDOWN_GRACE_SEC",
     kind: Integer {
@@ -388,6 +448,56 @@ pub const JOB_MAX_RUNNING_PER_TOKEN: Setting<Integer> = Setting {
     read_by: &[Executor],
     group: Group::Jobs,
     help: "Background jobs one token may run at once.",
+};
+
+// Terminals -----------------------------------------------------------------------------------
+
+pub const TERMINAL_IDLE_SEC: Setting<Integer> = Setting {
+    name: "MYMCP_TERMINAL_IDLE_SEC",
+    kind: Integer {
+        default: 1800,
+        min: 1,
+        max: 7 * DAY,
+    },
+    read_by: &[Executor],
+    group: Group::Terminals,
+    help: "Seconds without terminal_send or terminal_read after which a terminal is closed.",
+};
+
+pub const TERMINAL_RECORDING_RETENTION_SEC: Setting<Integer> = Setting {
+    name: "MYMCP_TERMINAL_RECORDING_RETENTION_SEC",
+    kind: Integer {
+        default: 30 * DAY,
+        min: 1,
+        max: 3650 * DAY,
+    },
+    read_by: &[Executor],
+    group: Group::Terminals,
+    help: "How long a terminal's recording (asciicast) is kept after its last change, in seconds.",
+};
+
+pub const TERMINAL_MAX_PER_TOKEN: Setting<Integer> = Setting {
+    name: "MYMCP_TERMINAL_MAX_PER_TOKEN",
+    kind: Integer {
+        default: 4,
+        min: 1,
+        max: 1024,
+    },
+    read_by: &[Executor],
+    group: Group::Terminals,
+    help: "Terminals one token may have open at once.",
+};
+
+pub const TERMINAL_MAX: Setting<Integer> = Setting {
+    name: "MYMCP_TERMINAL_MAX",
+    kind: Integer {
+        default: 32,
+        min: 1,
+        max: 65536,
+    },
+    read_by: &[Executor],
+    group: Group::Terminals,
+    help: "Terminals open at once on the whole server.",
 };
 
 // File tools ----------------------------------------------------------------------------------
@@ -784,6 +894,27 @@ pub const AUDIT_SEAL_INTERVAL_SEC: Setting<Integer> = Setting {
     help: "Seal the log at least this often (seconds) while records arrive.",
 };
 
+// OpenTelemetry -------------------------------------------------------------------------------
+// The frontend exports (OTLP) when its OTEL_EXPORTER_OTLP_ENDPOINT is set: the standard OTEL_*
+// variables are not MYMCP_* settings and are documented in docs/operations.md. What the
+// executor hands the frontend for that export beyond its spans is the executor's decision:
+
+pub const OTLP_AUDIT_LOGS: Setting<Bool> = Setting {
+    name: "MYMCP_OTLP_AUDIT_LOGS",
+    kind: Bool { default: false },
+    read_by: &[Executor],
+    group: Group::Telemetry,
+    help: "Hand each audit record, once written, to the frontend for export as an OTLP log record (best effort; the local audit log still decides every call).",
+};
+
+pub const OTLP_EXECUTOR_METRICS: Setting<Bool> = Setting {
+    name: "MYMCP_OTLP_EXECUTOR_METRICS",
+    kind: Bool { default: false },
+    read_by: &[Executor],
+    group: Group::Telemetry,
+    help: "Let the frontend read the executor's counters without a metrics token, to push them as OTLP metrics.",
+};
+
 // Host overview and the recorder's files --------------------------------------------------------
 
 pub const RECORDER_DATA_DIR: Setting<Path> = Setting {
@@ -1031,6 +1162,7 @@ pub const ALL: &[&dyn Declared] = &[
     &RUNTIME_DIR,
     &FRONTEND_USER,
     &TOKEN_FILE,
+    &DEFAULT_USER,
     &ADMIN_TOKEN,
     &METRICS_TOKEN,
     &STATE_DIR,
@@ -1041,10 +1173,18 @@ pub const ALL: &[&dyn Declared] = &[
     &BASH_MAX_OUTPUT_BYTES_HARD,
     &BASH_MAX_CONCURRENT,
     &BASH_MAX_CONCURRENT_PER_TOKEN,
+    &BASH_HANDOFF_SEC,
+    &DEFAULT_MEMORY_MAX,
+    &DEFAULT_TASKS_MAX,
+    &DEFAULT_CPU_MAX,
     &SHUTDOWN_GRACE_SEC,
     &JOB_MAX_OUTPUT_BYTES,
     &JOB_RETENTION_SEC,
     &JOB_MAX_RUNNING_PER_TOKEN,
+    &TERMINAL_IDLE_SEC,
+    &TERMINAL_RECORDING_RETENTION_SEC,
+    &TERMINAL_MAX_PER_TOKEN,
+    &TERMINAL_MAX,
     &READ_FILE_DEFAULT_LIMIT,
     &READ_FILE_MAX_LIMIT,
     &READ_FILE_MAX_LINE_BYTES,
@@ -1079,6 +1219,8 @@ pub const ALL: &[&dyn Declared] = &[
     &AUDIT_OUTPUT_BASH_TAIL_BYTES,
     &AUDIT_SEAL_RECORDS,
     &AUDIT_SEAL_INTERVAL_SEC,
+    &OTLP_AUDIT_LOGS,
+    &OTLP_EXECUTOR_METRICS,
     &RECORDER_DATA_DIR,
     &RECORDER_MERGE_INTERVAL_SEC,
     &RECORDER_METRICS_FILE,

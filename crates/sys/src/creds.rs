@@ -9,6 +9,16 @@
 //! a child spawned from this thread, as the account's. The saved uid stays 0, which is what
 //! lets the thread become root again when the guard drops; a child's saved ids are set to its
 //! effective ones by `execve`, so a command cannot use it.
+//!
+//! Two forms, because the kernel lets a process signal a thread whose *real* or saved uid is
+//! its own (`kill_ok_by_cred`), and SIGKILL to any thread ends the whole executor:
+//! [`act_as_effective`] changes only the effective (and so the file-system) ids and keeps the
+//! real ones root, which is what the file tools use: the kernel checks every access as the
+//! account's (file-system ids, empty effective capabilities), and no process of the account
+//! can signal the thread meanwhile. [`act_as`] changes the real ids too, as a command spawned
+//! from the thread would need; the executor does not spawn that way, though, because the
+//! thread could be signalled during the spawn: [`crate::process::spawn_isolated_as`] sets the
+//! ids in the child instead, and the calling thread never changes.
 
 use std::ffi::CString;
 use std::io;
@@ -74,29 +84,54 @@ pub fn expiry_day(name: &str) -> io::Result<Option<i64>> {
     }
 }
 
-/// This thread acting as an account; root again when dropped.
+/// This thread acting as an account; root again when dropped. Not `Send`: it must be dropped
+/// by the thread it changed.
 #[derive(Debug)]
 #[must_use = "the thread is the account's only while this lives"]
 pub struct ActingAs {
     groups: Vec<libc::gid_t>,
+    _this_thread: std::marker::PhantomData<*const ()>,
 }
 
 /// Makes the calling thread act as `uid`/`gid` with supplementary `groups` until the returned
-/// guard drops. Only from root (the thread's effective uid 0); the other threads of the
-/// process keep their credentials.
+/// guard drops: real and effective ids (saved ones stay 0), for spawning a command that is the
+/// account through and through. Only from root (the thread's effective uid 0); the other
+/// threads of the process keep their credentials.
 pub fn act_as(uid: u32, gid: u32, groups: &[u32]) -> io::Result<ActingAs> {
+    become_ids(Some((uid, gid)), uid, gid, groups)
+}
+
+/// As [`act_as`] but the real ids stay root: only the effective ids (and with them the
+/// file-system ids) are the account's, and the effective capabilities are empty. For file work:
+/// the kernel checks every access as the account's, while no process of the account may signal
+/// or trace this thread (both need a real or saved id of the target to match).
+pub fn act_as_effective(uid: u32, gid: u32, groups: &[u32]) -> io::Result<ActingAs> {
+    become_ids(None, uid, gid, groups)
+}
+
+fn become_ids(
+    real: Option<(u32, u32)>,
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+) -> io::Result<ActingAs> {
     let saved = thread_groups()?;
-    let guard = ActingAs { groups: saved };
+    // From here on the guard restores root, also when a step below fails half way.
+    let guard = ActingAs {
+        groups: saved,
+        _this_thread: std::marker::PhantomData,
+    };
+    let (ruid, rgid) = real.unwrap_or((0, 0));
     // Groups and gids first: changing them needs CAP_SETGID, which leaves the effective set
     // with the effective uid.
     // SAFETY: the raw setgroups system call (this thread only) with a count and a pointer to
     // that many gids, which it only reads.
     check_raw(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })?;
     // SAFETY: the raw setresgid system call (this thread only), integer arguments.
-    check_raw(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, 0) })?;
+    check_raw(unsafe { libc::syscall(libc::SYS_setresgid, rgid, gid, 0) })?;
     // SAFETY: the raw setresuid system call (this thread only), integer arguments. The saved
     // uid stays 0.
-    check_raw(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, 0) })?;
+    check_raw(unsafe { libc::syscall(libc::SYS_setresuid, ruid, uid, 0) })?;
     Ok(guard)
 }
 
@@ -157,16 +192,6 @@ pub fn thread_status() -> io::Result<String> {
 mod tests {
     use super::*;
 
-    fn line(status: &str, key: &str) -> String {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
     #[test]
     fn a_thread_acts_as_an_account_and_only_that_thread() {
         if crate::euid() != 0 {
@@ -183,21 +208,103 @@ mod tests {
                 let _as = act_as(nobody.uid, nobody.gid, &[nobody.gid]).unwrap();
                 let s = thread_status().unwrap();
                 let u = nobody.uid;
-                assert_eq!(line(&s, "Uid:"), format!("{u} {u} 0 {u}"));
-                assert_eq!(line(&s, "CapEff:"), "0000000000000000");
+                assert_eq!(
+                    crate::testing::status_field(&s, "Uid:"),
+                    format!("{u} {u} 0 {u}")
+                );
+                assert_eq!(
+                    crate::testing::status_field(&s, "CapEff:"),
+                    "0000000000000000"
+                );
                 // The kernel checks as the account: root's home is closed to it.
                 assert!(
                     std::fs::read_dir("/root").is_err() || !std::path::Path::new("/root").exists()
                 );
                 let theirs = other.join().unwrap();
-                assert_eq!(line(&theirs, "Uid:"), "0 0 0 0", "another thread changed");
+                assert_eq!(
+                    crate::testing::status_field(&theirs, "Uid:"),
+                    "0 0 0 0",
+                    "another thread changed"
+                );
             }
             let s = thread_status().unwrap();
-            assert_eq!(line(&s, "Uid:"), "0 0 0 0");
-            assert_ne!(line(&s, "CapEff:"), "0000000000000000");
+            assert_eq!(crate::testing::status_field(&s, "Uid:"), "0 0 0 0");
+            assert_ne!(
+                crate::testing::status_field(&s, "CapEff:"),
+                "0000000000000000"
+            );
         })
         .join()
         .unwrap();
+    }
+
+    /// The reason for [`act_as_effective`]: a process of the account may signal (and so
+    /// SIGKILL the whole executor through) a thread whose real uid is the account's, but not
+    /// one that acts with effective ids only — which the kernel still checks files as.
+    #[test]
+    fn only_a_thread_with_the_accounts_real_uid_can_be_signalled_by_the_account() {
+        if crate::euid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let nobody = crate::user_by_name("nobody").unwrap().unwrap();
+        let probe = |full: bool| -> (String, i32) {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            let acting = std::thread::spawn(move || {
+                let _as = if full {
+                    act_as(nobody.uid, nobody.gid, &[nobody.gid]).unwrap()
+                } else {
+                    act_as_effective(nobody.uid, nobody.gid, &[nobody.gid]).unwrap()
+                };
+                let tid = std::fs::read_link("/proc/thread-self").unwrap();
+                let tid = tid.file_name().unwrap().to_str().unwrap().to_owned();
+                let readable = std::fs::read_dir("/root").is_ok();
+                tx.send((thread_status().unwrap(), tid, readable)).unwrap();
+                done_rx.recv().unwrap();
+            });
+            let (status, tid, readable) = rx.recv().unwrap();
+            assert!(!readable, "root's home was open to the account");
+            let argv = [
+                c"sh".into(),
+                c"-c".into(),
+                std::ffi::CString::new(format!("kill -0 {tid}")).unwrap(),
+            ];
+            let ids = crate::process::Ids {
+                uid: nobody.uid,
+                gid: nobody.gid,
+                groups: &[],
+            };
+            let child =
+                crate::process::spawn_isolated_as(c"/bin/sh", &argv, &[], c"/", ids).unwrap();
+            drop(child.stdout);
+            let mut code = 0;
+            // SAFETY: waitpid of the child just spawned, into `code`.
+            unsafe { libc::waitpid(child.pid, &mut code, 0) };
+            done_tx.send(()).unwrap();
+            acting.join().unwrap();
+            (status, libc::WEXITSTATUS(code))
+        };
+        let u = nobody.uid;
+        let (status, code) = probe(false);
+        assert_eq!(
+            crate::testing::status_field(&status, "Uid:"),
+            format!("0 {u} 0 {u}")
+        );
+        assert_eq!(
+            crate::testing::status_field(&status, "CapEff:"),
+            "0000000000000000"
+        );
+        assert_ne!(code, 0, "the account signalled a thread acting effectively");
+        let (status, code) = probe(true);
+        assert_eq!(
+            crate::testing::status_field(&status, "Uid:"),
+            format!("{u} {u} 0 {u}")
+        );
+        assert_eq!(
+            code, 0,
+            "control: a thread with the account's real uid can be signalled"
+        );
     }
 
     #[test]
@@ -245,11 +352,27 @@ mod tests {
         .unwrap();
         let u = nobody.uid;
         let g = nobody.gid;
-        assert_eq!(line(&out, "Uid:"), format!("{u} {u} {u} {u}"), "{out}");
-        assert_eq!(line(&out, "Gid:"), format!("{g} {g} {g} {g}"), "{out}");
-        assert_eq!(line(&out, "Groups:"), format!("{g}"), "{out}");
+        assert_eq!(
+            crate::testing::status_field(&out, "Uid:"),
+            format!("{u} {u} {u} {u}"),
+            "{out}"
+        );
+        assert_eq!(
+            crate::testing::status_field(&out, "Gid:"),
+            format!("{g} {g} {g} {g}"),
+            "{out}"
+        );
+        assert_eq!(
+            crate::testing::status_field(&out, "Groups:"),
+            format!("{g}"),
+            "{out}"
+        );
         for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
-            assert_eq!(line(&out, cap), "0000000000000000", "{cap} in {out}");
+            assert_eq!(
+                crate::testing::status_field(&out, cap),
+                "0000000000000000",
+                "{cap} in {out}"
+            );
         }
     }
 }

@@ -177,6 +177,32 @@ pub fn mkdirat(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
     }
 }
 
+/// Whether the calling thread's effective ids may create and replace entries in the open
+/// directory `dir` (`faccessat2(dir, ".", W_OK | X_OK, AT_EACCESS)`): for a thread acting as an
+/// account, an early answer to "may the account write here". `Ok(())` also where the kernel
+/// cannot answer (`ENOSYS`, before Linux 5.8): the write itself is checked anyway.
+pub fn may_write_in(dir: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: the raw faccessat2 system call with an open descriptor, a NUL-terminated literal
+    // and integer arguments; it only reads the string.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => Ok(()),
+        _ => Err(e),
+    }
+}
+
 /// `renameat(dir, from, dir, to)`: atomically replaces `to` by `from` within one directory.
 pub fn rename_within(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
     let (f, t) = (cstring(from)?, cstring(to)?);
@@ -203,6 +229,19 @@ pub fn rename_within_noreplace(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) ->
             libc::RENAME_NOREPLACE,
         )
     };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `linkat(dir, from, dir, to, 0)`: a second name for the file `from` (a symlink is linked
+/// itself, never followed); fails with `EEXIST` if `to` exists.
+pub fn link_within(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    let (f, t) = (cstring(from)?, cstring(to)?);
+    // SAFETY: both strings are valid, NUL-terminated and outlive the call.
+    let r = unsafe { libc::linkat(dir.as_raw_fd(), f.as_ptr(), dir.as_raw_fd(), t.as_ptr(), 0) };
     if r == 0 {
         Ok(())
     } else {

@@ -5,6 +5,7 @@
 //! - [`fs`]: `openat2` and friends, directory reading, `statx`, the file tools' calls;
 //! - [`pipe`]: pipes, `splice`, passing descriptors (transfers);
 //! - [`process`]: spawning commands (`posix_spawn`), process groups, pidfds;
+//! - [`pty`]: pseudo-terminal pairs and their window size (terminal sessions);
 //! - [`watch`]: inotify and `poll`;
 //! - [`environment`]: secrets overwritten where the kernel put the environment;
 //! - [`memory`]: glibc's allocator parameters and trimming;
@@ -29,6 +30,7 @@ pub mod net;
 pub mod pipe;
 pub mod privileges;
 pub mod process;
+pub mod pty;
 pub mod signals;
 pub mod testing;
 pub mod watch;
@@ -84,6 +86,8 @@ pub struct Account {
     pub uid: u32,
     pub gid: u32,
     pub home: String,
+    /// The login shell (`pw_shell`; empty when the entry names none).
+    pub shell: String,
 }
 
 /// Looks a user up by name (`getpwnam_r`). `Ok(None)` when no such user exists.
@@ -126,23 +130,22 @@ fn lookup_user(
         if result.is_null() {
             return Ok(None);
         }
-        // SAFETY: on success with a non-null result, pw_name and pw_dir point to
-        // NUL-terminated strings inside `buf`, which is still alive here.
-        let (name, home) = unsafe {
-            (
-                std::ffi::CStr::from_ptr(pwd.pw_name)
-                    .to_string_lossy()
-                    .into_owned(),
-                std::ffi::CStr::from_ptr(pwd.pw_dir)
-                    .to_string_lossy()
-                    .into_owned(),
-            )
+        let text = |p: *const libc::c_char| {
+            if p.is_null() {
+                return String::new();
+            }
+            // SAFETY: on success with a non-null result, the entry's string fields that are
+            // not null point to NUL-terminated strings inside `buf`, which is still alive here.
+            unsafe { std::ffi::CStr::from_ptr(p) }
+                .to_string_lossy()
+                .into_owned()
         };
         return Ok(Some(Account {
-            name,
+            name: text(pwd.pw_name),
             uid: pwd.pw_uid,
             gid: pwd.pw_gid,
-            home,
+            home: text(pwd.pw_dir),
+            shell: text(pwd.pw_shell),
         }));
     }
 }

@@ -92,3 +92,15 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: `set` is a valid cpu_set_t of the size given, living through the call.
     crate::check(unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) })
 }
+
+/// The value of `key` (e.g. `"Uid:"`) in a `/proc/<pid>/status` text, its fields joined by
+/// single spaces ("" when absent).
+pub fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,4 +1,4 @@
-//! The token store: SHA-256 digests of bearer tokens with their name and role.
+//! The token store: SHA-256 digests of bearer tokens with their name, role and account.
 //!
 //! The store never holds a token value: a token is shown once when created and only its
 //! digest is kept, so reading the file (or a backup of it) yields nothing usable. The file is
@@ -10,6 +10,11 @@
 //! applied and never overwritten; the last good set stays in force and changes are refused
 //! until it is fixed. `last_used` is kept in memory and written lazily ([`TokenStore::flush`]),
 //! never once per request.
+//!
+//! Every client token names the Unix account its calls act as (`user`). A token stored
+//! without one (made by an older mymcp, imported, or written by hand) acts as the store's
+//! default account, [`TokenStore::with_default_user`] (the executor's `MYMCP_DEFAULT_USER`,
+//! `root` unless set).
 //!
 //! This crate is mymcp-tokens: the store, the digests and the clock its timestamps come from.
 //! The executor owns the store at run time; `mymcpctl` (the quick try's temporary store, the
@@ -25,7 +30,9 @@
 
 pub mod clock;
 
-use mymcp_protocol::{Identity, ImportedToken, Role, TokenDigest, TokenInfo};
+use mymcp_protocol::{
+    Identity, ImportedToken, Role, TokenDigest, TokenInfo, TokenLimits, TokenView,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -43,6 +50,12 @@ const TOKEN_RANDOM_BYTES: usize = 32;
 pub const ID_LEN: usize = 12;
 const FORMAT: &str = "mymcp-tokens-v1";
 const MAX_NAME_LEN: usize = 64;
+/// Longest account name accepted (local names are at most 32 bytes; directory services'
+/// `user@domain` names may be longer).
+const MAX_USER_LEN: usize = 256;
+/// The account of tokens that name none, unless the store is told otherwise: the built-in
+/// default of `MYMCP_DEFAULT_USER` (the executor sets the store's from the setting).
+pub const BUILTIN_DEFAULT_USER: &str = "root";
 
 /// Why the store could not be used or changed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +66,14 @@ pub enum TokenError {
     Corrupt { path: PathBuf, reason: String },
     #[error("invalid token name {0:?}: use 1-64 printable characters")]
     InvalidName(String),
+    #[error(
+        "invalid account name {0:?}: use 1-256 printable characters without spaces, ':' or '/'"
+    )]
+    InvalidUser(String),
+    #[error("invalid limits: {0}")]
+    InvalidLimits(String),
+    #[error("limits are for ro and rw tokens: admin and metrics tokens run no command")]
+    LimitsOnNonClient,
     #[error("no token matches {0:?}")]
     NotFound(String),
     #[error("{0:?} matches more than one token; give more digits of the id")]
@@ -91,6 +112,58 @@ struct StoredToken {
     last_used: Option<String>,
     #[serde(default = "enabled_default")]
     enabled: bool,
+    /// The Unix account the token acts as; missing: the store's default account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    /// The token's own kernel limits; missing (stores from before them): the defaults.
+    #[serde(default, skip_serializing_if = "StoredLimits::is_empty")]
+    limits: StoredLimits,
+    /// Its commands' write roots, hidden paths, and whether they have no network; missing:
+    /// the host as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    write_roots: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hide: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    no_network: bool,
+}
+
+/// [`TokenLimits`] as the file spells them: only the fields that are set.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory_max_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tasks_max: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu_max_percent: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    timeout_max_secs: Option<u64>,
+}
+
+impl StoredLimits {
+    fn is_empty(&self) -> bool {
+        self.limits().is_default()
+    }
+
+    fn limits(&self) -> TokenLimits {
+        TokenLimits {
+            memory_max_mib: self.memory_max_mib,
+            tasks_max: self.tasks_max,
+            cpu_max_percent: self.cpu_max_percent,
+            timeout_max_secs: self.timeout_max_secs,
+        }
+    }
+
+    fn of(l: &TokenLimits) -> StoredLimits {
+        StoredLimits {
+            memory_max_mib: l.memory_max_mib,
+            tasks_max: l.tasks_max,
+            cpu_max_percent: l.cpu_max_percent,
+            timeout_max_secs: l.timeout_max_secs,
+        }
+    }
 }
 
 fn enabled_default() -> bool {
@@ -177,6 +250,36 @@ struct Entry {
     created_at: String,
     last_used: Option<String>,
     enabled: bool,
+    /// `None`: the store's default account.
+    user: Option<String>,
+    /// The token's own limits (client tokens only).
+    limits: TokenLimits,
+    /// Its commands' view of the host (client tokens only).
+    view: TokenView,
+}
+
+/// Whether `user` is acceptable as an account name: 1 to 256 bytes, no control character,
+/// space, `:` (the passwd field separator) or `/`, and not starting with `-`. Whether the
+/// account exists is for the system's user database to say.
+pub fn valid_user(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= MAX_USER_LEN
+        && !user.starts_with('-')
+        && !user
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == ':' || c == '/')
+}
+
+/// The holder of a token as the executor needs it: who (name, role) and as which account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub identity: Identity,
+    /// The Unix account the token's calls act as.
+    pub user: String,
+    /// The token's own limits on its commands (unset fields: the defaults).
+    pub limits: TokenLimits,
+    /// Its commands' view of the file system and network.
+    pub view: TokenView,
 }
 
 /// What identifies a version of the file on disk.
@@ -215,10 +318,11 @@ struct Inner {
 /// Credentials the store does not hold but answers for: the executor's OAuth grants, whose
 /// access tokens authenticate like the store's own tokens ([`TokenStore::authenticate`]).
 pub trait Delegated: Send + Sync + std::fmt::Debug {
-    /// The holder of `digest`, and the key what it does is kept under (per-token limits,
-    /// jobs, transfer grants): for an OAuth access token, its grant's key, which outlives
-    /// the token's rotation. A key itself authenticates as long as its grant lives.
-    fn authenticate(&self, digest: &TokenDigest) -> Option<(Identity, TokenDigest)>;
+    /// The holder of `digest` (its grant's identity, the account the grant acts as, its
+    /// limits and view), and the key what it does is kept under (per-token limits, jobs,
+    /// transfer grants): for an OAuth access token, its grant's key, which outlives the
+    /// token's rotation. A key itself authenticates as long as its grant lives.
+    fn authenticate(&self, digest: &TokenDigest) -> Option<(Holder, TokenDigest)>;
     /// Whether `key` (as [`Delegated::authenticate`] gave it) still names a live grant.
     fn is_valid(&self, key: &TokenDigest) -> bool;
 }
@@ -232,6 +336,8 @@ pub struct TokenStore {
     durable: bool,
     /// OAuth grants, once the executor has attached them.
     delegated: OnceLock<Arc<dyn Delegated>>,
+    /// The account of tokens that name none.
+    default_user: String,
 }
 
 impl TokenStore {
@@ -239,9 +345,11 @@ impl TokenStore {
     /// for tokens that live as long as their process (`mymcpctl serve`'s, in a private
     /// directory removed on exit), where nothing has to survive a crash. Fails if anything
     /// is at `path` already.
+    /// Client tokens among them act as `user` (`None`: the default account).
     pub fn create_temporary(
         path: &Path,
         tokens: &[(&str, Role)],
+        user: Option<&str>,
     ) -> Result<(TokenStore, Vec<(String, TokenInfo)>), TokenError> {
         if fs::symlink_metadata(path).is_ok() {
             return Err(TokenError::Io {
@@ -250,8 +358,22 @@ impl TokenStore {
             });
         }
         let store = TokenStore::empty(path, false);
-        let added = store.add_several(tokens)?;
+        let added = store.add_several(tokens, user)?;
         Ok((store, added))
+    }
+
+    /// Makes `user` the account of the tokens that name none (`MYMCP_DEFAULT_USER`).
+    pub fn with_default_user(mut self, user: &str) -> Result<TokenStore, TokenError> {
+        if !valid_user(user) {
+            return Err(TokenError::InvalidUser(user.to_owned()));
+        }
+        self.default_user = user.to_owned();
+        Ok(self)
+    }
+
+    /// The account of the tokens that name none.
+    pub fn default_user(&self) -> &str {
+        &self.default_user
     }
 
     fn empty(path: &Path, durable: bool) -> TokenStore {
@@ -266,6 +388,7 @@ impl TokenStore {
             }),
             durable,
             delegated: OnceLock::new(),
+            default_user: BUILTIN_DEFAULT_USER.to_owned(),
         }
     }
 
@@ -384,6 +507,11 @@ impl TokenStore {
 
     /// Looks a digest up. Disabled tokens are treated as unknown. Records the use in memory.
     pub fn lookup(&self, digest: &TokenDigest) -> Option<Identity> {
+        self.holder(digest).map(|h| h.identity)
+    }
+
+    /// [`TokenStore::lookup`] with the account the token acts as.
+    pub fn holder(&self, digest: &TokenDigest) -> Option<Holder> {
         let mut inner = self.inner.lock().expect("token store lock");
         self.refresh(&mut inner);
         let entry = inner.entries.get_mut(digest)?;
@@ -391,12 +519,20 @@ impl TokenStore {
             return None;
         }
         entry.last_used = Some(clock::now_rfc3339());
-        let id = Identity {
-            name: entry.name.clone(),
-            role: entry.role,
+        let holder = Holder {
+            identity: Identity {
+                name: entry.name.clone(),
+                role: entry.role,
+            },
+            user: entry
+                .user
+                .clone()
+                .unwrap_or_else(|| self.default_user.clone()),
+            limits: entry.limits,
+            view: entry.view.clone(),
         };
         inner.last_used_dirty = true;
-        Some(id)
+        Some(holder)
     }
 
     /// Answers for `delegated`'s credentials too, from now on (once; later calls are ignored).
@@ -404,12 +540,12 @@ impl TokenStore {
         let _ = self.delegated.set(delegated);
     }
 
-    /// Looks a digest up as [`TokenStore::lookup`] does, then among the delegated
+    /// Looks a digest up as [`TokenStore::holder`] does, then among the delegated
     /// credentials: the holder, and the key of what it does (the digest itself for a token
     /// of this store).
-    pub fn authenticate(&self, digest: &TokenDigest) -> Option<(Identity, TokenDigest)> {
-        if let Some(identity) = self.lookup(digest) {
-            return Some((identity, *digest));
+    pub fn authenticate(&self, digest: &TokenDigest) -> Option<(Holder, TokenDigest)> {
+        if let Some(holder) = self.holder(digest) {
+            return Some((holder, *digest));
         }
         self.delegated.get()?.authenticate(digest)
     }
@@ -428,18 +564,70 @@ impl TokenStore {
             .collect()
     }
 
-    /// Creates a token and returns its value (shown once) with its listing.
+    /// Creates a token acting as the default account and returns its value (shown once) with
+    /// its listing.
     pub fn add(&self, name: &str, role: Role) -> Result<(String, TokenInfo), TokenError> {
-        let mut added = self.add_several(&[(name, role)])?;
+        self.add_as(name, role, None)
+    }
+
+    /// Creates a token acting as `user` (`None`: the default account, which is then not
+    /// written down) and returns its value (shown once) with its listing. Admin and metrics
+    /// tokens act as no account: `user` is not recorded for them.
+    pub fn add_as(
+        &self,
+        name: &str,
+        role: Role,
+        user: Option<&str>,
+    ) -> Result<(String, TokenInfo), TokenError> {
+        self.add_limited(
+            name,
+            role,
+            user,
+            TokenLimits::default(),
+            TokenView::default(),
+        )
+    }
+
+    /// [`TokenStore::add_as`] with the token's own limits and view for its commands (client
+    /// tokens only; checked with [`TokenLimits::check`] and [`TokenView::check`]).
+    pub fn add_limited(
+        &self,
+        name: &str,
+        role: Role,
+        user: Option<&str>,
+        limits: TokenLimits,
+        view: TokenView,
+    ) -> Result<(String, TokenInfo), TokenError> {
+        let confined = !(limits.is_default() && view.is_default());
+        if confined && !role.is_client() {
+            return Err(TokenError::LimitsOnNonClient);
+        }
+        limits.check().map_err(TokenError::InvalidLimits)?;
+        view.check().map_err(TokenError::InvalidLimits)?;
+        let mut added = self.add_entries(&[(name, role)], user, limits, view)?;
         Ok(added.remove(0))
     }
 
     /// Creates several tokens in one write of the file (`mymcpctl serve` makes two before the
-    /// executor starts). All or none are added.
+    /// executor starts); the client tokens among them act as `user`. All or none are added.
     pub fn add_several(
         &self,
         tokens: &[(&str, Role)],
+        user: Option<&str>,
     ) -> Result<Vec<(String, TokenInfo)>, TokenError> {
+        self.add_entries(tokens, user, TokenLimits::default(), TokenView::default())
+    }
+
+    fn add_entries(
+        &self,
+        tokens: &[(&str, Role)],
+        user: Option<&str>,
+        limits: TokenLimits,
+        view: TokenView,
+    ) -> Result<Vec<(String, TokenInfo)>, TokenError> {
+        if let Some(u) = user.filter(|u| !valid_user(u)) {
+            return Err(TokenError::InvalidUser(u.to_owned()));
+        }
         let mut created = Vec::with_capacity(tokens.len());
         for &(name, role) in tokens {
             if name.is_empty()
@@ -455,6 +643,17 @@ impl TokenStore {
                 created_at: clock::now_rfc3339(),
                 last_used: None,
                 enabled: true,
+                user: user.filter(|_| role.is_client()).map(str::to_owned),
+                limits: if role.is_client() {
+                    limits
+                } else {
+                    TokenLimits::default()
+                },
+                view: if role.is_client() {
+                    view.clone()
+                } else {
+                    TokenView::default()
+                },
             };
             created.push((digest(&token), token, entry));
         }
@@ -472,7 +671,7 @@ impl TokenStore {
         }
         Ok(created
             .into_iter()
-            .map(|(d, token, entry)| (token, info(&d, &entry)))
+            .map(|(d, token, entry)| (token, self.info(&d, &entry)))
             .collect())
     }
 
@@ -480,7 +679,7 @@ impl TokenStore {
     pub fn list(&self) -> Vec<TokenInfo> {
         let mut inner = self.inner.lock().expect("token store lock");
         self.refresh(&mut inner);
-        let mut out: Vec<TokenInfo> = inner.entries.iter().map(|(d, e)| info(d, e)).collect();
+        let mut out: Vec<TokenInfo> = inner.entries.iter().map(|(d, e)| self.info(d, e)).collect();
         out.sort_by(|a, b| (&a.created_at, &a.name, &a.id).cmp(&(&b.created_at, &b.name, &b.id)));
         out
     }
@@ -525,7 +724,7 @@ impl TokenStore {
             inner.retired.truncate(retired_before);
             return Err(e);
         }
-        Ok(info(&d, &entry))
+        Ok(self.info(&d, &entry))
     }
 
     /// The listing of the token `selector` names (value or id prefix), if any.
@@ -534,7 +733,7 @@ impl TokenStore {
         self.refresh(&mut inner);
         if selector.starts_with(TOKEN_PREFIX) {
             let d = digest(selector);
-            return inner.entries.get(&d).map(|e| info(&d, e));
+            return inner.entries.get(&d).map(|e| self.info(&d, e));
         }
         let sel = selector.to_ascii_lowercase();
         if sel.len() < 6 || !sel.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -545,7 +744,7 @@ impl TokenStore {
             .iter()
             .filter(|(d, _)| hex(&d.0).starts_with(&sel));
         let (d, e) = matches.next()?;
-        matches.next().is_none().then(|| info(d, e))
+        matches.next().is_none().then(|| self.info(d, e))
     }
 
     /// Creates a token of `role` named after the role and removes every other token of that
@@ -575,6 +774,9 @@ impl TokenStore {
             created_at: clock::now_rfc3339(),
             last_used: None,
             enabled: true,
+            user: None,
+            limits: TokenLimits::default(),
+            view: TokenView::default(),
         };
         inner.entries.insert(d, entry.clone());
         if let Err(e) = self.save(&mut inner) {
@@ -582,7 +784,7 @@ impl TokenStore {
             inner.retired = retired_before;
             return Err(e);
         }
-        Ok((token, info(&d, &entry), old.len()))
+        Ok((token, self.info(&d, &entry), old.len()))
     }
 
     /// Removes every token of `role` (`disable-metrics`). Returns how many.
@@ -688,6 +890,11 @@ impl TokenStore {
         self.save(&mut inner)
     }
 
+    /// The listing of one entry; its account is the default one when it names none.
+    fn info(&self, d: &TokenDigest, e: &Entry) -> TokenInfo {
+        info(d, e, &self.default_user)
+    }
+
     fn refuse_if_corrupt(&self, inner: &Inner) -> Result<(), TokenError> {
         match &inner.corrupt {
             Some(reason) => Err(TokenError::Corrupt {
@@ -757,12 +964,29 @@ fn parse_store(bytes: &[u8]) -> Result<(HashMap<TokenDigest, Entry>, Vec<String>
             .ok_or_else(|| format!("token {:?}: sha256 is not 64 hex digits", t.name))?;
         let role = Role::parse(&t.role)
             .ok_or_else(|| format!("token {:?}: unknown role {:?}", t.name, t.role))?;
+        if let Some(u) = t.user.as_deref().filter(|u| !valid_user(u)) {
+            return Err(format!("token {:?}: invalid account name {u:?}", t.name));
+        }
+        let limits = t.limits.limits();
+        limits
+            .check()
+            .map_err(|why| format!("token {:?}: invalid limits: {why}", t.name))?;
+        let view = TokenView {
+            write_roots: t.write_roots,
+            hide: t.hide,
+            no_network: t.no_network,
+        };
+        view.check()
+            .map_err(|why| format!("token {:?}: invalid view: {why}", t.name))?;
         let entry = Entry {
             name: t.name,
             role,
             created_at: t.created_at,
             last_used: t.last_used,
             enabled: t.enabled,
+            user: t.user,
+            limits,
+            view,
         };
         if entries.insert(TokenDigest(d), entry).is_some() {
             return Err(format!("digest {} appears twice", t.sha256));
@@ -782,6 +1006,11 @@ fn render_store(entries: &HashMap<TokenDigest, Entry>, retired: &[String]) -> Ve
             created_at: e.created_at.clone(),
             last_used: e.last_used.clone(),
             enabled: e.enabled,
+            user: e.user.clone(),
+            limits: StoredLimits::of(&e.limits),
+            write_roots: e.view.write_roots.clone(),
+            hide: e.view.hide.clone(),
+            no_network: e.view.no_network,
         })
         .collect();
     tokens.sort_by(|a, b| {
@@ -812,7 +1041,10 @@ pub mod fuzzing {
         let (entries, retired) = parse_store(bytes)?;
         let mut sorted: Vec<_> = entries.iter().collect();
         sorted.sort_by_key(|a| a.0 .0);
-        let list: Vec<TokenInfo> = sorted.into_iter().map(|(d, e)| info(d, e)).collect();
+        let list: Vec<TokenInfo> = sorted
+            .into_iter()
+            .map(|(d, e)| info(d, e, BUILTIN_DEFAULT_USER))
+            .collect();
         let rendered = render_store(&entries, &retired);
         Ok((list, retired, rendered))
     }
@@ -833,17 +1065,28 @@ fn entry_of(t: ImportedToken) -> Entry {
         created_at: t.created_at,
         last_used: t.last_used,
         enabled: t.enabled,
+        user: None,
+        limits: TokenLimits::default(),
+        view: TokenView::default(),
     }
 }
 
-fn info(d: &TokenDigest, e: &Entry) -> TokenInfo {
+fn info(d: &TokenDigest, e: &Entry, default_user: &str) -> TokenInfo {
     TokenInfo {
         id: hex(&d.0[..ID_LEN / 2]),
         name: e.name.clone(),
         role: e.role,
+        user: match (&e.user, e.role.is_client()) {
+            (Some(u), _) => u.clone(),
+            (None, true) => default_user.to_owned(),
+            // Admin and metrics tokens run no tool: they act as no account.
+            (None, false) => String::new(),
+        },
         created_at: e.created_at.clone(),
         last_used: e.last_used.clone(),
         enabled: e.enabled,
+        limits: e.limits,
+        view: e.view.clone(),
     }
 }
 
@@ -909,7 +1152,7 @@ mod tests {
     fn several_tokens_are_added_together_or_not_at_all() {
         let (dir, s) = store();
         let added = s
-            .add_several(&[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)])
+            .add_several(&[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)], None)
             .unwrap();
         assert_eq!(added.len(), 2);
         assert_ne!(added[0].0, added[1].0);
@@ -921,7 +1164,7 @@ mod tests {
         }
         // One bad name: nothing is added.
         assert!(matches!(
-            s.add_several(&[("fine", Role::Ro), ("", Role::Ro)]),
+            s.add_several(&[("fine", Role::Ro), ("", Role::Ro)], None),
             Err(TokenError::InvalidName(_))
         ));
         assert_eq!(other.count(), 2);
@@ -934,6 +1177,7 @@ mod tests {
         let (_s, added) = TokenStore::create_temporary(
             &path,
             &[("temp-admin", Role::Admin), ("temp-rw", Role::Rw)],
+            None,
         )
         .unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode();
@@ -946,7 +1190,7 @@ mod tests {
             assert!(!text.contains(&token[4..]));
         }
         let before = fs::read(&path).unwrap();
-        let again = TokenStore::create_temporary(&path, &[("x", Role::Rw)]);
+        let again = TokenStore::create_temporary(&path, &[("x", Role::Rw)], None);
         assert!(matches!(again, Err(TokenError::Io { .. })));
         assert_eq!(fs::read(&path).unwrap(), before, "left as it was");
         let leftovers = fs::read_dir(dir.path()).unwrap().count();
@@ -1075,6 +1319,79 @@ mod tests {
     }
 
     #[test]
+    fn every_client_token_acts_as_an_account_and_old_entries_as_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        // A store of an earlier version: no account anywhere.
+        let old = TokenStore::open(&path).unwrap();
+        let (legacy, _) = old.add("legacy", Role::Rw).unwrap();
+        drop(old);
+        assert!(!fs::read_to_string(&path).unwrap().contains("\"user\""));
+
+        let s = TokenStore::open(&path).unwrap();
+        assert_eq!(s.default_user(), "root");
+        assert_eq!(s.holder(&digest(&legacy)).unwrap().user, "root");
+        let (alice, info) = s.add_as("a", Role::Ro, Some("alice")).unwrap();
+        assert_eq!(info.user, "alice");
+        let (admin, info) = s.add_as("adm", Role::Admin, Some("alice")).unwrap();
+        assert_eq!(info.user, "", "admin tokens act as no account");
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"user\": \"alice\"").count(), 1, "{text}");
+
+        // The default applies to tokens that name no account, whenever it is set.
+        let s = TokenStore::open(&path)
+            .unwrap()
+            .with_default_user("tools")
+            .unwrap();
+        assert_eq!(s.holder(&digest(&legacy)).unwrap().user, "tools");
+        assert_eq!(s.holder(&digest(&alice)).unwrap().user, "alice");
+        assert_eq!(s.holder(&digest(&admin)).unwrap().user, "tools");
+        let listed: Vec<(String, String)> =
+            s.list().into_iter().map(|t| (t.name, t.user)).collect();
+        assert!(
+            listed.contains(&("legacy".into(), "tools".into())),
+            "{listed:?}"
+        );
+        assert!(listed.contains(&("a".into(), "alice".into())), "{listed:?}");
+        // Written back (last_used), the entry without an account still names none.
+        s.flush().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"user\"").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn account_names_are_checked_in_the_store_and_the_file() {
+        let (dir, s) = store();
+        for bad in ["", "a b", "-x", "a:b", "../a", "a\nb", &"u".repeat(257)] {
+            assert!(
+                matches!(
+                    s.add_as("t", Role::Rw, Some(bad)),
+                    Err(TokenError::InvalidUser(_))
+                ),
+                "{bad:?}"
+            );
+            assert!(TokenStore::open(&dir.path().join("x.json"))
+                .unwrap()
+                .with_default_user(bad)
+                .is_err());
+        }
+        for good in ["alice", "svc-backup", "ad.user@example.com", "DOMAIN\\bob"] {
+            s.add_as("t", Role::Rw, Some(good)).unwrap();
+        }
+        let path = dir.path().join("tokens.json");
+        let text = fs::read_to_string(&path).unwrap().replacen(
+            "\"user\": \"alice\"",
+            "\"user\": \"a:b\"",
+            1,
+        );
+        fs::write(dir.path().join("bad.json"), text).unwrap();
+        assert!(matches!(
+            TokenStore::open(&dir.path().join("bad.json")),
+            Err(TokenError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
     fn bad_names_are_refused() {
         let (_d, s) = store();
         assert!(matches!(
@@ -1103,5 +1420,76 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["imported", "ok"]);
+    }
+
+    #[test]
+    fn limits_are_stored_and_old_stores_read_as_the_defaults() {
+        let (dir, s) = store();
+        let (plain, _) = s.add("plain", Role::Rw).unwrap();
+        let own = TokenLimits {
+            memory_max_mib: Some(256),
+            tasks_max: Some(0),
+            cpu_max_percent: None,
+            timeout_max_secs: Some(60),
+        };
+        let (tight, info) = s
+            .add_limited("tight", Role::Rw, None, own, TokenView::default())
+            .unwrap();
+        assert_eq!(info.limits, own);
+        let text = fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+        assert!(text.contains(r#""memory_max_mib": 256"#), "{text}");
+        assert_eq!(
+            text.matches("\"limits\"").count(),
+            1,
+            "only set limits are written: {text}"
+        );
+        let again = TokenStore::open(&dir.path().join("tokens.json")).unwrap();
+        assert_eq!(again.holder(&digest(&tight)).unwrap().limits, own);
+        assert!(again.holder(&digest(&plain)).unwrap().limits.is_default());
+        // Refused: bad values, limits on a token that runs no command.
+        let bad = TokenLimits {
+            timeout_max_secs: Some(0),
+            ..TokenLimits::default()
+        };
+        assert!(matches!(
+            s.add_limited("b", Role::Rw, None, bad, TokenView::default()),
+            Err(TokenError::InvalidLimits(_))
+        ));
+        assert!(matches!(
+            s.add_limited("a", Role::Admin, None, own, TokenView::default()),
+            Err(TokenError::LimitsOnNonClient)
+        ));
+        // A hand-edited store with an unknown limit field does not parse.
+        let broken = text.replace("memory_max_mib", "memory_maximum");
+        assert!(parse_store(broken.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn views_are_stored_and_checked() {
+        let (dir, s) = store();
+        let view = TokenView {
+            write_roots: vec!["/srv/app".into(), "/tmp".into()],
+            hide: vec!["/etc/ssl/private".into()],
+            no_network: true,
+        };
+        let (token, info) = s
+            .add_limited("web", Role::Rw, None, TokenLimits::default(), view.clone())
+            .unwrap();
+        assert_eq!(info.view, view);
+        let text = fs::read_to_string(dir.path().join("tokens.json")).unwrap();
+        assert!(text.contains(r#""no_network": true"#), "{text}");
+        let again = TokenStore::open(&dir.path().join("tokens.json")).unwrap();
+        assert_eq!(again.holder(&digest(&token)).unwrap().view, view);
+        let bad = TokenView {
+            write_roots: vec!["srv".into()],
+            ..TokenView::default()
+        };
+        assert!(matches!(
+            s.add_limited("b", Role::Rw, None, TokenLimits::default(), bad),
+            Err(TokenError::InvalidLimits(_))
+        ));
+        // A hand-edited relative path does not load.
+        let broken = text.replace("\"/srv/app\"", "\"srv/app\"");
+        assert!(parse_store(broken.as_bytes()).is_err());
     }
 }

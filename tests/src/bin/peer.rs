@@ -58,8 +58,22 @@ fn answer(s: &mut UnixStream) -> bool {
             FrontendResponse::TransferProbe(Ok(_)) => println!("Probe Ok id={id}"),
             FrontendResponse::TransferProbe(Err(e)) => println!("Probe Err {} id={id}", e.kind),
             FrontendResponse::Acknowledged(b) => println!("Acknowledged {b} id={id}"),
+            FrontendResponse::Jobs(jobs) => println!("Jobs {} id={id}", jobs.len()),
+            FrontendResponse::OAuth(o) => {
+                let kind = format!("{o:?}");
+                let kind = kind.split(['(', ' ', '{']).next().unwrap_or("");
+                println!("OAuth {kind} id={id}")
+            }
             FrontendResponse::Offer(o) => {
                 println!("Offer server_overview={} id={id}", o.server_overview)
+            }
+            FrontendResponse::Traced(t) => {
+                println!("Traced spans={} id={id}", t.spans.as_slice().len())
+            }
+            FrontendResponse::AuditRecords(a) => {
+                let kind = format!("{a:?}");
+                let kind = kind.split(['(', ' ', '{']).next().unwrap_or("");
+                println!("AuditRecords {kind} id={id}")
             }
         },
         Ok(ServerFrame::Progress { id, .. }) => println!("Progress id={id}"),
@@ -114,6 +128,7 @@ fn bash(token: TokenDigest, command: &str) -> FrontendRequest {
             working_dir: None,
             max_output_bytes: None,
             background: false,
+            handoff_after: None,
         }),
     }
 }
@@ -142,7 +157,7 @@ fn flood(path: &str, n: u64) -> (u64, bool, usize, Option<UnixStream>) {
         while sent < n {
             // At most 16 requests per millisecond per connection: the executor answers them
             // as fast as they come, so few are unanswered at any time.
-            if id % 16 == 0 {
+            if id.is_multiple_of(16) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let bytes = frame::encode(&Req::Request {
@@ -365,9 +380,17 @@ fn main() {
             } else {
                 FrontendRequest::Admin {
                     token: digest_of(arg),
+                    origin: CallOrigin {
+                        peer: "evil".into(),
+                        request_id: "evil".into(),
+                    },
                     op: mymcp_protocol::AdminOp::Create {
                         name: "forged".into(),
                         role: mymcp_protocol::Role::Rw,
+                        // Root's rights, asked for without an admin token.
+                        user: Some("root".into()),
+                        limits: Default::default(),
+                        view: Default::default(),
                     },
                 }
             };
@@ -410,6 +433,10 @@ fn main() {
                         body: FrontendRequest::Probe {
                             grant,
                             direction: mymcp_protocol::Direction::Download,
+                            origin: CallOrigin {
+                                peer: "127.0.0.1".into(),
+                                request_id: "peer".into(),
+                            },
                         },
                     },
                 );
@@ -540,6 +567,40 @@ fn main() {
                 };
                 let _ = s.write_all(bytes);
                 answer(&mut s);
+            }
+        }
+        // A call that continues a trace ("DIGEST:MARKER:TRACE"): TRACE is `zero` (an all-zero
+        // trace id, which must not decode), or `sampled`/`unsampled`. Then the OTLP export's
+        // requests, which the executor serves only when its operator enabled them.
+        "traced" => {
+            let mut parts = arg.splitn(3, ':');
+            let (hex, marker, kind) = (
+                parts.next().expect("DIGEST"),
+                parts.next().expect("MARKER"),
+                parts.next().expect("TRACE"),
+            );
+            if hello(&mut s) {
+                let trace = mymcp_protocol::TraceContext {
+                    trace_id: mymcp_protocol::TraceId(if kind == "zero" {
+                        [0; 16]
+                    } else {
+                        [7; 16]
+                    }),
+                    parent: mymcp_protocol::SpanId([9; 8]),
+                    sampled: kind == "sampled",
+                };
+                let body =
+                    bash(parse_digest(hex), &format!("touch {marker}")).with_trace(Some(trace));
+                send(&mut s, &Req::Request { id: 1, body });
+                if answer(&mut s) {
+                    for (id, body) in [
+                        (2, FrontendRequest::AuditRecords { from: 0 }),
+                        (3, FrontendRequest::TelemetryMetrics),
+                    ] {
+                        send(&mut s, &Req::Request { id, body });
+                        answer(&mut s);
+                    }
+                }
             }
         }
         // A zero-length frame after the handshake.
@@ -690,7 +751,14 @@ fn main() {
                 mymcp_protocol::Direction::Download
             };
             let body = match op {
-                "probe" => FrontendRequest::Probe { grant, direction },
+                "probe" => FrontendRequest::Probe {
+                    grant,
+                    direction,
+                    origin: CallOrigin {
+                        peer: "evil".into(),
+                        request_id: "evil".into(),
+                    },
+                },
                 "redeem" => FrontendRequest::Redeem {
                     grant,
                     direction,
@@ -910,6 +978,7 @@ fn main() {
                         working_dir: None,
                         max_output_bytes: None,
                         background: false,
+                        handoff_after: None,
                     }),
                 };
                 send(&mut s, &Req::Request { id: 1, body });

@@ -214,17 +214,19 @@ async fn serve(
 
 /// The canned answer, or `None` to leave the request pending.
 fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
+    let (request, _trace) = request.split_trace();
     Some(match request {
         FrontendRequest::Identify { token } => match identity_of(&token) {
             Some(identity) => FrontendResponse::Identity(identity),
             None => FrontendResponse::Unauthenticated,
         },
-        FrontendRequest::Admin { token, op } => {
+        FrontendRequest::Admin { token, op, .. } => {
             use mymcp_protocol::{AdminOp, AdminOutcome};
             if identity_of(&token).map(|i| i.role) != Some(Role::Admin) {
                 return Some(FrontendResponse::Admin(AdminOutcome::Forbidden));
             }
             FrontendResponse::Admin(match op {
+                AdminOp::Check => AdminOutcome::Allowed,
                 AdminOp::List => AdminOutcome::Tokens(Vec::new()),
                 AdminOp::Create { .. } => {
                     AdminOutcome::Failed("the fake executor creates no tokens".into())
@@ -234,6 +236,12 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
         }
         FrontendRequest::Refused { token, failure, .. } => match identity_of(&token) {
             Some(i) if i.role.is_client() => FrontendResponse::Tool(Err(failure)),
+            _ => FrontendResponse::Unauthenticated,
+        },
+        // The fake executor runs no jobs.
+        FrontendRequest::OAuth(_) => FrontendResponse::Unauthenticated,
+        FrontendRequest::Jobs { token } => match identity_of(&token) {
+            Some(i) if i.role.is_client() => FrontendResponse::Jobs(Vec::new()),
             _ => FrontendResponse::Unauthenticated,
         },
         // The fake host has an overview: every tool is listed.
@@ -285,6 +293,7 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                     exit_code: if b.command == "sleep-out" { -1 } else { 0 },
                     timed_out: b.command == "sleep-out",
                     timeout_secs: b.timeout.unwrap_or(30).clamp(1, 600) as u32,
+                    limit_hit: None,
                 })),
                 ToolCall::ReadFile(r) if r.file_path == "/missing" => Err(ToolFailure::new(
                     ErrorCode::FileNotFoundError,
@@ -331,6 +340,13 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             "Mint a new ticket.",
         ))),
         FrontendRequest::CommitUpload { .. } => FrontendResponse::Acknowledged(false),
+        FrontendRequest::AuditRecords { .. } => {
+            FrontendResponse::AuditRecords(mymcp_protocol::AuditRecords::Off)
+        }
+        FrontendRequest::TelemetryMetrics => {
+            FrontendResponse::Metrics(mymcp_protocol::MetricsOutcome::Disabled)
+        }
+        FrontendRequest::Traced { .. } => return None,
     })
 }
 
