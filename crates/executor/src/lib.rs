@@ -49,6 +49,7 @@ mod jobs;
 mod limits;
 mod metrics;
 mod mounts;
+mod oauth;
 mod overview;
 mod paths;
 mod search;

@@ -29,8 +29,7 @@ pub(crate) fn unhex32(s: &str) -> Option<[u8; 32]> {
 
 /// Base64url without padding (RFC 4648 §5), as PKCE's S256 uses it.
 pub(crate) fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let n = chunk
@@ -47,7 +46,8 @@ pub(crate) fn base64url(bytes: &[u8]) -> String {
 /// Whether `verifier` is a PKCE code verifier (RFC 7636 §4.1) whose S256 challenge is
 /// `challenge`. Compared in constant time.
 pub(crate) fn pkce_matches(verifier: &str, challenge: &str) -> bool {
-    let shaped = (mymcp_protocol::oauth::MIN_VERIFIER_LEN..=mymcp_protocol::oauth::MAX_VERIFIER_LEN)
+    let shaped = (mymcp_protocol::oauth::MIN_VERIFIER_LEN
+        ..=mymcp_protocol::oauth::MAX_VERIFIER_LEN)
         .contains(&verifier.len())
         && verifier
             .bytes()
@@ -141,9 +141,10 @@ pub(crate) fn redirect_uri_problem(uri: &str) -> Option<&'static str> {
     let Some((scheme, host)) = scheme_and_host(uri) else {
         return Some("a redirect URI is an absolute URI");
     };
-    if uri.split_once("//").is_some_and(|(_, rest)| {
-        rest.split(['/', '?']).next().unwrap_or("").contains('@')
-    }) {
+    if uri
+        .split_once("//")
+        .is_some_and(|(_, rest)| rest.split(['/', '?']).next().unwrap_or("").contains('@'))
+    {
         return Some("a redirect URI has no user information");
     }
     match scheme.as_str() {
@@ -197,10 +198,18 @@ mod tests {
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert_eq!(base64url(&Sha256::digest(verifier.as_bytes())), challenge);
         assert!(pkce_matches(verifier, challenge));
-        assert!(!pkce_matches("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK", challenge));
-        assert!(!pkce_matches("short", &base64url(&Sha256::digest(b"short"))));
+        assert!(!pkce_matches(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK",
+            challenge
+        ));
+        assert!(!pkce_matches(
+            "short",
+            &base64url(&Sha256::digest(b"short"))
+        ));
         assert!(is_s256_challenge(challenge));
-        assert!(!is_s256_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c="));
+        assert!(!is_s256_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c="
+        ));
         assert_eq!(base64url(b"f"), "Zg");
         assert_eq!(base64url(b"fo"), "Zm8");
         assert_eq!(base64url(b"foo"), "Zm9v");
@@ -242,16 +251,25 @@ mod tests {
             with_query("https://c/cb", &[("code", "a b&c"), ("state", "x=y")]),
             "https://c/cb?code=a%20b%26c&state=x%3Dy"
         );
-        assert_eq!(with_query("https://c/cb?x=1", &[("a", "b")]), "https://c/cb?x=1&a=b");
+        assert_eq!(
+            with_query("https://c/cb?x=1", &[("a", "b")]),
+            "https://c/cb?x=1&a=b"
+        );
     }
 
     #[test]
     fn approval_codes_are_typed_back_in_any_case_and_spacing() {
         let code = approval_code([0x12, 0x34, 0x56, 0x78, 0x9a]);
         assert_eq!(code.len(), 9);
-        assert_eq!(normalize_approval_code(&code).as_deref(), Some(code.as_str()));
+        assert_eq!(
+            normalize_approval_code(&code).as_deref(),
+            Some(code.as_str())
+        );
         let typed = code.to_lowercase().replace('-', " ");
-        assert_eq!(normalize_approval_code(&typed).as_deref(), Some(code.as_str()));
+        assert_eq!(
+            normalize_approval_code(&typed).as_deref(),
+            Some(code.as_str())
+        );
         assert_eq!(normalize_approval_code("ABCD-EFG"), None);
         assert_eq!(normalize_approval_code("ABCD-EFG0"), None);
         for seed in 0u8..=255 {
