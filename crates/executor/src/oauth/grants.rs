@@ -218,6 +218,11 @@ impl Grants {
         self.lock().revoke(id)
     }
 
+    /// The role of grant `id`, if it lives.
+    pub(crate) fn role(&self, id: u64) -> Option<Role> {
+        self.lock().grants.get(&id).map(|g| g.info.role)
+    }
+
     /// The live grants.
     pub(crate) fn list(&self, now: Instant) -> Vec<(u64, GrantInfo)> {
         let mut inner = self.lock();

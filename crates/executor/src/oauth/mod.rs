@@ -1,12 +1,16 @@
 //! OAuth 2.1 (issue 23, being built): the authorization server's state lives in the executor,
 //! which alone mints, stores (as digests), checks and revokes codes and tokens. So far, each
 //! with unit tests that attack it: the text helpers ([`text`]), the requests waiting for a
-//! person ([`pending`]), the authorization codes ([`codes`]) and the grants with their
-//! rotating tokens ([`grants`]).
+//! person ([`pending`]), the authorization codes ([`codes`]), the grants with their
+//! rotating tokens ([`grants`]), and the decisions on each request ([`server`]: authorize,
+//! consent, approve by code, deny, exchange, refresh, revoke; flows tested end to end in
+//! process). Not yet: dynamic registration, PAM, persistence across restarts, the frontend's
+//! endpoints and pages, metadata, audit records, ACME.
 
 #![allow(dead_code)] // Wired into dispatch when the authorization server is.
 
 pub(crate) mod codes;
 pub(crate) mod grants;
 pub(crate) mod pending;
+pub(crate) mod server;
 pub(crate) mod text;

@@ -1,0 +1,576 @@
+//! The authorization server's decisions: each [`OAuthRequest`] the frontend forwards and each
+//! [`OAuthControl`] `mymcpctl oauth` sends, answered from the tables of this module's siblings.
+//! Nothing here talks to the network or the disk; the caller brings the clock and the random
+//! bytes (so the tests drive whole flows).
+
+use super::codes::{self, Codes, Exchange, Refused};
+use super::grants::{GrantInfo, Grants, RefreshRefused};
+use super::pending::{ApproveRefused, Fresh, Pending, Request, Stage};
+use super::text;
+use mymcp_protocol::oauth::{
+    AuthorizeParams, ClientAuth, ClientMetadata, OAuthControl, OAuthControlOutcome, OAuthError,
+    OAuthErrorCode, OAuthOutcome, OAuthRequest, PendingInfo, TokenSet, Waiting,
+};
+use mymcp_protocol::Role;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Random bytes on demand (the executor's `getrandom`; a counter in tests).
+pub(crate) type Random = Box<dyn Fn(&mut [u8]) + Send + Sync>;
+
+/// The authorization server of one issuer.
+pub(crate) struct Server {
+    /// The issuer (RFC 8414, RFC 9207 `iss`): the public base URL.
+    issuer: String,
+    /// The resource tokens are for (RFC 8707): the canonical URL of `/mcp`.
+    resource: String,
+    pending: Pending,
+    codes: Codes,
+    grants: Arc<Grants>,
+    random: Random,
+}
+
+fn error(code: OAuthErrorCode, description: &str) -> OAuthOutcome {
+    OAuthOutcome::Error(OAuthError {
+        code,
+        description: description.to_owned(),
+        redirect: None,
+    })
+}
+
+impl Server {
+    pub(crate) fn new(issuer: String, resource: String, random: Random) -> Server {
+        Server {
+            issuer,
+            resource,
+            pending: Pending::default(),
+            codes: Codes::default(),
+            grants: Arc::default(),
+            random,
+        }
+    }
+
+    /// The grants, for the token store to answer for ([`mymcp_tokens::TokenStore::delegate`]).
+    pub(crate) fn grants(&self) -> Arc<Grants> {
+        Arc::clone(&self.grants)
+    }
+
+    fn bytes<const N: usize>(&self) -> [u8; N] {
+        let mut b = [0u8; N];
+        (self.random)(&mut b);
+        b
+    }
+
+    /// Answers one request of the frontend.
+    pub(crate) fn handle(&self, request: OAuthRequest, now: Instant) -> OAuthOutcome {
+        match request {
+            OAuthRequest::Authorize {
+                params, document, ..
+            } => self.authorize(params, document, now),
+            OAuthRequest::Consent { request } => match self.pending.consent(&request, now) {
+                None => error(
+                    OAuthErrorCode::InvalidRequest,
+                    "this authorization request is unknown or has expired; start again from the client",
+                ),
+                Some((req, Stage::Waiting { approval_code, csrf })) => {
+                    OAuthOutcome::Waiting(Waiting {
+                        approval_code,
+                        client_id: req.client_id,
+                        client_name: req.client_name,
+                        redirect_uri: req.redirect_uri,
+                        scope: req.scope,
+                        csrf,
+                        pam: false,
+                        expires_in: super::pending::PENDING_TTL.as_secs(),
+                        notice: None,
+                    })
+                }
+                Some((req, Stage::Approved { user, role })) => self.approved(req, user, role, now),
+                Some((req, Stage::Denied)) => OAuthOutcome::Redirect(self.redirect(
+                    &req,
+                    &[("error", OAuthErrorCode::AccessDenied.as_str())],
+                )),
+            },
+            OAuthRequest::Deny { request, csrf } => {
+                if self.pending.deny(&request, &csrf, now) {
+                    self.handle(OAuthRequest::Consent { request }, now)
+                } else {
+                    error(OAuthErrorCode::InvalidRequest, "nothing to deny")
+                }
+            }
+            OAuthRequest::Exchange {
+                code,
+                client,
+                redirect_uri,
+                verifier,
+                resource,
+                ..
+            } => {
+                if let Some(e) = public_client(&client) {
+                    return e;
+                }
+                let exchange = Exchange {
+                    client_id: &client.client_id,
+                    redirect_uri: &redirect_uri,
+                    verifier: &verifier,
+                    resource: resource.as_deref(),
+                };
+                match self.codes.redeem(&code, &exchange, now) {
+                    Ok(a) => {
+                        let info = GrantInfo {
+                            client_id: a.client_id,
+                            user: a.user,
+                            role: a.role,
+                            resource: a.resource,
+                        };
+                        let role = info.role;
+                        let random = [self.bytes(), self.bytes(), self.bytes()];
+                        match self.grants.create(info, random, now) {
+                            Some(issued) => {
+                                self.codes.issued(&code, issued.grant);
+                                OAuthOutcome::Tokens(TokenSet {
+                                    access_token: issued.access_token,
+                                    refresh_token: issued.refresh_token,
+                                    expires_in: issued.expires_in.as_secs(),
+                                    scope: role,
+                                })
+                            }
+                            None => error(
+                                OAuthErrorCode::TemporarilyUnavailable,
+                                "too many grants; revoke some with mymcpctl oauth revoke",
+                            ),
+                        }
+                    }
+                    Err(Refused::Error(code, why)) => error(code, why),
+                    Err(Refused::Replayed { grant }) => {
+                        if let Some(g) = grant {
+                            self.grants.revoke(g);
+                        }
+                        error(
+                            OAuthErrorCode::InvalidGrant,
+                            "authorization code already used; the tokens issued with it are revoked",
+                        )
+                    }
+                }
+            }
+            OAuthRequest::Refresh {
+                token,
+                client,
+                scope,
+                resource,
+                ..
+            } => {
+                if let Some(e) = public_client(&client) {
+                    return e;
+                }
+                if resource.is_some_and(|r| r != self.resource) {
+                    return error(OAuthErrorCode::InvalidTarget, "tokens are for this server only");
+                }
+                let random = [self.bytes(), self.bytes()];
+                match self
+                    .grants
+                    .refresh(&token, &client.client_id, scope, random, now)
+                {
+                    Ok(issued) => {
+                        let role = self.grants.role(issued.grant).unwrap_or(Role::Ro);
+                        OAuthOutcome::Tokens(TokenSet {
+                            access_token: issued.access_token,
+                            refresh_token: issued.refresh_token,
+                            expires_in: issued.expires_in.as_secs(),
+                            scope: role,
+                        })
+                    }
+                    Err(RefreshRefused::Invalid) => error(
+                        OAuthErrorCode::InvalidGrant,
+                        "unknown, expired or revoked refresh token",
+                    ),
+                    Err(RefreshRefused::Reused { .. }) => error(
+                        OAuthErrorCode::InvalidGrant,
+                        "refresh token already used; the grant is revoked",
+                    ),
+                }
+            }
+            OAuthRequest::Revoke { token, client, .. } => {
+                self.grants.revoke_token(&token, &client.client_id);
+                OAuthOutcome::Revoked
+            }
+            // Dynamic registration and PAM logins come next.
+            OAuthRequest::Register { .. } | OAuthRequest::Login { .. } => error(
+                OAuthErrorCode::TemporarilyUnavailable,
+                "not available on this server yet",
+            ),
+        }
+    }
+
+    /// Answers `mymcpctl oauth …`.
+    pub(crate) fn control(
+        &self,
+        request: OAuthControl,
+        now: Instant,
+    ) -> Result<OAuthControlOutcome, String> {
+        match request {
+            OAuthControl::Pending => Ok(OAuthControlOutcome::Pending(
+                (self.pending.waiting(now).into_iter())
+                    .map(|r| PendingInfo {
+                        approval_code: String::new(),
+                        client_id: r.client_id,
+                        client_name: r.client_name,
+                        redirect_uri: r.redirect_uri,
+                        scope: r.scope,
+                        peer: String::new(),
+                        expires_in: 0,
+                    })
+                    .collect(),
+            )),
+            OAuthControl::Approve { code, user, role } => {
+                let code = text::normalize_approval_code(&code)
+                    .ok_or("not an approval code (ABCD-EFGH, as the page shows it)")?;
+                match self.pending.approve(&code, &user, role, now) {
+                    Ok(r) => Ok(OAuthControlOutcome::Approved {
+                        client_id: r.client_id,
+                        client_name: r.client_name,
+                        redirect_uri: r.redirect_uri,
+                        user,
+                        role: if r.scope == Role::Ro { Role::Ro } else { role },
+                    }),
+                    Err(ApproveRefused::NoSuchCode) => {
+                        Err("no request is waiting with this code (it may have expired)".into())
+                    }
+                    Err(ApproveRefused::TooManyWrongCodes) => Err(
+                        "too many wrong codes were typed; wait, then open the page again".into(),
+                    ),
+                }
+            }
+            _ => Err("not available on this server yet".into()),
+        }
+    }
+
+    fn authorize(
+        &self,
+        params: AuthorizeParams,
+        document: Option<ClientMetadata>,
+        now: Instant,
+    ) -> OAuthOutcome {
+        // Until the redirect URI is known to be the client's, errors are shown, never sent.
+        if let Some(why) = text::redirect_uri_problem(&params.redirect_uri) {
+            return error(OAuthErrorCode::InvalidRequest, why);
+        }
+        let Some(client) = document.filter(|_| text::is_document_client_id(&params.client_id))
+        else {
+            return error(
+                OAuthErrorCode::InvalidClient,
+                "unknown client (only clients with a metadata document for now)",
+            );
+        };
+        if !client.redirect_uris.contains(&params.redirect_uri) {
+            return error(
+                OAuthErrorCode::InvalidRequest,
+                "redirect_uri is not one of the client's",
+            );
+        }
+        let request = Request {
+            client_id: params.client_id,
+            client_name: client.client_name,
+            redirect_uri: params.redirect_uri,
+            state: params.state,
+            challenge: params.code_challenge,
+            scope: params.scope,
+            resource: self.resource.clone(),
+        };
+        if !text::is_s256_challenge(&request.challenge) {
+            return self.redirect_error(&request, OAuthErrorCode::InvalidRequest);
+        }
+        if params.resource.is_some_and(|r| r != self.resource) {
+            return self.redirect_error(&request, OAuthErrorCode::InvalidTarget);
+        }
+        let fresh = Fresh {
+            id: self.bytes(),
+            secret: self.bytes(),
+            csrf: self.bytes(),
+            code: self.bytes(),
+        };
+        match self.pending.open(request.clone(), fresh, now) {
+            Some(r) => OAuthOutcome::Opened(r),
+            None => self.redirect_error(&request, OAuthErrorCode::TemporarilyUnavailable),
+        }
+    }
+
+    fn approved(&self, req: Request, user: String, role: Role, now: Instant) -> OAuthOutcome {
+        let approved = codes::Approved {
+            client_id: req.client_id.clone(),
+            redirect_uri: req.redirect_uri.clone(),
+            challenge: req.challenge.clone(),
+            resource: req.resource.clone(),
+            user,
+            role,
+        };
+        match self.codes.issue(approved, self.bytes(), now) {
+            Some(code) => OAuthOutcome::Redirect(self.redirect(&req, &[("code", &code)])),
+            None => self.redirect_error(&req, OAuthErrorCode::TemporarilyUnavailable),
+        }
+    }
+
+    /// The client's redirect URI with `params`, its `state` and our `iss` (RFC 9207).
+    fn redirect(&self, req: &Request, params: &[(&str, &str)]) -> String {
+        let mut all: Vec<(&str, &str)> = params.to_vec();
+        if let Some(state) = &req.state {
+            all.push(("state", state));
+        }
+        all.push(("iss", &self.issuer));
+        text::with_query(&req.redirect_uri, &all)
+    }
+
+    fn redirect_error(&self, req: &Request, code: OAuthErrorCode) -> OAuthOutcome {
+        OAuthOutcome::Error(OAuthError {
+            code,
+            description: code.as_str().to_owned(),
+            redirect: Some(self.redirect(req, &[("error", code.as_str())])),
+        })
+    }
+}
+
+/// Clients are public for now (metadata documents: PKCE, no secret): a secret is refused.
+fn public_client(client: &ClientAuth) -> Option<OAuthOutcome> {
+    client.secret.map(|_| {
+        error(
+            OAuthErrorCode::InvalidClient,
+            "this client has no secret; authenticate with PKCE only",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mymcp_protocol::oauth::{ClientAuthMethod, PendingRef};
+    use mymcp_protocol::{CallOrigin, TokenDigest};
+    use mymcp_tokens::{digest, Delegated};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    const CLIENT: &str = "https://client.example/oauth/metadata.json";
+    const REDIRECT: &str = "https://client.example/callback";
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+    fn origin() -> CallOrigin {
+        CallOrigin {
+            peer: "203.0.113.7".into(),
+            request_id: "r1".into(),
+        }
+    }
+
+    fn server() -> Server {
+        let n = AtomicU64::new(1);
+        Server::new(
+            "https://host.example".into(),
+            "https://host.example/mcp".into(),
+            Box::new(move |b: &mut [u8]| {
+                let v = n.fetch_add(1, Ordering::Relaxed).to_le_bytes();
+                for (i, x) in b.iter_mut().enumerate() {
+                    *x = v[i % 8] ^ (i as u8);
+                }
+            }),
+        )
+    }
+
+    fn document() -> ClientMetadata {
+        ClientMetadata {
+            client_name: Some("Client".into()),
+            redirect_uris: vec![REDIRECT.into()],
+            token_endpoint_auth_method: ClientAuthMethod::None,
+        }
+    }
+
+    fn authorize(s: &Server, scope: Role, now: Instant) -> PendingRef {
+        let r = s.handle(
+            OAuthRequest::Authorize {
+                params: AuthorizeParams {
+                    client_id: CLIENT.into(),
+                    redirect_uri: REDIRECT.into(),
+                    state: Some("st".into()),
+                    code_challenge: CHALLENGE.into(),
+                    scope,
+                    resource: Some("https://host.example/mcp".into()),
+                },
+                document: Some(document()),
+                origin: origin(),
+            },
+            now,
+        );
+        match r {
+            OAuthOutcome::Opened(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn client() -> ClientAuth {
+        ClientAuth {
+            client_id: CLIENT.into(),
+            secret: None,
+        }
+    }
+
+    fn code_in(url: &str) -> String {
+        let q = url.split_once('?').unwrap().1;
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("code="))
+            .unwrap()
+            .to_owned()
+    }
+
+    fn exchange(s: &Server, code: &str, now: Instant) -> OAuthOutcome {
+        s.handle(
+            OAuthRequest::Exchange {
+                code: digest(code),
+                client: client(),
+                redirect_uri: REDIRECT.into(),
+                verifier: VERIFIER.into(),
+                resource: None,
+                origin: origin(),
+            },
+            now,
+        )
+    }
+
+    /// Authorize, approve on the host, follow the redirect, exchange: the tokens.
+    fn flow(s: &Server, now: Instant) -> (String, TokenSet) {
+        let r = authorize(s, Role::Rw, now);
+        let approval_code = match s.handle(OAuthRequest::Consent { request: r }, now) {
+            OAuthOutcome::Waiting(w) => w.approval_code,
+            other => panic!("{other:?}"),
+        };
+        let typed = approval_code.to_lowercase().replace('-', " ");
+        s.control(
+            OAuthControl::Approve {
+                code: typed,
+                user: "alice".into(),
+                role: Role::Rw,
+            },
+            now,
+        )
+        .unwrap();
+        let url = match s.handle(OAuthRequest::Consent { request: r }, now) {
+            OAuthOutcome::Redirect(url) => url,
+            other => panic!("{other:?}"),
+        };
+        assert!(url.starts_with(REDIRECT), "{url}");
+        assert!(url.contains("state=st"), "{url}");
+        assert!(url.contains("iss=https%3A%2F%2Fhost.example"), "{url}");
+        let code = code_in(&url);
+        match exchange(s, &code, now) {
+            OAuthOutcome::Tokens(t) => (code, t),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn holder(s: &Server, token: &str) -> Option<(mymcp_tokens::Holder, TokenDigest)> {
+        s.grants().authenticate(&digest(token))
+    }
+
+    #[test]
+    fn approval_on_the_host_gives_the_client_tokens_that_act_as_the_account() {
+        let s = server();
+        let now = Instant::now();
+        let (_, tokens) = flow(&s, now);
+        assert_eq!(tokens.scope, Role::Rw);
+        let (h, _) = holder(&s, &tokens.access_token).unwrap();
+        assert_eq!(h.user, "alice");
+        assert_eq!(h.identity.role, Role::Rw);
+    }
+
+    #[test]
+    fn a_replayed_code_revokes_the_tokens_it_gave() {
+        let s = server();
+        let now = Instant::now();
+        let (code, tokens) = flow(&s, now);
+        assert!(matches!(
+            exchange(&s, &code, now),
+            OAuthOutcome::Error(OAuthError {
+                code: OAuthErrorCode::InvalidGrant,
+                ..
+            })
+        ));
+        assert!(holder(&s, &tokens.access_token).is_none());
+    }
+
+    #[test]
+    fn a_reused_refresh_token_ends_the_grant() {
+        let s = server();
+        let now = Instant::now();
+        let (_, first) = flow(&s, now);
+        let refresh = |token: &str| {
+            s.handle(
+                OAuthRequest::Refresh {
+                    token: digest(token),
+                    client: client(),
+                    scope: None,
+                    resource: None,
+                    origin: origin(),
+                },
+                now,
+            )
+        };
+        let second = match refresh(&first.refresh_token) {
+            OAuthOutcome::Tokens(t) => t,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(
+            refresh(&first.refresh_token),
+            OAuthOutcome::Error(_)
+        ));
+        assert!(holder(&s, &second.access_token).is_none());
+        assert!(matches!(
+            refresh(&second.refresh_token),
+            OAuthOutcome::Error(_)
+        ));
+    }
+
+    #[test]
+    fn denied_on_the_page_the_client_gets_access_denied() {
+        let s = server();
+        let now = Instant::now();
+        let r = authorize(&s, Role::Ro, now);
+        let csrf = match s.handle(OAuthRequest::Consent { request: r }, now) {
+            OAuthOutcome::Waiting(w) => w.csrf,
+            other => panic!("{other:?}"),
+        };
+        match s.handle(OAuthRequest::Deny { request: r, csrf }, now) {
+            OAuthOutcome::Redirect(url) => assert!(url.contains("error=access_denied"), "{url}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_foreign_redirect_or_resource_is_refused_without_sending_the_browser_there() {
+        let s = server();
+        let now = Instant::now();
+        let ask = |redirect: &str, resource: &str| {
+            s.handle(
+                OAuthRequest::Authorize {
+                    params: AuthorizeParams {
+                        client_id: CLIENT.into(),
+                        redirect_uri: redirect.into(),
+                        state: None,
+                        code_challenge: CHALLENGE.into(),
+                        scope: Role::Rw,
+                        resource: Some(resource.into()),
+                    },
+                    document: Some(document()),
+                    origin: origin(),
+                },
+                now,
+            )
+        };
+        match ask("https://evil.example/callback", "https://host.example/mcp") {
+            OAuthOutcome::Error(e) => assert_eq!(e.redirect, None),
+            other => panic!("{other:?}"),
+        }
+        match ask(REDIRECT, "https://other.example/mcp") {
+            OAuthOutcome::Error(e) => {
+                assert_eq!(e.code, OAuthErrorCode::InvalidTarget);
+                assert!(e.redirect.unwrap().starts_with(REDIRECT));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
