@@ -248,6 +248,23 @@ pub(crate) fn terminal_settings(src: &dyn Source) -> Result<TerminalConfig, Conf
     Ok(cfg)
 }
 
+/// The OAuth issuer and resource (`MYMCP_OAUTH_ENABLED`, `MYMCP_PUBLIC_BASE_URL`): `None`
+/// when OAuth is off; an error when it is on without a base URL.
+pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<(String, String)>, ConfigError> {
+    if !settings::OAUTH_ENABLED.read(src)? {
+        return Ok(None);
+    }
+    let base = settings::PUBLIC_BASE_URL.read(src);
+    let base = base.trim_end_matches('/');
+    if base.is_empty() {
+        return Err(ConfigError::new(
+            settings::OAUTH_ENABLED.name,
+            "OAuth needs MYMCP_PUBLIC_BASE_URL (the issuer and its /mcp the resource)",
+        ));
+    }
+    Ok(Some((base.to_owned(), format!("{base}/mcp"))))
+}
+
 /// File transfer settings (`MYMCP_TRANSFER_*`). As in the reference, a default lifetime above
 /// the longest is simply clamped to it.
 pub(crate) fn transfer_settings(src: &dyn Source) -> Result<TransferConfig, ConfigError> {
@@ -437,6 +454,24 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.name, "MYMCP_GREP_DEFAULT_MAX_RESULTS");
+    }
+
+    #[test]
+    fn oauth_needs_the_public_base_url_which_names_issuer_and_resource() {
+        assert_eq!(oauth_settings(&src(&[])).unwrap(), None);
+        let e = oauth_settings(&src(&[("MYMCP_OAUTH_ENABLED", "true")])).unwrap_err();
+        assert!(e.to_string().contains("MYMCP_PUBLIC_BASE_URL"), "{e}");
+        assert_eq!(
+            oauth_settings(&src(&[
+                ("MYMCP_OAUTH_ENABLED", "true"),
+                ("MYMCP_PUBLIC_BASE_URL", "https://mcp.example.com/"),
+            ]))
+            .unwrap(),
+            Some((
+                "https://mcp.example.com".to_owned(),
+                "https://mcp.example.com/mcp".to_owned()
+            ))
+        );
     }
 
     #[test]

@@ -70,10 +70,18 @@ impl Service for Control {
             audit.operation(tool, Actor::control(), params)
         };
         match request {
-            // Not built yet (issue 23).
-            ControlRequest::OAuth(_) => ControlResponse::Error {
-                code: ErrorCode::InvalidArguments,
-                message: "OAuth is not available on this server".into(),
+            ControlRequest::OAuth(request) => match self.executor.oauth() {
+                Some(server) => match server.control(request, std::time::Instant::now()) {
+                    Ok(outcome) => ControlResponse::OAuth(outcome),
+                    Err(message) => ControlResponse::Error {
+                        code: ErrorCode::InvalidArguments,
+                        message,
+                    },
+                },
+                None => ControlResponse::Error {
+                    code: ErrorCode::InvalidArguments,
+                    message: "OAuth is off on this server (MYMCP_OAUTH_ENABLED)".into(),
+                },
             },
             ControlRequest::TokenAdd {
                 name,

@@ -166,6 +166,7 @@ pub fn run(
         bash.views_unavailable = Some(e.to_string());
     }
     let per_token = config::bash_per_token(&Env).map_err(Error::config)?;
+    let oauth = config::oauth_settings(&Env).map_err(Error::config)?;
     let job_config = config::job_settings(&Env).map_err(Error::config)?;
     let terminal_config = config::terminal_settings(&Env).map_err(Error::config)?;
     let transfer_config = config::transfer_settings(&Env).map_err(Error::config)?;
@@ -260,7 +261,8 @@ pub fn run(
             .with_observability(metrics.clone(), audit.clone())
             .with_transfers(transfer_config)
             .with_overview(overview_config)
-            .with_telemetry_metrics(telemetry.executor_metrics),
+            .with_telemetry_metrics(telemetry.executor_metrics)
+            .with_oauth_from(oauth),
     );
     let control = Arc::new(Control::new(executor.clone()));
 

@@ -57,6 +57,8 @@ pub(crate) struct Executor {
     file_limits: FileLimits,
     jobs: Arc<Jobs>,
     terminals: Arc<Terminals>,
+    /// The OAuth authorization server (`MYMCP_OAUTH_ENABLED`), if on.
+    oauth: Option<Arc<crate::oauth::server::Server>>,
     transfers: Arc<Transfers>,
     running_commands: AtomicU64,
     metrics: Arc<Metrics>,
@@ -85,6 +87,7 @@ impl Executor {
             limits: CommandLimits::new(bash_max_concurrent, DEFAULT_BASH_MAX_PER_TOKEN),
             jobs: Arc::new(Jobs::disabled()),
             terminals: Arc::new(Terminals::disabled()),
+            oauth: None,
             transfers: Arc::new(Transfers::new(TransferConfig::default())),
             running_commands: AtomicU64::new(0),
             metrics: Arc::new(Metrics::default()),
@@ -119,6 +122,31 @@ impl Executor {
     pub(crate) fn with_jobs(mut self, jobs: Arc<Jobs>) -> Self {
         self.jobs = jobs;
         self
+    }
+
+    /// Serves OAuth: its grants authenticate like the store's tokens from now on.
+    pub(crate) fn with_oauth(mut self, server: crate::oauth::server::Server) -> Self {
+        self.tokens.delegate(server.grants());
+        self.oauth = Some(Arc::new(server));
+        self
+    }
+
+    /// Serves OAuth for `(issuer, resource)` when on (the executor's own randomness).
+    pub(crate) fn with_oauth_from(self, oauth: Option<(String, String)>) -> Self {
+        match oauth {
+            Some((issuer, resource)) => {
+                let random = Box::new(|b: &mut [u8]| {
+                    mymcp_sys::fill_random(b).expect("the kernel's random numbers")
+                });
+                self.with_oauth(crate::oauth::server::Server::new(issuer, resource, random))
+            }
+            None => self,
+        }
+    }
+
+    /// The OAuth authorization server, if on.
+    pub(crate) fn oauth(&self) -> Option<&crate::oauth::server::Server> {
+        self.oauth.as_deref()
     }
 
     /// Enables terminals.
@@ -686,14 +714,16 @@ impl Service for Executor {
         let (request, trace) = request.split_trace();
         match request {
             FrontendRequest::Identify { token } => self.identify(&token),
-            // Not built yet (issue 23): the authorization server answers nothing.
-            FrontendRequest::OAuth(_) => FrontendResponse::OAuth(
-                mymcp_protocol::oauth::OAuthOutcome::Error(mymcp_protocol::oauth::OAuthError {
-                    code: mymcp_protocol::oauth::OAuthErrorCode::TemporarilyUnavailable,
-                    description: "OAuth is not available on this server".into(),
-                    redirect: None,
-                }),
-            ),
+            FrontendRequest::OAuth(request) => FrontendResponse::OAuth(match &self.oauth {
+                Some(server) => server.handle(request, std::time::Instant::now()),
+                None => {
+                    mymcp_protocol::oauth::OAuthOutcome::Error(mymcp_protocol::oauth::OAuthError {
+                        code: mymcp_protocol::oauth::OAuthErrorCode::TemporarilyUnavailable,
+                        description: "OAuth is off on this server (MYMCP_OAUTH_ENABLED)".into(),
+                        redirect: None,
+                    })
+                }
+            }),
             FrontendRequest::Call {
                 token,
                 origin,

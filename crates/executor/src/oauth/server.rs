@@ -30,6 +30,15 @@ pub(crate) struct Server {
     random: Random,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("issuer", &self.issuer)
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
+    }
+}
+
 fn error(code: OAuthErrorCode, description: &str) -> OAuthOutcome {
     OAuthOutcome::Error(OAuthError {
         code,
