@@ -98,6 +98,9 @@ pub struct HttpConfig {
     pub public_base_url: String,
     /// `MYMCP_BODY_TIMEOUT_SEC` and `MYMCP_BODY_IDLE_TIMEOUT_SEC`.
     pub body_timeouts: BodyTimeouts,
+    /// `MYMCP_OAUTH_ENABLED` (with `public_base_url` set): the metadata documents are served
+    /// and a 401 says where they are.
+    pub oauth: bool,
 }
 
 impl Default for HttpConfig {
@@ -110,6 +113,7 @@ impl Default for HttpConfig {
             keep_alive: DEFAULT_KEEP_ALIVE,
             public_base_url: String::new(),
             body_timeouts: BodyTimeouts::default(),
+            oauth: false,
         }
     }
 }
@@ -270,6 +274,10 @@ pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
         .route("/health", get(health).fallback(get_wrong_method))
         .route("/version", get(version).fallback(get_wrong_method))
         .route("/files/raw/{ticket}", any(transfer::raw))
+        .merge(crate::authz::routes(
+            state.config.oauth,
+            &state.config.public_base_url,
+        ))
         .fallback(not_found)
         .with_state(state)
         .merge(ops);
@@ -353,11 +361,17 @@ fn detail(status: StatusCode, text: &str) -> Response {
     (status, Json(Detail { detail: text })).into_response()
 }
 
-fn unauthorized(text: &str) -> Response {
+fn unauthorized(config: &HttpConfig, text: &str) -> Response {
     let mut response = detail(StatusCode::UNAUTHORIZED, text);
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    // With OAuth, where the client learns how to get a token (RFC 9728 §5.1).
+    let challenge = match config.oauth {
+        true => HeaderValue::from_str(&crate::authz::challenge(&config.public_base_url)).ok(),
+        false => None,
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        challenge.unwrap_or(HeaderValue::from_static("Bearer")),
+    );
     response
 }
 
@@ -489,9 +503,9 @@ fn body_failed(e: BodyError, peer: SocketAddr) -> Response {
 
 /// The answer when processing stopped before MCP could answer: the token was refused, or
 /// the executor could not be asked.
-fn stopped(outcome: Outcome) -> Response {
+fn stopped(config: &HttpConfig, outcome: Outcome) -> Response {
     match outcome {
-        Outcome::Unauthenticated => unauthorized("Invalid or disabled token"),
+        Outcome::Unauthenticated => unauthorized(config, "Invalid or disabled token"),
         Outcome::Unavailable => {
             let mut response = detail(StatusCode::SERVICE_UNAVAILABLE, "Executor unavailable");
             response
@@ -537,8 +551,8 @@ async fn mcp_post(
     // 2. Bearer token, hashed at once.
     let token = match bearer_token(headers.get(header::AUTHORIZATION)) {
         Ok(token) => token_digest(token),
-        Err(BearerError::Missing) => return unauthorized("Missing Bearer token"),
-        Err(BearerError::Empty) => return unauthorized("Invalid or disabled token"),
+        Err(BearerError::Missing) => return unauthorized(&state.config, "Missing Bearer token"),
+        Err(BearerError::Empty) => return unauthorized(&state.config, "Invalid or disabled token"),
     };
 
     // 3. Content type.
@@ -590,7 +604,7 @@ async fn mcp_post(
     } else {
         match mcp::authenticate(state.forwarder.as_ref(), token).await {
             Ok(role) => Some(role),
-            Err(outcome) => return stopped(outcome),
+            Err(outcome) => return stopped(&state.config, outcome),
         }
     };
     if !arrived {
@@ -642,7 +656,7 @@ async fn mcp_post(
         Outcome::Error(ErrorStatus::NotFound, json) => json_body(StatusCode::NOT_FOUND, json),
         Outcome::Accepted => StatusCode::ACCEPTED.into_response(),
         stop @ (Outcome::Unauthenticated | Outcome::Unavailable | Outcome::BadGateway) => {
-            stopped(stop)
+            stopped(&state.config, stop)
         }
     }
 }

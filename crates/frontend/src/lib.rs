@@ -66,6 +66,7 @@
 pub mod admin;
 pub mod admission;
 pub mod arguments;
+pub mod authz;
 pub mod bearer;
 pub mod body;
 pub mod calls;

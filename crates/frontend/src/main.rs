@@ -181,12 +181,18 @@ fn http_config(cli: &Cli) -> anyhow::Result<HttpConfig> {
     }
     let trusted_proxies =
         TrustedProxies::from_list(&cli.trusted_proxies).context("MYMCP_TRUSTED_PROXIES")?;
+    if cli.oauth_enabled && public.is_empty() {
+        anyhow::bail!(
+            "MYMCP_OAUTH_ENABLED: OAuth needs MYMCP_PUBLIC_BASE_URL (the issuer and its /mcp the resource)"
+        );
+    }
     Ok(HttpConfig {
         max_body_bytes: cli.max_body_bytes,
         origins,
         hosts,
         trusted_proxies,
         public_base_url: public.to_owned(),
+        oauth: cli.oauth_enabled,
         body_timeouts: BodyTimeouts {
             total: Duration::from_secs(cli.body_timeout_sec),
             idle: Duration::from_secs(cli.body_idle_timeout_sec),

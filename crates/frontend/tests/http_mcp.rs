@@ -913,3 +913,45 @@ async fn metrics_negotiate_the_exposition_format() {
     .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn with_oauth_a_401_points_at_the_metadata_which_is_served() {
+    let h = harness_with(HttpConfig {
+        public_base_url: "https://mcp.example.com".into(),
+        oauth: true,
+        ..HttpConfig::default()
+    })
+    .await;
+    let reply = send(&h.app, mcp("tok_nobody_has_this", LIST)).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Bearer resource_metadata=\"https://mcp.example.com/.well-known/oauth-protected-resource/mcp\", scope=\"mymcp:ro mymcp:rw\"")
+    );
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let reply = send(&h.app, Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.json()["resource"], "https://mcp.example.com/mcp");
+    }
+    let reply = send(
+        &h.app,
+        Request::get("/.well-known/oauth-authorization-server")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.json()["issuer"], "https://mcp.example.com");
+    // Without OAuth none of it is served.
+    let plain = harness().await;
+    let reply = send(
+        &plain.app,
+        Request::get("/.well-known/oauth-authorization-server")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
