@@ -269,6 +269,10 @@ pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
         config: Arc::new(config),
         tickets: Arc::new(tickets),
     };
+    let token_routes = crate::authz_token::routes(
+        state.config.oauth && !state.config.public_base_url.is_empty(),
+        state.forwarder.clone(),
+    );
     let app = Router::new()
         .route("/mcp", post(mcp_post).fallback(mcp_wrong_method))
         .route("/health", get(health).fallback(get_wrong_method))
@@ -280,7 +284,8 @@ pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
         ))
         .fallback(not_found)
         .with_state(state)
-        .merge(ops);
+        .merge(ops)
+        .merge(token_routes);
     // The HTTP span of each request, only while OpenTelemetry is on: off, no layer at all.
     let app = match crate::otel::get() {
         Some(_) => app.layer(middleware::from_fn(crate::otel::trace_request)),

@@ -67,6 +67,7 @@ pub mod admin;
 pub mod admission;
 pub mod arguments;
 pub mod authz;
+pub mod authz_token;
 pub mod bearer;
 pub mod body;
 pub mod calls;

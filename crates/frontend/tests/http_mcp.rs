@@ -955,3 +955,55 @@ async fn with_oauth_a_401_points_at_the_metadata_which_is_served() {
     .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }
+
+fn form(path: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_token_endpoint_sends_digests_and_answers_as_rfc_6749_says() {
+    let mut h = harness_with(HttpConfig {
+        public_base_url: "https://mcp.example.com".into(),
+        oauth: true,
+        ..HttpConfig::default()
+    })
+    .await;
+    let verifier = "v".repeat(43);
+    let good = format!(
+        "grant_type=authorization_code&code=good-code&client_id=c&redirect_uri=https%3A%2F%2Fc.example%2Fcb&code_verifier={verifier}"
+    );
+    let reply = send(&h.app, form("/token", &good)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.json()["access_token"], "at");
+    assert_eq!(reply.json()["token_type"], "Bearer");
+    assert_eq!(reply.json()["scope"], "mymcp:ro");
+    // What the executor saw: the code's digest, never the code.
+    let seen = format!("{:?}", h.executor.drain());
+    assert!(seen.contains("Exchange"), "{seen}");
+    assert!(!seen.contains("good-code"), "{seen}");
+    for (body, status, error) in [
+        (good.replace("good-code", "bad-code"), 400, "invalid_grant"),
+        (format!("{good}&client_secret=s"), 401, "invalid_client"),
+        (good.replace("client_id=c&", ""), 400, "invalid_request"),
+        (format!("{good}&code=again"), 400, "invalid_request"),
+        (
+            "grant_type=password&client_id=c".into(),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let reply = send(&h.app, form("/token", &body)).await;
+        assert_eq!(reply.status.as_u16(), status, "{body}: {}", reply.body);
+        assert_eq!(reply.json()["error"], error, "{body}");
+    }
+    let reply = send(&h.app, form("/revoke", "token=at&client_id=c")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Without OAuth there is no token endpoint.
+    let plain = harness().await;
+    let reply = send(&plain.app, form("/token", &good)).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}

@@ -239,7 +239,34 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
             _ => FrontendResponse::Unauthenticated,
         },
         // The fake executor runs no jobs.
-        FrontendRequest::OAuth(_) => FrontendResponse::Unauthenticated,
+        FrontendRequest::OAuth(request) => {
+            use mymcp_protocol::oauth::{OAuthError, OAuthErrorCode, OAuthOutcome, OAuthRequest};
+            FrontendResponse::OAuth(match request {
+                // The code `good-code` for the verifier `v` x 43 and client `c`.
+                OAuthRequest::Exchange {
+                    code,
+                    client,
+                    verifier,
+                    ..
+                } if code == token_digest(b"good-code")
+                    && client.client_id == "c"
+                    && verifier == "v".repeat(43) =>
+                {
+                    OAuthOutcome::Tokens(mymcp_protocol::oauth::TokenSet {
+                        access_token: "at".into(),
+                        refresh_token: "rt".into(),
+                        expires_in: 3600,
+                        scope: mymcp_protocol::Role::Ro,
+                    })
+                }
+                OAuthRequest::Revoke { .. } => OAuthOutcome::Revoked,
+                _ => OAuthOutcome::Error(OAuthError {
+                    code: OAuthErrorCode::InvalidGrant,
+                    description: "no".into(),
+                    redirect: None,
+                }),
+            })
+        }
         FrontendRequest::Jobs { token } => match identity_of(&token) {
             Some(i) if i.role.is_client() => FrontendResponse::Jobs(Vec::new()),
             _ => FrontendResponse::Unauthenticated,

@@ -1,0 +1,291 @@
+//! `POST /token` and `POST /revoke` (issue 23, being built): the form is read here, every
+//! secret in it (code, refresh token, token to revoke) leaves as its SHA-256 digest, and the
+//! executor decides. Public clients only for now (PKCE; a `client_secret` is refused there).
+
+use crate::forward::Forwarder;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use mymcp_protocol::oauth::{ClientAuth, OAuthErrorCode, OAuthOutcome, OAuthRequest};
+use mymcp_protocol::{CallOrigin, FrontendRequest, FrontendResponse, Role, TokenDigest};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Largest form accepted (a code, a verifier and URIs fit many times over).
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// The routes, when OAuth is on (none otherwise).
+pub fn routes(on: bool, forwarder: Arc<Forwarder>) -> Router {
+    if !on {
+        return Router::new();
+    }
+    Router::new()
+        .route("/token", post(token))
+        .route("/revoke", post(revoke))
+        .with_state(forwarder)
+}
+
+/// `application/x-www-form-urlencoded` pairs, percent- and `+`-decoded; `None` if malformed
+/// or a name repeats (RFC 6749 §3.2: parameters must not be included more than once).
+pub fn parse_form(body: &[u8]) -> Option<Vec<(String, String)>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (decode(k)?, decode(v)?);
+        if out.iter().any(|(name, _)| *name == k) {
+            return None;
+        }
+        out.push((k, v));
+    }
+    Some(out)
+}
+
+fn decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    let s = String::from_utf8(out).ok()?;
+    (!s.chars().any(char::is_control)).then_some(s)
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn digest(secret: &str) -> TokenDigest {
+    TokenDigest(Sha256::digest(secret.as_bytes()).into())
+}
+
+/// An RFC 6749 §5.2 error (`invalid_client` is 401), never cached.
+fn oauth_error(code: OAuthErrorCode, description: &str) -> Response {
+    let status = match code {
+        OAuthErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+        OAuthErrorCode::TemporarilyUnavailable | OAuthErrorCode::ServerError => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    no_store(
+        status,
+        json!({"error": code.as_str(), "error_description": description}),
+    )
+}
+
+fn no_store(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// An error answered as [`oauth_error`] says.
+type Refusal = (OAuthErrorCode, &'static str);
+
+fn refused((code, description): Refusal) -> Response {
+    oauth_error(code, description)
+}
+
+fn form_of(headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)>, Refusal> {
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !is_form || body.len() > MAX_FORM_BYTES {
+        return Err((
+            OAuthErrorCode::InvalidRequest,
+            "expected an application/x-www-form-urlencoded body",
+        ));
+    }
+    parse_form(body).ok_or((
+        OAuthErrorCode::InvalidRequest,
+        "malformed form, or a parameter given twice",
+    ))
+}
+
+fn client_of(form: &[(String, String)]) -> Result<ClientAuth, Refusal> {
+    if field(form, "client_secret").is_some() {
+        return Err((
+            OAuthErrorCode::InvalidClient,
+            "public clients only: authenticate with PKCE, without a client_secret",
+        ));
+    }
+    let client_id = field(form, "client_id")
+        .filter(|c| !c.is_empty())
+        .ok_or((OAuthErrorCode::InvalidRequest, "client_id is missing"))?;
+    Ok(ClientAuth {
+        client_id: client_id.to_owned(),
+        secret: None,
+    })
+}
+
+fn origin(peer: SocketAddr) -> CallOrigin {
+    CallOrigin {
+        peer: peer.ip().to_string(),
+        request_id: "oauth".into(),
+    }
+}
+
+async fn ask(forwarder: &Forwarder, request: OAuthRequest) -> Result<OAuthOutcome, Refusal> {
+    match forwarder.request(FrontendRequest::OAuth(request)).await {
+        Ok(FrontendResponse::OAuth(outcome)) => Ok(outcome),
+        // A frame the executor refused (a field out of bounds) or no executor.
+        Ok(_) | Err(_) => Err((
+            OAuthErrorCode::TemporarilyUnavailable,
+            "the authorization server cannot answer now",
+        )),
+    }
+}
+
+async fn token(
+    State(forwarder): State<Arc<Forwarder>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match form_of(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return refused(r),
+    };
+    let client = match client_of(&form) {
+        Ok(c) => c,
+        Err(r) => return refused(r),
+    };
+    let resource = field(&form, "resource").map(str::to_owned);
+    let request = match field(&form, "grant_type") {
+        Some("authorization_code") => {
+            let (Some(code), Some(redirect_uri), Some(verifier)) = (
+                field(&form, "code"),
+                field(&form, "redirect_uri"),
+                field(&form, "code_verifier"),
+            ) else {
+                return oauth_error(
+                    OAuthErrorCode::InvalidRequest,
+                    "code, redirect_uri and code_verifier are required",
+                );
+            };
+            OAuthRequest::Exchange {
+                code: digest(code),
+                client,
+                redirect_uri: redirect_uri.to_owned(),
+                verifier: verifier.to_owned(),
+                resource,
+                origin: origin(peer),
+            }
+        }
+        Some("refresh_token") => {
+            let Some(refresh) = field(&form, "refresh_token") else {
+                return oauth_error(OAuthErrorCode::InvalidRequest, "refresh_token is required");
+            };
+            let scope = match field(&form, "scope") {
+                None => None,
+                Some(s) if s.split(' ').all(|x| x == "mymcp:ro") => Some(Role::Ro),
+                Some(s) if s.split(' ').all(|x| x == "mymcp:ro" || x == "mymcp:rw") => {
+                    Some(Role::Rw)
+                }
+                Some(_) => {
+                    return oauth_error(OAuthErrorCode::InvalidScope, "unknown scope");
+                }
+            };
+            OAuthRequest::Refresh {
+                token: digest(refresh),
+                client,
+                scope,
+                resource,
+                origin: origin(peer),
+            }
+        }
+        _ => {
+            return oauth_error(
+                OAuthErrorCode::InvalidRequest,
+                "grant_type must be authorization_code or refresh_token",
+            )
+        }
+    };
+    match ask(&forwarder, request).await {
+        Ok(OAuthOutcome::Tokens(t)) => no_store(
+            StatusCode::OK,
+            json!({
+                "access_token": t.access_token,
+                "token_type": "Bearer",
+                "expires_in": t.expires_in,
+                "refresh_token": t.refresh_token,
+                "scope": if t.scope == Role::Rw { "mymcp:ro mymcp:rw" } else { "mymcp:ro" },
+            }),
+        ),
+        Ok(OAuthOutcome::Error(e)) => oauth_error(e.code, &e.description),
+        Ok(_) => oauth_error(OAuthErrorCode::ServerError, "unexpected answer"),
+        Err(r) => refused(r),
+    }
+}
+
+async fn revoke(
+    State(forwarder): State<Arc<Forwarder>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match form_of(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return refused(r),
+    };
+    let client = match client_of(&form) {
+        Ok(c) => c,
+        Err(r) => return refused(r),
+    };
+    let Some(token) = field(&form, "token") else {
+        return oauth_error(OAuthErrorCode::InvalidRequest, "token is required");
+    };
+    let request = OAuthRequest::Revoke {
+        token: digest(token),
+        client,
+        origin: origin(peer),
+    };
+    match ask(&forwarder, request).await {
+        // RFC 7009 §2.2: 200 whether or not there was something to revoke.
+        Ok(_) => no_store(StatusCode::OK, json!({})),
+        Err(r) => refused(r),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_are_decoded_and_repeated_or_broken_ones_refused() {
+        assert_eq!(
+            parse_form(
+                b"grant_type=authorization_code&redirect_uri=https%3A%2F%2Fc.example%2Fcb&x=a+b"
+            ),
+            Some(vec![
+                ("grant_type".into(), "authorization_code".into()),
+                ("redirect_uri".into(), "https://c.example/cb".into()),
+                ("x".into(), "a b".into()),
+            ])
+        );
+        assert_eq!(parse_form(b"code=1&code=2"), None);
+        assert_eq!(parse_form(b"code=%zz"), None);
+        assert_eq!(parse_form(b"code=%0a"), None, "control characters");
+        assert_eq!(parse_form(b"code=%"), None);
+    }
+}
