@@ -486,8 +486,10 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
 /// environment, as the frontend otherwise starts with an empty one. The executor inherits the
 /// rest (`MYMCP_TRANSFER_*` included).
 pub fn passed_to_the_frontend(s: &dyn Declared) -> bool {
+    // Both daemons read the public URL and whether OAuth is on (the issuer is the same).
+    let shared = [settings::PUBLIC_BASE_URL.name, settings::OAUTH_ENABLED.name];
     s.read_by().contains(&Process::Frontend)
-        && !s.read_by().contains(&Process::Executor)
+        && (!s.read_by().contains(&Process::Executor) || shared.contains(&s.name()))
         && ![
             settings::HOST.name,
             settings::PORT.name,
@@ -564,6 +566,9 @@ mod tests {
             "MYMCP_BODY_IDLE_TIMEOUT_SEC",
             "MYMCP_MAX_CONNECTIONS",
             "MYMCP_MAX_CONNECTIONS_PER_IP",
+            "MYMCP_OAUTH_ENABLED",
+            "MYMCP_OAUTH_CIMD_ALLOWED_NETWORKS",
+            "MYMCP_OUTBOUND_CA_FILE",
         ];
         passed.sort_unstable();
         want.sort_unstable();
