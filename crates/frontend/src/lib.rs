@@ -73,6 +73,7 @@ pub mod body;
 pub mod calls;
 pub mod catalogue;
 pub mod cli;
+pub mod consent;
 pub mod forward;
 pub mod http;
 mod json_string;

@@ -1,0 +1,131 @@
+//! The consent page (issue 23, being built): plain HTML that works on a phone, no script and
+//! no external asset, so its Content-Security-Policy can forbid everything but its own form
+//! and inline style; framing is denied (clickjacking), nothing is cached, no referrer leaves.
+//! It names the client, the host its redirect goes to and the access asked for, shows the
+//! approval code to type on the host, and reloads itself every few seconds until the request
+//! is decided (a `<meta http-equiv="refresh">`, no JavaScript). "Deny" is a form POST that
+//! carries the page's CSRF token. Every text from the client is escaped.
+
+use mymcp_protocol::oauth::Waiting;
+use mymcp_protocol::Role;
+
+/// Headers of every consent page (name, value).
+pub const HEADERS: [(&str, &str); 5] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("x-frame-options", "DENY"),
+    ("cache-control", "no-store"),
+    ("referrer-policy", "no-referrer"),
+    ("x-content-type-options", "nosniff"),
+];
+
+/// Seconds between the page's reloads while it waits.
+pub const RELOAD_SECS: u32 = 3;
+
+/// `s` safe in HTML text and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The host a redirect URI sends the browser to (what the person should recognise).
+fn redirect_host(uri: &str) -> &str {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// The page of a request waiting for approval. `deny_action` is the form's target (the
+/// request's own URL on this server), `csrf` the page's token as hex.
+pub fn waiting_page(w: &Waiting, deny_action: &str, csrf: &str) -> String {
+    let name = w.client_name.as_deref().unwrap_or(&w.client_id);
+    let access = match w.scope {
+        Role::Rw => "read and change files and run commands on this host",
+        _ => "read files on this host",
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<meta http-equiv=\"refresh\" content=\"{RELOAD_SECS}\">\
+<title>Approve {name} — mymcp</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:34em;margin:2em auto;padding:0 1em;line-height:1.5}}\
+code.approval{{font-size:2em;letter-spacing:.1em}}</style></head><body>\
+<h1>{name} asks to connect</h1>\
+<p>It would act on this host to <strong>{access}</strong>, and returns you to <strong>{host}</strong>.</p>\
+<p>To approve, run on the host:</p>\
+<p><code class=\"approval\">{code}</code></p>\
+<pre>sudo mymcpctl oauth approve {code} --user ACCOUNT --role {role}</pre>\
+<p>This page continues by itself once approved. The code expires in {minutes} minutes.</p>\
+<form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<button type=\"submit\">Deny</button></form>\
+<p><small>Client: {client_id}</small></p></body></html>\n",
+        name = escape(name),
+        access = access,
+        host = escape(redirect_host(&w.redirect_uri)),
+        code = escape(&w.approval_code),
+        role = if w.scope == Role::Rw { "rw" } else { "ro" },
+        minutes = w.expires_in.div_ceil(60),
+        action = escape(deny_action),
+        csrf = escape(csrf),
+        client_id = escape(&w.client_id),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mymcp_protocol::oauth::Secret;
+
+    fn waiting(name: &str) -> Waiting {
+        Waiting {
+            approval_code: "ABCD-EFGH".into(),
+            client_id: "https://client.example/meta.json".into(),
+            client_name: Some(name.into()),
+            redirect_uri: "https://callback.example:8443/cb?x=1".into(),
+            scope: Role::Rw,
+            csrf: Secret([0; 32]),
+            pam: false,
+            expires_in: 600,
+            notice: None,
+        }
+    }
+
+    #[test]
+    fn the_page_names_client_host_access_and_code_and_escapes_what_the_client_chose() {
+        let page = waiting_page(
+            &waiting("<script>alert(1)</script>\"'&"),
+            "/consent/ab",
+            "00ff",
+        );
+        assert!(!page.contains("<script>"), "{page}");
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
+        assert!(page.contains("callback.example:8443"));
+        assert!(page.contains("ABCD-EFGH"));
+        assert!(page.contains("--role rw"));
+        assert!(page.contains("run commands"));
+        assert!(page.contains("name=\"csrf\" value=\"00ff\""));
+        assert!(page.contains("http-equiv=\"refresh\""));
+        assert!(page.contains("10 minutes"));
+    }
+
+    #[test]
+    fn the_headers_forbid_scripts_framing_and_caching() {
+        let csp = HEADERS[0].1;
+        assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+        assert!(!csp.contains("script-src"));
+        assert!(HEADERS.contains(&("x-frame-options", "DENY")));
+        assert!(HEADERS.contains(&("cache-control", "no-store")));
+    }
+}
