@@ -27,7 +27,187 @@ pub fn routes(on: bool, forwarder: Arc<Forwarder>) -> Router {
     Router::new()
         .route("/token", post(token))
         .route("/revoke", post(revoke))
+        .route("/authorize", axum::routing::get(authorize))
+        .route(
+            "/consent/{id}",
+            axum::routing::get(consent).post(consent_deny),
+        )
         .with_state(forwarder)
+}
+
+/// The cookie that carries a pending request's secret.
+const COOKIE: &str = "mymcp_consent";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A page with `text` for a person (an error that cannot go back to the client).
+fn page(status: StatusCode, html: String) -> Response {
+    let mut r = (status, axum::response::Html(html)).into_response();
+    for (name, value) in crate::consent::HEADERS {
+        r.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    r
+}
+
+fn problem_page(text: &str) -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mymcp</title></head>\
+<body><h1>This request cannot go on</h1><p>{}</p></body></html>\n",
+            crate::consent::escape(text)
+        ),
+    )
+}
+
+fn see_other(location: &str) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+        Err(_) => problem_page("the client's redirect URI cannot be used"),
+    }
+}
+
+/// The pending request the browser holds: the id in the path, the secret in the cookie.
+fn pending_ref(id: &str, headers: &HeaderMap) -> Option<mymcp_protocol::oauth::PendingRef> {
+    let id = unhex::<16>(id)?;
+    let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
+    let secret = cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .and_then(|(_, v)| unhex::<32>(v))?;
+    Some(mymcp_protocol::oauth::PendingRef {
+        id: mymcp_protocol::oauth::PendingId(id),
+        secret: mymcp_protocol::oauth::Secret(secret),
+    })
+}
+
+/// Where the executor's decision sends the browser.
+fn decided(outcome: OAuthOutcome, id: &str) -> Response {
+    match outcome {
+        OAuthOutcome::Waiting(w) => page(
+            StatusCode::OK,
+            crate::consent::waiting_page(&w, &format!("/consent/{id}"), &hex(&w.csrf.0)),
+        ),
+        OAuthOutcome::Redirect(url) => see_other(&url),
+        OAuthOutcome::Error(e) => match e.redirect {
+            Some(url) => see_other(&url),
+            None => problem_page(&e.description),
+        },
+        _ => problem_page("unexpected answer"),
+    }
+}
+
+async fn authorize(
+    State(forwarder): State<Arc<Forwarder>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
+) -> Response {
+    let Some(q) = parse_form(uri.query().unwrap_or("").as_bytes()) else {
+        return problem_page("malformed query, or a parameter given twice");
+    };
+    if field(&q, "response_type") != Some("code") {
+        return problem_page("response_type must be code");
+    }
+    if field(&q, "code_challenge_method") != Some("S256") {
+        return problem_page("PKCE with code_challenge_method=S256 is required");
+    }
+    let (Some(client_id), Some(redirect_uri), Some(challenge)) = (
+        field(&q, "client_id"),
+        field(&q, "redirect_uri"),
+        field(&q, "code_challenge"),
+    ) else {
+        return problem_page("client_id, redirect_uri and code_challenge are required");
+    };
+    let scope = match field(&q, "scope").unwrap_or("mymcp:ro") {
+        s if s.split(' ').all(|x| x == "mymcp:ro") => Role::Ro,
+        s if s.split(' ').all(|x| x == "mymcp:ro" || x == "mymcp:rw") => Role::Rw,
+        _ => return problem_page("unknown scope (mymcp:ro, mymcp:rw)"),
+    };
+    let params = mymcp_protocol::oauth::AuthorizeParams {
+        client_id: client_id.to_owned(),
+        redirect_uri: redirect_uri.to_owned(),
+        state: field(&q, "state").map(str::to_owned),
+        code_challenge: challenge.to_owned(),
+        scope,
+        resource: field(&q, "resource").map(str::to_owned),
+    };
+    // The client's metadata document is fetched here (next: with SSRF guards); without it
+    // the executor refuses the client.
+    let request = OAuthRequest::Authorize {
+        params,
+        document: None,
+        origin: origin(peer),
+    };
+    match ask(&forwarder, request).await {
+        Ok(OAuthOutcome::Opened(r)) => {
+            let id = hex(&r.id.0);
+            let mut resp = see_other(&format!("/consent/{id}"));
+            let cookie = format!(
+                "{COOKIE}={}; Path=/consent/{id}; HttpOnly; Secure; SameSite=Lax; Max-Age=600",
+                hex(&r.secret.0)
+            );
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Ok(other) => decided(other, ""),
+        Err((_, why)) => problem_page(why),
+    }
+}
+
+async fn consent(
+    State(forwarder): State<Arc<Forwarder>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(request) = pending_ref(&id, &headers) else {
+        return problem_page("this page belongs to another browser, or has expired");
+    };
+    match ask(&forwarder, OAuthRequest::Consent { request }).await {
+        Ok(outcome) => decided(outcome, &id),
+        Err((_, why)) => problem_page(why),
+    }
+}
+
+async fn consent_deny(
+    State(forwarder): State<Arc<Forwarder>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(request) = pending_ref(&id, &headers) else {
+        return problem_page("this page belongs to another browser, or has expired");
+    };
+    let csrf = parse_form(&body)
+        .and_then(|f| field(&f, "csrf").and_then(unhex::<32>))
+        .map(mymcp_protocol::oauth::Secret);
+    let Some(csrf) = csrf else {
+        return problem_page("the form is incomplete; reload the page");
+    };
+    match ask(&forwarder, OAuthRequest::Deny { request, csrf }).await {
+        Ok(outcome) => decided(outcome, &id),
+        Err((_, why)) => problem_page(why),
+    }
 }
 
 /// `application/x-www-form-urlencoded` pairs, percent- and `+`-decoded; `None` if malformed

@@ -1007,3 +1007,55 @@ async fn the_token_endpoint_sends_digests_and_answers_as_rfc_6749_says() {
     let reply = send(&plain.app, form("/token", &good)).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn authorize_opens_a_request_whose_page_only_its_browser_sees() {
+    let h = harness_with(HttpConfig {
+        public_base_url: "https://mcp.example.com".into(),
+        oauth: true,
+        ..HttpConfig::default()
+    })
+    .await;
+    let q = "response_type=code&client_id=c&redirect_uri=https%3A%2F%2Fc.example%2Fcb\
+             &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256\
+             &scope=mymcp%3Aro&state=s";
+    let get = |uri: String, cookie: Option<&str>| {
+        let mut r = Request::get(uri);
+        if let Some(c) = cookie {
+            r = r.header(header::COOKIE, c);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let reply = send(&h.app, get(format!("/authorize?{q}"), None)).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let id = "01".repeat(16);
+    assert_eq!(
+        reply.header("location"),
+        Some(format!("/consent/{id}").as_str())
+    );
+    let cookie = reply.header("set-cookie").unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("Secure"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap();
+    assert_eq!(pair, format!("mymcp_consent={}", "02".repeat(32)));
+    // Its browser sees the page; another (no cookie, or another secret) does not.
+    let reply = send(&h.app, get(format!("/consent/{id}"), Some(pair))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.contains("ABCD-EFGH"));
+    assert!(reply.body.contains("Client &lt;b&gt;"));
+    assert!(reply
+        .header("content-security-policy")
+        .unwrap()
+        .contains("frame-ancestors 'none'"));
+    let reply = send(&h.app, get(format!("/consent/{id}"), None)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let other = format!("mymcp_consent={}", "09".repeat(32));
+    let reply = send(&h.app, get(format!("/consent/{id}"), Some(&other))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // PKCE S256 is required.
+    let plain = q.replace("S256", "plain");
+    let reply = send(&h.app, get(format!("/authorize?{plain}"), None)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}

@@ -260,6 +260,27 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                     })
                 }
                 OAuthRequest::Revoke { .. } => OAuthOutcome::Revoked,
+                OAuthRequest::Authorize { .. } => {
+                    OAuthOutcome::Opened(mymcp_protocol::oauth::PendingRef {
+                        id: mymcp_protocol::oauth::PendingId([1; 16]),
+                        secret: mymcp_protocol::oauth::Secret([2; 32]),
+                    })
+                }
+                OAuthRequest::Consent { request }
+                    if request.secret == mymcp_protocol::oauth::Secret([2; 32]) =>
+                {
+                    OAuthOutcome::Waiting(mymcp_protocol::oauth::Waiting {
+                        approval_code: "ABCD-EFGH".into(),
+                        client_id: "c".into(),
+                        client_name: Some("Client <b>".into()),
+                        redirect_uri: "https://c.example/cb".into(),
+                        scope: mymcp_protocol::Role::Ro,
+                        csrf: mymcp_protocol::oauth::Secret([3; 32]),
+                        pam: false,
+                        expires_in: 600,
+                        notice: None,
+                    })
+                }
                 _ => OAuthOutcome::Error(OAuthError {
                     code: OAuthErrorCode::InvalidGrant,
                     description: "no".into(),
