@@ -27,6 +27,7 @@ pub fn routes(on: bool, forwarder: Arc<Forwarder>) -> Router {
     Router::new()
         .route("/token", post(token))
         .route("/revoke", post(revoke))
+        .route("/register", post(register))
         .route("/authorize", axum::routing::get(authorize))
         .route(
             "/consent/{id}",
@@ -443,6 +444,74 @@ async fn revoke(
     match ask(&forwarder, request).await {
         // RFC 7009 §2.2: 200 whether or not there was something to revoke.
         Ok(_) => no_store(StatusCode::OK, json!({})),
+        Err(r) => refused(r),
+    }
+}
+
+/// RFC 7591 `POST /register`: a public client (PKCE, no secret). The bounds the executor
+/// decodes with are checked here first.
+async fn register(
+    State(forwarder): State<Arc<Forwarder>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    use mymcp_protocol::oauth::{
+        ClientAuthMethod, ClientMetadata, MAX_CLIENT_NAME_LEN, MAX_REDIRECT_URIS, MAX_URI_LEN,
+    };
+    let invalid = |why: &'static str| refused((OAuthErrorCode::InvalidClientMetadata, why));
+    if body.len() > MAX_FORM_BYTES {
+        return invalid("registration too large");
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return invalid("expected a JSON object");
+    };
+    let uris: Option<Vec<String>> = v["redirect_uris"].as_array().map(|a| {
+        a.iter()
+            .filter_map(|u| u.as_str().map(str::to_owned))
+            .collect()
+    });
+    let Some(uris) = uris.filter(|u| {
+        !u.is_empty()
+            && u.len() <= MAX_REDIRECT_URIS
+            && u.iter()
+                .all(|x| x.len() <= MAX_URI_LEN && !x.chars().any(char::is_control))
+    }) else {
+        return refused((
+            OAuthErrorCode::InvalidRedirectUri,
+            "redirect_uris: 1 to 10 URIs",
+        ));
+    };
+    let name = v["client_name"]
+        .as_str()
+        .filter(|n| n.len() <= MAX_CLIENT_NAME_LEN && !n.chars().any(char::is_control))
+        .map(str::to_owned);
+    match v["token_endpoint_auth_method"].as_str() {
+        None | Some("none") => {}
+        Some(_) => return invalid("public clients only: token_endpoint_auth_method none"),
+    }
+    let request = OAuthRequest::Register {
+        client: ClientMetadata {
+            client_name: name,
+            redirect_uris: uris,
+            token_endpoint_auth_method: ClientAuthMethod::None,
+        },
+        origin: origin(peer),
+    };
+    match ask(&forwarder, request).await {
+        Ok(OAuthOutcome::Registered(r)) => no_store(
+            StatusCode::CREATED,
+            json!({
+                "client_id": r.client_id,
+                "client_id_issued_at": r.issued_at,
+                "client_name": r.client.client_name,
+                "redirect_uris": r.client.redirect_uris,
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+            }),
+        ),
+        Ok(OAuthOutcome::Error(e)) => oauth_error(e.code, &e.description),
+        Ok(_) => oauth_error(OAuthErrorCode::ServerError, "unexpected answer"),
         Err(r) => refused(r),
     }
 }

@@ -1059,3 +1059,39 @@ async fn authorize_opens_a_request_whose_page_only_its_browser_sees() {
     let reply = send(&h.app, get(format!("/authorize?{plain}"), None)).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn registration_makes_a_public_client_and_refuses_what_is_not_one() {
+    let h = harness_with(HttpConfig {
+        public_base_url: "https://mcp.example.com".into(),
+        oauth: true,
+        ..HttpConfig::default()
+    })
+    .await;
+    let post = |body: &str| {
+        Request::post("/register")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let reply = send(
+        &h.app,
+        post(r#"{"client_name":"Inspector","redirect_uris":["http://127.0.0.1:6274/oauth/callback"]}"#),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(reply.json()["client_id"], "mcpc_1");
+    assert_eq!(reply.json()["token_endpoint_auth_method"], "none");
+    for (body, error) in [
+        (r#"{"redirect_uris":[]}"#, "invalid_redirect_uri"),
+        ("not json", "invalid_client_metadata"),
+        (
+            r#"{"redirect_uris":["https://c.example/cb"],"token_endpoint_auth_method":"client_secret_basic"}"#,
+            "invalid_client_metadata",
+        ),
+    ] {
+        let reply = send(&h.app, post(body)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(reply.json()["error"], error, "{body}");
+    }
+}

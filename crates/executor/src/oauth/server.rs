@@ -27,8 +27,13 @@ pub(crate) struct Server {
     pending: Pending,
     codes: Codes,
     grants: Arc<Grants>,
+    /// Clients registered with `POST /register` (RFC 7591): id → metadata.
+    clients: std::sync::Mutex<std::collections::HashMap<String, ClientMetadata>>,
     random: Random,
 }
+
+/// Registered clients, at most (beyond, registration is refused).
+pub(crate) const MAX_CLIENTS: usize = 256;
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,6 +60,7 @@ impl Server {
             pending: Pending::default(),
             codes: Codes::default(),
             grants: Arc::default(),
+            clients: Default::default(),
             random,
         }
     }
@@ -203,8 +209,9 @@ impl Server {
                 self.grants.revoke_token(&token, &client.client_id);
                 OAuthOutcome::Revoked
             }
-            // Dynamic registration and PAM logins come next.
-            OAuthRequest::Register { .. } | OAuthRequest::Login { .. } => error(
+            OAuthRequest::Register { client, .. } => self.register(client),
+            // PAM logins come next.
+            OAuthRequest::Login { .. } => error(
                 OAuthErrorCode::TemporarilyUnavailable,
                 "not available on this server yet",
             ),
@@ -264,12 +271,20 @@ impl Server {
         if let Some(why) = text::redirect_uri_problem(&params.redirect_uri) {
             return error(OAuthErrorCode::InvalidRequest, why);
         }
-        let Some(client) = document.filter(|_| text::is_document_client_id(&params.client_id))
-        else {
-            return error(
-                OAuthErrorCode::InvalidClient,
-                "unknown client (only clients with a metadata document for now)",
-            );
+        let client = match document.filter(|_| text::is_document_client_id(&params.client_id)) {
+            Some(document) => document,
+            None => {
+                let registered = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+                match registered.get(&params.client_id) {
+                    Some(c) => c.clone(),
+                    None => {
+                        return error(
+                            OAuthErrorCode::InvalidClient,
+                            "unknown client: register it (RFC 7591) or use a metadata document",
+                        )
+                    }
+                }
+            }
         };
         if !client.redirect_uris.contains(&params.redirect_uri) {
             return error(
@@ -302,6 +317,54 @@ impl Server {
             Some(r) => OAuthOutcome::Opened(r),
             None => self.redirect_error(&request, OAuthErrorCode::TemporarilyUnavailable),
         }
+    }
+
+    /// RFC 7591: a public client (PKCE, no secret) with redirect URIs this server accepts.
+    fn register(&self, client: ClientMetadata) -> OAuthOutcome {
+        use mymcp_protocol::oauth::{ClientAuthMethod, Registered};
+        let invalid = |why: &str| {
+            OAuthOutcome::Error(OAuthError {
+                code: OAuthErrorCode::InvalidClientMetadata,
+                description: why.to_owned(),
+                redirect: None,
+            })
+        };
+        if client.token_endpoint_auth_method != ClientAuthMethod::None {
+            return invalid("public clients only: token_endpoint_auth_method must be none");
+        }
+        if client.redirect_uris.is_empty() {
+            return OAuthOutcome::Error(OAuthError {
+                code: OAuthErrorCode::InvalidRedirectUri,
+                description: "redirect_uris is required".into(),
+                redirect: None,
+            });
+        }
+        if let Some(why) = (client.redirect_uris.iter()).find_map(|u| text::redirect_uri_problem(u))
+        {
+            return OAuthOutcome::Error(OAuthError {
+                code: OAuthErrorCode::InvalidRedirectUri,
+                description: why.to_owned(),
+                redirect: None,
+            });
+        }
+        let id = format!("mcpc_{}", text::hex(&self.bytes::<16>()));
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.len() >= MAX_CLIENTS {
+            return error(
+                OAuthErrorCode::TemporarilyUnavailable,
+                "too many registered clients",
+            );
+        }
+        clients.insert(id.clone(), client.clone());
+        let issued_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        OAuthOutcome::Registered(Registered {
+            client_id: id,
+            client_secret: None,
+            issued_at,
+            client,
+        })
     }
 
     fn approved(&self, req: Request, user: String, role: Role, now: Instant) -> OAuthOutcome {
@@ -532,6 +595,52 @@ mod tests {
             refresh(&second.refresh_token),
             OAuthOutcome::Error(_)
         ));
+    }
+
+    #[test]
+    fn a_registered_client_is_known_by_its_id_and_a_bad_registration_refused() {
+        let s = server();
+        let now = Instant::now();
+        let reg = |uris: Vec<&str>| {
+            s.handle(
+                OAuthRequest::Register {
+                    client: ClientMetadata {
+                        client_name: Some("Inspector".into()),
+                        redirect_uris: uris.into_iter().map(str::to_owned).collect(),
+                        token_endpoint_auth_method: ClientAuthMethod::None,
+                    },
+                    origin: origin(),
+                },
+                now,
+            )
+        };
+        assert!(matches!(
+            reg(vec!["javascript:alert(1)"]),
+            OAuthOutcome::Error(OAuthError {
+                code: OAuthErrorCode::InvalidRedirectUri,
+                ..
+            })
+        ));
+        let id = match reg(vec!["http://127.0.0.1:6274/oauth/callback"]) {
+            OAuthOutcome::Registered(r) => r.client_id,
+            other => panic!("{other:?}"),
+        };
+        let opened = s.handle(
+            OAuthRequest::Authorize {
+                params: AuthorizeParams {
+                    client_id: id,
+                    redirect_uri: "http://127.0.0.1:6274/oauth/callback".into(),
+                    state: None,
+                    code_challenge: CHALLENGE.into(),
+                    scope: Role::Ro,
+                    resource: None,
+                },
+                document: None,
+                origin: origin(),
+            },
+            now,
+        );
+        assert!(matches!(opened, OAuthOutcome::Opened(_)), "{opened:?}");
     }
 
     #[test]

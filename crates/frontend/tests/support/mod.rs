@@ -260,6 +260,14 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                     })
                 }
                 OAuthRequest::Revoke { .. } => OAuthOutcome::Revoked,
+                OAuthRequest::Register { client, .. } => {
+                    OAuthOutcome::Registered(mymcp_protocol::oauth::Registered {
+                        client_id: "mcpc_1".into(),
+                        client_secret: None,
+                        issued_at: 1,
+                        client,
+                    })
+                }
                 OAuthRequest::Authorize { .. } => {
                     OAuthOutcome::Opened(mymcp_protocol::oauth::PendingRef {
                         id: mymcp_protocol::oauth::PendingId([1; 16]),
