@@ -58,6 +58,9 @@ pub enum Cmd {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// OAuth clients waiting for approval (with MYMCP_OAUTH_ENABLED).
+    #[command(subcommand)]
+    Oauth(OauthCmd),
     /// Terminal recordings (asciicast v2 files of terminal_open sessions).
     Terminal {
         #[command(subcommand)]
@@ -140,6 +143,23 @@ impl LayoutArgs {
 pub enum ConfigCmd {
     /// Print a commented env file with every setting at its default.
     Example,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OauthCmd {
+    /// The authorization requests waiting for a person: client, redirect, scope.
+    Pending,
+    /// Approve the request whose consent page shows CODE: the client's tokens act as ACCOUNT
+    /// with at most ROLE (never more than the client asked for).
+    Approve {
+        /// The code the consent page shows (ABCD-EFGH; case and spacing do not matter).
+        code: String,
+        /// The Unix account the grant acts as.
+        #[arg(long, value_name = "ACCOUNT")]
+        user: String,
+        #[arg(long, default_value = "ro", value_parser = ["ro", "rw"])]
+        role: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -243,6 +243,46 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                 other => bail!("unexpected answer: {other:?}"),
             }
         }
+        Cmd::Oauth(cmd) => {
+            use mymcp_protocol::oauth::{OAuthControl, OAuthControlOutcome};
+            let request = match cmd {
+                mymcpctl::cli::OauthCmd::Pending => OAuthControl::Pending,
+                mymcpctl::cli::OauthCmd::Approve { code, user, role } => OAuthControl::Approve {
+                    code,
+                    user,
+                    role: Role::parse(&role).expect("clap checked the role"),
+                },
+            };
+            match control(&cli.runtime_dir, ControlRequest::OAuth(request))? {
+                ControlResponse::OAuth(OAuthControlOutcome::Pending(list)) => {
+                    if list.is_empty() {
+                        println!("no authorization request is waiting");
+                    }
+                    for p in list {
+                        println!(
+                            "{}  {}  {}  {}",
+                            p.client_name.as_deref().unwrap_or("-"),
+                            p.client_id,
+                            p.redirect_uri,
+                            p.scope.as_str()
+                        );
+                    }
+                }
+                ControlResponse::OAuth(OAuthControlOutcome::Approved {
+                    client_id,
+                    client_name,
+                    user,
+                    role,
+                    ..
+                }) => println!(
+                    "approved {} ({client_id}): its tokens act as {user} with role {}; the page continues by itself",
+                    client_name.as_deref().unwrap_or("the client"),
+                    role.as_str()
+                ),
+                other => anyhow::bail!("unexpected answer: {other:?}"),
+            }
+            Ok(0)
+        }
         Cmd::Terminal { cmd, state_dir } => {
             let dir = state_dir.join("terminals");
             match cmd {
