@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +133,13 @@ def test_a_client_approved_on_the_host_acts_as_the_account_and_a_replayed_code_e
                               {"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 400 and json.loads(body)["error"] == "invalid_grant"
     assert mcp(port, tokens["access_token"], {"jsonrpc": "2.0", "id": 3, "method": "tools/list"})[0] == 401
+
+    # Every step that changed something is in the audit log; no code or token value is.
+    state = Path(run).parent
+    records = [json.loads(line) for line in (state / "audit" / "audit.log").read_text().splitlines()]
+    tools = [r.get("tool") for r in records]
+    for tool in ["oauth_register", "oauth_authorize", "oauth_approve", "oauth_token"]:
+        assert tool in tools, tools
+    text = json.dumps(records)
+    for secret in [params["code"][0], tokens["access_token"], tokens["refresh_token"], code]:
+        assert secret not in text

@@ -71,13 +71,36 @@ impl Service for Control {
         };
         match request {
             ControlRequest::OAuth(request) => match self.executor.oauth() {
-                Some(server) => match server.control(request, std::time::Instant::now()) {
-                    Ok(outcome) => ControlResponse::OAuth(outcome),
-                    Err(message) => ControlResponse::Error {
-                        code: ErrorCode::InvalidArguments,
-                        message,
-                    },
-                },
+                Some(server) => {
+                    use mymcp_protocol::oauth::OAuthControl;
+                    let now = std::time::Instant::now();
+                    // An approval is recorded (who it lets in, as whom); never the code.
+                    let answered = match &request {
+                        OAuthControl::Approve { user, role, .. } => {
+                            let op = op(
+                                "oauth_approve",
+                                serde_json::json!({"user": user, "role": role.as_str()}),
+                            );
+                            audit.around(
+                                &op,
+                                || server.control(request, now),
+                                |r, d| match r {
+                                    Ok(_) => audit::Outcome::ok(Some(d), None),
+                                    Err(e) => audit::Outcome::error("InvalidArguments", e, Some(d)),
+                                },
+                            )
+                        }
+                        _ => Some(server.control(request, now)),
+                    };
+                    match answered {
+                        None => unaudited(),
+                        Some(Ok(outcome)) => ControlResponse::OAuth(outcome),
+                        Some(Err(message)) => ControlResponse::Error {
+                            code: ErrorCode::InvalidArguments,
+                            message,
+                        },
+                    }
+                }
                 None => ControlResponse::Error {
                     code: ErrorCode::InvalidArguments,
                     message: "OAuth is off on this server (MYMCP_OAUTH_ENABLED)".into(),

@@ -149,6 +149,77 @@ impl Executor {
         self.oauth.as_deref()
     }
 
+    /// Answers an OAuth request; each one that changes something (a registration, a request
+    /// opened or denied, tokens issued, refreshed or revoked) is an audit record around it,
+    /// and is not done when that record cannot be written. The consent page's polls are not
+    /// recorded; the approval is (by `mymcpctl`).
+    fn oauth_audited(
+        &self,
+        server: &crate::oauth::server::Server,
+        request: mymcp_protocol::oauth::OAuthRequest,
+    ) -> mymcp_protocol::oauth::OAuthOutcome {
+        use mymcp_protocol::oauth::{OAuthError, OAuthErrorCode, OAuthOutcome, OAuthRequest};
+        let now = std::time::Instant::now();
+        let (tool, client, origin): (&'static str, String, Option<CallOrigin>) = match &request {
+            OAuthRequest::Register { client, origin } => (
+                "oauth_register",
+                client.client_name.clone().unwrap_or_default(),
+                Some(origin.clone()),
+            ),
+            OAuthRequest::Authorize { params, origin, .. } => (
+                "oauth_authorize",
+                params.client_id.clone(),
+                Some(origin.clone()),
+            ),
+            OAuthRequest::Exchange { client, origin, .. } => (
+                "oauth_token",
+                client.client_id.clone(),
+                Some(origin.clone()),
+            ),
+            OAuthRequest::Refresh { client, origin, .. } => (
+                "oauth_refresh",
+                client.client_id.clone(),
+                Some(origin.clone()),
+            ),
+            OAuthRequest::Revoke { client, origin, .. } => (
+                "oauth_revoke",
+                client.client_id.clone(),
+                Some(origin.clone()),
+            ),
+            OAuthRequest::Login { origin, .. } => {
+                ("oauth_login", String::new(), Some(origin.clone()))
+            }
+            OAuthRequest::Deny { .. } => ("oauth_deny", String::new(), None),
+            OAuthRequest::Consent { .. } => return server.handle(request, now),
+        };
+        let actor = Actor {
+            name: format!("oauth:{client}"),
+            role: "oauth",
+            ip: origin.as_ref().map(|o| o.peer.clone()).unwrap_or_default(),
+            request_id: origin.map(|o| o.request_id).unwrap_or_default(),
+            trace: None,
+            account: None,
+        };
+        let op = self
+            .audit
+            .operation(tool, actor, serde_json::json!({"client_id": client}));
+        let answered = self.audit.around(
+            &op,
+            || server.handle(request, now),
+            |outcome, d| match outcome {
+                OAuthOutcome::Error(e) => Outcome::error(e.code.as_str(), &e.description, Some(d)),
+                _ => Outcome::ok(Some(d), None),
+            },
+        );
+        answered.unwrap_or_else(|| {
+            OAuthOutcome::Error(OAuthError {
+                code: OAuthErrorCode::TemporarilyUnavailable,
+                description: audit::REFUSED_UNAUDITED.into(),
+                redirect: None,
+            })
+        })
+    }
+
     /// Enables terminals.
     pub(crate) fn with_terminals(mut self, terminals: Arc<Terminals>) -> Self {
         self.terminals = terminals;
@@ -715,7 +786,7 @@ impl Service for Executor {
         match request {
             FrontendRequest::Identify { token } => self.identify(&token),
             FrontendRequest::OAuth(request) => FrontendResponse::OAuth(match &self.oauth {
-                Some(server) => server.handle(request, std::time::Instant::now()),
+                Some(server) => self.oauth_audited(server, request),
                 None => {
                     mymcp_protocol::oauth::OAuthOutcome::Error(mymcp_protocol::oauth::OAuthError {
                         code: mymcp_protocol::oauth::OAuthErrorCode::TemporarilyUnavailable,
