@@ -795,6 +795,14 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
     out
 }
 
+/// Whether a process exists and is not a zombie waiting to be reaped.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().as_bytes().first() != Some(&b'Z'))
+    })
+}
+
 /// Polls `pred` until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;

@@ -246,15 +246,18 @@ fn an_idle_terminal_is_closed_and_its_processes_killed() {
     let (_exec, front, rw) = server(&[("MYMCP_TERMINAL_IDLE_SEC", "2")]);
     let opened = Instant::now();
     let id = open(front.addr, &rw, json!({"command": "sleep 1000.4713"}));
-    assert!(wait_until(Duration::from_secs(5), || !pids_with_cmdline(
-        "sleep 1000.4713"
-    )
-    .is_empty()));
+    // Followed by pid: while the shell execs the program, its command line
+    // reads empty for an instant, which a search by command line would take
+    // for an end.
+    let mut pids = Vec::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        pids = pids_with_cmdline("sleep 1000.4713");
+        !pids.is_empty()
+    }));
     assert!(
-        wait_until(Duration::from_secs(10), || pids_with_cmdline(
-            "sleep 1000.4713"
-        )
-        .is_empty()),
+        wait_until(Duration::from_secs(10), || pids
+            .iter()
+            .all(|&p| !mymcp_tests::alive(p))),
         "the idle terminal's program still runs"
     );
     let lived = opened.elapsed();

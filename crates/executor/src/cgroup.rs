@@ -417,12 +417,10 @@ impl Confinement {
         Ok(Some(call))
     }
 
-    /// Keeps the empty cgroup of an ended call for the next call with its limits (the one
-    /// kept longest goes beyond [`IDLE_MAX`]: an rmdir of an empty cgroup).
+    /// Keeps the empty cgroup of an ended call (one that had nothing left to kill: see
+    /// [`CallCgroup::remove`]) for the next call with its limits (the one kept longest goes
+    /// beyond [`IDLE_MAX`]: an rmdir of an empty cgroup).
     fn recycle(&self, mut call: CallCgroup) {
-        if *call.killed.get_mut() {
-            return call.rmdir();
-        }
         call.baseline = call.counters();
         call.home = Weak::new();
         let old = {

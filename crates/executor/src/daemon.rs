@@ -162,7 +162,6 @@ pub fn run(
     if let Err(e) = spawn::probe_views() {
         tracing::warn!(error = %e, "commands cannot get a mount namespace of their own here: mymcp's own files are not made read-only to them, and tokens with write roots, hidden paths or no network run no command");
         bash.protect = Arc::new([]);
-        bash.views = false;
         bash.views_unavailable = Some(e.to_string());
     }
     let per_token = config::bash_per_token(&Env).map_err(Error::config)?;

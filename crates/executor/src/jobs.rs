@@ -398,19 +398,22 @@ fn internal(what: &str, e: &io::Error) -> ToolFailure {
     ToolFailure::new(ErrorCode::InternalError, format!("{what}: {e}"))
 }
 
-/// Whether `name` is a job id (the only strings ever joined to the jobs directory).
-fn is_job_id(name: &str) -> bool {
+/// Whether `name` is a job id (the only strings ever joined to the jobs directory), or a
+/// terminal id: 16 lowercase hex digits.
+pub(crate) fn is_job_id(name: &str) -> bool {
     name.len() == ID_LEN && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn new_job_id() -> io::Result<String> {
+/// A new id of a job or a terminal: 16 random lowercase hex digits.
+pub(crate) fn new_job_id() -> io::Result<String> {
     let mut bytes = [0u8; ID_LEN / 2];
     mymcp_sys::fill_random(&mut bytes)?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Creates the jobs directory (mode 0700) if needed and checks that nobody else can use it.
-fn prepare_dir(dir: &Path) -> io::Result<()> {
+/// Creates the jobs (or terminals) directory `dir` (mode 0700) if needed and checks that
+/// nobody else can use it.
+pub(crate) fn prepare_dir(dir: &Path) -> io::Result<()> {
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent)?;
     }

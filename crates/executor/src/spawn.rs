@@ -116,10 +116,8 @@ pub(crate) struct BashConfig {
     /// mymcp's own paths (state, token store, audit log, configuration, env file): read-only
     /// to every command, root-mapped tokens' included.
     pub(crate) protect: Arc<[PathBuf]>,
-    /// Whether commands can get a view of their own here ([`probe_views`]); where they
-    /// cannot, a token with a view runs nothing.
-    pub(crate) views: bool,
-    /// Why not, when not (for `mymcpctl status` and `doctor`).
+    /// Why commands cannot get a view of their own here ([`probe_views`]), if they cannot:
+    /// then a token with a view runs nothing (and `mymcpctl status` and `doctor` say why).
     pub(crate) views_unavailable: Option<String>,
 }
 
@@ -134,7 +132,6 @@ impl Default for BashConfig {
             confine: Arc::default(),
             handoff_secs: 0,
             protect: Arc::new([]),
-            views: true,
             views_unavailable: None,
         }
     }
@@ -565,7 +562,7 @@ fn start_with(
         .as_ref()
         .map(CallCgroup::v1_procs)
         .unwrap_or_default();
-    let refused = (!cfg.views && !auth.view().is_default()).then(|| {
+    let refused = (cfg.views_unavailable.is_some() && !auth.view().is_default()).then(|| {
         ToolFailure::new(
             ErrorCode::InternalError,
             "this host cannot give commands a view of their own (mount namespaces unavailable): \
@@ -1173,7 +1170,7 @@ mod tests {
             ..TokenView::default()
         });
         let cfg = BashConfig {
-            views: false,
+            views_unavailable: Some("no mount namespaces in this test".into()),
             ..cfg()
         };
         let mut never = CancelSignal::never();

@@ -48,7 +48,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -80,8 +80,6 @@ const COLS: (i64, i64, i64) = (10, 500, 80);
 /// Largest recording; what a terminal writes past it is counted, not recorded (a program that
 /// prints without end must not fill the state directory).
 const MAX_RECORDING_BYTES: u64 = 64 * 1024 * 1024;
-/// Length of a terminal id in hex digits.
-const ID_LEN: usize = 16;
 /// How long a terminal may live at most (its "deadline" for the shared supervisor).
 const MAX_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
 
@@ -380,38 +378,8 @@ fn internal(what: &str, e: &io::Error) -> ToolFailure {
     ToolFailure::new(ErrorCode::InternalError, format!("{what}: {e}"))
 }
 
-fn is_terminal_id(name: &str) -> bool {
-    name.len() == ID_LEN && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 fn clamp_size(v: Option<i64>, (min, max, default): (i64, i64, i64)) -> u16 {
     v.unwrap_or(default).clamp(min, max) as u16
-}
-
-/// Creates the terminals directory (0700) if needed and checks that nobody else can use it.
-fn prepare_dir(dir: &Path) -> io::Result<()> {
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let meta = std::fs::symlink_metadata(dir)?;
-    if !meta.is_dir() {
-        return Err(io::Error::other("exists and is not a directory"));
-    }
-    if meta.uid() != mymcp_sys::euid() {
-        return Err(io::Error::other(format!(
-            "owned by uid {}, not by the executor",
-            meta.uid()
-        )));
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
 }
 
 /// Deletes recordings whose last change is older than `retention`.
@@ -425,7 +393,7 @@ fn expire_recordings(dir: &Path, retention: Duration) {
         let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".cast")) else {
             continue;
         };
-        if !is_terminal_id(id) {
+        if !crate::jobs::is_job_id(id) {
             continue;
         }
         let old = entry
@@ -649,7 +617,7 @@ impl Terminals {
     /// Prepares the terminals directory and deletes expired recordings. Without a usable
     /// directory terminals are unavailable (each open says why).
     pub(crate) fn open(cfg: TerminalConfig, audit: Arc<Audit>) -> Terminals {
-        let unavailable = match prepare_dir(&cfg.dir) {
+        let unavailable = match crate::jobs::prepare_dir(&cfg.dir) {
             Ok(()) => {
                 expire_recordings(&cfg.dir, cfg.retention);
                 None
@@ -688,7 +656,7 @@ impl Terminals {
     }
 
     fn find(&self, auth: &Authorized<Rw>, id: &str) -> Result<Arc<Terminal>, ToolFailure> {
-        if !is_terminal_id(id) {
+        if !crate::jobs::is_job_id(id) {
             return Err(not_found(id));
         }
         match self.table().get(id) {
@@ -755,11 +723,7 @@ impl Terminals {
             .with_suggestion("Close one with terminal_close")
         })?;
         let (rows, cols) = (clamp_size(args.rows, ROWS), clamp_size(args.cols, COLS));
-        let id = {
-            let mut bytes = [0u8; ID_LEN / 2];
-            mymcp_sys::fill_random(&mut bytes).map_err(|e| internal("cannot make an id", &e))?;
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        };
+        let id = crate::jobs::new_job_id().map_err(|e| internal("cannot make an id", &e))?;
         let recording = self.cfg.dir.join(format!("{id}.cast"));
         let file = OpenOptions::new()
             .write(true)

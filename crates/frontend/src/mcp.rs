@@ -1186,11 +1186,7 @@ impl<E: ExecutorClient> Session<'_, E> {
         params: Option<&Value>,
         era: Era,
     ) -> Result<RpcBody, Stop> {
-        let Some(task_id) = params
-            .and_then(|p| p.get("taskId"))
-            .and_then(Value::as_str)
-            .and_then(tasks::parse_task_id)
-        else {
+        let Some(task_id) = tasks::task_id_param(params) else {
             return Ok(RpcBody::error(
                 codes::INVALID_PARAMS,
                 "Invalid params: unknown taskId",
@@ -1356,11 +1352,7 @@ impl<E: ExecutorClient> Session<'_, E> {
         params: Option<&Value>,
         era: Era,
     ) -> Result<RpcBody, Stop> {
-        let Some(task_id) = params
-            .and_then(|p| p.get("taskId"))
-            .and_then(Value::as_str)
-            .and_then(tasks::parse_task_id)
-        else {
+        let Some(task_id) = tasks::task_id_param(params) else {
             return Ok(RpcBody::error(
                 codes::INVALID_PARAMS,
                 "Invalid params: 'taskId' must be a string",

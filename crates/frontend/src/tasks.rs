@@ -61,6 +61,14 @@ pub fn parse_task_id(task_id: &str) -> Option<String> {
     (!task_id.is_empty() && task_id.len() <= 64).then(|| task_id.to_owned())
 }
 
+/// The `taskId` of a `tasks/*` request's `params`, if it can name a job.
+pub fn task_id_param(params: Option<&Value>) -> Option<String> {
+    params
+        .and_then(|p| p.get("taskId"))
+        .and_then(Value::as_str)
+        .and_then(parse_task_id)
+}
+
 /// Turns a `bash_execute` call into the job that runs its task: in the background, with the
 /// foreground timeout the call would have had.
 pub fn as_job(mut args: BashExecute) -> BashExecute {
