@@ -5,6 +5,7 @@ The binaries come from MYMCP_BIN_DIR (default: the cargo target dir's debug prof
 
 import json
 import os
+import pwd
 import re
 import ssl
 import subprocess
@@ -176,6 +177,35 @@ def tool_json(result) -> dict:
     """The tool JSON inside a tools/call result's single text item."""
     assert len(result.content) == 1 and result.content[0].type == "text", result
     return json.loads(result.content[0].text)
+
+
+def shadow(*cmd):
+    """Runs a shadow-utils command, retrying while another holds the databases' locks."""
+    for _ in range(200):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode == 0 or "lock" not in r.stderr:
+            return r
+        time.sleep(0.05)
+    return r
+
+
+def account_name(tag: str) -> str:
+    return f"mmacct{tag}{os.getpid():x}"[:31]
+
+
+def make_account(tag, groups=()):
+    """A real Unix account (home, own group, bash), made now; remove it with remove_account."""
+    name = account_name(tag)
+    args = ["useradd", "--create-home", "--user-group", "--shell", "/bin/bash"]
+    if groups:
+        args += ["--groups", ",".join(groups)]
+    r = shadow(*args, name)
+    assert r.returncode == 0, r.stderr
+    return pwd.getpwnam(name)
+
+
+def remove_account(a):
+    shadow("userdel", "--force", "--remove", a.pw_name)
 
 
 def wait_until(pred, timeout=5.0):

@@ -5,65 +5,39 @@ more. The accounts are real, made here and removed afterwards (also when a test 
 import grp
 import json
 import os
-import pwd
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import start_server, stop_server, with_session
+from conftest import account_name, make_account, remove_account, shadow, start_server, stop_server, with_session
 
 SECRET = "ROOT-ONLY-BYTES"
 
 
-def _shadow(*cmd):
-    """Runs a shadow-utils command, retrying while another holds the databases' locks."""
-    for _ in range(200):
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode == 0 or "lock" not in r.stderr:
-            return r
-        time.sleep(0.05)
-    return r
-
-
-def _name(tag: str) -> str:
-    return f"mmacct{tag}{os.getpid():x}"[:31]
-
-
 @pytest.fixture(scope="module")
 def group():
-    name = _name("pg")
-    r = _shadow("groupadd", name)
+    name = account_name("pg")
+    r = shadow("groupadd", name)
     assert r.returncode == 0, r.stderr
     yield grp.getgrnam(name)
-    _shadow("groupdel", name)
-
-
-def _account(tag, groups=()):
-    name = _name(tag)
-    args = ["useradd", "--create-home", "--user-group", "--shell", "/bin/bash"]
-    if groups:
-        args += ["--groups", ",".join(groups)]
-    r = _shadow(*args, name)
-    assert r.returncode == 0, r.stderr
-    return pwd.getpwnam(name)
+    shadow("groupdel", name)
 
 
 @pytest.fixture(scope="module")
 def alice(group):
-    a = _account("pa", [group.gr_name])
+    a = make_account("pa", [group.gr_name])
     yield a
-    _shadow("userdel", "--force", "--remove", a.pw_name)
+    remove_account(a)
 
 
 @pytest.fixture(scope="module")
 def bob():
-    b = _account("pb")
+    b = make_account("pb")
     yield b
-    _shadow("userdel", "--force", "--remove", b.pw_name)
+    remove_account(b)
 
 
 @pytest.fixture(scope="module")

@@ -1,58 +1,48 @@
-"""OAuth 2.1 (issue 23, being built) through the real binaries: a client registers, a person
-approves it on the host with the code its consent page shows, the client exchanges the code
-and calls a tool acting as the account; a replayed code revokes what it gave.
+"""OAuth 2.1 through the real binaries (`mymcpctl serve` with MYMCP_OAUTH_ENABLED=true, which
+serves it under its own URL): a client registers, a person approves it on the host with the code
+its consent page shows, the client exchanges the code and calls tools acting as the approved
+Unix account; what the host person does (`mymcpctl oauth …`) takes effect at once.
 
-Plain HTTP on loopback (what the quick try serves); the client is this test, speaking HTTP as
-the MCP SDKs' OAuth clients do."""
+One client is the official MCP Python SDK's `OAuthClientProvider` (discovery from the 401,
+registration by RFC 7591, PKCE, the token exchange and the `iss` check are all the SDK's); the
+others speak HTTP as those clients do, to reach the refusals. The person's browser is plain HTTP
+here: the page needs no script (its continuation is a meta refresh)."""
 
 import base64
 import hashlib
 import http.client
 import json
-import os
 import re
-import socket
-import subprocess
 import urllib.parse
 from pathlib import Path
 
+import anyio
+import httpx2
 import pytest
+from mcp import ClientSession
+from mcp.client.auth import OAuthClientProvider
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata, OAuthToken
 
-from conftest import bin_dir, wait_until
+from conftest import make_account, remove_account, start_server, stop_server, tool_json
+
+REDIRECT = "http://127.0.0.1:9/cb"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def carol():
+    a = make_account("oc")
+    yield a
+    remove_account(a)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def oauth_server():
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, MYMCP_FRONTEND_USER="nobody", MYMCP_OAUTH_ENABLED="true",
-               MYMCP_PUBLIC_BASE_URL=base)
-    proc = subprocess.Popen([str(bin_dir() / "mymcpctl"), "serve", "--port", str(port)],
-                            stderr=subprocess.PIPE, text=True, env=env)
-    run = None
-    for line in proc.stderr:
-        m = re.search(r"more tokens: mymcpctl --runtime-dir (\S+)", line)
-        if m:
-            run = m.group(1)
-            break
-    assert run, "mymcpctl serve did not start"
-
-    def up() -> bool:
-        try:
-            return b'"executor":"connected"' in request(port, "GET", "/health")[2].encode()
-        except OSError:
-            return False
-
-    assert wait_until(up, 20)
-    yield port, base, run
-    proc.terminate()
-    proc.wait(30)
+    s = start_server({"MYMCP_OAUTH_ENABLED": "true"})
+    s.base = s.url.rsplit("/mcp", 1)[0]
+    s.port = urllib.parse.urlparse(s.base).port
+    yield s
+    stop_server(s)
 
 
 def request(port, method, path, body=None, headers=None):
@@ -71,75 +61,252 @@ def mcp(port, token, payload):
     })
 
 
-def test_a_client_approved_on_the_host_acts_as_the_account_and_a_replayed_code_ends_it(oauth_server):
-    port, base, run = oauth_server
-    status, headers, _ = mcp(port, "tok_unknown", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-    assert status == 401
-    assert f'resource_metadata="{base}/.well-known/oauth-protected-resource/mcp"' in headers["www-authenticate"]
-    meta = json.loads(request(port, "GET", "/.well-known/oauth-authorization-server")[2])
-    assert meta["issuer"] == base and meta["code_challenge_methods_supported"] == ["S256"]
-
-    redirect = "http://127.0.0.1:9/cb"
-    status, _, body = request(port, "POST", "/register", json.dumps(
-        {"client_name": "e2e", "redirect_uris": [redirect]}), {"Content-Type": "application/json"})
-    assert status == 201, body
-    client_id = json.loads(body)["client_id"]
-
-    verifier = "v" * 50
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
-    query = urllib.parse.urlencode({
-        "response_type": "code", "client_id": client_id, "redirect_uri": redirect,
-        "code_challenge": challenge, "code_challenge_method": "S256", "scope": "mymcp:rw",
-        "state": "s1"})
-    status, headers, _ = request(port, "GET", "/authorize?" + query)
-    assert status == 303
-    page_url, cookie = headers["location"], headers["set-cookie"].split(";")[0]
-    status, headers, page = request(port, "GET", page_url, headers={"Cookie": cookie})
-    assert status == 200 and "frame-ancestors 'none'" in headers["content-security-policy"]
-    code = re.search(r'class="approval">([A-Z0-9-]+)<', page).group(1)
-    # Another browser (no cookie) sees nothing.
-    assert request(port, "GET", page_url)[0] == 400
-
-    ctl = [str(bin_dir() / "mymcpctl"), "--runtime-dir", run, "oauth", "approve"]
-    wrong = subprocess.run(ctl + ["ZZZZ-ZZZZ", "--user", "root", "--role", "rw"],
-                           capture_output=True, text=True)
-    assert wrong.returncode != 0 and "no request is waiting" in wrong.stderr
-    ok = subprocess.run(ctl + [code.lower(), "--user", "root", "--role", "rw"],
-                        capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-
-    status, headers, _ = request(port, "GET", page_url, headers={"Cookie": cookie})
-    assert status == 303
-    back = urllib.parse.urlparse(headers["location"])
-    params = urllib.parse.parse_qs(back.query)
-    assert back.netloc == "127.0.0.1:9" and params["state"] == ["s1"] and params["iss"] == [base]
-
-    form = urllib.parse.urlencode({
-        "grant_type": "authorization_code", "code": params["code"][0], "client_id": client_id,
-        "redirect_uri": redirect, "code_verifier": verifier})
-    status, headers, body = request(port, "POST", "/token", form,
-                                    {"Content-Type": "application/x-www-form-urlencoded"})
-    assert status == 200 and headers["cache-control"] == "no-store", body
-    tokens = json.loads(body)
-    assert tokens["token_type"] == "Bearer" and tokens["scope"] == "mymcp:ro mymcp:rw"
-
-    status, _, body = mcp(port, tokens["access_token"], {
+def whoami(port, token):
+    status, _, body = mcp(port, token, {
         "jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "bash_execute", "arguments": {"command": "id -un"}}})
-    assert status == 200 and json.loads(body)["result"]["structuredContent"]["stdout"] == "root\n"
+    return status, (json.loads(body)["result"]["structuredContent"]["stdout"].strip()
+                    if status == 200 else None)
 
-    # The code again: refused, and the tokens it gave stop working.
-    status, _, body = request(port, "POST", "/token", form,
-                              {"Content-Type": "application/x-www-form-urlencoded"})
-    assert status == 400 and json.loads(body)["error"] == "invalid_grant"
-    assert mcp(port, tokens["access_token"], {"jsonrpc": "2.0", "id": 3, "method": "tools/list"})[0] == 401
 
-    # Every step that changed something is in the audit log; no code or token value is.
-    state = Path(run).parent
-    records = [json.loads(line) for line in (state / "audit" / "audit.log").read_text().splitlines()]
-    tools = [r.get("tool") for r in records]
-    for tool in ["oauth_register", "oauth_authorize", "oauth_approve", "oauth_token"]:
-        assert tool in tools, tools
+def form(port, path, fields):
+    status, headers, body = request(port, "POST", path, urllib.parse.urlencode(fields),
+                                    {"Content-Type": "application/x-www-form-urlencoded"})
+    return status, headers, json.loads(body) if body else None
+
+
+class Browser:
+    """What a person's browser does with an authorization URL: follows it to the consent page
+    (keeping its cookie), reads the approval code, and reloads until the page sends it on."""
+
+    def __init__(self, port):
+        self.port = port
+
+    def open(self, authorize_url):
+        u = urllib.parse.urlparse(authorize_url)
+        status, headers, body = request(self.port, "GET", f"{u.path}?{u.query}")
+        assert status == 303, body
+        self.page, self.cookie = headers["location"], headers["set-cookie"].split(";")[0]
+        status, headers, page = request(self.port, "GET", self.page, headers={"Cookie": self.cookie})
+        assert status == 200, page
+        self.headers, self.html = headers, page
+        return re.search(r'class="approval">([A-Z0-9-]+)<', page).group(1)
+
+    def reload(self):
+        """Where the page sends the browser once decided: the redirect's query."""
+        status, headers, page = request(self.port, "GET", self.page, headers={"Cookie": self.cookie})
+        assert status == 303, page
+        back = urllib.parse.urlparse(headers["location"])
+        assert f"{back.scheme}://{back.netloc}{back.path}" == REDIRECT
+        return {k: v[0] for k, v in urllib.parse.parse_qs(back.query).items()}
+
+
+class Storage:
+    def __init__(self):
+        self.tokens, self.client = None, None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client
+
+    async def set_client_info(self, info):
+        self.client = info
+
+
+def test_the_python_sdk_is_approved_on_the_host_and_acts_as_the_account(oauth_server, carol):
+    s = oauth_server
+    browser, storage, urls = Browser(s.port), Storage(), []
+
+    async def redirect_handler(url):
+        urls.append(url)
+
+    async def callback_handler():
+        def approve():
+            code = browser.open(urls.pop())
+            ok = s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", "rw")
+            assert ok.returncode == 0, ok.stderr
+            assert f"act as {carol.pw_name} with role rw" in ok.stdout
+            return browser.reload()
+
+        params = await anyio.to_thread.run_sync(approve)
+        return AuthorizationCodeResult(code=params["code"], state=params.get("state"),
+                                       iss=params.get("iss"))
+
+    provider = OAuthClientProvider(
+        server_url=s.url,
+        client_metadata=OAuthClientMetadata(
+            client_name="sdk e2e", redirect_uris=[REDIRECT], grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"], token_endpoint_auth_method="none"),
+        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
+
+    async def session():
+        async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
+            async with streamable_http_client(s.url, http_client=http) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    r = await session.call_tool("bash_execute", {"command": "id -un; echo $HOME"})
+                    return tool_json(r)
+
+    out = anyio.run(session)
+    assert out["stdout"] == f"{carol.pw_name}\n{carol.pw_dir}\n", out
+    # The page named the client and what it asked for, and forbade framing and scripts.
+    assert "sdk e2e" in browser.html and "frame-ancestors 'none'" in browser.headers["content-security-policy"]
+
+    # The host person sees the client and its grant, and revoking it ends its tokens at once.
+    clients = json.loads(s.ctl("oauth", "clients", "--json").stdout)
+    mine = [c for c in clients if c["client_name"] == "sdk e2e"]
+    assert len(mine) == 1 and mine[0]["grants"] == 1, clients
+    grants = json.loads(s.ctl("oauth", "grants", "--json").stdout)
+    grant = [g for g in grants if g["client_id"] == mine[0]["client_id"]]
+    assert [(g["user"], g["role"]) for g in grant] == [(carol.pw_name, "Rw")], grants
+    access = storage.tokens.access_token
+    assert whoami(s.port, access) == (200, carol.pw_name)
+    revoked = s.ctl("oauth", "revoke", grant[0]["id"])
+    assert revoked.returncode == 0 and "revoked 1 grant(s)" in revoked.stdout, revoked.stderr
+    assert whoami(s.port, access)[0] == 401
+    again = s.ctl("oauth", "revoke", grant[0]["id"])
+    assert again.returncode != 0 and "no live grant" in again.stderr
+
+    records = [json.loads(line) for line in (Path(s.runtime_dir).parent / "audit" / "audit.log")
+               .read_text().splitlines()]
+    assert {"oauth_register", "oauth_authorize", "oauth_approve", "oauth_token", "oauth_revoke"} \
+        <= {r.get("tool") for r in records}
     text = json.dumps(records)
-    for secret in [params["code"][0], tokens["access_token"], tokens["refresh_token"], code]:
+    for secret in [access, storage.tokens.refresh_token]:
         assert secret not in text
+
+
+def register(port):
+    status, _, body = request(port, "POST", "/register", json.dumps(
+        {"client_name": "e2e", "redirect_uris": [REDIRECT]}), {"Content-Type": "application/json"})
+    assert status == 201, body
+    return json.loads(body)["client_id"]
+
+
+def authorize_url(client_id, challenge, **extra):
+    return "/authorize?" + urllib.parse.urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT,
+        "code_challenge": challenge, "code_challenge_method": "S256", "scope": "mymcp:rw",
+        "state": "s1", **extra})
+
+
+def pkce(verifier):
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+
+
+def approved_code(s, client_id, verifier, role="rw"):
+    browser = Browser(s.port)
+    code = browser.open(authorize_url(client_id, pkce(verifier)))
+    assert s.ctl("oauth", "approve", code, "--user", "root", "--role", role).returncode == 0
+    params = browser.reload()
+    assert params["state"] == "s1" and params["iss"] == s.base
+    return params["code"]
+
+
+def exchange(s, client_id, code, verifier):
+    return form(s.port, "/token", {"grant_type": "authorization_code", "code": code,
+                                   "client_id": client_id, "redirect_uri": REDIRECT,
+                                   "code_verifier": verifier})
+
+
+def test_the_401_points_at_the_metadata_and_the_metadata_at_each_other(oauth_server):
+    s = oauth_server
+    status, headers, _ = mcp(s.port, "tok_unknown", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert status == 401
+    assert f'resource_metadata="{s.base}/.well-known/oauth-protected-resource/mcp"' in headers["www-authenticate"]
+    resource = json.loads(request(s.port, "GET", "/.well-known/oauth-protected-resource/mcp")[2])
+    assert resource["resource"] == s.url and resource["authorization_servers"] == [s.base]
+    meta = json.loads(request(s.port, "GET", "/.well-known/oauth-authorization-server")[2])
+    assert meta["issuer"] == s.base and meta["code_challenge_methods_supported"] == ["S256"]
+
+
+def test_a_replayed_code_is_refused_and_ends_what_it_gave(oauth_server):
+    s = oauth_server
+    client_id, verifier = register(s.port), "v" * 50
+    code = approved_code(s, client_id, verifier)
+    status, headers, tokens = exchange(s, client_id, code, verifier)
+    assert status == 200 and headers["cache-control"] == "no-store", tokens
+    assert tokens["token_type"] == "Bearer" and tokens["scope"] == "mymcp:ro mymcp:rw"
+    assert whoami(s.port, tokens["access_token"]) == (200, "root")
+    status, _, body = exchange(s, client_id, code, verifier)
+    assert status == 400 and body["error"] == "invalid_grant"
+    assert whoami(s.port, tokens["access_token"])[0] == 401
+
+
+def test_a_wrong_verifier_or_redirect_gets_nothing(oauth_server):
+    s = oauth_server
+    client_id, verifier = register(s.port), "w" * 50
+    code = approved_code(s, client_id, verifier)
+    status, _, body = exchange(s, client_id, code, "x" * 50)
+    assert status == 400 and body["error"] == "invalid_grant"
+    # A code is tried once: the right verifier after a wrong one gets nothing either.
+    assert exchange(s, client_id, code, verifier)[0] == 400
+    # A redirect URI the client did not register: shown, never followed.
+    status, headers, page = request(s.port, "GET", authorize_url(
+        client_id, pkce(verifier)).replace(urllib.parse.quote(REDIRECT, safe=""),
+                                           urllib.parse.quote("https://evil.example/cb", safe="")))
+    assert status == 400 and "location" not in headers and "redirect_uri" in page
+
+
+def test_a_reused_refresh_token_revokes_the_grant(oauth_server):
+    s = oauth_server
+    client_id, verifier = register(s.port), "r" * 50
+    _, _, first = exchange(s, client_id, approved_code(s, client_id, verifier), verifier)
+    refresh = {"grant_type": "refresh_token", "client_id": client_id}
+    status, _, second = form(s.port, "/token", {**refresh, "refresh_token": first["refresh_token"]})
+    assert status == 200 and second["refresh_token"] != first["refresh_token"]
+    assert whoami(s.port, first["access_token"])[0] == 401
+    assert whoami(s.port, second["access_token"]) == (200, "root")
+    # The rotated-away token again: someone has a copy. The whole grant ends.
+    status, _, body = form(s.port, "/token", {**refresh, "refresh_token": first["refresh_token"]})
+    assert status == 400 and body["error"] == "invalid_grant"
+    assert whoami(s.port, second["access_token"])[0] == 401
+    assert form(s.port, "/token", {**refresh, "refresh_token": second["refresh_token"]})[0] == 400
+
+
+def test_a_token_for_another_resource_is_refused(oauth_server):
+    s = oauth_server
+    client_id, verifier = register(s.port), "a" * 50
+    status, headers, _ = request(s.port, "GET", authorize_url(
+        client_id, pkce(verifier), resource="https://other.example/mcp"))
+    assert status == 303
+    back = urllib.parse.parse_qs(urllib.parse.urlparse(headers["location"]).query)
+    assert back["error"] == ["invalid_target"] and "code" not in back
+
+
+def test_denied_on_the_host_the_client_is_told_and_gets_nothing(oauth_server):
+    s = oauth_server
+    client_id = register(s.port)
+    browser = Browser(s.port)
+    code = browser.open(authorize_url(client_id, pkce("d" * 50)))
+    waiting = s.ctl("oauth", "pending")
+    assert client_id in waiting.stdout and code not in waiting.stdout
+    denied = s.ctl("oauth", "deny", code)
+    assert denied.returncode == 0, denied.stderr
+    params = browser.reload()
+    assert params["error"] == "access_denied" and "code" not in params
+    # The code is spent: approving it now finds nothing.
+    late = s.ctl("oauth", "approve", code, "--user", "root", "--role", "rw")
+    assert late.returncode != 0 and "no request is waiting" in late.stderr
+
+
+def test_a_consent_post_without_its_csrf_token_changes_nothing(oauth_server):
+    s = oauth_server
+    client_id = register(s.port)
+    browser = Browser(s.port)
+    code = browser.open(authorize_url(client_id, pkce("c" * 50)))
+    status, _, _ = request(s.port, "POST", browser.page, "action=deny",
+                           {"Cookie": browser.cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400
+    status, _, _ = request(s.port, "POST", browser.page, "action=deny&csrf=" + "0" * 64,
+                           {"Cookie": browser.cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 400
+    # Another browser (no cookie) sees nothing of the request.
+    assert request(s.port, "GET", browser.page)[0] == 400
+    assert s.ctl("oauth", "approve", code, "--user", "root", "--role", "ro").returncode == 0
+    assert "code" in browser.reload()

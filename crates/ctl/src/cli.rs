@@ -160,6 +160,27 @@ pub enum OauthCmd {
         #[arg(long, default_value = "ro", value_parser = ["ro", "rw"])]
         role: String,
     },
+    /// Refuse the request whose consent page shows CODE: the client gets access_denied.
+    Deny {
+        /// The code the consent page shows.
+        code: String,
+    },
+    /// The registered clients (RFC 7591) and how many live grants each holds.
+    Clients {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The live grants: client, account, role, when approved, refreshed, and until when.
+    Grants {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a grant (its number, from `oauth grants`) or a client with all its grants (its
+    /// client id): their tokens stop working at once.
+    Revoke {
+        /// A grant number or a client id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

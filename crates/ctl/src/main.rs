@@ -243,46 +243,7 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
                 other => bail!("unexpected answer: {other:?}"),
             }
         }
-        Cmd::Oauth(cmd) => {
-            use mymcp_protocol::oauth::{OAuthControl, OAuthControlOutcome};
-            let request = match cmd {
-                mymcpctl::cli::OauthCmd::Pending => OAuthControl::Pending,
-                mymcpctl::cli::OauthCmd::Approve { code, user, role } => OAuthControl::Approve {
-                    code,
-                    user,
-                    role: Role::parse(&role).expect("clap checked the role"),
-                },
-            };
-            match control(&cli.runtime_dir, ControlRequest::OAuth(request))? {
-                ControlResponse::OAuth(OAuthControlOutcome::Pending(list)) => {
-                    if list.is_empty() {
-                        println!("no authorization request is waiting");
-                    }
-                    for p in list {
-                        println!(
-                            "{}  {}  {}  {}",
-                            p.client_name.as_deref().unwrap_or("-"),
-                            p.client_id,
-                            p.redirect_uri,
-                            p.scope.as_str()
-                        );
-                    }
-                }
-                ControlResponse::OAuth(OAuthControlOutcome::Approved {
-                    client_id,
-                    client_name,
-                    user,
-                    role,
-                    ..
-                }) => println!(
-                    "approved {} ({client_id}): its tokens act as {user} with role {}; the page continues by itself",
-                    client_name.as_deref().unwrap_or("the client"),
-                    role.as_str()
-                ),
-                other => anyhow::bail!("unexpected answer: {other:?}"),
-            }
-            Ok(0)
-        }
+        Cmd::Oauth(cmd) => oauth(&cli.runtime_dir, cmd),
         Cmd::Terminal { cmd, state_dir } => {
             let dir = state_dir.join("terminals");
             match cmd {
@@ -547,4 +508,106 @@ fn run(cli: Cli, env_secrets: Vec<(String, String)>) -> anyhow::Result<i32> {
             Ok(other) => bail!("unexpected answer: {other:?}"),
         },
     }
+}
+
+/// `mymcpctl oauth …`: asks the executor on its control socket and prints the answer.
+fn oauth(runtime_dir: &Path, cmd: mymcpctl::cli::OauthCmd) -> anyhow::Result<i32> {
+    use mymcp_protocol::oauth::{OAuthControl, OAuthControlOutcome};
+    use mymcpctl::cli::OauthCmd;
+    let mut json = false;
+    let request = match cmd {
+        OauthCmd::Pending => OAuthControl::Pending,
+        OauthCmd::Approve { code, user, role } => OAuthControl::Approve {
+            code,
+            user,
+            role: Role::parse(&role).expect("clap checked the role"),
+        },
+        OauthCmd::Deny { code } => OAuthControl::Deny { code },
+        OauthCmd::Clients { json: j } => {
+            json = j;
+            OAuthControl::Clients
+        }
+        OauthCmd::Grants { json: j } => {
+            json = j;
+            OAuthControl::Grants
+        }
+        OauthCmd::Revoke { id } => OAuthControl::Revoke { selector: id },
+    };
+    let outcome = match control(runtime_dir, ControlRequest::OAuth(request))? {
+        ControlResponse::OAuth(outcome) => outcome,
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    };
+    let name = |n: &Option<String>| n.clone().unwrap_or_else(|| "-".into());
+    match outcome {
+        OAuthControlOutcome::Pending(list) => {
+            if list.is_empty() {
+                println!("no authorization request is waiting");
+            }
+            for p in list {
+                println!(
+                    "{}  {}  {}  {}  {}s left",
+                    name(&p.client_name),
+                    p.client_id,
+                    p.redirect_uri,
+                    p.scope.as_str(),
+                    p.expires_in
+                );
+            }
+        }
+        OAuthControlOutcome::Approved {
+            client_id,
+            client_name,
+            user,
+            role,
+            ..
+        } => println!(
+            "approved {} ({client_id}): its tokens act as {user} with role {}; the page continues by itself",
+            client_name.as_deref().unwrap_or("the client"),
+            role.as_str()
+        ),
+        OAuthControlOutcome::Denied => println!("denied: the client is told access_denied"),
+        OAuthControlOutcome::Clients(list) if json => {
+            println!("{}", serde_json::to_string_pretty(&list)?)
+        }
+        OAuthControlOutcome::Clients(list) => {
+            if list.is_empty() {
+                println!("no client is registered");
+            }
+            for c in list {
+                println!(
+                    "{}  {}  {}  {} grant(s)  {}",
+                    c.client_id,
+                    name(&c.client_name),
+                    c.created_at,
+                    c.grants,
+                    c.redirect_uris.join(" ")
+                );
+            }
+        }
+        OAuthControlOutcome::Grants(list) if json => {
+            println!("{}", serde_json::to_string_pretty(&list)?)
+        }
+        OAuthControlOutcome::Grants(list) => {
+            if list.is_empty() {
+                println!("no grant is live");
+            }
+            for g in list {
+                println!(
+                    "{}  {} ({})  as {}  {}  approved {}  refreshed {}  until {}",
+                    g.id,
+                    name(&g.client_name),
+                    g.client_id,
+                    g.user,
+                    g.role.as_str(),
+                    g.created_at,
+                    g.last_refreshed.as_deref().unwrap_or("never"),
+                    g.expires_at
+                );
+            }
+        }
+        OAuthControlOutcome::Revoked { clients, grants } => {
+            println!("revoked {grants} grant(s) and {clients} client(s); their tokens stop working now")
+        }
+    }
+    Ok(0)
 }

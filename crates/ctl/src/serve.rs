@@ -290,7 +290,21 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         )
     };
 
+    // Transfer links are absolute, so the curl commands prepare_upload/download hand out run
+    // from the client's shell as they are; OAuth's issuer and resource are this URL too. The
+    // quick try's own URL unless told otherwise (not for 0.0.0.0 or ::, which no client can
+    // reach by that name).
+    let own_url = (std::env::var_os(settings::PUBLIC_BASE_URL.name).is_none()
+        && !addr.ip().is_unspecified())
+    .then(|| {
+        let scheme = if opts.tls { "https" } else { "http" };
+        format!("{scheme}://{addr}")
+    });
+
     let mut executor_cmd = Command::new(&executor_bin);
+    if let Some(url) = &own_url {
+        executor_cmd.env(settings::PUBLIC_BASE_URL.name, url);
+    }
     executor_cmd
         .env(settings::RUNTIME_DIR.name, &run_dir)
         .env(settings::TOKEN_FILE.name, &token_file)
@@ -362,17 +376,8 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
                 .env(settings::TLS_CERT.name, &c.cert)
                 .env(settings::TLS_KEY.name, &c.key);
         }
-        // Transfer links are absolute, so the curl commands prepare_upload/download hand out
-        // run from the client's shell as they are: the quick try's own URL unless told
-        // otherwise (not for 0.0.0.0 or ::, which no client can reach by that name).
-        if std::env::var_os(settings::PUBLIC_BASE_URL.name).is_none() && !addr.ip().is_unspecified()
-        {
-            let scheme = if certificate.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            frontend_cmd.env(settings::PUBLIC_BASE_URL.name, format!("{scheme}://{addr}"));
+        if let Some(url) = &own_url {
+            frontend_cmd.env(settings::PUBLIC_BASE_URL.name, url);
         }
         let (uid, gid, fd) = (account.uid, account.gid, listener.as_raw_fd());
         mymcp_sys::privileges::drop_privileges_at_exec(&mut frontend_cmd, uid, gid, root, Some(fd));

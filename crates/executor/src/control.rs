@@ -74,23 +74,31 @@ impl Service for Control {
                 Some(server) => {
                     use mymcp_protocol::oauth::OAuthControl;
                     let now = std::time::Instant::now();
-                    // An approval is recorded (who it lets in, as whom); never the code.
-                    let answered = match &request {
-                        OAuthControl::Approve { user, role, .. } => {
-                            let op = op(
-                                "oauth_approve",
-                                serde_json::json!({"user": user, "role": role.as_str()}),
-                            );
-                            audit.around(
-                                &op,
-                                || server.control(request, now),
-                                |r, d| match r {
-                                    Ok(_) => audit::Outcome::ok(Some(d), None),
-                                    Err(e) => audit::Outcome::error("InvalidArguments", e, Some(d)),
-                                },
-                            )
+                    // What changes something is recorded (an approval: who it lets in, as
+                    // whom); never the approval code.
+                    let recorded = match &request {
+                        OAuthControl::Approve { user, role, .. } => Some((
+                            "oauth_approve",
+                            json!({"user": user, "role": role.as_str()}),
+                        )),
+                        OAuthControl::Deny { .. } => Some(("oauth_deny", json!({}))),
+                        OAuthControl::Revoke { selector } => {
+                            Some(("oauth_revoke", json!({"selector": selector})))
                         }
-                        _ => Some(server.control(request, now)),
+                        OAuthControl::Pending | OAuthControl::Clients | OAuthControl::Grants => {
+                            None
+                        }
+                    };
+                    let answered = match recorded {
+                        Some((tool, params)) => audit.around(
+                            &op(tool, params),
+                            || server.control(request, now),
+                            |r, d| match r {
+                                Ok(_) => audit::Outcome::ok(Some(d), None),
+                                Err(e) => audit::Outcome::error("InvalidArguments", e, Some(d)),
+                            },
+                        ),
+                        None => Some(server.control(request, now)),
                     };
                     match answered {
                         None => unaudited(),

@@ -330,15 +330,14 @@ pub enum OAuthControl {
     },
 }
 
-/// A pending request as `mymcpctl oauth pending` shows it.
+/// A pending request as `mymcpctl oauth pending` shows it. Never the approval code: only the
+/// person at the consent page has it, so an approval always joins that page to the host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingInfo {
-    pub approval_code: String,
     pub client_id: String,
     pub client_name: Option<String>,
     pub redirect_uri: String,
     pub scope: Role,
-    pub peer: String,
     pub expires_in: u64,
 }
 

@@ -65,6 +65,20 @@ struct Grant {
     refresh: TokenDigest,
     refresh_expires: Instant,
     spent: Vec<TokenDigest>,
+    /// Wall-clock seconds of the approval and of the last refresh, for listing.
+    created: i64,
+    refreshed: Option<i64>,
+}
+
+/// A live grant as `mymcpctl oauth grants` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Listed {
+    pub(crate) id: u64,
+    pub(crate) info: GrantInfo,
+    pub(crate) created: i64,
+    pub(crate) refreshed: Option<i64>,
+    /// Until the refresh token expires (then the grant is gone).
+    pub(crate) remaining: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +131,8 @@ impl Grants {
             refresh: digest(&refresh),
             refresh_expires: now + REFRESH_TTL,
             spent: Vec::new(),
+            created: mymcp_tokens::clock::unix_now(),
+            refreshed: None,
         };
         inner.by_access.insert(grant.access, id);
         inner.by_refresh.insert(grant.refresh, id);
@@ -173,6 +189,7 @@ impl Grants {
         grant.refresh = digest(&new_refresh);
         grant.refresh_expires = now + REFRESH_TTL;
         grant.spent.push(old_refresh);
+        grant.refreshed = Some(mymcp_tokens::clock::unix_now());
         let forgotten = (grant.spent.len() > SPENT_PER_GRANT).then(|| grant.spent.remove(0));
         if let Some(r) = role {
             if r == Role::Ro {
@@ -223,14 +240,33 @@ impl Grants {
         self.lock().grants.get(&id).map(|g| g.info.role)
     }
 
-    /// The live grants.
-    pub(crate) fn list(&self, now: Instant) -> Vec<(u64, GrantInfo)> {
+    /// Revokes every grant of `client_id`; how many there were.
+    pub(crate) fn revoke_client(&self, client_id: &str) -> u64 {
+        let mut inner = self.lock();
+        let ids: Vec<u64> = (inner.grants.iter())
+            .filter(|(_, g)| g.info.client_id == client_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            inner.revoke(*id);
+        }
+        ids.len() as u64
+    }
+
+    /// The live grants, oldest first.
+    pub(crate) fn list(&self, now: Instant) -> Vec<Listed> {
         let mut inner = self.lock();
         inner.expire(now);
         let mut out: Vec<_> = (inner.grants.iter())
-            .map(|(id, g)| (*id, g.info.clone()))
+            .map(|(id, g)| Listed {
+                id: *id,
+                info: g.info.clone(),
+                created: g.created,
+                refreshed: g.refreshed,
+                remaining: g.refresh_expires.saturating_duration_since(now),
+            })
             .collect();
-        out.sort_by_key(|(id, _)| *id);
+        out.sort_by_key(|l| l.id);
         out
     }
 

@@ -153,6 +153,30 @@ impl Pending {
         role: Role,
         now: Instant,
     ) -> Result<Request, ApproveRefused> {
+        self.decide(code, now, |request| Stage::Approved {
+            user: user.to_owned(),
+            role: if request.scope == Role::Ro {
+                Role::Ro
+            } else {
+                role
+            },
+        })
+    }
+
+    /// Denies the waiting request showing `code` (`mymcpctl oauth deny`): its page sends the
+    /// client `access_denied`.
+    pub(crate) fn deny_code(&self, code: &str, now: Instant) -> Result<Request, ApproveRefused> {
+        self.decide(code, now, |_| Stage::Denied)
+    }
+
+    /// Moves the waiting request showing `code` to the stage `decision` gives; a wrong code
+    /// counts towards [`MAX_WRONG_CODES`].
+    fn decide(
+        &self,
+        code: &str,
+        now: Instant,
+        decision: impl FnOnce(&Request) -> Stage,
+    ) -> Result<Request, ApproveRefused> {
         let mut inner = self.lock();
         inner.expire(now);
         if inner.wrong_codes.len() >= MAX_WRONG_CODES {
@@ -166,15 +190,7 @@ impl Pending {
             inner.wrong_codes.push(now);
             return Err(ApproveRefused::NoSuchCode);
         };
-        let role = if entry.request.scope == Role::Ro {
-            Role::Ro
-        } else {
-            role
-        };
-        entry.stage = Stage::Approved {
-            user: user.to_owned(),
-            role,
-        };
+        entry.stage = decision(&entry.request);
         Ok(entry.request.clone())
     }
 
@@ -196,12 +212,12 @@ impl Pending {
     }
 
     /// Requests waiting now.
-    pub(crate) fn waiting(&self, now: Instant) -> Vec<Request> {
+    pub(crate) fn waiting(&self, now: Instant) -> Vec<(Request, std::time::Duration)> {
         let mut inner = self.lock();
         inner.expire(now);
         (inner.entries.values())
             .filter(|e| matches!(e.stage, Stage::Waiting { .. }))
-            .map(|e| e.request.clone())
+            .map(|e| (e.request.clone(), e.expires.saturating_duration_since(now)))
             .collect()
     }
 

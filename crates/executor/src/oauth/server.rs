@@ -8,8 +8,9 @@ use super::grants::{GrantInfo, Grants, RefreshRefused};
 use super::pending::{ApproveRefused, Fresh, Pending, Request, Stage};
 use super::text;
 use mymcp_protocol::oauth::{
-    AuthorizeParams, ClientAuth, ClientMetadata, OAuthControl, OAuthControlOutcome, OAuthError,
-    OAuthErrorCode, OAuthOutcome, OAuthRequest, PendingInfo, TokenSet, Waiting,
+    AuthorizeParams, ClientAuth, ClientMetadata, OAuthClientInfo, OAuthControl,
+    OAuthControlOutcome, OAuthError, OAuthErrorCode, OAuthOutcome, OAuthRequest, PendingInfo,
+    TokenSet, Waiting,
 };
 use mymcp_protocol::Role;
 use std::sync::Arc;
@@ -27,9 +28,34 @@ pub(crate) struct Server {
     pending: Pending,
     codes: Codes,
     grants: Arc<Grants>,
-    /// Clients registered with `POST /register` (RFC 7591): id → metadata.
-    clients: std::sync::Mutex<std::collections::HashMap<String, ClientMetadata>>,
+    /// Clients registered with `POST /register` (RFC 7591), by id.
+    clients: std::sync::Mutex<std::collections::HashMap<String, RegisteredClient>>,
     random: Random,
+}
+
+/// A client registered with `POST /register`.
+#[derive(Clone, Debug)]
+struct RegisteredClient {
+    metadata: ClientMetadata,
+    /// Wall-clock seconds of the registration.
+    created: i64,
+}
+
+/// The approval code as typed, normalised, or why it is not one.
+fn approval_code(typed: &str) -> Result<String, String> {
+    text::normalize_approval_code(typed)
+        .ok_or_else(|| "not an approval code (ABCD-EFGH, as the page shows it)".into())
+}
+
+fn refused(why: ApproveRefused) -> String {
+    match why {
+        ApproveRefused::NoSuchCode => {
+            "no request is waiting with this code (it may have expired)".into()
+        }
+        ApproveRefused::TooManyWrongCodes => {
+            "too many wrong codes were typed; wait, then open the page again".into()
+        }
+    }
 }
 
 /// Registered clients, at most (beyond, registration is refused).
@@ -227,37 +253,98 @@ impl Server {
         match request {
             OAuthControl::Pending => Ok(OAuthControlOutcome::Pending(
                 (self.pending.waiting(now).into_iter())
-                    .map(|r| PendingInfo {
-                        approval_code: String::new(),
+                    .map(|(r, left)| PendingInfo {
                         client_id: r.client_id,
                         client_name: r.client_name,
                         redirect_uri: r.redirect_uri,
                         scope: r.scope,
-                        peer: String::new(),
-                        expires_in: 0,
+                        expires_in: left.as_secs(),
                     })
                     .collect(),
             )),
             OAuthControl::Approve { code, user, role } => {
-                let code = text::normalize_approval_code(&code)
-                    .ok_or("not an approval code (ABCD-EFGH, as the page shows it)")?;
-                match self.pending.approve(&code, &user, role, now) {
-                    Ok(r) => Ok(OAuthControlOutcome::Approved {
-                        client_id: r.client_id,
-                        client_name: r.client_name,
-                        redirect_uri: r.redirect_uri,
-                        user,
-                        role: if r.scope == Role::Ro { Role::Ro } else { role },
-                    }),
-                    Err(ApproveRefused::NoSuchCode) => {
-                        Err("no request is waiting with this code (it may have expired)".into())
-                    }
-                    Err(ApproveRefused::TooManyWrongCodes) => Err(
-                        "too many wrong codes were typed; wait, then open the page again".into(),
-                    ),
-                }
+                let r = self
+                    .pending
+                    .approve(&approval_code(&code)?, &user, role, now)
+                    .map_err(refused)?;
+                Ok(OAuthControlOutcome::Approved {
+                    client_id: r.client_id,
+                    client_name: r.client_name,
+                    redirect_uri: r.redirect_uri,
+                    user,
+                    role: if r.scope == Role::Ro { Role::Ro } else { role },
+                })
             }
-            _ => Err("not available on this server yet".into()),
+            OAuthControl::Deny { code } => {
+                (self.pending)
+                    .deny_code(&approval_code(&code)?, now)
+                    .map_err(refused)?;
+                Ok(OAuthControlOutcome::Denied)
+            }
+            OAuthControl::Clients => {
+                let grants = self.grants.list(now);
+                let registered = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+                let mut out: Vec<OAuthClientInfo> = (registered.iter())
+                    .map(|(id, c)| OAuthClientInfo {
+                        client_id: id.clone(),
+                        client_name: c.metadata.client_name.clone(),
+                        kind: "registered".into(),
+                        redirect_uris: c.metadata.redirect_uris.clone(),
+                        auth_method: c.metadata.token_endpoint_auth_method,
+                        created_at: mymcp_tokens::clock::rfc3339(c.created),
+                        grants: (grants.iter()).filter(|g| &g.info.client_id == id).count() as u64,
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+                Ok(OAuthControlOutcome::Clients(out))
+            }
+            OAuthControl::Grants => {
+                let registered = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+                let wall = mymcp_tokens::clock::unix_now();
+                Ok(OAuthControlOutcome::Grants(
+                    (self.grants.list(now).into_iter())
+                        .map(|g| mymcp_protocol::oauth::GrantInfo {
+                            id: g.id.to_string(),
+                            client_name: (registered.get(&g.info.client_id))
+                                .and_then(|c| c.metadata.client_name.clone()),
+                            client_id: g.info.client_id,
+                            user: g.info.user,
+                            role: g.info.role,
+                            resource: g.info.resource,
+                            created_at: mymcp_tokens::clock::rfc3339(g.created),
+                            last_refreshed: g.refreshed.map(mymcp_tokens::clock::rfc3339),
+                            expires_at: mymcp_tokens::clock::rfc3339(
+                                wall + g.remaining.as_secs() as i64,
+                            ),
+                        })
+                        .collect(),
+                ))
+            }
+            OAuthControl::Revoke { selector } => {
+                if let Ok(id) = selector.parse::<u64>() {
+                    return if self.grants.revoke(id) {
+                        Ok(OAuthControlOutcome::Revoked {
+                            clients: 0,
+                            grants: 1,
+                        })
+                    } else {
+                        Err(format!("no live grant {id} (see mymcpctl oauth grants)"))
+                    };
+                }
+                let removed = (self.clients.lock().unwrap_or_else(|e| e.into_inner()))
+                    .remove(&selector)
+                    .is_some();
+                let grants = self.grants.revoke_client(&selector);
+                if !removed && grants == 0 {
+                    return Err(format!(
+                        "no grant or client {selector} (see mymcpctl oauth grants and clients)"
+                    ));
+                }
+                Ok(OAuthControlOutcome::Revoked {
+                    clients: u64::from(removed),
+                    grants,
+                })
+            }
         }
     }
 
@@ -276,7 +363,7 @@ impl Server {
             None => {
                 let registered = self.clients.lock().unwrap_or_else(|e| e.into_inner());
                 match registered.get(&params.client_id) {
-                    Some(c) => c.clone(),
+                    Some(c) => c.metadata.clone(),
                     None => {
                         return error(
                             OAuthErrorCode::InvalidClient,
@@ -355,14 +442,18 @@ impl Server {
                 "too many registered clients",
             );
         }
-        clients.insert(id.clone(), client.clone());
-        let issued_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let issued_at = mymcp_tokens::clock::unix_now();
+        clients.insert(
+            id.clone(),
+            RegisteredClient {
+                metadata: client.clone(),
+                created: issued_at,
+            },
+        );
         OAuthOutcome::Registered(Registered {
             client_id: id,
             client_secret: None,
-            issued_at,
+            issued_at: issued_at as u64,
             client,
         })
     }
@@ -641,6 +732,72 @@ mod tests {
             now,
         );
         assert!(matches!(opened, OAuthOutcome::Opened(_)), "{opened:?}");
+    }
+
+    #[test]
+    fn the_host_lists_and_revokes_grants_and_never_sees_approval_codes() {
+        let s = server();
+        let now = Instant::now();
+        let (_, tokens) = flow(&s, now);
+        let r = authorize(&s, Role::Ro, now);
+        let code = match s.handle(OAuthRequest::Consent { request: r }, now) {
+            OAuthOutcome::Waiting(w) => w.approval_code,
+            other => panic!("{other:?}"),
+        };
+        let listed = format!("{:?}", s.control(OAuthControl::Pending, now).unwrap());
+        assert!(
+            listed.contains(CLIENT) && !listed.contains(&code),
+            "{listed}"
+        );
+
+        let grants = match s.control(OAuthControl::Grants, now).unwrap() {
+            OAuthControlOutcome::Grants(g) => g,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(grants.len(), 1);
+        assert_eq!(
+            (grants[0].user.as_str(), grants[0].role),
+            ("alice", Role::Rw)
+        );
+        let revoke = |selector: &str| {
+            s.control(
+                OAuthControl::Revoke {
+                    selector: selector.into(),
+                },
+                now,
+            )
+        };
+        assert_eq!(
+            revoke(&grants[0].id).unwrap(),
+            OAuthControlOutcome::Revoked {
+                clients: 0,
+                grants: 1
+            }
+        );
+        assert!(holder(&s, &tokens.access_token).is_none());
+        assert!(revoke(&grants[0].id).is_err());
+        // By client: every grant it holds.
+        let (_, a) = flow(&s, now);
+        let (_, b) = flow(&s, now);
+        assert_eq!(
+            revoke(CLIENT).unwrap(),
+            OAuthControlOutcome::Revoked {
+                clients: 0,
+                grants: 2
+            }
+        );
+        assert!(holder(&s, &a.access_token).is_none() && holder(&s, &b.access_token).is_none());
+        assert!(revoke("no-such-client").is_err());
+
+        // Denied on the host: the page sends the client access_denied.
+        assert_eq!(
+            s.control(OAuthControl::Deny { code }, now).unwrap(),
+            OAuthControlOutcome::Denied
+        );
+        match s.handle(OAuthRequest::Consent { request: r }, now) {
+            OAuthOutcome::Redirect(url) => assert!(url.contains("error=access_denied"), "{url}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
