@@ -433,3 +433,64 @@ fn a_hostile_peer_cannot_choose_the_account_a_call_acts_as() {
     assert!(!String::from_utf8_lossy(&list.stdout).contains("forged"));
     s.assert_served("a mapped token's digest");
 }
+
+#[test]
+fn a_hostile_frontend_can_neither_mint_nor_widen_an_oauth_token() {
+    mymcp_tests::needs_root!();
+    use std::io::BufRead;
+    let exec = ExecutorProcess::start_with_env(
+        "nobody",
+        &[
+            ("MYMCP_OAUTH_ENABLED", "true"),
+            ("MYMCP_PUBLIC_BASE_URL", "https://mcp.example.com"),
+        ],
+    );
+    let run = exec.executor_socket().parent().unwrap().to_owned();
+    let grants = || {
+        let out = ctl(&run, &["oauth", "grants", "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let marker = exec.scratch().join("forged-oauth-ran");
+    let (uid, gid) = nobody();
+    let mut child = spawn_peer(
+        uid,
+        gid,
+        &exec.executor_socket(),
+        "oauth-forge",
+        marker.to_str().unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut line = || lines.next().expect("a line").expect("utf8");
+    assert_eq!(line(), "Welcome");
+    let code = line()
+        .strip_prefix("code ")
+        .expect("the approval code")
+        .to_owned();
+
+    // 200 guessed codes, refresh tokens, pending requests and cookie secrets each: all refused,
+    // and nothing is granted.
+    assert_eq!(
+        line(),
+        r#"guesses {"Error invalid_grant": 400, "Error invalid_request": 400}"#
+    );
+    assert_eq!(grants(), json!([]));
+
+    // The host approves ro: the frontend gets ro, and asking for rw on refresh gives ro.
+    let ok = ctl(
+        &run,
+        &["oauth", "approve", &code, "--user", "root", "--role", "ro"],
+    );
+    assert!(ok.status.success(), "{ok:?}");
+    assert_eq!(line(), "exchanged scope=ro");
+    assert_eq!(line(), "refreshed scope=ro");
+    // The first access token ended with the refresh; the second is ro.
+    assert!(line().starts_with("Unauthenticated"));
+    assert!(line().starts_with("Tool Err PermissionDenied"));
+    assert!(child.wait().unwrap().success());
+    assert!(
+        !marker.exists(),
+        "a command ran with a forged or widened token"
+    );
+    assert_eq!(grants()[0]["role"], "Ro");
+}

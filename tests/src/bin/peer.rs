@@ -683,6 +683,17 @@ fn main() {
                 println!("Unauthenticated={unauthenticated} other={other}");
             }
         }
+        // The frontend's part of an OAuth flow, played by a frontend that wants a token
+        // nobody approved, or more than was approved ("MARKER"): registers, opens a request
+        // and prints its approval code ("code ABCD-EFGH"); guesses codes, refresh tokens and
+        // pending requests (prints how they were answered); waits until the host approves,
+        // exchanges the code, refreshes asking for rw, and runs `touch MARKER` with each
+        // access token it got.
+        "oauth-forge" => {
+            if hello(&mut s) {
+                oauth_forge(&mut s, arg);
+            }
+        }
         // Connection A runs `sleep 1.5; touch MARKER` as request 1 ("DIGEST:MARKER");
         // connection B cancels ids 0..=N of its own (1 included) and u64::MAX, and A cancels
         // an id it never used. A's command must still complete.
@@ -990,4 +1001,204 @@ fn main() {
             std::process::exit(2);
         }
     }
+}
+
+/// The `oauth-forge` scenario.
+fn oauth_forge(s: &mut UnixStream, marker: &str) {
+    use mymcp_protocol::oauth::{
+        AuthorizeParams, ClientAuth, ClientAuthMethod, ClientMetadata, OAuthOutcome, OAuthRequest,
+        PendingId, PendingRef, Secret,
+    };
+    use mymcp_protocol::Role;
+    let origin = || CallOrigin {
+        peer: "evil".into(),
+        request_id: "evil".into(),
+    };
+    let mut id = 0u64;
+    let mut ask = |s: &mut UnixStream, request: OAuthRequest| -> OAuthOutcome {
+        id += 1;
+        send(
+            s,
+            &Req::Request {
+                id,
+                body: FrontendRequest::OAuth(request),
+            },
+        );
+        match frame::read_from::<Resp, _>(s) {
+            Ok(ServerFrame::Response {
+                body: FrontendResponse::OAuth(o),
+                ..
+            }) => o,
+            other => panic!("{other:?}"),
+        }
+    };
+    let kind = |o: &OAuthOutcome| match o {
+        OAuthOutcome::Error(e) => format!("Error {}", e.code.as_str()),
+        other => format!("{other:?}")
+            .split(['(', ' ', '{'])
+            .next()
+            .unwrap()
+            .to_owned(),
+    };
+    let redirect = "http://127.0.0.1:9/cb".to_owned();
+    let verifier = "v".repeat(50);
+    let challenge = base64url(&Sha256::digest(&verifier));
+    let client_id = match ask(
+        s,
+        OAuthRequest::Register {
+            client: ClientMetadata {
+                client_name: Some("forger".into()),
+                redirect_uris: vec![redirect.clone()],
+                token_endpoint_auth_method: ClientAuthMethod::None,
+            },
+            origin: origin(),
+        },
+    ) {
+        OAuthOutcome::Registered(r) => r.client_id,
+        other => panic!("{other:?}"),
+    };
+    let client = || ClientAuth {
+        client_id: client_id.clone(),
+        secret: None,
+    };
+    let request = match ask(
+        s,
+        OAuthRequest::Authorize {
+            params: AuthorizeParams {
+                client_id: client_id.clone(),
+                redirect_uri: redirect.clone(),
+                state: None,
+                code_challenge: challenge,
+                scope: Role::Rw,
+                resource: None,
+            },
+            document: None,
+            origin: origin(),
+        },
+    ) {
+        OAuthOutcome::Opened(r) => r,
+        other => panic!("{other:?}"),
+    };
+    match ask(s, OAuthRequest::Consent { request }) {
+        OAuthOutcome::Waiting(w) => println!("code {}", w.approval_code),
+        other => panic!("{other:?}"),
+    }
+    std::io::stdout().flush().unwrap();
+
+    let mut seed = Sha256::digest(format!("{:?}", std::time::SystemTime::now()));
+    let mut next = || {
+        seed = Sha256::digest(seed);
+        <[u8; 32]>::from(seed)
+    };
+    let mut tally = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..200 {
+        let guessed = [
+            OAuthRequest::Exchange {
+                code: TokenDigest(next()),
+                client: client(),
+                redirect_uri: redirect.clone(),
+                verifier: verifier.clone(),
+                resource: None,
+                origin: origin(),
+            },
+            OAuthRequest::Refresh {
+                token: TokenDigest(next()),
+                client: client(),
+                scope: Some(Role::Rw),
+                resource: None,
+                origin: origin(),
+            },
+            OAuthRequest::Consent {
+                request: PendingRef {
+                    id: PendingId(next()[..16].try_into().unwrap()),
+                    secret: Secret(next()),
+                },
+            },
+            // The right request with a guessed cookie secret.
+            OAuthRequest::Consent {
+                request: PendingRef {
+                    id: request.id,
+                    secret: Secret(next()),
+                },
+            },
+        ];
+        for g in guessed {
+            *tally.entry(kind(&ask(s, g))).or_default() += 1;
+        }
+    }
+    println!("guesses {tally:?}");
+    std::io::stdout().flush().unwrap();
+
+    // Until the host decides (20 s at most).
+    let code = (0..400)
+        .find_map(|_| match ask(s, OAuthRequest::Consent { request }) {
+            OAuthOutcome::Waiting(_) => {
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            }
+            OAuthOutcome::Redirect(url) => Some(
+                url.split(['?', '&'])
+                    .find_map(|kv| kv.strip_prefix("code="))
+                    .expect("a code")
+                    .to_owned(),
+            ),
+            other => panic!("{other:?}"),
+        })
+        .expect("approved in time");
+    let tokens = match ask(
+        s,
+        OAuthRequest::Exchange {
+            code: digest_of(&code),
+            client: client(),
+            redirect_uri: redirect.clone(),
+            verifier: verifier.clone(),
+            resource: None,
+            origin: origin(),
+        },
+    ) {
+        OAuthOutcome::Tokens(t) => t,
+        other => panic!("{other:?}"),
+    };
+    println!("exchanged scope={}", tokens.scope.as_str());
+    let widened = match ask(
+        s,
+        OAuthRequest::Refresh {
+            token: digest_of(&tokens.refresh_token),
+            client: client(),
+            scope: Some(Role::Rw),
+            resource: None,
+            origin: origin(),
+        },
+    ) {
+        OAuthOutcome::Tokens(t) => t,
+        other => panic!("{other:?}"),
+    };
+    println!("refreshed scope={}", widened.scope.as_str());
+    for t in [&tokens.access_token, &widened.access_token] {
+        id += 1;
+        send(
+            s,
+            &Req::Request {
+                id,
+                body: bash(digest_of(t), &format!("touch {marker}")),
+            },
+        );
+        answer(s);
+    }
+}
+
+/// Unpadded base64url (RFC 4648 §5), for the PKCE challenge.
+fn base64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
