@@ -248,9 +248,18 @@ pub(crate) fn terminal_settings(src: &dyn Source) -> Result<TerminalConfig, Conf
     Ok(cfg)
 }
 
-/// The OAuth issuer and resource (`MYMCP_OAUTH_ENABLED`, `MYMCP_PUBLIC_BASE_URL`): `None`
-/// when OAuth is off; an error when it is on without a base URL.
-pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<(String, String)>, ConfigError> {
+/// OAuth as configured: the issuer (the public base URL), the resource tokens are for (its
+/// `/mcp`), and how long tokens live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OAuthConfig {
+    pub(crate) issuer: String,
+    pub(crate) resource: String,
+    pub(crate) lifetimes: crate::oauth::grants::Lifetimes,
+}
+
+/// OAuth (`MYMCP_OAUTH_*`, `MYMCP_PUBLIC_BASE_URL`): `None` when it is off; an error when it
+/// is on without a base URL.
+pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<OAuthConfig>, ConfigError> {
     if !settings::OAUTH_ENABLED.read(src)? {
         return Ok(None);
     }
@@ -262,7 +271,14 @@ pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<(String, String)
             "OAuth needs MYMCP_PUBLIC_BASE_URL (the issuer and its /mcp the resource)",
         ));
     }
-    Ok(Some((base.to_owned(), format!("{base}/mcp"))))
+    Ok(Some(OAuthConfig {
+        issuer: base.to_owned(),
+        resource: format!("{base}/mcp"),
+        lifetimes: crate::oauth::grants::Lifetimes {
+            access: Duration::from_secs(settings::OAUTH_ACCESS_TTL_SEC.read(src)?),
+            refresh: Duration::from_secs(settings::OAUTH_REFRESH_TTL_SEC.read(src)?),
+        },
+    }))
 }
 
 /// File transfer settings (`MYMCP_TRANSFER_*`). As in the reference, a default lifetime above
@@ -465,13 +481,25 @@ mod tests {
             oauth_settings(&src(&[
                 ("MYMCP_OAUTH_ENABLED", "true"),
                 ("MYMCP_PUBLIC_BASE_URL", "https://mcp.example.com/"),
+                ("MYMCP_OAUTH_ACCESS_TTL_SEC", "600"),
             ]))
             .unwrap(),
-            Some((
-                "https://mcp.example.com".to_owned(),
-                "https://mcp.example.com/mcp".to_owned()
-            ))
+            Some(OAuthConfig {
+                issuer: "https://mcp.example.com".to_owned(),
+                resource: "https://mcp.example.com/mcp".to_owned(),
+                lifetimes: crate::oauth::grants::Lifetimes {
+                    access: Duration::from_secs(600),
+                    refresh: Duration::from_secs(30 * 24 * 3600),
+                },
+            })
         );
+        let e = oauth_settings(&src(&[
+            ("MYMCP_OAUTH_ENABLED", "true"),
+            ("MYMCP_PUBLIC_BASE_URL", "https://mcp.example.com/"),
+            ("MYMCP_OAUTH_REFRESH_TTL_SEC", "60"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.name, "MYMCP_OAUTH_REFRESH_TTL_SEC");
     }
 
     #[test]

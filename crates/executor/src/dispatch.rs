@@ -131,14 +131,14 @@ impl Executor {
         self
     }
 
-    /// Serves OAuth for `(issuer, resource)` when on (the executor's own randomness).
-    pub(crate) fn with_oauth_from(self, oauth: Option<(String, String)>) -> Self {
+    /// Serves OAuth as configured, when on (the executor's own randomness).
+    pub(crate) fn with_oauth_from(self, oauth: Option<crate::config::OAuthConfig>) -> Self {
         match oauth {
-            Some((issuer, resource)) => {
+            Some(config) => {
                 let random = Box::new(|b: &mut [u8]| {
                     mymcp_sys::fill_random(b).expect("the kernel's random numbers")
                 });
-                self.with_oauth(crate::oauth::server::Server::new(issuer, resource, random))
+                self.with_oauth(crate::oauth::server::Server::new(config, random))
             }
             None => self,
         }

@@ -18,10 +18,23 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Life of an access token.
-pub(crate) const ACCESS_TTL: Duration = Duration::from_secs(3600);
-/// Life of a refresh token not used.
-pub(crate) const REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long tokens live (`MYMCP_OAUTH_ACCESS_TTL_SEC`, `MYMCP_OAUTH_REFRESH_TTL_SEC`): an
+/// access token from its issue, a refresh token (and with it the grant) from its last use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Lifetimes {
+    pub(crate) access: Duration,
+    pub(crate) refresh: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        use mymcp_settings as settings;
+        Lifetimes {
+            access: Duration::from_secs(settings::OAUTH_ACCESS_TTL_SEC.default()),
+            refresh: Duration::from_secs(settings::OAUTH_REFRESH_TTL_SEC.default()),
+        }
+    }
+}
 /// Live grants, at most.
 pub(crate) const MAX_GRANTS: usize = 1024;
 /// Live grants of one client, at most.
@@ -95,6 +108,7 @@ struct Inner {
 #[derive(Debug, Default)]
 pub(crate) struct Grants {
     inner: Mutex<Inner>,
+    lifetimes: Lifetimes,
 }
 
 /// 32 random bytes as a token value (`mcp_` + 64 hex digits).
@@ -103,6 +117,13 @@ fn value(random: [u8; 32]) -> String {
 }
 
 impl Grants {
+    pub(crate) fn new(lifetimes: Lifetimes) -> Grants {
+        Grants {
+            inner: Mutex::default(),
+            lifetimes,
+        }
+    }
+
     /// A new grant for `info` with its first tokens (from `random`: access, refresh, key).
     /// `None` when the bounds are reached.
     pub(crate) fn create(
@@ -127,9 +148,9 @@ impl Grants {
             info,
             key,
             access: digest(&access),
-            access_expires: now + ACCESS_TTL,
+            access_expires: now + self.lifetimes.access,
             refresh: digest(&refresh),
-            refresh_expires: now + REFRESH_TTL,
+            refresh_expires: now + self.lifetimes.refresh,
             spent: Vec::new(),
             created: mymcp_tokens::clock::unix_now(),
             refreshed: None,
@@ -142,7 +163,7 @@ impl Grants {
             grant: id,
             access_token: access,
             refresh_token: refresh,
-            expires_in: ACCESS_TTL,
+            expires_in: self.lifetimes.access,
         })
     }
 
@@ -185,9 +206,9 @@ impl Grants {
         inner.by_refresh.insert(digest(&new_refresh), id);
         let grant = inner.grants.get_mut(&id).expect("looked up above");
         grant.access = digest(&access);
-        grant.access_expires = now + ACCESS_TTL;
+        grant.access_expires = now + self.lifetimes.access;
         grant.refresh = digest(&new_refresh);
-        grant.refresh_expires = now + REFRESH_TTL;
+        grant.refresh_expires = now + self.lifetimes.refresh;
         grant.spent.push(old_refresh);
         grant.refreshed = Some(mymcp_tokens::clock::unix_now());
         let forgotten = (grant.spent.len() > SPENT_PER_GRANT).then(|| grant.spent.remove(0));
@@ -203,7 +224,7 @@ impl Grants {
             grant: id,
             access_token: access,
             refresh_token: new_refresh,
-            expires_in: ACCESS_TTL,
+            expires_in: self.lifetimes.access,
         })
     }
 
@@ -377,8 +398,46 @@ mod tests {
         assert_eq!(key, same_key);
         assert!(g.is_valid(&key));
         // An access token ends with its life; the grant does not.
-        assert!(auth(&g, &second.access_token, now + ACCESS_TTL).is_none());
+        assert!(auth(&g, &second.access_token, now + Lifetimes::default().access).is_none());
         assert!(g.is_valid(&key));
+    }
+
+    #[test]
+    fn configured_lifetimes_end_an_access_token_and_an_unused_grant() {
+        let g = Grants::new(Lifetimes {
+            access: Duration::from_secs(60),
+            refresh: Duration::from_secs(3600),
+        });
+        let now = Instant::now();
+        let first = g.create(info("c1"), [r(1), r(2), r(3)], now).unwrap();
+        assert_eq!(first.expires_in, Duration::from_secs(60));
+        let later = now + Duration::from_secs(61);
+        assert!(auth(&g, &first.access_token, later).is_none(), "expired");
+        // Refreshed in time, the grant lives on from the refresh.
+        let second = g
+            .refresh(
+                &digest(&first.refresh_token),
+                "c1",
+                None,
+                [r(4), r(5)],
+                later,
+            )
+            .unwrap();
+        assert!(auth(&g, &second.access_token, later).is_some());
+        assert_eq!(g.list(later + Duration::from_secs(3599)).len(), 1);
+        // Unused for the refresh lifetime: gone, and its refresh token with it.
+        let gone = later + Duration::from_secs(3600);
+        assert!(g.list(gone).is_empty());
+        assert_eq!(
+            g.refresh(
+                &digest(&second.refresh_token),
+                "c1",
+                None,
+                [r(6), r(7)],
+                gone
+            ),
+            Err(RefreshRefused::Invalid)
+        );
     }
 
     #[test]
@@ -473,6 +532,6 @@ mod tests {
         assert!(g
             .create(info("c2"), [r(903), r(904), r(905)], now)
             .is_some());
-        assert_eq!(g.list(now + REFRESH_TTL).len(), 0);
+        assert_eq!(g.list(now + Lifetimes::default().refresh).len(), 0);
     }
 }

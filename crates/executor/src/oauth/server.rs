@@ -79,13 +79,13 @@ fn error(code: OAuthErrorCode, description: &str) -> OAuthOutcome {
 }
 
 impl Server {
-    pub(crate) fn new(issuer: String, resource: String, random: Random) -> Server {
+    pub(crate) fn new(config: crate::config::OAuthConfig, random: Random) -> Server {
         Server {
-            issuer,
-            resource,
+            issuer: config.issuer,
+            resource: config.resource,
             pending: Pending::default(),
             codes: Codes::default(),
-            grants: Arc::default(),
+            grants: Arc::new(Grants::new(config.lifetimes)),
             clients: Default::default(),
             random,
         }
@@ -525,8 +525,11 @@ mod tests {
     fn server() -> Server {
         let n = AtomicU64::new(1);
         Server::new(
-            "https://host.example".into(),
-            "https://host.example/mcp".into(),
+            crate::config::OAuthConfig {
+                issuer: "https://host.example".into(),
+                resource: "https://host.example/mcp".into(),
+                lifetimes: Default::default(),
+            },
             Box::new(move |b: &mut [u8]| {
                 let v = n.fetch_add(1, Ordering::Relaxed).to_le_bytes();
                 for (i, x) in b.iter_mut().enumerate() {
