@@ -92,11 +92,15 @@ class Browser:
         self.headers, self.html = headers, page
         return re.search(r'class="approval">([A-Z0-9-]+)<', page).group(1)
 
-    def reload(self):
-        """Where the page sends the browser once decided: the redirect's query."""
+    def decided(self):
+        """Where the page sends the browser once decided."""
         status, headers, page = request(self.port, "GET", self.page, headers={"Cookie": self.cookie})
         assert status == 303, page
-        back = urllib.parse.urlparse(headers["location"])
+        return headers["location"]
+
+    def reload(self):
+        """The query of the redirect to REDIRECT the page sends the browser to once decided."""
+        back = urllib.parse.urlparse(self.decided())
         assert f"{back.scheme}://{back.netloc}{back.path}" == REDIRECT
         return {k: v[0] for k, v in urllib.parse.parse_qs(back.query).items()}
 
