@@ -283,3 +283,62 @@ def test_mcp_remote_goes_through_the_oauth_flow_headless(tmp_path):
         stop_server(s)
     assert "error" not in person, person.get("error")
     assert person["callback"] == 200 and out["stdout"] == "root\n", (person, out)
+
+
+def test_conformance_suite_authorization_server_scenarios(tmp_path):
+    """The suite's scenarios for an authorization server (metadata; the authorization code
+    grant with PKCE, state, iss and the token response) against mymcp's, with a client
+    registered for the suite's callback; the person's part is played here."""
+    import re
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from conftest import start_server, stop_server
+    from test_oauth import Browser, request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        callback_port = sock.getsockname()[1]
+    s = start_server({"MYMCP_OAUTH_ENABLED": "true"})
+    try:
+        base = s.url.rsplit("/mcp", 1)[0]
+        port = int(base.rsplit(":", 1)[1])
+        status, _, body = request(port, "POST", "/register", json.dumps(
+            {"client_name": "conformance", "redirect_uris": [f"http://127.0.0.1:{callback_port}/callback"]}),
+            {"Content-Type": "application/json"})
+        assert status == 201, body
+        suite = subprocess.Popen(
+            [str(node_dir() / "node_modules" / ".bin" / "node"),
+             str(node_dir() / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"),
+             "authorization", "--url", base, "--client-id", json.loads(body)["client_id"],
+             "--resource", s.url, "--port", str(callback_port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=node_env(tmp_path),
+            cwd=node_dir())
+        seen = []
+        for line in suite.stdout:
+            seen.append(line)
+            if line.startswith(f"{base}/authorize?"):
+                break
+        else:
+            raise AssertionError("the suite printed no authorization URL:\n" + "".join(seen))
+        browser = Browser(port)
+        code = browser.open(line.strip())
+        assert s.ctl("oauth", "approve", code, "--user", "root", "--role", "ro").returncode == 0
+        callback = browser.decided()
+        assert re.match(rf"http://127\.0\.0\.1:{callback_port}/callback\?code=", callback), callback
+        # The suite's callback server may start a moment after it printed the URL.
+        for _ in range(50):
+            try:
+                with urllib.request.urlopen(callback, timeout=10) as r:
+                    assert r.status == 200
+                break
+            except urllib.error.URLError:
+                time.sleep(0.1)
+        out = "".join(seen) + suite.communicate(timeout=60)[0]
+        assert suite.returncode == 0, out
+        assert re.search(r"Total: (\d+) passed, 0 failed", out), out
+        assert "authorization-code-grant: 1 passed, 0 failed" in out, out
+    finally:
+        stop_server(s)
