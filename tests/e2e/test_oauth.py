@@ -24,7 +24,7 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata, OAuthToken
 
-from conftest import make_account, remove_account, start_server, stop_server, tool_json
+from conftest import make_account, remove_account, start_server, stop_server, tool_json, wait_until
 
 REDIRECT = "http://127.0.0.1:9/cb"
 
@@ -314,3 +314,83 @@ def test_a_consent_post_without_its_csrf_token_changes_nothing(oauth_server):
     assert request(s.port, "GET", browser.page)[0] == 400
     assert s.ctl("oauth", "approve", code, "--user", "root", "--role", "ro").returncode == 0
     assert "code" in browser.reload()
+
+
+@pytest.fixture
+def chromium():
+    """Headless Chromium (Debian's chromium and chromium-driver) through WebDriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--no-first-run"]:
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def landing():
+    """The client's redirect target: records the query of every GET it gets."""
+    import http.server
+    import threading
+
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            got.append(dict(urllib.parse.parse_qsl(urllib.parse.urlparse(self.path).query)))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"back at the client")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cb", got
+    server.shutdown()
+
+
+def test_in_a_real_browser_the_page_continues_by_itself_after_the_approval(oauth_server, carol, chromium, landing):
+    from selenium.webdriver.common.by import By
+
+    s = oauth_server
+    redirect, got = landing
+    status, _, body = request(s.port, "POST", "/register", json.dumps(
+        {"client_name": "browser e2e", "redirect_uris": [redirect]}), {"Content-Type": "application/json"})
+    client_id, verifier = json.loads(body)["client_id"], "b" * 50
+    chromium.get(s.base + authorize_url(client_id, pkce(verifier)).replace(
+        urllib.parse.quote(REDIRECT, safe=""), urllib.parse.quote(redirect, safe="")))
+    assert "browser e2e asks to connect" in chromium.find_element(By.TAG_NAME, "h1").text
+    code = chromium.find_element(By.CSS_SELECTOR, "code.approval").text
+    ok = s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", "rw")
+    assert ok.returncode == 0, ok.stderr
+    # No click: the page reloads itself (meta refresh, no script) and the browser lands back
+    # at the client, its cookie having held the request.
+    assert wait_until(lambda: got, 15), chromium.page_source
+    assert got[0]["state"] == "s1" and got[0]["iss"] == s.base
+    status, _, tokens = form(s.port, "/token", {
+        "grant_type": "authorization_code", "code": got[0]["code"], "client_id": client_id,
+        "redirect_uri": redirect, "code_verifier": verifier})
+    assert status == 200, tokens
+    assert whoami(s.port, tokens["access_token"]) == (200, carol.pw_name)
+
+
+def test_in_a_real_browser_deny_posts_the_form_and_the_client_is_told(oauth_server, chromium, landing):
+    from selenium.webdriver.common.by import By
+
+    s = oauth_server
+    redirect, got = landing
+    status, _, body = request(s.port, "POST", "/register", json.dumps(
+        {"client_name": "browser e2e", "redirect_uris": [redirect]}), {"Content-Type": "application/json"})
+    client_id = json.loads(body)["client_id"]
+    chromium.get(s.base + authorize_url(client_id, pkce("n" * 50)).replace(
+        urllib.parse.quote(REDIRECT, safe=""), urllib.parse.quote(redirect, safe="")))
+    chromium.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert wait_until(lambda: got, 15), chromium.page_source
+    assert got[0]["error"] == "access_denied" and "code" not in got[0]
