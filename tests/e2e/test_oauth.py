@@ -394,3 +394,57 @@ def test_in_a_real_browser_deny_posts_the_form_and_the_client_is_told(oauth_serv
     chromium.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     assert wait_until(lambda: got, 15), chromium.page_source
     assert got[0]["error"] == "access_denied" and "code" not in got[0]
+
+
+def test_a_client_approved_read_only_steps_up_when_it_needs_more(oauth_server, carol):
+    """The host approves read-only; the SDK's bash_execute gets 403 insufficient_scope, the
+    SDK asks the person again, the host approves rw, and the call goes through. A static ro
+    token keeps the reference's answer (a tool error, HTTP 200)."""
+    s = oauth_server
+    browser, storage, urls, roles = Browser(s.port), Storage(), [], ["ro", "rw"]
+
+    async def redirect_handler(url):
+        urls.append(url)
+
+    async def callback_handler():
+        def approve():
+            code = browser.open(urls.pop())
+            role = roles.pop(0)
+            assert s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", role).returncode == 0
+            return browser.reload()
+
+        params = await anyio.to_thread.run_sync(approve)
+        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
+
+    provider = OAuthClientProvider(
+        server_url=s.url,
+        client_metadata=OAuthClientMetadata(
+            client_name="step-up e2e", redirect_uris=[REDIRECT], grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"], token_endpoint_auth_method="none"),
+        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
+
+    async def session():
+        async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
+            async with streamable_http_client(s.url, http_client=http) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    read_only = storage.tokens.access_token
+                    r = await session.call_tool("bash_execute", {"command": "id -un"})
+                    return read_only, tool_json(r)
+
+    read_only, out = anyio.run(session)
+    assert roles == [] and out["stdout"] == f"{carol.pw_name}\n", out
+    assert "mymcp:rw" in storage.tokens.scope
+    status, headers, _ = mcp(s.port, read_only, {
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "bash_execute", "arguments": {"command": "id -un"}}})
+    assert status == 403
+    challenge = headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="mymcp:ro mymcp:rw"' in challenge
+    assert f'resource_metadata="{s.base}/.well-known/oauth-protected-resource/mcp"' in challenge
+
+    static_ro = s.add_token("static-reader", "ro")
+    status, _, body = mcp(s.port, static_ro, {
+        "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "bash_execute", "arguments": {"command": "id -un"}}})
+    assert status == 200 and json.loads(body)["result"]["structuredContent"]["error"] == "PermissionDenied"

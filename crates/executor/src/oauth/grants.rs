@@ -310,6 +310,7 @@ impl Grants {
                 user: grant.info.user.clone(),
                 limits: TokenLimits::default(),
                 view: TokenView::default(),
+                delegated: true,
             },
             grant.key,
         ))
