@@ -255,6 +255,9 @@ pub(crate) struct OAuthConfig {
     pub(crate) issuer: String,
     pub(crate) resource: String,
     pub(crate) lifetimes: crate::oauth::grants::Lifetimes,
+    /// Where registered clients and grants outlive a restart (`MYMCP_STATE_DIR/oauth.json`;
+    /// `None`: in memory only).
+    pub(crate) state_file: Option<PathBuf>,
 }
 
 /// OAuth (`MYMCP_OAUTH_*`, `MYMCP_PUBLIC_BASE_URL`): `None` when it is off; an error when it
@@ -278,6 +281,7 @@ pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<OAuthConfig>, Co
             access: Duration::from_secs(settings::OAUTH_ACCESS_TTL_SEC.read(src)?),
             refresh: Duration::from_secs(settings::OAUTH_REFRESH_TTL_SEC.read(src)?),
         },
+        state_file: Some(settings::STATE_DIR.read(src)?.join("oauth.json")),
     }))
 }
 
@@ -491,6 +495,7 @@ mod tests {
                     access: Duration::from_secs(600),
                     refresh: Duration::from_secs(30 * 24 * 3600),
                 },
+                state_file: Some(PathBuf::from("/var/lib/mymcp/oauth.json")),
             })
         );
         let e = oauth_settings(&src(&[
