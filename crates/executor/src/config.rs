@@ -274,6 +274,14 @@ pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<OAuthConfig>, Co
             "OAuth needs MYMCP_PUBLIC_BASE_URL (the issuer and its /mcp the resource)",
         ));
     }
+    // Tokens and codes travel through this URL: https, or plain http on this machine only.
+    let loopback = ["http://127.", "http://localhost", "http://[::1]"];
+    if !base.starts_with("https://") && !loopback.iter().any(|p| base.starts_with(p)) {
+        return Err(ConfigError::new(
+            settings::PUBLIC_BASE_URL.name,
+            "OAuth needs an https MYMCP_PUBLIC_BASE_URL (http only on loopback)",
+        ));
+    }
     Ok(Some(OAuthConfig {
         issuer: base.to_owned(),
         resource: format!("{base}/mcp"),
@@ -505,6 +513,17 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.name, "MYMCP_OAUTH_REFRESH_TTL_SEC");
+        let e = oauth_settings(&src(&[
+            ("MYMCP_OAUTH_ENABLED", "true"),
+            ("MYMCP_PUBLIC_BASE_URL", "http://mcp.example.com"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("https"), "{e}");
+        assert!(oauth_settings(&src(&[
+            ("MYMCP_OAUTH_ENABLED", "true"),
+            ("MYMCP_PUBLIC_BASE_URL", "http://127.0.0.1:8765"),
+        ]))
+        .is_ok());
     }
 
     #[test]
