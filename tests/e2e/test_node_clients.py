@@ -232,6 +232,7 @@ def test_mcp_remote_goes_through_the_oauth_flow_headless(tmp_path):
     import re
     import threading
     import time
+    import urllib.error
     import urllib.request
 
     import anyio
@@ -250,7 +251,8 @@ def test_mcp_remote_goes_through_the_oauth_flow_headless(tmp_path):
         try:
             end = time.monotonic() + 60
             while time.monotonic() < end:
-                m = re.search(r"Please authorize this client by visiting:\s*(\S+)",
+                # The whole line: the log may be read while mcp-remote writes it.
+                m = re.search(r"Please authorize this client by visiting:\s*(\S+)\n",
                               log_path.read_text() if log_path.exists() else "")
                 if m:
                     break
@@ -263,8 +265,17 @@ def test_mcp_remote_goes_through_the_oauth_flow_headless(tmp_path):
             assert approved.returncode == 0, approved.stderr
             callback = browser.decided()
             assert callback.startswith("http://localhost:") and "code=" in callback, callback
-            with urllib.request.urlopen(callback, timeout=10) as r:
-                person["callback"] = r.status
+            # mcp-remote starts its callback server after it printed the URL: a person's
+            # browser that came back too early would be refused and reload.
+            for _ in range(100):
+                try:
+                    with urllib.request.urlopen(callback, timeout=10) as r:
+                        person["callback"] = r.status
+                    break
+                except urllib.error.URLError as e:
+                    if not isinstance(e.reason, ConnectionRefusedError):
+                        raise
+                    time.sleep(0.1)
         except BaseException as e:  # reported by the test below
             person["error"] = e
 
@@ -284,6 +295,9 @@ def test_mcp_remote_goes_through_the_oauth_flow_headless(tmp_path):
     thread.start()
     try:
         out = anyio.run(bridge)
+    except BaseException as e:
+        raise AssertionError(f"the bridge failed; the person: {person!r}; its log:\n"
+                             + (log_path.read_text() if log_path.exists() else "")) from e
     finally:
         thread.join(30)
         stop_server(s)
