@@ -70,6 +70,27 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// What a client's metadata (a registration or a metadata document) must say: a public
+/// client (PKCE, no secret) with redirect URIs this server accepts. `None`: it does.
+fn client_problem(client: &ClientMetadata) -> Option<OAuthOutcome> {
+    use mymcp_protocol::oauth::ClientAuthMethod;
+    if client.token_endpoint_auth_method != ClientAuthMethod::None {
+        return Some(error(
+            OAuthErrorCode::InvalidClientMetadata,
+            "public clients only: token_endpoint_auth_method must be none",
+        ));
+    }
+    if client.redirect_uris.is_empty() {
+        return Some(error(
+            OAuthErrorCode::InvalidRedirectUri,
+            "redirect_uris is required",
+        ));
+    }
+    (client.redirect_uris.iter())
+        .find_map(|u| text::redirect_uri_problem(u))
+        .map(|why| error(OAuthErrorCode::InvalidRedirectUri, why))
+}
+
 fn error(code: OAuthErrorCode, description: &str) -> OAuthOutcome {
     OAuthOutcome::Error(OAuthError {
         code,
@@ -359,7 +380,11 @@ impl Server {
             return error(OAuthErrorCode::InvalidRequest, why);
         }
         let client = match document.filter(|_| text::is_document_client_id(&params.client_id)) {
-            Some(document) => document,
+            // The frontend fetched it; it is held to what a registration is held to.
+            Some(document) => match client_problem(&document) {
+                Some(refusal) => return refusal,
+                None => document,
+            },
             None => {
                 let registered = self.clients.lock().unwrap_or_else(|e| e.into_inner());
                 match registered.get(&params.client_id) {
@@ -408,31 +433,9 @@ impl Server {
 
     /// RFC 7591: a public client (PKCE, no secret) with redirect URIs this server accepts.
     fn register(&self, client: ClientMetadata) -> OAuthOutcome {
-        use mymcp_protocol::oauth::{ClientAuthMethod, Registered};
-        let invalid = |why: &str| {
-            OAuthOutcome::Error(OAuthError {
-                code: OAuthErrorCode::InvalidClientMetadata,
-                description: why.to_owned(),
-                redirect: None,
-            })
-        };
-        if client.token_endpoint_auth_method != ClientAuthMethod::None {
-            return invalid("public clients only: token_endpoint_auth_method must be none");
-        }
-        if client.redirect_uris.is_empty() {
-            return OAuthOutcome::Error(OAuthError {
-                code: OAuthErrorCode::InvalidRedirectUri,
-                description: "redirect_uris is required".into(),
-                redirect: None,
-            });
-        }
-        if let Some(why) = (client.redirect_uris.iter()).find_map(|u| text::redirect_uri_problem(u))
-        {
-            return OAuthOutcome::Error(OAuthError {
-                code: OAuthErrorCode::InvalidRedirectUri,
-                description: why.to_owned(),
-                redirect: None,
-            });
+        use mymcp_protocol::oauth::Registered;
+        if let Some(refusal) = client_problem(&client) {
+            return refusal;
         }
         let id = format!("mcpc_{}", text::hex(&self.bytes::<16>()));
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
@@ -735,6 +738,65 @@ mod tests {
             now,
         );
         assert!(matches!(opened, OAuthOutcome::Opened(_)), "{opened:?}");
+    }
+
+    #[test]
+    fn a_metadata_document_is_held_to_what_a_registration_is() {
+        let s = server();
+        let now = Instant::now();
+        let open = |document: ClientMetadata, redirect_uri: &str| {
+            s.handle(
+                OAuthRequest::Authorize {
+                    params: AuthorizeParams {
+                        client_id: CLIENT.into(),
+                        redirect_uri: redirect_uri.into(),
+                        state: Some("st".into()),
+                        code_challenge: CHALLENGE.into(),
+                        scope: Role::Ro,
+                        resource: None,
+                    },
+                    document: Some(document),
+                    origin: origin(),
+                },
+                now,
+            )
+        };
+        let refused = |o: OAuthOutcome, code: OAuthErrorCode| match o {
+            OAuthOutcome::Error(e) => e.code == code && e.redirect.is_none(),
+            _ => false,
+        };
+        let bad_uri = ClientMetadata {
+            redirect_uris: vec![REDIRECT.into(), "javascript:alert(1)".into()],
+            ..document()
+        };
+        assert!(refused(
+            open(bad_uri, REDIRECT),
+            OAuthErrorCode::InvalidRedirectUri
+        ));
+        let confidential = ClientMetadata {
+            token_endpoint_auth_method: ClientAuthMethod::ClientSecretBasic,
+            ..document()
+        };
+        assert!(refused(
+            open(confidential, REDIRECT),
+            OAuthErrorCode::InvalidClientMetadata
+        ));
+        let none = ClientMetadata {
+            redirect_uris: vec![],
+            ..document()
+        };
+        assert!(refused(
+            open(none, REDIRECT),
+            OAuthErrorCode::InvalidRedirectUri
+        ));
+        assert!(refused(
+            open(document(), "https://client.example/other"),
+            OAuthErrorCode::InvalidRequest
+        ));
+        assert!(matches!(
+            open(document(), REDIRECT),
+            OAuthOutcome::Opened(_)
+        ));
     }
 
     #[test]
