@@ -255,6 +255,9 @@ pub(crate) struct OAuthConfig {
     pub(crate) issuer: String,
     pub(crate) resource: String,
     pub(crate) lifetimes: crate::oauth::grants::Lifetimes,
+    /// Where registered clients and grants outlive a restart (`MYMCP_STATE_DIR/oauth.json`;
+    /// `None`: in memory only).
+    pub(crate) state_file: Option<PathBuf>,
 }
 
 /// OAuth (`MYMCP_OAUTH_*`, `MYMCP_PUBLIC_BASE_URL`): `None` when it is off; an error when it
@@ -271,6 +274,14 @@ pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<OAuthConfig>, Co
             "OAuth needs MYMCP_PUBLIC_BASE_URL (the issuer and its /mcp the resource)",
         ));
     }
+    // Tokens and codes travel through this URL: https, or plain http on this machine only.
+    let loopback = ["http://127.", "http://localhost", "http://[::1]"];
+    if !base.starts_with("https://") && !loopback.iter().any(|p| base.starts_with(p)) {
+        return Err(ConfigError::new(
+            settings::PUBLIC_BASE_URL.name,
+            "OAuth needs an https MYMCP_PUBLIC_BASE_URL (http only on loopback)",
+        ));
+    }
     Ok(Some(OAuthConfig {
         issuer: base.to_owned(),
         resource: format!("{base}/mcp"),
@@ -278,6 +289,7 @@ pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<OAuthConfig>, Co
             access: Duration::from_secs(settings::OAUTH_ACCESS_TTL_SEC.read(src)?),
             refresh: Duration::from_secs(settings::OAUTH_REFRESH_TTL_SEC.read(src)?),
         },
+        state_file: Some(settings::STATE_DIR.read(src)?.join("oauth.json")),
     }))
 }
 
@@ -491,6 +503,7 @@ mod tests {
                     access: Duration::from_secs(600),
                     refresh: Duration::from_secs(30 * 24 * 3600),
                 },
+                state_file: Some(PathBuf::from("/var/lib/mymcp/oauth.json")),
             })
         );
         let e = oauth_settings(&src(&[
@@ -500,6 +513,17 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.name, "MYMCP_OAUTH_REFRESH_TTL_SEC");
+        let e = oauth_settings(&src(&[
+            ("MYMCP_OAUTH_ENABLED", "true"),
+            ("MYMCP_PUBLIC_BASE_URL", "http://mcp.example.com"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("https"), "{e}");
+        assert!(oauth_settings(&src(&[
+            ("MYMCP_OAUTH_ENABLED", "true"),
+            ("MYMCP_PUBLIC_BASE_URL", "http://127.0.0.1:8765"),
+        ]))
+        .is_ok());
     }
 
     #[test]
