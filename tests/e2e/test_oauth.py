@@ -469,3 +469,225 @@ def test_the_admin_api_lists_and_revokes_grants_but_approves_nothing(oauth_serve
                .read_text().splitlines()]
     assert any(r.get("tool") == "oauth_revoke" and r.get("params", {}).get("selector") == client_id
                for r in records)
+
+
+# Client ID Metadata Documents ------------------------------------------------------------------
+#
+# The client's `client_id` is the https URL of its metadata document, which the frontend fetches
+# (from 127.0.0.1 here: allowed by MYMCP_OAUTH_CIMD_ALLOWED_NETWORKS, refused without it), over
+# TLS it verifies against a throwaway CA given as MYMCP_OUTBOUND_CA_FILE.
+
+
+def make_ca_and_certificate(directory: Path):
+    """A CA and a certificate for 127.0.0.1 that it signed: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    valid = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mymcp e2e CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(valid[0]).not_valid_after(valid[1])
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0]).not_valid_after(valid[1])
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+class DocumentServer:
+    """HTTPS on 127.0.0.1 from a thread: serves `documents` (path → JSON text) and records the
+    path of every request it gets."""
+
+    def __init__(self, cert, key):
+        import http.server
+        import ssl
+        import threading
+
+        self.documents, self.requests = {}, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests.append(self.path)
+                body = outer.documents.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Cache-Control", "max-age=600")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.base = f"https://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def publish(self, path, **fields):
+        """Serves a document at `path` (its client_id its own URL unless given); its URL."""
+        url = self.base + path
+        self.documents[path] = json.dumps({"client_id": url, "redirect_uris": [REDIRECT],
+                                           "token_endpoint_auth_method": "none", **fields})
+        return url
+
+    def seen(self, path):
+        return self.requests.count(path)
+
+
+@pytest.fixture(scope="module")
+def documents():
+    import shutil
+    import tempfile
+
+    # Readable by the frontend's user (nobody): it reads the CA file.
+    directory = Path(tempfile.mkdtemp(prefix="mymcp-cimd-"))
+    directory.chmod(0o755)
+    ca, cert, key = make_ca_and_certificate(directory)
+    ca.chmod(0o644)
+    server = DocumentServer(cert, key)
+    server.ca = ca
+    yield server
+    server.httpd.shutdown()
+    shutil.rmtree(directory)
+
+
+@pytest.fixture(scope="module")
+def cimd_server(documents):
+    s = start_server({"MYMCP_OAUTH_ENABLED": "true",
+                      "MYMCP_OAUTH_CIMD_ALLOWED_NETWORKS": "127.0.0.1/32",
+                      "MYMCP_OUTBOUND_CA_FILE": str(documents.ca)})
+    s.base = s.url.rsplit("/mcp", 1)[0]
+    s.port = urllib.parse.urlparse(s.base).port
+    yield s
+    stop_server(s)
+
+
+def refusal(s, client_id, **extra):
+    """The error page `GET /authorize` answers for `client_id`: never a redirect."""
+    status, headers, page = request(s.port, "GET", authorize_url(client_id, pkce("m" * 50), **extra))
+    assert status == 400 and "location" not in headers, (status, headers, page)
+    return page
+
+
+def test_the_python_sdk_identified_by_its_metadata_document_is_approved(cimd_server, documents, carol):
+    s = cimd_server
+    meta = json.loads(request(s.port, "GET", "/.well-known/oauth-authorization-server")[2])
+    assert meta["client_id_metadata_document_supported"] is True
+    url = documents.publish("/sdk/client.json", client_name="sdk cimd e2e",
+                            grant_types=["authorization_code", "refresh_token"],
+                            response_types=["code"])
+    browser, storage, urls = Browser(s.port), Storage(), []
+
+    async def redirect_handler(authorize):
+        urls.append(authorize)
+
+    async def callback_handler():
+        def approve():
+            code = browser.open(urls.pop())
+            ok = s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", "rw")
+            assert ok.returncode == 0, ok.stderr
+            return browser.reload()
+
+        params = await anyio.to_thread.run_sync(approve)
+        return AuthorizationCodeResult(code=params["code"], state=params.get("state"),
+                                       iss=params.get("iss"))
+
+    provider = OAuthClientProvider(
+        server_url=s.url,
+        client_metadata=OAuthClientMetadata(
+            client_name="sdk cimd e2e", redirect_uris=[REDIRECT],
+            grant_types=["authorization_code", "refresh_token"], response_types=["code"],
+            token_endpoint_auth_method="none"),
+        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler,
+        client_metadata_url=url)
+
+    async def session():
+        async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
+            async with streamable_http_client(s.url, http_client=http) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    r = await session.call_tool("bash_execute", {"command": "id -un"})
+                    return tool_json(r)
+
+    out = anyio.run(session)
+    assert out["stdout"] == f"{carol.pw_name}\n", out
+    # The SDK did not register: its client_id is the URL, and the page named the client as the
+    # document does, fetched once.
+    assert storage.client.client_id == url
+    assert "sdk cimd e2e" in browser.html and url in browser.html
+    assert documents.seen("/sdk/client.json") == 1
+    assert whoami(s.port, storage.tokens.access_token) == (200, carol.pw_name)
+
+
+def test_a_document_that_does_not_fit_is_refused_on_the_page(cimd_server, documents):
+    s = cimd_server
+    other = documents.publish("/other.json", client_id=documents.base + "/someone-else.json")
+    assert "names another client_id" in refusal(s, other)
+    big = documents.publish("/big.json", padding="x" * 6000)
+    assert "larger than 5 KiB" in refusal(s, big)
+    confidential = documents.publish("/secret.json", token_endpoint_auth_method="client_secret_basic")
+    assert "only public clients" in refusal(s, confidential)
+    assert "not 200" in refusal(s, documents.base + "/missing.json")
+    # The refusal is remembered: the URL is not fetched again at once.
+    assert "larger than 5 KiB" in refusal(s, big)
+    assert documents.seen("/big.json") == 1
+
+    good = documents.publish("/good.json", client_name="good")
+    page = refusal(s, good, redirect_uri="https://evil.example/cb")
+    assert "redirect_uri is not one of the client" in page
+    # A document whose redirect URI the executor would not register.
+    bad_uri = documents.publish("/js.json", redirect_uris=[REDIRECT, "javascript:alert(1)"])
+    assert "scheme cannot be a redirect URI" in refusal(s, bad_uri)
+
+    plain = documents.base.replace("https://", "http://") + "/good.json"
+    assert "must be https" in refusal(s, plain)
+    assert "needs a path" in refusal(s, documents.base + "/")
+    # None of these was fetched over http, nor the root.
+    assert documents.seen("/") == 0
+
+
+def test_a_document_on_a_loopback_address_is_not_fetched_unless_allowed(documents):
+    s = start_server({"MYMCP_OAUTH_ENABLED": "true", "MYMCP_OUTBOUND_CA_FILE": str(documents.ca)})
+    try:
+        s.port = urllib.parse.urlparse(s.url).port
+        url = documents.publish("/unallowed.json")
+        page = refusal(s, url)
+        assert "on a loopback address" in page and "MYMCP_OAUTH_CIMD_ALLOWED_NETWORKS" in page
+        assert documents.seen("/unallowed.json") == 0
+    finally:
+        stop_server(s)

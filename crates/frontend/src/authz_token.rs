@@ -1,10 +1,13 @@
 //! `POST /token` and `POST /revoke` (issue 23, being built): the form is read here, every
 //! secret in it (code, refresh token, token to revoke) leaves as its SHA-256 digest, and the
 //! executor decides. Public clients only for now (PKCE; a `client_secret` is refused there).
+//! `GET /authorize` with an `https` `client_id` fetches the client's metadata document first
+//! ([`crate::cimd`]).
 
+use crate::cimd::{Cimd, CimdConfig, Refused};
 use crate::forward::Forwarder;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRef, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -19,11 +22,41 @@ use std::sync::Arc;
 /// Largest form accepted (a code, a verifier and URIs fit many times over).
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
-/// The routes, when OAuth is on (none otherwise).
-pub fn routes(on: bool, forwarder: Arc<Forwarder>) -> Router {
+/// What the handlers share: the executor connection and the metadata document fetcher.
+#[derive(Clone)]
+struct Endpoints {
+    forwarder: Arc<Forwarder>,
+    cimd: Arc<Cimd>,
+}
+
+impl FromRef<Endpoints> for Arc<Forwarder> {
+    fn from_ref(e: &Endpoints) -> Arc<Forwarder> {
+        e.forwarder.clone()
+    }
+}
+
+impl FromRef<Endpoints> for Arc<Cimd> {
+    fn from_ref(e: &Endpoints) -> Arc<Cimd> {
+        e.cimd.clone()
+    }
+}
+
+/// The routes, when OAuth is on (none otherwise). The extra roots were checked at start-up
+/// ([`CimdConfig::from_settings`]); one rustls refuses anyway is left out, with an error.
+pub fn routes(on: bool, forwarder: Arc<Forwarder>, cimd: &CimdConfig) -> Router {
     if !on {
         return Router::new();
     }
+    let cimd = Cimd::new(cimd)
+        .or_else(|e| {
+            tracing::error!("MYMCP_OUTBOUND_CA_FILE: {e}; the Mozilla roots alone are trusted");
+            Cimd::new(&CimdConfig::default())
+        })
+        .expect("the Mozilla roots make a TLS client");
+    let state = Endpoints {
+        forwarder,
+        cimd: Arc::new(cimd),
+    };
     Router::new()
         .route("/token", post(token))
         .route("/revoke", post(revoke))
@@ -33,7 +66,7 @@ pub fn routes(on: bool, forwarder: Arc<Forwarder>) -> Router {
             "/consent/{id}",
             axum::routing::get(consent).post(consent_deny),
         )
-        .with_state(forwarder)
+        .with_state(state)
 }
 
 /// The cookie that carries a pending request's secret.
@@ -65,8 +98,12 @@ fn page(status: StatusCode, html: String) -> Response {
 }
 
 fn problem_page(text: &str) -> Response {
+    problem_page_with(StatusCode::BAD_REQUEST, text)
+}
+
+fn problem_page_with(status: StatusCode, text: &str) -> Response {
     page(
-        StatusCode::BAD_REQUEST,
+        status,
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mymcp</title></head>\
 <body><h1>This request cannot go on</h1><p>{}</p></body></html>\n",
@@ -127,6 +164,7 @@ fn decided(outcome: OAuthOutcome, id: &str) -> Response {
 
 async fn authorize(
     State(forwarder): State<Arc<Forwarder>>,
+    State(cimd): State<Arc<Cimd>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: axum::http::Uri,
 ) -> Response {
@@ -159,11 +197,30 @@ async fn authorize(
         scope,
         resource: field(&q, "resource").map(str::to_owned),
     };
-    // The client's metadata document is fetched here (next: with SSRF guards); without it
-    // the executor refuses the client.
+    // An `https` client_id is its metadata document's URL; any other URL cannot be one; a
+    // plain id is a registered client's. Refusals are shown here: the redirect URI is not
+    // known to be the client's.
+    let document = if client_id.starts_with("https://") {
+        match cimd.document(client_id).await {
+            Ok(document) => Some(document),
+            Err(Refused::Busy) => {
+                return problem_page_with(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("temporarily_unavailable: {}", Refused::Busy),
+                )
+            }
+            Err(e) => return problem_page(&e.to_string()),
+        }
+    } else if client_id.contains("://") {
+        return problem_page(
+            "a client_id URL must be https: it names the client's metadata document, which is fetched over https only",
+        );
+    } else {
+        None
+    };
     let request = OAuthRequest::Authorize {
         params,
-        document: None,
+        document,
         origin: origin(peer),
     };
     match ask(&forwarder, request).await {

@@ -6,8 +6,8 @@ use clap::Parser;
 use mymcp_settings::{
     ALLOWED_HOSTS, ALLOWED_ORIGINS, ALLOW_PLAINTEXT, BODY_IDLE_TIMEOUT_SEC, BODY_TIMEOUT_SEC,
     EXECUTOR_SOCKET, HEADER_TIMEOUT_SEC, HOST, LOG_FORMAT, LOG_LEVEL, MAX_BODY_BYTES,
-    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, OAUTH_ENABLED, PORT, PUBLIC_BASE_URL, TLS_CERT,
-    TLS_KEY, TRUSTED_PROXIES,
+    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, OAUTH_CIMD_ALLOWED_NETWORKS, OAUTH_ENABLED,
+    OUTBOUND_CA_FILE, PORT, PUBLIC_BASE_URL, TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
 };
 use std::path::PathBuf;
 
@@ -56,6 +56,12 @@ pub struct Cli {
 
     #[arg(long, env = OAUTH_ENABLED.name, help = OAUTH_ENABLED.help, default_value_t = OAUTH_ENABLED.default(), value_parser = OAUTH_ENABLED.parser())]
     pub oauth_enabled: bool,
+
+    #[arg(long, env = OAUTH_CIMD_ALLOWED_NETWORKS.name, help = OAUTH_CIMD_ALLOWED_NETWORKS.help, default_value = OAUTH_CIMD_ALLOWED_NETWORKS.default())]
+    pub oauth_cimd_allowed_networks: String,
+
+    #[arg(long, env = OUTBOUND_CA_FILE.name, help = OUTBOUND_CA_FILE.help, value_name = "PATH")]
+    pub outbound_ca_file: Option<PathBuf>,
 
     #[arg(long, env = HEADER_TIMEOUT_SEC.name, help = HEADER_TIMEOUT_SEC.help, default_value_t = HEADER_TIMEOUT_SEC.default(), value_parser = HEADER_TIMEOUT_SEC.parser::<u64>())]
     pub header_timeout_sec: u64,

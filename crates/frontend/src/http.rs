@@ -101,6 +101,8 @@ pub struct HttpConfig {
     /// `MYMCP_OAUTH_ENABLED` (with `public_base_url` set): the metadata documents are served
     /// and a 401 says where they are.
     pub oauth: bool,
+    /// How clients' metadata documents are fetched (with OAuth on).
+    pub cimd: crate::cimd::CimdConfig,
 }
 
 impl Default for HttpConfig {
@@ -114,6 +116,7 @@ impl Default for HttpConfig {
             public_base_url: String::new(),
             body_timeouts: BodyTimeouts::default(),
             oauth: false,
+            cimd: crate::cimd::CimdConfig::default(),
         }
     }
 }
@@ -272,6 +275,7 @@ pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
     let token_routes = crate::authz_token::routes(
         state.config.oauth && !state.config.public_base_url.is_empty(),
         state.forwarder.clone(),
+        &state.config.cimd,
     );
     let app = Router::new()
         .route("/mcp", post(mcp_post).fallback(mcp_wrong_method))

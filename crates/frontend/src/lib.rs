@@ -45,6 +45,8 @@
 //! - [`otel`]: OpenTelemetry (OTLP) traces, metrics and the audit log as logs, when
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` is set; the executor's spans are exported from here;
 //!   [`otel_executor`]: the executor's counters and audit records for that export;
+//! - [`cimd`]: Client ID Metadata Documents fetched for `/authorize`, with SSRF guards, limits
+//!   and a cache;
 //! - [`tls`]: HTTPS with rustls: certificate files or systemd credentials, reload on SIGHUP,
 //!   the refusal of plain HTTP on non-loopback addresses;
 //!
@@ -72,6 +74,7 @@ pub mod bearer;
 pub mod body;
 pub mod calls;
 pub mod catalogue;
+pub mod cimd;
 pub mod cli;
 pub mod consent;
 pub mod forward;

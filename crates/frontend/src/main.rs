@@ -186,6 +186,11 @@ fn http_config(cli: &Cli) -> anyhow::Result<HttpConfig> {
             "MYMCP_OAUTH_ENABLED: OAuth needs MYMCP_PUBLIC_BASE_URL (the issuer and its /mcp the resource)"
         );
     }
+    let cimd = mymcp_frontend::cimd::CimdConfig::from_settings(
+        &cli.oauth_cimd_allowed_networks,
+        cli.outbound_ca_file.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok(HttpConfig {
         max_body_bytes: cli.max_body_bytes,
         origins,
@@ -193,6 +198,7 @@ fn http_config(cli: &Cli) -> anyhow::Result<HttpConfig> {
         trusted_proxies,
         public_base_url: public.to_owned(),
         oauth: cli.oauth_enabled,
+        cimd,
         body_timeouts: BodyTimeouts {
             total: Duration::from_secs(cli.body_timeout_sec),
             idle: Duration::from_secs(cli.body_idle_timeout_sec),

@@ -302,6 +302,30 @@ impl Block {
     }
 }
 
+/// A list of addresses and CIDR blocks (`MYMCP_OAUTH_CIMD_ALLOWED_NETWORKS`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Networks {
+    blocks: Vec<Block>,
+}
+
+impl Networks {
+    /// Parses a comma-separated list of addresses and CIDR blocks (`127.0.0.1`, `10.0.0.0/8`,
+    /// `fd00::/8`). Empty: no address.
+    pub fn from_list(csv: &str) -> Result<Networks, ListError> {
+        let blocks = items(csv)
+            .map(|item| {
+                Block::parse(item).ok_or_else(|| list_error(item, "not an IP address or CIDR"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Networks { blocks })
+    }
+
+    /// Whether `ip` (an IPv4-mapped IPv6 address as its IPv4 address) is in one of the blocks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.blocks.iter().any(|b| b.contains(ip))
+    }
+}
+
 /// The reverse proxies whose `X-Forwarded-For` is believed (`MYMCP_TRUSTED_PROXIES`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustedProxies {

@@ -112,7 +112,7 @@ pub const OUTBOUND_CA_FILE: Setting<Path> = Setting {
     },
     read_by: &[Frontend],
     group: Group::Https,
-    help: "PEM certificates the frontend trusts for the HTTPS it fetches itself (Client ID Metadata Documents, the ACME directory). Empty: the system's bundle (/etc/ssl/certs/ca-certificates.crt).",
+    help: "Extra trust anchors (PEM) for the HTTPS the frontend fetches itself (OAuth Client ID Metadata Documents), e.g. a private CA; trusted beside the Mozilla roots built into mymcp. Empty: the Mozilla roots only.",
 };
 
 // Connections and request limits ------------------------------------------------------------

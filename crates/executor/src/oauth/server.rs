@@ -476,7 +476,11 @@ impl Server {
             return error(OAuthErrorCode::InvalidRequest, why);
         }
         let client = match document.filter(|_| text::is_document_client_id(&params.client_id)) {
-            Some(document) => document,
+            // The frontend fetched it; it is held to what a registration is held to.
+            Some(document) => match registration_problem(&document) {
+                Some((code, why)) => return error(code, why),
+                None => document,
+            },
             None => {
                 let registered = self.clients.lock().unwrap_or_else(|e| e.into_inner());
                 match registered.get(&params.client_id) {
@@ -527,11 +531,7 @@ impl Server {
     fn register(&self, client: ClientMetadata) -> OAuthOutcome {
         use mymcp_protocol::oauth::Registered;
         if let Some((code, why)) = registration_problem(&client) {
-            return OAuthOutcome::Error(OAuthError {
-                code,
-                description: why.to_owned(),
-                redirect: None,
-            });
+            return error(code, why);
         }
         let id = format!("mcpc_{}", text::hex(&self.bytes::<16>()));
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
@@ -909,6 +909,65 @@ mod tests {
             now,
         );
         assert!(matches!(opened, OAuthOutcome::Opened(_)), "{opened:?}");
+    }
+
+    #[test]
+    fn a_metadata_document_is_held_to_what_a_registration_is() {
+        let s = server();
+        let now = Instant::now();
+        let open = |document: ClientMetadata, redirect_uri: &str| {
+            s.handle(
+                OAuthRequest::Authorize {
+                    params: AuthorizeParams {
+                        client_id: CLIENT.into(),
+                        redirect_uri: redirect_uri.into(),
+                        state: Some("st".into()),
+                        code_challenge: CHALLENGE.into(),
+                        scope: Role::Ro,
+                        resource: None,
+                    },
+                    document: Some(document),
+                    origin: origin(),
+                },
+                now,
+            )
+        };
+        let refused = |o: OAuthOutcome, code: OAuthErrorCode| match o {
+            OAuthOutcome::Error(e) => e.code == code && e.redirect.is_none(),
+            _ => false,
+        };
+        let bad_uri = ClientMetadata {
+            redirect_uris: vec![REDIRECT.into(), "javascript:alert(1)".into()],
+            ..document()
+        };
+        assert!(refused(
+            open(bad_uri, REDIRECT),
+            OAuthErrorCode::InvalidRedirectUri
+        ));
+        let confidential = ClientMetadata {
+            token_endpoint_auth_method: ClientAuthMethod::ClientSecretBasic,
+            ..document()
+        };
+        assert!(refused(
+            open(confidential, REDIRECT),
+            OAuthErrorCode::InvalidClientMetadata
+        ));
+        let none = ClientMetadata {
+            redirect_uris: vec![],
+            ..document()
+        };
+        assert!(refused(
+            open(none, REDIRECT),
+            OAuthErrorCode::InvalidRedirectUri
+        ));
+        assert!(refused(
+            open(document(), "https://client.example/other"),
+            OAuthErrorCode::InvalidRequest
+        ));
+        assert!(matches!(
+            open(document(), REDIRECT),
+            OAuthOutcome::Opened(_)
+        ));
     }
 
     #[test]
