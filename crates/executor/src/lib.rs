@@ -62,3 +62,13 @@ mod trace;
 mod transfer;
 
 pub use daemon::{run, Error, Secrets};
+
+/// When the executor was started as its own PAM helper (`mymcp-executor
+/// --oauth-pam-helper`, by itself, for one password login of the consent page): runs that
+/// check and exits. Otherwise returns at once. Call it first thing in `main`.
+pub fn run_pam_helper_if_asked() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(3).collect();
+    if args.len() == 2 && args[1] == oauth::login::HELPER_ARG {
+        oauth::login::helper_main();
+    }
+}

@@ -4,13 +4,25 @@
 //! person ([`pending`]), the authorization codes ([`codes`]), the grants with their
 //! rotating tokens ([`grants`]), and the decisions on each request ([`server`]: authorize,
 //! consent, approve by code, deny, exchange, refresh, revoke; flows tested end to end in
-//! process). Not yet: dynamic registration, PAM, persistence across restarts, the frontend's
+//! process), the password login of the consent page ([`login`]: PAM in a helper process,
+//! rate-limited). Not yet: persistence across restarts, the frontend's
 //! endpoints and pages, metadata, audit records, ACME.
 
 #![allow(dead_code)] // Wired into dispatch when the authorization server is.
 
 pub(crate) mod codes;
 pub(crate) mod grants;
+pub(crate) mod login;
 pub(crate) mod pending;
 pub(crate) mod server;
 pub(crate) mod text;
+
+/// OAuth as configured: the issuer (the public base URL), the resource tokens are for (its
+/// `/mcp`), how long tokens live, and the password login (`None`: off).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OAuthConfig {
+    pub(crate) issuer: String,
+    pub(crate) resource: String,
+    pub(crate) lifetimes: grants::Lifetimes,
+    pub(crate) pam: Option<login::PamConfig>,
+}
