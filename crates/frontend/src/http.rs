@@ -272,6 +272,7 @@ pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
     let token_routes = crate::authz_token::routes(
         state.config.oauth && !state.config.public_base_url.is_empty(),
         state.forwarder.clone(),
+        state.config.trusted_proxies.clone(),
     );
     let app = Router::new()
         .route("/mcp", post(mcp_post).fallback(mcp_wrong_method))
