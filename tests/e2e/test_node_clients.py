@@ -188,3 +188,157 @@ def test_mcp_inspector_cli_lists_and_calls_every_tool(server, tmp_path):
     assert any(t["terminal_id"] == term for t in do("terminal_list")["terminals"])
     assert do("terminal_close", f"terminal_id={term}")["running"] is False
     assert sorted(set(called)) == sorted(names)
+
+
+def test_typescript_sdk_oauth_client_registers_is_approved_and_refreshes(tmp_path):
+    """The TypeScript SDK's OAuth client (registration by RFC 7591, PKCE, refresh) through the
+    whole flow; the person's part is played here: the consent page (over HTTP, as in
+    test_oauth.py) and `mymcpctl oauth approve` on the host."""
+    from conftest import start_server, stop_server
+    from test_oauth import REDIRECT, Browser
+
+    s = start_server({"MYMCP_OAUTH_ENABLED": "true"})
+    try:
+        proc = subprocess.Popen(
+            [str(node_dir() / "node_modules" / ".bin" / "node"), "sdk-oauth.mjs", s.url, REDIRECT],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=node_env(tmp_path), cwd=node_dir())
+        line = proc.stdout.readline()
+        assert line.startswith("AUTHORIZE "), line + proc.stderr.read()
+        browser = Browser(int(s.url.rsplit(":", 1)[1].split("/")[0]))
+        code = browser.open(line.split(" ", 1)[1].strip())
+        assert "ts sdk e2e" in browser.html
+        approved = s.ctl("oauth", "approve", code, "--user", "root", "--role", "rw")
+        assert approved.returncode == 0, approved.stderr
+        params = browser.reload()
+        out, err = proc.communicate(params["code"] + "\n", timeout=60)
+        assert proc.returncode == 0, out + err
+        result = json.loads(out.strip().splitlines()[-1])
+        assert result == {"ok": True, "stdout": "root\n", "again": "root\n", "refreshed": True}, result
+    finally:
+        stop_server(s)
+
+
+def test_mcp_remote_goes_through_the_oauth_flow_headless(tmp_path):
+    """Claude Desktop's bridge with OAuth: it registers, prints the authorization URL (its
+    browser is `true` here), and waits on its loopback callback; the person's part is played
+    here, and the browser's last step is the GET of the callback the page redirects to."""
+    import re
+    import threading
+    import time
+    import urllib.request
+
+    import anyio
+    from mcp import ClientSession, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    from conftest import start_server, stop_server, tool_json
+    from test_oauth import Browser
+
+    s = start_server({"MYMCP_OAUTH_ENABLED": "true"})
+    log_path = tmp_path / "mcp-remote.log"
+    env = dict(node_env(tmp_path), BROWSER="true", MCP_REMOTE_CONFIG_DIR=str(tmp_path / "auth"))
+    person: dict = {}
+
+    def play_the_person():
+        try:
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                m = re.search(r"Please authorize this client by visiting:\s*(\S+)",
+                              log_path.read_text() if log_path.exists() else "")
+                if m:
+                    break
+                time.sleep(0.1)
+            else:
+                raise AssertionError("mcp-remote printed no authorization URL")
+            browser = Browser(int(s.url.rsplit(":", 1)[1].split("/")[0]))
+            code = browser.open(m.group(1))
+            approved = s.ctl("oauth", "approve", code, "--user", "root", "--role", "rw")
+            assert approved.returncode == 0, approved.stderr
+            callback = browser.decided()
+            assert callback.startswith("http://localhost:") and "code=" in callback, callback
+            with urllib.request.urlopen(callback, timeout=10) as r:
+                person["callback"] = r.status
+        except BaseException as e:  # reported by the test below
+            person["error"] = e
+
+    async def bridge():
+        params = StdioServerParameters(
+            command=str(node_dir() / "node_modules" / ".bin" / "node"),
+            args=[str(node_dir() / "node_modules" / "mcp-remote" / "dist" / "proxy.js"), s.url,
+                  "--transport", "http-only", "--allow-http"],
+            env=env)
+        with open(log_path, "w") as log, anyio.fail_after(90):
+            async with stdio_client(params, errlog=log) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    return tool_json(await session.call_tool("bash_execute", {"command": "id -un"}))
+
+    thread = threading.Thread(target=play_the_person, daemon=True)
+    thread.start()
+    try:
+        out = anyio.run(bridge)
+    finally:
+        thread.join(30)
+        stop_server(s)
+    assert "error" not in person, person.get("error")
+    assert person["callback"] == 200 and out["stdout"] == "root\n", (person, out)
+
+
+def test_conformance_suite_authorization_server_scenarios(tmp_path):
+    """The suite's scenarios for an authorization server (metadata; the authorization code
+    grant with PKCE, state, iss and the token response) against mymcp's, with a client
+    registered for the suite's callback; the person's part is played here."""
+    import re
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from conftest import start_server, stop_server
+    from test_oauth import Browser, request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        callback_port = sock.getsockname()[1]
+    s = start_server({"MYMCP_OAUTH_ENABLED": "true"})
+    try:
+        base = s.url.rsplit("/mcp", 1)[0]
+        port = int(base.rsplit(":", 1)[1])
+        status, _, body = request(port, "POST", "/register", json.dumps(
+            {"client_name": "conformance", "redirect_uris": [f"http://127.0.0.1:{callback_port}/callback"]}),
+            {"Content-Type": "application/json"})
+        assert status == 201, body
+        suite = subprocess.Popen(
+            [str(node_dir() / "node_modules" / ".bin" / "node"),
+             str(node_dir() / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"),
+             "authorization", "--url", base, "--client-id", json.loads(body)["client_id"],
+             "--resource", s.url, "--port", str(callback_port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=node_env(tmp_path),
+            cwd=node_dir())
+        seen = []
+        for line in suite.stdout:
+            seen.append(line)
+            if line.startswith(f"{base}/authorize?"):
+                break
+        else:
+            raise AssertionError("the suite printed no authorization URL:\n" + "".join(seen))
+        browser = Browser(port)
+        code = browser.open(line.strip())
+        assert s.ctl("oauth", "approve", code, "--user", "root", "--role", "ro").returncode == 0
+        callback = browser.decided()
+        assert re.match(rf"http://127\.0\.0\.1:{callback_port}/callback\?code=", callback), callback
+        # The suite's callback server may start a moment after it printed the URL.
+        for _ in range(50):
+            try:
+                with urllib.request.urlopen(callback, timeout=10) as r:
+                    assert r.status == 200
+                break
+            except urllib.error.URLError:
+                time.sleep(0.1)
+        out = "".join(seen) + suite.communicate(timeout=60)[0]
+        assert suite.returncode == 0, out
+        assert re.search(r"Total: (\d+) passed, 0 failed", out), out
+        assert "authorization-code-grant: 1 passed, 0 failed" in out, out
+    finally:
+        stop_server(s)

@@ -27,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata, OAuthToken
 
 from conftest import (make_account, pids_with_cmdline, remove_account, shadow, start_server,
-                      stop_server, tool_json)
+                      stop_server, tool_json, wait_until)
 
 REDIRECT = "http://127.0.0.1:9/cb"
 
@@ -95,11 +95,15 @@ class Browser:
         self.headers, self.html = headers, page
         return re.search(r'class="approval">([A-Z0-9-]+)<', page).group(1)
 
-    def reload(self):
-        """Where the page sends the browser once decided: the redirect's query."""
+    def decided(self):
+        """Where the page sends the browser once decided."""
         status, headers, page = request(self.port, "GET", self.page, headers={"Cookie": self.cookie})
         assert status == 303, page
-        back = urllib.parse.urlparse(headers["location"])
+        return headers["location"]
+
+    def reload(self):
+        """The query of the redirect to REDIRECT the page sends the browser to once decided."""
+        back = urllib.parse.urlparse(self.decided())
         assert f"{back.scheme}://{back.netloc}{back.path}" == REDIRECT
         return {k: v[0] for k, v in urllib.parse.parse_qs(back.query).items()}
 
@@ -314,6 +318,139 @@ def test_a_consent_post_without_its_csrf_token_changes_nothing(oauth_server):
     assert s.ctl("oauth", "approve", code, "--user", "root", "--role", "ro").returncode == 0
     assert "code" in browser.reload()
 
+
+@pytest.fixture
+def chromium():
+    """Headless Chromium (Debian's chromium and chromium-driver) through WebDriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--no-first-run"]:
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def landing():
+    """The client's redirect target: records the query of every GET it gets."""
+    import http.server
+    import threading
+
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            got.append(dict(urllib.parse.parse_qsl(urllib.parse.urlparse(self.path).query)))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"back at the client")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cb", got
+    server.shutdown()
+
+
+def test_in_a_real_browser_the_page_continues_by_itself_after_the_approval(oauth_server, carol, chromium, landing):
+    from selenium.webdriver.common.by import By
+
+    s = oauth_server
+    redirect, got = landing
+    status, _, body = request(s.port, "POST", "/register", json.dumps(
+        {"client_name": "browser e2e", "redirect_uris": [redirect]}), {"Content-Type": "application/json"})
+    client_id, verifier = json.loads(body)["client_id"], "b" * 50
+    chromium.get(s.base + authorize_url(client_id, pkce(verifier)).replace(
+        urllib.parse.quote(REDIRECT, safe=""), urllib.parse.quote(redirect, safe="")))
+    assert "browser e2e asks to connect" in chromium.find_element(By.TAG_NAME, "h1").text
+    code = chromium.find_element(By.CSS_SELECTOR, "code.approval").text
+    ok = s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", "rw")
+    assert ok.returncode == 0, ok.stderr
+    # No click: the page reloads itself (meta refresh, no script) and the browser lands back
+    # at the client, its cookie having held the request.
+    assert wait_until(lambda: got, 15), chromium.page_source
+    assert got[0]["state"] == "s1" and got[0]["iss"] == s.base
+    status, _, tokens = form(s.port, "/token", {
+        "grant_type": "authorization_code", "code": got[0]["code"], "client_id": client_id,
+        "redirect_uri": redirect, "code_verifier": verifier})
+    assert status == 200, tokens
+    assert whoami(s.port, tokens["access_token"]) == (200, carol.pw_name)
+
+
+def test_in_a_real_browser_deny_posts_the_form_and_the_client_is_told(oauth_server, chromium, landing):
+    from selenium.webdriver.common.by import By
+
+    s = oauth_server
+    redirect, got = landing
+    status, _, body = request(s.port, "POST", "/register", json.dumps(
+        {"client_name": "browser e2e", "redirect_uris": [redirect]}), {"Content-Type": "application/json"})
+    client_id = json.loads(body)["client_id"]
+    chromium.get(s.base + authorize_url(client_id, pkce("n" * 50)).replace(
+        urllib.parse.quote(REDIRECT, safe=""), urllib.parse.quote(redirect, safe="")))
+    chromium.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert wait_until(lambda: got, 15), chromium.page_source
+    assert got[0]["error"] == "access_denied" and "code" not in got[0]
+
+
+def test_a_client_approved_read_only_steps_up_when_it_needs_more(oauth_server, carol):
+    """The host approves read-only; the SDK's bash_execute gets 403 insufficient_scope, the
+    SDK asks the person again, the host approves rw, and the call goes through. A static ro
+    token keeps the reference's answer (a tool error, HTTP 200)."""
+    s = oauth_server
+    browser, storage, urls, roles = Browser(s.port), Storage(), [], ["ro", "rw"]
+
+    async def redirect_handler(url):
+        urls.append(url)
+
+    async def callback_handler():
+        def approve():
+            code = browser.open(urls.pop())
+            role = roles.pop(0)
+            assert s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", role).returncode == 0
+            return browser.reload()
+
+        params = await anyio.to_thread.run_sync(approve)
+        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
+
+    provider = OAuthClientProvider(
+        server_url=s.url,
+        client_metadata=OAuthClientMetadata(
+            client_name="step-up e2e", redirect_uris=[REDIRECT], grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"], token_endpoint_auth_method="none"),
+        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
+
+    async def session():
+        async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
+            async with streamable_http_client(s.url, http_client=http) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    read_only = storage.tokens.access_token
+                    r = await session.call_tool("bash_execute", {"command": "id -un"})
+                    return read_only, tool_json(r)
+
+    read_only, out = anyio.run(session)
+    assert roles == [] and out["stdout"] == f"{carol.pw_name}\n", out
+    assert "mymcp:rw" in storage.tokens.scope
+    status, headers, _ = mcp(s.port, read_only, {
+        "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "bash_execute", "arguments": {"command": "id -un"}}})
+    assert status == 403
+    challenge = headers["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="mymcp:ro mymcp:rw"' in challenge
+    assert f'resource_metadata="{s.base}/.well-known/oauth-protected-resource/mcp"' in challenge
+
+    static_ro = s.add_token("static-reader", "ro")
+    status, _, body = mcp(s.port, static_ro, {
+        "jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "bash_execute", "arguments": {"command": "id -un"}}})
+    assert status == 200 and json.loads(body)["result"]["structuredContent"]["error"] == "PermissionDenied"
 
 # The account's password through PAM (MYMCP_OAUTH_PAM) -------------------------------------------
 

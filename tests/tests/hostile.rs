@@ -434,23 +434,26 @@ fn a_hostile_peer_cannot_choose_the_account_a_call_acts_as() {
     s.assert_served("a mapped token's digest");
 }
 
+const OAUTH: [(&str, &str); 2] = [
+    ("MYMCP_OAUTH_ENABLED", "true"),
+    ("MYMCP_PUBLIC_BASE_URL", "https://mcp.example.com"),
+];
+
+/// The live OAuth grants, as `mymcpctl oauth grants --json` lists them.
+fn oauth_grants(exec: &ExecutorProcess) -> serde_json::Value {
+    let run = exec.executor_socket().parent().unwrap().to_owned();
+    let out = ctl(&run, &["oauth", "grants", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn a_hostile_frontend_can_neither_mint_nor_widen_an_oauth_token() {
     mymcp_tests::needs_root!();
     use std::io::BufRead;
-    let exec = ExecutorProcess::start_with_env(
-        "nobody",
-        &[
-            ("MYMCP_OAUTH_ENABLED", "true"),
-            ("MYMCP_PUBLIC_BASE_URL", "https://mcp.example.com"),
-        ],
-    );
+    let exec = ExecutorProcess::start_with_env("nobody", &OAUTH);
     let run = exec.executor_socket().parent().unwrap().to_owned();
-    let grants = || {
-        let out = ctl(&run, &["oauth", "grants", "--json"]);
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
+    let grants = || oauth_grants(&exec);
     let marker = exec.scratch().join("forged-oauth-ran");
     let (uid, gid) = nobody();
     let mut child = spawn_peer(
@@ -484,13 +487,21 @@ fn a_hostile_frontend_can_neither_mint_nor_widen_an_oauth_token() {
     assert!(ok.status.success(), "{ok:?}");
     assert_eq!(line(), "exchanged scope=ro");
     assert_eq!(line(), "refreshed scope=ro");
-    // The first access token ended with the refresh; the second is ro.
+    // The first access token ended with the refresh; the second is ro (and may ask for more).
     assert!(line().starts_with("Unauthenticated"));
-    assert!(line().starts_with("Tool Err PermissionDenied"));
+    assert!(line().starts_with("Tool Err InsufficientScope"));
     assert!(child.wait().unwrap().success());
     assert!(
         !marker.exists(),
         "a command ran with a forged or widened token"
     );
     assert_eq!(grants()[0]["role"], "Ro");
+
+    // The grant outlives a restart of the executor (the state file), still ro.
+    let mut exec = exec;
+    exec.terminate();
+    let restarted = ExecutorProcess::restart_of(&mut exec, &OAUTH);
+    let kept = oauth_grants(&restarted);
+    assert_eq!(kept.as_array().map(Vec::len), Some(1), "{kept}");
+    assert_eq!(kept[0]["role"], "Ro");
 }

@@ -502,11 +502,18 @@ pub(crate) fn classify(
     result: &Result<ToolOutput, ToolFailure>,
 ) -> (CallResult, Option<String>, Option<String>) {
     match result {
-        Err(f) if matches!(f.code, ErrorCode::PermissionDenied | ErrorCode::UnknownTool) => (
-            CallResult::Denied,
-            None,
-            Some(cap(&f.message, MAX_MESSAGE_BYTES)),
-        ),
+        Err(f)
+            if matches!(
+                f.code,
+                ErrorCode::PermissionDenied | ErrorCode::InsufficientScope | ErrorCode::UnknownTool
+            ) =>
+        {
+            (
+                CallResult::Denied,
+                None,
+                Some(cap(&f.message, MAX_MESSAGE_BYTES)),
+            )
+        }
         Err(f) => (
             CallResult::Error,
             Some(f.code.as_str().to_owned()),

@@ -70,6 +70,8 @@ pub(crate) struct Caller {
     limits: TokenLimits,
     /// Its commands' view of the host.
     view: Arc<TokenView>,
+    /// An OAuth client's grant: a refusal for its role invites it to ask for more.
+    delegated: bool,
     /// That account for this call, once [`Caller::resolve`] looked it up (or why it cannot be
     /// acted as); `None` before.
     account: Option<Result<Arc<Account>, ToolFailure>>,
@@ -134,13 +136,17 @@ impl Caller {
         );
         if !(self.identity.role.allows(L::ROLE) && self.identity.role.allows(tool.required_role()))
         {
-            return Err(ToolFailure::new(
-                ErrorCode::PermissionDenied,
-                format!(
-                    "Permission denied: tool '{tool}' requires {} role",
-                    tool.required_role()
+            let denied = format!(
+                "Permission denied: tool '{tool}' requires {} role",
+                tool.required_role()
+            );
+            return Err(match self.delegated {
+                true => ToolFailure::new(
+                    ErrorCode::InsufficientScope,
+                    format!("{denied}: this client was approved for less; sign in again asking for mymcp:{}", tool.required_role()),
                 ),
-            ));
+                false => ToolFailure::new(ErrorCode::PermissionDenied, denied),
+            });
         }
         match &self.account {
             Some(Ok(account)) => Ok(Authorized {
@@ -170,6 +176,7 @@ pub(crate) fn authenticate(store: &TokenStore, token: &TokenDigest) -> Option<Ca
         user: holder.user,
         limits: holder.limits,
         view: Arc::new(holder.view),
+        delegated: holder.delegated,
         account: None,
     })
 }
@@ -274,6 +281,7 @@ impl<L: Level> Authorized<L> {
                 user: account.name.clone(),
                 limits: TokenLimits::default(),
                 view: Arc::default(),
+                delegated: false,
                 account: Some(Ok(account.clone())),
             },
             account,
@@ -293,6 +301,21 @@ impl<L: Level> Authorized<L> {
 mod tests {
     use super::*;
     use mymcp_tokens::digest;
+
+    #[test]
+    fn an_oauth_client_approved_for_less_is_told_it_may_ask_for_more() {
+        let accounts = Accounts::new();
+        let mut caller = Authorized::<Ro>::for_tests().caller.clone();
+        let static_token = caller.authorize::<Rw>(ToolName::BashExecute).unwrap_err();
+        assert_eq!(static_token.code, ErrorCode::PermissionDenied);
+        caller.delegated = true;
+        let oauth = caller
+            .resolve_here(&accounts)
+            .authorize::<Rw>(ToolName::BashExecute)
+            .unwrap_err();
+        assert_eq!(oauth.code, ErrorCode::InsufficientScope);
+        assert!(oauth.message.contains("mymcp:rw"), "{}", oauth.message);
+    }
 
     #[test]
     fn roles_map_to_tools() {

@@ -264,6 +264,14 @@ pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<OAuthConfig>, Co
             "OAuth needs MYMCP_PUBLIC_BASE_URL (the issuer and its /mcp the resource)",
         ));
     }
+    // Tokens and codes travel through this URL: https, or plain http on this machine only.
+    let loopback = ["http://127.", "http://localhost", "http://[::1]"];
+    if !base.starts_with("https://") && !loopback.iter().any(|p| base.starts_with(p)) {
+        return Err(ConfigError::new(
+            settings::PUBLIC_BASE_URL.name,
+            "OAuth needs an https MYMCP_PUBLIC_BASE_URL (http only on loopback)",
+        ));
+    }
     Ok(Some(OAuthConfig {
         issuer: base.to_owned(),
         resource: format!("{base}/mcp"),
@@ -272,6 +280,7 @@ pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<OAuthConfig>, Co
             refresh: Duration::from_secs(settings::OAUTH_REFRESH_TTL_SEC.read(src)?),
         },
         pam: pam_settings(src)?,
+        state_file: Some(settings::STATE_DIR.read(src)?.join("oauth.json")),
     }))
 }
 
@@ -512,6 +521,7 @@ mod tests {
                     refresh: Duration::from_secs(30 * 24 * 3600),
                 },
                 pam: None,
+                state_file: Some(PathBuf::from("/var/lib/mymcp/oauth.json")),
             })
         );
         let e = oauth_settings(&src(&[
@@ -521,6 +531,17 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.name, "MYMCP_OAUTH_REFRESH_TTL_SEC");
+        let e = oauth_settings(&src(&[
+            ("MYMCP_OAUTH_ENABLED", "true"),
+            ("MYMCP_PUBLIC_BASE_URL", "http://mcp.example.com"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("https"), "{e}");
+        assert!(oauth_settings(&src(&[
+            ("MYMCP_OAUTH_ENABLED", "true"),
+            ("MYMCP_PUBLIC_BASE_URL", "http://127.0.0.1:8765"),
+        ]))
+        .is_ok());
     }
 
     #[test]

@@ -52,6 +52,16 @@ pub fn challenge(base: &str) -> String {
     )
 }
 
+/// The `WWW-Authenticate` value of a 403 from `/mcp` when an OAuth client approved for
+/// read-only calls a tool that needs rw: it may ask the person for more (MCP authorization,
+/// scope challenge; RFC 6750 §3.1).
+pub fn step_up(base: &str) -> String {
+    format!(
+        "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{base}/.well-known/oauth-protected-resource/mcp\", error_description=\"this client was approved for read-only\"",
+        SCOPES.join(" ")
+    )
+}
+
 /// The discovery routes of the issuer `base` when `on` (none otherwise).
 pub fn routes<S: Clone + Send + Sync + 'static>(on: bool, base: &str) -> Router<S> {
     if !on || base.is_empty() {

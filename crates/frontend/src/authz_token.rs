@@ -113,10 +113,18 @@ fn pending_ref(id: &str, headers: &HeaderMap) -> Option<mymcp_protocol::oauth::P
 /// Where the executor's decision sends the browser.
 fn decided(outcome: OAuthOutcome, id: &str) -> Response {
     match outcome {
-        OAuthOutcome::Waiting(w) => page(
-            StatusCode::OK,
-            crate::consent::waiting_page(&w, &format!("/consent/{id}"), &hex(&w.csrf.0)),
-        ),
+        OAuthOutcome::Waiting(w) => {
+            let mut r = page(
+                StatusCode::OK,
+                crate::consent::waiting_page(&w, &format!("/consent/{id}"), &hex(&w.csrf.0)),
+            );
+            if let Ok(csp) =
+                HeaderValue::from_str(&crate::consent::content_security_policy(&w.redirect_uri))
+            {
+                r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+            }
+            r
+        }
         OAuthOutcome::Redirect(url) => see_other(&url),
         OAuthOutcome::Error(e) => match e.redirect {
             Some(url) => see_other(&url),

@@ -27,6 +27,45 @@ pub const HEADERS: [(&str, &str); 5] = [
     ("x-content-type-options", "nosniff"),
 ];
 
+/// The Content-Security-Policy of a waiting page: [`HEADERS`]' own, with the origin of the
+/// client's redirect URI added to `form-action` — browsers apply `form-action` to the
+/// redirects that follow a form's submission too, and the answer to "Deny" sends the browser
+/// on to the client. A redirect URI whose origin cannot be written as a source keeps the
+/// page's own policy (the browser then stays on this server).
+pub fn content_security_policy(redirect_uri: &str) -> String {
+    let own = HEADERS[0].1;
+    match redirect_source(redirect_uri) {
+        Some(source) => own.replace(
+            "form-action 'self'",
+            &format!("form-action 'self' {source}"),
+        ),
+        None => own.to_owned(),
+    }
+}
+
+/// A CSP source for the origin of `uri`: `scheme://host[:port]` for http(s), `scheme:` for a
+/// native app's private-use scheme; `None` if it has characters a source cannot hold.
+fn redirect_source(uri: &str) -> Option<String> {
+    let (scheme, _) = uri.split_once(':')?;
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    if !scheme_ok {
+        return None;
+    }
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Some(format!("{scheme}:"));
+    }
+    let host = redirect_host(uri);
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    host_ok.then(|| format!("{scheme}://{host}"))
+}
+
 /// Seconds between the page's reloads while it waits.
 pub const RELOAD_SECS: u32 = 3;
 
@@ -192,5 +231,30 @@ mod tests {
         assert!(!csp.contains("script-src"));
         assert!(HEADERS.contains(&("x-frame-options", "DENY")));
         assert!(HEADERS.contains(&("cache-control", "no-store")));
+    }
+
+    #[test]
+    fn the_deny_form_may_lead_on_to_the_clients_origin_and_nowhere_else() {
+        let csp = content_security_policy("https://claude.ai/api/mcp/auth_callback?x=1");
+        assert!(
+            csp.contains("form-action 'self' https://claude.ai;"),
+            "{csp}"
+        );
+        assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"));
+        assert!(content_security_policy("http://127.0.0.1:6274/cb")
+            .contains("'self' http://127.0.0.1:6274;"));
+        assert!(
+            content_security_policy("cursor://anysphere.cursor-mcp/oauth")
+                .contains("'self' cursor:;")
+        );
+        // Nothing that could end the directive or add a source gets in.
+        for odd in [
+            "https://a.example;script-src *",
+            "https://a b/",
+            "1x://y",
+            "https:///",
+        ] {
+            assert_eq!(content_security_policy(odd), HEADERS[0].1, "{odd}");
+        }
     }
 }

@@ -512,6 +512,16 @@ fn body_failed(e: BodyError, peer: SocketAddr) -> Response {
 fn stopped(config: &HttpConfig, outcome: Outcome) -> Response {
     match outcome {
         Outcome::Unauthenticated => unauthorized(config, "Invalid or disabled token"),
+        Outcome::InsufficientScope => {
+            let mut response = detail(
+                StatusCode::FORBIDDEN,
+                "Insufficient scope: this client was approved for read-only",
+            );
+            if let Ok(v) = HeaderValue::from_str(&crate::authz::step_up(&config.public_base_url)) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            response
+        }
         Outcome::Unavailable => {
             let mut response = detail(StatusCode::SERVICE_UNAVAILABLE, "Executor unavailable");
             response
@@ -661,9 +671,10 @@ async fn mcp_post(
         Outcome::Error(ErrorStatus::BadRequest, json) => json_body(StatusCode::BAD_REQUEST, json),
         Outcome::Error(ErrorStatus::NotFound, json) => json_body(StatusCode::NOT_FOUND, json),
         Outcome::Accepted => StatusCode::ACCEPTED.into_response(),
-        stop @ (Outcome::Unauthenticated | Outcome::Unavailable | Outcome::BadGateway) => {
-            stopped(&state.config, stop)
-        }
+        stop @ (Outcome::Unauthenticated
+        | Outcome::Unavailable
+        | Outcome::BadGateway
+        | Outcome::InsufficientScope) => stopped(&state.config, stop),
     }
 }
 

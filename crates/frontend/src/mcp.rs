@@ -130,6 +130,9 @@ pub enum Outcome {
     Unavailable,
     /// The executor answered with a response of the wrong kind (HTTP 502).
     BadGateway,
+    /// An OAuth client approved for read-only called a tool that needs rw (HTTP 403 with
+    /// `insufficient_scope`, so that it can ask the person for more).
+    InsufficientScope,
 }
 
 /// The HTTP status of an [`Outcome::Error`].
@@ -163,6 +166,8 @@ enum Stop {
     Unauthenticated,
     Unavailable,
     BadAnswer,
+    /// An OAuth client approved for less called a tool that needs more (MCP's step-up).
+    InsufficientScope,
 }
 
 impl From<Stop> for Outcome {
@@ -171,6 +176,7 @@ impl From<Stop> for Outcome {
             Stop::Unauthenticated => Outcome::Unauthenticated,
             Stop::Unavailable => Outcome::Unavailable,
             Stop::BadAnswer => Outcome::BadGateway,
+            Stop::InsufficientScope => Outcome::InsufficientScope,
         }
     }
 }
@@ -873,7 +879,7 @@ async fn call_tool(
             Some(failure.code.as_str()),
             matches!(
                 failure.code,
-                ErrorCode::PermissionDenied | ErrorCode::UnknownTool
+                ErrorCode::PermissionDenied | ErrorCode::InsufficientScope | ErrorCode::UnknownTool
             ),
         ),
         Ok(FrontendResponse::Tool(Ok(_))) => span.end(None, false),
@@ -881,6 +887,9 @@ async fn call_tool(
         Err(_) => span.end(Some("Unavailable"), false),
     }
     match answer {
+        Ok(FrontendResponse::Tool(Err(f))) if f.code == ErrorCode::InsufficientScope => {
+            Err(Stop::InsufficientScope)
+        }
         Ok(FrontendResponse::Tool(outcome)) => Ok(RpcBody::tool(
             CallToolResult::from_outcome(outcome, &caller.tickets),
             era,
@@ -908,6 +917,9 @@ impl Stop {
             Stop::Unauthenticated => "Invalid or disabled token",
             Stop::Unavailable => "Executor unavailable",
             Stop::BadAnswer => "Unexpected executor response",
+            Stop::InsufficientScope => {
+                "Insufficient scope: this client was approved for read-only; it may ask for mymcp:rw"
+            }
         }
     }
 }

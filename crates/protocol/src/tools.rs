@@ -540,6 +540,9 @@ pub struct ReadFileOutput {
 pub enum ErrorCode {
     /// The caller's role may not use this tool.
     PermissionDenied,
+    /// An OAuth client approved for less may not use this tool: it may ask for more (the
+    /// frontend answers HTTP 403 with `insufficient_scope`, MCP's step-up).
+    InsufficientScope,
     /// No such tool.
     UnknownTool,
     /// An argument is of the wrong type, missing, or out of its allowed range.
@@ -594,6 +597,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::PermissionDenied => "PermissionDenied",
+            ErrorCode::InsufficientScope => "InsufficientScope",
             ErrorCode::UnknownTool => "UnknownTool",
             ErrorCode::InvalidArguments => "InvalidArguments",
             ErrorCode::InvalidPath => "InvalidPath",

@@ -280,6 +280,8 @@ pub struct Holder {
     pub limits: TokenLimits,
     /// Its commands' view of the file system and network.
     pub view: TokenView,
+    /// An OAuth grant ([`Delegated`]) rather than a token of the store.
+    pub delegated: bool,
 }
 
 /// What identifies a version of the file on disk.
@@ -530,6 +532,7 @@ impl TokenStore {
                 .unwrap_or_else(|| self.default_user.clone()),
             limits: entry.limits,
             view: entry.view.clone(),
+            delegated: false,
         };
         inner.last_used_dirty = true;
         Some(holder)

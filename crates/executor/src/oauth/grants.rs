@@ -12,6 +12,7 @@
 //! At most [`MAX_GRANTS`] live grants, at most [`MAX_GRANTS_PER_CLIENT`] per client: a new
 //! approval beyond is refused, nothing is evicted.
 
+use super::text::{hex, unhex32};
 use mymcp_protocol::{Identity, Role, TokenDigest, TokenLimits, TokenView};
 use mymcp_tokens::{digest, Delegated, Holder};
 use std::collections::HashMap;
@@ -35,6 +36,11 @@ impl Default for Lifetimes {
         }
     }
 }
+/// Wall-clock seconds `at` is from `now` (`wall` is now's): for storing an `Instant`.
+fn wall_of(at: Instant, now: Instant, wall: i64) -> i64 {
+    wall + at.saturating_duration_since(now).as_secs() as i64
+}
+
 /// Live grants, at most.
 pub(crate) const MAX_GRANTS: usize = 1024;
 /// Live grants of one client, at most.
@@ -79,6 +85,24 @@ struct Grant {
     refresh_expires: Instant,
     spent: Vec<TokenDigest>,
     /// Wall-clock seconds of the approval and of the last refresh, for listing.
+    created: i64,
+    refreshed: Option<i64>,
+}
+
+/// A grant as the state file keeps it: digests (hex) and wall-clock seconds.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Stored {
+    id: u64,
+    client_id: String,
+    user: String,
+    role: Role,
+    resource: String,
+    key: String,
+    access: String,
+    access_expires: i64,
+    refresh: String,
+    refresh_expires: i64,
+    spent: Vec<String>,
     created: i64,
     refreshed: Option<i64>,
 }
@@ -291,6 +315,95 @@ impl Grants {
         out
     }
 
+    /// The live grants as stored (digests only: nothing in them authenticates), at `now`
+    /// whose wall-clock time is `wall`.
+    pub(crate) fn snapshot(&self, now: Instant, wall: i64) -> Vec<Stored> {
+        let mut inner = self.lock();
+        inner.expire(now);
+        let mut out: Vec<Stored> = (inner.grants.iter())
+            .map(|(id, g)| Stored {
+                id: *id,
+                client_id: g.info.client_id.clone(),
+                user: g.info.user.clone(),
+                role: g.info.role,
+                resource: g.info.resource.clone(),
+                key: hex(&g.key.0),
+                access: hex(&g.access.0),
+                access_expires: wall_of(g.access_expires, now, wall),
+                refresh: hex(&g.refresh.0),
+                refresh_expires: wall_of(g.refresh_expires, now, wall),
+                spent: g.spent.iter().map(|d| hex(&d.0)).collect(),
+                created: g.created,
+                refreshed: g.refreshed,
+            })
+            .collect();
+        out.sort_by_key(|g| g.id);
+        out
+    }
+
+    /// Puts back grants stored by [`Grants::snapshot`] (at `now`, wall-clock `wall`): those
+    /// for `resource` that have not expired, within the bounds; how many.
+    pub(crate) fn restore(
+        &self,
+        stored: Vec<Stored>,
+        resource: &str,
+        now: Instant,
+        wall: i64,
+    ) -> usize {
+        let at = |w: i64| now + Duration::from_secs(w.saturating_sub(wall).max(0) as u64);
+        let mut inner = self.lock();
+        let mut n = 0;
+        for g in stored {
+            let digests = (unhex32(&g.key), unhex32(&g.access), unhex32(&g.refresh));
+            let (Some(key), Some(access), Some(refresh)) = digests else {
+                continue;
+            };
+            let of_client = (inner.grants.values())
+                .filter(|x| x.info.client_id == g.client_id)
+                .count();
+            if g.resource != resource
+                || g.refresh_expires <= wall
+                || !g.role.is_client()
+                || !mymcp_tokens::valid_user(&g.user)
+                || inner.grants.len() >= MAX_GRANTS
+                || of_client >= MAX_GRANTS_PER_CLIENT
+                || inner.grants.contains_key(&g.id)
+            {
+                continue;
+            }
+            let spent: Vec<TokenDigest> = (g.spent.iter())
+                .filter_map(|d| unhex32(d).map(TokenDigest))
+                .take(SPENT_PER_GRANT)
+                .collect();
+            let grant = Grant {
+                info: GrantInfo {
+                    client_id: g.client_id,
+                    user: g.user,
+                    role: g.role,
+                    resource: g.resource,
+                },
+                key: TokenDigest(key),
+                access: TokenDigest(access),
+                access_expires: at(g.access_expires),
+                refresh: TokenDigest(refresh),
+                refresh_expires: at(g.refresh_expires),
+                spent,
+                created: g.created,
+                refreshed: g.refreshed,
+            };
+            inner.by_access.insert(grant.access, g.id);
+            inner.by_refresh.insert(grant.refresh, g.id);
+            inner.by_key.insert(grant.key, g.id);
+            for d in &grant.spent {
+                inner.by_spent.insert(*d, g.id);
+            }
+            inner.next = inner.next.max(g.id);
+            inner.grants.insert(g.id, grant);
+            n += 1;
+        }
+        n
+    }
+
     /// The grant an access token or a key authenticates as, at `now`.
     fn holder(&self, token: &TokenDigest, now: Instant) -> Option<(Holder, TokenDigest)> {
         let inner = self.lock();
@@ -310,6 +423,7 @@ impl Grants {
                 user: grant.info.user.clone(),
                 limits: TokenLimits::default(),
                 view: TokenView::default(),
+                delegated: true,
             },
             grant.key,
         ))

@@ -32,6 +32,9 @@ pub(crate) struct Server {
     /// Clients registered with `POST /register` (RFC 7591), by id.
     clients: std::sync::Mutex<std::collections::HashMap<String, RegisteredClient>>,
     random: Random,
+    /// Where clients and grants are kept across restarts, and the lock that orders writes.
+    state_file: Option<std::path::PathBuf>,
+    saving: std::sync::Mutex<()>,
     /// The consent page's password login (`MYMCP_OAUTH_PAM`), if on.
     pam: Option<Pam>,
 }
@@ -65,11 +68,19 @@ pub(crate) enum LoginResult {
 }
 
 /// A client registered with `POST /register`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct RegisteredClient {
     metadata: ClientMetadata,
     /// Wall-clock seconds of the registration.
     created: i64,
+}
+
+/// What outlives a restart (the state file): registered clients and live grants. Waiting
+/// requests and authorization codes live minutes and are not kept.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct State {
+    clients: std::collections::BTreeMap<String, RegisteredClient>,
+    grants: Vec<super::grants::Stored>,
 }
 
 /// The approval code as typed, normalised, or why it is not one.
@@ -87,6 +98,27 @@ fn refused(why: ApproveRefused) -> String {
             "too many wrong codes were typed; wait, then open the page again".into()
         }
     }
+}
+
+/// Why `client` cannot be registered (RFC 7591 §3.2.2), if it cannot: a public client (PKCE,
+/// no secret) with redirect URIs this server accepts.
+fn registration_problem(client: &ClientMetadata) -> Option<(OAuthErrorCode, &'static str)> {
+    use mymcp_protocol::oauth::ClientAuthMethod;
+    if client.token_endpoint_auth_method != ClientAuthMethod::None {
+        return Some((
+            OAuthErrorCode::InvalidClientMetadata,
+            "public clients only: token_endpoint_auth_method must be none",
+        ));
+    }
+    if client.redirect_uris.is_empty() {
+        return Some((
+            OAuthErrorCode::InvalidRedirectUri,
+            "redirect_uris is required",
+        ));
+    }
+    (client.redirect_uris.iter())
+        .find_map(|u| text::redirect_uri_problem(u))
+        .map(|why| (OAuthErrorCode::InvalidRedirectUri, why))
 }
 
 /// Registered clients, at most (beyond, registration is refused).
@@ -110,6 +142,8 @@ fn error(code: OAuthErrorCode, description: &str) -> OAuthOutcome {
 }
 
 impl Server {
+    /// The server of `config`, with the clients and grants its state file kept (a file that
+    /// cannot be read is reported and left to be replaced: its clients sign in again).
     pub(crate) fn new(config: super::OAuthConfig, random: Random) -> Server {
         let pam = config.pam.map(|config| Pam {
             limiter: Limiter::default(),
@@ -118,7 +152,7 @@ impl Server {
                 helper: login::Helper::executor(),
             }),
         });
-        Server {
+        let server = Server {
             pam,
             issuer: config.issuer,
             resource: config.resource,
@@ -127,6 +161,67 @@ impl Server {
             grants: Arc::new(Grants::new(config.lifetimes)),
             clients: Default::default(),
             random,
+            state_file: config.state_file,
+            saving: Default::default(),
+        };
+        if let Some(path) = &server.state_file {
+            match std::fs::read(path) {
+                Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
+                    Ok(state) => server.restore(state),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "the OAuth state file cannot be read; its clients and grants are not restored")
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "the OAuth state file cannot be read; its clients and grants are not restored")
+                }
+            }
+        }
+        server
+    }
+
+    fn restore(&self, state: State) {
+        let (now, wall) = (Instant::now(), mymcp_tokens::clock::unix_now());
+        let clients: std::collections::HashMap<_, _> = (state.clients.into_iter())
+            .filter(|(id, c)| {
+                id.starts_with("mcpc_") && registration_problem(&c.metadata).is_none()
+            })
+            .take(MAX_CLIENTS)
+            .collect();
+        let n_clients = clients.len();
+        *self.clients.lock().unwrap_or_else(|e| e.into_inner()) = clients;
+        let n_grants = self.grants.restore(state.grants, &self.resource, now, wall);
+        tracing::info!(
+            clients = n_clients,
+            grants = n_grants,
+            "OAuth clients and grants restored"
+        );
+    }
+
+    /// Writes the clients and live grants to the state file (atomically, mode 0600), if there
+    /// is one. A failure is logged: the server goes on with what it has in memory.
+    fn save(&self) {
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let _one_at_a_time = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        let clients = (self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter())
+        .map(|(id, c)| (id.clone(), c.clone()))
+        .collect();
+        let state = State {
+            clients,
+            grants: (self.grants).snapshot(Instant::now(), mymcp_tokens::clock::unix_now()),
+        };
+        let written = serde_json::to_vec(&state)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| mymcp_audit::keys::write_atomic(path, &bytes, 0o600));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "the OAuth state file cannot be written; clients and grants live in memory until it can");
         }
     }
 
@@ -141,8 +236,24 @@ impl Server {
         b
     }
 
-    /// Answers one request of the frontend.
+    /// Answers one request of the frontend; what registered a client or created, rotated or
+    /// revoked a grant is saved.
     pub(crate) fn handle(&self, request: OAuthRequest, now: Instant) -> OAuthOutcome {
+        let changes = matches!(
+            request,
+            OAuthRequest::Register { .. }
+                | OAuthRequest::Exchange { .. }
+                | OAuthRequest::Refresh { .. }
+                | OAuthRequest::Revoke { .. }
+        );
+        let outcome = self.answer(request, now);
+        if changes {
+            self.save();
+        }
+        outcome
+    }
+
+    fn answer(&self, request: OAuthRequest, now: Instant) -> OAuthOutcome {
         match request {
             OAuthRequest::Authorize {
                 params, document, ..
@@ -478,31 +589,37 @@ impl Server {
                 ))
             }
             OAuthControl::Revoke { selector } => {
-                if let Ok(id) = selector.parse::<u64>() {
-                    return if self.grants.revoke(id) {
-                        Ok(OAuthControlOutcome::Revoked {
-                            clients: 0,
-                            grants: 1,
-                        })
-                    } else {
-                        Err(format!("no live grant {id} (see mymcpctl oauth grants)"))
-                    };
-                }
-                let removed = (self.clients.lock().unwrap_or_else(|e| e.into_inner()))
-                    .remove(&selector)
-                    .is_some();
-                let grants = self.grants.revoke_client(&selector);
-                if !removed && grants == 0 {
-                    return Err(format!(
-                        "no grant or client {selector} (see mymcpctl oauth grants and clients)"
-                    ));
-                }
-                Ok(OAuthControlOutcome::Revoked {
-                    clients: u64::from(removed),
-                    grants,
-                })
+                let revoked = self.revoke(&selector);
+                self.save();
+                revoked
             }
         }
+    }
+
+    /// `mymcpctl oauth revoke SELECTOR`: a grant by number, or a client and its grants.
+    fn revoke(&self, selector: &str) -> Result<OAuthControlOutcome, String> {
+        if let Ok(id) = selector.parse::<u64>() {
+            return match self.grants.revoke(id) {
+                true => Ok(OAuthControlOutcome::Revoked {
+                    clients: 0,
+                    grants: 1,
+                }),
+                false => Err(format!("no live grant {id} (see mymcpctl oauth grants)")),
+            };
+        }
+        let removed = (self.clients.lock().unwrap_or_else(|e| e.into_inner()))
+            .remove(selector)
+            .is_some();
+        let grants = self.grants.revoke_client(selector);
+        if !removed && grants == 0 {
+            return Err(format!(
+                "no grant or client {selector} (see mymcpctl oauth grants and clients)"
+            ));
+        }
+        Ok(OAuthControlOutcome::Revoked {
+            clients: u64::from(removed),
+            grants,
+        })
     }
 
     fn authorize(
@@ -565,28 +682,10 @@ impl Server {
 
     /// RFC 7591: a public client (PKCE, no secret) with redirect URIs this server accepts.
     fn register(&self, client: ClientMetadata) -> OAuthOutcome {
-        use mymcp_protocol::oauth::{ClientAuthMethod, Registered};
-        let invalid = |why: &str| {
-            OAuthOutcome::Error(OAuthError {
-                code: OAuthErrorCode::InvalidClientMetadata,
-                description: why.to_owned(),
-                redirect: None,
-            })
-        };
-        if client.token_endpoint_auth_method != ClientAuthMethod::None {
-            return invalid("public clients only: token_endpoint_auth_method must be none");
-        }
-        if client.redirect_uris.is_empty() {
+        use mymcp_protocol::oauth::Registered;
+        if let Some((code, why)) = registration_problem(&client) {
             return OAuthOutcome::Error(OAuthError {
-                code: OAuthErrorCode::InvalidRedirectUri,
-                description: "redirect_uris is required".into(),
-                redirect: None,
-            });
-        }
-        if let Some(why) = (client.redirect_uris.iter()).find_map(|u| text::redirect_uri_problem(u))
-        {
-            return OAuthOutcome::Error(OAuthError {
-                code: OAuthErrorCode::InvalidRedirectUri,
+                code,
                 description: why.to_owned(),
                 redirect: None,
             });
@@ -680,13 +779,19 @@ mod tests {
     }
 
     fn server() -> Server {
-        let n = AtomicU64::new(1);
+        server_with(None, 1)
+    }
+
+    /// A server keeping its state in `state_file`, its random bytes counting from `first`.
+    fn server_with(state_file: Option<std::path::PathBuf>, first: u64) -> Server {
+        let n = AtomicU64::new(first);
         Server::new(
             crate::oauth::OAuthConfig {
                 issuer: "https://host.example".into(),
                 resource: "https://host.example/mcp".into(),
                 lifetimes: Default::default(),
                 pam: None,
+                state_file,
             },
             Box::new(move |b: &mut [u8]| {
                 let v = n.fetch_add(1, Ordering::Relaxed).to_le_bytes();
@@ -789,6 +894,75 @@ mod tests {
 
     fn holder(s: &Server, token: &str) -> Option<(mymcp_tokens::Holder, TokenDigest)> {
         s.grants().authenticate(&digest(token))
+    }
+
+    #[test]
+    fn clients_and_grants_outlive_a_restart_and_the_file_holds_no_token() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("oauth.json");
+        let now = Instant::now();
+        let first = server_with(Some(file.clone()), 1);
+        let (_, tokens) = flow(&first, now);
+        let registered = match first.handle(
+            OAuthRequest::Register {
+                client: document(),
+                origin: origin(),
+            },
+            now,
+        ) {
+            OAuthOutcome::Registered(r) => r.client_id,
+            other => panic!("{other:?}"),
+        };
+        let stored = std::fs::read_to_string(&file).unwrap();
+        assert!(!stored.contains(&tokens.access_token) && !stored.contains(&tokens.refresh_token));
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(first);
+
+        let second = server_with(Some(file.clone()), 1000);
+        let (h, _) = holder(&second, &tokens.access_token).expect("the access token still works");
+        assert_eq!((h.user.as_str(), h.identity.role), ("alice", Role::Rw));
+        let refreshed = second.handle(
+            OAuthRequest::Refresh {
+                token: digest(&tokens.refresh_token),
+                client: client(),
+                scope: None,
+                resource: None,
+                origin: origin(),
+            },
+            now,
+        );
+        assert!(
+            matches!(refreshed, OAuthOutcome::Tokens(_)),
+            "{refreshed:?}"
+        );
+        let listed = format!("{:?}", second.control(OAuthControl::Clients, now).unwrap());
+        assert!(listed.contains(&registered), "{listed}");
+
+        // Revoked before the next restart: gone after it.
+        let revoked = second.control(
+            OAuthControl::Revoke {
+                selector: CLIENT.into(),
+            },
+            now,
+        );
+        assert!(revoked.is_ok(), "{revoked:?}");
+        drop(second);
+        let third = server_with(Some(file.clone()), 2000);
+        assert!(holder(&third, &tokens.access_token).is_none());
+
+        // A file that cannot be read: nothing restored, and the server still serves.
+        std::fs::write(&file, b"{not json").unwrap();
+        let fourth = server_with(Some(file), 3000);
+        assert!(matches!(
+            fourth.control(OAuthControl::Grants, now).unwrap(),
+            OAuthControlOutcome::Grants(g) if g.is_empty()
+        ));
+        let (_, again) = flow(&fourth, now);
+        assert!(holder(&fourth, &again.access_token).is_some());
     }
 
     #[test]
