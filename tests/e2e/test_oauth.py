@@ -452,6 +452,35 @@ def test_a_client_approved_read_only_steps_up_when_it_needs_more(oauth_server, c
         "params": {"name": "bash_execute", "arguments": {"command": "id -un"}}})
     assert status == 200 and json.loads(body)["result"]["structuredContent"]["error"] == "PermissionDenied"
 
+def test_the_admin_api_lists_and_revokes_grants_but_approves_nothing(oauth_server):
+    s = oauth_server
+    client_id, verifier = register(s.port), "m" * 50
+    _, _, tokens = exchange(s, client_id, approved_code(s, client_id, verifier), verifier)
+    admin = {"Authorization": f"Bearer {s.admin_token}"}
+
+    status, _, body = request(s.port, "GET", "/admin/oauth/grants", headers=admin)
+    grants = [g for g in json.loads(body) if g["client_id"] == client_id]
+    assert status == 200 and [(g["user"], g["role"]) for g in grants] == [("root", "rw")], body
+    status, _, body = request(s.port, "GET", "/admin/oauth/clients", headers=admin)
+    assert status == 200 and any(c["client_id"] == client_id and c["grants"] == 1 for c in json.loads(body))
+    # Only an admin token may ask.
+    status, _, _ = request(s.port, "GET", "/admin/oauth/grants",
+                           headers={"Authorization": f"Bearer {s.rw_token}"})
+    assert status == 403
+
+    status, _, body = request(s.port, "DELETE", f"/admin/oauth/{client_id}", headers=admin)
+    assert status == 200 and json.loads(body) == {"revoked": client_id, "clients": 1, "grants": 1}, body
+    assert whoami(s.port, tokens["access_token"])[0] == 401
+    assert request(s.port, "DELETE", f"/admin/oauth/{client_id}", headers=admin)[0] == 404
+    assert request(s.port, "DELETE", "/admin/oauth/" + "x" * 600, headers=admin)[0] == 404
+    # The executor still serves after the oversized selector.
+    assert whoami(s.port, s.rw_token) == (200, "root")
+    records = [json.loads(line) for line in (Path(s.runtime_dir).parent / "audit" / "audit.log")
+               .read_text().splitlines()]
+    assert any(r.get("tool") == "oauth_revoke" and r.get("params", {}).get("selector") == client_id
+               for r in records)
+
+
 # The account's password through PAM (MYMCP_OAUTH_PAM) -------------------------------------------
 
 PAM_PASSWORD = "Correct-horse-7"
