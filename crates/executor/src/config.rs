@@ -8,6 +8,7 @@
 use crate::edit::WriteConfig;
 use crate::files::ReadConfig;
 use crate::jobs::JobConfig;
+use crate::oauth::OAuthConfig;
 use crate::overview::OverviewConfig;
 use crate::paths::{DefaultProtected, ProtectedPaths};
 use crate::search::SearchConfig;
@@ -247,8 +248,6 @@ pub(crate) fn terminal_settings(src: &dyn Source) -> Result<TerminalConfig, Conf
     cfg.max_total = settings::TERMINAL_MAX.read(src)? as usize;
     Ok(cfg)
 }
-
-pub(crate) use crate::oauth::OAuthConfig;
 
 /// OAuth (`MYMCP_OAUTH_*`, `MYMCP_PUBLIC_BASE_URL`): `None` when it is off; an error when it
 /// is on without a base URL.

@@ -132,7 +132,7 @@ impl Executor {
     }
 
     /// Serves OAuth as configured, when on (the executor's own randomness).
-    pub(crate) fn with_oauth_from(self, oauth: Option<crate::config::OAuthConfig>) -> Self {
+    pub(crate) fn with_oauth_from(self, oauth: Option<crate::oauth::OAuthConfig>) -> Self {
         match oauth {
             Some(config) => {
                 let random = Box::new(|b: &mut [u8]| {
