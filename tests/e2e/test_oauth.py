@@ -12,7 +12,9 @@ import base64
 import hashlib
 import http.client
 import json
+import os
 import re
+import subprocess
 import urllib.parse
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata, OAuthToken
 
-from conftest import make_account, remove_account, start_server, stop_server, tool_json, wait_until
+from conftest import (make_account, pids_with_cmdline, remove_account, shadow, start_server,
+                      stop_server, tool_json, wait_until)
 
 REDIRECT = "http://127.0.0.1:9/cb"
 
@@ -441,7 +444,6 @@ def test_a_client_approved_read_only_steps_up_when_it_needs_more(oauth_server, c
         "params": {"name": "bash_execute", "arguments": {"command": "id -un"}}})
     assert status == 200 and json.loads(body)["result"]["structuredContent"]["error"] == "PermissionDenied"
 
-
 def test_the_admin_api_lists_and_revokes_grants_but_approves_nothing(oauth_server):
     s = oauth_server
     client_id, verifier = register(s.port), "m" * 50
@@ -691,3 +693,121 @@ def test_a_document_on_a_loopback_address_is_not_fetched_unless_allowed(document
         assert documents.seen("/unallowed.json") == 0
     finally:
         stop_server(s)
+
+# The account's password through PAM (MYMCP_OAUTH_PAM) -------------------------------------------
+
+PAM_PASSWORD = "Correct-horse-7"
+
+
+@pytest.fixture(scope="module")
+def pam_server():
+    """A server with the password login on: a group of its own, a PAM service file of its own
+    (pam_unix), a member and a non-member with passwords set by chpasswd."""
+    tag = f"{os.getpid():x}"
+    group, service = f"mmgrp{tag}", f"mymcp-e2e-{tag}"
+    pam_file = Path("/etc/pam.d") / service
+    assert shadow("groupadd", group).returncode == 0
+    member, outsider = make_account("pm"), make_account("pn")
+    try:
+        assert shadow("gpasswd", "-a", member.pw_name, group).returncode == 0
+        for a in (member, outsider):
+            r = subprocess.run(["chpasswd"], input=f"{a.pw_name}:{PAM_PASSWORD}\n", text=True,
+                               capture_output=True)
+            assert r.returncode == 0, r.stderr
+        pam_file.write_text("auth required pam_unix.so\naccount required pam_unix.so\n")
+        s = start_server({"MYMCP_OAUTH_ENABLED": "true", "MYMCP_OAUTH_PAM": "true",
+                          "MYMCP_OAUTH_PAM_GROUP": group, "MYMCP_OAUTH_PAM_SERVICE": service})
+        s.base = s.url.rsplit("/mcp", 1)[0]
+        s.port = urllib.parse.urlparse(s.base).port
+        s.member, s.outsider = member.pw_name, outsider.pw_name
+        try:
+            yield s
+        finally:
+            stop_server(s)
+    finally:
+        pam_file.unlink(missing_ok=True)
+        remove_account(member)
+        remove_account(outsider)
+        shadow("groupdel", group)
+
+
+def log_in(browser, user, password):
+    """Posts the page's login form: (status, headers, page)."""
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', browser.html).group(1)
+    status, headers, page = request(
+        browser.port, "POST", browser.page + "/login",
+        urllib.parse.urlencode({"csrf": csrf, "user": user, "password": password}),
+        {"Cookie": browser.cookie, "Content-Type": "application/x-www-form-urlencoded"})
+    if status == 200:
+        browser.html = page
+    return status, headers, page
+
+
+REFUSED = "Wrong account or password, or this account may not approve."
+
+
+def audit_records(s):
+    return [json.loads(line) for line in (Path(s.runtime_dir).parent / "audit" / "audit.log")
+            .read_text().splitlines()]
+
+
+def test_the_accounts_password_approves_only_members_and_is_rate_limited(pam_server):
+    s = pam_server
+    client_id, verifier = register(s.port), "p" * 50
+    browser = Browser(s.port)
+    browser.open(authorize_url(client_id, pkce(verifier)))
+    assert 'type="password" name="password"' in browser.html
+    assert 'http-equiv="refresh"' not in browser.html, "the page must not reload while typing"
+
+    # A wrong password, and a non-member's right one: the same refusal, nothing granted.
+    for user, password in [(s.member, "wrong-password"), (s.outsider, PAM_PASSWORD),
+                           ("mm-no-such-user", PAM_PASSWORD)]:
+        status, _, page = log_in(browser, user, password)
+        assert status == 200 and REFUSED in page, page
+    assert json.loads(s.ctl("oauth", "grants", "--json").stdout) == []
+    assert "code" not in request(s.port, "GET", browser.page, headers={"Cookie": browser.cookie})[1].get(
+        "location", "")
+
+    # The member's right password: the page sends the browser back with a code.
+    status, headers, page = log_in(browser, s.member, PAM_PASSWORD)
+    assert status == 303, page
+    back = urllib.parse.urlparse(headers["location"])
+    assert f"{back.scheme}://{back.netloc}{back.path}" == REDIRECT
+    params = {k: v[0] for k, v in urllib.parse.parse_qs(back.query).items()}
+    assert params["state"] == "s1" and params["iss"] == s.base
+    status, _, tokens = exchange(s, client_id, params["code"], verifier)
+    assert status == 200 and tokens["scope"] == "mymcp:ro mymcp:rw", tokens
+    assert whoami(s.port, tokens["access_token"]) == (200, s.member)
+    grants = json.loads(s.ctl("oauth", "grants", "--json").stdout)
+    assert [(g["user"], g["role"]) for g in grants] == [(s.member, "Rw")], grants
+
+    # Five wrong passwords: then the right one is refused too, without PAM being asked.
+    browser = Browser(s.port)
+    browser.open(authorize_url(client_id, pkce(verifier)))
+    for _ in range(5):
+        status, _, page = log_in(browser, s.member, "wrong-again")
+        assert status == 200 and REFUSED in page
+    status, _, page = log_in(browser, s.member, PAM_PASSWORD)
+    assert status == 200 and "Too many failed logins" in page, page
+    assert len(json.loads(s.ctl("oauth", "grants", "--json").stdout)) == 1
+    # The host's approval by code still works.
+    code = re.search(r'class="approval">([A-Z0-9-]+)<', browser.html).group(1)
+    assert s.ctl("oauth", "approve", code, "--user", "root", "--role", "ro").returncode == 0
+    assert "code" in browser.reload()
+
+    # Each attempt is an oauth_login record with the account, the address and the result;
+    # never a password. No helper is left running.
+    logins = [r for r in audit_records(s) if r.get("tool") == "oauth_login" and "result" in r]
+    assert len(logins) == 10, logins
+    assert all(r["ip"] == "127.0.0.1" for r in logins)
+    ok = [r for r in logins if r["result"] == "ok"]
+    assert [r["params"]["user"] for r in ok] == [s.member]
+    assert ok[0]["params"]["client_id"] == client_id
+    codes = [r.get("error_code") for r in logins if r["result"] != "ok"]
+    assert codes.count("access_denied") == 8 and codes.count("rate_limited") == 1, codes
+    refused_users = {r["params"]["user"] for r in logins if r.get("error_code") == "access_denied"}
+    assert refused_users == {s.member, s.outsider, "mm-no-such-user"}
+    text = (Path(s.runtime_dir).parent / "audit" / "audit.log").read_text()
+    for secret in [PAM_PASSWORD, "wrong-password", "wrong-again"]:
+        assert secret not in text
+    assert pids_with_cmdline("--oauth-pam-helper") == []

@@ -278,8 +278,35 @@ pub(crate) fn oauth_settings(src: &dyn Source) -> Result<Option<OAuthConfig>, Co
             access: Duration::from_secs(settings::OAUTH_ACCESS_TTL_SEC.read(src)?),
             refresh: Duration::from_secs(settings::OAUTH_REFRESH_TTL_SEC.read(src)?),
         },
+        pam: pam_settings(src)?,
         state_file: Some(settings::STATE_DIR.read(src)?.join("oauth.json")),
     }))
+}
+
+/// The consent page's password login (`MYMCP_OAUTH_PAM`, `_GROUP`, `_SERVICE`): `None` when
+/// off. A service or group that could not be a file or group name is refused.
+fn pam_settings(src: &dyn Source) -> Result<Option<crate::oauth::login::PamConfig>, ConfigError> {
+    if !settings::OAUTH_PAM.read(src)? {
+        return Ok(None);
+    }
+    let service = settings::OAUTH_PAM_SERVICE.read(src);
+    let group = settings::OAUTH_PAM_GROUP.read(src);
+    let name_ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 64
+            && !s.starts_with(['-', '.'])
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    };
+    if !name_ok(&service) {
+        return Err(settings::OAUTH_PAM_SERVICE.error(format!(
+            "{service:?} is not a PAM service name (a file in /etc/pam.d)"
+        )));
+    }
+    if !name_ok(&group) {
+        return Err(settings::OAUTH_PAM_GROUP.error(format!("{group:?} is not a group name")));
+    }
+    Ok(Some(crate::oauth::login::PamConfig { service, group }))
 }
 
 /// File transfer settings (`MYMCP_TRANSFER_*`). As in the reference, a default lifetime above
@@ -492,6 +519,7 @@ mod tests {
                     access: Duration::from_secs(600),
                     refresh: Duration::from_secs(30 * 24 * 3600),
                 },
+                pam: None,
                 state_file: Some(PathBuf::from("/var/lib/mymcp/oauth.json")),
             })
         );
@@ -513,6 +541,38 @@ mod tests {
             ("MYMCP_PUBLIC_BASE_URL", "http://127.0.0.1:8765"),
         ]))
         .is_ok());
+    }
+
+    #[test]
+    fn the_password_login_is_off_unless_asked_for_and_names_a_service_and_group() {
+        let on = |extra: &[(&str, &str)]| {
+            let mut all = vec![
+                ("MYMCP_OAUTH_ENABLED", "true"),
+                ("MYMCP_PUBLIC_BASE_URL", "https://mcp.example.com"),
+            ];
+            all.extend_from_slice(extra);
+            oauth_settings(&src(&all)).map(|c| c.unwrap().pam)
+        };
+        assert_eq!(on(&[]).unwrap(), None);
+        assert_eq!(
+            on(&[("MYMCP_OAUTH_PAM", "true")]).unwrap(),
+            Some(crate::oauth::login::PamConfig {
+                service: "mymcp".into(),
+                group: "mymcp-login".into(),
+            })
+        );
+        let e = on(&[
+            ("MYMCP_OAUTH_PAM", "true"),
+            ("MYMCP_OAUTH_PAM_SERVICE", "../shadow"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.name, "MYMCP_OAUTH_PAM_SERVICE");
+        let e = on(&[
+            ("MYMCP_OAUTH_PAM", "true"),
+            ("MYMCP_OAUTH_PAM_GROUP", "a b"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.name, "MYMCP_OAUTH_PAM_GROUP");
     }
 
     #[test]

@@ -186,6 +186,7 @@ impl Executor {
                 client.client_id.clone(),
                 Some(origin.clone()),
             ),
+            // Answered by `oauth_login` (it awaits the PAM check).
             OAuthRequest::Login { origin, .. } => {
                 ("oauth_login", String::new(), Some(origin.clone()))
             }
@@ -218,6 +219,67 @@ impl Executor {
                 redirect: None,
             })
         })
+    }
+
+    /// The consent page's password login: one `oauth_login` record with the account, the
+    /// client's address, the client and the result (never the password). Its start record
+    /// comes before PAM runs; without it, PAM does not run.
+    async fn oauth_login(
+        &self,
+        server: &crate::oauth::server::Server,
+        request: mymcp_protocol::oauth::OAuthRequest,
+    ) -> mymcp_protocol::oauth::OAuthOutcome {
+        use crate::oauth::server::LoginResult;
+        use mymcp_protocol::oauth::{OAuthError, OAuthErrorCode, OAuthOutcome, OAuthRequest};
+        let OAuthRequest::Login {
+            request,
+            csrf,
+            user,
+            mut password,
+            origin,
+        } = request
+        else {
+            return self.oauth_audited(server, request);
+        };
+        let now = Instant::now();
+        let actor = Actor {
+            name: "oauth:".to_owned(),
+            role: "oauth",
+            ip: origin.peer.clone(),
+            request_id: origin.request_id.clone(),
+            trace: None,
+            account: None,
+        };
+        let mut op =
+            self.audit
+                .operation("oauth_login", actor, json!({"user": audit::param(&user)}));
+        if !self.audit.op_start(&op) {
+            mymcp_sys::pam::wipe_string(&mut password);
+            return OAuthOutcome::Error(OAuthError {
+                code: OAuthErrorCode::TemporarilyUnavailable,
+                description: audit::REFUSED_UNAUDITED.into(),
+                redirect: None,
+            });
+        }
+        let (outcome, report) = server
+            .login(request, csrf, user.clone(), password, origin.peer, now)
+            .await;
+        let duration = Some(now.elapsed());
+        if let Some(client) = &report.client_id {
+            op.set_param("client_id", audit::param(client));
+        }
+        let recorded = match report.result {
+            LoginResult::Approved { uid } => {
+                op.set_account(&user, uid);
+                Outcome::ok(duration, None)
+            }
+            LoginResult::Refused(why) => Outcome::error("access_denied", why, duration),
+            LoginResult::Failed(why) => Outcome::error("server_error", why, duration),
+            LoginResult::Limited(why) => Outcome::error("rate_limited", why, duration),
+            LoginResult::Invalid(why) => Outcome::error("invalid_request", why, duration),
+        };
+        self.audit.op_outcome(&op, recorded);
+        outcome
     }
 
     /// Enables terminals.
@@ -786,6 +848,11 @@ impl Service for Executor {
         match request {
             FrontendRequest::Identify { token } => self.identify(&token),
             FrontendRequest::OAuth(request) => FrontendResponse::OAuth(match &self.oauth {
+                Some(server)
+                    if matches!(request, mymcp_protocol::oauth::OAuthRequest::Login { .. }) =>
+                {
+                    self.oauth_login(server, request).await
+                }
                 Some(server) => self.oauth_audited(server, request),
                 None => {
                     mymcp_protocol::oauth::OAuthOutcome::Error(mymcp_protocol::oauth::OAuthError {

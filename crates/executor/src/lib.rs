@@ -8,7 +8,8 @@
 //! only then runs the tool. The frontend's checks are an optimisation, never the decision.
 //!
 //! The library exposes what the binary needs and nothing else: the command line ([`cli`],
-//! which `cargo xtask man` also renders) and [`run`]. Everything below is private to the
+//! which `cargo xtask man` also renders), [`run`], and [`run_pam_helper_if_asked`] (the
+//! executor started as its own PAM helper, for a password login of the consent page). Everything below is private to the
 //! crate, so the compiler keeps the walls: a tool entry point takes the `Authorized<Ro>` or
 //! `Authorized<Rw>` proof that only the `auth` module can make, and the values that prove a
 //! path check (`CheckedFile`, `CheckedDir`, `CheckedTarget`) are made only by `paths`.
@@ -62,3 +63,13 @@ mod trace;
 mod transfer;
 
 pub use daemon::{run, Error, Secrets};
+
+/// When the executor was started as its own PAM helper (`mymcp-executor
+/// --oauth-pam-helper`, by itself, for one password login of the consent page): runs that
+/// check and exits. Otherwise returns at once. Call it first thing in `main`.
+pub fn run_pam_helper_if_asked() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(3).collect();
+    if args.len() == 2 && args[1] == oauth::login::HELPER_ARG {
+        oauth::login::helper_main();
+    }
+}

@@ -74,6 +74,9 @@ fn credential_name(setting: &str) -> String {
 }
 
 fn main() {
+    // The PAM helper the executor starts per password login: it reads one request on stdin,
+    // answers and exits, before anything below (nothing of it is needed there).
+    mymcp_executor::run_pam_helper_if_asked();
     // Executes the program again unless the per-thread caches are already off (see there);
     // the new image gets the same environment, secrets included, so this comes first.
     if let Err(e) = mymcp_service::memory::without_thread_caches() {

@@ -43,7 +43,14 @@ impl FromRef<Endpoints> for Arc<Cimd> {
 
 /// The routes, when OAuth is on (none otherwise). The extra roots were checked at start-up
 /// ([`CimdConfig::from_settings`]); one rustls refuses anyway is left out, with an error.
-pub fn routes(on: bool, forwarder: Arc<Forwarder>, cimd: &CimdConfig) -> Router {
+/// `trusted`: the reverse proxies whose `X-Forwarded-For` names the client of a login (its
+/// failures count per client address).
+pub fn routes(
+    on: bool,
+    forwarder: Arc<Forwarder>,
+    cimd: &CimdConfig,
+    trusted: crate::origin::TrustedProxies,
+) -> Router {
     if !on {
         return Router::new();
     }
@@ -65,6 +72,10 @@ pub fn routes(on: bool, forwarder: Arc<Forwarder>, cimd: &CimdConfig) -> Router 
         .route(
             "/consent/{id}",
             axum::routing::get(consent).post(consent_deny),
+        )
+        .route(
+            "/consent/{id}/login",
+            post(consent_login).layer(axum::Extension(Arc::new(trusted))),
         )
         .with_state(state)
 }
@@ -271,6 +282,71 @@ async fn consent_deny(
         return problem_page("the form is incomplete; reload the page");
     };
     match ask(&forwarder, OAuthRequest::Deny { request, csrf }).await {
+        Ok(outcome) => decided(outcome, &id),
+        Err((_, why)) => problem_page(why),
+    }
+}
+
+/// The consent page's login form (`MYMCP_OAUTH_PAM`): the account and its password go to the
+/// executor, which checks them with PAM (never here) and answers with the redirect or the page
+/// again. The bounds the executor decodes with are checked first.
+async fn consent_login(
+    State(forwarder): State<Arc<Forwarder>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(trusted): axum::Extension<Arc<crate::origin::TrustedProxies>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use mymcp_protocol::oauth::{MAX_PASSWORD_LEN, MAX_USER_LEN};
+    let Some(request) = pending_ref(&id, &headers) else {
+        return problem_page("this page belongs to another browser, or has expired");
+    };
+    let Some(mut form) = (body.len() <= MAX_FORM_BYTES)
+        .then(|| parse_form(&body))
+        .flatten()
+    else {
+        return problem_page("the form is incomplete; reload the page");
+    };
+    let csrf = field(&form, "csrf")
+        .and_then(unhex::<32>)
+        .map(mymcp_protocol::oauth::Secret);
+    let user = field(&form, "user").map(str::to_owned);
+    let password = form
+        .iter_mut()
+        .find(|(k, _)| k == "password")
+        .map(|(_, v)| std::mem::take(v));
+    for (_, v) in &mut form {
+        mymcp_sys::pam::wipe_string(v);
+    }
+    let (Some(csrf), Some(user), Some(mut password)) = (csrf, user, password) else {
+        return problem_page("the form is incomplete; reload the page");
+    };
+    // As the executor decodes them (a longer field would be a protocol violation).
+    if user.is_empty()
+        || user.len() > MAX_USER_LEN
+        || !user.bytes().all(|b| b.is_ascii_graphic())
+        || password.is_empty()
+        || password.len() > MAX_PASSWORD_LEN
+    {
+        mymcp_sys::pam::wipe_string(&mut password);
+        return problem_page(
+            "an account name is 1 to 32 visible characters, a password 1 to 512 bytes; go back and try again",
+        );
+    }
+    let forwarded_for = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let client = trusted.client(peer.ip(), forwarded_for);
+    let login = OAuthRequest::Login {
+        request,
+        csrf,
+        user,
+        password,
+        origin: origin(SocketAddr::new(client, peer.port())),
+    };
+    match ask(&forwarder, login).await {
         Ok(outcome) => decided(outcome, &id),
         Err((_, why)) => problem_page(why),
     }

@@ -5,6 +5,12 @@
 //! approval code to type on the host, and reloads itself every few seconds until the request
 //! is decided (a `<meta http-equiv="refresh">`, no JavaScript). "Deny" is a form POST that
 //! carries the page's CSRF token. Every text from the client is escaped.
+//!
+//! With the password login on (`MYMCP_OAUTH_PAM`, the executor says so in `pam`), the page
+//! also has a form for an account name and its password (posted to `<page>/login` with the
+//! CSRF token); it then does not reload by itself, which would throw away what is being typed,
+//! and offers a link to continue after an approval on the host instead. After a login that did
+//! not approve, the executor's notice is shown above the form.
 
 use mymcp_protocol::oauth::Waiting;
 use mymcp_protocol::Role;
@@ -86,27 +92,59 @@ fn redirect_host(uri: &str) -> &str {
     &rest[..end]
 }
 
-/// The page of a request waiting for approval. `deny_action` is the form's target (the
-/// request's own URL on this server), `csrf` the page's token as hex.
-pub fn waiting_page(w: &Waiting, deny_action: &str, csrf: &str) -> String {
+/// The page of a request waiting for approval. `page` is the request's own URL on this server
+/// (the forms' targets), `csrf` the page's token as hex.
+pub fn waiting_page(w: &Waiting, page: &str, csrf: &str) -> String {
     let name = w.client_name.as_deref().unwrap_or(&w.client_id);
     let access = match w.scope {
         Role::Rw => "read and change files and run commands on this host",
         _ => "read files on this host",
     };
+    let action = escape(page);
+    let csrf = escape(csrf);
+    let (reload, continues, login) = if w.pam {
+        (
+            String::new(),
+            format!("<p>Approved on the host? <a href=\"{action}\">Continue</a>.</p>"),
+            format!(
+                "<h2>Or approve with your account</h2>\
+{notice}\
+<form method=\"post\" action=\"{action}/login\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<p><label>Account <input name=\"user\" autocomplete=\"username\" autocapitalize=\"none\" required maxlength=\"{user_max}\"></label></p>\
+<p><label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" required maxlength=\"{password_max}\"></label></p>\
+<p><button type=\"submit\">Approve as this account</button></p></form>\
+<p><small>The client will act as that account.</small></p>",
+                notice = w
+                    .notice
+                    .as_deref()
+                    .map(|n| format!("<p class=\"notice\" role=\"alert\"><strong>{}</strong></p>", escape(n)))
+                    .unwrap_or_default(),
+                user_max = mymcp_protocol::oauth::MAX_USER_LEN,
+                password_max = mymcp_protocol::oauth::MAX_PASSWORD_LEN,
+            ),
+        )
+    } else {
+        (
+            format!("<meta http-equiv=\"refresh\" content=\"{RELOAD_SECS}\">"),
+            "<p>This page continues by itself once approved.</p>".to_owned(),
+            String::new(),
+        )
+    };
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<meta http-equiv=\"refresh\" content=\"{RELOAD_SECS}\">\
+{reload}\
 <title>Approve {name} — mymcp</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:34em;margin:2em auto;padding:0 1em;line-height:1.5}}\
-code.approval{{font-size:2em;letter-spacing:.1em}}</style></head><body>\
+code.approval{{font-size:2em;letter-spacing:.1em}}.notice{{color:#a00}}</style></head><body>\
 <h1>{name} asks to connect</h1>\
 <p>It would act on this host to <strong>{access}</strong>, and returns you to <strong>{host}</strong>.</p>\
 <p>To approve, run on the host:</p>\
 <p><code class=\"approval\">{code}</code></p>\
 <pre>sudo mymcpctl oauth approve {code} --user ACCOUNT --role {role}</pre>\
-<p>This page continues by itself once approved. The code expires in {minutes} minutes.</p>\
+{continues}<p>The code expires in {minutes} minutes.</p>\
+{login}\
 <form method=\"post\" action=\"{action}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <button type=\"submit\">Deny</button></form>\
 <p><small>Client: {client_id}</small></p></body></html>\n",
@@ -116,8 +154,6 @@ code.approval{{font-size:2em;letter-spacing:.1em}}</style></head><body>\
         code = escape(&w.approval_code),
         role = if w.scope == Role::Rw { "rw" } else { "ro" },
         minutes = w.expires_in.div_ceil(60),
-        action = escape(deny_action),
-        csrf = escape(csrf),
         client_id = escape(&w.client_id),
     )
 }
@@ -157,6 +193,35 @@ mod tests {
         assert!(page.contains("name=\"csrf\" value=\"00ff\""));
         assert!(page.contains("http-equiv=\"refresh\""));
         assert!(page.contains("10 minutes"));
+        assert!(
+            !page.contains("type=\"password\""),
+            "no login form unless offered"
+        );
+    }
+
+    #[test]
+    fn with_pam_the_page_has_a_login_form_shows_the_notice_and_does_not_reload() {
+        let mut w = waiting("Client");
+        w.pam = true;
+        let page = waiting_page(&w, "/consent/ab", "00ff");
+        assert!(page.contains("action=\"/consent/ab/login\""), "{page}");
+        assert!(
+            page.contains("name=\"user\"") && page.contains("type=\"password\" name=\"password\"")
+        );
+        assert_eq!(
+            page.matches("name=\"csrf\" value=\"00ff\"").count(),
+            2,
+            "both forms"
+        );
+        assert!(
+            !page.contains("http-equiv=\"refresh\""),
+            "typing is not thrown away"
+        );
+        assert!(page.contains("href=\"/consent/ab\""));
+        assert!(!page.contains("class=\"notice\""));
+        w.notice = Some("Wrong <account>".into());
+        let page = waiting_page(&w, "/consent/ab", "00ff");
+        assert!(page.contains("Wrong &lt;account&gt;"), "{page}");
     }
 
     #[test]

@@ -276,6 +276,7 @@ pub fn router(forwarder: Arc<Forwarder>, config: HttpConfig) -> Router {
         state.config.oauth && !state.config.public_base_url.is_empty(),
         state.forwarder.clone(),
         &state.config.cimd,
+        state.config.trusted_proxies.clone(),
     );
     let app = Router::new()
         .route("/mcp", post(mcp_post).fallback(mcp_wrong_method))

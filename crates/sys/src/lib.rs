@@ -12,9 +12,10 @@
 //! - [`net`]: inherited listening sockets, receiving descriptors, the descriptor limit;
 //! - [`privileges`]: dropping privileges before `exec`, parent-death signal, dumpable flag;
 //! - [`creds`]: a thread acting as a Unix account; its groups and expiry;
+//! - [`pam`]: checking a password with the PAM stack (libpam loaded at run time);
 //! - [`signals`]: waiting for signals, sending them;
 //! - [`testing`]: what only tests do (bind mounts, FIFOs, the page cache);
-//! - at the top: the effective uid, umask, random bytes, user lookup.
+//! - at the top: the effective uid, umask, random bytes, user and group lookup.
 //!
 //! ```
 //! let mut key = [0u8; 32];
@@ -27,6 +28,7 @@ pub mod environment;
 pub mod fs;
 pub mod memory;
 pub mod net;
+pub mod pam;
 pub mod pipe;
 pub mod privileges;
 pub mod process;
@@ -109,6 +111,39 @@ pub fn user_by_uid(uid: u32) -> io::Result<Option<Account>> {
     })
 }
 
+/// The gid of the group `name` (`getgrnam_r`, through NSS). `Ok(None)` when no such group
+/// exists.
+pub fn group_by_name(name: &str) -> io::Result<Option<u32>> {
+    let cname = CString::new(name).map_err(|_| io::Error::other("group name contains NUL"))?;
+    let mut size = 1024;
+    loop {
+        let mut buf = vec![0 as libc::c_char; size];
+        // SAFETY: group is a plain C struct of pointers and integers; all-zero is a valid
+        // value, read only after getgrnam_r filled it.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: `cname` is NUL-terminated; `grp`, `buf` and `result` are live storage of
+        // the sizes given for the duration of the call.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && size < 1 << 24 {
+            size *= 4;
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        return Ok((!result.is_null()).then_some(grp.gr_gid));
+    }
+}
+
 fn lookup_user(
     call: impl Fn(*mut libc::passwd, &mut [libc::c_char], *mut *mut libc::passwd) -> libc::c_int,
 ) -> io::Result<Option<Account>> {
@@ -171,6 +206,12 @@ mod tests {
         let nobody = user_by_name("nobody").unwrap().unwrap();
         assert_ne!(nobody.uid, 0);
         assert_eq!(user_by_name("no-such-user-mymcp").unwrap(), None);
+    }
+
+    #[test]
+    fn groups_resolve_by_name() {
+        assert_eq!(group_by_name("root").unwrap(), Some(0));
+        assert_eq!(group_by_name("no-such-group-mymcp").unwrap(), None);
     }
 
     #[test]

@@ -2,22 +2,26 @@
 //! stores (as digests), checks and revokes codes and tokens; the frontend serves the HTTP and
 //! the pages. The text helpers ([`text`]), the requests waiting for a person ([`pending`]),
 //! the authorization codes ([`codes`]), the grants with their rotating tokens ([`grants`]),
-//! and the decisions on each request and on `mymcpctl oauth` ([`server`]: register,
-//! authorize, consent, approve, deny, exchange, refresh, revoke, list; kept across restarts).
+//! the decisions on each request and on `mymcpctl oauth` ([`server`]: register,
+//! authorize, consent, approve, deny, exchange, refresh, revoke, list; kept across restarts),
+//! and the consent page's password login ([`login`]: PAM in a helper process, rate-limited).
 
 pub(crate) mod codes;
 pub(crate) mod grants;
+pub(crate) mod login;
 pub(crate) mod pending;
 pub(crate) mod server;
 pub(crate) mod text;
 
 /// OAuth as configured (`MYMCP_OAUTH_*`, `MYMCP_PUBLIC_BASE_URL`, `MYMCP_STATE_DIR`): the
 /// issuer (the public base URL), the resource tokens are for (its `/mcp`), how long tokens
-/// live, and where registered clients and grants outlive a restart (`None`: in memory only).
+/// live, where registered clients and grants outlive a restart (`None`: in memory only), and
+/// the password login (`MYMCP_OAUTH_PAM*`; `None`: off).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct OAuthConfig {
     pub(crate) issuer: String,
     pub(crate) resource: String,
     pub(crate) lifetimes: grants::Lifetimes,
     pub(crate) state_file: Option<std::path::PathBuf>,
+    pub(crate) pam: Option<login::PamConfig>,
 }

@@ -1,6 +1,7 @@
 //! Authorization requests waiting for a person: opened by `GET /authorize`, shown on the
 //! consent page, approved on the host (`mymcpctl oauth approve CODE --user … --role …`) or
-//! denied on the page, then answered to the browser with one redirect.
+//! with an account's password on the page (PAM, see [`super::login`]), or denied on the
+//! page, then answered to the browser with one redirect.
 //!
 //! The browser holds the request by its id (in the page's URL) **and** a secret (in a cookie
 //! the frontend set when it opened the request): the id alone, seen in a log or over a
@@ -196,6 +197,48 @@ impl Pending {
 
     /// The page's "Deny": needs the cookie secret and the page's CSRF token.
     pub(crate) fn deny(&self, r: &PendingRef, csrf: &Secret, now: Instant) -> bool {
+        self.decide_on_page(r, csrf, now, |_| Some(Stage::Denied))
+            .is_some()
+    }
+
+    /// The waiting request the page's login form is for, if the browser holds it (cookie
+    /// secret) and the form is the page's (CSRF token).
+    pub(crate) fn login_target(
+        &self,
+        r: &PendingRef,
+        csrf: &Secret,
+        now: Instant,
+    ) -> Option<Request> {
+        self.decide_on_page(r, csrf, now, |_| None)
+    }
+
+    /// The page's login succeeded: approved as `user` with the scope the client asked for
+    /// (as an approval by code with that role would be). Needs the cookie secret and the CSRF
+    /// token again, and the request still waiting.
+    pub(crate) fn approve_login(
+        &self,
+        r: &PendingRef,
+        csrf: &Secret,
+        user: &str,
+        now: Instant,
+    ) -> Option<Request> {
+        self.decide_on_page(r, csrf, now, |request| {
+            Some(Stage::Approved {
+                user: user.to_owned(),
+                role: request.scope,
+            })
+        })
+    }
+
+    /// The waiting request `r` names when the browser holds its cookie secret and `csrf` is
+    /// its page's, moved to the stage `decision` gives (`None`: left waiting).
+    fn decide_on_page(
+        &self,
+        r: &PendingRef,
+        csrf: &Secret,
+        now: Instant,
+        decision: impl FnOnce(&Request) -> Option<Stage>,
+    ) -> Option<Request> {
         let mut inner = self.lock();
         inner.expire(now);
         match inner.entries.get_mut(&r.id) {
@@ -204,10 +247,12 @@ impl Pending {
                     && constant_time_eq(&e.csrf.0, &csrf.0)
                     && matches!(e.stage, Stage::Waiting { .. }) =>
             {
-                e.stage = Stage::Denied;
-                true
+                if let Some(stage) = decision(&e.request) {
+                    e.stage = stage;
+                }
+                Some(e.request.clone())
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -308,6 +353,42 @@ mod tests {
         assert!(!p.deny(&r, &Secret([1; 32]), now), "without the CSRF token");
         assert!(p.deny(&r, &csrf, now));
         assert_eq!(p.consent(&r, now).unwrap().1, Stage::Denied);
+    }
+
+    #[test]
+    fn a_login_needs_cookie_and_csrf_and_approves_with_the_scope_asked_for() {
+        let p = Pending::default();
+        let now = Instant::now();
+        let r = p.open(request(Role::Ro), fresh(5), now).unwrap();
+        let csrf = match p.consent(&r, now).unwrap().1 {
+            Stage::Waiting { csrf, .. } => csrf,
+            other => panic!("{other:?}"),
+        };
+        let forged = PendingRef {
+            id: r.id,
+            secret: Secret([0; 32]),
+        };
+        assert_eq!(p.login_target(&forged, &csrf, now), None);
+        assert_eq!(p.login_target(&r, &Secret([1; 32]), now), None);
+        assert_eq!(p.approve_login(&forged, &csrf, "alice", now), None);
+        assert_eq!(p.approve_login(&r, &Secret([1; 32]), "alice", now), None);
+        assert_eq!(p.login_target(&r, &csrf, now), Some(request(Role::Ro)));
+        assert!(matches!(
+            p.consent(&r, now).unwrap().1,
+            Stage::Waiting { .. }
+        ));
+        assert_eq!(
+            p.approve_login(&r, &csrf, "alice", now),
+            Some(request(Role::Ro))
+        );
+        assert_eq!(p.approve_login(&r, &csrf, "bob", now), None, "decided once");
+        assert_eq!(
+            p.consent(&r, now).unwrap().1,
+            Stage::Approved {
+                user: "alice".into(),
+                role: Role::Ro
+            }
+        );
     }
 
     #[test]

@@ -5,12 +5,13 @@
 
 use super::codes::{self, Codes, Exchange, Refused};
 use super::grants::{GrantInfo, Grants, RefreshRefused};
+use super::login::{self, Attempt, Checked, Checker, Limiter};
 use super::pending::{ApproveRefused, Fresh, Pending, Request, Stage};
 use super::text;
 use mymcp_protocol::oauth::{
     AuthorizeParams, ClientAuth, ClientMetadata, OAuthClientInfo, OAuthControl,
     OAuthControlOutcome, OAuthError, OAuthErrorCode, OAuthOutcome, OAuthRequest, PendingInfo,
-    TokenSet, Waiting,
+    PendingRef, Secret, TokenSet, Waiting,
 };
 use mymcp_protocol::Role;
 use std::sync::Arc;
@@ -34,6 +35,36 @@ pub(crate) struct Server {
     /// Where clients and grants are kept across restarts, and the lock that orders writes.
     state_file: Option<std::path::PathBuf>,
     saving: std::sync::Mutex<()>,
+    /// The consent page's password login (`MYMCP_OAUTH_PAM`), if on.
+    pam: Option<Pam>,
+}
+
+/// The password login: its limits and how a login is checked.
+struct Pam {
+    limiter: Limiter,
+    checker: Box<dyn Checker>,
+}
+
+/// How a login ended, for its audit record (never the password).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LoginReport {
+    /// The client of the request the login was for, when the browser held one.
+    pub(crate) client_id: Option<String>,
+    pub(crate) result: LoginResult,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LoginResult {
+    /// Approved as the account (uid).
+    Approved { uid: u32 },
+    /// Wrong password, not a member, no such account, refused by PAM: why.
+    Refused(String),
+    /// Not tried: a limit was reached.
+    Limited(&'static str),
+    /// The check could not be made.
+    Failed(String),
+    /// No waiting request for this browser and form (cookie, CSRF token), or the login is off.
+    Invalid(&'static str),
 }
 
 /// A client registered with `POST /register`.
@@ -113,8 +144,16 @@ fn error(code: OAuthErrorCode, description: &str) -> OAuthOutcome {
 impl Server {
     /// The server of `config`, with the clients and grants its state file kept (a file that
     /// cannot be read is reported and left to be replaced: its clients sign in again).
-    pub(crate) fn new(config: crate::oauth::OAuthConfig, random: Random) -> Server {
+    pub(crate) fn new(config: super::OAuthConfig, random: Random) -> Server {
+        let pam = config.pam.map(|config| Pam {
+            limiter: Limiter::default(),
+            checker: Box::new(login::PamChecker {
+                config,
+                helper: login::Helper::executor(),
+            }),
+        });
         let server = Server {
+            pam,
             issuer: config.issuer,
             resource: config.resource,
             pending: Pending::default(),
@@ -219,30 +258,7 @@ impl Server {
             OAuthRequest::Authorize {
                 params, document, ..
             } => self.authorize(params, document, now),
-            OAuthRequest::Consent { request } => match self.pending.consent(&request, now) {
-                None => error(
-                    OAuthErrorCode::InvalidRequest,
-                    "this authorization request is unknown or has expired; start again from the client",
-                ),
-                Some((req, Stage::Waiting { approval_code, csrf })) => {
-                    OAuthOutcome::Waiting(Waiting {
-                        approval_code,
-                        client_id: req.client_id,
-                        client_name: req.client_name,
-                        redirect_uri: req.redirect_uri,
-                        scope: req.scope,
-                        csrf,
-                        pam: false,
-                        expires_in: super::pending::PENDING_TTL.as_secs(),
-                        notice: None,
-                    })
-                }
-                Some((req, Stage::Approved { user, role })) => self.approved(req, user, role, now),
-                Some((req, Stage::Denied)) => OAuthOutcome::Redirect(self.redirect(
-                    &req,
-                    &[("error", OAuthErrorCode::AccessDenied.as_str())],
-                )),
-            },
+            OAuthRequest::Consent { request } => self.consent(&request, None, now),
             OAuthRequest::Deny { request, csrf } => {
                 if self.pending.deny(&request, &csrf, now) {
                     self.handle(OAuthRequest::Consent { request }, now)
@@ -316,7 +332,10 @@ impl Server {
                     return e;
                 }
                 if resource.is_some_and(|r| r != self.resource) {
-                    return error(OAuthErrorCode::InvalidTarget, "tokens are for this server only");
+                    return error(
+                        OAuthErrorCode::InvalidTarget,
+                        "tokens are for this server only",
+                    );
                 }
                 let random = [self.bytes(), self.bytes()];
                 match self
@@ -347,12 +366,150 @@ impl Server {
                 OAuthOutcome::Revoked
             }
             OAuthRequest::Register { client, .. } => self.register(client),
-            // PAM logins come next.
+            // A login may take seconds: the caller awaits [`Server::login`] instead.
             OAuthRequest::Login { .. } => error(
-                OAuthErrorCode::TemporarilyUnavailable,
-                "not available on this server yet",
+                OAuthErrorCode::ServerError,
+                "a login is answered by Server::login",
             ),
         }
+    }
+
+    /// The consent page of the request the browser holds, with `notice` (after a login that
+    /// did not approve); an approved or denied request's redirect.
+    fn consent(&self, request: &PendingRef, notice: Option<String>, now: Instant) -> OAuthOutcome {
+        match self.pending.consent(request, now) {
+            None => error(
+                OAuthErrorCode::InvalidRequest,
+                "this authorization request is unknown or has expired; start again from the client",
+            ),
+            Some((
+                req,
+                Stage::Waiting {
+                    approval_code,
+                    csrf,
+                },
+            )) => OAuthOutcome::Waiting(Waiting {
+                approval_code,
+                client_id: req.client_id,
+                client_name: req.client_name,
+                redirect_uri: req.redirect_uri,
+                scope: req.scope,
+                csrf,
+                pam: self.pam.is_some(),
+                expires_in: super::pending::PENDING_TTL.as_secs(),
+                notice,
+            }),
+            Some((req, Stage::Approved { user, role })) => self.approved(req, user, role, now),
+            Some((req, Stage::Denied)) => OAuthOutcome::Redirect(
+                self.redirect(&req, &[("error", OAuthErrorCode::AccessDenied.as_str())]),
+            ),
+        }
+    }
+
+    /// The consent page's login form: approves the request as `user` when the password is
+    /// right and the account may approve (see [`login`]); else the page again, with a notice
+    /// that does not say which of the checks failed. `now` is when the login began.
+    pub(crate) async fn login(
+        &self,
+        request: PendingRef,
+        csrf: Secret,
+        user: String,
+        password: String,
+        peer: String,
+        now: Instant,
+    ) -> (OAuthOutcome, LoginReport) {
+        let attempt = Attempt {
+            user,
+            peer,
+            password,
+        };
+        let report = |client_id: Option<String>, result| LoginReport { client_id, result };
+        let Some(pam) = &self.pam else {
+            return (
+                error(
+                    OAuthErrorCode::InvalidRequest,
+                    "password logins are off on this server (MYMCP_OAUTH_PAM); approve on the host",
+                ),
+                report(None, LoginResult::Invalid("password logins are off")),
+            );
+        };
+        let Some(target) = self.pending.login_target(&request, &csrf, now) else {
+            return (
+                error(
+                    OAuthErrorCode::InvalidRequest,
+                    "this request is no longer waiting, or the form is stale; reload the page",
+                ),
+                report(
+                    None,
+                    LoginResult::Invalid("no waiting request for this page"),
+                ),
+            );
+        };
+        let client_id = Some(target.client_id);
+        let permit = match pam.limiter.admit(&attempt.user, &attempt.peer, now) {
+            Ok(p) => p,
+            Err(limited) => {
+                return (
+                    self.consent(&request, Some(limited.notice()), now),
+                    report(client_id, LoginResult::Limited(limited.reason())),
+                )
+            }
+        };
+        let (user, peer) = (attempt.user.clone(), attempt.peer.clone());
+        let began = Instant::now();
+        let checked = pam.checker.check(attempt).await;
+        drop(permit);
+        let now = now + began.elapsed();
+        match checked {
+            Checked::Accepted { uid } => {
+                pam.limiter.succeeded(&user);
+                if self
+                    .pending
+                    .approve_login(&request, &csrf, &user, now)
+                    .is_none()
+                {
+                    return (
+                        error(
+                            OAuthErrorCode::InvalidRequest,
+                            "this request expired or was decided meanwhile; start again from the client",
+                        ),
+                        report(client_id, LoginResult::Invalid("decided or expired meanwhile")),
+                    );
+                }
+                (
+                    self.consent(&request, None, now),
+                    report(client_id, LoginResult::Approved { uid }),
+                )
+            }
+            Checked::Refused(why) => {
+                pam.limiter.failed(&user, &peer, now);
+                (
+                    self.consent(&request, Some(login::NOTICE_REFUSED.into()), now),
+                    report(client_id, LoginResult::Refused(why)),
+                )
+            }
+            Checked::Failed(why) => {
+                pam.limiter.failed(&user, &peer, now);
+                (
+                    self.consent(
+                        &request,
+                        Some("The password could not be checked now. Try again later, or approve on the host with the code.".into()),
+                        now,
+                    ),
+                    report(client_id, LoginResult::Failed(why)),
+                )
+            }
+        }
+    }
+
+    /// Checks logins with `checker` instead of PAM (tests).
+    #[cfg(test)]
+    fn with_checker(mut self, checker: Box<dyn Checker>) -> Server {
+        self.pam = Some(Pam {
+            limiter: Limiter::default(),
+            checker,
+        });
+        self
     }
 
     /// Answers `mymcpctl oauth …`.
@@ -633,6 +790,7 @@ mod tests {
                 issuer: "https://host.example".into(),
                 resource: "https://host.example/mcp".into(),
                 lifetimes: Default::default(),
+                pam: None,
                 state_file,
             },
             Box::new(move |b: &mut [u8]| {
@@ -1049,6 +1207,163 @@ mod tests {
             OAuthOutcome::Redirect(url) => assert!(url.contains("error=access_denied"), "{url}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Accepts alice with "right", refuses everything else; counts the checks.
+    struct FakeChecker(Arc<AtomicU64>);
+
+    impl Checker for FakeChecker {
+        fn check(&self, attempt: Attempt) -> login::Checking<'_> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let right = attempt.user == "alice" && attempt.password == "right";
+            Box::pin(async move {
+                if right {
+                    Checked::Accepted { uid: 1000 }
+                } else {
+                    Checked::Refused("wrong password".into())
+                }
+            })
+        }
+    }
+
+    fn pam_server() -> (Server, Arc<AtomicU64>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let s = server().with_checker(Box::new(FakeChecker(calls.clone())));
+        (s, calls)
+    }
+
+    fn page(s: &Server, r: PendingRef, now: Instant) -> Waiting {
+        match s.handle(OAuthRequest::Consent { request: r }, now) {
+            OAuthOutcome::Waiting(w) => w,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    async fn log_in(
+        s: &Server,
+        r: PendingRef,
+        csrf: Secret,
+        user: &str,
+        password: &str,
+        now: Instant,
+    ) -> (OAuthOutcome, LoginReport) {
+        s.login(
+            r,
+            csrf,
+            user.into(),
+            password.into(),
+            "203.0.113.7".into(),
+            now,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn the_right_password_approves_as_the_account_with_the_scope_asked_for() {
+        let (s, calls) = pam_server();
+        let now = Instant::now();
+        let r = authorize(&s, Role::Ro, now);
+        let w = page(&s, r, now);
+        assert!(w.pam && w.notice.is_none());
+        let (outcome, report) = log_in(&s, r, w.csrf, "alice", "right", now).await;
+        assert_eq!(report.result, LoginResult::Approved { uid: 1000 });
+        assert_eq!(report.client_id.as_deref(), Some(CLIENT));
+        let url = match outcome {
+            OAuthOutcome::Redirect(url) => url,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            url.starts_with(REDIRECT) && url.contains("state=st"),
+            "{url}"
+        );
+        let tokens = match exchange(&s, &code_in(&url), now) {
+            OAuthOutcome::Tokens(t) => t,
+            other => panic!("{other:?}"),
+        };
+        let (h, _) = holder(&s, &tokens.access_token).unwrap();
+        assert_eq!((h.user.as_str(), h.identity.role), ("alice", Role::Ro));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Decided: the form does nothing more.
+        let (_, again) = log_in(&s, r, w.csrf, "alice", "right", now).await;
+        assert!(matches!(again.result, LoginResult::Invalid(_)), "{again:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_shows_the_page_again_with_one_notice_for_every_reason() {
+        let (s, _) = pam_server();
+        let now = Instant::now();
+        let r = authorize(&s, Role::Rw, now);
+        let csrf = page(&s, r, now).csrf;
+        for (user, password) in [("alice", "wrong"), ("mallory", "right")] {
+            let (outcome, report) = log_in(&s, r, csrf, user, password, now).await;
+            assert!(
+                matches!(report.result, LoginResult::Refused(_)),
+                "{report:?}"
+            );
+            match outcome {
+                OAuthOutcome::Waiting(w) => {
+                    assert_eq!(w.notice.as_deref(), Some(login::NOTICE_REFUSED))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Still waiting: nothing was approved.
+        assert!(page(&s, r, now).notice.is_none());
+    }
+
+    #[tokio::test]
+    async fn after_too_many_failures_even_the_right_password_is_not_tried() {
+        let (s, calls) = pam_server();
+        let now = Instant::now();
+        let r = authorize(&s, Role::Rw, now);
+        let csrf = page(&s, r, now).csrf;
+        for _ in 0..login::ACCOUNT_FAILURES {
+            log_in(&s, r, csrf, "alice", "wrong", now).await;
+        }
+        let checks = calls.load(Ordering::SeqCst);
+        let (outcome, report) = log_in(&s, r, csrf, "alice", "right", now).await;
+        assert!(
+            matches!(report.result, LoginResult::Limited(_)),
+            "{report:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), checks, "PAM did not run");
+        match outcome {
+            OAuthOutcome::Waiting(w) => assert!(w.notice.unwrap().contains("Wait 15 minute")),
+            other => panic!("{other:?}"),
+        }
+        // Once the window has passed, the right password approves.
+        let later = now + login::WINDOW + std::time::Duration::from_secs(1);
+        let r = authorize(&s, Role::Rw, later);
+        let csrf = page(&s, r, later).csrf;
+        let (_, report) = log_in(&s, r, csrf, "alice", "right", later).await;
+        assert_eq!(report.result, LoginResult::Approved { uid: 1000 });
+    }
+
+    #[tokio::test]
+    async fn a_login_without_the_cookie_secret_or_csrf_token_or_with_pam_off_runs_nothing() {
+        let (s, calls) = pam_server();
+        let now = Instant::now();
+        let r = authorize(&s, Role::Rw, now);
+        let csrf = page(&s, r, now).csrf;
+        let forged = PendingRef {
+            id: r.id,
+            secret: Secret([0; 32]),
+        };
+        for (r, csrf) in [(forged, csrf), (r, Secret([9; 32]))] {
+            let (outcome, report) = log_in(&s, r, csrf, "alice", "right", now).await;
+            assert!(matches!(outcome, OAuthOutcome::Error(_)), "{outcome:?}");
+            assert!(matches!(report.result, LoginResult::Invalid(_)));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+        let off = server();
+        let r = authorize(&off, Role::Rw, now);
+        let w = page(&off, r, now);
+        assert!(!w.pam, "no form offered");
+        let (outcome, _) = log_in(&off, r, w.csrf, "alice", "right", now).await;
+        assert!(matches!(outcome, OAuthOutcome::Error(_)));
+        assert!(page(&off, r, now).notice.is_none(), "still waiting");
     }
 
     #[test]
