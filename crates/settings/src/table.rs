@@ -115,6 +115,54 @@ pub const OUTBOUND_CA_FILE: Setting<Path> = Setting {
     help: "PEM certificates the frontend trusts for the HTTPS it fetches itself (Client ID Metadata Documents, the ACME directory). Empty: the system's bundle (/etc/ssl/certs/ca-certificates.crt).",
 };
 
+pub const ACME_DOMAIN: Setting<List> = Setting {
+    name: "MYMCP_ACME_DOMAIN",
+    kind: List,
+    read_by: &[Frontend],
+    group: Group::Https,
+    help: "Get the HTTPS certificate from an ACME CA (Let's Encrypt by default) for this DNS name, or these names comma-separated; validated by TLS-ALPN-01 on the frontend's own port, which must be reachable as NAME:443. Renewed in-process. Not together with MYMCP_TLS_CERT.",
+};
+
+pub const ACME_EMAIL: Setting<Text> = Setting {
+    name: "MYMCP_ACME_EMAIL",
+    kind: Text { default: "" },
+    read_by: &[Frontend],
+    group: Group::Https,
+    help: "Contact e-mail address for the ACME account (the CA's expiry and policy notices); optional.",
+};
+
+pub const ACME_DIRECTORY: Setting<Text> = Setting {
+    name: "MYMCP_ACME_DIRECTORY",
+    kind: Text {
+        default: "https://acme-v02.api.letsencrypt.org/directory",
+    },
+    read_by: &[Frontend],
+    group: Group::Https,
+    help: "The ACME server's directory URL (https). Let's Encrypt's staging server, for trials: https://acme-staging-v02.api.letsencrypt.org/directory.",
+};
+
+pub const ACME_DIR: Setting<Path> = Setting {
+    name: "MYMCP_ACME_DIR",
+    kind: Path {
+        default: "/var/lib/mymcp-frontend/acme",
+        absolute: true,
+    },
+    read_by: &[Frontend],
+    group: Group::Https,
+    help: "The frontend's own directory for the ACME account key and the certificates (created 0700; must be writable by the frontend's user: the unit's StateDirectory=).",
+};
+
+pub const ACME_CA_FILE: Setting<Path> = Setting {
+    name: "MYMCP_ACME_CA_FILE",
+    kind: Path {
+        default: "",
+        absolute: false,
+    },
+    read_by: &[Frontend],
+    group: Group::Https,
+    help: "PEM certificates trusted, besides Mozilla's roots, for the connection to the ACME server (a private CA, or pebble in tests).",
+};
+
 // Connections and request limits ------------------------------------------------------------
 
 pub const MAX_BODY_BYTES: Setting<Integer> = Setting {
@@ -1152,6 +1200,11 @@ pub const ALL: &[&dyn Declared] = &[
     &TLS_KEY,
     &ALLOW_PLAINTEXT,
     &OUTBOUND_CA_FILE,
+    &ACME_DOMAIN,
+    &ACME_EMAIL,
+    &ACME_DIRECTORY,
+    &ACME_DIR,
+    &ACME_CA_FILE,
     &MAX_BODY_BYTES,
     &HEADER_TIMEOUT_SEC,
     &BODY_TIMEOUT_SEC,
