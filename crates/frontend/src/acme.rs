@@ -276,7 +276,13 @@ pub fn challenge_certificate(
         .push(rcgen::CustomExtension::new_acme_identifier(digest));
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     let der_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    CertifiedKey::from_der(vec![cert.der().clone()], der_key, provider).map_err(|e| e.to_string())
+    // Not `CertifiedKey::from_der`: its key check parses the certificate with webpki, which
+    // refuses the (critical, and unknown to it) acmeIdentifier extension.
+    let signer = provider
+        .key_provider
+        .load_private_key(der_key)
+        .map_err(|e| e.to_string())?;
+    Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
 }
 
 /// Removes the challenge certificates it names when dropped: a validation never outlives its
@@ -864,5 +870,203 @@ pub async fn run(mut acme: Acme) {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn config(domains: &str) -> Result<Option<AcmeConfig>, String> {
+        let domains: Vec<String> = domains.split(',').map(str::to_owned).collect();
+        AcmeConfig::from_settings(
+            &domains,
+            "",
+            mymcp_settings::ACME_DIRECTORY.default(),
+            Path::new("/var/lib/mymcp-frontend/acme"),
+            None,
+        )
+    }
+
+    #[test]
+    fn no_domain_no_acme() {
+        assert_eq!(config("").unwrap(), None);
+        assert_eq!(config(" , ").unwrap(), None);
+    }
+
+    #[test]
+    fn domains_are_checked_lowered_and_deduplicated() {
+        let c = config("MCP.Example.com., mcp.example.com,b.example.org")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.domains, ["mcp.example.com", "b.example.org"]);
+        assert_eq!(c.names(), "mcp.example.com, b.example.org");
+        assert_eq!(c.email, None);
+        for bad in [
+            "*.example.com",
+            "192.0.2.1",
+            "::1",
+            "localhost",
+            "a..example.com",
+            "-a.example.com",
+            "a_b.example.com",
+            "exa mple.com",
+        ] {
+            let err = config(bad).unwrap_err();
+            assert!(err.starts_with("MYMCP_ACME_DOMAIN: "), "{bad}: {err}");
+        }
+        assert!(config(&format!("{}.com", "a".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn email_directory_and_dir_are_checked() {
+        let domains = vec!["mcp.example.com".to_owned()];
+        let dir = Path::new("/var/lib/x");
+        let ok = |email: &str, directory: &str, dir: &Path| {
+            AcmeConfig::from_settings(&domains, email, directory, dir, None)
+        };
+        let le = mymcp_settings::ACME_DIRECTORY.default();
+        let c = ok("mailto:ops@example.com", le, dir).unwrap().unwrap();
+        assert_eq!(c.email.as_deref(), Some("ops@example.com"));
+        for bad in ["ops", "@example.com", "ops@", "a b@example.com", "a@b,c@d"] {
+            let err = ok(bad, le, dir).unwrap_err();
+            assert!(err.starts_with("MYMCP_ACME_EMAIL: "), "{bad}: {err}");
+        }
+        let err = ok("", "http://acme.example/directory", dir).unwrap_err();
+        assert!(err.starts_with("MYMCP_ACME_DIRECTORY: "), "{err}");
+        let err = ok("", le, Path::new("acme")).unwrap_err();
+        assert!(err.starts_with("MYMCP_ACME_DIR: "), "{err}");
+        let c = AcmeConfig::from_settings(&domains, "", le, dir, Some(Path::new("")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.ca_file, None);
+    }
+
+    #[test]
+    fn renewal_is_due_thirty_days_or_a_third_of_the_lifetime_before_the_end() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let v = |days: u32| Validity {
+            not_before: start,
+            not_after: start + DAY * days,
+        };
+        // Let's Encrypt's 90 days: from day 60.
+        assert_eq!(v(90).renew_at(), start + DAY * 60);
+        assert!(!renewal_due(&v(90), start + DAY * 59));
+        assert!(renewal_due(&v(90), start + DAY * 60));
+        // Long-lived (pebble's): 30 days before the end.
+        assert_eq!(v(1826).renew_at(), start + DAY * 1796);
+        // Short-lived: a third of the lifetime before the end.
+        assert_eq!(v(6).renew_at(), start + DAY * 4);
+        assert_eq!(v(45).renew_at(), start + DAY * 30);
+        // Expired, or a nonsense validity: due.
+        assert!(renewal_due(&v(90), start + DAY * 91));
+        let backwards = Validity {
+            not_before: start + DAY,
+            not_after: start,
+        };
+        assert!(renewal_due(&backwards, start));
+    }
+
+    #[test]
+    fn retries_back_off_to_six_hours() {
+        assert_eq!(retry_delay(1), Duration::from_secs(300));
+        assert_eq!(retry_delay(2), Duration::from_secs(600));
+        assert_eq!(retry_delay(3), Duration::from_secs(1200));
+        assert_eq!(retry_delay(8), MAX_RETRY);
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY);
+    }
+
+    fn certificate(names: &[&str], from: (i32, u8, u8), to: (i32, u8, u8)) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn validity_is_read_from_utc_and_generalized_times() {
+        // 2049 and earlier: UTCTime; 2050 on: GeneralizedTime.
+        let (pem, _) = certificate(&["a.example.com"], (2026, 1, 2), (2051, 3, 4));
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let v = validity(der.as_ref()).unwrap();
+        assert_eq!(date(v.not_before), "Fri, 02 Jan 2026 00:00:00 GMT");
+        assert_eq!(date(v.not_after), "Sat, 04 Mar 2051 00:00:00 GMT");
+        assert!(validity(b"\x30\x03\x02\x01\x01").is_err());
+        assert!(validity(&der.as_ref()[..der.as_ref().len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_stored_certificate_needs_its_key_and_is_checked_for_every_name() {
+        let provider = rustls::crypto::ring::default_provider();
+        let (cert, key) = certificate(&["a.example.com", "b.example.com"], (2026, 1, 1), (2026, 4, 1));
+        let pem = format!("{cert}{key}");
+        let both = ["a.example.com".to_owned(), "b.example.com".to_owned()];
+        let stored = Stored::parse(pem.as_bytes(), &both, &provider).unwrap();
+        assert!(stored.covers_all);
+        let more = ["a.example.com".to_owned(), "c.example.com".to_owned()];
+        assert!(!Stored::parse(pem.as_bytes(), &more, &provider).unwrap().covers_all);
+        let (_, other_key) = certificate(&["a.example.com"], (2026, 1, 1), (2026, 4, 1));
+        let err = Stored::parse(format!("{cert}{other_key}").as_bytes(), &both, &provider)
+            .unwrap_err();
+        assert!(err.contains("does not fit"), "{err}");
+        assert!(Stored::parse(cert.as_bytes(), &both, &provider).is_err());
+        assert!(Stored::parse(key.as_bytes(), &both, &provider).is_err());
+    }
+
+    #[test]
+    fn the_challenge_certificate_names_the_domain_and_carries_the_digest() {
+        let provider = rustls::crypto::ring::default_provider();
+        let digest: Vec<u8> = (0u8..32).collect();
+        let key = challenge_certificate("mcp.example.com", &digest, &provider).unwrap();
+        assert_eq!(key.cert.len(), 1);
+        let der = key.cert[0].as_ref();
+        // id-pe-acmeIdentifier (1.3.6.1.5.5.7.1.31), critical, OCTET STRING { OCTET STRING digest }.
+        let mut ext = vec![0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x1f];
+        ext.extend([0x01, 0x01, 0xff, 0x04, 0x22, 0x04, 0x20]);
+        ext.extend(&digest);
+        assert!(der.windows(ext.len()).any(|w| w == ext), "no acmeIdentifier extension");
+        // subjectAltName: the one dNSName.
+        let mut san = vec![0x30, 17, 0x82, 15];
+        san.extend(b"mcp.example.com");
+        assert!(der.windows(san.len()).any(|w| w == san), "no subjectAltName");
+        // Its key signs (what the handshake needs).
+        let signer = key.key.choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256]);
+        assert!(signer.unwrap().sign(b"x").is_ok());
+        assert!(challenge_certificate("mcp.example.com", &digest[..31], &provider).is_err());
+    }
+
+    #[test]
+    fn state_files_are_written_0600_and_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("acme");
+        prepare_dir(&state).unwrap();
+        let meta = std::fs::metadata(&state).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+        let path = state.join(CERTIFICATE_FILE);
+        write_private(&path, b"one").unwrap();
+        write_private(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1, "no temporary file left");
+        // A looser existing directory is tightened.
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        prepare_dir(&state).unwrap();
+        let meta = std::fs::metadata(&state).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn the_account_file_names_its_directory() {
+        let json = br#"{"id":"https://ca/acct/1","key_pkcs8":"AA","directory":"https://ca/dir"}"#;
+        assert_eq!(account_directory(json).as_deref(), Some("https://ca/dir"));
+        assert_eq!(account_directory(b"{}"), None);
+        assert_eq!(account_directory(b"not json"), None);
     }
 }

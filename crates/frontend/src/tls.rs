@@ -443,6 +443,34 @@ mod tests {
     }
 
     #[test]
+    fn acme_hellos_offer_acme_tls_and_no_http_protocol() {
+        let hello = |protocols: &[&'static [u8]]| is_acme_hello(Some(protocols.iter().copied()));
+        assert!(hello(&[b"acme-tls/1"]));
+        assert!(hello(&[b"foo", b"acme-tls/1"]));
+        assert!(!hello(&[b"acme-tls/1", b"h2"]));
+        assert!(!hello(&[b"http/1.1", b"acme-tls/1"]));
+        assert!(!hello(&[b"h2", b"http/1.1"]));
+        assert!(!hello(&[]));
+        assert!(!is_acme_hello(None::<std::iter::Empty<&[u8]>>));
+        assert!(is_acme_connection(Some(b"acme-tls/1")));
+        assert!(!is_acme_connection(Some(b"h2")));
+        assert!(!is_acme_connection(None));
+    }
+
+    #[test]
+    fn acme_tls_starts_without_a_certificate_and_files_cannot_be_reloaded() {
+        let tls = Tls::for_acme().unwrap();
+        assert_eq!(tls.fingerprint(), "none yet");
+        assert!(tls.files().is_none());
+        assert!(tls.reload().is_err());
+        let c = rcgen::generate_simple_self_signed(vec!["mcp.example.com".to_owned()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(c.signing_key.serialize_der().into());
+        let key = CertifiedKey::from_der(vec![c.cert.der().clone()], key, tls.provider()).unwrap();
+        tls.install(key);
+        assert_eq!(tls.fingerprint(), fingerprint(c.cert.der()));
+    }
+
+    #[test]
     fn plain_http_only_on_loopback_unless_allowed() {
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert!(check_plaintext(a("127.0.0.1:8765"), false, false).is_ok());
