@@ -338,8 +338,7 @@ impl Stored {
             ServerName::try_from(d.as_str())
                 .is_ok_and(|name| leaf_cert.verify_is_valid_for_subject_name(&name).is_ok())
         });
-        let key =
-            PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("unreadable key: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("unreadable key: {e}"))?;
         let key = CertifiedKey::from_der(chain, key, provider)
             .map_err(|e| format!("the key does not fit the certificate: {e}"))?;
         Ok(Stored {
@@ -563,7 +562,10 @@ impl Acme {
             Ok(pem) => pem,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
-                tracing::warn!("cannot read {}: {e}; ordering a new certificate", path.display());
+                tracing::warn!(
+                    "cannot read {}: {e}; ordering a new certificate",
+                    path.display()
+                );
                 return None;
             }
         };
@@ -623,8 +625,8 @@ impl Acme {
             .filter(|json| account_directory(json).as_deref() == Some(&self.config.directory))
         {
             Some(json) => {
-                let credentials: AccountCredentials = serde_json::from_slice(json)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let credentials: AccountCredentials =
+                    serde_json::from_slice(json).map_err(|e| format!("{}: {e}", path.display()))?;
                 Account::builder_with_http(Box::new(SharedHttp(self.http.clone())))
                     .from_credentials(credentials)
                     .await
@@ -646,7 +648,10 @@ impl Acme {
                         )
                         .await
                         .map_err(|e| {
-                            format!("cannot create an ACME account at {}: {e}", self.config.directory)
+                            format!(
+                                "cannot create an ACME account at {}: {e}",
+                                self.config.directory
+                            )
                         })?;
                 let json = serde_json::to_vec_pretty(&credentials).map_err(|e| e.to_string())?;
                 write_private(&path, &json).map_err(|e| e.to_string())?;
@@ -684,8 +689,7 @@ impl Acme {
         {
             let mut authorizations = order.authorizations();
             while let Some(authorization) = authorizations.next().await {
-                let mut authorization =
-                    authorization.map_err(|e| format!("authorization: {e}"))?;
+                let mut authorization = authorization.map_err(|e| format!("authorization: {e}"))?;
                 match authorization.status {
                     AuthorizationStatus::Pending => {}
                     AuthorizationStatus::Valid => continue,
@@ -745,8 +749,8 @@ impl Acme {
         }
 
         let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-        let mut params =
-            rcgen::CertificateParams::new(self.config.domains.clone()).map_err(|e| e.to_string())?;
+        let mut params = rcgen::CertificateParams::new(self.config.domains.clone())
+            .map_err(|e| e.to_string())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         let csr = params
             .serialize_request(&key)
@@ -861,7 +865,10 @@ pub async fn run(mut acme: Acme) {
                 // The account is read again (or made) on the next try.
                 acme.account = None;
                 let still = match &current {
-                    Some(v) => format!("still serving the certificate valid until {}", date(v.not_after)),
+                    Some(v) => format!(
+                        "still serving the certificate valid until {}",
+                        date(v.not_after)
+                    ),
                     None => "no certificate yet: HTTPS handshakes fail".to_owned(),
                 };
                 tracing::error!(
@@ -1004,16 +1011,24 @@ mod tests {
     #[test]
     fn a_stored_certificate_needs_its_key_and_is_checked_for_every_name() {
         let provider = rustls::crypto::ring::default_provider();
-        let (cert, key) = certificate(&["a.example.com", "b.example.com"], (2026, 1, 1), (2026, 4, 1));
+        let (cert, key) = certificate(
+            &["a.example.com", "b.example.com"],
+            (2026, 1, 1),
+            (2026, 4, 1),
+        );
         let pem = format!("{cert}{key}");
         let both = ["a.example.com".to_owned(), "b.example.com".to_owned()];
         let stored = Stored::parse(pem.as_bytes(), &both, &provider).unwrap();
         assert!(stored.covers_all);
         let more = ["a.example.com".to_owned(), "c.example.com".to_owned()];
-        assert!(!Stored::parse(pem.as_bytes(), &more, &provider).unwrap().covers_all);
+        assert!(
+            !Stored::parse(pem.as_bytes(), &more, &provider)
+                .unwrap()
+                .covers_all
+        );
         let (_, other_key) = certificate(&["a.example.com"], (2026, 1, 1), (2026, 4, 1));
-        let err = Stored::parse(format!("{cert}{other_key}").as_bytes(), &both, &provider)
-            .unwrap_err();
+        let err =
+            Stored::parse(format!("{cert}{other_key}").as_bytes(), &both, &provider).unwrap_err();
         assert!(err.contains("does not fit"), "{err}");
         assert!(Stored::parse(cert.as_bytes(), &both, &provider).is_err());
         assert!(Stored::parse(key.as_bytes(), &both, &provider).is_err());
@@ -1030,13 +1045,21 @@ mod tests {
         let mut ext = vec![0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x01, 0x1f];
         ext.extend([0x01, 0x01, 0xff, 0x04, 0x22, 0x04, 0x20]);
         ext.extend(&digest);
-        assert!(der.windows(ext.len()).any(|w| w == ext), "no acmeIdentifier extension");
+        assert!(
+            der.windows(ext.len()).any(|w| w == ext),
+            "no acmeIdentifier extension"
+        );
         // subjectAltName: the one dNSName.
         let mut san = vec![0x30, 17, 0x82, 15];
         san.extend(b"mcp.example.com");
-        assert!(der.windows(san.len()).any(|w| w == san), "no subjectAltName");
+        assert!(
+            der.windows(san.len()).any(|w| w == san),
+            "no subjectAltName"
+        );
         // Its key signs (what the handshake needs).
-        let signer = key.key.choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256]);
+        let signer = key
+            .key
+            .choose_scheme(&[rustls::SignatureScheme::ECDSA_NISTP256_SHA256]);
         assert!(signer.unwrap().sign(b"x").is_ok());
         assert!(challenge_certificate("mcp.example.com", &digest[..31], &provider).is_err());
     }
@@ -1054,7 +1077,11 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(&state).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
         // A looser existing directory is tightened.
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
         prepare_dir(&state).unwrap();

@@ -270,7 +270,9 @@ async fn tls_alpn_01_shows_the_challenge_certificate_and_never_reaches_http() {
     let acme: &[&[u8]] = &[b"acme-tls/1"];
 
     // No certificate yet: every handshake fails, validations included.
-    assert!(validate(addr, "mcp.example.com", &[b"http/1.1"]).await.is_err());
+    assert!(validate(addr, "mcp.example.com", &[b"http/1.1"])
+        .await
+        .is_err());
     assert!(validate(addr, "mcp.example.com", acme).await.is_err());
 
     let digest = [7u8; 32];
@@ -299,8 +301,9 @@ async fn tls_alpn_01_shows_the_challenge_certificate_and_never_reaches_http() {
     // The real certificate arrives; HTTP clients get it, even when they offer acme-tls/1 too.
     let real = rcgen::generate_simple_self_signed(vec!["mcp.example.com".to_owned()]).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(real.signing_key.serialize_der().into());
-    let key = rustls::sign::CertifiedKey::from_der(vec![real.cert.der().clone()], key, tls.provider())
-        .unwrap();
+    let key =
+        rustls::sign::CertifiedKey::from_der(vec![real.cert.der().clone()], key, tls.provider())
+            .unwrap();
     tls.install(key);
     let mut client = validate(addr, "mcp.example.com", &[b"acme-tls/1", b"http/1.1"])
         .await
