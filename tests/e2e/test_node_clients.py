@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from test_oauth import chromium, landing  # noqa: F401 (fixtures)
 
 NODE_DIR = os.environ.get("MYMCP_NODE_DIR")
 pytestmark = pytest.mark.skipif(not NODE_DIR, reason="MYMCP_NODE_DIR not set (tests/run sets it)")
@@ -190,33 +191,38 @@ def test_mcp_inspector_cli_lists_and_calls_every_tool(server, tmp_path):
     assert sorted(set(called)) == sorted(names)
 
 
-def test_typescript_sdk_oauth_client_registers_is_approved_and_refreshes(tmp_path):
+def test_typescript_sdk_oauth_client_registers_is_approved_and_refreshes(tmp_path, chromium, landing):
     """The TypeScript SDK's OAuth client (registration by RFC 7591, PKCE, refresh) through the
-    whole flow; the person's part is played here: the consent page (over HTTP, as in
-    test_oauth.py) and `mymcpctl oauth approve` on the host."""
-    from conftest import start_server, stop_server
-    from test_oauth import REDIRECT, Browser
+    whole flow, its consent page in a headless Chromium, approved with `mymcpctl oauth
+    approve` as a real account made here; its tools then run as that account."""
+    from selenium.webdriver.common.by import By
 
+    from conftest import make_account, remove_account, start_server, stop_server, wait_until
+
+    account = make_account("ot")
     s = start_server({"MYMCP_OAUTH_ENABLED": "true"})
+    redirect, got = landing
     try:
         proc = subprocess.Popen(
-            [str(node_dir() / "node_modules" / ".bin" / "node"), "sdk-oauth.mjs", s.url, REDIRECT],
+            [str(node_dir() / "node_modules" / ".bin" / "node"), "sdk-oauth.mjs", s.url, redirect],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=node_env(tmp_path), cwd=node_dir())
         line = proc.stdout.readline()
         assert line.startswith("AUTHORIZE "), line + proc.stderr.read()
-        browser = Browser(int(s.url.rsplit(":", 1)[1].split("/")[0]))
-        code = browser.open(line.split(" ", 1)[1].strip())
-        assert "ts sdk e2e" in browser.html
-        approved = s.ctl("oauth", "approve", code, "--user", "root", "--role", "rw")
+        chromium.get(line.split(" ", 1)[1].strip())
+        assert "ts sdk e2e asks to connect" in chromium.find_element(By.TAG_NAME, "h1").text
+        code = chromium.find_element(By.CSS_SELECTOR, "code.approval").text
+        approved = s.ctl("oauth", "approve", code, "--user", account.pw_name, "--role", "rw")
         assert approved.returncode == 0, approved.stderr
-        params = browser.reload()
-        out, err = proc.communicate(params["code"] + "\n", timeout=60)
+        assert wait_until(lambda: got, 15), chromium.page_source
+        out, err = proc.communicate(got[0]["code"] + "\n", timeout=60)
         assert proc.returncode == 0, out + err
         result = json.loads(out.strip().splitlines()[-1])
-        assert result == {"ok": True, "stdout": "root\n", "again": "root\n", "refreshed": True}, result
+        me = account.pw_name + "\n"
+        assert result == {"ok": True, "stdout": me, "again": me, "refreshed": True}, result
     finally:
         stop_server(s)
+        remove_account(account)
 
 
 def test_mcp_remote_goes_through_the_oauth_flow_headless(tmp_path):

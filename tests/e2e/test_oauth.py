@@ -122,41 +122,56 @@ class Storage:
         self.client = info
 
 
-def test_the_python_sdk_is_approved_on_the_host_and_acts_as_the_account(oauth_server, carol):
-    s = oauth_server
-    browser, storage, urls = Browser(s.port), Storage(), []
+def sdk_provider(s, name, storage, approve):
+    """The official Python SDK's OAuth client for `s`, registering as `name`; `approve(code)`
+    plays the person at the host when the SDK sends them to the consent page (opened by a
+    `Browser`), after which the browser lands back at the client."""
+    browser, urls = Browser(s.port), []
 
     async def redirect_handler(url):
         urls.append(url)
 
     async def callback_handler():
-        def approve():
-            code = browser.open(urls.pop())
-            ok = s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", "rw")
-            assert ok.returncode == 0, ok.stderr
-            assert f"act as {carol.pw_name} with role rw" in ok.stdout
+        def person():
+            approve(browser.open(urls.pop()))
             return browser.reload()
 
-        params = await anyio.to_thread.run_sync(approve)
+        params = await anyio.to_thread.run_sync(person)
         return AuthorizationCodeResult(code=params["code"], state=params.get("state"),
                                        iss=params.get("iss"))
 
     provider = OAuthClientProvider(
         server_url=s.url,
         client_metadata=OAuthClientMetadata(
-            client_name="sdk e2e", redirect_uris=[REDIRECT], grant_types=["authorization_code", "refresh_token"],
+            client_name=name, redirect_uris=[REDIRECT], grant_types=["authorization_code", "refresh_token"],
             response_types=["code"], token_endpoint_auth_method="none"),
         storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
+    return provider, browser
 
-    async def session():
-        async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
-            async with streamable_http_client(s.url, http_client=http) as (read, write):
-                async with ClientSession(read, write) as session:
-                    await session.initialize()
-                    r = await session.call_tool("bash_execute", {"command": "id -un; echo $HOME"})
-                    return tool_json(r)
 
-    out = anyio.run(session)
+async def sdk_call(url, provider, name, arguments, before=None):
+    """One session of the SDK through `provider`: initialize, `before()`, then one tool call's
+    JSON."""
+    async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                if before:
+                    before()
+                return tool_json(await session.call_tool(name, arguments))
+
+
+def test_the_python_sdk_is_approved_on_the_host_and_acts_as_the_account(oauth_server, carol):
+    s = oauth_server
+    storage = Storage()
+
+    def approve(code):
+        ok = s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", "rw")
+        assert ok.returncode == 0, ok.stderr
+        assert f"act as {carol.pw_name} with role rw" in ok.stdout
+
+    provider, browser = sdk_provider(s, "sdk e2e", storage, approve)
+    out = anyio.run(sdk_call, s.url, provider, "bash_execute", {"command": "id -un; echo $HOME"})
     assert out["stdout"] == f"{carol.pw_name}\n{carol.pw_dir}\n", out
     # The page named the client and what it asked for, and forbade framing and scripts.
     assert "sdk e2e" in browser.html and "frame-ancestors 'none'" in browser.headers["content-security-policy"]
@@ -401,38 +416,15 @@ def test_a_client_approved_read_only_steps_up_when_it_needs_more(oauth_server, c
     SDK asks the person again, the host approves rw, and the call goes through. A static ro
     token keeps the reference's answer (a tool error, HTTP 200)."""
     s = oauth_server
-    browser, storage, urls, roles = Browser(s.port), Storage(), [], ["ro", "rw"]
+    storage, roles, seen = Storage(), ["ro", "rw"], {}
 
-    async def redirect_handler(url):
-        urls.append(url)
+    def approve(code):
+        assert s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", roles.pop(0)).returncode == 0
 
-    async def callback_handler():
-        def approve():
-            code = browser.open(urls.pop())
-            role = roles.pop(0)
-            assert s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", role).returncode == 0
-            return browser.reload()
-
-        params = await anyio.to_thread.run_sync(approve)
-        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
-
-    provider = OAuthClientProvider(
-        server_url=s.url,
-        client_metadata=OAuthClientMetadata(
-            client_name="step-up e2e", redirect_uris=[REDIRECT], grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"], token_endpoint_auth_method="none"),
-        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
-
-    async def session():
-        async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
-            async with streamable_http_client(s.url, http_client=http) as (read, write):
-                async with ClientSession(read, write) as session:
-                    await session.initialize()
-                    read_only = storage.tokens.access_token
-                    r = await session.call_tool("bash_execute", {"command": "id -un"})
-                    return read_only, tool_json(r)
-
-    read_only, out = anyio.run(session)
+    provider, _ = sdk_provider(s, "step-up e2e", storage, approve)
+    out = anyio.run(sdk_call, s.url, provider, "bash_execute", {"command": "id -un"},
+                    lambda: seen.setdefault("read_only", storage.tokens.access_token))
+    read_only = seen["read_only"]
     assert roles == [] and out["stdout"] == f"{carol.pw_name}\n", out
     assert "mymcp:rw" in storage.tokens.scope
     status, headers, _ = mcp(s.port, read_only, {
@@ -448,3 +440,32 @@ def test_a_client_approved_read_only_steps_up_when_it_needs_more(oauth_server, c
         "jsonrpc": "2.0", "id": 3, "method": "tools/call",
         "params": {"name": "bash_execute", "arguments": {"command": "id -un"}}})
     assert status == 200 and json.loads(body)["result"]["structuredContent"]["error"] == "PermissionDenied"
+
+
+def test_the_admin_api_lists_and_revokes_grants_but_approves_nothing(oauth_server):
+    s = oauth_server
+    client_id, verifier = register(s.port), "m" * 50
+    _, _, tokens = exchange(s, client_id, approved_code(s, client_id, verifier), verifier)
+    admin = {"Authorization": f"Bearer {s.admin_token}"}
+
+    status, _, body = request(s.port, "GET", "/admin/oauth/grants", headers=admin)
+    grants = [g for g in json.loads(body) if g["client_id"] == client_id]
+    assert status == 200 and [(g["user"], g["role"]) for g in grants] == [("root", "rw")], body
+    status, _, body = request(s.port, "GET", "/admin/oauth/clients", headers=admin)
+    assert status == 200 and any(c["client_id"] == client_id and c["grants"] == 1 for c in json.loads(body))
+    # Only an admin token may ask.
+    status, _, _ = request(s.port, "GET", "/admin/oauth/grants",
+                           headers={"Authorization": f"Bearer {s.rw_token}"})
+    assert status == 403
+
+    status, _, body = request(s.port, "DELETE", f"/admin/oauth/{client_id}", headers=admin)
+    assert status == 200 and json.loads(body) == {"revoked": client_id, "clients": 1, "grants": 1}, body
+    assert whoami(s.port, tokens["access_token"])[0] == 401
+    assert request(s.port, "DELETE", f"/admin/oauth/{client_id}", headers=admin)[0] == 404
+    assert request(s.port, "DELETE", "/admin/oauth/" + "x" * 600, headers=admin)[0] == 404
+    # The executor still serves after the oversized selector.
+    assert whoami(s.port, s.rw_token) == (200, "root")
+    records = [json.loads(line) for line in (Path(s.runtime_dir).parent / "audit" / "audit.log")
+               .read_text().splitlines()]
+    assert any(r.get("tool") == "oauth_revoke" and r.get("params", {}).get("selector") == client_id
+               for r in records)

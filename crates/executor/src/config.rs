@@ -8,6 +8,7 @@
 use crate::edit::WriteConfig;
 use crate::files::ReadConfig;
 use crate::jobs::JobConfig;
+use crate::oauth::OAuthConfig;
 use crate::overview::OverviewConfig;
 use crate::paths::{DefaultProtected, ProtectedPaths};
 use crate::search::SearchConfig;
@@ -246,18 +247,6 @@ pub(crate) fn terminal_settings(src: &dyn Source) -> Result<TerminalConfig, Conf
     cfg.max_per_token = settings::TERMINAL_MAX_PER_TOKEN.read(src)? as usize;
     cfg.max_total = settings::TERMINAL_MAX.read(src)? as usize;
     Ok(cfg)
-}
-
-/// OAuth as configured: the issuer (the public base URL), the resource tokens are for (its
-/// `/mcp`), and how long tokens live.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct OAuthConfig {
-    pub(crate) issuer: String,
-    pub(crate) resource: String,
-    pub(crate) lifetimes: crate::oauth::grants::Lifetimes,
-    /// Where registered clients and grants outlive a restart (`MYMCP_STATE_DIR/oauth.json`;
-    /// `None`: in memory only).
-    pub(crate) state_file: Option<PathBuf>,
 }
 
 /// OAuth (`MYMCP_OAUTH_*`, `MYMCP_PUBLIC_BASE_URL`): `None` when it is off; an error when it

@@ -132,7 +132,7 @@ impl Executor {
     }
 
     /// Serves OAuth as configured, when on (the executor's own randomness).
-    pub(crate) fn with_oauth_from(self, oauth: Option<crate::config::OAuthConfig>) -> Self {
+    pub(crate) fn with_oauth_from(self, oauth: Option<crate::oauth::OAuthConfig>) -> Self {
         match oauth {
             Some(config) => {
                 let random = Box::new(|b: &mut [u8]| {
@@ -1124,6 +1124,45 @@ impl Executor {
                         AdminOutcome::Revoked(info)
                     }
                     Some(Err(e)) => failed(&e),
+                }
+            }
+            AdminOp::OAuth(request) => {
+                use mymcp_protocol::oauth::OAuthControl;
+                let Some(server) = self.oauth() else {
+                    return AdminOutcome::Invalid(
+                        "OAuth is off on this server (MYMCP_OAUTH_ENABLED)".into(),
+                    );
+                };
+                let now = std::time::Instant::now();
+                let answered = match &request {
+                    OAuthControl::Clients | OAuthControl::Grants => {
+                        Some(server.control(request, now))
+                    }
+                    OAuthControl::Revoke { selector } => {
+                        let params = json!({"selector": selector});
+                        let op = self.audit.operation("oauth_revoke", actor, params);
+                        self.audit.around(
+                            &op,
+                            || server.control(request, now),
+                            |r, d| match r {
+                                Ok(_) => Outcome::ok(Some(d), None),
+                                Err(e) => Outcome::error("NotFound", e, Some(d)),
+                            },
+                        )
+                    }
+                    // A person approves at the host, with the code only their page shows.
+                    OAuthControl::Pending
+                    | OAuthControl::Approve { .. }
+                    | OAuthControl::Deny { .. } => {
+                        return AdminOutcome::Invalid(
+                            "approvals are made on the host: mymcpctl oauth approve|deny".into(),
+                        )
+                    }
+                };
+                match answered {
+                    None => unaudited(),
+                    Some(Ok(outcome)) => AdminOutcome::OAuth(outcome),
+                    Some(Err(_)) => AdminOutcome::NotFound,
                 }
             }
         }

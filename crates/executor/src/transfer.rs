@@ -55,6 +55,7 @@ use crate::limits::FileLimits;
 use crate::metrics::Metrics;
 use crate::paths::{self, Access, CheckedTarget, ProtectedPaths};
 use crate::server::{CancelSignal, Events};
+use mymcp_audit::hex;
 use mymcp_protocol::{
     CallOrigin, Direction, ErrorCode, GrantId, Identity, PrepareDownload, PrepareUpload, SpanId,
     TokenDigest, ToolFailure, ToolName, TraceId, TransferDone, TransferError,
@@ -1346,10 +1347,6 @@ fn parse_sha256(s: &str) -> Option<[u8; 32]> {
         out[i] = (hi * 16 + lo) as u8;
     }
     Some(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Where an upload's file ended up after its outcome record was (not) written.

@@ -27,6 +27,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
+use mymcp_protocol::oauth::{OAuthControl, OAuthControlOutcome};
 use mymcp_protocol::{
     AdminOp, AdminOutcome, CallOrigin, FrontendRequest, FrontendResponse, MetricsOutcome, Role,
     TokenDigest, TokenInfo, TokenLimits, TokenView,
@@ -55,6 +56,9 @@ pub fn routes(
     Router::new()
         .route("/admin/tokens", get(list).post(create))
         .route("/admin/tokens/{selector}", delete(revoke))
+        .route("/admin/oauth/clients", get(oauth_clients))
+        .route("/admin/oauth/grants", get(oauth_grants))
+        .route("/admin/oauth/{selector}", delete(oauth_revoke))
         .route("/metrics", get(scrape))
         .with_state(Ops {
             forwarder,
@@ -366,6 +370,99 @@ async fn revoke(
         }))
         .into_response(),
         Ok(other) => common(other),
+        Err(r) => r,
+    }
+}
+
+/// Asks an OAuth management question as the admin token of `headers`.
+async fn oauth(
+    ops: &Ops,
+    peer: SocketAddr,
+    id: RequestId,
+    headers: &HeaderMap,
+    request: OAuthControl,
+) -> Result<OAuthControlOutcome, Response> {
+    let token = admin_token(ops, headers)?;
+    match ask(ops, token, &origin(peer, id), AdminOp::OAuth(request)).await? {
+        AdminOutcome::OAuth(outcome) => Ok(outcome),
+        AdminOutcome::NotFound => Err(detail(StatusCode::NOT_FOUND, "No such grant or client")),
+        other => Err(common(other)),
+    }
+}
+
+/// `GET /admin/oauth/clients`: the registered clients and how many live grants each holds.
+async fn oauth_clients(
+    State(ops): State<Ops>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    match oauth(&ops, peer, id, &headers, OAuthControl::Clients).await {
+        Ok(OAuthControlOutcome::Clients(list)) => Json(Value::Array(
+            (list.iter())
+                .map(|c| {
+                    json!({
+                        "client_id": c.client_id, "client_name": c.client_name,
+                        "redirect_uris": c.redirect_uris, "created_at": c.created_at,
+                        "grants": c.grants,
+                    })
+                })
+                .collect(),
+        ))
+        .into_response(),
+        Ok(_) => detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"),
+        Err(r) => r,
+    }
+}
+
+/// `GET /admin/oauth/grants`: the live grants (client, account, role, times).
+async fn oauth_grants(
+    State(ops): State<Ops>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+) -> Response {
+    match oauth(&ops, peer, id, &headers, OAuthControl::Grants).await {
+        Ok(OAuthControlOutcome::Grants(list)) => Json(Value::Array(
+            (list.iter())
+                .map(|g| {
+                    json!({
+                        "id": g.id, "client_id": g.client_id, "client_name": g.client_name,
+                        "user": g.user, "role": g.role.as_str(), "created_at": g.created_at,
+                        "last_refreshed": g.last_refreshed, "expires_at": g.expires_at,
+                    })
+                })
+                .collect(),
+        ))
+        .into_response(),
+        Ok(_) => detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"),
+        Err(r) => r,
+    }
+}
+
+/// `DELETE /admin/oauth/{grant number or client id}`: its tokens stop working at once.
+async fn oauth_revoke(
+    State(ops): State<Ops>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    Path(selector): Path<String>,
+) -> Response {
+    // What the protocol could not carry names nothing here.
+    if selector.len() > mymcp_protocol::oauth::MAX_SELECTOR_LEN
+        || selector.chars().any(char::is_control)
+    {
+        return detail(StatusCode::NOT_FOUND, "No such grant or client");
+    }
+    let request = OAuthControl::Revoke {
+        selector: selector.clone(),
+    };
+    match oauth(&ops, peer, id, &headers, request).await {
+        Ok(OAuthControlOutcome::Revoked { clients, grants }) => Json(json!({
+            "revoked": selector, "clients": clients, "grants": grants,
+        }))
+        .into_response(),
+        Ok(_) => detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"),
         Err(r) => r,
     }
 }

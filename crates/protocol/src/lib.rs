@@ -487,6 +487,9 @@ pub enum AdminOp {
     Revoke {
         selector: String,
     },
+    /// OAuth clients and grants: list them or revoke (`Clients`, `Grants`, `Revoke` of
+    /// [`oauth::OAuthControl`]; approvals stay on the host).
+    OAuth(oauth::OAuthControl),
 }
 
 /// The executor's answer to [`FrontendRequest::Admin`].
@@ -508,6 +511,8 @@ pub enum AdminOutcome {
     Invalid(String),
     /// The store cannot be changed right now (HTTP 500); the text says why.
     Failed(String),
+    /// The answer to [`AdminOp::OAuth`].
+    OAuth(oauth::OAuthControlOutcome),
 }
 
 /// The executor's answer to [`FrontendRequest::Metrics`].

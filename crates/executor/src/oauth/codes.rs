@@ -184,6 +184,7 @@ impl Codes {
     }
 
     /// Codes waiting now (for `status` and the tests).
+    #[cfg(test)]
     pub(crate) fn waiting(&self) -> usize {
         self.lock().waiting.len()
     }

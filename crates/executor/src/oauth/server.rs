@@ -113,7 +113,7 @@ fn error(code: OAuthErrorCode, description: &str) -> OAuthOutcome {
 impl Server {
     /// The server of `config`, with the clients and grants its state file kept (a file that
     /// cannot be read is reported and left to be replaced: its clients sign in again).
-    pub(crate) fn new(config: crate::config::OAuthConfig, random: Random) -> Server {
+    pub(crate) fn new(config: crate::oauth::OAuthConfig, random: Random) -> Server {
         let server = Server {
             issuer: config.issuer,
             resource: config.resource,
@@ -629,7 +629,7 @@ mod tests {
     fn server_with(state_file: Option<std::path::PathBuf>, first: u64) -> Server {
         let n = AtomicU64::new(first);
         Server::new(
-            crate::config::OAuthConfig {
+            crate::oauth::OAuthConfig {
                 issuer: "https://host.example".into(),
                 resource: "https://host.example/mcp".into(),
                 lifetimes: Default::default(),

@@ -3,28 +3,12 @@
 
 use sha2::{Digest, Sha256};
 
-/// Lowercase hex.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
-}
+/// Lowercase hex (the audit log's, one definition for the executor).
+pub(crate) use mymcp_audit::hex;
 
 /// The 32 bytes of 64 hex digits.
 pub(crate) fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in s.as_bytes().chunks(2).enumerate() {
-        let pair = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(out)
+    mymcp_audit::unhex(s)?.try_into().ok()
 }
 
 /// Base64url without padding (RFC 4648 §5), as PKCE's S256 uses it.

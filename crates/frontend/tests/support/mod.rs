@@ -231,7 +231,7 @@ fn answer(request: FrontendRequest) -> Option<FrontendResponse> {
                 AdminOp::Create { .. } => {
                     AdminOutcome::Failed("the fake executor creates no tokens".into())
                 }
-                AdminOp::Revoke { .. } => AdminOutcome::NotFound,
+                AdminOp::Revoke { .. } | AdminOp::OAuth(_) => AdminOutcome::NotFound,
             })
         }
         FrontendRequest::Refused { token, failure, .. } => match identity_of(&token) {
