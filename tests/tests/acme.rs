@@ -8,7 +8,9 @@
 //! - SIGHUP orders a second certificate, which new connections get while a connection opened
 //!   before goes on with the first;
 //! - the state directory holds the account and the certificate (0600), and a restarted
-//!   frontend serves the stored certificate at once, without ordering.
+//!   frontend serves the stored certificate at once, without ordering;
+//! - a validation that fails (pebble validating on a port where nothing listens) is logged
+//!   with pebble's reason and retried later, not at once.
 
 use mymcp_tests::{bin, user_ids, wait_until};
 use rustls::pki_types::pem::PemObject;
@@ -379,5 +381,48 @@ fn a_certificate_from_pebble_by_tls_alpn_01_then_renewed_without_dropping_connec
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(count(&log2, "certificate obtained for"), 0);
     assert_eq!(count(&log2, "handshakes fail"), 0);
+    drop(frontend);
+}
+
+#[test]
+fn a_failed_validation_is_logged_with_the_reason_and_retried_later() {
+    mymcp_tests::needs_root!();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state_parent = dir.path().join("frontend");
+    std::fs::create_dir(&state_parent).unwrap();
+    let (uid, gid) = user_ids("nobody");
+    std::os::unix::fs::chown(&state_parent, Some(uid), Some(gid)).unwrap();
+    let state = state_parent.join("acme");
+
+    // pebble validates on a port where nothing listens.
+    let port = free_port();
+    let pebble = Pebble::start(dir.path(), free_port());
+    let (frontend, log) = start_frontend(port, &pebble, &state);
+    let failure = "ACME: cannot obtain a certificate for mymcp-acme.test: ";
+    assert!(
+        wait_until(Duration::from_secs(60), || count(&log, failure) == 1),
+        "no failure logged within 60 s"
+    );
+    let line = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains(failure))
+        .cloned()
+        .unwrap();
+    // What pebble said about the validation, and what happens next.
+    assert!(line.contains("Failed to connect to 127.0.0.1:"), "{line}");
+    assert!(line.contains("tls-alpn-01"), "{line}");
+    assert!(
+        line.contains("no certificate yet: HTTPS handshakes fail"),
+        "{line}"
+    );
+    assert!(line.contains("next try in 300 s (or on SIGHUP)"), "{line}");
+    assert!(!state.join("certificate.pem").exists());
+    // Still serving (handshakes fail, the process lives) and not retrying at once.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(&log, failure), 1);
+    assert!(connect(loopback(port), DOMAIN, &pebble.root()).is_err());
     drop(frontend);
 }

@@ -800,22 +800,23 @@ impl HttpClient for SharedHttp {
 pub async fn run(mut acme: Acme) {
     let names = acme.config.names();
     let wake = acme.handle.wake.clone();
-    // `None`: order now.
-    let mut current: Option<Validity> = match acme.load() {
-        Some((validity, true)) => Some(validity),
-        Some((_, false)) => None,
+    // The certificate served, and whether a new one is wanted whatever its validity.
+    let (mut current, mut due_now) = match acme.load() {
+        Some((validity, fits)) => (Some(validity), !fits),
         None => {
             tracing::warn!(
                 "no certificate yet for {names}: ordering one from {}; until it arrives, HTTPS handshakes fail",
                 acme.config.directory
             );
-            None
+            (None, true)
         }
     };
     let mut failures = 0u32;
     loop {
         let wait = if failures > 0 {
             Some(retry_delay(failures))
+        } else if due_now {
+            None
         } else {
             match &current {
                 Some(validity) if !renewal_due(validity, SystemTime::now()) => Some(
@@ -836,6 +837,7 @@ pub async fn run(mut acme: Acme) {
             if forced {
                 tracing::info!("ordering a new certificate for {names} now (SIGHUP)");
             } else if failures == 0
+                && !due_now
                 && current
                     .as_ref()
                     .is_some_and(|v| !renewal_due(v, SystemTime::now()))
@@ -852,6 +854,7 @@ pub async fn run(mut acme: Acme) {
         match acme.obtain().await {
             Ok(validity) => {
                 failures = 0;
+                due_now = false;
                 tracing::info!(
                     fingerprint = %acme.tls.fingerprint(),
                     "certificate obtained for {names}, valid until {}; renewal from {}",
