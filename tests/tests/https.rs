@@ -97,3 +97,51 @@ fn the_quick_try_refuses_plain_http_off_loopback_and_says_to_add_tls() {
     );
     assert!(stderr.contains("add --tls"), "{stderr}");
 }
+
+#[test]
+fn acme_and_a_certificate_file_together_stop_start_up() {
+    mymcp_tests::needs_root!();
+    let out = frontend(
+        "127.0.0.1",
+        free_port(),
+        &[
+            ("MYMCP_TLS_CERT", "/x.pem"),
+            ("MYMCP_TLS_KEY", "/x.key"),
+            ("MYMCP_ACME_DOMAIN", "mcp.example.com"),
+            ("MYMCP_ACME_DIR", "/nonexistent/acme"),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("MYMCP_ACME_DOMAIN and MYMCP_TLS_CERT/MYMCP_TLS_KEY are both set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_acme_setting_stops_start_up_naming_it() {
+    mymcp_tests::needs_root!();
+    for (name, value, domain) in [
+        ("MYMCP_ACME_DOMAIN", "*.example.com", "*.example.com"),
+        (
+            "MYMCP_ACME_DIRECTORY",
+            "http://acme.example/dir",
+            "mcp.example.com",
+        ),
+        ("MYMCP_ACME_EMAIL", "nobody", "mcp.example.com"),
+    ] {
+        let out = frontend(
+            "127.0.0.1",
+            free_port(),
+            &[("MYMCP_ACME_DOMAIN", domain), (name, value)],
+        )
+        .output()
+        .unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("{name}: ")), "{name}: {stderr}");
+    }
+}

@@ -258,7 +258,14 @@ fn frontend_settings() -> HashMap<String, String> {
             .map(|pairs| pairs.into_iter().collect())
             .unwrap_or_default();
     for (k, v) in std::env::vars() {
-        if k == settings::TLS_CERT.name || k == settings::TLS_KEY.name {
+        if [
+            settings::TLS_CERT.name,
+            settings::TLS_KEY.name,
+            settings::ACME_DOMAIN.name,
+            settings::ACME_DIR.name,
+        ]
+        .contains(&k.as_str())
+        {
             values.insert(k, v);
         }
     }
@@ -269,6 +276,10 @@ fn frontend_settings() -> HashMap<String, String> {
 /// environment), else the credential source in /etc/mymcp/tls. It must parse as PEM; its
 /// fingerprint is reported so that it can be compared with what clients see.
 fn check_certificate(r: &mut Report, values: &HashMap<String, String>) {
+    if let Some(domains) = settings::ACME_DOMAIN.value(values) {
+        check_acme_certificate(r, values, &domains);
+        return;
+    }
     let configured = settings::TLS_CERT.value(values).map(PathBuf::from);
     let path = match configured {
         Some(p) => p,
@@ -292,6 +303,37 @@ fn check_certificate(r: &mut Report, values: &HashMap<String, String>) {
             Level::Fail,
             "certificate",
             format!("{}: {e}", path.display()),
+        ),
+    }
+}
+
+/// With `MYMCP_ACME_DOMAIN` the frontend keeps the certificate it obtained in
+/// `MYMCP_ACME_DIR/certificate.pem`: its fingerprint, or a warning while there is none yet.
+fn check_acme_certificate(r: &mut Report, values: &HashMap<String, String>, domains: &str) {
+    let dir = settings::ACME_DIR
+        .read(values)
+        .unwrap_or_else(|_| PathBuf::from(settings::ACME_DIR.default()));
+    let path = dir.join("certificate.pem");
+    match certificate_fingerprint(&path) {
+        Ok(fp) => r.add(
+            Level::Ok,
+            "certificate",
+            format!("ACME for {domains}: {} (SHA-256 {fp})", path.display()),
+        ),
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            r.add(
+                Level::Warn,
+                "certificate",
+                format!("ACME for {domains}: no certificate obtained yet ({} is missing; the frontend's log says why: journalctl -u mymcp-frontend)", path.display()),
+            )
+        }
+        Err(e) => r.add(
+            Level::Fail,
+            "certificate",
+            format!("ACME for {domains}: {}: {e}", path.display()),
         ),
     }
 }
@@ -508,5 +550,34 @@ mod tests {
         let settings = HashMap::from([("MYMCP_TLS_CERT".to_owned(), c.key.display().to_string())]);
         check_certificate(&mut r, &settings);
         assert_eq!(r.0[0].level, Level::Fail);
+    }
+
+    #[test]
+    fn with_acme_the_obtained_certificate_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = HashMap::from([
+            ("MYMCP_ACME_DOMAIN".to_owned(), "mcp.example.com".to_owned()),
+            (
+                "MYMCP_ACME_DIR".to_owned(),
+                dir.path().display().to_string(),
+            ),
+        ]);
+        let mut r = Report(Vec::new());
+        check_certificate(&mut r, &settings);
+        assert_eq!(r.0[0].level, Level::Warn);
+        assert!(
+            r.0[0].message.contains("no certificate obtained yet"),
+            "{}",
+            r.0[0].message
+        );
+
+        let c =
+            crate::certificate::generate(dir.path(), vec!["mcp.example.com".into()], None).unwrap();
+        std::fs::copy(&c.cert, dir.path().join("certificate.pem")).unwrap();
+        let mut r = Report(Vec::new());
+        check_certificate(&mut r, &settings);
+        assert_eq!(r.0[0].level, Level::Ok);
+        assert!(r.0[0].message.contains(&c.fingerprint));
+        assert!(r.0[0].message.starts_with("ACME for mcp.example.com: "));
     }
 }

@@ -60,9 +60,11 @@ pub const SOCKETS: [&str; 3] = [
 ];
 const BINARIES: [&str; 3] = ["mymcp-executor", "mymcp-frontend", "mymcpctl"];
 /// Data directories: kept by `uninstall`, removed by `uninstall --purge`.
-pub const DATA_DIRS: [&str; 4] = [
+pub const DATA_DIRS: [&str; 5] = [
     "/etc/mymcp",
     "/var/lib/mymcp",
+    // The frontend's own state (StateDirectory=): the ACME account and certificates.
+    "/var/lib/mymcp-frontend",
     "/var/log/mymcp",
     "/run/mymcp",
 ];

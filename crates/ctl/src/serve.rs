@@ -574,6 +574,10 @@ mod tests {
             "MYMCP_OAUTH_ENABLED",
             "MYMCP_OAUTH_CIMD_ALLOWED_NETWORKS",
             "MYMCP_OUTBOUND_CA_FILE",
+            "MYMCP_ACME_DOMAIN",
+            "MYMCP_ACME_EMAIL",
+            "MYMCP_ACME_DIRECTORY",
+            "MYMCP_ACME_DIR",
         ];
         passed.sort_unstable();
         want.sort_unstable();

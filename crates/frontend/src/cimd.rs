@@ -29,7 +29,6 @@ use mymcp_protocol::oauth::{
     ClientAuthMethod, ClientMetadata, MAX_CLIENT_ID_LEN, MAX_CLIENT_NAME_LEN, MAX_REDIRECT_URIS,
     MAX_URI_LEN,
 };
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -370,27 +369,7 @@ impl CimdConfig {
     pub fn from_settings(allowed: &str, ca_file: Option<&Path>) -> Result<CimdConfig, String> {
         let allowed_networks = Networks::from_list(allowed)
             .map_err(|e: ListError| format!("MYMCP_OAUTH_CIMD_ALLOWED_NETWORKS: {e}"))?;
-        let extra_roots = match ca_file.filter(|p| !p.as_os_str().is_empty()) {
-            None => Vec::new(),
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("MYMCP_OUTBOUND_CA_FILE {}: {e}", path.display()))?;
-                if certs.is_empty() {
-                    return Err(format!(
-                        "MYMCP_OUTBOUND_CA_FILE {}: no PEM certificate in it",
-                        path.display()
-                    ));
-                }
-                let mut store = rustls::RootCertStore::empty();
-                for cert in &certs {
-                    store
-                        .add(cert.clone())
-                        .map_err(|e| format!("MYMCP_OUTBOUND_CA_FILE {}: {e}", path.display()))?;
-                }
-                certs
-            }
-        };
+        let extra_roots = crate::tls::extra_roots(ca_file)?;
         Ok(CimdConfig {
             allowed_networks,
             extra_roots,

@@ -4,10 +4,11 @@
 
 use clap::Parser;
 use mymcp_settings::{
-    ALLOWED_HOSTS, ALLOWED_ORIGINS, ALLOW_PLAINTEXT, BODY_IDLE_TIMEOUT_SEC, BODY_TIMEOUT_SEC,
-    EXECUTOR_SOCKET, HEADER_TIMEOUT_SEC, HOST, LOG_FORMAT, LOG_LEVEL, MAX_BODY_BYTES,
-    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, OAUTH_CIMD_ALLOWED_NETWORKS, OAUTH_ENABLED,
-    OUTBOUND_CA_FILE, PORT, PUBLIC_BASE_URL, TLS_CERT, TLS_KEY, TRUSTED_PROXIES,
+    ACME_DIR, ACME_DIRECTORY, ACME_DOMAIN, ACME_EMAIL, ALLOWED_HOSTS, ALLOWED_ORIGINS,
+    ALLOW_PLAINTEXT, BODY_IDLE_TIMEOUT_SEC, BODY_TIMEOUT_SEC, EXECUTOR_SOCKET, HEADER_TIMEOUT_SEC,
+    HOST, LOG_FORMAT, LOG_LEVEL, MAX_BODY_BYTES, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
+    OAUTH_CIMD_ALLOWED_NETWORKS, OAUTH_ENABLED, OUTBOUND_CA_FILE, PORT, PUBLIC_BASE_URL, TLS_CERT,
+    TLS_KEY, TRUSTED_PROXIES,
 };
 use std::path::PathBuf;
 
@@ -50,6 +51,18 @@ pub struct Cli {
 
     #[arg(long, env = TLS_KEY.name, help = TLS_KEY.help, value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
+
+    #[arg(long, env = ACME_DOMAIN.name, help = ACME_DOMAIN.help, default_value = ACME_DOMAIN.default(), value_name = "NAME[,NAME…]")]
+    pub acme_domain: String,
+
+    #[arg(long, env = ACME_EMAIL.name, help = ACME_EMAIL.help, default_value = ACME_EMAIL.default())]
+    pub acme_email: String,
+
+    #[arg(long, env = ACME_DIRECTORY.name, help = ACME_DIRECTORY.help, default_value = ACME_DIRECTORY.default(), value_name = "URL")]
+    pub acme_directory: String,
+
+    #[arg(long, env = ACME_DIR.name, help = ACME_DIR.help, default_value = ACME_DIR.default(), value_name = "DIR")]
+    pub acme_dir: PathBuf,
 
     #[arg(long, env = ALLOW_PLAINTEXT.name, help = ALLOW_PLAINTEXT.help, default_value_t = ALLOW_PLAINTEXT.default(), value_parser = ALLOW_PLAINTEXT.parser())]
     pub allow_plaintext: bool,

@@ -49,6 +49,8 @@
 //!   and a cache;
 //! - [`tls`]: HTTPS with rustls: certificate files or systemd credentials, reload on SIGHUP,
 //!   the refusal of plain HTTP on non-loopback addresses;
+//! - [`acme`]: certificates from an ACME CA (Let's Encrypt) by TLS-ALPN-01 on the HTTPS
+//!   port, stored in the frontend's own directory and renewed in-process;
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -65,6 +67,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod admission;
 pub mod arguments;

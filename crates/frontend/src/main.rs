@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use mymcp_frontend::acme::{Acme, AcmeConfig};
 use mymcp_frontend::admission::ConnectionLimits;
 use mymcp_frontend::body::BodyTimeouts;
 use mymcp_frontend::cli::Cli;
@@ -62,13 +63,25 @@ fn run(cli: Cli, otlp_headers: mymcp_frontend::otel::ExporterHeaders) -> anyhow:
     }
     let config = http_config(&cli)?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    let tls = TlsFiles::from_settings(
+    let acme = acme_config(&cli)?;
+    let files = TlsFiles::from_settings(
         cli.tls_cert.as_deref(),
         cli.tls_key.as_deref(),
-        credentials.as_deref(),
-    )?
-    .map(Tls::load)
-    .transpose()?;
+        // With ACME, credentials the unit happens to load are not a conflict: ACME wins.
+        credentials.as_deref().filter(|_| acme.is_none()),
+    )?;
+    let (tls, acme) = match (files, acme) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "MYMCP_ACME_DOMAIN and MYMCP_TLS_CERT/MYMCP_TLS_KEY are both set: the certificate comes either from files or from ACME; unset one"
+        ),
+        (Some(files), None) => (Some(Tls::load(files)?), None),
+        (None, Some(config)) => {
+            let tls = Tls::for_acme()?;
+            let acme = Acme::new(config, tls.clone()).map_err(anyhow::Error::msg)?;
+            (Some(tls), Some(acme))
+        }
+        (None, None) => (None, None),
+    };
     // Touches the environment, so it runs before the runtime starts any thread.
     let source = match cli.listen_fd {
         Some(fd) => {
@@ -89,7 +102,7 @@ fn run(cli: Cli, otlp_headers: mymcp_frontend::otel::ExporterHeaders) -> anyhow:
     if telemetry {
         tracing::info!("OpenTelemetry on: traces, metrics and logs go to the OTLP endpoint");
     }
-    let result = runtime.block_on(serve(cli, source, config, tls, notifier));
+    let result = runtime.block_on(serve(cli, source, config, tls, acme, notifier));
     // Flushes what is buffered; the runtime still runs the exporters' requests.
     mymcp_frontend::otel::shutdown();
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -104,6 +117,7 @@ async fn serve(
     source: ListenSource,
     config: HttpConfig,
     tls: Option<Tls>,
+    acme: Option<Acme>,
     notifier: Notifier,
 ) -> anyhow::Result<()> {
     let listener = source.open(tls.is_some()).await?;
@@ -111,18 +125,31 @@ async fn serve(
     mymcp_frontend::tls::check_plaintext(addr, tls.is_some(), cli.allow_plaintext)
         .map_err(anyhow::Error::msg)?;
     if let Some(tls) = &tls {
-        tracing::info!(
-            cert = %tls.files().cert.display(),
-            fingerprint = %tls.fingerprint(),
-            "serving HTTPS (TLS 1.2/1.3, ALPN h2, http/1.1)"
-        );
+        match tls.files() {
+            Some(files) => tracing::info!(
+                cert = %files.cert.display(),
+                fingerprint = %tls.fingerprint(),
+                "serving HTTPS (TLS 1.2/1.3, ALPN h2, http/1.1)"
+            ),
+            None => tracing::info!(
+                "serving HTTPS (TLS 1.2/1.3, ALPN h2, http/1.1, acme-tls/1) with certificates from ACME"
+            ),
+        }
     }
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
+    let acme_handle = acme.as_ref().map(Acme::handle);
+    if let Some(acme) = acme {
+        // Loads the stored certificate first, then orders one if need be, in the background.
+        tokio::spawn(mymcp_frontend::acme::run(acme));
+    }
     let reloading = tls.clone();
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            reload(reloading.as_ref());
+            match &acme_handle {
+                Some(acme) => acme.renew_now(),
+                None => reload(reloading.as_ref()),
+            }
         }
     });
     let forwarder = Forwarder::new(&cli.executor_socket);
@@ -205,6 +232,19 @@ fn http_config(cli: &Cli) -> anyhow::Result<HttpConfig> {
         },
         ..HttpConfig::default()
     })
+}
+
+/// The ACME settings (`None` without `MYMCP_ACME_DOMAIN`); an invalid one stops start-up.
+fn acme_config(cli: &Cli) -> anyhow::Result<Option<AcmeConfig>> {
+    let domains: Vec<String> = cli.acme_domain.split(',').map(str::to_owned).collect();
+    AcmeConfig::from_settings(
+        &domains,
+        &cli.acme_email,
+        &cli.acme_directory,
+        &cli.acme_dir,
+        cli.outbound_ca_file.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 /// SIGHUP: read the certificate and key again; open connections keep theirs.

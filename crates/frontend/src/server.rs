@@ -228,6 +228,9 @@ pub async fn serve(
                         }
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(io).await {
+                                let Some(stream) = acme_validation(stream).await else {
+                                    return;
+                                };
                                 let _ = builder
                                     .serve_connection(TokioIo::new(stream), service)
                                     .await;
@@ -266,6 +269,9 @@ pub async fn serve(
                             }
                         },
                     };
+                    let Some(stream) = acme_validation(stream).await else {
+                        return;
+                    };
                     let connection = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
@@ -289,6 +295,20 @@ pub async fn serve(
         }
     }
     connections.shutdown().await;
+}
+
+/// A TLS-ALPN-01 validation (ALPN `acme-tls/1`) has seen the challenge certificate in the
+/// handshake and gets nothing more: it is closed here, never served HTTP (`None`). Any other
+/// connection is handed back.
+async fn acme_validation<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: tokio_rustls::server::TlsStream<S>,
+) -> Option<tokio_rustls::server::TlsStream<S>> {
+    if !crate::tls::is_acme_connection(stream.get_ref().1.alpn_protocol()) {
+        return Some(stream);
+    }
+    tracing::debug!("TLS-ALPN-01 validation: challenge certificate shown, connection closed");
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    None
 }
 
 /// Logs, at most every [`LIMITS_REPORT`], how many connections the caps turned away.

@@ -12,6 +12,13 @@
 //! [`ReloadingCert`] resolver: handshakes from then on use the new one, while connections
 //! already established keep their session untouched. A reload that fails (unreadable file,
 //! key not matching the certificate) keeps the current certificate.
+//!
+//! With ACME ([`crate::acme`], `MYMCP_ACME_DOMAIN`) there are no files: [`Tls::for_acme`]
+//! starts without a certificate (handshakes fail until the first one is obtained), the ACME
+//! task installs each certificate it obtains, and ALPN `acme-tls/1` is offered as well for
+//! the TLS-ALPN-01 challenge (RFC 8737): a ClientHello that offers `acme-tls/1` and neither
+//! `h2` nor `http/1.1` gets the challenge certificate of the name it asks for (or no
+//! handshake), and such a connection is closed after the handshake, never served HTTP.
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -19,10 +26,35 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+
+/// The ALPN protocol of the TLS-ALPN-01 challenge (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Whether a ClientHello offering `offered` (ALPN) is a TLS-ALPN-01 validation: it offers
+/// `acme-tls/1` and neither of the HTTP protocols. The server prefers `h2` and `http/1.1` to
+/// `acme-tls/1`, so exactly these handshakes negotiate `acme-tls/1`.
+pub fn is_acme_hello<'a>(offered: Option<impl Iterator<Item = &'a [u8]>>) -> bool {
+    let Some(offered) = offered else {
+        return false;
+    };
+    let (mut acme, mut http) = (false, false);
+    for protocol in offered {
+        acme |= protocol == ACME_TLS_ALPN;
+        http |= protocol == b"h2" || protocol == b"http/1.1";
+    }
+    acme && !http
+}
+
+/// Whether an established connection negotiated `acme-tls/1`: a validation that must be
+/// closed, not served.
+pub fn is_acme_connection(negotiated: Option<&[u8]>) -> bool {
+    negotiated == Some(ACME_TLS_ALPN)
+}
 
 /// Names of the systemd credentials holding the certificate chain and the key.
 pub const CREDENTIAL_CERT: &str = "tls.crt";
@@ -120,9 +152,13 @@ pub fn fingerprint(der: &[u8]) -> String {
     hex.join(":")
 }
 
-/// A certificate resolver whose certificate can be swapped while the server runs.
+/// A certificate resolver whose certificate can be swapped while the server runs, with the
+/// TLS-ALPN-01 challenge certificates of pending ACME validations beside it.
 pub struct ReloadingCert {
-    current: RwLock<Arc<CertifiedKey>>,
+    /// `None` only with ACME, until the first certificate is obtained.
+    current: RwLock<Option<Arc<CertifiedKey>>>,
+    /// Challenge certificates by (lower-case) DNS name.
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl fmt::Debug for ReloadingCert {
@@ -134,13 +170,14 @@ impl fmt::Debug for ReloadingCert {
 }
 
 impl ReloadingCert {
-    fn new(key: CertifiedKey) -> ReloadingCert {
+    fn new(key: Option<CertifiedKey>) -> ReloadingCert {
         ReloadingCert {
-            current: RwLock::new(Arc::new(key)),
+            current: RwLock::new(key.map(Arc::new)),
+            challenges: RwLock::new(HashMap::new()),
         }
     }
 
-    fn current(&self) -> Arc<CertifiedKey> {
+    fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.current
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -151,25 +188,63 @@ impl ReloadingCert {
         *self
             .current
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(key);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(key));
     }
 
-    /// The fingerprint of the leaf certificate served now.
+    /// Serves `key` to TLS-ALPN-01 validations of `name` (until [`Self::remove_challenge`]).
+    pub fn set_challenge(&self, name: &str, key: CertifiedKey) {
+        self.challenges
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(name.to_ascii_lowercase(), Arc::new(key));
+    }
+
+    /// Ends the validation of `name`.
+    pub fn remove_challenge(&self, name: &str) {
+        self.challenges
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&name.to_ascii_lowercase());
+    }
+
+    fn challenge(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.challenges
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+    }
+
+    /// The fingerprint of the leaf certificate served now (`none yet` before the first ACME
+    /// certificate).
     pub fn fingerprint(&self) -> String {
-        fingerprint(self.current().cert[0].as_ref())
+        match self.current() {
+            Some(key) => fingerprint(key.cert[0].as_ref()),
+            None => "none yet".to_owned(),
+        }
+    }
+
+    /// The leaf certificate served now, DER.
+    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
+        self.current().map(|key| key.cert[0].clone())
     }
 }
 
 impl ResolvesServerCert for ReloadingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if is_acme_hello(hello.alpn()) {
+            // A validation gets its challenge certificate or nothing, never the real one.
+            return hello.server_name().and_then(|name| self.challenge(name));
+        }
+        self.current()
     }
 }
 
 /// The frontend's TLS: the acceptor for new connections and the reloadable certificate.
 #[derive(Clone)]
 pub struct Tls {
-    files: TlsFiles,
+    /// `None`: certificates come from ACME.
+    files: Option<TlsFiles>,
     provider: Arc<CryptoProvider>,
     cert: Arc<ReloadingCert>,
     acceptor: tokio_rustls::TlsAcceptor,
@@ -189,13 +264,34 @@ impl Tls {
     /// `h2` and `http/1.1`, no client certificates.
     pub fn load(files: TlsFiles) -> Result<Tls, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cert = Arc::new(ReloadingCert::new(files.load(&provider)?));
+        let key = files.load(&provider)?;
+        Tls::build(Some(files), Some(key), provider)
+    }
+
+    /// TLS for ACME: no certificate until [`Tls::install`] gets the first one (handshakes
+    /// fail meanwhile), and ALPN `acme-tls/1` after `h2` and `http/1.1` for TLS-ALPN-01.
+    pub fn for_acme() -> Result<Tls, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Tls::build(None, None, provider)
+    }
+
+    fn build(
+        files: Option<TlsFiles>,
+        key: Option<CertifiedKey>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Tls, TlsError> {
+        let acme = files.is_none();
+        let cert = Arc::new(ReloadingCert::new(key));
         let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Config(e.to_string()))?
             .with_no_client_auth()
             .with_cert_resolver(cert.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if acme {
+            // Last: the server picks its first protocol the client offers.
+            config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        }
         Ok(Tls {
             files,
             provider,
@@ -208,9 +304,30 @@ impl Tls {
     /// connections are not touched. On error the current certificate stays. Returns the new
     /// fingerprint.
     pub fn reload(&self) -> Result<String, TlsError> {
-        let key = self.files.load(&self.provider)?;
+        let Some(files) = &self.files else {
+            return Err(TlsError::Config(
+                "certificates come from ACME, there are no files to reload".to_owned(),
+            ));
+        };
+        let key = files.load(&self.provider)?;
         self.cert.replace(key);
         Ok(self.fingerprint())
+    }
+
+    /// Serves `key` to new connections from now on (a certificate obtained by ACME); open
+    /// connections are not touched.
+    pub fn install(&self, key: CertifiedKey) {
+        self.cert.replace(key);
+    }
+
+    /// The resolver, for the ACME task's challenge certificates.
+    pub fn resolver(&self) -> &ReloadingCert {
+        &self.cert
+    }
+
+    /// The crypto provider (ring) the certificates are loaded with.
+    pub fn provider(&self) -> &Arc<CryptoProvider> {
+        &self.provider
     }
 
     /// The fingerprint of the certificate served to new connections.
@@ -218,9 +335,9 @@ impl Tls {
         self.cert.fingerprint()
     }
 
-    /// The files the certificate comes from.
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
+    /// The files the certificate comes from; `None` with ACME.
+    pub fn files(&self) -> Option<&TlsFiles> {
+        self.files.as_ref()
     }
 
     /// The acceptor that performs handshakes with the current certificate.
@@ -237,8 +354,30 @@ pub fn check_plaintext(addr: SocketAddr, tls: bool, allow_plaintext: bool) -> Re
         return Ok(());
     }
     Err(format!(
-        "refusing plain HTTP on {addr}: bearer tokens would cross the network unencrypted; set MYMCP_TLS_CERT and MYMCP_TLS_KEY (or the systemd credentials {CREDENTIAL_CERT}/{CREDENTIAL_KEY}), listen on loopback, or set MYMCP_ALLOW_PLAINTEXT=true behind a TLS-terminating reverse proxy"
+        "refusing plain HTTP on {addr}: bearer tokens would cross the network unencrypted; set MYMCP_TLS_CERT and MYMCP_TLS_KEY (or the systemd credentials {CREDENTIAL_CERT}/{CREDENTIAL_KEY}, or MYMCP_ACME_DOMAIN), listen on loopback, or set MYMCP_ALLOW_PLAINTEXT=true behind a TLS-terminating reverse proxy"
     ))
+}
+
+/// The trust anchors of `MYMCP_OUTBOUND_CA_FILE` (PEM), for the HTTPS the frontend opens
+/// itself (metadata documents, the ACME server) beside the Mozilla roots; none for no file.
+/// A file that cannot be read, holds no certificate or one rustls refuses is an error naming
+/// the setting.
+pub fn extra_roots(path: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+    let Some(path) = path.filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let named = |e: &dyn fmt::Display| format!("MYMCP_OUTBOUND_CA_FILE {}: {e}", path.display());
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| named(&e))?;
+    if certs.is_empty() {
+        return Err(named(&"no PEM certificate in it"));
+    }
+    let mut store = rustls::RootCertStore::empty();
+    for cert in &certs {
+        store.add(cert.clone()).map_err(|e| named(&e))?;
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]
@@ -323,6 +462,34 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/c.pem"), "{err}");
+    }
+
+    #[test]
+    fn acme_hellos_offer_acme_tls_and_no_http_protocol() {
+        let hello = |protocols: &[&'static [u8]]| is_acme_hello(Some(protocols.iter().copied()));
+        assert!(hello(&[b"acme-tls/1"]));
+        assert!(hello(&[b"foo", b"acme-tls/1"]));
+        assert!(!hello(&[b"acme-tls/1", b"h2"]));
+        assert!(!hello(&[b"http/1.1", b"acme-tls/1"]));
+        assert!(!hello(&[b"h2", b"http/1.1"]));
+        assert!(!hello(&[]));
+        assert!(!is_acme_hello(None::<std::iter::Empty<&[u8]>>));
+        assert!(is_acme_connection(Some(b"acme-tls/1")));
+        assert!(!is_acme_connection(Some(b"h2")));
+        assert!(!is_acme_connection(None));
+    }
+
+    #[test]
+    fn acme_tls_starts_without_a_certificate_and_files_cannot_be_reloaded() {
+        let tls = Tls::for_acme().unwrap();
+        assert_eq!(tls.fingerprint(), "none yet");
+        assert!(tls.files().is_none());
+        assert!(tls.reload().is_err());
+        let c = rcgen::generate_simple_self_signed(vec!["mcp.example.com".to_owned()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(c.signing_key.serialize_der().into());
+        let key = CertifiedKey::from_der(vec![c.cert.der().clone()], key, tls.provider()).unwrap();
+        tls.install(key);
+        assert_eq!(tls.fingerprint(), fingerprint(c.cert.der()));
     }
 
     #[test]

@@ -183,3 +183,138 @@ async fn a_reload_reaches_new_connections_and_keeps_open_ones() {
     let err = connect(addr, &old, &[b"http/1.1"], BOTH).await.unwrap_err();
     assert!(err.to_string().contains("certificate"), "{err}");
 }
+
+/// Accepts any server certificate: a TLS-ALPN-01 validator checks the challenge certificate
+/// itself (its critical acmeIdentifier extension is unknown to webpki).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        // rustls's own check parses the certificate with webpki, which refuses the challenge
+        // certificate's critical acmeIdentifier extension.
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        // rustls's own check parses the certificate with webpki, which refuses the challenge
+        // certificate's critical acmeIdentifier extension.
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A handshake as a TLS-ALPN-01 validator makes it: SNI `name`, ALPN `alpn`, any certificate.
+async fn validate(
+    addr: SocketAddr,
+    name: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    connector
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await
+}
+
+#[tokio::test]
+async fn tls_alpn_01_shows_the_challenge_certificate_and_never_reaches_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::for_acme().unwrap();
+    let listener = ListenSource::Bind {
+        host: "127.0.0.1".into(),
+        port: 0,
+    }
+    .open(true)
+    .await
+    .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = router(
+        Forwarder::new(dir.path().join("no-executor.sock")),
+        HttpConfig::default(),
+    );
+    let config = ServerConfig {
+        tls: Some(tls.clone()),
+        ..ServerConfig::default()
+    };
+    tokio::spawn(server::serve(listener, app, config, std::future::pending()));
+    let acme: &[&[u8]] = &[b"acme-tls/1"];
+
+    // No certificate yet: every handshake fails, validations included.
+    assert!(validate(addr, "mcp.example.com", &[b"http/1.1"])
+        .await
+        .is_err());
+    assert!(validate(addr, "mcp.example.com", acme).await.is_err());
+
+    let digest = [7u8; 32];
+    let challenge =
+        mymcp_frontend::acme::challenge_certificate("mcp.example.com", &digest, tls.provider())
+            .unwrap();
+    let challenge_der = challenge.cert[0].clone();
+    tls.resolver().set_challenge("mcp.example.com", challenge);
+
+    // The validator gets the challenge certificate, acme-tls/1, and then the end.
+    let mut validation = validate(addr, "MCP.example.com", acme).await.unwrap();
+    assert_eq!(
+        validation.get_ref().1.alpn_protocol(),
+        Some(&b"acme-tls/1"[..])
+    );
+    assert_eq!(peer_cert(&validation), challenge_der);
+    let _ = validation
+        .write_all(b"GET /health HTTP/1.1\r\nHost: mcp.example.com\r\n\r\n")
+        .await;
+    let mut rest = Vec::new();
+    let _ = validation.read_to_end(&mut rest).await;
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    // Another name has no pending validation: no handshake.
+    assert!(validate(addr, "other.example.com", acme).await.is_err());
+
+    // The real certificate arrives; HTTP clients get it, even when they offer acme-tls/1 too.
+    let real = rcgen::generate_simple_self_signed(vec!["mcp.example.com".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(real.signing_key.serialize_der().into());
+    let key =
+        rustls::sign::CertifiedKey::from_der(vec![real.cert.der().clone()], key, tls.provider())
+            .unwrap();
+    tls.install(key);
+    let mut client = validate(addr, "mcp.example.com", &[b"acme-tls/1", b"http/1.1"])
+        .await
+        .unwrap();
+    assert_eq!(client.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(peer_cert(&client), *real.cert.der());
+    assert!(get_health(&mut client)
+        .await
+        .starts_with("HTTP/1.1 200 OK\r\n"));
+
+    // The validation over, the challenge certificate is gone.
+    tls.resolver().remove_challenge("mcp.example.com");
+    assert!(validate(addr, "mcp.example.com", acme).await.is_err());
+}

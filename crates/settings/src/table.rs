@@ -112,7 +112,44 @@ pub const OUTBOUND_CA_FILE: Setting<Path> = Setting {
     },
     read_by: &[Frontend],
     group: Group::Https,
-    help: "Extra trust anchors (PEM) for the HTTPS the frontend fetches itself (OAuth Client ID Metadata Documents), e.g. a private CA; trusted beside the Mozilla roots built into mymcp. Empty: the Mozilla roots only.",
+    help: "Extra trust anchors (PEM) for the HTTPS the frontend opens itself (OAuth Client ID Metadata Documents, the ACME server), e.g. a private CA or pebble's in tests; trusted beside the Mozilla roots built into mymcp. Empty: the Mozilla roots only.",
+};
+
+pub const ACME_DOMAIN: Setting<List> = Setting {
+    name: "MYMCP_ACME_DOMAIN",
+    kind: List,
+    read_by: &[Frontend],
+    group: Group::Https,
+    help: "Get the HTTPS certificate from an ACME CA (Let's Encrypt by default) for this DNS name, or these names comma-separated; validated by TLS-ALPN-01 on the frontend's own port, which must be reachable as NAME:443. Renewed in-process. Not together with MYMCP_TLS_CERT.",
+};
+
+pub const ACME_EMAIL: Setting<Text> = Setting {
+    name: "MYMCP_ACME_EMAIL",
+    kind: Text { default: "" },
+    read_by: &[Frontend],
+    group: Group::Https,
+    help: "Contact e-mail address for the ACME account (the CA's expiry and policy notices); optional.",
+};
+
+pub const ACME_DIRECTORY: Setting<Text> = Setting {
+    name: "MYMCP_ACME_DIRECTORY",
+    kind: Text {
+        default: "https://acme-v02.api.letsencrypt.org/directory",
+    },
+    read_by: &[Frontend],
+    group: Group::Https,
+    help: "The ACME server's directory URL (https). Let's Encrypt's staging server, for trials: https://acme-staging-v02.api.letsencrypt.org/directory.",
+};
+
+pub const ACME_DIR: Setting<Path> = Setting {
+    name: "MYMCP_ACME_DIR",
+    kind: Path {
+        default: "/var/lib/mymcp-frontend/acme",
+        absolute: true,
+    },
+    read_by: &[Frontend],
+    group: Group::Https,
+    help: "The frontend's own directory for the ACME account key and the certificates (created 0700; must be writable by the frontend's user: the unit's StateDirectory=).",
 };
 
 // Connections and request limits ------------------------------------------------------------
@@ -1152,6 +1189,10 @@ pub const ALL: &[&dyn Declared] = &[
     &TLS_KEY,
     &ALLOW_PLAINTEXT,
     &OUTBOUND_CA_FILE,
+    &ACME_DOMAIN,
+    &ACME_EMAIL,
+    &ACME_DIRECTORY,
+    &ACME_DIR,
     &MAX_BODY_BYTES,
     &HEADER_TIMEOUT_SEC,
     &BODY_TIMEOUT_SEC,
