@@ -1,4 +1,4 @@
-//! OAuth discovery (issue 23, being built): the protected resource metadata (RFC 9728) of
+//! OAuth discovery: the protected resource metadata (RFC 9728) of
 //! `/mcp`, the authorization server metadata (RFC 8414) of the issuer, and the
 //! `WWW-Authenticate` challenge of a 401 that points a client at them. Served only with
 //! `MYMCP_OAUTH_ENABLED` and `MYMCP_PUBLIC_BASE_URL` (the issuer; its `/mcp` the resource).

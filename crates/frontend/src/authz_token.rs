@@ -1,6 +1,8 @@
-//! `POST /token` and `POST /revoke` (issue 23, being built): the form is read here, every
-//! secret in it (code, refresh token, token to revoke) leaves as its SHA-256 digest, and the
-//! executor decides. Public clients only for now (PKCE; a `client_secret` is refused there).
+//! The authorization server's endpoints: `POST /register`, `GET /authorize`, the consent page
+//! (`/consent/{id}`, its Deny and its password login), `POST /token` and `POST /revoke`. Forms
+//! are read here, every secret in them (code, refresh token, token to revoke) leaves as its
+//! SHA-256 digest, and the executor decides. Public clients only (PKCE; a `client_secret` is
+//! refused there).
 //! `GET /authorize` with an `https` `client_id` fetches the client's metadata document first
 //! ([`crate::cimd`]).
 

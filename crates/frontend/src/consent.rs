@@ -1,4 +1,4 @@
-//! The consent page (issue 23, being built): plain HTML that works on a phone, no script and
+//! The consent page: plain HTML that works on a phone, no script and
 //! no external asset, so its Content-Security-Policy can forbid everything but its own form
 //! and inline style; framing is denied (clickjacking), nothing is cached, no referrer leaves.
 //! It names the client, the host its redirect goes to and the access asked for, shows the
