@@ -235,7 +235,7 @@ impl Executor {
             request,
             csrf,
             user,
-            mut password,
+            password: mymcp_protocol::oauth::Password(mut password),
             origin,
         } = request
         else {

@@ -345,7 +345,7 @@ async fn consent_login(
         request,
         csrf,
         user,
-        password,
+        password: mymcp_protocol::oauth::Password(password),
         origin: origin(SocketAddr::new(client, peer.port())),
     };
     match ask(&forwarder, login).await {

@@ -148,6 +148,18 @@ pub struct AuthorizeParams {
     pub resource: Option<String>,
 }
 
+/// A password typed on the consent page: `Debug` never shows it (a request logged with `{:?}`
+/// keeps it out of the log).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password(#[serde(deserialize_with = "bounded::password")] pub String);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(…)")
+    }
+}
+
 /// Requests of the authorization server, inside [`crate::FrontendRequest::OAuth`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OAuthRequest {
@@ -171,8 +183,7 @@ pub enum OAuthRequest {
         csrf: Secret,
         #[serde(deserialize_with = "bounded::user")]
         user: String,
-        #[serde(deserialize_with = "bounded::password")]
-        password: String,
+        password: Password,
         origin: CallOrigin,
     },
     /// The consent page's "Deny".
@@ -602,9 +613,10 @@ mod tests {
             },
             csrf: Secret([3; 32]),
             user: user.into(),
-            password: password.into(),
+            password: Password(password.into()),
             origin: origin(),
         };
+        assert!(!format!("{:?}", login("alice", "hunter2")).contains("hunter2"));
         assert!(decodes(login("alice", "pass word é")));
         assert!(!decodes(login("alice\n", "p")));
         assert!(!decodes(login(&"a".repeat(MAX_USER_LEN + 1), "p")));
