@@ -79,8 +79,14 @@ pub fn routes(
             "/consent/{id}/login",
             post(consent_login).layer(axum::Extension(Arc::new(trusted))),
         )
+        // No form or registration comes near this; nothing larger is read (413).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
+
+/// Largest body any of these endpoints reads: a registration with ten 2 KiB redirect URIs and
+/// a name fits, and each handler holds forms to [`MAX_FORM_BYTES`].
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The cookie that carries a pending request's secret.
 const COOKIE: &str = "mymcp_consent";

@@ -1002,6 +1002,12 @@ async fn the_token_endpoint_sends_digests_and_answers_as_rfc_6749_says() {
     }
     let reply = send(&h.app, form("/revoke", "token=at&client_id=c")).await;
     assert_eq!(reply.status, StatusCode::OK);
+    // A body far beyond any form is not read, on any of the endpoints.
+    let huge = "a=".to_owned() + &"b".repeat(100 * 1024);
+    for path in ["/token", "/revoke", "/register", "/consent/00"] {
+        let reply = send(&h.app, form(path, &huge)).await;
+        assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+    }
     // Without OAuth there is no token endpoint.
     let plain = harness().await;
     let reply = send(&plain.app, form("/token", &good)).await;
