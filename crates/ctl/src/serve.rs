@@ -301,9 +301,19 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         format!("{scheme}://{addr}")
     });
 
+    // OAuth is on under the quick try's own URL unless MYMCP_OAUTH_ENABLED says otherwise:
+    // a client that signs in (the Inspector, mcp-remote) waits until a person approves it on
+    // this host with `mymcpctl oauth approve`, and the 401 tells clients where to sign in.
+    let oauth_by_default =
+        std::env::var_os(settings::OAUTH_ENABLED.name).is_none() && own_url.is_some();
+    let oauth = oauth_by_default || settings::OAUTH_ENABLED.read(&Env).unwrap_or(false);
+
     let mut executor_cmd = Command::new(&executor_bin);
     if let Some(url) = &own_url {
         executor_cmd.env(settings::PUBLIC_BASE_URL.name, url);
+    }
+    if oauth_by_default {
+        executor_cmd.env(settings::OAUTH_ENABLED.name, "true");
     }
     executor_cmd
         .env(settings::RUNTIME_DIR.name, &run_dir)
@@ -379,6 +389,9 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
         if let Some(url) = &own_url {
             frontend_cmd.env(settings::PUBLIC_BASE_URL.name, url);
         }
+        if oauth_by_default {
+            frontend_cmd.env(settings::OAUTH_ENABLED.name, "true");
+        }
         let (uid, gid, fd) = (account.uid, account.gid, listener.as_raw_fd());
         mymcp_sys::privileges::drop_privileges_at_exec(&mut frontend_cmd, uid, gid, root, Some(fd));
         running.frontend = Some(
@@ -452,6 +465,13 @@ pub fn serve(opts: &ServeOptions) -> anyhow::Result<i32> {
             "[mymcp] more tokens: mymcpctl --runtime-dir {} token add --name NAME --role ro",
             run_dir.display()
         );
+        if oauth {
+            banner_line!(
+                banner,
+                "[mymcp] OAuth clients sign in here; approve one: mymcpctl --runtime-dir {} oauth approve CODE --user ACCOUNT --role rw",
+                run_dir.display()
+            );
+        }
         banner_line!(banner, "[mymcp] Claude Code: claude mcp add --transport http mymcp {url} --header \"Authorization: Bearer {rw}\"");
         banner_line!(banner, "[mymcp] press Ctrl-C to stop");
         {

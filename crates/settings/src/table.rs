@@ -777,7 +777,7 @@ pub const OAUTH_ENABLED: Setting<Bool> = Setting {
     kind: Bool { default: false },
     read_by: &[Executor, Frontend, Ctl],
     group: Group::OAuth,
-    help: "Serve OAuth 2.1 (authorization server and protected resource metadata) so that connectors such as claude.ai and ChatGPT can be approved on the host (mymcpctl oauth approve); needs MYMCP_PUBLIC_BASE_URL, https (or http on loopback). Static tokens keep working.",
+    help: "Serve OAuth 2.1 (authorization server and protected resource metadata) so that connectors such as claude.ai and ChatGPT can be approved on the host (mymcpctl oauth approve); needs MYMCP_PUBLIC_BASE_URL, https (or http on loopback). Static tokens keep working. mymcpctl serve turns it on under its own URL unless this says false.",
 };
 
 pub const OAUTH_ACCESS_TTL_SEC: Setting<Integer> = Setting {
