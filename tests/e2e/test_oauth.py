@@ -125,31 +125,39 @@ class Storage:
         self.client = info
 
 
-def sdk_provider(s, name, storage, approve):
-    """The official Python SDK's OAuth client for `s`, registering as `name`; `approve(code)`
-    plays the person at the host when the SDK sends them to the consent page (opened by a
-    `Browser`), after which the browser lands back at the client."""
-    browser, urls = Browser(s.port), []
+def sdk_provider(s, name, storage, person, redirect=REDIRECT, metadata_url=None):
+    """The official Python SDK's OAuth client for `s`, as the client `name` (registering, or
+    identified by `metadata_url`); when the SDK sends the person to the authorization URL,
+    `person(url)` plays them and returns the query the browser landed back with."""
+    urls = []
 
     async def redirect_handler(url):
         urls.append(url)
 
     async def callback_handler():
-        def person():
-            approve(browser.open(urls.pop()))
-            return browser.reload()
-
-        params = await anyio.to_thread.run_sync(person)
+        params = await anyio.to_thread.run_sync(lambda: person(urls.pop()))
         return AuthorizationCodeResult(code=params["code"], state=params.get("state"),
                                        iss=params.get("iss"))
 
-    provider = OAuthClientProvider(
+    return OAuthClientProvider(
         server_url=s.url,
         client_metadata=OAuthClientMetadata(
-            client_name=name, redirect_uris=[REDIRECT], grant_types=["authorization_code", "refresh_token"],
+            client_name=name, redirect_uris=[redirect], grant_types=["authorization_code", "refresh_token"],
             response_types=["code"], token_endpoint_auth_method="none"),
-        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler)
-    return provider, browser
+        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler,
+        client_metadata_url=metadata_url)
+
+
+def approving_host(s, approve):
+    """A person whose browser (a `Browser`) opens the consent page, and who approves the code it
+    shows with `approve(code)` on the host: (person, browser)."""
+    browser = Browser(s.port)
+
+    def person(url):
+        approve(browser.open(url))
+        return browser.reload()
+
+    return person, browser
 
 
 async def sdk_call(url, provider, name, arguments, before=None):
@@ -173,7 +181,8 @@ def test_the_python_sdk_is_approved_on_the_host_and_acts_as_the_account(oauth_se
         assert ok.returncode == 0, ok.stderr
         assert f"act as {carol.pw_name} with role rw" in ok.stdout
 
-    provider, browser = sdk_provider(s, "sdk e2e", storage, approve)
+    person, browser = approving_host(s, approve)
+    provider = sdk_provider(s, "sdk e2e", storage, person)
     out = anyio.run(sdk_call, s.url, provider, "bash_execute", {"command": "id -un; echo $HOME"})
     assert out["stdout"] == f"{carol.pw_name}\n{carol.pw_dir}\n", out
     # The page named the client and what it asked for, and forbade framing and scripts.
@@ -424,7 +433,7 @@ def test_a_client_approved_read_only_steps_up_when_it_needs_more(oauth_server, c
     def approve(code):
         assert s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", roles.pop(0)).returncode == 0
 
-    provider, _ = sdk_provider(s, "step-up e2e", storage, approve)
+    provider = sdk_provider(s, "step-up e2e", storage, approving_host(s, approve)[0])
     out = anyio.run(sdk_call, s.url, provider, "bash_execute", {"command": "id -un"},
                     lambda: seen.setdefault("read_only", storage.tokens.access_token))
     read_only = seen["read_only"]
@@ -606,56 +615,6 @@ def refusal(s, client_id, **extra):
     return page
 
 
-def test_the_python_sdk_identified_by_its_metadata_document_is_approved(cimd_server, documents, carol):
-    s = cimd_server
-    meta = json.loads(request(s.port, "GET", "/.well-known/oauth-authorization-server")[2])
-    assert meta["client_id_metadata_document_supported"] is True
-    url = documents.publish("/sdk/client.json", client_name="sdk cimd e2e",
-                            grant_types=["authorization_code", "refresh_token"],
-                            response_types=["code"])
-    browser, storage, urls = Browser(s.port), Storage(), []
-
-    async def redirect_handler(authorize):
-        urls.append(authorize)
-
-    async def callback_handler():
-        def approve():
-            code = browser.open(urls.pop())
-            ok = s.ctl("oauth", "approve", code, "--user", carol.pw_name, "--role", "rw")
-            assert ok.returncode == 0, ok.stderr
-            return browser.reload()
-
-        params = await anyio.to_thread.run_sync(approve)
-        return AuthorizationCodeResult(code=params["code"], state=params.get("state"),
-                                       iss=params.get("iss"))
-
-    provider = OAuthClientProvider(
-        server_url=s.url,
-        client_metadata=OAuthClientMetadata(
-            client_name="sdk cimd e2e", redirect_uris=[REDIRECT],
-            grant_types=["authorization_code", "refresh_token"], response_types=["code"],
-            token_endpoint_auth_method="none"),
-        storage=storage, redirect_handler=redirect_handler, callback_handler=callback_handler,
-        client_metadata_url=url)
-
-    async def session():
-        async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
-            async with streamable_http_client(s.url, http_client=http) as (read, write):
-                async with ClientSession(read, write) as session:
-                    await session.initialize()
-                    r = await session.call_tool("bash_execute", {"command": "id -un"})
-                    return tool_json(r)
-
-    out = anyio.run(session)
-    assert out["stdout"] == f"{carol.pw_name}\n", out
-    # The SDK did not register: its client_id is the URL, and the page named the client as the
-    # document does, fetched once.
-    assert storage.client.client_id == url
-    assert "sdk cimd e2e" in browser.html and url in browser.html
-    assert documents.seen("/sdk/client.json") == 1
-    assert whoami(s.port, storage.tokens.access_token) == (200, carol.pw_name)
-
-
 def test_a_document_that_does_not_fit_is_refused_on_the_page(cimd_server, documents):
     s = cimd_server
     other = documents.publish("/other.json", client_id=documents.base + "/someone-else.json")
@@ -700,9 +659,9 @@ PAM_PASSWORD = "Correct-horse-7"
 
 
 @pytest.fixture(scope="module")
-def pam_server():
-    """A server with the password login on: a group of its own, a PAM service file of its own
-    (pam_unix), a member and a non-member with passwords set by chpasswd."""
+def pam_accounts():
+    """For the password login: a group of its own, a PAM service file of its own (pam_unix), a
+    member and a non-member with passwords set by chpasswd: (group, service, member, outsider)."""
     tag = f"{os.getpid():x}"
     group, service = f"mmgrp{tag}", f"mymcp-e2e-{tag}"
     pam_file = Path("/etc/pam.d") / service
@@ -715,20 +674,28 @@ def pam_server():
                                capture_output=True)
             assert r.returncode == 0, r.stderr
         pam_file.write_text("auth required pam_unix.so\naccount required pam_unix.so\n")
-        s = start_server({"MYMCP_OAUTH_ENABLED": "true", "MYMCP_OAUTH_PAM": "true",
-                          "MYMCP_OAUTH_PAM_GROUP": group, "MYMCP_OAUTH_PAM_SERVICE": service})
-        s.base = s.url.rsplit("/mcp", 1)[0]
-        s.port = urllib.parse.urlparse(s.base).port
-        s.member, s.outsider = member.pw_name, outsider.pw_name
-        try:
-            yield s
-        finally:
-            stop_server(s)
+        yield group, service, member.pw_name, outsider.pw_name
     finally:
         pam_file.unlink(missing_ok=True)
         remove_account(member)
         remove_account(outsider)
         shadow("groupdel", group)
+
+
+@pytest.fixture
+def pam_server(pam_accounts, documents):
+    """A server of its own (its login limits start afresh) with the password login on for
+    `pam_accounts`; it fetches client metadata documents from the test's HTTPS server too."""
+    group, service, member, outsider = pam_accounts
+    s = start_server({"MYMCP_OAUTH_ENABLED": "true", "MYMCP_OAUTH_PAM": "true",
+                      "MYMCP_OAUTH_PAM_GROUP": group, "MYMCP_OAUTH_PAM_SERVICE": service,
+                      "MYMCP_OAUTH_CIMD_ALLOWED_NETWORKS": "127.0.0.1/32",
+                      "MYMCP_OUTBOUND_CA_FILE": str(documents.ca)})
+    s.base = s.url.rsplit("/mcp", 1)[0]
+    s.port = urllib.parse.urlparse(s.base).port
+    s.member, s.outsider = member, outsider
+    yield s
+    stop_server(s)
 
 
 def log_in(browser, user, password):
@@ -811,3 +778,40 @@ def test_the_accounts_password_approves_only_members_and_is_rate_limited(pam_ser
     for secret in [PAM_PASSWORD, "wrong-password", "wrong-again"]:
         assert secret not in text
     assert pids_with_cmdline("--oauth-pam-helper") == []
+
+
+def test_the_python_sdk_identified_by_its_document_is_approved_by_a_password_in_chromium(
+        pam_server, documents, chromium, landing):
+    """The official Python SDK with a Client ID Metadata Document the test serves over HTTPS
+    (no registration), its consent page in a headless Chromium where the person signs in with
+    their Unix account's password (PAM); the SDK's tools then run as that account."""
+    from selenium.webdriver.common.by import By
+
+    s = pam_server
+    redirect, got = landing
+    meta = json.loads(request(s.port, "GET", "/.well-known/oauth-authorization-server")[2])
+    assert meta["client_id_metadata_document_supported"] is True
+    url = documents.publish("/sdk/client.json", client_name="sdk cimd e2e",
+                            redirect_uris=[redirect],
+                            grant_types=["authorization_code", "refresh_token"],
+                            response_types=["code"])
+    storage, pages = Storage(), []
+
+    def person(authorize):
+        chromium.get(authorize)
+        pages.append(chromium.page_source)
+        chromium.find_element(By.NAME, "user").send_keys(s.member)
+        chromium.find_element(By.NAME, "password").send_keys(PAM_PASSWORD)
+        chromium.find_element(By.XPATH, "//button[text()='Approve as this account']").click()
+        assert wait_until(lambda: got, 20), chromium.page_source
+        return got[-1]
+
+    provider = sdk_provider(s, "sdk cimd e2e", storage, person, redirect, metadata_url=url)
+    out = anyio.run(sdk_call, s.url, provider, "bash_execute", {"command": "id -un"})
+    assert out["stdout"] == f"{s.member}\n", out
+    # The SDK did not register: its client_id is the URL, and the page named the client as the
+    # document does, fetched once.
+    assert storage.client.client_id == url
+    assert "sdk cimd e2e" in pages[0] and url in pages[0]
+    assert documents.seen("/sdk/client.json") == 1
+    assert whoami(s.port, storage.tokens.access_token) == (200, s.member)
