@@ -5,6 +5,7 @@
 //! The endpoints these documents name (`/authorize`, `/token`, `/revoke`, `/register`) and
 //! the consent page are next; the executor decides every one of them.
 
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -62,6 +63,37 @@ pub fn step_up(base: &str) -> String {
     )
 }
 
+/// CORS for what browser-based clients (the MCP Inspector's page, web apps) fetch themselves:
+/// the metadata documents, `/register`, `/token` and `/revoke` answer any origin (`*`, never
+/// with credentials: nothing there rests on a cookie) and preflights are answered here. Never
+/// on `/authorize` and the consent page (navigations, held by a cookie) nor on `/mcp`.
+pub async fn cors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::{header, HeaderValue, Method, StatusCode};
+    let any = HeaderValue::from_static("*");
+    if request.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, any);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, mcp-protocol-version"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        return r;
+    }
+    let mut r = next.run(request).await;
+    r.headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, any);
+    r
+}
+
 /// The discovery routes of the issuer `base` when `on` (none otherwise).
 pub fn routes<S: Clone + Send + Sync + 'static>(on: bool, base: &str) -> Router<S> {
     if !on || base.is_empty() {
@@ -85,6 +117,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(on: bool, base: &str) -> Router<
             "/.well-known/oauth-authorization-server",
             get(move || std::future::ready(Json(server))),
         )
+        .layer(axum::middleware::from_fn(cors))
 }
 
 #[cfg(test)]

@@ -66,10 +66,13 @@ pub fn routes(
         forwarder,
         cimd: Arc::new(cimd),
     };
-    Router::new()
+    // What clients fetch themselves (browser-based ones too: CORS); then the pages.
+    let for_clients = Router::new()
         .route("/token", post(token))
         .route("/revoke", post(revoke))
         .route("/register", post(register))
+        .layer(axum::middleware::from_fn(crate::authz::cors));
+    Router::new()
         .route("/authorize", axum::routing::get(authorize))
         .route(
             "/consent/{id}",
@@ -79,6 +82,7 @@ pub fn routes(
             "/consent/{id}/login",
             post(consent_login).layer(axum::Extension(Arc::new(trusted))),
         )
+        .merge(for_clients)
         // No form or registration comes near this; nothing larger is read (413).
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

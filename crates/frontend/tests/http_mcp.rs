@@ -1015,6 +1015,58 @@ async fn the_token_endpoint_sends_digests_and_answers_as_rfc_6749_says() {
 }
 
 #[tokio::test]
+async fn browser_clients_may_fetch_metadata_and_tokens_but_not_the_pages() {
+    let h = harness_with(HttpConfig {
+        public_base_url: "https://mcp.example.com".into(),
+        oauth: true,
+        ..HttpConfig::default()
+    })
+    .await;
+    let origin = "http://localhost:6274";
+    for path in [
+        "/token",
+        "/register",
+        "/revoke",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let preflight = Request::builder()
+            .method("OPTIONS")
+            .uri(path)
+            .header(header::ORIGIN, origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .body(Body::empty())
+            .unwrap();
+        let reply = send(&h.app, preflight).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{path}");
+        assert_eq!(
+            reply.header("access-control-allow-origin"),
+            Some("*"),
+            "{path}"
+        );
+        assert!(reply
+            .header("access-control-allow-headers")
+            .is_some_and(|v| v.contains("content-type")));
+    }
+    let get = |path: &str| {
+        Request::get(path)
+            .header(header::ORIGIN, origin)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let reply = send(&h.app, get("/.well-known/oauth-protected-resource/mcp")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    let reply = send(&h.app, form("/token", "grant_type=authorization_code")).await;
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    // The pages are navigations held by a cookie: no other origin may read them.
+    let reply = send(&h.app, get("/authorize?client_id=c")).await;
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+    let reply = send(&h.app, get("/consent/00")).await;
+    assert_eq!(reply.header("access-control-allow-origin"), None);
+}
+
+#[tokio::test]
 async fn authorize_opens_a_request_whose_page_only_its_browser_sees() {
     let h = harness_with(HttpConfig {
         public_base_url: "https://mcp.example.com".into(),
