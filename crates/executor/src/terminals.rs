@@ -571,39 +571,30 @@ fn key_bytes(name: &str, app_cursor: bool) -> Option<Vec<u8>> {
 
 /// The screen as text: rows with trailing blanks cut, trailing empty rows dropped.
 fn screen_text(screen: &vt100::Screen) -> String {
-    let (_, cols) = screen.size();
-    let rows: Vec<String> = screen
-        .rows(0, cols)
-        .map(|r| r.trim_end().to_owned())
-        .collect();
-    let last = rows
-        .iter()
-        .rposition(|r| !r.is_empty())
-        .map_or(0, |i| i + 1);
-    rows[..last].join("\n")
+    rendered(screen, None)
 }
 
 /// The screen as `wait_for` sees it: [`screen_text`], except that the cursor's row keeps its
 /// blanks up to the cursor, so that a prompt ending in a space (`>>> `, `$ `) matches.
 fn screen_for_match(screen: &vt100::Screen) -> String {
+    rendered(screen, Some(screen.cursor_position()))
+}
+
+/// The screen's rows with trailing blanks cut (on the `cursor` row, `(row, col)`, only those
+/// beyond the cursor), trailing empty rows dropped.
+fn rendered(screen: &vt100::Screen, cursor: Option<(u16, u16)>) -> String {
     let (_, cols) = screen.size();
-    let (cursor_row, cursor_col) = screen.cursor_position();
     let rows: Vec<String> = screen
         .rows(0, cols)
         .enumerate()
         .map(|(i, r)| {
-            let trimmed = r.trim_end();
-            if i == usize::from(cursor_row) {
-                let mut row = trimmed.to_owned();
-                let width = trimmed.chars().count();
-                row.extend(std::iter::repeat_n(
-                    ' ',
-                    usize::from(cursor_col).saturating_sub(width),
-                ));
-                row
-            } else {
-                trimmed.to_owned()
+            let mut row = r.trim_end().to_owned();
+            if let Some((_, cursor_col)) = cursor.filter(|(r, _)| usize::from(*r) == i) {
+                let width = row.chars().count();
+                let pad = usize::from(cursor_col).saturating_sub(width);
+                row.extend(std::iter::repeat_n(' ', pad));
             }
+            row
         })
         .collect();
     let last = rows
