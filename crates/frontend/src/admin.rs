@@ -374,19 +374,26 @@ async fn revoke(
     }
 }
 
-/// Asks an OAuth management question as the admin token of `headers`.
+/// Asks an OAuth management question as the admin token of `headers` and answers with the
+/// JSON `render` makes of the outcome (`None`: not the answer this question gets, 502).
 async fn oauth(
     ops: &Ops,
-    peer: SocketAddr,
-    id: RequestId,
-    headers: &HeaderMap,
+    (peer, id, headers): (SocketAddr, RequestId, &HeaderMap),
     request: OAuthControl,
-) -> Result<OAuthControlOutcome, Response> {
-    let token = admin_token(ops, headers)?;
-    match ask(ops, token, &origin(peer, id), AdminOp::OAuth(request)).await? {
-        AdminOutcome::OAuth(outcome) => Ok(outcome),
-        AdminOutcome::NotFound => Err(detail(StatusCode::NOT_FOUND, "No such grant or client")),
-        other => Err(common(other)),
+    render: impl FnOnce(OAuthControlOutcome) -> Option<Value>,
+) -> Response {
+    let token = match admin_token(ops, headers) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match ask(ops, token, &origin(peer, id), AdminOp::OAuth(request)).await {
+        Ok(AdminOutcome::OAuth(outcome)) => match render(outcome) {
+            Some(json) => Json(json).into_response(),
+            None => detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"),
+        },
+        Ok(AdminOutcome::NotFound) => detail(StatusCode::NOT_FOUND, "No such grant or client"),
+        Ok(other) => common(other),
+        Err(r) => r,
     }
 }
 
@@ -397,22 +404,26 @@ async fn oauth_clients(
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
 ) -> Response {
-    match oauth(&ops, peer, id, &headers, OAuthControl::Clients).await {
-        Ok(OAuthControlOutcome::Clients(list)) => Json(Value::Array(
-            (list.iter())
-                .map(|c| {
-                    json!({
-                        "client_id": c.client_id, "client_name": c.client_name,
-                        "redirect_uris": c.redirect_uris, "created_at": c.created_at,
-                        "grants": c.grants,
+    oauth(
+        &ops,
+        (peer, id, &headers),
+        OAuthControl::Clients,
+        |o| match o {
+            OAuthControlOutcome::Clients(list) => Some(Value::Array(
+                (list.iter())
+                    .map(|c| {
+                        json!({
+                            "client_id": c.client_id, "client_name": c.client_name,
+                            "redirect_uris": c.redirect_uris, "created_at": c.created_at,
+                            "grants": c.grants,
+                        })
                     })
-                })
-                .collect(),
-        ))
-        .into_response(),
-        Ok(_) => detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"),
-        Err(r) => r,
-    }
+                    .collect(),
+            )),
+            _ => None,
+        },
+    )
+    .await
 }
 
 /// `GET /admin/oauth/grants`: the live grants (client, account, role, times).
@@ -422,22 +433,26 @@ async fn oauth_grants(
     Extension(id): Extension<RequestId>,
     headers: HeaderMap,
 ) -> Response {
-    match oauth(&ops, peer, id, &headers, OAuthControl::Grants).await {
-        Ok(OAuthControlOutcome::Grants(list)) => Json(Value::Array(
-            (list.iter())
-                .map(|g| {
-                    json!({
-                        "id": g.id, "client_id": g.client_id, "client_name": g.client_name,
-                        "user": g.user, "role": g.role.as_str(), "created_at": g.created_at,
-                        "last_refreshed": g.last_refreshed, "expires_at": g.expires_at,
+    oauth(
+        &ops,
+        (peer, id, &headers),
+        OAuthControl::Grants,
+        |o| match o {
+            OAuthControlOutcome::Grants(list) => Some(Value::Array(
+                (list.iter())
+                    .map(|g| {
+                        json!({
+                            "id": g.id, "client_id": g.client_id, "client_name": g.client_name,
+                            "user": g.user, "role": g.role.as_str(), "created_at": g.created_at,
+                            "last_refreshed": g.last_refreshed, "expires_at": g.expires_at,
+                        })
                     })
-                })
-                .collect(),
-        ))
-        .into_response(),
-        Ok(_) => detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"),
-        Err(r) => r,
-    }
+                    .collect(),
+            )),
+            _ => None,
+        },
+    )
+    .await
 }
 
 /// `DELETE /admin/oauth/{grant number or client id}`: its tokens stop working at once.
@@ -457,14 +472,13 @@ async fn oauth_revoke(
     let request = OAuthControl::Revoke {
         selector: selector.clone(),
     };
-    match oauth(&ops, peer, id, &headers, request).await {
-        Ok(OAuthControlOutcome::Revoked { clients, grants }) => Json(json!({
+    oauth(&ops, (peer, id, &headers), request, |o| match o {
+        OAuthControlOutcome::Revoked { clients, grants } => Some(json!({
             "revoked": selector, "clients": clients, "grants": grants,
-        }))
-        .into_response(),
-        Ok(_) => detail(StatusCode::BAD_GATEWAY, "Unexpected executor response"),
-        Err(r) => r,
-    }
+        })),
+        _ => None,
+    })
+    .await
 }
 
 async fn scrape(State(ops): State<Ops>, headers: HeaderMap) -> Response {

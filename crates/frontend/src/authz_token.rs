@@ -456,6 +456,16 @@ fn form_of(headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)>, R
     ))
 }
 
+/// The form of a client's request to `/token` or `/revoke`, and who the client is.
+fn client_form(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Vec<(String, String)>, ClientAuth), Refusal> {
+    let form = form_of(headers, body)?;
+    let client = client_of(&form)?;
+    Ok((form, client))
+}
+
 fn client_of(form: &[(String, String)]) -> Result<ClientAuth, Refusal> {
     if field(form, "client_secret").is_some() {
         return Err((
@@ -496,12 +506,8 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match form_of(&headers, &body) {
-        Ok(f) => f,
-        Err(r) => return refused(r),
-    };
-    let client = match client_of(&form) {
-        Ok(c) => c,
+    let (form, client) = match client_form(&headers, &body) {
+        Ok(fc) => fc,
         Err(r) => return refused(r),
     };
     let resource = field(&form, "resource").map(str::to_owned);
@@ -578,12 +584,8 @@ async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match form_of(&headers, &body) {
-        Ok(f) => f,
-        Err(r) => return refused(r),
-    };
-    let client = match client_of(&form) {
-        Ok(c) => c,
+    let (form, client) = match client_form(&headers, &body) {
+        Ok(fc) => fc,
         Err(r) => return refused(r),
     };
     let Some(token) = field(&form, "token") else {
