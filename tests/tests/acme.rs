@@ -302,17 +302,23 @@ fn start_frontend(port: u16, pebble: &Pebble, state: &Path) -> (Running, Arc<Mut
     (Running(child), lines)
 }
 
-#[test]
-fn a_certificate_from_pebble_by_tls_alpn_01_then_renewed_without_dropping_connections() {
-    mymcp_tests::needs_root!();
+/// A scratch directory (kept while the value lives) that nobody, the frontend, can enter to read
+/// the CA file, and the path of the frontend's own ACME state directory in it (not made yet;
+/// its parent belongs to nobody).
+fn scratch() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    // nobody (the frontend) reaches the CA file and its own state directory below.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let state_parent = dir.path().join("frontend");
     std::fs::create_dir(&state_parent).unwrap();
     let (uid, gid) = user_ids("nobody");
     std::os::unix::fs::chown(&state_parent, Some(uid), Some(gid)).unwrap();
-    let state = state_parent.join("acme");
+    (dir, state_parent.join("acme"))
+}
+
+#[test]
+fn a_certificate_from_pebble_by_tls_alpn_01_then_renewed_without_dropping_connections() {
+    mymcp_tests::needs_root!();
+    let (dir, state) = scratch();
 
     let port = free_port();
     let addr = loopback(port);
@@ -335,6 +341,7 @@ fn a_certificate_from_pebble_by_tls_alpn_01_then_renewed_without_dropping_connec
     // Only for the domain: the same certificate does not pass for another name.
     assert!(connect(addr, "other.mymcp-acme.test", &root).is_err());
 
+    let (uid, _) = user_ids("nobody");
     for (file, mode) in [("account.json", 0o600), ("certificate.pem", 0o600)] {
         let meta = std::fs::metadata(state.join(file)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
@@ -387,13 +394,7 @@ fn a_certificate_from_pebble_by_tls_alpn_01_then_renewed_without_dropping_connec
 #[test]
 fn a_failed_validation_is_logged_with_the_reason_and_retried_later() {
     mymcp_tests::needs_root!();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let state_parent = dir.path().join("frontend");
-    std::fs::create_dir(&state_parent).unwrap();
-    let (uid, gid) = user_ids("nobody");
-    std::os::unix::fs::chown(&state_parent, Some(uid), Some(gid)).unwrap();
-    let state = state_parent.join("acme");
+    let (dir, state) = scratch();
 
     // pebble validates on a port where nothing listens.
     let port = free_port();
