@@ -1145,3 +1145,23 @@ pub fn swap_symlink(
         flips
     })
 }
+
+/// An executor with `env`, a frontend (as nobody) in front of it, and an rw token.
+pub fn rw_server(env: &[(&str, &str)]) -> (ExecutorProcess, FrontendProcess, String) {
+    let exec = ExecutorProcess::start_with_env("nobody", env);
+    let rw = exec.add_token("writer", "rw");
+    let front = FrontendProcess::start(&exec.executor_socket());
+    (exec, front, rw)
+}
+
+/// The tool JSON of one `tools/call` of `name` with `args` (HTTP 200 asserted).
+pub fn call_tool(
+    addr: std::net::SocketAddr,
+    token: &str,
+    name: &str,
+    args: serde_json::Value,
+) -> serde_json::Value {
+    let r = post_mcp(addr, token, &tools_call(1, name, args));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.tool_json()
+}

@@ -2,29 +2,16 @@
 //! as nobody, raw HTTP. Each test proves one promise of the tool.
 
 use mymcp_tests::{
-    pids_with_cmdline, pids_with_environ, post_mcp, post_mcp_with, proc_status, sse_messages,
-    tools_call, wait_until, ExecutorProcess, FrontendProcess, HttpResponse,
+    call_tool as tool, pids_with_cmdline, pids_with_environ, post_mcp, post_mcp_with, proc_status,
+    rw_server as server, sse_messages, tools_call, wait_until, ExecutorProcess, FrontendProcess,
+    HttpResponse,
 };
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// An executor with `env`, a frontend in front of it, and an rw token.
-fn server(env: &[(&str, &str)]) -> (ExecutorProcess, FrontendProcess, String) {
-    let exec = ExecutorProcess::start_with_env("nobody", env);
-    let rw = exec.add_token("writer", "rw");
-    let front = FrontendProcess::start(&exec.executor_socket());
-    (exec, front, rw)
-}
-
 fn bash(addr: SocketAddr, token: &str, args: Value) -> Value {
     let r = post_mcp(addr, token, &tools_call(1, "bash_execute", args));
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.tool_json()
-}
-
-fn tool(addr: SocketAddr, token: &str, name: &str, args: Value) -> Value {
-    let r = post_mcp(addr, token, &tools_call(1, name, args));
     assert_eq!(r.status, 200, "{}", r.body);
     r.tool_json()
 }

@@ -9,26 +9,12 @@
 //! v1). Where the executor reports that it cannot, a test prints `skipped: …` and passes.
 
 use mymcp_tests::{
-    ctl, http_request, pids_with_cmdline, post_mcp, post_mcp_with, tools_call, wait_until,
-    ExecutorProcess, FrontendProcess,
+    call_tool as tool, ctl, http_request, pids_with_cmdline, post_mcp, post_mcp_with,
+    rw_server as server, tools_call, wait_until, ExecutorProcess,
 };
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn server(env: &[(&str, &str)]) -> (ExecutorProcess, FrontendProcess, String) {
-    let exec = ExecutorProcess::start_with_env("nobody", env);
-    let rw = exec.add_token("writer", "rw");
-    let front = FrontendProcess::start(&exec.executor_socket());
-    (exec, front, rw)
-}
-
-fn tool(addr: SocketAddr, token: &str, name: &str, args: Value) -> Value {
-    let r = post_mcp(addr, token, &tools_call(1, name, args));
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.tool_json()
-}
 
 /// `mymcpctl status --json` of `exec`.
 fn status(exec: &ExecutorProcess) -> Value {

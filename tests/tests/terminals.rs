@@ -3,25 +3,12 @@
 //! the size of what the model reads.
 
 use mymcp_tests::{
-    bin, pids_with_cmdline, post_mcp, tools_call, wait_until, ExecutorProcess, FrontendProcess,
+    bin, call_tool as tool, pids_with_cmdline, post_mcp, rw_server as server, wait_until,
+    ExecutorProcess, FrontendProcess,
 };
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// An executor with `env`, a frontend in front of it, and an rw token.
-fn server(env: &[(&str, &str)]) -> (ExecutorProcess, FrontendProcess, String) {
-    let exec = ExecutorProcess::start_with_env("nobody", env);
-    let rw = exec.add_token("writer", "rw");
-    let front = FrontendProcess::start(&exec.executor_socket());
-    (exec, front, rw)
-}
-
-fn tool(addr: SocketAddr, token: &str, name: &str, args: Value) -> Value {
-    let r = post_mcp(addr, token, &tools_call(1, name, args));
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.tool_json()
-}
 
 fn open(addr: SocketAddr, token: &str, args: Value) -> String {
     let t = tool(addr, token, "terminal_open", args);

@@ -3,16 +3,10 @@
 //! file tools), hidden paths (`--hide`), `--no-network`, and mymcp's own audit trail kept out
 //! of reach of every token's commands, root-mapped ones included.
 
-use mymcp_tests::{ctl, post_mcp, tools_call, ExecutorProcess, FrontendProcess};
+use mymcp_tests::{call_tool as tool, ctl, post_mcp, tools_call, ExecutorProcess, FrontendProcess};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
-
-fn tool(addr: SocketAddr, token: &str, name: &str, args: Value) -> Value {
-    let r = post_mcp(addr, token, &tools_call(1, name, args));
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.tool_json()
-}
 
 fn bash(addr: SocketAddr, token: &str, command: &str) -> Value {
     tool(addr, token, "bash_execute", json!({ "command": command }))
