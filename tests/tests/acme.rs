@@ -62,6 +62,15 @@ fn capture(child: &mut Child, tag: &'static str) -> Arc<Mutex<Vec<String>>> {
     lines
 }
 
+/// Echoes a helper's output to the test's, each line tagged.
+fn echo(out: impl std::io::Read + Send + 'static, tag: &'static str) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            eprintln!("[{tag}] {line}");
+        }
+    });
+}
+
 fn count(lines: &Mutex<Vec<String>>, needle: &str) -> usize {
     lines
         .lock()
@@ -134,12 +143,7 @@ impl Pebble {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                eprintln!("[challtestsrv] {line}");
-            }
-        });
+        echo(child.stdout.take().unwrap(), "challtestsrv");
         let dns_server = Running(child);
 
         let (listen, management) = (loopback(free_port()), loopback(free_port()));
@@ -169,12 +173,7 @@ impl Pebble {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                eprintln!("[pebble] {line}");
-            }
-        });
+        echo(child.stdout.take().unwrap(), "pebble");
         let pebble = Running(child);
         assert!(
             wait_until(Duration::from_secs(20), || TcpStream::connect(listen)
