@@ -121,6 +121,9 @@ pub(crate) struct Listed {
 #[derive(Debug, Default)]
 struct Inner {
     next: u64,
+    /// Counts the changes (a grant made, rotated or gone): what is stored is current while
+    /// it has not moved.
+    changes: u64,
     grants: HashMap<u64, Grant>,
     by_access: HashMap<TokenDigest, u64>,
     by_refresh: HashMap<TokenDigest, u64>,
@@ -167,6 +170,7 @@ impl Grants {
         let (access, refresh) = (value(random[0]), value(random[1]));
         let key = digest(&value(random[2]));
         inner.next += 1;
+        inner.changes += 1;
         let id = inner.next;
         let grant = Grant {
             info,
@@ -223,6 +227,7 @@ impl Grants {
         }
         let (access, new_refresh) = (value(random[0]), value(random[1]));
         let (old_access, old_refresh) = (grant.access, grant.refresh);
+        inner.changes += 1;
         inner.by_access.remove(&old_access);
         inner.by_refresh.remove(&old_refresh);
         inner.by_spent.insert(old_refresh, id);
@@ -313,6 +318,11 @@ impl Grants {
             .collect();
         out.sort_by_key(|l| l.id);
         out
+    }
+
+    /// How many changes the grants have seen (see [`Grants::snapshot`]).
+    pub(crate) fn changes(&self) -> u64 {
+        self.lock().changes
     }
 
     /// The live grants as stored (digests only: nothing in them authenticates), at `now`
@@ -449,6 +459,7 @@ impl Inner {
         let Some(g) = self.grants.remove(&id) else {
             return false;
         };
+        self.changes += 1;
         self.by_access.remove(&g.access);
         self.by_refresh.remove(&g.refresh);
         self.by_key.remove(&g.key);

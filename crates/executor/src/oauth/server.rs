@@ -34,7 +34,10 @@ pub(crate) struct Server {
     random: Random,
     /// Where clients and grants are kept across restarts, and the lock that orders writes.
     state_file: Option<std::path::PathBuf>,
-    saving: std::sync::Mutex<()>,
+    /// Held while saving: the changes (grants', clients') the file holds, if known.
+    saving: std::sync::Mutex<Option<(u64, u64)>>,
+    /// Counts registrations and removals of clients.
+    client_changes: std::sync::atomic::AtomicU64,
     /// The consent page's password login (`MYMCP_OAUTH_PAM`), if on.
     pam: Option<Pam>,
 }
@@ -163,6 +166,7 @@ impl Server {
             random,
             state_file: config.state_file,
             saving: Default::default(),
+            client_changes: Default::default(),
         };
         if let Some(path) = &server.state_file {
             match std::fs::read(path) {
@@ -192,6 +196,8 @@ impl Server {
         let n_clients = clients.len();
         *self.clients.lock().unwrap_or_else(|e| e.into_inner()) = clients;
         let n_grants = self.grants.restore(state.grants, &self.resource, now, wall);
+        // The file holds this (or more: what was dropped goes at the next change).
+        *self.saving.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.changes());
         tracing::info!(
             clients = n_clients,
             grants = n_grants,
@@ -205,7 +211,12 @@ impl Server {
         let Some(path) = &self.state_file else {
             return;
         };
-        let _one_at_a_time = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        // One at a time, and only what changed since: a refused request writes nothing.
+        let mut saved = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = self.changes();
+        if *saved == Some(changes) {
+            return;
+        }
         let clients = (self
             .clients
             .lock()
@@ -220,9 +231,21 @@ impl Server {
         let written = serde_json::to_vec(&state)
             .map_err(std::io::Error::other)
             .and_then(|bytes| mymcp_audit::keys::write_atomic(path, &bytes, 0o600));
-        if let Err(e) = written {
-            tracing::warn!(path = %path.display(), error = %e, "the OAuth state file cannot be written; clients and grants live in memory until it can");
+        match written {
+            Ok(()) => *saved = Some(changes),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the OAuth state file cannot be written; clients and grants live in memory until it can")
+            }
         }
+    }
+
+    /// The changes grants and clients have seen.
+    fn changes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.grants.changes(),
+            self.client_changes.load(Ordering::Relaxed),
+        )
     }
 
     /// The grants, for the token store to answer for ([`mymcp_tokens::TokenStore::delegate`]).
@@ -610,6 +633,9 @@ impl Server {
         let removed = (self.clients.lock().unwrap_or_else(|e| e.into_inner()))
             .remove(selector)
             .is_some();
+        if removed {
+            (self.client_changes).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let grants = self.grants.revoke_client(selector);
         if !removed && grants == 0 {
             return Err(format!(
@@ -699,6 +725,7 @@ impl Server {
             );
         }
         let issued_at = mymcp_tokens::clock::unix_now();
+        (self.client_changes).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         clients.insert(
             id.clone(),
             RegisteredClient {
@@ -919,6 +946,39 @@ mod tests {
         assert_eq!(
             std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
             0o600
+        );
+        // Refused requests change nothing and write nothing (each write is a new file).
+        let written = || {
+            let meta = std::fs::metadata(&file).unwrap();
+            (
+                std::os::unix::fs::MetadataExt::ino(&meta),
+                meta.modified().unwrap(),
+            )
+        };
+        let before = written();
+        let garbage = first.handle(
+            OAuthRequest::Refresh {
+                token: digest("mcp_guessed"),
+                client: client(),
+                scope: None,
+                resource: None,
+                origin: origin(),
+            },
+            now,
+        );
+        assert!(matches!(garbage, OAuthOutcome::Error(_)), "{garbage:?}");
+        first.handle(
+            OAuthRequest::Revoke {
+                token: digest("mcp_guessed"),
+                client: client(),
+                origin: origin(),
+            },
+            now,
+        );
+        assert_eq!(
+            written(),
+            before,
+            "a refused request rewrote the state file"
         );
         drop(first);
 
